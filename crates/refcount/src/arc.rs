@@ -1,0 +1,367 @@
+//! `BiasedArc<T>`: `Arc`'s API over a biased count.
+
+use std::borrow::Borrow;
+use std::fmt;
+use std::hash::{Hash, Hasher};
+use std::marker::PhantomData;
+use std::mem::{offset_of, ManuallyDrop};
+use std::ops::Deref;
+use std::ptr::{self, NonNull};
+
+use crate::biased::{self, BiasedCount, TakeUnique};
+use crate::RefCountValue;
+
+/// The allocation: the count first (so a pointer to the count is a pointer to the allocation,
+/// which is what the merge queues hold), then the value.
+#[repr(C)]
+struct ArcInner<T> {
+    count: BiasedCount,
+    value: T,
+}
+
+/// A thread-safe reference-counted pointer, like [`std::sync::Arc`], whose clones and drops on
+/// the thread that created it use no atomic instructions.
+///
+/// Other threads clone and drop with one atomic operation each, as with `Arc`. See the
+/// [crate documentation](crate) for when that trade pays off, and for the owner's merge queue:
+/// when the last references die on other threads, the value is dropped on its owner thread at
+/// its next safe point ([`BiasedArc::new`], [`BiasedArc::merge_pending`] or thread exit), or
+/// straight away on the dropping thread if the owner has exited.
+///
+/// It is `Send` and `Sync` exactly when `Arc<T>` would be, so values that must stay on one thread
+/// stay there:
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// assert_send::<ftrt_refcount::BiasedArc<std::rc::Rc<i32>>>();
+/// ```
+///
+/// ```compile_fail
+/// fn assert_send<T: Send>() {}
+/// // `Cell` is `Send` but not `Sync`: sharing it through clones on two threads would race.
+/// assert_send::<ftrt_refcount::BiasedArc<std::cell::Cell<i32>>>();
+/// ```
+pub struct BiasedArc<T> {
+    ptr: NonNull<ArcInner<T>>,
+    _owns: PhantomData<ArcInner<T>>,
+}
+
+// SAFETY: as for `Arc<T>`: clones on several threads give shared access to `T` (so `T: Sync`),
+// and whichever thread settles the count drops `T` (so `T: Send`). The count itself is
+// thread-safe: the non-atomic half is only touched by the owner thread.
+unsafe impl<T: Send + Sync> Send for BiasedArc<T> {}
+// SAFETY: as above; `&BiasedArc<T>` lets another thread clone it.
+unsafe impl<T: Send + Sync> Sync for BiasedArc<T> {}
+
+/// Frees a `BiasedArc` allocation whose count has reached zero.
+///
+/// # Safety
+/// `count` is the pointer to an `ArcInner<T>` (it heads the allocation) that no reference or
+/// queue entry points at any more.
+unsafe fn release<T>(count: NonNull<BiasedCount>) {
+    let inner = count.cast::<ArcInner<T>>();
+    // SAFETY: the count is alive until the allocation is freed below.
+    if unsafe { count.as_ref() }.is_husk() {
+        // `try_unwrap` already moved the value out: free the memory only. `ManuallyDrop<T>` has
+        // `T`'s layout, so this is the same allocation layout.
+        // SAFETY: the allocation came from `Box::new` in `BiasedArc::new` and is unreachable.
+        drop(unsafe { Box::from_raw(inner.cast::<ArcInner<ManuallyDrop<T>>>().as_ptr()) });
+    } else {
+        // SAFETY: as above, and the value is still in place.
+        drop(unsafe { Box::from_raw(inner.as_ptr()) });
+    }
+}
+
+impl<T> BiasedArc<T> {
+    /// Allocates `value`, owned by the calling thread. Also merges the calling thread's queue if
+    /// other threads have queued objects for it.
+    #[inline]
+    pub fn new(value: T) -> Self {
+        Self::from_inner(ArcInner { count: BiasedCount::new(), value })
+    }
+
+    /// Allocates `value` with an immortal count: clones and drops do nothing and the value is
+    /// never dropped. For values every thread reads for the life of the program.
+    pub fn new_immortal(value: T) -> Self {
+        Self::from_inner(ArcInner { count: BiasedCount::immortal(), value })
+    }
+
+    fn from_inner(inner: ArcInner<T>) -> Self {
+        Self { ptr: NonNull::from(Box::leak(Box::new(inner))), _owns: PhantomData }
+    }
+
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn header(this: &Self) -> &BiasedCount {
+        this.count()
+    }
+
+    #[inline(always)]
+    fn count(&self) -> &BiasedCount {
+        // SAFETY: this handle holds a reference, so the allocation is alive.
+        unsafe { &self.ptr.as_ref().count }
+    }
+
+    /// The number of references (like [`Arc::strong_count`](std::sync::Arc::strong_count));
+    /// `usize::MAX` for an immortal value. References dropped on other threads but still waiting
+    /// in the owner's merge queue are not counted.
+    pub fn strong_count(this: &Self) -> usize {
+        match this.count().get() {
+            RefCountValue::Mortal(count) => count,
+            RefCountValue::Immortal => usize::MAX,
+        }
+    }
+
+    /// The count as `Mortal(n)` or `Immortal`.
+    pub fn ref_count(this: &Self) -> RefCountValue {
+        this.count().get()
+    }
+
+    /// Whether both point to the same allocation.
+    #[inline]
+    pub fn ptr_eq(this: &Self, other: &Self) -> bool {
+        this.ptr == other.ptr
+    }
+
+    /// A pointer to the value.
+    pub fn as_ptr(this: &Self) -> *const T {
+        // SAFETY: in bounds of the live allocation; no reference is created.
+        unsafe { ptr::addr_of!((*this.ptr.as_ptr()).value) }
+    }
+
+    /// Gives up the handle without dropping its reference; [`from_raw`](Self::from_raw) takes it
+    /// back.
+    pub fn into_raw(this: Self) -> *const T {
+        let this = ManuallyDrop::new(this);
+        Self::as_ptr(&this)
+    }
+
+    /// Rebuilds a handle from [`into_raw`](Self::into_raw).
+    ///
+    /// # Safety
+    /// `ptr` came from `BiasedArc::<T>::into_raw` (same `T`) and each such pointer is passed
+    /// here at most once per reference it carries.
+    pub unsafe fn from_raw(ptr: *const T) -> Self {
+        // SAFETY: `ptr` points at the `value` field of an `ArcInner<T>`, so stepping back by that
+        // field's offset stays inside the same allocation, with its provenance.
+        let inner = unsafe { ptr.byte_sub(offset_of!(ArcInner<T>, value)) } as *mut ArcInner<T>;
+        // SAFETY: derived from a non-null allocation pointer.
+        Self { ptr: unsafe { NonNull::new_unchecked(inner) }, _owns: PhantomData }
+    }
+
+    /// A mutable reference to the value if this is the only reference, counting references still
+    /// waiting in a merge queue as dropped (so the answer is exact).
+    pub fn get_mut(this: &mut Self) -> Option<&mut T> {
+        if this.count().is_unique() {
+            // SAFETY: no other reference exists and `&mut this` stops new ones being made; a
+            // pending merge touches only the count.
+            Some(unsafe { &mut (*this.ptr.as_ptr()).value })
+        } else {
+            None
+        }
+    }
+
+    /// The value, if this is the only reference; otherwise the handle back. Exact even when other
+    /// threads' drops are still waiting in a merge queue.
+    pub fn try_unwrap(this: Self) -> Result<T, Self> {
+        let this = ManuallyDrop::new(this);
+        // SAFETY: `this` holds a reference, and is not used after `Free`/`LeftToQueue`.
+        match unsafe { this.count().try_take_unique() } {
+            TakeUnique::Shared => Err(ManuallyDrop::into_inner(this)),
+            TakeUnique::Free => {
+                // SAFETY: the only reference, and nothing else points at the allocation.
+                let inner = unsafe { Box::from_raw(this.ptr.as_ptr()) };
+                Ok(inner.value)
+            }
+            TakeUnique::LeftToQueue => {
+                // SAFETY: the count is now a husk: the value is ours to move out, and the pending
+                // merge frees only the memory (see `release`).
+                Ok(unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) })
+            }
+        }
+    }
+
+    /// Merges the calling thread's queue now: settles every object other threads handed back to
+    /// this thread, dropping those whose last reference died elsewhere. Returns how many it
+    /// merged. See [`biased::merge_pending`].
+    pub fn merge_pending() -> usize {
+        biased::merge_pending()
+    }
+}
+
+impl<T> Clone for BiasedArc<T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        self.count().incref();
+        Self { ptr: self.ptr, _owns: PhantomData }
+    }
+}
+
+impl<T> Drop for BiasedArc<T> {
+    #[inline]
+    fn drop(&mut self) {
+        let count = self.ptr.cast::<BiasedCount>();
+        // SAFETY: this handle's reference is given up here; `release::<T>` frees exactly this
+        // kind of allocation, from any thread (`T: Send` whenever the handle can cross threads).
+        if unsafe { BiasedCount::decref(count, release::<T>) } {
+            // SAFETY: that was the last reference and no queue entry remains.
+            unsafe { release::<T>(count) };
+        }
+    }
+}
+
+impl<T> Deref for BiasedArc<T> {
+    type Target = T;
+
+    #[inline]
+    fn deref(&self) -> &T {
+        // SAFETY: this handle keeps the allocation alive; shared access only.
+        unsafe { &self.ptr.as_ref().value }
+    }
+}
+
+impl<T> AsRef<T> for BiasedArc<T> {
+    fn as_ref(&self) -> &T {
+        self
+    }
+}
+
+impl<T> Borrow<T> for BiasedArc<T> {
+    fn borrow(&self) -> &T {
+        self
+    }
+}
+
+impl<T> From<T> for BiasedArc<T> {
+    fn from(value: T) -> Self {
+        Self::new(value)
+    }
+}
+
+impl<T: Default> Default for BiasedArc<T> {
+    fn default() -> Self {
+        Self::new(T::default())
+    }
+}
+
+impl<T: fmt::Debug> fmt::Debug for BiasedArc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+impl<T: fmt::Display> fmt::Display for BiasedArc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&**self, f)
+    }
+}
+
+impl<T> fmt::Pointer for BiasedArc<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Pointer::fmt(&Self::as_ptr(self), f)
+    }
+}
+
+impl<T: PartialEq> PartialEq for BiasedArc<T> {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl<T: Eq> Eq for BiasedArc<T> {}
+
+impl<T: PartialOrd> PartialOrd for BiasedArc<T> {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        (**self).partial_cmp(&**other)
+    }
+}
+
+impl<T: Ord> Ord for BiasedArc<T> {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (**self).cmp(&**other)
+    }
+}
+
+impl<T: Hash> Hash for BiasedArc<T> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        (**self).hash(state)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::test_util::Drops;
+
+    #[test]
+    fn is_send_and_sync_like_arc() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<BiasedArc<Vec<u8>>>();
+        assert_send_sync::<BiasedArc<std::sync::Mutex<u8>>>();
+    }
+
+    #[test]
+    fn clones_share_one_value_and_count_it() {
+        let a = BiasedArc::new(String::from("shared"));
+        let b = a.clone();
+        assert!(BiasedArc::ptr_eq(&a, &b));
+        assert_eq!(BiasedArc::strong_count(&a), 2);
+        assert_eq!(*b, "shared");
+        assert!(!BiasedArc::ptr_eq(&a, &BiasedArc::new(String::from("shared"))));
+        assert_eq!(a, BiasedArc::new(String::from("shared")), "equality compares values");
+    }
+
+    #[test]
+    fn into_raw_and_from_raw_round_trip_without_touching_the_count() {
+        let drops = Drops::default();
+        let a = BiasedArc::new(drops.track(4));
+        let b = a.clone();
+        let raw = BiasedArc::into_raw(b);
+        assert_eq!(BiasedArc::strong_count(&a), 2);
+        // SAFETY: `raw` came from `into_raw` and is passed back once.
+        let b = unsafe { BiasedArc::from_raw(raw) };
+        assert_eq!(b.check(), 4);
+        drop((a, b));
+        assert_eq!(drops.count(), 1);
+    }
+
+    #[test]
+    fn get_mut_only_for_the_only_reference() {
+        let mut a = BiasedArc::new(1);
+        let b = a.clone();
+        assert!(BiasedArc::get_mut(&mut a).is_none());
+        drop(b);
+        *BiasedArc::get_mut(&mut a).expect("unique") += 1;
+        assert_eq!(*a, 2);
+    }
+
+    #[test]
+    fn try_unwrap_gives_the_value_without_dropping_it() {
+        let drops = Drops::default();
+        let value = BiasedArc::try_unwrap(BiasedArc::new(drops.track(8))).ok().expect("unique");
+        assert_eq!(drops.count(), 0);
+        drop(value);
+        assert_eq!(drops.count(), 1);
+    }
+
+    #[test]
+    fn immortal_values_are_never_dropped() {
+        let drops = Drops::default();
+        let a = BiasedArc::new_immortal(drops.track(0));
+        let b = a.clone();
+        assert_eq!(BiasedArc::strong_count(&a), usize::MAX);
+        assert_eq!(BiasedArc::ref_count(&b), RefCountValue::Immortal);
+        drop((a, b));
+        assert_eq!(drops.count(), 0);
+    }
+
+    #[test]
+    fn zero_sized_and_over_aligned_values_work() {
+        #[repr(align(64))]
+        struct Wide(u8);
+        let unit = BiasedArc::new(());
+        assert_eq!(BiasedArc::try_unwrap(unit.clone()).ok(), None);
+        let wide = BiasedArc::new(Wide(3));
+        assert_eq!(BiasedArc::as_ptr(&wide) as usize % 64, 0);
+        assert_eq!(wide.0, 3);
+    }
+}

@@ -1,0 +1,419 @@
+//! Biased reference counting (Choi, Shull & Torrellas, PACT 2018; PEP 703).
+//!
+//! Most objects are only ever referenced from the thread that created them. The header records
+//! that thread (the *owner*); the owner counts in `local` with plain loads and stores, and every
+//! other thread counts in `shared` with atomic read-modify-writes. The true count is
+//! `local + shared` (less one while a queue entry is pending, see below).
+//!
+//! `shared` holds the count shifted left by two, and two flags:
+//! - `QUEUED`: a non-owner dropped a reference when `shared` was exactly zero. Instead of driving
+//!   the shared count negative it handed that reference to the owner's merge queue. The queue
+//!   entry counts as a reference until the owner merges it, so the object cannot die under it.
+//! - `MERGED`: the owner gave up ownership; `shared` alone is the count and every thread counts
+//!   atomically. Set when the owner's local count reaches zero, when the owner merges a queued
+//!   object, and when a non-owner queues an object whose owner has exited.
+//!
+//! An object dies when the combined count reaches zero: on the owner when `local` reaches zero
+//! and `shared` is zero with no flags, or on any thread when a `MERGED`, unqueued `shared` count
+//! reaches zero, or when a merge of a queued object finds the total at zero.
+//!
+//! Counts never wrap: a local count that reaches `u32::MAX` and a shared count whose magnitude
+//! reaches `SATURATED` make the object immortal.
+
+mod thread;
+#[cfg(all(test, not(loom)))]
+mod tests;
+
+use std::ptr::NonNull;
+
+use crate::sync::{fence, AtomicI32, AtomicU32, Ordering};
+use crate::RefCountValue;
+
+pub use thread::{detach_current_thread, merge_pending, Release};
+pub(crate) use thread::merge_if_pending;
+use thread::{Queued, NO_OWNER};
+
+const FLAG_BITS: u32 = 2;
+const FLAG_MASK: i32 = 0b11;
+const QUEUED: i32 = 0b01;
+const MERGED: i32 = 0b10;
+/// One reference in `shared`'s encoding.
+const ONE: i32 = 1 << FLAG_BITS;
+/// A shared count at or beyond this magnitude (either sign) means immortal. The encoding holds
+/// counts up to ±2^29, so the 2^28 of headroom absorbs every increment already in flight when
+/// an object saturates.
+const SATURATED: i32 = 1 << 27;
+/// `local` of an immortal object.
+const LOCAL_IMMORTAL: u32 = u32::MAX;
+/// `shared` of an object whose value was moved out by `try_take_unique` while a queue entry for
+/// it was pending: zero references, queued and merged at once, a state no count reaches otherwise
+/// (a pending entry always holds a reference). The merge of that entry frees only the memory.
+const HUSK: i32 = QUEUED | MERGED;
+
+#[inline]
+fn count_of(shared: i32) -> i32 {
+    shared >> FLAG_BITS
+}
+
+#[inline]
+fn saturated(shared: i32) -> bool {
+    count_of(shared).unsigned_abs() >= SATURATED as u32
+}
+
+/// A biased reference count: 12 bytes, 4-byte aligned.
+///
+/// | field  | type  | written by |
+/// |--------|-------|------------|
+/// | owner  | `u32` | the creating thread (its never-reused id), cleared on merge |
+/// | local  | `u32` | the owner only, with plain stores |
+/// | shared | `i32` | any thread, atomically: count << 2, `QUEUED`, `MERGED` |
+#[repr(C)]
+pub struct BiasedCount {
+    owner: AtomicU32,
+    local: AtomicU32,
+    shared: AtomicI32,
+}
+
+/// What [`BiasedCount::try_take_unique`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TakeUnique {
+    /// Other references exist; nothing changed.
+    Shared,
+    /// The caller held the only reference and nothing else points at the object: the caller may
+    /// move the value out and must free the object itself.
+    Free,
+    /// The caller held the only reference but a merge queue still points at the object. The count
+    /// is now a husk: the caller may move the value out but must not free the memory; the queue's
+    /// merge will call the release function, which must check [`BiasedCount::is_husk`] and then
+    /// free only the memory.
+    LeftToQueue,
+}
+
+impl BiasedCount {
+    /// A count of one, owned by the calling thread. Also one of the owner's safe points: merges the
+    /// thread's queue first if other threads have queued objects to it.
+    #[inline]
+    pub fn new() -> Self {
+        merge_if_pending();
+        let owner = thread::owner_for_new_object();
+        if owner == NO_OWNER {
+            // A detached thread owns nothing: the object starts merged.
+            return Self::from_parts(NO_OWNER, 0, ONE | MERGED);
+        }
+        Self::from_parts(owner, 1, 0)
+    }
+
+    /// A count that never changes and never reaches zero.
+    pub fn immortal() -> Self {
+        Self::from_parts(NO_OWNER, LOCAL_IMMORTAL, (SATURATED << FLAG_BITS) | MERGED)
+    }
+
+    fn from_parts(owner: u32, local: u32, shared: i32) -> Self {
+        Self { owner: AtomicU32::new(owner), local: AtomicU32::new(local), shared: AtomicI32::new(shared) }
+    }
+
+    #[inline(always)]
+    fn owned_by_caller(&self) -> bool {
+        // Relaxed: the field only ever changes from an id to NO_OWNER, by the owner itself or after
+        // the owner has retired. The owner always reads its own latest write, and any other thread
+        // reads a value that is not its own id whichever write it sees.
+        self.owner.load(Ordering::Relaxed) == thread::current()
+    }
+
+    /// Whether increments and decrements have stopped counting.
+    #[inline]
+    pub fn is_immortal(&self) -> bool {
+        self.local.load(Ordering::Relaxed) == LOCAL_IMMORTAL || saturated(self.shared.load(Ordering::Relaxed))
+    }
+
+    /// Adds a reference.
+    #[inline]
+    pub fn incref(&self) {
+        if self.owned_by_caller() {
+            let local = self.local.load(Ordering::Relaxed);
+            if local >= LOCAL_IMMORTAL - 1 {
+                // Immortal already, or one short of wrapping: saturate. Only the owner writes
+                // `local`, so this store cannot race.
+                self.local.store(LOCAL_IMMORTAL, Ordering::Relaxed);
+                return;
+            }
+            // A plain store: no other thread writes `local` while the owner owns the object.
+            self.local.store(local + 1, Ordering::Relaxed);
+        } else {
+            self.incref_shared();
+        }
+    }
+
+    #[inline(never)]
+    fn incref_shared(&self) {
+        if self.is_immortal() {
+            return;
+        }
+        // Relaxed, as in `Arc::clone`: the caller already holds a reference, which keeps the
+        // object alive; the new reference needs no ordering until it is dropped.
+        let old = self.shared.fetch_add(ONE, Ordering::Relaxed);
+        if count_of(old) >= SATURATED {
+            // Became immortal between the check and the add: take the add back so the count
+            // stays far from the encoding's limit.
+            self.shared.fetch_sub(ONE, Ordering::Relaxed);
+        }
+    }
+
+    /// Drops a reference. Returns `true` when that was the last one: the caller must free the
+    /// object now.
+    ///
+    /// # Safety
+    /// `this` points to a live count inside the object `release` frees, and the caller gives up
+    /// one reference it holds. `release` must be safe to call on `this` from any thread once the
+    /// count says the object is dead (the object may be freed later by its owner's merge).
+    #[inline]
+    pub unsafe fn decref(this: NonNull<Self>, release: Release) -> bool {
+        // SAFETY: the caller holds a reference, so the count is alive.
+        let count = unsafe { this.as_ref() };
+        if count.owned_by_caller() {
+            let local = count.local.load(Ordering::Relaxed);
+            if local == LOCAL_IMMORTAL {
+                return false;
+            }
+            // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
+            debug_assert!(local >= 1, "owned object with a zero local count");
+            // Release, so that a non-owner that reads this value (`is_unique`) also sees what the
+            // owner did with the object before dropping its reference.
+            count.local.store(local - 1, Ordering::Release);
+            if local == 1 {
+                return count.merge_zero_local();
+            }
+            return false;
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::decref_shared(this, release) }
+    }
+
+    /// The owner's local count reached zero: fold the count into `shared` and give up ownership.
+    #[cold]
+    fn merge_zero_local(&self) -> bool {
+        // Acquire: if the shared side is already zero, every other thread's last access to the
+        // object happened before its decrement (released), so freeing it now is safe.
+        let mut shared = self.shared.load(Ordering::Acquire);
+        if shared == 0 {
+            return true;
+        }
+        // No more fast path for this thread: cleared before `MERGED` becomes visible, so no thread
+        // can see `MERGED` and still find itself the owner.
+        self.owner.store(NO_OWNER, Ordering::Relaxed);
+        loop {
+            // Keep `QUEUED`: the pending entry still holds its reference.
+            let merged = shared | MERGED;
+            match self.shared.compare_exchange_weak(shared, merged, Ordering::AcqRel, Ordering::Acquire) {
+                // Zero other references and no pending entry cannot happen here (that was the
+                // fast path above, and a pending entry counts one), but if it ever did, dying is
+                // the right outcome.
+                Ok(_) => return merged == MERGED,
+                Err(actual) => shared = actual,
+            }
+        }
+    }
+
+    /// # Safety
+    /// As for [`decref`](Self::decref).
+    #[inline(never)]
+    unsafe fn decref_shared(this: NonNull<Self>, release: Release) -> bool {
+        // SAFETY: the caller holds a reference, so the count is alive.
+        let count = unsafe { this.as_ref() };
+        if count.local.load(Ordering::Relaxed) == LOCAL_IMMORTAL {
+            return false;
+        }
+        let mut shared = count.shared.load(Ordering::Relaxed);
+        let (new, queue) = loop {
+            if saturated(shared) {
+                return false;
+            }
+            // Exactly zero, no flags: the owner counts every remaining reference locally. Hand
+            // this reference to the owner's queue rather than going negative, so that the owner,
+            // not this thread, decides when the object dies.
+            let queue = shared == 0;
+            let mut new = if queue { QUEUED } else { shared - ONE };
+            if saturated(new) {
+                // Far below zero: more than 2^27 references counted locally were dropped
+                // elsewhere. Saturate rather than risk wrapping.
+                new = (SATURATED << FLAG_BITS) | (shared & FLAG_MASK);
+            }
+            // Release: whoever frees the object must see this thread's accesses to it.
+            match count.shared.compare_exchange_weak(shared, new, Ordering::Release, Ordering::Relaxed) {
+                Ok(_) => break (new, queue),
+                Err(actual) => shared = actual,
+            }
+        };
+        if queue {
+            // SAFETY: the queued reference keeps the object alive until the entry is settled.
+            unsafe { Self::queue_to_owner(this, release) };
+            return false;
+        }
+        if new == MERGED {
+            // Pairs with the other threads' release decrements.
+            fence(Ordering::Acquire);
+            return true;
+        }
+        false
+    }
+
+    /// # Safety
+    /// The caller has just set `QUEUED`, handing over one reference to the entry.
+    #[cold]
+    unsafe fn queue_to_owner(this: NonNull<Self>, release: Release) {
+        // SAFETY: the queued reference keeps the count alive.
+        let owner = unsafe { this.as_ref() }.owner.load(Ordering::Relaxed);
+        let entry = Queued { count: this, release };
+        if let Err(entry) = thread::queue_for_owner(owner, entry) {
+            // The owner has exited (ids are never reused, so its absence is final): nobody will
+            // touch `local` again and this thread can merge on its behalf.
+            // SAFETY: the entry holds its reference.
+            unsafe { Self::settle_queued(entry) };
+        }
+    }
+
+    /// Merges a queued object: folds `local` into `shared`, drops the entry's reference and frees
+    /// the object if that was the last one.
+    ///
+    /// # Safety
+    /// `entry` holds the queued reference to a live object, and the caller is the owner or the
+    /// owner has exited.
+    pub(crate) unsafe fn settle_queued(entry: Queued) {
+        // SAFETY: the entry's reference keeps the count alive.
+        let count = unsafe { entry.count.as_ref() };
+        if count.merge_queued() {
+            // SAFETY: the count is settled at zero: no reference and no entry remains, so this is
+            // the one call to `release`, as its contract requires.
+            unsafe { (entry.release)(entry.count) };
+        }
+    }
+
+    /// Returns whether the object is now dead.
+    fn merge_queued(&self) -> bool {
+        let local = self.local.load(Ordering::Acquire);
+        if local == LOCAL_IMMORTAL {
+            return false;
+        }
+        // Give up ownership before publishing `MERGED`, and touch nothing after the exchange: the
+        // moment `MERGED` is visible, the holder of the last reference may free the object
+        // (`try_take_unique`). `local` needs no reset, since a merged count ignores it. This runs
+        // on the owner (merging its queue) or after the owner retired, so the store cannot race
+        // the owner's own fast path.
+        self.owner.store(NO_OWNER, Ordering::Relaxed);
+        let mut shared = self.shared.load(Ordering::Acquire);
+        loop {
+            if shared == HUSK {
+                return true;
+            }
+            if saturated(shared) {
+                return false;
+            }
+            let owned_locally = if shared & MERGED != 0 { 0 } else { i64::from(local) };
+            let total = owned_locally + i64::from(count_of(shared)) - 1;
+            debug_assert!(total >= 0, "queued object with no reference for its entry");
+            let merged = if total >= i64::from(SATURATED) { SATURATED << FLAG_BITS } else { (total as i32) << FLAG_BITS } | MERGED;
+            match self.shared.compare_exchange_weak(shared, merged, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return total == 0,
+                Err(actual) => shared = actual,
+            }
+        }
+    }
+
+    /// The number of references, or `Immortal`. Exact when no other thread is changing the count.
+    pub fn get(&self) -> RefCountValue {
+        // `local` before `shared`: if a merge lands in between, `shared` says `MERGED` and the
+        // stale `local` is ignored.
+        let local = self.local.load(Ordering::Acquire);
+        let shared = self.shared.load(Ordering::Acquire);
+        if local == LOCAL_IMMORTAL || saturated(shared) {
+            return RefCountValue::Immortal;
+        }
+        if shared == HUSK {
+            return RefCountValue::Mortal(0);
+        }
+        let owned_locally = if shared & MERGED != 0 { 0 } else { i64::from(local) };
+        let pending_entry = i64::from(shared & QUEUED);
+        let total = owned_locally + i64::from(count_of(shared)) - pending_entry;
+        RefCountValue::Mortal(total.max(0) as usize)
+    }
+
+    /// Whether the caller's reference is the only one, counting references still waiting in a
+    /// merge queue as dropped.
+    pub fn is_unique(&self) -> bool {
+        self.get() == RefCountValue::Mortal(1)
+    }
+
+    /// Whether the value was moved out by [`try_take_unique`](Self::try_take_unique) while a
+    /// merge queue still pointed at the object. Release functions check this.
+    pub fn is_husk(&self) -> bool {
+        self.shared.load(Ordering::Acquire) == HUSK
+    }
+
+    /// Gives up the caller's reference if it is the only one, so that the caller may move the
+    /// value out. Exact even when other threads' decrements are still queued.
+    ///
+    /// # Safety
+    /// The caller holds a reference. After `Free` or `LeftToQueue` it must not use the count
+    /// again except as those variants describe.
+    pub unsafe fn try_take_unique(&self) -> TakeUnique {
+        loop {
+            let local = self.local.load(Ordering::Acquire);
+            let shared = self.shared.load(Ordering::Acquire);
+            if !self.is_unique_snapshot(local, shared) {
+                return TakeUnique::Shared;
+            }
+            if shared & QUEUED == 0 {
+                // No entry points here and no other reference exists, so nobody else can reach
+                // the object any more.
+                return TakeUnique::Free;
+            }
+            // Only the merge of the pending entry can change the count now (nobody else holds a
+            // reference); exactly one of the two exchanges wins. If the merge won, look again: the
+            // count is then merged, unqueued and one.
+            if self.shared.compare_exchange(shared, HUSK, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                return TakeUnique::LeftToQueue;
+            }
+        }
+    }
+
+    fn is_unique_snapshot(&self, local: u32, shared: i32) -> bool {
+        if local == LOCAL_IMMORTAL || saturated(shared) || shared == HUSK {
+            return false;
+        }
+        let owned_locally = if shared & MERGED != 0 { 0 } else { i64::from(local) };
+        owned_locally + i64::from(count_of(shared)) - i64::from(shared & QUEUED) == 1
+    }
+
+    /// Makes the object immortal from any thread. Irreversible.
+    pub fn make_immortal(&self) {
+        if self.owned_by_caller() {
+            self.local.store(LOCAL_IMMORTAL, Ordering::Relaxed);
+        }
+        // The shared side saturates from any thread; every decrement checks it first.
+        let mut shared = self.shared.load(Ordering::Relaxed);
+        while !saturated(shared) {
+            let immortal = (SATURATED << FLAG_BITS) | (shared & FLAG_MASK);
+            match self.shared.compare_exchange_weak(shared, immortal, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return,
+                Err(actual) => shared = actual,
+            }
+        }
+    }
+}
+
+impl Default for BiasedCount {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for BiasedCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BiasedCount")
+            .field("owner", &self.owner.load(Ordering::Relaxed))
+            .field("local", &self.local.load(Ordering::Relaxed))
+            .field("shared", &self.shared.load(Ordering::Relaxed))
+            .field("count", &self.get())
+            .finish()
+    }
+}

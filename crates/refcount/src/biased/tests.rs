@@ -1,0 +1,288 @@
+//! The biased protocol, step by step, observed through the header fields.
+
+use std::sync::mpsc;
+use std::thread;
+
+use super::thread::{current, NO_OWNER};
+use super::*;
+use crate::test_util::Drops;
+use crate::BiasedArc;
+
+fn fields(count: &BiasedCount) -> (u32, u32, i32) {
+    (
+        count.owner.load(Ordering::Relaxed),
+        count.local.load(Ordering::Relaxed),
+        count.shared.load(Ordering::Relaxed),
+    )
+}
+
+fn header<T>(arc: &BiasedArc<T>) -> &BiasedCount {
+    BiasedArc::header(arc)
+}
+
+#[test]
+fn the_creating_thread_owns_the_object_and_counts_locally() {
+    let count = BiasedCount::new();
+    count.incref();
+    count.incref();
+    assert_eq!(fields(&count), (current(), 3, 0));
+    assert_eq!(count.get(), RefCountValue::Mortal(3));
+}
+
+#[test]
+fn other_threads_count_in_the_shared_half() {
+    let count = BiasedCount::new();
+    thread::scope(|s| {
+        s.spawn(|| {
+            count.incref();
+            count.incref();
+        });
+    });
+    assert_eq!(fields(&count), (current(), 1, 2 * ONE));
+    assert_eq!(count.get(), RefCountValue::Mortal(3));
+}
+
+#[test]
+fn thread_ids_are_never_reused() {
+    let mut ids: Vec<u32> = (0..50)
+        .map(|_| thread::spawn(|| fields(&BiasedCount::new()).0).join().unwrap())
+        .collect();
+    let spawned = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), spawned, "a thread id was handed out twice");
+    assert!(!ids.contains(&NO_OWNER));
+}
+
+#[test]
+fn the_last_drop_on_the_owner_frees_at_once() {
+    let drops = Drops::default();
+    let arc = BiasedArc::new(drops.track(1));
+    let clone = arc.clone();
+    drop(arc);
+    assert_eq!(drops.count(), 0);
+    drop(clone);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn a_drop_that_would_take_the_shared_count_below_zero_queues_the_object() {
+    let drops = Drops::default();
+    let arc = BiasedArc::new(drops.track(1));
+    let remote = arc.clone();
+    thread::spawn(move || drop(remote)).join().unwrap();
+    // The remote drop handed its reference to this thread's queue instead of going negative.
+    let (_, local, shared) = fields(header(&arc));
+    assert_eq!((local, shared), (2, QUEUED));
+    assert_eq!(BiasedArc::strong_count(&arc), 1);
+
+    drop(arc);
+    assert_eq!(drops.count(), 0, "freed while its queue entry was pending");
+    assert_eq!(merge_pending(), 1);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn creating_an_object_merges_a_pending_queue() {
+    let drops = Drops::default();
+    let arc = BiasedArc::new(drops.track(1));
+    let remote = arc.clone();
+    drop(arc);
+    thread::spawn(move || drop(remote)).join().unwrap();
+    assert_eq!(drops.count(), 0);
+    let _next = BiasedArc::new(0_u8);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn when_the_owner_drops_its_last_local_reference_the_count_merges() {
+    let count = BiasedCount::new();
+    thread::scope(|s| {
+        s.spawn(|| count.incref());
+    });
+    let this = NonNull::from(&count);
+    // SAFETY: the count is alive and the owner gives up the reference it was created with;
+    // `release` is never called because another reference remains.
+    assert!(!unsafe { BiasedCount::decref(this, never_called) });
+    assert_eq!(fields(&count), (NO_OWNER, 0, ONE | MERGED));
+    // Now every thread, the former owner too, counts on the shared side.
+    count.incref();
+    assert_eq!(fields(&count).2, 2 * ONE | MERGED);
+}
+
+unsafe fn never_called(_: NonNull<BiasedCount>) {
+    panic!("release called for an object that is still referenced");
+}
+
+#[test]
+fn the_owner_exiting_merges_its_queue() {
+    let drops = Drops::default();
+    let (to_main, from_owner) = mpsc::channel();
+    let (to_owner, from_main) = mpsc::channel::<()>();
+    let owner = {
+        let drops = drops.clone();
+        thread::spawn(move || {
+            let arc = BiasedArc::new(drops.track(7));
+            to_main.send(arc.clone()).unwrap();
+            drop(arc);
+            // Wait until main has dropped its clone into this thread's queue, then exit.
+            from_main.recv().unwrap();
+        })
+    };
+    let clone = from_owner.recv().unwrap();
+    drop(clone);
+    assert_eq!(drops.count(), 0);
+    to_owner.send(()).unwrap();
+    owner.join().unwrap();
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn objects_outlive_their_owner_and_the_last_holder_frees_them() {
+    let drops = Drops::default();
+    let arc = {
+        let drops = drops.clone();
+        thread::spawn(move || BiasedArc::new(drops.track(3))).join().unwrap()
+    };
+    // The owner is gone; this thread counts on the shared side.
+    let clone = arc.clone();
+    assert_eq!(BiasedArc::strong_count(&arc), 2);
+    drop(clone);
+    assert_eq!(arc.check(), 3);
+    drop(arc);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn a_detached_thread_creates_objects_that_start_merged() {
+    thread::spawn(|| {
+        detach_current_thread();
+        let count = BiasedCount::new();
+        assert_eq!(fields(&count), (NO_OWNER, 0, ONE | MERGED));
+        count.incref();
+        assert_eq!(count.get(), RefCountValue::Mortal(2));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn get_mut_and_try_unwrap_count_a_queued_drop_as_dropped() {
+    let drops = Drops::default();
+    let mut arc = BiasedArc::new(drops.track(5));
+    let remote = arc.clone();
+    thread::spawn(move || drop(remote)).join().unwrap();
+    assert!(BiasedArc::get_mut(&mut arc).is_some());
+
+    let value = BiasedArc::try_unwrap(arc).ok().expect("the only reference");
+    assert_eq!(value.check(), 5);
+    drop(value);
+    assert_eq!(drops.count(), 1);
+    // The pending entry now frees the husk's memory without dropping the value again.
+    assert_eq!(merge_pending(), 1);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn try_unwrap_on_a_non_owner_while_the_owner_still_has_the_entry_queued() {
+    let drops = Drops::default();
+    let arc = BiasedArc::new(drops.track(9));
+    let (kept, dropped) = (arc.clone(), arc.clone());
+    thread::spawn(move || drop(dropped)).join().unwrap();
+    drop(arc);
+    let value = thread::spawn(move || BiasedArc::try_unwrap(kept).ok().expect("the only reference"))
+        .join()
+        .unwrap();
+    assert_eq!(value.check(), 9);
+    drop(value);
+    assert_eq!(merge_pending(), 1);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn try_unwrap_refuses_while_another_reference_exists() {
+    let arc = BiasedArc::new(1);
+    let other = thread::spawn({
+        let arc = arc.clone();
+        move || arc
+    })
+    .join()
+    .unwrap();
+    let arc = BiasedArc::try_unwrap(arc).expect_err("two references");
+    drop(other);
+    assert_eq!(BiasedArc::try_unwrap(arc), Ok(1));
+}
+
+#[test]
+fn immortal_counts_are_never_written() {
+    let count = BiasedCount::immortal();
+    let before = fields(&count);
+    thread::scope(|s| {
+        s.spawn(|| {
+            count.incref();
+            // SAFETY: immortal: `decref` never releases.
+            assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
+        });
+    });
+    count.incref();
+    assert_eq!(fields(&count), before);
+    assert_eq!(count.get(), RefCountValue::Immortal);
+}
+
+#[test]
+fn a_local_count_that_would_overflow_becomes_immortal() {
+    let count = BiasedCount::from_parts(current(), LOCAL_IMMORTAL - 1, 0);
+    count.incref();
+    assert!(count.is_immortal());
+    // SAFETY: immortal: `decref` never releases.
+    assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
+    assert_eq!(count.get(), RefCountValue::Immortal);
+}
+
+#[test]
+fn a_shared_count_that_would_overflow_becomes_immortal() {
+    let count = BiasedCount::from_parts(NO_OWNER, 0, ((SATURATED - 1) << FLAG_BITS) | MERGED);
+    count.incref();
+    assert!(count.is_immortal());
+    count.incref();
+    assert_eq!(count_of(fields(&count).2), SATURATED, "increments past saturation are taken back");
+    // SAFETY: immortal: `decref` never releases.
+    assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
+    assert_eq!(count.get(), RefCountValue::Immortal);
+}
+
+#[test]
+fn a_shared_count_driven_far_below_zero_becomes_immortal_rather_than_wrapping() {
+    // Owned elsewhere (an id this thread does not have), shared already at the floor.
+    let count = BiasedCount::from_parts(LAST_TEST_OWNER, 5, ((1 - SATURATED) << FLAG_BITS) | QUEUED);
+    // SAFETY: the count is alive; saturation means `release` is never called.
+    assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
+    assert!(count.is_immortal());
+}
+
+/// An id no test thread will reach.
+const LAST_TEST_OWNER: u32 = u32::MAX - 3;
+
+#[test]
+fn make_immortal_works_from_any_thread() {
+    let count = BiasedCount::new();
+    thread::scope(|s| {
+        s.spawn(|| count.make_immortal());
+    });
+    assert!(count.is_immortal());
+    // SAFETY: immortal: `decref` never releases.
+    assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
+    assert_eq!(count.get(), RefCountValue::Immortal);
+}
+
+#[test]
+fn dropping_values_during_a_merge_may_drop_more_biased_objects() {
+    let drops = Drops::default();
+    let inner = BiasedArc::new(drops.track(1));
+    let outer = BiasedArc::new((inner, drops.track(2)));
+    let remote = outer.clone();
+    thread::spawn(move || drop(remote)).join().unwrap();
+    drop(outer);
+    merge_pending();
+    assert_eq!(drops.count(), 2);
+}

@@ -1,0 +1,159 @@
+//! One interface over the three counting strategies, so the object model is written once and
+//! the build picks the strategy.
+
+use std::ptr::NonNull;
+
+use crate::{AtomicCount, BiasedCount, GilHeld, NonAtomicCount};
+
+/// What a count reports when asked for its value, like `sys.getrefcount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RefCountValue {
+    /// This many references exist.
+    Mortal(usize),
+    /// The object is never freed; increments and decrements do nothing.
+    Immortal,
+}
+
+/// The counting strategies, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// Plain integer, guarded by the GIL ([`NonAtomicCount`]).
+    NonAtomic,
+    /// One atomic count for every thread ([`AtomicCount`]).
+    Atomic,
+    /// Owner counts without atomics, others atomically ([`BiasedCount`]).
+    Biased,
+}
+
+impl Strategy {
+    /// A short lowercase name: `non-atomic`, `atomic` or `biased`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Strategy::NonAtomic => "non-atomic",
+            Strategy::Atomic => "atomic",
+            Strategy::Biased => "biased",
+        }
+    }
+}
+
+/// A reference count embedded in an object's header.
+///
+/// Each strategy names the token a thread must hold to use it: [`GilHeld`] for the non-atomic
+/// count, nothing (`()`) for the thread-safe ones.
+///
+/// # Safety
+/// Implementations count exactly: `decref` returns `true` once, after the last reference of a
+/// mortal count is dropped, and never for an immortal one; a count that would overflow becomes
+/// immortal instead of wrapping.
+pub unsafe trait RefCount: Send + Sync + Sized + 'static {
+    /// What proves the calling thread may touch the count.
+    type Token<'py>: Copy;
+    /// Which strategy this is.
+    const STRATEGY: Strategy;
+
+    /// A count of one (owned by the calling thread, for strategies that care).
+    fn new(token: Self::Token<'_>) -> Self;
+    /// A count that never changes.
+    fn immortal() -> Self;
+    /// Adds a reference.
+    fn incref(&self, token: Self::Token<'_>);
+    /// Drops a reference; `true` means it was the last one and the caller must free the object.
+    ///
+    /// # Safety
+    /// `this` points to the live count of an object the caller holds a reference to, which the
+    /// caller gives up. `release` frees that object given this same pointer; a strategy may call
+    /// it later from another thread (the biased count's owner merges do), exactly once.
+    unsafe fn decref(this: NonNull<Self>, token: Self::Token<'_>, release: unsafe fn(NonNull<Self>)) -> bool;
+    /// The number of references, or `Immortal`.
+    fn get(&self, token: Self::Token<'_>) -> RefCountValue;
+    /// Makes the object immortal. Irreversible.
+    fn make_immortal(&self, token: Self::Token<'_>);
+}
+
+// SAFETY: `NonAtomicCount` counts exactly and saturates at `u32::MAX`; see its methods.
+unsafe impl RefCount for NonAtomicCount {
+    type Token<'py> = GilHeld<'py>;
+    const STRATEGY: Strategy = Strategy::NonAtomic;
+
+    #[inline]
+    fn new(gil: GilHeld<'_>) -> Self {
+        NonAtomicCount::new(gil)
+    }
+    fn immortal() -> Self {
+        NonAtomicCount::immortal()
+    }
+    #[inline]
+    fn incref(&self, gil: GilHeld<'_>) {
+        NonAtomicCount::incref(self, gil)
+    }
+    #[inline]
+    unsafe fn decref(this: NonNull<Self>, gil: GilHeld<'_>, _release: unsafe fn(NonNull<Self>)) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { NonAtomicCount::decref_raw(this, gil) }
+    }
+    fn get(&self, gil: GilHeld<'_>) -> RefCountValue {
+        NonAtomicCount::get(self, gil)
+    }
+    fn make_immortal(&self, gil: GilHeld<'_>) {
+        NonAtomicCount::make_immortal(self, gil)
+    }
+}
+
+// SAFETY: `AtomicCount` counts exactly and saturates at 2^31; see its methods.
+unsafe impl RefCount for AtomicCount {
+    type Token<'py> = ();
+    const STRATEGY: Strategy = Strategy::Atomic;
+
+    #[inline]
+    fn new((): ()) -> Self {
+        AtomicCount::new()
+    }
+    fn immortal() -> Self {
+        AtomicCount::immortal()
+    }
+    #[inline]
+    fn incref(&self, (): ()) {
+        AtomicCount::incref(self)
+    }
+    #[inline]
+    unsafe fn decref(this: NonNull<Self>, (): (), _release: unsafe fn(NonNull<Self>)) -> bool {
+        // SAFETY: the caller guarantees the count is alive.
+        unsafe { this.as_ref() }.decref()
+    }
+    fn get(&self, (): ()) -> RefCountValue {
+        AtomicCount::get(self)
+    }
+    fn make_immortal(&self, (): ()) {
+        AtomicCount::make_immortal(self)
+    }
+}
+
+// SAFETY: `BiasedCount` counts exactly (the protocol is model-checked under loom) and saturates
+// both halves; see the `biased` module.
+unsafe impl RefCount for BiasedCount {
+    type Token<'py> = ();
+    const STRATEGY: Strategy = Strategy::Biased;
+
+    #[inline]
+    fn new((): ()) -> Self {
+        BiasedCount::new()
+    }
+    fn immortal() -> Self {
+        BiasedCount::immortal()
+    }
+    #[inline]
+    fn incref(&self, (): ()) {
+        BiasedCount::incref(self)
+    }
+    #[inline]
+    unsafe fn decref(this: NonNull<Self>, (): (), release: unsafe fn(NonNull<Self>)) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::decref(this, release) }
+    }
+    fn get(&self, (): ()) -> RefCountValue {
+        BiasedCount::get(self)
+    }
+    fn make_immortal(&self, (): ()) {
+        BiasedCount::make_immortal(self)
+    }
+}

@@ -1,0 +1,38 @@
+//! The atomics, locks and thread-locals the protocols use, switched to loom's model-checked
+//! versions under `cfg(loom)` so the same protocol code runs in the loom models.
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, Ordering};
+#[cfg(not(loom))]
+pub(crate) use std::sync::Arc;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicI32, AtomicU32, Ordering};
+#[cfg(loom)]
+pub(crate) use loom::sync::Arc;
+
+/// A mutex with the same `lock()` shape in both worlds (no poisoning).
+#[cfg(not(loom))]
+pub(crate) struct Mutex<T>(parking_lot::Mutex<T>);
+#[cfg(loom)]
+pub(crate) struct Mutex<T>(loom::sync::Mutex<T>);
+
+impl<T> Mutex<T> {
+    pub(crate) fn new(value: T) -> Self {
+        #[cfg(not(loom))]
+        return Self(parking_lot::Mutex::new(value));
+        #[cfg(loom)]
+        return Self(loom::sync::Mutex::new(value));
+    }
+
+    #[cfg(not(loom))]
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+        self.0.lock()
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
+        // A panic while holding this lock only ever happens in a failed model; propagate it.
+        self.0.lock().unwrap()
+    }
+}

@@ -1,0 +1,242 @@
+//! Many threads cloning and dropping biased references that cross threads in every direction.
+//!
+//! Every value is a `Tracked`: it panics if it is read or dropped after being dropped, and the
+//! tests check that every value was dropped exactly once by the end. Run under ThreadSanitizer by
+//! `cargo xtask tsan`; sizes shrink under Miri.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::thread;
+
+use ftrt_refcount::{merge_pending, BiasedArc};
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Shrinks an iteration count under Miri, which runs code thousands of times slower.
+fn scaled(n: usize) -> usize {
+    if cfg!(miri) {
+        (n / 200).max(3)
+    } else {
+        n
+    }
+}
+
+#[derive(Clone, Default)]
+struct Drops(Arc<AtomicUsize>);
+
+impl Drops {
+    fn track(&self, id: usize) -> Tracked {
+        Tracked { id, alive: ALIVE, drops: self.clone() }
+    }
+    fn count(&self) -> usize {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+const ALIVE: u64 = 0xA11C_E0A1_1CE0_A11C;
+
+struct Tracked {
+    id: usize,
+    alive: u64,
+    drops: Drops,
+}
+
+impl Tracked {
+    fn check(&self) -> usize {
+        assert_eq!(self.alive, ALIVE, "value {} used after it was dropped", self.id);
+        self.id
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.check();
+        self.alive = 0;
+        self.drops.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Joins explicitly: the end of `thread::scope` does not wait for the threads' thread-local
+/// destructors, which is where an exiting owner merges its queue; `join` does.
+fn join_all<'scope, T>(handles: impl IntoIterator<Item = thread::ScopedJoinHandle<'scope, T>>) {
+    for handle in handles {
+        handle.join().unwrap();
+    }
+}
+
+#[test]
+fn references_cross_threads_in_both_directions() {
+    const THREADS: usize = 8;
+    let rounds = scaled(3_000);
+    let drops = Drops::default();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<BiasedArc<Tracked>>()).unzip();
+    let mut senders: Vec<Option<_>> = senders.into_iter().map(Some).collect();
+    thread::scope(|s| {
+        let mut handles = Vec::new();
+        for (me, inbox) in receivers.into_iter().enumerate() {
+            // Each thread sends to the next one round the ring, so every object crosses a thread
+            // and comes back to its owner through others.
+            let next = senders[(me + 1) % THREADS].take().expect("one sender per thread");
+            let drops = drops.clone();
+            handles.push(s.spawn(move || {
+                let mut kept: Vec<BiasedArc<Tracked>> = Vec::new();
+                for round in 0..rounds {
+                    let mine = BiasedArc::new(drops.track(me * rounds + round));
+                    next.send(mine.clone()).unwrap();
+                    kept.push(mine);
+                    while let Ok(theirs) = inbox.try_recv() {
+                        theirs.check();
+                        // Pass some on (a second hop), keep some, drop the rest here.
+                        match theirs.id % 3 {
+                            0 => next.send(theirs).unwrap(),
+                            1 => kept.push(theirs.clone()),
+                            _ => {}
+                        }
+                    }
+                    if kept.len() > 32 {
+                        kept.drain(..16);
+                    }
+                }
+                drop(next);
+                for theirs in inbox {
+                    theirs.check();
+                }
+                drop(kept);
+            }));
+        }
+        join_all(handles);
+    });
+    assert_eq!(drops.count(), THREADS * rounds, "some value was not dropped exactly once");
+}
+
+#[test]
+fn owners_exit_while_others_hold_their_objects() {
+    const PRODUCERS: usize = 16;
+    let per_producer = scaled(500);
+    let drops = Drops::default();
+    let (to_consumer, inbox) = mpsc::channel();
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let (drops, to_consumer) = (drops.clone(), to_consumer.clone());
+            thread::spawn(move || {
+                for i in 0..per_producer {
+                    let object = BiasedArc::new(drops.track(p * per_producer + i));
+                    // Keep a clone until the end of this thread, so the consumer's drops queue
+                    // to a live owner for some objects and to an exited one for others.
+                    to_consumer.send((object.clone(), i % 2 == 0)).unwrap();
+                    drop(object);
+                }
+            })
+        })
+        .collect();
+    drop(to_consumer);
+    let mut held = Vec::new();
+    for (object, keep) in inbox {
+        let clone = object.clone();
+        clone.check();
+        if keep {
+            held.push(clone);
+        }
+    }
+    for producer in producers {
+        producer.join().unwrap();
+    }
+    // Every owner has exited; the values must still be intact.
+    for object in &held {
+        object.check();
+    }
+    drop(held);
+    assert_eq!(drops.count(), PRODUCERS * per_producer);
+}
+
+#[test]
+fn hundreds_of_short_lived_threads_in_sequence() {
+    // Threads that start after others exit get recycled OS ids and TLS addresses; biased
+    // ownership must not follow them.
+    let generations = scaled(300);
+    let drops = Drops::default();
+    let pool: Mutex<Vec<BiasedArc<Tracked>>> = Mutex::new(Vec::new());
+    for generation in 0..generations {
+        thread::scope(|s| {
+            let handle = s.spawn(|| {
+                let mut pool = pool.lock().unwrap();
+                let inherited: Vec<_> = pool.iter().rev().take(8).cloned().collect();
+                for object in &inherited {
+                    object.check();
+                }
+                if pool.len() > 64 {
+                    pool.drain(..32);
+                }
+                for i in 0..4 {
+                    pool.push(BiasedArc::new(drops.track(generation * 4 + i)));
+                }
+            });
+            join_all([handle]);
+        });
+    }
+    drop(pool);
+    assert_eq!(drops.count(), generations * 4);
+}
+
+#[test]
+fn many_threads_hammer_one_shared_object() {
+    const THREADS: usize = 8;
+    let per_thread = scaled(20_000);
+    let drops = Drops::default();
+    let shared = BiasedArc::new(drops.track(0));
+    let start = Barrier::new(THREADS + 1);
+    thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                start.wait();
+                let mut held = Vec::with_capacity(8);
+                for i in 0..per_thread {
+                    held.push(shared.clone());
+                    if i % 8 == 7 {
+                        held.clear();
+                    }
+                }
+            });
+        }
+        start.wait();
+        // The owner clones and drops concurrently on its local half.
+        for _ in 0..per_thread {
+            drop(shared.clone());
+        }
+    });
+    assert_eq!(BiasedArc::strong_count(&shared), 1);
+    drop(shared);
+    merge_pending();
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn racing_try_unwraps_and_drops_drop_the_value_once() {
+    const THREADS: usize = 4;
+    let attempts = scaled(1_000);
+    let drops = Drops::default();
+    let mut unwrapped = 0;
+    for attempt in 0..attempts {
+        let object = BiasedArc::new(drops.track(attempt));
+        let start = Barrier::new(THREADS);
+        unwrapped += thread::scope(|s| {
+            let handles: Vec<_> = (0..THREADS)
+                .map(|_| {
+                    let mine = object.clone();
+                    let start = &start;
+                    s.spawn(move || {
+                        start.wait();
+                        BiasedArc::try_unwrap(mine).map(|value| value.check()).is_ok()
+                    })
+                })
+                .collect();
+            drop(object);
+            handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum::<usize>()
+        });
+    }
+    merge_pending();
+    assert!(unwrapped <= attempts);
+    assert_eq!(drops.count(), attempts);
+}

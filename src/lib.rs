@@ -1,0 +1,39 @@
+//! ftrt: a free-threaded reference-counting runtime.
+//!
+//! The umbrella crate re-exports the workspace's crates and names the build variant compiled in.
+//! Each crate also stands alone:
+//!
+//! - [`refcount`] (`ftrt-refcount`): non-atomic, atomic and biased reference counts, immortal
+//!   objects, and [`BiasedArc`](refcount::BiasedArc), an `Arc` whose owner thread counts without
+//!   atomics.
+//!
+//! The variant is chosen with cargo features, forwarded to every crate:
+//!
+//! | [`BUILD`] | features | reference counting |
+//! |---|---|---|
+//! | `"gil"` | `gil` | non-atomic, guarded by the GIL |
+//! | `"nogil"` | (none) | biased |
+//! | `"nogil-atomic-rc"` | `atomic-rc` | atomic |
+//!
+//! ```
+//! assert!(["gil", "nogil", "nogil-atomic-rc"].contains(&ftrt::BUILD));
+//! ```
+
+#[cfg(all(feature = "gil", feature = "atomic-rc"))]
+compile_error!(
+    "features `gil` and `atomic-rc` are exclusive: `gil` builds the runtime around a global \
+     interpreter lock with non-atomic counts, `atomic-rc` is a free-threaded build with atomic \
+     counts; enable at most one"
+);
+
+pub use ftrt_refcount as refcount;
+
+/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.
+#[cfg(feature = "gil")]
+pub const BUILD: &str = "gil";
+/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.
+#[cfg(all(feature = "atomic-rc", not(feature = "gil")))]
+pub const BUILD: &str = "nogil-atomic-rc";
+/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+pub const BUILD: &str = "nogil";

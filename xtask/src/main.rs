@@ -1,0 +1,154 @@
+//! Developer tasks for the ftrt workspace, run as `cargo xtask <command>`.
+//!
+//! - `cargo xtask test [--variants gil,nogil,nogil-atomic-rc] [--no-loom]`: runs
+//!   `cargo test --workspace` once per build variant (each in its own
+//!   `target/variant-<name>`, so switching features rebuilds nothing), then the loom
+//!   models (`RUSTFLAGS="--cfg loom" cargo test --release`, in `target/loom`, with
+//!   `LOOM_MAX_PREEMPTIONS=3` unless set). Stops at the first failure.
+//! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under
+//!   Miri (`cargo +nightly miri test`, `MIRIFLAGS=-Zmiri-strict-provenance` unless set),
+//!   installing the nightly `miri` and `rust-src` components if they are missing.
+//! - `cargo xtask tsan [--crates LIST]`: runs the stress tests under ThreadSanitizer
+//!   (`-Zsanitizer=thread -Zbuild-std`, x86_64 Linux only), installing the nightly
+//!   `rust-src` component if it is missing.
+//! - `cargo xtask bench [--variant V] [CRITERION_ARGS...]`: runs the criterion
+//!   micro-benchmarks of one variant (default `nogil`), passing the arguments to criterion.
+//!
+//! Children run in the workspace root with the cargo that runs xtask (`$CARGO`), except
+//! the nightly ones, which go through the rustup proxy as `cargo +nightly`. Exit status:
+//! 0 when every step passed, 1 when a step failed, 2 for a command-line usage error.
+
+mod bench;
+mod nightly;
+mod steps;
+mod test;
+mod variants;
+
+use std::process::ExitCode;
+
+use clap::builder::PossibleValuesParser;
+use clap::{Parser, Subcommand};
+
+use crate::steps::{packages_of, Failed, Workspace};
+use crate::variants::Variant;
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "Developer tasks for the ftrt workspace"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Run the workspace tests of each build variant, then the loom models.
+    Test {
+        /// Comma-separated variants to test (default: all, in the order gil, nogil,
+        /// nogil-atomic-rc).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+        variants: Vec<Variant>,
+        /// Skip the loom models.
+        #[arg(long)]
+        no_loom: bool,
+    },
+    /// Run the tests of the unsafe-heavy crates under Miri (needs nightly).
+    Miri {
+        /// Comma-separated crates to test (default: all of them).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "LIST",
+            value_parser = PossibleValuesParser::new(nightly::MIRI_CRATES.iter().copied())
+        )]
+        crates: Vec<String>,
+    },
+    /// Run the stress tests under ThreadSanitizer (needs nightly; x86_64 Linux only).
+    Tsan {
+        /// Comma-separated crates whose stress tests to run (default: all of them).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_name = "LIST",
+            value_parser = PossibleValuesParser::new(packages_of(nightly::TSAN_SUITES))
+        )]
+        crates: Vec<String>,
+    },
+    /// Run the criterion micro-benchmarks.
+    Bench {
+        /// The build variant to benchmark.
+        #[arg(long, value_enum, default_value_t = Variant::Nogil)]
+        variant: Variant,
+        /// Arguments passed through to criterion (a filter, `--save-baseline NAME`, ...).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "CRITERION_ARGS"
+        )]
+        criterion_args: Vec<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    // `parse` prints usage errors and exits with status 2 itself.
+    let cli = Cli::parse();
+    let workspace = Workspace::locate();
+    let result = match cli.command {
+        Task::Test { variants, no_loom } => test::run(&workspace, &variants, no_loom),
+        Task::Miri { crates } => nightly::run_miri(&workspace, &crates),
+        Task::Tsan { crates } => nightly::run_tsan(&workspace, &crates),
+        Task::Bench {
+            variant,
+            criterion_args,
+        } => bench::run(&workspace, variant, &criterion_args),
+    };
+    report(result)
+}
+
+fn report(result: Result<(), Failed>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failed(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn unknown_variant_is_a_usage_error() {
+        let error = Cli::try_parse_from(["xtask", "test", "--variants", "gil,bogus"])
+            .err()
+            .expect("bogus is not a variant");
+        assert_eq!(error.exit_code(), 2);
+    }
+
+    #[test]
+    fn bench_passes_hyphenated_arguments_to_criterion() {
+        let cli =
+            Cli::try_parse_from(["xtask", "bench", "--variant", "gil", "--save-baseline", "x"])
+                .expect("valid command line");
+        let Task::Bench {
+            variant,
+            criterion_args,
+        } = cli.command
+        else {
+            panic!("parsed as another task");
+        };
+        assert_eq!(variant, Variant::Gil);
+        assert_eq!(criterion_args, ["--save-baseline", "x"]);
+    }
+}
