@@ -19,12 +19,16 @@ impl AtomicCount {
     /// A count of one.
     #[inline]
     pub fn new() -> Self {
-        Self { count: AtomicU32::new(1) }
+        Self {
+            count: AtomicU32::new(1),
+        }
     }
 
     /// A count that never changes and never reaches zero.
     pub fn immortal() -> Self {
-        Self { count: AtomicU32::new(IMMORTAL) }
+        Self {
+            count: AtomicU32::new(IMMORTAL),
+        }
     }
 
     /// Whether increments and decrements have stopped counting.
@@ -91,7 +95,9 @@ impl Default for AtomicCount {
 
 impl std::fmt::Debug for AtomicCount {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AtomicCount").field("count", &self.get()).finish()
+        f.debug_struct("AtomicCount")
+            .field("count", &self.get())
+            .finish()
     }
 }
 
@@ -119,7 +125,9 @@ mod tests {
 
     #[test]
     fn a_count_that_would_overflow_becomes_immortal() {
-        let count = AtomicCount { count: AtomicU32::new(IMMORTAL_MIN - 1) };
+        let count = AtomicCount {
+            count: AtomicU32::new(IMMORTAL_MIN - 1),
+        };
         count.incref();
         assert!(count.is_immortal());
         assert_eq!(count.count.load(Ordering::Relaxed), IMMORTAL);

@@ -22,12 +22,16 @@ impl NonAtomicCount {
     /// A count of one.
     #[inline]
     pub fn new(_gil: GilHeld<'_>) -> Self {
-        Self { count: UnsafeCell::new(1) }
+        Self {
+            count: UnsafeCell::new(1),
+        }
     }
 
     /// A count that never changes and never reaches zero.
     pub const fn immortal() -> Self {
-        Self { count: UnsafeCell::new(IMMORTAL) }
+        Self {
+            count: UnsafeCell::new(IMMORTAL),
+        }
     }
 
     #[inline(always)]
@@ -128,7 +132,9 @@ mod tests {
 
     #[test]
     fn a_count_that_would_overflow_becomes_immortal() {
-        let count = NonAtomicCount { count: UnsafeCell::new(IMMORTAL - 1) };
+        let count = NonAtomicCount {
+            count: UnsafeCell::new(IMMORTAL - 1),
+        };
         count.incref(gil());
         assert!(count.is_immortal(gil()));
         assert!(!count.decref(gil()));

@@ -63,7 +63,11 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// `this` points to the live count of an object the caller holds a reference to, which the
     /// caller gives up. `release` frees that object given this same pointer; a strategy may call
     /// it later from another thread (the biased count's owner merges do), exactly once.
-    unsafe fn decref(this: NonNull<Self>, token: Self::Token<'_>, release: unsafe fn(NonNull<Self>)) -> bool;
+    unsafe fn decref(
+        this: NonNull<Self>,
+        token: Self::Token<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> bool;
     /// The number of references, or `Immortal`.
     fn get(&self, token: Self::Token<'_>) -> RefCountValue;
     /// Makes the object immortal. Irreversible.
@@ -87,7 +91,11 @@ unsafe impl RefCount for NonAtomicCount {
         NonAtomicCount::incref(self, gil)
     }
     #[inline]
-    unsafe fn decref(this: NonNull<Self>, gil: GilHeld<'_>, _release: unsafe fn(NonNull<Self>)) -> bool {
+    unsafe fn decref(
+        this: NonNull<Self>,
+        gil: GilHeld<'_>,
+        _release: unsafe fn(NonNull<Self>),
+    ) -> bool {
         // SAFETY: forwarded from the caller.
         unsafe { NonAtomicCount::decref_raw(this, gil) }
     }

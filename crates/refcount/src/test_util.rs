@@ -9,7 +9,11 @@ pub(crate) struct Drops(Arc<AtomicUsize>);
 
 impl Drops {
     pub(crate) fn track(&self, id: u64) -> Tracked {
-        Tracked { id, alive: ALIVE, drops: self.clone() }
+        Tracked {
+            id,
+            alive: ALIVE,
+            drops: self.clone(),
+        }
     }
 
     pub(crate) fn count(&self) -> usize {
@@ -29,7 +33,11 @@ pub(crate) struct Tracked {
 
 impl Tracked {
     pub(crate) fn check(&self) -> u64 {
-        assert_eq!(self.alive, ALIVE, "value {} used after it was dropped", self.id);
+        assert_eq!(
+            self.alive, ALIVE,
+            "value {} used after it was dropped",
+            self.id
+        );
         self.id
     }
 }

@@ -30,6 +30,8 @@ impl GilHeld<'_> {
     /// thread (a mutex handoff does: release on unlock, acquire on lock).
     #[inline(always)]
     pub unsafe fn assume_held() -> Self {
-        Self { _not_send_or_sync: PhantomData }
+        Self {
+            _not_send_or_sync: PhantomData,
+        }
     }
 }

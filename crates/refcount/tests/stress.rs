@@ -28,7 +28,11 @@ struct Drops(Arc<AtomicUsize>);
 
 impl Drops {
     fn track(&self, id: usize) -> Tracked {
-        Tracked { id, alive: ALIVE, drops: self.clone() }
+        Tracked {
+            id,
+            alive: ALIVE,
+            drops: self.clone(),
+        }
     }
     fn count(&self) -> usize {
         self.0.load(Ordering::SeqCst)
@@ -45,7 +49,11 @@ struct Tracked {
 
 impl Tracked {
     fn check(&self) -> usize {
-        assert_eq!(self.alive, ALIVE, "value {} used after it was dropped", self.id);
+        assert_eq!(
+            self.alive, ALIVE,
+            "value {} used after it was dropped",
+            self.id
+        );
         self.id
     }
 }
@@ -71,14 +79,18 @@ fn references_cross_threads_in_both_directions() {
     const THREADS: usize = 8;
     let rounds = scaled(3_000);
     let drops = Drops::default();
-    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS).map(|_| mpsc::channel::<BiasedArc<Tracked>>()).unzip();
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..THREADS)
+        .map(|_| mpsc::channel::<BiasedArc<Tracked>>())
+        .unzip();
     let mut senders: Vec<Option<_>> = senders.into_iter().map(Some).collect();
     thread::scope(|s| {
         let mut handles = Vec::new();
         for (me, inbox) in receivers.into_iter().enumerate() {
             // Each thread sends to the next one round the ring, so every object crosses a thread
             // and comes back to its owner through others.
-            let next = senders[(me + 1) % THREADS].take().expect("one sender per thread");
+            let next = senders[(me + 1) % THREADS]
+                .take()
+                .expect("one sender per thread");
             let drops = drops.clone();
             handles.push(s.spawn(move || {
                 let mut kept: Vec<BiasedArc<Tracked>> = Vec::new();
@@ -108,7 +120,11 @@ fn references_cross_threads_in_both_directions() {
         }
         join_all(handles);
     });
-    assert_eq!(drops.count(), THREADS * rounds, "some value was not dropped exactly once");
+    assert_eq!(
+        drops.count(),
+        THREADS * rounds,
+        "some value was not dropped exactly once"
+    );
 }
 
 #[test]
@@ -228,12 +244,17 @@ fn racing_try_unwraps_and_drops_drop_the_value_once() {
                     let start = &start;
                     s.spawn(move || {
                         start.wait();
-                        BiasedArc::try_unwrap(mine).map(|value| value.check()).is_ok()
+                        BiasedArc::try_unwrap(mine)
+                            .map(|value| value.check())
+                            .is_ok()
                     })
                 })
                 .collect();
             drop(object);
-            handles.into_iter().map(|h| usize::from(h.join().unwrap())).sum::<usize>()
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum::<usize>()
         });
     }
     merge_pending();

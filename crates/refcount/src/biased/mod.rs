@@ -17,20 +17,22 @@
 //! and `shared` is zero with no flags, or on any thread when a `MERGED`, unqueued `shared` count
 //! reaches zero, or when a merge of a queued object finds the total at zero.
 //!
-//! Counts never wrap: a local count that reaches `u32::MAX` and a shared count whose magnitude
-//! reaches `SATURATED` make the object immortal.
+//! Immortality lives in the shared half only: a shared count whose magnitude reaches `SATURATED`
+//! means immortal, so the owner's fast path needs no immortality check at all (an immortal object
+//! is either unowned or counted harmlessly by its owner, see `incref`). Counts never wrap: a local
+//! count about to wrap, and a shared count driven to `SATURATED`, make the object immortal.
 
-mod thread;
 #[cfg(all(test, not(loom)))]
 mod tests;
+mod thread;
 
 use std::ptr::NonNull;
 
 use crate::sync::{fence, AtomicI32, AtomicU32, Ordering};
 use crate::RefCountValue;
 
-pub use thread::{detach_current_thread, merge_pending, Release};
 pub(crate) use thread::merge_if_pending;
+pub use thread::{detach_current_thread, merge_pending, Release};
 use thread::{Queued, NO_OWNER};
 
 const FLAG_BITS: u32 = 2;
@@ -43,8 +45,6 @@ const ONE: i32 = 1 << FLAG_BITS;
 /// counts up to ±2^29, so the 2^28 of headroom absorbs every increment already in flight when
 /// an object saturates.
 const SATURATED: i32 = 1 << 27;
-/// `local` of an immortal object.
-const LOCAL_IMMORTAL: u32 = u32::MAX;
 /// `shared` of an object whose value was moved out by `try_take_unique` while a queue entry for
 /// it was pending: zero references, queued and merged at once, a state no count reaches otherwise
 /// (a pending entry always holds a reference). The merge of that entry frees only the memory.
@@ -105,11 +105,15 @@ impl BiasedCount {
 
     /// A count that never changes and never reaches zero.
     pub fn immortal() -> Self {
-        Self::from_parts(NO_OWNER, LOCAL_IMMORTAL, (SATURATED << FLAG_BITS) | MERGED)
+        Self::from_parts(NO_OWNER, 0, (SATURATED << FLAG_BITS) | MERGED)
     }
 
     fn from_parts(owner: u32, local: u32, shared: i32) -> Self {
-        Self { owner: AtomicU32::new(owner), local: AtomicU32::new(local), shared: AtomicI32::new(shared) }
+        Self {
+            owner: AtomicU32::new(owner),
+            local: AtomicU32::new(local),
+            shared: AtomicI32::new(shared),
+        }
     }
 
     #[inline(always)]
@@ -120,25 +124,27 @@ impl BiasedCount {
         self.owner.load(Ordering::Relaxed) == thread::current()
     }
 
-    /// Whether increments and decrements have stopped counting.
+    /// Whether increments and decrements have stopped counting. An owner may still count an
+    /// immortal object locally; that never frees it, since its shared half stays saturated.
     #[inline]
     pub fn is_immortal(&self) -> bool {
-        self.local.load(Ordering::Relaxed) == LOCAL_IMMORTAL || saturated(self.shared.load(Ordering::Relaxed))
+        saturated(self.shared.load(Ordering::Relaxed))
     }
 
     /// Adds a reference.
     #[inline]
     pub fn incref(&self) {
         if self.owned_by_caller() {
-            let local = self.local.load(Ordering::Relaxed);
-            if local >= LOCAL_IMMORTAL - 1 {
-                // Immortal already, or one short of wrapping: saturate. Only the owner writes
-                // `local`, so this store cannot race.
-                self.local.store(LOCAL_IMMORTAL, Ordering::Relaxed);
+            let local = self.local.load(Ordering::Relaxed).wrapping_add(1);
+            if local == 0 {
+                // 2^32 references on the owner: saturate instead of wrapping. `local` stays at
+                // its maximum; whatever the owner does with it later, the saturated shared half
+                // keeps the object alive.
+                self.make_immortal();
                 return;
             }
             // A plain store: no other thread writes `local` while the owner owns the object.
-            self.local.store(local + 1, Ordering::Relaxed);
+            self.local.store(local, Ordering::Relaxed);
         } else {
             self.incref_shared();
         }
@@ -171,15 +177,12 @@ impl BiasedCount {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
         if count.owned_by_caller() {
-            let local = count.local.load(Ordering::Relaxed);
-            if local == LOCAL_IMMORTAL {
-                return false;
-            }
             // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
+            let local = count.local.load(Ordering::Relaxed);
             debug_assert!(local >= 1, "owned object with a zero local count");
             // Release, so that a non-owner that reads this value (`is_unique`) also sees what the
             // owner did with the object before dropping its reference.
-            count.local.store(local - 1, Ordering::Release);
+            count.local.store(local.wrapping_sub(1), Ordering::Release);
             if local == 1 {
                 return count.merge_zero_local();
             }
@@ -204,7 +207,12 @@ impl BiasedCount {
         loop {
             // Keep `QUEUED`: the pending entry still holds its reference.
             let merged = shared | MERGED;
-            match self.shared.compare_exchange_weak(shared, merged, Ordering::AcqRel, Ordering::Acquire) {
+            match self.shared.compare_exchange_weak(
+                shared,
+                merged,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 // Zero other references and no pending entry cannot happen here (that was the
                 // fast path above, and a pending entry counts one), but if it ever did, dying is
                 // the right outcome.
@@ -220,9 +228,6 @@ impl BiasedCount {
     unsafe fn decref_shared(this: NonNull<Self>, release: Release) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        if count.local.load(Ordering::Relaxed) == LOCAL_IMMORTAL {
-            return false;
-        }
         let mut shared = count.shared.load(Ordering::Relaxed);
         let (new, queue) = loop {
             if saturated(shared) {
@@ -239,7 +244,12 @@ impl BiasedCount {
                 new = (SATURATED << FLAG_BITS) | (shared & FLAG_MASK);
             }
             // Release: whoever frees the object must see this thread's accesses to it.
-            match count.shared.compare_exchange_weak(shared, new, Ordering::Release, Ordering::Relaxed) {
+            match count.shared.compare_exchange_weak(
+                shared,
+                new,
+                Ordering::Release,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => break (new, queue),
                 Err(actual) => shared = actual,
             }
@@ -263,7 +273,10 @@ impl BiasedCount {
     unsafe fn queue_to_owner(this: NonNull<Self>, release: Release) {
         // SAFETY: the queued reference keeps the count alive.
         let owner = unsafe { this.as_ref() }.owner.load(Ordering::Relaxed);
-        let entry = Queued { count: this, release };
+        let entry = Queued {
+            count: this,
+            release,
+        };
         if let Err(entry) = thread::queue_for_owner(owner, entry) {
             // The owner has exited (ids are never reused, so its absence is final): nobody will
             // touch `local` again and this thread can merge on its behalf.
@@ -291,9 +304,6 @@ impl BiasedCount {
     /// Returns whether the object is now dead.
     fn merge_queued(&self) -> bool {
         let local = self.local.load(Ordering::Acquire);
-        if local == LOCAL_IMMORTAL {
-            return false;
-        }
         // Give up ownership before publishing `MERGED`, and touch nothing after the exchange: the
         // moment `MERGED` is visible, the holder of the last reference may free the object
         // (`try_take_unique`). `local` needs no reset, since a merged count ignores it. This runs
@@ -308,11 +318,24 @@ impl BiasedCount {
             if saturated(shared) {
                 return false;
             }
-            let owned_locally = if shared & MERGED != 0 { 0 } else { i64::from(local) };
+            let owned_locally = if shared & MERGED != 0 {
+                0
+            } else {
+                i64::from(local)
+            };
             let total = owned_locally + i64::from(count_of(shared)) - 1;
             debug_assert!(total >= 0, "queued object with no reference for its entry");
-            let merged = if total >= i64::from(SATURATED) { SATURATED << FLAG_BITS } else { (total as i32) << FLAG_BITS } | MERGED;
-            match self.shared.compare_exchange_weak(shared, merged, Ordering::AcqRel, Ordering::Acquire) {
+            let merged = if total >= i64::from(SATURATED) {
+                SATURATED << FLAG_BITS
+            } else {
+                (total as i32) << FLAG_BITS
+            } | MERGED;
+            match self.shared.compare_exchange_weak(
+                shared,
+                merged,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
                 Ok(_) => return total == 0,
                 Err(actual) => shared = actual,
             }
@@ -325,13 +348,17 @@ impl BiasedCount {
         // stale `local` is ignored.
         let local = self.local.load(Ordering::Acquire);
         let shared = self.shared.load(Ordering::Acquire);
-        if local == LOCAL_IMMORTAL || saturated(shared) {
+        if saturated(shared) {
             return RefCountValue::Immortal;
         }
         if shared == HUSK {
             return RefCountValue::Mortal(0);
         }
-        let owned_locally = if shared & MERGED != 0 { 0 } else { i64::from(local) };
+        let owned_locally = if shared & MERGED != 0 {
+            0
+        } else {
+            i64::from(local)
+        };
         let pending_entry = i64::from(shared & QUEUED);
         let total = owned_locally + i64::from(count_of(shared)) - pending_entry;
         RefCountValue::Mortal(total.max(0) as usize)
@@ -370,30 +397,41 @@ impl BiasedCount {
             // Only the merge of the pending entry can change the count now (nobody else holds a
             // reference); exactly one of the two exchanges wins. If the merge won, look again: the
             // count is then merged, unqueued and one.
-            if self.shared.compare_exchange(shared, HUSK, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+            if self
+                .shared
+                .compare_exchange(shared, HUSK, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
                 return TakeUnique::LeftToQueue;
             }
         }
     }
 
     fn is_unique_snapshot(&self, local: u32, shared: i32) -> bool {
-        if local == LOCAL_IMMORTAL || saturated(shared) || shared == HUSK {
+        if saturated(shared) || shared == HUSK {
             return false;
         }
-        let owned_locally = if shared & MERGED != 0 { 0 } else { i64::from(local) };
+        let owned_locally = if shared & MERGED != 0 {
+            0
+        } else {
+            i64::from(local)
+        };
         owned_locally + i64::from(count_of(shared)) - i64::from(shared & QUEUED) == 1
     }
 
-    /// Makes the object immortal from any thread. Irreversible.
+    /// Makes the object immortal, from any thread. Irreversible.
     pub fn make_immortal(&self) {
-        if self.owned_by_caller() {
-            self.local.store(LOCAL_IMMORTAL, Ordering::Relaxed);
-        }
-        // The shared side saturates from any thread; every decrement checks it first.
+        // Only the shared half, which any thread may write; every path that could free the object
+        // checks it first.
         let mut shared = self.shared.load(Ordering::Relaxed);
         while !saturated(shared) {
             let immortal = (SATURATED << FLAG_BITS) | (shared & FLAG_MASK);
-            match self.shared.compare_exchange_weak(shared, immortal, Ordering::Relaxed, Ordering::Relaxed) {
+            match self.shared.compare_exchange_weak(
+                shared,
+                immortal,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
                 Ok(_) => return,
                 Err(actual) => shared = actual,
             }

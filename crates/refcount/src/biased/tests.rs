@@ -45,7 +45,11 @@ fn other_threads_count_in_the_shared_half() {
 #[test]
 fn thread_ids_are_never_reused() {
     let mut ids: Vec<u32> = (0..50)
-        .map(|_| thread::spawn(|| fields(&BiasedCount::new()).0).join().unwrap())
+        .map(|_| {
+            thread::spawn(|| fields(&BiasedCount::new()).0)
+                .join()
+                .unwrap()
+        })
         .collect();
     let spawned = ids.len();
     ids.sort_unstable();
@@ -107,7 +111,7 @@ fn when_the_owner_drops_its_last_local_reference_the_count_merges() {
     assert_eq!(fields(&count), (NO_OWNER, 0, ONE | MERGED));
     // Now every thread, the former owner too, counts on the shared side.
     count.incref();
-    assert_eq!(fields(&count).2, 2 * ONE | MERGED);
+    assert_eq!(fields(&count).2, (2 * ONE) | MERGED);
 }
 
 unsafe fn never_called(_: NonNull<BiasedCount>) {
@@ -142,7 +146,9 @@ fn objects_outlive_their_owner_and_the_last_holder_frees_them() {
     let drops = Drops::default();
     let arc = {
         let drops = drops.clone();
-        thread::spawn(move || BiasedArc::new(drops.track(3))).join().unwrap()
+        thread::spawn(move || BiasedArc::new(drops.track(3)))
+            .join()
+            .unwrap()
     };
     // The owner is gone; this thread counts on the shared side.
     let clone = arc.clone();
@@ -190,9 +196,13 @@ fn try_unwrap_on_a_non_owner_while_the_owner_still_has_the_entry_queued() {
     let (kept, dropped) = (arc.clone(), arc.clone());
     thread::spawn(move || drop(dropped)).join().unwrap();
     drop(arc);
-    let value = thread::spawn(move || BiasedArc::try_unwrap(kept).ok().expect("the only reference"))
-        .join()
-        .unwrap();
+    let value = thread::spawn(move || {
+        BiasedArc::try_unwrap(kept)
+            .ok()
+            .expect("the only reference")
+    })
+    .join()
+    .unwrap();
     assert_eq!(value.check(), 9);
     drop(value);
     assert_eq!(merge_pending(), 1);
@@ -231,9 +241,10 @@ fn immortal_counts_are_never_written() {
 
 #[test]
 fn a_local_count_that_would_overflow_becomes_immortal() {
-    let count = BiasedCount::from_parts(current(), LOCAL_IMMORTAL - 1, 0);
+    let count = BiasedCount::from_parts(current(), u32::MAX, 0);
     count.incref();
     assert!(count.is_immortal());
+    assert_eq!(fields(&count).1, u32::MAX, "the local count must not wrap");
     // SAFETY: immortal: `decref` never releases.
     assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
     assert_eq!(count.get(), RefCountValue::Immortal);
@@ -245,7 +256,11 @@ fn a_shared_count_that_would_overflow_becomes_immortal() {
     count.incref();
     assert!(count.is_immortal());
     count.incref();
-    assert_eq!(count_of(fields(&count).2), SATURATED, "increments past saturation are taken back");
+    assert_eq!(
+        count_of(fields(&count).2),
+        SATURATED,
+        "increments past saturation are taken back"
+    );
     // SAFETY: immortal: `decref` never releases.
     assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
     assert_eq!(count.get(), RefCountValue::Immortal);
@@ -254,7 +269,8 @@ fn a_shared_count_that_would_overflow_becomes_immortal() {
 #[test]
 fn a_shared_count_driven_far_below_zero_becomes_immortal_rather_than_wrapping() {
     // Owned elsewhere (an id this thread does not have), shared already at the floor.
-    let count = BiasedCount::from_parts(LAST_TEST_OWNER, 5, ((1 - SATURATED) << FLAG_BITS) | QUEUED);
+    let count =
+        BiasedCount::from_parts(LAST_TEST_OWNER, 5, ((1 - SATURATED) << FLAG_BITS) | QUEUED);
     // SAFETY: the count is alive; saturation means `release` is never called.
     assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
     assert!(count.is_immortal());

@@ -52,7 +52,10 @@ pub(crate) struct Queue {
 
 impl Queue {
     fn new() -> Self {
-        Self { entries: Mutex::new(Vec::new()), pending: AtomicBool::new(false) }
+        Self {
+            entries: Mutex::new(Vec::new()),
+            pending: AtomicBool::new(false),
+        }
     }
 
     fn push(&self, entry: Queued) {
@@ -176,7 +179,9 @@ fn register_current() -> u32 {
 
 fn allocate_id() -> Option<u32> {
     registry::next_id()
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| (id <= LAST_ID).then(|| id + 1))
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| {
+            (id <= LAST_ID).then(|| id + 1)
+        })
         .ok()
 }
 
@@ -186,7 +191,10 @@ pub(crate) fn queue_for_owner(owner: u32, entry: Queued) -> Result<(), Queued> {
 }
 
 fn own_queue() -> Option<Arc<Queue>> {
-    OWNER.try_with(|slot| slot.borrow().as_ref().map(|record| record.queue.clone())).ok().flatten()
+    OWNER
+        .try_with(|slot| slot.borrow().as_ref().map(|record| record.queue.clone()))
+        .ok()
+        .flatten()
 }
 
 /// Merges every object other threads have queued for the calling thread, freeing those whose
@@ -204,7 +212,9 @@ pub fn merge_pending() -> usize {
 #[inline]
 pub(crate) fn merge_if_pending() {
     let pending = OWNER.try_with(|slot| {
-        slot.borrow().as_ref().is_some_and(|record| record.queue.pending.load(Ordering::Relaxed))
+        slot.borrow()
+            .as_ref()
+            .is_some_and(|record| record.queue.pending.load(Ordering::Relaxed))
     });
     if matches!(pending, Ok(true)) {
         merge_pending();
