@@ -6,6 +6,9 @@
 //! - [`refcount`] (`ftrt-refcount`): non-atomic, atomic and biased reference counts, immortal
 //!   objects, and [`BiasedArc`](refcount::BiasedArc), an `Arc` whose owner thread counts without
 //!   atomics.
+//! - [`lock`] (`ftrt-lock`): one-byte per-object locks and deadlock-free critical sections.
+//! - [`gil`] (`ftrt-gil`): the GIL (a no-op in free-threaded builds), thread states, the
+//!   `Python<'py>` attach token, `allow_threads`, and GIL-aware `threading` objects.
 //!
 //! The variant is chosen with cargo features, forwarded to every crate:
 //!
@@ -26,6 +29,8 @@ compile_error!(
      counts; enable at most one"
 );
 
+pub use ftrt_gil as gil;
+pub use ftrt_lock as lock;
 pub use ftrt_refcount as refcount;
 
 /// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.

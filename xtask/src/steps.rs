@@ -11,16 +11,45 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Failed(pub String);
 
-/// One test target of one package, e.g. the `loom` test of `ftrt-refcount`.
+/// One test target of one package, e.g. the `loom` test of `ftrt-refcount`, built with the
+/// package's `features` (empty for none: some models only exist in one build variant).
 #[derive(Clone, Copy, Debug)]
 pub struct TestSuite {
     pub package: &'static str,
     pub test: &'static str,
+    pub features: &'static str,
+}
+
+impl TestSuite {
+    pub const fn new(package: &'static str, test: &'static str) -> Self {
+        Self {
+            package,
+            test,
+            features: "",
+        }
+    }
+
+    pub const fn with_features(self, features: &'static str) -> Self {
+        Self { features, ..self }
+    }
+
+    /// The cargo arguments that select this suite.
+    pub fn cargo_args(&self) -> Vec<&'static str> {
+        let mut args = vec!["-p", self.package, "--test", self.test];
+        if !self.features.is_empty() {
+            args.extend(["--features", self.features]);
+        }
+        args
+    }
 }
 
 impl fmt::Display for TestSuite {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.package, self.test)
+        write!(f, "{}/{}", self.package, self.test)?;
+        if !self.features.is_empty() {
+            write!(f, "[{}]", self.features)?;
+        }
+        Ok(())
     }
 }
 

@@ -5,10 +5,11 @@ use crate::variants::Variant;
 
 /// The loom model suites: `RUSTFLAGS="--cfg loom"` integration tests. A crate that adds a
 /// loom test file adds one line here.
-pub const LOOM_SUITES: &[TestSuite] = &[TestSuite {
-    package: "ftrt-refcount",
-    test: "loom",
-}];
+pub const LOOM_SUITES: &[TestSuite] = &[
+    TestSuite::new("ftrt-refcount", "loom"),
+    TestSuite::new("ftrt-lock", "loom"),
+    TestSuite::new("ftrt-gil", "loom").with_features("gil"),
+];
 
 /// Loom explores every interleaving up to this many preemptions; 3 finds the classic bugs
 /// of two- and three-thread models while keeping the release-mode run to minutes.
@@ -49,13 +50,7 @@ fn loom_models(runner: &StepRunner<'_>, suite: TestSuite) -> CargoStep {
     )
     .env_flags("RUSTFLAGS", "--cfg loom")
     .env_default("LOOM_MAX_PREEMPTIONS", DEFAULT_LOOM_MAX_PREEMPTIONS)
-    .args([
-        "test",
-        "--release",
-        "-p",
-        suite.package,
-        "--test",
-        suite.test,
-    ])
+    .args(["test", "--release"])
+    .args(suite.cargo_args())
     .target_dir(runner.workspace().target_dir("loom"))
 }

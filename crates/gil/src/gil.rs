@@ -1,0 +1,421 @@
+//! The global interpreter lock, modelled on CPython's (`Python/ceval_gil.c`).
+//!
+//! - **Switch interval.** A thread that wants the GIL waits up to the interval (5 ms by default,
+//!   settable at run time like `sys.setswitchinterval`). If the holder kept the GIL for the whole
+//!   interval, the waiter raises the **drop request**.
+//! - **Checkpoints.** The holder polls the request at [`Gil::check`], which an interpreter's eval
+//!   loop calls between instructions. A set request makes the holder release and re-acquire.
+//! - **Forced switching.** A holder that releases because of a drop request waits until another
+//!   thread has taken the GIL before it competes again, so the requester really gets a turn.
+//! - **Fair mode** ([`Scheduling::Fair`]). A thread returning from a blocking call (the end of
+//!   `allow_threads`) asks for the GIL at once instead of after an interval, and ordinary waiters
+//!   stand back while it waits: the holder yields at its next checkpoint and the returning thread
+//!   gets the GIL. This cuts the "convoy effect", where an I/O thread waits a full interval behind
+//!   a CPU-bound thread after every blocking call.
+//!
+//! In the free-threaded builds `Gil` is a zero-sized type whose methods do nothing.
+
+use std::time::Duration;
+
+/// The default switch interval, as in CPython.
+pub const DEFAULT_SWITCH_INTERVAL: Duration = Duration::from_millis(5);
+
+/// How the GIL chooses among waiting threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Scheduling {
+    /// CPython's scheduling: every waiter waits a switch interval before asking the holder to
+    /// drop the GIL.
+    #[default]
+    Interval,
+    /// Threads returning from blocking calls ask for the GIL at once and go first.
+    Fair,
+}
+
+pub use imp::Gil;
+
+#[cfg(feature = "gil")]
+mod imp {
+    use std::time::Duration;
+
+    use super::{Scheduling, DEFAULT_SWITCH_INTERVAL};
+    use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
+
+    /// A global interpreter lock: see the [module documentation](self).
+    pub struct Gil {
+        state: Mutex<State>,
+        /// Waiters for the GIL sleep here.
+        available: Condvar,
+        /// A holder that released on request sleeps here until someone else took the GIL.
+        switched: Condvar,
+        /// The eval breaker: set by a waiter, polled by the holder at every checkpoint.
+        drop_request: AtomicBool,
+        interval_nanos: AtomicU64,
+        fair: AtomicBool,
+    }
+
+    struct State {
+        locked: bool,
+        /// Incremented on every acquisition: lets a waiter tell "held all along" from "changed
+        /// hands", and a forced releaser tell when someone else took over.
+        switches: u64,
+        waiting: usize,
+        /// Waiters returning from a blocking call in fair mode; while any wait, others stand back.
+        priority_waiting: usize,
+    }
+
+    impl State {
+        fn can_take(&self, priority: bool) -> bool {
+            !self.locked && (priority || self.priority_waiting == 0)
+        }
+    }
+
+    impl Gil {
+        /// An unlocked GIL with the default switch interval and scheduling.
+        pub fn new() -> Self {
+            Self {
+                state: Mutex::new(State {
+                    locked: false,
+                    switches: 0,
+                    waiting: 0,
+                    priority_waiting: 0,
+                }),
+                available: Condvar::new(),
+                switched: Condvar::new(),
+                drop_request: AtomicBool::new(false),
+                interval_nanos: AtomicU64::new(DEFAULT_SWITCH_INTERVAL.as_nanos() as u64),
+                fair: AtomicBool::new(false),
+            }
+        }
+
+        /// Takes the GIL, waiting as long as it takes.
+        pub fn acquire(&self) {
+            self.take(false);
+        }
+
+        /// Takes the GIL on the way back from a blocking call. In fair mode this thread goes
+        /// first; otherwise it is [`acquire`](Self::acquire).
+        pub fn acquire_after_blocking(&self) {
+            self.take(self.fair.load(Ordering::Relaxed));
+        }
+
+        /// Releases the GIL.
+        ///
+        /// # Safety
+        /// The calling thread holds the GIL (and gives up every claim that relied on it).
+        pub unsafe fn release(&self) {
+            self.give(false);
+        }
+
+        /// Whether another thread has asked the holder to release.
+        #[inline]
+        pub fn drop_requested(&self) -> bool {
+            // Relaxed: a hint polled often; the handoff itself synchronises through the mutex.
+            self.drop_request.load(Ordering::Relaxed)
+        }
+
+        /// A checkpoint: if another thread asked for the GIL, hands it over and waits to get it
+        /// back. Returns whether it switched.
+        ///
+        /// # Safety
+        /// The calling thread holds the GIL, and holds nothing that another GIL holder could need
+        /// before this returns (the GIL changes hands in between).
+        #[inline]
+        pub unsafe fn check(&self) -> bool {
+            if !self.drop_requested() {
+                return false;
+            }
+            self.switch();
+            true
+        }
+
+        #[cold]
+        fn switch(&self) {
+            self.give(true);
+            self.take(false);
+        }
+
+        fn take(&self, priority: bool) {
+            let mut state = self.state.lock();
+            if state.can_take(priority) {
+                return self.taken(state);
+            }
+            state.waiting += 1;
+            if priority {
+                state.priority_waiting += 1;
+            }
+            loop {
+                let interval = self.switch_interval();
+                if priority || interval.is_zero() {
+                    // Fair mode, or no interval: ask the holder to yield now.
+                    self.drop_request.store(true, Ordering::Relaxed);
+                }
+                let switches_before = state.switches;
+                let (woken, timed_out) = if interval.is_zero() {
+                    (self.available.wait(state), false)
+                } else {
+                    self.available.wait_for(state, interval)
+                };
+                state = woken;
+                if state.can_take(priority) {
+                    break;
+                }
+                if timed_out && state.locked && state.switches == switches_before {
+                    // The holder kept the GIL for a whole interval: ask it to yield.
+                    self.drop_request.store(true, Ordering::Relaxed);
+                }
+            }
+            state.waiting -= 1;
+            if priority {
+                state.priority_waiting -= 1;
+            }
+            self.taken(state);
+        }
+
+        fn taken(&self, mut state: MutexGuard<'_, State>) {
+            state.locked = true;
+            state.switches += 1;
+            // The request that brought us here is served. Another fair-mode waiter still asks.
+            self.drop_request
+                .store(state.priority_waiting > 0, Ordering::Relaxed);
+            drop(state);
+            self.switched.notify_all();
+        }
+
+        fn give(&self, forced: bool) {
+            let mut state = self.state.lock();
+            debug_assert!(state.locked, "released a GIL that was not held");
+            state.locked = false;
+            if state.priority_waiting > 0 {
+                // Only a priority waiter may take it; wake them all so it is not missed.
+                self.available.notify_all();
+            } else {
+                self.available.notify_one();
+            }
+            if forced {
+                // Forced switching: do not compete again until another thread has had the GIL.
+                let switches = state.switches;
+                while state.switches == switches && state.waiting > 0 {
+                    state = self.switched.wait(state);
+                }
+            }
+        }
+
+        /// How long a waiter lets the holder keep the GIL before asking for it.
+        pub fn switch_interval(&self) -> Duration {
+            Duration::from_nanos(self.interval_nanos.load(Ordering::Relaxed))
+        }
+
+        /// Sets the switch interval, like `sys.setswitchinterval`. Zero means a waiter asks at
+        /// once. Takes effect from each waiter's next wait.
+        pub fn set_switch_interval(&self, interval: Duration) {
+            let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+            self.interval_nanos.store(nanos, Ordering::Relaxed);
+        }
+
+        /// The current scheduling mode.
+        pub fn scheduling(&self) -> Scheduling {
+            if self.fair.load(Ordering::Relaxed) {
+                Scheduling::Fair
+            } else {
+                Scheduling::Interval
+            }
+        }
+
+        /// Switches the scheduling mode at run time.
+        pub fn set_scheduling(&self, scheduling: Scheduling) {
+            self.fair
+                .store(scheduling == Scheduling::Fair, Ordering::Relaxed);
+        }
+
+        /// How many times the GIL has been acquired, by any thread.
+        pub fn acquisitions(&self) -> u64 {
+            self.state.lock().switches
+        }
+
+        /// How many threads are waiting for the GIL now.
+        pub fn waiting(&self) -> usize {
+            self.state.lock().waiting
+        }
+    }
+
+    impl Default for Gil {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+}
+
+#[cfg(not(feature = "gil"))]
+mod imp {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::time::Duration;
+
+    use super::{Scheduling, DEFAULT_SWITCH_INTERVAL};
+
+    /// The free-threaded builds' GIL: zero-sized, every method a no-op. The settings are kept
+    /// (as free-threaded CPython keeps `sys.getswitchinterval`) but have no effect.
+    #[derive(Default)]
+    pub struct Gil;
+
+    static INTERVAL_NANOS: AtomicU64 = AtomicU64::new(DEFAULT_SWITCH_INTERVAL.as_nanos() as u64);
+    static FAIR: AtomicBool = AtomicBool::new(false);
+
+    impl Gil {
+        /// The no-op GIL.
+        pub const fn new() -> Self {
+            Gil
+        }
+        /// Does nothing.
+        #[inline(always)]
+        pub fn acquire(&self) {}
+        /// Does nothing.
+        #[inline(always)]
+        pub fn acquire_after_blocking(&self) {}
+        /// Does nothing.
+        ///
+        /// # Safety
+        /// None needed; `unsafe` only to match the GIL build's signature.
+        #[inline(always)]
+        pub unsafe fn release(&self) {}
+        /// Always `false`.
+        #[inline(always)]
+        pub fn drop_requested(&self) -> bool {
+            false
+        }
+        /// Does nothing; returns `false`.
+        ///
+        /// # Safety
+        /// None needed; `unsafe` only to match the GIL build's signature.
+        #[inline(always)]
+        pub unsafe fn check(&self) -> bool {
+            false
+        }
+        /// The stored (ineffective) switch interval.
+        pub fn switch_interval(&self) -> Duration {
+            Duration::from_nanos(INTERVAL_NANOS.load(Ordering::Relaxed))
+        }
+        /// Stores the interval; it has no effect without a GIL.
+        pub fn set_switch_interval(&self, interval: Duration) {
+            let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
+            INTERVAL_NANOS.store(nanos, Ordering::Relaxed);
+        }
+        /// The stored (ineffective) scheduling mode.
+        pub fn scheduling(&self) -> Scheduling {
+            if FAIR.load(Ordering::Relaxed) {
+                Scheduling::Fair
+            } else {
+                Scheduling::Interval
+            }
+        }
+        /// Stores the mode; it has no effect without a GIL.
+        pub fn set_scheduling(&self, scheduling: Scheduling) {
+            FAIR.store(scheduling == Scheduling::Fair, Ordering::Relaxed);
+        }
+        /// Always zero: nothing is ever acquired.
+        pub fn acquisitions(&self) -> u64 {
+            0
+        }
+        /// Always zero: nobody ever waits.
+        pub fn waiting(&self) -> usize {
+            0
+        }
+    }
+}
+
+#[cfg(all(test, feature = "gil", not(loom)))]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+    use std::thread;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Waits (without a deadline: a hang is the failure) until `n` threads wait for `gil`.
+    fn until_waiting(gil: &Gil, n: usize) {
+        while gil.waiting() < n {
+            thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_without_a_request_keeps_the_gil() {
+        let gil = Gil::new();
+        gil.acquire();
+        // SAFETY: held.
+        assert!(!unsafe { gil.check() });
+        // SAFETY: held.
+        unsafe { gil.release() };
+        assert_eq!(gil.acquisitions(), 1);
+    }
+
+    #[test]
+    fn a_waiter_asks_for_the_gil_after_one_interval_and_the_holder_yields_at_its_checkpoint() {
+        let gil = Gil::new();
+        gil.set_switch_interval(Duration::from_micros(200));
+        let waiter_had_it = AtomicBool::new(false);
+        gil.acquire();
+        thread::scope(|s| {
+            s.spawn(|| {
+                gil.acquire();
+                waiter_had_it.store(true, Ordering::SeqCst);
+                // SAFETY: held.
+                unsafe { gil.release() };
+            });
+            until_waiting(&gil, 1);
+            while !gil.drop_requested() {
+                thread::yield_now();
+            }
+            // SAFETY: held.
+            assert!(unsafe { gil.check() });
+            // Forced switching: the checkpoint returned only after the waiter had its turn.
+            assert!(waiter_had_it.load(Ordering::SeqCst));
+            // SAFETY: held again after the switch.
+            unsafe { gil.release() };
+        });
+    }
+
+    #[test]
+    fn in_fair_mode_a_thread_back_from_blocking_goes_before_ordinary_waiters() {
+        let gil = Gil::new();
+        gil.set_scheduling(Scheduling::Fair);
+        // A long interval: the ordinary waiter would not even ask for the GIL during the test.
+        gil.set_switch_interval(Duration::from_secs(60));
+        let order = Mutex::new(Vec::new());
+        gil.acquire();
+        thread::scope(|s| {
+            s.spawn(|| {
+                gil.acquire();
+                order.lock().unwrap().push("ordinary");
+                // SAFETY: held.
+                unsafe { gil.release() };
+            });
+            until_waiting(&gil, 1);
+            s.spawn(|| {
+                gil.acquire_after_blocking();
+                order.lock().unwrap().push("back from blocking");
+                // SAFETY: held.
+                unsafe { gil.release() };
+            });
+            until_waiting(&gil, 2);
+            // The returning thread asked at once, without waiting an interval.
+            assert!(gil.drop_requested());
+            // SAFETY: held.
+            assert!(unsafe { gil.check() });
+            // SAFETY: held again.
+            unsafe { gil.release() };
+        });
+        assert_eq!(order.into_inner().unwrap()[0], "back from blocking");
+    }
+
+    #[test]
+    fn the_switch_interval_and_scheduling_are_settable_at_run_time() {
+        let gil = Gil::new();
+        assert_eq!(gil.switch_interval(), DEFAULT_SWITCH_INTERVAL);
+        gil.set_switch_interval(Duration::from_millis(1));
+        assert_eq!(gil.switch_interval(), Duration::from_millis(1));
+        assert_eq!(gil.scheduling(), Scheduling::Interval);
+        gil.set_scheduling(Scheduling::Fair);
+        assert_eq!(gil.scheduling(), Scheduling::Fair);
+    }
+}

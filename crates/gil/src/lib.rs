@@ -1,0 +1,41 @@
+//! A global interpreter lock, and the thread states every runtime crate above it uses.
+//!
+//! - [`Gil`]: a real GIL in the `gil` build (switch interval, drop requests, forced switching,
+//!   a fair mode against the convoy effect), a zero-sized no-op with the same API otherwise.
+//! - [`Python`]: a PyO3-style token proving the thread is attached (and holds the GIL in the
+//!   `gil` build). [`Python::attach`] attaches, [`Python::allow_threads`] detaches around blocking
+//!   or native work, [`Python::check`] is the eval loop's checkpoint.
+//! - [`threading`]: `Lock`, `Event`, `Semaphore` and `Barrier` in the spirit of Python's
+//!   `threading` module; each releases the GIL while it blocks.
+//!
+//! ```
+//! use ftrt_gil::{threading::Event, Python};
+//! use std::thread;
+//!
+//! let ready = Event::new();
+//! thread::scope(|s| {
+//!     s.spawn(|| Python::attach(|py| assert!(ready.wait(py, None))));
+//!     // The waiter released the GIL while it blocked, so this thread can attach and set it.
+//!     Python::attach(|_py| ready.set());
+//! });
+//! ```
+//!
+//! # Features
+//!
+//! `gil` selects the real GIL (and the non-atomic reference count behind
+//! [`Python::count_token`]); without it the crate is free-threaded.
+
+#![warn(missing_docs)]
+
+pub mod gil;
+#[cfg(feature = "gil")]
+mod sync;
+mod thread;
+pub mod threading;
+
+pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
+pub use thread::{is_attached, registered_threads, runtime_gil, threads, Python, ThreadInfo};
+
+#[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,0 +1,326 @@
+//! Threads attaching to the runtime: the GIL's switching, `allow_threads`, thread exit and the
+//! `threading` objects, run in every build variant (and under ThreadSanitizer by
+//! `cargo xtask tsan`).
+//!
+//! A few waits are bounded by a generous deadline so that a regression (a GIL that is never
+//! released) fails the test instead of hanging it; no test asserts how fast anything is.
+
+#[cfg(feature = "gil")]
+use std::cell::UnsafeCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Arc};
+use std::thread;
+use std::time::Duration;
+#[cfg(feature = "gil")]
+use std::time::Instant;
+
+use ftrt_gil::threading::{Barrier, Event, Lock, NoParties, ReleaseUnlocked, Semaphore};
+use ftrt_gil::{registered_threads, threads, Python};
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long a test waits for something that must happen before calling it a hang.
+const HANG: Duration = Duration::from_secs(30);
+
+/// Runs `f` on a new thread and fails if it does not finish within `HANG`.
+fn finishes<T: Send + 'static>(what: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let (done, result) = mpsc::channel();
+    thread::spawn(move || done.send(f()).unwrap());
+    result
+        .recv_timeout(HANG)
+        .unwrap_or_else(|_| panic!("{what} did not finish: the GIL was not released"))
+}
+
+#[test]
+fn attach_is_reentrant_and_registers_the_thread() {
+    let nested = Python::attach(|_py| {
+        assert!(registered_threads() >= 1);
+        Python::attach(|_py| ftrt_gil::is_attached())
+    });
+    assert!(nested);
+    assert!(!ftrt_gil::is_attached());
+}
+
+#[test]
+fn allow_threads_lets_another_thread_attach_while_one_blocks() {
+    finishes("the blocked thread", || {
+        let (tx, rx) = mpsc::channel::<u32>();
+        let sender = thread::spawn(move || {
+            // Needs the GIL (in the gil build) while the other thread blocks holding none.
+            Python::attach(|_py| tx.send(42).unwrap());
+        });
+        let got = Python::attach(move |py| py.allow_threads(move || rx.recv().unwrap()));
+        sender.join().unwrap();
+        assert_eq!(got, 42);
+    });
+}
+
+#[test]
+fn a_panic_while_attached_releases_the_gil() {
+    let panicked = thread::spawn(|| Python::attach(|_py| panic!("boom"))).join();
+    assert!(panicked.is_err());
+    finishes("attaching after a panic", || Python::attach(|_py| ()));
+}
+
+#[test]
+fn a_panic_inside_allow_threads_reattaches_and_releases() {
+    let result = thread::spawn(|| Python::attach(|py| py.allow_threads(|| panic!("boom")))).join();
+    assert!(result.is_err());
+    finishes("attaching after a panic", || Python::attach(|_py| ()));
+}
+
+#[test]
+fn an_exiting_thread_leaves_the_registry_and_settles_its_objects_even_when_it_panics() {
+    use ftrt_refcount::BiasedArc;
+
+    struct Counted(Arc<AtomicUsize>);
+    impl Drop for Counted {
+        fn drop(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    let drops = Arc::new(AtomicUsize::new(0));
+    let (to_main, from_thread) = mpsc::channel();
+    let name = "exits-by-panicking".to_string();
+    let worker = {
+        let drops = drops.clone();
+        thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                Python::attach(|_py| {
+                    let object = BiasedArc::new(Counted(drops));
+                    to_main.send(object.clone()).unwrap();
+                    panic!("the owner dies with its object still referenced elsewhere");
+                })
+            })
+            .unwrap()
+    };
+    let object = from_thread.recv().unwrap();
+    assert!(worker.join().is_err());
+    assert!(
+        threads().iter().all(|t| t.name.as_deref() != Some(&name)),
+        "the dead thread is still registered"
+    );
+    drop(object);
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "the object of an exited owner was not freed by its last holder"
+    );
+}
+
+/// Shared data that only the GIL protects (no lock, no atomics): the gil build's claim.
+#[cfg(feature = "gil")]
+struct GilProtected<T>(UnsafeCell<T>);
+
+// SAFETY: only touched by attached threads, which the GIL serialises (gil build only).
+#[cfg(feature = "gil")]
+unsafe impl<T: Send> Sync for GilProtected<T> {}
+
+#[cfg(feature = "gil")]
+#[test]
+fn under_the_gil_a_counter_bumped_between_checkpoints_is_exact_while_both_threads_progress() {
+    const THREADS: usize = 2;
+    /// Each thread keeps going until it has seen the other make progress this many times,
+    /// which only switching can allow.
+    const SWITCHES_SEEN: usize = 5;
+    ftrt_gil::runtime_gil().set_switch_interval(Duration::from_micros(100));
+    let counter = GilProtected(UnsafeCell::new(0_u64));
+    let progress = GilProtected(UnsafeCell::new([0_u64; THREADS]));
+    let bumps: Vec<u64> = thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|me| {
+                let (counter, progress) = (&counter, &progress);
+                s.spawn(move || {
+                    Python::attach(|py| {
+                        let deadline = Instant::now() + HANG;
+                        let (mut mine, mut seen, mut last_other) = (0_u64, 0, 0_u64);
+                        while seen < SWITCHES_SEEN {
+                            assert!(
+                                Instant::now() < deadline,
+                                "thread {me} never saw the other run"
+                            );
+                            // SAFETY: attached, so this thread holds the GIL.
+                            unsafe {
+                                *counter.0.get() += 1;
+                                (*progress.0.get())[me] += 1;
+                                let other = (*progress.0.get())[1 - me];
+                                if other != last_other {
+                                    seen += 1;
+                                    last_other = other;
+                                }
+                            }
+                            mine += 1;
+                            py.check();
+                        }
+                        mine
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    ftrt_gil::runtime_gil().set_switch_interval(ftrt_gil::DEFAULT_SWITCH_INTERVAL);
+    assert_eq!(
+        counter.0.into_inner(),
+        bumps.iter().sum::<u64>(),
+        "an update was lost under the GIL"
+    );
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn without_a_gil_attached_threads_run_at_the_same_time() {
+    // With a GIL this would deadlock: both threads must be attached at once to pass the barrier.
+    finishes("two attached threads meeting", || {
+        let meet = std::sync::Barrier::new(2);
+        thread::scope(|s| {
+            s.spawn(|| Python::attach(|_py| meet.wait()));
+            Python::attach(|_py| meet.wait());
+        });
+    });
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn allow_threads_suspends_critical_sections_and_resumes_the_innermost() {
+    use ftrt_lock::{section, RawObjectLock};
+    let lock = RawObjectLock::new();
+    Python::attach(|py| {
+        section::with(&lock, || {
+            assert!(lock.is_locked());
+            let locked_while_detached = py.allow_threads(|| lock.is_locked());
+            assert!(!locked_while_detached);
+            assert!(lock.is_locked());
+        });
+    });
+}
+
+#[test]
+fn a_lock_excludes_and_releases_the_gil_while_waiting() {
+    let lock = Arc::new(Lock::new());
+    let inside = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (lock, inside) = (lock.clone(), inside.clone());
+            thread::spawn(move || {
+                Python::attach(|py| {
+                    for _ in 0..200 {
+                        lock.hold(py, || {
+                            assert_eq!(
+                                inside.fetch_add(1, Ordering::SeqCst),
+                                0,
+                                "two holders at once"
+                            );
+                            // Blocking inside the lock: the others must be able to attach meanwhile.
+                            py.allow_threads(thread::yield_now);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(!lock.locked());
+}
+
+#[test]
+fn releasing_an_unlocked_lock_is_an_error_and_any_thread_may_release() {
+    let lock = Arc::new(Lock::new());
+    assert_eq!(lock.release(), Err(ReleaseUnlocked));
+    Python::attach(|py| assert!(lock.acquire(py, None)));
+    let other = lock.clone();
+    thread::spawn(move || other.release())
+        .join()
+        .unwrap()
+        .unwrap();
+    assert!(!lock.locked());
+    assert!(lock.try_acquire());
+    Python::attach(|py| assert!(!lock.acquire(py, Some(Duration::from_millis(10)))));
+}
+
+#[test]
+fn an_event_wakes_every_waiter() {
+    let event = Arc::new(Event::new());
+    let woken = Arc::new(AtomicUsize::new(0));
+    let waiters: Vec<_> = (0..3)
+        .map(|_| {
+            let (event, woken) = (event.clone(), woken.clone());
+            thread::spawn(move || {
+                if Python::attach(|py| event.wait(py, None)) {
+                    woken.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    Python::attach(|_py| event.set());
+    for w in waiters {
+        w.join().unwrap();
+    }
+    assert_eq!(woken.load(Ordering::SeqCst), 3);
+    event.clear();
+    assert!(!Python::attach(
+        |py| event.wait(py, Some(Duration::from_millis(10)))
+    ));
+}
+
+#[test]
+fn a_semaphore_admits_at_most_its_permits() {
+    const PERMITS: usize = 2;
+    let semaphore = Arc::new(Semaphore::new(PERMITS));
+    let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let threads: Vec<_> = (0..6)
+        .map(|_| {
+            let (semaphore, inside, most) = (semaphore.clone(), inside.clone(), most.clone());
+            thread::spawn(move || {
+                Python::attach(|py| {
+                    for _ in 0..100 {
+                        assert!(semaphore.acquire(py, None));
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        py.allow_threads(thread::yield_now);
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        semaphore.release(1);
+                    }
+                })
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(most.load(Ordering::SeqCst) <= PERMITS);
+    assert_eq!(semaphore.value(), PERMITS);
+}
+
+#[test]
+fn a_barrier_releases_its_parties_together_with_distinct_indices() {
+    const PARTIES: usize = 4;
+    assert!(matches!(Barrier::new(0), Err(NoParties)));
+    let barrier = Arc::new(Barrier::new(PARTIES).unwrap());
+    let before = Arc::new(AtomicUsize::new(0));
+    let threads: Vec<_> = (0..PARTIES)
+        .map(|_| {
+            let (barrier, before) = (barrier.clone(), before.clone());
+            thread::spawn(move || {
+                Python::attach(|py| {
+                    before.fetch_add(1, Ordering::SeqCst);
+                    let index = barrier.wait(py);
+                    // Nobody passes until everyone has arrived.
+                    assert_eq!(before.load(Ordering::SeqCst), PARTIES);
+                    index
+                })
+            })
+        })
+        .collect();
+    let mut indices: Vec<usize> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    indices.sort_unstable();
+    assert_eq!(indices, (0..PARTIES).collect::<Vec<_>>());
+    assert_eq!(barrier.n_waiting(), 0);
+}

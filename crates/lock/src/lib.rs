@@ -1,0 +1,62 @@
+//! Per-object locks for a free-threaded runtime.
+//!
+//! Without a global interpreter lock, every mutable container (a list, a dict) needs a lock of
+//! its own, so the lock must be small and the uncontended path cheap. This crate provides:
+//!
+//! - [`RawObjectLock`]: a mutex in **one byte**. Uncontended lock and unlock are one
+//!   compare-and-swap each; contended threads spin briefly (free-threaded builds only), then park
+//!   in `parking_lot_core`'s global parking lot. A waiter that has waited over
+//!   [`HANDOFF_AFTER`] (1 ms) is handed the lock directly on the next unlock, as CPython's
+//!   `PyMutex` does, so it cannot be starved by threads that keep re-taking the lock.
+//! - [`Mutex<T>`]: the same lock with a value and an RAII guard (`lock_api`).
+//! - [`section`]: critical sections over one or two objects that cannot deadlock however they
+//!   nest (PEP 703's design), and compile to nothing in the `gil` build.
+//!
+//! ```
+//! use ftrt_lock::Mutex;
+//! use std::thread;
+//!
+//! let counter = Mutex::new(0_u64);
+//! thread::scope(|s| {
+//!     for _ in 0..4 {
+//!         s.spawn(|| {
+//!             for _ in 0..1000 {
+//!                 *counter.lock() += 1;
+//!             }
+//!         });
+//!     }
+//! });
+//! assert_eq!(*counter.lock(), 4000);
+//! assert_eq!(std::mem::size_of::<ftrt_lock::RawObjectLock>(), 1);
+//! ```
+//!
+//! # Features
+//!
+//! `gil`: the GIL build. Critical sections become plain calls (the GIL serialises their bodies
+//! already) and locks park without spinning (under a GIL the holder may not be running).
+
+#![warn(missing_docs)]
+
+mod parking;
+mod raw;
+pub mod section;
+mod sync;
+
+pub use raw::{RawObjectLock, HANDOFF_AFTER};
+
+#[cfg(loom)]
+pub use raw::request_handoff_in_models;
+
+/// A value guarded by a [`RawObjectLock`].
+#[cfg(not(loom))]
+pub type Mutex<T> = lock_api::Mutex<RawObjectLock, T>;
+/// The guard of a [`Mutex`]: the lock is held while it lives.
+#[cfg(not(loom))]
+pub type MutexGuard<'a, T> = lock_api::MutexGuard<'a, RawObjectLock, T>;
+
+#[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[cfg(all(test, not(loom)))]
+mod tests;

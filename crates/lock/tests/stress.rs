@@ -1,0 +1,171 @@
+//! Many threads fighting over object locks through nested and two-object critical sections.
+//! Run under ThreadSanitizer by `cargo xtask tsan`.
+
+use std::cell::UnsafeCell;
+use std::sync::Barrier;
+use std::thread;
+
+use ftrt_lock::{section, RawObjectLock};
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn scaled(n: usize) -> usize {
+    if cfg!(miri) {
+        (n / 500).max(5)
+    } else {
+        n
+    }
+}
+
+/// A counter that may only be touched inside a critical section on its lock.
+struct Guarded {
+    lock: RawObjectLock,
+    value: UnsafeCell<u64>,
+}
+
+// SAFETY: `value` is only accessed inside a critical section on `lock` (free-threaded builds),
+// and in the gil build these tests run one updater at a time (see `gil_serialised`).
+unsafe impl Sync for Guarded {}
+
+impl Guarded {
+    fn new() -> Self {
+        Self {
+            lock: RawObjectLock::new(),
+            value: UnsafeCell::new(0),
+        }
+    }
+    /// # Safety
+    /// The caller is inside a critical section on `self.lock` (or the GIL).
+    unsafe fn bump(&self) {
+        // SAFETY: exclusive per the caller.
+        unsafe { *self.value.get() += 1 }
+    }
+    fn get(&mut self) -> u64 {
+        *self.value.get_mut()
+    }
+}
+
+/// The gil build's sections lock nothing: there the GIL is what serialises them, so these
+/// tests stand in for it with one real lock around each update.
+fn gil_serialised<R>(f: impl FnOnce() -> R) -> R {
+    #[cfg(feature = "gil")]
+    {
+        static GIL: ftrt_lock::Mutex<()> = ftrt_lock::Mutex::new(());
+        let _gil = GIL.lock();
+        f()
+    }
+    #[cfg(not(feature = "gil"))]
+    f()
+}
+
+#[test]
+fn two_object_sections_in_opposite_orders_never_deadlock() {
+    let iterations = scaled(20_000);
+    let (mut a, mut b) = (Guarded::new(), Guarded::new());
+    let start = Barrier::new(2);
+    thread::scope(|s| {
+        s.spawn(|| {
+            start.wait();
+            for _ in 0..iterations {
+                gil_serialised(|| {
+                    section::with2(&a.lock, &b.lock, || {
+                        // SAFETY: inside a section on both locks.
+                        unsafe { (a.bump(), b.bump()) }
+                    })
+                });
+            }
+        });
+        s.spawn(|| {
+            start.wait();
+            for _ in 0..iterations {
+                gil_serialised(|| {
+                    section::with2(&b.lock, &a.lock, || {
+                        // SAFETY: inside a section on both locks.
+                        unsafe { (b.bump(), a.bump()) }
+                    })
+                });
+            }
+        });
+    });
+    assert_eq!(
+        (a.get(), b.get()),
+        (2 * iterations as u64, 2 * iterations as u64)
+    );
+}
+
+#[test]
+fn nested_sections_in_opposite_orders_never_deadlock() {
+    // Thread 1 nests b inside a, thread 2 a inside b: with plain mutexes this is the textbook
+    // deadlock. The inner section suspends the outer one whenever it would block.
+    let iterations = scaled(20_000);
+    let (mut a, mut b) = (Guarded::new(), Guarded::new());
+    thread::scope(|s| {
+        for (outer, inner) in [(&a, &b), (&b, &a)] {
+            s.spawn(move || {
+                for _ in 0..iterations {
+                    gil_serialised(|| {
+                        section::with(&outer.lock, || {
+                            // SAFETY: inside a section on `outer` (active until the inner one
+                            // begins, and again after it ends).
+                            unsafe { outer.bump() };
+                            // SAFETY: inside a section on `inner`.
+                            section::with(&inner.lock, || unsafe { inner.bump() });
+                        })
+                    });
+                }
+            });
+        }
+    });
+    assert_eq!(
+        (a.get(), b.get()),
+        (2 * iterations as u64, 2 * iterations as u64)
+    );
+}
+
+#[test]
+fn many_threads_share_a_few_objects_through_random_pairs() {
+    const THREADS: usize = 8;
+    let iterations = scaled(10_000);
+    let mut objects: Vec<Guarded> = (0..4).map(|_| Guarded::new()).collect();
+    let expected: u64 = thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let objects = &objects;
+                s.spawn(move || {
+                    let mut bumps = 0_u64;
+                    let mut seed = (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                    for _ in 0..iterations {
+                        seed ^= seed << 13;
+                        seed ^= seed >> 7;
+                        seed ^= seed << 17;
+                        let (x, y) = (
+                            &objects[seed as usize % 4],
+                            &objects[(seed >> 8) as usize % 4],
+                        );
+                        let distinct = !std::ptr::eq(x, y);
+                        gil_serialised(|| {
+                            section::with2(&x.lock, &y.lock, || {
+                                // SAFETY: inside a section on both locks.
+                                unsafe { x.bump() };
+                                if distinct {
+                                    // SAFETY: as above.
+                                    unsafe { y.bump() };
+                                }
+                            })
+                        });
+                        bumps += 1 + u64::from(distinct);
+                    }
+                    bumps
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    let total: u64 = objects.iter_mut().map(Guarded::get).sum();
+    assert_eq!(total, expected, "an update inside a section was lost");
+    for object in &objects {
+        assert!(!object.lock.is_locked());
+    }
+}
