@@ -47,7 +47,7 @@ fn gil(c: &mut Criterion) {
     });
     if cfg!(feature = "gil") {
         c.bench_function("gil/handoff_round_trip", |b| {
-            b.iter_custom(|iters| handoff_round_trips(iters))
+            b.iter_custom(handoff_round_trips)
         });
     }
 }

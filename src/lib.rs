@@ -9,6 +9,8 @@
 //! - [`lock`] (`ftrt-lock`): one-byte per-object locks and deadlock-free critical sections.
 //! - [`gil`] (`ftrt-gil`): the GIL (a no-op in free-threaded builds), thread states, the
 //!   `Python<'py>` attach token, `allow_threads`, and GIL-aware `threading` objects.
+//! - [`object`] (`ftrt-object`): the Python-like object model, with lock-free reads of lists
+//!   and dicts in the free-threaded builds.
 //!
 //! The variant is chosen with cargo features, forwarded to every crate:
 //!
@@ -31,6 +33,7 @@ compile_error!(
 
 pub use ftrt_gil as gil;
 pub use ftrt_lock as lock;
+pub use ftrt_object as object;
 pub use ftrt_refcount as refcount;
 
 /// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.

@@ -8,7 +8,7 @@ use crate::steps::{
 };
 
 /// The unsafe-heavy crates whose unit and integration tests run under Miri.
-pub const MIRI_CRATES: &[&str] = &["ftrt-refcount", "ftrt-lock", "ftrt-gil"];
+pub const MIRI_CRATES: &[&str] = &["ftrt-refcount", "ftrt-lock", "ftrt-gil", "ftrt-object"];
 
 /// The stress tests that run under ThreadSanitizer.
 pub const TSAN_SUITES: &[TestSuite] = &[
@@ -16,6 +16,8 @@ pub const TSAN_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-lock", "stress"),
     TestSuite::new("ftrt-gil", "threads"),
     TestSuite::new("ftrt-gil", "threads").with_features("gil"),
+    TestSuite::new("ftrt-object", "concurrency"),
+    TestSuite::new("ftrt-object", "concurrency").with_features("gil"),
 ];
 
 /// Integer-to-pointer casts are allowed because `parking_lot_core`, where every contended lock

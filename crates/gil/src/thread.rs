@@ -9,6 +9,12 @@
 //! [`Python::allow_threads`] detaches around blocking or native work: it suspends the thread's
 //! critical sections, releases the GIL, runs the closure, then takes the GIL back and resumes the
 //! innermost section. The closure must be `Send`, which keeps the token out of it.
+//!
+//! In the free-threaded builds an attached thread also stays pinned in `crossbeam-epoch`, the
+//! reclamation scheme behind the object model's lock-free reads: a read pins for free (a nested
+//! pin), and memory retired by writers is reclaimed once every attached thread has passed a
+//! checkpoint ([`Python::check`]) or detached. This is CPython's quiescent-state-based
+//! reclamation (QSBR) expressed with epochs.
 
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -57,6 +63,7 @@ impl<'py> Python<'py> {
         }
         runtime_gil().acquire();
         ThreadState::set_attached(true);
+        quiescence::pin();
         let _detach = Detach;
         // SAFETY: attached just above, until `_detach` runs at the end of this call.
         f(unsafe { Python::assume_attached() })
@@ -82,6 +89,7 @@ impl<'py> Python<'py> {
         T: Send,
     {
         section::suspend_all();
+        quiescence::unpin();
         ThreadState::set_attached(false);
         // SAFETY: the token proves this thread holds the GIL; nothing below relies on it until
         // `Reattach` takes it back.
@@ -94,6 +102,7 @@ impl<'py> Python<'py> {
     /// and waits for its turn again. Returns whether it switched. Free in the other builds.
     #[inline]
     pub fn check(self) -> bool {
+        quiescence::checkpoint();
         if !runtime_gil().drop_requested() {
             return false;
         }
@@ -125,6 +134,7 @@ struct Detach;
 impl Drop for Detach {
     fn drop(&mut self) {
         section::suspend_all();
+        quiescence::unpin();
         ThreadState::set_attached(false);
         // SAFETY: `attach` took the GIL and this is its matching release.
         unsafe { runtime_gil().release() };
@@ -138,6 +148,7 @@ impl Drop for Reattach {
     fn drop(&mut self) {
         runtime_gil().acquire_after_blocking();
         ThreadState::set_attached(true);
+        quiescence::pin();
         section::resume_innermost();
     }
 }
@@ -210,4 +221,69 @@ pub fn is_attached() -> bool {
     STATE
         .try_with(|state| state.attached.get())
         .unwrap_or(false)
+}
+
+/// Keeps attached threads pinned in the epoch scheme (free-threaded builds only).
+#[cfg(not(feature = "gil"))]
+mod quiescence {
+    use std::cell::{Cell, RefCell};
+
+    use crossbeam_epoch::Guard;
+
+    /// Checkpoints between repins: each repin costs a fence, and reclamation only needs threads
+    /// to pass through quiescent states now and then.
+    const CHECKS_PER_REPIN: u32 = 64;
+
+    thread_local! {
+        static GUARD: RefCell<Option<Guard>> = const { RefCell::new(None) };
+        static CHECKS: Cell<u32> = const { Cell::new(0) };
+    }
+
+    pub(super) fn pin() {
+        let guard = crossbeam_epoch::pin();
+        GUARD.with(|slot| *slot.borrow_mut() = Some(guard));
+    }
+
+    pub(super) fn unpin() {
+        // Dropped outside the borrow: unpinning may run deferred destructors.
+        let guard = GUARD
+            .try_with(|slot| slot.borrow_mut().take())
+            .ok()
+            .flatten();
+        drop(guard);
+    }
+
+    /// A quiescent state: the thread holds no reference it read without counting (beyond
+    /// nested guards of its own, which keep it pinned).
+    #[inline]
+    pub(super) fn checkpoint() {
+        let checks = CHECKS.with(|c| {
+            let n = c.get().wrapping_add(1);
+            c.set(n);
+            n
+        });
+        if checks % CHECKS_PER_REPIN == 0 {
+            repin();
+        }
+    }
+
+    #[cold]
+    fn repin() {
+        GUARD.with(|slot| {
+            if let Some(guard) = slot.borrow_mut().as_mut() {
+                guard.repin();
+            }
+        });
+    }
+}
+
+/// The GIL build needs no reclamation scheme: the GIL orders every read before any free.
+#[cfg(feature = "gil")]
+mod quiescence {
+    #[inline(always)]
+    pub(super) fn pin() {}
+    #[inline(always)]
+    pub(super) fn unpin() {}
+    #[inline(always)]
+    pub(super) fn checkpoint() {}
 }

@@ -1,0 +1,354 @@
+//! The object model's behaviour, identical in every build variant. Each test checks that every
+//! object it made was freed (the live-object counts return to where they started).
+
+use std::sync::Mutex;
+
+use ftrt_gil::Python;
+use ftrt_object::stats::LiveObjects;
+use ftrt_object::{collect, Error, Kind, Obj, HEADER_SIZE};
+use ftrt_refcount::RefCountValue;
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Live counts are process-wide, so the tests that compare them run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// Runs `f` attached and checks that it freed everything it allocated, immortal objects aside
+/// (singletons and interned strings are made once and kept).
+fn leak_checked(f: impl for<'py> FnOnce(Python<'py>)) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Python::attach(|py| {
+        // Materialise the immortal singletons first, so they do not count as allocated by `f`.
+        drop((Obj::none(py), Obj::int(py, 0)));
+        collect(py);
+        let before = LiveObjects::now();
+        f(py);
+        collect(py);
+        let after = LiveObjects::now();
+        let leaked: Vec<_> = before
+            .0
+            .iter()
+            .zip(&after.0)
+            .filter(|((kind, b), (_, a))| a != b && *kind != Kind::Str && *kind != Kind::Class)
+            .collect();
+        assert!(leaked.is_empty(), "live objects changed: {leaked:?}");
+    });
+}
+
+#[test]
+fn the_header_is_as_small_as_the_build_allows() {
+    let expected = if cfg!(any(feature = "gil", feature = "atomic-rc")) {
+        16
+    } else {
+        24
+    };
+    assert_eq!(
+        HEADER_SIZE,
+        expected,
+        "header of the {} count",
+        ftrt_object::count_strategy()
+    );
+}
+
+#[test]
+fn small_ints_none_and_bools_are_shared_immortal_objects() {
+    leak_checked(|py| {
+        assert!(Obj::int(py, 256).is(&Obj::int(py, 256)));
+        assert!(Obj::int(py, -5).is(&Obj::int(py, -5)));
+        assert!(!Obj::int(py, 257).is(&Obj::int(py, 257)));
+        assert!(Obj::none(py).is_immortal() && Obj::bool(py, true).is_immortal());
+        assert!(Obj::int(py, 7).is_immortal());
+        assert!(!Obj::int(py, 1000).is_immortal());
+    });
+}
+
+#[test]
+fn taking_a_reference_raises_the_count_by_one_and_dropping_it_lowers_it() {
+    leak_checked(|py| {
+        let x = Obj::float(py, 1.5);
+        assert_eq!(x.refcount(), RefCountValue::Mortal(1));
+        let y = x.clone();
+        assert_eq!(x.refcount(), RefCountValue::Mortal(2));
+        let list = Obj::list(py, [y]);
+        assert_eq!(
+            x.refcount(),
+            RefCountValue::Mortal(2),
+            "the list owns the moved reference"
+        );
+        list.append(x.clone()).unwrap();
+        assert_eq!(x.refcount(), RefCountValue::Mortal(3));
+        drop(list);
+        assert_eq!(x.refcount(), RefCountValue::Mortal(1));
+    });
+}
+
+#[test]
+fn integer_overflow_is_an_error_not_a_wrap() {
+    leak_checked(|py| {
+        let max = Obj::int(py, i64::MAX);
+        assert!(matches!(
+            max.add(&Obj::int(py, 1)),
+            Err(Error::OverflowError(_))
+        ));
+        assert!(matches!(
+            Obj::int(py, i64::MIN).sub(&Obj::int(py, 1)),
+            Err(Error::OverflowError(_))
+        ));
+        assert!(matches!(
+            max.mul(&Obj::int(py, 2)),
+            Err(Error::OverflowError(_))
+        ));
+        assert_eq!(
+            Obj::int(py, 40).add(&Obj::int(py, 2)).unwrap().to_i64(),
+            Ok(42)
+        );
+        assert_eq!(
+            Obj::int(py, 1).add(&Obj::float(py, 0.5)).unwrap().to_f64(),
+            Ok(1.5)
+        );
+        assert_eq!(
+            Obj::str(py, "ab")
+                .add(&Obj::str(py, "cd"))
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "abcd"
+        );
+    });
+}
+
+#[test]
+fn wrong_types_are_type_errors() {
+    leak_checked(|py| {
+        let text = Obj::str(py, "a");
+        assert!(matches!(
+            text.add(&Obj::int(py, 1)),
+            Err(Error::TypeError(_))
+        ));
+        assert!(matches!(
+            Obj::int(py, 1).get_item(0),
+            Err(Error::TypeError(_))
+        ));
+        assert!(matches!(Obj::int(py, 1).len(), Err(Error::TypeError(_))));
+        assert!(matches!(
+            Obj::int(py, 1).append(Obj::none(py)),
+            Err(Error::TypeError(_))
+        ));
+        assert!(matches!(text.to_i64(), Err(Error::TypeError(_))));
+        let dict = Obj::dict(py);
+        let unhashable = Obj::list(py, []);
+        assert!(matches!(
+            dict.dict_set(&unhashable, Obj::none(py)),
+            Err(Error::TypeError(_))
+        ));
+        assert!(matches!(
+            dict.dict_get(&unhashable),
+            Err(Error::TypeError(_))
+        ));
+        assert_eq!(dict.len(), Ok(0), "a failed operation changes nothing");
+    });
+}
+
+#[test]
+fn lists_index_from_both_ends_and_report_bad_indices() {
+    leak_checked(|py| {
+        let list = Obj::list(py, (0..10).map(|i| Obj::int(py, i * 1000)));
+        assert_eq!(list.len(), Ok(10));
+        assert_eq!(list.get_item(0).unwrap().to_i64(), Ok(0));
+        assert_eq!(list.get_item(-1).unwrap().to_i64(), Ok(9000));
+        assert!(matches!(list.get_item(10), Err(Error::IndexError(_))));
+        assert!(matches!(list.get_item(-11), Err(Error::IndexError(_))));
+        list.set_item(-2, Obj::str(py, "eight")).unwrap();
+        assert_eq!(list.get_item(8).unwrap().to_str().unwrap(), "eight");
+        assert!(matches!(
+            list.set_item(10, Obj::none(py)),
+            Err(Error::IndexError(_))
+        ));
+        assert_eq!(list.pop().unwrap().to_i64(), Ok(9000));
+        for i in 0..100 {
+            list.append(Obj::int(py, i)).unwrap();
+        }
+        assert_eq!(list.len(), Ok(109));
+        while list.pop().is_ok() {}
+        assert!(matches!(list.pop(), Err(Error::IndexError(_))));
+        assert_eq!(list.len(), Ok(0));
+    });
+}
+
+#[test]
+fn dicts_keep_insertion_order_and_report_missing_keys() {
+    leak_checked(|py| {
+        let dict = Obj::dict(py);
+        for name in ["b", "a", "c"] {
+            dict.dict_set(&Obj::str(py, name), Obj::int(py, name.len() as i64))
+                .unwrap();
+        }
+        dict.dict_set(&Obj::str(py, "b"), Obj::int(py, 20)).unwrap();
+        dict.dict_del(&Obj::str(py, "a")).unwrap();
+        dict.dict_set(&Obj::str(py, "a"), Obj::int(py, 10)).unwrap();
+        let keys: Vec<String> = dict
+            .dict_items()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.to_str().unwrap().to_owned())
+            .collect();
+        assert_eq!(
+            keys,
+            ["b", "c", "a"],
+            "replacing keeps the place; re-inserting moves to the end"
+        );
+        assert_eq!(dict.dict_get(&Obj::str(py, "b")).unwrap().to_i64(), Ok(20));
+        assert!(matches!(
+            dict.dict_get(&Obj::str(py, "zz")),
+            Err(Error::KeyError(_))
+        ));
+        assert!(matches!(
+            dict.dict_del(&Obj::str(py, "zz")),
+            Err(Error::KeyError(_))
+        ));
+        // int and bool keys are equal when their values are, as in Python.
+        dict.dict_set(&Obj::int(py, 1), Obj::str(py, "one"))
+            .unwrap();
+        assert_eq!(
+            dict.dict_get(&Obj::bool(py, true))
+                .unwrap()
+                .to_str()
+                .unwrap(),
+            "one"
+        );
+    });
+}
+
+#[test]
+fn dicts_grow_without_losing_entries() {
+    leak_checked(|py| {
+        let dict = Obj::dict(py);
+        let n = if cfg!(miri) { 50 } else { 5_000 };
+        for i in 0..n {
+            dict.dict_set(&Obj::int(py, i), Obj::int(py, i * 2))
+                .unwrap();
+            if i % 3 == 0 {
+                dict.dict_del(&Obj::int(py, i)).unwrap();
+            }
+        }
+        for i in 0..n {
+            let found = dict.dict_get(&Obj::int(py, i));
+            if i % 3 == 0 {
+                assert!(found.is_err());
+            } else {
+                assert_eq!(found.unwrap().to_i64(), Ok(i * 2));
+            }
+        }
+        assert_eq!(dict.len(), Ok((n - (n + 2) / 3) as usize));
+    });
+}
+
+#[test]
+fn interned_strings_are_unique_and_immortal() {
+    leak_checked(|py| {
+        let a = Obj::intern(py, "interned-name");
+        let b = Obj::intern(py, &String::from("interned-name"));
+        assert!(a.is(&b));
+        assert!(a.is_immortal());
+        let plain = Obj::str(py, "interned-name");
+        assert!(!plain.is(&a) && plain.equals(&a));
+    });
+}
+
+#[test]
+fn instances_have_attributes_and_report_missing_ones() {
+    leak_checked(|py| {
+        let class = Obj::class(py, "Point").unwrap();
+        assert!(class.is_immortal());
+        let point = class.instantiate().unwrap();
+        assert_eq!(point.type_name(), "Point");
+        let (x, y) = (Obj::intern(py, "x"), Obj::intern(py, "y"));
+        point.set_attr(&x, Obj::int(py, 1)).unwrap();
+        point.set_attr(&x, Obj::int(py, 2)).unwrap();
+        assert_eq!(point.get_attr(&x).unwrap().to_i64(), Ok(2));
+        assert!(matches!(point.get_attr(&y), Err(Error::AttributeError(_))));
+        assert!(matches!(
+            Obj::int(py, 3).get_attr(&x),
+            Err(Error::AttributeError(_))
+        ));
+        assert!(matches!(
+            point.get_attr(&Obj::int(py, 3)),
+            Err(Error::TypeError(_))
+        ));
+        assert!(matches!(point.instantiate(), Err(Error::TypeError(_))));
+        assert!(matches!(Obj::class(py, ""), Err(Error::ValueError(_))));
+        point.del_attr(&x).unwrap();
+        assert!(point.get_attr(&x).is_err());
+    });
+}
+
+#[test]
+fn modules_hold_shared_variables() {
+    leak_checked(|py| {
+        let module = Obj::module(py, "main");
+        let counter = Obj::intern(py, "counter");
+        module.set_attr(&counter, Obj::int(py, 0)).unwrap();
+        let next = module
+            .get_attr(&counter)
+            .unwrap()
+            .add(&Obj::int(py, 1))
+            .unwrap();
+        module.set_attr(&counter, next).unwrap();
+        assert_eq!(module.get_attr(&counter).unwrap().to_i64(), Ok(1));
+        assert_eq!(format!("{module:?}"), "<module 'main'>");
+    });
+}
+
+#[test]
+fn borrowed_reads_take_no_reference() {
+    leak_checked(|py| {
+        let dict = Obj::dict(py);
+        let key = Obj::intern(py, "k");
+        let value = Obj::float(py, 2.5);
+        dict.dict_set(&key, value.clone()).unwrap();
+        let guard = crossbeam_epoch::pin();
+        let borrowed = dict.dict_get_borrowed(&key, &guard).unwrap();
+        assert!(borrowed.is(&value));
+        assert_eq!(borrowed.to_f64(), Ok(2.5));
+        assert_eq!(
+            value.refcount(),
+            RefCountValue::Mortal(2),
+            "only the dict and `value` count"
+        );
+        let owned = borrowed.to_owned(py);
+        assert_eq!(owned.refcount(), RefCountValue::Mortal(3));
+    });
+}
+
+#[test]
+fn objects_print_like_python_reprs() {
+    leak_checked(|py| {
+        let tuple = Obj::tuple(py, [Obj::int(py, 1)]);
+        let dict = Obj::dict(py);
+        dict.dict_set(&Obj::str(py, "t"), tuple).unwrap();
+        let list = Obj::list(
+            py,
+            [
+                Obj::none(py),
+                Obj::bool(py, false),
+                Obj::float(py, 2.0),
+                dict,
+            ],
+        );
+        assert_eq!(format!("{list:?}"), r#"[None, False, 2.0, {"t": (1,)}]"#);
+    });
+}
+
+#[test]
+fn dropping_a_list_nested_a_million_deep_does_not_overflow_the_stack() {
+    leak_checked(|py| {
+        let depth = if cfg!(miri) { 1_000 } else { 1_000_000 };
+        let mut nested = Obj::list(py, []);
+        for _ in 0..depth {
+            nested = Obj::list(py, [nested]);
+        }
+        drop(nested);
+    });
+}
