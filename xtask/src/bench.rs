@@ -5,7 +5,7 @@ use crate::steps::{run_steps, CargoStep, Failed, StepRunner, Toolchain, Workspac
 use crate::variants::Variant;
 
 /// The criterion benches of the `ftrt` package (`benches/<name>.rs`).
-pub const CRITERION_BENCHES: &[&str] = &["refcount", "sync"];
+pub const CRITERION_BENCHES: &[&str] = &["refcount", "sync", "object"];
 
 const BENCH_PACKAGE: &str = "ftrt";
 

@@ -9,6 +9,7 @@ pub const LOOM_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-refcount", "loom"),
     TestSuite::new("ftrt-lock", "loom"),
     TestSuite::new("ftrt-gil", "loom").with_features("gil"),
+    TestSuite::new("ftrt-object", "loom"),
 ];
 
 /// Loom explores every interleaving up to this many preemptions; 3 finds the classic bugs

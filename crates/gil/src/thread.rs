@@ -231,8 +231,11 @@ mod quiescence {
     use crossbeam_epoch::Guard;
 
     /// Checkpoints between repins: each repin costs a fence, and reclamation only needs threads
-    /// to pass through quiescent states now and then.
-    const CHECKS_PER_REPIN: u32 = 64;
+    /// to pass through quiescent states now and then. Each repin also flushes: the thread hands
+    /// its retired garbage to the global queue and frees a bounded batch of what has expired,
+    /// so garbage is collected at the pace it is made (nested pins, which reads use, never
+    /// collect by themselves).
+    const CHECKS_PER_REPIN: u32 = 16;
 
     thread_local! {
         static GUARD: RefCell<Option<Guard>> = const { RefCell::new(None) };
@@ -272,6 +275,7 @@ mod quiescence {
         GUARD.with(|slot| {
             if let Some(guard) = slot.borrow_mut().as_mut() {
                 guard.repin();
+                guard.flush();
             }
         });
     }

@@ -124,6 +124,6 @@ pub fn collect(py: ftrt_gil::Python<'_>) {
     ftrt_refcount::merge_pending();
 }
 
-/// Each flush can advance the global epoch by one step; a retired item needs two, and
-/// crossbeam runs a bounded number of deferred batches per collection.
-const COLLECT_ROUNDS: usize = 64;
+/// Each flush can advance the global epoch by one step (a retired item needs two) and frees a
+/// bounded number of batches, so a backlog takes many rounds; an empty queue makes them cheap.
+const COLLECT_ROUNDS: usize = 1024;

@@ -1,0 +1,115 @@
+//! Runs one workload once and prints the result as one JSON line; `cargo xtask bench` starts it
+//! once per measurement, so every run has a fresh process.
+//!
+//! ```text
+//! ftrt-runner WORKLOAD --threads N [--scale F]   one run
+//! ftrt-runner --list                               the catalogue, as JSON
+//! ftrt-runner --info                               the build: variant, header size, count
+//! ```
+
+use std::process::ExitCode;
+
+use ftrt_workloads::{catalogue, find, Params, BUILD};
+use serde_json::json;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn usage(problem: &str) -> ExitCode {
+    let names: Vec<&str> = catalogue().iter().map(|w| w.name).collect();
+    eprintln!("error: {problem}");
+    eprintln!("usage: ftrt-runner WORKLOAD --threads N [--scale F] | --list | --info");
+    eprintln!("workloads: {}", names.join(", "));
+    ExitCode::from(2)
+}
+
+/// Peak resident memory of this process, from the kernel (Linux); 0 where unknown.
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse().ok()
+        })
+        .unwrap_or(0)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        None => usage("no workload given"),
+        Some("--list") => {
+            let list: Vec<_> = catalogue()
+                .iter()
+                .map(|w| json!({"name": w.name, "description": w.description, "shows": w.shows}))
+                .collect();
+            println!("{}", serde_json::Value::Array(list));
+            ExitCode::SUCCESS
+        }
+        Some("--info") => {
+            println!(
+                "{}",
+                json!({"build": BUILD, "header_size": ftrt_object::HEADER_SIZE, "count_strategy": ftrt_object::count_strategy()})
+            );
+            ExitCode::SUCCESS
+        }
+        Some("--child-countdown") => match args.get(1).and_then(|s| s.parse().ok()) {
+            Some(share) => {
+                println!("{}", ftrt_workloads::child_countdown(share));
+                ExitCode::SUCCESS
+            }
+            None => usage("--child-countdown needs a count"),
+        },
+        Some(name) => {
+            let Some(workload) = find(name) else {
+                return usage(&format!("unknown workload '{name}'"));
+            };
+            let mut params = Params {
+                threads: 1,
+                scale: 1.0,
+            };
+            let mut rest = args[1..].iter();
+            while let Some(flag) = rest.next() {
+                let value = rest.next();
+                match (flag.as_str(), value.map(|v| v.as_str())) {
+                    ("--threads", Some(v)) => match v.parse() {
+                        Ok(n) if n >= 1 => params.threads = n,
+                        _ => {
+                            return usage(&format!(
+                                "bad thread count '{v}': a whole number of at least 1"
+                            ))
+                        }
+                    },
+                    ("--scale", Some(v)) => match v.parse::<f64>() {
+                        Ok(s) if s > 0.0 && s.is_finite() => params.scale = s,
+                        _ => return usage(&format!("bad scale '{v}': a positive number")),
+                    },
+                    _ => return usage(&format!("unexpected argument '{flag}'")),
+                }
+            }
+            let outcome = workload.run(&params);
+            let metrics: serde_json::Map<String, serde_json::Value> = outcome
+                .metrics
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), json!(v)))
+                .collect();
+            let check = match &outcome.check {
+                Ok(()) => "ok".to_owned(),
+                Err(what) => what.clone(),
+            };
+            println!(
+                "{}",
+                json!({
+                    "workload": workload.name,
+                    "build": BUILD,
+                    "threads": params.threads,
+                    "elapsed_s": outcome.elapsed.as_secs_f64(),
+                    "check": check,
+                    "metrics": metrics,
+                    "peak_rss_kib": peak_rss_kib(),
+                })
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! `counter = counter + 1` on a module global from every thread: without a lock updates are
+//! lost in both builds (S7), with a `threading.Lock` the count is exact (S8).
+
+use ftrt_gil::threading::Lock;
+use ftrt_gil::Python;
+use ftrt_object::{Obj, Shared};
+
+use crate::{checkpoint, run_threads, Outcome, Params, Workload};
+
+const INCREMENTS_TOTAL: usize = 1_000_000;
+
+/// A module with `counter = 0`, and the interned name.
+fn setup() -> (Shared, Shared) {
+    Python::attach(|py| {
+        let module = Obj::module(py, "__main__");
+        let name = Obj::intern(py, "counter");
+        module
+            .set_attr(&name, Obj::int(py, 0))
+            .expect("a module has attributes");
+        (module.unbind(), name.unbind())
+    })
+}
+
+/// `counter = counter + 1`: a read, then a write, as separate steps (as in Python bytecode).
+fn increment(py: Python<'_>, module: &Obj<'_>, name: &Obj<'_>) {
+    let value = module.get_attr(name).expect("counter exists");
+    let next = value.add(&Obj::int(py, 1)).expect("no overflow");
+    module
+        .set_attr(name, next)
+        .expect("a module has attributes");
+}
+
+fn final_count(module: &Shared, name: &Shared) -> i64 {
+    Python::attach(|py| {
+        module
+            .bind(py)
+            .get_attr(&name.bind(py))
+            .and_then(|v| v.to_i64())
+            .expect("counter is an int")
+    })
+}
+
+fn counter_race(params: &Params) -> Outcome {
+    let total = params.total(INCREMENTS_TOTAL);
+    let (module, name) = setup();
+    let (elapsed, _) = run_threads(params.threads, |t, py| {
+        let (module, name) = (module.bind(py), name.bind(py));
+        for i in 0..params.share(total, t) {
+            increment(py, &module, &name);
+            // A checkpoint between the read and the write of some increments: where the GIL
+            // switches threads, as CPython's eval loop may between bytecodes.
+            checkpoint(py, i);
+        }
+    });
+    let counted = final_count(&module, &name);
+    let mut outcome = Outcome::timed(elapsed);
+    let lost = total as i64 - counted;
+    outcome.expect((0..=total as i64).contains(&counted), || {
+        format!("the counter ended at {counted}, outside 0..={total}")
+    });
+    outcome.metrics = vec![
+        ("lost_updates", lost as f64),
+        ("lost_fraction", lost as f64 / total as f64),
+    ];
+    outcome
+}
+
+pub(crate) const COUNTER_RACE: Workload = Workload {
+    name: "counter-race",
+    description: "counter = counter + 1 on a shared global, no lock; reports lost updates",
+    shows: "S7",
+    run: counter_race,
+};
+
+fn counter_locked(params: &Params) -> Outcome {
+    let total = params.total(INCREMENTS_TOTAL);
+    let (module, name) = setup();
+    let lock = Lock::new();
+    let (elapsed, _) = run_threads(params.threads, |t, py| {
+        let (module, name) = (module.bind(py), name.bind(py));
+        for i in 0..params.share(total, t) {
+            lock.hold(py, || increment(py, &module, &name));
+            checkpoint(py, i);
+        }
+    });
+    let counted = final_count(&module, &name);
+    let mut outcome = Outcome::timed(elapsed);
+    outcome.expect(counted == total as i64, || {
+        format!("the locked counter ended at {counted}, expected {total}")
+    });
+    outcome
+}
+
+pub(crate) const COUNTER_LOCKED: Workload = Workload {
+    name: "counter-locked",
+    description: "the same increments under a threading Lock; exact",
+    shows: "S8",
+    run: counter_locked,
+};

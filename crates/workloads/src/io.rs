@@ -1,0 +1,111 @@
+//! I/O-bound workloads: blocking calls release the GIL, so they overlap even under it (S4), and
+//! the GIL's scheduling delays a thread returning from I/O behind CPU-bound threads (S12).
+
+use std::time::{Duration, Instant};
+
+use ftrt_gil::{runtime_gil, Python, Scheduling};
+use ftrt_object::Obj;
+
+use crate::{checkpoint, run_threads, Outcome, Params, Workload};
+
+const SLEEPS_TOTAL: usize = 96;
+const SLEEP: Duration = Duration::from_millis(2);
+
+fn io_sleep(params: &Params) -> Outcome {
+    let total = params.total(SLEEPS_TOTAL);
+    let (elapsed, done) = run_threads(params.threads, |t, py| {
+        let mut done = 0;
+        for _ in 0..params.share(total, t) {
+            py.allow_threads(|| std::thread::sleep(SLEEP));
+            done += 1;
+        }
+        done
+    });
+    let mut outcome = Outcome::timed(elapsed);
+    let slept: usize = done.iter().sum();
+    outcome.expect(slept == total, || {
+        format!("{slept} of {total} sleeps completed")
+    });
+    outcome
+}
+
+pub(crate) const IO_SLEEP: Workload = Workload {
+    name: "io-sleep",
+    description: "blocking sleeps inside allow_threads",
+    shows: "S4, P5",
+    run: io_sleep,
+};
+
+const PINGS: usize = 60;
+const PING_IO: Duration = Duration::from_millis(1);
+
+/// One thread answers pings (a short blocking call, then re-attach) while the others count down
+/// until it is done. Returns the ping delays: how long re-attaching took beyond the I/O itself.
+fn ping_under_load(params: &Params, pings: usize) -> (Duration, Vec<Duration>) {
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let (elapsed, mut delays) = run_threads(params.threads, |t, py| {
+        if t == 0 {
+            let mut delays = Vec::with_capacity(pings);
+            for _ in 0..pings {
+                let asked = Instant::now();
+                py.allow_threads(|| std::thread::sleep(PING_IO));
+                // Attached again: the ping is answered.
+                delays.push(asked.elapsed().saturating_sub(PING_IO));
+                py.check();
+            }
+            done.store(true, std::sync::atomic::Ordering::Relaxed);
+            delays
+        } else {
+            busy_until(py, &done);
+            Vec::new()
+        }
+    });
+    (elapsed, std::mem::take(&mut delays[0]))
+}
+
+/// CPU-bound work with eval-loop checkpoints until `done`.
+fn busy_until(py: Python<'_>, done: &std::sync::atomic::AtomicBool) {
+    let one = Obj::int(py, 1);
+    let mut n = Obj::int(py, 1_000_000);
+    let mut i = 0;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        n = n.add(&one).expect("no overflow");
+        checkpoint(py, i);
+        i += 1;
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(at).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+}
+
+fn io_latency_under_load(params: &Params) -> Outcome {
+    let pings = params.total(PINGS).max(10);
+    let gil = runtime_gil();
+    let previous = gil.scheduling();
+    let mut elapsed = Duration::ZERO;
+    let mut metrics = Vec::new();
+    for (mode, p50, p99) in [
+        (Scheduling::Interval, "p50_ms", "p99_ms"),
+        (Scheduling::Fair, "fair_p50_ms", "fair_p99_ms"),
+    ] {
+        gil.set_scheduling(mode);
+        let (took, mut delays) = ping_under_load(params, pings);
+        elapsed += took;
+        delays.sort_unstable();
+        metrics.push((p50, percentile(&delays, 0.5)));
+        metrics.push((p99, percentile(&delays, 0.99)));
+    }
+    gil.set_scheduling(previous);
+    let mut outcome = Outcome::timed(elapsed);
+    outcome.metrics = metrics;
+    outcome
+}
+
+pub(crate) const IO_LATENCY_UNDER_LOAD: Workload = Workload {
+    name: "io-latency-under-load",
+    description: "one thread answers pings while the others count down; reports ping latency",
+    shows: "S12, P10",
+    run: io_latency_under_load,
+};
