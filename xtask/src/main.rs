@@ -11,7 +11,11 @@
 //! - `cargo xtask tsan [--crates LIST]`: runs the stress tests under ThreadSanitizer
 //!   (`-Zsanitizer=thread -Zbuild-std`, x86_64 Linux only), installing the nightly
 //!   `rust-src` component if it is missing.
-//! - `cargo xtask bench [--variant V] [CRITERION_ARGS...]`: runs the criterion
+//! - `cargo xtask bench [--workloads LIST] [--builds LIST] [--threads LIST] [--repeat N]
+//!   [--quick] [--json FILE] [--out DIR] [--python PATH]...`: builds the workload runner of
+//!   each variant, runs every workload at every thread count, interleaved, and writes the
+//!   scaling report (terminal table, `report.json`, `report.md`, SVG plots, target summary).
+//! - `cargo xtask criterion [--variant V] [CRITERION_ARGS...]`: runs the criterion
 //!   micro-benchmarks of one variant (default `nogil`), passing the arguments to criterion.
 //!
 //! Children run in the workspace root with the cargo that runs xtask (`$CARGO`), except
@@ -19,6 +23,7 @@
 //! 0 when every step passed, 1 when a step failed, 2 for a command-line usage error.
 
 mod bench;
+mod criterion;
 mod nightly;
 mod steps;
 mod test;
@@ -77,8 +82,10 @@ enum Task {
         )]
         crates: Vec<String>,
     },
+    /// Run the workloads on every build and report how they scale.
+    Bench(bench::Options),
     /// Run the criterion micro-benchmarks.
-    Bench {
+    Criterion {
         /// The build variant to benchmark.
         #[arg(long, value_enum, default_value_t = Variant::Nogil)]
         variant: Variant,
@@ -100,10 +107,11 @@ fn main() -> ExitCode {
         Task::Test { variants, no_loom } => test::run(&workspace, &variants, no_loom),
         Task::Miri { crates } => nightly::run_miri(&workspace, &crates),
         Task::Tsan { crates } => nightly::run_tsan(&workspace, &crates),
-        Task::Bench {
+        Task::Bench(options) => bench::run(&workspace, options),
+        Task::Criterion {
             variant,
             criterion_args,
-        } => bench::run(&workspace, variant, &criterion_args),
+        } => criterion::run(&workspace, variant, &criterion_args),
     };
     report(result)
 }
@@ -138,10 +146,16 @@ mod tests {
 
     #[test]
     fn bench_passes_hyphenated_arguments_to_criterion() {
-        let cli =
-            Cli::try_parse_from(["xtask", "bench", "--variant", "gil", "--save-baseline", "x"])
-                .expect("valid command line");
-        let Task::Bench {
+        let cli = Cli::try_parse_from([
+            "xtask",
+            "criterion",
+            "--variant",
+            "gil",
+            "--save-baseline",
+            "x",
+        ])
+        .expect("valid command line");
+        let Task::Criterion {
             variant,
             criterion_args,
         } = cli.command

@@ -34,6 +34,15 @@ impl Variant {
         }
     }
 
+    /// The features of `ftrt-workloads` (the benchmark runner) that select this variant.
+    pub fn workload_features(self) -> Option<&'static str> {
+        match self {
+            Variant::Gil => Some("ftrt-workloads/gil"),
+            Variant::Nogil => None,
+            Variant::NogilAtomicRc => Some("ftrt-workloads/atomic-rc"),
+        }
+    }
+
     /// `--features X`, or nothing, ready to append to a cargo command line.
     pub fn feature_args(self) -> Vec<&'static str> {
         match self.cargo_features() {

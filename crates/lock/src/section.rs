@@ -122,9 +122,9 @@ mod imp {
         static STACK: RefCell<Vec<Section>> = RefCell::new(Vec::new());
     }
 
-    fn ordered([a, b]: [&RawObjectLock; 2]) -> [*const RawObjectLock; 2] {
-        let (a, b) = (a as *const RawObjectLock, b as *const RawObjectLock);
-        if a <= b {
+    /// Lower address first: every thread takes a pair of locks in the same order.
+    fn ordered([a, b]: [&RawObjectLock; 2]) -> [&RawObjectLock; 2] {
+        if std::ptr::from_ref(a) <= std::ptr::from_ref(b) {
             [a, b]
         } else {
             [b, a]
@@ -163,12 +163,18 @@ mod imp {
 
     /// Takes a section's locks, suspending the thread's other sections first if that would
     /// block.
-    fn acquire(section: &Section) {
-        let locks = section.locks();
+    #[inline]
+    fn acquire(locks: [&RawObjectLock; 2]) {
         if !try_lock_all(locks) {
-            suspend_all();
-            lock_all(locks);
+            acquire_slow(locks);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_slow(locks: [&RawObjectLock; 2]) {
+        suspend_all();
+        lock_all(locks);
     }
 
     /// Ends the innermost section on drop, panics included.
@@ -189,12 +195,15 @@ mod imp {
 
     #[inline]
     pub(super) fn with<R>(locks: [&RawObjectLock; 2], f: impl FnOnce() -> R) -> R {
-        let section = Section {
-            locks: ordered(locks),
-            active: true,
-        };
-        acquire(&section);
-        STACK.with(|stack| stack.borrow_mut().push(section));
+        let locks = ordered(locks);
+        acquire(locks);
+        let locks = locks.map(std::ptr::from_ref);
+        STACK.with(|stack| {
+            stack.borrow_mut().push(Section {
+                locks,
+                active: true,
+            })
+        });
         let _end = End;
         f()
     }
@@ -213,7 +222,7 @@ mod imp {
         let suspended = STACK.with(|stack| stack.borrow().last().copied().filter(|s| !s.active));
         if let Some(section) = suspended {
             // Every other section is suspended too, so this blocks holding nothing.
-            acquire(&section);
+            acquire(section.locks());
             STACK.with(|stack| stack.borrow_mut().last_mut().expect("still open").active = true);
         }
     }

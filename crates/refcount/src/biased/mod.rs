@@ -145,7 +145,9 @@ impl BiasedCount {
             }
             // A plain store: no other thread writes `local` while the owner owns the object.
             self.local.store(local, Ordering::Relaxed);
-        } else {
+        } else if !self.is_immortal() {
+            // Immortal objects (None, small ints, interned names) are the most common non-owned
+            // ones: checked inline, they cost one load and no call.
             self.incref_shared();
         }
     }
@@ -186,6 +188,9 @@ impl BiasedCount {
             if local == 1 {
                 return count.merge_zero_local();
             }
+            return false;
+        }
+        if count.is_immortal() {
             return false;
         }
         // SAFETY: forwarded from the caller.

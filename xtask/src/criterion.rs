@@ -1,5 +1,5 @@
-//! `cargo xtask bench`: for now the criterion micro-benchmarks of the umbrella crate. The
-//! workload scaling report arrives with `crates/workloads`.
+//! `cargo xtask criterion`: the criterion micro-benchmarks of the umbrella crate, for one
+//! build variant.
 
 use crate::steps::{run_steps, CargoStep, Failed, StepRunner, Toolchain, Workspace};
 use crate::variants::Variant;
@@ -14,10 +14,6 @@ pub fn run(
     variant: Variant,
     criterion_args: &[String],
 ) -> Result<(), Failed> {
-    println!(
-        "note: the workload scaling report (cargo xtask bench --threads ...) arrives with \
-         crates/workloads; running the criterion micro-benchmarks"
-    );
     run_steps(workspace, |runner| {
         for bench in CRITERION_BENCHES {
             runner.run(criterion_bench(runner, variant, bench, criterion_args))?;

@@ -1,0 +1,157 @@
+//! `cargo xtask bench`: the scaling report.
+//!
+//! Builds `ftrt-runner` for each selected build variant (release, mimalloc), then runs every
+//! selected workload at every thread count, each run in its own process, `--repeat` times after
+//! one warm-up run per build and workload. The runs are interleaved: every repeat visits every
+//! workload, build and thread count before the next repeat starts, so drift on a shared machine
+//! hits all alike. The report gives median, min and max times, speedups against one thread and
+//! against the `gil` build, peak memory and the workloads' own checks, and closes with the
+//! mission's targets, each marked met or missed.
+
+mod plots;
+mod report;
+mod runs;
+mod targets;
+
+use std::path::PathBuf;
+
+use clap::builder::PossibleValuesParser;
+
+use crate::steps::{Failed, Workspace};
+use crate::variants::Variant;
+
+/// The workload catalogue, by name (the runner has the same list; `ftrt-runner --list`).
+pub const WORKLOADS: &[&str] = &[
+    "countdown",
+    "countdown-processes",
+    "io-sleep",
+    "native-release",
+    "counter-race",
+    "counter-locked",
+    "list-append-private",
+    "list-append-shared",
+    "dict-private",
+    "dict-shared-read",
+    "dict-shared-write",
+    "object-create",
+    "float-mult",
+    "string-intern",
+    "shared-refcount",
+    "shared-attribute-read",
+    "immortal-read",
+    "io-latency-under-load",
+];
+
+/// The size multiplier of `--quick` runs.
+const QUICK_SCALE: f64 = 0.05;
+
+#[derive(clap::Args, Debug)]
+pub struct Options {
+    /// Comma-separated workloads to run (default: all).
+    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = PossibleValuesParser::new(WORKLOADS))]
+    pub workloads: Vec<String>,
+    /// Comma-separated builds to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+    pub builds: Vec<Variant>,
+    /// Comma-separated thread counts (default: 1, 2 and twice the number of cores).
+    #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = parse_threads)]
+    pub threads: Vec<usize>,
+    /// Measured runs of each cell after the warm-up (default: 5; 1 with --quick).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub repeat: Option<u32>,
+    /// Small sizes, for smoke runs and tests.
+    #[arg(long)]
+    pub quick: bool,
+    /// Also write the JSON report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+    /// Where the report, its JSON and the plots go.
+    #[arg(long, value_name = "DIR", default_value = "target/bench-report")]
+    pub out: PathBuf,
+    /// Also run the Python versions of the workloads (`benches/python/`) on this interpreter;
+    /// repeatable.
+    #[arg(long = "python", value_name = "PATH")]
+    pub pythons: Vec<PathBuf>,
+}
+
+fn parse_threads(value: &str) -> Result<usize, String> {
+    value
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| (1..=1024).contains(n))
+        .ok_or_else(|| {
+            "valid values: whole numbers from 1 to 1024 (e.g. --threads 1,2,4)".to_owned()
+        })
+}
+
+/// What one run is made of, after defaults.
+pub struct Plan {
+    pub workloads: Vec<&'static str>,
+    pub builds: Vec<Variant>,
+    pub threads: Vec<usize>,
+    pub repeat: u32,
+    pub scale: f64,
+}
+
+impl Plan {
+    fn from(options: &Options) -> Plan {
+        let workloads = WORKLOADS
+            .iter()
+            .copied()
+            .filter(|w| {
+                options.workloads.is_empty() || options.workloads.iter().any(|chosen| chosen == w)
+            })
+            .collect();
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut threads = if options.threads.is_empty() {
+            vec![1, 2, 2 * cores]
+        } else {
+            options.threads.clone()
+        };
+        threads.sort_unstable();
+        threads.dedup();
+        Plan {
+            workloads,
+            builds: Variant::in_canonical_order(&options.builds),
+            threads,
+            repeat: options.repeat.unwrap_or(if options.quick { 1 } else { 5 }),
+            scale: if options.quick { QUICK_SCALE } else { 1.0 },
+        }
+    }
+}
+
+pub fn run(workspace: &Workspace, options: Options) -> Result<(), Failed> {
+    let plan = Plan::from(&options);
+    let runners = runs::build_runners(workspace, &plan.builds, &options.pythons)?;
+    let measurements = runs::measure(&runners, &plan)?;
+    let report = report::Report::new(&plan, &runners, measurements);
+    let out = workspace.root.join(&options.out);
+    std::fs::create_dir_all(&out)
+        .map_err(|e| Failed(format!("cannot create {}: {e}", out.display())))?;
+    report.print_table();
+    let summary = targets::evaluate(&report);
+    targets::print(&summary);
+    let json = report.to_json(&summary);
+    let json_text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
+    write(&out.join("report.json"), &json_text)?;
+    if let Some(path) = &options.json {
+        write(&workspace.root.join(path), &json_text)?;
+    }
+    write(&out.join("report.md"), &report.to_markdown(&summary))?;
+    plots::draw_all(&report, &out)?;
+    println!("report: {}", out.display());
+    let failed: Vec<String> = report.failed_checks();
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(Failed(format!(
+            "workload checks failed: {}",
+            failed.join("; ")
+        )))
+    }
+}
+
+fn write(path: &std::path::Path, text: &str) -> Result<(), Failed> {
+    std::fs::write(path, text).map_err(|e| Failed(format!("cannot write {}: {e}", path.display())))
+}
