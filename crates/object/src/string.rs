@@ -2,7 +2,10 @@
 //!
 //! Interned strings are immortal: they are typically attribute names and dict keys that every
 //! thread uses, so their counts must not be a point of contention (and the table keeps them
-//! forever anyway).
+//! forever anyway). Each thread also keeps a cache of the strings it has interned: a `dashmap`
+//! lookup takes a shard's read lock, an atomic write to a cache line every interning thread
+//! shares, while the cache is private (and may hold the pointers forever, since interned strings
+//! never die).
 
 use std::ptr::NonNull;
 use std::sync::LazyLock;
@@ -63,12 +66,12 @@ impl<'py> Obj<'py> {
 
     /// The interned (unique, immortal) string with this text.
     pub fn intern(py: Python<'py>, text: &str) -> Self {
-        let interned = match INTERNED.get(text) {
-            Some(found) => *found,
-            None => *INTERNED
-                .entry(text.into())
-                .or_insert_with(|| Immortal(allocate_immortal(&STR_TYPE, StrPayload::new(text)))),
-        };
+        let cached = INTERN_CACHE.try_with(|cache| cache.borrow().get(text).copied()).ok().flatten();
+        let interned = cached.unwrap_or_else(|| {
+            let interned = intern_shared(text);
+            let _ = INTERN_CACHE.try_with(|cache| cache.borrow_mut().insert(text.into(), interned));
+            interned
+        });
         // SAFETY: interned strings are immortal.
         unsafe { Obj::from_borrowed(py, interned.0) }
     }
@@ -76,6 +79,21 @@ impl<'py> Obj<'py> {
     /// The text of a `str`.
     pub fn to_str(&self) -> Result<&str> {
         read_str(self.ptr())
+    }
+}
+
+thread_local! {
+    static INTERN_CACHE: std::cell::RefCell<std::collections::HashMap<Box<str>, Immortal>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+#[cold]
+fn intern_shared(text: &str) -> Immortal {
+    match INTERNED.get(text) {
+        Some(found) => *found,
+        None => *INTERNED
+            .entry(text.into())
+            .or_insert_with(|| Immortal(allocate_immortal(&STR_TYPE, StrPayload::new(text)))),
     }
 }
 
