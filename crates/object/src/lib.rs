@@ -116,11 +116,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// pass a checkpoint. Tests and workloads call this before comparing live-object counts.
 pub fn collect(py: ftrt_gil::Python<'_>) {
     ftrt_refcount::merge_pending();
+    reclaim::settle_retired();
     py.allow_threads(|| {
         for _ in 0..COLLECT_ROUNDS {
             crossbeam_epoch::pin().flush();
         }
     });
+    reclaim::settle_retired();
     ftrt_refcount::merge_pending();
 }
 

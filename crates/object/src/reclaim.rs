@@ -11,6 +11,12 @@
 //! try-increment: the container's reference, or the retired reference still waiting for the
 //! epoch, keeps the count above zero until the reader's guard is gone.
 //!
+//! Retired references are batched per thread (64 at a time, one deferred function per batch),
+//! and an expired batch is dropped by the thread that retired it: when the epoch runs it on
+//! another thread, it is posted back to the retiring thread's mailbox. The objects a thread
+//! retires are mostly its own (a private dict's replaced values), and dropping them there takes
+//! the biased count's owner path, instead of queueing each one back to its owner.
+//!
 //! The `gil` build reads and writes under the GIL, so nothing can race: retiring is immediate
 //! and the guard is `crossbeam_epoch::unprotected()`.
 
@@ -37,9 +43,153 @@ pub(crate) fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
 
 /// Drops a reference taken out of a container once no reader can still be using it.
 pub(crate) fn retire_ref(reference: OwnedRef, guard: &Guard) {
-    // SAFETY: dropping an `OwnedRef` is safe on any thread (it is `Send`); the epoch delays it
-    // past every reader that could have loaded the pointer.
-    unsafe { guard.defer_unchecked(move || drop(reference)) };
+    #[cfg(feature = "gil")]
+    {
+        let _ = guard;
+        drop(reference);
+    }
+    #[cfg(not(feature = "gil"))]
+    batches::retire(reference, guard);
+}
+
+/// Hands this thread's retired references to the epoch and drops the expired batches posted
+/// back to it; `collect` calls it around its flushes.
+pub(crate) fn settle_retired() {
+    #[cfg(not(feature = "gil"))]
+    batches::settle();
+}
+
+#[cfg(not(feature = "gil"))]
+mod batches {
+    use std::cell::RefCell;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use crossbeam_epoch::Guard;
+
+    use crate::refs::OwnedRef;
+
+    /// References per deferred function.
+    const BATCH: usize = 64;
+
+    type Batch = Vec<OwnedRef>;
+
+    /// Where expired batches wait for the thread that retired them.
+    #[derive(Default)]
+    struct Mailbox {
+        /// Closed when the thread exits: later deliveries are dropped where they arrive.
+        inbox: Mutex<(Vec<Batch>, bool)>,
+        pending: AtomicBool,
+    }
+
+    impl Mailbox {
+        fn deliver(&self, batch: Batch) {
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            if inbox.1 {
+                drop(inbox);
+                drop(batch);
+                return;
+            }
+            inbox.0.push(batch);
+            // Relaxed: a hint; the batches themselves travel under the mutex.
+            self.pending.store(true, Ordering::Relaxed);
+        }
+
+        fn take(&self, close: bool) -> Vec<Batch> {
+            self.pending.store(false, Ordering::Relaxed);
+            let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
+            inbox.1 |= close;
+            std::mem::take(&mut inbox.0)
+        }
+    }
+
+    struct Retired {
+        batch: Batch,
+        mailbox: Arc<Mailbox>,
+    }
+
+    impl Drop for Retired {
+        fn drop(&mut self) {
+            // The thread is exiting: hand over what is left and close the mailbox (dropping what
+            // was posted to it, which has expired).
+            let batch = std::mem::take(&mut self.batch);
+            if !batch.is_empty() {
+                defer(batch, self.mailbox.clone(), &crossbeam_epoch::pin());
+            }
+            drop(self.mailbox.take(true));
+        }
+    }
+
+    thread_local! {
+        static RETIRED: RefCell<Retired> =
+            RefCell::new(Retired { batch: Vec::with_capacity(BATCH), mailbox: Arc::default() });
+    }
+
+    fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
+        let expire = move || {
+            let at_home = RETIRED
+                .try_with(|r| Arc::ptr_eq(&r.borrow().mailbox, &home))
+                .unwrap_or(false);
+            if at_home {
+                drop(batch);
+            } else {
+                home.deliver(batch);
+            }
+        };
+        // SAFETY: the closure is `Send` (references and an `Arc`) and may run on any thread; the
+        // epoch runs it once no reader can hold the pointers it drops.
+        unsafe { guard.defer_unchecked(expire) };
+    }
+
+    pub(super) fn retire(reference: OwnedRef, guard: &Guard) {
+        let mut reference = Some(reference);
+        let full = RETIRED.try_with(|r| {
+            let mut r = r.borrow_mut();
+            r.batch.extend(reference.take());
+            (r.batch.len() >= BATCH).then(|| {
+                (
+                    std::mem::replace(&mut r.batch, Vec::with_capacity(BATCH)),
+                    r.mailbox.clone(),
+                )
+            })
+        });
+        if let Some(reference) = reference {
+            // Thread-local storage is gone (thread exit): defer this one on its own.
+            // SAFETY: as in `defer`.
+            unsafe { guard.defer_unchecked(move || drop(reference)) };
+            return;
+        }
+        if let Ok(Some((batch, home))) = full {
+            defer(batch, home, guard);
+            drain();
+        }
+    }
+
+    /// Drops the expired batches posted back to this thread.
+    fn drain() {
+        let batches = RETIRED
+            .try_with(|r| {
+                let r = r.borrow();
+                r.mailbox
+                    .pending
+                    .load(Ordering::Relaxed)
+                    .then(|| r.mailbox.take(false))
+            })
+            .ok()
+            .flatten();
+        drop(batches);
+    }
+
+    pub(super) fn settle() {
+        let batch = RETIRED.try_with(|r| {
+            let mut r = r.borrow_mut();
+            (!r.batch.is_empty()).then(|| (std::mem::take(&mut r.batch), r.mailbox.clone()))
+        });
+        if let Ok(Some((batch, home))) = batch {
+            defer(batch, home, &crossbeam_epoch::pin());
+        }
+        drain();
+    }
 }
 
 /// Frees an array or table that was replaced, once no reader can still be using it.

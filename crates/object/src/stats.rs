@@ -13,6 +13,9 @@ use crate::header::Kind;
 
 const KINDS: usize = Kind::ALL.len();
 
+/// Aligned to two cache lines (the prefetcher's pair on x86) so that two threads' blocks never
+/// share a line: counting is per-thread precisely so that threads do not write shared lines.
+#[repr(align(128))]
 struct Block {
     live: [AtomicIsize; KINDS],
 }

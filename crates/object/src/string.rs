@@ -66,7 +66,10 @@ impl<'py> Obj<'py> {
 
     /// The interned (unique, immortal) string with this text.
     pub fn intern(py: Python<'py>, text: &str) -> Self {
-        let cached = INTERN_CACHE.try_with(|cache| cache.borrow().get(text).copied()).ok().flatten();
+        let cached = INTERN_CACHE
+            .try_with(|cache| cache.borrow().get(text).copied())
+            .ok()
+            .flatten();
         let interned = cached.unwrap_or_else(|| {
             let interned = intern_shared(text);
             let _ = INTERN_CACHE.try_with(|cache| cache.borrow_mut().insert(text.into(), interned));
