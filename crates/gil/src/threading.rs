@@ -39,6 +39,17 @@ fn wait_until<T>(
     true
 }
 
+/// Retries `attempt` briefly. Free-threaded builds: a lock held for a few instructions is
+/// usually free again before a detach, park and wake-up round trip would finish. Under the GIL
+/// the holder cannot run while we spin, so there we do not.
+fn spin(mut attempt: impl FnMut() -> bool) -> bool {
+    const SPINS: u32 = if cfg!(feature = "gil") { 0 } else { 100 };
+    (0..SPINS).any(|_| {
+        std::hint::spin_loop();
+        attempt()
+    })
+}
+
 /// `release` was called on a lock nobody holds (Python raises `RuntimeError`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReleaseUnlocked;
@@ -71,6 +82,7 @@ impl Lock {
     /// Returns whether it was acquired.
     pub fn acquire(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
         self.try_acquire()
+            || spin(|| self.try_acquire())
             || py.allow_threads(|| {
                 let mut locked = self.locked.lock();
                 let acquired = wait_until(&self.released, &mut locked, timeout, |locked| !*locked);
@@ -179,6 +191,7 @@ impl Semaphore {
     /// whether it got one.
     pub fn acquire(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
         self.try_acquire()
+            || spin(|| self.try_acquire())
             || py.allow_threads(|| {
                 let mut permits = self.permits.lock();
                 let got = wait_until(&self.released, &mut permits, timeout, |permits| {

@@ -186,6 +186,11 @@ impl BiasedCount {
             // owner did with the object before dropping its reference.
             count.local.store(local.wrapping_sub(1), Ordering::Release);
             if local == 1 {
+                // Acquire: if the shared side is zero too, every other thread's last access to
+                // the object happened before its (released) decrement: free it now.
+                if count.shared.load(Ordering::Acquire) == 0 {
+                    return true;
+                }
                 return count.merge_zero_local();
             }
             return false;

@@ -101,6 +101,8 @@ impl Drop for OwnerRecord {
 }
 
 fn retire(id: u32, queue: &Queue) {
+    // The queue's flag is about to go away with the record.
+    set_pending_flag(std::ptr::null());
     // First stop owning: from here on this thread counts its old objects on the shared side,
     // which is what other threads assume once the id leaves the registry below.
     set_current(DETACHED);
@@ -114,7 +116,19 @@ fn retire(id: u32, queue: &Queue) {
 thread_local! {
     static CURRENT: Cell<u32> = const { Cell::new(UNASSIGNED) };
     static OWNER: RefCell<Option<OwnerRecord>> = const { RefCell::new(None) };
+    /// The `pending` flag of this thread's queue while its record lives (null otherwise), so
+    /// that the safe point in every object creation is one thread-local load and one relaxed
+    /// load, without borrowing the record.
+    static PENDING: Cell<*const AtomicBool> = const { Cell::new(std::ptr::null()) };
 }
+
+#[cfg(not(loom))]
+fn set_pending_flag(flag: *const AtomicBool) {
+    PENDING.with(|p| p.set(flag));
+}
+
+#[cfg(loom)]
+fn set_pending_flag(_flag: *const AtomicBool) {}
 
 #[cfg(loom)]
 loom::thread_local! {
@@ -165,6 +179,7 @@ fn register_current() -> u32 {
     // Registered before the id is used in any header, so a non-owner that finds the id in a
     // header and not in the registry knows the owner has exited.
     registry::insert(id, queue.clone());
+    let flag: *const AtomicBool = &queue.pending;
     let stored = OWNER.try_with(|slot| *slot.borrow_mut() = Some(OwnerRecord { id, queue }));
     if stored.is_err() {
         // Thread-local storage is being torn down: this thread cannot be retired later, so it
@@ -173,6 +188,8 @@ fn register_current() -> u32 {
         set_current(DETACHED);
         return NO_OWNER;
     }
+    // The record now owns the queue (an `Arc`, so the flag does not move) until `retire`.
+    set_pending_flag(flag);
     set_current(id);
     id
 }
@@ -211,11 +228,22 @@ pub fn merge_pending() -> usize {
 /// when there is nothing to do.
 #[inline]
 pub(crate) fn merge_if_pending() {
+    #[cfg(not(loom))]
+    {
+        let flag = PENDING.with(Cell::get);
+        // SAFETY: non-null only while this thread's record, which owns the queue holding the
+        // flag, is alive: set after the record is stored, cleared first thing in `retire`.
+        if !flag.is_null() && unsafe { &*flag }.load(Ordering::Relaxed) {
+            merge_pending();
+        }
+    }
+    #[cfg(loom)]
     let pending = OWNER.try_with(|slot| {
         slot.borrow()
             .as_ref()
             .is_some_and(|record| record.queue.pending.load(Ordering::Relaxed))
     });
+    #[cfg(loom)]
     if matches!(pending, Ok(true)) {
         merge_pending();
     }
