@@ -87,6 +87,13 @@ fn single_thread(c: &mut Criterion) {
     });
 }
 
+/// An eval-loop checkpoint every 16 iterations, as the workloads place them.
+fn checkpoint(py: Python<'_>, i: u64) {
+    if i % 16 == 0 {
+        py.check();
+    }
+}
+
 /// Runs `work(iters)` on `threads` attached threads at once; returns the slowest thread's time.
 fn on_threads(threads: usize, iters: u64, work: &(dyn Fn(Python<'_>, u64) + Sync)) -> Duration {
     let start = Barrier::new(threads);
@@ -122,14 +129,14 @@ fn shared_object(c: &mut Criterion) {
     });
     let clone_drop = |py: Python<'_>, iters: u64| {
         let value = value.bind(py);
-        for _ in 0..iters {
+        for i in 0..iters {
             drop(black_box(value.clone()));
-            py.check();
+            checkpoint(py, i);
         }
     };
     let borrowed_attr = |py: Python<'_>, iters: u64| {
         let (instance, name) = (instance.bind(py), name.bind(py));
-        for _ in 0..iters {
+        for i in 0..iters {
             let guard = crossbeam_epoch::pin();
             black_box(
                 instance
@@ -138,14 +145,14 @@ fn shared_object(c: &mut Criterion) {
                     .to_f64()
                     .unwrap(),
             );
-            py.check();
+            checkpoint(py, i);
         }
     };
     let counted_attr = |py: Python<'_>, iters: u64| {
         let (instance, name) = (instance.bind(py), name.bind(py));
-        for _ in 0..iters {
+        for i in 0..iters {
             black_box(instance.get_attr(&name).unwrap().to_f64().unwrap());
-            py.check();
+            checkpoint(py, i);
         }
     };
     let mut group = c.benchmark_group("shared_object");

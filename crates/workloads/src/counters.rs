@@ -21,10 +21,13 @@ fn setup() -> (Shared, Shared) {
     })
 }
 
-/// `counter = counter + 1`: a read, then a write, as separate steps (as in Python bytecode).
-fn increment(py: Python<'_>, module: &Obj<'_>, name: &Obj<'_>) {
+/// `counter = counter + 1`: a read, then a write, as separate steps (as in Python bytecode),
+/// with the eval loop's checkpoint between them on every 16th increment (where the GIL may
+/// switch threads, as CPython's may at a call inside the expression).
+fn increment(py: Python<'_>, module: &Obj<'_>, name: &Obj<'_>, i: usize) {
     let value = module.get_attr(name).expect("counter exists");
     let next = value.add(&Obj::int(py, 1)).expect("no overflow");
+    checkpoint(py, i);
     module
         .set_attr(name, next)
         .expect("a module has attributes");
@@ -46,10 +49,7 @@ fn counter_race(params: &Params) -> Outcome {
     let (elapsed, _) = run_threads(params.threads, |t, py| {
         let (module, name) = (module.bind(py), name.bind(py));
         for i in 0..params.share(total, t) {
-            increment(py, &module, &name);
-            // A checkpoint between the read and the write of some increments: where the GIL
-            // switches threads, as CPython's eval loop may between bytecodes.
-            checkpoint(py, i);
+            increment(py, &module, &name, i);
         }
     });
     let counted = final_count(&module, &name);
@@ -79,8 +79,7 @@ fn counter_locked(params: &Params) -> Outcome {
     let (elapsed, _) = run_threads(params.threads, |t, py| {
         let (module, name) = (module.bind(py), name.bind(py));
         for i in 0..params.share(total, t) {
-            lock.hold(py, || increment(py, &module, &name));
-            checkpoint(py, i);
+            lock.hold(py, || increment(py, &module, &name, i));
         }
     });
     let counted = final_count(&module, &name);
