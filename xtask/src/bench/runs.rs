@@ -25,6 +25,11 @@ pub struct Runner {
 }
 
 impl Runner {
+    /// Whether this runs a build of the runtime (not a Python interpreter).
+    pub fn is_variant(&self) -> bool {
+        self.prefix.is_empty()
+    }
+
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.prefix);
