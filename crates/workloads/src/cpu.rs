@@ -2,7 +2,7 @@
 //! processes side-step the GIL (S3), and native code that releases the GIL runs in parallel even
 //! under it (S5).
 
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use ftrt_object::Obj;
@@ -59,13 +59,17 @@ fn countdown_processes(params: &Params) -> Outcome {
         }
     };
     let start = Instant::now();
-    let children: Vec<_> = (0..params.threads)
+    // Start every process first, then wait for them all: they run at the same time.
+    let started: Vec<_> = (0..params.threads)
         .map(|t| {
             Command::new(&exe)
                 .args(["--child-countdown", &params.share(total, t).to_string()])
-                .output()
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
         })
         .collect();
+    let children: Vec<_> = started.into_iter().map(|child| child.and_then(|c| c.wait_with_output())).collect();
     let mut outcome = Outcome::timed(start.elapsed());
     for child in children {
         match child {

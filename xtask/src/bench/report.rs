@@ -223,7 +223,7 @@ impl Report {
             md,
             "Machine: {} CPUs, {}, {}. Sizes x{}. Medians of the repeats; speedup = the same build at 1 thread / at N; \
              vs gil = the gil build at N / this build at N. `~` marks a cell whose spread exceeds 25 %.\n",
-            machine["cpus"], machine["os"], machine["rustc"].as_str().unwrap_or("?"), self.scale
+            machine["cpus"], machine["os"].as_str().unwrap_or("?"), machine["rustc"].as_str().unwrap_or("?"), self.scale
         );
         md.push_str("## Summary\n\n");
         md.push_str(&summary.to_markdown());
