@@ -236,6 +236,53 @@ impl DictPayload {
         self.table(guard)
     }
 
+    /// `self[key] = value`, under `lock`; a `TypeError` for an unhashable key.
+    pub(crate) fn set<'py>(
+        &self,
+        lock: &RawObjectLock,
+        key: &Obj<'py>,
+        value: Obj<'py>,
+    ) -> Result<()> {
+        let hash = key_hash(key.ptr())?;
+        self.insert(
+            lock,
+            hash,
+            key.clone().into_owned_ref(),
+            value.into_owned_ref(),
+        );
+        Ok(())
+    }
+
+    /// A new reference to the value of `key`, without a lock.
+    pub(crate) fn get<'py>(&self, key: &Obj<'py>) -> Result<Option<Obj<'py>>> {
+        let hash = key_hash(key.ptr())?;
+        let py = key.py();
+        Ok(with_guard(|guard| {
+            // SAFETY: found under the guard: alive until it is dropped, so until after the increment.
+            self.lookup(key.ptr(), hash, guard)
+                .map(|value| unsafe { Obj::from_borrowed(py, value) })
+        }))
+    }
+
+    /// The value of `key` without a lock and without counting, valid while `guard` pins the thread.
+    pub(crate) fn get_borrowed<'g>(
+        &self,
+        key: &Obj<'_>,
+        guard: &'g Guard,
+    ) -> Result<Option<Borrowed<'g>>> {
+        let hash = key_hash(key.ptr())?;
+        // SAFETY: found under `guard`, which keeps it alive for `'g`.
+        Ok(self
+            .lookup(key.ptr(), hash, guard)
+            .map(|value| unsafe { Borrowed::new(value) }))
+    }
+
+    /// Removes `key`, under `lock`; whether it was there.
+    pub(crate) fn delete(&self, lock: &RawObjectLock, key: &Obj<'_>) -> Result<bool> {
+        let hash = key_hash(key.ptr())?;
+        Ok(self.remove(lock, key.ptr(), hash))
+    }
+
     /// The live entries in insertion order, under `lock`, as new references.
     pub(crate) fn items<'py>(
         &self,
@@ -327,28 +374,12 @@ impl<'py> Obj<'py> {
 
     /// `self[key] = value` for a dict.
     pub fn dict_set(&self, key: &Obj<'py>, value: Obj<'py>) -> Result<()> {
-        let dict = self.as_dict()?;
-        let hash = key_hash(key.ptr())?;
-        dict.insert(
-            &self.header().lock,
-            hash,
-            key.clone().into_owned_ref(),
-            value.into_owned_ref(),
-        );
-        Ok(())
+        self.as_dict()?.set(&self.header().lock, key, value)
     }
 
     /// `self[key]` for a dict, without a lock; `KeyError` if absent.
     pub fn dict_get(&self, key: &Obj<'py>) -> Result<Obj<'py>> {
-        let dict = self.as_dict()?;
-        let hash = key_hash(key.ptr())?;
-        let py = self.py();
-        with_guard(|guard| {
-            // SAFETY: found under the guard: alive until it is dropped, so until after the increment.
-            dict.lookup(key.ptr(), hash, guard)
-                .map(|value| unsafe { Obj::from_borrowed(py, value) })
-        })
-        .ok_or_else(|| key_error(key))
+        self.as_dict()?.get(key)?.ok_or_else(|| key_error(key))
     }
 
     /// `self[key]` for a dict, without a lock and without counting: valid while `guard` pins
@@ -358,20 +389,14 @@ impl<'py> Obj<'py> {
         key: &Obj<'py>,
         guard: &'g crossbeam_epoch::Guard,
     ) -> Result<Borrowed<'g>> {
-        let dict = self.as_dict()?;
-        let hash = key_hash(key.ptr())?;
-        let value = dict
-            .lookup(key.ptr(), hash, guard)
-            .ok_or_else(|| key_error(key))?;
-        // SAFETY: found under `guard`, which keeps it alive for `'g`.
-        Ok(unsafe { Borrowed::new(value) })
+        self.as_dict()?
+            .get_borrowed(key, guard)?
+            .ok_or_else(|| key_error(key))
     }
 
     /// `del self[key]` for a dict; `KeyError` if absent.
     pub fn dict_del(&self, key: &Obj<'py>) -> Result<()> {
-        let dict = self.as_dict()?;
-        let hash = key_hash(key.ptr())?;
-        if dict.remove(&self.header().lock, key.ptr(), hash) {
+        if self.as_dict()?.delete(&self.header().lock, key)? {
             Ok(())
         } else {
             Err(key_error(key))
@@ -381,10 +406,7 @@ impl<'py> Obj<'py> {
     /// Whether a dict has `key`.
     pub fn dict_contains(&self, key: &Obj<'py>) -> Result<bool> {
         let dict = self.as_dict()?;
-        let hash = key_hash(key.ptr())?;
-        Ok(with_guard(|guard| {
-            dict.lookup(key.ptr(), hash, guard).is_some()
-        }))
+        with_guard(|guard| dict.get_borrowed(key, guard).map(|found| found.is_some()))
     }
 
     /// The `(key, value)` pairs of a dict in insertion order (a consistent snapshot).

@@ -12,9 +12,7 @@ use ftrt_gil::Python;
 use crate::dict::DictPayload;
 use crate::error::{Error, Result};
 use crate::header::{allocate, allocate_immortal, header, payload, Header, Kind, TypeObject};
-use crate::reclaim::with_guard;
 use crate::refs::{Borrowed, Obj};
-use crate::string::key_hash;
 
 pub(crate) struct ClassPayload {
     pub(crate) instance_type: &'static TypeObject,
@@ -111,30 +109,15 @@ impl<'py> Obj<'py> {
     /// interned.
     pub fn set_attr(&self, name: &Obj<'py>, value: Obj<'py>) -> Result<()> {
         Self::check_name(name)?;
-        let attrs = self.attrs()?;
-        let hash = key_hash(name.ptr())?;
-        attrs.insert(
-            &self.header().lock,
-            hash,
-            name.clone().into_owned_ref(),
-            value.into_owned_ref(),
-        );
-        Ok(())
+        self.attrs()?.set(&self.header().lock, name, value)
     }
 
     /// Reads an attribute, without a lock.
     pub fn get_attr(&self, name: &Obj<'py>) -> Result<Obj<'py>> {
         Self::check_name(name)?;
-        let attrs = self.attrs()?;
-        let hash = key_hash(name.ptr())?;
-        let py = self.py();
-        with_guard(|guard| {
-            // SAFETY: found under the guard: alive until after the increment.
-            attrs
-                .lookup(name.ptr(), hash, guard)
-                .map(|value| unsafe { Obj::from_borrowed(py, value) })
-        })
-        .ok_or_else(|| self.no_attribute(name))
+        self.attrs()?
+            .get(name)?
+            .ok_or_else(|| self.no_attribute(name))
     }
 
     /// Reads an attribute without a lock and without counting: valid while `guard` pins the
@@ -146,21 +129,15 @@ impl<'py> Obj<'py> {
         guard: &'g crossbeam_epoch::Guard,
     ) -> Result<Borrowed<'g>> {
         Self::check_name(name)?;
-        let attrs = self.attrs()?;
-        let hash = key_hash(name.ptr())?;
-        let value = attrs
-            .lookup(name.ptr(), hash, guard)
-            .ok_or_else(|| self.no_attribute(name))?;
-        // SAFETY: found under `guard`, which keeps it alive for `'g`.
-        Ok(unsafe { Borrowed::new(value) })
+        self.attrs()?
+            .get_borrowed(name, guard)?
+            .ok_or_else(|| self.no_attribute(name))
     }
 
     /// Deletes an attribute.
     pub fn del_attr(&self, name: &Obj<'py>) -> Result<()> {
         Self::check_name(name)?;
-        let attrs = self.attrs()?;
-        let hash = key_hash(name.ptr())?;
-        if attrs.remove(&self.header().lock, name.ptr(), hash) {
+        if self.attrs()?.delete(&self.header().lock, name)? {
             Ok(())
         } else {
             Err(self.no_attribute(name))

@@ -167,12 +167,11 @@ fn dict_shared_read(params: &Params) -> Outcome {
         sum
     });
     let mut outcome = Outcome::timed(elapsed);
-    for (t, sum) in sums.into_iter().enumerate() {
-        let expected: f64 = (0..params.share(total, t)).map(|i| (i % KEYS) as f64).sum();
-        outcome.expect(sum == expected, || {
-            format!("thread {t} read sum {sum}, expected {expected}")
-        });
-    }
+    outcome.expect_per_thread(sums, |t| {
+        (0..params.share(total, t))
+            .map(|i| (i % KEYS) as f64)
+            .sum::<f64>()
+    });
     outcome
 }
 
@@ -241,12 +240,11 @@ fn object_create(params: &Params) -> Outcome {
         sum
     });
     let mut outcome = Outcome::timed(elapsed);
-    for (t, sum) in sums.into_iter().enumerate() {
-        let expected: i64 = (0..params.share(total, t)).map(|i| (i % 100) as i64).sum();
-        outcome.expect(sum == expected, || {
-            format!("thread {t} read back {sum}, expected {expected}")
-        });
-    }
+    outcome.expect_per_thread(sums, |t| {
+        (0..params.share(total, t))
+            .map(|i| (i % 100) as i64)
+            .sum::<i64>()
+    });
     outcome
 }
 

@@ -58,6 +58,20 @@ impl Outcome {
             self.fail(what());
         }
     }
+
+    /// Checks each thread's result against what thread `t` should have computed.
+    fn expect_per_thread<T: PartialEq + std::fmt::Debug>(
+        &mut self,
+        results: impl IntoIterator<Item = T>,
+        expected: impl Fn(usize) -> T,
+    ) {
+        for (t, got) in results.into_iter().enumerate() {
+            let want = expected(t);
+            self.expect(got == want, || {
+                format!("thread {t} computed {got:?}, expected {want:?}")
+            });
+        }
+    }
 }
 
 /// How big a run is.

@@ -82,12 +82,7 @@ fn shared_attribute_read(params: &Params) -> Outcome {
         sum
     });
     let mut outcome = Outcome::timed(elapsed);
-    for (t, sum) in sums.into_iter().enumerate() {
-        let expected = params.share(total, t) as f64 * 0.5;
-        outcome.expect(sum == expected, || {
-            format!("thread {t} read sum {sum}, expected {expected}")
-        });
-    }
+    outcome.expect_per_thread(sums, |t| params.share(total, t) as f64 * 0.5);
     drop((instance, name));
     outcome
 }
@@ -112,12 +107,7 @@ fn immortal_read(params: &Params) -> Outcome {
         sum
     });
     let mut outcome = Outcome::timed(elapsed);
-    for (t, sum) in sums.into_iter().enumerate() {
-        let expected = params.share(total, t) as i64 * 43;
-        outcome.expect(sum == expected, || {
-            format!("thread {t} summed {sum}, expected {expected}")
-        });
-    }
+    outcome.expect_per_thread(sums, |t| params.share(total, t) as i64 * 43);
     outcome
 }
 

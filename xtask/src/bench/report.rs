@@ -114,7 +114,9 @@ impl Report {
             let one = medians.get(&(cell.workload.clone(), cell.build.clone(), 1));
             cell.speedup = one.map(|one| one / cell.median_s);
             // Python interpreters run their own sizes (scaled down): only their speedups compare.
-            let comparable = runners.iter().any(|r| r.build == cell.build && r.is_variant());
+            let comparable = runners
+                .iter()
+                .any(|r| r.build == cell.build && r.is_variant());
             let gil = medians.get(&(cell.workload.clone(), "gil".to_owned(), cell.threads));
             cell.vs_gil = gil.filter(|_| comparable).map(|gil| gil / cell.median_s);
         }
