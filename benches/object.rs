@@ -103,7 +103,8 @@ fn on_threads(threads: usize, iters: u64, work: &(dyn Fn(Python<'_>, u64) + Sync
                 let start = &start;
                 s.spawn(move || {
                     Python::attach(|py| {
-                        start.wait();
+                        // Meet detached: under the GIL, waiting attached would keep the others out.
+                        py.allow_threads(|| start.wait());
                         let began = Instant::now();
                         work(py, iters);
                         began.elapsed()
