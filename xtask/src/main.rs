@@ -6,7 +6,8 @@
 //!   models (`RUSTFLAGS="--cfg loom" cargo test --release`, in `target/loom`, with
 //!   `LOOM_MAX_PREEMPTIONS=3` unless set). Stops at the first failure.
 //! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under
-//!   Miri (`cargo +nightly miri test`, `MIRIFLAGS=-Zmiri-strict-provenance` unless set),
+//!   Miri (`cargo +nightly miri test`, with Tree Borrows and permissive provenance unless
+//!   `MIRIFLAGS` is set),
 //!   installing the nightly `miri` and `rust-src` components if they are missing.
 //! - `cargo xtask tsan [--crates LIST]`: runs the stress tests under ThreadSanitizer
 //!   (`-Zsanitizer=thread -Zbuild-std`, x86_64 Linux only), installing the nightly
