@@ -166,13 +166,22 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// The runtime's view of one OS thread, registered on its first attach and retired when the
 /// thread exits (panics included): its biased-count merge queue is merged and it leaves the
 /// registry.
+///
+/// Thread-locals are torn down in the reverse order of their first use, so values that other
+/// thread-locals hold (a `Shared` kept in one, say) may be dropped after the state is gone, and
+/// dropping them attaches. Attaching therefore never depends on the state: whether the thread is
+/// attached lives in `ATTACHED`, which is never torn down, and a thread whose state is gone
+/// attaches unregistered. It has retired its biased counts by then, so it owns nothing and counts
+/// on the objects' shared side, as any thread that is not the owner does.
 struct ThreadState {
     id: u64,
-    attached: Cell<bool>,
 }
 
 thread_local! {
     static STATE: ThreadState = ThreadState::register();
+    /// Whether the thread is attached. Const-initialised and without a destructor, so std never
+    /// tears it down: it works in every thread-local destructor.
+    static ATTACHED: Cell<bool> = const { Cell::new(false) };
 }
 
 impl ThreadState {
@@ -180,19 +189,18 @@ impl ThreadState {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = std::thread::current().name().map(str::to_owned);
         REGISTRY.insert(id, ThreadInfo { name });
-        ThreadState {
-            id,
-            attached: Cell::new(false),
-        }
+        ThreadState { id }
     }
 
-    /// Whether the calling thread is attached, registering it on first use.
+    /// Whether the calling thread is attached, registering it on first use (unless its state
+    /// was already torn down: see the type's docs).
     fn attached() -> bool {
-        STATE.with(|state| state.attached.get())
+        let _registered = STATE.try_with(|_| ());
+        ATTACHED.get()
     }
 
     fn set_attached(attached: bool) {
-        STATE.with(|state| state.attached.set(attached));
+        ATTACHED.set(attached);
     }
 }
 
@@ -218,9 +226,7 @@ pub fn threads() -> Vec<ThreadInfo> {
 
 /// Whether the calling thread is attached right now.
 pub fn is_attached() -> bool {
-    STATE
-        .try_with(|state| state.attached.get())
-        .unwrap_or(false)
+    ATTACHED.get()
 }
 
 /// Keeps attached threads pinned in the epoch scheme (free-threaded builds only).
@@ -238,13 +244,17 @@ mod quiescence {
     const CHECKS_PER_REPIN: u32 = 16;
 
     thread_local! {
+        // Torn down at thread exit like any thread-local with a destructor; a thread that
+        // attaches after that (a thread-local's drop) runs unpinned, and its reads pin for
+        // themselves. Hence `try_with` throughout.
         static GUARD: RefCell<Option<Guard>> = const { RefCell::new(None) };
         static CHECKS: Cell<u32> = const { Cell::new(0) };
     }
 
     pub(super) fn pin() {
         let guard = crossbeam_epoch::pin();
-        GUARD.with(|slot| *slot.borrow_mut() = Some(guard));
+        // If the slot is gone, the closure (and the guard with it) is dropped unrun.
+        let _ = GUARD.try_with(|slot| *slot.borrow_mut() = Some(guard));
     }
 
     pub(super) fn unpin() {
@@ -272,7 +282,7 @@ mod quiescence {
 
     #[cold]
     fn repin() {
-        GUARD.with(|slot| {
+        let _ = GUARD.try_with(|slot| {
             if let Some(guard) = slot.borrow_mut().as_mut() {
                 guard.repin();
                 guard.flush();

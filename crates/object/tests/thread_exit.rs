@@ -7,6 +7,7 @@
 //! the child succeeded. Under Miri, which cannot start processes, the scenarios run in-process,
 //! smaller.
 
+use std::cell::RefCell;
 use std::process::Command;
 use std::sync::mpsc;
 use std::thread;
@@ -102,6 +103,109 @@ fn an_owner_that_exits_with_a_deep_list_queued_to_it_frees_the_list_without_recu
             dropper.join().unwrap();
             owner.join().expect("the owner exits cleanly");
             assert_eq!(live_lists_and_ints(), before, "every list was freed once");
+        },
+    );
+}
+
+thread_local! {
+    static KEPT: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn a_deep_list_kept_in_a_thread_local_is_freed_without_recursion_at_thread_exit() {
+    in_child_process(
+        "a_deep_list_kept_in_a_thread_local_is_freed_without_recursion_at_thread_exit",
+        || {
+            let before = live_lists_and_ints();
+            thread::Builder::new()
+                .stack_size(SMALL_STACK)
+                .spawn(|| {
+                    // Touched before the thread attaches, so torn down after the runtime's
+                    // thread-locals: its drop is the last thing the thread does.
+                    KEPT.with(|kept| kept.borrow_mut().take());
+                    Python::attach(|py| {
+                        let deep = deep_list(py, DEPTH).unbind();
+                        KEPT.with(|kept| *kept.borrow_mut() = Some(deep));
+                    });
+                })
+                .unwrap()
+                .join()
+                .expect("the thread exits cleanly");
+            assert_eq!(live_lists_and_ints(), before, "every list was freed once");
+        },
+    );
+}
+
+#[test]
+fn a_shared_kept_in_a_thread_local_initialised_before_attaching_is_freed_at_thread_exit() {
+    in_child_process(
+        "a_shared_kept_in_a_thread_local_initialised_before_attaching_is_freed_at_thread_exit",
+        || {
+            let before = live_lists_and_ints();
+            thread::spawn(|| {
+                // Initialised first, so destroyed after the thread state.
+                KEPT.with(|kept| kept.borrow_mut().take());
+                Python::attach(|py| {
+                    let list = Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]);
+                    KEPT.with(|kept| *kept.borrow_mut() = Some(list.unbind()));
+                });
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert_eq!(
+                live_lists_and_ints(),
+                before,
+                "the list and its items were freed once"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_shared_kept_in_a_thread_local_initialised_after_attaching_is_freed_at_thread_exit() {
+    in_child_process(
+        "a_shared_kept_in_a_thread_local_initialised_after_attaching_is_freed_at_thread_exit",
+        || {
+            let before = live_lists_and_ints();
+            thread::spawn(|| {
+                Python::attach(|py| {
+                    // Initialised while attached, so destroyed before the thread state.
+                    let list = Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]);
+                    KEPT.with(|kept| *kept.borrow_mut() = Some(list.unbind()));
+                });
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert_eq!(
+                live_lists_and_ints(),
+                before,
+                "the list and its items were freed once"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_shared_kept_in_a_thread_local_of_a_thread_that_never_attached_is_freed_at_thread_exit() {
+    in_child_process(
+        "a_shared_kept_in_a_thread_local_of_a_thread_that_never_attached_is_freed_at_thread_exit",
+        || {
+            let before = live_lists_and_ints();
+            let list = Python::attach(|py| {
+                Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]).unbind()
+            });
+            thread::spawn(move || {
+                // The only reference, dropped during this thread's exit, by a thread that never
+                // attached before.
+                KEPT.with(|kept| *kept.borrow_mut() = Some(list));
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert_eq!(
+                live_lists_and_ints(),
+                before,
+                "the list and its items were freed once"
+            );
         },
     );
 }
