@@ -1,11 +1,13 @@
-//! A thread's state over its life: attaching inside thread-local destructors at thread exit.
+//! A thread's state over its life: attaching inside thread-local destructors at thread exit, and
+//! the quiescent states that attached threads report to hooks.
 
 use std::cell::Cell;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
 use std::thread;
 
-use ftrt_gil::{is_attached, registered_threads, Python};
+use ftrt_gil::{is_attached, on_quiescent_state, registered_threads, Python};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -115,4 +117,51 @@ fn a_thread_local_destroyed_before_the_thread_state_can_attach() {
             assert_eq!(registered_threads(), registered_before);
         },
     );
+}
+
+thread_local! {
+    /// How many times the hook ran on this thread.
+    static HOOK_RUNS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_hook_run() {
+    HOOK_RUNS.set(HOOK_RUNS.get() + 1);
+}
+
+#[test]
+fn quiescent_state_hooks_run_at_every_sixteenth_checkpoint_and_at_every_detach() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| on_quiescent_state(count_hook_run));
+    // The GIL build has no quiescent states: nothing is reclaimed late there.
+    let per_quiescent_state = usize::from(!cfg!(feature = "gil"));
+    // A fresh thread, so its checkpoint count starts at zero.
+    thread::spawn(move || {
+        Python::attach(|py| {
+            assert_eq!(HOOK_RUNS.get(), 0, "attaching is not a quiescent state");
+            for _ in 0..15 {
+                py.check();
+            }
+            assert_eq!(HOOK_RUNS.get(), 0);
+            py.check();
+            assert_eq!(HOOK_RUNS.get(), per_quiescent_state, "the 16th checkpoint");
+            py.allow_threads(|| {
+                assert_eq!(HOOK_RUNS.get(), 2 * per_quiescent_state, "detaching");
+            });
+            for _ in 0..16 {
+                py.check();
+            }
+            assert_eq!(
+                HOOK_RUNS.get(),
+                3 * per_quiescent_state,
+                "the 32nd checkpoint"
+            );
+        });
+        assert_eq!(
+            HOOK_RUNS.get(),
+            4 * per_quiescent_state,
+            "the detach at the end of attach"
+        );
+    })
+    .join()
+    .unwrap();
 }
