@@ -34,7 +34,10 @@ mod thread;
 pub mod threading;
 
 pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
-pub use thread::{is_attached, registered_threads, runtime_gil, threads, Python, ThreadInfo};
+pub use thread::{
+    is_attached, on_quiescent_state, registered_threads, runtime_gil, threads, Python, ThreadInfo,
+    MAX_QUIESCENT_STATE_HOOKS,
+};
 
 #[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]
 #[global_allocator]

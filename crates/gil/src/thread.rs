@@ -14,12 +14,13 @@
 //! reclamation scheme behind the object model's lock-free reads: a read pins for free (a nested
 //! pin), and memory retired by writers is reclaimed once every attached thread has passed a
 //! checkpoint ([`Python::check`]) or detached. This is CPython's quiescent-state-based
-//! reclamation (QSBR) expressed with epochs.
+//! reclamation (QSBR) expressed with epochs. Crates that keep garbage per thread before handing
+//! it to the epoch run their part at those quiescent states through [`on_quiescent_state`].
 
 use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
 use dashmap::DashMap;
 use ftrt_lock::section;
@@ -166,13 +167,22 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 /// The runtime's view of one OS thread, registered on its first attach and retired when the
 /// thread exits (panics included): its biased-count merge queue is merged and it leaves the
 /// registry.
+///
+/// Thread-locals are torn down in the reverse order of their first use, so values that other
+/// thread-locals hold (a `Shared` kept in one, say) may be dropped after the state is gone, and
+/// dropping them attaches. Attaching therefore never depends on the state: whether the thread is
+/// attached lives in `ATTACHED`, which is never torn down, and a thread whose state is gone
+/// attaches unregistered. It has retired its biased counts by then, so it owns nothing and counts
+/// on the objects' shared side, as any thread that is not the owner does.
 struct ThreadState {
     id: u64,
-    attached: Cell<bool>,
 }
 
 thread_local! {
     static STATE: ThreadState = ThreadState::register();
+    /// Whether the thread is attached. Const-initialised and without a destructor, so std never
+    /// tears it down: it works in every thread-local destructor.
+    static ATTACHED: Cell<bool> = const { Cell::new(false) };
 }
 
 impl ThreadState {
@@ -180,19 +190,18 @@ impl ThreadState {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let name = std::thread::current().name().map(str::to_owned);
         REGISTRY.insert(id, ThreadInfo { name });
-        ThreadState {
-            id,
-            attached: Cell::new(false),
-        }
+        ThreadState { id }
     }
 
-    /// Whether the calling thread is attached, registering it on first use.
+    /// Whether the calling thread is attached, registering it on first use (unless its state
+    /// was already torn down: see the type's docs).
     fn attached() -> bool {
-        STATE.with(|state| state.attached.get())
+        let _registered = STATE.try_with(|_| ());
+        ATTACHED.get()
     }
 
     fn set_attached(attached: bool) {
-        STATE.with(|state| state.attached.set(attached));
+        ATTACHED.set(attached);
     }
 }
 
@@ -218,36 +227,79 @@ pub fn threads() -> Vec<ThreadInfo> {
 
 /// Whether the calling thread is attached right now.
 pub fn is_attached() -> bool {
-    STATE
-        .try_with(|state| state.attached.get())
-        .unwrap_or(false)
+    ATTACHED.get()
+}
+
+/// How many hooks [`on_quiescent_state`] accepts.
+pub const MAX_QUIESCENT_STATE_HOOKS: usize = 4;
+
+static QUIESCENT_STATE_HOOKS: [OnceLock<fn()>; MAX_QUIESCENT_STATE_HOOKS] =
+    [const { OnceLock::new() }; MAX_QUIESCENT_STATE_HOOKS];
+
+/// Registers `hook` to run on every attached thread at each of its quiescent states: every 16th
+/// checkpoint ([`Python::check`]), after the thread repinned and before it flushes its epoch
+/// garbage, and whenever it detaches ([`Python::allow_threads`], the end of [`Python::attach`]),
+/// before it unpins.
+///
+/// This is for crates that keep garbage per thread before handing it to `crossbeam-epoch`, or
+/// that get expired garbage handed back: the hook hands the thread's share over and frees what
+/// came back, so the memory held for lock-free readers stays bounded, in objects and in time, on
+/// every thread that keeps reaching checkpoints, not only on threads that keep making garbage.
+/// `ftrt-object` registers its retired-reference batches here.
+///
+/// A hook runs on the thread whose quiescent state it is, attached and pinned (unpinned only in
+/// thread-local destructors at thread exit, where the pin's slot may be gone), without a token.
+/// It should be short: it must not block and must not detach. It may drop objects. Hooks run in
+/// registration order. In the `gil` build nothing is reclaimed late: there are no quiescent
+/// states and hooks never run.
+///
+/// Registering the same hook twice runs it twice: register once (behind a `std::sync::Once`).
+///
+/// # Panics
+/// If [`MAX_QUIESCENT_STATE_HOOKS`] hooks are registered already.
+pub fn on_quiescent_state(hook: fn()) {
+    // Slots fill in order: a `set` racing another on the same slot waits for it and moves on.
+    let registered = QUIESCENT_STATE_HOOKS
+        .iter()
+        .any(|slot| slot.set(hook).is_ok());
+    assert!(
+        registered,
+        "at most {MAX_QUIESCENT_STATE_HOOKS} quiescent-state hooks can be registered"
+    );
 }
 
 /// Keeps attached threads pinned in the epoch scheme (free-threaded builds only).
 #[cfg(not(feature = "gil"))]
 mod quiescence {
     use std::cell::{Cell, RefCell};
+    use std::sync::OnceLock;
 
     use crossbeam_epoch::Guard;
 
     /// Checkpoints between repins: each repin costs a fence, and reclamation only needs threads
-    /// to pass through quiescent states now and then. Each repin also flushes: the thread hands
-    /// its retired garbage to the global queue and frees a bounded batch of what has expired,
-    /// so garbage is collected at the pace it is made (nested pins, which reads use, never
-    /// collect by themselves).
+    /// to pass through quiescent states now and then. Each repin also runs the quiescent-state
+    /// hooks and flushes: the thread hands its retired garbage to the global queue and frees a
+    /// bounded batch of what has expired, so garbage is collected at the pace it is made
+    /// (nested pins, which reads use, never collect by themselves).
     const CHECKS_PER_REPIN: u32 = 16;
 
     thread_local! {
+        // Torn down at thread exit like any thread-local with a destructor; a thread that
+        // attaches after that (a thread-local's drop) runs unpinned, and its reads pin for
+        // themselves. Hence `try_with` throughout.
         static GUARD: RefCell<Option<Guard>> = const { RefCell::new(None) };
         static CHECKS: Cell<u32> = const { Cell::new(0) };
     }
 
     pub(super) fn pin() {
         let guard = crossbeam_epoch::pin();
-        GUARD.with(|slot| *slot.borrow_mut() = Some(guard));
+        // If the slot is gone, the closure (and the guard with it) is dropped unrun.
+        let _ = GUARD.try_with(|slot| *slot.borrow_mut() = Some(guard));
     }
 
     pub(super) fn unpin() {
+        // Detaching is a quiescent state: the hooks run while the thread is still pinned.
+        run_hooks();
         // Dropped outside the borrow: unpinning may run deferred destructors.
         let guard = GUARD
             .try_with(|slot| slot.borrow_mut().take())
@@ -272,12 +324,31 @@ mod quiescence {
 
     #[cold]
     fn repin() {
-        GUARD.with(|slot| {
-            if let Some(guard) = slot.borrow_mut().as_mut() {
-                guard.repin();
+        let repinned = GUARD
+            .try_with(|slot| {
+                slot.borrow_mut()
+                    .as_mut()
+                    .map(|guard| guard.repin())
+                    .is_some()
+            })
+            .unwrap_or(false);
+        if !repinned {
+            return;
+        }
+        // Between the repin and the flush, so what the hooks hand over goes out with this
+        // flush; and outside the slot's borrow, since hooks drop objects.
+        run_hooks();
+        let _ = GUARD.try_with(|slot| {
+            if let Some(guard) = slot.borrow().as_ref() {
                 guard.flush();
             }
         });
+    }
+
+    fn run_hooks() {
+        for hook in super::QUIESCENT_STATE_HOOKS.iter().map_while(OnceLock::get) {
+            hook();
+        }
     }
 }
 

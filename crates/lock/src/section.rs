@@ -208,8 +208,13 @@ mod imp {
         f()
     }
 
+    // `suspend_all`, `resume_innermost` and `depth` run when a thread detaches or attaches, which
+    // also happens inside thread-local destructors (dropping a `Shared` kept in a thread-local
+    // attaches), possibly after `STACK` was torn down. A torn-down stack holds no section:
+    // sections are scoped to their `with` frames, which have all returned by then.
+
     pub(super) fn suspend_all() {
-        STACK.with(|stack| {
+        let _ = STACK.try_with(|stack| {
             for section in stack.borrow_mut().iter_mut().filter(|s| s.active) {
                 // SAFETY: an active section holds its locks.
                 unsafe { unlock_all(section.locks()) };
@@ -219,7 +224,10 @@ mod imp {
     }
 
     pub(super) fn resume_innermost() {
-        let suspended = STACK.with(|stack| stack.borrow().last().copied().filter(|s| !s.active));
+        let suspended = STACK
+            .try_with(|stack| stack.borrow().last().copied().filter(|s| !s.active))
+            .ok()
+            .flatten();
         if let Some(section) = suspended {
             // Every other section is suspended too, so this blocks holding nothing.
             acquire(section.locks());
@@ -228,12 +236,14 @@ mod imp {
     }
 
     pub(super) fn depth() -> SectionDepth {
-        STACK.with(|stack| {
-            let stack = stack.borrow();
-            SectionDepth {
-                open: stack.len(),
-                active: stack.iter().filter(|s| s.active).count(),
-            }
-        })
+        STACK
+            .try_with(|stack| {
+                let stack = stack.borrow();
+                SectionDepth {
+                    open: stack.len(),
+                    active: stack.iter().filter(|s| s.active).count(),
+                }
+            })
+            .unwrap_or_default()
     }
 }

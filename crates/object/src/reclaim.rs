@@ -17,6 +17,12 @@
 //! retires are mostly its own (a private dict's replaced values), and dropping them there takes
 //! the biased count's owner path, instead of queueing each one back to its owner.
 //!
+//! What a thread holds this way stays bounded: at each of its quiescent states (every 16th
+//! checkpoint and every detach, through `ftrt_gil::on_quiescent_state`) it hands its partial
+//! batch to the epoch and drops what was posted back to it, so a thread that stops retiring
+//! but keeps reaching checkpoints does not keep retired objects alive. At exit it hands over
+//! its last batch and closes its mailbox.
+//!
 //! The `gil` build reads and writes under the GIL, so nothing can race: retiring is immediate
 //! and the guard is `crossbeam_epoch::unprotected()`.
 
@@ -63,7 +69,7 @@ pub(crate) fn settle_retired() {
 mod batches {
     use std::cell::RefCell;
     use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::{Arc, Mutex};
+    use std::sync::{Arc, Mutex, Once};
 
     use crossbeam_epoch::Guard;
 
@@ -103,32 +109,56 @@ mod batches {
         }
     }
 
+    /// A thread's batch being filled, and its mailbox (made when it first retires).
     struct Retired {
         batch: Batch,
-        mailbox: Arc<Mailbox>,
+        mailbox: Option<Arc<Mailbox>>,
+    }
+
+    impl Retired {
+        /// The batch so far, full or not, with the mailbox to send it home to.
+        fn take_batch(&mut self) -> Option<(Batch, Arc<Mailbox>)> {
+            if self.batch.is_empty() {
+                return None;
+            }
+            let home = self.mailbox.get_or_insert_with(Arc::default).clone();
+            Some((std::mem::take(&mut self.batch), home))
+        }
     }
 
     impl Drop for Retired {
         fn drop(&mut self) {
             // The thread is exiting: hand over what is left and close the mailbox (dropping what
             // was posted to it, which has expired).
-            let batch = std::mem::take(&mut self.batch);
-            if !batch.is_empty() {
-                defer(batch, self.mailbox.clone(), &crossbeam_epoch::pin());
+            if let Some((batch, home)) = self.take_batch() {
+                defer(batch, home, &crossbeam_epoch::pin());
             }
-            drop(self.mailbox.take(true));
+            if let Some(mailbox) = &self.mailbox {
+                drop(mailbox.take(true));
+            }
         }
     }
 
     thread_local! {
+        // Const-initialised: the quiescent-state hook touches it on every attached thread, and
+        // it allocates nothing until the thread retires.
         static RETIRED: RefCell<Retired> =
-            RefCell::new(Retired { batch: Vec::with_capacity(BATCH), mailbox: Arc::default() });
+            const { RefCell::new(Retired { batch: Vec::new(), mailbox: None }) };
+    }
+
+    /// Makes every attached thread settle at its quiescent states, from the first retirement on.
+    fn settle_at_quiescent_states() {
+        static REGISTERED: Once = Once::new();
+        REGISTERED.call_once(|| ftrt_gil::on_quiescent_state(settle));
     }
 
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
         let expire = move || {
             let at_home = RETIRED
-                .try_with(|r| Arc::ptr_eq(&r.borrow().mailbox, &home))
+                .try_with(|r| {
+                    r.try_borrow()
+                        .is_ok_and(|r| r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, &home)))
+                })
                 .unwrap_or(false);
             if at_home {
                 drop(batch);
@@ -145,13 +175,17 @@ mod batches {
         let mut reference = Some(reference);
         let full = RETIRED.try_with(|r| {
             let mut r = r.borrow_mut();
+            if r.batch.capacity() == 0 {
+                // A new batch (once per `BATCH` retirements).
+                r.batch.reserve_exact(BATCH);
+                settle_at_quiescent_states();
+            }
             r.batch.extend(reference.take());
-            (r.batch.len() >= BATCH).then(|| {
-                (
-                    std::mem::replace(&mut r.batch, Vec::with_capacity(BATCH)),
-                    r.mailbox.clone(),
-                )
-            })
+            if r.batch.len() >= BATCH {
+                r.take_batch()
+            } else {
+                None
+            }
         });
         if let Some(reference) = reference {
             // Thread-local storage is gone (thread exit): defer this one on its own.
@@ -169,23 +203,27 @@ mod batches {
     fn drain() {
         let batches = RETIRED
             .try_with(|r| {
-                let r = r.borrow();
-                r.mailbox
+                let r = r.try_borrow().ok()?;
+                let mailbox = r.mailbox.as_ref()?;
+                mailbox
                     .pending
                     .load(Ordering::Relaxed)
-                    .then(|| r.mailbox.take(false))
+                    .then(|| mailbox.take(false))
             })
             .ok()
             .flatten();
         drop(batches);
     }
 
+    /// Hands this thread's partial batch to the epoch and drops the expired batches posted back
+    /// to it. Runs at every quiescent state of an attached thread (the hook registered with
+    /// `ftrt-gil`), so neither stays with a thread that stops retiring; and from `collect`.
     pub(super) fn settle() {
-        let batch = RETIRED.try_with(|r| {
-            let mut r = r.borrow_mut();
-            (!r.batch.is_empty()).then(|| (std::mem::take(&mut r.batch), r.mailbox.clone()))
-        });
-        if let Ok(Some((batch, home))) = batch {
+        let batch = RETIRED
+            .try_with(|r| r.try_borrow_mut().ok()?.take_batch())
+            .ok()
+            .flatten();
+        if let Some((batch, home)) = batch {
             defer(batch, home, &crossbeam_epoch::pin());
         }
         drain();

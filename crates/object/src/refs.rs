@@ -1,10 +1,12 @@
 //! Strong references (`Obj`, `Shared`), borrowed ones (`Borrowed`), and how objects die.
 //!
-//! Objects are freed iteratively: when a count reaches zero the object goes on a per-thread
-//! "trash" list, and the outermost release frees the list one object at a time, so dropping a
-//! list nested a million deep uses no stack (CPython's trashcan, without the depth limit).
+//! Objects are freed iteratively: the outermost release on a thread's stack owns a "trash" work
+//! list, and every object that dies while it frees goes on that list instead of being freed in a
+//! nested call, so dropping a list nested a million deep uses no stack (CPython's trashcan,
+//! without the depth limit). The thread-local that points nested releases at the list has no
+//! destructor, so this holds during thread exit too.
 
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
@@ -59,14 +61,15 @@ unsafe fn release_count(count: NonNull<BuildCount>) {
     unsafe { release(count.cast()) };
 }
 
-#[derive(Default)]
-struct Trash {
-    freeing: bool,
-    pending: Vec<NonNull<Header>>,
-}
+/// The dead objects waiting to be freed, in the frame of the outermost `release` on the stack.
+type Trash = Vec<NonNull<Header>>;
 
 thread_local! {
-    static TRASH: RefCell<Trash> = RefCell::new(Trash::default());
+    /// The work list of the `release` running on this thread, if any. Const-initialised and
+    /// without a destructor, so it is never torn down: releases that run inside thread-local
+    /// destructors (an exiting owner merging its queue, a `Shared` kept in a thread-local) free
+    /// iteratively like any other.
+    static TRASH: Cell<Option<NonNull<Trash>>> = const { Cell::new(None) };
 }
 
 /// Frees a dead object, and every object that dies because of it, without recursion.
@@ -74,42 +77,34 @@ thread_local! {
 /// # Safety
 /// The object's count reached zero and no lock-free reader can still reach it.
 pub(crate) unsafe fn release(object: NonNull<Header>) {
-    let outermost = TRASH.try_with(|trash| {
-        let mut trash = trash.borrow_mut();
-        if trash.freeing {
-            trash.pending.push(object);
-            false
-        } else {
-            trash.freeing = true;
-            true
-        }
-    });
-    match outermost {
-        Ok(false) => return,
-        Ok(true) => {}
-        Err(_) => {
-            // Thread-local storage is being torn down: free directly (recursion is possible
-            // here, but only for values dropped during thread exit).
-            // SAFETY: dead and unreachable, per the caller.
-            unsafe { (header(object).ty.free)(object) };
-            return;
-        }
+    if let Some(mut trash) = TRASH.get() {
+        // SAFETY: set only by the outermost `release` on this thread's stack, which owns the
+        // list, outlives this nested call, and does not touch the list while a free runs.
+        unsafe { trash.as_mut() }.push(object);
+        return;
     }
-    /// Clears `freeing` even if a payload's drop panics, so the thread can free again.
+    let mut pending = Trash::new();
+    let trash = NonNull::from(&mut pending);
+    TRASH.set(Some(trash));
+    /// Stops nested releases from pushing onto the list, panics included. (A payload's drop
+    /// that panics leaks the objects still on the list: they are dead and unreachable.)
     struct Done;
     impl Drop for Done {
         fn drop(&mut self) {
-            let _ = TRASH.try_with(|trash| trash.borrow_mut().freeing = false);
+            TRASH.set(None);
         }
     }
-    let _done = Done;
+    let done = Done;
     let mut next = Some(object);
     while let Some(dead) = next {
         // SAFETY: each object on the list died (count zero) and is unreachable; its payload's
         // drop pushes the objects it kills onto the list instead of freeing them here.
         unsafe { (header(dead).ty.free)(dead) };
-        next = TRASH.with(|trash| trash.borrow_mut().pending.pop());
+        // SAFETY: `pending` lives until the end of this function; nested releases pushed through
+        // the same pointer and have returned.
+        next = unsafe { &mut *trash.as_ptr() }.pop();
     }
+    drop(done);
 }
 
 /// A reference owned by the containers' payloads: decrefs on drop, without a `Python` (payloads

@@ -1,0 +1,167 @@
+//! A thread's state over its life: attaching inside thread-local destructors at thread exit, and
+//! the quiescent states that attached threads report to hooks.
+
+use std::cell::Cell;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Once;
+use std::thread;
+
+use ftrt_gil::{is_attached, on_quiescent_state, registered_threads, Python};
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Set in a child process to the name of the test whose scenario it runs.
+const SCENARIO_VAR: &str = "FTRT_THREAD_STATES_SCENARIO";
+
+/// Runs `scenario` in a child process (the test named `test_name`, re-run with `SCENARIO_VAR`
+/// set) and asserts that the child exited successfully: a scenario that fails by aborting the
+/// process fails only its test. Under Miri, which cannot start processes, it runs in-process.
+fn in_child_process(test_name: &str, scenario: fn()) {
+    if cfg!(miri) || std::env::var(SCENARIO_VAR).as_deref() == Ok(test_name) {
+        scenario();
+        return;
+    }
+    let output = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(SCENARIO_VAR, test_name)
+        .output()
+        .expect("the test binary starts again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the scenario's process failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        stdout,
+    );
+    // `--exact` with a wrong name runs nothing and still succeeds.
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
+}
+
+/// Set by `AttachesOnDrop` once its attachment did everything an attached thread does.
+static ATTACHED_ON_DROP: AtomicBool = AtomicBool::new(false);
+
+/// Attaches when dropped, as dropping an object handle kept in a thread-local does.
+struct AttachesOnDrop;
+
+impl Drop for AttachesOnDrop {
+    fn drop(&mut self) {
+        Python::attach(|py| {
+            assert!(is_attached());
+            for _ in 0..32 {
+                py.check();
+            }
+            py.allow_threads(|| assert!(!is_attached()));
+            assert!(is_attached());
+        });
+        assert!(!is_attached());
+        ATTACHED_ON_DROP.store(true, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static KEPT: Cell<Option<AttachesOnDrop>> = const { Cell::new(None) };
+}
+
+#[test]
+fn a_thread_local_destroyed_after_the_thread_state_can_still_attach() {
+    in_child_process(
+        "a_thread_local_destroyed_after_the_thread_state_can_still_attach",
+        || {
+            let registered_before = registered_threads();
+            thread::spawn(|| {
+                // Initialised before the thread attaches, so destroyed after its thread state
+                // (and after every other thread-local the runtime uses).
+                KEPT.set(Some(AttachesOnDrop));
+                Python::attach(|py| {
+                    for _ in 0..32 {
+                        py.check();
+                    }
+                    py.allow_threads(|| ());
+                });
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert!(ATTACHED_ON_DROP.load(Ordering::SeqCst));
+            assert_eq!(
+                registered_threads(),
+                registered_before,
+                "an attachment after the thread state is gone does not register the thread again"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_thread_local_destroyed_before_the_thread_state_can_attach() {
+    in_child_process(
+        "a_thread_local_destroyed_before_the_thread_state_can_attach",
+        || {
+            let registered_before = registered_threads();
+            thread::spawn(|| {
+                Python::attach(|py| {
+                    // Initialised while attached, so destroyed before the thread state.
+                    KEPT.set(Some(AttachesOnDrop));
+                    py.check();
+                });
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert!(ATTACHED_ON_DROP.load(Ordering::SeqCst));
+            assert_eq!(registered_threads(), registered_before);
+        },
+    );
+}
+
+thread_local! {
+    /// How many times the hook ran on this thread.
+    static HOOK_RUNS: Cell<usize> = const { Cell::new(0) };
+}
+
+fn count_hook_run() {
+    HOOK_RUNS.set(HOOK_RUNS.get() + 1);
+}
+
+#[test]
+fn quiescent_state_hooks_run_at_every_sixteenth_checkpoint_and_at_every_detach() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| on_quiescent_state(count_hook_run));
+    // The GIL build has no quiescent states: nothing is reclaimed late there.
+    let per_quiescent_state = usize::from(!cfg!(feature = "gil"));
+    // A fresh thread, so its checkpoint count starts at zero.
+    thread::spawn(move || {
+        Python::attach(|py| {
+            assert_eq!(HOOK_RUNS.get(), 0, "attaching is not a quiescent state");
+            for _ in 0..15 {
+                py.check();
+            }
+            assert_eq!(HOOK_RUNS.get(), 0);
+            py.check();
+            assert_eq!(HOOK_RUNS.get(), per_quiescent_state, "the 16th checkpoint");
+            py.allow_threads(|| {
+                assert_eq!(HOOK_RUNS.get(), 2 * per_quiescent_state, "detaching");
+            });
+            for _ in 0..16 {
+                py.check();
+            }
+            assert_eq!(
+                HOOK_RUNS.get(),
+                3 * per_quiescent_state,
+                "the 32nd checkpoint"
+            );
+        });
+        assert_eq!(
+            HOOK_RUNS.get(),
+            4 * per_quiescent_state,
+            "the detach at the end of attach"
+        );
+    })
+    .join()
+    .unwrap();
+}

@@ -1,0 +1,133 @@
+//! How long retired objects stay alive. Whatever a writer takes out of a container is retired
+//! (freed once no lock-free reader can still hold it); a thread that keeps reaching checkpoints
+//! must get it freed within a bounded number of them, even when it retires nothing more.
+//!
+//! The epoch is process-wide, so this file holds only these scenarios, run one at a time: a
+//! thread of another test that stayed pinned would hold reclamation back.
+
+use std::sync::{Barrier, Mutex};
+use std::thread;
+
+use ftrt_gil::Python;
+use ftrt_object::stats::live_objects;
+use ftrt_object::{collect, Kind, Obj};
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Checkpoints that make one quiescent state (`ftrt-gil` repins every 16).
+const CHECKS_PER_QUIESCENT_STATE: usize = 16;
+
+/// Rounds the retiring thread gets before the test gives up on it. Generous (two or three
+/// suffice): each quiescent state lets the epoch advance once every other pinned thread has
+/// passed one too, and a retired object needs two advances.
+const MAX_ROUNDS: usize = 16;
+
+/// The epoch is process-wide: the scenarios run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// How the retiring thread waits while the other thread takes its turn.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Waiting {
+    /// Attached and pinned, as a thread between two checkpoints: the epoch cannot advance past
+    /// it, so what it retired expires on its own quiescent states.
+    Attached,
+    /// Detached (`allow_threads`): the other thread advances the epoch alone and runs the
+    /// retiring thread's expired batches.
+    Detached,
+}
+
+fn wait_for_turn(py: Python<'_>, turns: &Barrier, waiting: Waiting) {
+    // The GIL build must let the other thread take the GIL.
+    if waiting == Waiting::Detached || cfg!(feature = "gil") {
+        py.allow_threads(|| turns.wait());
+    } else {
+        turns.wait();
+    }
+}
+
+fn checkpoints(py: Python<'_>, quiescent_states: usize) {
+    for _ in 0..quiescent_states * CHECKS_PER_QUIESCENT_STATE {
+        py.check();
+    }
+}
+
+/// A writer thread replaces each of `items` list items once (retiring the old ones), then only
+/// reaches checkpoints, one quiescent state per round, taking turns with another attached thread
+/// that reaches `other_quiescent_states` per round. Asserts that the replaced items are freed
+/// within `MAX_ROUNDS` rounds, and that every int is freed at the end.
+fn replaced_items_are_freed_within_bounded_rounds(
+    items: usize,
+    writer_waits: Waiting,
+    other_quiescent_states: usize,
+) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let baseline = Python::attach(|py| {
+        collect(py);
+        live_objects(Kind::Int)
+    });
+    let turns = Barrier::new(2);
+    thread::scope(|s| {
+        let writer = s.spawn(|| {
+            Python::attach(|py| {
+                let list = Obj::list(py, (0..items).map(|i| Obj::int(py, 1_000 + i as i64)));
+                for i in 0..items {
+                    list.set_item(i as i64, Obj::int(py, 1_000_000 + i as i64))
+                        .unwrap();
+                }
+                // The list and its current items stay alive: only the replaced ones must go.
+                let settled = baseline + items as isize;
+                let mut settled_after = None;
+                for round in 1..=MAX_ROUNDS {
+                    // The other thread's turn.
+                    wait_for_turn(py, &turns, writer_waits);
+                    wait_for_turn(py, &turns, writer_waits);
+                    checkpoints(py, 1);
+                    if settled_after.is_none() && live_objects(Kind::Int) == settled {
+                        settled_after = Some(round);
+                    }
+                }
+                let still_alive = live_objects(Kind::Int) - settled;
+                drop(list);
+                (settled_after, still_alive)
+            })
+        });
+        s.spawn(|| {
+            Python::attach(|py| {
+                for _ in 0..MAX_ROUNDS {
+                    wait_for_turn(py, &turns, Waiting::Attached);
+                    checkpoints(py, other_quiescent_states);
+                    wait_for_turn(py, &turns, Waiting::Attached);
+                }
+            })
+        });
+        let (settled_after, still_alive) = writer.join().unwrap();
+        assert!(
+            settled_after.is_some(),
+            "{still_alive} of {items} replaced items still alive after {MAX_ROUNDS} rounds"
+        );
+    });
+    let after = Python::attach(|py| {
+        collect(py);
+        live_objects(Kind::Int)
+    });
+    assert_eq!(after, baseline, "every int was freed");
+}
+
+#[test]
+fn a_partial_batch_of_replaced_items_is_freed_within_bounded_checkpoints_of_a_thread_that_stopped_writing(
+) {
+    // Not a multiple of any batch size: a partial batch is left over.
+    let items = if cfg!(miri) { 100 } else { 6_400 + 37 };
+    replaced_items_are_freed_within_bounded_rounds(items, Waiting::Attached, 1);
+}
+
+#[test]
+fn replaced_items_that_expire_on_another_thread_are_freed_within_bounded_checkpoints_of_the_retiring_thread(
+) {
+    // Whole batches only, and the other thread passes several quiescent states while the writer
+    // is detached: it advances the epoch and runs the expired batches, posting them back.
+    let items = if cfg!(miri) { 128 } else { 6_400 };
+    replaced_items_are_freed_within_bounded_rounds(items, Waiting::Detached, 8);
+}

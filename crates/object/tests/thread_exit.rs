@@ -1,0 +1,211 @@
+//! What happens to objects when threads exit: thread-local storage is torn down in an order the
+//! runtime does not choose, and objects still die on the way out.
+//!
+//! A failure here is a crash (a stack overflow, "thread local panicked on drop"), which would take
+//! the whole test run down with it. So each scenario runs in a child process of this test binary
+//! (the test re-runs itself with `SCENARIO_VAR` naming the scenario), and the test asserts that
+//! the child succeeded. Under Miri, which cannot start processes, the scenarios run in-process,
+//! smaller.
+
+use std::cell::RefCell;
+use std::process::Command;
+use std::sync::mpsc;
+use std::thread;
+
+use ftrt_gil::Python;
+use ftrt_object::stats::live_objects;
+use ftrt_object::{collect, Kind, Obj, Shared};
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// Set in a child process to the name of the test whose scenario it runs.
+const SCENARIO_VAR: &str = "FTRT_THREAD_EXIT_SCENARIO";
+
+/// Deep enough that freeing it recursively overflows any thread's stack.
+const DEPTH: usize = if cfg!(miri) { 300 } else { 200_000 };
+
+/// The stack of the threads that exit holding objects: small, so that a recursive free fails
+/// at once instead of after a few hundred thousand frames.
+const SMALL_STACK: usize = 256 * 1024;
+
+/// Runs `scenario` in a child process (the test named `test_name`, re-run with `SCENARIO_VAR`
+/// set) and asserts that the child exited successfully.
+fn in_child_process(test_name: &str, scenario: fn()) {
+    if cfg!(miri) || std::env::var(SCENARIO_VAR).as_deref() == Ok(test_name) {
+        scenario();
+        return;
+    }
+    let output = Command::new(std::env::current_exe().expect("the test binary's path"))
+        .args([test_name, "--exact", "--nocapture", "--test-threads=1"])
+        .env(SCENARIO_VAR, test_name)
+        .output()
+        .expect("the test binary starts again");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "the scenario's process failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        stdout,
+    );
+    // `--exact` with a wrong name runs nothing and still succeeds.
+    assert!(
+        stdout.contains("1 passed"),
+        "the child ran no test:\n{stdout}"
+    );
+}
+
+/// Live lists and ints, after settling what the calling thread can settle.
+fn live_lists_and_ints() -> (isize, isize) {
+    Python::attach(|py| {
+        collect(py);
+        (live_objects(Kind::List), live_objects(Kind::Int))
+    })
+}
+
+/// A list nested `depth` deep.
+fn deep_list(py: Python<'_>, depth: usize) -> Obj<'_> {
+    let mut nested = Obj::list(py, []);
+    for _ in 0..depth {
+        nested = Obj::list(py, [nested]);
+    }
+    nested
+}
+
+#[test]
+fn an_owner_that_exits_with_a_deep_list_queued_to_it_frees_the_list_without_recursion() {
+    in_child_process(
+        "an_owner_that_exits_with_a_deep_list_queued_to_it_frees_the_list_without_recursion",
+        || {
+            let before = live_lists_and_ints();
+            let (hand_over, handed_over) = mpsc::channel::<Shared>();
+            let (dropped, wait_until_dropped) = mpsc::channel::<()>();
+            let owner = thread::Builder::new()
+                .stack_size(SMALL_STACK)
+                .spawn(move || {
+                    Python::attach(|py| {
+                        let deep = deep_list(py, DEPTH);
+                        // Work of any kind that frees an object, as threads do before they idle.
+                        drop(Obj::list(py, [Obj::int(py, 1_000)]));
+                        hand_over.send(deep.unbind()).unwrap();
+                    });
+                    // Idle (no merge) until the other thread dropped the last reference, which
+                    // in the biased build queues the list to this thread: its exit frees it.
+                    wait_until_dropped.recv().unwrap();
+                })
+                .unwrap();
+            let dropper = thread::spawn(move || {
+                drop(handed_over.recv().unwrap());
+                dropped.send(()).unwrap();
+            });
+            dropper.join().unwrap();
+            owner.join().expect("the owner exits cleanly");
+            assert_eq!(live_lists_and_ints(), before, "every list was freed once");
+        },
+    );
+}
+
+thread_local! {
+    static KEPT: RefCell<Option<Shared>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn a_deep_list_kept_in_a_thread_local_is_freed_without_recursion_at_thread_exit() {
+    in_child_process(
+        "a_deep_list_kept_in_a_thread_local_is_freed_without_recursion_at_thread_exit",
+        || {
+            let before = live_lists_and_ints();
+            thread::Builder::new()
+                .stack_size(SMALL_STACK)
+                .spawn(|| {
+                    // Touched before the thread attaches, so torn down after the runtime's
+                    // thread-locals: its drop is the last thing the thread does.
+                    KEPT.with(|kept| kept.borrow_mut().take());
+                    Python::attach(|py| {
+                        let deep = deep_list(py, DEPTH).unbind();
+                        KEPT.with(|kept| *kept.borrow_mut() = Some(deep));
+                    });
+                })
+                .unwrap()
+                .join()
+                .expect("the thread exits cleanly");
+            assert_eq!(live_lists_and_ints(), before, "every list was freed once");
+        },
+    );
+}
+
+#[test]
+fn a_shared_kept_in_a_thread_local_initialised_before_attaching_is_freed_at_thread_exit() {
+    in_child_process(
+        "a_shared_kept_in_a_thread_local_initialised_before_attaching_is_freed_at_thread_exit",
+        || {
+            let before = live_lists_and_ints();
+            thread::spawn(|| {
+                // Initialised first, so destroyed after the thread state.
+                KEPT.with(|kept| kept.borrow_mut().take());
+                Python::attach(|py| {
+                    let list = Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]);
+                    KEPT.with(|kept| *kept.borrow_mut() = Some(list.unbind()));
+                });
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert_eq!(
+                live_lists_and_ints(),
+                before,
+                "the list and its items were freed once"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_shared_kept_in_a_thread_local_initialised_after_attaching_is_freed_at_thread_exit() {
+    in_child_process(
+        "a_shared_kept_in_a_thread_local_initialised_after_attaching_is_freed_at_thread_exit",
+        || {
+            let before = live_lists_and_ints();
+            thread::spawn(|| {
+                Python::attach(|py| {
+                    // Initialised while attached, so destroyed before the thread state.
+                    let list = Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]);
+                    KEPT.with(|kept| *kept.borrow_mut() = Some(list.unbind()));
+                });
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert_eq!(
+                live_lists_and_ints(),
+                before,
+                "the list and its items were freed once"
+            );
+        },
+    );
+}
+
+#[test]
+fn a_shared_kept_in_a_thread_local_of_a_thread_that_never_attached_is_freed_at_thread_exit() {
+    in_child_process(
+        "a_shared_kept_in_a_thread_local_of_a_thread_that_never_attached_is_freed_at_thread_exit",
+        || {
+            let before = live_lists_and_ints();
+            let list = Python::attach(|py| {
+                Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]).unbind()
+            });
+            thread::spawn(move || {
+                // The only reference, dropped during this thread's exit, by a thread that never
+                // attached before.
+                KEPT.with(|kept| *kept.borrow_mut() = Some(list));
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert_eq!(
+                live_lists_and_ints(),
+                before,
+                "the list and its items were freed once"
+            );
+        },
+    );
+}
