@@ -171,6 +171,47 @@ fn under_the_gil_a_counter_bumped_between_checkpoints_is_exact_while_both_thread
     );
 }
 
+/// Any switch interval is served, zero included. A holder that never releases the GIL on its
+/// own, only at checkpoints, shares a GIL of its own with two threads that keep coming back for
+/// it; each of the two must get all its turns (a starved one leaves the holder polling until the
+/// test's deadline).
+#[cfg(feature = "gil")]
+#[test]
+fn with_a_zero_interval_a_holder_that_only_reaches_checkpoints_serves_every_comer() {
+    const COMERS: usize = 2;
+    const TURNS: u64 = 200;
+    finishes("the holder and the comers", || {
+        let gil = ftrt_gil::Gil::new();
+        gil.set_switch_interval(Duration::ZERO);
+        let turns = GilProtected(UnsafeCell::new([0_u64; COMERS]));
+        let all_served = || {
+            // SAFETY: called holding `gil`, which guards `turns`.
+            unsafe { (*turns.0.get()).iter().all(|&had| had == TURNS) }
+        };
+        thread::scope(|s| {
+            gil.acquire();
+            for me in 0..COMERS {
+                let (gil, turns) = (&gil, &turns);
+                s.spawn(move || {
+                    for _ in 0..TURNS {
+                        gil.acquire();
+                        // SAFETY: this thread holds `gil`, which guards `turns`.
+                        unsafe { (*turns.0.get())[me] += 1 };
+                        // SAFETY: held.
+                        unsafe { gil.release() };
+                    }
+                });
+            }
+            while !all_served() {
+                // SAFETY: held at every checkpoint.
+                unsafe { gil.check() };
+            }
+            // SAFETY: held.
+            unsafe { gil.release() };
+        });
+    });
+}
+
 #[cfg(not(feature = "gil"))]
 #[test]
 fn without_a_gil_attached_threads_run_at_the_same_time() {
