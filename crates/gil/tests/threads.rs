@@ -311,6 +311,63 @@ fn an_event_wakes_every_waiter() {
     ));
 }
 
+/// `set()` immediately followed by `clear()`, round after round: every thread waiting at the
+/// time of a `set()` returns `true` from that wait.
+#[test]
+fn an_event_pulsed_by_set_and_clear_wakes_every_waiter_every_round() {
+    const WAITERS: usize = 8;
+    const ROUNDS: usize = 50;
+    finishes("the pulsed waiters", || {
+        let event = Arc::new(Event::new());
+        let round_starts = Arc::new(std::sync::Barrier::new(WAITERS + 1));
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|_| {
+                let (event, round_starts) = (event.clone(), round_starts.clone());
+                thread::spawn(move || {
+                    for _ in 0..ROUNDS {
+                        round_starts.wait();
+                        assert!(Python::attach(|py| event.wait(py, None)));
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..ROUNDS {
+            round_starts.wait();
+            // Everyone left the last round's wait before the barrier, so these are this round's.
+            while event.n_waiting() < WAITERS {
+                thread::yield_now();
+            }
+            event.set();
+            event.clear();
+        }
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_semaphore_released_without_bound_admits_every_waiter_and_saturates() {
+    const WAITERS: usize = 8;
+    finishes("the waiters", || {
+        let semaphore = Arc::new(Semaphore::new(0));
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|_| {
+                let semaphore = semaphore.clone();
+                thread::spawn(move || Python::attach(|py| semaphore.acquire(py, None)))
+            })
+            .collect();
+        while semaphore.n_waiting() < WAITERS {
+            thread::yield_now();
+        }
+        semaphore.release(usize::MAX);
+        for waiter in waiters {
+            assert!(waiter.join().unwrap());
+        }
+        assert_eq!(semaphore.value(), usize::MAX - WAITERS);
+    });
+}
+
 #[test]
 fn a_semaphore_admits_at_most_its_permits() {
     const PERMITS: usize = 2;
