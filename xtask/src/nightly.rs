@@ -1,6 +1,10 @@
 //! `cargo xtask miri` and `cargo xtask tsan`: the checks that need the nightly toolchain.
 
-use std::process::{Command, Stdio};
+use std::io::{self, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use crate::steps::{
     nightly_command, run_steps, select, CargoStep, Failed, StepRunner, TestSuite, Toolchain,
@@ -13,8 +17,10 @@ pub const MIRI_CRATES: &[&str] = &["ftrt-refcount", "ftrt-lock", "ftrt-gil", "ft
 /// Crates whose tests end with memory that is never freed by design: immortal objects (classes,
 /// interned strings, singletons) and `crossbeam-epoch`'s global collector live until the process
 /// exits. Miri's leak check is off for them; their tests check for leaks with the object
-/// model's live-object counts instead.
-const MIRI_LEAKS_BY_DESIGN: &[&str] = &["ftrt-object"];
+/// model's live-object counts instead. `ftrt-gil` is one because an attached thread pins
+/// `crossbeam-epoch` in the free-threaded builds, so any test that attaches ends with the
+/// collector's garbage bags still queued.
+const MIRI_LEAKS_BY_DESIGN: &[&str] = &["ftrt-gil", "ftrt-object"];
 
 /// The stress tests that run under ThreadSanitizer.
 pub const TSAN_SUITES: &[TestSuite] = &[
@@ -47,6 +53,18 @@ const MIRI_NEEDS: &str = "this needs the nightly toolchain with the miri and rus
 
 const TSAN_NEEDS: &str = "this needs the nightly toolchain with the rust-src component: \
      rustup toolchain install nightly && rustup component add --toolchain nightly rust-src";
+
+/// How long rustup may take to download and install missing components (a few megabytes).
+/// Downloads hang on some networks; past this rustup is stopped and the task fails with the
+/// command to run by hand, instead of hanging with it.
+const INSTALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How long a check for installed components may take; it downloads nothing, but the rustup
+/// proxy could try to install a missing toolchain.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How often a bounded child is polled for its exit.
+const POLL: Duration = Duration::from_millis(50);
 
 pub fn run_miri(workspace: &Workspace, crates: &[String]) -> Result<(), Failed> {
     ensure_components(&["miri", "rust-src"], miri_works, MIRI_NEEDS)?;
@@ -122,7 +140,7 @@ fn tsan_tests(runner: &StepRunner<'_>, suite: TestSuite) -> CargoStep {
 }
 
 /// Checks for nightly components with `is_ready`; installs them with rustup when missing,
-/// and explains what is needed when that fails too (offline, no rustup, ...).
+/// and explains what is needed when that fails too (offline, no rustup, a hung download, ...).
 fn ensure_components(
     components: &[&str],
     is_ready: fn() -> bool,
@@ -131,43 +149,217 @@ fn ensure_components(
     if is_ready() {
         return Ok(());
     }
-    let list = components.join(" ");
-    println!("==> installing the nightly components: {list}");
-    let installed = nightly_command("rustup")
+    let mut rustup = nightly_command("rustup");
+    rustup
         .args(["component", "add", "--toolchain", "nightly"])
-        .args(components)
-        .status()
-        .is_ok_and(|status| status.success());
-    if installed && is_ready() {
-        Ok(())
-    } else {
-        Err(Failed(needs.to_owned()))
-    }
+        .args(components);
+    install(rustup, components, INSTALL_TIMEOUT, is_ready, needs)
+}
+
+/// Runs `installer` for at most `limit` (killing it after that), then checks with `is_ready`.
+/// Every failure is one line that names the components and ends with `needs`, the commands
+/// that install them by hand.
+fn install(
+    mut installer: Command,
+    components: &[&str],
+    limit: Duration,
+    is_ready: impl Fn() -> bool,
+    needs: &str,
+) -> Result<(), Failed> {
+    let what = match components {
+        [one] => format!("nightly component {one}"),
+        many => format!("nightly components {}", many.join(", ")),
+    };
+    println!(
+        "==> installing the {what} (giving up after {} s)",
+        limit.as_secs()
+    );
+    let failure = match status_within(&mut installer, limit) {
+        Ok(status) if status.success() && is_ready() => return Ok(()),
+        Ok(status) if status.success() => format!("the {what} is still missing after rustup"),
+        Ok(status) => format!("rustup could not install the {what} ({status})"),
+        Err(Unfinished::TimedOut) => format!(
+            "installing the {what} did not finish within {} s, so rustup was stopped",
+            limit.as_secs()
+        ),
+        Err(Unfinished::CouldNotRun(error)) => {
+            format!("could not run rustup to install the {what} ({error})")
+        }
+    };
+    Err(Failed(format!("{failure}; {needs}")))
 }
 
 fn miri_works() -> bool {
     let mut command = nightly_command("cargo");
-    command.args(["miri", "--version"]);
-    succeeds_quietly(&mut command)
+    command
+        .args(["miri", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    status_within(&mut command, PROBE_TIMEOUT).is_ok_and(|status| status.success())
 }
 
 fn rust_src_installed() -> bool {
-    let output = nightly_command("rustup")
+    let mut command = nightly_command("rustup");
+    command
         .args(["+nightly", "component", "list", "--installed"])
-        .stderr(Stdio::null())
-        .output();
-    match output {
-        Ok(output) if output.status.success() => String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .any(|line| line.trim() == "rust-src"),
+        .stderr(Stdio::null());
+    match stdout_within(&mut command, PROBE_TIMEOUT) {
+        Ok((status, stdout)) if status.success() => {
+            stdout.lines().any(|line| line.trim() == "rust-src")
+        }
         _ => false,
     }
 }
 
-fn succeeds_quietly(command: &mut Command) -> bool {
-    command
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|status| status.success())
+/// Why a child bounded in time did not give an exit status.
+#[derive(Debug)]
+enum Unfinished {
+    /// It could not be started (no such program, ...) or waited for.
+    CouldNotRun(io::Error),
+    /// It was still running at the limit, so it was killed.
+    TimedOut,
+}
+
+/// Runs `command` (with the stdio it was given) for at most `limit`.
+fn status_within(command: &mut Command, limit: Duration) -> Result<ExitStatus, Unfinished> {
+    let mut child = command.spawn().map_err(Unfinished::CouldNotRun)?;
+    wait_within(&mut child, limit)
+}
+
+/// Runs `command` for at most `limit` and returns its exit status and standard output.
+fn stdout_within(
+    command: &mut Command,
+    limit: Duration,
+) -> Result<(ExitStatus, String), Unfinished> {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(Unfinished::CouldNotRun)?;
+    let mut pipe = child.stdout.take().expect("stdout is piped");
+    // Read on another thread, so a child that fills the pipe is not blocked while we poll.
+    let (send, output) = mpsc::channel();
+    thread::spawn(move || {
+        let mut text = String::new();
+        let _ = pipe.read_to_string(&mut text);
+        let _ = send.send(text);
+    });
+    let status = wait_within(&mut child, limit)?;
+    // The pipe closes when the child exits; a grandchild it left behind could keep it open,
+    // so even this wait is bounded.
+    let text = output.recv_timeout(limit).unwrap_or_default();
+    Ok((status, text))
+}
+
+/// Waits for `child` for at most `limit`; kills it (and reaps it) if it is still running then.
+fn wait_within(child: &mut Child, limit: Duration) -> Result<ExitStatus, Unfinished> {
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().map_err(Unfinished::CouldNotRun)? {
+            return Ok(status);
+        }
+        let waited = started.elapsed();
+        if waited >= limit {
+            // If it exited just now, `kill` fails harmlessly; `wait` reaps it either way.
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Unfinished::TimedOut);
+        }
+        thread::sleep(POLL.min(limit - waited));
+    }
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    const SHORT: Duration = Duration::from_millis(200);
+
+    fn sleeper() -> Command {
+        let mut command = Command::new("sleep");
+        command.arg("60");
+        command
+    }
+
+    #[test]
+    fn a_child_still_running_at_the_limit_is_killed_and_reported_as_timed_out() {
+        let mut child = sleeper().spawn().unwrap();
+        assert!(matches!(
+            wait_within(&mut child, SHORT),
+            Err(Unfinished::TimedOut)
+        ));
+        // Reaped already, and by the kill rather than by its own exit.
+        let status = child.try_wait().unwrap().expect("the child was reaped");
+        assert_eq!(status.signal(), Some(9));
+    }
+
+    #[test]
+    fn a_child_that_finishes_in_time_gives_its_exit_status_and_output() {
+        let mut exits = Command::new("sh");
+        exits.args(["-c", "exit 3"]);
+        let status = status_within(&mut exits, PROBE_TIMEOUT).unwrap();
+        assert_eq!(status.code(), Some(3));
+        let mut lists = Command::new("sh");
+        lists.args(["-c", "echo miri; echo rust-src"]);
+        let (status, stdout) = stdout_within(&mut lists, PROBE_TIMEOUT).unwrap();
+        assert!(status.success());
+        assert_eq!(stdout, "miri\nrust-src\n");
+    }
+
+    #[test]
+    fn a_program_that_does_not_exist_is_reported_not_waited_for() {
+        let mut missing = Command::new("./no-such-program-here");
+        assert!(matches!(
+            status_within(&mut missing, PROBE_TIMEOUT),
+            Err(Unfinished::CouldNotRun(_))
+        ));
+    }
+
+    #[test]
+    fn an_install_that_hangs_fails_with_one_line_naming_the_component_and_the_manual_command() {
+        let Failed(message) =
+            install(sleeper(), &["rust-src"], SHORT, || false, TSAN_NEEDS).unwrap_err();
+        assert!(!message.contains('\n'), "{message}");
+        assert!(
+            message.contains("component rust-src did not finish"),
+            "{message}"
+        );
+        assert!(
+            message.contains("rustup component add --toolchain nightly rust-src"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn an_install_that_fails_or_leaves_components_missing_says_so() {
+        let Failed(failed) = install(
+            Command::new("false"),
+            &["miri", "rust-src"],
+            SHORT,
+            || true,
+            MIRI_NEEDS,
+        )
+        .unwrap_err();
+        assert!(
+            failed.starts_with("rustup could not install the nightly components miri, rust-src")
+        );
+        let Failed(missing) = install(
+            Command::new("true"),
+            &["rust-src"],
+            SHORT,
+            || false,
+            TSAN_NEEDS,
+        )
+        .unwrap_err();
+        assert!(missing.contains("still missing"), "{missing}");
+        assert!(install(
+            Command::new("true"),
+            &["rust-src"],
+            SHORT,
+            || true,
+            TSAN_NEEDS
+        )
+        .is_ok());
+    }
 }

@@ -2,7 +2,10 @@
 //!
 //! - **Switch interval.** A thread that wants the GIL waits up to the interval (5 ms by default,
 //!   settable at run time like `sys.setswitchinterval`). If the holder kept the GIL for the whole
-//!   interval, the waiter raises the **drop request**.
+//!   interval, the waiter raises the **drop request**, and it asks again after every interval in
+//!   which the GIL did not change hands: like CPython, it never waits without a timeout. With a
+//!   zero interval a waiter asks at once, and its request stands until it has the GIL, even if
+//!   other threads take the GIL ahead of it, so every waiter is served whatever the interval.
 //! - **Checkpoints.** The holder polls the request at [`Gil::check`], which an interpreter's eval
 //!   loop calls between instructions. A set request makes the holder release and re-acquire.
 //! - **Forced switching.** A holder that releases because of a drop request waits until another
@@ -61,6 +64,10 @@ mod imp {
         waiting: usize,
         /// Waiters returning from a blocking call in fair mode; while any wait, others stand back.
         priority_waiting: usize,
+        /// Waiters that ask at once (fair-mode priority waiters, and every waiter while the
+        /// interval is zero). Their request stands until they have the GIL: whoever takes the
+        /// GIL ahead of them raises it again, so the next holder yields at its next checkpoint.
+        asking_at_once: usize,
     }
 
     impl State {
@@ -78,6 +85,7 @@ mod imp {
                     switches: 0,
                     waiting: 0,
                     priority_waiting: 0,
+                    asking_at_once: 0,
                 }),
                 available: Condvar::new(),
                 switched: Condvar::new(),
@@ -134,6 +142,12 @@ mod imp {
             self.take(false);
         }
 
+        /// Waits for the GIL as CPython's `take_gil` does: never without a timeout, and asking
+        /// the holder to drop the GIL whenever it kept it for a whole interval. A waiter that
+        /// asks at once (fair-mode priority, or a zero interval) is counted in
+        /// `asking_at_once`, which keeps its request raised across other threads' turns until it
+        /// is served: a request cleared by someone else's take would never be repeated, because
+        /// such a waiter has no interval to time out on.
         fn take(&self, priority: bool) {
             let mut state = self.state.lock();
             if state.can_take(priority) {
@@ -143,18 +157,32 @@ mod imp {
             if priority {
                 state.priority_waiting += 1;
             }
+            let mut asking_at_once = false;
             loop {
                 let interval = self.switch_interval();
-                if priority || interval.is_zero() {
-                    // Fair mode, or no interval: ask the holder to yield now.
+                // Re-read every round: the interval may have changed while this thread waited.
+                let asks_at_once_now = priority || interval.is_zero();
+                if asks_at_once_now != asking_at_once {
+                    if asks_at_once_now {
+                        state.asking_at_once += 1;
+                    } else {
+                        state.asking_at_once -= 1;
+                    }
+                    asking_at_once = asks_at_once_now;
+                }
+                if asking_at_once {
                     self.drop_request.store(true, Ordering::Relaxed);
                 }
                 let switches_before = state.switches;
-                let (woken, timed_out) = if interval.is_zero() {
-                    (self.available.wait(state), false)
+                // A waiter that asks at once needs no timer to ask again, but still wakes up now
+                // and then to pick up a changed interval. `wait_for` treats a timeout too long
+                // to represent (a huge interval) as none.
+                let timeout = if interval.is_zero() {
+                    DEFAULT_SWITCH_INTERVAL
                 } else {
-                    self.available.wait_for(state, interval)
+                    interval
                 };
+                let (woken, timed_out) = self.available.wait_for(state, timeout);
                 state = woken;
                 if state.can_take(priority) {
                     break;
@@ -168,15 +196,19 @@ mod imp {
             if priority {
                 state.priority_waiting -= 1;
             }
+            if asking_at_once {
+                state.asking_at_once -= 1;
+            }
             self.taken(state);
         }
 
         fn taken(&self, mut state: MutexGuard<'_, State>) {
             state.locked = true;
             state.switches += 1;
-            // The request that brought us here is served. Another fair-mode waiter still asks.
+            // The request that brought us here is served; one still waiting to be served keeps
+            // asking. (Interval waiters ask again when their interval runs out.)
             self.drop_request
-                .store(state.priority_waiting > 0, Ordering::Relaxed);
+                .store(state.asking_at_once > 0, Ordering::Relaxed);
             drop(state);
             self.switched.notify_all();
         }
@@ -206,7 +238,9 @@ mod imp {
         }
 
         /// Sets the switch interval, like `sys.setswitchinterval`. Zero means a waiter asks at
-        /// once. Takes effect from each waiter's next wait.
+        /// once and keeps asking until it has the GIL. Intervals beyond `u64::MAX` nanoseconds
+        /// (584 years) are clamped to it: in effect, a waiter never asks. Takes effect from each
+        /// waiter's next wait.
         pub fn set_switch_interval(&self, interval: Duration) {
             let nanos = u64::try_from(interval.as_nanos()).unwrap_or(u64::MAX);
             self.interval_nanos.store(nanos, Ordering::Relaxed);
@@ -406,6 +440,104 @@ mod tests {
             unsafe { gil.release() };
         });
         assert_eq!(order.into_inner().unwrap()[0], "back from blocking");
+    }
+
+    /// Runs `f` on its own thread; fails (instead of hanging the test run) if it has not
+    /// finished within a generous deadline.
+    fn finishes_within_a_minute(what: &str, f: impl FnOnce() + Send + 'static) {
+        use std::sync::mpsc::{self, RecvTimeoutError};
+        let (done, finished) = mpsc::channel();
+        let runner = thread::spawn(move || {
+            f();
+            done.send(()).unwrap();
+        });
+        match finished.recv_timeout(Duration::from_secs(60)) {
+            Ok(()) => runner.join().unwrap(),
+            // `f` panicked: report its own message.
+            Err(RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(runner.join().unwrap_err())
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("{what} did not finish: a GIL waiter was starved")
+            }
+        }
+    }
+
+    /// With a zero switch interval every waiter asks at once, and keeps asking until it has the
+    /// GIL. The schedule below makes one waiter (`late`) start waiting behind the holder, so the
+    /// holder is the one woken when the GIL is next released: the holder's take must not cancel
+    /// `late`'s request, or a holder that only reaches checkpoints keeps the GIL for ever.
+    #[test]
+    fn with_a_zero_interval_a_waiter_queued_behind_the_holder_gets_the_gil_at_its_next_checkpoint()
+    {
+        /// Far more checkpoints than serving a request needs (one).
+        const CHECKPOINTS: usize = 1_000_000;
+        finishes_within_a_minute("the zero-interval schedule", || {
+            let gil = Gil::new();
+            gil.set_switch_interval(Duration::ZERO);
+            let (early_had_it, late_had_it) = (AtomicBool::new(false), AtomicBool::new(false));
+            let late_may_start = std::sync::Barrier::new(2);
+            gil.acquire();
+            let late_served = thread::scope(|s| {
+                s.spawn(|| {
+                    late_may_start.wait();
+                    gil.acquire();
+                    late_had_it.store(true, Ordering::SeqCst);
+                    // SAFETY: held.
+                    unsafe { gil.release() };
+                });
+                s.spawn(|| {
+                    gil.acquire();
+                    early_had_it.store(true, Ordering::SeqCst);
+                    // The holder, forced to switch, now waits for the GIL back ...
+                    until_waiting(&gil, 1);
+                    // ... and `late` queues behind it.
+                    late_may_start.wait();
+                    until_waiting(&gil, 2);
+                    // SAFETY: held.
+                    unsafe { gil.release() };
+                });
+                until_waiting(&gil, 1);
+                // SAFETY: held at every checkpoint.
+                assert!(unsafe { gil.check() }, "`early` asked at once");
+                assert!(early_had_it.load(Ordering::SeqCst));
+                let late_served = (0..CHECKPOINTS).any(|_| {
+                    // SAFETY: held.
+                    unsafe { gil.check() };
+                    late_had_it.load(Ordering::SeqCst)
+                });
+                // Released before judging, so that a failure does not leave `late` blocked.
+                // SAFETY: held.
+                unsafe { gil.release() };
+                late_served
+            });
+            assert!(
+                late_served,
+                "`late` still waited after {CHECKPOINTS} checkpoints of the holder"
+            );
+        });
+    }
+
+    /// An interval too long to represent as a deadline means the waiter never asks; it still
+    /// gets the GIL when the holder releases, and nothing panics.
+    #[test]
+    fn the_longest_switch_interval_means_never_ask_and_panics_nowhere() {
+        let gil = Gil::new();
+        gil.set_switch_interval(Duration::MAX);
+        assert_eq!(gil.switch_interval(), Duration::from_nanos(u64::MAX));
+        gil.acquire();
+        thread::scope(|s| {
+            s.spawn(|| {
+                gil.acquire();
+                // SAFETY: held.
+                unsafe { gil.release() };
+            });
+            until_waiting(&gil, 1);
+            assert!(!gil.drop_requested());
+            // SAFETY: held.
+            unsafe { gil.release() };
+        });
+        assert_eq!(gil.acquisitions(), 2);
     }
 
     #[test]

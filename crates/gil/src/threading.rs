@@ -18,6 +18,13 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::Python;
 
+/// When a wait of `timeout` (`None`: forever) that starts now ends. A timeout too long to
+/// represent as an instant (`Duration::MAX`, say) means no deadline, as std's and
+/// parking_lot's `Condvar::wait_timeout` treat it, rather than a panic in `Instant + Duration`.
+fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
+    timeout.and_then(|timeout| Instant::now().checked_add(timeout))
+}
+
 /// Waits on `cond` until `done` holds or `timeout` passes; returns whether `done` holds.
 fn wait_until<T>(
     cond: &Condvar,
@@ -25,7 +32,7 @@ fn wait_until<T>(
     timeout: Option<Duration>,
     mut done: impl FnMut(&mut T) -> bool,
 ) -> bool {
-    let deadline = timeout.map(|t| Instant::now() + t);
+    let deadline = deadline_after(timeout);
     while !done(guard) {
         match deadline {
             None => cond.wait(guard),
@@ -130,59 +137,106 @@ impl Lock {
 }
 
 /// A flag threads can wait for, like `threading.Event`.
+///
+/// As in Python, [`set`](Self::set) wakes every thread already waiting, even if the flag is
+/// cleared again before they run: [`wait`](Self::wait) returns `true` if the flag was set at any
+/// moment after the wait began, not only if it is still set when the waiter wakes.
 #[derive(Default)]
 pub struct Event {
-    flag: Mutex<bool>,
+    state: Mutex<EventState>,
     changed: Condvar,
+}
+
+#[derive(Default)]
+struct EventState {
+    flag: bool,
+    /// Counts the calls to `set`: a waiter that sees it change knows it was set while it
+    /// waited, whatever the flag says by the time the waiter runs.
+    sets: u64,
+    /// Threads blocked in `wait`.
+    waiting: usize,
 }
 
 impl Event {
     /// An unset event.
     pub const fn new() -> Self {
         Self {
-            flag: Mutex::new(false),
+            state: Mutex::new(EventState {
+                flag: false,
+                sets: 0,
+                waiting: 0,
+            }),
             changed: Condvar::new(),
         }
     }
 
     /// Sets the flag and wakes every waiter.
     pub fn set(&self) {
-        *self.flag.lock() = true;
+        let mut state = self.state.lock();
+        state.flag = true;
+        state.sets = state.sets.wrapping_add(1);
+        drop(state);
         self.changed.notify_all();
     }
 
-    /// Clears the flag.
+    /// Clears the flag. Threads that were waiting when it was last set still return `true`.
     pub fn clear(&self) {
-        *self.flag.lock() = false;
+        self.state.lock().flag = false;
     }
 
     /// Whether the flag is set.
     pub fn is_set(&self) -> bool {
-        *self.flag.lock()
+        self.state.lock().flag
     }
 
     /// Waits until the flag is set or `timeout` passes (`None`: forever), with the GIL released.
-    /// Returns whether the flag is set.
+    /// Returns whether the flag was set at some moment after the call began: `false` only when
+    /// the timeout passed without a [`set`](Self::set).
     pub fn wait(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
-        self.is_set()
-            || py.allow_threads(|| {
-                let mut flag = self.flag.lock();
-                wait_until(&self.changed, &mut flag, timeout, |flag| *flag)
-            })
+        let sets_when_begun = {
+            let state = self.state.lock();
+            if state.flag {
+                return true;
+            }
+            state.sets
+        };
+        py.allow_threads(|| {
+            let mut state = self.state.lock();
+            state.waiting += 1;
+            let set = wait_until(&self.changed, &mut state, timeout, |state| {
+                state.flag || state.sets != sets_when_begun
+            });
+            state.waiting -= 1;
+            set
+        })
+    }
+
+    /// How many threads are blocked in [`wait`](Self::wait) now.
+    pub fn n_waiting(&self) -> usize {
+        self.state.lock().waiting
     }
 }
 
 /// A counter of permits, like `threading.Semaphore`.
 pub struct Semaphore {
-    permits: Mutex<usize>,
+    state: Mutex<SemaphoreState>,
     released: Condvar,
+}
+
+struct SemaphoreState {
+    permits: usize,
+    /// Threads blocked in `acquire`.
+    waiting: usize,
 }
 
 impl Semaphore {
     /// A semaphore holding `permits` permits.
     pub const fn new(permits: usize) -> Self {
         Self {
-            permits: Mutex::new(permits),
+            state: Mutex::new(SemaphoreState {
+                permits,
+                waiting: 0,
+            }),
             released: Condvar::new(),
         }
     }
@@ -193,12 +247,14 @@ impl Semaphore {
         self.try_acquire()
             || spin(|| self.try_acquire())
             || py.allow_threads(|| {
-                let mut permits = self.permits.lock();
-                let got = wait_until(&self.released, &mut permits, timeout, |permits| {
-                    *permits > 0
+                let mut state = self.state.lock();
+                state.waiting += 1;
+                let got = wait_until(&self.released, &mut state, timeout, |state| {
+                    state.permits > 0
                 });
+                state.waiting -= 1;
                 if got {
-                    *permits -= 1;
+                    state.permits -= 1;
                 }
                 got
             })
@@ -206,26 +262,40 @@ impl Semaphore {
 
     /// Takes a permit if one is available.
     pub fn try_acquire(&self) -> bool {
-        let mut permits = self.permits.lock();
-        if *permits == 0 {
+        let mut state = self.state.lock();
+        if state.permits == 0 {
             return false;
         }
-        *permits -= 1;
+        state.permits -= 1;
         true
     }
 
-    /// Returns `n` permits and wakes up to `n` waiters.
+    /// Returns `n` permits and wakes up to `n` waiters. The count saturates at `usize::MAX`
+    /// (more permits than could ever be taken) instead of overflowing.
     pub fn release(&self, n: usize) {
-        let mut permits = self.permits.lock();
-        *permits = permits.saturating_add(n);
-        for _ in 0..n.min(*permits) {
-            self.released.notify_one();
+        let mut state = self.state.lock();
+        state.permits = state.permits.saturating_add(n);
+        // Wake only threads that wait: one per permit, or all of them when there are permits
+        // for all, so that the work is bounded by the waiters, never by `n`. (`waiting` also
+        // counts threads woken earlier that have not run yet. A notification goes only to a
+        // thread still asleep, so each new permit still gets a sleeper woken for it, if any.)
+        if n >= state.waiting {
+            self.released.notify_all();
+        } else {
+            for _ in 0..n {
+                self.released.notify_one();
+            }
         }
     }
 
     /// The permits available now.
     pub fn value(&self) -> usize {
-        *self.permits.lock()
+        self.state.lock().permits
+    }
+
+    /// How many threads are blocked in [`acquire`](Self::acquire) now.
+    pub fn n_waiting(&self) -> usize {
+        self.state.lock().waiting
     }
 }
 
@@ -300,5 +370,218 @@ impl Barrier {
     /// How many threads are waiting now.
     pub fn n_waiting(&self) -> usize {
         self.state.lock().arrived
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::sync::mpsc::{self, RecvTimeoutError};
+    use std::sync::Arc;
+    use std::thread::{self, JoinHandle};
+
+    use super::*;
+
+    /// How long a test waits for something that must happen before calling it a hang.
+    const HANG: Duration = Duration::from_secs(30);
+
+    /// Runs `f` on its own thread: fails, rather than hanging, if it has not finished within
+    /// `HANG`, and passes on its panic if it panicked. Tests join every thread they start, so
+    /// that Miri's leak check sees them all finish.
+    fn finishes(what: &str, f: impl FnOnce() + Send + 'static) {
+        let (done, finished) = mpsc::channel();
+        let runner = thread::spawn(move || {
+            f();
+            done.send(()).unwrap();
+        });
+        match finished.recv_timeout(HANG) {
+            Ok(()) => runner.join().unwrap(),
+            Err(RecvTimeoutError::Disconnected) => {
+                std::panic::resume_unwind(runner.join().unwrap_err())
+            }
+            Err(RecvTimeoutError::Timeout) => panic!("{what} did not finish"),
+        }
+    }
+
+    /// Yields until `condition` holds; a hang is the failure (callers run under `finishes`).
+    fn until(condition: impl Fn() -> bool) {
+        while !condition() {
+            thread::yield_now();
+        }
+    }
+
+    /// Starts a thread that attaches and runs `f`.
+    fn spawn_attached<T: Send + 'static>(
+        f: impl FnOnce(Python<'_>) -> T + Send + 'static,
+    ) -> JoinHandle<T> {
+        thread::spawn(move || Python::attach(f))
+    }
+
+    #[test]
+    fn set_then_clear_at_once_wakes_a_thread_already_waiting_without_a_timeout() {
+        finishes("a waiter woken by set() then clear()", || {
+            let event = Arc::new(Event::new());
+            let waiter = spawn_attached({
+                let event = event.clone();
+                move |py| event.wait(py, None)
+            });
+            until(|| event.n_waiting() == 1);
+            event.set();
+            event.clear();
+            assert!(waiter.join().unwrap());
+        });
+    }
+
+    #[test]
+    fn set_then_clear_at_once_makes_a_wait_with_a_timeout_return_true() {
+        finishes("a waiter woken by set() then clear()", || {
+            let event = Arc::new(Event::new());
+            let waiter = spawn_attached({
+                let event = event.clone();
+                // Times out well before `HANG`, so a waiter that misses the set() says so.
+                move |py| event.wait(py, Some(HANG / 3))
+            });
+            until(|| event.n_waiting() == 1);
+            event.set();
+            event.clear();
+            assert!(
+                waiter.join().unwrap(),
+                "the waiter missed a set() made while it waited"
+            );
+        });
+    }
+
+    #[test]
+    fn a_wait_that_begins_after_set_and_clear_waits_for_the_next_set() {
+        let event = Event::new();
+        event.set();
+        event.clear();
+        assert!(!Python::attach(
+            |py| event.wait(py, Some(Duration::from_millis(10)))
+        ));
+    }
+
+    #[test]
+    fn releasing_more_permits_than_a_machine_word_holds_returns_and_saturates() {
+        finishes("release(usize::MAX)", || {
+            let semaphore = Semaphore::new(1);
+            semaphore.release(usize::MAX);
+            assert_eq!(semaphore.value(), usize::MAX);
+            semaphore.release(usize::MAX);
+            assert_eq!(semaphore.value(), usize::MAX);
+            assert!(semaphore.try_acquire());
+            assert_eq!(semaphore.value(), usize::MAX - 1);
+        });
+    }
+
+    /// Starts `n` threads and returns once all are blocked in `acquire(None)`.
+    fn blocked_acquirers(semaphore: &Arc<Semaphore>, n: usize) -> Vec<JoinHandle<bool>> {
+        let acquirers = (0..n)
+            .map(|_| {
+                let semaphore = semaphore.clone();
+                spawn_attached(move |py| semaphore.acquire(py, None))
+            })
+            .collect();
+        until(|| semaphore.n_waiting() == n);
+        acquirers
+    }
+
+    #[test]
+    fn releasing_more_permits_than_there_are_waiters_wakes_every_waiter() {
+        const WAITERS: usize = 4;
+        finishes("the released waiters", || {
+            let semaphore = Arc::new(Semaphore::new(0));
+            let acquirers = blocked_acquirers(&semaphore, WAITERS);
+            semaphore.release(WAITERS + 2);
+            for acquirer in acquirers {
+                assert!(acquirer.join().unwrap());
+            }
+            assert_eq!(semaphore.value(), 2);
+        });
+    }
+
+    #[test]
+    fn releasing_fewer_permits_than_there_are_waiters_admits_that_many() {
+        const WAITERS: usize = 4;
+        finishes("the released waiters", || {
+            let semaphore = Arc::new(Semaphore::new(0));
+            let acquirers = blocked_acquirers(&semaphore, WAITERS);
+            semaphore.release(2);
+            until(|| acquirers.iter().filter(|a| a.is_finished()).count() == 2);
+            until(|| semaphore.n_waiting() == WAITERS - 2);
+            assert_eq!(semaphore.value(), 0);
+            semaphore.release(2);
+            for acquirer in acquirers {
+                assert!(acquirer.join().unwrap());
+            }
+            assert_eq!(semaphore.value(), 0);
+        });
+    }
+
+    #[test]
+    fn a_timeout_too_long_to_represent_means_no_deadline() {
+        assert_eq!(deadline_after(Some(Duration::MAX)), None);
+        assert_eq!(deadline_after(None), None);
+        let before = Instant::now();
+        let deadline = deadline_after(Some(Duration::from_secs(1))).unwrap();
+        assert!(deadline >= before + Duration::from_secs(1));
+    }
+
+    #[test]
+    fn the_longest_timeout_on_a_free_lock_a_set_event_or_an_open_semaphore_succeeds_at_once() {
+        Python::attach(|py| {
+            let lock = Lock::new();
+            assert!(lock.acquire(py, Some(Duration::MAX)));
+            let event = Event::new();
+            event.set();
+            assert!(event.wait(py, Some(Duration::MAX)));
+            let semaphore = Semaphore::new(1);
+            assert!(semaphore.acquire(py, Some(Duration::MAX)));
+        });
+    }
+
+    #[test]
+    fn an_event_waited_for_with_the_longest_timeout_wakes_when_set() {
+        finishes("the waiter", || {
+            let event = Arc::new(Event::new());
+            let waiter = spawn_attached({
+                let event = event.clone();
+                move |py| event.wait(py, Some(Duration::MAX))
+            });
+            until(|| event.n_waiting() == 1);
+            event.set();
+            assert!(waiter.join().unwrap());
+        });
+    }
+
+    #[test]
+    fn a_semaphore_acquired_with_the_longest_timeout_admits_on_release() {
+        finishes("the acquirer", || {
+            let semaphore = Arc::new(Semaphore::new(0));
+            let acquirer = spawn_attached({
+                let semaphore = semaphore.clone();
+                move |py| semaphore.acquire(py, Some(Duration::MAX))
+            });
+            until(|| semaphore.n_waiting() == 1);
+            semaphore.release(1);
+            assert!(acquirer.join().unwrap());
+        });
+    }
+
+    #[test]
+    fn a_lock_acquired_with_the_longest_timeout_is_had_once_released() {
+        finishes("the acquirer", || {
+            let lock = Arc::new(Lock::new());
+            assert!(lock.try_acquire());
+            let acquirer = spawn_attached({
+                let lock = lock.clone();
+                move |py| lock.acquire(py, Some(Duration::MAX))
+            });
+            // `Lock` does not count its waiters: this usually lets the acquirer block first,
+            // and the test holds either way.
+            thread::sleep(Duration::from_millis(50));
+            lock.release().unwrap();
+            assert!(acquirer.join().unwrap());
+            assert!(lock.locked());
+        });
     }
 }

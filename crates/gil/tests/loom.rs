@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use ftrt_gil::{Gil, Scheduling};
 use loom::cell::UnsafeCell;
-use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -19,6 +19,8 @@ struct Shared {
     /// Touched only by the GIL's holder.
     data: UnsafeCell<u32>,
     waiter_had_it: AtomicBool,
+    /// How many waiters have had the GIL.
+    served: AtomicUsize,
 }
 
 // SAFETY: `data` is only touched by the thread holding `gil`.
@@ -35,6 +37,7 @@ impl Shared {
             gil,
             data: UnsafeCell::new(0),
             waiter_had_it: AtomicBool::new(false),
+            served: AtomicUsize::new(0),
         })
     }
 
@@ -119,6 +122,49 @@ fn two_waiters_and_a_holder_share_the_gil_exactly() {
         unsafe { shared.bump() };
         // SAFETY: holding the GIL.
         unsafe { shared.gil.check() };
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        shared.gil.acquire();
+        // SAFETY: holding the GIL.
+        assert_eq!(shared.data.with(|d| unsafe { *d }), 3);
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+    });
+}
+
+/// A holder that only ever reaches checkpoints serves every waiter, whatever the order in which
+/// they queue. With a zero interval the waiters ask at once and never time out (loom's timed
+/// waits never do), so this checks that a waiter's request stays raised while it waits, even
+/// after another thread, the holder itself included, took the GIL ahead of it. A starved waiter
+/// leaves the holder polling for ever, which loom reports as a model that does not terminate.
+#[test]
+fn with_a_zero_interval_a_holder_that_only_reaches_checkpoints_serves_both_waiters() {
+    loom::model(|| {
+        let shared = Shared::new(Scheduling::Interval);
+        shared.gil.acquire();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    shared.gil.acquire();
+                    // SAFETY: holding the GIL.
+                    unsafe { shared.bump() };
+                    shared.served.fetch_add(1, Ordering::Relaxed);
+                    // SAFETY: held.
+                    unsafe { shared.gil.release() };
+                })
+            })
+            .collect();
+        // SAFETY: holding the GIL.
+        unsafe { shared.bump() };
+        while shared.served.load(Ordering::Relaxed) < 2 {
+            // SAFETY: holding the GIL at every checkpoint.
+            unsafe { shared.gil.check() };
+            thread::yield_now();
+        }
         // SAFETY: held.
         unsafe { shared.gil.release() };
         for waiter in waiters {

@@ -171,6 +171,47 @@ fn under_the_gil_a_counter_bumped_between_checkpoints_is_exact_while_both_thread
     );
 }
 
+/// Any switch interval is served, zero included. A holder that never releases the GIL on its
+/// own, only at checkpoints, shares a GIL of its own with two threads that keep coming back for
+/// it; each of the two must get all its turns (a starved one leaves the holder polling until the
+/// test's deadline).
+#[cfg(feature = "gil")]
+#[test]
+fn with_a_zero_interval_a_holder_that_only_reaches_checkpoints_serves_every_comer() {
+    const COMERS: usize = 2;
+    const TURNS: u64 = 200;
+    finishes("the holder and the comers", || {
+        let gil = ftrt_gil::Gil::new();
+        gil.set_switch_interval(Duration::ZERO);
+        let turns = GilProtected(UnsafeCell::new([0_u64; COMERS]));
+        let all_served = || {
+            // SAFETY: called holding `gil`, which guards `turns`.
+            unsafe { (*turns.0.get()).iter().all(|&had| had == TURNS) }
+        };
+        thread::scope(|s| {
+            gil.acquire();
+            for me in 0..COMERS {
+                let (gil, turns) = (&gil, &turns);
+                s.spawn(move || {
+                    for _ in 0..TURNS {
+                        gil.acquire();
+                        // SAFETY: this thread holds `gil`, which guards `turns`.
+                        unsafe { (*turns.0.get())[me] += 1 };
+                        // SAFETY: held.
+                        unsafe { gil.release() };
+                    }
+                });
+            }
+            while !all_served() {
+                // SAFETY: held at every checkpoint.
+                unsafe { gil.check() };
+            }
+            // SAFETY: held.
+            unsafe { gil.release() };
+        });
+    });
+}
+
 #[cfg(not(feature = "gil"))]
 #[test]
 fn without_a_gil_attached_threads_run_at_the_same_time() {
@@ -268,6 +309,63 @@ fn an_event_wakes_every_waiter() {
     assert!(!Python::attach(
         |py| event.wait(py, Some(Duration::from_millis(10)))
     ));
+}
+
+/// `set()` immediately followed by `clear()`, round after round: every thread waiting at the
+/// time of a `set()` returns `true` from that wait.
+#[test]
+fn an_event_pulsed_by_set_and_clear_wakes_every_waiter_every_round() {
+    const WAITERS: usize = 8;
+    const ROUNDS: usize = 50;
+    finishes("the pulsed waiters", || {
+        let event = Arc::new(Event::new());
+        let round_starts = Arc::new(std::sync::Barrier::new(WAITERS + 1));
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|_| {
+                let (event, round_starts) = (event.clone(), round_starts.clone());
+                thread::spawn(move || {
+                    for _ in 0..ROUNDS {
+                        round_starts.wait();
+                        assert!(Python::attach(|py| event.wait(py, None)));
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..ROUNDS {
+            round_starts.wait();
+            // Everyone left the last round's wait before the barrier, so these are this round's.
+            while event.n_waiting() < WAITERS {
+                thread::yield_now();
+            }
+            event.set();
+            event.clear();
+        }
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+    });
+}
+
+#[test]
+fn a_semaphore_released_without_bound_admits_every_waiter_and_saturates() {
+    const WAITERS: usize = 8;
+    finishes("the waiters", || {
+        let semaphore = Arc::new(Semaphore::new(0));
+        let waiters: Vec<_> = (0..WAITERS)
+            .map(|_| {
+                let semaphore = semaphore.clone();
+                thread::spawn(move || Python::attach(|py| semaphore.acquire(py, None)))
+            })
+            .collect();
+        while semaphore.n_waiting() < WAITERS {
+            thread::yield_now();
+        }
+        semaphore.release(usize::MAX);
+        for waiter in waiters {
+            assert!(waiter.join().unwrap());
+        }
+        assert_eq!(semaphore.value(), usize::MAX - WAITERS);
+    });
 }
 
 #[test]
