@@ -214,18 +214,91 @@ fn nesting_a_section_on_a_lock_the_thread_already_holds_suspends_the_outer_one()
 
 #[cfg(not(feature = "gil"))]
 #[test]
-fn suspend_all_and_resume_innermost_bracket_a_detach() {
+fn detaching_suspends_every_section_and_the_end_of_the_detach_resumes_the_innermost() {
     let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
     section::with(&outer, || {
         section::with(&inner, || {
-            section::suspend_all();
-            assert!(!outer.is_locked() && !inner.is_locked());
-            section::resume_innermost();
+            section::detached(|| {
+                assert!(!outer.is_locked() && !inner.is_locked());
+                assert_eq!(
+                    section::depth(),
+                    section::SectionDepth { open: 2, active: 0 }
+                );
+            });
             // Only the innermost comes back now; the outer one when it is innermost again.
             assert!(inner.is_locked() && !outer.is_locked());
         });
         assert!(outer.is_locked());
     });
+    assert!(!outer.is_locked() && !inner.is_locked());
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_section_that_ends_while_detached_leaves_the_sections_outside_suspended() {
+    let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+    section::with(&outer, || {
+        section::detached(|| {
+            section::with(&inner, || {
+                assert!(inner.is_locked() && !outer.is_locked());
+            });
+            assert!(
+                !outer.is_locked(),
+                "ending a section begun while detached re-locked the section outside"
+            );
+            assert_eq!(
+                section::depth(),
+                section::SectionDepth { open: 1, active: 0 }
+            );
+        });
+        assert!(outer.is_locked(), "not resumed when the detach ended");
+        assert_eq!(
+            section::depth(),
+            section::SectionDepth { open: 1, active: 1 }
+        );
+    });
+    assert!(!outer.is_locked() && !inner.is_locked());
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn the_end_of_a_nested_detach_leaves_the_sections_outside_the_outer_detach_suspended() {
+    let (outer, middle) = (RawObjectLock::new(), RawObjectLock::new());
+    section::with(&outer, || {
+        section::detached(|| {
+            section::with(&middle, || {
+                section::detached(|| assert!(!middle.is_locked()));
+                // The inner detach ended inside `middle`: `middle` is resumed, not `outer`.
+                assert!(middle.is_locked() && !outer.is_locked());
+            });
+            section::detached(|| ());
+            assert!(
+                !outer.is_locked(),
+                "a nested detach's end resumed a section outside the enclosing detach"
+            );
+        });
+        assert!(outer.is_locked());
+    });
+    assert!(!outer.is_locked() && !middle.is_locked());
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_panic_while_detached_resumes_the_section_outside() {
+    let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+    section::with(&outer, || {
+        let result = std::panic::catch_unwind(|| {
+            section::detached(|| section::with(&inner, || panic!("boom")))
+        });
+        assert!(result.is_err());
+        assert!(outer.is_locked() && !inner.is_locked());
+        assert_eq!(
+            section::depth(),
+            section::SectionDepth { open: 1, active: 1 }
+        );
+    });
+    assert!(!outer.is_locked());
+    assert_eq!(section::depth(), section::SectionDepth::default());
 }
 
 #[cfg(feature = "gil")]
@@ -235,5 +308,6 @@ fn sections_lock_nothing_under_the_gil() {
     section::with(&lock, || {
         assert!(!lock.is_locked());
         assert_eq!(section::depth().open, 0);
+        assert_eq!(section::detached(|| 3), 3);
     });
 }
