@@ -8,7 +8,9 @@
 //!
 //! [`Python::allow_threads`] detaches around blocking or native work: it suspends the thread's
 //! critical sections, releases the GIL, runs the closure, then takes the GIL back and resumes the
-//! innermost section. The closure must be `Send`, which keeps the token out of it.
+//! innermost section. The sections stay suspended for the whole closure, even if it begins and
+//! ends sections of its own (`ftrt_lock::section::detached`). The closure must be `Send`, which
+//! keeps the token out of it. Attaching and the end of an attachment leave the sections alone.
 //!
 //! In the free-threaded builds an attached thread also stays pinned in `crossbeam-epoch`, the
 //! reclamation scheme behind the object model's lock-free reads: a read pins for free (a nested
@@ -82,21 +84,24 @@ impl<'py> Python<'py> {
 
     /// Detaches around `f`: suspends the thread's critical sections and releases the GIL, so
     /// other threads run while `f` blocks or computes; then re-attaches (in fair mode, ahead of
-    /// threads that never left) and resumes the innermost section. `f` is `Send`, so it cannot
-    /// use this token.
+    /// threads that never left) and resumes the innermost section. Sections `f` begins and ends
+    /// do not resume the suspended ones. `f` is `Send`, so it cannot use this token.
     pub fn allow_threads<T, F>(self, f: F) -> T
     where
         F: Send + FnOnce() -> T,
         T: Send,
     {
-        section::suspend_all();
-        quiescence::unpin();
-        ThreadState::set_attached(false);
-        // SAFETY: the token proves this thread holds the GIL; nothing below relies on it until
-        // `Reattach` takes it back.
-        unsafe { runtime_gil().release() };
-        let _reattach = Reattach;
-        f()
+        // The sections stay suspended for the whole detach, sections begun inside `f`
+        // included; the innermost outside is resumed once `Reattach` has re-attached.
+        section::detached(|| {
+            quiescence::unpin();
+            ThreadState::set_attached(false);
+            // SAFETY: the token proves this thread holds the GIL; nothing below relies on it
+            // until `Reattach` takes it back.
+            unsafe { runtime_gil().release() };
+            let _reattach = Reattach;
+            f()
+        })
     }
 
     /// An eval-loop checkpoint: in the `gil` build, hands the GIL to a thread that asked for it
@@ -107,14 +112,11 @@ impl<'py> Python<'py> {
         if !runtime_gil().drop_requested() {
             return false;
         }
-        // The GIL changes hands in between: critical sections would be stale (they are no-ops
-        // in the gil build, but suspend them for form's sake).
-        section::suspend_all();
+        // The GIL changes hands in between, a detach like `allow_threads`: the sections are
+        // suspended across it (they are no-ops in the gil build, but keep the rule uniform).
         // SAFETY: the token proves this thread holds the GIL; the thread holds nothing else
         // another holder could need (its sections are suspended).
-        let switched = unsafe { runtime_gil().check() };
-        section::resume_innermost();
-        switched
+        section::detached(|| unsafe { runtime_gil().check() })
     }
 
     /// The token the build's reference count asks for: the GIL proof in the `gil` build,
@@ -130,11 +132,14 @@ impl<'py> Python<'py> {
 }
 
 /// Ends an attachment, panics included.
+///
+/// It leaves the thread's critical sections alone: the ones open now were open when the
+/// attachment began (the sections it began have ended, as closures nest), so they belong to
+/// the code around it, which expects them as it left them.
 struct Detach;
 
 impl Drop for Detach {
     fn drop(&mut self) {
-        section::suspend_all();
         quiescence::unpin();
         ThreadState::set_attached(false);
         // SAFETY: `attach` took the GIL and this is its matching release.
@@ -142,7 +147,8 @@ impl Drop for Detach {
     }
 }
 
-/// Ends an `allow_threads`, panics included.
+/// Ends an `allow_threads`, panics included. The sections are resumed after it, by the end of
+/// `section::detached`.
 struct Reattach;
 
 impl Drop for Reattach {
@@ -150,7 +156,6 @@ impl Drop for Reattach {
         runtime_gil().acquire_after_blocking();
         ThreadState::set_attached(true);
         quiescence::pin();
-        section::resume_innermost();
     }
 }
 

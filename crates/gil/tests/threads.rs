@@ -240,6 +240,180 @@ fn allow_threads_suspends_critical_sections_and_resumes_the_innermost() {
     });
 }
 
+/// Whether another thread could take `lock` right now (and it gives it straight back).
+#[cfg(not(feature = "gil"))]
+fn free_to_another_thread(lock: &ftrt_lock::RawObjectLock) -> bool {
+    thread::scope(|s| {
+        s.spawn(|| {
+            let took = lock.try_lock();
+            if took {
+                // SAFETY: taken just above.
+                unsafe { lock.unlock() };
+            }
+            took
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn attaching_inside_a_critical_section_leaves_the_section_locked() {
+    use ftrt_lock::{section, RawObjectLock};
+    // A fresh thread, so that `attach` really attaches (and detaches at its end).
+    thread::spawn(|| {
+        let lock = RawObjectLock::new();
+        section::with(&lock, || {
+            assert!(!ftrt_gil::is_attached());
+            Python::attach(|_py| ());
+            assert_eq!(
+                section::depth(),
+                section::SectionDepth { open: 1, active: 1 },
+                "the attachment's end suspended a section it did not open"
+            );
+            assert!(
+                !free_to_another_thread(&lock),
+                "the section runs on without its lock"
+            );
+        });
+        assert!(!lock.is_locked());
+    })
+    .join()
+    .unwrap();
+}
+
+/// The attachment's inner section blocks, which suspends the outer one; the inner one's end
+/// resumes it; and the attachment's end must leave it so.
+#[cfg(not(feature = "gil"))]
+#[test]
+fn attaching_inside_a_critical_section_whose_inner_section_blocks_leaves_the_outer_one_locked() {
+    use ftrt_lock::{section, RawObjectLock};
+    let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+    let (inner_taken, taken) = mpsc::channel();
+    thread::scope(|s| {
+        s.spawn(|| {
+            inner.lock();
+            inner_taken.send(()).unwrap();
+            // The other thread blocks on `inner` only after suspending its section on `outer`.
+            while outer.is_locked() {
+                thread::yield_now();
+            }
+            // SAFETY: locked above.
+            unsafe { inner.unlock() };
+        });
+        let (outer, inner) = (&outer, &inner);
+        s.spawn(move || {
+            section::with(outer, || {
+                taken.recv().unwrap();
+                Python::attach(|_py| section::with(inner, || ()));
+                assert_eq!(
+                    section::depth(),
+                    section::SectionDepth { open: 1, active: 1 },
+                    "the attachment's end suspended a section it did not open"
+                );
+                assert!(
+                    !free_to_another_thread(outer),
+                    "the section runs on without its lock"
+                );
+            });
+        });
+    });
+    assert!(!outer.is_locked() && !inner.is_locked());
+}
+
+/// Two threads, each reading and writing a counter inside one lock's section with an
+/// attachment in between: the section must exclude the other thread for its whole body.
+#[cfg(not(feature = "gil"))]
+#[test]
+fn increments_inside_a_critical_section_that_attaches_are_exact() {
+    use ftrt_lock::{section, RawObjectLock};
+    const THREADS: u64 = 2;
+    const PER_THREAD: u64 = if cfg!(miri) { 50 } else { 20_000 };
+    let lock = RawObjectLock::new();
+    let counter = std::sync::atomic::AtomicU64::new(0);
+    let start = std::sync::Barrier::new(THREADS as usize);
+    thread::scope(|s| {
+        for _ in 0..THREADS {
+            s.spawn(|| {
+                start.wait();
+                for _ in 0..PER_THREAD {
+                    section::with(&lock, || {
+                        // A read-modify-write split in two: exact only under mutual exclusion.
+                        let value = counter.load(Ordering::Relaxed);
+                        Python::attach(|_py| ());
+                        counter.store(value + 1, Ordering::Relaxed);
+                    });
+                }
+            });
+        }
+    });
+    assert_eq!(
+        counter.into_inner(),
+        THREADS * PER_THREAD,
+        "updates were lost"
+    );
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_section_that_begins_and_ends_while_detached_leaves_the_outer_section_suspended() {
+    use ftrt_lock::{section, RawObjectLock};
+    let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+    Python::attach(|py| {
+        section::with(&outer, || {
+            let outer_free_while_detached = py.allow_threads(|| {
+                section::with(&inner, || ());
+                free_to_another_thread(&outer)
+            });
+            assert!(
+                outer_free_while_detached,
+                "a section ending while detached re-locked the outer section"
+            );
+            assert!(
+                !free_to_another_thread(&outer),
+                "the outer section was not resumed on re-attaching"
+            );
+            assert_eq!(
+                section::depth(),
+                section::SectionDepth { open: 1, active: 1 }
+            );
+        });
+    });
+    assert!(!outer.is_locked() && !inner.is_locked());
+}
+
+/// The deadlock: a detached thread waits for a value that another thread delivers from
+/// inside a section on the lock the first thread's outer section holds.
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_detached_thread_that_opened_a_section_does_not_block_the_thread_it_waits_for() {
+    use ftrt_lock::{section, RawObjectLock};
+    finishes("the detached thread's wait", || {
+        let (outer, inner) = (Arc::new(RawObjectLock::new()), RawObjectLock::new());
+        let (deliver, delivered) = mpsc::channel();
+        let (ask, asked) = mpsc::channel::<()>();
+        let deliverer = {
+            let outer = outer.clone();
+            thread::spawn(move || {
+                asked.recv().unwrap();
+                section::with(&outer, || deliver.send(42).unwrap());
+            })
+        };
+        let inner = &inner;
+        Python::attach(|py| {
+            section::with(&outer, || {
+                py.allow_threads(move || {
+                    section::with(inner, || ());
+                    ask.send(()).unwrap();
+                    delivered.recv().unwrap()
+                })
+            })
+        });
+        deliverer.join().unwrap();
+    });
+}
+
 #[test]
 fn a_lock_excludes_and_releases_the_gil_while_waiting() {
     let lock = Arc::new(Lock::new());

@@ -15,8 +15,9 @@ const TOKEN_RETRY: UnparkToken = UnparkToken(0);
 /// The unlocking thread kept the lock locked and passed it to the woken thread.
 const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
 
-/// A waiter parked for longer than this gets the lock handed to it directly on the next unlock,
-/// as CPython's `PyMutex` does, so a stream of threads re-taking the lock cannot starve it.
+/// A waiter that has been waiting for longer than this (counted from when it first parked, not
+/// from its latest wake-up) gets the lock handed to it directly on the next unlock, as CPython's
+/// `PyMutex` does, so a stream of threads re-taking the lock cannot starve it.
 pub const HANDOFF_AFTER: Duration = Duration::from_millis(1);
 
 /// Whether to spin before parking. Under a GIL only one thread runs at a time, so spinning for a
@@ -28,8 +29,10 @@ const SPIN_BEFORE_PARKING: bool = cfg!(not(feature = "gil"));
 /// Uncontended, `lock` and `unlock` are one compare-and-swap each. Contended, a thread spins
 /// briefly (free-threaded builds only) and then parks in `parking_lot_core`'s global parking lot,
 /// keyed by the lock's address. Unlocking wakes one waiter; if that waiter has been waiting for
-/// longer than [`HANDOFF_AFTER`], the lock is handed to it directly instead of being released for
-/// anyone to grab (eventual fairness).
+/// longer than [`HANDOFF_AFTER`] in total, the lock is handed to it directly instead of being
+/// released for anyone to grab (eventual fairness). A waiter woken to compete that loses the
+/// lock again keeps the time it has waited, so it is handed the lock on the first unlock after
+/// that time has passed, however short each hold is.
 ///
 /// This is the raw primitive: [`Mutex`](crate::Mutex) wraps it with a guard, and the
 /// [`section`](crate::section) module builds critical sections on it.
@@ -118,6 +121,11 @@ impl RawObjectLock {
     #[inline(never)]
     fn lock_slow(&self) {
         let mut spin = SpinWait::new();
+        // When this thread first parked: its place in time for the handoff rule. Taken once per
+        // acquisition, as CPython's `PyMutex` fixes its fair time once: a waiter woken to retry
+        // that loses the lock to a faster thread parks again with its original stamp, so holds
+        // shorter than `HANDOFF_AFTER` cannot keep the lock from it for ever.
+        let mut parked_since = None;
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             if state & LOCKED == 0 {
@@ -155,7 +163,7 @@ impl RawObjectLock {
             let validate = || self.state.load(Ordering::Relaxed) == LOCKED | PARKED;
             let before_sleep = || {};
             let timed_out = |_, _| {};
-            let token = ParkToken(fairness::stamp());
+            let token = ParkToken(*parked_since.get_or_insert_with(fairness::stamp));
             // SAFETY: the key is this lock's address, used only by this lock; the callbacks
             // neither panic nor call into the parking lot.
             match unsafe { park(self.key(), validate, before_sleep, timed_out, token, None) } {
@@ -194,6 +202,46 @@ impl RawObjectLock {
             }
             // Release: publishes our critical section to whoever takes the lock next.
             self.state.store(more, Ordering::Release);
+            TOKEN_RETRY
+        };
+        // SAFETY: as in `lock_slow`.
+        unsafe { unpark_filter(self.key(), filter, callback) };
+    }
+}
+
+/// Test hooks that reach into the parking lot, so the unit tests can drive an exact interleaving
+/// instead of hoping the scheduler produces it.
+#[cfg(all(test, not(loom)))]
+impl RawObjectLock {
+    /// The park tokens (the instants they started waiting, per [`fairness::stamp`]) of the
+    /// threads parked on this lock, in queue order. Wakes nobody.
+    pub(crate) fn parked_waiters_since(&self) -> Vec<usize> {
+        let mut since = Vec::new();
+        let filter = |ParkToken(token)| {
+            since.push(token);
+            FilterOp::Skip
+        };
+        // SAFETY: as in `lock_slow`; nothing is unparked, so the state is left alone.
+        unsafe { unpark_filter(self.key(), filter, |_| TOKEN_RETRY) };
+        since
+    }
+
+    /// Wakes the longest waiter with "retry" while the lock stays locked: what the waiter sees
+    /// when the holder unlocks and takes the lock again before the waiter gets to run.
+    ///
+    /// The caller holds the lock.
+    pub(crate) fn wake_a_waiter_to_find_the_lock_retaken(&self) {
+        let mut woken = false;
+        let filter = |_| {
+            if std::mem::replace(&mut woken, true) {
+                FilterOp::Stop
+            } else {
+                FilterOp::Unpark
+            }
+        };
+        let callback = |result: crate::parking::UnparkResult| {
+            let more = if result.have_more_threads { PARKED } else { 0 };
+            self.state.store(LOCKED | more, Ordering::Relaxed);
             TOKEN_RETRY
         };
         // SAFETY: as in `lock_slow`.
@@ -247,7 +295,7 @@ unsafe impl lock_api::RawMutex for RawObjectLock {
 
 /// When a waiter has waited long enough to be handed the lock.
 #[cfg(not(loom))]
-mod fairness {
+pub(crate) mod fairness {
     use std::sync::OnceLock;
     use std::time::Instant;
 
@@ -259,7 +307,7 @@ mod fairness {
     }
 
     /// Nanoseconds since the first lock parked, as a park token.
-    pub(super) fn stamp() -> usize {
+    pub(crate) fn stamp() -> usize {
         epoch().elapsed().as_nanos() as usize
     }
 

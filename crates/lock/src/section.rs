@@ -10,8 +10,14 @@
 //! - A suspended section is *resumed* (its locks retaken) when it becomes the innermost again,
 //!   i.e. when the sections nested in it end. At that point the thread holds no other section
 //!   lock, so resuming is just another blocking acquisition, as deadlock-free as the first.
-//! - Detaching from the runtime (`allow_threads` in `ftrt-gil`) suspends all sections too, and
-//!   attaching again resumes the innermost.
+//! - Detaching from the runtime ([`detached`], which `allow_threads` in `ftrt-gil` uses)
+//!   suspends all sections too and sets a *detach boundary*: the sections open at that point stay
+//!   suspended until the detach ends, even when a section begun while detached ends (its end
+//!   resumes only sections begun after the boundary). When the detach ends, the innermost
+//!   section is resumed. So a detached thread holds no lock of the sections it was in, and a
+//!   thread it waits for can take them.
+//! - Attaching does not touch the sections: sections begun before an attachment (on a thread
+//!   that was not attached) are left as they are, while it runs and when it ends.
 //!
 //! The price, as in CPython: an outer section is atomic only between the points where an inner
 //! section (or a detach) blocked. Code inside a section should treat nested sections and
@@ -46,16 +52,34 @@ pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> 
     imp::with([a, b], f)
 }
 
-/// Unlocks every active section of the calling thread, before it blocks or detaches from the
-/// runtime. They are resumed one by one as they become innermost; [`resume_innermost`] resumes
-/// the innermost now.
-pub fn suspend_all() {
-    imp::suspend_all()
-}
-
-/// Re-locks the calling thread's innermost section if it is suspended, after it attaches again.
-pub fn resume_innermost() {
-    imp::resume_innermost()
+/// Runs `f` with the calling thread's sections suspended, as a thread detaching from the runtime
+/// must (`allow_threads` in `ftrt-gil`, and a GIL switch at a checkpoint).
+///
+/// Every active section is unlocked before `f` starts, and the ones open now stay suspended
+/// until `f` returns: sections that `f` begins and ends never resume them (their end resumes
+/// only sections begun inside `f`). When `f` returns, or panics, the innermost section outside
+/// is locked again; the others as they become innermost, as usual.
+///
+/// In the `gil` build this is just a call of `f`, as sections are.
+///
+/// ```
+/// use ftrt_lock::{section, RawObjectLock};
+///
+/// let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+/// section::with(&outer, || {
+///     section::detached(|| {
+///         section::with(&inner, || ());
+///         // Detached: the section on `outer` stays suspended after the inner one ended.
+///         # #[cfg(not(feature = "gil"))]
+///         assert!(!outer.is_locked());
+///     });
+///     # #[cfg(not(feature = "gil"))]
+///     assert!(outer.is_locked());
+/// });
+/// ```
+#[inline]
+pub fn detached<R>(f: impl FnOnce() -> R) -> R {
+    imp::detached(f)
 }
 
 /// How many sections the calling thread has open (active or suspended), and how many of them
@@ -82,8 +106,10 @@ mod imp {
     pub(super) fn with<R>(_locks: [&RawObjectLock; 2], f: impl FnOnce() -> R) -> R {
         f()
     }
-    pub(super) fn suspend_all() {}
-    pub(super) fn resume_innermost() {}
+    #[inline(always)]
+    pub(super) fn detached<R>(f: impl FnOnce() -> R) -> R {
+        f()
+    }
     pub(super) fn depth() -> SectionDepth {
         SectionDepth::default()
     }
@@ -113,13 +139,42 @@ mod imp {
         }
     }
 
+    /// A thread's sections and detach boundaries.
+    ///
+    /// The active sections are always the innermost ones (a suffix of `open`): suspending
+    /// suspends them all, and resuming only ever re-locks the innermost. So a thread that
+    /// resumes a section holds no other section lock.
+    struct Sections {
+        /// Open sections, outermost first.
+        open: Vec<Section>,
+        /// One entry per `detached` call in progress, innermost last: how many sections were
+        /// open when it began. Those stay suspended until it ends; ending a section resumes the
+        /// next one only if that one was begun after the innermost boundary.
+        boundaries: Vec<usize>,
+    }
+
+    impl Sections {
+        /// The innermost section, if it is suspended and may be resumed now (it is not cut
+        /// off by a detach boundary).
+        fn resumable_innermost(&self) -> Option<Section> {
+            let detached_below = self.boundaries.last().copied().unwrap_or(0);
+            if self.open.len() <= detached_below {
+                return None;
+            }
+            self.open.last().copied().filter(|s| !s.active)
+        }
+    }
+
     #[cfg(not(loom))]
     thread_local! {
-        static STACK: RefCell<Vec<Section>> = const { RefCell::new(Vec::new()) };
+        static SECTIONS: RefCell<Sections> = const {
+            RefCell::new(Sections { open: Vec::new(), boundaries: Vec::new() })
+        };
     }
     #[cfg(loom)]
     loom::thread_local! {
-        static STACK: RefCell<Vec<Section>> = RefCell::new(Vec::new());
+        static SECTIONS: RefCell<Sections> =
+            RefCell::new(Sections { open: Vec::new(), boundaries: Vec::new() });
     }
 
     /// Lower address first: every thread takes a pair of locks in the same order.
@@ -177,13 +232,52 @@ mod imp {
         lock_all(locks);
     }
 
+    /// Unlocks every active section of the calling thread, before it blocks or detaches.
+    fn suspend_all() {
+        // `try_with`: this also runs inside thread-local destructors at thread exit (dropping a
+        // `Shared` kept in a thread-local detaches), possibly after the stack was torn down. A
+        // torn-down stack holds no section: sections are scoped to their `with` frames, which
+        // have all returned by then.
+        let _ = SECTIONS.try_with(|sections| {
+            let mut sections = sections.borrow_mut();
+            for section in sections.open.iter_mut().filter(|s| s.active) {
+                // SAFETY: an active section holds its locks.
+                unsafe { unlock_all(section.locks()) };
+                section.active = false;
+            }
+        });
+    }
+
+    /// Re-locks the innermost section if it is suspended and not cut off by a detach boundary.
+    fn resume_innermost() {
+        // Not borrowed across `acquire`: if it has to block, it suspends the thread's sections
+        // first, which borrows them.
+        let suspended = SECTIONS
+            .try_with(|sections| sections.borrow().resumable_innermost())
+            .ok()
+            .flatten();
+        if let Some(section) = suspended {
+            // Every other section is suspended too (the active ones are a suffix), so this
+            // blocks holding no section lock: as deadlock-free as beginning a section.
+            acquire(section.locks());
+            SECTIONS.with(|sections| {
+                sections
+                    .borrow_mut()
+                    .open
+                    .last_mut()
+                    .expect("still open")
+                    .active = true;
+            });
+        }
+    }
+
     /// Ends the innermost section on drop, panics included.
     struct End;
 
     impl Drop for End {
         fn drop(&mut self) {
-            let section = STACK
-                .with(|stack| stack.borrow_mut().pop())
+            let section = SECTIONS
+                .with(|sections| sections.borrow_mut().open.pop())
                 .expect("sections end innermost first");
             if section.active {
                 // SAFETY: an active section holds its locks.
@@ -198,8 +292,8 @@ mod imp {
         let locks = ordered(locks);
         acquire(locks);
         let locks = locks.map(std::ptr::from_ref);
-        STACK.with(|stack| {
-            stack.borrow_mut().push(Section {
+        SECTIONS.with(|sections| {
+            sections.borrow_mut().open.push(Section {
                 locks,
                 active: true,
             })
@@ -208,40 +302,47 @@ mod imp {
         f()
     }
 
-    // `suspend_all`, `resume_innermost` and `depth` run when a thread detaches or attaches, which
-    // also happens inside thread-local destructors (dropping a `Shared` kept in a thread-local
-    // attaches), possibly after `STACK` was torn down. A torn-down stack holds no section:
-    // sections are scoped to their `with` frames, which have all returned by then.
+    /// Removes the innermost detach boundary and resumes the section under it, on drop, panics
+    /// included.
+    struct Reattach;
 
-    pub(super) fn suspend_all() {
-        let _ = STACK.try_with(|stack| {
-            for section in stack.borrow_mut().iter_mut().filter(|s| s.active) {
-                // SAFETY: an active section holds its locks.
-                unsafe { unlock_all(section.locks()) };
-                section.active = false;
-            }
-        });
-    }
-
-    pub(super) fn resume_innermost() {
-        let suspended = STACK
-            .try_with(|stack| stack.borrow().last().copied().filter(|s| !s.active))
-            .ok()
-            .flatten();
-        if let Some(section) = suspended {
-            // Every other section is suspended too, so this blocks holding nothing.
-            acquire(section.locks());
-            STACK.with(|stack| stack.borrow_mut().last_mut().expect("still open").active = true);
+    impl Drop for Reattach {
+        fn drop(&mut self) {
+            SECTIONS.with(|sections| {
+                let mut sections = sections.borrow_mut();
+                let boundary = sections
+                    .boundaries
+                    .pop()
+                    .expect("detaches end innermost first");
+                // Sections nest inside `detached`'s closure, so the ones it began have ended.
+                debug_assert_eq!(boundary, sections.open.len());
+            });
+            resume_innermost();
         }
     }
 
+    pub(super) fn detached<R>(f: impl FnOnce() -> R) -> R {
+        suspend_all();
+        let pushed = SECTIONS.try_with(|sections| {
+            let mut sections = sections.borrow_mut();
+            let open = sections.open.len();
+            sections.boundaries.push(open);
+        });
+        if pushed.is_err() {
+            // Thread exit, the stack torn down: no section is open, so nothing to cut off.
+            return f();
+        }
+        let _reattach = Reattach;
+        f()
+    }
+
     pub(super) fn depth() -> SectionDepth {
-        STACK
-            .try_with(|stack| {
-                let stack = stack.borrow();
+        SECTIONS
+            .try_with(|sections| {
+                let sections = sections.borrow();
                 SectionDepth {
-                    open: stack.len(),
-                    active: stack.iter().filter(|s| s.active).count(),
+                    open: sections.open.len(),
+                    active: sections.open.iter().filter(|s| s.active).count(),
                 }
             })
             .unwrap_or_default()

@@ -2,9 +2,9 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
-use std::time::Duration;
 
-use crate::{section, Mutex, RawObjectLock};
+use crate::raw::fairness;
+use crate::{section, Mutex, RawObjectLock, HANDOFF_AFTER};
 
 #[test]
 fn the_lock_is_one_byte() {
@@ -42,32 +42,122 @@ fn contended_increments_are_exact() {
     assert_eq!(*counter.lock(), threads * per_thread);
 }
 
-#[test]
-#[cfg_attr(miri, ignore = "relies on real time passing")]
-fn a_waiter_parked_for_over_a_millisecond_is_handed_the_lock() {
-    let lock = RawObjectLock::new();
-    let waiting = AtomicBool::new(false);
-    lock.lock();
-    thread::scope(|s| {
-        s.spawn(|| {
-            waiting.store(true, Ordering::SeqCst);
+/// Waits until a thread is parked on `lock` and returns when it started waiting.
+fn parked_waiter_since(lock: &RawObjectLock) -> usize {
+    loop {
+        if let Some(&since) = lock.parked_waiters_since().first() {
+            return since;
+        }
+        thread::yield_now();
+    }
+}
+
+/// Waits until more than [`HANDOFF_AFTER`] has passed since the stamp `since`.
+fn wait_past_the_handoff_time(since: usize) {
+    while fairness::stamp() - since <= HANDOFF_AFTER.as_nanos() as usize {
+        thread::yield_now();
+    }
+}
+
+/// A thread that takes `lock`, says so, and keeps it until told to let go, so the thread that
+/// unlocked can tell a handoff (still locked) from a release (free) without racing it.
+struct Waiter<'a> {
+    has_it: &'a AtomicBool,
+    let_go: &'a AtomicBool,
+}
+
+impl Waiter<'_> {
+    fn spawn<'scope>(
+        s: &'scope thread::Scope<'scope, '_>,
+        lock: &'scope RawObjectLock,
+        flags: &'scope [AtomicBool; 2],
+    ) -> Waiter<'scope> {
+        let [has_it, let_go] = flags;
+        s.spawn(move || {
             lock.lock();
+            has_it.store(true, Ordering::SeqCst);
+            while !let_go.load(Ordering::SeqCst) {
+                thread::yield_now();
+            }
             // SAFETY: locked above.
             unsafe { lock.unlock() };
         });
-        while !waiting.load(Ordering::SeqCst) {
+        Waiter { has_it, let_go }
+    }
+
+    /// Unlocks `lock` and says whether it went straight to the waiter; then lets the waiter
+    /// finish.
+    ///
+    /// # Safety
+    /// The caller holds `lock`.
+    unsafe fn unlock_and_see_if_handed_over(self, lock: &RawObjectLock) -> bool {
+        // SAFETY: held by the caller.
+        unsafe { lock.unlock() };
+        // Handed over, the lock stays locked: nobody can barge in between.
+        let handed_over = !lock.try_lock();
+        if !handed_over {
+            // SAFETY: taken by the `try_lock` just above; let the waiter have it.
+            unsafe { lock.unlock() };
+        }
+        while !self.has_it.load(Ordering::SeqCst) {
             thread::yield_now();
         }
-        // Long enough for the waiter to stop spinning, park, and pass the fairness threshold.
-        thread::sleep(Duration::from_millis(20));
+        self.let_go.store(true, Ordering::SeqCst);
+        handed_over
+    }
+}
+
+#[test]
+fn a_waiter_parked_for_over_a_millisecond_is_handed_the_lock() {
+    let lock = RawObjectLock::new();
+    let flags = [AtomicBool::new(false), AtomicBool::new(false)];
+    lock.lock();
+    let handed_over = thread::scope(|s| {
+        let waiter = Waiter::spawn(s, &lock, &flags);
+        wait_past_the_handoff_time(parked_waiter_since(&lock));
         // SAFETY: locked above.
-        unsafe { lock.unlock() };
-        // Handed over, not released: nobody can barge in between.
-        assert!(
-            !lock.try_lock(),
-            "the lock was released instead of handed to the waiter"
-        );
+        unsafe { waiter.unlock_and_see_if_handed_over(&lock) }
     });
+    assert!(
+        handed_over,
+        "the lock was released instead of handed to the waiter"
+    );
+    assert!(!lock.is_locked());
+}
+
+/// The race behind a starving waiter: the holder unlocks, the woken waiter is told to retry,
+/// and the holder takes the lock again first. The waiter parks again, and must keep counting
+/// from when it started waiting, or short holds could keep the lock from it for ever.
+#[test]
+fn a_waiter_that_loses_the_race_after_a_wake_up_keeps_its_waiting_time() {
+    let lock = RawObjectLock::new();
+    let flags = [AtomicBool::new(false), AtomicBool::new(false)];
+    lock.lock();
+    let (first_park, second_park, handed_over) = thread::scope(|s| {
+        let waiter = Waiter::spawn(s, &lock, &flags);
+        let first_park = parked_waiter_since(&lock);
+        // Let the clock move on, so that a new stamp would differ from the first.
+        while fairness::stamp() == first_park {
+            thread::yield_now();
+        }
+        lock.wake_a_waiter_to_find_the_lock_retaken();
+        let second_park = parked_waiter_since(&lock);
+        // Held past the handoff time in total, though maybe not since the waiter parked again.
+        wait_past_the_handoff_time(first_park);
+        // SAFETY: locked above.
+        let handed_over = unsafe { waiter.unlock_and_see_if_handed_over(&lock) };
+        (first_park, second_park, handed_over)
+    });
+    // Checked once the waiter is done, so that a failure cannot leave it parked.
+    assert_eq!(
+        second_park, first_park,
+        "the waiter restarted its fairness clock when it parked again"
+    );
+    assert!(
+        handed_over,
+        "the lock was released instead of handed to the waiter"
+    );
+    assert!(!lock.is_locked());
 }
 
 #[test]
@@ -124,18 +214,91 @@ fn nesting_a_section_on_a_lock_the_thread_already_holds_suspends_the_outer_one()
 
 #[cfg(not(feature = "gil"))]
 #[test]
-fn suspend_all_and_resume_innermost_bracket_a_detach() {
+fn detaching_suspends_every_section_and_the_end_of_the_detach_resumes_the_innermost() {
     let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
     section::with(&outer, || {
         section::with(&inner, || {
-            section::suspend_all();
-            assert!(!outer.is_locked() && !inner.is_locked());
-            section::resume_innermost();
+            section::detached(|| {
+                assert!(!outer.is_locked() && !inner.is_locked());
+                assert_eq!(
+                    section::depth(),
+                    section::SectionDepth { open: 2, active: 0 }
+                );
+            });
             // Only the innermost comes back now; the outer one when it is innermost again.
             assert!(inner.is_locked() && !outer.is_locked());
         });
         assert!(outer.is_locked());
     });
+    assert!(!outer.is_locked() && !inner.is_locked());
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_section_that_ends_while_detached_leaves_the_sections_outside_suspended() {
+    let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+    section::with(&outer, || {
+        section::detached(|| {
+            section::with(&inner, || {
+                assert!(inner.is_locked() && !outer.is_locked());
+            });
+            assert!(
+                !outer.is_locked(),
+                "ending a section begun while detached re-locked the section outside"
+            );
+            assert_eq!(
+                section::depth(),
+                section::SectionDepth { open: 1, active: 0 }
+            );
+        });
+        assert!(outer.is_locked(), "not resumed when the detach ended");
+        assert_eq!(
+            section::depth(),
+            section::SectionDepth { open: 1, active: 1 }
+        );
+    });
+    assert!(!outer.is_locked() && !inner.is_locked());
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn the_end_of_a_nested_detach_leaves_the_sections_outside_the_outer_detach_suspended() {
+    let (outer, middle) = (RawObjectLock::new(), RawObjectLock::new());
+    section::with(&outer, || {
+        section::detached(|| {
+            section::with(&middle, || {
+                section::detached(|| assert!(!middle.is_locked()));
+                // The inner detach ended inside `middle`: `middle` is resumed, not `outer`.
+                assert!(middle.is_locked() && !outer.is_locked());
+            });
+            section::detached(|| ());
+            assert!(
+                !outer.is_locked(),
+                "a nested detach's end resumed a section outside the enclosing detach"
+            );
+        });
+        assert!(outer.is_locked());
+    });
+    assert!(!outer.is_locked() && !middle.is_locked());
+}
+
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_panic_while_detached_resumes_the_section_outside() {
+    let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+    section::with(&outer, || {
+        let result = std::panic::catch_unwind(|| {
+            section::detached(|| section::with(&inner, || panic!("boom")))
+        });
+        assert!(result.is_err());
+        assert!(outer.is_locked() && !inner.is_locked());
+        assert_eq!(
+            section::depth(),
+            section::SectionDepth { open: 1, active: 1 }
+        );
+    });
+    assert!(!outer.is_locked());
+    assert_eq!(section::depth(), section::SectionDepth::default());
 }
 
 #[cfg(feature = "gil")]
@@ -145,5 +308,6 @@ fn sections_lock_nothing_under_the_gil() {
     section::with(&lock, || {
         assert!(!lock.is_locked());
         assert_eq!(section::depth().open, 0);
+        assert_eq!(section::detached(|| 3), 3);
     });
 }

@@ -121,3 +121,35 @@ fn two_object_sections_in_opposite_orders() {
         assert_eq!((a.read(), b.read()), (2, 2));
     });
 }
+
+/// A thread detaches inside a section on `a`, begins and ends a section on `b`, and then waits
+/// for a message that the other thread sends from inside a section on `a`. Ending `b`'s section
+/// must not re-lock `a` while detached, or the two threads deadlock.
+#[test]
+fn a_section_ending_while_detached_does_not_relock_the_section_outside() {
+    loom::model(|| {
+        let (a, b) = (Guarded::new(), Guarded::new());
+        let (deliver, delivered) = loom::sync::mpsc::channel();
+        let a2 = a.clone();
+        let t = thread::spawn(move || {
+            section::with(&a2.lock, || {
+                // SAFETY: inside a section on `a2`.
+                unsafe { a2.bump() };
+                deliver.send(()).unwrap();
+            });
+        });
+        section::with(&a.lock, || {
+            // SAFETY: inside a section on `a`.
+            unsafe { a.bump() };
+            section::detached(|| {
+                // SAFETY: inside a section on `b`.
+                section::with(&b.lock, || unsafe { b.bump() });
+                delivered.recv().unwrap();
+            });
+            // SAFETY: inside the section on `a`, resumed when the detach ended.
+            unsafe { a.bump() };
+        });
+        t.join().unwrap();
+        assert_eq!((a.read(), b.read()), (3, 1));
+    });
+}
