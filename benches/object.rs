@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ftrt::gil::Python;
-use ftrt::object::{Obj, Shared};
+use ftrt::object::{Obj, ReadGuard, Shared};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -138,7 +138,7 @@ fn shared_object(c: &mut Criterion) {
     let borrowed_attr = |py: Python<'_>, iters: u64| {
         let (instance, name) = (instance.bind(py), name.bind(py));
         for i in 0..iters {
-            let guard = crossbeam_epoch::pin();
+            let guard = ReadGuard::new(py);
             black_box(
                 instance
                     .get_attr_borrowed(&name, &guard)

@@ -22,6 +22,7 @@ use ftrt_gil::Python;
 use ftrt_lock::{section, RawObjectLock};
 
 use crate::error::{Error, Result};
+use crate::guard::ReadGuard;
 use crate::header::{allocate, payload, Header, Kind, TypeObject};
 use crate::reclaim::{owned, retire_array, retire_ref, with_guard};
 use crate::refs::{Borrowed, Obj, OwnedRef};
@@ -79,7 +80,11 @@ impl Table {
     }
 
     /// The index slot and entry holding `key`, if any.
-    fn find(&self, key: NonNull<Header>, hash: u64) -> Option<(usize, &Entry)> {
+    ///
+    /// # Safety
+    /// `key` is alive for the call, and the caller loaded `self` under a guard it still holds
+    /// (so the keys stored in it are alive).
+    unsafe fn find(&self, key: NonNull<Header>, hash: u64) -> Option<(usize, &Entry)> {
         for slot in self.probe(hash) {
             match self.indices[slot].load(Ordering::Acquire) {
                 EMPTY => return None,
@@ -92,7 +97,9 @@ impl Table {
                     let Some(stored) = NonNull::new(entry.key.load(Ordering::Acquire)) else {
                         continue;
                     };
-                    if key_eq(stored, key) {
+                    // SAFETY: `stored` was loaded under the caller's guard, so it is alive;
+                    // `key` is alive per the contract.
+                    if unsafe { key_eq(stored, key) } {
                         return Some((slot, entry));
                     }
                 }
@@ -106,10 +113,12 @@ impl Table {
         let ix = self.used.load(Ordering::Relaxed);
         let entry = &self.entries[ix];
         entry.hash.store(hash, Ordering::Relaxed);
-        entry.key.store(key.into_raw().as_ptr(), Ordering::Relaxed);
+        // Release (key and value): `Debug` reads entries without going through the indices, so
+        // these stores publish the objects to it themselves.
+        entry.key.store(key.into_raw().as_ptr(), Ordering::Release);
         entry
             .value
-            .store(value.into_raw().as_ptr(), Ordering::Relaxed);
+            .store(value.into_raw().as_ptr(), Ordering::Release);
         let slot = self
             .probe(hash)
             .find(|&slot| self.indices[slot].load(Ordering::Relaxed) == EMPTY)
@@ -147,8 +156,9 @@ impl DictPayload {
         }
     }
 
-    fn table<'g>(&self, guard: &'g Guard) -> &'g Table {
-        // SAFETY: never null; the guard keeps a replaced table alive.
+    fn table<'g>(&'g self, guard: &'g Guard) -> &'g Table {
+        // SAFETY: never null while `self` lives (borrowed for `'g`); the guard keeps a replaced
+        // table alive.
         unsafe { self.table.load(Ordering::Acquire, guard).deref() }
     }
 
@@ -156,14 +166,20 @@ impl DictPayload {
         self.len.load(Ordering::Acquire)
     }
 
-    /// The value for `key`, without a lock; valid while `guard` pins the thread.
-    pub(crate) fn lookup(
+    /// The value for `key`, without a lock: a pointer loaded under `guard`. What keeps the
+    /// value alive after the load is the caller's to ensure: a use that ends inside
+    /// `with_guard`, the object's lock, or a `ReadGuard`.
+    ///
+    /// # Safety
+    /// `key` is alive for the call.
+    pub(crate) unsafe fn lookup(
         &self,
         key: NonNull<Header>,
         hash: u64,
         guard: &Guard,
     ) -> Option<NonNull<Header>> {
-        let (_, entry) = self.table(guard).find(key, hash)?;
+        // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
+        let (_, entry) = unsafe { self.table(guard).find(key, hash) }?;
         NonNull::new(entry.value.load(Ordering::Acquire))
     }
 
@@ -172,7 +188,8 @@ impl DictPayload {
         section::with(lock, || {
             with_guard(|guard| {
                 let table = self.table(guard);
-                if let Some((_, entry)) = table.find(key.as_ptr(), hash) {
+                // SAFETY: `key` owns a reference; the table was loaded under `guard`.
+                if let Some((_, entry)) = unsafe { table.find(key.as_ptr(), hash) } {
                     let old = entry
                         .value
                         .swap(value.into_raw().as_ptr(), Ordering::AcqRel);
@@ -193,11 +210,20 @@ impl DictPayload {
     }
 
     /// Removes `key`, under `lock`. Returns whether it was there.
-    pub(crate) fn remove(&self, lock: &RawObjectLock, key: NonNull<Header>, hash: u64) -> bool {
+    ///
+    /// # Safety
+    /// `key` is alive for the call.
+    pub(crate) unsafe fn remove(
+        &self,
+        lock: &RawObjectLock,
+        key: NonNull<Header>,
+        hash: u64,
+    ) -> bool {
         section::with(lock, || {
             with_guard(|guard| {
                 let table = self.table(guard);
-                let Some((slot, entry)) = table.find(key, hash) else {
+                // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
+                let Some((slot, entry)) = (unsafe { table.find(key, hash) }) else {
                     return false;
                 };
                 table.indices[slot].store(DUMMY, Ordering::Release);
@@ -214,7 +240,7 @@ impl DictPayload {
     }
 
     /// Moves the live entries, in order, into a table with room to grow, and retires the old one.
-    fn rebuild<'g>(&self, guard: &'g Guard) -> &'g Table {
+    fn rebuild<'g>(&'g self, guard: &'g Guard) -> &'g Table {
         let old = self.table(guard);
         let live = self.len.load(Ordering::Relaxed);
         let fresh = Table::new((live * 2).max(MIN_INDICES));
@@ -243,7 +269,8 @@ impl DictPayload {
         key: &Obj<'py>,
         value: Obj<'py>,
     ) -> Result<()> {
-        let hash = key_hash(key.ptr())?;
+        // SAFETY: `key` keeps the object alive.
+        let hash = unsafe { key_hash(key.ptr()) }?;
         self.insert(
             lock,
             hash,
@@ -255,32 +282,42 @@ impl DictPayload {
 
     /// A new reference to the value of `key`, without a lock.
     pub(crate) fn get<'py>(&self, key: &Obj<'py>) -> Result<Option<Obj<'py>>> {
-        let hash = key_hash(key.ptr())?;
+        // SAFETY: `key` keeps the object alive.
+        let hash = unsafe { key_hash(key.ptr()) }?;
         let py = key.py();
         Ok(with_guard(|guard| {
-            // SAFETY: found under the guard: alive until it is dropped, so until after the increment.
-            self.lookup(key.ptr(), hash, guard)
+            // SAFETY: `key` keeps its object alive; the value was found under the guard: alive
+            // until it is dropped, so until after the increment.
+            unsafe { self.lookup(key.ptr(), hash, guard) }
                 .map(|value| unsafe { Obj::from_borrowed(py, value) })
         }))
     }
 
-    /// The value of `key` without a lock and without counting, valid while `guard` pins the thread.
-    pub(crate) fn get_borrowed<'g>(
-        &self,
+    /// The value of `key` without a lock and without counting.
+    ///
+    /// # Safety
+    /// The object that holds this payload stays alive for `'g` (the caller borrows a reference to
+    /// it for `'g`): while it holds the value, its reference keeps the value alive; once a
+    /// writer removes it, the removal is retired and `guard` keeps it alive.
+    pub(crate) unsafe fn get_borrowed<'g>(
+        &'g self,
         key: &Obj<'_>,
-        guard: &'g Guard,
+        guard: &'g ReadGuard<'_>,
     ) -> Result<Option<Borrowed<'g>>> {
-        let hash = key_hash(key.ptr())?;
-        // SAFETY: found under `guard`, which keeps it alive for `'g`.
-        Ok(self
-            .lookup(key.ptr(), hash, guard)
+        // SAFETY: `key` keeps the object alive.
+        let hash = unsafe { key_hash(key.ptr()) }?;
+        // SAFETY: `key` keeps its object alive. The value was found under `guard`, and is
+        // alive for `'g` as argued in the contract.
+        Ok(unsafe { self.lookup(key.ptr(), hash, guard.epoch()) }
             .map(|value| unsafe { Borrowed::new(value) }))
     }
 
     /// Removes `key`, under `lock`; whether it was there.
     pub(crate) fn delete(&self, lock: &RawObjectLock, key: &Obj<'_>) -> Result<bool> {
-        let hash = key_hash(key.ptr())?;
-        Ok(self.remove(lock, key.ptr(), hash))
+        // SAFETY: `key` keeps the object alive.
+        let hash = unsafe { key_hash(key.ptr()) }?;
+        // SAFETY: `key` keeps its object alive.
+        Ok(unsafe { self.remove(lock, key.ptr(), hash) })
     }
 
     /// The live entries in insertion order, under `lock`, as new references.
@@ -313,7 +350,8 @@ impl DictPayload {
         })
     }
 
-    /// The live entries for `Debug`, valid while `guard` pins the thread.
+    /// The live entries for `Debug`: pointers loaded under `guard`, which the print's guard
+    /// keeps alive (see `display`).
     pub(crate) fn entries_for_display(
         &self,
         guard: &Guard,
@@ -382,16 +420,32 @@ impl<'py> Obj<'py> {
         self.as_dict()?.get(key)?.ok_or_else(|| key_error(key))
     }
 
-    /// `self[key]` for a dict, without a lock and without counting: valid while `guard` pins
-    /// the thread.
+    /// `self[key]` for a dict, without a lock and without counting; `KeyError` if absent. The
+    /// value lives as long as both this handle and `guard` are borrowed: the key may be
+    /// replaced or deleted meanwhile, on this thread or another, and the old value stays alive
+    /// until the guard is gone.
+    ///
+    /// ```
+    /// use ftrt_gil::Python;
+    /// use ftrt_object::{Obj, ReadGuard};
+    ///
+    /// Python::attach(|py| {
+    ///     let dict = Obj::dict(py);
+    ///     let key = Obj::intern(py, "k");
+    ///     dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+    ///     let guard = ReadGuard::new(py);
+    ///     let value = dict.dict_get_borrowed(&key, &guard).unwrap();
+    ///     dict.dict_del(&key).unwrap();
+    ///     assert_eq!(value.to_f64(), Ok(2.5));
+    /// });
+    /// ```
     pub fn dict_get_borrowed<'g>(
-        &self,
+        &'g self,
         key: &Obj<'py>,
-        guard: &'g crossbeam_epoch::Guard,
+        guard: &'g ReadGuard<'_>,
     ) -> Result<Borrowed<'g>> {
-        self.as_dict()?
-            .get_borrowed(key, guard)?
-            .ok_or_else(|| key_error(key))
+        // SAFETY: `self` is borrowed for `'g` and keeps the dict alive.
+        unsafe { self.as_dict()?.get_borrowed(key, guard) }?.ok_or_else(|| key_error(key))
     }
 
     /// `del self[key]` for a dict; `KeyError` if absent.
@@ -406,7 +460,12 @@ impl<'py> Obj<'py> {
     /// Whether a dict has `key`.
     pub fn dict_contains(&self, key: &Obj<'py>) -> Result<bool> {
         let dict = self.as_dict()?;
-        with_guard(|guard| dict.get_borrowed(key, guard).map(|found| found.is_some()))
+        // SAFETY: `key` keeps the object alive.
+        let hash = unsafe { key_hash(key.ptr()) }?;
+        Ok(with_guard(|guard| {
+            // SAFETY: `key` keeps its object alive; only the pointer's presence is used.
+            unsafe { dict.lookup(key.ptr(), hash, guard) }.is_some()
+        }))
     }
 
     /// The `(key, value)` pairs of a dict in insertion order (a consistent snapshot).

@@ -3,23 +3,56 @@
 use std::fmt::{self, Formatter};
 use std::ptr::NonNull;
 
+use crossbeam_epoch::Guard;
+
 use crate::header::{header, payload, Header, Kind};
-use crate::reclaim::with_guard;
 
 /// Containers nested deeper than this print as `...` (Debug must not recurse without bound).
 const MAX_DEPTH: usize = 8;
 
-pub(crate) fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) -> fmt::Result {
-    with_guard(|guard| fmt_at(object, f, guard, 0))
+/// Writes `object` as Python's `repr`.
+///
+/// The whole print is one read: the writer behind `f` may be user code that mutates what is
+/// being printed (pops the list, deletes a key) or lets other threads run, and nothing the print
+/// has loaded may be freed before it ends. So it runs under one guard that keeps whatever writers
+/// remove alive until the print is over:
+///
+/// - free-threaded builds: an epoch pin (reads need no attachment there, so a `Shared` may be
+///   printed from any thread);
+/// - `gil` build: attached (re-entrant, so free for an attached thread; a `Shared` printed from
+///   another thread takes the GIL, since reading without it races with its holder's writes) and
+///   under a [`ReadGuard`](crate::ReadGuard), which defers removals.
+///
+/// # Safety
+/// `object` is alive for the call (the caller holds a reference to it).
+pub(crate) unsafe fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) -> fmt::Result {
+    #[cfg(feature = "gil")]
+    {
+        ftrt_gil::Python::attach(|py| {
+            let reader = crate::guard::ReadGuard::new(py);
+            // SAFETY: alive per the caller; `reader` keeps removed items alive for the print.
+            unsafe { fmt_at(object, f, reader.epoch(), 0) }
+        })
+    }
+    #[cfg(not(feature = "gil"))]
+    {
+        let guard = crossbeam_epoch::pin();
+        // SAFETY: alive per the caller; `guard` keeps removed items alive for the print.
+        unsafe { fmt_at(object, f, &guard, 0) }
+    }
 }
 
-fn fmt_at(
+/// # Safety
+/// `object` is alive for the call: the caller holds a reference to it, or loaded it from a
+/// container it keeps alive, under the print's guard (see `fmt_object`), and with that guard
+/// still in place.
+unsafe fn fmt_at(
     object: NonNull<Header>,
     f: &mut Formatter<'_>,
-    guard: &crossbeam_epoch::Guard,
+    guard: &Guard,
     depth: usize,
 ) -> fmt::Result {
-    // SAFETY: the caller holds a reference, or loaded the pointer under `guard`.
+    // SAFETY: alive per the contract.
     let kind = unsafe { header(object) }.ty.kind;
     let nested = |items: &[NonNull<Header>],
                   f: &mut Formatter<'_>,
@@ -34,7 +67,8 @@ fn fmt_at(
             if i > 0 {
                 f.write_str(", ")?;
             }
-            fmt_at(*item, f, guard, depth + 1)?;
+            // SAFETY: loaded from `object` (alive) under the print's guard, which is still held.
+            unsafe { fmt_at(*item, f, guard, depth + 1) }?;
         }
         if items.len() == 1 && open == "(" {
             f.write_str(",")?;
@@ -55,7 +89,8 @@ fn fmt_at(
         Kind::Str => write!(
             f,
             "{:?}",
-            crate::string::read_str(object).unwrap_or_default()
+            // SAFETY: alive for the call, which the text borrow does not outlive.
+            unsafe { crate::string::read_str(object) }.unwrap_or_default()
         ),
         Kind::Tuple => {
             // SAFETY: the kind says tuple; alive per the caller.
@@ -65,7 +100,13 @@ fn fmt_at(
                 .collect();
             nested(&items, f, "(", ")")
         }
-        Kind::List => nested(&crate::list::items_for_display(object, guard), f, "[", "]"),
+        // SAFETY: the kind says list; alive per the contract.
+        Kind::List => nested(
+            &unsafe { crate::list::items_for_display(object, guard) },
+            f,
+            "[",
+            "]",
+        ),
         Kind::Dict => {
             // SAFETY: as above.
             let entries =
@@ -78,19 +119,27 @@ fn fmt_at(
                 if i > 0 {
                     f.write_str(", ")?;
                 }
-                fmt_at(key, f, guard, depth + 1)?;
+                // SAFETY: loaded from the dict (alive) under the print's guard, still held.
+                unsafe { fmt_at(key, f, guard, depth + 1) }?;
                 f.write_str(": ")?;
-                fmt_at(value, f, guard, depth + 1)?;
+                // SAFETY: as above.
+                unsafe { fmt_at(value, f, guard, depth + 1) }?;
             }
             f.write_str("}")
         }
-        Kind::Class => write!(f, "<class '{}'>", crate::namespace::class_name(object)),
+        // SAFETY: the kind says class.
+        Kind::Class => write!(f, "<class '{}'>", unsafe {
+            crate::namespace::class_name(object)
+        }),
         Kind::Instance => {
             // SAFETY: alive per the caller.
             let name = unsafe { header(object) }.ty.name;
             write!(f, "<{name} object at {object:p}>")
         }
-        Kind::Module => write!(f, "<module '{}'>", crate::namespace::module_name(object)),
+        // SAFETY: the kind says module; alive for the call.
+        Kind::Module => write!(f, "<module '{}'>", unsafe {
+            crate::namespace::module_name(object)
+        }),
     }
 }
 

@@ -15,8 +15,10 @@
 //!   section (`ftrt-lock`); `len`, `list[i]`, dict lookups and attribute reads take no lock, and
 //!   whatever a writer removes is reclaimed through `crossbeam-epoch` (see `reclaim`).
 //! - References: [`Obj<'py>`] is a counted reference usable while the thread is attached;
-//!   [`Shared`] crosses threads; [`Borrowed<'g>`] is an uncounted read valid while an epoch guard
-//!   pins the thread, the way to read values every thread shares without contention.
+//!   [`Shared`] crosses threads; [`Borrowed<'g>`] is an uncounted read that lives no longer than
+//!   the container handle it came from and the [`ReadGuard`] it was read under (which keeps
+//!   alive whatever writers remove meanwhile), the way to read values every thread shares
+//!   without contention.
 //! - Accounting: [`stats`] counts live objects per kind, so tests and workloads can check that
 //!   everything they made was freed.
 //!
@@ -48,6 +50,7 @@
 mod dict;
 mod display;
 mod error;
+mod guard;
 mod header;
 mod list;
 mod namespace;
@@ -59,6 +62,7 @@ mod string;
 mod tuple;
 
 pub use error::{Error, Result};
+pub use guard::ReadGuard;
 pub use header::{Kind, TypeObject, HEADER_SIZE};
 pub use refs::{Borrowed, Obj, Shared};
 pub use scalars::SMALL_INTS;
@@ -81,7 +85,10 @@ impl<'py> Obj<'py> {
             Kind::List => Ok(unsafe { list::len(object) }),
             // SAFETY: as above.
             Kind::Dict => Ok(unsafe { header::payload::<dict::DictPayload>(object) }.len()),
-            Kind::Instance | Kind::Module => Ok(namespace::attrs_of(object).map_or(0, |a| a.len())),
+            Kind::Instance | Kind::Module => {
+                // SAFETY: this reference keeps the object alive.
+                Ok(unsafe { namespace::attrs_of(object) }.map_or(0, |a| a.len()))
+            }
             _ => Err(Error::TypeError(format!(
                 "object of type '{}' has no len()",
                 self.type_name()
@@ -113,7 +120,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Settles everything the calling thread can settle now: merges its biased-count queue and
 /// lets the epoch reclaim what writers retired (detaching briefly, so this thread's own pin does
 /// not hold the epoch back). Objects retired while other threads stay pinned are freed once they
-/// pass a checkpoint. Tests and workloads call this before comparing live-object counts.
+/// pass a checkpoint, and objects removed while a [`ReadGuard`] is alive (the calling thread's
+/// own included) once it is gone. Tests and workloads call this before comparing live-object
+/// counts.
 pub fn collect(py: ftrt_gil::Python<'_>) {
     ftrt_refcount::merge_pending();
     reclaim::settle_retired();

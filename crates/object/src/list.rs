@@ -54,8 +54,9 @@ impl ListPayload {
         }
     }
 
-    fn slots<'g>(&self, guard: &'g Guard) -> &'g Slots {
-        // SAFETY: the array is never null, and the guard keeps a replaced array alive.
+    fn slots<'g>(&'g self, guard: &'g Guard) -> &'g Slots {
+        // SAFETY: the array is never null while `self` lives (borrowed for `'g`), and the guard
+        // keeps a replaced array alive.
         unsafe { self.slots.load(Ordering::Acquire, guard).deref() }
     }
 
@@ -279,9 +280,16 @@ pub(crate) unsafe fn len(object: NonNull<Header>) -> usize {
         .load(Ordering::Acquire)
 }
 
-/// The items of a live list for `Debug`, valid while `guard` pins the thread.
-pub(crate) fn items_for_display(object: NonNull<Header>, guard: &Guard) -> Vec<NonNull<Header>> {
-    // SAFETY: the caller holds a reference to a live list (kind checked by the caller).
+/// The items of a list for `Debug`: pointers loaded under `guard`, which stay valid while a
+/// `ReadGuard` keeps what writers remove alive.
+///
+/// # Safety
+/// `object` is a list, alive for the call.
+pub(crate) unsafe fn items_for_display(
+    object: NonNull<Header>,
+    guard: &Guard,
+) -> Vec<NonNull<Header>> {
+    // SAFETY: per the contract.
     let list = unsafe { payload::<ListPayload>(object) };
     let len = list.len.load(Ordering::Acquire);
     list.slots(guard)

@@ -11,6 +11,7 @@ use ftrt_gil::Python;
 
 use crate::dict::DictPayload;
 use crate::error::{Error, Result};
+use crate::guard::ReadGuard;
 use crate::header::{allocate, allocate_immortal, header, payload, Header, Kind, TypeObject};
 use crate::refs::{Borrowed, Obj};
 
@@ -81,7 +82,8 @@ impl<'py> Obj<'py> {
     }
 
     fn attrs(&self) -> Result<&DictPayload> {
-        attrs_of(self.ptr()).ok_or_else(|| {
+        // SAFETY: this reference keeps the object alive while `self` is borrowed.
+        unsafe { attrs_of(self.ptr()) }.ok_or_else(|| {
             Error::AttributeError(format!("'{}' object has no attributes", self.type_name()))
         })
     }
@@ -120,18 +122,33 @@ impl<'py> Obj<'py> {
             .ok_or_else(|| self.no_attribute(name))
     }
 
-    /// Reads an attribute without a lock and without counting: valid while `guard` pins the
-    /// thread. Threads that all read one shared instance's attribute this way touch no shared
-    /// cache line.
+    /// Reads an attribute without a lock and without counting. The value lives as long as both
+    /// this handle and `guard` are borrowed: the attribute may be replaced or deleted meanwhile,
+    /// on this thread or another, and the old value stays alive until the guard is gone. Threads
+    /// that all read one shared instance's attribute this way touch no shared cache line.
+    ///
+    /// ```
+    /// use ftrt_gil::Python;
+    /// use ftrt_object::{Obj, ReadGuard};
+    ///
+    /// Python::attach(|py| {
+    ///     let point = Obj::class(py, "Point").unwrap().instantiate().unwrap();
+    ///     let x = Obj::intern(py, "x");
+    ///     point.set_attr(&x, Obj::float(py, 2.5)).unwrap();
+    ///     let guard = ReadGuard::new(py);
+    ///     let old = point.get_attr_borrowed(&x, &guard).unwrap();
+    ///     point.set_attr(&x, Obj::float(py, 3.5)).unwrap();
+    ///     assert_eq!(old.to_f64(), Ok(2.5));
+    /// });
+    /// ```
     pub fn get_attr_borrowed<'g>(
-        &self,
+        &'g self,
         name: &Obj<'py>,
-        guard: &'g crossbeam_epoch::Guard,
+        guard: &'g ReadGuard<'_>,
     ) -> Result<Borrowed<'g>> {
         Self::check_name(name)?;
-        self.attrs()?
-            .get_borrowed(name, guard)?
-            .ok_or_else(|| self.no_attribute(name))
+        // SAFETY: `self` is borrowed for `'g` and keeps the object, and so its table, alive.
+        unsafe { self.attrs()?.get_borrowed(name, guard) }?.ok_or_else(|| self.no_attribute(name))
     }
 
     /// Deletes an attribute.
@@ -146,8 +163,11 @@ impl<'py> Obj<'py> {
 }
 
 /// The attribute table of an instance or module.
-pub(crate) fn attrs_of<'a>(object: NonNull<Header>) -> Option<&'a DictPayload> {
-    // SAFETY: the caller's reference keeps the object alive for `'a`; kind checked.
+///
+/// # Safety
+/// The object is alive for `'a`.
+pub(crate) unsafe fn attrs_of<'a>(object: NonNull<Header>) -> Option<&'a DictPayload> {
+    // SAFETY: alive for `'a` per the caller; the kind selects the payload.
     unsafe {
         match header(object).ty.kind {
             Kind::Instance => Some(&payload::<InstancePayload>(object).attrs),
@@ -158,14 +178,20 @@ pub(crate) fn attrs_of<'a>(object: NonNull<Header>) -> Option<&'a DictPayload> {
 }
 
 /// A module's name.
-pub(crate) fn module_name<'a>(object: NonNull<Header>) -> &'a str {
-    // SAFETY: the caller checked the kind and holds a reference.
+///
+/// # Safety
+/// `object` is a module, alive for `'a`.
+pub(crate) unsafe fn module_name<'a>(object: NonNull<Header>) -> &'a str {
+    // SAFETY: per the contract.
     unsafe { &payload::<ModulePayload>(object).name }
 }
 
 /// A class's name.
-pub(crate) fn class_name(object: NonNull<Header>) -> &'static str {
-    // SAFETY: the caller checked the kind and holds a reference.
+///
+/// # Safety
+/// `object` is a class (classes are immortal, so it is alive).
+pub(crate) unsafe fn class_name(object: NonNull<Header>) -> &'static str {
+    // SAFETY: per the contract; the name lives in the class's leaked type object.
     unsafe { payload::<ClassPayload>(object) }
         .instance_type
         .name

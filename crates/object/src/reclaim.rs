@@ -23,8 +23,11 @@
 //! but keeps reaching checkpoints does not keep retired objects alive. At exit it hands over
 //! its last batch and closes its mailbox.
 //!
-//! The `gil` build reads and writes under the GIL, so nothing can race: retiring is immediate
-//! and the guard is `crossbeam_epoch::unprotected()`.
+//! The `gil` build reads and writes under the GIL, so nothing can race with a load: the guard is
+//! `crossbeam_epoch::unprotected()` and replaced arrays are freed at once. A removed *reference*
+//! can still outlive a reader, though: a borrowed value held while its thread deletes it, or
+//! while it lets another thread run. So it is dropped at once only when no
+//! [`ReadGuard`](crate::ReadGuard) is alive; otherwise it waits for the last one (see `guard`).
 
 use crossbeam_epoch::{Guard, Owned, Shared as EpochShared};
 
@@ -41,8 +44,10 @@ pub(crate) fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
     }
     #[cfg(feature = "gil")]
     {
-        // SAFETY: under the GIL no other thread touches objects concurrently, so nothing loaded
-        // here can be freed while it is used (and retiring through this guard is immediate).
+        // SAFETY: under the GIL no other thread touches objects concurrently, and `f` runs no
+        // user code and never lets the GIL go, so nothing it loads is freed while it uses it.
+        // (Replaced arrays retired through this guard are freed at once; removed references go
+        // through `retire_ref`, which defers them while a `ReadGuard` is alive.)
         f(unsafe { crossbeam_epoch::unprotected() })
     }
 }
@@ -52,7 +57,7 @@ pub(crate) fn retire_ref(reference: OwnedRef, guard: &Guard) {
     #[cfg(feature = "gil")]
     {
         let _ = guard;
-        drop(reference);
+        crate::guard::gil_readers::retire(reference);
     }
     #[cfg(not(feature = "gil"))]
     batches::retire(reference, guard);

@@ -112,9 +112,13 @@ pub(crate) unsafe fn release(object: NonNull<Header>) {
 pub(crate) struct OwnedRef(NonNull<Header>);
 
 // SAFETY: objects are shared between threads by design; their payloads are thread-safe and
-// their counts are touched only through the build's strategy.
+// their counts are touched only through the build's strategy. Moving one to another thread is
+// what the free-threaded builds' epoch does with retired references (any thread may drop them,
+// the counts being atomic or biased). In the `gil` build the count is non-atomic, so an
+// `OwnedRef` is dropped only with the GIL held: by a payload's drop inside a release (which
+// runs under a decref's token), by a writer, or by the last `ReadGuard` (both attached).
 unsafe impl Send for OwnedRef {}
-// SAFETY: as above.
+// SAFETY: `&OwnedRef` only reads the pointer.
 unsafe impl Sync for OwnedRef {}
 
 impl OwnedRef {
@@ -254,7 +258,8 @@ impl Drop for Obj<'_> {
 
 impl std::fmt::Debug for Obj<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        crate::display::fmt_object(self.ptr, f)
+        // SAFETY: this reference keeps the object alive for the call.
+        unsafe { crate::display::fmt_object(self.ptr, f) }
     }
 }
 
@@ -264,7 +269,10 @@ pub struct Shared(NonNull<Header>);
 
 // SAFETY: objects are thread-safe; the count is touched only through `bind`/`drop`, which attach.
 unsafe impl Send for Shared {}
-// SAFETY: as above; `&Shared` only allows `bind`, which takes a `Python`.
+// SAFETY: as above; `&Shared` only allows `bind` and `clone_ref`, which take a `Python`, and
+// `Debug`, which reads the object with the right to: attached in the `gil` build (reading without
+// the GIL would race with its holder's writes), lock-free under an epoch pin in the free-threaded
+// builds (as every lock-free reader does).
 unsafe impl Sync for Shared {}
 
 impl Shared {
@@ -297,43 +305,106 @@ impl Drop for Shared {
 }
 
 impl std::fmt::Debug for Shared {
+    /// Prints from any thread: in the `gil` build a thread that is not attached attaches (takes
+    /// the GIL) for the print; the free-threaded builds read lock-free under an epoch pin.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        crate::display::fmt_object(self.0, f)
+        // SAFETY: this handle keeps the object alive for the call.
+        unsafe { crate::display::fmt_object(self.0, f) }
     }
 }
 
-/// A reference that does not count: valid while the epoch guard `'g` pins the thread (the
-/// object can only be freed after every thread pinned when it was removed has unpinned). Reading
-/// a value every thread shares this way touches no shared cache line: see `docs/objects.md`.
+/// A reference that does not count, from a borrowed read ([`Obj::get_attr_borrowed`],
+/// [`Obj::dict_get_borrowed`]). It lives no longer than both the container handle it was read
+/// from (which keeps the container, and what is still in it, alive) and the [`ReadGuard`] it was
+/// read under (which keeps alive what a writer removes meanwhile, on any thread). Reading a value
+/// every thread shares this way touches no shared cache line: see `docs/objects.md`.
+///
+/// It cannot outlive the container handle:
+///
+/// ```compile_fail,E0505
+/// use ftrt_gil::Python;
+/// use ftrt_object::{Obj, ReadGuard};
+///
+/// Python::attach(|py| {
+///     let guard = ReadGuard::new(py);
+///     let key = Obj::intern(py, "k");
+///     let dict = Obj::dict(py);
+///     dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+///     let borrowed = dict.dict_get_borrowed(&key, &guard).unwrap();
+///     drop(dict); // would free the value
+///     assert_eq!(borrowed.to_f64(), Ok(2.5));
+/// });
+/// ```
+///
+/// ```compile_fail,E0597
+/// use ftrt_gil::Python;
+/// use ftrt_object::{Obj, ReadGuard};
+///
+/// Python::attach(|py| {
+///     let guard = ReadGuard::new(py);
+///     let name = Obj::intern(py, "x");
+///     let borrowed = {
+///         let point = Obj::class(py, "Point").unwrap().instantiate().unwrap();
+///         point.set_attr(&name, Obj::float(py, 2.5)).unwrap();
+///         point.get_attr_borrowed(&name, &guard).unwrap()
+///     };
+///     assert_eq!(borrowed.to_f64(), Ok(2.5));
+/// });
+/// ```
+///
+/// nor the guard:
+///
+/// ```compile_fail,E0505
+/// use ftrt_gil::Python;
+/// use ftrt_object::{Obj, ReadGuard};
+///
+/// Python::attach(|py| {
+///     let guard = ReadGuard::new(py);
+///     let key = Obj::intern(py, "k");
+///     let dict = Obj::dict(py);
+///     dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+///     let borrowed = dict.dict_get_borrowed(&key, &guard).unwrap();
+///     drop(guard);
+///     dict.dict_del(&key).unwrap(); // would free the value
+///     assert_eq!(borrowed.to_f64(), Ok(2.5));
+/// });
+/// ```
+///
+/// [`ReadGuard`]: crate::ReadGuard
 #[derive(Clone, Copy)]
 pub struct Borrowed<'g> {
     ptr: NonNull<Header>,
-    _guard: PhantomData<&'g crossbeam_epoch::Guard>,
+    /// Borrows the container handle and the read guard for `'g`.
+    _borrows: PhantomData<&'g ()>,
 }
 
 impl<'g> Borrowed<'g> {
     /// # Safety
-    /// The object stays alive while `'g` pins the thread.
+    /// The object stays alive for `'g` (the caller borrows, for `'g`, a reference to the
+    /// container that held it and a `ReadGuard` it was loaded under).
     pub(crate) unsafe fn new(ptr: NonNull<Header>) -> Self {
         Self {
             ptr,
-            _guard: PhantomData,
+            _borrows: PhantomData,
         }
     }
 
     /// The value of an `int` (or `bool`).
     pub fn to_i64(&self) -> crate::Result<i64> {
-        crate::scalars::read_i64(self.ptr)
+        // SAFETY: alive for `'g`.
+        unsafe { crate::scalars::read_i64(self.ptr) }
     }
 
     /// The value of a `float` (or `int`).
     pub fn to_f64(&self) -> crate::Result<f64> {
-        crate::scalars::read_f64(self.ptr)
+        // SAFETY: alive for `'g`.
+        unsafe { crate::scalars::read_f64(self.ptr) }
     }
 
-    /// The text of a `str`, borrowed for as long as the guard.
+    /// The text of a `str`, borrowed for as long as the borrow itself.
     pub fn to_str(&self) -> crate::Result<&'g str> {
-        crate::string::read_str(self.ptr)
+        // SAFETY: alive for `'g`, and a string's text never changes.
+        unsafe { crate::string::read_str(self.ptr) }
     }
 
     /// Whether both are the same object.
@@ -343,19 +414,20 @@ impl<'g> Borrowed<'g> {
 
     /// The object's kind.
     pub fn kind(&self) -> Kind {
-        // SAFETY: alive while pinned.
+        // SAFETY: alive for `'g`.
         unsafe { header(self.ptr) }.ty.kind
     }
 
-    /// A counted reference to the object.
+    /// A counted reference to the object, which may outlive the borrow.
     pub fn to_owned<'py>(&self, py: Python<'py>) -> Obj<'py> {
-        // SAFETY: alive while pinned.
+        // SAFETY: alive for `'g`, so until after the increment.
         unsafe { Obj::from_borrowed(py, self.ptr) }
     }
 }
 
 impl std::fmt::Debug for Borrowed<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        crate::display::fmt_object(self.ptr, f)
+        // SAFETY: alive for `'g`, which covers the call.
+        unsafe { crate::display::fmt_object(self.ptr, f) }
     }
 }

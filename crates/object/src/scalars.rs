@@ -93,12 +93,14 @@ impl<'py> Obj<'py> {
 
     /// The value of an `int` (or `bool`).
     pub fn to_i64(&self) -> Result<i64> {
-        read_i64(self.ptr())
+        // SAFETY: this reference keeps the object alive.
+        unsafe { read_i64(self.ptr()) }
     }
 
     /// The value of a `float` (or `int`).
     pub fn to_f64(&self) -> Result<f64> {
-        read_f64(self.ptr())
+        // SAFETY: this reference keeps the object alive.
+        unsafe { read_f64(self.ptr()) }
     }
 
     /// `self + other` for numbers (and strings, see [`Obj::str`]).
@@ -146,8 +148,12 @@ impl<'py> Obj<'py> {
     }
 }
 
-pub(crate) fn read_i64(object: NonNull<Header>) -> Result<i64> {
-    // SAFETY: the caller's reference keeps the object alive; the kind selects the payload.
+/// The value of an `int` or `bool`.
+///
+/// # Safety
+/// The object is alive for the call.
+pub(crate) unsafe fn read_i64(object: NonNull<Header>) -> Result<i64> {
+    // SAFETY: alive per the caller; the kind selects the payload.
     unsafe {
         match crate::header::header(object).ty.kind {
             Kind::Int => Ok(*payload::<i64>(object)),
@@ -160,7 +166,11 @@ pub(crate) fn read_i64(object: NonNull<Header>) -> Result<i64> {
     }
 }
 
-pub(crate) fn read_f64(object: NonNull<Header>) -> Result<f64> {
+/// The value of a `float`, `int` or `bool`.
+///
+/// # Safety
+/// The object is alive for the call.
+pub(crate) unsafe fn read_f64(object: NonNull<Header>) -> Result<f64> {
     // SAFETY: as in `read_i64`.
     unsafe {
         match crate::header::header(object).ty.kind {
@@ -174,7 +184,11 @@ pub(crate) fn read_f64(object: NonNull<Header>) -> Result<f64> {
     }
 }
 
-pub(crate) fn type_name(object: NonNull<Header>) -> &'static str {
-    // SAFETY: callers hold a reference.
+/// The name of an object's type.
+///
+/// # Safety
+/// The object is alive for the call.
+pub(crate) unsafe fn type_name(object: NonNull<Header>) -> &'static str {
+    // SAFETY: alive per the caller; type objects are `'static`.
     unsafe { crate::header::header(object) }.ty.name
 }

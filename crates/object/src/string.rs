@@ -81,7 +81,8 @@ impl<'py> Obj<'py> {
 
     /// The text of a `str`.
     pub fn to_str(&self) -> Result<&str> {
-        read_str(self.ptr())
+        // SAFETY: this reference keeps the object alive for as long as `self` is borrowed.
+        unsafe { read_str(self.ptr()) }
     }
 }
 
@@ -105,8 +106,12 @@ pub fn interned_count() -> usize {
     INTERNED.len()
 }
 
-pub(crate) fn read_str<'a>(object: NonNull<Header>) -> Result<&'a str> {
-    // SAFETY: the caller's reference keeps the object alive for `'a`; the kind selects the payload.
+/// The text of a `str`.
+///
+/// # Safety
+/// The object is alive for `'a` (the caller ties `'a` to a reference or guard that keeps it so).
+pub(crate) unsafe fn read_str<'a>(object: NonNull<Header>) -> Result<&'a str> {
+    // SAFETY: alive for `'a` per the caller; the kind selects the payload; the text is immutable.
     unsafe {
         if header(object).ty.kind != Kind::Str {
             return Err(Error::TypeError(format!(
@@ -119,30 +124,41 @@ pub(crate) fn read_str<'a>(object: NonNull<Header>) -> Result<&'a str> {
 }
 
 /// The hash of a dict key: `str` and `int` (and `bool`) are hashable.
-pub(crate) fn key_hash(object: NonNull<Header>) -> Result<u64> {
-    // SAFETY: the caller's reference keeps the object alive.
+///
+/// # Safety
+/// The object is alive for the call.
+pub(crate) unsafe fn key_hash(object: NonNull<Header>) -> Result<u64> {
+    // SAFETY: alive per the caller.
     let kind = unsafe { header(object) }.ty.kind;
     match kind {
-        // SAFETY: kind checked.
+        // SAFETY: kind checked; alive.
         Kind::Str => Ok(unsafe { payload::<StrPayload>(object) }.hash),
-        Kind::Int | Kind::Bool => Ok(hash_int(read_i64(object)?)),
+        // SAFETY: alive.
+        Kind::Int | Kind::Bool => Ok(hash_int(unsafe { read_i64(object) }?)),
         _ => Err(Error::TypeError(format!(
             "unhashable type: '{}'",
-            type_name(object)
+            // SAFETY: alive.
+            unsafe { type_name(object) }
         ))),
     }
 }
 
 /// Key equality, given equal hashes: same object, or equal text, or equal integer values.
-pub(crate) fn key_eq(a: NonNull<Header>, b: NonNull<Header>) -> bool {
+///
+/// # Safety
+/// Both objects are alive for the call.
+pub(crate) unsafe fn key_eq(a: NonNull<Header>, b: NonNull<Header>) -> bool {
     if a == b {
         return true;
     }
-    // SAFETY: the callers' references (or epoch protection) keep both alive.
-    let (ka, kb) = unsafe { (header(a).ty.kind, header(b).ty.kind) };
-    match (ka, kb) {
-        (Kind::Str, Kind::Str) => read_str(a).ok() == read_str(b).ok(),
-        (Kind::Int | Kind::Bool, Kind::Int | Kind::Bool) => read_i64(a).ok() == read_i64(b).ok(),
-        _ => false,
+    // SAFETY: both alive per the caller (for the whole call, so the texts compared too).
+    unsafe {
+        match (header(a).ty.kind, header(b).ty.kind) {
+            (Kind::Str, Kind::Str) => read_str(a).ok() == read_str(b).ok(),
+            (Kind::Int | Kind::Bool, Kind::Int | Kind::Bool) => {
+                read_i64(a).ok() == read_i64(b).ok()
+            }
+            _ => false,
+        }
     }
 }

@@ -1,11 +1,13 @@
 //! The object model's behaviour, identical in every build variant. Each test checks that every
 //! object it made was freed (the live-object counts return to where they started).
 
+use std::cell::Cell;
+use std::fmt::{self, Write as _};
 use std::sync::Mutex;
 
 use ftrt_gil::Python;
-use ftrt_object::stats::LiveObjects;
-use ftrt_object::{collect, Error, Kind, Obj, HEADER_SIZE};
+use ftrt_object::stats::{live_objects, LiveObjects};
+use ftrt_object::{collect, Error, Kind, Obj, ReadGuard, HEADER_SIZE};
 use ftrt_refcount::RefCountValue;
 
 #[cfg(not(any(miri, ftrt_tsan)))]
@@ -308,7 +310,7 @@ fn borrowed_reads_take_no_reference() {
         let key = Obj::intern(py, "k");
         let value = Obj::float(py, 2.5);
         dict.dict_set(&key, value.clone()).unwrap();
-        let guard = crossbeam_epoch::pin();
+        let guard = ReadGuard::new(py);
         let borrowed = dict.dict_get_borrowed(&key, &guard).unwrap();
         assert!(borrowed.is(&value));
         assert_eq!(borrowed.to_f64(), Ok(2.5));
@@ -320,6 +322,203 @@ fn borrowed_reads_take_no_reference() {
         let owned = borrowed.to_owned(py);
         assert_eq!(owned.refcount(), RefCountValue::Mortal(3));
     });
+}
+
+#[test]
+fn a_value_deleted_from_a_dict_stays_alive_while_a_borrow_of_it_lives() {
+    leak_checked(|py| {
+        let dict = Obj::dict(py);
+        let key = Obj::intern(py, "k");
+        dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+        let floats = live_objects(Kind::Float);
+        let guard = ReadGuard::new(py);
+        let value = dict.dict_get_borrowed(&key, &guard).unwrap();
+        dict.dict_del(&key).unwrap();
+        assert_eq!(
+            live_objects(Kind::Float),
+            floats,
+            "the deleted value was freed under its borrow"
+        );
+        assert_eq!(value.to_f64(), Ok(2.5));
+        drop(guard);
+        collect(py);
+        assert_eq!(
+            live_objects(Kind::Float),
+            floats - 1,
+            "freed once the guard is gone"
+        );
+    });
+}
+
+#[test]
+fn a_replaced_attribute_stays_alive_while_a_borrow_of_it_lives() {
+    leak_checked(|py| {
+        let point = Obj::class(py, "Point").unwrap().instantiate().unwrap();
+        let x = Obj::intern(py, "x");
+        point.set_attr(&x, Obj::float(py, 2.5)).unwrap();
+        let floats = live_objects(Kind::Float);
+        let guard = ReadGuard::new(py);
+        let old = point.get_attr_borrowed(&x, &guard).unwrap();
+        point.set_attr(&x, Obj::int(py, 7)).unwrap();
+        point.del_attr(&x).unwrap();
+        assert_eq!(
+            live_objects(Kind::Float),
+            floats,
+            "the replaced value was freed under its borrow"
+        );
+        assert_eq!(old.to_f64(), Ok(2.5));
+        assert_eq!(format!("{old:?}"), "2.5");
+        drop(guard);
+        collect(py);
+        assert_eq!(live_objects(Kind::Float), floats - 1);
+    });
+}
+
+#[test]
+fn a_value_another_thread_removes_while_the_reader_is_detached_lives_until_the_guard_is_gone() {
+    leak_checked(|py| {
+        let dict = Obj::dict(py);
+        let key = Obj::intern(py, "k");
+        dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+        let floats = live_objects(Kind::Float);
+        let guard = ReadGuard::new(py);
+        let value = dict.dict_get_borrowed(&key, &guard).unwrap();
+        let handle = dict.clone().unbind();
+        // The reader lets other threads run (in the gil build: gives up the GIL) while it still
+        // holds the borrow; another thread deletes the value and collects.
+        py.allow_threads(|| {
+            std::thread::spawn(move || {
+                Python::attach(|py| {
+                    let dict = handle.into_bound(py);
+                    dict.dict_del(&Obj::intern(py, "k")).unwrap();
+                    drop(dict);
+                    collect(py);
+                })
+            })
+            .join()
+            .unwrap()
+        });
+        assert_eq!(
+            live_objects(Kind::Float),
+            floats,
+            "another thread freed the value under its borrow"
+        );
+        assert_eq!(value.to_f64(), Ok(2.5));
+        drop(guard);
+        collect(py);
+        assert_eq!(live_objects(Kind::Float), floats - 1);
+    });
+}
+
+/// A `fmt::Write` that runs user code after every piece it is given, the way a writer that
+/// logs, flushes or calls back into the program would.
+struct MeddlingWriter<F: FnMut()> {
+    out: String,
+    after_each_write: F,
+}
+
+impl<F: FnMut()> fmt::Write for MeddlingWriter<F> {
+    fn write_str(&mut self, piece: &str) -> fmt::Result {
+        self.out.push_str(piece);
+        (self.after_each_write)();
+        Ok(())
+    }
+}
+
+#[test]
+fn debug_prints_a_lists_items_even_if_the_writer_pops_them_meanwhile() {
+    leak_checked(|py| {
+        let list = Obj::list(py, (0..4).map(|i| Obj::float(py, i as f64 + 0.5)));
+        let floats = live_objects(Kind::Float);
+        let fewest_alive = Cell::new(floats);
+        let mut writer = MeddlingWriter {
+            out: String::new(),
+            after_each_write: || {
+                drop(list.pop());
+                fewest_alive.set(fewest_alive.get().min(live_objects(Kind::Float)));
+            },
+        };
+        write!(writer, "{list:?}").unwrap();
+        assert_eq!(
+            fewest_alive.get(),
+            floats,
+            "an item was freed while it was being printed"
+        );
+        assert_eq!(writer.out, "[0.5, 1.5, 2.5, 3.5]");
+        assert_eq!(list.len(), Ok(0), "the writer popped every item");
+        collect(py);
+        assert_eq!(live_objects(Kind::Float), floats - 4);
+    });
+}
+
+#[test]
+fn debug_prints_a_dicts_entries_even_if_the_writer_deletes_them_meanwhile() {
+    leak_checked(|py| {
+        let dict = Obj::dict(py);
+        let keys: Vec<_> = ["a", "b", "c"].iter().map(|k| Obj::str(py, k)).collect();
+        for (i, key) in keys.iter().enumerate() {
+            dict.dict_set(key, Obj::float(py, i as f64 + 0.5)).unwrap();
+        }
+        let floats = live_objects(Kind::Float);
+        let fewest_alive = Cell::new(floats);
+        let mut writer = MeddlingWriter {
+            out: String::new(),
+            after_each_write: || {
+                for key in &keys {
+                    let _ = dict.dict_del(key);
+                }
+                fewest_alive.set(fewest_alive.get().min(live_objects(Kind::Float)));
+            },
+        };
+        write!(writer, "{dict:?}").unwrap();
+        assert_eq!(
+            fewest_alive.get(),
+            floats,
+            "a value was freed while it was being printed"
+        );
+        assert_eq!(writer.out, r#"{"a": 0.5, "b": 1.5, "c": 2.5}"#);
+        assert_eq!(dict.len(), Ok(0));
+    });
+}
+
+#[test]
+fn debug_of_a_shared_on_a_thread_that_never_attached_reads_with_the_right_to() {
+    // A writer that records whether the thread was attached while the object was being read.
+    struct AttachedProbe {
+        out: String,
+        always_attached: bool,
+    }
+    impl fmt::Write for AttachedProbe {
+        fn write_str(&mut self, piece: &str) -> fmt::Result {
+            self.out.push_str(piece);
+            self.always_attached &= ftrt_gil::is_attached();
+            Ok(())
+        }
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let list = Python::attach(|py| Obj::list(py, [Obj::int(py, 1000), Obj::none(py)]).unbind());
+    let probe = std::thread::scope(|s| {
+        s.spawn(|| {
+            assert!(!ftrt_gil::is_attached());
+            let mut probe = AttachedProbe {
+                out: String::new(),
+                always_attached: true,
+            };
+            write!(probe, "{list:?}").unwrap();
+            probe
+        })
+        .join()
+        .unwrap()
+    });
+    assert_eq!(probe.out, "[1000, None]");
+    if cfg!(feature = "gil") {
+        // Reading without the GIL would race with its holder's writes.
+        assert!(
+            probe.always_attached,
+            "the gil build read a Shared without attaching"
+        );
+    }
+    drop(list);
 }
 
 #[test]

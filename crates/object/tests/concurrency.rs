@@ -2,12 +2,13 @@
 //! seen that was never stored, counts back where they started, every object freed. Run under
 //! ThreadSanitizer by `cargo xtask tsan`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::LiveObjects;
-use ftrt_object::{collect, Kind, Obj, Shared};
+use ftrt_object::{collect, Kind, Obj, ReadGuard, Shared};
 use ftrt_refcount::RefCountValue;
 
 #[cfg(not(any(miri, ftrt_tsan)))]
@@ -241,7 +242,7 @@ fn attribute_reads_of_a_shared_instance_see_only_stored_values() {
                     if t == 0 {
                         instance.set_attr(&x, Obj::int(py, 1000 + i * 2)).unwrap();
                     } else {
-                        let guard = crossbeam_epoch::pin();
+                        let guard = ReadGuard::new(py);
                         let value = instance
                             .get_attr_borrowed(&x, &guard)
                             .unwrap()
@@ -256,6 +257,59 @@ fn attribute_reads_of_a_shared_instance_see_only_stored_values() {
                 }
             });
             drop(instance);
+        });
+    }
+}
+
+#[test]
+fn printing_a_shared_list_from_threads_that_never_attached_shows_only_stored_items() {
+    for &threads in THREAD_COUNTS {
+        leak_checked(|| {
+            let rounds = scaled(3_000);
+            let list: Shared = Python::attach(|py| Obj::list(py, [Obj::float(py, 0.5)]).unbind());
+            let writing = AtomicBool::new(true);
+            thread::scope(|s| {
+                for _ in 1..threads {
+                    s.spawn(|| {
+                        // Never attached: printing must not read the list without the right to.
+                        let mut prints = 0;
+                        while writing.load(Ordering::Relaxed) || prints == 0 {
+                            let text = format!("{list:?}");
+                            let items = text
+                                .strip_prefix('[')
+                                .and_then(|t| t.strip_suffix(']'))
+                                .unwrap_or_else(|| panic!("not a list: {text}"));
+                            for item in items.split(", ").filter(|i| !i.is_empty()) {
+                                let value: f64 = item
+                                    .parse()
+                                    .unwrap_or_else(|_| panic!("printed {item}: never stored"));
+                                assert!(
+                                    value.fract() == 0.5 && value < rounds as f64,
+                                    "printed {value}: never stored"
+                                );
+                            }
+                            prints += 1;
+                        }
+                    });
+                }
+                s.spawn(|| {
+                    Python::attach(|py| {
+                        let list = list.bind(py);
+                        for i in 0..rounds {
+                            list.append(Obj::float(py, i as f64 + 0.5)).unwrap();
+                            list.set_item(0, Obj::float(py, i as f64 + 0.5)).unwrap();
+                            if list.len().unwrap() > 32 {
+                                while list.len().unwrap() > 1 {
+                                    drop(list.pop().unwrap());
+                                }
+                            }
+                            py.check();
+                        }
+                    });
+                    writing.store(false, Ordering::Relaxed);
+                });
+            });
+            drop(list);
         });
     }
 }

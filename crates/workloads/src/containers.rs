@@ -2,7 +2,7 @@
 //! by all (exact results under contention; shared reads should scale too, P3b).
 
 use ftrt_gil::Python;
-use ftrt_object::{Obj, Shared};
+use ftrt_object::{Obj, ReadGuard, Shared};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
@@ -156,8 +156,8 @@ fn dict_shared_read(params: &Params) -> Outcome {
         let mut sum = 0.0;
         for i in 0..params.share(total, t) {
             // The value is read the way an interpreter's evaluation stack would hold it: borrowed
-            // under the thread's epoch pin, not counted (see docs/objects.md, P9).
-            let guard = crossbeam_epoch::pin();
+            // under a read guard, not counted (see docs/objects.md, P9).
+            let guard = ReadGuard::new(py);
             sum += dict
                 .dict_get_borrowed(&keys[i % KEYS], &guard)
                 .and_then(|v| v.to_f64())

@@ -4,7 +4,7 @@
 use std::sync::{Barrier, OnceLock};
 
 use ftrt_gil::Python;
-use ftrt_object::{Obj, Shared};
+use ftrt_object::{Obj, ReadGuard, Shared};
 use ftrt_refcount::RefCountValue;
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
@@ -72,7 +72,7 @@ fn shared_attribute_read(params: &Params) -> Outcome {
         let (instance, name) = (instance.bind(py), name.bind(py));
         let mut sum = 0.0;
         for i in 0..params.share(total, t) {
-            let guard = crossbeam_epoch::pin();
+            let guard = ReadGuard::new(py);
             sum += instance
                 .get_attr_borrowed(&name, &guard)
                 .and_then(|v| v.to_f64())

@@ -1,0 +1,192 @@
+//! The read guard: the runtime's proof that a borrowed read stays valid.
+//!
+//! A [`Borrowed`](crate::Borrowed) value takes no reference count, so something else must keep
+//! the object alive while it is used. The container handle it was read from keeps the container
+//! (and so everything still in it) alive; a [`ReadGuard`] keeps alive whatever a writer takes out
+//! of a container meanwhile: a replaced or deleted value, a popped item.
+//!
+//! - **Free-threaded builds:** the guard pins the thread in `crossbeam-epoch`'s default
+//!   collector, the one writers retire into (see `reclaim`). A removed value is dropped only
+//!   after every thread pinned at the time has unpinned.
+//! - **`gil` build:** readers and writers take turns on the GIL, but a reader can still outlive a
+//!   removal: on its own thread (borrow, then `dict_del`), or on another thread while the reader
+//!   holds its guard across `allow_threads` or a GIL switch at `Python::check`. So the guard
+//!   registers an active reader, and a removal made while any reader guard is alive, on any
+//!   thread, is deferred until the last one is gone. With no reader, a removal drops at once
+//!   after one counter check, as before.
+//!
+//! The guard is made from a [`Python`] token and tied to it: it exists only on an attached thread
+//! and is neither `Send` nor `Sync`, so it cannot be moved into `allow_threads` or to another
+//! thread.
+
+use std::marker::PhantomData;
+
+use ftrt_gil::Python;
+
+/// Keeps values read without counting alive: while a `ReadGuard` lives, nothing a writer
+/// removes from a container (on this thread or any other) is freed. Borrowed reads
+/// ([`Obj::get_attr_borrowed`](crate::Obj::get_attr_borrowed),
+/// [`Obj::dict_get_borrowed`](crate::Obj::dict_get_borrowed)) take one, and the
+/// [`Borrowed`](crate::Borrowed) values they return live no longer than the guard and the
+/// container handle they came from.
+///
+/// Hold a guard briefly, the way an interpreter holds a borrowed value on its stack: one per
+/// read or per short run of reads. While it lives, retired memory is not reclaimed (in the `gil`
+/// build: on any thread); leaking one with `mem::forget` keeps every later removal alive.
+///
+/// A guard stays on the thread that made it, attached, and cannot enter `allow_threads`:
+///
+/// ```compile_fail,E0277
+/// fn assert_send<T: Send>() {}
+/// assert_send::<ftrt_object::ReadGuard<'static>>();
+/// ```
+///
+/// ```compile_fail,E0277
+/// fn assert_sync<T: Sync>() {}
+/// assert_sync::<ftrt_object::ReadGuard<'static>>();
+/// ```
+///
+/// Only the runtime's guard is accepted: a guard from another epoch collector protects nothing
+/// the runtime retires, and the borrowed reads reject it by type.
+///
+/// ```compile_fail,E0308
+/// use ftrt_gil::Python;
+/// use ftrt_object::Obj;
+///
+/// Python::attach(|py| {
+///     let dict = Obj::dict(py);
+///     let key = Obj::intern(py, "k");
+///     dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+///     let collector = crossbeam_epoch::Collector::new();
+///     let handle = collector.register();
+///     let foreign = handle.pin();
+///     let _ = dict.dict_get_borrowed(&key, &foreign);
+/// });
+/// ```
+pub struct ReadGuard<'py> {
+    #[cfg(not(feature = "gil"))]
+    epoch: crossbeam_epoch::Guard,
+    /// Tied to the attachment, and neither `Send` nor `Sync` (as `Python` is not).
+    _attached: PhantomData<Python<'py>>,
+}
+
+impl<'py> ReadGuard<'py> {
+    /// A guard for borrowed reads on this attached thread.
+    ///
+    /// Free-threaded builds: a nested pin (attached threads are pinned already), a counter
+    /// increment. `gil` build: a counter increment.
+    #[inline]
+    pub fn new(py: Python<'py>) -> Self {
+        let _ = py;
+        #[cfg(feature = "gil")]
+        gil_readers::enter();
+        ReadGuard {
+            // The default collector: the one `reclaim` retires into.
+            #[cfg(not(feature = "gil"))]
+            epoch: crossbeam_epoch::pin(),
+            _attached: PhantomData,
+        }
+    }
+
+    /// The epoch guard to load container pointers with.
+    ///
+    /// In the `gil` build this is `unprotected()`: nothing runs concurrently with a load under
+    /// the GIL, and removals are deferred by the reader count instead of the epoch.
+    #[inline]
+    pub(crate) fn epoch(&self) -> &crossbeam_epoch::Guard {
+        #[cfg(not(feature = "gil"))]
+        return &self.epoch;
+        #[cfg(feature = "gil")]
+        // SAFETY: under the GIL no other thread touches objects while this thread loads a
+        // pointer, and a pointer loaded here is kept alive past the load by the reader count
+        // (`gil_readers`), not by this guard. Callers never retire through it.
+        return unsafe { crossbeam_epoch::unprotected() };
+    }
+}
+
+impl Drop for ReadGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        #[cfg(feature = "gil")]
+        gil_readers::leave();
+    }
+}
+
+impl std::fmt::Debug for ReadGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReadGuard")
+    }
+}
+
+/// The `gil` build's reader registry: how many read guards are alive, on every thread, and the
+/// removals deferred until there are none.
+///
+/// Every access happens on an attached thread, which in the `gil` build holds the GIL: a guard is
+/// made from a `Python` token, cannot leave its thread or enter `allow_threads` (it is neither
+/// `Send` nor `Sync`, and tied to `'py`), so it is dropped attached too; removals run in writers,
+/// which are attached. The GIL's acquire and release order every access, so the count needs no
+/// read-modify-write: a relaxed load and store (the cost of a plain counter) suffice, and the
+/// atomics only keep a misuse a logic error instead of a data race.
+///
+/// Invariant: references are deferred only while the count is above zero, and the last guard to
+/// go drops them, so with no reader the list is empty.
+#[cfg(feature = "gil")]
+pub(crate) mod gil_readers {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    use crate::refs::OwnedRef;
+
+    /// Read guards alive on every thread.
+    static READERS: AtomicUsize = AtomicUsize::new(0);
+    /// Whether `DEFERRED` holds anything (so the last guard checks a flag, not a mutex).
+    static HAS_DEFERRED: AtomicBool = AtomicBool::new(false);
+    /// Removals made while a reader guard was alive. The mutex is never contended (the GIL
+    /// serialises its users); it makes the static shareable without an `unsafe impl`.
+    static DEFERRED: Mutex<Vec<OwnedRef>> = Mutex::new(Vec::new());
+
+    #[inline]
+    pub(super) fn enter() {
+        debug_assert!(ftrt_gil::is_attached(), "a read guard on a detached thread");
+        // Relaxed load + store: serialised by the GIL (see the module docs).
+        READERS.store(READERS.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub(super) fn leave() {
+        debug_assert!(ftrt_gil::is_attached(), "a read guard dropped detached");
+        let left = READERS.load(Ordering::Relaxed) - 1;
+        READERS.store(left, Ordering::Relaxed);
+        if left == 0 && HAS_DEFERRED.load(Ordering::Relaxed) {
+            release_deferred();
+        }
+    }
+
+    /// Drops a reference taken out of a container now, or, while a reader guard is alive on
+    /// any thread, once the last one is gone.
+    #[inline]
+    pub(crate) fn retire(reference: OwnedRef) {
+        if READERS.load(Ordering::Relaxed) == 0 {
+            drop(reference);
+        } else {
+            defer(reference);
+        }
+    }
+
+    #[cold]
+    fn defer(reference: OwnedRef) {
+        DEFERRED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(reference);
+        HAS_DEFERRED.store(true, Ordering::Relaxed);
+    }
+
+    #[cold]
+    fn release_deferred() {
+        HAS_DEFERRED.store(false, Ordering::Relaxed);
+        // Taken out before dropping: a drop frees objects, which must not run under the mutex.
+        let deferred = std::mem::take(&mut *DEFERRED.lock().unwrap_or_else(|e| e.into_inner()));
+        drop(deferred);
+    }
+}
