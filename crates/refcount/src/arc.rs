@@ -113,6 +113,11 @@ impl<T> BiasedArc<T> {
     /// The number of references (like [`Arc::strong_count`](std::sync::Arc::strong_count));
     /// `usize::MAX` for an immortal value. References dropped on other threads but still waiting
     /// in the owner's merge queue are not counted.
+    ///
+    /// Like `Arc::strong_count`, only a snapshot when other threads clone and drop the value at
+    /// the same time; on a thread that does not own the value it can then be off in either
+    /// direction (see [`BiasedCount::get`]). Use [`get_mut`](Self::get_mut) or
+    /// [`try_unwrap`](Self::try_unwrap) to decide whether a handle is the only one.
     pub fn strong_count(this: &Self) -> usize {
         match this.count().get() {
             RefCountValue::Mortal(count) => count,
@@ -161,10 +166,44 @@ impl<T> BiasedArc<T> {
     }
 
     /// A mutable reference to the value if this is the only reference, counting references still
-    /// waiting in a merge queue as dropped (so the answer is exact).
+    /// waiting in a merge queue as dropped.
+    ///
+    /// `Some` is always right. `None` means "maybe shared": on a thread that does not own the
+    /// value, the answer is `None` for as long as the owning thread (the one that created it)
+    /// lives and still counts it locally, even if this is in fact the only handle, because the
+    /// owner's local count changes without atomics and cannot be read exactly from another
+    /// thread. Unlike `Arc::get_mut`, a handle *moved* to another thread is therefore not unique
+    /// there until the owner calls [`give_up_ownership`](Self::give_up_ownership) on it (best
+    /// before sending it), or exits, or calls [`biased::detach_current_thread`]. On the owning
+    /// thread, and once the count is merged, the answer is exact.
+    ///
+    /// ```
+    /// use ftrt_refcount::BiasedArc;
+    /// use std::thread;
+    ///
+    /// let moved = BiasedArc::new(String::from("a"));
+    /// thread::spawn(move || {
+    ///     let mut moved = moved;
+    ///     // The creating thread still counts it locally, as far as this thread can tell.
+    ///     assert!(BiasedArc::get_mut(&mut moved).is_none());
+    /// })
+    /// .join()
+    /// .unwrap();
+    ///
+    /// let handed_over = BiasedArc::new(String::from("b"));
+    /// BiasedArc::give_up_ownership(&handed_over);
+    /// thread::spawn(move || {
+    ///     let mut handed_over = handed_over;
+    ///     BiasedArc::get_mut(&mut handed_over).unwrap().push('!');
+    ///     assert_eq!(*handed_over, "b!");
+    /// })
+    /// .join()
+    /// .unwrap();
+    /// ```
     pub fn get_mut(this: &mut Self) -> Option<&mut T> {
         if this.count().is_unique() {
-            // SAFETY: no other reference exists and `&mut this` stops new ones being made; a
+            // SAFETY: `is_unique` answers `true` only when it read the count exactly and this
+            // handle's reference was the only one; `&mut this` stops new ones being made, and a
             // pending merge touches only the count.
             Some(unsafe { &mut (*this.ptr.as_ptr()).value })
         } else {
@@ -174,6 +213,12 @@ impl<T> BiasedArc<T> {
 
     /// The value, if this is the only reference; otherwise the handle back. Exact even when other
     /// threads' drops are still waiting in a merge queue.
+    ///
+    /// `Ok` is always right. `Err` means "maybe shared", as for [`get_mut`](Self::get_mut): on a
+    /// thread that does not own the value, `try_unwrap` fails while the owning thread lives and
+    /// still counts the value locally (call [`give_up_ownership`](Self::give_up_ownership) on the
+    /// owner before handing the value over). Dropping the handle instead is always fine: the
+    /// value is then dropped on its owner thread.
     pub fn try_unwrap(this: Self) -> Result<T, Self> {
         let this = ManuallyDrop::new(this);
         // SAFETY: `this` holds a reference, and is not used after `Free`/`LeftToQueue`.
@@ -190,6 +235,17 @@ impl<T> BiasedArc<T> {
                 Ok(unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) })
             }
         }
+    }
+
+    /// Makes every thread count this value atomically from now on, if the calling thread owns it
+    /// (created it); does nothing on any other thread.
+    ///
+    /// Call it before handing a value to another thread that will want it back with
+    /// [`get_mut`](Self::get_mut) or [`try_unwrap`](Self::try_unwrap): after it, those answer
+    /// exactly on every thread. Clones and drops of this value on the calling thread then cost
+    /// one atomic operation each, as on any other thread.
+    pub fn give_up_ownership(this: &Self) {
+        this.count().give_up_ownership();
     }
 
     /// Merges the calling thread's queue now: settles every object other threads handed back to

@@ -54,6 +54,17 @@
 //! calls [`merge_pending`] or exits. The header is also 8 bytes larger than `Arc`'s
 //! strong count (there is no weak count: no `Weak`).
 //!
+//! **Uniqueness off the owner thread.** [`BiasedArc::get_mut`] and [`BiasedArc::try_unwrap`]
+//! never answer "unique" wrongly, but a thread that does not own the value answers "maybe shared"
+//! while the owner lives and still counts the value locally: the owner's local count changes
+//! without atomics, so no other thread can read it exactly. A handle *moved* to another thread is
+//! therefore not unique there (where `Arc`'s would be) until the owner calls
+//! [`BiasedArc::give_up_ownership`] on it (best before sending it), or exits, or calls
+//! [`biased::detach_current_thread`]. On the owner thread, and for a value whose owner has given
+//! up ownership (which also happens when the owner drops its last local reference or merges a
+//! drop queued to it), the answer is exact. [`BiasedArc::strong_count`] is, like
+//! `Arc::strong_count`, only a snapshot while other threads clone and drop.
+//!
 //! # Threads
 //!
 //! Each thread that creates a biased object gets an id that is never reused (not the OS thread

@@ -16,6 +16,12 @@ use std::marker::PhantomData;
 /// fn assert_send<T: Send>() {}
 /// assert_send::<ftrt_refcount::GilHeld<'static>>();
 /// ```
+///
+/// ```compile_fail
+/// fn assert_sync<T: Sync>() {}
+/// // A `&GilHeld` on another thread would be a copy of the token there.
+/// assert_sync::<ftrt_refcount::GilHeld<'static>>();
+/// ```
 #[derive(Clone, Copy, Debug)]
 pub struct GilHeld<'py> {
     _not_send_or_sync: PhantomData<(&'py (), *mut ())>,

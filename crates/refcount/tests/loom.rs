@@ -1,6 +1,7 @@
 //! loom models of the biased protocol: non-owner decrement, queueing, the owner's merge and the
 //! owner's exit, each racing the others. Every model checks that the value is dropped exactly
-//! once, in every interleaving loom explores.
+//! once, in every interleaving loom explores. The uniqueness models (`get_mut`, `try_unwrap`) also
+//! check that a value handed out as unique is never accessed concurrently by another handle.
 //!
 //! Run with `cargo xtask test` (or `RUSTFLAGS="--cfg loom" cargo test --release -p ftrt-refcount
 //! --test loom`).
@@ -29,6 +30,31 @@ fn counted() -> (BiasedArc<Counted>, Arc<AtomicUsize>) {
 
 fn dropped(drops: &AtomicUsize) -> usize {
     drops.load(Ordering::SeqCst)
+}
+
+/// A value whose accesses loom tracks: reads through `&self`, writes through `&mut self`. A write
+/// through a `&mut` that `get_mut` or `try_unwrap` handed out while another handle could still
+/// read makes loom report a causality violation, even where no assertion looks.
+struct Slot(loom::cell::UnsafeCell<usize>);
+
+// SAFETY: `Slot` has no interior mutability reachable through `&self` (writes need `&mut self`),
+// so sharing `&Slot` between threads is as sound as sharing `&usize`.
+unsafe impl Sync for Slot {}
+
+impl Slot {
+    fn new() -> Self {
+        Self(loom::cell::UnsafeCell::new(0))
+    }
+
+    fn read(&self) -> usize {
+        // SAFETY: a shared read; loom checks it against every write.
+        self.0.with(|value| unsafe { *value })
+    }
+
+    fn write(&mut self, new: usize) {
+        // SAFETY: `&mut self` is exclusive; loom checks that claim against every other access.
+        self.0.with_mut(|value| unsafe { *value = new })
+    }
 }
 
 #[test]
@@ -134,11 +160,21 @@ fn try_unwrap_races_the_owner_merging_a_queued_drop() {
         let (queued, kept) = (owned.clone(), owned.clone());
         thread::spawn(move || drop(queued)).join().unwrap();
         drop(owned);
-        // `kept` is now the only reference, with one drop still queued to this thread.
-        let t = thread::spawn(move || BiasedArc::try_unwrap(kept).is_ok());
+        // `kept` is now the only reference, with one drop still queued to this thread, which
+        // still counts that reference locally until it merges.
+        let t = thread::spawn(move || BiasedArc::try_unwrap(kept));
         merge_pending();
-        let unwrapped = t.join().unwrap();
-        assert!(unwrapped, "try_unwrap must see through the queued drop");
+        let value = match t.join().unwrap() {
+            Ok(value) => value,
+            // Before the merge (or during it) the other thread cannot tell that this thread holds
+            // no handle, and gets its handle back. The merge is done now, and a merged count is
+            // exact on every thread.
+            Err(kept) => BiasedArc::try_unwrap(kept)
+                .ok()
+                .expect("merged: the only reference"),
+        };
+        assert_eq!(dropped(&drops), 0);
+        drop(value);
         merge_pending();
         assert_eq!(dropped(&drops), 1);
         detach_current_thread();
@@ -167,6 +203,154 @@ fn thread_exit_retires_the_owner_through_its_thread_local_destructor() {
         while dropped(&drops) == 0 {
             thread::yield_now();
         }
+        assert_eq!(dropped(&drops), 1);
+        detach_current_thread();
+    });
+}
+
+/// The race a non-owner's uniqueness check must not lose: it reads the owner's `local` count, the
+/// owner clones (`local` + 1) and hands the clone to a third thread, which drops it (`shared` − 1,
+/// here by queueing it), and then it reads `shared`. Summing the two reads would say "unique"
+/// while the owner's handle lives.
+#[test]
+fn a_non_owner_never_gets_mut_while_the_owner_holds_a_handle() {
+    loom::model(|| {
+        let owned = BiasedArc::new(Slot::new());
+        let mut remote = owned.clone();
+        let non_owner = thread::spawn(move || match BiasedArc::get_mut(&mut remote) {
+            Some(value) => {
+                value.write(1);
+                true
+            }
+            None => false,
+        });
+        let clone = owned.clone();
+        thread::spawn(move || drop(clone)).join().unwrap();
+        let seen = owned.read();
+        let got_mut = non_owner.join().unwrap();
+        assert!(
+            !got_mut,
+            "get_mut handed out `&mut T` while the owner's handle was alive"
+        );
+        assert_eq!(seen, 0);
+        drop(owned);
+        merge_pending();
+        detach_current_thread();
+    });
+}
+
+/// As above, through `try_unwrap`: the value must not be moved out from under the owner's handle.
+#[test]
+fn a_non_owner_never_unwraps_while_the_owner_holds_a_handle() {
+    loom::model(|| {
+        let owned = BiasedArc::new(Slot::new());
+        let remote = owned.clone();
+        let non_owner = thread::spawn(move || match BiasedArc::try_unwrap(remote) {
+            Ok(mut value) => {
+                value.write(1);
+                true
+            }
+            Err(_) => false,
+        });
+        let clone = owned.clone();
+        thread::spawn(move || drop(clone)).join().unwrap();
+        let seen = owned.read();
+        let unwrapped = non_owner.join().unwrap();
+        assert!(
+            !unwrapped,
+            "try_unwrap moved the value out while the owner's handle was alive"
+        );
+        assert_eq!(seen, 0);
+        drop(owned);
+        merge_pending();
+        detach_current_thread();
+    });
+}
+
+/// A non-owner may answer exactly once the owner has retired: `local` is final then. The registry
+/// lookup that finds the owner gone must order the owner's last accesses (here a read of the
+/// value, and its last write to `local`) before the non-owner's `&mut` access.
+#[test]
+fn a_non_owner_unwraps_once_the_owner_has_retired() {
+    loom::model(|| {
+        let owner = thread::spawn(|| {
+            let owned = BiasedArc::new(Slot::new());
+            let remote = owned.clone();
+            let non_owner = thread::spawn(move || match BiasedArc::try_unwrap(remote) {
+                Ok(mut value) => {
+                    value.write(1);
+                    None
+                }
+                Err(remote) => Some(remote),
+            });
+            assert_eq!(owned.read(), 0);
+            drop(owned);
+            detach_current_thread();
+            non_owner
+        });
+        let non_owner = owner.join().unwrap();
+        if let Some(remote) = non_owner.join().unwrap() {
+            // Refused while the owner might still count locally; it has retired now.
+            let mut value = BiasedArc::try_unwrap(remote)
+                .ok()
+                .expect("the owner has retired: the only reference");
+            value.write(2);
+        }
+        detach_current_thread();
+    });
+}
+
+/// After the owner gives up ownership, any thread answers exactly, and a value taken on another
+/// thread is ordered after the owner's last use of its own handle.
+#[test]
+fn a_non_owner_unwraps_once_the_owner_gives_up_ownership() {
+    loom::model(|| {
+        let owned = BiasedArc::new(Slot::new());
+        let remote = owned.clone();
+        BiasedArc::give_up_ownership(&owned);
+        let non_owner = thread::spawn(move || match BiasedArc::try_unwrap(remote) {
+            Ok(mut value) => {
+                value.write(1);
+                None
+            }
+            Err(remote) => Some(remote),
+        });
+        assert_eq!(owned.read(), 0);
+        drop(owned);
+        if let Some(remote) = non_owner.join().unwrap() {
+            let mut value = BiasedArc::try_unwrap(remote)
+                .ok()
+                .expect("merged: the only reference");
+            value.write(2);
+        }
+        detach_current_thread();
+    });
+}
+
+/// The owner's last local drop merges the count while it holds no reference any more: it clears
+/// `owner`, then publishes `MERGED`. A non-owner that saw the cleared owner and merged the count
+/// itself could take the value and free the memory before the owner's exchange lands.
+#[test]
+fn try_unwrap_races_the_owner_merging_its_last_local_drop() {
+    loom::model(|| {
+        let (owned, drops) = counted();
+        let lent = owned.clone();
+        // A clone made on another thread, so that it is counted in the shared half.
+        let (lent, remote) = thread::spawn(move || {
+            let remote = lent.clone();
+            (lent, remote)
+        })
+        .join()
+        .unwrap();
+        let non_owner = thread::spawn(move || match BiasedArc::try_unwrap(remote) {
+            Ok(value) => drop(value),
+            Err(remote) => drop(remote),
+        });
+        drop(lent);
+        // The owner's local count reaches zero here, with the remote reference still counted.
+        drop(owned);
+        non_owner.join().unwrap();
+        merge_pending();
         assert_eq!(dropped(&drops), 1);
         detach_current_thread();
     });

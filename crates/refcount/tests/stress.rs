@@ -4,7 +4,7 @@
 //! tests check that every value was dropped exactly once by the end. Run under ThreadSanitizer by
 //! `cargo xtask tsan`; sizes shrink under Miri.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 
@@ -260,4 +260,64 @@ fn racing_try_unwraps_and_drops_drop_the_value_once() {
     merge_pending();
     assert!(unwrapped <= attempts);
     assert_eq!(drops.count(), attempts);
+}
+
+/// Issue 8's race, run many times: the owner clones and hands each clone to a thread that drops
+/// it, one at a time, while a non-owner that holds a handle keeps asking whether its handle is the
+/// only one. It never is: the owner holds `owned` throughout. Spinning threads oversubscribe the
+/// cores so that the asker is sometimes preempted between its reads of the two halves of the
+/// count, where the race lives. The old code answered "unique" there about once in 700,000
+/// rounds, so this is a check under real scheduling, not the regression test: the loom model
+/// `a_non_owner_never_gets_mut_while_the_owner_holds_a_handle` explores every interleaving.
+#[test]
+fn a_non_owner_never_finds_its_handle_unique_while_the_owner_holds_one() {
+    let rounds = scaled(100_000);
+    let drops = Drops::default();
+    let owned = BiasedArc::new(drops.track(0));
+    let done = AtomicBool::new(false);
+    let (to_dropper, from_owner) = mpsc::channel::<BiasedArc<Tracked>>();
+    let (dropped, wait_for_drop) = mpsc::channel::<()>();
+    let wrongly_unique = thread::scope(|s| {
+        let done = &done;
+        s.spawn(move || {
+            for clone in from_owner {
+                drop(clone);
+                let _ = dropped.send(());
+            }
+        });
+        for _ in 0..4 {
+            s.spawn(|| {
+                while !done.load(Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            });
+        }
+        let mut remote = owned.clone();
+        let asker = s.spawn(move || {
+            let mut wrongly_unique = 0_usize;
+            while !done.load(Ordering::Relaxed) {
+                wrongly_unique += usize::from(BiasedArc::get_mut(&mut remote).is_some());
+            }
+            wrongly_unique
+        });
+        for round in 0..rounds {
+            to_dropper.send(owned.clone()).unwrap();
+            wait_for_drop.recv().unwrap();
+            // Vary the pace, so that some of the asker's pauses span exactly one round.
+            for _ in 0..round % 64 {
+                std::hint::spin_loop();
+            }
+        }
+        drop(to_dropper);
+        done.store(true, Ordering::Relaxed);
+        asker.join().unwrap()
+    });
+    assert_eq!(
+        wrongly_unique, 0,
+        "get_mut answered unique while the owner held a handle"
+    );
+    assert_eq!(owned.check(), 0);
+    drop(owned);
+    merge_pending();
+    assert_eq!(drops.count(), 1);
 }

@@ -182,9 +182,9 @@ impl BiasedCount {
             // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
             let local = count.local.load(Ordering::Relaxed);
             debug_assert!(local >= 1, "owned object with a zero local count");
-            // Release, so that a non-owner that reads this value (`is_unique`) also sees what the
-            // owner did with the object before dropping its reference.
-            count.local.store(local.wrapping_sub(1), Ordering::Release);
+            // A plain store, like the increment's: no other thread reads `local` while this
+            // thread owns the count (a merge after the owner retired is ordered by the registry).
+            count.local.store(local.wrapping_sub(1), Ordering::Relaxed);
             if local == 1 {
                 // Acquire: if the shared side is zero too, every other thread's last access to
                 // the object happened before its (released) decrement: free it now.
@@ -352,7 +352,15 @@ impl BiasedCount {
         }
     }
 
-    /// The number of references, or `Immortal`. Exact when no other thread is changing the count.
+    /// The number of references, or `Immortal`.
+    ///
+    /// Exact on the owner thread, and on any thread once the count is merged, when no other
+    /// thread is changing the count at the same time. On a thread that does not own the count,
+    /// while the owner lives, it is only an estimate (as `Arc::strong_count` is under concurrent
+    /// clones and drops): the owner counts in `local` without telling anyone, so the two halves
+    /// read here may come from different moments. Decide uniqueness with
+    /// [`is_unique`](Self::is_unique) or [`try_take_unique`](Self::try_take_unique), never with
+    /// this.
     pub fn get(&self) -> RefCountValue {
         // `local` before `shared`: if a merge lands in between, `shared` says `MERGED` and the
         // stale `local` is ignored.
@@ -376,8 +384,17 @@ impl BiasedCount {
 
     /// Whether the caller's reference is the only one, counting references still waiting in a
     /// merge queue as dropped.
+    ///
+    /// `true` is always exact. The answer is `false` ("maybe shared") whenever the calling thread
+    /// cannot read the count exactly: when another live thread owns the count (see
+    /// [`exact_parts`](Self::exact_parts) for why), or while another thread is half-way through
+    /// merging it. A thread that does not own the count gets an exact answer once the count is
+    /// merged (the owner called [`give_up_ownership`](Self::give_up_ownership), its local count
+    /// reached zero, or it merged a queued drop of the object) or once the owner has retired
+    /// (exited, or called [`detach_current_thread`]).
     pub fn is_unique(&self) -> bool {
-        self.get() == RefCountValue::Mortal(1)
+        self.exact_parts()
+            .is_some_and(|(local, shared)| self.is_unique_snapshot(local, shared))
     }
 
     /// Whether the value was moved out by [`try_take_unique`](Self::try_take_unique) while a
@@ -387,15 +404,17 @@ impl BiasedCount {
     }
 
     /// Gives up the caller's reference if it is the only one, so that the caller may move the
-    /// value out. Exact even when other threads' decrements are still queued.
+    /// value out. Exact even when other threads' decrements are still queued; answers
+    /// [`TakeUnique::Shared`] whenever [`is_unique`](Self::is_unique) would answer `false`.
     ///
     /// # Safety
     /// The caller holds a reference. After `Free` or `LeftToQueue` it must not use the count
     /// again except as those variants describe.
     pub unsafe fn try_take_unique(&self) -> TakeUnique {
         loop {
-            let local = self.local.load(Ordering::Acquire);
-            let shared = self.shared.load(Ordering::Acquire);
+            let Some((local, shared)) = self.exact_parts() else {
+                return TakeUnique::Shared;
+            };
             if !self.is_unique_snapshot(local, shared) {
                 return TakeUnique::Shared;
             }
@@ -413,6 +432,106 @@ impl BiasedCount {
                 .is_ok()
             {
                 return TakeUnique::LeftToQueue;
+            }
+        }
+    }
+
+    /// Gives up the calling thread's ownership of the count, if it owns it: `local` is folded
+    /// into `shared` and from now on every thread, this one included, counts atomically. Does
+    /// nothing on any other thread.
+    ///
+    /// After this, every thread can tell exactly whether its reference is the only one
+    /// ([`is_unique`](Self::is_unique), [`try_take_unique`](Self::try_take_unique)). An owner
+    /// calls it before it hands its last reference to another thread that will want the value
+    /// back: otherwise that thread cannot know whether the owner still holds references, and
+    /// answers "maybe shared" until the owner retires. The owner's clones and drops of this object
+    /// cost one atomic operation each from then on.
+    pub fn give_up_ownership(&self) {
+        if self.owned_by_caller() {
+            // The owner's own `local`: final, since the owner stops writing it here.
+            self.merge_final_local(self.local.load(Ordering::Relaxed));
+        }
+    }
+
+    /// The count as the calling thread can read it exactly, as `(local, shared)` (`local` is
+    /// ignored once `shared` says `MERGED`), or `None` when it cannot.
+    ///
+    /// Exact means that no thread can change the total while the caller keeps its reference,
+    /// except to settle a pending queue entry, which only `try_take_unique`'s exchange races:
+    /// - On the owner: `local` is this thread's own, so it and one load of `shared` are the
+    ///   count at the moment of that load.
+    /// - On a merged count: `shared` alone is the count, in one load.
+    /// - On a count whose owner has retired: `local` is final, so this thread merges the count
+    ///   on the owner's behalf and then reads `shared` alone.
+    ///
+    /// Otherwise another live thread owns the count and writes `local` with plain stores that
+    /// nothing announces. Reading `local` and then `shared` can pair an old `local` with a newer
+    /// `shared`: between the two loads the owner clones (`local` + 1) and a third thread drops
+    /// the clone (`shared` − 1), and the sum says "unique" while the owner's handle lives. No
+    /// re-read helps (`shared` can return to the same value), so there is no exact answer.
+    fn exact_parts(&self) -> Option<(u32, i32)> {
+        if self.owned_by_caller() {
+            let local = self.local.load(Ordering::Relaxed);
+            // Acquire: pairs with the other threads' released decrements, so that every access
+            // they made before dropping their references happens before a `Free` decided here.
+            return Some((local, self.shared.load(Ordering::Acquire)));
+        }
+        // Acquire, as above; also with the merge's release that published `MERGED`.
+        let shared = self.shared.load(Ordering::Acquire);
+        if shared & MERGED != 0 {
+            return Some((0, shared));
+        }
+        // Relaxed: only a retired owner's id is acted on below, and the registry's lock orders
+        // that. A cleared owner without `MERGED` means another thread is between the two steps of
+        // a merge: it may hold no reference (the owner's local count just reached zero), so this
+        // thread must not publish `MERGED` under it; it answers "maybe shared" instead.
+        let owner = self.owner.load(Ordering::Relaxed);
+        if owner == NO_OWNER || !thread::has_retired(owner) {
+            return None;
+        }
+        // Relaxed: the registry lookup that found the owner retired synchronised with the
+        // retirement, which comes after the owner's last write to `local`.
+        let local = self.local.load(Ordering::Relaxed);
+        self.merge_final_local(local);
+        // Now merged, by this thread or by a merge that raced it (or immortal, which is never
+        // unique).
+        Some((0, self.shared.load(Ordering::Acquire)))
+    }
+
+    /// Merges the count with `local` as the owner's final local count: folds it into `shared` and
+    /// publishes `MERGED`, keeping `QUEUED` (the pending entry's own merge settles it later).
+    ///
+    /// `local` is final when the owner passes it (it stops counting locally here) or when the
+    /// owner has retired. The caller holds a reference, so the object outlives this call. Safe to
+    /// race the other merges of the same count: only the exchange that first sets `MERGED` folds
+    /// `local` in; the others find `MERGED` and leave `local` out. An immortal count stays as
+    /// it is.
+    fn merge_final_local(&self, local: u32) {
+        // As in `merge_queued`: cleared before `MERGED` becomes visible, by the owner itself or
+        // after the owner retired, so it cannot race the owner's fast path.
+        self.owner.store(NO_OWNER, Ordering::Relaxed);
+        let mut shared = self.shared.load(Ordering::Relaxed);
+        while shared & MERGED == 0 && !saturated(shared) {
+            let total = i64::from(local) + i64::from(count_of(shared));
+            // A pending entry holds a reference, so a queued count is never zero; the result
+            // cannot look like a husk.
+            debug_assert!(
+                total >= i64::from(shared & QUEUED),
+                "a queued count of zero"
+            );
+            let merged = ((total.min(i64::from(SATURATED)) as i32) << FLAG_BITS)
+                | (shared & QUEUED)
+                | MERGED;
+            // Release: whoever later reads this count merged (and may take the value) must see
+            // what the owner did before giving up ownership.
+            match self.shared.compare_exchange_weak(
+                shared,
+                merged,
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => shared = actual,
             }
         }
     }

@@ -190,23 +190,170 @@ fn get_mut_and_try_unwrap_count_a_queued_drop_as_dropped() {
 }
 
 #[test]
-fn try_unwrap_on_a_non_owner_while_the_owner_still_has_the_entry_queued() {
+fn a_non_owner_unwraps_once_the_owner_has_merged_a_queued_drop() {
     let drops = Drops::default();
     let arc = BiasedArc::new(drops.track(9));
     let (kept, dropped) = (arc.clone(), arc.clone());
     thread::spawn(move || drop(dropped)).join().unwrap();
     drop(arc);
+    // `kept` is the only handle, but the owner still counts the queued drop's reference locally
+    // until it merges: another thread cannot tell that apart from a handle the owner holds.
+    let kept = thread::spawn(move || {
+        BiasedArc::try_unwrap(kept)
+            .err()
+            .expect("the owner may still hold a handle")
+    })
+    .join()
+    .unwrap();
+    assert_eq!(merge_pending(), 1);
+    let (owner, _, shared) = fields(header(&kept));
+    assert_eq!((owner, shared), (NO_OWNER, ONE | MERGED));
     let value = thread::spawn(move || {
         BiasedArc::try_unwrap(kept)
             .ok()
-            .expect("the only reference")
+            .expect("merged: the only reference")
     })
     .join()
     .unwrap();
     assert_eq!(value.check(), 9);
     drop(value);
-    assert_eq!(merge_pending(), 1);
     assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn a_non_owner_answers_shared_while_the_owner_holds_a_handle() {
+    let drops = Drops::default();
+    let owned = BiasedArc::new(drops.track(4));
+    let (to_non_owner, from_owner) = mpsc::channel::<&str>();
+    let (to_owner, from_non_owner) = mpsc::channel();
+    let non_owner = {
+        let mut remote = owned.clone();
+        thread::spawn(move || {
+            // Asked at each step of the race in issue 8: after the owner clones, and after a
+            // third thread drops that clone.
+            for step in from_owner {
+                let unique = BiasedArc::get_mut(&mut remote).is_some();
+                to_owner.send((step, unique)).unwrap();
+            }
+            BiasedArc::try_unwrap(remote)
+                .err()
+                .expect("the owner still holds a handle")
+        })
+    };
+    let ask = |step| {
+        to_non_owner.send(step).unwrap();
+        let (step, unique) = from_non_owner.recv().unwrap();
+        assert!(
+            !unique,
+            "the non-owner's handle was called unique when {step}"
+        );
+    };
+    ask("both hold a handle");
+    let clone = owned.clone();
+    ask("the owner had cloned");
+    thread::spawn(move || drop(clone)).join().unwrap();
+    ask("a third thread had dropped the clone");
+    drop(to_non_owner);
+    let remote = non_owner.join().unwrap();
+    assert_eq!(owned.check(), 4);
+    drop((owned, remote));
+    merge_pending();
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn a_handle_moved_to_another_thread_is_maybe_shared_there_while_its_owner_lives() {
+    let drops = Drops::default();
+    let moved = BiasedArc::new(drops.track(6));
+    let moved = thread::spawn(move || {
+        let mut moved = moved;
+        // The only handle, but its creator (alive) still counts it locally: from here that is
+        // indistinguishable from the creator holding another handle.
+        assert!(BiasedArc::get_mut(&mut moved).is_none());
+        BiasedArc::try_unwrap(moved)
+            .err()
+            .expect("the owner lives and counts locally")
+    })
+    .join()
+    .unwrap();
+    // On the owner the answer is exact.
+    let value = BiasedArc::try_unwrap(moved)
+        .ok()
+        .expect("the only reference");
+    assert_eq!(value.check(), 6);
+}
+
+#[test]
+fn a_non_owner_gets_the_value_once_the_owner_has_exited() {
+    let drops = Drops::default();
+    let mut orphan = {
+        let drops = drops.clone();
+        thread::spawn(move || BiasedArc::new(drops.track(2)))
+            .join()
+            .unwrap()
+    };
+    // The owner retired at exit and never writes `local` again: this thread merges the count on
+    // its behalf and answers exactly.
+    *BiasedArc::get_mut(&mut orphan).expect("the owner has exited") = drops.track(3);
+    assert_eq!(drops.count(), 1, "the replaced value was dropped");
+    assert_eq!(fields(header(&orphan)), (NO_OWNER, 1, ONE | MERGED));
+    let value = BiasedArc::try_unwrap(orphan)
+        .ok()
+        .expect("the only reference");
+    assert_eq!(value.check(), 3);
+    drop(value);
+    assert_eq!(drops.count(), 2);
+}
+
+#[test]
+fn a_non_owner_gets_the_value_once_the_owner_gives_up_ownership() {
+    let drops = Drops::default();
+    let arc = BiasedArc::new(drops.track(5));
+    let clone = arc.clone();
+    BiasedArc::give_up_ownership(&arc);
+    assert_eq!(fields(header(&arc)), (NO_OWNER, 2, (2 * ONE) | MERGED));
+    // The former owner counts atomically now.
+    drop(clone);
+    assert_eq!(fields(header(&arc)).2, ONE | MERGED);
+    let value = thread::spawn(move || BiasedArc::try_unwrap(arc).ok().expect("merged and unique"))
+        .join()
+        .unwrap();
+    assert_eq!(value.check(), 5);
+    drop(value);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn giving_up_ownership_keeps_a_pending_entry_for_its_merge() {
+    let drops = Drops::default();
+    let arc = BiasedArc::new(drops.track(8));
+    let remote = arc.clone();
+    thread::spawn(move || drop(remote)).join().unwrap();
+    BiasedArc::give_up_ownership(&arc);
+    // local 2 folded in, the queued reference still counted until its entry is merged.
+    assert_eq!(
+        fields(header(&arc)),
+        (NO_OWNER, 2, (2 * ONE) | QUEUED | MERGED)
+    );
+    assert_eq!(BiasedArc::strong_count(&arc), 1);
+    assert_eq!(merge_pending(), 1);
+    assert_eq!(fields(header(&arc)).2, ONE | MERGED);
+    assert_eq!(drops.count(), 0);
+    drop(arc);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn giving_up_ownership_on_a_thread_that_does_not_own_the_count_does_nothing() {
+    let arc = BiasedArc::new(1);
+    let remote = arc.clone();
+    let before = fields(header(&arc));
+    thread::spawn(move || BiasedArc::give_up_ownership(&remote))
+        .join()
+        .unwrap();
+    assert_eq!(fields(header(&arc)).0, before.0);
+    assert_eq!(fields(header(&arc)).1, before.1);
+    merge_pending();
 }
 
 #[test]

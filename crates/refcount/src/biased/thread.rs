@@ -207,6 +207,16 @@ pub(crate) fn queue_for_owner(owner: u32, entry: Queued) -> Result<(), Queued> {
     registry::push(owner, entry)
 }
 
+/// Whether the thread `id` has retired (exited, or called [`detach_current_thread`]): it will
+/// never write a header's `local` again. `id` must come from a header the caller reached through a
+/// reference it holds: ids are registered before they are written into any header and never
+/// reused, so an id missing from the registry has been removed for good. The registry's lock
+/// orders the retirement, and so the owner's last write to `local`, before the caller's next
+/// reads.
+pub(crate) fn has_retired(id: u32) -> bool {
+    !registry::contains(id)
+}
+
 fn own_queue() -> Option<Arc<Queue>> {
     OWNER
         .try_with(|slot| slot.borrow().as_ref().map(|record| record.queue.clone()))
@@ -288,6 +298,10 @@ mod registry {
         QUEUES.remove(&id);
     }
 
+    pub(super) fn contains(id: u32) -> bool {
+        QUEUES.contains_key(&id)
+    }
+
     pub(super) fn push(owner: u32, entry: Queued) -> Result<(), Queued> {
         // The read guard holds the shard lock across the push, so `remove` cannot slip between
         // finding the queue and pushing to it.
@@ -325,6 +339,10 @@ mod registry {
 
     pub(super) fn remove(id: u32) {
         QUEUES.lock().remove(&id);
+    }
+
+    pub(super) fn contains(id: u32) -> bool {
+        QUEUES.lock().contains_key(&id)
     }
 
     pub(super) fn push(owner: u32, entry: Queued) -> Result<(), Queued> {
