@@ -24,7 +24,7 @@ import sysconfig
 import threading
 import time
 
-WARM_UP_FRACTION = 0.5
+WARM_UP_FRACTION = 0.1
 SABOTAGE = bool(os.environ.get("FTRT_PY_SABOTAGE"))
 
 

@@ -81,6 +81,35 @@ fn log_range(values: &[f64], always: &[f64]) -> (f64, f64) {
     }
 }
 
+/// One legend line: label, colour, stroke width, dashed.
+type LegendEntry = (String, RGBColor, u32, bool);
+
+/// The width of a plot's legend column, right of the plot (so that it never hides a line).
+const LEGEND_WIDTH: u32 = 190;
+
+fn draw_legend<DB: DrawingBackend>(
+    area: &DrawingArea<DB, plotters::coord::Shift>,
+    entries: &[LegendEntry],
+) -> Drawn
+where
+    DB::ErrorType: 'static,
+{
+    let label =
+        TextStyle::from(("sans-serif", 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, (text, colour, width, dashed)) in entries.iter().enumerate() {
+        let y = 48 + 20 * i as i32;
+        let style = colour.stroke_width(*width);
+        if *dashed {
+            area.draw(&PathElement::new([(4, y), (10, y)], style))?;
+            area.draw(&PathElement::new([(16, y), (24, y)], style))?;
+        } else {
+            area.draw(&PathElement::new([(4, y), (24, y)], style))?;
+        }
+        area.draw(&Text::new(text.clone(), (30, y), label.clone()))?;
+    }
+    Ok(())
+}
+
 /// Labels for a log axis over `(lo, hi)`: the powers of two in it, with halves between them
 /// when there are few.
 fn log_key_points((lo, hi): (f64, f64)) -> Vec<f64> {
@@ -137,9 +166,11 @@ fn draw_throughput(report: &Report, workload: &str, path: &Path) -> Drawn {
         .collect();
     let range = log_range(&values, &[1.0, ideal_to]);
 
-    let root = SVGBackend::new(path, (720, 460)).into_drawing_area();
+    let root = SVGBackend::new(path, (720 + LEGEND_WIDTH, 460)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (plot, legend_area) = root.split_horizontally(720);
+    let mut legend: Vec<LegendEntry> = Vec::new();
+    let mut chart = ChartBuilder::on(&plot)
         .caption(
             format!("{workload}: throughput against threads"),
             ("sans-serif", 20),
@@ -167,13 +198,17 @@ fn draw_throughput(report: &Report, workload: &str, path: &Path) -> Drawn {
         })
         .y_label_formatter(&|y| format!("{y:.2}"))
         .draw()?;
-    chart
-        .draw_series(LineSeries::new(
-            [(1.0, 1.0), (ideal_to, ideal_to)],
-            BLACK.mix(0.35).stroke_width(1),
-        ))?
-        .label(format!("ideal (to {} cores)", report.cores))
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 18, y)], BLACK.mix(0.35)));
+    let ideal = RGBColor(160, 160, 160);
+    chart.draw_series(LineSeries::new(
+        [(1.0, 1.0), (ideal_to, ideal_to)],
+        ideal.stroke_width(1),
+    ))?;
+    legend.push((
+        format!("ideal (to {} cores)", report.cores),
+        ideal,
+        1,
+        false,
+    ));
     for (i, (build, ok, failed)) in series.iter().enumerate() {
         let colour = COLOURS[i % COLOURS.len()];
         let clipped: Vec<(f64, f64, bool, f64)> = ok
@@ -183,13 +218,11 @@ fn draw_throughput(report: &Report, workload: &str, path: &Path) -> Drawn {
                 (x, shown, was_clipped, y)
             })
             .collect();
-        chart
-            .draw_series(LineSeries::new(
-                clipped.iter().map(|&(x, y, _, _)| (x, y)),
-                colour.stroke_width(2),
-            ))?
-            .label(*build)
-            .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], colour.stroke_width(2)));
+        chart.draw_series(LineSeries::new(
+            clipped.iter().map(|&(x, y, _, _)| (x, y)),
+            colour.stroke_width(2),
+        ))?;
+        legend.push(((*build).to_owned(), colour, 2, false));
         chart.draw_series(clipped.iter().map(|&(x, y, was_clipped, _)| {
             if was_clipped {
                 Circle::new((x, y), 5, colour.stroke_width(2))
@@ -210,12 +243,10 @@ fn draw_throughput(report: &Report, workload: &str, path: &Path) -> Drawn {
                 .map(|&(x, y)| Cross::new((x, clip(y, range).0), 6, RED.stroke_width(2))),
         )?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    if series.iter().any(|(_, _, failed)| !failed.is_empty()) {
+        legend.push(("x: a failed cell".to_owned(), RED, 2, false));
+    }
+    draw_legend(&legend_area, &legend)?;
     root.present()?;
     Ok(())
 }
@@ -253,9 +284,11 @@ fn draw_latency(report: &Report, workload: &str, path: &Path) -> Drawn {
         (0.01, 10.0)
     };
 
-    let root = SVGBackend::new(path, (720, 460)).into_drawing_area();
+    let root = SVGBackend::new(path, (720 + LEGEND_WIDTH, 460)).into_drawing_area();
     root.fill(&WHITE)?;
-    let mut chart = ChartBuilder::on(&root)
+    let (plot, legend_area) = root.split_horizontally(720);
+    let mut legend: Vec<LegendEntry> = Vec::new();
+    let mut chart = ChartBuilder::on(&plot)
         .caption(
             format!("{workload}: ping latency against threads"),
             ("sans-serif", 20),
@@ -292,24 +325,14 @@ fn draw_latency(report: &Report, workload: &str, path: &Path) -> Drawn {
         };
         let shown: Vec<(f64, f64)> = points.clone();
         if *fair {
-            chart
-                .draw_series(DashedLineSeries::new(shown.iter().copied(), 6, 4, style))?
-                .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], style));
+            chart.draw_series(DashedLineSeries::new(shown.iter().copied(), 6, 4, style))?;
         } else {
-            chart
-                .draw_series(LineSeries::new(shown.iter().copied(), style))?
-                .label(label.as_str())
-                .legend(move |(x, y)| PathElement::new([(x, y), (x + 18, y)], style));
+            chart.draw_series(LineSeries::new(shown.iter().copied(), style))?;
         }
+        legend.push((label.clone(), colour, if *fair { 1 } else { 2 }, *fair));
         chart.draw_series(shown.iter().map(|&p| Circle::new(p, 3, colour.filled())))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::UpperLeft)
-        .draw()?;
+    draw_legend(&legend_area, &legend)?;
     root.present()?;
     Ok(())
 }

@@ -518,7 +518,7 @@ impl Report {
         let _ = writeln!(
             md,
             "Machine: {} CPUs, {}, {}. Sizes x{}; {} measured repeat(s) per cell after one warm-up run, \
-             interleaved; each runner warms up in-process (a pass at a quarter of the size) before its \
+             interleaved; each runner warms up in-process (a pass at a tenth of the size) before its \
              clock starts, and ftrt's runners keep the memory they free (`MIMALLOC_PURGE_DELAY=-1`). Times run \
              from the earliest thread's start to the last join. Medians of the repeats, ± the spread \
              (max − min) / median; speedup = the same build at 1 thread / at N; vs gil = the GIL reference at N / \
