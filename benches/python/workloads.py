@@ -1,116 +1,221 @@
 """The ftrt workloads written in Python, for comparing real interpreters in the same report.
 
 Usage (as cargo xtask bench --python PATH runs it):
-    python workloads.py WORKLOAD --threads N [--scale F]   one run, one JSON line
+    python workloads.py WORKLOAD --threads N [--scale F] [--warm-up F]   one run, one JSON line
     python workloads.py --list | --info
 
-Each workload does the same fixed total work as its Rust twin (scaled down by PYTHON_SCALE,
-since an interpreter is slower), splits it over N threads, times from the threads' start to the
-last join, and checks its own result.
+Each workload is the twin of a Rust workload (crates/workloads): the same operations on the same
+kinds of objects, a fixed total amount of work split over N threads (strong scaling), timed from
+the earliest thread's start to the last join after an untimed warm-up pass in the same process,
+and a check of its own result (outside the timed region) that fails when the work was done
+wrong. The sizes are the interpreter's own (an interpreter is slower than ftrt): reports compare
+interpreters by ratios and by the time per operation, an operation being the same unit as in
+the Rust twin.
+
+FTRT_PY_SABOTAGE=1 makes thread 0 of every workload do its work wrong in one place (one unit of
+work too many, or a reference kept that it should drop), so that a test can see each check fail.
 """
 
 import json
+import os
 import platform
 import sys
 import sysconfig
 import threading
 import time
 
-PYTHON_SCALE = 0.05
+WARM_UP_FRACTION = 0.1
+SABOTAGE = bool(os.environ.get("FTRT_PY_SABOTAGE"))
+
+
+def free_threaded():
+    return bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
 
 
 def build_name():
-    free_threaded = bool(sysconfig.get_config_var("Py_GIL_DISABLED"))
-    return f"python-{platform.python_version()}{'t' if free_threaded else ''}"
+    return f"python-{platform.python_version()}{'t' if free_threaded() else ''}"
 
 
 def run_threads(n, work):
+    """Runs work(t) on n threads released together; returns (seconds from the earliest
+    thread's start to the last join, results). An exception in a thread is raised here."""
     results = [None] * n
+    starts = [None] * n
+    errors = []
     ready = threading.Barrier(n + 1)
 
     def body(t):
         ready.wait()
-        results[t] = work(t)
+        # Each thread reads the clock as it starts: the main thread may wake from the barrier
+        # after the workers began.
+        starts[t] = time.perf_counter()
+        try:
+            results[t] = work(t)
+        except BaseException as e:  # reported by the main thread
+            errors.append(e)
 
     threads = [threading.Thread(target=body, args=(t,)) for t in range(n)]
     for th in threads:
         th.start()
     ready.wait()
-    start = time.perf_counter()
     for th in threads:
         th.join()
-    return time.perf_counter() - start, results
+    finished = time.perf_counter()
+    if errors:
+        raise errors[0]
+    return finished - min(starts), results
 
 
 def share(total, n, t):
     return total // n + (1 if t < total % n else 0)
 
 
+def sabotaged(t):
+    return SABOTAGE and t == 0
+
+
+def steps(total, n, t):
+    """Thread t's share of the work; one unit too many when sabotaged."""
+    return share(total, n, t) + (1 if sabotaged(t) else 0)
+
+
+def first_wrong(n, total, got, expected):
+    """The check of per-thread results: 'ok' or which thread computed what."""
+    for t in range(n):
+        want = expected(share(total, n, t))
+        if got[t] != want:
+            return f"thread {t} computed {got[t]!r}, expected {want!r}"
+    return "ok"
+
+
 def countdown(n, total):
     def work(t):
         k = share(total, n, t)
-        while k > 0:
+        for _ in range(steps(total, n, t)):
             k -= 1
         return k
+
     elapsed, finals = run_threads(n, work)
-    return elapsed, "ok" if all(f == 0 for f in finals) else f"countdowns ended at {finals}", {}
+    return elapsed, "ok" if all(f == 0 for f in finals) else f"countdowns ended at {finals}, not 0", {}
 
 
 def io_sleep(n, total):
     def work(t):
-        for _ in range(share(total, n, t)):
+        done = 0
+        for _ in range(steps(total, n, t)):
             time.sleep(0.002)
-        return share(total, n, t)
+            done += 1
+        return done
+
     elapsed, done = run_threads(n, work)
-    return elapsed, "ok" if sum(done) == total else "sleeps were lost", {}
+    slept = sum(done)
+    return elapsed, "ok" if slept == total else f"{slept} of {total} sleeps done", {}
 
 
-class Globals:
-    counter = 0
+counter = 0
 
 
 def counter_race(n, total):
-    Globals.counter = 0
+    global counter
+    counter = 0
 
     def work(t):
-        for _ in range(share(total, n, t)):
-            Globals.counter = Globals.counter + 1
+        global counter
+        for _ in range(steps(total, n, t)):
+            counter = counter + 1
+
     elapsed, _ = run_threads(n, work)
-    lost = total - Globals.counter
-    return elapsed, "ok", {"lost_updates": float(lost), "lost_fraction": lost / total}
+    lost = total - counter
+    check = "ok" if 0 <= counter <= total else f"the counter ended at {counter}, outside 0..={total}"
+    return elapsed, check, {"lost_updates": float(lost), "lost_fraction": lost / total}
 
 
 def counter_locked(n, total):
-    Globals.counter = 0
+    global counter
+    counter = 0
     lock = threading.Lock()
 
     def work(t):
-        for _ in range(share(total, n, t)):
+        global counter
+        for _ in range(steps(total, n, t)):
             with lock:
-                Globals.counter = Globals.counter + 1
+                counter = counter + 1
+
     elapsed, _ = run_threads(n, work)
-    return elapsed, "ok" if Globals.counter == total else f"counter ended at {Globals.counter}", {}
+    check = "ok" if counter == total else f"the locked counter ended at {counter}, expected {total}"
+    return elapsed, check, {}
+
+
+PRIVATE_LIST_CAP = 10_000
 
 
 def list_append_private(n, total):
     def work(t):
-        items = []
-        for i in range(share(total, n, t)):
+        # A fresh list every PRIVATE_LIST_CAP items, as in the Rust twin.
+        items, held = [], 0
+        for i in range(steps(total, n, t)):
+            if i % PRIVATE_LIST_CAP == 0 and i > 0:
+                held += len(items)
+                items = []
             items.append(i % 1000)
-        return len(items) == share(total, n, t)
-    elapsed, oks = run_threads(n, work)
-    return elapsed, "ok" if all(oks) else "a private list lost items", {}
+        return held + len(items)
+
+    elapsed, counted = run_threads(n, work)
+    return elapsed, first_wrong(n, total, counted, lambda s: s), {}
+
+
+SHARED_ROUND = 250_000
+
+
+def in_rounds(n, total, new, fill):
+    """Works on a shared container in rounds of SHARED_ROUND units, as the Rust twin does: each
+    thread does its share of a round on that round's container, all meet, and thread 0 records
+    the length and drops the container before the next round starts. A round is timed from the
+    earliest thread's start to the last one's end, so the drops are not. Returns (elapsed,
+    [(length, expected)] of every round but the last, the last container, its first unit)."""
+    sizes = [min(SHARED_ROUND, total - r) for r in range(0, total, SHARED_ROUND)]
+    containers = [new() for _ in sizes]
+    round_start, round_end = threading.Barrier(n), threading.Barrier(n)
+
+    def work(t):
+        spans, lengths, base = [], [], 0
+        for r, size in enumerate(sizes):
+            round_start.wait()
+            started = time.perf_counter()
+            fill(containers[r], base + t, n, steps(size, n, t))
+            spans.append((started, time.perf_counter()))
+            round_end.wait()
+            if t == 0 and r + 1 < len(sizes):
+                lengths.append((len(containers[r]), size))
+                containers[r] = None
+            base += size
+        return spans, lengths
+
+    _, results = run_threads(n, work)
+    elapsed = sum(
+        max(spans[r][1] for spans, _ in results) - min(spans[r][0] for spans, _ in results)
+        for r in range(len(sizes))
+    )
+    return elapsed, results[0][1], containers[-1], total - sizes[-1]
+
+
+def round_lengths(what, lengths):
+    for r, (length, size) in enumerate(lengths):
+        if length != size:
+            return f"the shared {what} of round {r} held {length} items after {size}"
+    return "ok"
 
 
 def list_append_shared(n, total):
-    items = []
+    def fill(items, first, step, count):
+        for i in range(count):
+            items.append(first + i * step)
 
-    def work(t):
-        base = sum(share(total, n, u) for u in range(t))
-        for i in range(share(total, n, t)):
-            items.append(base + i)
-    elapsed, _ = run_threads(n, work)
-    return elapsed, "ok" if sorted(items) == list(range(total)) else "appends were lost", {}
+    elapsed, lengths, last, base = in_rounds(n, total, list, fill)
+    check = round_lengths("list", lengths)
+    if check == "ok" and sorted(last) != list(range(base, total)):
+        check = f"the last shared list holds {len(last)} items, expected each of {base}..{total} once"
+    return elapsed, check, {}
 
 
 KEYS = [f"key-{k}" for k in range(1000)]
@@ -118,93 +223,155 @@ KEYS = [f"key-{k}" for k in range(1000)]
 
 def dict_private(n, total):
     def work(t):
-        d, s = {}, 0
-        for i in range(share(total, n, t)):
-            k = KEYS[i % 1000]
+        d, s, i = {}, 0, -1
+        keys = KEYS
+        for i in range(steps(total, n, t)):
+            k = keys[i % 1000]
             d[k] = i % 1000
             s += d[k]
-        return s == sum(i % 1000 for i in range(share(total, n, t)))
-    elapsed, oks = run_threads(n, work)
-    return elapsed, "ok" if all(oks) else "a private dict read a wrong value", {}
+        return s, len(d), i + 1
+
+    elapsed, results = run_threads(n, work)
+    return elapsed, first_wrong(
+        n, total, results, lambda s: (sum(i % 1000 for i in range(s)), min(s, 1000), s)
+    ), {}
 
 
 def dict_shared_read(n, total):
+    # Ordinary mortal values, made at run time (code constants are immortal in free-threaded
+    # CPython, which would not test a mortal shared object).
     d = {k: float(i) for i, k in enumerate(KEYS)}
 
     def work(t):
-        s = 0.0
-        for i in range(share(total, n, t)):
-            s += d[KEYS[i % 1000]]
-        return s == sum(float(i % 1000) for i in range(share(total, n, t)))
-    elapsed, oks = run_threads(n, work)
-    return elapsed, "ok" if all(oks) else "a shared dict read a wrong value", {}
+        s, i = 0.0, -1
+        keys = KEYS
+        for i in range(steps(total, n, t)):
+            s += d[keys[i % 1000]]
+        return s, i + 1
+
+    elapsed, results = run_threads(n, work)
+    return elapsed, first_wrong(
+        n, total, results, lambda s: (sum(float(i % 1000) for i in range(s)), s)
+    ), {}
 
 
 def dict_shared_write(n, total):
-    d = {}
-
-    def work(t):
-        for i in range(share(total, n, t)):
-            k = i * n + t
+    def fill(d, first, step, count):
+        for i in range(count):
+            k = first + i * step
             d[k] = k + 1
-    elapsed, _ = run_threads(n, work)
-    ok = len(d) == total and all(d[k] == k + 1 for k in range(total))
-    return elapsed, "ok" if ok else "the shared dict lost keys", {}
+
+    elapsed, lengths, last, base = in_rounds(n, total, dict, fill)
+    check = round_lengths("dict", lengths)
+    expected = total - base
+    if check == "ok" and not (len(last) == expected and all(last.get(k) == k + 1 for k in range(base, total))):
+        check = f"the last shared dict holds {len(last)} of {expected} keys, or a wrong value"
+    return elapsed, check, {}
 
 
 class Point:
     pass
 
 
+INSTANCES_HELD = 100_000
+
+
 def object_create(n, total):
     def work(t):
-        s = 0
-        for i in range(share(total, n, t)):
+        # Up to INSTANCES_HELD instances alive at once, as in the Rust twin.
+        held, s, i = [], 0, -1
+        for i in range(steps(total, n, t)):
+            if len(held) == INSTANCES_HELD:
+                held.clear()
             p = Point()
             p.x = i % 100
             p.y = 1
             s += p.x
-        return s == sum(i % 100 for i in range(share(total, n, t)))
-    elapsed, oks = run_threads(n, work)
-    return elapsed, "ok" if all(oks) else "an attribute read back wrong", {}
+            held.append(p)
+        held.clear()
+        return s, i + 1
+
+    elapsed, results = run_threads(n, work)
+    return elapsed, first_wrong(n, total, results, lambda s: (sum(i % 100 for i in range(s)), s)), {}
 
 
 def float_mult(n, total):
     def work(t):
         x = 1.0
-        for _ in range(share(total, n, t)):
+        for _ in range(steps(total, n, t)):
             x *= 1.000001
         return x
-    elapsed, _ = run_threads(n, work)
-    return elapsed, "ok", {}
+
+    def serial(s):
+        x = 1.0
+        for _ in range(s):
+            x *= 1.000001
+        return x
+
+    elapsed, results = run_threads(n, work)
+    # Bit for bit: each thread multiplies in the same order as a serial run.
+    return elapsed, first_wrong(n, total, results, serial), {}
 
 
 POOL = [f"identifier_{i}" for i in range(500)]
 
 
 def string_intern(n, total):
+    # The table holds every text before the threads start, and each thread looks up copies that
+    # are not themselves interned: every sys.intern is a lookup in the shared table (an interned
+    # string would return at once), as in the Rust twin.
+    for text in POOL:
+        sys.intern(text)
+
     def work(t):
-        first = [sys.intern(s) for s in POOL]
-        bad = 0
-        for i in range(share(total, n, t)):
+        intern = sys.intern
+        copies = ["".join(["identifier_", str(i)]) for i in range(500)]
+        first = [intern(c) for c in copies]
+        bad, i = 0, -1
+        for i in range(steps(total, n, t)):
             j = (i * 7 + t) % 500
-            if sys.intern("".join([POOL[j]])) is not first[j]:
+            if intern(copies[j]) is not first[j]:
                 bad += 1
-        return bad
-    elapsed, bad = run_threads(n, work)
-    return elapsed, "ok" if sum(bad) == 0 else "interned strings differed", {}
+        return bad, i + 1, first
+
+    elapsed, results = run_threads(n, work)
+    check = first_wrong(n, total, [(bad, done) for bad, done, _ in results], lambda s: (0, s))
+    unique = all(
+        first[j] is results[0][2][j] is sys.intern(POOL[j]) for _, _, first in results for j in range(500)
+    )
+    if check == "ok" and not unique:
+        check = "threads interned a text as different objects"
+    return elapsed, check, {}
 
 
 def shared_refcount(n, total):
-    value = [1.5]
+    slot = []
+    published = threading.Barrier(n)
 
     def work(t):
-        v = value[0]
-        for _ in range(share(total, n, t)):
-            w = v
-            del w
-    elapsed, _ = run_threads(n, work)
-    return elapsed, "ok", {}
+        if t == 0:
+            # Made at run time by thread 0 and shared, as in the Rust twin: a mortal float (a
+            # code constant would be immortal in free-threaded CPython).
+            slot.append(float("1.5"))
+        published.wait()
+        v = slot[0]
+        i = -1
+        for i in range(share(total, n, t)):
+            w = v  # takes a reference
+            del w  # and drops it
+        if sabotaged(t):
+            slot.append(v)  # keeps a reference it should have dropped
+        return i + 1
+
+    elapsed, done = run_threads(n, work)
+    # The count is back where it started: held by the slot alone, as a fresh float in a
+    # one-item list is.
+    control = [float("1.5")]
+    count, expected = sys.getrefcount(slot[0]), sys.getrefcount(control[0])
+    check = first_wrong(n, total, done, lambda s: s)
+    if check == "ok" and count != expected:
+        check = f"the shared object's count is {count}, expected {expected}"
+    return elapsed, check, {}
 
 
 class Config:
@@ -213,75 +380,49 @@ class Config:
 
 def shared_attribute_read(n, total):
     config = Config()
-    config.scale = 0.5
+    config.scale = float("0.5")  # mortal, made at run time
 
     def work(t):
-        s = 0.0
-        for _ in range(share(total, n, t)):
+        s, i = 0.0, -1
+        for i in range(steps(total, n, t)):
             s += config.scale
-        return s == share(total, n, t) * 0.5
-    elapsed, oks = run_threads(n, work)
-    return elapsed, "ok" if all(oks) else "an attribute read wrong", {}
+        return s, i + 1
+
+    elapsed, results = run_threads(n, work)
+    return elapsed, first_wrong(n, total, results, lambda s: (s * 0.5, s)), {}
 
 
 def immortal_read(n, total):
     def work(t):
         s = 0
-        for _ in range(share(total, n, t)):
+        for _ in range(steps(total, n, t)):
             a, b = None, 42
             s += (a is None) + b
-        return s == share(total, n, t) * 43
-    elapsed, oks = run_threads(n, work)
-    return elapsed, "ok" if all(oks) else "a wrong sum", {}
+        return s
+
+    elapsed, results = run_threads(n, work)
+    return elapsed, first_wrong(n, total, results, lambda s: s * 43), {}
 
 
-# name: (function, total work at scale 1, before PYTHON_SCALE)
+# name: (function, total work at scale 1, what one operation is). The sizes make a 1-thread run
+# take about 0.4 s on CPython 3.11 on the project's machine (at least 0.3 s).
 WORKLOADS = {
-    "countdown": (countdown, 8_000_000),
-    "io-sleep": (io_sleep, 96 / PYTHON_SCALE),
-    "counter-race": (counter_race, 1_000_000),
-    "counter-locked": (counter_locked, 1_000_000),
-    "list-append-private": (list_append_private, 4_000_000),
-    "list-append-shared": (list_append_shared, 1_000_000),
-    "dict-private": (dict_private, 1_000_000),
-    "dict-shared-read": (dict_shared_read, 4_000_000),
-    "dict-shared-write": (dict_shared_write, 400_000),
-    "object-create": (object_create, 1_000_000),
-    "float-mult": (float_mult, 6_000_000),
-    "string-intern": (string_intern, 2_000_000),
-    "shared-refcount": (shared_refcount, 8_000_000),
-    "shared-attribute-read": (shared_attribute_read, 8_000_000),
-    "immortal-read": (immortal_read, 8_000_000),
+    "countdown": (countdown, 13_000_000, "countdown step"),
+    "io-sleep": (io_sleep, 250, "2 ms sleep"),
+    "counter-race": (counter_race, 11_000_000, "increment"),
+    "counter-locked": (counter_locked, 1_700_000, "locked increment"),
+    "list-append-private": (list_append_private, 7_000_000, "append"),
+    "list-append-shared": (list_append_shared, 8_000_000, "append"),
+    "dict-private": (dict_private, 4_700_000, "set and get"),
+    "dict-shared-read": (dict_shared_read, 8_000_000, "lookup"),
+    "dict-shared-write": (dict_shared_write, 4_000_000, "insert"),
+    "object-create": (object_create, 1_400_000, "instance"),
+    "float-mult": (float_mult, 20_000_000, "multiplication"),
+    "string-intern": (string_intern, 4_200_000, "interning"),
+    "shared-refcount": (shared_refcount, 29_000_000, "reference taken and dropped"),
+    "shared-attribute-read": (shared_attribute_read, 20_000_000, "attribute read"),
+    "immortal-read": (immortal_read, 11_000_000, "two references taken and dropped"),
 }
-
-
-def main(argv):
-    if argv[:1] == ["--info"]:
-        print(json.dumps({"build": build_name(), "header_size": None, "count_strategy": None}))
-        return 0
-    if argv[:1] == ["--list"]:
-        print(json.dumps([{"name": name} for name in WORKLOADS]))
-        return 0
-    if not argv or argv[0] not in WORKLOADS:
-        print(f"error: unknown workload; valid: {', '.join(WORKLOADS)}", file=sys.stderr)
-        return 2
-    name, threads, scale = argv[0], 1, 1.0
-    rest = argv[1:]
-    while rest:
-        flag, value, rest = rest[0], rest[1] if len(rest) > 1 else None, rest[2:]
-        if flag == "--threads" and value and value.isdigit() and int(value) >= 1:
-            threads = int(value)
-        elif flag == "--scale" and value:
-            scale = float(value)
-        else:
-            print(f"error: bad argument {flag}", file=sys.stderr)
-            return 2
-    function, total = WORKLOADS[name]
-    total = max(threads, int(total * scale * PYTHON_SCALE))
-    elapsed, check, metrics = function(threads, total)
-    print(json.dumps({"workload": name, "build": build_name(), "threads": threads, "elapsed_s": elapsed,
-                      "check": check, "metrics": metrics, "peak_rss_kib": peak_rss_kib()}))
-    return 0
 
 
 def peak_rss_kib():
@@ -290,6 +431,57 @@ def peak_rss_kib():
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     except ImportError:
         return 0
+
+
+def usage(problem):
+    print(f"error: {problem}", file=sys.stderr)
+    print(f"workloads: {', '.join(WORKLOADS)}", file=sys.stderr)
+    return 2
+
+
+def main(argv):
+    if argv[:1] == ["--info"]:
+        print(json.dumps({
+            "build": build_name(), "version": platform.python_version(),
+            "free_threaded": free_threaded(), "implementation": platform.python_implementation(),
+            "executable": sys.executable, "header_size": None, "count_strategy": None,
+        }))
+        return 0
+    if argv[:1] == ["--list"]:
+        print(json.dumps([{"name": name, "unit": unit} for name, (_, _, unit) in WORKLOADS.items()]))
+        return 0
+    if not argv or argv[0] not in WORKLOADS:
+        return usage("unknown workload")
+    name, threads, scale, warm_up = argv[0], 1, 1.0, WARM_UP_FRACTION
+    rest = argv[1:]
+    while rest:
+        flag, value, rest = rest[0], rest[1] if len(rest) > 1 else None, rest[2:]
+        try:
+            if flag == "--threads" and int(value) >= 1:
+                threads = int(value)
+            elif flag == "--scale" and float(value) > 0:
+                scale = float(value)
+            elif flag == "--warm-up" and float(value) >= 0:
+                warm_up = float(value)
+            else:
+                return usage(f"bad argument {flag} {value}")
+        except (TypeError, ValueError):
+            return usage(f"bad argument {flag} {value}")
+    function, size, _ = WORKLOADS[name]
+    # The total does not grow with the thread count (strong scaling).
+    total = max(1, int(size * scale))
+    check = "ok"
+    if warm_up > 0:
+        _, warm_check, _ = function(threads, max(1, int(total * warm_up)))
+        if warm_check != "ok":
+            check = f"in the warm-up pass: {warm_check}"
+    elapsed, measured_check, metrics = function(threads, total)
+    if check == "ok":
+        check = measured_check
+    print(json.dumps({"workload": name, "build": build_name(), "threads": threads, "elapsed_s": elapsed,
+                      "ops": total, "warm_up": warm_up, "check": check, "metrics": metrics,
+                      "peak_rss_kib": peak_rss_kib()}))
+    return 0
 
 
 if __name__ == "__main__":

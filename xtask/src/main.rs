@@ -14,8 +14,10 @@
 //!   `rust-src` component if it is missing.
 //! - `cargo xtask bench [--workloads LIST] [--builds LIST] [--threads LIST] [--repeat N]
 //!   [--quick] [--json FILE] [--out DIR] [--python PATH]...`: builds the workload runner of
-//!   each variant, runs every workload at every thread count, interleaved, and writes the
-//!   scaling report (terminal table, `report.json`, `report.md`, SVG plots, target summary).
+//!   each variant, runs every workload at every thread count, interleaved (each run appended
+//!   to `runs.jsonl` as it finishes), and writes the scaling report (terminal table,
+//!   `report.json`, `report.md`, SVG plots and a `vs_gil` heat map, target summary). Exits 1
+//!   if any cell failed.
 //! - `cargo xtask criterion [--variant V] [CRITERION_ARGS...]`: runs the criterion
 //!   micro-benchmarks of one variant (default `nogil`), passing the arguments to criterion.
 //!

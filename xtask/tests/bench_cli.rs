@@ -1,5 +1,7 @@
-//! `cargo xtask bench` from the outside: a quick run's JSON honours the report contract, and bad
-//! options are refused with the valid values and exit status 2.
+//! `cargo xtask bench` from the outside: a quick run's JSON honours the report contract and judges
+//! no target, a runner that fails (even after printing its result) fails its cell and the bench
+//! without losing the other cells, and bad options are refused with the valid values and exit
+//! status 2.
 
 use std::process::{Command, Output};
 
@@ -96,9 +98,14 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
             "vs_gil",
             "peak_rss_kib",
             "check",
+            "spread",
+            "ops",
+            "ns_per_op",
+            "relative_throughput",
         ] {
             assert!(result.get(key).is_some(), "{key} missing from {result}");
         }
+        assert!(result["ns_per_op"].as_f64().unwrap() > 0.0, "{result}");
         assert_eq!(result["check"], "ok", "{result}");
         let (min, median, max) = (
             result["min_s"].as_f64().unwrap(),
@@ -116,8 +123,10 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
     for file in [
         "report.json",
         "report.md",
+        "runs.jsonl",
         "countdown.svg",
         "counter-race.svg",
+        "vs_gil.svg",
     ] {
         assert!(out.join(file).exists(), "{file} not written");
     }
@@ -126,5 +135,142 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
         markdown.contains("| P2 |") && markdown.contains("| P11 |"),
         "the summary lists the targets"
     );
+    assert!(
+        markdown.lines().take(4).any(|l| l.contains("Quick run")),
+        "a quick run says so at the top"
+    );
+    assert_eq!(report["full_run"], false);
+    for target in report["targets"].as_array().unwrap() {
+        assert_ne!(target["verdict"], "met", "a quick run judged {target}");
+    }
+    let raw_runs = std::fs::read_to_string(out.join("runs.jsonl")).unwrap();
+    assert_eq!(
+        raw_runs.lines().count(),
+        2 * 2 + 2 * 2 * 2,
+        "every run, warm-ups included, one line each"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs a quick bench of `countdown` and `counter-race` on the nogil build at 1 thread, with
+/// `env` set for the runners; returns the exit status and the JSON report.
+fn quick_bench_with(name: &str, env: (&str, &str)) -> (Output, Option<Value>, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("ftrt-bench-{name}-{}", std::process::id()));
+    let out = dir.join("report");
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "bench",
+            "--quick",
+            "--workloads",
+            "countdown,counter-race",
+            "--builds",
+            "nogil",
+            "--threads",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .env(env.0, env.1)
+        .output()
+        .expect("xtask runs");
+    let report = std::fs::read_to_string(out.join("report.json"))
+        .ok()
+        .map(|text| serde_json::from_str(&text).expect("valid JSON"));
+    (output, report, dir)
+}
+
+fn check_of(report: &Value, workload: &str) -> String {
+    report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["workload"] == workload)
+        .unwrap_or_else(|| panic!("{workload} missing from the report"))["check"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[test]
+fn a_runner_that_crashes_after_printing_fails_its_cell_and_the_bench() {
+    let (output, report, dir) = quick_bench_with(
+        "crash-after",
+        ("FTRT_RUNNER_CRASH_AFTER_PRINT", "counter-race"),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success(),
+        "a crashed runner must fail the bench: {stderr}"
+    );
+    let report = report.expect("the report is written despite the crash");
+    let check = check_of(&report, "counter-race");
+    assert!(
+        check.contains("signal") || check.contains("exit"),
+        "the crashed cell says how the runner died: {check}"
+    );
+    assert_eq!(check_of(&report, "countdown"), "ok");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn one_failing_runner_does_not_lose_the_other_cells() {
+    let (output, report, dir) = quick_bench_with(
+        "crash-before",
+        ("FTRT_RUNNER_CRASH_BEFORE_PRINT", "countdown"),
+    );
+    assert!(!output.status.success());
+    let report = report.expect("the report is written despite the failure");
+    assert_ne!(check_of(&report, "countdown"), "ok");
+    assert_eq!(check_of(&report, "counter-race"), "ok");
+    assert!(
+        dir.join("report/runs.jsonl").exists(),
+        "raw runs are written as they come"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn two_python_interpreters_of_the_same_version_are_two_cells() {
+    let found = Command::new("python3").arg("--version").output();
+    if !found.is_ok_and(|o| o.status.success()) {
+        eprintln!("no python3 on the PATH: not checked");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("ftrt-bench-pythons-{}", std::process::id()));
+    let out = dir.join("report");
+    let output = xtask(&[
+        "bench",
+        "--quick",
+        "--workloads",
+        "countdown",
+        "--builds",
+        "gil",
+        "--threads",
+        "1",
+        "--python",
+        "python3",
+        "--python",
+        "python3",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let pythons: Vec<&str> = report["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["build"].as_str().filter(|b| b.starts_with("python")))
+        .collect();
+    assert_eq!(pythons.len(), 2, "{pythons:?}");
+    assert_ne!(pythons[0], pythons[1]);
+    for r in report["results"].as_array().unwrap() {
+        assert_eq!(r["repeats"], 1, "one run per cell, not merged: {r}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }

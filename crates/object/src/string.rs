@@ -91,6 +91,16 @@ thread_local! {
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
+impl<'py> Obj<'py> {
+    /// The same object as [`Obj::intern`], looked up in the shared table every time (past this
+    /// thread's cache): what a first interning costs, and what the `string-intern` workload
+    /// measures.
+    pub fn intern_in_shared_table(py: Python<'py>, text: &str) -> Self {
+        // SAFETY: interned strings are immortal.
+        unsafe { Obj::from_borrowed(py, intern_shared(text).0) }
+    }
+}
+
 #[cold]
 fn intern_shared(text: &str) -> Immortal {
     match INTERNED.get(text) {

@@ -1,12 +1,15 @@
 //! Lists, dicts, instances and strings, private to each thread (they should scale, P3) or shared
 //! by all (exact results under contention; shared reads should scale too, P3b).
 
+use std::sync::{Barrier, Mutex};
+use std::time::{Duration, Instant};
+
 use ftrt_gil::Python;
 use ftrt_object::{Obj, ReadGuard, Shared};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
-const APPENDS_TOTAL: usize = 4_000_000;
+const APPENDS_TOTAL: usize = 45_000_000;
 
 /// Private lists start over at this length, so the workload measures appending rather than
 /// the allocator's page faults (a 4M-item list is 160 MB).
@@ -28,7 +31,7 @@ fn list_append_private(params: &Params) -> Outcome {
         }
         held + list.len().expect("a list")
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     for (t, counted) in counted.into_iter().enumerate() {
         let share = params.share(total, t);
         outcome.expect(share == counted, || {
@@ -40,32 +43,137 @@ fn list_append_private(params: &Params) -> Outcome {
 
 pub(crate) const LIST_APPEND_PRIVATE: Workload = Workload {
     name: "list-append-private",
+    unit: "append",
     description: "appends ints to its own list (a fresh one every 10,000 items)",
     shows: "P3",
     run: list_append_private,
 };
 
-const SHARED_APPENDS_TOTAL: usize = 1_000_000;
+const SHARED_APPENDS_TOTAL: usize = 60_000_000;
+
+/// A shared list or dict starts over after this many units of work (all threads together), so
+/// that memory stays bounded however long the run: a container that grew for the whole run
+/// would measure fresh pages from the kernel more than the appends and inserts.
+const SHARED_ROUND: usize = 250_000;
+
+/// What [`in_rounds`] found.
+struct Rounds {
+    /// The rounds' times together (the work on the containers, not the drops between rounds).
+    elapsed: Duration,
+    /// The lengths thread 0 saw at the end of each round but the last, and the expected ones.
+    lengths: Vec<(usize, usize)>,
+    /// The last round's container, checked in full after the run, and its first unit.
+    last: Shared,
+    last_base: usize,
+}
+
+/// Works on a shared container in rounds of [`SHARED_ROUND`] units. In each round every thread
+/// does its share on that round's container (`fill(py, container, first, threads, count)` does
+/// units `first`, `first + threads`, ... `count` of them); then all meet, and thread 0 records
+/// the container's length and drops it before the next round starts. A round is timed from the
+/// earliest thread's start to the last one's end, as [`run_threads`] times a whole run, so the
+/// drops between rounds are not: the workload measures appends and inserts, as when one
+/// container took them all.
+fn in_rounds(
+    params: &Params,
+    total: usize,
+    new: fn(Python<'_>) -> Obj<'_>,
+    fill: impl Fn(Python<'_>, &Obj<'_>, usize, usize, usize) + Sync,
+) -> Rounds {
+    let sizes: Vec<usize> = (0..total.div_ceil(SHARED_ROUND))
+        .map(|r| SHARED_ROUND.min(total - r * SHARED_ROUND))
+        .collect();
+    let containers: Vec<Mutex<Option<Shared>>> = Python::attach(|py| {
+        sizes
+            .iter()
+            .map(|_| Mutex::new(Some(new(py).unbind())))
+            .collect()
+    });
+    let (round_start, round_end) = (Barrier::new(params.threads), Barrier::new(params.threads));
+    let (_, per_thread) = run_threads(params.threads, |t, py| {
+        let (mut spans, mut lengths) = (Vec::new(), Vec::new());
+        let mut base = 0;
+        for (r, &size) in sizes.iter().enumerate() {
+            // Wait detached: under the GIL, waiting attached would keep the others out.
+            py.allow_threads(|| round_start.wait());
+            let started = Instant::now();
+            let shared = containers[r]
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .expect("dropped only after its round")
+                .bind(py);
+            let round = Params {
+                threads: params.threads,
+                scale: 1.0,
+            };
+            fill(py, &shared, base + t, params.threads, round.share(size, t));
+            drop(shared);
+            spans.push((started, Instant::now()));
+            py.allow_threads(|| round_end.wait());
+            if t == 0 && r + 1 < sizes.len() {
+                let finished = containers[r]
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .take()
+                    .expect("dropped once");
+                lengths.push((finished.bind(py).len().expect("a container"), size));
+            }
+            base += size;
+        }
+        (spans, lengths)
+    });
+    let elapsed = (0..sizes.len())
+        .map(|r| {
+            let start = per_thread.iter().map(|(spans, _)| spans[r].0).min();
+            let end = per_thread.iter().map(|(spans, _)| spans[r].1).max();
+            end.zip(start)
+                .map_or(Duration::ZERO, |(end, start)| end.duration_since(start))
+        })
+        .sum();
+    let last = containers
+        .into_iter()
+        .last()
+        .and_then(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
+        .expect("at least one round");
+    Rounds {
+        elapsed,
+        lengths: per_thread
+            .into_iter()
+            .next()
+            .map(|(_, lengths)| lengths)
+            .unwrap_or_default(),
+        last,
+        last_base: total - sizes.last().copied().unwrap_or(0),
+    }
+}
+
+fn new_list(py: Python<'_>) -> Obj<'_> {
+    Obj::list(py, [])
+}
+
+fn new_dict(py: Python<'_>) -> Obj<'_> {
+    Obj::dict(py)
+}
 
 fn list_append_shared(params: &Params) -> Outcome {
     let total = params.total(SHARED_APPENDS_TOTAL);
-    let list: Shared = Python::attach(|py| Obj::list(py, []).unbind());
-    let offsets: Vec<usize> = (0..params.threads)
-        .scan(0, |at, t| {
-            Some(std::mem::replace(at, *at + params.share(total, t)))
-        })
-        .collect();
-    let (elapsed, _) = run_threads(params.threads, |t, py| {
-        let list = list.bind(py);
-        for i in 0..params.share(total, t) {
-            list.append(Obj::int(py, (offsets[t] + i) as i64))
+    let rounds = in_rounds(params, total, new_list, |py, list, first, step, count| {
+        for i in 0..count {
+            list.append(Obj::int(py, (first + i * step) as i64))
                 .expect("a list");
             checkpoint(py, i);
         }
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(rounds.elapsed, total);
+    for (r, &(len, size)) in rounds.lengths.iter().enumerate() {
+        outcome.expect(len == size, || {
+            format!("the shared list of round {r} held {len} items after {size} appends")
+        });
+    }
     Python::attach(|py| {
-        let mut seen: Vec<i64> = list
+        let mut seen: Vec<i64> = rounds
+            .last
             .bind(py)
             .to_vec()
             .expect("a list")
@@ -73,10 +181,11 @@ fn list_append_shared(params: &Params) -> Outcome {
             .map(|o| o.to_i64().expect("ints"))
             .collect();
         seen.sort_unstable();
-        let exact = seen.len() == total && seen.iter().enumerate().all(|(i, &v)| v == i as i64);
+        let (from, to) = (rounds.last_base as i64, total as i64);
+        let exact = seen.iter().copied().eq(from..to);
         outcome.expect(exact, || {
             format!(
-                "the shared list holds {} items, expected each of 0..{total} once",
+                "the last shared list holds {} items, expected each of {from}..{to} once",
                 seen.len()
             )
         });
@@ -86,12 +195,14 @@ fn list_append_shared(params: &Params) -> Outcome {
 
 pub(crate) const LIST_APPEND_SHARED: Workload = Workload {
     name: "list-append-shared",
-    description: "appends to one list shared by all; exact final length",
+    unit: "append",
+    description:
+        "appends to one list shared by all (a fresh one every 250,000 appends); exact lengths",
     shows: "reliability",
     run: list_append_shared,
 };
 
-const DICT_OPS_TOTAL: usize = 1_000_000;
+const DICT_OPS_TOTAL: usize = 27_000_000;
 const KEYS: usize = 1_000;
 
 fn keys(py: Python<'_>) -> Vec<Obj<'_>> {
@@ -118,7 +229,7 @@ fn dict_private(params: &Params) -> Outcome {
         }
         (sum, dict.len().expect("a dict"))
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     for (t, (sum, len)) in sums.into_iter().enumerate() {
         let share = params.share(total, t);
         let expected: i64 = (0..share).map(|i| (i % KEYS) as i64).sum();
@@ -131,12 +242,13 @@ fn dict_private(params: &Params) -> Outcome {
 
 pub(crate) const DICT_PRIVATE: Workload = Workload {
     name: "dict-private",
+    unit: "set and get",
     description: "sets and gets keys of its own dict",
     shows: "P3",
     run: dict_private,
 };
 
-const SHARED_READS_TOTAL: usize = 4_000_000;
+const SHARED_READS_TOTAL: usize = 72_000_000;
 
 fn dict_shared_read(params: &Params) -> Outcome {
     let total = params.total(SHARED_READS_TOTAL);
@@ -166,7 +278,7 @@ fn dict_shared_read(params: &Params) -> Outcome {
         }
         sum
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     outcome.expect_per_thread(sums, |t| {
         (0..params.share(total, t))
             .map(|i| (i % KEYS) as f64)
@@ -177,33 +289,40 @@ fn dict_shared_read(params: &Params) -> Outcome {
 
 pub(crate) const DICT_SHARED_READ: Workload = Workload {
     name: "dict-shared-read",
+    unit: "lookup",
     description: "looks keys up in one shared dict whose values are ordinary (mortal) objects",
     shows: "P3b, P9",
     run: dict_shared_read,
 };
 
-const SHARED_INSERTS_TOTAL: usize = 400_000;
+const SHARED_INSERTS_TOTAL: usize = 13_500_000;
 
 fn dict_shared_write(params: &Params) -> Outcome {
     let total = params.total(SHARED_INSERTS_TOTAL);
-    let dict: Shared = Python::attach(|py| Obj::dict(py).unbind());
-    let (elapsed, _) = run_threads(params.threads, |t, py| {
-        let dict = dict.bind(py);
-        for i in 0..params.share(total, t) {
-            let key = (i * params.threads + t) as i64;
+    let rounds = in_rounds(params, total, new_dict, |py, dict, first, step, count| {
+        for i in 0..count {
+            let key = (first + i * step) as i64;
             dict.dict_set(&Obj::int(py, key), Obj::int(py, key + 1))
                 .expect("hashable");
             checkpoint(py, i);
         }
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(rounds.elapsed, total);
+    for (r, &(len, size)) in rounds.lengths.iter().enumerate() {
+        outcome.expect(len == size, || {
+            format!("the shared dict of round {r} held {len} keys after {size} inserts")
+        });
+    }
     Python::attach(|py| {
-        let dict = dict.bind(py);
+        let dict = rounds.last.bind(py);
         let len = dict.len().expect("a dict");
-        let all_there = (0..total as i64)
+        let keys = rounds.last_base as i64..total as i64;
+        let expected = keys.end - keys.start;
+        let all_there = keys
+            .clone()
             .all(|k| dict.dict_get(&Obj::int(py, k)).and_then(|v| v.to_i64()) == Ok(k + 1));
-        outcome.expect(len == total && all_there, || {
-            format!("the shared dict holds {len} of {total} keys, or a wrong value")
+        outcome.expect(len as i64 == expected && all_there, || {
+            format!("the last shared dict holds {len} of {expected} keys, or a wrong value")
         });
     });
     outcome
@@ -211,12 +330,18 @@ fn dict_shared_write(params: &Params) -> Outcome {
 
 pub(crate) const DICT_SHARED_WRITE: Workload = Workload {
     name: "dict-shared-write",
-    description: "inserts distinct keys into one shared dict; nothing lost",
+    unit: "insert",
+    description: "inserts distinct keys into one shared dict (a fresh one every 250,000 inserts, the full one dropped untimed); nothing lost",
     shows: "reliability",
     run: dict_shared_write,
 };
 
-const INSTANCES_TOTAL: usize = 1_000_000;
+const INSTANCES_TOTAL: usize = 7_400_000;
+
+/// Each thread keeps up to this many of its instances alive at once, then drops them all and
+/// starts again: enough that the objects, not the process, make up the peak memory, so that the
+/// builds' header sizes show in it (P7).
+const INSTANCES_HELD: usize = 100_000;
 
 fn object_create(params: &Params) -> Outcome {
     let total = params.total(INSTANCES_TOTAL);
@@ -224,8 +349,13 @@ fn object_create(params: &Params) -> Outcome {
     let (elapsed, sums) = run_threads(params.threads, |t, py| {
         let class = class.bind(py);
         let (x, y) = (Obj::intern(py, "x"), Obj::intern(py, "y"));
-        let mut sum = 0;
-        for i in 0..params.share(total, t) {
+        let share = params.share(total, t);
+        let mut held = Vec::with_capacity(share.min(INSTANCES_HELD));
+        let (mut sum, mut created) = (0, 0);
+        for i in 0..share {
+            if held.len() == INSTANCES_HELD {
+                held.clear();
+            }
             let point = class.instantiate().expect("a class");
             point
                 .set_attr(&x, Obj::int(py, (i % 100) as i64))
@@ -235,55 +365,105 @@ fn object_create(params: &Params) -> Outcome {
                 .get_attr(&x)
                 .and_then(|v| v.to_i64())
                 .expect("just set");
+            held.push(point);
+            created += 1;
             checkpoint(py, i);
         }
-        sum
+        drop(held);
+        (sum, created)
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     outcome.expect_per_thread(sums, |t| {
-        (0..params.share(total, t))
-            .map(|i| (i % 100) as i64)
-            .sum::<i64>()
+        let share = params.share(total, t);
+        ((0..share).map(|i| (i % 100) as i64).sum::<i64>(), share)
     });
     outcome
 }
 
 pub(crate) const OBJECT_CREATE: Workload = Workload {
     name: "object-create",
-    description: "creates and drops instances of a class with two attributes",
+    unit: "instance",
+    description: "creates instances of a class with two attributes, holding up to 100,000 at a time, and drops them",
     shows: "P3, P7",
     run: object_create,
 };
 
-const INTERNS_TOTAL: usize = 2_000_000;
+const INTERNS_TOTAL: usize = 28_000_000;
 const POOL: usize = 500;
 
+/// Each thread interns texts drawn from one pool, every lookup through the shared interning
+/// table (not the thread's own cache, which would read nothing shared); the check: each text
+/// gave one object, the same on every thread and the same `Obj::intern` gives.
 fn string_intern(params: &Params) -> Outcome {
     let total = params.total(INTERNS_TOTAL);
     let pool: Vec<String> = (0..POOL).map(|i| format!("identifier_{i}")).collect();
-    let (elapsed, mismatches) = run_threads(params.threads, |t, py| {
-        let first: Vec<Obj> = pool.iter().map(|s| Obj::intern(py, s)).collect();
-        let mut mismatches = 0;
+    let (elapsed, per_thread) = run_threads(params.threads, |t, py| {
+        let first: Vec<Obj> = pool
+            .iter()
+            .map(|text| Obj::intern_in_shared_table(py, text))
+            .collect();
+        let (mut mismatches, mut interned) = (0, 0);
         for i in 0..params.share(total, t) {
-            let interned = Obj::intern(py, &pool[(i * 7 + t) % POOL]);
-            if !interned.is(&first[(i * 7 + t) % POOL]) {
+            let j = (i * 7 + t) % POOL;
+            if !Obj::intern_in_shared_table(py, &pool[j]).is(&first[j]) {
                 mismatches += 1;
             }
+            interned += 1;
             checkpoint(py, i);
         }
-        mismatches
+        let first: Vec<Shared> = first.into_iter().map(Obj::unbind).collect();
+        (mismatches, interned, first)
     });
-    let mut outcome = Outcome::timed(elapsed);
-    let mismatches: usize = mismatches.iter().sum();
+    let mut outcome = Outcome::timed(elapsed, total);
+    let mismatches: usize = per_thread.iter().map(|(m, _, _)| m).sum();
+    let interned: usize = per_thread.iter().map(|(_, n, _)| n).sum();
     outcome.expect(mismatches == 0, || {
-        format!("{mismatches} interned strings were not the unique object")
+        format!("{mismatches} lookups gave another object than the text's first")
+    });
+    outcome.expect(interned == total, || {
+        format!("{interned} of {total} strings interned")
+    });
+    Python::attach(|py| {
+        for (j, text) in pool.iter().enumerate() {
+            let unique = Obj::intern(py, text);
+            let threads_agree = per_thread
+                .iter()
+                .all(|(_, _, first)| first[j].bind(py).is(&unique));
+            outcome.expect(threads_agree, || {
+                format!("threads interned '{text}' as different objects")
+            });
+        }
     });
     outcome
 }
 
 pub(crate) const STRING_INTERN: Workload = Workload {
     name: "string-intern",
-    description: "interns strings drawn from a shared pool",
+    unit: "interning",
+    description: "interns strings drawn from a shared pool, through the shared interning table",
     shows: "P3b",
     run: string_intern,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shared_containers_start_over_each_round_and_every_round_is_checked() {
+        let _turn = crate::tests::one_at_a_time();
+        for (workload, total) in [
+            (&LIST_APPEND_SHARED, SHARED_APPENDS_TOTAL),
+            (&DICT_SHARED_WRITE, SHARED_INSERTS_TOTAL),
+        ] {
+            // Two and a half rounds.
+            let params = Params {
+                threads: 3,
+                scale: 2.5 * SHARED_ROUND as f64 / total as f64,
+            };
+            let outcome = workload.run(&params);
+            assert_eq!(outcome.check, Ok(()), "{}", workload.name);
+            assert_eq!(outcome.ops as usize, params.total(total));
+        }
+    }
+}

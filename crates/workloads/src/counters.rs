@@ -7,7 +7,8 @@ use ftrt_object::{Obj, Shared};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
-const INCREMENTS_TOTAL: usize = 1_000_000;
+const RACE_INCREMENTS_TOTAL: usize = 24_000_000;
+const LOCKED_INCREMENTS_TOTAL: usize = 12_000_000;
 
 /// A module with `counter = 0`, and the interned name.
 fn setup() -> (Shared, Shared) {
@@ -44,7 +45,7 @@ fn final_count(module: &Shared, name: &Shared) -> i64 {
 }
 
 fn counter_race(params: &Params) -> Outcome {
-    let total = params.total(INCREMENTS_TOTAL);
+    let total = params.total(RACE_INCREMENTS_TOTAL);
     let (module, name) = setup();
     let (elapsed, _) = run_threads(params.threads, |t, py| {
         let (module, name) = (module.bind(py), name.bind(py));
@@ -53,7 +54,7 @@ fn counter_race(params: &Params) -> Outcome {
         }
     });
     let counted = final_count(&module, &name);
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     let lost = total as i64 - counted;
     outcome.expect((0..=total as i64).contains(&counted), || {
         format!("the counter ended at {counted}, outside 0..={total}")
@@ -67,13 +68,14 @@ fn counter_race(params: &Params) -> Outcome {
 
 pub(crate) const COUNTER_RACE: Workload = Workload {
     name: "counter-race",
+    unit: "increment",
     description: "counter = counter + 1 on a shared global, no lock; reports lost updates",
     shows: "S7",
     run: counter_race,
 };
 
 fn counter_locked(params: &Params) -> Outcome {
-    let total = params.total(INCREMENTS_TOTAL);
+    let total = params.total(LOCKED_INCREMENTS_TOTAL);
     let (module, name) = setup();
     let lock = Lock::new();
     let (elapsed, _) = run_threads(params.threads, |t, py| {
@@ -83,7 +85,7 @@ fn counter_locked(params: &Params) -> Outcome {
         }
     });
     let counted = final_count(&module, &name);
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     outcome.expect(counted == total as i64, || {
         format!("the locked counter ended at {counted}, expected {total}")
     });
@@ -92,6 +94,7 @@ fn counter_locked(params: &Params) -> Outcome {
 
 pub(crate) const COUNTER_LOCKED: Workload = Workload {
     name: "counter-locked",
+    unit: "locked increment",
     description: "the same increments under a threading Lock; exact",
     shows: "S8",
     run: counter_locked,

@@ -9,7 +9,7 @@ use ftrt_object::Obj;
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
-const COUNTDOWN_TOTAL: usize = 8_000_000;
+const COUNTDOWN_TOTAL: usize = 45_000_000;
 
 /// Counts an int object down to zero (`n -= 1` in a loop); returns the final value.
 fn count_down(py: ftrt_gil::Python<'_>, from: usize) -> i64 {
@@ -31,7 +31,7 @@ fn countdown(params: &Params) -> Outcome {
     let (elapsed, finals) = run_threads(params.threads, |t, py| {
         count_down(py, params.share(total, t))
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     outcome.expect(finals.iter().all(|&f| f == 0), || {
         format!("a countdown ended at {finals:?}, not 0")
     });
@@ -40,6 +40,7 @@ fn countdown(params: &Params) -> Outcome {
 
 pub(crate) const COUNTDOWN: Workload = Workload {
     name: "countdown",
+    unit: "countdown step",
     description: "counts an int object down to zero (n -= 1 in a loop)",
     shows: "S1, S2, P2-P4",
     run: countdown,
@@ -51,7 +52,7 @@ fn countdown_processes(params: &Params) -> Outcome {
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
-            let mut outcome = Outcome::timed(Default::default());
+            let mut outcome = Outcome::timed(Default::default(), 0);
             outcome.fail(format!(
                 "cannot find the runner binary to start processes: {e}"
             ));
@@ -73,7 +74,7 @@ fn countdown_processes(params: &Params) -> Outcome {
         .into_iter()
         .map(|child| child.and_then(|c| c.wait_with_output()))
         .collect();
-    let mut outcome = Outcome::timed(start.elapsed());
+    let mut outcome = Outcome::timed(start.elapsed(), total);
     for child in children {
         match child {
             Ok(out)
@@ -96,12 +97,13 @@ pub fn child_countdown(share: usize) -> i64 {
 
 pub(crate) const COUNTDOWN_PROCESSES: Workload = Workload {
     name: "countdown-processes",
+    unit: "countdown step",
     description: "the countdown, each share in its own OS process (start-up included)",
     shows: "S3",
     run: countdown_processes,
 };
 
-const NATIVE_TOTAL: usize = 200_000_000;
+const NATIVE_TOTAL: usize = 700_000_000;
 const NATIVE_CHUNK: usize = 1_000_000;
 
 /// A numeric kernel, as a native extension would run it: no objects touched.
@@ -127,7 +129,7 @@ fn native_release(params: &Params) -> Outcome {
         }
         sums
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     for (t, sums) in sums.iter().enumerate() {
         let share = params.share(total, t);
         let expected: Vec<u64> = (0..share)
@@ -143,12 +145,13 @@ fn native_release(params: &Params) -> Outcome {
 
 pub(crate) const NATIVE_RELEASE: Workload = Workload {
     name: "native-release",
+    unit: "kernel iteration",
     description: "a native numeric kernel inside allow_threads",
     shows: "S5, S11, P5",
     run: native_release,
 };
 
-const FLOAT_TOTAL: usize = 6_000_000;
+const FLOAT_TOTAL: usize = 56_000_000;
 
 fn float_mult(params: &Params) -> Outcome {
     let total = params.total(FLOAT_TOTAL);
@@ -161,7 +164,7 @@ fn float_mult(params: &Params) -> Outcome {
         }
         x.to_f64().expect("a float")
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     // Bit for bit: each thread's multiplications happen in the same order as a serial run's.
     outcome.expect_per_thread(results.iter().map(|x| x.to_bits()), |t| {
         (0..params.share(total, t))
@@ -173,6 +176,7 @@ fn float_mult(params: &Params) -> Outcome {
 
 pub(crate) const FLOAT_MULT: Workload = Workload {
     name: "float-mult",
+    unit: "multiplication",
     description: "x *= 1.000001 on floats, allocating as it goes",
     shows: "P3",
     run: float_mult,

@@ -8,7 +8,7 @@ use ftrt_object::Obj;
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
-const SLEEPS_TOTAL: usize = 96;
+const SLEEPS_TOTAL: usize = 300;
 const SLEEP: Duration = Duration::from_millis(2);
 
 fn io_sleep(params: &Params) -> Outcome {
@@ -21,7 +21,7 @@ fn io_sleep(params: &Params) -> Outcome {
         }
         done
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     let slept: usize = done.iter().sum();
     outcome.expect(slept == total, || {
         format!("{slept} of {total} sleeps completed")
@@ -31,12 +31,13 @@ fn io_sleep(params: &Params) -> Outcome {
 
 pub(crate) const IO_SLEEP: Workload = Workload {
     name: "io-sleep",
+    unit: "2 ms sleep",
     description: "blocking sleeps inside allow_threads",
     shows: "S4, P5",
     run: io_sleep,
 };
 
-const PINGS: usize = 60;
+const PINGS: usize = 300;
 const PING_IO: Duration = Duration::from_millis(1);
 
 /// One thread answers pings (a short blocking call, then re-attach) while the others count down
@@ -98,13 +99,14 @@ fn io_latency_under_load(params: &Params) -> Outcome {
         metrics.push((p99, percentile(&delays, 0.99)));
     }
     gil.set_scheduling(previous);
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, 2 * pings);
     outcome.metrics = metrics;
     outcome
 }
 
 pub(crate) const IO_LATENCY_UNDER_LOAD: Workload = Workload {
     name: "io-latency-under-load",
+    unit: "ping",
     description: "one thread answers pings while the others count down; reports ping latency",
     shows: "S12, P10",
     run: io_latency_under_load,

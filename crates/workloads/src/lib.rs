@@ -2,14 +2,23 @@
 //! variant, each splitting a fixed total amount of work over N threads (strong scaling) and
 //! verifying its own result on every run.
 //!
-//! Every workload sets up its objects attached, runs its threads (timed from their start to
-//! the last join; the main thread stays detached so that the GIL build can run them), then checks
-//! its result and that the live-object counts are back where they started. A workload reports
-//! `ok` or a sentence saying what it found; `counter-race` reports the updates it lost instead of
-//! failing, since losing them is what it demonstrates.
+//! Every workload sets up its objects attached, runs its threads (timed from the earliest
+//! worker's start to the last join; the main thread stays detached so that the GIL build can run
+//! them), then checks its result and that the live-object counts are back where they started. A
+//! workload reports `ok` or a sentence saying what it found; `counter-race` reports the updates it
+//! lost instead of failing, since losing them is what it demonstrates. It also reports how many
+//! operations it did (one countdown step, one append, one lookup: the same unit as its Python
+//! twin in `benches/python/workloads.py`), so that reports can give the time per operation.
 //!
-//! The `ftrt-runner` binary runs one workload once and prints a JSON line; `cargo xtask bench`
-//! runs it for every build, workload, thread count and repeat.
+//! Sizes: at scale 1, a 1-thread run of the fastest build takes about 0.6 s on the project's
+//! 2-core machine (at least 0.5 s), long against that machine's noise; containers that would
+//! grow with the size start over instead (a fresh private list every 10,000 appends, shared
+//! containers every 250,000 units, at most 100,000 instances held per thread), so that runs
+//! measure the operations rather than the kernel handing out fresh pages.
+//!
+//! The `ftrt-runner` binary runs one workload (after an in-process warm-up pass,
+//! [`Workload::measure`]) and prints a JSON line; `cargo xtask bench` runs it for every build,
+//! workload, thread count and repeat.
 
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
@@ -28,9 +37,11 @@ mod sharing;
 /// The result of one run.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// From the threads' start to the last join (process start-up included for
+    /// From the earliest thread's start to the last join (process start-up included for
     /// `countdown-processes`).
     pub elapsed: Duration,
+    /// The operations done, all threads together (the workload's unit: see its description).
+    pub ops: u64,
     /// `Ok` or what the verification found.
     pub check: Result<(), String>,
     /// Extra measurements (lost updates, latencies), by name.
@@ -38,9 +49,10 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn timed(elapsed: Duration) -> Self {
+    fn timed(elapsed: Duration, ops: usize) -> Self {
         Outcome {
             elapsed,
+            ops: ops as u64,
             check: Ok(()),
             metrics: Vec::new(),
         }
@@ -84,9 +96,10 @@ pub struct Params {
 }
 
 impl Params {
-    /// `total` units of work scaled, at least one per thread.
+    /// `total` units of work scaled (at least one). The total does not depend on the thread
+    /// count (strong scaling): with fewer units than threads, some threads get none.
     fn total(&self, total: usize) -> usize {
-        ((total as f64 * self.scale) as usize).max(self.threads)
+        ((total as f64 * self.scale) as usize).max(1)
     }
 
     /// The share of `total` for thread `t` (the remainder spread over the first threads).
@@ -103,22 +116,23 @@ pub struct Workload {
     pub description: &'static str,
     /// Which behaviours or targets of the mission it shows.
     pub shows: &'static str,
+    /// What one operation is (reports give the time per operation; the Python twin counts the
+    /// same unit).
+    pub unit: &'static str,
     run: fn(&Params) -> Outcome,
 }
+
+/// What share of the measured run's size [`Workload::measure`] runs first, untimed: enough to
+/// touch all the memory a run uses (every container starts over well within a tenth of the
+/// size) and to warm the caches, for a tenth more time.
+pub const WARM_UP_FRACTION: f64 = 0.1;
 
 impl Workload {
     /// Runs the workload once, then checks that every object it made was freed.
     pub fn run(&self, params: &Params) -> Outcome {
-        let before = baseline();
+        let before = LiveCensus::baseline();
         let mut outcome = (self.run)(params);
-        let after = settled();
-        let leaked: Vec<String> = before
-            .0
-            .iter()
-            .zip(&after.0)
-            .filter(|((kind, b), (_, a))| a != b && !matches!(kind, Kind::Str | Kind::Class))
-            .map(|((kind, b), (_, a))| format!("{kind:?} {b} -> {a}"))
-            .collect();
+        let leaked = LiveCensus::settled().leaks_since(&before);
         if !leaked.is_empty() {
             outcome.fail(format!(
                 "live objects did not return to the baseline: {}",
@@ -127,22 +141,83 @@ impl Workload {
         }
         outcome
     }
+
+    /// A measurement: an untimed warm-up pass in this process at `warm_up` times the size
+    /// (same thread count; none if `warm_up` is 0), then the measured run. The warm-up pays the
+    /// first-touch costs (fresh pages from the kernel, thread registries, lazily built tables)
+    /// that would otherwise land on whichever measured run is unlucky. A failed warm-up check
+    /// fails the measurement.
+    pub fn measure(&self, params: &Params, warm_up: f64) -> Outcome {
+        let warmed = (warm_up > 0.0).then(|| {
+            self.run(&Params {
+                scale: params.scale * warm_up,
+                ..*params
+            })
+        });
+        let mut outcome = self.run(params);
+        if let Some(Err(what)) = warmed.map(|w| w.check) {
+            outcome.fail(format!("in the warm-up pass: {what}"));
+        }
+        outcome
+    }
 }
 
-fn baseline() -> LiveObjects {
-    Python::attach(|py| {
-        // The immortal singletons exist from the first use on; make them before measuring.
-        drop((Obj::none(py), Obj::int(py, 0)));
-        collect(py);
-        LiveObjects::now()
-    })
+/// Live objects per kind, and how many strings are interned.
+struct LiveCensus {
+    live: LiveObjects,
+    interned: usize,
 }
 
-fn settled() -> LiveObjects {
-    Python::attach(|py| {
-        collect(py);
-        LiveObjects::now()
-    })
+impl LiveCensus {
+    fn baseline() -> Self {
+        Python::attach(|py| {
+            // The immortal singletons exist from the first use on; make them before measuring.
+            drop((Obj::none(py), Obj::int(py, 0)));
+            collect(py);
+            Self::now()
+        })
+    }
+
+    fn settled() -> Self {
+        Python::attach(|py| {
+            collect(py);
+            Self::now()
+        })
+    }
+
+    fn now() -> Self {
+        Self {
+            live: LiveObjects::now(),
+            interned: ftrt_object::interned_count(),
+        }
+    }
+
+    /// Each kind whose live count is not back at `before`'s. Objects that are immortal by design
+    /// stay: strings interned meanwhile (the interning table keeps them for good), and classes
+    /// (every class is immortal). An ordinary string left alive is a leak like any other object.
+    fn leaks_since(&self, before: &Self) -> Vec<String> {
+        let newly_interned = self.interned as isize - before.interned as isize;
+        before
+            .live
+            .0
+            .iter()
+            .zip(&self.live.0)
+            .filter_map(|(&(kind, was), &(_, is))| {
+                let kept = match kind {
+                    Kind::Class => return None,
+                    Kind::Str => newly_interned,
+                    _ => 0,
+                };
+                (is - was != kept).then(|| {
+                    if kept == 0 {
+                        format!("{kind:?} {was} -> {is}")
+                    } else {
+                        format!("{kind:?} {was} -> {is} ({kept} newly interned)")
+                    }
+                })
+            })
+            .collect()
+    }
 }
 
 /// The catalogue, in the mission's order.
@@ -186,13 +261,24 @@ pub const BUILD: &str = if cfg!(feature = "gil") {
 };
 
 /// Runs `work(t, py)` on `threads` threads, each attached, all released at once; returns the
-/// time from their release to the last join, and their results. The calling thread must not be
-/// attached (under the GIL it would keep the workers out).
+/// time from the earliest thread's start to the last join, and their results. The calling
+/// thread must not be attached (under the GIL it would keep the workers out).
 fn run_threads<T: Send>(
     threads: usize,
     work: impl Fn(usize, Python<'_>) -> T + Sync,
 ) -> (Duration, Vec<T>) {
+    run_threads_observed(threads, work, || {})
+}
+
+/// [`run_threads`], calling `after_release` on the calling thread once it passes the barrier
+/// (tests use it to delay that thread, as busy cores do).
+fn run_threads_observed<T: Send>(
+    threads: usize,
+    work: impl Fn(usize, Python<'_>) -> T + Sync,
+    after_release: impl FnOnce(),
+) -> (Duration, Vec<T>) {
     assert!(!ftrt_gil::is_attached(), "run_threads is called detached");
+    assert!(threads >= 1, "at least one thread");
     let ready = Barrier::new(threads + 1);
     std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
@@ -200,17 +286,29 @@ fn run_threads<T: Send>(
                 let (work, ready) = (&work, &ready);
                 s.spawn(move || {
                     ready.wait();
-                    Python::attach(|py| work(t, py))
+                    // Each worker reads the clock as it starts: on busy cores the calling thread
+                    // may wake from the barrier milliseconds after the workers began.
+                    let started = Instant::now();
+                    (started, Python::attach(|py| work(t, py)))
                 })
             })
             .collect();
         ready.wait();
-        let start = Instant::now();
-        let results: Vec<T> = handles
+        after_release();
+        let joined: Vec<(Instant, T)> = handles
             .into_iter()
             .map(|h| h.join().expect("a workload thread panicked"))
             .collect();
-        (start.elapsed(), results)
+        let finished = Instant::now();
+        let first_start = joined
+            .iter()
+            .map(|(started, _)| *started)
+            .min()
+            .expect("at least one thread");
+        (
+            finished.duration_since(first_start),
+            joined.into_iter().map(|(_, result)| result).collect(),
+        )
     })
 }
 
@@ -222,5 +320,141 @@ const CHECK_EVERY: usize = 16;
 fn checkpoint(py: Python<'_>, i: usize) {
     if i % CHECK_EVERY == 0 {
         py.check();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// Live-object counts are process-wide: tests that check them take turns.
+    static CENSUS: Mutex<()> = Mutex::new(());
+
+    pub(crate) fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+        CENSUS.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    #[test]
+    fn the_clock_covers_work_that_ran_before_the_main_thread_woke() {
+        let work = Duration::from_millis(50);
+        // The main thread wakes late from the barrier (as on busy cores): the workers have
+        // finished their work by the time it looks at the clock.
+        let (elapsed, _) = run_threads_observed(
+            2,
+            |_, py| py.allow_threads(|| std::thread::sleep(work)),
+            || std::thread::sleep(4 * work),
+        );
+        assert!(
+            elapsed >= work,
+            "measured {elapsed:?}, but each worker worked {work:?}"
+        );
+    }
+
+    fn test_workload(run: fn(&Params) -> Outcome) -> Workload {
+        Workload {
+            name: "test",
+            description: "a test of the framework",
+            shows: "the leak check",
+            unit: "run",
+            run,
+        }
+    }
+
+    fn leaks_an_ordinary_string(_: &Params) -> Outcome {
+        Python::attach(|py| std::mem::forget(Obj::str(py, "a leaked ordinary string")));
+        Outcome::timed(Duration::ZERO, 1)
+    }
+
+    #[test]
+    fn a_leaked_ordinary_string_fails_the_check() {
+        let _turn = one_at_a_time();
+        let outcome = test_workload(leaks_an_ordinary_string).run(&Params {
+            threads: 1,
+            scale: 1.0,
+        });
+        let check = outcome.check.expect_err("a leaked string is a leak");
+        assert!(check.contains("Str"), "{check}");
+    }
+
+    fn interns_a_new_string(_: &Params) -> Outcome {
+        static FRESH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = FRESH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Python::attach(|py| drop(Obj::intern(py, &format!("interned by a test, {n}"))));
+        Outcome::timed(Duration::ZERO, 1)
+    }
+
+    #[test]
+    fn interning_a_new_string_is_not_a_leak() {
+        let _turn = one_at_a_time();
+        let outcome = test_workload(interns_a_new_string).run(&Params {
+            threads: 1,
+            scale: 1.0,
+        });
+        assert_eq!(outcome.check, Ok(()));
+    }
+
+    fn fails_when_small(params: &Params) -> Outcome {
+        let mut outcome = Outcome::timed(Duration::ZERO, 1);
+        if params.scale < 1.0 {
+            outcome.fail("failed at a small size");
+        }
+        outcome
+    }
+
+    #[test]
+    fn a_failed_warm_up_fails_the_measurement() {
+        let _turn = one_at_a_time();
+        let params = Params {
+            threads: 1,
+            scale: 1.0,
+        };
+        let outcome = test_workload(fails_when_small).measure(&params, 0.5);
+        let check = outcome.check.expect_err("the warm-up failed");
+        assert!(check.contains("warm-up"), "{check}");
+        assert_eq!(
+            test_workload(fails_when_small).measure(&params, 0.0).check,
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn work_does_not_grow_with_the_thread_count() {
+        let params = Params {
+            threads: 8,
+            scale: 1.0,
+        };
+        assert_eq!(params.total(3), 3);
+        let shares: Vec<usize> = (0..8).map(|t| params.share(3, t)).collect();
+        assert_eq!(shares.iter().sum::<usize>(), 3, "{shares:?}");
+    }
+
+    #[test]
+    fn every_workload_passes_its_own_checks_at_1_to_3_threads() {
+        let _turn = one_at_a_time();
+        // countdown-processes starts this executable again as its children: it is tested
+        // through the runner binary (tests/runner.rs).
+        for workload in catalogue()
+            .iter()
+            .filter(|w| w.name != "countdown-processes")
+        {
+            for threads in 1..=3 {
+                let outcome = workload.measure(
+                    &Params {
+                        threads,
+                        scale: 0.002,
+                    },
+                    WARM_UP_FRACTION,
+                );
+                assert_eq!(
+                    outcome.check,
+                    Ok(()),
+                    "{} at {threads} threads",
+                    workload.name
+                );
+                assert!(outcome.ops >= 1, "{} counts its operations", workload.name);
+            }
+        }
     }
 }

@@ -9,10 +9,10 @@ use ftrt_refcount::RefCountValue;
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
-const REFS_TOTAL: usize = 8_000_000;
+const SHARED_REFS_TOTAL: usize = 700_000_000;
 
 fn shared_refcount(params: &Params) -> Outcome {
-    let total = params.total(REFS_TOTAL);
+    let total = params.total(SHARED_REFS_TOTAL);
     // Thread 0 makes the object and shares it, as a program's threads share what one of them
     // made: at one thread the object never leaves its owner, at N the others count atomically.
     let published = OnceLock::<Shared>::new();
@@ -33,7 +33,7 @@ fn shared_refcount(params: &Params) -> Outcome {
             checkpoint(py, i);
         }
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     let shared = published.into_inner().expect("published");
     Python::attach(|py| {
         ftrt_object::collect(py);
@@ -48,12 +48,13 @@ fn shared_refcount(params: &Params) -> Outcome {
 
 pub(crate) const SHARED_REFCOUNT: Workload = Workload {
     name: "shared-refcount",
+    unit: "reference taken and dropped",
     description: "takes and drops references to one shared mortal object",
     shows: "P9",
     run: shared_refcount,
 };
 
-const ATTR_READS_TOTAL: usize = 8_000_000;
+const ATTR_READS_TOTAL: usize = 88_000_000;
 
 fn shared_attribute_read(params: &Params) -> Outcome {
     let total = params.total(ATTR_READS_TOTAL);
@@ -81,7 +82,7 @@ fn shared_attribute_read(params: &Params) -> Outcome {
         }
         sum
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     outcome.expect_per_thread(sums, |t| params.share(total, t) as f64 * 0.5);
     drop((instance, name));
     outcome
@@ -89,13 +90,16 @@ fn shared_attribute_read(params: &Params) -> Outcome {
 
 pub(crate) const SHARED_ATTRIBUTE_READ: Workload = Workload {
     name: "shared-attribute-read",
+    unit: "attribute read",
     description: "reads an attribute of one shared instance",
     shows: "P9",
     run: shared_attribute_read,
 };
 
+const IMMORTAL_REFS_TOTAL: usize = 240_000_000;
+
 fn immortal_read(params: &Params) -> Outcome {
-    let total = params.total(REFS_TOTAL);
+    let total = params.total(IMMORTAL_REFS_TOTAL);
     let (elapsed, sums) = run_threads(params.threads, |t, py| {
         let (none, small) = (Obj::none(py), Obj::int(py, 42));
         let mut sum = 0;
@@ -106,13 +110,14 @@ fn immortal_read(params: &Params) -> Outcome {
         }
         sum
     });
-    let mut outcome = Outcome::timed(elapsed);
+    let mut outcome = Outcome::timed(elapsed, total);
     outcome.expect_per_thread(sums, |t| params.share(total, t) as i64 * 43);
     outcome
 }
 
 pub(crate) const IMMORTAL_READ: Workload = Workload {
     name: "immortal-read",
+    unit: "two references taken and dropped",
     description: "takes and drops references to None and small ints",
     shows: "P3b",
     run: immortal_read,

@@ -2,11 +2,15 @@
 //!
 //! Builds `ftrt-runner` for each selected build variant (release, mimalloc), then runs every
 //! selected workload at every thread count, each run in its own process, `--repeat` times after
-//! one warm-up run per build and workload. The runs are interleaved: every repeat visits every
-//! workload, build and thread count before the next repeat starts, so drift on a shared machine
-//! hits all alike. The report gives median, min and max times, speedups against one thread and
-//! against the `gil` build, peak memory and the workloads' own checks, and closes with the
-//! mission's targets, each marked met or missed.
+//! one warm-up run per build and workload. Each runner also warms up in-process before it starts
+//! its clock. The runs are interleaved: every repeat visits every workload, build and thread
+//! count before the next repeat starts, so drift on a shared machine hits all alike. Every run
+//! is appended to `runs.jsonl` in the output folder as it finishes; a run that fails (a failed
+//! check, a crash, even after printing its result) fails its cell, and the bench goes on and
+//! exits non-zero at the end. The report gives median, min and max times and their spread,
+//! nanoseconds per operation, speedups against one thread and against the `gil` build (or a
+//! free-threaded interpreter's default twin), peak memory and the workloads' own checks, and
+//! closes with the mission's targets, judged only on a full run.
 
 mod plots;
 mod report;
@@ -45,6 +49,13 @@ pub const WORKLOADS: &[&str] = &[
 /// The size multiplier of `--quick` runs.
 const QUICK_SCALE: f64 = 0.05;
 
+/// The thread counts of a default run on `cores` cores: 1, 2 and twice the cores.
+fn default_threads(cores: usize) -> Vec<usize> {
+    let mut threads = vec![1, 2, 2 * cores];
+    threads.dedup();
+    threads
+}
+
 #[derive(clap::Args, Debug)]
 pub struct Options {
     /// Comma-separated workloads to run (default: all).
@@ -59,7 +70,7 @@ pub struct Options {
     /// Measured runs of each cell after the warm-up (default: 5; 1 with --quick).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100))]
     pub repeat: Option<u32>,
-    /// Small sizes, for smoke runs and tests.
+    /// Small sizes, for smoke runs and tests (no target is judged).
     #[arg(long)]
     pub quick: bool,
     /// Also write the JSON report to this file.
@@ -92,43 +103,97 @@ pub struct Plan {
     pub threads: Vec<usize>,
     pub repeat: u32,
     pub scale: f64,
+    /// The machine's cores (what P9's N and the plots' ideal line go up to).
+    pub cores: usize,
+    /// Why this is not a full run (quick sizes, workloads, builds or default thread counts
+    /// left out); empty for a full run. Only a full run judges the targets.
+    pub partial: Vec<String>,
 }
 
 impl Plan {
     fn from(options: &Options) -> Plan {
-        let workloads = WORKLOADS
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workloads: Vec<&'static str> = WORKLOADS
             .iter()
             .copied()
             .filter(|w| {
                 options.workloads.is_empty() || options.workloads.iter().any(|chosen| chosen == w)
             })
             .collect();
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let mut threads = if options.threads.is_empty() {
-            vec![1, 2, 2 * cores]
+            default_threads(cores)
         } else {
             options.threads.clone()
         };
         threads.sort_unstable();
         threads.dedup();
+        let builds = Variant::in_canonical_order(&options.builds);
+        let scale = if options.quick { QUICK_SCALE } else { 1.0 };
         Plan {
+            partial: partial_because(&workloads, &builds, &threads, scale, cores),
             workloads,
-            builds: Variant::in_canonical_order(&options.builds),
+            builds,
             threads,
             repeat: options.repeat.unwrap_or(if options.quick { 1 } else { 5 }),
-            scale: if options.quick { QUICK_SCALE } else { 1.0 },
+            scale,
+            cores,
         }
     }
 }
 
+/// What a run leaves out of the full default run: every workload, every build, the default
+/// thread counts (more are fine), full sizes.
+pub fn partial_because(
+    workloads: &[&str],
+    builds: &[Variant],
+    threads: &[usize],
+    scale: f64,
+    cores: usize,
+) -> Vec<String> {
+    let mut reasons = Vec::new();
+    if scale < 1.0 {
+        reasons.push(format!("sizes x{scale} (--quick)"));
+    }
+    let missing: Vec<&str> = WORKLOADS
+        .iter()
+        .copied()
+        .filter(|w| !workloads.contains(w))
+        .collect();
+    if !missing.is_empty() {
+        reasons.push(format!("workloads left out: {}", missing.join(", ")));
+    }
+    let missing: Vec<&str> = Variant::ALL
+        .iter()
+        .filter(|v| !builds.contains(v))
+        .map(|v| v.name())
+        .collect();
+    if !missing.is_empty() {
+        reasons.push(format!("builds left out: {}", missing.join(", ")));
+    }
+    let missing: Vec<String> = default_threads(cores)
+        .into_iter()
+        .filter(|t| !threads.contains(t))
+        .map(|t| t.to_string())
+        .collect();
+    if !missing.is_empty() {
+        reasons.push(format!("thread counts left out: {}", missing.join(", ")));
+    }
+    reasons
+}
+
 pub fn run(workspace: &Workspace, options: Options) -> Result<(), Failed> {
     let plan = Plan::from(&options);
-    let runners = runs::build_runners(workspace, &plan.builds, &options.pythons)?;
-    let measurements = runs::measure(&runners, &plan)?;
-    let report = report::Report::new(&plan, &runners, measurements);
+    // The output folder first: every run is written to it as it finishes.
     let out = workspace.root.join(&options.out);
     std::fs::create_dir_all(&out)
         .map_err(|e| Failed(format!("cannot create {}: {e}", out.display())))?;
+    let mut log = runs::RawLog::create(out.join("runs.jsonl"))?;
+    for reason in &plan.partial {
+        println!("note: {reason}; the targets will not be judged");
+    }
+    let runners = runs::build_runners(workspace, &plan.builds, &options.pythons)?;
+    let measurements = runs::measure(&runners, &plan, &mut log)?;
+    let report = report::Report::new(&plan, &runners, measurements);
     report.print_table();
     let summary = targets::evaluate(&report);
     targets::print(&summary);
@@ -140,13 +205,18 @@ pub fn run(workspace: &Workspace, options: Options) -> Result<(), Failed> {
     }
     write(&out.join("report.md"), &report.to_markdown(&summary))?;
     plots::draw_all(&report, &out)?;
-    println!("report: {}", out.display());
+    println!(
+        "report: {} (raw runs: {})",
+        out.display(),
+        log.path.display()
+    );
     let failed: Vec<String> = report.failed_checks();
     if failed.is_empty() {
         Ok(())
     } else {
         Err(Failed(format!(
-            "workload checks failed: {}",
+            "{} cell(s) failed: {}",
+            failed.len(),
             failed.join("; ")
         )))
     }

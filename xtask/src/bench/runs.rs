@@ -1,38 +1,77 @@
-//! Building the runners and running the workloads, one process per run.
+//! Building the runners and running the workloads, one process per run, every run written to
+//! `runs.jsonl` as it finishes.
 
 use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use super::Plan;
 use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
 use crate::variants::Variant;
 
+/// The runtime's runners keep the memory they free (mimalloc would hand it back to the kernel
+/// 10 ms after, and fault it in again on the next use): the in-process warm-up pass then pays
+/// the first-touch costs that would otherwise land on whichever measured run is unlucky. The
+/// same for every build; a value the user sets wins. Python interpreters keep their own
+/// allocators' settings.
+pub const ALLOCATOR_PURGE: (&str, &str) = ("MIMALLOC_PURGE_DELAY", "-1");
+
+/// What a runner is: a build of the runtime, or a Python interpreter.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RunnerKind {
+    Variant(Variant),
+    Python {
+        path: PathBuf,
+        /// `3.14.0`, as `platform.python_version()` says.
+        version: String,
+        /// Built with `--disable-gil` (`Py_GIL_DISABLED`).
+        free_threaded: bool,
+    },
+}
+
 /// Something that runs workloads: a build of the runtime, or a Python interpreter running
 /// `benches/python/workloads.py`.
 pub struct Runner {
-    /// The name in reports: a variant's name, or `python-<version>`.
+    /// The name in reports: a variant's name, or `python-<version>[t]` (with `#2`, `#3`... for
+    /// a second interpreter of the same name).
     pub build: String,
+    pub kind: RunnerKind,
     program: PathBuf,
     prefix: Vec<PathBuf>,
     /// What the runner says about itself (`--info`): header size, count strategy.
     pub info: Value,
     /// The workloads it can run (all for builds; those written in Python for interpreters).
     pub workloads: Vec<String>,
+    /// Per workload: what one operation is, where the runner says.
+    pub units: BTreeMap<String, String>,
 }
 
 impl Runner {
     /// Whether this runs a build of the runtime (not a Python interpreter).
     pub fn is_variant(&self) -> bool {
-        self.prefix.is_empty()
+        matches!(self.kind, RunnerKind::Variant(_))
+    }
+
+    /// Whether this runner has a GIL: the `gil` build, or a default (not free-threaded)
+    /// interpreter.
+    pub fn has_gil(&self) -> bool {
+        match &self.kind {
+            RunnerKind::Variant(variant) => *variant == Variant::Gil,
+            RunnerKind::Python { free_threaded, .. } => !free_threaded,
+        }
     }
 
     fn command(&self) -> Command {
         let mut command = Command::new(&self.program);
         command.args(&self.prefix);
+        if self.is_variant() && std::env::var_os(ALLOCATOR_PURGE.0).is_none() {
+            command.env(ALLOCATOR_PURGE.0, ALLOCATOR_PURGE.1);
+        }
         command
     }
 
@@ -45,7 +84,7 @@ impl Runner {
         serde_json::from_slice(&output.stdout).map_err(|e| {
             Failed(format!(
                 "{} {flag} printed no JSON ({e}): {}",
-                self.build,
+                self.program.display(),
                 String::from_utf8_lossy(&output.stderr)
             ))
         })
@@ -53,32 +92,80 @@ impl Runner {
 
     fn with_self_description(mut self) -> Result<Runner, Failed> {
         self.info = self.query("--info")?;
-        self.workloads = self
-            .query("--list")?
-            .as_array()
-            .map(|list| {
-                list.iter()
-                    .filter_map(|w| w["name"].as_str().map(str::to_owned))
-                    .collect()
+        let list = self.query("--list")?;
+        let entries = list.as_array().map(Vec::as_slice).unwrap_or_default();
+        self.workloads = entries
+            .iter()
+            .filter_map(|w| w["name"].as_str().map(str::to_owned))
+            .collect();
+        self.units = entries
+            .iter()
+            .filter_map(|w| {
+                Some((
+                    w["name"].as_str()?.to_owned(),
+                    w["unit"].as_str()?.to_owned(),
+                ))
             })
-            .unwrap_or_default();
+            .collect();
         Ok(self)
     }
 }
 
-/// One run's result, as the runner printed it.
-#[derive(Debug, Clone)]
-pub struct Run {
-    pub elapsed_s: f64,
-    pub check: String,
-    pub metrics: BTreeMap<String, f64>,
-    pub peak_rss_kib: u64,
+/// Finds, for each runner, the runner whose times its `vs_gil` divides: the `gil` build for the
+/// runtime's builds, and for a free-threaded interpreter a default interpreter of the same
+/// version (the first given), so that CPython's cost of free-threading is reported the way
+/// ours is. A runner with a GIL is its own reference; a free-threaded interpreter without a
+/// partner has none.
+pub fn gil_references(runners: &[Runner]) -> BTreeMap<String, String> {
+    let mut references = BTreeMap::new();
+    for runner in runners {
+        let reference = match &runner.kind {
+            RunnerKind::Variant(_) => runners
+                .iter()
+                .find(|r| r.kind == RunnerKind::Variant(Variant::Gil)),
+            RunnerKind::Python { free_threaded: false, .. } => Some(runner),
+            RunnerKind::Python {
+                version,
+                free_threaded: true,
+                ..
+            } => runners.iter().find(|r| {
+                matches!(&r.kind, RunnerKind::Python { version: v, free_threaded: false, .. } if v == version)
+            }),
+        };
+        if let Some(reference) = reference {
+            references.insert(runner.build.clone(), reference.build.clone());
+        }
+    }
+    references
 }
 
-/// All runs of one workload by one build at one thread count.
+/// One run's result.
+#[derive(Debug, Clone)]
+pub struct Run {
+    /// The time the runner printed; `None` if it printed none.
+    pub elapsed_s: Option<f64>,
+    /// The operations it did.
+    pub ops: Option<u64>,
+    /// `ok`, what the workload's check found, or how the runner failed.
+    pub check: String,
+    pub metrics: BTreeMap<String, f64>,
+    pub peak_rss_kib: Option<u64>,
+}
+
+impl Run {
+    pub fn ok(&self) -> bool {
+        self.check == "ok"
+    }
+}
+
+/// All runs of one workload by one runner at one thread count.
 #[derive(Debug, Default, Clone)]
 pub struct Measurements {
+    /// The measured runs, in order.
     pub runs: Vec<Run>,
+    /// Failures of the bench's warm-up run of this workload and runner (kept on its first
+    /// thread count): the cell is failed even if every measured run passed.
+    pub warm_up_failures: Vec<String>,
 }
 
 pub type Key = (String, String, usize);
@@ -98,20 +185,36 @@ pub fn build_runners(
     })?;
     let mut runners = Vec::new();
     for &variant in builds {
-        let program = runner_path(workspace, variant);
         let runner = Runner {
             build: variant.name().to_owned(),
-            program,
+            kind: RunnerKind::Variant(variant),
+            program: runner_path(workspace, variant),
             prefix: Vec::new(),
             info: Value::Null,
             workloads: Vec::new(),
+            units: BTreeMap::new(),
         };
         runners.push(runner.with_self_description()?);
     }
     for python in pythons {
-        runners.push(python_runner(workspace, python)?);
+        let mut runner = python_runner(workspace, python)?;
+        runner.build = unique_label(&runner.build, &runners);
+        runners.push(runner);
     }
     Ok(runners)
+}
+
+/// `label`, or `label#2`, `label#3`... if a runner already has it: two interpreters of the same
+/// version are two cells, never one.
+fn unique_label(label: &str, runners: &[Runner]) -> String {
+    let taken = |candidate: &str| runners.iter().any(|r| r.build == candidate);
+    if !taken(label) {
+        return label.to_owned();
+    }
+    (2..)
+        .map(|n| format!("{label}#{n}"))
+        .find(|candidate| !taken(candidate))
+        .expect("an unused label")
 }
 
 fn build_step(workspace: &Workspace, variant: Variant) -> CargoStep {
@@ -150,39 +253,83 @@ fn python_runner(workspace: &Workspace, python: &Path) -> Result<Runner, Failed>
     let script = workspace.root.join("benches/python/workloads.py");
     let runner = Runner {
         build: String::new(),
+        kind: RunnerKind::Variant(Variant::Gil),
         program: python.to_path_buf(),
         prefix: vec![script],
         info: Value::Null,
         workloads: Vec::new(),
+        units: BTreeMap::new(),
     }
     .with_self_description()?;
     let label = runner.info["build"].as_str().unwrap_or("python").to_owned();
+    let kind = RunnerKind::Python {
+        path: python.to_path_buf(),
+        version: runner.info["version"].as_str().unwrap_or("?").to_owned(),
+        free_threaded: runner.info["free_threaded"].as_bool().unwrap_or(false),
+    };
     Ok(Runner {
         build: label,
+        kind,
         ..runner
     })
 }
 
-fn run_once(runner: &Runner, workload: &str, threads: usize, scale: f64) -> Result<Run, Failed> {
-    let output = runner
-        .command()
-        .args([
-            workload,
-            "--threads",
-            &threads.to_string(),
-            "--scale",
-            &scale.to_string(),
-        ])
-        .output()
-        .map_err(|e| Failed(format!("cannot start the {} runner: {e}", runner.build)))?;
-    let line: Value = serde_json::from_slice(&output.stdout).map_err(|_| {
-        Failed(format!(
-            "{} {workload} at {threads} threads failed ({}): {}",
-            runner.build,
+/// `runs.jsonl`: one line per run as it finishes, so that a run cut short leaves what it did.
+pub struct RawLog {
+    file: File,
+    pub path: PathBuf,
+}
+
+impl RawLog {
+    pub fn create(path: PathBuf) -> Result<RawLog, Failed> {
+        let file = File::create(&path)
+            .map_err(|e| Failed(format!("cannot create {}: {e}", path.display())))?;
+        Ok(RawLog { file, path })
+    }
+
+    fn record(&mut self, entry: &Value) -> Result<(), Failed> {
+        writeln!(self.file, "{entry}")
+            .and_then(|()| self.file.flush())
+            .map_err(|e| Failed(format!("cannot write {}: {e}", self.path.display())))
+    }
+}
+
+/// The last lines of a child's stderr, for a failure message.
+fn stderr_tail(output: &Output) -> String {
+    let text = String::from_utf8_lossy(&output.stderr);
+    let lines: Vec<&str> = text.trim().lines().collect();
+    lines[lines.len().saturating_sub(3)..].join(" / ")
+}
+
+/// Reads one run's result from the runner's output. A runner that exits unsuccessfully failed
+/// its run even if it printed a result first (a crash at teardown is a failure).
+pub fn parse_run(output: &Output) -> Run {
+    let line: Option<Value> = serde_json::from_slice(&output.stdout).ok();
+    let printed = line
+        .as_ref()
+        .and_then(|l| l["elapsed_s"].as_f64())
+        .is_some();
+    let check = match (&line, output.status.success()) {
+        (Some(line), true) if printed => line["check"]
+            .as_str()
+            .unwrap_or("the runner printed no check")
+            .to_owned(),
+        (_, true) => format!(
+            "the runner exited successfully without a result: {}",
+            stderr_tail(output)
+        ),
+        (_, false) if printed => format!(
+            "the runner printed a result, then failed ({}): {}",
             output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
-    })?;
+            stderr_tail(output)
+        ),
+        (_, false) => format!(
+            "the runner failed ({}) without a result: {}",
+            output.status,
+            stderr_tail(output)
+        ),
+    };
+    let line = line.unwrap_or(Value::Null);
     let metrics = line["metrics"]
         .as_object()
         .map(|m| {
@@ -191,19 +338,75 @@ fn run_once(runner: &Runner, workload: &str, threads: usize, scale: f64) -> Resu
                 .collect()
         })
         .unwrap_or_default();
-    Ok(Run {
-        elapsed_s: line["elapsed_s"].as_f64().unwrap_or(f64::NAN),
-        check: line["check"]
-            .as_str()
-            .unwrap_or("the runner printed no check")
-            .to_owned(),
+    Run {
+        elapsed_s: line["elapsed_s"].as_f64(),
+        ops: line["ops"].as_u64(),
+        check,
         metrics,
-        peak_rss_kib: line["peak_rss_kib"].as_u64().unwrap_or(0),
-    })
+        peak_rss_kib: line["peak_rss_kib"].as_u64(),
+    }
 }
 
-/// Runs everything: one warm-up per (workload, runner), then `repeat` interleaved rounds.
-pub fn measure(runners: &[Runner], plan: &Plan) -> Result<BTreeMap<Key, Measurements>, Failed> {
+fn run_once(
+    runner: &Runner,
+    workload: &str,
+    threads: usize,
+    scale: f64,
+    log: &mut RawLog,
+    round: Option<u32>,
+) -> Result<Run, Failed> {
+    let result = runner
+        .command()
+        .args([
+            workload,
+            "--threads",
+            &threads.to_string(),
+            "--scale",
+            &scale.to_string(),
+        ])
+        .output();
+    let (run, raw) = match &result {
+        Ok(output) => (
+            parse_run(output),
+            json!({
+                "status": output.status.to_string(),
+                "stdout": String::from_utf8_lossy(&output.stdout).trim(),
+                "stderr": stderr_tail(output),
+            }),
+        ),
+        Err(e) => {
+            let check = format!("cannot start the {} runner: {e}", runner.build);
+            (
+                Run {
+                    elapsed_s: None,
+                    ops: None,
+                    check: check.clone(),
+                    metrics: BTreeMap::new(),
+                    peak_rss_kib: None,
+                },
+                json!({ "status": check }),
+            )
+        }
+    };
+    log.record(&json!({
+        "round": round,
+        "warm_up": round.is_none(),
+        "workload": workload,
+        "build": runner.build,
+        "threads": threads,
+        "check": run.check,
+        "runner": raw,
+    }))?;
+    Ok(run)
+}
+
+/// Runs everything: one warm-up run per (workload, runner), then `repeat` interleaved rounds.
+/// A failed run is recorded as failed and the bench goes on.
+pub fn measure(
+    runners: &[Runner],
+    plan: &Plan,
+    log: &mut RawLog,
+) -> Result<BTreeMap<Key, Measurements>, Failed> {
     let cells: Vec<(&str, &Runner)> = plan
         .workloads
         .iter()
@@ -224,7 +427,18 @@ pub fn measure(runners: &[Runner], plan: &Plan) -> Result<BTreeMap<Key, Measurem
     let mut results: BTreeMap<Key, Measurements> = BTreeMap::new();
     for &(workload, runner) in &cells {
         progress.set_message(format!("warm-up {} {workload}", runner.build));
-        run_once(runner, workload, plan.threads[0], plan.scale)?;
+        let first = plan.threads[0];
+        let run = run_once(runner, workload, first, plan.scale, log, None)?;
+        let entry = results
+            .entry((workload.to_owned(), runner.build.clone(), first))
+            .or_default();
+        if !run.ok() {
+            progress.println(format!(
+                "FAILED warm-up {} {workload} x{first}: {}",
+                runner.build, run.check
+            ));
+            entry.warm_up_failures.push(run.check);
+        }
         progress.inc(1);
     }
     for round in 1..=plan.repeat {
@@ -234,7 +448,13 @@ pub fn measure(runners: &[Runner], plan: &Plan) -> Result<BTreeMap<Key, Measurem
                     "round {round}: {} {workload} x{threads}",
                     runner.build
                 ));
-                let run = run_once(runner, workload, threads, plan.scale)?;
+                let run = run_once(runner, workload, threads, plan.scale, log, Some(round))?;
+                if !run.ok() && workload != "counter-race" {
+                    progress.println(format!(
+                        "FAILED {} {workload} x{threads}: {}",
+                        runner.build, run.check
+                    ));
+                }
                 results
                     .entry((workload.to_owned(), runner.build.clone(), threads))
                     .or_default()
@@ -246,4 +466,91 @@ pub fn measure(runners: &[Runner], plan: &Plan) -> Result<BTreeMap<Key, Measurem
     }
     progress.finish_and_clear();
     Ok(results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn runner(build: &str, kind: RunnerKind) -> Runner {
+        Runner {
+            build: build.to_owned(),
+            kind,
+            program: PathBuf::new(),
+            prefix: Vec::new(),
+            info: Value::Null,
+            workloads: Vec::new(),
+            units: BTreeMap::new(),
+        }
+    }
+
+    fn python(build: &str, version: &str, free_threaded: bool) -> Runner {
+        runner(
+            build,
+            RunnerKind::Python {
+                path: PathBuf::from(format!("/opt/{build}/python3")),
+                version: version.to_owned(),
+                free_threaded,
+            },
+        )
+    }
+
+    #[test]
+    fn a_free_threaded_interpreter_is_paired_with_a_default_one_of_its_version() {
+        let runners = [
+            runner("gil", RunnerKind::Variant(Variant::Gil)),
+            runner("nogil", RunnerKind::Variant(Variant::Nogil)),
+            python("python-3.13.5t", "3.13.5", true),
+            python("python-3.14.0", "3.14.0", false),
+            python("python-3.14.0t", "3.14.0", true),
+        ];
+        let references = gil_references(&runners);
+        let of = |b: &str| references.get(b).map(String::as_str);
+        assert_eq!(of("nogil"), Some("gil"));
+        assert_eq!(of("gil"), Some("gil"));
+        assert_eq!(of("python-3.14.0t"), Some("python-3.14.0"));
+        assert_eq!(of("python-3.14.0"), Some("python-3.14.0"));
+        assert_eq!(of("python-3.13.5t"), None, "no default 3.13.5 was given");
+    }
+
+    #[test]
+    fn two_interpreters_of_one_version_get_two_names() {
+        let mut runners = vec![python("python-3.14.0", "3.14.0", false)];
+        let second = unique_label("python-3.14.0", &runners);
+        assert_eq!(second, "python-3.14.0#2");
+        runners.push(python(&second, "3.14.0", false));
+        assert_eq!(unique_label("python-3.14.0", &runners), "python-3.14.0#3");
+        assert_eq!(unique_label("python-3.14.0t", &runners), "python-3.14.0t");
+    }
+
+    #[cfg(unix)]
+    fn output(code_or_signal: Result<i32, i32>, stdout: &str) -> Output {
+        use std::os::unix::process::ExitStatusExt;
+        let status = match code_or_signal {
+            Ok(code) => std::process::ExitStatus::from_raw(code << 8),
+            Err(signal) => std::process::ExitStatus::from_raw(signal),
+        };
+        Output {
+            status,
+            stdout: stdout.as_bytes().to_vec(),
+            stderr: b"free(): double free detected".to_vec(),
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_result_followed_by_a_crash_is_a_failed_run() {
+        let printed = r#"{"elapsed_s": 0.5, "ops": 10, "check": "ok", "metrics": {}}"#;
+        let crashed = parse_run(&output(Err(6), printed));
+        assert!(!crashed.ok(), "{}", crashed.check);
+        assert!(crashed.check.contains("signal"), "{}", crashed.check);
+        assert_eq!(
+            crashed.elapsed_s,
+            Some(0.5),
+            "the time is kept for the record"
+        );
+        assert!(parse_run(&output(Ok(0), printed)).ok());
+        assert!(!parse_run(&output(Ok(1), printed)).ok());
+        assert!(!parse_run(&output(Ok(0), "")).ok());
+    }
 }

@@ -1,10 +1,25 @@
 //! The mission's targets (P2 to P11), evaluated on one report.
+//!
+//! Each target names the cells it read. A cell it needs that the run did not measure, or whose
+//! check failed, makes the target "not measured"; and only a full run (every workload and build
+//! at the default thread counts and full size) judges a target met or missed: a quick or partial
+//! run shows the values and says it did not judge them.
 
 use std::fmt::Write as _;
 
 use serde_json::{json, Value};
 
-use super::report::{ratio, Report};
+use super::report::{ratio, Cell, Report, MEASURED_BY_LATENCY};
+use super::WORKLOADS;
+
+/// The workloads measured by their time (P2, P8 and P11 read every one of them).
+fn timed_workloads() -> Vec<&'static str> {
+    WORKLOADS
+        .iter()
+        .copied()
+        .filter(|w| !MEASURED_BY_LATENCY.contains(w))
+        .collect()
+}
 
 const PRIVATE: &[&str] = &[
     "countdown",
@@ -28,19 +43,64 @@ const SHARED_MORTAL: &[&str] = &[
     "dict-shared-read",
 ];
 
+/// P8: how much slower than biased counting plain atomic counting must be, at least, to count
+/// as measurably slower (a smaller difference is within what repeats of one cell differ by).
+const P8_MARGIN: f64 = 1.03;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Met,
+    Missed,
+    /// A cell it needs is missing or failed.
+    NotMeasured,
+    /// Measured, but on a quick or partial run.
+    NotJudged,
+}
+
+impl Verdict {
+    fn text(self) -> &'static str {
+        match self {
+            Verdict::Met => "met",
+            Verdict::Missed => "MISSED",
+            Verdict::NotMeasured => "not measured",
+            Verdict::NotJudged => "not judged (partial run)",
+        }
+    }
+}
+
 pub struct Target {
     pub id: &'static str,
     pub what: &'static str,
     pub goal: &'static str,
+    /// The values found, or what is missing.
     pub measured: String,
-    /// `None` when this run did not include what the target needs.
-    pub met: Option<bool>,
+    /// The cells read, as `workload build xN`.
+    pub cells: Vec<String>,
+    /// Cells needed that were not measured or failed.
+    pub missing: Vec<String>,
+    /// Whether the values meet the goal; `None` when not measured.
+    pub meets: Option<bool>,
+    pub verdict: Verdict,
 }
 
 pub struct Summary {
     pub targets: Vec<Target>,
     /// Per workload: the single-thread time of each free-threaded build over the gil build's.
     pub single_thread_cost: Vec<(String, Option<f64>, Option<f64>)>,
+    /// Per free-threaded runner with a GIL twin: single-thread cost and `vs_gil` geometric means.
+    pub pairs: Vec<PairSummary>,
+}
+
+/// How a free-threaded runner (ftrt's `nogil` builds, a free-threaded interpreter) compares
+/// with its GIL twin over the workloads both ran.
+pub struct PairSummary {
+    pub build: String,
+    pub reference: String,
+    /// Geometric mean over workloads of (time at 1 thread / the twin's).
+    pub single_thread_cost: Option<f64>,
+    /// Per thread count ≥ 2: geometric mean of `vs_gil`, and how many workloads.
+    pub vs_gil: Vec<(usize, f64, usize)>,
+    pub workloads: usize,
 }
 
 fn geomean(values: &[f64]) -> Option<f64> {
@@ -48,12 +108,71 @@ fn geomean(values: &[f64]) -> Option<f64> {
         .then(|| (values.iter().map(|v| v.ln()).sum::<f64>() / values.len() as f64).exp())
 }
 
-/// `f` over the listed workloads that were measured; `None` if none was.
-fn over(workloads: &[&str], mut f: impl FnMut(&str) -> Option<f64>) -> Vec<(String, f64)> {
-    workloads
-        .iter()
-        .filter_map(|w| f(w).map(|v| ((*w).to_owned(), v)))
-        .collect()
+/// Reads cells for one target, noting which it used and which it lacked.
+struct Reader<'a> {
+    report: &'a Report,
+    cells: Vec<String>,
+    missing: Vec<String>,
+}
+
+impl<'a> Reader<'a> {
+    fn cell(&mut self, workload: &str, build: &str, threads: usize) -> Option<&'a Cell> {
+        let name = format!("{workload} {build} x{threads}");
+        match self.report.cell(workload, build, threads) {
+            Some(c) if c.ok() && c.median_s.is_finite() => {
+                if !self.cells.contains(&name) {
+                    self.cells.push(name);
+                }
+                Some(c)
+            }
+            Some(_) => {
+                self.missing.push(format!("{name} (failed)"));
+                None
+            }
+            None => {
+                self.missing.push(name);
+                None
+            }
+        }
+    }
+
+    fn time(&mut self, workload: &str, build: &str, threads: usize) -> Option<f64> {
+        self.cell(workload, build, threads).map(|c| c.median_s)
+    }
+
+    /// `build`'s time at 1 thread / at `threads`.
+    fn speedup(&mut self, workload: &str, build: &str, threads: usize) -> Option<f64> {
+        let one = self.time(workload, build, 1);
+        let n = self.time(workload, build, threads);
+        Some(one? / n?)
+    }
+
+    /// Time of `slow` / time of `fast`, same workload and threads.
+    fn time_ratio(
+        &mut self,
+        workload: &str,
+        slow: &str,
+        fast: &str,
+        threads: usize,
+    ) -> Option<f64> {
+        let slow = self.time(workload, slow, threads);
+        let fast = self.time(workload, fast, threads);
+        Some(slow? / fast?)
+    }
+
+    /// `f` for each workload: every value, or `None` if any is missing (all are still read, so
+    /// that every missing cell is listed).
+    fn each(
+        &mut self,
+        workloads: &[&str],
+        mut f: impl FnMut(&mut Self, &str) -> Option<f64>,
+    ) -> Option<Vec<(String, f64)>> {
+        let values: Vec<Option<(String, f64)>> = workloads
+            .iter()
+            .map(|w| f(self, w).map(|v| ((*w).to_owned(), v)))
+            .collect();
+        values.into_iter().collect()
+    }
 }
 
 fn listing(values: &[(String, f64)]) -> String {
@@ -64,211 +183,301 @@ fn listing(values: &[(String, f64)]) -> String {
         .join(", ")
 }
 
+/// One target: `read` returns what it measured and whether that meets the goal, or `None` if
+/// it lacks cells.
 fn target(
+    report: &Report,
     id: &'static str,
     what: &'static str,
     goal: &'static str,
-    values: &[(String, f64)],
-    met: impl Fn(&[(String, f64)]) -> bool,
+    read: impl FnOnce(&mut Reader) -> Option<(String, bool)>,
 ) -> Target {
+    let mut reader = Reader {
+        report,
+        cells: Vec::new(),
+        missing: Vec::new(),
+    };
+    let found = read(&mut reader);
+    let (measured, meets) = match found {
+        Some((values, meets)) if reader.missing.is_empty() => (values, Some(meets)),
+        _ => {
+            let shown: Vec<&str> = reader.missing.iter().take(4).map(String::as_str).collect();
+            let more = reader.missing.len().saturating_sub(shown.len());
+            let mut text = format!("not measured: lacks {}", shown.join(", "));
+            if more > 0 {
+                let _ = write!(text, " and {more} more");
+            }
+            if reader.missing.is_empty() {
+                text = "not measured".to_owned();
+            }
+            (text, None)
+        }
+    };
+    let verdict = match meets {
+        None => Verdict::NotMeasured,
+        Some(_) if !report.partial.is_empty() => Verdict::NotJudged,
+        Some(true) => Verdict::Met,
+        Some(false) => Verdict::Missed,
+    };
     Target {
         id,
         what,
         goal,
-        measured: if values.is_empty() {
-            "not measured".into()
-        } else {
-            listing(values)
-        },
-        met: (!values.is_empty()).then(|| met(values)),
+        measured,
+        cells: reader.cells,
+        missing: reader.missing,
+        meets,
+        verdict,
     }
 }
 
 pub fn evaluate(report: &Report) -> Summary {
-    let time = |w: &str, b: &str, t: usize| report.cell(w, b, t).map(|c| c.median_s);
-    let speedup = |w: &str, b: &str, t: usize| report.cell(w, b, t).and_then(|c| c.speedup);
-    let cost = |w: &str, b: &str| Some(time(w, b, 1)? / time(w, "gil", 1)?);
-    let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let parallel_n = report
-        .threads
-        .iter()
-        .copied()
-        .filter(|&t| t >= 2 && t <= cpus)
-        .max();
-
-    let single_thread_cost: Vec<(String, Option<f64>, Option<f64>)> = report
-        .workloads
-        .iter()
-        .map(|w| (w.clone(), cost(w, "nogil"), cost(w, "nogil-atomic-rc")))
-        .collect();
-    let nogil_costs: Vec<(String, f64)> = single_thread_cost
-        .iter()
-        .filter_map(|(w, c, _)| Some((w.clone(), (*c)?)))
-        .collect();
     let mut targets = Vec::new();
-
-    let p2_values: Vec<f64> = nogil_costs.iter().map(|(_, c)| *c).collect();
-    let worst = nogil_costs
-        .iter()
-        .cloned()
-        .fold(None::<(String, f64)>, |a, b| match a {
-            Some(a) if a.1 >= b.1 => Some(a),
-            _ => Some(b),
-        });
-    targets.push(Target {
-        id: "P2",
-        what: "single-thread cost of nogil vs gil (time ratio at 1 thread)",
-        goal: "geometric mean <= 1.03, none > 1.10",
-        measured: match (geomean(&p2_values), &worst) {
-            (Some(g), Some((w, v))) => format!("geomean {g:.3}, worst {w} {v:.2}"),
-            _ => "not measured".into(),
-        },
-        met: geomean(&p2_values).map(|g| g <= 1.03 && p2_values.iter().all(|&c| c <= 1.10)),
-    });
     targets.push(target(
+        report,
+        "P2",
+        "single-thread cost of nogil vs gil (time ratio at 1 thread, every timed workload)",
+        "geometric mean <= 1.03, none > 1.10",
+        |r| {
+            let costs = r.each(&timed_workloads(), |r, w| {
+                r.time_ratio(w, "nogil", "gil", 1)
+            })?;
+            let values: Vec<f64> = costs.iter().map(|(_, c)| *c).collect();
+            let g = geomean(&values)?;
+            let (worst, w) = costs
+                .iter()
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(w, v)| (w.clone(), *v))?;
+            Some((
+                format!("geomean {g:.3}, worst {worst} {w:.2}"),
+                g <= 1.03 && values.iter().all(|&c| c <= 1.10),
+            ))
+        },
+    ));
+    targets.push(target(
+        report,
         "P3",
         "nogil 2-thread speedup, private-data workloads",
         ">= 1.85",
-        &over(PRIVATE, |w| speedup(w, "nogil", 2)),
-        |v| v.iter().all(|(_, s)| *s >= 1.85),
+        |r| {
+            let v = r.each(PRIVATE, |r, w| r.speedup(w, "nogil", 2))?;
+            Some((listing(&v), v.iter().all(|(_, s)| *s >= 1.85)))
+        },
     ));
     targets.push(target(
+        report,
         "P3b",
         "nogil 2-thread speedup, shared-read workloads",
         ">= 1.7",
-        &over(SHARED_READS, |w| speedup(w, "nogil", 2)),
-        |v| v.iter().all(|(_, s)| *s >= 1.7),
+        |r| {
+            let v = r.each(SHARED_READS, |r, w| r.speedup(w, "nogil", 2))?;
+            Some((listing(&v), v.iter().all(|(_, s)| *s >= 1.7)))
+        },
     ));
     targets.push(target(
+        report,
         "P4",
         "gil 2-thread speedup, CPU-bound workloads (S1)",
         "<= 1.15",
-        &over(CPU_BOUND, |w| speedup(w, "gil", 2)),
-        |v| v.iter().all(|(_, s)| *s <= 1.15),
+        |r| {
+            let v = r.each(CPU_BOUND, |r, w| r.speedup(w, "gil", 2))?;
+            Some((listing(&v), v.iter().all(|(_, s)| *s <= 1.15)))
+        },
     ));
     targets.push(target(
+        report,
         "P5",
         "gil 2-thread speedup, io-sleep and native-release (S4, S5)",
         ">= 1.8",
-        &over(RELEASING, |w| speedup(w, "gil", 2)),
-        |v| v.iter().all(|(_, s)| *s >= 1.8),
+        |r| {
+            let v = r.each(RELEASING, |r, w| r.speedup(w, "gil", 2))?;
+            Some((listing(&v), v.iter().all(|(_, s)| *s >= 1.8)))
+        },
     ));
-    let header = report
-        .info
-        .get("nogil")
-        .and_then(|i| i["header_size"].as_f64());
     targets.push(target(
+        report,
         "P6",
         "object header in nogil (bytes)",
         "<= 24",
-        &header
-            .map(|h| ("nogil".to_owned(), h))
-            .into_iter()
-            .collect::<Vec<_>>(),
-        |v| v[0].1 <= 24.0,
+        |r| {
+            let header = report
+                .runners
+                .iter()
+                .find(|runner| runner.build == "nogil")
+                .and_then(|runner| runner.info["header_size"].as_f64());
+            match header {
+                Some(h) => {
+                    r.cells.push("nogil --info".to_owned());
+                    Some((format!("{h}"), h <= 24.0))
+                }
+                None => {
+                    r.missing.push("nogil --info".to_owned());
+                    None
+                }
+            }
+        },
     ));
-    let memory = || {
-        let nogil = report.cell("object-create", "nogil", 1)?.peak_rss_kib as f64;
-        let gil = report.cell("object-create", "gil", 1)?.peak_rss_kib as f64;
-        Some(nogil / gil)
-    };
     targets.push(target(
+        report,
         "P7",
-        "peak memory nogil / gil on object-create (1 thread)",
+        "peak memory nogil / gil on object-create (1 thread; 100,000 instances held at once)",
         "<= 1.10",
-        &memory()
-            .map(|m| ("object-create".to_owned(), m))
-            .into_iter()
-            .collect::<Vec<_>>(),
-        |v| v[0].1 <= 1.10,
+        |r| {
+            let nogil = r.cell("object-create", "nogil", 1).map(|c| c.peak_rss_kib);
+            let gil = r.cell("object-create", "gil", 1).map(|c| c.peak_rss_kib);
+            let (nogil, gil) = (nogil? as f64, gil? as f64);
+            let m = nogil / gil;
+            Some((format!("{m:.3} ({nogil} KiB / {gil} KiB)"), m <= 1.10))
+        },
     ));
-    let atomic_over_biased: Vec<f64> = report
+    targets.push(target(
+        report,
+        "P8",
+        "nogil-atomic-rc vs nogil at 1 thread (time ratio, geometric mean over every timed workload)",
+        ">= 1.03 (measurably slower)",
+        |r| {
+            let v = r.each(&timed_workloads(), |r, w| {
+                r.time_ratio(w, "nogil-atomic-rc", "nogil", 1)
+            })?;
+            let g = geomean(&v.iter().map(|(_, x)| *x).collect::<Vec<_>>())?;
+            Some((format!("geomean {g:.3}"), g >= P8_MARGIN))
+        },
+    ));
+    targets.push(target(
+        report,
+        "P9",
+        "nogil speedup / N at N = cores, every thread reading one shared mortal object",
+        ">= 0.8",
+        |r| {
+            let n = report.cores;
+            if n < 2 {
+                r.missing
+                    .push(format!("a machine with 2 or more cores (this one has {n})"));
+                return None;
+            }
+            let v = r.each(SHARED_MORTAL, |r, w| {
+                r.speedup(w, "nogil", n).map(|s| s / n as f64)
+            })?;
+            Some((
+                format!("N = {n}: {}", listing(&v)),
+                v.iter().all(|(_, s)| *s >= 0.8),
+            ))
+        },
+    ));
+    targets.push(target(
+        report,
+        "P10",
+        "gil fair mode: I/O ping latency under CPU load vs no load (p50)",
+        "<= 2 (fair)",
+        |r| {
+            let loaded_threads = report.threads.iter().copied().filter(|&t| t >= 2).max();
+            let Some(n) = loaded_threads else {
+                r.missing
+                    .push("io-latency-under-load gil at 2 or more threads".to_owned());
+                return None;
+            };
+            let idle = r.cell("io-latency-under-load", "gil", 1);
+            let loaded = r.cell("io-latency-under-load", "gil", n);
+            let (idle, loaded) = (idle?, loaded?);
+            let baseline = idle.metrics.get("p50_ms")?.max(1e-3);
+            let fair = loaded.metrics.get("fair_p50_ms")? / baseline;
+            let interval = loaded.metrics.get("p50_ms")? / baseline;
+            Some((
+                format!("{n} threads: fair {fair:.2}, interval {interval:.2} (x idle p50 {baseline:.3} ms)"),
+                fair <= 2.0,
+            ))
+        },
+    ));
+    targets.push(target(
+        report,
+        "P11",
+        "nogil vs gil at the same thread count, N >= 2, every timed workload",
+        "vs_gil >= 1.0",
+        |r| {
+            let counts: Vec<usize> = report.threads.iter().copied().filter(|&t| t >= 2).collect();
+            if counts.is_empty() {
+                r.missing
+                    .push("every workload at 2 or more threads".to_owned());
+                return None;
+            }
+            let mut all = Vec::new();
+            for &n in &counts {
+                let v = r.each(&timed_workloads(), |r, w| {
+                    r.time_ratio(w, "gil", "nogil", n)
+                });
+                all.extend(
+                    v.into_iter()
+                        .flatten()
+                        .map(|(w, x)| (format!("{w} x{n}"), x)),
+                );
+            }
+            let losers: Vec<(String, f64)> =
+                all.iter().filter(|(_, v)| *v < 1.0).cloned().collect();
+            let lowest = all.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min);
+            Some(if losers.is_empty() {
+                (
+                    format!("all {} cells >= 1.0 (lowest {lowest:.2})", all.len()),
+                    true,
+                )
+            } else {
+                (format!("below 1.0: {}", listing(&losers)), false)
+            })
+        },
+    ));
+
+    let cost = |w: &str, b: &str| {
+        Some(report.cell(w, b, 1)?.median_s / report.cell(w, "gil", 1)?.median_s)
+    };
+    let single_thread_cost = report
         .workloads
         .iter()
-        .filter_map(|w| Some(time(w, "nogil-atomic-rc", 1)? / time(w, "nogil", 1)?))
+        .filter(|w| !MEASURED_BY_LATENCY.contains(&w.as_str()))
+        .map(|w| (w.clone(), cost(w, "nogil"), cost(w, "nogil-atomic-rc")))
         .collect();
-    targets.push(Target {
-        id: "P8",
-        what: "nogil-atomic-rc vs nogil at 1 thread (time ratio, geometric mean)",
-        goal: "> 1 (measurably slower)",
-        measured: geomean(&atomic_over_biased)
-            .map_or("not measured".into(), |g| format!("geomean {g:.3}")),
-        met: geomean(&atomic_over_biased).map(|g| g > 1.0),
-    });
-    let p9 = parallel_n.map_or_else(Vec::new, |n| {
-        over(SHARED_MORTAL, |w| {
-            speedup(w, "nogil", n).map(|s| s / n as f64)
-        })
-    });
-    targets.push(target(
-        "P9",
-        "nogil speedup / N, every thread reading one shared mortal object (N = cores)",
-        ">= 0.8",
-        &p9,
-        |v| v.iter().all(|(_, s)| *s >= 0.8),
-    ));
-    let latency = || {
-        let max_threads = *report.threads.iter().max()?;
-        if max_threads < 2 {
-            return None;
-        }
-        let loaded = report.cell("io-latency-under-load", "gil", max_threads)?;
-        let idle = report.cell("io-latency-under-load", "gil", 1)?;
-        let baseline = idle.metrics.get("p50_ms")?.max(1e-3);
-        Some(vec![
-            (
-                "fair p50 / idle p50".to_owned(),
-                loaded.metrics.get("fair_p50_ms")? / baseline,
-            ),
-            (
-                "interval p50 / idle p50".to_owned(),
-                loaded.metrics.get("p50_ms")? / baseline,
-            ),
-        ])
-    };
-    targets.push(target(
-        "P10",
-        "gil fair mode: I/O ping latency under CPU load vs no load",
-        "<= 2 (fair)",
-        &latency().unwrap_or_default(),
-        |v| v[0].1 <= 2.0,
-    ));
-    let vs_gil: Vec<(String, f64)> = report
-        .cells
-        .iter()
-        .filter(|c| c.build == "nogil" && c.threads >= 2)
-        .filter_map(|c| Some((format!("{} x{}", c.workload, c.threads), c.vs_gil?)))
-        .collect();
-    let losers: Vec<(String, f64)> = vs_gil.iter().filter(|(_, v)| *v < 1.0).cloned().collect();
-    targets.push(Target {
-        id: "P11",
-        what: "nogil vs gil at the same thread count, N >= 2, every workload",
-        goal: "vs_gil >= 1.0",
-        measured: if vs_gil.is_empty() {
-            "not measured".into()
-        } else if losers.is_empty() {
-            format!(
-                "all {} cells >= 1.0 (lowest {:.2})",
-                vs_gil.len(),
-                vs_gil.iter().map(|(_, v)| *v).fold(f64::INFINITY, f64::min)
-            )
-        } else {
-            format!("below 1.0: {}", listing(&losers))
-        },
-        met: (!vs_gil.is_empty()).then_some(losers.is_empty()),
-    });
     Summary {
         targets,
         single_thread_cost,
+        pairs: pairs(report),
     }
 }
 
-fn verdict(met: Option<bool>) -> &'static str {
-    match met {
-        Some(true) => "met",
-        Some(false) => "MISSED",
-        None => "n/a",
-    }
+fn pairs(report: &Report) -> Vec<PairSummary> {
+    report
+        .pairs()
+        .into_iter()
+        .map(|(build, reference)| {
+            let both = |w: &str, t: usize| {
+                let mine = report.cell(w, build, t).filter(|c| c.ok())?;
+                let theirs = report.cell(w, reference, t).filter(|c| c.ok())?;
+                Some(mine.median_s / theirs.median_s)
+            };
+            let timed: Vec<&String> = report
+                .workloads
+                .iter()
+                .filter(|w| !MEASURED_BY_LATENCY.contains(&w.as_str()))
+                .collect();
+            let costs: Vec<f64> = timed.iter().filter_map(|w| both(w, 1)).collect();
+            let vs_gil = report
+                .threads
+                .iter()
+                .filter(|&&t| t >= 2)
+                .filter_map(|&t| {
+                    let v: Vec<f64> = timed
+                        .iter()
+                        .filter_map(|w| both(w, t).map(|r| 1.0 / r))
+                        .collect();
+                    Some((t, geomean(&v)?, v.len()))
+                })
+                .collect();
+            PairSummary {
+                build: build.to_owned(),
+                reference: reference.to_owned(),
+                single_thread_cost: geomean(&costs),
+                vs_gil,
+                workloads: costs.len(),
+            }
+        })
+        .collect()
 }
 
 pub fn print(summary: &Summary) {
@@ -280,16 +489,40 @@ pub fn print(summary: &Summary) {
             ratio(*atomic)
         );
     }
+    if !summary.pairs.is_empty() {
+        println!("\nfree-threading against its GIL twin (geometric means):");
+        for p in &summary.pairs {
+            println!("  {}", p.describe());
+        }
+    }
     println!("\ntargets:");
     for t in &summary.targets {
         println!(
-            "  {:<4} {:<7} {} (goal {}): {}",
+            "  {:<4} {:<12} {} (goal {}): {}",
             t.id,
-            verdict(t.met),
+            t.verdict.text(),
             t.what,
             t.goal,
             t.measured
         );
+    }
+}
+
+impl PairSummary {
+    fn describe(&self) -> String {
+        let vs_gil: Vec<String> = self
+            .vs_gil
+            .iter()
+            .map(|(t, g, n)| format!("vs_gil at {t} threads {g:.2} ({n} workloads)"))
+            .collect();
+        format!(
+            "{} / {}: single-thread cost {} ({} workloads); {}",
+            self.build,
+            self.reference,
+            ratio(self.single_thread_cost),
+            self.workloads,
+            vs_gil.join(", ")
+        )
     }
 }
 
@@ -298,24 +531,45 @@ impl Summary {
         Value::Array(
             self.targets
                 .iter()
-                .map(|t| json!({"id": t.id, "what": t.what, "goal": t.goal, "measured": t.measured, "met": t.met}))
+                .map(|t| {
+                    json!({
+                        "id": t.id, "what": t.what, "goal": t.goal, "measured": t.measured,
+                        "cells": t.cells, "missing": t.missing, "meets": t.meets,
+                        "met": (t.verdict == Verdict::Met).then_some(true)
+                            .or((t.verdict == Verdict::Missed).then_some(false)),
+                        "verdict": t.verdict.text(),
+                    })
+                })
                 .collect(),
         )
     }
 
     pub fn to_markdown(&self) -> String {
-        let mut md =
-            String::from("| target | what | goal | measured | verdict |\n|---|---|---|---|---|\n");
+        let mut md = String::from(
+            "| target | what | goal | measured | verdict | cells read |\n|---|---|---|---|---|---|\n",
+        );
         for t in &self.targets {
+            let cells = if t.cells.len() > 6 {
+                format!("{} cells: {}, ...", t.cells.len(), t.cells[..3].join(", "))
+            } else {
+                t.cells.join(", ")
+            };
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} |",
                 t.id,
                 t.what,
                 t.goal,
                 t.measured,
-                verdict(t.met)
+                t.verdict.text(),
+                cells
             );
+        }
+        if !self.pairs.is_empty() {
+            md.push_str("\nFree-threading against its GIL twin (geometric means over the workloads both ran):\n\n");
+            for p in &self.pairs {
+                let _ = writeln!(md, "- {}", p.describe());
+            }
         }
         md.push_str("\nSingle-thread cost against `gil` (time at 1 thread divided by the gil build's):\n\n| workload | nogil | nogil-atomic-rc |\n|---|---|---|\n");
         for (workload, nogil, atomic) in &self.single_thread_cost {
@@ -327,5 +581,189 @@ impl Summary {
             );
         }
         md
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::report::RunnerSummary;
+
+    fn cell(workload: &str, build: &str, threads: usize, median_s: f64) -> Cell {
+        let mut cell = Cell::measured(workload, build, threads, &[median_s]);
+        cell.ops = Some(1000);
+        cell.peak_rss_kib = 1000;
+        cell
+    }
+
+    fn runners(builds: &[&str]) -> Vec<RunnerSummary> {
+        builds.iter().map(|b| RunnerSummary::variant(b)).collect()
+    }
+
+    /// A full run (every workload, build and default thread count on 2 cores) in which every
+    /// build takes 1 s at 1 thread and `at_2(workload, build)` at 2 threads.
+    fn full_run(at_2: impl Fn(&str, &str) -> f64) -> Vec<Cell> {
+        let mut cells = Vec::new();
+        for w in WORKLOADS {
+            for b in ["gil", "nogil", "nogil-atomic-rc"] {
+                cells.push(cell(w, b, 1, 1.0));
+                cells.push(cell(w, b, 2, at_2(w, b)));
+                cells.push(cell(w, b, 4, at_2(w, b)));
+            }
+        }
+        cells
+    }
+
+    fn find<'a>(summary: &'a Summary, id: &str) -> &'a Target {
+        summary.targets.iter().find(|t| t.id == id).unwrap()
+    }
+
+    #[test]
+    fn a_partial_run_marks_no_target_met() {
+        // Only io-sleep and native-release, only the gil build: what P5 looks at, and it
+        // would pass.
+        let cells = vec![
+            cell("io-sleep", "gil", 1, 1.0),
+            cell("io-sleep", "gil", 2, 0.5),
+            cell("native-release", "gil", 1, 1.0),
+            cell("native-release", "gil", 2, 0.5),
+        ];
+        let partial = crate::bench::partial_because(
+            &["io-sleep", "native-release"],
+            &[crate::variants::Variant::Gil],
+            &[1, 2],
+            1.0,
+            2,
+        );
+        assert!(!partial.is_empty());
+        let report = Report::from_cells(cells, runners(&["gil"]), vec![1, 2], 2, partial);
+        let summary = evaluate(&report);
+        let met: Vec<&str> = summary
+            .targets
+            .iter()
+            .filter(|t| t.verdict == Verdict::Met)
+            .map(|t| t.id)
+            .collect();
+        assert!(met.is_empty(), "a partial run claimed {met:?}");
+        let p5 = find(&summary, "P5");
+        assert_eq!(p5.meets, Some(true), "the values are still shown");
+        assert_eq!(p5.verdict, Verdict::NotJudged);
+        assert_eq!(find(&summary, "P3").verdict, Verdict::NotMeasured);
+    }
+
+    #[test]
+    fn a_quick_run_is_partial() {
+        let all: Vec<&str> = WORKLOADS.to_vec();
+        let partial = crate::bench::partial_because(
+            &all,
+            &crate::variants::Variant::ALL,
+            &[1, 2, 4],
+            0.05,
+            2,
+        );
+        assert_eq!(partial.len(), 1, "{partial:?}");
+        assert!(partial[0].contains("quick"));
+        let full = crate::bench::partial_because(
+            &all,
+            &crate::variants::Variant::ALL,
+            &[1, 2, 4, 8],
+            1.0,
+            2,
+        );
+        assert!(
+            full.is_empty(),
+            "more thread counts are still a full run: {full:?}"
+        );
+    }
+
+    #[test]
+    fn a_full_run_judges_the_targets_and_lists_the_cells_it_read() {
+        let cells = full_run(|_, b| if b == "gil" { 1.0 } else { 0.5 });
+        let report = Report::from_cells(
+            cells,
+            runners(&["gil", "nogil", "nogil-atomic-rc"]),
+            vec![1, 2, 4],
+            2,
+            Vec::new(),
+        );
+        let summary = evaluate(&report);
+        let p3 = find(&summary, "P3");
+        assert_eq!(p3.verdict, Verdict::Met, "{}", p3.measured);
+        assert!(
+            p3.cells.contains(&"countdown nogil x2".to_owned()),
+            "{:?}",
+            p3.cells
+        );
+        assert!(
+            p3.cells.contains(&"countdown nogil x1".to_owned()),
+            "{:?}",
+            p3.cells
+        );
+        assert_eq!(find(&summary, "P5").verdict, Verdict::Missed);
+        assert_eq!(find(&summary, "P8").verdict, Verdict::Missed, "equal times");
+    }
+
+    #[test]
+    fn a_failed_cell_leaves_its_target_not_measured() {
+        let mut cells = full_run(|_, b| if b == "gil" { 1.0 } else { 0.5 });
+        for c in &mut cells {
+            if c.workload == "countdown" && c.build == "nogil" && c.threads == 2 {
+                c.check = "a countdown ended at 1, not 0".into();
+            }
+        }
+        let report = Report::from_cells(
+            cells,
+            runners(&["gil", "nogil", "nogil-atomic-rc"]),
+            vec![1, 2, 4],
+            2,
+            Vec::new(),
+        );
+        let p3 = find(&evaluate(&report), "P3").verdict;
+        assert_eq!(p3, Verdict::NotMeasured);
+    }
+
+    #[test]
+    fn p8_needs_a_margin_over_noise() {
+        let cells = full_run(|_, b| if b == "gil" { 1.0 } else { 0.5 })
+            .into_iter()
+            .map(|mut c| {
+                if c.build == "nogil-atomic-rc" && c.threads == 1 {
+                    c.median_s = 1.01;
+                }
+                c
+            })
+            .collect();
+        let report = Report::from_cells(
+            cells,
+            runners(&["gil", "nogil", "nogil-atomic-rc"]),
+            vec![1, 2, 4],
+            2,
+            Vec::new(),
+        );
+        let summary = evaluate(&report);
+        let p8 = find(&summary, "P8");
+        assert_eq!(
+            p8.meets,
+            Some(false),
+            "1 % slower is noise, not measurably slower"
+        );
+    }
+
+    #[test]
+    fn p9_reads_n_equal_to_the_cores_or_is_not_measured() {
+        // Measured at 1 and 2 threads on a 4-core machine: no cell at N = cores.
+        let cells = SHARED_MORTAL
+            .iter()
+            .flat_map(|w| [cell(w, "nogil", 1, 1.0), cell(w, "nogil", 2, 0.5)])
+            .collect();
+        let report = Report::from_cells(cells, runners(&["nogil"]), vec![1, 2], 4, Vec::new());
+        let summary = evaluate(&report);
+        let p9 = find(&summary, "P9");
+        assert_eq!(p9.verdict, Verdict::NotMeasured, "{}", p9.measured);
+        assert!(
+            p9.missing.iter().any(|m| m.ends_with("x4")),
+            "{:?}",
+            p9.missing
+        );
     }
 }

@@ -2,14 +2,22 @@
 //! once per measurement, so every run has a fresh process.
 //!
 //! ```text
-//! ftrt-runner WORKLOAD --threads N [--scale F]   one run
+//! ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F]   one measured run
 //! ftrt-runner --list                               the catalogue, as JSON
 //! ftrt-runner --info                               the build: variant, header size, count
 //! ```
+//!
+//! A measured run is preceded by an untimed warm-up pass in the same process, at `--warm-up`
+//! times the size (default [`WARM_UP_FRACTION`]; 0 for none). The exit status is 0 whenever a
+//! result was printed, whatever its check says; anything else is a failed run.
+//!
+//! For the bench's own tests, `FTRT_RUNNER_CRASH_BEFORE_PRINT=WORKLOAD` and
+//! `FTRT_RUNNER_CRASH_AFTER_PRINT=WORKLOAD` make the runner abort before or after printing that
+//! workload's result, as a crash in the run or at teardown would.
 
 use std::process::ExitCode;
 
-use ftrt_workloads::{catalogue, find, Params, BUILD};
+use ftrt_workloads::{catalogue, find, Params, BUILD, WARM_UP_FRACTION};
 use serde_json::json;
 
 #[global_allocator]
@@ -18,7 +26,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn usage(problem: &str) -> ExitCode {
     let names: Vec<&str> = catalogue().iter().map(|w| w.name).collect();
     eprintln!("error: {problem}");
-    eprintln!("usage: ftrt-runner WORKLOAD --threads N [--scale F] | --list | --info");
+    eprintln!(
+        "usage: ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F] | --list | --info"
+    );
     eprintln!("workloads: {}", names.join(", "));
     ExitCode::from(2)
 }
@@ -41,7 +51,7 @@ fn main() -> ExitCode {
         Some("--list") => {
             let list: Vec<_> = catalogue()
                 .iter()
-                .map(|w| json!({"name": w.name, "description": w.description, "shows": w.shows}))
+                .map(|w| json!({"name": w.name, "description": w.description, "shows": w.shows, "unit": w.unit}))
                 .collect();
             println!("{}", serde_json::Value::Array(list));
             ExitCode::SUCCESS
@@ -68,6 +78,7 @@ fn main() -> ExitCode {
                 threads: 1,
                 scale: 1.0,
             };
+            let mut warm_up = WARM_UP_FRACTION;
             let mut rest = args[1..].iter();
             while let Some(flag) = rest.next() {
                 let value = rest.next();
@@ -84,10 +95,21 @@ fn main() -> ExitCode {
                         Ok(s) if s > 0.0 && s.is_finite() => params.scale = s,
                         _ => return usage(&format!("bad scale '{v}': a positive number")),
                     },
+                    ("--warm-up", Some(v)) => match v.parse::<f64>() {
+                        Ok(w) if w >= 0.0 && w.is_finite() => warm_up = w,
+                        _ => {
+                            return usage(&format!(
+                                "bad warm-up '{v}': a fraction of the size, 0 for none"
+                            ))
+                        }
+                    },
                     _ => return usage(&format!("unexpected argument '{flag}'")),
                 }
             }
-            let outcome = workload.run(&params);
+            if std::env::var("FTRT_RUNNER_CRASH_BEFORE_PRINT").as_deref() == Ok(workload.name) {
+                std::process::abort();
+            }
+            let outcome = workload.measure(&params, warm_up);
             let metrics: serde_json::Map<String, serde_json::Value> = outcome
                 .metrics
                 .iter()
@@ -104,11 +126,16 @@ fn main() -> ExitCode {
                     "build": BUILD,
                     "threads": params.threads,
                     "elapsed_s": outcome.elapsed.as_secs_f64(),
+                    "ops": outcome.ops,
+                    "warm_up": warm_up,
                     "check": check,
                     "metrics": metrics,
                     "peak_rss_kib": peak_rss_kib(),
                 })
             );
+            if std::env::var("FTRT_RUNNER_CRASH_AFTER_PRINT").as_deref() == Ok(workload.name) {
+                std::process::abort();
+            }
             ExitCode::SUCCESS
         }
     }
