@@ -268,9 +268,13 @@ fn printing_a_shared_list_from_threads_that_never_attached_shows_only_stored_ite
             let rounds = scaled(3_000);
             let list: Shared = Python::attach(|py| Obj::list(py, [Obj::float(py, 0.5)]).unbind());
             let writing = AtomicBool::new(true);
+            // Every thread is joined explicitly: the end of a scope does not wait for the
+            // threads' thread-local destructors, where the writer settles what it retired, so
+            // the leak check could run before them.
             thread::scope(|s| {
+                let mut handles = Vec::new();
                 for _ in 1..threads {
-                    s.spawn(|| {
+                    handles.push(s.spawn(|| {
                         // Never attached: printing must not read the list without the right to.
                         let mut prints = 0;
                         while writing.load(Ordering::Relaxed) || prints == 0 {
@@ -290,9 +294,9 @@ fn printing_a_shared_list_from_threads_that_never_attached_shows_only_stored_ite
                             }
                             prints += 1;
                         }
-                    });
+                    }));
                 }
-                s.spawn(|| {
+                handles.push(s.spawn(|| {
                     Python::attach(|py| {
                         let list = list.bind(py);
                         for i in 0..rounds {
@@ -307,7 +311,10 @@ fn printing_a_shared_list_from_threads_that_never_attached_shows_only_stored_ite
                         }
                     });
                     writing.store(false, Ordering::Relaxed);
-                });
+                }));
+                for handle in handles {
+                    handle.join().unwrap();
+                }
             });
             drop(list);
         });
