@@ -11,6 +11,8 @@
 
 use std::path::Path;
 
+use plotters::coord::combinators::WithKeyPoints;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
@@ -140,6 +142,66 @@ fn clip(value: f64, (lo, hi): (f64, f64)) -> (f64, bool) {
     }
 }
 
+/// What a per-workload plot puts on its axes: threads across, a log scale up.
+struct ThreadsAxes {
+    caption: String,
+    x_desc: &'static str,
+    y_desc: String,
+    /// Decimals of the y labels.
+    y_decimals: usize,
+    max_threads: f64,
+    /// How many thread counts were measured (sets the x label density).
+    thread_counts: usize,
+    /// The y range, both ends positive.
+    range: (f64, f64),
+}
+
+type ThreadsChart<'a> =
+    ChartContext<'a, SVGBackend<'a>, Cartesian2d<RangedCoordf64, WithKeyPoints<LogCoord<f64>>>>;
+
+/// The canvas both per-workload plots draw on: whole thread counts labelled across, the log
+/// scale's key points up, the mesh drawn.
+fn threads_chart<'a>(
+    plot: &DrawingArea<SVGBackend<'a>, plotters::coord::Shift>,
+    axes: ThreadsAxes,
+) -> Result<ThreadsChart<'a>, Box<dyn std::error::Error>> {
+    let ThreadsAxes {
+        caption,
+        x_desc,
+        y_desc,
+        y_decimals,
+        max_threads,
+        thread_counts,
+        range,
+    } = axes;
+    let mut chart = ChartBuilder::on(plot)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(
+            0.5..max_threads + 0.5,
+            (range.0..range.1)
+                .log_scale()
+                .with_key_points(log_key_points(range)),
+        )?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .y_desc(y_desc)
+        .x_labels(thread_counts.max(2) * 2)
+        .x_label_formatter(&|x| {
+            if (x - x.round()).abs() < 1e-9 {
+                format!("{}", x.round())
+            } else {
+                String::new()
+            }
+        })
+        .y_label_formatter(&|y| format!("{y:.y_decimals$}"))
+        .draw()?;
+    Ok(chart)
+}
+
 fn draw_throughput(report: &Report, workload: &str, path: &Path) -> Drawn {
     let max_threads = report.threads.iter().copied().max().unwrap_or(1) as f64;
     let baseline = report.baseline_build().unwrap_or("gil");
@@ -170,34 +232,18 @@ fn draw_throughput(report: &Report, workload: &str, path: &Path) -> Drawn {
     root.fill(&WHITE)?;
     let (plot, legend_area) = root.split_horizontally(720);
     let mut legend: Vec<LegendEntry> = Vec::new();
-    let mut chart = ChartBuilder::on(&plot)
-        .caption(
-            format!("{workload}: throughput against threads"),
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(
-            0.5..max_threads + 0.5,
-            (range.0..range.1)
-                .log_scale()
-                .with_key_points(log_key_points(range)),
-        )?;
-    chart
-        .configure_mesh()
-        .x_desc("threads")
-        .y_desc(format!("throughput / {baseline} at 1 thread (log)"))
-        .x_labels(report.threads.len().max(2) * 2)
-        .x_label_formatter(&|x| {
-            if (x - x.round()).abs() < 1e-9 {
-                format!("{}", x.round())
-            } else {
-                String::new()
-            }
-        })
-        .y_label_formatter(&|y| format!("{y:.2}"))
-        .draw()?;
+    let mut chart = threads_chart(
+        &plot,
+        ThreadsAxes {
+            caption: format!("{workload}: throughput against threads"),
+            x_desc: "threads",
+            y_desc: format!("throughput / {baseline} at 1 thread (log)"),
+            y_decimals: 2,
+            max_threads,
+            thread_counts: report.threads.len(),
+            range,
+        },
+    )?;
     let ideal = RGBColor(160, 160, 160);
     chart.draw_series(LineSeries::new(
         [(1.0, 1.0), (ideal_to, ideal_to)],
@@ -288,34 +334,18 @@ fn draw_latency(report: &Report, workload: &str, path: &Path) -> Drawn {
     root.fill(&WHITE)?;
     let (plot, legend_area) = root.split_horizontally(720);
     let mut legend: Vec<LegendEntry> = Vec::new();
-    let mut chart = ChartBuilder::on(&plot)
-        .caption(
-            format!("{workload}: ping latency against threads"),
-            ("sans-serif", 20),
-        )
-        .margin(12)
-        .x_label_area_size(36)
-        .y_label_area_size(56)
-        .build_cartesian_2d(
-            0.5..max_threads + 0.5,
-            (range.0..range.1)
-                .log_scale()
-                .with_key_points(log_key_points(range)),
-        )?;
-    chart
-        .configure_mesh()
-        .x_desc("threads (one answers pings, the others count down)")
-        .y_desc("ping delay p50, ms (log)")
-        .x_labels(report.threads.len().max(2) * 2)
-        .x_label_formatter(&|x| {
-            if (x - x.round()).abs() < 1e-9 {
-                format!("{}", x.round())
-            } else {
-                String::new()
-            }
-        })
-        .y_label_formatter(&|y| format!("{y:.3}"))
-        .draw()?;
+    let mut chart = threads_chart(
+        &plot,
+        ThreadsAxes {
+            caption: format!("{workload}: ping latency against threads"),
+            x_desc: "threads (one answers pings, the others count down)",
+            y_desc: "ping delay p50, ms (log)".to_owned(),
+            y_decimals: 3,
+            max_threads,
+            thread_counts: report.threads.len(),
+            range,
+        },
+    )?;
     for (i, (label, points, fair)) in series.iter().enumerate() {
         let colour = COLOURS[(i / 2) % COLOURS.len()];
         let style = if *fair {
