@@ -1,8 +1,8 @@
 //! Synchronisation micro-benchmarks: object locks, critical sections and the GIL.
 //!
 //! Run with `cargo bench --bench sync` (free-threaded) and `cargo bench --bench sync --features
-//! gil` (the GIL build: sections compile to nothing and the GIL is real). The handoff benchmark
-//! exists only in the GIL build.
+//! gil` (the GIL build: the GIL is real; `ftrt_lock` sections lock in every build). The handoff
+//! benchmark exists only in the GIL build.
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

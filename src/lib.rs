@@ -12,7 +12,8 @@
 //! - [`object`] (`ftrt-object`): the Python-like object model, with lock-free reads of lists
 //!   and dicts in the free-threaded builds.
 //!
-//! The variant is chosen with cargo features, forwarded to every crate:
+//! The variant is chosen with cargo features, forwarded to `ftrt-gil`, the one crate that decides
+//! it (the crates above it follow; `ftrt-refcount` and `ftrt-lock` know nothing of it):
 //!
 //! | [`BUILD`] | features | reference counting |
 //! |---|---|---|
@@ -24,24 +25,10 @@
 //! assert!(["gil", "nogil", "nogil-atomic-rc"].contains(&ftrt::BUILD));
 //! ```
 
-#[cfg(all(feature = "gil", feature = "atomic-rc"))]
-compile_error!(
-    "features `gil` and `atomic-rc` are exclusive: `gil` builds the runtime around a global \
-     interpreter lock with non-atomic counts, `atomic-rc` is a free-threaded build with atomic \
-     counts; enable at most one"
-);
-
 pub use ftrt_gil as gil;
 pub use ftrt_lock as lock;
 pub use ftrt_object as object;
 pub use ftrt_refcount as refcount;
 
-/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.
-#[cfg(feature = "gil")]
-pub const BUILD: &str = "gil";
-/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.
-#[cfg(all(feature = "atomic-rc", not(feature = "gil")))]
-pub const BUILD: &str = "nogil-atomic-rc";
-/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.
-#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
-pub const BUILD: &str = "nogil";
+/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"` (`ftrt-gil`'s).
+pub use ftrt_gil::BUILD;

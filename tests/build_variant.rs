@@ -1,6 +1,7 @@
-//! The umbrella names the variant it was built as, and forwards it to every crate.
+//! The umbrella names the variant it was built as, and forwards it to the crate that decides it.
 
-use ftrt::refcount::{Strategy, BUILD_STRATEGY};
+use ftrt::gil::BUILD_STRATEGY;
+use ftrt::refcount::Strategy;
 
 #[test]
 fn build_name_matches_the_count_strategy_the_crates_were_built_with() {

@@ -5,6 +5,10 @@
 //!   `target/variant-<name>`, so switching features rebuilds nothing), then the loom
 //!   models (`RUSTFLAGS="--cfg loom" cargo test --release`, in `target/loom`, with
 //!   `LOOM_MAX_PREEMPTIONS=3` unless set). Stops at the first failure.
+//! - `cargo xtask features`: checks every workspace package on its own (`cargo check -p PKG
+//!   --all-targets`, in `target/features`) with none of its features, each alone, and all
+//!   together unless they exclude each other (`gil` + `atomic-rc`); first it fails if a package
+//!   other than `ftrt-gil` and the umbrella has a build-variant feature.
 //! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under
 //!   Miri (`cargo +nightly miri test`, with Tree Borrows and permissive provenance unless
 //!   `MIRIFLAGS` is set),
@@ -27,6 +31,7 @@
 
 mod bench;
 mod criterion;
+mod features;
 mod nightly;
 mod steps;
 mod test;
@@ -63,6 +68,8 @@ enum Task {
         #[arg(long)]
         no_loom: bool,
     },
+    /// Check every package alone with each of its features, none, and all that go together.
+    Features,
     /// Run the tests of the unsafe-heavy crates under Miri (needs nightly).
     Miri {
         /// Comma-separated crates to test (default: all of them).
@@ -108,6 +115,7 @@ fn main() -> ExitCode {
     let workspace = Workspace::locate();
     let result = match cli.command {
         Task::Test { variants, no_loom } => test::run(&workspace, &variants, no_loom),
+        Task::Features => features::run(&workspace),
         Task::Miri { crates } => nightly::run_miri(&workspace, &crates),
         Task::Tsan { crates } => nightly::run_tsan(&workspace, &crates),
         Task::Bench(options) => bench::run(&workspace, options),

@@ -230,7 +230,7 @@ fn user_target_dir() -> Option<PathBuf> {
 
 /// Cargo sets `$CARGO` to the binary that runs xtask: using it keeps the children on the
 /// same toolchain as the user's `cargo xtask`.
-fn current_cargo() -> OsString {
+pub fn current_cargo() -> OsString {
     env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"))
 }
 

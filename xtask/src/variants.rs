@@ -34,12 +34,13 @@ impl Variant {
         }
     }
 
-    /// The features of `ftrt-workloads` (the benchmark runner) that select this variant.
+    /// The features that select this variant for a `-p ftrt-workloads` build (the benchmark
+    /// runner): those of `ftrt-gil`, the crate that decides the variant, a direct dependency.
     pub fn workload_features(self) -> Option<&'static str> {
         match self {
-            Variant::Gil => Some("ftrt-workloads/gil"),
+            Variant::Gil => Some("ftrt-gil/gil"),
             Variant::Nogil => None,
-            Variant::NogilAtomicRc => Some("ftrt-workloads/atomic-rc"),
+            Variant::NogilAtomicRc => Some("ftrt-gil/atomic-rc"),
         }
     }
 

@@ -20,24 +20,39 @@
 //! });
 //! ```
 //!
+//! - [`section`]: the critical sections the object model takes, free under the GIL.
+//! - [`BUILD`], [`BuildCount`]: the build variant, which this crate alone decides.
+//!
 //! # Features
 //!
-//! `gil` selects the real GIL (and the non-atomic reference count behind
-//! [`Python::count_token`]); without it the crate is free-threaded.
+//! The build variant, for the whole runtime: the crates above follow it without features of
+//! their own.
+//!
+//! - `gil`: the real GIL, the non-atomic reference count behind [`Python::count_token`], and
+//!   [`section`]s that take no lock.
+//! - `atomic-rc`: free-threaded, with atomic reference counts ([`BuildCount`]).
+//! - neither: free-threaded, with biased reference counts.
+//!
+//! `gil` and `atomic-rc` together are a compile error. The build script publishes the variant
+//! to the build scripts of dependent crates as `DEP_FTRT_GIL_VARIANT` (`gil`, `nogil` or
+//! `nogil-atomic-rc`), for code that must be compiled out rather than branched on.
 
 #![warn(missing_docs)]
 
 pub mod gil;
+pub mod section;
 #[cfg(feature = "gil")]
 mod sync;
 mod thread;
 pub mod threading;
+mod variant;
 
 pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
 pub use thread::{
     is_attached, on_quiescent_state, registered_threads, runtime_gil, threads, Python, ThreadInfo,
     MAX_QUIESCENT_STATE_HOOKS,
 };
+pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};
 
 #[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]
 #[global_allocator]

@@ -26,9 +26,9 @@ use std::sync::{LazyLock, OnceLock};
 
 use dashmap::DashMap;
 use ftrt_lock::section;
-use ftrt_refcount::{BuildCount, RefCount};
+use ftrt_refcount::RefCount;
 
-use crate::Gil;
+use crate::{BuildCount, Gil};
 
 /// The runtime's GIL (a no-op in free-threaded builds).
 pub fn runtime_gil() -> &'static Gil {
@@ -113,7 +113,8 @@ impl<'py> Python<'py> {
             return false;
         }
         // The GIL changes hands in between, a detach like `allow_threads`: the sections are
-        // suspended across it (they are no-ops in the gil build, but keep the rule uniform).
+        // suspended across it. In the gil build the object model's sections take no lock, but
+        // sections of `ftrt_lock` users do, and another holder of the GIL may need them.
         // SAFETY: the token proves this thread holds the GIL; the thread holds nothing else
         // another holder could need (its sections are suspended).
         section::detached(|| unsafe { runtime_gil().check() })

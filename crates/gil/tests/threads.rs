@@ -225,7 +225,6 @@ fn without_a_gil_attached_threads_run_at_the_same_time() {
     });
 }
 
-#[cfg(not(feature = "gil"))]
 #[test]
 fn allow_threads_suspends_critical_sections_and_resumes_the_innermost() {
     use ftrt_lock::{section, RawObjectLock};
@@ -240,8 +239,28 @@ fn allow_threads_suspends_critical_sections_and_resumes_the_innermost() {
     });
 }
 
+#[test]
+fn the_object_sections_lock_only_in_free_threaded_builds() {
+    let (a, b) = (
+        ftrt_lock::RawObjectLock::new(),
+        ftrt_lock::RawObjectLock::new(),
+    );
+    let locks_expected = ftrt_gil::BUILD != "gil";
+    Python::attach(|py| {
+        ftrt_gil::section::with(py, &a, || assert_eq!(a.is_locked(), locks_expected));
+        ftrt_gil::section::with2(py, &a, &b, || {
+            assert_eq!(
+                (a.is_locked(), b.is_locked()),
+                (locks_expected, locks_expected)
+            )
+        });
+        // `ftrt_lock`'s own sections are the user's, and lock in every build.
+        ftrt_lock::section::with(&a, || assert!(a.is_locked()));
+    });
+    assert!(!a.is_locked() && !b.is_locked());
+}
+
 /// Whether another thread could take `lock` right now (and it gives it straight back).
-#[cfg(not(feature = "gil"))]
 fn free_to_another_thread(lock: &ftrt_lock::RawObjectLock) -> bool {
     thread::scope(|s| {
         s.spawn(|| {
@@ -257,7 +276,6 @@ fn free_to_another_thread(lock: &ftrt_lock::RawObjectLock) -> bool {
     })
 }
 
-#[cfg(not(feature = "gil"))]
 #[test]
 fn attaching_inside_a_critical_section_leaves_the_section_locked() {
     use ftrt_lock::{section, RawObjectLock};
@@ -285,7 +303,6 @@ fn attaching_inside_a_critical_section_leaves_the_section_locked() {
 
 /// The attachment's inner section blocks, which suspends the outer one; the inner one's end
 /// resumes it; and the attachment's end must leave it so.
-#[cfg(not(feature = "gil"))]
 #[test]
 fn attaching_inside_a_critical_section_whose_inner_section_blocks_leaves_the_outer_one_locked() {
     use ftrt_lock::{section, RawObjectLock};
@@ -324,7 +341,6 @@ fn attaching_inside_a_critical_section_whose_inner_section_blocks_leaves_the_out
 
 /// Two threads, each reading and writing a counter inside one lock's section with an
 /// attachment in between: the section must exclude the other thread for its whole body.
-#[cfg(not(feature = "gil"))]
 #[test]
 fn increments_inside_a_critical_section_that_attaches_are_exact() {
     use ftrt_lock::{section, RawObjectLock};
@@ -355,7 +371,6 @@ fn increments_inside_a_critical_section_that_attaches_are_exact() {
     );
 }
 
-#[cfg(not(feature = "gil"))]
 #[test]
 fn a_section_that_begins_and_ends_while_detached_leaves_the_outer_section_suspended() {
     use ftrt_lock::{section, RawObjectLock};
@@ -385,7 +400,6 @@ fn a_section_that_begins_and_ends_while_detached_leaves_the_outer_section_suspen
 
 /// The deadlock: a detached thread waits for a value that another thread delivers from
 /// inside a section on the lock the first thread's outer section holds.
-#[cfg(not(feature = "gil"))]
 #[test]
 fn a_detached_thread_that_opened_a_section_does_not_block_the_thread_it_waits_for() {
     use ftrt_lock::{section, RawObjectLock};

@@ -4,13 +4,13 @@
 //! its own, so the lock must be small and the uncontended path cheap. This crate provides:
 //!
 //! - [`RawObjectLock`]: a mutex in **one byte**. Uncontended lock and unlock are one
-//!   compare-and-swap each; contended threads spin briefly (free-threaded builds only), then park
+//!   compare-and-swap each; contended threads spin briefly, then park
 //!   in `parking_lot_core`'s global parking lot. A waiter that has waited over
 //!   [`HANDOFF_AFTER`] (1 ms) is handed the lock directly on the next unlock, as CPython's
 //!   `PyMutex` does, so it cannot be starved by threads that keep re-taking the lock.
 //! - [`Mutex<T>`]: the same lock with a value and an RAII guard (`lock_api`).
 //! - [`section`]: critical sections over one or two objects that cannot deadlock however they
-//!   nest (PEP 703's design), and compile to nothing in the `gil` build.
+//!   nest (PEP 703's design).
 //!
 //! ```
 //! use ftrt_lock::Mutex;
@@ -32,8 +32,9 @@
 //!
 //! # Features
 //!
-//! `gil`: the GIL build. Critical sections become plain calls (the GIL serialises their bodies
-//! already) and locks park without spinning (under a GIL the holder may not be running).
+//! None. A section always locks, whatever else is in the build: this crate knows nothing of a
+//! GIL. A runtime that serialises its threads some other way and wants its own sections free
+//! decides that itself, where it knows (in ftrt, `ftrt_gil::section`).
 
 #![warn(missing_docs)]
 

@@ -20,14 +20,10 @@ const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
 /// `PyMutex` does, so a stream of threads re-taking the lock cannot starve it.
 pub const HANDOFF_AFTER: Duration = Duration::from_millis(1);
 
-/// Whether to spin before parking. Under a GIL only one thread runs at a time, so spinning for a
-/// lock whose holder cannot run is wasted.
-const SPIN_BEFORE_PARKING: bool = cfg!(not(feature = "gil"));
-
 /// A mutex in one byte, for embedding in every object's header.
 ///
 /// Uncontended, `lock` and `unlock` are one compare-and-swap each. Contended, a thread spins
-/// briefly (free-threaded builds only) and then parks in `parking_lot_core`'s global parking lot,
+/// briefly and then parks in `parking_lot_core`'s global parking lot,
 /// keyed by the lock's address. Unlocking wakes one waiter; if that waiter has been waiting for
 /// longer than [`HANDOFF_AFTER`] in total, the lock is handed to it directly instead of being
 /// released for anyone to grab (eventual fairness). A waiter woken to compete that loses the
@@ -142,7 +138,7 @@ impl RawObjectLock {
             }
             // Spin only while nobody is parked: once someone is, the lock is busy enough that
             // spinning mostly burns the holder's core time.
-            if state & PARKED == 0 && SPIN_BEFORE_PARKING && spin.spin() {
+            if state & PARKED == 0 && spin.spin() {
                 state = self.state.load(Ordering::Relaxed);
                 continue;
             }

@@ -26,8 +26,7 @@
 //! A two-object section locks both objects in address order and accepts the same object twice.
 //! A panic inside a section ends it normally: its locks are released and the object stays usable.
 //!
-//! In the `gil` build every section is just a call of the closure: the GIL already serialises
-//! everything the sections would protect.
+//! A section always locks: this module knows nothing of a GIL, and no feature turns it off.
 //!
 //! ```
 //! use ftrt_lock::{section, RawObjectLock};
@@ -60,8 +59,6 @@ pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> 
 /// only sections begun inside `f`). When `f` returns, or panics, the innermost section outside
 /// is locked again; the others as they become innermost, as usual.
 ///
-/// In the `gil` build this is just a call of `f`, as sections are.
-///
 /// ```
 /// use ftrt_lock::{section, RawObjectLock};
 ///
@@ -70,10 +67,8 @@ pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> 
 ///     section::detached(|| {
 ///         section::with(&inner, || ());
 ///         // Detached: the section on `outer` stays suspended after the inner one ended.
-///         # #[cfg(not(feature = "gil"))]
 ///         assert!(!outer.is_locked());
 ///     });
-///     # #[cfg(not(feature = "gil"))]
 ///     assert!(outer.is_locked());
 /// });
 /// ```
@@ -97,25 +92,6 @@ pub struct SectionDepth {
     pub active: usize,
 }
 
-#[cfg(feature = "gil")]
-mod imp {
-    use super::SectionDepth;
-    use crate::RawObjectLock;
-
-    #[inline(always)]
-    pub(super) fn with<R>(_locks: [&RawObjectLock; 2], f: impl FnOnce() -> R) -> R {
-        f()
-    }
-    #[inline(always)]
-    pub(super) fn detached<R>(f: impl FnOnce() -> R) -> R {
-        f()
-    }
-    pub(super) fn depth() -> SectionDepth {
-        SectionDepth::default()
-    }
-}
-
-#[cfg(not(feature = "gil"))]
 mod imp {
     use std::cell::RefCell;
 

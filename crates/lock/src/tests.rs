@@ -164,7 +164,7 @@ fn a_waiter_that_loses_the_race_after_a_wake_up_keeps_its_waiting_time() {
 fn a_section_holds_its_lock_and_releases_it_at_the_end() {
     let lock = RawObjectLock::new();
     section::with(&lock, || {
-        assert_eq!(lock.is_locked(), cfg!(not(feature = "gil")));
+        assert!(lock.is_locked());
     });
     assert!(!lock.is_locked());
     assert_eq!(section::depth(), section::SectionDepth::default());
@@ -184,13 +184,10 @@ fn a_panicking_section_releases_its_lock() {
 #[test]
 fn two_object_sections_accept_the_same_object_twice() {
     let lock = RawObjectLock::new();
-    section::with2(&lock, &lock, || {
-        assert_eq!(lock.is_locked(), cfg!(not(feature = "gil")))
-    });
+    section::with2(&lock, &lock, || assert!(lock.is_locked()));
     assert!(!lock.is_locked());
 }
 
-#[cfg(not(feature = "gil"))]
 #[test]
 fn nesting_a_section_on_a_lock_the_thread_already_holds_suspends_the_outer_one() {
     let lock = RawObjectLock::new();
@@ -212,7 +209,6 @@ fn nesting_a_section_on_a_lock_the_thread_already_holds_suspends_the_outer_one()
     assert!(!lock.is_locked());
 }
 
-#[cfg(not(feature = "gil"))]
 #[test]
 fn detaching_suspends_every_section_and_the_end_of_the_detach_resumes_the_innermost() {
     let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
@@ -233,7 +229,6 @@ fn detaching_suspends_every_section_and_the_end_of_the_detach_resumes_the_innerm
     assert!(!outer.is_locked() && !inner.is_locked());
 }
 
-#[cfg(not(feature = "gil"))]
 #[test]
 fn a_section_that_ends_while_detached_leaves_the_sections_outside_suspended() {
     let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
@@ -260,7 +255,6 @@ fn a_section_that_ends_while_detached_leaves_the_sections_outside_suspended() {
     assert!(!outer.is_locked() && !inner.is_locked());
 }
 
-#[cfg(not(feature = "gil"))]
 #[test]
 fn the_end_of_a_nested_detach_leaves_the_sections_outside_the_outer_detach_suspended() {
     let (outer, middle) = (RawObjectLock::new(), RawObjectLock::new());
@@ -282,7 +276,6 @@ fn the_end_of_a_nested_detach_leaves_the_sections_outside_the_outer_detach_suspe
     assert!(!outer.is_locked() && !middle.is_locked());
 }
 
-#[cfg(not(feature = "gil"))]
 #[test]
 fn a_panic_while_detached_resumes_the_section_outside() {
     let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
@@ -299,15 +292,4 @@ fn a_panic_while_detached_resumes_the_section_outside() {
     });
     assert!(!outer.is_locked());
     assert_eq!(section::depth(), section::SectionDepth::default());
-}
-
-#[cfg(feature = "gil")]
-#[test]
-fn sections_lock_nothing_under_the_gil() {
-    let lock = RawObjectLock::new();
-    section::with(&lock, || {
-        assert!(!lock.is_locked());
-        assert_eq!(section::depth().open, 0);
-        assert_eq!(section::detached(|| 3), 3);
-    });
 }

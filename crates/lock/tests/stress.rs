@@ -25,8 +25,7 @@ struct Guarded {
     value: UnsafeCell<u64>,
 }
 
-// SAFETY: `value` is only accessed inside a critical section on `lock` (free-threaded builds),
-// and in the gil build these tests run one updater at a time (see `gil_serialised`).
+// SAFETY: `value` is only accessed inside a critical section on `lock`.
 unsafe impl Sync for Guarded {}
 
 impl Guarded {
@@ -37,7 +36,7 @@ impl Guarded {
         }
     }
     /// # Safety
-    /// The caller is inside a critical section on `self.lock` (or the GIL).
+    /// The caller is inside a critical section on `self.lock`.
     unsafe fn bump(&self) {
         // SAFETY: exclusive per the caller.
         unsafe { *self.value.get() += 1 }
@@ -45,19 +44,6 @@ impl Guarded {
     fn get(&mut self) -> u64 {
         *self.value.get_mut()
     }
-}
-
-/// The gil build's sections lock nothing: there the GIL is what serialises them, so these
-/// tests stand in for it with one real lock around each update.
-fn gil_serialised<R>(f: impl FnOnce() -> R) -> R {
-    #[cfg(feature = "gil")]
-    {
-        static GIL: ftrt_lock::Mutex<()> = ftrt_lock::Mutex::new(());
-        let _gil = GIL.lock();
-        f()
-    }
-    #[cfg(not(feature = "gil"))]
-    f()
 }
 
 #[test]
@@ -69,22 +55,18 @@ fn two_object_sections_in_opposite_orders_never_deadlock() {
         s.spawn(|| {
             start.wait();
             for _ in 0..iterations {
-                gil_serialised(|| {
-                    section::with2(&a.lock, &b.lock, || {
-                        // SAFETY: inside a section on both locks.
-                        unsafe { (a.bump(), b.bump()) }
-                    })
+                section::with2(&a.lock, &b.lock, || {
+                    // SAFETY: inside a section on both locks.
+                    unsafe { (a.bump(), b.bump()) }
                 });
             }
         });
         s.spawn(|| {
             start.wait();
             for _ in 0..iterations {
-                gil_serialised(|| {
-                    section::with2(&b.lock, &a.lock, || {
-                        // SAFETY: inside a section on both locks.
-                        unsafe { (b.bump(), a.bump()) }
-                    })
+                section::with2(&b.lock, &a.lock, || {
+                    // SAFETY: inside a section on both locks.
+                    unsafe { (b.bump(), a.bump()) }
                 });
             }
         });
@@ -105,14 +87,12 @@ fn nested_sections_in_opposite_orders_never_deadlock() {
         for (outer, inner) in [(&a, &b), (&b, &a)] {
             s.spawn(move || {
                 for _ in 0..iterations {
-                    gil_serialised(|| {
-                        section::with(&outer.lock, || {
-                            // SAFETY: inside a section on `outer` (active until the inner one
-                            // begins, and again after it ends).
-                            unsafe { outer.bump() };
-                            // SAFETY: inside a section on `inner`.
-                            section::with(&inner.lock, || unsafe { inner.bump() });
-                        })
+                    section::with(&outer.lock, || {
+                        // SAFETY: inside a section on `outer` (active until the inner one
+                        // begins, and again after it ends).
+                        unsafe { outer.bump() };
+                        // SAFETY: inside a section on `inner`.
+                        section::with(&inner.lock, || unsafe { inner.bump() });
                     });
                 }
             });
@@ -145,15 +125,13 @@ fn many_threads_share_a_few_objects_through_random_pairs() {
                             &objects[(seed >> 8) as usize % 4],
                         );
                         let distinct = !std::ptr::eq(x, y);
-                        gil_serialised(|| {
-                            section::with2(&x.lock, &y.lock, || {
-                                // SAFETY: inside a section on both locks.
-                                unsafe { x.bump() };
-                                if distinct {
-                                    // SAFETY: as above.
-                                    unsafe { y.bump() };
-                                }
-                            })
+                        section::with2(&x.lock, &y.lock, || {
+                            // SAFETY: inside a section on both locks.
+                            unsafe { x.bump() };
+                            if distinct {
+                                // SAFETY: as above.
+                                unsafe { y.bump() };
+                            }
                         });
                         bumps += 1 + u64::from(distinct);
                     }

@@ -18,8 +18,8 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_epoch::{Atomic, Guard};
-use ftrt_gil::Python;
-use ftrt_lock::{section, RawObjectLock};
+use ftrt_gil::{section, Python};
+use ftrt_lock::RawObjectLock;
 
 use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
@@ -184,8 +184,15 @@ impl DictPayload {
     }
 
     /// Inserts or replaces, under `lock`.
-    pub(crate) fn insert(&self, lock: &RawObjectLock, hash: u64, key: OwnedRef, value: OwnedRef) {
-        section::with(lock, || {
+    pub(crate) fn insert(
+        &self,
+        py: Python<'_>,
+        lock: &RawObjectLock,
+        hash: u64,
+        key: OwnedRef,
+        value: OwnedRef,
+    ) {
+        section::with(py, lock, || {
             with_guard(|guard| {
                 let table = self.table(guard);
                 // SAFETY: `key` owns a reference; the table was loaded under `guard`.
@@ -215,11 +222,12 @@ impl DictPayload {
     /// `key` is alive for the call.
     pub(crate) unsafe fn remove(
         &self,
+        py: Python<'_>,
         lock: &RawObjectLock,
         key: NonNull<Header>,
         hash: u64,
     ) -> bool {
-        section::with(lock, || {
+        section::with(py, lock, || {
             with_guard(|guard| {
                 let table = self.table(guard);
                 // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
@@ -272,6 +280,7 @@ impl DictPayload {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { key_hash(key.ptr()) }?;
         self.insert(
+            key.py(),
             lock,
             hash,
             key.clone().into_owned_ref(),
@@ -317,7 +326,7 @@ impl DictPayload {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { key_hash(key.ptr()) }?;
         // SAFETY: `key` keeps its object alive.
-        Ok(unsafe { self.remove(lock, key.ptr(), hash) })
+        Ok(unsafe { self.remove(key.py(), lock, key.ptr(), hash) })
     }
 
     /// The live entries in insertion order, under `lock`, as new references.
@@ -326,7 +335,7 @@ impl DictPayload {
         py: Python<'py>,
         lock: &RawObjectLock,
     ) -> Vec<(Obj<'py>, Obj<'py>)> {
-        section::with(lock, || {
+        section::with(py, lock, || {
             with_guard(|guard| {
                 self.table(guard)
                     .live_entries()

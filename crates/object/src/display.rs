@@ -26,7 +26,7 @@ const MAX_DEPTH: usize = 8;
 /// # Safety
 /// `object` is alive for the call (the caller holds a reference to it).
 pub(crate) unsafe fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) -> fmt::Result {
-    #[cfg(feature = "gil")]
+    #[cfg(ftrt_gil_build)]
     {
         ftrt_gil::Python::attach(|py| {
             let reader = crate::guard::ReadGuard::new(py);
@@ -34,7 +34,7 @@ pub(crate) unsafe fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) 
             unsafe { fmt_at(object, f, reader.epoch(), 0) }
         })
     }
-    #[cfg(not(feature = "gil"))]
+    #[cfg(not(ftrt_gil_build))]
     {
         let guard = crossbeam_epoch::pin();
         // SAFETY: alive per the caller; `guard` keeps removed items alive for the print.

@@ -64,7 +64,7 @@ use ftrt_gil::Python;
 /// });
 /// ```
 pub struct ReadGuard<'py> {
-    #[cfg(not(feature = "gil"))]
+    #[cfg(not(ftrt_gil_build))]
     epoch: crossbeam_epoch::Guard,
     /// Tied to the attachment, and neither `Send` nor `Sync` (as `Python` is not).
     _attached: PhantomData<Python<'py>>,
@@ -78,11 +78,11 @@ impl<'py> ReadGuard<'py> {
     #[inline]
     pub fn new(py: Python<'py>) -> Self {
         let _ = py;
-        #[cfg(feature = "gil")]
+        #[cfg(ftrt_gil_build)]
         gil_readers::enter();
         ReadGuard {
             // The default collector: the one `reclaim` retires into.
-            #[cfg(not(feature = "gil"))]
+            #[cfg(not(ftrt_gil_build))]
             epoch: crossbeam_epoch::pin(),
             _attached: PhantomData,
         }
@@ -94,9 +94,9 @@ impl<'py> ReadGuard<'py> {
     /// the GIL, and removals are deferred by the reader count instead of the epoch.
     #[inline]
     pub(crate) fn epoch(&self) -> &crossbeam_epoch::Guard {
-        #[cfg(not(feature = "gil"))]
+        #[cfg(not(ftrt_gil_build))]
         return &self.epoch;
-        #[cfg(feature = "gil")]
+        #[cfg(ftrt_gil_build)]
         // SAFETY: under the GIL no other thread touches objects while this thread loads a
         // pointer, and a pointer loaded here is kept alive past the load by the reader count
         // (`gil_readers`), not by this guard. Callers never retire through it.
@@ -107,7 +107,7 @@ impl<'py> ReadGuard<'py> {
 impl Drop for ReadGuard<'_> {
     #[inline]
     fn drop(&mut self) {
-        #[cfg(feature = "gil")]
+        #[cfg(ftrt_gil_build)]
         gil_readers::leave();
     }
 }
@@ -130,7 +130,7 @@ impl std::fmt::Debug for ReadGuard<'_> {
 ///
 /// Invariant: references are deferred only while the count is above zero, and the last guard to
 /// go drops them, so with no reader the list is empty.
-#[cfg(feature = "gil")]
+#[cfg(ftrt_gil_build)]
 pub(crate) mod gil_readers {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Mutex;

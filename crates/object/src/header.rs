@@ -19,8 +19,9 @@
 
 use std::ptr::NonNull;
 
+use ftrt_gil::BuildCount;
 use ftrt_lock::RawObjectLock;
-use ftrt_refcount::{BuildCount, RefCount};
+use ftrt_refcount::RefCount;
 
 use crate::refs::Token;
 use crate::stats;

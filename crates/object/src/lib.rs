@@ -12,8 +12,9 @@
 //! - Errors are values ([`Error`]): a bad index, a missing key or attribute, a wrong type or an
 //!   unhashable key never panics and never leaves an object half-changed.
 //! - Thread safety (free-threaded builds): list and dict mutations run in the object's critical
-//!   section (`ftrt-lock`); `len`, `list[i]`, dict lookups and attribute reads take no lock, and
-//!   whatever a writer removes is reclaimed through `crossbeam-epoch` (see `reclaim`).
+//!   section (`ftrt_gil::section`: `ftrt-lock`'s, or free under the GIL); `len`, `list[i]`, dict
+//!   lookups and attribute reads take no lock, and whatever a writer removes is reclaimed
+//!   through `crossbeam-epoch` (see `reclaim`).
 //! - References: [`Obj<'py>`] is a counted reference usable while the thread is attached;
 //!   [`Shared`] crosses threads; [`Borrowed<'g>`] is an uncounted read that lives no longer than
 //!   the container handle it came from and the [`ReadGuard`] it was read under (which keeps

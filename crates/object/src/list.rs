@@ -12,8 +12,7 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crossbeam_epoch::{Atomic, Guard};
-use ftrt_gil::Python;
-use ftrt_lock::section;
+use ftrt_gil::{section, Python};
 
 use crate::error::{Error, Result};
 use crate::header::{allocate, payload, Header, Kind, TypeObject};
@@ -138,7 +137,7 @@ impl<'py> Obj<'py> {
     pub fn append(&self, item: Obj<'py>) -> Result<()> {
         let list = self.as_list()?;
         let item = item.into_owned_ref();
-        section::with(&self.header().lock, || {
+        section::with(self.py(), &self.header().lock, || {
             with_guard(|guard| list.push(item, guard))
         });
         Ok(())
@@ -148,7 +147,7 @@ impl<'py> Obj<'py> {
     pub fn set_item(&self, index: i64, value: Obj<'py>) -> Result<()> {
         let list = self.as_list()?;
         let value = value.into_owned_ref();
-        section::with(&self.header().lock, || {
+        section::with(self.py(), &self.header().lock, || {
             with_guard(|guard| {
                 let at =
                     position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
@@ -165,7 +164,7 @@ impl<'py> Obj<'py> {
     pub fn pop(&self) -> Result<Obj<'py>> {
         let list = self.as_list()?;
         let py = self.py();
-        section::with(&self.header().lock, || {
+        section::with(self.py(), &self.header().lock, || {
             with_guard(|guard| {
                 let len = list.len.load(Ordering::Relaxed);
                 let last = len
@@ -227,7 +226,7 @@ impl<'py> Obj<'py> {
     #[cold]
     fn get_item_locked(&self, list: &ListPayload, index: i64) -> Result<Obj<'py>> {
         let py = self.py();
-        section::with(&self.header().lock, || {
+        section::with(self.py(), &self.header().lock, || {
             with_guard(|guard| {
                 let at =
                     position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
@@ -252,7 +251,7 @@ impl<'py> Obj<'py> {
                 .collect());
         }
         let list = self.as_list()?;
-        Ok(section::with(&self.header().lock, || {
+        Ok(section::with(self.py(), &self.header().lock, || {
             with_guard(|guard| {
                 let len = list.len.load(Ordering::Relaxed);
                 list.slots(guard).0[..len]

@@ -36,13 +36,13 @@ use crate::refs::OwnedRef;
 /// Runs `f` with a guard that protects pointers loaded from containers.
 #[inline]
 pub(crate) fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
-    #[cfg(not(feature = "gil"))]
+    #[cfg(not(ftrt_gil_build))]
     {
         // Nested inside the attach guard: no fence, just a counter.
         let guard = crossbeam_epoch::pin();
         f(&guard)
     }
-    #[cfg(feature = "gil")]
+    #[cfg(ftrt_gil_build)]
     {
         // SAFETY: under the GIL no other thread touches objects concurrently, and `f` runs no
         // user code and never lets the GIL go, so nothing it loads is freed while it uses it.
@@ -54,23 +54,23 @@ pub(crate) fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
 
 /// Drops a reference taken out of a container once no reader can still be using it.
 pub(crate) fn retire_ref(reference: OwnedRef, guard: &Guard) {
-    #[cfg(feature = "gil")]
+    #[cfg(ftrt_gil_build)]
     {
         let _ = guard;
         crate::guard::gil_readers::retire(reference);
     }
-    #[cfg(not(feature = "gil"))]
+    #[cfg(not(ftrt_gil_build))]
     batches::retire(reference, guard);
 }
 
 /// Hands this thread's retired references to the epoch and drops the expired batches posted
 /// back to it; `collect` calls it around its flushes.
 pub(crate) fn settle_retired() {
-    #[cfg(not(feature = "gil"))]
+    #[cfg(not(ftrt_gil_build))]
     batches::settle();
 }
 
-#[cfg(not(feature = "gil"))]
+#[cfg(not(ftrt_gil_build))]
 mod batches {
     use std::cell::RefCell;
     use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,8 +10,8 @@ use std::cell::Cell;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
 
-use ftrt_gil::Python;
-use ftrt_refcount::{BuildCount, RefCount, RefCountValue};
+use ftrt_gil::{BuildCount, Python};
+use ftrt_refcount::{RefCount, RefCountValue};
 
 use crate::header::{count_ptr, header, Header, Kind};
 

@@ -40,12 +40,20 @@ fn leak_checked(f: impl for<'py> FnOnce(Python<'py>)) {
 }
 
 #[test]
+fn the_object_model_follows_the_variant_ftrt_gil_decided() {
+    // What this crate's build script read from ftrt-gil's, and the cfg it derived from it.
+    assert_eq!(env!("FTRT_OBJECT_BUILD_VARIANT"), ftrt_gil::BUILD);
+    assert_eq!(cfg!(ftrt_gil_build), ftrt_gil::BUILD == "gil");
+    assert_eq!(
+        ftrt_object::count_strategy(),
+        ftrt_gil::BUILD_STRATEGY.name()
+    );
+}
+
+#[test]
 fn the_header_is_as_small_as_the_build_allows() {
-    let expected = if cfg!(any(feature = "gil", feature = "atomic-rc")) {
-        16
-    } else {
-        24
-    };
+    // The biased count is 12 bytes, the others 4; lock byte and type pointer follow.
+    let expected = if ftrt_gil::BUILD == "nogil" { 24 } else { 16 };
     assert_eq!(
         HEADER_SIZE,
         expected,
@@ -511,7 +519,7 @@ fn debug_of_a_shared_on_a_thread_that_never_attached_reads_with_the_right_to() {
         .unwrap()
     });
     assert_eq!(probe.out, "[1000, None]");
-    if cfg!(feature = "gil") {
+    if cfg!(ftrt_gil_build) {
         // Reading without the GIL would race with its holder's writes.
         assert!(
             probe.always_attached,

@@ -40,7 +40,7 @@ enum Waiting {
 
 fn wait_for_turn(py: Python<'_>, turns: &Barrier, waiting: Waiting) {
     // The GIL build must let the other thread take the GIL.
-    if waiting == Waiting::Detached || cfg!(feature = "gil") {
+    if waiting == Waiting::Detached || cfg!(ftrt_gil_build) {
         py.allow_threads(|| turns.wait());
     } else {
         turns.wait();

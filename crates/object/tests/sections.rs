@@ -1,6 +1,4 @@
-//! Object operations inside critical sections (free-threaded builds: in the `gil` build sections
-//! lock nothing).
-#![cfg(not(feature = "gil"))]
+//! Object operations inside `ftrt_lock` critical sections, which lock in every build.
 
 use std::thread;
 

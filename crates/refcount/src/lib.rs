@@ -72,19 +72,13 @@
 //! thread exits it merges its queue and gives up its objects; they stay valid and are freed
 //! exactly once by whichever thread drops the last reference.
 //!
-//! # Build variants
+//! # Features
 //!
-//! The cargo features `gil` and `atomic-rc` choose what [`BuildCount`] names (and [`BUILD_STRATEGY`]
-//! reports): [`NonAtomicCount`] with `gil`, [`AtomicCount`] with `atomic-rc`, [`BiasedCount`]
-//! otherwise. Enabling both is a compile error. [`BiasedArc`] is biased in every build.
+//! None. Every strategy is always available, side by side, and no build setting changes what
+//! one promises: which strategy a runtime's objects use is the runtime's choice (in ftrt,
+//! `ftrt_gil::BuildCount`), not this crate's.
 
 #![warn(missing_docs)]
-
-#[cfg(all(feature = "gil", feature = "atomic-rc"))]
-compile_error!(
-    "features `gil` and `atomic-rc` are exclusive: `gil` selects non-atomic counts guarded by a GIL, \
-     `atomic-rc` selects atomic counts for the free-threaded build; enable at most one"
-);
 
 mod arc;
 mod atomic;
@@ -100,19 +94,6 @@ pub use biased::{merge_pending, BiasedCount};
 pub use nonatomic::NonAtomicCount;
 pub use strategy::{RefCount, RefCountValue, Strategy};
 pub use token::GilHeld;
-
-/// The count the object model uses in this build.
-#[cfg(feature = "gil")]
-pub type BuildCount = NonAtomicCount;
-/// The count the object model uses in this build.
-#[cfg(all(feature = "atomic-rc", not(feature = "gil")))]
-pub type BuildCount = AtomicCount;
-/// The count the object model uses in this build.
-#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
-pub type BuildCount = BiasedCount;
-
-/// The strategy of [`BuildCount`].
-pub const BUILD_STRATEGY: Strategy = <BuildCount as RefCount>::STRATEGY;
 
 /// Size in bytes of each strategy's count, the part of an object header it takes.
 pub const fn header_size(strategy: Strategy) -> usize {

@@ -251,14 +251,8 @@ static CATALOGUE: [Workload; 18] = [
     io::IO_LATENCY_UNDER_LOAD,
 ];
 
-/// The build variant compiled in: `gil`, `nogil` or `nogil-atomic-rc`.
-pub const BUILD: &str = if cfg!(feature = "gil") {
-    "gil"
-} else if cfg!(feature = "atomic-rc") {
-    "nogil-atomic-rc"
-} else {
-    "nogil"
-};
+/// The build variant compiled in: `gil`, `nogil` or `nogil-atomic-rc`, as `ftrt-gil` decided it.
+pub use ftrt_gil::BUILD;
 
 /// Runs `work(t, py)` on `threads` threads, each attached, all released at once; returns the
 /// time from the earliest thread's start to the last join, and their results. The calling

@@ -84,3 +84,16 @@ fn object_create_holds_enough_objects_for_their_headers_to_show_in_peak_memory()
         "object-create peaked at {with_objects} KiB, a workload without objects at {without} KiB"
     );
 }
+
+#[test]
+fn the_runner_reports_the_build_its_objects_were_compiled_for() {
+    let (status, info) = runner(&["--info"]);
+    assert!(status.success());
+    let expected_build = match info["count_strategy"].as_str() {
+        Some("non-atomic") => "gil",
+        Some("biased") => "nogil",
+        Some("atomic") => "nogil-atomic-rc",
+        other => panic!("unknown count strategy {other:?}"),
+    };
+    assert_eq!(info["build"], expected_build, "{info}");
+}

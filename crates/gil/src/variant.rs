@@ -1,0 +1,58 @@
+//! The build variant: this crate is the one that decides it, from its features `gil` and
+//! `atomic-rc`; everything above asks here (or, for code that must be compiled out, reads the
+//! `DEP_FTRT_GIL_VARIANT` this crate's build script hands it).
+//!
+//! The leaf crates offer every mechanism side by side and know nothing of the variant:
+//! `ftrt-refcount` has all three counts, `ftrt-lock` sections that always lock.
+
+use ftrt_refcount::{RefCount, Strategy};
+
+#[cfg(all(feature = "gil", feature = "atomic-rc"))]
+compile_error!(
+    "features `gil` and `atomic-rc` are exclusive: `gil` builds the runtime around a global \
+     interpreter lock with non-atomic counts, `atomic-rc` is a free-threaded build with atomic \
+     counts; enable at most one"
+);
+
+/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.
+pub const BUILD: &str = if cfg!(feature = "gil") {
+    "gil"
+} else if cfg!(feature = "atomic-rc") {
+    "nogil-atomic-rc"
+} else {
+    "nogil"
+};
+
+/// The count the runtime's objects use in this build: [`NonAtomicCount`] (reached only through
+/// [`Python::count_token`], the GIL's proof) in the `gil` build, [`AtomicCount`] with
+/// `atomic-rc`, [`BiasedCount`] otherwise.
+///
+/// [`NonAtomicCount`]: ftrt_refcount::NonAtomicCount
+/// [`AtomicCount`]: ftrt_refcount::AtomicCount
+/// [`BiasedCount`]: ftrt_refcount::BiasedCount
+/// [`Python::count_token`]: crate::Python::count_token
+#[cfg(feature = "gil")]
+pub type BuildCount = ftrt_refcount::NonAtomicCount;
+/// The count the runtime's objects use in this build: [`NonAtomicCount`] (reached only through
+/// [`Python::count_token`], the GIL's proof) in the `gil` build, [`AtomicCount`] with
+/// `atomic-rc`, [`BiasedCount`] otherwise.
+///
+/// [`NonAtomicCount`]: ftrt_refcount::NonAtomicCount
+/// [`AtomicCount`]: ftrt_refcount::AtomicCount
+/// [`BiasedCount`]: ftrt_refcount::BiasedCount
+/// [`Python::count_token`]: crate::Python::count_token
+#[cfg(all(feature = "atomic-rc", not(feature = "gil")))]
+pub type BuildCount = ftrt_refcount::AtomicCount;
+/// The count the runtime's objects use in this build: [`NonAtomicCount`] (reached only through
+/// [`Python::count_token`], the GIL's proof) in the `gil` build, [`AtomicCount`] with
+/// `atomic-rc`, [`BiasedCount`] otherwise.
+///
+/// [`NonAtomicCount`]: ftrt_refcount::NonAtomicCount
+/// [`AtomicCount`]: ftrt_refcount::AtomicCount
+/// [`BiasedCount`]: ftrt_refcount::BiasedCount
+/// [`Python::count_token`]: crate::Python::count_token
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+pub type BuildCount = ftrt_refcount::BiasedCount;
+
+/// The strategy of [`BuildCount`].
+pub const BUILD_STRATEGY: Strategy = <BuildCount as RefCount>::STRATEGY;
