@@ -274,3 +274,33 @@ fn two_python_interpreters_of_the_same_version_are_two_cells() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn no_build_without_built_runners_fails_and_says_how_to_build_them() {
+    let empty = std::env::temp_dir().join(format!("ftrt-bench-no-build-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).expect("temp dir");
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args([
+            "bench",
+            "--no-build",
+            "--quick",
+            "--workloads",
+            "countdown",
+            "--builds",
+            "nogil",
+        ])
+        .args(["--out", &empty.join("report").to_string_lossy()])
+        .env("CARGO_TARGET_DIR", &empty)
+        .output()
+        .expect("xtask runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let _ = std::fs::remove_dir_all(&empty);
+    assert!(
+        !output.status.success(),
+        "a bench with no runner cannot pass"
+    );
+    assert!(
+        stderr.contains("--no-build: no nogil runner") && stderr.contains("without --no-build"),
+        "the error should name the missing runner and how to build it: {stderr}"
+    );
+}

@@ -83,6 +83,10 @@ pub struct Options {
     /// repeatable.
     #[arg(long = "python", value_name = "PATH")]
     pub pythons: Vec<PathBuf>,
+    /// Use the runners an earlier bench built (`target/bench-<build>/release/ftrt-runner`)
+    /// instead of building them: for a machine with the binaries but no toolchain.
+    #[arg(long)]
+    pub no_build: bool,
 }
 
 fn parse_threads(value: &str) -> Result<usize, String> {
@@ -191,7 +195,7 @@ pub fn run(workspace: &Workspace, options: Options) -> Result<(), Failed> {
     for reason in &plan.partial {
         println!("note: {reason}; the targets will not be judged");
     }
-    let runners = runs::build_runners(workspace, &plan.builds, &options.pythons)?;
+    let runners = runs::build_runners(workspace, &plan.builds, &options.pythons, options.no_build)?;
     let measurements = runs::measure(&runners, &plan, &mut log)?;
     let report = report::Report::new(&plan, &runners, measurements);
     report.print_table();

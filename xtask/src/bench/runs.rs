@@ -176,19 +176,30 @@ pub fn build_runners(
     workspace: &Workspace,
     builds: &[Variant],
     pythons: &[PathBuf],
+    no_build: bool,
 ) -> Result<Vec<Runner>, Failed> {
-    run_steps(workspace, |steps| {
-        for &variant in builds {
-            steps.run(build_step(workspace, variant))?;
-        }
-        Ok(())
-    })?;
+    if !no_build {
+        run_steps(workspace, |steps| {
+            for &variant in builds {
+                steps.run(build_step(workspace, variant))?;
+            }
+            Ok(())
+        })?;
+    }
     let mut runners = Vec::new();
     for &variant in builds {
+        let program = runner_path(workspace, variant);
+        if no_build && !program.is_file() {
+            return Err(Failed(format!(
+                "--no-build: no {} runner at {} (run the bench once without --no-build to build it)",
+                variant.name(),
+                program.display()
+            )));
+        }
         let runner = Runner {
             build: variant.name().to_owned(),
             kind: RunnerKind::Variant(variant),
-            program: runner_path(workspace, variant),
+            program,
             prefix: Vec::new(),
             info: Value::Null,
             workloads: Vec::new(),
