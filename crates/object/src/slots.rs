@@ -15,6 +15,9 @@ use crossbeam_epoch::Guard;
 use crate::borrowed::Borrowed;
 use crate::header::{free_object, header, payload, Header};
 
+/// What a traversal calls once per reference an object holds.
+pub(crate) type Visit<'a> = dyn FnMut(Borrowed<'_>) + 'a;
+
 /// The behaviour of the objects whose payload is `Self`.
 pub(crate) trait Payload: Sized + Send + Sync + 'static {
     /// Writes Python's `repr` of `this`, the object holding this payload. Nested objects are
@@ -64,7 +67,7 @@ pub(crate) struct Slots {
     pub(crate) free: unsafe fn(NonNull<Header>),
     /// # Safety
     /// As [`Payload::traverse`], and the object is alive for the call and of this type.
-    pub(crate) traverse: unsafe fn(NonNull<Header>, &mut dyn FnMut(Borrowed<'_>)),
+    pub(crate) traverse: unsafe fn(NonNull<Header>, &mut Visit<'_>),
 }
 
 impl Slots {
@@ -115,7 +118,7 @@ unsafe fn eq<P: Payload>(object: NonNull<Header>, other: NonNull<Header>) -> boo
 
 /// # Safety
 /// As [`Slots::traverse`], with `P` the type's payload.
-unsafe fn traverse<P: Payload>(object: NonNull<Header>, visit: &mut dyn FnMut(Borrowed<'_>)) {
+unsafe fn traverse<P: Payload>(object: NonNull<Header>, visit: &mut Visit<'_>) {
     // SAFETY: alive for the call, holding a `P`, and unchanging, per the contract.
     unsafe { payload::<P>(object).traverse(visit) }
 }

@@ -143,7 +143,7 @@ fn readers_racing_resizes_and_replacements_only_see_values_that_were_stored() {
             on_threads(threads, |t, py| {
                 let (list, dict) = (list.bind(py), dict.bind(py));
                 if t == 0 {
-                    // The writer: grows, replaces and shrinks, so readers meet every race. Values
+                    // The writer: grows, replaces, deletes and shrinks, so readers meet every race. Values
                     // always encode their own index or key: `value == 7 * index`.
                     for i in 0..rounds as i64 {
                         list.append(PyInt::new(py, 7 * (i % 64)));
@@ -152,6 +152,10 @@ fn readers_racing_resizes_and_replacements_only_see_values_that_were_stored() {
                             .unwrap();
                         if i % 5 == 4 {
                             list.pop().unwrap();
+                        }
+                        if i % 7 == 6 {
+                            // Moves every later item down a slot under the readers.
+                            list.del_item(0).unwrap();
                         }
                         dict.set_item(&PyInt::new(py, i), PyInt::new(py, 7 * i))
                             .unwrap();
