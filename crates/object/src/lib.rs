@@ -41,7 +41,8 @@
 //!     let x = PyStr::intern(py, "x");
 //!     point.set_attr(&x, PyInt::new(py, 3)).unwrap();
 //!
-//!     let items = PyList::new(py, [point.get_attr(&x).unwrap(), PyFloat::new(py, 0.5).into_any()]);
+//!     let x_value = point.get_attr(&x).unwrap();
+//!     let items = PyList::new(py, [x_value, PyFloat::new(py, 0.5).into_any()]);
 //!     items.append(PyStr::new(py, "three"));
 //!     assert_eq!(format!("{items:?}"), r#"[3, 0.5, "three"]"#);
 //!     let last = items.get_item(-1).unwrap();

@@ -143,8 +143,8 @@ fn readers_racing_resizes_and_replacements_only_see_values_that_were_stored() {
             on_threads(threads, |t, py| {
                 let (list, dict) = (list.bind(py), dict.bind(py));
                 if t == 0 {
-                    // The writer: grows, replaces, deletes and shrinks, so readers meet every race. Values
-                    // always encode their own index or key: `value == 7 * index`.
+                    // The writer: grows, replaces, deletes and shrinks, so readers meet every
+                    // race. Values always encode their own index or key: `value == 7 * index`.
                     for i in 0..rounds as i64 {
                         list.append(PyInt::new(py, 7 * (i % 64)));
                         let len = list.len() as i64;
