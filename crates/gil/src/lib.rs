@@ -39,6 +39,7 @@
 
 #![warn(missing_docs)]
 
+mod build_name;
 pub mod gil;
 pub mod section;
 #[cfg(feature = "gil")]

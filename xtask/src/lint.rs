@@ -1,0 +1,127 @@
+//! `cargo xtask lint`: the static checks, with warnings denied. Formatting once (it does not
+//! depend on the variant); clippy over every target and the documentation once per build
+//! variant, in the variant's own target dir (the `cfg(feature = "gil")` code differs, and
+//! sharing the test builds' dirs keeps the dependencies from being built twice).
+
+use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
+use crate::variants::Variant;
+
+/// One static check: the cargo arguments, and how its warnings are made errors.
+#[derive(Clone, Copy, Debug)]
+pub struct Lint {
+    pub name: &'static str,
+    pub args: &'static [&'static str],
+    pub deny_warnings: DenyWarnings,
+    /// Run once per build variant (with its features and target dir), or once in all.
+    pub per_variant: bool,
+}
+
+/// Where a check takes `-D warnings`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DenyWarnings {
+    /// The tool fails on any finding by itself (`cargo fmt --check`).
+    Inherent,
+    /// After `--`, for the linted crates only: the dependencies are neither linted nor rebuilt.
+    AfterDashes,
+    /// In `RUSTDOCFLAGS`, which only documentation builds read.
+    Rustdocflags,
+}
+
+/// The checks, in the order they run: the cheap one that needs no build first.
+pub const LINTS: &[Lint] = &[
+    Lint {
+        name: "fmt",
+        args: &["fmt", "--all", "--check"],
+        deny_warnings: DenyWarnings::Inherent,
+        per_variant: false,
+    },
+    Lint {
+        name: "clippy",
+        args: &["clippy", "--quiet", "--workspace", "--all-targets"],
+        deny_warnings: DenyWarnings::AfterDashes,
+        per_variant: true,
+    },
+    Lint {
+        name: "doc",
+        args: &["doc", "--quiet", "--workspace", "--no-deps"],
+        deny_warnings: DenyWarnings::Rustdocflags,
+        per_variant: true,
+    },
+];
+
+/// The step that runs `lint`, for `variant` when the check is per variant.
+pub fn step(workspace: &Workspace, lint: &Lint, variant: Option<Variant>) -> CargoStep {
+    let label = match variant {
+        Some(variant) => format!("{} {}", lint.name, variant.name()),
+        None => lint.name.to_owned(),
+    };
+    let mut step =
+        CargoStep::new(label.clone(), label, Toolchain::Current).args(lint.args.iter().copied());
+    if let Some(variant) = variant {
+        step = step
+            .args(variant.feature_args())
+            .target_dir(variant.target_dir(&workspace.target_root));
+    }
+    match lint.deny_warnings {
+        DenyWarnings::Inherent => step,
+        DenyWarnings::AfterDashes => step.binary_args(&["-D".to_owned(), "warnings".to_owned()]),
+        DenyWarnings::Rustdocflags => step.env_flags("RUSTDOCFLAGS", "-D warnings"),
+    }
+}
+
+pub fn run(workspace: &Workspace, variants: &[Variant]) -> Result<(), Failed> {
+    run_steps(workspace, |runner| {
+        for lint in LINTS.iter().filter(|lint| !lint.per_variant) {
+            runner.run(step(workspace, lint, None))?;
+        }
+        for variant in Variant::in_canonical_order(variants) {
+            for lint in LINTS.iter().filter(|lint| lint.per_variant) {
+                runner.run(step(workspace, lint, Some(variant)))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn workspace() -> Workspace {
+        Workspace {
+            root: PathBuf::from("/ws"),
+            target_root: PathBuf::from("/ws/target"),
+        }
+    }
+
+    fn lint(name: &str) -> &'static Lint {
+        LINTS.iter().find(|lint| lint.name == name).unwrap()
+    }
+
+    #[test]
+    fn clippy_denies_warnings_for_the_variant_in_its_own_target_dir() {
+        let step = step(&workspace(), lint("clippy"), Some(Variant::Gil));
+        assert_eq!(step.args[step.args.len() - 2..], ["--features", "ftrt/gil"]);
+        assert_eq!(step.binary_args, ["-D", "warnings"]);
+        assert_eq!(
+            step.target_dir,
+            Some(PathBuf::from("/ws/target/variant-gil"))
+        );
+    }
+
+    #[test]
+    fn documentation_warnings_are_errors() {
+        let step = step(&workspace(), lint("doc"), Some(Variant::Nogil));
+        let rustdocflags = step.env.iter().find(|(key, _)| *key == "RUSTDOCFLAGS");
+        assert!(rustdocflags.is_some_and(|(_, flags)| flags.ends_with("-D warnings")));
+    }
+
+    #[test]
+    fn formatting_runs_once_and_checks_only() {
+        let fmt = lint("fmt");
+        assert!(!fmt.per_variant);
+        assert!(fmt.args.contains(&"--check"));
+    }
+}
