@@ -1,7 +1,16 @@
 //! `cargo xtask lint`: the static checks, with warnings denied. Formatting once (it does not
 //! depend on the variant); clippy over every target and the documentation once per build
 //! variant, in the variant's own target dir (the `cfg(feature = "gil")` code differs, and
-//! sharing the test builds' dirs keeps the dependencies from being built twice).
+//! sharing the test builds' dirs keeps the dependencies from being built twice); last, the
+//! library crates packaged as they would be published.
+//!
+//! The packaging step is `cargo package --workspace --exclude xtask`: it packs each library
+//! crate (the manifest rewritten for the registry, the README, only the files cargo would
+//! upload), then builds each packed crate on its own from its `.crate` file, resolving the
+//! workspace's unpublished path dependencies from a temporary local registry of the crates it
+//! just packed. So a file a crate needs but does not ship, or a dependency declared only by
+//! path, fails here rather than at publishing time. It needs the crates.io index (as any first
+//! build does); `--allow-dirty` lets it run on uncommitted work.
 
 use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
 use crate::variants::Variant;
@@ -14,6 +23,8 @@ pub struct Lint {
     pub deny_warnings: DenyWarnings,
     /// Run once per build variant (with its features and target dir), or once in all.
     pub per_variant: bool,
+    /// The target dir of a check that runs once and builds (under the target root).
+    pub target_dir: Option<&'static str>,
 }
 
 /// Where a check takes `-D warnings`.
@@ -34,18 +45,37 @@ pub const LINTS: &[Lint] = &[
         args: &["fmt", "--all", "--check"],
         deny_warnings: DenyWarnings::Inherent,
         per_variant: false,
+        target_dir: None,
     },
     Lint {
         name: "clippy",
         args: &["clippy", "--quiet", "--workspace", "--all-targets"],
         deny_warnings: DenyWarnings::AfterDashes,
         per_variant: true,
+        target_dir: None,
     },
     Lint {
         name: "doc",
         args: &["doc", "--quiet", "--workspace", "--no-deps"],
         deny_warnings: DenyWarnings::Rustdocflags,
         per_variant: true,
+        target_dir: None,
+    },
+    Lint {
+        name: "package",
+        args: &[
+            "package",
+            "--quiet",
+            "--workspace",
+            "--exclude",
+            "xtask",
+            "--allow-dirty",
+        ],
+        // Warnings about the manifests (a missing field, say) are printed, not denied: cargo
+        // has no switch for that; what fails is a crate that does not pack or does not build.
+        deny_warnings: DenyWarnings::Inherent,
+        per_variant: false,
+        target_dir: Some("package"),
     },
 ];
 
@@ -61,6 +91,8 @@ pub fn step(workspace: &Workspace, lint: &Lint, variant: Option<Variant>) -> Car
         step = step
             .args(variant.feature_args())
             .target_dir(variant.target_dir(&workspace.target_root));
+    } else if let Some(dir) = lint.target_dir {
+        step = step.target_dir(workspace.target_dir(dir));
     }
     match lint.deny_warnings {
         DenyWarnings::Inherent => step,
@@ -71,12 +103,13 @@ pub fn step(workspace: &Workspace, lint: &Lint, variant: Option<Variant>) -> Car
 
 pub fn run(workspace: &Workspace, variants: &[Variant]) -> Result<(), Failed> {
     run_steps(workspace, |runner| {
-        for lint in LINTS.iter().filter(|lint| !lint.per_variant) {
-            runner.run(step(workspace, lint, None))?;
-        }
-        for variant in Variant::in_canonical_order(variants) {
-            for lint in LINTS.iter().filter(|lint| lint.per_variant) {
-                runner.run(step(workspace, lint, Some(variant)))?;
+        for lint in LINTS {
+            if lint.per_variant {
+                for variant in Variant::in_canonical_order(variants) {
+                    runner.run(step(workspace, lint, Some(variant)))?;
+                }
+            } else {
+                runner.run(step(workspace, lint, None))?;
             }
         }
         Ok(())
@@ -116,6 +149,13 @@ mod tests {
         let step = step(&workspace(), lint("doc"), Some(Variant::Nogil));
         let rustdocflags = step.env.iter().find(|(key, _)| *key == "RUSTDOCFLAGS");
         assert!(rustdocflags.is_some_and(|(_, flags)| flags.ends_with("-D warnings")));
+    }
+
+    #[test]
+    fn packaging_covers_every_library_crate_in_a_target_dir_of_its_own() {
+        let step = step(&workspace(), lint("package"), None);
+        assert!(step.args.iter().any(|arg| arg == "--workspace"));
+        assert_eq!(step.target_dir, Some(PathBuf::from("/ws/target/package")));
     }
 
     #[test]

@@ -12,7 +12,8 @@
 //! - `cargo xtask lint [--variants LIST]`: the static checks with warnings denied, steps in
 //!   `lint::LINTS`: `cargo fmt --all --check` once, then for each build variant (in its
 //!   `target/variant-<name>`) `cargo clippy --workspace --all-targets -- -D warnings` and
-//!   `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`.
+//!   `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`; then `cargo package
+//!   --workspace --exclude xtask` (each library crate packed and built from its package).
 //! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under
 //!   Miri (`cargo +nightly miri test`, with Tree Borrows and permissive provenance unless
 //!   `MIRIFLAGS` is set),
@@ -73,7 +74,7 @@ enum Task {
         #[arg(long)]
         no_loom: bool,
     },
-    /// Check formatting, then run clippy and rustdoc on each build variant, warnings denied.
+    /// Check formatting, run clippy and rustdoc on each build variant (warnings denied), package.
     Lint {
         /// Comma-separated variants to lint (default: all).
         #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
