@@ -63,6 +63,8 @@ mod string;
 mod tuple;
 
 pub use error::{Error, Result};
+/// A reference count as `Obj::refcount` reports it (`ftrt-refcount`'s).
+pub use ftrt_refcount::RefCountValue;
 pub use guard::ReadGuard;
 pub use header::{Kind, TypeObject, HEADER_SIZE};
 pub use refs::{Borrowed, Obj, Shared};
