@@ -323,12 +323,12 @@ fn threads_spin_only_under_the_one_spin_policy() {
     );
     // Library code only: tests and benches busy-wait on purpose (load, pacing), not as policy.
     let is_library = |path: &Path| {
-        path.starts_with("src")
-            || path
+        let crate_src = path.starts_with("crates")
+            && path
                 .components()
                 .nth(2)
-                .is_some_and(|c| c.as_os_str() == "src")
-                && path.starts_with("crates")
+                .is_some_and(|c| c.as_os_str() == "src");
+        crate_src || path.starts_with("src")
     };
     let violations = sources
         .iter()
