@@ -4,13 +4,18 @@
 //! sharing the test builds' dirs keeps the dependencies from being built twice); last, the
 //! library crates packaged as they would be published.
 //!
-//! The packaging step is `cargo package --workspace --exclude xtask`: it packs each library
-//! crate (the manifest rewritten for the registry, the README, only the files cargo would
-//! upload), then builds each packed crate on its own from its `.crate` file, resolving the
-//! workspace's unpublished path dependencies from a temporary local registry of the crates it
-//! just packed. So a file a crate needs but does not ship, or a dependency declared only by
-//! path, fails here rather than at publishing time. It needs the crates.io index (as any first
-//! build does); `--allow-dirty` lets it run on uncommitted work.
+//! The packaging step is `cargo package --workspace --exclude xtask --no-verify`: it packs each
+//! library crate (the manifest rewritten for the registry, the README, only the files cargo
+//! would upload) and resolves its dependencies as a user of the published crate would, the
+//! workspace's unpublished path dependencies coming from a temporary local registry of the
+//! crates it just packed. So a dependency declared only by path, a version that does not
+//! resolve or a manifest the registry would refuse fails here rather than at publishing time.
+//! It does not build the packed crates (`--no-verify`): cargo unpacks the temporary registry's
+//! crates once per path and reuses them on the next run, so a verifying run after a change
+//! builds against the previous run's sources and fails spuriously. Without that cache (a clean
+//! `CARGO_HOME`), `cargo package --workspace --exclude xtask` also builds each crate from its
+//! package; it passed when this step was added. It needs the crates.io index, as any first
+//! build does; `--allow-dirty` lets it run on uncommitted work.
 
 use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
 use crate::variants::Variant;
@@ -70,6 +75,7 @@ pub const LINTS: &[Lint] = &[
             "--exclude",
             "xtask",
             "--allow-dirty",
+            "--no-verify",
         ],
         // Warnings about the manifests (a missing field, say) are printed, not denied: cargo
         // has no switch for that; what fails is a crate that does not pack or does not build.

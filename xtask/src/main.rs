@@ -13,7 +13,8 @@
 //!   `lint::LINTS`: `cargo fmt --all --check` once, then for each build variant (in its
 //!   `target/variant-<name>`) `cargo clippy --workspace --all-targets -- -D warnings` and
 //!   `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`; then `cargo package
-//!   --workspace --exclude xtask` (each library crate packed and built from its package).
+//!   --workspace --exclude xtask --no-verify` (each library crate packed, its dependencies
+//!   resolved as the registry would).
 //! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under
 //!   Miri (`cargo +nightly miri test`, with Tree Borrows and permissive provenance unless
 //!   `MIRIFLAGS` is set),
