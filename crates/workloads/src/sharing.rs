@@ -4,8 +4,8 @@
 use std::sync::{Barrier, OnceLock};
 
 use ftrt_gil::Python;
+use ftrt_object::RefCountValue;
 use ftrt_object::{Obj, ReadGuard, Shared};
-use ftrt_refcount::RefCountValue;
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
