@@ -125,3 +125,8 @@ pub fn collect(py: ftrt_gil::Python<'_>) {
 /// Each flush can advance the global epoch by one step (a retired item needs two) and frees a
 /// bounded number of batches, so a backlog takes many rounds; an empty queue makes them cheap.
 const COLLECT_ROUNDS: usize = 1024;
+
+// The README's examples run as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
