@@ -230,10 +230,12 @@ impl<'py> Bound<'py, PyAny> {
 
     /// `self + other` for numbers, and for two strings.
     pub fn add(&self, other: &Bound<'py, PyAny>) -> Result<Bound<'py, PyAny>> {
-        if let (Ok(a), Ok(b)) = (
-            self.downcast::<crate::PyStr>(),
-            other.downcast::<crate::PyStr>(),
-        ) {
+        // A type test first: `downcast`'s error formats a message, too slow for every number.
+        if self.is_instance_of::<crate::PyStr>() && other.is_instance_of::<crate::PyStr>() {
+            let (a, b) = (
+                self.downcast::<crate::PyStr>()?,
+                other.downcast::<crate::PyStr>()?,
+            );
             let joined = [a.to_str(), b.to_str()].concat();
             return Ok(crate::PyStr::new(self.py(), &joined).into_any());
         }
