@@ -15,6 +15,7 @@ use crate::borrowed::Borrowed;
 use crate::error::{Error, Result};
 use crate::header::{header, payload, Header, Kind, TypeObject};
 use crate::refs::{decref, incref, OwnedRef};
+use crate::scalars::{hash_int, INT_TYPE};
 use crate::shared::Shared;
 use crate::string::{StrPayload, STR_TYPE};
 use crate::types::{PyAny, PyTypeInfo};
@@ -249,16 +250,24 @@ impl<'py> Bound<'py, PyAny> {
     pub fn referents(&self) -> Vec<Bound<'py, PyAny>> {
         let py = self.py();
         let mut found = Vec::new();
-        section::with(py, &self.header().lock, || {
+        let slots = &self.header().ty.slots;
+        let mut collect = || {
             let mut visit = |held: Borrowed<'_>| {
                 // SAFETY: held by the object, which cannot let go of it while we are in its
-                // critical section.
+                // critical section (or ever, if what it holds never changes).
                 found.push(unsafe { Bound::from_borrowed(py, held.ptr()) });
             };
             // SAFETY: alive (this reference); its own type's slot; nothing changes what it holds
-            // while we are in its critical section.
-            unsafe { (self.header().ty.slots.traverse)(self.ptr, &mut visit) };
-        });
+            // during the call: we are in its critical section, or its contents are fixed.
+            unsafe { (slots.traverse)(self.ptr, &mut visit) };
+        };
+        if slots.holds_change {
+            section::with(py, &self.header().lock, collect);
+        } else {
+            // Immutable contents (tuples, scalars, strings, classes): no lock byte is written,
+            // so immortal objects stay unwritten.
+            collect();
+        }
         found
     }
 }
@@ -277,6 +286,11 @@ pub(crate) unsafe fn hash_object(object: NonNull<Header>) -> Result<u64> {
         // SAFETY: a `str` holds a `StrPayload`.
         return Ok(unsafe { payload::<StrPayload>(object) }.hash);
     }
+    // Then ints, the other common key, again without the indirect call.
+    if ptr::eq(ty, &INT_TYPE) {
+        // SAFETY: an `int` holds an `i64`.
+        return Ok(hash_int(*unsafe { payload::<i64>(object) }));
+    }
     // SAFETY: alive per the caller; the slot is the object's own type's.
     unsafe { (ty.slots.hash)(object) }.ok_or_else(|| unhashable(ty))
 }
@@ -292,6 +306,23 @@ fn unhashable(ty: &TypeObject) -> Error {
 /// Both objects are alive for the call.
 #[inline]
 pub(crate) unsafe fn keys_equal(a: NonNull<Header>, b: NonNull<Header>) -> bool {
+    if a == b {
+        return true;
+    }
+    // SAFETY: both alive per the caller.
+    let (ta, tb) = unsafe { (header(a).ty, header(b).ty) };
+    // Two keys of the same common type compare inline, without the slot's indirect call.
+    if ptr::eq(ta, tb) {
+        if ptr::eq(ta, &STR_TYPE) {
+            // SAFETY: both are `str`s, which hold a `StrPayload`.
+            let (sa, sb) = unsafe { (payload::<StrPayload>(a), payload::<StrPayload>(b)) };
+            return sa.hash == sb.hash && sa.text == sb.text;
+        }
+        if ptr::eq(ta, &INT_TYPE) {
+            // SAFETY: both are `int`s, which hold an `i64`.
+            return unsafe { *payload::<i64>(a) == *payload::<i64>(b) };
+        }
+    }
     // SAFETY: both alive per the caller; the slot is `a`'s own type's.
-    a == b || unsafe { (header(a).ty.slots.eq)(a, b) }
+    unsafe { (ta.slots.eq)(a, b) }
 }

@@ -371,6 +371,8 @@ impl DictPayload {
 }
 
 impl Payload for DictPayload {
+    const HOLDS_CHANGE: bool = true;
+
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
         self.repr_entries(f, nested, "{", "}")
     }

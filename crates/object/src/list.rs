@@ -90,6 +90,8 @@ impl ListPayload {
 }
 
 impl Payload for ListPayload {
+    const HOLDS_CHANGE: bool = true;
+
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
         // Loaded under the print's guard, which keeps what a writer removes meanwhile alive.
         let len = self.len.load(Ordering::Acquire);

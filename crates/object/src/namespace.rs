@@ -55,6 +55,8 @@ impl Payload for ClassPayload {
 }
 
 impl Payload for InstancePayload {
+    const HOLDS_CHANGE: bool = true;
+
     fn repr(&self, this: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
         write!(f, "<{} object at {:p}>", this.type_name(), this.ptr())
     }
@@ -66,6 +68,8 @@ impl Payload for InstancePayload {
 }
 
 impl Payload for ModulePayload {
+    const HOLDS_CHANGE: bool = true;
+
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
         write!(f, "<module '{}'>", self.name)
     }

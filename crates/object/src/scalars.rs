@@ -79,20 +79,24 @@ impl Payload for f64 {
     }
 
     fn eq(&self, _: Borrowed<'_>, other: Borrowed<'_>) -> bool {
-        other.to_f64().is_ok_and(|other| other == *self)
+        // SAFETY: `other` is alive for the call (a borrowed reference).
+        unsafe { try_f64(other.ptr()) }.is_some_and(|other| other == *self)
     }
 }
 
 /// An integer equals an integer (or bool) of the same value, and a float equal to it.
 fn int_equals(value: i64, other: Borrowed<'_>) -> bool {
-    match other.to_i64() {
-        Ok(other) => other == value,
-        Err(_) => other.to_f64().is_ok_and(|other| other == value as f64),
+    let other = other.ptr();
+    // SAFETY: `other` is alive for the call (a borrowed reference).
+    match unsafe { try_i64(other) } {
+        Some(other) => other == value,
+        // SAFETY: as above.
+        None => unsafe { try_f64(other) }.is_some_and(|other| other == value as f64),
     }
 }
 
 /// The hash of an integer (and of a bool, so that `True` and `1` are the same key).
-fn hash_int(value: i64) -> u64 {
+pub(crate) fn hash_int(value: i64) -> u64 {
     (value as u64)
         .wrapping_mul(0x9E37_79B9_7F4A_7C15)
         .rotate_left(29)
@@ -283,15 +287,44 @@ impl<'py> Bound<'py, PyAny> {
 /// # Safety
 /// The object is alive for the call.
 pub(crate) unsafe fn read_i64(object: NonNull<Header>) -> Result<i64> {
+    // SAFETY: alive per the caller.
+    unsafe { try_i64(object) }.ok_or_else(|| {
+        // SAFETY: alive per the caller.
+        let name = unsafe { type_name(object) };
+        Error::TypeError(format!(
+            "'{name}' object cannot be interpreted as an integer"
+        ))
+    })
+}
+
+/// The value of an `int` or `bool`, or `None`: for comparisons, which must not format an
+/// error they would throw away.
+///
+/// # Safety
+/// The object is alive for the call.
+#[inline]
+pub(crate) unsafe fn try_i64(object: NonNull<Header>) -> Option<i64> {
     // SAFETY: alive per the caller; the kind selects the payload.
     unsafe {
         match crate::header::header(object).ty.kind {
-            Kind::Int => Ok(*payload::<i64>(object)),
-            Kind::Bool => Ok(i64::from(*payload::<bool>(object))),
-            _ => Err(Error::TypeError(format!(
-                "'{}' object cannot be interpreted as an integer",
-                type_name(object)
-            ))),
+            Kind::Int => Some(*payload::<i64>(object)),
+            Kind::Bool => Some(i64::from(*payload::<bool>(object))),
+            _ => None,
+        }
+    }
+}
+
+/// The value of a `float`, `int` or `bool`, or `None` (as [`try_i64`]).
+///
+/// # Safety
+/// The object is alive for the call.
+#[inline]
+pub(crate) unsafe fn try_f64(object: NonNull<Header>) -> Option<f64> {
+    // SAFETY: alive per the caller; the kind selects the payload.
+    unsafe {
+        match crate::header::header(object).ty.kind {
+            Kind::Float => Some(*payload::<f64>(object)),
+            _ => try_i64(object).map(|value| value as f64),
         }
     }
 }
@@ -301,17 +334,12 @@ pub(crate) unsafe fn read_i64(object: NonNull<Header>) -> Result<i64> {
 /// # Safety
 /// The object is alive for the call.
 pub(crate) unsafe fn read_f64(object: NonNull<Header>) -> Result<f64> {
-    // SAFETY: as in `read_i64`.
-    unsafe {
-        match crate::header::header(object).ty.kind {
-            Kind::Float => Ok(*payload::<f64>(object)),
-            Kind::Int | Kind::Bool => Ok(read_i64(object)? as f64),
-            _ => Err(Error::TypeError(format!(
-                "must be real number, not {}",
-                type_name(object)
-            ))),
-        }
-    }
+    // SAFETY: alive per the caller.
+    unsafe { try_f64(object) }.ok_or_else(|| {
+        // SAFETY: alive per the caller.
+        let name = unsafe { type_name(object) };
+        Error::TypeError(format!("must be real number, not {name}"))
+    })
 }
 
 /// The name of an object's type.

@@ -45,6 +45,11 @@ pub(crate) trait Payload: Sized + Send + Sync + 'static {
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
         let _ = visit;
     }
+
+    /// Whether what the object holds can change after it is made (lists, dicts, attribute
+    /// tables): only then does a consistent traversal need the object's critical section.
+    /// Immutable and immortal objects are traversed without writing their lock byte.
+    const HOLDS_CHANGE: bool = false;
 }
 
 /// A type's behaviour, type-erased: each slot takes the object's pointer and casts it to the
@@ -68,6 +73,8 @@ pub(crate) struct Slots {
     /// # Safety
     /// As [`Payload::traverse`], and the object is alive for the call and of this type.
     pub(crate) traverse: unsafe fn(NonNull<Header>, &mut Visit<'_>),
+    /// [`Payload::HOLDS_CHANGE`].
+    pub(crate) holds_change: bool,
 }
 
 impl Slots {
@@ -79,6 +86,7 @@ impl Slots {
             eq: eq::<P>,
             free: free_object::<P>,
             traverse: traverse::<P>,
+            holds_change: P::HOLDS_CHANGE,
         }
     }
 }

@@ -49,7 +49,7 @@ impl Payload for StrPayload {
     }
 
     fn eq(&self, _: Borrowed<'_>, other: Borrowed<'_>) -> bool {
-        other.to_str().is_ok_and(|other| other == &*self.text)
+        other.kind() == Kind::Str && other.to_str().is_ok_and(|other| other == &*self.text)
     }
 }
 
