@@ -155,7 +155,11 @@ unsafe impl RefCount for BiasedCount {
         BiasedCount::incref_for(self, owner)
     }
     #[inline]
-    unsafe fn decref(this: NonNull<Self>, owner: Owner<'_>, release: unsafe fn(NonNull<Self>)) -> bool {
+    unsafe fn decref(
+        this: NonNull<Self>,
+        owner: Owner<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> bool {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::decref_for(this, owner, release) }
     }

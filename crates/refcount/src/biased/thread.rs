@@ -181,7 +181,9 @@ impl Drop for LocalCounts {
 
 impl std::fmt::Debug for LocalCounts {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalCounts").field("id", &self.id()).finish()
+        f.debug_struct("LocalCounts")
+            .field("id", &self.id())
+            .finish()
     }
 }
 

@@ -1,0 +1,474 @@
+//! The thread state: the one per-thread block that holds everything a thread carries in the
+//! runtime, and the one place that says in which order attaching, detaching, checkpoints and
+//! thread exit touch it.
+//!
+//! # What the block holds
+//!
+//! | part | type | from |
+//! |---|---|---|
+//! | the thread's id (the runtime's, and the biased counts' owner id: one id space) and merge queue | [`LocalCounts`] | `ftrt-refcount` |
+//! | the critical-section stack the object model's sections use | [`SectionStack`] | `ftrt-lock` |
+//! | the attach pin and the checkpoint (quiescence) counter (free-threaded builds) | `crossbeam_epoch::Guard`, `u32` | here |
+//! | per-thread counters, summed over every thread (the object model's live-object counts) | [`counters`] | here |
+//!
+//! The leaf crates' per-thread state is plain values that this block owns; their own
+//! thread-locals (`BiasedCount::new`, `ftrt_lock::section::with`) are only a convenience for
+//! users without a runtime. The block knows nothing of objects: what the object model keeps
+//! per thread goes in its generic parts ([`counters`], the [`on_quiescent_state`] hooks).
+//!
+//! # Reaching it
+//!
+//! One const thread-local without a destructor, `CURRENT`, holds a pointer to the block and the
+//! attached flag: one thread-local access finds both, in every thread-local destructor too. The
+//! block itself is owned by a second thread-local whose destructor runs the exit sequence. A
+//! [`Python`](crate::Python) token carries the pointer, so code holding a token reaches the block
+//! with no thread-local access at all (the object model's counts and sections do).
+//!
+//! # The order of things
+//!
+//! - **First attach** of a thread: the block is made: a fresh id and merge queue are registered
+//!   with `ftrt-refcount` (whose registry is the one that says whether an owner has exited), and
+//!   the thread enters the runtime's registry under the same id.
+//! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (1) take the GIL,
+//!   (2) mark the thread attached, (3) pin in the epoch. Sections are left alone.
+//! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
+//!   first suspends the thread's sections behind a detach boundary, the block's stack inside
+//!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin,
+//!   (3) mark the thread detached, (4) release the GIL.
+//! - **Reattach** (the end of `allow_threads`): (1) take the GIL (first in line in fair mode),
+//!   (2) mark attached, (3) pin, then (4) the detach boundaries end and the innermost section
+//!   resumes, the block's stack first.
+//! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin,
+//!   run the hooks, flush the thread's epoch garbage; (2) if a waiter asked for the GIL:
+//!   suspend the sections (as a detach), hand the GIL over, take it back, resume.
+//! - **Exit** (the owning thread-local's destructor, panics included): (1) the pointer in
+//!   `CURRENT` is cleared, so whatever runs from here on (objects freed below, later
+//!   thread-local destructors) attaches through the fallback below; (2) the epoch pin, if any,
+//!   is dropped; (3) the biased counts retire: merge the queue, stop owning, leave
+//!   `ftrt-refcount`'s registry, merge what arrived meanwhile; (4) the thread leaves the
+//!   runtime's registry; (5) the section stack (empty: sections are scoped) is dropped. The
+//!   thread's counters stay registered, so the sums stay exact.
+//!
+//! # After exit: the one fallback
+//!
+//! Thread-locals die in the reverse order of their first use, so objects kept in other
+//! thread-locals may die after the block (and attach to do so). With the pointer cleared, the
+//! thread attaches without a block: it takes the GIL and sets the attached flag (which lives in
+//! `CURRENT`, never torn down), owns nothing (the detached [`Owner`]: its counts are changed on
+//! the shared side, as any non-owner's), runs unpinned (reads pin for themselves), takes its
+//! sections on `ftrt-lock`'s thread-local stack (which has its own stand-in once torn down),
+//! and counts in a global fallback row. It is not registered again. Every use of the block goes
+//! through [`Python::state`](crate::Python) or [`with_current`], which is where this fallback
+//! is decided, once.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+
+use dashmap::DashMap;
+use ftrt_lock::section::SectionStack;
+use ftrt_refcount::biased::{LocalCounts, Owner};
+
+/// One thread's block. See the module docs for what each part is for and when it changes.
+pub(crate) struct ThreadState {
+    /// The id and merge queue: in every build, since the id is the runtime's thread id too.
+    counts: LocalCounts,
+    pub(crate) sections: SectionStack,
+    #[cfg(not(feature = "gil"))]
+    quiescence: quiescence::Quiescence,
+    counters: Arc<counters::Row>,
+}
+
+impl ThreadState {
+    fn register() -> Self {
+        let counts = LocalCounts::register();
+        let state = ThreadState {
+            counts,
+            sections: SectionStack::new(),
+            #[cfg(not(feature = "gil"))]
+            quiescence: quiescence::Quiescence::new(),
+            counters: counters::Row::register(),
+        };
+        if let Some(id) = state.counts.id() {
+            let name = std::thread::current().name().map(str::to_owned);
+            REGISTRY.insert(id, ThreadInfo { id, name });
+        }
+        state
+    }
+
+    /// The thread's id: the runtime's and its objects' biased owner id. `None` only if ids ran
+    /// out.
+    pub(crate) fn id(&self) -> Option<u32> {
+        self.counts.id()
+    }
+
+    /// The biased counts' owner token (the objects' counts in the `nogil` build).
+    #[cfg_attr(any(feature = "gil", feature = "atomic-rc"), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn owner(&self) -> Owner<'_> {
+        self.counts.owner()
+    }
+
+    pub(crate) fn merge_pending(&self) -> usize {
+        self.counts.merge_pending()
+    }
+
+    /// The exit sequence, in the order the module docs give. `CURRENT` no longer points here.
+    fn exit(self) {
+        let ThreadState {
+            counts,
+            sections,
+            #[cfg(not(feature = "gil"))]
+            quiescence,
+            counters,
+        } = self;
+        #[cfg(not(feature = "gil"))]
+        drop(quiescence);
+        let id = counts.id();
+        // Settle what other threads handed back and give up ownership of the thread's objects,
+        // so nothing waits on a thread that is gone. Objects freed here attach through the
+        // fallback (the pointer is cleared), as non-owners.
+        counts.retire();
+        if let Some(id) = id {
+            REGISTRY.remove(&id);
+        }
+        drop(sections);
+        drop(counters);
+    }
+}
+
+/// The one thread-local every access goes through. Const and without a destructor (only
+/// `Cell`s of plain values), so std never tears it down.
+struct Current {
+    /// The block, while it lives; null before the first attach and after exit.
+    state: Cell<*const ThreadState>,
+    attached: Cell<bool>,
+    /// Set when the block has been dropped: the thread is not registered again.
+    exited: Cell<bool>,
+}
+
+/// Owns the block; its destructor is the thread's exit.
+struct Owned(Option<Box<ThreadState>>);
+
+impl Owned {
+    fn new() -> Self {
+        let state = Box::new(ThreadState::register());
+        // The box does not move while `Owned` lives; `Drop` clears the pointer first thing.
+        CURRENT.with(|current| current.state.set(&*state));
+        Owned(Some(state))
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        CURRENT.with(|current| {
+            current.state.set(std::ptr::null());
+            current.exited.set(true);
+        });
+        if let Some(state) = self.0.take() {
+            state.exit();
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Current = const {
+        Current {
+            state: Cell::new(std::ptr::null()),
+            attached: Cell::new(false),
+            exited: Cell::new(false),
+        }
+    };
+    static OWNED: Owned = Owned::new();
+}
+
+/// What one look at `CURRENT` finds.
+#[derive(Clone, Copy)]
+pub(crate) struct Here {
+    /// The block, or null (after exit, or if it could not be made).
+    pub(crate) state: *const ThreadState,
+    pub(crate) attached: bool,
+}
+
+/// The calling thread's block and attached flag, making the block on first use (unless the
+/// thread has exited: then the block stays null). One thread-local access when the block exists.
+#[inline]
+pub(crate) fn here() -> Here {
+    let (state, attached, exited) =
+        CURRENT.with(|c| (c.state.get(), c.attached.get(), c.exited.get()));
+    if state.is_null() && !exited {
+        return Here {
+            state: make(),
+            attached,
+        };
+    }
+    Here { state, attached }
+}
+
+#[cold]
+fn make() -> *const ThreadState {
+    // During thread-local teardown std may refuse: the thread then runs without a block.
+    OWNED
+        .try_with(|owned| {
+            owned
+                .0
+                .as_deref()
+                .map_or(std::ptr::null(), std::ptr::from_ref)
+        })
+        .unwrap_or(std::ptr::null())
+}
+
+/// Runs `f` with the calling thread's block, or `None` (the fallback) when it has none: before
+/// its first attach or after its exit. For callers without a token.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&ThreadState>) -> R) -> R {
+    let state = CURRENT.with(|c| c.state.get());
+    // SAFETY: non-null only while `OWNED` owns the block, and `OWNED`'s destructor (which drops
+    // it) clears the pointer first; no destructor runs inside `f` on this thread's `OWNED`
+    // except through `f` itself, which holds no borrow of it across that (thread-local
+    // destructors run one after another, never nested in a call that is still running).
+    f(unsafe { state.as_ref() })
+}
+
+pub(crate) fn set_attached(attached: bool) {
+    CURRENT.with(|c| c.attached.set(attached));
+}
+
+/// Whether the calling thread is attached right now.
+pub fn is_attached() -> bool {
+    CURRENT.with(|c| c.attached.get())
+}
+
+/// What the registry knows about a thread.
+#[derive(Debug, Clone)]
+pub struct ThreadInfo {
+    /// The thread's id: the owner id its objects' biased counts record. Never reused.
+    pub id: u32,
+    /// The thread's name, if it has one.
+    pub name: Option<String>,
+}
+
+/// The runtime's threads, by the id of their biased counts: one id space.
+static REGISTRY: LazyLock<DashMap<u32, ThreadInfo>> = LazyLock::new(DashMap::new);
+
+/// The number of threads registered with the runtime (attached at least once and not exited).
+pub fn registered_threads() -> usize {
+    REGISTRY.len()
+}
+
+/// A snapshot of the registered threads.
+pub fn threads() -> Vec<ThreadInfo> {
+    REGISTRY.iter().map(|entry| entry.value().clone()).collect()
+}
+
+/// How many hooks [`on_quiescent_state`] accepts.
+pub const MAX_QUIESCENT_STATE_HOOKS: usize = 4;
+
+static QUIESCENT_STATE_HOOKS: [OnceLock<fn()>; MAX_QUIESCENT_STATE_HOOKS] =
+    [const { OnceLock::new() }; MAX_QUIESCENT_STATE_HOOKS];
+
+/// Registers `hook` to run on every attached thread at each of its quiescent states: every 16th
+/// checkpoint ([`Python::check`](crate::Python::check)), after the thread repinned and before it
+/// flushes its epoch garbage, and whenever it detaches
+/// ([`Python::allow_threads`](crate::Python::allow_threads), the end of
+/// [`Python::attach`](crate::Python::attach)), before it unpins.
+///
+/// This is for crates that keep garbage per thread before handing it to `crossbeam-epoch`, or
+/// that get expired garbage handed back: the hook hands the thread's share over and frees what
+/// came back, so the memory held for lock-free readers stays bounded, in objects and in time, on
+/// every thread that keeps reaching checkpoints, not only on threads that keep making garbage.
+/// `ftrt-object` registers its retired-reference batches here.
+///
+/// A hook runs on the thread whose quiescent state it is, attached and pinned (unpinned only
+/// when the thread attaches after its exit, see the module docs), without a token. It should be
+/// short: it must not block and must not detach. It may drop objects. Hooks run in registration
+/// order. In the `gil` build nothing is reclaimed late: there are no quiescent states and hooks
+/// never run.
+///
+/// Registering the same hook twice runs it twice: register once (behind a `std::sync::Once`).
+///
+/// # Panics
+/// If [`MAX_QUIESCENT_STATE_HOOKS`] hooks are registered already.
+pub fn on_quiescent_state(hook: fn()) {
+    // Slots fill in order: a `set` racing another on the same slot waits for it and moves on.
+    let registered = QUIESCENT_STATE_HOOKS
+        .iter()
+        .any(|slot| slot.set(hook).is_ok());
+    assert!(
+        registered,
+        "at most {MAX_QUIESCENT_STATE_HOOKS} quiescent-state hooks can be registered"
+    );
+}
+
+#[cfg(not(feature = "gil"))]
+fn run_hooks() {
+    for hook in QUIESCENT_STATE_HOOKS.iter().map_while(OnceLock::get) {
+        hook();
+    }
+}
+
+/// Keeps attached threads pinned in the epoch scheme (free-threaded builds only). The guard is
+/// crossbeam's default collector's, so the object model's own (nested) pins are free.
+#[cfg(not(feature = "gil"))]
+mod quiescence {
+    use std::cell::{Cell, RefCell};
+
+    use crossbeam_epoch::Guard;
+
+    use super::ThreadState;
+
+    /// Checkpoints between repins: each repin costs a fence, and reclamation only needs threads
+    /// to pass through quiescent states now and then. Each repin also runs the quiescent-state
+    /// hooks and flushes: the thread hands its retired garbage to the global queue and frees a
+    /// bounded batch of what has expired, so garbage is collected at the pace it is made
+    /// (nested pins, which reads use, never collect by themselves).
+    const CHECKS_PER_REPIN: u32 = 16;
+
+    /// The attach pin and the checkpoint counter.
+    pub(super) struct Quiescence {
+        guard: RefCell<Option<Guard>>,
+        checks: Cell<u32>,
+    }
+
+    impl Quiescence {
+        pub(super) fn new() -> Self {
+            Quiescence {
+                guard: RefCell::new(None),
+                checks: Cell::new(0),
+            }
+        }
+    }
+
+    pub(crate) fn pin(state: Option<&ThreadState>) {
+        // Without a block (after exit) the thread runs unpinned; its reads pin for themselves.
+        if let Some(state) = state {
+            *state.quiescence.guard.borrow_mut() = Some(crossbeam_epoch::pin());
+        }
+    }
+
+    pub(crate) fn unpin(state: Option<&ThreadState>) {
+        // Detaching is a quiescent state: the hooks run while the thread is still pinned.
+        super::run_hooks();
+        // Dropped outside the borrow: unpinning may run deferred destructors.
+        let guard = state.and_then(|state| state.quiescence.guard.borrow_mut().take());
+        drop(guard);
+    }
+
+    /// A quiescent state: the thread holds no reference it read without counting (beyond
+    /// nested guards of its own, which keep it pinned).
+    #[inline]
+    pub(crate) fn checkpoint(state: Option<&ThreadState>) {
+        let Some(state) = state else { return };
+        let checks = state.quiescence.checks.get().wrapping_add(1);
+        state.quiescence.checks.set(checks);
+        if checks % CHECKS_PER_REPIN == 0 {
+            repin(state);
+        }
+    }
+
+    #[cold]
+    fn repin(state: &ThreadState) {
+        let repinned = state
+            .quiescence
+            .guard
+            .borrow_mut()
+            .as_mut()
+            .map(Guard::repin)
+            .is_some();
+        if !repinned {
+            return;
+        }
+        // Between the repin and the flush, so what the hooks hand over goes out with this
+        // flush; and outside the guard's borrow, since hooks drop objects.
+        super::run_hooks();
+        if let Some(guard) = state.quiescence.guard.borrow().as_ref() {
+            guard.flush();
+        }
+    }
+}
+
+/// The GIL build needs no reclamation scheme: the GIL orders every read before any free.
+#[cfg(feature = "gil")]
+mod quiescence {
+    use super::ThreadState;
+
+    #[inline(always)]
+    pub(crate) fn pin(_: Option<&ThreadState>) {}
+    #[inline(always)]
+    pub(crate) fn unpin(_: Option<&ThreadState>) {}
+    #[inline(always)]
+    pub(crate) fn checkpoint(_: Option<&ThreadState>) {}
+}
+
+pub(crate) use quiescence::{checkpoint, pin, unpin};
+
+/// Per-thread counters, summed over every thread: a generic part of the thread state for the
+/// crates above (the object model counts live objects per kind in slots `0..11`). Each thread
+/// adds to a row of its own with plain loads and stores (no locked instructions, no shared cache
+/// line), and [`total`](counters::total) sums the rows. A row outlives its thread, so a count
+/// made on one thread and undone on another still sums to zero. Exact once the counting threads
+/// are joined (or otherwise synchronised with the reader).
+///
+/// ```
+/// use ftrt_gil::counters;
+///
+/// let before = counters::total(counters::SLOTS - 1);
+/// counters::add(counters::SLOTS - 1, 2);
+/// std::thread::spawn(|| counters::add(counters::SLOTS - 1, -1)).join().unwrap();
+/// assert_eq!(counters::total(counters::SLOTS - 1), before + 1);
+/// ```
+pub mod counters {
+    use super::*;
+
+    /// How many counters each thread has.
+    pub const SLOTS: usize = 16;
+
+    /// Aligned to two cache lines (the prefetcher's pair on x86) so that two threads' rows never
+    /// share a line.
+    #[repr(align(128))]
+    pub(crate) struct Row([AtomicIsize; SLOTS]);
+
+    /// Every row any thread registered.
+    static ROWS: Mutex<Vec<Arc<Row>>> = Mutex::new(Vec::new());
+    /// The fallback row: counts made by a thread without a block (after its exit).
+    static LATE: Row = Row([const { AtomicIsize::new(0) }; SLOTS]);
+
+    impl Row {
+        pub(super) fn register() -> Arc<Row> {
+            let row = Arc::new(Row([const { AtomicIsize::new(0) }; SLOTS]));
+            ROWS.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(row.clone());
+            row
+        }
+    }
+
+    /// Adds `delta` to counter `slot` of the calling thread. One thread-local access.
+    ///
+    /// # Panics
+    /// If `slot >= SLOTS`.
+    #[inline]
+    pub fn add(slot: usize, delta: isize) {
+        with_current(|state| match state {
+            Some(state) => {
+                // Only this thread writes its row, so load + store cannot lose an update.
+                let cell = &state.counters.0[slot];
+                cell.store(cell.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+            }
+            None => {
+                LATE.0[slot].fetch_add(delta, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// The sum of counter `slot` over every thread that ever counted.
+    ///
+    /// # Panics
+    /// If `slot >= SLOTS`.
+    pub fn total(slot: usize) -> isize {
+        let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
+        rows.iter()
+            .map(|row| row.0[slot].load(Ordering::Relaxed))
+            .sum::<isize>()
+            + LATE.0[slot].load(Ordering::Relaxed)
+    }
+}
