@@ -141,6 +141,13 @@ impl BiasedCount {
         self.owner.load(Ordering::Relaxed) == id
     }
 
+    /// The id of the thread that owns the count ([`LocalCounts::id`]), or `None` once it is
+    /// merged (or was created shared). A snapshot for diagnostics and tests: the owner may give up
+    /// ownership at any time.
+    pub fn owner_id(&self) -> Option<u32> {
+        Some(self.owner.load(Ordering::Relaxed)).filter(|&id| id != NO_OWNER)
+    }
+
     /// Whether increments and decrements have stopped counting. An owner may still count an
     /// immortal object locally; that never frees it, since its shared half stays saturated.
     #[inline]
