@@ -42,10 +42,10 @@ pub fn runtime_gil() -> &'static Gil {
 /// ```
 #[derive(Clone, Copy)]
 pub struct Python<'py> {
-    /// The thread's state (see `state`), or null when the thread has none (it attached after its
-    /// exit). A raw pointer, so the token is neither `Send` nor `Sync`.
-    state: *const ThreadState,
-    _attached: PhantomData<&'py ()>,
+    /// Zero-sized: every object handle carries a token, so a pointer here would double their
+    /// size (measured: slower). The token reaches the thread state with one access to a const,
+    /// destructor-less thread-local instead (`state::current`).
+    _attached: PhantomData<(&'py (), *mut ())>,
 }
 
 impl std::fmt::Debug for Python<'_> {
@@ -64,15 +64,15 @@ impl<'py> Python<'py> {
         if here.attached {
             // SAFETY: the thread is attached (and holds the GIL) for the whole call, and `here`
             // is its state.
-            return f(unsafe { Python::from_state(here.state) });
+            return f(unsafe { Python::assume_attached_here() });
         }
         // The order of attaching, detaching and the rest: see the `state` module.
         runtime_gil().acquire();
         state::set_attached(true);
         // SAFETY: attached just above, until `_detach` runs at the end of this call.
-        let py = unsafe { Python::from_state(here.state) };
+        let py = unsafe { Python::assume_attached_here() };
         state::pin(py.state());
-        let _detach = Detach(py.state);
+        let _detach = Detach(here.state);
         f(py)
     }
 
@@ -81,16 +81,17 @@ impl<'py> Python<'py> {
     /// # Safety
     /// The calling thread is attached (holds the GIL in the `gil` build) for all of `'py`.
     pub unsafe fn assume_attached() -> Self {
-        // SAFETY: forwarded from the caller; `here` is this thread's state.
-        unsafe { Python::from_state(state::here().state) }
+        // Makes the thread state if this is the thread's first contact with the runtime.
+        let _ = state::here();
+        // SAFETY: forwarded from the caller.
+        unsafe { Python::assume_attached_here() }
     }
 
     /// # Safety
-    /// The calling thread is attached for all of `'py`, and `state` is its state (or null).
+    /// The calling thread is attached for all of `'py`.
     #[inline(always)]
-    unsafe fn from_state(state: *const ThreadState) -> Self {
+    unsafe fn assume_attached_here() -> Self {
         Python {
-            state,
             _attached: PhantomData,
         }
     }
@@ -103,7 +104,7 @@ impl<'py> Python<'py> {
         // pointer before dropping it; the token cannot outlive the attachment it was made in, nor
         // leave the thread, and no thread-local destructor of this thread runs while an
         // attachment made outside it is still on the stack. So the state outlives `'py`.
-        unsafe { self.state.as_ref() }
+        unsafe { state::current().as_ref() }
     }
 
     /// The calling thread's id in the runtime: the owner id its objects' biased counts record,
@@ -139,7 +140,7 @@ impl<'py> Python<'py> {
             // SAFETY: the token proves this thread holds the GIL; nothing below relies on it
             // until `Reattach` takes it back.
             unsafe { runtime_gil().release() };
-            let _reattach = Reattach(self.state);
+            let _reattach = Reattach(state::current());
             f()
         })
     }
