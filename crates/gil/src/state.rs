@@ -25,7 +25,7 @@
 //! reached through it. A [`Python`](crate::Python) token proves the block outlives it and reaches
 //! it with that one access (the object model's counts and sections do). The token stays
 //! zero-sized: carrying the pointer in it doubled the size of every object handle and measured
-//! slower (`int_add` 13 → 18 ns in the object bench).
+//! no faster in the object bench.
 //!
 //! # The order of things
 //!
