@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use ftrt::gil::Python;
-use ftrt::object::{Obj, ReadGuard, Shared};
+use ftrt::object::{
+    Bound, PyClass, PyDict, PyFloat, PyInstance, PyInt, PyList, PyNone, PyStr, ReadGuard, Shared,
+};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -26,17 +28,17 @@ fn single_thread(c: &mut Criterion) {
     );
     Python::attach(|py| {
         let mut group = c.benchmark_group("object");
-        let list = Obj::list(py, []);
+        let list = PyList::empty(py);
         group.bench_function("list_append", |b| {
             b.iter(|| {
-                list.append(Obj::none(py)).unwrap();
-                if list.len().unwrap() > 4096 {
+                list.append(PyNone::get(py));
+                if list.len() > 4096 {
                     while list.pop().is_ok() {}
                 }
                 py.check();
             })
         });
-        let items = Obj::list(py, (0..1024).map(|i| Obj::int(py, i)));
+        let items = PyList::new(py, (0..1024).map(|i| PyInt::new(py, i)));
         let mut i = 0;
         group.bench_function("list_get", |b| {
             b.iter(|| {
@@ -45,40 +47,40 @@ fn single_thread(c: &mut Criterion) {
                 py.check();
             })
         });
-        let dict = Obj::dict(py);
-        let keys: Vec<Obj> = (0..1024)
-            .map(|i| Obj::str(py, &format!("key{i}")))
+        let dict = PyDict::new(py);
+        let keys: Vec<Bound<'_, PyStr>> = (0..1024)
+            .map(|i| PyStr::new(py, &format!("key{i}")))
             .collect();
         let mut k = 0;
         group.bench_function("dict_set", |b| {
             b.iter(|| {
                 k = (k + 1) & 1023;
-                dict.dict_set(&keys[k], Obj::none(py)).unwrap();
+                dict.set_item(&keys[k], PyNone::get(py)).unwrap();
                 py.check();
             })
         });
         group.bench_function("dict_get", |b| {
             b.iter(|| {
                 k = (k + 1) & 1023;
-                black_box(dict.dict_get(&keys[k]).unwrap());
+                black_box(dict.get_item(&keys[k]).unwrap());
                 py.check();
             })
         });
-        let (x, y) = (Obj::int(py, 1_000_000), Obj::int(py, 3));
+        let (x, y) = (PyInt::new(py, 1_000_000), PyInt::new(py, 3));
         group.bench_function("int_add", |b| b.iter(|| black_box(x.add(&y).unwrap())));
         group.bench_function("str_intern", |b| {
             b.iter(|| {
                 k = (k + 1) & 1023;
-                black_box(Obj::intern(py, keys[k].to_str().unwrap()))
+                black_box(PyStr::intern(py, keys[k].to_str()))
             })
         });
-        let class = Obj::class(py, "Point").unwrap();
-        let (ax, ay) = (Obj::intern(py, "x"), Obj::intern(py, "y"));
+        let class = PyClass::new(py, "Point").unwrap();
+        let (ax, ay) = (PyStr::intern(py, "x"), PyStr::intern(py, "y"));
         group.bench_function("object_create_drop", |b| {
             b.iter(|| {
-                let point = class.instantiate().unwrap();
-                point.set_attr(&ax, Obj::int(py, 1)).unwrap();
-                point.set_attr(&ay, Obj::int(py, 2)).unwrap();
+                let point = class.instantiate();
+                point.set_attr(&ax, PyInt::new(py, 1)).unwrap();
+                point.set_attr(&ay, PyInt::new(py, 2)).unwrap();
                 drop(black_box(point));
                 py.check();
             })
@@ -121,13 +123,14 @@ fn on_threads(threads: usize, iters: u64, work: &(dyn Fn(Python<'_>, u64) + Sync
 }
 
 fn shared_object(c: &mut Criterion) {
-    let (value, instance, name): (Shared, Shared, Shared) = Python::attach(|py| {
-        let instance = Obj::class(py, "Config").unwrap().instantiate().unwrap();
-        let name = Obj::intern(py, "limit");
-        let value = Obj::float(py, 2.5);
-        instance.set_attr(&name, value.clone()).unwrap();
-        (value.unbind(), instance.unbind(), name.unbind())
-    });
+    let (value, instance, name): (Shared<PyFloat>, Shared<PyInstance>, Shared<PyStr>) =
+        Python::attach(|py| {
+            let instance = PyClass::new(py, "Config").unwrap().instantiate();
+            let name = PyStr::intern(py, "limit");
+            let value = PyFloat::new(py, 2.5);
+            instance.set_attr(&name, value.clone()).unwrap();
+            (value.unbind(), instance.unbind(), name.unbind())
+        });
     let clone_drop = |py: Python<'_>, iters: u64| {
         let value = value.bind(py);
         for i in 0..iters {

@@ -32,3 +32,8 @@ pub use ftrt_refcount as refcount;
 
 /// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"` (`ftrt-gil`'s).
 pub use ftrt_gil::BUILD;
+
+// The README's examples run as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

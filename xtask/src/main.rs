@@ -9,6 +9,12 @@
 //!   --all-targets`, in `target/features`) with none of its features, each alone, and all
 //!   together unless they exclude each other (`gil` + `atomic-rc`); first it fails if a package
 //!   other than `ftrt-gil` and the umbrella has a build-variant feature.
+//! - `cargo xtask lint [--variants LIST]`: the static checks with warnings denied, steps in
+//!   `lint::LINTS`: `cargo fmt --all --check` once, then for each build variant (in its
+//!   `target/variant-<name>`) `cargo clippy --workspace --all-targets -- -D warnings` and
+//!   `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`; then `cargo package
+//!   --workspace --exclude xtask --no-verify` (each library crate packed, its dependencies
+//!   resolved as the registry would).
 //! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under
 //!   Miri (`cargo +nightly miri test`, with Tree Borrows and permissive provenance unless
 //!   `MIRIFLAGS` is set),
@@ -32,6 +38,7 @@
 mod bench;
 mod criterion;
 mod features;
+mod lint;
 mod nightly;
 mod steps;
 mod test;
@@ -67,6 +74,12 @@ enum Task {
         /// Skip the loom models.
         #[arg(long)]
         no_loom: bool,
+    },
+    /// Check formatting, run clippy and rustdoc on each build variant (warnings denied), package.
+    Lint {
+        /// Comma-separated variants to lint (default: all).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+        variants: Vec<Variant>,
     },
     /// Check every package alone with each of its features, none, and all that go together.
     Features,
@@ -115,6 +128,7 @@ fn main() -> ExitCode {
     let workspace = Workspace::locate();
     let result = match cli.command {
         Task::Test { variants, no_loom } => test::run(&workspace, &variants, no_loom),
+        Task::Lint { variants } => lint::run(&workspace, &variants),
         Task::Features => features::run(&workspace),
         Task::Miri { crates } => nightly::run_miri(&workspace, &crates),
         Task::Tsan { crates } => nightly::run_tsan(&workspace, &crates),

@@ -43,7 +43,7 @@ mod imp {
     use super::{Scheduling, DEFAULT_SWITCH_INTERVAL};
     use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 
-    /// A global interpreter lock: see the [module documentation](self).
+    /// A global interpreter lock: see the [module documentation](crate::gil).
     pub struct Gil {
         state: Mutex<State>,
         /// Waiters for the GIL sleep here.

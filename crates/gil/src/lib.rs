@@ -43,6 +43,7 @@
 
 #![warn(missing_docs)]
 
+mod build_name;
 pub mod gil;
 pub mod section;
 mod state;
@@ -63,3 +64,8 @@ pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};
 #[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+// The README's examples run as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -46,15 +46,12 @@ fn wait_until<T>(
     true
 }
 
-/// Retries `attempt` briefly. Free-threaded builds: a lock held for a few instructions is
-/// usually free again before a detach, park and wake-up round trip would finish. Under the GIL
-/// the holder cannot run while we spin, so there we do not.
-fn spin(mut attempt: impl FnMut() -> bool) -> bool {
-    const SPINS: u32 = if cfg!(feature = "gil") { 0 } else { 100 };
-    (0..SPINS).any(|_| {
-        std::hint::spin_loop();
-        attempt()
-    })
+/// Retries `attempt` briefly, under the runtime's one spin policy ([`ftrt_lock::spin`]).
+/// Free-threaded builds: a lock held for a few instructions is usually free again before a
+/// detach, park and wake-up round trip would finish. Under the GIL the holder cannot run while
+/// we spin, so there we do not.
+fn spin(attempt: impl FnMut() -> bool) -> bool {
+    !cfg!(feature = "gil") && ftrt_lock::spin::retry(attempt)
 }
 
 /// `release` was called on a lock nobody holds (Python raises `RuntimeError`).

@@ -7,6 +7,8 @@
 
 use ftrt_refcount::{RefCount, Strategy};
 
+use crate::build_name::build_name;
+
 #[cfg(all(feature = "gil", feature = "atomic-rc"))]
 compile_error!(
     "features `gil` and `atomic-rc` are exclusive: `gil` builds the runtime around a global \
@@ -14,14 +16,10 @@ compile_error!(
      counts; enable at most one"
 );
 
-/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`.
-pub const BUILD: &str = if cfg!(feature = "gil") {
-    "gil"
-} else if cfg!(feature = "atomic-rc") {
-    "nogil-atomic-rc"
-} else {
-    "nogil"
-};
+/// The build variant compiled in: `"gil"`, `"nogil"` or `"nogil-atomic-rc"`. The one source
+/// of the name: the umbrella and the workloads re-export it, the build script hands the same
+/// name to dependents, and the benchmark runner reports it (`ftrt-runner --info`).
+pub const BUILD: &str = build_name(cfg!(feature = "gil"), cfg!(feature = "atomic-rc"));
 
 /// The count the runtime's objects use in this build: [`NonAtomicCount`] (reached only through
 /// [`Python::count_token`], the GIL's proof) in the `gil` build, [`AtomicCount`] with

@@ -11,6 +11,8 @@
 //! - [`Mutex<T>`]: the same lock with a value and an RAII guard (`lock_api`).
 //! - [`section`]: critical sections over one or two objects that cannot deadlock however they
 //!   nest (PEP 703's design).
+//! - [`spin`]: the spin policy, how long a thread retries before it sleeps (the lock's, and
+//!   the one the rest of ftrt uses).
 //!
 //! ```
 //! use ftrt_lock::Mutex;
@@ -41,6 +43,7 @@
 mod parking;
 mod raw;
 pub mod section;
+pub mod spin;
 mod sync;
 
 pub use raw::{RawObjectLock, HANDOFF_AFTER};
@@ -61,3 +64,8 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[cfg(all(test, not(loom)))]
 mod tests;
+
+// The README's examples run as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -4,7 +4,7 @@
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot_core::{
-    park, unpark_filter, FilterOp, ParkResult, ParkToken, SpinWait, UnparkResult, UnparkToken,
+    park, unpark_filter, FilterOp, ParkResult, ParkToken, UnparkResult, UnparkToken,
 };
 
 #[cfg(loom)]
@@ -33,18 +33,6 @@ mod model {
     pub(crate) struct UnparkResult {
         pub(crate) unparked_threads: usize,
         pub(crate) have_more_threads: bool,
-    }
-
-    /// Spinning only adds interleavings to a model without changing what can happen.
-    pub(crate) struct SpinWait;
-    impl SpinWait {
-        pub(crate) fn new() -> Self {
-            SpinWait
-        }
-        pub(crate) fn spin(&mut self) -> bool {
-            false
-        }
-        pub(crate) fn reset(&mut self) {}
     }
 
     struct Waiter {

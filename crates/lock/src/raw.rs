@@ -3,7 +3,8 @@
 use std::cell::Cell;
 use std::time::Duration;
 
-use crate::parking::{park, unpark_filter, FilterOp, ParkResult, ParkToken, SpinWait, UnparkToken};
+use crate::parking::{park, unpark_filter, FilterOp, ParkResult, ParkToken, UnparkToken};
+use crate::spin::Backoff;
 use crate::sync::{AtomicU8, Ordering};
 
 const LOCKED: u8 = 0b01;
@@ -23,7 +24,7 @@ pub const HANDOFF_AFTER: Duration = Duration::from_millis(1);
 /// A mutex in one byte, for embedding in every object's header.
 ///
 /// Uncontended, `lock` and `unlock` are one compare-and-swap each. Contended, a thread spins
-/// briefly and then parks in `parking_lot_core`'s global parking lot,
+/// briefly ([`spin`](crate::spin)'s policy) and then parks in `parking_lot_core`'s global parking lot,
 /// keyed by the lock's address. Unlocking wakes one waiter; if that waiter has been waiting for
 /// longer than [`HANDOFF_AFTER`] in total, the lock is handed to it directly instead of being
 /// released for anyone to grab (eventual fairness). A waiter woken to compete that loses the
@@ -116,7 +117,7 @@ impl RawObjectLock {
     #[cold]
     #[inline(never)]
     fn lock_slow(&self) {
-        let mut spin = SpinWait::new();
+        let mut spin = Backoff::new();
         // When this thread first parked: its place in time for the handoff rule. Taken once per
         // acquisition, as CPython's `PyMutex` fixes its fair time once: a waiter woken to retry
         // that loses the lock to a faster thread parks again with its original stamp, so holds

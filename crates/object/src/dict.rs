@@ -14,6 +14,7 @@
 //!
 //! Keys are `str`, `int` or `bool`; anything else is unhashable (`TypeError`).
 
+use std::fmt::{self, Formatter};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
@@ -21,12 +22,21 @@ use crossbeam_epoch::{Atomic, Guard};
 use ftrt_gil::{section, Python};
 use ftrt_lock::RawObjectLock;
 
+use crate::borrowed::Borrowed;
+use crate::bound::{hash_object, keys_equal, Bound};
 use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
-use crate::header::{allocate, payload, Header, Kind, TypeObject};
+use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{owned, retire_array, retire_ref, with_guard};
-use crate::refs::{Borrowed, Obj, OwnedRef};
-use crate::string::{key_eq, key_hash};
+use crate::refs::OwnedRef;
+use crate::slots::{Payload, Repr};
+use crate::types::{py_type, PyAny, PyTypeInfo};
+
+py_type!(
+    /// An insertion-ordered mapping with `str`, `int` or `bool` keys: writes in its critical
+    /// section, lookups without a lock.
+    PyDict, "dict", Kind::Dict, DictPayload
+);
 
 const EMPTY: u32 = u32::MAX;
 const DUMMY: u32 = u32::MAX - 1;
@@ -99,7 +109,7 @@ impl Table {
                     };
                     // SAFETY: `stored` was loaded under the caller's guard, so it is alive;
                     // `key` is alive per the contract.
-                    if unsafe { key_eq(stored, key) } {
+                    if unsafe { keys_equal(stored, key) } {
                         return Some((slot, entry));
                     }
                 }
@@ -271,14 +281,14 @@ impl DictPayload {
     }
 
     /// `self[key] = value`, under `lock`; a `TypeError` for an unhashable key.
-    pub(crate) fn set<'py>(
+    pub(crate) fn set<'py, V: PyTypeInfo>(
         &self,
         lock: &RawObjectLock,
-        key: &Obj<'py>,
-        value: Obj<'py>,
+        key: &Bound<'py, PyAny>,
+        value: Bound<'py, V>,
     ) -> Result<()> {
         // SAFETY: `key` keeps the object alive.
-        let hash = unsafe { key_hash(key.ptr()) }?;
+        let hash = unsafe { hash_object(key.ptr()) }?;
         self.insert(
             key.py(),
             lock,
@@ -290,15 +300,15 @@ impl DictPayload {
     }
 
     /// A new reference to the value of `key`, without a lock.
-    pub(crate) fn get<'py>(&self, key: &Obj<'py>) -> Result<Option<Obj<'py>>> {
+    pub(crate) fn get<'py>(&self, key: &Bound<'py, PyAny>) -> Result<Option<Bound<'py, PyAny>>> {
         // SAFETY: `key` keeps the object alive.
-        let hash = unsafe { key_hash(key.ptr()) }?;
+        let hash = unsafe { hash_object(key.ptr()) }?;
         let py = key.py();
         Ok(with_guard(|guard| {
             // SAFETY: `key` keeps its object alive; the value was found under the guard: alive
             // until it is dropped, so until after the increment.
             unsafe { self.lookup(key.ptr(), hash, guard) }
-                .map(|value| unsafe { Obj::from_borrowed(py, value) })
+                .map(|value| unsafe { Bound::from_borrowed(py, value) })
         }))
     }
 
@@ -310,11 +320,11 @@ impl DictPayload {
     /// writer removes it, the removal is retired and `guard` keeps it alive.
     pub(crate) unsafe fn get_borrowed<'g>(
         &'g self,
-        key: &Obj<'_>,
+        key: &Bound<'_, PyAny>,
         guard: &'g ReadGuard<'_>,
     ) -> Result<Option<Borrowed<'g>>> {
         // SAFETY: `key` keeps the object alive.
-        let hash = unsafe { key_hash(key.ptr()) }?;
+        let hash = unsafe { hash_object(key.ptr()) }?;
         // SAFETY: `key` keeps its object alive. The value was found under `guard`, and is
         // alive for `'g` as argued in the contract.
         Ok(unsafe { self.lookup(key.ptr(), hash, guard.epoch()) }
@@ -322,9 +332,9 @@ impl DictPayload {
     }
 
     /// Removes `key`, under `lock`; whether it was there.
-    pub(crate) fn delete(&self, lock: &RawObjectLock, key: &Obj<'_>) -> Result<bool> {
+    pub(crate) fn delete(&self, lock: &RawObjectLock, key: &Bound<'_, PyAny>) -> Result<bool> {
         // SAFETY: `key` keeps the object alive.
-        let hash = unsafe { key_hash(key.ptr()) }?;
+        let hash = unsafe { hash_object(key.ptr()) }?;
         // SAFETY: `key` keeps its object alive.
         Ok(unsafe { self.remove(key.py(), lock, key.ptr(), hash) })
     }
@@ -334,7 +344,7 @@ impl DictPayload {
         &self,
         py: Python<'py>,
         lock: &RawObjectLock,
-    ) -> Vec<(Obj<'py>, Obj<'py>)> {
+    ) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         section::with(py, lock, || {
             with_guard(|guard| {
                 self.table(guard)
@@ -343,11 +353,11 @@ impl DictPayload {
                         // SAFETY: held by the dict while we hold its lock.
                         unsafe {
                             (
-                                Obj::from_borrowed(
+                                Bound::from_borrowed(
                                     py,
                                     NonNull::new_unchecked(entry.key.load(Ordering::Relaxed)),
                                 ),
-                                Obj::from_borrowed(
+                                Bound::from_borrowed(
                                     py,
                                     NonNull::new_unchecked(entry.value.load(Ordering::Relaxed)),
                                 ),
@@ -358,14 +368,41 @@ impl DictPayload {
             })
         })
     }
+}
 
-    /// The live entries for `Debug`: pointers loaded under `guard`, which the print's guard
-    /// keeps alive (see `display`).
-    pub(crate) fn entries_for_display(
+impl Payload for DictPayload {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
+        self.repr_entries(f, nested, "{", "}")
+    }
+
+    unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
+        with_guard(|guard| {
+            for entry in self.table(guard).live_entries() {
+                for field in [&entry.key, &entry.value] {
+                    let held = NonNull::new(field.load(Ordering::Relaxed)).expect("a live entry");
+                    // SAFETY: the table holds the reference, and nothing changes what it holds
+                    // during the call (the caller's contract).
+                    visit(unsafe { Borrowed::new(held) });
+                }
+            }
+        })
+    }
+}
+
+impl DictPayload {
+    /// Writes the entries as `key: value` pairs between `open` and `close` (for dicts, and for
+    /// the attributes of instances and modules).
+    pub(crate) fn repr_entries(
         &self,
-        guard: &Guard,
-    ) -> Vec<(NonNull<Header>, NonNull<Header>)> {
-        self.table(guard)
+        f: &mut Formatter<'_>,
+        nested: &mut Repr<'_>,
+        open: &str,
+        close: &str,
+    ) -> fmt::Result {
+        // Loaded under the print's guard, which keeps what a writer removes meanwhile alive.
+        // Entries are read directly (not through the indices): their stores publish them.
+        let entries: Vec<_> = self
+            .table(nested.guard())
             .entries
             .iter()
             .filter_map(|entry| {
@@ -373,7 +410,20 @@ impl DictPayload {
                 let value = NonNull::new(entry.value.load(Ordering::Acquire))?;
                 Some((key, value))
             })
-            .collect()
+            .collect();
+        nested.nested(f, open, close, |nested, f| {
+            for (i, (key, value)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                // SAFETY: loaded from the table (alive for the call) under the print's guard.
+                unsafe { nested.object(key, f) }?;
+                f.write_str(": ")?;
+                // SAFETY: as above.
+                unsafe { nested.object(value, f) }?;
+            }
+            Ok(())
+        })
     }
 }
 
@@ -397,88 +447,94 @@ impl Drop for DictPayload {
     }
 }
 
-fn key_error(key: &Obj<'_>) -> Error {
+fn key_error(key: &Bound<'_, PyAny>) -> Error {
     Error::KeyError(format!("{key:?}"))
 }
 
-impl<'py> Obj<'py> {
+impl PyDict {
     /// An empty dict.
-    pub fn dict(py: Python<'py>) -> Self {
-        // SAFETY: a fresh object's one reference goes to the caller.
-        unsafe { Obj::from_owned(allocate(&DICT_TYPE, DictPayload::new(), py.count_token())) }
+    pub fn new(py: Python<'_>) -> Bound<'_, PyDict> {
+        // SAFETY: a fresh dict's one reference goes to the caller.
+        unsafe { Bound::from_owned(allocate(&DICT_TYPE, DictPayload::new(), py.count_token())) }
+    }
+}
+
+impl<'py> Bound<'py, PyDict> {
+    /// `len()`, without a lock.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.payload().len()
     }
 
-    fn as_dict(&self) -> Result<&DictPayload> {
-        if self.kind() != Kind::Dict {
-            return Err(Error::TypeError(format!(
-                "'{}' object is not a dict",
-                self.type_name()
-            )));
-        }
-        // SAFETY: kind checked; alive.
-        Ok(unsafe { payload::<DictPayload>(self.ptr()) })
+    /// Whether the dict is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
-    /// `self[key] = value` for a dict.
-    pub fn dict_set(&self, key: &Obj<'py>, value: Obj<'py>) -> Result<()> {
-        self.as_dict()?.set(&self.header().lock, key, value)
+    /// `self[key] = value`; `TypeError` for an unhashable key.
+    pub fn set_item<V: PyTypeInfo>(
+        &self,
+        key: &Bound<'py, PyAny>,
+        value: Bound<'py, V>,
+    ) -> Result<()> {
+        self.payload().set(&self.header().lock, key, value)
     }
 
-    /// `self[key]` for a dict, without a lock; `KeyError` if absent.
-    pub fn dict_get(&self, key: &Obj<'py>) -> Result<Obj<'py>> {
-        self.as_dict()?.get(key)?.ok_or_else(|| key_error(key))
+    /// `self[key]`, without a lock; `KeyError` if absent.
+    pub fn get_item(&self, key: &Bound<'py, PyAny>) -> Result<Bound<'py, PyAny>> {
+        self.payload().get(key)?.ok_or_else(|| key_error(key))
     }
 
-    /// `self[key]` for a dict, without a lock and without counting; `KeyError` if absent. The
-    /// value lives as long as both this handle and `guard` are borrowed: the key may be
-    /// replaced or deleted meanwhile, on this thread or another, and the old value stays alive
-    /// until the guard is gone.
+    /// `self[key]`, without a lock and without counting; `KeyError` if absent. The value lives
+    /// as long as both this handle and `guard` are borrowed: the key may be replaced or deleted
+    /// meanwhile, on this thread or another, and the old value stays alive until the guard is
+    /// gone.
     ///
     /// ```
     /// use ftrt_gil::Python;
-    /// use ftrt_object::{Obj, ReadGuard};
+    /// use ftrt_object::{PyDict, PyFloat, PyStr, ReadGuard};
     ///
     /// Python::attach(|py| {
-    ///     let dict = Obj::dict(py);
-    ///     let key = Obj::intern(py, "k");
-    ///     dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+    ///     let dict = PyDict::new(py);
+    ///     let key = PyStr::intern(py, "k");
+    ///     dict.set_item(&key, PyFloat::new(py, 2.5)).unwrap();
     ///     let guard = ReadGuard::new(py);
-    ///     let value = dict.dict_get_borrowed(&key, &guard).unwrap();
-    ///     dict.dict_del(&key).unwrap();
+    ///     let value = dict.get_item_borrowed(&key, &guard).unwrap();
+    ///     dict.del_item(&key).unwrap();
     ///     assert_eq!(value.to_f64(), Ok(2.5));
     /// });
     /// ```
-    pub fn dict_get_borrowed<'g>(
+    pub fn get_item_borrowed<'g>(
         &'g self,
-        key: &Obj<'py>,
+        key: &Bound<'py, PyAny>,
         guard: &'g ReadGuard<'_>,
     ) -> Result<Borrowed<'g>> {
         // SAFETY: `self` is borrowed for `'g` and keeps the dict alive.
-        unsafe { self.as_dict()?.get_borrowed(key, guard) }?.ok_or_else(|| key_error(key))
+        unsafe { self.payload().get_borrowed(key, guard) }?.ok_or_else(|| key_error(key))
     }
 
-    /// `del self[key]` for a dict; `KeyError` if absent.
-    pub fn dict_del(&self, key: &Obj<'py>) -> Result<()> {
-        if self.as_dict()?.delete(&self.header().lock, key)? {
+    /// `del self[key]`; `KeyError` if absent.
+    pub fn del_item(&self, key: &Bound<'py, PyAny>) -> Result<()> {
+        if self.payload().delete(&self.header().lock, key)? {
             Ok(())
         } else {
             Err(key_error(key))
         }
     }
 
-    /// Whether a dict has `key`.
-    pub fn dict_contains(&self, key: &Obj<'py>) -> Result<bool> {
-        let dict = self.as_dict()?;
+    /// `key in self`, without a lock; `TypeError` for an unhashable key.
+    pub fn contains(&self, key: &Bound<'py, PyAny>) -> Result<bool> {
+        let dict = self.payload();
         // SAFETY: `key` keeps the object alive.
-        let hash = unsafe { key_hash(key.ptr()) }?;
+        let hash = unsafe { hash_object(key.ptr()) }?;
         Ok(with_guard(|guard| {
             // SAFETY: `key` keeps its object alive; only the pointer's presence is used.
             unsafe { dict.lookup(key.ptr(), hash, guard) }.is_some()
         }))
     }
 
-    /// The `(key, value)` pairs of a dict in insertion order (a consistent snapshot).
-    pub fn dict_items(&self) -> Result<Vec<(Obj<'py>, Obj<'py>)>> {
-        Ok(self.as_dict()?.items(self.py(), &self.header().lock))
+    /// The `(key, value)` pairs in insertion order (a consistent snapshot).
+    pub fn items(&self) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
+        self.payload().items(self.py(), &self.header().lock)
     }
 }

@@ -9,7 +9,7 @@
 //!   collector, the one writers retire into (see `reclaim`). A removed value is dropped only
 //!   after every thread pinned at the time has unpinned.
 //! - **`gil` build:** readers and writers take turns on the GIL, but a reader can still outlive a
-//!   removal: on its own thread (borrow, then `dict_del`), or on another thread while the reader
+//!   removal: on its own thread (borrow, then `del_item`), or on another thread while the reader
 //!   holds its guard across `allow_threads` or a GIL switch at `Python::check`. So the guard
 //!   registers an active reader, and a removal made while any reader guard is alive, on any
 //!   thread, is deferred until the last one is gone. With no reader, a removal drops at once
@@ -25,8 +25,8 @@ use ftrt_gil::Python;
 
 /// Keeps values read without counting alive: while a `ReadGuard` lives, nothing a writer
 /// removes from a container (on this thread or any other) is freed. Borrowed reads
-/// ([`Obj::get_attr_borrowed`](crate::Obj::get_attr_borrowed),
-/// [`Obj::dict_get_borrowed`](crate::Obj::dict_get_borrowed)) take one, and the
+/// ([`get_attr_borrowed`](crate::Bound::get_attr_borrowed) on instances and modules,
+/// [`get_item_borrowed`](crate::Bound::get_item_borrowed) on dicts) take one, and the
 /// [`Borrowed`](crate::Borrowed) values they return live no longer than the guard and the
 /// container handle they came from.
 ///
@@ -51,16 +51,16 @@ use ftrt_gil::Python;
 ///
 /// ```compile_fail,E0308
 /// use ftrt_gil::Python;
-/// use ftrt_object::Obj;
+/// use ftrt_object::{PyDict, PyFloat, PyStr};
 ///
 /// Python::attach(|py| {
-///     let dict = Obj::dict(py);
-///     let key = Obj::intern(py, "k");
-///     dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+///     let dict = PyDict::new(py);
+///     let key = PyStr::intern(py, "k");
+///     dict.set_item(&key, PyFloat::new(py, 2.5)).unwrap();
 ///     let collector = crossbeam_epoch::Collector::new();
 ///     let handle = collector.register();
 ///     let foreign = handle.pin();
-///     let _ = dict.dict_get_borrowed(&key, &foreign);
+///     let _ = dict.get_item_borrowed(&key, &foreign);
 /// });
 /// ```
 pub struct ReadGuard<'py> {

@@ -24,6 +24,7 @@ use ftrt_lock::RawObjectLock;
 use ftrt_refcount::RefCount;
 
 use crate::refs::Token;
+use crate::slots::{Payload, Slots};
 use crate::stats;
 
 /// What kind of value an object holds; one per builtin type, plus instances of classes.
@@ -74,21 +75,22 @@ impl Kind {
     }
 }
 
-/// A type: its name, its kind, and how to free its objects. Builtin types are statics; each
-/// user-defined class has one, leaked (classes live as long as the program).
+/// A type: its name, its kind, and its objects' behaviour (the slots: repr, hash, eq, free,
+/// traverse). Builtin types are statics; each user-defined class has one, leaked (classes live
+/// as long as the program).
 pub struct TypeObject {
     pub(crate) name: &'static str,
     pub(crate) kind: Kind,
-    /// Drops the payload (releasing the references it holds) and frees the allocation.
-    pub(crate) free: unsafe fn(NonNull<Header>),
+    pub(crate) slots: Slots,
 }
 
 impl TypeObject {
-    pub(crate) const fn new<P>(name: &'static str, kind: Kind) -> Self {
+    /// The type of objects whose payload is `P`, with `P`'s behaviour in its slots.
+    pub(crate) const fn new<P: Payload>(name: &'static str, kind: Kind) -> Self {
         Self {
             name,
             kind,
-            free: free_object::<P>,
+            slots: Slots::of::<P>(),
         }
     }
 
@@ -160,12 +162,12 @@ fn allocate_with_count<P>(
     NonNull::from(Box::leak(object)).cast()
 }
 
-/// Frees an object of payload type `P`.
+/// Frees an object of payload type `P`: the `free` slot.
 ///
 /// # Safety
 /// `header` heads an `Object<P>` allocated by `allocate*`, whose count has reached zero, and
 /// which nothing can reach any more (lock-free readers included: see `reclaim`).
-unsafe fn free_object<P>(header: NonNull<Header>) {
+pub(crate) unsafe fn free_object<P>(header: NonNull<Header>) {
     // SAFETY: per the contract, this is the allocation `allocate` leaked, and it is unreachable.
     let object = unsafe { Box::from_raw(header.cast::<Object<P>>().as_ptr()) };
     stats::freed(object.header.ty.kind);

@@ -15,31 +15,43 @@
 //!   section (`ftrt_gil::section`: `ftrt-lock`'s, or free under the GIL); `len`, `list[i]`, dict
 //!   lookups and attribute reads take no lock, and whatever a writer removes is reclaimed
 //!   through `crossbeam-epoch` (see `reclaim`).
-//! - References: [`Obj<'py>`] is a counted reference usable while the thread is attached;
-//!   [`Shared`] crosses threads; [`Borrowed<'g>`] is an uncounted read that lives no longer than
-//!   the container handle it came from and the [`ReadGuard`] it was read under (which keeps
-//!   alive whatever writers remove meanwhile), the way to read values every thread shares
-//!   without contention.
+//! - Typed views, as in PyO3: [`Bound<'py, T>`] is a counted reference usable while the thread
+//!   is attached, viewed as `T`: [`PyAny`] (any object), or [`PyNone`], [`PyBool`], [`PyInt`],
+//!   [`PyFloat`], [`PyStr`], [`PyTuple`], [`PyList`], [`PyDict`], [`PyClass`], [`PyInstance`],
+//!   [`PyModule`]. Each type's methods live on its view; every view dereferences to
+//!   `Bound<PyAny>`, and [`Bound::downcast`] gives a typed view or a `TypeError`. A view is a
+//!   pointer: typing costs nothing at run time.
+//! - Per-type behaviour lives in each [`TypeObject`]'s slots (`repr`, `hash`, `eq`, `free`,
+//!   `traverse`), as in CPython; [`Bound::referents`] lists what an object holds.
+//! - Item access is `get_item` / `set_item` / `del_item` on lists (by index) and dicts (by key);
+//!   attributes are `get_attr` / `set_attr` / `del_attr` on instances and modules.
+//! - Other references: [`Shared<T>`] crosses threads; [`Borrowed<'g>`] is an uncounted read
+//!   that lives no longer than the container handle it came from and the [`ReadGuard`] it was
+//!   read under (made from the attach token: `ReadGuard::new(py)`), which keeps alive whatever
+//!   writers remove meanwhile: the way to read values every thread shares without contention.
 //! - Accounting: [`stats`] counts live objects per kind, so tests and workloads can check that
 //!   everything they made was freed.
 //!
 //! ```
 //! use ftrt_gil::Python;
-//! use ftrt_object::{Error, Obj};
+//! use ftrt_object::{Error, PyClass, PyFloat, PyInt, PyList, PyStr};
 //!
 //! Python::attach(|py| {
-//!     let point = Obj::class(py, "Point").unwrap().instantiate().unwrap();
-//!     let x = Obj::intern(py, "x");
-//!     point.set_attr(&x, Obj::int(py, 3)).unwrap();
+//!     let point = PyClass::new(py, "Point").unwrap().instantiate();
+//!     let x = PyStr::intern(py, "x");
+//!     point.set_attr(&x, PyInt::new(py, 3)).unwrap();
 //!
-//!     let items = Obj::list(py, [point.get_attr(&x).unwrap(), Obj::float(py, 0.5)]);
-//!     items.append(Obj::str(py, "three")).unwrap();
+//!     let x_value = point.get_attr(&x).unwrap();
+//!     let items = PyList::new(py, [x_value, PyFloat::new(py, 0.5).into_any()]);
+//!     items.append(PyStr::new(py, "three"));
 //!     assert_eq!(format!("{items:?}"), r#"[3, 0.5, "three"]"#);
-//!     assert_eq!(items.get_item(-1).unwrap().to_str().unwrap(), "three");
+//!     let last = items.get_item(-1).unwrap();
+//!     assert_eq!(last.downcast::<PyStr>().unwrap().to_str(), "three");
 //!     assert!(matches!(items.get_item(3), Err(Error::IndexError(_))));
+//!     assert!(matches!(last.downcast::<PyList>(), Err(Error::TypeError(_))));
 //!
-//!     let big = Obj::int(py, i64::MAX);
-//!     assert!(matches!(big.add(&Obj::int(py, 1)), Err(Error::OverflowError(_))));
+//!     let big = PyInt::new(py, i64::MAX);
+//!     assert!(matches!(big.add(&PyInt::new(py, 1)), Err(Error::OverflowError(_))));
 //! });
 //! ```
 
@@ -48,6 +60,8 @@
 // passing it is the point even where it is a unit.
 #![allow(clippy::unit_arg)]
 
+mod borrowed;
+mod bound;
 mod dict;
 mod display;
 mod error;
@@ -58,60 +72,32 @@ mod namespace;
 mod reclaim;
 mod refs;
 mod scalars;
+mod shared;
+mod slots;
 pub mod stats;
 mod string;
 mod tuple;
+mod types;
 
+pub use borrowed::Borrowed;
+pub use bound::Bound;
+pub use dict::PyDict;
 pub use error::{Error, Result};
+/// What [`Bound::refcount`] reports: a count, or immortal.
+pub use ftrt_refcount::RefCountValue;
 pub use guard::ReadGuard;
 pub use header::{Kind, TypeObject, HEADER_SIZE};
-pub use refs::{Borrowed, Obj, Shared};
-pub use scalars::SMALL_INTS;
-pub use string::interned_count;
+pub use list::PyList;
+pub use namespace::{PyClass, PyInstance, PyModule};
+pub use scalars::{PyBool, PyFloat, PyInt, PyNone, SMALL_INTS};
+pub use shared::Shared;
+pub use string::{interned_count, PyStr};
+pub use tuple::PyTuple;
+pub use types::{PyAny, PyTypeInfo};
 
 /// The name of the reference-counting strategy this build uses.
 pub fn count_strategy() -> &'static str {
     header::strategy_name()
-}
-
-impl<'py> Obj<'py> {
-    /// `len()` of a str, tuple, list, dict or module namespace. Lock-free for lists and dicts.
-    pub fn len(&self) -> Result<usize> {
-        let object = self.ptr();
-        match self.kind() {
-            Kind::Str => Ok(self.to_str()?.chars().count()),
-            // SAFETY: the kind selects the payload; this reference keeps it alive.
-            Kind::Tuple => Ok(unsafe { tuple::items(object) }.len()),
-            // SAFETY: as above.
-            Kind::List => Ok(unsafe { list::len(object) }),
-            // SAFETY: as above.
-            Kind::Dict => Ok(unsafe { header::payload::<dict::DictPayload>(object) }.len()),
-            Kind::Instance | Kind::Module => {
-                // SAFETY: this reference keeps the object alive.
-                Ok(unsafe { namespace::attrs_of(object) }.map_or(0, |a| a.len()))
-            }
-            _ => Err(Error::TypeError(format!(
-                "object of type '{}' has no len()",
-                self.type_name()
-            ))),
-        }
-    }
-
-    /// Whether `len()` is zero.
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
-    /// Python's `==` for numbers and strings (by value), identity for everything else.
-    pub fn equals(&self, other: &Obj<'py>) -> bool {
-        use Kind::*;
-        match (self.kind(), other.kind()) {
-            (Int | Bool, Int | Bool) => self.to_i64().ok() == other.to_i64().ok(),
-            (Int | Bool | Float, Int | Bool | Float) => self.to_f64().ok() == other.to_f64().ok(),
-            (Str, Str) => self.to_str().ok() == other.to_str().ok(),
-            _ => self.is(other),
-        }
-    }
 }
 
 #[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]
@@ -139,3 +125,8 @@ pub fn collect(py: ftrt_gil::Python<'_>) {
 /// Each flush can advance the global epoch by one step (a retired item needs two) and frees a
 /// bounded number of batches, so a backlog takes many rounds; an empty queue makes them cheap.
 const COLLECT_ROUNDS: usize = 1024;
+
+// The README's examples run as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

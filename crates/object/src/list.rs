@@ -8,16 +8,26 @@
 //! to reading under the lock. Growing the array copies the pointers into a new array and
 //! retires the old one; readers still on the old array see the same, still-alive items.
 
+use std::fmt::{self, Formatter};
 use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crossbeam_epoch::{Atomic, Guard};
 use ftrt_gil::{section, Python};
 
+use crate::borrowed::Borrowed;
+use crate::bound::Bound;
 use crate::error::{Error, Result};
-use crate::header::{allocate, payload, Header, Kind, TypeObject};
+use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{owned, retire_array, retire_ref, with_guard};
-use crate::refs::{Obj, OwnedRef};
+use crate::refs::OwnedRef;
+use crate::slots::{Payload, Repr};
+use crate::types::{py_type, PyAny, PyTypeInfo};
+
+py_type!(
+    /// A mutable sequence: writes in its critical section, `len` and `get_item` without a lock.
+    PyList, "list", Kind::List, ListPayload
+);
 
 struct Slots(Box<[AtomicPtr<Header>]>);
 
@@ -79,6 +89,35 @@ impl ListPayload {
     }
 }
 
+impl Payload for ListPayload {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
+        // Loaded under the print's guard, which keeps what a writer removes meanwhile alive.
+        let len = self.len.load(Ordering::Acquire);
+        let items: Vec<_> = self
+            .slots(nested.guard())
+            .0
+            .iter()
+            .take(len)
+            .filter_map(|slot| NonNull::new(slot.load(Ordering::Acquire)))
+            .collect();
+        // SAFETY: loaded from the list (alive for the call) under the print's guard.
+        unsafe { nested.sequence(f, "[", items.into_iter(), "]") }
+    }
+
+    unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
+        with_guard(|guard| {
+            let len = self.len.load(Ordering::Relaxed);
+            for slot in &self.slots(guard).0[..len] {
+                let item =
+                    NonNull::new(slot.load(Ordering::Relaxed)).expect("held below the length");
+                // SAFETY: the list holds the item, and nothing changes what it holds during the
+                // call (the caller's contract).
+                visit(unsafe { Borrowed::new(item) });
+            }
+        })
+    }
+}
+
 impl Drop for ListPayload {
     fn drop(&mut self) {
         // SAFETY: the list is dead: nothing else can reach it, so no guard is needed.
@@ -108,13 +147,16 @@ fn out_of_range() -> Error {
     Error::IndexError("list index out of range".into())
 }
 
-impl<'py> Obj<'py> {
+impl PyList {
     /// A list of `items`.
-    pub fn list(py: Python<'py>, items: impl IntoIterator<Item = Obj<'py>>) -> Self {
-        let items = items.into_iter().map(Obj::into_owned_ref).collect();
-        // SAFETY: a fresh object's one reference goes to the caller.
+    pub fn new<'py, T: PyTypeInfo>(
+        py: Python<'py>,
+        items: impl IntoIterator<Item = Bound<'py, T>>,
+    ) -> Bound<'py, PyList> {
+        let items = items.into_iter().map(Bound::into_owned_ref).collect();
+        // SAFETY: a fresh list's one reference goes to the caller.
         unsafe {
-            Obj::from_owned(allocate(
+            Bound::from_owned(allocate(
                 &LIST_TYPE,
                 ListPayload::new(items),
                 py.count_token(),
@@ -122,179 +164,143 @@ impl<'py> Obj<'py> {
         }
     }
 
-    fn as_list(&self) -> Result<&ListPayload> {
-        if self.kind() != Kind::List {
-            return Err(Error::TypeError(format!(
-                "'{}' object is not a list",
-                self.type_name()
-            )));
-        }
-        // SAFETY: checked the kind; this reference keeps the list alive.
-        Ok(unsafe { payload::<ListPayload>(self.ptr()) })
+    /// An empty list.
+    pub fn empty(py: Python<'_>) -> Bound<'_, PyList> {
+        PyList::new::<PyAny>(py, [])
+    }
+}
+
+impl<'py> Bound<'py, PyList> {
+    /// Runs `f` in the list's critical section, with a guard to load its array with.
+    fn locked<R>(&self, f: impl FnOnce(&ListPayload, &Guard) -> R) -> R {
+        let list = self.payload();
+        section::with(self.py(), &self.header().lock, || {
+            with_guard(|guard| f(list, guard))
+        })
     }
 
-    /// Appends `item` to a list.
-    pub fn append(&self, item: Obj<'py>) -> Result<()> {
-        let list = self.as_list()?;
+    /// `len()`, without a lock.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.payload().len.load(Ordering::Acquire)
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Appends `item`.
+    pub fn append<T: PyTypeInfo>(&self, item: Bound<'py, T>) {
         let item = item.into_owned_ref();
-        section::with(self.py(), &self.header().lock, || {
-            with_guard(|guard| list.push(item, guard))
-        });
-        Ok(())
+        self.locked(|list, guard| list.push(item, guard));
     }
 
-    /// Replaces the item at `index` of a list.
-    pub fn set_item(&self, index: i64, value: Obj<'py>) -> Result<()> {
-        let list = self.as_list()?;
-        let value = value.into_owned_ref();
-        section::with(self.py(), &self.header().lock, || {
-            with_guard(|guard| {
-                let at =
-                    position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
-                let old = list.slots(guard).0[at].swap(value.into_raw().as_ptr(), Ordering::AcqRel);
-                let old = NonNull::new(old).expect("slots below the length hold items");
-                // SAFETY: the list owned the replaced reference.
-                retire_ref(unsafe { OwnedRef::from_raw(old) }, guard);
-                Ok(())
-            })
-        })
-    }
-
-    /// Removes and returns the last item of a list.
-    pub fn pop(&self) -> Result<Obj<'py>> {
-        let list = self.as_list()?;
+    /// `self[index]`, without a lock (negative indices count from the end); `IndexError`
+    /// outside.
+    pub fn get_item(&self, index: i64) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
-        section::with(self.py(), &self.header().lock, || {
-            with_guard(|guard| {
-                let len = list.len.load(Ordering::Relaxed);
-                let last = len
-                    .checked_sub(1)
-                    .ok_or_else(|| Error::IndexError("pop from empty list".into()))?;
-                // Shorten first, so readers checking the length stop before the emptied slot.
-                list.len.store(last, Ordering::Release);
-                let item = list.slots(guard).0[last].swap(ptr::null_mut(), Ordering::AcqRel);
-                let item = NonNull::new(item).expect("slots below the length hold items");
-                // The caller gets a new reference; the list's own is retired for the readers that
-                // may have loaded it.
-                // SAFETY: the list's reference keeps it alive until retired.
-                let popped = unsafe { Obj::from_borrowed(py, item) };
-                // SAFETY: the list owned this reference.
-                retire_ref(unsafe { OwnedRef::from_raw(item) }, guard);
-                Ok(popped)
-            })
-        })
-    }
-
-    /// The item at `index` of a list or tuple (negative indices count from the end). Lists are
-    /// read without a lock.
-    pub fn get_item(&self, index: i64) -> Result<Obj<'py>> {
-        let py = self.py();
-        match self.kind() {
-            Kind::Tuple => {
-                // SAFETY: kind checked; this reference keeps the tuple alive.
-                let items = unsafe { crate::tuple::items(self.ptr()) };
-                let at = position(index, items.len())
-                    .ok_or_else(|| Error::IndexError("tuple index out of range".into()))?;
-                // SAFETY: the tuple holds the item.
-                Ok(unsafe { Obj::from_borrowed(py, items[at].as_ptr()) })
-            }
-            Kind::List => {
-                let list = self.as_list()?;
-                let fast = with_guard(|guard| {
-                    let at = position(index, list.len.load(Ordering::Acquire))
-                        .ok_or_else(out_of_range)?;
-                    let item = list
-                        .slots(guard)
-                        .0
-                        .get(at)
-                        .and_then(|slot| NonNull::new(slot.load(Ordering::Acquire)));
-                    // SAFETY: loaded under the guard: held by the list or retired after it.
-                    Ok(item.map(|item| unsafe { Obj::from_borrowed(py, item) }))
-                })?;
-                match fast {
-                    Some(item) => Ok(item),
-                    None => self.get_item_locked(list, index),
-                }
-            }
-            _ => Err(Error::TypeError(format!(
-                "'{}' object is not subscriptable",
-                self.type_name()
-            ))),
+        let list = self.payload();
+        let fast = with_guard(|guard| {
+            let at = position(index, list.len.load(Ordering::Acquire)).ok_or_else(out_of_range)?;
+            let item = list
+                .slots(guard)
+                .0
+                .get(at)
+                .and_then(|slot| NonNull::new(slot.load(Ordering::Acquire)));
+            // SAFETY: loaded under the guard: held by the list or retired after it.
+            Ok(item.map(|item| unsafe { Bound::from_borrowed(py, item) }))
+        })?;
+        match fast {
+            Some(item) => Ok(item),
+            None => self.get_item_locked(index),
         }
     }
 
+    /// `self[index]` under the lock: a lock-free read met a concurrent `pop` or shrink.
     #[cold]
-    fn get_item_locked(&self, list: &ListPayload, index: i64) -> Result<Obj<'py>> {
+    fn get_item_locked(&self, index: i64) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
-        section::with(self.py(), &self.header().lock, || {
-            with_guard(|guard| {
-                let at =
-                    position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
-                let item = NonNull::new(list.slots(guard).0[at].load(Ordering::Relaxed))
-                    .expect("held below the length");
-                // SAFETY: the list holds the item while we hold its lock.
-                Ok(unsafe { Obj::from_borrowed(py, item) })
-            })
+        self.locked(|list, guard| {
+            let at = position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
+            let item = NonNull::new(list.slots(guard).0[at].load(Ordering::Relaxed))
+                .expect("held below the length");
+            // SAFETY: the list holds the item while we hold its lock.
+            Ok(unsafe { Bound::from_borrowed(py, item) })
         })
     }
 
-    /// The items of a list or tuple, as a consistent snapshot.
-    pub fn to_vec(&self) -> Result<Vec<Obj<'py>>> {
-        let py = self.py();
-        if self.kind() == Kind::Tuple {
-            // SAFETY: kind checked; alive.
-            let items = unsafe { crate::tuple::items(self.ptr()) };
-            // SAFETY: the tuple holds each item.
-            return Ok(items
-                .iter()
-                .map(|item| unsafe { Obj::from_borrowed(py, item.as_ptr()) })
-                .collect());
-        }
-        let list = self.as_list()?;
-        Ok(section::with(self.py(), &self.header().lock, || {
-            with_guard(|guard| {
-                let len = list.len.load(Ordering::Relaxed);
-                list.slots(guard).0[..len]
-                    .iter()
-                    .map(|slot| {
-                        let item = NonNull::new(slot.load(Ordering::Relaxed))
-                            .expect("held below the length");
-                        // SAFETY: held by the list while we hold its lock.
-                        unsafe { Obj::from_borrowed(py, item) }
-                    })
-                    .collect()
-            })
-        }))
+    /// `self[index] = value`; `IndexError` outside.
+    pub fn set_item<T: PyTypeInfo>(&self, index: i64, value: Bound<'py, T>) -> Result<()> {
+        let value = value.into_owned_ref();
+        self.locked(|list, guard| {
+            let at = position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
+            let old = list.slots(guard).0[at].swap(value.into_raw().as_ptr(), Ordering::AcqRel);
+            let old = NonNull::new(old).expect("slots below the length hold items");
+            // SAFETY: the list owned the replaced reference.
+            retire_ref(unsafe { OwnedRef::from_raw(old) }, guard);
+            Ok(())
+        })
     }
-}
 
-/// The length of a live list (no lock).
-///
-/// # Safety
-/// `object` is a live list.
-pub(crate) unsafe fn len(object: NonNull<Header>) -> usize {
-    // SAFETY: per the contract.
-    unsafe { payload::<ListPayload>(object) }
-        .len
-        .load(Ordering::Acquire)
-}
+    /// `del self[index]`: the items after it move down one; `IndexError` outside.
+    pub fn del_item(&self, index: i64) -> Result<()> {
+        self.locked(|list, guard| {
+            let len = list.len.load(Ordering::Relaxed);
+            let at = position(index, len).ok_or_else(out_of_range)?;
+            let slots = &list.slots(guard).0[..len];
+            let removed = slots[at].load(Ordering::Relaxed);
+            // Readers racing with the move may see an item twice or skip one, as with any
+            // concurrent change; each pointer they load is alive (held, or retired below).
+            for i in at..len - 1 {
+                slots[i].store(slots[i + 1].load(Ordering::Relaxed), Ordering::Release);
+            }
+            // Shorten first, so readers checking the length stop before the emptied slot.
+            list.len.store(len - 1, Ordering::Release);
+            slots[len - 1].store(ptr::null_mut(), Ordering::Release);
+            let removed = NonNull::new(removed).expect("slots below the length hold items");
+            // SAFETY: the list owned the removed reference.
+            retire_ref(unsafe { OwnedRef::from_raw(removed) }, guard);
+            Ok(())
+        })
+    }
 
-/// The items of a list for `Debug`: pointers loaded under `guard`, which stay valid while a
-/// `ReadGuard` keeps what writers remove alive.
-///
-/// # Safety
-/// `object` is a list, alive for the call.
-pub(crate) unsafe fn items_for_display(
-    object: NonNull<Header>,
-    guard: &Guard,
-) -> Vec<NonNull<Header>> {
-    // SAFETY: per the contract.
-    let list = unsafe { payload::<ListPayload>(object) };
-    let len = list.len.load(Ordering::Acquire);
-    list.slots(guard)
-        .0
-        .iter()
-        .take(len)
-        .filter_map(|slot| NonNull::new(slot.load(Ordering::Acquire)))
-        .collect()
+    /// Removes and returns the last item; `IndexError` if empty.
+    pub fn pop(&self) -> Result<Bound<'py, PyAny>> {
+        let py = self.py();
+        self.locked(|list, guard| {
+            let len = list.len.load(Ordering::Relaxed);
+            let last = len
+                .checked_sub(1)
+                .ok_or_else(|| Error::IndexError("pop from empty list".into()))?;
+            // Shorten first, so readers checking the length stop before the emptied slot.
+            list.len.store(last, Ordering::Release);
+            let item = list.slots(guard).0[last].swap(ptr::null_mut(), Ordering::AcqRel);
+            let item = NonNull::new(item).expect("slots below the length hold items");
+            // The caller gets a new reference; the list's own is retired for the readers that
+            // may have loaded it.
+            // SAFETY: the list's reference keeps it alive until retired.
+            let popped = unsafe { Bound::from_borrowed(py, item) };
+            // SAFETY: the list owned this reference.
+            retire_ref(unsafe { OwnedRef::from_raw(item) }, guard);
+            Ok(popped)
+        })
+    }
+
+    /// The items, as a consistent snapshot of new references.
+    pub fn to_vec(&self) -> Vec<Bound<'py, PyAny>> {
+        let py = self.py();
+        self.locked(|list, guard| {
+            let len = list.len.load(Ordering::Relaxed);
+            list.slots(guard).0[..len]
+                .iter()
+                .map(|slot| {
+                    let item =
+                        NonNull::new(slot.load(Ordering::Relaxed)).expect("held below the length");
+                    // SAFETY: held by the list while we hold its lock.
+                    unsafe { Bound::from_borrowed(py, item) }
+                })
+                .collect()
+        })
+    }
 }

@@ -5,36 +5,80 @@
 //! live as long as the program and every instance points at one, so counting them would only
 //! make threads fight over the class's count.
 
-use std::ptr::NonNull;
+use std::fmt::{self, Formatter};
 
 use ftrt_gil::Python;
 
+use crate::borrowed::Borrowed;
+use crate::bound::Bound;
 use crate::dict::DictPayload;
 use crate::error::{Error, Result};
-use crate::guard::ReadGuard;
-use crate::header::{allocate, allocate_immortal, header, payload, Header, Kind, TypeObject};
-use crate::refs::{Borrowed, Obj};
+use crate::header::{allocate, allocate_immortal, Kind, TypeObject};
+use crate::slots::{Payload, Repr};
+use crate::string::PyStr;
+use crate::types::{py_type, PyAny, PyTypeInfo};
+
+py_type!(
+    /// A user-defined class (immortal). [`instantiate`](Bound::instantiate) makes instances.
+    PyClass, "type", Kind::Class, ClassPayload
+);
+py_type!(
+    /// An instance of a user-defined class: an object with attributes.
+    PyInstance, "instance", Kind::Instance, InstancePayload
+);
+py_type!(
+    /// A module: a named namespace of shared variables (its attributes).
+    PyModule, "module", Kind::Module, ModulePayload
+);
 
 pub(crate) struct ClassPayload {
-    pub(crate) instance_type: &'static TypeObject,
+    instance_type: &'static TypeObject,
 }
 
 pub(crate) struct InstancePayload {
-    pub(crate) attrs: DictPayload,
+    attrs: DictPayload,
 }
 
 pub(crate) struct ModulePayload {
-    pub(crate) name: Box<str>,
-    pub(crate) attrs: DictPayload,
+    name: Box<str>,
+    attrs: DictPayload,
 }
 
 pub(crate) static CLASS_TYPE: TypeObject = TypeObject::new::<ClassPayload>("type", Kind::Class);
 pub(crate) static MODULE_TYPE: TypeObject =
     TypeObject::new::<ModulePayload>("module", Kind::Module);
 
-impl<'py> Obj<'py> {
+impl Payload for ClassPayload {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
+        write!(f, "<class '{}'>", self.instance_type.name)
+    }
+}
+
+impl Payload for InstancePayload {
+    fn repr(&self, this: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
+        write!(f, "<{} object at {:p}>", this.type_name(), this.ptr())
+    }
+
+    unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
+        // SAFETY: forwarded: the instance's lock guards its attributes.
+        unsafe { self.attrs.traverse(visit) }
+    }
+}
+
+impl Payload for ModulePayload {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
+        write!(f, "<module '{}'>", self.name)
+    }
+
+    unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
+        // SAFETY: forwarded: the module's lock guards its attributes.
+        unsafe { self.attrs.traverse(visit) }
+    }
+}
+
+impl PyClass {
     /// A new class named `name` (immortal). `ValueError` for an empty name.
-    pub fn class(py: Python<'py>, name: &str) -> Result<Self> {
+    pub fn new<'py>(py: Python<'py>, name: &str) -> Result<Bound<'py, PyClass>> {
         if name.is_empty() {
             return Err(Error::ValueError("a class needs a name".into()));
         }
@@ -46,153 +90,137 @@ impl<'py> Obj<'py> {
             name, Kind::Instance
         )));
         let class = allocate_immortal(&CLASS_TYPE, ClassPayload { instance_type });
-        // SAFETY: immortal: always alive.
-        Ok(unsafe { Obj::from_borrowed(py, class) })
+        // SAFETY: immortal, so alive; a class.
+        Ok(unsafe { Bound::from_borrowed(py, class) })
+    }
+}
+
+impl<'py> Bound<'py, PyClass> {
+    /// The class's name.
+    pub fn name(&self) -> &'static str {
+        self.payload().instance_type.name
     }
 
     /// A new instance of this class, with no attributes.
-    pub fn instantiate(&self) -> Result<Obj<'py>> {
-        if self.kind() != Kind::Class {
-            return Err(Error::TypeError(format!(
-                "'{}' object is not callable",
-                self.type_name()
-            )));
-        }
-        // SAFETY: kind checked; alive.
-        let class = unsafe { payload::<ClassPayload>(self.ptr()) };
+    pub fn instantiate(&self) -> Bound<'py, PyInstance> {
+        let attrs = DictPayload::new();
+        let instance_type = self.payload().instance_type;
         let instance = allocate(
-            class.instance_type,
-            InstancePayload {
-                attrs: DictPayload::new(),
-            },
+            instance_type,
+            InstancePayload { attrs },
             self.py().count_token(),
         );
-        // SAFETY: a fresh object's one reference goes to the caller.
-        Ok(unsafe { Obj::from_owned(instance) })
+        // SAFETY: a fresh instance's one reference goes to the caller.
+        unsafe { Bound::from_owned(instance) }
     }
+}
 
-    /// A new module (a namespace of shared variables) named `name`.
-    pub fn module(py: Python<'py>, name: &str) -> Self {
+impl PyModule {
+    /// A new module named `name`.
+    pub fn new<'py>(py: Python<'py>, name: &str) -> Bound<'py, PyModule> {
         let module = ModulePayload {
             name: name.into(),
             attrs: DictPayload::new(),
         };
-        // SAFETY: a fresh object's one reference goes to the caller.
-        unsafe { Obj::from_owned(allocate(&MODULE_TYPE, module, py.count_token())) }
+        // SAFETY: a fresh module's one reference goes to the caller.
+        unsafe { Bound::from_owned(allocate(&MODULE_TYPE, module, py.count_token())) }
+    }
+}
+
+impl Bound<'_, PyModule> {
+    /// The module's name.
+    pub fn name(&self) -> &str {
+        &self.payload().name
     }
 
-    fn attrs(&self) -> Result<&DictPayload> {
-        // SAFETY: this reference keeps the object alive while `self` is borrowed.
-        unsafe { attrs_of(self.ptr()) }.ok_or_else(|| {
-            Error::AttributeError(format!("'{}' object has no attributes", self.type_name()))
-        })
+    fn attrs(&self) -> &DictPayload {
+        &self.payload().attrs
     }
+}
 
-    fn check_name(name: &Obj<'py>) -> Result<()> {
-        if name.kind() == Kind::Str {
-            Ok(())
-        } else {
-            Err(Error::TypeError(format!(
-                "attribute name must be string, not '{}'",
-                name.type_name()
-            )))
+impl Bound<'_, PyInstance> {
+    fn attrs(&self) -> &DictPayload {
+        &self.payload().attrs
+    }
+}
+
+fn no_attribute(object: &Bound<'_, PyAny>, name: &Bound<'_, PyStr>) -> Error {
+    Error::AttributeError(format!(
+        "'{}' object has no attribute '{}'",
+        object.type_name(),
+        name.to_str()
+    ))
+}
+
+/// The attribute methods of the objects that have attributes (instances and modules): their
+/// attribute table is a dict table keyed by strings, guarded by the object's own lock, and read
+/// without a lock.
+macro_rules! attribute_methods {
+    ($marker:ident) => {
+        impl<'py> Bound<'py, $marker> {
+            /// Sets an attribute. `name` is ideally interned.
+            pub fn set_attr<V: PyTypeInfo>(
+                &self,
+                name: &Bound<'py, PyStr>,
+                value: Bound<'py, V>,
+            ) -> Result<()> {
+                self.attrs().set(&self.header().lock, name, value)
+            }
+
+            /// Reads an attribute, without a lock; `AttributeError` if absent.
+            pub fn get_attr(&self, name: &Bound<'py, PyStr>) -> Result<Bound<'py, PyAny>> {
+                self.attrs()
+                    .get(name)?
+                    .ok_or_else(|| no_attribute(self, name))
+            }
+
+            /// Reads an attribute without a lock and without counting. The value lives as long
+            /// as both this handle and `guard` are borrowed: the attribute may be replaced or
+            /// deleted meanwhile, on this thread or another, and the old value stays alive until
+            /// the guard is gone. Threads that all read one shared object's attribute this way
+            /// touch no shared cache line.
+            ///
+            /// ```
+            /// use ftrt_gil::Python;
+            /// use ftrt_object::{PyClass, PyFloat, PyStr, ReadGuard};
+            ///
+            /// Python::attach(|py| {
+            ///     let point = PyClass::new(py, "Point").unwrap().instantiate();
+            ///     let x = PyStr::intern(py, "x");
+            ///     point.set_attr(&x, PyFloat::new(py, 2.5)).unwrap();
+            ///     let guard = ReadGuard::new(py);
+            ///     let old = point.get_attr_borrowed(&x, &guard).unwrap();
+            ///     point.set_attr(&x, PyFloat::new(py, 3.5)).unwrap();
+            ///     assert_eq!(old.to_f64(), Ok(2.5));
+            /// });
+            /// ```
+            pub fn get_attr_borrowed<'g>(
+                &'g self,
+                name: &Bound<'py, PyStr>,
+                guard: &'g crate::ReadGuard<'_>,
+            ) -> Result<Borrowed<'g>> {
+                // SAFETY: `self` is borrowed for `'g` and keeps the object, and so its table,
+                // alive.
+                unsafe { self.attrs().get_borrowed(name, guard) }?
+                    .ok_or_else(|| no_attribute(self, name))
+            }
+
+            /// Deletes an attribute; `AttributeError` if absent.
+            pub fn del_attr(&self, name: &Bound<'py, PyStr>) -> Result<()> {
+                if self.attrs().delete(&self.header().lock, name)? {
+                    Ok(())
+                } else {
+                    Err(no_attribute(self, name))
+                }
+            }
+
+            /// How many attributes the object has.
+            pub fn attr_count(&self) -> usize {
+                self.attrs().len()
+            }
         }
-    }
-
-    fn no_attribute(&self, name: &Obj<'py>) -> Error {
-        let name = name.to_str().unwrap_or("?");
-        Error::AttributeError(format!(
-            "'{}' object has no attribute '{name}'",
-            self.type_name()
-        ))
-    }
-
-    /// Sets an attribute of an instance or a module (a global). `name` is a `str`, ideally
-    /// interned.
-    pub fn set_attr(&self, name: &Obj<'py>, value: Obj<'py>) -> Result<()> {
-        Self::check_name(name)?;
-        self.attrs()?.set(&self.header().lock, name, value)
-    }
-
-    /// Reads an attribute, without a lock.
-    pub fn get_attr(&self, name: &Obj<'py>) -> Result<Obj<'py>> {
-        Self::check_name(name)?;
-        self.attrs()?
-            .get(name)?
-            .ok_or_else(|| self.no_attribute(name))
-    }
-
-    /// Reads an attribute without a lock and without counting. The value lives as long as both
-    /// this handle and `guard` are borrowed: the attribute may be replaced or deleted meanwhile,
-    /// on this thread or another, and the old value stays alive until the guard is gone. Threads
-    /// that all read one shared instance's attribute this way touch no shared cache line.
-    ///
-    /// ```
-    /// use ftrt_gil::Python;
-    /// use ftrt_object::{Obj, ReadGuard};
-    ///
-    /// Python::attach(|py| {
-    ///     let point = Obj::class(py, "Point").unwrap().instantiate().unwrap();
-    ///     let x = Obj::intern(py, "x");
-    ///     point.set_attr(&x, Obj::float(py, 2.5)).unwrap();
-    ///     let guard = ReadGuard::new(py);
-    ///     let old = point.get_attr_borrowed(&x, &guard).unwrap();
-    ///     point.set_attr(&x, Obj::float(py, 3.5)).unwrap();
-    ///     assert_eq!(old.to_f64(), Ok(2.5));
-    /// });
-    /// ```
-    pub fn get_attr_borrowed<'g>(
-        &'g self,
-        name: &Obj<'py>,
-        guard: &'g ReadGuard<'_>,
-    ) -> Result<Borrowed<'g>> {
-        Self::check_name(name)?;
-        // SAFETY: `self` is borrowed for `'g` and keeps the object, and so its table, alive.
-        unsafe { self.attrs()?.get_borrowed(name, guard) }?.ok_or_else(|| self.no_attribute(name))
-    }
-
-    /// Deletes an attribute.
-    pub fn del_attr(&self, name: &Obj<'py>) -> Result<()> {
-        Self::check_name(name)?;
-        if self.attrs()?.delete(&self.header().lock, name)? {
-            Ok(())
-        } else {
-            Err(self.no_attribute(name))
-        }
-    }
+    };
 }
 
-/// The attribute table of an instance or module.
-///
-/// # Safety
-/// The object is alive for `'a`.
-pub(crate) unsafe fn attrs_of<'a>(object: NonNull<Header>) -> Option<&'a DictPayload> {
-    // SAFETY: alive for `'a` per the caller; the kind selects the payload.
-    unsafe {
-        match header(object).ty.kind {
-            Kind::Instance => Some(&payload::<InstancePayload>(object).attrs),
-            Kind::Module => Some(&payload::<ModulePayload>(object).attrs),
-            _ => None,
-        }
-    }
-}
-
-/// A module's name.
-///
-/// # Safety
-/// `object` is a module, alive for `'a`.
-pub(crate) unsafe fn module_name<'a>(object: NonNull<Header>) -> &'a str {
-    // SAFETY: per the contract.
-    unsafe { &payload::<ModulePayload>(object).name }
-}
-
-/// A class's name.
-///
-/// # Safety
-/// `object` is a class (classes are immortal, so it is alive).
-pub(crate) unsafe fn class_name(object: NonNull<Header>) -> &'static str {
-    // SAFETY: per the contract; the name lives in the class's leaked type object.
-    unsafe { payload::<ClassPayload>(object) }
-        .instance_type
-        .name
-}
+attribute_methods!(PyInstance);
+attribute_methods!(PyModule);

@@ -4,19 +4,99 @@
 //! CPython: every thread uses them constantly, and immortal counts are only ever read, so they
 //! cost no contention.
 
+use std::fmt::{self, Formatter};
 use std::ptr::NonNull;
 use std::sync::LazyLock;
 
 use ftrt_gil::Python;
 
+use crate::borrowed::Borrowed;
+use crate::bound::Bound;
 use crate::error::{Error, Result};
 use crate::header::{allocate, allocate_immortal, payload, Header, Kind, TypeObject};
-use crate::refs::Obj;
+use crate::slots::{Payload, Repr};
+use crate::types::{py_type, PyAny, PyTypeInfo};
+
+py_type!(
+    /// `None`.
+    PyNone, "NoneType", Kind::None, ()
+);
+py_type!(
+    /// `True` and `False`.
+    PyBool, "bool", Kind::Bool, bool
+);
+py_type!(
+    /// A 64-bit integer (overflow is an `OverflowError`, never a wrap).
+    PyInt, "int", Kind::Int, i64
+);
+py_type!(
+    /// A 64-bit float.
+    PyFloat, "float", Kind::Float, f64
+);
 
 pub(crate) static NONE_TYPE: TypeObject = TypeObject::new::<()>("NoneType", Kind::None);
 pub(crate) static BOOL_TYPE: TypeObject = TypeObject::new::<bool>("bool", Kind::Bool);
 pub(crate) static INT_TYPE: TypeObject = TypeObject::new::<i64>("int", Kind::Int);
 pub(crate) static FLOAT_TYPE: TypeObject = TypeObject::new::<f64>("float", Kind::Float);
+
+impl Payload for () {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
+        f.write_str("None")
+    }
+}
+
+impl Payload for bool {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
+        f.write_str(if *self { "True" } else { "False" })
+    }
+
+    fn hash(&self) -> Option<u64> {
+        Some(hash_int(i64::from(*self)))
+    }
+
+    fn eq(&self, _: Borrowed<'_>, other: Borrowed<'_>) -> bool {
+        int_equals(i64::from(*self), other)
+    }
+}
+
+impl Payload for i64 {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
+        write!(f, "{self}")
+    }
+
+    fn hash(&self) -> Option<u64> {
+        Some(hash_int(*self))
+    }
+
+    fn eq(&self, _: Borrowed<'_>, other: Borrowed<'_>) -> bool {
+        int_equals(*self, other)
+    }
+}
+
+impl Payload for f64 {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
+        write!(f, "{self:?}")
+    }
+
+    fn eq(&self, _: Borrowed<'_>, other: Borrowed<'_>) -> bool {
+        other.to_f64().is_ok_and(|other| other == *self)
+    }
+}
+
+/// An integer equals an integer (or bool) of the same value, and a float equal to it.
+fn int_equals(value: i64, other: Borrowed<'_>) -> bool {
+    match other.to_i64() {
+        Ok(other) => other == value,
+        Err(_) => other.to_f64().is_ok_and(|other| other == value as f64),
+    }
+}
+
+/// The hash of an integer (and of a bool, so that `True` and `1` are the same key).
+fn hash_int(value: i64) -> u64 {
+    (value as u64)
+        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+        .rotate_left(29)
+}
 
 /// The smallest and largest preallocated integers.
 pub const SMALL_INTS: std::ops::RangeInclusive<i64> = -5..=256;
@@ -45,99 +125,147 @@ static SINGLETONS: LazyLock<Singletons> = LazyLock::new(|| Singletons {
         .collect(),
 });
 
-fn immortal(py: Python<'_>, object: Immortal) -> Obj<'_> {
-    // SAFETY: immortal objects are always alive; the increment is a no-op read.
-    unsafe { Obj::from_borrowed(py, object.0) }
+/// A new reference to an immortal object of type `T`.
+///
+/// # Safety
+/// The object's type is one `T` accepts.
+unsafe fn immortal<T: PyTypeInfo>(py: Python<'_>, object: Immortal) -> Bound<'_, T> {
+    // SAFETY: immortal objects are always alive (the increment is a no-op read); the type is
+    // the caller's to match.
+    unsafe { Bound::from_borrowed(py, object.0) }
 }
 
-impl<'py> Obj<'py> {
+impl PyNone {
     /// `None`.
-    pub fn none(py: Python<'py>) -> Self {
-        immortal(py, SINGLETONS.none)
+    #[inline]
+    pub fn get(py: Python<'_>) -> Bound<'_, PyNone> {
+        // SAFETY: the `None` singleton.
+        unsafe { immortal(py, SINGLETONS.none) }
     }
+}
 
+impl PyBool {
     /// `True` or `False`.
-    pub fn bool(py: Python<'py>, value: bool) -> Self {
-        immortal(
-            py,
-            if value {
-                SINGLETONS.true_
-            } else {
-                SINGLETONS.false_
-            },
-        )
+    #[inline]
+    pub fn new(py: Python<'_>, value: bool) -> Bound<'_, PyBool> {
+        let object = if value {
+            SINGLETONS.true_
+        } else {
+            SINGLETONS.false_
+        };
+        // SAFETY: a bool singleton.
+        unsafe { immortal(py, object) }
     }
+}
 
-    /// An integer; the small ones are shared immortal objects.
-    pub fn int(py: Python<'py>, value: i64) -> Self {
+impl Bound<'_, PyBool> {
+    /// The value.
+    #[inline]
+    pub fn value(&self) -> bool {
+        *self.payload()
+    }
+}
+
+impl PyInt {
+    /// An integer; the small ones ([`SMALL_INTS`]) are shared immortal objects.
+    #[inline]
+    pub fn new(py: Python<'_>, value: i64) -> Bound<'_, PyInt> {
         if SMALL_INTS.contains(&value) {
-            return immortal(
-                py,
-                SINGLETONS.small_ints[(value - SMALL_INTS.start()) as usize],
-            );
+            let small = SINGLETONS.small_ints[(value - SMALL_INTS.start()) as usize];
+            // SAFETY: a small int.
+            return unsafe { immortal(py, small) };
         }
-        // SAFETY: a fresh object's one reference goes to the caller.
-        unsafe { Obj::from_owned(allocate(&INT_TYPE, value, py.count_token())) }
+        // SAFETY: a fresh int's one reference goes to the caller.
+        unsafe { Bound::from_owned(allocate(&INT_TYPE, value, py.count_token())) }
     }
+}
 
+impl Bound<'_, PyInt> {
+    /// The value.
+    #[inline]
+    pub fn value(&self) -> i64 {
+        *self.payload()
+    }
+}
+
+impl PyFloat {
     /// A float.
-    pub fn float(py: Python<'py>, value: f64) -> Self {
-        // SAFETY: a fresh object's one reference goes to the caller.
-        unsafe { Obj::from_owned(allocate(&FLOAT_TYPE, value, py.count_token())) }
+    #[inline]
+    pub fn new(py: Python<'_>, value: f64) -> Bound<'_, PyFloat> {
+        // SAFETY: a fresh float's one reference goes to the caller.
+        unsafe { Bound::from_owned(allocate(&FLOAT_TYPE, value, py.count_token())) }
     }
+}
 
-    /// Whether this is `None`.
-    pub fn is_none(&self) -> bool {
-        self.kind() == Kind::None
+impl Bound<'_, PyFloat> {
+    /// The value.
+    #[inline]
+    pub fn value(&self) -> f64 {
+        *self.payload()
     }
+}
 
+/// The numeric protocol, on every object: conversions and arithmetic between `int`, `bool` and
+/// `float` (and `+` on strings), as Python's binary operators dispatch on both operands.
+impl<'py> Bound<'py, PyAny> {
     /// The value of an `int` (or `bool`).
+    #[inline]
     pub fn to_i64(&self) -> Result<i64> {
         // SAFETY: this reference keeps the object alive.
         unsafe { read_i64(self.ptr()) }
     }
 
-    /// The value of a `float` (or `int`).
+    /// The value of a `float` (or `int`, or `bool`).
+    #[inline]
     pub fn to_f64(&self) -> Result<f64> {
         // SAFETY: this reference keeps the object alive.
         unsafe { read_f64(self.ptr()) }
     }
 
-    /// `self + other` for numbers (and strings, see [`Obj::str`]).
-    pub fn add(&self, other: &Obj<'py>) -> Result<Obj<'py>> {
-        if self.kind() == Kind::Str && other.kind() == Kind::Str {
-            let joined = [self.to_str()?, other.to_str()?].concat();
-            return Ok(Obj::str(self.py(), &joined));
+    /// The text of a `str`.
+    #[inline]
+    pub fn to_str(&self) -> Result<&str> {
+        Ok(self.downcast::<crate::PyStr>()?.to_str())
+    }
+
+    /// `self + other` for numbers, and for two strings.
+    pub fn add(&self, other: &Bound<'py, PyAny>) -> Result<Bound<'py, PyAny>> {
+        if let (Ok(a), Ok(b)) = (
+            self.downcast::<crate::PyStr>(),
+            other.downcast::<crate::PyStr>(),
+        ) {
+            let joined = [a.to_str(), b.to_str()].concat();
+            return Ok(crate::PyStr::new(self.py(), &joined).into_any());
         }
         self.arithmetic(other, "+", i64::checked_add, |a, b| a + b)
     }
 
     /// `self - other` for numbers.
-    pub fn sub(&self, other: &Obj<'py>) -> Result<Obj<'py>> {
+    pub fn sub(&self, other: &Bound<'py, PyAny>) -> Result<Bound<'py, PyAny>> {
         self.arithmetic(other, "-", i64::checked_sub, |a, b| a - b)
     }
 
     /// `self * other` for numbers.
-    pub fn mul(&self, other: &Obj<'py>) -> Result<Obj<'py>> {
+    pub fn mul(&self, other: &Bound<'py, PyAny>) -> Result<Bound<'py, PyAny>> {
         self.arithmetic(other, "*", i64::checked_mul, |a, b| a * b)
     }
 
     fn arithmetic(
         &self,
-        other: &Obj<'py>,
+        other: &Bound<'py, PyAny>,
         op: &str,
         ints: fn(i64, i64) -> Option<i64>,
         floats: fn(f64, f64) -> f64,
-    ) -> Result<Obj<'py>> {
+    ) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
         match (self.kind(), other.kind()) {
             (Kind::Int | Kind::Bool, Kind::Int | Kind::Bool) => {
                 ints(self.to_i64()?, other.to_i64()?)
-                    .map(|v| Obj::int(py, v))
+                    .map(|v| PyInt::new(py, v).into_any())
                     .ok_or_else(|| Error::OverflowError(format!("integer {op} overflows 64 bits")))
             }
             (Kind::Int | Kind::Bool | Kind::Float, Kind::Int | Kind::Bool | Kind::Float) => {
-                Ok(Obj::float(py, floats(self.to_f64()?, other.to_f64()?)))
+                Ok(PyFloat::new(py, floats(self.to_f64()?, other.to_f64()?)).into_any())
             }
             _ => Err(Error::TypeError(format!(
                 "unsupported operand type(s) for {op}: '{}' and '{}'",

@@ -7,16 +7,23 @@
 //! shares, while the cache is private (and may hold the pointers forever, since interned strings
 //! never die).
 
-use std::ptr::NonNull;
+use std::fmt::{self, Formatter};
 use std::sync::LazyLock;
 
 use dashmap::DashMap;
 use ftrt_gil::Python;
 
-use crate::error::{Error, Result};
-use crate::header::{allocate, allocate_immortal, header, payload, Header, Kind, TypeObject};
-use crate::refs::Obj;
-use crate::scalars::{read_i64, type_name, Immortal};
+use crate::borrowed::Borrowed;
+use crate::bound::Bound;
+use crate::header::{allocate, allocate_immortal, Kind, TypeObject};
+use crate::scalars::Immortal;
+use crate::slots::{Payload, Repr};
+use crate::types::py_type;
+
+py_type!(
+    /// An immutable string, its hash computed once.
+    PyStr, "str", Kind::Str, StrPayload
+);
 
 pub(crate) struct StrPayload {
     pub(crate) hash: u64,
@@ -29,6 +36,20 @@ impl StrPayload {
             hash: hash_bytes(text.as_bytes()),
             text: text.into(),
         }
+    }
+}
+
+impl Payload for StrPayload {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.text)
+    }
+
+    fn hash(&self) -> Option<u64> {
+        Some(self.hash)
+    }
+
+    fn eq(&self, _: Borrowed<'_>, other: Borrowed<'_>) -> bool {
+        other.to_str().is_ok_and(|other| other == &*self.text)
     }
 }
 
@@ -51,21 +72,16 @@ fn hash_bytes(bytes: &[u8]) -> u64 {
     hash
 }
 
-fn hash_int(value: i64) -> u64 {
-    (value as u64)
-        .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-        .rotate_left(29)
-}
-
-impl<'py> Obj<'py> {
+impl PyStr {
     /// A new string.
-    pub fn str(py: Python<'py>, text: &str) -> Self {
-        // SAFETY: a fresh object's one reference goes to the caller.
-        unsafe { Obj::from_owned(allocate(&STR_TYPE, StrPayload::new(text), py.count_token())) }
+    pub fn new<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyStr> {
+        let text = StrPayload::new(text);
+        // SAFETY: a fresh string's one reference goes to the caller.
+        unsafe { Bound::from_owned(allocate(&STR_TYPE, text, py.count_token())) }
     }
 
     /// The interned (unique, immortal) string with this text.
-    pub fn intern(py: Python<'py>, text: &str) -> Self {
+    pub fn intern<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyStr> {
         let cached = INTERN_CACHE
             .try_with(|cache| cache.borrow().get(text).copied())
             .ok()
@@ -75,14 +91,26 @@ impl<'py> Obj<'py> {
             let _ = INTERN_CACHE.try_with(|cache| cache.borrow_mut().insert(text.into(), interned));
             interned
         });
-        // SAFETY: interned strings are immortal.
-        unsafe { Obj::from_borrowed(py, interned.0) }
+        // SAFETY: interned strings are immortal strings.
+        unsafe { Bound::from_borrowed(py, interned.0) }
+    }
+}
+
+impl Bound<'_, PyStr> {
+    /// The text.
+    #[inline]
+    pub fn to_str(&self) -> &str {
+        &self.payload().text
     }
 
-    /// The text of a `str`.
-    pub fn to_str(&self) -> Result<&str> {
-        // SAFETY: this reference keeps the object alive for as long as `self` is borrowed.
-        unsafe { read_str(self.ptr()) }
+    /// `len()`: the number of characters.
+    pub fn len(&self) -> usize {
+        self.to_str().chars().count()
+    }
+
+    /// Whether the string is empty.
+    pub fn is_empty(&self) -> bool {
+        self.to_str().is_empty()
     }
 }
 
@@ -91,13 +119,13 @@ thread_local! {
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 
-impl<'py> Obj<'py> {
-    /// The same object as [`Obj::intern`], looked up in the shared table every time (past this
-    /// thread's cache): what a first interning costs, and what the `string-intern` workload
-    /// measures.
-    pub fn intern_in_shared_table(py: Python<'py>, text: &str) -> Self {
-        // SAFETY: interned strings are immortal.
-        unsafe { Obj::from_borrowed(py, intern_shared(text).0) }
+impl PyStr {
+    /// The same object as [`PyStr::intern`], looked up in the shared table every time (past
+    /// this thread's cache): what a first interning costs, and what the `string-intern`
+    /// workload measures.
+    pub fn intern_in_shared_table<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyStr> {
+        // SAFETY: interned strings are immortal strings.
+        unsafe { Bound::from_borrowed(py, intern_shared(text).0) }
     }
 }
 
@@ -114,61 +142,4 @@ fn intern_shared(text: &str) -> Immortal {
 /// How many strings are interned.
 pub fn interned_count() -> usize {
     INTERNED.len()
-}
-
-/// The text of a `str`.
-///
-/// # Safety
-/// The object is alive for `'a` (the caller ties `'a` to a reference or guard that keeps it so).
-pub(crate) unsafe fn read_str<'a>(object: NonNull<Header>) -> Result<&'a str> {
-    // SAFETY: alive for `'a` per the caller; the kind selects the payload; the text is immutable.
-    unsafe {
-        if header(object).ty.kind != Kind::Str {
-            return Err(Error::TypeError(format!(
-                "expected str, got '{}'",
-                type_name(object)
-            )));
-        }
-        Ok(&payload::<StrPayload>(object).text)
-    }
-}
-
-/// The hash of a dict key: `str` and `int` (and `bool`) are hashable.
-///
-/// # Safety
-/// The object is alive for the call.
-pub(crate) unsafe fn key_hash(object: NonNull<Header>) -> Result<u64> {
-    // SAFETY: alive per the caller.
-    let kind = unsafe { header(object) }.ty.kind;
-    match kind {
-        // SAFETY: kind checked; alive.
-        Kind::Str => Ok(unsafe { payload::<StrPayload>(object) }.hash),
-        // SAFETY: alive.
-        Kind::Int | Kind::Bool => Ok(hash_int(unsafe { read_i64(object) }?)),
-        _ => Err(Error::TypeError(format!(
-            "unhashable type: '{}'",
-            // SAFETY: alive.
-            unsafe { type_name(object) }
-        ))),
-    }
-}
-
-/// Key equality, given equal hashes: same object, or equal text, or equal integer values.
-///
-/// # Safety
-/// Both objects are alive for the call.
-pub(crate) unsafe fn key_eq(a: NonNull<Header>, b: NonNull<Header>) -> bool {
-    if a == b {
-        return true;
-    }
-    // SAFETY: both alive per the caller (for the whole call, so the texts compared too).
-    unsafe {
-        match (header(a).ty.kind, header(b).ty.kind) {
-            (Kind::Str, Kind::Str) => read_str(a).ok() == read_str(b).ok(),
-            (Kind::Int | Kind::Bool, Kind::Int | Kind::Bool) => {
-                read_i64(a).ok() == read_i64(b).ok()
-            }
-            _ => false,
-        }
-    }
 }

@@ -1,25 +1,54 @@
 //! Tuples: immutable sequences owning a reference to each item.
 
-use std::ptr::NonNull;
+use std::fmt::{self, Formatter};
 
 use ftrt_gil::Python;
 
-use crate::header::{allocate, payload, Header, Kind, TypeObject};
-use crate::refs::{Obj, OwnedRef};
+use crate::borrowed::Borrowed;
+use crate::bound::Bound;
+use crate::error::{Error, Result};
+use crate::header::{allocate, Kind, TypeObject};
+use crate::list::position;
+use crate::refs::OwnedRef;
+use crate::slots::{Payload, Repr};
+use crate::types::{py_type, PyAny, PyTypeInfo};
+
+py_type!(
+    /// An immutable sequence.
+    PyTuple, "tuple", Kind::Tuple, TuplePayload
+);
 
 pub(crate) struct TuplePayload {
-    pub(crate) items: Box<[OwnedRef]>,
+    items: Box<[OwnedRef]>,
 }
 
 pub(crate) static TUPLE_TYPE: TypeObject = TypeObject::new::<TuplePayload>("tuple", Kind::Tuple);
 
-impl<'py> Obj<'py> {
+impl Payload for TuplePayload {
+    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
+        let items = self.items.iter().map(OwnedRef::as_ptr);
+        // SAFETY: the tuple, alive for the call, holds its items.
+        unsafe { nested.sequence(f, "(", items, ")") }
+    }
+
+    unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
+        for item in self.items.iter() {
+            // SAFETY: the tuple holds the item for as long as the tuple is borrowed.
+            visit(unsafe { Borrowed::new(item.as_ptr()) });
+        }
+    }
+}
+
+impl PyTuple {
     /// A tuple of `items`.
-    pub fn tuple(py: Python<'py>, items: impl IntoIterator<Item = Obj<'py>>) -> Self {
-        let items = items.into_iter().map(Obj::into_owned_ref).collect();
-        // SAFETY: a fresh object's one reference goes to the caller.
+    pub fn new<'py, T: PyTypeInfo>(
+        py: Python<'py>,
+        items: impl IntoIterator<Item = Bound<'py, T>>,
+    ) -> Bound<'py, PyTuple> {
+        let items = items.into_iter().map(Bound::into_owned_ref).collect();
+        // SAFETY: a fresh tuple's one reference goes to the caller.
         unsafe {
-            Obj::from_owned(allocate(
+            Bound::from_owned(allocate(
                 &TUPLE_TYPE,
                 TuplePayload { items },
                 py.count_token(),
@@ -28,11 +57,35 @@ impl<'py> Obj<'py> {
     }
 }
 
-/// The items of a live tuple.
-///
-/// # Safety
-/// `object` is a live tuple for `'a`.
-pub(crate) unsafe fn items<'a>(object: NonNull<Header>) -> &'a [OwnedRef] {
-    // SAFETY: per the contract.
-    unsafe { &payload::<TuplePayload>(object).items }
+impl<'py> Bound<'py, PyTuple> {
+    /// `len()`.
+    #[inline]
+    pub fn len(&self) -> usize {
+        self.payload().items.len()
+    }
+
+    /// Whether the tuple is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// `self[index]` (negative indices count from the end); `IndexError` outside.
+    pub fn get_item(&self, index: i64) -> Result<Bound<'py, PyAny>> {
+        let items = &self.payload().items;
+        let at = position(index, items.len())
+            .ok_or_else(|| Error::IndexError("tuple index out of range".into()))?;
+        // SAFETY: the tuple holds the item.
+        Ok(unsafe { Bound::from_borrowed(self.py(), items[at].as_ptr()) })
+    }
+
+    /// The items, as new references.
+    pub fn to_vec(&self) -> Vec<Bound<'py, PyAny>> {
+        let py = self.py();
+        self.payload()
+            .items
+            .iter()
+            // SAFETY: the tuple holds each item.
+            .map(|item| unsafe { Bound::from_borrowed(py, item.as_ptr()) })
+            .collect()
+    }
 }

@@ -7,8 +7,11 @@ use std::sync::Mutex;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::{live_objects, LiveObjects};
-use ftrt_object::{collect, Error, Kind, Obj, ReadGuard, HEADER_SIZE};
-use ftrt_refcount::RefCountValue;
+use ftrt_object::RefCountValue;
+use ftrt_object::{
+    collect, Error, Kind, PyBool, PyClass, PyDict, PyFloat, PyInt, PyList, PyModule, PyNone, PyStr,
+    PyTuple, ReadGuard, HEADER_SIZE,
+};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -23,7 +26,7 @@ fn leak_checked(f: impl for<'py> FnOnce(Python<'py>)) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     Python::attach(|py| {
         // Materialise the immortal singletons first, so they do not count as allocated by `f`.
-        drop((Obj::none(py), Obj::int(py, 0)));
+        drop((PyNone::get(py), PyInt::new(py, 0)));
         collect(py);
         let before = LiveObjects::now();
         f(py);
@@ -65,29 +68,29 @@ fn the_header_is_as_small_as_the_build_allows() {
 #[test]
 fn small_ints_none_and_bools_are_shared_immortal_objects() {
     leak_checked(|py| {
-        assert!(Obj::int(py, 256).is(&Obj::int(py, 256)));
-        assert!(Obj::int(py, -5).is(&Obj::int(py, -5)));
-        assert!(!Obj::int(py, 257).is(&Obj::int(py, 257)));
-        assert!(Obj::none(py).is_immortal() && Obj::bool(py, true).is_immortal());
-        assert!(Obj::int(py, 7).is_immortal());
-        assert!(!Obj::int(py, 1000).is_immortal());
+        assert!(PyInt::new(py, 256).is(&PyInt::new(py, 256)));
+        assert!(PyInt::new(py, -5).is(&PyInt::new(py, -5)));
+        assert!(!PyInt::new(py, 257).is(&PyInt::new(py, 257)));
+        assert!(PyNone::get(py).is_immortal() && PyBool::new(py, true).is_immortal());
+        assert!(PyInt::new(py, 7).is_immortal());
+        assert!(!PyInt::new(py, 1000).is_immortal());
     });
 }
 
 #[test]
 fn taking_a_reference_raises_the_count_by_one_and_dropping_it_lowers_it() {
     leak_checked(|py| {
-        let x = Obj::float(py, 1.5);
+        let x = PyFloat::new(py, 1.5);
         assert_eq!(x.refcount(), RefCountValue::Mortal(1));
         let y = x.clone();
         assert_eq!(x.refcount(), RefCountValue::Mortal(2));
-        let list = Obj::list(py, [y]);
+        let list = PyList::new(py, [y]);
         assert_eq!(
             x.refcount(),
             RefCountValue::Mortal(2),
             "the list owns the moved reference"
         );
-        list.append(x.clone()).unwrap();
+        list.append(x.clone());
         assert_eq!(x.refcount(), RefCountValue::Mortal(3));
         drop(list);
         assert_eq!(x.refcount(), RefCountValue::Mortal(1));
@@ -97,30 +100,33 @@ fn taking_a_reference_raises_the_count_by_one_and_dropping_it_lowers_it() {
 #[test]
 fn integer_overflow_is_an_error_not_a_wrap() {
     leak_checked(|py| {
-        let max = Obj::int(py, i64::MAX);
+        let max = PyInt::new(py, i64::MAX);
         assert!(matches!(
-            max.add(&Obj::int(py, 1)),
+            max.add(&PyInt::new(py, 1)),
             Err(Error::OverflowError(_))
         ));
         assert!(matches!(
-            Obj::int(py, i64::MIN).sub(&Obj::int(py, 1)),
+            PyInt::new(py, i64::MIN).sub(&PyInt::new(py, 1)),
             Err(Error::OverflowError(_))
         ));
         assert!(matches!(
-            max.mul(&Obj::int(py, 2)),
+            max.mul(&PyInt::new(py, 2)),
             Err(Error::OverflowError(_))
         ));
         assert_eq!(
-            Obj::int(py, 40).add(&Obj::int(py, 2)).unwrap().to_i64(),
+            PyInt::new(py, 40).add(&PyInt::new(py, 2)).unwrap().to_i64(),
             Ok(42)
         );
         assert_eq!(
-            Obj::int(py, 1).add(&Obj::float(py, 0.5)).unwrap().to_f64(),
+            PyInt::new(py, 1)
+                .add(&PyFloat::new(py, 0.5))
+                .unwrap()
+                .to_f64(),
             Ok(1.5)
         );
         assert_eq!(
-            Obj::str(py, "ab")
-                .add(&Obj::str(py, "cd"))
+            PyStr::new(py, "ab")
+                .add(&PyStr::new(py, "cd"))
                 .unwrap()
                 .to_str()
                 .unwrap(),
@@ -132,75 +138,67 @@ fn integer_overflow_is_an_error_not_a_wrap() {
 #[test]
 fn wrong_types_are_type_errors() {
     leak_checked(|py| {
-        let text = Obj::str(py, "a");
+        let text = PyStr::new(py, "a");
         assert!(matches!(
-            text.add(&Obj::int(py, 1)),
-            Err(Error::TypeError(_))
-        ));
-        assert!(matches!(
-            Obj::int(py, 1).get_item(0),
-            Err(Error::TypeError(_))
-        ));
-        assert!(matches!(Obj::int(py, 1).len(), Err(Error::TypeError(_))));
-        assert!(matches!(
-            Obj::int(py, 1).append(Obj::none(py)),
+            text.add(&PyInt::new(py, 1)),
             Err(Error::TypeError(_))
         ));
         assert!(matches!(text.to_i64(), Err(Error::TypeError(_))));
-        let dict = Obj::dict(py);
-        let unhashable = Obj::list(py, []);
+        let dict = PyDict::new(py);
+        let unhashable = PyList::empty(py);
         assert!(matches!(
-            dict.dict_set(&unhashable, Obj::none(py)),
+            dict.set_item(&unhashable, PyNone::get(py)),
             Err(Error::TypeError(_))
         ));
         assert!(matches!(
-            dict.dict_get(&unhashable),
+            dict.get_item(&unhashable),
             Err(Error::TypeError(_))
         ));
-        assert_eq!(dict.len(), Ok(0), "a failed operation changes nothing");
+        assert_eq!(dict.len(), 0, "a failed operation changes nothing");
     });
 }
 
 #[test]
 fn lists_index_from_both_ends_and_report_bad_indices() {
     leak_checked(|py| {
-        let list = Obj::list(py, (0..10).map(|i| Obj::int(py, i * 1000)));
-        assert_eq!(list.len(), Ok(10));
+        let list = PyList::new(py, (0..10).map(|i| PyInt::new(py, i * 1000)));
+        assert_eq!(list.len(), 10);
         assert_eq!(list.get_item(0).unwrap().to_i64(), Ok(0));
         assert_eq!(list.get_item(-1).unwrap().to_i64(), Ok(9000));
         assert!(matches!(list.get_item(10), Err(Error::IndexError(_))));
         assert!(matches!(list.get_item(-11), Err(Error::IndexError(_))));
-        list.set_item(-2, Obj::str(py, "eight")).unwrap();
+        list.set_item(-2, PyStr::new(py, "eight")).unwrap();
         assert_eq!(list.get_item(8).unwrap().to_str().unwrap(), "eight");
         assert!(matches!(
-            list.set_item(10, Obj::none(py)),
+            list.set_item(10, PyNone::get(py)),
             Err(Error::IndexError(_))
         ));
         assert_eq!(list.pop().unwrap().to_i64(), Ok(9000));
         for i in 0..100 {
-            list.append(Obj::int(py, i)).unwrap();
+            list.append(PyInt::new(py, i));
         }
-        assert_eq!(list.len(), Ok(109));
+        assert_eq!(list.len(), 109);
         while list.pop().is_ok() {}
         assert!(matches!(list.pop(), Err(Error::IndexError(_))));
-        assert_eq!(list.len(), Ok(0));
+        assert_eq!(list.len(), 0);
     });
 }
 
 #[test]
 fn dicts_keep_insertion_order_and_report_missing_keys() {
     leak_checked(|py| {
-        let dict = Obj::dict(py);
+        let dict = PyDict::new(py);
         for name in ["b", "a", "c"] {
-            dict.dict_set(&Obj::str(py, name), Obj::int(py, name.len() as i64))
+            dict.set_item(&PyStr::new(py, name), PyInt::new(py, name.len() as i64))
                 .unwrap();
         }
-        dict.dict_set(&Obj::str(py, "b"), Obj::int(py, 20)).unwrap();
-        dict.dict_del(&Obj::str(py, "a")).unwrap();
-        dict.dict_set(&Obj::str(py, "a"), Obj::int(py, 10)).unwrap();
+        dict.set_item(&PyStr::new(py, "b"), PyInt::new(py, 20))
+            .unwrap();
+        dict.del_item(&PyStr::new(py, "a")).unwrap();
+        dict.set_item(&PyStr::new(py, "a"), PyInt::new(py, 10))
+            .unwrap();
         let keys: Vec<String> = dict
-            .dict_items()
-            .unwrap()
+            .items()
             .iter()
             .map(|(k, _)| k.to_str().unwrap().to_owned())
             .collect();
@@ -209,20 +207,23 @@ fn dicts_keep_insertion_order_and_report_missing_keys() {
             ["b", "c", "a"],
             "replacing keeps the place; re-inserting moves to the end"
         );
-        assert_eq!(dict.dict_get(&Obj::str(py, "b")).unwrap().to_i64(), Ok(20));
+        assert_eq!(
+            dict.get_item(&PyStr::new(py, "b")).unwrap().to_i64(),
+            Ok(20)
+        );
         assert!(matches!(
-            dict.dict_get(&Obj::str(py, "zz")),
+            dict.get_item(&PyStr::new(py, "zz")),
             Err(Error::KeyError(_))
         ));
         assert!(matches!(
-            dict.dict_del(&Obj::str(py, "zz")),
+            dict.del_item(&PyStr::new(py, "zz")),
             Err(Error::KeyError(_))
         ));
         // int and bool keys are equal when their values are, as in Python.
-        dict.dict_set(&Obj::int(py, 1), Obj::str(py, "one"))
+        dict.set_item(&PyInt::new(py, 1), PyStr::new(py, "one"))
             .unwrap();
         assert_eq!(
-            dict.dict_get(&Obj::bool(py, true))
+            dict.get_item(&PyBool::new(py, true))
                 .unwrap()
                 .to_str()
                 .unwrap(),
@@ -234,35 +235,35 @@ fn dicts_keep_insertion_order_and_report_missing_keys() {
 #[test]
 fn dicts_grow_without_losing_entries() {
     leak_checked(|py| {
-        let dict = Obj::dict(py);
+        let dict = PyDict::new(py);
         let n = if cfg!(miri) { 50 } else { 5_000 };
         for i in 0..n {
-            dict.dict_set(&Obj::int(py, i), Obj::int(py, i * 2))
+            dict.set_item(&PyInt::new(py, i), PyInt::new(py, i * 2))
                 .unwrap();
             if i % 3 == 0 {
-                dict.dict_del(&Obj::int(py, i)).unwrap();
+                dict.del_item(&PyInt::new(py, i)).unwrap();
             }
         }
         for i in 0..n {
-            let found = dict.dict_get(&Obj::int(py, i));
+            let found = dict.get_item(&PyInt::new(py, i));
             if i % 3 == 0 {
                 assert!(found.is_err());
             } else {
                 assert_eq!(found.unwrap().to_i64(), Ok(i * 2));
             }
         }
-        assert_eq!(dict.len(), Ok((n - (n + 2) / 3) as usize));
+        assert_eq!(dict.len(), (n - (n + 2) / 3) as usize);
     });
 }
 
 #[test]
 fn interned_strings_are_unique_and_immortal() {
     leak_checked(|py| {
-        let a = Obj::intern(py, "interned-name");
-        let b = Obj::intern(py, &String::from("interned-name"));
+        let a = PyStr::intern(py, "interned-name");
+        let b = PyStr::intern(py, &String::from("interned-name"));
         assert!(a.is(&b));
         assert!(a.is_immortal());
-        let plain = Obj::str(py, "interned-name");
+        let plain = PyStr::new(py, "interned-name");
         assert!(!plain.is(&a) && plain.equals(&a));
     });
 }
@@ -270,25 +271,16 @@ fn interned_strings_are_unique_and_immortal() {
 #[test]
 fn instances_have_attributes_and_report_missing_ones() {
     leak_checked(|py| {
-        let class = Obj::class(py, "Point").unwrap();
+        let class = PyClass::new(py, "Point").unwrap();
         assert!(class.is_immortal());
-        let point = class.instantiate().unwrap();
+        let point = class.instantiate();
         assert_eq!(point.type_name(), "Point");
-        let (x, y) = (Obj::intern(py, "x"), Obj::intern(py, "y"));
-        point.set_attr(&x, Obj::int(py, 1)).unwrap();
-        point.set_attr(&x, Obj::int(py, 2)).unwrap();
+        let (x, y) = (PyStr::intern(py, "x"), PyStr::intern(py, "y"));
+        point.set_attr(&x, PyInt::new(py, 1)).unwrap();
+        point.set_attr(&x, PyInt::new(py, 2)).unwrap();
         assert_eq!(point.get_attr(&x).unwrap().to_i64(), Ok(2));
         assert!(matches!(point.get_attr(&y), Err(Error::AttributeError(_))));
-        assert!(matches!(
-            Obj::int(py, 3).get_attr(&x),
-            Err(Error::AttributeError(_))
-        ));
-        assert!(matches!(
-            point.get_attr(&Obj::int(py, 3)),
-            Err(Error::TypeError(_))
-        ));
-        assert!(matches!(point.instantiate(), Err(Error::TypeError(_))));
-        assert!(matches!(Obj::class(py, ""), Err(Error::ValueError(_))));
+        assert!(matches!(PyClass::new(py, ""), Err(Error::ValueError(_))));
         point.del_attr(&x).unwrap();
         assert!(point.get_attr(&x).is_err());
     });
@@ -297,13 +289,13 @@ fn instances_have_attributes_and_report_missing_ones() {
 #[test]
 fn modules_hold_shared_variables() {
     leak_checked(|py| {
-        let module = Obj::module(py, "main");
-        let counter = Obj::intern(py, "counter");
-        module.set_attr(&counter, Obj::int(py, 0)).unwrap();
+        let module = PyModule::new(py, "main");
+        let counter = PyStr::intern(py, "counter");
+        module.set_attr(&counter, PyInt::new(py, 0)).unwrap();
         let next = module
             .get_attr(&counter)
             .unwrap()
-            .add(&Obj::int(py, 1))
+            .add(&PyInt::new(py, 1))
             .unwrap();
         module.set_attr(&counter, next).unwrap();
         assert_eq!(module.get_attr(&counter).unwrap().to_i64(), Ok(1));
@@ -314,12 +306,12 @@ fn modules_hold_shared_variables() {
 #[test]
 fn borrowed_reads_take_no_reference() {
     leak_checked(|py| {
-        let dict = Obj::dict(py);
-        let key = Obj::intern(py, "k");
-        let value = Obj::float(py, 2.5);
-        dict.dict_set(&key, value.clone()).unwrap();
+        let dict = PyDict::new(py);
+        let key = PyStr::intern(py, "k");
+        let value = PyFloat::new(py, 2.5);
+        dict.set_item(&key, value.clone()).unwrap();
         let guard = ReadGuard::new(py);
-        let borrowed = dict.dict_get_borrowed(&key, &guard).unwrap();
+        let borrowed = dict.get_item_borrowed(&key, &guard).unwrap();
         assert!(borrowed.is(&value));
         assert_eq!(borrowed.to_f64(), Ok(2.5));
         assert_eq!(
@@ -335,13 +327,13 @@ fn borrowed_reads_take_no_reference() {
 #[test]
 fn a_value_deleted_from_a_dict_stays_alive_while_a_borrow_of_it_lives() {
     leak_checked(|py| {
-        let dict = Obj::dict(py);
-        let key = Obj::intern(py, "k");
-        dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+        let dict = PyDict::new(py);
+        let key = PyStr::intern(py, "k");
+        dict.set_item(&key, PyFloat::new(py, 2.5)).unwrap();
         let floats = live_objects(Kind::Float);
         let guard = ReadGuard::new(py);
-        let value = dict.dict_get_borrowed(&key, &guard).unwrap();
-        dict.dict_del(&key).unwrap();
+        let value = dict.get_item_borrowed(&key, &guard).unwrap();
+        dict.del_item(&key).unwrap();
         assert_eq!(
             live_objects(Kind::Float),
             floats,
@@ -361,13 +353,13 @@ fn a_value_deleted_from_a_dict_stays_alive_while_a_borrow_of_it_lives() {
 #[test]
 fn a_replaced_attribute_stays_alive_while_a_borrow_of_it_lives() {
     leak_checked(|py| {
-        let point = Obj::class(py, "Point").unwrap().instantiate().unwrap();
-        let x = Obj::intern(py, "x");
-        point.set_attr(&x, Obj::float(py, 2.5)).unwrap();
+        let point = PyClass::new(py, "Point").unwrap().instantiate();
+        let x = PyStr::intern(py, "x");
+        point.set_attr(&x, PyFloat::new(py, 2.5)).unwrap();
         let floats = live_objects(Kind::Float);
         let guard = ReadGuard::new(py);
         let old = point.get_attr_borrowed(&x, &guard).unwrap();
-        point.set_attr(&x, Obj::int(py, 7)).unwrap();
+        point.set_attr(&x, PyInt::new(py, 7)).unwrap();
         point.del_attr(&x).unwrap();
         assert_eq!(
             live_objects(Kind::Float),
@@ -385,12 +377,12 @@ fn a_replaced_attribute_stays_alive_while_a_borrow_of_it_lives() {
 #[test]
 fn a_value_another_thread_removes_while_the_reader_is_detached_lives_until_the_guard_is_gone() {
     leak_checked(|py| {
-        let dict = Obj::dict(py);
-        let key = Obj::intern(py, "k");
-        dict.dict_set(&key, Obj::float(py, 2.5)).unwrap();
+        let dict = PyDict::new(py);
+        let key = PyStr::intern(py, "k");
+        dict.set_item(&key, PyFloat::new(py, 2.5)).unwrap();
         let floats = live_objects(Kind::Float);
         let guard = ReadGuard::new(py);
-        let value = dict.dict_get_borrowed(&key, &guard).unwrap();
+        let value = dict.get_item_borrowed(&key, &guard).unwrap();
         let handle = dict.clone().unbind();
         // The reader lets other threads run (in the gil build: gives up the GIL) while it still
         // holds the borrow; another thread deletes the value and collects.
@@ -398,7 +390,7 @@ fn a_value_another_thread_removes_while_the_reader_is_detached_lives_until_the_g
             std::thread::spawn(move || {
                 Python::attach(|py| {
                     let dict = handle.into_bound(py);
-                    dict.dict_del(&Obj::intern(py, "k")).unwrap();
+                    dict.del_item(&PyStr::intern(py, "k")).unwrap();
                     drop(dict);
                     collect(py);
                 })
@@ -436,7 +428,7 @@ impl<F: FnMut()> fmt::Write for MeddlingWriter<F> {
 #[test]
 fn debug_prints_a_lists_items_even_if_the_writer_pops_them_meanwhile() {
     leak_checked(|py| {
-        let list = Obj::list(py, (0..4).map(|i| Obj::float(py, i as f64 + 0.5)));
+        let list = PyList::new(py, (0..4).map(|i| PyFloat::new(py, i as f64 + 0.5)));
         let floats = live_objects(Kind::Float);
         let fewest_alive = Cell::new(floats);
         let mut writer = MeddlingWriter {
@@ -453,7 +445,7 @@ fn debug_prints_a_lists_items_even_if_the_writer_pops_them_meanwhile() {
             "an item was freed while it was being printed"
         );
         assert_eq!(writer.out, "[0.5, 1.5, 2.5, 3.5]");
-        assert_eq!(list.len(), Ok(0), "the writer popped every item");
+        assert_eq!(list.len(), 0, "the writer popped every item");
         collect(py);
         assert_eq!(live_objects(Kind::Float), floats - 4);
     });
@@ -462,10 +454,11 @@ fn debug_prints_a_lists_items_even_if_the_writer_pops_them_meanwhile() {
 #[test]
 fn debug_prints_a_dicts_entries_even_if_the_writer_deletes_them_meanwhile() {
     leak_checked(|py| {
-        let dict = Obj::dict(py);
-        let keys: Vec<_> = ["a", "b", "c"].iter().map(|k| Obj::str(py, k)).collect();
+        let dict = PyDict::new(py);
+        let keys: Vec<_> = ["a", "b", "c"].iter().map(|k| PyStr::new(py, k)).collect();
         for (i, key) in keys.iter().enumerate() {
-            dict.dict_set(key, Obj::float(py, i as f64 + 0.5)).unwrap();
+            dict.set_item(key, PyFloat::new(py, i as f64 + 0.5))
+                .unwrap();
         }
         let floats = live_objects(Kind::Float);
         let fewest_alive = Cell::new(floats);
@@ -473,7 +466,7 @@ fn debug_prints_a_dicts_entries_even_if_the_writer_deletes_them_meanwhile() {
             out: String::new(),
             after_each_write: || {
                 for key in &keys {
-                    let _ = dict.dict_del(key);
+                    let _ = dict.del_item(key);
                 }
                 fewest_alive.set(fewest_alive.get().min(live_objects(Kind::Float)));
             },
@@ -485,7 +478,7 @@ fn debug_prints_a_dicts_entries_even_if_the_writer_deletes_them_meanwhile() {
             "a value was freed while it was being printed"
         );
         assert_eq!(writer.out, r#"{"a": 0.5, "b": 1.5, "c": 2.5}"#);
-        assert_eq!(dict.len(), Ok(0));
+        assert_eq!(dict.len(), 0);
     });
 }
 
@@ -504,7 +497,13 @@ fn debug_of_a_shared_on_a_thread_that_never_attached_reads_with_the_right_to() {
         }
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let list = Python::attach(|py| Obj::list(py, [Obj::int(py, 1000), Obj::none(py)]).unbind());
+    let list = Python::attach(|py| {
+        PyList::new(
+            py,
+            [PyInt::new(py, 1000).into_any(), PyNone::get(py).into_any()],
+        )
+        .unbind()
+    });
     let probe = std::thread::scope(|s| {
         s.spawn(|| {
             assert!(!ftrt_gil::is_attached());
@@ -532,16 +531,16 @@ fn debug_of_a_shared_on_a_thread_that_never_attached_reads_with_the_right_to() {
 #[test]
 fn objects_print_like_python_reprs() {
     leak_checked(|py| {
-        let tuple = Obj::tuple(py, [Obj::int(py, 1)]);
-        let dict = Obj::dict(py);
-        dict.dict_set(&Obj::str(py, "t"), tuple).unwrap();
-        let list = Obj::list(
+        let tuple = PyTuple::new(py, [PyInt::new(py, 1)]);
+        let dict = PyDict::new(py);
+        dict.set_item(&PyStr::new(py, "t"), tuple).unwrap();
+        let list = PyList::new(
             py,
             [
-                Obj::none(py),
-                Obj::bool(py, false),
-                Obj::float(py, 2.0),
-                dict,
+                PyNone::get(py).into_any(),
+                PyBool::new(py, false).into_any(),
+                PyFloat::new(py, 2.0).into_any(),
+                dict.into_any(),
             ],
         );
         assert_eq!(format!("{list:?}"), r#"[None, False, 2.0, {"t": (1,)}]"#);
@@ -552,9 +551,9 @@ fn objects_print_like_python_reprs() {
 fn dropping_a_list_nested_a_million_deep_does_not_overflow_the_stack() {
     leak_checked(|py| {
         let depth = if cfg!(miri) { 1_000 } else { 1_000_000 };
-        let mut nested = Obj::list(py, []);
+        let mut nested = PyList::empty(py);
         for _ in 0..depth {
-            nested = Obj::list(py, [nested]);
+            nested = PyList::new(py, [nested]);
         }
         drop(nested);
     });

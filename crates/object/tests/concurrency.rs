@@ -8,8 +8,10 @@ use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::LiveObjects;
-use ftrt_object::{collect, Kind, Obj, ReadGuard, Shared};
-use ftrt_refcount::RefCountValue;
+use ftrt_object::RefCountValue;
+use ftrt_object::{
+    collect, Kind, PyClass, PyDict, PyFloat, PyInt, PyList, PyNone, PyStr, ReadGuard, Shared,
+};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -32,7 +34,7 @@ fn scaled(n: usize) -> usize {
 fn leak_checked(body: impl FnOnce()) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let before = Python::attach(|py| {
-        drop((Obj::none(py), Obj::int(py, 0)));
+        drop((PyNone::get(py), PyInt::new(py, 0)));
         collect(py);
         LiveObjects::now()
     });
@@ -74,12 +76,11 @@ fn appends_to_one_shared_list_keep_every_item_exactly_once() {
     for &threads in THREAD_COUNTS {
         leak_checked(|| {
             let per_thread = scaled(5_000);
-            let list: Shared = Python::attach(|py| Obj::list(py, []).unbind());
+            let list: Shared<_> = Python::attach(|py| PyList::empty(py).unbind());
             on_threads(threads, |t, py| {
                 let list = list.bind(py);
                 for i in 0..per_thread {
-                    list.append(Obj::int(py, (t * per_thread + i) as i64))
-                        .unwrap();
+                    list.append(PyInt::new(py, (t * per_thread + i) as i64));
                     py.check();
                 }
             });
@@ -87,7 +88,6 @@ fn appends_to_one_shared_list_keep_every_item_exactly_once() {
                 let mut seen: Vec<i64> = list
                     .bind(py)
                     .to_vec()
-                    .unwrap()
                     .iter()
                     .map(|o| o.to_i64().unwrap())
                     .collect();
@@ -108,22 +108,22 @@ fn distinct_key_inserts_into_one_dict_lose_nothing() {
     for &threads in THREAD_COUNTS {
         leak_checked(|| {
             let per_thread = scaled(3_000);
-            let dict: Shared = Python::attach(|py| Obj::dict(py).unbind());
+            let dict: Shared<_> = Python::attach(|py| PyDict::new(py).unbind());
             on_threads(threads, |t, py| {
                 let dict = dict.bind(py);
                 for i in 0..per_thread {
                     let key = (t * per_thread + i) as i64;
-                    dict.dict_set(&Obj::int(py, key), Obj::int(py, key * 3))
+                    dict.set_item(&PyInt::new(py, key), PyInt::new(py, key * 3))
                         .unwrap();
                     py.check();
                 }
             });
             Python::attach(|py| {
                 let dict = dict.bind(py);
-                assert_eq!(dict.len(), Ok(threads * per_thread));
+                assert_eq!(dict.len(), threads * per_thread);
                 for key in 0..(threads * per_thread) as i64 {
                     assert_eq!(
-                        dict.dict_get(&Obj::int(py, key)).unwrap().to_i64(),
+                        dict.get_item(&PyInt::new(py, key)).unwrap().to_i64(),
                         Ok(key * 3)
                     );
                 }
@@ -139,24 +139,28 @@ fn readers_racing_resizes_and_replacements_only_see_values_that_were_stored() {
         leak_checked(|| {
             let rounds = scaled(2_000);
             let (list, dict) =
-                Python::attach(|py| (Obj::list(py, []).unbind(), Obj::dict(py).unbind()));
+                Python::attach(|py| (PyList::empty(py).unbind(), PyDict::new(py).unbind()));
             on_threads(threads, |t, py| {
                 let (list, dict) = (list.bind(py), dict.bind(py));
                 if t == 0 {
-                    // The writer: grows, replaces and shrinks, so readers meet every race. Values
-                    // always encode their own index or key: `value == 7 * index`.
+                    // The writer: grows, replaces, deletes and shrinks, so readers meet every
+                    // race. Values always encode their own index or key: `value == 7 * index`.
                     for i in 0..rounds as i64 {
-                        list.append(Obj::int(py, 7 * (i % 64))).unwrap();
-                        let len = list.len().unwrap() as i64;
-                        list.set_item(i % len, Obj::int(py, 7 * ((i % len) % 64)))
+                        list.append(PyInt::new(py, 7 * (i % 64)));
+                        let len = list.len() as i64;
+                        list.set_item(i % len, PyInt::new(py, 7 * ((i % len) % 64)))
                             .unwrap();
                         if i % 5 == 4 {
                             list.pop().unwrap();
                         }
-                        dict.dict_set(&Obj::int(py, i), Obj::int(py, 7 * i))
+                        if i % 7 == 6 {
+                            // Moves every later item down a slot under the readers.
+                            list.del_item(0).unwrap();
+                        }
+                        dict.set_item(&PyInt::new(py, i), PyInt::new(py, 7 * i))
                             .unwrap();
                         if i % 4 == 3 {
-                            dict.dict_del(&Obj::int(py, i - 1)).unwrap();
+                            dict.del_item(&PyInt::new(py, i - 1)).unwrap();
                         }
                         py.check();
                     }
@@ -169,7 +173,7 @@ fn readers_racing_resizes_and_replacements_only_see_values_that_were_stored() {
                                 "read {value}: never stored"
                             );
                         }
-                        if let Ok(value) = dict.dict_get(&Obj::int(py, i)) {
+                        if let Ok(value) = dict.get_item(&PyInt::new(py, i)) {
                             assert_eq!(
                                 value.to_i64(),
                                 Ok(7 * i),
@@ -191,8 +195,8 @@ fn an_object_shared_by_all_threads_returns_to_its_original_count() {
         leak_checked(|| {
             let per_thread = scaled(5_000);
             let (shared, holder) = Python::attach(|py| {
-                let value = Obj::float(py, 0.25);
-                let holder = Obj::list(py, []);
+                let value = PyFloat::new(py, 0.25);
+                let holder = PyList::empty(py);
                 (value.unbind(), holder.unbind())
             });
             on_threads(threads, |_, py| {
@@ -201,7 +205,7 @@ fn an_object_shared_by_all_threads_returns_to_its_original_count() {
                 for i in 0..per_thread {
                     let extra = value.clone();
                     if i % 16 == 0 {
-                        holder.append(extra).unwrap();
+                        holder.append(extra);
                     } else if i % 16 == 1 {
                         let _ = holder.pop();
                     }
@@ -229,18 +233,18 @@ fn attribute_reads_of_a_shared_instance_see_only_stored_values() {
         leak_checked(|| {
             let rounds = scaled(3_000);
             let instance = Python::attach(|py| {
-                let instance = Obj::class(py, "Shared").unwrap().instantiate().unwrap();
+                let instance = PyClass::new(py, "Shared").unwrap().instantiate();
                 instance
-                    .set_attr(&Obj::intern(py, "x"), Obj::int(py, 0))
+                    .set_attr(&PyStr::intern(py, "x"), PyInt::new(py, 0))
                     .unwrap();
                 instance.unbind()
             });
             on_threads(threads, |t, py| {
                 let instance = instance.bind(py);
-                let x = Obj::intern(py, "x");
+                let x = PyStr::intern(py, "x");
                 for i in 0..rounds as i64 {
                     if t == 0 {
-                        instance.set_attr(&x, Obj::int(py, 1000 + i * 2)).unwrap();
+                        instance.set_attr(&x, PyInt::new(py, 1000 + i * 2)).unwrap();
                     } else {
                         let guard = ReadGuard::new(py);
                         let value = instance
@@ -266,7 +270,8 @@ fn printing_a_shared_list_from_threads_that_never_attached_shows_only_stored_ite
     for &threads in THREAD_COUNTS {
         leak_checked(|| {
             let rounds = scaled(3_000);
-            let list: Shared = Python::attach(|py| Obj::list(py, [Obj::float(py, 0.5)]).unbind());
+            let list: Shared<_> =
+                Python::attach(|py| PyList::new(py, [PyFloat::new(py, 0.5)]).unbind());
             let writing = AtomicBool::new(true);
             // Every thread is joined explicitly: the end of a scope does not wait for the
             // threads' thread-local destructors, where the writer settles what it retired, so
@@ -300,10 +305,10 @@ fn printing_a_shared_list_from_threads_that_never_attached_shows_only_stored_ite
                     Python::attach(|py| {
                         let list = list.bind(py);
                         for i in 0..rounds {
-                            list.append(Obj::float(py, i as f64 + 0.5)).unwrap();
-                            list.set_item(0, Obj::float(py, i as f64 + 0.5)).unwrap();
-                            if list.len().unwrap() > 32 {
-                                while list.len().unwrap() > 1 {
+                            list.append(PyFloat::new(py, i as f64 + 0.5));
+                            list.set_item(0, PyFloat::new(py, i as f64 + 0.5)).unwrap();
+                            if list.len() > 32 {
+                                while list.len() > 1 {
                                     drop(list.pop().unwrap());
                                 }
                             }

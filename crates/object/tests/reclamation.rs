@@ -10,7 +10,7 @@ use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
-use ftrt_object::{collect, Kind, Obj};
+use ftrt_object::{collect, Kind, PyInt, PyList};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -71,9 +71,9 @@ fn replaced_items_are_freed_within_bounded_rounds(
     thread::scope(|s| {
         let writer = s.spawn(|| {
             Python::attach(|py| {
-                let list = Obj::list(py, (0..items).map(|i| Obj::int(py, 1_000 + i as i64)));
+                let list = PyList::new(py, (0..items).map(|i| PyInt::new(py, 1_000 + i as i64)));
                 for i in 0..items {
-                    list.set_item(i as i64, Obj::int(py, 1_000_000 + i as i64))
+                    list.set_item(i as i64, PyInt::new(py, 1_000_000 + i as i64))
                         .unwrap();
                 }
                 // The list and its current items stay alive: only the replaced ones must go.

@@ -4,7 +4,7 @@ use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_lock::{section, RawObjectLock};
-use ftrt_object::{Obj, Shared};
+use ftrt_object::{PyList, Shared};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -31,7 +31,7 @@ fn free_to_another_thread(lock: &RawObjectLock) -> bool {
 #[test]
 fn dropping_a_shared_inside_a_critical_section_leaves_the_section_locked() {
     thread::spawn(|| {
-        let list: Shared = Python::attach(|py| Obj::list(py, []).unbind());
+        let list: Shared<_> = Python::attach(|py| PyList::empty(py).unbind());
         let lock = RawObjectLock::new();
         section::with(&lock, || {
             drop(list);

@@ -14,7 +14,7 @@ use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
-use ftrt_object::{collect, Kind, Obj, Shared};
+use ftrt_object::{collect, Bound, Kind, PyInt, PyList, Shared};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -66,10 +66,10 @@ fn live_lists_and_ints() -> (isize, isize) {
 }
 
 /// A list nested `depth` deep.
-fn deep_list(py: Python<'_>, depth: usize) -> Obj<'_> {
-    let mut nested = Obj::list(py, []);
+fn deep_list(py: Python<'_>, depth: usize) -> Bound<'_, PyList> {
+    let mut nested = PyList::empty(py);
     for _ in 0..depth {
-        nested = Obj::list(py, [nested]);
+        nested = PyList::new(py, [nested]);
     }
     nested
 }
@@ -80,7 +80,7 @@ fn an_owner_that_exits_with_a_deep_list_queued_to_it_frees_the_list_without_recu
         "an_owner_that_exits_with_a_deep_list_queued_to_it_frees_the_list_without_recursion",
         || {
             let before = live_lists_and_ints();
-            let (hand_over, handed_over) = mpsc::channel::<Shared>();
+            let (hand_over, handed_over) = mpsc::channel::<Shared<PyList>>();
             let (dropped, wait_until_dropped) = mpsc::channel::<()>();
             let owner = thread::Builder::new()
                 .stack_size(SMALL_STACK)
@@ -88,7 +88,7 @@ fn an_owner_that_exits_with_a_deep_list_queued_to_it_frees_the_list_without_recu
                     Python::attach(|py| {
                         let deep = deep_list(py, DEPTH);
                         // Work of any kind that frees an object, as threads do before they idle.
-                        drop(Obj::list(py, [Obj::int(py, 1_000)]));
+                        drop(PyList::new(py, [PyInt::new(py, 1_000)]));
                         hand_over.send(deep.unbind()).unwrap();
                     });
                     // Idle (no merge) until the other thread dropped the last reference, which
@@ -108,7 +108,7 @@ fn an_owner_that_exits_with_a_deep_list_queued_to_it_frees_the_list_without_recu
 }
 
 thread_local! {
-    static KEPT: RefCell<Option<Shared>> = const { RefCell::new(None) };
+    static KEPT: RefCell<Option<Shared<PyList>>> = const { RefCell::new(None) };
 }
 
 #[test]
@@ -146,7 +146,7 @@ fn a_shared_kept_in_a_thread_local_initialised_before_attaching_is_freed_at_thre
                 // Initialised first, so destroyed after the thread state.
                 KEPT.with(|kept| kept.borrow_mut().take());
                 Python::attach(|py| {
-                    let list = Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]);
+                    let list = PyList::new(py, [PyInt::new(py, 1_000), PyInt::new(py, 1_001)]);
                     KEPT.with(|kept| *kept.borrow_mut() = Some(list.unbind()));
                 });
             })
@@ -170,7 +170,7 @@ fn a_shared_kept_in_a_thread_local_initialised_after_attaching_is_freed_at_threa
             thread::spawn(|| {
                 Python::attach(|py| {
                     // Initialised while attached, so destroyed before the thread state.
-                    let list = Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]);
+                    let list = PyList::new(py, [PyInt::new(py, 1_000), PyInt::new(py, 1_001)]);
                     KEPT.with(|kept| *kept.borrow_mut() = Some(list.unbind()));
                 });
             })
@@ -192,7 +192,7 @@ fn a_shared_kept_in_a_thread_local_of_a_thread_that_never_attached_is_freed_at_t
         || {
             let before = live_lists_and_ints();
             let list = Python::attach(|py| {
-                Obj::list(py, [Obj::int(py, 1_000), Obj::int(py, 1_001)]).unbind()
+                PyList::new(py, [PyInt::new(py, 1_000), PyInt::new(py, 1_001)]).unbind()
             });
             thread::spawn(move || {
                 // The only reference, dropped during this thread's exit, by a thread that never

@@ -5,7 +5,9 @@ use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
 use ftrt_gil::Python;
-use ftrt_object::{Obj, ReadGuard, Shared};
+use ftrt_object::{
+    Bound, PyClass, PyDict, PyFloat, PyInt, PyList, PyStr, PyTypeInfo, ReadGuard, Shared,
+};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
@@ -18,18 +20,17 @@ const PRIVATE_LIST_CAP: usize = 10_000;
 fn list_append_private(params: &Params) -> Outcome {
     let total = params.total(APPENDS_TOTAL);
     let (elapsed, counted) = run_threads(params.threads, |t, py| {
-        let mut list = Obj::list(py, []);
+        let mut list = PyList::empty(py);
         let mut held = 0;
         for i in 0..params.share(total, t) {
             if i % PRIVATE_LIST_CAP == 0 && i > 0 {
-                held += list.len().expect("a list");
-                list = Obj::list(py, []);
+                held += list.len();
+                list = PyList::empty(py);
             }
-            list.append(Obj::int(py, (i % 1000) as i64))
-                .expect("a list");
+            list.append(PyInt::new(py, (i % 1000) as i64));
             checkpoint(py, i);
         }
-        held + list.len().expect("a list")
+        held + list.len()
     });
     let mut outcome = Outcome::timed(elapsed, total);
     for (t, counted) in counted.into_iter().enumerate() {
@@ -57,13 +58,13 @@ const SHARED_APPENDS_TOTAL: usize = 60_000_000;
 const SHARED_ROUND: usize = 250_000;
 
 /// What [`in_rounds`] found.
-struct Rounds {
+struct Rounds<T> {
     /// The rounds' times together (the work on the containers, not the drops between rounds).
     elapsed: Duration,
     /// The lengths thread 0 saw at the end of each round but the last, and the expected ones.
     lengths: Vec<(usize, usize)>,
     /// The last round's container, checked in full after the run, and its first unit.
-    last: Shared,
+    last: Shared<T>,
     last_base: usize,
 }
 
@@ -74,19 +75,18 @@ struct Rounds {
 /// earliest thread's start to the last one's end, as [`run_threads`] times a whole run, so the
 /// drops between rounds are not: the workload measures appends and inserts, as when one
 /// container took them all.
-fn in_rounds(
+fn in_rounds<T: Container>(
     params: &Params,
     total: usize,
-    new: fn(Python<'_>) -> Obj<'_>,
-    fill: impl Fn(Python<'_>, &Obj<'_>, usize, usize, usize) + Sync,
-) -> Rounds {
+    fill: impl Fn(Python<'_>, &Bound<'_, T>, usize, usize, usize) + Sync,
+) -> Rounds<T> {
     let sizes: Vec<usize> = (0..total.div_ceil(SHARED_ROUND))
         .map(|r| SHARED_ROUND.min(total - r * SHARED_ROUND))
         .collect();
-    let containers: Vec<Mutex<Option<Shared>>> = Python::attach(|py| {
+    let containers: Vec<Mutex<Option<Shared<T>>>> = Python::attach(|py| {
         sizes
             .iter()
-            .map(|_| Mutex::new(Some(new(py).unbind())))
+            .map(|_| Mutex::new(Some(T::empty(py).unbind())))
             .collect()
     });
     let (round_start, round_end) = (Barrier::new(params.threads), Barrier::new(params.threads));
@@ -117,7 +117,7 @@ fn in_rounds(
                     .unwrap_or_else(|e| e.into_inner())
                     .take()
                     .expect("dropped once");
-                lengths.push((finished.bind(py).len().expect("a container"), size));
+                lengths.push((T::len(&finished.bind(py)), size));
             }
             base += size;
         }
@@ -148,20 +148,37 @@ fn in_rounds(
     }
 }
 
-fn new_list(py: Python<'_>) -> Obj<'_> {
-    Obj::list(py, [])
+/// The containers [`in_rounds`] shares: lists and dicts.
+trait Container: PyTypeInfo {
+    fn empty(py: Python<'_>) -> Bound<'_, Self>;
+    fn len(container: &Bound<'_, Self>) -> usize;
 }
 
-fn new_dict(py: Python<'_>) -> Obj<'_> {
-    Obj::dict(py)
+impl Container for PyList {
+    fn empty(py: Python<'_>) -> Bound<'_, Self> {
+        PyList::empty(py)
+    }
+
+    fn len(list: &Bound<'_, Self>) -> usize {
+        list.len()
+    }
+}
+
+impl Container for PyDict {
+    fn empty(py: Python<'_>) -> Bound<'_, Self> {
+        PyDict::new(py)
+    }
+
+    fn len(dict: &Bound<'_, Self>) -> usize {
+        dict.len()
+    }
 }
 
 fn list_append_shared(params: &Params) -> Outcome {
     let total = params.total(SHARED_APPENDS_TOTAL);
-    let rounds = in_rounds(params, total, new_list, |py, list, first, step, count| {
+    let rounds = in_rounds::<PyList>(params, total, |py, list, first, step, count| {
         for i in 0..count {
-            list.append(Obj::int(py, (first + i * step) as i64))
-                .expect("a list");
+            list.append(PyInt::new(py, (first + i * step) as i64));
             checkpoint(py, i);
         }
     });
@@ -176,7 +193,6 @@ fn list_append_shared(params: &Params) -> Outcome {
             .last
             .bind(py)
             .to_vec()
-            .expect("a list")
             .iter()
             .map(|o| o.to_i64().expect("ints"))
             .collect();
@@ -205,29 +221,29 @@ pub(crate) const LIST_APPEND_SHARED: Workload = Workload {
 const DICT_OPS_TOTAL: usize = 27_000_000;
 const KEYS: usize = 1_000;
 
-fn keys(py: Python<'_>) -> Vec<Obj<'_>> {
+fn keys(py: Python<'_>) -> Vec<Bound<'_, PyStr>> {
     (0..KEYS)
-        .map(|k| Obj::str(py, &format!("key-{k}")))
+        .map(|k| PyStr::new(py, &format!("key-{k}")))
         .collect()
 }
 
 fn dict_private(params: &Params) -> Outcome {
     let total = params.total(DICT_OPS_TOTAL);
     let (elapsed, sums) = run_threads(params.threads, |t, py| {
-        let dict = Obj::dict(py);
+        let dict = PyDict::new(py);
         let keys = keys(py);
         let mut sum = 0_i64;
         for i in 0..params.share(total, t) {
             let key = &keys[i % KEYS];
-            dict.dict_set(key, Obj::int(py, (i % KEYS) as i64))
+            dict.set_item(key, PyInt::new(py, (i % KEYS) as i64))
                 .expect("hashable");
             sum += dict
-                .dict_get(key)
+                .get_item(key)
                 .and_then(|v| v.to_i64())
                 .expect("just set");
             checkpoint(py, i);
         }
-        (sum, dict.len().expect("a dict"))
+        (sum, dict.len())
     });
     let mut outcome = Outcome::timed(elapsed, total);
     for (t, (sum, len)) in sums.into_iter().enumerate() {
@@ -252,26 +268,26 @@ const SHARED_READS_TOTAL: usize = 72_000_000;
 
 fn dict_shared_read(params: &Params) -> Outcome {
     let total = params.total(SHARED_READS_TOTAL);
-    let (dict, key_handles): (Shared, Vec<Shared>) = Python::attach(|py| {
-        let dict = Obj::dict(py);
+    let (dict, key_handles): (Shared<PyDict>, Vec<Shared<PyStr>>) = Python::attach(|py| {
+        let dict = PyDict::new(py);
         let keys = keys(py);
         for (k, key) in keys.iter().enumerate() {
             // Ordinary mortal values (floats), owned by the thread that made them.
-            dict.dict_set(key, Obj::float(py, k as f64))
+            dict.set_item(key, PyFloat::new(py, k as f64))
                 .expect("hashable");
         }
-        (dict.unbind(), keys.into_iter().map(Obj::unbind).collect())
+        (dict.unbind(), keys.into_iter().map(Bound::unbind).collect())
     });
     let (elapsed, sums) = run_threads(params.threads, |t, py| {
         let dict = dict.bind(py);
-        let keys: Vec<Obj> = key_handles.iter().map(|k| k.bind(py)).collect();
+        let keys: Vec<Bound<'_, PyStr>> = key_handles.iter().map(|k| k.bind(py)).collect();
         let mut sum = 0.0;
         for i in 0..params.share(total, t) {
             // The value is read the way an interpreter's evaluation stack would hold it: borrowed
             // under a read guard, not counted (see docs/objects.md, P9).
             let guard = ReadGuard::new(py);
             sum += dict
-                .dict_get_borrowed(&keys[i % KEYS], &guard)
+                .get_item_borrowed(&keys[i % KEYS], &guard)
                 .and_then(|v| v.to_f64())
                 .expect("present");
             checkpoint(py, i);
@@ -299,10 +315,10 @@ const SHARED_INSERTS_TOTAL: usize = 13_500_000;
 
 fn dict_shared_write(params: &Params) -> Outcome {
     let total = params.total(SHARED_INSERTS_TOTAL);
-    let rounds = in_rounds(params, total, new_dict, |py, dict, first, step, count| {
+    let rounds = in_rounds::<PyDict>(params, total, |py, dict, first, step, count| {
         for i in 0..count {
             let key = (first + i * step) as i64;
-            dict.dict_set(&Obj::int(py, key), Obj::int(py, key + 1))
+            dict.set_item(&PyInt::new(py, key), PyInt::new(py, key + 1))
                 .expect("hashable");
             checkpoint(py, i);
         }
@@ -315,12 +331,12 @@ fn dict_shared_write(params: &Params) -> Outcome {
     }
     Python::attach(|py| {
         let dict = rounds.last.bind(py);
-        let len = dict.len().expect("a dict");
+        let len = dict.len();
         let keys = rounds.last_base as i64..total as i64;
         let expected = keys.end - keys.start;
         let all_there = keys
             .clone()
-            .all(|k| dict.dict_get(&Obj::int(py, k)).and_then(|v| v.to_i64()) == Ok(k + 1));
+            .all(|k| dict.get_item(&PyInt::new(py, k)).and_then(|v| v.to_i64()) == Ok(k + 1));
         outcome.expect(len as i64 == expected && all_there, || {
             format!("the last shared dict holds {len} of {expected} keys, or a wrong value")
         });
@@ -345,10 +361,10 @@ const INSTANCES_HELD: usize = 100_000;
 
 fn object_create(params: &Params) -> Outcome {
     let total = params.total(INSTANCES_TOTAL);
-    let class: Shared = Python::attach(|py| Obj::class(py, "Point").expect("a name").unbind());
+    let class: Shared<_> = Python::attach(|py| PyClass::new(py, "Point").expect("a name").unbind());
     let (elapsed, sums) = run_threads(params.threads, |t, py| {
         let class = class.bind(py);
-        let (x, y) = (Obj::intern(py, "x"), Obj::intern(py, "y"));
+        let (x, y) = (PyStr::intern(py, "x"), PyStr::intern(py, "y"));
         let share = params.share(total, t);
         let mut held = Vec::with_capacity(share.min(INSTANCES_HELD));
         let (mut sum, mut created) = (0, 0);
@@ -356,11 +372,11 @@ fn object_create(params: &Params) -> Outcome {
             if held.len() == INSTANCES_HELD {
                 held.clear();
             }
-            let point = class.instantiate().expect("a class");
+            let point = class.instantiate();
             point
-                .set_attr(&x, Obj::int(py, (i % 100) as i64))
+                .set_attr(&x, PyInt::new(py, (i % 100) as i64))
                 .expect("attributes");
-            point.set_attr(&y, Obj::int(py, 1)).expect("attributes");
+            point.set_attr(&y, PyInt::new(py, 1)).expect("attributes");
             sum += point
                 .get_attr(&x)
                 .and_then(|v| v.to_i64())
@@ -393,25 +409,25 @@ const POOL: usize = 500;
 
 /// Each thread interns texts drawn from one pool, every lookup through the shared interning
 /// table (not the thread's own cache, which would read nothing shared); the check: each text
-/// gave one object, the same on every thread and the same `Obj::intern` gives.
+/// gave one object, the same on every thread and the same `PyStr::intern` gives.
 fn string_intern(params: &Params) -> Outcome {
     let total = params.total(INTERNS_TOTAL);
     let pool: Vec<String> = (0..POOL).map(|i| format!("identifier_{i}")).collect();
     let (elapsed, per_thread) = run_threads(params.threads, |t, py| {
-        let first: Vec<Obj> = pool
+        let first: Vec<Bound<'_, PyStr>> = pool
             .iter()
-            .map(|text| Obj::intern_in_shared_table(py, text))
+            .map(|text| PyStr::intern_in_shared_table(py, text))
             .collect();
         let (mut mismatches, mut interned) = (0, 0);
         for i in 0..params.share(total, t) {
             let j = (i * 7 + t) % POOL;
-            if !Obj::intern_in_shared_table(py, &pool[j]).is(&first[j]) {
+            if !PyStr::intern_in_shared_table(py, &pool[j]).is(&first[j]) {
                 mismatches += 1;
             }
             interned += 1;
             checkpoint(py, i);
         }
-        let first: Vec<Shared> = first.into_iter().map(Obj::unbind).collect();
+        let first: Vec<Shared<PyStr>> = first.into_iter().map(Bound::unbind).collect();
         (mismatches, interned, first)
     });
     let mut outcome = Outcome::timed(elapsed, total);
@@ -425,7 +441,7 @@ fn string_intern(params: &Params) -> Outcome {
     });
     Python::attach(|py| {
         for (j, text) in pool.iter().enumerate() {
-            let unique = Obj::intern(py, text);
+            let unique = PyStr::intern(py, text);
             let threads_agree = per_thread
                 .iter()
                 .all(|(_, _, first)| first[j].bind(py).is(&unique));

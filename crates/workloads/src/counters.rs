@@ -3,7 +3,7 @@
 
 use ftrt_gil::threading::Lock;
 use ftrt_gil::Python;
-use ftrt_object::{Obj, Shared};
+use ftrt_object::{Bound, PyInt, PyModule, PyStr, Shared};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
@@ -11,12 +11,12 @@ const RACE_INCREMENTS_TOTAL: usize = 24_000_000;
 const LOCKED_INCREMENTS_TOTAL: usize = 12_000_000;
 
 /// A module with `counter = 0`, and the interned name.
-fn setup() -> (Shared, Shared) {
+fn setup() -> (Shared<PyModule>, Shared<PyStr>) {
     Python::attach(|py| {
-        let module = Obj::module(py, "__main__");
-        let name = Obj::intern(py, "counter");
+        let module = PyModule::new(py, "__main__");
+        let name = PyStr::intern(py, "counter");
         module
-            .set_attr(&name, Obj::int(py, 0))
+            .set_attr(&name, PyInt::new(py, 0))
             .expect("a module has attributes");
         (module.unbind(), name.unbind())
     })
@@ -25,16 +25,16 @@ fn setup() -> (Shared, Shared) {
 /// `counter = counter + 1`: a read, then a write, as separate steps (as in Python bytecode),
 /// with the eval loop's checkpoint between them on every 16th increment (where the GIL may
 /// switch threads, as CPython's may at a call inside the expression).
-fn increment(py: Python<'_>, module: &Obj<'_>, name: &Obj<'_>, i: usize) {
+fn increment(py: Python<'_>, module: &Bound<'_, PyModule>, name: &Bound<'_, PyStr>, i: usize) {
     let value = module.get_attr(name).expect("counter exists");
-    let next = value.add(&Obj::int(py, 1)).expect("no overflow");
+    let next = value.add(&PyInt::new(py, 1)).expect("no overflow");
     checkpoint(py, i);
     module
         .set_attr(name, next)
         .expect("a module has attributes");
 }
 
-fn final_count(module: &Shared, name: &Shared) -> i64 {
+fn final_count(module: &Shared<PyModule>, name: &Shared<PyStr>) -> i64 {
     Python::attach(|py| {
         module
             .bind(py)

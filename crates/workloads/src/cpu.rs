@@ -5,7 +5,7 @@
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use ftrt_object::Obj;
+use ftrt_object::{PyFloat, PyInt};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
@@ -13,9 +13,9 @@ const COUNTDOWN_TOTAL: usize = 45_000_000;
 
 /// Counts an int object down to zero (`n -= 1` in a loop); returns the final value.
 fn count_down(py: ftrt_gil::Python<'_>, from: usize) -> i64 {
-    let one = Obj::int(py, 1);
-    let mut n = Obj::int(py, from as i64 + 1_000);
-    let floor = Obj::int(py, 1_000);
+    let one = PyInt::new(py, 1);
+    let mut n = PyInt::new(py, from as i64 + 1_000).into_any();
+    let floor = PyInt::new(py, 1_000);
     for i in 0..from {
         n = n.sub(&one).expect("no overflow counting down");
         checkpoint(py, i);
@@ -156,8 +156,8 @@ const FLOAT_TOTAL: usize = 56_000_000;
 fn float_mult(params: &Params) -> Outcome {
     let total = params.total(FLOAT_TOTAL);
     let (elapsed, results) = run_threads(params.threads, |t, py| {
-        let factor = Obj::float(py, 1.000_001);
-        let mut x = Obj::float(py, 1.0);
+        let factor = PyFloat::new(py, 1.000_001);
+        let mut x = PyFloat::new(py, 1.0).into_any();
         for i in 0..params.share(total, t) {
             x = x.mul(&factor).expect("floats multiply");
             checkpoint(py, i);

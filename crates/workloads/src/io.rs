@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use ftrt_gil::{runtime_gil, Python, Scheduling};
-use ftrt_object::Obj;
+use ftrt_object::PyInt;
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
@@ -66,8 +66,8 @@ fn ping_under_load(params: &Params, pings: usize) -> (Duration, Vec<Duration>) {
 
 /// CPU-bound work with eval-loop checkpoints until `done`.
 fn busy_until(py: Python<'_>, done: &std::sync::atomic::AtomicBool) {
-    let one = Obj::int(py, 1);
-    let mut n = Obj::int(py, 1_000_000);
+    let one = PyInt::new(py, 1);
+    let mut n = PyInt::new(py, 1_000_000).into_any();
     let mut i = 0;
     while !done.load(std::sync::atomic::Ordering::Relaxed) {
         n = n.add(&one).expect("no overflow");

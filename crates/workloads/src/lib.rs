@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use ftrt_gil::Python;
 use ftrt_object::stats::LiveObjects;
-use ftrt_object::{collect, Kind, Obj};
+use ftrt_object::{collect, Kind, PyInt, PyNone};
 
 mod containers;
 mod counters;
@@ -172,7 +172,7 @@ impl LiveCensus {
     fn baseline() -> Self {
         Python::attach(|py| {
             // The immortal singletons exist from the first use on; make them before measuring.
-            drop((Obj::none(py), Obj::int(py, 0)));
+            drop((PyNone::get(py), PyInt::new(py, 0)));
             collect(py);
             Self::now()
         })
@@ -322,6 +322,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use ftrt_object::PyStr;
 
     /// Live-object counts are process-wide: tests that check them take turns.
     static CENSUS: Mutex<()> = Mutex::new(());
@@ -357,7 +358,7 @@ mod tests {
     }
 
     fn leaks_an_ordinary_string(_: &Params) -> Outcome {
-        Python::attach(|py| std::mem::forget(Obj::str(py, "a leaked ordinary string")));
+        Python::attach(|py| std::mem::forget(PyStr::new(py, "a leaked ordinary string")));
         Outcome::timed(Duration::ZERO, 1)
     }
 
@@ -375,7 +376,7 @@ mod tests {
     fn interns_a_new_string(_: &Params) -> Outcome {
         static FRESH: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = FRESH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Python::attach(|py| drop(Obj::intern(py, &format!("interned by a test, {n}"))));
+        Python::attach(|py| drop(PyStr::intern(py, &format!("interned by a test, {n}"))));
         Outcome::timed(Duration::ZERO, 1)
     }
 
@@ -452,3 +453,8 @@ mod tests {
         }
     }
 }
+
+// The README's examples run as doctests, so the README cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -4,8 +4,8 @@
 use std::sync::{Barrier, OnceLock};
 
 use ftrt_gil::Python;
-use ftrt_object::{Obj, ReadGuard, Shared};
-use ftrt_refcount::RefCountValue;
+use ftrt_object::RefCountValue;
+use ftrt_object::{PyClass, PyFloat, PyInt, PyNone, PyStr, ReadGuard, Shared};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
@@ -15,11 +15,11 @@ fn shared_refcount(params: &Params) -> Outcome {
     let total = params.total(SHARED_REFS_TOTAL);
     // Thread 0 makes the object and shares it, as a program's threads share what one of them
     // made: at one thread the object never leaves its owner, at N the others count atomically.
-    let published = OnceLock::<Shared>::new();
+    let published = OnceLock::<Shared<PyFloat>>::new();
     let ready = Barrier::new(params.threads);
     let (elapsed, _) = run_threads(params.threads, |t, py| {
         if t == 0 {
-            let _ = published.set(Obj::float(py, 1.5).unbind());
+            let _ = published.set(PyFloat::new(py, 1.5).unbind());
         }
         // Wait detached: under the GIL, waiting attached would keep thread 0 out.
         py.allow_threads(|| ready.wait());
@@ -59,13 +59,10 @@ const ATTR_READS_TOTAL: usize = 88_000_000;
 fn shared_attribute_read(params: &Params) -> Outcome {
     let total = params.total(ATTR_READS_TOTAL);
     let (instance, name) = Python::attach(|py| {
-        let instance = Obj::class(py, "Config")
-            .expect("a name")
-            .instantiate()
-            .expect("a class");
-        let name = Obj::intern(py, "scale");
+        let instance = PyClass::new(py, "Config").expect("a name").instantiate();
+        let name = PyStr::intern(py, "scale");
         instance
-            .set_attr(&name, Obj::float(py, 0.5))
+            .set_attr(&name, PyFloat::new(py, 0.5))
             .expect("attributes");
         (instance.unbind(), name.unbind())
     });
@@ -101,7 +98,7 @@ const IMMORTAL_REFS_TOTAL: usize = 240_000_000;
 fn immortal_read(params: &Params) -> Outcome {
     let total = params.total(IMMORTAL_REFS_TOTAL);
     let (elapsed, sums) = run_threads(params.threads, |t, py| {
-        let (none, small) = (Obj::none(py), Obj::int(py, 42));
+        let (none, small) = (PyNone::get(py), PyInt::new(py, 42));
         let mut sum = 0;
         for i in 0..params.share(total, t) {
             let (a, b) = (none.clone(), small.clone());

@@ -52,7 +52,7 @@ pub struct Cell {
     /// `ok`, or the first failure among the runs (a failed check, a crash).
     pub check: String,
     pub metrics: BTreeMap<String, f64>,
-    /// Derived by [`Report::from_cells`]: the same build at 1 thread / this.
+    /// Derived when the report is built ([`Report::new`]): the same build at 1 thread / this.
     pub speedup: Option<f64>,
     /// Derived: the GIL reference at the same thread count / this.
     pub vs_gil: Option<f64>,
@@ -65,7 +65,7 @@ pub struct Cell {
 }
 
 impl Cell {
-    /// A cell of measured values; the derived fields are filled in by [`Report::from_cells`].
+    /// A cell of measured values; the derived fields are filled in by [`Report::new`].
     pub fn measured(workload: &str, build: &str, threads: usize, times: &[f64]) -> Cell {
         let mut sorted = times.to_vec();
         Cell {

@@ -205,7 +205,9 @@ pub fn build_runners(
             workloads: Vec::new(),
             units: BTreeMap::new(),
         };
-        runners.push(runner.with_self_description()?);
+        let runner = runner.with_self_description()?;
+        check_reported_build(variant, &runner.info)?;
+        runners.push(runner);
     }
     for python in pythons {
         let mut runner = python_runner(workspace, python)?;
@@ -213,6 +215,20 @@ pub fn build_runners(
         runners.push(runner);
     }
     Ok(runners)
+}
+
+/// A runner built as `variant` must say so (`--info`'s `build`, which is `ftrt_gil::BUILD`):
+/// otherwise the features xtask passes ([`Variant::workload_features`]) no longer choose the
+/// variant, and the report would put one build's times under another's name.
+pub fn check_reported_build(variant: Variant, info: &Value) -> Result<(), Failed> {
+    match info["build"].as_str() {
+        Some(build) if build == variant.name() => Ok(()),
+        reported => Err(Failed(format!(
+            "the runner built as {} reports itself as {} (ftrt-runner --info: {info})",
+            variant.name(),
+            reported.unwrap_or("nothing")
+        ))),
+    }
 }
 
 /// `label`, or `label#2`, `label#3`... if a runner already has it: two interpreters of the same
@@ -482,6 +498,18 @@ pub fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_runner_must_report_the_variant_it_was_built_as() {
+        let info = |build: &str| serde_json::json!({"build": build, "header_size": 16});
+        assert!(check_reported_build(Variant::Gil, &info("gil")).is_ok());
+        let Failed(message) = check_reported_build(Variant::Gil, &info("nogil")).unwrap_err();
+        assert!(
+            message.contains("built as gil reports itself as nogil"),
+            "{message}"
+        );
+        assert!(check_reported_build(Variant::NogilAtomicRc, &Value::Null).is_err());
+    }
 
     fn runner(build: &str, kind: RunnerKind) -> Runner {
         Runner {

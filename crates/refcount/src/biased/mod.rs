@@ -54,6 +54,27 @@ fn count_of(shared: i32) -> i32 {
     shared >> FLAG_BITS
 }
 
+/// The count a merge stores in `shared` (before flags), from one reading of the two halves:
+/// `local` (unless `shared` says `MERGED`: a merged count ignores it) plus the shared count.
+/// A pending queue entry's reference is still in it.
+#[inline]
+fn folded_count(local: u32, shared: i32) -> i64 {
+    let owned_locally = if shared & MERGED != 0 {
+        0
+    } else {
+        i64::from(local)
+    };
+    owned_locally + i64::from(count_of(shared))
+}
+
+/// The references alive, from one reading of the two halves: [`folded_count`] less the reference a
+/// pending queue entry stands for (the dropped reference it carries to the owner). The one
+/// place the total is computed: [`BiasedCount::get`], uniqueness and the queued merge use it.
+#[inline]
+fn total_references(local: u32, shared: i32) -> i64 {
+    folded_count(local, shared) - i64::from(shared & QUEUED)
+}
+
 #[inline]
 fn saturated(shared: i32) -> bool {
     count_of(shared).unsigned_abs() >= SATURATED as u32
@@ -369,12 +390,9 @@ impl BiasedCount {
             if saturated(shared) {
                 return false;
             }
-            let owned_locally = if shared & MERGED != 0 {
-                0
-            } else {
-                i64::from(local)
-            };
-            let total = owned_locally + i64::from(count_of(shared)) - 1;
+            debug_assert!(shared & QUEUED != 0, "a merge of an object nobody queued");
+            // The entry's reference is dropped here: what is left is the total.
+            let total = total_references(local, shared);
             debug_assert!(total >= 0, "queued object with no reference for its entry");
             let merged = if total >= i64::from(SATURATED) {
                 SATURATED << FLAG_BITS
@@ -413,22 +431,16 @@ impl BiasedCount {
         if shared == HUSK {
             return RefCountValue::Mortal(0);
         }
-        let owned_locally = if shared & MERGED != 0 {
-            0
-        } else {
-            i64::from(local)
-        };
-        let pending_entry = i64::from(shared & QUEUED);
-        let total = owned_locally + i64::from(count_of(shared)) - pending_entry;
-        RefCountValue::Mortal(total.max(0) as usize)
+        RefCountValue::Mortal(total_references(local, shared).max(0) as usize)
     }
 
     /// Whether the caller's reference is the only one, counting references still waiting in a
     /// merge queue as dropped.
     ///
     /// `true` is always exact. The answer is `false` ("maybe shared") whenever the calling thread
-    /// cannot read the count exactly: when another live thread owns the count (see
-    /// [`exact_parts`](Self::exact_parts) for why), or while another thread is half-way through
+    /// cannot read the count exactly: when another live thread owns the count (it writes its
+    /// local half with plain stores that nothing announces, so no reading of both halves is
+    /// exact), or while another thread is half-way through
     /// merging it. A thread that does not own the count gets an exact answer once the count is
     /// merged (the owner called [`give_up_ownership`](Self::give_up_ownership), its local count
     /// reached zero, or it merged a queued drop of the object) or once the owner has retired
@@ -553,9 +565,10 @@ impl BiasedCount {
         self.owner.store(NO_OWNER, Ordering::Relaxed);
         let mut shared = self.shared.load(Ordering::Relaxed);
         while shared & MERGED == 0 && !saturated(shared) {
-            let total = i64::from(local) + i64::from(count_of(shared));
-            // A pending entry holds a reference, so a queued count is never zero; the result
-            // cannot look like a husk.
+            // The pending entry's reference stays in: `QUEUED` is kept, and the entry's merge
+            // drops it. A pending entry holds a reference, so a queued count is never zero; the
+            // result cannot look like a husk.
+            let total = folded_count(local, shared);
             debug_assert!(
                 total >= i64::from(shared & QUEUED),
                 "a queued count of zero"
@@ -581,12 +594,7 @@ impl BiasedCount {
         if saturated(shared) || shared == HUSK {
             return false;
         }
-        let owned_locally = if shared & MERGED != 0 {
-            0
-        } else {
-            i64::from(local)
-        };
-        owned_locally + i64::from(count_of(shared)) - i64::from(shared & QUEUED) == 1
+        total_references(local, shared) == 1
     }
 
     /// Makes the object immortal, from any thread. Irreversible.

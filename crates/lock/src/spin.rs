@@ -1,0 +1,99 @@
+//! The spin policy: how long a thread that found something busy keeps trying before it sleeps.
+//!
+//! One policy for the whole runtime: [`RawObjectLock`](crate::RawObjectLock) spins with it before
+//! it parks, and the runtime's blocking primitives (`ftrt_gil::threading`) retry with it before
+//! they block. A thread spins in rounds that double in length ([`SPIN_ROUNDS`] of them, 2, 4, 8
+//! pause hints), then yields its core ([`YIELD_ROUNDS`] times), then gives up: by then the
+//! holder is doing more than a few instructions' work, and sleeping costs less than spinning.
+//!
+//! ```
+//! use std::sync::atomic::{AtomicBool, Ordering};
+//! use ftrt_lock::spin;
+//!
+//! let ready = AtomicBool::new(true);
+//! // A cheap attempt, retried a little before the caller falls back to blocking.
+//! assert!(spin::retry(|| ready.load(Ordering::Acquire)));
+//! assert!(!spin::retry(|| false), "gives up after a bounded wait");
+//! ```
+//!
+//! Under loom spinning only adds interleavings to a model without changing what can happen, so
+//! there a backoff gives up at once.
+
+/// Rounds of busy-waiting (2, 4, then 8 pause hints), as `parking_lot`'s `SpinWait`.
+pub const SPIN_ROUNDS: u32 = 3;
+/// Rounds of yielding the core after the busy rounds, before the caller should sleep.
+pub const YIELD_ROUNDS: u32 = 7;
+
+/// A bounded, growing wait between attempts: see the [module docs](self).
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    rounds: u32,
+}
+
+impl Backoff {
+    /// A backoff that has not waited yet.
+    pub const fn new() -> Self {
+        Self { rounds: 0 }
+    }
+
+    /// Waits one round, longer than the last. Returns `false`, without waiting, once the rounds
+    /// are spent: the caller should park or block instead.
+    #[inline]
+    pub fn spin(&mut self) -> bool {
+        if cfg!(loom) || self.rounds >= SPIN_ROUNDS + YIELD_ROUNDS {
+            return false;
+        }
+        self.rounds += 1;
+        if self.rounds <= SPIN_ROUNDS {
+            for _ in 0..1_u32 << self.rounds {
+                std::hint::spin_loop();
+            }
+        } else {
+            std::thread::yield_now();
+        }
+        true
+    }
+
+    /// Starts over, as after a wake-up: the next wait is the shortest again.
+    #[inline]
+    pub fn reset(&mut self) {
+        self.rounds = 0;
+    }
+}
+
+/// Retries `attempt` after each round of a fresh [`Backoff`] until it succeeds (`true`) or the
+/// backoff is spent (`false`: block now).
+pub fn retry(mut attempt: impl FnMut() -> bool) -> bool {
+    let mut backoff = Backoff::new();
+    while backoff.spin() {
+        if attempt() {
+            return true;
+        }
+    }
+    false
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_backoff_waits_a_bounded_number_of_rounds_and_starts_over_on_reset() {
+        let mut backoff = Backoff::new();
+        let rounds = std::iter::from_fn(|| backoff.spin().then_some(())).count();
+        assert_eq!(rounds as u32, SPIN_ROUNDS + YIELD_ROUNDS);
+        assert!(!backoff.spin(), "spent: the caller should sleep");
+        backoff.reset();
+        assert!(backoff.spin());
+    }
+
+    #[test]
+    fn retry_stops_at_the_first_success() {
+        let mut attempts = 0;
+        assert!(retry(|| {
+            attempts += 1;
+            attempts == 2
+        }));
+        assert_eq!(attempts, 2);
+    }
+}

@@ -1,0 +1,297 @@
+//! `Bound<'py, T>`: a counted reference usable while the thread is attached, viewed as type `T`.
+//!
+//! Like PyO3's `Bound<'py, PyList>`: the view is a pointer and a marker, so `Bound<'py, PyList>`
+//! costs exactly what an untyped reference costs, and its methods skip the kind check that
+//! downcasting did once. Every typed view dereferences to `Bound<'py, PyAny>`, the generic view,
+//! whose methods (here, and the numeric ones in `scalars`) work through the object's type slots.
+
+use std::marker::PhantomData;
+use std::ptr::{self, NonNull};
+
+use ftrt_gil::{section, BuildCount, Python};
+use ftrt_refcount::{RefCount, RefCountValue};
+
+use crate::borrowed::Borrowed;
+use crate::error::{Error, Result};
+use crate::header::{header, payload, Header, Kind, TypeObject};
+use crate::refs::{decref, incref, OwnedRef};
+use crate::shared::Shared;
+use crate::string::{StrPayload, STR_TYPE};
+use crate::types::{PyAny, PyTypeInfo};
+
+/// A strong reference to an object of type `T`, usable while the thread is attached for `'py`:
+/// cloning and dropping it count without further checks. `Bound<'py>` (`T` = [`PyAny`]) is an
+/// object of any type; [`Bound::downcast`] gives the typed view, or a `TypeError`.
+///
+/// ```
+/// use ftrt_gil::Python;
+/// use ftrt_object::{Bound, Error, PyAny, PyDict, PyInt, PyList};
+///
+/// Python::attach(|py| {
+///     let any: Bound<'_, PyAny> = PyList::new(py, [PyInt::new(py, 1)]).into_any();
+///     let list = any.downcast::<PyList>().unwrap();
+///     assert_eq!(list.len(), 1);
+///     assert!(matches!(any.downcast::<PyDict>(), Err(Error::TypeError(_))));
+/// });
+/// ```
+#[repr(transparent)]
+pub struct Bound<'py, T = PyAny> {
+    ptr: NonNull<Header>,
+    /// Tied to the attachment (and so neither `Send` nor `Sync`); viewed as `T`.
+    _marker: PhantomData<(Python<'py>, T)>,
+}
+
+impl<'py, T: PyTypeInfo> Bound<'py, T> {
+    /// Wraps a reference the caller owns.
+    ///
+    /// # Safety
+    /// The caller owns one reference to a live object, of a type `T` accepts, and hands it over.
+    #[inline]
+    pub(crate) unsafe fn from_owned(ptr: NonNull<Header>) -> Self {
+        Bound {
+            ptr,
+            _marker: PhantomData,
+        }
+    }
+
+    /// A new reference to a live object.
+    ///
+    /// # Safety
+    /// The object, of a type `T` accepts, stays alive until the increment (the caller holds or
+    /// protects a reference).
+    #[inline]
+    pub(crate) unsafe fn from_borrowed(py: Python<'py>, ptr: NonNull<Header>) -> Self {
+        // SAFETY: alive per the caller.
+        unsafe { incref(ptr, py.count_token()) };
+        Bound {
+            ptr,
+            _marker: PhantomData,
+        }
+    }
+
+    #[inline]
+    pub(crate) fn ptr(&self) -> NonNull<Header> {
+        self.ptr
+    }
+
+    #[inline]
+    pub(crate) fn into_raw(self) -> NonNull<Header> {
+        let ptr = self.ptr;
+        std::mem::forget(self);
+        ptr
+    }
+
+    #[inline]
+    pub(crate) fn into_owned_ref(self) -> OwnedRef {
+        // SAFETY: `self` owns one reference, handed over.
+        unsafe { OwnedRef::from_raw(self.into_raw()) }
+    }
+
+    #[inline]
+    pub(crate) fn header(&self) -> &Header {
+        // SAFETY: this reference keeps the object alive while `self` is borrowed.
+        unsafe { header(self.ptr) }
+    }
+
+    /// The `Python` token this reference is tied to.
+    #[inline]
+    pub fn py(&self) -> Python<'py> {
+        // SAFETY: a `Bound<'py, _>` exists only while its thread is attached for `'py`.
+        unsafe { Python::assume_attached() }
+    }
+
+    /// The generic view of the same reference.
+    #[inline]
+    pub fn as_any(&self) -> &Bound<'py, PyAny> {
+        // SAFETY: `Bound` is `repr(transparent)` over the pointer for every `T`, and every
+        // object may be viewed as `PyAny`.
+        unsafe { &*(self as *const Self).cast::<Bound<'py, PyAny>>() }
+    }
+
+    /// The generic view, taking over this reference.
+    #[inline]
+    pub fn into_any(self) -> Bound<'py, PyAny> {
+        // SAFETY: this reference is handed over; every object may be viewed as `PyAny`.
+        unsafe { Bound::from_owned(self.into_raw()) }
+    }
+
+    /// A handle that can cross threads, for sharing the object.
+    #[inline]
+    pub fn unbind(self) -> Shared<T> {
+        // SAFETY: this reference, of a type `T` accepts, is handed over.
+        unsafe { Shared::from_owned(self.into_raw()) }
+    }
+}
+
+impl<T: PyTypeInfo> Clone for Bound<'_, T> {
+    #[inline]
+    fn clone(&self) -> Self {
+        // SAFETY: this reference keeps the object alive.
+        unsafe { Bound::from_borrowed(self.py(), self.ptr) }
+    }
+}
+
+impl<T> Drop for Bound<'_, T> {
+    #[inline]
+    fn drop(&mut self) {
+        // SAFETY: a `Bound<'py, _>` exists only while its thread is attached.
+        let py = unsafe { Python::assume_attached() };
+        // SAFETY: this handle owns one reference, given up here.
+        unsafe { decref(self.ptr, py.count_token()) };
+    }
+}
+
+impl<T> std::fmt::Debug for Bound<'_, T> {
+    /// Python's `repr`, through each object's type's `repr` slot.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // SAFETY: this reference keeps the object alive for the call.
+        unsafe { crate::display::fmt_object(self.ptr, f) }
+    }
+}
+
+impl<'py> Bound<'py, PyAny> {
+    /// The object's type.
+    #[inline]
+    pub fn get_type(&self) -> &'static TypeObject {
+        self.header().ty
+    }
+
+    /// The object's kind.
+    #[inline]
+    pub fn kind(&self) -> Kind {
+        self.header().ty.kind
+    }
+
+    /// The name of the object's type (`int`, `list`, a class's name...).
+    pub fn type_name(&self) -> &'static str {
+        self.header().ty.name
+    }
+
+    /// Whether both are the same object (Python's `is`).
+    #[inline]
+    pub fn is(&self, other: &Bound<'_, PyAny>) -> bool {
+        self.ptr == other.ptr
+    }
+
+    /// Whether this is `None`.
+    #[inline]
+    pub fn is_none(&self) -> bool {
+        self.kind() == Kind::None
+    }
+
+    /// Whether the object may be viewed as a `T` ([`Bound::downcast`] would succeed).
+    #[inline]
+    pub fn is_instance_of<T: PyTypeInfo>(&self) -> bool {
+        T::is_type_of(self.header().ty)
+    }
+
+    /// The object viewed as a `T`; a `TypeError` if it is not one.
+    #[inline]
+    pub fn downcast<T: PyTypeInfo>(&self) -> Result<&Bound<'py, T>> {
+        if self.is_instance_of::<T>() {
+            // SAFETY: `Bound` is `repr(transparent)` over the pointer for every `T`, and the
+            // object's type was checked.
+            Ok(unsafe { &*(self as *const Self).cast::<Bound<'py, T>>() })
+        } else {
+            Err(self.not_a(T::NAME))
+        }
+    }
+
+    /// This reference viewed as a `T`; a `TypeError` (and the reference dropped) if it is not
+    /// one.
+    #[inline]
+    pub fn downcast_into<T: PyTypeInfo>(self) -> Result<Bound<'py, T>> {
+        if self.is_instance_of::<T>() {
+            // SAFETY: this reference is handed over; the object's type was checked.
+            Ok(unsafe { Bound::from_owned(self.into_raw()) })
+        } else {
+            Err(self.not_a(T::NAME))
+        }
+    }
+
+    #[cold]
+    fn not_a(&self, expected: &str) -> Error {
+        Error::TypeError(format!(
+            "expected {expected}, got '{}' object",
+            self.type_name()
+        ))
+    }
+
+    /// The object's reference count, like `sys.getrefcount` (minus the argument's own
+    /// reference, which Python's version adds): this reference counts as one.
+    pub fn refcount(&self) -> RefCountValue {
+        <BuildCount as RefCount>::get(&self.header().count, self.py().count_token())
+    }
+
+    /// Whether the object is immortal (never freed; counting does nothing).
+    pub fn is_immortal(&self) -> bool {
+        self.refcount() == RefCountValue::Immortal
+    }
+
+    /// Python's `==`, through the type's `eq` slot: numbers and strings by value, everything
+    /// else by identity.
+    pub fn equals(&self, other: &Bound<'_, PyAny>) -> bool {
+        // SAFETY: both references keep their objects alive; the slot is this object's type's.
+        unsafe { (self.header().ty.slots.eq)(self.ptr, other.ptr) }
+    }
+
+    /// Python's `hash()`, through the type's `hash` slot: `str`, `int` and `bool` are hashable
+    /// (and may be dict keys); anything else is a `TypeError`.
+    pub fn hash(&self) -> Result<u64> {
+        // SAFETY: this reference keeps the object alive.
+        unsafe { hash_object(self.ptr) }
+    }
+
+    /// The objects this one holds references to, one entry per reference, in order (a list's
+    /// items, a dict's keys and values, an instance's attribute names and values): Python's
+    /// `gc.get_referents`, through the type's `traverse` slot. A consistent snapshot, taken in
+    /// the object's critical section.
+    pub fn referents(&self) -> Vec<Bound<'py, PyAny>> {
+        let py = self.py();
+        let mut found = Vec::new();
+        section::with(py, &self.header().lock, || {
+            let mut visit = |held: Borrowed<'_>| {
+                // SAFETY: held by the object, which cannot let go of it while we are in its
+                // critical section.
+                found.push(unsafe { Bound::from_borrowed(py, held.ptr()) });
+            };
+            // SAFETY: alive (this reference); its own type's slot; nothing changes what it holds
+            // while we are in its critical section.
+            unsafe { (self.header().ty.slots.traverse)(self.ptr, &mut visit) };
+        });
+        found
+    }
+}
+
+/// The hash of an object that may be a dict key; `TypeError` if its type is unhashable.
+///
+/// # Safety
+/// The object is alive for the call.
+#[inline]
+pub(crate) unsafe fn hash_object(object: NonNull<Header>) -> Result<u64> {
+    // SAFETY: alive per the caller.
+    let ty = unsafe { header(object) }.ty;
+    // Most keys are strings: read the cached hash without the slot's indirect call, as
+    // CPython's dict does for exact `str`.
+    if ptr::eq(ty, &STR_TYPE) {
+        // SAFETY: a `str` holds a `StrPayload`.
+        return Ok(unsafe { payload::<StrPayload>(object) }.hash);
+    }
+    // SAFETY: alive per the caller; the slot is the object's own type's.
+    unsafe { (ty.slots.hash)(object) }.ok_or_else(|| unhashable(ty))
+}
+
+#[cold]
+fn unhashable(ty: &TypeObject) -> Error {
+    Error::TypeError(format!("unhashable type: '{}'", ty.name))
+}
+
+/// Dict key equality, given equal hashes: the same object, or equal by the first's `eq` slot.
+///
+/// # Safety
+/// Both objects are alive for the call.
+#[inline]
+pub(crate) unsafe fn keys_equal(a: NonNull<Header>, b: NonNull<Header>) -> bool {
+    // SAFETY: both alive per the caller; the slot is `a`'s own type's.
+    a == b || unsafe { (header(a).ty.slots.eq)(a, b) }
+}

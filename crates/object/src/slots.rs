@@ -1,0 +1,207 @@
+//! Per-type behaviour: what each payload type does for `repr`, `hash`, `==` and traverse, and the
+//! type-erased slot functions a [`TypeObject`](crate::TypeObject) stores.
+//!
+//! A type's behaviour is written once, as a [`Payload`] implementation on the payload it owns
+//! (`i64` for `int`, `ListPayload` for `list`, ...); `TypeObject::new::<P>` fills the slots with
+//! `P`'s methods behind a cast from the object pointer, as CPython's `tp_repr`, `tp_hash`,
+//! `tp_richcompare`, `tp_dealloc` and `tp_traverse` do. Code that handles an object of any type
+//! calls through its type's slots instead of matching on its kind.
+
+use std::fmt::{self, Formatter};
+use std::ptr::NonNull;
+
+use crossbeam_epoch::Guard;
+
+use crate::borrowed::Borrowed;
+use crate::header::{free_object, header, payload, Header};
+
+/// What a traversal calls once per reference an object holds.
+pub(crate) type Visit<'a> = dyn FnMut(Borrowed<'_>) + 'a;
+
+/// The behaviour of the objects whose payload is `Self`.
+pub(crate) trait Payload: Sized + Send + Sync + 'static {
+    /// Writes Python's `repr` of `this`, the object holding this payload. Nested objects are
+    /// written through `nested`, which bounds the depth and keeps what it prints alive.
+    fn repr(&self, this: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>)
+        -> fmt::Result;
+
+    /// The hash of a hashable object (one that may be a dict key); `None` if unhashable.
+    fn hash(&self) -> Option<u64> {
+        None
+    }
+
+    /// `this == other`, where `this` holds this payload. Identity unless the type compares by
+    /// value.
+    fn eq(&self, this: Borrowed<'_>, other: Borrowed<'_>) -> bool {
+        this.ptr() == other.ptr()
+    }
+
+    /// Calls `visit` once for every reference the object holds, in order (the collector of
+    /// reference cycles will walk the object graph through this).
+    ///
+    /// # Safety
+    /// Nothing changes what the object holds during the call: the caller is inside the object's
+    /// critical section, or no other code can reach the object.
+    unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
+        let _ = visit;
+    }
+}
+
+/// A type's behaviour, type-erased: each slot takes the object's pointer and casts it to the
+/// payload its type holds.
+pub(crate) struct Slots {
+    /// # Safety
+    /// The object is alive for the call and of this type; `nested`'s guard protects it if it was
+    /// loaded from a container.
+    pub(crate) repr: unsafe fn(NonNull<Header>, &mut Formatter<'_>, &mut Repr<'_>) -> fmt::Result,
+    /// # Safety
+    /// The object is alive for the call and of this type.
+    pub(crate) hash: unsafe fn(NonNull<Header>) -> Option<u64>,
+    /// # Safety
+    /// Both objects are alive for the call; the first is of this type.
+    pub(crate) eq: unsafe fn(NonNull<Header>, NonNull<Header>) -> bool,
+    /// Drops the payload (releasing the references it holds) and frees the allocation.
+    ///
+    /// # Safety
+    /// As `header::free_object`.
+    pub(crate) free: unsafe fn(NonNull<Header>),
+    /// # Safety
+    /// As [`Payload::traverse`], and the object is alive for the call and of this type.
+    pub(crate) traverse: unsafe fn(NonNull<Header>, &mut Visit<'_>),
+}
+
+impl Slots {
+    /// The slots of the type whose objects hold a `P`.
+    pub(crate) const fn of<P: Payload>() -> Self {
+        Slots {
+            repr: repr::<P>,
+            hash: hash::<P>,
+            eq: eq::<P>,
+            free: free_object::<P>,
+            traverse: traverse::<P>,
+        }
+    }
+}
+
+/// # Safety
+/// As [`Slots::repr`], with `P` the type's payload.
+unsafe fn repr<P: Payload>(
+    object: NonNull<Header>,
+    f: &mut Formatter<'_>,
+    nested: &mut Repr<'_>,
+) -> fmt::Result {
+    // SAFETY: alive for the call and holding a `P`, per the contract.
+    let (this, held) = unsafe { (Borrowed::new(object), payload::<P>(object)) };
+    held.repr(this, f, nested)
+}
+
+/// # Safety
+/// As [`Slots::hash`], with `P` the type's payload.
+unsafe fn hash<P: Payload>(object: NonNull<Header>) -> Option<u64> {
+    // SAFETY: alive for the call and holding a `P`, per the contract.
+    unsafe { payload::<P>(object) }.hash()
+}
+
+/// # Safety
+/// As [`Slots::eq`], with `P` the first object's payload.
+unsafe fn eq<P: Payload>(object: NonNull<Header>, other: NonNull<Header>) -> bool {
+    // SAFETY: both alive for the call, the first holding a `P`, per the contract.
+    let (this, other, held) = unsafe {
+        (
+            Borrowed::new(object),
+            Borrowed::new(other),
+            payload::<P>(object),
+        )
+    };
+    held.eq(this, other)
+}
+
+/// # Safety
+/// As [`Slots::traverse`], with `P` the type's payload.
+unsafe fn traverse<P: Payload>(object: NonNull<Header>, visit: &mut Visit<'_>) {
+    // SAFETY: alive for the call, holding a `P`, and unchanging, per the contract.
+    unsafe { payload::<P>(object).traverse(visit) }
+}
+
+/// Objects nested deeper than this print as `...` (`repr` must not recurse without bound).
+const MAX_DEPTH: usize = 8;
+
+/// The state of one `repr` in progress: the guard every load runs under and the depth.
+pub(crate) struct Repr<'g> {
+    guard: &'g Guard,
+    depth: usize,
+}
+
+impl<'g> Repr<'g> {
+    pub(crate) fn new(guard: &'g Guard) -> Self {
+        Repr { guard, depth: 0 }
+    }
+
+    /// The guard to load a container's items with: what it loads stays alive until the print
+    /// ends (see `display`).
+    pub(crate) fn guard(&self) -> &'g Guard {
+        self.guard
+    }
+
+    /// Writes `object` through its type's `repr` slot.
+    ///
+    /// # Safety
+    /// `object` is alive for the call: the caller holds a reference to it, or loaded it under
+    /// [`Repr::guard`] from a container alive for the call.
+    pub(crate) unsafe fn object(
+        &mut self,
+        object: NonNull<Header>,
+        f: &mut Formatter<'_>,
+    ) -> fmt::Result {
+        // SAFETY: alive per the contract; a type's slot gets objects of its type.
+        unsafe { (header(object).ty.slots.repr)(object, f, self) }
+    }
+
+    /// Writes `items` between `open` and `close`, comma-separated (`...` past the depth limit).
+    ///
+    /// # Safety
+    /// Each item is alive for the call, as in [`Repr::object`].
+    pub(crate) unsafe fn sequence(
+        &mut self,
+        f: &mut Formatter<'_>,
+        open: &str,
+        items: impl ExactSizeIterator<Item = NonNull<Header>>,
+        close: &str,
+    ) -> fmt::Result {
+        let one = items.len() == 1;
+        self.nested(f, open, close, |repr, f| {
+            for (i, item) in items.enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                // SAFETY: alive per the contract.
+                unsafe { repr.object(item, f) }?;
+            }
+            // A one-item tuple needs its comma: `(1,)`.
+            if one && open == "(" {
+                f.write_str(",")?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Writes `open`, then `inside` one level deeper, then `close`; `open...close` past the depth
+    /// limit.
+    pub(crate) fn nested(
+        &mut self,
+        f: &mut Formatter<'_>,
+        open: &str,
+        close: &str,
+        inside: impl FnOnce(&mut Self, &mut Formatter<'_>) -> fmt::Result,
+    ) -> fmt::Result {
+        if self.depth >= MAX_DEPTH {
+            return write!(f, "{open}...{close}");
+        }
+        f.write_str(open)?;
+        self.depth += 1;
+        let written = inside(self, f);
+        self.depth -= 1;
+        written?;
+        f.write_str(close)
+    }
+}

@@ -1,0 +1,411 @@
+//! The absences docs/ARCHITECTURE.md promises, checked from the manifests and the sources:
+//! what each crate may depend on, which crates may have features, where the build variant may
+//! be named, and what the workloads may import. Each rule is a function from text to the list
+//! of its violations; the tests at the bottom feed each one a bad manifest or source and see it
+//! complain, so none of them passes by finding nothing to look at.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use toml::Table;
+
+/// Which of our crates each workspace package may depend on (in any dependency table: normal,
+/// build, dev, target-specific). A package missing here is a violation: a new crate takes its
+/// place in the layering explicitly.
+const ALLOWED_DEPENDENCIES: &[(&str, &[&str])] = &[
+    // The leaves know nothing of each other, of a runtime or of a GIL.
+    ("ftrt-refcount", &[]),
+    ("ftrt-lock", &[]),
+    ("ftrt-gil", &["ftrt-refcount", "ftrt-lock"]),
+    ("ftrt-object", &["ftrt-refcount", "ftrt-lock", "ftrt-gil"]),
+    // The workloads know only the object model and the runtime's token.
+    ("ftrt-workloads", &["ftrt-object", "ftrt-gil"]),
+    (
+        "ftrt",
+        &["ftrt-refcount", "ftrt-lock", "ftrt-gil", "ftrt-object"],
+    ),
+    // xtask knows the crates only through cargo and the runner's command line.
+    ("xtask", &[]),
+];
+
+/// The build-variant features, and the only packages that may declare them: the runtime layer
+/// that decides the variant, and the umbrella that forwards to it.
+const VARIANT_FEATURES: &[&str] = &["gil", "atomic-rc"];
+const VARIANT_FEATURE_OWNERS: &[&str] = &["ftrt-gil", "ftrt"];
+
+/// The packages with no features at all: every mechanism side by side, whatever the build.
+const FEATURELESS: &[&str] = &["ftrt-refcount", "ftrt-lock"];
+
+/// The folders whose Rust sources may branch on a variant feature: `ftrt-gil`'s, and the
+/// umbrella's (its sources, benches and tests are built with its features).
+const VARIANT_CFG_ALLOWED: &[&str] = &["crates/gil", "src", "benches", "tests"];
+
+/// Crates a folder's sources must not name, and why.
+const FORBIDDEN_IMPORTS: &[(&str, &[&str], &str)] = &[(
+    "crates/workloads/src",
+    &["crossbeam_epoch", "ftrt_refcount", "ftrt_lock"],
+    "the workloads know only the object model and the runtime token",
+)];
+
+/// The one spin policy (`ftrt_lock::spin`), and what spinning anywhere else would call.
+const SPIN_POLICY: &str = "crates/lock/src/spin.rs";
+const SPIN_PRIMITIVES: &[&str] = &["spin_loop", "SpinWait"];
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
+
+/// Every workspace manifest, by package name.
+fn manifests() -> BTreeMap<String, Table> {
+    let root = root();
+    let mut paths = vec![root.join("Cargo.toml"), root.join("xtask/Cargo.toml")];
+    for entry in fs::read_dir(root.join("crates")).expect("crates/") {
+        let manifest = entry.expect("a directory entry").path().join("Cargo.toml");
+        if manifest.is_file() {
+            paths.push(manifest);
+        }
+    }
+    paths
+        .iter()
+        .map(|path| {
+            let text = fs::read_to_string(path).expect("a readable manifest");
+            let manifest: Table = text.parse().unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            (package_name(&manifest).to_owned(), manifest)
+        })
+        .collect()
+}
+
+fn package_name(manifest: &Table) -> &str {
+    manifest["package"]["name"]
+        .as_str()
+        .expect("a package name")
+}
+
+/// The dependency tables of a manifest or of one of its `[target.'cfg(..)']` sections.
+fn dependency_tables(section: &Table) -> impl Iterator<Item = &Table> {
+    ["dependencies", "dev-dependencies", "build-dependencies"]
+        .into_iter()
+        .filter_map(move |kind| section.get(kind)?.as_table())
+}
+
+/// The packages a manifest depends on, from every dependency table (renames resolved).
+fn dependencies(manifest: &Table) -> Vec<String> {
+    let targets = manifest
+        .get("target")
+        .and_then(|t| t.as_table())
+        .into_iter()
+        .flat_map(|targets| targets.values())
+        .filter_map(|target| target.as_table());
+    std::iter::once(manifest)
+        .chain(targets)
+        .flat_map(dependency_tables)
+        .flat_map(|table| {
+            table.iter().map(|(key, spec)| {
+                let renamed = spec.get("package").and_then(|p| p.as_str());
+                renamed.unwrap_or(key).to_owned()
+            })
+        })
+        .collect()
+}
+
+fn features(manifest: &Table) -> Vec<String> {
+    manifest
+        .get("features")
+        .and_then(|f| f.as_table())
+        .map(|f| f.keys().filter(|k| *k != "default").cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Our crates a package depends on but may not, or the package itself if the layering does not
+/// place it.
+fn dependency_violations(manifest: &Table) -> Vec<String> {
+    let name = package_name(manifest);
+    let Some((_, allowed)) = ALLOWED_DEPENDENCIES.iter().find(|(n, _)| *n == name) else {
+        return vec![format!("{name} has no place in ALLOWED_DEPENDENCIES")];
+    };
+    dependencies(manifest)
+        .into_iter()
+        .filter(|dep| {
+            (dep == "ftrt" || dep.starts_with("ftrt-")) && !allowed.contains(&dep.as_str())
+        })
+        .map(|dep| format!("{name} depends on {dep}"))
+        .collect()
+}
+
+fn feature_violations(manifest: &Table) -> Vec<String> {
+    let name = package_name(manifest);
+    let features = features(manifest);
+    let mut violations = Vec::new();
+    if FEATURELESS.contains(&name) && !features.is_empty() {
+        violations.push(format!("{name} has features {features:?}"));
+    }
+    if !VARIANT_FEATURE_OWNERS.contains(&name) {
+        for feature in features
+            .iter()
+            .filter(|f| VARIANT_FEATURES.contains(&f.as_str()))
+        {
+            violations.push(format!("{name} declares the variant feature {feature}"));
+        }
+    }
+    violations
+}
+
+/// A Rust source with comments removed, line by line (`//` to the end of the line; block
+/// comments are not used for code here), and spaces dropped, so `feature = "gil"` and
+/// `feature="gil"` read alike.
+fn code_lines(source: &str) -> impl Iterator<Item = (usize, String)> + '_ {
+    source.lines().enumerate().map(|(i, line)| {
+        let code = line.split("//").next().unwrap_or("");
+        (i + 1, code.chars().filter(|c| !c.is_whitespace()).collect())
+    })
+}
+
+/// Lines of `source` that branch on a variant feature.
+fn variant_cfg_lines(source: &str) -> Vec<usize> {
+    let needles: Vec<String> = VARIANT_FEATURES
+        .iter()
+        .map(|feature| format!("feature=\"{feature}\""))
+        .collect();
+    code_lines(source)
+        .filter(|(_, code)| needles.iter().any(|needle| code.contains(needle.as_str())))
+        .map(|(line, _)| line)
+        .collect()
+}
+
+/// Lines of `source` that name one of `crates` as a path (`name::` or `use name`).
+fn import_lines(source: &str, crates: &[&str]) -> Vec<(usize, String)> {
+    code_lines(source)
+        .flat_map(|(line, code)| {
+            crates
+                .iter()
+                .filter(move |name| {
+                    code.contains(&format!("{name}::"))
+                        || code.contains(&format!("use{name}"))
+                        || code.contains(&format!("externcrate{name}"))
+                })
+                .map(move |name| (line, (*name).to_owned()))
+        })
+        .collect()
+}
+
+/// Lines of `source` that spin on their own (a pause hint or another crate's spin policy).
+fn spin_lines(source: &str) -> Vec<usize> {
+    code_lines(source)
+        .filter(|(_, code)| SPIN_PRIMITIVES.iter().any(|p| code.contains(p)))
+        .map(|(line, _)| line)
+        .collect()
+}
+
+/// The `.rs` files under `dir`, recursively.
+fn rust_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    let Ok(entries) = fs::read_dir(dir) else {
+        return files;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(rust_files(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            files.push(path);
+        }
+    }
+    files
+}
+
+/// Every Rust source of the workspace outside `target/`, relative to the root.
+fn workspace_sources() -> Vec<PathBuf> {
+    let root = root();
+    ["src", "benches", "tests", "crates", "xtask"]
+        .iter()
+        .flat_map(|dir| rust_files(&root.join(dir)))
+        .map(|path| {
+            path.strip_prefix(&root)
+                .expect("under the root")
+                .to_path_buf()
+        })
+        .collect()
+}
+
+fn assert_none(what: &str, violations: Vec<String>) {
+    assert!(
+        violations.is_empty(),
+        "{what}:\n  {}",
+        violations.join("\n  ")
+    );
+}
+
+#[test]
+fn each_crate_depends_only_on_the_crates_below_it() {
+    let manifests = manifests();
+    for (name, _) in ALLOWED_DEPENDENCIES {
+        assert!(
+            manifests.contains_key(*name),
+            "no package {name} in the workspace"
+        );
+    }
+    assert_none(
+        "dependencies across the layering",
+        manifests.values().flat_map(dependency_violations).collect(),
+    );
+}
+
+#[test]
+fn only_the_runtime_and_the_umbrella_have_variant_features_and_the_leaves_have_none() {
+    let manifests = manifests();
+    for owner in VARIANT_FEATURE_OWNERS {
+        let declared = features(&manifests[*owner]);
+        for feature in VARIANT_FEATURES {
+            assert!(
+                declared.iter().any(|f| f == feature),
+                "{owner} lacks {feature}"
+            );
+        }
+    }
+    assert_none(
+        "features",
+        manifests.values().flat_map(feature_violations).collect(),
+    );
+}
+
+#[test]
+fn only_the_runtime_and_the_umbrella_branch_on_the_build_variant() {
+    let root = root();
+    let sources = workspace_sources();
+    assert!(
+        sources.iter().any(|p| p.starts_with("crates/gil")),
+        "found the sources"
+    );
+    let violations = sources
+        .iter()
+        .filter(|path| !VARIANT_CFG_ALLOWED.iter().any(|dir| path.starts_with(dir)))
+        .flat_map(|path| {
+            let source = fs::read_to_string(root.join(path)).expect("a readable source");
+            variant_cfg_lines(&source)
+                .into_iter()
+                .map(move |line| format!("{}:{line}", path.display()))
+        })
+        .collect();
+    assert_none(
+        "variant features named outside ftrt-gil and the umbrella",
+        violations,
+    );
+}
+
+#[test]
+fn the_workloads_import_only_the_object_model_and_the_runtime() {
+    let root = root();
+    let mut violations = Vec::new();
+    for (dir, crates, why) in FORBIDDEN_IMPORTS {
+        let files = rust_files(&root.join(dir));
+        assert!(!files.is_empty(), "no sources under {dir}");
+        for path in files {
+            let source = fs::read_to_string(&path).expect("a readable source");
+            for (line, name) in import_lines(&source, crates) {
+                violations.push(format!("{}:{line} names {name} ({why})", path.display()));
+            }
+        }
+    }
+    assert_none("forbidden imports", violations);
+}
+
+#[test]
+fn threads_spin_only_under_the_one_spin_policy() {
+    let root = root();
+    let sources = workspace_sources();
+    assert!(
+        sources.iter().any(|p| p == Path::new(SPIN_POLICY)),
+        "found {SPIN_POLICY}"
+    );
+    // Library code only: tests and benches busy-wait on purpose (load, pacing), not as policy.
+    let is_library = |path: &Path| {
+        let crate_src = path.starts_with("crates")
+            && path
+                .components()
+                .nth(2)
+                .is_some_and(|c| c.as_os_str() == "src");
+        crate_src || path.starts_with("src")
+    };
+    let violations = sources
+        .iter()
+        .filter(|path| is_library(path) && *path != Path::new(SPIN_POLICY))
+        .flat_map(|path| {
+            let source = fs::read_to_string(root.join(path)).expect("a readable source");
+            spin_lines(&source)
+                .into_iter()
+                .map(move |line| format!("{}:{line}", path.display()))
+        })
+        .collect();
+    assert_none("spinning outside ftrt_lock::spin", violations);
+}
+
+// The rules themselves, on bad input: each must complain.
+
+fn manifest(text: &str) -> Table {
+    text.parse().expect("a test manifest")
+}
+
+#[test]
+fn a_leaf_that_depends_on_another_crate_of_ours_is_a_violation() {
+    let lock = manifest(
+        "[package]\nname = \"ftrt-lock\"\n[target.'cfg(unix)'.dependencies]\nfoo = { package = \"ftrt-gil\", path = \"../gil\" }\n",
+    );
+    assert_eq!(
+        dependency_violations(&lock),
+        ["ftrt-lock depends on ftrt-gil"]
+    );
+    let workloads = manifest(
+        "[package]\nname = \"ftrt-workloads\"\n[dependencies]\nftrt-object = \"0.1\"\nftrt-refcount = \"0.1\"\nserde_json = \"1\"\n",
+    );
+    assert_eq!(
+        dependency_violations(&workloads),
+        ["ftrt-workloads depends on ftrt-refcount"]
+    );
+    let unplaced = manifest("[package]\nname = \"ftrt-new\"\n");
+    assert_eq!(dependency_violations(&unplaced).len(), 1);
+}
+
+#[test]
+fn a_variant_feature_outside_the_runtime_or_any_feature_on_a_leaf_is_a_violation() {
+    let object = manifest("[package]\nname = \"ftrt-object\"\n[features]\ngil = []\nserde = []\n");
+    assert_eq!(
+        feature_violations(&object),
+        ["ftrt-object declares the variant feature gil"]
+    );
+    let refcount = manifest("[package]\nname = \"ftrt-refcount\"\n[features]\nfast = []\n");
+    assert_eq!(feature_violations(&refcount).len(), 1);
+    let gil = manifest("[package]\nname = \"ftrt-gil\"\n[features]\ngil = []\natomic-rc = []\n");
+    assert!(feature_violations(&gil).is_empty());
+}
+
+#[test]
+fn a_cfg_on_a_variant_feature_is_found_however_it_is_spaced_but_not_in_comments() {
+    let gil = VARIANT_FEATURES[0];
+    let source = format!(
+        "fn a() {{}}\n#[cfg(feature = \"{gil}\")]\nfn b() {{}}\n// cfg(feature = \"{gil}\")\nconst C: bool = cfg!(feature=\"{gil}\");\n"
+    );
+    assert_eq!(variant_cfg_lines(&source), [2, 5]);
+}
+
+#[test]
+fn a_forbidden_crate_is_found_in_use_declarations_and_paths_but_not_in_comments() {
+    let source = "use ftrt_refcount::RefCountValue;\n// ftrt_lock::section\nlet g = crossbeam_epoch::pin();\nuse ftrt_object::Obj;\n";
+    let found = import_lines(source, &["crossbeam_epoch", "ftrt_refcount", "ftrt_lock"]);
+    assert_eq!(
+        found,
+        [
+            (1, "ftrt_refcount".to_owned()),
+            (3, "crossbeam_epoch".to_owned())
+        ]
+    );
+}
+
+#[test]
+fn a_spin_of_its_own_is_found() {
+    let source = "for _ in 0..100 {\n    std::hint::spin_loop();\n}\nlet mut s = parking_lot_core::SpinWait::new();\nftrt_lock::spin::retry(f);\n";
+    assert_eq!(spin_lines(source), [2, 4]);
+}
