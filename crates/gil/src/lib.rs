@@ -55,7 +55,7 @@ mod variant;
 
 pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
 pub use state::{
-    counters, is_attached, on_quiescent_state, registered_threads, threads, ThreadInfo,
+    counters, is_attached, local, on_quiescent_state, registered_threads, threads, ThreadInfo,
     MAX_QUIESCENT_STATE_HOOKS,
 };
 pub use thread::{runtime_gil, Python};

@@ -10,11 +10,14 @@
 //! | the critical-section stack the object model's sections use | [`SectionStack`] | `ftrt-lock` |
 //! | the attach pin and the checkpoint (quiescence) counter (free-threaded builds) | `crossbeam_epoch::Guard`, `u32` | here |
 //! | per-thread counters, summed over every thread (the object model's live-object counts) | [`counters`] | here |
+//! | the crates above's per-thread values (the object model's interning cache and retired-reference batches) | [`local::Key`] slots | here |
+//! | the frame pointer (the object model's trashcan work list), in `CURRENT` itself | [`local::frame`] | here |
 //!
 //! The leaf crates' per-thread state is plain values that this block owns; their own
 //! thread-locals (`BiasedCount::new`, `ftrt_lock::section::with`) are only a convenience for
 //! users without a runtime. The block knows nothing of objects: what the object model keeps
-//! per thread goes in its generic parts ([`counters`], the [`on_quiescent_state`] hooks).
+//! per thread goes in its generic parts ([`counters`], [`local`], the [`on_quiescent_state`]
+//! hooks).
 //!
 //! # Reaching it
 //!
@@ -46,10 +49,12 @@
 //!   suspend the sections (as a detach), hand the GIL over, take it back, resume.
 //! - **Exit** (the owning thread-local's destructor, panics included): (1) the pointer in
 //!   `CURRENT` is cleared, so whatever runs from here on (objects freed below, later
-//!   thread-local destructors) attaches through the fallback below; (2) the epoch pin, if any,
-//!   is dropped; (3) the biased counts retire: merge the queue, stop owning, leave
-//!   `ftrt-refcount`'s registry, merge what arrived meanwhile; (4) the thread leaves the
-//!   runtime's registry; (5) the section stack (empty: sections are scoped) is dropped. The
+//!   thread-local destructors) attaches through the fallback below; (2) the [`local`] values
+//!   are dropped (the object model hands its last retired batch to the epoch and closes its
+//!   mailbox; what that frees is still settled by step 4); (3) the epoch pin, if any, is
+//!   dropped; (4) the biased counts retire: merge the queue, stop owning, leave
+//!   `ftrt-refcount`'s registry, merge what arrived meanwhile; (5) the thread leaves the
+//!   runtime's registry; (6) the section stack (empty: sections are scoped) is dropped. The
 //!   thread's counters stay registered, so the sums stay exact.
 //!
 //! # After exit: the one fallback
@@ -60,7 +65,9 @@
 //! `CURRENT`, never torn down), owns nothing (the detached [`Owner`]: its counts are changed on
 //! the shared side, as any non-owner's), runs unpinned (reads pin for themselves), takes its
 //! sections on `ftrt-lock`'s thread-local stack (which has its own stand-in once torn down),
-//! and counts in a global fallback row. It is not registered again. Every use of the block goes
+//! counts in a global fallback row, and gets `None` for every [`local`] value (the object model
+//! then interns through the shared table and retires each reference on its own). The frame
+//! pointer lives in `CURRENT` and needs no fallback. It is not registered again. Every use of the block goes
 //! through [`Python::state`](crate::Python) or [`with_current`], which is where this fallback
 //! is decided, once.
 
@@ -80,6 +87,8 @@ pub(crate) struct ThreadState {
     #[cfg(not(feature = "gil"))]
     quiescence: quiescence::Quiescence,
     counters: Arc<counters::Row>,
+    /// The crates above's per-thread values ([`local::Key`]), made on first use.
+    locals: local::Slots,
 }
 
 impl ThreadState {
@@ -91,6 +100,7 @@ impl ThreadState {
             #[cfg(not(feature = "gil"))]
             quiescence: quiescence::Quiescence::new(),
             counters: counters::Row::register(),
+            locals: local::Slots::new(),
         };
         if let Some(id) = state.counts.id() {
             let name = std::thread::current().name().map(str::to_owned);
@@ -124,7 +134,12 @@ impl ThreadState {
             #[cfg(not(feature = "gil"))]
             quiescence,
             counters,
+            locals,
         } = self;
+        // The crates above's values first (the object model's retired batches are handed to the
+        // epoch and its mailbox closed; the interning cache goes), while the thread still owns
+        // its objects and is registered, so what they release settles below.
+        drop(locals);
         #[cfg(not(feature = "gil"))]
         drop(quiescence);
         let id = counts.id();
@@ -148,6 +163,8 @@ struct Current {
     attached: Cell<bool>,
     /// Set when the block has been dropped: the thread is not registered again.
     exited: Cell<bool>,
+    /// [`local::frame`]: never torn down, so it works in every thread-local destructor.
+    frame: Cell<*mut ()>,
 }
 
 /// Owns the block; its destructor is the thread's exit.
@@ -180,6 +197,7 @@ thread_local! {
             state: Cell::new(std::ptr::null()),
             attached: Cell::new(false),
             exited: Cell::new(false),
+            frame: Cell::new(std::ptr::null_mut()),
         }
     };
     static OWNED: Owned = Owned::new();
@@ -480,5 +498,197 @@ pub mod counters {
             .map(|row| row.0[slot].load(Ordering::Relaxed))
             .sum::<isize>()
             + LATE.0[slot].load(Ordering::Relaxed)
+    }
+}
+
+/// Per-thread values of the crates above, kept in the thread state: a generic part of the block
+/// for data the runtime knows nothing about (the object model keeps its interning cache and its
+/// retired-reference batches here). A [`Key`](local::Key) names one value of one type; each thread's value
+/// is made from the key's `init` the first time the thread asks for it, lives in the thread's
+/// block, and is dropped first thing in the thread's exit sequence (while the thread still owns
+/// its objects; keys in the reverse order of their first use on any thread), so what it releases
+/// settles before the thread retires. A thread without a block (after its exit: the fallback in
+/// the module docs) gets `None`.
+///
+/// Values are reached through a closure, never a reference the caller could keep: with a
+/// [`Python`](crate::Python) token ([`Key::with`](local::Key::with), one thread-local access) or without
+/// ([`Key::with_current`](local::Key::with_current), the same access, for code that runs without a token: epoch
+/// callbacks, quiescent-state hooks). A value that needs to change uses a `Cell` or `RefCell`.
+///
+/// ```
+/// use std::cell::Cell;
+/// use ftrt_gil::{local::Key, Python};
+///
+/// static CALLS: Key<Cell<u32>> = Key::new(|| Cell::new(0));
+///
+/// Python::attach(|py| {
+///     CALLS.with(py, |calls| calls.unwrap().set(1));
+///     assert_eq!(CALLS.with(py, |calls| calls.unwrap().get()), 1);
+/// });
+/// std::thread::spawn(|| {
+///     // Another thread, another value; without a token, once the thread has a block.
+///     assert!(CALLS.with_current(|calls| calls.is_none()));
+///     Python::attach(|_| assert_eq!(CALLS.with_current(|calls| calls.unwrap().get()), 0));
+/// })
+/// .join()
+/// .unwrap();
+/// ```
+///
+/// Also here: [`frame`](local::frame), one pointer per thread that is never torn down, for a work list that a
+/// frame on the stack publishes to the calls nested in it (the object model's trashcan).
+pub mod local {
+    use std::cell::Cell;
+    use std::ptr::NonNull;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// How many keys the whole program may use.
+    pub const MAX_KEYS: usize = 8;
+
+    /// The next free slot index.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    /// A thread's value for one key: the boxed value and how to drop it.
+    #[derive(Clone, Copy)]
+    struct Value {
+        value: NonNull<()>,
+        drop: unsafe fn(NonNull<()>),
+    }
+
+    /// The block's part: one value per key, made on first use.
+    pub(crate) struct Slots([Cell<Option<Value>>; MAX_KEYS]);
+
+    impl Slots {
+        pub(super) fn new() -> Self {
+            Slots([const { Cell::new(None) }; MAX_KEYS])
+        }
+    }
+
+    impl Drop for Slots {
+        fn drop(&mut self) {
+            // Later keys first: a key's value may use keys first used before it.
+            for slot in self.0.iter().rev() {
+                if let Some(value) = slot.take() {
+                    // SAFETY: `value` was made by `Key::<T>::get` from a `Box<T>` with
+                    // `drop_box::<T>`, and taken out of its slot, so it is dropped once. Nothing
+                    // borrows it: borrows live inside `Key::with` closures, and the block is
+                    // dropped only by the thread's exit, never inside one.
+                    unsafe { (value.drop)(value.value) };
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// `value` came from `Box::<T>::into_raw` and is dropped once.
+    unsafe fn drop_box<T>(value: NonNull<()>) {
+        // SAFETY: per the caller.
+        drop(unsafe { Box::from_raw(value.cast::<T>().as_ptr()) });
+    }
+
+    /// The name of one per-thread value of type `T`, kept in the thread state. Declare it in a
+    /// `static`; see the [module docs](self).
+    pub struct Key<T: 'static> {
+        /// The slot index plus one, 0 until first use.
+        index: AtomicUsize,
+        init: fn() -> T,
+    }
+
+    impl<T: 'static> Key<T> {
+        /// A key whose value each thread makes with `init` on first use.
+        pub const fn new(init: fn() -> T) -> Self {
+            Key {
+                index: AtomicUsize::new(0),
+                init,
+            }
+        }
+
+        /// Runs `f` with the attached thread's value, or `None` when the thread has no block
+        /// (it attached after its exit).
+        ///
+        /// # Panics
+        /// If more than [`MAX_KEYS`] keys are used.
+        #[inline]
+        pub fn with<R>(&'static self, py: crate::Python<'_>, f: impl FnOnce(Option<&T>) -> R) -> R {
+            f(py.state().map(|state| self.get(state)))
+        }
+
+        /// Runs `f` with the calling thread's value, or `None` when the thread has no block
+        /// (before it first attached, or after its exit). For code without a token.
+        ///
+        /// # Panics
+        /// If more than [`MAX_KEYS`] keys are used.
+        #[inline]
+        pub fn with_current<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> R {
+            with_current(|state| f(state.map(|state| self.get(state))))
+        }
+
+        #[inline]
+        fn index(&self) -> usize {
+            match self.index.load(Ordering::Acquire) {
+                0 => self.assign(),
+                index => index - 1,
+            }
+        }
+
+        #[cold]
+        fn assign(&self) -> usize {
+            let fresh = NEXT.fetch_add(1, Ordering::Relaxed);
+            assert!(fresh < MAX_KEYS, "at most {MAX_KEYS} thread-state keys");
+            match self
+                .index
+                .compare_exchange(0, fresh + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => fresh,
+                // Another thread assigned one first; `fresh` stays unused.
+                Err(index) => index - 1,
+            }
+        }
+
+        #[inline]
+        fn get<'s>(&'static self, state: &'s ThreadState) -> &'s T {
+            let slot = &state.locals.0[self.index()];
+            let value = match slot.get() {
+                Some(value) => value,
+                None => self.make(slot),
+            };
+            // SAFETY: the slot's index belongs to this key alone (`assign` hands each index out
+            // once), so its value is a `Box<T>` this key made; it is dropped only with the
+            // block, which outlives `'s`.
+            unsafe { value.value.cast::<T>().as_ref() }
+        }
+
+        #[cold]
+        fn make(&self, slot: &Cell<Option<Value>>) -> Value {
+            let made = Box::new((self.init)());
+            // `init` may have used this key itself: the first value stored stays.
+            if let Some(value) = slot.get() {
+                drop(made);
+                return value;
+            }
+            let value = Value {
+                value: NonNull::from(Box::leak(made)).cast(),
+                drop: drop_box::<T>,
+            };
+            slot.set(Some(value));
+            value
+        }
+    }
+
+    /// The calling thread's frame pointer (null when no frame has set one). One pointer per
+    /// thread, never torn down (it lives in the thread-local every access goes through, which
+    /// has no destructor), so it works during thread exit too. Meant for one frame on the stack
+    /// to publish a work list to the calls nested in it: the object model's trashcan uses it
+    /// (its outermost release's list of dead objects), and nothing else may.
+    #[inline(always)]
+    pub fn frame() -> *mut () {
+        CURRENT.with(|c| c.frame.get())
+    }
+
+    /// Sets the calling thread's [`frame`] pointer.
+    #[inline(always)]
+    pub fn set_frame(frame: *mut ()) {
+        CURRENT.with(|c| c.frame.set(frame));
     }
 }

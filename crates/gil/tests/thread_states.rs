@@ -277,3 +277,39 @@ fn a_thread_attached_after_its_exit_has_no_id() {
         assert!(ATTACHED_ON_DROP.load(Ordering::SeqCst));
     });
 }
+
+/// A per-thread value kept in the thread state: counts its drops, and checks that it is dropped
+/// in the exit sequence, after the block is unreachable (its own key answers `None`) and while
+/// the thread can still attach.
+struct LocalValue;
+
+static LOCAL_DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LOCAL: ftrt_gil::local::Key<LocalValue> = ftrt_gil::local::Key::new(|| LocalValue);
+
+impl Drop for LocalValue {
+    fn drop(&mut self) {
+        assert!(LOCAL.with_current(|value| value.is_none()));
+        Python::attach(|py| assert!(LOCAL.with(py, |value| value.is_none())));
+        LOCAL_DROPS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_value_kept_in_the_thread_state_is_made_once_per_thread_and_dropped_at_its_exit() {
+    let before = LOCAL_DROPS.load(Ordering::SeqCst);
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                Python::attach(|py| {
+                    let first = LOCAL.with(py, |value| std::ptr::from_ref(value.unwrap()));
+                    let again = LOCAL.with(py, |value| std::ptr::from_ref(value.unwrap()));
+                    assert_eq!(first, again, "one value per thread");
+                });
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(LOCAL_DROPS.load(Ordering::SeqCst), before + 3);
+}
