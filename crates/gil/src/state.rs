@@ -33,8 +33,10 @@
 //! # The order of things
 //!
 //! - **First attach** of a thread: the block is made: a fresh id and merge queue are registered
-//!   with `ftrt-refcount` (whose registry is the one that says whether an owner has exited), and
-//!   the thread enters the runtime's registry under the same id.
+//!   with `ftrt-refcount`, together with the thread's [`ThreadInfo`]. That registry is the one
+//!   table of threads: it says whether an owner has exited, finds its queue, and lists the
+//!   runtime's threads ([`threads`], [`registered_threads`] read the entries that carry a
+//!   `ThreadInfo`; `ftrt-refcount`'s standalone owners carry none).
 //! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (1) take the GIL,
 //!   (2) mark the thread attached, (3) pin in the epoch. Sections are left alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
@@ -52,9 +54,9 @@
 //!   thread-local destructors) attaches through the fallback below; (2) the [`local`] values
 //!   are dropped (the object model hands its last retired batch to the epoch and closes its
 //!   mailbox; what that frees is still settled by step 4); (3) the epoch pin, if any, is
-//!   dropped; (4) the biased counts retire: merge the queue, stop owning, leave
-//!   `ftrt-refcount`'s registry, merge what arrived meanwhile; (5) the thread leaves the
-//!   runtime's registry; (6) the section stack (empty: sections are scoped) is dropped. The
+//!   dropped; (4) the biased counts retire: merge the queue, stop owning, leave the registry
+//!   (and with it the runtime's list of threads), merge what arrived meanwhile; (5) the section
+//!   stack (empty: sections are scoped) is dropped. The
 //!   thread's counters stay registered, so the sums stay exact.
 //!
 //! # After exit: the one fallback
@@ -73,9 +75,8 @@
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
-use dashmap::DashMap;
 use ftrt_lock::section::SectionStack;
 use ftrt_refcount::biased::{LocalCounts, Owner};
 
@@ -93,7 +94,11 @@ pub(crate) struct ThreadState {
 
 impl ThreadState {
     fn register() -> Self {
-        let counts = LocalCounts::register();
+        // The one registry: `ftrt-refcount`'s, which keeps this thread's info beside its queue.
+        let counts = LocalCounts::register_with(|id| {
+            let name = std::thread::current().name().map(str::to_owned);
+            Some(Arc::new(ThreadInfo { id, name }))
+        });
         let state = ThreadState {
             counts,
             sections: SectionStack::new(),
@@ -102,10 +107,6 @@ impl ThreadState {
             counters: counters::Row::register(),
             locals: local::Slots::new(),
         };
-        if let Some(id) = state.counts.id() {
-            let name = std::thread::current().name().map(str::to_owned);
-            REGISTRY.insert(id, ThreadInfo { id, name });
-        }
         state
     }
 
@@ -142,14 +143,11 @@ impl ThreadState {
         drop(locals);
         #[cfg(not(feature = "gil"))]
         drop(quiescence);
-        let id = counts.id();
         // Settle what other threads handed back and give up ownership of the thread's objects,
         // so nothing waits on a thread that is gone. Objects freed here attach through the
         // fallback (the pointer is cleared), as non-owners.
+        // Leaving `ftrt-refcount`'s registry is also leaving the runtime's: it is the same one.
         counts.retire();
-        if let Some(id) = id {
-            REGISTRY.remove(&id);
-        }
         drop(sections);
         drop(counters);
     }
@@ -275,17 +273,29 @@ pub struct ThreadInfo {
     pub name: Option<String>,
 }
 
-/// The runtime's threads, by the id of their biased counts: one id space.
-static REGISTRY: LazyLock<DashMap<u32, ThreadInfo>> = LazyLock::new(DashMap::new);
+/// Visits the runtime's threads: the entries of the one registry, `ftrt-refcount`'s (by the id
+/// of their biased counts: one id space), that carry a [`ThreadInfo`]. Owners registered by
+/// standalone users of `ftrt-refcount` carry none and are skipped.
+fn for_each_thread(mut f: impl FnMut(&ThreadInfo)) {
+    ftrt_refcount::biased::for_each_registered(|_, info| {
+        if let Some(info) = info.and_then(|info| info.downcast_ref::<ThreadInfo>()) {
+            f(info);
+        }
+    });
+}
 
 /// The number of threads registered with the runtime (attached at least once and not exited).
 pub fn registered_threads() -> usize {
-    REGISTRY.len()
+    let mut count = 0;
+    for_each_thread(|_| count += 1);
+    count
 }
 
 /// A snapshot of the registered threads.
 pub fn threads() -> Vec<ThreadInfo> {
-    REGISTRY.iter().map(|entry| entry.value().clone()).collect()
+    let mut threads = Vec::new();
+    for_each_thread(|info| threads.push(info.clone()));
+    threads
 }
 
 /// How many hooks [`on_quiescent_state`] accepts.

@@ -31,7 +31,9 @@ use std::ptr::NonNull;
 use crate::sync::{fence, AtomicI32, AtomicU32, Ordering};
 use crate::RefCountValue;
 
-pub use thread::{detach_current_thread, merge_pending, LocalCounts, Owner, Release};
+pub use thread::{
+    detach_current_thread, for_each_registered, merge_pending, Info, LocalCounts, Owner, Release,
+};
 use thread::{Queued, NO_OWNER};
 
 const FLAG_BITS: u32 = 2;

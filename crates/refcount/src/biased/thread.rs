@@ -1,5 +1,9 @@
 //! Thread identities, the owners' merge queues and the registry that finds them.
 //!
+//! The registry is the one table of threads a runtime needs: besides each owner's queue it keeps
+//! a payload the runtime registered with it ([`LocalCounts::register_with`]), which
+//! [`for_each_registered`] visits. ftrt's runtime keeps its thread information there.
+//!
 //! A thread's part in the protocol is a plain value, [`LocalCounts`]: a never-reused id and the
 //! merge queue other threads hand its objects back through. [`LocalCounts::register`] takes an id
 //! from a global counter and enters the queue in the registry; dropping the value retires the
@@ -116,13 +120,21 @@ impl LocalCounts {
     /// Takes a fresh id and registers its merge queue. Should ids ever run out (2^32 − 3
     /// registrations), the value owns nothing: objects created with it start out shared.
     pub fn register() -> Self {
+        Self::register_with(|_| None)
+    }
+
+    /// [`register`](Self::register), with a payload the registry keeps beside the queue until
+    /// the value retires: what a runtime knows about its threads (ftrt's `ThreadInfo`), so that
+    /// the runtime needs no registry of its own. `info` gets the fresh id; it is not called
+    /// when ids ran out. [`for_each_registered`] visits the payloads.
+    pub fn register_with(info: impl FnOnce(u32) -> Option<Info>) -> Self {
         let queue = Arc::new(Queue::new());
         let Some(id) = allocate_id() else {
             return Self::with_id(DETACHED, queue);
         };
         // Registered before the id is used in any header, so a non-owner that finds the id in a
         // header and not in the registry knows the owner has retired.
-        registry::insert(id, queue.clone());
+        registry::insert(id, queue.clone(), info(id));
         Self::with_id(id, queue)
     }
 
@@ -259,6 +271,16 @@ fn allocate_id() -> Option<u32> {
             (id <= LAST_ID).then(|| id + 1)
         })
         .ok()
+}
+
+/// A payload registered with an owner ([`LocalCounts::register_with`]).
+pub type Info = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// Calls `f` with the id and payload of every registered owner (the thread-local convenience's
+/// included, whose payload is `None`), one registry shard locked at a time: `f` must not
+/// register or retire an owner.
+pub fn for_each_registered(f: impl FnMut(u32, Option<&Info>)) {
+    registry::for_each(f);
 }
 
 /// Queues `entry` for the owner `owner`. Gives the entry back when the owner has exited.
@@ -445,21 +467,35 @@ mod registry {
 
     use dashmap::DashMap;
 
-    use super::{Queue, Queued, FIRST_ID};
+    use super::{Info, Queue, Queued, FIRST_ID};
 
-    static QUEUES: LazyLock<DashMap<u32, Arc<Queue>>> = LazyLock::new(DashMap::new);
+    /// One owner: its queue, and its runtime's payload.
+    struct Entry {
+        queue: Arc<Queue>,
+        info: Option<Info>,
+    }
+
+    static QUEUES: LazyLock<DashMap<u32, Entry>> = LazyLock::new(DashMap::new);
     static NEXT_ID: AtomicU32 = AtomicU32::new(FIRST_ID);
 
     pub(super) fn next_id() -> &'static AtomicU32 {
         &NEXT_ID
     }
 
-    pub(super) fn insert(id: u32, queue: Arc<Queue>) {
-        QUEUES.insert(id, queue);
+    pub(super) fn insert(id: u32, queue: Arc<Queue>, info: Option<Info>) {
+        QUEUES.insert(id, Entry { queue, info });
     }
 
     pub(super) fn remove(id: u32) {
-        QUEUES.remove(&id);
+        // The payload is dropped outside the shard lock.
+        let removed = QUEUES.remove(&id);
+        drop(removed);
+    }
+
+    pub(super) fn for_each(mut f: impl FnMut(u32, Option<&Info>)) {
+        for entry in QUEUES.iter() {
+            f(*entry.key(), entry.value().info.as_ref());
+        }
     }
 
     pub(super) fn contains(id: u32) -> bool {
@@ -470,8 +506,8 @@ mod registry {
         // The read guard holds the shard lock across the push, so `remove` cannot slip between
         // finding the queue and pushing to it.
         match QUEUES.get(&owner) {
-            Some(queue) => {
-                queue.push(entry);
+            Some(found) => {
+                found.queue.push(entry);
                 Ok(())
             }
             None => Err(entry),
@@ -485,11 +521,12 @@ mod registry {
 
     use loom::sync::atomic::AtomicU32;
 
-    use super::{Queue, Queued, FIRST_ID};
+    use super::{Info, Queue, Queued, FIRST_ID};
     use crate::sync::{Arc, Mutex};
 
     loom::lazy_static! {
-        static ref QUEUES: Mutex<HashMap<u32, Arc<Queue>>> = Mutex::new(HashMap::new());
+        static ref QUEUES: Mutex<HashMap<u32, (Arc<Queue>, Option<Info>)>> =
+            Mutex::new(HashMap::new());
         static ref NEXT_ID: AtomicU32 = AtomicU32::new(FIRST_ID);
     }
 
@@ -497,12 +534,19 @@ mod registry {
         &NEXT_ID
     }
 
-    pub(super) fn insert(id: u32, queue: Arc<Queue>) {
-        QUEUES.lock().insert(id, queue);
+    pub(super) fn insert(id: u32, queue: Arc<Queue>, info: Option<Info>) {
+        QUEUES.lock().insert(id, (queue, info));
     }
 
     pub(super) fn remove(id: u32) {
-        QUEUES.lock().remove(&id);
+        let removed = QUEUES.lock().remove(&id);
+        drop(removed);
+    }
+
+    pub(super) fn for_each(mut f: impl FnMut(u32, Option<&Info>)) {
+        for (id, (_, info)) in QUEUES.lock().iter() {
+            f(*id, info.as_ref());
+        }
     }
 
     pub(super) fn contains(id: u32) -> bool {
@@ -512,7 +556,7 @@ mod registry {
     pub(super) fn push(owner: u32, entry: Queued) -> Result<(), Queued> {
         let queues = QUEUES.lock();
         match queues.get(&owner) {
-            Some(queue) => {
+            Some((queue, _)) => {
                 queue.push(entry);
                 Ok(())
             }
