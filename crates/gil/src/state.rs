@@ -346,6 +346,18 @@ fn run_hooks() {
 
 /// Keeps attached threads pinned in the epoch scheme (free-threaded builds only). The guard is
 /// crossbeam's default collector's, so the object model's own (nested) pins are free.
+///
+/// Not yet in the block: the epoch participant itself (crossbeam's `LocalHandle`) is still
+/// `crossbeam-epoch`'s own thread-local; the block holds only the attach pin on it. Owning a
+/// `LocalHandle` of a runtime `Collector` here means every guard the object model takes must
+/// come from that collector, since a pin on one collector does not protect what is retired
+/// through another: `reclaim::with_guard` (list and dict reads and writes), `ReadGuard`, the
+/// `Debug` printer, `collect`'s flushes and the retired batches' hand-over at exit all pin through
+/// `crossbeam_epoch::pin()` today, and would have to switch together, with a fallback for pins
+/// after the block is gone (a temporary handle registered per pin, what crossbeam does itself
+/// once its thread-local is torn down) and `LocalHandle`'s drop placed in the exit sequence
+/// after the retired batches are handed over. That is one change across `ftrt-gil` and
+/// `ftrt-object`, not yet made.
 #[cfg(not(feature = "gil"))]
 mod quiescence {
     use std::cell::{Cell, RefCell};
