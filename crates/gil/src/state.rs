@@ -99,15 +99,14 @@ impl ThreadState {
             let name = std::thread::current().name().map(str::to_owned);
             Some(Arc::new(ThreadInfo { id, name }))
         });
-        let state = ThreadState {
+        ThreadState {
             counts,
             sections: SectionStack::new(),
             #[cfg(not(feature = "gil"))]
             quiescence: quiescence::Quiescence::new(),
             counters: counters::Row::register(),
             locals: local::Slots::new(),
-        };
-        state
+        }
     }
 
     /// The thread's id: the runtime's and its objects' biased owner id. `None` only if ids ran
