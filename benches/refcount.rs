@@ -13,7 +13,8 @@ use std::thread;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ftrt::refcount::{
-    header_size, AtomicCount, BiasedArc, BiasedCount, GilHeld, NonAtomicCount, RefCount, Strategy,
+    biased::LocalCounts, header_size, AtomicCount, BiasedArc, BiasedCount, GilHeld, NonAtomicCount,
+    RefCount, Strategy,
 };
 
 #[global_allocator]
@@ -74,7 +75,12 @@ fn strategies(c: &mut Criterion) {
     let gil = unsafe { GilHeld::assume_held() };
     bench_strategy(&mut group, NonAtomicCount::new(gil), gil);
     bench_strategy(&mut group, AtomicCount::new(), ());
-    bench_strategy(&mut group, BiasedCount::new(), ());
+    let counts = LocalCounts::register();
+    bench_strategy(
+        &mut group,
+        BiasedCount::new_for(counts.owner()),
+        counts.owner(),
+    );
     group.finish();
     for strategy in [Strategy::NonAtomic, Strategy::Atomic, Strategy::Biased] {
         println!(

@@ -21,6 +21,10 @@
 //! ```
 //!
 //! - [`section`]: the critical sections the object model takes, free under the GIL.
+//! - The thread state: one block per thread holding everything the thread carries (its id and
+//!   biased-count merge queue, its section stack, its epoch pin, its [`counters`]); the module
+//!   docs of `state` (`crates/gil/src/state.rs`) give the order in which attaching, detaching,
+//!   checkpoints and thread exit touch it.
 //! - [`BUILD`], [`BuildCount`]: the build variant, which this crate alone decides.
 //!
 //! # Features
@@ -42,6 +46,7 @@
 mod build_name;
 pub mod gil;
 pub mod section;
+mod state;
 #[cfg(feature = "gil")]
 mod sync;
 mod thread;
@@ -49,10 +54,11 @@ pub mod threading;
 mod variant;
 
 pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
-pub use thread::{
-    is_attached, on_quiescent_state, registered_threads, runtime_gil, threads, Python, ThreadInfo,
+pub use state::{
+    counters, is_attached, local, on_quiescent_state, registered_threads, threads, ThreadInfo,
     MAX_QUIESCENT_STATE_HOOKS,
 };
+pub use thread::{runtime_gil, Python};
 pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};
 
 #[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]

@@ -4,7 +4,8 @@
 //! Whether a section needs its lock is the runtime's decision, made here where the token proves
 //! the thread is attached: in the `gil` build an attached thread holds the GIL, which already
 //! serialises every section body, so [`with`] and [`with2`] just call the closure; in the
-//! free-threaded builds they are [`ftrt_lock::section::with`] and [`ftrt_lock::section::with2`].
+//! free-threaded builds they are sections on the thread state's [`SectionStack`], reached through
+//! the token without a thread-local access.
 //! Either way a section's body is atomic up to the points where it blocks or detaches (a nested
 //! section that waits, [`Python::check`] switching, [`Python::allow_threads`]), as
 //! `ftrt_lock::section` documents.
@@ -23,38 +24,53 @@
 //! assert_eq!(answer, 42);
 //! ```
 
+#[cfg(doc)]
+use ftrt_lock::section::SectionStack;
 use ftrt_lock::RawObjectLock;
 
 use crate::Python;
 
 /// Runs `f` inside a critical section on `lock`: no lock is taken in the `gil` build (the
-/// token proves this thread holds the GIL), `ftrt_lock::section::with` otherwise.
+/// token proves this thread holds the GIL), a section on the thread state's stack otherwise.
 #[inline]
 pub fn with<R>(py: Python<'_>, lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
-    let _ = py;
     #[cfg(feature = "gil")]
     {
-        let _ = lock;
+        let _ = (py, lock);
         f()
     }
     #[cfg(not(feature = "gil"))]
-    {
-        ftrt_lock::section::with(lock, f)
+    match py.state() {
+        Some(state) => state.sections.with(lock, f),
+        // Attached after its exit (see `state`): `ftrt-lock`'s thread-local stack stands in.
+        None => ftrt_lock::section::with(lock, f),
     }
 }
 
 /// Runs `f` inside a critical section on two locks (the same one twice is fine): no lock is
-/// taken in the `gil` build, `ftrt_lock::section::with2` otherwise.
+/// taken in the `gil` build, a section on the thread state's stack otherwise.
 #[inline]
 pub fn with2<R>(py: Python<'_>, a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> R {
-    let _ = py;
     #[cfg(feature = "gil")]
     {
-        let _ = (a, b);
+        let _ = (py, a, b);
         f()
     }
     #[cfg(not(feature = "gil"))]
-    {
-        ftrt_lock::section::with2(a, b, f)
+    match py.state() {
+        Some(state) => state.sections.with2(a, b, f),
+        None => ftrt_lock::section::with2(a, b, f),
     }
+}
+
+/// Runs `f` detached from every section the thread has open: the thread state's (the object
+/// model's) and `ftrt-lock`'s thread-local stack (sections of `ftrt_lock` users beside the
+/// runtime), each behind a detach boundary (see `ftrt_lock::section::detached`). The state's
+/// stack is the inner one: when `f` ends its innermost section resumes first, while the other
+/// stack's sections are still suspended.
+pub(crate) fn detached<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
+    ftrt_lock::section::detached(|| match py.state() {
+        Some(state) => state.sections.detached(f),
+        None => f(),
+    })
 }

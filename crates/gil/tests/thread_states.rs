@@ -165,3 +165,151 @@ fn quiescent_state_hooks_run_at_every_sixteenth_checkpoint_and_at_every_detach()
     .join()
     .unwrap();
 }
+
+// The thread state as a structure: one block per thread, one id space, one exit sequence.
+
+/// One id space: the runtime's id for a thread is the owner id its objects' biased counts
+/// record, and the registry lists the thread under it.
+#[test]
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+fn the_owner_id_of_a_threads_objects_is_its_runtime_thread_id() {
+    use ftrt_gil::BuildCount;
+    use ftrt_refcount::RefCount;
+
+    thread::spawn(|| {
+        Python::attach(|py| {
+            let id = py.thread_id().expect("an attached thread has an id");
+            let count = <BuildCount as RefCount>::new(py.count_token());
+            assert_eq!(count.owner_id(), Some(id));
+            assert!(ftrt_gil::threads().iter().any(|info| info.id == id));
+        });
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn runtime_thread_ids_are_never_reused() {
+    let ids: Vec<u32> = (0..8)
+        .map(|_| {
+            thread::spawn(|| Python::attach(|py| py.thread_id().expect("an id")))
+                .join()
+                .unwrap()
+        })
+        .collect();
+    let mut unique = ids.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        ids.len(),
+        "an id was handed out twice: {ids:?}"
+    );
+}
+
+/// The exit sequence retires the thread's biased counts (so its objects' counts become exact
+/// on other threads) and takes the thread out of the registry, under the same id.
+#[test]
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+fn thread_exit_retires_the_biased_counts_and_leaves_the_registry() {
+    use ftrt_gil::BuildCount;
+    use ftrt_refcount::RefCount;
+
+    let (count, id) = thread::spawn(|| {
+        Python::attach(|py| {
+            let count = Box::new(<BuildCount as RefCount>::new(py.count_token()));
+            (count, py.thread_id().expect("an id"))
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(!ftrt_gil::threads().iter().any(|info| info.id == id));
+    // The owner has retired: this thread may merge on its behalf, and the count is exact.
+    assert!(count.is_unique());
+    assert_eq!(count.owner_id(), None);
+}
+
+/// The object model's sections live on the thread state's stack, reached through the token;
+/// detaching suspends them together with `ftrt-lock`'s thread-local sections.
+#[test]
+#[cfg(not(feature = "gil"))]
+fn object_sections_use_the_thread_states_stack_and_detaching_suspends_both_stacks() {
+    use ftrt_lock::{section as lock_section, RawObjectLock};
+
+    let (user, object) = (RawObjectLock::new(), RawObjectLock::new());
+    Python::attach(|py| {
+        lock_section::with(&user, || {
+            ftrt_gil::section::with(py, &object, || {
+                // Not on `ftrt-lock`'s thread-local stack: that one holds only the user's.
+                assert_eq!(lock_section::depth().open, 1);
+                py.allow_threads(|| {
+                    assert!(!user.is_locked());
+                    assert!(!object.is_locked());
+                });
+                assert!(user.is_locked());
+                assert!(object.is_locked());
+            });
+        });
+    });
+}
+
+/// After its exit a thread attaches through the one fallback: no id, not registered again.
+#[test]
+fn a_thread_attached_after_its_exit_has_no_id() {
+    in_child_process("a_thread_attached_after_its_exit_has_no_id", || {
+        struct Probe;
+        impl Drop for Probe {
+            fn drop(&mut self) {
+                Python::attach(|py| assert_eq!(py.thread_id(), None));
+                ATTACHED_ON_DROP.store(true, Ordering::SeqCst);
+            }
+        }
+        thread_local! {
+            static PROBE: Cell<Option<Probe>> = const { Cell::new(None) };
+        }
+        thread::spawn(|| {
+            // Initialised before the thread attaches, so destroyed after its thread state.
+            PROBE.set(Some(Probe));
+            Python::attach(|py| assert!(py.thread_id().is_some()));
+        })
+        .join()
+        .unwrap();
+        assert!(ATTACHED_ON_DROP.load(Ordering::SeqCst));
+    });
+}
+
+/// A per-thread value kept in the thread state: counts its drops, and checks that it is dropped
+/// in the exit sequence, after the block is unreachable (its own key answers `None`) and while
+/// the thread can still attach.
+struct LocalValue;
+
+static LOCAL_DROPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+static LOCAL: ftrt_gil::local::Key<LocalValue> = ftrt_gil::local::Key::new(|| LocalValue);
+
+impl Drop for LocalValue {
+    fn drop(&mut self) {
+        assert!(LOCAL.with_current(|value| value.is_none()));
+        Python::attach(|py| assert!(LOCAL.with(py, |value| value.is_none())));
+        LOCAL_DROPS.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[test]
+fn a_value_kept_in_the_thread_state_is_made_once_per_thread_and_dropped_at_its_exit() {
+    let before = LOCAL_DROPS.load(Ordering::SeqCst);
+    let threads: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(|| {
+                Python::attach(|py| {
+                    let first = LOCAL.with(py, |value| std::ptr::from_ref(value.unwrap()));
+                    let again = LOCAL.with(py, |value| std::ptr::from_ref(value.unwrap()));
+                    assert_eq!(first, again, "one value per thread");
+                });
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(LOCAL_DROPS.load(Ordering::SeqCst), before + 3);
+}

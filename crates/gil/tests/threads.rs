@@ -610,3 +610,28 @@ fn a_barrier_releases_its_parties_together_with_distinct_indices() {
     assert_eq!(indices, (0..PARTIES).collect::<Vec<_>>());
     assert_eq!(barrier.n_waiting(), 0);
 }
+
+#[test]
+fn the_runtime_lists_its_threads_from_the_one_registry_under_their_biased_ids() {
+    // A standalone owner of `ftrt-refcount` registers in the same table, without runtime info:
+    // it is not one of the runtime's threads.
+    let standalone = ftrt_refcount::biased::LocalCounts::register();
+    let standalone_id = standalone.id().unwrap();
+    let info = std::thread::Builder::new()
+        .name("listed".into())
+        .spawn(|| {
+            Python::attach(|py| {
+                let id = py.thread_id().unwrap();
+                let listed: Vec<_> = threads().into_iter().filter(|t| t.id == id).collect();
+                assert_eq!(listed.len(), 1);
+                (id, listed[0].name.clone())
+            })
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert_eq!(info.1.as_deref(), Some("listed"));
+    assert!(threads().iter().all(|t| t.id != info.0), "gone once exited");
+    assert!(threads().iter().all(|t| t.id != standalone_id));
+    drop(standalone);
+}

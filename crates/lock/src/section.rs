@@ -26,6 +26,12 @@
 //! A two-object section locks both objects in address order and accepts the same object twice.
 //! A panic inside a section ends it normally: its locks are released and the object stays usable.
 //!
+//! Each thread's sections live in a [`SectionStack`], a plain value: a runtime keeps one in its
+//! own per-thread state and calls its methods ([`SectionStack::with`], [`SectionStack::detached`]).
+//! The free functions of this module ([`with`], [`with2`], [`detached`], [`depth`]) are the
+//! thread-local convenience over the same mechanism, for users without a runtime: they use one
+//! stack per thread, kept in a thread-local.
+//!
 //! A section always locks: this module knows nothing of a GIL, and no feature turns it off.
 //!
 //! ```
@@ -38,17 +44,19 @@
 
 use crate::RawObjectLock;
 
-/// Runs `f` inside a critical section on `lock`.
+pub use imp::SectionStack;
+
+/// Runs `f` inside a critical section on `lock`, on the calling thread's stack.
 #[inline]
 pub fn with<R>(lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
-    imp::with([lock, lock], f)
+    imp::with_thread_stack(|stack| stack.with(lock, f))
 }
 
 /// Runs `f` inside a critical section on two locks, taken in a consistent order. The same lock
 /// may be passed twice.
 #[inline]
 pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> R {
-    imp::with([a, b], f)
+    imp::with_thread_stack(|stack| stack.with2(a, b, f))
 }
 
 /// Runs `f` with the calling thread's sections suspended, as a thread detaching from the runtime
@@ -74,13 +82,13 @@ pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> 
 /// ```
 #[inline]
 pub fn detached<R>(f: impl FnOnce() -> R) -> R {
-    imp::detached(f)
+    imp::with_thread_stack(|stack| stack.detached(f))
 }
 
-/// How many sections the calling thread has open (active or suspended), and how many of them
-/// hold their locks right now.
+/// How many sections the calling thread has open (active or suspended) on its thread-local
+/// stack, and how many of them hold their locks right now.
 pub fn depth() -> SectionDepth {
-    imp::depth()
+    imp::with_thread_stack(SectionStack::depth)
 }
 
 /// The calling thread's sections: see [`depth`].
@@ -98,8 +106,8 @@ mod imp {
     use super::SectionDepth;
     use crate::RawObjectLock;
 
-    /// One open section. The locks are raw pointers because the stack is thread-local; each is
-    /// valid while its section is open, which `with` guarantees by borrowing the locks for the
+    /// One open section. The locks are raw pointers because the stack outlives the borrows; each
+    /// is valid while its section is open, which `with` guarantees by borrowing the locks for the
     /// whole call.
     #[derive(Clone, Copy)]
     struct Section {
@@ -141,16 +149,147 @@ mod imp {
         }
     }
 
-    #[cfg(not(loom))]
-    thread_local! {
-        static SECTIONS: RefCell<Sections> = const {
-            RefCell::new(Sections { open: Vec::new(), boundaries: Vec::new() })
-        };
+    /// One thread's critical sections: the stack of open sections and detach boundaries that the
+    /// deadlock-avoidance rules of [this module](super) work on.
+    ///
+    /// A plain value, so a runtime can keep it in its own per-thread state. It is neither `Send`
+    /// nor `Sync`: it belongs to the thread whose sections it records. Every section of a thread
+    /// should go through one stack: entering a section suspends only the sections of the stack it
+    /// is entered on, so a thread that nests sections of two stacks may block holding the outer
+    /// stack's locks.
+    ///
+    /// ```
+    /// use ftrt_lock::section::SectionStack;
+    /// use ftrt_lock::RawObjectLock;
+    ///
+    /// let stack = SectionStack::new();
+    /// let lock = RawObjectLock::new();
+    /// stack.with(&lock, || assert_eq!(stack.depth().active, 1));
+    /// assert_eq!(stack.depth().open, 0);
+    /// ```
+    pub struct SectionStack {
+        sections: RefCell<Sections>,
     }
-    #[cfg(loom)]
-    loom::thread_local! {
-        static SECTIONS: RefCell<Sections> =
-            RefCell::new(Sections { open: Vec::new(), boundaries: Vec::new() });
+
+    impl Default for SectionStack {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl std::fmt::Debug for SectionStack {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("SectionStack")
+                .field("depth", &self.depth())
+                .finish()
+        }
+    }
+
+    impl SectionStack {
+        /// An empty stack.
+        pub const fn new() -> Self {
+            Self {
+                sections: RefCell::new(Sections {
+                    open: Vec::new(),
+                    boundaries: Vec::new(),
+                }),
+            }
+        }
+
+        /// Runs `f` inside a critical section on `lock`, recorded on this stack. Call it only on
+        /// the thread the stack belongs to (the stack is not `Send`).
+        #[inline]
+        pub fn with<R>(&self, lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
+            self.section([lock, lock], f)
+        }
+
+        /// Runs `f` inside a critical section on two locks, taken in a consistent order. The same
+        /// lock may be passed twice.
+        #[inline]
+        pub fn with2<R>(&self, a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> R {
+            self.section([a, b], f)
+        }
+
+        /// Runs `f` with this stack's sections suspended behind a detach boundary: see
+        /// [`detached`](super::detached).
+        pub fn detached<R>(&self, f: impl FnOnce() -> R) -> R {
+            self.suspend_all();
+            {
+                let mut sections = self.sections.borrow_mut();
+                let open = sections.open.len();
+                sections.boundaries.push(open);
+            }
+            let _reattach = Reattach(self);
+            f()
+        }
+
+        /// How many sections are open on this stack (active or suspended), and how many of them
+        /// hold their locks right now.
+        pub fn depth(&self) -> SectionDepth {
+            let sections = self.sections.borrow();
+            SectionDepth {
+                open: sections.open.len(),
+                active: sections.open.iter().filter(|s| s.active).count(),
+            }
+        }
+
+        #[inline]
+        fn section<R>(&self, locks: [&RawObjectLock; 2], f: impl FnOnce() -> R) -> R {
+            let locks = ordered(locks);
+            self.acquire(locks);
+            let locks = locks.map(std::ptr::from_ref);
+            self.sections.borrow_mut().open.push(Section {
+                locks,
+                active: true,
+            });
+            let _end = End(self);
+            f()
+        }
+
+        /// Takes a section's locks, suspending the stack's other sections first if that would
+        /// block.
+        #[inline]
+        fn acquire(&self, locks: [&RawObjectLock; 2]) {
+            if !try_lock_all(locks) {
+                self.acquire_slow(locks);
+            }
+        }
+
+        #[cold]
+        #[inline(never)]
+        fn acquire_slow(&self, locks: [&RawObjectLock; 2]) {
+            self.suspend_all();
+            lock_all(locks);
+        }
+
+        /// Unlocks every active section, before the thread blocks or detaches.
+        fn suspend_all(&self) {
+            let mut sections = self.sections.borrow_mut();
+            for section in sections.open.iter_mut().filter(|s| s.active) {
+                // SAFETY: an active section holds its locks.
+                unsafe { unlock_all(section.locks()) };
+                section.active = false;
+            }
+        }
+
+        /// Re-locks the innermost section if it is suspended and not cut off by a detach
+        /// boundary.
+        fn resume_innermost(&self) {
+            // Not borrowed across `acquire`: if it has to block, it suspends the stack's sections
+            // first, which borrows them.
+            let suspended = self.sections.borrow().resumable_innermost();
+            if let Some(section) = suspended {
+                // Every other section is suspended too (the active ones are a suffix), so this
+                // blocks holding no section lock: as deadlock-free as beginning a section.
+                self.acquire(section.locks());
+                self.sections
+                    .borrow_mut()
+                    .open
+                    .last_mut()
+                    .expect("still open")
+                    .active = true;
+            }
+        }
     }
 
     /// Lower address first: every thread takes a pair of locks in the same order.
@@ -192,135 +331,63 @@ mod imp {
         unsafe { first.unlock() };
     }
 
-    /// Takes a section's locks, suspending the thread's other sections first if that would
-    /// block.
-    #[inline]
-    fn acquire(locks: [&RawObjectLock; 2]) {
-        if !try_lock_all(locks) {
-            acquire_slow(locks);
-        }
-    }
-
-    #[cold]
-    #[inline(never)]
-    fn acquire_slow(locks: [&RawObjectLock; 2]) {
-        suspend_all();
-        lock_all(locks);
-    }
-
-    /// Unlocks every active section of the calling thread, before it blocks or detaches.
-    fn suspend_all() {
-        // `try_with`: this also runs inside thread-local destructors at thread exit (dropping a
-        // `Shared` kept in a thread-local detaches), possibly after the stack was torn down. A
-        // torn-down stack holds no section: sections are scoped to their `with` frames, which
-        // have all returned by then.
-        let _ = SECTIONS.try_with(|sections| {
-            let mut sections = sections.borrow_mut();
-            for section in sections.open.iter_mut().filter(|s| s.active) {
-                // SAFETY: an active section holds its locks.
-                unsafe { unlock_all(section.locks()) };
-                section.active = false;
-            }
-        });
-    }
-
-    /// Re-locks the innermost section if it is suspended and not cut off by a detach boundary.
-    fn resume_innermost() {
-        // Not borrowed across `acquire`: if it has to block, it suspends the thread's sections
-        // first, which borrows them.
-        let suspended = SECTIONS
-            .try_with(|sections| sections.borrow().resumable_innermost())
-            .ok()
-            .flatten();
-        if let Some(section) = suspended {
-            // Every other section is suspended too (the active ones are a suffix), so this
-            // blocks holding no section lock: as deadlock-free as beginning a section.
-            acquire(section.locks());
-            SECTIONS.with(|sections| {
-                sections
-                    .borrow_mut()
-                    .open
-                    .last_mut()
-                    .expect("still open")
-                    .active = true;
-            });
-        }
-    }
-
     /// Ends the innermost section on drop, panics included.
-    struct End;
+    struct End<'s>(&'s SectionStack);
 
-    impl Drop for End {
+    impl Drop for End<'_> {
         fn drop(&mut self) {
-            let section = SECTIONS
-                .with(|sections| sections.borrow_mut().open.pop())
+            let section = self
+                .0
+                .sections
+                .borrow_mut()
+                .open
+                .pop()
                 .expect("sections end innermost first");
             if section.active {
                 // SAFETY: an active section holds its locks.
                 unsafe { unlock_all(section.locks()) };
             }
-            resume_innermost();
+            self.0.resume_innermost();
         }
-    }
-
-    #[inline]
-    pub(super) fn with<R>(locks: [&RawObjectLock; 2], f: impl FnOnce() -> R) -> R {
-        let locks = ordered(locks);
-        acquire(locks);
-        let locks = locks.map(std::ptr::from_ref);
-        SECTIONS.with(|sections| {
-            sections.borrow_mut().open.push(Section {
-                locks,
-                active: true,
-            })
-        });
-        let _end = End;
-        f()
     }
 
     /// Removes the innermost detach boundary and resumes the section under it, on drop, panics
     /// included.
-    struct Reattach;
+    struct Reattach<'s>(&'s SectionStack);
 
-    impl Drop for Reattach {
+    impl Drop for Reattach<'_> {
         fn drop(&mut self) {
-            SECTIONS.with(|sections| {
-                let mut sections = sections.borrow_mut();
+            {
+                let mut sections = self.0.sections.borrow_mut();
                 let boundary = sections
                     .boundaries
                     .pop()
                     .expect("detaches end innermost first");
                 // Sections nest inside `detached`'s closure, so the ones it began have ended.
                 debug_assert_eq!(boundary, sections.open.len());
-            });
-            resume_innermost();
+            }
+            self.0.resume_innermost();
         }
     }
 
-    pub(super) fn detached<R>(f: impl FnOnce() -> R) -> R {
-        suspend_all();
-        let pushed = SECTIONS.try_with(|sections| {
-            let mut sections = sections.borrow_mut();
-            let open = sections.open.len();
-            sections.boundaries.push(open);
-        });
-        if pushed.is_err() {
-            // Thread exit, the stack torn down: no section is open, so nothing to cut off.
-            return f();
-        }
-        let _reattach = Reattach;
-        f()
+    #[cfg(not(loom))]
+    thread_local! {
+        static SECTIONS: SectionStack = const { SectionStack::new() };
+    }
+    #[cfg(loom)]
+    loom::thread_local! {
+        static SECTIONS: SectionStack = SectionStack::new();
     }
 
-    pub(super) fn depth() -> SectionDepth {
-        SECTIONS
-            .try_with(|sections| {
-                let sections = sections.borrow();
-                SectionDepth {
-                    open: sections.open.len(),
-                    active: sections.open.iter().filter(|s| s.active).count(),
-                }
-            })
-            .unwrap_or_default()
+    /// Runs `f` on the calling thread's stack. Inside thread-local destructors at thread exit
+    /// the stack may be torn down already; no section is open then (sections are scoped to their
+    /// `with` frames, which have all returned), so a fresh, empty stack stands in for it.
+    #[inline]
+    pub(super) fn with_thread_stack<R>(f: impl FnOnce(&SectionStack) -> R) -> R {
+        let mut f = Some(f);
+        match SECTIONS.try_with(|stack| (f.take().expect("runs once"))(stack)) {
+            Ok(result) => result,
+            Err(_) => (f.take().expect("runs once"))(&SectionStack::new()),
+        }
     }
 }

@@ -111,7 +111,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// own included) once it is gone. Tests and workloads call this before comparing live-object
 /// counts.
 pub fn collect(py: ftrt_gil::Python<'_>) {
-    ftrt_refcount::merge_pending();
+    py.merge_pending();
     reclaim::settle_retired();
     py.allow_threads(|| {
         for _ in 0..COLLECT_ROUNDS {
@@ -119,7 +119,7 @@ pub fn collect(py: ftrt_gil::Python<'_>) {
         }
     });
     reclaim::settle_retired();
-    ftrt_refcount::merge_pending();
+    py.merge_pending();
 }
 
 /// Each flush can advance the global epoch by one step (a retired item needs two) and frees a

@@ -144,12 +144,15 @@ mod batches {
         }
     }
 
-    thread_local! {
-        // Const-initialised: the quiescent-state hook touches it on every attached thread, and
-        // it allocates nothing until the thread retires.
-        static RETIRED: RefCell<Retired> =
-            const { RefCell::new(Retired { batch: Vec::new(), mailbox: None }) };
-    }
+    /// Each thread's batch and mailbox, in its thread state (`ftrt_gil::local`): made on the
+    /// first access (the quiescent-state hook touches it on every attached thread; it allocates
+    /// nothing until the thread retires), dropped first in the thread's exit sequence.
+    static RETIRED: ftrt_gil::local::Key<RefCell<Retired>> = ftrt_gil::local::Key::new(|| {
+        RefCell::new(Retired {
+            batch: Vec::new(),
+            mailbox: None,
+        })
+    });
 
     /// Makes every attached thread settle at its quiescent states, from the first retirement on.
     fn settle_at_quiescent_states() {
@@ -159,12 +162,12 @@ mod batches {
 
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
         let expire = move || {
-            let at_home = RETIRED
-                .try_with(|r| {
+            let at_home = RETIRED.with_current(|r| {
+                r.is_some_and(|r| {
                     r.try_borrow()
                         .is_ok_and(|r| r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, &home)))
                 })
-                .unwrap_or(false);
+            });
             if at_home {
                 drop(batch);
             } else {
@@ -178,8 +181,8 @@ mod batches {
 
     pub(super) fn retire(reference: OwnedRef, guard: &Guard) {
         let mut reference = Some(reference);
-        let full = RETIRED.try_with(|r| {
-            let mut r = r.borrow_mut();
+        let full = RETIRED.with_current(|r| {
+            let mut r = r?.try_borrow_mut().ok()?;
             if r.batch.capacity() == 0 {
                 // A new batch (once per `BATCH` retirements).
                 r.batch.reserve_exact(BATCH);
@@ -193,12 +196,13 @@ mod batches {
             }
         });
         if let Some(reference) = reference {
-            // Thread-local storage is gone (thread exit): defer this one on its own.
+            // No thread state (after the thread's exit; the batch is being settled): defer this
+            // one on its own.
             // SAFETY: as in `defer`.
             unsafe { guard.defer_unchecked(move || drop(reference)) };
             return;
         }
-        if let Ok(Some((batch, home))) = full {
+        if let Some((batch, home)) = full {
             defer(batch, home, guard);
             drain();
         }
@@ -206,17 +210,14 @@ mod batches {
 
     /// Drops the expired batches posted back to this thread.
     fn drain() {
-        let batches = RETIRED
-            .try_with(|r| {
-                let r = r.try_borrow().ok()?;
-                let mailbox = r.mailbox.as_ref()?;
-                mailbox
-                    .pending
-                    .load(Ordering::Relaxed)
-                    .then(|| mailbox.take(false))
-            })
-            .ok()
-            .flatten();
+        let batches = RETIRED.with_current(|r| {
+            let r = r?.try_borrow().ok()?;
+            let mailbox = r.mailbox.as_ref()?;
+            mailbox
+                .pending
+                .load(Ordering::Relaxed)
+                .then(|| mailbox.take(false))
+        });
         drop(batches);
     }
 
@@ -224,10 +225,7 @@ mod batches {
     /// to it. Runs at every quiescent state of an attached thread (the hook registered with
     /// `ftrt-gil`), so neither stays with a thread that stops retiring; and from `collect`.
     pub(super) fn settle() {
-        let batch = RETIRED
-            .try_with(|r| r.try_borrow_mut().ok()?.take_batch())
-            .ok()
-            .flatten();
+        let batch = RETIRED.with_current(|r| r?.try_borrow_mut().ok()?.take_batch());
         if let Some((batch, home)) = batch {
             defer(batch, home, &crossbeam_epoch::pin());
         }

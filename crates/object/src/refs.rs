@@ -4,10 +4,9 @@
 //! Objects are freed iteratively: the outermost release on a thread's stack owns a "trash" work
 //! list, and every object that dies while it frees goes on that list instead of being freed in a
 //! nested call, so dropping a list nested a million deep uses no stack (CPython's trashcan,
-//! without the depth limit). The thread-local that points nested releases at the list has no
-//! destructor, so this holds during thread exit too.
+//! without the depth limit). The pointer that sends nested releases to the list is the thread
+//! state's frame pointer, which is never torn down, so this holds during thread exit too.
 
-use std::cell::Cell;
 use std::ptr::NonNull;
 
 use ftrt_gil::{BuildCount, Python};
@@ -64,12 +63,16 @@ unsafe fn release_count(count: NonNull<BuildCount>) {
 /// The dead objects waiting to be freed, in the frame of the outermost `release` on the stack.
 type Trash = Vec<NonNull<Header>>;
 
-thread_local! {
-    /// The work list of the `release` running on this thread, if any. Const-initialised and
-    /// without a destructor, so it is never torn down: releases that run inside thread-local
-    /// destructors (an exiting owner merging its queue, a `Shared` kept in a thread-local) free
-    /// iteratively like any other.
-    static TRASH: Cell<Option<NonNull<Trash>>> = const { Cell::new(None) };
+/// The work list of the `release` running on this thread, if any: the thread state's frame
+/// pointer (`ftrt_gil::local::frame`), which lives in a thread-local without a destructor, so it
+/// is never torn down: releases that run inside thread-local destructors (an exiting owner
+/// merging its queue, a `Shared` kept in a thread-local) free iteratively like any other.
+fn trash() -> Option<NonNull<Trash>> {
+    NonNull::new(ftrt_gil::local::frame().cast::<Trash>())
+}
+
+fn set_trash(trash: Option<NonNull<Trash>>) {
+    ftrt_gil::local::set_frame(trash.map_or(std::ptr::null_mut(), |t| t.as_ptr().cast()));
 }
 
 /// Frees a dead object, and every object that dies because of it, without recursion.
@@ -77,7 +80,7 @@ thread_local! {
 /// # Safety
 /// The object's count reached zero and no lock-free reader can still reach it.
 pub(crate) unsafe fn release(object: NonNull<Header>) {
-    if let Some(mut trash) = TRASH.get() {
+    if let Some(mut trash) = trash() {
         // SAFETY: set only by the outermost `release` on this thread's stack, which owns the
         // list, outlives this nested call, and does not touch the list while a free runs.
         unsafe { trash.as_mut() }.push(object);
@@ -85,13 +88,13 @@ pub(crate) unsafe fn release(object: NonNull<Header>) {
     }
     let mut pending = Trash::new();
     let trash = NonNull::from(&mut pending);
-    TRASH.set(Some(trash));
+    set_trash(Some(trash));
     /// Stops nested releases from pushing onto the list, panics included. (A payload's drop
     /// that panics leaks the objects still on the list: they are dead and unreachable.)
     struct Done;
     impl Drop for Done {
         fn drop(&mut self) {
-            TRASH.set(None);
+            set_trash(None);
         }
     }
     let done = Done;

@@ -82,14 +82,17 @@ impl PyStr {
 
     /// The interned (unique, immortal) string with this text.
     pub fn intern<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyStr> {
-        let cached = INTERN_CACHE
-            .try_with(|cache| cache.borrow().get(text).copied())
-            .ok()
-            .flatten();
-        let interned = cached.unwrap_or_else(|| {
-            let interned = intern_shared(text);
-            let _ = INTERN_CACHE.try_with(|cache| cache.borrow_mut().insert(text.into(), interned));
-            interned
+        // One look at the thread state: the cache is this thread's (none after its exit).
+        let interned = INTERN_CACHE.with(py, |cache| match cache {
+            Some(cache) => {
+                let cached = cache.borrow().get(text).copied();
+                cached.unwrap_or_else(|| {
+                    let interned = intern_shared(text);
+                    cache.borrow_mut().insert(text.into(), interned);
+                    interned
+                })
+            }
+            None => intern_shared(text),
         });
         // SAFETY: interned strings are immortal strings.
         unsafe { Bound::from_borrowed(py, interned.0) }
@@ -114,10 +117,11 @@ impl Bound<'_, PyStr> {
     }
 }
 
-thread_local! {
-    static INTERN_CACHE: std::cell::RefCell<std::collections::HashMap<Box<str>, Immortal>> =
-        std::cell::RefCell::new(std::collections::HashMap::new());
-}
+/// Each thread's interned strings by text, in its thread state: a lookup without the shared
+/// table's shard locks. Dropped at the thread's exit (the strings are immortal).
+static INTERN_CACHE: ftrt_gil::local::Key<
+    std::cell::RefCell<std::collections::HashMap<Box<str>, Immortal>>,
+> = ftrt_gil::local::Key::new(Default::default);
 
 impl PyStr {
     /// The same object as [`PyStr::intern`], looked up in the shared table every time (past

@@ -14,7 +14,7 @@ use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
-use ftrt_object::{collect, Bound, Kind, PyInt, PyList, Shared};
+use ftrt_object::{collect, Bound, Kind, PyInt, PyList, PyStr, Shared};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -205,6 +205,114 @@ fn a_shared_kept_in_a_thread_local_of_a_thread_that_never_attached_is_freed_at_t
                 live_lists_and_ints(),
                 before,
                 "the list and its items were freed once"
+            );
+        },
+    );
+}
+
+/// Runs the closure it was given in its destructor: at thread exit, in the order thread-locals
+/// die (the reverse of their first use).
+struct AtExit(RefCell<Option<Box<dyn FnOnce()>>>);
+
+impl Drop for AtExit {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.borrow_mut().take() {
+            f();
+        }
+    }
+}
+
+thread_local! {
+    static AT_EXIT: AtExit = const { AtExit(RefCell::new(None)) };
+}
+
+/// Registers `f` to run at the calling thread's exit. Called before the thread first attaches,
+/// it runs after the thread state is gone (the fallback: no cache, no batch, no id).
+fn at_exit(f: impl FnOnce() + 'static) {
+    AT_EXIT.with(|at_exit| *at_exit.0.borrow_mut() = Some(Box::new(f)));
+}
+
+#[test]
+fn interning_caches_are_per_thread_state_and_agree_with_the_shared_table_even_after_exit() {
+    in_child_process(
+        "interning_caches_are_per_thread_state_and_agree_with_the_shared_table_even_after_exit",
+        || {
+            const TEXT: &str = "interned on every thread";
+            let before = ftrt_object::interned_count();
+            let (interned_at_exit, interned) = mpsc::channel::<bool>();
+            let threads: Vec<_> = (0..4)
+                .map(|_| {
+                    let interned_at_exit = interned_at_exit.clone();
+                    thread::spawn(move || {
+                        at_exit(move || {
+                            let same = Python::attach(|py| {
+                                let late = PyStr::intern(py, TEXT);
+                                late.is(PyStr::intern_in_shared_table(py, TEXT).as_any())
+                            });
+                            interned_at_exit.send(same).unwrap();
+                        });
+                        Python::attach(|py| {
+                            let first = PyStr::intern(py, TEXT);
+                            // The second comes from this thread's cache, in its thread state.
+                            let cached = PyStr::intern(py, TEXT);
+                            assert!(first.is(cached.as_any()));
+                            assert!(first.is(PyStr::intern_in_shared_table(py, TEXT).as_any()));
+                        });
+                    })
+                })
+                .collect();
+            drop(interned_at_exit);
+            for thread in threads {
+                thread.join().expect("the thread exits cleanly");
+            }
+            assert_eq!(interned.iter().filter(|same| *same).count(), 4);
+            assert_eq!(
+                ftrt_object::interned_count(),
+                before + 1,
+                "one string for all"
+            );
+        },
+    );
+}
+
+#[test]
+fn references_a_thread_retired_are_freed_after_it_exits_even_from_its_teardown() {
+    in_child_process(
+        "references_a_thread_retired_are_freed_after_it_exits_even_from_its_teardown",
+        || {
+            let before = live_lists_and_ints();
+            let (list, late) = Python::attach(|py| {
+                let list = PyList::new(py, [PyInt::new(py, 1_000)]).unbind();
+                let late = list.clone_ref(py);
+                (list, late)
+            });
+            let replaced = thread::spawn(move || {
+                // After the thread state is gone: retired without a batch.
+                at_exit(move || {
+                    Python::attach(|py| {
+                        let late = late.bind(py);
+                        for i in 0..3 {
+                            late.set_item(0, PyInt::new(py, 3_000 + i)).unwrap();
+                        }
+                    });
+                });
+                Python::attach(|py| {
+                    let list = list.bind(py);
+                    // Fewer than a batch: what the thread retires stays in its batch until a
+                    // quiescent state or its exit hands it over.
+                    for i in 0..10 {
+                        list.set_item(0, PyInt::new(py, 2_000 + i)).unwrap();
+                    }
+                });
+                list
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            Python::attach(|py| drop(replaced.into_bound(py)));
+            assert_eq!(
+                live_lists_and_ints(),
+                before,
+                "every replaced int was freed"
             );
         },
     );

@@ -3,6 +3,7 @@
 
 use std::ptr::NonNull;
 
+use crate::biased::Owner;
 use crate::{AtomicCount, BiasedCount, GilHeld, NonAtomicCount};
 
 /// What a count reports when asked for its value, like `sys.getrefcount`.
@@ -39,7 +40,7 @@ impl Strategy {
 /// A reference count embedded in an object's header.
 ///
 /// Each strategy names the token a thread must hold to use it: [`GilHeld`] for the non-atomic
-/// count, nothing (`()`) for the thread-safe ones.
+/// count, the calling thread's [`Owner`] for the biased one, nothing (`()`) for the atomic one.
 ///
 /// # Safety
 /// Implementations count exactly: `decref` returns `true` once, after the last reference of a
@@ -139,29 +140,33 @@ unsafe impl RefCount for AtomicCount {
 // SAFETY: `BiasedCount` counts exactly (the protocol is model-checked under loom) and saturates
 // both halves; see the `biased` module.
 unsafe impl RefCount for BiasedCount {
-    type Token<'py> = ();
+    type Token<'py> = Owner<'py>;
     const STRATEGY: Strategy = Strategy::Biased;
 
     #[inline]
-    fn new((): ()) -> Self {
-        BiasedCount::new()
+    fn new(owner: Owner<'_>) -> Self {
+        BiasedCount::new_for(owner)
     }
     fn immortal() -> Self {
         BiasedCount::immortal()
     }
     #[inline]
-    fn incref(&self, (): ()) {
-        BiasedCount::incref(self)
+    fn incref(&self, owner: Owner<'_>) {
+        BiasedCount::incref_for(self, owner)
     }
     #[inline]
-    unsafe fn decref(this: NonNull<Self>, (): (), release: unsafe fn(NonNull<Self>)) -> bool {
+    unsafe fn decref(
+        this: NonNull<Self>,
+        owner: Owner<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> bool {
         // SAFETY: forwarded from the caller.
-        unsafe { BiasedCount::decref(this, release) }
+        unsafe { BiasedCount::decref_for(this, owner, release) }
     }
-    fn get(&self, (): ()) -> RefCountValue {
+    fn get(&self, _: Owner<'_>) -> RefCountValue {
         BiasedCount::get(self)
     }
-    fn make_immortal(&self, (): ()) {
+    fn make_immortal(&self, _: Owner<'_>) {
         BiasedCount::make_immortal(self)
     }
 }

@@ -31,8 +31,9 @@ use std::ptr::NonNull;
 use crate::sync::{fence, AtomicI32, AtomicU32, Ordering};
 use crate::RefCountValue;
 
-pub(crate) use thread::merge_if_pending;
-pub use thread::{detach_current_thread, merge_pending, Release};
+pub use thread::{
+    detach_current_thread, for_each_registered, merge_pending, Info, LocalCounts, Owner, Release,
+};
 use thread::{Queued, NO_OWNER};
 
 const FLAG_BITS: u32 = 2;
@@ -111,12 +112,25 @@ pub enum TakeUnique {
 }
 
 impl BiasedCount {
-    /// A count of one, owned by the calling thread. Also one of the owner's safe points: merges the
-    /// thread's queue first if other threads have queued objects to it.
+    /// A count of one, owned by the calling thread's thread-local owner (registered the first
+    /// time; see [`LocalCounts`] for runtimes that keep their own). Also one of the owner's safe
+    /// points: merges the thread's queue first if other threads have queued objects to it.
     #[inline]
     pub fn new() -> Self {
-        merge_if_pending();
-        let owner = thread::owner_for_new_object();
+        thread::merge_current_if_pending();
+        Self::owned_by(thread::owner_for_new_object())
+    }
+
+    /// A count of one, owned by `owner` (the calling thread). Also one of the owner's safe
+    /// points: merges its queue first if other threads have queued objects to it.
+    #[inline]
+    pub fn new_for(owner: Owner<'_>) -> Self {
+        owner.merge_if_pending();
+        Self::owned_by(owner.for_new_object())
+    }
+
+    #[inline(always)]
+    fn owned_by(owner: u32) -> Self {
         if owner == NO_OWNER {
             // A detached thread owns nothing: the object starts merged.
             return Self::from_parts(NO_OWNER, 0, ONE | MERGED);
@@ -139,10 +153,22 @@ impl BiasedCount {
 
     #[inline(always)]
     fn owned_by_caller(&self) -> bool {
+        self.owned_by_id(thread::current())
+    }
+
+    #[inline(always)]
+    fn owned_by_id(&self, id: u32) -> bool {
         // Relaxed: the field only ever changes from an id to NO_OWNER, by the owner itself or after
         // the owner has retired. The owner always reads its own latest write, and any other thread
         // reads a value that is not its own id whichever write it sees.
-        self.owner.load(Ordering::Relaxed) == thread::current()
+        self.owner.load(Ordering::Relaxed) == id
+    }
+
+    /// The id of the thread that owns the count ([`LocalCounts::id`]), or `None` once it is
+    /// merged (or was created shared). A snapshot for diagnostics and tests: the owner may give up
+    /// ownership at any time.
+    pub fn owner_id(&self) -> Option<u32> {
+        Some(self.owner.load(Ordering::Relaxed)).filter(|&id| id != NO_OWNER)
     }
 
     /// Whether increments and decrements have stopped counting. An owner may still count an
@@ -152,10 +178,16 @@ impl BiasedCount {
         saturated(self.shared.load(Ordering::Relaxed))
     }
 
-    /// Adds a reference.
+    /// Adds a reference, as the calling thread's thread-local owner.
     #[inline]
     pub fn incref(&self) {
-        if self.owned_by_caller() {
+        self.incref_for(Owner::current_id(thread::current()));
+    }
+
+    /// Adds a reference, as `owner` (the calling thread).
+    #[inline]
+    pub fn incref_for(&self, owner: Owner<'_>) {
+        if self.owned_by_id(owner.id()) {
             let local = self.local.load(Ordering::Relaxed).wrapping_add(1);
             if local == 0 {
                 // 2^32 references on the owner: saturate instead of wrapping. `local` stays at
@@ -197,9 +229,20 @@ impl BiasedCount {
     /// count says the object is dead (the object may be freed later by its owner's merge).
     #[inline]
     pub unsafe fn decref(this: NonNull<Self>, release: Release) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::decref_for(this, Owner::current_id(thread::current()), release) }
+    }
+
+    /// Drops a reference, as `owner` (the calling thread). Returns `true` when that was the last
+    /// one: the caller must free the object now.
+    ///
+    /// # Safety
+    /// As for [`decref`](Self::decref).
+    #[inline]
+    pub unsafe fn decref_for(this: NonNull<Self>, owner: Owner<'_>, release: Release) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        if count.owned_by_caller() {
+        if count.owned_by_id(owner.id()) {
             // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
             let local = count.local.load(Ordering::Relaxed);
             debug_assert!(local >= 1, "owned object with a zero local count");

@@ -449,3 +449,55 @@ fn dropping_values_during_a_merge_may_drop_more_biased_objects() {
     merge_pending();
     assert_eq!(drops.count(), 2);
 }
+
+/// Unreachable release function for counts the tests settle by hand.
+unsafe fn never_released(_: NonNull<BiasedCount>) {
+    unreachable!("the test keeps a reference")
+}
+
+#[test]
+fn an_explicit_owner_counts_locally_with_the_id_of_its_local_counts() {
+    let counts = LocalCounts::register();
+    let id = counts.id().expect("ids left");
+    assert_ne!(
+        id,
+        current(),
+        "a separate owner from the thread-local convenience"
+    );
+    let count = BiasedCount::new_for(counts.owner());
+    count.incref_for(counts.owner());
+    assert_eq!(fields(&count), (id, 2, 0));
+    assert_eq!(count.owner_id(), Some(id));
+    // The convenience's id is another owner: it counts on the shared side.
+    count.incref();
+    assert_eq!(fields(&count), (id, 2, ONE));
+    // SAFETY: three references are held and the test gives up two.
+    unsafe {
+        assert!(!BiasedCount::decref(NonNull::from(&count), never_released));
+        assert!(!BiasedCount::decref_for(
+            NonNull::from(&count),
+            counts.owner(),
+            never_released
+        ));
+    }
+    assert_eq!(fields(&count), (id, 1, 0));
+}
+
+#[test]
+fn retiring_local_counts_gives_up_ownership_and_makes_uniqueness_exact_elsewhere() {
+    let counts = LocalCounts::register();
+    let count = BiasedCount::new_for(counts.owner());
+    // Another owner cannot read a live owner's local count exactly.
+    assert!(!count.is_unique());
+    counts.retire();
+    // Retired: the owner left the registry, so any thread may merge on its behalf.
+    assert!(count.is_unique());
+    assert_eq!(count.owner_id(), None);
+}
+
+#[test]
+fn a_detached_owner_creates_shared_objects() {
+    let count = BiasedCount::new_for(Owner::detached());
+    assert_eq!(fields(&count), (NO_OWNER, 0, ONE | MERGED));
+    assert_eq!(count.owner_id(), None);
+}

@@ -1,16 +1,30 @@
 //! Thread identities, the owners' merge queues and the registry that finds them.
 //!
-//! Every thread that creates a biased object gets an id from a global counter the first time it
-//! needs one. Ids are never reused: an OS thread id or a TLS address can be recycled by a later
-//! thread, and a recycled identity would let that thread count non-atomically on objects whose
-//! real owner has exited. With a fresh id per thread, "the owner is not in the registry" reliably
-//! means "the owner has exited", and an exited owner's objects are merged by whoever queues them.
+//! The registry is the one table of threads a runtime needs: besides each owner's queue it keeps
+//! a payload the runtime registered with it ([`LocalCounts::register_with`]), which
+//! [`for_each_registered`] visits. ftrt's runtime keeps its thread information there.
 //!
-//! A thread's record lives in a thread-local whose destructor retires the thread: it marks the
-//! thread detached (it owns nothing from then on), removes its queue from the registry and merges
-//! everything queued to it, so no object is stranded when its owner exits, panics included.
+//! A thread's part in the protocol is a plain value, [`LocalCounts`]: a never-reused id and the
+//! merge queue other threads hand its objects back through. [`LocalCounts::register`] takes an id
+//! from a global counter and enters the queue in the registry; dropping the value retires the
+//! thread (it stops owning, leaves the registry and merges everything queued to it), so no object
+//! is stranded when its owner goes. [`LocalCounts::owner`] is the token the counting functions
+//! take ([`BiasedCount::new_for`], [`incref_for`](BiasedCount::incref_for),
+//! [`decref_for`](BiasedCount::decref_for)). A runtime keeps one `LocalCounts` in its own
+//! per-thread state and passes the token along (ftrt does, in `ftrt-gil`'s thread state).
+//!
+//! Ids are never reused: an OS thread id or a TLS address can be recycled by a later thread, and
+//! a recycled identity would let that thread count non-atomically on objects whose real owner has
+//! exited. With a fresh id per thread, "the owner is not in the registry" reliably means "the
+//! owner has exited", and an exited owner's objects are merged by whoever queues them.
+//!
+//! Standalone users ([`BiasedArc`](crate::BiasedArc), [`BiasedCount::new`] and the other methods
+//! without a token) get the thread-local convenience at the end of this module: a `LocalCounts`
+//! registered the first time the thread creates an object and retired by a thread-local
+//! destructor at thread exit, panics included.
 
 use std::cell::{Cell, RefCell};
+use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use super::BiasedCount;
@@ -20,10 +34,11 @@ use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
 pub(crate) const NO_OWNER: u32 = 0;
 /// The first id handed out.
 const FIRST_ID: u32 = 1;
-/// A thread that has not needed an id yet. Never stored in a header.
+/// A thread that has not needed an id yet (thread-local convenience only). Never stored in a
+/// header.
 const UNASSIGNED: u32 = u32::MAX - 1;
-/// A thread that owns nothing: it is exiting, or ids ran out. Never stored in a header.
-const DETACHED: u32 = u32::MAX;
+/// A thread that owns nothing: it has retired, or ids ran out. Never stored in a header.
+pub(crate) const DETACHED: u32 = u32::MAX;
 /// Ids are handed out up to and including this one; later threads run detached.
 const LAST_ID: u32 = u32::MAX - 2;
 
@@ -51,7 +66,7 @@ pub(crate) struct Queue {
 }
 
 impl Queue {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             entries: Mutex::new(Vec::new()),
             pending: AtomicBool::new(false),
@@ -88,38 +103,235 @@ impl Queue {
     }
 }
 
-/// Retires its thread when the thread-local storage is torn down, panics included.
-struct OwnerRecord {
+/// One thread's part in the biased protocol, as a plain value: its never-reused id and its merge
+/// queue, entered in the registry. Dropping it retires the thread (see [`retire`](Self::retire)).
+///
+/// Not `Send`: the id stands for the thread that registered it, and only that thread may count
+/// non-atomically on the objects it owns. A thread may hold several (each is a separate owner
+/// to the protocol), but a runtime gives each of its threads exactly one.
+pub struct LocalCounts {
+    /// A real id, or `DETACHED` when ids ran out (the thread then owns nothing).
     id: u32,
     queue: Arc<Queue>,
+    _not_send: PhantomData<*const ()>,
 }
 
-impl Drop for OwnerRecord {
-    fn drop(&mut self) {
-        retire(self.id, &self.queue);
+impl LocalCounts {
+    /// Takes a fresh id and registers its merge queue. Should ids ever run out (2^32 − 3
+    /// registrations), the value owns nothing: objects created with it start out shared.
+    pub fn register() -> Self {
+        Self::register_with(|_| None)
+    }
+
+    /// [`register`](Self::register), with a payload the registry keeps beside the queue until
+    /// the value retires: what a runtime knows about its threads (ftrt's `ThreadInfo`), so that
+    /// the runtime needs no registry of its own. `info` gets the fresh id; it is not called
+    /// when ids ran out. [`for_each_registered`] visits the payloads.
+    pub fn register_with(info: impl FnOnce(u32) -> Option<Info>) -> Self {
+        let queue = Arc::new(Queue::new());
+        let Some(id) = allocate_id() else {
+            return Self::with_id(DETACHED, queue);
+        };
+        // Registered before the id is used in any header, so a non-owner that finds the id in a
+        // header and not in the registry knows the owner has retired.
+        registry::insert(id, queue.clone(), info(id));
+        Self::with_id(id, queue)
+    }
+
+    fn with_id(id: u32, queue: Arc<Queue>) -> Self {
+        Self {
+            id,
+            queue,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// The id recorded in the headers of the objects this thread owns: never reused, never zero.
+    /// `None` if ids ran out.
+    pub fn id(&self) -> Option<u32> {
+        (self.id != DETACHED).then_some(self.id)
+    }
+
+    /// The token the counting functions take: "the calling thread is this owner".
+    #[inline(always)]
+    pub fn owner(&self) -> Owner<'_> {
+        Owner {
+            id: self.id,
+            queue: Some(&self.queue),
+        }
+    }
+
+    /// Merges every object other threads have queued for this owner, freeing those whose last
+    /// reference was dropped elsewhere. Returns how many were merged. [`BiasedCount::new_for`]
+    /// merges on its own when something is pending; a thread that stops creating objects but
+    /// keeps receiving references back should call this now and then.
+    pub fn merge_pending(&self) -> usize {
+        self.queue.merge_all()
+    }
+
+    /// Retires the owner now (what dropping it does): it stops owning, so its objects are
+    /// counted on their shared side from now on, leaves the registry, and merges everything
+    /// queued to it. Objects it still owned are merged by whichever thread meets them next.
+    pub fn retire(self) {
+        drop(self);
     }
 }
 
-fn retire(id: u32, queue: &Queue) {
-    // The queue's flag is about to go away with the record.
-    set_pending_flag(std::ptr::null());
-    // First stop owning: from here on this thread counts its old objects on the shared side,
-    // which is what other threads assume once the id leaves the registry below.
-    set_current(DETACHED);
-    registry::remove(id);
-    // Pushers find the queue only through the registry, under its lock, so after `remove` no
-    // entry can arrive any more: this drains the queue for good.
-    queue.merge_all();
+impl Drop for LocalCounts {
+    fn drop(&mut self) {
+        if self.id == DETACHED {
+            return;
+        }
+        // No `Owner` borrowed from this value is alive (they borrow it), so nothing counts as
+        // this owner any more: leaving the registry is what tells other threads.
+        registry::remove(self.id);
+        // Pushers find the queue only through the registry, under its lock, so after `remove` no
+        // entry can arrive any more: this drains the queue for good.
+        self.queue.merge_all();
+    }
+}
+
+impl std::fmt::Debug for LocalCounts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalCounts")
+            .field("id", &self.id())
+            .finish()
+    }
+}
+
+/// Proof of which owner the calling thread is, for the counting functions: borrowed from the
+/// thread's [`LocalCounts`] (so it cannot outlive it or leave its thread), or
+/// [`Owner::detached`], which owns nothing.
+#[derive(Clone, Copy)]
+pub struct Owner<'a> {
+    id: u32,
+    /// The owner's queue, for the safe point in object creation. `None` for a detached owner
+    /// and for the thread-local convenience's increments and decrements, which need only the id.
+    queue: Option<&'a Queue>,
+}
+
+impl Owner<'static> {
+    /// An owner that owns nothing: objects created with it start out shared, and every count is
+    /// changed atomically. What a thread uses once its own state is gone (thread exit).
+    pub const fn detached() -> Self {
+        Owner {
+            id: DETACHED,
+            queue: None,
+        }
+    }
+
+    /// The thread-local convenience's id, for increments and decrements (which never need the
+    /// queue). Only this crate makes these, from the calling thread's own id.
+    #[inline(always)]
+    pub(crate) fn current_id(id: u32) -> Self {
+        Owner { id, queue: None }
+    }
+}
+
+impl Owner<'_> {
+    /// The id to compare header owner fields against. `DETACHED` never matches a header.
+    #[inline(always)]
+    pub(crate) fn id(self) -> u32 {
+        self.id
+    }
+
+    /// The owner for a new object's header: this one, or `NO_OWNER` (start out merged).
+    #[inline(always)]
+    pub(crate) fn for_new_object(self) -> u32 {
+        if self.id == DETACHED {
+            NO_OWNER
+        } else {
+            self.id
+        }
+    }
+
+    /// The safe point in object creation: merges the queue if another thread has pushed to it.
+    /// One relaxed load when there is nothing to do.
+    #[inline(always)]
+    pub(crate) fn merge_if_pending(self) {
+        if let Some(queue) = self.queue {
+            if queue.pending.load(Ordering::Relaxed) {
+                queue.merge_all();
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Owner<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Owner")
+            .field(&(self.id != DETACHED).then_some(self.id))
+            .finish()
+    }
+}
+
+fn allocate_id() -> Option<u32> {
+    registry::next_id()
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| {
+            (id <= LAST_ID).then(|| id + 1)
+        })
+        .ok()
+}
+
+/// A payload registered with an owner ([`LocalCounts::register_with`]).
+pub type Info = std::sync::Arc<dyn std::any::Any + Send + Sync>;
+
+/// Calls `f` with the id and payload of every registered owner (the thread-local convenience's
+/// included, whose payload is `None`), one registry shard locked at a time: `f` must not
+/// register or retire an owner.
+pub fn for_each_registered(f: impl FnMut(u32, Option<&Info>)) {
+    registry::for_each(f);
+}
+
+/// Queues `entry` for the owner `owner`. Gives the entry back when the owner has exited.
+pub(crate) fn queue_for_owner(owner: u32, entry: Queued) -> Result<(), Queued> {
+    registry::push(owner, entry)
+}
+
+/// Whether the thread `id` has retired (dropped its [`LocalCounts`]: exited, or called
+/// [`detach_current_thread`]): it will never write a header's `local` again. `id` must come from
+/// a header the caller reached through a reference it holds: ids are registered before they are
+/// written into any header and never reused, so an id missing from the registry has been removed
+/// for good. The registry's lock orders the retirement, and so the owner's last write to
+/// `local`, before the caller's next reads.
+pub(crate) fn has_retired(id: u32) -> bool {
+    !registry::contains(id)
+}
+
+// The thread-local convenience: one `LocalCounts` per thread, for users without a runtime of
+// their own. Everything above takes its state explicitly; everything below finds it here.
+
+/// The convenience's `LocalCounts`, which stops the thread owning before it retires.
+struct ConvenienceOwner(LocalCounts);
+
+impl Drop for ConvenienceOwner {
+    fn drop(&mut self) {
+        // The queue's flag goes away with the value.
+        set_pending_flag(std::ptr::null());
+        // First stop owning: from here on this thread counts its old objects on the shared side,
+        // which is what other threads assume once the id leaves the registry when the field is
+        // dropped right after this (merging runs destructors, which may count).
+        set_current(DETACHED);
+    }
 }
 
 #[cfg(not(loom))]
 thread_local! {
+    /// The convenience owner's id: `UNASSIGNED` until the thread first creates an object,
+    /// `DETACHED` once it retired. No destructor, so std keeps it readable through every TLS
+    /// destructor.
     static CURRENT: Cell<u32> = const { Cell::new(UNASSIGNED) };
-    static OWNER: RefCell<Option<OwnerRecord>> = const { RefCell::new(None) };
-    /// The `pending` flag of this thread's queue while its record lives (null otherwise), so
+    static OWNER: RefCell<Option<ConvenienceOwner>> = const { RefCell::new(None) };
+    /// The `pending` flag of the convenience owner's queue while it lives (null otherwise), so
     /// that the safe point in every object creation is one thread-local load and one relaxed
-    /// load, without borrowing the record.
+    /// load, without borrowing the owner (merging runs destructors, which may use it).
     static PENDING: Cell<*const AtomicBool> = const { Cell::new(std::ptr::null()) };
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    static CURRENT: Cell<u32> = Cell::new(UNASSIGNED);
+    static OWNER: RefCell<Option<ConvenienceOwner>> = RefCell::new(None);
 }
 
 #[cfg(not(loom))]
@@ -130,18 +342,11 @@ fn set_pending_flag(flag: *const AtomicBool) {
 #[cfg(loom)]
 fn set_pending_flag(_flag: *const AtomicBool) {}
 
-#[cfg(loom)]
-loom::thread_local! {
-    static CURRENT: Cell<u32> = Cell::new(UNASSIGNED);
-    static OWNER: RefCell<Option<OwnerRecord>> = RefCell::new(None);
-}
-
-/// The calling thread's id as it stands: a real id only once the thread has registered.
-/// Compared against header owner fields, which hold only real ids or `NO_OWNER`, so an
-/// unregistered or detached thread never matches.
+/// The calling thread's convenience id as it stands: a real id only once the thread has
+/// registered. Compared against header owner fields, which hold only real ids or `NO_OWNER`, so
+/// an unregistered or detached thread never matches.
 #[inline(always)]
 pub(crate) fn current() -> u32 {
-    // The id cell has no destructor, so std keeps it reachable through every TLS destructor.
     #[cfg(not(loom))]
     return CURRENT.with(Cell::get);
     // loom tears down every thread-local, in no particular order: a torn-down id reads as
@@ -157,101 +362,60 @@ fn set_current(id: u32) {
     let _ = CURRENT.try_with(|c| c.set(id));
 }
 
-/// The owner to record in a new object's header: this thread, registering it if needed, or
-/// `NO_OWNER` when the thread is detached (the object then starts out merged).
+/// The convenience owner for a new object's header: the calling thread's, registering it if
+/// needed, or `NO_OWNER` when it has retired (the object then starts out merged).
 #[inline]
 pub(crate) fn owner_for_new_object() -> u32 {
     match current() {
         UNASSIGNED => register_current(),
-        DETACHED => NO_OWNER,
-        id => id,
+        id => Owner::current_id(id).for_new_object(),
     }
 }
 
 #[cold]
 #[inline(never)]
 fn register_current() -> u32 {
-    let Some(id) = allocate_id() else {
+    let counts = LocalCounts::register();
+    let Some(id) = counts.id() else {
         set_current(DETACHED);
         return NO_OWNER;
     };
-    let queue = Arc::new(Queue::new());
-    // Registered before the id is used in any header, so a non-owner that finds the id in a
-    // header and not in the registry knows the owner has exited.
-    registry::insert(id, queue.clone());
-    let flag: *const AtomicBool = &queue.pending;
-    let stored = OWNER.try_with(|slot| *slot.borrow_mut() = Some(OwnerRecord { id, queue }));
+    // The value owns the queue (an `Arc`, so the flag does not move) until it is dropped.
+    let flag: *const AtomicBool = &counts.queue.pending;
+    let mut counts = Some(ConvenienceOwner(counts));
+    let stored = OWNER.try_with(|slot| *slot.borrow_mut() = counts.take());
     if stored.is_err() {
         // Thread-local storage is being torn down: this thread cannot be retired later, so it
-        // must not own anything.
-        registry::remove(id);
+        // must not own anything (dropping the value retires it at once).
+        drop(counts);
         set_current(DETACHED);
         return NO_OWNER;
     }
-    // The record now owns the queue (an `Arc`, so the flag does not move) until `retire`.
     set_pending_flag(flag);
     set_current(id);
     id
 }
 
-fn allocate_id() -> Option<u32> {
-    registry::next_id()
-        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |id| {
-            (id <= LAST_ID).then(|| id + 1)
-        })
-        .ok()
-}
-
-/// Queues `entry` for the owner `owner`. Gives the entry back when the owner has exited.
-pub(crate) fn queue_for_owner(owner: u32, entry: Queued) -> Result<(), Queued> {
-    registry::push(owner, entry)
-}
-
-/// Whether the thread `id` has retired (exited, or called [`detach_current_thread`]): it will
-/// never write a header's `local` again. `id` must come from a header the caller reached through a
-/// reference it holds: ids are registered before they are written into any header and never
-/// reused, so an id missing from the registry has been removed for good. The registry's lock
-/// orders the retirement, and so the owner's last write to `local`, before the caller's next
-/// reads.
-pub(crate) fn has_retired(id: u32) -> bool {
-    !registry::contains(id)
-}
-
-fn own_queue() -> Option<Arc<Queue>> {
-    OWNER
-        .try_with(|slot| slot.borrow().as_ref().map(|record| record.queue.clone()))
-        .ok()
-        .flatten()
-}
-
-/// Merges every object other threads have queued for the calling thread, freeing those whose
-/// last reference was dropped elsewhere. Returns how many objects were merged.
-///
-/// Owners merge at their safe points: when they create a new object, when they call this, and
-/// when they exit. A long-running thread that stops creating objects but keeps receiving
-/// references back from other threads should call this now and then.
-pub fn merge_pending() -> usize {
-    own_queue().map_or(0, |queue| queue.merge_all())
-}
-
-/// Merges the queue if another thread has pushed to it since the last merge. One relaxed load
-/// when there is nothing to do.
+/// The convenience's safe point: merges the queue if another thread has pushed to it since the
+/// last merge. One relaxed load when there is nothing to do.
 #[inline]
-pub(crate) fn merge_if_pending() {
+pub(crate) fn merge_current_if_pending() {
     #[cfg(not(loom))]
     {
         let flag = PENDING.with(Cell::get);
-        // SAFETY: non-null only while this thread's record, which owns the queue holding the
-        // flag, is alive: set after the record is stored, cleared first thing in `retire`.
+        // SAFETY: non-null only while the convenience owner, which owns the queue holding the
+        // flag, is alive: set after it is stored, cleared first thing when it is dropped.
         if !flag.is_null() && unsafe { &*flag }.load(Ordering::Relaxed) {
             merge_pending();
         }
     }
     #[cfg(loom)]
     let pending = OWNER.try_with(|slot| {
-        slot.borrow()
-            .as_ref()
-            .is_some_and(|record| record.queue.pending.load(Ordering::Relaxed))
+        slot.try_borrow().is_ok_and(|owner| {
+            owner
+                .as_ref()
+                .is_some_and(|owner| owner.0.queue.pending.load(Ordering::Relaxed))
+        })
     });
     #[cfg(loom)]
     if matches!(pending, Ok(true)) {
@@ -259,13 +423,35 @@ pub(crate) fn merge_if_pending() {
     }
 }
 
-/// Retires the calling thread now instead of at thread exit: merges its queue and gives up
-/// ownership of every object it owns (other threads merge those as they meet them). Objects the
-/// thread creates afterwards start out shared. Runtimes call this when a thread leaves them;
-/// doing nothing is also correct, since thread exit does the same.
+/// Merges every object other threads have queued for the calling thread's convenience owner
+/// (the one [`BiasedCount::new`] and [`BiasedArc`](crate::BiasedArc) use), freeing those whose
+/// last reference was dropped elsewhere. Returns how many objects were merged.
+///
+/// Owners merge at their safe points: when they create a new object, when they call this, and
+/// when they exit. A long-running thread that stops creating objects but keeps receiving
+/// references back from other threads should call this now and then.
+pub fn merge_pending() -> usize {
+    // Not run under the slot's borrow: merging frees objects, whose destructors may use the slot.
+    let queue = OWNER
+        .try_with(|slot| {
+            slot.try_borrow()
+                .ok()?
+                .as_ref()
+                .map(|owner| owner.0.queue.clone())
+        })
+        .ok()
+        .flatten();
+    queue.map_or(0, |queue| queue.merge_all())
+}
+
+/// Retires the calling thread's convenience owner now instead of at thread exit: merges its
+/// queue and gives up ownership of every object it owns (other threads merge those as they meet
+/// them). Objects the thread creates afterwards through the convenience start out shared.
+/// Doing nothing is also correct, since thread exit does the same.
 pub fn detach_current_thread() {
-    if let Ok(Some(record)) = OWNER.try_with(|slot| slot.borrow_mut().take()) {
-        drop(record);
+    // Dropped outside the borrow: retiring merges, which runs destructors.
+    if let Ok(Some(owner)) = OWNER.try_with(|slot| slot.borrow_mut().take()) {
+        drop(owner);
     } else {
         set_current(DETACHED);
     }
@@ -281,21 +467,35 @@ mod registry {
 
     use dashmap::DashMap;
 
-    use super::{Queue, Queued, FIRST_ID};
+    use super::{Info, Queue, Queued, FIRST_ID};
 
-    static QUEUES: LazyLock<DashMap<u32, Arc<Queue>>> = LazyLock::new(DashMap::new);
+    /// One owner: its queue, and its runtime's payload.
+    struct Entry {
+        queue: Arc<Queue>,
+        info: Option<Info>,
+    }
+
+    static QUEUES: LazyLock<DashMap<u32, Entry>> = LazyLock::new(DashMap::new);
     static NEXT_ID: AtomicU32 = AtomicU32::new(FIRST_ID);
 
     pub(super) fn next_id() -> &'static AtomicU32 {
         &NEXT_ID
     }
 
-    pub(super) fn insert(id: u32, queue: Arc<Queue>) {
-        QUEUES.insert(id, queue);
+    pub(super) fn insert(id: u32, queue: Arc<Queue>, info: Option<Info>) {
+        QUEUES.insert(id, Entry { queue, info });
     }
 
     pub(super) fn remove(id: u32) {
-        QUEUES.remove(&id);
+        // The payload is dropped outside the shard lock.
+        let removed = QUEUES.remove(&id);
+        drop(removed);
+    }
+
+    pub(super) fn for_each(mut f: impl FnMut(u32, Option<&Info>)) {
+        for entry in QUEUES.iter() {
+            f(*entry.key(), entry.value().info.as_ref());
+        }
     }
 
     pub(super) fn contains(id: u32) -> bool {
@@ -306,8 +506,8 @@ mod registry {
         // The read guard holds the shard lock across the push, so `remove` cannot slip between
         // finding the queue and pushing to it.
         match QUEUES.get(&owner) {
-            Some(queue) => {
-                queue.push(entry);
+            Some(found) => {
+                found.queue.push(entry);
                 Ok(())
             }
             None => Err(entry),
@@ -321,11 +521,12 @@ mod registry {
 
     use loom::sync::atomic::AtomicU32;
 
-    use super::{Queue, Queued, FIRST_ID};
+    use super::{Info, Queue, Queued, FIRST_ID};
     use crate::sync::{Arc, Mutex};
 
     loom::lazy_static! {
-        static ref QUEUES: Mutex<HashMap<u32, Arc<Queue>>> = Mutex::new(HashMap::new());
+        static ref QUEUES: Mutex<HashMap<u32, (Arc<Queue>, Option<Info>)>> =
+            Mutex::new(HashMap::new());
         static ref NEXT_ID: AtomicU32 = AtomicU32::new(FIRST_ID);
     }
 
@@ -333,12 +534,19 @@ mod registry {
         &NEXT_ID
     }
 
-    pub(super) fn insert(id: u32, queue: Arc<Queue>) {
-        QUEUES.lock().insert(id, queue);
+    pub(super) fn insert(id: u32, queue: Arc<Queue>, info: Option<Info>) {
+        QUEUES.lock().insert(id, (queue, info));
     }
 
     pub(super) fn remove(id: u32) {
-        QUEUES.lock().remove(&id);
+        let removed = QUEUES.lock().remove(&id);
+        drop(removed);
+    }
+
+    pub(super) fn for_each(mut f: impl FnMut(u32, Option<&Info>)) {
+        for (id, (_, info)) in QUEUES.lock().iter() {
+            f(*id, info.as_ref());
+        }
     }
 
     pub(super) fn contains(id: u32) -> bool {
@@ -348,7 +556,7 @@ mod registry {
     pub(super) fn push(owner: u32, entry: Queued) -> Result<(), Queued> {
         let queues = QUEUES.lock();
         match queues.get(&owner) {
-            Some(queue) => {
+            Some((queue, _)) => {
                 queue.push(entry);
                 Ok(())
             }

@@ -1,0 +1,715 @@
+//! The thread state: the one per-thread block that holds everything a thread carries in the
+//! runtime, and the one place that says in which order attaching, detaching, checkpoints and
+//! thread exit touch it.
+//!
+//! # What the block holds
+//!
+//! | part | type | from |
+//! |---|---|---|
+//! | the thread's id (the runtime's, and the biased counts' owner id: one id space) and merge queue | [`LocalCounts`] | `ftrt-refcount` |
+//! | the critical-section stack the object model's sections use | [`SectionStack`] | `ftrt-lock` |
+//! | the attach pin and the checkpoint (quiescence) counter (free-threaded builds) | `crossbeam_epoch::Guard`, `u32` | here |
+//! | per-thread counters, summed over every thread (the object model's live-object counts) | [`counters`] | here |
+//! | the crates above's per-thread values (the object model's interning cache and retired-reference batches) | [`local::Key`] slots | here |
+//! | the frame pointer (the object model's trashcan work list), in `CURRENT` itself | [`local::frame`] | here |
+//!
+//! The leaf crates' per-thread state is plain values that this block owns; their own
+//! thread-locals (`BiasedCount::new`, `ftrt_lock::section::with`) are only a convenience for
+//! users without a runtime. The block knows nothing of objects: what the object model keeps
+//! per thread goes in its generic parts ([`counters`], [`local`], the [`on_quiescent_state`]
+//! hooks).
+//!
+//! # Reaching it
+//!
+//! One const thread-local without a destructor, `CURRENT`, holds a pointer to the block and the
+//! attached flag: one thread-local access (a load at a fixed offset from the thread pointer, no
+//! lazy-initialisation check) finds both, in every thread-local destructor too. The block itself
+//! is owned by a second thread-local whose destructor runs the exit sequence, and is never
+//! reached through it. A [`Python`](crate::Python) token proves the block outlives it and reaches
+//! it with that one access (the object model's counts and sections do). The token stays
+//! zero-sized: carrying the pointer in it doubled the size of every object handle and measured
+//! no faster in the object bench.
+//!
+//! # The order of things
+//!
+//! - **First attach** of a thread: the block is made: a fresh id and merge queue are registered
+//!   with `ftrt-refcount`, together with the thread's [`ThreadInfo`]. That registry is the one
+//!   table of threads: it says whether an owner has exited, finds its queue, and lists the
+//!   runtime's threads ([`threads`], [`registered_threads`] read the entries that carry a
+//!   `ThreadInfo`; `ftrt-refcount`'s standalone owners carry none).
+//! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (1) take the GIL,
+//!   (2) mark the thread attached, (3) pin in the epoch. Sections are left alone.
+//! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
+//!   first suspends the thread's sections behind a detach boundary, the block's stack inside
+//!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin,
+//!   (3) mark the thread detached, (4) release the GIL.
+//! - **Reattach** (the end of `allow_threads`): (1) take the GIL (first in line in fair mode),
+//!   (2) mark attached, (3) pin, then (4) the detach boundaries end and the innermost section
+//!   resumes, the block's stack first.
+//! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin,
+//!   run the hooks, flush the thread's epoch garbage; (2) if a waiter asked for the GIL:
+//!   suspend the sections (as a detach), hand the GIL over, take it back, resume.
+//! - **Exit** (the owning thread-local's destructor, panics included): (1) the pointer in
+//!   `CURRENT` is cleared, so whatever runs from here on (objects freed below, later
+//!   thread-local destructors) attaches through the fallback below; (2) the [`local`] values
+//!   are dropped (the object model hands its last retired batch to the epoch and closes its
+//!   mailbox; what that frees is still settled by step 4); (3) the epoch pin, if any, is
+//!   dropped; (4) the biased counts retire: merge the queue, stop owning, leave the registry
+//!   (and with it the runtime's list of threads), merge what arrived meanwhile; (5) the section
+//!   stack (empty: sections are scoped) is dropped. The
+//!   thread's counters stay registered, so the sums stay exact.
+//!
+//! # After exit: the one fallback
+//!
+//! Thread-locals die in the reverse order of their first use, so objects kept in other
+//! thread-locals may die after the block (and attach to do so). With the pointer cleared, the
+//! thread attaches without a block: it takes the GIL and sets the attached flag (which lives in
+//! `CURRENT`, never torn down), owns nothing (the detached [`Owner`]: its counts are changed on
+//! the shared side, as any non-owner's), runs unpinned (reads pin for themselves), takes its
+//! sections on `ftrt-lock`'s thread-local stack (which has its own stand-in once torn down),
+//! counts in a global fallback row, and gets `None` for every [`local`] value (the object model
+//! then interns through the shared table and retires each reference on its own). The frame
+//! pointer lives in `CURRENT` and needs no fallback. It is not registered again. Every use of the block goes
+//! through [`Python::state`](crate::Python) or [`with_current`], which is where this fallback
+//! is decided, once.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ftrt_lock::section::SectionStack;
+use ftrt_refcount::biased::{LocalCounts, Owner};
+
+/// One thread's block. See the module docs for what each part is for and when it changes.
+pub(crate) struct ThreadState {
+    /// The id and merge queue: in every build, since the id is the runtime's thread id too.
+    counts: LocalCounts,
+    pub(crate) sections: SectionStack,
+    #[cfg(not(feature = "gil"))]
+    quiescence: quiescence::Quiescence,
+    counters: Arc<counters::Row>,
+    /// The crates above's per-thread values ([`local::Key`]), made on first use.
+    locals: local::Slots,
+}
+
+impl ThreadState {
+    fn register() -> Self {
+        // The one registry: `ftrt-refcount`'s, which keeps this thread's info beside its queue.
+        let counts = LocalCounts::register_with(|id| {
+            let name = std::thread::current().name().map(str::to_owned);
+            Some(Arc::new(ThreadInfo { id, name }))
+        });
+        ThreadState {
+            counts,
+            sections: SectionStack::new(),
+            #[cfg(not(feature = "gil"))]
+            quiescence: quiescence::Quiescence::new(),
+            counters: counters::Row::register(),
+            locals: local::Slots::new(),
+        }
+    }
+
+    /// The thread's id: the runtime's and its objects' biased owner id. `None` only if ids ran
+    /// out.
+    pub(crate) fn id(&self) -> Option<u32> {
+        self.counts.id()
+    }
+
+    /// The biased counts' owner token (the objects' counts in the `nogil` build).
+    #[cfg_attr(any(feature = "gil", feature = "atomic-rc"), allow(dead_code))]
+    #[inline(always)]
+    pub(crate) fn owner(&self) -> Owner<'_> {
+        self.counts.owner()
+    }
+
+    pub(crate) fn merge_pending(&self) -> usize {
+        self.counts.merge_pending()
+    }
+
+    /// The exit sequence, in the order the module docs give. `CURRENT` no longer points here.
+    fn exit(self) {
+        let ThreadState {
+            counts,
+            sections,
+            #[cfg(not(feature = "gil"))]
+            quiescence,
+            counters,
+            locals,
+        } = self;
+        // The crates above's values first (the object model's retired batches are handed to the
+        // epoch and its mailbox closed; the interning cache goes), while the thread still owns
+        // its objects and is registered, so what they release settles below.
+        drop(locals);
+        #[cfg(not(feature = "gil"))]
+        drop(quiescence);
+        // Settle what other threads handed back and give up ownership of the thread's objects,
+        // so nothing waits on a thread that is gone. Objects freed here attach through the
+        // fallback (the pointer is cleared), as non-owners.
+        // Leaving `ftrt-refcount`'s registry is also leaving the runtime's: it is the same one.
+        counts.retire();
+        drop(sections);
+        drop(counters);
+    }
+}
+
+/// The one thread-local every access goes through. Const and without a destructor (only
+/// `Cell`s of plain values), so std never tears it down.
+struct Current {
+    /// The block, while it lives; null before the first attach and after exit.
+    state: Cell<*const ThreadState>,
+    attached: Cell<bool>,
+    /// Set when the block has been dropped: the thread is not registered again.
+    exited: Cell<bool>,
+    /// [`local::frame`]: never torn down, so it works in every thread-local destructor.
+    frame: Cell<*mut ()>,
+}
+
+/// Owns the block; its destructor is the thread's exit.
+struct Owned(Option<Box<ThreadState>>);
+
+impl Owned {
+    fn new() -> Self {
+        let state = Box::new(ThreadState::register());
+        // The box does not move while `Owned` lives; `Drop` clears the pointer first thing.
+        CURRENT.with(|current| current.state.set(&*state));
+        Owned(Some(state))
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        CURRENT.with(|current| {
+            current.state.set(std::ptr::null());
+            current.exited.set(true);
+        });
+        if let Some(state) = self.0.take() {
+            state.exit();
+        }
+    }
+}
+
+thread_local! {
+    static CURRENT: Current = const {
+        Current {
+            state: Cell::new(std::ptr::null()),
+            attached: Cell::new(false),
+            exited: Cell::new(false),
+            frame: Cell::new(std::ptr::null_mut()),
+        }
+    };
+    static OWNED: Owned = Owned::new();
+}
+
+/// What one look at `CURRENT` finds.
+#[derive(Clone, Copy)]
+pub(crate) struct Here {
+    /// The block, or null (after exit, or if it could not be made).
+    pub(crate) state: *const ThreadState,
+    pub(crate) attached: bool,
+}
+
+/// The calling thread's block and attached flag, making the block on first use (unless the
+/// thread has exited: then the block stays null). One thread-local access when the block exists.
+#[inline]
+pub(crate) fn here() -> Here {
+    let (state, attached, exited) =
+        CURRENT.with(|c| (c.state.get(), c.attached.get(), c.exited.get()));
+    if state.is_null() && !exited {
+        return Here {
+            state: make(),
+            attached,
+        };
+    }
+    Here { state, attached }
+}
+
+#[cold]
+fn make() -> *const ThreadState {
+    // During thread-local teardown std may refuse: the thread then runs without a block.
+    OWNED
+        .try_with(|owned| {
+            owned
+                .0
+                .as_deref()
+                .map_or(std::ptr::null(), std::ptr::from_ref)
+        })
+        .unwrap_or(std::ptr::null())
+}
+
+/// The calling thread's block, or null (before its first attach, after its exit). One access to
+/// a const thread-local without a destructor: the hot paths' way in.
+#[inline(always)]
+pub(crate) fn current() -> *const ThreadState {
+    CURRENT.with(|c| c.state.get())
+}
+
+/// Runs `f` with the calling thread's block, or `None` (the fallback) when it has none: before
+/// its first attach or after its exit. For callers without a token.
+pub(crate) fn with_current<R>(f: impl FnOnce(Option<&ThreadState>) -> R) -> R {
+    let state = CURRENT.with(|c| c.state.get());
+    // SAFETY: non-null only while `OWNED` owns the block, and `OWNED`'s destructor (which drops
+    // it) clears the pointer first; no destructor runs inside `f` on this thread's `OWNED`
+    // except through `f` itself, which holds no borrow of it across that (thread-local
+    // destructors run one after another, never nested in a call that is still running).
+    f(unsafe { state.as_ref() })
+}
+
+pub(crate) fn set_attached(attached: bool) {
+    CURRENT.with(|c| c.attached.set(attached));
+}
+
+/// Whether the calling thread is attached right now.
+pub fn is_attached() -> bool {
+    CURRENT.with(|c| c.attached.get())
+}
+
+/// What the registry knows about a thread.
+#[derive(Debug, Clone)]
+pub struct ThreadInfo {
+    /// The thread's id: the owner id its objects' biased counts record. Never reused.
+    pub id: u32,
+    /// The thread's name, if it has one.
+    pub name: Option<String>,
+}
+
+/// Visits the runtime's threads: the entries of the one registry, `ftrt-refcount`'s (by the id
+/// of their biased counts: one id space), that carry a [`ThreadInfo`]. Owners registered by
+/// standalone users of `ftrt-refcount` carry none and are skipped.
+fn for_each_thread(mut f: impl FnMut(&ThreadInfo)) {
+    ftrt_refcount::biased::for_each_registered(|_, info| {
+        if let Some(info) = info.and_then(|info| info.downcast_ref::<ThreadInfo>()) {
+            f(info);
+        }
+    });
+}
+
+/// The number of threads registered with the runtime (attached at least once and not exited).
+pub fn registered_threads() -> usize {
+    let mut count = 0;
+    for_each_thread(|_| count += 1);
+    count
+}
+
+/// A snapshot of the registered threads.
+pub fn threads() -> Vec<ThreadInfo> {
+    let mut threads = Vec::new();
+    for_each_thread(|info| threads.push(info.clone()));
+    threads
+}
+
+/// How many hooks [`on_quiescent_state`] accepts.
+pub const MAX_QUIESCENT_STATE_HOOKS: usize = 4;
+
+static QUIESCENT_STATE_HOOKS: [OnceLock<fn()>; MAX_QUIESCENT_STATE_HOOKS] =
+    [const { OnceLock::new() }; MAX_QUIESCENT_STATE_HOOKS];
+
+/// Registers `hook` to run on every attached thread at each of its quiescent states: every 16th
+/// checkpoint ([`Python::check`](crate::Python::check)), after the thread repinned and before it
+/// flushes its epoch garbage, and whenever it detaches
+/// ([`Python::allow_threads`](crate::Python::allow_threads), the end of
+/// [`Python::attach`](crate::Python::attach)), before it unpins.
+///
+/// This is for crates that keep garbage per thread before handing it to `crossbeam-epoch`, or
+/// that get expired garbage handed back: the hook hands the thread's share over and frees what
+/// came back, so the memory held for lock-free readers stays bounded, in objects and in time, on
+/// every thread that keeps reaching checkpoints, not only on threads that keep making garbage.
+/// `ftrt-object` registers its retired-reference batches here.
+///
+/// A hook runs on the thread whose quiescent state it is, attached and pinned (unpinned only
+/// when the thread attaches after its exit, see the module docs), without a token. It should be
+/// short: it must not block and must not detach. It may drop objects. Hooks run in registration
+/// order. In the `gil` build nothing is reclaimed late: there are no quiescent states and hooks
+/// never run.
+///
+/// Registering the same hook twice runs it twice: register once (behind a `std::sync::Once`).
+///
+/// # Panics
+/// If [`MAX_QUIESCENT_STATE_HOOKS`] hooks are registered already.
+pub fn on_quiescent_state(hook: fn()) {
+    // Slots fill in order: a `set` racing another on the same slot waits for it and moves on.
+    let registered = QUIESCENT_STATE_HOOKS
+        .iter()
+        .any(|slot| slot.set(hook).is_ok());
+    assert!(
+        registered,
+        "at most {MAX_QUIESCENT_STATE_HOOKS} quiescent-state hooks can be registered"
+    );
+}
+
+#[cfg(not(feature = "gil"))]
+fn run_hooks() {
+    for hook in QUIESCENT_STATE_HOOKS.iter().map_while(OnceLock::get) {
+        hook();
+    }
+}
+
+/// Keeps attached threads pinned in the epoch scheme (free-threaded builds only). The guard is
+/// crossbeam's default collector's, so the object model's own (nested) pins are free.
+///
+/// Not yet in the block: the epoch participant itself (crossbeam's `LocalHandle`) is still
+/// `crossbeam-epoch`'s own thread-local; the block holds only the attach pin on it. Owning a
+/// `LocalHandle` of a runtime `Collector` here means every guard the object model takes must
+/// come from that collector, since a pin on one collector does not protect what is retired
+/// through another: `reclaim::with_guard` (list and dict reads and writes), `ReadGuard`, the
+/// `Debug` printer, `collect`'s flushes and the retired batches' hand-over at exit all pin through
+/// `crossbeam_epoch::pin()` today, and would have to switch together, with a fallback for pins
+/// after the block is gone (a temporary handle registered per pin, what crossbeam does itself
+/// once its thread-local is torn down) and `LocalHandle`'s drop placed in the exit sequence
+/// after the retired batches are handed over. That is one change across `ftrt-gil` and
+/// `ftrt-object`, not yet made.
+#[cfg(not(feature = "gil"))]
+mod quiescence {
+    use std::cell::{Cell, RefCell};
+
+    use crossbeam_epoch::Guard;
+
+    use super::ThreadState;
+
+    /// Checkpoints between repins: each repin costs a fence, and reclamation only needs threads
+    /// to pass through quiescent states now and then. Each repin also runs the quiescent-state
+    /// hooks and flushes: the thread hands its retired garbage to the global queue and frees a
+    /// bounded batch of what has expired, so garbage is collected at the pace it is made
+    /// (nested pins, which reads use, never collect by themselves).
+    const CHECKS_PER_REPIN: u32 = 16;
+
+    /// The attach pin and the checkpoint counter.
+    pub(super) struct Quiescence {
+        guard: RefCell<Option<Guard>>,
+        checks: Cell<u32>,
+    }
+
+    impl Quiescence {
+        pub(super) fn new() -> Self {
+            Quiescence {
+                guard: RefCell::new(None),
+                checks: Cell::new(0),
+            }
+        }
+    }
+
+    pub(crate) fn pin(state: Option<&ThreadState>) {
+        // Without a block (after exit) the thread runs unpinned; its reads pin for themselves.
+        if let Some(state) = state {
+            *state.quiescence.guard.borrow_mut() = Some(crossbeam_epoch::pin());
+        }
+    }
+
+    pub(crate) fn unpin(state: Option<&ThreadState>) {
+        // Detaching is a quiescent state: the hooks run while the thread is still pinned.
+        super::run_hooks();
+        // Dropped outside the borrow: unpinning may run deferred destructors.
+        let guard = state.and_then(|state| state.quiescence.guard.borrow_mut().take());
+        drop(guard);
+    }
+
+    /// A quiescent state: the thread holds no reference it read without counting (beyond
+    /// nested guards of its own, which keep it pinned).
+    #[inline]
+    pub(crate) fn checkpoint(state: Option<&ThreadState>) {
+        let Some(state) = state else { return };
+        let checks = state.quiescence.checks.get().wrapping_add(1);
+        state.quiescence.checks.set(checks);
+        if checks % CHECKS_PER_REPIN == 0 {
+            repin(state);
+        }
+    }
+
+    #[cold]
+    fn repin(state: &ThreadState) {
+        let repinned = state
+            .quiescence
+            .guard
+            .borrow_mut()
+            .as_mut()
+            .map(Guard::repin)
+            .is_some();
+        if !repinned {
+            return;
+        }
+        // Between the repin and the flush, so what the hooks hand over goes out with this
+        // flush; and outside the guard's borrow, since hooks drop objects.
+        super::run_hooks();
+        if let Some(guard) = state.quiescence.guard.borrow().as_ref() {
+            guard.flush();
+        }
+    }
+}
+
+/// The GIL build needs no reclamation scheme: the GIL orders every read before any free.
+#[cfg(feature = "gil")]
+mod quiescence {
+    use super::ThreadState;
+
+    #[inline(always)]
+    pub(crate) fn pin(_: Option<&ThreadState>) {}
+    #[inline(always)]
+    pub(crate) fn unpin(_: Option<&ThreadState>) {}
+    #[inline(always)]
+    pub(crate) fn checkpoint(_: Option<&ThreadState>) {}
+}
+
+pub(crate) use quiescence::{checkpoint, pin, unpin};
+
+/// Per-thread counters, summed over every thread: a generic part of the thread state for the
+/// crates above (the object model counts live objects per kind in slots `0..11`). Each thread
+/// adds to a row of its own with plain loads and stores (no locked instructions, no shared cache
+/// line), and [`total`](counters::total) sums the rows. A row outlives its thread, so a count
+/// made on one thread and undone on another still sums to zero. Exact once the counting threads
+/// are joined (or otherwise synchronised with the reader).
+///
+/// ```
+/// use ftrt_gil::counters;
+///
+/// let before = counters::total(counters::SLOTS - 1);
+/// counters::add(counters::SLOTS - 1, 2);
+/// std::thread::spawn(|| counters::add(counters::SLOTS - 1, -1)).join().unwrap();
+/// assert_eq!(counters::total(counters::SLOTS - 1), before + 1);
+/// ```
+pub mod counters {
+    use super::*;
+
+    /// How many counters each thread has.
+    pub const SLOTS: usize = 16;
+
+    /// Aligned to two cache lines (the prefetcher's pair on x86) so that two threads' rows never
+    /// share a line.
+    #[repr(align(128))]
+    pub(crate) struct Row([AtomicIsize; SLOTS]);
+
+    /// Every row any thread registered.
+    static ROWS: Mutex<Vec<Arc<Row>>> = Mutex::new(Vec::new());
+    /// The fallback row: counts made by a thread without a block (after its exit).
+    static LATE: Row = Row([const { AtomicIsize::new(0) }; SLOTS]);
+
+    impl Row {
+        pub(super) fn register() -> Arc<Row> {
+            let row = Arc::new(Row([const { AtomicIsize::new(0) }; SLOTS]));
+            ROWS.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(row.clone());
+            row
+        }
+    }
+
+    /// Adds `delta` to counter `slot` of the calling thread. One thread-local access.
+    ///
+    /// # Panics
+    /// If `slot >= SLOTS`.
+    #[inline]
+    pub fn add(slot: usize, delta: isize) {
+        with_current(|state| match state {
+            Some(state) => {
+                // Only this thread writes its row, so load + store cannot lose an update.
+                let cell = &state.counters.0[slot];
+                cell.store(cell.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
+            }
+            None => {
+                LATE.0[slot].fetch_add(delta, Ordering::Relaxed);
+            }
+        });
+    }
+
+    /// The sum of counter `slot` over every thread that ever counted.
+    ///
+    /// # Panics
+    /// If `slot >= SLOTS`.
+    pub fn total(slot: usize) -> isize {
+        let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
+        rows.iter()
+            .map(|row| row.0[slot].load(Ordering::Relaxed))
+            .sum::<isize>()
+            + LATE.0[slot].load(Ordering::Relaxed)
+    }
+}
+
+/// Per-thread values of the crates above, kept in the thread state: a generic part of the block
+/// for data the runtime knows nothing about (the object model keeps its interning cache and its
+/// retired-reference batches here). A [`Key`](local::Key) names one value of one type; each thread's value
+/// is made from the key's `init` the first time the thread asks for it, lives in the thread's
+/// block, and is dropped first thing in the thread's exit sequence (while the thread still owns
+/// its objects; keys in the reverse order of their first use on any thread), so what it releases
+/// settles before the thread retires. A thread without a block (after its exit: the fallback in
+/// the module docs) gets `None`.
+///
+/// Values are reached through a closure, never a reference the caller could keep: with a
+/// [`Python`](crate::Python) token ([`Key::with`](local::Key::with), one thread-local access) or without
+/// ([`Key::with_current`](local::Key::with_current), the same access, for code that runs without a token: epoch
+/// callbacks, quiescent-state hooks). A value that needs to change uses a `Cell` or `RefCell`.
+///
+/// ```
+/// use std::cell::Cell;
+/// use ftrt_gil::{local::Key, Python};
+///
+/// static CALLS: Key<Cell<u32>> = Key::new(|| Cell::new(0));
+///
+/// Python::attach(|py| {
+///     CALLS.with(py, |calls| calls.unwrap().set(1));
+///     assert_eq!(CALLS.with(py, |calls| calls.unwrap().get()), 1);
+/// });
+/// std::thread::spawn(|| {
+///     // Another thread, another value; without a token, once the thread has a block.
+///     assert!(CALLS.with_current(|calls| calls.is_none()));
+///     Python::attach(|_| assert_eq!(CALLS.with_current(|calls| calls.unwrap().get()), 0));
+/// })
+/// .join()
+/// .unwrap();
+/// ```
+///
+/// Also here: [`frame`](local::frame), one pointer per thread that is never torn down, for a work list that a
+/// frame on the stack publishes to the calls nested in it (the object model's trashcan).
+pub mod local {
+    use std::cell::Cell;
+    use std::ptr::NonNull;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+
+    /// How many keys the whole program may use.
+    pub const MAX_KEYS: usize = 8;
+
+    /// The next free slot index.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+    /// A thread's value for one key: the boxed value and how to drop it.
+    #[derive(Clone, Copy)]
+    struct Value {
+        value: NonNull<()>,
+        drop: unsafe fn(NonNull<()>),
+    }
+
+    /// The block's part: one value per key, made on first use.
+    pub(crate) struct Slots([Cell<Option<Value>>; MAX_KEYS]);
+
+    impl Slots {
+        pub(super) fn new() -> Self {
+            Slots([const { Cell::new(None) }; MAX_KEYS])
+        }
+    }
+
+    impl Drop for Slots {
+        fn drop(&mut self) {
+            // Later keys first: a key's value may use keys first used before it.
+            for slot in self.0.iter().rev() {
+                if let Some(value) = slot.take() {
+                    // SAFETY: `value` was made by `Key::<T>::get` from a `Box<T>` with
+                    // `drop_box::<T>`, and taken out of its slot, so it is dropped once. Nothing
+                    // borrows it: borrows live inside `Key::with` closures, and the block is
+                    // dropped only by the thread's exit, never inside one.
+                    unsafe { (value.drop)(value.value) };
+                }
+            }
+        }
+    }
+
+    /// # Safety
+    /// `value` came from `Box::<T>::into_raw` and is dropped once.
+    unsafe fn drop_box<T>(value: NonNull<()>) {
+        // SAFETY: per the caller.
+        drop(unsafe { Box::from_raw(value.cast::<T>().as_ptr()) });
+    }
+
+    /// The name of one per-thread value of type `T`, kept in the thread state. Declare it in a
+    /// `static`; see the [module docs](self).
+    pub struct Key<T: 'static> {
+        /// The slot index plus one, 0 until first use.
+        index: AtomicUsize,
+        init: fn() -> T,
+    }
+
+    impl<T: 'static> Key<T> {
+        /// A key whose value each thread makes with `init` on first use.
+        pub const fn new(init: fn() -> T) -> Self {
+            Key {
+                index: AtomicUsize::new(0),
+                init,
+            }
+        }
+
+        /// Runs `f` with the attached thread's value, or `None` when the thread has no block
+        /// (it attached after its exit).
+        ///
+        /// # Panics
+        /// If more than [`MAX_KEYS`] keys are used.
+        #[inline]
+        pub fn with<R>(&'static self, py: crate::Python<'_>, f: impl FnOnce(Option<&T>) -> R) -> R {
+            f(py.state().map(|state| self.get(state)))
+        }
+
+        /// Runs `f` with the calling thread's value, or `None` when the thread has no block
+        /// (before it first attached, or after its exit). For code without a token.
+        ///
+        /// # Panics
+        /// If more than [`MAX_KEYS`] keys are used.
+        #[inline]
+        pub fn with_current<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> R {
+            with_current(|state| f(state.map(|state| self.get(state))))
+        }
+
+        #[inline]
+        fn index(&self) -> usize {
+            match self.index.load(Ordering::Acquire) {
+                0 => self.assign(),
+                index => index - 1,
+            }
+        }
+
+        #[cold]
+        fn assign(&self) -> usize {
+            let fresh = NEXT.fetch_add(1, Ordering::Relaxed);
+            assert!(fresh < MAX_KEYS, "at most {MAX_KEYS} thread-state keys");
+            match self
+                .index
+                .compare_exchange(0, fresh + 1, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(_) => fresh,
+                // Another thread assigned one first; `fresh` stays unused.
+                Err(index) => index - 1,
+            }
+        }
+
+        #[inline]
+        fn get<'s>(&'static self, state: &'s ThreadState) -> &'s T {
+            let slot = &state.locals.0[self.index()];
+            let value = match slot.get() {
+                Some(value) => value,
+                None => self.make(slot),
+            };
+            // SAFETY: the slot's index belongs to this key alone (`assign` hands each index out
+            // once), so its value is a `Box<T>` this key made; it is dropped only with the
+            // block, which outlives `'s`.
+            unsafe { value.value.cast::<T>().as_ref() }
+        }
+
+        #[cold]
+        fn make(&self, slot: &Cell<Option<Value>>) -> Value {
+            let made = Box::new((self.init)());
+            // `init` may have used this key itself: the first value stored stays.
+            if let Some(value) = slot.get() {
+                drop(made);
+                return value;
+            }
+            let value = Value {
+                value: NonNull::from(Box::leak(made)).cast(),
+                drop: drop_box::<T>,
+            };
+            slot.set(Some(value));
+            value
+        }
+    }
+
+    /// The calling thread's frame pointer (null when no frame has set one). One pointer per
+    /// thread, never torn down (it lives in the thread-local every access goes through, which
+    /// has no destructor), so it works during thread exit too. Meant for one frame on the stack
+    /// to publish a work list to the calls nested in it: the object model's trashcan uses it
+    /// (its outermost release's list of dead objects), and nothing else may.
+    #[inline(always)]
+    pub fn frame() -> *mut () {
+        CURRENT.with(|c| c.frame.get())
+    }
+
+    /// Sets the calling thread's [`frame`] pointer.
+    #[inline(always)]
+    pub fn set_frame(frame: *mut ()) {
+        CURRENT.with(|c| c.frame.set(frame));
+    }
+}
