@@ -80,9 +80,13 @@ impl<'py> Python<'py> {
     ///
     /// # Safety
     /// The calling thread is attached (holds the GIL in the `gil` build) for all of `'py`.
+    ///
+    /// Free: it touches no thread state, because every `Bound::py()` makes one. A thread that
+    /// never attached has no block, and the token then answers as after the thread's exit (the
+    /// fallback in `state`): it owns nothing (`count_token` gives a detached owner), and its
+    /// per-thread values answer `None`.
+    #[inline(always)]
     pub unsafe fn assume_attached() -> Self {
-        // Makes the thread state if this is the thread's first contact with the runtime.
-        let _ = state::here();
         // SAFETY: forwarded from the caller.
         unsafe { Python::assume_attached_here() }
     }
