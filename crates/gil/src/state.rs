@@ -56,8 +56,8 @@
 //!   mailbox; what that frees is still settled by step 4); (3) the epoch pin, if any, is
 //!   dropped; (4) the biased counts retire: merge the queue, stop owning, leave the registry
 //!   (and with it the runtime's list of threads), merge what arrived meanwhile; (5) the section
-//!   stack (empty: sections are scoped) is dropped. The
-//!   thread's counters stay registered, so the sums stay exact.
+//!   stack (empty: sections are scoped) is dropped. Before step 2 the thread's counters are
+//!   folded into the retired sums, so the sums stay exact.
 //!
 //! # After exit: the one fallback
 //!
@@ -67,7 +67,7 @@
 //! `CURRENT`, never torn down), owns nothing (the detached [`Owner`]: its counts are changed on
 //! the shared side, as any non-owner's), runs unpinned (reads pin for themselves), takes its
 //! sections on `ftrt-lock`'s thread-local stack (which has its own stand-in once torn down),
-//! counts in a global fallback row, and gets `None` for every [`local`] value (the object model
+//! counts in the retired row, and gets `None` for every [`local`] value (the object model
 //! then interns through the shared table and retires each reference on its own). The frame
 //! pointer lives in `CURRENT` and needs no fallback. It is not registered again. Every use of the block goes
 //! through [`Python::state`](crate::Python) or [`with_current`], which is where this fallback
@@ -83,11 +83,12 @@ use ftrt_refcount::biased::{LocalCounts, Owner};
 /// One thread's block. See the module docs for what each part is for and when it changes.
 pub(crate) struct ThreadState {
     /// The id and merge queue: in every build, since the id is the runtime's thread id too.
+    /// First: the hottest field (every allocation and free adds to it) at offset zero.
+    counters: counters::Row,
     counts: LocalCounts,
     pub(crate) sections: SectionStack,
     #[cfg(not(feature = "gil"))]
     quiescence: quiescence::Quiescence,
-    counters: Arc<counters::Row>,
     /// The crates above's per-thread values ([`local::Key`]), made on first use.
     locals: local::Slots,
 }
@@ -100,11 +101,11 @@ impl ThreadState {
             Some(Arc::new(ThreadInfo { id, name }))
         });
         ThreadState {
+            counters: counters::Row::new(),
             counts,
             sections: SectionStack::new(),
             #[cfg(not(feature = "gil"))]
             quiescence: quiescence::Quiescence::new(),
-            counters: counters::Row::register(),
             locals: local::Slots::new(),
         }
     }
@@ -133,7 +134,7 @@ impl ThreadState {
             sections,
             #[cfg(not(feature = "gil"))]
             quiescence,
-            counters,
+            counters: _,
             locals,
         } = self;
         // The crates above's values first (the object model's retired batches are handed to the
@@ -148,7 +149,6 @@ impl ThreadState {
         // Leaving `ftrt-refcount`'s registry is also leaving the runtime's: it is the same one.
         counts.retire();
         drop(sections);
-        drop(counters);
     }
 }
 
@@ -171,6 +171,7 @@ impl Owned {
     fn new() -> Self {
         let state = Box::new(ThreadState::register());
         // The box does not move while `Owned` lives; `Drop` clears the pointer first thing.
+        counters::Row::register(&state.counters);
         CURRENT.with(|current| current.state.set(&*state));
         Owned(Some(state))
     }
@@ -183,6 +184,9 @@ impl Drop for Owned {
             current.exited.set(true);
         });
         if let Some(state) = self.0.take() {
+            // Nothing adds to the row any more (the pointer is cleared): fold it into the
+            // totals while the box still holds it, before the exit sequence moves the block.
+            counters::Row::retire(&state.counters);
             state.exit();
         }
     }
@@ -444,18 +448,19 @@ mod quiescence {
     pub(crate) fn pin(_: Option<&ThreadState>) {}
     #[inline(always)]
     pub(crate) fn unpin(_: Option<&ThreadState>) {}
-    #[inline(always)]
-    pub(crate) fn checkpoint(_: Option<&ThreadState>) {}
 }
 
-pub(crate) use quiescence::{checkpoint, pin, unpin};
+#[cfg(not(feature = "gil"))]
+pub(crate) use quiescence::checkpoint;
+pub(crate) use quiescence::{pin, unpin};
 
 /// Per-thread counters, summed over every thread: a generic part of the thread state for the
 /// crates above (the object model counts live objects per kind in slots `0..11`). Each thread
-/// adds to a row of its own with plain loads and stores (no locked instructions, no shared cache
-/// line), and [`total`](counters::total) sums the rows. A row outlives its thread, so a count
-/// made on one thread and undone on another still sums to zero. Exact once the counting threads
-/// are joined (or otherwise synchronised with the reader).
+/// adds to a row of its own, inside its block, with plain loads and stores (no locked
+/// instructions, no shared cache line, one pointer from the thread-local), and
+/// [`total`](counters::total) sums the rows. When a thread exits its row is folded into a
+/// retired row, so a count made on one thread and undone on another still sums to zero. Exact
+/// once the counting threads are joined (or otherwise synchronised with the reader).
 ///
 /// ```
 /// use ftrt_gil::counters;
@@ -476,19 +481,41 @@ pub mod counters {
     #[repr(align(128))]
     pub(crate) struct Row([AtomicIsize; SLOTS]);
 
-    /// Every row any thread registered.
-    static ROWS: Mutex<Vec<Arc<Row>>> = Mutex::new(Vec::new());
-    /// The fallback row: counts made by a thread without a block (after its exit).
-    static LATE: Row = Row([const { AtomicIsize::new(0) }; SLOTS]);
+    /// A live thread's row, in its boxed block.
+    struct LiveRow(*const Row);
+    // SAFETY: only a pointer to atomics; `total` reads through it under `LIVE`'s lock, and a row
+    // leaves `LIVE` (under that lock) before its block is freed.
+    unsafe impl Send for LiveRow {}
+
+    /// The rows of every thread whose block is alive.
+    static LIVE: Mutex<Vec<LiveRow>> = Mutex::new(Vec::new());
+    /// The sums of the rows of exited threads, and the counts made by threads without a block
+    /// (after their exit). Written with atomic adds: any thread may write it.
+    static RETIRED: Row = Row::new();
 
     impl Row {
-        pub(super) fn register() -> Arc<Row> {
-            let row = Arc::new(Row([const { AtomicIsize::new(0) }; SLOTS]));
-            ROWS.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .push(row.clone());
-            row
+        pub(super) const fn new() -> Self {
+            Row([const { AtomicIsize::new(0) }; SLOTS])
         }
+
+        /// Lists `row` for [`total`]. It must stay where it is until [`Row::retire`].
+        pub(super) fn register(row: &Row) {
+            lock_live().push(LiveRow(row));
+        }
+
+        /// Folds `row` into the retired sums and unlists it, in one step under the lock, so a
+        /// reader counts it exactly once. Called when nothing adds to it any more.
+        pub(super) fn retire(row: &Row) {
+            let mut live = lock_live();
+            for (sum, cell) in RETIRED.0.iter().zip(&row.0) {
+                sum.fetch_add(cell.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            live.retain(|listed| !std::ptr::eq(listed.0, row));
+        }
+    }
+
+    fn lock_live() -> std::sync::MutexGuard<'static, Vec<LiveRow>> {
+        LIVE.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Adds `delta` to counter `slot` of the calling thread. One thread-local access.
@@ -504,7 +531,7 @@ pub mod counters {
                 cell.store(cell.load(Ordering::Relaxed) + delta, Ordering::Relaxed);
             }
             None => {
-                LATE.0[slot].fetch_add(delta, Ordering::Relaxed);
+                RETIRED.0[slot].fetch_add(delta, Ordering::Relaxed);
             }
         });
     }
@@ -514,11 +541,13 @@ pub mod counters {
     /// # Panics
     /// If `slot >= SLOTS`.
     pub fn total(slot: usize) -> isize {
-        let rows = ROWS.lock().unwrap_or_else(|e| e.into_inner());
-        rows.iter()
-            .map(|row| row.0[slot].load(Ordering::Relaxed))
+        let live = lock_live();
+        live.iter()
+            // SAFETY: a listed row is alive: it is unlisted under this lock before its block is
+            // freed (`Row::retire`, from the block's owner before the exit sequence).
+            .map(|row| unsafe { &*row.0 }.0[slot].load(Ordering::Relaxed))
             .sum::<isize>()
-            + LATE.0[slot].load(Ordering::Relaxed)
+            + RETIRED.0[slot].load(Ordering::Relaxed)
     }
 }
 

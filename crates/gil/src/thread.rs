@@ -153,10 +153,22 @@ impl<'py> Python<'py> {
     /// and waits for its turn again. Returns whether it switched. Free in the other builds.
     #[inline]
     pub fn check(self) -> bool {
+        // The checkpoint counter lives in the free-threaded builds only; in the `gil` build the
+        // thread state is not even looked up.
+        #[cfg(not(feature = "gil"))]
         state::checkpoint(self.state());
         if !runtime_gil().drop_requested() {
             return false;
         }
+        self.hand_over_gil()
+    }
+
+    /// The rare half of [`check`](Self::check), kept out of line so that the common half (two
+    /// loads and a branch) inlines into loops: inlined together, `check` grew too big to inline
+    /// and cost the object bench's `dict_get` 24 %.
+    #[cold]
+    #[inline(never)]
+    fn hand_over_gil(self) -> bool {
         // The GIL changes hands in between, a detach like `allow_threads`: the sections are
         // suspended across it. In the gil build the object model's sections take no lock, but
         // sections of `ftrt_lock` users do, and another holder of the GIL may need them.

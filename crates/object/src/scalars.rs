@@ -256,12 +256,15 @@ impl<'py> Bound<'py, PyAny> {
         self.arithmetic(other, "*", i64::checked_mul, |a, b| a * b)
     }
 
+    /// Generic over the operations (not `fn` pointers), so that each operator gets its own copy
+    /// with the integer operation inlined instead of called through a pointer.
+    #[inline(always)]
     fn arithmetic(
         &self,
         other: &Bound<'py, PyAny>,
         op: &str,
-        ints: fn(i64, i64) -> Option<i64>,
-        floats: fn(f64, f64) -> f64,
+        ints: impl FnOnce(i64, i64) -> Option<i64>,
+        floats: impl FnOnce(f64, f64) -> f64,
     ) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
         match (self.kind(), other.kind()) {
