@@ -3,10 +3,9 @@
 
 use std::cell::Cell;
 use std::fmt::{self, Write as _};
-use std::sync::Mutex;
 
 use ftrt_gil::Python;
-use ftrt_object::stats::{live_objects, LiveObjects};
+use ftrt_object::stats::live_objects;
 use ftrt_object::RefCountValue;
 use ftrt_object::{
     collect, Error, Kind, PyBool, PyClass, PyDict, PyFloat, PyInt, PyList, PyModule, PyNone, PyStr,
@@ -17,30 +16,8 @@ use ftrt_object::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// Live counts are process-wide, so the tests that compare them run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs `f` attached and checks that it freed everything it allocated, immortal objects aside
-/// (singletons and interned strings are made once and kept).
-fn leak_checked(f: impl for<'py> FnOnce(Python<'py>)) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    Python::attach(|py| {
-        // Materialise the immortal singletons first, so they do not count as allocated by `f`.
-        drop((PyNone::get(py), PyInt::new(py, 0)));
-        collect(py);
-        let before = LiveObjects::now();
-        f(py);
-        collect(py);
-        let after = LiveObjects::now();
-        let leaked: Vec<_> = before
-            .0
-            .iter()
-            .zip(&after.0)
-            .filter(|((kind, b), (_, a))| a != b && *kind != Kind::Str && *kind != Kind::Class)
-            .collect();
-        assert!(leaked.is_empty(), "live objects changed: {leaked:?}");
-    });
-}
+mod common;
+use common::{leak_checked, SERIAL};
 
 #[test]
 fn the_object_model_follows_the_variant_ftrt_gil_decided() {

@@ -1,40 +1,17 @@
 //! Typed views and type slots: downcasting, one item-access scheme for lists and dicts, and the
 //! per-type behaviour (`repr`, `hash`, `eq`, `traverse`) every object reaches through its type.
 
-use std::sync::Mutex;
-
-use ftrt_gil::Python;
-use ftrt_object::stats::LiveObjects;
 use ftrt_object::{
-    collect, Bound, Error, Kind, PyAny, PyBool, PyClass, PyDict, PyFloat, PyInstance, PyInt,
-    PyList, PyModule, PyNone, PyStr, PyTuple,
+    Bound, Error, PyAny, PyBool, PyClass, PyDict, PyFloat, PyInstance, PyInt, PyList, PyModule,
+    PyNone, PyStr, PyTuple,
 };
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-static SERIAL: Mutex<()> = Mutex::new(());
-
-/// Runs `f` attached and checks that it freed every mortal object it made.
-fn leak_checked(f: impl for<'py> FnOnce(Python<'py>)) {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    Python::attach(|py| {
-        drop((PyNone::get(py), PyInt::new(py, 0)));
-        collect(py);
-        let before = LiveObjects::now();
-        f(py);
-        collect(py);
-        let after = LiveObjects::now();
-        let changed: Vec<_> = before
-            .0
-            .iter()
-            .zip(&after.0)
-            .filter(|((kind, b), (_, a))| a != b && *kind != Kind::Str && *kind != Kind::Class)
-            .collect();
-        assert!(changed.is_empty(), "live objects changed: {changed:?}");
-    });
-}
+mod common;
+use common::leak_checked;
 
 /// Whether `found` holds exactly `expected`, one for one and in order, by identity.
 fn same_objects(found: &[Bound<'_, PyAny>], expected: &[&Bound<'_, PyAny>]) -> bool {
