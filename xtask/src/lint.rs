@@ -128,20 +128,13 @@ mod tests {
 
     use super::*;
 
-    fn workspace() -> Workspace {
-        Workspace {
-            root: PathBuf::from("/ws"),
-            target_root: PathBuf::from("/ws/target"),
-        }
-    }
-
     fn lint(name: &str) -> &'static Lint {
         LINTS.iter().find(|lint| lint.name == name).unwrap()
     }
 
     #[test]
     fn clippy_denies_warnings_for_the_variant_in_its_own_target_dir() {
-        let step = step(&workspace(), lint("clippy"), Some(Variant::Gil));
+        let step = step(&Workspace::fixture(), lint("clippy"), Some(Variant::Gil));
         assert_eq!(step.args[step.args.len() - 2..], ["--features", "ftrt/gil"]);
         assert_eq!(step.binary_args, ["-D", "warnings"]);
         assert_eq!(
@@ -152,14 +145,14 @@ mod tests {
 
     #[test]
     fn documentation_warnings_are_errors() {
-        let step = step(&workspace(), lint("doc"), Some(Variant::Nogil));
+        let step = step(&Workspace::fixture(), lint("doc"), Some(Variant::Nogil));
         let rustdocflags = step.env.iter().find(|(key, _)| *key == "RUSTDOCFLAGS");
         assert!(rustdocflags.is_some_and(|(_, flags)| flags.ends_with("-D warnings")));
     }
 
     #[test]
     fn packaging_covers_every_library_crate_in_a_target_dir_of_its_own() {
-        let step = step(&workspace(), lint("package"), None);
+        let step = step(&Workspace::fixture(), lint("package"), None);
         assert!(step.args.iter().any(|arg| arg == "--workspace"));
         assert_eq!(step.target_dir, Some(PathBuf::from("/ws/target/package")));
     }

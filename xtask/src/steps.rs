@@ -185,6 +185,15 @@ pub struct Workspace {
 }
 
 impl Workspace {
+    /// A workspace at `/ws` for the unit tests that check command lines.
+    #[cfg(test)]
+    pub fn fixture() -> Self {
+        Workspace {
+            root: PathBuf::from("/ws"),
+            target_root: PathBuf::from("/ws/target"),
+        }
+    }
+
     /// The workspace root is the parent of xtask's own manifest dir. Cargo sets
     /// `CARGO_MANIFEST_DIR` when it runs xtask; the compile-time value covers running the
     /// binary directly.
@@ -350,20 +359,13 @@ pub fn run_steps(
 mod tests {
     use super::*;
 
-    fn workspace() -> Workspace {
-        Workspace {
-            root: PathBuf::from("/ws"),
-            target_root: PathBuf::from("/ws/target"),
-        }
-    }
-
     #[test]
     fn binary_args_come_after_cargo_args() {
         let step = CargoStep::new("nogil", "nogil bench", Toolchain::Current)
             .args(["bench", "--bench", "refcount"])
             .target_dir(PathBuf::from("/ws/target/variant-nogil"))
             .binary_args(&["--save-baseline".to_owned(), "before".to_owned()]);
-        let command = workspace().command_for(&step);
+        let command = Workspace::fixture().command_for(&step);
         let args: Vec<_> = command
             .get_args()
             .map(|arg| arg.to_string_lossy())
@@ -390,7 +392,7 @@ mod tests {
     #[test]
     fn nightly_steps_go_through_the_rustup_proxy() {
         let step = CargoStep::new("miri", "miri", Toolchain::Nightly).args(["miri", "setup"]);
-        let command = workspace().command_for(&step);
+        let command = Workspace::fixture().command_for(&step);
         assert_eq!(command.get_program(), "cargo");
         assert_eq!(command.get_args().next().unwrap(), "+nightly");
         let removed: Vec<_> = command
