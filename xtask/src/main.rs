@@ -28,6 +28,11 @@
 //!   to `runs.jsonl` as it finishes), and writes the scaling report (terminal table,
 //!   `report.json`, `report.md`, SVG plots and a `vs_gil` heat map, target summary). Exits 1
 //!   if any cell failed.
+//! - `cargo xtask profile WORKLOAD [--builds LIST] [--threads N] [--scale F] [--frequency HZ]
+//!   [--top K] [--out DIR]`: builds the runner of each build (default `gil,nogil`) with frame
+//!   pointers, runs the workload under `perf record -g`, and writes a flame graph (`inferno`)
+//!   and the folded stacks per build, and `top.md`: the symbols with the most self time, the
+//!   builds side by side.
 //! - `cargo xtask criterion [--variant V] [CRITERION_ARGS...]`: runs the criterion
 //!   micro-benchmarks of one variant (default `nogil`), passing the arguments to criterion.
 //!
@@ -40,6 +45,7 @@ mod criterion;
 mod features;
 mod lint;
 mod nightly;
+mod profile;
 mod steps;
 mod test;
 mod variants;
@@ -107,6 +113,8 @@ enum Task {
     },
     /// Run the workloads on every build and report how they scale.
     Bench(bench::Options),
+    /// Profile one workload under `perf` on each build: flame graphs and top symbols side by side.
+    Profile(profile::Options),
     /// Run the criterion micro-benchmarks.
     Criterion {
         /// The build variant to benchmark.
@@ -133,6 +141,7 @@ fn main() -> ExitCode {
         Task::Miri { crates } => nightly::run_miri(&workspace, &crates),
         Task::Tsan { crates } => nightly::run_tsan(&workspace, &crates),
         Task::Bench(options) => bench::run(&workspace, options),
+        Task::Profile(options) => profile::run(&workspace, options),
         Task::Criterion {
             variant,
             criterion_args,

@@ -17,6 +17,8 @@ mod report;
 mod runs;
 mod targets;
 
+pub use runs::{runner_build_step, runner_in, ALLOCATOR_PURGE};
+
 use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;

@@ -245,6 +245,11 @@ fn unique_label(label: &str, runners: &[Runner]) -> String {
 }
 
 fn build_step(workspace: &Workspace, variant: Variant) -> CargoStep {
+    runner_build_step(variant, bench_target_dir(workspace, variant))
+}
+
+/// The cargo step that builds the runner of `variant` (release profile) into `target_dir`.
+pub fn runner_build_step(variant: Variant, target_dir: PathBuf) -> CargoStep {
     let mut step = CargoStep::new(
         format!("build {}", variant.name()),
         format!("the {} runner build", variant.name()),
@@ -259,7 +264,7 @@ fn build_step(workspace: &Workspace, variant: Variant) -> CargoStep {
         "--bin",
         "ftrt-runner",
     ])
-    .target_dir(bench_target_dir(workspace, variant));
+    .target_dir(target_dir);
     if let Some(features) = variant.workload_features() {
         step = step.args(["--features", features]);
     }
@@ -271,7 +276,12 @@ fn bench_target_dir(workspace: &Workspace, variant: Variant) -> PathBuf {
 }
 
 fn runner_path(workspace: &Workspace, variant: Variant) -> PathBuf {
-    bench_target_dir(workspace, variant)
+    runner_in(&bench_target_dir(workspace, variant))
+}
+
+/// Where a release build into `target_dir` puts the runner.
+pub fn runner_in(target_dir: &Path) -> PathBuf {
+    target_dir
         .join("release")
         .join(format!("ftrt-runner{}", std::env::consts::EXE_SUFFIX))
 }
