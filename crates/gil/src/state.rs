@@ -37,15 +37,18 @@
 //!   table of threads: it says whether an owner has exited, finds its queue, and lists the
 //!   runtime's threads ([`threads`], [`registered_threads`] read the entries that carry a
 //!   `ThreadInfo`; `ftrt-refcount`'s standalone owners carry none).
-//! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (1) take the GIL,
-//!   (2) mark the thread attached, (3) pin in the epoch. Sections are left alone.
+//! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (1) unpark the
+//!   biased counts (waiting for a thread merging on this one's behalf to finish), (2) take the
+//!   GIL, (3) mark the thread attached, (4) pin in the epoch. Sections are left alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
 //!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin,
-//!   (3) mark the thread detached, (4) release the GIL.
-//! - **Reattach** (the end of `allow_threads`): (1) take the GIL (first in line in fair mode),
-//!   (2) mark attached, (3) pin, then (4) the detach boundaries end and the innermost section
-//!   resumes, the block's stack first.
+//!   (3) park the biased counts (from here until the next attach, threads that hand this
+//!   thread's objects back merge its queue themselves: [`park_counts`]), (4) mark the thread
+//!   detached, (5) release the GIL.
+//! - **Reattach** (the end of `allow_threads`): (1) unpark, (2) take the GIL (first in line in
+//!   fair mode), (3) mark attached, (4) pin, then (5) the detach boundaries end and the
+//!   innermost section resumes, the block's stack first.
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin,
 //!   run the hooks, flush the thread's epoch garbage; (2) if a waiter asked for the GIL:
 //!   suspend the sections (as a detach), hand the GIL over, take it back, resume.
@@ -453,6 +456,34 @@ mod quiescence {
 #[cfg(not(feature = "gil"))]
 pub(crate) use quiescence::checkpoint;
 pub(crate) use quiescence::{pin, unpin};
+
+/// Parks the thread's biased counts for a detach: until [`unpark_counts`], a thread that hands
+/// one of its objects back merges its queue itself, so objects whose last reference is dropped
+/// elsewhere while this thread waits detached (a main thread joining its workers) are freed
+/// then, not when it attaches again. Only the biased build queues anything.
+#[inline]
+pub(crate) fn park_counts(state: Option<&ThreadState>) {
+    #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+    if let Some(state) = state {
+        // SAFETY: called after the last count of the attachment (the hooks and the unpin, which
+        // may free objects, ran before), and the thread counts nothing until `unpark_counts`
+        // at its next attach: a detached thread has no token to count with.
+        unsafe { state.counts.park() };
+    }
+    #[cfg(any(feature = "gil", feature = "atomic-rc"))]
+    let _ = state;
+}
+
+/// Ends [`park_counts`], before anything of the attachment counts.
+#[inline]
+pub(crate) fn unpark_counts(state: Option<&ThreadState>) {
+    #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+    if let Some(state) = state {
+        state.counts.unpark();
+    }
+    #[cfg(any(feature = "gil", feature = "atomic-rc"))]
+    let _ = state;
+}
 
 /// Per-thread counters, summed over every thread: a generic part of the thread state for the
 /// crates above (the object model counts live objects per kind in slots `0..11`). Each thread

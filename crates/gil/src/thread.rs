@@ -67,6 +67,9 @@ impl<'py> Python<'py> {
             return f(unsafe { Python::assume_attached_here() });
         }
         // The order of attaching, detaching and the rest: see the `state` module.
+        // SAFETY: `here.state` is this thread's block (or null after its exit), alive while
+        // this thread runs outside its thread-local destructors, as here.
+        state::unpark_counts(unsafe { here.state.as_ref() });
         runtime_gil().acquire();
         state::set_attached(true);
         // SAFETY: attached just above, until `_detach` runs at the end of this call.
@@ -140,6 +143,7 @@ impl<'py> Python<'py> {
         // included; the innermost outside is resumed once `Reattach` has re-attached.
         crate::section::detached(self, || {
             state::unpin(self.state());
+            state::park_counts(self.state());
             state::set_attached(false);
             // SAFETY: the token proves this thread holds the GIL; nothing below relies on it
             // until `Reattach` takes it back.
@@ -206,6 +210,8 @@ impl Drop for Detach {
     fn drop(&mut self) {
         // SAFETY: the state of this attachment, alive for all of it (see `Python::state`).
         state::unpin(unsafe { self.0.as_ref() });
+        // SAFETY: as above.
+        state::park_counts(unsafe { self.0.as_ref() });
         state::set_attached(false);
         // SAFETY: `attach` took the GIL and this is its matching release.
         unsafe { runtime_gil().release() };
@@ -218,6 +224,8 @@ struct Reattach(*const ThreadState);
 
 impl Drop for Reattach {
     fn drop(&mut self) {
+        // SAFETY: the state of the attachment this detach is part of, alive for all of it.
+        state::unpark_counts(unsafe { self.0.as_ref() });
         runtime_gil().acquire_after_blocking();
         state::set_attached(true);
         // SAFETY: the state of the attachment this detach is part of, alive for all of it.

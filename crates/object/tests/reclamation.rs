@@ -131,3 +131,32 @@ fn replaced_items_that_expire_on_another_thread_are_freed_within_bounded_checkpo
     let items = if cfg!(miri) { 128 } else { 6_400 };
     replaced_items_are_freed_within_bounded_rounds(items, Waiting::Detached, 8);
 }
+
+/// A thread that waits detached (a main thread joining its workers) gets its objects freed by
+/// the thread that drops their last reference, not when it attaches again: in the biased build
+/// the dropping thread merges the waiting owner's queue itself.
+#[test]
+fn an_object_whose_owner_waits_detached_is_freed_by_the_thread_that_drops_it_last() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Python::attach(|py| {
+        collect(py);
+        let before = live_objects(Kind::List);
+        let list = PyList::empty(py);
+        for i in 0..1_000 {
+            list.append(PyInt::new(py, i));
+        }
+        let handle = list.unbind();
+        assert_eq!(live_objects(Kind::List), before + 1);
+        py.allow_threads(|| {
+            thread::spawn(move || Python::attach(|_| drop(handle)))
+                .join()
+                .expect("the dropping thread");
+            // Still detached: this thread has merged nothing since the list was dropped.
+            assert_eq!(
+                live_objects(Kind::List),
+                before,
+                "the list stayed allocated while its owner waited detached"
+            );
+        });
+    });
+}

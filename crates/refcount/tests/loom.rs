@@ -355,3 +355,75 @@ fn try_unwrap_races_the_owner_merging_its_last_local_drop() {
         detach_current_thread();
     });
 }
+
+/// An object counted through an explicit owner ([`LocalCounts`]), freed by `release_object`.
+#[repr(C)]
+struct Object {
+    count: ftrt_refcount::BiasedCount,
+    value: Counted,
+}
+
+/// A pointer to an `Object` that may cross threads (the model's own handle).
+struct Handle(std::ptr::NonNull<ftrt_refcount::BiasedCount>);
+// SAFETY: the object is shared by design; its count is only touched through the protocol.
+unsafe impl Send for Handle {}
+
+/// # Safety
+/// The count heads an `Object` made by `Box::into_raw`, and reached zero.
+unsafe fn release_object(count: std::ptr::NonNull<ftrt_refcount::BiasedCount>) {
+    // SAFETY: per the contract.
+    drop(unsafe { Box::from_raw(count.cast::<Object>().as_ptr()) });
+}
+
+/// Gives up one reference to an `Object` as `owner`, freeing it when that was the last.
+///
+/// # Safety
+/// The caller holds the reference.
+unsafe fn drop_ref(
+    count: std::ptr::NonNull<ftrt_refcount::BiasedCount>,
+    owner: ftrt_refcount::biased::Owner<'_>,
+) {
+    // SAFETY: forwarded; `true` means this call saw the count reach zero and must free.
+    unsafe {
+        if ftrt_refcount::BiasedCount::decref_for(count, owner, release_object) {
+            release_object(count);
+        }
+    }
+}
+
+/// The parked-owner protocol: a non-owner drops its reference while the owner parks (as a
+/// runtime thread does when it detaches) and unparks, then drops its own. Whether the non-owner
+/// merges for the parked owner, queues for it, or finds it running again, the object is freed
+/// exactly once, and never while the owner still counts on it (`local` is written only by the
+/// owner outside a park, or by a claimer inside one).
+#[test]
+fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
+    use ftrt_refcount::biased::LocalCounts;
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let owner = LocalCounts::register();
+        let object = Box::new(Object {
+            count: ftrt_refcount::BiasedCount::new_for(owner.owner()),
+            value: Counted(drops.clone()),
+        });
+        let count = std::ptr::NonNull::from(Box::leak(object)).cast::<ftrt_refcount::BiasedCount>();
+        // SAFETY: the object is alive: the owner's reference is held.
+        unsafe { count.as_ref() }.incref_for(owner.owner());
+        let handle = Handle(count);
+        let other = thread::spawn(move || {
+            let handle = handle;
+            let counts = LocalCounts::register();
+            // SAFETY: this thread's reference, given up once.
+            unsafe { drop_ref(handle.0, counts.owner()) };
+        });
+        // SAFETY: nothing is counted through `owner` between park and unpark.
+        unsafe { owner.park() };
+        owner.unpark();
+        // SAFETY: the owner's own reference, given up once.
+        unsafe { drop_ref(count, owner.owner()) };
+        other.join().unwrap();
+        owner.merge_pending();
+        drop(owner);
+        assert_eq!(dropped(&drops), 1);
+    });
+}

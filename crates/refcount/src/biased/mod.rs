@@ -363,8 +363,8 @@ impl BiasedCount {
     /// the object if that was the last one.
     ///
     /// # Safety
-    /// `entry` holds the queued reference to a live object, and the caller is the owner or the
-    /// owner has exited.
+    /// `entry` holds the queued reference to a live object, and the caller is the owner, or the
+    /// owner has exited, or the owner is parked and the caller has claimed its queue.
     pub(crate) unsafe fn settle_queued(entry: Queued) {
         // SAFETY: the entry's reference keeps the count alive.
         let count = unsafe { entry.count.as_ref() };
@@ -381,8 +381,8 @@ impl BiasedCount {
         // Give up ownership before publishing `MERGED`, and touch nothing after the exchange: the
         // moment `MERGED` is visible, the holder of the last reference may free the object
         // (`try_take_unique`). `local` needs no reset, since a merged count ignores it. This runs
-        // on the owner (merging its queue) or after the owner retired, so the store cannot race
-        // the owner's own fast path.
+        // on the owner (merging its queue), after the owner retired, or while it is parked, so
+        // the store cannot race the owner's own fast path.
         self.owner.store(NO_OWNER, Ordering::Relaxed);
         let mut shared = self.shared.load(Ordering::Acquire);
         loop {

@@ -501,3 +501,70 @@ fn a_detached_owner_creates_shared_objects() {
     assert_eq!(fields(&count), (NO_OWNER, 0, ONE | MERGED));
     assert_eq!(count.owner_id(), None);
 }
+
+thread_local! {
+    static RELEASED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Frees a `Box<BiasedCount>` made by `boxed_count` and counts the release on this thread.
+unsafe fn release_boxed(count: NonNull<BiasedCount>) {
+    // SAFETY: made by `Box::into_raw` in `boxed_count`; released exactly once.
+    drop(unsafe { Box::from_raw(count.as_ptr()) });
+    RELEASED.with(|r| r.set(r.get() + 1));
+}
+
+fn boxed_count(owner: Owner<'_>) -> NonNull<BiasedCount> {
+    NonNull::from(Box::leak(Box::new(BiasedCount::new_for(owner))))
+}
+
+fn released() -> usize {
+    RELEASED.with(|r| r.get())
+}
+
+#[test]
+fn a_drop_by_another_owner_while_the_owner_is_parked_frees_at_once() {
+    // Two owners on one thread: the protocol only sees ids.
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    let count = boxed_count(owner.owner());
+    // SAFETY: the test counts nothing through `owner` until it unparks.
+    unsafe { owner.park() };
+    let before = released();
+    // SAFETY: the one reference, counted in the owner's local half, is dropped by another owner.
+    unsafe { BiasedCount::decref_for(count, other.owner(), release_boxed) };
+    assert_eq!(
+        released(),
+        before + 1,
+        "queued to a parked owner instead of merged"
+    );
+    owner.unpark();
+    assert_eq!(owner.merge_pending(), 0);
+}
+
+#[test]
+fn parking_merges_what_was_queued_before() {
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    let count = boxed_count(owner.owner());
+    let before = released();
+    // SAFETY: as above.
+    unsafe { BiasedCount::decref_for(count, other.owner(), release_boxed) };
+    assert_eq!(released(), before, "queued: the owner is running");
+    // SAFETY: nothing is counted through `owner` until it unparks.
+    unsafe { owner.park() };
+    assert_eq!(released(), before + 1);
+    owner.unpark();
+}
+
+#[test]
+fn after_unparking_drops_by_other_owners_queue_again() {
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    // SAFETY: nothing is counted through `owner` while parked.
+    unsafe { owner.park() };
+    owner.unpark();
+    let count = boxed_count(owner.owner());
+    let before = released();
+    // SAFETY: as above.
+    unsafe { BiasedCount::decref_for(count, other.owner(), release_boxed) };
+    assert_eq!(released(), before, "merged for an owner that is running");
+    assert_eq!(owner.merge_pending(), 1);
+    assert_eq!(released(), before + 1);
+}

@@ -59,38 +59,77 @@ pub(crate) struct Queued {
 unsafe impl Send for Queued {}
 
 /// The objects other threads queued for one owner to merge.
+///
+/// **Parked owners.** An owner that will not count for a while (a runtime thread detached around
+/// blocking work) parks its queue ([`LocalCounts::park`]): until it unparks, a thread that queues
+/// an object to it merges the whole queue itself, as it would for an exited owner, instead of
+/// leaving it for the owner's next safe point. Without this, an object whose last reference is
+/// dropped by another thread while its owner waits detached (a main thread joining its workers)
+/// stays allocated, with everything it holds, until the owner attaches again. The protocol:
+/// - `parked` and `claimed` live under the entries' lock. A pusher that finds `parked` set and
+///   nobody `claimed` claims the queue, then takes `merging` before it lets go of the entries'
+///   lock, and pops and settles entries until the queue is empty; it clears `claimed` under the
+///   same lock hold that finds the queue empty, so an entry pushed meanwhile is either popped by
+///   it or finds `claimed` clear and is merged by its own pusher.
+/// - Unparking clears `parked` only under the entries' lock with nobody `claimed`; otherwise it
+///   waits on `merging`, which the claimer holds until it is done. From the moment the owner
+///   counts again, no other thread merges for it.
+/// - The mutexes order the owner's last writes to `local` before a claimer's merge, and the
+///   claimer's merge before the owner's next count.
 pub(crate) struct Queue {
-    entries: Mutex<Vec<Queued>>,
+    state: Mutex<QueueState>,
     /// Set when an entry is pushed, so the owner's safe points can check with one load.
     pending: AtomicBool,
+    /// Held by the thread merging a parked owner's queue for it.
+    merging: Mutex<()>,
+}
+
+struct QueueState {
+    entries: Vec<Queued>,
+    parked: bool,
+    claimed: bool,
 }
 
 impl Queue {
     pub(crate) fn new() -> Self {
         Self {
-            entries: Mutex::new(Vec::new()),
+            state: Mutex::new(QueueState {
+                entries: Vec::new(),
+                parked: false,
+                claimed: false,
+            }),
             pending: AtomicBool::new(false),
+            merging: Mutex::new(()),
         }
     }
 
-    fn push(&self, entry: Queued) {
-        self.entries.lock().push(entry);
+    /// Pushes an entry; returns whether the owner is parked, in which case the caller should
+    /// [`merge_for_parked_owner`](Self::merge_for_parked_owner) once it holds no registry lock.
+    fn push(&self, entry: Queued) -> bool {
+        let mut state = self.state.lock();
+        state.entries.push(entry);
         // Relaxed: the flag is only a hint; the entries themselves are published by the mutex.
         self.pending.store(true, Ordering::Relaxed);
+        state.parked && !state.claimed
     }
 
     /// Takes one entry. One at a time, so that an entry taken out of the queue is merged before
     /// any user code (a value's destructor) runs: `try_take_unique` relies on that.
     fn pop(&self) -> Option<Queued> {
-        let mut entries = self.entries.lock();
-        let entry = entries.pop();
-        if entries.is_empty() {
-            self.pending.store(false, Ordering::Relaxed);
+        let mut state = self.state.lock();
+        Self::pop_locked(&self.pending, &mut state)
+    }
+
+    fn pop_locked(pending: &AtomicBool, state: &mut QueueState) -> Option<Queued> {
+        let entry = state.entries.pop();
+        if state.entries.is_empty() {
+            pending.store(false, Ordering::Relaxed);
         }
         entry
     }
 
-    /// Merges every queued object and frees those whose count reached zero.
+    /// Merges every queued object and frees those whose count reached zero. Called by the owner
+    /// (not parked), or for an owner that has retired.
     fn merge_all(&self) -> usize {
         let mut merged = 0;
         while let Some(entry) = self.pop() {
@@ -100,6 +139,60 @@ impl Queue {
             merged += 1;
         }
         merged
+    }
+
+    /// Merges the queue on behalf of its parked owner, unless it is no longer parked, is empty,
+    /// or another thread is already merging it. Merges that free objects may push to this queue
+    /// again (nested): such pushes find it claimed and leave their entry to the loop here.
+    #[cold]
+    fn merge_for_parked_owner(&self) {
+        let mut state = self.state.lock();
+        if !state.parked || state.claimed || state.entries.is_empty() {
+            return;
+        }
+        state.claimed = true;
+        // Taken before the entries' lock is let go: an unparking owner that sees `claimed`
+        // then waits on `merging` until this merge is over.
+        let merging = self.merging.lock();
+        drop(state);
+        loop {
+            let entry = {
+                let mut state = self.state.lock();
+                match Self::pop_locked(&self.pending, &mut state) {
+                    Some(entry) => entry,
+                    None => {
+                        state.claimed = false;
+                        break;
+                    }
+                }
+            };
+            // SAFETY: the entry holds its reference; the owner is parked and cannot unpark while
+            // `claimed` is set, so nobody else writes `local` (the same argument as for a
+            // retired owner).
+            unsafe { BiasedCount::settle_queued(entry) };
+        }
+        drop(merging);
+    }
+
+    fn park(&self) {
+        self.state.lock().parked = true;
+        // What was queued before the flag went up is merged now, by this thread as a claimer
+        // (the owner counts no more from here on, so it is as good as any other thread).
+        self.merge_for_parked_owner();
+    }
+
+    fn unpark(&self) {
+        loop {
+            {
+                let mut state = self.state.lock();
+                if !state.claimed {
+                    state.parked = false;
+                    return;
+                }
+            }
+            // A claimer holds `merging` until it has cleared `claimed`.
+            drop(self.merging.lock());
+        }
     }
 }
 
@@ -169,6 +262,29 @@ impl LocalCounts {
         self.queue.merge_all()
     }
 
+    /// Parks this owner: a promise that the thread counts nothing (no object of any owner)
+    /// until [`unpark`](Self::unpark). Meanwhile, threads that queue objects to it merge the
+    /// queue themselves, so an object whose last reference goes elsewhere is freed then, not
+    /// when the owner comes back. What is queued already is merged before this returns. A
+    /// runtime parks a thread for the time it is detached. Parking twice is the same as once.
+    ///
+    /// # Safety
+    /// Until `unpark`, the calling thread must not create, count or merge any biased object
+    /// through this owner (its `Owner` token, [`merge_pending`](Self::merge_pending)): other
+    /// threads write the `local` counts of its objects while it is parked.
+    pub unsafe fn park(&self) {
+        if self.id != DETACHED {
+            self.queue.park();
+        }
+    }
+
+    /// Ends a [`park`](Self::park): waits for a thread merging on this owner's behalf, if any,
+    /// to finish, after which only this thread merges its queue again. Unparking an owner that
+    /// is not parked does nothing.
+    pub fn unpark(&self) {
+        self.queue.unpark();
+    }
+
     /// Retires the owner now (what dropping it does): it stops owning, so its objects are
     /// counted on their shared side from now on, leaves the registry, and merges everything
     /// queued to it. Objects it still owned are merged by whichever thread meets them next.
@@ -182,6 +298,9 @@ impl Drop for LocalCounts {
         if self.id == DETACHED {
             return;
         }
+        // A thread merging for a parked owner finishes first: after `remove` this value drains
+        // the queue alone.
+        self.queue.unpark();
         // No `Owner` borrowed from this value is alive (they borrow it), so nothing counts as
         // this owner any more: leaving the registry is what tells other threads.
         registry::remove(self.id);
@@ -283,9 +402,13 @@ pub fn for_each_registered(f: impl FnMut(u32, Option<&Info>)) {
     registry::for_each(f);
 }
 
-/// Queues `entry` for the owner `owner`. Gives the entry back when the owner has exited.
+/// Queues `entry` for the owner `owner`, and merges its queue if the owner is parked. Gives the
+/// entry back when the owner has exited.
 pub(crate) fn queue_for_owner(owner: u32, entry: Queued) -> Result<(), Queued> {
-    registry::push(owner, entry)
+    if let Some(parked) = registry::push(owner, entry)? {
+        parked.merge_for_parked_owner();
+    }
+    Ok(())
 }
 
 /// Whether the thread `id` has retired (dropped its [`LocalCounts`]: exited, or called
@@ -502,14 +625,13 @@ mod registry {
         QUEUES.contains_key(&id)
     }
 
-    pub(super) fn push(owner: u32, entry: Queued) -> Result<(), Queued> {
+    /// Pushes to the owner's queue; returns the queue when its owner is parked (to merge once
+    /// the shard lock is let go: merging frees objects, which may push again).
+    pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<Arc<Queue>>, Queued> {
         // The read guard holds the shard lock across the push, so `remove` cannot slip between
         // finding the queue and pushing to it.
         match QUEUES.get(&owner) {
-            Some(found) => {
-                found.queue.push(entry);
-                Ok(())
-            }
+            Some(found) => Ok(found.queue.push(entry).then(|| found.queue.clone())),
             None => Err(entry),
         }
     }
@@ -553,13 +675,10 @@ mod registry {
         QUEUES.lock().contains_key(&id)
     }
 
-    pub(super) fn push(owner: u32, entry: Queued) -> Result<(), Queued> {
+    pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<Arc<Queue>>, Queued> {
         let queues = QUEUES.lock();
         match queues.get(&owner) {
-            Some((queue, _)) => {
-                queue.push(entry);
-                Ok(())
-            }
+            Some((queue, _)) => Ok(queue.push(entry).then(|| queue.clone())),
             None => Err(entry),
         }
     }
