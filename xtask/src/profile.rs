@@ -24,7 +24,7 @@ use inferno::flamegraph::{self, Options as GraphOptions};
 use serde_json::Value;
 
 use crate::bench::{runner_build_step, runner_in, ALLOCATOR_PURGE, WORKLOADS};
-use crate::steps::{run_steps, Failed, Workspace};
+use crate::steps::{run_steps, write, Failed, Workspace};
 use crate::variants::Variant;
 
 #[derive(clap::Args, Debug)]
@@ -316,10 +316,6 @@ fn shorten(symbol: &str) -> String {
     }
     let cut: String = symbol.chars().take(WIDTH - 1).collect();
     format!("{cut}…")
-}
-
-fn write(path: &Path, text: &str) -> Result<(), Failed> {
-    fs::write(path, text).map_err(|e| Failed(format!("cannot write {}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::env;
 use std::ffi::OsString;
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
@@ -179,6 +179,11 @@ fn shell_quote(word: &str) -> String {
 }
 
 /// Where the workspace lives and where the builds go.
+/// Writes a report file, naming the path in the error.
+pub fn write(path: &Path, text: &str) -> Result<(), Failed> {
+    std::fs::write(path, text).map_err(|e| Failed(format!("cannot write {}: {e}", path.display())))
+}
+
 pub struct Workspace {
     pub root: PathBuf,
     pub target_root: PathBuf,

@@ -7,26 +7,9 @@ use std::process::{Command, Output};
 
 use serde_json::Value;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("xtask runs")
-}
+mod common;
 
-fn refused_with(args: &[&str], listed: &str) {
-    let output = xtask(args);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert_eq!(
-        output.status.code(),
-        Some(2),
-        "{args:?} should be a usage error: {stderr}"
-    );
-    assert!(
-        stderr.contains(listed),
-        "{args:?}: the error should list the valid values ({listed}): {stderr}"
-    );
-}
+use common::{refused_with, xtask};
 
 #[test]
 fn unknown_workloads_builds_and_bad_thread_counts_are_refused_with_status_2() {

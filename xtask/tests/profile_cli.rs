@@ -3,14 +3,11 @@
 //! arguments are refused with status 2.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
-fn xtask(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(args)
-        .output()
-        .expect("xtask runs")
-}
+mod common;
+
+use common::{refused_with, xtask};
 
 /// Why `perf record` cannot run here, or `None` when it can.
 fn perf_unusable(dir: &Path) -> Option<String> {
@@ -100,12 +97,6 @@ fn unknown_workloads_and_builds_are_refused_with_status_2() {
             "not a size factor",
         ),
     ] {
-        let output = xtask(args);
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(
-            stderr.contains(listed),
-            "{args:?} should list {listed}: {stderr}"
-        );
+        refused_with(args, listed);
     }
 }

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use clap::builder::PossibleValuesParser;
 
-use crate::steps::{Failed, Workspace};
+use crate::steps::{write, Failed, Workspace};
 use crate::variants::Variant;
 
 /// The workload catalogue, by name (the runner has the same list; `ftrt-runner --list`).
@@ -226,8 +226,4 @@ pub fn run(workspace: &Workspace, options: Options) -> Result<(), Failed> {
             failed.join("; ")
         )))
     }
-}
-
-fn write(path: &std::path::Path, text: &str) -> Result<(), Failed> {
-    std::fs::write(path, text).map_err(|e| Failed(format!("cannot write {}: {e}", path.display())))
 }
