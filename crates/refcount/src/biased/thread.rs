@@ -175,10 +175,17 @@ impl Queue {
     }
 
     fn park(&self) {
-        self.state.lock().parked = true;
+        let queued = {
+            let mut state = self.state.lock();
+            state.parked = true;
+            !state.entries.is_empty()
+        };
         // What was queued before the flag went up is merged now, by this thread as a claimer
-        // (the owner counts no more from here on, so it is as good as any other thread).
-        self.merge_for_parked_owner();
+        // (the owner counts no more from here on, so it is as good as any other thread). Every
+        // detach parks: with nothing queued, one lock hold is all it costs.
+        if queued {
+            self.merge_for_parked_owner();
+        }
     }
 
     fn unpark(&self) {
