@@ -8,12 +8,12 @@
 use std::marker::PhantomData;
 use std::ptr::{self, NonNull};
 
-use ftrt_gil::{section, BuildCount, Python};
+use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue};
 
 use crate::borrowed::Borrowed;
 use crate::error::{Error, Result};
-use crate::header::{header, payload, Header, Kind, TypeObject};
+use crate::header::{header, payload, publish, Header, Kind, TypeObject};
 use crate::refs::{decref, incref, OwnedRef};
 use crate::scalars::{hash_int, INT_TYPE};
 use crate::shared::Shared;
@@ -116,9 +116,36 @@ impl<'py, T: PyTypeInfo> Bound<'py, T> {
         unsafe { Bound::from_owned(self.into_raw()) }
     }
 
+    /// Whether a thread other than the one that made the object may reach it. An object starts
+    /// local to its creating thread, and its critical sections take no lock while it stays so;
+    /// it becomes shared, for good, when a [`Shared`] handle is made of it ([`Bound::unbind`]) or
+    /// when it is stored in a shared container, and with it everything it holds. Immortal
+    /// objects (`None`, small ints, interned strings, classes) are shared from the start.
+    ///
+    /// ```
+    /// use ftrt_gil::Python;
+    /// use ftrt_object::{PyInt, PyList};
+    ///
+    /// Python::attach(|py| {
+    ///     let (outer, inner) = (PyList::empty(py), PyList::empty(py));
+    ///     outer.append(inner.clone());
+    ///     assert!(!inner.is_shared()); // only this thread can reach either list
+    ///     let handle = outer.clone().unbind(); // `handle` could go to another thread
+    ///     assert!(outer.is_shared() && inner.is_shared());
+    ///     assert!(PyInt::new(py, 7).is_shared()); // a small int: immortal
+    ///     drop(handle);
+    /// });
+    /// ```
+    #[inline]
+    pub fn is_shared(&self) -> bool {
+        self.header().is_shared()
+    }
+
     /// A handle that can cross threads, for sharing the object.
     #[inline]
     pub fn unbind(self) -> Shared<T> {
+        // The handle may go to any thread: the object must be shared first (see `Header`).
+        publish(self.header());
         // SAFETY: this reference, of a type `T` accepts, is handed over.
         unsafe { Shared::from_owned(self.into_raw()) }
     }
@@ -262,7 +289,7 @@ impl<'py> Bound<'py, PyAny> {
             unsafe { (slots.traverse)(self.ptr, &mut visit) };
         };
         if slots.holds_change {
-            section::with(py, &self.header().lock, collect);
+            self.header().section(py, collect);
         } else {
             // Immutable contents (tuples, scalars, strings, classes): no lock byte is written,
             // so immortal objects stay unwritten.

@@ -19,14 +19,13 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use crossbeam_epoch::{Atomic, Guard};
-use ftrt_gil::{section, Python};
-use ftrt_lock::RawObjectLock;
+use ftrt_gil::Python;
 
 use crate::borrowed::Borrowed;
 use crate::bound::{hash_object, keys_equal, Bound};
 use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
-use crate::header::{allocate, Header, Kind, TypeObject};
+use crate::header::{allocate, publish, Header, Kind, TypeObject};
 use crate::reclaim::{owned, retire_array, retire_ref, with_guard};
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
@@ -193,16 +192,16 @@ impl DictPayload {
         NonNull::new(entry.value.load(Ordering::Acquire))
     }
 
-    /// Inserts or replaces, under `lock`.
+    /// Inserts or replaces, in `owner`'s critical section.
     pub(crate) fn insert(
         &self,
         py: Python<'_>,
-        lock: &RawObjectLock,
+        owner: &Header,
         hash: u64,
         key: OwnedRef,
         value: OwnedRef,
     ) {
-        section::with(py, lock, || {
+        owner.section(py, || {
             with_guard(|guard| {
                 let table = self.table(guard);
                 // SAFETY: `key` owns a reference; the table was loaded under `guard`.
@@ -226,18 +225,18 @@ impl DictPayload {
         })
     }
 
-    /// Removes `key`, under `lock`. Returns whether it was there.
+    /// Removes `key`, in `owner`'s critical section. Returns whether it was there.
     ///
     /// # Safety
     /// `key` is alive for the call.
     pub(crate) unsafe fn remove(
         &self,
         py: Python<'_>,
-        lock: &RawObjectLock,
+        owner: &Header,
         key: NonNull<Header>,
         hash: u64,
     ) -> bool {
-        section::with(py, lock, || {
+        owner.section(py, || {
             with_guard(|guard| {
                 let table = self.table(guard);
                 // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
@@ -280,18 +279,23 @@ impl DictPayload {
         self.table(guard)
     }
 
-    /// `self[key] = value`, under `lock`; a `TypeError` for an unhashable key.
+    /// `self[key] = value`, in `owner`'s critical section; a `TypeError` for an unhashable key.
     pub(crate) fn set<'py, V: PyTypeInfo>(
         &self,
-        lock: &RawObjectLock,
+        owner: &Header,
         key: &Bound<'py, PyAny>,
         value: Bound<'py, V>,
     ) -> Result<()> {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
+        if owner.is_shared() {
+            // A shared object holds only shared objects (see `Header`).
+            publish(key.header());
+            publish(value.header());
+        }
         self.insert(
             key.py(),
-            lock,
+            owner,
             hash,
             key.clone().into_owned_ref(),
             value.into_owned_ref(),
@@ -331,21 +335,21 @@ impl DictPayload {
             .map(|value| unsafe { Borrowed::new(value) }))
     }
 
-    /// Removes `key`, under `lock`; whether it was there.
-    pub(crate) fn delete(&self, lock: &RawObjectLock, key: &Bound<'_, PyAny>) -> Result<bool> {
+    /// Removes `key`, in `owner`'s critical section; whether it was there.
+    pub(crate) fn delete(&self, owner: &Header, key: &Bound<'_, PyAny>) -> Result<bool> {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
         // SAFETY: `key` keeps its object alive.
-        Ok(unsafe { self.remove(key.py(), lock, key.ptr(), hash) })
+        Ok(unsafe { self.remove(key.py(), owner, key.ptr(), hash) })
     }
 
-    /// The live entries in insertion order, under `lock`, as new references.
+    /// The live entries in insertion order, in `owner`'s critical section, as new references.
     pub(crate) fn items<'py>(
         &self,
         py: Python<'py>,
-        lock: &RawObjectLock,
+        owner: &Header,
     ) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        section::with(py, lock, || {
+        owner.section(py, || {
             with_guard(|guard| {
                 self.table(guard)
                     .live_entries()
@@ -372,6 +376,7 @@ impl DictPayload {
 
 impl Payload for DictPayload {
     const HOLDS_CHANGE: bool = true;
+    const HOLDS_REFERENCES: bool = true;
 
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
         self.repr_entries(f, nested, "{", "}")
@@ -479,7 +484,7 @@ impl<'py> Bound<'py, PyDict> {
         key: &Bound<'py, PyAny>,
         value: Bound<'py, V>,
     ) -> Result<()> {
-        self.payload().set(&self.header().lock, key, value)
+        self.payload().set(self.header(), key, value)
     }
 
     /// `self[key]`, without a lock; `KeyError` if absent.
@@ -517,7 +522,7 @@ impl<'py> Bound<'py, PyDict> {
 
     /// `del self[key]`; `KeyError` if absent.
     pub fn del_item(&self, key: &Bound<'py, PyAny>) -> Result<()> {
-        if self.payload().delete(&self.header().lock, key)? {
+        if self.payload().delete(self.header(), key)? {
             Ok(())
         } else {
             Err(key_error(key))
@@ -537,6 +542,6 @@ impl<'py> Bound<'py, PyDict> {
 
     /// The `(key, value)` pairs in insertion order (a consistent snapshot).
     pub fn items(&self) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        self.payload().items(self.py(), &self.header().lock)
+        self.payload().items(self.py(), self.header())
     }
 }

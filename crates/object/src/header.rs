@@ -1,11 +1,11 @@
 //! Every object's header, its type, and allocation.
 //!
 //! ```text
-//!  nogil (biased count)                    gil / nogil-atomic-rc
-//!  +--------+--------+--------+----+---+    +--------+----+---+
-//!  | owner  | local  | shared |lock|pad|    | count  |lock|pad|
-//!  | u32    | u32    | i32    | u8 |   |    | u32    | u8 |   |
-//!  +--------+--------+--------+----+---+    +--------+----+---+
+//!  nogil (biased count)                      gil / nogil-atomic-rc
+//!  +--------+--------+--------+----+----+--+  +--------+----+----+--+
+//!  | owner  | local  | shared |lock|seen|  |  | count  |lock|seen|  |
+//!  | u32    | u32    | i32    | u8 | u8 |  |  | u32    | u8 | u8 |  |
+//!  +--------+--------+--------+----+----+--+  +--------+----+----+--+
 //!  | type: &'static TypeObject         |    | type: &'static   |
 //!  +-----------------------------------+    +------------------+
 //!   24 bytes                                  16 bytes
@@ -15,11 +15,13 @@
 //! build 32 (`ob_tid`, padding, `ob_mutex`, `ob_gc_bits`, `ob_ref_local`, `ob_ref_shared`,
 //! `ob_type`). ftrt's free-threaded header fits in 24 by using a 32-bit never-reused thread id
 //! and a 32-bit shared count (see `docs/refcount.md`). The lock byte is present in every build;
-//! the `gil` build never takes it.
+//! the `gil` build never takes it. `seen` says whether another thread may reach the object (see
+//! [`Header::section`]); it fits in the padding.
 
 use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use ftrt_gil::BuildCount;
+use ftrt_gil::{section, BuildCount, Python};
 use ftrt_lock::RawObjectLock;
 use ftrt_refcount::RefCount;
 
@@ -112,13 +114,99 @@ impl std::fmt::Debug for TypeObject {
 }
 
 /// The header every object starts with.
+///
+/// Objects start *local*: only the thread that made them can reach them. A local object needs no
+/// lock, since no other thread can take one, so its critical sections are skipped, and in the
+/// free-threaded builds that removes two atomic read-modify-writes from every list append or dict
+/// store on private data.
+///
+/// The invariant: **a local object is reachable from its creating thread alone.** Every way a
+/// reference reaches another thread goes through `publish` first, on the creating thread:
+/// - [`Bound::unbind`](crate::Bound::unbind), the only way to a [`Shared`](crate::Shared) (the
+///   only `Send` handle);
+/// - a store into a shared container (list, dict, instance or module attributes), which
+///   publishes the value (and a dict's key) before it takes the container's lock;
+/// - immortal objects (`None`, small ints, interned strings, classes), which any thread reaches
+///   through statics, are born shared.
+///
+/// Publishing is transitive: it marks everything the object reaches through local objects, so
+/// **a shared object holds only shared objects**. Containers made of items, tuples included,
+/// start local whatever their items are.
 #[repr(C)]
 pub struct Header {
     /// First, so a pointer to the count is a pointer to the object (the biased count's merge
     /// queues hold count pointers and free through them).
     pub(crate) count: BuildCount,
     pub(crate) lock: RawObjectLock,
+    /// Whether a thread other than the one that made the object may reach it: see
+    /// [`Header::section`]. Set once, never cleared.
+    shared: AtomicBool,
     pub(crate) ty: &'static TypeObject,
+}
+
+impl Header {
+    /// Whether another thread may reach the object. Only the creating thread ever sees `false`,
+    /// until it publishes the object.
+    #[inline]
+    pub(crate) fn is_shared(&self) -> bool {
+        // Relaxed: the creating thread reads its own writes; any other thread got the reference
+        // through a hand-over that `publish` precedes (see there).
+        self.shared.load(Ordering::Relaxed)
+    }
+
+    /// Runs `f` in the object's critical section: the lock (through `ftrt_gil::section`, which
+    /// skips it under the GIL) once the object is shared, nothing while it is local. A local
+    /// object cannot become shared inside `f`: publishing happens in the caller's own code
+    /// (`unbind`, a store into another container), never inside an object's section.
+    #[inline]
+    pub(crate) fn section<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
+        if self.is_shared() {
+            section::with(py, &self.lock, f)
+        } else {
+            f()
+        }
+    }
+}
+
+/// Marks `object` shared, with everything it reaches through local objects, before a reference
+/// to it is handed to another thread (see [`Header`]'s invariant).
+///
+/// Called on the creating thread while `object` is local, or on any thread once it is shared
+/// (then it returns at once). The writes are relaxed: the hand-over that follows (a release store
+/// or lock release in the container, a channel or spawn for a `Shared`) orders them before any
+/// other thread's first load of the object.
+#[inline]
+pub(crate) fn publish(object: &Header) {
+    if !object.is_shared() {
+        publish_local(object);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn publish_local(root: &Header) {
+    root.shared.store(true, Ordering::Relaxed);
+    if !root.ty.slots.holds_references {
+        return;
+    }
+    // Depth-first over the local objects, with an explicit stack: nesting may be deep.
+    let mut local = vec![NonNull::from(root)];
+    while let Some(object) = local.pop() {
+        let mut visit = |held: crate::Borrowed<'_>| {
+            // SAFETY: held by `object`, which is alive and, being local, unchanged meanwhile.
+            let held_header = unsafe { header(held.ptr()) };
+            if !held_header.is_shared() {
+                held_header.shared.store(true, Ordering::Relaxed);
+                if held_header.ty.slots.holds_references {
+                    local.push(held.ptr());
+                }
+            }
+        };
+        // SAFETY: alive (held by the root's holder, or by an object on the stack); its own
+        // type's slot; it was local until just now, so no other thread can change what it holds,
+        // and this thread is here, not in one of its sections.
+        unsafe { (header(object).ty.slots.traverse)(object, &mut visit) };
+    }
 }
 
 /// An object: the header, then the payload of its kind.
@@ -134,7 +222,7 @@ pub(crate) fn allocate<P: Send + Sync>(
     payload: P,
     token: Token<'_>,
 ) -> NonNull<Header> {
-    allocate_with_count(ty, payload, <BuildCount as RefCount>::new(token))
+    allocate_with_count(ty, payload, <BuildCount as RefCount>::new(token), false)
 }
 
 /// Allocates an object that is never freed and whose count is never written.
@@ -142,19 +230,22 @@ pub(crate) fn allocate_immortal<P: Send + Sync>(
     ty: &'static TypeObject,
     payload: P,
 ) -> NonNull<Header> {
-    allocate_with_count(ty, payload, <BuildCount as RefCount>::immortal())
+    allocate_with_count(ty, payload, <BuildCount as RefCount>::immortal(), true)
 }
 
 fn allocate_with_count<P>(
     ty: &'static TypeObject,
     payload: P,
     count: BuildCount,
+    immortal: bool,
 ) -> NonNull<Header> {
     stats::allocated(ty.kind);
     let object = Box::new(Object {
         header: Header {
             count,
             lock: RawObjectLock::new(),
+            // Immortal objects are reachable from every thread through statics.
+            shared: AtomicBool::new(immortal),
             ty,
         },
         payload,

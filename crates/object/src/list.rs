@@ -13,12 +13,12 @@ use std::ptr::{self, NonNull};
 use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
 
 use crossbeam_epoch::{Atomic, Guard};
-use ftrt_gil::{section, Python};
+use ftrt_gil::Python;
 
 use crate::borrowed::Borrowed;
 use crate::bound::Bound;
 use crate::error::{Error, Result};
-use crate::header::{allocate, Header, Kind, TypeObject};
+use crate::header::{allocate, publish, Header, Kind, TypeObject};
 use crate::reclaim::{owned, retire_array, retire_ref, with_guard};
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
@@ -91,6 +91,7 @@ impl ListPayload {
 
 impl Payload for ListPayload {
     const HOLDS_CHANGE: bool = true;
+    const HOLDS_REFERENCES: bool = true;
 
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
         // Loaded under the print's guard, which keeps what a writer removes meanwhile alive.
@@ -176,9 +177,18 @@ impl<'py> Bound<'py, PyList> {
     /// Runs `f` in the list's critical section, with a guard to load its array with.
     fn locked<R>(&self, f: impl FnOnce(&ListPayload, &Guard) -> R) -> R {
         let list = self.payload();
-        section::with(self.py(), &self.header().lock, || {
-            with_guard(|guard| f(list, guard))
-        })
+        self.header()
+            .section(self.py(), || with_guard(|guard| f(list, guard)))
+    }
+
+    /// The list's reference to an item about to be stored in it: published first if the list is
+    /// shared (a shared object holds only shared objects: see `Header`).
+    #[inline]
+    fn store<T: PyTypeInfo>(&self, item: Bound<'py, T>) -> OwnedRef {
+        if self.header().is_shared() {
+            publish(item.header());
+        }
+        item.into_owned_ref()
     }
 
     /// `len()`, without a lock.
@@ -194,7 +204,7 @@ impl<'py> Bound<'py, PyList> {
 
     /// Appends `item`.
     pub fn append<T: PyTypeInfo>(&self, item: Bound<'py, T>) {
-        let item = item.into_owned_ref();
+        let item = self.store(item);
         self.locked(|list, guard| list.push(item, guard));
     }
 
@@ -234,7 +244,7 @@ impl<'py> Bound<'py, PyList> {
 
     /// `self[index] = value`; `IndexError` outside.
     pub fn set_item<T: PyTypeInfo>(&self, index: i64, value: Bound<'py, T>) -> Result<()> {
-        let value = value.into_owned_ref();
+        let value = self.store(value);
         self.locked(|list, guard| {
             let at = position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
             let old = list.slots(guard).0[at].swap(value.into_raw().as_ptr(), Ordering::AcqRel);

@@ -56,6 +56,7 @@ impl Payload for ClassPayload {
 
 impl Payload for InstancePayload {
     const HOLDS_CHANGE: bool = true;
+    const HOLDS_REFERENCES: bool = true;
 
     fn repr(&self, this: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
         write!(f, "<{} object at {:p}>", this.type_name(), this.ptr())
@@ -69,6 +70,7 @@ impl Payload for InstancePayload {
 
 impl Payload for ModulePayload {
     const HOLDS_CHANGE: bool = true;
+    const HOLDS_REFERENCES: bool = true;
 
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
         write!(f, "<module '{}'>", self.name)
@@ -168,7 +170,7 @@ macro_rules! attribute_methods {
                 name: &Bound<'py, PyStr>,
                 value: Bound<'py, V>,
             ) -> Result<()> {
-                self.attrs().set(&self.header().lock, name, value)
+                self.attrs().set(self.header(), name, value)
             }
 
             /// Reads an attribute, without a lock; `AttributeError` if absent.
@@ -211,7 +213,7 @@ macro_rules! attribute_methods {
 
             /// Deletes an attribute; `AttributeError` if absent.
             pub fn del_attr(&self, name: &Bound<'py, PyStr>) -> Result<()> {
-                if self.attrs().delete(&self.header().lock, name)? {
+                if self.attrs().delete(self.header(), name)? {
                     Ok(())
                 } else {
                     Err(no_attribute(self, name))

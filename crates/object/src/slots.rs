@@ -50,6 +50,10 @@ pub(crate) trait Payload: Sized + Send + Sync + 'static {
     /// tables): only then does a consistent traversal need the object's critical section.
     /// Immutable and immortal objects are traversed without writing their lock byte.
     const HOLDS_CHANGE: bool = false;
+
+    /// Whether the object may hold references at all (containers, tuples, instances, modules):
+    /// publishing an object that holds none ends without a traversal.
+    const HOLDS_REFERENCES: bool = false;
 }
 
 /// A type's behaviour, type-erased: each slot takes the object's pointer and casts it to the
@@ -75,6 +79,8 @@ pub(crate) struct Slots {
     pub(crate) traverse: unsafe fn(NonNull<Header>, &mut Visit<'_>),
     /// [`Payload::HOLDS_CHANGE`].
     pub(crate) holds_change: bool,
+    /// [`Payload::HOLDS_REFERENCES`].
+    pub(crate) holds_references: bool,
 }
 
 impl Slots {
@@ -87,6 +93,7 @@ impl Slots {
             free: free_object::<P>,
             traverse: traverse::<P>,
             holds_change: P::HOLDS_CHANGE,
+            holds_references: P::HOLDS_REFERENCES,
         }
     }
 }

@@ -37,6 +37,8 @@ impl Payload for TuplePayload {
             visit(unsafe { Borrowed::new(item.as_ptr()) });
         }
     }
+
+    const HOLDS_REFERENCES: bool = true;
 }
 
 impl PyTuple {

@@ -280,3 +280,101 @@ fn under_the_gil_without_the_reader_count_the_model_catches_the_use_after_free()
     let outcome = std::panic::catch_unwind(|| loom::model(|| gil_borrow_across_a_release(false)));
     assert!(outcome.is_err(), "the model missed a use after free");
 }
+
+/// Local objects: an object only its creating thread can reach takes no lock in its critical
+/// sections, and the creating thread marks it shared before handing a reference to another
+/// thread (`Header`'s invariant). The model: the creator mutates a fresh object with its section
+/// skipped, publishes it into a shared slot, and mutates it again; another thread takes it from
+/// the slot and mutates it, locking only if the object says it is shared. The value is a loom
+/// `UnsafeCell`, so two unlocked writes that are not ordered fail the model, and every write
+/// must survive.
+mod local_objects {
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+    use loom::sync::{Arc, Mutex};
+    use loom::thread;
+
+    struct Object {
+        shared: AtomicBool,
+        lock: Mutex<()>,
+        value: UnsafeCell<u32>,
+    }
+
+    impl Object {
+        /// A critical section: skipped while the object is local.
+        fn section(&self, f: impl FnOnce(&mut u32)) {
+            let _held = self
+                .shared
+                .load(Ordering::Relaxed)
+                .then(|| self.lock.lock().unwrap());
+            // SAFETY: locked, or local (no other thread can reach the object).
+            self.value.with_mut(|value| f(unsafe { &mut *value }));
+        }
+    }
+
+    /// Where a shared container keeps the object: written under its lock, as a shared list or
+    /// dict is.
+    struct Container {
+        lock: Mutex<()>,
+        slot: AtomicPtr<Object>,
+    }
+
+    fn creator_publishes_then_mutates(mark_before_hand_over: bool) {
+        let container = Arc::new(Container {
+            lock: Mutex::new(()),
+            slot: AtomicPtr::new(std::ptr::null_mut()),
+        });
+        let other = {
+            let container = container.clone();
+            thread::spawn(move || {
+                let found = {
+                    let _held = container.lock.lock().unwrap();
+                    container.slot.load(Ordering::Relaxed)
+                };
+                // SAFETY: the object is freed only after both threads are joined.
+                if let Some(object) = unsafe { found.as_ref() } {
+                    object.section(|value| *value += 10);
+                }
+                !found.is_null()
+            })
+        };
+        let object = Box::into_raw(Box::new(Object {
+            shared: AtomicBool::new(false),
+            lock: Mutex::new(()),
+            value: UnsafeCell::new(0),
+        }));
+        // SAFETY: freed at the end of the model.
+        let local = unsafe { &*object };
+        local.section(|value| *value += 1);
+        if mark_before_hand_over {
+            local.shared.store(true, Ordering::Relaxed);
+        }
+        {
+            let _held = container.lock.lock().unwrap();
+            container.slot.store(object, Ordering::Relaxed);
+        }
+        if !mark_before_hand_over {
+            local.shared.store(true, Ordering::Relaxed);
+        }
+        local.section(|value| *value += 100);
+        let other_saw_it = other.join().unwrap();
+        let expected = if other_saw_it { 111 } else { 101 };
+        local.section(|value| assert_eq!(*value, expected, "a write was lost"));
+        // SAFETY: both threads are done with it.
+        drop(unsafe { Box::from_raw(object) });
+    }
+
+    #[test]
+    fn a_local_object_is_marked_shared_before_another_thread_can_reach_it() {
+        loom::model(|| creator_publishes_then_mutates(true));
+    }
+
+    #[test]
+    fn marking_after_the_hand_over_is_caught_by_the_model() {
+        // The other thread can find the object still marked local and skip the lock while the
+        // creator's section runs: this shows the model can fail.
+        let outcome =
+            std::panic::catch_unwind(|| loom::model(|| creator_publishes_then_mutates(false)));
+        assert!(outcome.is_err(), "the model missed an unlocked race");
+    }
+}
