@@ -26,7 +26,7 @@ use crate::bound::{hash_object, keys_equal, Bound};
 use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
 use crate::header::{allocate, publish, Header, Kind, TypeObject};
-use crate::reclaim::{owned, retire_array, retire_ref, with_guard};
+use crate::reclaim::{owned, retire_array, retire_ref, with_guard, with_read_guard};
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
 use crate::types::{py_type, PyAny, PyTypeInfo};
@@ -304,11 +304,15 @@ impl DictPayload {
     }
 
     /// A new reference to the value of `key`, without a lock.
-    pub(crate) fn get<'py>(&self, key: &Bound<'py, PyAny>) -> Result<Option<Bound<'py, PyAny>>> {
+    pub(crate) fn get<'py>(
+        &self,
+        owner: &Header,
+        key: &Bound<'py, PyAny>,
+    ) -> Result<Option<Bound<'py, PyAny>>> {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
         let py = key.py();
-        Ok(with_guard(|guard| {
+        Ok(with_read_guard(owner, |guard| {
             // SAFETY: `key` keeps its object alive; the value was found under the guard: alive
             // until it is dropped, so until after the increment.
             unsafe { self.lookup(key.ptr(), hash, guard) }
@@ -489,7 +493,9 @@ impl<'py> Bound<'py, PyDict> {
 
     /// `self[key]`, without a lock; `KeyError` if absent.
     pub fn get_item(&self, key: &Bound<'py, PyAny>) -> Result<Bound<'py, PyAny>> {
-        self.payload().get(key)?.ok_or_else(|| key_error(key))
+        self.payload()
+            .get(self.header(), key)?
+            .ok_or_else(|| key_error(key))
     }
 
     /// `self[key]`, without a lock and without counting; `KeyError` if absent. The value lives
@@ -534,7 +540,7 @@ impl<'py> Bound<'py, PyDict> {
         let dict = self.payload();
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
-        Ok(with_guard(|guard| {
+        Ok(with_read_guard(self.header(), |guard| {
             // SAFETY: `key` keeps its object alive; only the pointer's presence is used.
             unsafe { dict.lookup(key.ptr(), hash, guard) }.is_some()
         }))

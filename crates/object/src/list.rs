@@ -19,7 +19,7 @@ use crate::borrowed::Borrowed;
 use crate::bound::Bound;
 use crate::error::{Error, Result};
 use crate::header::{allocate, publish, Header, Kind, TypeObject};
-use crate::reclaim::{owned, retire_array, retire_ref, with_guard};
+use crate::reclaim::{owned, retire_array, retire_ref, with_guard, with_read_guard};
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
 use crate::types::{py_type, PyAny, PyTypeInfo};
@@ -213,7 +213,7 @@ impl<'py> Bound<'py, PyList> {
     pub fn get_item(&self, index: i64) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
         let list = self.payload();
-        let fast = with_guard(|guard| {
+        let fast = with_read_guard(self.header(), |guard| {
             let at = position(index, list.len.load(Ordering::Acquire)).ok_or_else(out_of_range)?;
             let item = list
                 .slots(guard)

@@ -176,7 +176,7 @@ macro_rules! attribute_methods {
             /// Reads an attribute, without a lock; `AttributeError` if absent.
             pub fn get_attr(&self, name: &Bound<'py, PyStr>) -> Result<Bound<'py, PyAny>> {
                 self.attrs()
-                    .get(name)?
+                    .get(self.header(), name)?
                     .ok_or_else(|| no_attribute(self, name))
             }
 

@@ -31,6 +31,7 @@
 
 use crossbeam_epoch::{Guard, Owned, Shared as EpochShared};
 
+use crate::header::Header;
 use crate::refs::OwnedRef;
 
 /// Runs `f` with a guard that protects pointers loaded from containers.
@@ -48,6 +49,21 @@ pub(crate) fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
         // user code and never lets the GIL go, so nothing it loads is freed while it uses it.
         // (Replaced arrays retired through this guard are freed at once; removed references go
         // through `retire_ref`, which defers them while a `ReadGuard` is alive.)
+        f(unsafe { crossbeam_epoch::unprotected() })
+    }
+}
+
+/// Runs `f` with a guard for a lock-free read of `owner`'s contents that retires nothing: a
+/// pinned guard (`with_guard`) once `owner` is shared, none for a local object, whose contents
+/// only this thread can change, and does not while it reads (see `Header`).
+#[inline]
+pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
+    if owner.is_shared() {
+        with_guard(f)
+    } else {
+        // SAFETY: `owner` is local, so no other thread can reach it to remove what `f` loads,
+        // and `f` reads without writing: what it loads stays in the container, alive, until `f`
+        // has returned. Nothing is retired through this guard.
         f(unsafe { crossbeam_epoch::unprotected() })
     }
 }
