@@ -30,6 +30,7 @@ pub const TSAN_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-gil", "threads").with_features("gil"),
     TestSuite::new("ftrt-object", "concurrency"),
     TestSuite::new("ftrt-object", "concurrency").with_features("ftrt-gil/gil"),
+    TestSuite::new("ftrt-object", "local_objects"),
 ];
 
 /// Integer-to-pointer casts are allowed because `parking_lot_core`, where every contended lock
