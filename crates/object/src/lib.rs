@@ -67,6 +67,7 @@ mod display;
 mod error;
 mod guard;
 mod header;
+mod interned;
 mod list;
 mod namespace;
 mod reclaim;

@@ -1,21 +1,20 @@
-//! Strings: immutable, hash computed once, and an interning table on `dashmap`.
+//! Strings: immutable, hash computed once, and an interning table (`interned`).
 //!
 //! Interned strings are immortal: they are typically attribute names and dict keys that every
 //! thread uses, so their counts must not be a point of contention (and the table keeps them
-//! forever anyway). Each thread also keeps a cache of the strings it has interned: a `dashmap`
-//! lookup takes a shard's read lock, an atomic write to a cache line every interning thread
-//! shares, while the cache is private (and may hold the pointers forever, since interned strings
-//! never die).
+//! forever anyway). The shared table's lookups write nothing; each thread also keeps a cache of
+//! the strings it has interned, which skips hashing into the shared table (and may hold the
+//! pointers forever, since interned strings never die).
 
 use std::fmt::{self, Formatter};
 use std::sync::LazyLock;
 
-use dashmap::DashMap;
 use ftrt_gil::Python;
 
 use crate::borrowed::Borrowed;
 use crate::bound::Bound;
 use crate::header::{allocate, allocate_immortal, Kind, TypeObject};
+use crate::interned::InternTable;
 use crate::scalars::Immortal;
 use crate::slots::{Payload, Repr};
 use crate::types::py_type;
@@ -31,7 +30,7 @@ pub(crate) struct StrPayload {
 }
 
 impl StrPayload {
-    fn new(text: &str) -> Self {
+    pub(crate) fn new(text: &str) -> Self {
         Self {
             hash: hash_bytes(text.as_bytes()),
             text: text.into(),
@@ -55,7 +54,7 @@ impl Payload for StrPayload {
 
 pub(crate) static STR_TYPE: TypeObject = TypeObject::new::<StrPayload>("str", Kind::Str);
 
-static INTERNED: LazyLock<DashMap<Box<str>, Immortal>> = LazyLock::new(DashMap::new);
+static INTERNED: LazyLock<InternTable> = LazyLock::new(InternTable::new);
 
 /// A fast non-cryptographic hash (the FxHash recipe, 8 bytes at a time).
 fn hash_bytes(bytes: &[u8]) -> u64 {
@@ -135,12 +134,9 @@ impl PyStr {
 
 #[cold]
 fn intern_shared(text: &str) -> Immortal {
-    match INTERNED.get(text) {
-        Some(found) => *found,
-        None => *INTERNED
-            .entry(text.into())
-            .or_insert_with(|| Immortal(allocate_immortal(&STR_TYPE, StrPayload::new(text)))),
-    }
+    INTERNED.get_or_insert(text, hash_bytes(text.as_bytes()), || {
+        allocate_immortal(&STR_TYPE, StrPayload::new(text))
+    })
 }
 
 /// How many strings are interned.

@@ -404,7 +404,7 @@ pub(crate) const OBJECT_CREATE: Workload = Workload {
     run: object_create,
 };
 
-const INTERNS_TOTAL: usize = 28_000_000;
+const INTERNS_TOTAL: usize = 56_000_000;
 const POOL: usize = 500;
 
 /// Each thread interns texts drawn from one pool, every lookup through the shared interning

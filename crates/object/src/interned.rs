@@ -1,0 +1,200 @@
+//! The interning table: insert-only, with lookups that write nothing.
+//!
+//! Interned strings are immortal, so the table never removes an entry, and that makes lock-free
+//! lookups simple: an open-addressing array of pointers, each slot written once (from null to a
+//! string) under the writers' mutex and read with acquire loads. A lookup touches no cache line
+//! that another thread writes unless that thread is inserting, so threads interning the same
+//! names scale: a lock-based map (`dashmap`, which the table used before) takes a shard's read
+//! lock, an atomic write to a line every looking-up thread shares.
+//!
+//! A full table is not resized in place: the writer builds one twice the size, publishes it, and
+//! *keeps* the old one, since a lookup may still be probing it. Old tables add up to less than
+//! the current one, and none is freed while the program runs (the strings in them never are
+//! either). A lookup on an old table can miss a string inserted since; it then takes the
+//! writers' mutex and looks again in the current table before inserting.
+
+use std::ptr::{self, NonNull};
+use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use crate::header::{payload, Header};
+use crate::scalars::Immortal;
+use crate::string::StrPayload;
+
+/// Slots in the first table: a power of two.
+const FIRST_CAPACITY: usize = 1024;
+
+/// An open-addressing table of interned strings; a null slot is empty.
+struct Table {
+    slots: Box<[AtomicPtr<Header>]>,
+}
+
+impl Table {
+    fn with_capacity(capacity: usize) -> Table {
+        debug_assert!(capacity.is_power_of_two());
+        Table {
+            slots: (0..capacity)
+                .map(|_| AtomicPtr::new(ptr::null_mut()))
+                .collect(),
+        }
+    }
+
+    /// The string whose text is `text`, if this table has it.
+    fn find(&self, text: &str, hash: u64) -> Option<NonNull<Header>> {
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        loop {
+            // Acquire: pairs with the release store that filled the slot, so the string it
+            // points to is seen whole.
+            let string = NonNull::new(self.slots[at].load(Ordering::Acquire))?;
+            // SAFETY: slots hold interned strings, which are immortal.
+            let held = unsafe { payload::<StrPayload>(string) };
+            if held.hash == hash && *held.text == *text {
+                return Some(string);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Puts `string` in the first empty slot of its probe sequence. Writers only (the mutex);
+    /// the table has an empty slot (it is at most half full).
+    fn put(&self, string: NonNull<Header>, hash: u64) {
+        let mask = self.slots.len() - 1;
+        let mut at = hash as usize & mask;
+        while !self.slots[at].load(Ordering::Relaxed).is_null() {
+            at = (at + 1) & mask;
+        }
+        // Release: a lookup that loads the pointer sees the string's payload written.
+        self.slots[at].store(string.as_ptr(), Ordering::Release);
+    }
+}
+
+/// The interning table: see the module docs.
+pub(crate) struct InternTable {
+    /// The newest table, in `writer.tables`.
+    current: AtomicPtr<Table>,
+    /// How many strings are interned.
+    len: AtomicUsize,
+    /// Inserts and growth; every table ever made, so none is freed under a lookup.
+    writer: Mutex<Vec<Box<Table>>>,
+}
+
+impl InternTable {
+    pub(crate) fn new() -> InternTable {
+        let first = Box::new(Table::with_capacity(FIRST_CAPACITY));
+        InternTable {
+            current: AtomicPtr::new(ptr::from_ref(&*first).cast_mut()),
+            len: AtomicUsize::new(0),
+            writer: Mutex::new(vec![first]),
+        }
+    }
+
+    /// The interned string whose text is `text`; `make` makes it (an immortal string of that
+    /// text) if there is none yet.
+    pub(crate) fn get_or_insert(
+        &self,
+        text: &str,
+        hash: u64,
+        make: impl FnOnce() -> NonNull<Header>,
+    ) -> Immortal {
+        // SAFETY: `current` always points to a table in `writer`'s list, never freed.
+        let current = unsafe { &*self.current.load(Ordering::Acquire) };
+        match current.find(text, hash) {
+            Some(found) => Immortal(found),
+            None => self.insert(text, hash, make),
+        }
+    }
+
+    #[cold]
+    fn insert(&self, text: &str, hash: u64, make: impl FnOnce() -> NonNull<Header>) -> Immortal {
+        let mut tables = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let current = tables.last().expect("the first table");
+        // Another writer may have inserted it, or grown the table, since our lookup.
+        if let Some(found) = current.find(text, hash) {
+            return Immortal(found);
+        }
+        let len = self.len.load(Ordering::Relaxed) + 1;
+        if len * 2 > current.slots.len() {
+            let grown = Box::new(Table::with_capacity(current.slots.len() * 2));
+            for slot in current.slots.iter() {
+                if let Some(string) = NonNull::new(slot.load(Ordering::Relaxed)) {
+                    // SAFETY: an interned string, immortal.
+                    grown.put(string, unsafe { payload::<StrPayload>(string) }.hash);
+                }
+            }
+            // Release: a lookup that loads the new table sees its slots filled.
+            self.current
+                .store(ptr::from_ref(&*grown).cast_mut(), Ordering::Release);
+            tables.push(grown);
+        }
+        let string = make();
+        tables.last().expect("the current table").put(string, hash);
+        self.len.store(len, Ordering::Relaxed);
+        Immortal(string)
+    }
+
+    /// How many strings are interned.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::header::allocate_immortal;
+    use crate::string::STR_TYPE;
+
+    fn make(text: &str) -> NonNull<Header> {
+        allocate_immortal(&STR_TYPE, StrPayload::new(text))
+    }
+
+    #[test]
+    fn each_text_is_interned_once_across_growth() {
+        let table = InternTable::new();
+        let texts: Vec<String> = (0..5 * FIRST_CAPACITY).map(|i| format!("t{i}")).collect();
+        let first: Vec<_> = texts
+            .iter()
+            .map(|t| {
+                table
+                    .get_or_insert(t, StrPayload::new(t).hash, || make(t))
+                    .0
+            })
+            .collect();
+        assert_eq!(table.len(), texts.len());
+        for (text, first) in texts.iter().zip(&first) {
+            let again = table.get_or_insert(text, StrPayload::new(text).hash, || {
+                panic!("{text} was interned twice")
+            });
+            assert_eq!(again.0, *first);
+        }
+        assert!(
+            table.writer.lock().unwrap().len() > 1,
+            "the table never grew"
+        );
+    }
+
+    #[test]
+    fn threads_interning_the_same_texts_get_the_same_strings() {
+        let table = InternTable::new();
+        let texts: Vec<String> = (0..3 * FIRST_CAPACITY).map(|i| format!("s{i}")).collect();
+        let found: Vec<Vec<usize>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        texts
+                            .iter()
+                            .map(|t| {
+                                let hash = StrPayload::new(t).hash;
+                                table.get_or_insert(t, hash, || make(t)).0.as_ptr() as usize
+                            })
+                            .collect()
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        assert!(found.windows(2).all(|pair| pair[0] == pair[1]));
+        assert_eq!(table.len(), texts.len());
+    }
+}
