@@ -75,7 +75,9 @@ pub(crate) struct InternTable {
     current: AtomicPtr<Table>,
     /// How many strings are interned.
     len: AtomicUsize,
-    /// Inserts and growth; every table ever made, so none is freed under a lookup.
+    /// Inserts and growth; every table ever made, so none is freed under a lookup. Boxed:
+    /// `current` points at a table, which must not move when the list grows.
+    #[allow(clippy::vec_box)]
     writer: Mutex<Vec<Box<Table>>>,
 }
 
