@@ -69,23 +69,39 @@ impl Table {
     }
 }
 
+/// A table the interning table owns (a leaked `Box`, freed when the interning table is
+/// dropped): raw, because lookups hold pointers to it while the writer keeps the list.
+struct OwnedTable(NonNull<Table>);
+
+// SAFETY: a `Table` is atomics only, so it may be used and freed from any thread.
+unsafe impl Send for OwnedTable {}
+
+impl OwnedTable {
+    fn new(table: Table) -> OwnedTable {
+        OwnedTable(NonNull::from(Box::leak(Box::new(table))))
+    }
+
+    fn get(&self) -> &Table {
+        // SAFETY: alive until the interning table is dropped, and only read through `&`.
+        unsafe { self.0.as_ref() }
+    }
+}
+
 /// The interning table: see the module docs.
 pub(crate) struct InternTable {
-    /// The newest table, in `writer.tables`.
+    /// The newest table, the last in `writer`'s list.
     current: AtomicPtr<Table>,
     /// How many strings are interned.
     len: AtomicUsize,
-    /// Inserts and growth; every table ever made, so none is freed under a lookup. Boxed:
-    /// `current` points at a table, which must not move when the list grows.
-    #[allow(clippy::vec_box)]
-    writer: Mutex<Vec<Box<Table>>>,
+    /// Inserts and growth; every table ever made, so none is freed under a lookup.
+    writer: Mutex<Vec<OwnedTable>>,
 }
 
 impl InternTable {
     pub(crate) fn new() -> InternTable {
-        let first = Box::new(Table::with_capacity(FIRST_CAPACITY));
+        let first = OwnedTable::new(Table::with_capacity(FIRST_CAPACITY));
         InternTable {
-            current: AtomicPtr::new(ptr::from_ref(&*first).cast_mut()),
+            current: AtomicPtr::new(first.0.as_ptr()),
             len: AtomicUsize::new(0),
             writer: Mutex::new(vec![first]),
         }
@@ -110,27 +126,32 @@ impl InternTable {
     #[cold]
     fn insert(&self, text: &str, hash: u64, make: impl FnOnce() -> NonNull<Header>) -> Immortal {
         let mut tables = self.writer.lock().unwrap_or_else(|e| e.into_inner());
-        let current = tables.last().expect("the first table");
+        let current = tables.last().expect("the first table").get();
         // Another writer may have inserted it, or grown the table, since our lookup.
         if let Some(found) = current.find(text, hash) {
             return Immortal(found);
         }
         let len = self.len.load(Ordering::Relaxed) + 1;
         if len * 2 > current.slots.len() {
-            let grown = Box::new(Table::with_capacity(current.slots.len() * 2));
+            let grown = OwnedTable::new(Table::with_capacity(current.slots.len() * 2));
             for slot in current.slots.iter() {
                 if let Some(string) = NonNull::new(slot.load(Ordering::Relaxed)) {
                     // SAFETY: an interned string, immortal.
-                    grown.put(string, unsafe { payload::<StrPayload>(string) }.hash);
+                    grown
+                        .get()
+                        .put(string, unsafe { payload::<StrPayload>(string) }.hash);
                 }
             }
             // Release: a lookup that loads the new table sees its slots filled.
-            self.current
-                .store(ptr::from_ref(&*grown).cast_mut(), Ordering::Release);
+            self.current.store(grown.0.as_ptr(), Ordering::Release);
             tables.push(grown);
         }
         let string = make();
-        tables.last().expect("the current table").put(string, hash);
+        tables
+            .last()
+            .expect("the current table")
+            .get()
+            .put(string, hash);
         self.len.store(len, Ordering::Relaxed);
         Immortal(string)
     }
@@ -138,6 +159,17 @@ impl InternTable {
     /// How many strings are interned.
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for InternTable {
+    fn drop(&mut self) {
+        // The strings are immortal and stay; the tables go. `&mut self`: no lookup is running.
+        let tables = self.writer.get_mut().unwrap_or_else(|e| e.into_inner());
+        for table in tables.drain(..) {
+            // SAFETY: leaked by `OwnedTable::new`, freed once, here.
+            drop(unsafe { Box::from_raw(table.0.as_ptr()) });
+        }
     }
 }
 
@@ -151,10 +183,17 @@ mod tests {
         allocate_immortal(&STR_TYPE, StrPayload::new(text))
     }
 
+    /// Texts enough to grow the table: once under Miri (slow), several times otherwise.
+    const TEXTS: usize = if cfg!(miri) {
+        FIRST_CAPACITY
+    } else {
+        5 * FIRST_CAPACITY
+    };
+
     #[test]
     fn each_text_is_interned_once_across_growth() {
         let table = InternTable::new();
-        let texts: Vec<String> = (0..5 * FIRST_CAPACITY).map(|i| format!("t{i}")).collect();
+        let texts: Vec<String> = (0..TEXTS).map(|i| format!("t{i}")).collect();
         let first: Vec<_> = texts
             .iter()
             .map(|t| {
@@ -179,9 +218,9 @@ mod tests {
     #[test]
     fn threads_interning_the_same_texts_get_the_same_strings() {
         let table = InternTable::new();
-        let texts: Vec<String> = (0..3 * FIRST_CAPACITY).map(|i| format!("s{i}")).collect();
+        let texts: Vec<String> = (0..TEXTS).map(|i| format!("s{i}")).collect();
         let found: Vec<Vec<usize>> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..4)
+            let handles: Vec<_> = (0..if cfg!(miri) { 2 } else { 4 })
                 .map(|_| {
                     s.spawn(|| {
                         texts
