@@ -3,7 +3,7 @@
 //! ```text
 //!  nogil (biased count)                      gil / nogil-atomic-rc
 //!  +--------+--------+--------+----+----+--+  +--------+----+----+--+
-//!  | owner  | local  | shared |lock|seen|  |  | count  |lock|seen|  |
+//!  | owner  | local  | shared |lock|flag|  |  | count  |lock|flag|  |
 //!  | u32    | u32    | i32    | u8 | u8 |  |  | u32    | u8 | u8 |  |
 //!  +--------+--------+--------+----+----+--+  +--------+----+----+--+
 //!  | type: &'static TypeObject         |    | type: &'static   |
@@ -15,8 +15,8 @@
 //! build 32 (`ob_tid`, padding, `ob_mutex`, `ob_gc_bits`, `ob_ref_local`, `ob_ref_shared`,
 //! `ob_type`). ftrt's free-threaded header fits in 24 by using a 32-bit never-reused thread id
 //! and a 32-bit shared count (see `docs/refcount.md`). The lock byte is present in every build;
-//! the `gil` build never takes it. `seen` says whether another thread may reach the object (see
-//! [`Header::section`]); it fits in the padding.
+//! the `gil` build never takes it. `flag` is the `shared` flag, whether another thread may
+//! reach the object (see [`Header::section`]); it fits in the padding.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -39,10 +39,19 @@ impl Table {
         }
     }
 
+    /// Where `hash`'s probe sequence starts: the top bits of the hash times an odd constant
+    /// (Fibonacci hashing), which depend on every bit of the hash. The string hash's own low bits
+    /// depend only on its last 8-byte chunk, so names that end alike (`var10000`, `var10001`,
+    /// ...) would otherwise start in one slot and probe in one long cluster.
+    fn home(&self, hash: u64) -> usize {
+        let bits = self.slots.len().trailing_zeros();
+        (hash.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - bits)) as usize
+    }
+
     /// The string whose text is `text`, if this table has it.
     fn find(&self, text: &str, hash: u64) -> Option<NonNull<Header>> {
         let mask = self.slots.len() - 1;
-        let mut at = hash as usize & mask;
+        let mut at = self.home(hash);
         loop {
             // Acquire: pairs with the release store that filled the slot, so the string it
             // points to is seen whole.
@@ -60,7 +69,7 @@ impl Table {
     /// the table has an empty slot (it is at most half full).
     fn put(&self, string: NonNull<Header>, hash: u64) {
         let mask = self.slots.len() - 1;
-        let mut at = hash as usize & mask;
+        let mut at = self.home(hash);
         while !self.slots[at].load(Ordering::Relaxed).is_null() {
             at = (at + 1) & mask;
         }
@@ -213,6 +222,34 @@ mod tests {
             table.writer.lock().unwrap().len() > 1,
             "the table never grew"
         );
+    }
+
+    /// The longest distance from a string's home slot to where it sits, in the current table.
+    fn longest_probe(table: &InternTable) -> usize {
+        let tables = table.writer.lock().unwrap();
+        let current = tables.last().unwrap().get();
+        let len = current.slots.len();
+        (0..len)
+            .filter_map(|at| {
+                let string = NonNull::new(current.slots[at].load(Ordering::Relaxed))?;
+                // SAFETY: an interned string, immortal.
+                let home = current.home(unsafe { payload::<StrPayload>(string) }.hash);
+                Some((at + len - home) % len)
+            })
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn names_that_end_alike_do_not_cluster() {
+        let table = InternTable::new();
+        // 8 bytes each, one hash chunk, all with the same first bytes.
+        for i in 0..TEXTS {
+            let text = format!("var{:05}", 10_000 + i);
+            table.get_or_insert(&text, StrPayload::new(&text).hash, || make(&text));
+        }
+        let longest = longest_probe(&table);
+        assert!(longest < 32, "a probe of {longest} slots for {TEXTS} names");
     }
 
     #[test]

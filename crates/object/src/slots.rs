@@ -19,6 +19,12 @@ use crate::header::{free_object, header, payload, Header};
 pub(crate) type Visit<'a> = dyn FnMut(Borrowed<'_>) + 'a;
 
 /// The behaviour of the objects whose payload is `Self`.
+///
+/// The slots run no user code and publish nothing: `Header::section` skips the lock of a local
+/// object, and `reclaim::with_read_guard` reads a local container unpinned, both on the grounds
+/// that nothing inside a section or a read can hand the object to another thread or change it
+/// from this one. Slots that call out (a Python-level `__eq__`, `__hash__` or `__del__`) would
+/// have to publish the objects they expose first, and end such reads.
 pub(crate) trait Payload: Sized + Send + Sync + 'static {
     /// Writes Python's `repr` of `this`, the object holding this payload. Nested objects are
     /// written through `nested`, which bounds the depth and keeps what it prints alive.
