@@ -25,7 +25,7 @@ use crate::borrowed::Borrowed;
 use crate::bound::{hash_object, keys_equal, Bound};
 use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
-use crate::header::{allocate, publish, Header, Kind, TypeObject};
+use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{owned, retire_array, retire_ref, with_guard, with_read_guard};
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
@@ -288,11 +288,8 @@ impl DictPayload {
     ) -> Result<()> {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
-        if owner.is_shared() {
-            // A shared object holds only shared objects (see `Header`).
-            publish(key.header());
-            publish(value.header());
-        }
+        owner.before_storing(key.header());
+        owner.before_storing(value.header());
         self.insert(
             key.py(),
             owner,

@@ -154,6 +154,16 @@ impl Header {
         self.shared.load(Ordering::Relaxed)
     }
 
+    /// Readies `item` to be stored in this object: publishes it first if this object is shared
+    /// (a shared object holds only shared objects). Every store into a container calls it
+    /// before taking the container's lock.
+    #[inline]
+    pub(crate) fn before_storing(&self, item: &Header) {
+        if self.is_shared() {
+            publish(item);
+        }
+    }
+
     /// Runs `f` in the object's critical section: the lock (through `ftrt_gil::section`, which
     /// skips it under the GIL) once the object is shared, nothing while it is local. A local
     /// object cannot become shared inside `f`: publishing happens in the caller's own code
@@ -185,27 +195,30 @@ pub(crate) fn publish(object: &Header) {
 #[cold]
 #[inline(never)]
 fn publish_local(root: &Header) {
-    root.shared.store(true, Ordering::Relaxed);
-    if !root.ty.slots.holds_references {
-        return;
-    }
-    // Depth-first over the local objects, with an explicit stack: nesting may be deep.
-    let mut local = vec![NonNull::from(root)];
+    // Depth-first over the local objects, with an explicit stack: nesting may be deep. Only
+    // objects that hold references go on it, so a leaf allocates nothing.
+    let mut local = Vec::new();
+    mark_shared(root, &mut local);
     while let Some(object) = local.pop() {
         let mut visit = |held: crate::Borrowed<'_>| {
             // SAFETY: held by `object`, which is alive and, being local, unchanged meanwhile.
-            let held_header = unsafe { header(held.ptr()) };
-            if !held_header.is_shared() {
-                held_header.shared.store(true, Ordering::Relaxed);
-                if held_header.ty.slots.holds_references {
-                    local.push(held.ptr());
-                }
+            let held = unsafe { header(held.ptr()) };
+            if !held.is_shared() {
+                mark_shared(held, &mut local);
             }
         };
         // SAFETY: alive (held by the root's holder, or by an object on the stack); its own
         // type's slot; it was local until just now, so no other thread can change what it holds,
         // and this thread is here, not in one of its sections.
         unsafe { (header(object).ty.slots.traverse)(object, &mut visit) };
+    }
+}
+
+/// Marks one local object shared, and queues it for its contents if it may hold any.
+fn mark_shared(object: &Header, local: &mut Vec<NonNull<Header>>) {
+    object.shared.store(true, Ordering::Relaxed);
+    if object.ty.slots.holds_references {
+        local.push(NonNull::from(object));
     }
 }
 

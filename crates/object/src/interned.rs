@@ -186,7 +186,7 @@ impl Drop for InternTable {
 mod tests {
     use super::*;
     use crate::header::allocate_immortal;
-    use crate::string::STR_TYPE;
+    use crate::string::{hash_bytes, STR_TYPE};
 
     fn make(text: &str) -> NonNull<Header> {
         allocate_immortal(&STR_TYPE, StrPayload::new(text))
@@ -207,13 +207,13 @@ mod tests {
             .iter()
             .map(|t| {
                 table
-                    .get_or_insert(t, StrPayload::new(t).hash, || make(t))
+                    .get_or_insert(t, hash_bytes(t.as_bytes()), || make(t))
                     .0
             })
             .collect();
         assert_eq!(table.len(), texts.len());
         for (text, first) in texts.iter().zip(&first) {
-            let again = table.get_or_insert(text, StrPayload::new(text).hash, || {
+            let again = table.get_or_insert(text, hash_bytes(text.as_bytes()), || {
                 panic!("{text} was interned twice")
             });
             assert_eq!(again.0, *first);
@@ -246,7 +246,7 @@ mod tests {
         // 8 bytes each, one hash chunk, all with the same first bytes.
         for i in 0..TEXTS {
             let text = format!("var{:05}", 10_000 + i);
-            table.get_or_insert(&text, StrPayload::new(&text).hash, || make(&text));
+            table.get_or_insert(&text, hash_bytes(text.as_bytes()), || make(&text));
         }
         let longest = longest_probe(&table);
         assert!(longest < 32, "a probe of {longest} slots for {TEXTS} names");
@@ -263,7 +263,7 @@ mod tests {
                         texts
                             .iter()
                             .map(|t| {
-                                let hash = StrPayload::new(t).hash;
+                                let hash = hash_bytes(t.as_bytes());
                                 table.get_or_insert(t, hash, || make(t)).0.as_ptr() as usize
                             })
                             .collect()

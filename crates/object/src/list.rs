@@ -18,7 +18,7 @@ use ftrt_gil::Python;
 use crate::borrowed::Borrowed;
 use crate::bound::Bound;
 use crate::error::{Error, Result};
-use crate::header::{allocate, publish, Header, Kind, TypeObject};
+use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{owned, retire_array, retire_ref, with_guard, with_read_guard};
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
@@ -181,13 +181,10 @@ impl<'py> Bound<'py, PyList> {
             .section(self.py(), || with_guard(|guard| f(list, guard)))
     }
 
-    /// The list's reference to an item about to be stored in it: published first if the list is
-    /// shared (a shared object holds only shared objects: see `Header`).
+    /// The list's reference to an item about to be stored in it (see `Header::before_storing`).
     #[inline]
     fn store<T: PyTypeInfo>(&self, item: Bound<'py, T>) -> OwnedRef {
-        if self.header().is_shared() {
-            publish(item.header());
-        }
+        self.header().before_storing(item.header());
         item.into_owned_ref()
     }
 

@@ -57,7 +57,7 @@ pub(crate) static STR_TYPE: TypeObject = TypeObject::new::<StrPayload>("str", Ki
 static INTERNED: LazyLock<InternTable> = LazyLock::new(InternTable::new);
 
 /// A fast non-cryptographic hash (the FxHash recipe, 8 bytes at a time).
-fn hash_bytes(bytes: &[u8]) -> u64 {
+pub(crate) fn hash_bytes(bytes: &[u8]) -> u64 {
     const K: u64 = 0x517c_c1b7_2722_0a95;
     let mut hash = bytes.len() as u64;
     let mut chunks = bytes.chunks_exact(8);
