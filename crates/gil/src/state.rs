@@ -165,6 +165,8 @@ struct Current {
     exited: Cell<bool>,
     /// [`local::frame`]: never torn down, so it works in every thread-local destructor.
     frame: Cell<*mut ()>,
+    /// [`local::readers`]: never torn down either.
+    readers: Cell<usize>,
 }
 
 /// Owns the block; its destructor is the thread's exit.
@@ -202,6 +204,7 @@ thread_local! {
             attached: Cell::new(false),
             exited: Cell::new(false),
             frame: Cell::new(std::ptr::null_mut()),
+            readers: Cell::new(0),
         }
     };
     static OWNED: Owned = Owned::new();
@@ -616,7 +619,8 @@ pub mod counters {
 /// ```
 ///
 /// Also here: [`frame`](local::frame), one pointer per thread that is never torn down, for a work list that a
-/// frame on the stack publishes to the calls nested in it (the object model's trashcan).
+/// frame on the stack publishes to the calls nested in it (the object model's trashcan); and
+/// [`readers`](local::readers), a count of the reads open on this thread.
 pub mod local {
     use std::cell::Cell;
     use std::ptr::NonNull;
@@ -771,5 +775,33 @@ pub mod local {
     #[inline(always)]
     pub fn set_frame(frame: *mut ()) {
         CURRENT.with(|c| c.frame.set(frame));
+    }
+
+    /// How many reads are open on the calling thread: [`enter_read`] calls not yet matched by
+    /// [`leave_read`]. Like [`frame`], it lives in the thread-local every access goes through and
+    /// is never torn down. The object model counts its read guards here: a write to a container
+    /// only this thread can reach may free what it removes at once when no read is open, since
+    /// no reader, on this thread or another, can still hold it.
+    #[inline(always)]
+    pub fn readers() -> usize {
+        CURRENT.with(|c| c.readers.get())
+    }
+
+    /// Opens a read on the calling thread (see [`readers`]).
+    #[inline(always)]
+    pub fn enter_read() {
+        CURRENT.with(|c| c.readers.set(c.readers.get() + 1));
+    }
+
+    /// Closes a read opened on the calling thread with [`enter_read`].
+    #[inline(always)]
+    pub fn leave_read() {
+        CURRENT.with(|c| {
+            let open = c.readers.get();
+            debug_assert!(open > 0, "leave_read without enter_read");
+            // Wrapping: an unmatched leave leaves a huge count, which errs on the safe side
+            // (every removal waits for the epoch).
+            c.readers.set(open.wrapping_sub(1));
+        });
     }
 }

@@ -26,7 +26,9 @@ use crate::bound::{hash_object, keys_equal, Bound};
 use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
 use crate::header::{allocate, Header, Kind, TypeObject};
-use crate::reclaim::{owned, retire_array, retire_ref, with_guard, with_read_guard};
+use crate::reclaim::{
+    owned, replace, retire_array, retire_ref, with_guard, with_read_guard, with_write_guard,
+};
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
 use crate::types::{py_type, PyAny, PyTypeInfo};
@@ -202,25 +204,25 @@ impl DictPayload {
         value: OwnedRef,
     ) {
         owner.section(py, || {
-            with_guard(|guard| {
+            with_write_guard(owner, |guard| {
                 let table = self.table(guard);
                 // SAFETY: `key` owns a reference; the table was loaded under `guard`.
                 if let Some((_, entry)) = unsafe { table.find(key.as_ptr(), hash) } {
-                    let old = entry
-                        .value
-                        .swap(value.into_raw().as_ptr(), Ordering::AcqRel);
+                    let old = replace(&entry.value, value.into_raw().as_ptr());
                     let old = NonNull::new(old).expect("a found entry holds a value");
                     // SAFETY: the dict owned the replaced value.
-                    retire_ref(unsafe { OwnedRef::from_raw(old) }, guard);
+                    retire_ref(owner, unsafe { OwnedRef::from_raw(old) }, guard);
                     return; // `key` (the caller's extra reference) is dropped: the entry keeps its own.
                 }
                 let table = if table.is_full() {
-                    self.rebuild(guard)
+                    self.rebuild(owner, guard)
                 } else {
                     table
                 };
                 table.append(hash, key, value);
-                self.len.fetch_add(1, Ordering::Release);
+                // A load and a store: writers hold the section (see `replace`).
+                let len = self.len.load(Ordering::Relaxed);
+                self.len.store(len + 1, Ordering::Release);
             })
         })
     }
@@ -237,7 +239,7 @@ impl DictPayload {
         hash: u64,
     ) -> bool {
         owner.section(py, || {
-            with_guard(|guard| {
+            with_write_guard(owner, |guard| {
                 let table = self.table(guard);
                 // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
                 let Some((slot, entry)) = (unsafe { table.find(key, hash) }) else {
@@ -245,19 +247,19 @@ impl DictPayload {
                 };
                 table.indices[slot].store(DUMMY, Ordering::Release);
                 for field in [&entry.value, &entry.key] {
-                    let old = NonNull::new(field.swap(ptr::null_mut(), Ordering::AcqRel))
-                        .expect("a live entry");
+                    let old = NonNull::new(replace(field, ptr::null_mut())).expect("a live entry");
                     // SAFETY: the dict owned this reference.
-                    retire_ref(unsafe { OwnedRef::from_raw(old) }, guard);
+                    retire_ref(owner, unsafe { OwnedRef::from_raw(old) }, guard);
                 }
-                self.len.fetch_sub(1, Ordering::Release);
+                let len = self.len.load(Ordering::Relaxed);
+                self.len.store(len - 1, Ordering::Release);
                 true
             })
         })
     }
 
     /// Moves the live entries, in order, into a table with room to grow, and retires the old one.
-    fn rebuild<'g>(&'g self, guard: &'g Guard) -> &'g Table {
+    fn rebuild<'g>(&'g self, owner: &Header, guard: &'g Guard) -> &'g Table {
         let old = self.table(guard);
         let live = self.len.load(Ordering::Relaxed);
         let fresh = Table::new((live * 2).max(MIN_INDICES));
@@ -275,7 +277,7 @@ impl DictPayload {
         }
         let old = self.table.swap(owned(fresh), Ordering::AcqRel, guard);
         // SAFETY: unreachable now, and its references moved to the new table.
-        unsafe { retire_array(old, guard) };
+        unsafe { retire_array(owner, old, guard) };
         self.table(guard)
     }
 
@@ -351,7 +353,7 @@ impl DictPayload {
         owner: &Header,
     ) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         owner.section(py, || {
-            with_guard(|guard| {
+            with_read_guard(owner, |guard| {
                 self.table(guard)
                     .live_entries()
                     .map(|entry| {

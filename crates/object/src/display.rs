@@ -15,7 +15,8 @@ use crate::slots::Repr;
 /// remove alive until the print is over:
 ///
 /// - free-threaded builds: an epoch pin (reads need no attachment there, so a `Shared` may be
-///   printed from any thread);
+///   printed from any thread), and a read open on this thread (`ftrt_gil::local::readers`), for
+///   writes to local containers, which skip the epoch when no read is open;
 /// - `gil` build: attached (re-entrant, so free for an attached thread; a `Shared` printed from
 ///   another thread takes the GIL, since reading without it races with its holder's writes) and
 ///   under a [`ReadGuard`](crate::ReadGuard), which defers removals.
@@ -33,6 +34,16 @@ pub(crate) unsafe fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) 
     }
     #[cfg(not(ftrt_gil_build))]
     {
+        /// The print is a read open on this thread until it ends, panics included: a write the
+        /// writer makes meanwhile to a local container must not free what it removes at once.
+        struct OpenRead;
+        impl Drop for OpenRead {
+            fn drop(&mut self) {
+                ftrt_gil::local::leave_read();
+            }
+        }
+        ftrt_gil::local::enter_read();
+        let _open = OpenRead;
         let guard = crossbeam_epoch::pin();
         // SAFETY: alive per the caller; `guard` keeps removed items alive for the print.
         unsafe { Repr::new(&guard).object(object, f) }

@@ -7,7 +7,9 @@
 //!
 //! - **Free-threaded builds:** the guard pins the thread in `crossbeam-epoch`'s default
 //!   collector, the one writers retire into (see `reclaim`). A removed value is dropped only
-//!   after every thread pinned at the time has unpinned.
+//!   after every thread pinned at the time has unpinned. The guard also counts itself as a read
+//!   open on its thread (`ftrt_gil::local::readers`): a write to a local container, which no
+//!   other thread can read, frees what it removes at once only while none is open.
 //! - **`gil` build:** readers and writers take turns on the GIL, but a reader can still outlive a
 //!   removal: on its own thread (borrow, then `del_item`), or on another thread while the reader
 //!   holds its guard across `allow_threads` or a GIL switch at `Python::check`. So the guard
@@ -80,6 +82,10 @@ impl<'py> ReadGuard<'py> {
         let _ = py;
         #[cfg(ftrt_gil_build)]
         gil_readers::enter();
+        // Counted on this thread too: writes to a local container free what they remove at once
+        // only while no read is open here (see `reclaim::retire_ref`).
+        #[cfg(not(ftrt_gil_build))]
+        ftrt_gil::local::enter_read();
         ReadGuard {
             // The default collector: the one `reclaim` retires into.
             #[cfg(not(ftrt_gil_build))]
@@ -109,6 +115,8 @@ impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
         #[cfg(ftrt_gil_build)]
         gil_readers::leave();
+        #[cfg(not(ftrt_gil_build))]
+        ftrt_gil::local::leave_read();
     }
 }
 

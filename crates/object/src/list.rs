@@ -19,7 +19,9 @@ use crate::borrowed::Borrowed;
 use crate::bound::Bound;
 use crate::error::{Error, Result};
 use crate::header::{allocate, Header, Kind, TypeObject};
-use crate::reclaim::{owned, retire_array, retire_ref, with_guard, with_read_guard};
+use crate::reclaim::{
+    owned, replace, retire_array, retire_ref, with_guard, with_read_guard, with_write_guard,
+};
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
 use crate::types::{py_type, PyAny, PyTypeInfo};
@@ -70,7 +72,7 @@ impl ListPayload {
     }
 
     /// Appends under the lock: store the item, then publish the new length.
-    fn push(&self, item: OwnedRef, guard: &Guard) {
+    fn push(&self, owner: &Header, item: OwnedRef, guard: &Guard) {
         let len = self.len.load(Ordering::Relaxed);
         let mut slots = self.slots(guard);
         if len == slots.0.len() {
@@ -81,7 +83,7 @@ impl ListPayload {
             // Release: readers that see the new array see the copied pointers.
             let old = self.slots.swap(owned(grown), Ordering::AcqRel, guard);
             // SAFETY: unreachable now; its references moved to the new array.
-            unsafe { retire_array(old, guard) };
+            unsafe { retire_array(owner, old, guard) };
             slots = self.slots(guard);
         }
         slots.0[len].store(item.into_raw().as_ptr(), Ordering::Release);
@@ -177,8 +179,9 @@ impl<'py> Bound<'py, PyList> {
     /// Runs `f` in the list's critical section, with a guard to load its array with.
     fn locked<R>(&self, f: impl FnOnce(&ListPayload, &Guard) -> R) -> R {
         let list = self.payload();
-        self.header()
-            .section(self.py(), || with_guard(|guard| f(list, guard)))
+        self.header().section(self.py(), || {
+            with_write_guard(self.header(), |guard| f(list, guard))
+        })
     }
 
     /// The list's reference to an item about to be stored in it (see `Header::before_storing`).
@@ -202,7 +205,7 @@ impl<'py> Bound<'py, PyList> {
     /// Appends `item`.
     pub fn append<T: PyTypeInfo>(&self, item: Bound<'py, T>) {
         let item = self.store(item);
-        self.locked(|list, guard| list.push(item, guard));
+        self.locked(|list, guard| list.push(self.header(), item, guard));
     }
 
     /// `self[index]`, without a lock (negative indices count from the end); `IndexError`
@@ -244,10 +247,10 @@ impl<'py> Bound<'py, PyList> {
         let value = self.store(value);
         self.locked(|list, guard| {
             let at = position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
-            let old = list.slots(guard).0[at].swap(value.into_raw().as_ptr(), Ordering::AcqRel);
+            let old = replace(&list.slots(guard).0[at], value.into_raw().as_ptr());
             let old = NonNull::new(old).expect("slots below the length hold items");
             // SAFETY: the list owned the replaced reference.
-            retire_ref(unsafe { OwnedRef::from_raw(old) }, guard);
+            retire_ref(self.header(), unsafe { OwnedRef::from_raw(old) }, guard);
             Ok(())
         })
     }
@@ -269,7 +272,7 @@ impl<'py> Bound<'py, PyList> {
             slots[len - 1].store(ptr::null_mut(), Ordering::Release);
             let removed = NonNull::new(removed).expect("slots below the length hold items");
             // SAFETY: the list owned the removed reference.
-            retire_ref(unsafe { OwnedRef::from_raw(removed) }, guard);
+            retire_ref(self.header(), unsafe { OwnedRef::from_raw(removed) }, guard);
             Ok(())
         })
     }
@@ -284,14 +287,14 @@ impl<'py> Bound<'py, PyList> {
                 .ok_or_else(|| Error::IndexError("pop from empty list".into()))?;
             // Shorten first, so readers checking the length stop before the emptied slot.
             list.len.store(last, Ordering::Release);
-            let item = list.slots(guard).0[last].swap(ptr::null_mut(), Ordering::AcqRel);
+            let item = replace(&list.slots(guard).0[last], ptr::null_mut());
             let item = NonNull::new(item).expect("slots below the length hold items");
             // The caller gets a new reference; the list's own is retired for the readers that
             // may have loaded it.
             // SAFETY: the list's reference keeps it alive until retired.
             let popped = unsafe { Bound::from_borrowed(py, item) };
             // SAFETY: the list owned this reference.
-            retire_ref(unsafe { OwnedRef::from_raw(item) }, guard);
+            retire_ref(self.header(), unsafe { OwnedRef::from_raw(item) }, guard);
             Ok(popped)
         })
     }

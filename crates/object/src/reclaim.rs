@@ -29,6 +29,8 @@
 //! while it lets another thread run. So it is dropped at once only when no
 //! [`ReadGuard`](crate::ReadGuard) is alive; otherwise it waits for the last one (see `guard`).
 
+use std::sync::atomic::{AtomicPtr, Ordering};
+
 use crossbeam_epoch::{Guard, Owned, Shared as EpochShared};
 
 use crate::header::Header;
@@ -53,30 +55,101 @@ pub(crate) fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
     }
 }
 
+/// Runs `f`, a write to `owner`'s contents inside its critical section, with a guard to load
+/// them with and to retire what it removes through: a pinned guard (`with_guard`) unless no
+/// reader can hold what `f` removes ([`no_reader_can_hold`]: a local object, no read open on
+/// this thread), where none is needed, and `retire_ref` and `retire_array` free at once.
+#[inline]
+pub(crate) fn with_write_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
+    #[cfg(not(ftrt_gil_build))]
+    {
+        let pinned = (!no_reader_can_hold(owner)).then(crossbeam_epoch::pin);
+        let guard = match &pinned {
+            Some(pinned) => pinned,
+            // SAFETY: `owner` is local: no other thread can reach it to read it or replace its
+            // arrays, so what `f` loads stays alive until `f` itself removes it; and with no read
+            // open on this thread nothing else holds what it removes, which is freed at once.
+            // (Should the condition change inside `f`, the retire functions pin for themselves:
+            // they never defer through an unprotected guard.)
+            None => unsafe { crossbeam_epoch::unprotected() },
+        };
+        f(guard)
+    }
+    #[cfg(ftrt_gil_build)]
+    {
+        let _ = owner;
+        with_guard(f)
+    }
+}
+
+/// Replaces what `slot` holds, in its container's critical section, and returns the old
+/// pointer: a load and a store rather than a swap, since writers hold the section and so none
+/// races with this one (readers only load). Release: a reader that loads the new pointer sees
+/// the object it points to.
+#[inline]
+pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
+    let old = slot.load(Ordering::Relaxed);
+    slot.store(new, Ordering::Release);
+    old
+}
+
 /// Runs `f` with a guard for a lock-free read of `owner`'s contents that retires nothing: a
 /// pinned guard (`with_guard`) once `owner` is shared, none for a local object, whose contents
 /// only this thread can change, and does not while it reads (see `Header`).
 #[inline]
 pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
-    if owner.is_shared() {
+    #[cfg(not(ftrt_gil_build))]
+    {
+        // One call site for `f`, so that it inlines into the caller: the read is a few loads,
+        // and a call with its result passed through memory cost as much as the read.
+        let pinned = owner.is_shared().then(crossbeam_epoch::pin);
+        let guard = match &pinned {
+            Some(pinned) => pinned,
+            // SAFETY: `owner` is local, so no other thread can reach it to remove what `f`
+            // loads, and `f` reads without writing: what it loads stays in the container, alive,
+            // until `f` has returned. Nothing is retired through this guard.
+            None => unsafe { crossbeam_epoch::unprotected() },
+        };
+        f(guard)
+    }
+    #[cfg(ftrt_gil_build)]
+    {
+        let _ = owner;
         with_guard(f)
-    } else {
-        // SAFETY: `owner` is local, so no other thread can reach it to remove what `f` loads,
-        // and `f` reads without writing: what it loads stays in the container, alive, until `f`
-        // has returned. Nothing is retired through this guard.
-        f(unsafe { crossbeam_epoch::unprotected() })
     }
 }
 
-/// Drops a reference taken out of a container once no reader can still be using it.
-pub(crate) fn retire_ref(reference: OwnedRef, guard: &Guard) {
+/// Drops a reference taken out of `owner` once no reader can still be using it: at once if
+/// none can be (see [`no_reader_can_hold`]), else after the readers (`gil_readers` in the `gil`
+/// build, the epoch in the free-threaded ones).
+#[inline]
+pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
     #[cfg(ftrt_gil_build)]
     {
-        let _ = guard;
+        let _ = (owner, guard);
         crate::guard::gil_readers::retire(reference);
     }
     #[cfg(not(ftrt_gil_build))]
-    batches::retire(reference, guard);
+    if no_reader_can_hold(owner) {
+        drop(reference);
+    } else if guard.collector().is_some() {
+        batches::retire(reference, guard);
+    } else {
+        // Unprotected (`with_write_guard` found no reader, and one opened since): deferring
+        // through it would free at once.
+        batches::retire(reference, &crossbeam_epoch::pin());
+    }
+}
+
+/// Whether nothing a write removes from `owner` can still be held by a reader, so that it may
+/// be freed at once: `owner` is local (no other thread can reach it, so none reads it) and no
+/// read is open on this thread ([`ReadGuard`](crate::ReadGuard)s and `Debug` prints count
+/// themselves in `ftrt_gil::local::readers`). Every other lock-free read of a container runs no
+/// user code, so no write on this thread runs while it holds a pointer it loaded.
+#[cfg(not(ftrt_gil_build))]
+#[inline]
+fn no_reader_can_hold(owner: &Header) -> bool {
+    !owner.is_shared() && ftrt_gil::local::readers() == 0
 }
 
 /// Hands this thread's retired references to the epoch and drops the expired batches posted
@@ -249,13 +322,29 @@ mod batches {
     }
 }
 
-/// Frees an array or table that was replaced, once no reader can still be using it.
+/// Frees an array or table that was replaced in `owner`, once no reader can still be using it
+/// (at once if none can be, as for [`retire_ref`]).
 ///
 /// # Safety
 /// `old` is no longer reachable from its container, and its contents' references were moved
 /// to the replacement (freeing it must not release them).
-pub(crate) unsafe fn retire_array<T: Send>(old: EpochShared<'_, T>, guard: &Guard) {
-    // SAFETY: unreachable per the caller; the epoch delays the free past current readers.
+pub(crate) unsafe fn retire_array<T: Send>(owner: &Header, old: EpochShared<'_, T>, guard: &Guard) {
+    #[cfg(not(ftrt_gil_build))]
+    if no_reader_can_hold(owner) {
+        // SAFETY: unreachable per the caller, and no reader holds it.
+        drop(unsafe { old.into_owned() });
+        return;
+    }
+    let _ = owner;
+    #[cfg(not(ftrt_gil_build))]
+    if guard.collector().is_none() {
+        // Unprotected, as in `retire_ref`.
+        // SAFETY: unreachable per the caller; the epoch delays the free past current readers.
+        unsafe { crossbeam_epoch::pin().defer_destroy(old) };
+        return;
+    }
+    // SAFETY: unreachable per the caller; the epoch delays the free past current readers (in
+    // the `gil` build the guard is unprotected and frees at once: nothing reads concurrently).
     unsafe { guard.defer_destroy(old) };
 }
 

@@ -9,9 +9,10 @@ use std::thread;
 
 use common::leak_checked;
 use ftrt_gil::Python;
+use ftrt_object::stats::live_objects;
 use ftrt_object::{
-    Bound, PyAny, PyBool, PyClass, PyDict, PyFloat, PyInt, PyList, PyModule, PyNone, PyStr,
-    PyTuple, SMALL_INTS,
+    Bound, Kind, PyAny, PyBool, PyClass, PyDict, PyFloat, PyInt, PyList, PyModule, PyNone, PyStr,
+    PyTuple, ReadGuard, SMALL_INTS,
 };
 
 #[cfg(not(any(miri, ftrt_tsan)))]
@@ -231,5 +232,66 @@ fn a_list_made_local_then_shared_loses_no_append_to_a_second_writer() {
         let list = found.downcast::<PyList>().unwrap();
         assert_eq!(list.len(), (WRITERS + 1) * APPENDS);
         assert_eq!(list.to_vec().len(), list.len());
+    });
+}
+
+/// What a write removes from a local container dies at once: no other thread can read the
+/// container, and no read is open on this one.
+#[test]
+fn a_write_to_a_local_container_frees_what_it_removes_at_once() {
+    leak_checked(|py| {
+        let floats = || live_objects(Kind::Float);
+        let list = PyList::new(py, (0..3).map(|i| PyFloat::new(py, f64::from(i) + 0.5)));
+        let dict = PyDict::new(py);
+        let key = PyStr::new(py, "key").into_any();
+        dict.set_item(&key, PyFloat::new(py, 9.5)).unwrap();
+        let name = PyStr::intern(py, "x");
+        let instance = PyClass::new(py, "Holder").unwrap().instantiate();
+        instance.set_attr(&name, PyFloat::new(py, 7.5)).unwrap();
+        let removals: [(&str, &dyn Fn()); 5] = [
+            ("list del", &|| list.del_item(0).unwrap()),
+            ("list pop", &|| drop(list.pop().unwrap())),
+            ("list set", &|| list.set_item(0, PyNone::get(py)).unwrap()),
+            ("dict del", &|| dict.del_item(&key).unwrap()),
+            ("attribute replace", &|| {
+                instance.set_attr(&name, PyNone::get(py)).unwrap()
+            }),
+        ];
+        for (what, remove) in removals {
+            let before = floats();
+            remove();
+            assert_eq!(floats(), before - 1, "{what} kept the removed float alive");
+        }
+    });
+}
+
+/// Once the container is shared, a reader on another thread may hold what a write removes, so
+/// it waits for the epoch; while a read guard is open on this thread, so do a local
+/// container's removals.
+#[test]
+fn a_removal_waits_for_readers_once_the_container_is_shared_or_a_read_is_open() {
+    leak_checked(|py| {
+        let floats = || live_objects(Kind::Float);
+        let shared = PyList::new(py, [PyFloat::new(py, 0.5)]).unbind().bind(py);
+        let before = floats();
+        shared.del_item(0).unwrap();
+        // Under the GIL no other thread reads while this one writes: only read guards count.
+        let freed = if ftrt_gil::BUILD == "gil" { 1 } else { 0 };
+        assert_eq!(
+            floats(),
+            before - freed,
+            "a shared list's removal was freed at once"
+        );
+
+        let local = PyList::new(py, [PyFloat::new(py, 1.5)]);
+        let guard = ReadGuard::new(py);
+        let before = floats();
+        local.del_item(0).unwrap();
+        assert_eq!(
+            floats(),
+            before,
+            "a removal was freed under an open read guard"
+        );
+        drop(guard);
     });
 }
