@@ -258,6 +258,7 @@ impl LocalCounts {
         Owner {
             id: self.id,
             queue: Some(&self.queue),
+            _not_send: PhantomData,
         }
     }
 
@@ -326,14 +327,31 @@ impl std::fmt::Debug for LocalCounts {
 }
 
 /// Proof of which owner the calling thread is, for the counting functions: borrowed from the
-/// thread's [`LocalCounts`] (so it cannot outlive it or leave its thread), or
-/// [`Owner::detached`], which owns nothing.
+/// thread's [`LocalCounts`] (so it cannot outlive it), or [`Owner::detached`], which owns
+/// nothing.
+///
+/// Neither `Send` nor `Sync`: on another thread it would count the owner's objects with plain
+/// stores, racing with the owner, and lose counts.
+///
+/// ```compile_fail,E0277
+/// fn assert_send<T: Send>(_: &T) {}
+/// let counts = ftrt_refcount::biased::LocalCounts::register();
+/// assert_send(&counts.owner());
+/// ```
+///
+/// ```compile_fail,E0277
+/// fn assert_sync<T: Sync>(_: &T) {}
+/// let counts = ftrt_refcount::biased::LocalCounts::register();
+/// assert_sync(&counts.owner());
+/// ```
 #[derive(Clone, Copy)]
 pub struct Owner<'a> {
     id: u32,
     /// The owner's queue, for the safe point in object creation. `None` for a detached owner
     /// and for the thread-local convenience's increments and decrements, which need only the id.
     queue: Option<&'a Queue>,
+    /// Stays on its thread (a shared reference to the queue alone would be `Send`).
+    _not_send: PhantomData<*const ()>,
 }
 
 impl Owner<'static> {
@@ -343,6 +361,7 @@ impl Owner<'static> {
         Owner {
             id: DETACHED,
             queue: None,
+            _not_send: PhantomData,
         }
     }
 
@@ -350,7 +369,11 @@ impl Owner<'static> {
     /// queue). Only this crate makes these, from the calling thread's own id.
     #[inline(always)]
     pub(crate) fn current_id(id: u32) -> Self {
-        Owner { id, queue: None }
+        Owner {
+            id,
+            queue: None,
+            _not_send: PhantomData,
+        }
     }
 }
 
