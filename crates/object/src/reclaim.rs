@@ -11,6 +11,12 @@
 //! try-increment: the container's reference, or the retired reference still waiting for the
 //! epoch, keeps the count above zero until the reader's guard is gone.
 //!
+//! A local container (see `Header`: no other thread can reach it) needs none of this unless a
+//! read is open on its own thread: its lock-free reads take no pin (`with_read_guard`), its
+//! writes take none either (`with_write_guard`) and free what they remove at once. The reads that
+//! can hold a pointer across a write on the same thread, a `ReadGuard` and a `Debug` print, count
+//! themselves in `ftrt_gil::local::readers`, and while any is open removals are retired as usual.
+//!
 //! Retired references are batched per thread (64 at a time, one deferred function per batch),
 //! and an expired batch is dropped by the thread that retired it: when the epoch runs it on
 //! another thread, it is posted back to the retiring thread's mailbox. The objects a thread
