@@ -7,9 +7,10 @@
 //!
 //! - **Free-threaded builds:** the guard pins the thread in `crossbeam-epoch`'s default
 //!   collector, the one writers retire into (see `reclaim`). A removed value is dropped only
-//!   after every thread pinned at the time has unpinned. The guard also counts itself as a read
-//!   open on its thread (`ftrt_gil::local::readers`): a write to a local container, which no
-//!   other thread can read, frees what it removes at once only while none is open.
+//!   after every thread pinned at the time has unpinned. A guard that borrowed from a local
+//!   container also counts itself as a read open on its thread (`ftrt_gil::local::readers`): a
+//!   write to a local container, which no other thread can read, frees what it removes at once
+//!   only while none is open.
 //! - **`gil` build:** readers and writers take turns on the GIL, but a reader can still outlive a
 //!   removal: on its own thread (borrow, then `del_item`), or on another thread while the reader
 //!   holds its guard across `allow_threads` or a GIL switch at `Python::check`. So the guard
@@ -21,9 +22,13 @@
 //! and is neither `Send` nor `Sync`, so it cannot be moved into `allow_threads` or to another
 //! thread.
 
+#[cfg(not(ftrt_gil_build))]
+use std::cell::Cell;
 use std::marker::PhantomData;
 
 use ftrt_gil::Python;
+
+use crate::header::Header;
 
 /// Keeps values read without counting alive: while a `ReadGuard` lives, nothing a writer
 /// removes from a container (on this thread or any other) is freed. Borrowed reads
@@ -68,6 +73,9 @@ use ftrt_gil::Python;
 pub struct ReadGuard<'py> {
     #[cfg(not(ftrt_gil_build))]
     epoch: crossbeam_epoch::Guard,
+    /// Whether it borrowed from a local container, and so counts as a read open on its thread.
+    #[cfg(not(ftrt_gil_build))]
+    holds_local: Cell<bool>,
     /// Tied to the attachment, and neither `Send` nor `Sync` (as `Python` is not).
     _attached: PhantomData<Python<'py>>,
 }
@@ -82,16 +90,32 @@ impl<'py> ReadGuard<'py> {
         let _ = py;
         #[cfg(ftrt_gil_build)]
         gil_readers::enter();
-        // Counted on this thread too: writes to a local container free what they remove at once
-        // only while no read is open here (see `reclaim::retire_ref`).
-        #[cfg(not(ftrt_gil_build))]
-        ftrt_gil::local::enter_read();
         ReadGuard {
             // The default collector: the one `reclaim` retires into.
             #[cfg(not(ftrt_gil_build))]
             epoch: crossbeam_epoch::pin(),
+            #[cfg(not(ftrt_gil_build))]
+            holds_local: Cell::new(false),
             _attached: PhantomData,
         }
+    }
+
+    /// Readies the guard to keep alive what a writer removes from `container` after this guard
+    /// borrowed from it. Every borrowed read calls it before it returns.
+    ///
+    /// A shared container's removals go through the epoch, which the guard's pin holds back. A
+    /// local container's are freed at once while no read is open on the thread, so the first
+    /// borrow from a local container opens one (`ftrt_gil::local::readers`) for the rest of the
+    /// guard's life. Guards that only read shared containers never touch the count.
+    #[inline]
+    pub(crate) fn hold_removals_of(&self, container: &Header) {
+        #[cfg(not(ftrt_gil_build))]
+        if !container.is_shared() && !self.holds_local.get() {
+            ftrt_gil::local::enter_read();
+            self.holds_local.set(true);
+        }
+        #[cfg(ftrt_gil_build)]
+        let _ = container;
     }
 
     /// The epoch guard to load container pointers with.
@@ -116,7 +140,9 @@ impl Drop for ReadGuard<'_> {
         #[cfg(ftrt_gil_build)]
         gil_readers::leave();
         #[cfg(not(ftrt_gil_build))]
-        ftrt_gil::local::leave_read();
+        if self.holds_local.get() {
+            ftrt_gil::local::leave_read();
+        }
     }
 }
 

@@ -14,8 +14,9 @@
 //! A local container (see `Header`: no other thread can reach it) needs none of this unless a
 //! read is open on its own thread: its lock-free reads take no pin (`with_read_guard`), its
 //! writes take none either (`with_write_guard`) and free what they remove at once. The reads that
-//! can hold a pointer across a write on the same thread, a `ReadGuard` and a `Debug` print, count
-//! themselves in `ftrt_gil::local::readers`, and while any is open removals are retired as usual.
+//! can hold a pointer across a write on the same thread, a `ReadGuard` that borrowed from a local
+//! container and a `Debug` print, count themselves in `ftrt_gil::local::readers`, and while any
+//! is open removals are retired as usual.
 //!
 //! Retired references are batched per thread (64 at a time, one deferred function per batch),
 //! and an expired batch is dropped by the thread that retired it: when the epoch runs it on
@@ -149,8 +150,8 @@ pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
 
 /// Whether nothing a write removes from `owner` can still be held by a reader, so that it may
 /// be freed at once: `owner` is local (no other thread can reach it, so none reads it) and no
-/// read is open on this thread ([`ReadGuard`](crate::ReadGuard)s and `Debug` prints count
-/// themselves in `ftrt_gil::local::readers`). Every other lock-free read of a container runs no
+/// read is open on this thread ([`ReadGuard`](crate::ReadGuard)s that borrowed from a local
+/// container and `Debug` prints count themselves in `ftrt_gil::local::readers`). Every other lock-free read of a container runs no
 /// user code, so no write on this thread runs while it holds a pointer it loaded.
 #[cfg(not(ftrt_gil_build))]
 #[inline]

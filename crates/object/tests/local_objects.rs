@@ -266,32 +266,46 @@ fn a_write_to_a_local_container_frees_what_it_removes_at_once() {
 }
 
 /// Once the container is shared, a reader on another thread may hold what a write removes, so
-/// it waits for the epoch; while a read guard is open on this thread, so do a local
-/// container's removals.
+/// it waits for the epoch; once a read guard on this thread has borrowed from a local
+/// container, so do that container's removals, until the guard is gone.
 #[test]
 fn a_removal_waits_for_readers_once_the_container_is_shared_or_a_read_is_open() {
     leak_checked(|py| {
         let floats = || live_objects(Kind::Float);
+        let gil_build = ftrt_gil::BUILD == "gil";
         let shared = PyList::new(py, [PyFloat::new(py, 0.5)]).unbind().bind(py);
         let before = floats();
         shared.del_item(0).unwrap();
         // Under the GIL no other thread reads while this one writes: only read guards count.
-        let freed = if ftrt_gil::BUILD == "gil" { 1 } else { 0 };
+        let freed = if gil_build { 1 } else { 0 };
         assert_eq!(
             floats(),
             before - freed,
             "a shared list's removal was freed at once"
         );
 
-        let local = PyList::new(py, [PyFloat::new(py, 1.5)]);
+        let local = PyDict::new(py);
+        let (one, two) = (PyStr::intern(py, "one"), PyStr::intern(py, "two"));
+        local.set_item(&one, PyFloat::new(py, 1.5)).unwrap();
+        local.set_item(&two, PyFloat::new(py, 2.5)).unwrap();
         let guard = ReadGuard::new(py);
         let before = floats();
-        local.del_item(0).unwrap();
+        local.del_item(&one).unwrap();
+        // The `gil` build defers every removal while any guard lives, borrowed from or not.
+        let freed = if gil_build { 0 } else { 1 };
         assert_eq!(
             floats(),
-            before,
-            "a removal was freed under an open read guard"
+            before - freed,
+            "a guard that borrowed nothing held a removal"
         );
+        let borrowed = local.get_item_borrowed(&two, &guard).unwrap();
+        local.del_item(&two).unwrap();
+        assert_eq!(
+            floats(),
+            before - freed,
+            "a removal was freed under a borrow"
+        );
+        assert_eq!(borrowed.to_f64(), Ok(2.5));
         drop(guard);
     });
 }
