@@ -151,8 +151,9 @@ pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
 /// Whether nothing a write removes from `owner` can still be held by a reader, so that it may
 /// be freed at once: `owner` is local (no other thread can reach it, so none reads it) and no
 /// read is open on this thread ([`ReadGuard`](crate::ReadGuard)s that borrowed from a local
-/// container and `Debug` prints count themselves in `ftrt_gil::local::readers`). Every other lock-free read of a container runs no
-/// user code, so no write on this thread runs while it holds a pointer it loaded.
+/// container and `Debug` prints count themselves in `ftrt_gil::local::readers`). Every other
+/// lock-free read of a container runs no user code, so no write on this thread runs while it
+/// holds a pointer it loaded.
 #[cfg(not(ftrt_gil_build))]
 #[inline]
 fn no_reader_can_hold(owner: &Header) -> bool {
