@@ -77,6 +77,7 @@
 //! is decided, once.
 
 use std::cell::Cell;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -169,15 +170,19 @@ struct Current {
     readers: Cell<usize>,
 }
 
-/// Owns the block; its destructor is the thread's exit.
-struct Owned(Option<Box<ThreadState>>);
+/// Owns the block; its destructor is the thread's exit. The block is owned through a raw
+/// pointer rather than a `Box`: moving a `Box` (into `Owned`, then out of it) asserts that it is
+/// unique, which would invalidate the pointers `CURRENT` and the counter registry keep into it
+/// (Miri's aliasing models report it).
+struct Owned(Option<NonNull<ThreadState>>);
 
 impl Owned {
     fn new() -> Self {
-        let state = Box::new(ThreadState::register());
-        // The box does not move while `Owned` lives; `Drop` clears the pointer first thing.
-        counters::Row::register(&state.counters);
-        CURRENT.with(|current| current.state.set(&*state));
+        let state = NonNull::from(Box::leak(Box::new(ThreadState::register())));
+        // SAFETY: just made; freed only by `Drop`, which clears the pointers first thing.
+        let block = unsafe { state.as_ref() };
+        counters::Row::register(&block.counters);
+        CURRENT.with(|current| current.state.set(block));
         Owned(Some(state))
     }
 }
@@ -189,6 +194,9 @@ impl Drop for Owned {
             current.exited.set(true);
         });
         if let Some(state) = self.0.take() {
+            // SAFETY: made by `Box::leak` in `new` and taken out once; `CURRENT` no longer
+            // points here.
+            let state = unsafe { Box::from_raw(state.as_ptr()) };
             // Nothing adds to the row any more (the pointer is cleared): fold it into the
             // totals while the box still holds it, before the exit sequence moves the block.
             counters::Row::retire(&state.counters);
@@ -240,8 +248,7 @@ fn make() -> *const ThreadState {
         .try_with(|owned| {
             owned
                 .0
-                .as_deref()
-                .map_or(std::ptr::null(), std::ptr::from_ref)
+                .map_or(std::ptr::null(), |state| state.as_ptr().cast_const())
         })
         .unwrap_or(std::ptr::null())
 }
@@ -623,6 +630,7 @@ pub mod counters {
 /// [`readers`](local::readers), a count of the reads open on this thread.
 pub mod local {
     use std::cell::Cell;
+    use std::marker::PhantomData;
     use std::ptr::NonNull;
     use std::sync::atomic::AtomicUsize;
 
@@ -772,36 +780,67 @@ pub mod local {
     }
 
     /// Sets the calling thread's [`frame`] pointer.
+    ///
+    /// # Safety
+    /// Code that reads [`frame`] writes through it (the object model's trashcan pushes onto the
+    /// work list it points to): `frame` is null, or points to that work list, alive and not
+    /// otherwise borrowed until the pointer is set again.
     #[inline(always)]
-    pub fn set_frame(frame: *mut ()) {
+    pub unsafe fn set_frame(frame: *mut ()) {
         CURRENT.with(|c| c.frame.set(frame));
     }
 
-    /// How many reads are open on the calling thread: [`enter_read`] calls not yet matched by
-    /// [`leave_read`]. Like [`frame`], it lives in the thread-local every access goes through and
-    /// is never torn down. The object model counts its read guards here: a write to a container
-    /// only this thread can reach may free what it removes at once when no read is open, since
-    /// no reader, on this thread or another, can still hold it.
+    /// How many reads are open on the calling thread: [`OpenRead`]s alive on it. Like
+    /// [`frame`], it lives in the thread-local every access goes through and is never torn down.
+    /// The object model counts its read guards here: a write to a container only this thread can
+    /// reach may free what it removes at once when no read is open, since no reader, on this
+    /// thread or another, can still hold it.
     #[inline(always)]
     pub fn readers() -> usize {
         CURRENT.with(|c| c.readers.get())
     }
 
-    /// Opens a read on the calling thread (see [`readers`]).
-    #[inline(always)]
-    pub fn enter_read() {
-        CURRENT.with(|c| c.readers.set(c.readers.get() + 1));
+    /// A read open on the calling thread, counted in [`readers`] until it is dropped. The only
+    /// way to lower the count is to drop one, so safe code cannot make it read zero while a read
+    /// is open (forgetting one only keeps the count up). Neither `Send` nor `Sync`.
+    ///
+    /// ```compile_fail,E0277
+    /// fn assert_send<T: Send>() {}
+    /// assert_send::<ftrt_gil::local::OpenRead>();
+    /// ```
+    #[must_use = "the read closes when this is dropped"]
+    pub struct OpenRead {
+        _not_send: PhantomData<*const ()>,
     }
 
-    /// Closes a read opened on the calling thread with [`enter_read`].
-    #[inline(always)]
-    pub fn leave_read() {
-        CURRENT.with(|c| {
-            let open = c.readers.get();
-            debug_assert!(open > 0, "leave_read without enter_read");
-            // Wrapping: an unmatched leave leaves a huge count, which errs on the safe side
-            // (every removal waits for the epoch).
-            c.readers.set(open.wrapping_sub(1));
-        });
+    impl OpenRead {
+        /// Opens a read on the calling thread.
+        #[inline(always)]
+        pub fn new() -> Self {
+            CURRENT.with(|c| c.readers.set(c.readers.get() + 1));
+            OpenRead {
+                _not_send: PhantomData,
+            }
+        }
+    }
+
+    impl Default for OpenRead {
+        fn default() -> Self {
+            Self::new()
+        }
+    }
+
+    impl Drop for OpenRead {
+        #[inline(always)]
+        fn drop(&mut self) {
+            // Made on this thread (it cannot leave it), so the count is at least one.
+            CURRENT.with(|c| c.readers.set(c.readers.get() - 1));
+        }
+    }
+
+    impl std::fmt::Debug for OpenRead {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("OpenRead")
+        }
     }
 }

@@ -34,16 +34,9 @@ pub(crate) unsafe fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) 
     }
     #[cfg(not(ftrt_gil_build))]
     {
-        /// The print is a read open on this thread until it ends, panics included: a write the
-        /// writer makes meanwhile to a local container must not free what it removes at once.
-        struct OpenRead;
-        impl Drop for OpenRead {
-            fn drop(&mut self) {
-                ftrt_gil::local::leave_read();
-            }
-        }
-        ftrt_gil::local::enter_read();
-        let _open = OpenRead;
+        // The print is a read open on this thread until it ends, panics included: a write the
+        // writer makes meanwhile to a local container must not free what it removes at once.
+        let _open = ftrt_gil::local::OpenRead::new();
         let guard = crossbeam_epoch::pin();
         // SAFETY: alive per the caller; `guard` keeps removed items alive for the print.
         unsafe { Repr::new(&guard).object(object, f) }

@@ -23,7 +23,7 @@
 //! thread.
 
 #[cfg(not(ftrt_gil_build))]
-use std::cell::Cell;
+use std::cell::OnceCell;
 use std::marker::PhantomData;
 
 use ftrt_gil::Python;
@@ -73,9 +73,9 @@ use crate::header::Header;
 pub struct ReadGuard<'py> {
     #[cfg(not(ftrt_gil_build))]
     epoch: crossbeam_epoch::Guard,
-    /// Whether it borrowed from a local container, and so counts as a read open on its thread.
+    /// The read it opened on its thread at its first borrow from a local container.
     #[cfg(not(ftrt_gil_build))]
-    holds_local: Cell<bool>,
+    holds_local: OnceCell<ftrt_gil::local::OpenRead>,
     /// Tied to the attachment, and neither `Send` nor `Sync` (as `Python` is not).
     _attached: PhantomData<Python<'py>>,
 }
@@ -95,7 +95,7 @@ impl<'py> ReadGuard<'py> {
             #[cfg(not(ftrt_gil_build))]
             epoch: crossbeam_epoch::pin(),
             #[cfg(not(ftrt_gil_build))]
-            holds_local: Cell::new(false),
+            holds_local: OnceCell::new(),
             _attached: PhantomData,
         }
     }
@@ -110,9 +110,8 @@ impl<'py> ReadGuard<'py> {
     #[inline]
     pub(crate) fn hold_removals_of(&self, container: &Header) {
         #[cfg(not(ftrt_gil_build))]
-        if !container.is_shared() && !self.holds_local.get() {
-            ftrt_gil::local::enter_read();
-            self.holds_local.set(true);
+        if !container.is_shared() {
+            self.holds_local.get_or_init(ftrt_gil::local::OpenRead::new);
         }
         #[cfg(ftrt_gil_build)]
         let _ = container;
@@ -139,10 +138,7 @@ impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
         #[cfg(ftrt_gil_build)]
         gil_readers::leave();
-        #[cfg(not(ftrt_gil_build))]
-        if self.holds_local.get() {
-            ftrt_gil::local::leave_read();
-        }
+        // The free-threaded builds' open read, if any, closes as `holds_local` drops.
     }
 }
 

@@ -72,7 +72,11 @@ fn trash() -> Option<NonNull<Trash>> {
 }
 
 fn set_trash(trash: Option<NonNull<Trash>>) {
-    ftrt_gil::local::set_frame(trash.map_or(std::ptr::null_mut(), |t| t.as_ptr().cast()));
+    // SAFETY: `trash` is null or the outermost `release`'s own list, which outlives every
+    // nested release that reads it and is cleared (`Done`) before that frame returns.
+    unsafe {
+        ftrt_gil::local::set_frame(trash.map_or(std::ptr::null_mut(), |t| t.as_ptr().cast()))
+    };
 }
 
 /// Frees a dead object, and every object that dies because of it, without recursion.
