@@ -68,25 +68,38 @@ pub(crate) fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
 /// this thread), where none is needed, and `retire_ref` and `retire_array` free at once.
 #[inline]
 pub(crate) fn with_write_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
+    // SAFETY: unpinned only when `owner` is local: no other thread can reach it to read it or
+    // replace its arrays, so what `f` loads stays alive until `f` itself removes it; and with no
+    // read open on this thread nothing else holds what it removes, which is freed at once.
+    // (Should the condition change inside `f`, the retire functions pin for themselves: they
+    // never defer through an unprotected guard.)
     #[cfg(not(ftrt_gil_build))]
-    {
-        let pinned = (!no_reader_can_hold(owner)).then(crossbeam_epoch::pin);
-        let guard = match &pinned {
-            Some(pinned) => pinned,
-            // SAFETY: `owner` is local: no other thread can reach it to read it or replace its
-            // arrays, so what `f` loads stays alive until `f` itself removes it; and with no read
-            // open on this thread nothing else holds what it removes, which is freed at once.
-            // (Should the condition change inside `f`, the retire functions pin for themselves:
-            // they never defer through an unprotected guard.)
-            None => unsafe { crossbeam_epoch::unprotected() },
-        };
-        f(guard)
-    }
+    return unsafe { with_guard_if(!no_reader_can_hold(owner), f) };
     #[cfg(ftrt_gil_build)]
     {
         let _ = owner;
         with_guard(f)
     }
+}
+
+/// Runs `f` with a pinned guard if `pin`, else with `crossbeam_epoch::unprotected()`. One call
+/// site for `f`, so that it inlines into the caller: a local read is a few loads, and a call with
+/// its result passed through memory cost as much as the read.
+///
+/// # Safety
+/// Unless `pin`, nothing `f` loads can be freed by another thread while `f` uses it, and `f`
+/// frees what it removes only through `retire_ref` and `retire_array` (which never defer through
+/// an unprotected guard).
+#[cfg(not(ftrt_gil_build))]
+#[inline]
+unsafe fn with_guard_if<R>(pin: bool, f: impl FnOnce(&Guard) -> R) -> R {
+    let pinned = pin.then(crossbeam_epoch::pin);
+    let guard = match &pinned {
+        Some(pinned) => pinned,
+        // SAFETY: per the caller.
+        None => unsafe { crossbeam_epoch::unprotected() },
+    };
+    f(guard)
 }
 
 /// Replaces what `slot` holds, in its container's critical section, and returns the old
@@ -105,20 +118,11 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 /// only this thread can change, and does not while it reads (see `Header`).
 #[inline]
 pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
+    // SAFETY: unpinned only when `owner` is local, so no other thread can reach it to remove
+    // what `f` loads, and `f` reads without writing: what it loads stays in the container,
+    // alive, until `f` has returned. Nothing is retired through this guard.
     #[cfg(not(ftrt_gil_build))]
-    {
-        // One call site for `f`, so that it inlines into the caller: the read is a few loads,
-        // and a call with its result passed through memory cost as much as the read.
-        let pinned = owner.is_shared().then(crossbeam_epoch::pin);
-        let guard = match &pinned {
-            Some(pinned) => pinned,
-            // SAFETY: `owner` is local, so no other thread can reach it to remove what `f`
-            // loads, and `f` reads without writing: what it loads stays in the container, alive,
-            // until `f` has returned. Nothing is retired through this guard.
-            None => unsafe { crossbeam_epoch::unprotected() },
-        };
-        f(guard)
-    }
+    return unsafe { with_guard_if(owner.is_shared(), f) };
     #[cfg(ftrt_gil_build)]
     {
         let _ = owner;
