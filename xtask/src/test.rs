@@ -9,6 +9,7 @@ pub const LOOM_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-refcount", "loom"),
     TestSuite::new("ftrt-lock", "loom"),
     TestSuite::new("ftrt-gil", "loom").with_features("gil"),
+    TestSuite::new("ftrt-gil", "loom_world"),
     TestSuite::new("ftrt-object", "loom"),
 ];
 

@@ -47,18 +47,20 @@ mod build_name;
 pub mod gil;
 pub mod section;
 mod state;
-#[cfg(feature = "gil")]
+// The free-threaded builds use only the stop protocol's part.
+#[cfg_attr(not(feature = "gil"), allow(dead_code, unused_imports))]
 mod sync;
 mod thread;
 pub mod threading;
 mod variant;
+pub mod world;
 
 pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
 pub use state::{
-    counters, is_attached, local, on_quiescent_state, registered_threads, threads, ThreadInfo,
-    MAX_QUIESCENT_STATE_HOOKS,
+    counters, is_attached, local, on_checkpoint_request, on_quiescent_state, registered_threads,
+    request_checkpoint_work, threads, ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
 };
-pub use thread::{runtime_gil, Python};
+pub use thread::{runtime_gil, stop_the_world, try_stop_the_world, Python};
 pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};
 
 #[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]

@@ -78,11 +78,13 @@
 
 use std::cell::Cell;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicIsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 use ftrt_lock::section::SectionStack;
 use ftrt_refcount::biased::{LocalCounts, Owner};
+
+use crate::world::{Presence, World};
 
 /// One thread's block. See the module docs for what each part is for and when it changes.
 pub(crate) struct ThreadState {
@@ -90,6 +92,10 @@ pub(crate) struct ThreadState {
     /// First: the hottest field (every allocation and free adds to it) at offset zero.
     counters: counters::Row,
     counts: LocalCounts,
+    /// This thread's entry in the registry: its info and its presence in the [`World`] (`None`
+    /// only if ids ran out: the thread then attaches as an anonymous one).
+    #[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
+    entry: Option<Arc<Registered>>,
     pub(crate) sections: SectionStack,
     #[cfg(not(feature = "gil"))]
     quiescence: quiescence::Quiescence,
@@ -99,14 +105,21 @@ pub(crate) struct ThreadState {
 
 impl ThreadState {
     fn register() -> Self {
-        // The one registry: `ftrt-refcount`'s, which keeps this thread's info beside its queue.
+        // The one registry: `ftrt-refcount`'s, which keeps this thread's entry beside its queue.
+        let mut entry = None;
         let counts = LocalCounts::register_with(|id| {
             let name = std::thread::current().name().map(str::to_owned);
-            Some(Arc::new(ThreadInfo { id, name }))
+            let registered = Arc::new(Registered {
+                info: ThreadInfo { id, name },
+                presence: Presence::new(),
+            });
+            entry = Some(registered.clone());
+            Some(registered as ftrt_refcount::biased::Info)
         });
         ThreadState {
             counters: counters::Row::new(),
             counts,
+            entry,
             sections: SectionStack::new(),
             #[cfg(not(feature = "gil"))]
             quiescence: quiescence::Quiescence::new(),
@@ -135,6 +148,7 @@ impl ThreadState {
     fn exit(self) {
         let ThreadState {
             counts,
+            entry: _,
             sections,
             #[cfg(not(feature = "gil"))]
             quiescence,
@@ -280,6 +294,14 @@ pub fn is_attached() -> bool {
     CURRENT.with(|c| c.attached.get())
 }
 
+/// A runtime thread's entry in the registry (`ftrt-refcount`'s, beside its queue).
+pub(crate) struct Registered {
+    info: ThreadInfo,
+    /// Its standing in the runtime's [`World`], which stops read through the registry.
+    #[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
+    presence: Presence,
+}
+
 /// What the registry knows about a thread.
 #[derive(Debug, Clone)]
 pub struct ThreadInfo {
@@ -293,11 +315,68 @@ pub struct ThreadInfo {
 /// of their biased counts: one id space), that carry a [`ThreadInfo`]. Owners registered by
 /// standalone users of `ftrt-refcount` carry none and are skipped.
 fn for_each_thread(mut f: impl FnMut(&ThreadInfo)) {
+    for_each_entry(|entry| f(&entry.info));
+}
+
+fn for_each_entry(mut f: impl FnMut(&Arc<Registered>)) {
     ftrt_refcount::biased::for_each_registered(|_, info| {
-        if let Some(info) = info.and_then(|info| info.downcast_ref::<ThreadInfo>()) {
-            f(info);
+        if let Some(entry) = info.and_then(|info| info.clone().downcast::<Registered>().ok()) {
+            f(&entry);
         }
     });
+}
+
+/// The runtime's one [`World`]: what [`crate::stop_the_world`] stops.
+#[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
+pub(crate) fn world() -> &'static World {
+    static WORLD: LazyLock<World> = LazyLock::new(World::new);
+    &WORLD
+}
+
+/// A registered thread's presence, kept alive for a stop.
+#[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
+pub(crate) struct EntryPresence(Arc<Registered>);
+
+impl AsRef<Presence> for EntryPresence {
+    fn as_ref(&self) -> &Presence {
+        &self.0.presence
+    }
+}
+
+/// The presences of every registered runtime thread, for a stop.
+#[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
+pub(crate) fn presences() -> Vec<EntryPresence> {
+    let mut entries = Vec::new();
+    for_each_entry(|entry| entries.push(EntryPresence(entry.clone())));
+    entries
+}
+
+/// The thread's presence in the [`World`]: `None` for a thread without a block or an entry,
+/// which the world counts as anonymous.
+#[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
+pub(crate) fn presence(state: Option<&ThreadState>) -> Option<&Presence> {
+    state
+        .and_then(|state| state.entry.as_deref())
+        .map(|entry| &entry.presence)
+}
+
+/// Enters the [`World`] as a thread attaches (free-threaded builds: under the GIL, holding it
+/// is what keeps a stopper's world still), waiting while a stop is under way.
+#[inline]
+pub(crate) fn enter_world(state: Option<&ThreadState>) {
+    #[cfg(not(feature = "gil"))]
+    world().enter(presence(state));
+    #[cfg(feature = "gil")]
+    let _ = state;
+}
+
+/// Leaves the [`World`] as a thread detaches.
+#[inline]
+pub(crate) fn leave_world(state: Option<&ThreadState>) {
+    #[cfg(not(feature = "gil"))]
+    world().leave(presence(state));
+    #[cfg(feature = "gil")]
+    let _ = state;
 }
 
 /// The number of threads registered with the runtime (attached at least once and not exited).
@@ -351,6 +430,52 @@ pub fn on_quiescent_state(hook: fn()) {
         registered,
         "at most {MAX_QUIESCENT_STATE_HOOKS} quiescent-state hooks can be registered"
     );
+}
+
+/// The work [`request_checkpoint_work`] asks for, registered once by the crate that does it.
+static CHECKPOINT_WORK: OnceLock<for<'py> fn(crate::Python<'py>)> = OnceLock::new();
+/// Raised by [`request_checkpoint_work`], lowered by the checkpoint that runs the work.
+static CHECKPOINT_WORK_WANTED: AtomicBool = AtomicBool::new(false);
+
+/// Registers the work [`request_checkpoint_work`] runs: one function for the whole runtime
+/// (the object model's cycle collection). Returns `false`, registering nothing, if one is
+/// registered already.
+pub fn on_checkpoint_request(work: for<'py> fn(crate::Python<'py>)) -> bool {
+    CHECKPOINT_WORK.set(work).is_ok()
+}
+
+/// Asks the next attached thread to reach a checkpoint ([`Python::check`](crate::Python::check))
+/// to run the work registered with [`on_checkpoint_request`], once: CPython's "eval breaker".
+/// For work that must not run where it is noticed (an allocation inside a critical section),
+/// but at a point where the thread holds no object half-changed. In the free-threaded builds a
+/// checkpoint looks every 16th time (with its repin); in the `gil` build every time.
+pub fn request_checkpoint_work() {
+    // Relaxed: a hint; the work synchronises on its own.
+    CHECKPOINT_WORK_WANTED.store(true, Ordering::Relaxed);
+}
+
+/// Whether checkpoint work is wanted (a relaxed load).
+#[inline(always)]
+pub(crate) fn checkpoint_work_wanted() -> bool {
+    CHECKPOINT_WORK_WANTED.load(Ordering::Relaxed)
+}
+
+/// Whether a checkpoint should stop at a safe point: a stop of the world or checkpoint work is
+/// wanted.
+#[cfg(not(feature = "gil"))]
+pub(crate) fn safe_point_wanted() -> bool {
+    world().stop_requested() || checkpoint_work_wanted()
+}
+
+/// Runs the checkpoint work if it is wanted, on one thread (the first to lower the flag).
+pub(crate) fn run_checkpoint_work(py: crate::Python<'_>) {
+    if CHECKPOINT_WORK_WANTED.load(Ordering::Relaxed)
+        && CHECKPOINT_WORK_WANTED.swap(false, Ordering::Relaxed)
+    {
+        if let Some(work) = CHECKPOINT_WORK.get() {
+            work(py);
+        }
+    }
 }
 
 #[cfg(not(feature = "gil"))]
@@ -420,19 +545,24 @@ mod quiescence {
     }
 
     /// A quiescent state: the thread holds no reference it read without counting (beyond
-    /// nested guards of its own, which keep it pinned).
+    /// nested guards of its own, which keep it pinned). Returns whether the thread should stop
+    /// at a safe point (a stop of the world, or checkpoint work, is wanted): looked at every
+    /// `CHECKS_PER_REPIN`th checkpoint, with the repin, so the common checkpoint stays a count.
     #[inline]
-    pub(crate) fn checkpoint(state: Option<&ThreadState>) {
-        let Some(state) = state else { return };
+    pub(crate) fn checkpoint(state: Option<&ThreadState>) -> bool {
+        let Some(state) = state else {
+            return super::safe_point_wanted();
+        };
         let checks = state.quiescence.checks.get().wrapping_add(1);
         state.quiescence.checks.set(checks);
         if checks % CHECKS_PER_REPIN == 0 {
-            repin(state);
+            return repin(state);
         }
+        false
     }
 
     #[cold]
-    fn repin(state: &ThreadState) {
+    fn repin(state: &ThreadState) -> bool {
         let repinned = state
             .quiescence
             .guard
@@ -440,15 +570,15 @@ mod quiescence {
             .as_mut()
             .map(Guard::repin)
             .is_some();
-        if !repinned {
-            return;
+        if repinned {
+            // Between the repin and the flush, so what the hooks hand over goes out with this
+            // flush; and outside the guard's borrow, since hooks drop objects.
+            super::run_hooks();
+            if let Some(guard) = state.quiescence.guard.borrow().as_ref() {
+                guard.flush();
+            }
         }
-        // Between the repin and the flush, so what the hooks hand over goes out with this
-        // flush; and outside the guard's borrow, since hooks drop objects.
-        super::run_hooks();
-        if let Some(guard) = state.quiescence.guard.borrow().as_ref() {
-            guard.flush();
-        }
+        super::safe_point_wanted()
     }
 }
 

@@ -69,7 +69,9 @@ impl<'py> Python<'py> {
         // The order of attaching, detaching and the rest: see the `state` module.
         // SAFETY: `here.state` is this thread's block (or null after its exit), alive while
         // this thread runs outside its thread-local destructors, as here.
-        state::unpark_counts(unsafe { here.state.as_ref() });
+        let block = unsafe { here.state.as_ref() };
+        state::enter_world(block);
+        state::unpark_counts(block);
         runtime_gil().acquire();
         state::set_attached(true);
         // SAFETY: attached just above, until `_detach` runs at the end of this call.
@@ -145,6 +147,7 @@ impl<'py> Python<'py> {
             state::unpin(self.state());
             state::park_counts(self.state());
             state::set_attached(false);
+            state::leave_world(self.state());
             // SAFETY: the token proves this thread holds the GIL; nothing below relies on it
             // until `Reattach` takes it back.
             unsafe { runtime_gil().release() };
@@ -153,18 +156,42 @@ impl<'py> Python<'py> {
         })
     }
 
-    /// An eval-loop checkpoint: in the `gil` build, hands the GIL to a thread that asked for it
-    /// and waits for its turn again. Returns whether it switched. Free in the other builds.
+    /// An eval-loop checkpoint, the point where a thread may be asked to wait for others: in the
+    /// `gil` build, hands the GIL to a thread that asked for it and waits for its turn again; in
+    /// the free-threaded builds, parks while another thread stops the world
+    /// ([`stop_the_world`](crate::stop_the_world)). Runs the work asked for with
+    /// [`request_checkpoint_work`](crate::request_checkpoint_work). Returns whether it switched
+    /// the GIL.
     #[inline]
     pub fn check(self) -> bool {
         // The checkpoint counter lives in the free-threaded builds only; in the `gil` build the
         // thread state is not even looked up.
         #[cfg(not(feature = "gil"))]
-        state::checkpoint(self.state());
+        if state::checkpoint(self.state()) {
+            self.safe_point();
+        }
+        #[cfg(feature = "gil")]
+        if state::checkpoint_work_wanted() {
+            self.safe_point();
+        }
         if !runtime_gil().drop_requested() {
             return false;
         }
         self.hand_over_gil()
+    }
+
+    /// The rare half of [`check`](Self::check) that stops: park while the world is stopped, then
+    /// run the work asked for.
+    #[cold]
+    #[inline(never)]
+    fn safe_point(self) {
+        #[cfg(not(feature = "gil"))]
+        if state::world().stop_requested() {
+            // Park: a detach (sections suspended, counts parked, left the world) and an attach,
+            // which waits for the stop to end.
+            self.allow_threads(|| ());
+        }
+        state::run_checkpoint_work(self);
     }
 
     /// The rare half of [`check`](Self::check), kept out of line so that the common half (two
@@ -213,6 +240,8 @@ impl Drop for Detach {
         // SAFETY: as above.
         state::park_counts(unsafe { self.0.as_ref() });
         state::set_attached(false);
+        // SAFETY: as above.
+        state::leave_world(unsafe { self.0.as_ref() });
         // SAFETY: `attach` took the GIL and this is its matching release.
         unsafe { runtime_gil().release() };
     }
@@ -225,10 +254,69 @@ struct Reattach(*const ThreadState);
 impl Drop for Reattach {
     fn drop(&mut self) {
         // SAFETY: the state of the attachment this detach is part of, alive for all of it.
-        state::unpark_counts(unsafe { self.0.as_ref() });
+        let block = unsafe { self.0.as_ref() };
+        state::enter_world(block);
+        state::unpark_counts(block);
         runtime_gil().acquire_after_blocking();
         state::set_attached(true);
         // SAFETY: the state of the attachment this detach is part of, alive for all of it.
         state::pin(unsafe { self.0.as_ref() });
     }
+}
+
+/// Runs `f` with every other thread of the runtime stopped: each attached thread parks at its
+/// next checkpoint ([`Python::check`]), and detached threads (in
+/// [`allow_threads`](Python::allow_threads), or not attached at all) cannot attach until `f`
+/// returns. `f` runs attached on the calling thread, with its own critical sections suspended
+/// (so no stopped thread waits on a lock it holds). While it runs no other thread changes an
+/// object's count or contents.
+///
+/// In the `gil` build holding the GIL already stops every other thread: `f` just runs. In the
+/// free-threaded builds one thread stops the world at a time; a second one parks until the
+/// first is done, then stops it again. A thread that stays attached without reaching a
+/// checkpoint (blocked without detaching, or a loop without checks) holds the stop up: the same
+/// rule the `gil` build's switching already asks of attached threads.
+pub fn stop_the_world<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
+    let mut f = Some(f);
+    loop {
+        match try_stop_the_world(py, None, &mut f) {
+            Ok(result) => return result,
+            Err(_) => continue,
+        }
+    }
+}
+
+/// [`stop_the_world`], giving up if the world does not stop within `patience` (the threads
+/// stopped so far are let go), or if another thread is stopping it (this thread then parks
+/// until that stop ends). For work that can wait for a better moment, such as a collection
+/// triggered by a threshold. `f` is taken out of its `Option` only when it runs.
+pub fn try_stop_the_world<R>(
+    py: Python<'_>,
+    patience: Option<std::time::Duration>,
+    f: &mut Option<impl FnOnce() -> R>,
+) -> Result<R, crate::world::StopFailed> {
+    #[cfg(feature = "gil")]
+    {
+        let _ = (py, patience);
+        let f = f.take().expect("the work to run in the stopped world");
+        Ok(f())
+    }
+    #[cfg(not(feature = "gil"))]
+    crate::section::detached(py, || {
+        let world = state::world();
+        match world.try_stop(state::presence(py.state()), state::presences, patience) {
+            Ok(stopped) => {
+                let f = f.take().expect("the work to run in the stopped world");
+                let result = f();
+                drop(stopped);
+                Ok(result)
+            }
+            Err(crate::world::StopFailed::Busy) => {
+                // Another thread is stopping the world and waits for this one: park.
+                py.allow_threads(|| ());
+                Err(crate::world::StopFailed::Busy)
+            }
+            Err(failed) => Err(failed),
+        }
+    })
 }

@@ -1,0 +1,325 @@
+//! Stopping the world: one thread sees every object at rest while the others wait.
+//!
+//! A thread that must look at every object with nothing changing under it (the object model's
+//! cycle collector) *stops the world*: every other attached thread parks at its next checkpoint,
+//! and detached threads cannot attach until the stop ends. Detached threads do not hold a stop
+//! up: they touch no objects. This is CPython 3.13t's `_PyEval_StopTheWorld`, with the same
+//! three thread states.
+//!
+//! This module is the protocol alone, as a plain value ([`World`]) over the threads'
+//! [`Presence`]s, so that its loom model runs the real code; the runtime keeps one `World`, a
+//! `Presence` per registered thread, and calls [`World::enter`] and [`World::leave`] as threads
+//! attach and detach (`state.rs` gives the order). [`stop_the_world`](crate::stop_the_world) is
+//! the runtime's entry point.
+//!
+//! ```text
+//!             enter (CAS)                 a stopper (CAS)
+//!  DETACHED ───────────────▶ ATTACHED ─────────────────▶ WAITED
+//!   ▲   ▲  ◀──── leave (swap) ───┘                          │
+//!   │   └──────────────────────── leave (swap): wakes it ───┘
+//!   │                         a stopper (CAS)
+//!   │   DETACHED or NEW ─────────────────────────▶ SUSPENDED
+//!   └──────────────────────── the stop ends ───────────┘
+//! ```
+//!
+//! Every transition of a presence is a read-modify-write, so the threads that change one agree
+//! on its history without relying on sequential consistency across locations:
+//! - a stopper suspends a detached thread with a CAS, and an attaching thread's CAS then fails
+//!   and it waits for the stop to end;
+//! - a stopper that finds a thread attached marks it `WAITED` (a CAS) and waits; the thread's
+//!   `leave` is a swap, and finding `WAITED` it wakes the stopper, under the mutex the stopper
+//!   checks under, so no wake-up is lost.
+//!
+//! Threads that registered after a stopper listed the threads cannot be suspended by it: a
+//! presence starts `NEW`, and a `NEW` thread attaches only under the mutex, after checking that
+//! no stop is under way (a stopper raises `stopping` under that mutex before it lists the
+//! threads, so a thread is either in its list or sees the flag). Threads without a presence of
+//! their own (attached after their exit) are counted under the mutex the same way.
+
+use std::time::{Duration, Instant};
+
+use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Condvar, Mutex, Ordering::*};
+
+const DETACHED: u8 = 0;
+const ATTACHED: u8 = 1;
+/// Attached, and a stopper waits for it to leave.
+const WAITED: u8 = 2;
+const SUSPENDED: u8 = 3;
+/// Registered, never attached yet.
+const NEW: u8 = 4;
+
+/// One thread's standing in a [`World`]: new, detached, attached, or suspended by a stop.
+#[derive(Debug)]
+pub struct Presence(AtomicU8);
+
+impl Presence {
+    /// The presence of a thread that has not attached yet.
+    pub fn new() -> Self {
+        Presence(AtomicU8::new(NEW))
+    }
+
+    /// Whether the thread is attached (a snapshot).
+    pub fn is_attached(&self) -> bool {
+        matches!(self.0.load(Acquire), ATTACHED | WAITED)
+    }
+}
+
+impl Default for Presence {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Why [`World::try_stop`] did not stop the world.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopFailed {
+    /// Another thread is stopping the world: park (detach) until it ends, then try again.
+    Busy,
+    /// Some thread stayed attached past the patience given; the threads stopped so far were
+    /// let go.
+    TimedOut,
+}
+
+/// The stop protocol's shared state. See the [module docs](self).
+pub struct World {
+    /// Raised by a stopper for the whole stop (under `lock`): new and anonymous threads wait,
+    /// attached ones park at their next checkpoint. Raising it is taking the stopper's role.
+    stopping: AtomicBool,
+    /// Attached threads without a presence, counted under `lock`.
+    anonymous: AtomicUsize,
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+impl std::fmt::Debug for World {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("World")
+            .field("stopping", &self.stopping)
+            .field("anonymous", &self.anonymous)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for World {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl World {
+    /// A world with no stop under way.
+    pub fn new() -> Self {
+        World {
+            stopping: AtomicBool::new(false),
+            anonymous: AtomicUsize::new(0),
+            lock: Mutex::new(()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Whether a stop is under way: an attached thread that sees it should park (leave, then
+    /// enter again) at its next checkpoint. A hint, polled: relaxed.
+    #[inline]
+    pub fn stop_requested(&self) -> bool {
+        self.stopping.load(Relaxed)
+    }
+
+    /// Attaches the thread whose presence this is (`None`: a thread without one), waiting while a
+    /// stop is under way. One CAS when no stop is.
+    ///
+    /// # Panics
+    /// If the presence is attached already.
+    pub fn enter(&self, presence: Option<&Presence>) {
+        let Some(presence) = presence else {
+            let mut lock = self.lock.lock();
+            while self.stopping.load(Relaxed) {
+                lock = self.changed.wait(lock);
+            }
+            self.anonymous.fetch_add(1, Relaxed);
+            return;
+        };
+        loop {
+            // Acquire: a thread let go by a stop sees what the stopper did.
+            match presence
+                .0
+                .compare_exchange(DETACHED, ATTACHED, Acquire, Relaxed)
+            {
+                Ok(_) => return,
+                Err(NEW) => {
+                    let mut lock = self.lock.lock();
+                    while self.stopping.load(Relaxed) {
+                        lock = self.changed.wait(lock);
+                    }
+                    // Under the lock no stopper can list threads: attach, unless a stopper that
+                    // listed this thread suspended it meanwhile (then wait for it, below).
+                    if presence
+                        .0
+                        .compare_exchange(NEW, ATTACHED, Acquire, Relaxed)
+                        .is_ok()
+                    {
+                        return;
+                    }
+                }
+                Err(SUSPENDED) => {
+                    let mut lock = self.lock.lock();
+                    while presence.0.load(Relaxed) == SUSPENDED {
+                        lock = self.changed.wait(lock);
+                    }
+                }
+                Err(_) => panic!("a thread entered the world twice"),
+            }
+        }
+    }
+
+    /// Detaches the thread (the one that [`enter`](Self::enter)ed with this presence), waking a
+    /// stopper that waits for it.
+    pub fn leave(&self, presence: Option<&Presence>) {
+        let Some(presence) = presence else {
+            let _lock = self.lock.lock();
+            self.anonymous.fetch_sub(1, Relaxed);
+            self.changed.notify_all();
+            return;
+        };
+        // Release: the stopper that suspends this thread sees everything it did attached.
+        if presence.0.swap(DETACHED, Release) == WAITED {
+            let _lock = self.lock.lock();
+            self.changed.notify_all();
+        }
+    }
+
+    /// Waits (detached: the caller has [`leave`](Self::leave)n) until no stop is under way.
+    pub fn wait_while_stopping(&self) {
+        let mut lock = self.lock.lock();
+        while self.stopping.load(Relaxed) {
+            lock = self.changed.wait(lock);
+        }
+    }
+
+    /// Stops the world for the calling thread, which is attached with presence `me` (or is
+    /// anonymous: `None`): every presence `threads()` lists, except `me`, is suspended, waiting
+    /// for attached ones to leave, and every anonymous thread has left. `threads()` is called
+    /// after the stop is raised: threads that register later wait when they first attach. The
+    /// world runs again when the [`Stopped`] is dropped.
+    ///
+    /// Fails with [`StopFailed::Busy`] at once if another thread is stopping the world (the
+    /// caller must then leave and [`wait_while_stopping`](Self::wait_while_stopping), or that
+    /// stopper waits for it forever), and with [`StopFailed::TimedOut`] if `patience` runs out
+    /// first (`None`: wait as long as it takes; loom never times out).
+    pub fn try_stop<'w, P: AsRef<Presence>>(
+        &'w self,
+        me: Option<&Presence>,
+        threads: impl FnOnce() -> Vec<P>,
+        patience: Option<Duration>,
+    ) -> Result<Stopped<'w, P>, StopFailed> {
+        {
+            let _lock = self.lock.lock();
+            if self.stopping.load(Relaxed) {
+                return Err(StopFailed::Busy);
+            }
+            self.stopping.store(true, Relaxed);
+        }
+        let deadline = patience.map(|patience| Instant::now() + patience);
+        let mut stopped = Stopped {
+            world: self,
+            suspended: Vec::new(),
+        };
+        for presence in threads() {
+            if me.is_some_and(|me| std::ptr::eq(me, presence.as_ref())) {
+                continue;
+            }
+            if !self.suspend(presence.as_ref(), deadline) {
+                return Err(StopFailed::TimedOut);
+            }
+            stopped.suspended.push(presence);
+        }
+        // The caller counts itself among the anonymous if it has no presence.
+        let own = usize::from(me.is_none());
+        if !self.wait_for(|| self.anonymous.load(Relaxed) <= own, deadline) {
+            return Err(StopFailed::TimedOut);
+        }
+        Ok(stopped)
+    }
+
+    /// Suspends `presence`, waiting while its thread is attached. `false` if the deadline
+    /// passed first (the thread stays attached, unmarked).
+    fn suspend(&self, presence: &Presence, deadline: Option<Instant>) -> bool {
+        loop {
+            let state = presence.0.load(Relaxed);
+            let next = match state {
+                // Acquire: the stopper sees everything the thread did before it left.
+                DETACHED | NEW => SUSPENDED,
+                ATTACHED => WAITED,
+                _ => {
+                    // Waited for (by this stopper: the only one): wait for the swap in `leave`.
+                    if !self.wait_for(|| presence.0.load(Relaxed) != WAITED, deadline) {
+                        // Unmark it, unless it left meanwhile.
+                        let _ = presence
+                            .0
+                            .compare_exchange(WAITED, ATTACHED, Relaxed, Relaxed);
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            if presence
+                .0
+                .compare_exchange(state, next, Acquire, Relaxed)
+                .is_ok()
+                && next == SUSPENDED
+            {
+                return true;
+            }
+        }
+    }
+
+    /// Waits until `ready`, or the deadline; whether it became ready.
+    fn wait_for(&self, ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
+        let mut lock = self.lock.lock();
+        while !ready() {
+            match deadline {
+                None => lock = self.changed.wait(lock),
+                Some(deadline) => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left == Duration::ZERO {
+                        return false;
+                    }
+                    lock = self.changed.wait_for(lock, left).0;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// A stopped world: while it lives, the threads it suspended cannot attach. Dropping it lets
+/// them go.
+#[must_use = "the world runs again when this is dropped"]
+pub struct Stopped<'w, P: AsRef<Presence>> {
+    world: &'w World,
+    suspended: Vec<P>,
+}
+
+impl<P: AsRef<Presence>> Stopped<'_, P> {
+    /// How many threads this stop suspended.
+    pub fn suspended(&self) -> usize {
+        self.suspended.len()
+    }
+}
+
+impl<P: AsRef<Presence>> Drop for Stopped<'_, P> {
+    fn drop(&mut self) {
+        let _lock = self.world.lock.lock();
+        for presence in self.suspended.drain(..) {
+            // Release: a thread let go sees what the stopper did.
+            presence.as_ref().0.store(DETACHED, Release);
+        }
+        self.world.stopping.store(false, Relaxed);
+        self.world.changed.notify_all();
+    }
+}
+
+impl AsRef<Presence> for Presence {
+    fn as_ref(&self) -> &Presence {
+        self
+    }
+}
