@@ -258,6 +258,30 @@ impl DictPayload {
         })
     }
 
+    /// Removes every entry, in `owner`'s critical section: the table is swapped for an empty
+    /// one, and the old one retired with its references.
+    pub(crate) fn clear_entries(&self, py: Python<'_>, owner: &Header) {
+        owner.section(py, || {
+            with_write_guard(owner, |guard| {
+                let old = self.table(guard);
+                for entry in old.live_entries() {
+                    for field in [&entry.value, &entry.key] {
+                        let held =
+                            NonNull::new(replace(field, ptr::null_mut())).expect("a live entry");
+                        // SAFETY: the dict owned this reference.
+                        retire_ref(owner, unsafe { OwnedRef::from_raw(held) }, guard);
+                    }
+                }
+                let old = self
+                    .table
+                    .swap(owned(Table::new(0)), Ordering::AcqRel, guard);
+                // SAFETY: unreachable now, and it holds no references any more.
+                unsafe { retire_array(owner, old, guard) };
+                self.len.store(0, Ordering::Release);
+            })
+        })
+    }
+
     /// Moves the live entries, in order, into a table with room to grow, and retires the old one.
     fn rebuild<'g>(&'g self, owner: &Header, guard: &'g Guard) -> &'g Table {
         let old = self.table(guard);
@@ -385,6 +409,10 @@ impl Payload for DictPayload {
 
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
         self.repr_entries(f, nested, "{", "}")
+    }
+
+    unsafe fn clear(&self, this: &Header, py: Python<'_>) {
+        self.clear_entries(py, this);
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {

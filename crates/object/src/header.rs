@@ -19,12 +19,13 @@
 //! reach the object (see [`Header::section`]); it fits in the padding.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use ftrt_gil::{section, BuildCount, Python};
 use ftrt_lock::RawObjectLock;
 use ftrt_refcount::RefCount;
 
+use crate::gc;
 use crate::refs::Token;
 use crate::slots::{Payload, Slots};
 use crate::stats;
@@ -230,7 +231,7 @@ pub(crate) struct Object<P> {
 }
 
 /// Allocates an object with one reference, owned by the caller.
-pub(crate) fn allocate<P: Send + Sync>(
+pub(crate) fn allocate<P: Payload>(
     ty: &'static TypeObject,
     payload: P,
     token: Token<'_>,
@@ -239,21 +240,21 @@ pub(crate) fn allocate<P: Send + Sync>(
 }
 
 /// Allocates an object that is never freed and whose count is never written.
-pub(crate) fn allocate_immortal<P: Send + Sync>(
+pub(crate) fn allocate_immortal<P: Payload>(
     ty: &'static TypeObject,
     payload: P,
 ) -> NonNull<Header> {
     allocate_with_count(ty, payload, <BuildCount as RefCount>::immortal(), true)
 }
 
-fn allocate_with_count<P>(
+fn allocate_with_count<P: Payload>(
     ty: &'static TypeObject,
     payload: P,
     count: BuildCount,
     immortal: bool,
 ) -> NonNull<Header> {
     stats::allocated(ty.kind);
-    let object = Box::new(Object {
+    let object = Object {
         header: Header {
             count,
             lock: RawObjectLock::new(),
@@ -262,8 +263,66 @@ fn allocate_with_count<P>(
             ty,
         },
         payload,
-    });
-    NonNull::from(Box::leak(object)).cast()
+    };
+    if !P::HOLDS_REFERENCES {
+        return NonNull::from(Box::leak(Box::new(object))).cast();
+    }
+    const { assert!(std::mem::offset_of!(Tracked<P>, object) == GC_HEAD) };
+    // Objects that may hold references can form cycles: they carry the collector's head and
+    // are tracked (immortal ones are never freed, so never garbage: untracked).
+    let tracked = Box::leak(Box::new(Tracked {
+        gc: GcHead::untracked(),
+        object,
+    }));
+    let header = NonNull::from(&tracked.object).cast::<Header>();
+    if !immortal {
+        tracked.gc.set(gc::track(header));
+    }
+    header
+}
+
+/// An object that may hold references, behind the cycle collector's head. The header pointer
+/// everyone holds points at `object`; the head sits [`GC_HEAD`] bytes before it.
+#[repr(C)]
+pub(crate) struct Tracked<P> {
+    gc: GcHead,
+    object: Object<P>,
+}
+
+/// How far before the header of an object that may hold references its [`GcHead`] sits.
+const GC_HEAD: usize = std::mem::size_of::<GcHead>();
+
+/// The collector's part of a tracked object: its index in the registry of tracked objects.
+/// Eight bytes, so the object behind it stays aligned.
+#[repr(C, align(8))]
+pub(crate) struct GcHead(AtomicU32);
+
+impl GcHead {
+    fn untracked() -> Self {
+        GcHead(AtomicU32::new(gc::UNTRACKED))
+    }
+
+    fn set(&self, index: u32) {
+        // Relaxed: written before the object is handed to anyone; a collector reads it in a
+        // stopped world, which the stop orders after every thread's writes.
+        self.0.store(index, Ordering::Relaxed);
+    }
+}
+
+/// The registry index of an object that may hold references (`gc::UNTRACKED` for an immortal
+/// one).
+///
+/// # Safety
+/// The object is alive and its type's payload holds references (`slots.holds_references`),
+/// so it was allocated behind a [`GcHead`]; the head is written only while it is allocated.
+pub(crate) unsafe fn gc_index(object: NonNull<Header>) -> u32 {
+    // SAFETY: per the contract the head sits `GC_HEAD` bytes before the header, in the same
+    // allocation.
+    unsafe {
+        (*object.cast::<u8>().as_ptr().sub(GC_HEAD).cast::<GcHead>())
+            .0
+            .load(Ordering::Relaxed)
+    }
 }
 
 /// Frees an object of payload type `P`: the `free` slot.
@@ -271,11 +330,33 @@ fn allocate_with_count<P>(
 /// # Safety
 /// `header` heads an `Object<P>` allocated by `allocate*`, whose count has reached zero, and
 /// which nothing can reach any more (lock-free readers included: see `reclaim`).
-pub(crate) unsafe fn free_object<P>(header: NonNull<Header>) {
-    // SAFETY: per the contract, this is the allocation `allocate` leaked, and it is unreachable.
-    let object = unsafe { Box::from_raw(header.cast::<Object<P>>().as_ptr()) };
-    stats::freed(object.header.ty.kind);
-    drop(object);
+pub(crate) unsafe fn free_object<P: Payload>(header: NonNull<Header>) {
+    let kind = {
+        // SAFETY: alive until freed below.
+        unsafe { header.as_ref() }.ty.kind
+    };
+    stats::freed(kind);
+    if !P::HOLDS_REFERENCES {
+        // SAFETY: per the contract, this is the allocation `allocate` leaked, and it is
+        // unreachable.
+        drop(unsafe { Box::from_raw(header.cast::<Object<P>>().as_ptr()) });
+        return;
+    }
+    // SAFETY: allocated behind its head (`P` holds references); alive until freed below.
+    let index = unsafe { gc_index(header) };
+    if index != gc::UNTRACKED {
+        gc::untrack(index);
+    }
+    // SAFETY: as above: the `Tracked` allocation `allocate` leaked, `GC_HEAD` bytes before.
+    drop(unsafe {
+        Box::from_raw(
+            header
+                .cast::<u8>()
+                .as_ptr()
+                .sub(GC_HEAD)
+                .cast::<Tracked<P>>(),
+        )
+    });
 }
 
 /// The payload of the object at `header`.
@@ -302,6 +383,10 @@ pub const HEADER_SIZE: usize = std::mem::size_of::<Header>();
 
 /// Checks at compile time that the count heads the header.
 const _: () = assert!(std::mem::offset_of!(Header, count) == 0);
+/// The object follows its head with no padding in between, whatever the payload (every
+/// header is 8-aligned, as the head is), so `gc_index` finds the head from the header.
+const _: () = assert!(std::mem::offset_of!(Tracked<()>, object) == GC_HEAD);
+const _: () = assert!(std::mem::align_of::<Header>() == GC_HEAD);
 
 /// The count of a header, as the pointer the refcount strategies take.
 pub(crate) fn count_ptr(object: NonNull<Header>) -> NonNull<BuildCount> {

@@ -65,6 +65,7 @@ mod bound;
 mod dict;
 mod display;
 mod error;
+pub mod gc;
 mod guard;
 mod header;
 mod interned;

@@ -109,6 +109,22 @@ impl Payload for ListPayload {
         unsafe { nested.sequence(f, "[", items.into_iter(), "]") }
     }
 
+    unsafe fn clear(&self, this: &Header, py: Python<'_>) {
+        this.section(py, || {
+            with_write_guard(this, |guard| {
+                let len = self.len.load(Ordering::Relaxed);
+                // Shorten first, so readers checking the length stop before the emptied slots.
+                self.len.store(0, Ordering::Release);
+                for slot in &self.slots(guard).0[..len] {
+                    let item = NonNull::new(replace(slot, ptr::null_mut()))
+                        .expect("slots below the length hold items");
+                    // SAFETY: the list owned this reference.
+                    retire_ref(this, unsafe { OwnedRef::from_raw(item) }, guard);
+                }
+            })
+        })
+    }
+
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
         with_guard(|guard| {
             let len = self.len.load(Ordering::Relaxed);

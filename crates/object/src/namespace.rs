@@ -13,7 +13,7 @@ use crate::borrowed::Borrowed;
 use crate::bound::Bound;
 use crate::dict::DictPayload;
 use crate::error::{Error, Result};
-use crate::header::{allocate, allocate_immortal, Kind, TypeObject};
+use crate::header::{allocate, allocate_immortal, Header, Kind, TypeObject};
 use crate::slots::{Payload, Repr};
 use crate::string::PyStr;
 use crate::types::{py_type, PyAny, PyTypeInfo};
@@ -62,6 +62,10 @@ impl Payload for InstancePayload {
         write!(f, "<{} object at {:p}>", this.type_name(), this.ptr())
     }
 
+    unsafe fn clear(&self, this: &Header, py: Python<'_>) {
+        self.attrs.clear_entries(py, this);
+    }
+
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
         // SAFETY: forwarded: the instance's lock guards its attributes.
         unsafe { self.attrs.traverse(visit) }
@@ -74,6 +78,10 @@ impl Payload for ModulePayload {
 
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
         write!(f, "<module '{}'>", self.name)
+    }
+
+    unsafe fn clear(&self, this: &Header, py: Python<'_>) {
+        self.attrs.clear_entries(py, this);
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {

@@ -178,6 +178,7 @@ mod batches {
     use std::sync::{Arc, Mutex, Once};
 
     use crossbeam_epoch::Guard;
+    use ftrt_gil::Python;
 
     use crate::refs::OwnedRef;
 
@@ -240,7 +241,9 @@ mod batches {
                 defer(batch, home, &crossbeam_epoch::pin());
             }
             if let Some(mailbox) = &self.mailbox {
-                drop(mailbox.take(true));
+                // Attached (through the exit fallback): counts change only on attached threads.
+                let expired = mailbox.take(true);
+                Python::attach(|_| drop(expired));
             }
         }
     }
@@ -262,18 +265,23 @@ mod batches {
     }
 
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
+        // Counts change only on attached threads (a stopped world relies on it), and the
+        // epoch may run this on a detached one: it attaches (re-entrant if attached already).
         let expire = move || {
-            let at_home = RETIRED.with_current(|r| {
-                r.is_some_and(|r| {
-                    r.try_borrow()
-                        .is_ok_and(|r| r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, &home)))
-                })
-            });
-            if at_home {
-                drop(batch);
-            } else {
-                home.deliver(batch);
-            }
+            Python::attach(|_| {
+                let at_home = RETIRED.with_current(|r| {
+                    r.is_some_and(|r| {
+                        r.try_borrow().is_ok_and(|r| {
+                            r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, &home))
+                        })
+                    })
+                });
+                if at_home {
+                    drop(batch);
+                } else {
+                    home.deliver(batch);
+                }
+            })
         };
         // SAFETY: the closure is `Send` (references and an `Arc`) and may run on any thread; the
         // epoch runs it once no reader can hold the pointers it drops.
@@ -300,7 +308,7 @@ mod batches {
             // No thread state (after the thread's exit; the batch is being settled): defer this
             // one on its own.
             // SAFETY: as in `defer`.
-            unsafe { guard.defer_unchecked(move || drop(reference)) };
+            unsafe { guard.defer_unchecked(move || Python::attach(|_| drop(reference))) };
             return;
         }
         if let Some((batch, home)) = full {

@@ -11,6 +11,7 @@ use std::fmt::{self, Formatter};
 use std::ptr::NonNull;
 
 use crossbeam_epoch::Guard;
+use ftrt_gil::Python;
 
 use crate::borrowed::Borrowed;
 use crate::header::{free_object, header, payload, Header};
@@ -52,6 +53,17 @@ pub(crate) trait Payload: Sized + Send + Sync + 'static {
         let _ = visit;
     }
 
+    /// Drops every reference the object holds that can be dropped (a list's items, a dict's
+    /// entries, attributes): how the cycle collector breaks the cycles it frees. Immutable
+    /// objects keep theirs (a tuple's items go when the tuple dies). Runs the container's
+    /// normal write path, in its critical section.
+    ///
+    /// # Safety
+    /// `this` is the object holding this payload, alive for the call.
+    unsafe fn clear(&self, this: &Header, py: Python<'_>) {
+        let _ = (this, py);
+    }
+
     /// Whether what the object holds can change after it is made (lists, dicts, attribute
     /// tables): only then does a consistent traversal need the object's critical section.
     /// Immutable and immortal objects are traversed without writing their lock byte.
@@ -83,6 +95,9 @@ pub(crate) struct Slots {
     /// # Safety
     /// As [`Payload::traverse`], and the object is alive for the call and of this type.
     pub(crate) traverse: unsafe fn(NonNull<Header>, &mut Visit<'_>),
+    /// # Safety
+    /// The object is alive for the call and of this type.
+    pub(crate) clear: for<'py> unsafe fn(NonNull<Header>, Python<'py>),
     /// [`Payload::HOLDS_CHANGE`].
     pub(crate) holds_change: bool,
     /// [`Payload::HOLDS_REFERENCES`].
@@ -98,6 +113,7 @@ impl Slots {
             eq: eq::<P>,
             free: free_object::<P>,
             traverse: traverse::<P>,
+            clear: clear::<P>,
             holds_change: P::HOLDS_CHANGE,
             holds_references: P::HOLDS_REFERENCES,
         }
@@ -142,6 +158,13 @@ unsafe fn eq<P: Payload>(object: NonNull<Header>, other: NonNull<Header>) -> boo
 unsafe fn traverse<P: Payload>(object: NonNull<Header>, visit: &mut Visit<'_>) {
     // SAFETY: alive for the call, holding a `P`, and unchanging, per the contract.
     unsafe { payload::<P>(object).traverse(visit) }
+}
+
+/// # Safety
+/// As [`Slots::clear`], with `P` the type's payload.
+unsafe fn clear<P: Payload>(object: NonNull<Header>, py: Python<'_>) {
+    // SAFETY: alive for the call and holding a `P`, per the contract.
+    unsafe { payload::<P>(object).clear(header(object), py) }
 }
 
 /// Objects nested deeper than this print as `...` (`repr` must not recurse without bound).

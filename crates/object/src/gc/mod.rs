@@ -1,0 +1,295 @@
+//! The cycle collector: frees groups of objects that only reference each other.
+//!
+//! Reference counting frees an object when its count reaches zero, which never happens to a
+//! cycle (`a.append(a)`, two instances pointing at each other). Every object that may hold
+//! references (lists, dicts, tuples, instances, modules) is *tracked*: it sits in a registry
+//! (`registry`, an index in a head before the object's header), and its type's `traverse` slot
+//! lists what it holds. A collection, in a stopped world
+//! ([`ftrt_gil::stop_the_world`]: no other thread changes a count or a container meanwhile):
+//!
+//! 1. merges the calling thread's biased-count queue (stopped threads are parked: their
+//!    queues are merged by whoever queues to them), so every count is exact;
+//! 2. gives each tracked object its count, then subtracts every reference a tracked object
+//!    holds to it: what is left is the references from outside the tracked objects (handles
+//!    on threads' stacks, `Shared`s, references retired for lock-free readers);
+//! 3. marks everything reachable from an object with references from outside;
+//! 4. frees the rest: takes a reference to each (so none is freed half-way), clears the
+//!    containers among them (their `clear` slot, through the normal write path), and drops the
+//!    references taken, which frees them by counting.
+//!
+//! Collections run on demand ([`collect`]) and automatically: when the tracked objects made
+//! since the last collection, minus those freed, exceed both [`THRESHOLD`] and a quarter of the
+//! objects the last collection left alive (CPython 3.13t's young-generation rule), the next
+//! thread to reach a checkpoint collects (`ftrt_gil::request_checkpoint_work`); if the world
+//! will not stop within 50 ms (a thread attached and blocked without a checkpoint), that
+//! automatic collection is given up and tried again at the next threshold. `docs/gc.md`
+//! compares the design with CPython's.
+
+mod registry;
+
+use std::cell::Cell;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use ftrt_gil::{BuildCount, Python};
+use ftrt_refcount::{RefCount, RefCountValue};
+
+use crate::borrowed::Borrowed;
+use crate::header::{gc_index, header, Header};
+use crate::refs::{decref, incref};
+
+pub(crate) use registry::UNTRACKED;
+
+/// Tracked objects made (net of those freed) before an automatic collection is considered.
+pub const THRESHOLD: usize = 2000;
+
+/// How long an automatic collection waits for the world to stop before giving up.
+const AUTOMATIC_PATIENCE: Duration = Duration::from_millis(50);
+
+/// Net tracked allocations a thread counts before adding them to the global count.
+const LOCAL_BATCH: isize = 64;
+
+/// What one collection did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Collection {
+    /// Tracked objects examined.
+    pub tracked: usize,
+    /// Unreachable objects found (and freed).
+    pub unreachable: usize,
+    /// How long the world was stopped (the calling thread's collection, merges included).
+    pub pause: Duration,
+}
+
+/// Runs a collection now, stopping the world: returns what it found and freed. Waits for every
+/// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
+pub fn collect(py: Python<'_>) -> Collection {
+    ftrt_gil::stop_the_world(py, || collect_stopped(py))
+}
+
+/// The pauses of every collection so far (on demand and automatic), in order; at most the last
+/// 1,000,000.
+pub fn pauses() -> Vec<Duration> {
+    lock_pauses().clone()
+}
+
+/// Forgets the recorded pauses (a benchmark run starts from none).
+pub fn clear_pauses() {
+    lock_pauses().clear();
+}
+
+/// How many collections have run (on demand and automatic).
+pub fn collections() -> usize {
+    COLLECTIONS.load(Ordering::Relaxed)
+}
+
+static PAUSES: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+static COLLECTIONS: AtomicUsize = AtomicUsize::new(0);
+const MAX_PAUSES: usize = 1_000_000;
+
+fn lock_pauses() -> std::sync::MutexGuard<'static, Vec<Duration>> {
+    PAUSES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Tracked objects made since the last collection, net of those freed (flushed from each
+/// thread's count in batches).
+static YOUNG: AtomicIsize = AtomicIsize::new(0);
+/// Tracked objects the last collection left alive.
+static SURVIVORS: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// This thread's share of `YOUNG` not yet added to it. Const, destructor-less: usable in
+    /// thread-local destructors.
+    static LOCAL_YOUNG: Cell<isize> = const { Cell::new(0) };
+}
+
+/// Tracks a newly allocated object: its registry index.
+#[inline]
+pub(crate) fn track(object: NonNull<Header>) -> u32 {
+    count_young(1);
+    registry::track(object)
+}
+
+/// Stops tracking an object being freed.
+#[inline]
+pub(crate) fn untrack(index: u32) {
+    count_young(-1);
+    registry::untrack(index);
+}
+
+/// Adds to the young count; past the threshold, asks for a collection.
+#[inline]
+pub(crate) fn count_young(delta: isize) {
+    let flush = LOCAL_YOUNG.with(|local| {
+        let value = local.get() + delta;
+        if value.abs() >= LOCAL_BATCH {
+            local.set(0);
+            Some(value)
+        } else {
+            local.set(value);
+            None
+        }
+    });
+    if let Some(value) = flush {
+        flush_young(value);
+    }
+}
+
+#[cold]
+fn flush_young(value: isize) {
+    let young = YOUNG.fetch_add(value, Ordering::Relaxed) + value;
+    let survivors = SURVIVORS.load(Ordering::Relaxed);
+    if value > 0 && young >= THRESHOLD.max(survivors / 4) as isize {
+        static REGISTERED: Once = Once::new();
+        REGISTERED.call_once(|| {
+            ftrt_gil::on_checkpoint_request(collect_automatically);
+        });
+        ftrt_gil::request_checkpoint_work();
+    }
+}
+
+/// The checkpoint work: an automatic collection, unless the world will not stop in time.
+fn collect_automatically(py: Python<'_>) {
+    let mut work = Some(|| collect_stopped(py));
+    let _ = ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work);
+}
+
+/// What a collection knows of one tracked object.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mark {
+    /// No tracked object at this index.
+    Absent,
+    /// Not yet known to be reachable; the count is its references from outside so far.
+    Candidate,
+    /// Reachable from outside the tracked objects.
+    Reachable,
+}
+
+/// One collection, in a stopped world.
+fn collect_stopped(py: Python<'_>) -> Collection {
+    let started = Instant::now();
+    py.merge_pending();
+    let token = py.count_token();
+    let high = registry::high() as usize;
+    let mut marks = vec![Mark::Absent; high];
+    let mut outside = vec![0isize; high];
+    let mut tracked = Vec::new();
+    registry::for_each(|index, object| {
+        let index = index as usize;
+        tracked.push((index, object));
+        // SAFETY: tracked objects are alive (untracked before they are freed), and the world
+        // is stopped.
+        let count = <BuildCount as RefCount>::get(&unsafe { header(object) }.count, token);
+        match count {
+            RefCountValue::Mortal(count) => {
+                marks[index] = Mark::Candidate;
+                outside[index] = count as isize;
+            }
+            RefCountValue::Immortal => marks[index] = Mark::Reachable,
+        }
+    });
+    // References held by tracked objects are not from outside.
+    for &(_, object) in &tracked {
+        // SAFETY: alive; the world is stopped, so what it holds does not change.
+        unsafe {
+            traverse(object, |held| {
+                if let Some(index) = tracked_index(held) {
+                    outside[index] -= 1;
+                }
+            })
+        };
+    }
+    // Everything reachable from an object referenced from outside is alive.
+    let mut stack: Vec<NonNull<Header>> = Vec::new();
+    for &(index, object) in &tracked {
+        if marks[index] == Mark::Candidate && outside[index] > 0 {
+            marks[index] = Mark::Reachable;
+            stack.push(object);
+        } else if marks[index] == Mark::Reachable {
+            stack.push(object);
+        }
+    }
+    while let Some(object) = stack.pop() {
+        // SAFETY: as above.
+        unsafe {
+            traverse(object, |held| {
+                if let Some(index) = tracked_index(held) {
+                    if marks[index] == Mark::Candidate {
+                        marks[index] = Mark::Reachable;
+                        stack.push(held);
+                    }
+                }
+            })
+        };
+    }
+    let unreachable: Vec<NonNull<Header>> = tracked
+        .iter()
+        .filter(|&&(index, _)| marks[index] == Mark::Candidate)
+        .map(|&(_, object)| object)
+        .collect();
+    debug_assert!(
+        unreachable.iter().all(|&object| {
+            // SAFETY: alive: tracked.
+            let index = unsafe { gc_index(object) } as usize;
+            outside[index] == 0
+        }),
+        "an unreachable object has references from outside (a count was not exact)"
+    );
+    free_unreachable(py, &unreachable);
+    let survivors = tracked.len() - unreachable.len();
+    SURVIVORS.store(survivors, Ordering::Relaxed);
+    // Whatever the threads counted towards the next collection starts from here.
+    YOUNG.store(0, Ordering::Relaxed);
+    let pause = started.elapsed();
+    COLLECTIONS.fetch_add(1, Ordering::Relaxed);
+    let mut pauses = lock_pauses();
+    if pauses.len() < MAX_PAUSES {
+        pauses.push(pause);
+    }
+    Collection {
+        tracked: tracked.len(),
+        unreachable: unreachable.len(),
+        pause,
+    }
+}
+
+/// Frees unreachable objects: a reference to each first (none is freed while others still
+/// point at it), then each container is cleared, then the references go, freeing them all.
+fn free_unreachable(py: Python<'_>, unreachable: &[NonNull<Header>]) {
+    let token = py.count_token();
+    for &object in unreachable {
+        // SAFETY: alive: tracked, and nothing frees it in a stopped world.
+        unsafe { incref(object, token) };
+    }
+    for &object in unreachable {
+        // SAFETY: alive (the reference above); its own type's slot.
+        unsafe { (header(object).ty.slots.clear)(object, py) };
+    }
+    for &object in unreachable {
+        // SAFETY: the reference taken above.
+        unsafe { decref(object, token) };
+    }
+}
+
+/// The registry index of `object` if it is tracked.
+fn tracked_index(object: NonNull<Header>) -> Option<usize> {
+    // SAFETY: held by a live tracked object, so alive.
+    let holds_references = unsafe { header(object) }.ty.slots.holds_references;
+    if !holds_references {
+        return None;
+    }
+    // SAFETY: alive, and of a type that holds references.
+    let index = unsafe { gc_index(object) };
+    (index != UNTRACKED).then_some(index as usize)
+}
+
+/// Calls `visit` with every object `object` holds.
+///
+/// # Safety
+/// `object` is alive and nothing changes what it holds during the call.
+unsafe fn traverse(object: NonNull<Header>, mut visit: impl FnMut(NonNull<Header>)) {
+    let mut visit = |held: Borrowed<'_>| visit(held.ptr());
+    // SAFETY: per the caller; its own type's slot.
+    unsafe { (header(object).ty.slots.traverse)(object, &mut visit) };
+}

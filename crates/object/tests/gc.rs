@@ -1,0 +1,182 @@
+//! The cycle collector: reference cycles are freed by `gc::collect`, in every build; what is
+//! reachable is kept, whole; cycles made and dropped on other threads are found too; and
+//! automatic collections keep a program that makes cycles from growing without bound.
+
+mod common;
+
+use std::sync::Barrier;
+use std::thread;
+
+use common::{leak_checked, SERIAL};
+use ftrt_gil::Python;
+use ftrt_object::stats::live_objects;
+use ftrt_object::{gc, Kind, PyClass, PyDict, PyFloat, PyInt, PyList, PyStr, PyTuple};
+
+#[test]
+fn a_list_that_holds_itself_is_freed_by_a_collection() {
+    leak_checked(|py| {
+        let lists = live_objects(Kind::List);
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        list.append(PyFloat::new(py, 0.5));
+        drop(list);
+        // Counting alone cannot free it.
+        assert_eq!(live_objects(Kind::List), lists + 1);
+        let collection = gc::collect(py);
+        assert_eq!(collection.unreachable, 1);
+        assert_eq!(live_objects(Kind::List), lists);
+    });
+}
+
+#[test]
+fn two_instances_that_point_at_each_other_are_freed() {
+    leak_checked(|py| {
+        let class = PyClass::new(py, "Node").unwrap();
+        let other = PyStr::intern(py, "other");
+        let (a, b) = (class.instantiate(), class.instantiate());
+        a.set_attr(&other, b.clone()).unwrap();
+        b.set_attr(&other, a.clone()).unwrap();
+        drop((a, b));
+        assert_eq!(gc::collect(py).unreachable, 2);
+    });
+}
+
+#[test]
+fn a_cycle_through_a_tuple_and_a_dict_is_freed_with_what_only_it_holds() {
+    leak_checked(|py| {
+        let dict = PyDict::new(py);
+        let list = PyList::new(py, [PyFloat::new(py, 1.5)]);
+        let tuple = PyTuple::new(py, [dict.clone().into_any(), list.clone().into_any()]);
+        dict.set_item(&PyInt::new(py, 1_000).into_any(), tuple)
+            .unwrap();
+        list.append(dict.clone());
+        drop((dict, list));
+        assert_eq!(gc::collect(py).unreachable, 3);
+    });
+}
+
+#[test]
+fn reachable_cycles_are_kept_whole() {
+    leak_checked(|py| {
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        list.append(PyFloat::new(py, 2.5));
+        let holder = PyList::new(py, [list.clone()]);
+        drop(list);
+        assert_eq!(gc::collect(py).unreachable, 0);
+        {
+            let item = holder.get_item(0).unwrap();
+            let list = item.downcast::<PyList>().unwrap();
+            assert_eq!(list.len(), 2);
+            assert!(list.get_item(0).unwrap().is(&item));
+            assert_eq!(list.get_item(1).unwrap().to_f64().unwrap(), 2.5);
+        }
+        // Once the holder goes, the cycle is garbage.
+        drop(holder);
+        assert_eq!(gc::collect(py).unreachable, 1);
+    });
+}
+
+#[test]
+fn a_cycle_dropped_on_another_thread_is_found_from_this_one() {
+    leak_checked(|py| {
+        let made = py.allow_threads(|| {
+            thread::spawn(|| {
+                Python::attach(|py| {
+                    let list = PyList::empty(py);
+                    list.append(list.clone());
+                    // Shared while it was alive, then dropped: only the cycle holds it.
+                    let shared = list.clone().unbind();
+                    drop(list);
+                    shared
+                })
+            })
+            .join()
+            .unwrap()
+        });
+        drop(made);
+        assert_eq!(gc::collect(py).unreachable, 1);
+    });
+}
+
+#[test]
+fn collections_stop_the_threads_that_change_the_containers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let threads = 3;
+    let rounds = 2_000;
+    let start = Barrier::new(threads + 1);
+    let lists_before = Python::attach(|py| {
+        ftrt_object::collect(py);
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                Python::attach(|py| {
+                    py.allow_threads(|| start.wait());
+                    let kept = PyList::empty(py);
+                    for i in 0..rounds {
+                        // A two-list cycle, dropped; and a shared list changed all along.
+                        let a = PyList::empty(py);
+                        let b = PyList::new(py, [a.clone()]);
+                        a.append(b);
+                        kept.append(PyInt::new(py, i));
+                        if kept.len() > 16 {
+                            kept.del_item(0).unwrap();
+                        }
+                        py.check();
+                    }
+                    assert_eq!(kept.len(), 16);
+                })
+            });
+        }
+        Python::attach(|py| {
+            py.allow_threads(|| start.wait());
+            for _ in 0..20 {
+                gc::collect(py);
+                py.check();
+            }
+        });
+    });
+    Python::attach(|py| {
+        ftrt_object::collect(py);
+        gc::collect(py);
+        assert_eq!(live_objects(Kind::List), lists_before);
+    });
+}
+
+#[test]
+fn automatic_collections_bound_what_cycles_hold() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Python::attach(|py| {
+        gc::collect(py);
+        let before = gc::collections();
+        let lists = live_objects(Kind::List);
+        for _ in 0..50 * gc::THRESHOLD {
+            let list = PyList::empty(py);
+            list.append(list.clone());
+            py.check();
+        }
+        assert!(gc::collections() > before, "no automatic collection ran");
+        let left = live_objects(Kind::List) - lists;
+        assert!(
+            left < 4 * gc::THRESHOLD as isize,
+            "{left} cycles alive after automatic collections"
+        );
+        gc::collect(py);
+        assert_eq!(live_objects(Kind::List), lists);
+    });
+}
+
+#[test]
+fn pauses_are_recorded() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Python::attach(|py| {
+        let before = gc::pauses().len();
+        let collection = gc::collect(py);
+        let pauses = gc::pauses();
+        assert!(pauses.len() > before);
+        assert!(pauses.contains(&collection.pause));
+    });
+}
