@@ -149,6 +149,25 @@ def counter_locked(n, total):
 PRIVATE_LIST_CAP = 10_000
 
 
+def shared_lock(n, total):
+    lock = threading.Lock()
+
+    def work(t):
+        # Nothing inside: the section of the Rust twin is a load and a store, and a counter
+        # here would cost an interpreter more than the lock does.
+        i = -1
+        for i in range(steps(total, n, t)):
+            with lock:
+                pass
+        return i + 1
+
+    elapsed, acquired = run_threads(n, work)
+    check = first_wrong(n, total, acquired, lambda s: s)
+    if check == "ok" and lock.locked():
+        check = "the lock is still held after every thread released it"
+    return elapsed, check, {}
+
+
 def list_append_private(n, total):
     def work(t):
         # A fresh list every PRIVATE_LIST_CAP items, as in the Rust twin.
@@ -411,6 +430,7 @@ WORKLOADS = {
     "io-sleep": (io_sleep, 250, "2 ms sleep"),
     "counter-race": (counter_race, 11_000_000, "increment"),
     "counter-locked": (counter_locked, 1_700_000, "locked increment"),
+    "shared-lock": (shared_lock, 2_400_000, "lock acquired and released"),
     "list-append-private": (list_append_private, 7_000_000, "append"),
     "list-append-shared": (list_append_shared, 8_000_000, "append"),
     "dict-private": (dict_private, 4_700_000, "set and get"),

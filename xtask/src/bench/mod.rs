@@ -34,6 +34,7 @@ pub const WORKLOADS: &[&str] = &[
     "native-release",
     "counter-race",
     "counter-locked",
+    "shared-lock",
     "list-append-private",
     "list-append-shared",
     "dict-private",
