@@ -411,6 +411,32 @@ def shared_attribute_read(n, total):
     return elapsed, first_wrong(n, total, results, lambda s: (s * 0.5, s)), {}
 
 
+def shared_attribute_keep(n, total):
+    config = Config()
+    config.scale = float("0.5")  # mortal, made at run time
+    # The count before the run, read as after it.
+    baseline = sys.getrefcount(config.scale)
+    still_held = []
+
+    def work(t):
+        kept = [None]  # each read replaces the value kept before, dropping it
+        s, i = 0.0, -1
+        for i in range(share(total, n, t)):
+            v = config.scale
+            s += v
+            kept[0] = v
+        if sabotaged(t):
+            still_held.append(kept)  # keeps a reference it should have dropped
+        return s, i + 1
+
+    elapsed, results = run_threads(n, work)
+    count = sys.getrefcount(config.scale)
+    check = first_wrong(n, total, results, lambda s: (s * 0.5, s))
+    if check == "ok" and count != baseline:
+        check = f"the shared value's count is {count}, expected {baseline} as before the run"
+    return elapsed, check, {}
+
+
 def immortal_read(n, total):
     def work(t):
         s = 0
@@ -441,6 +467,7 @@ WORKLOADS = {
     "string-intern": (string_intern, 4_200_000, "interning"),
     "shared-refcount": (shared_refcount, 29_000_000, "reference taken and dropped"),
     "shared-attribute-read": (shared_attribute_read, 20_000_000, "attribute read"),
+    "shared-attribute-keep": (shared_attribute_keep, 16_000_000, "attribute read and kept"),
     "immortal-read": (immortal_read, 11_000_000, "two references taken and dropped"),
 }
 

@@ -230,7 +230,7 @@ pub fn find(name: &str) -> Option<&'static Workload> {
     CATALOGUE.iter().find(|w| w.name == name)
 }
 
-static CATALOGUE: [Workload; 19] = [
+static CATALOGUE: [Workload; 20] = [
     cpu::COUNTDOWN,
     cpu::COUNTDOWN_PROCESSES,
     io::IO_SLEEP,
@@ -248,6 +248,7 @@ static CATALOGUE: [Workload; 19] = [
     containers::STRING_INTERN,
     sharing::SHARED_REFCOUNT,
     sharing::SHARED_ATTRIBUTE_READ,
+    sharing::SHARED_ATTRIBUTE_KEEP,
     sharing::IMMORTAL_READ,
     io::IO_LATENCY_UNDER_LOAD,
 ];

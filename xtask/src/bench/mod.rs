@@ -45,6 +45,7 @@ pub const WORKLOADS: &[&str] = &[
     "string-intern",
     "shared-refcount",
     "shared-attribute-read",
+    "shared-attribute-keep",
     "immortal-read",
     "io-latency-under-load",
 ];
