@@ -149,6 +149,25 @@ def counter_locked(n, total):
 PRIVATE_LIST_CAP = 10_000
 
 
+def shared_lock(n, total):
+    lock = threading.Lock()
+
+    def work(t):
+        # Nothing inside: the section of the Rust twin is a load and a store, and a counter
+        # here would cost an interpreter more than the lock does.
+        i = -1
+        for i in range(steps(total, n, t)):
+            with lock:
+                pass
+        return i + 1
+
+    elapsed, acquired = run_threads(n, work)
+    check = first_wrong(n, total, acquired, lambda s: s)
+    if check == "ok" and lock.locked():
+        check = "the lock is still held after every thread released it"
+    return elapsed, check, {}
+
+
 def list_append_private(n, total):
     def work(t):
         # A fresh list every PRIVATE_LIST_CAP items, as in the Rust twin.
@@ -392,6 +411,32 @@ def shared_attribute_read(n, total):
     return elapsed, first_wrong(n, total, results, lambda s: (s * 0.5, s)), {}
 
 
+def shared_attribute_keep(n, total):
+    config = Config()
+    config.scale = float("0.5")  # mortal, made at run time
+    # The count before the run, read as after it.
+    baseline = sys.getrefcount(config.scale)
+    still_held = []
+
+    def work(t):
+        kept = [None]  # each read replaces the value kept before, dropping it
+        s, i = 0.0, -1
+        for i in range(share(total, n, t)):
+            v = config.scale
+            s += v
+            kept[0] = v
+        if sabotaged(t):
+            still_held.append(kept)  # keeps a reference it should have dropped
+        return s, i + 1
+
+    elapsed, results = run_threads(n, work)
+    count = sys.getrefcount(config.scale)
+    check = first_wrong(n, total, results, lambda s: (s * 0.5, s))
+    if check == "ok" and count != baseline:
+        check = f"the shared value's count is {count}, expected {baseline} as before the run"
+    return elapsed, check, {}
+
+
 def immortal_read(n, total):
     def work(t):
         s = 0
@@ -411,6 +456,7 @@ WORKLOADS = {
     "io-sleep": (io_sleep, 250, "2 ms sleep"),
     "counter-race": (counter_race, 11_000_000, "increment"),
     "counter-locked": (counter_locked, 1_700_000, "locked increment"),
+    "shared-lock": (shared_lock, 2_400_000, "lock acquired and released"),
     "list-append-private": (list_append_private, 7_000_000, "append"),
     "list-append-shared": (list_append_shared, 8_000_000, "append"),
     "dict-private": (dict_private, 4_700_000, "set and get"),
@@ -421,6 +467,7 @@ WORKLOADS = {
     "string-intern": (string_intern, 4_200_000, "interning"),
     "shared-refcount": (shared_refcount, 29_000_000, "reference taken and dropped"),
     "shared-attribute-read": (shared_attribute_read, 20_000_000, "attribute read"),
+    "shared-attribute-keep": (shared_attribute_keep, 16_000_000, "attribute read and kept"),
     "immortal-read": (immortal_read, 11_000_000, "two references taken and dropped"),
 }
 

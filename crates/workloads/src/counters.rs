@@ -1,5 +1,9 @@
 //! `counter = counter + 1` on a module global from every thread: without a lock updates are
-//! lost in both builds (S7), with a `threading.Lock` the count is exact (S8).
+//! lost in both builds (S7), with a `threading.Lock` the count is exact (S8). And the lock alone:
+//! every thread acquiring and releasing one shared `Lock` with nothing inside, the cost of the
+//! lock itself (CPython issue 134761: 9–10× slower in the free-threaded 3.15 than in 3.14).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ftrt_gil::threading::Lock;
 use ftrt_gil::Python;
@@ -9,6 +13,7 @@ use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
 const RACE_INCREMENTS_TOTAL: usize = 24_000_000;
 const LOCKED_INCREMENTS_TOTAL: usize = 12_000_000;
+const LOCK_ACQUISITIONS_TOTAL: usize = 21_000_000;
 
 /// A module with `counter = 0`, and the interned name.
 fn setup() -> (Shared<PyModule>, Shared<PyStr>) {
@@ -98,4 +103,65 @@ pub(crate) const COUNTER_LOCKED: Workload = Workload {
     description: "the same increments under a threading Lock; exact",
     shows: "S8",
     run: counter_locked,
+};
+
+/// The lock, and a count kept by whoever holds it, on one cache line: the holder has just
+/// brought that line to its core by acquiring the lock, so counting inside adds no cache miss.
+#[repr(align(64))]
+struct CountedLock {
+    lock: Lock,
+    /// Sections entered, counted only while holding the lock.
+    entered: AtomicUsize,
+}
+
+fn shared_lock(params: &Params) -> Outcome {
+    let total = params.total(LOCK_ACQUISITIONS_TOTAL);
+    let shared = CountedLock {
+        lock: Lock::new(),
+        entered: AtomicUsize::new(0),
+    };
+    let (elapsed, counts) = run_threads(params.threads, |t, py| {
+        let (mut acquired, mut released) = (0, 0);
+        for i in 0..params.share(total, t) {
+            if shared.lock.acquire(py, None) {
+                acquired += 1;
+                // All but empty: a load, then a store, a count that is not atomic as a whole.
+                // Two holders at once could lose a count, which the check would see: a cheap
+                // tripwire for mutual exclusion, if not a proof (an overlap must fall between
+                // the load and the store). An atomic increment would hide the overlap; more
+                // work inside would measure the work rather than the lock.
+                let entered = shared.entered.load(Ordering::Relaxed);
+                shared.entered.store(entered + 1, Ordering::Relaxed);
+                if shared.lock.release().is_ok() {
+                    released += 1;
+                }
+            }
+            checkpoint(py, i);
+        }
+        (acquired, released)
+    });
+    let mut outcome = Outcome::timed(elapsed, total);
+    let acquisitions: usize = counts.iter().map(|&(acquired, _)| acquired).sum();
+    outcome.expect_per_thread(counts, |t| {
+        let share = params.share(total, t);
+        (share, share)
+    });
+    let entered = shared.entered.load(Ordering::Relaxed);
+    outcome.expect(entered == acquisitions, || {
+        format!(
+            "{entered} sections counted for {acquisitions} acquisitions: two threads held the lock at once"
+        )
+    });
+    outcome.expect(!shared.lock.locked(), || {
+        "the lock is still held after every thread released it".to_owned()
+    });
+    outcome
+}
+
+pub(crate) const SHARED_LOCK: Workload = Workload {
+    name: "shared-lock",
+    unit: "lock acquired and released",
+    description: "acquires and releases one shared threading Lock, nothing inside",
+    shows: "S8, P11",
+    run: shared_lock,
 };

@@ -230,13 +230,14 @@ pub fn find(name: &str) -> Option<&'static Workload> {
     CATALOGUE.iter().find(|w| w.name == name)
 }
 
-static CATALOGUE: [Workload; 18] = [
+static CATALOGUE: [Workload; 20] = [
     cpu::COUNTDOWN,
     cpu::COUNTDOWN_PROCESSES,
     io::IO_SLEEP,
     cpu::NATIVE_RELEASE,
     counters::COUNTER_RACE,
     counters::COUNTER_LOCKED,
+    counters::SHARED_LOCK,
     containers::LIST_APPEND_PRIVATE,
     containers::LIST_APPEND_SHARED,
     containers::DICT_PRIVATE,
@@ -247,6 +248,7 @@ static CATALOGUE: [Workload; 18] = [
     containers::STRING_INTERN,
     sharing::SHARED_REFCOUNT,
     sharing::SHARED_ATTRIBUTE_READ,
+    sharing::SHARED_ATTRIBUTE_KEEP,
     sharing::IMMORTAL_READ,
     io::IO_LATENCY_UNDER_LOAD,
 ];

@@ -1,11 +1,12 @@
 //! Every thread reading the same object: one mortal object counted by all (the case CPython
-//! 3.14t still serialises), one shared instance's attribute, and immortal objects.
+//! 3.14t still serialises), one shared instance's attribute (borrowed, or kept: counted), and
+//! immortal objects.
 
 use std::sync::{Barrier, OnceLock};
 
 use ftrt_gil::Python;
 use ftrt_object::RefCountValue;
-use ftrt_object::{PyClass, PyFloat, PyInt, PyNone, PyStr, ReadGuard, Shared};
+use ftrt_object::{PyClass, PyFloat, PyInstance, PyInt, PyList, PyNone, PyStr, ReadGuard, Shared};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
@@ -55,17 +56,24 @@ pub(crate) const SHARED_REFCOUNT: Workload = Workload {
 };
 
 const ATTR_READS_TOTAL: usize = 88_000_000;
+const ATTR_KEEPS_TOTAL: usize = 60_000_000;
 
-fn shared_attribute_read(params: &Params) -> Outcome {
-    let total = params.total(ATTR_READS_TOTAL);
-    let (instance, name) = Python::attach(|py| {
+/// A `Config` instance made on the calling thread, with `scale = 0.5` (a mortal float); the
+/// interned name.
+fn shared_config() -> (Shared<PyInstance>, Shared<PyStr>) {
+    Python::attach(|py| {
         let instance = PyClass::new(py, "Config").expect("a name").instantiate();
         let name = PyStr::intern(py, "scale");
         instance
             .set_attr(&name, PyFloat::new(py, 0.5))
             .expect("attributes");
         (instance.unbind(), name.unbind())
-    });
+    })
+}
+
+fn shared_attribute_read(params: &Params) -> Outcome {
+    let total = params.total(ATTR_READS_TOTAL);
+    let (instance, name) = shared_config();
     let (elapsed, sums) = run_threads(params.threads, |t, py| {
         let (instance, name) = (instance.bind(py), name.bind(py));
         let mut sum = 0.0;
@@ -91,6 +99,65 @@ pub(crate) const SHARED_ATTRIBUTE_READ: Workload = Workload {
     description: "reads an attribute of one shared instance",
     shows: "P9",
     run: shared_attribute_read,
+};
+
+/// `shared-attribute-read`, keeping what it reads: `kept[0] = config.scale`, the value counted
+/// into the thread's own one-slot list and the one it replaces dropped, as a program that
+/// stores what it read pays. Every thread counts the same mortal float.
+fn shared_attribute_keep(params: &Params) -> Outcome {
+    let total = params.total(ATTR_KEEPS_TOTAL);
+    let (instance, name) = shared_config();
+    // The value's count before the run, read as after it: through a binding of this handle.
+    let (value, baseline) = Python::attach(|py| {
+        let value = instance
+            .bind(py)
+            .get_attr(&name.bind(py))
+            .expect("present")
+            .unbind();
+        ftrt_object::collect(py);
+        let baseline = value.bind(py).refcount();
+        (value, baseline)
+    });
+    let (elapsed, results) = run_threads(params.threads, |t, py| {
+        let (instance, name) = (instance.bind(py), name.bind(py));
+        let kept = PyList::new(py, [PyNone::get(py)]);
+        let mut sum = 0.0;
+        for i in 0..params.share(total, t) {
+            let read = instance.get_attr(&name).expect("present");
+            sum += read.to_f64().expect("a float");
+            // Stores the counted reference, dropping the one kept before.
+            kept.set_item(0, read).expect("one slot");
+            checkpoint(py, i);
+        }
+        let holds_value = kept.get_item(0).expect("one slot").is(&value.bind(py));
+        (sum, holds_value)
+    });
+    let mut outcome = Outcome::timed(elapsed, total);
+    // A thread with no share keeps the `None` it started with.
+    outcome.expect_per_thread(results, |t| {
+        let share = params.share(total, t);
+        (share as f64 * 0.5, share > 0)
+    });
+    Python::attach(|py| {
+        // Every list that kept the value is gone: its count is back where it was.
+        ftrt_object::collect(py);
+        let after = value.bind(py).refcount();
+        outcome.expect(after == baseline, || {
+            format!(
+                "the shared value's count is {after:?}, expected {baseline:?} as before the run"
+            )
+        });
+    });
+    drop((value, instance, name));
+    outcome
+}
+
+pub(crate) const SHARED_ATTRIBUTE_KEEP: Workload = Workload {
+    name: "shared-attribute-keep",
+    unit: "attribute read and kept",
+    description: "reads an attribute of one shared instance and keeps it (a counted reference in its own one-slot list)",
+    shows: "P9",
+    run: shared_attribute_keep,
 };
 
 const IMMORTAL_REFS_TOTAL: usize = 240_000_000;

@@ -34,6 +34,7 @@ pub const WORKLOADS: &[&str] = &[
     "native-release",
     "counter-race",
     "counter-locked",
+    "shared-lock",
     "list-append-private",
     "list-append-shared",
     "dict-private",
@@ -44,6 +45,7 @@ pub const WORKLOADS: &[&str] = &[
     "string-intern",
     "shared-refcount",
     "shared-attribute-read",
+    "shared-attribute-keep",
     "immortal-read",
     "io-latency-under-load",
 ];

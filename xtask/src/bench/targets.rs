@@ -40,6 +40,7 @@ const RELEASING: &[&str] = &["io-sleep", "native-release"];
 const SHARED_MORTAL: &[&str] = &[
     "shared-refcount",
     "shared-attribute-read",
+    "shared-attribute-keep",
     "dict-shared-read",
 ];
 
