@@ -16,6 +16,7 @@ FTRT_PY_SABOTAGE=1 makes thread 0 of every workload do its work wrong in one pla
 work too many, or a reference kept that it should drop), so that a test can see each check fail.
 """
 
+import gc
 import json
 import os
 import platform
@@ -437,6 +438,44 @@ def shared_attribute_keep(n, total):
     return elapsed, check, {}
 
 
+class Node:
+    alive = 0
+    lock = threading.Lock()
+
+    def __init__(self):
+        with Node.lock:
+            Node.alive += 1
+
+    def __del__(self):
+        with Node.lock:
+            Node.alive -= 1
+
+
+def cycle_create(n, total):
+    gc.collect()
+    before = Node.alive
+    kept = []
+
+    def work(t):
+        made = 0
+        for _ in range(steps(total, n, t)):
+            a, b = Node(), Node()
+            a.other = b
+            b.other = a
+            made += 1
+        if sabotaged(t):
+            kept.append(a)  # keeps a cycle alive
+        return made
+
+    elapsed, results = run_threads(n, work)
+    gc.collect()
+    left = Node.alive - before
+    check = first_wrong(n, total, results, lambda s: s)
+    if check == "ok" and left != 0:
+        check = f"{left} instances left alive after a collection"
+    return elapsed, check, {}
+
+
 def immortal_read(n, total):
     def work(t):
         s = 0
@@ -469,6 +508,7 @@ WORKLOADS = {
     "shared-attribute-read": (shared_attribute_read, 20_000_000, "attribute read"),
     "shared-attribute-keep": (shared_attribute_keep, 16_000_000, "attribute read and kept"),
     "immortal-read": (immortal_read, 11_000_000, "two references taken and dropped"),
+    "cycle-create": (cycle_create, 600_000, "cycle built and dropped"),
 }
 
 

@@ -30,6 +30,7 @@ use ftrt_object::{collect, Kind, PyInt, PyNone};
 mod containers;
 mod counters;
 mod cpu;
+mod cycles;
 pub use cpu::child_countdown;
 mod io;
 mod sharing;
@@ -230,7 +231,7 @@ pub fn find(name: &str) -> Option<&'static Workload> {
     CATALOGUE.iter().find(|w| w.name == name)
 }
 
-static CATALOGUE: [Workload; 20] = [
+static CATALOGUE: [Workload; 21] = [
     cpu::COUNTDOWN,
     cpu::COUNTDOWN_PROCESSES,
     io::IO_SLEEP,
@@ -250,6 +251,7 @@ static CATALOGUE: [Workload; 20] = [
     sharing::SHARED_ATTRIBUTE_READ,
     sharing::SHARED_ATTRIBUTE_KEEP,
     sharing::IMMORTAL_READ,
+    cycles::CYCLE_CREATE,
     io::IO_LATENCY_UNDER_LOAD,
 ];
 

@@ -47,6 +47,7 @@ pub const WORKLOADS: &[&str] = &[
     "shared-attribute-read",
     "shared-attribute-keep",
     "immortal-read",
+    "cycle-create",
     "io-latency-under-load",
 ];
 

@@ -1,0 +1,96 @@
+//! Reference cycles: each thread builds small cycles and drops them, which only the cycle
+//! collector can free. The collector runs on its own (its threshold), stopping the world in the
+//! free-threaded builds; the run reports its pauses.
+
+use ftrt_gil::Python;
+use ftrt_object::stats::live_objects;
+use ftrt_object::{gc, Kind, PyClass, PyStr};
+
+use crate::{checkpoint, run_threads, Outcome, Params, Workload};
+
+const CYCLES_TOTAL: usize = 2_400_000;
+
+fn cycle_create(params: &Params) -> Outcome {
+    let total = params.total(CYCLES_TOTAL);
+    let (class, name, instances) = Python::attach(|py| {
+        gc::collect(py);
+        let class = PyClass::new(py, "Node").expect("a name");
+        let name = PyStr::intern(py, "other");
+        (class.unbind(), name.unbind(), live_objects(Kind::Instance))
+    });
+    gc::clear_pauses();
+    let collections = gc::collections();
+    let (elapsed, made) = run_threads(params.threads, |t, py| {
+        let (class, name) = (class.bind(py), name.bind(py));
+        let mut made = 0;
+        for i in 0..params.share(total, t) {
+            // a.other = b; b.other = a; both dropped: a cycle of two.
+            let (a, b) = (class.instantiate(), class.instantiate());
+            a.set_attr(&name, b.clone()).expect("attributes");
+            b.set_attr(&name, a).expect("attributes");
+            made += 1;
+            checkpoint(py, i);
+        }
+        made
+    });
+    let pauses = gc::pauses();
+    let automatic = gc::collections() - collections;
+    let mut outcome = Outcome::timed(elapsed, total);
+    outcome.expect_per_thread(made, |t| params.share(total, t));
+    // Everything the threads made is garbage now: one collection frees what is left.
+    let left = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::Instance) - instances
+    });
+    outcome.expect(left == 0, || {
+        format!("{left} instances left alive after a collection")
+    });
+    // Past a few thresholds' worth of cycles, collections must have run on their own.
+    if total >= 10 * gc::THRESHOLD {
+        outcome.expect(automatic > 0, || {
+            "no collection ran during the run".to_string()
+        });
+    }
+    let millis = |q: f64| percentile(&pauses, q).as_secs_f64() * 1e3;
+    outcome.metrics = vec![
+        ("gc_collections", automatic as f64),
+        ("gc_pause_p50_ms", millis(0.5)),
+        ("gc_pause_p99_ms", millis(0.99)),
+        ("gc_pause_max_ms", millis(1.0)),
+    ];
+    outcome
+}
+
+/// The `q` quantile of `pauses` (nearest rank); zero when there are none.
+fn percentile(pauses: &[std::time::Duration], q: f64) -> std::time::Duration {
+    let mut sorted = pauses.to_vec();
+    sorted.sort_unstable();
+    match sorted.len() {
+        0 => std::time::Duration::ZERO,
+        n => sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
+    }
+}
+
+pub(crate) const CYCLE_CREATE: Workload = Workload {
+    name: "cycle-create",
+    unit: "cycle built and dropped",
+    description: "builds two instances that point at each other and drops them; the cycle collector frees them",
+    shows: "the cycle collector: its cost, its scaling, its pauses",
+    run: cycle_create,
+};
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::percentile;
+
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        let pauses: Vec<_> = (1..=100).map(Duration::from_millis).collect();
+        assert_eq!(percentile(&pauses, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&pauses, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&pauses, 1.0), Duration::from_millis(100));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+}
