@@ -170,6 +170,7 @@ enum Mark {
 fn collect_stopped(py: Python<'_>) -> Collection {
     let started = Instant::now();
     py.merge_pending();
+    #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
     let high = registry::high() as usize;
     let mut marks = vec![Mark::Absent; high];
@@ -257,6 +258,7 @@ fn collect_stopped(py: Python<'_>) -> Collection {
 /// Frees unreachable objects: a reference to each first (none is freed while others still
 /// point at it), then each container is cleared, then the references go, freeing them all.
 fn free_unreachable(py: Python<'_>, unreachable: &[NonNull<Header>]) {
+    #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
     for &object in unreachable {
         // SAFETY: alive: tracked, and nothing frees it in a stopped world.
