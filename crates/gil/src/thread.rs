@@ -236,12 +236,11 @@ struct Detach(*const ThreadState);
 impl Drop for Detach {
     fn drop(&mut self) {
         // SAFETY: the state of this attachment, alive for all of it (see `Python::state`).
-        state::unpin(unsafe { self.0.as_ref() });
-        // SAFETY: as above.
-        state::park_counts(unsafe { self.0.as_ref() });
+        let block = unsafe { self.0.as_ref() };
+        state::unpin(block);
+        state::park_counts(block);
         state::set_attached(false);
-        // SAFETY: as above.
-        state::leave_world(unsafe { self.0.as_ref() });
+        state::leave_world(block);
         // SAFETY: `attach` took the GIL and this is its matching release.
         unsafe { runtime_gil().release() };
     }
@@ -259,8 +258,7 @@ impl Drop for Reattach {
         state::unpark_counts(block);
         runtime_gil().acquire_after_blocking();
         state::set_attached(true);
-        // SAFETY: the state of the attachment this detach is part of, alive for all of it.
-        state::pin(unsafe { self.0.as_ref() });
+        state::pin(block);
     }
 }
 

@@ -150,6 +150,16 @@ impl Table {
     }
 }
 
+/// Empties a live entry of `owner`'s table, in its critical section: the value, then the key,
+/// each reference retired. `del` and the collector's `clear` both remove entries this way.
+fn retire_entry(owner: &Header, entry: &Entry, guard: &Guard) {
+    for field in [&entry.value, &entry.key] {
+        let held = NonNull::new(replace(field, ptr::null_mut())).expect("a live entry");
+        // SAFETY: the dict owned this reference, and the entry holds it no more.
+        retire_ref(owner, unsafe { OwnedRef::from_raw(held) }, guard);
+    }
+}
+
 /// A dict's state: used by dict objects and, for attributes and globals, by instances and
 /// modules (whose header lock guards it).
 pub(crate) struct DictPayload {
@@ -246,11 +256,7 @@ impl DictPayload {
                     return false;
                 };
                 table.indices[slot].store(DUMMY, Ordering::Release);
-                for field in [&entry.value, &entry.key] {
-                    let old = NonNull::new(replace(field, ptr::null_mut())).expect("a live entry");
-                    // SAFETY: the dict owned this reference.
-                    retire_ref(owner, unsafe { OwnedRef::from_raw(old) }, guard);
-                }
+                retire_entry(owner, entry, guard);
                 let len = self.len.load(Ordering::Relaxed);
                 self.len.store(len - 1, Ordering::Release);
                 true
@@ -263,14 +269,8 @@ impl DictPayload {
     pub(crate) fn clear_entries(&self, py: Python<'_>, owner: &Header) {
         owner.section(py, || {
             with_write_guard(owner, |guard| {
-                let old = self.table(guard);
-                for entry in old.live_entries() {
-                    for field in [&entry.value, &entry.key] {
-                        let held =
-                            NonNull::new(replace(field, ptr::null_mut())).expect("a live entry");
-                        // SAFETY: the dict owned this reference.
-                        retire_ref(owner, unsafe { OwnedRef::from_raw(held) }, guard);
-                    }
+                for entry in self.table(guard).live_entries() {
+                    retire_entry(owner, entry, guard);
                 }
                 let old = self
                     .table

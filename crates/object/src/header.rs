@@ -316,13 +316,19 @@ impl GcHead {
 /// The object is alive and its type's payload holds references (`slots.holds_references`),
 /// so it was allocated behind a [`GcHead`]; the head is written only while it is allocated.
 pub(crate) unsafe fn gc_index(object: NonNull<Header>) -> u32 {
+    // SAFETY: per the contract the object is a live `Tracked` allocation; the head is its first
+    // field whatever the payload, so `()` stands in for it.
+    unsafe { (*tracked::<()>(object)).gc.0.load(Ordering::Relaxed) }
+}
+
+/// The `Tracked` allocation whose object `header` heads.
+///
+/// # Safety
+/// `header` heads the object of a `Tracked` allocation (its payload holds references).
+unsafe fn tracked<P>(header: NonNull<Header>) -> *mut Tracked<P> {
     // SAFETY: per the contract the head sits `GC_HEAD` bytes before the header, in the same
     // allocation.
-    unsafe {
-        (*object.cast::<u8>().as_ptr().sub(GC_HEAD).cast::<GcHead>())
-            .0
-            .load(Ordering::Relaxed)
-    }
+    unsafe { header.cast::<u8>().as_ptr().sub(GC_HEAD).cast() }
 }
 
 /// Frees an object of payload type `P`: the `free` slot.
@@ -347,16 +353,8 @@ pub(crate) unsafe fn free_object<P: Payload>(header: NonNull<Header>) {
     if index != gc::UNTRACKED {
         gc::untrack(index);
     }
-    // SAFETY: as above: the `Tracked` allocation `allocate` leaked, `GC_HEAD` bytes before.
-    drop(unsafe {
-        Box::from_raw(
-            header
-                .cast::<u8>()
-                .as_ptr()
-                .sub(GC_HEAD)
-                .cast::<Tracked<P>>(),
-        )
-    });
+    // SAFETY: as above: the `Tracked` allocation `allocate` leaked, and it is unreachable.
+    drop(unsafe { Box::from_raw(tracked::<P>(header)) });
 }
 
 /// The payload of the object at `header`.

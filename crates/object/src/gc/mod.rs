@@ -227,16 +227,14 @@ fn collect_stopped(py: Python<'_>) -> Collection {
     let unreachable: Vec<NonNull<Header>> = tracked
         .iter()
         .filter(|&&(index, _)| marks[index] == Mark::Candidate)
+        .inspect(|&&(index, _)| {
+            debug_assert_eq!(
+                outside[index], 0,
+                "an unreachable object has references from outside (a count was not exact)"
+            )
+        })
         .map(|&(_, object)| object)
         .collect();
-    debug_assert!(
-        unreachable.iter().all(|&object| {
-            // SAFETY: alive: tracked.
-            let index = unsafe { gc_index(object) } as usize;
-            outside[index] == 0
-        }),
-        "an unreachable object has references from outside (a count was not exact)"
-    );
     free_unreachable(py, &unreachable);
     let survivors = tracked.len() - unreachable.len();
     SURVIVORS.store(survivors, Ordering::Relaxed);
