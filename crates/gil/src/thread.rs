@@ -187,11 +187,17 @@ impl<'py> Python<'py> {
     fn safe_point(self) {
         #[cfg(not(feature = "gil"))]
         if state::world().stop_requested() {
-            // Park: a detach (sections suspended, counts parked, left the world) and an attach,
-            // which waits for the stop to end.
-            self.allow_threads(|| ());
+            self.park();
         }
         state::run_checkpoint_work(self);
+    }
+
+    /// Parks while a stop of the world is under way (`World::park`): a detach (sections
+    /// suspended, counts parked, left the world) that waits for the stop to end before it
+    /// attaches again, even if the stopper has not reached this thread yet.
+    #[cfg(not(feature = "gil"))]
+    fn park(self) {
+        self.allow_threads(|| state::world().wait_while_stopping());
     }
 
     /// The rare half of [`check`](Self::check), kept out of line so that the common half (two
@@ -311,7 +317,7 @@ pub fn try_stop_the_world<R>(
             }
             Err(crate::world::StopFailed::Busy) => {
                 // Another thread is stopping the world and waits for this one: park.
-                py.allow_threads(|| ());
+                py.park();
                 Err(crate::world::StopFailed::Busy)
             }
             Err(failed) => Err(failed),

@@ -15,9 +15,8 @@
 //! ```text
 //!             enter (CAS)                 a stopper (CAS)
 //!  DETACHED ───────────────▶ ATTACHED ─────────────────▶ WAITED
-//!   ▲   ▲  ◀──── leave (swap) ───┘                          │
-//!   │   └──────────────────────── leave (swap): wakes it ───┘
-//!   │                         a stopper (CAS)
+//!   ▲   ▲  ◀──── leave (CAS) ────┘                          │ leave (CAS): wakes it
+//!   │   │                     a stopper (CAS)               ▼
 //!   │   DETACHED or NEW ─────────────────────────▶ SUSPENDED
 //!   └──────────────────────── the stop ends ───────────┘
 //! ```
@@ -27,8 +26,12 @@
 //! - a stopper suspends a detached thread with a CAS, and an attaching thread's CAS then fails
 //!   and it waits for the stop to end;
 //! - a stopper that finds a thread attached marks it `WAITED` (a CAS) and waits; the thread's
-//!   `leave` is a swap, and finding `WAITED` it wakes the stopper, under the mutex the stopper
-//!   checks under, so no wake-up is lost.
+//!   `leave`, finding `WAITED`, suspends itself and wakes the stopper, under the mutex the
+//!   stopper checks under, so no wake-up is lost. Suspending itself is what lets the stop
+//!   happen: a thread that left detached could attach again before the stopper woke up, and a
+//!   thread that parks in a loop would win that race for milliseconds;
+//! - a thread parks at a checkpoint with [`World::park`]: it leaves and waits for the stop to
+//!   end before it enters again, even if the stopper has not reached it yet.
 //!
 //! Threads that registered after a stopper listed the threads cannot be suspended by it: a
 //! presence starts `NEW`, and a `NEW` thread attaches only under the mutex, after checking that
@@ -61,6 +64,11 @@ impl Presence {
     /// Whether the thread is attached (a snapshot).
     pub fn is_attached(&self) -> bool {
         matches!(self.0.load(Acquire), ATTACHED | WAITED)
+    }
+
+    /// Whether a stopper waits for this attached thread to leave (a snapshot).
+    pub fn is_waited_for(&self) -> bool {
+        self.0.load(Acquire) == WAITED
     }
 }
 
@@ -181,9 +189,28 @@ impl World {
             return;
         };
         // Release: the stopper that suspends this thread sees everything it did attached.
-        if presence.0.swap(DETACHED, Release) == WAITED {
-            let _lock = self.lock.lock();
-            self.changed.notify_all();
+        match presence
+            .0
+            .compare_exchange(ATTACHED, DETACHED, Release, Relaxed)
+        {
+            Ok(_) => {}
+            Err(WAITED) => {
+                // A stopper waits for this thread: it leaves suspended, so it cannot attach
+                // again before the stop ends (leaving detached, it could, before the stopper
+                // woke up to suspend it, and a thread that parks and attaches in a loop would
+                // keep the stop from ever being reached). A stopper whose patience ran out
+                // may be putting it back to ATTACHED meanwhile: then leave as usual.
+                let _lock = self.lock.lock();
+                if presence
+                    .0
+                    .compare_exchange(WAITED, SUSPENDED, Release, Relaxed)
+                    .is_err()
+                {
+                    presence.0.store(DETACHED, Release);
+                }
+                self.changed.notify_all();
+            }
+            Err(_) => panic!("a thread left the world without entering it"),
         }
     }
 
@@ -193,6 +220,15 @@ impl World {
         while self.stopping.load(Relaxed) {
             lock = self.changed.wait(lock);
         }
+    }
+
+    /// A checkpoint's answer to a stop: leaves, waits until no stop is under way, and enters
+    /// again. Leaving alone is not enough: a stopper that has not reached this thread yet would
+    /// find it attached again.
+    pub fn park(&self, presence: Option<&Presence>) {
+        self.leave(presence);
+        self.wait_while_stopping();
+        self.enter(presence);
     }
 
     /// Stops the world for the calling thread, which is attached with presence `me` (or is
@@ -241,22 +277,28 @@ impl World {
     }
 
     /// Suspends `presence`, waiting while its thread is attached. `false` if the deadline
-    /// passed first (the thread stays attached, unmarked).
+    /// passed first (the thread stays attached, unmarked); a thread that left just then is
+    /// suspended all the same.
     fn suspend(&self, presence: &Presence, deadline: Option<Instant>) -> bool {
         loop {
-            let state = presence.0.load(Relaxed);
+            // Acquire: for a thread found suspended by its own `leave` (below).
+            let state = presence.0.load(Acquire);
             let next = match state {
                 // Acquire: the stopper sees everything the thread did before it left.
                 DETACHED | NEW => SUSPENDED,
                 ATTACHED => WAITED,
+                // Suspended by its own `leave`, which found it waited for by this stopper (the
+                // only one: every earlier stop let its threads go before it ended). Acquire:
+                // as above.
+                SUSPENDED => return true,
                 _ => {
-                    // Waited for (by this stopper: the only one): wait for the swap in `leave`.
+                    // Waited for (by this stopper): wait for `leave`.
                     if !self.wait_for(|| presence.0.load(Relaxed) != WAITED, deadline) {
-                        // Unmark it, unless it left meanwhile.
-                        let _ = presence
+                        // Unmark it, unless it left meanwhile (suspended: then it is stopped).
+                        return presence
                             .0
-                            .compare_exchange(WAITED, ATTACHED, Relaxed, Relaxed);
-                        return false;
+                            .compare_exchange(WAITED, ATTACHED, Relaxed, Acquire)
+                            .is_err();
                     }
                     continue;
                 }

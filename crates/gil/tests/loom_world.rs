@@ -55,12 +55,7 @@ impl Shared {
                     drop(stopped);
                     break;
                 }
-                Err(StopFailed::Busy) => {
-                    // Park, as a checkpoint does: leave, wait, enter again.
-                    self.world.leave(Some(me));
-                    self.world.wait_while_stopping();
-                    self.world.enter(Some(me));
-                }
+                Err(StopFailed::Busy) => self.world.park(Some(me)),
                 Err(StopFailed::TimedOut) => unreachable!("no patience given"),
             }
         }
@@ -81,8 +76,7 @@ fn a_stop_excludes_every_attachment() {
                 shared.touch();
                 // A checkpoint: park if asked.
                 if shared.world.stop_requested() {
-                    shared.world.leave(Some(&shared.mutator));
-                    shared.world.enter(Some(&shared.mutator));
+                    shared.world.park(Some(&shared.mutator));
                 }
                 shared.touch();
                 shared.world.leave(Some(&shared.mutator));

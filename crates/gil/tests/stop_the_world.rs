@@ -6,6 +6,7 @@ use std::sync::Barrier;
 use std::thread;
 use std::time::Duration;
 
+use ftrt_gil::world::{Presence, World};
 use ftrt_gil::{stop_the_world, Python};
 
 /// Threads that stay attached and keep reaching checkpoints; each step is counted while
@@ -93,4 +94,80 @@ fn stoppers_take_turns() {
         }
     });
     assert_eq!(stops.load(Ordering::SeqCst), 200);
+}
+
+// The protocol itself (`ftrt_gil::world`), one step at a time.
+
+/// A thread that leaves while a stopper waits for it leaves suspended: attaching again waits
+/// for the stop to end. (Leaving detached, it attached again before the stopper woke up, and
+/// a thread parking in a loop held a stop off for tens of milliseconds.)
+#[test]
+fn a_thread_left_while_waited_for_attaches_only_after_the_stop() {
+    let world = World::new();
+    let (mutator, stopper) = (Presence::new(), Presence::new());
+    let stop_ran = AtomicBool::new(false);
+    world.enter(Some(&mutator));
+    let ran_before_attaching = thread::scope(|s| {
+        s.spawn(|| {
+            world.enter(Some(&stopper));
+            let stopped = world
+                .try_stop(Some(&stopper), || vec![&mutator, &stopper], None)
+                .expect("the only stopper");
+            stop_ran.store(true, Ordering::SeqCst);
+            drop(stopped);
+            world.leave(Some(&stopper));
+        });
+        while !mutator.is_waited_for() {
+            thread::yield_now();
+        }
+        world.leave(Some(&mutator));
+        world.enter(Some(&mutator));
+        let ran = stop_ran.load(Ordering::SeqCst);
+        // Out of the world again, so that a stopper still waiting (the bug) can finish.
+        world.leave(Some(&mutator));
+        ran
+    });
+    assert!(
+        ran_before_attaching,
+        "the thread attached again before the stop it left for"
+    );
+}
+
+/// A thread that parks before the stopper has reached it waits for the stop all the same.
+#[test]
+fn a_thread_parked_before_the_stopper_reached_it_waits_for_the_stop() {
+    let world = World::new();
+    let (mutator, stopper) = (Presence::new(), Presence::new());
+    let stop_ran = AtomicBool::new(false);
+    world.enter(Some(&mutator));
+    thread::scope(|s| {
+        s.spawn(|| {
+            world.enter(Some(&stopper));
+            let stopped = world
+                .try_stop(
+                    Some(&stopper),
+                    || {
+                        // The stop is raised; list the threads only once the mutator parked.
+                        while mutator.is_attached() {
+                            thread::yield_now();
+                        }
+                        vec![&mutator, &stopper]
+                    },
+                    None,
+                )
+                .expect("the only stopper");
+            stop_ran.store(true, Ordering::SeqCst);
+            drop(stopped);
+            world.leave(Some(&stopper));
+        });
+        while !world.stop_requested() {
+            thread::yield_now();
+        }
+        world.park(Some(&mutator));
+        assert!(
+            stop_ran.load(Ordering::SeqCst),
+            "the park ended before the stop"
+        );
+        world.leave(Some(&mutator));
+    });
 }
