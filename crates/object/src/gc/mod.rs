@@ -13,9 +13,10 @@
 //!    holds to it: what is left is the references from outside the tracked objects (handles
 //!    on threads' stacks, `Shared`s, references retired for lock-free readers);
 //! 3. marks everything reachable from an object with references from outside;
-//! 4. frees the rest: takes a reference to each (so none is freed half-way), clears the
-//!    containers among them (their `clear` slot, through the normal write path), and drops the
-//!    references taken, which frees them by counting.
+//! 4. takes a reference to each of the rest (so none is freed half-way) and lets the world
+//!    run again; then clears them (their `clear` slot, through the normal write path) and
+//!    drops the references taken, which frees them by counting. No other thread can reach
+//!    them, so this half needs no stop; the pause is the first three steps and the references.
 //!
 //! Collections run on demand ([`collect`]) and automatically: when the tracked objects made
 //! since the last collection, minus those freed, exceed both [`THRESHOLD`] and a quarter of the
@@ -65,7 +66,7 @@ pub struct Collection {
 /// Runs a collection now, stopping the world: returns what it found and freed. Waits for every
 /// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
 pub fn collect(py: Python<'_>) -> Collection {
-    ftrt_gil::stop_the_world(py, || collect_stopped(py))
+    ftrt_gil::stop_the_world(py, || find_garbage(py)).free(py)
 }
 
 /// The pauses of every collection so far (on demand and automatic), in order; at most the last
@@ -138,9 +139,8 @@ pub(crate) fn count_young(delta: isize) {
 
 #[cold]
 fn flush_young(value: isize) {
-    let young = YOUNG.fetch_add(value, Ordering::Relaxed) + value;
-    let survivors = SURVIVORS.load(Ordering::Relaxed);
-    if value > 0 && young >= THRESHOLD.max(survivors / 4) as isize {
+    YOUNG.fetch_add(value, Ordering::Relaxed);
+    if value > 0 && collection_due() {
         static REGISTERED: Once = Once::new();
         REGISTERED.call_once(|| {
             ftrt_gil::on_checkpoint_request(collect_automatically);
@@ -149,10 +149,24 @@ fn flush_young(value: isize) {
     }
 }
 
+/// Whether the young objects have passed the threshold (see the module docs).
+fn collection_due() -> bool {
+    let young = YOUNG.load(Ordering::Relaxed);
+    let survivors = SURVIVORS.load(Ordering::Relaxed);
+    young >= THRESHOLD.max(survivors / 4) as isize
+}
+
 /// The checkpoint work: an automatic collection, unless the world will not stop in time.
 fn collect_automatically(py: Python<'_>) {
-    let mut work = Some(|| collect_stopped(py));
-    let _ = ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work);
+    // Other threads may have asked again (their counts passed the threshold) while a
+    // collection ran: one is enough.
+    if !collection_due() {
+        return;
+    }
+    let mut work = Some(|| find_garbage(py));
+    if let Ok(garbage) = ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work) {
+        garbage.free(py);
+    }
 }
 
 /// What a collection knows of one tracked object.
@@ -166,8 +180,19 @@ enum Mark {
     Reachable,
 }
 
-/// One collection, in a stopped world.
-fn collect_stopped(py: Python<'_>) -> Collection {
+/// What a collection found in the stopped world: the unreachable objects, each with a
+/// reference the collection holds, so that none is freed before [`Garbage::free`] clears them.
+struct Garbage {
+    unreachable: Vec<NonNull<Header>>,
+    tracked: usize,
+    pause: Duration,
+}
+
+/// The stopped half of a collection: finds the unreachable objects and takes a reference to
+/// each. Freeing them waits until the world runs again (CPython 3.13t does the same): no other
+/// thread can reach them, so clearing them needs no stop, and the other threads do their own
+/// work meanwhile instead of waiting for it.
+fn find_garbage(py: Python<'_>) -> Garbage {
     let started = Instant::now();
     py.merge_pending();
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
@@ -235,40 +260,49 @@ fn collect_stopped(py: Python<'_>) -> Collection {
         })
         .map(|&(_, object)| object)
         .collect();
-    free_unreachable(py, &unreachable);
+    for &object in &unreachable {
+        // SAFETY: alive: tracked, and nothing frees it in a stopped world.
+        unsafe { incref(object, token) };
+    }
     let survivors = tracked.len() - unreachable.len();
     SURVIVORS.store(survivors, Ordering::Relaxed);
-    // Whatever the threads counted towards the next collection starts from here.
-    YOUNG.store(0, Ordering::Relaxed);
+    // What the threads count towards the next collection starts from here; the garbage,
+    // counted down as it is freed, does not count.
+    YOUNG.store(unreachable.len() as isize, Ordering::Relaxed);
     let pause = started.elapsed();
     COLLECTIONS.fetch_add(1, Ordering::Relaxed);
     let mut pauses = lock_pauses();
     if pauses.len() < MAX_PAUSES {
         pauses.push(pause);
     }
-    Collection {
+    Garbage {
+        unreachable,
         tracked: tracked.len(),
-        unreachable: unreachable.len(),
         pause,
     }
 }
 
-/// Frees unreachable objects: a reference to each first (none is freed while others still
-/// point at it), then each container is cleared, then the references go, freeing them all.
-fn free_unreachable(py: Python<'_>, unreachable: &[NonNull<Header>]) {
-    #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-    let token = py.count_token();
-    for &object in unreachable {
-        // SAFETY: alive: tracked, and nothing frees it in a stopped world.
-        unsafe { incref(object, token) };
-    }
-    for &object in unreachable {
-        // SAFETY: alive (the reference above); its own type's slot.
-        unsafe { (header(object).ty.slots.clear)(object, py) };
-    }
-    for &object in unreachable {
-        // SAFETY: the reference taken above.
-        unsafe { decref(object, token) };
+impl Garbage {
+    /// Frees the garbage, with the world running: clears each container (none is freed while
+    /// others still point at it: the collection holds a reference to each), then drops the
+    /// references, which frees them by counting.
+    fn free(self, py: Python<'_>) -> Collection {
+        #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
+        let token = py.count_token();
+        for &object in &self.unreachable {
+            // SAFETY: alive (the reference `find_garbage` took); unreachable from any other
+            // thread, so clearing it races with nothing; its own type's slot.
+            unsafe { (header(object).ty.slots.clear)(object, py) };
+        }
+        for &object in &self.unreachable {
+            // SAFETY: the reference `find_garbage` took.
+            unsafe { decref(object, token) };
+        }
+        Collection {
+            tracked: self.tracked,
+            unreachable: self.unreachable.len(),
+            pause: self.pause,
+        }
     }
 }
 
