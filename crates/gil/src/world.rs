@@ -216,6 +216,9 @@ impl World {
 
     /// Waits (detached: the caller has [`leave`](Self::leave)n) until no stop is under way.
     pub fn wait_while_stopping(&self) {
+        if spin_until(|| !self.stopping.load(Relaxed)) {
+            return;
+        }
         let mut lock = self.lock.lock();
         while self.stopping.load(Relaxed) {
             lock = self.changed.wait(lock);
@@ -316,6 +319,9 @@ impl World {
 
     /// Waits until `ready`, or the deadline; whether it became ready.
     fn wait_for(&self, ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
+        if spin_until(&ready) {
+            return true;
+        }
         let mut lock = self.lock.lock();
         while !ready() {
             match deadline {
@@ -332,6 +338,29 @@ impl World {
         true
     }
 }
+
+/// Spins briefly until `ready`, before a waiter sleeps: a collection's stop lasts tens of
+/// microseconds, about what sleeping and being woken cost, and each stop has every parked
+/// thread wait once and the stopper once per attached thread. Whether it became ready. (Not
+/// under loom, which explores the sleeping waits.)
+fn spin_until(ready: impl Fn() -> bool) -> bool {
+    #[cfg(not(loom))]
+    for _ in 0..SPINS_BEFORE_SLEEPING {
+        if ready() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    #[cfg(loom)]
+    let _ = ready;
+    false
+}
+
+/// A few hundred microseconds of `spin_loop` hints on current x86 cores (a `pause` is 40-140
+/// cycles): cycle-create's stops at 2 threads (pause p50 about 100 µs) then end before the
+/// waiters sleep, which took 2,900 context switches out of a 0.6 s run (1<<12 still left half).
+#[cfg(not(loom))]
+const SPINS_BEFORE_SLEEPING: u32 = 1 << 13;
 
 /// A stopped world: while it lives, the threads it suspended cannot attach. Dropping it lets
 /// them go.

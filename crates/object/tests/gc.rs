@@ -169,6 +169,42 @@ fn automatic_collections_bound_what_cycles_hold() {
     });
 }
 
+/// Two threads making cycles at once: whichever collects, the garbage of both is freed while
+/// they run (the other thread's share handed to it, or freed by the next collection), and
+/// what is left when they stop is bounded by the threshold, not by what they made.
+#[test]
+fn automatic_collections_free_every_threads_garbage() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    let before = gc::collections();
+    let made_each = 50 * gc::THRESHOLD;
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                Python::attach(|py| {
+                    for _ in 0..made_each {
+                        let list = PyList::empty(py);
+                        list.append(list.clone());
+                        py.check();
+                    }
+                })
+            });
+        }
+    });
+    assert!(gc::collections() > before, "no automatic collection ran");
+    let left = live_objects(Kind::List) - lists;
+    assert!(
+        left < 8 * gc::THRESHOLD as isize,
+        "{left} of {} cycles alive after automatic collections",
+        2 * made_each
+    );
+    Python::attach(gc::collect);
+    assert_eq!(live_objects(Kind::List), lists);
+}
+
 #[test]
 fn pauses_are_recorded() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -73,6 +73,11 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     fn get(&self, token: Self::Token<'_>) -> RefCountValue;
     /// Makes the object immortal. Irreversible.
     fn make_immortal(&self, token: Self::Token<'_>);
+    /// The id of the thread that counts this object without atomics, if the strategy has one
+    /// and the object still has an owner (see [`BiasedCount::owner_id`]); `None` otherwise.
+    fn owner_id(&self) -> Option<u32> {
+        None
+    }
 }
 
 // SAFETY: `NonAtomicCount` counts exactly and saturates at `u32::MAX`; see its methods.
@@ -168,5 +173,8 @@ unsafe impl RefCount for BiasedCount {
     }
     fn make_immortal(&self, _: Owner<'_>) {
         BiasedCount::make_immortal(self)
+    }
+    fn owner_id(&self) -> Option<u32> {
+        BiasedCount::owner_id(self)
     }
 }

@@ -26,16 +26,18 @@
 //! automatic collection is given up and tried again at the next threshold. `docs/gc.md`
 //! compares the design with CPython's.
 
+mod delivery;
 mod registry;
 
 use std::cell::Cell;
+use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use ftrt_gil::{BuildCount, Python};
-use ftrt_refcount::{RefCount, RefCountValue};
+use ftrt_refcount::{RefCount, RefCountValue, Strategy};
 
 use crate::borrowed::Borrowed;
 use crate::header::{gc_index, header, Header};
@@ -43,7 +45,8 @@ use crate::refs::{decref, incref};
 
 pub(crate) use registry::UNTRACKED;
 
-/// Tracked objects made (net of those freed) before an automatic collection is considered.
+/// Tracked objects made (net of those freed) before an automatic collection is considered, for
+/// each thread that made some since the last collection.
 pub const THRESHOLD: usize = 2000;
 
 /// How long an automatic collection waits for the world to stop before giving up.
@@ -66,7 +69,7 @@ pub struct Collection {
 /// Runs a collection now, stopping the world: returns what it found and freed. Waits for every
 /// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
 pub fn collect(py: Python<'_>) -> Collection {
-    ftrt_gil::stop_the_world(py, || find_garbage(py)).free(py)
+    ftrt_gil::stop_the_world(py, || find_garbage(py)).free(py, false)
 }
 
 /// The pauses of every collection so far (on demand and automatic), in order; at most the last
@@ -98,11 +101,22 @@ fn lock_pauses() -> std::sync::MutexGuard<'static, Vec<Duration>> {
 static YOUNG: AtomicIsize = AtomicIsize::new(0);
 /// Tracked objects the last collection left alive.
 static SURVIVORS: AtomicUsize = AtomicUsize::new(0);
+/// Threads that added young objects since the last collection (each counted once, at its
+/// first flush after it).
+static MAKERS: AtomicUsize = AtomicUsize::new(0);
+/// The threshold in force: [`THRESHOLD`] for each thread that made objects before the last
+/// collection.
+static YOUNG_THRESHOLD: AtomicUsize = AtomicUsize::new(THRESHOLD);
 
 thread_local! {
     /// This thread's share of `YOUNG` not yet added to it. Const, destructor-less: usable in
     /// thread-local destructors.
     static LOCAL_YOUNG: Cell<isize> = const { Cell::new(0) };
+    /// The collection count when this thread last counted itself in `MAKERS`, plus one (zero:
+    /// never).
+    static COUNTED_AS_MAKER: Cell<usize> = const { Cell::new(0) };
+    /// Whether this thread is freeing a collection's garbage (`free_garbage`).
+    static FREEING_GARBAGE: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Tracks a newly allocated object: its registry index.
@@ -112,10 +126,13 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
     registry::track(object)
 }
 
-/// Stops tracking an object being freed.
+/// Stops tracking an object being freed. Garbage a collection frees does not count: the
+/// collection reset the count when it found it, and its owners may free it much later.
 #[inline]
 pub(crate) fn untrack(index: u32) {
-    count_young(-1);
+    if !FREEING_GARBAGE.get() {
+        count_young(-1);
+    }
     registry::untrack(index);
 }
 
@@ -140,6 +157,12 @@ pub(crate) fn count_young(delta: isize) {
 #[cold]
 fn flush_young(value: isize) {
     YOUNG.fetch_add(value, Ordering::Relaxed);
+    if value > 0 {
+        let collections = COLLECTIONS.load(Ordering::Relaxed) + 1;
+        if COUNTED_AS_MAKER.replace(collections) != collections {
+            MAKERS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     if value > 0 && collection_due() {
         static REGISTERED: Once = Once::new();
         REGISTERED.call_once(|| {
@@ -153,7 +176,8 @@ fn flush_young(value: isize) {
 fn collection_due() -> bool {
     let young = YOUNG.load(Ordering::Relaxed);
     let survivors = SURVIVORS.load(Ordering::Relaxed);
-    young >= THRESHOLD.max(survivors / 4) as isize
+    let threshold = YOUNG_THRESHOLD.load(Ordering::Relaxed);
+    young >= threshold.max(survivors / 4) as isize
 }
 
 /// The checkpoint work: an automatic collection, unless the world will not stop in time.
@@ -165,7 +189,7 @@ fn collect_automatically(py: Python<'_>) {
     }
     let mut work = Some(|| find_garbage(py));
     if let Ok(garbage) = ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work) {
-        garbage.free(py);
+        garbage.free(py, true);
     }
 }
 
@@ -266,9 +290,13 @@ fn find_garbage(py: Python<'_>) -> Garbage {
     }
     let survivors = tracked.len() - unreachable.len();
     SURVIVORS.store(survivors, Ordering::Relaxed);
-    // What the threads count towards the next collection starts from here; the garbage,
-    // counted down as it is freed, does not count.
-    YOUNG.store(unreachable.len() as isize, Ordering::Relaxed);
+    // A stop costs every attached thread a park: the threshold grows with the threads making
+    // objects, so that collections take the same share of each thread's time at any count.
+    let makers = MAKERS.swap(0, Ordering::Relaxed).max(1);
+    YOUNG_THRESHOLD.store(THRESHOLD * makers, Ordering::Relaxed);
+    // What the threads count towards the next collection starts from here (freeing the
+    // garbage is not counted: see `untrack`).
+    YOUNG.store(0, Ordering::Relaxed);
     let pause = started.elapsed();
     COLLECTIONS.fetch_add(1, Ordering::Relaxed);
     let mut pauses = lock_pauses();
@@ -283,27 +311,56 @@ fn find_garbage(py: Python<'_>) -> Garbage {
 }
 
 impl Garbage {
-    /// Frees the garbage, with the world running: clears each container (none is freed while
-    /// others still point at it: the collection holds a reference to each), then drops the
-    /// references, which frees them by counting.
-    fn free(self, py: Python<'_>) -> Collection {
-        #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-        let token = py.count_token();
-        for &object in &self.unreachable {
-            // SAFETY: alive (the reference `find_garbage` took); unreachable from any other
-            // thread, so clearing it races with nothing; its own type's slot.
-            unsafe { (header(object).ty.slots.clear)(object, py) };
-        }
-        for &object in &self.unreachable {
-            // SAFETY: the reference `find_garbage` took.
-            unsafe { decref(object, token) };
-        }
-        Collection {
+    /// Frees the garbage, with the world running, and what earlier collections delivered that
+    /// no thread claimed. With `deliver` (automatic collections in the biased build), the
+    /// objects other threads own go to their owners instead (`delivery`).
+    fn free(self, py: Python<'_>, deliver: bool) -> Collection {
+        let collection = Collection {
             tracked: self.tracked,
             unreachable: self.unreachable.len(),
             pause: self.pause,
+        };
+        let mut now = delivery::take_unclaimed();
+        match py.thread_id() {
+            Some(me) if deliver && ftrt_gil::BUILD_STRATEGY == Strategy::Biased => {
+                let mut theirs: HashMap<u32, Vec<NonNull<Header>>> = HashMap::new();
+                for object in self.unreachable {
+                    // SAFETY: alive (the collection's reference). A snapshot: the owner only
+                    // decides who frees it.
+                    match unsafe { header(object) }.count.owner_id() {
+                        Some(owner) if owner != me => theirs.entry(owner).or_default().push(object),
+                        _ => now.push(object),
+                    }
+                }
+                for (owner, objects) in theirs {
+                    delivery::deliver(owner, objects);
+                }
+            }
+            _ => now.extend(self.unreachable),
         }
+        free_garbage(py, &now);
+        collection
     }
+}
+
+/// Frees unreachable objects, each holding a reference the collection took: clears each
+/// container (none is freed while others still point at it), then drops the references, which
+/// frees them by counting.
+fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>]) {
+    #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
+    let token = py.count_token();
+    // Every tracked object this frees is garbage: whatever only garbage reaches is garbage too.
+    let was_freeing = FREEING_GARBAGE.replace(true);
+    for &object in objects {
+        // SAFETY: alive (the collection's reference); unreachable from any other thread, so
+        // clearing it races with nothing; its own type's slot.
+        unsafe { (header(object).ty.slots.clear)(object, py) };
+    }
+    for &object in objects {
+        // SAFETY: the collection's reference.
+        unsafe { decref(object, token) };
+    }
+    FREEING_GARBAGE.set(was_freeing);
 }
 
 /// The registry index of `object` if it is tracked.
