@@ -339,27 +339,17 @@ impl World {
     }
 }
 
-/// Spins briefly until `ready`, before a waiter sleeps: a collection's stop lasts tens of
-/// microseconds, about what sleeping and being woken cost, and each stop has every parked
-/// thread wait once and the stopper once per attached thread. Whether it became ready. (Not
-/// under loom, which explores the sleeping waits.)
+/// Spins briefly until `ready`, before a waiter sleeps (the runtime's spin policy,
+/// `ftrt_lock::spin`): a collection's stop lasts tens of microseconds, about what sleeping and
+/// being woken cost, and each stop has every parked thread wait once and the stopper once per
+/// attached thread. Whether it became ready.
 fn spin_until(ready: impl Fn() -> bool) -> bool {
-    #[cfg(not(loom))]
-    for _ in 0..SPINS_BEFORE_SLEEPING {
-        if ready() {
-            return true;
-        }
-        std::hint::spin_loop();
-    }
-    #[cfg(loom)]
-    let _ = ready;
-    false
+    ftrt_lock::spin::spin_until(ready, SPINS_BEFORE_SLEEPING)
 }
 
-/// A few hundred microseconds of `spin_loop` hints on current x86 cores (a `pause` is 40-140
+/// A few hundred microseconds of pause hints on current x86 cores (a `pause` is 40-140
 /// cycles): cycle-create's stops at 2 threads (pause p50 about 100 µs) then end before the
 /// waiters sleep, which took 2,900 context switches out of a 0.6 s run (1<<12 still left half).
-#[cfg(not(loom))]
 const SPINS_BEFORE_SLEEPING: u32 = 1 << 13;
 
 /// A stopped world: while it lives, the threads it suspended cannot attach. Dropping it lets

@@ -5,6 +5,8 @@
 //! they block. A thread spins in rounds that double in length ([`SPIN_ROUNDS`] of them, 2, 4, 8
 //! pause hints), then yields its core ([`YIELD_ROUNDS`] times), then gives up: by then the
 //! holder is doing more than a few instructions' work, and sleeping costs less than spinning.
+//! Waits whose length is known to be longer, but short of a sleep and a wake-up, spin for a
+//! bounded count of hints instead ([`spin_until`]).
 //!
 //! ```
 //! use std::sync::atomic::{AtomicBool, Ordering};
@@ -73,6 +75,23 @@ pub fn retry(mut attempt: impl FnMut() -> bool) -> bool {
     false
 }
 
+/// Busy-waits for `ready`, checking it between pause hints, at most `hints` of them: for a wait
+/// whose usual length is known and longer than a [`Backoff`]'s, but shorter than sleeping and
+/// being woken (a stop of the world: tens to hundreds of microseconds). Whether it became
+/// ready; gives up at once under loom.
+pub fn spin_until(ready: impl Fn() -> bool, hints: u32) -> bool {
+    if cfg!(loom) {
+        return false;
+    }
+    for _ in 0..hints {
+        if ready() {
+            return true;
+        }
+        std::hint::spin_loop();
+    }
+    ready()
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
@@ -95,5 +114,17 @@ mod tests {
             attempts == 2
         }));
         assert_eq!(attempts, 2);
+    }
+
+    #[test]
+    fn spin_until_checks_a_bounded_number_of_times() {
+        let checks = std::cell::Cell::new(0);
+        let never = || {
+            checks.set(checks.get() + 1);
+            false
+        };
+        assert!(!spin_until(never, 5));
+        assert_eq!(checks.get(), 6, "once per hint, and once after the last");
+        assert!(spin_until(|| true, 0));
     }
 }

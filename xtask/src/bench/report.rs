@@ -743,7 +743,8 @@ impl Report {
         if with_metrics.is_empty() {
             return String::new();
         }
-        let mut md = String::from(
+        let mut md = self.gc_pauses_markdown();
+        md.push_str(
             "\n## Workload measurements\n\n| workload | build | threads | measurements (medians) |\n|---|---|---|---|\n",
         );
         for c in with_metrics {
@@ -759,6 +760,47 @@ impl Report {
                 c.build,
                 c.threads,
                 values.join(", ")
+            );
+        }
+        md
+    }
+}
+
+impl Report {
+    /// The cycle collector's pauses, for the cells that reported them (`gc_pause_*` metrics,
+    /// medians over the repeats).
+    fn gc_pauses_markdown(&self) -> String {
+        let metric = |c: &Cell, name: &str| {
+            c.metrics
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.3}"))
+        };
+        let cells: Vec<&Cell> = self
+            .cells
+            .iter()
+            .filter(|c| c.metrics.contains_key("gc_pause_p99_ms"))
+            .collect();
+        if cells.is_empty() {
+            return String::new();
+        }
+        let mut md = String::from(
+            "\n## GC pauses\n\nThe cycle collector's stopped-world pauses in each run (medians over the \
+             repeats).\n\n| workload | build | threads | collections | p50 ms | p99 ms | max ms |\n\
+             |---|---|---|---|---|---|---|\n",
+        );
+        for c in cells {
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} |",
+                c.workload,
+                c.build,
+                c.threads,
+                c.metrics
+                    .get("gc_collections")
+                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+                metric(c, "gc_pause_p50_ms"),
+                metric(c, "gc_pause_p99_ms"),
+                metric(c, "gc_pause_max_ms"),
             );
         }
         md

@@ -1,4 +1,4 @@
-//! The mission's targets (P2 to P11), evaluated on one report.
+//! The mission's targets (P2 to P11, and G1 for the cycle collector), evaluated on one report.
 //!
 //! Each target names the cells it read. A cell it needs that the run did not measure, or whose
 //! check failed, makes the target "not measured"; and only a full run (every workload and build
@@ -425,6 +425,31 @@ pub fn evaluate(report: &Report) -> Summary {
             })
         },
     ));
+    targets.push(target(
+        report,
+        "G1",
+        "cycle-create nogil: speedup at 2 threads, and the GC pause p99 at every thread count",
+        "speedup >= 1.7, p99 < 10 ms",
+        |r| {
+            let speedup = r.speedup("cycle-create", "nogil", 2);
+            let mut worst: Option<(usize, f64)> = None;
+            for &n in &report.threads {
+                let p99 = r
+                    .cell("cycle-create", "nogil", n)
+                    .and_then(|c| c.metrics.get("gc_pause_p99_ms").copied());
+                match p99 {
+                    Some(p99) if worst.is_none_or(|(_, w)| p99 > w) => worst = Some((n, p99)),
+                    Some(_) => {}
+                    None => return None,
+                }
+            }
+            let (speedup, (at, p99)) = (speedup?, worst?);
+            Some((
+                format!("speedup {speedup:.2}, worst p99 {p99:.2} ms (x{at})"),
+                speedup >= 1.7 && p99 < 10.0,
+            ))
+        },
+    ));
 
     let cost = |w: &str, b: &str| {
         Some(report.cell(w, b, 1)?.median_s / report.cell(w, "gil", 1)?.median_s)
@@ -748,6 +773,43 @@ mod tests {
             Some(false),
             "1 % slower is noise, not measurably slower"
         );
+    }
+
+    /// G1 reads the speedup at 2 threads and every count's pause p99: met, missed on a long
+    /// pause, and not measured when the runner reported no pauses.
+    #[test]
+    fn g1_judges_speedup_and_the_worst_pause() {
+        let evaluate_with = |p99_at_4: Option<f64>| {
+            let cells = full_run(|_, b| if b == "gil" { 1.0 } else { 0.5 })
+                .into_iter()
+                .map(|mut c| {
+                    if c.workload == "cycle-create" && c.build == "nogil" {
+                        let p99 = if c.threads == 4 { p99_at_4 } else { Some(0.2) };
+                        if let Some(p99) = p99 {
+                            c.metrics.insert("gc_pause_p99_ms".into(), p99);
+                        }
+                    }
+                    c
+                })
+                .collect();
+            let report = Report::from_cells(
+                cells,
+                runners(&["gil", "nogil", "nogil-atomic-rc"]),
+                vec![1, 2, 4],
+                2,
+                Vec::new(),
+            );
+            let summary = evaluate(&report);
+            let g1 = find(&summary, "G1");
+            (g1.verdict, g1.measured.clone())
+        };
+        let (met, measured) = evaluate_with(Some(0.3));
+        assert_eq!(met, Verdict::Met, "{measured}");
+        assert!(measured.contains("speedup 2.00"), "{measured}");
+        let (missed, measured) = evaluate_with(Some(12.0));
+        assert_eq!(missed, Verdict::Missed, "{measured}");
+        assert!(measured.contains("12.00 ms (x4)"), "{measured}");
+        assert_eq!(evaluate_with(None).0, Verdict::NotMeasured);
     }
 
     #[test]
