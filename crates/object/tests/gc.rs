@@ -205,6 +205,56 @@ fn automatic_collections_free_every_threads_garbage() {
     assert_eq!(live_objects(Kind::List), lists);
 }
 
+/// Cycles whose halves belong to two threads (each made one list), found by automatic
+/// collections on either: whichever thread frees its half first must not free the other
+/// thread's half under it (the references that keep every half alive are taken before any is
+/// cleared).
+#[test]
+fn cycles_across_two_owners_are_freed_whole() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    let pairs = 20 * gc::THRESHOLD;
+    let (send, receive) = std::sync::mpsc::sync_channel(64);
+    let receive = std::sync::Mutex::new(receive);
+    std::thread::scope(|s| {
+        s.spawn(move || {
+            Python::attach(|py| {
+                for _ in 0..pairs {
+                    let first = PyList::empty(py).unbind();
+                    // Blocking on a full channel detaches: collections go on meanwhile.
+                    py.allow_threads(|| send.send(first))
+                        .expect("the other thread");
+                    py.check();
+                }
+            })
+        });
+        s.spawn(move || {
+            Python::attach(|py| {
+                for _ in 0..pairs {
+                    let first = py
+                        .allow_threads(|| receive.lock().unwrap().recv())
+                        .expect("the other thread");
+                    let first = first.bind(py).clone();
+                    let second = PyList::empty(py);
+                    first.append(second.clone());
+                    second.append(first);
+                    py.check();
+                }
+            })
+        });
+    });
+    Python::attach(|py| {
+        // The lists were shared, so clearing them retires what they held through the epoch:
+        // settle it before counting.
+        gc::collect(py);
+        ftrt_object::collect(py);
+    });
+    assert_eq!(live_objects(Kind::List), lists);
+}
+
 #[test]
 fn pauses_are_recorded() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());

@@ -10,8 +10,9 @@
 //! is freed by that collection, so garbage waits at most one collection interval, also for an
 //! owner that stays detached or has exited.
 //!
-//! Only ownership moves here: every object delivered carries the reference the collection
-//! took, and whoever takes a share clears and frees it exactly as the collector would.
+//! Only the work moves here: every object delivered carries the reference the collection took
+//! in the stopped world (before any share was cleared, so that clearing one share cannot free
+//! an object of another), and whoever takes a share frees it exactly as the collector would.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, Ordering};

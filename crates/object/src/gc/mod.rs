@@ -19,12 +19,14 @@
 //!    them, so this half needs no stop; the pause is the first three steps and the references.
 //!
 //! Collections run on demand ([`collect`]) and automatically: when the tracked objects made
-//! since the last collection, minus those freed, exceed both [`THRESHOLD`] and a quarter of the
-//! objects the last collection left alive (CPython 3.13t's young-generation rule), the next
+//! since the last collection, minus those freed, exceed both [`THRESHOLD`] for each thread that
+//! made objects since the last collection (a stop costs every attached thread a park) and a
+//! quarter of the objects the last collection left alive (CPython 3.13t's rule), the next
 //! thread to reach a checkpoint collects (`ftrt_gil::request_checkpoint_work`); if the world
 //! will not stop within 50 ms (a thread attached and blocked without a checkpoint), that
-//! automatic collection is given up and tried again at the next threshold. `docs/gc.md`
-//! compares the design with CPython's.
+//! automatic collection is given up and tried again at the next threshold. In the biased
+//! build an automatic collection hands other threads' garbage back to them (`delivery`).
+//! `docs/gc.md` compares the design with CPython's.
 
 mod delivery;
 mod registry;
@@ -284,6 +286,9 @@ fn find_garbage(py: Python<'_>) -> Garbage {
         })
         .map(|&(_, object)| object)
         .collect();
+    // The references that keep the garbage alive while it is freed, taken before any of it is
+    // cleared: the shares are freed on different threads, in any order, and clearing one
+    // object drops what it holds, which may sit in another thread's share.
     for &object in &unreachable {
         // SAFETY: alive: tracked, and nothing frees it in a stopped world.
         unsafe { incref(object, token) };
@@ -344,8 +349,8 @@ impl Garbage {
 }
 
 /// Frees unreachable objects, each holding a reference the collection took: clears each
-/// container (none is freed while others still point at it), then drops the references, which
-/// frees them by counting.
+/// container (none is freed while others still point at it, in this share or another
+/// thread's), then drops the references, which frees them by counting.
 fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>]) {
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
