@@ -8,7 +8,9 @@
 //! owner) and *delivers* the rest: each owner frees its share at its next quiescent state
 //! (every 16th checkpoint, or when it detaches). A share nobody claimed by the next collection
 //! is freed by that collection, so garbage waits at most one collection interval, also for an
-//! owner that stays detached or has exited.
+//! owner that stays detached or has exited; in a program that stops making objects there may
+//! be no next automatic collection, and the share waits for [`collect`](super::collect). Shares
+//! waiting during a collection count among its survivors.
 //!
 //! Only the work moves here: every object delivered carries the reference the collection took
 //! in the stopped world (before any share was cleared, so that clearing one share cannot free
@@ -60,7 +62,9 @@ pub(super) fn take_unclaimed() -> Vec<NonNull<Header>> {
     shares.drain(..).flat_map(|share| share.objects).collect()
 }
 
-/// The quiescent-state hook: frees the shares delivered to this thread.
+/// The quiescent-state hook: frees the shares delivered to this thread. A thread that detaches
+/// to answer a stop frees its share first, and the stopper waits for it: a large share delays
+/// the stop (that wait is not part of the reported pause).
 fn free_delivered() {
     if !PENDING.load(Ordering::Relaxed) {
         return;

@@ -128,8 +128,10 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
     registry::track(object)
 }
 
-/// Stops tracking an object being freed. Garbage a collection frees does not count: the
-/// collection reset the count when it found it, and its owners may free it much later.
+/// Stops tracking an object being freed. Garbage freed inside `free_garbage` does not count:
+/// the collection reset the count when it found it, and its owners may free it much later.
+/// (What the garbage held and the epoch retired, from shared containers, still dies later and
+/// counts then: an undercount of the young objects, which delays the next collection.)
 #[inline]
 pub(crate) fn untrack(index: u32) {
     if !FREEING_GARBAGE.get() {
@@ -355,7 +357,14 @@ fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>]) {
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
     // Every tracked object this frees is garbage: whatever only garbage reaches is garbage too.
-    let was_freeing = FREEING_GARBAGE.replace(true);
+    // Restored on the way out, a panicking `clear` slot included.
+    struct Freeing(bool);
+    impl Drop for Freeing {
+        fn drop(&mut self) {
+            FREEING_GARBAGE.set(self.0);
+        }
+    }
+    let _freeing = Freeing(FREEING_GARBAGE.replace(true));
     for &object in objects {
         // SAFETY: alive (the collection's reference); unreachable from any other thread, so
         // clearing it races with nothing; its own type's slot.
@@ -365,7 +374,6 @@ fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>]) {
         // SAFETY: the collection's reference.
         unsafe { decref(object, token) };
     }
-    FREEING_GARBAGE.set(was_freeing);
 }
 
 /// The registry index of `object` if it is tracked.
