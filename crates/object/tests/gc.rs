@@ -146,6 +146,16 @@ fn collections_stop_the_threads_that_change_the_containers() {
     });
 }
 
+/// Makes and drops `count` lists that hold themselves, reaching a checkpoint after each (where
+/// automatic collections run).
+fn make_self_cycles(py: Python<'_>, count: usize) {
+    for _ in 0..count {
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        py.check();
+    }
+}
+
 #[test]
 fn automatic_collections_bound_what_cycles_hold() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -153,11 +163,7 @@ fn automatic_collections_bound_what_cycles_hold() {
         gc::collect(py);
         let before = gc::collections();
         let lists = live_objects(Kind::List);
-        for _ in 0..50 * gc::THRESHOLD {
-            let list = PyList::empty(py);
-            list.append(list.clone());
-            py.check();
-        }
+        make_self_cycles(py, 50 * gc::THRESHOLD);
         assert!(gc::collections() > before, "no automatic collection ran");
         let left = live_objects(Kind::List) - lists;
         assert!(
@@ -183,15 +189,7 @@ fn automatic_collections_free_every_threads_garbage() {
     let made_each = 50 * gc::THRESHOLD;
     std::thread::scope(|s| {
         for _ in 0..2 {
-            s.spawn(|| {
-                Python::attach(|py| {
-                    for _ in 0..made_each {
-                        let list = PyList::empty(py);
-                        list.append(list.clone());
-                        py.check();
-                    }
-                })
-            });
+            s.spawn(|| Python::attach(|py| make_self_cycles(py, made_each)));
         }
     });
     assert!(gc::collections() > before, "no automatic collection ran");

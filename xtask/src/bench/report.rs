@@ -734,39 +734,6 @@ impl Report {
         md
     }
 
-    fn metrics_markdown(&self) -> String {
-        let with_metrics: Vec<&Cell> = self
-            .cells
-            .iter()
-            .filter(|c| !c.metrics.is_empty())
-            .collect();
-        if with_metrics.is_empty() {
-            return String::new();
-        }
-        let mut md = self.gc_pauses_markdown();
-        md.push_str(
-            "\n## Workload measurements\n\n| workload | build | threads | measurements (medians) |\n|---|---|---|---|\n",
-        );
-        for c in with_metrics {
-            let values: Vec<String> = c
-                .metrics
-                .iter()
-                .map(|(k, v)| format!("{k} = {v:.4}"))
-                .collect();
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} |",
-                c.workload,
-                c.build,
-                c.threads,
-                values.join(", ")
-            );
-        }
-        md
-    }
-}
-
-impl Report {
     /// The cycle collector's pauses, for the cells that reported them (`gc_pause_*` metrics,
     /// medians over the repeats).
     fn gc_pauses_markdown(&self) -> String {
@@ -801,6 +768,37 @@ impl Report {
                 metric(c, "gc_pause_p50_ms"),
                 metric(c, "gc_pause_p99_ms"),
                 metric(c, "gc_pause_max_ms"),
+            );
+        }
+        md
+    }
+
+    fn metrics_markdown(&self) -> String {
+        let with_metrics: Vec<&Cell> = self
+            .cells
+            .iter()
+            .filter(|c| !c.metrics.is_empty())
+            .collect();
+        if with_metrics.is_empty() {
+            return String::new();
+        }
+        let mut md = self.gc_pauses_markdown();
+        md.push_str(
+            "\n## Workload measurements\n\n| workload | build | threads | measurements (medians) |\n|---|---|---|---|\n",
+        );
+        for c in with_metrics {
+            let values: Vec<String> = c
+                .metrics
+                .iter()
+                .map(|(k, v)| format!("{k} = {v:.4}"))
+                .collect();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {} |",
+                c.workload,
+                c.build,
+                c.threads,
+                values.join(", ")
             );
         }
         md

@@ -640,6 +640,17 @@ mod tests {
         cells
     }
 
+    /// The report of a full run's cells (every build, at 1, 2 and 4 threads, on 2 cores).
+    fn full_report(cells: Vec<Cell>) -> Report {
+        Report::from_cells(
+            cells,
+            runners(&["gil", "nogil", "nogil-atomic-rc"]),
+            vec![1, 2, 4],
+            2,
+            Vec::new(),
+        )
+    }
+
     fn find<'a>(summary: &'a Summary, id: &str) -> &'a Target {
         summary.targets.iter().find(|t| t.id == id).unwrap()
     }
@@ -705,13 +716,7 @@ mod tests {
     #[test]
     fn a_full_run_judges_the_targets_and_lists_the_cells_it_read() {
         let cells = full_run(|_, b| if b == "gil" { 1.0 } else { 0.5 });
-        let report = Report::from_cells(
-            cells,
-            runners(&["gil", "nogil", "nogil-atomic-rc"]),
-            vec![1, 2, 4],
-            2,
-            Vec::new(),
-        );
+        let report = full_report(cells);
         let summary = evaluate(&report);
         let p3 = find(&summary, "P3");
         assert_eq!(p3.verdict, Verdict::Met, "{}", p3.measured);
@@ -737,13 +742,7 @@ mod tests {
                 c.check = "a countdown ended at 1, not 0".into();
             }
         }
-        let report = Report::from_cells(
-            cells,
-            runners(&["gil", "nogil", "nogil-atomic-rc"]),
-            vec![1, 2, 4],
-            2,
-            Vec::new(),
-        );
+        let report = full_report(cells);
         let p3 = find(&evaluate(&report), "P3").verdict;
         assert_eq!(p3, Verdict::NotMeasured);
     }
@@ -759,13 +758,7 @@ mod tests {
                 c
             })
             .collect();
-        let report = Report::from_cells(
-            cells,
-            runners(&["gil", "nogil", "nogil-atomic-rc"]),
-            vec![1, 2, 4],
-            2,
-            Vec::new(),
-        );
+        let report = full_report(cells);
         let summary = evaluate(&report);
         let p8 = find(&summary, "P8");
         assert_eq!(
@@ -792,13 +785,7 @@ mod tests {
                     c
                 })
                 .collect();
-            let report = Report::from_cells(
-                cells,
-                runners(&["gil", "nogil", "nogil-atomic-rc"]),
-                vec![1, 2, 4],
-                2,
-                Vec::new(),
-            );
+            let report = full_report(cells);
             let summary = evaluate(&report);
             let g1 = find(&summary, "G1");
             (g1.verdict, g1.measured.clone())

@@ -161,13 +161,14 @@ pub(crate) fn count_young(delta: isize) {
 #[cold]
 fn flush_young(value: isize) {
     YOUNG.fetch_add(value, Ordering::Relaxed);
-    if value > 0 {
-        let collections = COLLECTIONS.load(Ordering::Relaxed) + 1;
-        if COUNTED_AS_MAKER.replace(collections) != collections {
-            MAKERS.fetch_add(1, Ordering::Relaxed);
-        }
+    if value <= 0 {
+        return;
     }
-    if value > 0 && collection_due() {
+    let collections = COLLECTIONS.load(Ordering::Relaxed) + 1;
+    if COUNTED_AS_MAKER.replace(collections) != collections {
+        MAKERS.fetch_add(1, Ordering::Relaxed);
+    }
+    if collection_due() {
         static REGISTERED: Once = Once::new();
         REGISTERED.call_once(|| {
             ftrt_gil::on_checkpoint_request(collect_automatically);
