@@ -248,7 +248,22 @@ impl<'py> Bound<'py, PyAny> {
     /// The object's reference count, like `sys.getrefcount` (minus the argument's own
     /// reference, which Python's version adds): this reference counts as one.
     pub fn refcount(&self) -> RefCountValue {
+        if let Some(count) = crate::hot::deferred_refcount(self.header()) {
+            return RefCountValue::Mortal(count);
+        }
         <BuildCount as RefCount>::get(&self.header().count, self.py().count_token())
+    }
+
+    /// Counts the object's references per thread from now on, as if it were found hot (see
+    /// [`hot`](crate::hot)): every thread's increments and decrements become a plain load and
+    /// store in its own array, and only a collection frees the object. For objects a runtime
+    /// knows many threads will take references to. Stops the world. Returns whether the object
+    /// is deferred: `false` if it is immortal, if its count cannot be deferred at this moment
+    /// (a drop by another thread is waiting for its owner to merge it), or if
+    /// [`MAX_DEFERRED`](crate::hot::MAX_DEFERRED) objects already are; always `false` in builds
+    /// without biased counts.
+    pub fn defer_refcount(&self) -> bool {
+        crate::hot::defer(self.py(), self.ptr())
     }
 
     /// Whether the object is immortal (never freed; counting does nothing).

@@ -68,6 +68,7 @@ mod error;
 pub mod gc;
 mod guard;
 mod header;
+pub mod hot;
 mod interned;
 mod list;
 mod namespace;
@@ -110,9 +111,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// lets the epoch reclaim what writers retired (detaching briefly, so this thread's own pin does
 /// not hold the epoch back). Objects retired while other threads stay pinned are freed once they
 /// pass a checkpoint, and objects removed while a [`ReadGuard`] is alive (the calling thread's
-/// own included) once it is gone. Tests and workloads call this before comparing live-object
-/// counts.
+/// own included) once it is gone. Deferred objects ([`hot`]) the threads have let go of count in
+/// their headers again, and die if nothing holds them (stopping the world, if any are
+/// deferred). Tests and workloads call this before comparing live-object counts.
 pub fn collect(py: ftrt_gil::Python<'_>) {
+    hot::settle_now(py);
     py.merge_pending();
     reclaim::settle_retired();
     py.allow_threads(|| {

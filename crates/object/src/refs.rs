@@ -10,9 +10,10 @@
 use std::ptr::NonNull;
 
 use ftrt_gil::{BuildCount, Python};
-use ftrt_refcount::RefCount;
+use ftrt_refcount::{Counting, RefCount};
 
 use crate::header::{count_ptr, header, Header};
+use crate::hot;
 
 /// The token the build's reference count asks for (`GilHeld` under the GIL, `()` otherwise).
 pub(crate) type Token<'py> = <BuildCount as RefCount>::Token<'py>;
@@ -35,7 +36,13 @@ pub(crate) unsafe fn assume_token<'a>() -> Token<'a> {
 #[inline]
 pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
     // SAFETY: alive per the caller.
-    <BuildCount as RefCount>::incref(&unsafe { header(object) }.count, token);
+    let head = unsafe { header(object) };
+    // Only the biased count answers other than `Local`; elsewhere the match folds away.
+    match <BuildCount as RefCount>::incref_counting(&head.count, token) {
+        Counting::Local => {}
+        Counting::Shared => hot::note_shared_increment(object),
+        Counting::Ignored => hot::count_ignored(head, hot::TAKEN),
+    }
 }
 
 /// Drops a reference the caller owns, freeing the object if it was the last.
@@ -45,9 +52,15 @@ pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
 #[inline]
 pub(crate) unsafe fn decref(object: NonNull<Header>, token: Token<'_>) {
     // SAFETY: the caller gives up its reference; `release_count` frees exactly such objects.
-    if unsafe { <BuildCount as RefCount>::decref(count_ptr(object), token, release_count) } {
+    match unsafe {
+        <BuildCount as RefCount>::decref_counting(count_ptr(object), token, release_count)
+    } {
         // SAFETY: that was the last reference.
-        unsafe { release(object) };
+        Some(true) => unsafe { release(object) },
+        Some(false) => {}
+        // Immortal or deferred: neither dies by a decrement, so the object is still alive.
+        // SAFETY: as just said.
+        None => hot::count_ignored(unsafe { header(object) }, hot::DROPPED),
     }
 }
 

@@ -92,7 +92,7 @@ pub use arc::BiasedArc;
 pub use atomic::AtomicCount;
 pub use biased::{merge_pending, BiasedCount};
 pub use nonatomic::NonAtomicCount;
-pub use strategy::{RefCount, RefCountValue, Strategy};
+pub use strategy::{Counting, RefCount, RefCountValue, Strategy};
 pub use token::GilHeld;
 
 /// Size in bytes of each strategy's count, the part of an object header it takes.

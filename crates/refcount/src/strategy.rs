@@ -15,6 +15,20 @@ pub enum RefCountValue {
     Immortal,
 }
 
+/// Where an increment was counted ([`RefCount::incref_counting`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counting {
+    /// Without an atomic read-modify-write: the biased count's owner, or a count guarded by the
+    /// GIL.
+    Local,
+    /// With an atomic read-modify-write on a count other threads also write: the traffic that
+    /// makes a shared object hot.
+    Shared,
+    /// Not at all: the count is immortal, or deferred (see
+    /// [`BiasedCount::defer_counting`](crate::BiasedCount::defer_counting)).
+    Ignored,
+}
+
 /// The counting strategies, by name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strategy {
@@ -58,6 +72,13 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     fn immortal() -> Self;
     /// Adds a reference.
     fn incref(&self, token: Self::Token<'_>);
+    /// Adds a reference and says where it was counted. Strategies that cannot defer counting
+    /// answer [`Counting::Local`] (atomic ones too: no runtime moves their counts elsewhere).
+    #[inline]
+    fn incref_counting(&self, token: Self::Token<'_>) -> Counting {
+        self.incref(token);
+        Counting::Local
+    }
     /// Drops a reference; `true` means it was the last one and the caller must free the object.
     ///
     /// # Safety
@@ -69,6 +90,20 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
         token: Self::Token<'_>,
         release: unsafe fn(NonNull<Self>),
     ) -> bool;
+    /// [`decref`](Self::decref), answering `None` when the count ignored the decrement (it is
+    /// deferred or immortal) instead of `Some(false)`.
+    ///
+    /// # Safety
+    /// As for `decref`.
+    #[inline]
+    unsafe fn decref_counting(
+        this: NonNull<Self>,
+        token: Self::Token<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> Option<bool> {
+        // SAFETY: forwarded from the caller.
+        Some(unsafe { Self::decref(this, token, release) })
+    }
     /// The number of references, or `Immortal`.
     fn get(&self, token: Self::Token<'_>) -> RefCountValue;
     /// Makes the object immortal. Irreversible.
@@ -77,6 +112,30 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// and the object still has an owner (see [`BiasedCount::owner_id`]); `None` otherwise.
     fn owner_id(&self) -> Option<u32> {
         None
+    }
+    /// Stops counting here, for a caller that counts the references elsewhere meanwhile (see
+    /// [`BiasedCount::defer_counting`]). Returns whether it did; strategies that cannot defer
+    /// answer `false`.
+    ///
+    /// # Safety
+    /// As for `BiasedCount::defer_counting`.
+    unsafe fn defer_counting(&self) -> bool {
+        false
+    }
+    /// The references a deferred count holds (see [`BiasedCount::deferred_total`]).
+    ///
+    /// # Safety
+    /// The count was deferred by [`defer_counting`](Self::defer_counting) and not resumed since
+    /// (so only strategies that defer are ever asked).
+    unsafe fn deferred_total(&self) -> i64 {
+        unreachable!("{} counts are never deferred", Self::STRATEGY.name())
+    }
+    /// Counts here again (see [`BiasedCount::resume_counting`]); whether a reference remains.
+    ///
+    /// # Safety
+    /// As for `BiasedCount::resume_counting`.
+    unsafe fn resume_counting(&self, _elsewhere: i64) -> bool {
+        unreachable!("{} counts are never deferred", Self::STRATEGY.name())
     }
 }
 
@@ -168,6 +227,19 @@ unsafe impl RefCount for BiasedCount {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::decref_for(this, owner, release) }
     }
+    #[inline]
+    fn incref_counting(&self, owner: Owner<'_>) -> Counting {
+        BiasedCount::incref_counting(self, owner)
+    }
+    #[inline]
+    unsafe fn decref_counting(
+        this: NonNull<Self>,
+        owner: Owner<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> Option<bool> {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::decref_counting(this, owner, release) }
+    }
     fn get(&self, _: Owner<'_>) -> RefCountValue {
         BiasedCount::get(self)
     }
@@ -176,5 +248,17 @@ unsafe impl RefCount for BiasedCount {
     }
     fn owner_id(&self) -> Option<u32> {
         BiasedCount::owner_id(self)
+    }
+    unsafe fn defer_counting(&self) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::defer_counting(self) }
+    }
+    unsafe fn deferred_total(&self) -> i64 {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::deferred_total(self) }
+    }
+    unsafe fn resume_counting(&self, elsewhere: i64) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::resume_counting(self, elsewhere) }
     }
 }

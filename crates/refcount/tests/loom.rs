@@ -427,3 +427,133 @@ fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
         assert_eq!(dropped(&drops), 1);
     });
 }
+
+/// Deferred counting, as the object model's per-thread counts for hot objects use it
+/// (`ftrt_object::hot`), in miniature: threads count only while attached (here, a read lock on
+/// the world), and the world stops (the write lock) to defer the count and later to resume it
+/// with what the threads counted meanwhile in their own counts. A non-owner takes a reference
+/// and drops two; the owner defers the count, drops its reference while it is deferred, and
+/// resumes it. Wherever the stops fall between the other thread's steps (its drops on the
+/// shared count queueing to the owner included), the object is freed exactly once, after the
+/// last reference is gone: by the non-owner, by the owner's merge, or by the resume that finds
+/// no reference left.
+#[test]
+fn deferring_and_resuming_in_stopped_worlds_keeps_the_count_exact() {
+    use ftrt_refcount::biased::LocalCounts;
+    use ftrt_refcount::{BiasedCount, Counting};
+    use loom::sync::atomic::{AtomicBool, AtomicIsize};
+    use loom::sync::RwLock;
+
+    struct World {
+        attached: RwLock<()>,
+        deferred: AtomicBool,
+        /// Each thread's count of the deferred object (owner, other).
+        counted: [AtomicIsize; 2],
+    }
+
+    /// A reference taken or dropped while attached, counted in `thread`'s own count if the
+    /// object's count ignored it.
+    ///
+    /// # Safety
+    /// To drop, the caller holds the reference.
+    unsafe fn count_attached(
+        world: &World,
+        thread: usize,
+        count: std::ptr::NonNull<BiasedCount>,
+        owner: ftrt_refcount::biased::Owner<'_>,
+        take: bool,
+    ) {
+        let _attached = world.attached.read().unwrap();
+        // Stable while attached: it changes only in a stopped world.
+        let deferred = world.deferred.load(Ordering::Relaxed);
+        let ignored = if take {
+            // SAFETY: alive: the caller holds a reference it clones.
+            unsafe { count.as_ref() }.incref_counting(owner) == Counting::Ignored
+        } else {
+            // SAFETY: the caller gives up its reference.
+            match unsafe { BiasedCount::decref_counting(count, owner, release_object) } {
+                Some(true) => {
+                    // SAFETY: that was the last reference.
+                    unsafe { release_object(count) };
+                    false
+                }
+                Some(false) => false,
+                None => true,
+            }
+        };
+        assert_eq!(
+            ignored, deferred,
+            "the count ignores exactly while it is deferred"
+        );
+        if ignored {
+            // A plain load and store: only this thread writes its own count.
+            let mine = &world.counted[thread];
+            mine.store(
+                mine.load(Ordering::Relaxed) + if take { 1 } else { -1 },
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let owner = LocalCounts::register();
+        let object = Box::new(Object {
+            count: BiasedCount::new_for(owner.owner()),
+            value: Counted(drops.clone()),
+        });
+        let count = std::ptr::NonNull::from(Box::leak(object)).cast::<BiasedCount>();
+        // The other thread's reference.
+        // SAFETY: alive: the owner's reference is held.
+        unsafe { count.as_ref() }.incref_for(owner.owner());
+        let world = Arc::new(World {
+            attached: RwLock::new(()),
+            deferred: AtomicBool::new(false),
+            counted: [AtomicIsize::new(0), AtomicIsize::new(0)],
+        });
+        let handle = Handle(count);
+        let other = {
+            let world = world.clone();
+            thread::spawn(move || {
+                let handle = handle;
+                let counts = LocalCounts::register();
+                // SAFETY: it holds a reference to take another from, then drops both.
+                unsafe {
+                    count_attached(&world, 1, handle.0, counts.owner(), true);
+                    count_attached(&world, 1, handle.0, counts.owner(), false);
+                    count_attached(&world, 1, handle.0, counts.owner(), false);
+                }
+            })
+        };
+        {
+            let _stopped = world.attached.write().unwrap();
+            // SAFETY: the world is stopped and the owner holds a reference; whatever the count
+            // ignores from here on goes to the threads' counts.
+            if unsafe { count.as_ref().defer_counting() } {
+                world.deferred.store(true, Ordering::Relaxed);
+            }
+        }
+        // SAFETY: the owner's own reference, given up once.
+        unsafe { count_attached(&world, 0, count, owner.owner(), false) };
+        {
+            let _stopped = world.attached.write().unwrap();
+            if world.deferred.swap(false, Ordering::Relaxed) {
+                let elsewhere: isize = world
+                    .counted
+                    .iter()
+                    .map(|c| c.swap(0, Ordering::Relaxed))
+                    .sum();
+                // SAFETY: deferred and not resumed; stopped; `elsewhere` is every thread's
+                // count. The object is alive: deferred counts are never freed by a drop.
+                if !unsafe { count.as_ref().resume_counting(elsewhere as i64) } {
+                    // SAFETY: no reference is left, and nothing else frees it.
+                    unsafe { release_object(count) };
+                }
+            }
+        }
+        other.join().unwrap();
+        owner.merge_pending();
+        drop(owner);
+        assert_eq!(dropped(&drops), 1);
+    });
+}

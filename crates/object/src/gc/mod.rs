@@ -169,12 +169,25 @@ fn flush_young(value: isize) {
         MAKERS.fetch_add(1, Ordering::Relaxed);
     }
     if collection_due() {
-        static REGISTERED: Once = Once::new();
-        REGISTERED.call_once(|| {
-            ftrt_gil::on_checkpoint_request(collect_automatically);
-        });
-        ftrt_gil::request_checkpoint_work();
+        want_checkpoint_work();
     }
+}
+
+/// Asks the next thread at a checkpoint to run the object model's checkpoint work: the
+/// deferrals of hot objects threads asked for, then a collection if one is due.
+pub(crate) fn want_checkpoint_work() {
+    static REGISTERED: Once = Once::new();
+    REGISTERED.call_once(|| {
+        ftrt_gil::on_checkpoint_request(checkpoint_work);
+    });
+    ftrt_gil::request_checkpoint_work();
+}
+
+fn checkpoint_work(py: Python<'_>) {
+    if crate::hot::requested() {
+        crate::hot::defer_requested(py);
+    }
+    collect_automatically(py);
 }
 
 /// Whether the young objects have passed the threshold (see the module docs).
@@ -213,6 +226,9 @@ enum Mark {
 /// reference the collection holds, so that none is freed before [`Garbage::free`] clears them.
 struct Garbage {
     unreachable: Vec<NonNull<Header>>,
+    /// Deferred objects the collection found with no reference left (`hot::settle`), each with
+    /// a reference the collection holds.
+    dead: Vec<NonNull<Header>>,
     tracked: usize,
     pause: Duration,
 }
@@ -226,6 +242,10 @@ fn find_garbage(py: Python<'_>) -> Garbage {
     py.merge_pending();
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
+    // Deferred objects the threads let go of count in their headers again, before any count is
+    // read; the rest read as immortal below, so they and what they hold survive.
+    // SAFETY: the world is stopped.
+    let dead = unsafe { crate::hot::settle(token) };
     let high = registry::high() as usize;
     let mut marks = vec![Mark::Absent; high];
     let mut outside = vec![0isize; high];
@@ -313,6 +333,7 @@ fn find_garbage(py: Python<'_>) -> Garbage {
     }
     Garbage {
         unreachable,
+        dead,
         tracked: tracked.len(),
         pause,
     }
@@ -347,6 +368,12 @@ impl Garbage {
             _ => now.extend(self.unreachable),
         }
         free_garbage(py, &now);
+        #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
+        let token = py.count_token();
+        for object in self.dead {
+            // SAFETY: the collection's reference, the only one: this frees it.
+            unsafe { decref(object, token) };
+        }
         collection
     }
 }

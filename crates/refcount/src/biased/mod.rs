@@ -29,7 +29,7 @@ mod thread;
 use std::ptr::NonNull;
 
 use crate::sync::{fence, AtomicI32, AtomicU32, Ordering};
-use crate::RefCountValue;
+use crate::{Counting, RefCountValue};
 
 pub use thread::{
     detach_current_thread, for_each_registered, merge_pending, Info, LocalCounts, Owner, Release,
@@ -187,6 +187,15 @@ impl BiasedCount {
     /// Adds a reference, as `owner` (the calling thread).
     #[inline]
     pub fn incref_for(&self, owner: Owner<'_>) {
+        let _ = self.incref_counting(owner);
+    }
+
+    /// Adds a reference, as `owner` (the calling thread), and says where it was counted: by the
+    /// owner, in the shared count (an atomic read-modify-write: the traffic a runtime watches to
+    /// find hot objects), or nowhere (an immortal or deferred count, see
+    /// [`defer_counting`](Self::defer_counting)).
+    #[inline]
+    pub fn incref_counting(&self, owner: Owner<'_>) -> Counting {
         if self.owned_by_id(owner.id()) {
             let local = self.local.load(Ordering::Relaxed).wrapping_add(1);
             if local == 0 {
@@ -194,14 +203,18 @@ impl BiasedCount {
                 // its maximum; whatever the owner does with it later, the saturated shared half
                 // keeps the object alive.
                 self.make_immortal();
-                return;
+                return Counting::Ignored;
             }
             // A plain store: no other thread writes `local` while the owner owns the object.
             self.local.store(local, Ordering::Relaxed);
+            Counting::Local
         } else if !self.is_immortal() {
             // Immortal objects (None, small ints, interned names) are the most common non-owned
             // ones: checked inline, they cost one load and no call.
             self.incref_shared();
+            Counting::Shared
+        } else {
+            Counting::Ignored
         }
     }
 
@@ -240,6 +253,22 @@ impl BiasedCount {
     /// As for [`decref`](Self::decref).
     #[inline]
     pub unsafe fn decref_for(this: NonNull<Self>, owner: Owner<'_>, release: Release) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::decref_counting(this, owner, release) }.unwrap_or(false)
+    }
+
+    /// [`decref_for`](Self::decref_for) that also says whether the count changed: `None` when
+    /// it ignored the decrement (an immortal or deferred count), else whether that was the last
+    /// reference.
+    ///
+    /// # Safety
+    /// As for [`decref`](Self::decref).
+    #[inline]
+    pub unsafe fn decref_counting(
+        this: NonNull<Self>,
+        owner: Owner<'_>,
+        release: Release,
+    ) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
         if count.owned_by_id(owner.id()) {
@@ -253,17 +282,17 @@ impl BiasedCount {
                 // Acquire: if the shared side is zero too, every other thread's last access to
                 // the object happened before its (released) decrement: free it now.
                 if count.shared.load(Ordering::Acquire) == 0 {
-                    return true;
+                    return Some(true);
                 }
-                return count.merge_zero_local();
+                return Some(count.merge_zero_local());
             }
-            return false;
+            return Some(false);
         }
         if count.is_immortal() {
-            return false;
+            return None;
         }
         // SAFETY: forwarded from the caller.
-        unsafe { Self::decref_shared(this, release) }
+        Some(unsafe { Self::decref_shared(this, release) })
     }
 
     /// The owner's local count reached zero: fold the count into `shared` and give up ownership.
@@ -597,6 +626,72 @@ impl BiasedCount {
             return false;
         }
         total_references(local, shared) == 1
+    }
+
+    /// Stops counting the object here: from now on every increment and decrement, on every
+    /// thread, leaves the count unchanged (`incref_counting` answers [`Counting::Ignored`],
+    /// `decref_counting` `None`) and no decrement can free the object, until
+    /// [`resume_counting`](Self::resume_counting). The caller counts those references elsewhere
+    /// meanwhile (per-thread counts for a hot shared object, as CPython 3.14 keeps for types).
+    ///
+    /// The count is merged first, so no thread owns it any more: the former owner's own
+    /// references go elsewhere too. Returns `false`, changing nothing, for a count that cannot be
+    /// deferred: immortal, already deferred, or with a pending queue entry (whose merge would
+    /// change the count while it is deferred).
+    ///
+    /// # Safety
+    /// No other thread reads or writes the count during the call (the object model calls it in
+    /// a stopped world), and the caller holds a reference. Every increment and decrement the
+    /// count ignores from now on is counted elsewhere, and their net is passed to
+    /// `resume_counting`.
+    pub unsafe fn defer_counting(&self) -> bool {
+        // Relaxed: the caller's exclusive access (a stopped world) orders every other thread's
+        // earlier writes before this call.
+        let shared = self.shared.load(Ordering::Relaxed);
+        if saturated(shared) || shared & QUEUED != 0 {
+            return false;
+        }
+        let total = folded_count(self.local.load(Ordering::Relaxed), shared);
+        debug_assert!(total >= 1, "the caller holds a reference");
+        if total >= i64::from(SATURATED) {
+            return false;
+        }
+        self.owner.store(NO_OWNER, Ordering::Relaxed);
+        // Saturated, so every path treats it as immortal; the true total stays recoverable
+        // below twice the saturation point, well inside the encoding's range.
+        self.shared.store(
+            ((total as i32 + SATURATED) << FLAG_BITS) | MERGED,
+            Ordering::Relaxed,
+        );
+        true
+    }
+
+    /// The references a deferred count holds (those counted before
+    /// [`defer_counting`](Self::defer_counting)), without what was counted elsewhere since.
+    ///
+    /// # Safety
+    /// The count was deferred by `defer_counting` and not resumed since.
+    pub unsafe fn deferred_total(&self) -> i64 {
+        i64::from(count_of(self.shared.load(Ordering::Relaxed))) - i64::from(SATURATED)
+    }
+
+    /// Counts here again after [`defer_counting`](Self::defer_counting): the count becomes the
+    /// references it held plus `elsewhere`, the net of every increment and decrement counted
+    /// elsewhere meanwhile, merged (no thread owns it). Returns whether a reference remains;
+    /// `false` means the object is dead and the caller must free it, since no decrement will.
+    ///
+    /// # Safety
+    /// The count was deferred by `defer_counting` and not resumed since; no other thread reads
+    /// or writes it during the call (a stopped world); `elsewhere` is exactly the net of the
+    /// references counted elsewhere since it was deferred.
+    pub unsafe fn resume_counting(&self, elsewhere: i64) -> bool {
+        // SAFETY: forwarded from the caller.
+        let total = unsafe { self.deferred_total() } + elsewhere;
+        assert!(total >= 0, "more references dropped than taken: {total}");
+        let merged = ((total.min(i64::from(SATURATED)) as i32) << FLAG_BITS) | MERGED;
+        // Relaxed: as in `defer_counting`; the restart of the world publishes it.
+        self.shared.store(merged, Ordering::Relaxed);
+        total != 0
     }
 
     /// Makes the object immortal, from any thread. Irreversible.

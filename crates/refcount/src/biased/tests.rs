@@ -568,3 +568,107 @@ fn after_unparking_drops_by_other_owners_queue_again() {
     assert_eq!(owner.merge_pending(), 1);
     assert_eq!(released(), before + 1);
 }
+
+#[test]
+fn a_deferred_count_ignores_every_thread_until_it_resumes_with_what_was_counted_elsewhere() {
+    let count = BiasedCount::new();
+    count.incref();
+    thread::scope(|s| {
+        s.spawn(|| count.incref());
+    });
+    // Owner 2, shared 1.
+    // SAFETY: no other thread touches the count; this thread holds references.
+    assert!(unsafe { count.defer_counting() });
+    assert_eq!(count.owner_id(), None, "deferring merges the count");
+    // SAFETY: deferred above.
+    assert_eq!(unsafe { count.deferred_total() }, 3);
+    assert_eq!(count.get(), RefCountValue::Immortal);
+    let mut elsewhere = 0;
+    // The former owner and another thread: nothing counts, nothing frees.
+    for _ in 0..5 {
+        assert_eq!(
+            count.incref_counting(Owner::current_id(current())),
+            Counting::Ignored
+        );
+        elsewhere += 1;
+    }
+    thread::scope(|s| {
+        s.spawn(|| {
+            for _ in 0..7 {
+                // SAFETY: each gives up one of the references counted elsewhere.
+                let dropped = unsafe {
+                    BiasedCount::decref_counting(
+                        NonNull::from(&count),
+                        Owner::current_id(current()),
+                        never_released,
+                    )
+                };
+                assert_eq!(dropped, None);
+            }
+        });
+    });
+    elsewhere -= 7;
+    // SAFETY: deferred above, exclusive here, and `elsewhere` is the net counted elsewhere.
+    assert!(unsafe { count.resume_counting(elsewhere) });
+    assert_eq!(count.get(), RefCountValue::Mortal(1));
+    // Counting again, atomically (merged): the last decrement frees.
+    // SAFETY: the last reference, given up; the test owns the memory.
+    let last = unsafe {
+        BiasedCount::decref_counting(
+            NonNull::from(&count),
+            Owner::current_id(current()),
+            never_released,
+        )
+    };
+    assert_eq!(last, Some(true));
+}
+
+#[test]
+fn a_resumed_count_with_no_reference_left_is_dead() {
+    let count = BiasedCount::new();
+    // SAFETY: exclusive; this thread holds the one reference.
+    assert!(unsafe { count.defer_counting() });
+    // The one reference was dropped elsewhere.
+    // SAFETY: deferred above, exclusive, and -1 is what was counted elsewhere.
+    assert!(!unsafe { count.resume_counting(-1) });
+    assert_eq!(count.get(), RefCountValue::Mortal(0));
+}
+
+#[test]
+fn immortal_deferred_and_queued_counts_are_not_deferred() {
+    let immortal = BiasedCount::immortal();
+    // SAFETY: exclusive in each case; the test holds references.
+    assert!(!unsafe { immortal.defer_counting() });
+    let deferred = BiasedCount::new();
+    // SAFETY: as above.
+    assert!(unsafe { deferred.defer_counting() });
+    // SAFETY: as above.
+    assert!(!unsafe { deferred.defer_counting() }, "already deferred");
+    // SAFETY: deferred.
+    assert_eq!(unsafe { deferred.deferred_total() }, 1);
+    // A pending queue entry: a non-owner dropped a reference while the shared half was zero.
+    let queued = BiasedCount::new();
+    queued.incref();
+    thread::scope(|s| {
+        s.spawn(|| {
+            // SAFETY: the reference the owner took for this thread, given up.
+            let last = unsafe {
+                BiasedCount::decref_counting(
+                    NonNull::from(&queued),
+                    Owner::current_id(current()),
+                    never_released,
+                )
+            };
+            assert_eq!(last, Some(false));
+        });
+    });
+    assert_eq!(fields(&queued).2 & QUEUED, QUEUED);
+    // SAFETY: as above.
+    assert!(!unsafe { queued.defer_counting() });
+    assert_eq!(merge_pending(), 1);
+    assert!(
+        // SAFETY: as above.
+        unsafe { queued.defer_counting() },
+        "merged: no entry pending"
+    );
+}

@@ -1,0 +1,437 @@
+//! Per-thread counts for hot shared objects (the biased build).
+//!
+//! Threads that take counted references to one shared object they do not own all write its
+//! shared count, one atomic read-modify-write each, and serialise on its cache line. An object
+//! found *hot* is *deferred* instead: its count stops changing
+//! ([`BiasedCount::defer_counting`](ftrt_refcount::BiasedCount::defer_counting)), the header
+//! records an id, and every thread counts its increments and decrements of the object in its
+//! own array, at that id, with a plain load and store. Only the collector may free a deferred
+//! object: in a stopped world it sums the threads' counts ([`settle`]).
+//!
+//! - **Found hot**: a thread that counts [`PROMOTE_AFTER`] increments of one object in the shared
+//!   count (the biased count's atomic path) asks for it to be deferred. Each thread remembers the
+//!   objects it increments that way in a small table ([`RECENT`] entries, by address); an object
+//!   pushed out of the table starts again from zero, so only objects incremented over and over
+//!   by the same thread qualify, not every object a thread touches once. The table costs the
+//!   atomic path a thread-local lookup; the owner's path and immortal objects pay nothing.
+//! - **Deferred** at the requesting thread's next checkpoint, in a stopped world: a count that
+//!   changes only with every thread parked has no race to lose. At most [`MAX_DEFERRED`] objects
+//!   are deferred at once; requests beyond that are dropped.
+//! - **Settled** by every collection, in its stopped world: an object no thread took a reference
+//!   to since the previous collection has gone cold and counts in its header again; one with no
+//!   reference left dies. Each thread's count of an object holds, beside the net references, how
+//!   many it took since the last collection ([`TAKEN`]), so telling hot from cold costs the
+//!   counting path nothing.
+//! - **Exact**: [`Bound::refcount`](crate::Bound::refcount) adds the threads' counts, so it reads
+//!   the true count whenever no other thread is changing it.
+//!
+//! A thread that exits adds its counts to a shared array first. [`defer`] defers an object on
+//! demand, for runtimes that know which objects will be hot.
+
+use std::cell::{Cell, OnceCell};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use ftrt_gil::{BuildCount, Python};
+use ftrt_refcount::RefCount;
+
+use crate::header::{header, Header};
+use crate::refs::{assume_token, decref, Token};
+
+/// Increments of one object in its shared count, by one thread, that make it hot.
+pub const PROMOTE_AFTER: u32 = 4096;
+
+/// Objects deferred at once, at most: the size of each counting thread's array.
+pub const MAX_DEFERRED: usize = 1024;
+
+/// Objects each thread remembers incrementing in the shared count.
+const RECENT: usize = 32;
+
+/// How long a deferral waits for the world to stop before it gives up (to be asked again).
+const PATIENCE: Duration = Duration::from_millis(50);
+
+/// One thread's counts, by deferred id (index 0 unused: id 0 means "not deferred"). Written by
+/// its thread alone with plain loads and stores; read by the collector in a stopped world, by
+/// exact reads of a count, and by the thread's own exit.
+struct ThreadCounts([AtomicIsize; MAX_DEFERRED + 1]);
+
+/// A deferred object, by its header.
+struct Deferred(NonNull<Header>);
+
+// SAFETY: only a pointer, used in a stopped world or under the registry's lock to reach an
+// object the registry keeps alive (a deferred object is never freed while deferred).
+unsafe impl Send for Deferred {}
+
+/// What the collector needs to settle deferred objects, under one lock.
+struct Registry {
+    /// The deferred object of each id (index 0 unused).
+    objects: Vec<Option<Deferred>>,
+    /// Ids not in use.
+    free: Vec<u16>,
+    /// The counting threads still running.
+    threads: Vec<Arc<ThreadCounts>>,
+    /// The counts of threads that have exited, by id.
+    exited: Vec<isize>,
+    /// References the registry holds, by id: the requests' own, taken before the deferral (in
+    /// the count), kept until the object counts in its header again. Left out of the threads'
+    /// sum, so that "the threads let go" reads as a sum of zero.
+    requests_held: Vec<isize>,
+}
+
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
+    objects: Vec::new(),
+    free: Vec::new(),
+    threads: Vec::new(),
+    exited: Vec::new(),
+    requests_held: Vec::new(),
+});
+
+/// Objects deferred now: a relaxed hint for the paths that only need "none" or "full".
+static DEFERRED: AtomicUsize = AtomicUsize::new(0);
+
+/// Objects some thread asked to defer, each with a reference the request holds.
+static REQUESTS: Mutex<Vec<Deferred>> = Mutex::new(Vec::new());
+
+fn registry() -> MutexGuard<'static, Registry> {
+    let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
+    if registry.objects.is_empty() {
+        registry.objects.resize_with(MAX_DEFERRED + 1, || None);
+        registry.exited.resize(MAX_DEFERRED + 1, 0);
+        registry.requests_held.resize(MAX_DEFERRED + 1, 0);
+        registry.free = (1..=MAX_DEFERRED as u16).rev().collect();
+    }
+    registry
+}
+
+/// This thread's entry in the registry; dropping it (thread exit) moves its counts to the
+/// exited threads' array.
+struct Registered(Arc<ThreadCounts>);
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        MINE.set(std::ptr::null());
+        let mut registry = registry();
+        for (id, count) in self.0 .0.iter().enumerate() {
+            registry.exited[id] = registry.exited[id].wrapping_add(count.load(Ordering::Relaxed));
+        }
+        registry
+            .threads
+            .retain(|thread| !Arc::ptr_eq(thread, &self.0));
+    }
+}
+
+thread_local! {
+    static COUNTS: OnceCell<Registered> = const { OnceCell::new() };
+    /// `COUNTS`' array, once registered and until its destructor runs: null otherwise. Const and
+    /// destructor-less, so the counting path is one thread-local load.
+    static MINE: Cell<*const ThreadCounts> = const { Cell::new(std::ptr::null()) };
+    /// Objects this thread recently incremented in their shared count: address and increments
+    /// in a row. Const, destructor-less: usable in other thread-locals' destructors.
+    static RECENTLY_SHARED: [Cell<(usize, u32)>; RECENT] =
+        const { [const { Cell::new((0, 0)) }; RECENT] };
+}
+
+fn register_thread() -> Registered {
+    let counts = Arc::new(ThreadCounts(std::array::from_fn(|_| AtomicIsize::new(0))));
+    registry().threads.push(counts.clone());
+    Registered(counts)
+}
+
+/// The id of a deferred object, 0 if it is not deferred.
+#[inline]
+fn deferred_id(object: &Header) -> u16 {
+    // Relaxed: set and cleared only in a stopped world, whose restart orders the change before
+    // every thread's next access.
+    object.deferred.load(Ordering::Relaxed)
+}
+
+/// What a thread adds to its count of a deferred object for a reference it takes: one for the
+/// reference, in the low 32 bits, and one in the high 32 bits, which count the references taken
+/// since the last collection (the object's traffic, which decides whether it is still hot).
+pub(crate) const TAKEN: isize = 1 + (1 << 32);
+/// What a thread adds for a reference it drops.
+pub(crate) const DROPPED: isize = -1;
+
+/// A sum of [`TAKEN`]s and [`DROPPED`]s, split: the net references, and how many were taken.
+/// Exact while the net stays within ±2^31 (as many references as fit in memory) and the
+/// references taken below 2^31 between collections; past that the taken part wraps, which can
+/// only make a hot object look cold once (demoting it early, which is harmless).
+fn split(sum: isize) -> (isize, isize) {
+    let net = sum as i32 as isize;
+    (net, sum.wrapping_sub(net) >> 32)
+}
+
+/// Counts a reference to `object` taken ([`TAKEN`]) or dropped ([`DROPPED`]) that its count
+/// ignored: in this thread's count of it if it is deferred, nowhere if it is immortal.
+#[inline]
+pub(crate) fn count_ignored(object: &Header, delta: isize) {
+    let id = deferred_id(object);
+    if id != 0 {
+        count_deferred(usize::from(id), delta);
+    }
+}
+
+/// Out of line, so that every increment and decrement, which all reach the check above, stays
+/// small enough to inline: inlined here, it made the owner's clone and drop of an object a
+/// call, and 18 % slower.
+#[inline(never)]
+fn count_deferred(id: usize, delta: isize) {
+    let mine = MINE.get();
+    if mine.is_null() {
+        return count_deferred_unregistered(id, delta);
+    }
+    // SAFETY: `MINE` points into this thread's `Registered` array, which is alive until its
+    // destructor, which nulls `MINE` first.
+    let count = &unsafe { &*mine }.0[id];
+    // A plain load and store: only this thread writes its counts.
+    count.store(
+        count.load(Ordering::Relaxed).wrapping_add(delta),
+        Ordering::Relaxed,
+    );
+}
+
+#[cold]
+#[inline(never)]
+fn count_deferred_unregistered(id: usize, delta: isize) {
+    let registered = COUNTS.try_with(|counts| {
+        let counts = counts.get_or_init(register_thread);
+        MINE.set(Arc::as_ptr(&counts.0));
+    });
+    if registered.is_ok() {
+        return count_deferred(id, delta);
+    }
+    // This thread's counts are gone (its exit is under way): count with the exited ones.
+    let exited = &mut registry().exited[id];
+    *exited = exited.wrapping_add(delta);
+}
+
+/// Notes an increment of `object` in its shared count; the [`PROMOTE_AFTER`]th in a row from
+/// this thread asks for it to be deferred. Out of line, like the atomic increment it follows.
+#[inline(never)]
+pub(crate) fn note_shared_increment(object: NonNull<Header>) {
+    let address = object.as_ptr() as usize;
+    // Objects are at least 8-aligned and 24 bytes apart: drop the low bits, fold in higher ones.
+    let slot = ((address >> 4) ^ (address >> 10)) % RECENT;
+    let hot = RECENTLY_SHARED.with(|recent| {
+        let (last, times) = recent[slot].get();
+        if last != address {
+            recent[slot].set((address, 1));
+            return false;
+        }
+        if times + 1 < PROMOTE_AFTER {
+            recent[slot].set((address, times + 1));
+            return false;
+        }
+        recent[slot].set((0, 0));
+        true
+    });
+    if hot {
+        request(object);
+    }
+}
+
+/// Asks for `object` to be deferred at this thread's next checkpoint.
+#[cold]
+fn request(object: NonNull<Header>) {
+    if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED {
+        return;
+    }
+    // The request's own reference keeps the object alive until the deferral runs. Taken on the
+    // count directly: it is not traffic to note.
+    // SAFETY: the caller just took a reference, so the object is alive; the thread is attached.
+    <BuildCount as RefCount>::incref(&unsafe { header(object) }.count, unsafe { assume_token() });
+    lock_requests().push(Deferred(object));
+    crate::gc::want_checkpoint_work();
+}
+
+fn lock_requests() -> MutexGuard<'static, Vec<Deferred>> {
+    REQUESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Whether some thread asked for an object to be deferred.
+pub(crate) fn requested() -> bool {
+    !lock_requests().is_empty()
+}
+
+/// Defers `object`'s count now, stopping the world: from here on every thread counts it in its
+/// own array, and only a collection frees it. For runtimes that know which objects will be
+/// shared and hot (CPython defers types, code objects and module globals this way). Returns
+/// whether it is deferred: `false` for an immortal object, one whose count cannot be deferred
+/// this moment, or when [`MAX_DEFERRED`] objects already are; always `false` in builds without
+/// biased counts.
+pub(crate) fn defer(py: Python<'_>, object: NonNull<Header>) -> bool {
+    if ftrt_gil::BUILD_STRATEGY != ftrt_refcount::Strategy::Biased {
+        return false;
+    }
+    ftrt_gil::stop_the_world(py, || {
+        // SAFETY: the caller holds a reference; the world is stopped.
+        unsafe { defer_stopped(&mut registry(), object) }
+    })
+}
+
+/// Runs the deferrals threads asked for, at a checkpoint. The reference of a request whose
+/// object is deferred goes to the registry; the others are dropped.
+pub(crate) fn defer_requested(py: Python<'_>) {
+    let mut requests = std::mem::take(&mut *lock_requests());
+    if requests.is_empty() {
+        return;
+    }
+    let mut not_deferred = Vec::new();
+    let mut work = Some(|| {
+        let mut registry = registry();
+        for request in requests.drain(..) {
+            // SAFETY: the request holds a reference; the world is stopped.
+            if unsafe { defer_stopped(&mut registry, request.0) } {
+                // SAFETY: as above.
+                let id = deferred_id(unsafe { header(request.0) });
+                registry.requests_held[usize::from(id)] += 1;
+            } else {
+                not_deferred.push(request);
+            }
+        }
+    });
+    // If the world will not stop in time, nothing is deferred (`requests` keeps them all) and
+    // the threads will ask again.
+    let _ = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), &mut work);
+    #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
+    let token = py.count_token();
+    for request in requests.into_iter().chain(not_deferred) {
+        // SAFETY: the request's reference, given up here.
+        unsafe { decref(request.0, token) };
+    }
+}
+
+/// Defers one object's count, if it can be and is not already.
+///
+/// # Safety
+/// The world is stopped (or no other thread can reach the object) and the caller holds a
+/// reference to it.
+unsafe fn defer_stopped(registry: &mut Registry, object: NonNull<Header>) -> bool {
+    // SAFETY: alive, per the caller.
+    let head = unsafe { header(object) };
+    if deferred_id(head) != 0 {
+        return true;
+    }
+    let Some(id) = registry.free.pop() else {
+        return false;
+    };
+    // SAFETY: exclusive (a stopped world), with a reference held; every count the object's
+    // count ignores from here on goes to the threads' arrays, which `settle` passes back.
+    if !unsafe { <BuildCount as RefCount>::defer_counting(&head.count) } {
+        registry.free.push(id);
+        return false;
+    }
+    head.deferred.store(id, Ordering::Relaxed);
+    registry.objects[usize::from(id)] = Some(Deferred(object));
+    DEFERRED.fetch_add(1, Ordering::Relaxed);
+    true
+}
+
+/// The sum of every thread's count for id `id` (see [`split`]).
+fn counted_elsewhere(registry: &Registry, id: usize) -> isize {
+    registry
+        .threads
+        .iter()
+        .fold(registry.exited[id], |sum, thread| {
+            sum.wrapping_add(thread.0[id].load(Ordering::Relaxed))
+        })
+}
+
+/// The references to a deferred object, counted everywhere; `None` if it is not deferred.
+/// Exact when no other thread changes the count meanwhile.
+pub(crate) fn deferred_refcount(object: &Header) -> Option<usize> {
+    let id = usize::from(deferred_id(object));
+    if id == 0 {
+        return None;
+    }
+    let registry = registry();
+    // SAFETY: deferred (the id stays until a stopped world, which the caller, attached, is not
+    // part of).
+    let held = unsafe { <BuildCount as RefCount>::deferred_total(&object.count) } as isize;
+    let (net, _) = split(counted_elsewhere(&registry, id));
+    Some((held + net - registry.requests_held[id]).max(0) as usize)
+}
+
+/// Settles the deferred objects, in a collection's stopped world. One that no thread took a
+/// reference to since the last settling has gone cold, and one that no reference holds any more
+/// is dead: both count in their headers again (the threads' counts folded in). The rest stay
+/// deferred, their traffic counted afresh. Returns the dead, each with a reference taken for
+/// the caller, who drops it once the world runs again (which frees it).
+///
+/// # Safety
+/// The world is stopped.
+pub(crate) unsafe fn settle(token: Token<'_>) -> Vec<NonNull<Header>> {
+    let mut dead = Vec::new();
+    if DEFERRED.load(Ordering::Relaxed) == 0 {
+        return dead;
+    }
+    let mut registry = registry();
+    for id in 1..=MAX_DEFERRED {
+        let Some(Deferred(object)) = registry.objects[id] else {
+            continue;
+        };
+        let (net, taken) = split(counted_elsewhere(&registry, id));
+        // SAFETY: deferred objects stay alive; the world is stopped.
+        let head = unsafe { header(object) };
+        // The references counted in the header before the deferral, the threads' since, less
+        // the registry's own (given up when the header counts again).
+        let net = net - registry.requests_held[id];
+        // SAFETY: deferred, not resumed since.
+        let held = unsafe { <BuildCount as RefCount>::deferred_total(&head.count) } as isize;
+        let cold = taken == 0;
+        let alive = held + net != 0;
+        // Every thread's count keeps only its net: the traffic starts over.
+        registry.exited[id] = split(registry.exited[id]).0;
+        for thread in &registry.threads {
+            let count = &thread.0[id];
+            count.store(split(count.load(Ordering::Relaxed)).0, Ordering::Relaxed);
+        }
+        if alive && !cold {
+            continue;
+        }
+        registry.exited[id] = 0;
+        registry.requests_held[id] = 0;
+        for thread in &registry.threads {
+            thread.0[id].store(0, Ordering::Relaxed);
+        }
+        head.deferred.store(0, Ordering::Relaxed);
+        registry.objects[id] = None;
+        registry.free.push(id as u16);
+        DEFERRED.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: deferred, exclusive (stopped world), and `net` is every thread's count less
+        // the references the registry gives up.
+        if !unsafe { <BuildCount as RefCount>::resume_counting(&head.count, net as i64) } {
+            // No reference left: one for the caller, whose drop frees it by counting.
+            <BuildCount as RefCount>::incref(&head.count, token);
+            dead.push(object);
+        }
+    }
+    dead
+}
+
+/// Settles the deferred objects now (see [`settle`]), stopping the world if any are deferred.
+pub(crate) fn settle_now(py: Python<'_>) {
+    if deferred_count() == 0 {
+        return;
+    }
+    #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
+    let token = py.count_token();
+    // SAFETY: the world is stopped.
+    let dead = ftrt_gil::stop_the_world(py, || unsafe { settle(token) });
+    for object in dead {
+        // SAFETY: `settle`'s reference, the only one: this frees it.
+        unsafe { decref(object, token) };
+    }
+}
+
+/// Whether `object`'s references are counted per thread now (it is deferred).
+pub fn is_deferred<T: crate::PyTypeInfo>(object: &crate::Bound<'_, T>) -> bool {
+    deferred_id(object.header()) != 0
+}
+
+/// How many objects are deferred now.
+pub fn deferred_count() -> usize {
+    DEFERRED.load(Ordering::Relaxed)
+}

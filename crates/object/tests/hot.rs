@@ -1,0 +1,240 @@
+//! Per-thread counts for hot shared objects (`ftrt_object::hot`): an object another thread
+//! increments over and over is deferred; while deferred its count reads exactly and no decrement
+//! frees it; a collection hands it back to its header once it has gone cold (no thread took a
+//! reference since the previous collection), and frees it if nothing holds it. Only the biased build defers; the others answer `false` and count as before.
+
+mod common;
+
+use std::sync::mpsc;
+use std::sync::Barrier;
+use std::thread;
+
+use common::leak_checked;
+use ftrt_gil::{Python, BUILD_STRATEGY};
+use ftrt_object::hot::{self, is_deferred, PROMOTE_AFTER};
+use ftrt_object::stats::live_objects;
+use ftrt_object::{gc, Kind, PyFloat, PyList, PyNone, RefCountValue, Shared};
+use ftrt_refcount::Strategy;
+
+fn biased() -> bool {
+    BUILD_STRATEGY == Strategy::Biased
+}
+
+/// Takes and drops a reference `times` times on a new thread, reaching a checkpoint after each
+/// (where a deferral it asked for runs).
+fn hammer_from_another_thread(py: Python<'_>, object: &Shared<PyFloat>, times: u32) {
+    // Detached while it waits: under the GIL the other thread could not attach otherwise.
+    py.allow_threads(|| {
+        thread::scope(|s| {
+            s.spawn(|| {
+                Python::attach(|py| {
+                    let value = object.bind(py);
+                    for _ in 0..times {
+                        drop(value.clone());
+                        py.check();
+                    }
+                })
+            });
+        })
+    });
+}
+
+#[test]
+fn an_object_another_thread_increments_again_and_again_is_deferred() {
+    leak_checked(|py| {
+        let object = PyFloat::new(py, 2.5).unbind();
+        hammer_from_another_thread(py, &object, PROMOTE_AFTER - 2);
+        assert!(!is_deferred(&object.bind(py)), "not yet hot");
+        // Its owner's own references never count towards it.
+        let bound = object.bind(py);
+        for _ in 0..2 * PROMOTE_AFTER {
+            drop(bound.clone());
+        }
+        assert!(!is_deferred(&bound));
+        drop(bound);
+        hammer_from_another_thread(py, &object, 2 * PROMOTE_AFTER);
+        let bound = object.bind(py);
+        assert_eq!(is_deferred(&bound), biased());
+        // The handle and this binding.
+        assert_eq!(bound.refcount(), RefCountValue::Mortal(2));
+        // Still hot for the first collection after that traffic; cold for the next (no thread
+        // took a reference in between), which counts it in its header again.
+        gc::collect(py);
+        assert_eq!(is_deferred(&bound), biased());
+        gc::collect(py);
+        assert!(!is_deferred(&bound));
+        assert_eq!(bound.refcount(), RefCountValue::Mortal(2));
+    });
+}
+
+#[test]
+fn the_explicit_api_defers_shared_mortal_objects_in_the_biased_build() {
+    leak_checked(|py| {
+        let object = PyList::empty(py);
+        assert_eq!(object.defer_refcount(), biased());
+        assert_eq!(is_deferred(&object), biased());
+        assert_eq!(
+            object.defer_refcount(),
+            biased(),
+            "deferring twice is no error"
+        );
+        assert!(
+            !PyNone::get(py).defer_refcount(),
+            "immortal objects are not deferred"
+        );
+        drop(object);
+    });
+}
+
+#[test]
+fn a_deferred_count_reads_exactly_while_threads_hold_references() {
+    leak_checked(|py| {
+        let object = PyFloat::new(py, 1.25);
+        object.defer_refcount();
+        let shared = object.clone().unbind();
+        let holders = 4;
+        let taken = Barrier::new(holders + 1);
+        let release = Barrier::new(holders + 1);
+        py.allow_threads(|| {
+            thread::scope(|s| {
+                for _ in 0..holders {
+                    s.spawn(|| {
+                        Python::attach(|py| {
+                            let held: Vec<_> = (0..3).map(|_| shared.bind(py)).collect();
+                            py.allow_threads(|| taken.wait());
+                            py.allow_threads(|| release.wait());
+                            drop(held);
+                        })
+                    });
+                }
+                taken.wait();
+                // `object`, `shared`, the binding that reads it, and three on each holder.
+                let count = Python::attach(|py| shared.bind(py).refcount());
+                assert_eq!(count, RefCountValue::Mortal(3 + 3 * holders));
+                release.wait();
+            })
+        });
+        assert_eq!(object.refcount(), RefCountValue::Mortal(2));
+    });
+}
+
+#[test]
+fn a_deferred_object_dropped_by_everyone_lives_until_a_collection_frees_it() {
+    leak_checked(|py| {
+        let floats = live_objects(Kind::Float);
+        let object = PyFloat::new(py, 4.5);
+        if !object.defer_refcount() {
+            return;
+        }
+        let shared = object.unbind();
+        // The last reference dies on another thread.
+        let other = thread::spawn(move || Python::attach(|py| drop(shared.bind(py))));
+        py.allow_threads(|| other.join().unwrap());
+        assert_eq!(
+            live_objects(Kind::Float),
+            floats + 1,
+            "no decrement frees a deferred object"
+        );
+        gc::collect(py);
+        assert_eq!(live_objects(Kind::Float), floats);
+        assert_eq!(hot::deferred_count(), 0);
+    });
+}
+
+#[test]
+fn an_exited_threads_counts_still_count() {
+    leak_checked(|py| {
+        let object = PyFloat::new(py, 0.75);
+        object.defer_refcount();
+        let shared = object.clone().unbind();
+        // Another thread takes three references, hands them over and exits.
+        let (send, receive) = mpsc::channel();
+        let other = thread::spawn(move || {
+            Python::attach(|py| {
+                for _ in 0..3 {
+                    send.send(shared.clone_ref(py)).unwrap();
+                }
+                drop(shared);
+            })
+        });
+        py.allow_threads(|| other.join().unwrap());
+        let handed: Vec<Shared<PyFloat>> = receive.iter().collect();
+        // The references it took are in its counts, which its exit kept.
+        gc::collect(py);
+        assert_eq!(
+            is_deferred(&object),
+            biased(),
+            "the threads still hold three"
+        );
+        assert_eq!(object.refcount(), RefCountValue::Mortal(4));
+        drop(handed);
+        // Cold since the last collection: counted in its header again.
+        gc::collect(py);
+        assert!(!is_deferred(&object));
+        assert_eq!(object.refcount(), RefCountValue::Mortal(1));
+    });
+}
+
+/// Many threads take references to one deferred object, hand some to each other (taken on one
+/// thread, dropped on another), while collections settle it again and again; the count stays
+/// exact and the object is freed exactly once, by the last collection.
+#[test]
+fn threads_counting_a_deferred_object_while_collections_settle_it() {
+    for threads in [2, 4, 8, 16] {
+        leak_checked(|py| {
+            let floats = live_objects(Kind::Float);
+            let object = PyFloat::new(py, 8.0);
+            let shared = object.clone().unbind();
+            let start = Barrier::new(threads);
+            let (send, receive) = mpsc::channel::<Shared<PyFloat>>();
+            let receive = std::sync::Mutex::new(receive);
+            py.allow_threads(|| {
+                thread::scope(|s| {
+                    for t in 0..threads {
+                        let (shared, send, receive, start) =
+                            (&shared, send.clone(), &receive, &start);
+                        s.spawn(move || {
+                            Python::attach(|py| {
+                                let value = shared.bind(py);
+                                if t == 0 {
+                                    value.defer_refcount();
+                                }
+                                py.allow_threads(|| start.wait());
+                                let mut kept = Vec::new();
+                                for i in 0..2_000 {
+                                    kept.push(value.clone());
+                                    if i % 7 == 0 {
+                                        send.send(value.clone().unbind()).unwrap();
+                                    }
+                                    if i % 5 == 0 {
+                                        let handed = receive.lock().unwrap().try_recv();
+                                        drop(handed);
+                                    }
+                                    if i % 3 == 0 {
+                                        kept.clear();
+                                    }
+                                    if t == 1 && i % 500 == 0 {
+                                        gc::collect(py);
+                                    }
+                                    py.check();
+                                }
+                            })
+                        });
+                    }
+                })
+            });
+            drop(send);
+            // What nobody received.
+            receive.into_inner().unwrap().into_iter().for_each(drop);
+            gc::collect(py);
+            assert_eq!(
+                object.refcount(),
+                RefCountValue::Mortal(2),
+                "{threads} threads"
+            );
+            drop((object, shared));
+            gc::collect(py);
+            assert_eq!(live_objects(Kind::Float), floats, "{threads} threads");
+        });
+    }
+}
