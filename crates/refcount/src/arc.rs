@@ -237,6 +237,93 @@ impl<T> BiasedArc<T> {
         }
     }
 
+    /// The value, if this was the last reference; otherwise `None`, and the reference is dropped.
+    /// Like [`Arc::into_inner`](std::sync::Arc::into_inner), it is the race-free way to take a
+    /// value back from several handles: when they all call it, at most one gets `Some`, and
+    /// `Some` is never returned while another reference lives.
+    ///
+    /// Exactly one gets `Some` on the owning thread, and on every thread once the count is merged
+    /// ([`give_up_ownership`](Self::give_up_ownership), or the owner retired). While the owner
+    /// lives and still counts the value locally, a handle dropped here on another thread can only
+    /// hand its reference to the owner's merge queue (that thread cannot tell whether the owner
+    /// holds others); if it was the last, the owner's next merge drops the value and every
+    /// caller got `None`. On the owning thread, drops that other threads queued before this call
+    /// are merged first, so they count as having come first.
+    ///
+    /// ```
+    /// use ftrt_refcount::BiasedArc;
+    /// use std::thread;
+    ///
+    /// let value = BiasedArc::new(vec![1, 2]);
+    /// // Merged: every thread's answer is exact from here on.
+    /// BiasedArc::give_up_ownership(&value);
+    /// let other = value.clone();
+    /// let theirs = thread::spawn(move || BiasedArc::into_inner(other));
+    /// let ours = BiasedArc::into_inner(value);
+    /// let theirs = theirs.join().unwrap();
+    /// assert!(ours.is_some() != theirs.is_some());
+    /// ```
+    pub fn into_inner(this: Self) -> Option<T> {
+        let this = ManuallyDrop::new(this);
+        let count = this.ptr.cast::<BiasedCount>();
+        // SAFETY: this handle's reference is given up here, as in `drop`, and the handle is not
+        // used afterwards except to free the allocation when the count says it was the last.
+        if unsafe { BiasedCount::decref_settling(count, release::<T>) } {
+            // SAFETY: that was the last reference and no queue entry remains: the allocation is
+            // this thread's alone.
+            let inner = unsafe { Box::from_raw(this.ptr.as_ptr()) };
+            Some(inner.value)
+        } else {
+            None
+        }
+    }
+
+    /// The value, moved out if this is the only reference (as [`try_unwrap`](Self::try_unwrap)
+    /// decides it), otherwise cloned; like
+    /// [`Arc::unwrap_or_clone`](std::sync::Arc::unwrap_or_clone).
+    ///
+    /// On a thread that does not own the value, a handle that is in fact the only one may be
+    /// "maybe shared" (see [`get_mut`](Self::get_mut)) and is then cloned: the result is the same
+    /// value, at the price of a clone.
+    pub fn unwrap_or_clone(this: Self) -> T
+    where
+        T: Clone,
+    {
+        Self::try_unwrap(this).unwrap_or_else(|this| T::clone(&this))
+    }
+
+    /// A mutable reference to the value, cloning it into a new allocation first unless this is
+    /// the only reference; like [`Arc::make_mut`](std::sync::Arc::make_mut) (clone-on-write).
+    /// Other handles keep the old value.
+    ///
+    /// Uniqueness is decided as by [`get_mut`](Self::get_mut): on a thread that does not own the
+    /// value, a handle moved there is "maybe shared" while the owner lives, and the first
+    /// `make_mut` clones it. The copy is owned by the calling thread, so later calls there are
+    /// exact and do not clone again.
+    ///
+    /// ```
+    /// use ftrt_refcount::BiasedArc;
+    ///
+    /// let mut data = BiasedArc::new(5);
+    /// *BiasedArc::make_mut(&mut data) += 1; // the only reference: no clone
+    /// let other = data.clone();
+    /// *BiasedArc::make_mut(&mut data) += 1; // shared: clones
+    /// assert_eq!((*data, *other), (7, 6));
+    /// ```
+    pub fn make_mut(this: &mut Self) -> &mut T
+    where
+        T: Clone,
+    {
+        if !this.count().is_unique() {
+            // Maybe shared: a fresh allocation owned by this thread, unique from the start. The
+            // old handle is dropped by the assignment, after the clone is made.
+            *this = Self::new(T::clone(this));
+        }
+        // SAFETY: this handle's reference is the only one (checked exactly by `is_unique`, or
+        // the allocation was just made), and `&mut this` stops new ones being made.
+        unsafe { &mut (*this.ptr.as_ptr()).value }
+    }
+
     /// Makes every thread count this value atomically from now on, if the calling thread owns it
     /// (created it); does nothing on any other thread.
     ///
@@ -421,6 +508,144 @@ mod tests {
         assert_eq!(drops.count(), 0);
         drop(value);
         assert_eq!(drops.count(), 1);
+    }
+
+    #[test]
+    fn into_inner_gives_the_value_to_the_last_reference_only() {
+        let drops = Drops::default();
+        let a = BiasedArc::new(drops.track(1));
+        let b = a.clone();
+        assert!(BiasedArc::into_inner(a).is_none());
+        assert_eq!(drops.count(), 0, "the value lives on in `b`");
+        let value = BiasedArc::into_inner(b).expect("the last reference");
+        assert_eq!(drops.count(), 0, "returned, not dropped");
+        drop(value);
+        assert_eq!(drops.count(), 1);
+    }
+
+    /// A drop that another thread queued to the owner before the owner's `into_inner` came
+    /// first: the owner's reference is the last one, so it gets the value. Without merging first,
+    /// the owner's decrement found the queued entry still holding a reference, answered `None`,
+    /// and its next merge dropped the value.
+    #[test]
+    fn into_inner_on_the_owner_counts_drops_queued_before_it() {
+        let drops = Drops::default();
+        let owned = BiasedArc::new(drops.track(2));
+        let remote = owned.clone();
+        std::thread::spawn(move || drop(remote)).join().unwrap();
+        let value = BiasedArc::into_inner(owned).expect("the queued drop came first");
+        assert_eq!((value.check(), drops.count()), (2, 0));
+        drop(value);
+        assert_eq!(crate::merge_pending(), 0, "the entry was merged already");
+        assert_eq!(drops.count(), 1);
+    }
+
+    /// Once the owner has exited, the last holder on another thread gets the value back. A plain
+    /// decrement would queue, find the owner gone, settle the entry itself and drop the value.
+    #[test]
+    fn into_inner_after_the_owner_exited_gives_the_value_to_the_last_holder() {
+        let drops = Drops::default();
+        let tracked = drops.track(3);
+        let (kept, other) = std::thread::spawn(move || {
+            let owned = BiasedArc::new(tracked);
+            (owned.clone(), owned)
+        })
+        .join()
+        .unwrap();
+        assert!(BiasedArc::into_inner(other).is_none());
+        let value = BiasedArc::into_inner(kept).expect("the last reference");
+        assert_eq!((value.check(), drops.count()), (3, 0));
+    }
+
+    /// While the owner lives and counts locally, another thread cannot know whether its handle
+    /// is the last: its reference goes to the owner's queue, and the owner's merge drops the value.
+    #[test]
+    fn into_inner_on_another_thread_while_the_owner_counts_leaves_the_value_to_the_owner() {
+        let drops = Drops::default();
+        let remote = BiasedArc::new(drops.track(4));
+        let got = std::thread::spawn(move || BiasedArc::into_inner(remote).is_some())
+            .join()
+            .unwrap();
+        assert!(!got);
+        assert_eq!(drops.count(), 0, "waiting in this thread's queue");
+        assert_eq!(crate::merge_pending(), 1);
+        assert_eq!(drops.count(), 1);
+    }
+
+    /// The race `into_inner` exists for: every holder calls it at once, and exactly one gets the
+    /// value (here on a merged count, where every thread's answer is exact).
+    #[test]
+    fn racing_into_inner_calls_give_the_value_exactly_once() {
+        for _ in 0..200 {
+            let drops = Drops::default();
+            let value = BiasedArc::new(drops.track(5));
+            BiasedArc::give_up_ownership(&value);
+            let handles: Vec<_> = (0..3).map(|_| value.clone()).collect();
+            let threads: Vec<_> = handles
+                .into_iter()
+                .map(|h| std::thread::spawn(move || BiasedArc::into_inner(h).map(|v| v.check())))
+                .collect();
+            let mut got = usize::from(BiasedArc::into_inner(value).is_some());
+            got += threads
+                .into_iter()
+                .map(|t| usize::from(t.join().unwrap().is_some()))
+                .sum::<usize>();
+            assert_eq!(got, 1, "exactly one holder gets the value");
+            assert_eq!(drops.count(), 1);
+        }
+    }
+
+    #[test]
+    fn unwrap_or_clone_moves_a_unique_value_and_clones_a_shared_one() {
+        let unique = BiasedArc::new(String::from("moved"));
+        let moved = BiasedArc::unwrap_or_clone(unique);
+        assert_eq!(moved, "moved");
+        let shared = BiasedArc::new(vec![1, 2]);
+        let other = shared.clone();
+        assert_eq!(BiasedArc::unwrap_or_clone(shared), vec![1, 2]);
+        assert_eq!(
+            BiasedArc::strong_count(&other),
+            1,
+            "the clone's handle was dropped"
+        );
+    }
+
+    #[test]
+    fn make_mut_writes_in_place_when_unique_and_clones_when_shared() {
+        let mut data = BiasedArc::new(String::from("a"));
+        let before = BiasedArc::as_ptr(&data);
+        BiasedArc::make_mut(&mut data).push('b');
+        assert_eq!(
+            BiasedArc::as_ptr(&data),
+            before,
+            "unique: no new allocation"
+        );
+        let other = data.clone();
+        BiasedArc::make_mut(&mut data).push('c');
+        assert_eq!((data.as_str(), other.as_str()), ("abc", "ab"));
+        assert!(!BiasedArc::ptr_eq(&data, &other));
+        assert_eq!(BiasedArc::strong_count(&data), 1);
+        assert_eq!(BiasedArc::strong_count(&other), 1);
+    }
+
+    /// A handle moved to another thread is "maybe shared" there while its owner lives: the first
+    /// `make_mut` copies it into an allocation that thread owns, and later calls are exact.
+    #[test]
+    fn make_mut_on_another_thread_copies_once_into_an_allocation_it_owns() {
+        let moved = BiasedArc::new(vec![1]);
+        let original = BiasedArc::as_ptr(&moved) as usize;
+        std::thread::spawn(move || {
+            let mut moved = moved;
+            BiasedArc::make_mut(&mut moved).push(2);
+            let copy = BiasedArc::as_ptr(&moved) as usize;
+            assert_ne!(copy, original);
+            BiasedArc::make_mut(&mut moved).push(3);
+            assert_eq!(BiasedArc::as_ptr(&moved) as usize, copy);
+            assert_eq!(*moved, [1, 2, 3]);
+        })
+        .join()
+        .unwrap();
+        crate::merge_pending();
     }
 
     #[test]

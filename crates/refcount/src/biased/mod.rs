@@ -266,6 +266,38 @@ impl BiasedCount {
         unsafe { Self::decref_shared(this, release) }
     }
 
+    /// Drops a reference like [`decref`](Self::decref), after settling what the calling thread can
+    /// settle, so that `true` is not missed because of a drop this thread could have merged: the
+    /// promise `Arc::into_inner` makes, that exactly one of the racing last drops sees the end.
+    ///
+    /// - On the owner, its queue is merged first (when something is pending): a drop another
+    ///   thread queued before this call then comes first, and this one may be the last.
+    /// - On another thread, a count whose owner has retired is merged on the owner's behalf
+    ///   first, so the decrement is not queued (the queueing thread would settle the entry itself
+    ///   and free the object, answering `false`).
+    /// - On another thread while the owner lives and counts locally, nothing can be settled: a
+    ///   decrement that finds the shared half at zero is queued as usual, the answer is `false`,
+    ///   and the owner's merge frees the object if that was the last reference.
+    ///
+    /// # Safety
+    /// As for [`decref`](Self::decref).
+    pub(crate) unsafe fn decref_settling(this: NonNull<Self>, release: Release) -> bool {
+        // SAFETY: the caller holds a reference, so the count is alive.
+        let count = unsafe { this.as_ref() };
+        if count.owned_by_caller() {
+            // `local` still counts the references queued back to this thread, so whether this
+            // is the last one shows only after the merge. Merging runs other objects'
+            // destructors; the reference the caller holds keeps this one alive, and the
+            // decrement below reads the count afresh (the merge may have merged it).
+            thread::merge_current_if_pending();
+        } else {
+            // Merges a retired owner's count; answers `None` (and changes nothing) otherwise.
+            let _ = count.exact_parts();
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::decref(this, release) }
+    }
+
     /// The owner's local count reached zero: fold the count into `shared` and give up ownership.
     #[cold]
     fn merge_zero_local(&self) -> bool {
