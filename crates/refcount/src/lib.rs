@@ -69,7 +69,6 @@
 //!   in the allocation, or in the queue entries, is a layout change not made yet. Unsized
 //!   coercion (`CoerceUnsized`) is unstable in any case, so `From<Box<dyn Trait>>` would be the
 //!   way to a `BiasedArc<dyn Trait>`.
-//! - **`serde` support** (as serde's `rc` feature gives `Arc`): not added yet.
 //! - `new_uninit`, `Arc::new_in` and the other allocator and uninitialised-memory APIs (most are
 //!   unstable on `Arc` too), `increment_strong_count` / `decrement_strong_count`, and
 //!   `Weak::into_raw` / `from_raw`.
@@ -108,9 +107,13 @@
 //!
 //! # Features
 //!
-//! None. Every strategy is always available, side by side, and no build setting changes what
-//! one promises: which strategy a runtime's objects use is the runtime's choice (in ftrt,
-//! `ftrt_gil::BuildCount`), not this crate's.
+//! - `serde`: `Serialize` and `Deserialize` for [`BiasedArc`] and [`Weak`], as serde's `rc`
+//!   feature gives `Arc` (a value serializes as itself, sharing is not preserved, and a `Weak`
+//!   serializes as an `Option` and deserializes empty).
+//!
+//! No feature selects or changes a counting strategy. Every strategy is always available, side
+//! by side, and no build setting changes what one promises: which strategy a runtime's objects
+//! use is the runtime's choice (in ftrt, `ftrt_gil::BuildCount`), not this crate's.
 
 #![warn(missing_docs)]
 
@@ -118,6 +121,8 @@ mod arc;
 mod atomic;
 pub mod biased;
 mod nonatomic;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod strategy;
 mod sync;
 mod token;
