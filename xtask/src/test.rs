@@ -7,6 +7,7 @@ use crate::variants::Variant;
 /// loom test file adds one line here.
 pub const LOOM_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-refcount", "loom"),
+    TestSuite::new("ftrt-refcount", "loom_weak"),
     TestSuite::new("ftrt-lock", "loom"),
     TestSuite::new("ftrt-gil", "loom").with_features("gil"),
     TestSuite::new("ftrt-gil", "loom_world"),

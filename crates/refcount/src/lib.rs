@@ -13,7 +13,7 @@
 //! | [`NonAtomicCount`] | plain integer, only with a [`GilHeld`] token | 4 bytes | plain add/sub | only under the GIL |
 //! | [`AtomicCount`] | one atomic counter | 4 bytes | 2 locked RMWs | 2 locked RMWs |
 //! | [`BiasedCount`] | owner-local + shared atomic | 12 bytes | plain load/store | 1 locked RMW + 1 CAS |
-//! | [`BiasedArc<T>`] | `Arc` API over [`BiasedCount`] | 12 bytes (+4 padding for 8-aligned `T`) | as `Rc` | as `Arc` |
+//! | [`BiasedArc<T>`] | `Arc` API over [`BiasedCount`], with [`Weak`] | 16 bytes (count + weak count) | as `Rc` | as `Arc` |
 //!
 //! Every strategy supports **immortal** objects (increments and decrements do nothing, the
 //! object is never freed, and readers on many threads do not fight over a cache line), and a
@@ -51,8 +51,27 @@
 //! RMW each, like `Arc`'s, but the last drop on a non-owner thread queues the value for its owner,
 //! which drops it at its next safe point ([`BiasedArc::new`], [`merge_pending`], thread exit): a
 //! thread that creates values for others and then blocks forever keeps them alive until it
-//! calls [`merge_pending`] or exits. The header is also 8 bytes larger than `Arc`'s
-//! strong count (there is no weak count: no `Weak`).
+//! calls [`merge_pending`] or exits. The header is the same 16 bytes as `Arc`'s (a 12-byte
+//! biased count and a 4-byte weak count).
+//!
+//! **`Arc`'s API.** [`BiasedArc`] has `Arc`'s constructors (`new`, `new_cyclic`, `From<T>`,
+//! `Default`), `clone`, `Deref`, the comparison, hashing and formatting traits, `strong_count`,
+//! `weak_count`, `ptr_eq`, `as_ptr`, `into_raw` / `from_raw`, `get_mut`, `make_mut`,
+//! `try_unwrap`, `into_inner`, `unwrap_or_clone`, and [`Weak`] (`downgrade`, `upgrade`,
+//! `Weak::new`, counts, `ptr_eq`). Where a thread that does not own the value cannot read its
+//! count exactly, the answers differ from `Arc`'s in documented ways (below, and on each method).
+//!
+//! Not provided, and why:
+//! - **Unsized values** (`BiasedArc<str>`, `BiasedArc<[T]>`, `BiasedArc<dyn Trait>`, and with
+//!   them `From<Box<T>>`, `From<Vec<T>>`, `From<String>`, `From<&str>`, `FromIterator`): the
+//!   merge queues hold a thin pointer to the count and a release function per type, and an
+//!   unsized value's release needs its pointer metadata (a length or a vtable) too. Storing it
+//!   in the allocation, or in the queue entries, is a layout change not made yet. Unsized
+//!   coercion (`CoerceUnsized`) is unstable in any case, so `From<Box<dyn Trait>>` would be the
+//!   way to a `BiasedArc<dyn Trait>`.
+//! - `new_uninit`, `Arc::new_in` and the other allocator and uninitialised-memory APIs (most are
+//!   unstable on `Arc` too), `increment_strong_count` / `decrement_strong_count`, and
+//!   `Weak::into_raw` / `from_raw`.
 //!
 //! **Uniqueness off the owner thread.** [`BiasedArc::get_mut`] and [`BiasedArc::try_unwrap`]
 //! never answer "unique" wrongly, but a thread that does not own the value answers "maybe shared"
@@ -64,6 +83,20 @@
 //! up ownership (which also happens when the owner drops its last local reference or merges a
 //! drop queued to it), the answer is exact. [`BiasedArc::strong_count`] is, like
 //! `Arc::strong_count`, only a snapshot while other threads clone and drop.
+//! [`BiasedArc::into_inner`] gives the value to exactly one of the last holders on the owner
+//! thread and on a merged count; on another thread while the owner lives, a last drop can only
+//! be queued to the owner, whose merge then drops the value and every caller gets `None`.
+//!
+//! **Weak handles.** A [`Weak`] upgrades while the value lives. The value lives until its count
+//! decides its death, which for a last reference dropped on another thread happens at the
+//! owner's merge: until then an upgrade still succeeds (an `Arc`'s would fail once the last
+//! strong handle is dropped). The owner's clones and drops of a value with weak handles stay
+//! plain loads and stores; only its last drop becomes an atomic exchange (see [`biased`]).
+//!
+//! **Where a value is dropped.** On the thread whose drop (or merge) settles its count: the last
+//! holder's thread, or the owner at its next safe point when the last reference was dropped
+//! elsewhere, or the dropping thread if the owner has exited. Weak handles do not change that;
+//! the memory is freed by whichever comes last, that thread or the last weak handle's drop.
 //!
 //! # Threads
 //!
@@ -74,9 +107,13 @@
 //!
 //! # Features
 //!
-//! None. Every strategy is always available, side by side, and no build setting changes what
-//! one promises: which strategy a runtime's objects use is the runtime's choice (in ftrt,
-//! `ftrt_gil::BuildCount`), not this crate's.
+//! - `serde`: `Serialize` and `Deserialize` for [`BiasedArc`] and [`Weak`], as serde's `rc`
+//!   feature gives `Arc` (a value serializes as itself, sharing is not preserved, and a `Weak`
+//!   serializes as an `Option` and deserializes empty).
+//!
+//! No feature selects or changes a counting strategy. Every strategy is always available, side
+//! by side, and no build setting changes what one promises: which strategy a runtime's objects
+//! use is the runtime's choice (in ftrt, `ftrt_gil::BuildCount`), not this crate's.
 
 #![warn(missing_docs)]
 
@@ -84,11 +121,13 @@ mod arc;
 mod atomic;
 pub mod biased;
 mod nonatomic;
+#[cfg(feature = "serde")]
+mod serde_impls;
 mod strategy;
 mod sync;
 mod token;
 
-pub use arc::BiasedArc;
+pub use arc::{BiasedArc, Weak};
 pub use atomic::AtomicCount;
 pub use biased::{merge_pending, BiasedCount};
 pub use nonatomic::NonAtomicCount;

@@ -36,3 +36,13 @@ impl<T> Mutex<T> {
         self.0.lock().unwrap()
     }
 }
+
+/// A hint inside a spin-wait: the processor's pause, or under loom a yield, which loom needs to
+/// schedule the thread being waited for.
+#[inline]
+pub(crate) fn spin_hint() {
+    #[cfg(not(loom))]
+    std::hint::spin_loop();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}

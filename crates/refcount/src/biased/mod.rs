@@ -5,17 +5,24 @@
 //! other thread counts in `shared` with atomic read-modify-writes. The true count is
 //! `local + shared` (less one while a queue entry is pending, see below).
 //!
-//! `shared` holds the count shifted left by two, and two flags:
+//! `shared` holds the count shifted left by three, and three flags:
 //! - `QUEUED`: a non-owner dropped a reference when `shared` was exactly zero. Instead of driving
 //!   the shared count negative it handed that reference to the owner's merge queue. The queue
 //!   entry counts as a reference until the owner merges it, so the object cannot die under it.
 //! - `MERGED`: the owner gave up ownership; `shared` alone is the count and every thread counts
 //!   atomically. Set when the owner's local count reaches zero, when the owner merges a queued
 //!   object, and when a non-owner queues an object whose owner has exited.
+//! - `WEAK`: weak handles may exist ([`BiasedArc::downgrade`](crate::BiasedArc::downgrade)), which
+//!   can take a new reference from any thread while the object lives. Sticky. It keeps `shared`
+//!   from ever being exactly zero, so the owner's fast-path death (local and shared both zero,
+//!   decided by a load and never written) cannot happen: every death is then an exchange that
+//!   writes a *dead* state (`MERGED` with a zero count), and an upgrade is an exchange that
+//!   fails on it. Objects without weak handles never see the flag and keep the fast path.
 //!
 //! An object dies when the combined count reaches zero: on the owner when `local` reaches zero
 //! and `shared` is zero with no flags, or on any thread when a `MERGED`, unqueued `shared` count
-//! reaches zero, or when a merge of a queued object finds the total at zero.
+//! reaches zero, or when a merge of a queued object finds the total at zero. (`WEAK` is ignored
+//! in these comparisons, except the first, which it rules out.)
 //!
 //! Immortality lives in the shared half only: a shared count whose magnitude reaches `SATURATED`
 //! means immortal, so the owner's fast path needs no immortality check at all (an immortal object
@@ -36,20 +43,36 @@ pub use thread::{
 };
 use thread::{Queued, NO_OWNER};
 
-const FLAG_BITS: u32 = 2;
-const FLAG_MASK: i32 = 0b11;
-const QUEUED: i32 = 0b01;
-const MERGED: i32 = 0b10;
+const FLAG_BITS: u32 = 3;
+const FLAG_MASK: i32 = 0b111;
+const QUEUED: i32 = 0b001;
+const MERGED: i32 = 0b010;
+/// Weak handles may exist: see the module documentation. Every exchange keeps it.
+const WEAK: i32 = 0b100;
 /// One reference in `shared`'s encoding.
 const ONE: i32 = 1 << FLAG_BITS;
 /// A shared count at or beyond this magnitude (either sign) means immortal. The encoding holds
-/// counts up to ±2^29, so the 2^28 of headroom absorbs every increment already in flight when
+/// counts up to ±2^28, so the 2^27 of headroom absorbs every increment already in flight when
 /// an object saturates.
 const SATURATED: i32 = 1 << 27;
 /// `shared` of an object whose value was moved out by `try_take_unique` while a queue entry for
 /// it was pending: zero references, queued and merged at once, a state no count reaches otherwise
 /// (a pending entry always holds a reference). The merge of that entry frees only the memory.
 const HUSK: i32 = QUEUED | MERGED;
+
+/// `shared` without the `WEAK` flag: the count and the flags the protocol decides on.
+#[inline(always)]
+fn without_weak(shared: i32) -> i32 {
+    shared & !WEAK
+}
+
+/// Whether `shared` says the object is dead for good, or not yet born
+/// ([`BiasedCount::unborn`]): merged with a zero count (a husk included). A weak upgrade fails
+/// on it.
+#[inline]
+fn is_dead(shared: i32) -> bool {
+    shared & MERGED != 0 && count_of(shared) == 0
+}
 
 #[inline]
 fn count_of(shared: i32) -> i32 {
@@ -88,7 +111,7 @@ fn saturated(shared: i32) -> bool {
 /// |--------|-------|------------|
 /// | owner  | `u32` | the creating thread (its never-reused id), cleared on merge |
 /// | local  | `u32` | the owner only, with plain stores |
-/// | shared | `i32` | any thread, atomically: count << 2, `QUEUED`, `MERGED` |
+/// | shared | `i32` | any thread, atomically: count << 3, `QUEUED`, `MERGED`, `WEAK` |
 #[repr(C)]
 pub struct BiasedCount {
     owner: AtomicU32,
@@ -101,8 +124,9 @@ pub struct BiasedCount {
 pub enum TakeUnique {
     /// Other references exist; nothing changed.
     Shared,
-    /// The caller held the only reference and nothing else points at the object: the caller may
-    /// move the value out and must free the object itself.
+    /// The caller held the only reference and no queue entry points at the object: the caller may
+    /// move the value out and must free the object itself. (Weak handles of a container that has
+    /// them may still point at its memory; the count now says dead, so their upgrades fail.)
     Free,
     /// The caller held the only reference but a merge queue still points at the object. The count
     /// is now a husk: the caller may move the value out but must not free the memory; the queue's
@@ -295,6 +319,38 @@ impl BiasedCount {
         Some(unsafe { Self::decref_shared(this, release) })
     }
 
+    /// Drops a reference like [`decref`](Self::decref), after settling what the calling thread can
+    /// settle, so that `true` is not missed because of a drop this thread could have merged: the
+    /// promise `Arc::into_inner` makes, that exactly one of the racing last drops sees the end.
+    ///
+    /// - On the owner, its queue is merged first (when something is pending): a drop another
+    ///   thread queued before this call then comes first, and this one may be the last.
+    /// - On another thread, a count whose owner has retired is merged on the owner's behalf
+    ///   first, so the decrement is not queued (the queueing thread would settle the entry itself
+    ///   and free the object, answering `false`).
+    /// - On another thread while the owner lives and counts locally, nothing can be settled: a
+    ///   decrement that finds the shared half at zero is queued as usual, the answer is `false`,
+    ///   and the owner's merge frees the object if that was the last reference.
+    ///
+    /// # Safety
+    /// As for [`decref`](Self::decref).
+    pub(crate) unsafe fn decref_settling(this: NonNull<Self>, release: Release) -> bool {
+        // SAFETY: the caller holds a reference, so the count is alive.
+        let count = unsafe { this.as_ref() };
+        if count.owned_by_caller() {
+            // `local` still counts the references queued back to this thread, so whether this
+            // is the last one shows only after the merge. Merging runs other objects'
+            // destructors; the reference the caller holds keeps this one alive, and the
+            // decrement below reads the count afresh (the merge may have merged it).
+            thread::merge_current_if_pending();
+        } else {
+            // Merges a retired owner's count; answers `None` (and changes nothing) otherwise.
+            let _ = count.exact_parts();
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::decref(this, release) }
+    }
+
     /// The owner's local count reached zero: fold the count into `shared` and give up ownership.
     #[cold]
     fn merge_zero_local(&self) -> bool {
@@ -316,10 +372,11 @@ impl BiasedCount {
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
-                // Zero other references and no pending entry cannot happen here (that was the
-                // fast path above, and a pending entry counts one), but if it ever did, dying is
-                // the right outcome.
-                Ok(_) => return merged == MERGED,
+                // Zero other references and no pending entry: possible here only with `WEAK` set
+                // (otherwise that was the fast path above, and a pending entry counts one). The
+                // exchange wrote the dead state, against which weak upgrades fail: the object
+                // dies here unless an upgrade's increment landed first.
+                Ok(_) => return without_weak(merged) == MERGED,
                 Err(actual) => shared = actual,
             }
         }
@@ -339,8 +396,8 @@ impl BiasedCount {
             // Exactly zero, no flags: the owner counts every remaining reference locally. Hand
             // this reference to the owner's queue rather than going negative, so that the owner,
             // not this thread, decides when the object dies.
-            let queue = shared == 0;
-            let mut new = if queue { QUEUED } else { shared - ONE };
+            let queue = without_weak(shared) == 0;
+            let mut new = if queue { QUEUED | shared } else { shared - ONE };
             if saturated(new) {
                 // Far below zero: more than 2^27 references counted locally were dropped
                 // elsewhere. Saturate rather than risk wrapping.
@@ -362,7 +419,7 @@ impl BiasedCount {
             unsafe { Self::queue_to_owner(this, release) };
             return false;
         }
-        if new == MERGED {
+        if without_weak(new) == MERGED {
             // Pairs with the other threads' release decrements.
             fence(Ordering::Acquire);
             return true;
@@ -415,7 +472,7 @@ impl BiasedCount {
         self.owner.store(NO_OWNER, Ordering::Relaxed);
         let mut shared = self.shared.load(Ordering::Acquire);
         loop {
-            if shared == HUSK {
+            if without_weak(shared) == HUSK {
                 return true;
             }
             if saturated(shared) {
@@ -429,7 +486,8 @@ impl BiasedCount {
                 SATURATED << FLAG_BITS
             } else {
                 (total as i32) << FLAG_BITS
-            } | MERGED;
+            } | MERGED
+                | (shared & WEAK);
             match self.shared.compare_exchange_weak(
                 shared,
                 merged,
@@ -459,7 +517,7 @@ impl BiasedCount {
         if saturated(shared) {
             return RefCountValue::Immortal;
         }
-        if shared == HUSK {
+        if without_weak(shared) == HUSK {
             return RefCountValue::Mortal(0);
         }
         RefCountValue::Mortal(total_references(local, shared).max(0) as usize)
@@ -484,7 +542,7 @@ impl BiasedCount {
     /// Whether the value was moved out by [`try_take_unique`](Self::try_take_unique) while a
     /// merge queue still pointed at the object. Release functions check this.
     pub fn is_husk(&self) -> bool {
-        self.shared.load(Ordering::Acquire) == HUSK
+        without_weak(self.shared.load(Ordering::Acquire)) == HUSK
     }
 
     /// Gives up the caller's reference if it is the only one, so that the caller may move the
@@ -502,20 +560,37 @@ impl BiasedCount {
             if !self.is_unique_snapshot(local, shared) {
                 return TakeUnique::Shared;
             }
-            if shared & QUEUED == 0 {
-                // No entry points here and no other reference exists, so nobody else can reach
-                // the object any more.
+            if shared & (QUEUED | WEAK) == 0 {
+                // No entry points here, no weak handle exists and no other reference does, so
+                // nobody else can reach the object any more.
                 return TakeUnique::Free;
             }
-            // Only the merge of the pending entry can change the count now (nobody else holds a
-            // reference); exactly one of the two exchanges wins. If the merge won, look again: the
-            // count is then merged, unqueued and one.
+            if shared & (WEAK | MERGED) == WEAK {
+                // Weak handles may upgrade at any moment, and an upgrade on another thread races
+                // only exchanges on `shared`: merge first (only the owner reads an unmerged count
+                // exactly), so that the end below is one exchange against theirs.
+                self.merge_final_local(local);
+                continue;
+            }
+            // Only the merge of a pending entry and weak upgrades can change the count now
+            // (nobody else holds a reference); exactly one exchange wins. If the merge or an
+            // upgrade won, look again.
+            let (end, taken) = if shared & QUEUED != 0 {
+                (HUSK, TakeUnique::LeftToQueue)
+            } else {
+                (MERGED, TakeUnique::Free)
+            };
             if self
                 .shared
-                .compare_exchange(shared, HUSK, Ordering::AcqRel, Ordering::Acquire)
+                .compare_exchange(
+                    shared,
+                    end | (shared & WEAK),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
                 .is_ok()
             {
-                return TakeUnique::LeftToQueue;
+                return taken;
             }
         }
     }
@@ -605,7 +680,7 @@ impl BiasedCount {
                 "a queued count of zero"
             );
             let merged = ((total.min(i64::from(SATURATED)) as i32) << FLAG_BITS)
-                | (shared & QUEUED)
+                | (shared & (QUEUED | WEAK))
                 | MERGED;
             // Release: whoever later reads this count merged (and may take the value) must see
             // what the owner did before giving up ownership.
@@ -622,7 +697,7 @@ impl BiasedCount {
     }
 
     fn is_unique_snapshot(&self, local: u32, shared: i32) -> bool {
-        if saturated(shared) || shared == HUSK {
+        if saturated(shared) || without_weak(shared) == HUSK {
             return false;
         }
         total_references(local, shared) == 1
@@ -659,8 +734,9 @@ impl BiasedCount {
         self.owner.store(NO_OWNER, Ordering::Relaxed);
         // Saturated, so every path treats it as immortal; the true total stays recoverable
         // below twice the saturation point, well inside the encoding's range.
+        // `total + SATURATED` stays below 2^28, the encoding's limit. `WEAK` is kept.
         self.shared.store(
-            ((total as i32 + SATURATED) << FLAG_BITS) | MERGED,
+            ((total as i32 + SATURATED) << FLAG_BITS) | MERGED | (shared & WEAK),
             Ordering::Relaxed,
         );
         true
@@ -688,10 +764,98 @@ impl BiasedCount {
         // SAFETY: forwarded from the caller.
         let total = unsafe { self.deferred_total() } + elsewhere;
         assert!(total >= 0, "more references dropped than taken: {total}");
-        let merged = ((total.min(i64::from(SATURATED)) as i32) << FLAG_BITS) | MERGED;
+        // `WEAK` is kept; with no reference left this is the dead state weak upgrades fail on.
+        let weak = self.shared.load(Ordering::Relaxed) & WEAK;
+        let merged = ((total.min(i64::from(SATURATED)) as i32) << FLAG_BITS) | MERGED | weak;
         // Relaxed: as in `defer_counting`; the restart of the world publishes it.
         self.shared.store(merged, Ordering::Relaxed);
         total != 0
+    }
+
+    /// A count that is not alive yet, for a value still being built while weak handles to it
+    /// exist ([`BiasedArc::new_cyclic`](crate::BiasedArc::new_cyclic)): it reads as dead, so
+    /// [`try_incref`](Self::try_incref) fails, until [`come_alive`](Self::come_alive). Also one of
+    /// the owner's safe points, like [`new`](Self::new).
+    pub(crate) fn unborn() -> Self {
+        thread::merge_current_if_pending();
+        Self::from_parts(NO_OWNER, 0, MERGED | WEAK)
+    }
+
+    /// Turns an [`unborn`](Self::unborn) count into a count of one, owned by the calling thread's
+    /// thread-local owner, with `WEAK` set.
+    ///
+    /// # Safety
+    /// The count is unborn, and this is called once: no reference exists yet, so no other thread
+    /// writes the count (upgrades fail on it without writing).
+    pub(crate) unsafe fn come_alive(&self) {
+        let owner = thread::owner_for_new_object();
+        let shared = if owner == NO_OWNER {
+            ONE | MERGED | WEAK
+        } else {
+            self.local.store(1, Ordering::Relaxed);
+            WEAK
+        };
+        self.owner.store(owner, Ordering::Relaxed);
+        // Release: an upgrade that finds the count alive (its exchange acquires) then sees the
+        // value written before this call, and the owner fields above.
+        self.shared.store(shared, Ordering::Release);
+    }
+
+    /// Records that weak handles may exist from now on (sets `WEAK`); the caller holds a
+    /// reference. Cheap once set: one load.
+    pub(crate) fn mark_weak(&self) {
+        // Relaxed, both: whoever later decides the object's death does so after this thread's
+        // reference is dropped, which comes after this call, so (by coherence) it reads `shared`
+        // with the flag, whether this thread set it or saw another thread's setting.
+        if self.shared.load(Ordering::Relaxed) & WEAK == 0 {
+            self.shared.fetch_or(WEAK, Ordering::Relaxed);
+        }
+    }
+
+    /// A weak handle's upgrade, as the calling thread's thread-local owner: adds a reference
+    /// unless the count is dead (or unborn), and says whether it did. The count must have `WEAK`
+    /// set (by [`mark_weak`](Self::mark_weak) before the weak handle was made), and its memory
+    /// must be alive.
+    ///
+    /// On the owner, a count it still owns is alive: with `WEAK` set, every death writes the dead
+    /// state after clearing the owner, so the owner's own `local` is exact and at least one.
+    /// Elsewhere it is one exchange on `shared`, which the exchange that writes the dead state
+    /// races: if the upgrade lands first, that exchange fails and sees the new reference. An
+    /// unmerged count with `WEAK` is alive, since its death must first publish `MERGED`.
+    pub(crate) fn try_incref(&self) -> bool {
+        if self.owned_by_caller() {
+            // Zero only after the fast-path death, which `WEAK` rules out; kept as a guard.
+            if self.local.load(Ordering::Relaxed) == 0 {
+                return false;
+            }
+            self.incref();
+            return true;
+        }
+        let mut shared = self.shared.load(Ordering::Relaxed);
+        loop {
+            debug_assert!(
+                shared & WEAK != 0,
+                "an upgrade on a count without weak handles"
+            );
+            if saturated(shared) {
+                return true;
+            }
+            if is_dead(shared) {
+                return false;
+            }
+            // Acquire on success: pairs with `come_alive`'s release, so a value built after its
+            // weak handles were made is seen built. A count one below saturation becomes
+            // immortal here, as with any increment.
+            match self.shared.compare_exchange_weak(
+                shared,
+                shared + ONE,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => shared = actual,
+            }
+        }
     }
 
     /// Makes the object immortal, from any thread. Irreversible.

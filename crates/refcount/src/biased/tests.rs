@@ -672,3 +672,34 @@ fn immortal_deferred_and_queued_counts_are_not_deferred() {
         "merged: no entry pending"
     );
 }
+
+/// Once a weak handle exists, the owner's clones and drops stay local, but its last drop can no
+/// longer decide death with a load (which an upgrade on another thread cannot see): `WEAK` keeps
+/// `shared` off zero, and the death is an exchange that writes the dead state.
+#[test]
+fn a_weak_handle_makes_the_owners_last_drop_write_the_dead_state() {
+    let arc = BiasedArc::new(0);
+    let weak = BiasedArc::downgrade(&arc);
+    assert_eq!(fields(header(&arc)), (current(), 1, WEAK));
+    let clone = arc.clone();
+    assert_eq!(fields(header(&arc)), (current(), 2, WEAK));
+    drop(clone);
+    let count: *const BiasedCount = header(&arc);
+    drop(arc);
+    // SAFETY: the weak handle keeps the memory, count included, alive.
+    assert_eq!(fields(unsafe { &*count }), (NO_OWNER, 0, MERGED | WEAK));
+    assert!(weak.upgrade().is_none());
+}
+
+/// A non-owner's drop that finds the shared half at zero (the `WEAK` flag aside) still queues:
+/// going negative would leave the owner counting a reference that is gone.
+#[test]
+fn a_non_owner_drop_with_weak_handles_still_queues_at_zero() {
+    let arc = BiasedArc::new(0);
+    let _weak = BiasedArc::downgrade(&arc);
+    let remote = arc.clone();
+    thread::spawn(move || drop(remote)).join().unwrap();
+    assert_eq!(fields(header(&arc)), (current(), 2, QUEUED | WEAK));
+    assert_eq!(merge_pending(), 1);
+    assert_eq!(fields(header(&arc)), (NO_OWNER, 2, ONE | MERGED | WEAK));
+}
