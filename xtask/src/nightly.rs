@@ -31,6 +31,7 @@ pub const TSAN_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-object", "concurrency"),
     TestSuite::new("ftrt-object", "concurrency").with_features("ftrt-gil/gil"),
     TestSuite::new("ftrt-object", "local_objects"),
+    TestSuite::new("ftrt-object", "hot"),
 ];
 
 /// Integer-to-pointer casts are allowed because `parking_lot_core`, where every contended lock
