@@ -188,8 +188,14 @@ fn automatic_collections_free_every_threads_garbage() {
     let before = gc::collections();
     let made_each = 50 * gc::THRESHOLD;
     std::thread::scope(|s| {
-        for _ in 0..2 {
-            s.spawn(|| Python::attach(|py| make_self_cycles(py, made_each)));
+        let makers: Vec<_> = (0..2)
+            .map(|_| s.spawn(|| Python::attach(|py| make_self_cycles(py, made_each))))
+            .collect();
+        // Joined by hand: a join waits for the thread's exit, thread-local destructors
+        // included (where a thread frees the share delivered to it), which the end of the
+        // scope does not wait for.
+        for maker in makers {
+            maker.join().unwrap();
         }
     });
     assert!(gc::collections() > before, "no automatic collection ran");
