@@ -1,10 +1,32 @@
 //! `BiasedArc<T>`: `Arc`'s API over a biased count.
+//!
+//! # Unsized values
+//!
+//! A sized value's allocation is an `ArcInner<T>` and nothing else, as it always was. An unsized
+//! value's (`str`, `[T]`, `dyn Trait`) has a [`Prefix`] just before its `ArcInner`:
+//!
+//! ```text
+//!  sized:                   count | weak | value
+//!  unsized:  [pad] prefix | count | weak | value
+//!                         ^ the handle points here, in both cases
+//! ```
+//!
+//! The merge queues hold a thin pointer to the count and one release function per type, and an
+//! unsized value cannot be dropped from a thin pointer: its release needs the length or the
+//! vtable too. So the prefix holds the handle's own (wide) pointer while the value lives, and a
+//! release that came through a queue reads it back from the count's address. Once the value is
+//! dropped that pointer is no longer needed (every other user holds its own copy), and the prefix
+//! holds the value's layout instead, for whoever frees the memory last: computing the layout
+//! from the pointer would mean a reference to a dropped value (`Layout::for_value_raw` is
+//! unstable). Whether a type is sized is a constant per type ([`is_sized`]), so a sized value's
+//! paths compile to what they were, with no prefix and no extra work.
 
+use std::alloc::{self, Layout};
 use std::borrow::Borrow;
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::marker::PhantomData;
-use std::mem::{offset_of, ManuallyDrop, MaybeUninit};
+use std::mem::{self, ManuallyDrop, MaybeUninit};
 use std::ops::Deref;
 use std::ptr::{self, NonNull};
 
@@ -14,9 +36,10 @@ use crate::RefCountValue;
 
 /// The allocation: the count first (so a pointer to the count is a pointer to the allocation,
 /// which is what the merge queues hold), the weak count, then the value. The count's 12 bytes
-/// and the weak count's 4 make the 16 bytes `Arc` has before the value too.
+/// and the weak count's 4 make the 16 bytes `Arc` has before the value too. An unsized value's
+/// `ArcInner` has a [`Prefix`] before it (see the module documentation).
 #[repr(C)]
-struct ArcInner<T> {
+struct ArcInner<T: ?Sized> {
     count: BiasedCount,
     /// The [`Weak`] handles, plus one that all the strong references hold together until the
     /// value is dropped (or moved out), as in `Arc`: whoever takes it to zero frees the memory.
@@ -33,7 +56,58 @@ const WEAK_LOCKED: u32 = u32::MAX;
 /// that wrapped would free the memory under live handles.
 const MAX_WEAK: u32 = i32::MAX as u32;
 
-impl<T> ArcInner<T> {
+/// Whether `T` is sized, i.e. whether a pointer to it is thin. A constant for each type, so
+/// every branch on it is decided at compile time. (Extern types, thin but unsized, are unstable
+/// and cannot be named here.)
+#[inline(always)]
+const fn is_sized<T: ?Sized>() -> bool {
+    mem::size_of::<*const T>() == mem::size_of::<*const ()>()
+}
+
+/// What sits just before an unsized value's `ArcInner` (never a sized one's).
+#[repr(C)]
+union Prefix<T: ?Sized> {
+    /// While the value lives: the pointer its handles hold, for a release that only has the
+    /// count's address (a merge queue entry's).
+    inner: NonNull<ArcInner<T>>,
+    /// Once the value is dropped: its layout, from which the last weak reference's drop finds
+    /// the allocation's start and layout ([`layout_for`]).
+    value_layout: Layout,
+}
+
+/// The layout of the allocation for a value of layout `value`, and the offset of the `ArcInner`
+/// in it: 0 for a sized value (the layout is `ArcInner<T>`'s, as a `Box` allocates it), after a
+/// [`Prefix`] for an unsized one. `ArcInner` is `repr(C)`: its value starts at the first multiple
+/// of the value's alignment after the 16 bytes of counts, as `Layout::extend` computes it. The
+/// prefix ends exactly where the `ArcInner` starts (any padding goes before the prefix), so that
+/// it can be found from the count's address alone.
+fn layout_for<T: ?Sized>(value: Layout) -> (Layout, usize) {
+    let counts = Layout::new::<ArcInner<()>>();
+    let layout = counts.extend(value).and_then(|(inner, _)| {
+        let inner = inner.pad_to_align();
+        if is_sized::<T>() {
+            return Ok((inner, 0));
+        }
+        // `extend` puts the `ArcInner` at the first multiple of its alignment after the
+        // prefix. Alignments are powers of two and the prefix's size (two words) is one too:
+        // when the `ArcInner`'s alignment is at most that size, the offset is the size and the
+        // prefix starts at 0; otherwise the offset is that alignment, a multiple of the
+        // prefix's size and alignment, so the prefix just before it is aligned too.
+        let (layout, offset) = Layout::new::<Prefix<T>>().extend(inner)?;
+        Ok((layout.pad_to_align(), offset))
+    });
+    match layout {
+        Ok(layout) => layout,
+        Err(_) => capacity_overflow(),
+    }
+}
+
+#[cold]
+fn capacity_overflow() -> ! {
+    panic!("BiasedArc: allocation size overflow")
+}
+
+impl<T: ?Sized> ArcInner<T> {
     /// The weak count of the allocation at `this`, without a reference to the value (which may
     /// be dropped, or being dropped, when only weak handles remain).
     ///
@@ -51,6 +125,46 @@ impl<T> ArcInner<T> {
     unsafe fn count<'a>(this: NonNull<Self>) -> &'a BiasedCount {
         // SAFETY: as in `weak`.
         unsafe { &(*this.as_ptr()).count }
+    }
+
+    /// The prefix of an unsized value's allocation.
+    ///
+    /// # Safety
+    /// `T` is unsized and `this` points into a live allocation (which then has a prefix), with
+    /// the allocation's provenance.
+    unsafe fn prefix(this: NonNull<Self>) -> *mut Prefix<T> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::prefix_before(this.cast::<BiasedCount>()) }
+    }
+
+    /// The prefix of the unsized value's allocation whose count is at `count` (the start of its
+    /// `ArcInner`).
+    ///
+    /// # Safety
+    /// As for [`prefix`](Self::prefix).
+    unsafe fn prefix_before(count: NonNull<BiasedCount>) -> *mut Prefix<T> {
+        debug_assert!(!is_sized::<T>());
+        // SAFETY: the prefix ends where the `ArcInner` starts, inside the same allocation
+        // (`layout_for`), and the pointer carries the allocation's provenance.
+        unsafe { count.as_ptr().cast::<Prefix<T>>().sub(1) }
+    }
+
+    /// The pointer to the allocation whose count is at `count`, as its handles hold it.
+    ///
+    /// # Safety
+    /// `count` is the count of a live `ArcInner<T>` (with the allocation's provenance), and if
+    /// `T` is unsized its value has not been dropped yet.
+    #[inline(always)]
+    unsafe fn from_count(count: NonNull<BiasedCount>) -> NonNull<Self> {
+        if is_sized::<T>() {
+            // SAFETY: both are thin pointers (`is_sized`), and the count is at offset 0 of the
+            // `ArcInner` (`repr(C)`, first field): the same address, with the same provenance.
+            unsafe { mem::transmute_copy::<NonNull<BiasedCount>, NonNull<Self>>(&count) }
+        } else {
+            // SAFETY: an unsized value's allocation has a prefix that holds the pointer while the
+            // value lives; the count is at offset 0 of the `ArcInner`, which the prefix precedes.
+            unsafe { (*Self::prefix_before(count)).inner }
+        }
     }
 
     /// Gives up one weak reference (a [`Weak`]'s, or the strong references' shared one), freeing
@@ -73,11 +187,118 @@ impl<T> ArcInner<T> {
             // Pairs with the other weak references' release decrements.
             fence(Ordering::Acquire);
         }
-        // SAFETY: the last reference of any kind: nothing else points at the allocation, which
-        // came from a `Box` of this layout (`ManuallyDrop<T>` has `T`'s), and the value is gone
-        // already, so only the memory is freed.
-        drop(unsafe { Box::from_raw(this.cast::<ArcInner<ManuallyDrop<T>>>().as_ptr()) });
+        if is_sized::<T>() {
+            // SAFETY: the last reference of any kind: nothing else points at the allocation,
+            // which came from a `Box` of this layout (`ManuallyDrop<T>` has `T`'s), or from
+            // `allocate` with the same layout (`layout_for`), as a `Box` may be freed; the
+            // value is gone already, so only the memory is freed.
+            drop(unsafe { Box::from_raw(this.as_ptr() as *mut ArcInner<ManuallyDrop<T>>) });
+        } else {
+            // SAFETY: the value was dropped by `release`, which wrote its layout into the prefix
+            // first; the acquire above (or this thread having written it) makes it visible.
+            let value_layout = unsafe { (*Self::prefix(this)).value_layout };
+            let (layout, offset) = layout_for::<T>(value_layout);
+            // SAFETY: the last reference of any kind; the allocation starts `offset` bytes
+            // before the `ArcInner` and was made with `layout` (`allocate`).
+            unsafe { alloc::dealloc(this.as_ptr().cast::<u8>().sub(offset), layout) };
+        }
     }
+}
+
+impl<T: ?Sized> ArcInner<T> {
+    /// Allocates the memory for a value of layout `value_layout`, with a count of one owned by
+    /// the calling thread, a weak count of one and (for an unsized value) the prefix filled in;
+    /// the caller writes the value at the returned pointer's `value` field. `wide` makes the
+    /// pointer to the `ArcInner` from its address (giving it the value's length or vtable). A
+    /// sized value's allocation is the one `Box<ArcInner<T>>` makes, as `BiasedArc::new`'s.
+    ///
+    /// If the caller does not write the value, it frees the memory with
+    /// [`free_unwritten`](Self::free_unwritten).
+    fn allocate(value_layout: Layout, wide: impl FnOnce(*mut u8) -> *mut Self) -> NonNull<Self> {
+        // Before allocating: merging the thread's queue runs destructors, which may panic.
+        let count = BiasedCount::new();
+        let (layout, offset) = layout_for::<T>(value_layout);
+        // SAFETY: the layout holds at least the counts, so it is never zero-sized.
+        let base = unsafe { alloc::alloc(layout) };
+        if base.is_null() {
+            alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: `offset` is inside the allocation (`layout_for`).
+        let inner = wide(unsafe { base.add(offset) });
+        debug_assert_eq!(inner.cast::<u8>(), base.wrapping_add(offset));
+        // SAFETY: inside a fresh allocation, so not null.
+        let inner = unsafe { NonNull::new_unchecked(inner) };
+        // SAFETY: the prefix and the counts are inside the fresh allocation and aligned
+        // (`layout_for`); nothing reads them before they are written here.
+        unsafe {
+            if !is_sized::<T>() {
+                Self::prefix(inner).write(Prefix { inner });
+            }
+            ptr::addr_of_mut!((*inner.as_ptr()).count).write(count);
+            ptr::addr_of_mut!((*inner.as_ptr()).weak).write(AtomicU32::new(1));
+        }
+        inner
+    }
+
+    /// Frees an allocation from [`allocate`](Self::allocate) whose value was never (completely)
+    /// written, without dropping anything.
+    ///
+    /// # Safety
+    /// `this` came from `allocate` with `value_layout`, and nothing else points at it.
+    unsafe fn free_unwritten(this: NonNull<Self>, value_layout: Layout) {
+        let (layout, offset) = layout_for::<T>(value_layout);
+        // SAFETY: as in `drop_weak`: the allocation starts `offset` bytes before the `ArcInner`.
+        unsafe { alloc::dealloc(this.as_ptr().cast::<u8>().sub(offset), layout) };
+    }
+}
+
+impl<T> ArcInner<[T]> {
+    /// [`allocate`](Self::allocate) for a slice of `len` elements.
+    fn allocate_slice(len: usize) -> NonNull<Self> {
+        let Ok(value_layout) = Layout::array::<T>(len) else {
+            capacity_overflow()
+        };
+        Self::allocate(value_layout, |address| {
+            ptr::slice_from_raw_parts_mut(address.cast::<T>(), len) as *mut Self
+        })
+    }
+
+    /// The slice's first element.
+    fn elements(this: NonNull<Self>) -> *mut T {
+        // SAFETY: a place projection inside the allocation; no reference is made.
+        unsafe { ptr::addr_of_mut!((*this.as_ptr()).value) }.cast::<T>()
+    }
+}
+
+/// `source` with its address replaced by `address` and its metadata (length or vtable) kept,
+/// carrying `address`'s provenance. `ptr::with_metadata_of` and `ptr::from_raw_parts` do this
+/// but are unstable; this overwrites the address half of a copy of the wide pointer, which
+/// every target rustc supports lays out address first (std's `Rc` and `Arc` relied on the same
+/// before those functions existed). The layout is checked before the write and the result
+/// after it: a layout that differed would panic here, before the pointer is used.
+fn with_address_of<T: ?Sized>(source: *mut T, address: *mut u8) -> *mut T {
+    let mut wide = MaybeUninit::new(source);
+    let first_word = wide.as_mut_ptr().cast::<*mut u8>();
+    // SAFETY: a wide pointer is two words, the first at offset 0: reading it as a pointer reads
+    // initialized bytes (an integer read as a pointer is allowed, and gets no provenance).
+    let before = unsafe { first_word.read() };
+    assert!(
+        before == source.cast::<u8>(),
+        "wide pointers lay out their address first"
+    );
+    // SAFETY: that word is the address (checked above); the metadata is untouched, so the
+    // pointer stays valid for its type.
+    unsafe { first_word.write(address) };
+    // SAFETY: initialized by `new`, and a valid pointer still.
+    let moved = unsafe { wide.assume_init() };
+    // Same metadata as `source`: moving back by the distance gives `source` (wide pointers
+    // compare their metadata too).
+    let distance = source.cast::<u8>().addr().wrapping_sub(address.addr());
+    assert!(
+        moved.cast::<u8>() == address && ptr::eq(moved.wrapping_byte_add(distance), source),
+        "wide pointers lay out their address first"
+    );
+    moved
 }
 
 /// A thread-safe reference-counted pointer, like [`std::sync::Arc`], whose clones and drops on
@@ -102,7 +323,7 @@ impl<T> ArcInner<T> {
 /// // `Cell` is `Send` but not `Sync`: sharing it through clones on two threads would race.
 /// assert_send::<ftrt_refcount::BiasedArc<std::cell::Cell<i32>>>();
 /// ```
-pub struct BiasedArc<T> {
+pub struct BiasedArc<T: ?Sized> {
     ptr: NonNull<ArcInner<T>>,
     _owns: PhantomData<ArcInner<T>>,
 }
@@ -110,21 +331,43 @@ pub struct BiasedArc<T> {
 // SAFETY: as for `Arc<T>`: clones on several threads give shared access to `T` (so `T: Sync`),
 // and whichever thread settles the count drops `T` (so `T: Send`). The count itself is
 // thread-safe: the non-atomic half is only touched by the owner thread.
-unsafe impl<T: Send + Sync> Send for BiasedArc<T> {}
+unsafe impl<T: ?Sized + Send + Sync> Send for BiasedArc<T> {}
 // SAFETY: as above; `&BiasedArc<T>` lets another thread clone it.
-unsafe impl<T: Send + Sync> Sync for BiasedArc<T> {}
+unsafe impl<T: ?Sized + Send + Sync> Sync for BiasedArc<T> {}
 
 /// Ends a `BiasedArc` allocation whose count has reached zero: drops the value (on the calling
 /// thread) and gives up the strong references' weak reference, which frees the memory unless
-/// [`Weak`] handles remain.
+/// [`Weak`] handles remain. What the merge queues call, with the count's address.
 ///
 /// # Safety
-/// `count` is the pointer to an `ArcInner<T>` (it heads the allocation) that no strong reference
-/// or queue entry points at any more.
-unsafe fn release<T>(count: NonNull<BiasedCount>) {
-    let inner = count.cast::<ArcInner<T>>();
+/// `count` is the count of an `ArcInner<T>` (it heads the `ArcInner`) that no strong reference
+/// or queue entry points at any more, with the allocation's provenance.
+unsafe fn release<T: ?Sized>(count: NonNull<BiasedCount>) {
+    // SAFETY: the count heads a live `ArcInner<T>` whose value has not been dropped: this is the
+    // one release of that allocation.
+    unsafe { release_inner(ArcInner::<T>::from_count(count)) }
+}
+
+/// [`release`], given the allocation's pointer.
+///
+/// # Safety
+/// As for [`release`].
+#[inline(always)]
+unsafe fn release_inner<T: ?Sized>(inner: NonNull<ArcInner<T>>) {
+    if !is_sized::<T>() {
+        // The last use of the prefix's pointer (the one release reads it before this): from now
+        // on it holds what the memory's last user needs to free it. An unsized value is always
+        // still in place here: only `try_unwrap` moves a value out (leaving a husk), and it
+        // needs `T: Sized`.
+        // SAFETY: the value is alive; nobody else reads or writes the prefix now (the weak
+        // references read it only once this thread has given up the strong references' one).
+        unsafe {
+            let value_layout = Layout::for_value(&(*inner.as_ptr()).value);
+            ArcInner::prefix(inner).write(Prefix { value_layout });
+        }
+    }
     // SAFETY: the count is alive until the allocation is freed below.
-    if !unsafe { count.as_ref() }.is_husk() {
+    if !unsafe { ArcInner::count(inner) }.is_husk() {
         // A husk's value was moved out by `try_unwrap`; otherwise it is still in place, and no
         // strong reference can reach it any more (weak upgrades fail on the dead count).
         // SAFETY: as above; the value is dropped exactly once, here.
@@ -206,7 +449,9 @@ impl<T> BiasedArc<T> {
             _owns: PhantomData,
         }
     }
+}
 
+impl<T: ?Sized> BiasedArc<T> {
     #[cfg(all(test, not(loom)))]
     pub(crate) fn header(this: &Self) -> &BiasedCount {
         this.count()
@@ -312,7 +557,9 @@ impl<T> BiasedArc<T> {
     /// Whether both point to the same allocation.
     #[inline]
     pub fn ptr_eq(this: &Self, other: &Self) -> bool {
-        this.ptr == other.ptr
+        // Addresses only, as `Arc::ptr_eq`: two pointers to one `dyn` value may carry different
+        // copies of its vtable.
+        ptr::addr_eq(this.ptr.as_ptr(), other.ptr.as_ptr())
     }
 
     /// A pointer to the value.
@@ -334,9 +581,20 @@ impl<T> BiasedArc<T> {
     /// `ptr` came from `BiasedArc::<T>::into_raw` (same `T`) and each such pointer is passed
     /// here at most once per reference it carries.
     pub unsafe fn from_raw(ptr: *const T) -> Self {
+        // The value's offset in `ArcInner<T>` (`repr(C)`): the first multiple of its alignment
+        // after the counts. A constant for a sized value; an unsized one's alignment comes from
+        // its metadata.
+        // SAFETY: `ptr` points at a live value (the reference it carries keeps it alive).
+        let value_layout = Layout::for_value(unsafe { &*ptr });
+        let offset = match Layout::new::<ArcInner<()>>().extend(value_layout) {
+            Ok((_, offset)) => offset,
+            // The allocation exists, so its layout did not overflow.
+            Err(_) => unreachable!(),
+        };
         // SAFETY: `ptr` points at the `value` field of an `ArcInner<T>`, so stepping back by that
-        // field's offset stays inside the same allocation, with its provenance.
-        let inner = unsafe { ptr.byte_sub(offset_of!(ArcInner<T>, value)) } as *mut ArcInner<T>;
+        // field's offset stays inside the same allocation, with its provenance; the cast keeps
+        // the metadata.
+        let inner = unsafe { ptr.byte_sub(offset) } as *mut ArcInner<T>;
         Self {
             // SAFETY: derived from a non-null allocation pointer.
             ptr: unsafe { NonNull::new_unchecked(inner) },
@@ -389,7 +647,9 @@ impl<T> BiasedArc<T> {
             None
         }
     }
+}
 
+impl<T> BiasedArc<T> {
     /// The value, if this is the only reference; otherwise the handle back. Exact even when other
     /// threads' drops are still waiting in a merge queue.
     ///
@@ -512,7 +772,9 @@ impl<T> BiasedArc<T> {
         unsafe { ArcInner::drop_weak(ptr) };
         value
     }
+}
 
+impl<T: ?Sized> BiasedArc<T> {
     /// Makes every thread count this value atomically from now on, if the calling thread owns it
     /// (created it); does nothing on any other thread.
     ///
@@ -532,7 +794,7 @@ impl<T> BiasedArc<T> {
     }
 }
 
-impl<T> Clone for BiasedArc<T> {
+impl<T: ?Sized> Clone for BiasedArc<T> {
     #[inline]
     fn clone(&self) -> Self {
         self.count().incref();
@@ -543,7 +805,7 @@ impl<T> Clone for BiasedArc<T> {
     }
 }
 
-impl<T> Drop for BiasedArc<T> {
+impl<T: ?Sized> Drop for BiasedArc<T> {
     #[inline]
     fn drop(&mut self) {
         let count = self.ptr.cast::<BiasedCount>();
@@ -551,12 +813,12 @@ impl<T> Drop for BiasedArc<T> {
         // kind of allocation, from any thread (`T: Send` whenever the handle can cross threads).
         if unsafe { BiasedCount::decref(count, release::<T>) } {
             // SAFETY: that was the last reference and no queue entry remains.
-            unsafe { release::<T>(count) };
+            unsafe { release_inner(self.ptr) };
         }
     }
 }
 
-impl<T> Deref for BiasedArc<T> {
+impl<T: ?Sized> Deref for BiasedArc<T> {
     type Target = T;
 
     #[inline]
@@ -566,13 +828,13 @@ impl<T> Deref for BiasedArc<T> {
     }
 }
 
-impl<T> AsRef<T> for BiasedArc<T> {
+impl<T: ?Sized> AsRef<T> for BiasedArc<T> {
     fn as_ref(&self) -> &T {
         self
     }
 }
 
-impl<T> Borrow<T> for BiasedArc<T> {
+impl<T: ?Sized> Borrow<T> for BiasedArc<T> {
     fn borrow(&self) -> &T {
         self
     }
@@ -590,47 +852,207 @@ impl<T: Default> Default for BiasedArc<T> {
     }
 }
 
-impl<T: fmt::Debug> fmt::Debug for BiasedArc<T> {
+impl<T: ?Sized + fmt::Debug> fmt::Debug for BiasedArc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Debug::fmt(&**self, f)
     }
 }
 
-impl<T: fmt::Display> fmt::Display for BiasedArc<T> {
+impl<T: ?Sized + fmt::Display> fmt::Display for BiasedArc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&**self, f)
     }
 }
 
-impl<T> fmt::Pointer for BiasedArc<T> {
+impl<T: ?Sized> fmt::Pointer for BiasedArc<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Pointer::fmt(&Self::as_ptr(self), f)
     }
 }
 
-impl<T: PartialEq> PartialEq for BiasedArc<T> {
+impl<T: ?Sized + PartialEq> PartialEq for BiasedArc<T> {
     fn eq(&self, other: &Self) -> bool {
         **self == **other
     }
 }
 
-impl<T: Eq> Eq for BiasedArc<T> {}
+impl<T: ?Sized + Eq> Eq for BiasedArc<T> {}
 
-impl<T: PartialOrd> PartialOrd for BiasedArc<T> {
+impl<T: ?Sized + PartialOrd> PartialOrd for BiasedArc<T> {
     fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
         (**self).partial_cmp(&**other)
     }
 }
 
-impl<T: Ord> Ord for BiasedArc<T> {
+impl<T: ?Sized + Ord> Ord for BiasedArc<T> {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         (**self).cmp(&**other)
     }
 }
 
-impl<T: Hash> Hash for BiasedArc<T> {
+impl<T: ?Sized + Hash> Hash for BiasedArc<T> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         (**self).hash(state)
+    }
+}
+
+// Unsized values. `CoerceUnsized` is unstable, so a `BiasedArc<Concrete>` cannot coerce to a
+// `BiasedArc<dyn Trait>` as an `Arc` does; `From<Box<T>>` is the way to a trait object.
+
+impl<T: ?Sized> From<Box<T>> for BiasedArc<T> {
+    /// Moves a boxed value into a new allocation owned by the calling thread, and frees the box
+    /// (without dropping the value). The way to a `BiasedArc<dyn Trait>`, since unsized coercion
+    /// (`CoerceUnsized`) is unstable:
+    ///
+    /// ```
+    /// use ftrt_refcount::BiasedArc;
+    /// use std::fmt::Display;
+    ///
+    /// let shown: BiasedArc<dyn Display + Send + Sync> = BiasedArc::from(Box::new(7) as Box<_>);
+    /// assert_eq!(shown.to_string(), "7");
+    /// let words: BiasedArc<[&str]> = BiasedArc::from(vec!["a", "b"].into_boxed_slice());
+    /// assert_eq!(words.len(), 2);
+    /// ```
+    fn from(boxed: Box<T>) -> Self {
+        let value_layout = Layout::for_value::<T>(&boxed);
+        let metadata = ptr::addr_of!(*boxed).cast_mut() as *mut ArcInner<T>;
+        let inner =
+            ArcInner::<T>::allocate(value_layout, |address| with_address_of(metadata, address));
+        let source = Box::into_raw(boxed);
+        // SAFETY: the box's value is moved, bytes for bytes, into the fresh allocation's value
+        // field, which has its layout; the box then frees its memory without dropping the value
+        // (`ManuallyDrop<T>` has `T`'s layout, as the box allocated it).
+        unsafe {
+            ptr::copy_nonoverlapping(
+                source.cast::<u8>(),
+                ptr::addr_of_mut!((*inner.as_ptr()).value).cast::<u8>(),
+                value_layout.size(),
+            );
+            drop(Box::from_raw(source as *mut ManuallyDrop<T>));
+        }
+        Self {
+            ptr: inner,
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl<T> From<Vec<T>> for BiasedArc<[T]> {
+    /// Moves the elements into a new allocation owned by the calling thread and frees the
+    /// vector's buffer.
+    fn from(vec: Vec<T>) -> Self {
+        let inner = ArcInner::<[T]>::allocate_slice(vec.len());
+        let mut vec = ManuallyDrop::new(vec);
+        // SAFETY: the elements move to the fresh allocation, which has room for exactly them;
+        // the vector then forgets them and frees only its buffer.
+        unsafe {
+            ptr::copy_nonoverlapping(vec.as_ptr(), ArcInner::elements(inner), vec.len());
+            vec.set_len(0);
+            ManuallyDrop::drop(&mut vec);
+        }
+        Self {
+            ptr: inner,
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl<T: Clone> From<&[T]> for BiasedArc<[T]> {
+    /// Clones the elements into a new allocation owned by the calling thread. If a clone panics,
+    /// the elements cloned so far are dropped and the memory freed.
+    fn from(slice: &[T]) -> Self {
+        /// Drops what was written and frees the memory, unless forgotten.
+        struct Partial<T> {
+            inner: NonNull<ArcInner<[T]>>,
+            len: usize,
+            written: usize,
+        }
+        impl<T> Drop for Partial<T> {
+            fn drop(&mut self) {
+                // SAFETY: the first `written` elements were written and nothing else points at
+                // the allocation, made by `allocate_slice(len)`, with `Layout::array::<T>(len)`.
+                unsafe {
+                    ptr::drop_in_place(ptr::slice_from_raw_parts_mut(
+                        ArcInner::elements(self.inner),
+                        self.written,
+                    ));
+                    let value_layout = Layout::array::<T>(self.len).unwrap_unchecked();
+                    ArcInner::free_unwritten(self.inner, value_layout);
+                }
+            }
+        }
+
+        let mut partial = Partial {
+            inner: ArcInner::<[T]>::allocate_slice(slice.len()),
+            len: slice.len(),
+            written: 0,
+        };
+        let elements = ArcInner::elements(partial.inner);
+        for item in slice {
+            // SAFETY: `written < slice.len()`, the allocation's length: in bounds and not yet
+            // written.
+            unsafe { elements.add(partial.written).write(item.clone()) };
+            partial.written += 1;
+        }
+        let ptr = partial.inner;
+        mem::forget(partial);
+        Self {
+            ptr,
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl<T> FromIterator<T> for BiasedArc<[T]> {
+    /// Collects the items into a `Vec` first, then moves them (the length is not known until
+    /// the iterator ends).
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Self::from(iter.into_iter().collect::<Vec<T>>())
+    }
+}
+
+impl From<&str> for BiasedArc<str> {
+    /// Copies the string into a new allocation owned by the calling thread.
+    fn from(text: &str) -> Self {
+        let bytes = text.as_bytes();
+        let inner = ArcInner::<[u8]>::allocate_slice(bytes.len());
+        // SAFETY: the fresh allocation has room for exactly these bytes.
+        unsafe {
+            ptr::copy_nonoverlapping(bytes.as_ptr(), ArcInner::elements(inner), bytes.len());
+        }
+        // `str` has `[u8]`'s layout and metadata (the length in bytes), and the bytes are UTF-8.
+        let inner = inner.as_ptr() as *mut ArcInner<str>;
+        // SAFETY: from a non-null allocation pointer; the prefix is rewritten with the pointer
+        // as its handles hold it, so that a release reads a `str` pointer back.
+        let inner = unsafe { NonNull::new_unchecked(inner) };
+        // SAFETY: the prefix of the fresh allocation, which nothing else points at yet.
+        unsafe { ArcInner::prefix(inner).write(Prefix { inner }) };
+        Self {
+            ptr: inner,
+            _owns: PhantomData,
+        }
+    }
+}
+
+impl From<String> for BiasedArc<str> {
+    /// Copies the string into a new allocation owned by the calling thread (the string's buffer
+    /// has no room for the counts), as `Arc<str>`'s does.
+    fn from(text: String) -> Self {
+        Self::from(text.as_str())
+    }
+}
+
+impl Default for BiasedArc<str> {
+    /// An empty string.
+    fn default() -> Self {
+        Self::from("")
+    }
+}
+
+impl<T> Default for BiasedArc<[T]> {
+    /// An empty slice.
+    fn default() -> Self {
+        Self::from(Vec::new())
     }
 }
 
@@ -647,7 +1069,7 @@ impl<T: Hash> Hash for BiasedArc<T> {
 /// Until then an upgrade succeeds and the value lives on: unlike `Arc`'s, a weak handle can
 /// upgrade after every strong handle was dropped, if the last drop still waits in the owner's
 /// merge queue.
-pub struct Weak<T> {
+pub struct Weak<T: ?Sized> {
     /// The allocation, or a dangling address (`usize::MAX`, never an allocation's) for
     /// [`Weak::new`].
     ptr: NonNull<ArcInner<T>>,
@@ -655,21 +1077,24 @@ pub struct Weak<T> {
 
 // SAFETY: as for `BiasedArc<T>`: a weak handle upgrades to a strong one on whatever thread holds
 // it, and its drop may free the memory (never the value) there.
-unsafe impl<T: Send + Sync> Send for Weak<T> {}
+unsafe impl<T: ?Sized + Send + Sync> Send for Weak<T> {}
 // SAFETY: as above; `&Weak<T>` lets another thread clone or upgrade it.
-unsafe impl<T: Send + Sync> Sync for Weak<T> {}
+unsafe impl<T: ?Sized + Send + Sync> Sync for Weak<T> {}
 
 impl<T> Weak<T> {
-    /// A weak handle to nothing: it never upgrades, and allocates nothing.
+    /// A weak handle to nothing: it never upgrades, and allocates nothing. Sized values only,
+    /// as `std::sync::Weak::new`: an unsized one's handle would need a length or vtable.
     pub const fn new() -> Self {
         // SAFETY: `usize::MAX` is not null; it is never dereferenced (see `allocation`).
         let ptr = unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(usize::MAX)) };
         Self { ptr }
     }
+}
 
+impl<T: ?Sized> Weak<T> {
     /// The allocation, unless this handle came from [`Weak::new`].
     fn allocation(&self) -> Option<NonNull<ArcInner<T>>> {
-        (self.ptr.as_ptr().addr() != usize::MAX).then_some(self.ptr)
+        (self.ptr.as_ptr().cast::<u8>().addr() != usize::MAX).then_some(self.ptr)
     }
 
     /// A strong handle to the value if it is still alive, `None` once its count has decided its
@@ -720,11 +1145,12 @@ impl<T> Weak<T> {
 
     /// Whether both point to the same allocation (two [`Weak::new`] handles do).
     pub fn ptr_eq(this: &Self, other: &Self) -> bool {
-        this.ptr == other.ptr
+        // Addresses only, as in `BiasedArc::ptr_eq`.
+        ptr::addr_eq(this.ptr.as_ptr(), other.ptr.as_ptr())
     }
 }
 
-impl<T> Clone for Weak<T> {
+impl<T: ?Sized> Clone for Weak<T> {
     fn clone(&self) -> Self {
         if let Some(ptr) = self.allocation() {
             // SAFETY: this handle keeps the allocation alive.
@@ -738,7 +1164,7 @@ impl<T> Clone for Weak<T> {
     }
 }
 
-impl<T> Drop for Weak<T> {
+impl<T: ?Sized> Drop for Weak<T> {
     fn drop(&mut self) {
         if let Some(ptr) = self.allocation() {
             // SAFETY: this handle's weak reference, given up once. While strong references
@@ -754,7 +1180,7 @@ impl<T> Default for Weak<T> {
     }
 }
 
-impl<T> fmt::Debug for Weak<T> {
+impl<T: ?Sized> fmt::Debug for Weak<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("(Weak)")
     }
@@ -1218,5 +1644,357 @@ mod tests {
         let wide = BiasedArc::new(Wide(3));
         assert_eq!(BiasedArc::as_ptr(&wide) as usize % 64, 0);
         assert_eq!(wide.0, 3);
+    }
+
+    /// Unsized values: `str`, slices and trait objects, which carry a prefix with their wide
+    /// pointer (see the module documentation).
+    mod unsized_values {
+        use super::*;
+        use crate::test_util::Tracked;
+        use std::collections::hash_map::DefaultHasher;
+
+        /// What the trait objects below implement: enough to notice a wrong vtable or a value
+        /// used after it was dropped.
+        trait Shape: Send + Sync {
+            fn id(&self) -> u64;
+        }
+
+        impl Shape for Tracked {
+            fn id(&self) -> u64 {
+                self.check()
+            }
+        }
+
+        /// Over-aligned, so that the `ArcInner` does not start right after the prefix.
+        #[repr(align(64))]
+        struct Wide(Tracked);
+
+        impl Shape for Wide {
+            fn id(&self) -> u64 {
+                assert_eq!(ptr::from_ref(self).addr() % 64, 0, "misaligned");
+                self.0.check()
+            }
+        }
+
+        struct Nothing;
+
+        impl Shape for Nothing {
+            fn id(&self) -> u64 {
+                0
+            }
+        }
+
+        fn shape(shape: impl Shape + 'static) -> BiasedArc<dyn Shape> {
+            BiasedArc::from(Box::new(shape) as Box<dyn Shape>)
+        }
+
+        fn hash_of<T: Hash + ?Sized>(value: &T) -> u64 {
+            let mut hasher = DefaultHasher::new();
+            value.hash(&mut hasher);
+            hasher.finish()
+        }
+
+        /// `From<Box<T>>` of a sized value allocates with `layout_for`, and the memory is freed
+        /// as a `Box<ArcInner<T>>`: the two layouts must agree.
+        #[test]
+        fn a_sized_values_layout_is_its_arc_inners() {
+            fn check<T>() {
+                let (layout, offset) = layout_for::<T>(Layout::new::<T>());
+                assert_eq!((layout, offset), (Layout::new::<ArcInner<T>>(), 0));
+            }
+            #[repr(align(64))]
+            struct Wide64;
+            check::<()>();
+            check::<u8>();
+            check::<u64>();
+            check::<u128>();
+            check::<[u8; 13]>();
+            check::<Wide64>();
+            check::<String>();
+        }
+
+        #[test]
+        fn handles_of_sized_values_stay_thin_and_unsized_ones_are_wide() {
+            assert_eq!(mem::size_of::<BiasedArc<u64>>(), mem::size_of::<usize>());
+            assert_eq!(
+                mem::size_of::<Option<BiasedArc<u64>>>(),
+                mem::size_of::<usize>()
+            );
+            assert_eq!(
+                mem::size_of::<BiasedArc<str>>(),
+                2 * mem::size_of::<usize>()
+            );
+            assert_eq!(
+                mem::size_of::<Weak<dyn Shape>>(),
+                2 * mem::size_of::<usize>()
+            );
+            fn assert_send_sync<T: Send + Sync>() {}
+            assert_send_sync::<BiasedArc<str>>();
+            assert_send_sync::<BiasedArc<[u8]>>();
+            assert_send_sync::<BiasedArc<dyn Shape>>();
+            assert_send_sync::<Weak<dyn Shape>>();
+        }
+
+        #[test]
+        fn strings_from_str_string_and_default() {
+            let a = BiasedArc::<str>::from("hello");
+            let b = BiasedArc::<str>::from(String::from("hello"));
+            assert_eq!((&*a, a.len()), ("hello", 5));
+            assert_eq!(a, b, "equality compares values");
+            assert!(!BiasedArc::ptr_eq(&a, &b));
+            assert_eq!(hash_of(&a), hash_of("hello"));
+            assert_eq!(
+                (format!("{a}"), format!("{a:?}")),
+                ("hello".into(), "\"hello\"".into())
+            );
+            assert!(BiasedArc::<str>::from("abc") < BiasedArc::from("abd"));
+            let c = a.clone();
+            assert!(BiasedArc::ptr_eq(&a, &c));
+            assert_eq!(BiasedArc::strong_count(&a), 2);
+            drop((a, b, c));
+            assert_eq!(&*BiasedArc::<str>::default(), "");
+            assert_eq!(&*BiasedArc::<str>::from(String::new()), "");
+            let unicode = BiasedArc::<str>::from("żółw 🐢");
+            assert_eq!(unicode.chars().count(), 6);
+        }
+
+        #[test]
+        fn slices_from_vec_slice_iterator_and_box() {
+            let drops = Drops::default();
+            let moved = BiasedArc::<[Tracked]>::from(vec![drops.track(1), drops.track(2)]);
+            assert_eq!(drops.count(), 0, "moved, not dropped");
+            assert_eq!(moved.iter().map(Tracked::check).collect::<Vec<_>>(), [1, 2]);
+
+            let originals = [drops.track(3), drops.track(4), drops.track(5)];
+            let cloned = BiasedArc::<[Tracked]>::from(&originals[..]);
+            assert_eq!(cloned.iter().map(Tracked::check).sum::<u64>(), 12);
+            drop(originals);
+            assert_eq!(drops.count(), 3, "the originals, not the clones");
+
+            let collected: BiasedArc<[Tracked]> = (6..9).map(|id| drops.track(id)).collect();
+            assert_eq!(collected.len(), 3);
+            let boxed = BiasedArc::<[Tracked]>::from(vec![drops.track(9)].into_boxed_slice());
+            assert_eq!(boxed[0].check(), 9);
+            drop((moved, cloned, collected, boxed));
+            assert_eq!(drops.count(), 3 + 2 + 3 + 3 + 1);
+
+            let strings = BiasedArc::<[String]>::from(&[String::from("a"), String::from("b")][..]);
+            assert_eq!(strings.concat(), "ab");
+            assert!(BiasedArc::<[u8]>::default().is_empty());
+            assert!(BiasedArc::<[String]>::from(Vec::new()).is_empty());
+            let units: BiasedArc<[()]> = std::iter::repeat_n((), 5).collect();
+            assert_eq!(units.len(), 5);
+            let wide: BiasedArc<[u128]> = BiasedArc::from(&[1, u128::MAX][..]);
+            assert_eq!(BiasedArc::as_ptr(&wide).cast::<u128>().align_offset(16), 0);
+            assert_eq!(wide[1], u128::MAX);
+        }
+
+        #[test]
+        fn trait_objects_from_boxes_keep_their_vtable_and_alignment() {
+            let drops = Drops::default();
+            let plain = shape(drops.track(1));
+            let wide = shape(Wide(drops.track(2)));
+            let nothing = shape(Nothing);
+            assert_eq!((plain.id(), wide.id(), nothing.id()), (1, 2, 0));
+            assert_eq!(BiasedArc::as_ptr(&wide).cast::<u8>().addr() % 64, 0);
+            let again = wide.clone();
+            assert_eq!(again.id(), 2);
+            drop((plain, wide, nothing));
+            assert_eq!(drops.count(), 1, "`again` keeps the wide one");
+            drop(again);
+            assert_eq!(drops.count(), 2);
+
+            let display: BiasedArc<dyn fmt::Display + Send + Sync> =
+                BiasedArc::from(Box::new(42) as Box<_>);
+            assert_eq!(display.to_string(), "42");
+            // A sized value through `From<Box<T>>` gets the sized layout (Miri checks the layout
+            // it is freed with).
+            let sized = BiasedArc::<Tracked>::from(Box::new(drops.track(3)));
+            assert_eq!(sized.check(), 3);
+            assert_eq!(
+                BiasedArc::try_unwrap(sized).ok().map(|t| t.check()),
+                Some(3)
+            );
+            let boxed_str = BiasedArc::<str>::from(String::from("boxed").into_boxed_str());
+            assert_eq!(&*boxed_str, "boxed");
+        }
+
+        #[test]
+        fn get_mut_and_raw_round_trips_work_on_unsized_values() {
+            let mut numbers = BiasedArc::<[i32]>::from(vec![1, 2, 3]);
+            BiasedArc::get_mut(&mut numbers).unwrap()[0] = 10;
+            let other = numbers.clone();
+            assert!(BiasedArc::get_mut(&mut numbers).is_none());
+            assert_eq!(*other, [10, 2, 3]);
+
+            let drops = Drops::default();
+            let wide = shape(Wide(drops.track(4)));
+            let raw = BiasedArc::into_raw(wide.clone());
+            // SAFETY: from `into_raw`, passed back once.
+            let back = unsafe { BiasedArc::from_raw(raw) };
+            assert!(BiasedArc::ptr_eq(&back, &wide));
+            assert_eq!((back.id(), BiasedArc::strong_count(&wide)), (4, 2));
+            let raw = BiasedArc::into_raw(other);
+            // SAFETY: as above.
+            let other = unsafe { BiasedArc::<[i32]>::from_raw(raw) };
+            assert_eq!(other.len(), 3);
+            drop((back, wide));
+            assert_eq!(drops.count(), 1);
+        }
+
+        /// The release a merge queue calls has only the count's address: it must find the wide
+        /// pointer in the prefix.
+        #[test]
+        fn a_last_drop_on_another_thread_is_released_by_the_owners_merge() {
+            let drops = Drops::default();
+            let values = (
+                shape(Wide(drops.track(1))),
+                BiasedArc::<[Tracked]>::from(vec![drops.track(2), drops.track(3)]),
+                BiasedArc::<str>::from("queued"),
+            );
+            let remote = (values.0.clone(), values.1.clone(), values.2.clone());
+            std::thread::spawn(move || {
+                assert_eq!((remote.0.id(), &*remote.2), (1, "queued"));
+                drop(remote);
+            })
+            .join()
+            .unwrap();
+            drop(values);
+            assert_eq!(drops.count(), 0, "the queued drops still hold them");
+            assert_eq!(crate::merge_pending(), 3);
+            assert_eq!(drops.count(), 3);
+        }
+
+        /// Once the count is merged, the last drop on another thread releases the value there,
+        /// straight from the handle.
+        #[test]
+        fn a_last_drop_on_another_thread_of_a_merged_count_releases_there() {
+            let drops = Drops::default();
+            let value = shape(Wide(drops.track(5)));
+            BiasedArc::give_up_ownership(&value);
+            let remote = value.clone();
+            drop(value);
+            std::thread::spawn(move || drop(remote)).join().unwrap();
+            assert_eq!(drops.count(), 1);
+        }
+
+        /// The owner exits holding nothing: the last drop elsewhere queues to an owner that is
+        /// gone, settles the entry itself and releases through the prefix on its own thread.
+        #[test]
+        fn values_outlive_their_owner_and_are_released_by_the_last_holder() {
+            let drops = Drops::default();
+            let (d1, d2) = (drops.track(6), drops.track(7));
+            let (shape_value, slice, text) = std::thread::spawn(move || {
+                (
+                    shape(d1),
+                    BiasedArc::<[Tracked]>::from(vec![d2]),
+                    BiasedArc::<str>::from("orphan"),
+                )
+            })
+            .join()
+            .unwrap();
+            assert_eq!(
+                (shape_value.id(), slice[0].check(), &*text),
+                (6, 7, "orphan")
+            );
+            let kept = slice.clone();
+            drop((shape_value, slice, text));
+            assert_eq!(drops.count(), 1);
+            drop(kept);
+            assert_eq!(drops.count(), 2);
+        }
+
+        #[test]
+        fn weak_handles_to_unsized_values_upgrade_until_the_value_dies_and_then_free_it() {
+            let drops = Drops::default();
+            let strong = shape(Wide(drops.track(8)));
+            let weak = BiasedArc::downgrade(&strong);
+            assert_eq!(weak.upgrade().map(|s| s.id()), Some(8));
+            assert_eq!((weak.strong_count(), weak.weak_count()), (1, 1));
+            let text = BiasedArc::<str>::from("weak");
+            let weak_text = BiasedArc::downgrade(&text);
+            drop((strong, text));
+            assert_eq!(drops.count(), 1);
+            assert!(weak.upgrade().is_none() && weak_text.upgrade().is_none());
+            // The last weak handles free the memory, from the layout the release left in the
+            // prefix (Miri checks the layout and the leak).
+            let elsewhere = weak.clone();
+            std::thread::spawn(move || drop(elsewhere)).join().unwrap();
+            drop((weak, weak_text));
+        }
+
+        /// The value is released on the owner's merge (through the queue) while weak handles
+        /// live on other threads; the last of them frees the memory there.
+        #[test]
+        fn a_queued_release_of_an_unsized_value_leaves_the_memory_to_a_weak_handle() {
+            let drops = Drops::default();
+            let strong = BiasedArc::<[Tracked]>::from(vec![drops.track(9), drops.track(10)]);
+            let weak = BiasedArc::downgrade(&strong);
+            let remote = strong.clone();
+            drop(strong);
+            let holder = std::thread::spawn(move || {
+                drop(remote);
+                weak
+            })
+            .join()
+            .unwrap();
+            assert_eq!(weak_len(&holder), Some(2), "not dead until merged");
+            assert_eq!(crate::merge_pending(), 1);
+            assert_eq!(drops.count(), 2);
+            assert!(holder.upgrade().is_none());
+            std::thread::spawn(move || drop(holder)).join().unwrap();
+        }
+
+        fn weak_len(weak: &Weak<[Tracked]>) -> Option<usize> {
+            weak.upgrade().map(|slice| slice.len())
+        }
+
+        #[test]
+        fn a_panicking_clone_drops_what_was_cloned_and_frees_the_memory() {
+            struct Fuse(Tracked, bool);
+            impl Clone for Fuse {
+                fn clone(&self) -> Self {
+                    assert!(!self.1, "clone failed");
+                    Fuse(self.0.clone(), false)
+                }
+            }
+            let drops = Drops::default();
+            let items = vec![
+                Fuse(drops.track(1), false),
+                Fuse(drops.track(2), false),
+                Fuse(drops.track(3), true),
+            ];
+            let outcome = std::panic::catch_unwind(|| BiasedArc::<[Fuse]>::from(&items[..]));
+            assert!(outcome.is_err());
+            assert_eq!(drops.count(), 2, "the two clones made");
+            drop(items);
+            assert_eq!(drops.count(), 5);
+        }
+
+        /// Clones and drops on several threads at once, the last drop landing anywhere.
+        #[test]
+        fn unsized_values_shared_between_threads_are_dropped_once() {
+            let rounds = if cfg!(miri) { 3 } else { 100 };
+            for round in 0..rounds {
+                let drops = Drops::default();
+                let value = shape(Wide(drops.track(round)));
+                let threads: Vec<_> = (0..3)
+                    .map(|_| {
+                        let mine = value.clone();
+                        std::thread::spawn(move || {
+                            for _ in 0..10 {
+                                assert_eq!(mine.clone().id(), round);
+                            }
+                        })
+                    })
+                    .collect();
+                drop(value);
+                for thread in threads {
+                    thread.join().unwrap();
+                }
+                crate::merge_pending();
+                assert_eq!(drops.count(), 1);
+            }
+        }
     }
 }

@@ -13,7 +13,7 @@
 //! | [`NonAtomicCount`] | plain integer, only with a [`GilHeld`] token | 4 bytes | plain add/sub | only under the GIL |
 //! | [`AtomicCount`] | one atomic counter | 4 bytes | 2 locked RMWs | 2 locked RMWs |
 //! | [`BiasedCount`] | owner-local + shared atomic | 12 bytes | plain load/store | 1 locked RMW + 1 CAS |
-//! | [`BiasedArc<T>`] | `Arc` API over [`BiasedCount`], with [`Weak`] | 16 bytes (count + weak count) | as `Rc` | as `Arc` |
+//! | [`BiasedArc<T>`] | `Arc` API over [`BiasedCount`], with [`Weak`] | 16 bytes (count + weak count); 32 for `str`, `[T]`, `dyn Trait` | as `Rc` | as `Arc` |
 //!
 //! Every strategy supports **immortal** objects (increments and decrements do nothing, the
 //! object is never freed, and readers on many threads do not fight over a cache line), and a
@@ -61,14 +61,42 @@
 //! `Weak::new`, counts, `ptr_eq`). Where a thread that does not own the value cannot read its
 //! count exactly, the answers differ from `Arc`'s in documented ways (below, and on each method).
 //!
+//! **Unsized values.** `BiasedArc<str>`, `BiasedArc<[T]>` and `BiasedArc<dyn Trait>` come from
+//! `From<Box<T>>` (any `T: ?Sized`), `From<Vec<T>>`, `From<&[T]>` (`T: Clone`), `From<String>`,
+//! `From<&str>`, `FromIterator<T>` and `Default`; their handles are two words, as `Arc`'s are, and
+//! everything that does not move the value out works on them ([`Weak`] included, except
+//! `Weak::new`, which needs a sized `T` as `std::sync::Weak::new` does). Unsized coercion
+//! (`CoerceUnsized`) is unstable, so a `BiasedArc<Concrete>` does not coerce to a
+//! `BiasedArc<dyn Trait>` as an `Arc` does: make the trait object from a box instead.
+//!
+//! ```
+//! use ftrt_refcount::BiasedArc;
+//!
+//! trait Shape: Send + Sync {
+//!     fn area(&self) -> f64;
+//! }
+//! struct Square(f64);
+//! impl Shape for Square {
+//!     fn area(&self) -> f64 {
+//!         self.0 * self.0
+//!     }
+//! }
+//! let shape: BiasedArc<dyn Shape> = BiasedArc::from(Box::new(Square(2.0)) as Box<dyn Shape>);
+//! let name: BiasedArc<str> = BiasedArc::from("square");
+//! let sides: BiasedArc<[u32]> = (1..=4).collect();
+//! assert_eq!((shape.area(), &*name, sides.len()), (4.0, "square", 4));
+//! ```
+//!
+//! The merge queues know an object by the address of its count, and an unsized value cannot be
+//! dropped from an address alone: its allocation keeps the handle's wide pointer (then, once
+//! the value is dropped, the value's layout) in 16 bytes before the count, so an unsized value
+//! has 32 bytes before it where `Arc`'s has 16. Sized values' allocations are unchanged.
+//!
 //! Not provided, and why:
-//! - **Unsized values** (`BiasedArc<str>`, `BiasedArc<[T]>`, `BiasedArc<dyn Trait>`, and with
-//!   them `From<Box<T>>`, `From<Vec<T>>`, `From<String>`, `From<&str>`, `FromIterator`): the
-//!   merge queues hold a thin pointer to the count and a release function per type, and an
-//!   unsized value's release needs its pointer metadata (a length or a vtable) too. Storing it
-//!   in the allocation, or in the queue entries, is a layout change not made yet. Unsized
-//!   coercion (`CoerceUnsized`) is unstable in any case, so `From<Box<dyn Trait>>` would be the
-//!   way to a `BiasedArc<dyn Trait>`.
+//! - `make_mut`, `try_unwrap`, `into_inner` and `unwrap_or_clone` for unsized values (`Arc`'s
+//!   `make_mut` for them relies on the unstable `CloneToUninit`; the others return the value by
+//!   value), and `downcast` of a `BiasedArc<dyn Any>` (a sized value's allocation has no prefix,
+//!   so one allocated unsized cannot be handed back as sized).
 //! - `new_uninit`, `Arc::new_in` and the other allocator and uninitialised-memory APIs (most are
 //!   unstable on `Arc` too), `increment_strong_count` / `decrement_strong_count`, and
 //!   `Weak::into_raw` / `from_raw`.

@@ -2,7 +2,8 @@
 //! `rc` feature gives `Arc` and `sync::Weak`.
 //!
 //! A `BiasedArc<T>` serializes as its value, and deserializes into a new allocation owned by the
-//! deserializing thread. As with `Arc`, sharing is not preserved: two handles to one value
+//! deserializing thread (`BiasedArc<str>` and `BiasedArc<[T]>` too, through a `String` or a
+//! `Vec<T>`; other unsized values only serialize). As with `Arc`, sharing is not preserved: two handles to one value
 //! serialize as two copies and come back as two allocations. A `Weak<T>` serializes as
 //! `Option<T>` (the value if it still upgrades) and deserializes as a [`Weak::new`] handle,
 //! since nothing would keep a freshly deserialized value alive.
@@ -11,7 +12,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::{BiasedArc, Weak};
 
-impl<T: Serialize> Serialize for BiasedArc<T> {
+impl<T: ?Sized + Serialize> Serialize for BiasedArc<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         T::serialize(self, serializer)
     }
@@ -23,9 +24,24 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for BiasedArc<T> {
     }
 }
 
-impl<T: Serialize> Serialize for Weak<T> {
+impl<T: ?Sized + Serialize> Serialize for Weak<T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         self.upgrade().serialize(serializer)
+    }
+}
+
+// Unsized values deserialize through their owned forms, as serde's `Box<str>` and `Box<[T]>`
+// impls do. (A sized `T` is read straight into the new allocation, where serde's `Arc<T>` goes
+// through a `Box<T>`.)
+impl<'de> Deserialize<'de> for BiasedArc<str> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(BiasedArc::from)
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for BiasedArc<[T]> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Vec::<T>::deserialize(deserializer).map(BiasedArc::from)
     }
 }
 
@@ -50,6 +66,21 @@ mod tests {
             !BiasedArc::ptr_eq(&back, &value),
             "sharing is not preserved"
         );
+    }
+
+    #[test]
+    fn unsized_values_round_trip_as_their_values() {
+        let text = BiasedArc::<str>::from("text");
+        assert_eq!(serde_json::to_string(&text).unwrap(), "\"text\"");
+        let back: BiasedArc<str> = serde_json::from_str("\"text\"").unwrap();
+        assert_eq!(back, text);
+        let numbers = BiasedArc::<[u8]>::from(vec![1, 2]);
+        let json = serde_json::to_string(&numbers).unwrap();
+        assert_eq!(json, "[1,2]");
+        let back: BiasedArc<[u8]> = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, numbers);
+        let weak = BiasedArc::downgrade(&text);
+        assert_eq!(serde_json::to_string(&weak).unwrap(), "\"text\"");
     }
 
     #[test]

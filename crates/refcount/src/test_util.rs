@@ -49,3 +49,10 @@ impl Drop for Tracked {
         self.drops.0.fetch_add(1, Ordering::SeqCst);
     }
 }
+
+impl Clone for Tracked {
+    /// A new value with the same id, counted by the same `Drops`.
+    fn clone(&self) -> Self {
+        self.drops.track(self.check())
+    }
+}
