@@ -2,7 +2,8 @@
 //!
 //! Each takes the caller's [`Python`] token and, when it has to block, blocks inside
 //! [`Python::allow_threads`]: the GIL is released while the thread waits, so the thread that
-//! will wake it can run. The uncontended paths never release the GIL.
+//! will wake it can run. The uncontended paths never release the GIL, and neither does the
+//! brief spinning of the free-threaded builds before they block.
 //!
 //! | Python | here |
 //! |---|---|
@@ -14,6 +15,7 @@
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use ftrt_lock::{RawThreadingLock, Spin};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::Python;
@@ -46,12 +48,16 @@ fn wait_until<T>(
     true
 }
 
-/// Retries `attempt` briefly, under the runtime's one spin policy ([`ftrt_lock::spin`]).
-/// Free-threaded builds: a lock held for a few instructions is usually free again before a
-/// detach, park and wake-up round trip would finish. Under the GIL the holder cannot run while
-/// we spin, so there we do not.
+/// Whether a thread that found something busy spins before it blocks. Free-threaded builds:
+/// a lock held for a few instructions is usually free again before a detach, park and wake-up
+/// round trip would finish. Under the GIL the holder cannot run while we spin, so there we do
+/// not.
+const SPIN: bool = !cfg!(feature = "gil");
+
+/// Retries `attempt` briefly, under the runtime's one spin policy ([`ftrt_lock::spin`]), where
+/// [`SPIN`] allows it.
 fn spin(attempt: impl FnMut() -> bool) -> bool {
-    !cfg!(feature = "gil") && ftrt_lock::spin::retry(attempt)
+    SPIN && ftrt_lock::spin::retry(attempt)
 }
 
 /// `release` was called on a lock nobody holds (Python raises `RuntimeError`).
@@ -67,56 +73,80 @@ impl fmt::Display for ReleaseUnlocked {
 impl std::error::Error for ReleaseUnlocked {}
 
 /// A non-reentrant lock that any thread may release, like `threading.Lock`.
+///
+/// One byte, [`RawThreadingLock`]: CPython's `PyMutex` design, as the object locks use it.
+/// Uncontended, [`acquire`](Self::acquire) and [`release`](Self::release) are one
+/// compare-and-swap each. Contended, a thread spins briefly while attached (free-threaded
+/// builds only), then detaches ([`Python::allow_threads`]) and parks; a release that finds a
+/// thread parked wakes one, which competes for the lock again (or, once it has waited over
+/// [`ftrt_lock::HANDOFF_AFTER`], is handed it). Throughput under contention degrades
+/// gracefully: threads that keep re-taking the lock do so with single atomic operations,
+/// without a sleep and a wake-up for each acquisition.
 #[derive(Default)]
 pub struct Lock {
-    locked: Mutex<bool>,
-    released: Condvar,
+    raw: RawThreadingLock,
 }
 
 impl Lock {
     /// An unlocked lock.
+    #[cfg(not(loom))]
     pub const fn new() -> Self {
         Self {
-            locked: Mutex::new(false),
-            released: Condvar::new(),
+            raw: RawThreadingLock::new(),
+        }
+    }
+
+    /// An unlocked lock.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            raw: RawThreadingLock::new(),
         }
     }
 
     /// Acquires the lock, waiting up to `timeout` (`None`: forever) with the GIL released.
     /// Returns whether it was acquired.
+    #[inline]
     pub fn acquire(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
-        self.try_acquire()
-            || spin(|| self.try_acquire())
-            || py.allow_threads(|| {
-                let mut locked = self.locked.lock();
-                let acquired = wait_until(&self.released, &mut locked, timeout, |locked| !*locked);
-                if acquired {
-                    *locked = true;
-                }
-                acquired
-            })
+        self.raw.try_lock() || self.acquire_contended(py, timeout)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_contended(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
+        let deadline = deadline_after(timeout);
+        // Spin attached: a detach and the attach after it cost more than most holds last.
+        if SPIN && self.raw.try_lock_spinning() {
+            return true;
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            // Nothing to wait for (`timeout` zero, or spent spinning): not worth a detach.
+            return false;
+        }
+        let spin = if SPIN {
+            Spin::AfterWakeUps
+        } else {
+            Spin::Never
+        };
+        py.allow_threads(|| self.raw.lock_until(deadline, spin))
     }
 
     /// Acquires the lock if it is free (`acquire(blocking=False)`).
+    #[inline]
     pub fn try_acquire(&self) -> bool {
-        let mut locked = self.locked.lock();
-        !std::mem::replace(&mut *locked, true)
+        self.raw.try_lock()
     }
 
     /// Releases the lock; any thread may. An error if it is not locked.
+    #[inline]
     pub fn release(&self) -> Result<(), ReleaseUnlocked> {
-        let mut locked = self.locked.lock();
-        if !*locked {
-            return Err(ReleaseUnlocked);
-        }
-        *locked = false;
-        self.released.notify_one();
-        Ok(())
+        self.raw.release().map_err(|_| ReleaseUnlocked)
     }
 
     /// Whether some thread holds the lock.
+    #[inline]
     pub fn locked(&self) -> bool {
-        *self.locked.lock()
+        self.raw.is_locked()
     }
 
     /// Runs `f` holding the lock (`with lock:`), releasing it afterwards even if `f` panics.

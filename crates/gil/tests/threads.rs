@@ -475,6 +475,113 @@ fn releasing_an_unlocked_lock_is_an_error_and_any_thread_may_release() {
 }
 
 #[test]
+fn a_timed_acquire_that_times_out_leaves_the_lock_usable() {
+    finishes(
+        "the timed-out acquirer and the acquisitions after it",
+        || {
+            let lock = Arc::new(Lock::new());
+            Python::attach(|py| assert!(lock.acquire(py, None)));
+            let waiter = lock.clone();
+            let took = thread::spawn(move || {
+                Python::attach(|py| waiter.acquire(py, Some(Duration::from_millis(20))))
+            })
+            .join()
+            .unwrap();
+            assert!(!took, "acquired a lock held throughout");
+            assert!(lock.locked());
+            // Zero: no wait at all, in any build.
+            Python::attach(|py| assert!(!lock.acquire(py, Some(Duration::ZERO))));
+            assert_eq!(lock.release(), Ok(()));
+            assert!(!lock.locked());
+            Python::attach(|py| {
+                assert!(
+                    lock.acquire(py, Some(Duration::ZERO)),
+                    "free: taken at once"
+                );
+                assert_eq!(lock.release(), Ok(()));
+                assert!(lock.acquire(py, Some(Duration::from_millis(20))));
+            });
+            let other = lock.clone();
+            thread::spawn(move || other.release().unwrap())
+                .join()
+                .unwrap();
+            assert_eq!(lock.release(), Err(ReleaseUnlocked));
+        },
+    );
+}
+
+#[test]
+fn a_release_by_another_thread_than_the_holder_wakes_a_blocked_acquirer() {
+    finishes("the blocked acquirer", || {
+        let lock = Arc::new(Lock::new());
+        assert!(lock.try_acquire());
+        let acquirer = lock.clone();
+        let acquirer = thread::spawn(move || Python::attach(|py| acquirer.acquire(py, None)));
+        // Usually lets the acquirer block first; the test holds either way.
+        thread::sleep(Duration::from_millis(20));
+        let releaser = lock.clone();
+        thread::spawn(move || Python::attach(|_py| releaser.release()))
+            .join()
+            .unwrap()
+            .unwrap();
+        assert!(acquirer.join().unwrap());
+        assert!(
+            lock.locked(),
+            "held by the acquirer, which never released it"
+        );
+        assert_eq!(lock.release(), Ok(()));
+    });
+}
+
+/// Many threads take one lock, some with timeouts (retrying when one runs out), some by
+/// `try_acquire`, and bump a count that is not atomic as a whole (a load, then a store) inside:
+/// two holders at once would lose a bump. The holds are empty, as in the `shared-lock`
+/// workload, so that the threads keep colliding on the lock's fast and slow paths.
+#[test]
+fn many_threads_taking_one_lock_never_hold_it_at_once() {
+    const THREADS: usize = 8;
+    let per_thread = if cfg!(miri) { 50 } else { 20_000 };
+    finishes("the threads taking the lock", move || {
+        let lock = Lock::new();
+        let count = AtomicUsize::new(0);
+        thread::scope(|s| {
+            for t in 0..THREADS {
+                let (lock, count) = (&lock, &count);
+                s.spawn(move || {
+                    Python::attach(|py| {
+                        for i in 0..per_thread {
+                            let taken = match t % 3 {
+                                0 => lock.acquire(py, None),
+                                1 => lock.acquire(py, Some(Duration::from_micros(50))),
+                                _ => lock.try_acquire(),
+                            };
+                            if !taken {
+                                // Not taken: try again (after a checkpoint, as the eval loop
+                                // would), so that every thread does its share.
+                                py.check();
+                                while !lock.acquire(py, Some(Duration::from_micros(50))) {}
+                            }
+                            let seen = count.load(Ordering::Relaxed);
+                            count.store(seen + 1, Ordering::Relaxed);
+                            lock.release().expect("held by this thread");
+                            if i % 64 == 0 {
+                                py.check();
+                            }
+                        }
+                    })
+                });
+            }
+        });
+        assert_eq!(
+            count.load(Ordering::Relaxed),
+            THREADS * per_thread,
+            "two threads held the lock at once"
+        );
+        assert!(!lock.locked());
+    });
+}
+
+#[test]
 fn an_event_wakes_every_waiter() {
     let event = Arc::new(Event::new());
     let woken = Arc::new(AtomicUsize::new(0));

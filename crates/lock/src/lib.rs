@@ -9,6 +9,8 @@
 //!   [`HANDOFF_AFTER`] (1 ms) is handed the lock directly on the next unlock, as CPython's
 //!   `PyMutex` does, so it cannot be starved by threads that keep re-taking the lock.
 //! - [`Mutex<T>`]: the same lock with a value and an RAII guard (`lock_api`).
+//! - [`RawThreadingLock`]: the same state machine as a lock any thread may release, with waits
+//!   that end at a deadline: Python's `threading.Lock`, as CPython builds it on `PyMutex`.
 //! - [`section`]: critical sections over one or two objects that cannot deadlock however they
 //!   nest (PEP 703's design).
 //! - [`spin`]: the spin policy, how long a thread retries before it sleeps (the lock's, and
@@ -45,8 +47,10 @@ mod raw;
 pub mod section;
 pub mod spin;
 mod sync;
+mod threading_lock;
 
 pub use raw::{RawObjectLock, HANDOFF_AFTER};
+pub use threading_lock::{NotLocked, RawThreadingLock, Spin};
 
 #[cfg(loom)]
 pub use raw::request_handoff_in_models;

@@ -1,6 +1,6 @@
 //! Where waiting threads sleep: `parking_lot_core`'s global parking lot, or under loom a small
-//! stand-in with the same contract (the validation and the unpark callback run under the same
-//! lock as the queue), so the models run the real lock code.
+//! stand-in with the same contract (the validation, the unpark callback and the timed-out
+//! callback run under the same lock as the queue), so the models run the real lock code.
 
 #[cfg(not(loom))]
 pub(crate) use parking_lot_core::{
@@ -21,7 +21,6 @@ mod model {
     pub(crate) enum ParkResult {
         Unparked(UnparkToken),
         Invalid,
-        #[allow(dead_code)]
         TimedOut,
     }
     #[allow(dead_code)]
@@ -46,13 +45,18 @@ mod model {
         static ref QUEUE: Mutex<Vec<Arc<Waiter>>> = Mutex::new(Vec::new());
     }
 
+    /// With a timeout, the wait may end at any moment: a model has no clock, so the timeout
+    /// fires when this thread next takes the queue lock, wherever the schedule puts that. If an
+    /// unpark took the thread off the queue first, it is unparked, as `parking_lot_core`
+    /// decides under its queue lock; otherwise it leaves the queue and `timed_out` runs under
+    /// the queue lock, told whether it was the key's last waiter.
     pub(crate) unsafe fn park(
         key: usize,
         validate: impl FnOnce() -> bool,
         before_sleep: impl FnOnce(),
-        _timed_out: impl FnOnce(usize, bool),
+        timed_out: impl FnOnce(usize, bool),
         token: ParkToken,
-        _timeout: Option<Instant>,
+        timeout: Option<Instant>,
     ) -> ParkResult {
         let waiter = Arc::new(Waiter {
             key,
@@ -68,6 +72,16 @@ mod model {
             queue.push(waiter.clone());
         }
         before_sleep();
+        if timeout.is_some() {
+            let mut queue = QUEUE.lock().unwrap();
+            if let Some(at) = queue.iter().position(|w| Arc::ptr_eq(w, &waiter)) {
+                queue.remove(at);
+                let was_last_thread = !queue.iter().any(|w| w.key == key);
+                timed_out(key, was_last_thread);
+                return ParkResult::TimedOut;
+            }
+            // Already taken off the queue by an unpark: its token is on the way.
+        }
         let mut woken = waiter.woken.lock().unwrap();
         loop {
             if let Some(token) = *woken {

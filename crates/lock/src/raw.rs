@@ -1,15 +1,21 @@
-//! `RawObjectLock`: a one-byte mutex with eventual fairness.
+//! The lock byte's state machine, and `RawObjectLock`, the one-byte mutex built on it.
+//!
+//! [`LockByte`] is shared by both lock types of the crate: [`RawObjectLock`], which only the
+//! holder may unlock, and [`RawThreadingLock`](crate::RawThreadingLock), which any thread may
+//! release and which can wait with a deadline. They differ in their contracts, not in their
+//! states or transitions.
 
 use std::cell::Cell;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::parking::{park, unpark_filter, FilterOp, ParkResult, ParkToken, UnparkToken};
 use crate::spin::Backoff;
 use crate::sync::{AtomicU8, Ordering};
+use crate::threading_lock::{NotLocked, Spin};
 
-const LOCKED: u8 = 0b01;
+pub(crate) const LOCKED: u8 = 0b01;
 /// Some thread is (or is about to be) parked on this lock: unlocking must wake one.
-const PARKED: u8 = 0b10;
+pub(crate) const PARKED: u8 = 0b10;
 
 /// The woken thread must compete for the lock again.
 const TOKEN_RETRY: UnparkToken = UnparkToken(0);
@@ -21,60 +27,49 @@ const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
 /// `PyMutex` does, so a stream of threads re-taking the lock cannot starve it.
 pub const HANDOFF_AFTER: Duration = Duration::from_millis(1);
 
-/// A mutex in one byte, for embedding in every object's header.
+/// One byte of lock state (`LOCKED`, `PARKED`) and every transition of it: taking the lock,
+/// spinning for it, parking on it (keyed by its address) with or without a deadline, and
+/// releasing it, waking one waiter or handing the lock to a waiter that has waited too long.
 ///
-/// Uncontended, `lock` and `unlock` are one compare-and-swap each. Contended, a thread spins
-/// briefly ([`spin`](crate::spin)'s policy) and then parks in `parking_lot_core`'s global parking lot,
-/// keyed by the lock's address. Unlocking wakes one waiter; if that waiter has been waiting for
-/// longer than [`HANDOFF_AFTER`] in total, the lock is handed to it directly instead of being
-/// released for anyone to grab (eventual fairness). A waiter woken to compete that loses the
-/// lock again keeps the time it has waited, so it is handed the lock on the first unlock after
-/// that time has passed, however short each hold is.
-///
-/// This is the raw primitive: [`Mutex`](crate::Mutex) wraps it with a guard, and the
-/// [`section`](crate::section) module builds critical sections on it.
-pub struct RawObjectLock {
+/// Whoever may release is the wrapping type's contract; the byte itself makes a release atomic
+/// either way (it fails, rather than corrupting the state, if the lock is not held), so a lock
+/// that any thread may release needs nothing more.
+pub(crate) struct LockByte {
     state: AtomicU8,
 }
 
-impl RawObjectLock {
-    /// An unlocked lock.
+impl LockByte {
     #[cfg(not(loom))]
-    pub const fn new() -> Self {
+    pub(crate) const fn new() -> Self {
         Self {
             state: AtomicU8::new(0),
         }
     }
 
-    /// An unlocked lock.
     #[cfg(loom)]
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             state: AtomicU8::new(0),
         }
     }
 
-    /// Acquires the lock, waiting as long as it takes.
+    /// Takes the lock if it is free and nobody is parked: one compare-and-swap.
     #[inline]
-    pub fn lock(&self) {
+    pub(crate) fn lock_fast(&self) -> bool {
         // Acquire: what the previous holder did under the lock is visible to us.
-        if self
-            .state
+        self.state
             .compare_exchange_weak(0, LOCKED, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            self.lock_slow();
-        }
+            .is_ok()
     }
 
-    /// Acquires the lock if it is free now.
+    /// Takes the lock if it is free, starting from `state` as the guess of the current state.
     #[inline]
-    pub fn try_lock(&self) -> bool {
-        let mut state = self.state.load(Ordering::Relaxed);
+    pub(crate) fn try_lock_from(&self, mut state: u8) -> bool {
         loop {
             if state & LOCKED != 0 {
                 return false;
             }
+            // Acquire: as in `lock_fast`.
             match self.state.compare_exchange_weak(
                 state,
                 state | LOCKED,
@@ -87,26 +82,30 @@ impl RawObjectLock {
         }
     }
 
-    /// Releases the lock.
-    ///
-    /// # Safety
-    /// The calling context holds the lock (it need not be the thread that took it, as long as
-    /// the holder gave up its claim).
+    /// Takes the lock if it is free now, reading the state first (no write to a busy lock).
     #[inline]
-    pub unsafe fn unlock(&self) {
+    pub(crate) fn try_lock(&self) -> bool {
+        self.try_lock_from(self.state.load(Ordering::Relaxed))
+    }
+
+    /// Releases the lock, or reports that it was not locked. The report is atomic with the
+    /// release: of two threads releasing one acquisition, exactly one succeeds.
+    #[inline]
+    pub(crate) fn unlock(&self) -> Result<(), NotLocked> {
         // Release: publishes what we did under the lock to the next holder.
-        if self
+        match self
             .state
             .compare_exchange(LOCKED, 0, Ordering::Release, Ordering::Relaxed)
-            .is_err()
         {
-            self.unlock_slow();
+            Ok(_) => Ok(()),
+            // The failed exchange read the state atomically: not locked at that moment.
+            Err(state) if state & LOCKED == 0 => Err(NotLocked),
+            Err(_) => self.unlock_slow(),
         }
     }
 
-    /// Whether some thread holds the lock (a snapshot).
     #[inline]
-    pub fn is_locked(&self) -> bool {
+    pub(crate) fn is_locked(&self) -> bool {
         self.state.load(Ordering::Relaxed) & LOCKED != 0
     }
 
@@ -114,70 +113,115 @@ impl RawObjectLock {
         self as *const Self as usize
     }
 
-    #[cold]
-    #[inline(never)]
-    fn lock_slow(&self) {
-        let mut spin = Backoff::new();
-        // When this thread first parked: its place in time for the handoff rule. Taken once per
-        // acquisition, as CPython's `PyMutex` fixes its fair time once: a waiter woken to retry
-        // that loses the lock to a faster thread parks again with its original stamp, so holds
-        // shorter than `HANDOFF_AFTER` cannot keep the lock from it for ever.
-        let mut parked_since = None;
+    /// Tries for the lock, spinning between tries under `backoff` while nobody is parked.
+    /// `Err` carries the state last seen once the caller should park instead: someone is
+    /// parked already, or the backoff is spent.
+    pub(crate) fn spin_lock(&self, backoff: &mut Backoff) -> Result<(), u8> {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
             if state & LOCKED == 0 {
+                // Acquire: as in `lock_fast`.
                 match self.state.compare_exchange_weak(
                     state,
                     state | LOCKED,
                     Ordering::Acquire,
                     Ordering::Relaxed,
                 ) {
-                    Ok(_) => return,
+                    Ok(_) => return Ok(()),
                     Err(actual) => state = actual,
                 }
                 continue;
             }
             // Spin only while nobody is parked: once someone is, the lock is busy enough that
             // spinning mostly burns the holder's core time.
-            if state & PARKED == 0 && spin.spin() {
-                state = self.state.load(Ordering::Relaxed);
+            if state & PARKED != 0 || !backoff.spin() {
+                return Err(state);
+            }
+            state = self.state.load(Ordering::Relaxed);
+        }
+    }
+
+    /// Takes the lock, spinning as `spin` says and parking in between, until `deadline` passes
+    /// (`None`: as long as it takes). Whether it took the lock.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn lock_slow(&self, deadline: Option<Instant>, spin: Spin) -> bool {
+        let mut backoff = match spin {
+            Spin::BeforeEachPark => Backoff::new(),
+            Spin::AfterWakeUps | Spin::Never => Backoff::spent(),
+        };
+        // When this thread first parked: its place in time for the handoff rule. Taken once per
+        // acquisition, as CPython's `PyMutex` fixes its fair time once: a waiter woken to retry
+        // that loses the lock to a faster thread parks again with its original stamp, so holds
+        // shorter than `HANDOFF_AFTER` cannot keep the lock from it for ever.
+        let mut parked_since = None;
+        loop {
+            let state = match self.spin_lock(&mut backoff) {
+                Ok(()) => return true,
+                Err(state) => state,
+            };
+            // Past the deadline, do not set the parked bit: the holder's unlock would take the
+            // slow path for a waiter that is already leaving.
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return false;
+            }
+            if state & PARKED == 0
+                && self
+                    .state
+                    .compare_exchange_weak(
+                        state,
+                        state | PARKED,
+                        Ordering::Relaxed,
+                        Ordering::Relaxed,
+                    )
+                    .is_err()
+            {
                 continue;
             }
-            if state & PARKED == 0 {
-                if let Err(actual) = self.state.compare_exchange_weak(
-                    state,
-                    state | PARKED,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                ) {
-                    state = actual;
-                    continue;
-                }
-            }
             // Sleep only if the lock is still locked with the parked bit set: the check runs
-            // under the parking lot's queue lock, the same lock `unlock_slow` holds while it
-            // updates the state, so a wake-up cannot be lost in between.
+            // under the parking lot's queue lock, the same lock `unlock_slow` and `timed_out`
+            // hold while they update the state, so a wake-up cannot be lost in between.
             let validate = || self.state.load(Ordering::Relaxed) == LOCKED | PARKED;
             let before_sleep = || {};
-            let timed_out = |_, _| {};
+            // Runs under the queue lock once the deadline has passed and this thread is off the
+            // queue. The last waiter to leave clears the bit, so that unlocks take the fast path
+            // again; a thread about to park validates under the same lock, finds the bit clear
+            // and sets it again, so no waiter is left parked without it.
+            let timed_out = |_key, was_last_thread: bool| {
+                if was_last_thread {
+                    self.state.fetch_and(!PARKED, Ordering::Relaxed);
+                }
+            };
             let token = ParkToken(*parked_since.get_or_insert_with(fairness::stamp));
             // SAFETY: the key is this lock's address, used only by this lock; the callbacks
             // neither panic nor call into the parking lot.
-            match unsafe { park(self.key(), validate, before_sleep, timed_out, token, None) } {
+            match unsafe {
+                park(
+                    self.key(),
+                    validate,
+                    before_sleep,
+                    timed_out,
+                    token,
+                    deadline,
+                )
+            } {
                 // The unlocking thread left the lock locked for us. The parking lot's own
                 // synchronisation orders its critical section before this point.
-                ParkResult::Unparked(TOKEN_HANDOFF) => return,
-                ParkResult::Unparked(_) | ParkResult::Invalid | ParkResult::TimedOut => {}
+                ParkResult::Unparked(TOKEN_HANDOFF) => return true,
+                ParkResult::TimedOut => return false,
+                ParkResult::Unparked(_) | ParkResult::Invalid => {}
             }
-            spin.reset();
-            state = self.state.load(Ordering::Relaxed);
+            if spin != Spin::Never {
+                backoff.reset();
+            }
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn unlock_slow(&self) {
+    fn unlock_slow(&self) -> Result<(), NotLocked> {
         let first_waiter_since = Cell::new(None);
+        let released = Cell::new(Ok(()));
         // Wake the longest waiter (queue order), remembering when it started waiting.
         let filter = |ParkToken(since)| {
             if first_waiter_since.get().is_some() {
@@ -186,30 +230,57 @@ impl RawObjectLock {
             first_waiter_since.set(Some(since));
             FilterOp::Unpark
         };
-        // Runs under the queue lock, so the state and the queue change together.
+        // Runs under the queue lock, so the parked bit and the queue change together.
         let callback = |result: crate::parking::UnparkResult| {
             let more = if result.have_more_threads { PARKED } else { 0 };
-            if result.unparked_threads != 0
+            let handoff = result.unparked_threads != 0
                 && first_waiter_since
                     .get()
-                    .is_some_and(fairness::waited_too_long)
-            {
-                self.state.store(LOCKED | more, Ordering::Relaxed);
-                return TOKEN_HANDOFF;
+                    .is_some_and(fairness::waited_too_long);
+            // A compare-and-swap, not a store: the state may have changed since `unlock` read
+            // it. A waiter that timed out may have cleared the parked bit, letting other
+            // threads' fast paths in: another release, then an acquisition.
+            let mut state = self.state.load(Ordering::Relaxed);
+            loop {
+                let (next, token, outcome) = if state & LOCKED == 0 {
+                    // Released by another thread since `unlock` saw it locked. The waiter just
+                    // woken competes for the lock like anyone.
+                    (more, TOKEN_RETRY, Err(NotLocked))
+                } else if handoff {
+                    (LOCKED | more, TOKEN_HANDOFF, Ok(()))
+                } else {
+                    (more, TOKEN_RETRY, Ok(()))
+                };
+                // Release: publishes our critical section to whoever takes the lock next.
+                match self.state.compare_exchange_weak(
+                    state,
+                    next,
+                    Ordering::Release,
+                    Ordering::Relaxed,
+                ) {
+                    Ok(_) => {
+                        released.set(outcome);
+                        return token;
+                    }
+                    Err(actual) => state = actual,
+                }
             }
-            // Release: publishes our critical section to whoever takes the lock next.
-            self.state.store(more, Ordering::Release);
-            TOKEN_RETRY
         };
         // SAFETY: as in `lock_slow`.
         unsafe { unpark_filter(self.key(), filter, callback) };
+        released.get()
     }
 }
 
-/// Test hooks that reach into the parking lot, so the unit tests can drive an exact interleaving
-/// instead of hoping the scheduler produces it.
+/// Test hooks that reach into the parking lot and the state, so the unit tests can drive an
+/// exact interleaving instead of hoping the scheduler produces it.
 #[cfg(all(test, not(loom)))]
-impl RawObjectLock {
+impl LockByte {
+    /// The state byte now (`LOCKED`, `PARKED`).
+    pub(crate) fn state(&self) -> u8 {
+        self.state.load(Ordering::Relaxed)
+    }
+
     /// The park tokens (the instants they started waiting, per [`fairness::stamp`]) of the
     /// threads parked on this lock, in queue order. Wakes nobody.
     pub(crate) fn parked_waiters_since(&self) -> Vec<usize> {
@@ -243,6 +314,95 @@ impl RawObjectLock {
         };
         // SAFETY: as in `lock_slow`.
         unsafe { unpark_filter(self.key(), filter, callback) };
+    }
+}
+
+#[cfg(loom)]
+impl LockByte {
+    /// Whether the parked bit is set (loom models only).
+    pub(crate) fn parked_bit(&self) -> bool {
+        self.state.load(Ordering::Relaxed) & PARKED != 0
+    }
+}
+
+/// A mutex in one byte, for embedding in every object's header.
+///
+/// Uncontended, `lock` and `unlock` are one compare-and-swap each. Contended, a thread spins
+/// briefly ([`spin`](crate::spin)'s policy) and then parks in `parking_lot_core`'s global parking lot,
+/// keyed by the lock's address. Unlocking wakes one waiter; if that waiter has been waiting for
+/// longer than [`HANDOFF_AFTER`] in total, the lock is handed to it directly instead of being
+/// released for anyone to grab (eventual fairness). A waiter woken to compete that loses the
+/// lock again keeps the time it has waited, so it is handed the lock on the first unlock after
+/// that time has passed, however short each hold is.
+///
+/// This is the raw primitive: [`Mutex`](crate::Mutex) wraps it with a guard, and the
+/// [`section`](crate::section) module builds critical sections on it. Only the holder may
+/// unlock it ([`unlock`](Self::unlock) is `unsafe`); for a lock any thread may release, see
+/// [`RawThreadingLock`](crate::RawThreadingLock).
+pub struct RawObjectLock {
+    byte: LockByte,
+}
+
+impl RawObjectLock {
+    /// An unlocked lock.
+    #[cfg(not(loom))]
+    pub const fn new() -> Self {
+        Self {
+            byte: LockByte::new(),
+        }
+    }
+
+    /// An unlocked lock.
+    #[cfg(loom)]
+    pub fn new() -> Self {
+        Self {
+            byte: LockByte::new(),
+        }
+    }
+
+    /// Acquires the lock, waiting as long as it takes.
+    #[inline]
+    pub fn lock(&self) {
+        if !self.byte.lock_fast() {
+            let locked = self.byte.lock_slow(None, Spin::BeforeEachPark);
+            debug_assert!(locked, "a wait without a deadline ends with the lock");
+        }
+    }
+
+    /// Acquires the lock if it is free now.
+    #[inline]
+    pub fn try_lock(&self) -> bool {
+        self.byte.try_lock()
+    }
+
+    /// Releases the lock.
+    ///
+    /// # Safety
+    /// The calling context holds the lock (it need not be the thread that took it, as long as
+    /// the holder gave up its claim).
+    #[inline]
+    pub unsafe fn unlock(&self) {
+        let released = self.byte.unlock();
+        debug_assert!(released.is_ok(), "unlocked a lock nobody held");
+    }
+
+    /// Whether some thread holds the lock (a snapshot).
+    #[inline]
+    pub fn is_locked(&self) -> bool {
+        self.byte.is_locked()
+    }
+}
+
+/// Test hooks: see `LockByte`'s.
+#[cfg(all(test, not(loom)))]
+impl RawObjectLock {
+    pub(crate) fn parked_waiters_since(&self) -> Vec<usize> {
+        self.byte.parked_waiters_since()
+    }
+
+    /// The caller holds the lock.
+    pub(crate) fn wake_a_waiter_to_find_the_lock_retaken(&self) {
+        self.byte.wake_a_waiter_to_find_the_lock_retaken()
     }
 }
 

@@ -38,6 +38,14 @@ impl Backoff {
         Self { rounds: 0 }
     }
 
+    /// A backoff whose rounds are spent: the first [`spin`](Self::spin) gives up at once,
+    /// until a [`reset`](Self::reset).
+    pub const fn spent() -> Self {
+        Self {
+            rounds: SPIN_ROUNDS + YIELD_ROUNDS,
+        }
+    }
+
     /// Waits one round, longer than the last. Returns `false`, without waiting, once the rounds
     /// are spent: the caller should park or block instead.
     #[inline]

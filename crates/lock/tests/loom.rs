@@ -1,4 +1,5 @@
-//! loom models of the lock handoff and of critical-section suspension and resumption. loom's
+//! loom models of the lock handoff, of critical-section suspension and resumption, and of the
+//! threading lock's timed waits and releases from any thread. loom's
 //! `UnsafeCell` reports any access that is not ordered by the lock, and loom reports a deadlock
 //! if a schedule leaves every thread blocked.
 //!
@@ -6,7 +7,9 @@
 //! --test loom`).
 #![cfg(loom)]
 
-use ftrt_lock::{request_handoff_in_models, section, RawObjectLock};
+use std::time::{Duration, Instant};
+
+use ftrt_lock::{request_handoff_in_models, section, RawObjectLock, RawThreadingLock, Spin};
 use loom::cell::UnsafeCell;
 use loom::sync::Arc;
 use loom::thread;
@@ -151,5 +154,152 @@ fn a_section_ending_while_detached_does_not_relock_the_section_outside() {
         });
         t.join().unwrap();
         assert_eq!((a.read(), b.read()), (3, 1));
+    });
+}
+
+/// A counter behind a [`RawThreadingLock`].
+struct ThreadingGuarded {
+    lock: RawThreadingLock,
+    value: UnsafeCell<u32>,
+}
+
+// SAFETY: `value` is only touched while `lock` is held.
+unsafe impl Sync for ThreadingGuarded {}
+// SAFETY: as above.
+unsafe impl Send for ThreadingGuarded {}
+
+impl ThreadingGuarded {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            lock: RawThreadingLock::new(),
+            value: UnsafeCell::new(0),
+        })
+    }
+    /// # Safety
+    /// The caller holds `lock`.
+    unsafe fn bump(&self) {
+        // SAFETY: exclusive per the caller; loom checks it.
+        self.value.with_mut(|v| unsafe { *v += 1 });
+    }
+    /// Waits for the lock with a timeout, and if it gets it, bumps and releases. Whether it
+    /// got it. The deadline is far off, so only the model decides when the wait times out
+    /// (any time before a wake-up), not the clock.
+    fn bump_unless_timed_out(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(3600);
+        let took = self.lock.lock_until(Some(deadline), Spin::BeforeEachPark);
+        if took {
+            // SAFETY: locked.
+            unsafe { self.bump() };
+            self.lock.release().unwrap();
+        }
+        took
+    }
+    fn read(&self) -> u32 {
+        assert!(self.lock.lock_until(None, Spin::BeforeEachPark));
+        // SAFETY: locked.
+        let v = self.value.with(|v| unsafe { *v });
+        self.lock.release().unwrap();
+        v
+    }
+    /// The lock is free and no parked bit is left over for a release to trip on.
+    fn assert_clean(&self) {
+        assert!(!self.lock.is_locked());
+        assert!(
+            !self.lock.parked_bit_in_models(),
+            "a parked bit outlived every waiter: each later release takes the slow path"
+        );
+    }
+}
+
+/// A waiter whose timeout fires at any point of the holder's release: before it parks, while
+/// the release runs, after it was woken. Exclusion holds; a handoff is never lost to a timeout
+/// (the handoff variant would deadlock or leave the lock locked); and the waiter, the only
+/// one, leaves no parked bit behind when it times out, even in the schedules where the
+/// holder's release has not yet run to clear it.
+fn timed_waiter_against_a_release(handoff: bool) {
+    loom::model(move || {
+        let shared = ThreadingGuarded::new();
+        assert!(shared.lock.try_lock());
+        let other = shared.clone();
+        let waiter = thread::spawn(move || {
+            request_handoff_in_models(handoff);
+            let took = other.bump_unless_timed_out();
+            assert!(
+                took || !other.lock.parked_bit_in_models(),
+                "the only waiter timed out and left its parked bit set"
+            );
+            took
+        });
+        // SAFETY: locked above.
+        unsafe { shared.bump() };
+        shared.lock.release().unwrap();
+        let took = waiter.join().unwrap();
+        shared.assert_clean();
+        assert_eq!(shared.read(), 1 + u32::from(took));
+        shared.assert_clean();
+    });
+}
+
+#[test]
+fn a_timed_out_waiter_racing_a_release_leaves_the_lock_clean() {
+    timed_waiter_against_a_release(false);
+}
+
+#[test]
+fn a_timed_out_waiter_racing_a_handoff_leaves_the_lock_clean() {
+    timed_waiter_against_a_release(true);
+}
+
+/// One waiter times out while another waits without a timeout: the timed-out one must not
+/// clear the parked bit under the other, or the release never wakes it (loom reports the
+/// deadlock).
+#[test]
+fn a_timed_out_waiter_leaves_a_patient_waiter_to_be_woken() {
+    loom::model(|| {
+        let shared = ThreadingGuarded::new();
+        assert!(shared.lock.try_lock());
+        let (patient, impatient) = (shared.clone(), shared.clone());
+        let patient = thread::spawn(move || {
+            assert!(patient.lock.lock_until(None, Spin::BeforeEachPark));
+            // SAFETY: locked.
+            unsafe { patient.bump() };
+            patient.lock.release().unwrap();
+        });
+        let impatient = thread::spawn(move || impatient.bump_unless_timed_out());
+        // SAFETY: locked above.
+        unsafe { shared.bump() };
+        shared.lock.release().unwrap();
+        patient.join().unwrap();
+        let took = impatient.join().unwrap();
+        shared.assert_clean();
+        assert_eq!(shared.read(), 2 + u32::from(took));
+    });
+}
+
+/// Two threads release at once, neither of them the holder, while a timed waiter may take the
+/// lock between them: every successful release undoes an acquisition no other release undid.
+#[test]
+fn racing_releases_from_other_threads_succeed_once_per_acquisition() {
+    loom::model(|| {
+        let shared = ThreadingGuarded::new();
+        assert!(shared.lock.try_lock());
+        let waiter = shared.clone();
+        let waiter = thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(3600);
+            waiter.lock.lock_until(Some(deadline), Spin::BeforeEachPark)
+        });
+        let releaser = shared.clone();
+        let releaser = thread::spawn(move || releaser.lock.release().is_ok());
+        let released_here = shared.lock.release().is_ok();
+        let released_there = releaser.join().unwrap();
+        let took = waiter.join().unwrap();
+        let released_last = shared.lock.release().is_ok();
+        let acquisitions = 1 + usize::from(took);
+        let releases = [released_here, released_there, released_last]
+            .iter()
+            .filter(|&&ok| ok)
+            .count();
+        assert_eq!(releases, acquisitions);
+        shared.assert_clean();
     });
 }

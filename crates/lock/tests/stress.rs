@@ -1,11 +1,13 @@
-//! Many threads fighting over object locks through nested and two-object critical sections.
+//! Many threads fighting over object locks through nested and two-object critical sections,
+//! and over one threading lock with and without deadlines.
 //! Run under ThreadSanitizer by `cargo xtask tsan`.
 
 use std::cell::UnsafeCell;
 use std::sync::Barrier;
 use std::thread;
+use std::time::{Duration, Instant};
 
-use ftrt_lock::{section, RawObjectLock};
+use ftrt_lock::{section, RawObjectLock, RawThreadingLock, Spin};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -146,4 +148,55 @@ fn many_threads_share_a_few_objects_through_random_pairs() {
     for object in &objects {
         assert!(!object.lock.is_locked());
     }
+}
+
+/// A counter that may only be touched while its threading lock is held.
+struct ThreadingGuarded {
+    lock: RawThreadingLock,
+    value: UnsafeCell<u64>,
+}
+
+// SAFETY: `value` is only accessed while `lock` is held.
+unsafe impl Sync for ThreadingGuarded {}
+
+#[test]
+fn many_threads_taking_one_threading_lock_with_and_without_deadlines_exclude_each_other() {
+    const THREADS: usize = 8;
+    let iterations = scaled(20_000);
+    let mut shared = ThreadingGuarded {
+        lock: RawThreadingLock::new(),
+        value: UnsafeCell::new(0),
+    };
+    let timed_out: usize = thread::scope(|s| {
+        let handles: Vec<_> = (0..THREADS)
+            .map(|t| {
+                let shared = &shared;
+                s.spawn(move || {
+                    let spin = [Spin::BeforeEachPark, Spin::AfterWakeUps, Spin::Never][t % 3];
+                    let mut timed_out = 0;
+                    for _ in 0..iterations {
+                        // Half the threads wait at most a few microseconds, so that waiters
+                        // time out while others park and releases run.
+                        let deadline =
+                            (t % 2 == 1).then(|| Instant::now() + Duration::from_micros(20));
+                        while !shared.lock.lock_until(deadline, spin) {
+                            timed_out += 1;
+                        }
+                        // SAFETY: the lock is held. A load and a store, not an increment:
+                        // two holders at once can lose a count.
+                        unsafe { *shared.value.get() += 1 };
+                        shared.lock.release().expect("held by this thread");
+                    }
+                    timed_out
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).sum()
+    });
+    assert_eq!(
+        *shared.value.get_mut(),
+        (THREADS * iterations) as u64,
+        "two threads held the lock at once ({timed_out} waits timed out)"
+    );
+    assert!(!shared.lock.is_locked());
 }
