@@ -7,30 +7,14 @@
 //! --test loom`).
 #![cfg(loom)]
 
+mod loom_common;
+
 use ftrt_refcount::biased::detach_current_thread;
 use ftrt_refcount::{merge_pending, BiasedArc};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
-
-/// Counts its drops; the models assert the total.
-struct Counted(Arc<AtomicUsize>);
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        let before = self.0.fetch_add(1, Ordering::SeqCst);
-        assert_eq!(before, 0, "value dropped twice");
-    }
-}
-
-fn counted() -> (BiasedArc<Counted>, Arc<AtomicUsize>) {
-    let drops = Arc::new(AtomicUsize::new(0));
-    (BiasedArc::new(Counted(drops.clone())), drops)
-}
-
-fn dropped(drops: &AtomicUsize) -> usize {
-    drops.load(Ordering::SeqCst)
-}
+use loom_common::{counted, dropped, Counted};
 
 /// A value whose accesses loom tracks: reads through `&self`, writes through `&mut self`. A write
 /// through a `&mut` that `get_mut` or `try_unwrap` handed out while another handle could still
