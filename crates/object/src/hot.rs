@@ -6,11 +6,11 @@
 //! ([`BiasedCount::defer_counting`](ftrt_refcount::BiasedCount::defer_counting)), the header
 //! records an id, and every thread counts its increments and decrements of the object in its
 //! own array, at that id, with a plain load and store. Only the collector may free a deferred
-//! object: in a stopped world it sums the threads' counts ([`settle`]).
+//! object: in a stopped world it sums the threads' counts.
 //!
 //! - **Found hot**: a thread that counts [`PROMOTE_AFTER`] increments of one object in the shared
 //!   count (the biased count's atomic path) asks for it to be deferred. Each thread remembers the
-//!   objects it increments that way in a small table ([`RECENT`] entries, by address); an object
+//!   objects it increments that way in a small table (32 entries, by address); an object
 //!   pushed out of the table starts again from zero, so only objects incremented over and over
 //!   by the same thread qualify, not every object a thread touches once. The table costs the
 //!   atomic path a thread-local lookup; the owner's path and immortal objects pay nothing.
@@ -20,13 +20,14 @@
 //! - **Settled** by every collection, in its stopped world: an object no thread took a reference
 //!   to since the previous collection has gone cold and counts in its header again; one with no
 //!   reference left dies. Each thread's count of an object holds, beside the net references, how
-//!   many it took since the last collection ([`TAKEN`]), so telling hot from cold costs the
+//!   many it took since the last collection, so telling hot from cold costs the
 //!   counting path nothing.
 //! - **Exact**: [`Bound::refcount`](crate::Bound::refcount) adds the threads' counts, so it reads
 //!   the true count whenever no other thread is changing it.
 //!
-//! A thread that exits adds its counts to a shared array first. [`defer`] defers an object on
-//! demand, for runtimes that know which objects will be hot.
+//! A thread that exits adds its counts to a shared array first.
+//! [`Bound::defer_refcount`](crate::Bound::defer_refcount) defers an object on demand, for
+//! runtimes that know which objects will be hot.
 
 use std::cell::{Cell, OnceCell};
 use std::ptr::NonNull;
