@@ -156,9 +156,11 @@ pub(crate) const TAKEN: isize = 1 + (1 << 32);
 pub(crate) const DROPPED: isize = -1;
 
 /// A sum of [`TAKEN`]s and [`DROPPED`]s, split: the net references, and how many were taken.
-/// Exact while the net stays within ±2^31 (as many references as fit in memory) and the
-/// references taken below 2^31 between collections; past that the taken part wraps, which can
-/// only make a hot object look cold once (demoting it early, which is harmless).
+/// Exact while every thread's net stays within ±2^31 and the references taken between two
+/// collections below 2^31. Past either bound the net stays exact modulo 2^32 (so a dead object is
+/// still found dead), but the taken part can read wrong: a cold object can then look hot, and
+/// stay deferred (holding one of the ids) until its traffic shows, or a hot one look cold once
+/// (demoted early). Neither frees anything wrongly.
 fn split(sum: isize) -> (isize, isize) {
     let net = sum as i32 as isize;
     (net, sum.wrapping_sub(net) >> 32)
@@ -412,8 +414,18 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Vec<NonNull<Header>> {
     dead
 }
 
-/// Settles the deferred objects now (see [`settle`]), stopping the world if any are deferred.
+/// Runs the deferrals threads asked for and left pending (a thread that asked and then stopped
+/// reaching checkpoints), so that no request's reference outlives a collection.
+pub(crate) fn run_pending_requests(py: Python<'_>) {
+    if requested() {
+        defer_requested(py);
+    }
+}
+
+/// Runs the pending requests, then settles the deferred objects now (see [`settle`]), stopping
+/// the world if any are deferred.
 pub(crate) fn settle_now(py: Python<'_>) {
+    run_pending_requests(py);
     if deferred_count() == 0 {
         return;
     }

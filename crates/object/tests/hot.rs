@@ -238,3 +238,34 @@ fn threads_counting_a_deferred_object_while_collections_settle_it() {
         });
     }
 }
+
+/// A thread that asks for an object to be deferred and stops before its next checkpoints (where
+/// the deferral would run) leaves the request, and the reference it holds, queued: a collection
+/// runs the pending requests first, so the count reads exactly and the object can die.
+#[test]
+fn a_request_left_pending_by_a_thread_holds_no_reference_past_a_collection() {
+    leak_checked(|py| {
+        let floats = live_objects(Kind::Float);
+        let object = PyFloat::new(py, 3.5).unbind();
+        py.allow_threads(|| {
+            thread::scope(|s| {
+                s.spawn(|| {
+                    Python::attach(|py| {
+                        let value = object.bind(py);
+                        // No checkpoint: the request stays queued.
+                        for _ in 0..PROMOTE_AFTER {
+                            drop(value.clone());
+                        }
+                    })
+                });
+            })
+        });
+        let bound = object.bind(py);
+        ftrt_object::collect(py);
+        // The handle and this binding.
+        assert_eq!(bound.refcount(), RefCountValue::Mortal(2));
+        drop((bound, object));
+        ftrt_object::collect(py);
+        assert_eq!(live_objects(Kind::Float), floats);
+    });
+}

@@ -71,6 +71,8 @@ pub struct Collection {
 /// Runs a collection now, stopping the world: returns what it found and freed. Waits for every
 /// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
 pub fn collect(py: Python<'_>) -> Collection {
+    // A request's reference left pending would read as a reference from outside.
+    crate::hot::run_pending_requests(py);
     ftrt_gil::stop_the_world(py, || find_garbage(py)).free(py, false)
 }
 
