@@ -253,11 +253,6 @@ fn lock_requests() -> MutexGuard<'static, Vec<Deferred>> {
     REQUESTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Whether some thread asked for an object to be deferred.
-pub(crate) fn requested() -> bool {
-    !lock_requests().is_empty()
-}
-
 /// Defers `object`'s count now, stopping the world: from here on every thread counts it in its
 /// own array, and only a collection frees it. For runtimes that know which objects will be
 /// shared and hot (CPython defers types, code objects and module globals this way). Returns
@@ -274,8 +269,10 @@ pub(crate) fn defer(py: Python<'_>, object: NonNull<Header>) -> bool {
     })
 }
 
-/// Runs the deferrals threads asked for, at a checkpoint. The reference of a request whose
-/// object is deferred goes to the registry; the others are dropped.
+/// Runs the deferrals threads asked for: at a checkpoint, and first thing in a collection (a
+/// thread that asked and then stopped reaching checkpoints leaves its request pending, and no
+/// request's reference may outlive a collection). The reference of a request whose object is
+/// deferred goes to the registry; the others are dropped. Nothing to do, it returns at once.
 pub(crate) fn defer_requested(py: Python<'_>) {
     let mut requests = std::mem::take(&mut *lock_requests());
     if requests.is_empty() {
@@ -342,6 +339,15 @@ fn counted_elsewhere(registry: &Registry, id: usize) -> isize {
         })
 }
 
+/// What the threads counted for the object deferred at `id` since the deferral, less the
+/// registry's own references (the requests', given up when the header counts again): the net
+/// references, and the references taken since the last settling. The object's references are
+/// these plus those its header held when it was deferred.
+fn counted_since_deferral(registry: &Registry, id: usize) -> (isize, isize) {
+    let (net, taken) = split(counted_elsewhere(registry, id));
+    (net - registry.requests_held[id], taken)
+}
+
 /// The references to a deferred object, counted everywhere; `None` if it is not deferred.
 /// Exact when no other thread changes the count meanwhile.
 pub(crate) fn deferred_refcount(object: &Header) -> Option<usize> {
@@ -349,51 +355,61 @@ pub(crate) fn deferred_refcount(object: &Header) -> Option<usize> {
     if id == 0 {
         return None;
     }
-    let registry = registry();
+    let (net, _) = counted_since_deferral(&registry(), id);
     // SAFETY: deferred (the id stays until a stopped world, which the caller, attached, is not
     // part of).
     let held = unsafe { <BuildCount as RefCount>::deferred_total(&object.count) } as isize;
-    let (net, _) = split(counted_elsewhere(&registry, id));
-    Some((held + net - registry.requests_held[id]).max(0) as usize)
+    Some((held + net).max(0) as usize)
+}
+
+/// Deferred objects a settling found with no reference left, each holding one the settling took
+/// (so that the cycle search reads them as alive): [`free`](Self::free) drops those references,
+/// which frees the objects, once the world runs again.
+#[must_use = "the objects are freed only by `free`"]
+pub(crate) struct Dead(Vec<NonNull<Header>>);
+
+impl Dead {
+    /// Drops the settling's references, freeing the objects. With the world running.
+    pub(crate) fn free(self, token: Token<'_>) {
+        for object in self.0 {
+            // SAFETY: the settling's reference, the only one: this frees it.
+            unsafe { decref(object, token) };
+        }
+    }
 }
 
 /// Settles the deferred objects, in a collection's stopped world. One that no thread took a
 /// reference to since the last settling has gone cold, and one that no reference holds any more
 /// is dead: both count in their headers again (the threads' counts folded in). The rest stay
-/// deferred, their traffic counted afresh. Returns the dead, each with a reference taken for
-/// the caller, who drops it once the world runs again (which frees it).
+/// deferred, their traffic counted afresh. Returns the dead, to free once the world runs again.
 ///
 /// # Safety
 /// The world is stopped.
-pub(crate) unsafe fn settle(token: Token<'_>) -> Vec<NonNull<Header>> {
+pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
     let mut dead = Vec::new();
     if DEFERRED.load(Ordering::Relaxed) == 0 {
-        return dead;
+        return Dead(dead);
     }
     let mut registry = registry();
     for id in 1..=MAX_DEFERRED {
         let Some(Deferred(object)) = registry.objects[id] else {
             continue;
         };
-        let (net, taken) = split(counted_elsewhere(&registry, id));
         // SAFETY: deferred objects stay alive; the world is stopped.
         let head = unsafe { header(object) };
-        // The references counted in the header before the deferral, the threads' since, less
-        // the registry's own (given up when the header counts again).
-        let net = net - registry.requests_held[id];
+        let (net, taken) = counted_since_deferral(&registry, id);
         // SAFETY: deferred, not resumed since.
         let held = unsafe { <BuildCount as RefCount>::deferred_total(&head.count) } as isize;
-        let cold = taken == 0;
-        let alive = held + net != 0;
-        // Every thread's count keeps only its net: the traffic starts over.
-        registry.exited[id] = split(registry.exited[id]).0;
-        for thread in &registry.threads {
-            let count = &thread.0[id];
-            count.store(split(count.load(Ordering::Relaxed)).0, Ordering::Relaxed);
-        }
-        if alive && !cold {
+        if held + net != 0 && taken != 0 {
+            // Still hot: every thread's count keeps only its net, and the traffic starts over.
+            registry.exited[id] = split(registry.exited[id]).0;
+            for thread in &registry.threads {
+                let count = &thread.0[id];
+                count.store(split(count.load(Ordering::Relaxed)).0, Ordering::Relaxed);
+            }
             continue;
         }
+        // Cold or dead: the header counts again, the threads' counts folded in.
         registry.exited[id] = 0;
         registry.requests_held[id] = 0;
         for thread in &registry.threads {
@@ -411,32 +427,20 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Vec<NonNull<Header>> {
             dead.push(object);
         }
     }
-    dead
-}
-
-/// Runs the deferrals threads asked for and left pending (a thread that asked and then stopped
-/// reaching checkpoints), so that no request's reference outlives a collection.
-pub(crate) fn run_pending_requests(py: Python<'_>) {
-    if requested() {
-        defer_requested(py);
-    }
+    Dead(dead)
 }
 
 /// Runs the pending requests, then settles the deferred objects now (see [`settle`]), stopping
 /// the world if any are deferred.
 pub(crate) fn settle_now(py: Python<'_>) {
-    run_pending_requests(py);
+    defer_requested(py);
     if deferred_count() == 0 {
         return;
     }
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
     // SAFETY: the world is stopped.
-    let dead = ftrt_gil::stop_the_world(py, || unsafe { settle(token) });
-    for object in dead {
-        // SAFETY: `settle`'s reference, the only one: this frees it.
-        unsafe { decref(object, token) };
-    }
+    ftrt_gil::stop_the_world(py, || unsafe { settle(token) }).free(token);
 }
 
 /// Whether `object`'s references are counted per thread now (it is deferred).

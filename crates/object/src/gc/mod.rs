@@ -72,7 +72,7 @@ pub struct Collection {
 /// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
 pub fn collect(py: Python<'_>) -> Collection {
     // A request's reference left pending would read as a reference from outside.
-    crate::hot::run_pending_requests(py);
+    crate::hot::defer_requested(py);
     ftrt_gil::stop_the_world(py, || find_garbage(py)).free(py, false)
 }
 
@@ -186,9 +186,7 @@ pub(crate) fn want_checkpoint_work() {
 }
 
 fn checkpoint_work(py: Python<'_>) {
-    if crate::hot::requested() {
-        crate::hot::defer_requested(py);
-    }
+    crate::hot::defer_requested(py);
     collect_automatically(py);
 }
 
@@ -228,9 +226,8 @@ enum Mark {
 /// reference the collection holds, so that none is freed before [`Garbage::free`] clears them.
 struct Garbage {
     unreachable: Vec<NonNull<Header>>,
-    /// Deferred objects the collection found with no reference left (`hot::settle`), each with
-    /// a reference the collection holds.
-    dead: Vec<NonNull<Header>>,
+    /// Deferred objects the collection found with no reference left (`hot::settle`).
+    dead: crate::hot::Dead,
     tracked: usize,
     pause: Duration,
 }
@@ -372,10 +369,7 @@ impl Garbage {
         free_garbage(py, &now);
         #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
         let token = py.count_token();
-        for object in self.dead {
-            // SAFETY: the collection's reference, the only one: this frees it.
-            unsafe { decref(object, token) };
-        }
+        self.dead.free(token);
         collection
     }
 }
