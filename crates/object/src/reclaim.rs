@@ -286,6 +286,7 @@ mod batches {
         // SAFETY: the closure is `Send` (references and an `Arc`) and may run on any thread; the
         // epoch runs it once no reader can hold the pointers it drops.
         unsafe { guard.defer_unchecked(expire) };
+        ftrt_gil::note_retired();
     }
 
     pub(super) fn retire(reference: OwnedRef, guard: &Guard) {
@@ -309,6 +310,7 @@ mod batches {
             // one on its own.
             // SAFETY: as in `defer`.
             unsafe { guard.defer_unchecked(move || Python::attach(|_| drop(reference))) };
+            ftrt_gil::note_retired();
             return;
         }
         if let Some((batch, home)) = full {
@@ -361,11 +363,13 @@ pub(crate) unsafe fn retire_array<T: Send>(owner: &Header, old: EpochShared<'_, 
         // Unprotected, as in `retire_ref`.
         // SAFETY: unreachable per the caller; the epoch delays the free past current readers.
         unsafe { crossbeam_epoch::pin().defer_destroy(old) };
+        ftrt_gil::note_retired();
         return;
     }
     // SAFETY: unreachable per the caller; the epoch delays the free past current readers (in
     // the `gil` build the guard is unprotected and frees at once: nothing reads concurrently).
     unsafe { guard.defer_destroy(old) };
+    ftrt_gil::note_retired();
 }
 
 /// Allocates an array or table for publication.
