@@ -50,7 +50,8 @@
 //!   fair mode), (3) mark attached, (4) pin, then (5) the detach boundaries end and the
 //!   innermost section resumes, the block's stack first.
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin,
-//!   run the hooks, flush the thread's epoch garbage; (2) if a waiter asked for the GIL:
+//!   run the hooks, flush the thread's epoch garbage (only if it retired something since its
+//!   last flush, [`note_retired`], or on every 16th repin); (2) if a waiter asked for the GIL:
 //!   suspend the sections (as a detach), hand the GIL over, take it back, resume.
 //! - **Exit** (the owning thread-local's destructor, panics included): (1) the pointer in
 //!   `CURRENT` is cleared, so whatever runs from here on (objects freed below, later

@@ -581,25 +581,37 @@ impl<T: ?Sized> BiasedArc<T> {
     /// `ptr` came from `BiasedArc::<T>::into_raw` (same `T`) and each such pointer is passed
     /// here at most once per reference it carries.
     pub unsafe fn from_raw(ptr: *const T) -> Self {
-        // The value's offset in `ArcInner<T>` (`repr(C)`): the first multiple of its alignment
-        // after the counts. A constant for a sized value; an unsized one's alignment comes from
-        // its metadata.
-        // SAFETY: `ptr` points at a live value (the reference it carries keeps it alive).
-        let value_layout = Layout::for_value(unsafe { &*ptr });
-        let offset = match Layout::new::<ArcInner<()>>().extend(value_layout) {
-            Ok((_, offset)) => offset,
-            // The allocation exists, so its layout did not overflow.
-            Err(_) => unreachable!(),
-        };
-        // SAFETY: `ptr` points at the `value` field of an `ArcInner<T>`, so stepping back by that
-        // field's offset stays inside the same allocation, with its provenance; the cast keeps
-        // the metadata.
-        let inner = unsafe { ptr.byte_sub(offset) } as *mut ArcInner<T>;
         Self {
-            // SAFETY: derived from a non-null allocation pointer.
-            ptr: unsafe { NonNull::new_unchecked(inner) },
+            // SAFETY: `ptr` came from `into_raw`, and the reference it carries keeps the
+            // allocation alive.
+            ptr: unsafe { inner_of_value(ptr) },
             _owns: PhantomData,
         }
+    }
+
+    /// Adds a strong reference to the value `ptr` points at, as cloning the handle it came from
+    /// and leaking the clone would; like `Arc::increment_strong_count`, for code that passes
+    /// values around as raw pointers (across an FFI boundary).
+    ///
+    /// # Safety
+    /// `ptr` came from `BiasedArc::<T>::into_raw` (same `T`), and the reference it carries has
+    /// not been given back yet (so the value is alive for the whole call).
+    pub unsafe fn increment_strong_count(ptr: *const T) {
+        // SAFETY: per the caller; the handle is not dropped, so the reference `ptr` carries stays.
+        let this = ManuallyDrop::new(unsafe { Self::from_raw(ptr) });
+        let _clone = ManuallyDrop::new(BiasedArc::clone(&this));
+    }
+
+    /// Drops a strong reference to the value `ptr` points at, as `from_raw` and dropping the
+    /// handle would: the value is dropped if that was the last one (on this thread, or at its
+    /// owner's merge, as any drop).
+    ///
+    /// # Safety
+    /// `ptr` came from `BiasedArc::<T>::into_raw` (same `T`) and carries the reference given up
+    /// here (each reference is given up once).
+    pub unsafe fn decrement_strong_count(ptr: *const T) {
+        // SAFETY: per the caller.
+        drop(unsafe { Self::from_raw(ptr) });
     }
 
     /// A mutable reference to the value if this is the only reference, counting references still
@@ -792,6 +804,31 @@ impl<T: ?Sized> BiasedArc<T> {
     pub fn merge_pending() -> usize {
         biased::merge_pending()
     }
+}
+
+/// The allocation whose value `ptr` points at.
+///
+/// # Safety
+/// `ptr` points at the `value` field of a live `ArcInner<T>` allocation (the value itself may
+/// have been dropped: only the pointer's metadata is read).
+unsafe fn inner_of_value<T: ?Sized>(ptr: *const T) -> NonNull<ArcInner<T>> {
+    // The value's offset in `ArcInner<T>` (`repr(C)`): the first multiple of its alignment
+    // after the counts. A constant for a sized value; an unsized one's alignment comes from its
+    // metadata (a slice's length or a vtable, carried by the pointer, not read from memory).
+    // SAFETY: the allocation is live, so the place is dereferenceable; `for_value` reads no byte
+    // of it.
+    let value_layout = Layout::for_value(unsafe { &*ptr });
+    let offset = match Layout::new::<ArcInner<()>>().extend(value_layout) {
+        Ok((_, offset)) => offset,
+        // The allocation exists, so its layout did not overflow.
+        Err(_) => unreachable!(),
+    };
+    // SAFETY: `ptr` points at the `value` field of an `ArcInner<T>`, so stepping back by that
+    // field's offset stays inside the same allocation, with its provenance; the cast keeps the
+    // metadata.
+    let inner = unsafe { ptr.byte_sub(offset) } as *mut ArcInner<T>;
+    // SAFETY: derived from a non-null allocation pointer.
+    unsafe { NonNull::new_unchecked(inner) }
 }
 
 impl<T: ?Sized> Clone for BiasedArc<T> {
@@ -1148,6 +1185,47 @@ impl<T: ?Sized> Weak<T> {
         // Addresses only, as in `BiasedArc::ptr_eq`.
         ptr::addr_eq(this.ptr.as_ptr(), other.ptr.as_ptr())
     }
+
+    /// A pointer to the value, as [`BiasedArc::as_ptr`]: valid to read through only while the
+    /// value lives (a strong handle exists), since a weak handle keeps the memory but not the
+    /// value. For a [`Weak::new`] handle, a dangling pointer that must not be read through.
+    pub fn as_ptr(&self) -> *const T {
+        match self.allocation() {
+            // SAFETY: in bounds of the allocation this handle keeps; no reference is created.
+            Some(ptr) => unsafe { ptr::addr_of!((*ptr.as_ptr()).value) },
+            // The sentinel itself (sized values only: see `Weak::new`).
+            None => self.ptr.as_ptr() as *const T,
+        }
+    }
+
+    /// Gives up the handle without dropping its weak reference; [`from_raw`](Self::from_raw)
+    /// takes it back.
+    pub fn into_raw(self) -> *const T {
+        let this = ManuallyDrop::new(self);
+        this.as_ptr()
+    }
+
+    /// Rebuilds a weak handle from [`into_raw`](Self::into_raw).
+    ///
+    /// # Safety
+    /// `ptr` came from `Weak::<T>::into_raw` (same `T`), and each such pointer is passed here at
+    /// most once per weak reference it carries.
+    pub unsafe fn from_raw(ptr: *const T) -> Self {
+        if ptr.cast::<u8>().addr() == usize::MAX {
+            // From a `Weak::new` handle: no value can sit at the last address (a value follows
+            // the aligned counts of its allocation).
+            // SAFETY: not null; never dereferenced (see `allocation`).
+            return Self {
+                ptr: unsafe { NonNull::new_unchecked(ptr as *mut ArcInner<T>) },
+            };
+        }
+        Self {
+            // SAFETY: `ptr` came from `into_raw` of a handle to a real allocation, which the weak
+            // reference it carries keeps alive (the value may be dropped: only the pointer's
+            // metadata is read).
+            ptr: unsafe { inner_of_value(ptr) },
+        }
+    }
 }
 
 impl<T: ?Sized> Clone for Weak<T> {
@@ -1424,6 +1502,77 @@ mod tests {
         assert_eq!((weak.strong_count(), weak.weak_count()), (0, 0));
         assert!(Weak::ptr_eq(&weak, &weak.clone()));
         assert!(Weak::<u8>::default().upgrade().is_none());
+    }
+
+    #[test]
+    fn strong_counts_change_through_raw_pointers_as_through_handles() {
+        let drops = Drops::default();
+        let raw = BiasedArc::into_raw(BiasedArc::new(drops.track(1)));
+        // SAFETY: `raw` carries a reference, given back once below.
+        unsafe { BiasedArc::increment_strong_count(raw) };
+        // SAFETY: as above; the handle is dropped at once.
+        let seen = unsafe { BiasedArc::from_raw(raw) };
+        assert_eq!(BiasedArc::strong_count(&seen), 2);
+        std::mem::forget(seen);
+        // Another thread gives one reference back: the value lives on.
+        let address = raw.expose_provenance();
+        std::thread::spawn(move || {
+            let raw = ptr::with_exposed_provenance::<crate::test_util::Tracked>(address);
+            // SAFETY: one of the two references, given back once.
+            unsafe { BiasedArc::decrement_strong_count(raw) };
+        })
+        .join()
+        .unwrap();
+        assert_eq!(drops.count(), 0);
+        // SAFETY: the last reference, given back once.
+        unsafe { BiasedArc::decrement_strong_count(raw) };
+        crate::biased::merge_pending();
+        assert_eq!(
+            drops.count(),
+            1,
+            "dropped exactly once, after the last reference"
+        );
+    }
+
+    #[test]
+    fn weak_handles_round_trip_through_raw_pointers_alive_or_dead() {
+        let drops = Drops::default();
+        let strong = BiasedArc::new(drops.track(7));
+        let raw = Weak::into_raw(BiasedArc::downgrade(&strong));
+        assert_eq!(raw, BiasedArc::as_ptr(&strong));
+        // SAFETY: from `into_raw`, taken back once.
+        let weak = unsafe { Weak::from_raw(raw) };
+        assert_eq!(weak.upgrade().map(|v| v.check()), Some(7));
+        assert_eq!(BiasedArc::weak_count(&strong), 1);
+        let raw = Weak::into_raw(weak);
+        drop(strong);
+        assert_eq!(drops.count(), 1);
+        // The value is gone; the memory is not, and the handle still frees it.
+        // SAFETY: from `into_raw`, taken back once.
+        let weak = unsafe { Weak::from_raw(raw) };
+        assert!(weak.upgrade().is_none());
+        assert_eq!(weak.strong_count(), 0);
+        drop(weak);
+        // A handle to nothing stays one.
+        let raw = Weak::into_raw(Weak::<u64>::new());
+        // SAFETY: from `into_raw`, taken back once.
+        let nothing = unsafe { Weak::from_raw(raw) };
+        assert!(nothing.upgrade().is_none());
+        assert!(Weak::ptr_eq(&nothing, &Weak::new()));
+    }
+
+    #[test]
+    fn unsized_weak_handles_round_trip_through_raw_pointers() {
+        let name: BiasedArc<str> = BiasedArc::from("weak");
+        let raw = Weak::into_raw(BiasedArc::downgrade(&name));
+        // SAFETY: from `into_raw`, taken back once.
+        let weak = unsafe { Weak::<str>::from_raw(raw) };
+        assert_eq!(weak.upgrade().as_deref(), Some("weak"));
+        let raw = Weak::into_raw(weak);
+        drop(name);
+        // SAFETY: from `into_raw`, taken back once; the value is dropped, its length is in `raw`.
+        let weak = unsafe { Weak::<str>::from_raw(raw) };
+        assert!(weak.upgrade().is_none());
     }
 
     #[test]

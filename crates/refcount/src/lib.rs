@@ -56,9 +56,10 @@
 //!
 //! **`Arc`'s API.** [`BiasedArc`] has `Arc`'s constructors (`new`, `new_cyclic`, `From<T>`,
 //! `Default`), `clone`, `Deref`, the comparison, hashing and formatting traits, `strong_count`,
-//! `weak_count`, `ptr_eq`, `as_ptr`, `into_raw` / `from_raw`, `get_mut`, `make_mut`,
-//! `try_unwrap`, `into_inner`, `unwrap_or_clone`, and [`Weak`] (`downgrade`, `upgrade`,
-//! `Weak::new`, counts, `ptr_eq`). Where a thread that does not own the value cannot read its
+//! `weak_count`, `ptr_eq`, `as_ptr`, `into_raw` / `from_raw`, `increment_strong_count` /
+//! `decrement_strong_count`, `get_mut`, `make_mut`, `try_unwrap`, `into_inner`,
+//! `unwrap_or_clone`, and [`Weak`] (`downgrade`, `upgrade`, `Weak::new`, counts, `ptr_eq`,
+//! `as_ptr`, `into_raw` / `from_raw`). Where a thread that does not own the value cannot read its
 //! count exactly, the answers differ from `Arc`'s in documented ways (below, and on each method).
 //!
 //! **Unsized values.** `BiasedArc<str>`, `BiasedArc<[T]>` and `BiasedArc<dyn Trait>` come from
@@ -98,8 +99,7 @@
 //!   value), and `downcast` of a `BiasedArc<dyn Any>` (a sized value's allocation has no prefix,
 //!   so one allocated unsized cannot be handed back as sized).
 //! - `new_uninit`, `Arc::new_in` and the other allocator and uninitialised-memory APIs (most are
-//!   unstable on `Arc` too), `increment_strong_count` / `decrement_strong_count`, and
-//!   `Weak::into_raw` / `from_raw`.
+//!   unstable on `Arc` too).
 //!
 //! **Uniqueness off the owner thread.** [`BiasedArc::get_mut`] and [`BiasedArc::try_unwrap`]
 //! never answer "unique" wrongly, but a thread that does not own the value answers "maybe shared"
