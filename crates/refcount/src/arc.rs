@@ -1214,10 +1214,10 @@ impl<T: ?Sized> Weak<T> {
         if ptr.cast::<u8>().addr() == usize::MAX {
             // From a `Weak::new` handle: no value can sit at the last address (a value follows
             // the aligned counts of its allocation).
+            let sentinel = ptr as *mut ArcInner<T>;
             // SAFETY: not null; never dereferenced (see `allocation`).
-            return Self {
-                ptr: unsafe { NonNull::new_unchecked(ptr as *mut ArcInner<T>) },
-            };
+            let ptr = unsafe { NonNull::new_unchecked(sentinel) };
+            return Self { ptr };
         }
         Self {
             // SAFETY: `ptr` came from `into_raw` of a handle to a real allocation, which the weak
