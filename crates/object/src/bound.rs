@@ -266,6 +266,16 @@ impl<'py> Bound<'py, PyAny> {
         crate::hot::defer(self.py(), self.ptr())
     }
 
+    /// The thread that counts this object's references without atomics: its
+    /// [`Python::thread_id`](ftrt_gil::Python::thread_id), the object's creator unless the object
+    /// was given to a thread that counted it hot (see [`hot`](crate::hot)). `None` once no thread
+    /// owns the count (its owner dropped its last reference while others held some, or the
+    /// object is immortal or deferred), and always in builds without biased counts. A snapshot:
+    /// the owner may give the count up at any time.
+    pub fn owner_thread_id(&self) -> Option<u32> {
+        <BuildCount as RefCount>::owner_id(&self.header().count)
+    }
+
     /// Whether the object is immortal (never freed; counting does nothing).
     pub fn is_immortal(&self) -> bool {
         self.refcount() == RefCountValue::Immortal

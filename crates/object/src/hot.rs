@@ -9,12 +9,18 @@
 //! object: in a stopped world it sums the threads' counts.
 //!
 //! - **Found hot**: a thread that counts [`PROMOTE_AFTER`] increments of one object in the shared
-//!   count (the biased count's atomic path) asks for it to be deferred. Each thread remembers the
+//!   count (the biased count's atomic path) asks for it. Each thread remembers the
 //!   objects it increments that way in a small table (32 entries, by address); an object
 //!   pushed out of the table starts again from zero, so only objects incremented over and over
 //!   by the same thread qualify, not every object a thread touches once. The table costs the
 //!   atomic path a thread-local lookup; the owner's path and immortal objects pay nothing.
-//! - **Deferred** at the requesting thread's next checkpoint, in a stopped world: a count that
+//! - **Given** to the asking thread the first time, at the next checkpoint, in a stopped world:
+//!   the count moves to that thread, which then counts it without atomics, and the former owner
+//!   counts on the shared side
+//!   ([`BiasedCount::transfer_ownership`](ftrt_refcount::BiasedCount::transfer_ownership)). One
+//!   thread counting what another made is the common case; a second thread finding the object
+//!   hot (its former owner among them) gets it deferred.
+//! - **Deferred** the next time, in a stopped world: a count that
 //!   changes only with every thread parked has no race to lose. At most [`MAX_DEFERRED`] objects
 //!   are deferred at once; requests beyond that are dropped.
 //! - **Settled** by every collection, in its stopped world: an object no thread took a reference
@@ -30,6 +36,7 @@
 //! runtimes that know which objects will be hot.
 
 use std::cell::{Cell, OnceCell};
+use std::collections::BTreeSet;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -79,6 +86,10 @@ struct Registry {
     /// the count), kept until the object counts in its header again. Left out of the threads'
     /// sum, so that "the threads let go" reads as a sum of zero.
     requests_held: Vec<isize>,
+    /// Objects given to the thread that asked (by address), so that the next request for one
+    /// defers it: a second thread counts it hot. Forgotten wholesale past [`MAX_GIVEN`]; an
+    /// address reused by a new object only means that object is deferred at its first request.
+    given: BTreeSet<usize>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -87,13 +98,24 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     threads: Vec::new(),
     exited: Vec::new(),
     requests_held: Vec::new(),
+    given: BTreeSet::new(),
 });
 
 /// Objects deferred now: a relaxed hint for the paths that only need "none" or "full".
 static DEFERRED: AtomicUsize = AtomicUsize::new(0);
 
-/// Objects some thread asked to defer, each with a reference the request holds.
-static REQUESTS: Mutex<Vec<Deferred>> = Mutex::new(Vec::new());
+/// Objects some thread found hot, each with a reference the request holds.
+static REQUESTS: Mutex<Vec<Request>> = Mutex::new(Vec::new());
+
+/// Addresses of objects given away that the registry remembers, at most.
+const MAX_GIVEN: usize = 4096;
+
+/// A thread found `object` hot (see [`request`]).
+struct Request {
+    object: Deferred,
+    /// The asking thread's id (`Python::thread_id`), to give the object to.
+    asked_by: Option<u32>,
+}
 
 fn registry() -> MutexGuard<'static, Registry> {
     let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
@@ -245,11 +267,16 @@ fn request(object: NonNull<Header>) {
     // count directly: it is not traffic to note.
     // SAFETY: the caller just took a reference, so the object is alive; the thread is attached.
     <BuildCount as RefCount>::incref(&unsafe { header(object) }.count, unsafe { assume_token() });
-    lock_requests().push(Deferred(object));
+    // SAFETY: the thread is attached (it just counted a reference).
+    let asked_by = unsafe { Python::assume_attached() }.thread_id();
+    lock_requests().push(Request {
+        object: Deferred(object),
+        asked_by,
+    });
     crate::gc::want_checkpoint_work();
 }
 
-fn lock_requests() -> MutexGuard<'static, Vec<Deferred>> {
+fn lock_requests() -> MutexGuard<'static, Vec<Request>> {
     REQUESTS.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -269,37 +296,86 @@ pub(crate) fn defer(py: Python<'_>, object: NonNull<Header>) -> bool {
     })
 }
 
-/// Runs the deferrals threads asked for: at a checkpoint, and first thing in a collection (a
-/// thread that asked and then stopped reaching checkpoints leaves its request pending, and no
-/// request's reference may outlive a collection). The reference of a request whose object is
-/// deferred goes to the registry; the others are dropped. Nothing to do, it returns at once.
+/// Runs what threads that found objects hot asked for: at a checkpoint, and first thing in a
+/// collection (a thread that asked and then stopped reaching checkpoints leaves its request
+/// pending, and no request's reference may outlive a collection). In one stopped world, each
+/// object is given to the thread that asked if it is the first time ([`give_or_defer`]), or
+/// deferred. A request's reference goes into the transfer of a given object and to the
+/// registry for a deferred one; the others are dropped. Nothing to do, it returns at once.
 pub(crate) fn defer_requested(py: Python<'_>) {
     let mut requests = std::mem::take(&mut *lock_requests());
     if requests.is_empty() {
         return;
     }
-    let mut not_deferred = Vec::new();
+    let mut left = Vec::new();
     let mut work = Some(|| {
         let mut registry = registry();
         for request in requests.drain(..) {
             // SAFETY: the request holds a reference; the world is stopped.
-            if unsafe { defer_stopped(&mut registry, request.0) } {
-                // SAFETY: as above.
-                let id = deferred_id(unsafe { header(request.0) });
-                registry.requests_held[usize::from(id)] += 1;
-            } else {
-                not_deferred.push(request);
+            match unsafe { give_or_defer(&mut registry, &request) } {
+                // The reference went into the transfer.
+                Handled::Given => {}
+                Handled::Deferred => {
+                    // SAFETY: as above.
+                    let id = deferred_id(unsafe { header(request.object.0) });
+                    registry.requests_held[usize::from(id)] += 1;
+                }
+                Handled::Neither => left.push(request),
             }
         }
     });
-    // If the world will not stop in time, nothing is deferred (`requests` keeps them all) and
-    // the threads will ask again.
+    // If the world will not stop in time, nothing changes (`requests` keeps them all) and the
+    // threads will ask again.
     let _ = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), &mut work);
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
-    for request in requests.into_iter().chain(not_deferred) {
+    for request in requests.into_iter().chain(left) {
         // SAFETY: the request's reference, given up here.
-        unsafe { decref(request.0, token) };
+        unsafe { decref(request.object.0, token) };
+    }
+}
+
+/// What became of a request.
+enum Handled {
+    /// The object's count moved to the thread that asked, taking the request's reference.
+    Given,
+    /// The object is deferred; the request's reference is the registry's.
+    Deferred,
+    /// Neither could be done; the request's reference is still to drop.
+    Neither,
+}
+
+/// The first time an object is found hot, one thread other than its owner is counting it over
+/// and over: the count moves to that thread, which then counts it without atomics
+/// ([`BiasedCount::transfer_ownership`](ftrt_refcount::BiasedCount::transfer_ownership)), and a
+/// former owner still counting it does so on the shared side. The next time (a second thread
+/// finds it hot, the former owner among them), it is deferred, which scales with the threads.
+///
+/// # Safety
+/// The world is stopped, and the request holds a reference.
+unsafe fn give_or_defer(registry: &mut Registry, request: &Request) -> Handled {
+    let object = request.object.0;
+    // SAFETY: alive: the request holds a reference.
+    let head = unsafe { header(object) };
+    let address = object.as_ptr() as usize;
+    if deferred_id(head) == 0 && !registry.given.contains(&address) {
+        if let Some(thread) = request.asked_by {
+            // SAFETY: a stopped world, and the request's reference is held; given up here when
+            // the count moves.
+            if unsafe { <BuildCount as RefCount>::transfer_ownership(&head.count, thread) } {
+                if registry.given.len() >= MAX_GIVEN {
+                    registry.given.clear();
+                }
+                registry.given.insert(address);
+                return Handled::Given;
+            }
+        }
+    }
+    // SAFETY: per the caller.
+    if unsafe { defer_stopped(registry, object) } {
+        Handled::Deferred
+    } else {
+        Handled::Neither
     }
 }
 

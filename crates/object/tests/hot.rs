@@ -1,5 +1,5 @@
-//! Per-thread counts for hot shared objects (`ftrt_object::hot`): an object another thread
-//! increments over and over is deferred; while deferred its count reads exactly and no decrement
+//! Counted references to hot shared objects (`ftrt_object::hot`): an object one other thread
+//! increments over and over becomes that thread's; found hot again, it is deferred; while deferred its count reads exactly and no decrement
 //! frees it; a collection hands it back to its header once it has gone cold (no thread took a
 //! reference since the previous collection), and frees it if nothing holds it. Only the biased build defers; the others answer `false` and count as before.
 
@@ -22,7 +22,13 @@ fn biased() -> bool {
 
 /// Takes and drops a reference `times` times on a new thread, reaching a checkpoint after each
 /// (where a deferral it asked for runs).
-fn hammer_from_another_thread(py: Python<'_>, object: &Shared<PyFloat>, times: u32) {
+/// Returns the other thread's id, and the object's owner as that thread saw it last (before it
+/// dropped its own binding, which gives up a count it owns with only that reference locally).
+fn hammer_from_another_thread(
+    py: Python<'_>,
+    object: &Shared<PyFloat>,
+    times: u32,
+) -> (Option<u32>, Option<u32>) {
     // Detached while it waits: under the GIL the other thread could not attach otherwise.
     py.allow_threads(|| {
         thread::scope(|s| {
@@ -33,18 +39,31 @@ fn hammer_from_another_thread(py: Python<'_>, object: &Shared<PyFloat>, times: u
                         drop(value.clone());
                         py.check();
                     }
+                    (py.thread_id(), value.owner_thread_id())
                 })
-            });
+            })
+            .join()
+            .unwrap()
         })
-    });
+    })
 }
 
 #[test]
-fn an_object_another_thread_increments_again_and_again_is_deferred() {
+fn an_object_one_other_thread_counts_again_and_again_becomes_that_threads_and_a_second_thread_gets_it_deferred(
+) {
     leak_checked(|py| {
         let object = PyFloat::new(py, 2.5).unbind();
+        let creator = py.thread_id();
+        assert_eq!(
+            object.bind(py).owner_thread_id(),
+            creator.filter(|_| biased())
+        );
         hammer_from_another_thread(py, &object, PROMOTE_AFTER - 2);
-        assert!(!is_deferred(&object.bind(py)), "not yet hot");
+        assert_eq!(
+            object.bind(py).owner_thread_id(),
+            creator.filter(|_| biased()),
+            "not yet hot"
+        );
         // Its owner's own references never count towards it.
         let bound = object.bind(py);
         for _ in 0..2 * PROMOTE_AFTER {
@@ -52,10 +71,16 @@ fn an_object_another_thread_increments_again_and_again_is_deferred() {
         }
         assert!(!is_deferred(&bound));
         drop(bound);
-        hammer_from_another_thread(py, &object, 2 * PROMOTE_AFTER);
+        // Hot for the first time: the count moves to the thread that counted it.
+        let (hammering, owner_seen) = hammer_from_another_thread(py, &object, 2 * PROMOTE_AFTER);
+        assert_eq!(owner_seen, hammering.filter(|_| biased()));
         let bound = object.bind(py);
+        assert!(!is_deferred(&bound));
+        // The handle and this binding: the request's reference went into the transfer.
+        assert_eq!(bound.refcount(), RefCountValue::Mortal(2));
+        // Hot again, from another thread: deferred.
+        hammer_from_another_thread(py, &object, 2 * PROMOTE_AFTER);
         assert_eq!(is_deferred(&bound), biased());
-        // The handle and this binding.
         assert_eq!(bound.refcount(), RefCountValue::Mortal(2));
         // Still hot for the first collection after that traffic; cold for the next (no thread
         // took a reference in between), which counts it in its header again.
@@ -64,6 +89,63 @@ fn an_object_another_thread_increments_again_and_again_is_deferred() {
         gc::collect(py);
         assert!(!is_deferred(&bound));
         assert_eq!(bound.refcount(), RefCountValue::Mortal(2));
+    });
+}
+
+#[test]
+fn a_given_object_counts_exactly_while_both_threads_hold_references_and_dies_once() {
+    leak_checked(|py| {
+        let floats = live_objects(Kind::Float);
+        let object = PyFloat::new(py, 4.5).unbind();
+        let (keep, done) = (Barrier::new(2), Barrier::new(2));
+        let handed = std::sync::Mutex::new(None);
+        let mut kept_here = Vec::new();
+        let seen = py.allow_threads(|| {
+            thread::scope(|s| {
+                s.spawn(|| {
+                    Python::attach(|py| {
+                        let value = object.bind(py);
+                        // Found hot, and given to this thread at a checkpoint.
+                        for _ in 0..2 * PROMOTE_AFTER {
+                            drop(value.clone());
+                            py.check();
+                        }
+                        // References it holds, counted locally now, and one handed back.
+                        let held: Vec<_> = (0..10).map(|_| value.clone()).collect();
+                        *handed.lock().unwrap() = Some(value.clone().unbind());
+                        py.allow_threads(|| keep.wait());
+                        py.allow_threads(|| done.wait());
+                        drop(held);
+                    })
+                });
+                keep.wait();
+                // Read while the other thread holds its references; checked after it is released
+                // (a failed check here would leave it waiting).
+                let seen = Python::attach(|py| {
+                    let bound = object.bind(py);
+                    kept_here.extend(handed.lock().unwrap().take());
+                    (bound.owner_thread_id(), py.thread_id(), bound.refcount())
+                });
+                done.wait();
+                seen
+            })
+        });
+        let (owner, me, count) = seen;
+        if biased() {
+            assert!(owner.is_some() && owner != me, "given to the other thread");
+        }
+        // The handle, the other thread's binding and the ten it holds, the one it handed over,
+        // and the binding that read the count.
+        assert_eq!(count, RefCountValue::Mortal(14));
+        Python::attach(|py| {
+            // The other thread has let go of its own: the handle, the one it handed over, and
+            // this binding.
+            assert_eq!(object.bind(py).refcount(), RefCountValue::Mortal(3));
+        });
+        drop(kept_here);
+        drop(object);
+        ftrt_object::collect(py);
+        assert_eq!(live_objects(Kind::Float), floats, "freed, once");
     });
 }
 

@@ -122,6 +122,15 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     unsafe fn defer_counting(&self) -> bool {
         false
     }
+    /// Makes thread `new_owner` the owner and gives up one reference the caller holds (see
+    /// [`BiasedCount::transfer_ownership`]). Returns whether it did; strategies without owners
+    /// answer `false`.
+    ///
+    /// # Safety
+    /// As for `BiasedCount::transfer_ownership`.
+    unsafe fn transfer_ownership(&self, _new_owner: u32) -> bool {
+        false
+    }
     /// The references a deferred count holds (see [`BiasedCount::deferred_total`]).
     ///
     /// # Safety
@@ -252,6 +261,10 @@ unsafe impl RefCount for BiasedCount {
     unsafe fn defer_counting(&self) -> bool {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::defer_counting(self) }
+    }
+    unsafe fn transfer_ownership(&self, new_owner: u32) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::transfer_ownership(self, new_owner) }
     }
     unsafe fn deferred_total(&self) -> i64 {
         // SAFETY: forwarded from the caller.

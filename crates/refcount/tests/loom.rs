@@ -541,3 +541,91 @@ fn deferring_and_resuming_in_stopped_worlds_keeps_the_count_exact() {
         assert_eq!(dropped(&drops), 1);
     });
 }
+
+/// Ownership moving to the thread that counts an object most (`ftrt_object::hot` gives a hot
+/// object to the one thread that asked, in a stopped world), in miniature: threads count only
+/// while attached (a read lock on the world), and the world stops (the write lock) to give the
+/// count to the other thread, consuming the reference the request held. The other thread takes
+/// a reference and drops two (its own and the one it took), before or after the transfer; the
+/// former owner then drops its own, on the shared side once the count has moved (queueing to the
+/// new owner, or merging for it once it has exited). The object is freed exactly once, after the
+/// last reference is gone.
+#[test]
+fn transferring_ownership_in_a_stopped_world_keeps_the_count_exact() {
+    use ftrt_refcount::biased::LocalCounts;
+    use ftrt_refcount::BiasedCount;
+    use loom::sync::atomic::AtomicU32;
+    use loom::sync::RwLock;
+
+    /// Takes or drops a reference while attached.
+    ///
+    /// # Safety
+    /// To drop, the caller holds the reference.
+    unsafe fn count_attached(
+        world: &RwLock<()>,
+        count: std::ptr::NonNull<BiasedCount>,
+        owner: ftrt_refcount::biased::Owner<'_>,
+        take: bool,
+    ) {
+        let _attached = world.read().unwrap();
+        if take {
+            // SAFETY: alive: the caller holds a reference it clones.
+            unsafe { count.as_ref() }.incref_for(owner);
+        } else {
+            // SAFETY: the caller gives up its reference.
+            unsafe { drop_ref(count, owner) };
+        }
+    }
+
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let owner = LocalCounts::register();
+        let object = Box::new(Object {
+            count: BiasedCount::new_for(owner.owner()),
+            value: Counted(drops.clone()),
+        });
+        let count = std::ptr::NonNull::from(Box::leak(object)).cast::<BiasedCount>();
+        // The other thread's reference, and the request's.
+        // SAFETY: alive: the owner's reference is held.
+        unsafe { count.as_ref() }.incref_for(owner.owner());
+        // SAFETY: as above.
+        unsafe { count.as_ref() }.incref_for(owner.owner());
+        let world = Arc::new(RwLock::new(()));
+        // The other thread's id once it has one (0: not registered yet).
+        let other_id = Arc::new(AtomicU32::new(0));
+        let handle = Handle(count);
+        let other = {
+            let (world, other_id) = (world.clone(), other_id.clone());
+            thread::spawn(move || {
+                let handle = handle;
+                let counts = LocalCounts::register();
+                other_id.store(counts.id().expect("ids left"), Ordering::Relaxed);
+                // SAFETY: it holds a reference to take another from, then drops both.
+                unsafe {
+                    count_attached(&world, handle.0, counts.owner(), true);
+                    count_attached(&world, handle.0, counts.owner(), false);
+                    count_attached(&world, handle.0, counts.owner(), false);
+                }
+            })
+        };
+        let transferred = {
+            let _stopped = world.write().unwrap();
+            match other_id.load(Ordering::Relaxed) {
+                0 => false,
+                // SAFETY: the world is stopped and the request's reference is held (and given
+                // up if this succeeds).
+                id => unsafe { count.as_ref().transfer_ownership(id) },
+            }
+        };
+        if !transferred {
+            // SAFETY: the request's reference, given up once.
+            unsafe { count_attached(&world, count, owner.owner(), false) };
+        }
+        // SAFETY: the owner's own reference, given up once.
+        unsafe { count_attached(&world, count, owner.owner(), false) };
+        other.join().unwrap();
+        owner.merge_pending();
+        drop(owner);
+        assert_eq!(dropped(&drops), 1);
+    });
+}

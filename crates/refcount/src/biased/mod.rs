@@ -182,9 +182,11 @@ impl BiasedCount {
 
     #[inline(always)]
     fn owned_by_id(&self, id: u32) -> bool {
-        // Relaxed: the field only ever changes from an id to NO_OWNER, by the owner itself or after
-        // the owner has retired. The owner always reads its own latest write, and any other thread
-        // reads a value that is not its own id whichever write it sees.
+        // Relaxed: the field changes from an id to NO_OWNER, by the owner itself or after the
+        // owner has retired, and from one id to another only while no thread counts
+        // (`transfer_ownership`, in a stopped world whose restart orders it before every later
+        // count). The owner always reads its own latest write, and any other thread reads a
+        // value that is not its own id whichever write it sees.
         self.owner.load(Ordering::Relaxed) == id
     }
 
@@ -770,6 +772,56 @@ impl BiasedCount {
         // Relaxed: as in `defer_counting`; the restart of the world publishes it.
         self.shared.store(merged, Ordering::Relaxed);
         total != 0
+    }
+
+    /// Makes thread `new_owner` the count's owner, and gives up one reference the caller holds,
+    /// for a runtime that finds one thread other than the owner counting an object over and
+    /// over: from here on that thread counts it without atomics, and the former owner counts on
+    /// the shared side. (With two or more such threads, deferring the count serves them better:
+    /// [`defer_counting`](Self::defer_counting).)
+    ///
+    /// The references are only redistributed: `local` becomes 1 and `shared` the rest, less the
+    /// reference given up. Returns `false`, changing nothing (the caller keeps its reference),
+    /// for a count that has no owner to replace (merged: `MERGED` is never cleared), is immortal
+    /// or deferred, has a pending queue entry (which the former owner's merge would settle), is
+    /// owned by `new_owner` already, or holds no reference but the caller's (which the caller
+    /// then drops as usual).
+    ///
+    /// # Safety
+    /// No other thread reads or writes the count during the call (the object model calls it in a
+    /// stopped world, which also orders the change before every thread's next count), and the
+    /// caller holds a reference. `new_owner` is a [`LocalCounts::id`] (a retired one is harmless:
+    /// its objects are merged by whoever queues to it).
+    pub unsafe fn transfer_ownership(&self, new_owner: u32) -> bool {
+        // Relaxed: the caller's exclusive access orders every other thread's writes before this.
+        let owner = self.owner.load(Ordering::Relaxed);
+        let shared = self.shared.load(Ordering::Relaxed);
+        if owner == NO_OWNER
+            || owner == new_owner
+            || shared & (MERGED | QUEUED) != 0
+            || saturated(shared)
+        {
+            return false;
+        }
+        let total = total_references(self.local.load(Ordering::Relaxed), shared);
+        debug_assert!(total >= 1, "the caller holds a reference");
+        if total < 2 {
+            return false;
+        }
+        // One reference in `local` (an owned count keeps `local >= 1`), the rest in `shared`,
+        // less the caller's. The rest may not fit the shared half (a large local count moving
+        // over): then nothing changes.
+        let rest = total - 2;
+        if rest >= i64::from(SATURATED) {
+            return false;
+        }
+        self.owner.store(new_owner, Ordering::Relaxed);
+        self.local.store(1, Ordering::Relaxed);
+        self.shared.store(
+            ((rest as i32) << FLAG_BITS) | (shared & WEAK),
+            Ordering::Relaxed,
+        );
+        true
     }
 
     /// A count that is not alive yet, for a value still being built while weak handles to it

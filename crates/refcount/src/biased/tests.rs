@@ -703,3 +703,102 @@ fn a_non_owner_drop_with_weak_handles_still_queues_at_zero() {
     assert_eq!(merge_pending(), 1);
     assert_eq!(fields(header(&arc)), (NO_OWNER, 2, ONE | MERGED | WEAK));
 }
+
+#[test]
+fn a_transferred_count_is_counted_locally_by_its_new_owner_and_keeps_its_total() {
+    // Two owners on one thread: the protocol only sees ids.
+    let (first, second) = (LocalCounts::register(), LocalCounts::register());
+    let count = boxed_count(first.owner());
+    // SAFETY: alive: the first owner's reference is held.
+    let counted = unsafe { count.as_ref() };
+    counted.incref_for(first.owner());
+    counted.incref_for(second.owner());
+    counted.incref_for(second.owner());
+    // Four references: two counted locally by the first owner, two shared by the second. The
+    // caller's (one of the second's) is given up by the transfer.
+    // SAFETY: nothing else counts; the test holds references.
+    assert!(unsafe { counted.transfer_ownership(second.owner().id()) });
+    assert_eq!(counted.owner_id(), second.id());
+    assert_eq!(counted.get(), RefCountValue::Mortal(3));
+    // The new owner counts without touching the shared half; the former owner counts on it.
+    let shared_before = fields(counted).2;
+    assert_eq!(counted.incref_counting(second.owner()), Counting::Local);
+    assert_eq!(fields(counted).2, shared_before);
+    assert_eq!(counted.incref_counting(first.owner()), Counting::Shared);
+    assert_eq!(counted.get(), RefCountValue::Mortal(5));
+    // Everyone lets go, in an order that takes the new owner's local count to zero first (it
+    // gives up ownership) and the former owner's drops to the shared half: freed once, at the
+    // last.
+    let before = released();
+    for owner in [&second, &second, &first, &first] {
+        // SAFETY: one of the references counted above, each given up once.
+        let last = unsafe { BiasedCount::decref_for(count, owner.owner(), release_boxed) };
+        assert!(!last);
+    }
+    assert_eq!(released(), before);
+    second.merge_pending();
+    first.merge_pending();
+    // SAFETY: the last reference.
+    let last = unsafe { BiasedCount::decref_for(count, first.owner(), release_boxed) };
+    if last {
+        // SAFETY: that was the last reference.
+        unsafe { release_boxed(count) };
+    }
+    second.merge_pending();
+    first.merge_pending();
+    assert_eq!(released(), before + 1, "freed exactly once");
+}
+
+#[test]
+fn counts_without_an_owner_to_replace_or_without_a_spare_reference_are_not_transferred() {
+    let (first, second) = (LocalCounts::register(), LocalCounts::register());
+    let new_owner = second.owner().id();
+    let immortal = BiasedCount::immortal();
+    // SAFETY: nothing else counts; the test holds a reference.
+    assert!(!unsafe { immortal.transfer_ownership(new_owner) });
+    let merged = BiasedCount::new_for(Owner::detached());
+    merged.incref_for(first.owner());
+    // SAFETY: nothing else counts; the test holds a reference.
+    assert!(!unsafe { merged.transfer_ownership(new_owner) }, "merged");
+    let only_one = BiasedCount::new_for(first.owner());
+    assert!(
+        // SAFETY: nothing else counts; the test holds a reference.
+        !unsafe { only_one.transfer_ownership(new_owner) },
+        "the caller's only"
+    );
+    assert_eq!(only_one.get(), RefCountValue::Mortal(1));
+    let already = BiasedCount::new_for(second.owner());
+    already.incref_for(second.owner());
+    assert!(
+        // SAFETY: nothing else counts; the test holds a reference.
+        !unsafe { already.transfer_ownership(new_owner) },
+        "already its owner"
+    );
+    let deferred = BiasedCount::new_for(first.owner());
+    deferred.incref_for(first.owner());
+    // SAFETY: nothing else counts; the test holds a reference.
+    assert!(unsafe { deferred.defer_counting() });
+    assert!(
+        // SAFETY: nothing else counts; the test holds a reference.
+        !unsafe { deferred.transfer_ownership(new_owner) },
+        "deferred"
+    );
+    // A pending queue entry, which the former owner's merge would settle.
+    let queued = boxed_count(first.owner());
+    // SAFETY: alive: the first owner's reference is held.
+    let counted = unsafe { queued.as_ref() };
+    counted.incref_for(first.owner());
+    counted.incref_for(first.owner());
+    // SAFETY: a reference the first owner took, given up by the second: queued (shared was 0).
+    assert!(!unsafe { BiasedCount::decref_for(queued, second.owner(), release_boxed) });
+    // SAFETY: nothing else counts; the test holds a reference.
+    assert!(!unsafe { counted.transfer_ownership(new_owner) }, "queued");
+    assert_eq!(first.merge_pending(), 1);
+    for _ in 0..2 {
+        // SAFETY: the first owner's remaining references.
+        if unsafe { BiasedCount::decref_for(queued, first.owner(), release_boxed) } {
+            // SAFETY: the last one.
+            unsafe { release_boxed(queued) };
+        }
+    }
+}
