@@ -347,6 +347,21 @@ struct Object {
     value: Counted,
 }
 
+impl Object {
+    /// A new object with one reference, counted locally by `owner`, whose drop `drops` counts;
+    /// its count is what the protocol functions take, and `release_object` frees it.
+    fn leak(
+        owner: ftrt_refcount::biased::Owner<'_>,
+        drops: &Arc<AtomicUsize>,
+    ) -> std::ptr::NonNull<ftrt_refcount::BiasedCount> {
+        let object = Box::new(Object {
+            count: ftrt_refcount::BiasedCount::new_for(owner),
+            value: Counted(drops.clone()),
+        });
+        std::ptr::NonNull::from(Box::leak(object)).cast()
+    }
+}
+
 /// A pointer to an `Object` that may cross threads (the model's own handle).
 struct Handle(std::ptr::NonNull<ftrt_refcount::BiasedCount>);
 // SAFETY: the object is shared by design; its count is only touched through the protocol.
@@ -386,11 +401,7 @@ fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
     loom::model(|| {
         let drops = Arc::new(AtomicUsize::new(0));
         let owner = LocalCounts::register();
-        let object = Box::new(Object {
-            count: ftrt_refcount::BiasedCount::new_for(owner.owner()),
-            value: Counted(drops.clone()),
-        });
-        let count = std::ptr::NonNull::from(Box::leak(object)).cast::<ftrt_refcount::BiasedCount>();
+        let count = Object::leak(owner.owner(), &drops);
         // SAFETY: the object is alive: the owner's reference is held.
         unsafe { count.as_ref() }.incref_for(owner.owner());
         let handle = Handle(count);
@@ -482,11 +493,7 @@ fn deferring_and_resuming_in_stopped_worlds_keeps_the_count_exact() {
     loom::model(|| {
         let drops = Arc::new(AtomicUsize::new(0));
         let owner = LocalCounts::register();
-        let object = Box::new(Object {
-            count: BiasedCount::new_for(owner.owner()),
-            value: Counted(drops.clone()),
-        });
-        let count = std::ptr::NonNull::from(Box::leak(object)).cast::<BiasedCount>();
+        let count = Object::leak(owner.owner(), &drops);
         // The other thread's reference.
         // SAFETY: alive: the owner's reference is held.
         unsafe { count.as_ref() }.incref_for(owner.owner());
@@ -580,11 +587,7 @@ fn transferring_ownership_in_a_stopped_world_keeps_the_count_exact() {
     loom::model(|| {
         let drops = Arc::new(AtomicUsize::new(0));
         let owner = LocalCounts::register();
-        let object = Box::new(Object {
-            count: BiasedCount::new_for(owner.owner()),
-            value: Counted(drops.clone()),
-        });
-        let count = std::ptr::NonNull::from(Box::leak(object)).cast::<BiasedCount>();
+        let count = Object::leak(owner.owner(), &drops);
         // The other thread's reference, and the request's.
         // SAFETY: alive: the owner's reference is held.
         unsafe { count.as_ref() }.incref_for(owner.owner());
