@@ -358,18 +358,21 @@ unsafe fn give_or_defer(registry: &mut Registry, request: &Request) -> Handled {
     // SAFETY: alive: the request holds a reference.
     let head = unsafe { header(object) };
     let address = object.as_ptr() as usize;
-    if deferred_id(head) == 0 && !registry.given.contains(&address) {
-        if let Some(thread) = request.asked_by {
-            // SAFETY: a stopped world, and the request's reference is held; given up here when
-            // the count moves.
-            if unsafe { <BuildCount as RefCount>::transfer_ownership(&head.count, thread) } {
-                if registry.given.len() >= MAX_GIVEN {
-                    registry.given.clear();
-                }
-                registry.given.insert(address);
-                return Handled::Given;
-            }
+    // A deferred object is never given: its count is saturated, which `transfer_ownership`
+    // refuses, and `defer_stopped` then finds it deferred already.
+    let give_to = request
+        .asked_by
+        .filter(|_| !registry.given.contains(&address));
+    // SAFETY: a stopped world, and the request's reference is held; given up here when the
+    // count moves.
+    if give_to.is_some_and(|thread| unsafe {
+        <BuildCount as RefCount>::transfer_ownership(&head.count, thread)
+    }) {
+        if registry.given.len() >= MAX_GIVEN {
+            registry.given.clear();
         }
+        registry.given.insert(address);
+        return Handled::Given;
     }
     // SAFETY: per the caller.
     if unsafe { defer_stopped(registry, object) } {
