@@ -1107,7 +1107,7 @@ impl<T> Default for BiasedArc<[T]> {
 /// upgrade after every strong handle was dropped, if the last drop still waits in the owner's
 /// merge queue.
 pub struct Weak<T: ?Sized> {
-    /// The allocation, or a dangling address (`usize::MAX`, never an allocation's) for
+    /// The allocation, or a dangling address ([`WEAK_NEW`], never an allocation's) for
     /// [`Weak::new`].
     ptr: NonNull<ArcInner<T>>,
 }
@@ -1118,12 +1118,16 @@ unsafe impl<T: ?Sized + Send + Sync> Send for Weak<T> {}
 // SAFETY: as above; `&Weak<T>` lets another thread clone or upgrade it.
 unsafe impl<T: ?Sized + Send + Sync> Sync for Weak<T> {}
 
+/// The address a [`Weak::new`] handle holds in place of an allocation: the last one, where no
+/// allocation (and no value inside one) can start.
+const WEAK_NEW: usize = usize::MAX;
+
 impl<T> Weak<T> {
     /// A weak handle to nothing: it never upgrades, and allocates nothing. Sized values only,
     /// as `std::sync::Weak::new`: an unsized one's handle would need a length or vtable.
     pub const fn new() -> Self {
-        // SAFETY: `usize::MAX` is not null; it is never dereferenced (see `allocation`).
-        let ptr = unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(usize::MAX)) };
+        // SAFETY: `WEAK_NEW` is not null; it is never dereferenced (see `allocation`).
+        let ptr = unsafe { NonNull::new_unchecked(ptr::without_provenance_mut(WEAK_NEW)) };
         Self { ptr }
     }
 }
@@ -1131,7 +1135,7 @@ impl<T> Weak<T> {
 impl<T: ?Sized> Weak<T> {
     /// The allocation, unless this handle came from [`Weak::new`].
     fn allocation(&self) -> Option<NonNull<ArcInner<T>>> {
-        (self.ptr.as_ptr().cast::<u8>().addr() != usize::MAX).then_some(self.ptr)
+        (self.ptr.as_ptr().cast::<u8>().addr() != WEAK_NEW).then_some(self.ptr)
     }
 
     /// A strong handle to the value if it is still alive, `None` once its count has decided its
@@ -1211,9 +1215,9 @@ impl<T: ?Sized> Weak<T> {
     /// `ptr` came from `Weak::<T>::into_raw` (same `T`), and each such pointer is passed here at
     /// most once per weak reference it carries.
     pub unsafe fn from_raw(ptr: *const T) -> Self {
-        if ptr.cast::<u8>().addr() == usize::MAX {
-            // From a `Weak::new` handle: no value can sit at the last address (a value follows
-            // the aligned counts of its allocation).
+        if ptr.cast::<u8>().addr() == WEAK_NEW {
+            // From a `Weak::new` handle (`as_ptr` hands out the sentinel itself): no value can
+            // sit at the last address (a value follows the aligned counts of its allocation).
             let sentinel = ptr as *mut ArcInner<T>;
             // SAFETY: not null; never dereferenced (see `allocation`).
             let ptr = unsafe { NonNull::new_unchecked(sentinel) };
