@@ -34,16 +34,35 @@ use crate::Python;
 /// token proves this thread holds the GIL), a section on the thread state's stack otherwise.
 #[inline]
 pub fn with<R>(py: Python<'_>, lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
+    with_if(py, Some(lock), f)
+}
+
+/// Runs `f` inside a critical section on `lock` when one is given ([`with`]), as it is when
+/// `lock` is `None`: for callers that lock only some objects, such as objects no other thread
+/// can reach yet. `f` is called from one place in either case, so the compiler can inline it
+/// into the caller (see `ftrt_lock::section::with_on`).
+///
+/// ```
+/// use ftrt_gil::{section, Python};
+/// use ftrt_lock::RawObjectLock;
+///
+/// let lock = RawObjectLock::new();
+/// let shared = false;
+/// Python::attach(|py| section::with_if(py, shared.then_some(&lock), || assert!(!lock.is_locked())));
+/// ```
+#[inline]
+pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce() -> R) -> R {
     #[cfg(feature = "gil")]
     {
         let _ = (py, lock);
         f()
     }
     #[cfg(not(feature = "gil"))]
-    match py.state() {
-        Some(state) => state.sections.with(lock, f),
-        // Attached after its exit (see `state`): `ftrt-lock`'s thread-local stack stands in.
-        None => ftrt_lock::section::with(lock, f),
+    {
+        // Attached after its exit (see `state`): no state, and `ftrt-lock`'s thread-local stack
+        // stands in (`with_on` given no stack). Read only for a section.
+        let stack = lock.and_then(|_| py.state()).map(|state| &state.sections);
+        ftrt_lock::section::with_on(stack, lock, f)
     }
 }
 

@@ -261,6 +261,15 @@ fn a_thread_attached_after_its_exit_has_no_id() {
         impl Drop for Probe {
             fn drop(&mut self) {
                 Python::attach(|py| assert_eq!(py.thread_id(), None));
+                // Its sections go to `ftrt-lock`'s thread-local stack (or the stand-in for it),
+                // and still lock in the free-threaded builds.
+                let lock = ftrt_lock::RawObjectLock::new();
+                Python::attach(|py| {
+                    ftrt_gil::section::with_if(py, Some(&lock), || {
+                        assert_eq!(lock.is_locked(), ftrt_gil::BUILD != "gil");
+                    });
+                });
+                assert!(!lock.is_locked());
                 ATTACHED_ON_DROP.store(true, Ordering::SeqCst);
             }
         }

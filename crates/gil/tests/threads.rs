@@ -248,6 +248,9 @@ fn the_object_sections_lock_only_in_free_threaded_builds() {
     let locks_expected = ftrt_gil::BUILD != "gil";
     Python::attach(|py| {
         ftrt_gil::section::with(py, &a, || assert_eq!(a.is_locked(), locks_expected));
+        ftrt_gil::section::with_if(py, Some(&a), || assert_eq!(a.is_locked(), locks_expected));
+        // No lock given, none taken, in any build.
+        ftrt_gil::section::with_if(py, None, || assert!(!a.is_locked()));
         ftrt_gil::section::with2(py, &a, &b, || {
             assert_eq!(
                 (a.is_locked(), b.is_locked()),

@@ -59,6 +59,32 @@ pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> 
     imp::with_thread_stack(|stack| stack.with2(a, b, f))
 }
 
+/// Runs `f` inside a critical section on `lock` when one is given, recorded on `stack` (on the
+/// calling thread's thread-local stack, the one [`with`] uses, when `stack` is `None`); runs `f`
+/// as it is when `lock` is `None`.
+///
+/// For a runtime that locks only some objects (it skips the lock of an object no other thread
+/// can reach) or keeps its stack in its own per-thread state only where that state exists. The
+/// point is that `f` is called from one place whichever case holds: a closure called from two
+/// branches (a locked one, an unlocked one) is usually compiled as a function of its own, and on
+/// a short section that call, and reloading the closure's captures, cost more than the lock.
+///
+/// ```
+/// use ftrt_lock::{section, RawObjectLock};
+///
+/// let lock = RawObjectLock::new();
+/// assert!(section::with_on(None, Some(&lock), || lock.is_locked()));
+/// assert!(!section::with_on(None, None, || lock.is_locked()));
+/// ```
+#[inline]
+pub fn with_on<R>(
+    stack: Option<&SectionStack>,
+    lock: Option<&RawObjectLock>,
+    f: impl FnOnce() -> R,
+) -> R {
+    imp::with_on(stack, lock, f)
+}
+
 /// Runs `f` with the calling thread's sections suspended, as a thread detaching from the runtime
 /// must (`allow_threads` in `ftrt-gil`, and a GIL switch at a checkpoint).
 ///
@@ -235,6 +261,16 @@ mod imp {
 
         #[inline]
         fn section<R>(&self, locks: [&RawObjectLock; 2], f: impl FnOnce() -> R) -> R {
+            let _end = self.begin(locks);
+            f()
+        }
+
+        /// Begins a section on `locks`; it ends when the returned value drops. Private because
+        /// the stack records the locks as raw pointers: the caller keeps `locks` borrowed until
+        /// then, and drops the value in its own frame (never leaked, sections ending innermost
+        /// first), as `section` and `with_on` do.
+        #[inline]
+        fn begin(&self, locks: [&RawObjectLock; 2]) -> End<'_> {
             let locks = ordered(locks);
             self.acquire(locks);
             let locks = locks.map(std::ptr::from_ref);
@@ -242,8 +278,7 @@ mod imp {
                 locks,
                 active: true,
             });
-            let _end = End(self);
-            f()
+            End(self)
         }
 
         /// Takes a section's locks, suspending the stack's other sections first if that would
@@ -377,6 +412,48 @@ mod imp {
     #[cfg(loom)]
     loom::thread_local! {
         static SECTIONS: SectionStack = SectionStack::new();
+    }
+
+    /// See [`with_on`](super::with_on).
+    #[inline]
+    pub(super) fn with_on<R>(
+        stack: Option<&SectionStack>,
+        lock: Option<&RawObjectLock>,
+        f: impl FnOnce() -> R,
+    ) -> R {
+        // Stands in for a thread-local stack torn down at thread exit, as in `with_thread_stack`.
+        let fresh;
+        let _end = match lock {
+            None => None,
+            Some(lock) => {
+                // SAFETY: the reference stays in this frame (in `stack`'s section, ended by
+                // `_end` before the frame returns), on this thread.
+                let stack = match stack.or_else(|| unsafe { thread_stack() }) {
+                    Some(stack) => stack,
+                    None => {
+                        fresh = SectionStack::new();
+                        &fresh
+                    }
+                };
+                Some(stack.begin([lock, lock]))
+            }
+        };
+        f()
+    }
+
+    /// The calling thread's stack, `None` once its thread-local has been torn down (in
+    /// thread-local destructors at thread exit). The reference outlives the thread-local's
+    /// `with` call, which is what lets `with_on` call its closure outside any `with`.
+    ///
+    /// # Safety
+    /// The caller uses the reference only on this thread and only until its own frame returns.
+    #[inline]
+    unsafe fn thread_stack<'a>() -> Option<&'a SectionStack> {
+        let stack = SECTIONS.try_with(std::ptr::from_ref).ok()?;
+        // SAFETY: the thread-local lives until this thread's thread-local destructors reach it,
+        // and they run one after another, never nested inside a call that is still running; so
+        // it outlives the caller's frame, which is as long as the caller keeps the reference.
+        Some(unsafe { &*stack })
     }
 
     /// Runs `f` on the calling thread's stack. Inside thread-local destructors at thread exit

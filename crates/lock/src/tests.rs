@@ -296,6 +296,120 @@ fn a_panic_while_detached_resumes_the_section_outside() {
 }
 
 #[test]
+fn with_on_without_a_lock_runs_the_closure_outside_any_section() {
+    let lock = RawObjectLock::new();
+    let stack = section::SectionStack::new();
+    let depth = section::with_on(Some(&stack), None, || {
+        assert!(!lock.is_locked());
+        (stack.depth(), section::depth())
+    });
+    assert_eq!(depth, Default::default());
+}
+
+#[test]
+fn with_on_a_given_stack_records_the_section_there() {
+    let lock = RawObjectLock::new();
+    let stack = section::SectionStack::new();
+    section::with_on(Some(&stack), Some(&lock), || {
+        assert!(lock.is_locked());
+        assert_eq!(stack.depth(), section::SectionDepth { open: 1, active: 1 });
+        assert_eq!(
+            section::depth().open,
+            0,
+            "recorded on the thread-local stack"
+        );
+        // It takes part in the stack's suspension like any of its sections.
+        stack.detached(|| assert!(!lock.is_locked()));
+        assert!(lock.is_locked());
+    });
+    assert!(!lock.is_locked());
+    assert_eq!(stack.depth(), Default::default());
+}
+
+#[test]
+fn with_on_no_stack_records_the_section_on_the_thread_stack() {
+    let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+    section::with(&outer, || {
+        section::with_on(None, Some(&inner), || {
+            assert_eq!(
+                section::depth(),
+                section::SectionDepth { open: 2, active: 2 }
+            );
+            // Nested on the same stack: a detach there suspends both.
+            section::detached(|| assert!(!outer.is_locked() && !inner.is_locked()));
+        });
+        assert!(outer.is_locked() && !inner.is_locked());
+    });
+    assert_eq!(section::depth(), Default::default());
+}
+
+#[test]
+fn with_on_a_lock_this_thread_holds_suspends_the_outer_section_instead_of_deadlocking() {
+    let lock = RawObjectLock::new();
+    let stack = section::SectionStack::new();
+    stack.with(&lock, || {
+        section::with_on(Some(&stack), Some(&lock), || {
+            assert_eq!(stack.depth(), section::SectionDepth { open: 2, active: 1 });
+        });
+        assert!(lock.is_locked(), "the outer section was not resumed");
+    });
+    assert!(!lock.is_locked());
+}
+
+#[test]
+fn a_panic_in_with_on_ends_its_section() {
+    let lock = RawObjectLock::new();
+    let result = std::panic::catch_unwind(|| {
+        section::with_on(None, Some(&lock), || panic!("boom"));
+    });
+    assert!(result.is_err());
+    assert!(!lock.is_locked());
+    assert_eq!(section::depth(), Default::default());
+}
+
+/// Runs, on a new thread, a `with_on(None, ..)` section inside a thread-local destructor,
+/// with the thread-local section stack touched before or after that thread-local was set, and
+/// reports whether the section held its lock and released it.
+fn with_on_in_a_thread_local_destructor(stack_touched_first: bool) -> bool {
+    use std::cell::RefCell;
+    use std::sync::{mpsc, Arc};
+
+    struct LocksAtExit(Arc<RawObjectLock>, mpsc::Sender<bool>);
+    impl Drop for LocksAtExit {
+        fn drop(&mut self) {
+            let held = section::with_on(None, Some(&self.0), || self.0.is_locked());
+            let _ = self.1.send(held && !self.0.is_locked());
+        }
+    }
+    thread_local! {
+        static AT_EXIT: RefCell<Option<LocksAtExit>> = const { RefCell::new(None) };
+    }
+    let lock = Arc::new(RawObjectLock::new());
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        let touch_stack = || section::with(&RawObjectLock::new(), || ());
+        if stack_touched_first {
+            touch_stack();
+        }
+        AT_EXIT.with(|slot| *slot.borrow_mut() = Some(LocksAtExit(lock, sender)));
+        if !stack_touched_first {
+            touch_stack();
+        }
+    })
+    .join()
+    .unwrap();
+    receiver.recv().expect("the destructor ran")
+}
+
+#[test]
+fn with_on_no_stack_locks_in_thread_local_destructors_whether_the_stack_is_torn_down_or_not() {
+    // Thread-locals are torn down in some order at thread exit: the stack may be gone (a fresh
+    // one stands in) or still there.
+    assert!(with_on_in_a_thread_local_destructor(true));
+    assert!(with_on_in_a_thread_local_destructor(false));
+}
+
+#[test]
 fn a_threading_lock_is_one_byte() {
     assert_eq!(std::mem::size_of::<RawThreadingLock>(), 1);
 }

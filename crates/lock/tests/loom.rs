@@ -303,3 +303,33 @@ fn racing_releases_from_other_threads_succeed_once_per_acquisition() {
         shared.assert_clean();
     });
 }
+
+#[test]
+fn with_on_excludes_a_section_begun_through_with_and_suspends_like_one() {
+    loom::model(|| {
+        let (a, b) = (Guarded::new(), Guarded::new());
+        let (a2, b2) = (a.clone(), b.clone());
+        let t = thread::spawn(move || {
+            // A stack of the thread's own, as a runtime keeps in its thread state.
+            let stack = section::SectionStack::new();
+            section::with_on(Some(&stack), Some(&b2.lock), || {
+                // SAFETY: inside a section on `b2`.
+                unsafe { b2.bump() };
+                // SAFETY: inside a section on `a2`.
+                section::with_on(Some(&stack), Some(&a2.lock), || unsafe { a2.bump() });
+                // SAFETY: inside the (resumed) section on `b2`.
+                unsafe { b2.bump() };
+            });
+        });
+        section::with_on(None, Some(&a.lock), || {
+            // SAFETY: inside a section on `a`.
+            unsafe { a.bump() };
+            // SAFETY: inside a section on `b`.
+            section::with(&b.lock, || unsafe { b.bump() });
+            // SAFETY: inside the (resumed) section on `a`.
+            unsafe { a.bump() };
+        });
+        t.join().unwrap();
+        assert_eq!((a.read(), b.read()), (3, 3));
+    });
+}

@@ -175,11 +175,8 @@ impl Header {
     /// (`unbind`, a store into another container), never inside an object's section.
     #[inline]
     pub(crate) fn section<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
-        if self.is_shared() {
-            section::with(py, &self.lock, f)
-        } else {
-            f()
-        }
+        // One call of `f` for both cases (`with_if`), so it inlines here.
+        section::with_if(py, self.is_shared().then_some(&self.lock), f)
     }
 }
 

@@ -162,6 +162,11 @@ impl OwnedRef {
 }
 
 impl Drop for OwnedRef {
+    // Inline: a write closure that moves an `OwnedRef` into a container (`set_item`) drops it on
+    // its error path, and an out-of-line drop takes the closure's address, so its captures stay
+    // in memory and are copied at every call level (measured: `shared-attribute-keep` at one
+    // thread 1.57 -> 0.95 s).
+    #[inline]
     fn drop(&mut self) {
         // SAFETY: this owns a reference; payloads are dropped either under the GIL (gil build:
         // the dropping thread freed the container while holding it) or in a free-threaded
