@@ -100,9 +100,18 @@ fn total_references(local: u32, shared: i32) -> i64 {
     folded_count(local, shared) - i64::from(shared & QUEUED)
 }
 
+/// Whether `shared` holds a count at or beyond [`SATURATED`], either sign: `|count_of(shared)|
+/// >= SATURATED`. Tested on every non-owner count (an immortal or deferred object answers yes),
+/// so written as one subtraction and one compare instead of a shift, an absolute value and a
+/// compare: the words whose count is below saturation are exactly `BELOW_LOW..=BELOW_HIGH`, and
+/// the wrapping subtraction maps that range onto `0..=BELOW_HIGH - BELOW_LOW`.
 #[inline]
 fn saturated(shared: i32) -> bool {
-    count_of(shared).unsigned_abs() >= SATURATED as u32
+    /// The lowest word with a count above `-SATURATED`: count `-SATURATED + 1`, no flags.
+    const BELOW_LOW: i32 = (-SATURATED + 1) << FLAG_BITS;
+    /// The highest word with a count below `SATURATED`: count `SATURATED - 1`, every flag.
+    const BELOW_HIGH: i32 = (SATURATED << FLAG_BITS) - 1;
+    shared.wrapping_sub(BELOW_LOW) as u32 > (BELOW_HIGH - BELOW_LOW) as u32
 }
 
 /// A biased reference count: 12 bytes, 4-byte aligned.

@@ -802,3 +802,35 @@ fn counts_without_an_owner_to_replace_or_without_a_spare_reference_are_not_trans
         }
     }
 }
+
+#[test]
+fn saturation_is_a_count_magnitude_of_at_least_saturated_for_every_word() {
+    let by_definition = |shared: i32| count_of(shared).unsigned_abs() >= SATURATED as u32;
+    let edges = [
+        i32::MIN,
+        i32::MAX,
+        0,
+        SATURATED << FLAG_BITS,
+        (-SATURATED + 1) << FLAG_BITS,
+        -SATURATED << FLAG_BITS,
+    ];
+    let near_edges = edges
+        .iter()
+        .flat_map(|&edge| (-64..=64).map(move |d: i32| edge.wrapping_add(d)));
+    // Every 2^12th word besides (2^14th under Miri), offset so that the stride does not only
+    // hit round words.
+    let (steps, step) = if cfg!(miri) {
+        (1u32 << 18, 1 << 14)
+    } else {
+        (1 << 20, 1 << 12)
+    };
+    let stride = (0..steps).map(|i| (i.wrapping_mul(step).wrapping_add(i % 8)) as i32);
+    for shared in near_edges.chain(stride) {
+        assert_eq!(
+            saturated(shared),
+            by_definition(shared),
+            "shared word {shared:#x} (count {})",
+            count_of(shared)
+        );
+    }
+}
