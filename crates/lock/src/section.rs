@@ -30,7 +30,9 @@
 //! own per-thread state and calls its methods ([`SectionStack::with`], [`SectionStack::detached`]).
 //! The free functions of this module ([`with`], [`with2`], [`detached`], [`depth`]) are the
 //! thread-local convenience over the same mechanism, for users without a runtime: they use one
-//! stack per thread, kept in a thread-local.
+//! stack per thread, kept in a thread-local. [`with_on`] takes the stack and the lock as options
+//! (a runtime's own stack or the thread-local one; a lock, or none for an object that needs none)
+//! and calls its closure from one place whichever they are.
 //!
 //! A section always locks: this module knows nothing of a GIL, and no feature turns it off.
 //!

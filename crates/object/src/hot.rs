@@ -198,6 +198,23 @@ pub(crate) fn count_ignored(object: &Header, delta: isize) {
     }
 }
 
+/// [`count_ignored`] for a dropped reference, with the deferred count out of line: the
+/// decrement is inlined into every handle's drop, and with the deferred count inline too it grew
+/// past what the compiler inlines into loops (`drop_in_place::<Bound>` stayed a call in
+/// `immortal-read` and `shared-refcount`). Increments keep it inline.
+#[inline]
+pub(crate) fn count_ignored_drop(object: &Header) {
+    let id = deferred_id(object);
+    if id != 0 {
+        count_deferred_drop(usize::from(id));
+    }
+}
+
+#[inline(never)]
+fn count_deferred_drop(id: usize) {
+    count_deferred(id, DROPPED);
+}
+
 /// Inline: a thread-local load and an add. Out of line it cost a deferred count's increment and
 /// decrement 2.5 times the owner's plain ones; its rare half (a thread's first deferred count)
 /// stays out of line, so that every increment and decrement, which all reach it, stays small
