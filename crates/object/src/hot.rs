@@ -215,10 +215,10 @@ fn count_deferred_drop(id: usize) {
     count_deferred(id, DROPPED);
 }
 
-/// Inline: a thread-local load and an add. Out of line it cost a deferred count's increment and
-/// decrement 2.5 times the owner's plain ones; its rare half (a thread's first deferred count)
-/// stays out of line, so that every increment and decrement, which all reach it, stays small
-/// enough to inline.
+/// Inline into increments: a thread-local load and an add (out of line, a deferred object's
+/// clone and drop cost 2.5 times the owner's). Its rare half, a thread's first deferred count,
+/// stays out of line so that every increment, which reaches it, stays small enough to inline;
+/// decrements reach it through [`count_ignored_drop`], out of line.
 #[inline]
 fn count_deferred(id: usize, delta: isize) {
     let mine = MINE.get();
