@@ -53,7 +53,7 @@ impl PyTuple {
             Bound::from_owned(allocate(
                 &TUPLE_TYPE,
                 TuplePayload { items },
-                py.new_object_token(),
+                py.count_token(),
             ))
         }
     }
