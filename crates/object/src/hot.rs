@@ -190,23 +190,21 @@ fn split(sum: isize) -> (isize, isize) {
 
 /// Counts a reference to `object` taken ([`TAKEN`]) or dropped ([`DROPPED`]) that its count
 /// ignored: in this thread's count of it if it is deferred, nowhere if it is immortal.
+///
+/// A taken reference is counted inline, a dropped one out of line (`delta` is a constant at
+/// every call, so the choice folds away): the decrement is inlined into every handle's drop, and
+/// with the deferred count inline too it grew past what the compiler inlines into loops
+/// (`drop_in_place::<Bound>` stayed a call in `immortal-read` and `shared-refcount`).
 #[inline]
 pub(crate) fn count_ignored(object: &Header, delta: isize) {
     let id = deferred_id(object);
-    if id != 0 {
-        count_deferred(usize::from(id), delta);
+    if id == 0 {
+        return;
     }
-}
-
-/// [`count_ignored`] for a dropped reference, with the deferred count out of line: the
-/// decrement is inlined into every handle's drop, and with the deferred count inline too it grew
-/// past what the compiler inlines into loops (`drop_in_place::<Bound>` stayed a call in
-/// `immortal-read` and `shared-refcount`). Increments keep it inline.
-#[inline]
-pub(crate) fn count_ignored_drop(object: &Header) {
-    let id = deferred_id(object);
-    if id != 0 {
+    if delta == DROPPED {
         count_deferred_drop(usize::from(id));
+    } else {
+        count_deferred(usize::from(id), delta);
     }
 }
 
@@ -218,7 +216,7 @@ fn count_deferred_drop(id: usize) {
 /// Inline into increments: a thread-local load and an add (out of line, a deferred object's
 /// clone and drop cost 2.5 times the owner's). Its rare half, a thread's first deferred count,
 /// stays out of line so that every increment, which reaches it, stays small enough to inline;
-/// decrements reach it through [`count_ignored_drop`], out of line.
+/// decrements reach it out of line (see [`count_ignored`]).
 #[inline]
 fn count_deferred(id: usize, delta: isize) {
     let mine = MINE.get();

@@ -60,7 +60,7 @@ pub(crate) unsafe fn decref(object: NonNull<Header>, token: Token<'_>) {
         Some(false) => {}
         // Immortal or deferred: neither dies by a decrement, so the object is still alive.
         // SAFETY: as just said.
-        None => hot::count_ignored_drop(unsafe { header(object) }),
+        None => hot::count_ignored(unsafe { header(object) }, hot::DROPPED),
     }
 }
 
