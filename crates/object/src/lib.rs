@@ -114,6 +114,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// own included) once it is gone. Deferred objects ([`hot`]) the threads have let go of count in
 /// their headers again, and die if nothing holds them (stopping the world, if any are
 /// deferred). Tests and workloads call this before comparing live-object counts.
+///
+/// A thread's exit (a thread-local destructor) frees what other threads queued to it, so
+/// objects of threads that are still exiting may die after this returns. `std::thread::scope`
+/// returns before its threads' thread-local destructors run; `JoinHandle::join` waits for them.
 pub fn collect(py: ftrt_gil::Python<'_>) {
     hot::settle_now(py);
     py.merge_pending();

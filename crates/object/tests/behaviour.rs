@@ -481,7 +481,7 @@ fn debug_of_a_shared_on_a_thread_that_never_attached_reads_with_the_right_to() {
         )
         .unbind()
     });
-    let probe = std::thread::scope(|s| {
+    let probe = common::scope(|s| {
         s.spawn(|| {
             assert!(!ftrt_gil::is_attached());
             let mut probe = AttachedProbe {

@@ -31,7 +31,7 @@ fn hammer_from_another_thread(
 ) -> (Option<u32>, Option<u32>) {
     // Detached while it waits: under the GIL the other thread could not attach otherwise.
     py.allow_threads(|| {
-        thread::scope(|s| {
+        common::scope(|s| {
             s.spawn(|| {
                 Python::attach(|py| {
                     let value = object.bind(py);
@@ -101,7 +101,7 @@ fn a_given_object_counts_exactly_while_both_threads_hold_references_and_dies_onc
         let handed = std::sync::Mutex::new(None);
         let mut kept_here = Vec::new();
         let seen = py.allow_threads(|| {
-            thread::scope(|s| {
+            common::scope(|s| {
                 s.spawn(|| {
                     Python::attach(|py| {
                         let value = object.bind(py);
@@ -178,7 +178,7 @@ fn a_deferred_count_reads_exactly_while_threads_hold_references() {
         let taken = Barrier::new(holders + 1);
         let release = Barrier::new(holders + 1);
         py.allow_threads(|| {
-            thread::scope(|s| {
+            common::scope(|s| {
                 for _ in 0..holders {
                     s.spawn(|| {
                         Python::attach(|py| {
@@ -271,7 +271,7 @@ fn threads_counting_a_deferred_object_while_collections_settle_it() {
             let (send, receive) = mpsc::channel::<Shared<PyFloat>>();
             let receive = std::sync::Mutex::new(receive);
             py.allow_threads(|| {
-                thread::scope(|s| {
+                common::scope(|s| {
                     for t in 0..threads {
                         let (shared, send, receive, start) =
                             (&shared, send.clone(), &receive, &start);
@@ -330,7 +330,7 @@ fn a_request_left_pending_by_a_thread_holds_no_reference_past_a_collection() {
         let floats = live_objects(Kind::Float);
         let object = PyFloat::new(py, 3.5).unbind();
         py.allow_threads(|| {
-            thread::scope(|s| {
+            common::scope(|s| {
                 s.spawn(|| {
                     Python::attach(|py| {
                         let value = object.bind(py);

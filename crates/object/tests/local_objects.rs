@@ -5,7 +5,6 @@
 mod common;
 
 use std::sync::Barrier;
-use std::thread;
 
 use common::leak_checked;
 use ftrt_gil::Python;
@@ -194,7 +193,7 @@ fn a_list_made_local_then_shared_loses_no_append_to_a_second_writer() {
     let registry = Python::attach(|py| PyDict::new(py).unbind());
     let key = Python::attach(|py| PyStr::intern(py, "list").unbind());
     let start = Barrier::new(WRITERS);
-    thread::scope(|s| {
+    common::scope(|s| {
         s.spawn(|| {
             Python::attach(|py| {
                 let list = PyList::empty(py);

@@ -93,7 +93,9 @@ fn replaced_items_are_freed_within_bounded_rounds(
                 (settled_after, still_alive)
             })
         });
-        s.spawn(|| {
+        // Joined, as the writer is: the scope's own join does not wait for a thread's exit
+        // (thread-local destructors), which may still free what was queued to it.
+        let other = s.spawn(|| {
             Python::attach(|py| {
                 for _ in 0..MAX_ROUNDS {
                     wait_for_turn(py, &turns, Waiting::Attached);
@@ -103,6 +105,7 @@ fn replaced_items_are_freed_within_bounded_rounds(
             })
         });
         let (settled_after, still_alive) = writer.join().unwrap();
+        other.join().unwrap();
         assert!(
             settled_after.is_some(),
             "{still_alive} of {items} replaced items still alive after {MAX_ROUNDS} rounds"

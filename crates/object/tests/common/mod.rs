@@ -30,3 +30,91 @@ pub fn leak_checked(f: impl for<'py> FnOnce(Python<'py>)) {
         assert!(leaked.is_empty(), "live objects changed: {leaked:?}");
     });
 }
+
+/// [`std::thread::scope`], except that it returns only once every thread it spawned has
+/// finished its exit sequence, thread-local destructors included.
+///
+/// The scope's own join ends when each thread's closure has returned, before the thread's
+/// thread-local destructors run. A runtime thread's exit is one of them, and it merges what
+/// other threads queued to it, which frees objects: a live-object count taken right after the
+/// scope could find those still alive. (`ScopedJoinHandle::join` waits for the whole thread.)
+#[allow(dead_code)] // not every test binary spawns threads
+pub fn scope<'env, T>(f: impl for<'scope> FnOnce(&Scope<'scope, 'env>) -> T) -> T {
+    let exits = std::sync::Arc::new(Exits::default());
+    let result = std::thread::scope(|scope| {
+        f(&Scope {
+            scope,
+            exits: exits.clone(),
+        })
+    });
+    exits.wait();
+    result
+}
+
+/// What [`scope`] passes its closure: spawns like [`std::thread::Scope`].
+pub struct Scope<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    exits: std::sync::Arc<Exits>,
+}
+
+impl<'scope> Scope<'scope, '_> {
+    /// Spawns `f` on a thread the enclosing [`scope`] waits for to the end of its exit.
+    #[allow(dead_code)]
+    pub fn spawn<T: Send + 'scope>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'scope,
+    ) -> std::thread::ScopedJoinHandle<'scope, T> {
+        let signal = Exiting::new(self.exits.clone());
+        self.scope.spawn(move || {
+            // The first thread-local this thread uses: dropped after every other one (they
+            // die in the reverse order of their first use), the runtime's thread state
+            // included.
+            ON_EXIT.with(|slot| *slot.borrow_mut() = Some(signal));
+            f()
+        })
+    }
+}
+
+/// Threads spawned by a [`scope`] whose exit has not finished.
+#[derive(Default)]
+struct Exits {
+    running: Mutex<usize>,
+    finished: std::sync::Condvar,
+}
+
+impl Exits {
+    fn wait(&self) {
+        let limit = std::time::Duration::from_secs(60);
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let (running, timeout) = self
+            .finished
+            .wait_timeout_while(running, limit, |running| *running > 0)
+            .unwrap_or_else(|e| e.into_inner());
+        assert!(
+            !timeout.timed_out(),
+            "{} spawned threads did not finish their exit in {limit:?}",
+            *running
+        );
+    }
+}
+
+/// Counts one thread as running until it is dropped, at the end of that thread's exit.
+struct Exiting(std::sync::Arc<Exits>);
+
+impl Exiting {
+    fn new(exits: std::sync::Arc<Exits>) -> Self {
+        *exits.running.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        Exiting(exits)
+    }
+}
+
+impl Drop for Exiting {
+    fn drop(&mut self) {
+        *self.0.running.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.finished.notify_all();
+    }
+}
+
+thread_local! {
+    static ON_EXIT: std::cell::RefCell<Option<Exiting>> = const { std::cell::RefCell::new(None) };
+}
