@@ -12,6 +12,7 @@
 //! | per-thread counters, summed over every thread (the object model's live-object counts) | [`counters`] | here |
 //! | the crates above's per-thread values (the object model's interning cache and retired-reference batches) | [`local::Key`] slots | here |
 //! | the frame pointer (the object model's trashcan work list), in `CURRENT` itself | [`local::frame`] | here |
+//! | a copy of the owner id, in `CURRENT` itself, reset to the detached id before the exit retires the counts: what [`Python::count_token`](crate::Python::count_token) counts as, one load away (`Owner::assume_counting_as`) | `u32` | here |
 //!
 //! The leaf crates' per-thread state is plain values that this block owns; their own
 //! thread-locals (`BiasedCount::new`, `ftrt_lock::section::with`) are only a convenience for
@@ -194,6 +195,10 @@ struct Current {
     frame: Cell<*mut ()>,
     /// [`local::readers`]: never torn down either.
     readers: Cell<usize>,
+    /// The biased counts' owner id of the block (its `LocalCounts`' `counting_id`) while the
+    /// block lives and has not begun its exit, the detached id otherwise: what
+    /// [`Python::count_token`](crate::Python::count_token) counts as, one load away.
+    owner_id: Cell<u32>,
 }
 
 /// Owns the block; its destructor is the thread's exit. The block is owned through a raw
@@ -208,7 +213,10 @@ impl Owned {
         // SAFETY: just made; freed only by `Drop`, which clears the pointers first thing.
         let block = unsafe { state.as_ref() };
         counters::Row::register(&block.counters);
-        CURRENT.with(|current| current.state.set(block));
+        CURRENT.with(|current| {
+            current.state.set(block);
+            current.owner_id.set(block.owner().counting_id());
+        });
         Owned(Some(state))
     }
 }
@@ -216,6 +224,11 @@ impl Owned {
 impl Drop for Owned {
     fn drop(&mut self) {
         CURRENT.with(|current| {
+            // First: the exit sequence below retires the counts, and from then on this thread
+            // must count as nobody's owner.
+            current
+                .owner_id
+                .set(ftrt_refcount::biased::Owner::detached().counting_id());
             current.state.set(std::ptr::null());
             current.exited.set(true);
         });
@@ -239,6 +252,7 @@ thread_local! {
             exited: Cell::new(false),
             frame: Cell::new(std::ptr::null_mut()),
             readers: Cell::new(0),
+            owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
         }
     };
     static OWNED: Owned = Owned::new();
@@ -284,6 +298,14 @@ fn make() -> *const ThreadState {
 #[inline(always)]
 pub(crate) fn current() -> *const ThreadState {
     CURRENT.with(|c| c.state.get())
+}
+
+/// The owner id the calling thread counts as (see `Current::owner_id`). One access to a const
+/// thread-local without a destructor.
+#[cfg_attr(any(feature = "gil", feature = "atomic-rc"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn owner_id() -> u32 {
+    CURRENT.with(|c| c.owner_id.get())
 }
 
 /// Runs `f` with the calling thread's block, or `None` (the fallback) when it has none: before

@@ -222,16 +222,33 @@ impl<'py> Python<'py> {
         crate::section::detached(self, || unsafe { runtime_gil().check() })
     }
 
-    /// The token the build's reference count asks for: the GIL proof in the `gil` build,
-    /// nothing in the others.
+    /// The token the build's reference count asks for to count: the GIL proof in the `gil`
+    /// build, nothing with atomic counts, the thread's owner id with biased ones (the detached
+    /// owner after the thread's exit). Make objects with [`new_object_token`](Self::new_object_token).
     #[inline(always)]
     pub fn count_token(self) -> <BuildCount as RefCount>::Token<'py> {
+        #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+        // SAFETY: `owner_id` is the id of this thread's block's `LocalCounts` from its
+        // registration until the exit sequence, which resets it to the detached id before it
+        // retires them; the exit runs in a thread-local destructor, never while an attachment
+        // (and so `'py`) is still running on this thread. After the exit it is the detached id.
+        return unsafe { ftrt_refcount::biased::Owner::assume_counting_as(state::owner_id()) };
+        #[cfg(any(feature = "gil", feature = "atomic-rc"))]
+        return self.new_object_token();
+    }
+
+    /// The token for a new object's count: [`count_token`](Self::count_token)'s, and with
+    /// biased counts also the thread's merge queue, which creation merges when other threads
+    /// have handed objects back (the safe point that keeps them from piling up). One more load
+    /// than `count_token`.
+    #[inline(always)]
+    pub fn new_object_token(self) -> <BuildCount as RefCount>::Token<'py> {
         #[cfg(feature = "gil")]
         // SAFETY: in the gil build an attached thread holds the GIL for all of `'py`.
         return unsafe { ftrt_refcount::GilHeld::assume_held() };
         #[cfg(all(feature = "atomic-rc", not(feature = "gil")))]
         return Default::default();
-        // The thread's owner id, or none at all after its exit.
+        // The thread's owner, or none at all after its exit.
         #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
         return match self.state() {
             Some(state) => state.owner(),

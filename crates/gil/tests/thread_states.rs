@@ -179,7 +179,7 @@ fn the_owner_id_of_a_threads_objects_is_its_runtime_thread_id() {
     thread::spawn(|| {
         Python::attach(|py| {
             let id = py.thread_id().expect("an attached thread has an id");
-            let count = <BuildCount as RefCount>::new(py.count_token());
+            let count = <BuildCount as RefCount>::new(py.new_object_token());
             assert_eq!(count.owner_id(), Some(id));
             assert!(ftrt_gil::threads().iter().any(|info| info.id == id));
         });
@@ -217,7 +217,7 @@ fn thread_exit_retires_the_biased_counts_and_leaves_the_registry() {
 
     let (count, id) = thread::spawn(|| {
         Python::attach(|py| {
-            let count = Box::new(<BuildCount as RefCount>::new(py.count_token()));
+            let count = Box::new(<BuildCount as RefCount>::new(py.new_object_token()));
             (count, py.thread_id().expect("an id"))
         })
     })
@@ -251,6 +251,49 @@ fn object_sections_use_the_thread_states_stack_and_detaching_suspends_both_stack
             });
         });
     });
+}
+
+/// A thread's counting token (`count_token`, its owner id kept in a thread-local) owns its
+/// objects while the thread is registered, and nothing once its exit has retired its counts:
+/// an object it made, counted in a thread-local destructor after the exit, is counted on the
+/// shared side (the retired owner's local count may be merged by any thread by then).
+#[test]
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+fn the_counting_token_owns_the_threads_objects_until_its_exit_retires_them() {
+    use ftrt_gil::BuildCount;
+    use ftrt_refcount::{Counting, RefCount};
+
+    static AFTER_EXIT: std::sync::Mutex<Option<Counting>> = std::sync::Mutex::new(None);
+
+    struct CountsAtExit(Cell<Option<Box<BuildCount>>>);
+    impl Drop for CountsAtExit {
+        fn drop(&mut self) {
+            let count = self.0.take().expect("made by the thread");
+            let counted = Python::attach(|py| count.incref_counting(py.count_token()));
+            *AFTER_EXIT.lock().unwrap() = Some(counted);
+        }
+    }
+    thread_local! {
+        static KEPT: CountsAtExit = const { CountsAtExit(Cell::new(None)) };
+    }
+    in_child_process(
+        "the_counting_token_owns_the_threads_objects_until_its_exit_retires_them",
+        || {
+            thread::spawn(|| {
+                // Touched before the thread attaches, so destroyed after its thread state.
+                KEPT.with(|_| ());
+                Python::attach(|py| {
+                    let count = Box::new(<BuildCount as RefCount>::new(py.new_object_token()));
+                    assert_eq!(count.owner_id(), py.thread_id());
+                    assert_eq!(count.incref_counting(py.count_token()), Counting::Local);
+                    KEPT.with(|kept| kept.0.set(Some(count)));
+                });
+            })
+            .join()
+            .unwrap();
+            assert_eq!(*AFTER_EXIT.lock().unwrap(), Some(Counting::Shared));
+        },
+    );
 }
 
 /// After its exit a thread attaches through the one fallback: no id, not registered again.

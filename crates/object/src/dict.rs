@@ -213,8 +213,11 @@ impl DictPayload {
         key: OwnedRef,
         value: OwnedRef,
     ) {
+        // Taken by the closure, which so owns nothing with a destructor (see `PyList::set_item`).
+        let mut entry = Some((key, value));
         owner.section(py, || {
             with_write_guard(owner, |guard| {
+                let (key, value) = entry.take().expect("taken once");
                 let table = self.table(guard);
                 // SAFETY: `key` owns a reference; the table was loaded under `guard`.
                 if let Some((_, entry)) = unsafe { table.find(key.as_ptr(), hash) } {
@@ -495,7 +498,13 @@ impl PyDict {
     /// An empty dict.
     pub fn new(py: Python<'_>) -> Bound<'_, PyDict> {
         // SAFETY: a fresh dict's one reference goes to the caller.
-        unsafe { Bound::from_owned(allocate(&DICT_TYPE, DictPayload::new(), py.count_token())) }
+        unsafe {
+            Bound::from_owned(allocate(
+                &DICT_TYPE,
+                DictPayload::new(),
+                py.new_object_token(),
+            ))
+        }
     }
 }
 

@@ -122,7 +122,7 @@ impl<'py> Bound<'py, PyClass> {
         let instance = allocate(
             instance_type,
             InstancePayload { attrs },
-            self.py().count_token(),
+            self.py().new_object_token(),
         );
         // SAFETY: a fresh instance's one reference goes to the caller.
         unsafe { Bound::from_owned(instance) }
@@ -137,7 +137,7 @@ impl PyModule {
             attrs: DictPayload::new(),
         };
         // SAFETY: a fresh module's one reference goes to the caller.
-        unsafe { Bound::from_owned(allocate(&MODULE_TYPE, module, py.count_token())) }
+        unsafe { Bound::from_owned(allocate(&MODULE_TYPE, module, py.new_object_token())) }
     }
 }
 

@@ -180,7 +180,7 @@ impl PyInt {
             return unsafe { immortal(py, small) };
         }
         // SAFETY: a fresh int's one reference goes to the caller.
-        unsafe { Bound::from_owned(allocate(&INT_TYPE, value, py.count_token())) }
+        unsafe { Bound::from_owned(allocate(&INT_TYPE, value, py.new_object_token())) }
     }
 }
 
@@ -197,7 +197,7 @@ impl PyFloat {
     #[inline]
     pub fn new(py: Python<'_>, value: f64) -> Bound<'_, PyFloat> {
         // SAFETY: a fresh float's one reference goes to the caller.
-        unsafe { Bound::from_owned(allocate(&FLOAT_TYPE, value, py.count_token())) }
+        unsafe { Bound::from_owned(allocate(&FLOAT_TYPE, value, py.new_object_token())) }
     }
 }
 

@@ -76,7 +76,7 @@ impl PyStr {
     pub fn new<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyStr> {
         let text = StrPayload::new(text);
         // SAFETY: a fresh string's one reference goes to the caller.
-        unsafe { Bound::from_owned(allocate(&STR_TYPE, text, py.count_token())) }
+        unsafe { Bound::from_owned(allocate(&STR_TYPE, text, py.new_object_token())) }
     }
 
     /// The interned (unique, immortal) string with this text.

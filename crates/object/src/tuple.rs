@@ -53,7 +53,7 @@ impl PyTuple {
             Bound::from_owned(allocate(
                 &TUPLE_TYPE,
                 TuplePayload { items },
-                py.count_token(),
+                py.new_object_token(),
             ))
         }
     }

@@ -377,7 +377,38 @@ impl Owner<'static> {
     }
 }
 
-impl Owner<'_> {
+impl<'a> Owner<'a> {
+    /// The id this token counts as: its thread's, or [`detached`](Owner::detached)'s, which no
+    /// object's count records. For a runtime that keeps it where its hot path reaches it in one
+    /// load, to make counting tokens from with [`assume_counting_as`](Self::assume_counting_as).
+    #[inline(always)]
+    pub const fn counting_id(self) -> u32 {
+        self.id
+    }
+
+    /// A token that counts as the owner whose [`counting_id`](Self::counting_id) is `id`,
+    /// without the owner's queue: [`BiasedCount::incref_for`] and
+    /// [`decref_for`](BiasedCount::decref_for) take it like the owner's own token, but
+    /// [`BiasedCount::new_for`] with it skips the safe point where creation merges the queue,
+    /// so make objects with [`LocalCounts::owner`]'s token.
+    ///
+    /// The point is the hot path: a runtime that keeps the id in a thread-local of its own
+    /// reaches it with one load, instead of a load of its thread state and then of the id.
+    ///
+    /// # Safety
+    /// `id` is the `counting_id` of [`Owner::detached`], or of the token of a [`LocalCounts`]
+    /// that the calling thread registered, and that stays registered (not dropped or retired)
+    /// for all of `'a`. Counting as another thread's id would change that thread's local count
+    /// without atomics while it does too.
+    #[inline(always)]
+    pub const unsafe fn assume_counting_as(id: u32) -> Self {
+        Owner {
+            id,
+            queue: None,
+            _not_send: PhantomData,
+        }
+    }
+
     /// The id to compare header owner fields against. `DETACHED` never matches a header.
     #[inline(always)]
     pub(crate) fn id(self) -> u32 {
