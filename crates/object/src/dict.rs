@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
 use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
-    owned, replace, retire_array, retire_ref, with_guard, with_read_guard, with_write_guard,
+    owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging, with_write_guard,
 };
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
@@ -189,7 +189,7 @@ impl DictPayload {
 
     /// The value for `key`, without a lock: a pointer loaded under `guard`. What keeps the
     /// value alive after the load is the caller's to ensure: a use that ends inside
-    /// `with_guard`, the object's lock, or a `ReadGuard`.
+    /// the guard's pin, the object's lock, or a `ReadGuard`.
     ///
     /// # Safety
     /// `key` is alive for the call.
@@ -419,7 +419,7 @@ impl Payload for DictPayload {
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
-        with_guard(|guard| {
+        let walk = |guard: &Guard| {
             for entry in self.table(guard).live_entries() {
                 for field in [&entry.key, &entry.value] {
                     let held = NonNull::new(field.load(Ordering::Relaxed)).expect("a live entry");
@@ -428,7 +428,10 @@ impl Payload for DictPayload {
                     visit(unsafe { Borrowed::new(held) });
                 }
             }
-        })
+        };
+        // SAFETY: nothing changes what the dict holds during the call (the caller's contract),
+        // and the walk retires nothing.
+        unsafe { with_unchanging(walk) }
     }
 }
 

@@ -20,7 +20,7 @@ use crate::bound::Bound;
 use crate::error::{Error, Result};
 use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
-    owned, replace, retire_array, retire_ref, with_guard, with_read_guard, with_write_guard,
+    owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging, with_write_guard,
 };
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
@@ -126,7 +126,7 @@ impl Payload for ListPayload {
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
-        with_guard(|guard| {
+        let walk = |guard: &Guard| {
             let len = self.len.load(Ordering::Relaxed);
             for slot in &self.slots(guard).0[..len] {
                 let item =
@@ -135,7 +135,10 @@ impl Payload for ListPayload {
                 // call (the caller's contract).
                 visit(unsafe { Borrowed::new(item) });
             }
-        })
+        };
+        // SAFETY: nothing changes what the list holds during the call (the caller's contract),
+        // and the walk retires nothing.
+        unsafe { with_unchanging(walk) }
     }
 }
 

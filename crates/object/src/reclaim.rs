@@ -43,27 +43,39 @@ use crossbeam_epoch::{Guard, Owned, Shared as EpochShared};
 use crate::header::Header;
 use crate::refs::OwnedRef;
 
-/// Runs `f` with a guard that protects pointers loaded from containers.
+/// Runs `f` with the `gil` build's guard for pointers loaded from containers: none is needed
+/// (the free-threaded builds pin, in `with_guard_if`).
+#[cfg(ftrt_gil_build)]
 #[inline]
-pub(crate) fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
-    #[cfg(not(ftrt_gil_build))]
-    {
-        // Nested inside the attach guard: no fence, just a counter.
-        let guard = crossbeam_epoch::pin();
-        f(&guard)
-    }
-    #[cfg(ftrt_gil_build)]
-    {
-        // SAFETY: under the GIL no other thread touches objects concurrently, and `f` runs no
-        // user code and never lets the GIL go, so nothing it loads is freed while it uses it.
-        // (Replaced arrays retired through this guard are freed at once; removed references go
-        // through `retire_ref`, which defers them while a `ReadGuard` is alive.)
-        f(unsafe { crossbeam_epoch::unprotected() })
-    }
+fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
+    // SAFETY: under the GIL no other thread touches objects concurrently, and `f` runs no user
+    // code and never lets the GIL go, so nothing it loads is freed while it uses it. (Replaced
+    // arrays retired through this guard are freed at once; removed references go through
+    // `retire_ref`, which defers them while a `ReadGuard` is alive.)
+    f(unsafe { crossbeam_epoch::unprotected() })
+}
+
+/// Runs `f` with an unpinned guard (`crossbeam_epoch::unprotected()`), for a walk of contents
+/// that nothing changes meanwhile: the `traverse` slots.
+///
+/// Pinning there would not only be unneeded but wrong. A pin that is a thread's outermost (on a
+/// thread attached after its exit, which holds no attach pin) may run the epoch's deferred
+/// functions, which drop retired references and free objects, on this thread, in the middle of
+/// the walk: a collector walking every tracked object read a list freed under it that way.
+///
+/// # Safety
+/// Nothing changes what `f` reads during the call (the caller is inside the owner's critical
+/// section, the owner is local to this thread, or the world is stopped), so nothing `f` loads is
+/// retired, let alone freed, while it runs; and `f` retires nothing through the guard.
+#[inline]
+pub(crate) unsafe fn with_unchanging<R>(f: impl FnOnce(&Guard) -> R) -> R {
+    // SAFETY: per the caller: what `f` loads stays reachable from its owner until it returns,
+    // and it defers nothing through the guard.
+    f(unsafe { crossbeam_epoch::unprotected() })
 }
 
 /// Runs `f`, a write to `owner`'s contents inside its critical section, with a guard to load
-/// them with and to retire what it removes through: a pinned guard (`with_guard`) unless no
+/// them with and to retire what it removes through: a pinned guard unless no
 /// reader can hold what `f` removes ([`no_reader_can_hold`]: a local object, no read open on
 /// this thread), where none is needed, and `retire_ref` and `retire_array` free at once.
 #[inline]
@@ -114,7 +126,7 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 }
 
 /// Runs `f` with a guard for a lock-free read of `owner`'s contents that retires nothing: a
-/// pinned guard (`with_guard`) once `owner` is shared, none for a local object, whose contents
+/// pinned guard once `owner` is shared, none for a local object, whose contents
 /// only this thread can change, and does not while it reads (see `Header`).
 #[inline]
 pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {

@@ -317,3 +317,46 @@ fn references_a_thread_retired_are_freed_after_it_exits_even_from_its_teardown()
         },
     );
 }
+
+/// A collection run at a thread's exit, after its thread state is gone (attached through the
+/// fallback, which holds no epoch pin), frees nothing while it walks the tracked objects. Its
+/// traversals used to pin: each pin was then outermost, and an outermost pin runs the epoch's
+/// deferred functions, here an exited thread's retired lists, dropped in the middle of the walk,
+/// which then read a freed list (a crash in every run).
+#[test]
+fn a_collection_at_thread_exit_frees_nothing_in_the_middle_of_its_walk() {
+    in_child_process(
+        "a_collection_at_thread_exit_frees_nothing_in_the_middle_of_its_walk",
+        || {
+            let before = live_lists_and_ints();
+            let outer = Python::attach(|py| PyList::new(py, [PyList::empty(py)]).unbind());
+            // Lists retired by a thread that then exits: a partial batch handed to the epoch,
+            // whose mailbox is closed, so whichever thread runs it drops it.
+            thread::spawn(move || {
+                Python::attach(|py| {
+                    let outer = outer.bind(py);
+                    for i in 0..40 {
+                        let inner = PyList::new(py, [PyInt::new(py, 1_000 + i)]);
+                        outer.set_item(0, inner).unwrap();
+                    }
+                });
+                drop(outer);
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            let collected = thread::spawn(|| {
+                let (send, receive) = mpsc::channel();
+                at_exit(move || {
+                    let collection = Python::attach(|py| ftrt_object::gc::collect(py));
+                    send.send(collection.tracked).unwrap();
+                });
+                Python::attach(|_| {});
+                receive
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            assert!(collected.recv().is_ok(), "the collection at exit ran");
+            assert_eq!(live_lists_and_ints(), before, "everything was freed once");
+        },
+    );
+}
