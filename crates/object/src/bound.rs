@@ -201,6 +201,13 @@ impl<'py> Bound<'py, PyAny> {
         self.ptr == other.ptr
     }
 
+    /// The object's identity (Python's `id`): its address, unique among the objects alive now.
+    /// A freed object's identity may be reused by a later one.
+    #[inline]
+    pub fn id(&self) -> usize {
+        self.ptr.as_ptr() as usize
+    }
+
     /// Whether this is `None`.
     #[inline]
     pub fn is_none(&self) -> bool {

@@ -143,7 +143,8 @@ pub struct Header {
     /// Whether a thread other than the one that made the object may reach it: see
     /// [`Header::section`]. Set once, never cleared.
     shared: AtomicBool,
-    /// The id of the object's per-thread counts while it is deferred (`hot`), 0 otherwise.
+    /// The id of the object's per-thread counts while it is deferred (`hot`), 0 otherwise, and
+    /// a flag once the object has been given to a thread that found it hot (`hot::GIVEN`).
     /// Changed only in a stopped world. It fits in the padding.
     pub(crate) deferred: AtomicU16,
     pub(crate) ty: &'static TypeObject,

@@ -36,7 +36,6 @@
 //! runtimes that know which objects will be hot.
 
 use std::cell::{Cell, OnceCell};
-use std::collections::BTreeSet;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -86,10 +85,6 @@ struct Registry {
     /// the count), kept until the object counts in its header again. Left out of the threads'
     /// sum, so that "the threads let go" reads as a sum of zero.
     requests_held: Vec<isize>,
-    /// Objects given to the thread that asked (by address), so that the next request for one
-    /// defers it: a second thread counts it hot. Forgotten wholesale past [`MAX_GIVEN`]; an
-    /// address reused by a new object only means that object is deferred at its first request.
-    given: BTreeSet<usize>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -98,7 +93,6 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     threads: Vec::new(),
     exited: Vec::new(),
     requests_held: Vec::new(),
-    given: BTreeSet::new(),
 });
 
 /// Objects deferred now: a relaxed hint for the paths that only need "none" or "full".
@@ -106,9 +100,6 @@ static DEFERRED: AtomicUsize = AtomicUsize::new(0);
 
 /// Objects some thread found hot, each with a reference the request holds.
 static REQUESTS: Mutex<Vec<Request>> = Mutex::new(Vec::new());
-
-/// Addresses of objects given away that the registry remembers, at most.
-const MAX_GIVEN: usize = 4096;
 
 /// A thread found `object` hot (see [`request`]).
 struct Request {
@@ -162,12 +153,32 @@ fn register_thread() -> Registered {
     Registered(counts)
 }
 
+/// The mark, in a header's `deferred` field beside the id, of an object that was given to a
+/// thread that found it hot: the next request for it defers it (a second thread counts it hot).
+/// The object's own record, so a new object at a freed one's address starts unmarked.
+const GIVEN: u16 = 1 << 15;
+
+const _: () = assert!(MAX_DEFERRED < GIVEN as usize, "ids stay below the mark");
+
 /// The id of a deferred object, 0 if it is not deferred.
 #[inline]
 fn deferred_id(object: &Header) -> u16 {
     // Relaxed: set and cleared only in a stopped world, whose restart orders the change before
     // every thread's next access.
-    object.deferred.load(Ordering::Relaxed)
+    object.deferred.load(Ordering::Relaxed) & !GIVEN
+}
+
+/// Whether the object was given to a thread that found it hot.
+fn was_given(object: &Header) -> bool {
+    // Relaxed: as in `deferred_id`.
+    object.deferred.load(Ordering::Relaxed) & GIVEN != 0
+}
+
+/// Sets the object's deferred id (0: none), keeping the mark of a given object. In a stopped
+/// world.
+fn set_deferred_id(object: &Header, id: u16) {
+    let given = object.deferred.load(Ordering::Relaxed) & GIVEN;
+    object.deferred.store(given | id, Ordering::Relaxed);
 }
 
 /// What a thread adds to its count of a deferred object for a reference it takes: one for the
@@ -373,21 +384,15 @@ unsafe fn give_or_defer(registry: &mut Registry, request: &Request) -> Handled {
     let object = request.object.0;
     // SAFETY: alive: the request holds a reference.
     let head = unsafe { header(object) };
-    let address = object.as_ptr() as usize;
     // A deferred object is never given: its count is saturated, which `transfer_ownership`
     // refuses, and `defer_stopped` then finds it deferred already.
-    let give_to = request
-        .asked_by
-        .filter(|_| !registry.given.contains(&address));
+    let give_to = request.asked_by.filter(|_| !was_given(head));
     // SAFETY: a stopped world, and the request's reference is held; given up here when the
     // count moves.
     if give_to.is_some_and(|thread| unsafe {
         <BuildCount as RefCount>::transfer_ownership(&head.count, thread)
     }) {
-        if registry.given.len() >= MAX_GIVEN {
-            registry.given.clear();
-        }
-        registry.given.insert(address);
+        head.deferred.fetch_or(GIVEN, Ordering::Relaxed);
         return Handled::Given;
     }
     // SAFETY: per the caller.
@@ -418,7 +423,7 @@ unsafe fn defer_stopped(registry: &mut Registry, object: NonNull<Header>) -> boo
         registry.free.push(id);
         return false;
     }
-    head.deferred.store(id, Ordering::Relaxed);
+    set_deferred_id(head, id);
     registry.objects[usize::from(id)] = Some(Deferred(object));
     DEFERRED.fetch_add(1, Ordering::Relaxed);
     true
@@ -510,7 +515,7 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
         for thread in &registry.threads {
             thread.0[id].store(0, Ordering::Relaxed);
         }
-        head.deferred.store(0, Ordering::Relaxed);
+        set_deferred_id(head, 0);
         registry.objects[id] = None;
         registry.free.push(id as u16);
         DEFERRED.fetch_sub(1, Ordering::Relaxed);

@@ -92,6 +92,43 @@ fn an_object_one_other_thread_counts_again_and_again_becomes_that_threads_and_a_
     });
 }
 
+/// Whether an object was given away before is the object's own record, not its address's: a
+/// new object at the address of one given and freed is given at its first request too. (Given
+/// objects were remembered by address, and such an object was deferred instead: the test above
+/// failed when its float took the address of one an earlier test had given.)
+#[test]
+fn an_object_at_the_address_of_one_given_and_freed_is_given_at_its_first_request() {
+    leak_checked(|py| {
+        let given = PyFloat::new(py, 1.25).unbind();
+        let (hammering, owner_seen) = hammer_from_another_thread(py, &given, 2 * PROMOTE_AFTER);
+        assert_eq!(owner_seen, hammering.filter(|_| biased()), "given");
+        let address = given.bind(py).id();
+        drop(given);
+        ftrt_object::collect(py);
+        // The allocator hands a freed block out again: find the float that got it.
+        let mut others = Vec::new();
+        let reused = loop {
+            let candidate = PyFloat::new(py, 2.5);
+            if candidate.id() == address {
+                break candidate.unbind();
+            }
+            assert!(
+                others.len() < 100_000,
+                "no new float at the freed one's address"
+            );
+            others.push(candidate);
+        };
+        drop(others);
+        let (hammering, owner_seen) = hammer_from_another_thread(py, &reused, 2 * PROMOTE_AFTER);
+        assert_eq!(
+            owner_seen,
+            hammering.filter(|_| biased()),
+            "given at its first request, not deferred"
+        );
+        assert!(!is_deferred(&reused.bind(py)));
+    });
+}
+
 #[test]
 fn a_given_object_counts_exactly_while_both_threads_hold_references_and_dies_once() {
     leak_checked(|py| {
