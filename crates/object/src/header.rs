@@ -273,13 +273,20 @@ fn allocate_with_count<P: Payload>(
     const { assert!(std::mem::offset_of!(Tracked<P>, object) == GC_HEAD) };
     // Objects that may hold references can form cycles: they carry the collector's head and
     // are tracked (immortal ones are never freed, so never garbage: untracked).
-    let tracked = Box::leak(Box::new(Tracked {
+    // Raw, not a reference: the header pointer handed out is the one `free_object` frees the
+    // allocation through, so it must carry write permission over all of it (a pointer derived
+    // from `&tracked.object` is read-only where the object has no interior mutability, and
+    // Miri's Tree Borrows rejected the free).
+    let tracked = Box::into_raw(Box::new(Tracked {
         gc: GcHead::untracked(),
         object,
     }));
-    let header = NonNull::from(&tracked.object).cast::<Header>();
+    // SAFETY: `tracked` is the allocation just made, not null.
+    let header = unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*tracked).object)) }
+        .cast::<Header>();
     if !immortal {
-        tracked.gc.set(gc::track(header));
+        // SAFETY: alive, and nobody else can reach it yet.
+        unsafe { (*tracked).gc.set(gc::track(header)) };
     }
     header
 }
