@@ -59,10 +59,9 @@
 //!   thread-local destructors) attaches through the fallback below; (2) the [`local`] values
 //!   are dropped (the object model hands its last retired batch to the epoch and closes its
 //!   mailbox; what that frees is still settled by step 4); (3) the epoch pin, if any, is
-//!   dropped; (4) the biased counts retire, attached through the fallback (merging frees
-//!   objects, so a stop of the world waits for it; not in the `gil` build, which queues
-//!   nothing): merge the queue, stop owning, leave the registry (and with it the runtime's list
-//!   of threads), merge what arrived meanwhile; (5) the section
+//!   dropped; (4) the biased counts retire, still parked from the last detach: stop owning and
+//!   leave the registry (and with it the runtime's list of threads); what other threads queued
+//!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the section
 //!   stack (empty: sections are scoped) is dropped. Before step 2 the thread's counters are
 //!   folded into the retired sums, so the sums stay exact.
 //!
@@ -165,19 +164,12 @@ impl ThreadState {
         drop(locals);
         #[cfg(not(feature = "gil"))]
         drop(quiescence);
-        // Settle what other threads handed back and give up ownership of the thread's objects,
-        // so nothing waits on a thread that is gone. Leaving `ftrt-refcount`'s registry is also
-        // leaving the runtime's: it is the same one.
-        //
-        // Merging frees objects, so it runs attached (through the fallback: the pointer is
-        // cleared), like every other count change: a stop of the world waits for it, and it waits
-        // for a stop under way. (Detached, it freed objects under a collector's traversal.) The
-        // queue takes entries until the retire leaves the registry, so no check before attaching
-        // could tell that nothing will be merged. The `gil` build queues nothing, and an exit
-        // that waited for the GIL would deadlock a thread that joins this one attached.
-        #[cfg(not(feature = "gil"))]
-        crate::Python::attach(|_| counts.retire());
-        #[cfg(feature = "gil")]
+        // Give up ownership of the thread's objects, so nothing waits on a thread that is gone.
+        // Leaving `ftrt-refcount`'s registry is also leaving the runtime's: it is the same one.
+        // The counts were parked by the last detach and stay parked: what other threads queue
+        // to the thread until it leaves the registry, they merge themselves, attached, so the
+        // exit frees nothing here and needs no attachment (it would wait for a stop of the world
+        // under way, and a thread that joins this one attached holds such a stop up: deadlock).
         counts.retire();
         drop(sections);
     }

@@ -72,42 +72,64 @@ fn a_detached_thread_cannot_attach_during_a_stop() {
     assert!(!attached_inside.load(Ordering::SeqCst));
 }
 
-/// A thread that exits during a stop retires its counts only after the stop: retiring merges
-/// what other threads queued to it, which may free objects, and nothing may change a count or
-/// free an object while the world is stopped. (It retired detached, and a collector's
-/// traversal found a list freed under it, about one run in 200.) Leaving the registry is the
-/// last step of retiring, so the thread still listed means the counts have not been merged.
-/// (In the `gil` build nothing is queued, and the exit does not wait for the GIL.)
+/// A thread's exit does not wait for a stop of the world, so a thread that waits for an exit
+/// while attached (a join without `allow_threads`), and so holds a stop up, sees it end. The
+/// exit frees nothing itself (the counts stay parked from its last detach: what other threads
+/// queue to it, they merge). It used to attach to merge its queue, and then this waited until
+/// the timeout: the exit for the stop, the stop for the waiting thread, that thread for the exit.
 #[test]
-#[cfg(not(feature = "gil"))]
-fn a_thread_exiting_during_a_stop_retires_its_counts_after_the_stop() {
-    let (ready_send, ready) = std::sync::mpsc::channel();
+fn a_thread_can_exit_while_a_stop_waits_for_a_thread_that_waits_for_it() {
+    static EXITED: std::sync::Mutex<Option<std::sync::mpsc::Sender<()>>> =
+        std::sync::Mutex::new(None);
+    /// Sends when dropped: the last thread-local of its thread (the first one it used).
+    struct SignalAtExit;
+    impl Drop for SignalAtExit {
+        fn drop(&mut self) {
+            if let Some(exited) = EXITED.lock().unwrap().take() {
+                let _ = exited.send(());
+            }
+        }
+    }
+    thread_local!(static SIGNAL_AT_EXIT: SignalAtExit = const { SignalAtExit });
+    let (exited_send, exited) = std::sync::mpsc::channel();
+    *EXITED.lock().unwrap() = Some(exited_send);
     let (go, go_receive) = std::sync::mpsc::channel::<()>();
+    let (ready_send, ready) = std::sync::mpsc::channel::<()>();
     let exiting = thread::spawn(move || {
-        let id = Python::attach(|py| py.thread_id());
-        ready_send.send(id).unwrap();
-        // Detached: the stop does not wait for this thread, which then exits.
+        SIGNAL_AT_EXIT.with(|_| ());
+        // A thread state, whose exit sequence runs below.
+        Python::attach(|_| {});
+        ready_send.send(()).unwrap();
         go_receive.recv().unwrap();
     });
-    let id = ready.recv().unwrap().expect("an attached thread has an id");
-    let listed = || ftrt_gil::threads().iter().any(|info| info.id == id);
-    let retired_during_the_stop = Python::attach(|py| {
-        stop_the_world(py, || {
-            go.send(()).unwrap();
-            // Give the exit every chance to run: it must wait for the stop instead.
-            let deadline = std::time::Instant::now() + Duration::from_millis(200);
-            while listed() && std::time::Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(1));
+    // Attached and detached before the stop: a thread attaching during it would wait for it.
+    ready.recv().unwrap();
+    let stopping = AtomicBool::new(false);
+    let exit_seen = thread::scope(|s| {
+        Python::attach(|py| {
+            s.spawn(|| {
+                Python::attach(|py| {
+                    stopping.store(true, Ordering::SeqCst);
+                    stop_the_world(py, || {});
+                })
+            });
+            while !stopping.load(Ordering::SeqCst) {
+                thread::yield_now();
             }
-            !listed()
+            // The stopper now waits for this attached thread.
+            thread::sleep(Duration::from_millis(20));
+            go.send(()).unwrap();
+            // Waiting attached, without a checkpoint: the stop cannot end before this does.
+            let seen = exited.recv_timeout(Duration::from_secs(2)).is_ok();
+            let _ = py;
+            seen
         })
     });
     exiting.join().unwrap();
     assert!(
-        !retired_during_the_stop,
-        "the exiting thread retired its counts inside the stop"
+        exit_seen,
+        "the exit waited for the stop that waited for the thread waiting for it"
     );
-    assert!(!listed(), "the thread is still listed after its exit");
 }
 
 /// Several threads stop the world at once and over and over: never two stops at a time.

@@ -834,3 +834,79 @@ fn saturation_is_a_count_magnitude_of_at_least_saturated_for_every_word() {
         );
     }
 }
+
+/// A parked owner that retires leaves what was queued to it to the threads that queued it (they
+/// merge a parked owner's queue, as ever): retiring merges nothing, frees nothing on its own
+/// thread, and waits for no merge. (It used to unpark and drain the queue itself, and another
+/// thread could queue to it between the unpark and its leaving the registry: the drain then
+/// freed that object on the retiring thread. In ftrt that thread was exiting, outside any
+/// attachment, while a collector walked the objects in a stopped world.)
+#[test]
+fn a_parked_owner_retires_without_merging_what_other_threads_queue_to_it() {
+    struct Pointer(NonNull<BiasedCount>);
+    // SAFETY: the count is only touched through the biased protocol, from any thread.
+    unsafe impl Send for Pointer {}
+    /// What the first object's release does, on the thread merging the parked owner's queue.
+    struct Nested {
+        second: Pointer,
+        retire: mpsc::Sender<()>,
+        retired: mpsc::Receiver<()>,
+    }
+    static NESTED: std::sync::Mutex<Option<Nested>> = std::sync::Mutex::new(None);
+    static RETIRED_MEANWHILE: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    /// Releases the first object, then queues the second to the parked owner (left to this
+    /// merge: the queue is claimed) and has the owner retire while this merge is under way.
+    unsafe fn release_first(count: NonNull<BiasedCount>) {
+        // SAFETY: forwarded.
+        unsafe { release_boxed(count) };
+        let nested = NESTED.lock().unwrap().take().expect("set before the merge");
+        // SAFETY: the one reference, held in the owner's local half, is dropped here.
+        unsafe { BiasedCount::decref(nested.second.0, release_boxed) };
+        nested.retire.send(()).unwrap();
+        let meanwhile = nested
+            .retired
+            .recv_timeout(std::time::Duration::from_secs(1))
+            .is_ok();
+        RETIRED_MEANWHILE.store(meanwhile, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    let (to_merger, from_owner) = mpsc::channel::<(Pointer, Pointer)>();
+    let (retire, retire_now) = mpsc::channel::<()>();
+    let (retired_send, retired) = mpsc::channel::<()>();
+    let owner_thread = thread::spawn(move || {
+        let owner = LocalCounts::register();
+        let (first, second) = (boxed_count(owner.owner()), boxed_count(owner.owner()));
+        // SAFETY: nothing is counted through `owner` from here on.
+        unsafe { owner.park() };
+        to_merger.send((Pointer(first), Pointer(second))).unwrap();
+        retire_now.recv().unwrap();
+        owner.retire();
+        let _ = retired_send.send(());
+        released()
+    });
+    let (first, second) = from_owner.recv().unwrap();
+    *NESTED.lock().unwrap() = Some(Nested {
+        second,
+        retire,
+        retired,
+    });
+    let before = released();
+    // SAFETY: the first object's one reference, dropped by a thread that does not own it: queued
+    // to the parked owner, and merged here.
+    unsafe { BiasedCount::decref(first.0, release_first) };
+    let released_by_the_owner = owner_thread.join().unwrap();
+    assert!(
+        RETIRED_MEANWHILE.load(std::sync::atomic::Ordering::SeqCst),
+        "the parked owner's retirement waited for a merge of its queue"
+    );
+    assert_eq!(
+        released(),
+        before + 2,
+        "both merged by the thread that queued them"
+    );
+    assert_eq!(
+        released_by_the_owner, 0,
+        "the retiring thread freed nothing"
+    );
+}

@@ -188,6 +188,11 @@ impl Queue {
         }
     }
 
+    /// Whether the owner is parked (a snapshot; only the owner parks and unparks it).
+    fn is_parked(&self) -> bool {
+        self.state.lock().parked
+    }
+
     fn unpark(&self) {
         loop {
             {
@@ -295,7 +300,10 @@ impl LocalCounts {
 
     /// Retires the owner now (what dropping it does): it stops owning, so its objects are
     /// counted on their shared side from now on, leaves the registry, and merges everything
-    /// queued to it. Objects it still owned are merged by whichever thread meets them next.
+    /// queued to it, unless it is parked, when the threads that queued to it since the park
+    /// merge what they queued (as they do for a parked owner): a parked owner's retirement frees
+    /// nothing on its own thread. Objects it still owned are merged by whichever thread meets
+    /// them next.
     pub fn retire(self) {
         drop(self);
     }
@@ -306,9 +314,20 @@ impl Drop for LocalCounts {
         if self.id == DETACHED {
             return;
         }
+        if self.queue.is_parked() {
+            // Parked, it stays parked: every entry pushed since the park is merged by its pusher
+            // (or by the claimer whose loop it found running), which holds the queue through its
+            // `Arc`, and after `remove` no entry can arrive. So retiring merges nothing here and
+            // frees nothing on this thread. A runtime retires its threads parked, at exit, where
+            // nothing counts (no attachment, so a stop of the world does not wait for it):
+            // unparking here to drain the queue let another thread queue to it between the
+            // unpark and the `remove`, and the drain then freed that object unattached, under
+            // a stopped world's collector.
+            registry::remove(self.id);
+            return;
+        }
         // A thread merging for a parked owner finishes first: after `remove` this value drains
         // the queue alone.
-        self.queue.unpark();
         // No `Owner` borrowed from this value is alive (they borrow it), so nothing counts as
         // this owner any more: leaving the registry is what tells other threads.
         registry::remove(self.id);
