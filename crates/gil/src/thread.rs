@@ -232,6 +232,9 @@ impl<'py> Python<'py> {
         // registration until the exit sequence, which resets it to the detached id before it
         // retires them; the exit runs in a thread-local destructor, never while an attachment
         // (and so `'py`) is still running on this thread. After the exit it is the detached id.
+        // The counts are unparked for all of `'py`: an attachment unparks them before it
+        // begins and parks them only after it ends (an `allow_threads` inside it, whose body
+        // gets no token, parks and unparks around that body).
         return unsafe { ftrt_refcount::biased::Owner::assume_counting_as(state::owner_id()) };
         #[cfg(any(feature = "gil", feature = "atomic-rc"))]
         return self.new_object_token();

@@ -417,8 +417,9 @@ impl<'a> Owner<'a> {
     /// # Safety
     /// `id` is the `counting_id` of [`Owner::detached`], or of the token of a [`LocalCounts`]
     /// that the calling thread registered, and that stays registered (not dropped or retired)
-    /// for all of `'a`. Counting as another thread's id would change that thread's local count
-    /// without atomics while it does too.
+    /// and unparked for all of `'a`. Counting as another thread's id would change that thread's
+    /// local count without atomics while it does too, and while the owner is parked other
+    /// threads merging its queue do the same (see [`LocalCounts::park`]).
     #[inline(always)]
     pub const unsafe fn assume_counting_as(id: u32) -> Self {
         Owner {
