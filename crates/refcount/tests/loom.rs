@@ -423,6 +423,32 @@ fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
     });
 }
 
+/// A parked owner retires (as a runtime thread exits: parked since its last detach) while a
+/// non-owner drops the last reference. The retirement drains nothing: the non-owner merges what
+/// it queued, for the parked owner or, once the owner has left the registry, for a retired one.
+/// Wherever the drop falls, the object is freed exactly once.
+#[test]
+fn a_non_owner_drop_races_a_parked_owners_retirement() {
+    use ftrt_refcount::biased::LocalCounts;
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let owner = LocalCounts::register();
+        let count = Object::leak(owner.owner(), &drops);
+        let handle = Handle(count);
+        // SAFETY: nothing is counted through `owner` from here on.
+        unsafe { owner.park() };
+        let other = thread::spawn(move || {
+            let handle = handle;
+            let counts = LocalCounts::register();
+            // SAFETY: the only reference (counted in the owner's local half), given up once.
+            unsafe { drop_ref(handle.0, counts.owner()) };
+        });
+        owner.retire();
+        other.join().unwrap();
+        assert_eq!(dropped(&drops), 1);
+    });
+}
+
 /// Deferred counting, as the object model's per-thread counts for hot objects use it
 /// (`ftrt_object::hot`), in miniature: threads count only while attached (here, a read lock on
 /// the world), and the world stops (the write lock) to defer the count and later to resume it
