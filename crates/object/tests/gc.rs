@@ -101,10 +101,11 @@ fn a_cycle_dropped_on_another_thread_is_found_from_this_one() {
 }
 
 /// The live counts these tests compare after their threads end are exact only once every
-/// thread's exit (a thread-local destructor, which frees what was queued to the thread) has
+/// thread's exit (thread-local destructors, which drop what the thread retired and kept) has
 /// run: `common::scope` waits for it, where `std::thread::scope` returns as the threads'
 /// closures do. (Counted after `std::thread::scope`, the two tests below found up to 1,922 lists
-/// alive, about one run in 200: freed a moment later, by a worker's exit.)
+/// alive, about one run in 200: freed a moment later, by a worker's exit, which then still
+/// merged what was queued to it.)
 #[test]
 fn the_tests_scope_waits_for_every_threads_exit() {
     static EXITED: AtomicBool = AtomicBool::new(false);

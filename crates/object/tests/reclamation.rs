@@ -94,7 +94,7 @@ fn replaced_items_are_freed_within_bounded_rounds(
             })
         });
         // Joined, as the writer is: the scope's own join does not wait for a thread's exit
-        // (thread-local destructors), which may still free what was queued to it.
+        // (thread-local destructors), which may still free what it retired.
         let other = s.spawn(|| {
             Python::attach(|py| {
                 for _ in 0..MAX_ROUNDS {

@@ -35,8 +35,8 @@ pub fn leak_checked(f: impl for<'py> FnOnce(Python<'py>)) {
 /// finished its exit sequence, thread-local destructors included.
 ///
 /// The scope's own join ends when each thread's closure has returned, before the thread's
-/// thread-local destructors run. A runtime thread's exit is one of them, and it merges what
-/// other threads queued to it, which frees objects: a live-object count taken right after the
+/// thread-local destructors run. A runtime thread's exit is among them, and it drops what the
+/// thread retired and what its thread-locals hold: a live-object count taken right after the
 /// scope could find those still alive. (`ScopedJoinHandle::join` waits for the whole thread.)
 #[allow(dead_code)] // not every test binary spawns threads
 pub fn scope<'env, T>(f: impl for<'scope> FnOnce(&Scope<'scope, 'env>) -> T) -> T {
