@@ -347,7 +347,7 @@ fn a_collection_at_thread_exit_frees_nothing_in_the_middle_of_its_walk() {
             let collected = thread::spawn(|| {
                 let (send, receive) = mpsc::channel();
                 at_exit(move || {
-                    let collection = Python::attach(|py| ftrt_object::gc::collect(py));
+                    let collection = Python::attach(ftrt_object::gc::collect);
                     send.send(collection.tracked).unwrap();
                 });
                 Python::attach(|_| {});
