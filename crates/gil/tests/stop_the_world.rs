@@ -106,25 +106,27 @@ fn a_thread_can_exit_while_a_stop_waits_for_a_thread_that_waits_for_it() {
     });
     // Attached and detached before the stop: a thread attaching during it would wait for it.
     ready.recv().unwrap();
-    let stopping = AtomicBool::new(false);
+    // The stopper attaches first and waits detached for this thread to attach: attaching, or
+    // waiting attached for the stopper, could wait for another test's stop, which would wait
+    // for this thread.
+    let (stopper_attached_send, stopper_attached) = std::sync::mpsc::channel::<()>();
+    let (attached_send, attached) = std::sync::mpsc::channel::<()>();
     let exit_seen = thread::scope(|s| {
-        Python::attach(|py| {
-            s.spawn(|| {
-                Python::attach(|py| {
-                    stopping.store(true, Ordering::SeqCst);
-                    stop_the_world(py, || {});
-                })
-            });
-            while !stopping.load(Ordering::SeqCst) {
-                thread::yield_now();
-            }
+        s.spawn(move || {
+            Python::attach(|py| {
+                stopper_attached_send.send(()).unwrap();
+                py.allow_threads(move || attached.recv().unwrap());
+                stop_the_world(py, || {});
+            })
+        });
+        stopper_attached.recv().unwrap();
+        Python::attach(|_| {
+            attached_send.send(()).unwrap();
             // The stopper now waits for this attached thread.
             thread::sleep(Duration::from_millis(20));
             go.send(()).unwrap();
             // Waiting attached, without a checkpoint: the stop cannot end before this does.
-            let seen = exited.recv_timeout(Duration::from_secs(2)).is_ok();
-            let _ = py;
-            seen
+            exited.recv_timeout(Duration::from_secs(2)).is_ok()
         })
     });
     exiting.join().unwrap();
