@@ -32,6 +32,10 @@ pub const TSAN_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-object", "concurrency").with_features("ftrt-gil/gil"),
     TestSuite::new("ftrt-object", "local_objects"),
     TestSuite::new("ftrt-object", "hot"),
+    // Stopping the world, and the collector that stops it, with threads attaching, parking and
+    // exiting meanwhile.
+    TestSuite::new("ftrt-gil", "stop_the_world"),
+    TestSuite::new("ftrt-object", "gc"),
 ];
 
 /// Integer-to-pointer casts are allowed because `parking_lot_core`, where every contended lock
