@@ -328,6 +328,7 @@ impl Drop for LocalCounts {
         }
         // A thread merging for a parked owner finishes first: after `remove` this value drains
         // the queue alone.
+        self.queue.unpark();
         // No `Owner` borrowed from this value is alive (they borrow it), so nothing counts as
         // this owner any more: leaving the registry is what tells other threads.
         registry::remove(self.id);
