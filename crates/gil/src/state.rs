@@ -57,8 +57,9 @@
 //! - **Exit** (the owning thread-local's destructor, panics included): (1) the pointer in
 //!   `CURRENT` is cleared, so whatever runs from here on (objects freed below, later
 //!   thread-local destructors) attaches through the fallback below; (2) the [`local`] values
-//!   are dropped (the object model hands its last retired batch to the epoch and closes its
-//!   mailbox; what that frees is still settled by step 4); (3) the epoch pin, if any, is
+//!   are dropped (the object model hands its last retired batch to the epoch, closes its
+//!   mailbox and leaves what the mailbox held to the next attached thread that settles: the
+//!   exit attaches for nothing, so a stop of the world never waits on it); (3) the epoch pin, if any, is
 //!   dropped; (4) the biased counts retire, still parked from the last detach: stop owning and
 //!   leave the registry (and with it the runtime's list of threads); what other threads queued
 //!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the section

@@ -115,9 +115,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// their headers again, and die if nothing holds them (stopping the world, if any are
 /// deferred). Tests and workloads call this before comparing live-object counts.
 ///
-/// A thread's exit (its thread-local destructors) drops what the thread retired and what its
-/// thread-locals hold, so objects of threads that are still exiting may die after this
-/// returns. `std::thread::scope`
+/// A thread's exit (its thread-local destructors) drops what its thread-locals hold and hands
+/// what the thread retired to the epoch (dropped by the next attached thread that settles, as
+/// this does), so objects of threads that are still exiting may die after this returns. `std::thread::scope`
 /// returns before its threads' thread-local destructors run; `JoinHandle::join` waits for them.
 pub fn collect(py: ftrt_gil::Python<'_>) {
     hot::settle_now(py);

@@ -30,6 +30,13 @@
 //! but keeps reaching checkpoints does not keep retired objects alive. At exit it hands over
 //! its last batch and closes its mailbox.
 //!
+//! Dropping a batch changes counts, which only attached threads do (a stopped world relies on
+//! it), and nothing here attaches: the epoch runs deferred functions on whichever thread pins,
+//! an exiting one included, and an attach there would wait for any stop of the world under way,
+//! which may itself wait for a thread that waits for that exit. So a batch that expires on a
+//! thread that is not attached goes home to its mailbox, and one with no home left (its thread
+//! exited) joins the orphaned batches, which the next attached thread to settle drops.
+//!
 //! The `gil` build reads and writes under the GIL, so nothing can race with a load: the guard is
 //! `crossbeam_epoch::unprotected()` and replaced arrays are freed at once. A removed *reference*
 //! can still outlive a reader, though: a borrowed value held while its thread deletes it, or
@@ -190,7 +197,6 @@ mod batches {
     use std::sync::{Arc, Mutex, Once};
 
     use crossbeam_epoch::Guard;
-    use ftrt_gil::Python;
 
     use crate::refs::OwnedRef;
 
@@ -208,16 +214,16 @@ mod batches {
     }
 
     impl Mailbox {
-        fn deliver(&self, batch: Batch) {
+        /// Posts `batch` home; hands it back if the mailbox is closed (its thread has exited).
+        fn deliver(&self, batch: Batch) -> Option<Batch> {
             let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
             if inbox.1 {
-                drop(inbox);
-                drop(batch);
-                return;
+                return Some(batch);
             }
             inbox.0.push(batch);
             // Relaxed: a hint; the batches themselves travel under the mutex.
             self.pending.store(true, Ordering::Relaxed);
+            None
         }
 
         fn take(&self, close: bool) -> Vec<Batch> {
@@ -253,9 +259,12 @@ mod batches {
                 defer(batch, home, &crossbeam_epoch::pin());
             }
             if let Some(mailbox) = &self.mailbox {
-                // Attached (through the exit fallback): counts change only on attached threads.
-                let expired = mailbox.take(true);
-                Python::attach(|_| drop(expired));
+                // Not dropped here: counts change only on attached threads, and the exit does not
+                // attach. A thread may wait attached for this exit (a join) while a stop of the
+                // world waits for that thread, and attaching would wait for the stop.
+                for batch in mailbox.take(true) {
+                    drop_or_orphan(batch);
+                }
             }
         }
     }
@@ -276,24 +285,62 @@ mod batches {
         REGISTERED.call_once(|| ftrt_gil::on_quiescent_state(settle));
     }
 
+    /// Batches that no thread's mailbox takes: expired after their thread exited, on a thread
+    /// that may not drop them then. The next attached thread to settle drops them.
+    static ORPHANS: Mutex<Vec<Batch>> = Mutex::new(Vec::new());
+    /// Whether `ORPHANS` may hold a batch: a hint, read at every settle.
+    static ORPHANED: AtomicBool = AtomicBool::new(false);
+
+    /// Drops `batch` now if the calling thread is attached, else leaves it to the next attached
+    /// thread that settles. Counts change only on attached threads (a stopped world relies on
+    /// it), and this never attaches: the epoch runs deferred functions on whichever thread
+    /// pins, an exiting one included, and attaching there waits for any stop under way, which
+    /// may wait for a thread that waits for the exit.
+    fn drop_or_orphan(batch: Batch) {
+        if ftrt_gil::is_attached() {
+            drop(batch);
+            return;
+        }
+        ORPHANS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(batch);
+        // Relaxed: a hint; the batches themselves travel under the mutex.
+        ORPHANED.store(true, Ordering::Relaxed);
+    }
+
+    /// Drops the orphaned batches. Called on attached threads only.
+    fn adopt_orphans() {
+        if !ORPHANED.load(Ordering::Relaxed) {
+            return;
+        }
+        let orphans = {
+            let mut orphans = ORPHANS.lock().unwrap_or_else(|e| e.into_inner());
+            ORPHANED.store(false, Ordering::Relaxed);
+            std::mem::take(&mut *orphans)
+        };
+        // Outside the mutex: dropping runs destructors, which may retire and orphan again.
+        drop(orphans);
+    }
+
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
-        // Counts change only on attached threads (a stopped world relies on it), and the
-        // epoch may run this on a detached one: it attaches (re-entrant if attached already).
+        // The epoch runs this on whichever thread pins. Attached at home, the batch is dropped
+        // here (the owner path, mostly); anywhere else it goes home, to be dropped at the
+        // retiring thread's next quiescent state, or to the orphans once that thread has exited.
         let expire = move || {
-            Python::attach(|_| {
-                let at_home = RETIRED.with_current(|r| {
+            let at_home = ftrt_gil::is_attached()
+                && RETIRED.with_current(|r| {
                     r.is_some_and(|r| {
                         r.try_borrow().is_ok_and(|r| {
                             r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, &home))
                         })
                     })
                 });
-                if at_home {
-                    drop(batch);
-                } else {
-                    home.deliver(batch);
-                }
-            })
+            if at_home {
+                drop(batch);
+            } else if let Some(batch) = home.deliver(batch) {
+                drop_or_orphan(batch);
+            }
         };
         // SAFETY: the closure is `Send` (references and an `Arc`) and may run on any thread; the
         // epoch runs it once no reader can hold the pointers it drops.
@@ -321,7 +368,7 @@ mod batches {
             // No thread state (after the thread's exit; the batch is being settled): defer this
             // one on its own.
             // SAFETY: as in `defer`.
-            unsafe { guard.defer_unchecked(move || Python::attach(|_| drop(reference))) };
+            unsafe { guard.defer_unchecked(move || drop_or_orphan(vec![reference])) };
             ftrt_gil::note_retired();
             return;
         }
@@ -345,14 +392,16 @@ mod batches {
     }
 
     /// Hands this thread's partial batch to the epoch and drops the expired batches posted back
-    /// to it. Runs at every quiescent state of an attached thread (the hook registered with
-    /// `ftrt-gil`), so neither stays with a thread that stops retiring; and from `collect`.
+    /// to it, and the orphaned ones. Runs at every quiescent state of an attached thread (the
+    /// hook registered with `ftrt-gil`), so neither stays with a thread that stops retiring; and
+    /// from `collect`.
     pub(super) fn settle() {
         let batch = RETIRED.with_current(|r| r?.try_borrow_mut().ok()?.take_batch());
         if let Some((batch, home)) = batch {
             defer(batch, home, &crossbeam_epoch::pin());
         }
         drain();
+        adopt_orphans();
     }
 }
 

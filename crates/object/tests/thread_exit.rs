@@ -360,3 +360,88 @@ fn a_collection_at_thread_exit_frees_nothing_in_the_middle_of_its_walk() {
         },
     );
 }
+
+/// A thread that retired references (a full batch, so it has a mailbox) exits while a stop of
+/// the world waits for a thread that waits, attached, for that exit. The exit hands its last
+/// batch to the epoch and closes its mailbox; it used to attach to drop what the mailbox held,
+/// and so waited for the stop: the exit for the stop, the stop for the waiting thread, that
+/// thread for the exit (a timeout here). Nothing is lost on the way: after a collection, every
+/// int the thread replaced is freed. (Free-threaded builds: under the GIL the waiting thread
+/// keeps the stopper from attaching, and nothing is retired through the epoch.)
+#[test]
+#[cfg(not(ftrt_gil_build))]
+fn a_thread_that_retired_references_can_exit_while_a_stop_waits_for_a_thread_that_waits_for_it() {
+    use std::time::Duration;
+
+    static EXITED: std::sync::Mutex<Option<mpsc::Sender<()>>> = std::sync::Mutex::new(None);
+    /// Sends when dropped: the last thread-local of its thread (the first one it used).
+    struct SignalAtExit;
+    impl Drop for SignalAtExit {
+        fn drop(&mut self) {
+            if let Some(exited) = EXITED.lock().unwrap().take() {
+                let _ = exited.send(());
+            }
+        }
+    }
+    thread_local!(static SIGNAL_AT_EXIT: SignalAtExit = const { SignalAtExit });
+
+    in_child_process(
+        "a_thread_that_retired_references_can_exit_while_a_stop_waits_for_a_thread_that_waits_for_it",
+        || {
+            let before = live_lists_and_ints();
+            let list = Python::attach(|py| PyList::new(py, [PyInt::new(py, 1_000)]).unbind());
+            let (exited_send, exited) = mpsc::channel();
+            *EXITED.lock().unwrap() = Some(exited_send);
+            let (go, go_receive) = mpsc::channel::<()>();
+            let (ready_send, ready) = mpsc::channel::<()>();
+            let exiting = thread::spawn(move || {
+                SIGNAL_AT_EXIT.with(|_| ());
+                Python::attach(|py| {
+                    let list = list.bind(py);
+                    // More than a batch of replaced ints, retired (the list is shared): the
+                    // first full batch gives the thread its mailbox.
+                    for i in 0..100 {
+                        list.set_item(0, PyInt::new(py, 2_000 + i)).unwrap();
+                    }
+                });
+                ready_send.send(()).unwrap();
+                go_receive.recv().unwrap();
+                list
+            });
+            // Detached before the stop: a thread attaching during it would wait for it.
+            ready.recv().unwrap();
+            // The stopper attaches first and waits detached for this thread to attach.
+            let (stopper_attached_send, stopper_attached) = mpsc::channel::<()>();
+            let (attached_send, attached) = mpsc::channel::<()>();
+            let exit_seen = thread::scope(|s| {
+                s.spawn(move || {
+                    Python::attach(|py| {
+                        stopper_attached_send.send(()).unwrap();
+                        py.allow_threads(move || attached.recv().unwrap());
+                        ftrt_gil::stop_the_world(py, || {});
+                    })
+                });
+                stopper_attached.recv().unwrap();
+                Python::attach(|_| {
+                    attached_send.send(()).unwrap();
+                    // The stopper now waits for this attached thread.
+                    thread::sleep(Duration::from_millis(20));
+                    go.send(()).unwrap();
+                    // Waiting attached, without a checkpoint: the stop cannot end before this.
+                    exited.recv_timeout(Duration::from_secs(2)).is_ok()
+                })
+            });
+            let list = exiting.join().expect("the thread exits cleanly");
+            assert!(
+                exit_seen,
+                "the exit waited for the stop that waited for the thread waiting for it"
+            );
+            Python::attach(|py| drop(list.into_bound(py)));
+            assert_eq!(
+                live_lists_and_ints(),
+                before,
+                "every replaced int was freed"
+            );
+        },
+    );
+}
