@@ -11,7 +11,9 @@
 //! `BiasedArc`, count without atomics on one thread: `biasedrc` (biased counting with an owner
 //! queue), `trc` (one local count per thread, a shared count of threads) and `hybrid-rc` (a
 //! `!Send` local handle on one thread, atomic handles elsewhere). Run it alone with
-//! `cargo bench --bench refcount -- peers`. Targets: owner clone + drop at most 1.25 × `Rc` and at
+//! `cargo bench --bench refcount -- peers`. `BiasedArc`'s owner case runs twice: `biased_arc`
+//! with `clone` and `drop`, and `biased_arc_for` with `clone_for` and `drop_for` under one
+//! `biased::with_current_owner` token. Targets: owner clone + drop at most 1.25 × `Rc` and at
 //! least 4 × faster than `Arc`, the fastest of the thread-safe peers there, and allocate + last
 //! drop at most 1.2 × `Arc`.
 
@@ -26,7 +28,7 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use ftrt::refcount::{
-    biased::LocalCounts, header_size, AtomicCount, BiasedArc, BiasedCount, GilHeld, NonAtomicCount,
+    biased::{self, LocalCounts}, header_size, AtomicCount, BiasedArc, BiasedCount, GilHeld, NonAtomicCount,
     RefCount, Strategy,
 };
 
@@ -140,6 +142,16 @@ fn peers(c: &mut Criterion) {
     peer_owner(&mut group, "rc", Rc::new(0_u64));
     peer_owner(&mut group, "arc", Arc::new(0_u64));
     peer_owner(&mut group, "biased_arc", BiasedArc::new(0_u64));
+    let biased = BiasedArc::new(0_u64);
+    group.bench_function(BenchmarkId::new("owner", "biased_arc_for"), |b| {
+        b.iter(|| {
+            biased::with_current_owner(|owner| {
+                for _ in 0..PAIRS {
+                    BiasedArc::drop_for(black_box(BiasedArc::clone_for(&biased, owner)), owner);
+                }
+            })
+        })
+    });
     peer_owner(&mut group, "biasedrc", biasedrc::Brc::new(0_u64));
     peer_owner(&mut group, "triomphe", triomphe::Arc::new(0_u64));
     peer_owner(&mut group, "trc", trc::Trc::new(0_u64));

@@ -804,6 +804,32 @@ impl<T: ?Sized> BiasedArc<T> {
     pub fn merge_pending() -> usize {
         biased::merge_pending()
     }
+
+    /// [`clone`](Clone::clone), counting as `owner`, the calling thread's token from
+    /// [`biased::with_current_owner`]: the same count, without loading the thread's id. For
+    /// loops that clone and drop many values; any other token is correct too (it owns nothing
+    /// `BiasedArc` made, so it counts on the shared side).
+    #[inline]
+    pub fn clone_for(this: &Self, owner: biased::Owner<'_>) -> Self {
+        this.count().incref_for(owner);
+        Self {
+            ptr: this.ptr,
+            _owns: PhantomData,
+        }
+    }
+
+    /// Drops `this`, counting as `owner`, like [`clone_for`](Self::clone_for).
+    #[inline]
+    pub fn drop_for(this: Self, owner: biased::Owner<'_>) {
+        let this = ManuallyDrop::new(this);
+        let count = this.ptr.cast::<BiasedCount>();
+        // SAFETY: as in `Drop::drop`: this handle's reference is given up here (the handle is
+        // not dropped again), and `release::<T>` frees exactly this kind of allocation.
+        if unsafe { BiasedCount::decref_for(count, owner, release::<T>) } {
+            // SAFETY: that was the last reference and no queue entry remains.
+            unsafe { release_inner(this.ptr) };
+        }
+    }
 }
 
 /// The allocation whose value `ptr` points at.

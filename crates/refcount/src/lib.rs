@@ -54,6 +54,29 @@
 //! calls [`merge_pending`] or exits. The header is the same 16 bytes as `Arc`'s (a 12-byte
 //! biased count and a 4-byte weak count).
 //!
+//! **Loops on the owner thread.** Every `clone` and `drop` first checks that the calling thread
+//! owns the count: a load of the thread's id from a thread-local, and a compare. In a loop that
+//! clones and drops many values, take the thread's token once with
+//! [`biased::with_current_owner`] and count through [`BiasedArc::clone_for`] and
+//! [`BiasedArc::drop_for`]: the id then stays in a register, and the loop costs about what `Rc`'s
+//! does (1.1 × `Rc` against 1.5 × for `clone` and `drop`, criterion's `peers` group). The
+//! counting is the same; only where the id comes from differs.
+//!
+//! ```
+//! use ftrt_refcount::{biased, BiasedArc};
+//!
+//! let node = BiasedArc::new(String::from("leaf"));
+//! let copies = biased::with_current_owner(|owner| {
+//!     let copies: Vec<_> = (0..100).map(|_| BiasedArc::clone_for(&node, owner)).collect();
+//!     let len = copies.len();
+//!     for copy in copies {
+//!         BiasedArc::drop_for(copy, owner);
+//!     }
+//!     len
+//! });
+//! assert_eq!((copies, BiasedArc::strong_count(&node)), (100, 1));
+//! ```
+//!
 //! **`Arc`'s API.** [`BiasedArc`] has `Arc`'s constructors (`new`, `new_cyclic`, `From<T>`,
 //! `Default`), `clone`, `Deref`, the comparison, hashing and formatting traits, `strong_count`,
 //! `weak_count`, `ptr_eq`, `as_ptr`, `into_raw` / `from_raw`, `increment_strong_count` /

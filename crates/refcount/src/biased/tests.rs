@@ -910,3 +910,115 @@ fn a_parked_owner_retires_without_merging_what_other_threads_queue_to_it() {
         "the retiring thread freed nothing"
     );
 }
+
+// `with_current_owner`: the convenience owner's token, for `BiasedArc::clone_for` / `drop_for`.
+
+#[test]
+fn clones_and_drops_with_the_owner_token_count_locally_like_clone_and_drop() {
+    let drops = Drops::default();
+    let arc = BiasedArc::new(drops.track(1));
+    let id = current();
+    with_current_owner(|owner| {
+        assert_eq!(owner.counting_id(), id);
+        let a = BiasedArc::clone_for(&arc, owner);
+        let b = BiasedArc::clone_for(&a, owner);
+        let c = b.clone();
+        assert_eq!(fields(header(&arc)), (id, 4, 0));
+        BiasedArc::drop_for(a, owner);
+        drop(b);
+        assert_eq!(fields(header(&arc)), (id, 2, 0));
+        BiasedArc::drop_for(c, owner);
+    });
+    assert_eq!(fields(header(&arc)), (id, 1, 0));
+    assert_eq!(BiasedArc::strong_count(&arc), 1);
+    drop(arc);
+    assert_eq!(drops.count(), 1);
+}
+
+#[test]
+fn the_owner_token_registers_a_thread_that_has_made_nothing_yet() {
+    thread::spawn(|| {
+        let (token_id, made) = with_current_owner(|owner| {
+            let made = BiasedArc::new(7);
+            let clone = BiasedArc::clone_for(&made, owner);
+            assert_eq!(fields(header(&made)).1, 2, "counted locally");
+            BiasedArc::drop_for(clone, owner);
+            (owner.counting_id(), made)
+        });
+        assert_eq!(token_id, current(), "the token is the thread's own owner");
+        assert_eq!(header(&made).owner_id(), Some(token_id));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn another_threads_owner_token_counts_on_the_shared_side() {
+    let arc = BiasedArc::new(3);
+    let id = current();
+    let remote = arc.clone();
+    thread::spawn(move || {
+        with_current_owner(|owner| {
+            let clone = BiasedArc::clone_for(&remote, owner);
+            assert_eq!(fields(header(&remote)), (id, 2, ONE));
+            BiasedArc::drop_for(clone, owner);
+            assert_eq!(fields(header(&remote)), (id, 2, 0));
+            // The last reference this thread holds, queued back to the owner.
+            BiasedArc::drop_for(remote, owner);
+        });
+    })
+    .join()
+    .unwrap();
+    assert_eq!(fields(header(&arc)), (id, 2, QUEUED));
+    assert_eq!(BiasedArc::strong_count(&arc), 1);
+}
+
+#[test]
+fn drop_for_of_the_last_reference_drops_the_value_once_on_either_thread() {
+    let drops = Drops::default();
+    let here = BiasedArc::new(drops.track(1));
+    with_current_owner(|owner| BiasedArc::drop_for(here, owner));
+    assert_eq!(drops.count(), 1, "the owner's last drop_for");
+
+    let arc = BiasedArc::new(drops.track(2));
+    let remote = arc.clone();
+    drop(arc);
+    thread::spawn(move || with_current_owner(|owner| BiasedArc::drop_for(remote, owner)))
+        .join()
+        .unwrap();
+    // The last reference died on another thread: queued back, dropped at the owner's merge.
+    assert_eq!(drops.count(), 1);
+    assert_eq!(merge_pending(), 1);
+    assert_eq!(drops.count(), 2);
+}
+
+#[test]
+#[should_panic(expected = "detach_current_thread inside with_current_owner")]
+fn detaching_while_an_owner_token_is_out_panics() {
+    let arc = BiasedArc::new(0);
+    with_current_owner(|owner| {
+        let clone = BiasedArc::clone_for(&arc, owner);
+        detach_current_thread();
+        BiasedArc::drop_for(clone, owner);
+    });
+}
+
+#[test]
+fn after_the_thread_detached_the_owner_token_owns_nothing() {
+    thread::spawn(|| {
+        let arc = BiasedArc::new(5);
+        let id = current();
+        detach_current_thread();
+        with_current_owner(|owner| {
+            assert_eq!(owner.counting_id(), Owner::detached().counting_id());
+            let clone = BiasedArc::clone_for(&arc, owner);
+            assert_eq!(BiasedArc::strong_count(&arc), 2);
+            assert_eq!(fields(header(&arc)).0, id, "not merged yet");
+            BiasedArc::drop_for(clone, owner);
+        });
+        assert_eq!(BiasedArc::strong_count(&arc), 1);
+    })
+    .join()
+    .unwrap();
+}
+

@@ -653,12 +653,85 @@ pub fn merge_pending() -> usize {
 /// queue and gives up ownership of every object it owns (other threads merge those as they meet
 /// them). Objects the thread creates afterwards through the convenience start out shared.
 /// Doing nothing is also correct, since thread exit does the same.
+///
+/// # Panics
+/// Inside [`with_current_owner`] on this thread, whose token must keep counting as the owner
+/// until it returns.
 pub fn detach_current_thread() {
     // Dropped outside the borrow: retiring merges, which runs destructors.
-    if let Ok(Some(owner)) = OWNER.try_with(|slot| slot.borrow_mut().take()) {
+    let taken = OWNER.try_with(|slot| {
+        let Ok(mut slot) = slot.try_borrow_mut() else {
+            panic!("detach_current_thread inside with_current_owner: the token must stay valid");
+        };
+        slot.take()
+    });
+    if let Ok(Some(owner)) = taken {
         drop(owner);
     } else {
         set_current(DETACHED);
+    }
+}
+
+/// Runs `f` with the calling thread's convenience owner token (the owner
+/// [`BiasedArc::new`](crate::BiasedArc::new) and [`BiasedCount::new`] record), registering the
+/// thread first if it has not made an object yet. A loop that clones and drops many values
+/// passes the token to [`BiasedArc::clone_for`](crate::BiasedArc::clone_for) and
+/// [`drop_for`](crate::BiasedArc::drop_for), which then compare the owner field against a
+/// value already in a register instead of loading the thread's id for every count.
+///
+/// After the thread's convenience owner has retired (thread-local teardown, or
+/// [`detach_current_thread`]) the token is [`Owner::detached`]'s: it owns nothing, and counts
+/// on the shared side as any non-owner does.
+///
+/// # Panics
+/// [`detach_current_thread`] called on this thread inside `f` panics: the token counts as the
+/// owner until `f` returns, so the owner cannot retire meanwhile.
+///
+/// ```
+/// use ftrt_refcount::{biased, BiasedArc};
+///
+/// let value = BiasedArc::new(7_u64);
+/// let total = biased::with_current_owner(|owner| {
+///     (0..1_000)
+///         .map(|_| {
+///             let clone = BiasedArc::clone_for(&value, owner);
+///             let read = *clone;
+///             BiasedArc::drop_for(clone, owner);
+///             read
+///         })
+///         .sum::<u64>()
+/// });
+/// assert_eq!(total, 7_000);
+/// assert_eq!(BiasedArc::strong_count(&value), 1);
+/// ```
+pub fn with_current_owner<R>(f: impl FnOnce(Owner<'_>) -> R) -> R {
+    if current() == UNASSIGNED {
+        register_current();
+    }
+    let mut f = Some(f);
+    let ran = OWNER.try_with(|slot| {
+        // The shared borrow keeps the convenience owner in its slot, registered, until `f`
+        // returns: `detach_current_thread` takes it only through a mutable borrow, and its
+        // thread-local destructor cannot run while this thread is still in a call.
+        let owner = slot.try_borrow().ok()?;
+        owner.as_ref()?;
+        // SAFETY: `current()` is the id of the convenience owner in the slot (set when it was
+        // stored, reset to `DETACHED` before it is dropped), which this thread registered; the
+        // borrow held across `f` keeps it registered, and nothing parks a convenience owner,
+        // for all of the token's lifetime (`f`'s call: the token cannot leave it).
+        let token = unsafe { Owner::assume_counting_as(current()) };
+        let f = f.take()?;
+        let result = f(token);
+        drop(owner);
+        Some(result)
+    });
+    match (ran, f) {
+        (Ok(Some(result)), _) => result,
+        // Torn down or retired: count as a thread that owns nothing.
+        (_, Some(f)) => f(Owner::detached()),
+        // `f` ran and returned `None` through the closure's `?`: impossible, since `f`'s
+        // result is wrapped in `Some` after it returns.
+        (_, None) => unreachable!("with_current_owner ran its closure and lost the result"),
     }
 }
 
