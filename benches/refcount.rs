@@ -28,8 +28,8 @@ use criterion::{
     criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
 };
 use ftrt::refcount::{
-    biased::{self, LocalCounts}, header_size, AtomicCount, BiasedArc, BiasedCount, GilHeld, NonAtomicCount,
-    RefCount, Strategy,
+    biased::{self, LocalCounts},
+    header_size, AtomicCount, BiasedArc, BiasedCount, GilHeld, NonAtomicCount, RefCount, Strategy,
 };
 
 #[global_allocator]

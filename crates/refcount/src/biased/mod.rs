@@ -39,8 +39,8 @@ use crate::sync::{fence, AtomicI32, AtomicU32, Ordering};
 use crate::{Counting, RefCountValue};
 
 pub use thread::{
-    detach_current_thread, for_each_registered, merge_pending, with_current_owner, Info, LocalCounts,
-    Owner, Release,
+    detach_current_thread, for_each_registered, merge_pending, with_current_owner, Info,
+    LocalCounts, Owner, Release,
 };
 use thread::{Queued, NO_OWNER};
 

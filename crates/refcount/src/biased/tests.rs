@@ -1021,4 +1021,3 @@ fn after_the_thread_detached_the_owner_token_owns_nothing() {
     .join()
     .unwrap();
 }
-
