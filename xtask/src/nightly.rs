@@ -36,6 +36,9 @@ pub const TSAN_SUITES: &[TestSuite] = &[
     // exiting meanwhile.
     TestSuite::new("ftrt-gil", "stop_the_world"),
     TestSuite::new("ftrt-object", "gc"),
+    // Local collections beside a thread that keeps the world from stopping, and beside
+    // stopped-world collections on other threads.
+    TestSuite::new("ftrt-object", "local_collections"),
 ];
 
 /// Integer-to-pointer casts are allowed because `parking_lot_core`, where every contended lock

@@ -221,7 +221,11 @@ fn publish_local(root: &Header) {
 fn mark_shared(object: &Header, local: &mut Vec<NonNull<Header>>) {
     object.shared.store(true, Ordering::Relaxed);
     if object.ty.slots.holds_references {
-        local.push(NonNull::from(object));
+        let object = NonNull::from(object);
+        // SAFETY: alive (the caller reaches it), of a type that holds references; this is its
+        // thread, which publishes it before any other thread can reach it.
+        unsafe { gc::on_published(object) };
+        local.push(object);
     }
 }
 
@@ -302,20 +306,30 @@ pub(crate) struct Tracked<P> {
 /// How far before the header of an object that may hold references its [`GcHead`] sits.
 const GC_HEAD: usize = std::mem::size_of::<GcHead>();
 
-/// The collector's part of a tracked object: its index in the registry of tracked objects.
-/// Eight bytes, so the object behind it stays aligned.
+/// The collector's part of a tracked object: its index in the registry of tracked objects, and
+/// its place in its thread's list of local objects (`gc::local`), if it is listed. Eight bytes,
+/// so the object behind it stays aligned.
 #[repr(C, align(8))]
-pub(crate) struct GcHead(AtomicU32);
+pub(crate) struct GcHead {
+    index: AtomicU32,
+    listed: AtomicU32,
+}
+
+/// The place of an object that is in no thread's list of local objects.
+pub(crate) const NOT_LISTED: u32 = u32::MAX;
 
 impl GcHead {
     fn untracked() -> Self {
-        GcHead(AtomicU32::new(gc::UNTRACKED))
+        GcHead {
+            index: AtomicU32::new(gc::UNTRACKED),
+            listed: AtomicU32::new(NOT_LISTED),
+        }
     }
 
     fn set(&self, index: u32) {
         // Relaxed: written before the object is handed to anyone; a collector reads it in a
         // stopped world, which the stop orders after every thread's writes.
-        self.0.store(index, Ordering::Relaxed);
+        self.index.store(index, Ordering::Relaxed);
     }
 }
 
@@ -328,7 +342,35 @@ impl GcHead {
 pub(crate) unsafe fn gc_index(object: NonNull<Header>) -> u32 {
     // SAFETY: per the contract the object is a live `Tracked` allocation; the head is its first
     // field whatever the payload, so `()` stands in for it.
-    unsafe { (*tracked::<()>(object)).gc.0.load(Ordering::Relaxed) }
+    unsafe { (*tracked::<()>(object)).gc.index.load(Ordering::Relaxed) }
+}
+
+/// The place of an object that may hold references in its thread's list of local objects, or
+/// [`NOT_LISTED`].
+///
+/// # Safety
+/// As for [`gc_index`].
+#[inline]
+pub(crate) unsafe fn listed_at(object: NonNull<Header>) -> u32 {
+    // Relaxed: written by the object's own thread; the stopped-world collection reads it after
+    // the stop, which orders every thread's writes before.
+    // SAFETY: as in `gc_index`.
+    unsafe { (*tracked::<()>(object)).gc.listed.load(Ordering::Relaxed) }
+}
+
+/// Sets the place [`listed_at`] reads.
+///
+/// # Safety
+/// As for [`gc_index`], and the caller is the object's thread, keeping its list (`gc::local`).
+#[cfg_attr(ftrt_gil_build, allow(dead_code))] // nothing is listed under the GIL
+pub(crate) unsafe fn set_listed_at(object: NonNull<Header>, place: u32) {
+    // SAFETY: as in `gc_index`.
+    unsafe {
+        (*tracked::<()>(object))
+            .gc
+            .listed
+            .store(place, Ordering::Relaxed)
+    };
 }
 
 /// The `Tracked` allocation whose object `header` heads.
@@ -361,7 +403,8 @@ pub(crate) unsafe fn free_object<P: Payload>(header: NonNull<Header>) {
     // SAFETY: allocated behind its head (`P` holds references); alive until freed below.
     let index = unsafe { gc_index(header) };
     if index != gc::UNTRACKED {
-        gc::untrack(index);
+        // SAFETY: alive until freed below, of a type that holds references.
+        unsafe { gc::untrack(header, index) };
     }
     // SAFETY: as above: the `Tracked` allocation `allocate` leaked, and it is unreachable.
     drop(unsafe { Box::from_raw(tracked::<P>(header)) });

@@ -208,7 +208,8 @@ mod batches {
     /// Where expired batches wait for the thread that retired them.
     #[derive(Default)]
     struct Mailbox {
-        /// Closed when the thread exits: later deliveries are dropped where they arrive.
+        /// Closed when the thread exits: later deliveries are handed back to the deliverer,
+        /// which drops them if attached, else leaves them to the orphaned batches.
         inbox: Mutex<(Vec<Batch>, bool)>,
         pending: AtomicBool,
     }
@@ -253,8 +254,11 @@ mod batches {
 
     impl Drop for Retired {
         fn drop(&mut self) {
-            // The thread is exiting: hand over what is left and close the mailbox (dropping what
-            // was posted to it, which has expired).
+            // The thread's local objects leave its list first: once the mailbox is closed, what
+            // the thread retired (local objects among it) may be dropped on another thread.
+            crate::gc::retire_local_objects();
+            // The thread is exiting: hand over what is left and close the mailbox (what was
+            // posted to it, which has expired, goes to the orphaned batches below).
             if let Some((batch, home)) = self.take_batch() {
                 defer(batch, home, &crossbeam_epoch::pin());
             }
@@ -307,6 +311,9 @@ mod batches {
             .push(batch);
         // Relaxed: a hint; the batches themselves travel under the mutex.
         ORPHANED.store(true, Ordering::Relaxed);
+        // The orphans are adopted at quiescent states: make sure they are watched even when
+        // nothing was retired with a thread state (only after a thread's exit).
+        settle_at_quiescent_states();
     }
 
     /// Drops the orphaned batches. Called on attached threads only.

@@ -445,3 +445,50 @@ fn a_thread_that_retired_references_can_exit_while_a_stop_waits_for_a_thread_tha
         },
     );
 }
+
+/// A reference retired after its thread's exit (no thread state: deferred on its own) that then
+/// expires on a thread that is not attached is orphaned, and the orphans are adopted at the
+/// next quiescent state of an attached thread, even when nothing else was ever retired in the
+/// process (nothing else registered the quiescent-state work). It used to stay alive until an
+/// explicit `ftrt_object::collect`.
+#[cfg(not(ftrt_gil_build))]
+#[test]
+fn a_reference_retired_after_exit_and_orphaned_is_freed_at_a_quiescent_state() {
+    in_child_process(
+        "a_reference_retired_after_exit_and_orphaned_is_freed_at_a_quiescent_state",
+        || {
+            let ints = || Python::attach(|_| live_objects(Kind::Int));
+            let list = Python::attach(|py| PyList::new(py, [PyInt::new(py, 1_000)]).unbind());
+            let before = ints();
+            let late = Python::attach(|py| list.clone_ref(py));
+            thread::spawn(move || {
+                // After the thread state is gone: retired without a batch.
+                at_exit(move || {
+                    Python::attach(|py| late.bind(py).set_item(0, PyInt::new(py, 2_000)).unwrap());
+                });
+                // A thread state, gone before the `at_exit` closure runs.
+                Python::attach(|_| {});
+            })
+            .join()
+            .expect("the thread exits cleanly");
+            // The replaced int expires here, detached: orphaned.
+            Python::attach(|py| {
+                py.allow_threads(|| {
+                    for _ in 0..1024 {
+                        crossbeam_epoch::pin().flush();
+                    }
+                })
+            });
+            // Quiescent states (every 16th checkpoint, and every detach), no `collect`.
+            for _ in 0..64 {
+                Python::attach(|py| {
+                    for _ in 0..32 {
+                        let _ = py.check();
+                    }
+                });
+            }
+            assert_eq!(ints(), before, "the replaced int was freed");
+            drop(list);
+        },
+    );
+}

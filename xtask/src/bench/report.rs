@@ -751,23 +751,31 @@ impl Report {
             return String::new();
         }
         let mut md = String::from(
-            "\n## GC pauses\n\nThe cycle collector's stopped-world pauses in each run (medians over the \
-             repeats).\n\n| workload | build | threads | collections | p50 ms | p99 ms | max ms |\n\
-             |---|---|---|---|---|---|---|\n",
+            "\n## GC pauses\n\nThe cycle collector's stopped-world pauses in each run, and its local \
+             collections (a thread searching its own local objects, no stop: only that thread \
+             waits), medians over the repeats.\n\n| workload | build | threads | collections | \
+             p50 ms | p99 ms | max ms | local collections | local p99 ms | local max ms |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
         );
+        let count = |c: &Cell, name: &str| {
+            c.metrics
+                .get(name)
+                .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"))
+        };
         for c in cells {
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 c.workload,
                 c.build,
                 c.threads,
-                c.metrics
-                    .get("gc_collections")
-                    .map_or_else(|| "-".to_owned(), |v| format!("{v:.0}")),
+                count(c, "gc_collections"),
                 metric(c, "gc_pause_p50_ms"),
                 metric(c, "gc_pause_p99_ms"),
                 metric(c, "gc_pause_max_ms"),
+                count(c, "gc_local_collections"),
+                metric(c, "gc_local_pause_p99_ms"),
+                metric(c, "gc_local_pause_max_ms"),
             );
         }
         md

@@ -26,9 +26,15 @@
 //! will not stop within 50 ms (a thread attached and blocked without a checkpoint), that
 //! automatic collection is given up and tried again at the next threshold. In the biased
 //! build an automatic collection hands other threads' garbage back to them (`delivery`).
-//! `docs/gc.md` compares the design with CPython's.
+//!
+//! In the free-threaded builds most cycles never need a stop: no cycle mixes local and shared
+//! objects, so each thread finds the cycles among its own local objects alone, in a *local
+//! collection* at one of its quiescent states (`local`), and the stopped-world collections skip
+//! those objects. `docs/gc.md` compares the design with CPython's.
 
 mod delivery;
+#[cfg(not(ftrt_gil_build))]
+mod local;
 mod registry;
 
 use std::cell::Cell;
@@ -42,7 +48,7 @@ use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue, Strategy};
 
 use crate::borrowed::Borrowed;
-use crate::header::{gc_index, header, Header};
+use crate::header::{gc_index, header, listed_at, Header, NOT_LISTED};
 use crate::refs::{decref, incref};
 
 pub(crate) use registry::UNTRACKED;
@@ -71,9 +77,19 @@ pub struct Collection {
 /// Runs a collection now, stopping the world: returns what it found and freed. Waits for every
 /// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
 pub fn collect(py: Python<'_>) -> Collection {
+    // The calling thread's local objects first: no stop needed (free-threaded builds).
+    #[cfg(not(ftrt_gil_build))]
+    let local = local::collect_local(py);
     // A request's reference left pending would read as a reference from outside.
     crate::hot::defer_requested(py);
-    ftrt_gil::stop_the_world(py, || find_garbage(py)).free(py, false)
+    #[allow(unused_mut)] // added to only in the free-threaded builds
+    let mut collection = ftrt_gil::stop_the_world(py, || find_garbage(py)).free(py, false);
+    #[cfg(not(ftrt_gil_build))]
+    {
+        collection.tracked += local.listed;
+        collection.unreachable += local.unreachable;
+    }
+    collection
 }
 
 /// The pauses of every collection so far (on demand and automatic), in order; at most the last
@@ -82,14 +98,44 @@ pub fn pauses() -> Vec<Duration> {
     lock_pauses().clone()
 }
 
-/// Forgets the recorded pauses (a benchmark run starts from none).
+/// Forgets the recorded pauses, stopped-world and local (a benchmark run starts from none).
 pub fn clear_pauses() {
     lock_pauses().clear();
+    lock_local_pauses().clear();
 }
 
-/// How many collections have run (on demand and automatic).
+/// How many stopped-world collections have run (on demand and automatic).
 pub fn collections() -> usize {
     COLLECTIONS.load(Ordering::Relaxed)
+}
+
+/// How many local collections have run, on every thread: a thread's search of its own local
+/// objects, with no stop (free-threaded builds; zero under the GIL). See `docs/gc.md`.
+pub fn local_collections() -> usize {
+    #[cfg(not(ftrt_gil_build))]
+    return local::local_collections();
+    #[cfg(ftrt_gil_build)]
+    0
+}
+
+/// How long each local collection took, on the thread that ran it (the other threads ran on),
+/// in order; at most the last 1,000,000. [`clear_pauses`] forgets them too.
+pub fn local_pauses() -> Vec<Duration> {
+    lock_local_pauses().clone()
+}
+
+static LOCAL_PAUSES: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
+
+fn lock_local_pauses() -> std::sync::MutexGuard<'static, Vec<Duration>> {
+    LOCAL_PAUSES.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg_attr(ftrt_gil_build, allow(dead_code))]
+fn record_local_pause(took: Duration) {
+    let mut pauses = lock_local_pauses();
+    if pauses.len() < MAX_PAUSES {
+        pauses.push(took);
+    }
 }
 
 static PAUSES: Mutex<Vec<Duration>> = Mutex::new(Vec::new());
@@ -123,23 +169,78 @@ thread_local! {
     static FREEING_GARBAGE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Tracks a newly allocated object: its registry index.
+/// Tracks a newly allocated object: its registry index. A local object is also listed for its
+/// thread's local collections (free-threaded builds, `local`), and counts towards those instead
+/// of the stopped-world ones.
 #[inline]
 pub(crate) fn track(object: NonNull<Header>) -> u32 {
-    count_young(1);
-    registry::track(object)
+    let index = registry::track(object);
+    #[cfg(not(ftrt_gil_build))]
+    let listed = local::list_new(object);
+    #[cfg(ftrt_gil_build)]
+    let listed = false;
+    if !listed {
+        count_young(1);
+    }
+    index
 }
 
 /// Stops tracking an object being freed. Garbage freed inside `free_garbage` does not count:
 /// the collection reset the count when it found it, and its owners may free it much later.
 /// (What the garbage held and the epoch retired, from shared containers, still dies later and
 /// counts then: an undercount of the young objects, which delays the next collection.)
+///
+/// # Safety
+/// `object` is alive, of a type that holds references, tracked at `index`, and being freed on
+/// the calling thread.
 #[inline]
-pub(crate) fn untrack(index: u32) {
-    if !FREEING_GARBAGE.get() {
+pub(crate) unsafe fn untrack(object: NonNull<Header>, index: u32) {
+    // SAFETY: per the caller (a listed object is freed only on its own thread).
+    #[cfg(not(ftrt_gil_build))]
+    let listed = unsafe { local::unlist(object, true) };
+    #[cfg(ftrt_gil_build)]
+    let listed = {
+        let _ = object;
+        false
+    };
+    if !listed && !FREEING_GARBAGE.get() {
         count_young(-1);
     }
     registry::untrack(index);
+}
+
+/// `object` was just published (made shared) on its thread: it leaves the thread's local
+/// objects for the stopped-world collections, and counts as young there.
+///
+/// # Safety
+/// `object` is alive and of a type that holds references, and the caller is its thread.
+#[inline]
+pub(crate) unsafe fn on_published(object: NonNull<Header>) {
+    // SAFETY: per the caller.
+    #[cfg(not(ftrt_gil_build))]
+    if unsafe { local::unlist(object, false) } {
+        count_young(1);
+    }
+    #[cfg(ftrt_gil_build)]
+    let _ = object;
+}
+
+/// Ends the calling thread's list of local objects (its exit): they join the objects the
+/// stopped-world collections examine. Must run before the thread's retired references can be
+/// dropped on another thread.
+#[cfg(not(ftrt_gil_build))]
+pub(crate) fn retire_local_objects() {
+    local::retire_thread();
+}
+
+/// Whether the stopped-world collections skip `object`: it is listed for its thread's local
+/// collections.
+///
+/// # Safety
+/// `object` is alive and of a type that holds references.
+unsafe fn is_listed(object: NonNull<Header>) -> bool {
+    // SAFETY: per the caller.
+    unsafe { listed_at(object) != NOT_LISTED }
 }
 
 /// Adds to the young count; past the threshold, asks for a collection.
@@ -250,6 +351,13 @@ fn find_garbage(py: Python<'_>) -> Garbage {
     let mut outside = vec![0isize; high];
     let mut tracked = Vec::new();
     registry::for_each(|index, object| {
+        // SAFETY: tracked objects are alive (untracked before they are freed) and of types that
+        // hold references; the world is stopped.
+        if unsafe { is_listed(object) } {
+            // Local to a live thread, which collects it itself: no unlisted object holds it,
+            // and what it holds counts as referenced from outside (kept, for now).
+            return;
+        }
         let index = index as usize;
         tracked.push((index, object));
         // SAFETY: tracked objects are alive (untracked before they are freed), and the world

@@ -1,0 +1,328 @@
+//! Local collections: a thread finds the reference cycles among its own local objects alone,
+//! without stopping the world (free-threaded builds).
+//!
+//! A local object is reachable from its creating thread alone, and a shared object holds only
+//! shared objects (`Header`'s invariant). So no cycle mixes the two: a cycle through a local
+//! object would need a shared object that holds a local one. The cycles among a thread's local
+//! objects can therefore be found by that thread at one of its quiescent states, with every
+//! other thread running: nothing else can reach those objects, so their counts and contents
+//! hold still while the thread looks at them.
+//!
+//! Each thread keeps a list of its local tracked objects (made on its first tracked
+//! allocation), and each listed object its place in the list (`header::GcHead`). The invariant:
+//! **an object is listed only while it is local to a live thread, in that thread's list, and
+//! every reference to it is held on that thread or by objects in that list.** It is kept by:
+//! - listing only objects made local, on a thread whose thread state is alive;
+//! - taking an object out of the list when it is published (on its thread, before any other
+//!   thread can reach it) and when it is freed (on its thread: no other thread can drop a
+//!   reference to it);
+//! - taking every object out of the list when the thread retires its list at exit, before its
+//!   retired references can reach another thread (`reclaim` closes its mailbox after this).
+//!
+//! The stopped-world collection skips listed objects: they can hold shared objects, so skipping
+//! them only keeps those alive for now, and no unlisted object holds a listed one.
+
+use std::cell::{Cell, RefCell};
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use ftrt_gil::{BuildCount, Python};
+use ftrt_refcount::{RefCount, RefCountValue};
+
+use super::{count_young, free_garbage, traverse, Mark, THRESHOLD};
+use crate::header::{header, listed_at, set_listed_at, Header, NOT_LISTED};
+use crate::refs::incref;
+
+/// A thread's local tracked objects, by their place in the list.
+struct LocalObjects {
+    objects: RefCell<Vec<NonNull<Header>>>,
+    /// Objects listed since the last local collection, net of those unlisted.
+    young: Cell<isize>,
+    /// Objects the last local collection left listed.
+    survivors: Cell<usize>,
+    /// A local collection is due at the thread's next quiescent state.
+    due: Cell<bool>,
+    /// A local collection is running on the thread (none starts inside another).
+    collecting: Cell<bool>,
+}
+
+/// The thread's list, owned by its thread state (`ftrt_gil::local`), which drops it at exit.
+struct List(Box<LocalObjects>);
+
+impl Drop for List {
+    fn drop(&mut self) {
+        // Normally done already, first thing in the thread's exit (`retire_thread`).
+        if std::ptr::eq(LIST.get(), &*self.0) {
+            retire_thread();
+        }
+    }
+}
+
+static LISTS: ftrt_gil::local::Key<List> = ftrt_gil::local::Key::new(|| {
+    List(Box::new(LocalObjects {
+        objects: RefCell::new(Vec::new()),
+        young: Cell::new(0),
+        survivors: Cell::new(0),
+        due: Cell::new(false),
+        collecting: Cell::new(false),
+    }))
+});
+
+thread_local! {
+    /// The calling thread's list while it lives (null before its first tracked allocation and
+    /// after [`retire_thread`]). Const, destructor-less: readable in every thread-local
+    /// destructor, so frees during the thread's exit find the list as long as it exists.
+    static LIST: Cell<*const LocalObjects> = const { Cell::new(std::ptr::null()) };
+    /// Set once the thread retired its list: no new one is made.
+    static RETIRED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Local collections run so far, on every thread.
+static LOCAL_COLLECTIONS: AtomicUsize = AtomicUsize::new(0);
+
+/// The calling thread's list, made on first use while its thread state lives.
+#[inline]
+fn list() -> Option<&'static LocalObjects> {
+    let list = LIST.get();
+    if !list.is_null() {
+        // SAFETY: non-null only while the `List` that owns it is alive: set when it is made,
+        // nulled by `retire_thread` before the thread state drops it.
+        return Some(unsafe { &*list });
+    }
+    make_list()
+}
+
+#[cold]
+fn make_list() -> Option<&'static LocalObjects> {
+    if RETIRED.get() {
+        return None;
+    }
+    let made = LISTS.with_current(|list| list.map(|list| &*list.0 as *const LocalObjects))?;
+    LIST.set(made);
+    static HOOK: Once = Once::new();
+    HOOK.call_once(|| ftrt_gil::on_quiescent_state(collect_if_due));
+    // SAFETY: as in `list`.
+    Some(unsafe { &*made })
+}
+
+/// Lists a newly tracked object, if it is local and its thread has a list. Returns whether it
+/// did (an unlisted object counts towards the stopped-world collections instead).
+#[inline]
+pub(super) fn list_new(object: NonNull<Header>) -> bool {
+    // SAFETY: just allocated, alive, reachable from this thread alone.
+    if unsafe { header(object) }.is_shared() {
+        return false;
+    }
+    let Some(list) = list() else {
+        return false;
+    };
+    let mut objects = list.objects.borrow_mut();
+    let place = objects.len() as u32;
+    objects.push(object);
+    // SAFETY: alive, and of a tracked type.
+    unsafe { set_listed_at(object, place) };
+    drop(objects);
+    count_local_young(list, 1);
+    true
+}
+
+/// Takes `object` out of its thread's list if it is listed: it is being published (`freeing`
+/// false) or freed, on its thread. Returns whether it was listed.
+///
+/// # Safety
+/// `object` is alive and of a type that holds references.
+#[inline]
+pub(crate) unsafe fn unlist(object: NonNull<Header>, freeing: bool) -> bool {
+    // SAFETY: per the caller.
+    let place = unsafe { listed_at(object) };
+    if place == NOT_LISTED {
+        return false;
+    }
+    // SAFETY: per the caller.
+    unsafe { unlist_at(object, place, freeing) };
+    true
+}
+
+/// # Safety
+/// As for [`unlist`], and `object` is listed at `place`.
+#[inline]
+unsafe fn unlist_at(object: NonNull<Header>, place: u32, freeing: bool) {
+    // A listed object is local to a live thread, so this is that thread, and its list exists.
+    let list = list().expect("a listed object's thread has its list");
+    let mut objects = list.objects.borrow_mut();
+    let place = place as usize;
+    assert!(
+        objects.get(place) == Some(&object),
+        "a listed object is in its thread's list at its place"
+    );
+    objects.swap_remove(place);
+    if let Some(&moved) = objects.get(place) {
+        // SAFETY: listed, so alive; local to this thread.
+        unsafe { set_listed_at(moved, place as u32) };
+    }
+    drop(objects);
+    if !freeing {
+        // SAFETY: alive per the caller. (An object being freed is not read again.)
+        unsafe { set_listed_at(object, NOT_LISTED) };
+    }
+    count_local_young(list, -1);
+}
+
+fn count_local_young(list: &LocalObjects, delta: isize) {
+    let young = list.young.get() + delta;
+    list.young.set(young);
+    if delta > 0 && young >= THRESHOLD.max(list.survivors.get() / 4) as isize {
+        list.due.set(true);
+    }
+}
+
+/// Ends the calling thread's list (its exit): every object in it is unlisted, so the
+/// stopped-world collections take them over, and counted as young there. Called before the
+/// thread's retired references can reach another thread, and again (doing nothing) when the
+/// thread state drops the list.
+pub(crate) fn retire_thread() {
+    RETIRED.set(true);
+    let list = LIST.replace(std::ptr::null());
+    if list.is_null() {
+        return;
+    }
+    // SAFETY: the list is alive: its `List` is dropped only after this (or is calling this).
+    let list = unsafe { &*list };
+    let objects = std::mem::take(&mut *list.objects.borrow_mut());
+    for &object in &objects {
+        // SAFETY: listed, so alive and local to this thread.
+        unsafe { set_listed_at(object, NOT_LISTED) };
+    }
+    count_young(objects.len() as isize);
+}
+
+/// The quiescent-state hook: runs a local collection on this thread if one is due.
+fn collect_if_due() {
+    let list = LIST.get();
+    if list.is_null() {
+        return;
+    }
+    // SAFETY: as in `list`.
+    if !unsafe { &*list }.due.get() {
+        return;
+    }
+    // The hook runs on attached threads.
+    Python::attach(|py| {
+        collect_local(py);
+    });
+}
+
+/// What a local collection did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LocalCollection {
+    pub(crate) listed: usize,
+    pub(crate) unreachable: usize,
+    pub(crate) took: Duration,
+}
+
+/// Finds and frees the cycles among the calling thread's local objects, with every other thread
+/// running. Must run where no container of this thread is in the middle of a change: a
+/// quiescent state, or `gc::collect`.
+pub(crate) fn collect_local(py: Python<'_>) -> LocalCollection {
+    let started = Instant::now();
+    let Some(list) = list() else {
+        return LocalCollection::default();
+    };
+    if list.collecting.replace(true) {
+        return LocalCollection::default();
+    }
+    list.due.set(false);
+    #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
+    let token = py.count_token();
+    // A snapshot, by place: nothing is listed or unlisted until the garbage is freed below.
+    let objects = list.objects.borrow().clone();
+    let mut marks = vec![Mark::Candidate; objects.len()];
+    let mut outside = vec![0isize; objects.len()];
+    for (place, &object) in objects.iter().enumerate() {
+        // SAFETY: listed, so alive; local, so only this thread counts it, and it is here.
+        match <BuildCount as RefCount>::get(&unsafe { header(object) }.count, token) {
+            RefCountValue::Mortal(count) => outside[place] = count as isize,
+            RefCountValue::Immortal => marks[place] = Mark::Reachable,
+        }
+    }
+    // References held by listed objects are not from outside.
+    for &object in &objects {
+        // SAFETY: alive and local: nothing changes what it holds while this thread is here.
+        unsafe {
+            traverse(object, |held| {
+                if let Some(place) = place_of(held, &objects) {
+                    outside[place] -= 1;
+                }
+            })
+        };
+    }
+    let mut stack = Vec::new();
+    for (place, &object) in objects.iter().enumerate() {
+        if marks[place] == Mark::Reachable || outside[place] > 0 {
+            marks[place] = Mark::Reachable;
+            stack.push(object);
+        }
+    }
+    while let Some(object) = stack.pop() {
+        // SAFETY: as above.
+        unsafe {
+            traverse(object, |held| {
+                if let Some(place) = place_of(held, &objects) {
+                    if marks[place] == Mark::Candidate {
+                        marks[place] = Mark::Reachable;
+                        stack.push(held);
+                    }
+                }
+            })
+        };
+    }
+    let garbage: Vec<NonNull<Header>> = objects
+        .iter()
+        .zip(&marks)
+        .filter(|&(_, &mark)| mark == Mark::Candidate)
+        .map(|(&object, _)| object)
+        .collect();
+    for &object in &garbage {
+        // SAFETY: listed, so alive; the reference keeps it so while the garbage is cleared.
+        unsafe { incref(object, token) };
+    }
+    free_garbage(py, &garbage);
+    list.survivors.set(list.objects.borrow().len());
+    list.young.set(0);
+    list.collecting.set(false);
+    LOCAL_COLLECTIONS.fetch_add(1, Ordering::Relaxed);
+    let took = started.elapsed();
+    super::record_local_pause(took);
+    LocalCollection {
+        listed: objects.len(),
+        unreachable: garbage.len(),
+        took,
+    }
+}
+
+/// The place of `held` in the snapshot `objects`, if it is listed (then it is in this thread's
+/// list: no listed object holds another thread's).
+fn place_of(held: NonNull<Header>, objects: &[NonNull<Header>]) -> Option<usize> {
+    // SAFETY: held by a live listed object, so alive.
+    if !unsafe { header(held) }.ty.slots.holds_references {
+        return None;
+    }
+    // SAFETY: alive, of a tracked type.
+    let place = unsafe { listed_at(held) };
+    if place == NOT_LISTED {
+        return None;
+    }
+    let place = place as usize;
+    debug_assert!(
+        objects.get(place) == Some(&held),
+        "listed in this thread's list"
+    );
+    Some(place)
+}
+
+/// Local collections run so far, on every thread.
+pub(crate) fn local_collections() -> usize {
+    LOCAL_COLLECTIONS.load(Ordering::Relaxed)
+}

@@ -1,0 +1,204 @@
+//! Local collections (free-threaded builds): a thread finds the cycles among its own local
+//! objects alone, at its quiescent states, without stopping the world; everything else is left
+//! to the stopped-world collections. `docs/gc.md` gives the argument: no cycle mixes local and
+//! shared objects.
+#![cfg(not(ftrt_gil_build))]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use common::{leak_checked, SERIAL};
+use ftrt_gil::Python;
+use ftrt_object::stats::live_objects;
+use ftrt_object::{gc, Kind, PyClass, PyFloat, PyList, PyStr};
+
+/// Makes and drops `count` lists that hold themselves, with a checkpoint after each.
+fn make_self_cycles(py: Python<'_>, count: usize) {
+    for _ in 0..count {
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        py.check();
+    }
+}
+
+/// A thread attached and busy without checkpoints keeps every stop of the world from
+/// completing: automatic stopped-world collections give up. A thread making local cycles
+/// meanwhile collects them itself, so what they hold stays bounded. (Before local collections,
+/// all 100,000 lists stayed alive until the busy thread let go.)
+#[test]
+fn a_thread_collects_its_local_cycles_while_another_keeps_the_world_from_stopping() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    let stop_busy = AtomicBool::new(false);
+    let (attached_send, attached) = mpsc::channel();
+    let (left, local_collections) = common::scope(|s| {
+        s.spawn(|| {
+            Python::attach(|_| {
+                attached_send.send(()).unwrap();
+                // Attached, and never at a checkpoint: no stop can complete until this ends.
+                while !stop_busy.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+            })
+        });
+        attached.recv().unwrap();
+        let made = s.spawn(|| {
+            Python::attach(|py| {
+                let before = gc::local_collections();
+                make_self_cycles(py, 50 * gc::THRESHOLD);
+                let left = live_objects(Kind::List) - lists;
+                (left, gc::local_collections() - before)
+            })
+        });
+        let outcome = made.join().unwrap();
+        stop_busy.store(true, Ordering::SeqCst);
+        outcome
+    });
+    assert!(local_collections > 0, "no local collection ran");
+    assert!(
+        left < 4 * gc::THRESHOLD as isize,
+        "{left} cycles alive with the world kept from stopping"
+    );
+    Python::attach(|py| {
+        gc::collect(py);
+        assert_eq!(live_objects(Kind::List), lists);
+    });
+}
+
+/// A local collection keeps what is referenced from the thread's stack, and whatever that
+/// reaches, and frees the rest; a shared object that a local cycle held survives it.
+#[test]
+fn a_local_collection_frees_local_cycles_only() {
+    leak_checked(|py| {
+        gc::collect(py);
+        let lists = live_objects(Kind::List);
+        let shared = PyList::new(py, [PyFloat::new(py, 1.5)]).unbind();
+        // Garbage: a local cycle of two that also holds the shared list.
+        let (a, b) = (PyList::empty(py), PyList::empty(py));
+        a.append(b.clone());
+        b.append(a.clone());
+        a.append(shared.bind(py).clone());
+        drop((a, b));
+        // Kept: a local cycle held from the stack.
+        let kept = PyList::empty(py);
+        kept.append(kept.clone());
+        let collection = gc::collect(py);
+        assert_eq!(collection.unreachable, 2);
+        assert_eq!(
+            live_objects(Kind::List),
+            lists + 2,
+            "the shared list and `kept`"
+        );
+        assert_eq!(shared.bind(py).get_item(0).unwrap().to_f64().unwrap(), 1.5);
+        assert!(kept.get_item(0).unwrap().is(&kept));
+        kept.del_item(0).unwrap();
+        drop((kept, shared));
+        assert_eq!(live_objects(Kind::List), lists);
+    });
+}
+
+/// A cycle published while alive (made shared) leaves its thread's local objects: the
+/// stopped-world collection finds it once dropped, whichever thread runs it.
+#[test]
+fn a_published_cycle_is_found_by_the_stopped_world_collection() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let instances = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::Instance)
+    });
+    let published = thread::spawn(move || {
+        Python::attach(|py| {
+            let class = PyClass::new(py, "Node").unwrap();
+            let other = PyStr::intern(py, "other");
+            let (a, b) = (class.instantiate(), class.instantiate());
+            a.set_attr(&other, b.clone()).unwrap();
+            b.set_attr(&other, a.clone()).unwrap();
+            drop(b);
+            // Published, then only the cycle holds it once the handle goes.
+            a.unbind()
+        })
+    })
+    .join()
+    .unwrap();
+    Python::attach(|py| {
+        drop(published);
+        // The thread has exited; its objects were published anyway: only a stop finds them.
+        assert_eq!(gc::collect(py).unreachable, 2);
+        // Clearing shared instances retires what they held through the epoch: settle it.
+        ftrt_object::collect(py);
+        assert_eq!(live_objects(Kind::Instance), instances);
+    });
+}
+
+/// Local cycles a thread left behind when it exited are found by the stopped-world collection
+/// of another thread: the exit hands the thread's local objects over.
+#[test]
+fn local_cycles_of_an_exited_thread_are_found_from_another_thread() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    thread::spawn(|| {
+        Python::attach(|py| {
+            // Fewer than a threshold: no local collection runs on the way.
+            for _ in 0..10 {
+                let list = PyList::empty(py);
+                list.append(list.clone());
+            }
+        })
+    })
+    .join()
+    .unwrap();
+    Python::attach(|py| {
+        assert_eq!(live_objects(Kind::List), lists + 10);
+        assert_eq!(gc::collect(py).unreachable, 10);
+        assert_eq!(live_objects(Kind::List), lists);
+    });
+}
+
+/// Local cycles of a thread that is alive and attached elsewhere are its own to collect: a
+/// stopped-world collection on another thread leaves them, and the thread's next collection
+/// finds them.
+#[test]
+fn a_stopped_world_collection_leaves_another_live_threads_local_cycles_to_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    let (made_send, made) = mpsc::channel();
+    let (collected_send, collected) = mpsc::channel::<()>();
+    let maker = thread::spawn(move || {
+        Python::attach(|py| {
+            for _ in 0..3 {
+                let list = PyList::empty(py);
+                list.append(list.clone());
+            }
+            made_send.send(()).unwrap();
+            py.allow_threads(move || collected.recv().unwrap());
+            gc::collect(py).unreachable
+        })
+    });
+    made.recv().unwrap();
+    Python::attach(|py| {
+        assert_eq!(
+            gc::collect(py).unreachable,
+            0,
+            "another thread's local cycles"
+        );
+        assert_eq!(live_objects(Kind::List), lists + 3);
+    });
+    collected_send.send(()).unwrap();
+    assert_eq!(maker.join().unwrap(), 3, "found by their own thread");
+    Python::attach(|py| {
+        gc::collect(py);
+        assert_eq!(live_objects(Kind::List), lists);
+    });
+}
