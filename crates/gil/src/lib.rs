@@ -58,7 +58,8 @@ pub mod world;
 pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
 pub use state::{
     counters, is_attached, local, note_retired, on_checkpoint_request, on_quiescent_state,
-    registered_threads, request_checkpoint_work, threads, ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
+    registered_threads, request_checkpoint_work, stop_requested, threads, ThreadInfo,
+    MAX_QUIESCENT_STATE_HOOKS,
 };
 pub use thread::{runtime_gil, stop_the_world, try_stop_the_world, Python};
 pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};

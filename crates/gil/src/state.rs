@@ -353,6 +353,17 @@ fn for_each_entry(mut f: impl FnMut(&Arc<Registered>)) {
     });
 }
 
+/// Whether a stop of the world is under way (free-threaded builds; always `false` under the
+/// GIL, where holding it is the stop). A hint, read relaxed. For quiescent-state hooks
+/// ([`on_quiescent_state`]) that can put long work off: a hook runs before its thread leaves
+/// the world to answer a stop, so a stopper may be waiting for it.
+pub fn stop_requested() -> bool {
+    #[cfg(not(feature = "gil"))]
+    return world().stop_requested();
+    #[cfg(feature = "gil")]
+    false
+}
+
 /// The runtime's one [`World`]: what [`crate::stop_the_world`] stops.
 #[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
 pub(crate) fn world() -> &'static World {

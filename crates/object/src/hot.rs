@@ -303,6 +303,13 @@ fn request(object: NonNull<Header>) {
     if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED {
         return;
     }
+    // Only shared objects: the request's reference may be dropped on whichever thread handles
+    // it, and a local object's references are dropped on its own thread alone (`gc::local`).
+    // (A local object counted on the shared side has lost its owner; it is not contended.)
+    // SAFETY: the caller just took a reference, so the object is alive.
+    if !unsafe { header(object) }.is_shared() {
+        return;
+    }
     // The request's own reference keeps the object alive until the deferral runs. Taken on the
     // count directly: it is not traffic to note.
     // SAFETY: the caller just took a reference, so the object is alive; the thread is attached.
@@ -330,6 +337,11 @@ pub(crate) fn defer(py: Python<'_>, object: NonNull<Header>) -> bool {
     if ftrt_gil::BUILD_STRATEGY != ftrt_refcount::Strategy::Biased {
         return false;
     }
+    // A deferred object's count is settled, and a dead one freed, by whichever thread collects:
+    // it must be shared first (a local object's references are dropped on its thread alone,
+    // which its thread's local collections rely on).
+    // SAFETY: the caller holds a reference.
+    crate::header::publish(unsafe { header(object) });
     ftrt_gil::stop_the_world(py, || {
         // SAFETY: the caller holds a reference; the world is stopped.
         unsafe { defer_stopped(&mut registry(), object) }

@@ -202,3 +202,105 @@ fn a_stopped_world_collection_leaves_another_live_threads_local_cycles_to_it() {
         assert_eq!(live_objects(Kind::List), lists);
     });
 }
+
+/// A local list deferred through the public API, then dropped by its thread, is found dead by a
+/// collection on another thread, which frees it there: deferring publishes the object first, so
+/// it is no longer one of its thread's local objects. (It used to stay listed, and the other
+/// thread's free panicked on finding it in its thread's list.)
+#[test]
+fn a_deferred_object_is_shared_and_may_die_on_any_thread() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    Python::attach(|py| {
+        let list = PyList::empty(py);
+        if !list.defer_refcount() {
+            return; // counts cannot be deferred in this build
+        }
+        drop(list);
+        let other = thread::spawn(|| Python::attach(|py| gc::collect(py).unreachable));
+        py.allow_threads(|| other.join())
+            .expect("the other thread's collection");
+    });
+    Python::attach(|py| {
+        gc::collect(py);
+        assert_eq!(live_objects(Kind::List), lists);
+    });
+}
+
+/// A thread's exit unlists its local objects without attaching, so a stop of the world on
+/// another thread may run meanwhile; it must see them all listed or none. Here the exiting
+/// thread leaves garbage: a list that holds itself and many local lists, first in its thread's
+/// list and so unlisted first, while the list it holds first is last. A collection that saw the
+/// garbage unlisted while the lists it holds were still listed freed it, and with it a list
+/// still listed, on the collecting thread, which panicked. Many lists make the exit's unlisting
+/// long enough for the stops to land in it.
+#[test]
+fn a_stop_sees_an_exiting_threads_local_objects_all_listed_or_none() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    let held = 400_000;
+    for _ in 0..3 {
+        let maker_exited = AtomicBool::new(false);
+        let (ready_send, ready) = mpsc::channel::<()>();
+        let (go, go_receive) = mpsc::channel::<()>();
+        common::scope(|s| {
+            let maker = s.spawn(move || {
+                Python::attach(|py| {
+                    // Listed in this order: the garbage list, the fillers, then `last`, which
+                    // the garbage list holds first: freeing it frees `last` at once.
+                    let garbage = PyList::empty(py);
+                    let fillers: Vec<_> = (0..held).map(|_| PyList::empty(py)).collect();
+                    let last = PyList::empty(py);
+                    garbage.append(last);
+                    garbage.append(garbage.clone());
+                    for filler in fillers {
+                        garbage.append(filler);
+                    }
+                    // A local collection while it is still held: the lists survive it, so the
+                    // next one is due only after a quarter as many new ones, and none runs
+                    // when this thread detaches with them garbage.
+                    gc::collect(py);
+                });
+                ready_send.send(()).unwrap();
+                go_receive.recv().unwrap();
+            });
+            ready.recv().unwrap();
+            // The objects a stop examines while the maker's objects are all listed.
+            let baseline = Python::attach(|py| gc::collect(py).tracked);
+            let collector = s.spawn(|| {
+                let mut examined = Vec::new();
+                while !maker_exited.load(Ordering::SeqCst) {
+                    examined.push(Python::attach(|py| gc::collect(py).tracked));
+                }
+                examined
+            });
+            go.send(()).unwrap();
+            // A scoped join waits for the whole thread, its exit included.
+            maker.join().expect("the maker exits cleanly");
+            maker_exited.store(true, Ordering::SeqCst);
+            let examined = collector
+                .join()
+                .expect("no collection freed a listed object");
+            // Each stop saw the maker's objects all listed (none examined) or none listed (all
+            // examined, until freed), never part of them.
+            let part = |n: &&usize| **n > baseline + 10 && **n < baseline + held;
+            assert!(
+                examined.iter().find(part).is_none(),
+                "a stop examined {:?} objects, part of an exiting thread's local ones \
+                 (all listed: {baseline}, none: {})",
+                examined.iter().find(part),
+                baseline + held + 2,
+            );
+        });
+    }
+    Python::attach(|py| {
+        gc::collect(py);
+        assert_eq!(live_objects(Kind::List), lists);
+    });
+}

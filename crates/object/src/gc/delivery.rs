@@ -90,6 +90,6 @@ fn free_delivered() {
             }
             mine
         };
-        super::free_garbage(py, &mine);
+        super::free_garbage(py, &mine, true);
     })
 }

@@ -25,7 +25,7 @@
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Once;
+use std::sync::{Mutex, MutexGuard, Once};
 use std::time::{Duration, Instant};
 
 use ftrt_gil::{BuildCount, Python};
@@ -191,11 +191,26 @@ pub(crate) fn retire_thread() {
     // SAFETY: the list is alive: its `List` is dropped only after this (or is calling this).
     let list = unsafe { &*list };
     let objects = std::mem::take(&mut *list.objects.borrow_mut());
-    for &object in &objects {
-        // SAFETY: listed, so alive and local to this thread.
-        unsafe { set_listed_at(object, NOT_LISTED) };
+    {
+        // The exit is not attached, so a stop does not wait for it: a stopped-world collection
+        // must see the list whole or retired, never half-way (it would free an unlisted object
+        // whose clearing frees a still-listed one on the collecting thread).
+        let _retiring = lock_retiring();
+        for &object in &objects {
+            // SAFETY: listed, so alive and local to this thread.
+            unsafe { set_listed_at(object, NOT_LISTED) };
+        }
     }
     count_young(objects.len() as isize);
+}
+
+/// Held while a thread's exit unlists its objects, and by a stopped-world collection while it
+/// reads which objects are listed.
+static RETIRING: Mutex<()> = Mutex::new(());
+
+/// Locks [`RETIRING`]. Nothing waits while holding it.
+pub(super) fn lock_retiring() -> MutexGuard<'static, ()> {
+    RETIRING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The quiescent-state hook: runs a local collection on this thread if one is due.
@@ -206,6 +221,11 @@ fn collect_if_due() {
     }
     // SAFETY: as in `list`.
     if !unsafe { &*list }.due.get() {
+        return;
+    }
+    // A stopper may be waiting for this thread (hooks run before it leaves the world): the
+    // collection waits for a later quiescent state, `due` still set.
+    if ftrt_gil::stop_requested() {
         return;
     }
     // The hook runs on attached threads.
@@ -233,6 +253,14 @@ pub(crate) fn collect_local(py: Python<'_>) -> LocalCollection {
     if list.collecting.replace(true) {
         return LocalCollection::default();
     }
+    /// Ends the collection, panics included (a `clear` slot may panic): later ones still run.
+    struct Collecting<'a>(&'a Cell<bool>);
+    impl Drop for Collecting<'_> {
+        fn drop(&mut self) {
+            self.0.set(false);
+        }
+    }
+    let collecting = Collecting(&list.collecting);
     list.due.set(false);
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
@@ -288,10 +316,12 @@ pub(crate) fn collect_local(py: Python<'_>) -> LocalCollection {
         // SAFETY: listed, so alive; the reference keeps it so while the garbage is cleared.
         unsafe { incref(object, token) };
     }
-    free_garbage(py, &garbage);
+    // Counted as it is freed: shared objects the garbage alone held leave the stopped-world
+    // collections' young count, which no stop resets here.
+    free_garbage(py, &garbage, false);
     list.survivors.set(list.objects.borrow().len());
     list.young.set(0);
-    list.collecting.set(false);
+    drop(collecting);
     LOCAL_COLLECTIONS.fetch_add(1, Ordering::Relaxed);
     let took = started.elapsed();
     super::record_local_pause(took);

@@ -76,6 +76,11 @@ pub struct Collection {
 
 /// Runs a collection now, stopping the world: returns what it found and freed. Waits for every
 /// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
+///
+/// In the free-threaded builds it first runs the calling thread's local collection. Cycles
+/// among another live thread's local objects are that thread's to find, at its next quiescent
+/// state after enough new objects (see `docs/gc.md`, "Local collections"); a thread's exit
+/// hands its local objects to the stopped-world collections.
 pub fn collect(py: Python<'_>) -> Collection {
     // The calling thread's local objects first: no stop needed (free-threaded builds).
     #[cfg(not(ftrt_gil_build))]
@@ -350,6 +355,9 @@ fn find_garbage(py: Python<'_>) -> Garbage {
     let mut marks = vec![Mark::Absent; high];
     let mut outside = vec![0isize; high];
     let mut tracked = Vec::new();
+    // No thread's exit half-way through unlisting its objects while this reads them.
+    #[cfg(not(ftrt_gil_build))]
+    let retiring = local::lock_retiring();
     registry::for_each(|index, object| {
         // SAFETY: tracked objects are alive (untracked before they are freed) and of types that
         // hold references; the world is stopped.
@@ -371,6 +379,8 @@ fn find_garbage(py: Python<'_>) -> Garbage {
             RefCountValue::Immortal => marks[index] = Mark::Reachable,
         }
     });
+    #[cfg(not(ftrt_gil_build))]
+    drop(retiring);
     // References held by tracked objects are not from outside.
     for &(_, object) in &tracked {
         // SAFETY: alive; the world is stopped, so what it holds does not change.
@@ -474,7 +484,7 @@ impl Garbage {
             }
             _ => now.extend(self.unreachable),
         }
-        free_garbage(py, &now);
+        free_garbage(py, &now, true);
         #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
         let token = py.count_token();
         self.dead.free(token);
@@ -485,7 +495,11 @@ impl Garbage {
 /// Frees unreachable objects, each holding a reference the collection took: clears each
 /// container (none is freed while others still point at it, in this share or another
 /// thread's), then drops the references, which frees them by counting.
-fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>]) {
+///
+/// `found_in_a_stop`: the garbage of a stopped-world collection, which reset the young count
+/// when it found it, so what freeing it frees does not count down. A local collection's garbage
+/// counts as it is freed.
+fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>], found_in_a_stop: bool) {
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
     // Every tracked object this frees is garbage: whatever only garbage reaches is garbage too.
@@ -496,7 +510,7 @@ fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>]) {
             FREEING_GARBAGE.set(self.0);
         }
     }
-    let _freeing = Freeing(FREEING_GARBAGE.replace(true));
+    let _freeing = Freeing(FREEING_GARBAGE.replace(found_in_a_stop));
     for &object in objects {
         // SAFETY: alive (the collection's reference); unreachable from any other thread, so
         // clearing it races with nothing; its own type's slot.
