@@ -198,33 +198,48 @@ pub(crate) fn publish(object: &Header) {
 #[cold]
 #[inline(never)]
 fn publish_local(root: &Header) {
+    publish_with(root, |object| {
+        // SAFETY: alive (being published), of a type that holds references; this is its
+        // thread, which publishes it before any other thread can reach it.
+        unsafe { gc::on_published(object) }
+    });
+}
+
+/// Publishes `root` and everything it reaches through local objects, calling `published` with
+/// each newly shared object that may hold references (before its contents are visited).
+///
+/// Called on the objects' own thread (`publish`), or by a stopped-world collection on another
+/// thread's behalf (its local garbage, before it is freed elsewhere).
+pub(crate) fn publish_with(root: &Header, mut published: impl FnMut(NonNull<Header>)) {
     // Depth-first over the local objects, with an explicit stack: nesting may be deep. Only
     // objects that hold references go on it, so a leaf allocates nothing.
     let mut local = Vec::new();
-    mark_shared(root, &mut local);
+    mark_shared(root, &mut local, &mut published);
     while let Some(object) = local.pop() {
         let mut visit = |held: crate::Borrowed<'_>| {
             // SAFETY: held by `object`, which is alive and, being local, unchanged meanwhile.
             let held = unsafe { header(held.ptr()) };
             if !held.is_shared() {
-                mark_shared(held, &mut local);
+                mark_shared(held, &mut local, &mut published);
             }
         };
         // SAFETY: alive (held by the root's holder, or by an object on the stack); its own
         // type's slot; it was local until just now, so no other thread can change what it holds,
-        // and this thread is here, not in one of its sections.
+        // and its thread is in none of its sections (it is here, or stopped at a checkpoint).
         unsafe { (header(object).ty.slots.traverse)(object, &mut visit) };
     }
 }
 
 /// Marks one local object shared, and queues it for its contents if it may hold any.
-fn mark_shared(object: &Header, local: &mut Vec<NonNull<Header>>) {
+fn mark_shared(
+    object: &Header,
+    local: &mut Vec<NonNull<Header>>,
+    published: &mut impl FnMut(NonNull<Header>),
+) {
     object.shared.store(true, Ordering::Relaxed);
     if object.ty.slots.holds_references {
         let object = NonNull::from(object);
-        // SAFETY: alive (the caller reaches it), of a type that holds references; this is its
-        // thread, which publishes it before any other thread can reach it.
-        unsafe { gc::on_published(object) };
+        published(object);
         local.push(object);
     }
 }

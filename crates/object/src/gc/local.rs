@@ -14,13 +14,15 @@
 //! every reference to it is held on that thread or by objects in that list.** It is kept by:
 //! - listing only objects made local, on a thread whose thread state is alive;
 //! - taking an object out of the list when it is published (on its thread, before any other
-//!   thread can reach it) and when it is freed (on its thread: no other thread can drop a
-//!   reference to it);
+//!   thread can reach it; or, for garbage an explicit collection found, in the stopped world on
+//!   its thread's behalf, with everything it reaches) and when it is freed (on its thread: no
+//!   other thread can drop a reference to it);
 //! - taking every object out of the list when the thread retires its list at exit, before its
 //!   retired references can reach another thread (`reclaim` closes its mailbox after this).
 //!
-//! The stopped-world collection skips listed objects: they can hold shared objects, so skipping
-//! them only keeps those alive for now, and no unlisted object holds a listed one.
+//! Automatic stopped-world collections skip listed objects: they can hold shared objects, so
+//! skipping them only keeps those alive for now, and no unlisted object holds a listed one. An
+//! explicit `gc::collect` examines them too ([`LiveLists::unlist`]).
 
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
@@ -100,6 +102,7 @@ fn make_list() -> Option<&'static LocalObjects> {
         return None;
     }
     let made = LISTS.with_current(|list| list.map(|list| &*list.0 as *const LocalObjects))?;
+    lock_lists().0.push(ListRef(made));
     LIST.set(made);
     static HOOK: Once = Once::new();
     HOOK.call_once(|| ftrt_gil::on_quiescent_state(collect_if_due));
@@ -190,27 +193,77 @@ pub(crate) fn retire_thread() {
     }
     // SAFETY: the list is alive: its `List` is dropped only after this (or is calling this).
     let list = unsafe { &*list };
-    let objects = std::mem::take(&mut *list.objects.borrow_mut());
-    {
+    let count = {
         // The exit is not attached, so a stop does not wait for it: a stopped-world collection
         // must see the list whole or retired, never half-way (it would free an unlisted object
-        // whose clearing frees a still-listed one on the collecting thread).
-        let _retiring = lock_retiring();
+        // whose clearing frees a still-listed one on the collecting thread), and must not
+        // unlist from it meanwhile.
+        let mut lists = lock_lists();
+        lists.0.retain(|live| !std::ptr::eq(live.0, list));
+        let objects = std::mem::take(&mut *list.objects.borrow_mut());
         for &object in &objects {
             // SAFETY: listed, so alive and local to this thread.
             unsafe { set_listed_at(object, NOT_LISTED) };
         }
-    }
-    count_young(objects.len() as isize);
+        objects.len()
+    };
+    count_young(count as isize);
 }
 
-/// Held while a thread's exit unlists its objects, and by a stopped-world collection while it
-/// reads which objects are listed.
-static RETIRING: Mutex<()> = Mutex::new(());
+/// A live thread's list, as the registry of lists holds it.
+struct ListRef(*const LocalObjects);
 
-/// Locks [`RETIRING`]. Nothing waits while holding it.
-pub(super) fn lock_retiring() -> MutexGuard<'static, ()> {
-    RETIRING.lock().unwrap_or_else(|e| e.into_inner())
+// SAFETY: only a pointer; it is followed on another thread than the list's only in a stopped
+// world, under the registry's lock (`LiveLists::unlist`).
+unsafe impl Send for ListRef {}
+
+/// Every live thread's list. Its lock is held while a thread's exit unlists its objects, and
+/// by a stopped-world collection while it reads which objects are listed and unlists some.
+static LIVE_LISTS: Mutex<Vec<ListRef>> = Mutex::new(Vec::new());
+
+/// The registry of live lists, locked. Nothing waits while holding it.
+pub(super) struct LiveLists(MutexGuard<'static, Vec<ListRef>>);
+
+pub(super) fn lock_lists() -> LiveLists {
+    LiveLists(LIVE_LISTS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+impl LiveLists {
+    /// Takes `object` out of whichever live thread's list holds it, from a stopped world: the
+    /// stopped-world collection publishes another thread's local garbage this way before it is
+    /// freed on the collecting thread.
+    ///
+    /// # Safety
+    /// The world is stopped (attached threads are parked outside any list operation, detached
+    /// ones touch no object, and exits wait for this lock), and `object` is alive and of a type
+    /// that holds references.
+    pub(super) unsafe fn unlist(&self, object: NonNull<Header>) {
+        // SAFETY: per the caller.
+        let place = unsafe { listed_at(object) };
+        if place == NOT_LISTED {
+            return;
+        }
+        for live in self.0.iter() {
+            // SAFETY: registered lists are alive (a list leaves the registry, under this lock,
+            // before it is dropped); no other thread uses it now (the stopped world).
+            let list = unsafe { &*live.0 };
+            let mut objects = list.objects.borrow_mut();
+            if objects.get(place as usize) != Some(&object) {
+                continue;
+            }
+            objects.swap_remove(place as usize);
+            if let Some(&moved) = objects.get(place as usize) {
+                // SAFETY: listed, so alive; its thread is stopped.
+                unsafe { set_listed_at(moved, place) };
+            }
+            drop(objects);
+            // SAFETY: alive per the caller.
+            unsafe { set_listed_at(object, NOT_LISTED) };
+            list.young.set(list.young.get() - 1);
+            return;
+        }
+        unreachable!("a listed object is in a live thread's list");
+    }
 }
 
 /// The quiescent-state hook: runs a local collection on this thread if one is due.

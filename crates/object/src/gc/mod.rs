@@ -77,10 +77,13 @@ pub struct Collection {
 /// Runs a collection now, stopping the world: returns what it found and freed. Waits for every
 /// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
 ///
-/// In the free-threaded builds it first runs the calling thread's local collection. Cycles
-/// among another live thread's local objects are that thread's to find, at its next quiescent
-/// state after enough new objects (see `docs/gc.md`, "Local collections"); a thread's exit
-/// hands its local objects to the stopped-world collections.
+/// It finds every unreachable cycle. In the free-threaded builds it first runs the calling
+/// thread's local collection, then examines every tracked object in the stopped world, other
+/// live threads' local objects included: those found unreachable are published on their
+/// threads' behalf, with the local objects they reach, and freed here (what shared garbage held
+/// is retired through the epoch, as for any shared container: `ftrt_object::collect` settles
+/// it). Automatic collections, and [`collect_shared`], leave live threads' local objects to
+/// their threads' local collections (see `docs/gc.md`, "Local collections").
 pub fn collect(py: Python<'_>) -> Collection {
     // The calling thread's local objects first: no stop needed (free-threaded builds).
     #[cfg(not(ftrt_gil_build))]
@@ -88,13 +91,22 @@ pub fn collect(py: Python<'_>) -> Collection {
     // A request's reference left pending would read as a reference from outside.
     crate::hot::defer_requested(py);
     #[allow(unused_mut)] // added to only in the free-threaded builds
-    let mut collection = ftrt_gil::stop_the_world(py, || find_garbage(py)).free(py, false);
+    let mut collection = ftrt_gil::stop_the_world(py, || find_garbage(py, true)).free(py, false);
     #[cfg(not(ftrt_gil_build))]
     {
         collection.tracked += local.listed;
         collection.unreachable += local.unreachable;
     }
     collection
+}
+
+/// Runs the stopped-world collection that automatic collections run, now: it examines every
+/// tracked object except live threads' local objects (free-threaded builds), which their
+/// threads' local collections find; under the GIL, the same as [`collect`]. Cheaper than
+/// [`collect`] when threads hold many local objects.
+pub fn collect_shared(py: Python<'_>) -> Collection {
+    crate::hot::defer_requested(py);
+    ftrt_gil::stop_the_world(py, || find_garbage(py, false)).free(py, false)
 }
 
 /// The pauses of every collection so far (on demand and automatic), in order; at most the last
@@ -311,7 +323,7 @@ fn collect_automatically(py: Python<'_>) {
     if !collection_due() {
         return;
     }
-    let mut work = Some(|| find_garbage(py));
+    let mut work = Some(|| find_garbage(py, false));
     if let Ok(garbage) = ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work) {
         garbage.free(py, true);
     }
@@ -342,7 +354,12 @@ struct Garbage {
 /// each. Freeing them waits until the world runs again (CPython 3.13t does the same): no other
 /// thread can reach them, so clearing them needs no stop, and the other threads do their own
 /// work meanwhile instead of waiting for it.
-fn find_garbage(py: Python<'_>) -> Garbage {
+///
+/// `full` (an explicit [`collect`]): other live threads' local objects are examined too, and
+/// those found unreachable are published, with the local objects they reach, so that they can
+/// be freed on this thread (free-threaded builds). Otherwise (automatic collections) listed
+/// objects are left to their threads' local collections.
+fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     let started = Instant::now();
     py.merge_pending();
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
@@ -355,13 +372,14 @@ fn find_garbage(py: Python<'_>) -> Garbage {
     let mut marks = vec![Mark::Absent; high];
     let mut outside = vec![0isize; high];
     let mut tracked = Vec::new();
-    // No thread's exit half-way through unlisting its objects while this reads them.
+    // No thread's exit half-way through unlisting its objects while this reads them, or
+    // unlists some of them.
     #[cfg(not(ftrt_gil_build))]
-    let retiring = local::lock_retiring();
+    let lists = local::lock_lists();
     registry::for_each(|index, object| {
         // SAFETY: tracked objects are alive (untracked before they are freed) and of types that
         // hold references; the world is stopped.
-        if unsafe { is_listed(object) } {
+        if !full && unsafe { is_listed(object) } {
             // Local to a live thread, which collects it itself: no unlisted object holds it,
             // and what it holds counts as referenced from outside (kept, for now).
             return;
@@ -379,8 +397,6 @@ fn find_garbage(py: Python<'_>) -> Garbage {
             RefCountValue::Immortal => marks[index] = Mark::Reachable,
         }
     });
-    #[cfg(not(ftrt_gil_build))]
-    drop(retiring);
     // References held by tracked objects are not from outside.
     for &(_, object) in &tracked {
         // SAFETY: alive; the world is stopped, so what it holds does not change.
@@ -433,7 +449,35 @@ fn find_garbage(py: Python<'_>) -> Garbage {
         // SAFETY: alive: tracked, and nothing frees it in a stopped world.
         unsafe { incref(object, token) };
     }
-    let survivors = tracked.len() - unreachable.len();
+    // The survivors that set the automatic threshold: those the automatic collections examine
+    // (a full collection's listed survivors are their threads' to collect).
+    let survivors = tracked
+        .iter()
+        .filter(|&&(index, object)| {
+            // SAFETY: alive (tracked); the world is stopped.
+            marks[index] == Mark::Reachable && !unsafe { is_listed(object) }
+        })
+        .count();
+    // Another thread's local garbage is freed here, or wherever its shares go: published
+    // first, with every local object it reaches (reachable ones included, which its clearing
+    // releases), so that none of them is listed, or local, when another thread drops it.
+    #[cfg(not(ftrt_gil_build))]
+    if full {
+        for &object in &unreachable {
+            // SAFETY: alive (tracked); the world is stopped.
+            if unsafe { is_listed(object) } {
+                // SAFETY: as above.
+                let head = unsafe { header(object) };
+                crate::header::publish_with(head, |published| {
+                    // SAFETY: the world is stopped and `lists` is held; `published` is alive
+                    // (reached from the garbage) and of a type that holds references.
+                    unsafe { lists.unlist(published) };
+                });
+            }
+        }
+    }
+    #[cfg(not(ftrt_gil_build))]
+    drop(lists);
     SURVIVORS.store(survivors, Ordering::Relaxed);
     // A stop costs every attached thread a park: the threshold grows with the threads making
     // objects, so that collections take the same share of each thread's time at any count.
