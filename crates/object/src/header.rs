@@ -333,6 +333,12 @@ pub(crate) struct GcHead {
 /// The place of an object that is in no thread's list of local objects.
 pub(crate) const NOT_LISTED: u32 = u32::MAX;
 
+/// The place of an object a stopped-world collection found unreachable: in no list either, and
+/// its free does not count down the young count, which the collection reset when it found it
+/// (shared garbage dies later, when the epoch drops what retired it). Every place below it is
+/// a real one.
+pub(crate) const FOUND_GARBAGE: u32 = u32::MAX - 1;
+
 impl GcHead {
     fn untracked() -> Self {
         GcHead {
@@ -361,7 +367,7 @@ pub(crate) unsafe fn gc_index(object: NonNull<Header>) -> u32 {
 }
 
 /// The place of an object that may hold references in its thread's list of local objects, or
-/// [`NOT_LISTED`].
+/// [`NOT_LISTED`] or [`FOUND_GARBAGE`].
 ///
 /// # Safety
 /// As for [`gc_index`].
@@ -376,8 +382,8 @@ pub(crate) unsafe fn listed_at(object: NonNull<Header>) -> u32 {
 /// Sets the place [`listed_at`] reads.
 ///
 /// # Safety
-/// As for [`gc_index`], and the caller is the object's thread, keeping its list (`gc::local`).
-#[cfg_attr(ftrt_gil_build, allow(dead_code))] // nothing is listed under the GIL
+/// As for [`gc_index`], and the caller is the object's thread, keeping its list (`gc::local`),
+/// or the world is stopped.
 pub(crate) unsafe fn set_listed_at(object: NonNull<Header>, place: u32) {
     // SAFETY: as in `gc_index`.
     unsafe {

@@ -34,7 +34,7 @@ use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue};
 
 use super::{count_young, free_garbage, traverse, Mark, THRESHOLD};
-use crate::header::{header, listed_at, set_listed_at, Header, NOT_LISTED};
+use crate::header::{header, listed_at, set_listed_at, Header, FOUND_GARBAGE, NOT_LISTED};
 use crate::refs::incref;
 
 /// A thread's local tracked objects, by their place in the list.
@@ -140,7 +140,7 @@ pub(super) fn list_new(object: NonNull<Header>) -> bool {
 pub(crate) unsafe fn unlist(object: NonNull<Header>, freeing: bool) -> bool {
     // SAFETY: per the caller.
     let place = unsafe { listed_at(object) };
-    if place == NOT_LISTED {
+    if place >= FOUND_GARBAGE {
         return false;
     }
     // SAFETY: per the caller.
@@ -240,7 +240,7 @@ impl LiveLists {
     pub(super) unsafe fn unlist(&self, object: NonNull<Header>) {
         // SAFETY: per the caller.
         let place = unsafe { listed_at(object) };
-        if place == NOT_LISTED {
+        if place >= FOUND_GARBAGE {
             return;
         }
         for live in self.0.iter() {
@@ -394,7 +394,7 @@ fn place_of(held: NonNull<Header>, objects: &[NonNull<Header>]) -> Option<usize>
     }
     // SAFETY: alive, of a tracked type.
     let place = unsafe { listed_at(held) };
-    if place == NOT_LISTED {
+    if place >= FOUND_GARBAGE {
         return None;
     }
     let place = place as usize;

@@ -48,7 +48,7 @@ use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue, Strategy};
 
 use crate::borrowed::Borrowed;
-use crate::header::{gc_index, header, listed_at, Header, NOT_LISTED};
+use crate::header::{gc_index, header, listed_at, set_listed_at, Header, FOUND_GARBAGE};
 use crate::refs::{decref, incref};
 
 pub(crate) use registry::UNTRACKED;
@@ -202,10 +202,12 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
     index
 }
 
-/// Stops tracking an object being freed. Garbage freed inside `free_garbage` does not count:
-/// the collection reset the count when it found it, and its owners may free it much later.
-/// (What the garbage held and the epoch retired, from shared containers, still dies later and
-/// counts then: an undercount of the young objects, which delays the next collection.)
+/// Stops tracking an object being freed. Garbage a stopped-world collection found does not
+/// count, whenever and wherever it dies (its place reads `FOUND_GARBAGE`): the collection reset
+/// the count when it found it, its owners may free it much later, and what shared garbage held
+/// dies only when the epoch drops the references its clearing retired. (Counted then, those
+/// late frees ran the young count below zero, and the gaps between automatic collections grew
+/// with every collection that found shared garbage.)
 ///
 /// # Safety
 /// `object` is alive, of a type that holds references, tracked at `index`, and being freed on
@@ -220,7 +222,9 @@ pub(crate) unsafe fn untrack(object: NonNull<Header>, index: u32) {
         let _ = object;
         false
     };
-    if !listed && !FREEING_GARBAGE.get() {
+    // SAFETY: per the caller.
+    let found_garbage = unsafe { listed_at(object) } == FOUND_GARBAGE;
+    if !listed && !found_garbage && !FREEING_GARBAGE.get() {
         count_young(-1);
     }
     registry::untrack(index);
@@ -257,7 +261,7 @@ pub(crate) fn retire_local_objects() {
 /// `object` is alive and of a type that holds references.
 unsafe fn is_listed(object: NonNull<Header>) -> bool {
     // SAFETY: per the caller.
-    unsafe { listed_at(object) != NOT_LISTED }
+    unsafe { listed_at(object) < FOUND_GARBAGE }
 }
 
 /// Adds to the young count; past the threshold, asks for a collection.
@@ -449,6 +453,43 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
         // SAFETY: alive: tracked, and nothing frees it in a stopped world.
         unsafe { incref(object, token) };
     }
+    // Another thread's local garbage is freed here, or wherever its shares go: published
+    // first, with every local object it reaches (reachable ones included, which its clearing
+    // releases), so that none of them is listed, or local, when another thread drops it.
+    // Published survivors join the objects stopped-world collections examine: they count as
+    // young there, as any object does when its thread publishes it.
+    #[allow(unused_mut)] // added to only in the free-threaded builds
+    let mut published_survivors = 0;
+    #[cfg(not(ftrt_gil_build))]
+    if full {
+        let listed_garbage = unreachable
+            .iter()
+            // SAFETY: alive (tracked); the world is stopped.
+            .filter(|&&object| unsafe { is_listed(object) })
+            .count();
+        let mut published = 0;
+        for &object in &unreachable {
+            // SAFETY: alive (tracked); the world is stopped.
+            if unsafe { is_listed(object) } {
+                // SAFETY: as above.
+                let head = unsafe { header(object) };
+                crate::header::publish_with(head, |newly_shared| {
+                    // SAFETY: the world is stopped and `lists` is held; `newly_shared` is alive
+                    // (reached from the garbage) and of a type that holds references.
+                    unsafe { lists.unlist(newly_shared) };
+                    published += 1;
+                });
+            }
+        }
+        published_survivors = published - listed_garbage;
+    }
+    #[cfg(not(ftrt_gil_build))]
+    drop(lists);
+    // Freeing the garbage does not count down the young count, whenever and wherever it dies.
+    for &object in &unreachable {
+        // SAFETY: alive (tracked), in no list now; the world is stopped.
+        unsafe { set_listed_at(object, FOUND_GARBAGE) };
+    }
     // The survivors that set the automatic threshold: those the automatic collections examine
     // (a full collection's listed survivors are their threads' to collect).
     let survivors = tracked
@@ -458,26 +499,6 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
             marks[index] == Mark::Reachable && !unsafe { is_listed(object) }
         })
         .count();
-    // Another thread's local garbage is freed here, or wherever its shares go: published
-    // first, with every local object it reaches (reachable ones included, which its clearing
-    // releases), so that none of them is listed, or local, when another thread drops it.
-    #[cfg(not(ftrt_gil_build))]
-    if full {
-        for &object in &unreachable {
-            // SAFETY: alive (tracked); the world is stopped.
-            if unsafe { is_listed(object) } {
-                // SAFETY: as above.
-                let head = unsafe { header(object) };
-                crate::header::publish_with(head, |published| {
-                    // SAFETY: the world is stopped and `lists` is held; `published` is alive
-                    // (reached from the garbage) and of a type that holds references.
-                    unsafe { lists.unlist(published) };
-                });
-            }
-        }
-    }
-    #[cfg(not(ftrt_gil_build))]
-    drop(lists);
     SURVIVORS.store(survivors, Ordering::Relaxed);
     // A stop costs every attached thread a park: the threshold grows with the threads making
     // objects, so that collections take the same share of each thread's time at any count.
@@ -485,7 +506,7 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     YOUNG_THRESHOLD.store(THRESHOLD * makers, Ordering::Relaxed);
     // What the threads count towards the next collection starts from here (freeing the
     // garbage is not counted: see `untrack`).
-    YOUNG.store(0, Ordering::Relaxed);
+    YOUNG.store(published_survivors as isize, Ordering::Relaxed);
     let pause = started.elapsed();
     COLLECTIONS.fetch_add(1, Ordering::Relaxed);
     let mut pauses = lock_pauses();
