@@ -94,7 +94,8 @@ pub fn collect(py: Python<'_>) -> Collection {
     let mut collection = ftrt_gil::stop_the_world(py, || find_garbage(py, true)).free(py, false);
     #[cfg(not(ftrt_gil_build))]
     {
-        collection.tracked += local.listed;
+        // The stop examined the local collection's survivors again: count its garbage only.
+        collection.tracked += local.unreachable;
         collection.unreachable += local.unreachable;
     }
     collection
