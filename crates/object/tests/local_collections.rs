@@ -15,6 +15,14 @@ use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
 use ftrt_object::{gc, Kind, PyClass, PyFloat, PyList, PyStr};
 
+/// Live lists once a collection has run: what a test counts against.
+fn lists_after_a_collection() -> isize {
+    Python::attach(|py| {
+        gc::collect(py);
+        live_objects(Kind::List)
+    })
+}
+
 /// Makes and drops `count` lists that hold themselves, with a checkpoint after each.
 fn make_self_cycles(py: Python<'_>, count: usize) {
     for _ in 0..count {
@@ -31,10 +39,7 @@ fn make_self_cycles(py: Python<'_>, count: usize) {
 #[test]
 fn a_thread_collects_its_local_cycles_while_another_keeps_the_world_from_stopping() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lists = Python::attach(|py| {
-        gc::collect(py);
-        live_objects(Kind::List)
-    });
+    let lists = lists_after_a_collection();
     let stop_busy = AtomicBool::new(false);
     let (attached_send, attached) = mpsc::channel();
     let (left, local_collections) = common::scope(|s| {
@@ -65,10 +70,7 @@ fn a_thread_collects_its_local_cycles_while_another_keeps_the_world_from_stoppin
         left < 4 * gc::THRESHOLD as isize,
         "{left} cycles alive with the world kept from stopping"
     );
-    Python::attach(|py| {
-        gc::collect(py);
-        assert_eq!(live_objects(Kind::List), lists);
-    });
+    assert_eq!(lists_after_a_collection(), lists);
 }
 
 /// A local collection keeps what is referenced from the thread's stack, and whatever that
@@ -141,10 +143,7 @@ fn a_published_cycle_is_found_by_the_stopped_world_collection() {
 #[test]
 fn local_cycles_of_an_exited_thread_are_found_from_another_thread() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lists = Python::attach(|py| {
-        gc::collect(py);
-        live_objects(Kind::List)
-    });
+    let lists = lists_after_a_collection();
     thread::spawn(|| {
         Python::attach(|py| {
             // Fewer than a threshold: no local collection runs on the way.
@@ -171,10 +170,7 @@ fn local_cycles_of_an_exited_thread_are_found_from_another_thread() {
 #[test]
 fn an_explicit_collection_frees_another_live_threads_local_cycles() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lists = Python::attach(|py| {
-        gc::collect(py);
-        live_objects(Kind::List)
-    });
+    let lists = lists_after_a_collection();
     let (made_send, made) = mpsc::channel();
     let (collected_send, collected) = mpsc::channel::<()>();
     let maker = thread::spawn(move || {
@@ -227,10 +223,7 @@ fn an_explicit_collection_frees_another_live_threads_local_cycles() {
 #[test]
 fn a_deferred_object_is_shared_and_may_die_on_any_thread() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lists = Python::attach(|py| {
-        gc::collect(py);
-        live_objects(Kind::List)
-    });
+    let lists = lists_after_a_collection();
     Python::attach(|py| {
         let list = PyList::empty(py);
         if !list.defer_refcount() {
@@ -241,10 +234,7 @@ fn a_deferred_object_is_shared_and_may_die_on_any_thread() {
         py.allow_threads(|| other.join())
             .expect("the other thread's collection");
     });
-    Python::attach(|py| {
-        gc::collect(py);
-        assert_eq!(live_objects(Kind::List), lists);
-    });
+    assert_eq!(lists_after_a_collection(), lists);
 }
 
 /// A thread's exit unlists its local objects without attaching, so a stop of the world on
@@ -257,10 +247,7 @@ fn a_deferred_object_is_shared_and_may_die_on_any_thread() {
 #[test]
 fn a_stop_sees_an_exiting_threads_local_objects_all_listed_or_none() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lists = Python::attach(|py| {
-        gc::collect(py);
-        live_objects(Kind::List)
-    });
+    let lists = lists_after_a_collection();
     let held = 400_000;
     for _ in 0..3 {
         let maker_exited = AtomicBool::new(false);
@@ -317,8 +304,5 @@ fn a_stop_sees_an_exiting_threads_local_objects_all_listed_or_none() {
             );
         });
     }
-    Python::attach(|py| {
-        gc::collect(py);
-        assert_eq!(live_objects(Kind::List), lists);
-    });
+    assert_eq!(lists_after_a_collection(), lists);
 }
