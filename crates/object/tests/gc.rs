@@ -180,16 +180,6 @@ fn all_collections() -> usize {
     gc::collections() + gc::local_collections()
 }
 
-/// Makes and drops `count` lists that hold themselves, reaching a checkpoint after each (where
-/// automatic collections run).
-fn make_self_cycles(py: Python<'_>, count: usize) {
-    for _ in 0..count {
-        let list = PyList::empty(py);
-        list.append(list.clone());
-        py.check();
-    }
-}
-
 #[test]
 fn automatic_collections_bound_what_cycles_hold() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -197,7 +187,7 @@ fn automatic_collections_bound_what_cycles_hold() {
         gc::collect(py);
         let before = all_collections();
         let lists = live_objects(Kind::List);
-        make_self_cycles(py, 50 * gc::THRESHOLD);
+        common::make_self_cycles(py, 50 * gc::THRESHOLD);
         assert!(all_collections() > before, "no automatic collection ran");
         let left = live_objects(Kind::List) - lists;
         assert!(
@@ -223,7 +213,7 @@ fn automatic_collections_free_every_threads_garbage() {
     let made_each = 50 * gc::THRESHOLD;
     common::scope(|s| {
         let makers: Vec<_> = (0..2)
-            .map(|_| s.spawn(|| Python::attach(|py| make_self_cycles(py, made_each))))
+            .map(|_| s.spawn(|| Python::attach(|py| common::make_self_cycles(py, made_each))))
             .collect();
         // Joined by hand: a join waits for the thread's exit, thread-local destructors
         // included (where a thread frees the share delivered to it), which the end of the

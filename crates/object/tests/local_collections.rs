@@ -23,15 +23,6 @@ fn lists_after_a_collection() -> isize {
     })
 }
 
-/// Makes and drops `count` lists that hold themselves, with a checkpoint after each.
-fn make_self_cycles(py: Python<'_>, count: usize) {
-    for _ in 0..count {
-        let list = PyList::empty(py);
-        list.append(list.clone());
-        py.check();
-    }
-}
-
 /// A thread attached and busy without checkpoints keeps every stop of the world from
 /// completing: automatic stopped-world collections give up. A thread making local cycles
 /// meanwhile collects them itself, so what they hold stays bounded. (Before local collections,
@@ -56,7 +47,7 @@ fn a_thread_collects_its_local_cycles_while_another_keeps_the_world_from_stoppin
         let made = s.spawn(|| {
             Python::attach(|py| {
                 let before = gc::local_collections();
-                make_self_cycles(py, 50 * gc::THRESHOLD);
+                common::make_self_cycles(py, 50 * gc::THRESHOLD);
                 let left = live_objects(Kind::List) - lists;
                 (left, gc::local_collections() - before)
             })

@@ -4,7 +4,7 @@ use std::sync::Mutex;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::LiveObjects;
-use ftrt_object::{collect, Kind, PyInt, PyNone};
+use ftrt_object::{collect, Kind, PyInt, PyList, PyNone};
 
 /// Live counts are process-wide, so the tests that compare them run one at a time.
 pub static SERIAL: Mutex<()> = Mutex::new(());
@@ -117,4 +117,15 @@ impl Drop for Exiting {
 
 thread_local! {
     static ON_EXIT: std::cell::RefCell<Option<Exiting>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Makes and drops `count` lists that hold themselves, reaching a checkpoint after each (where
+/// automatic and local collections run).
+#[allow(dead_code)] // the collector's test binaries use it; the others include this module too
+pub fn make_self_cycles(py: Python<'_>, count: usize) {
+    for _ in 0..count {
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        py.check();
+    }
 }
