@@ -28,12 +28,12 @@ use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, Once};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue};
 
-use super::{count_young, free_garbage, traverse, Mark, THRESHOLD};
+use super::{count_young, free_garbage, unreachable_among, Mark, THRESHOLD};
 use crate::header::{header, listed_at, set_listed_at, Header, FOUND_GARBAGE, NOT_LISTED};
 use crate::refs::incref;
 
@@ -154,23 +154,41 @@ pub(crate) unsafe fn unlist(object: NonNull<Header>, freeing: bool) -> bool {
 unsafe fn unlist_at(object: NonNull<Header>, place: u32, freeing: bool) {
     // A listed object is local to a live thread, so this is that thread, and its list exists.
     let list = list().expect("a listed object's thread has its list");
-    let mut objects = list.objects.borrow_mut();
-    let place = place as usize;
+    // SAFETY: per the caller; this is the list's thread.
+    let removed = unsafe { list.remove(object, place, !freeing) };
     assert!(
-        objects.get(place) == Some(&object),
+        removed,
         "a listed object is in its thread's list at its place"
     );
-    objects.swap_remove(place);
-    if let Some(&moved) = objects.get(place) {
-        // SAFETY: listed, so alive; local to this thread.
-        unsafe { set_listed_at(moved, place as u32) };
+}
+
+impl LocalObjects {
+    /// Takes `object` out of this list if it is at `place`: the last object moves to its place.
+    /// Returns whether it was there. `mark` also marks `object` unlisted (an object being
+    /// freed is not read again).
+    ///
+    /// # Safety
+    /// `object` is alive, of a type that holds references, and listed at `place`, in some
+    /// list; the caller is this list's thread, or the world is stopped (see
+    /// [`LiveLists::unlist`]).
+    unsafe fn remove(&self, object: NonNull<Header>, place: u32, mark: bool) -> bool {
+        let mut objects = self.objects.borrow_mut();
+        if objects.get(place as usize) != Some(&object) {
+            return false;
+        }
+        objects.swap_remove(place as usize);
+        if let Some(&moved) = objects.get(place as usize) {
+            // SAFETY: listed, so alive; its thread is the caller, or stopped.
+            unsafe { set_listed_at(moved, place) };
+        }
+        drop(objects);
+        if mark {
+            // SAFETY: alive per the caller.
+            unsafe { set_listed_at(object, NOT_LISTED) };
+        }
+        count_local_young(self, -1);
+        true
     }
-    drop(objects);
-    if !freeing {
-        // SAFETY: alive per the caller. (An object being freed is not read again.)
-        unsafe { set_listed_at(object, NOT_LISTED) };
-    }
-    count_local_young(list, -1);
 }
 
 fn count_local_young(list: &LocalObjects, delta: isize) {
@@ -245,22 +263,11 @@ impl LiveLists {
         }
         for live in self.0.iter() {
             // SAFETY: registered lists are alive (a list leaves the registry, under this lock,
-            // before it is dropped); no other thread uses it now (the stopped world).
-            let list = unsafe { &*live.0 };
-            let mut objects = list.objects.borrow_mut();
-            if objects.get(place as usize) != Some(&object) {
-                continue;
+            // before it is dropped); no other thread uses it now (the stopped world); `object`
+            // is listed at `place` in one of them.
+            if unsafe { (*live.0).remove(object, place, true) } {
+                return;
             }
-            objects.swap_remove(place as usize);
-            if let Some(&moved) = objects.get(place as usize) {
-                // SAFETY: listed, so alive; its thread is stopped.
-                unsafe { set_listed_at(moved, place) };
-            }
-            drop(objects);
-            // SAFETY: alive per the caller.
-            unsafe { set_listed_at(object, NOT_LISTED) };
-            list.young.set(list.young.get() - 1);
-            return;
         }
         unreachable!("a listed object is in a live thread's list");
     }
@@ -287,24 +294,16 @@ fn collect_if_due() {
     });
 }
 
-/// What a local collection did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct LocalCollection {
-    pub(crate) listed: usize,
-    pub(crate) unreachable: usize,
-    pub(crate) took: Duration,
-}
-
 /// Finds and frees the cycles among the calling thread's local objects, with every other thread
-/// running. Must run where no container of this thread is in the middle of a change: a
-/// quiescent state, or `gc::collect`.
-pub(crate) fn collect_local(py: Python<'_>) -> LocalCollection {
+/// running, and returns how many objects it found unreachable. Must run where no container of
+/// this thread is in the middle of a change: a quiescent state, or `gc::collect`.
+pub(crate) fn collect_local(py: Python<'_>) -> usize {
     let started = Instant::now();
     let Some(list) = list() else {
-        return LocalCollection::default();
+        return 0;
     };
     if list.collecting.replace(true) {
-        return LocalCollection::default();
+        return 0;
     }
     /// Ends the collection, panics included (a `clear` slot may panic): later ones still run.
     struct Collecting<'a>(&'a Cell<bool>);
@@ -319,52 +318,23 @@ pub(crate) fn collect_local(py: Python<'_>) -> LocalCollection {
     let token = py.count_token();
     // A snapshot, by place: nothing is listed or unlisted until the garbage is freed below.
     let objects = list.objects.borrow().clone();
+    let examined: Vec<(usize, NonNull<Header>)> = objects.iter().copied().enumerate().collect();
     let mut marks = vec![Mark::Candidate; objects.len()];
     let mut outside = vec![0isize; objects.len()];
-    for (place, &object) in objects.iter().enumerate() {
+    for &(place, object) in &examined {
         // SAFETY: listed, so alive; local, so only this thread counts it, and it is here.
         match <BuildCount as RefCount>::get(&unsafe { header(object) }.count, token) {
             RefCountValue::Mortal(count) => outside[place] = count as isize,
             RefCountValue::Immortal => marks[place] = Mark::Reachable,
         }
     }
-    // References held by listed objects are not from outside.
-    for &object in &objects {
-        // SAFETY: alive and local: nothing changes what it holds while this thread is here.
-        unsafe {
-            traverse(object, |held| {
-                if let Some(place) = place_of(held, &objects) {
-                    outside[place] -= 1;
-                }
-            })
-        };
-    }
-    let mut stack = Vec::new();
-    for (place, &object) in objects.iter().enumerate() {
-        if marks[place] == Mark::Reachable || outside[place] > 0 {
-            marks[place] = Mark::Reachable;
-            stack.push(object);
-        }
-    }
-    while let Some(object) = stack.pop() {
-        // SAFETY: as above.
-        unsafe {
-            traverse(object, |held| {
-                if let Some(place) = place_of(held, &objects) {
-                    if marks[place] == Mark::Candidate {
-                        marks[place] = Mark::Reachable;
-                        stack.push(held);
-                    }
-                }
-            })
-        };
-    }
-    let garbage: Vec<NonNull<Header>> = objects
-        .iter()
-        .zip(&marks)
-        .filter(|&(_, &mark)| mark == Mark::Candidate)
-        .map(|(&object, _)| object)
-        .collect();
+    // SAFETY: listed, so alive, and local: nothing changes what they hold while this thread is
+    // here.
+    let garbage = unsafe {
+        unreachable_among(&examined, &mut marks, &mut outside, |held| {
+            place_of(held, &objects)
+        })
+    };
     for &object in &garbage {
         // SAFETY: listed, so alive; the reference keeps it so while the garbage is cleared.
         unsafe { incref(object, token) };
@@ -376,13 +346,8 @@ pub(crate) fn collect_local(py: Python<'_>) -> LocalCollection {
     list.young.set(0);
     drop(collecting);
     LOCAL_COLLECTIONS.fetch_add(1, Ordering::Relaxed);
-    let took = started.elapsed();
-    super::record_local_pause(took);
-    LocalCollection {
-        listed: objects.len(),
-        unreachable: garbage.len(),
-        took,
-    }
+    super::record_local_pause(started.elapsed());
+    garbage.len()
 }
 
 /// The place of `held` in the snapshot `objects`, if it is listed (then it is in this thread's

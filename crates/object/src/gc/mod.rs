@@ -95,8 +95,8 @@ pub fn collect(py: Python<'_>) -> Collection {
     #[cfg(not(ftrt_gil_build))]
     {
         // The stop examined the local collection's survivors again: count its garbage only.
-        collection.tracked += local.unreachable;
-        collection.unreachable += local.unreachable;
+        collection.tracked += local;
+        collection.unreachable += local;
     }
     collection
 }
@@ -402,51 +402,10 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
             RefCountValue::Immortal => marks[index] = Mark::Reachable,
         }
     });
-    // References held by tracked objects are not from outside.
-    for &(_, object) in &tracked {
-        // SAFETY: alive; the world is stopped, so what it holds does not change.
-        unsafe {
-            traverse(object, |held| {
-                if let Some(index) = tracked_index(held) {
-                    outside[index] -= 1;
-                }
-            })
-        };
-    }
-    // Everything reachable from an object referenced from outside is alive.
-    let mut stack: Vec<NonNull<Header>> = Vec::new();
-    for &(index, object) in &tracked {
-        if marks[index] == Mark::Candidate && outside[index] > 0 {
-            marks[index] = Mark::Reachable;
-            stack.push(object);
-        } else if marks[index] == Mark::Reachable {
-            stack.push(object);
-        }
-    }
-    while let Some(object) = stack.pop() {
-        // SAFETY: as above.
-        unsafe {
-            traverse(object, |held| {
-                if let Some(index) = tracked_index(held) {
-                    if marks[index] == Mark::Candidate {
-                        marks[index] = Mark::Reachable;
-                        stack.push(held);
-                    }
-                }
-            })
-        };
-    }
-    let unreachable: Vec<NonNull<Header>> = tracked
-        .iter()
-        .filter(|&&(index, _)| marks[index] == Mark::Candidate)
-        .inspect(|&&(index, _)| {
-            debug_assert_eq!(
-                outside[index], 0,
-                "an unreachable object has references from outside (a count was not exact)"
-            )
-        })
-        .map(|&(_, object)| object)
-        .collect();
+    // SAFETY: tracked objects are alive, and the world is stopped, so what they hold does not
+    // change.
+    let unreachable =
+        unsafe { unreachable_among(&tracked, &mut marks, &mut outside, tracked_index) };
     // The references that keep the garbage alive while it is freed, taken before any of it is
     // cleared: the shares are freed on different threads, in any order, and clearing one
     // object drops what it holds, which may sit in another thread's share.
@@ -586,6 +545,68 @@ fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>], found_in_a_stop: bo
         // SAFETY: the collection's reference.
         unsafe { decref(object, token) };
     }
+}
+
+/// The middle of every collection, stopped-world or local: takes off each object's outside
+/// count the references the `examined` objects hold to each other, marks everything reachable
+/// from an object with references left from outside (or already `Reachable`), and returns the
+/// rest. `examined` pairs each object with its index into `marks` and `outside` (which hold
+/// `Candidate` and its count, or `Reachable`); `index_of` gives a held object's index, if it
+/// has one (an index whose mark is neither is left alone).
+///
+/// # Safety
+/// Every examined object is alive, and nothing changes what any of them holds during the call.
+unsafe fn unreachable_among(
+    examined: &[(usize, NonNull<Header>)],
+    marks: &mut [Mark],
+    outside: &mut [isize],
+    index_of: impl Fn(NonNull<Header>) -> Option<usize>,
+) -> Vec<NonNull<Header>> {
+    // References held by examined objects are not from outside.
+    for &(_, object) in examined {
+        // SAFETY: per the caller.
+        unsafe {
+            traverse(object, |held| {
+                if let Some(index) = index_of(held) {
+                    outside[index] -= 1;
+                }
+            })
+        };
+    }
+    // Everything reachable from an object referenced from outside is alive.
+    let mut stack: Vec<NonNull<Header>> = Vec::new();
+    for &(index, object) in examined {
+        if marks[index] == Mark::Candidate && outside[index] > 0 {
+            marks[index] = Mark::Reachable;
+            stack.push(object);
+        } else if marks[index] == Mark::Reachable {
+            stack.push(object);
+        }
+    }
+    while let Some(object) = stack.pop() {
+        // SAFETY: per the caller (reachable objects are examined ones).
+        unsafe {
+            traverse(object, |held| {
+                if let Some(index) = index_of(held) {
+                    if marks[index] == Mark::Candidate {
+                        marks[index] = Mark::Reachable;
+                        stack.push(held);
+                    }
+                }
+            })
+        };
+    }
+    examined
+        .iter()
+        .filter(|&&(index, _)| marks[index] == Mark::Candidate)
+        .inspect(|&&(index, _)| {
+            debug_assert_eq!(
+                outside[index], 0,
+                "an unreachable object has references from outside (a count was not exact)"
+            )
+        })
+        .map(|&(_, object)| object)
+        .collect()
 }
 
 /// The registry index of `object` if it is tracked.
