@@ -192,6 +192,9 @@ struct Current {
     /// block lives and has not begun its exit, the detached id otherwise: what
     /// [`Python::count_token`](crate::Python::count_token) counts as, one load away.
     owner_id: Cell<u32>,
+    /// [`local::counts`]: never torn down either; beside the owner id, which every count that
+    /// reads it has just read.
+    counts: Cell<*const ()>,
 }
 
 /// Owns the block; its destructor is the thread's exit. The block is owned through a raw
@@ -246,6 +249,7 @@ thread_local! {
             frame: Cell::new(std::ptr::null_mut()),
             readers: Cell::new(0),
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
+            counts: Cell::new(std::ptr::null()),
         }
     };
     static OWNED: Owned = Owned::new();
@@ -990,6 +994,26 @@ pub mod local {
     #[inline(always)]
     pub unsafe fn set_frame(frame: *mut ()) {
         CURRENT.with(|c| c.frame.set(frame));
+    }
+
+    /// The calling thread's counts pointer (null until set). Like [`frame`], one pointer per
+    /// thread in the thread-local every access goes through, never torn down, one load away from
+    /// the owner id every count compares: the object model keeps its per-thread counts of
+    /// deferred objects here, and nothing else may.
+    #[inline(always)]
+    pub fn counts() -> *const () {
+        CURRENT.with(|c| c.counts.get())
+    }
+
+    /// Sets the calling thread's [`counts`] pointer.
+    ///
+    /// # Safety
+    /// Code that reads [`counts`] writes through it (the object model counts references in the
+    /// array it points to): `counts` is null, or points to that array, alive until the pointer
+    /// is set again.
+    #[inline(always)]
+    pub unsafe fn set_counts(counts: *const ()) {
+        CURRENT.with(|c| c.counts.set(counts));
     }
 
     /// How many reads are open on the calling thread: [`OpenRead`]s alive on it. Like

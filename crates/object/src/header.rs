@@ -281,7 +281,13 @@ fn allocate_with_count<P: Payload>(
             lock: RawObjectLock::new(),
             // Immortal objects are reachable from every thread through statics.
             shared: AtomicBool::new(immortal),
-            deferred: AtomicU16::new(0),
+            // Immortal objects count in a slot of each thread's deferred counts that no one
+            // reads, on threads that do not own them (`hot::count_in_thread`).
+            deferred: AtomicU16::new(if immortal {
+                crate::hot::IMMORTAL_SLOT
+            } else {
+                0
+            }),
             ty,
         },
         payload,

@@ -8,6 +8,12 @@
 //! own array, at that id, with a plain load and store. Only the collector may free a deferred
 //! object: in a stopped world it sums the threads' counts.
 //!
+//! A thread that does not own an object looks at the header's id before the count's shared
+//! half (`refs::incref`): a deferred object's count is then as short as the owner's (the owner
+//! check, the id, the array, an add). Objects immortal from their allocation carry an id too,
+//! `IMMORTAL_SLOT`, which counts nowhere, so that they take the same path, with no look at
+//! their shared count.
+//!
 //! - **Found hot**: a thread that counts [`PROMOTE_AFTER`] increments of one object in the shared
 //!   count (the biased count's atomic path) asks for it. Each thread remembers the
 //!   objects it increments that way in a small table (32 entries, by address); an object
@@ -50,8 +56,21 @@ use crate::refs::{assume_token, decref, Token};
 /// Increments of one object in its shared count, by one thread, that make it hot.
 pub const PROMOTE_AFTER: u32 = 4096;
 
-/// Objects deferred at once, at most: the size of each counting thread's array.
-pub const MAX_DEFERRED: usize = 1024;
+/// Objects deferred at once, at most. Ids run from 1 to this; 0 means "not deferred".
+pub const MAX_DEFERRED: usize = 1022;
+
+/// The length of each counting thread's array: a power of two, so that masking an id
+/// ([`ID_MASK`]) proves it in bounds. Index 0 is unused, the last is [`IMMORTAL_SLOT`].
+const IDS: usize = MAX_DEFERRED + 2;
+
+/// The `deferred` field of objects immortal from their allocation: a slot of the array that no
+/// one writes or reads (an immortal object's count never matters), so that a thread that does
+/// not own an immortal object finds it as it finds a deferred one, with no look at its shared
+/// count.
+pub(crate) const IMMORTAL_SLOT: u16 = (IDS - 1) as u16;
+
+/// The id's bits in a header's `deferred` field.
+const ID_MASK: u16 = (IDS - 1) as u16;
 
 /// Objects each thread remembers incrementing in the shared count.
 const RECENT: usize = 32;
@@ -59,10 +78,11 @@ const RECENT: usize = 32;
 /// How long a deferral waits for the world to stop before it gives up (to be asked again).
 const PATIENCE: Duration = Duration::from_millis(50);
 
-/// One thread's counts, by deferred id (index 0 unused: id 0 means "not deferred"). Written by
+/// One thread's counts, by deferred id (index 0 unused: id 0 means "not deferred"; the last,
+/// [`IMMORTAL_SLOT`], unused too). Written by
 /// its thread alone with plain loads and stores; read by the collector in a stopped world, by
 /// exact reads of a count, and by the thread's own exit.
-struct ThreadCounts([AtomicIsize; MAX_DEFERRED + 1]);
+struct ThreadCounts([AtomicIsize; IDS]);
 
 /// A deferred object, by its header.
 struct Deferred(NonNull<Header>);
@@ -111,9 +131,9 @@ struct Request {
 fn registry() -> MutexGuard<'static, Registry> {
     let mut registry = REGISTRY.lock().unwrap_or_else(|e| e.into_inner());
     if registry.objects.is_empty() {
-        registry.objects.resize_with(MAX_DEFERRED + 1, || None);
-        registry.exited.resize(MAX_DEFERRED + 1, 0);
-        registry.requests_held.resize(MAX_DEFERRED + 1, 0);
+        registry.objects.resize_with(IDS, || None);
+        registry.exited.resize(IDS, 0);
+        registry.requests_held.resize(IDS, 0);
         registry.free = (1..=MAX_DEFERRED as u16).rev().collect();
     }
     registry
@@ -125,7 +145,7 @@ struct Registered(Arc<ThreadCounts>);
 
 impl Drop for Registered {
     fn drop(&mut self) {
-        MINE.set(std::ptr::null());
+        set_mine(std::ptr::null());
         let mut registry = registry();
         for (id, count) in self.0 .0.iter().enumerate() {
             registry.exited[id] = registry.exited[id].wrapping_add(count.load(Ordering::Relaxed));
@@ -138,13 +158,24 @@ impl Drop for Registered {
 
 thread_local! {
     static COUNTS: OnceCell<Registered> = const { OnceCell::new() };
-    /// `COUNTS`' array, once registered and until its destructor runs: null otherwise. Const and
-    /// destructor-less, so the counting path is one thread-local load.
-    static MINE: Cell<*const ThreadCounts> = const { Cell::new(std::ptr::null()) };
     /// Objects this thread recently incremented in their shared count: address and increments
     /// in a row. Const, destructor-less: usable in other thread-locals' destructors.
     static RECENTLY_SHARED: [Cell<(usize, u32)>; RECENT] =
         const { [const { Cell::new((0, 0)) }; RECENT] };
+}
+
+/// This thread's array (`COUNTS`'), once registered and until its destructor runs: null
+/// otherwise. Kept in `ftrt_gil::local::counts`, one load from the owner id every count reads
+/// first.
+#[inline(always)]
+fn mine() -> *const ThreadCounts {
+    ftrt_gil::local::counts().cast()
+}
+
+fn set_mine(counts: *const ThreadCounts) {
+    // SAFETY: null, or this thread's registered array, which `Registered`'s destructor (the
+    // only place that frees it) sets back to null first.
+    unsafe { ftrt_gil::local::set_counts(counts.cast()) };
 }
 
 fn register_thread() -> Registered {
@@ -158,14 +189,20 @@ fn register_thread() -> Registered {
 /// The object's own record, so a new object at a freed one's address starts unmarked.
 const GIVEN: u16 = 1 << 15;
 
-const _: () = assert!(MAX_DEFERRED < GIVEN as usize, "ids stay below the mark");
+const _: () = assert!(
+    IDS.is_power_of_two() && ID_MASK & GIVEN == 0,
+    "ids are masked in, and stay below the mark"
+);
 
 /// The id of a deferred object, 0 if it is not deferred.
 #[inline]
 fn deferred_id(object: &Header) -> u16 {
     // Relaxed: set and cleared only in a stopped world, whose restart orders the change before
-    // every thread's next access.
-    object.deferred.load(Ordering::Relaxed) & !GIVEN
+    // every thread's next access (or at allocation, for the immortal slot).
+    match object.deferred.load(Ordering::Relaxed) & ID_MASK {
+        IMMORTAL_SLOT => 0,
+        id => id,
+    }
 }
 
 /// Whether the object was given to a thread that found it hot.
@@ -199,56 +236,41 @@ fn split(sum: isize) -> (isize, isize) {
     (net, sum.wrapping_sub(net) >> 32)
 }
 
-/// Counts a reference to `object` taken ([`TAKEN`]) or dropped ([`DROPPED`]) that its count
-/// ignored: in this thread's count of it if it is deferred, nowhere if it is immortal.
-///
-/// A taken reference is counted inline, a dropped one out of line (`delta` is a constant at
-/// every call, so the choice folds away): the decrement is inlined into every handle's drop, and
-/// with the deferred count inline too it grew past what the compiler inlines into loops
-/// (`drop_in_place::<Bound>` stayed a call in `immortal-read` and `shared-refcount`).
-#[inline]
-pub(crate) fn count_ignored(object: &Header, delta: isize) {
-    // The whole field first, unmasked: an immortal object's is zero, and its path (every count
-    // of `None`, of small ints, of interned strings) stays one load and one test.
-    // Relaxed: as in `deferred_id`.
-    let marked = object.deferred.load(Ordering::Relaxed);
-    if marked == 0 {
-        return;
-    }
-    if delta == DROPPED {
-        count_deferred_drop(marked);
-    } else {
-        count_marked(marked, delta);
-    }
-}
-
-#[inline(never)]
-fn count_deferred_drop(marked: u16) {
-    count_marked(marked, DROPPED);
-}
-
-/// Counts in the array at the id in a `deferred` field that is not zero: none if it holds only
-/// the given mark (a given object whose own count saturated, which counts as immortal).
-#[inline]
-fn count_marked(marked: u16, delta: isize) {
-    let id = marked & !GIVEN;
-    if id != 0 {
-        count_deferred(usize::from(id), delta);
+/// Counts a reference to `object` taken ([`TAKEN`]) or dropped ([`DROPPED`]) by a thread that
+/// does not own its count, without an atomic, where that is all it takes: in this thread's
+/// array at the id of a deferred object, and nowhere for an object made immortal at its
+/// allocation ([`IMMORTAL_SLOT`]). Answers whether it did; `false` sends the caller to the
+/// count's shared half. Checked before that half, so that immortal and deferred objects, the ones every thread
+/// counts most, have one path as short as the owner's: a load of the id, a test, a
+/// thread-local load and an add.
+#[inline(always)]
+pub(crate) fn count_in_thread(object: &Header, delta: isize) -> bool {
+    // Relaxed: as in `deferred_id`. The mask drops the given mark, and tells the compiler the
+    // id indexes the array, so the count needs no bounds check.
+    let id = object.deferred.load(Ordering::Relaxed) & ID_MASK;
+    match id {
+        0 => false,
+        // Not written, though no one reads it: every thread's immortal objects would then
+        // share one slot, and its stores would chain its clones and drops one after another.
+        IMMORTAL_SLOT => true,
+        _ => {
+            count_deferred(usize::from(id), delta);
+            true
+        }
     }
 }
 
-/// Inline into increments: a thread-local load and an add (out of line, a deferred object's
-/// clone and drop cost 2.5 times the owner's). Its rare half, a thread's first deferred count,
-/// stays out of line so that every increment, which reaches it, stays small enough to inline;
-/// decrements reach it out of line (see [`count_ignored`]).
-#[inline]
+/// Inline into increments and decrements: a thread-local load and an add (out of line, a
+/// deferred object's clone and drop cost 2.5 times the owner's). Its rare half, a thread's first
+/// deferred count, stays out of line.
+#[inline(always)]
 fn count_deferred(id: usize, delta: isize) {
-    let mine = MINE.get();
+    let mine = mine();
     if mine.is_null() {
         return count_deferred_unregistered(id, delta);
     }
-    // SAFETY: `MINE` points into this thread's `Registered` array, which is alive until its
-    // destructor, which nulls `MINE` first.
+    // SAFETY: `mine` points to this thread's `Registered` array, which is alive until its
+    // destructor, which sets it to null first.
     let count = &unsafe { &*mine }.0[id];
     // A plain load and store: only this thread writes its counts.
     count.store(
@@ -262,10 +284,14 @@ fn count_deferred(id: usize, delta: isize) {
 fn count_deferred_unregistered(id: usize, delta: isize) {
     let registered = COUNTS.try_with(|counts| {
         let counts = counts.get_or_init(register_thread);
-        MINE.set(Arc::as_ptr(&counts.0));
+        set_mine(Arc::as_ptr(&counts.0));
     });
     if registered.is_ok() {
         return count_deferred(id, delta);
+    }
+    if id == usize::from(IMMORTAL_SLOT) {
+        // No one reads it: no reason to take the registry's lock.
+        return;
     }
     // This thread's counts are gone (its exit is under way): count with the exited ones.
     let exited = &mut registry().exited[id];

@@ -37,11 +37,28 @@ pub(crate) unsafe fn assume_token<'a>() -> Token<'a> {
 pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
     // SAFETY: alive per the caller.
     let head = unsafe { header(object) };
-    // Only the biased count answers other than `Local`; elsewhere the match folds away.
-    match <BuildCount as RefCount>::incref_counting(&head.count, token) {
-        Counting::Local => {}
-        Counting::Shared => hot::note_shared_increment(object),
-        Counting::Ignored => hot::count_ignored(head, hot::TAKEN),
+    // Every strategy but the biased count answers `true` here, and the rest folds away.
+    if <BuildCount as RefCount>::incref_owned(&head.count, token) {
+        return;
+    }
+    // Not the owner: a deferred or immortal object (which no thread owns) counts in this
+    // thread's array, a path as short as the owner's; others in the shared count, out of line.
+    if !hot::count_in_thread(head, hot::TAKEN) {
+        // SAFETY: forwarded from the caller.
+        unsafe { incref_shared(object, token) };
+    }
+}
+
+/// An increment in the shared count ([`incref`]'s path for objects that count there).
+///
+/// # Safety
+/// As for [`incref`].
+#[inline(never)]
+unsafe fn incref_shared(object: NonNull<Header>, token: Token<'_>) {
+    // SAFETY: alive per the caller.
+    let head = unsafe { header(object) };
+    if <BuildCount as RefCount>::incref_unowned(&head.count, token) == Counting::Shared {
+        hot::note_shared_increment(object);
     }
 }
 
@@ -51,26 +68,47 @@ pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
 /// The caller owns one reference to the object and gives it up.
 #[inline]
 pub(crate) unsafe fn decref(object: NonNull<Header>, token: Token<'_>) {
-    // SAFETY: the caller gives up its reference; `release_count` frees exactly such objects.
-    match unsafe {
-        <BuildCount as RefCount>::decref_counting(count_ptr(object), token, release_count)
-    } {
+    // The halves are `incref`'s, in the same order.
+    // SAFETY: the caller gives up its reference if the owner's half takes it; `release_count`
+    // frees exactly such objects.
+    match unsafe { <BuildCount as RefCount>::decref_owned(count_ptr(object), token, release_count) }
+    {
         // SAFETY: that was the last reference.
         Some(true) => unsafe { release(object) },
         Some(false) => {}
-        // Immortal or deferred: neither dies by a decrement, so the object is still alive.
-        // SAFETY: as just said.
-        None => hot::count_ignored(unsafe { header(object) }, hot::DROPPED),
+        // SAFETY: the caller's reference keeps the object alive.
+        None if hot::count_in_thread(unsafe { header(object) }, hot::DROPPED) => {}
+        // SAFETY: forwarded from the caller.
+        None => unsafe { decref_shared(object, token) },
     }
 }
 
-/// The release function the biased count's owner merges call.
+/// A decrement in the shared count ([`decref`]'s path for objects that count there).
+///
+/// # Safety
+/// As for [`decref`].
+#[inline(never)]
+unsafe fn decref_shared(object: NonNull<Header>, token: Token<'_>) {
+    // SAFETY: the caller gives up its reference; `release_count` frees exactly such objects.
+    // `None`: immortal (made so at run time), never freed.
+    if unsafe { <BuildCount as RefCount>::decref_unowned(count_ptr(object), token, release_count) }
+        == Some(true)
+    {
+        // SAFETY: that was the last reference.
+        unsafe { release(object) };
+    }
+}
+
+/// The release function the counts call: the biased count's merges, and its owner's last
+/// decrement. [`release`] itself, by the count's pointer, so that a call through this pointer
+/// lands in the body at once.
 ///
 /// # Safety
 /// The count heads a dead object's header.
+#[inline(never)]
 unsafe fn release_count(count: NonNull<BuildCount>) {
     // SAFETY: forwarded.
-    unsafe { release(count.cast()) };
+    unsafe { release_object(count.cast()) };
 }
 
 /// The dead objects waiting to be freed, in the frame of the outermost `release` on the stack.
@@ -96,7 +134,18 @@ fn set_trash(trash: Option<NonNull<Trash>>) {
 ///
 /// # Safety
 /// The object's count reached zero and no lock-free reader can still reach it.
+#[inline]
 pub(crate) unsafe fn release(object: NonNull<Header>) {
+    // SAFETY: forwarded.
+    unsafe { release_count(count_ptr(object)) };
+}
+
+/// [`release`]'s body, inlined into [`release_count`] alone.
+///
+/// # Safety
+/// As for [`release`].
+#[inline(always)]
+unsafe fn release_object(object: NonNull<Header>) {
     if let Some(mut trash) = trash() {
         // SAFETY: set only by the outermost `release` on this thread's stack, which owns the
         // list, outlives this nested call, and does not touch the list while a free runs.

@@ -205,6 +205,79 @@ fn the_explicit_api_defers_shared_mortal_objects_in_the_biased_build() {
     });
 }
 
+/// Every id the registry hands out counts: the most objects deferred at once each read their
+/// exact count while another thread holds references to them (an id that collided with the
+/// slot immortal objects are marked with would count nothing there, and read one short).
+#[test]
+fn the_most_objects_deferred_at_once_each_count_exactly() {
+    leak_checked(|py| {
+        let objects: Vec<_> = (0..hot::MAX_DEFERRED)
+            .map(|i| PyFloat::new(py, i as f64))
+            .collect();
+        for object in &objects {
+            assert_eq!(object.defer_refcount(), biased());
+        }
+        let extra = PyFloat::new(py, -1.0);
+        assert!(!extra.defer_refcount(), "no id is left");
+        let shared: Vec<_> = objects.iter().map(|o| o.clone().unbind()).collect();
+        let taken = Barrier::new(2);
+        let release = Barrier::new(2);
+        py.allow_threads(|| {
+            common::scope(|s| {
+                s.spawn(|| {
+                    Python::attach(|py| {
+                        let held: Vec<_> = shared.iter().map(|o| o.bind(py)).collect();
+                        py.allow_threads(|| taken.wait());
+                        py.allow_threads(|| release.wait());
+                        drop(held);
+                    })
+                });
+                taken.wait();
+                let counts: Vec<_> =
+                    Python::attach(|py| shared.iter().map(|o| o.bind(py).refcount()).collect());
+                // Checked once the other thread is released: a failed check must not leave it
+                // waiting.
+                release.wait();
+                for (i, count) in counts.into_iter().enumerate() {
+                    // The binding, the handle, the object, and the other thread's.
+                    assert_eq!(count, RefCountValue::Mortal(4), "object {i}");
+                }
+            })
+        });
+        drop(shared);
+        drop(objects);
+        gc::collect(py);
+        assert_eq!(hot::deferred_count(), 0);
+    });
+}
+
+/// Immortal objects, which no thread owns, are counted by no one: every thread's references
+/// leave them immortal, never deferred, and never freed.
+#[test]
+fn immortal_objects_counted_by_every_thread_stay_immortal_and_are_not_deferred() {
+    leak_checked(|py| {
+        let threads = 4;
+        py.allow_threads(|| {
+            common::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        Python::attach(|py| {
+                            let none = PyNone::get(py);
+                            let held: Vec<_> = (0..100).map(|_| none.clone()).collect();
+                            assert_eq!(none.refcount(), RefCountValue::Immortal);
+                            assert!(!is_deferred(&none));
+                            drop(held);
+                        })
+                    });
+                }
+            })
+        });
+        let none = PyNone::get(py);
+        assert_eq!(none.refcount(), RefCountValue::Immortal);
+        assert!(!is_deferred(&none));
+    });
+}
+
 #[test]
 fn a_deferred_count_reads_exactly_while_threads_hold_references() {
     leak_checked(|py| {

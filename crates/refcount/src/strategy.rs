@@ -79,6 +79,23 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
         self.incref(token);
         Counting::Local
     }
+    /// The fast half of [`incref_counting`](Self::incref_counting): adds a reference and answers
+    /// `true` where the calling thread counts without atomics or the strategy has one path (every
+    /// strategy but the biased one, which answers `false` on a thread that does not own the count,
+    /// changing nothing). After `false`, call [`incref_unowned`](Self::incref_unowned); the
+    /// caller may look elsewhere between the two (the object model's per-thread counts of
+    /// deferred objects, which no thread owns).
+    #[inline(always)]
+    fn incref_owned(&self, token: Self::Token<'_>) -> bool {
+        self.incref(token);
+        true
+    }
+    /// The rest of [`incref_counting`](Self::incref_counting), after
+    /// [`incref_owned`](Self::incref_owned) answered `false`.
+    #[inline]
+    fn incref_unowned(&self, token: Self::Token<'_>) -> Counting {
+        self.incref_counting(token)
+    }
     /// Drops a reference; `true` means it was the last one and the caller must free the object.
     ///
     /// # Safety
@@ -103,6 +120,38 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     ) -> Option<bool> {
         // SAFETY: forwarded from the caller.
         Some(unsafe { Self::decref(this, token, release) })
+    }
+    /// The fast half of [`decref_counting`](Self::decref_counting), as
+    /// [`incref_owned`](Self::incref_owned) is of `incref_counting`: `None`, changing nothing,
+    /// on a thread that does not own a biased count; then call
+    /// [`decref_unowned`](Self::decref_unowned). `Some(true)`: the caller frees the object. A
+    /// strategy may also free it through `release` itself and answer `Some(false)` (the biased
+    /// count does, out of line, to keep the inlined part short).
+    ///
+    /// # Safety
+    /// As for `decref`; the reference is given up only if the answer is `Some`.
+    #[inline(always)]
+    unsafe fn decref_owned(
+        this: NonNull<Self>,
+        token: Self::Token<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> Option<bool> {
+        // SAFETY: forwarded from the caller.
+        Some(unsafe { Self::decref(this, token, release) })
+    }
+    /// The rest of [`decref_counting`](Self::decref_counting), after
+    /// [`decref_owned`](Self::decref_owned) answered `None`.
+    ///
+    /// # Safety
+    /// As for `decref`.
+    #[inline]
+    unsafe fn decref_unowned(
+        this: NonNull<Self>,
+        token: Self::Token<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> Option<bool> {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::decref_counting(this, token, release) }
     }
     /// The number of references, or `Immortal`.
     fn get(&self, token: Self::Token<'_>) -> RefCountValue;
@@ -248,6 +297,32 @@ unsafe impl RefCount for BiasedCount {
     ) -> Option<bool> {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::decref_counting(this, owner, release) }
+    }
+    #[inline(always)]
+    fn incref_owned(&self, owner: Owner<'_>) -> bool {
+        BiasedCount::incref_owned(self, owner)
+    }
+    #[inline]
+    fn incref_unowned(&self, _: Owner<'_>) -> Counting {
+        BiasedCount::incref_unowned(self)
+    }
+    #[inline(always)]
+    unsafe fn decref_owned(
+        this: NonNull<Self>,
+        owner: Owner<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> Option<bool> {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::decref_owned_releasing(this, owner, release) }.then_some(false)
+    }
+    #[inline]
+    unsafe fn decref_unowned(
+        this: NonNull<Self>,
+        _: Owner<'_>,
+        release: unsafe fn(NonNull<Self>),
+    ) -> Option<bool> {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::decref_unowned(this, release) }
     }
     fn get(&self, _: Owner<'_>) -> RefCountValue {
         BiasedCount::get(self)

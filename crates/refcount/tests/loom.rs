@@ -423,6 +423,41 @@ fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
     });
 }
 
+/// The owner's half that frees by itself (`decref_owned_releasing`, which the object model
+/// inlines into every handle's drop) against a non-owner's drop: the owner's last local drop
+/// finds the shared half zero and frees, or merges, or its merge meets the non-owner's drop
+/// queued to it. The object is freed exactly once, by whichever side saw the end.
+#[test]
+fn the_releasing_owner_drop_races_a_non_owner_drop() {
+    use ftrt_refcount::biased::LocalCounts;
+    loom::model(|| {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let owner = LocalCounts::register();
+        let count = Object::leak(owner.owner(), &drops);
+        // The other thread's reference, taken here on the shared half (as a non-owner would)
+        // while the owner's keeps the object alive.
+        // SAFETY: alive: the owner's reference is held.
+        unsafe { count.as_ref() }.incref_for(ftrt_refcount::biased::Owner::detached());
+        let handle = Handle(count);
+        let other = thread::spawn(move || {
+            let handle = handle;
+            let counts = LocalCounts::register();
+            // SAFETY: the reference taken for this thread above, given up once.
+            unsafe { drop_ref(handle.0, counts.owner()) };
+        });
+        // SAFETY: the owner's only reference, given up once; `release_object` frees objects
+        // made by `Object::leak`.
+        let owned = unsafe {
+            ftrt_refcount::BiasedCount::decref_owned_releasing(count, owner.owner(), release_object)
+        };
+        assert!(owned);
+        other.join().unwrap();
+        owner.merge_pending();
+        drop(owner);
+        assert_eq!(dropped(&drops), 1);
+    });
+}
+
 /// A parked owner retires (as a runtime thread exits: parked since its last detach) while a
 /// non-owner drops the last reference. The retirement drains nothing: the non-owner merges what
 /// it queued, for the parked owner or, once the owner has left the registry, for a retired one.

@@ -232,25 +232,49 @@ impl BiasedCount {
     /// [`defer_counting`](Self::defer_counting)).
     #[inline]
     pub fn incref_counting(&self, owner: Owner<'_>) -> Counting {
-        if self.owned_by_id(owner.id()) {
-            let local = self.local.load(Ordering::Relaxed).wrapping_add(1);
-            if local == 0 {
-                // 2^32 references on the owner: saturate instead of wrapping. `local` stays at
-                // its maximum; whatever the owner does with it later, the saturated shared half
-                // keeps the object alive.
-                self.make_immortal();
-                return Counting::Ignored;
-            }
+        if self.incref_owned(owner) {
+            Counting::Local
+        } else {
+            self.incref_unowned()
+        }
+    }
+
+    /// The owner's half of [`incref_counting`](Self::incref_counting): adds a reference and
+    /// answers `true` if `owner` owns the count, else changes nothing and answers `false`, for
+    /// [`incref_unowned`](Self::incref_unowned). Apart so that a caller can look elsewhere
+    /// between the two (the object model's per-thread counts of deferred objects, which no
+    /// thread owns), without a second owner check on the owner's path.
+    #[inline(always)]
+    pub fn incref_owned(&self, owner: Owner<'_>) -> bool {
+        if !self.owned_by_id(owner.id()) {
+            return false;
+        }
+        let local = self.local.load(Ordering::Relaxed).wrapping_add(1);
+        if local == 0 {
+            // 2^32 references on the owner: saturate instead of wrapping. `local` stays at its
+            // maximum; whatever the owner does with it later, the saturated shared half keeps
+            // the object alive.
+            self.make_immortal();
+        } else {
             // A plain store: no other thread writes `local` while the owner owns the object.
             self.local.store(local, Ordering::Relaxed);
-            Counting::Local
-        } else if !self.is_immortal() {
-            // Immortal objects (None, small ints, interned names) are the most common non-owned
-            // ones: checked inline, they cost one load and no call.
+        }
+        true
+    }
+
+    /// The other half of [`incref_counting`](Self::incref_counting), for a thread that does not
+    /// own the count (after [`incref_owned`](Self::incref_owned) answered `false`): adds a
+    /// reference in the shared count ([`Counting::Shared`]), or nowhere for an immortal or
+    /// deferred count ([`Counting::Ignored`]). Never [`Counting::Local`].
+    #[inline]
+    pub fn incref_unowned(&self) -> Counting {
+        // Immortal objects (None, small ints, interned names) are the most common non-owned
+        // ones: checked inline, they cost one load and no call.
+        if self.is_immortal() {
+            Counting::Ignored
+        } else {
             self.incref_shared();
             Counting::Shared
-        } else {
-            Counting::Ignored
         }
     }
 
@@ -305,26 +329,106 @@ impl BiasedCount {
         owner: Owner<'_>,
         release: Release,
     ) -> Option<bool> {
+        // SAFETY: forwarded from the caller.
+        match unsafe { Self::decref_owned(this, owner) } {
+            Some(last) => Some(last),
+            // SAFETY: forwarded from the caller.
+            None => unsafe { Self::decref_unowned(this, release) },
+        }
+    }
+
+    /// The owner's half of [`decref_counting`](Self::decref_counting): drops a reference if
+    /// `owner` owns the count, answering whether it was the last; `None`, changing nothing, if it
+    /// does not own it (then call [`decref_unowned`](Self::decref_unowned)). The owner's path
+    /// never needs the release function: a merge it runs answers `true` instead of freeing.
+    ///
+    /// # Safety
+    /// `this` points to a live count, and the caller holds a reference, which it gives up if
+    /// the answer is `Some`.
+    #[inline(always)]
+    pub unsafe fn decref_owned(this: NonNull<Self>, owner: Owner<'_>) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        if count.owned_by_id(owner.id()) {
-            // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
-            let local = count.local.load(Ordering::Relaxed);
-            debug_assert!(local >= 1, "owned object with a zero local count");
-            // A plain store, like the increment's: no other thread reads `local` while this
-            // thread owns the count (a merge after the owner retired is ordered by the registry).
-            count.local.store(local.wrapping_sub(1), Ordering::Relaxed);
-            if local == 1 {
-                // Acquire: if the shared side is zero too, every other thread's last access to
-                // the object happened before its (released) decrement: free it now.
-                if count.shared.load(Ordering::Acquire) == 0 {
-                    return Some(true);
-                }
-                return Some(count.merge_zero_local());
-            }
-            return Some(false);
+        if !count.owned_by_id(owner.id()) {
+            return None;
         }
-        if count.is_immortal() {
+        // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
+        let local = count.local.load(Ordering::Relaxed);
+        debug_assert!(local >= 1, "owned object with a zero local count");
+        // A plain store, like the increment's: no other thread reads `local` while this thread
+        // owns the count (a merge after the owner retired is ordered by the registry).
+        count.local.store(local.wrapping_sub(1), Ordering::Relaxed);
+        if local == 1 {
+            // Acquire: if the shared side is zero too, every other thread's last access to the
+            // object happened before its (released) decrement: free it now.
+            if count.shared.load(Ordering::Acquire) == 0 {
+                return Some(true);
+            }
+            return Some(count.merge_zero_local());
+        }
+        Some(false)
+    }
+
+    /// [`decref_owned`](Self::decref_owned) for a caller that lets the count free the object:
+    /// when the owner drops its last local reference, the rest (is the object dead? merge if
+    /// not) runs out of line, and frees a dead object there, through `release`. So the inlined
+    /// part is as short as the owner's decrement can be, for callers that inline it into every
+    /// handle's drop. Answers whether `owner` owns the count (`false`: nothing changed; then
+    /// call [`decref_unowned`](Self::decref_unowned)).
+    ///
+    /// # Safety
+    /// As for [`decref`](Self::decref); the reference is given up only if the answer is `true`.
+    #[inline(always)]
+    pub unsafe fn decref_owned_releasing(
+        this: NonNull<Self>,
+        owner: Owner<'_>,
+        release: Release,
+    ) -> bool {
+        // SAFETY: the caller holds a reference, so the count is alive.
+        let count = unsafe { this.as_ref() };
+        if !count.owned_by_id(owner.id()) {
+            return false;
+        }
+        // As in `decref_owned`.
+        let local = count.local.load(Ordering::Relaxed);
+        debug_assert!(local >= 1, "owned object with a zero local count");
+        count.local.store(local.wrapping_sub(1), Ordering::Relaxed);
+        if local == 1 {
+            // SAFETY: the caller's reference was the owner's last local one; `release` is
+            // forwarded.
+            unsafe { Self::last_local_dropped(this, release) };
+        }
+        true
+    }
+
+    /// The owner dropped its last local reference: frees the object if that was the last
+    /// reference, else merges.
+    ///
+    /// # Safety
+    /// As for [`decref_owned_releasing`](Self::decref_owned_releasing), whose owner just set
+    /// `local` to zero.
+    #[inline(never)]
+    unsafe fn last_local_dropped(this: NonNull<Self>, release: Release) {
+        // SAFETY: the object is alive until this call frees it.
+        let count = unsafe { this.as_ref() };
+        // Acquire: as in `decref_owned`.
+        if count.shared.load(Ordering::Acquire) == 0 || count.merge_zero_local() {
+            // SAFETY: that was the last reference; `release` frees such objects.
+            unsafe { release(this) };
+        }
+    }
+
+    /// The other half of [`decref_counting`](Self::decref_counting), for a thread that does not
+    /// own the count (after [`decref_owned`](Self::decref_owned) answered `None`): `None` for an
+    /// immortal or deferred count, which ignores the decrement; else the decrement in the shared
+    /// count, answering whether it was the last reference.
+    ///
+    /// # Safety
+    /// As for [`decref`](Self::decref).
+    #[inline]
+    pub unsafe fn decref_unowned(this: NonNull<Self>, release: Release) -> Option<bool> {
+        // SAFETY: the caller holds a reference, so the count is alive.
+        if unsafe { this.as_ref() }.is_immortal() {
             return None;
         }
         // SAFETY: forwarded from the caller.

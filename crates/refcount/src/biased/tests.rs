@@ -1021,3 +1021,87 @@ fn after_the_thread_detached_the_owner_token_owns_nothing() {
     .join()
     .unwrap();
 }
+
+/// The halves of `incref_counting` and `decref_counting` that callers run apart (the object
+/// model looks at its own per-thread counts between them): the owner's half counts only on
+/// the owner, and changes nothing elsewhere.
+#[test]
+fn the_owners_halves_count_on_the_owner_and_leave_the_count_alone_elsewhere() {
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    let count = boxed_count(owner.owner());
+    // SAFETY: `count` is live until the last drop below.
+    let counted = unsafe { count.as_ref() };
+    let before = fields(counted);
+    assert!(!counted.incref_owned(other.owner()));
+    // SAFETY: the call takes the reference only if it answers `Some`.
+    let dropped = unsafe { BiasedCount::decref_owned(count, other.owner()) };
+    assert_eq!(dropped, None);
+    // SAFETY: the call takes the reference only if it answers `true`.
+    let dropped =
+        unsafe { BiasedCount::decref_owned_releasing(count, other.owner(), release_boxed) };
+    assert!(!dropped);
+    assert_eq!(
+        fields(counted),
+        before,
+        "a non-owner's halves change nothing"
+    );
+
+    assert!(counted.incref_owned(owner.owner()));
+    assert_eq!(counted.incref_unowned(), Counting::Shared);
+    assert_eq!(fields(counted).1, 2);
+    assert_eq!(counted.get(), RefCountValue::Mortal(3));
+    // SAFETY: drops one of the owner's two local references.
+    let last = unsafe { BiasedCount::decref_owned(count, owner.owner()) };
+    assert_eq!(last, Some(false));
+    // SAFETY: drops the shared reference.
+    let last = unsafe { BiasedCount::decref_unowned(count, release_boxed) };
+    assert_eq!(last, Some(false));
+    let before = released();
+    // SAFETY: drops the last reference, which the call frees through `release_boxed`.
+    assert!(unsafe { BiasedCount::decref_owned_releasing(count, owner.owner(), release_boxed) });
+    assert_eq!(
+        released(),
+        before + 1,
+        "the owner's last drop frees at once"
+    );
+}
+
+/// The releasing owner's half merges when another thread still holds references, frees nothing
+/// then, and the last drop elsewhere frees exactly once.
+#[test]
+fn the_releasing_owners_last_local_drop_merges_while_others_hold_references() {
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    let count = boxed_count(owner.owner());
+    // SAFETY: `count` stays live until the last drop below.
+    unsafe { count.as_ref() }.incref_for(other.owner());
+    let before = released();
+    // SAFETY: gives up the owner's one local reference.
+    assert!(unsafe { BiasedCount::decref_owned_releasing(count, owner.owner(), release_boxed) });
+    assert_eq!(released(), before, "another reference is alive");
+    // SAFETY: the count is still live (one shared reference).
+    let (owner_id, local, _) = fields(unsafe { count.as_ref() });
+    assert_eq!(
+        (owner_id, local),
+        (NO_OWNER, 0),
+        "merged: no owner any more"
+    );
+    // SAFETY: drops the last reference.
+    assert!(unsafe { BiasedCount::decref_for(count, other.owner(), release_boxed) });
+    // SAFETY: freed by the caller of `decref_for`, which answered `true`.
+    unsafe { release_boxed(count) };
+    assert_eq!(released(), before + 1);
+}
+
+/// Immortal counts go nowhere on a non-owner's halves.
+#[test]
+fn the_unowned_halves_ignore_immortal_counts() {
+    let count = NonNull::from(Box::leak(Box::new(BiasedCount::immortal())));
+    // SAFETY: live (leaked until the end of the test).
+    let counted = unsafe { count.as_ref() }.incref_unowned();
+    assert_eq!(counted, Counting::Ignored);
+    // SAFETY: an immortal count ignores the decrement.
+    let dropped = unsafe { BiasedCount::decref_unowned(count, release_boxed) };
+    assert_eq!(dropped, None);
+    // SAFETY: made by `Box::leak` above, not used after.
+    drop(unsafe { Box::from_raw(count.as_ptr()) });
+}
