@@ -17,7 +17,9 @@
 //! and a 32-bit shared count (see `docs/refcount.md`). The lock byte is present in every build;
 //! the `gil` build never takes it. `flag` is the `shared` flag, whether another thread may
 //! reach the object (see [`Header::section`]); `id` names the per-thread counts of a deferred
-//! object (`hot`; 0 in the other builds). Both fit in what would be padding.
+//! object (`hot`), or marks an object immortal from its allocation (`hot::IMMORTAL_SLOT`, in
+//! every build; only the biased build reads it on the counting path). Both fit in what would
+//! be padding.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
@@ -143,9 +145,10 @@ pub struct Header {
     /// Whether a thread other than the one that made the object may reach it: see
     /// [`Header::section`]. Set once, never cleared.
     shared: AtomicBool,
-    /// The id of the object's per-thread counts while it is deferred (`hot`), 0 otherwise, and
-    /// a flag once the object has been given to a thread that found it hot (`hot::GIVEN`).
-    /// Changed only in a stopped world. It fits in the padding.
+    /// The id of the object's per-thread counts while it is deferred (`hot`), `hot::IMMORTAL_SLOT`
+    /// for an object immortal from its allocation, 0 otherwise; and a flag once the object has
+    /// been given to a thread that found it hot (`hot::GIVEN`). Changed only in a stopped world
+    /// (the immortal mark: never after the allocation). It fits in the padding.
     pub(crate) deferred: AtomicU16,
     pub(crate) ty: &'static TypeObject,
 }
@@ -281,8 +284,8 @@ fn allocate_with_count<P: Payload>(
             lock: RawObjectLock::new(),
             // Immortal objects are reachable from every thread through statics.
             shared: AtomicBool::new(immortal),
-            // Immortal objects count in a slot of each thread's deferred counts that no one
-            // reads, on threads that do not own them (`hot::count_in_thread`).
+            // Immortal objects are marked like deferred ones, so that a thread that does not own
+            // one finds it by this field alone, and counts nothing (`hot::count_in_thread`).
             deferred: AtomicU16::new(if immortal {
                 crate::hot::IMMORTAL_SLOT
             } else {

@@ -289,10 +289,6 @@ fn count_deferred_unregistered(id: usize, delta: isize) {
     if registered.is_ok() {
         return count_deferred(id, delta);
     }
-    if id == usize::from(IMMORTAL_SLOT) {
-        // No one reads it: no reason to take the registry's lock.
-        return;
-    }
     // This thread's counts are gone (its exit is under way): count with the exited ones.
     let exited = &mut registry().exited[id];
     *exited = exited.wrapping_add(delta);

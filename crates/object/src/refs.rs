@@ -41,8 +41,9 @@ pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
     if <BuildCount as RefCount>::incref_owned(&head.count, token) {
         return;
     }
-    // Not the owner: a deferred or immortal object (which no thread owns) counts in this
-    // thread's array, a path as short as the owner's; others in the shared count, out of line.
+    // Not the owner: a deferred object (which no thread owns) counts in this thread's array, a
+    // path as short as the owner's, and an object immortal from its allocation nowhere; others
+    // count in the shared half, out of line.
     if !hot::count_in_thread(head, hot::TAKEN) {
         // SAFETY: forwarded from the caller.
         unsafe { incref_shared(object, token) };

@@ -424,9 +424,10 @@ fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
 }
 
 /// The owner's half that frees by itself (`decref_owned_releasing`, which the object model
-/// inlines into every handle's drop) against a non-owner's drop: the owner's last local drop
-/// finds the shared half zero and frees, or merges, or its merge meets the non-owner's drop
-/// queued to it. The object is freed exactly once, by whichever side saw the end.
+/// inlines into every handle's drop) against a non-owner's drop of a reference on the shared
+/// half: the owner's last local drop finds the shared half zero and frees, or merges and leaves
+/// the end to the non-owner. The object is freed exactly once, and never while the non-owner
+/// still holds its reference.
 #[test]
 fn the_releasing_owner_drop_races_a_non_owner_drop() {
     use ftrt_refcount::biased::LocalCounts;
@@ -439,9 +440,13 @@ fn the_releasing_owner_drop_races_a_non_owner_drop() {
         // SAFETY: alive: the owner's reference is held.
         unsafe { count.as_ref() }.incref_for(ftrt_refcount::biased::Owner::detached());
         let handle = Handle(count);
+        let drops_seen = drops.clone();
         let other = thread::spawn(move || {
             let handle = handle;
             let counts = LocalCounts::register();
+            // A free that did not wait for this reference shows here (loom does not see a use
+            // of freed memory by itself).
+            assert_eq!(dropped(&drops_seen), 0, "freed while a reference was held");
             // SAFETY: the reference taken for this thread above, given up once.
             unsafe { drop_ref(handle.0, counts.owner()) };
         });
