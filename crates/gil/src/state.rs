@@ -188,6 +188,8 @@ struct Current {
     frame: Cell<*mut ()>,
     /// [`local::readers`]: never torn down either.
     readers: Cell<usize>,
+    /// [`local::attach_pinned`]: never torn down either.
+    attach_pinned: Cell<bool>,
     /// The biased counts' owner id of the block (its `LocalCounts`' `counting_id`) while the
     /// block lives and has not begun its exit, the detached id otherwise: what
     /// [`Python::count_token`](crate::Python::count_token) counts as, one load away.
@@ -227,6 +229,9 @@ impl Drop for Owned {
                 .set(ftrt_refcount::biased::Owner::detached().counting_id());
             current.state.set(std::ptr::null());
             current.exited.set(true);
+            // The exit drops the attach pin below without `unpin` when the thread exits
+            // attached (`process::exit` inside an attachment): reads after it must pin.
+            current.attach_pinned.set(false);
         });
         if let Some(state) = self.0.take() {
             // SAFETY: made by `Box::leak` in `new` and taken out once; `CURRENT` no longer
@@ -248,6 +253,7 @@ thread_local! {
             exited: Cell::new(false),
             frame: Cell::new(std::ptr::null_mut()),
             readers: Cell::new(0),
+            attach_pinned: Cell::new(false),
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
             counts: Cell::new(std::ptr::null()),
         }
@@ -596,6 +602,7 @@ mod quiescence {
         // Without a block (after exit) the thread runs unpinned; its reads pin for themselves.
         if let Some(state) = state {
             *state.quiescence.guard.borrow_mut() = Some(crossbeam_epoch::pin());
+            super::CURRENT.with(|c| c.attach_pinned.set(true));
         }
     }
 
@@ -608,6 +615,8 @@ mod quiescence {
     pub(crate) fn unpin(state: Option<&ThreadState>) {
         // Detaching is a quiescent state: the hooks run while the thread is still pinned.
         super::run_hooks();
+        // Before the pin goes: from here reads pin for themselves.
+        super::CURRENT.with(|c| c.attach_pinned.set(false));
         // Dropped outside the borrow: unpinning may run deferred destructors.
         let guard = state.and_then(|state| state.quiescence.guard.borrow_mut().take());
         drop(guard);
@@ -1014,6 +1023,18 @@ pub mod local {
     #[inline(always)]
     pub unsafe fn set_counts(counts: *const ()) {
         CURRENT.with(|c| c.counts.set(counts));
+    }
+
+    /// Whether the calling thread holds its attach pin: the pin on `crossbeam-epoch`'s default
+    /// collector that an attach takes and a detach gives up (repinned at checkpoints), in the
+    /// free-threaded builds. Never true in the `gil` build, during `allow_threads`, or after the
+    /// thread's exit. A read that reaches no checkpoint and does not detach, made on a thread
+    /// where this is true, is protected by that pin: whatever it loads was reachable after the
+    /// pin was taken, so the epoch cannot free it before the pin is given up or repinned. The
+    /// object model's lock-free container reads rely on it to take no pin of their own.
+    #[inline(always)]
+    pub fn attach_pinned() -> bool {
+        CURRENT.with(|c| c.attach_pinned.get())
     }
 
     /// How many reads are open on the calling thread: [`OpenRead`]s alive on it. Like

@@ -20,6 +20,14 @@ const SCENARIO_VAR: &str = "FTRT_THREAD_STATES_SCENARIO";
 /// set) and asserts that the child exited successfully: a scenario that fails by aborting the
 /// process fails only its test. Under Miri, which cannot start processes, it runs in-process.
 fn in_child_process(test_name: &str, scenario: fn()) {
+    // `--exact` with a wrong name runs nothing and still succeeds: the harness's line says the
+    // test ran.
+    in_child_process_printing(test_name, scenario, "1 passed");
+}
+
+/// [`in_child_process`], for a scenario that ends the process itself (so the child's harness
+/// reports nothing): the child's output must contain `ran`, which the scenario prints.
+fn in_child_process_printing(test_name: &str, scenario: fn(), ran: &str) {
     if cfg!(miri) || std::env::var(SCENARIO_VAR).as_deref() == Ok(test_name) {
         scenario();
         return;
@@ -37,11 +45,7 @@ fn in_child_process(test_name: &str, scenario: fn()) {
         String::from_utf8_lossy(&output.stderr),
         stdout,
     );
-    // `--exact` with a wrong name runs nothing and still succeeds.
-    assert!(
-        stdout.contains("1 passed"),
-        "the child ran no test:\n{stdout}"
-    );
+    assert!(stdout.contains(ran), "the child ran no test:\n{stdout}");
 }
 
 /// Set by `AttachesOnDrop` once its attachment did everything an attached thread does.
@@ -364,4 +368,72 @@ fn a_value_kept_in_the_thread_state_is_made_once_per_thread_and_dropped_at_its_e
         thread.join().unwrap();
     }
     assert_eq!(LOCAL_DROPS.load(Ordering::SeqCst), before + 3);
+}
+
+/// The attach pin that the object model's lock-free reads lean on instead of pinning: held
+/// exactly while the thread is attached in a free-threaded build, given up for the body of
+/// `allow_threads` and after the detach, never held in the `gil` build.
+#[test]
+fn the_attach_pin_is_held_while_attached_and_only_then() {
+    use ftrt_gil::local::attach_pinned;
+    let free_threaded = !cfg!(feature = "gil");
+    thread::spawn(move || {
+        assert!(!attach_pinned(), "before the first attach");
+        Python::attach(|py| {
+            assert_eq!(attach_pinned(), free_threaded);
+            py.allow_threads(|| assert!(!attach_pinned(), "inside allow_threads"));
+            assert_eq!(attach_pinned(), free_threaded, "after allow_threads");
+            for _ in 0..64 {
+                py.check();
+            }
+            assert_eq!(attach_pinned(), free_threaded, "across repins");
+        });
+        assert!(!attach_pinned(), "after the detach");
+    })
+    .join()
+    .unwrap();
+}
+
+/// Aborts the process if the thread still claims its attach pin when this is dropped; prints
+/// [`PIN_CHECKED`] otherwise.
+struct ChecksTheAttachPinOnDrop;
+
+/// What the check prints when the pin was given up.
+const PIN_CHECKED: &str = "no attach pin claimed after the thread state";
+
+impl Drop for ChecksTheAttachPinOnDrop {
+    fn drop(&mut self) {
+        if ftrt_gil::local::attach_pinned() {
+            eprintln!("the attach pin is claimed after the thread state is gone");
+            std::process::abort();
+        }
+        println!("{PIN_CHECKED}");
+    }
+}
+
+thread_local! {
+    static CHECKED_AT_EXIT: Cell<Option<ChecksTheAttachPinOnDrop>> = const { Cell::new(None) };
+}
+
+/// A thread that exits while attached (`process::exit` inside `Python::attach` runs its
+/// thread-local destructors, the thread state's among them) loses its attach pin with its
+/// state: a thread-local destroyed afterwards must not read as pinned, or its lock-free reads
+/// would take no pin at all. (The process exits inside the scenario, so the child's test
+/// harness reports nothing: the check's own line says it ran.)
+#[test]
+#[cfg_attr(miri, ignore = "exits the process")]
+fn a_thread_that_exits_attached_gives_up_its_attach_pin_with_its_state() {
+    in_child_process_printing(
+        "a_thread_that_exits_attached_gives_up_its_attach_pin_with_its_state",
+        || {
+            thread::spawn(|| {
+                // Initialised before the thread attaches, so destroyed after its thread state.
+                CHECKED_AT_EXIT.set(Some(ChecksTheAttachPinOnDrop));
+                Python::attach(|_| std::process::exit(0));
+            })
+            .join()
+            .expect("the process exits first");
+        },
+        PIN_CHECKED,
+    );
 }

@@ -11,6 +11,10 @@
 //! try-increment: the container's reference, or the retired reference still waiting for the
 //! epoch, keeps the count above zero until the reader's guard is gone.
 //!
+//! A lock-free read on a thread that holds its attach pin (`ftrt_gil::local::attach_pinned`,
+//! every attached thread but one attached after its exit) takes no pin of its own
+//! (`with_read_guard`): it reaches no checkpoint, so the attach pin covers it.
+//!
 //! A local container (see `Header`: no other thread can reach it) needs none of this unless a
 //! read is open on its own thread: its lock-free reads take no pin (`with_read_guard`), its
 //! writes take none either (`with_write_guard`) and free what they remove at once. The reads that
@@ -132,16 +136,21 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
     old
 }
 
-/// Runs `f` with a guard for a lock-free read of `owner`'s contents that retires nothing: a
-/// pinned guard once `owner` is shared, none for a local object, whose contents
-/// only this thread can change, and does not while it reads (see `Header`).
+/// Runs `f` with a guard for a lock-free read of `owner`'s contents that retires nothing: none
+/// for a local object, whose contents only this thread can change, and does not while it reads
+/// (see `Header`); none on a thread that holds its attach pin, which covers `f`; else a pinned
+/// guard. `f` must run no user code, reach no checkpoint and not detach.
 #[inline]
 pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
-    // SAFETY: unpinned only when `owner` is local, so no other thread can reach it to remove
-    // what `f` loads, and `f` reads without writing: what it loads stays in the container,
-    // alive, until `f` has returned. Nothing is retired through this guard.
+    // SAFETY: unpinned when `owner` is local, so no other thread can reach it to remove what `f`
+    // loads, and `f` reads without writing: what it loads stays in the container, alive, until
+    // `f` has returned. Or unpinned when the thread holds its attach pin
+    // (`ftrt_gil::local::attach_pinned`): `f` runs no user code, reaches no checkpoint (where
+    // that pin is renewed) and does not detach, so the pin covers every load `f` makes, and what
+    // another thread removes meanwhile is not freed before `f` returns. Nothing is retired
+    // through this guard.
     #[cfg(not(ftrt_gil_build))]
-    return unsafe { with_guard_if(owner.is_shared(), f) };
+    return unsafe { with_guard_if(owner.is_shared() && !ftrt_gil::local::attach_pinned(), f) };
     #[cfg(ftrt_gil_build)]
     {
         let _ = owner;
