@@ -349,24 +349,7 @@ impl BiasedCount {
     pub unsafe fn decref_owned(this: NonNull<Self>, owner: Owner<'_>) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        if !count.owned_by_id(owner.id()) {
-            return None;
-        }
-        // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
-        let local = count.local.load(Ordering::Relaxed);
-        debug_assert!(local >= 1, "owned object with a zero local count");
-        // A plain store, like the increment's: no other thread reads `local` while this thread
-        // owns the count (a merge after the owner retired is ordered by the registry).
-        count.local.store(local.wrapping_sub(1), Ordering::Relaxed);
-        if local == 1 {
-            // Acquire: if the shared side is zero too, every other thread's last access to the
-            // object happened before its (released) decrement: free it now.
-            if count.shared.load(Ordering::Acquire) == 0 {
-                return Some(true);
-            }
-            return Some(count.merge_zero_local());
-        }
-        Some(false)
+        Some(count.drop_local(owner)? && count.dead_without_local())
     }
 
     /// [`decref_owned`](Self::decref_owned) for a caller that lets the count free the object:
@@ -385,20 +368,41 @@ impl BiasedCount {
         release: Release,
     ) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
-        let count = unsafe { this.as_ref() };
-        if !count.owned_by_id(owner.id()) {
-            return false;
+        match unsafe { this.as_ref() }.drop_local(owner) {
+            None => false,
+            Some(false) => true,
+            Some(true) => {
+                // SAFETY: the caller's reference was the owner's last local one; `release` is
+                // forwarded.
+                unsafe { Self::last_local_dropped(this, release) };
+                true
+            }
         }
-        // As in `decref_owned`.
-        let local = count.local.load(Ordering::Relaxed);
+    }
+
+    /// The owner's decrement of `local`, shared by both owner's halves: `None`, changing nothing,
+    /// if `owner` does not own the count; else whether that was its last local reference.
+    #[inline(always)]
+    fn drop_local(&self, owner: Owner<'_>) -> Option<bool> {
+        if !self.owned_by_id(owner.id()) {
+            return None;
+        }
+        // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
+        let local = self.local.load(Ordering::Relaxed);
         debug_assert!(local >= 1, "owned object with a zero local count");
-        count.local.store(local.wrapping_sub(1), Ordering::Relaxed);
-        if local == 1 {
-            // SAFETY: the caller's reference was the owner's last local one; `release` is
-            // forwarded.
-            unsafe { Self::last_local_dropped(this, release) };
-        }
-        true
+        // A plain store, like the increment's: no other thread reads `local` while this thread
+        // owns the count (a merge after the owner retired is ordered by the registry).
+        self.local.store(local.wrapping_sub(1), Ordering::Relaxed);
+        Some(local == 1)
+    }
+
+    /// After the owner dropped its last local reference: whether the object is dead, merging
+    /// the count if it is not.
+    #[inline(always)]
+    fn dead_without_local(&self) -> bool {
+        // Acquire: if the shared side is zero too, every other thread's last access to the
+        // object happened before its (released) decrement: free it now.
+        self.shared.load(Ordering::Acquire) == 0 || self.merge_zero_local()
     }
 
     /// The owner dropped its last local reference: frees the object if that was the last
@@ -410,9 +414,7 @@ impl BiasedCount {
     #[inline(never)]
     unsafe fn last_local_dropped(this: NonNull<Self>, release: Release) {
         // SAFETY: the object is alive until this call frees it.
-        let count = unsafe { this.as_ref() };
-        // Acquire: as in `decref_owned`.
-        if count.shared.load(Ordering::Acquire) == 0 || count.merge_zero_local() {
+        if unsafe { this.as_ref() }.dead_without_local() {
             // SAFETY: that was the last reference; `release` frees such objects.
             unsafe { release(this) };
         }
