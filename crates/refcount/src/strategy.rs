@@ -59,7 +59,9 @@ impl Strategy {
 /// # Safety
 /// Implementations count exactly: `decref` returns `true` once, after the last reference of a
 /// mortal count is dropped, and never for an immortal one; a count that would overflow becomes
-/// immortal instead of wrapping.
+/// immortal instead of wrapping. The halves count as the whole does: an owned half that answers
+/// `true` (`Some`) took the reference, one that answers `false` (`None`) changed nothing, and
+/// the object is released exactly once, by the caller on `Some(true)` or through `release`.
 pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// What proves the calling thread may touch the count.
     type Token<'py>: Copy;
