@@ -240,9 +240,9 @@ fn split(sum: isize) -> (isize, isize) {
 /// does not own its count, without an atomic, where that is all it takes: in this thread's
 /// array at the id of a deferred object, and nowhere for an object made immortal at its
 /// allocation ([`IMMORTAL_SLOT`]). Answers whether it did; `false` sends the caller to the
-/// count's shared half. Checked before that half, so that immortal and deferred objects, the ones every thread
-/// counts most, have one path as short as the owner's: a load of the id, a test, a
-/// thread-local load and an add.
+/// count's shared half. Checked before that half, so that immortal and deferred objects, the
+/// ones every thread counts most, have one path as short as the owner's: a load of the id, a
+/// test, a thread-local load and an add.
 #[inline(always)]
 pub(crate) fn count_in_thread(object: &Header, delta: isize) -> bool {
     // Relaxed: as in `deferred_id`. The mask drops the given mark, and tells the compiler the
