@@ -100,18 +100,6 @@ unsafe fn decref_shared(object: NonNull<Header>, token: Token<'_>) {
     }
 }
 
-/// The release function the counts call: the biased count's merges, and its owner's last
-/// decrement. [`release`] itself, by the count's pointer, so that a call through this pointer
-/// lands in the body at once.
-///
-/// # Safety
-/// The count heads a dead object's header.
-#[inline(never)]
-unsafe fn release_count(count: NonNull<BuildCount>) {
-    // SAFETY: forwarded.
-    unsafe { release_object(count.cast()) };
-}
-
 /// The dead objects waiting to be freed, in the frame of the outermost `release` on the stack.
 type Trash = Vec<NonNull<Header>>;
 
@@ -141,12 +129,15 @@ pub(crate) unsafe fn release(object: NonNull<Header>) {
     unsafe { release_count(count_ptr(object)) };
 }
 
-/// [`release`]'s body, inlined into [`release_count`] alone.
+/// [`release`] by the count's pointer, and its body: the release function the counts call (the
+/// biased count's merges, and its owner's last decrement), so that a call through this pointer
+/// lands in the body at once.
 ///
 /// # Safety
-/// As for [`release`].
-#[inline(always)]
-unsafe fn release_object(object: NonNull<Header>) {
+/// As for [`release`]: the count heads a dead object's header.
+#[inline(never)]
+unsafe fn release_count(count: NonNull<BuildCount>) {
+    let object: NonNull<Header> = count.cast();
     if let Some(mut trash) = trash() {
         // SAFETY: set only by the outermost `release` on this thread's stack, which owns the
         // list, outlives this nested call, and does not touch the list while a free runs.
