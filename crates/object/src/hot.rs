@@ -67,7 +67,7 @@ const IDS: usize = MAX_DEFERRED + 2;
 /// one writes or reads (an immortal object's count never matters), so that a thread that does
 /// not own an immortal object finds it as it finds a deferred one, with no look at its shared
 /// count.
-pub(crate) const IMMORTAL_SLOT: u16 = (IDS - 1) as u16;
+pub(crate) const IMMORTAL_SLOT: u16 = ID_MASK;
 
 /// The id's bits in a header's `deferred` field.
 const ID_MASK: u16 = (IDS - 1) as u16;
