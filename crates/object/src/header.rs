@@ -17,9 +17,7 @@
 //! and a 32-bit shared count (see `docs/refcount.md`). The lock byte is present in every build;
 //! the `gil` build never takes it. `flag` is the `shared` flag, whether another thread may
 //! reach the object (see [`Header::section`]); `id` names the per-thread counts of a deferred
-//! object (`hot`), or marks an object immortal from its allocation (`hot::IMMORTAL_SLOT`, in
-//! every build; only the biased build reads it on the counting path). Both fit in what would
-//! be padding.
+//! object (`hot`). Both fit in what would be padding.
 
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
@@ -145,10 +143,9 @@ pub struct Header {
     /// Whether a thread other than the one that made the object may reach it: see
     /// [`Header::section`]. Set once, never cleared.
     shared: AtomicBool,
-    /// The id of the object's per-thread counts while it is deferred (`hot`), `hot::IMMORTAL_SLOT`
-    /// for an object immortal from its allocation, 0 otherwise; and a flag once the object has
-    /// been given to a thread that found it hot (`hot::GIVEN`). Changed only in a stopped world
-    /// (the immortal mark: never after the allocation). It fits in the padding.
+    /// The id of the object's per-thread counts while it is deferred (`hot`), 0 otherwise; and a
+    /// flag once the object has been given to a thread that found it hot (`hot::GIVEN`). Changed
+    /// only in a stopped world. It fits in the padding.
     pub(crate) deferred: AtomicU16,
     pub(crate) ty: &'static TypeObject,
 }
@@ -284,13 +281,7 @@ fn allocate_with_count<P: Payload>(
             lock: RawObjectLock::new(),
             // Immortal objects are reachable from every thread through statics.
             shared: AtomicBool::new(immortal),
-            // Immortal objects are marked like deferred ones, so that a thread that does not own
-            // one finds it by this field alone, and counts nothing (`hot::count_in_thread`).
-            deferred: AtomicU16::new(if immortal {
-                crate::hot::IMMORTAL_SLOT
-            } else {
-                0
-            }),
+            deferred: AtomicU16::new(0),
             ty,
         },
         payload,

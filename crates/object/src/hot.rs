@@ -9,10 +9,9 @@
 //! object: in a stopped world it sums the threads' counts.
 //!
 //! A thread that does not own an object looks at the header's id before the count's shared
-//! half (`refs::incref`): a deferred object's count is then as short as the owner's (the owner
-//! check, the id, the array, an add). Objects immortal from their allocation carry an id too,
-//! `IMMORTAL_SLOT`, which counts nowhere, so that they take the same path, with no look at
-//! their shared count.
+//! half (`refs::incref`): a deferred object's count is then as short as the owner's (the
+//! count's immortal test and owner check, the id, the array, an add). Immortal objects never
+//! get here: the count's first half finds them immortal before it checks the owner.
 //!
 //! - **Found hot**: a thread that counts [`PROMOTE_AFTER`] increments of one object in the shared
 //!   count (the biased count's atomic path) asks for it. Each thread remembers the
@@ -57,17 +56,11 @@ use crate::refs::{assume_token, decref, Token};
 pub const PROMOTE_AFTER: u32 = 4096;
 
 /// Objects deferred at once, at most. Ids run from 1 to this; 0 means "not deferred".
-pub const MAX_DEFERRED: usize = 1022;
+pub const MAX_DEFERRED: usize = 1023;
 
 /// The length of each counting thread's array: a power of two, so that masking an id
-/// ([`ID_MASK`]) proves it in bounds. Index 0 is unused, the last is [`IMMORTAL_SLOT`].
-const IDS: usize = MAX_DEFERRED + 2;
-
-/// The `deferred` field of objects immortal from their allocation: a slot of the array that no
-/// one writes or reads (an immortal object's count never matters), so that a thread that does
-/// not own an immortal object finds it as it finds a deferred one, with no look at its shared
-/// count.
-pub(crate) const IMMORTAL_SLOT: u16 = ID_MASK;
+/// ([`ID_MASK`]) proves it in bounds. Index 0 is unused.
+const IDS: usize = MAX_DEFERRED + 1;
 
 /// The id's bits in a header's `deferred` field.
 const ID_MASK: u16 = (IDS - 1) as u16;
@@ -78,8 +71,7 @@ const RECENT: usize = 32;
 /// How long a deferral waits for the world to stop before it gives up (to be asked again).
 const PATIENCE: Duration = Duration::from_millis(50);
 
-/// One thread's counts, by deferred id (index 0 unused: id 0 means "not deferred"; the last,
-/// [`IMMORTAL_SLOT`], unused too). Written by
+/// One thread's counts, by deferred id (index 0 unused: id 0 means "not deferred"). Written by
 /// its thread alone with plain loads and stores; read by the collector in a stopped world, by
 /// exact reads of a count, and by the thread's own exit.
 struct ThreadCounts([AtomicIsize; IDS]);
@@ -198,11 +190,8 @@ const _: () = assert!(
 #[inline]
 fn deferred_id(object: &Header) -> u16 {
     // Relaxed: set and cleared only in a stopped world, whose restart orders the change before
-    // every thread's next access (or at allocation, for the immortal slot).
-    match object.deferred.load(Ordering::Relaxed) & ID_MASK {
-        IMMORTAL_SLOT => 0,
-        id => id,
-    }
+    // every thread's next access.
+    object.deferred.load(Ordering::Relaxed) & ID_MASK
 }
 
 /// Whether the object was given to a thread that found it hot.
@@ -238,26 +227,20 @@ fn split(sum: isize) -> (isize, isize) {
 
 /// Counts a reference to `object` taken ([`TAKEN`]) or dropped ([`DROPPED`]) by a thread that
 /// does not own its count, without an atomic, where that is all it takes: in this thread's
-/// array at the id of a deferred object, and nowhere for an object made immortal at its
-/// allocation ([`IMMORTAL_SLOT`]). Answers whether it did; `false` sends the caller to the
-/// count's shared half. Checked before that half, so that immortal and deferred objects, the
-/// ones every thread counts most, have one path as short as the owner's: a load of the id, a
-/// test, a thread-local load and an add.
+/// array at the id of a deferred object. Answers whether it did; `false` sends the caller to the
+/// count's shared half. Checked before that half, so that deferred objects, the mortal ones
+/// every thread counts most, have one path as short as the owner's: a load of the id, a test,
+/// a thread-local load and an add.
 #[inline(always)]
 pub(crate) fn count_in_thread(object: &Header, delta: isize) -> bool {
     // Relaxed: as in `deferred_id`. The mask drops the given mark, and tells the compiler the
     // id indexes the array, so the count needs no bounds check.
     let id = object.deferred.load(Ordering::Relaxed) & ID_MASK;
-    match id {
-        0 => false,
-        // Not written, though no one reads it: every thread's immortal objects would then
-        // share one slot, and its stores would chain its clones and drops one after another.
-        IMMORTAL_SLOT => true,
-        _ => {
-            count_deferred(usize::from(id), delta);
-            true
-        }
+    if id == 0 {
+        return false;
     }
+    count_deferred(usize::from(id), delta);
+    true
 }
 
 /// Inline into increments and decrements: a thread-local load and an add (out of line, a

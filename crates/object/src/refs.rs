@@ -37,13 +37,13 @@ pub(crate) unsafe fn assume_token<'a>() -> Token<'a> {
 pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
     // SAFETY: alive per the caller.
     let head = unsafe { header(object) };
-    // Every strategy but the biased count answers `true` here, and the rest folds away.
+    // Every strategy but the biased count answers `true` here, and the rest folds away. The
+    // biased count answers `true` on its owner, and for an immortal object on any thread.
     if <BuildCount as RefCount>::incref_owned(&head.count, token) {
         return;
     }
     // Not the owner: a deferred object (which no thread owns) counts in this thread's array, a
-    // path as short as the owner's, and an object immortal from its allocation nowhere; others
-    // count in the shared half, out of line.
+    // path as short as the owner's; others count in the shared half, out of line.
     if !hot::count_in_thread(head, hot::TAKEN) {
         // SAFETY: forwarded from the caller.
         unsafe { incref_shared(object, token) };

@@ -206,8 +206,8 @@ fn the_explicit_api_defers_shared_mortal_objects_in_the_biased_build() {
 }
 
 /// Every id the registry hands out counts: the most objects deferred at once each read their
-/// exact count while another thread holds references to them (an id that collided with the
-/// slot immortal objects are marked with would count nothing there, and read one short).
+/// exact count while another thread holds references to them (an id that indexed past a
+/// thread's array, or a slot that counts nothing, would read one short).
 #[test]
 fn the_most_objects_deferred_at_once_each_count_exactly() {
     leak_checked(|py| {

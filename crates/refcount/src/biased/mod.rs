@@ -24,10 +24,17 @@
 //! reaches zero, or when a merge of a queued object finds the total at zero. (`WEAK` is ignored
 //! in these comparisons, except the first, which it rules out.)
 //!
-//! Immortality lives in the shared half only: a shared count whose magnitude reaches `SATURATED`
-//! means immortal, so the owner's fast path needs no immortality check at all (an immortal object
-//! is either unowned or counted harmlessly by its owner, see `incref`). Counts never wrap: a local
-//! count about to wrap, and a shared count driven to `SATURATED`, make the object immortal.
+//! Immortality has two marks. A shared count whose magnitude reaches `SATURATED` means
+//! immortal, and every path that could free the object checks it. So does `IMMORTAL_LOCAL` in
+//! `local` (CPython's encoding): a count immortal from its creation ([`BiasedCount::immortal`])
+//! holds both, and an owner whose increments reach the mark makes its count immortal by that
+//! alone. Every increment and decrement reads `local` first, on any thread, so an immortal count
+//! costs one load and one compare and no owner check; the owner's own path reads `local`
+//! anyway, so it pays only the compare, which also stands for the overflow check the local
+//! count would need. Counts never wrap. The mark in `local` is final (the owner's decrements
+//! stop at it), and every merge folds `local` into `shared`, where it saturates: a count marked
+//! in `local` is immortal on every path. A count made immortal by another thread keeps its
+//! `local` (only the owner writes it) and is found in the shared half, one step later.
 
 #[cfg(all(test, not(loom)))]
 mod tests;
@@ -60,6 +67,11 @@ const SATURATED: i32 = 1 << 27;
 /// it was pending: zero references, queued and merged at once, a state no count reaches otherwise
 /// (a pending entry always holds a reference). The merge of that entry frees only the memory.
 const HUSK: i32 = QUEUED | MERGED;
+
+/// `local` of an immortal count: reached by [`BiasedCount::immortal`] or by 2^32 − 1 references
+/// on the owner, and never left (the owner's decrements stop at it). Reading it proves the count
+/// immortal; a count can be immortal without it (see the module documentation).
+const IMMORTAL_LOCAL: u32 = u32::MAX;
 
 /// `shared` without the `WEAK` flag: the count and the flags the protocol decides on.
 #[inline(always)]
@@ -113,6 +125,16 @@ fn saturated(shared: i32) -> bool {
     /// The highest word with a count below `SATURATED`: count `SATURATED - 1`, every flag.
     const BELOW_HIGH: i32 = (SATURATED << FLAG_BITS) - 1;
     shared.wrapping_sub(BELOW_LOW) as u32 > (BELOW_HIGH - BELOW_LOW) as u32
+}
+
+/// What the first half of a decrement did ([`BiasedCount::drop_local`]).
+enum LocalDrop {
+    /// `local` says immortal: the decrement is done, and changed nothing.
+    Immortal,
+    /// The calling thread does not own the count: nothing changed.
+    NotOwned,
+    /// The owner dropped a local reference; `last`: its last local one.
+    Dropped { last: bool },
 }
 
 /// A biased reference count: 12 bytes, 4-byte aligned.
@@ -174,7 +196,7 @@ impl BiasedCount {
 
     /// A count that never changes and never reaches zero.
     pub fn immortal() -> Self {
-        Self::from_parts(NO_OWNER, 0, (SATURATED << FLAG_BITS) | MERGED)
+        Self::from_parts(NO_OWNER, IMMORTAL_LOCAL, (SATURATED << FLAG_BITS) | MERGED)
     }
 
     fn from_parts(owner: u32, local: u32, shared: i32) -> Self {
@@ -208,9 +230,17 @@ impl BiasedCount {
     }
 
     /// Whether increments and decrements have stopped counting. An owner may still count an
-    /// immortal object locally; that never frees it, since its shared half stays saturated.
+    /// object made immortal by another thread locally; that never frees it, since its shared
+    /// half stays saturated.
     #[inline]
     pub fn is_immortal(&self) -> bool {
+        self.local.load(Ordering::Relaxed) == IMMORTAL_LOCAL || self.shared_saturated()
+    }
+
+    /// The shared half's mark of immortality (or of a deferred count): all that a thread that
+    /// has found `local` unmarked still needs to look at.
+    #[inline]
+    fn shared_saturated(&self) -> bool {
         saturated(self.shared.load(Ordering::Relaxed))
     }
 
@@ -232,34 +262,41 @@ impl BiasedCount {
     /// [`defer_counting`](Self::defer_counting)).
     #[inline]
     pub fn incref_counting(&self, owner: Owner<'_>) -> Counting {
-        if self.incref_owned(owner) {
-            Counting::Local
-        } else {
-            self.incref_unowned()
+        match self.incref_first_half(owner) {
+            Some(counting) => counting,
+            None => self.incref_unowned(),
         }
     }
 
-    /// The owner's half of [`incref_counting`](Self::incref_counting): adds a reference and
-    /// answers `true` if `owner` owns the count, else changes nothing and answers `false`, for
-    /// [`incref_unowned`](Self::incref_unowned). Apart so that a caller can look elsewhere
-    /// between the two (the object model's per-thread counts of deferred objects, which no
-    /// thread owns), without a second owner check on the owner's path.
+    /// The owner's half of [`incref_counting`](Self::incref_counting): answers `true` when the
+    /// increment is done, because `owner` owns the count and added the reference, or because
+    /// the count's `local` says immortal (nothing to add); else changes nothing and answers
+    /// `false`, for [`incref_unowned`](Self::incref_unowned). Apart so that a caller can look
+    /// elsewhere between the two (the object model's per-thread counts of deferred objects,
+    /// which no thread owns), without a second owner check on the owner's path.
     #[inline(always)]
     pub fn incref_owned(&self, owner: Owner<'_>) -> bool {
+        self.incref_first_half(owner).is_some()
+    }
+
+    /// [`incref_owned`](Self::incref_owned), saying where the reference went: `Local` (the
+    /// owner counted it), `Ignored` (immortal), or `None` (not the owner: nothing changed).
+    #[inline(always)]
+    fn incref_first_half(&self, owner: Owner<'_>) -> Option<Counting> {
+        // Relaxed, and read before the owner check on every thread: `IMMORTAL_LOCAL` is final,
+        // so any thread that reads it may stop counting (its decrement will read it too), and
+        // any other value read by a thread that does not own the count is not acted on.
+        let local = self.local.load(Ordering::Relaxed);
+        if local == IMMORTAL_LOCAL {
+            return Some(Counting::Ignored);
+        }
         if !self.owned_by_id(owner.id()) {
-            return false;
+            return None;
         }
-        let local = self.local.load(Ordering::Relaxed).wrapping_add(1);
-        if local == 0 {
-            // 2^32 references on the owner: saturate instead of wrapping. `local` stays at its
-            // maximum; whatever the owner does with it later, the saturated shared half keeps
-            // the object alive.
-            self.make_immortal();
-        } else {
-            // A plain store: no other thread writes `local` while the owner owns the object.
-            self.local.store(local, Ordering::Relaxed);
-        }
-        true
+        // A plain store: no other thread writes `local` while the owner owns the object. Below
+        // the mark, so no wrap; reaching it makes the count immortal.
+        self.local.store(local + 1, Ordering::Relaxed);
+        Some(Counting::Local)
     }
 
     /// The other half of [`incref_counting`](Self::incref_counting), for a thread that does not
@@ -268,9 +305,10 @@ impl BiasedCount {
     /// deferred count ([`Counting::Ignored`]). Never [`Counting::Local`].
     #[inline]
     pub fn incref_unowned(&self) -> Counting {
-        // Immortal objects (None, small ints, interned names) are the most common non-owned
-        // ones: checked inline, they cost one load and no call.
-        if self.is_immortal() {
+        // Deferred counts, and counts made immortal by a thread that does not own them (the
+        // first half stopped those immortal from the start): checked inline, one load and no
+        // call.
+        if self.shared_saturated() {
             Counting::Ignored
         } else {
             self.incref_shared();
@@ -280,7 +318,7 @@ impl BiasedCount {
 
     #[inline(never)]
     fn incref_shared(&self) {
-        if self.is_immortal() {
+        if self.shared_saturated() {
             return;
         }
         // Relaxed, as in `Arc::clone`: the caller already holds a reference, which keeps the
@@ -329,18 +367,21 @@ impl BiasedCount {
         owner: Owner<'_>,
         release: Release,
     ) -> Option<bool> {
-        // SAFETY: forwarded from the caller.
-        match unsafe { Self::decref_owned(this, owner) } {
-            Some(last) => Some(last),
+        // SAFETY: the caller holds a reference, so the count is alive.
+        let count = unsafe { this.as_ref() };
+        match count.drop_local(owner) {
+            LocalDrop::Immortal => None,
+            LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
             // SAFETY: forwarded from the caller.
-            None => unsafe { Self::decref_unowned(this, release) },
+            LocalDrop::NotOwned => unsafe { Self::decref_unowned(this, release) },
         }
     }
 
     /// The owner's half of [`decref_counting`](Self::decref_counting): drops a reference if
-    /// `owner` owns the count, answering whether it was the last; `None`, changing nothing, if it
-    /// does not own it (then call [`decref_unowned`](Self::decref_unowned)). The owner's path
-    /// never needs the release function: a merge it runs answers `true` instead of freeing.
+    /// `owner` owns the count, answering whether it was the last, and answers `Some(false)` for
+    /// a count whose `local` says immortal, on any thread; `None`, changing nothing, otherwise
+    /// (then call [`decref_unowned`](Self::decref_unowned)). The owner's path never needs the
+    /// release function: a merge it runs answers `true` instead of freeing.
     ///
     /// # Safety
     /// `this` points to a live count, and the caller holds a reference, which it gives up if
@@ -349,15 +390,20 @@ impl BiasedCount {
     pub unsafe fn decref_owned(this: NonNull<Self>, owner: Owner<'_>) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        Some(count.drop_local(owner)? && count.dead_without_local())
+        match count.drop_local(owner) {
+            LocalDrop::Immortal => Some(false),
+            LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
+            LocalDrop::NotOwned => None,
+        }
     }
 
     /// [`decref_owned`](Self::decref_owned) for a caller that lets the count free the object:
     /// when the owner drops its last local reference, the rest (is the object dead? merge if
     /// not) runs out of line, and frees a dead object there, through `release`. So the inlined
     /// part is as short as the owner's decrement can be, for callers that inline it into every
-    /// handle's drop. Answers whether `owner` owns the count (`false`: nothing changed; then
-    /// call [`decref_unowned`](Self::decref_unowned)).
+    /// handle's drop. Answers whether the decrement is done: `owner` owns the count, or its
+    /// `local` says immortal (`false`: nothing changed; then call
+    /// [`decref_unowned`](Self::decref_unowned)).
     ///
     /// # Safety
     /// As for [`decref`](Self::decref); the reference is given up only if the answer is `true`.
@@ -369,9 +415,9 @@ impl BiasedCount {
     ) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
         match unsafe { this.as_ref() }.drop_local(owner) {
-            None => false,
-            Some(false) => true,
-            Some(true) => {
+            LocalDrop::NotOwned => false,
+            LocalDrop::Immortal | LocalDrop::Dropped { last: false } => true,
+            LocalDrop::Dropped { last: true } => {
                 // SAFETY: the caller's reference was the owner's last local one; `release` is
                 // forwarded.
                 unsafe { Self::last_local_dropped(this, release) };
@@ -380,20 +426,27 @@ impl BiasedCount {
         }
     }
 
-    /// The owner's decrement of `local`, shared by both owner's halves: `None`, changing nothing,
-    /// if `owner` does not own the count; else whether that was its last local reference.
+    /// The first half of every decrement, shared by the owner's halves and `decref_counting`:
+    /// nothing to do for a count whose `local` says immortal (read first, on any thread, as in
+    /// the increment); the owner's decrement of `local`; or nothing changed, on a thread that
+    /// does not own the count.
     #[inline(always)]
-    fn drop_local(&self, owner: Owner<'_>) -> Option<bool> {
+    fn drop_local(&self, owner: Owner<'_>) -> LocalDrop {
+        // Relaxed: as in `incref_first_half`.
+        let local = self.local.load(Ordering::Relaxed);
+        if local == IMMORTAL_LOCAL {
+            return LocalDrop::Immortal;
+        }
         if !self.owned_by_id(owner.id()) {
-            return None;
+            return LocalDrop::NotOwned;
         }
         // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
-        let local = self.local.load(Ordering::Relaxed);
         debug_assert!(local >= 1, "owned object with a zero local count");
-        // A plain store, like the increment's: no other thread reads `local` while this thread
-        // owns the count (a merge after the owner retired is ordered by the registry).
+        // A plain store, like the increment's: no other thread writes `local` while this thread
+        // owns the count, and others only read it for `IMMORTAL_LOCAL`, which it is not (a merge
+        // after the owner retired is ordered by the registry).
         self.local.store(local.wrapping_sub(1), Ordering::Relaxed);
-        Some(local == 1)
+        LocalDrop::Dropped { last: local == 1 }
     }
 
     /// After the owner dropped its last local reference: whether the object is dead, merging
@@ -430,7 +483,7 @@ impl BiasedCount {
     #[inline]
     pub unsafe fn decref_unowned(this: NonNull<Self>, release: Release) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
-        if unsafe { this.as_ref() }.is_immortal() {
+        if unsafe { this.as_ref() }.shared_saturated() {
             return None;
         }
         // SAFETY: forwarded from the caller.
@@ -632,7 +685,9 @@ impl BiasedCount {
         // stale `local` is ignored.
         let local = self.local.load(Ordering::Acquire);
         let shared = self.shared.load(Ordering::Acquire);
-        if saturated(shared) {
+        // A merged count's stale `local` may hold the mark only if the merge folded it in,
+        // saturating `shared`.
+        if local == IMMORTAL_LOCAL || saturated(shared) {
             return RefCountValue::Immortal;
         }
         if without_weak(shared) == HUSK {

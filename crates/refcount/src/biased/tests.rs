@@ -388,13 +388,65 @@ fn immortal_counts_are_never_written() {
 
 #[test]
 fn a_local_count_that_would_overflow_becomes_immortal() {
-    let count = BiasedCount::from_parts(current(), u32::MAX, 0);
+    let count = BiasedCount::from_parts(current(), IMMORTAL_LOCAL - 1, 0);
     count.incref();
     assert!(count.is_immortal());
-    assert_eq!(fields(&count).1, u32::MAX, "the local count must not wrap");
+    assert_eq!(count.get(), RefCountValue::Immortal);
+    let other = LocalCounts::register();
+    // SAFETY: immortal: nothing is released.
+    let queued = unsafe { BiasedCount::decref_unowned(NonNull::from(&count), never_called) };
+    assert_eq!(
+        queued,
+        Some(false),
+        "a non-owner that skips `local` queues its drop"
+    );
+    // The owner's merge folds the mark into the shared half, which saturates.
+    merge_pending();
+    assert!(count.shared_saturated());
+    assert!(count.incref_owned(other.owner()));
+    assert_eq!(
+        fields(&count).1,
+        IMMORTAL_LOCAL,
+        "the local count must not wrap"
+    );
     // SAFETY: immortal: `decref` never releases.
     assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
+    assert_eq!(
+        fields(&count).1,
+        IMMORTAL_LOCAL,
+        "the mark in `local` stays"
+    );
     assert_eq!(count.get(), RefCountValue::Immortal);
+}
+
+/// CPython's encoding: an immortal count says so in `local`, which every increment and
+/// decrement reads before the owner check, so that no thread, owner or not, looks further.
+#[test]
+fn every_thread_finds_an_immortal_count_in_its_local_half_first() {
+    let other = LocalCounts::register();
+    // Made immortal by its owner's increments: owned still, with a saturated shared half.
+    let saturated_by_its_owner = BiasedCount::from_parts(current(), IMMORTAL_LOCAL - 1, 0);
+    saturated_by_its_owner.incref();
+    for count in [&BiasedCount::immortal(), &saturated_by_its_owner] {
+        let before = fields(count);
+        for owner in [Owner::current_id(current()), other.owner()] {
+            assert!(count.incref_owned(owner), "the first half ends it");
+            assert_eq!(count.incref_counting(owner), Counting::Ignored);
+            // SAFETY: immortal: nothing is released, and the first half takes the reference.
+            let dropped = unsafe { BiasedCount::decref_owned(NonNull::from(count), owner) };
+            assert_eq!(dropped, Some(false));
+            // SAFETY: as above.
+            let dropped = unsafe {
+                BiasedCount::decref_owned_releasing(NonNull::from(count), owner, never_called)
+            };
+            assert!(dropped);
+            // SAFETY: as above.
+            let dropped =
+                unsafe { BiasedCount::decref_counting(NonNull::from(count), owner, never_called) };
+            assert_eq!(dropped, None, "ignored, as a deferred count's decrement is");
+        }
+        assert_eq!(fields(count), before, "nothing is written");
+    }
 }
 
 #[test]
