@@ -84,7 +84,8 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// The fast half of [`incref_counting`](Self::incref_counting): adds a reference and answers
     /// `true` where the calling thread counts without atomics or the strategy has one path (every
     /// strategy but the biased one, which answers `false` on a thread that does not own the count,
-    /// changing nothing). After `false`, call [`incref_unowned`](Self::incref_unowned); the
+    /// changing nothing, unless the count is marked immortal in its local half, which every
+    /// thread skips here). After `false`, call [`incref_unowned`](Self::incref_unowned); the
     /// caller may look elsewhere between the two (the object model's per-thread counts of
     /// deferred objects, which no thread owns).
     #[inline(always)]
@@ -125,7 +126,8 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     }
     /// The fast half of [`decref_counting`](Self::decref_counting), as
     /// [`incref_owned`](Self::incref_owned) is of `incref_counting`: `None`, changing nothing,
-    /// on a thread that does not own a biased count; then call
+    /// on a thread that does not own a biased count (`Some(false)` for one marked immortal in its
+    /// local half, on any thread); then call
     /// [`decref_unowned`](Self::decref_unowned). `Some(true)`: the caller frees the object. A
     /// strategy may also free it through `release` itself and answer `Some(false)` (the biased
     /// count does, out of line, to keep the inlined part short).

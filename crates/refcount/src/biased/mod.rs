@@ -28,10 +28,10 @@
 //! immortal, and every path that could free the object checks it. So does `IMMORTAL_LOCAL` in
 //! `local` (CPython's encoding): a count immortal from its creation ([`BiasedCount::immortal`])
 //! holds both, and an owner whose increments reach the mark makes its count immortal by that
-//! alone. Every increment and decrement reads `local` first, on any thread, so an immortal count
-//! costs one load and one compare and no owner check; the owner's own path reads `local`
-//! anyway, so it pays only the compare, which also stands for the overflow check the local
-//! count would need. Counts never wrap. The mark in `local` is final (the owner's decrements
+//! alone. Every count tests the mark and the owner first, in either order (see `IMMORTAL_FIRST`):
+//! where the mark comes first, an immortal count costs one load and one compare and no owner
+//! check; the owner's path reads `local` anyway, so it pays only the compare, which also stands
+//! for the overflow check the local count would need. Counts never wrap. The mark in `local` is final (the owner's decrements
 //! stop at it), and every merge folds `local` into `shared`, where it saturates: a count marked
 //! in `local` is immortal on every path. A count made immortal by another thread keeps its
 //! `local` (only the owner writes it) and is found in the shared half, one step later.
@@ -94,6 +94,8 @@ fn count_of(shared: i32) -> i32 {
 
 /// The count a merge stores in `shared` (before flags), from one reading of the two halves:
 /// `local` (unless `shared` says `MERGED`: a merged count ignores it) plus the shared count.
+/// A `local` at the immortal mark comes out at least `SATURATED`, which the callers cap: a
+/// merge at the mark saturates.
 /// A pending queue entry's reference is still in it.
 #[inline]
 fn folded_count(local: u32, shared: i32) -> i64 {
@@ -126,6 +128,18 @@ fn saturated(shared: i32) -> bool {
     const BELOW_HIGH: i32 = (SATURATED << FLAG_BITS) - 1;
     shared.wrapping_sub(BELOW_LOW) as u32 > (BELOW_HIGH - BELOW_LOW) as u32
 }
+
+/// The order of the two tests that begin every count: the immortal mark in `local`, then the
+/// owner (CPython's order), for the halves a runtime calls (`incref_owned`, `decref_owned`),
+/// whose most counted objects are immortal (None, small ints, interned strings): those cost a
+/// load and a compare, and no owner check. The whole operations (`incref_counting`,
+/// `decref_counting`, which [`BiasedArc`](crate::BiasedArc) uses) test the owner first, whose
+/// values are rarely immortal: the owner's increment then folds the test into its overflow
+/// check, and its decrement into its test for the last reference. Both orders give the same
+/// answers.
+const IMMORTAL_FIRST: bool = true;
+/// See [`IMMORTAL_FIRST`].
+const OWNER_FIRST: bool = false;
 
 /// What the first half of a decrement did ([`BiasedCount::drop_local`]).
 enum LocalDrop {
@@ -262,7 +276,7 @@ impl BiasedCount {
     /// [`defer_counting`](Self::defer_counting)).
     #[inline]
     pub fn incref_counting(&self, owner: Owner<'_>) -> Counting {
-        match self.incref_first_half(owner) {
+        match self.incref_first_half::<OWNER_FIRST>(owner) {
             Some(counting) => counting,
             None => self.incref_unowned(),
         }
@@ -276,26 +290,32 @@ impl BiasedCount {
     /// which no thread owns), without a second owner check on the owner's path.
     #[inline(always)]
     pub fn incref_owned(&self, owner: Owner<'_>) -> bool {
-        self.incref_first_half(owner).is_some()
+        self.incref_first_half::<IMMORTAL_FIRST>(owner).is_some()
     }
 
     /// [`incref_owned`](Self::incref_owned), saying where the reference went: `Local` (the
     /// owner counted it), `Ignored` (immortal), or `None` (not the owner: nothing changed).
+    /// `ORDER` says which test comes first (see [`IMMORTAL_FIRST`]); the answer is the same.
     #[inline(always)]
-    fn incref_first_half(&self, owner: Owner<'_>) -> Option<Counting> {
-        // Relaxed, and read before the owner check on every thread: `IMMORTAL_LOCAL` is final,
-        // so any thread that reads it may stop counting (its decrement will read it too), and
-        // any other value read by a thread that does not own the count is not acted on.
+    fn incref_first_half<const ORDER: bool>(&self, owner: Owner<'_>) -> Option<Counting> {
+        // Relaxed, on every thread: `IMMORTAL_LOCAL` is final, so any thread that reads it may
+        // stop counting (its decrement will read it too), and any other value read by a thread
+        // that does not own the count is not acted on.
         let local = self.local.load(Ordering::Relaxed);
-        if local == IMMORTAL_LOCAL {
+        if ORDER == IMMORTAL_FIRST && local == IMMORTAL_LOCAL {
             return Some(Counting::Ignored);
         }
         if !self.owned_by_id(owner.id()) {
-            return None;
+            return (local == IMMORTAL_LOCAL).then_some(Counting::Ignored);
         }
-        // A plain store: no other thread writes `local` while the owner owns the object. Below
-        // the mark, so no wrap; reaching it makes the count immortal.
-        self.local.store(local + 1, Ordering::Relaxed);
+        // Only the mark wraps to zero: on the owner's path the test is the increment's carry.
+        let next = local.wrapping_add(1);
+        if next == 0 {
+            return Some(Counting::Ignored);
+        }
+        // A plain store: no other thread writes `local` while the owner owns the object.
+        // Reaching the mark makes the count immortal.
+        self.local.store(next, Ordering::Relaxed);
         Some(Counting::Local)
     }
 
@@ -369,7 +389,7 @@ impl BiasedCount {
     ) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        match count.drop_local(owner) {
+        match count.drop_local::<OWNER_FIRST>(owner) {
             LocalDrop::Immortal => None,
             LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
             // SAFETY: forwarded from the caller.
@@ -390,7 +410,7 @@ impl BiasedCount {
     pub unsafe fn decref_owned(this: NonNull<Self>, owner: Owner<'_>) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        match count.drop_local(owner) {
+        match count.drop_local::<IMMORTAL_FIRST>(owner) {
             LocalDrop::Immortal => Some(false),
             LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
             LocalDrop::NotOwned => None,
@@ -414,7 +434,7 @@ impl BiasedCount {
         release: Release,
     ) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
-        match unsafe { this.as_ref() }.drop_local(owner) {
+        match unsafe { this.as_ref() }.drop_local::<IMMORTAL_FIRST>(owner) {
             LocalDrop::NotOwned => false,
             LocalDrop::Immortal | LocalDrop::Dropped { last: false } => true,
             LocalDrop::Dropped { last: true } => {
@@ -427,21 +447,34 @@ impl BiasedCount {
     }
 
     /// The first half of every decrement, shared by the owner's halves and `decref_counting`:
-    /// nothing to do for a count whose `local` says immortal (read first, on any thread, as in
-    /// the increment); the owner's decrement of `local`; or nothing changed, on a thread that
-    /// does not own the count.
+    /// nothing to do for a count whose `local` says immortal, on any thread; the owner's
+    /// decrement of `local`; or nothing changed, on a thread that does not own the count. As in
+    /// the increment, `ORDER` says which test comes first.
     #[inline(always)]
-    fn drop_local(&self, owner: Owner<'_>) -> LocalDrop {
+    fn drop_local<const ORDER: bool>(&self, owner: Owner<'_>) -> LocalDrop {
         // Relaxed: as in `incref_first_half`.
         let local = self.local.load(Ordering::Relaxed);
-        if local == IMMORTAL_LOCAL {
+        if ORDER == IMMORTAL_FIRST && local == IMMORTAL_LOCAL {
             return LocalDrop::Immortal;
         }
         if !self.owned_by_id(owner.id()) {
-            return LocalDrop::NotOwned;
+            return if local == IMMORTAL_LOCAL {
+                LocalDrop::Immortal
+            } else {
+                LocalDrop::NotOwned
+            };
         }
         // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
         debug_assert!(local >= 1, "owned object with a zero local count");
+        // One compare for both ends on the owner-first path: the last local reference, or the
+        // mark (folded into the test above where it came first).
+        if ORDER == OWNER_FIRST && local.wrapping_sub(2) >= IMMORTAL_LOCAL - 2 {
+            if local == IMMORTAL_LOCAL {
+                return LocalDrop::Immortal;
+            }
+            self.local.store(0, Ordering::Relaxed);
+            return LocalDrop::Dropped { last: true };
+        }
         // A plain store, like the increment's: no other thread writes `local` while this thread
         // owns the count, and others only read it for `IMMORTAL_LOCAL`, which it is not (a merge
         // after the owner retired is ordered by the registry).
@@ -637,7 +670,8 @@ impl BiasedCount {
         let local = self.local.load(Ordering::Acquire);
         // Give up ownership before publishing `MERGED`, and touch nothing after the exchange: the
         // moment `MERGED` is visible, the holder of the last reference may free the object
-        // (`try_take_unique`). `local` needs no reset, since a merged count ignores it. This runs
+        // (`try_take_unique`). `local` needs no reset, since a merged count ignores it (a merge that
+        // found the mark there saturated `shared`). This runs
         // on the owner (merging its queue), after the owner retired, or while it is parked, so
         // the store cannot race the owner's own fast path.
         self.owner.store(NO_OWNER, Ordering::Relaxed);

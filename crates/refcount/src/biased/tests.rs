@@ -387,66 +387,92 @@ fn immortal_counts_are_never_written() {
 }
 
 #[test]
-fn a_local_count_that_would_overflow_becomes_immortal() {
+fn a_local_count_that_reaches_the_mark_is_immortal_for_good() {
+    // Both orders of the tests (the halves test the mark first, the whole operations the owner).
+    for by_halves in [true, false] {
+        let owner = LocalCounts::register();
+        let id = owner.id().expect("registered");
+        let count = BiasedCount::from_parts(id, IMMORTAL_LOCAL - 1, 0);
+        if by_halves {
+            assert!(count.incref_owned(owner.owner()));
+        } else {
+            count.incref_for(owner.owner());
+        }
+        assert_eq!(
+            fields(&count).1,
+            IMMORTAL_LOCAL,
+            "the local count must not wrap"
+        );
+        assert!(count.is_immortal());
+        assert_eq!(count.get(), RefCountValue::Immortal);
+        // The mark stays: the owner's increments and decrements stop at it, in either order.
+        assert!(count.incref_owned(owner.owner()));
+        count.incref_for(owner.owner());
+        // SAFETY: immortal: nothing is released.
+        unsafe {
+            assert_eq!(
+                BiasedCount::decref_owned(NonNull::from(&count), owner.owner()),
+                Some(false)
+            );
+            assert!(!BiasedCount::decref_for(
+                NonNull::from(&count),
+                owner.owner(),
+                never_called
+            ));
+        }
+        assert_eq!(fields(&count).1, IMMORTAL_LOCAL);
+        // Another thread skips it at the mark, before or after the owner check.
+        let other = LocalCounts::register();
+        assert!(count.incref_owned(other.owner()));
+        assert_eq!(count.incref_counting(other.owner()), Counting::Ignored);
+        // Merged at the mark (here by another thread once the owner has retired), it saturates
+        // the shared half.
+        drop(owner);
+        assert!(!count.is_unique());
+        assert!(saturated(fields(&count).2));
+        // SAFETY: immortal, never unique: nothing may be taken.
+        assert_eq!(unsafe { count.try_take_unique() }, TakeUnique::Shared);
+    }
+}
+
+/// An owner that gives up a count at the mark leaves it saturated: never unique, never freed.
+#[test]
+fn giving_up_ownership_at_the_mark_saturates_the_count() {
+    // Registers this thread's convenience owner, which `give_up_ownership` acts for.
+    let _registered = BiasedCount::new();
     let count = BiasedCount::from_parts(current(), IMMORTAL_LOCAL - 1, 0);
     count.incref();
-    assert!(count.is_immortal());
-    assert_eq!(count.get(), RefCountValue::Immortal);
-    let other = LocalCounts::register();
-    // SAFETY: immortal: nothing is released.
-    let queued = unsafe { BiasedCount::decref_unowned(NonNull::from(&count), never_called) };
-    assert_eq!(
-        queued,
-        Some(false),
-        "a non-owner that skips `local` queues its drop"
-    );
-    // The owner's merge folds the mark into the shared half, which saturates.
-    merge_pending();
-    assert!(count.shared_saturated());
-    assert!(count.incref_owned(other.owner()));
-    assert_eq!(
-        fields(&count).1,
-        IMMORTAL_LOCAL,
-        "the local count must not wrap"
-    );
-    // SAFETY: immortal: `decref` never releases.
-    assert!(!unsafe { BiasedCount::decref(NonNull::from(&count), never_called) });
-    assert_eq!(
-        fields(&count).1,
-        IMMORTAL_LOCAL,
-        "the mark in `local` stays"
-    );
+    count.give_up_ownership();
+    assert_eq!(count.owner_id(), None);
+    assert!(saturated(fields(&count).2), "the merge saturates");
+    assert!(!count.is_unique());
     assert_eq!(count.get(), RefCountValue::Immortal);
 }
 
-/// CPython's encoding: an immortal count says so in `local`, which every increment and
-/// decrement reads before the owner check, so that no thread, owner or not, looks further.
+/// CPython's encoding: a count immortal from its creation says so in `local`, which a thread
+/// reads before the owner check or right after it, and then looks no further.
 #[test]
-fn every_thread_finds_an_immortal_count_in_its_local_half_first() {
-    let other = LocalCounts::register();
-    // Made immortal by its owner's increments: owned still, with a saturated shared half.
-    let saturated_by_its_owner = BiasedCount::from_parts(current(), IMMORTAL_LOCAL - 1, 0);
-    saturated_by_its_owner.incref();
-    for count in [&BiasedCount::immortal(), &saturated_by_its_owner] {
-        let before = fields(count);
-        for owner in [Owner::current_id(current()), other.owner()] {
-            assert!(count.incref_owned(owner), "the first half ends it");
-            assert_eq!(count.incref_counting(owner), Counting::Ignored);
-            // SAFETY: immortal: nothing is released, and the first half takes the reference.
-            let dropped = unsafe { BiasedCount::decref_owned(NonNull::from(count), owner) };
-            assert_eq!(dropped, Some(false));
-            // SAFETY: as above.
-            let dropped = unsafe {
-                BiasedCount::decref_owned_releasing(NonNull::from(count), owner, never_called)
-            };
-            assert!(dropped);
-            // SAFETY: as above.
-            let dropped =
-                unsafe { BiasedCount::decref_counting(NonNull::from(count), owner, never_called) };
-            assert_eq!(dropped, None, "ignored, as a deferred count's decrement is");
-        }
-        assert_eq!(fields(count), before, "nothing is written");
+fn every_thread_finds_a_count_immortal_from_its_creation_in_its_local_half() {
+    let (first, second) = (LocalCounts::register(), LocalCounts::register());
+    let count = &BiasedCount::immortal();
+    let before = fields(count);
+    for owner in [first.owner(), second.owner()] {
+        assert!(count.incref_owned(owner), "the first half ends it");
+        assert_eq!(count.incref_counting(owner), Counting::Ignored);
+        // SAFETY: immortal: nothing is released, and the first half takes the reference.
+        let dropped = unsafe { BiasedCount::decref_owned(NonNull::from(count), owner) };
+        assert_eq!(dropped, Some(false));
+        // SAFETY: as above.
+        let dropped = unsafe {
+            BiasedCount::decref_owned_releasing(NonNull::from(count), owner, never_called)
+        };
+        assert!(dropped);
+        // SAFETY: as above.
+        let dropped =
+            unsafe { BiasedCount::decref_counting(NonNull::from(count), owner, never_called) };
+        assert_eq!(dropped, None, "ignored, as a deferred count's decrement is");
     }
+    assert_eq!(fields(count), before, "nothing is written");
 }
 
 #[test]
