@@ -31,10 +31,11 @@
 //! alone. Every count tests the mark and the owner first, in either order (see `IMMORTAL_FIRST`):
 //! where the mark comes first, an immortal count costs one load and one compare and no owner
 //! check; the owner's path reads `local` anyway, so it pays only the compare, which also stands
-//! for the overflow check the local count would need. Counts never wrap. The mark in `local` is final (the owner's decrements
-//! stop at it), and every merge folds `local` into `shared`, where it saturates: a count marked
-//! in `local` is immortal on every path. A count made immortal by another thread keeps its
-//! `local` (only the owner writes it) and is found in the shared half, one step later.
+//! for the overflow check the local count would need. Counts never wrap. The mark in `local` is
+//! final (the owner's decrements stop at it), and every merge folds `local` into `shared`, where
+//! it saturates: a count marked in `local` is immortal on every path. A count made immortal by
+//! another thread keeps its `local` (only the owner writes it) and is found in the shared half,
+//! one step later.
 
 #[cfg(all(test, not(loom)))]
 mod tests;
@@ -670,10 +671,10 @@ impl BiasedCount {
         let local = self.local.load(Ordering::Acquire);
         // Give up ownership before publishing `MERGED`, and touch nothing after the exchange: the
         // moment `MERGED` is visible, the holder of the last reference may free the object
-        // (`try_take_unique`). `local` needs no reset, since a merged count ignores it (a merge that
-        // found the mark there saturated `shared`). This runs
-        // on the owner (merging its queue), after the owner retired, or while it is parked, so
-        // the store cannot race the owner's own fast path.
+        // (`try_take_unique`). `local` needs no reset, since a merged count ignores it (a merge
+        // that found the mark there saturated `shared`). This runs on the owner (merging its
+        // queue), after the owner retired, or while it is parked, so the store cannot race the
+        // owner's own fast path.
         self.owner.store(NO_OWNER, Ordering::Relaxed);
         let mut shared = self.shared.load(Ordering::Acquire);
         loop {
