@@ -473,8 +473,10 @@ impl BiasedCount {
             if local == IMMORTAL_LOCAL {
                 return LocalDrop::Immortal;
             }
-            self.local.store(0, Ordering::Relaxed);
-            return LocalDrop::Dropped { last: true };
+            // 1, the last local reference (0 breaks invariant 1: it wraps, as below, to the
+            // mark, and the count leaks rather than dies).
+            self.local.store(local.wrapping_sub(1), Ordering::Relaxed);
+            return LocalDrop::Dropped { last: local == 1 };
         }
         // A plain store, like the increment's: no other thread writes `local` while this thread
         // owns the count, and others only read it for `IMMORTAL_LOCAL`, which it is not (a merge
