@@ -722,8 +722,8 @@ impl BiasedCount {
         // stale `local` is ignored.
         let local = self.local.load(Ordering::Acquire);
         let shared = self.shared.load(Ordering::Acquire);
-        // A merged count's stale `local` may hold the mark only if the merge folded it in,
-        // saturating `shared`.
+        // The mark in `local` is final, so it means immortal whether the count is owned or
+        // merged (a merge that folded it in saturated `shared` too).
         if local == IMMORTAL_LOCAL || saturated(shared) {
             return RefCountValue::Immortal;
         }
