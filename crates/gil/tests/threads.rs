@@ -290,7 +290,11 @@ fn attaching_inside_a_critical_section_leaves_the_section_locked() {
             Python::attach(|_py| ());
             assert_eq!(
                 section::depth(),
-                section::SectionDepth { open: 1, active: 1 },
+                section::SectionDepth {
+                    open: 1,
+                    active: 1,
+                    elided: 0
+                },
                 "the attachment's end suspended a section it did not open"
             );
             assert!(
@@ -329,7 +333,11 @@ fn attaching_inside_a_critical_section_whose_inner_section_blocks_leaves_the_out
                 Python::attach(|_py| section::with(inner, || ()));
                 assert_eq!(
                     section::depth(),
-                    section::SectionDepth { open: 1, active: 1 },
+                    section::SectionDepth {
+                        open: 1,
+                        active: 1,
+                        elided: 0
+                    },
                     "the attachment's end suspended a section it did not open"
                 );
                 assert!(
@@ -394,7 +402,11 @@ fn a_section_that_begins_and_ends_while_detached_leaves_the_outer_section_suspen
             );
             assert_eq!(
                 section::depth(),
-                section::SectionDepth { open: 1, active: 1 }
+                section::SectionDepth {
+                    open: 1,
+                    active: 1,
+                    elided: 0
+                }
             );
         });
     });

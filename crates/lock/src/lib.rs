@@ -38,7 +38,10 @@
 //!
 //! None. A section always locks, whatever else is in the build: this crate knows nothing of a
 //! GIL. A runtime that serialises its threads some other way and wants its own sections free
-//! decides that itself, where it knows (in ftrt, `ftrt_gil::section`).
+//! decides that itself, where it knows (in ftrt, `ftrt_gil::section`). A runtime that knows, for
+//! a while, that no other thread can touch its objects may tell its own
+//! [`SectionStack`](section::SectionStack) so, by an `unsafe` call
+//! ([`start_eliding`](section::SectionStack::start_eliding)); no other stack changes.
 
 #![warn(missing_docs)]
 

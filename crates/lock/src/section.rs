@@ -34,7 +34,12 @@
 //! (a runtime's own stack or the thread-local one; a lock, or none for an object that needs none)
 //! and calls its closure from one place whichever they are.
 //!
-//! A section always locks: this module knows nothing of a GIL, and no feature turns it off.
+//! A section locks unless its stack was told, by an `unsafe` call, that no other thread can take
+//! its locks ([`SectionStack::start_eliding`]): a runtime that knows it is the only thread touching
+//! its objects skips the two atomic operations of every section, and the stack records the
+//! *elided* sections so that they lock for real when it stops eliding. This module knows nothing
+//! of a GIL or of which threads run, and no feature changes it: the free functions below always
+//! lock.
 //!
 //! ```
 //! use ftrt_lock::{section, RawObjectLock};
@@ -114,7 +119,7 @@ pub fn detached<R>(f: impl FnOnce() -> R) -> R {
 }
 
 /// How many sections the calling thread has open (active or suspended) on its thread-local
-/// stack, and how many of them hold their locks right now.
+/// stack, and how many of them are active right now.
 pub fn depth() -> SectionDepth {
     imp::with_thread_stack(SectionStack::depth)
 }
@@ -124,12 +129,15 @@ pub fn depth() -> SectionDepth {
 pub struct SectionDepth {
     /// Sections begun and not yet ended.
     pub open: usize,
-    /// Of those, the ones holding their locks now.
+    /// Of those, the ones active now: holding their locks, or eliding them.
     pub active: usize,
+    /// Of the active ones, those that took no lock: begun or resumed while the stack elides
+    /// ([`SectionStack::start_eliding`]). Always zero on the thread-local stack.
+    pub elided: usize,
 }
 
 mod imp {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
 
     use super::SectionDepth;
     use crate::RawObjectLock;
@@ -141,7 +149,25 @@ mod imp {
     struct Section {
         /// Lower address first; both the same for a one-object section.
         locks: [*const RawObjectLock; 2],
-        active: bool,
+        state: State,
+    }
+
+    /// Whether a section holds its locks.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum State {
+        /// Active, holding its locks.
+        Held,
+        /// Active without its locks, begun or resumed while the stack elides: no other thread
+        /// can take them until the stack stops eliding, which locks them.
+        Elided,
+        /// Not holding its locks: suspended until it is the innermost again.
+        Suspended,
+    }
+
+    impl Section {
+        fn is_active(&self) -> bool {
+            self.state != State::Suspended
+        }
     }
 
     impl Section {
@@ -173,7 +199,7 @@ mod imp {
             if self.open.len() <= detached_below {
                 return None;
             }
-            self.open.last().copied().filter(|s| !s.active)
+            self.open.last().copied().filter(|s| !s.is_active())
         }
     }
 
@@ -197,6 +223,8 @@ mod imp {
     /// ```
     pub struct SectionStack {
         sections: RefCell<Sections>,
+        /// Sections begun or resumed now take no lock: see [`start_eliding`](Self::start_eliding).
+        eliding: Cell<bool>,
     }
 
     impl Default for SectionStack {
@@ -221,7 +249,47 @@ mod imp {
                     open: Vec::new(),
                     boundaries: Vec::new(),
                 }),
+                eliding: Cell::new(false),
             }
+        }
+
+        /// From now on, sections begun or resumed on this stack take no lock (they are recorded
+        /// as *elided*), until [`stop_eliding`](Self::stop_eliding). Sections holding their locks
+        /// now keep them. For a runtime that knows, for a while, that it is the only thread
+        /// touching the objects these locks guard: it skips two atomic operations per section.
+        ///
+        /// # Safety
+        /// From this call until `stop_eliding` returns, no other thread locks any
+        /// [`RawObjectLock`] that a section of this stack takes meanwhile: the caller keeps every
+        /// other thread away from those objects (a runtime does it by keeping every other thread
+        /// detached, and by calling `stop_eliding` before they may attach).
+        pub unsafe fn start_eliding(&self) {
+            self.eliding.set(true);
+        }
+
+        /// Sections lock again: every active elided section takes its locks now (outermost
+        /// first, which cannot block while the promise of
+        /// [`start_eliding`](Self::start_eliding) holds), and sections begun or resumed from now
+        /// on lock as usual. A stack that suspended its sections first (a runtime detaching)
+        /// has none to lock. Does nothing on a stack that is not eliding.
+        pub fn stop_eliding(&self) {
+            if !self.eliding.replace(false) {
+                return;
+            }
+            let mut sections = self.sections.borrow_mut();
+            for section in sections
+                .open
+                .iter_mut()
+                .filter(|s| s.state == State::Elided)
+            {
+                lock_all(section.locks());
+                section.state = State::Held;
+            }
+        }
+
+        /// Whether sections begun now take no lock (see [`start_eliding`](Self::start_eliding)).
+        pub fn is_eliding(&self) -> bool {
+            self.eliding.get()
         }
 
         /// Runs `f` inside a critical section on `lock`, recorded on this stack. Call it only on
@@ -252,12 +320,17 @@ mod imp {
         }
 
         /// How many sections are open on this stack (active or suspended), and how many of them
-        /// hold their locks right now.
+        /// are active, and elided, right now.
         pub fn depth(&self) -> SectionDepth {
             let sections = self.sections.borrow();
             SectionDepth {
                 open: sections.open.len(),
-                active: sections.open.iter().filter(|s| s.active).count(),
+                active: sections.open.iter().filter(|s| s.is_active()).count(),
+                elided: sections
+                    .open
+                    .iter()
+                    .filter(|s| s.state == State::Elided)
+                    .count(),
             }
         }
 
@@ -274,13 +347,23 @@ mod imp {
         #[inline]
         fn begin(&self, locks: [&RawObjectLock; 2]) -> End<'_> {
             let locks = ordered(locks);
-            self.acquire(locks);
+            let state = self.take(locks);
             let locks = locks.map(std::ptr::from_ref);
-            self.sections.borrow_mut().open.push(Section {
-                locks,
-                active: true,
-            });
+            self.sections
+                .borrow_mut()
+                .open
+                .push(Section { locks, state });
             End(self)
+        }
+
+        /// Takes a section's locks, or elides them while the stack elides; the section's state.
+        #[inline]
+        fn take(&self, locks: [&RawObjectLock; 2]) -> State {
+            if self.eliding.get() {
+                return State::Elided;
+            }
+            self.acquire(locks);
+            State::Held
         }
 
         /// Takes a section's locks, suspending the stack's other sections first if that would
@@ -302,10 +385,12 @@ mod imp {
         /// Unlocks every active section, before the thread blocks or detaches.
         fn suspend_all(&self) {
             let mut sections = self.sections.borrow_mut();
-            for section in sections.open.iter_mut().filter(|s| s.active) {
-                // SAFETY: an active section holds its locks.
-                unsafe { unlock_all(section.locks()) };
-                section.active = false;
+            for section in sections.open.iter_mut().filter(|s| s.is_active()) {
+                if section.state == State::Held {
+                    // SAFETY: a held section holds its locks.
+                    unsafe { unlock_all(section.locks()) };
+                }
+                section.state = State::Suspended;
             }
         }
 
@@ -318,13 +403,13 @@ mod imp {
             if let Some(section) = suspended {
                 // Every other section is suspended too (the active ones are a suffix), so this
                 // blocks holding no section lock: as deadlock-free as beginning a section.
-                self.acquire(section.locks());
+                let state = self.take(section.locks());
                 self.sections
                     .borrow_mut()
                     .open
                     .last_mut()
                     .expect("still open")
-                    .active = true;
+                    .state = state;
             }
         }
     }
@@ -380,8 +465,8 @@ mod imp {
                 .open
                 .pop()
                 .expect("sections end innermost first");
-            if section.active {
-                // SAFETY: an active section holds its locks.
+            if section.state == State::Held {
+                // SAFETY: a held section holds its locks.
                 unsafe { unlock_all(section.locks()) };
             }
             self.0.resume_innermost();

@@ -197,13 +197,21 @@ fn nesting_a_section_on_a_lock_the_thread_already_holds_suspends_the_outer_one()
             // The outer section gave the lock up so the inner one could take it.
             assert_eq!(
                 section::depth(),
-                section::SectionDepth { open: 2, active: 1 }
+                section::SectionDepth {
+                    open: 2,
+                    active: 1,
+                    elided: 0
+                }
             );
         });
         // Resumed when the inner one ended.
         assert_eq!(
             section::depth(),
-            section::SectionDepth { open: 1, active: 1 }
+            section::SectionDepth {
+                open: 1,
+                active: 1,
+                elided: 0
+            }
         );
         assert!(lock.is_locked());
     });
@@ -219,7 +227,11 @@ fn detaching_suspends_every_section_and_the_end_of_the_detach_resumes_the_innerm
                 assert!(!outer.is_locked() && !inner.is_locked());
                 assert_eq!(
                     section::depth(),
-                    section::SectionDepth { open: 2, active: 0 }
+                    section::SectionDepth {
+                        open: 2,
+                        active: 0,
+                        elided: 0
+                    }
                 );
             });
             // Only the innermost comes back now; the outer one when it is innermost again.
@@ -244,13 +256,21 @@ fn a_section_that_ends_while_detached_leaves_the_sections_outside_suspended() {
             );
             assert_eq!(
                 section::depth(),
-                section::SectionDepth { open: 1, active: 0 }
+                section::SectionDepth {
+                    open: 1,
+                    active: 0,
+                    elided: 0
+                }
             );
         });
         assert!(outer.is_locked(), "not resumed when the detach ended");
         assert_eq!(
             section::depth(),
-            section::SectionDepth { open: 1, active: 1 }
+            section::SectionDepth {
+                open: 1,
+                active: 1,
+                elided: 0
+            }
         );
     });
     assert!(!outer.is_locked() && !inner.is_locked());
@@ -288,7 +308,11 @@ fn a_panic_while_detached_resumes_the_section_outside() {
         assert!(outer.is_locked() && !inner.is_locked());
         assert_eq!(
             section::depth(),
-            section::SectionDepth { open: 1, active: 1 }
+            section::SectionDepth {
+                open: 1,
+                active: 1,
+                elided: 0
+            }
         );
     });
     assert!(!outer.is_locked());
@@ -312,7 +336,14 @@ fn with_on_a_given_stack_records_the_section_there() {
     let stack = section::SectionStack::new();
     section::with_on(Some(&stack), Some(&lock), || {
         assert!(lock.is_locked());
-        assert_eq!(stack.depth(), section::SectionDepth { open: 1, active: 1 });
+        assert_eq!(
+            stack.depth(),
+            section::SectionDepth {
+                open: 1,
+                active: 1,
+                elided: 0
+            }
+        );
         assert_eq!(
             section::depth().open,
             0,
@@ -326,6 +357,113 @@ fn with_on_a_given_stack_records_the_section_there() {
     assert_eq!(stack.depth(), Default::default());
 }
 
+fn depth(open: usize, active: usize, elided: usize) -> section::SectionDepth {
+    section::SectionDepth {
+        open,
+        active,
+        elided,
+    }
+}
+
+#[test]
+fn a_stack_that_elides_records_its_sections_without_locking() {
+    let (a, b) = (RawObjectLock::new(), RawObjectLock::new());
+    let stack = section::SectionStack::new();
+    // SAFETY: no other thread sees these locks.
+    unsafe { stack.start_eliding() };
+    assert!(stack.is_eliding());
+    stack.with(&a, || {
+        stack.with2(&a, &b, || {
+            assert!(!a.is_locked() && !b.is_locked());
+            assert_eq!(stack.depth(), depth(2, 2, 2));
+        });
+    });
+    assert_eq!(stack.depth(), depth(0, 0, 0));
+    // The thread-local stack is another stack: it still locks.
+    section::with(&a, || assert!(a.is_locked()));
+}
+
+#[test]
+fn stopping_eliding_locks_the_active_elided_sections_and_they_unlock_at_their_end() {
+    let (outer, inner, held) = (
+        RawObjectLock::new(),
+        RawObjectLock::new(),
+        RawObjectLock::new(),
+    );
+    let stack = section::SectionStack::new();
+    stack.with(&held, || {
+        // SAFETY: no other thread sees these locks.
+        unsafe { stack.start_eliding() };
+        stack.with(&outer, || {
+            stack.with(&inner, || {
+                // The section begun before eliding keeps its lock; the two begun after took
+                // none.
+                assert!(held.is_locked() && !outer.is_locked() && !inner.is_locked());
+                assert_eq!(stack.depth(), depth(3, 3, 2));
+                stack.stop_eliding();
+                assert!(!stack.is_eliding());
+                assert!(held.is_locked() && outer.is_locked() && inner.is_locked());
+                assert_eq!(stack.depth(), depth(3, 3, 0));
+            });
+            assert!(outer.is_locked() && !inner.is_locked());
+            assert_eq!(stack.depth(), depth(2, 2, 0));
+        });
+        assert!(!outer.is_locked() && !inner.is_locked() && held.is_locked());
+    });
+    assert!(!held.is_locked());
+}
+
+#[test]
+fn a_section_suspended_while_eliding_and_resumed_after_it_stops_takes_its_lock() {
+    let (lock, other) = (RawObjectLock::new(), RawObjectLock::new());
+    let stack = section::SectionStack::new();
+    // SAFETY: no other thread sees these locks.
+    unsafe { stack.start_eliding() };
+    stack.with(&lock, || {
+        stack.detached(|| {
+            assert_eq!(stack.depth(), depth(1, 0, 0));
+            // What a runtime does before it lets another thread attach.
+            stack.stop_eliding();
+            stack.with(&other, || assert!(other.is_locked()));
+            assert!(!lock.is_locked(), "still suspended behind the detach");
+        });
+        assert!(lock.is_locked(), "resumed for real");
+        assert_eq!(stack.depth(), depth(1, 1, 0));
+    });
+    assert!(!lock.is_locked());
+}
+
+#[test]
+fn a_section_resumed_while_eliding_stays_elided_and_one_held_before_keeps_its_lock() {
+    let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
+    let stack = section::SectionStack::new();
+    stack.with(&outer, || {
+        stack.detached(|| {
+            // SAFETY: no other thread sees these locks.
+            unsafe { stack.start_eliding() };
+        });
+        // Resumed while the stack elides: the lock was given up at the detach and not retaken.
+        assert!(!outer.is_locked());
+        assert_eq!(stack.depth(), depth(1, 1, 1));
+        stack.with(&inner, || assert!(!inner.is_locked()));
+        stack.stop_eliding();
+        assert!(outer.is_locked());
+    });
+    assert!(!outer.is_locked());
+}
+
+#[test]
+fn stop_eliding_on_a_stack_that_does_not_elide_changes_nothing() {
+    let lock = RawObjectLock::new();
+    let stack = section::SectionStack::new();
+    stack.with(&lock, || {
+        stack.stop_eliding();
+        assert!(lock.is_locked());
+        assert_eq!(stack.depth(), depth(1, 1, 0));
+    });
+    assert!(!lock.is_locked());
+}
+
 #[test]
 fn with_on_no_stack_records_the_section_on_the_thread_stack() {
     let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
@@ -333,7 +471,11 @@ fn with_on_no_stack_records_the_section_on_the_thread_stack() {
         section::with_on(None, Some(&inner), || {
             assert_eq!(
                 section::depth(),
-                section::SectionDepth { open: 2, active: 2 }
+                section::SectionDepth {
+                    open: 2,
+                    active: 2,
+                    elided: 0
+                }
             );
             // Nested on the same stack: a detach there suspends both.
             section::detached(|| assert!(!outer.is_locked() && !inner.is_locked()));
@@ -349,7 +491,14 @@ fn with_on_a_lock_this_thread_holds_suspends_the_outer_section_instead_of_deadlo
     let stack = section::SectionStack::new();
     stack.with(&lock, || {
         section::with_on(Some(&stack), Some(&lock), || {
-            assert_eq!(stack.depth(), section::SectionDepth { open: 2, active: 1 });
+            assert_eq!(
+                stack.depth(),
+                section::SectionDepth {
+                    open: 2,
+                    active: 1,
+                    elided: 0
+                }
+            );
         });
         assert!(lock.is_locked(), "the outer section was not resumed");
     });

@@ -37,7 +37,11 @@ fn dropping_a_shared_inside_a_critical_section_leaves_the_section_locked() {
             drop(list);
             assert_eq!(
                 section::depth(),
-                section::SectionDepth { open: 1, active: 1 },
+                section::SectionDepth {
+                    open: 1,
+                    active: 1,
+                    elided: 0
+                },
                 "dropping the handle suspended the section"
             );
             assert!(
