@@ -39,6 +39,9 @@ pub const TSAN_SUITES: &[TestSuite] = &[
     // Local collections beside a thread that keeps the world from stopping, and beside
     // stopped-world collections on other threads.
     TestSuite::new("ftrt-object", "local_collections"),
+    // Lock elision: threads holding the world alone, and the threads that make them let go.
+    TestSuite::new("ftrt-object", "lock_elision"),
+    TestSuite::new("ftrt-gil", "lock_elision"),
 ];
 
 /// Integer-to-pointer casts are allowed because `parking_lot_core`, where every contended lock

@@ -101,6 +101,13 @@ pub(crate) struct ThreadState {
     #[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
     entry: Option<Arc<Registered>>,
     pub(crate) sections: SectionStack,
+    /// While the thread holds the world alone (free-threaded builds, [`try_hold_alone`]): the
+    /// hold, which the detach that ends it drops once the sections lock again.
+    #[cfg(not(feature = "gil"))]
+    alone: std::cell::RefCell<Option<crate::world::Stopped<'static, EntryPresence>>>,
+    /// The thread attached since its last try at a hold: its next repin tries.
+    #[cfg(not(feature = "gil"))]
+    hold_wanted: Cell<bool>,
     #[cfg(not(feature = "gil"))]
     quiescence: quiescence::Quiescence,
     /// The crates above's per-thread values ([`local::Key`]), made on first use.
@@ -125,6 +132,10 @@ impl ThreadState {
             counts,
             entry,
             sections: SectionStack::new(),
+            #[cfg(not(feature = "gil"))]
+            alone: std::cell::RefCell::new(None),
+            #[cfg(not(feature = "gil"))]
+            hold_wanted: Cell::new(false),
             #[cfg(not(feature = "gil"))]
             quiescence: quiescence::Quiescence::new(),
             locals: local::Slots::new(),
@@ -154,6 +165,10 @@ impl ThreadState {
             counts,
             entry: _,
             sections,
+            #[cfg(not(feature = "gil"))]
+                alone: _,
+            #[cfg(not(feature = "gil"))]
+                hold_wanted: _,
             #[cfg(not(feature = "gil"))]
             quiescence,
             counters: _,
@@ -418,13 +433,89 @@ pub(crate) fn enter_world(state: Option<&ThreadState>) {
     let _ = state;
 }
 
-/// Leaves the [`World`] as a thread detaches.
+/// Leaves the [`World`] as a thread detaches; a thread that held it alone lets go, once its
+/// sections lock again.
 #[inline]
 pub(crate) fn leave_world(state: Option<&ThreadState>) {
     #[cfg(not(feature = "gil"))]
-    world().leave(presence(state));
+    {
+        let hold = state.and_then(|state| state.alone.borrow_mut().take());
+        if let (Some(state), Some(_)) = (state, &hold) {
+            // Before any other thread may attach. The detach suspended every section first, so
+            // none has a lock to take here.
+            state.sections.stop_eliding();
+        }
+        world().leave(presence(state));
+        // Last: the threads waiting to attach come in beside no one.
+        drop(hold);
+    }
     #[cfg(feature = "gil")]
     let _ = state;
+}
+
+/// Whether attachments may hold the world alone: see [`set_lock_elision`].
+#[cfg_attr(feature = "gil", allow(dead_code))] // the GIL elides the object model's locks anyway
+static LOCK_ELISION: AtomicBool = AtomicBool::new(false);
+
+/// Whether a thread that reaches a checkpoint while no other thread is attached may hold the
+/// world alone, so that its critical sections take no lock until it detaches or parks
+/// (free-threaded builds; off by default). See [`Python::attach`](crate::Python::attach) for
+/// what it asks of every thread: turn it on only where every attached thread keeps reaching
+/// checkpoints and detaches around blocking, as an interpreter's threads do, and as the `gil`
+/// build requires anyway. A change applies from each thread's next attachment; a thread
+/// holding the world keeps it until it detaches. In the `gil` build the object model's sections
+/// take no lock in any case, and this changes nothing.
+pub fn set_lock_elision(enabled: bool) {
+    LOCK_ELISION.store(enabled, Ordering::Relaxed);
+}
+
+/// Whether [`set_lock_elision`] last turned elision on (off by default).
+pub fn lock_elision() -> bool {
+    LOCK_ELISION.load(Ordering::Relaxed)
+}
+
+/// As an attachment begins, or comes back from `allow_threads` (free-threaded builds): the
+/// thread's next repin (a checkpoint) tries to hold the world alone. At a checkpoint rather
+/// than here, so that a thread that never reaches one (busy in native code, attached) never
+/// holds it, and never keeps other threads from attaching.
+#[inline]
+pub(crate) fn want_hold(state: Option<&ThreadState>) {
+    #[cfg(not(feature = "gil"))]
+    if let Some(state) = state {
+        state.hold_wanted.set(LOCK_ELISION.load(Ordering::Relaxed));
+    }
+    #[cfg(feature = "gil")]
+    let _ = state;
+}
+
+/// At a repin, once per attachment ([`want_hold`]): if no other thread is attached, holds the
+/// world alone, and the thread's sections elide their locks until it leaves the world
+/// ([`leave_world`]). Sections holding their locks now keep them until they end.
+#[cfg(not(feature = "gil"))]
+fn try_hold_alone(state: &ThreadState) {
+    let Some(me) = presence(Some(state)) else {
+        return;
+    };
+    if let Some(hold) = world().try_hold_alone(me, presences) {
+        *state.alone.borrow_mut() = Some(hold);
+        // SAFETY: the locks this stack's sections take are taken by attached threads only (the
+        // object model's are private, and `section` asks the same of every lock taken through
+        // it). While the hold lasts no other thread is attached, and none can attach before
+        // `leave_world` drops it, which it does only after `stop_eliding`.
+        unsafe { state.sections.start_eliding() };
+    }
+}
+
+/// Whether the thread holds the world alone (free-threaded builds; never under the GIL).
+#[cfg_attr(feature = "gil", allow(dead_code))]
+pub(crate) fn holds_world_alone(state: Option<&ThreadState>) -> bool {
+    #[cfg(not(feature = "gil"))]
+    return state.is_some_and(|state| state.alone.borrow().is_some());
+    #[cfg(feature = "gil")]
+    {
+        let _ = state;
+        false
+    }
 }
 
 /// The number of threads registered with the runtime (attached at least once and not exited).
@@ -660,6 +751,9 @@ mod quiescence {
                     guard.flush();
                 }
             }
+        }
+        if state.hold_wanted.replace(false) {
+            super::try_hold_alone(state);
         }
         super::safe_point_wanted()
     }

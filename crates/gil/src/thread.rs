@@ -59,6 +59,24 @@ impl<'py> Python<'py> {
     ///
     /// In the `gil` build this takes the GIL for the duration (minus any `allow_threads`), and
     /// releases it even if `f` panics.
+    ///
+    /// In the free-threaded builds an attached thread never waits for another attached thread,
+    /// except during a stop of the world ([`stop_the_world`](crate::stop_the_world)). Lock
+    /// elision, off by default ([`set_lock_elision`](crate::set_lock_elision)), trades that for
+    /// single-thread speed: with it on, a thread that reaches a checkpoint
+    /// ([`check`](Self::check), the first that repins after it attached or came back from
+    /// `allow_threads`) while no other thread is attached *holds the world alone*
+    /// ([`holds_world_alone`]): its critical sections take no lock, which saves the two atomic
+    /// operations of every section on a shared object. A thread that attaches meanwhile waits
+    /// until the holder reaches its next checkpoint, at most 16 checks later, or detaches; the
+    /// holder then lets go, its suspended sections lock again as they resume, and from then on
+    /// every thread locks. A thread that never reaches a checkpoint never holds the world; one
+    /// that does and then stays attached without checks (blocked in a join or on a barrier, a
+    /// long native call) keeps every other thread out, as under the GIL.
+    ///
+    /// [`holds_world_alone`]: Self::holds_world_alone
+    ///
+    /// [`holds_world_alone`]: Self::holds_world_alone
     pub fn attach<R>(f: impl for<'any> FnOnce(Python<'any>) -> R) -> R {
         let here = state::here();
         if here.attached {
@@ -78,6 +96,7 @@ impl<'py> Python<'py> {
         let py = unsafe { Python::assume_attached_here() };
         state::pin(py.state());
         let _detach = Detach(here.state);
+        state::want_hold(py.state());
         f(py)
     }
 
@@ -114,6 +133,14 @@ impl<'py> Python<'py> {
         // leave the thread, and no thread-local destructor of this thread runs while an
         // attachment made outside it is still on the stack. So the state outlives `'py`.
         unsafe { state::current().as_ref() }
+    }
+
+    /// Whether this thread holds the world alone (free-threaded builds, see
+    /// [`attach`](Self::attach)): no other thread is attached, none attaches before this thread
+    /// reaches a checkpoint or detaches, and its critical sections take no lock meanwhile.
+    /// Always `false` in the `gil` build, where holding the GIL has the same effect.
+    pub fn holds_world_alone(self) -> bool {
+        state::holds_world_alone(self.state())
     }
 
     /// The calling thread's id in the runtime: the owner id its objects' biased counts record,
@@ -293,6 +320,7 @@ impl Drop for Reattach {
         runtime_gil().acquire_after_blocking();
         state::set_attached(true);
         state::pin(block);
+        state::want_hold(block);
     }
 }
 
@@ -335,6 +363,11 @@ pub fn try_stop_the_world<R>(
     }
     #[cfg(not(feature = "gil"))]
     crate::section::detached(py, || {
+        if state::holds_world_alone(py.state()) {
+            // No other thread is attached, and none attaches before this thread parks.
+            let f = f.take().expect("the work to run in the stopped world");
+            return Ok(f());
+        }
         let world = state::world();
         match world.try_stop(state::presence(py.state()), state::presences, patience) {
             Ok(stopped) => {

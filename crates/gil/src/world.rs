@@ -38,6 +38,19 @@
 //! no stop is under way (a stopper raises `stopping` under that mutex before it lists the
 //! threads, so a thread is either in its list or sees the flag). Threads without a presence of
 //! their own (attached after their exit) are counted under the mutex the same way.
+//!
+//! # Holding the world alone
+//!
+//! A thread that attaches while no other thread is attached may *hold the world alone*
+//! ([`World::try_hold_alone`]): a stop that waits for nobody, since nobody else is attached, and
+//! that lasts while the holder runs. The runtime uses it to let the holder's critical sections
+//! take no lock. Every other thread that tries to attach meanwhile waits, as it would for a stop,
+//! and *asks* the holder to let go: from then on [`World::stop_requested`] says so, the holder
+//! parks at its next checkpoint, and its [`leave`](World::leave) followed by dropping the hold
+//! lets the waiters in. No hold can be taken while a thread that asked still waits, so the
+//! holder cannot take the world back before they attach. The hold fails at once if any other
+//! thread is attached: its suspensions are compare-and-swaps, like a stopper's, so a thread
+//! attaching at the same moment either wins (the hold fails) or finds itself suspended.
 
 use std::time::{Duration, Instant};
 
@@ -90,13 +103,26 @@ pub enum StopFailed {
 
 /// The stop protocol's shared state. See the [module docs](self).
 pub struct World {
-    /// Raised by a stopper for the whole stop (under `lock`): new and anonymous threads wait,
-    /// attached ones park at their next checkpoint. Raising it is taking the stopper's role.
+    /// Raised by a stopper, or a thread holding the world alone, for the whole stop (under
+    /// `lock`): new and anonymous threads wait. Raising it is taking the stopper's role.
     stopping: AtomicBool,
+    /// What checkpoints poll: attached threads should park. Raised with `stopping` by a
+    /// stopper, and by a thread that waits to attach while the world is held alone.
+    park_wanted: AtomicBool,
     /// Attached threads without a presence, counted under `lock`.
     anonymous: AtomicUsize,
-    lock: Mutex<()>,
+    lock: Mutex<Holds>,
     changed: Condvar,
+}
+
+/// What `World::lock` guards besides the waits on `changed`.
+#[derive(Debug, Default)]
+struct Holds {
+    /// The stop under way is a thread holding the world alone.
+    alone: bool,
+    /// Threads waiting to attach that asked a holder to let go: no hold is taken while one
+    /// waits.
+    asking: usize,
 }
 
 impl std::fmt::Debug for World {
@@ -119,17 +145,37 @@ impl World {
     pub fn new() -> Self {
         World {
             stopping: AtomicBool::new(false),
+            park_wanted: AtomicBool::new(false),
             anonymous: AtomicUsize::new(0),
-            lock: Mutex::new(()),
+            lock: Mutex::new(Holds::default()),
             changed: Condvar::new(),
         }
     }
 
-    /// Whether a stop is under way: an attached thread that sees it should park (leave, then
-    /// enter again) at its next checkpoint. A hint, polled: relaxed.
+    /// Whether an attached thread should park (leave, then enter again) at its next checkpoint:
+    /// a stop is under way, or a thread waits to attach while this one holds the world alone. A
+    /// hint, polled: relaxed.
     #[inline]
     pub fn stop_requested(&self) -> bool {
-        self.stopping.load(Relaxed)
+        self.park_wanted.load(Relaxed)
+    }
+
+    /// Under `lock`, for a thread about to wait to attach: if the world is held alone, asks the
+    /// holder to let go (once per wait: `asked` records it, and the thread must
+    /// [`stop_asking`](Self::stop_asking) once it attaches).
+    fn ask_holder(&self, holds: &mut Holds, asked: &mut bool) {
+        if holds.alone && !*asked {
+            *asked = true;
+            holds.asking += 1;
+            self.park_wanted.store(true, Relaxed);
+        }
+    }
+
+    /// Under `lock`: a thread that asked a holder to let go has attached.
+    fn stop_asking(holds: &mut Holds, asked: bool) {
+        if asked {
+            holds.asking -= 1;
+        }
     }
 
     /// Attaches the thread whose presence this is (`None`: a thread without one), waiting while a
@@ -138,12 +184,15 @@ impl World {
     /// # Panics
     /// If the presence is attached already.
     pub fn enter(&self, presence: Option<&Presence>) {
+        let mut asked = false;
         let Some(presence) = presence else {
-            let mut lock = self.lock.lock();
+            let mut holds = self.lock.lock();
             while self.stopping.load(Relaxed) {
-                lock = self.changed.wait(lock);
+                self.ask_holder(&mut holds, &mut asked);
+                holds = self.changed.wait(holds);
             }
             self.anonymous.fetch_add(1, Relaxed);
+            Self::stop_asking(&mut holds, asked);
             return;
         };
         loop {
@@ -152,11 +201,12 @@ impl World {
                 .0
                 .compare_exchange(DETACHED, ATTACHED, Acquire, Relaxed)
             {
-                Ok(_) => return,
+                Ok(_) => break,
                 Err(NEW) => {
-                    let mut lock = self.lock.lock();
+                    let mut holds = self.lock.lock();
                     while self.stopping.load(Relaxed) {
-                        lock = self.changed.wait(lock);
+                        self.ask_holder(&mut holds, &mut asked);
+                        holds = self.changed.wait(holds);
                     }
                     // Under the lock no stopper can list threads: attach, unless a stopper that
                     // listed this thread suspended it meanwhile (then wait for it, below).
@@ -165,17 +215,23 @@ impl World {
                         .compare_exchange(NEW, ATTACHED, Acquire, Relaxed)
                         .is_ok()
                     {
+                        Self::stop_asking(&mut holds, asked);
                         return;
                     }
                 }
                 Err(SUSPENDED) => {
-                    let mut lock = self.lock.lock();
+                    let mut holds = self.lock.lock();
                     while presence.0.load(Relaxed) == SUSPENDED {
-                        lock = self.changed.wait(lock);
+                        self.ask_holder(&mut holds, &mut asked);
+                        holds = self.changed.wait(holds);
                     }
                 }
                 Err(_) => panic!("a thread entered the world twice"),
             }
+        }
+        if asked {
+            // Attached: a hold may be taken again (it fails while this thread stays attached).
+            Self::stop_asking(&mut self.lock.lock(), asked);
         }
     }
 
@@ -214,14 +270,16 @@ impl World {
         }
     }
 
-    /// Waits (detached: the caller has [`leave`](Self::leave)n) until no stop is under way.
+    /// Waits (detached: the caller has [`leave`](Self::leave)n) until no stop is under way, or
+    /// until the only one is a thread holding the world alone (that one is for
+    /// [`enter`](Self::enter) to ask to end).
     pub fn wait_while_stopping(&self) {
         if spin_until(|| !self.stopping.load(Relaxed)) {
             return;
         }
-        let mut lock = self.lock.lock();
-        while self.stopping.load(Relaxed) {
-            lock = self.changed.wait(lock);
+        let mut holds = self.lock.lock();
+        while self.stopping.load(Relaxed) && !holds.alone {
+            holds = self.changed.wait(holds);
         }
     }
 
@@ -244,6 +302,8 @@ impl World {
     /// caller must then leave and [`wait_while_stopping`](Self::wait_while_stopping), or that
     /// stopper waits for it forever), and with [`StopFailed::TimedOut`] if `patience` runs out
     /// first (`None`: wait as long as it takes; loom never times out).
+    /// A hold on the world being tried meanwhile ([`try_hold_alone`](Self::try_hold_alone))
+    /// fails, the caller being attached: this waits for it to give up first.
     pub fn try_stop<'w, P: AsRef<Presence>>(
         &'w self,
         me: Option<&Presence>,
@@ -251,11 +311,19 @@ impl World {
         patience: Option<Duration>,
     ) -> Result<Stopped<'w, P>, StopFailed> {
         {
-            let _lock = self.lock.lock();
+            let mut holds = self.lock.lock();
+            // A hold being tried: it fails, since this thread is attached (a hold never waits
+            // for an attached thread, and a thread holding the world does not call this). Waiting
+            // for it rather than answering `Busy` keeps the caller from parking in a loop for as
+            // long as the other thread takes to give up.
+            while self.stopping.load(Relaxed) && holds.alone {
+                holds = self.changed.wait(holds);
+            }
             if self.stopping.load(Relaxed) {
                 return Err(StopFailed::Busy);
             }
             self.stopping.store(true, Relaxed);
+            self.park_wanted.store(true, Relaxed);
         }
         let deadline = patience.map(|patience| Instant::now() + patience);
         let mut stopped = Stopped {
@@ -277,6 +345,60 @@ impl World {
             return Err(StopFailed::TimedOut);
         }
         Ok(stopped)
+    }
+
+    /// Makes the calling thread, attached with presence `me`, the only attached thread until the
+    /// returned hold is dropped: every presence `threads()` lists, except `me`, is suspended as
+    /// by a stop, and new and anonymous threads wait. `None`, changing nothing, if that would
+    /// mean waiting: another thread is attached (with a presence or without), a stop is under
+    /// way, or a thread that asked an earlier holder to let go has not attached yet. See the
+    /// [module docs](self).
+    ///
+    /// While the hold lasts, a thread that tries to attach waits, and raises
+    /// [`stop_requested`](Self::stop_requested): the holder should then [`leave`](Self::leave)
+    /// and drop the hold, in that order, at its next checkpoint. The holder must not call
+    /// [`try_stop`](Self::try_stop), which waits for every hold to end: the world is stopped
+    /// already.
+    pub fn try_hold_alone<'w, P: AsRef<Presence>>(
+        &'w self,
+        me: &Presence,
+        threads: impl FnOnce() -> Vec<P>,
+    ) -> Option<Stopped<'w, P>> {
+        {
+            let mut holds = self.lock.lock();
+            if self.stopping.load(Relaxed) || holds.asking > 0 || self.anonymous.load(Relaxed) > 0 {
+                return None;
+            }
+            // Under the lock: an anonymous thread counted itself before this (seen above) or
+            // will wait, as will a new thread.
+            self.stopping.store(true, Relaxed);
+            holds.alone = true;
+        }
+        let mut hold = Stopped {
+            world: self,
+            suspended: Vec::new(),
+        };
+        for presence in threads() {
+            if std::ptr::eq(me, presence.as_ref()) {
+                continue;
+            }
+            // Acquire: the holder sees everything the thread did before it left, as a stopper
+            // does. A thread attaching at the same moment wins the compare-and-swap (then the
+            // hold fails: dropping it lets go of the threads suspended so far) or loses it and
+            // waits in `enter`.
+            let suspended = [DETACHED, NEW].into_iter().any(|state| {
+                presence
+                    .as_ref()
+                    .0
+                    .compare_exchange(state, SUSPENDED, Acquire, Relaxed)
+                    .is_ok()
+            });
+            if !suspended {
+                return None;
+            }
+            hold.suspended.push(presence);
+        }
+        Some(hold)
     }
 
     /// Suspends `presence`, waiting while its thread is attached. `false` if the deadline
@@ -352,8 +474,8 @@ fn spin_until(ready: impl Fn() -> bool) -> bool {
 /// waiters sleep, which took 2,900 context switches out of a 0.6 s run (1<<12 still left half).
 const SPINS_BEFORE_SLEEPING: u32 = 1 << 13;
 
-/// A stopped world: while it lives, the threads it suspended cannot attach. Dropping it lets
-/// them go.
+/// A stopped world, or one held alone: while it lives, the threads it suspended cannot attach.
+/// Dropping it lets them go.
 #[must_use = "the world runs again when this is dropped"]
 pub struct Stopped<'w, P: AsRef<Presence>> {
     world: &'w World,
@@ -369,12 +491,14 @@ impl<P: AsRef<Presence>> Stopped<'_, P> {
 
 impl<P: AsRef<Presence>> Drop for Stopped<'_, P> {
     fn drop(&mut self) {
-        let _lock = self.world.lock.lock();
+        let mut holds = self.world.lock.lock();
         for presence in self.suspended.drain(..) {
             // Release: a thread let go sees what the stopper did.
             presence.as_ref().0.store(DETACHED, Release);
         }
+        holds.alone = false;
         self.world.stopping.store(false, Relaxed);
+        self.world.park_wanted.store(false, Relaxed);
         self.world.changed.notify_all();
     }
 }

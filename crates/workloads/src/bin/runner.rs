@@ -2,7 +2,7 @@
 //! once per measurement, so every run has a fresh process.
 //!
 //! ```text
-//! ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F]   one measured run
+//! ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F] [--lock-elision on|off]
 //! ftrt-runner --list                               the catalogue, as JSON
 //! ftrt-runner --info                               the build: variant, header size, count
 //! ```
@@ -10,6 +10,11 @@
 //! A measured run is preceded by an untimed warm-up pass in the same process, at `--warm-up`
 //! times the size (default [`WARM_UP_FRACTION`]; 0 for none). The exit status is 0 whenever a
 //! result was printed, whatever its check says; anything else is a failed run.
+//!
+//! The runner runs its workloads as an interpreter would: every attached thread reaches
+//! checkpoints and detaches around blocking (the `gil` build needs it too). So it turns on the
+//! free-threaded builds' lock elision (`ftrt_gil::set_lock_elision`) unless `--lock-elision off`
+//! says not to; the result line says which.
 //!
 //! For the bench's own tests, `FTRT_RUNNER_CRASH_BEFORE_PRINT=WORKLOAD` and
 //! `FTRT_RUNNER_CRASH_AFTER_PRINT=WORKLOAD` make the runner abort before or after printing that
@@ -27,7 +32,7 @@ fn usage(problem: &str) -> ExitCode {
     let names: Vec<&str> = catalogue().iter().map(|w| w.name).collect();
     eprintln!("error: {problem}");
     eprintln!(
-        "usage: ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F] | --list | --info"
+        "usage: ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F] [--lock-elision on|off] | --list | --info"
     );
     eprintln!("workloads: {}", names.join(", "));
     ExitCode::from(2)
@@ -46,6 +51,8 @@ fn peak_rss_kib() -> u64 {
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    // Before anything attaches; `--lock-elision off` turns it off again below.
+    ftrt_gil::set_lock_elision(true);
     match args.first().map(String::as_str) {
         None => usage("no workload given"),
         Some("--list") => {
@@ -95,6 +102,11 @@ fn main() -> ExitCode {
                         Ok(s) if s > 0.0 && s.is_finite() => params.scale = s,
                         _ => return usage(&format!("bad scale '{v}': a positive number")),
                     },
+                    ("--lock-elision", Some("on")) => ftrt_gil::set_lock_elision(true),
+                    ("--lock-elision", Some("off")) => ftrt_gil::set_lock_elision(false),
+                    ("--lock-elision", Some(v)) => {
+                        return usage(&format!("bad lock elision '{v}': on or off"))
+                    }
                     ("--warm-up", Some(v)) => match v.parse::<f64>() {
                         Ok(w) if w >= 0.0 && w.is_finite() => warm_up = w,
                         _ => {
@@ -128,6 +140,7 @@ fn main() -> ExitCode {
                     "elapsed_s": outcome.elapsed.as_secs_f64(),
                     "ops": outcome.ops,
                     "warm_up": warm_up,
+                    "lock_elision": ftrt_gil::lock_elision(),
                     "check": check,
                     "metrics": metrics,
                     "peak_rss_kib": peak_rss_kib(),
