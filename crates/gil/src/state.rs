@@ -38,22 +38,31 @@
 //!   table of threads: it says whether an owner has exited, finds its queue, and lists the
 //!   runtime's threads ([`threads`], [`registered_threads`] read the entries that carry a
 //!   `ThreadInfo`; `ftrt-refcount`'s standalone owners carry none).
-//! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (1) unpark the
-//!   biased counts (waiting for a thread merging on this one's behalf to finish), (2) take the
-//!   GIL, (3) mark the thread attached, (4) pin in the epoch. Sections are left alone.
+//! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (0) enter the
+//!   [`World`] (waiting while a stop, or another thread's hold on the world alone, lasts),
+//!   (1) unpark the biased counts (waiting for a thread merging on this one's behalf to finish),
+//!   (2) take the GIL, (3) mark the thread attached, (4) pin in the epoch, (5) with lock elision
+//!   on ([`set_lock_elision`]), want a hold on the world at the next repin. Sections are left
+//!   alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
 //!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin,
 //!   (3) park the biased counts (from here until the next attach, threads that hand this
 //!   thread's objects back merge its queue themselves: [`park_counts`]), (4) mark the thread
-//!   detached, (5) release the GIL.
-//! - **Reattach** (the end of `allow_threads`): (1) unpark, (2) take the GIL (first in line in
-//!   fair mode), (3) mark attached, (4) pin, then (5) the detach boundaries end and the
-//!   innermost section resumes, the block's stack first.
+//!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop
+//!   eliding, and drops the hold only after leaving), (5) release the GIL.
+//! - **Reattach** (the end of `allow_threads`): (0) enter the world, (1) unpark, (2) take the
+//!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
+//!   does, then (5) the detach boundaries end and the innermost section resumes, the block's
+//!   stack first.
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin,
 //!   run the hooks, flush the thread's epoch garbage (only if it retired something since its
-//!   last flush, [`note_retired`], or on every 16th repin); (2) if a waiter asked for the GIL:
-//!   suspend the sections (as a detach), hand the GIL over, take it back, resume.
+//!   last flush, [`note_retired`], or on every 16th repin), and try the hold on the world if
+//!   one is wanted (free-threaded builds: it succeeds if no other thread is attached, and the
+//!   stack elides from then on); (2) if a stop of the world is under way, or a thread waits
+//!   for this one's hold to end (free-threaded builds): park, a detach that waits for the stop
+//!   to end; if a waiter asked for the GIL (`gil` build): suspend the sections (as a detach),
+//!   hand the GIL over, take it back, resume.
 //! - **Exit** (the owning thread-local's destructor, panics included): (1) the pointer in
 //!   `CURRENT` is cleared, so whatever runs from here on (objects freed below, later
 //!   thread-local destructors) attaches through the fallback below; (2) the [`local`] values
@@ -104,7 +113,7 @@ pub(crate) struct ThreadState {
     /// While the thread holds the world alone (free-threaded builds, [`try_hold_alone`]): the
     /// hold, which the detach that ends it drops once the sections lock again.
     #[cfg(not(feature = "gil"))]
-    alone: std::cell::RefCell<Option<crate::world::Stopped<'static, EntryPresence>>>,
+    alone: std::cell::RefCell<Option<Hold>>,
     /// The thread attached since its last try at a hold: its next repin tries.
     #[cfg(not(feature = "gil"))]
     hold_wanted: Cell<bool>,
@@ -378,10 +387,12 @@ fn for_each_entry(mut f: impl FnMut(&Arc<Registered>)) {
     });
 }
 
-/// Whether a stop of the world is under way (free-threaded builds; always `false` under the
-/// GIL, where holding it is the stop). A hint, read relaxed. For quiescent-state hooks
-/// ([`on_quiescent_state`]) that can put long work off: a hook runs before its thread leaves
-/// the world to answer a stop, so a stopper may be waiting for it.
+/// Whether attached threads should park at their next checkpoint: a stop of the world is under
+/// way, or a thread waits to attach while another holds the world alone (lock elision,
+/// [`set_lock_elision`]). Free-threaded builds; always `false` under the GIL, where holding it
+/// is the stop. A hint, read relaxed. For quiescent-state hooks ([`on_quiescent_state`]) that
+/// can put long work off: a hook runs before its thread leaves the world to park, so another
+/// thread may be waiting for it.
 pub fn stop_requested() -> bool {
     #[cfg(not(feature = "gil"))]
     return world().stop_requested();
@@ -441,8 +452,9 @@ pub(crate) fn leave_world(state: Option<&ThreadState>) {
     {
         let hold = state.and_then(|state| state.alone.borrow_mut().take());
         if let (Some(state), Some(_)) = (state, &hold) {
-            // Before any other thread may attach. The detach suspended every section first, so
-            // none has a lock to take here.
+            // Before any other thread may attach. A detach suspended every section first, and
+            // at the end of an attachment only sections of the code around it are open, all
+            // suspended: none has a lock to take here.
             state.sections.stop_eliding();
         }
         world().leave(presence(state));
@@ -503,6 +515,27 @@ fn try_hold_alone(state: &ThreadState) {
         // it). While the hold lasts no other thread is attached, and none can attach before
         // `leave_world` drops it, which it does only after `stop_eliding`.
         unsafe { state.sections.start_eliding() };
+    }
+}
+
+/// A thread's hold on the world alone.
+#[cfg(not(feature = "gil"))]
+pub(crate) type Hold = crate::world::Stopped<'static, EntryPresence>;
+
+/// Takes the thread's hold on the world out of its state, for its own stop of the world: while
+/// the stop runs, a detach (which ends the state's hold) keeps the world stopped. Give it back
+/// with [`restore_hold`].
+#[cfg(not(feature = "gil"))]
+pub(crate) fn take_hold(state: Option<&ThreadState>) -> Option<Hold> {
+    state.and_then(|state| state.alone.borrow_mut().take())
+}
+
+/// Gives back the hold [`take_hold`] took, once the stop has run (the thread is attached again,
+/// and its stack still elides).
+#[cfg(not(feature = "gil"))]
+pub(crate) fn restore_hold(state: Option<&ThreadState>, hold: Hold) {
+    if let Some(state) = state {
+        *state.alone.borrow_mut() = Some(hold);
     }
 }
 

@@ -69,12 +69,11 @@ impl<'py> Python<'py> {
     /// ([`holds_world_alone`]): its critical sections take no lock, which saves the two atomic
     /// operations of every section on a shared object. A thread that attaches meanwhile waits
     /// until the holder reaches its next checkpoint, at most 16 checks later, or detaches; the
-    /// holder then lets go, its suspended sections lock again as they resume, and from then on
-    /// every thread locks. A thread that never reaches a checkpoint never holds the world; one
-    /// that does and then stays attached without checks (blocked in a join or on a barrier, a
-    /// long native call) keeps every other thread out, as under the GIL.
-    ///
-    /// [`holds_world_alone`]: Self::holds_world_alone
+    /// holder then lets go, its suspended sections lock again as they resume, and every thread
+    /// locks until one finds itself alone again at a repin after its next attachment. A thread
+    /// that never reaches a checkpoint never holds the world; one that does and then stays
+    /// attached without checks (blocked in a join or on a barrier, a long native call) keeps
+    /// every other thread out, as under the GIL.
     ///
     /// [`holds_world_alone`]: Self::holds_world_alone
     pub fn attach<R>(f: impl for<'any> FnOnce(Python<'any>) -> R) -> R {
@@ -363,8 +362,21 @@ pub fn try_stop_the_world<R>(
     }
     #[cfg(not(feature = "gil"))]
     crate::section::detached(py, || {
-        if state::holds_world_alone(py.state()) {
-            // No other thread is attached, and none attaches before this thread parks.
+        if let Some(hold) = state::take_hold(py.state()) {
+            // The hold is this stop: no other thread is attached, and none attaches until it is
+            // dropped. Kept out of the thread state while `f` runs, so that a detach inside `f`
+            // (which drops the state's hold) leaves the world stopped, as a stopper's does.
+            struct Restore(Option<state::Hold>, *const ThreadState);
+            impl Drop for Restore {
+                fn drop(&mut self) {
+                    // SAFETY: the state of the attachment this stop runs in, alive for all of it.
+                    let state = unsafe { self.1.as_ref() };
+                    if let Some(hold) = self.0.take() {
+                        state::restore_hold(state, hold);
+                    }
+                }
+            }
+            let _restore = Restore(Some(hold), state::current());
             let f = f.take().expect("the work to run in the stopped world");
             return Ok(f());
         }

@@ -129,6 +129,7 @@ impl std::fmt::Debug for World {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("World")
             .field("stopping", &self.stopping)
+            .field("park_wanted", &self.park_wanted)
             .field("anonymous", &self.anonymous)
             .finish_non_exhaustive()
     }
@@ -226,7 +227,10 @@ impl World {
                         holds = self.changed.wait(holds);
                     }
                 }
-                Err(_) => panic!("a thread entered the world twice"),
+                Err(_) => {
+                    Self::stop_asking(&mut self.lock.lock(), asked);
+                    panic!("a thread entered the world twice")
+                }
             }
         }
         if asked {
@@ -274,7 +278,11 @@ impl World {
     /// until the only one is a thread holding the world alone (that one is for
     /// [`enter`](Self::enter) to ask to end).
     pub fn wait_while_stopping(&self) {
-        if spin_until(|| !self.stopping.load(Relaxed)) {
+        // A stop under way raises both; a hold on the world alone raises only `stopping` until a
+        // thread asks it to end, and the loop below returns for it in any case.
+        if spin_until(|| !self.stopping.load(Relaxed) || !self.park_wanted.load(Relaxed))
+            && !self.stopping.load(Relaxed)
+        {
             return;
         }
         let mut holds = self.lock.lock();
@@ -349,10 +357,11 @@ impl World {
 
     /// Makes the calling thread, attached with presence `me`, the only attached thread until the
     /// returned hold is dropped: every presence `threads()` lists, except `me`, is suspended as
-    /// by a stop, and new and anonymous threads wait. `None`, changing nothing, if that would
-    /// mean waiting: another thread is attached (with a presence or without), a stop is under
-    /// way, or a thread that asked an earlier holder to let go has not attached yet. See the
-    /// [module docs](self).
+    /// by a stop, and new and anonymous threads wait. `None` if that would mean waiting:
+    /// another thread is attached (with a presence or without), a stop is under way, or a
+    /// thread that asked an earlier holder to let go has not attached yet. The world is then as
+    /// it was, except that threads that came to attach while the hold was tried waited for it
+    /// to fail. See the [module docs](self).
     ///
     /// While the hold lasts, a thread that tries to attach waits, and raises
     /// [`stop_requested`](Self::stop_requested): the holder should then [`leave`](Self::leave)

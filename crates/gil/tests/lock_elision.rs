@@ -166,6 +166,36 @@ mod free_threaded {
         });
     }
 
+    /// The holder's own stop of the world is its hold: a detach inside the stop (which would
+    /// end the hold) must leave the world stopped, as a stopper's detach does.
+    #[test]
+    fn the_holders_stop_of_the_world_lasts_through_a_detach_inside_it() {
+        with_elision(true, || {
+            let other_attached = AtomicBool::new(false);
+            let (stopped_send, stopped) = mpsc::channel();
+            thread::scope(|s| {
+                s.spawn(|| {
+                    let stopped = stopped;
+                    stopped.recv().unwrap();
+                    Python::attach(|_| other_attached.store(true, Ordering::SeqCst));
+                });
+                Python::attach(|py| {
+                    repin(py);
+                    assert!(py.holds_world_alone());
+                    ftrt_gil::stop_the_world(py, || {
+                        stopped_send.send(()).unwrap();
+                        py.allow_threads(|| thread::sleep(std::time::Duration::from_millis(50)));
+                        assert!(
+                            !other_attached.load(Ordering::SeqCst),
+                            "another thread attached inside the holder's stop"
+                        );
+                    });
+                });
+            });
+            assert!(other_attached.load(Ordering::SeqCst));
+        });
+    }
+
     /// While another thread is attached, no thread takes the world: both lock.
     #[test]
     fn no_thread_holds_the_world_while_another_is_attached() {

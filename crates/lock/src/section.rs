@@ -267,23 +267,27 @@ mod imp {
             self.eliding.set(true);
         }
 
-        /// Sections lock again: every active elided section takes its locks now (outermost
-        /// first, which cannot block while the promise of
-        /// [`start_eliding`](Self::start_eliding) holds), and sections begun or resumed from now
-        /// on lock as usual. A stack that suspended its sections first (a runtime detaching)
-        /// has none to lock. Does nothing on a stack that is not eliding.
+        /// Sections lock again, from now on and for the sections still open. If some active
+        /// section is elided, this is a point where the sections are suspended, as when a nested
+        /// section blocks: every active section gives up its locks, and the innermost takes its
+        /// locks back (blocking holding no other section lock; the others as they become
+        /// innermost). Locking the elided sections where they stand instead could deadlock: one
+        /// may be nested on a lock that an outer section took before the stack began eliding.
+        /// A stack that suspended its sections first (a runtime detaching) has nothing to lock.
+        /// Does nothing on a stack that is not eliding.
         pub fn stop_eliding(&self) {
             if !self.eliding.replace(false) {
                 return;
             }
-            let mut sections = self.sections.borrow_mut();
-            for section in sections
+            let elided = self
+                .sections
+                .borrow()
                 .open
-                .iter_mut()
-                .filter(|s| s.state == State::Elided)
-            {
-                lock_all(section.locks());
-                section.state = State::Held;
+                .iter()
+                .any(|s| s.state == State::Elided);
+            if elided {
+                self.suspend_all();
+                self.resume_innermost();
             }
         }
 

@@ -384,7 +384,7 @@ fn a_stack_that_elides_records_its_sections_without_locking() {
 }
 
 #[test]
-fn stopping_eliding_locks_the_active_elided_sections_and_they_unlock_at_their_end() {
+fn stopping_eliding_suspends_the_active_sections_and_each_locks_as_it_becomes_innermost() {
     let (outer, inner, held) = (
         RawObjectLock::new(),
         RawObjectLock::new(),
@@ -402,13 +402,14 @@ fn stopping_eliding_locks_the_active_elided_sections_and_they_unlock_at_their_en
                 assert_eq!(stack.depth(), depth(3, 3, 2));
                 stack.stop_eliding();
                 assert!(!stack.is_eliding());
-                assert!(held.is_locked() && outer.is_locked() && inner.is_locked());
-                assert_eq!(stack.depth(), depth(3, 3, 0));
+                // A suspension point: only the innermost holds its lock now.
+                assert!(!held.is_locked() && !outer.is_locked() && inner.is_locked());
+                assert_eq!(stack.depth(), depth(3, 1, 0));
             });
-            assert!(outer.is_locked() && !inner.is_locked());
-            assert_eq!(stack.depth(), depth(2, 2, 0));
+            assert!(outer.is_locked() && !inner.is_locked() && !held.is_locked());
+            assert_eq!(stack.depth(), depth(2, 1, 0));
         });
-        assert!(!outer.is_locked() && !inner.is_locked() && held.is_locked());
+        assert!(!outer.is_locked() && held.is_locked());
     });
     assert!(!held.is_locked());
 }
@@ -450,6 +451,36 @@ fn a_section_resumed_while_eliding_stays_elided_and_one_held_before_keeps_its_lo
         assert!(outer.is_locked());
     });
     assert!(!outer.is_locked());
+}
+
+/// A section nested, while eliding, on a lock that an outer section took before: stopping
+/// elision must not lock it again on the thread that holds it. (On a thread of its own, left
+/// behind if it deadlocks, so that the test fails instead of hanging.)
+#[test]
+fn stopping_eliding_inside_an_elided_section_on_a_lock_held_outside_does_not_deadlock() {
+    let (done_send, done) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let lock = RawObjectLock::new();
+        let stack = section::SectionStack::new();
+        stack.with(&lock, || {
+            // SAFETY: no other thread sees this lock.
+            unsafe { stack.start_eliding() };
+            stack.with(&lock, || {
+                stack.stop_eliding();
+                // Both sections took part in a suspension: the innermost holds the lock.
+                assert!(lock.is_locked());
+                assert_eq!(stack.depth(), depth(2, 1, 0));
+            });
+            assert!(lock.is_locked());
+            assert_eq!(stack.depth(), depth(1, 1, 0));
+        });
+        assert!(!lock.is_locked());
+        done_send.send(()).unwrap();
+    });
+    assert!(
+        done.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "stop_eliding deadlocked on a lock its own thread holds (or the scenario panicked)"
+    );
 }
 
 #[test]
