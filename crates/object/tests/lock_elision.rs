@@ -81,5 +81,9 @@ fn every_append_lands_while_threads_take_and_give_up_the_world() {
     let held = held.into_inner();
     eprintln!("checkpoints after which a thread held the world: {held}");
     // Under the GIL no thread holds the world in this sense (the GIL serialises the sections).
-    assert_eq!(held > 0, !cfg!(ftrt_gil_build), "threads held the world {held} times");
+    assert_eq!(
+        held > 0,
+        !cfg!(ftrt_gil_build),
+        "threads held the world {held} times"
+    );
 }
