@@ -72,15 +72,27 @@ impl Shared {
     }
 }
 
+/// Runs `other` on a thread of its own beside `main` on this one, joins it, and answers how
+/// many times the objects were touched.
+fn touches_beside(other: impl FnOnce(&Shared) + Send + 'static, main: impl FnOnce(&Shared)) -> u32 {
+    let shared = Shared::new();
+    let other = {
+        let shared = shared.clone();
+        thread::spawn(move || other(&shared))
+    };
+    main(&shared);
+    other.join().unwrap();
+    // SAFETY: every thread that touches the objects has been joined.
+    shared.objects.with(|objects| unsafe { *objects })
+}
+
 /// A mutator attaches, parking at a checkpoint if a stop is wanted, while a stopper stops the
 /// world once: the stop excludes both halves of the attachment.
 #[test]
 fn a_stop_excludes_every_attachment() {
     loom::model(|| {
-        let shared = Shared::new();
-        let mutator = {
-            let shared = shared.clone();
-            thread::spawn(move || {
+        let touches = touches_beside(
+            |shared| {
                 shared.world.enter(Some(&shared.mutator));
                 shared.touch();
                 // A checkpoint: park if asked.
@@ -89,13 +101,10 @@ fn a_stop_excludes_every_attachment() {
                 }
                 shared.touch();
                 shared.world.leave(Some(&shared.mutator));
-            })
-        };
-        shared.stop_once(&shared.stopper);
-        mutator.join().unwrap();
-        shared
-            .objects
-            .with(|objects| assert_eq!(unsafe { *objects }, 3));
+            },
+            |shared| shared.stop_once(&shared.stopper),
+        );
+        assert_eq!(touches, 3);
     });
 }
 
@@ -103,16 +112,11 @@ fn a_stop_excludes_every_attachment() {
 #[test]
 fn two_stoppers_take_turns() {
     loom::model(|| {
-        let shared = Shared::new();
-        let other = {
-            let shared = shared.clone();
-            thread::spawn(move || shared.stop_once(&shared.other_stopper))
-        };
-        shared.stop_once(&shared.stopper);
-        other.join().unwrap();
-        shared
-            .objects
-            .with(|objects| assert_eq!(unsafe { *objects }, 2));
+        let touches = touches_beside(
+            |shared| shared.stop_once(&shared.other_stopper),
+            |shared| shared.stop_once(&shared.stopper),
+        );
+        assert_eq!(touches, 2);
     });
 }
 
@@ -120,20 +124,15 @@ fn two_stoppers_take_turns() {
 #[test]
 fn an_anonymous_thread_is_excluded_too() {
     loom::model(|| {
-        let shared = Shared::new();
-        let anonymous = {
-            let shared = shared.clone();
-            thread::spawn(move || {
+        let touches = touches_beside(
+            |shared| {
                 shared.world.enter(None);
                 shared.touch();
                 shared.world.leave(None);
-            })
-        };
-        shared.stop_once(&shared.stopper);
-        anonymous.join().unwrap();
-        shared
-            .objects
-            .with(|objects| assert_eq!(unsafe { *objects }, 2));
+            },
+            |shared| shared.stop_once(&shared.stopper),
+        );
+        assert_eq!(touches, 2);
     });
 }
 
@@ -175,22 +174,17 @@ fn run_as_holder(shared: &Shared) {
 #[test]
 fn a_thread_holding_the_world_alone_excludes_every_attachment() {
     loom::model(|| {
-        let shared = Shared::new();
-        let mutator = {
-            let shared = shared.clone();
-            thread::spawn(move || {
+        let touches = touches_beside(
+            |shared| {
                 for _ in 0..2 {
                     shared.world.enter(Some(&shared.mutator));
                     shared.touch_in_section();
                     shared.world.leave(Some(&shared.mutator));
                 }
-            })
-        };
-        run_as_holder(&shared);
-        mutator.join().unwrap();
-        shared
-            .objects
-            .with(|objects| assert_eq!(unsafe { *objects }, 4));
+            },
+            run_as_holder,
+        );
+        assert_eq!(touches, 4);
     });
 }
 
@@ -199,20 +193,15 @@ fn a_thread_holding_the_world_alone_excludes_every_attachment() {
 #[test]
 fn a_thread_holding_the_world_alone_excludes_anonymous_threads() {
     loom::model(|| {
-        let shared = Shared::new();
-        let anonymous = {
-            let shared = shared.clone();
-            thread::spawn(move || {
+        let touches = touches_beside(
+            |shared| {
                 shared.world.enter(None);
                 shared.touch_in_section();
                 shared.world.leave(None);
-            })
-        };
-        run_as_holder(&shared);
-        anonymous.join().unwrap();
-        shared
-            .objects
-            .with(|objects| assert_eq!(unsafe { *objects }, 3));
+            },
+            run_as_holder,
+        );
+        assert_eq!(touches, 3);
     });
 }
 
@@ -221,13 +210,11 @@ fn a_thread_holding_the_world_alone_excludes_anonymous_threads() {
 #[test]
 fn a_hold_and_a_stop_take_turns() {
     loom::model(|| {
-        let shared = Shared::new();
-        let stopper = {
-            let shared = shared.clone();
-            thread::spawn(move || shared.stop_once(&shared.other_stopper))
-        };
-        run_as_holder(&shared);
-        stopper.join().unwrap();
+        let touches = touches_beside(
+            |shared| shared.stop_once(&shared.other_stopper),
+            run_as_holder,
+        );
+        assert_eq!(touches, 3);
     });
 }
 
