@@ -137,7 +137,9 @@ impl<'py> Python<'py> {
     /// Whether this thread holds the world alone (free-threaded builds, see
     /// [`attach`](Self::attach)): no other thread is attached, none attaches before this thread
     /// reaches a checkpoint or detaches, and its critical sections take no lock meanwhile.
-    /// Always `false` in the `gil` build, where holding the GIL has the same effect.
+    /// Inside the thread's own [`stop_the_world`](crate::stop_the_world) it answers `false`:
+    /// the stop holds the world then, through detaches too. Always `false` in the `gil` build,
+    /// where holding the GIL has the same effect.
     pub fn holds_world_alone(self) -> bool {
         state::holds_world_alone(self.state())
     }
