@@ -54,7 +54,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Condvar, Mutex, Ordering::*};
+use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering::*};
 
 const DETACHED: u8 = 0;
 const ATTACHED: u8 = 1;
@@ -172,6 +172,21 @@ impl World {
         }
     }
 
+    /// Waits on `changed` while `blocked`, asking a holder of the world to let go if there is
+    /// one ([`ask_holder`](Self::ask_holder)): how every thread that waits to attach waits.
+    fn wait_asking<'a>(
+        &self,
+        mut holds: MutexGuard<'a, Holds>,
+        asked: &mut bool,
+        blocked: impl Fn() -> bool,
+    ) -> MutexGuard<'a, Holds> {
+        while blocked() {
+            self.ask_holder(&mut holds, asked);
+            holds = self.changed.wait(holds);
+        }
+        holds
+    }
+
     /// Under `lock`: a thread that asked a holder to let go has attached.
     fn stop_asking(holds: &mut Holds, asked: bool) {
         if asked {
@@ -187,11 +202,8 @@ impl World {
     pub fn enter(&self, presence: Option<&Presence>) {
         let mut asked = false;
         let Some(presence) = presence else {
-            let mut holds = self.lock.lock();
-            while self.stopping.load(Relaxed) {
-                self.ask_holder(&mut holds, &mut asked);
-                holds = self.changed.wait(holds);
-            }
+            let stopping = || self.stopping.load(Relaxed);
+            let mut holds = self.wait_asking(self.lock.lock(), &mut asked, stopping);
             self.anonymous.fetch_add(1, Relaxed);
             Self::stop_asking(&mut holds, asked);
             return;
@@ -204,11 +216,8 @@ impl World {
             {
                 Ok(_) => break,
                 Err(NEW) => {
-                    let mut holds = self.lock.lock();
-                    while self.stopping.load(Relaxed) {
-                        self.ask_holder(&mut holds, &mut asked);
-                        holds = self.changed.wait(holds);
-                    }
+                    let stopping = || self.stopping.load(Relaxed);
+                    let mut holds = self.wait_asking(self.lock.lock(), &mut asked, stopping);
                     // Under the lock no stopper can list threads: attach, unless a stopper that
                     // listed this thread suspended it meanwhile (then wait for it, below).
                     if presence
@@ -221,11 +230,8 @@ impl World {
                     }
                 }
                 Err(SUSPENDED) => {
-                    let mut holds = self.lock.lock();
-                    while presence.0.load(Relaxed) == SUSPENDED {
-                        self.ask_holder(&mut holds, &mut asked);
-                        holds = self.changed.wait(holds);
-                    }
+                    let suspended = || presence.0.load(Relaxed) == SUSPENDED;
+                    drop(self.wait_asking(self.lock.lock(), &mut asked, suspended));
                 }
                 Err(_) => {
                     Self::stop_asking(&mut self.lock.lock(), asked);
