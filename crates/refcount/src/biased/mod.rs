@@ -28,10 +28,12 @@
 //! immortal, and every path that could free the object checks it. So does `IMMORTAL_LOCAL` in
 //! `local` (CPython's encoding): a count immortal from its creation ([`BiasedCount::immortal`])
 //! holds both, and an owner whose increments reach the mark makes its count immortal by that
-//! alone. Every count tests the mark and the owner first, in either order (see `IMMORTAL_FIRST`):
-//! where the mark comes first, an immortal count costs one load and one compare and no owner
-//! check; the owner's path reads `local` anyway, so it pays only the compare, which also stands
-//! for the overflow check the local count would need. Counts never wrap. The mark in `local` is
+//! alone. The halves a runtime calls (`incref_owned`, `decref_owned`) test the mark first
+//! (CPython's order): an immortal count costs one load and one compare and no owner check. The
+//! whole operations (`incref_counting`, `decref_counting`, which [`BiasedArc`](crate::BiasedArc)
+//! uses) test the owner first and run the rest out of line (see `incref_counting`): the owner's
+//! increment finds the mark with its overflow check, the decrement with its test for the last
+//! reference. Counts never wrap. The mark in `local` is
 //! final (the owner's decrements stop at it), and every merge folds `local` into `shared`, where
 //! it saturates: a count marked in `local` is immortal on every path. A count made immortal by
 //! another thread keeps its `local` (only the owner writes it) and is found in the shared half,
@@ -129,18 +131,6 @@ fn saturated(shared: i32) -> bool {
     const BELOW_HIGH: i32 = (SATURATED << FLAG_BITS) - 1;
     shared.wrapping_sub(BELOW_LOW) as u32 > (BELOW_HIGH - BELOW_LOW) as u32
 }
-
-/// The order of the two tests that begin every count: the immortal mark in `local`, then the
-/// owner (CPython's order), for the halves a runtime calls (`incref_owned`, `decref_owned`),
-/// whose most counted objects are immortal (None, small ints, interned strings): those cost a
-/// load and a compare, and no owner check. The whole operations (`incref_counting`,
-/// `decref_counting`, which [`BiasedArc`](crate::BiasedArc) uses) test the owner first, whose
-/// values are rarely immortal: the owner's increment then folds the test into its overflow
-/// check, and its decrement into its test for the last reference. Both orders give the same
-/// answers.
-const IMMORTAL_FIRST: bool = true;
-/// See [`IMMORTAL_FIRST`].
-const OWNER_FIRST: bool = false;
 
 /// What the first half of a decrement did ([`BiasedCount::drop_local`]).
 enum LocalDrop {
@@ -275,11 +265,39 @@ impl BiasedCount {
     /// owner, in the shared count (an atomic read-modify-write: the traffic a runtime watches to
     /// find hot objects), or nowhere (an immortal or deferred count, see
     /// [`defer_counting`](Self::defer_counting)).
+    ///
+    /// The owner's increment runs straight through, and everything else (the immortal mark, the
+    /// shared count) out of line: [`BiasedArc`](crate::BiasedArc)'s values are rarely immortal,
+    /// and a loop of clones and drops on the owner is a few cycles long, so a taken branch or a
+    /// second compare on that path shows (see `docs/refcount.md`).
     #[inline]
     pub fn incref_counting(&self, owner: Owner<'_>) -> Counting {
-        match self.incref_first_half::<OWNER_FIRST>(owner) {
-            Some(counting) => counting,
-            None => self.incref_unowned(),
+        if self.owned_by_id(owner.id()) {
+            // Only the mark wraps to zero: the test is the increment's carry.
+            let next = self.local.load(Ordering::Relaxed).wrapping_add(1);
+            if next != 0 {
+                // A plain store: no other thread writes `local` while the owner owns the
+                // object. Reaching the mark makes the count immortal.
+                self.local.store(next, Ordering::Relaxed);
+                return Counting::Local;
+            }
+        }
+        self.incref_counting_rest(owner)
+    }
+
+    /// [`incref_counting`](Self::incref_counting) where the owner's plain increment did not
+    /// apply: an immortal count, or a thread that does not own it.
+    #[cold]
+    #[inline(never)]
+    fn incref_counting_rest(&self, owner: Owner<'_>) -> Counting {
+        if self.incref_first_half(owner).is_some() {
+            // The mark (the owner's increments are counted on the fast path).
+            Counting::Ignored
+        } else if self.shared_saturated() {
+            Counting::Ignored
+        } else {
+            self.add_shared();
+            Counting::Shared
         }
     }
 
@@ -291,23 +309,25 @@ impl BiasedCount {
     /// which no thread owns), without a second owner check on the owner's path.
     #[inline(always)]
     pub fn incref_owned(&self, owner: Owner<'_>) -> bool {
-        self.incref_first_half::<IMMORTAL_FIRST>(owner).is_some()
+        self.incref_first_half(owner).is_some()
     }
 
     /// [`incref_owned`](Self::incref_owned), saying where the reference went: `Local` (the
     /// owner counted it), `Ignored` (immortal), or `None` (not the owner: nothing changed).
-    /// `ORDER` says which test comes first (see [`IMMORTAL_FIRST`]); the answer is the same.
+    /// The mark is tested first (CPython's order): a runtime's most counted objects are
+    /// immortal (None, small ints, interned strings), and those then cost a load and a compare,
+    /// and no owner check.
     #[inline(always)]
-    fn incref_first_half<const ORDER: bool>(&self, owner: Owner<'_>) -> Option<Counting> {
+    fn incref_first_half(&self, owner: Owner<'_>) -> Option<Counting> {
         // Relaxed, on every thread: `IMMORTAL_LOCAL` is final, so any thread that reads it may
         // stop counting (its decrement will read it too), and any other value read by a thread
         // that does not own the count is not acted on.
         let local = self.local.load(Ordering::Relaxed);
-        if ORDER == IMMORTAL_FIRST && local == IMMORTAL_LOCAL {
+        if local == IMMORTAL_LOCAL {
             return Some(Counting::Ignored);
         }
         if !self.owned_by_id(owner.id()) {
-            return (local == IMMORTAL_LOCAL).then_some(Counting::Ignored);
+            return None;
         }
         // Only the mark wraps to zero: on the owner's path the test is the increment's carry.
         let next = local.wrapping_add(1);
@@ -342,6 +362,12 @@ impl BiasedCount {
         if self.shared_saturated() {
             return;
         }
+        self.add_shared();
+    }
+
+    /// Adds a reference to the shared count, found below saturation.
+    #[inline(always)]
+    fn add_shared(&self) {
         // Relaxed, as in `Arc::clone`: the caller already holds a reference, which keeps the
         // object alive; the new reference needs no ordering until it is dropped.
         let old = self.shared.fetch_add(ONE, Ordering::Relaxed);
@@ -380,6 +406,10 @@ impl BiasedCount {
     /// it ignored the decrement (an immortal or deferred count), else whether that was the last
     /// reference.
     ///
+    /// Like [`incref_counting`](Self::incref_counting), the owner's decrement runs straight
+    /// through and the rest out of line, except the owner's last local reference, which an
+    /// allocation's last drop takes every time.
+    ///
     /// # Safety
     /// As for [`decref`](Self::decref).
     #[inline]
@@ -390,11 +420,45 @@ impl BiasedCount {
     ) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        match count.drop_local::<OWNER_FIRST>(owner) {
+        if count.owned_by_id(owner.id()) {
+            let local = count.local.load(Ordering::Relaxed);
+            // One compare for both ends: neither the last local reference (1) nor the mark.
+            // (0 breaks invariant 1: it goes the long way, and the count leaks rather than
+            // dies.)
+            if local.wrapping_sub(2) < IMMORTAL_LOCAL - 2 {
+                // A plain store, as in the increment.
+                count.local.store(local - 1, Ordering::Relaxed);
+                return Some(false);
+            }
+            if local == 1 {
+                count.local.store(0, Ordering::Relaxed);
+                return Some(count.dead_without_local());
+            }
+        }
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::decref_counting_rest(this, owner, release) }
+    }
+
+    /// [`decref_counting`](Self::decref_counting) where the owner's plain decrement did not
+    /// apply: an immortal count, or a thread that does not own it.
+    ///
+    /// # Safety
+    /// As for [`decref`](Self::decref).
+    #[cold]
+    #[inline(never)]
+    unsafe fn decref_counting_rest(
+        this: NonNull<Self>,
+        owner: Owner<'_>,
+        release: Release,
+    ) -> Option<bool> {
+        // SAFETY: the caller holds a reference, so the count is alive.
+        let count = unsafe { this.as_ref() };
+        match count.drop_local(owner) {
             LocalDrop::Immortal => None,
             LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
+            LocalDrop::NotOwned if count.shared_saturated() => None,
             // SAFETY: forwarded from the caller.
-            LocalDrop::NotOwned => unsafe { Self::decref_unowned(this, release) },
+            LocalDrop::NotOwned => Some(unsafe { Self::subtract_shared(this, release) }),
         }
     }
 
@@ -411,7 +475,7 @@ impl BiasedCount {
     pub unsafe fn decref_owned(this: NonNull<Self>, owner: Owner<'_>) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        match count.drop_local::<IMMORTAL_FIRST>(owner) {
+        match count.drop_local(owner) {
             LocalDrop::Immortal => Some(false),
             LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
             LocalDrop::NotOwned => None,
@@ -435,7 +499,7 @@ impl BiasedCount {
         release: Release,
     ) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
-        match unsafe { this.as_ref() }.drop_local::<IMMORTAL_FIRST>(owner) {
+        match unsafe { this.as_ref() }.drop_local(owner) {
             LocalDrop::NotOwned => false,
             LocalDrop::Immortal | LocalDrop::Dropped { last: false } => true,
             LocalDrop::Dropped { last: true } => {
@@ -447,40 +511,26 @@ impl BiasedCount {
         }
     }
 
-    /// The first half of every decrement, shared by the owner's halves and `decref_counting`:
-    /// nothing to do for a count whose `local` says immortal, on any thread; the owner's
-    /// decrement of `local`; or nothing changed, on a thread that does not own the count. As in
-    /// the increment, `ORDER` says which test comes first.
+    /// The first half of every decrement, shared by the owner's halves and the rest of
+    /// `decref_counting`: nothing to do for a count whose `local` says immortal, on any thread
+    /// (tested first, as in the increment); the owner's decrement of `local`; or nothing
+    /// changed, on a thread that does not own the count.
     #[inline(always)]
-    fn drop_local<const ORDER: bool>(&self, owner: Owner<'_>) -> LocalDrop {
+    fn drop_local(&self, owner: Owner<'_>) -> LocalDrop {
         // Relaxed: as in `incref_first_half`.
         let local = self.local.load(Ordering::Relaxed);
-        if ORDER == IMMORTAL_FIRST && local == IMMORTAL_LOCAL {
+        if local == IMMORTAL_LOCAL {
             return LocalDrop::Immortal;
         }
         if !self.owned_by_id(owner.id()) {
-            return if local == IMMORTAL_LOCAL {
-                LocalDrop::Immortal
-            } else {
-                LocalDrop::NotOwned
-            };
+            return LocalDrop::NotOwned;
         }
         // `local >= 1` while the object is owned: reaching zero merges and clears the owner.
         debug_assert!(local >= 1, "owned object with a zero local count");
-        // One compare for both ends on the owner-first path: the last local reference, or the
-        // mark (folded into the test above where it came first).
-        if ORDER == OWNER_FIRST && local.wrapping_sub(2) >= IMMORTAL_LOCAL - 2 {
-            if local == IMMORTAL_LOCAL {
-                return LocalDrop::Immortal;
-            }
-            // 1, the last local reference (0 breaks invariant 1: it wraps, as below, to the
-            // mark, and the count leaks rather than dies).
-            self.local.store(local.wrapping_sub(1), Ordering::Relaxed);
-            return LocalDrop::Dropped { last: local == 1 };
-        }
         // A plain store, like the increment's: no other thread writes `local` while this thread
         // owns the count, and others only read it for `IMMORTAL_LOCAL`, which it is not (a merge
-        // after the owner retired is ordered by the registry).
+        // after the owner retired is ordered by the registry). (0 breaks invariant 1: it wraps
+        // to the mark, and the count leaks rather than dies.)
         self.local.store(local.wrapping_sub(1), Ordering::Relaxed);
         LocalDrop::Dropped { last: local == 1 }
     }
@@ -593,6 +643,19 @@ impl BiasedCount {
     /// As for [`decref`](Self::decref).
     #[inline(never)]
     unsafe fn decref_shared(this: NonNull<Self>, release: Release) -> bool {
+        // SAFETY: forwarded from the caller.
+        unsafe { Self::subtract_shared(this, release) }
+    }
+
+    /// A decrement in the shared count, on a thread that does not own the count: queues the
+    /// reference to the owner when the shared count is zero, and answers whether that was the
+    /// last reference. The body of [`decref_shared`](Self::decref_shared), inlined into the rest
+    /// of `decref_counting` (already out of line).
+    ///
+    /// # Safety
+    /// As for [`decref`](Self::decref).
+    #[inline(always)]
+    unsafe fn subtract_shared(this: NonNull<Self>, release: Release) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
         let mut shared = count.shared.load(Ordering::Relaxed);
