@@ -290,9 +290,9 @@ impl BiasedCount {
     #[cold]
     #[inline(never)]
     fn incref_counting_rest(&self, owner: Owner<'_>) -> Counting {
-        if self.incref_first_half(owner).is_some() {
-            // The mark (the owner's increments are counted on the fast path).
-            Counting::Ignored
+        if let Some(counting) = self.incref_first_half(owner) {
+            // The mark (the owner's other increments are counted on the fast path).
+            counting
         } else if self.shared_saturated() {
             Counting::Ignored
         } else {
