@@ -33,11 +33,10 @@
 //! whole operations (`incref_counting`, `decref_counting`, which [`BiasedArc`](crate::BiasedArc)
 //! uses) test the owner first and run the rest out of line (see `incref_counting`): the owner's
 //! increment finds the mark with its overflow check, the decrement with its test for the last
-//! reference. Counts never wrap. The mark in `local` is
-//! final (the owner's decrements stop at it), and every merge folds `local` into `shared`, where
-//! it saturates: a count marked in `local` is immortal on every path. A count made immortal by
-//! another thread keeps its `local` (only the owner writes it) and is found in the shared half,
-//! one step later.
+//! reference. Counts never wrap. The mark in `local` is final (the owner's decrements stop at
+//! it), and every merge folds `local` into `shared`, where it saturates: a count marked in
+//! `local` is immortal on every path. A count made immortal by another thread keeps its `local`
+//! (only the owner writes it) and is found in the shared half, one step later.
 
 #[cfg(all(test, not(loom)))]
 mod tests;
