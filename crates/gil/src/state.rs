@@ -214,6 +214,13 @@ struct Current {
     readers: Cell<usize>,
     /// [`local::attach_pinned`]: never torn down either.
     attach_pinned: Cell<bool>,
+    /// [`local::no_reads_elsewhere`]: set when a hold on the world alone begins and no thread
+    /// left the world with a read open, cleared before the hold ends.
+    no_reads_elsewhere: Cell<bool>,
+    /// Whether this thread left the world with a read open: counted in
+    /// `LEFT_WITH_READS` until it has entered again (free-threaded builds).
+    #[cfg_attr(feature = "gil", allow(dead_code))]
+    left_with_reads: Cell<bool>,
     /// The biased counts' owner id of the block (its `LocalCounts`' `counting_id`) while the
     /// block lives and has not begun its exit, the detached id otherwise: what
     /// [`Python::count_token`](crate::Python::count_token) counts as, one load away.
@@ -278,6 +285,8 @@ thread_local! {
             frame: Cell::new(std::ptr::null_mut()),
             readers: Cell::new(0),
             attach_pinned: Cell::new(false),
+            no_reads_elsewhere: Cell::new(false),
+            left_with_reads: Cell::new(false),
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
             counts: Cell::new(std::ptr::null()),
         }
@@ -439,10 +448,23 @@ pub(crate) fn presence(state: Option<&ThreadState>) -> Option<&Presence> {
 #[inline]
 pub(crate) fn enter_world(state: Option<&ThreadState>) {
     #[cfg(not(feature = "gil"))]
-    world().enter(presence(state));
+    {
+        world().enter(presence(state));
+        // Only once entered: no hold on the world can begin now until this thread leaves
+        // again, so none can miss the read this thread kept open while it was out.
+        if CURRENT.with(|c| c.left_with_reads.replace(false)) {
+            LEFT_WITH_READS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
     #[cfg(feature = "gil")]
     let _ = state;
 }
+
+/// Threads that left the world with a read open ([`local::readers`] above zero: a borrowed read
+/// held across `allow_threads`), and have not entered it again. A hold on the world alone that
+/// begins while any has frees nothing at once (see [`local::no_reads_elsewhere`]).
+#[cfg(not(feature = "gil"))]
+static LEFT_WITH_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 /// Leaves the [`World`] as a thread detaches; a thread that held it alone lets go, once its
 /// sections lock again.
@@ -450,6 +472,17 @@ pub(crate) fn enter_world(state: Option<&ThreadState>) {
 pub(crate) fn leave_world(state: Option<&ThreadState>) {
     #[cfg(not(feature = "gil"))]
     {
+        CURRENT.with(|c| {
+            // Before the hold ends: once another thread may attach, reads may open elsewhere.
+            c.no_reads_elsewhere.set(false);
+            if c.readers.get() > 0 {
+                // Before leaving: a thread that then holds the world alone sees this thread's
+                // presence leave (its suspension is a compare-and-swap on it) after this count,
+                // and reads the count after that (SeqCst: one order for both).
+                LEFT_WITH_READS.fetch_add(1, Ordering::SeqCst);
+                c.left_with_reads.set(true);
+            }
+        });
         let hold = state.and_then(|state| state.alone.borrow_mut().take());
         if let (Some(state), Some(_)) = (state, &hold) {
             // Before any other thread may attach. A detach suspended every section first, and
@@ -510,6 +543,7 @@ fn try_hold_alone(state: &ThreadState) {
     };
     if let Some(hold) = world().try_hold_alone(me, presences) {
         *state.alone.borrow_mut() = Some(hold);
+        note_reads_elsewhere();
         // SAFETY: the locks this stack's sections take are taken by attached threads only (the
         // object model's are private, and `section` asks the same of every lock taken through
         // it). While the hold lasts no other thread is attached, and none can attach before
@@ -527,6 +561,7 @@ pub(crate) type Hold = crate::world::Stopped<'static, EntryPresence>;
 /// with [`restore_hold`].
 #[cfg(not(feature = "gil"))]
 pub(crate) fn take_hold(state: Option<&ThreadState>) -> Option<Hold> {
+    CURRENT.with(|c| c.no_reads_elsewhere.set(false));
     state.and_then(|state| state.alone.borrow_mut().take())
 }
 
@@ -536,7 +571,18 @@ pub(crate) fn take_hold(state: Option<&ThreadState>) -> Option<Hold> {
 pub(crate) fn restore_hold(state: Option<&ThreadState>, hold: Hold) {
     if let Some(state) = state {
         *state.alone.borrow_mut() = Some(hold);
+        note_reads_elsewhere();
     }
+}
+
+/// As a hold on the world alone begins or comes back: no other thread is attached or can
+/// attach until it ends, so reads can be open elsewhere only if a thread left with one.
+#[cfg(not(feature = "gil"))]
+fn note_reads_elsewhere() {
+    // SeqCst: after the hold's compare-and-swaps on every other presence, which follow each
+    // leaving thread's increment (see `leave_world`).
+    let none_left_open = LEFT_WITH_READS.load(Ordering::SeqCst) == 0;
+    CURRENT.with(|c| c.no_reads_elsewhere.set(none_left_open));
 }
 
 /// Whether the thread holds the world alone (free-threaded builds; never under the GIL).
@@ -1172,6 +1218,21 @@ pub mod local {
     #[inline(always)]
     pub fn readers() -> usize {
         CURRENT.with(|c| c.readers.get())
+    }
+
+    /// Whether no other thread can have a read open now, so that what this thread removes from
+    /// any container, shared ones included, may be freed at once once no read is open on this
+    /// thread either ([`readers`]). True while the thread holds the world alone
+    /// ([`Python::holds_world_alone`](crate::Python::holds_world_alone): no other thread is
+    /// attached, and none attaches before this one lets go), unless a thread left the world
+    /// with a read open (an [`OpenRead`] alive across `allow_threads`; then false for the
+    /// whole hold). Reads only happen attached, and every read that can outlive a detach is an
+    /// open read: the object model's lock-free reads open none, and reach no checkpoint and do
+    /// not detach. Never true in the `gil` build, inside the thread's own stop of the world, or
+    /// after the thread lets go.
+    #[inline(always)]
+    pub fn no_reads_elsewhere() -> bool {
+        CURRENT.with(|c| c.no_reads_elsewhere.get())
     }
 
     /// A read open on the calling thread, counted in [`readers`] until it is dropped. The only

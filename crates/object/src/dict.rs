@@ -354,13 +354,11 @@ impl DictPayload {
     /// writer removes it, the removal is retired and `guard` keeps it alive.
     pub(crate) unsafe fn get_borrowed<'g>(
         &'g self,
-        owner: &Header,
         key: &Bound<'_, PyAny>,
         guard: &'g ReadGuard<'_>,
     ) -> Result<Option<Borrowed<'g>>> {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
-        guard.hold_removals_of(owner);
         // SAFETY: `key` keeps its object alive. The value was found under `guard`, and is
         // alive for `'g` as argued in the contract.
         Ok(unsafe { self.lookup(key.ptr(), hash, guard.epoch()) }
@@ -564,8 +562,7 @@ impl<'py> Bound<'py, PyDict> {
         guard: &'g ReadGuard<'_>,
     ) -> Result<Borrowed<'g>> {
         // SAFETY: `self` is borrowed for `'g` and keeps the dict alive.
-        unsafe { self.payload().get_borrowed(self.header(), key, guard) }?
-            .ok_or_else(|| key_error(key))
+        unsafe { self.payload().get_borrowed(key, guard) }?.ok_or_else(|| key_error(key))
     }
 
     /// `del self[key]`; `KeyError` if absent.

@@ -7,10 +7,11 @@
 //!
 //! - **Free-threaded builds:** the guard pins the thread in `crossbeam-epoch`'s default
 //!   collector, the one writers retire into (see `reclaim`). A removed value is dropped only
-//!   after every thread pinned at the time has unpinned. A guard that borrowed from a local
-//!   container also counts itself as a read open on its thread (`ftrt_gil::local::readers`): a
-//!   write to a local container, which no other thread can read, frees what it removes at once
-//!   only while none is open.
+//!   after every thread pinned at the time has unpinned. The guard also counts itself as a read
+//!   open on its thread (`ftrt_gil::local::readers`): a write that no other thread's read can
+//!   race with (to a local container, or by a thread holding the world alone) frees what it
+//!   removes at once, and only while no read is open; and a thread that detaches with one
+//!   open keeps other threads' holds on the world from freeing at once.
 //! - **`gil` build:** readers and writers take turns on the GIL, but a reader can still outlive a
 //!   removal: on its own thread (borrow, then `del_item`), or on another thread while the reader
 //!   holds its guard across `allow_threads` or a GIL switch at `Python::check`. So the guard
@@ -22,13 +23,9 @@
 //! and is neither `Send` nor `Sync`, so it cannot be moved into `allow_threads` or to another
 //! thread.
 
-#[cfg(not(ftrt_gil_build))]
-use std::cell::OnceCell;
 use std::marker::PhantomData;
 
 use ftrt_gil::Python;
-
-use crate::header::Header;
 
 /// Keeps values read without counting alive: while a `ReadGuard` lives, nothing a writer
 /// removes from a container (on this thread or any other) is freed. Borrowed reads
@@ -73,9 +70,9 @@ use crate::header::Header;
 pub struct ReadGuard<'py> {
     #[cfg(not(ftrt_gil_build))]
     epoch: crossbeam_epoch::Guard,
-    /// The read it opened on its thread at its first borrow from a local container.
+    /// The read it keeps open on its thread (`ftrt_gil::local::readers`) while it lives.
     #[cfg(not(ftrt_gil_build))]
-    holds_local: OnceCell<ftrt_gil::local::OpenRead>,
+    _open_read: ftrt_gil::local::OpenRead,
     /// Tied to the attachment, and neither `Send` nor `Sync` (as `Python` is not).
     _attached: PhantomData<Python<'py>>,
 }
@@ -83,8 +80,8 @@ pub struct ReadGuard<'py> {
 impl<'py> ReadGuard<'py> {
     /// A guard for borrowed reads on this attached thread.
     ///
-    /// Free-threaded builds: a nested pin (attached threads are pinned already), a counter
-    /// increment. `gil` build: a counter increment.
+    /// Free-threaded builds: a nested pin (attached threads are pinned already) and a read
+    /// opened on the thread (a thread-local counter). `gil` build: a counter increment.
     #[inline]
     pub fn new(py: Python<'py>) -> Self {
         let _ = py;
@@ -95,26 +92,9 @@ impl<'py> ReadGuard<'py> {
             #[cfg(not(ftrt_gil_build))]
             epoch: crossbeam_epoch::pin(),
             #[cfg(not(ftrt_gil_build))]
-            holds_local: OnceCell::new(),
+            _open_read: ftrt_gil::local::OpenRead::new(),
             _attached: PhantomData,
         }
-    }
-
-    /// Readies the guard to keep alive what a writer removes from `container` after this guard
-    /// borrowed from it. Every borrowed read calls it before it returns.
-    ///
-    /// A shared container's removals go through the epoch, which the guard's pin holds back. A
-    /// local container's are freed at once while no read is open on the thread, so the first
-    /// borrow from a local container opens one (`ftrt_gil::local::readers`) for the rest of the
-    /// guard's life. Guards that only read shared containers never touch the count.
-    #[inline]
-    pub(crate) fn hold_removals_of(&self, container: &Header) {
-        #[cfg(not(ftrt_gil_build))]
-        if !container.is_shared() {
-            self.holds_local.get_or_init(ftrt_gil::local::OpenRead::new);
-        }
-        #[cfg(ftrt_gil_build)]
-        let _ = container;
     }
 
     /// The epoch guard to load container pointers with.
@@ -138,7 +118,7 @@ impl Drop for ReadGuard<'_> {
     fn drop(&mut self) {
         #[cfg(ftrt_gil_build)]
         gil_readers::leave();
-        // The free-threaded builds' open read, if any, closes as `holds_local` drops.
+        // The free-threaded builds' open read closes as `_open_read` drops.
     }
 }
 

@@ -215,7 +215,7 @@ macro_rules! attribute_methods {
             ) -> Result<Borrowed<'g>> {
                 // SAFETY: `self` is borrowed for `'g` and keeps the object, and so its table,
                 // alive.
-                unsafe { self.attrs().get_borrowed(self.header(), name, guard) }?
+                unsafe { self.attrs().get_borrowed(name, guard) }?
                     .ok_or_else(|| no_attribute(self, name))
             }
 

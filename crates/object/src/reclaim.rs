@@ -18,9 +18,15 @@
 //! A local container (see `Header`: no other thread can reach it) needs none of this unless a
 //! read is open on its own thread: its lock-free reads take no pin (`with_read_guard`), its
 //! writes take none either (`with_write_guard`) and free what they remove at once. The reads that
-//! can hold a pointer across a write on the same thread, a `ReadGuard` that borrowed from a local
-//! container and a `Debug` print, count themselves in `ftrt_gil::local::readers`, and while any
-//! is open removals are retired as usual.
+//! can hold a pointer across a write on the same thread, a `ReadGuard` that borrowed and a
+//! `Debug` print, count themselves in `ftrt_gil::local::readers`, and while any is open
+//! removals are retired as usual.
+//!
+//! Nor does a shared container written by a thread that holds the world alone (lock elision,
+//! `ftrt_gil::local::no_reads_elsewhere`): no other thread is attached to read it, none attaches
+//! before the holder lets go, and a hold during which a thread is away with a read open (a
+//! `ReadGuard` held across `allow_threads`) does not count. Its writes then take no pin and free
+//! what they remove at once, as the `gil` build's do.
 //!
 //! Retired references are batched per thread (64 at a time, one deferred function per batch),
 //! and an expired batch is dropped by the thread that retired it: when the epoch runs it on
@@ -87,13 +93,16 @@ pub(crate) unsafe fn with_unchanging<R>(f: impl FnOnce(&Guard) -> R) -> R {
 
 /// Runs `f`, a write to `owner`'s contents inside its critical section, with a guard to load
 /// them with and to retire what it removes through: a pinned guard unless no
-/// reader can hold what `f` removes ([`no_reader_can_hold`]: a local object, no read open on
-/// this thread), where none is needed, and `retire_ref` and `retire_array` free at once.
+/// reader can hold what `f` removes ([`no_reader_can_hold`]: no read open on this thread, and
+/// a local object or a world held alone), where none is needed, and `retire_ref` and
+/// `retire_array` free at once.
 #[inline]
 pub(crate) fn with_write_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
-    // SAFETY: unpinned only when `owner` is local: no other thread can reach it to read it or
-    // replace its arrays, so what `f` loads stays alive until `f` itself removes it; and with no
-    // read open on this thread nothing else holds what it removes, which is freed at once.
+    // SAFETY: unpinned only when no other thread can write `owner` (it is local, or this thread
+    // holds the world alone, and `f` runs inside `owner`'s section besides) or read it: what `f`
+    // loads stays alive until `f` itself removes it; and with no read open on this thread or,
+    // per `no_reads_elsewhere`, any other, nothing else holds what it removes, which is freed
+    // at once.
     // (Should the condition change inside `f`, the retire functions pin for themselves: they
     // never defer through an unprotected guard.)
     #[cfg(not(ftrt_gil_build))]
@@ -181,15 +190,17 @@ pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
 }
 
 /// Whether nothing a write removes from `owner` can still be held by a reader, so that it may
-/// be freed at once: `owner` is local (no other thread can reach it, so none reads it) and no
-/// read is open on this thread ([`ReadGuard`](crate::ReadGuard)s that borrowed from a local
-/// container and `Debug` prints count themselves in `ftrt_gil::local::readers`). Every other
-/// lock-free read of a container runs no user code, so no write on this thread runs while it
-/// holds a pointer it loaded.
+/// be freed at once: no read is open on this thread ([`ReadGuard`](crate::ReadGuard)s that
+/// borrowed and `Debug` prints count themselves in `ftrt_gil::local::readers`), and none on
+/// another, because `owner` is local (no other thread can reach it) or because this thread
+/// holds the world alone and no thread left it with a read open
+/// (`ftrt_gil::local::no_reads_elsewhere`: no other thread is attached, and reads happen
+/// attached). Every other lock-free read of a container runs no user code, so no write on this
+/// thread runs while it holds a pointer it loaded.
 #[cfg(not(ftrt_gil_build))]
 #[inline]
 fn no_reader_can_hold(owner: &Header) -> bool {
-    !owner.is_shared() && ftrt_gil::local::readers() == 0
+    ftrt_gil::local::readers() == 0 && (!owner.is_shared() || ftrt_gil::local::no_reads_elsewhere())
 }
 
 /// Hands this thread's retired references to the epoch and drops the expired batches posted

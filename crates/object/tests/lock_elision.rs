@@ -4,14 +4,20 @@
 //! ran unlocked beside another thread would lose some. Run under ThreadSanitizer by
 //! `cargo xtask tsan`, which also sees the unlocked writes race if exclusion fails.
 //!
+//!
+//! A thread that holds the world alone also frees what its writes remove from shared containers
+//! at once, as a local container's writes do, unless a read is open on it or on a thread that
+//! detached with one.
+//!
 //! Elision is a process-wide setting: this binary holds only these scenarios, one at a time.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Barrier, Mutex};
 use std::thread;
 
 use ftrt_gil::Python;
-use ftrt_object::{PyDict, PyInt, PyList};
+use ftrt_object::stats::live_objects;
+use ftrt_object::{Kind, PyDict, PyFloat, PyInt, PyList, PyStr, ReadGuard};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -86,4 +92,105 @@ fn every_append_lands_while_threads_take_and_give_up_the_world() {
         !cfg!(ftrt_gil_build),
         "threads held the world {held} times"
     );
+}
+
+/// More checks than the 16 that make one repin, where a thread tries to take the world.
+fn repin(py: Python<'_>) {
+    for _ in 0..16 {
+        py.check();
+    }
+}
+
+/// Runs `scenario` alone in this binary with elision on, and turns it off again.
+fn with_elision(scenario: impl FnOnce()) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    ftrt_gil::set_lock_elision(true);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario));
+    ftrt_gil::set_lock_elision(false);
+    if let Err(panic) = result {
+        std::panic::resume_unwind(panic);
+    }
+}
+
+/// A thread that holds the world alone frees a shared list's removal at once: no other thread
+/// is attached to be reading it. A read guard alive on the thread, borrowed from or not, sends
+/// removals back to the epoch, and what it borrowed stays readable.
+#[test]
+fn a_thread_holding_the_world_frees_a_shared_removal_at_once_unless_a_read_is_open() {
+    with_elision(|| {
+        thread::scope(|s| {
+            s.spawn(|| {
+                Python::attach(|py| {
+                    let floats = || live_objects(Kind::Float);
+                    let list = PyList::new(py, [PyFloat::new(py, 0.5), PyFloat::new(py, 1.5)]);
+                    let list = list.unbind().bind(py);
+                    repin(py);
+                    assert_eq!(py.holds_world_alone(), !cfg!(ftrt_gil_build));
+                    let before = floats();
+                    list.del_item(0).unwrap();
+                    assert_eq!(floats(), before - 1, "a removal under the hold waited");
+
+                    let dict = PyDict::new(py).unbind().bind(py);
+                    let key = PyStr::intern(py, "k");
+                    dict.set_item(&key, PyFloat::new(py, 2.5)).unwrap();
+                    let guard = ReadGuard::new(py);
+                    let before = floats();
+                    list.del_item(0).unwrap();
+                    assert_eq!(floats(), before, "freed at once under a guard");
+                    let borrowed = dict.get_item_borrowed(&key, &guard).unwrap();
+                    dict.del_item(&key).unwrap();
+                    assert_eq!(floats(), before, "freed at once under a borrow");
+                    assert_eq!(borrowed.to_f64(), Ok(2.5));
+                });
+            });
+        });
+    });
+}
+
+/// A thread away in `allow_threads` with a borrowed value under its read guard keeps another
+/// thread's hold on the world from freeing at once: the holder sees no thread attached, but the
+/// value it removes is still the reader's to use when it comes back.
+#[test]
+fn a_hold_frees_nothing_at_once_while_a_thread_is_away_with_a_read_open() {
+    with_elision(|| {
+        let (dict, key) = Python::attach(|py| {
+            let dict = PyDict::new(py);
+            let key = PyStr::intern(py, "k");
+            dict.set_item(&key, PyFloat::new(py, 2.5)).unwrap();
+            (dict.unbind(), key.unbind())
+        });
+        // The reader is away from `away` until `back`; the holder works in between.
+        let (away, back) = (Barrier::new(2), Barrier::new(2));
+        thread::scope(|s| {
+            s.spawn(|| {
+                Python::attach(|py| {
+                    let guard = ReadGuard::new(py);
+                    let (dict, key) = (dict.bind(py), key.bind(py));
+                    let borrowed = dict.get_item_borrowed(&key, &guard).unwrap();
+                    py.allow_threads(|| {
+                        away.wait();
+                        back.wait();
+                    });
+                    assert_eq!(borrowed.to_f64(), Ok(2.5), "the borrowed value changed");
+                });
+            });
+            s.spawn(|| {
+                away.wait();
+                let (held, freed) = Python::attach(|py| {
+                    repin(py);
+                    let held = py.holds_world_alone();
+                    let before = live_objects(Kind::Float);
+                    dict.bind(py).del_item(&key.bind(py)).unwrap();
+                    (held, before - live_objects(Kind::Float))
+                });
+                // Before asserting, so that a failure does not leave the reader waiting.
+                back.wait();
+                assert_eq!(held, !cfg!(ftrt_gil_build));
+                assert_eq!(
+                    freed, 0,
+                    "the holder freed a value a detached thread still borrows"
+                );
+            });
+        });
+    });
 }
