@@ -66,6 +66,40 @@ pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce()
     }
 }
 
+/// [`with_if`] for a body that never detaches, which lets a thread that holds the world alone
+/// skip the section's bookkeeping as well as its lock: while the thread's stack elides
+/// ([`Python::holds_world_alone`]), the section is not recorded at all
+/// (`ftrt_lock::section::with_on_unrecorded`). Otherwise it is [`with_if`]'s section.
+///
+/// # Safety
+/// `f` does not detach the thread, directly or through what it calls: it calls neither
+/// [`Python::allow_threads`] nor [`Python::check`] (which parks while another thread stops the
+/// world). A stop of the world that `f` makes itself ([`stop_the_world`](crate::stop_the_world))
+/// is fine. A thread lets go of the world alone only where it detaches, so the hold, and with it
+/// the exclusion the unrecorded section relies on, then lasts until `f` returns.
+#[inline]
+pub unsafe fn with_if_undetached<R>(
+    py: Python<'_>,
+    lock: Option<&RawObjectLock>,
+    f: impl FnOnce() -> R,
+) -> R {
+    #[cfg(feature = "gil")]
+    {
+        let _ = (py, lock);
+        f()
+    }
+    #[cfg(not(feature = "gil"))]
+    {
+        let stack = lock.and_then(|_| py.state()).map(|state| &state.sections);
+        // SAFETY: the state's stack elides only while the thread holds the world alone
+        // (`state::try_hold_alone`), and stops only in `state::leave_world`, as the thread
+        // detaches (its own stop of the world keeps the stack eliding, the hold set aside for
+        // it); `f` does not detach, per the caller. The thread-local stack (after the thread's
+        // exit) never elides.
+        unsafe { ftrt_lock::section::with_on_unrecorded(stack, lock, f) }
+    }
+}
+
 /// Runs `f` inside a critical section on two locks (the same one twice is fine): no lock is
 /// taken in the `gil` build, a section on the thread state's stack otherwise.
 #[inline]

@@ -37,7 +37,9 @@
 //! A section locks unless its stack was told, by an `unsafe` call, that no other thread can take
 //! its locks ([`SectionStack::start_eliding`]): a runtime that knows it is the only thread touching
 //! its objects skips the two atomic operations of every section, and the stack records the
-//! *elided* sections so that they lock for real when it stops eliding. This module knows nothing
+//! *elided* sections so that they lock for real when it stops eliding (or, through the `unsafe`
+//! [`with_on_unrecorded`], records nothing for a section whose caller promises the elision
+//! outlasts it). This module knows nothing
 //! of a GIL or of which threads run, and no feature changes it: the free functions below always
 //! lock.
 //!
@@ -89,7 +91,43 @@ pub fn with_on<R>(
     lock: Option<&RawObjectLock>,
     f: impl FnOnce() -> R,
 ) -> R {
-    imp::with_on(stack, lock, f)
+    imp::with_on::<true, R>(stack, lock, f)
+}
+
+/// [`with_on`], except that a section begun while its stack elides is not recorded at all: it
+/// would take no lock, and with the caller's promise that the stack elides until `f` returns
+/// nothing can need it to lock later, so there is nothing to record. That saves the push and pop
+/// of the record and the end's check for a suspended section to resume, which on a short section
+/// cost about as much as the two atomic operations elision saves. A section begun while the
+/// stack does not elide is recorded and locks as [`with_on`]'s does. An unrecorded section does
+/// not show in [`SectionStack::depth`].
+///
+/// ```
+/// use ftrt_lock::section::{self, SectionStack};
+/// use ftrt_lock::RawObjectLock;
+///
+/// let (stack, lock) = (SectionStack::new(), RawObjectLock::new());
+/// // SAFETY: no other thread sees the lock; `f` below never stops the elision.
+/// unsafe { stack.start_eliding() };
+/// let f = || (lock.is_locked(), stack.depth().open);
+/// assert_eq!(unsafe { section::with_on_unrecorded(Some(&stack), Some(&lock), f) }, (false, 0));
+/// stack.stop_eliding();
+/// assert_eq!(unsafe { section::with_on_unrecorded(Some(&stack), Some(&lock), f) }, (true, 1));
+/// ```
+///
+/// # Safety
+/// If the stack the section goes on (`stack`, or the thread-local one when `stack` is `None`)
+/// elides when this is called, it keeps eliding until `f` returns: nothing `f` does, directly
+/// or through what it calls, calls [`SectionStack::stop_eliding`] on it. (A runtime stops
+/// eliding where its thread detaches, so `f` must not detach.) Otherwise the section would run
+/// on without its lock once other threads may take it.
+#[inline]
+pub unsafe fn with_on_unrecorded<R>(
+    stack: Option<&SectionStack>,
+    lock: Option<&RawObjectLock>,
+    f: impl FnOnce() -> R,
+) -> R {
+    imp::with_on::<false, R>(stack, lock, f)
 }
 
 /// Runs `f` with the calling thread's sections suspended, as a thread detaching from the runtime
@@ -505,9 +543,11 @@ mod imp {
         static SECTIONS: SectionStack = SectionStack::new();
     }
 
-    /// See [`with_on`](super::with_on).
+    /// See [`with_on`](super::with_on); without `RECORD_ELIDED`, a section begun while the stack
+    /// elides is not recorded ([`with_on_unrecorded`](super::with_on_unrecorded), whose caller
+    /// promises the elision outlasts it).
     #[inline]
-    pub(super) fn with_on<R>(
+    pub(super) fn with_on<const RECORD_ELIDED: bool, R>(
         stack: Option<&SectionStack>,
         lock: Option<&RawObjectLock>,
         f: impl FnOnce() -> R,
@@ -526,7 +566,11 @@ mod imp {
                         &fresh
                     }
                 };
-                Some(stack.begin([lock, lock]))
+                if !RECORD_ELIDED && stack.eliding.get() {
+                    None
+                } else {
+                    Some(stack.begin([lock, lock]))
+                }
             }
         };
         f()

@@ -365,6 +365,37 @@ fn depth(open: usize, active: usize, elided: usize) -> section::SectionDepth {
     }
 }
 
+/// While the stack elides, an unrecorded section takes no lock and leaves the stack as it was,
+/// a recorded section inside it included; once the stack locks again, it is an ordinary section.
+#[test]
+fn an_unrecorded_section_leaves_no_record_while_the_stack_elides_and_locks_otherwise() {
+    let (a, b) = (RawObjectLock::new(), RawObjectLock::new());
+    let stack = section::SectionStack::new();
+    stack.with(&a, || {
+        // SAFETY: no other thread sees these locks, and nothing below stops the elision until
+        // the unrecorded sections have ended.
+        unsafe { stack.start_eliding() };
+        let inside = || {
+            assert!(a.is_locked() && !b.is_locked());
+            assert_eq!(stack.depth(), depth(1, 1, 0));
+            stack.with(&a, || assert_eq!(stack.depth(), depth(2, 2, 1)));
+            assert_eq!(stack.depth(), depth(1, 1, 0));
+        };
+        // SAFETY: as above.
+        unsafe { section::with_on_unrecorded(Some(&stack), Some(&b), inside) };
+        stack.stop_eliding();
+        assert!(a.is_locked(), "the outer section kept its lock");
+        let inside = || {
+            assert!(a.is_locked() && b.is_locked());
+            assert_eq!(stack.depth(), depth(2, 2, 0));
+        };
+        // SAFETY: the stack does not elide.
+        unsafe { section::with_on_unrecorded(Some(&stack), Some(&b), inside) };
+        assert!(!b.is_locked());
+    });
+    assert!(!a.is_locked() && stack.depth() == depth(0, 0, 0));
+}
+
 #[test]
 fn a_stack_that_elides_records_its_sections_without_locking() {
     let (a, b) = (RawObjectLock::new(), RawObjectLock::new());

@@ -174,10 +174,19 @@ impl Header {
     /// skips it under the GIL) once the object is shared, nothing while it is local. A local
     /// object cannot become shared inside `f`: publishing happens in the caller's own code
     /// (`unbind`, a store into another container), never inside an object's section.
+    ///
+    /// `f` must not detach (no `allow_threads`, no checkpoint): while the thread holds the world
+    /// alone the section is not even recorded (`ftrt_gil::section::with_if_undetached`). The
+    /// object model's section bodies read and write one container's contents and drop what they
+    /// remove; the slots they call run no user code (`slots::Payload`).
     #[inline]
     pub(crate) fn section<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
-        // One call of `f` for both cases (`with_if`), so it inlines here.
-        section::with_if(py, self.is_shared().then_some(&self.lock), f)
+        // One call of `f` for both cases (`with_if_undetached`), so it inlines here.
+        // SAFETY: every caller's `f` is a container operation of this crate, which never calls
+        // `allow_threads` or `Python::check`: what it runs is the container's code, the slots
+        // (no user code), and destructors of removed references, which free objects and retire
+        // what those held, and never detach.
+        unsafe { section::with_if_undetached(py, self.is_shared().then_some(&self.lock), f) }
     }
 }
 
