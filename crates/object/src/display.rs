@@ -14,12 +14,15 @@ use crate::slots::Repr;
 /// has loaded may be freed before it ends. So it runs under one guard that keeps whatever writers
 /// remove alive until the print is over:
 ///
-/// - free-threaded builds: an epoch pin (reads need no attachment there, so a `Shared` may be
-///   printed from any thread), and a read open on this thread (`ftrt_gil::local::readers`), for
-///   writes to local containers, which skip the epoch when no read is open;
-/// - `gil` build: attached (re-entrant, so free for an attached thread; a `Shared` printed from
-///   another thread takes the GIL, since reading without it races with its holder's writes) and
-///   under a [`ReadGuard`](crate::ReadGuard), which defers removals.
+/// - free-threaded builds: attached (re-entrant, so free for an attached thread; a `Shared`
+///   printed from a detached thread attaches, since a thread holding the world alone frees what
+///   its writes remove at once, which only attached readers and open reads that left the world
+///   hold back), with an epoch pin, and a read open on this thread (`ftrt_gil::local::readers`),
+///   for writes that skip the epoch when no read is open (to local containers, or by a thread
+///   holding the world alone);
+/// - `gil` build: attached (a `Shared` printed from another thread takes the GIL, since reading
+///   without it races with its holder's writes) and under a [`ReadGuard`](crate::ReadGuard),
+///   which defers removals.
 ///
 /// # Safety
 /// `object` is alive for the call (the caller holds a reference to it).
@@ -34,11 +37,14 @@ pub(crate) unsafe fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) 
     }
     #[cfg(not(ftrt_gil_build))]
     {
-        // The print is a read open on this thread until it ends, panics included: a write the
-        // writer makes meanwhile to a local container must not free what it removes at once.
-        let _open = ftrt_gil::local::OpenRead::new();
-        let guard = crossbeam_epoch::pin();
-        // SAFETY: alive per the caller; `guard` keeps removed items alive for the print.
-        unsafe { Repr::new(&guard).object(object, f) }
+        ftrt_gil::Python::attach(|_| {
+            // The print is a read open on this thread until it ends, panics included: a write
+            // the writer makes meanwhile must not free what it removes at once, and should the
+            // writer detach, the read leaves the world counted (no hold frees at once then).
+            let _open = ftrt_gil::local::OpenRead::new();
+            let guard = crossbeam_epoch::pin();
+            // SAFETY: alive per the caller; `guard` keeps removed items alive for the print.
+            unsafe { Repr::new(&guard).object(object, f) }
+        })
     }
 }

@@ -69,8 +69,9 @@ impl<T> Drop for Shared<T> {
 }
 
 impl<T> std::fmt::Debug for Shared<T> {
-    /// Prints from any thread: in the `gil` build a thread that is not attached attaches (takes
-    /// the GIL) for the print; the free-threaded builds read lock-free under an epoch pin.
+    /// Prints from any thread: a thread that is not attached attaches for the print (in the
+    /// `gil` build it takes the GIL; in the free-threaded builds it waits while another thread
+    /// stops the world or holds it alone), and reads under an epoch pin in free-threaded builds.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // SAFETY: this handle keeps the object alive for the call.
         unsafe { crate::display::fmt_object(self.ptr, f) }

@@ -428,6 +428,34 @@ fn debug_prints_a_lists_items_even_if_the_writer_pops_them_meanwhile() {
     });
 }
 
+/// A `Shared` printed from a thread that is not attached is an attached read: a thread holding
+/// the world alone (lock elision) frees what its writes remove at once, so a reader beside it,
+/// detached, could see the items it prints freed under it.
+#[test]
+fn a_print_from_a_detached_thread_attaches_for_the_print() {
+    let list = Python::attach(|py| PyList::new(py, [PyFloat::new(py, 0.5)]).unbind());
+    let attached_while_printing = Cell::new(true);
+    let mut writer = MeddlingWriter {
+        out: String::new(),
+        after_each_write: || {
+            let attached = attached_while_printing.get() && ftrt_gil::is_attached();
+            attached_while_printing.set(attached);
+        },
+    };
+    assert!(!ftrt_gil::is_attached());
+    write!(writer, "{list:?}").unwrap();
+    assert_eq!(writer.out, "[0.5]");
+    assert!(
+        attached_while_printing.get(),
+        "the print read the list detached"
+    );
+    assert!(
+        !ftrt_gil::is_attached(),
+        "the print left the thread attached"
+    );
+    Python::attach(|py| drop(list.into_bound(py)));
+}
+
 #[test]
 fn debug_prints_a_dicts_entries_even_if_the_writer_deletes_them_meanwhile() {
     leak_checked(|py| {
