@@ -263,6 +263,12 @@ impl Drop for Owned {
             // The exit drops the attach pin below without `unpin` when the thread exits
             // attached (`process::exit` inside an attachment): reads after it must pin.
             current.attach_pinned.set(false);
+            // A read this thread left the world with (a leaked one: a live one would borrow
+            // from a frame still running) reads nothing once the thread is gone.
+            #[cfg(not(feature = "gil"))]
+            if current.left_with_reads.replace(false) {
+                LEFT_WITH_READS.fetch_sub(1, Ordering::SeqCst);
+            }
         });
         if let Some(state) = self.0.take() {
             // SAFETY: made by `Box::leak` in `new` and taken out once; `CURRENT` no longer
@@ -1226,10 +1232,16 @@ pub mod local {
     /// ([`Python::holds_world_alone`](crate::Python::holds_world_alone): no other thread is
     /// attached, and none attaches before this one lets go), unless a thread left the world
     /// with a read open (an [`OpenRead`] alive across `allow_threads`; then false for the
-    /// whole hold). Reads only happen attached, and every read that can outlive a detach is an
-    /// open read: the object model's lock-free reads open none, and reach no checkpoint and do
-    /// not detach. Never true in the `gil` build, inside the thread's own stop of the world, or
-    /// after the thread lets go.
+    /// whole hold). It relies on its users reading objects only while attached (the object
+    /// model's `Debug` print attaches for that reason), and on every read that can outlive a
+    /// detach being an open read: the object model's lock-free reads open none, and reach no
+    /// checkpoint and do not detach. Never true in the `gil` build, inside the thread's own stop
+    /// of the world, or after the thread lets go.
+    ///
+    /// A thread that leaves the world with a read open is counted until it enters again or
+    /// exits; a leaked [`OpenRead`] (a `mem::forget`-ten guard) on a thread that keeps
+    /// detaching therefore keeps every hold, on every thread, from freeing at once until that
+    /// thread exits. That costs speed, never safety.
     #[inline(always)]
     pub fn no_reads_elsewhere() -> bool {
         CURRENT.with(|c| c.no_reads_elsewhere.get())

@@ -194,3 +194,31 @@ fn a_hold_frees_nothing_at_once_while_a_thread_is_away_with_a_read_open() {
         });
     });
 }
+
+/// A read leaked on a thread (a forgotten `OpenRead`) is counted when that thread detaches, and
+/// keeps holds from freeing at once; once the thread has exited it reads nothing, and holds free
+/// at once again.
+#[test]
+fn a_read_leaked_by_a_thread_that_exited_no_longer_keeps_holds_from_freeing_at_once() {
+    with_elision(|| {
+        thread::spawn(|| Python::attach(|_| std::mem::forget(ftrt_gil::local::OpenRead::new())))
+            .join()
+            .unwrap();
+        let freed = thread::spawn(|| {
+            Python::attach(|py| {
+                let list = PyList::new(py, [PyFloat::new(py, 0.5)]).unbind().bind(py);
+                repin(py);
+                assert_eq!(py.holds_world_alone(), !cfg!(ftrt_gil_build));
+                let before = live_objects(Kind::Float);
+                list.del_item(0).unwrap();
+                before - live_objects(Kind::Float)
+            })
+        })
+        .join()
+        .unwrap();
+        assert_eq!(
+            freed, 1,
+            "a removal under the hold waited for a leaked read"
+        );
+    });
+}

@@ -206,7 +206,8 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
 /// Stops tracking an object being freed. Garbage a stopped-world collection found does not
 /// count, whenever and wherever it dies (its place reads `FOUND_GARBAGE`): the collection reset
 /// the count when it found it, its owners may free it much later, and what shared garbage held
-/// dies only when the epoch drops the references its clearing retired. (Counted then, those
+/// may die only when the epoch drops the references its clearing retired (at once when the
+/// collecting thread holds the world alone). (Counted then, those
 /// late frees ran the young count below zero, and the gaps between automatic collections grew
 /// with every collection that found shared garbage.)
 ///
