@@ -67,16 +67,21 @@ pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce()
 }
 
 /// [`with_if`] for a body that never detaches, which lets a thread that holds the world alone
-/// skip the section's bookkeeping as well as its lock: while the thread's stack elides
-/// ([`Python::holds_world_alone`]), the section is not recorded at all
-/// (`ftrt_lock::section::with_on_unrecorded`). Otherwise it is [`with_if`]'s section.
+/// skip the section's bookkeeping as well as its lock: while the thread's stack elides (from
+/// the checkpoint where it took the world, [`Python::holds_world_alone`], until it lets go; its
+/// own stops of the world included), the section is not recorded at all
+/// (`ftrt_lock::section::with_on_unrecorded`, which checks in debug builds that the elision
+/// lasted). Otherwise it is [`with_if`]'s section.
 ///
 /// # Safety
 /// `f` does not detach the thread, directly or through what it calls: it calls neither
-/// [`Python::allow_threads`] nor [`Python::check`] (which parks while another thread stops the
-/// world). A stop of the world that `f` makes itself ([`stop_the_world`](crate::stop_the_world))
-/// is fine. A thread lets go of the world alone only where it detaches, so the hold, and with it
-/// the exclusion the unrecorded section relies on, then lasts until `f` returns.
+/// [`Python::allow_threads`] nor [`Python::check`] (which parks when another thread waits to
+/// attach beside a holder, or stops the world). A stop of the world that `f` makes itself
+/// ([`stop_the_world`](crate::stop_the_world)) is fine: a holder's stop runs on its hold and
+/// keeps the stack eliding, detaches inside it included, and a stop that has to wait for
+/// others (and may park) is made only by a thread that does not hold the world, whose section
+/// was recorded. A thread lets go of the world alone only where it detaches, so the hold, and
+/// with it the exclusion the unrecorded section relies on, lasts until `f` returns.
 #[inline]
 pub unsafe fn with_if_undetached<R>(
     py: Python<'_>,

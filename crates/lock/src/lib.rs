@@ -41,7 +41,9 @@
 //! decides that itself, where it knows (in ftrt, `ftrt_gil::section`). A runtime that knows, for
 //! a while, that no other thread can touch its objects may tell its own
 //! [`SectionStack`](section::SectionStack) so, by an `unsafe` call
-//! ([`start_eliding`](section::SectionStack::start_eliding)); no other stack changes.
+//! ([`start_eliding`](section::SectionStack::start_eliding)), and skip even the record of a
+//! section that the elision outlasts ([`with_on_unrecorded`](section::with_on_unrecorded), also
+//! `unsafe`); no other stack changes.
 
 #![warn(missing_docs)]
 

@@ -115,12 +115,15 @@ pub fn with_on<R>(
 /// assert_eq!(unsafe { section::with_on_unrecorded(Some(&stack), Some(&lock), f) }, (true, 1));
 /// ```
 ///
+/// Debug builds check the contract below where the section ends, and panic if it was broken.
+///
 /// # Safety
 /// If the stack the section goes on (`stack`, or the thread-local one when `stack` is `None`)
 /// elides when this is called, it keeps eliding until `f` returns: nothing `f` does, directly
 /// or through what it calls, calls [`SectionStack::stop_eliding`] on it. (A runtime stops
-/// eliding where its thread detaches, so `f` must not detach.) Otherwise the section would run
-/// on without its lock once other threads may take it.
+/// eliding where its thread detaches, so `f` must not detach.) The exclusion the section then
+/// relies on is the one [`SectionStack::start_eliding`]'s caller promised; were the elision to
+/// end inside `f`, the section would run on without its lock once other threads may take it.
 #[inline]
 pub unsafe fn with_on_unrecorded<R>(
     stack: Option<&SectionStack>,
@@ -263,6 +266,9 @@ mod imp {
         sections: RefCell<Sections>,
         /// Sections begun or resumed now take no lock: see [`start_eliding`](Self::start_eliding).
         eliding: Cell<bool>,
+        /// How many times the stack began eliding: an unrecorded section checks, in debug
+        /// builds, that the elision it began in is the one still under way when it ends.
+        elisions: Cell<u32>,
     }
 
     impl Default for SectionStack {
@@ -288,6 +294,7 @@ mod imp {
                     boundaries: Vec::new(),
                 }),
                 eliding: Cell::new(false),
+                elisions: Cell::new(0),
             }
         }
 
@@ -298,11 +305,14 @@ mod imp {
         ///
         /// # Safety
         /// From this call until `stop_eliding` returns, no other thread locks any
-        /// [`RawObjectLock`] that a section of this stack takes meanwhile: the caller keeps every
-        /// other thread away from those objects (a runtime does it by keeping every other thread
+        /// [`RawObjectLock`] of a section begun on this stack meanwhile, recorded or not
+        /// ([`with_on_unrecorded`](super::with_on_unrecorded)): the caller keeps every other
+        /// thread away from those objects (a runtime does it by keeping every other thread
         /// detached, and by calling `stop_eliding` before they may attach).
         pub unsafe fn start_eliding(&self) {
-            self.eliding.set(true);
+            if !self.eliding.replace(true) {
+                self.elisions.set(self.elisions.get().wrapping_add(1));
+            }
         }
 
         /// Sections lock again, from now on and for the sections still open. If some active
@@ -515,6 +525,22 @@ mod imp {
         }
     }
 
+    /// Checks, in debug builds, that an unrecorded section ends in the elision it began in:
+    /// `with_on_unrecorded`'s contract, which a body that ended the elision (a runtime's body
+    /// that detached) breaks, leaving the section to run on without its lock.
+    #[cfg(debug_assertions)]
+    struct ElisionKept<'s>(&'s SectionStack, u32);
+
+    #[cfg(debug_assertions)]
+    impl Drop for ElisionKept<'_> {
+        fn drop(&mut self) {
+            let kept = self.0.eliding.get() && self.0.elisions.get() == self.1;
+            if !kept && !std::thread::panicking() {
+                panic!("an unrecorded section outlived the elision it began in");
+            }
+        }
+    }
+
     /// Removes the innermost detach boundary and resumes the section under it, on drop, panics
     /// included.
     struct Reattach<'s>(&'s SectionStack);
@@ -567,10 +593,11 @@ mod imp {
                     }
                 };
                 if !RECORD_ELIDED && stack.eliding.get() {
-                    None
-                } else {
-                    Some(stack.begin([lock, lock]))
+                    #[cfg(debug_assertions)]
+                    let _kept = ElisionKept(stack, stack.elisions.get());
+                    return f();
                 }
+                Some(stack.begin([lock, lock]))
             }
         };
         f()

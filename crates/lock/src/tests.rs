@@ -763,3 +763,24 @@ fn racing_releases_succeed_once_per_acquisition() {
         assert_eq!(lock.state(), 0);
     }
 }
+
+/// Debug builds catch a body that ends the elision its unrecorded section began in: the
+/// section would run on without its lock.
+#[test]
+#[cfg(debug_assertions)]
+#[should_panic(expected = "an unrecorded section outlived the elision it began in")]
+fn an_unrecorded_section_whose_body_ends_the_elision_panics_in_debug_builds() {
+    let lock = RawObjectLock::new();
+    let stack = section::SectionStack::new();
+    // SAFETY: no other thread sees the lock. (The body below breaks `with_on_unrecorded`'s
+    // contract on purpose; nothing else runs, so nothing takes the lock meanwhile.)
+    unsafe { stack.start_eliding() };
+    // SAFETY: see above: the contract is broken on purpose, with no other thread to see it.
+    unsafe {
+        section::with_on_unrecorded(Some(&stack), Some(&lock), || {
+            stack.stop_eliding();
+            // SAFETY: as above.
+            stack.start_eliding();
+        })
+    };
+}

@@ -184,8 +184,10 @@ impl Header {
         // One call of `f` for both cases (`with_if_undetached`), so it inlines here.
         // SAFETY: every caller's `f` is a container operation of this crate, which never calls
         // `allow_threads` or `Python::check`: what it runs is the container's code, the slots
-        // (no user code), and destructors of removed references, which free objects and retire
-        // what those held, and never detach.
+        // (no user code: every payload type is this crate's), and destructors of removed
+        // references, which free objects, retire what those held and at most ask for checkpoint
+        // work, and never detach. Their epoch pins are nested in the thread's attach pin (a
+        // holder is attach-pinned), so none runs other crates' deferred functions here.
         unsafe { section::with_if_undetached(py, self.is_shared().then_some(&self.lock), f) }
     }
 }

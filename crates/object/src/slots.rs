@@ -25,7 +25,9 @@ pub(crate) type Visit<'a> = dyn FnMut(Borrowed<'_>) + 'a;
 /// object, and `reclaim::with_read_guard` reads a local container unpinned, both on the grounds
 /// that nothing inside a section or a read can hand the object to another thread or change it
 /// from this one. Slots that call out (a Python-level `__eq__`, `__hash__` or `__del__`) would
-/// have to publish the objects they expose first, and end such reads.
+/// have to publish the objects they expose first, and end such reads. Nor may a slot, or a
+/// payload's drop, detach the thread: `Header::section` does not even record a section begun
+/// while its thread holds the world alone, which is sound only because its body never detaches.
 pub(crate) trait Payload: Sized + Send + Sync + 'static {
     /// Writes Python's `repr` of `this`, the object holding this payload. Nested objects are
     /// written through `nested`, which bounds the depth and keeps what it prints alive.
