@@ -267,7 +267,9 @@ mod imp {
         /// Sections begun or resumed now take no lock: see [`start_eliding`](Self::start_eliding).
         eliding: Cell<bool>,
         /// How many times the stack began eliding: an unrecorded section checks, in debug
-        /// builds, that the elision it began in is the one still under way when it ends.
+        /// builds, that the elision it began in is the one still under way when it ends
+        /// (release builds do not check, and keep the stack as small as before).
+        #[cfg(debug_assertions)]
         elisions: Cell<u32>,
     }
 
@@ -294,6 +296,7 @@ mod imp {
                     boundaries: Vec::new(),
                 }),
                 eliding: Cell::new(false),
+                #[cfg(debug_assertions)]
                 elisions: Cell::new(0),
             }
         }
@@ -310,7 +313,9 @@ mod imp {
         /// thread away from those objects (a runtime does it by keeping every other thread
         /// detached, and by calling `stop_eliding` before they may attach).
         pub unsafe fn start_eliding(&self) {
-            if !self.eliding.replace(true) {
+            let _was_eliding = self.eliding.replace(true);
+            #[cfg(debug_assertions)]
+            if !_was_eliding {
                 self.elisions.set(self.elisions.get().wrapping_add(1));
             }
         }
@@ -580,6 +585,8 @@ mod imp {
     ) -> R {
         // Stands in for a thread-local stack torn down at thread exit, as in `with_thread_stack`.
         let fresh;
+        #[cfg(debug_assertions)]
+        let mut _kept = None;
         let _end = match lock {
             None => None,
             Some(lock) => {
@@ -592,12 +599,16 @@ mod imp {
                         &fresh
                     }
                 };
+                // Not a second call of `f` for this case (see `with_on`): the call stays below.
                 if !RECORD_ELIDED && stack.eliding.get() {
                     #[cfg(debug_assertions)]
-                    let _kept = ElisionKept(stack, stack.elisions.get());
-                    return f();
+                    {
+                        _kept = Some(ElisionKept(stack, stack.elisions.get()));
+                    }
+                    None
+                } else {
+                    Some(stack.begin([lock, lock]))
                 }
-                Some(stack.begin([lock, lock]))
             }
         };
         f()
