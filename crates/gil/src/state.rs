@@ -266,9 +266,7 @@ impl Drop for Owned {
             // A read this thread left the world with (a leaked one: a live one would borrow
             // from a frame still running) reads nothing once the thread is gone.
             #[cfg(not(feature = "gil"))]
-            if current.left_with_reads.replace(false) {
-                LEFT_WITH_READS.fetch_sub(1, Ordering::SeqCst);
-            }
+            uncount_read_left_open(current);
         });
         if let Some(state) = self.0.take() {
             // SAFETY: made by `Box::leak` in `new` and taken out once; `CURRENT` no longer
@@ -458,12 +456,19 @@ pub(crate) fn enter_world(state: Option<&ThreadState>) {
         world().enter(presence(state));
         // Only once entered: no hold on the world can begin now until this thread leaves
         // again, so none can miss the read this thread kept open while it was out.
-        if CURRENT.with(|c| c.left_with_reads.replace(false)) {
-            LEFT_WITH_READS.fetch_sub(1, Ordering::SeqCst);
-        }
+        CURRENT.with(uncount_read_left_open);
     }
     #[cfg(feature = "gil")]
     let _ = state;
+}
+
+/// Takes this thread out of [`LEFT_WITH_READS`] if `leave_world` counted it there: as it enters
+/// the world again, or exits.
+#[cfg(not(feature = "gil"))]
+fn uncount_read_left_open(current: &Current) {
+    if current.left_with_reads.replace(false) {
+        LEFT_WITH_READS.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Threads that left the world with a read open ([`local::readers`] above zero: a borrowed read
