@@ -243,6 +243,118 @@ fn workspace_sources() -> Vec<PathBuf> {
         .collect()
 }
 
+/// The object model's integration tests that compare live-object counts. The counts are
+/// process-wide and a test binary runs its tests on several threads at once, so every test in
+/// such a binary takes the serial lock (`SERIAL`), directly or through a helper that does
+/// (`leak_checked`): one that allocates beside another's count makes it fail now and then.
+const LIVE_COUNT_TESTS: &str = "crates/object/tests";
+/// Where the shared helpers of those tests live.
+const LIVE_COUNT_HELPERS: &str = "crates/object/tests/common/mod.rs";
+/// Binaries that run each test in a process of its own, where no count is shared.
+const ONE_PROCESS_PER_TEST: &[&str] = &["crates/object/tests/thread_exit.rs"];
+
+/// `source` with `//` comments removed.
+fn without_comments(source: &str) -> String {
+    source
+        .lines()
+        .map(|line| line.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Each function of `source`: its name, whether a `#[test]` attribute precedes it, and its body
+/// (braces matched; the sources here keep their braces balanced in strings too).
+fn functions(source: &str) -> Vec<(String, bool, String)> {
+    let code = without_comments(source);
+    let mut found = Vec::new();
+    let mut rest = code.as_str();
+    while let Some(at) = rest.find("fn ") {
+        let before = &rest[..at];
+        let is_word_start = before
+            .chars()
+            .last()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'));
+        let after = &rest[at + 3..];
+        let name: String = after
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let Some(open) = after.find('{') else { break };
+        if !is_word_start || name.is_empty() || after[..open].contains(';') {
+            rest = after;
+            continue;
+        }
+        let is_test = before
+            .rsplit_once('}')
+            .map_or(before, |(_, tail)| tail)
+            .contains("#[test]");
+        let mut depth = 0usize;
+        let mut end = after.len();
+        for (i, c) in after[open..].char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = open + i + 1;
+                        break;
+                    }
+                }
+                _ => {}
+            }
+        }
+        found.push((name, is_test, after[open..end].to_owned()));
+        rest = &after[open + 1..];
+    }
+    found
+}
+
+/// Whether `body` calls the function `name`.
+fn calls(body: &str, name: &str) -> bool {
+    body.match_indices(&format!("{name}(")).any(|(at, _)| {
+        body[..at]
+            .chars()
+            .last()
+            .is_none_or(|c| !(c.is_alphanumeric() || c == '_'))
+    })
+}
+
+/// The tests of `source` that run without the serial lock: neither they nor a function they
+/// call (of `source` or of `helpers`, transitively) take `SERIAL`. Empty for a source that
+/// compares no live counts.
+fn unserialised_tests(source: &str, helpers: &str) -> Vec<String> {
+    let compares_counts = ["live_objects", "LiveObjects", "leak_checked"]
+        .iter()
+        .any(|needle| without_comments(source).contains(needle));
+    if !compares_counts {
+        return Vec::new();
+    }
+    let all: Vec<_> = functions(source)
+        .into_iter()
+        .chain(functions(helpers))
+        .collect();
+    let mut serialising: Vec<&str> = Vec::new();
+    loop {
+        let before = serialising.len();
+        for (name, _, body) in &all {
+            if !serialising.contains(&name.as_str())
+                && (body.contains("SERIAL.lock()")
+                    || serialising.iter().any(|callee| calls(body, callee)))
+            {
+                serialising.push(name);
+            }
+        }
+        if serialising.len() == before {
+            break;
+        }
+    }
+    functions(source)
+        .into_iter()
+        .filter(|(name, is_test, _)| *is_test && !serialising.contains(&name.as_str()))
+        .map(|(name, _, _)| name)
+        .collect()
+}
+
 fn assert_none(what: &str, violations: Vec<String>) {
     assert!(
         violations.is_empty(),
@@ -359,6 +471,37 @@ fn threads_spin_only_under_the_one_spin_policy() {
     assert_none("spinning outside ftrt_lock::spin", violations);
 }
 
+#[test]
+fn every_test_that_shares_a_binary_with_a_live_count_comparison_runs_alone() {
+    let root = root();
+    let helpers = fs::read_to_string(root.join(LIVE_COUNT_HELPERS)).expect("the helpers");
+    let binaries: Vec<PathBuf> = fs::read_dir(root.join(LIVE_COUNT_TESTS))
+        .expect("the object tests")
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
+        .collect();
+    assert!(binaries.len() > 3, "found the object tests");
+    let mut violations = Vec::new();
+    for path in binaries {
+        let relative = path.strip_prefix(&root).expect("under the root");
+        if ONE_PROCESS_PER_TEST
+            .iter()
+            .any(|p| relative == Path::new(p))
+        {
+            continue;
+        }
+        let source = fs::read_to_string(&path).expect("a readable source");
+        for test in unserialised_tests(&source, &helpers) {
+            violations.push(format!("{}: {test}", relative.display()));
+        }
+    }
+    assert_none(
+        "tests beside live-count comparisons that do not take SERIAL",
+        violations,
+    );
+}
+
 // The rules themselves, on bad input: each must complain.
 
 fn manifest(text: &str) -> Table {
@@ -424,4 +567,18 @@ fn a_forbidden_crate_is_found_in_use_declarations_and_paths_but_not_in_comments(
 fn a_spin_of_its_own_is_found() {
     let source = "for _ in 0..100 {\n    std::hint::spin_loop();\n}\nlet mut s = parking_lot_core::SpinWait::new();\nftrt_lock::spin::retry(f);\n";
     assert_eq!(spin_lines(source), [2, 4]);
+}
+
+#[test]
+fn a_test_beside_a_live_count_comparison_without_the_serial_lock_is_found() {
+    let helpers =
+        "pub fn leak_checked(f: impl FnOnce()) {\n    let _s = SERIAL.lock();\n    f();\n}\n";
+    let source = "#[test]\nfn checked() {\n    leak_checked(|| {});\n}\n\n\
+        fn alone(f: impl FnOnce()) {\n    let _s = SERIAL.lock();\n    f();\n}\n\n\
+        #[test]\nfn through_a_helper() {\n    alone(|| { let x = { 1 }; });\n}\n\n\
+        #[test]\nfn allocates_beside() {\n    // leak_checked(|| {}) in a comment does not count\n    \
+        let _ = live_objects(Kind::Float);\n    not_alone(|| {});\n}\n";
+    assert_eq!(unserialised_tests(source, helpers), ["allocates_beside"]);
+    let no_counts = "#[test]\nfn anything() {\n    let _ = 1;\n}\n";
+    assert!(unserialised_tests(no_counts, helpers).is_empty());
 }

@@ -21,6 +21,7 @@ use common::{leak_checked, SERIAL};
 
 #[test]
 fn the_object_model_follows_the_variant_ftrt_gil_decided() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // What this crate's build script read from ftrt-gil's, and the cfg it derived from it.
     assert_eq!(env!("FTRT_OBJECT_BUILD_VARIANT"), ftrt_gil::BUILD);
     assert_eq!(cfg!(ftrt_gil_build), ftrt_gil::BUILD == "gil");
@@ -32,6 +33,7 @@ fn the_object_model_follows_the_variant_ftrt_gil_decided() {
 
 #[test]
 fn the_header_is_as_small_as_the_build_allows() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // The biased count is 12 bytes, the others 4; lock byte and type pointer follow.
     let expected = if ftrt_gil::BUILD == "nogil" { 24 } else { 16 };
     assert_eq!(
@@ -433,6 +435,7 @@ fn debug_prints_a_lists_items_even_if_the_writer_pops_them_meanwhile() {
 /// detached, could see the items it prints freed under it.
 #[test]
 fn a_print_from_a_detached_thread_attaches_for_the_print() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let list = Python::attach(|py| PyList::new(py, [PyFloat::new(py, 0.5)]).unbind());
     let attached_while_printing = Cell::new(true);
     let mut writer = MeddlingWriter {

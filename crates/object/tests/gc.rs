@@ -108,6 +108,7 @@ fn a_cycle_dropped_on_another_thread_is_found_from_this_one() {
 /// merged what was queued to it.)
 #[test]
 fn the_tests_scope_waits_for_every_threads_exit() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     static EXITED: AtomicBool = AtomicBool::new(false);
     struct SlowExit;
     impl Drop for SlowExit {

@@ -67,6 +67,7 @@ fn a_new_object_is_local_to_the_thread_that_made_it() {
 
 #[test]
 fn immortal_objects_are_shared_from_the_start() {
+    let _serial = common::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     Python::attach(|py| {
         let immortal: [Bound<'_, PyAny>; 6] = [
             PyNone::get(py).into_any(),
