@@ -2,7 +2,8 @@
 //! what each crate may depend on, which crates may have features, where the build variant may
 //! be named, and what the workloads may import. Each rule is a function from text to the list
 //! of its violations; the tests at the bottom feed each one a bad manifest or source and see it
-//! complain, so none of them passes by finding nothing to look at.
+//! complain, so none of them passes by finding nothing to look at. One rule keeps the tests
+//! honest too: the tests that compare process-wide live-object counts run one at a time.
 
 use std::collections::BTreeMap;
 use std::fs;
