@@ -46,7 +46,8 @@
 //!   alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
-//!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin,
+//!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin
+//!   (with a read open, [`local::readers`], the pin is kept aside until none is),
 //!   (3) park the biased counts (from here until the next attach, threads that hand this
 //!   thread's objects back merge its queue themselves: [`park_counts`]), (4) mark the thread
 //!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop
@@ -55,7 +56,8 @@
 //!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
 //!   does, then (5) the detach boundaries end and the innermost section resumes, the block's
 //!   stack first.
-//! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin,
+//! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
+//!   (only with no read open; then a pin kept aside by a detach goes too),
 //!   run the hooks, flush the thread's epoch garbage (only if it retired something since its
 //!   last flush, [`note_retired`], or on every 16th repin), and try the hold on the world if
 //!   one is wanted (free-threaded builds: it succeeds if no other thread is attached, and the
@@ -764,6 +766,10 @@ mod quiescence {
     /// The attach pin and the checkpoint counter.
     pub(super) struct Quiescence {
         guard: RefCell<Option<Guard>>,
+        /// The attach pin of an attachment that ended (or an `allow_threads` that began) while
+        /// a read was open on the thread: kept until no read is, since open reads rely on it
+        /// (`local::attach_pinned`). Dropped at the first repin or detach that finds none open.
+        kept_for_reads: RefCell<Option<Guard>>,
         checks: Cell<u32>,
         /// Something was retired through the epoch since the last flush.
         retired: Cell<bool>,
@@ -773,6 +779,7 @@ mod quiescence {
         pub(super) fn new() -> Self {
             Quiescence {
                 guard: RefCell::new(None),
+                kept_for_reads: RefCell::new(None),
                 checks: Cell::new(0),
                 retired: Cell::new(false),
             }
@@ -798,9 +805,25 @@ mod quiescence {
         super::run_hooks();
         // Before the pin goes: from here reads pin for themselves.
         super::CURRENT.with(|c| c.attach_pinned.set(false));
-        // Dropped outside the borrow: unpinning may run deferred destructors.
-        let guard = state.and_then(|state| state.quiescence.guard.borrow_mut().take());
-        drop(guard);
+        let Some(state) = state else { return };
+        let guard = state.quiescence.guard.borrow_mut().take();
+        // Dropped outside the borrows: unpinning may run deferred destructors.
+        let released = if super::local::readers() > 0 {
+            // A read open across the detach was covered by this pin: it stays until the read
+            // closes. A pin kept already is older, and covers this one's reads too (pins nest:
+            // the thread stays at the epoch of its first), so this one can go.
+            let mut kept = state.quiescence.kept_for_reads.borrow_mut();
+            if kept.is_none() {
+                *kept = guard;
+                None
+            } else {
+                guard
+            }
+        } else {
+            drop(state.quiescence.kept_for_reads.borrow_mut().take());
+            guard
+        };
+        drop(released);
     }
 
     /// A quiescent state: the thread holds no reference it read without counting (beyond
@@ -822,12 +845,23 @@ mod quiescence {
 
     #[cold]
     fn repin(state: &ThreadState) -> bool {
+        // An open read relies on the pin staying as it is (`local::attach_pinned`): not renewed
+        // until no read is open, as a nested pin would keep it.
+        let reads_open = super::local::readers() > 0;
+        if !reads_open {
+            let kept = state.quiescence.kept_for_reads.borrow_mut().take();
+            drop(kept);
+        }
         let repinned = state
             .quiescence
             .guard
             .borrow_mut()
             .as_mut()
-            .map(Guard::repin)
+            .map(|guard| {
+                if !reads_open {
+                    guard.repin();
+                }
+            })
             .is_some();
         if repinned {
             // Between the repin and the flush, so what the hooks hand over goes out with this
@@ -1216,6 +1250,12 @@ pub mod local {
     /// where this is true, is protected by that pin: whatever it loads was reachable after the
     /// pin was taken, so the epoch cannot free it before the pin is given up or repinned. The
     /// object model's lock-free container reads rely on it to take no pin of their own.
+    ///
+    /// While a read is open on the thread ([`OpenRead`], counted in [`readers`]) the pin is
+    /// neither renewed at checkpoints nor given up when the thread detaches: it is kept until
+    /// the first checkpoint or detach that finds no read open. So a read opened while this is
+    /// true is protected for as long as it stays open, across checkpoints and `allow_threads`
+    /// (the object model's `ReadGuard` takes no pin of its own on such a thread).
     #[inline(always)]
     pub fn attach_pinned() -> bool {
         CURRENT.with(|c| c.attach_pinned.get())
@@ -1254,7 +1294,10 @@ pub mod local {
 
     /// A read open on the calling thread, counted in [`readers`] until it is dropped. The only
     /// way to lower the count is to drop one, so safe code cannot make it read zero while a read
-    /// is open (forgetting one only keeps the count up). Neither `Send` nor `Sync`.
+    /// is open. While one is open the thread's epoch pin is neither renewed nor given up (see
+    /// [`attach_pinned`]): forgetting one keeps the count up and the thread pinned until it
+    /// exits, which holds back the epoch's reclamation on every thread (speed and memory, never
+    /// safety). Neither `Send` nor `Sync`.
     ///
     /// ```compile_fail,E0277
     /// fn assert_send<T: Send>() {}

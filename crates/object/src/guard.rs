@@ -5,13 +5,15 @@
 //! (and so everything still in it) alive; a [`ReadGuard`] keeps alive whatever a writer takes out
 //! of a container meanwhile: a replaced or deleted value, a popped item.
 //!
-//! - **Free-threaded builds:** the guard pins the thread in `crossbeam-epoch`'s default
+//! - **Free-threaded builds:** the guard keeps the thread pinned in `crossbeam-epoch`'s default
 //!   collector, the one writers retire into (see `reclaim`). A removed value is dropped only
-//!   after every thread pinned at the time has unpinned. The guard also counts itself as a read
-//!   open on its thread (`ftrt_gil::local::readers`): a write that no other thread's read can
-//!   race with (to a local container, or by a thread holding the world alone) frees what it
-//!   removes at once, and only while no read is open; and a thread that detaches with one
-//!   open keeps other threads' holds on the world from freeing at once.
+//!   after every thread pinned at the time has unpinned. The guard counts itself as a read open
+//!   on its thread (`ftrt_gil::local::readers`), and that is what keeps the pin: an attached
+//!   thread's attach pin is neither renewed at checkpoints nor given up at a detach while a read
+//!   is open (a thread without one pins for itself). The open read also tells writes that no
+//!   other thread's read can race with (to a local container, or by a thread holding the world
+//!   alone) to free what they remove at once only while no read is open; and a thread that
+//!   detaches with one open keeps other threads' holds on the world from freeing at once.
 //! - **`gil` build:** readers and writers take turns on the GIL, but a reader can still outlive a
 //!   removal: on its own thread (borrow, then `del_item`), or on another thread while the reader
 //!   holds its guard across `allow_threads` or a GIL switch at `Python::check`. So the guard
@@ -36,7 +38,8 @@ use ftrt_gil::Python;
 ///
 /// Hold a guard briefly, the way an interpreter holds a borrowed value on its stack: one per
 /// read or per short run of reads. While it lives, retired memory is not reclaimed (in the `gil`
-/// build: on any thread); leaking one with `mem::forget` keeps every later removal alive.
+/// build: on any thread); leaking one with `mem::forget` keeps every later removal alive (in the
+/// free-threaded builds, until its thread exits).
 ///
 /// A guard stays on the thread that made it, attached, and cannot enter `allow_threads`:
 ///
@@ -68,8 +71,10 @@ use ftrt_gil::Python;
 /// });
 /// ```
 pub struct ReadGuard<'py> {
+    /// Its own pin, on a thread that does not hold its attach pin (after the thread's exit);
+    /// `None` where the attach pin covers the guard's whole life (see [`ReadGuard::new`]).
     #[cfg(not(ftrt_gil_build))]
-    epoch: crossbeam_epoch::Guard,
+    epoch: Option<crossbeam_epoch::Guard>,
     /// The read it keeps open on its thread (`ftrt_gil::local::readers`) while it lives.
     #[cfg(not(ftrt_gil_build))]
     _open_read: ftrt_gil::local::OpenRead,
@@ -80,31 +85,49 @@ pub struct ReadGuard<'py> {
 impl<'py> ReadGuard<'py> {
     /// A guard for borrowed reads on this attached thread.
     ///
-    /// Free-threaded builds: a nested pin (attached threads are pinned already) and a read
-    /// opened on the thread (a thread-local counter). `gil` build: a counter increment.
+    /// Free-threaded builds: a read opened on the thread (a thread-local counter), which keeps
+    /// the thread's attach pin from being renewed or given up while it is open
+    /// (`ftrt_gil::local::attach_pinned`); only a thread without that pin pins for itself.
+    /// `gil` build: a counter increment.
     #[inline]
     pub fn new(py: Python<'py>) -> Self {
         let _ = py;
         #[cfg(ftrt_gil_build)]
         gil_readers::enter();
+        #[cfg(not(ftrt_gil_build))]
+        {
+            // Opened first: from here the attach pin, if the thread holds it, stays as it is
+            // until the read closes, so whatever the guard's reads load later was reachable
+            // while the pin was held, and the epoch frees none of it before the guard is gone.
+            let open_read = ftrt_gil::local::OpenRead::new();
+            ReadGuard {
+                // The default collector's: the one `reclaim` retires into.
+                epoch: (!ftrt_gil::local::attach_pinned()).then(crossbeam_epoch::pin),
+                _open_read: open_read,
+                _attached: PhantomData,
+            }
+        }
+        #[cfg(ftrt_gil_build)]
         ReadGuard {
-            // The default collector: the one `reclaim` retires into.
-            #[cfg(not(ftrt_gil_build))]
-            epoch: crossbeam_epoch::pin(),
-            #[cfg(not(ftrt_gil_build))]
-            _open_read: ftrt_gil::local::OpenRead::new(),
             _attached: PhantomData,
         }
     }
 
-    /// The epoch guard to load container pointers with.
+    /// The epoch guard to load container pointers with. Callers never retire through it.
     ///
-    /// In the `gil` build this is `unprotected()`: nothing runs concurrently with a load under
-    /// the GIL, and removals are deferred by the reader count instead of the epoch.
+    /// Where the attach pin covers the guard, and in the `gil` build, this is `unprotected()`.
+    /// In the `gil` build nothing runs concurrently with a load under the GIL, and removals are
+    /// deferred by the reader count instead of the epoch.
     #[inline]
     pub(crate) fn epoch(&self) -> &crossbeam_epoch::Guard {
         #[cfg(not(ftrt_gil_build))]
-        return &self.epoch;
+        return match &self.epoch {
+            Some(pinned) => pinned,
+            // SAFETY: the thread holds its attach pin, kept pinned while this guard's read is
+            // open (see `new`): pointers loaded under it stay valid while the guard lives.
+            // Nothing is deferred through it, which would run at once.
+            None => unsafe { crossbeam_epoch::unprotected() },
+        };
         #[cfg(ftrt_gil_build)]
         // SAFETY: under the GIL no other thread touches objects while this thread loads a
         // pointer, and a pointer loaded here is kept alive past the load by the reader count

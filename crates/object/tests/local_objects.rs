@@ -303,22 +303,31 @@ fn a_removal_waits_for_readers_once_the_container_is_shared_or_a_read_is_open() 
 
 /// Safe code can only raise the count of reads open on a thread: a forgotten `OpenRead` keeps
 /// it up, which sends a local container's removals back to the epoch instead of freeing them
-/// under a reader it cannot see.
+/// under a reader it cannot see, and keeps the thread's epoch pin until the thread exits (an
+/// open read relies on it); the exit ends the read, and what it deferred is freed.
 #[test]
 fn a_forgotten_open_read_only_defers_removals() {
-    leak_checked(|py| {
-        let floats = || live_objects(Kind::Float);
-        let list = PyList::new(py, [PyFloat::new(py, 0.5), PyFloat::new(py, 1.5)]);
-        let before = floats();
-        list.del_item(0).unwrap();
-        assert_eq!(floats(), before - 1, "freed at once with no read open");
-        let readers = ftrt_gil::local::readers();
-        std::mem::forget(ftrt_gil::local::OpenRead::new());
-        assert_eq!(ftrt_gil::local::readers(), readers + 1);
-        let before = floats();
-        list.del_item(0).unwrap();
-        // Under the GIL only read guards count, so the removal is freed at once there.
-        let freed = if ftrt_gil::BUILD == "gil" { 1 } else { 0 };
-        assert_eq!(floats(), before - freed, "freed at once under an open read");
+    leak_checked(|_| {
+        std::thread::spawn(|| {
+            Python::attach(|py| {
+                let floats = || live_objects(Kind::Float);
+                let list = PyList::new(py, [PyFloat::new(py, 0.5), PyFloat::new(py, 1.5)]);
+                let before = floats();
+                list.del_item(0).unwrap();
+                assert_eq!(floats(), before - 1, "freed at once with no read open");
+                let readers = ftrt_gil::local::readers();
+                std::mem::forget(ftrt_gil::local::OpenRead::new());
+                assert_eq!(ftrt_gil::local::readers(), readers + 1);
+                let before = floats();
+                list.del_item(0).unwrap();
+                // Under the GIL only read guards count, so the removal is freed at once there.
+                let freed = if ftrt_gil::BUILD == "gil" { 1 } else { 0 };
+                assert_eq!(floats(), before - freed, "freed at once under an open read");
+            })
+        })
+        // The whole thread, its exit included (which ends the forgotten read): the leak check
+        // then finds the deferred removal freed.
+        .join()
+        .unwrap();
     });
 }

@@ -10,7 +10,7 @@ use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
-use ftrt_object::{collect, Kind, PyInt, PyList};
+use ftrt_object::{collect, Kind, PyDict, PyFloat, PyInt, PyList, PyStr, ReadGuard};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -162,4 +162,69 @@ fn an_object_whose_owner_waits_detached_is_freed_by_the_thread_that_drops_it_las
             );
         });
     });
+}
+
+/// A borrowed read stays valid while its reader reaches checkpoints: the reader's `ReadGuard`
+/// keeps its thread pinned through them, so what another thread removes meanwhile is not freed
+/// under the borrow, however many quiescent states both threads pass; and it is freed once the
+/// guard is gone.
+#[test]
+fn a_borrow_stays_alive_while_its_reader_reaches_checkpoints() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (dict, baseline) = Python::attach(|py| {
+        let dict = PyDict::new(py);
+        dict.set_item(&PyStr::intern(py, "k"), PyFloat::new(py, 2.5))
+            .unwrap();
+        let dict = dict.unbind();
+        collect(py);
+        (dict, live_objects(Kind::Float))
+    });
+    let turns = Barrier::new(2);
+    thread::scope(|s| {
+        let reader = s.spawn(|| {
+            Python::attach(|py| {
+                let dict = dict.bind(py);
+                let guard = ReadGuard::new(py);
+                let key = PyStr::intern(py, "k");
+                let value = dict.get_item_borrowed(&key, &guard).unwrap();
+                // The writer removes the value.
+                wait_for_turn(py, &turns, Waiting::Attached);
+                wait_for_turn(py, &turns, Waiting::Attached);
+                for _ in 0..MAX_ROUNDS {
+                    checkpoints(py, 1);
+                    // The writer's quiescent state, which frees what has expired.
+                    wait_for_turn(py, &turns, Waiting::Attached);
+                    wait_for_turn(py, &turns, Waiting::Attached);
+                }
+                let alive = live_objects(Kind::Float);
+                assert_eq!(value.to_f64(), Ok(2.5));
+                drop(guard);
+                alive
+            })
+        });
+        let writer = s.spawn(|| {
+            Python::attach(|py| {
+                wait_for_turn(py, &turns, Waiting::Attached);
+                assert_eq!(dict.bind(py).del_item(&PyStr::intern(py, "k")), Ok(()));
+                wait_for_turn(py, &turns, Waiting::Attached);
+                for _ in 0..MAX_ROUNDS {
+                    wait_for_turn(py, &turns, Waiting::Attached);
+                    checkpoints(py, 1);
+                    wait_for_turn(py, &turns, Waiting::Attached);
+                }
+            })
+        });
+        writer.join().unwrap();
+        let alive_under_the_borrow = reader.join().unwrap();
+        assert_eq!(
+            alive_under_the_borrow, baseline,
+            "the removed value was freed under its borrow"
+        );
+    });
+    let after = Python::attach(|py| {
+        drop(dict.into_bound(py));
+        collect(py);
+        live_objects(Kind::Float)
+    });
+    assert_eq!(after, baseline - 1, "freed once the guard is gone");
 }
