@@ -202,7 +202,13 @@ impl Header {
 #[inline]
 pub(crate) fn publish(object: &Header) {
     if !object.is_shared() {
-        publish_local(object);
+        if object.ty.slots.holds_references {
+            publish_local(object);
+        } else {
+            // A leaf (an int stored in a shared list): nothing to visit, nothing to track, and
+            // the mark that `publish_local` would make, without its call.
+            object.shared.store(true, Ordering::Relaxed);
+        }
     }
 }
 
