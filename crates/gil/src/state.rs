@@ -47,7 +47,7 @@
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
 //!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin
-//!   (with a read open, [`local::readers`], the pin is kept aside until none is),
+//!   (with a read open, [`local::readers`], the pin is kept aside until the last one closes),
 //!   (3) park the biased counts (from here until the next attach, threads that hand this
 //!   thread's objects back merge its queue themselves: [`park_counts`]), (4) mark the thread
 //!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop
@@ -57,7 +57,7 @@
 //!   does, then (5) the detach boundaries end and the innermost section resumes, the block's
 //!   stack first.
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
-//!   (only with no read open; then a pin kept aside by a detach goes too),
+//!   (only with no read open),
 //!   run the hooks, flush the thread's epoch garbage (only if it retired something since its
 //!   last flush, [`note_retired`], or on every 16th repin), and try the hold on the world if
 //!   one is wanted (free-threaded builds: it succeeds if no other thread is attached, and the
@@ -216,6 +216,9 @@ struct Current {
     readers: Cell<usize>,
     /// [`local::attach_pinned`]: never torn down either.
     attach_pinned: Cell<bool>,
+    /// Whether the block keeps an attach pin aside for the reads open on the thread
+    /// (`Quiescence::kept_for_reads`): the last read to close lets it go.
+    pin_kept: Cell<bool>,
     /// [`local::no_reads_elsewhere`]: set when a hold on the world alone begins and no thread
     /// left the world with a read open, cleared before the hold ends.
     no_reads_elsewhere: Cell<bool>,
@@ -265,6 +268,8 @@ impl Drop for Owned {
             // The exit drops the attach pin below without `unpin` when the thread exits
             // attached (`process::exit` inside an attachment): reads after it must pin.
             current.attach_pinned.set(false);
+            // The block drops a pin it kept aside for reads (a leaked read's) with it.
+            current.pin_kept.set(false);
             // A read this thread left the world with (a leaked one: a live one would borrow
             // from a frame still running) reads nothing once the thread is gone.
             #[cfg(not(feature = "gil"))]
@@ -291,6 +296,7 @@ thread_local! {
             frame: Cell::new(std::ptr::null_mut()),
             readers: Cell::new(0),
             attach_pinned: Cell::new(false),
+            pin_kept: Cell::new(false),
             no_reads_elsewhere: Cell::new(false),
             left_with_reads: Cell::new(false),
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
@@ -753,7 +759,7 @@ mod quiescence {
     /// to pass through quiescent states now and then. Each repin also runs the quiescent-state
     /// hooks and flushes: the thread hands its retired garbage to the global queue and frees a
     /// bounded batch of what has expired, so garbage is collected at the pace it is made
-    /// (nested pins, which reads use, never collect by themselves).
+    /// (nested pins, which some reads and the retirement take, never collect by themselves).
     const CHECKS_PER_REPIN: u32 = 16;
 
     /// Repins between flushes of a thread that has retired nothing since its last flush
@@ -768,7 +774,7 @@ mod quiescence {
         guard: RefCell<Option<Guard>>,
         /// The attach pin of an attachment that ended (or an `allow_threads` that began) while
         /// a read was open on the thread: kept until no read is, since open reads rely on it
-        /// (`local::attach_pinned`). Dropped at the first repin or detach that finds none open.
+        /// (`local::attach_pinned`). The last read to close drops it ([`release_kept_pin`]).
         kept_for_reads: RefCell<Option<Guard>>,
         checks: Cell<u32>,
         /// Something was retired through the epoch since the last flush.
@@ -806,28 +812,37 @@ mod quiescence {
         // Before the pin goes: from here reads pin for themselves.
         super::CURRENT.with(|c| c.attach_pinned.set(false));
         let Some(state) = state else { return };
-        let guard = state.quiescence.guard.borrow_mut().take();
-        // Dropped outside the borrows: unpinning may run deferred destructors.
-        let released = if super::local::readers() > 0 {
-            // A read open across the detach was covered by this pin: it stays until the read
-            // closes. A pin kept already is older, and covers this one's reads too (pins nest:
-            // the thread stays at the epoch of its first), so this one can go.
+        let mut guard = state.quiescence.guard.borrow_mut().take();
+        if super::local::readers() > 0 {
+            // A read open across the detach may rely on this pin: it is kept until the last
+            // read closes. A pin kept already is older, and covers this one's reads too (pins
+            // nest: the thread stays at the epoch of its first), so then this one can go.
             let mut kept = state.quiescence.kept_for_reads.borrow_mut();
             if kept.is_none() {
-                *kept = guard;
-                None
-            } else {
-                guard
+                *kept = guard.take();
+                super::CURRENT.with(|c| c.pin_kept.set(kept.is_some()));
             }
-        } else {
-            drop(state.quiescence.kept_for_reads.borrow_mut().take());
-            guard
-        };
-        drop(released);
+        }
+        // Dropped outside the borrows: unpinning may run deferred destructors.
+        drop(guard);
     }
 
-    /// A quiescent state: the thread holds no reference it read without counting (beyond
-    /// nested guards of its own, which keep it pinned). Returns whether the thread should stop
+    /// Drops the pin kept aside for open reads, now that the last one has closed. Attached, the
+    /// thread stays pinned by its attach pin; detached, it unpins here.
+    #[cold]
+    #[inline(never)]
+    pub(crate) fn release_kept_pin() {
+        super::CURRENT.with(|c| c.pin_kept.set(false));
+        // Taken out of the borrow before it drops: unpinning may run deferred destructors.
+        let kept = super::with_current(|state| {
+            state.and_then(|state| state.quiescence.kept_for_reads.borrow_mut().take())
+        });
+        drop(kept);
+    }
+
+    /// A quiescent state: the thread holds no reference it read without counting, beyond the
+    /// reads still open on it ([`local::readers`](super::local::readers): the repin waits until
+    /// none is) and nested pins of its own (which keep it pinned). Returns whether the thread should stop
     /// at a safe point (a stop of the world, or checkpoint work, is wanted): looked at every
     /// `CHECKS_PER_REPIN`th checkpoint, with the repin, so the common checkpoint stays a count.
     #[inline]
@@ -845,13 +860,9 @@ mod quiescence {
 
     #[cold]
     fn repin(state: &ThreadState) -> bool {
-        // An open read relies on the pin staying as it is (`local::attach_pinned`): not renewed
-        // until no read is open, as a nested pin would keep it.
+        // An open read may rely on the pin staying as it is (`local::attach_pinned`): not
+        // renewed until no read is open, as a nested pin would keep it.
         let reads_open = super::local::readers() > 0;
-        if !reads_open {
-            let kept = state.quiescence.kept_for_reads.borrow_mut().take();
-            drop(kept);
-        }
         let repinned = state
             .quiescence
             .guard
@@ -894,6 +905,8 @@ mod quiescence {
     pub(crate) fn unpin(_: Option<&ThreadState>) {}
     #[inline(always)]
     pub(crate) fn note_retired(_: Option<&ThreadState>) {}
+    /// Never called: no pin is ever kept.
+    pub(crate) fn release_kept_pin() {}
 }
 
 #[cfg(not(feature = "gil"))]
@@ -1252,10 +1265,11 @@ pub mod local {
     /// object model's lock-free container reads rely on it to take no pin of their own.
     ///
     /// While a read is open on the thread ([`OpenRead`], counted in [`readers`]) the pin is
-    /// neither renewed at checkpoints nor given up when the thread detaches: it is kept until
-    /// the first checkpoint or detach that finds no read open. So a read opened while this is
-    /// true is protected for as long as it stays open, across checkpoints and `allow_threads`
-    /// (the object model's `ReadGuard` takes no pin of its own on such a thread).
+    /// not renewed at checkpoints, and a detach puts it aside instead of giving it up (or, when
+    /// an older pin is aside already, gives it up in favour of that one, which covers the same
+    /// reads and more) until the last open read closes. So a read opened while this is true is
+    /// protected for as long as it stays open, across checkpoints and `allow_threads` (the
+    /// object model's `ReadGuard` takes no pin of its own on such a thread).
     #[inline(always)]
     pub fn attach_pinned() -> bool {
         CURRENT.with(|c| c.attach_pinned.get())
@@ -1294,10 +1308,10 @@ pub mod local {
 
     /// A read open on the calling thread, counted in [`readers`] until it is dropped. The only
     /// way to lower the count is to drop one, so safe code cannot make it read zero while a read
-    /// is open. While one is open the thread's epoch pin is neither renewed nor given up (see
-    /// [`attach_pinned`]): forgetting one keeps the count up and the thread pinned until it
-    /// exits, which holds back the epoch's reclamation on every thread (speed and memory, never
-    /// safety). Neither `Send` nor `Sync`.
+    /// is open. While one is open the thread's epoch pin stays as it is (see
+    /// [`attach_pinned`]); the last one to close lets a pin put aside by a detach go. Forgetting
+    /// one keeps the count up and the thread pinned until it exits, which holds back the epoch's
+    /// reclamation on every thread (speed and memory, never safety). Neither `Send` nor `Sync`.
     ///
     /// ```compile_fail,E0277
     /// fn assert_send<T: Send>() {}
@@ -1329,7 +1343,15 @@ pub mod local {
         #[inline(always)]
         fn drop(&mut self) {
             // Made on this thread (it cannot leave it), so the count is at least one.
-            CURRENT.with(|c| c.readers.set(c.readers.get() - 1));
+            let last = CURRENT.with(|c| {
+                let open = c.readers.get() - 1;
+                c.readers.set(open);
+                open == 0 && c.pin_kept.get()
+            });
+            if last {
+                // The last read closed: no read relies on a pin kept aside by a detach.
+                super::quiescence::release_kept_pin();
+            }
         }
     }
 

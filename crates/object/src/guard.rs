@@ -9,8 +9,8 @@
 //!   collector, the one writers retire into (see `reclaim`). A removed value is dropped only
 //!   after every thread pinned at the time has unpinned. The guard counts itself as a read open
 //!   on its thread (`ftrt_gil::local::readers`), and that is what keeps the pin: an attached
-//!   thread's attach pin is neither renewed at checkpoints nor given up at a detach while a read
-//!   is open (a thread without one pins for itself). The open read also tells writes that no
+//!   thread's attach pin is not renewed at checkpoints while a read is open, and a detach puts
+//!   it aside until the last read closes (a thread without one pins for itself). The open read also tells writes that no
 //!   other thread's read can race with (to a local container, or by a thread holding the world
 //!   alone) to free what they remove at once only while no read is open; and a thread that
 //!   detaches with one open keeps other threads' holds on the world from freeing at once.
@@ -39,7 +39,7 @@ use ftrt_gil::Python;
 /// Hold a guard briefly, the way an interpreter holds a borrowed value on its stack: one per
 /// read or per short run of reads. While it lives, retired memory is not reclaimed (in the `gil`
 /// build: on any thread); leaking one with `mem::forget` keeps every later removal alive (in the
-/// free-threaded builds, until its thread exits).
+/// free-threaded builds, at least until its thread exits).
 ///
 /// A guard stays on the thread that made it, attached, and cannot enter `allow_threads`:
 ///

@@ -307,27 +307,30 @@ fn a_removal_waits_for_readers_once_the_container_is_shared_or_a_read_is_open() 
 /// open read relies on it); the exit ends the read, and what it deferred is freed.
 #[test]
 fn a_forgotten_open_read_only_defers_removals() {
-    leak_checked(|_| {
-        std::thread::spawn(|| {
-            Python::attach(|py| {
-                let floats = || live_objects(Kind::Float);
-                let list = PyList::new(py, [PyFloat::new(py, 0.5), PyFloat::new(py, 1.5)]);
-                let before = floats();
-                list.del_item(0).unwrap();
-                assert_eq!(floats(), before - 1, "freed at once with no read open");
-                let readers = ftrt_gil::local::readers();
-                std::mem::forget(ftrt_gil::local::OpenRead::new());
-                assert_eq!(ftrt_gil::local::readers(), readers + 1);
-                let before = floats();
-                list.del_item(0).unwrap();
-                // Under the GIL only read guards count, so the removal is freed at once there.
-                let freed = if ftrt_gil::BUILD == "gil" { 1 } else { 0 };
-                assert_eq!(floats(), before - freed, "freed at once under an open read");
+    leak_checked(|py| {
+        // Detached while it waits: in the gil build the thread needs the GIL.
+        py.allow_threads(|| {
+            std::thread::spawn(|| {
+                Python::attach(|py| {
+                    let floats = || live_objects(Kind::Float);
+                    let list = PyList::new(py, [PyFloat::new(py, 0.5), PyFloat::new(py, 1.5)]);
+                    let before = floats();
+                    list.del_item(0).unwrap();
+                    assert_eq!(floats(), before - 1, "freed at once with no read open");
+                    let readers = ftrt_gil::local::readers();
+                    std::mem::forget(ftrt_gil::local::OpenRead::new());
+                    assert_eq!(ftrt_gil::local::readers(), readers + 1);
+                    let before = floats();
+                    list.del_item(0).unwrap();
+                    // Under the GIL only read guards count, so the removal is freed at once there.
+                    let freed = if ftrt_gil::BUILD == "gil" { 1 } else { 0 };
+                    assert_eq!(floats(), before - freed, "freed at once under an open read");
+                })
             })
-        })
-        // The whole thread, its exit included (which ends the forgotten read): the leak check
-        // then finds the deferred removal freed.
-        .join()
-        .unwrap();
+            // The whole thread, its exit included (which ends the forgotten read): the leak
+            // check then finds the deferred removal freed.
+            .join()
+            .unwrap()
+        });
     });
 }

@@ -228,3 +228,43 @@ fn a_borrow_stays_alive_while_its_reader_reaches_checkpoints() {
     });
     assert_eq!(after, baseline - 1, "freed once the guard is gone");
 }
+
+/// A thread that closes its last read while detached lets go of the pin its detach put aside
+/// for it: idle afterwards, detached, it holds no one's reclamation back.
+#[test]
+fn the_last_read_to_close_lets_go_of_the_pin_a_detach_kept_for_it() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (dict, baseline) = Python::attach(|py| {
+        let dict = PyDict::new(py);
+        dict.set_item(&PyStr::intern(py, "k"), PyFloat::new(py, 2.5))
+            .unwrap();
+        let dict = dict.unbind();
+        collect(py);
+        (dict, live_objects(Kind::Float))
+    });
+    let (idle, done) = (Barrier::new(2), Barrier::new(2));
+    thread::scope(|s| {
+        s.spawn(|| {
+            let read = ftrt_gil::local::OpenRead::new();
+            // The detach at the end finds the read open, and puts the attach pin aside.
+            Python::attach(|_| ());
+            drop(read);
+            // Idle and detached, with no read open.
+            idle.wait();
+            done.wait();
+        });
+        idle.wait();
+        let freed = Python::attach(|py| {
+            assert_eq!(dict.bind(py).del_item(&PyStr::intern(py, "k")), Ok(()));
+            checkpoints(py, MAX_ROUNDS);
+            collect(py);
+            baseline - live_objects(Kind::Float)
+        });
+        done.wait();
+        assert_eq!(
+            freed, 1,
+            "an idle thread with no read open held the epoch back"
+        );
+    });
+    Python::attach(|py| drop(dict.into_bound(py)));
+}
