@@ -842,9 +842,10 @@ mod quiescence {
 
     /// A quiescent state: the thread holds no reference it read without counting, beyond the
     /// reads still open on it ([`local::readers`](super::local::readers): the repin waits until
-    /// none is) and nested pins of its own (which keep it pinned). Returns whether the thread should stop
-    /// at a safe point (a stop of the world, or checkpoint work, is wanted): looked at every
-    /// `CHECKS_PER_REPIN`th checkpoint, with the repin, so the common checkpoint stays a count.
+    /// none is) and nested pins of its own (which keep it pinned). Returns whether the thread
+    /// should stop at a safe point (a stop of the world, or checkpoint work, is wanted): looked
+    /// at every `CHECKS_PER_REPIN`th checkpoint, with the repin, so the common checkpoint stays a
+    /// count.
     #[inline]
     pub(crate) fn checkpoint(state: Option<&ThreadState>) -> bool {
         let Some(state) = state else {

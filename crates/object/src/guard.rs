@@ -10,10 +10,11 @@
 //!   after every thread pinned at the time has unpinned. The guard counts itself as a read open
 //!   on its thread (`ftrt_gil::local::readers`), and that is what keeps the pin: an attached
 //!   thread's attach pin is not renewed at checkpoints while a read is open, and a detach puts
-//!   it aside until the last read closes (a thread without one pins for itself). The open read also tells writes that no
-//!   other thread's read can race with (to a local container, or by a thread holding the world
-//!   alone) to free what they remove at once only while no read is open; and a thread that
-//!   detaches with one open keeps other threads' holds on the world from freeing at once.
+//!   it aside until the last read closes (a thread without one pins for itself). The open read
+//!   also tells writes that no other thread's read can race with (to a local container, or by
+//!   a thread holding the world alone) to free what they remove at once only while no read is
+//!   open; and a thread that detaches with one open keeps other threads' holds on the world
+//!   from freeing at once.
 //! - **`gil` build:** readers and writers take turns on the GIL, but a reader can still outlive a
 //!   removal: on its own thread (borrow, then `del_item`), or on another thread while the reader
 //!   holds its guard across `allow_threads` or a GIL switch at `Python::check`. So the guard
@@ -86,7 +87,7 @@ impl<'py> ReadGuard<'py> {
     /// A guard for borrowed reads on this attached thread.
     ///
     /// Free-threaded builds: a read opened on the thread (a thread-local counter), which keeps
-    /// the thread's attach pin from being renewed or given up while it is open
+    /// the thread's attach pin as it is while it is open, across checkpoints and detaches
     /// (`ftrt_gil::local::attach_pinned`); only a thread without that pin pins for itself.
     /// `gil` build: a counter increment.
     #[inline]

@@ -10,7 +10,7 @@ use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
-use ftrt_object::{collect, Kind, PyDict, PyFloat, PyInt, PyList, PyStr, ReadGuard};
+use ftrt_object::{collect, Kind, PyDict, PyFloat, PyInt, PyList, PyStr, ReadGuard, Shared};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -164,6 +164,18 @@ fn an_object_whose_owner_waits_detached_is_freed_by_the_thread_that_drops_it_las
     });
 }
 
+/// A shared dict holding one float under `"k"`, and the live floats with it alive, settled.
+fn shared_dict_with_a_float() -> (Shared<PyDict>, isize) {
+    Python::attach(|py| {
+        let dict = PyDict::new(py);
+        dict.set_item(&PyStr::intern(py, "k"), PyFloat::new(py, 2.5))
+            .unwrap();
+        let dict = dict.unbind();
+        collect(py);
+        (dict, live_objects(Kind::Float))
+    })
+}
+
 /// A borrowed read stays valid while its reader reaches checkpoints: the reader's `ReadGuard`
 /// keeps its thread pinned through them, so what another thread removes meanwhile is not freed
 /// under the borrow, however many quiescent states both threads pass; and it is freed once the
@@ -171,14 +183,7 @@ fn an_object_whose_owner_waits_detached_is_freed_by_the_thread_that_drops_it_las
 #[test]
 fn a_borrow_stays_alive_while_its_reader_reaches_checkpoints() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (dict, baseline) = Python::attach(|py| {
-        let dict = PyDict::new(py);
-        dict.set_item(&PyStr::intern(py, "k"), PyFloat::new(py, 2.5))
-            .unwrap();
-        let dict = dict.unbind();
-        collect(py);
-        (dict, live_objects(Kind::Float))
-    });
+    let (dict, baseline) = shared_dict_with_a_float();
     let turns = Barrier::new(2);
     thread::scope(|s| {
         let reader = s.spawn(|| {
@@ -234,14 +239,7 @@ fn a_borrow_stays_alive_while_its_reader_reaches_checkpoints() {
 #[test]
 fn the_last_read_to_close_lets_go_of_the_pin_a_detach_kept_for_it() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let (dict, baseline) = Python::attach(|py| {
-        let dict = PyDict::new(py);
-        dict.set_item(&PyStr::intern(py, "k"), PyFloat::new(py, 2.5))
-            .unwrap();
-        let dict = dict.unbind();
-        collect(py);
-        (dict, live_objects(Kind::Float))
-    });
+    let (dict, baseline) = shared_dict_with_a_float();
     let (idle, done) = (Barrier::new(2), Barrier::new(2));
     thread::scope(|s| {
         s.spawn(|| {
