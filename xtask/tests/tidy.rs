@@ -324,16 +324,15 @@ fn calls(body: &str, name: &str) -> bool {
 /// call (of `source` or of `helpers`, transitively) take `SERIAL`. Empty for a source that
 /// compares no live counts.
 fn unserialised_tests(source: &str, helpers: &str) -> Vec<String> {
+    let code = without_comments(source);
     let compares_counts = ["live_objects", "LiveObjects", "leak_checked"]
         .iter()
-        .any(|needle| without_comments(source).contains(needle));
+        .any(|needle| code.contains(needle));
     if !compares_counts {
         return Vec::new();
     }
-    let all: Vec<_> = functions(source)
-        .into_iter()
-        .chain(functions(helpers))
-        .collect();
+    let own = functions(source);
+    let all: Vec<_> = own.iter().chain(&functions(helpers)).cloned().collect();
     let mut serialising: Vec<&str> = Vec::new();
     loop {
         let before = serialising.len();
@@ -349,10 +348,9 @@ fn unserialised_tests(source: &str, helpers: &str) -> Vec<String> {
             break;
         }
     }
-    functions(source)
-        .into_iter()
+    own.iter()
         .filter(|(name, is_test, _)| *is_test && !serialising.contains(&name.as_str()))
-        .map(|(name, _, _)| name)
+        .map(|(name, _, _)| name.clone())
         .collect()
 }
 
@@ -476,12 +474,7 @@ fn threads_spin_only_under_the_one_spin_policy() {
 fn every_test_that_shares_a_binary_with_a_live_count_comparison_runs_alone() {
     let root = root();
     let helpers = fs::read_to_string(root.join(LIVE_COUNT_HELPERS)).expect("the helpers");
-    let binaries: Vec<PathBuf> = fs::read_dir(root.join(LIVE_COUNT_TESTS))
-        .expect("the object tests")
-        .flatten()
-        .map(|entry| entry.path())
-        .filter(|path| path.extension().is_some_and(|e| e == "rs"))
-        .collect();
+    let binaries = rust_files(&root.join(LIVE_COUNT_TESTS));
     assert!(binaries.len() > 3, "found the object tests");
     let mut violations = Vec::new();
     for path in binaries {
