@@ -29,7 +29,7 @@ use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
     owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging, with_write_guard,
 };
-use crate::refs::OwnedRef;
+use crate::refs::{incref, OwnedRef};
 use crate::slots::{Payload, Repr};
 use crate::types::{py_type, PyAny, PyTypeInfo};
 
@@ -204,33 +204,42 @@ impl DictPayload {
         NonNull::new(entry.value.load(Ordering::Acquire))
     }
 
-    /// Inserts or replaces, in `owner`'s critical section.
-    pub(crate) fn insert(
+    /// Inserts or replaces, in `owner`'s critical section. The key is counted only when a new
+    /// entry takes it: a replaced entry keeps the reference it has.
+    ///
+    /// # Safety
+    /// `key` is alive for the call.
+    pub(crate) unsafe fn insert(
         &self,
         py: Python<'_>,
         owner: &Header,
         hash: u64,
-        key: OwnedRef,
+        key: NonNull<Header>,
         value: OwnedRef,
     ) {
         // Taken by the closure, which so owns nothing with a destructor (see `PyList::set_item`).
-        let mut entry = Some((key, value));
+        let mut value = Some(value);
         owner.section(py, || {
             with_write_guard(owner, |guard| {
-                let (key, value) = entry.take().expect("taken once");
+                let value = value.take().expect("taken once");
                 let table = self.table(guard);
-                // SAFETY: `key` owns a reference; the table was loaded under `guard`.
-                if let Some((_, entry)) = unsafe { table.find(key.as_ptr(), hash) } {
+                // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
+                if let Some((_, entry)) = unsafe { table.find(key, hash) } {
                     let old = replace(&entry.value, value.into_raw().as_ptr());
                     let old = NonNull::new(old).expect("a found entry holds a value");
                     // SAFETY: the dict owned the replaced value.
                     retire_ref(owner, unsafe { OwnedRef::from_raw(old) }, guard);
-                    return; // `key` (the caller's extra reference) is dropped: the entry keeps its own.
+                    return;
                 }
                 let table = if table.is_full() {
                     self.rebuild(owner, guard)
                 } else {
                     table
+                };
+                // SAFETY: `key` is alive per the contract; the increment is the entry's reference.
+                let key = unsafe {
+                    incref(key, py.count_token());
+                    OwnedRef::from_raw(key)
                 };
                 table.append(hash, key, value);
                 // A load and a store: writers hold the section (see `replace`).
@@ -319,13 +328,8 @@ impl DictPayload {
         let hash = unsafe { hash_object(key.ptr()) }?;
         owner.before_storing(key.header());
         owner.before_storing(value.header());
-        self.insert(
-            key.py(),
-            owner,
-            hash,
-            key.clone().into_owned_ref(),
-            value.into_owned_ref(),
-        );
+        // SAFETY: `key` keeps the object alive.
+        unsafe { self.insert(key.py(), owner, hash, key.ptr(), value.into_owned_ref()) };
         Ok(())
     }
 

@@ -196,11 +196,18 @@ pub(crate) mod gil_readers {
         }
     }
 
+    /// Whether no read guard is alive on any thread, so that what a write removes may be
+    /// freed at once.
+    #[inline]
+    pub(crate) fn none() -> bool {
+        READERS.load(Ordering::Relaxed) == 0
+    }
+
     /// Drops a reference taken out of a container now, or, while a reader guard is alive on
     /// any thread, once the last one is gone.
     #[inline]
     pub(crate) fn retire(reference: OwnedRef) {
-        if READERS.load(Ordering::Relaxed) == 0 {
+        if none() {
             drop(reference);
         } else {
             defer(reference);

@@ -20,7 +20,8 @@ use crate::bound::Bound;
 use crate::error::{Error, Result};
 use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
-    owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging, with_write_guard,
+    hand_over, owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging,
+    with_write_guard,
 };
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
@@ -307,7 +308,6 @@ impl<'py> Bound<'py, PyList> {
 
     /// Removes and returns the last item; `IndexError` if empty.
     pub fn pop(&self) -> Result<Bound<'py, PyAny>> {
-        let py = self.py();
         self.locked(|list, guard| {
             let len = list.len.load(Ordering::Relaxed);
             let last = len
@@ -317,13 +317,12 @@ impl<'py> Bound<'py, PyList> {
             list.len.store(last, Ordering::Release);
             let item = replace(&list.slots(guard).0[last], ptr::null_mut());
             let item = NonNull::new(item).expect("slots below the length hold items");
-            // The caller gets a new reference; the list's own is retired for the readers that
-            // may have loaded it.
-            // SAFETY: the list's reference keeps it alive until retired.
-            let popped = unsafe { Bound::from_borrowed(py, item) };
+            // The caller gets the list's reference, or a new one while readers may have loaded
+            // the item (the list's is then retired for them).
             // SAFETY: the list owned this reference.
-            retire_ref(self.header(), unsafe { OwnedRef::from_raw(item) }, guard);
-            Ok(popped)
+            let popped = hand_over(self.header(), unsafe { OwnedRef::from_raw(item) }, guard);
+            // SAFETY: a reference of our own to an item the list held.
+            Ok(unsafe { Bound::from_owned(popped.into_raw()) })
         })
     }
 

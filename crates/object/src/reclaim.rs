@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 use crossbeam_epoch::{Guard, Owned, Shared as EpochShared};
 
 use crate::header::Header;
-use crate::refs::OwnedRef;
+use crate::refs::{assume_token, incref, OwnedRef};
 
 /// Runs `f` with the `gil` build's guard for pointers loaded from containers: none is needed
 /// (the free-threaded builds pin, in `with_guard_if`).
@@ -180,13 +180,45 @@ pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
     #[cfg(not(ftrt_gil_build))]
     if no_reader_can_hold(owner) {
         drop(reference);
-    } else if guard.collector().is_some() {
+    } else {
+        defer_ref(reference, guard);
+    }
+}
+
+/// [`retire_ref`]'s deferral through the epoch, out of line: the common removal frees at once,
+/// and its callers inline that test.
+#[cfg(not(ftrt_gil_build))]
+#[inline(never)]
+fn defer_ref(reference: OwnedRef, guard: &Guard) {
+    if guard.collector().is_some() {
         batches::retire(reference, guard);
     } else {
         // Unprotected (`with_write_guard` found no reader, and one opened since): deferring
         // through it would free at once.
         batches::retire(reference, &crossbeam_epoch::pin());
     }
+}
+
+/// A reference of the caller's own to the value a write took out of `owner`, in place of the
+/// container's: that same reference when no reader can hold the value, so no count changes
+/// (a `pop`'s increment and decrement of the popped item), else a new one, the container's
+/// being retired as [`retire_ref`] does.
+#[inline]
+pub(crate) fn hand_over(owner: &Header, removed: OwnedRef, guard: &Guard) -> OwnedRef {
+    #[cfg(ftrt_gil_build)]
+    let at_once = crate::guard::gil_readers::none();
+    #[cfg(not(ftrt_gil_build))]
+    let at_once = no_reader_can_hold(owner);
+    if at_once {
+        return removed;
+    }
+    let object = removed.as_ptr();
+    // SAFETY: `removed` keeps the object alive; writers run attached (under the GIL in the
+    // `gil` build), which is what the token asserts.
+    unsafe { incref(object, assume_token()) };
+    retire_ref(owner, removed, guard);
+    // SAFETY: the increment above is this reference.
+    unsafe { OwnedRef::from_raw(object) }
 }
 
 /// Whether nothing a write removes from `owner` can still be held by a reader, so that it may

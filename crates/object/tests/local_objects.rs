@@ -301,6 +301,43 @@ fn a_removal_waits_for_readers_once_the_container_is_shared_or_a_read_is_open() 
     });
 }
 
+/// `pop` gives the caller the list's own reference only when no reader can hold the item;
+/// otherwise the caller gets a new one and the list's is retired, so dropping what was popped
+/// does not free the item under a reader: one on another thread of a shared list (the
+/// free-threaded builds' lock-free `get_item`), or a read open on this thread (every build).
+#[test]
+fn a_popped_item_outlives_the_popped_reference_while_a_reader_may_hold_it() {
+    leak_checked(|py| {
+        let floats = || live_objects(Kind::Float);
+        let local = PyList::new(py, [PyFloat::new(py, 0.5)]);
+        let before = floats();
+        drop(local.pop().unwrap());
+        assert_eq!(
+            floats(),
+            before - 1,
+            "a local pop with no read open kept the item"
+        );
+
+        let shared = PyList::new(py, [PyFloat::new(py, 1.5)]).unbind().bind(py);
+        let before = floats();
+        drop(shared.pop().unwrap());
+        // Under the GIL no other thread reads while this one writes: only read guards count.
+        let freed = if ftrt_gil::BUILD == "gil" { 1 } else { 0 };
+        assert_eq!(
+            floats(),
+            before - freed,
+            "a shared pop freed the item at once"
+        );
+
+        let local = PyList::new(py, [PyFloat::new(py, 2.5)]);
+        let guard = ReadGuard::new(py);
+        let before = floats();
+        drop(local.pop().unwrap());
+        assert_eq!(floats(), before, "a pop freed the item under an open read");
+        drop(guard);
+    });
+}
+
 /// Safe code can only raise the count of reads open on a thread: a forgotten `OpenRead` keeps
 /// it up, which sends a local container's removals back to the epoch instead of freeing them
 /// under a reader it cannot see, and keeps the thread's epoch pin until the thread exits (an
