@@ -213,12 +213,15 @@ pub(crate) fn hand_over(owner: &Header, removed: OwnedRef, guard: &Guard) -> Own
         return removed;
     }
     let object = removed.as_ptr();
+    // Owned before the retirement, so that a panic inside it drops the new reference too.
     // SAFETY: `removed` keeps the object alive; writers run attached (under the GIL in the
-    // `gil` build), which is what the token asserts.
-    unsafe { incref(object, assume_token()) };
+    // `gil` build), which is what the token asserts. The increment is the new reference.
+    let handed = unsafe {
+        incref(object, assume_token());
+        OwnedRef::from_raw(object)
+    };
     retire_ref(owner, removed, guard);
-    // SAFETY: the increment above is this reference.
-    unsafe { OwnedRef::from_raw(object) }
+    handed
 }
 
 /// Whether nothing a write removes from `owner` can still be held by a reader, so that it may
