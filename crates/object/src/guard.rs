@@ -203,19 +203,10 @@ pub(crate) mod gil_readers {
         READERS.load(Ordering::Relaxed) == 0
     }
 
-    /// Drops a reference taken out of a container now, or, while a reader guard is alive on
-    /// any thread, once the last one is gone.
-    #[inline]
-    pub(crate) fn retire(reference: OwnedRef) {
-        if none() {
-            drop(reference);
-        } else {
-            defer(reference);
-        }
-    }
-
+    /// Keeps a reference taken out of a container, while a reader guard is alive (see
+    /// [`none`]), until the last one is gone.
     #[cold]
-    fn defer(reference: OwnedRef) {
+    pub(crate) fn defer(reference: OwnedRef) {
         DEFERRED
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -168,34 +168,14 @@ pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) ->
 }
 
 /// Drops a reference taken out of `owner` once no reader can still be using it: at once if
-/// none can be (see [`no_reader_can_hold`]), else after the readers (`gil_readers` in the `gil`
-/// build, the epoch in the free-threaded ones).
+/// none can be ([`frees_at_once`]), else after the readers (`gil_readers` in the `gil` build,
+/// the epoch in the free-threaded ones).
 #[inline]
 pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
-    #[cfg(ftrt_gil_build)]
-    {
-        let _ = (owner, guard);
-        crate::guard::gil_readers::retire(reference);
-    }
-    #[cfg(not(ftrt_gil_build))]
-    if no_reader_can_hold(owner) {
+    if frees_at_once(owner) {
         drop(reference);
     } else {
         defer_ref(reference, guard);
-    }
-}
-
-/// [`retire_ref`]'s deferral through the epoch, out of line: the common removal frees at once,
-/// and its callers inline that test.
-#[cfg(not(ftrt_gil_build))]
-#[inline(never)]
-fn defer_ref(reference: OwnedRef, guard: &Guard) {
-    if guard.collector().is_some() {
-        batches::retire(reference, guard);
-    } else {
-        // Unprotected (`with_write_guard` found no reader, and one opened since): deferring
-        // through it would free at once.
-        batches::retire(reference, &crossbeam_epoch::pin());
     }
 }
 
@@ -205,23 +185,52 @@ fn defer_ref(reference: OwnedRef, guard: &Guard) {
 /// being retired as [`retire_ref`] does.
 #[inline]
 pub(crate) fn hand_over(owner: &Header, removed: OwnedRef, guard: &Guard) -> OwnedRef {
-    #[cfg(ftrt_gil_build)]
-    let at_once = crate::guard::gil_readers::none();
-    #[cfg(not(ftrt_gil_build))]
-    let at_once = no_reader_can_hold(owner);
-    if at_once {
+    if frees_at_once(owner) {
         return removed;
     }
     let object = removed.as_ptr();
-    // Owned before the retirement, so that a panic inside it drops the new reference too.
+    // Owned before the deferral, so that a panic inside it drops the new reference too.
     // SAFETY: `removed` keeps the object alive; writers run attached (under the GIL in the
     // `gil` build), which is what the token asserts. The increment is the new reference.
     let handed = unsafe {
         incref(object, assume_token());
         OwnedRef::from_raw(object)
     };
-    retire_ref(owner, removed, guard);
+    defer_ref(removed, guard);
     handed
+}
+
+/// Whether what a write removes from `owner` may be dropped at once: no reader can hold it
+/// ([`no_reader_can_hold`] in the free-threaded builds; in the `gil` build, no `ReadGuard`
+/// alive on any thread).
+#[inline]
+fn frees_at_once(owner: &Header) -> bool {
+    #[cfg(ftrt_gil_build)]
+    {
+        let _ = owner;
+        crate::guard::gil_readers::none()
+    }
+    #[cfg(not(ftrt_gil_build))]
+    no_reader_can_hold(owner)
+}
+
+/// [`retire_ref`]'s deferral until the readers are done, out of line: the common removal frees
+/// at once, and its callers inline that test.
+#[inline(never)]
+fn defer_ref(reference: OwnedRef, guard: &Guard) {
+    #[cfg(ftrt_gil_build)]
+    {
+        let _ = guard;
+        crate::guard::gil_readers::defer(reference);
+    }
+    #[cfg(not(ftrt_gil_build))]
+    if guard.collector().is_some() {
+        batches::retire(reference, guard);
+    } else {
+        // Unprotected (`with_write_guard` found no reader, and one opened since): deferring
+        // through it would free at once.
+        batches::retire(reference, &crossbeam_epoch::pin());
+    }
 }
 
 /// Whether nothing a write removes from `owner` can still be held by a reader, so that it may
