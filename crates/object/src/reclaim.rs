@@ -123,7 +123,7 @@ pub(crate) fn with_write_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -
 /// frees what it removes only through `retire_ref` and `retire_array` (which never defer through
 /// an unprotected guard).
 #[cfg(not(ftrt_gil_build))]
-#[inline]
+#[inline(always)]
 unsafe fn with_guard_if<R>(pin: bool, f: impl FnOnce(&Guard) -> R) -> R {
     let pinned = pin.then(crossbeam_epoch::pin);
     let guard = match &pinned {
@@ -149,7 +149,10 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 /// for a local object, whose contents only this thread can change, and does not while it reads
 /// (see `Header`); none on a thread that holds its attach pin, which covers `f`; else a pinned
 /// guard. `f` must run no user code, reach no checkpoint and not detach.
-#[inline]
+///
+/// Always inlined, with `with_guard_if`: an inlined caller otherwise left this call, with `f`
+/// in it, out of line (`DictPayload::get`).
+#[inline(always)]
 pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
     // SAFETY: unpinned when `owner` is local, so no other thread can reach it to remove what `f`
     // loads, and `f` reads without writing: what it loads stays in the container, alive, until
