@@ -82,7 +82,9 @@ pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce()
 /// others (and may park) is made only by a thread that does not hold the world, whose section
 /// was recorded. A thread lets go of the world alone only where it detaches, so the hold, and
 /// with it the exclusion the unrecorded section relies on, lasts until `f` returns.
-#[inline]
+///
+/// Always inlined, as `ftrt_lock::section::with_on_unrecorded` is (see there).
+#[inline(always)]
 pub unsafe fn with_if_undetached<R>(
     py: Python<'_>,
     lock: Option<&RawObjectLock>,

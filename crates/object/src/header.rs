@@ -179,7 +179,9 @@ impl Header {
     /// alone the section is not even recorded (`ftrt_gil::section::with_if_undetached`). The
     /// object model's section bodies read and write one container's contents and drop what they
     /// remove; the slots they call run no user code (`slots::Payload`).
-    #[inline]
+    ///
+    /// Always inlined, as the sections below it are (`ftrt_lock::section::with_on_unrecorded`).
+    #[inline(always)]
     pub(crate) fn section<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
         // One call of `f` for both cases (`with_if_undetached`), so it inlines here.
         // SAFETY: every caller's `f` is a container operation of this crate, which never calls
