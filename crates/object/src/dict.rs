@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
 use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
-    owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging, with_write_guard,
+    owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging, write_contents,
 };
 use crate::refs::{incref, OwnedRef};
 use crate::slots::{Payload, Repr};
@@ -219,8 +219,11 @@ impl DictPayload {
     ) {
         // Taken by the closure, which so owns nothing with a destructor (see `PyList::set_item`).
         let mut value = Some(value);
-        owner.section(py, || {
-            with_write_guard(owner, |guard| {
+        write_contents(
+            owner,
+            py,
+            #[inline(always)]
+            |guard| {
                 let value = value.take().expect("taken once");
                 let table = self.table(guard);
                 // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
@@ -245,8 +248,8 @@ impl DictPayload {
                 // A load and a store: writers hold the section (see `replace`).
                 let len = self.len.load(Ordering::Relaxed);
                 self.len.store(len + 1, Ordering::Release);
-            })
-        })
+            },
+        )
     }
 
     /// Removes `key`, in `owner`'s critical section. Returns whether it was there.
@@ -260,8 +263,11 @@ impl DictPayload {
         key: NonNull<Header>,
         hash: u64,
     ) -> bool {
-        owner.section(py, || {
-            with_write_guard(owner, |guard| {
+        write_contents(
+            owner,
+            py,
+            #[inline(always)]
+            |guard| {
                 let table = self.table(guard);
                 // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
                 let Some((slot, entry)) = (unsafe { table.find(key, hash) }) else {
@@ -272,15 +278,18 @@ impl DictPayload {
                 let len = self.len.load(Ordering::Relaxed);
                 self.len.store(len - 1, Ordering::Release);
                 true
-            })
-        })
+            },
+        )
     }
 
     /// Removes every entry, in `owner`'s critical section: the table is swapped for an empty
     /// one, and the old one retired with its references.
     pub(crate) fn clear_entries(&self, py: Python<'_>, owner: &Header) {
-        owner.section(py, || {
-            with_write_guard(owner, |guard| {
+        write_contents(
+            owner,
+            py,
+            #[inline(always)]
+            |guard| {
                 for entry in self.table(guard).live_entries() {
                     retire_entry(owner, entry, guard);
                 }
@@ -290,8 +299,8 @@ impl DictPayload {
                 // SAFETY: unreachable now, and it holds no references any more.
                 unsafe { retire_array(owner, old, guard) };
                 self.len.store(0, Ordering::Release);
-            })
-        })
+            },
+        )
     }
 
     /// Moves the live entries, in order, into a table with room to grow, and retires the old one.

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
     hand_over, owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging,
-    with_write_guard,
+    write_contents,
 };
 use crate::refs::OwnedRef;
 use crate::slots::{Payload, Repr};
@@ -111,8 +111,11 @@ impl Payload for ListPayload {
     }
 
     unsafe fn clear(&self, this: &Header, py: Python<'_>) {
-        this.section(py, || {
-            with_write_guard(this, |guard| {
+        write_contents(
+            this,
+            py,
+            #[inline(always)]
+            |guard| {
                 let len = self.len.load(Ordering::Relaxed);
                 // Shorten first, so readers checking the length stop before the emptied slots.
                 self.len.store(0, Ordering::Release);
@@ -122,8 +125,8 @@ impl Payload for ListPayload {
                     // SAFETY: the list owned this reference.
                     retire_ref(this, unsafe { OwnedRef::from_raw(item) }, guard);
                 }
-            })
-        })
+            },
+        )
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
@@ -199,9 +202,12 @@ impl<'py> Bound<'py, PyList> {
     /// Runs `f` in the list's critical section, with a guard to load its array with.
     fn locked<R>(&self, f: impl FnOnce(&ListPayload, &Guard) -> R) -> R {
         let list = self.payload();
-        self.header().section(self.py(), || {
-            with_write_guard(self.header(), |guard| f(list, guard))
-        })
+        write_contents(
+            self.header(),
+            self.py(),
+            #[inline(always)]
+            |guard| f(list, guard),
+        )
     }
 
     /// The list's reference to an item about to be stored in it (see `Header::before_storing`).
@@ -229,10 +235,13 @@ impl<'py> Bound<'py, PyList> {
     pub fn append<T: PyTypeInfo>(&self, item: Bound<'py, T>) {
         // Taken by the closure, which so owns nothing with a destructor (see `set_item`).
         let mut item = Some(self.store(item));
-        self.locked(|list, guard| {
-            let item = item.take().expect("taken once");
-            list.push(self.header(), item, guard);
-        });
+        self.locked(
+            #[inline(always)]
+            |list, guard| {
+                let item = item.take().expect("taken once");
+                list.push(self.header(), item, guard);
+            },
+        );
     }
 
     /// `self[index]`, without a lock (negative indices count from the end); `IndexError`
@@ -260,13 +269,17 @@ impl<'py> Bound<'py, PyList> {
     #[cold]
     fn get_item_locked(&self, index: i64) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
-        self.locked(|list, guard| {
-            let at = position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
-            let item = NonNull::new(list.slots(guard).0[at].load(Ordering::Relaxed))
-                .expect("held below the length");
-            // SAFETY: the list holds the item while we hold its lock.
-            Ok(unsafe { Bound::from_borrowed(py, item) })
-        })
+        self.locked(
+            #[inline(always)]
+            |list, guard| {
+                let at =
+                    position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
+                let item = NonNull::new(list.slots(guard).0[at].load(Ordering::Relaxed))
+                    .expect("held below the length");
+                // SAFETY: the list holds the item while we hold its lock.
+                Ok(unsafe { Bound::from_borrowed(py, item) })
+            },
+        )
     }
 
     /// `self[index] = value`; `IndexError` outside.
@@ -276,73 +289,86 @@ impl<'py> Bound<'py, PyList> {
         // inlined (the unwinding path takes their address), and they were copied at every call
         // level (`shared-attribute-keep` 0.93 -> 1.40 s when an unrelated change moved inlining).
         let mut value = Some(self.store(value));
-        self.locked(|list, guard| {
-            let at = position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
-            let value = value.take().expect("taken once");
-            let old = replace(&list.slots(guard).0[at], value.into_raw().as_ptr());
-            let old = NonNull::new(old).expect("slots below the length hold items");
-            // SAFETY: the list owned the replaced reference.
-            retire_ref(self.header(), unsafe { OwnedRef::from_raw(old) }, guard);
-            Ok(())
-        })
+        self.locked(
+            #[inline(always)]
+            |list, guard| {
+                let at =
+                    position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
+                let value = value.take().expect("taken once");
+                let old = replace(&list.slots(guard).0[at], value.into_raw().as_ptr());
+                let old = NonNull::new(old).expect("slots below the length hold items");
+                // SAFETY: the list owned the replaced reference.
+                retire_ref(self.header(), unsafe { OwnedRef::from_raw(old) }, guard);
+                Ok(())
+            },
+        )
     }
 
     /// `del self[index]`: the items after it move down one; `IndexError` outside.
     pub fn del_item(&self, index: i64) -> Result<()> {
-        self.locked(|list, guard| {
-            let len = list.len.load(Ordering::Relaxed);
-            let at = position(index, len).ok_or_else(out_of_range)?;
-            let slots = &list.slots(guard).0[..len];
-            let removed = slots[at].load(Ordering::Relaxed);
-            // Readers racing with the move may see an item twice or skip one, as with any
-            // concurrent change; each pointer they load is alive (held, or retired below).
-            for i in at..len - 1 {
-                slots[i].store(slots[i + 1].load(Ordering::Relaxed), Ordering::Release);
-            }
-            // Shorten first, so readers checking the length stop before the emptied slot.
-            list.len.store(len - 1, Ordering::Release);
-            slots[len - 1].store(ptr::null_mut(), Ordering::Release);
-            let removed = NonNull::new(removed).expect("slots below the length hold items");
-            // SAFETY: the list owned the removed reference.
-            retire_ref(self.header(), unsafe { OwnedRef::from_raw(removed) }, guard);
-            Ok(())
-        })
+        self.locked(
+            #[inline(always)]
+            |list, guard| {
+                let len = list.len.load(Ordering::Relaxed);
+                let at = position(index, len).ok_or_else(out_of_range)?;
+                let slots = &list.slots(guard).0[..len];
+                let removed = slots[at].load(Ordering::Relaxed);
+                // Readers racing with the move may see an item twice or skip one, as with any
+                // concurrent change; each pointer they load is alive (held, or retired below).
+                for i in at..len - 1 {
+                    slots[i].store(slots[i + 1].load(Ordering::Relaxed), Ordering::Release);
+                }
+                // Shorten first, so readers checking the length stop before the emptied slot.
+                list.len.store(len - 1, Ordering::Release);
+                slots[len - 1].store(ptr::null_mut(), Ordering::Release);
+                let removed = NonNull::new(removed).expect("slots below the length hold items");
+                // SAFETY: the list owned the removed reference.
+                retire_ref(self.header(), unsafe { OwnedRef::from_raw(removed) }, guard);
+                Ok(())
+            },
+        )
     }
 
     /// Removes and returns the last item; `IndexError` if empty.
     pub fn pop(&self) -> Result<Bound<'py, PyAny>> {
-        self.locked(|list, guard| {
-            let len = list.len.load(Ordering::Relaxed);
-            let last = len
-                .checked_sub(1)
-                .ok_or_else(|| Error::IndexError("pop from empty list".into()))?;
-            // Shorten first, so readers checking the length stop before the emptied slot.
-            list.len.store(last, Ordering::Release);
-            let item = replace(&list.slots(guard).0[last], ptr::null_mut());
-            let item = NonNull::new(item).expect("slots below the length hold items");
-            // The caller gets the list's reference, or a new one while readers may have loaded
-            // the item (the list's is then retired for them).
-            // SAFETY: the list owned this reference.
-            let popped = hand_over(self.header(), unsafe { OwnedRef::from_raw(item) }, guard);
-            // SAFETY: a reference of our own to an item the list held.
-            Ok(unsafe { Bound::from_owned(popped.into_raw()) })
-        })
+        self.locked(
+            #[inline(always)]
+            |list, guard| {
+                let len = list.len.load(Ordering::Relaxed);
+                let last = len
+                    .checked_sub(1)
+                    .ok_or_else(|| Error::IndexError("pop from empty list".into()))?;
+                // Shorten first, so readers checking the length stop before the emptied slot.
+                list.len.store(last, Ordering::Release);
+                let item = replace(&list.slots(guard).0[last], ptr::null_mut());
+                let item = NonNull::new(item).expect("slots below the length hold items");
+                // The caller gets the list's reference, or a new one while readers may have loaded
+                // the item (the list's is then retired for them).
+                // SAFETY: the list owned this reference.
+                let popped = hand_over(self.header(), unsafe { OwnedRef::from_raw(item) }, guard);
+                // SAFETY: a reference of our own to an item the list held.
+                Ok(unsafe { Bound::from_owned(popped.into_raw()) })
+            },
+        )
     }
 
     /// The items, as a consistent snapshot of new references.
     pub fn to_vec(&self) -> Vec<Bound<'py, PyAny>> {
         let py = self.py();
-        self.locked(|list, guard| {
-            let len = list.len.load(Ordering::Relaxed);
-            list.slots(guard).0[..len]
-                .iter()
-                .map(|slot| {
-                    let item =
-                        NonNull::new(slot.load(Ordering::Relaxed)).expect("held below the length");
-                    // SAFETY: held by the list while we hold its lock.
-                    unsafe { Bound::from_borrowed(py, item) }
-                })
-                .collect()
-        })
+        self.locked(
+            #[inline(always)]
+            |list, guard| {
+                let len = list.len.load(Ordering::Relaxed);
+                list.slots(guard).0[..len]
+                    .iter()
+                    .map(|slot| {
+                        let item = NonNull::new(slot.load(Ordering::Relaxed))
+                            .expect("held below the length");
+                        // SAFETY: held by the list while we hold its lock.
+                        unsafe { Bound::from_borrowed(py, item) }
+                    })
+                    .collect()
+            },
+        )
     }
 }

@@ -17,7 +17,7 @@
 //!
 //! A local container (see `Header`: no other thread can reach it) needs none of this unless a
 //! read is open on its own thread: its lock-free reads take no pin (`with_read_guard`), its
-//! writes take none either (`with_write_guard`) and free what they remove at once. The reads that
+//! writes take none either (`write_contents`) and free what they remove at once. The reads that
 //! can hold a pointer across a write on the same thread, a `ReadGuard` that borrowed and a
 //! `Debug` print, count themselves in `ftrt_gil::local::readers`, and while any is open
 //! removals are retired as usual.
@@ -57,6 +57,8 @@ use std::sync::atomic::{AtomicPtr, Ordering};
 
 use crossbeam_epoch::{Guard, Owned, Shared as EpochShared};
 
+use ftrt_gil::Python;
+
 use crate::header::Header;
 use crate::refs::{assume_token, incref, OwnedRef};
 
@@ -89,6 +91,39 @@ pub(crate) unsafe fn with_unchanging<R>(f: impl FnOnce(&Guard) -> R) -> R {
     // SAFETY: per the caller: what `f` loads stays reachable from its owner until it returns,
     // and it defers nothing through the guard.
     f(unsafe { crossbeam_epoch::unprotected() })
+}
+
+/// Runs `f`, a write to `owner`'s contents, in `owner`'s critical section with the guard
+/// [`with_write_guard`] would give it: every container write goes through here.
+///
+/// Where no reader can hold what `f` removes ([`no_reader_can_hold`]: no read open on this
+/// thread, and a local owner or a world held alone), `f` runs here, inline, with neither a lock
+/// nor a pin, which is what the general path would come to: a local object's section takes no
+/// lock (see `Header::section`), and a thread that holds the world alone elides its sections
+/// without recording them (`no_reads_elsewhere` is true only during such a hold, whose stack
+/// elides). Otherwise the general path runs out of line. `f` must not detach, as for
+/// `Header::section`.
+#[inline(always)]
+pub(crate) fn write_contents<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&Guard) -> R) -> R {
+    #[cfg(not(ftrt_gil_build))]
+    {
+        if no_reader_can_hold(owner) {
+            // SAFETY: as `with_write_guard`'s unpinned case: no other thread can write `owner`
+            // (it is local, or this thread holds the world alone) or read it, and no read is
+            // open on this thread; `f` retires only through `retire_ref` and `retire_array`.
+            return f(unsafe { crossbeam_epoch::unprotected() });
+        }
+        write_contents_in_section(owner, py, f)
+    }
+    #[cfg(ftrt_gil_build)]
+    owner.section(py, || with_write_guard(owner, f))
+}
+
+/// [`write_contents`]'s general path: the section, then [`with_write_guard`].
+#[cfg(not(ftrt_gil_build))]
+#[inline(never)]
+fn write_contents_in_section<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&Guard) -> R) -> R {
+    owner.section(py, || with_write_guard(owner, f))
 }
 
 /// Runs `f`, a write to `owner`'s contents inside its critical section, with a guard to load
