@@ -110,8 +110,16 @@ pub(crate) fn write_contents<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&
         if no_reader_can_hold(owner) {
             // SAFETY: as `with_write_guard`'s unpinned case: no other thread can write `owner`
             // (it is local, or this thread holds the world alone) or read it, and no read is
-            // open on this thread; `f` retires only through `retire_ref` and `retire_array`.
-            return f(unsafe { crossbeam_epoch::unprotected() });
+            // open on this thread; `f` retires only through `retire_ref`, `hand_over` and
+            // `retire_array`, which never defer through an unprotected guard.
+            let written = f(unsafe { crossbeam_epoch::unprotected() });
+            // The elided section's check (`ftrt_lock`'s, skipped here): a hold on the world
+            // alone lasts as long as `f` only if `f` did not detach, which ends it.
+            debug_assert!(
+                !owner.is_shared() || ftrt_gil::local::no_reads_elsewhere(),
+                "a write to a shared container detached while it relied on the world held alone"
+            );
+            return written;
         }
         write_contents_in_section(owner, py, f)
     }
