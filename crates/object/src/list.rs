@@ -199,7 +199,10 @@ impl PyList {
 }
 
 impl<'py> Bound<'py, PyList> {
-    /// Runs `f` in the list's critical section, with a guard to load its array with.
+    /// Runs `f` in the list's critical section, with a guard to load its array with
+    /// (`write_contents`). The closures given to it are marked `#[inline(always)]`: each is
+    /// called both inline and on the out-of-line general path, and the inliner otherwise
+    /// kept it out of line on the inline one too.
     fn locked<R>(&self, f: impl FnOnce(&ListPayload, &Guard) -> R) -> R {
         let list = self.payload();
         write_contents(

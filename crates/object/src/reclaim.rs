@@ -93,25 +93,28 @@ pub(crate) unsafe fn with_unchanging<R>(f: impl FnOnce(&Guard) -> R) -> R {
     f(unsafe { crossbeam_epoch::unprotected() })
 }
 
-/// Runs `f`, a write to `owner`'s contents, in `owner`'s critical section with the guard
-/// [`with_write_guard`] would give it: every container write goes through here.
+/// Runs `f`, a write to `owner`'s contents, in `owner`'s critical section, with a guard to load
+/// them with and to retire what it removes through: every container write goes through here.
 ///
 /// Where no reader can hold what `f` removes ([`no_reader_can_hold`]: no read open on this
 /// thread, and a local owner or a world held alone), `f` runs here, inline, with neither a lock
-/// nor a pin, which is what the general path would come to: a local object's section takes no
-/// lock (see `Header::section`), and a thread that holds the world alone elides its sections
-/// without recording them (`no_reads_elsewhere` is true only during such a hold, whose stack
-/// elides). Otherwise the general path runs out of line. `f` must not detach, as for
-/// `Header::section`.
+/// nor a pin, and `retire_ref`, `hand_over` and `retire_array` free at once. The section would
+/// come to nothing there: a local object's section takes no lock (see `Header::section`), and a
+/// thread that holds the world alone elides its sections without recording them
+/// (`no_reads_elsewhere` is true only during such a hold, whose stack elides). Otherwise the
+/// section and a pinned guard, out of line. (The `gil` build takes neither.) `f` must not
+/// detach, as for `Header::section`.
 #[inline(always)]
 pub(crate) fn write_contents<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&Guard) -> R) -> R {
     #[cfg(not(ftrt_gil_build))]
     {
         if no_reader_can_hold(owner) {
-            // SAFETY: as `with_write_guard`'s unpinned case: no other thread can write `owner`
-            // (it is local, or this thread holds the world alone) or read it, and no read is
-            // open on this thread; `f` retires only through `retire_ref`, `hand_over` and
-            // `retire_array`, which never defer through an unprotected guard.
+            // SAFETY: no other thread can write `owner` (it is local, or this thread holds the
+            // world alone) or read it, so what `f` loads stays alive until `f` itself removes
+            // it; with no read open on this thread either, nothing else holds what it removes.
+            // `f` retires only through `retire_ref`, `hand_over` and `retire_array`, which
+            // never defer through an unprotected guard (should the condition change inside
+            // `f`, they pin for themselves).
             let written = f(unsafe { crossbeam_epoch::unprotected() });
             // The elided section's check (`ftrt_lock`'s, skipped here): a hold on the world
             // alone lasts as long as `f` only if `f` did not detach, which ends it.
@@ -124,37 +127,15 @@ pub(crate) fn write_contents<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&
         write_contents_in_section(owner, py, f)
     }
     #[cfg(ftrt_gil_build)]
-    owner.section(py, || with_write_guard(owner, f))
+    owner.section(py, || with_guard(f))
 }
 
-/// [`write_contents`]'s general path: the section, then [`with_write_guard`].
+/// [`write_contents`]'s general path: the section, and a pinned guard (a reader may hold what
+/// `f` removes).
 #[cfg(not(ftrt_gil_build))]
 #[inline(never)]
 fn write_contents_in_section<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&Guard) -> R) -> R {
-    owner.section(py, || with_write_guard(owner, f))
-}
-
-/// Runs `f`, a write to `owner`'s contents inside its critical section, with a guard to load
-/// them with and to retire what it removes through: a pinned guard unless no
-/// reader can hold what `f` removes ([`no_reader_can_hold`]: no read open on this thread, and
-/// a local object or a world held alone), where none is needed, and `retire_ref` and
-/// `retire_array` free at once.
-#[inline]
-pub(crate) fn with_write_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
-    // SAFETY: unpinned only when no other thread can write `owner` (it is local, or this thread
-    // holds the world alone, and `f` runs inside `owner`'s section besides) or read it: what `f`
-    // loads stays alive until `f` itself removes it; and with no read open on this thread or,
-    // per `no_reads_elsewhere`, any other, nothing else holds what it removes, which is freed
-    // at once.
-    // (Should the condition change inside `f`, the retire functions pin for themselves: they
-    // never defer through an unprotected guard.)
-    #[cfg(not(ftrt_gil_build))]
-    return unsafe { with_guard_if(!no_reader_can_hold(owner), f) };
-    #[cfg(ftrt_gil_build)]
-    {
-        let _ = owner;
-        with_guard(f)
-    }
+    owner.section(py, || f(&crossbeam_epoch::pin()))
 }
 
 /// Runs `f` with a pinned guard if `pin`, else with `crossbeam_epoch::unprotected()`. One call
@@ -273,7 +254,7 @@ fn defer_ref(reference: OwnedRef, guard: &Guard) {
     if guard.collector().is_some() {
         batches::retire(reference, guard);
     } else {
-        // Unprotected (`with_write_guard` found no reader, and one opened since): deferring
+        // Unprotected (`write_contents` found no reader, and one opened since): deferring
         // through it would free at once.
         batches::retire(reference, &crossbeam_epoch::pin());
     }
