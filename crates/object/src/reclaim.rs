@@ -63,7 +63,7 @@ use crate::header::Header;
 use crate::refs::{assume_token, incref, OwnedRef};
 
 /// Runs `f` with the `gil` build's guard for pointers loaded from containers: none is needed
-/// (the free-threaded builds pin, in `with_guard_if`).
+/// (the free-threaded builds choose, in `with_read_guard` and `write_contents`).
 #[cfg(ftrt_gil_build)]
 #[inline]
 fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
@@ -144,8 +144,8 @@ fn write_contents_in_section<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&
 ///
 /// # Safety
 /// Unless `pin`, nothing `f` loads can be freed by another thread while `f` uses it, and `f`
-/// frees what it removes only through `retire_ref` and `retire_array` (which never defer through
-/// an unprotected guard).
+/// retires nothing through the guard (its one caller is [`with_read_guard`]; writes choose
+/// their guard in [`write_contents`]).
 #[cfg(not(ftrt_gil_build))]
 #[inline(always)]
 unsafe fn with_guard_if<R>(pin: bool, f: impl FnOnce(&Guard) -> R) -> R {
