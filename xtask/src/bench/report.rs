@@ -517,13 +517,14 @@ impl Report {
         }
         let _ = writeln!(
             md,
-            "Machine: {} CPUs, {}, {}. Sizes x{}; {} measured repeat(s) per cell after one warm-up run, \
+            "Machine: {} CPUs ({}), {}, {}. Sizes x{}; {} measured repeat(s) per cell after one warm-up run, \
              interleaved; each runner warms up in-process (a pass at a tenth of the size) before its \
              clock starts, and ftrt's runners keep the memory they free (`MIMALLOC_PURGE_DELAY=-1`). Times run \
              from the earliest thread's start to the last join. Medians of the repeats, ± the spread \
              (max − min) / median; speedup = the same build at 1 thread / at N; vs gil = the GIL reference at N / \
              this build at N (the `gil` build, or a free-threaded interpreter's default twin).\n",
             machine["cpus"],
+            machine["cpu_model"].as_str().unwrap_or("?"),
             machine["os"].as_str().unwrap_or("?"),
             machine["rustc"].as_str().unwrap_or("?"),
             self.scale,
@@ -835,6 +836,19 @@ fn percent(value: f64) -> String {
     }
 }
 
+/// The processor's name as Linux reports it (`model name` in `/proc/cpuinfo`), so that reports
+/// from different machines say which is which; empty where there is no such file.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_default()
+}
+
 pub fn machine() -> Value {
     let rustc = Command::new(std::env::var_os("RUSTC").unwrap_or_else(|| "rustc".into()))
         .arg("--version")
@@ -844,6 +858,7 @@ pub fn machine() -> Value {
         .unwrap_or_default();
     json!({
         "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu_model": cpu_model(),
         "os": std::env::consts::OS,
         "rustc": rustc,
     })
