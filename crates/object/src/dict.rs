@@ -217,14 +217,11 @@ impl DictPayload {
         key: NonNull<Header>,
         value: OwnedRef,
     ) {
-        // Taken by the closure, which so owns nothing with a destructor (see `PyList::set_item`).
-        let mut value = Some(value);
         write_contents(
             owner,
             py,
             #[inline(always)]
-            |guard| {
-                let value = value.take().expect("taken once");
+            move |guard| {
                 let table = self.table(guard);
                 // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
                 if let Some((_, entry)) = unsafe { table.find(key, hash) } {
@@ -357,12 +354,16 @@ impl DictPayload {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
         let py = key.py();
-        Ok(with_read_guard(owner, |guard| {
-            // SAFETY: `key` keeps its object alive; the value was found under the guard: alive
-            // until it is dropped, so until after the increment.
-            unsafe { self.lookup(key.ptr(), hash, guard) }
-                .map(|value| unsafe { Bound::from_borrowed(py, value) })
-        }))
+        Ok(with_read_guard(
+            owner,
+            #[inline(always)]
+            |guard| {
+                // SAFETY: `key` keeps its object alive; the value was found under the guard: alive
+                // until it is dropped, so until after the increment.
+                unsafe { self.lookup(key.ptr(), hash, guard) }
+                    .map(|value| unsafe { Bound::from_borrowed(py, value) })
+            },
+        ))
     }
 
     /// The value of `key` without a lock and without counting.
@@ -399,26 +400,30 @@ impl DictPayload {
         owner: &Header,
     ) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         owner.section(py, || {
-            with_read_guard(owner, |guard| {
-                self.table(guard)
-                    .live_entries()
-                    .map(|entry| {
-                        // SAFETY: held by the dict while we hold its lock.
-                        unsafe {
-                            (
-                                Bound::from_borrowed(
-                                    py,
-                                    NonNull::new_unchecked(entry.key.load(Ordering::Relaxed)),
-                                ),
-                                Bound::from_borrowed(
-                                    py,
-                                    NonNull::new_unchecked(entry.value.load(Ordering::Relaxed)),
-                                ),
-                            )
-                        }
-                    })
-                    .collect()
-            })
+            with_read_guard(
+                owner,
+                #[inline(always)]
+                |guard| {
+                    self.table(guard)
+                        .live_entries()
+                        .map(|entry| {
+                            // SAFETY: held by the dict while we hold its lock.
+                            unsafe {
+                                (
+                                    Bound::from_borrowed(
+                                        py,
+                                        NonNull::new_unchecked(entry.key.load(Ordering::Relaxed)),
+                                    ),
+                                    Bound::from_borrowed(
+                                        py,
+                                        NonNull::new_unchecked(entry.value.load(Ordering::Relaxed)),
+                                    ),
+                                )
+                            }
+                        })
+                        .collect()
+                },
+            )
         })
     }
 }
@@ -598,10 +603,14 @@ impl<'py> Bound<'py, PyDict> {
         let dict = self.payload();
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
-        Ok(with_read_guard(self.header(), |guard| {
-            // SAFETY: `key` keeps its object alive; only the pointer's presence is used.
-            unsafe { dict.lookup(key.ptr(), hash, guard) }.is_some()
-        }))
+        Ok(with_read_guard(
+            self.header(),
+            #[inline(always)]
+            |guard| {
+                // SAFETY: `key` keeps its object alive; only the pointer's presence is used.
+                unsafe { dict.lookup(key.ptr(), hash, guard) }.is_some()
+            },
+        ))
     }
 
     /// The `(key, value)` pairs in insertion order (a consistent snapshot).

@@ -236,14 +236,10 @@ impl<'py> Bound<'py, PyList> {
     // six saved registers around a store and a section), where the `gil` build inlines it.
     #[inline(always)]
     pub fn append<T: PyTypeInfo>(&self, item: Bound<'py, T>) {
-        // Taken by the closure, which so owns nothing with a destructor (see `set_item`).
-        let mut item = Some(self.store(item));
+        let item = self.store(item);
         self.locked(
             #[inline(always)]
-            |list, guard| {
-                let item = item.take().expect("taken once");
-                list.push(self.header(), item, guard);
-            },
+            move |list, guard| list.push(self.header(), item, guard),
         );
     }
 
@@ -252,16 +248,21 @@ impl<'py> Bound<'py, PyList> {
     pub fn get_item(&self, index: i64) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
         let list = self.payload();
-        let fast = with_read_guard(self.header(), |guard| {
-            let at = position(index, list.len.load(Ordering::Acquire)).ok_or_else(out_of_range)?;
-            let item = list
-                .slots(guard)
-                .0
-                .get(at)
-                .and_then(|slot| NonNull::new(slot.load(Ordering::Acquire)));
-            // SAFETY: loaded under the guard: held by the list or retired after it.
-            Ok(item.map(|item| unsafe { Bound::from_borrowed(py, item) }))
-        })?;
+        let fast = with_read_guard(
+            self.header(),
+            #[inline(always)]
+            |guard| {
+                let at =
+                    position(index, list.len.load(Ordering::Acquire)).ok_or_else(out_of_range)?;
+                let item = list
+                    .slots(guard)
+                    .0
+                    .get(at)
+                    .and_then(|slot| NonNull::new(slot.load(Ordering::Acquire)));
+                // SAFETY: loaded under the guard: held by the list or retired after it.
+                Ok(item.map(|item| unsafe { Bound::from_borrowed(py, item) }))
+            },
+        )?;
         match fast {
             Some(item) => Ok(item),
             None => self.get_item_locked(index),
@@ -287,17 +288,12 @@ impl<'py> Bound<'py, PyList> {
 
     /// `self[index] = value`; `IndexError` outside.
     pub fn set_item<T: PyTypeInfo>(&self, index: i64, value: Bound<'py, T>) -> Result<()> {
-        // Held here and taken by the closure, which so owns nothing with a destructor: a
-        // closure that does keeps its captures in memory whenever that destructor's call is not
-        // inlined (the unwinding path takes their address), and they were copied at every call
-        // level (`shared-attribute-keep` 0.93 -> 1.40 s when an unrelated change moved inlining).
-        let mut value = Some(self.store(value));
+        let value = self.store(value);
         self.locked(
             #[inline(always)]
-            |list, guard| {
+            move |list, guard| {
                 let at =
                     position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
-                let value = value.take().expect("taken once");
                 let old = replace(&list.slots(guard).0[at], value.into_raw().as_ptr());
                 let old = NonNull::new(old).expect("slots below the length hold items");
                 // SAFETY: the list owned the replaced reference.

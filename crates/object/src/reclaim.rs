@@ -138,24 +138,13 @@ fn write_contents_in_section<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&
     owner.section(py, || f(&crossbeam_epoch::pin()))
 }
 
-/// Runs `f` with a pinned guard if `pin`, else with `crossbeam_epoch::unprotected()`. One call
-/// site for `f`, so that it inlines into the caller: a local read is a few loads, and a call with
-/// its result passed through memory cost as much as the read.
-///
-/// # Safety
-/// Unless `pin`, nothing `f` loads can be freed by another thread while `f` uses it, and `f`
-/// retires nothing through the guard (its one caller is [`with_read_guard`]; writes choose
-/// their guard in [`write_contents`]).
+/// [`with_read_guard`]'s pinned path, out of line: only a shared owner read on a thread without
+/// its attach pin (one attached after its exit) comes here.
 #[cfg(not(ftrt_gil_build))]
-#[inline(always)]
-unsafe fn with_guard_if<R>(pin: bool, f: impl FnOnce(&Guard) -> R) -> R {
-    let pinned = pin.then(crossbeam_epoch::pin);
-    let guard = match &pinned {
-        Some(pinned) => pinned,
-        // SAFETY: per the caller.
-        None => unsafe { crossbeam_epoch::unprotected() },
-    };
-    f(guard)
+#[cold]
+#[inline(never)]
+fn read_pinned<R>(f: impl FnOnce(&Guard) -> R) -> R {
+    f(&crossbeam_epoch::pin())
 }
 
 /// Replaces what `slot` holds, in its container's critical section, and returns the old
@@ -174,19 +163,26 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 /// (see `Header`); none on a thread that holds its attach pin, which covers `f`; else a pinned
 /// guard. `f` must run no user code, reach no checkpoint and not detach.
 ///
-/// Always inlined, with `with_guard_if`: an inlined caller otherwise left this call, with `f`
-/// in it, out of line (`DictPayload::get`).
+/// Always inlined, with the unpinned path inline and the pinned one out of line
+/// ([`read_pinned`]): an inlined caller otherwise left this call, with `f` in it, out of line
+/// (`DictPayload::get`), and a guard that might need dropping kept a drop flag and six saved
+/// registers in every read. `f` has two call sites, so the callers mark it always inline.
 #[inline(always)]
 pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
-    // SAFETY: unpinned when `owner` is local, so no other thread can reach it to remove what `f`
-    // loads, and `f` reads without writing: what it loads stays in the container, alive, until
-    // `f` has returned. Or unpinned when the thread holds its attach pin
-    // (`ftrt_gil::local::attach_pinned`): `f` runs no user code, reaches no checkpoint (where
-    // that pin is renewed) and does not detach, so the pin covers every load `f` makes, and what
-    // another thread removes meanwhile is not freed before `f` returns. Nothing is retired
-    // through this guard.
     #[cfg(not(ftrt_gil_build))]
-    return unsafe { with_guard_if(owner.is_shared() && !ftrt_gil::local::attach_pinned(), f) };
+    {
+        if !owner.is_shared() || ftrt_gil::local::attach_pinned() {
+            // SAFETY: unpinned when `owner` is local, so no other thread can reach it to remove
+            // what `f` loads, and `f` reads without writing: what it loads stays in the
+            // container, alive, until `f` has returned. Or unpinned when the thread holds its
+            // attach pin (`ftrt_gil::local::attach_pinned`): `f` runs no user code, reaches no
+            // checkpoint (where that pin is renewed) and does not detach, so the pin covers
+            // every load `f` makes, and what another thread removes meanwhile is not freed
+            // before `f` returns. Nothing is retired through this guard.
+            return f(unsafe { crossbeam_epoch::unprotected() });
+        }
+        read_pinned(f)
+    }
     #[cfg(ftrt_gil_build)]
     {
         let _ = owner;
@@ -210,11 +206,22 @@ pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
 /// container's: that same reference when no reader can hold the value, so no count changes
 /// (a `pop`'s increment and decrement of the popped item), else a new one, the container's
 /// being retired as [`retire_ref`] does.
-#[inline]
+///
+/// The test always inline, the deferral out of line ([`hand_over_deferred`]): with the inliner
+/// left to choose, a `pop` called the whole function in the free-threaded builds, to return the
+/// reference it was given.
+#[inline(always)]
 pub(crate) fn hand_over(owner: &Header, removed: OwnedRef, guard: &Guard) -> OwnedRef {
     if frees_at_once(owner) {
         return removed;
     }
+    hand_over_deferred(removed, guard)
+}
+
+/// [`hand_over`]'s path where a reader may hold the value: a new reference for the caller, and
+/// the container's retired.
+#[inline(never)]
+fn hand_over_deferred(removed: OwnedRef, guard: &Guard) -> OwnedRef {
     let object = removed.as_ptr();
     // Owned before the deferral, so that a panic inside it drops the new reference too.
     // SAFETY: `removed` keeps the object alive; writers run attached (under the GIL in the
