@@ -74,6 +74,7 @@ impl AtomicCount {
     }
 
     /// The number of references, or `Immortal`.
+    #[inline]
     pub fn get(&self) -> RefCountValue {
         match self.count.load(Ordering::Acquire) {
             count if count >= IMMORTAL_MIN => RefCountValue::Immortal,

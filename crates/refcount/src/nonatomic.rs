@@ -68,6 +68,7 @@ impl NonAtomicCount {
     }
 
     /// The number of references, or `Immortal`.
+    #[inline]
     pub fn get(&self, gil: GilHeld<'_>) -> RefCountValue {
         match self.read(gil) {
             IMMORTAL => RefCountValue::Immortal,

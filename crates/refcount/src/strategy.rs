@@ -226,6 +226,7 @@ unsafe impl RefCount for NonAtomicCount {
         // SAFETY: forwarded from the caller.
         unsafe { NonAtomicCount::decref_raw(this, gil) }
     }
+    #[inline]
     fn get(&self, gil: GilHeld<'_>) -> RefCountValue {
         NonAtomicCount::get(self, gil)
     }
@@ -255,6 +256,7 @@ unsafe impl RefCount for AtomicCount {
         // SAFETY: the caller guarantees the count is alive.
         unsafe { this.as_ref() }.decref()
     }
+    #[inline]
     fn get(&self, (): ()) -> RefCountValue {
         AtomicCount::get(self)
     }
@@ -328,6 +330,7 @@ unsafe impl RefCount for BiasedCount {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::decref_unowned(this, release) }
     }
+    #[inline]
     fn get(&self, _: Owner<'_>) -> RefCountValue {
         BiasedCount::get(self)
     }

@@ -779,6 +779,7 @@ impl BiasedCount {
     /// read here may come from different moments. Decide uniqueness with
     /// [`is_unique`](Self::is_unique) or [`try_take_unique`](Self::try_take_unique), never with
     /// this.
+    #[inline]
     pub fn get(&self) -> RefCountValue {
         // `local` before `shared`: if a merge lands in between, `shared` says `MERGED` and the
         // stale `local` is ignored.
