@@ -740,7 +740,8 @@ fn run_hooks() {
 /// `crossbeam-epoch`'s own thread-local; the block holds only the attach pin on it. Owning a
 /// `LocalHandle` of a runtime `Collector` here means every guard the object model takes must
 /// come from that collector, since a pin on one collector does not protect what is retired
-/// through another: `reclaim::with_guard` (list and dict reads and writes), `ReadGuard`, the
+/// through another: `reclaim`'s pins for list and dict reads and writes (`read_pinned`,
+/// `write_contents_in_section`), `ReadGuard`, the
 /// `Debug` printer, `collect`'s flushes and the retired batches' hand-over at exit all pin through
 /// `crossbeam_epoch::pin()` today, and would have to switch together, with a fallback for pins
 /// after the block is gone (a temporary handle registered per pin, what crossbeam does itself

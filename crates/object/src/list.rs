@@ -236,6 +236,9 @@ impl<'py> Bound<'py, PyList> {
     // six saved registers around a store and a section), where the `gil` build inlines it.
     #[inline(always)]
     pub fn append<T: PyTypeInfo>(&self, item: Bound<'py, T>) {
+        // Moved into the closure: `OwnedRef`'s drop is inline (see `refs.rs`), so a closure that
+        // owns one keeps nothing in memory for its unwinding path (a measured 0.93 -> 1.40 s in
+        // `shared-attribute-keep` when such a drop was not inlined).
         let item = self.store(item);
         self.locked(
             #[inline(always)]
@@ -288,6 +291,8 @@ impl<'py> Bound<'py, PyList> {
 
     /// `self[index] = value`; `IndexError` outside.
     pub fn set_item<T: PyTypeInfo>(&self, index: i64, value: Bound<'py, T>) -> Result<()> {
+        // Moved in, as in `append`; out of range, the closure drops it, in the section (the
+        // contract of `Header::section` allows destructors there).
         let value = self.store(value);
         self.locked(
             #[inline(always)]

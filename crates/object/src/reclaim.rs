@@ -165,7 +165,7 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 ///
 /// Always inlined, with the unpinned path inline and the pinned one out of line
 /// ([`read_pinned`]): an inlined caller otherwise left this call, with `f` in it, out of line
-/// (`DictPayload::get`), and a guard that might need dropping kept a drop flag and six saved
+/// (`DictPayload::get`), and a guard that might need dropping kept a drop flag and five saved
 /// registers in every read. `f` has two call sites, so the callers mark it always inline.
 #[inline(always)]
 pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
