@@ -837,16 +837,21 @@ fn percent(value: f64) -> String {
 }
 
 /// The processor's name as Linux reports it (`model name` in `/proc/cpuinfo`), so that reports
-/// from different machines say which is which; empty where there is no such file.
+/// from different machines say which is which; `?` where there is none.
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
-                .map(|(_, name)| name.trim().to_owned())
-        })
-        .unwrap_or_default()
+        .and_then(|info| model_name(&info))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// The first `model name` in the text of `/proc/cpuinfo`.
+fn model_name(cpuinfo: &str) -> Option<String> {
+    cpuinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
+        .map(|(_, name)| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
 }
 
 pub fn machine() -> Value {
@@ -867,6 +872,17 @@ pub fn machine() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_machine_line_names_the_first_processor_model() {
+        let cpuinfo = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Intel(R) Xeon(R) Processor\n\nprocessor\t: 1\nmodel name\t: Other\n";
+        assert_eq!(
+            model_name(cpuinfo).as_deref(),
+            Some("Intel(R) Xeon(R) Processor")
+        );
+        assert_eq!(model_name("processor\t: 0\nmodel name\t:\n"), None);
+        assert_eq!(model_name(""), None);
+    }
 
     fn python(build: &str, free_threaded: bool, reference: Option<&str>) -> RunnerSummary {
         RunnerSummary {
