@@ -201,7 +201,7 @@ mod free_threaded {
     fn no_thread_holds_the_world_while_another_is_attached() {
         with_elision(true, || {
             let (other_attached, main_attached) = (AtomicBool::new(false), AtomicBool::new(false));
-            let done = AtomicBool::new(false);
+            let (done, stopped_checking) = (AtomicBool::new(false), AtomicBool::new(false));
             thread::scope(|s| {
                 s.spawn(|| {
                     Python::attach(|py| {
@@ -215,6 +215,7 @@ mod free_threaded {
                             py.check();
                             assert!(!py.holds_world_alone());
                         }
+                        stopped_checking.store(true, Ordering::SeqCst);
                     });
                 });
                 while !other_attached.load(Ordering::SeqCst) {
@@ -226,8 +227,13 @@ mod free_threaded {
                     assert!(!py.holds_world_alone());
                     let lock = RawObjectLock::new();
                     section::with(py, &lock, || assert!(lock.is_locked()));
-                    // Still attached: the other thread stops checking before it could be alone.
+                    // Still attached until the other thread has stopped checking: it may have
+                    // read `done` just before it was set, and its next checkpoint must not find
+                    // it alone.
                     done.store(true, Ordering::SeqCst);
+                    while !stopped_checking.load(Ordering::SeqCst) {
+                        thread::yield_now();
+                    }
                 });
             });
         });
