@@ -27,9 +27,10 @@ use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
 use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
-    owned, replace, retire_array, retire_ref, with_read_guard, with_unchanging, write_contents,
+    owned, replace, retire_array, retire_ref, try_read_unpinned, with_read_guard, with_unchanging,
+    write_contents,
 };
-use crate::refs::{incref, OwnedRef};
+use crate::refs::{incref, try_incref_inline, OwnedRef};
 use crate::slots::{Payload, Repr};
 use crate::types::{py_type, PyAny, PyTypeInfo};
 
@@ -344,7 +345,10 @@ impl DictPayload {
     /// Always inlined: each caller (`get_item`, an instance's or a module's `get_attr`) is a
     /// thin wrapper, and the inliner kept this out of line in the free-threaded builds, where a
     /// call, six saved registers and a result passed through memory were a tenth of
-    /// `shared-attribute-keep`'s iteration.
+    /// `shared-attribute-keep`'s iteration. The common case (no pin needed, a value the thread
+    /// counts inline) runs inline; a read that needs a pin or counts out of line looks up again
+    /// in [`get_general`](Self::get_general), out of line, so that the inline part builds no
+    /// closure on the stack for it.
     #[inline(always)]
     pub(crate) fn get<'py>(
         &self,
@@ -354,16 +358,46 @@ impl DictPayload {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
         let py = key.py();
-        Ok(with_read_guard(
+        let fast = try_read_unpinned(
             owner,
             #[inline(always)]
             |guard| {
                 // SAFETY: `key` keeps its object alive; the value was found under the guard: alive
                 // until it is dropped, so until after the increment.
+                match unsafe { self.lookup(key.ptr(), hash, guard) } {
+                    None => Some(None),
+                    Some(value) => {
+                        unsafe { try_incref_inline(value, py.count_token()) }.then_some(Some(value))
+                    }
+                }
+            },
+        );
+        match fast {
+            // SAFETY: counted above, for the caller.
+            Some(found) => Ok(found.map(|value| unsafe { Bound::from_owned(value) })),
+            None => Ok(self.get_general(owner, key, hash)),
+        }
+    }
+
+    /// [`get`](Self::get), every case: a pinned read, and a reference counted out of line.
+    #[cold]
+    #[inline(never)]
+    fn get_general<'py>(
+        &self,
+        owner: &Header,
+        key: &Bound<'py, PyAny>,
+        hash: u64,
+    ) -> Option<Bound<'py, PyAny>> {
+        let py = key.py();
+        with_read_guard(
+            owner,
+            #[inline(always)]
+            |guard| {
+                // SAFETY: as in `get`.
                 unsafe { self.lookup(key.ptr(), hash, guard) }
                     .map(|value| unsafe { Bound::from_borrowed(py, value) })
             },
-        ))
+        )
     }
 
     /// The value of `key` without a lock and without counting.

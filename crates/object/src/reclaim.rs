@@ -190,6 +190,32 @@ pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) ->
     }
 }
 
+/// [`with_read_guard`]'s inline half alone: runs `f` unpinned where `with_read_guard` would, and
+/// answers `None` without running it where a read needs a pin of its own. For a read whose
+/// whole fast path, `f` included, fits in its caller without a call (`PyList::get_item`): `f`
+/// answers `None` too where it meets anything but the common case, and the caller then takes
+/// its general path, out of line, which repeats the read. `f` must run no user code, reach no
+/// checkpoint and not detach, as for `with_read_guard`.
+#[inline(always)]
+pub(crate) fn try_read_unpinned<R>(
+    owner: &Header,
+    f: impl FnOnce(&Guard) -> Option<R>,
+) -> Option<R> {
+    #[cfg(not(ftrt_gil_build))]
+    {
+        if !owner.is_shared() || ftrt_gil::local::attach_pinned() {
+            // SAFETY: as for `with_read_guard`'s unpinned path, under the same conditions.
+            return f(unsafe { crossbeam_epoch::unprotected() });
+        }
+        None
+    }
+    #[cfg(ftrt_gil_build)]
+    {
+        let _ = owner;
+        with_guard(f)
+    }
+}
+
 /// Drops a reference taken out of `owner` once no reader can still be using it: at once if
 /// none can be ([`frees_at_once`]), else after the readers (`gil_readers` in the `gil` build,
 /// the epoch in the free-threaded ones).

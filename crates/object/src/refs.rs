@@ -50,6 +50,18 @@ pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
     }
 }
 
+/// [`incref`]'s inline half alone: adds a reference and answers `true` where the count takes it
+/// without a call (the owner's biased count, an immortal one, every count of the other builds),
+/// else changes nothing and answers `false`: then count with [`incref`].
+///
+/// # Safety
+/// As for [`incref`].
+#[inline(always)]
+pub(crate) unsafe fn try_incref_inline(object: NonNull<Header>, token: Token<'_>) -> bool {
+    // SAFETY: alive per the caller.
+    <BuildCount as RefCount>::incref_owned(&unsafe { header(object) }.count, token)
+}
+
 /// An increment in the shared count ([`incref`]'s path for objects that count there).
 ///
 /// # Safety
