@@ -362,10 +362,11 @@ impl DictPayload {
             owner,
             #[inline(always)]
             |guard| {
-                // SAFETY: `key` keeps its object alive; the value was found under the guard: alive
-                // until it is dropped, so until after the increment.
+                // SAFETY: `key` keeps its object alive.
                 match unsafe { self.lookup(key.ptr(), hash, guard) } {
                     None => Some(None),
+                    // SAFETY: the value was found under the guard: alive until it is dropped, so
+                    // until after the increment.
                     Some(value) => {
                         unsafe { try_incref_inline(value, py.count_token()) }.then_some(Some(value))
                     }
