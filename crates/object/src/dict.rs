@@ -365,10 +365,11 @@ impl DictPayload {
                 // SAFETY: `key` keeps its object alive.
                 match unsafe { self.lookup(key.ptr(), hash, guard) } {
                     None => Some(None),
-                    // SAFETY: the value was found under the guard: alive until it is dropped, so
-                    // until after the increment.
                     Some(value) => {
-                        unsafe { try_incref_inline(value, py.count_token()) }.then_some(Some(value))
+                        // SAFETY: the value was found under the guard: alive until it is
+                        // dropped, so until after the increment.
+                        let counted = unsafe { try_incref_inline(value, py.count_token()) };
+                        counted.then_some(Some(value))
                     }
                 }
             },
