@@ -35,31 +35,31 @@ pub(crate) unsafe fn assume_token<'a>() -> Token<'a> {
 /// The object is alive (the caller holds or protects a reference to it).
 #[inline]
 pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
-    // SAFETY: alive per the caller.
-    let head = unsafe { header(object) };
-    // Every strategy but the biased count answers `true` here, and the rest folds away. The
-    // biased count answers `true` on its owner, and for an immortal object on any thread.
-    if <BuildCount as RefCount>::incref_owned(&head.count, token) {
-        return;
-    }
-    // Not the owner: a deferred object (which no thread owns) counts in this thread's array, a
-    // path as short as the owner's; others count in the shared half, out of line.
-    if !hot::count_in_thread(head, hot::TAKEN) {
+    // SAFETY: forwarded from the caller.
+    if !unsafe { try_incref_inline(object, token) } {
         // SAFETY: forwarded from the caller.
         unsafe { incref_shared(object, token) };
     }
 }
 
 /// [`incref`]'s inline half alone: adds a reference and answers `true` where the count takes it
-/// without a call (the owner's biased count, an immortal one, every count of the other builds),
-/// else changes nothing and answers `false`: then count with [`incref`].
+/// without a call, else changes nothing and answers `false`: then count with [`incref`] (or
+/// `incref_shared`, the rest of it). Inline are the owner's biased count, one marked immortal in
+/// its local half, a deferred object's count in this thread's array, and every count of the
+/// other builds.
 ///
 /// # Safety
 /// As for [`incref`].
 #[inline(always)]
 pub(crate) unsafe fn try_incref_inline(object: NonNull<Header>, token: Token<'_>) -> bool {
     // SAFETY: alive per the caller.
-    <BuildCount as RefCount>::incref_owned(&unsafe { header(object) }.count, token)
+    let head = unsafe { header(object) };
+    // Every strategy but the biased count answers `true` here, and the rest folds away. The
+    // biased count answers `true` on its owner, and for a count marked immortal on any thread.
+    // Not the owner: a deferred object (which no thread owns) counts in this thread's array, a
+    // path as short as the owner's; others count in the shared half, out of line.
+    <BuildCount as RefCount>::incref_owned(&head.count, token)
+        || hot::count_in_thread(head, hot::TAKEN)
 }
 
 /// An increment in the shared count ([`incref`]'s path for objects that count there).

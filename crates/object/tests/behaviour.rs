@@ -8,8 +8,8 @@ use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
 use ftrt_object::RefCountValue;
 use ftrt_object::{
-    collect, Bound, Error, Kind, PyBool, PyClass, PyDict, PyFloat, PyInt, PyList, PyModule, PyNone,
-    PyStr, PyTuple, ReadGuard, HEADER_SIZE,
+    collect, Bound, Error, Kind, PyAny, PyBool, PyClass, PyDict, PyFloat, PyInt, PyList, PyModule,
+    PyNone, PyStr, PyTuple, ReadGuard, HEADER_SIZE,
 };
 
 #[cfg(not(any(miri, ftrt_tsan)))]
@@ -390,42 +390,63 @@ fn a_value_another_thread_removes_while_the_reader_is_detached_lives_until_the_g
 }
 
 /// A list's and a dict's reads take one reference, whichever path counts it: the owner's inline
-/// one, another thread's (the shared count), or none for an immortal item; errors take none.
+/// one, another thread's (the shared count), a deferred object's (every thread's own array), or
+/// none for an immortal item; errors take none.
 #[test]
 fn a_read_takes_exactly_one_reference_on_the_owner_on_another_thread_and_none_for_immortals() {
     leak_checked(|py| {
-        let item = PyFloat::new(py, 1.5);
-        let list = PyList::new(py, [item.clone().into_any(), PyNone::get(py).into_any()]);
+        let owned = PyFloat::new(py, 1.5).into_any();
+        let deferred = PyFloat::new(py, 2.5).into_any();
+        // Builds without biased counts defer nothing: there it is one more owned item.
+        assert_eq!(deferred.defer_refcount(), ftrt_gil::BUILD == "nogil");
+        let list = PyList::new(
+            py,
+            [owned.clone(), PyNone::get(py).into_any(), deferred.clone()],
+        );
         let dict = PyDict::new(py);
-        let key = PyStr::intern(py, "k");
-        dict.set_item(&key, item.clone()).unwrap();
-        let RefCountValue::Mortal(held) = item.refcount() else {
-            panic!("a float made here is mortal");
+        dict.set_item(&PyStr::intern(py, "owned"), owned.clone())
+            .unwrap();
+        dict.set_item(&PyStr::intern(py, "deferred"), deferred.clone())
+            .unwrap();
+        let held = |item: &Bound<'_, PyAny>| match item.refcount() {
+            RefCountValue::Mortal(n) => n,
+            RefCountValue::Immortal => panic!("a float made here is mortal"),
         };
-        let (before, plus) = (RefCountValue::Mortal(held), |n| {
-            RefCountValue::Mortal(held + n)
-        });
+        let before = [held(&owned), held(&deferred)];
         let reads_count_one =
             |py: Python<'_>, list: &Bound<'_, PyList>, dict: &Bound<'_, PyDict>| {
-                let read = list.get_item(0).unwrap();
-                assert_eq!(read.refcount(), plus(1), "list[0] took one reference");
-                let again = list.get_item(-2).unwrap();
-                assert_eq!(read.refcount(), plus(2), "list[-2] took one more");
-                drop((read, again));
-                let value = dict.get_item(&PyStr::intern(py, "k")).unwrap();
-                assert_eq!(value.refcount(), plus(1), "dict[k] took one reference");
-                drop(value);
+                for (n, (index, key)) in [(0, "owned"), (2, "deferred")].into_iter().enumerate() {
+                    let read = list.get_item(index).unwrap();
+                    assert_eq!(
+                        held(&read),
+                        before[n] + 1,
+                        "list[{index}] took one reference"
+                    );
+                    let again = list.get_item(index - 3).unwrap();
+                    assert_eq!(
+                        held(&read),
+                        before[n] + 2,
+                        "list[{}] took one more",
+                        index - 3
+                    );
+                    drop((read, again));
+                    let value = dict.get_item(&PyStr::intern(py, key)).unwrap();
+                    assert_eq!(
+                        held(&value),
+                        before[n] + 1,
+                        "dict[{key}] took one reference"
+                    );
+                    drop(value);
+                }
                 assert!(list.get_item(1).unwrap().is_immortal());
-                assert!(matches!(list.get_item(2), Err(Error::IndexError(_))));
-                assert!(matches!(list.get_item(-3), Err(Error::IndexError(_))));
-                assert!(dict.get_item(&PyStr::intern(py, "absent")).is_err());
+                assert!(matches!(list.get_item(3), Err(Error::IndexError(_))));
+                assert!(matches!(list.get_item(-4), Err(Error::IndexError(_))));
+                let absent = dict.get_item(&PyStr::intern(py, "absent"));
+                assert!(matches!(absent, Err(Error::KeyError(_))));
             };
         reads_count_one(py, &list, &dict);
-        assert_eq!(
-            item.refcount(),
-            before,
-            "the owner's reads gave back what they took"
-        );
+        let after = [held(&owned), held(&deferred)];
+        assert_eq!(after, before, "the owner's reads gave back what they took");
         let (list_handle, dict_handle) = (list.clone().unbind(), dict.clone().unbind());
         py.allow_threads(|| {
             std::thread::scope(|scope| {
@@ -438,9 +459,9 @@ fn a_read_takes_exactly_one_reference_on_the_owner_on_another_thread_and_none_fo
             })
         });
         drop((list_handle, dict_handle));
+        let after = [held(&owned), held(&deferred)];
         assert_eq!(
-            item.refcount(),
-            before,
+            after, before,
             "another thread's reads gave back what they took"
         );
     });
