@@ -250,13 +250,12 @@ impl<'py> Bound<'py, PyList> {
 
     /// `self[index]`, without a lock (negative indices count from the end); `IndexError`
     /// outside.
-    ///
-    /// The common case (no pin needed, in range, an item the thread counts inline) runs here
-    /// without a call, and every other case in [`get_item_general`](Self::get_item_general),
-    /// out of line, which reads again: a read with a general path inline kept five registers
-    /// saved and restored in every call (59.5 instructions a read, the `gil` build's 33.5).
     #[inline]
     pub fn get_item(&self, index: i64) -> Result<Bound<'py, PyAny>> {
+        // The common case (no pin needed, in range, an item the thread counts inline) runs here
+        // without a call, and every other case in `get_item_general`, out of line, which reads
+        // again: a read with a general path inline kept five registers saved and restored in
+        // every call (59.5 instructions a read, the `gil` build's 33.5).
         let py = self.py();
         let list = self.payload();
         let counted = try_read_unpinned(
