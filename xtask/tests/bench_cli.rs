@@ -65,8 +65,9 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
     let results = report["results"].as_array().expect("results");
     assert_eq!(
         results.len(),
-        2 * 2 * 2,
-        "every workload x build x thread count"
+        2 * 2 * 2 + 2,
+        "every workload x build x thread count, and the machine's ceiling for the private \
+         workload (countdown) at each thread count"
     );
     for result in results {
         for key in [
@@ -129,10 +130,58 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
     let raw_runs = std::fs::read_to_string(out.join("runs.jsonl")).unwrap();
     assert_eq!(
         raw_runs.lines().count(),
-        2 * 2 + 2 * 2 * 2,
+        (2 * 2 + 1) + (2 * 2 * 2 + 2),
         "every run, warm-ups included, one line each"
     );
+    the_ceiling_ran_as_processes_doing_the_work_of_the_threads(&report, &raw_runs);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `nogil-processes` at 2 threads is two one-thread `nogil` runners at once, which between them
+/// did the operations of `nogil`'s 2-thread run, and its report entry says what it is.
+fn the_ceiling_ran_as_processes_doing_the_work_of_the_threads(report: &Value, raw_runs: &str) {
+    let measured: Vec<Value> = raw_runs
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .filter(|run: &Value| {
+            run["build"] == "nogil-processes" && run["threads"] == 2 && run["warm_up"] == false
+        })
+        .collect();
+    assert_eq!(measured.len(), 1, "{raw_runs}");
+    let children = measured[0]["runner"]
+        .as_array()
+        .expect("one entry per process");
+    assert_eq!(children.len(), 2, "{children:?}");
+    let printed: Vec<Value> = children
+        .iter()
+        .map(|c| serde_json::from_str(c["stdout"].as_str().unwrap()).expect("the child's JSON"))
+        .collect();
+    assert!(printed.iter().all(|p| p["threads"] == 1), "{printed:?}");
+    let result = |build: &str| {
+        report["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["workload"] == "countdown" && r["build"] == build && r["threads"] == 2)
+            .unwrap_or_else(|| panic!("countdown {build} x2 in the report"))
+            .clone()
+    };
+    let (threads, processes) = (result("nogil"), result("nogil-processes"));
+    let children_ops: u64 = printed.iter().map(|p| p["ops"].as_u64().unwrap()).sum();
+    assert_eq!(processes["ops"].as_u64(), Some(children_ops));
+    let (a, b) = (threads["ops"].as_f64().unwrap(), children_ops as f64);
+    assert!(
+        (a - b).abs() <= a * 0.01,
+        "the same work: {a} and {b} operations"
+    );
+    assert!(processes["vs_gil"].is_null(), "processes are not a build");
+    let runner = report["runners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "nogil-processes")
+        .expect("listed among the runners");
+    assert_eq!(runner["processes"], true);
 }
 
 /// Runs a quick bench of `countdown` and `counter-race` on the nogil build at 1 thread, with

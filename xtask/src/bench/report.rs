@@ -203,6 +203,8 @@ pub struct RunnerSummary {
     pub gil_reference: Option<String>,
     /// The interpreter's path, for Python runners.
     pub path: Option<String>,
+    /// The machine's ceiling: one-thread processes instead of threads (`PROCESSES_BUILD`).
+    pub processes: bool,
     /// What the runner said about itself (`--info`).
     pub info: Value,
 }
@@ -221,6 +223,7 @@ impl RunnerSummary {
                     RunnerKind::Python { path, .. } => Some(path.display().to_string()),
                     RunnerKind::Variant(_) => None,
                 },
+                processes: r.processes,
                 info: r.info.clone(),
             })
             .collect()
@@ -235,6 +238,7 @@ impl RunnerSummary {
             has_gil: build == "gil",
             gil_reference: Some("gil".to_owned()),
             path: None,
+            processes: false,
             info: Value::Null,
         }
     }
@@ -485,6 +489,7 @@ impl Report {
                 json!({
                     "name": r.build, "runtime_build": r.variant, "gil": r.has_gil,
                     "gil_reference": r.gil_reference, "path": r.path, "info": r.info,
+                    "processes": r.processes,
                 })
             })
             .collect();
@@ -564,6 +569,11 @@ impl Report {
                         "(free-threaded)"
                     }
                 ),
+                None if r.processes => {
+                    "`nogil` as N one-thread processes at once, 1/N of the work each: the \
+                     machine's ceiling for N threads' private work"
+                        .to_owned()
+                }
                 None => "ftrt build".to_owned(),
             };
             let _ = writeln!(
@@ -574,9 +584,11 @@ impl Report {
                     .as_u64()
                     .map_or("-".to_owned(), |h| h.to_string()),
                 r.info["count_strategy"].as_str().unwrap_or("-"),
-                r.gil_reference
-                    .as_deref()
-                    .unwrap_or("- (no GIL twin given)")
+                r.gil_reference.as_deref().unwrap_or(if r.processes {
+                    "-"
+                } else {
+                    "- (no GIL twin given)"
+                })
             );
         }
         md
@@ -891,6 +903,7 @@ mod tests {
             has_gil: !free_threaded,
             gil_reference: reference.map(str::to_owned),
             path: Some(format!("/opt/{build}/bin/python3")),
+            processes: false,
             info: Value::Null,
         }
     }

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use super::Plan;
+use super::{Plan, PRIVATE_WORKLOADS, PROCESSES_BUILD};
 use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
 use crate::variants::Variant;
 
@@ -49,6 +49,9 @@ pub struct Runner {
     pub workloads: Vec<String>,
     /// Per workload: what one operation is, where the runner says.
     pub units: BTreeMap<String, String>,
+    /// Runs N threads' work as N one-thread processes at once, 1/N of the work each: the
+    /// machine's ceiling ([`PROCESSES_BUILD`]).
+    pub processes: bool,
 }
 
 impl Runner {
@@ -115,10 +118,10 @@ impl Runner {
 /// runtime's builds, and for a free-threaded interpreter a default interpreter of the same
 /// version (the first given), so that CPython's cost of free-threading is reported the way
 /// ours is. A runner with a GIL is its own reference; a free-threaded interpreter without a
-/// partner has none.
+/// partner has none, and neither has the machine's ceiling (processes are not a build).
 pub fn gil_references(runners: &[Runner]) -> BTreeMap<String, String> {
     let mut references = BTreeMap::new();
-    for runner in runners {
+    for runner in runners.iter().filter(|r| !r.processes) {
         let reference = match &runner.kind {
             RunnerKind::Variant(_) => runners
                 .iter()
@@ -204,10 +207,17 @@ pub fn build_runners(
             info: Value::Null,
             workloads: Vec::new(),
             units: BTreeMap::new(),
+            processes: false,
         };
         let runner = runner.with_self_description()?;
         check_reported_build(variant, &runner.info)?;
         runners.push(runner);
+    }
+    if let Some(nogil) = runners
+        .iter()
+        .find(|r| r.kind == RunnerKind::Variant(Variant::Nogil))
+    {
+        runners.push(processes_runner(nogil));
     }
     for python in pythons {
         let mut runner = python_runner(workspace, python)?;
@@ -215,6 +225,26 @@ pub fn build_runners(
         runners.push(runner);
     }
     Ok(runners)
+}
+
+/// The machine's ceiling ([`PROCESSES_BUILD`]): `nogil`'s binary, run as processes, on the
+/// private-data workloads it has.
+fn processes_runner(nogil: &Runner) -> Runner {
+    Runner {
+        build: PROCESSES_BUILD.to_owned(),
+        kind: nogil.kind.clone(),
+        program: nogil.program.clone(),
+        prefix: nogil.prefix.clone(),
+        info: nogil.info.clone(),
+        workloads: nogil
+            .workloads
+            .iter()
+            .filter(|w| PRIVATE_WORKLOADS.contains(&w.as_str()))
+            .cloned()
+            .collect(),
+        units: nogil.units.clone(),
+        processes: true,
+    }
 }
 
 /// A runner built as `variant` must say so (`--info`'s `build`, which is `ftrt_gil::BUILD`):
@@ -296,6 +326,7 @@ fn python_runner(workspace: &Workspace, python: &Path) -> Result<Runner, Failed>
         info: Value::Null,
         workloads: Vec::new(),
         units: BTreeMap::new(),
+        processes: false,
     }
     .with_self_description()?;
     let label = runner.info["build"].as_str().unwrap_or("python").to_owned();
@@ -392,6 +423,25 @@ fn run_once(
     log: &mut RawLog,
     round: Option<u32>,
 ) -> Result<Run, Failed> {
+    let (run, raw) = if runner.processes && threads > 1 {
+        run_as_processes(runner, workload, threads, scale)
+    } else {
+        run_in_one_process(runner, workload, threads, scale)
+    };
+    log.record(&json!({
+        "round": round,
+        "warm_up": round.is_none(),
+        "workload": workload,
+        "build": runner.build,
+        "threads": threads,
+        "check": run.check,
+        "runner": raw,
+    }))?;
+    Ok(run)
+}
+
+/// One run of the runner: its result, and what it printed (for `runs.jsonl`).
+fn run_in_one_process(runner: &Runner, workload: &str, threads: usize, scale: f64) -> (Run, Value) {
     let result = runner
         .command()
         .args([
@@ -402,7 +452,11 @@ fn run_once(
             &scale.to_string(),
         ])
         .output();
-    let (run, raw) = match &result {
+    finished(runner, result)
+}
+
+fn finished(runner: &Runner, result: std::io::Result<Output>) -> (Run, Value) {
+    match &result {
         Ok(output) => (
             parse_run(output),
             json!({
@@ -424,17 +478,51 @@ fn run_once(
                 json!({ "status": check }),
             )
         }
+    }
+}
+
+/// `processes` one-thread runs of the runner at once, each at `scale / processes` (so that they
+/// do the work of one `processes`-thread run between them), combined by [`combine_processes`];
+/// what each printed goes to `runs.jsonl` as a list.
+fn run_as_processes(runner: &Runner, workload: &str, processes: usize, scale: f64) -> (Run, Value) {
+    let share = (scale / processes as f64).to_string();
+    // Every process is started before any is waited for: they run at the same time.
+    let started: Vec<_> = (0..processes)
+        .map(|_| {
+            runner
+                .command()
+                .args([workload, "--threads", "1", "--scale", &share])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+        })
+        .collect();
+    let (runs, raws): (Vec<Run>, Vec<Value>) = started
+        .into_iter()
+        .map(|child| finished(runner, child.and_then(|c| c.wait_with_output())))
+        .unzip();
+    (combine_processes(&runs), Value::Array(raws))
+}
+
+/// The result of processes that ran at once, as one run: the longest time (each process times
+/// its own share after its own warm-up, and they start together, so their clocks overlap), the
+/// operations of all, their peak memory added up, and the first failure, if any (one failed
+/// process fails the run). Metrics are per process and are left out.
+pub fn combine_processes(runs: &[Run]) -> Run {
+    let failure = runs.iter().enumerate().find(|(_, run)| !run.ok());
+    let check = match failure {
+        Some((i, run)) => format!("process {} of {}: {}", i + 1, runs.len(), run.check),
+        None => "ok".to_owned(),
     };
-    log.record(&json!({
-        "round": round,
-        "warm_up": round.is_none(),
-        "workload": workload,
-        "build": runner.build,
-        "threads": threads,
-        "check": run.check,
-        "runner": raw,
-    }))?;
-    Ok(run)
+    let all =
+        |value: fn(&Run) -> Option<f64>| -> Option<Vec<f64>> { runs.iter().map(value).collect() };
+    Run {
+        elapsed_s: all(|r| r.elapsed_s).and_then(|times| times.into_iter().reduce(f64::max)),
+        ops: runs.iter().map(|r| r.ops).sum(),
+        check,
+        metrics: BTreeMap::new(),
+        peak_rss_kib: runs.iter().map(|r| r.peak_rss_kib).sum(),
+    }
 }
 
 /// Runs everything: one warm-up run per (workload, runner), then `repeat` interleaved rounds.
@@ -530,6 +618,7 @@ mod tests {
             info: Value::Null,
             workloads: Vec::new(),
             units: BTreeMap::new(),
+            processes: false,
         }
     }
 
@@ -570,6 +659,69 @@ mod tests {
         runners.push(python(&second, "3.14.0", false));
         assert_eq!(unique_label("python-3.14.0", &runners), "python-3.14.0#3");
         assert_eq!(unique_label("python-3.14.0t", &runners), "python-3.14.0t");
+    }
+
+    fn timed_run(elapsed_s: f64, ops: u64, check: &str) -> Run {
+        Run {
+            elapsed_s: Some(elapsed_s),
+            ops: Some(ops),
+            check: check.to_owned(),
+            metrics: BTreeMap::from([("pause_p99_ms".to_owned(), 0.1)]),
+            peak_rss_kib: Some(1000),
+        }
+    }
+
+    #[test]
+    fn processes_run_at_once_take_the_longest_time_and_all_the_work() {
+        let run = combine_processes(&[timed_run(0.5, 10, "ok"), timed_run(0.7, 11, "ok")]);
+        assert!(run.ok(), "{}", run.check);
+        assert_eq!(run.elapsed_s, Some(0.7));
+        assert_eq!(run.ops, Some(21));
+        assert_eq!(
+            run.peak_rss_kib,
+            Some(2000),
+            "each process's memory is its own"
+        );
+        assert!(
+            run.metrics.is_empty(),
+            "per-process metrics are not added up"
+        );
+    }
+
+    #[test]
+    fn one_failed_process_fails_the_run_and_is_named() {
+        let mut crashed = timed_run(0.5, 10, "the runner failed (signal: 6) without a result");
+        crashed.elapsed_s = None;
+        let run = combine_processes(&[timed_run(0.5, 10, "ok"), crashed]);
+        assert!(!run.ok());
+        assert!(
+            run.check.starts_with("process 2 of 2: the runner failed"),
+            "{}",
+            run.check
+        );
+        assert_eq!(run.elapsed_s, None, "no time without every process's");
+    }
+
+    #[test]
+    fn the_machines_ceiling_runs_nogil_on_the_private_workloads_and_has_no_gil_twin() {
+        let mut nogil = runner("nogil", RunnerKind::Variant(Variant::Nogil));
+        nogil.workloads = vec![
+            "countdown".into(),
+            "counter-race".into(),
+            "object-create".into(),
+        ];
+        let ceiling = processes_runner(&nogil);
+        assert_eq!(ceiling.build, PROCESSES_BUILD);
+        assert!(ceiling.processes);
+        assert_eq!(ceiling.workloads, ["countdown", "object-create"]);
+        let runners = [
+            runner("gil", RunnerKind::Variant(Variant::Gil)),
+            nogil,
+            ceiling,
+        ];
+        let references = gil_references(&runners);
+        assert_eq!(references.get("nogil").map(String::as_str), Some("gil"));
+        assert_eq!(references.get(PROCESSES_BUILD), None);
     }
 
     #[cfg(unix)]
