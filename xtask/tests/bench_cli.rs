@@ -66,7 +66,7 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
     assert_eq!(
         results.len(),
         2 * 2 * 2 + 2,
-        "every workload x build x thread count, and the machine's ceiling for the private \
+        "every workload x build x thread count, and the machine's reference for the private \
          workload (countdown) at each thread count"
     );
     for result in results {
@@ -133,13 +133,13 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
         (2 * 2 + 1) + (2 * 2 * 2 + 2),
         "every run, warm-ups included, one line each"
     );
-    the_ceiling_ran_as_processes_doing_the_work_of_the_threads(&report, &raw_runs);
+    the_processes_ran_at_once_doing_the_work_of_the_threads(&report, &raw_runs);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// `nogil-processes` at 2 threads is two one-thread `nogil` runners at once, which between them
 /// did the operations of `nogil`'s 2-thread run, and its report entry says what it is.
-fn the_ceiling_ran_as_processes_doing_the_work_of_the_threads(report: &Value, raw_runs: &str) {
+fn the_processes_ran_at_once_doing_the_work_of_the_threads(report: &Value, raw_runs: &str) {
     let measured: Vec<Value> = raw_runs
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))

@@ -149,12 +149,25 @@ impl Workload {
     /// that would otherwise land on whichever measured run is unlucky. A failed warm-up check
     /// fails the measurement.
     pub fn measure(&self, params: &Params, warm_up: f64) -> Outcome {
+        self.measure_after_warm_up(params, warm_up, || {})
+    }
+
+    /// [`measure`](Self::measure), calling `between` after the warm-up pass and before the
+    /// measured run (the runner's start gate: processes that warm up apart start their clocks
+    /// together).
+    pub fn measure_after_warm_up(
+        &self,
+        params: &Params,
+        warm_up: f64,
+        between: impl FnOnce(),
+    ) -> Outcome {
         let warmed = (warm_up > 0.0).then(|| {
             self.run(&Params {
                 scale: params.scale * warm_up,
                 ..*params
             })
         });
+        between();
         let mut outcome = self.run(params);
         if let Some(Err(what)) = warmed.map(|w| w.check) {
             outcome.fail(format!("in the warm-up pass: {what}"));

@@ -11,9 +11,9 @@
 //! nanoseconds per operation, speedups against one thread and against the `gil` build (or a
 //! free-threaded interpreter's default twin), peak memory and the workloads' own checks, and
 //! closes with the mission's targets, judged only on a full run. With the `nogil` build comes
-//! its machine ceiling, `nogil-processes` ([`PROCESSES_BUILD`]): the private-data workloads run
-//! as N one-thread processes instead of N threads, so that a speedup short of N can be told
-//! apart into what the machine costs and what the runtime does.
+//! the machine's reference, `nogil-processes` ([`PROCESSES_BUILD`]): the private-data workloads
+//! run as N one-thread processes instead of N threads, so that a speedup short of N can be
+//! told apart into what the machine costs and what the runtime does.
 
 mod plots;
 mod report;
@@ -54,8 +54,8 @@ pub const WORKLOADS: &[&str] = &[
     "io-latency-under-load",
 ];
 
-/// The private-data workloads (P3): each thread works on objects only it ever sees. The
-/// machine's own ceiling is measured for them ([`PROCESSES_BUILD`]).
+/// The private-data workloads (P3): each thread works on objects only it ever sees. What the
+/// machine gives independent processes is measured for them too ([`PROCESSES_BUILD`]).
 pub const PRIVATE_WORKLOADS: &[&str] = &[
     "countdown",
     "list-append-private",
@@ -64,10 +64,12 @@ pub const PRIVATE_WORKLOADS: &[&str] = &[
     "float-mult",
 ];
 
-/// The runner that measures the machine's ceiling for N-way private work: the `nogil` build run
-/// as N one-thread processes at once, each given 1/N of the work. Processes share no memory, so
-/// whatever slows them is the machine's (caches, memory bandwidth, first touches of fresh
-/// pages), and what slows the N-thread run beyond them is the runtime's. Run with the `nogil`
+/// The runner that measures the machine's reference for N-way private work: the `nogil` build
+/// run as N one-thread processes released together after their warm-ups, each given 1/N of the
+/// work, up to N = the cores. Processes share no memory, so whatever slows them is the
+/// machine's (shared caches, memory bandwidth, first touches of fresh pages). A reference, not
+/// a bound: each process pays its own start-up and teardown beside the others' clocks, and
+/// threads share what processes each build, so threads may beat it. Run with the `nogil`
 /// build, on [`PRIVATE_WORKLOADS`].
 pub const PROCESSES_BUILD: &str = "nogil-processes";
 

@@ -203,7 +203,7 @@ pub struct RunnerSummary {
     pub gil_reference: Option<String>,
     /// The interpreter's path, for Python runners.
     pub path: Option<String>,
-    /// The machine's ceiling: one-thread processes instead of threads (`PROCESSES_BUILD`).
+    /// The machine's reference: one-thread processes instead of threads (`PROCESSES_BUILD`).
     pub processes: bool,
     /// What the runner said about itself (`--info`).
     pub info: Value,
@@ -525,7 +525,8 @@ impl Report {
             "Machine: {} CPUs ({}), {}, {}. Sizes x{}; {} measured repeat(s) per cell after one warm-up run, \
              interleaved; each runner warms up in-process (a pass at a tenth of the size) before its \
              clock starts, and ftrt's runners keep the memory they free (`MIMALLOC_PURGE_DELAY=-1`). Times run \
-             from the earliest thread's start to the last join. Medians of the repeats, ± the spread \
+             from the earliest thread's start to the last join (`nogil-processes`: the longest of N one-thread \
+             processes released together after their warm-ups). Medians of the repeats, ± the spread \
              (max − min) / median; speedup = the same build at 1 thread / at N; vs gil = the GIL reference at N / \
              this build at N (the `gil` build, or a free-threaded interpreter's default twin).\n",
             machine["cpus"],
@@ -570,8 +571,8 @@ impl Report {
                     }
                 ),
                 None if r.processes => {
-                    "`nogil` as N one-thread processes at once, 1/N of the work each: the \
-                     machine's ceiling for N threads' private work"
+                    "`nogil` as N one-thread processes released together after their warm-ups, \
+                     1/N of the work each: what the machine gives N independent workers"
                         .to_owned()
                 }
                 None => "ftrt build".to_owned(),
@@ -651,7 +652,10 @@ impl Report {
     }
 
     fn ns_per_op_markdown(&self) -> String {
-        let builds: Vec<&str> = self.builds().collect();
+        let builds: Vec<&str> = self
+            .builds()
+            .filter(|b| self.cells.iter().any(|c| c.build == *b))
+            .collect();
         let mut md = String::from(
             "\n## Nanoseconds per operation\n\nMedian time / operations, at 1 thread and at the \
              largest thread count (wall time per operation, all threads together). Python \

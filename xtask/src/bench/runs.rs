@@ -1,11 +1,12 @@
-//! Building the runners and running the workloads, one process per run, every run written to
-//! `runs.jsonl` as it finishes.
+//! Building the runners and running the workloads, one process per run (N processes at once for
+//! the machine's reference, `nogil-processes`), every run written to `runs.jsonl` as it finishes.
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write as _;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::thread::JoinHandle;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -50,7 +51,7 @@ pub struct Runner {
     /// Per workload: what one operation is, where the runner says.
     pub units: BTreeMap<String, String>,
     /// Runs N threads' work as N one-thread processes at once, 1/N of the work each: the
-    /// machine's ceiling ([`PROCESSES_BUILD`]).
+    /// machine's reference ([`PROCESSES_BUILD`]).
     pub processes: bool,
 }
 
@@ -118,7 +119,7 @@ impl Runner {
 /// runtime's builds, and for a free-threaded interpreter a default interpreter of the same
 /// version (the first given), so that CPython's cost of free-threading is reported the way
 /// ours is. A runner with a GIL is its own reference; a free-threaded interpreter without a
-/// partner has none, and neither has the machine's ceiling (processes are not a build).
+/// partner has none, and neither has the machine's reference (processes are not a build).
 pub fn gil_references(runners: &[Runner]) -> BTreeMap<String, String> {
     let mut references = BTreeMap::new();
     for runner in runners.iter().filter(|r| !r.processes) {
@@ -227,7 +228,7 @@ pub fn build_runners(
     Ok(runners)
 }
 
-/// The machine's ceiling ([`PROCESSES_BUILD`]): `nogil`'s binary, run as processes, on the
+/// The machine's reference ([`PROCESSES_BUILD`]): `nogil`'s binary, run as processes, on the
 /// private-data workloads it has.
 fn processes_runner(nogil: &Runner) -> Runner {
     Runner {
@@ -466,7 +467,7 @@ fn finished(runner: &Runner, result: std::io::Result<Output>) -> (Run, Value) {
             }),
         ),
         Err(e) => {
-            let check = format!("cannot start the {} runner: {e}", runner.build);
+            let check = format!("cannot run the {} runner: {e}", runner.build);
             (
                 Run {
                     elapsed_s: None,
@@ -483,25 +484,104 @@ fn finished(runner: &Runner, result: std::io::Result<Output>) -> (Run, Value) {
 
 /// `processes` one-thread runs of the runner at once, each at `scale / processes` (so that they
 /// do the work of one `processes`-thread run between them), combined by [`combine_processes`];
-/// what each printed goes to `runs.jsonl` as a list.
+/// what each printed goes to `runs.jsonl` as a list. Each warms up alone and waits at its start
+/// gate (`ftrt-runner --start-gate`); once every one is there, all are released together, so
+/// their clocks run at the same time.
 fn run_as_processes(runner: &Runner, workload: &str, processes: usize, scale: f64) -> (Run, Value) {
     let share = (scale / processes as f64).to_string();
-    // Every process is started before any is waited for: they run at the same time.
-    let started: Vec<_> = (0..processes)
+    let mut children: Vec<std::io::Result<GatedChild>> = (0..processes)
         .map(|_| {
-            runner
-                .command()
-                .args([workload, "--threads", "1", "--scale", &share])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
+            let mut command = runner.command();
+            command.args([
+                workload,
+                "--threads",
+                "1",
+                "--scale",
+                &share,
+                "--start-gate",
+            ]);
+            GatedChild::start(command)
         })
         .collect();
-    let (runs, raws): (Vec<Run>, Vec<Value>) = started
+    for child in children.iter_mut().flatten() {
+        child.wait_until_ready();
+    }
+    for child in children.iter_mut().flatten() {
+        child.release();
+    }
+    let (runs, raws): (Vec<Run>, Vec<Value>) = children
         .into_iter()
-        .map(|child| finished(runner, child.and_then(|c| c.wait_with_output())))
+        .map(|child| finished(runner, child.and_then(GatedChild::wait)))
         .unzip();
     (combine_processes(&runs), Value::Array(raws))
+}
+
+/// A runner started with `--start-gate`: held after its warm-up until [`release`](Self::release).
+struct GatedChild {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    /// What the child printed before `ready` (nothing, unless it failed before the gate).
+    before_ready: Vec<u8>,
+    /// Its standard error, read from the start on a thread of its own: a child must never block
+    /// on a full pipe while the bench waits for another.
+    stderr: JoinHandle<Vec<u8>>,
+}
+
+impl GatedChild {
+    fn start(mut command: Command) -> std::io::Result<GatedChild> {
+        let mut child = command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut stderr = child.stderr.take().expect("stderr is piped");
+        let stderr = std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = stderr.read_to_end(&mut text);
+            text
+        });
+        Ok(GatedChild {
+            child,
+            stdout,
+            before_ready: Vec::new(),
+            stderr,
+        })
+    }
+
+    /// Waits for the child's `ready`, or for the end of its output if it stops first (its
+    /// result, or its failure, is read by [`wait`](Self::wait)).
+    fn wait_until_ready(&mut self) {
+        let mut line = Vec::new();
+        while let Ok(1..) = self.stdout.read_until(b'\n', &mut line) {
+            if line.trim_ascii() == b"ready" {
+                return;
+            }
+            self.before_ready.append(&mut line);
+        }
+        self.before_ready.append(&mut line);
+    }
+
+    /// Lets the child start its clock; closes its input.
+    fn release(&mut self) {
+        if let Some(mut stdin) = self.child.stdin.take() {
+            // A child that has exited already cannot read it: its result says why.
+            let _ = stdin.write_all(b"go\n");
+        }
+    }
+
+    fn wait(mut self) -> std::io::Result<Output> {
+        self.release();
+        let mut stdout = self.before_ready;
+        self.stdout.read_to_end(&mut stdout)?;
+        let status = self.child.wait()?;
+        let stderr = self.stderr.join().unwrap_or_default();
+        Ok(Output {
+            status,
+            stdout,
+            stderr,
+        })
+    }
 }
 
 /// The result of processes that ran at once, as one run: the longest time (each process times
@@ -542,7 +622,18 @@ pub fn measure(
                 .map(move |r| (w, r))
         })
         .collect();
-    let total = cells.len() as u64 * (1 + u64::from(plan.repeat) * plan.threads.len() as u64);
+    // The machine's reference runs up to the cores: beyond them, processes only take turns.
+    let thread_counts = |runner: &Runner| -> Vec<usize> {
+        plan.threads
+            .iter()
+            .copied()
+            .filter(|&t| !runner.processes || t <= plan.cores)
+            .collect()
+    };
+    let total: u64 = cells
+        .iter()
+        .map(|(_, runner)| 1 + u64::from(plan.repeat) * thread_counts(runner).len() as u64)
+        .sum();
     let progress = ProgressBar::new(total).with_style(
         ProgressStyle::with_template(
             "{bar:40} {pos}/{len} runs, {elapsed} elapsed, ~{eta} left  {msg}",
@@ -568,7 +659,7 @@ pub fn measure(
     }
     for round in 1..=plan.repeat {
         for &(workload, runner) in &cells {
-            for &threads in &plan.threads {
+            for threads in thread_counts(runner) {
                 progress.set_message(format!(
                     "round {round}: {} {workload} x{threads}",
                     runner.build
@@ -703,25 +794,59 @@ mod tests {
     }
 
     #[test]
-    fn the_machines_ceiling_runs_nogil_on_the_private_workloads_and_has_no_gil_twin() {
+    fn the_machines_reference_runs_nogil_on_the_private_workloads_and_has_no_gil_twin() {
         let mut nogil = runner("nogil", RunnerKind::Variant(Variant::Nogil));
         nogil.workloads = vec![
             "countdown".into(),
             "counter-race".into(),
             "object-create".into(),
         ];
-        let ceiling = processes_runner(&nogil);
-        assert_eq!(ceiling.build, PROCESSES_BUILD);
-        assert!(ceiling.processes);
-        assert_eq!(ceiling.workloads, ["countdown", "object-create"]);
+        let reference = processes_runner(&nogil);
+        assert_eq!(reference.build, PROCESSES_BUILD);
+        assert!(reference.processes);
+        assert_eq!(reference.workloads, ["countdown", "object-create"]);
         let runners = [
             runner("gil", RunnerKind::Variant(Variant::Gil)),
             nogil,
-            ceiling,
+            reference,
         ];
         let references = gil_references(&runners);
         assert_eq!(references.get("nogil").map(String::as_str), Some("gil"));
         assert_eq!(references.get(PROCESSES_BUILD), None);
+    }
+
+    /// A stand-in for `ftrt-runner --start-gate`: the more of its siblings have reached the
+    /// gate when it starts, the longer its warm-up; at the gate it leaves a mark; once released,
+    /// it finds every sibling's mark, or its result says how many it found.
+    #[cfg(unix)]
+    const GATED_STAND_IN: &str = r#"
+dir="$1"
+sleep "0.$(($(ls "$dir" | wc -l) * 3))"
+touch "$dir/$$"
+echo ready
+read -r go
+found=$(ls "$dir" | wc -l)
+check=ok
+[ "$found" -eq 3 ] || check="released with $found of 3 at the gate"
+printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
+"#;
+
+    #[cfg(unix)]
+    #[test]
+    fn processes_are_released_together_once_every_one_has_warmed_up() {
+        let dir = std::env::temp_dir().join(format!("ftrt-start-gate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut stand_in = runner(PROCESSES_BUILD, RunnerKind::Variant(Variant::Nogil));
+        stand_in.program = PathBuf::from("sh");
+        stand_in.prefix = ["-c", GATED_STAND_IN, "sh", dir.to_str().unwrap()]
+            .map(PathBuf::from)
+            .to_vec();
+        stand_in.processes = true;
+        let (run, raw) = run_as_processes(&stand_in, "countdown", 3, 1.0);
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(run.ok(), "{}: {raw}", run.check);
+        assert_eq!(run.ops, Some(15));
+        assert_eq!(raw.as_array().map(Vec::len), Some(3));
     }
 
     #[cfg(unix)]

@@ -154,10 +154,10 @@ impl<'a> Reader<'a> {
         Some(slow? / fast?)
     }
 
-    /// The machine's ceiling beside a speedup ([`PROCESSES_BUILD`]'s speedup at `threads`), for
+    /// The machine's reference beside a speedup ([`PROCESSES_BUILD`]'s speedup at `threads`), for
     /// the workloads it was measured on: shown, never required (the goal is the runtime's, and
-    /// a run without the ceiling judges the same).
-    fn ceiling(&mut self, workloads: &[&str], threads: usize) -> String {
+    /// a run without it judges the same).
+    fn as_processes(&mut self, workloads: &[&str], threads: usize) -> String {
         let measured = |report: &Report, workload: &str, n: usize| {
             report
                 .cell(workload, PROCESSES_BUILD, n)
@@ -287,9 +287,9 @@ pub fn evaluate(report: &Report) -> Summary {
         ">= 1.85",
         |r| {
             let v = r.each(PRIVATE_WORKLOADS, |r, w| r.speedup(w, "nogil", 2))?;
-            let ceiling = r.ceiling(PRIVATE_WORKLOADS, 2);
+            let processes = r.as_processes(PRIVATE_WORKLOADS, 2);
             Some((
-                format!("{}{ceiling}", listing(&v)),
+                format!("{}{processes}", listing(&v)),
                 v.iter().all(|(_, s)| *s >= 1.85),
             ))
         },
@@ -768,7 +768,7 @@ mod tests {
     }
 
     #[test]
-    fn p3_shows_the_machines_ceiling_beside_the_speedup_and_judges_without_it() {
+    fn p3_shows_the_machines_reference_beside_the_speedup_and_judges_without_it() {
         // nogil reaches 1.25 at 2 threads; two processes reach 1.25 too: the machine's limit.
         let cells = full_run(|_, b| if b == "nogil" { 0.8 } else { 0.5 });
         let without = find(&evaluate(&full_report(cells.clone())), "P3").verdict;
@@ -790,7 +790,7 @@ mod tests {
         assert_eq!(
             without,
             Verdict::Missed,
-            "and a run without the ceiling judges the same"
+            "and a run without it judges the same"
         );
         assert!(
             p3.measured

@@ -2,7 +2,7 @@
 //! once per measurement, so every run has a fresh process.
 //!
 //! ```text
-//! ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F] [--lock-elision on|off]
+//! ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F] [--lock-elision on|off] [--start-gate]
 //! ftrt-runner --list                               the catalogue, as JSON
 //! ftrt-runner --info                               the build: variant, header size, count
 //! ```
@@ -10,6 +10,11 @@
 //! A measured run is preceded by an untimed warm-up pass in the same process, at `--warm-up`
 //! times the size (default [`WARM_UP_FRACTION`]; 0 for none). The exit status is 0 whenever a
 //! result was printed, whatever its check says; anything else is a failed run.
+//!
+//! With `--start-gate`, the runner prints `ready` on a line of its own after the warm-up and
+//! waits for a line on its standard input (or its end) before the measured run: the bench
+//! starts several one-thread runners this way and releases them together, so that their clocks
+//! run at the same time.
 //!
 //! The runner runs its workloads as an interpreter would: every attached thread reaches
 //! checkpoints and detaches around blocking (the `gil` build needs it too). So it turns on the
@@ -20,6 +25,7 @@
 //! `FTRT_RUNNER_CRASH_AFTER_PRINT=WORKLOAD` make the runner abort before or after printing that
 //! workload's result, as a crash in the run or at teardown would.
 
+use std::io::{BufRead as _, Write as _};
 use std::process::ExitCode;
 
 use ftrt_workloads::{catalogue, find, Params, BUILD, WARM_UP_FRACTION};
@@ -32,7 +38,7 @@ fn usage(problem: &str) -> ExitCode {
     let names: Vec<&str> = catalogue().iter().map(|w| w.name).collect();
     eprintln!("error: {problem}");
     eprintln!(
-        "usage: ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F] [--lock-elision on|off] | --list | --info"
+        "usage: ftrt-runner WORKLOAD --threads N [--scale F] [--warm-up F] [--lock-elision on|off] [--start-gate] | --list | --info"
     );
     eprintln!("workloads: {}", names.join(", "));
     ExitCode::from(2)
@@ -47,6 +53,13 @@ fn peak_rss_kib() -> u64 {
             line.split_whitespace().nth(1)?.parse().ok()
         })
         .unwrap_or(0)
+}
+
+/// The start gate: says `ready` and waits for the bench's line (or the end of the input).
+fn wait_at_start_gate() {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "ready").and_then(|()| out.flush());
+    let _ = std::io::stdin().lock().read_line(&mut String::new());
 }
 
 fn main() -> ExitCode {
@@ -86,8 +99,13 @@ fn main() -> ExitCode {
                 scale: 1.0,
             };
             let mut warm_up = WARM_UP_FRACTION;
+            let mut start_gate = false;
             let mut rest = args[1..].iter();
             while let Some(flag) = rest.next() {
+                if flag == "--start-gate" {
+                    start_gate = true;
+                    continue;
+                }
                 let value = rest.next();
                 match (flag.as_str(), value.map(|v| v.as_str())) {
                     ("--threads", Some(v)) => match v.parse() {
@@ -121,7 +139,11 @@ fn main() -> ExitCode {
             if std::env::var("FTRT_RUNNER_CRASH_BEFORE_PRINT").as_deref() == Ok(workload.name) {
                 std::process::abort();
             }
-            let outcome = workload.measure(&params, warm_up);
+            let outcome = workload.measure_after_warm_up(&params, warm_up, || {
+                if start_gate {
+                    wait_at_start_gate();
+                }
+            });
             let metrics: serde_json::Map<String, serde_json::Value> = outcome
                 .metrics
                 .iter()
