@@ -62,10 +62,16 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
         .as_str()
         .unwrap()
         .starts_with("rustc"));
+    // The machine's reference runs up to the cores: at 2 processes only on 2 cores or more.
+    let reference_counts = if report["machine"]["cpus"].as_u64().unwrap() >= 2 {
+        2
+    } else {
+        1
+    };
     let results = report["results"].as_array().expect("results");
     assert_eq!(
         results.len(),
-        2 * 2 * 2 + 2,
+        2 * 2 * 2 + reference_counts,
         "every workload x build x thread count, and the machine's reference for the private \
          workload (countdown) at each thread count"
     );
@@ -130,10 +136,12 @@ fn a_quick_run_writes_a_report_that_honours_the_contract() {
     let raw_runs = std::fs::read_to_string(out.join("runs.jsonl")).unwrap();
     assert_eq!(
         raw_runs.lines().count(),
-        (2 * 2 + 1) + (2 * 2 * 2 + 2),
+        (2 * 2 + 1) + (2 * 2 * 2 + reference_counts),
         "every run, warm-ups included, one line each"
     );
-    the_processes_ran_at_once_doing_the_work_of_the_threads(&report, &raw_runs);
+    if reference_counts == 2 {
+        the_processes_ran_at_once_doing_the_work_of_the_threads(&report, &raw_runs);
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -68,8 +68,8 @@ pub const PRIVATE_WORKLOADS: &[&str] = &[
 /// run as N one-thread processes released together after their warm-ups, each given 1/N of the
 /// work, up to N = the cores. Processes share no memory, so whatever slows them is the
 /// machine's (shared caches, memory bandwidth, first touches of fresh pages). A reference, not
-/// a bound: each process pays its own start-up and teardown beside the others' clocks, and
-/// threads share what processes each build, so threads may beat it. Run with the `nogil`
+/// a bound: a process's setup after the gate and its teardown run beside the others' clocks,
+/// and threads share what processes each build, so threads may beat it. Run with the `nogil`
 /// build, on [`PRIVATE_WORKLOADS`].
 pub const PROCESSES_BUILD: &str = "nogil-processes";
 

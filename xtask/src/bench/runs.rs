@@ -605,6 +605,16 @@ pub fn combine_processes(runs: &[Run]) -> Run {
     }
 }
 
+/// The thread counts `runner` runs at, of the plan's: all of them, except for the machine's
+/// reference, which runs up to the cores (beyond them, processes only take turns).
+fn thread_counts_of(runner: &Runner, threads: &[usize], cores: usize) -> Vec<usize> {
+    threads
+        .iter()
+        .copied()
+        .filter(|&t| !runner.processes || t <= cores)
+        .collect()
+}
+
 /// Runs everything: one warm-up run per (workload, runner), then `repeat` interleaved rounds.
 /// A failed run is recorded as failed and the bench goes on.
 pub fn measure(
@@ -612,7 +622,7 @@ pub fn measure(
     plan: &Plan,
     log: &mut RawLog,
 ) -> Result<BTreeMap<Key, Measurements>, Failed> {
-    let cells: Vec<(&str, &Runner)> = plan
+    let mut cells: Vec<(&str, &Runner)> = plan
         .workloads
         .iter()
         .flat_map(|&w| {
@@ -622,14 +632,10 @@ pub fn measure(
                 .map(move |r| (w, r))
         })
         .collect();
-    // The machine's reference runs up to the cores: beyond them, processes only take turns.
-    let thread_counts = |runner: &Runner| -> Vec<usize> {
-        plan.threads
-            .iter()
-            .copied()
-            .filter(|&t| !runner.processes || t <= plan.cores)
-            .collect()
-    };
+    let thread_counts = |runner: &Runner| thread_counts_of(runner, &plan.threads, plan.cores);
+    // A runner with no thread count left (the reference, when every count is above the cores)
+    // has no cell at all, not even a warm-up.
+    cells.retain(|(_, runner)| !thread_counts(runner).is_empty());
     let total: u64 = cells
         .iter()
         .map(|(_, runner)| 1 + u64::from(plan.repeat) * thread_counts(runner).len() as u64)
@@ -643,7 +649,7 @@ pub fn measure(
     let mut results: BTreeMap<Key, Measurements> = BTreeMap::new();
     for &(workload, runner) in &cells {
         progress.set_message(format!("warm-up {} {workload}", runner.build));
-        let first = plan.threads[0];
+        let first = thread_counts(runner)[0];
         let run = run_once(runner, workload, first, plan.scale, log, None)?;
         let entry = results
             .entry((workload.to_owned(), runner.build.clone(), first))
@@ -752,6 +758,18 @@ mod tests {
         assert_eq!(unique_label("python-3.14.0t", &runners), "python-3.14.0t");
     }
 
+    #[test]
+    fn the_reference_runs_up_to_the_cores_and_not_at_all_above_them() {
+        let nogil = runner("nogil", RunnerKind::Variant(Variant::Nogil));
+        let reference = processes_runner(&nogil);
+        assert_eq!(thread_counts_of(&reference, &[1, 2, 4], 2), [1, 2]);
+        assert_eq!(thread_counts_of(&nogil, &[1, 2, 4], 2), [1, 2, 4]);
+        assert!(
+            thread_counts_of(&reference, &[4], 2).is_empty(),
+            "no cell, and so no warm-up above the cores"
+        );
+    }
+
     fn timed_run(elapsed_s: f64, ops: u64, check: &str) -> Run {
         Run {
             elapsed_s: Some(elapsed_s),
@@ -815,17 +833,19 @@ mod tests {
         assert_eq!(references.get(PROCESSES_BUILD), None);
     }
 
-    /// A stand-in for `ftrt-runner --start-gate`: the more of its siblings have reached the
-    /// gate when it starts, the longer its warm-up; at the gate it leaves a mark; once released,
-    /// it finds every sibling's mark, or its result says how many it found.
+    /// A stand-in for `ftrt-runner --start-gate`: the later the slot it claims, the longer its
+    /// warm-up (0, 0.3 and 0.6 s); at the gate it leaves a mark; once released, it finds every
+    /// sibling's mark, or its result says how many it found.
     #[cfg(unix)]
     const GATED_STAND_IN: &str = r#"
 dir="$1"
-sleep "0.$(($(ls "$dir" | wc -l) * 3))"
-touch "$dir/$$"
+slot=0
+while ! mkdir "$dir/slot$slot" 2>/dev/null; do slot=$((slot + 1)); done
+sleep "0.$((slot * 3))"
+touch "$dir/mark$slot"
 echo ready
 read -r go
-found=$(ls "$dir" | wc -l)
+found=$(ls "$dir" | grep -c '^mark')
 check=ok
 [ "$found" -eq 3 ] || check="released with $found of 3 at the gate"
 printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
@@ -835,6 +855,7 @@ printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
     #[test]
     fn processes_are_released_together_once_every_one_has_warmed_up() {
         let dir = std::env::temp_dir().join(format!("ftrt-start-gate-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let mut stand_in = runner(PROCESSES_BUILD, RunnerKind::Variant(Variant::Nogil));
         stand_in.program = PathBuf::from("sh");
