@@ -585,19 +585,18 @@ impl GatedChild {
 }
 
 /// The result of processes that ran at once, as one run: the longest time (each process times
-/// its own share after its own warm-up, and they start together, so their clocks overlap), the
+/// its own share, and they leave their start gates together, so their clocks overlap), the
 /// operations of all, their peak memory added up, and the first failure, if any (one failed
 /// process fails the run). Metrics are per process and are left out.
-pub fn combine_processes(runs: &[Run]) -> Run {
+fn combine_processes(runs: &[Run]) -> Run {
     let failure = runs.iter().enumerate().find(|(_, run)| !run.ok());
     let check = match failure {
         Some((i, run)) => format!("process {} of {}: {}", i + 1, runs.len(), run.check),
         None => "ok".to_owned(),
     };
-    let all =
-        |value: fn(&Run) -> Option<f64>| -> Option<Vec<f64>> { runs.iter().map(value).collect() };
+    let times: Option<Vec<f64>> = runs.iter().map(|r| r.elapsed_s).collect();
     Run {
-        elapsed_s: all(|r| r.elapsed_s).and_then(|times| times.into_iter().reduce(f64::max)),
+        elapsed_s: times.and_then(|times| times.into_iter().reduce(f64::max)),
         ops: runs.iter().map(|r| r.ops).sum(),
         check,
         metrics: BTreeMap::new(),
