@@ -367,14 +367,16 @@ impl GcHead {
     }
 
     fn set(&self, index: u32) {
-        // Relaxed: written before the object is handed to anyone; a collector reads it in a
-        // stopped world, which the stop orders after every thread's writes.
+        // Relaxed: written by the object's thread while it is local (or in a stopped world); a
+        // collector reads it in a stopped world, which the stop orders after every thread's
+        // writes.
         self.index.store(index, Ordering::Relaxed);
     }
 }
 
 /// The registry index of an object that may hold references (`gc::UNTRACKED` for an immortal
-/// one).
+/// one, and for a local object listed for its thread's collections until it takes a slot:
+/// see `gc::track`).
 ///
 /// # Safety
 /// The object is alive and its type's payload holds references (`slots.holds_references`),
@@ -383,6 +385,15 @@ pub(crate) unsafe fn gc_index(object: NonNull<Header>) -> u32 {
     // SAFETY: per the contract the object is a live `Tracked` allocation; the head is its first
     // field whatever the payload, so `()` stands in for it.
     unsafe { (*tracked::<()>(object)).gc.index.load(Ordering::Relaxed) }
+}
+
+/// Sets the index [`gc_index`] reads: a listed object's first registry slot.
+///
+/// # Safety
+/// As for [`gc_index`], and the caller is the object's thread, or the world is stopped.
+pub(crate) unsafe fn set_gc_index(object: NonNull<Header>, index: u32) {
+    // SAFETY: as in `gc_index`.
+    unsafe { (*tracked::<()>(object)).gc.set(index) };
 }
 
 /// The place of an object that may hold references in its thread's list of local objects, or
@@ -440,12 +451,9 @@ pub(crate) unsafe fn free_object<P: Payload>(header: NonNull<Header>) {
         drop(unsafe { Box::from_raw(header.cast::<Object<P>>().as_ptr()) });
         return;
     }
-    // SAFETY: allocated behind its head (`P` holds references); alive until freed below.
-    let index = unsafe { gc_index(header) };
-    if index != gc::UNTRACKED {
-        // SAFETY: alive until freed below, of a type that holds references.
-        unsafe { gc::untrack(header, index) };
-    }
+    // SAFETY: allocated behind its head (`P` holds references); alive until freed below; freed
+    // on this thread.
+    unsafe { gc::untrack(header) };
     // SAFETY: as above: the `Tracked` allocation `allocate` leaked, and it is unreachable.
     drop(unsafe { Box::from_raw(tracked::<P>(header)) });
 }

@@ -33,7 +33,7 @@ use std::time::Instant;
 use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue};
 
-use super::{count_young, free_garbage, unreachable_among, Mark, THRESHOLD};
+use super::{count_young, free_garbage, give_index, unreachable_among, Mark, THRESHOLD};
 use crate::header::{header, listed_at, set_listed_at, Header, FOUND_GARBAGE, NOT_LISTED};
 use crate::refs::incref;
 
@@ -221,7 +221,11 @@ pub(crate) fn retire_thread() {
         let objects = std::mem::take(&mut *list.objects.borrow_mut());
         for &object in &objects {
             // SAFETY: listed, so alive and local to this thread.
-            unsafe { set_listed_at(object, NOT_LISTED) };
+            unsafe {
+                set_listed_at(object, NOT_LISTED);
+                // Unlisted objects have registry slots, for the stopped-world collections.
+                give_index(object);
+            }
         }
         objects.len()
     };
@@ -270,6 +274,22 @@ impl LiveLists {
             }
         }
         unreachable!("a listed object is in a live thread's list");
+    }
+
+    /// Calls `visit` with every object listed in a live thread's list (a full collection gives
+    /// them registry slots).
+    ///
+    /// # Safety
+    /// The world is stopped, as for [`unlist`](Self::unlist), and `visit` lists and unlists
+    /// nothing.
+    pub(super) unsafe fn for_each_listed(&self, mut visit: impl FnMut(NonNull<Header>)) {
+        for live in self.0.iter() {
+            // SAFETY: registered lists are alive; no other thread uses one now (the stopped
+            // world).
+            for &object in unsafe { (*live.0).objects.borrow() }.iter() {
+                visit(object);
+            }
+        }
     }
 }
 

@@ -48,7 +48,9 @@ use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue, Strategy};
 
 use crate::borrowed::Borrowed;
-use crate::header::{gc_index, header, listed_at, set_listed_at, Header, FOUND_GARBAGE};
+use crate::header::{
+    gc_index, header, listed_at, set_gc_index, set_listed_at, Header, FOUND_GARBAGE,
+};
 use crate::refs::{decref, incref};
 
 pub(crate) use registry::UNTRACKED;
@@ -187,20 +189,34 @@ thread_local! {
     static FREEING_GARBAGE: Cell<bool> = const { Cell::new(false) };
 }
 
-/// Tracks a newly allocated object: its registry index. A local object is also listed for its
-/// thread's local collections (free-threaded builds, `local`), and counts towards those instead
-/// of the stopped-world ones.
+/// Tracks a newly allocated object: returns its registry index. A local object is listed for
+/// its thread's local collections instead (free-threaded builds, `local`), and counts towards
+/// those: it takes no registry slot ([`UNTRACKED`]) until it leaves the list for the
+/// stopped-world collections (published, or its thread's exit) or a full collection examines
+/// it. Most objects die local, so most never touch the registry.
 #[inline]
 pub(crate) fn track(object: NonNull<Header>) -> u32 {
-    let index = registry::track(object);
     #[cfg(not(ftrt_gil_build))]
-    let listed = local::list_new(object);
-    #[cfg(ftrt_gil_build)]
-    let listed = false;
-    if !listed {
-        count_young(1);
+    if local::list_new(object) {
+        return UNTRACKED;
     }
-    index
+    count_young(1);
+    registry::track(object)
+}
+
+/// Gives `object` a registry slot if it has none (a listed object leaving its list, or examined
+/// by a full collection).
+///
+/// # Safety
+/// `object` is alive and of a type that holds references; the caller is its thread, or the
+/// world is stopped.
+#[cfg_attr(ftrt_gil_build, allow(dead_code))]
+unsafe fn give_index(object: NonNull<Header>) {
+    // SAFETY: per the caller.
+    if unsafe { gc_index(object) } == UNTRACKED {
+        // SAFETY: per the caller.
+        unsafe { set_gc_index(object, registry::track(object)) };
+    }
 }
 
 /// Stops tracking an object being freed. Garbage a stopped-world collection found does not
@@ -212,21 +228,27 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
 /// with every collection that found shared garbage.)
 ///
 /// # Safety
-/// `object` is alive, of a type that holds references, tracked at `index`, and being freed on
-/// the calling thread.
+/// `object` is alive, of a type that holds references, and being freed on the calling thread.
 #[inline]
-pub(crate) unsafe fn untrack(object: NonNull<Header>, index: u32) {
+pub(crate) unsafe fn untrack(object: NonNull<Header>) {
+    // SAFETY: per the caller.
+    let index = unsafe { gc_index(object) };
     // SAFETY: per the caller (a listed object is freed only on its own thread).
     #[cfg(not(ftrt_gil_build))]
-    let listed = unsafe { local::unlist(object, true) };
-    #[cfg(ftrt_gil_build)]
-    let listed = {
-        let _ = object;
-        false
-    };
+    if unsafe { local::unlist(object, true) } {
+        // Counted down in its thread's list; a slot only if a full collection gave it one.
+        if index != UNTRACKED {
+            registry::untrack(index);
+        }
+        return;
+    }
+    if index == UNTRACKED {
+        // Never tracked: an immortal object.
+        return;
+    }
     // SAFETY: per the caller.
     let found_garbage = unsafe { listed_at(object) } == FOUND_GARBAGE;
-    if !listed && !found_garbage && !FREEING_GARBAGE.get() {
+    if !found_garbage && !FREEING_GARBAGE.get() {
         count_young(-1);
     }
     registry::untrack(index);
@@ -243,6 +265,8 @@ pub(crate) unsafe fn on_published(object: NonNull<Header>) {
     #[cfg(not(ftrt_gil_build))]
     if unsafe { local::unlist(object, false) } {
         count_young(1);
+        // SAFETY: per the caller.
+        unsafe { give_index(object) };
     }
     #[cfg(ftrt_gil_build)]
     let _ = object;
@@ -374,14 +398,23 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     // read; the rest read as immortal below, so they and what they hold survive.
     // SAFETY: the world is stopped.
     let dead = unsafe { crate::hot::settle(token) };
+    // No thread's exit half-way through unlisting its objects (and giving them registry slots)
+    // while this reads the registry and the lists, or unlists some of them.
+    #[cfg(not(ftrt_gil_build))]
+    let lists = local::lock_lists();
+    // A full collection examines the listed objects too: those without a slot take one (and
+    // keep it, listed or not, until they are freed).
+    #[cfg(not(ftrt_gil_build))]
+    if full {
+        // SAFETY: listed, so alive and of a tracked type; the world is stopped.
+        let give = |object| unsafe { give_index(object) };
+        // SAFETY: the world is stopped and `lists` is held; `give` lists nothing.
+        unsafe { lists.for_each_listed(give) };
+    }
     let high = registry::high() as usize;
     let mut marks = vec![Mark::Absent; high];
     let mut outside = vec![0isize; high];
     let mut tracked = Vec::new();
-    // No thread's exit half-way through unlisting its objects while this reads them, or
-    // unlists some of them.
-    #[cfg(not(ftrt_gil_build))]
-    let lists = local::lock_lists();
     registry::for_each(|index, object| {
         // SAFETY: tracked objects are alive (untracked before they are freed) and of types that
         // hold references; the world is stopped.
@@ -630,4 +663,37 @@ unsafe fn traverse(object: NonNull<Header>, mut visit: impl FnMut(NonNull<Header
     let mut visit = |held: Borrowed<'_>| visit(held.ptr());
     // SAFETY: per the caller; its own type's slot.
     unsafe { (header(object).ty.slots.traverse)(object, &mut visit) };
+}
+
+#[cfg(all(test, not(ftrt_gil_build)))]
+mod tests {
+    use super::*;
+    use crate::header::publish;
+    use crate::PyList;
+
+    /// Most containers die local, so tracking one costs a push on its thread's list and no
+    /// registry slot; the slot comes when the stopped-world collections need it.
+    #[test]
+    fn a_local_container_takes_a_registry_slot_only_when_it_is_published() {
+        Python::attach(|py| {
+            let list = PyList::empty(py);
+            let object = list.ptr();
+            // SAFETY: alive (held), a list (holds references), on its own thread.
+            let (index, place) = unsafe { (gc_index(object), listed_at(object)) };
+            assert_eq!(index, UNTRACKED, "a local list takes no registry slot");
+            assert!(place < FOUND_GARBAGE, "a local list is listed");
+            publish(list.header());
+            // SAFETY: as above.
+            let (index, place) = unsafe { (gc_index(object), listed_at(object)) };
+            assert_ne!(index, UNTRACKED, "a published list has a registry slot");
+            assert_eq!(
+                place,
+                crate::header::NOT_LISTED,
+                "a published list is unlisted"
+            );
+            let mut found = false;
+            registry::for_each(|at, tracked| found |= at == index && tracked == object);
+            assert!(found, "the registry holds the published list at its index");
+        });
+    }
 }

@@ -1,5 +1,7 @@
 //! The registry of tracked objects: every live object that may hold references has a slot in
-//! one global table, and its index in the object's head (`header::GcHead`).
+//! one global table, and its index in the object's head (`header::GcHead`), except local
+//! objects listed for their thread's collections, which take one only when they leave the list
+//! (free-threaded builds; see `gc::track`).
 //!
 //! Tracking is on the allocation path of every container, so it takes no lock and no atomic
 //! read-modify-write: a thread takes indexes from a free list of its own (in its thread state,
@@ -75,9 +77,20 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
                 None => refill(&mut free.0),
             })
         })
-        .unwrap_or_else(|| refill(&mut Vec::new()));
+        .unwrap_or_else(index_without_free_list);
     slot(index).store(object.as_ptr(), Ordering::Relaxed);
     index
+}
+
+/// One index, for a thread whose free list is gone (its exit) or in use: a spare one, else a
+/// fresh one. One at a time, so that an exit that tracks its thread's many local objects leaves
+/// no batch behind.
+#[cold]
+fn index_without_free_list() -> u32 {
+    if let Some(index) = spare().pop() {
+        return index;
+    }
+    fresh_indexes(1)
 }
 
 /// Stops tracking the object at `index` (it is being freed).
@@ -111,14 +124,23 @@ fn refill(free: &mut Vec<u32>) -> u32 {
     if let Some(index) = free.pop() {
         return index;
     }
-    let first = HIGH.fetch_add(REFILL, Ordering::Relaxed);
+    let first = fresh_indexes(REFILL);
+    free.extend((first + 1..first + REFILL).rev());
+    first
+}
+
+/// Hands out `count` indexes never handed out before, with their chunks installed: returns the
+/// first.
+fn fresh_indexes(count: u32) -> u32 {
+    let first = HIGH.fetch_add(count, Ordering::Relaxed);
     let last = first
-        .checked_add(REFILL - 1)
+        .checked_add(count - 1)
         .filter(|&last| ((last >> CHUNK_BITS) as usize) < MAX_CHUNKS)
         .expect("more than 2^30 tracked objects");
-    // `REFILL` divides `CHUNK`: the batch lies in one chunk.
-    install((first >> CHUNK_BITS) as usize);
-    free.extend((first + 1..=last).rev());
+    // Single indexes (`index_without_free_list`) unalign the batches: one may span two chunks.
+    for chunk in first >> CHUNK_BITS..=last >> CHUNK_BITS {
+        install(chunk as usize);
+    }
     first
 }
 
