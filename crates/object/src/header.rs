@@ -391,6 +391,7 @@ pub(crate) unsafe fn gc_index(object: NonNull<Header>) -> u32 {
 ///
 /// # Safety
 /// As for [`gc_index`], and the caller is the object's thread, or the world is stopped.
+#[cfg_attr(ftrt_gil_build, allow(dead_code))] // the free-threaded builds' local objects
 pub(crate) unsafe fn set_gc_index(object: NonNull<Header>, index: u32) {
     // SAFETY: as in `gc_index`.
     unsafe { (*tracked::<()>(object)).gc.set(index) };

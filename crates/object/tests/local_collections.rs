@@ -234,12 +234,17 @@ fn a_deferred_object_is_shared_and_may_die_on_any_thread() {
 /// list and so unlisted first, while the list it holds first is last. A collection that saw the
 /// garbage unlisted while the lists it holds were still listed freed it, and with it a list
 /// still listed, on the collecting thread, which panicked. Many lists make the exit's unlisting
-/// long enough for the stops to land in it.
+/// long enough for the stops to land in it. Some of them are made after the explicit collection
+/// that gives every listed object a registry slot, so the exit gives those theirs while the
+/// stops land (a stop that read the registry's extent before taking the exit's lock would index
+/// past it).
 #[test]
 fn a_stop_sees_an_exiting_threads_local_objects_all_listed_or_none() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lists = lists_after_a_collection();
-    let held = 400_000;
+    // Below a quarter of the survivors of the maker's collection: no local collection falls due.
+    let (before, after) = (400_000, 90_000);
+    let held = before + after;
     for _ in 0..3 {
         let maker_exited = AtomicBool::new(false);
         let (ready_send, ready) = mpsc::channel::<()>();
@@ -250,7 +255,7 @@ fn a_stop_sees_an_exiting_threads_local_objects_all_listed_or_none() {
                     // Listed in this order: the garbage list, the fillers, then `last`, which
                     // the garbage list holds first: freeing it frees `last` at once.
                     let garbage = PyList::empty(py);
-                    let fillers: Vec<_> = (0..held).map(|_| PyList::empty(py)).collect();
+                    let fillers: Vec<_> = (0..before).map(|_| PyList::empty(py)).collect();
                     let last = PyList::empty(py);
                     garbage.append(last);
                     garbage.append(garbage.clone());
@@ -261,6 +266,10 @@ fn a_stop_sees_an_exiting_threads_local_objects_all_listed_or_none() {
                     // next one is due only after a quarter as many new ones, and none runs
                     // when this thread detaches with them garbage.
                     gc::collect(py);
+                    // Listed without a registry slot until the exit.
+                    for _ in 0..after {
+                        garbage.append(PyList::empty(py));
+                    }
                 });
                 ready_send.send(()).unwrap();
                 go_receive.recv().unwrap();

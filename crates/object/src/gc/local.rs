@@ -33,7 +33,7 @@ use std::time::Instant;
 use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue};
 
-use super::{count_young, free_garbage, give_index, unreachable_among, Mark, THRESHOLD};
+use super::{count_young, free_garbage, give_indexes, unreachable_among, Mark, THRESHOLD};
 use crate::header::{header, listed_at, set_listed_at, Header, FOUND_GARBAGE, NOT_LISTED};
 use crate::refs::incref;
 
@@ -221,12 +221,11 @@ pub(crate) fn retire_thread() {
         let objects = std::mem::take(&mut *list.objects.borrow_mut());
         for &object in &objects {
             // SAFETY: listed, so alive and local to this thread.
-            unsafe {
-                set_listed_at(object, NOT_LISTED);
-                // Unlisted objects have registry slots, for the stopped-world collections.
-                give_index(object);
-            }
+            unsafe { set_listed_at(object, NOT_LISTED) };
         }
+        // Unlisted objects have registry slots, for the stopped-world collections.
+        // SAFETY: as above.
+        unsafe { give_indexes(&objects) };
         objects.len()
     };
     count_young(count as isize);

@@ -48,9 +48,9 @@ use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue, Strategy};
 
 use crate::borrowed::Borrowed;
-use crate::header::{
-    gc_index, header, listed_at, set_gc_index, set_listed_at, Header, FOUND_GARBAGE,
-};
+#[cfg(not(ftrt_gil_build))]
+use crate::header::set_gc_index;
+use crate::header::{gc_index, header, listed_at, set_listed_at, Header, FOUND_GARBAGE};
 use crate::refs::{decref, incref};
 
 pub(crate) use registry::UNTRACKED;
@@ -204,19 +204,39 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
     registry::track(object)
 }
 
-/// Gives `object` a registry slot if it has none (a listed object leaving its list, or examined
-/// by a full collection).
+/// Gives `object` a registry slot if it has none (a published object leaving its list).
 ///
 /// # Safety
-/// `object` is alive and of a type that holds references; the caller is its thread, or the
-/// world is stopped.
-#[cfg_attr(ftrt_gil_build, allow(dead_code))]
+/// `object` is alive and of a type that holds references; the caller is its thread.
+#[cfg(not(ftrt_gil_build))]
 unsafe fn give_index(object: NonNull<Header>) {
     // SAFETY: per the caller.
     if unsafe { gc_index(object) } == UNTRACKED {
         // SAFETY: per the caller.
         unsafe { set_gc_index(object, registry::track(object)) };
     }
+}
+
+/// Gives each of `objects` that has no registry slot one, all at once: a thread's exit
+/// unlisting its objects, or a full collection examining every listed object. Both hold the
+/// live lists' lock, which a stop waits for, so the registry's locks are taken twice in all,
+/// not once for each object.
+///
+/// # Safety
+/// Every object is alive and of a type that holds references; the caller is their thread, or
+/// the world is stopped.
+#[cfg(not(ftrt_gil_build))]
+unsafe fn give_indexes(objects: &[NonNull<Header>]) {
+    let without: Vec<NonNull<Header>> = objects
+        .iter()
+        .copied()
+        // SAFETY: per the caller.
+        .filter(|&object| unsafe { gc_index(object) } == UNTRACKED)
+        .collect();
+    registry::track_all(&without, |object, index| {
+        // SAFETY: per the caller.
+        unsafe { set_gc_index(object, index) }
+    });
 }
 
 /// Stops tracking an object being freed. Garbage a stopped-world collection found does not
@@ -406,10 +426,11 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     // keep it, listed or not, until they are freed).
     #[cfg(not(ftrt_gil_build))]
     if full {
+        let mut listed = Vec::new();
+        // SAFETY: the world is stopped and `lists` is held; the visit lists nothing.
+        unsafe { lists.for_each_listed(|object| listed.push(object)) };
         // SAFETY: listed, so alive and of a tracked type; the world is stopped.
-        let give = |object| unsafe { give_index(object) };
-        // SAFETY: the world is stopped and `lists` is held; `give` lists nothing.
-        unsafe { lists.for_each_listed(give) };
+        unsafe { give_indexes(&listed) };
     }
     let high = registry::high() as usize;
     let mut marks = vec![Mark::Absent; high];

@@ -61,8 +61,8 @@ fn spare() -> std::sync::MutexGuard<'static, Vec<u32>> {
 
 fn slot(index: u32) -> &'static AtomicPtr<Header> {
     let chunk = CHUNKS[(index >> CHUNK_BITS) as usize].load(Ordering::Acquire);
-    // SAFETY: a chunk is installed before any index in it is handed out (`refill`), and chunks
-    // are never freed.
+    // SAFETY: a chunk is installed before any index in it is handed out (`fresh_indexes`), and
+    // chunks are never freed.
     unsafe { &(*chunk)[index as usize & (CHUNK - 1)] }
 }
 
@@ -129,6 +129,31 @@ fn refill(free: &mut Vec<u32>) -> u32 {
     first
 }
 
+/// Tracks every object of `objects` at once (a thread's exit, a full collection), in two steps
+/// however many there are: spare indexes first, then one batch of fresh ones. Calls `tracked`
+/// with each object and its index.
+#[cfg_attr(ftrt_gil_build, allow(dead_code))] // the free-threaded builds' local objects
+pub(crate) fn track_all(
+    objects: &[NonNull<Header>],
+    mut tracked: impl FnMut(NonNull<Header>, u32),
+) {
+    let mut indexes = {
+        let mut spare = spare();
+        let at = spare.len().saturating_sub(objects.len());
+        spare.split_off(at)
+    };
+    let rest = objects.len() - indexes.len();
+    if rest > 0 {
+        let rest = u32::try_from(rest).expect("more than 2^30 tracked objects");
+        let first = fresh_indexes(rest);
+        indexes.extend(first..first + rest);
+    }
+    for (&object, index) in objects.iter().zip(indexes) {
+        slot(index).store(object.as_ptr(), Ordering::Relaxed);
+        tracked(object, index);
+    }
+}
+
 /// Hands out `count` indexes never handed out before, with their chunks installed: returns the
 /// first.
 fn fresh_indexes(count: u32) -> u32 {
@@ -186,5 +211,23 @@ pub(crate) fn for_each(mut visit: impl FnMut(u32, NonNull<Header>)) {
                 visit((chunk << CHUNK_BITS) + i as u32, object);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches are no longer aligned to chunks (single indexes come between them), so a batch
+    /// installs every chunk it spans; one longer than a chunk spans two or three.
+    #[test]
+    fn a_batch_of_fresh_indexes_has_every_chunk_it_spans_installed() {
+        let count = CHUNK as u32 + 1;
+        let first = fresh_indexes(count);
+        for index in [first, first + count / 2, first + count - 1] {
+            let chunk = CHUNKS[(index >> CHUNK_BITS) as usize].load(Ordering::Acquire);
+            assert!(!chunk.is_null(), "index {index}'s chunk is installed");
+        }
+        assert!(high() >= first + count);
     }
 }
