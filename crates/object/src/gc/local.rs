@@ -275,20 +275,19 @@ impl LiveLists {
         unreachable!("a listed object is in a live thread's list");
     }
 
-    /// Calls `visit` with every object listed in a live thread's list (a full collection gives
-    /// them registry slots).
+    /// Every object listed in a live thread's list (a full collection gives them registry
+    /// slots).
     ///
     /// # Safety
-    /// The world is stopped, as for [`unlist`](Self::unlist), and `visit` lists and unlists
-    /// nothing.
-    pub(super) unsafe fn for_each_listed(&self, mut visit: impl FnMut(NonNull<Header>)) {
+    /// The world is stopped, as for [`unlist`](Self::unlist).
+    pub(super) unsafe fn listed(&self) -> Vec<NonNull<Header>> {
+        let mut listed = Vec::new();
         for live in self.0.iter() {
             // SAFETY: registered lists are alive; no other thread uses one now (the stopped
             // world).
-            for &object in unsafe { (*live.0).objects.borrow() }.iter() {
-                visit(object);
-            }
+            listed.extend_from_slice(&unsafe { (*live.0).objects.borrow() });
         }
+        listed
     }
 }
 

@@ -426,11 +426,9 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     // keep it, listed or not, until they are freed).
     #[cfg(not(ftrt_gil_build))]
     if full {
-        let mut listed = Vec::new();
-        // SAFETY: the world is stopped and `lists` is held; the visit lists nothing.
-        unsafe { lists.for_each_listed(|object| listed.push(object)) };
-        // SAFETY: listed, so alive and of a tracked type; the world is stopped.
-        unsafe { give_indexes(&listed) };
+        // SAFETY: the world is stopped and `lists` is held; listed objects are alive and of
+        // tracked types.
+        unsafe { give_indexes(&lists.listed()) };
     }
     let high = registry::high() as usize;
     let mut marks = vec![Mark::Absent; high];
