@@ -82,9 +82,10 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
     index
 }
 
-/// One index, for a thread whose free list is gone (its exit) or in use: a spare one, else a
-/// fresh one. One at a time, so that an exit that tracks its thread's many local objects leaves
-/// no batch behind.
+/// One index, for a thread whose free list is gone (a container made or published in a
+/// thread-local destructor) or in use: a spare one, else a fresh one. One at a time: the list it
+/// would refill is gone, so the rest of a batch would be lost. (An exit's many local objects take
+/// theirs through [`track_all`].)
 #[cold]
 fn index_without_free_list() -> u32 {
     if let Some(index) = spare().pop() {
@@ -162,7 +163,8 @@ fn fresh_indexes(count: u32) -> u32 {
         .checked_add(count - 1)
         .filter(|&last| ((last >> CHUNK_BITS) as usize) < MAX_CHUNKS)
         .expect("more than 2^30 tracked objects");
-    // Single indexes (`index_without_free_list`) unalign the batches: one may span two chunks.
+    // Single indexes (`index_without_free_list`) and `track_all`'s batches of any length leave
+    // batches unaligned: one may span several chunks.
     for chunk in first >> CHUNK_BITS..=last >> CHUNK_BITS {
         install(chunk as usize);
     }
