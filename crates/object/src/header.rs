@@ -2,10 +2,10 @@
 //!
 //! ```text
 //!  nogil (biased count)                      gil / nogil-atomic-rc
-//!  +--------+--------+--------+----+----+---+  +--------+----+----+---+
-//!  | owner  | local  | shared |lock|flag|id |  | count  |lock|flag|id |
-//!  | u32    | u32    | i32    | u8 | u8 |u16|  | u32    | u8 | u8 |u16|
-//!  +--------+--------+--------+----+----+---+  +--------+----+----+---+
+//!  +--------+--------+--------+----+----+----+  +--------+----+----+----+
+//!  | owner  | local  | shared |lock|flag|gvn |  | count  |lock|flag|gvn |
+//!  | u32    | u32    | i32    | u8 | u8 | u8 |  | u32    | u8 | u8 | u8 |
+//!  +--------+--------+--------+----+----+----+  +--------+----+----+----+
 //!  | type: &'static TypeObject         |    | type: &'static   |
 //!  +-----------------------------------+    +------------------+
 //!   24 bytes                                  16 bytes
@@ -16,11 +16,12 @@
 //! `ob_type`). ftrt's free-threaded header fits in 24 by using a 32-bit never-reused thread id
 //! and a 32-bit shared count (see `docs/refcount.md`). The lock byte is present in every build;
 //! the `gil` build never takes it. `flag` is the `shared` flag, whether another thread may
-//! reach the object (see [`Header::section`]); `id` names the per-thread counts of a deferred
-//! object (`hot`). Both fit in what would be padding.
+//! reach the object (see [`Header::section`]); `gvn` marks an object given to a thread that
+//! found it hot (`hot`). Both fit in what would be padding. A deferred object's per-thread counts
+//! are named by the tag its biased count keeps (see `hot`), not by the header.
 
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use ftrt_gil::{section, BuildCount, Python};
 use ftrt_lock::RawObjectLock;
@@ -143,10 +144,10 @@ pub struct Header {
     /// Whether a thread other than the one that made the object may reach it: see
     /// [`Header::section`]. Set once, never cleared.
     shared: AtomicBool,
-    /// The id of the object's per-thread counts while it is deferred (`hot`), 0 otherwise; and a
-    /// flag once the object has been given to a thread that found it hot (`hot::GIVEN`). Changed
-    /// only in a stopped world. It fits in the padding.
-    pub(crate) deferred: AtomicU16,
+    /// Whether the object has been given to a thread that found it hot (`hot`): the next
+    /// request for it defers it. Set only in a stopped world. The object's own record, so a new
+    /// object at a freed one's address starts unmarked. It fits in the padding.
+    pub(crate) given: AtomicBool,
     pub(crate) ty: &'static TypeObject,
 }
 
@@ -300,7 +301,7 @@ fn allocate_with_count<P: Payload>(
             lock: RawObjectLock::new(),
             // Immortal objects are reachable from every thread through statics.
             shared: AtomicBool::new(immortal),
-            deferred: AtomicU16::new(0),
+            given: AtomicBool::new(false),
             ty,
         },
         payload,

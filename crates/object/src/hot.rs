@@ -3,15 +3,16 @@
 //! Threads that take counted references to one shared object they do not own all write its
 //! shared count, one atomic read-modify-write each, and serialise on its cache line. An object
 //! found *hot* is *deferred* instead: its count stops changing
-//! ([`BiasedCount::defer_counting`](ftrt_refcount::BiasedCount::defer_counting)), the header
-//! records an id, and every thread counts its increments and decrements of the object in its
+//! ([`BiasedCount::defer_counting`](ftrt_refcount::BiasedCount::defer_counting)) and keeps an
+//! id as its tag, and every thread counts its increments and decrements of the object in its
 //! own array, at that id, with a plain load and store. Only the collector may free a deferred
 //! object: in a stopped world it sums the threads' counts.
 //!
-//! A thread that does not own an object looks at the header's id before the count's shared
-//! half (`refs::incref`): a deferred object's count is then as short as the owner's (the
-//! count's immortal test and owner check, the id, the array, an add). Immortal objects never
-//! get here: the count's first half finds them immortal before it checks the owner.
+//! The count's first half (`refs::incref`) tells a deferred count apart right after its owner
+//! check, from the owner field it has just read, and hands over the tag it keeps in its local
+//! half, already loaded for the immortal test: a deferred object's count is then as short as
+//! the owner's (the immortal test, the owner check, one more compare, the array, an add), and
+//! neither the owner's path nor the immortal one pays for it.
 //!
 //! - **Found hot**: a thread that counts [`PROMOTE_AFTER`] increments of one object in the shared
 //!   count (the biased count's atomic path) asks for it. Each thread remembers the
@@ -62,8 +63,11 @@ pub const MAX_DEFERRED: usize = 1023;
 /// ([`ID_MASK`]) proves it in bounds. Index 0 is unused.
 const IDS: usize = MAX_DEFERRED + 1;
 
-/// The id's bits in a header's `deferred` field.
+/// Masks a tag into the arrays' bounds (ids are below [`IDS`] already: the mask only tells the
+/// compiler so).
 const ID_MASK: u16 = (IDS - 1) as u16;
+
+const _: () = assert!(IDS.is_power_of_two(), "ids are masked in");
 
 /// Objects each thread remembers incrementing in the shared count.
 const RECENT: usize = 32;
@@ -176,35 +180,17 @@ fn register_thread() -> Registered {
     Registered(counts)
 }
 
-/// The mark, in a header's `deferred` field beside the id, of an object that was given to a
-/// thread that found it hot: the next request for it defers it (a second thread counts it hot).
-/// The object's own record, so a new object at a freed one's address starts unmarked.
-const GIVEN: u16 = 1 << 15;
-
-const _: () = assert!(
-    IDS.is_power_of_two() && ID_MASK & GIVEN == 0,
-    "ids are masked in, and stay below the mark"
-);
-
-/// The id of a deferred object, 0 if it is not deferred.
+/// The id of a deferred object (the tag its count keeps), 0 if it is not deferred.
 #[inline]
 fn deferred_id(object: &Header) -> u16 {
-    // Relaxed: set and cleared only in a stopped world, whose restart orders the change before
-    // every thread's next access.
-    object.deferred.load(Ordering::Relaxed) & ID_MASK
+    <BuildCount as RefCount>::deferred_tag(&object.count).unwrap_or(0)
 }
 
 /// Whether the object was given to a thread that found it hot.
 fn was_given(object: &Header) -> bool {
-    // Relaxed: as in `deferred_id`.
-    object.deferred.load(Ordering::Relaxed) & GIVEN != 0
-}
-
-/// Sets the object's deferred id (0: none), keeping the mark of a given object. In a stopped
-/// world.
-fn set_deferred_id(object: &Header, id: u16) {
-    let given = object.deferred.load(Ordering::Relaxed) & GIVEN;
-    object.deferred.store(given | id, Ordering::Relaxed);
+    // Relaxed: set only in a stopped world, whose restart orders it before every thread's next
+    // access.
+    object.given.load(Ordering::Relaxed)
 }
 
 /// What a thread adds to its count of a deferred object for a reference it takes: one for the
@@ -225,22 +211,14 @@ fn split(sum: isize) -> (isize, isize) {
     (net, sum.wrapping_sub(net) >> 32)
 }
 
-/// Counts a reference to `object` taken ([`TAKEN`]) or dropped ([`DROPPED`]) by a thread that
-/// does not own its count, without an atomic, where that is all it takes: in this thread's
-/// array at the id of a deferred object. Answers whether it did; `false` sends the caller to the
-/// count's shared half. Checked before that half, so that deferred objects, the mortal ones
-/// every thread counts most, have one path as short as the owner's: a load of the id, a test,
-/// a thread-local load and an add.
+/// Counts a reference to a deferred object taken ([`TAKEN`]) or dropped ([`DROPPED`]), without
+/// an atomic: in this thread's array at `tag`, the id its count handed over. Inline into the
+/// count's first half, so that deferred objects, the mortal ones every thread counts most, have
+/// one path as short as the owner's: a thread-local load and an add.
 #[inline(always)]
-pub(crate) fn count_in_thread(object: &Header, delta: isize) -> bool {
-    // Relaxed: as in `deferred_id`. The mask drops the given mark, and tells the compiler the
-    // id indexes the array, so the count needs no bounds check.
-    let id = object.deferred.load(Ordering::Relaxed) & ID_MASK;
-    if id == 0 {
-        return false;
-    }
-    count_deferred(usize::from(id), delta);
-    true
+pub(crate) fn count_in_thread(tag: u16, delta: isize) {
+    // The mask tells the compiler the id indexes the array, so the count needs no bounds check.
+    count_deferred(usize::from(tag & ID_MASK), delta);
 }
 
 /// Inline into increments and decrements: a thread-local load and an add (out of line, a
@@ -422,7 +400,7 @@ unsafe fn give_or_defer(registry: &mut Registry, request: &Request) -> Handled {
     if give_to.is_some_and(|thread| unsafe {
         <BuildCount as RefCount>::transfer_ownership(&head.count, thread)
     }) {
-        head.deferred.fetch_or(GIVEN, Ordering::Relaxed);
+        head.given.store(true, Ordering::Relaxed);
         return Handled::Given;
     }
     // SAFETY: per the caller.
@@ -449,11 +427,10 @@ unsafe fn defer_stopped(registry: &mut Registry, object: NonNull<Header>) -> boo
     };
     // SAFETY: exclusive (a stopped world), with a reference held; every count the object's
     // count ignores from here on goes to the threads' arrays, which `settle` passes back.
-    if !unsafe { <BuildCount as RefCount>::defer_counting(&head.count) } {
+    if !unsafe { <BuildCount as RefCount>::defer_counting(&head.count, id) } {
         registry.free.push(id);
         return false;
     }
-    set_deferred_id(head, id);
     registry.objects[usize::from(id)] = Some(Deferred(object));
     DEFERRED.fetch_add(1, Ordering::Relaxed);
     true
@@ -545,7 +522,6 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
         for thread in &registry.threads {
             thread.0[id].store(0, Ordering::Relaxed);
         }
-        set_deferred_id(head, 0);
         registry.objects[id] = None;
         registry.free.push(id as u16);
         DEFERRED.fetch_sub(1, Ordering::Relaxed);

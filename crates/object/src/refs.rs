@@ -58,8 +58,9 @@ pub(crate) unsafe fn try_incref_inline(object: NonNull<Header>, token: Token<'_>
     // biased count answers `true` on its owner, and for a count marked immortal on any thread.
     // Not the owner: a deferred object (which no thread owns) counts in this thread's array, a
     // path as short as the owner's; others count in the shared half, out of line.
-    <BuildCount as RefCount>::incref_owned(&head.count, token)
-        || hot::count_in_thread(head, hot::TAKEN)
+    <BuildCount as RefCount>::incref_owned(&head.count, token, |tag| {
+        hot::count_in_thread(tag, hot::TAKEN)
+    })
 }
 
 /// An increment in the shared count ([`incref`]'s path for objects that count there).
@@ -84,13 +85,14 @@ pub(crate) unsafe fn decref(object: NonNull<Header>, token: Token<'_>) {
     // The halves are `incref`'s, in the same order.
     // SAFETY: the caller gives up its reference if the owner's half takes it; `release_count`
     // frees exactly such objects.
-    match unsafe { <BuildCount as RefCount>::decref_owned(count_ptr(object), token, release_count) }
-    {
+    match unsafe {
+        <BuildCount as RefCount>::decref_owned(count_ptr(object), token, release_count, |tag| {
+            hot::count_in_thread(tag, hot::DROPPED)
+        })
+    } {
         // SAFETY: that was the last reference.
         Some(true) => unsafe { release(object) },
         Some(false) => {}
-        // SAFETY: the caller's reference keeps the object alive.
-        None if hot::count_in_thread(unsafe { header(object) }, hot::DROPPED) => {}
         // SAFETY: forwarded from the caller.
         None => unsafe { decref_shared(object, token) },
     }

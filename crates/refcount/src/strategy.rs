@@ -85,11 +85,13 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// `true` where the calling thread counts without atomics or the strategy has one path (every
     /// strategy but the biased one, which answers `false` on a thread that does not own the count,
     /// changing nothing, unless the count is marked immortal in its local half, which every
-    /// thread skips here). After `false`, call [`incref_unowned`](Self::incref_unowned); the
-    /// caller may look elsewhere between the two (the object model's per-thread counts of
-    /// deferred objects, which no thread owns).
+    /// thread skips here). After `false`, call [`incref_unowned`](Self::incref_unowned).
+    ///
+    /// A deferred count ([`defer_counting`](Self::defer_counting)) answers `true` after calling
+    /// `deferred` with its tag, on every thread: the caller counts the reference where the tag
+    /// says. Strategies that never defer never call it.
     #[inline(always)]
-    fn incref_owned(&self, token: Self::Token<'_>) -> bool {
+    fn incref_owned(&self, token: Self::Token<'_>, _deferred: impl FnOnce(u16)) -> bool {
         self.incref(token);
         true
     }
@@ -130,7 +132,8 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// local half, on any thread); then call
     /// [`decref_unowned`](Self::decref_unowned). `Some(true)`: the caller frees the object. A
     /// strategy may also free it through `release` itself and answer `Some(false)` (the biased
-    /// count does, out of line, to keep the inlined part short).
+    /// count does, out of line, to keep the inlined part short). A deferred count answers
+    /// `Some(false)` after calling `deferred` with its tag, as in `incref_owned`.
     ///
     /// # Safety
     /// As for `decref`; the reference is given up only if the answer is `Some`.
@@ -139,6 +142,7 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
         this: NonNull<Self>,
         token: Self::Token<'_>,
         release: unsafe fn(NonNull<Self>),
+        _deferred: impl FnOnce(u16),
     ) -> Option<bool> {
         // SAFETY: forwarded from the caller.
         Some(unsafe { Self::decref(this, token, release) })
@@ -166,13 +170,13 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     fn owner_id(&self) -> Option<u32> {
         None
     }
-    /// Stops counting here, for a caller that counts the references elsewhere meanwhile (see
-    /// [`BiasedCount::defer_counting`]). Returns whether it did; strategies that cannot defer
-    /// answer `false`.
+    /// Stops counting here, for a caller that counts the references elsewhere meanwhile, where
+    /// `tag` says (see [`BiasedCount::defer_counting`]). Returns whether it did; strategies that
+    /// cannot defer answer `false`.
     ///
     /// # Safety
     /// As for `BiasedCount::defer_counting`.
-    unsafe fn defer_counting(&self) -> bool {
+    unsafe fn defer_counting(&self, _tag: u16) -> bool {
         false
     }
     /// Makes thread `new_owner` the owner and gives up one reference the caller holds (see
@@ -183,6 +187,11 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// As for `BiasedCount::transfer_ownership`.
     unsafe fn transfer_ownership(&self, _new_owner: u32) -> bool {
         false
+    }
+    /// The tag of a deferred count, `None` if it is not deferred (see
+    /// [`BiasedCount::deferred_tag`]).
+    fn deferred_tag(&self) -> Option<u16> {
+        None
     }
     /// The references a deferred count holds (see [`BiasedCount::deferred_total`]).
     ///
@@ -305,8 +314,8 @@ unsafe impl RefCount for BiasedCount {
         unsafe { BiasedCount::decref_counting(this, owner, release) }
     }
     #[inline(always)]
-    fn incref_owned(&self, owner: Owner<'_>) -> bool {
-        BiasedCount::incref_owned(self, owner)
+    fn incref_owned(&self, owner: Owner<'_>, deferred: impl FnOnce(u16)) -> bool {
+        BiasedCount::incref_owned(self, owner, deferred)
     }
     #[inline]
     fn incref_unowned(&self, _: Owner<'_>) -> Counting {
@@ -317,9 +326,11 @@ unsafe impl RefCount for BiasedCount {
         this: NonNull<Self>,
         owner: Owner<'_>,
         release: unsafe fn(NonNull<Self>),
+        deferred: impl FnOnce(u16),
     ) -> Option<bool> {
         // SAFETY: forwarded from the caller.
-        unsafe { BiasedCount::decref_owned_releasing(this, owner, release) }.then_some(false)
+        unsafe { BiasedCount::decref_owned_releasing(this, owner, release, deferred) }
+            .then_some(false)
     }
     #[inline]
     unsafe fn decref_unowned(
@@ -340,13 +351,16 @@ unsafe impl RefCount for BiasedCount {
     fn owner_id(&self) -> Option<u32> {
         BiasedCount::owner_id(self)
     }
-    unsafe fn defer_counting(&self) -> bool {
+    unsafe fn defer_counting(&self, tag: u16) -> bool {
         // SAFETY: forwarded from the caller.
-        unsafe { BiasedCount::defer_counting(self) }
+        unsafe { BiasedCount::defer_counting(self, tag) }
     }
     unsafe fn transfer_ownership(&self, new_owner: u32) -> bool {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::transfer_ownership(self, new_owner) }
+    }
+    fn deferred_tag(&self) -> Option<u16> {
+        BiasedCount::deferred_tag(self)
     }
     unsafe fn deferred_total(&self) -> i64 {
         // SAFETY: forwarded from the caller.

@@ -453,7 +453,12 @@ fn the_releasing_owner_drop_races_a_non_owner_drop() {
         // SAFETY: the owner's only reference, given up once; `release_object` frees objects
         // made by `Object::leak`.
         let owned = unsafe {
-            ftrt_refcount::BiasedCount::decref_owned_releasing(count, owner.owner(), release_object)
+            ftrt_refcount::BiasedCount::decref_owned_releasing(
+                count,
+                owner.owner(),
+                release_object,
+                |_| unreachable!("not deferred"),
+            )
         };
         assert!(owned);
         other.join().unwrap();
@@ -512,8 +517,9 @@ fn deferring_and_resuming_in_stopped_worlds_keeps_the_count_exact() {
         counted: [AtomicIsize; 2],
     }
 
-    /// A reference taken or dropped while attached, counted in `thread`'s own count if the
-    /// object's count ignored it.
+    /// A reference taken or dropped while attached, through the halves the object model calls:
+    /// a deferred count hands its tag over, and the reference is counted in `thread`'s own
+    /// count; otherwise the owner's half or the shared half counts it.
     ///
     /// # Safety
     /// To drop, the caller holds the reference.
@@ -527,26 +533,33 @@ fn deferring_and_resuming_in_stopped_worlds_keeps_the_count_exact() {
         let _attached = world.attached.read().unwrap();
         // Stable while attached: it changes only in a stopped world.
         let deferred = world.deferred.load(Ordering::Relaxed);
-        let ignored = if take {
+        let mut handed = None;
+        let hand = |tag: u16| handed = Some(tag);
+        if take {
             // SAFETY: alive: the caller holds a reference it clones.
-            unsafe { count.as_ref() }.incref_counting(owner) == Counting::Ignored
-        } else {
-            // SAFETY: the caller gives up its reference.
-            match unsafe { BiasedCount::decref_counting(count, owner, release_object) } {
-                Some(true) => {
-                    // SAFETY: that was the last reference.
-                    unsafe { release_object(count) };
-                    false
-                }
-                Some(false) => false,
-                None => true,
+            let counted = unsafe { count.as_ref() };
+            if !counted.incref_owned(owner, hand) {
+                assert_eq!(counted.incref_unowned(), Counting::Shared);
             }
-        };
+        } else {
+            // SAFETY: the caller gives up its reference; the owner's half frees through
+            // `release_object`.
+            if !unsafe { BiasedCount::decref_owned_releasing(count, owner, release_object, hand) } {
+                // SAFETY: as above.
+                match unsafe { BiasedCount::decref_unowned(count, release_object) } {
+                    // SAFETY: that was the last reference.
+                    Some(true) => unsafe { release_object(count) },
+                    Some(false) => {}
+                    None => panic!("a count that ignores decrements is deferred or immortal"),
+                }
+            }
+        }
         assert_eq!(
-            ignored, deferred,
-            "the count ignores exactly while it is deferred"
+            handed,
+            deferred.then_some(TAG),
+            "the tag is handed over exactly while the count is deferred"
         );
-        if ignored {
+        if deferred {
             // A plain load and store: only this thread writes its own count.
             let mine = &world.counted[thread];
             mine.store(
@@ -555,6 +568,9 @@ fn deferring_and_resuming_in_stopped_worlds_keeps_the_count_exact() {
             );
         }
     }
+
+    /// The tag the count is deferred with.
+    const TAG: u16 = 3;
 
     loom::model(|| {
         let drops = Arc::new(AtomicUsize::new(0));
@@ -586,7 +602,7 @@ fn deferring_and_resuming_in_stopped_worlds_keeps_the_count_exact() {
             let _stopped = world.attached.write().unwrap();
             // SAFETY: the world is stopped and the owner holds a reference; whatever the count
             // ignores from here on goes to the threads' counts.
-            if unsafe { count.as_ref().defer_counting() } {
+            if unsafe { count.as_ref().defer_counting(TAG) } {
                 world.deferred.store(true, Ordering::Relaxed);
             }
         }

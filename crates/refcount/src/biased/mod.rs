@@ -51,7 +51,7 @@ pub use thread::{
     detach_current_thread, for_each_registered, merge_pending, with_current_owner, Info,
     LocalCounts, Owner, Release,
 };
-use thread::{Queued, NO_OWNER};
+use thread::{Queued, DEFERRED_OWNER, NO_OWNER};
 
 const FLAG_BITS: u32 = 3;
 const FLAG_MASK: i32 = 0b111;
@@ -133,8 +133,9 @@ fn saturated(shared: i32) -> bool {
 
 /// What the first half of a decrement did ([`BiasedCount::drop_local`]).
 enum LocalDrop {
-    /// `local` says immortal: the decrement is done, and changed nothing.
-    Immortal,
+    /// `local` says immortal, or the count is deferred (the caller was handed its tag): the
+    /// decrement is done, and changed nothing.
+    Ignored,
     /// The calling thread does not own the count: nothing changed.
     NotOwned,
     /// The owner dropped a local reference; `last`: its last local one.
@@ -145,8 +146,8 @@ enum LocalDrop {
 ///
 /// | field  | type  | written by |
 /// |--------|-------|------------|
-/// | owner  | `u32` | the creating thread (its never-reused id), cleared on merge |
-/// | local  | `u32` | the owner only, with plain stores |
+/// | owner  | `u32` | the creating thread (its never-reused id), cleared on merge; `DEFERRED_OWNER` while deferred |
+/// | local  | `u32` | the owner only, with plain stores; a deferred count's tag |
 /// | shared | `i32` | any thread, atomically: count << 3, `QUEUED`, `MERGED`, `WEAK` |
 #[repr(C)]
 pub struct BiasedCount {
@@ -219,18 +220,20 @@ impl BiasedCount {
     #[inline(always)]
     fn owned_by_id(&self, id: u32) -> bool {
         // Relaxed: the field changes from an id to NO_OWNER, by the owner itself or after the
-        // owner has retired, and from one id to another only while no thread counts
-        // (`transfer_ownership`, in a stopped world whose restart orders it before every later
+        // owner has retired, and otherwise only while no thread counts (`transfer_ownership`
+        // from one id to another, `defer_counting` to DEFERRED_OWNER and `resume_counting`
+        // back to NO_OWNER, each in a stopped world whose restart orders it before every later
         // count). The owner always reads its own latest write, and any other thread reads a
         // value that is not its own id whichever write it sees.
         self.owner.load(Ordering::Relaxed) == id
     }
 
     /// The id of the thread that owns the count ([`LocalCounts::id`]), or `None` once it is
-    /// merged (or was created shared). A snapshot for diagnostics and tests: the owner may give up
+    /// merged (or was created shared, or is deferred). A snapshot for diagnostics and tests: the owner may give up
     /// ownership at any time.
     pub fn owner_id(&self) -> Option<u32> {
-        Some(self.owner.load(Ordering::Relaxed)).filter(|&id| id != NO_OWNER)
+        Some(self.owner.load(Ordering::Relaxed))
+            .filter(|&id| id != NO_OWNER && id != DEFERRED_OWNER)
     }
 
     /// Whether increments and decrements have stopped counting. An owner may still count an
@@ -289,7 +292,7 @@ impl BiasedCount {
     #[cold]
     #[inline(never)]
     fn incref_counting_rest(&self, owner: Owner<'_>) -> Counting {
-        if let Some(counting) = self.incref_first_half(owner) {
+        if let Some(counting) = self.incref_first_half(owner, |_| {}) {
             // The mark (the owner's other increments are counted on the fast path).
             counting
         } else if self.shared_saturated() {
@@ -301,31 +304,47 @@ impl BiasedCount {
     }
 
     /// The owner's half of [`incref_counting`](Self::incref_counting): answers `true` when the
-    /// increment is done, because `owner` owns the count and added the reference, or because
-    /// the count's `local` says immortal (nothing to add); else changes nothing and answers
-    /// `false`, for [`incref_unowned`](Self::incref_unowned). Apart so that a caller can look
-    /// elsewhere between the two (the object model's per-thread counts of deferred objects,
-    /// which no thread owns), without a second owner check on the owner's path.
+    /// increment is done, because `owner` owns the count and added the reference, because the
+    /// count's `local` says immortal (nothing to add), or because the count is deferred: then it
+    /// calls `deferred` with the count's tag (see [`defer_counting`](Self::defer_counting)), and
+    /// the caller counts the reference where the tag says. Else changes nothing and answers
+    /// `false`, for [`incref_unowned`](Self::incref_unowned).
+    ///
+    /// The deferred count is told apart right after the owner check, from the owner field it
+    /// has just read: a count every thread takes (a hot shared object, deferred by the object
+    /// model) then runs as straight as the owner's, with no second look at the object, while the
+    /// owner's path and the immortal test stay as they were.
     #[inline(always)]
-    pub fn incref_owned(&self, owner: Owner<'_>) -> bool {
-        self.incref_first_half(owner).is_some()
+    pub fn incref_owned(&self, owner: Owner<'_>, deferred: impl FnOnce(u16)) -> bool {
+        self.incref_first_half(owner, deferred).is_some()
     }
 
     /// [`incref_owned`](Self::incref_owned), saying where the reference went: `Local` (the
-    /// owner counted it), `Ignored` (immortal), or `None` (not the owner: nothing changed).
+    /// owner counted it), `Ignored` (immortal, or deferred and handed to `deferred`), or `None`
+    /// (not the owner: nothing changed).
     /// The mark is tested first (CPython's order): a runtime's most counted objects are
     /// immortal (None, small ints, interned strings), and those then cost a load and a compare,
     /// and no owner check.
     #[inline(always)]
-    fn incref_first_half(&self, owner: Owner<'_>) -> Option<Counting> {
+    fn incref_first_half(&self, owner: Owner<'_>, deferred: impl FnOnce(u16)) -> Option<Counting> {
         // Relaxed, on every thread: `IMMORTAL_LOCAL` is final, so any thread that reads it may
-        // stop counting (its decrement will read it too), and any other value read by a thread
-        // that does not own the count is not acted on.
+        // stop counting (its decrement will read it too); a deferred count's tag, read only when
+        // the owner field says deferred, is written with it and cleared with it while no other
+        // thread counts (a stopped world, whose restart orders both before every later count);
+        // and any other value read by a thread that does not own the count is not acted on.
         let local = self.local.load(Ordering::Relaxed);
         if local == IMMORTAL_LOCAL {
             return Some(Counting::Ignored);
         }
-        if !self.owned_by_id(owner.id()) {
+        // Relaxed: as in `owned_by_id`.
+        let owned_by = self.owner.load(Ordering::Relaxed);
+        if owned_by != owner.id() {
+            if owned_by == DEFERRED_OWNER {
+                deferred(deferred_tag(local));
+                return Some(Counting::Ignored);
+            }
+            // Off the owner's and the deferred count's paths: see `not_owned`.
+            not_owned();
             return None;
         }
         // Only the mark wraps to zero: on the owner's path the test is the increment's carry.
@@ -452,8 +471,8 @@ impl BiasedCount {
     ) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        match count.drop_local(owner) {
-            LocalDrop::Immortal => None,
+        match count.drop_local(owner, |_| {}) {
+            LocalDrop::Ignored => None,
             LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
             LocalDrop::NotOwned if count.shared_saturated() => None,
             // SAFETY: forwarded from the caller.
@@ -463,19 +482,25 @@ impl BiasedCount {
 
     /// The owner's half of [`decref_counting`](Self::decref_counting): drops a reference if
     /// `owner` owns the count, answering whether it was the last, and answers `Some(false)` for
-    /// a count whose `local` says immortal, on any thread; `None`, changing nothing, otherwise
-    /// (then call [`decref_unowned`](Self::decref_unowned)). The owner's path never needs the
-    /// release function: a merge it runs answers `true` instead of freeing.
+    /// a count whose `local` says immortal, on any thread, and for a deferred count, after
+    /// calling `deferred` with its tag (as [`incref_owned`](Self::incref_owned) does); `None`,
+    /// changing nothing, otherwise (then call [`decref_unowned`](Self::decref_unowned)). The
+    /// owner's path never needs the release function: a merge it runs answers `true` instead of
+    /// freeing.
     ///
     /// # Safety
     /// `this` points to a live count, and the caller holds a reference, which it gives up if
     /// the answer is `Some`.
     #[inline(always)]
-    pub unsafe fn decref_owned(this: NonNull<Self>, owner: Owner<'_>) -> Option<bool> {
+    pub unsafe fn decref_owned(
+        this: NonNull<Self>,
+        owner: Owner<'_>,
+        deferred: impl FnOnce(u16),
+    ) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        match count.drop_local(owner) {
-            LocalDrop::Immortal => Some(false),
+        match count.drop_local(owner, deferred) {
+            LocalDrop::Ignored => Some(false),
             LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
             LocalDrop::NotOwned => None,
         }
@@ -485,9 +510,9 @@ impl BiasedCount {
     /// when the owner drops its last local reference, the rest (is the object dead? merge if
     /// not) runs out of line, and frees a dead object there, through `release`. So the inlined
     /// part is as short as the owner's decrement can be, for callers that inline it into every
-    /// handle's drop. Answers whether the decrement is done: `owner` owns the count, or its
-    /// `local` says immortal (`false`: nothing changed; then call
-    /// [`decref_unowned`](Self::decref_unowned)).
+    /// handle's drop. Answers whether the decrement is done: `owner` owns the count, its `local`
+    /// says immortal, or it is deferred and `deferred` was called with its tag (`false`: nothing
+    /// changed; then call [`decref_unowned`](Self::decref_unowned)).
     ///
     /// # Safety
     /// As for [`decref`](Self::decref); the reference is given up only if the answer is `true`.
@@ -496,11 +521,12 @@ impl BiasedCount {
         this: NonNull<Self>,
         owner: Owner<'_>,
         release: Release,
+        deferred: impl FnOnce(u16),
     ) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
-        match unsafe { this.as_ref() }.drop_local(owner) {
+        match unsafe { this.as_ref() }.drop_local(owner, deferred) {
             LocalDrop::NotOwned => false,
-            LocalDrop::Immortal | LocalDrop::Dropped { last: false } => true,
+            LocalDrop::Ignored | LocalDrop::Dropped { last: false } => true,
             LocalDrop::Dropped { last: true } => {
                 // SAFETY: the caller's reference was the owner's last local one; `release` is
                 // forwarded.
@@ -512,17 +538,23 @@ impl BiasedCount {
 
     /// The first half of every decrement, shared by the owner's halves and the rest of
     /// `decref_counting`: nothing to do for a count whose `local` says immortal, on any thread
-    /// (tested first, as in the increment); the owner's decrement of `local`; or nothing
-    /// changed, on a thread that does not own the count.
+    /// (tested first, as in the increment); the owner's decrement of `local`; a deferred count's
+    /// tag handed to `deferred`; or nothing changed, on a thread that does not own the count.
     #[inline(always)]
-    fn drop_local(&self, owner: Owner<'_>) -> LocalDrop {
+    fn drop_local(&self, owner: Owner<'_>, deferred: impl FnOnce(u16)) -> LocalDrop {
         // Relaxed: as in `incref_first_half`.
         let local = self.local.load(Ordering::Relaxed);
         if local == IMMORTAL_LOCAL {
-            return LocalDrop::Immortal;
+            return LocalDrop::Ignored;
         }
-        if !self.owned_by_id(owner.id()) {
-            // Off the owner's path: see `not_owned`.
+        // Relaxed: as in `owned_by_id`.
+        let owned_by = self.owner.load(Ordering::Relaxed);
+        if owned_by != owner.id() {
+            if owned_by == DEFERRED_OWNER {
+                deferred(deferred_tag(local));
+                return LocalDrop::Ignored;
+            }
+            // Off the owner's and the deferred count's paths: see `not_owned`.
             not_owned();
             return LocalDrop::NotOwned;
         }
@@ -984,6 +1016,13 @@ impl BiasedCount {
     /// [`resume_counting`](Self::resume_counting). The caller counts those references elsewhere
     /// meanwhile (per-thread counts for a hot shared object, as CPython 3.14 keeps for types).
     ///
+    /// `tag` says where: the halves a runtime calls ([`incref_owned`](Self::incref_owned),
+    /// [`decref_owned`](Self::decref_owned)) hand it to their caller for every reference taken
+    /// or dropped, on every thread (an index into per-thread arrays, say). The count keeps it in
+    /// its local half, which no thread counts in any more, and says "deferred" in its owner
+    /// field, which no thread's id matches: a thread finds a deferred count with the loads and
+    /// compares the owner's path makes anyway.
+    ///
     /// The count is merged first, so no thread owns it any more: the former owner's own
     /// references go elsewhere too. Returns `false`, changing nothing, for a count that cannot be
     /// deferred: immortal, already deferred, or with a pending queue entry (whose merge would
@@ -994,7 +1033,7 @@ impl BiasedCount {
     /// a stopped world), and the caller holds a reference. Every increment and decrement the
     /// count ignores from now on is counted elsewhere, and their net is passed to
     /// `resume_counting`.
-    pub unsafe fn defer_counting(&self) -> bool {
+    pub unsafe fn defer_counting(&self, tag: u16) -> bool {
         // Relaxed: the caller's exclusive access (a stopped world) orders every other thread's
         // earlier writes before this call.
         let shared = self.shared.load(Ordering::Relaxed);
@@ -1006,7 +1045,8 @@ impl BiasedCount {
         if total >= i64::from(SATURATED) {
             return false;
         }
-        self.owner.store(NO_OWNER, Ordering::Relaxed);
+        self.owner.store(DEFERRED_OWNER, Ordering::Relaxed);
+        self.local.store(u32::from(tag), Ordering::Relaxed);
         // Saturated, so every path treats it as immortal; the true total stays recoverable
         // below twice the saturation point, well inside the encoding's range.
         // `total + SATURATED` stays below 2^28, the encoding's limit. `WEAK` is kept.
@@ -1015,6 +1055,19 @@ impl BiasedCount {
             Ordering::Relaxed,
         );
         true
+    }
+
+    /// The tag [`defer_counting`](Self::defer_counting) gave the count, while it is deferred;
+    /// `None` otherwise.
+    pub fn deferred_tag(&self) -> Option<u16> {
+        // Relaxed: the owner field says deferred from `defer_counting` to `resume_counting`,
+        // which write it and the tag only while no other thread counts (a stopped world, whose
+        // restart orders them before this thread's later loads), and the tag does not change
+        // in between. Another value in the owner field is not acted on.
+        if self.owner.load(Ordering::Relaxed) != DEFERRED_OWNER {
+            return None;
+        }
+        Some(deferred_tag(self.local.load(Ordering::Relaxed)))
     }
 
     /// The references a deferred count holds (those counted before
@@ -1043,6 +1096,8 @@ impl BiasedCount {
         let weak = self.shared.load(Ordering::Relaxed) & WEAK;
         let merged = ((total.min(i64::from(SATURATED)) as i32) << FLAG_BITS) | MERGED | weak;
         // Relaxed: as in `defer_counting`; the restart of the world publishes it.
+        self.owner.store(NO_OWNER, Ordering::Relaxed);
+        self.local.store(0, Ordering::Relaxed);
         self.shared.store(merged, Ordering::Relaxed);
         total != 0
     }
@@ -1220,12 +1275,21 @@ impl std::fmt::Debug for BiasedCount {
     }
 }
 
-/// Marks a decrement by a thread that does not own the count as the unlikely branch
-/// (`std::hint::cold_path`, which is newer than this crate's minimum Rust), so that the owner's
-/// decrement is the straight line in every caller's loop. Measured in the object model's
-/// `shared-refcount` workload, one thread: 22 % faster; `immortal-read` 5 % faster; the other
-/// workloads within 2 %. The increment is left unmarked: marking it as well moved registers
-/// around the immortal path (`immortal-read` 10 % slower).
+/// Marks the shared count's path (a thread that neither owns the count nor finds it deferred) as
+/// the unlikely branch (`std::hint::cold_path`, which is newer than this crate's minimum Rust),
+/// so that the owner's path and the deferred count's run straight through in every caller's
+/// loop. Measured in the object model's `shared-refcount` workload: marking the decrement made
+/// the owner's loop 22 % faster at one thread (`immortal-read` 5 %). Marking the increment as
+/// well, before the deferred count had its own branch, moved registers around the immortal path
+/// (`immortal-read` 10 % slower); since, left unmarked it lays the deferred count's increment
+/// out of line (`shared-refcount` at two threads 0.46 s against 0.42 s marked), and marked it
+/// costs the immortal path nothing (0.44 s either way).
 #[cold]
 #[inline(always)]
 fn not_owned() {}
+
+/// The tag a deferred count keeps in `local` (see [`BiasedCount::defer_counting`]).
+#[inline(always)]
+fn deferred_tag(local: u32) -> u16 {
+    local as u16
+}

@@ -3,7 +3,7 @@
 use std::sync::mpsc;
 use std::thread;
 
-use super::thread::{current, NO_OWNER};
+use super::thread::{current, DEFERRED_OWNER, NO_OWNER};
 use super::*;
 use crate::test_util::Drops;
 use crate::BiasedArc;
@@ -117,6 +117,14 @@ fn when_the_owner_drops_its_last_local_reference_the_count_merges() {
 unsafe fn never_called(_: NonNull<BiasedCount>) {
     panic!("release called for an object that is still referenced");
 }
+
+/// The `deferred` argument of the halves, for a count that is not deferred.
+fn not_deferred(tag: u16) {
+    panic!("a count that is not deferred handed out tag {tag}");
+}
+
+/// The tag the tests defer counts with.
+const TAG: u16 = 7;
 
 #[test]
 fn the_owner_exiting_merges_its_queue() {
@@ -394,7 +402,7 @@ fn a_local_count_that_reaches_the_mark_is_immortal_for_good() {
         let id = owner.id().expect("registered");
         let count = BiasedCount::from_parts(id, IMMORTAL_LOCAL - 1, 0);
         if by_halves {
-            assert!(count.incref_owned(owner.owner()));
+            assert!(count.incref_owned(owner.owner(), not_deferred));
         } else {
             count.incref_for(owner.owner());
         }
@@ -406,12 +414,12 @@ fn a_local_count_that_reaches_the_mark_is_immortal_for_good() {
         assert!(count.is_immortal());
         assert_eq!(count.get(), RefCountValue::Immortal);
         // The mark stays: the owner's increments and decrements stop at it, in either order.
-        assert!(count.incref_owned(owner.owner()));
+        assert!(count.incref_owned(owner.owner(), not_deferred));
         count.incref_for(owner.owner());
         // SAFETY: immortal: nothing is released.
         unsafe {
             assert_eq!(
-                BiasedCount::decref_owned(NonNull::from(&count), owner.owner()),
+                BiasedCount::decref_owned(NonNull::from(&count), owner.owner(), not_deferred),
                 Some(false)
             );
             assert!(!BiasedCount::decref_for(
@@ -423,7 +431,7 @@ fn a_local_count_that_reaches_the_mark_is_immortal_for_good() {
         assert_eq!(fields(&count).1, IMMORTAL_LOCAL);
         // Another thread skips it at the mark, before or after the owner check.
         let other = LocalCounts::register();
-        assert!(count.incref_owned(other.owner()));
+        assert!(count.incref_owned(other.owner(), not_deferred));
         assert_eq!(count.incref_counting(other.owner()), Counting::Ignored);
         // Merged at the mark (here by another thread once the owner has retired), it saturates
         // the shared half.
@@ -457,14 +465,23 @@ fn every_thread_finds_a_count_immortal_from_its_creation_in_its_local_half() {
     let count = &BiasedCount::immortal();
     let before = fields(count);
     for owner in [first.owner(), second.owner()] {
-        assert!(count.incref_owned(owner), "the first half ends it");
+        assert!(
+            count.incref_owned(owner, not_deferred),
+            "the first half ends it"
+        );
         assert_eq!(count.incref_counting(owner), Counting::Ignored);
         // SAFETY: immortal: nothing is released, and the first half takes the reference.
-        let dropped = unsafe { BiasedCount::decref_owned(NonNull::from(count), owner) };
+        let dropped =
+            unsafe { BiasedCount::decref_owned(NonNull::from(count), owner, not_deferred) };
         assert_eq!(dropped, Some(false));
         // SAFETY: as above.
         let dropped = unsafe {
-            BiasedCount::decref_owned_releasing(NonNull::from(count), owner, never_called)
+            BiasedCount::decref_owned_releasing(
+                NonNull::from(count),
+                owner,
+                never_called,
+                not_deferred,
+            )
         };
         assert!(dropped);
         // SAFETY: as above.
@@ -656,7 +673,7 @@ fn a_deferred_count_ignores_every_thread_until_it_resumes_with_what_was_counted_
     });
     // Owner 2, shared 1.
     // SAFETY: no other thread touches the count; this thread holds references.
-    assert!(unsafe { count.defer_counting() });
+    assert!(unsafe { count.defer_counting(TAG) });
     assert_eq!(count.owner_id(), None, "deferring merges the count");
     // SAFETY: deferred above.
     assert_eq!(unsafe { count.deferred_total() }, 3);
@@ -701,11 +718,59 @@ fn a_deferred_count_ignores_every_thread_until_it_resumes_with_what_was_counted_
     assert_eq!(last, Some(true));
 }
 
+/// The halves a runtime calls hand a deferred count's tag to their caller, once for every
+/// reference taken or dropped, on every thread, the former owner included, and change nothing;
+/// the count leaves every owner check (`owner_id`) and, resumed, counts merged again.
+#[test]
+fn the_halves_hand_a_deferred_counts_tag_to_every_thread() {
+    let count = BiasedCount::new();
+    count.incref();
+    assert_eq!(count.deferred_tag(), None);
+    // SAFETY: no other thread touches the count; this thread holds its references.
+    assert!(unsafe { count.defer_counting(TAG) });
+    assert_eq!(count.deferred_tag(), Some(TAG));
+    assert_eq!(count.owner_id(), None, "no thread owns a deferred count");
+    let deferred = fields(&count);
+    assert_eq!((deferred.0, deferred.1), (DEFERRED_OWNER, u32::from(TAG)));
+    // The former owner, then another thread: each increment and decrement hands out the tag.
+    let count_by_halves = || {
+        let owner = Owner::current_id(current());
+        let mut handed = Vec::new();
+        assert!(count.incref_owned(owner, |tag| handed.push((tag, 1))));
+        // SAFETY: gives up the reference just taken (counted elsewhere, by the caller).
+        let dropped = unsafe {
+            BiasedCount::decref_owned(NonNull::from(&count), owner, |tag| handed.push((tag, -1)))
+        };
+        assert_eq!(dropped, Some(false));
+        // SAFETY: as above.
+        let released = unsafe {
+            BiasedCount::decref_owned_releasing(NonNull::from(&count), owner, never_called, |tag| {
+                handed.push((tag, -1))
+            })
+        };
+        assert!(released, "the decrement is done");
+        handed
+    };
+    assert_eq!(count_by_halves(), [(TAG, 1), (TAG, -1), (TAG, -1)]);
+    let elsewhere = thread::scope(|s| s.spawn(count_by_halves).join().unwrap());
+    assert_eq!(elsewhere, [(TAG, 1), (TAG, -1), (TAG, -1)]);
+    assert_eq!(fields(&count), deferred, "a deferred count never changes");
+    // Each thread took one reference and dropped two: the count's two are gone.
+    // SAFETY: deferred above, exclusive here; -2 is the net counted elsewhere.
+    assert!(!unsafe { count.resume_counting(-2) }, "no reference left");
+    assert_eq!(count.deferred_tag(), None);
+    assert_eq!(
+        fields(&count),
+        (NO_OWNER, 0, MERGED),
+        "merged, dead, tag cleared"
+    );
+}
+
 #[test]
 fn a_resumed_count_with_no_reference_left_is_dead() {
     let count = BiasedCount::new();
     // SAFETY: exclusive; this thread holds the one reference.
-    assert!(unsafe { count.defer_counting() });
+    assert!(unsafe { count.defer_counting(TAG) });
     // The one reference was dropped elsewhere.
     // SAFETY: deferred above, exclusive, and -1 is what was counted elsewhere.
     assert!(!unsafe { count.resume_counting(-1) });
@@ -716,12 +781,12 @@ fn a_resumed_count_with_no_reference_left_is_dead() {
 fn immortal_deferred_and_queued_counts_are_not_deferred() {
     let immortal = BiasedCount::immortal();
     // SAFETY: exclusive in each case; the test holds references.
-    assert!(!unsafe { immortal.defer_counting() });
+    assert!(!unsafe { immortal.defer_counting(TAG) });
     let deferred = BiasedCount::new();
     // SAFETY: as above.
-    assert!(unsafe { deferred.defer_counting() });
+    assert!(unsafe { deferred.defer_counting(TAG) });
     // SAFETY: as above.
-    assert!(!unsafe { deferred.defer_counting() }, "already deferred");
+    assert!(!unsafe { deferred.defer_counting(TAG) }, "already deferred");
     // SAFETY: deferred.
     assert_eq!(unsafe { deferred.deferred_total() }, 1);
     // A pending queue entry: a non-owner dropped a reference while the shared half was zero.
@@ -742,11 +807,11 @@ fn immortal_deferred_and_queued_counts_are_not_deferred() {
     });
     assert_eq!(fields(&queued).2 & QUEUED, QUEUED);
     // SAFETY: as above.
-    assert!(!unsafe { queued.defer_counting() });
+    assert!(!unsafe { queued.defer_counting(TAG) });
     assert_eq!(merge_pending(), 1);
     assert!(
         // SAFETY: as above.
-        unsafe { queued.defer_counting() },
+        unsafe { queued.defer_counting(TAG) },
         "merged: no entry pending"
     );
 }
@@ -855,7 +920,7 @@ fn counts_without_an_owner_to_replace_or_without_a_spare_reference_are_not_trans
     let deferred = BiasedCount::new_for(first.owner());
     deferred.incref_for(first.owner());
     // SAFETY: nothing else counts; the test holds a reference.
-    assert!(unsafe { deferred.defer_counting() });
+    assert!(unsafe { deferred.defer_counting(TAG) });
     assert!(
         // SAFETY: nothing else counts; the test holds a reference.
         !unsafe { deferred.transfer_ownership(new_owner) },
@@ -1110,13 +1175,14 @@ fn the_owners_halves_count_on_the_owner_and_leave_the_count_alone_elsewhere() {
     // SAFETY: `count` is live until the last drop below.
     let counted = unsafe { count.as_ref() };
     let before = fields(counted);
-    assert!(!counted.incref_owned(other.owner()));
+    assert!(!counted.incref_owned(other.owner(), not_deferred));
     // SAFETY: the call takes the reference only if it answers `Some`.
-    let dropped = unsafe { BiasedCount::decref_owned(count, other.owner()) };
+    let dropped = unsafe { BiasedCount::decref_owned(count, other.owner(), not_deferred) };
     assert_eq!(dropped, None);
     // SAFETY: the call takes the reference only if it answers `true`.
-    let dropped =
-        unsafe { BiasedCount::decref_owned_releasing(count, other.owner(), release_boxed) };
+    let dropped = unsafe {
+        BiasedCount::decref_owned_releasing(count, other.owner(), release_boxed, not_deferred)
+    };
     assert!(!dropped);
     assert_eq!(
         fields(counted),
@@ -1124,19 +1190,21 @@ fn the_owners_halves_count_on_the_owner_and_leave_the_count_alone_elsewhere() {
         "a non-owner's halves change nothing"
     );
 
-    assert!(counted.incref_owned(owner.owner()));
+    assert!(counted.incref_owned(owner.owner(), not_deferred));
     assert_eq!(counted.incref_unowned(), Counting::Shared);
     assert_eq!(fields(counted).1, 2);
     assert_eq!(counted.get(), RefCountValue::Mortal(3));
     // SAFETY: drops one of the owner's two local references.
-    let last = unsafe { BiasedCount::decref_owned(count, owner.owner()) };
+    let last = unsafe { BiasedCount::decref_owned(count, owner.owner(), not_deferred) };
     assert_eq!(last, Some(false));
     // SAFETY: drops the shared reference.
     let last = unsafe { BiasedCount::decref_unowned(count, release_boxed) };
     assert_eq!(last, Some(false));
     let before = released();
     // SAFETY: drops the last reference, which the call frees through `release_boxed`.
-    assert!(unsafe { BiasedCount::decref_owned_releasing(count, owner.owner(), release_boxed) });
+    assert!(unsafe {
+        BiasedCount::decref_owned_releasing(count, owner.owner(), release_boxed, not_deferred)
+    });
     assert_eq!(
         released(),
         before + 1,
@@ -1154,7 +1222,9 @@ fn the_releasing_owners_last_local_drop_merges_while_others_hold_references() {
     unsafe { count.as_ref() }.incref_for(other.owner());
     let before = released();
     // SAFETY: gives up the owner's one local reference.
-    assert!(unsafe { BiasedCount::decref_owned_releasing(count, owner.owner(), release_boxed) });
+    assert!(unsafe {
+        BiasedCount::decref_owned_releasing(count, owner.owner(), release_boxed, not_deferred)
+    });
     assert_eq!(released(), before, "another reference is alive");
     // SAFETY: the count is still live (one shared reference).
     let (owner_id, local, _) = fields(unsafe { count.as_ref() });

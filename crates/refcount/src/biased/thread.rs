@@ -39,8 +39,19 @@ const FIRST_ID: u32 = 1;
 const UNASSIGNED: u32 = u32::MAX - 1;
 /// A thread that owns nothing: it has retired, or ids ran out. Never stored in a header.
 pub(crate) const DETACHED: u32 = u32::MAX;
+/// The owner field of a deferred count ([`BiasedCount::defer_counting`]): no thread's id, and
+/// no value a thread compares owner fields against (`UNASSIGNED`, `DETACHED`).
+pub(crate) const DEFERRED_OWNER: u32 = u32::MAX - 2;
 /// Ids are handed out up to and including this one; later threads run detached.
-const LAST_ID: u32 = u32::MAX - 2;
+const LAST_ID: u32 = u32::MAX - 3;
+
+const _: () = assert!(
+    FIRST_ID > NO_OWNER
+        && LAST_ID < DEFERRED_OWNER
+        && DEFERRED_OWNER < UNASSIGNED
+        && UNASSIGNED < DETACHED,
+    "no thread's id is a header's NO_OWNER or DEFERRED_OWNER"
+);
 
 /// How an object whose count reached zero is freed. Called with the pointer the object was
 /// queued with, exactly once, on whichever thread settles the count.
@@ -222,7 +233,7 @@ pub struct LocalCounts {
 }
 
 impl LocalCounts {
-    /// Takes a fresh id and registers its merge queue. Should ids ever run out (2^32 − 3
+    /// Takes a fresh id and registers its merge queue. Should ids ever run out (2^32 − 4
     /// registrations), the value owns nothing: objects created with it start out shared.
     pub fn register() -> Self {
         Self::register_with(|_| None)
@@ -548,8 +559,8 @@ fn set_pending_flag(flag: *const AtomicBool) {
 fn set_pending_flag(_flag: *const AtomicBool) {}
 
 /// The calling thread's convenience id as it stands: a real id only once the thread has
-/// registered. Compared against header owner fields, which hold only real ids or `NO_OWNER`, so
-/// an unregistered or detached thread never matches.
+/// registered. Compared against header owner fields, which hold only real ids, `NO_OWNER` or
+/// `DEFERRED_OWNER`, so an unregistered or detached thread never matches.
 #[inline(always)]
 pub(crate) fn current() -> u32 {
     #[cfg(not(loom))]
