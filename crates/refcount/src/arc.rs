@@ -56,6 +56,21 @@ const WEAK_LOCKED: u32 = u32::MAX;
 /// that wrapped would free the memory under live handles.
 const MAX_WEAK: u32 = i32::MAX as u32;
 
+/// Test hooks, so a test can run a queue's merge in the one window that matters for
+/// `try_unwrap` (between the count's end and the value's move) and see whether the memory was
+/// freed in it, instead of hoping a scheduler produces that interleaving.
+#[cfg(test)]
+mod hooks {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Run once by `try_unwrap`, on this thread, right before it moves a husk's value out.
+        pub(super) static BEFORE_HUSK_MOVE: Cell<Option<fn()>> = const { Cell::new(None) };
+        /// Allocations freed on this thread.
+        pub(super) static FREED: Cell<usize> = const { Cell::new(0) };
+    }
+}
+
 /// Whether `T` is sized, i.e. whether a pointer to it is thin. A constant for each type, so
 /// every branch on it is decided at compile time. (Extern types, thin but unsized, are unstable
 /// and cannot be named here.)
@@ -167,6 +182,40 @@ impl<T: ?Sized> ArcInner<T> {
         }
     }
 
+    /// Takes one more weak reference, waiting out another handle's uniqueness check
+    /// ([`WEAK_LOCKED`]); aborts past [`MAX_WEAK`], as `Arc` does.
+    ///
+    /// # Safety
+    /// The caller holds a strong reference to the allocation (so the weak count cannot be zero,
+    /// and a new weak reference is allowed: see [`drop_weak`](Self::drop_weak)).
+    unsafe fn add_weak(this: NonNull<Self>) {
+        // SAFETY: the caller's strong reference keeps the allocation alive.
+        let weak = unsafe { Self::weak(this) };
+        let mut current = weak.load(Ordering::Relaxed);
+        loop {
+            if current == WEAK_LOCKED {
+                // Another handle's `get_mut` is checking uniqueness (and will fail: the caller's
+                // handle is a second reference). It holds the lock for a few loads.
+                spin_hint();
+                current = weak.load(Ordering::Relaxed);
+                continue;
+            }
+            if current > MAX_WEAK {
+                std::process::abort();
+            }
+            // Acquire: pairs with the lock's release, so that the check it guarded is over.
+            match weak.compare_exchange_weak(
+                current,
+                current + 1,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
     /// Gives up one weak reference (a [`Weak`]'s, or the strong references' shared one), freeing
     /// the memory when it was the last. The value must already be dropped or moved out.
     ///
@@ -187,6 +236,8 @@ impl<T: ?Sized> ArcInner<T> {
             // Pairs with the other weak references' release decrements.
             fence(Ordering::Acquire);
         }
+        #[cfg(test)]
+        hooks::FREED.set(hooks::FREED.get() + 1);
         if is_sized::<T>() {
             // SAFETY: the last reference of any kind: nothing else points at the allocation,
             // which came from a `Box` of this layout (`ManuallyDrop<T>` has `T`'s), or from
@@ -500,32 +551,8 @@ impl<T: ?Sized> BiasedArc<T> {
         // Before the weak handle exists: see `BiasedCount::mark_weak`.
         this.count().mark_weak();
         // SAFETY: this handle keeps the allocation alive.
-        let weak = unsafe { ArcInner::weak(this.ptr) };
-        let mut current = weak.load(Ordering::Relaxed);
-        loop {
-            if current == WEAK_LOCKED {
-                // Another handle's `get_mut` is checking uniqueness (and will fail: this handle
-                // is a second reference). It holds the lock for a few loads.
-                spin_hint();
-                current = weak.load(Ordering::Relaxed);
-                continue;
-            }
-            if current > MAX_WEAK {
-                std::process::abort();
-            }
-            // Acquire: pairs with the lock's release, so that the check it guarded is over.
-            match weak.compare_exchange_weak(
-                current,
-                current + 1,
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => {
-                    return Weak { ptr: this.ptr };
-                }
-                Err(actual) => current = actual,
-            }
-        }
+        unsafe { ArcInner::add_weak(this.ptr) };
+        Weak { ptr: this.ptr }
     }
 
     /// Whether this handle is the only reference and no [`Weak`] handle exists, as far as the
@@ -672,17 +699,44 @@ impl<T> BiasedArc<T> {
     /// value is then dropped on its owner thread.
     pub fn try_unwrap(this: Self) -> Result<T, Self> {
         let this = ManuallyDrop::new(this);
+        // A weak reference of this call's own, held until the value is moved out. Should the
+        // count end as a husk, the pending queue entry's merge may run on another thread the
+        // moment the husk is visible, and give up the strong references' weak reference there
+        // (see `release`): without this one, it would free the memory under the move. With it,
+        // whichever of the two finishes last frees it. Not a `Weak` handle: it never upgrades,
+        // so the count needs no mark.
+        // SAFETY: `this` holds a strong reference.
+        unsafe { ArcInner::add_weak(this.ptr) };
         // SAFETY: `this` holds a reference, and is not used after `Free`/`LeftToQueue`.
         match unsafe { this.count().try_take_unique() } {
-            TakeUnique::Shared => Err(ManuallyDrop::into_inner(this)),
-            // SAFETY: the only reference, no queue entry points at the allocation, and weak
-            // upgrades fail from now on: the value is ours to move out, and the strong
-            // references' weak reference ours to give up.
-            TakeUnique::Free => Ok(unsafe { Self::take_and_free(this.ptr) }),
+            TakeUnique::Shared => {
+                // SAFETY: this call's weak reference, given up once; not the last, since the
+                // strong references (`this` among them) still hold theirs.
+                unsafe { ArcInner::drop_weak(this.ptr) };
+                Err(ManuallyDrop::into_inner(this))
+            }
+            TakeUnique::Free => {
+                // SAFETY: as above: the strong references' weak reference is still held, and
+                // `take_and_free` gives it up.
+                unsafe { ArcInner::drop_weak(this.ptr) };
+                // SAFETY: the only reference, no queue entry points at the allocation, and weak
+                // upgrades fail from now on: the value is ours to move out, and the strong
+                // references' weak reference ours to give up.
+                Ok(unsafe { Self::take_and_free(this.ptr) })
+            }
             TakeUnique::LeftToQueue => {
-                // SAFETY: the count is now a husk: the value is ours to move out, and the pending
-                // merge frees only the memory (see `release`).
-                Ok(unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) })
+                #[cfg(test)]
+                if let Some(hook) = hooks::BEFORE_HUSK_MOVE.take() {
+                    hook();
+                }
+                // SAFETY: the count is now a husk: the value is ours to move out, the pending
+                // merge frees only the memory (see `release`), and this call's weak reference
+                // keeps that memory until the move is done.
+                let value = unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) };
+                // SAFETY: this call's weak reference, given up once; the last (freeing the
+                // memory) if the entry's merge has given up the strong references' one already.
+                unsafe { ArcInner::drop_weak(this.ptr) };
+                Ok(value)
             }
         }
     }
@@ -1744,6 +1798,33 @@ mod tests {
         assert_eq!(crate::merge_pending(), 1);
         assert_eq!((drops.count(), value.check()), (0, 15));
         drop(weak);
+    }
+
+    /// A husk's value is moved out while the pending entry's merge may run on any thread (the
+    /// owner merging its queue, a thread merging for a parked owner, a thread settling an
+    /// exited owner's entry): that merge must not free the memory under the move. Here it runs
+    /// in exactly that window, from a hook between the count's end and the move.
+    #[test]
+    fn try_unwrap_keeps_the_memory_while_the_husks_entry_merges() {
+        let value = BiasedArc::new(String::from("kept"));
+        let other = crate::biased::LocalCounts::register();
+        // Dropped by a thread that does not own the count, at a shared count of zero: queued
+        // back to this thread's queue.
+        BiasedArc::drop_for(value.clone(), other.owner());
+        // Merged, so the answer below is exact; the entry is still pending.
+        BiasedArc::give_up_ownership(&value);
+        hooks::BEFORE_HUSK_MOVE.set(Some(|| {
+            let freed = hooks::FREED.get();
+            assert_eq!(crate::merge_pending(), 1, "the pending entry merged");
+            assert_eq!(
+                hooks::FREED.get(),
+                freed,
+                "the entry's merge freed the memory the value is being moved out of"
+            );
+        }));
+        let freed = hooks::FREED.get();
+        assert_eq!(BiasedArc::try_unwrap(value).ok().as_deref(), Some("kept"));
+        assert_eq!(hooks::FREED.get(), freed + 1, "freed once, after the move");
     }
 
     #[test]

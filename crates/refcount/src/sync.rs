@@ -46,3 +46,13 @@ pub(crate) fn spin_hint() {
     #[cfg(loom)]
     loom::thread::yield_now();
 }
+
+/// Gives up the core inside a longer wait, for a thread that may have been preempted; under
+/// loom, a yield as in [`spin_hint`].
+#[inline]
+pub(crate) fn yield_now() {
+    #[cfg(not(loom))]
+    std::thread::yield_now();
+    #[cfg(loom)]
+    loom::thread::yield_now();
+}

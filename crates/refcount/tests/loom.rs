@@ -340,6 +340,31 @@ fn try_unwrap_races_the_owner_merging_its_last_local_drop() {
     });
 }
 
+/// A non-owner's drop at a shared count of zero queues its reference while the owner gives up
+/// ownership: the owner clears its owner field, then folds `local` into the shared count. A
+/// queueing thread that read the cleared field as "the owner has exited" settled its entry
+/// itself, folding in a `local` it had no right to read (an older value than the owner's, here
+/// 2 instead of 3): the count came out one short, and the value was dropped while the owner's
+/// second handle still held it.
+#[test]
+fn a_non_owner_queues_while_the_owner_gives_up_ownership() {
+    loom::model(|| {
+        let (owned, drops) = counted();
+        let remote = owned.clone();
+        let non_owner = thread::spawn(move || drop(remote));
+        // A clone after the spawn: the non-owner is not ordered after this write to `local`.
+        let kept = owned.clone();
+        BiasedArc::give_up_ownership(&owned);
+        non_owner.join().unwrap();
+        merge_pending();
+        drop(owned);
+        assert_eq!(dropped(&drops), 0, "dropped while a handle still held it");
+        drop(kept);
+        assert_eq!(dropped(&drops), 1);
+        detach_current_thread();
+    });
+}
+
 /// An object counted through an explicit owner ([`LocalCounts`]), freed by `release_object`.
 #[repr(C)]
 struct Object {

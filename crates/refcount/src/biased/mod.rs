@@ -44,7 +44,7 @@ mod thread;
 
 use std::ptr::NonNull;
 
-use crate::sync::{fence, AtomicI32, AtomicU32, Ordering};
+use crate::sync::{fence, spin_hint, yield_now, AtomicI32, AtomicU32, Ordering};
 use crate::{Counting, RefCountValue};
 
 pub use thread::{
@@ -168,7 +168,11 @@ pub enum TakeUnique {
     /// The caller held the only reference but a merge queue still points at the object. The count
     /// is now a husk: the caller may move the value out but must not free the memory; the queue's
     /// merge will call the release function, which must check [`BiasedCount::is_husk`] and then
-    /// free only the memory.
+    /// free only the memory. That merge may run on another thread at any moment from here on
+    /// (the owner merging its queue, a thread merging for a parked owner, a thread settling an
+    /// exited owner's entry), so the caller must keep the memory alive by means of its own until
+    /// it has moved the value out: [`BiasedArc`](crate::BiasedArc) holds a weak reference
+    /// across the move, and the release gives up only the strong references' one.
     LeftToQueue,
 }
 
@@ -735,16 +739,52 @@ impl BiasedCount {
     #[cold]
     unsafe fn queue_to_owner(this: NonNull<Self>, release: Release) {
         // SAFETY: the queued reference keeps the count alive.
-        let owner = unsafe { this.as_ref() }.owner.load(Ordering::Relaxed);
+        let count = unsafe { this.as_ref() };
+        let owner = count.owner.load(Ordering::Relaxed);
         let entry = Queued {
             count: this,
             release,
         };
+        if owner == NO_OWNER {
+            // Not an exited owner: a count without `MERGED` has a cleared owner field only while
+            // a merge is between its two steps (the owner giving up ownership or dropping its
+            // last local reference), and that merge keeps `QUEUED`. Its `local` is not this
+            // thread's to read (nothing orders the owner's last writes before this point), so
+            // wait for the merge to publish `MERGED`, and settle the entry against that count,
+            // which reads no `local`.
+            count.wait_for_merge();
+            // SAFETY: the entry holds its reference; the count is merged.
+            unsafe { Self::settle_queued(entry) };
+            return;
+        }
         if let Err(entry) = thread::queue_for_owner(owner, entry) {
             // The owner has exited (ids are never reused, so its absence is final): nobody will
             // touch `local` again and this thread can merge on its behalf.
             // SAFETY: the entry holds its reference.
             unsafe { Self::settle_queued(entry) };
+        }
+    }
+
+    /// Waits until a merge in progress on another thread has published `MERGED` (or the count
+    /// has saturated). That thread runs a few instructions between clearing the owner field and
+    /// its exchange, so a few pauses usually do; past them, this thread yields its core, in case
+    /// the merging thread was preempted in between.
+    #[cold]
+    fn wait_for_merge(&self) {
+        let mut spins = 0_u32;
+        loop {
+            // Acquire: pairs with the merge's release exchange, which published what the owner
+            // wrote before it.
+            let shared = self.shared.load(Ordering::Acquire);
+            if shared & MERGED != 0 || saturated(shared) {
+                return;
+            }
+            spins += 1;
+            if spins < 64 {
+                spin_hint();
+            } else {
+                yield_now();
+            }
         }
     }
 

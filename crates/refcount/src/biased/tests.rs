@@ -635,6 +635,45 @@ fn a_drop_by_another_owner_while_the_owner_is_parked_frees_at_once() {
     assert_eq!(owner.merge_pending(), 0);
 }
 
+/// Panics in its release instead of freeing (a value whose destructor panics), after counting
+/// the release.
+unsafe fn release_panicking(count: NonNull<BiasedCount>) {
+    // SAFETY: as in `release_boxed`.
+    unsafe { release_boxed(count) };
+    panic!("a destructor panicked");
+}
+
+/// A release that panics while another thread merges for a parked owner unwinds out of that
+/// thread's drop; the claim on the queue must not outlive it. Left set, every later drop queued
+/// to the parked owner stayed queued (its pusher found the queue claimed), and the owner's
+/// unpark waited for ever for a merge that had ended.
+#[test]
+fn a_panicking_release_while_merging_for_a_parked_owner_leaves_the_queue_unclaimed() {
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    let (panicking, next) = (boxed_count(owner.owner()), boxed_count(owner.owner()));
+    // SAFETY: nothing is counted through `owner` until it unparks.
+    unsafe { owner.park() };
+    let before = released();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the one reference, dropped by another owner; `release_panicking` frees it.
+        unsafe { BiasedCount::decref_for(panicking, other.owner(), release_panicking) };
+    }));
+    assert!(
+        unwound.is_err(),
+        "the release's panic reaches the dropping thread"
+    );
+    assert_eq!(released(), before + 1);
+    // SAFETY: as above.
+    unsafe { BiasedCount::decref_for(next, other.owner(), release_boxed) };
+    assert_eq!(
+        released(),
+        before + 2,
+        "left queued to a parked owner: the queue is still claimed"
+    );
+    owner.unpark();
+    assert_eq!(owner.merge_pending(), 0);
+}
+
 #[test]
 fn parking_merges_what_was_queued_before() {
     let (owner, other) = (LocalCounts::register(), LocalCounts::register());

@@ -166,6 +166,18 @@ impl Queue {
         // then waits on `merging` until this merge is over.
         let merging = self.merging.lock();
         drop(state);
+        /// Gives the claim up if a release panics mid-merge (a value's destructor): left set, it
+        /// would keep every later push from merging for the parked owner, and the owner's
+        /// unpark waiting for ever. The entries still queued stay for the next merge.
+        struct Unclaim<'q>(&'q Queue);
+        impl Drop for Unclaim<'_> {
+            fn drop(&mut self) {
+                if std::thread::panicking() {
+                    self.0.state.lock().claimed = false;
+                }
+            }
+        }
+        let unclaim = Unclaim(self);
         loop {
             let entry = {
                 let mut state = self.state.lock();
@@ -182,6 +194,9 @@ impl Queue {
             // retired owner).
             unsafe { BiasedCount::settle_queued(entry) };
         }
+        // Dropped before `merging`, so an unparking owner that finds the claim given up finds
+        // the merge over too.
+        drop(unclaim);
         drop(merging);
     }
 
