@@ -337,6 +337,12 @@ impl Drop for Reattach {
 /// first is done, then stops it again. A thread that stays attached without reaching a
 /// checkpoint (blocked without detaching, or a loop without checks) holds the stop up: the same
 /// rule the `gil` build's switching already asks of attached threads.
+///
+/// `f` must not reach a checkpoint ([`Python::check`]) or stop the world again: in the
+/// free-threaded builds the calling thread would park for its own stop, which only its own
+/// return ends, and never wake. In the `gil` build a checkpoint or an
+/// [`allow_threads`](Python::allow_threads) inside `f` would let other threads run, which the
+/// free-threaded builds' stop does not.
 pub fn stop_the_world<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
     let mut f = Some(f);
     loop {

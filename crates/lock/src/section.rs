@@ -313,9 +313,11 @@ mod imp {
         /// # Safety
         /// From this call until `stop_eliding` returns, no other thread locks any
         /// [`RawObjectLock`] of a section begun on this stack meanwhile, recorded or not
-        /// ([`with_on_unrecorded`](super::with_on_unrecorded)): the caller keeps every other
-        /// thread away from those objects (a runtime does it by keeping every other thread
-        /// detached, and by calling `stop_eliding` before they may attach).
+        /// ([`with_on_unrecorded`](super::with_on_unrecorded)), nor of a section begun before
+        /// it that is suspended and resumed meanwhile (a resume while eliding comes back
+        /// elided: it does not take the lock again): the caller keeps every other thread away
+        /// from those objects (a runtime does it by keeping every other thread detached, and by
+        /// calling `stop_eliding` before they may attach).
         pub unsafe fn start_eliding(&self) {
             let _was_eliding = self.eliding.replace(true);
             #[cfg(debug_assertions)]

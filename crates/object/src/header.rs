@@ -190,7 +190,10 @@ impl Header {
         // (no user code: every payload type is this crate's), and destructors of removed
         // references, which free objects, retire what those held and at most ask for checkpoint
         // work, and never detach. Their epoch pins are nested in the thread's attach pin (a
-        // holder is attach-pinned), so none runs other crates' deferred functions here.
+        // holder is attach-pinned), so none runs other crates' deferred functions here; on a
+        // thread attached after its exit there is no attach pin, and a pin here may run the
+        // epoch's deferred functions, which only drop retired batches (they free objects and
+        // never enter a section or detach).
         unsafe { section::with_if_undetached(py, self.is_shared().then_some(&self.lock), f) }
     }
 }

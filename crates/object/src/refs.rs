@@ -21,8 +21,10 @@ pub(crate) type Token<'py> = <BuildCount as RefCount>::Token<'py>;
 /// A token for paths that run without a `Python` at hand.
 ///
 /// # Safety
-/// In the `gil` build the calling thread holds the GIL. (The free-threaded tokens prove
-/// nothing, so there it is always sound.)
+/// The calling thread is attached: in the `gil` build it holds the GIL; in the biased build
+/// its counts are not parked (a detached thread's are: other threads merging its queue then
+/// write the `local` halves of its objects, which a count through this token would write
+/// without atomics too). The atomic build's token proves nothing.
 #[inline(always)]
 pub(crate) unsafe fn assume_token<'a>() -> Token<'a> {
     // SAFETY: forwarded from the caller.
@@ -188,10 +190,11 @@ pub(crate) struct OwnedRef(NonNull<Header>);
 
 // SAFETY: objects are shared between threads by design; their payloads are thread-safe and
 // their counts are touched only through the build's strategy. Moving one to another thread is
-// what the free-threaded builds' epoch does with retired references (any thread may drop them,
-// the counts being atomic or biased). In the `gil` build the count is non-atomic, so an
-// `OwnedRef` is dropped only with the GIL held: by a payload's drop inside a release (which
-// runs under a decref's token), by a writer, or by the last `ReadGuard` (both attached).
+// what the free-threaded builds' epoch does with retired references. It is dropped only on an
+// attached thread (`assume_token`'s contract: under the GIL in the `gil` build, counts not
+// parked in the biased one): by a payload's drop inside a release (which runs under a decref's
+// token), by a writer, by the last `ReadGuard`, or by a retired batch's drop, which the
+// reclamation runs only on attached threads.
 unsafe impl Send for OwnedRef {}
 // SAFETY: `&OwnedRef` only reads the pointer.
 unsafe impl Sync for OwnedRef {}
@@ -223,9 +226,10 @@ impl Drop for OwnedRef {
     // thread 1.57 -> 0.95 s).
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: this owns a reference; payloads are dropped either under the GIL (gil build:
-        // the dropping thread freed the container while holding it) or in a free-threaded
-        // build, where the token proves nothing.
+        // SAFETY: this owns a reference, and every drop runs on an attached thread (under the
+        // GIL in the `gil` build): inside a release (under a decref's token), in a writer, in
+        // the last `ReadGuard`'s drop, or in a retired batch's drop, which the reclamation runs
+        // only on attached threads (`reclaim`).
         unsafe { decref(self.0, assume_token()) };
     }
 }
