@@ -216,8 +216,10 @@ impl<T: ?Sized> ArcInner<T> {
         }
     }
 
-    /// Gives up one weak reference (a [`Weak`]'s, or the strong references' shared one), freeing
-    /// the memory when it was the last. The value must already be dropped or moved out.
+    /// Gives up one weak reference (a [`Weak`]'s, the strong references' shared one, or
+    /// `try_unwrap`'s own), freeing the memory when it was the last. The value must already be
+    /// dropped or moved out if this may be the last (a caller that also holds a strong reference
+    /// never gives up the last one).
     ///
     /// # Safety
     /// The caller holds that weak reference and does not use the allocation afterwards.

@@ -168,13 +168,16 @@ impl Queue {
         drop(state);
         /// Gives the claim up if a release panics mid-merge (a value's destructor): left set, it
         /// would keep every later push from merging for the parked owner, and the owner's
-        /// unpark waiting for ever. The entries still queued stay for the next merge.
+        /// unpark waiting for ever. The entries still queued stay for the next merge. Dropped
+        /// only by an unwind out of the loop (the normal exit forgets it, having given the claim
+        /// up under the entries' lock): armed by whether this merge panicked, not by
+        /// `thread::panicking`, which is also true for a merge that runs inside another
+        /// unwind and ends normally, when another thread may have claimed the queue since and
+        /// hold the entries' lock while it waits for `merging`.
         struct Unclaim<'q>(&'q Queue);
         impl Drop for Unclaim<'_> {
             fn drop(&mut self) {
-                if std::thread::panicking() {
-                    self.0.state.lock().claimed = false;
-                }
+                self.0.state.lock().claimed = false;
             }
         }
         let unclaim = Unclaim(self);
@@ -194,9 +197,9 @@ impl Queue {
             // retired owner).
             unsafe { BiasedCount::settle_queued(entry) };
         }
-        // Dropped before `merging`, so an unparking owner that finds the claim given up finds
-        // the merge over too.
-        drop(unclaim);
+        // The claim was given up in the loop; an unwind drops the guard before `merging`, so an
+        // unparking owner that finds the claim given up finds the merge over too.
+        std::mem::forget(unclaim);
         drop(merging);
     }
 
