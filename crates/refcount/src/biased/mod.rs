@@ -749,10 +749,9 @@ impl BiasedCount {
             // Not an exited owner: a count without `MERGED` has a cleared owner field only while
             // a merge is between its two steps (the owner giving up ownership or dropping its
             // last local reference, a thread merging for a retired owner, `try_take_unique`),
-            // and that merge keeps `QUEUED`. Its `local` is not this
-            // thread's to read (nothing orders the owner's last writes before this point), so
-            // wait for the merge to publish `MERGED`, and settle the entry against that count,
-            // which reads no `local`.
+            // and that merge keeps `QUEUED`. Its `local` is not this thread's to read (nothing
+            // orders the owner's last writes before this point), so wait for the merge to
+            // publish `MERGED`, and settle the entry against that count, which reads no `local`.
             count.wait_for_merge();
             // SAFETY: the entry holds its reference; the count is merged.
             unsafe { Self::settle_queued(entry) };
