@@ -516,7 +516,13 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
             }
             continue;
         }
-        // Cold or dead: the header counts again, the threads' counts folded in.
+        // Cold or dead: the header counts again, the threads' counts folded in. The header
+        // first: it refuses a negative total (a counting bug) by panicking before it changes
+        // anything, and the id must then stay with the object that still carries it as its
+        // tag, not go to the next object deferred.
+        // SAFETY: deferred, exclusive (stopped world), and `net` is every thread's count less
+        // the references the registry gives up.
+        let alive = unsafe { <BuildCount as RefCount>::resume_counting(&head.count, net as i64) };
         registry.exited[id] = 0;
         registry.requests_held[id] = 0;
         for thread in &registry.threads {
@@ -525,9 +531,7 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
         registry.objects[id] = None;
         registry.free.push(id as u16);
         DEFERRED.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: deferred, exclusive (stopped world), and `net` is every thread's count less
-        // the references the registry gives up.
-        if !unsafe { <BuildCount as RefCount>::resume_counting(&head.count, net as i64) } {
+        if !alive {
             // No reference left: one for the caller, whose drop frees it by counting.
             <BuildCount as RefCount>::incref(&head.count, token);
             dead.push(object);
@@ -558,3 +562,6 @@ pub fn is_deferred<T: crate::PyTypeInfo>(object: &crate::Bound<'_, T>) -> bool {
 pub fn deferred_count() -> usize {
     DEFERRED.load(Ordering::Relaxed)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,48 @@
+//! What the integration tests cannot reach: a settling that finds a counting bug.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ftrt_gil::BUILD_STRATEGY;
+use ftrt_refcount::Strategy;
+
+use super::*;
+use crate::PyFloat;
+
+#[test]
+fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object_that_carries_it(
+) {
+    if BUILD_STRATEGY != Strategy::Biased {
+        return; // only the biased build defers
+    }
+    Python::attach(|py| {
+        let object = PyFloat::new(py, 1.5);
+        assert!(object.defer_refcount());
+        let tag = deferred_id(object.header());
+        let deferred = deferred_count();
+        // Three drops no thread took: an imbalance only a counting bug makes, which the
+        // settling refuses.
+        for _ in 0..3 {
+            count_in_thread(tag, DROPPED);
+        }
+        let settled = catch_unwind(AssertUnwindSafe(|| settle_now(py)));
+        assert!(settled.is_err(), "a negative total was settled");
+
+        // The object is still deferred under its tag, and the registry still says so: the
+        // next object deferred gets another id.
+        assert_eq!(deferred_id(object.header()), tag);
+        assert_eq!(deferred_count(), deferred);
+        assert!(registry().objects[usize::from(tag)].is_some());
+        let other = PyFloat::new(py, 2.5);
+        assert!(other.defer_refcount());
+        assert_ne!(deferred_id(other.header()), tag);
+
+        // The imbalance undone (plain net counts, no traffic): both settle and count again.
+        for _ in 0..3 {
+            count_in_thread(tag, 1);
+        }
+        settle_now(py);
+        assert_eq!(deferred_id(object.header()), 0);
+        assert_eq!(deferred_id(other.header()), 0);
+        assert_eq!(object.value(), 1.5);
+    });
+}
