@@ -150,11 +150,19 @@ impl Lock {
     }
 
     /// Runs `f` holding the lock (`with lock:`), releasing it afterwards even if `f` panics.
+    ///
+    /// # Panics
+    /// If `f` returns with the lock unlocked (it released the lock and no thread took it
+    /// again), as Python's `with lock:` raises when its body released the lock. A panicking `f`
+    /// that left it unlocked unwinds with its own panic.
     pub fn hold<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
         struct Release<'a>(&'a Lock);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
-                self.0.release().expect("held by this frame");
+                // A second panic while `f`'s unwinds would abort the process.
+                if self.0.release().is_err() && !std::thread::panicking() {
+                    panic!("the lock was released inside `hold` and left unlocked");
+                }
             }
         }
         self.acquire(py, None);

@@ -490,6 +490,35 @@ fn releasing_an_unlocked_lock_is_an_error_and_any_thread_may_release() {
 }
 
 #[test]
+fn hold_reports_a_body_that_left_the_lock_unlocked_and_lets_a_panicking_body_unwind() {
+    let lock = Lock::new();
+    Python::attach(|py| {
+        // Released inside and left unlocked: the release at the end finds nothing to release,
+        // as Python's `with lock:` raises when its body released the lock.
+        let released = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lock.hold(py, || lock.release().unwrap())
+        }));
+        let message = released.expect_err("hold ended without its release");
+        assert!(message
+            .downcast_ref::<&str>()
+            .is_some_and(|m| m.contains("released inside")));
+        assert!(!lock.locked());
+
+        // The same while the body panics: the body's panic is the one that reaches the caller
+        // (a second panic during the unwind would abort the process).
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lock.hold(py, || {
+                lock.release().unwrap();
+                panic!("the body's own panic");
+            })
+        }));
+        let message = panicked.expect_err("the body panicked");
+        assert_eq!(message.downcast_ref::<&str>(), Some(&"the body's own panic"));
+        assert!(lock.try_acquire());
+    });
+}
+
+#[test]
 fn a_timed_acquire_that_times_out_leaves_the_lock_usable() {
     finishes(
         "the timed-out acquirer and the acquisitions after it",
