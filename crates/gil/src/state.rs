@@ -233,6 +233,9 @@ struct Current {
     /// [`local::counts`]: never torn down either; beside the owner id, which every count that
     /// reads it has just read.
     counts: Cell<*const ()>,
+    /// Whether the thread is running the closure of its own stop of the world: see
+    /// [`StopRunning`].
+    running_stop: Cell<bool>,
 }
 
 /// Owns the block; its destructor is the thread's exit. The block is owned through a raw
@@ -301,6 +304,7 @@ thread_local! {
             left_with_reads: Cell::new(false),
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
             counts: Cell::new(std::ptr::null()),
+            running_stop: Cell::new(false),
         }
     };
     static OWNED: Owned = Owned::new();
@@ -369,6 +373,29 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&ThreadState>) -> R) -> R {
 
 pub(crate) fn set_attached(attached: bool) {
     CURRENT.with(|c| c.attached.set(attached));
+}
+
+/// Marks the calling thread as running the closure of its own stop of the world, until
+/// dropped. Meanwhile it is the only thread running, and stays so: its checkpoints return at
+/// once, a stop it asks for runs at once, and its `allow_threads` lets no other thread run (each
+/// would otherwise wait for the stop, which only this thread's return ends, or end it early).
+pub(crate) struct StopRunning(bool);
+
+impl StopRunning {
+    pub(crate) fn begin() -> Self {
+        StopRunning(CURRENT.with(|c| c.running_stop.replace(true)))
+    }
+}
+
+impl Drop for StopRunning {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.running_stop.set(self.0));
+    }
+}
+
+/// Whether the calling thread is inside its own stop of the world ([`StopRunning`]).
+pub(crate) fn running_own_stop() -> bool {
+    CURRENT.with(|c| c.running_stop.get())
 }
 
 /// Whether the calling thread is attached right now.

@@ -169,6 +169,11 @@ impl<'py> Python<'py> {
         F: Send + FnOnce() -> T,
         T: Send,
     {
+        if state::running_own_stop() {
+            // Inside this thread's own stop no other thread may run: the sections are
+            // suspended, but the thread stays attached (and the world stopped).
+            return crate::section::detached(self, f);
+        }
         // The sections stay suspended for the whole detach, sections begun inside `f`
         // included; the innermost outside is resumed once `Reattach` has re-attached.
         crate::section::detached(self, || {
@@ -220,6 +225,11 @@ impl<'py> Python<'py> {
     #[cold]
     #[inline(never)]
     fn safe_point(self) {
+        if state::running_own_stop() {
+            // The world is stopped by this very thread: nothing to park for, and the work
+            // asked for waits for the first checkpoint after the stop.
+            return;
+        }
         #[cfg(not(feature = "gil"))]
         if state::world().stop_requested() {
             self.park();
@@ -242,6 +252,9 @@ impl<'py> Python<'py> {
     #[cold]
     #[inline(never)]
     fn hand_over_gil(self) -> bool {
+        if state::running_own_stop() {
+            return false; // no other thread runs inside this thread's stop
+        }
         // The GIL changes hands in between, a detach like `allow_threads`: the sections are
         // suspended across it. In the gil build the object model's sections take no lock, but
         // sections of `ftrt_lock` users do, and another holder of the GIL may need them.
@@ -338,11 +351,12 @@ impl Drop for Reattach {
 /// checkpoint (blocked without detaching, or a loop without checks) holds the stop up: the same
 /// rule the `gil` build's switching already asks of attached threads.
 ///
-/// `f` must not reach a checkpoint ([`Python::check`]) or stop the world again: in the
-/// free-threaded builds the calling thread would park for its own stop, which only its own
-/// return ends, and never wake. In the `gil` build a checkpoint or an
-/// [`allow_threads`](Python::allow_threads) inside `f` would let other threads run, which the
-/// free-threaded builds' stop does not.
+/// Inside `f` the calling thread stays the only one running, in every build: a checkpoint
+/// ([`Python::check`]) returns at once (the work asked for with
+/// [`request_checkpoint_work`](crate::request_checkpoint_work) waits for the first checkpoint
+/// after the stop), a nested stop runs its closure at once, and
+/// [`allow_threads`](Python::allow_threads) suspends the thread's sections but lets no other
+/// thread run (so its closure must not wait for one).
 pub fn stop_the_world<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
     let mut f = Some(f);
     loop {
@@ -362,10 +376,16 @@ pub fn try_stop_the_world<R>(
     patience: Option<std::time::Duration>,
     f: &mut Option<impl FnOnce() -> R>,
 ) -> Result<R, crate::world::StopFailed> {
+    if state::running_own_stop() {
+        // Nested in this thread's own stop: the world is stopped already.
+        let f = f.take().expect("the work to run in the stopped world");
+        return Ok(f());
+    }
     #[cfg(feature = "gil")]
     {
         let _ = (py, patience);
         let f = f.take().expect("the work to run in the stopped world");
+        let _running = state::StopRunning::begin();
         Ok(f())
     }
     #[cfg(not(feature = "gil"))]
@@ -386,13 +406,16 @@ pub fn try_stop_the_world<R>(
             }
             let _restore = Restore(Some(hold), state::current());
             let f = f.take().expect("the work to run in the stopped world");
+            let _running = state::StopRunning::begin();
             return Ok(f());
         }
         let world = state::world();
         match world.try_stop(state::presence(py.state()), state::presences, patience) {
             Ok(stopped) => {
                 let f = f.take().expect("the work to run in the stopped world");
+                let running = state::StopRunning::begin();
                 let result = f();
+                drop(running);
                 drop(stopped);
                 Ok(result)
             }

@@ -46,6 +46,61 @@ fn attached_threads_park_at_their_checkpoints() {
     });
 }
 
+/// Inside its own stop the stopper is the only thread running, whatever its closure calls: a
+/// checkpoint returns at once, a nested stop runs its closure at once, and `allow_threads` lets
+/// no other thread run. (These used to park the stopper for its own stop, for ever, in the
+/// free-threaded builds, and to let the other threads run in the `gil` build.)
+#[test]
+fn the_stoppers_own_checkpoints_nested_stops_and_detaches_run_inside_its_stop() {
+    // Threads of their own, not scoped: should the stopper hang, the test fails rather than
+    // waiting for it.
+    static STEPS: AtomicUsize = AtomicUsize::new(0);
+    static DONE: AtomicBool = AtomicBool::new(false);
+    let started = std::sync::Arc::new(Barrier::new(2));
+    let looper = {
+        let started = started.clone();
+        thread::spawn(move || {
+            Python::attach(|py| {
+                py.allow_threads(|| started.wait());
+                while !DONE.load(Ordering::Relaxed) {
+                    STEPS.fetch_add(1, Ordering::Relaxed);
+                    py.check();
+                }
+            })
+        })
+    };
+    started.wait();
+    let (finished, result) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let ran = Python::attach(|py| {
+            stop_the_world(py, || {
+                let before = STEPS.load(Ordering::Relaxed);
+                let mut ran = 0;
+                for _ in 0..100 {
+                    py.check();
+                }
+                ran += stop_the_world(py, || 1);
+                ran += py.allow_threads(|| {
+                    thread::sleep(Duration::from_millis(10));
+                    1
+                });
+                py.check();
+                let after = STEPS.load(Ordering::Relaxed);
+                (ran, after - before)
+            })
+        });
+        finished.send(ran).unwrap();
+    });
+    let ran = result.recv_timeout(Duration::from_secs(30));
+    DONE.store(true, Ordering::Relaxed);
+    assert_eq!(
+        ran,
+        Ok((2, 0)),
+        "(closures run, steps of another thread) in the stop"
+    );
+    looper.join().unwrap();
+}
+
 /// A thread that tries to attach during a stop waits for it to end.
 #[test]
 fn a_detached_thread_cannot_attach_during_a_stop() {

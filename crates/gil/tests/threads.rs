@@ -513,7 +513,10 @@ fn hold_reports_a_body_that_left_the_lock_unlocked_and_lets_a_panicking_body_unw
             })
         }));
         let message = panicked.expect_err("the body panicked");
-        assert_eq!(message.downcast_ref::<&str>(), Some(&"the body's own panic"));
+        assert_eq!(
+            message.downcast_ref::<&str>(),
+            Some(&"the body's own panic")
+        );
         assert!(lock.try_acquire());
     });
 }

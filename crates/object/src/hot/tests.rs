@@ -9,8 +9,7 @@ use super::*;
 use crate::PyFloat;
 
 #[test]
-fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object_that_carries_it(
-) {
+fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object_that_carries_it() {
     if BUILD_STRATEGY != Strategy::Biased {
         return; // only the biased build defers
     }
