@@ -37,7 +37,8 @@
 //!   with `ftrt-refcount`, together with the thread's [`ThreadInfo`]. That registry is the one
 //!   table of threads: it says whether an owner has exited, finds its queue, and lists the
 //!   runtime's threads ([`threads`], [`registered_threads`] read the entries that carry a
-//!   `ThreadInfo`; `ftrt-refcount`'s standalone owners carry none).
+//!   `ThreadInfo`; `ftrt-refcount`'s standalone owners carry none). The thread's `ftrt-lock`
+//!   stack is told to wait for its locks detached (`thread::wait_for_section_detached`).
 //! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (0) enter the
 //!   [`World`] (waiting while a stop, or another thread's hold on the world alone, lasts),
 //!   (1) unpark the biased counts (waiting for a thread merging on this one's behalf to finish),
@@ -55,7 +56,8 @@
 //! - **Reattach** (the end of `allow_threads`): (0) enter the world, (1) unpark, (2) take the
 //!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
 //!   does, then (5) the detach boundaries end and the innermost section resumes, the block's
-//!   stack first.
+//!   stack first. A resume of `ftrt-lock`'s stack that has to wait detaches again around the
+//!   wait (the block's stack suspended), as every wait of that stack does while attached.
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
 //!   run the hooks, flush the thread's epoch garbage (only if it retired something since its
@@ -250,6 +252,8 @@ impl Owned {
         // SAFETY: just made; freed only by `Drop`, which clears the pointers first thing.
         let block = unsafe { state.as_ref() };
         counters::Row::register(&block.counters);
+        // Sections of `ftrt_lock` users on this thread wait for their locks detached.
+        ftrt_lock::section::set_blocking_wait(Some(crate::thread::wait_for_section_detached));
         CURRENT.with(|current| {
             current.state.set(block);
             current.owner_id.set(block.owner().counting_id());

@@ -176,17 +176,21 @@ impl<'py> Python<'py> {
         }
         // The sections stay suspended for the whole detach, sections begun inside `f`
         // included; the innermost outside is resumed once `Reattach` has re-attached.
-        crate::section::detached(self, || {
-            state::unpin(self.state());
-            state::park_counts(self.state());
-            state::set_attached(false);
-            state::leave_world(self.state());
-            // SAFETY: the token proves this thread holds the GIL; nothing below relies on it
-            // until `Reattach` takes it back.
-            unsafe { runtime_gil().release() };
-            let _reattach = Reattach(state::current());
-            f()
-        })
+        crate::section::detached(self, || self.leave_and_run(f))
+    }
+
+    /// The detach of [`allow_threads`](Self::allow_threads), once the sections are suspended:
+    /// leaves the runtime, runs `f`, and attaches again (panics included).
+    fn leave_and_run<T>(self, f: impl FnOnce() -> T) -> T {
+        state::unpin(self.state());
+        state::park_counts(self.state());
+        state::set_attached(false);
+        state::leave_world(self.state());
+        // SAFETY: the token proves this thread holds the GIL; nothing below relies on it
+        // until `Reattach` takes it back.
+        unsafe { runtime_gil().release() };
+        let _reattach = Reattach(state::current());
+        f()
     }
 
     /// An eval-loop checkpoint, the point where a thread may be asked to wait for others: in the
@@ -301,6 +305,29 @@ impl<'py> Python<'py> {
     }
 }
 
+/// How a registered thread blocks for a lock of `ftrt_lock`'s thread-local sections (the
+/// sections of its users beside the runtime; see `ftrt_lock::section::set_blocking_wait`):
+/// detached, if the thread is attached, as in [`allow_threads`](Python::allow_threads) with its
+/// thread-local sections already suspended by the stack. A thread may hold such a lock while it
+/// attaches (a section begun before `Python::attach`, or resumed before a detach ends), and so
+/// wait for the GIL, or for a stop of the world, holding it: a thread that waited for the lock
+/// attached would hold up what the holder waits for.
+///
+/// Inside its own stop of the world the thread cannot detach (no other thread may run): it
+/// blocks in place, so a stop's closure must not wait for a lock a thread outside holds.
+pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
+    if !state::is_attached() || state::running_own_stop() {
+        return wait();
+    }
+    // SAFETY: the thread is attached, and stays so for this call but for the detach below,
+    // which `leave_and_run` ends by attaching again.
+    let py = unsafe { Python::assume_attached_here() };
+    match py.state() {
+        Some(state) => state.sections.detached(|| py.leave_and_run(wait)),
+        None => py.leave_and_run(wait),
+    }
+}
+
 /// Ends an attachment, panics included.
 ///
 /// It leaves the thread's critical sections alone: the ones open now were open when the
@@ -356,7 +383,7 @@ impl Drop for Reattach {
 /// [`request_checkpoint_work`](crate::request_checkpoint_work) waits for the first checkpoint
 /// after the stop), a nested stop runs its closure at once, and
 /// [`allow_threads`](Python::allow_threads) suspends the thread's sections but lets no other
-/// thread run (so its closure must not wait for one).
+/// thread run (so its closure must not wait for one, nor for a lock a thread outside holds).
 pub fn stop_the_world<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
     let mut f = Some(f);
     loop {

@@ -443,6 +443,48 @@ fn a_detached_thread_that_opened_a_section_does_not_block_the_thread_it_waits_fo
     });
 }
 
+/// A section taken before attaching, suspended across `allow_threads`, is resumed without
+/// holding the runtime up: while the thread waits for the section's lock it is detached, so
+/// another thread that holds the lock and attaches before letting it go gets through, under the
+/// GIL and past a stop of the world that begins meanwhile. (The resume used to wait attached:
+/// holding the GIL, or holding the stop up, which the lock's holder waited for.)
+#[test]
+fn a_thread_that_waits_to_resume_a_section_after_allow_threads_is_detached_meanwhile() {
+    use ftrt_lock::{section, RawObjectLock};
+    static LOCK: RawObjectLock = RawObjectLock::new();
+    finishes("the resumed section", || {
+        let (detached, wait_for_detached) = mpsc::channel();
+        let (taken, wait_for_taken) = mpsc::channel();
+        let (taken_too, wait_to_stop) = mpsc::channel();
+        let holder = thread::spawn(move || {
+            wait_for_detached.recv().unwrap();
+            section::with(&LOCK, || {
+                taken.send(()).unwrap();
+                taken_too.send(()).unwrap();
+                // The other thread re-attaches and waits for the lock; a stop begins.
+                thread::sleep(Duration::from_millis(100));
+                Python::attach(|py| py.check());
+            })
+        });
+        let stopper = thread::spawn(move || {
+            wait_to_stop.recv().unwrap();
+            thread::sleep(Duration::from_millis(50));
+            Python::attach(|py| ftrt_gil::stop_the_world(py, || ()));
+        });
+        section::with(&LOCK, move || {
+            Python::attach(move |py| {
+                py.allow_threads(move || {
+                    detached.send(()).unwrap();
+                    wait_for_taken.recv().unwrap();
+                });
+                assert!(LOCK.is_locked());
+            })
+        });
+        holder.join().unwrap();
+        stopper.join().unwrap();
+    });
+}
+
 #[test]
 fn a_lock_excludes_and_releases_the_gil_while_waiting() {
     let lock = Arc::new(Lock::new());

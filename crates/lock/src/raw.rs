@@ -463,13 +463,21 @@ pub(crate) mod fairness {
         *EPOCH.get_or_init(Instant::now)
     }
 
-    /// Nanoseconds since the first lock parked, as a park token.
+    /// Nanoseconds since the first lock parked, as a park token: modulo 2^32 on 32-bit
+    /// targets, where it wraps every 4.3 s.
     pub(crate) fn stamp() -> usize {
         epoch().elapsed().as_nanos() as usize
     }
 
     pub(super) fn waited_too_long(since: usize) -> bool {
-        stamp().saturating_sub(since) >= HANDOFF_AFTER.as_nanos() as usize
+        waited_too_long_at(stamp(), since)
+    }
+
+    /// Whether a waiter stamped `since` has waited long enough at `now`. The difference wraps,
+    /// so that a stamp taken just before the counter wrapped (32-bit targets) still reads the
+    /// time waited, not zero.
+    pub(crate) fn waited_too_long_at(now: usize, since: usize) -> bool {
+        now.wrapping_sub(since) >= HANDOFF_AFTER.as_nanos() as usize
     }
 }
 

@@ -18,6 +18,11 @@
 //!   thread it waits for can take them.
 //! - Attaching does not touch the sections: sections begun before an attachment (on a thread
 //!   that was not attached) are left as they are, while it runs and when it ends.
+//! - A runtime can have a stack block *its* way ([`SectionStack::set_blocking_wait`],
+//!   [`set_blocking_wait`] for the thread-local stack): detached from the runtime, as CPython's
+//!   `PyMutex` detaches a thread that blocks. Then a thread that waits for a section's lock
+//!   never holds up other threads of the runtime (its GIL, or a stop of the world), so a thread
+//!   that holds that lock and attaches before letting it go gets through.
 //!
 //! The price, as in CPython: an outer section is atomic only between the points where an inner
 //! section (or a detach) blocked. Code inside a section should treat nested sections and
@@ -54,6 +59,22 @@
 use crate::RawObjectLock;
 
 pub use imp::SectionStack;
+
+/// How a stack blocks for a section's locks, if it has to ([`SectionStack::set_blocking_wait`]):
+/// called with the wait itself, which it runs, once, around whatever the runtime does while its
+/// thread blocks (detaching from it, and attaching again after). The stack's other sections
+/// are suspended by then.
+///
+/// A hook that returns without running `wait` (or panics before it) costs nothing but the
+/// detour: the stack takes the locks itself afterwards. Running it again does nothing.
+pub type BlockingWait = fn(wait: &mut dyn FnMut());
+
+/// Sets how the calling thread's thread-local stack blocks: see
+/// [`SectionStack::set_blocking_wait`]. Inside thread-local destructors at thread exit, after the
+/// stack was torn down, this does nothing.
+pub fn set_blocking_wait(hook: Option<BlockingWait>) {
+    imp::with_thread_stack(|stack| stack.set_blocking_wait(hook));
+}
 
 /// Runs `f` inside a critical section on `lock`, on the calling thread's stack.
 #[inline]
@@ -275,6 +296,8 @@ mod imp {
         /// (release builds do not check, and keep the stack as small as before).
         #[cfg(debug_assertions)]
         elisions: Cell<u32>,
+        /// How this stack blocks: see [`set_blocking_wait`](Self::set_blocking_wait).
+        blocking_wait: Cell<Option<super::BlockingWait>>,
     }
 
     impl Default for SectionStack {
@@ -302,7 +325,16 @@ mod imp {
                 eliding: Cell::new(false),
                 #[cfg(debug_assertions)]
                 elisions: Cell::new(0),
+                blocking_wait: Cell::new(None),
             }
+        }
+
+        /// From now on, a section of this stack that has to block for its locks (beginning, or
+        /// resuming) calls `hook` with the wait, once its other sections are suspended; `None`
+        /// blocks in place, as a new stack does. For a runtime whose threads must not block
+        /// while they take part in it: its hook detaches around the wait.
+        pub fn set_blocking_wait(&self, hook: Option<super::BlockingWait>) {
+            self.blocking_wait.set(hook);
         }
 
         /// From now on, sections begun or resumed on this stack take no lock (they are recorded
@@ -442,7 +474,10 @@ mod imp {
         #[inline(never)]
         fn acquire_slow(&self, locks: [&RawObjectLock; 2]) {
             self.suspend_all();
-            lock_all(locks);
+            match self.blocking_wait.get() {
+                None => lock_all(locks),
+                Some(hook) => wait_in(hook, locks),
+            }
         }
 
         /// Unlocks every active section, before the thread blocks or detaches.
@@ -496,6 +531,33 @@ mod imp {
         // SAFETY: taken just above.
         unsafe { first.unlock() };
         false
+    }
+
+    /// Takes `locks` inside `hook`, exactly once whatever the hook does (see
+    /// [`BlockingWait`](super::BlockingWait)).
+    fn wait_in(hook: super::BlockingWait, locks: [&RawObjectLock; 2]) {
+        /// Lets the locks go again if the hook panics after the wait (the flag is cleared
+        /// once it returned): the section that wanted them is not recorded as holding them.
+        struct Taken<'l>([&'l RawObjectLock; 2], bool);
+        impl Drop for Taken<'_> {
+            fn drop(&mut self) {
+                if self.1 {
+                    // SAFETY: taken by the wait, and not handed to a section.
+                    unsafe { unlock_all(self.0) };
+                }
+            }
+        }
+        let mut taken = Taken(locks, false);
+        hook(&mut || {
+            if !taken.1 {
+                lock_all(taken.0);
+                taken.1 = true;
+            }
+        });
+        if !taken.1 {
+            lock_all(locks);
+        }
+        taken.1 = false;
     }
 
     fn lock_all([first, second]: [&RawObjectLock; 2]) {
@@ -589,7 +651,7 @@ mod imp {
         lock: Option<&RawObjectLock>,
         f: impl FnOnce() -> R,
     ) -> R {
-        // Stands in for a thread-local stack torn down at thread exit, as in `with_thread_stack`.
+        // Stands in for a thread-local stack torn down at thread exit under loom (`stand_in`).
         let fresh;
         #[cfg(debug_assertions)]
         let mut _kept = None;
@@ -620,30 +682,98 @@ mod imp {
         f()
     }
 
-    /// The calling thread's stack, `None` once its thread-local has been torn down (in
-    /// thread-local destructors at thread exit). The reference outlives the thread-local's
-    /// `with` call, which is what lets `with_on` call its closure outside any `with`.
+    #[cfg(not(loom))]
+    thread_local! {
+        /// The stack standing in for `SECTIONS` once that is torn down: see [`stand_in`]. A
+        /// const thread-local without a destructor, which is never torn down.
+        static STAND_IN: Cell<*mut SectionStack> = const { Cell::new(std::ptr::null_mut()) };
+        /// Frees the stand-in: registered as it is made, so its destructor runs after the
+        /// destructor that made it.
+        static STAND_IN_FREED: FreeStandIn = const { FreeStandIn };
+    }
+
+    #[cfg(not(loom))]
+    struct FreeStandIn;
+
+    #[cfg(not(loom))]
+    impl Drop for FreeStandIn {
+        fn drop(&mut self) {
+            let stack = STAND_IN.with(|stand_in| stand_in.replace(std::ptr::null_mut()));
+            if !stack.is_null() {
+                // SAFETY: made by `Box::into_raw` in `stand_in` and taken out of the cell just
+                // above. No reference to it is left: `stand_in`'s callers use theirs only in
+                // their own frames, each inside some thread-local destructor, and destructors
+                // run one after another, never nested in one another.
+                drop(unsafe { Box::from_raw(stack) });
+            }
+        }
+    }
+
+    /// The calling thread's stack after its thread-local was torn down (in thread-local
+    /// destructors at thread exit), for as long as the thread's exit lasts: one stack, so that
+    /// sections nested in one destructor see each other (a section on a lock an outer one holds
+    /// suspends it, instead of waiting for its own thread). Made on first need, and freed by a
+    /// thread-local destructor registered then (if the thread's destructors are so far along
+    /// that none can be registered any more, it is never freed).
+    ///
+    /// # Safety
+    /// As for [`thread_stack`]: only on this thread, until the caller's frame returns.
+    #[cfg(not(loom))]
+    #[cold]
+    unsafe fn stand_in<'a>() -> Option<&'a SectionStack> {
+        let stack = STAND_IN.with(|stand_in| {
+            if stand_in.get().is_null() {
+                stand_in.set(Box::into_raw(Box::new(SectionStack::new())));
+                let _registered = STAND_IN_FREED.try_with(|_| ());
+            }
+            stand_in.get()
+        });
+        // SAFETY: made above, and freed only by `FreeStandIn`'s drop, a thread-local destructor
+        // of this thread, which does not run while the caller's frame (on this thread) lasts.
+        Some(unsafe { &*stack })
+    }
+
+    /// Under loom a fresh stack stands in for each call, as its models never take sections in
+    /// thread-local destructors.
+    #[cfg(loom)]
+    unsafe fn stand_in<'a>() -> Option<&'a SectionStack> {
+        None
+    }
+
+    /// The calling thread's stack; after its thread-local has been torn down, the one
+    /// [`stand_in`] for it. The reference outlives the thread-local's `with` call, which is what
+    /// lets `with_on` call its closure outside any `with`.
     ///
     /// # Safety
     /// The caller uses the reference only on this thread and only until its own frame returns.
     #[inline]
     unsafe fn thread_stack<'a>() -> Option<&'a SectionStack> {
-        let stack = SECTIONS.try_with(std::ptr::from_ref).ok()?;
-        // SAFETY: the thread-local lives until this thread's thread-local destructors reach it,
-        // and they run one after another, never nested inside a call that is still running; so
-        // it outlives the caller's frame, which is as long as the caller keeps the reference.
-        Some(unsafe { &*stack })
+        match SECTIONS.try_with(std::ptr::from_ref) {
+            // SAFETY: the thread-local lives until this thread's thread-local destructors
+            // reach it, and they run one after another, never nested inside a call that is
+            // still running; so it outlives the caller's frame, which is as long as the caller
+            // keeps the reference.
+            Ok(stack) => Some(unsafe { &*stack }),
+            // SAFETY: forwarded from the caller.
+            Err(_) => unsafe { stand_in() },
+        }
     }
 
-    /// Runs `f` on the calling thread's stack. Inside thread-local destructors at thread exit
-    /// the stack may be torn down already; no section is open then (sections are scoped to their
-    /// `with` frames, which have all returned), so a fresh, empty stack stands in for it.
+    /// Runs `f` on the calling thread's stack, or on the one standing in for it after its
+    /// teardown (see [`thread_stack`]).
     #[inline]
     pub(super) fn with_thread_stack<R>(f: impl FnOnce(&SectionStack) -> R) -> R {
         let mut f = Some(f);
         match SECTIONS.try_with(|stack| (f.take().expect("runs once"))(stack)) {
             Ok(result) => result,
-            Err(_) => (f.take().expect("runs once"))(&SectionStack::new()),
+            Err(_) => {
+                let f = f.take().expect("runs once");
+                // SAFETY: used for this call only, on this thread.
+                match unsafe { stand_in() } {
+                    Some(stack) => f(stack),
+                    None => f(&SectionStack::new()),
+                }
+            }
         }
     }
 }

@@ -218,6 +218,73 @@ fn nesting_a_section_on_a_lock_the_thread_already_holds_suspends_the_outer_one()
     assert!(!lock.is_locked());
 }
 
+/// A stack's blocking wait runs only when a section has to block, after the stack's other
+/// sections gave their locks up, and the section holds its locks after it whatever the hook
+/// did with the wait: ran it, ran it twice, or never.
+#[test]
+fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock() {
+    static LOCK: RawObjectLock = RawObjectLock::new();
+    thread_local! {
+        static CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+    fn count_and_check() {
+        CALLS.with(|c| c.set(c.get() + 1));
+        assert!(!LOCK.is_locked(), "the outer section still held the lock");
+    }
+    fn runs_the_wait(wait: &mut dyn FnMut()) {
+        count_and_check();
+        wait();
+    }
+    fn runs_the_wait_twice(wait: &mut dyn FnMut()) {
+        runs_the_wait(wait);
+        wait();
+    }
+    fn never_runs_the_wait(_wait: &mut dyn FnMut()) {
+        count_and_check();
+    }
+    for hook in [runs_the_wait, runs_the_wait_twice, never_runs_the_wait] {
+        let stack = section::SectionStack::new();
+        stack.set_blocking_wait(Some(hook));
+        CALLS.with(|c| c.set(0));
+        stack.with(&LOCK, || {
+            // Free: no wait.
+            assert_eq!(CALLS.with(|c| c.get()), 0);
+            // Held by the outer section: the inner one would block, so it waits through the hook.
+            stack.with(&LOCK, || {
+                assert!(LOCK.is_locked());
+                assert_eq!(stack.depth().active, 1);
+            });
+            assert_eq!(CALLS.with(|c| c.get()), 1);
+            // The outer section resumed on a free lock, without waiting.
+            assert!(LOCK.is_locked());
+        });
+        assert!(!LOCK.is_locked());
+    }
+}
+
+/// A hook that panics after its wait took the locks gives them back: the section never began.
+#[test]
+fn a_blocking_wait_that_panics_after_the_wait_leaves_the_lock_free() {
+    static LOCK: RawObjectLock = RawObjectLock::new();
+    fn waits_then_panics(wait: &mut dyn FnMut()) {
+        wait();
+        panic!("the runtime's hook failed after the wait");
+    }
+    let stack = section::SectionStack::new();
+    stack.set_blocking_wait(Some(waits_then_panics));
+    stack.with(&LOCK, || {
+        let entered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            stack.with(&LOCK, || unreachable!("entered without the hook returning"))
+        }));
+        assert!(entered.is_err());
+        assert_eq!(stack.depth().open, 1);
+        // The outer section is suspended and the lock free (the inner one gave it back)...
+        assert!(!LOCK.is_locked());
+    });
+    // ...and its end found it suspended, leaving the lock free.
+    assert!(!LOCK.is_locked());
+}
+
 #[test]
 fn detaching_suspends_every_section_and_the_end_of_the_detach_resumes_the_innermost() {
     let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
@@ -618,6 +685,60 @@ fn with_on_no_stack_locks_in_thread_local_destructors_whether_the_stack_is_torn_
     // one stands in) or still there.
     assert!(with_on_in_a_thread_local_destructor(true));
     assert!(with_on_in_a_thread_local_destructor(false));
+}
+
+/// Sections nested inside a thread-local destructor that runs after the thread-local stack was
+/// torn down see each other: a section on a lock the outer one holds suspends it, as anywhere
+/// else, instead of waiting for its own thread (each call used to get a fresh stand-in stack).
+#[test]
+fn sections_nested_in_a_thread_local_destructor_after_the_stacks_teardown_see_each_other() {
+    use std::cell::RefCell;
+    use std::sync::{mpsc, Arc};
+
+    struct NestsAtExit(Arc<RawObjectLock>, mpsc::Sender<(bool, usize)>);
+    impl Drop for NestsAtExit {
+        fn drop(&mut self) {
+            let lock = &*self.0;
+            let seen = section::with(lock, || {
+                section::with(lock, || (lock.is_locked(), section::depth().open))
+            });
+            let _ = self.1.send(seen);
+        }
+    }
+    thread_local! {
+        static AT_EXIT: RefCell<Option<NestsAtExit>> = const { RefCell::new(None) };
+    }
+    let lock = Arc::new(RawObjectLock::new());
+    let (sender, receiver) = mpsc::channel();
+    {
+        let lock = lock.clone();
+        // Not joined before the answer: a thread that waits for itself never ends.
+        thread::spawn(move || {
+            // Set first, so that its destructor runs after the stack's (destructors run in the
+            // reverse order of registration).
+            AT_EXIT.with(|slot| *slot.borrow_mut() = Some(NestsAtExit(lock, sender)));
+            section::with(&RawObjectLock::new(), || ());
+        });
+    }
+    let seen = receiver.recv_timeout(Duration::from_secs(30));
+    assert_eq!(
+        seen,
+        Ok((true, 2)),
+        "(inner section locked, sections open) at exit"
+    );
+    assert!(!lock.is_locked());
+}
+
+/// A waiter's time is read across the stamp counter's wrap (every 4.3 s on 32-bit targets): one
+/// stamped just before it has still waited, and is handed the lock.
+#[test]
+fn a_waiter_stamped_before_the_counter_wrapped_has_still_waited() {
+    let handoff = HANDOFF_AFTER.as_nanos() as usize;
+    let just_before_the_wrap = usize::MAX - handoff / 2;
+    assert!(fairness::waited_too_long_at(handoff, just_before_the_wrap));
+    assert!(!fairness::waited_too_long_at(0, just_before_the_wrap));
+    assert!(fairness::waited_too_long_at(2 * handoff, handoff));
+    assert!(!fairness::waited_too_long_at(handoff, handoff));
 }
 
 #[test]
