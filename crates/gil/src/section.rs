@@ -76,7 +76,8 @@ pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce()
 /// # Safety
 /// `f` does not detach the thread, directly or through what it calls: it calls neither
 /// [`Python::allow_threads`] nor [`Python::check`] (which parks when another thread waits to
-/// attach beside a holder, or stops the world). A stop of the world that `f` makes itself
+/// attach beside a holder, or stops the world), nor begins an `ftrt_lock` section (on the
+/// thread-local stack) that may have to wait: a registered thread waits for those detached. A stop of the world that `f` makes itself
 /// ([`stop_the_world`](crate::stop_the_world)) is fine: a holder's stop runs on its hold and
 /// keeps the stack eliding, detaches inside it included, and a stop that has to wait for
 /// others (and may park) is made only by a thread that does not hold the world, whose section

@@ -57,7 +57,8 @@
 //!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
 //!   does, then (5) the detach boundaries end and the innermost section resumes, the block's
 //!   stack first. A resume of `ftrt-lock`'s stack that has to wait detaches again around the
-//!   wait (the block's stack suspended), as every wait of that stack does while attached.
+//!   wait (the block's stack suspended), as every wait of that stack does while attached but
+//!   inside the thread's own stop of the world, or inside such a detach.
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
 //!   run the hooks, flush the thread's epoch garbage (only if it retired something since its
@@ -238,6 +239,8 @@ struct Current {
     /// Whether the thread is running the closure of its own stop of the world: see
     /// [`StopRunning`].
     running_stop: Cell<bool>,
+    /// Whether the thread is detached around a wait for a section's lock: see [`SectionWait`].
+    waiting_for_section: Cell<bool>,
 }
 
 /// Owns the block; its destructor is the thread's exit. The block is owned through a raw
@@ -309,6 +312,7 @@ thread_local! {
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
             counts: Cell::new(std::ptr::null()),
             running_stop: Cell::new(false),
+            waiting_for_section: Cell::new(false),
         }
     };
     static OWNED: Owned = Owned::new();
@@ -394,6 +398,27 @@ impl StopRunning {
 impl Drop for StopRunning {
     fn drop(&mut self) {
         CURRENT.with(|c| c.running_stop.set(self.0));
+    }
+}
+
+/// Marks the calling thread as detaching around a wait for a section's lock
+/// (`thread::wait_for_section_detached`), until dropped. A wait that begins meanwhile (a
+/// contended section in a quiescent-state hook the detach runs, or in the epoch's deferred work
+/// as it reattaches) waits in place instead of detaching again, which would run the same hooks
+/// again, without end.
+pub(crate) struct SectionWait(());
+
+impl SectionWait {
+    /// `None` if the thread is in such a wait already.
+    pub(crate) fn begin() -> Option<Self> {
+        let nested = CURRENT.with(|c| c.waiting_for_section.replace(true));
+        (!nested).then_some(SectionWait(()))
+    }
+}
+
+impl Drop for SectionWait {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.waiting_for_section.set(false));
     }
 }
 
@@ -893,6 +918,11 @@ mod quiescence {
 
     #[cold]
     fn repin(state: &ThreadState) -> bool {
+        if super::running_own_stop() {
+            // No hooks (they may collect, which stops the world) and no hold inside a stop: the
+            // first checkpoint after it repins.
+            return false;
+        }
         // An open read may rely on the pin staying as it is (`local::attach_pinned`): not
         // renewed until no read is open, as a nested pin would keep it.
         let reads_open = super::local::readers() > 0;

@@ -164,6 +164,9 @@ impl<'py> Python<'py> {
     /// other threads run while `f` blocks or computes; then re-attaches (in fair mode, ahead of
     /// threads that never left) and resumes the innermost section. Sections `f` begins and ends
     /// do not resume the suspended ones. `f` is `Send`, so it cannot use this token.
+    ///
+    /// Inside the thread's own stop of the world ([`stop_the_world`](crate::stop_the_world))
+    /// it only suspends the sections: no other thread may run, so the thread stays attached.
     pub fn allow_threads<T, F>(self, f: F) -> T
     where
         F: Send + FnOnce() -> T,
@@ -319,6 +322,9 @@ pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
     if !state::is_attached() || state::running_own_stop() {
         return wait();
     }
+    let Some(_waiting) = state::SectionWait::begin() else {
+        return wait(); // nested in this very detach (see `SectionWait`)
+    };
     // SAFETY: the thread is attached, and stays so for this call but for the detach below,
     // which `leave_and_run` ends by attaching again.
     let py = unsafe { Python::assume_attached_here() };
@@ -379,9 +385,9 @@ impl Drop for Reattach {
 /// rule the `gil` build's switching already asks of attached threads.
 ///
 /// Inside `f` the calling thread stays the only one running, in every build: a checkpoint
-/// ([`Python::check`]) returns at once (the work asked for with
-/// [`request_checkpoint_work`](crate::request_checkpoint_work) waits for the first checkpoint
-/// after the stop), a nested stop runs its closure at once, and
+/// ([`Python::check`]) neither parks nor switches, repins nor runs hooks (the work asked for
+/// with [`request_checkpoint_work`](crate::request_checkpoint_work) waits for the first
+/// checkpoint after the stop), a nested stop runs its closure at once, and
 /// [`allow_threads`](Python::allow_threads) suspends the thread's sections but lets no other
 /// thread run (so its closure must not wait for one, nor for a lock a thread outside holds).
 pub fn stop_the_world<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {

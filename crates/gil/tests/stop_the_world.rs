@@ -101,6 +101,45 @@ fn the_stoppers_own_checkpoints_nested_stops_and_detaches_run_inside_its_stop() 
     looper.join().unwrap();
 }
 
+/// The stopper's checkpoints inside its stop run no quiescent-state hooks (which may collect,
+/// and so stop the world themselves); the first ones after it do.
+#[cfg(not(feature = "gil"))]
+#[test]
+fn the_stoppers_checkpoints_run_no_hooks_inside_its_stop() {
+    use std::cell::Cell;
+    use std::sync::Once;
+    thread_local! {
+        static HOOK_RUNS: Cell<usize> = const { Cell::new(0) };
+    }
+    fn count() {
+        HOOK_RUNS.with(|runs| runs.set(runs.get() + 1));
+    }
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| ftrt_gil::on_quiescent_state(count));
+    thread::spawn(|| {
+        Python::attach(|py| {
+            let inside = stop_the_world(py, || {
+                let before = HOOK_RUNS.with(Cell::get);
+                for _ in 0..100 {
+                    py.check();
+                }
+                HOOK_RUNS.with(Cell::get) - before
+            });
+            assert_eq!(inside, 0, "hooks ran inside the stop");
+            let before = HOOK_RUNS.with(Cell::get);
+            for _ in 0..100 {
+                py.check();
+            }
+            assert!(
+                HOOK_RUNS.with(Cell::get) > before,
+                "no hooks ran after the stop"
+            );
+        })
+    })
+    .join()
+    .unwrap();
+}
+
 /// A thread that tries to attach during a stop waits for it to end.
 #[test]
 fn a_detached_thread_cannot_attach_during_a_stop() {

@@ -62,16 +62,19 @@ pub use imp::SectionStack;
 
 /// How a stack blocks for a section's locks, if it has to ([`SectionStack::set_blocking_wait`]):
 /// called with the wait itself, which it runs, once, around whatever the runtime does while its
-/// thread blocks (detaching from it, and attaching again after). The stack's other sections
-/// are suspended by then.
+/// thread blocks (detaching from it, and attaching again after). By then the stack's other
+/// sections are suspended, behind a detach boundary (as in [`detached`]): sections the hook
+/// begins and ends on the same stack do not resume them.
 ///
-/// A hook that returns without running `wait` (or panics before it) costs nothing but the
-/// detour: the stack takes the locks itself afterwards. Running it again does nothing.
+/// A hook that returns without running `wait` costs nothing but the detour: the stack takes the
+/// locks itself afterwards. Running it again does nothing. A hook that panics ends the section's
+/// beginning (or resume) with its panic, without the locks.
 pub type BlockingWait = fn(wait: &mut dyn FnMut());
 
-/// Sets how the calling thread's thread-local stack blocks: see
-/// [`SectionStack::set_blocking_wait`]. Inside thread-local destructors at thread exit, after the
-/// stack was torn down, this does nothing.
+/// Sets how the calling thread's thread-local stack blocks, replacing the hook set before: see
+/// [`SectionStack::set_blocking_wait`]. (A runtime sets it for its threads: `ftrt-gil` does for
+/// every thread it registers.) After the thread-local stack was torn down (in thread-local
+/// destructors at thread exit) it sets the hook of the stack standing in for it.
 pub fn set_blocking_wait(hook: Option<BlockingWait>) {
     imp::with_thread_stack(|stack| stack.set_blocking_wait(hook));
 }
@@ -330,9 +333,10 @@ mod imp {
         }
 
         /// From now on, a section of this stack that has to block for its locks (beginning, or
-        /// resuming) calls `hook` with the wait, once its other sections are suspended; `None`
-        /// blocks in place, as a new stack does. For a runtime whose threads must not block
-        /// while they take part in it: its hook detaches around the wait.
+        /// resuming) spins a little, and then calls `hook` with the wait, once its other
+        /// sections are suspended; `None` blocks in place, as a new stack does. For a runtime
+        /// whose threads must not block while they take part in it: its hook detaches around
+        /// the wait. Replaces the hook set before.
         pub fn set_blocking_wait(&self, hook: Option<super::BlockingWait>) {
             self.blocking_wait.set(hook);
         }
@@ -476,8 +480,52 @@ mod imp {
             self.suspend_all();
             match self.blocking_wait.get() {
                 None => lock_all(locks),
-                Some(hook) => wait_in(hook, locks),
+                // The lock spins before it parks; the hook's detour costs more than parking, so
+                // spin before it too.
+                Some(_) if crate::spin::retry(|| try_lock_all(locks)) => {}
+                Some(hook) => self.wait_in(hook, locks),
             }
+        }
+
+        /// Takes `locks` inside `hook`, exactly once whatever the hook does (see
+        /// [`BlockingWait`](super::BlockingWait)), behind a detach boundary.
+        fn wait_in(&self, hook: super::BlockingWait, locks: [&RawObjectLock; 2]) {
+            /// Lets the locks go again if the hook panics after the wait (the flag is cleared
+            /// once it returned): the section that wanted them is not recorded as holding them.
+            struct Taken<'l>([&'l RawObjectLock; 2], bool);
+            impl Drop for Taken<'_> {
+                fn drop(&mut self) {
+                    if self.1 {
+                        // SAFETY: taken by the wait, and not handed to a section.
+                        unsafe { unlock_all(self.0) };
+                    }
+                }
+            }
+            /// Removes the boundary, panics included, resuming nothing: the section that waits
+            /// resumes (or begins) once the locks are taken.
+            struct Boundary<'s>(&'s SectionStack);
+            impl Drop for Boundary<'_> {
+                fn drop(&mut self) {
+                    self.0.sections.borrow_mut().boundaries.pop();
+                }
+            }
+            {
+                let mut sections = self.sections.borrow_mut();
+                let open = sections.open.len();
+                sections.boundaries.push(open);
+            }
+            let _boundary = Boundary(self);
+            let mut taken = Taken(locks, false);
+            hook(&mut || {
+                if !taken.1 {
+                    lock_all(taken.0);
+                    taken.1 = true;
+                }
+            });
+            if !taken.1 {
+                lock_all(locks);
+            }
+            taken.1 = false;
         }
 
         /// Unlocks every active section, before the thread blocks or detaches.
@@ -531,33 +579,6 @@ mod imp {
         // SAFETY: taken just above.
         unsafe { first.unlock() };
         false
-    }
-
-    /// Takes `locks` inside `hook`, exactly once whatever the hook does (see
-    /// [`BlockingWait`](super::BlockingWait)).
-    fn wait_in(hook: super::BlockingWait, locks: [&RawObjectLock; 2]) {
-        /// Lets the locks go again if the hook panics after the wait (the flag is cleared
-        /// once it returned): the section that wanted them is not recorded as holding them.
-        struct Taken<'l>([&'l RawObjectLock; 2], bool);
-        impl Drop for Taken<'_> {
-            fn drop(&mut self) {
-                if self.1 {
-                    // SAFETY: taken by the wait, and not handed to a section.
-                    unsafe { unlock_all(self.0) };
-                }
-            }
-        }
-        let mut taken = Taken(locks, false);
-        hook(&mut || {
-            if !taken.1 {
-                lock_all(taken.0);
-                taken.1 = true;
-            }
-        });
-        if !taken.1 {
-            lock_all(locks);
-        }
-        taken.1 = false;
     }
 
     fn lock_all([first, second]: [&RawObjectLock; 2]) {

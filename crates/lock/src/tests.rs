@@ -218,21 +218,47 @@ fn nesting_a_section_on_a_lock_the_thread_already_holds_suspends_the_outer_one()
     assert!(!lock.is_locked());
 }
 
+/// Holds `lock` on another thread until `release` is raised, then lets it go.
+fn hold_until(
+    lock: &'static RawObjectLock,
+    release: &'static AtomicBool,
+) -> thread::JoinHandle<()> {
+    release.store(false, Ordering::SeqCst);
+    let (held, wait_for_held) = std::sync::mpsc::channel();
+    let holder = thread::spawn(move || {
+        lock.lock();
+        held.send(()).unwrap();
+        while !release.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
+        // SAFETY: locked above, on this thread.
+        unsafe { lock.unlock() };
+    });
+    wait_for_held.recv().unwrap();
+    holder
+}
+
 /// A stack's blocking wait runs only when a section has to block, after the stack's other
-/// sections gave their locks up, and the section holds its locks after it whatever the hook
-/// did with the wait: ran it, ran it twice, or never.
+/// sections gave their locks up and behind a boundary (a section the hook begins and ends does
+/// not resume them), and the section holds its locks after it whatever the hook did with the
+/// wait: ran it, ran it twice, or never.
 #[test]
 fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock() {
-    static LOCK: RawObjectLock = RawObjectLock::new();
-    thread_local! {
-        static CALLS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-    }
-    fn count_and_check() {
-        CALLS.with(|c| c.set(c.get() + 1));
-        assert!(!LOCK.is_locked(), "the outer section still held the lock");
+    static OUTER: RawObjectLock = RawObjectLock::new();
+    static CONTENDED: RawObjectLock = RawObjectLock::new();
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    fn in_the_hook() {
+        assert!(!OUTER.is_locked(), "the outer section still held its lock");
+        // A section of the hook's own, on the same stack: its end resumes nothing outside.
+        section::with(&RawObjectLock::new(), || ());
+        assert!(
+            !OUTER.is_locked(),
+            "a section of the hook resumed the outer one"
+        );
+        RELEASE.store(true, Ordering::SeqCst);
     }
     fn runs_the_wait(wait: &mut dyn FnMut()) {
-        count_and_check();
+        in_the_hook();
         wait();
     }
     fn runs_the_wait_twice(wait: &mut dyn FnMut()) {
@@ -240,49 +266,60 @@ fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock
         wait();
     }
     fn never_runs_the_wait(_wait: &mut dyn FnMut()) {
-        count_and_check();
+        in_the_hook();
     }
     for hook in [runs_the_wait, runs_the_wait_twice, never_runs_the_wait] {
-        let stack = section::SectionStack::new();
-        stack.set_blocking_wait(Some(hook));
-        CALLS.with(|c| c.set(0));
-        stack.with(&LOCK, || {
+        RELEASE.store(false, Ordering::SeqCst);
+        section::set_blocking_wait(Some(hook));
+        section::with(&OUTER, || {
             // Free: no wait.
-            assert_eq!(CALLS.with(|c| c.get()), 0);
-            // Held by the outer section: the inner one would block, so it waits through the hook.
-            stack.with(&LOCK, || {
-                assert!(LOCK.is_locked());
-                assert_eq!(stack.depth().active, 1);
+            section::with(&RawObjectLock::new(), || ());
+            assert!(!RELEASE.load(Ordering::SeqCst));
+            let holder = hold_until(&CONTENDED, &RELEASE);
+            section::with(&CONTENDED, || {
+                assert!(CONTENDED.is_locked());
+                assert_eq!(section::depth().active, 1);
             });
-            assert_eq!(CALLS.with(|c| c.get()), 1);
+            holder.join().unwrap();
+            assert!(RELEASE.load(Ordering::SeqCst), "the hook did not run");
             // The outer section resumed on a free lock, without waiting.
-            assert!(LOCK.is_locked());
+            assert!(OUTER.is_locked());
         });
-        assert!(!LOCK.is_locked());
+        assert!(!OUTER.is_locked());
     }
+    section::set_blocking_wait(None);
 }
 
 /// A hook that panics after its wait took the locks gives them back: the section never began.
 #[test]
 fn a_blocking_wait_that_panics_after_the_wait_leaves_the_lock_free() {
-    static LOCK: RawObjectLock = RawObjectLock::new();
+    static OUTER: RawObjectLock = RawObjectLock::new();
+    static CONTENDED: RawObjectLock = RawObjectLock::new();
+    static RELEASE: AtomicBool = AtomicBool::new(false);
     fn waits_then_panics(wait: &mut dyn FnMut()) {
+        RELEASE.store(true, Ordering::SeqCst);
         wait();
         panic!("the runtime's hook failed after the wait");
     }
     let stack = section::SectionStack::new();
     stack.set_blocking_wait(Some(waits_then_panics));
-    stack.with(&LOCK, || {
+    stack.with(&OUTER, || {
+        let holder = hold_until(&CONTENDED, &RELEASE);
         let entered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            stack.with(&LOCK, || unreachable!("entered without the hook returning"))
+            stack.with(&CONTENDED, || {
+                unreachable!("entered without the hook returning")
+            })
         }));
+        holder.join().unwrap();
         assert!(entered.is_err());
         assert_eq!(stack.depth().open, 1);
-        // The outer section is suspended and the lock free (the inner one gave it back)...
-        assert!(!LOCK.is_locked());
+        // The outer section is suspended, and both locks are free (the inner section's wait
+        // gave its lock back)...
+        assert!(!OUTER.is_locked());
+        assert!(!CONTENDED.is_locked());
     });
-    // ...and its end found it suspended, leaving the lock free.
-    assert!(!LOCK.is_locked());
+    // ...and the outer section's end found it suspended, leaving the lock free.
+    assert!(!OUTER.is_locked());
 }
 
 #[test]
