@@ -57,8 +57,10 @@
 //!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
 //!   does, then (5) the detach boundaries end and the innermost section resumes, the block's
 //!   stack first. A resume of `ftrt-lock`'s stack that has to wait detaches again around the
-//!   wait (the block's stack suspended), as every wait of that stack does while attached but
-//!   inside the thread's own stop of the world, or inside such a detach.
+//!   wait, as every wait of that stack does while attached (but inside the thread's own stop of
+//!   the world): a lighter detach, (1) suspend the block's stack, (2) park the counts, (3) mark
+//!   detached and leave the world, (4) release the GIL, and back in the order of an attach,
+//!   still pinned and running no hooks (`thread::wait_for_section_detached`).
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
 //!   run the hooks, flush the thread's epoch garbage (only if it retired something since its
@@ -239,8 +241,6 @@ struct Current {
     /// Whether the thread is running the closure of its own stop of the world: see
     /// [`StopRunning`].
     running_stop: Cell<bool>,
-    /// Whether the thread is detached around a wait for a section's lock: see [`SectionWait`].
-    waiting_for_section: Cell<bool>,
 }
 
 /// Owns the block; its destructor is the thread's exit. The block is owned through a raw
@@ -312,7 +312,6 @@ thread_local! {
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
             counts: Cell::new(std::ptr::null()),
             running_stop: Cell::new(false),
-            waiting_for_section: Cell::new(false),
         }
     };
     static OWNED: Owned = Owned::new();
@@ -398,27 +397,6 @@ impl StopRunning {
 impl Drop for StopRunning {
     fn drop(&mut self) {
         CURRENT.with(|c| c.running_stop.set(self.0));
-    }
-}
-
-/// Marks the calling thread as detaching around a wait for a section's lock
-/// (`thread::wait_for_section_detached`), until dropped. A wait that begins meanwhile (a
-/// contended section in a quiescent-state hook the detach runs, or in the epoch's deferred work
-/// as it reattaches) waits in place instead of detaching again, which would run the same hooks
-/// again, without end.
-pub(crate) struct SectionWait(());
-
-impl SectionWait {
-    /// `None` if the thread is in such a wait already.
-    pub(crate) fn begin() -> Option<Self> {
-        let nested = CURRENT.with(|c| c.waiting_for_section.replace(true));
-        (!nested).then_some(SectionWait(()))
-    }
-}
-
-impl Drop for SectionWait {
-    fn drop(&mut self) {
-        CURRENT.with(|c| c.waiting_for_section.set(false));
     }
 }
 
@@ -920,7 +898,7 @@ mod quiescence {
     fn repin(state: &ThreadState) -> bool {
         if super::running_own_stop() {
             // No hooks (they may collect, which stops the world) and no hold inside a stop: the
-            // first checkpoint after it repins.
+            // first repinning checkpoint after it does both.
             return false;
         }
         // An open read may rely on the pin staying as it is (`local::attach_pinned`): not

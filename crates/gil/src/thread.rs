@@ -310,11 +310,18 @@ impl<'py> Python<'py> {
 
 /// How a registered thread blocks for a lock of `ftrt_lock`'s thread-local sections (the
 /// sections of its users beside the runtime; see `ftrt_lock::section::set_blocking_wait`):
-/// detached, if the thread is attached, as in [`allow_threads`](Python::allow_threads) with its
-/// thread-local sections already suspended by the stack. A thread may hold such a lock while it
-/// attaches (a section begun before `Python::attach`, or resumed before a detach ends), and so
-/// wait for the GIL, or for a stop of the world, holding it: a thread that waited for the lock
-/// attached would hold up what the holder waits for.
+/// detached, if the thread is attached. A thread may hold such a lock while it attaches (a
+/// section begun before `Python::attach`, or resumed before a detach ends), and so wait for the
+/// GIL, or for a stop of the world, holding it: a thread that waited for the lock attached would
+/// hold up what the holder waits for.
+///
+/// A lighter detach than [`allow_threads`](Python::allow_threads)': the object model's
+/// sections are suspended (the thread-local ones already are), the counts parked, the thread
+/// leaves the world and releases the GIL, and comes back in the reverse order; it stays pinned
+/// and runs no quiescent-state hooks. So nothing but the wait runs in between: no code that could
+/// itself take a section (a hook, the epoch's deferred work), wait again, or find the thread's
+/// epoch guard borrowed (the wait may begin inside a flush). A pinned thread that is not in the
+/// world only holds back reclamation until it returns.
 ///
 /// Inside its own stop of the world the thread cannot detach (no other thread may run): it
 /// blocks in place, so a stop's closure must not wait for a lock a thread outside holds.
@@ -322,15 +329,40 @@ pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
     if !state::is_attached() || state::running_own_stop() {
         return wait();
     }
-    let Some(_waiting) = state::SectionWait::begin() else {
-        return wait(); // nested in this very detach (see `SectionWait`)
+    let block = state::current();
+    let mut detached = move || {
+        // SAFETY: the state of the attachment this wait is part of (or null after the
+        // thread's exit), alive for all of it.
+        let state = unsafe { block.as_ref() };
+        // Nothing counts until `BackFromSectionWait` unparks: the wait only locks.
+        state::park_counts(state);
+        state::set_attached(false);
+        state::leave_world(state);
+        // SAFETY: the thread is attached, so it holds the GIL; nothing below relies on it
+        // until `BackFromSectionWait` takes it back.
+        unsafe { runtime_gil().release() };
+        let _back = BackFromSectionWait(block);
+        wait()
     };
-    // SAFETY: the thread is attached, and stays so for this call but for the detach below,
-    // which `leave_and_run` ends by attaching again.
-    let py = unsafe { Python::assume_attached_here() };
-    match py.state() {
-        Some(state) => state.sections.detached(|| py.leave_and_run(wait)),
-        None => py.leave_and_run(wait),
+    // SAFETY: as above.
+    match unsafe { block.as_ref() } {
+        Some(state) => state.sections.detached(detached),
+        None => detached(),
+    }
+}
+
+/// Ends [`wait_for_section_detached`]'s detach, panics included: the world, the counts, the GIL,
+/// in the order of an attach.
+struct BackFromSectionWait(*const ThreadState);
+
+impl Drop for BackFromSectionWait {
+    fn drop(&mut self) {
+        // SAFETY: as in `wait_for_section_detached`.
+        let state = unsafe { self.0.as_ref() };
+        state::enter_world(state);
+        state::unpark_counts(state);
+        runtime_gil().acquire_after_blocking();
+        state::set_attached(true);
     }
 }
 

@@ -67,8 +67,9 @@ pub use imp::SectionStack;
 /// begins and ends on the same stack do not resume them.
 ///
 /// A hook that returns without running `wait` costs nothing but the detour: the stack takes the
-/// locks itself afterwards. Running it again does nothing. A hook that panics ends the section's
-/// beginning (or resume) with its panic, without the locks.
+/// locks itself afterwards. Running it again does nothing. A hook that panics aborts the
+/// process: a section's wait has no way to fail (a resume runs in the drop of a section that
+/// ended, perhaps while unwinding, and the section around it would go on without its lock).
 pub type BlockingWait = fn(wait: &mut dyn FnMut());
 
 /// Sets how the calling thread's thread-local stack blocks, replacing the hook set before: see
@@ -490,23 +491,12 @@ mod imp {
         /// Takes `locks` inside `hook`, exactly once whatever the hook does (see
         /// [`BlockingWait`](super::BlockingWait)), behind a detach boundary.
         fn wait_in(&self, hook: super::BlockingWait, locks: [&RawObjectLock; 2]) {
-            /// Lets the locks go again if the hook panics after the wait (the flag is cleared
-            /// once it returned): the section that wanted them is not recorded as holding them.
-            struct Taken<'l>([&'l RawObjectLock; 2], bool);
-            impl Drop for Taken<'_> {
+            /// Aborts if the hook unwinds (see [`BlockingWait`](super::BlockingWait)).
+            struct AbortOnUnwind;
+            impl Drop for AbortOnUnwind {
                 fn drop(&mut self) {
-                    if self.1 {
-                        // SAFETY: taken by the wait, and not handed to a section.
-                        unsafe { unlock_all(self.0) };
-                    }
-                }
-            }
-            /// Removes the boundary, panics included, resuming nothing: the section that waits
-            /// resumes (or begins) once the locks are taken.
-            struct Boundary<'s>(&'s SectionStack);
-            impl Drop for Boundary<'_> {
-                fn drop(&mut self) {
-                    self.0.sections.borrow_mut().boundaries.pop();
+                    eprintln!("a critical section's blocking wait panicked; aborting");
+                    std::process::abort();
                 }
             }
             {
@@ -514,18 +504,21 @@ mod imp {
                 let open = sections.open.len();
                 sections.boundaries.push(open);
             }
-            let _boundary = Boundary(self);
-            let mut taken = Taken(locks, false);
+            let unwinding = AbortOnUnwind;
+            let mut taken = false;
             hook(&mut || {
-                if !taken.1 {
-                    lock_all(taken.0);
-                    taken.1 = true;
+                if !taken {
+                    lock_all(locks);
+                    taken = true;
                 }
             });
-            if !taken.1 {
+            std::mem::forget(unwinding);
+            // The boundary goes without resuming anything: the section that waits resumes (or
+            // begins) once the locks are taken.
+            self.sections.borrow_mut().boundaries.pop();
+            if !taken {
                 lock_all(locks);
             }
-            taken.1 = false;
         }
 
         /// Unlocks every active section, before the thread blocks or detaches.

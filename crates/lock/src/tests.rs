@@ -290,38 +290,6 @@ fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock
     section::set_blocking_wait(None);
 }
 
-/// A hook that panics after its wait took the locks gives them back: the section never began.
-#[test]
-fn a_blocking_wait_that_panics_after_the_wait_leaves_the_lock_free() {
-    static OUTER: RawObjectLock = RawObjectLock::new();
-    static CONTENDED: RawObjectLock = RawObjectLock::new();
-    static RELEASE: AtomicBool = AtomicBool::new(false);
-    fn waits_then_panics(wait: &mut dyn FnMut()) {
-        RELEASE.store(true, Ordering::SeqCst);
-        wait();
-        panic!("the runtime's hook failed after the wait");
-    }
-    let stack = section::SectionStack::new();
-    stack.set_blocking_wait(Some(waits_then_panics));
-    stack.with(&OUTER, || {
-        let holder = hold_until(&CONTENDED, &RELEASE);
-        let entered = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            stack.with(&CONTENDED, || {
-                unreachable!("entered without the hook returning")
-            })
-        }));
-        holder.join().unwrap();
-        assert!(entered.is_err());
-        assert_eq!(stack.depth().open, 1);
-        // The outer section is suspended, and both locks are free (the inner section's wait
-        // gave its lock back)...
-        assert!(!OUTER.is_locked());
-        assert!(!CONTENDED.is_locked());
-    });
-    // ...and the outer section's end found it suspended, leaving the lock free.
-    assert!(!OUTER.is_locked());
-}
-
 #[test]
 fn detaching_suspends_every_section_and_the_end_of_the_detach_resumes_the_innermost() {
     let (outer, inner) = (RawObjectLock::new(), RawObjectLock::new());
