@@ -241,6 +241,9 @@ struct Current {
     /// Whether the thread is running the closure of its own stop of the world: see
     /// [`StopRunning`].
     running_stop: Cell<bool>,
+    /// Whether the thread is parking its counts: see [`parking_counts`].
+    #[cfg_attr(any(feature = "gil", feature = "atomic-rc"), allow(dead_code))]
+    parking_counts: Cell<bool>,
 }
 
 /// Owns the block; its destructor is the thread's exit. The block is owned through a raw
@@ -312,6 +315,7 @@ thread_local! {
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
             counts: Cell::new(std::ptr::null()),
             running_stop: Cell::new(false),
+            parking_counts: Cell::new(false),
         }
     };
     static OWNED: Owned = Owned::new();
@@ -962,6 +966,10 @@ pub(crate) use quiescence::{pin, unpin};
 pub(crate) fn park_counts(state: Option<&ThreadState>) {
     #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
     if let Some(state) = state {
+        // The park merges what other threads queued to this one, running their releases: a
+        // release that waits for a section's lock meanwhile waits in place (see
+        // `parking_counts`).
+        let _parking = Parking::begin();
         // SAFETY: called after the last count of the attachment (the hooks and the unpin, which
         // may free objects, ran before), and the thread counts nothing until `unpark_counts`
         // at its next attach: a detached thread has no token to count with.
@@ -969,6 +977,31 @@ pub(crate) fn park_counts(state: Option<&ThreadState>) {
     }
     #[cfg(any(feature = "gil", feature = "atomic-rc"))]
     let _ = state;
+}
+
+/// Marks the calling thread as parking its counts, until dropped (panics included).
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+struct Parking(bool);
+
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+impl Parking {
+    fn begin() -> Self {
+        Parking(CURRENT.with(|c| c.parking_counts.replace(true)))
+    }
+}
+
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+impl Drop for Parking {
+    fn drop(&mut self) {
+        CURRENT.with(|c| c.parking_counts.set(self.0));
+    }
+}
+
+/// Whether the calling thread is inside [`park_counts`]: merging its queue as it parks, a
+/// merge whose end a detach from inside it (`thread::wait_for_section_detached`, whose return
+/// unparks, waiting for that merge) would wait for.
+pub(crate) fn parking_counts() -> bool {
+    CURRENT.with(|c| c.parking_counts.get())
 }
 
 /// Ends [`park_counts`], before anything of the attachment counts.

@@ -318,15 +318,16 @@ impl<'py> Python<'py> {
 /// A lighter detach than [`allow_threads`](Python::allow_threads)': the object model's
 /// sections are suspended (the thread-local ones already are), the counts parked, the thread
 /// leaves the world and releases the GIL, and comes back in the reverse order; it stays pinned
-/// and runs no quiescent-state hooks. So nothing but the wait runs in between: no code that could
-/// itself take a section (a hook, the epoch's deferred work), wait again, or find the thread's
-/// epoch guard borrowed (the wait may begin inside a flush). A pinned thread that is not in the
-/// world only holds back reclamation until it returns.
+/// and runs no quiescent-state hooks. So no code that could itself take a section (a hook, the
+/// epoch's deferred work) runs in between, nor finds the thread's epoch guard borrowed (the wait
+/// may begin inside a flush), but for the releases the park's merge runs: a wait inside those
+/// waits in place, since its own return would wait for the merge. A pinned thread that is not
+/// in the world only holds back reclamation until it returns.
 ///
 /// Inside its own stop of the world the thread cannot detach (no other thread may run): it
 /// blocks in place, so a stop's closure must not wait for a lock a thread outside holds.
 pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
-    if !state::is_attached() || state::running_own_stop() {
+    if !state::is_attached() || state::running_own_stop() || state::parking_counts() {
         return wait();
     }
     let block = state::current();

@@ -524,6 +524,53 @@ fn the_detach_around_a_wait_for_a_sections_lock_runs_no_hooks() {
     });
 }
 
+/// The detach around a wait for a section's lock parks the biased counts, which merges what
+/// other threads queued to this one; a release run there that waits for a section's lock too
+/// waits in place. (It detached again, and its return waited for the merge it was part of: a
+/// thread waiting for itself.)
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+#[test]
+fn a_release_that_waits_for_a_section_while_the_detach_parks_the_counts_waits_in_place() {
+    use std::ptr::NonNull;
+
+    use ftrt_lock::{section, RawObjectLock};
+    use ftrt_refcount::BiasedCount;
+    static LOCK: RawObjectLock = RawObjectLock::new();
+    static RELEASED: AtomicUsize = AtomicUsize::new(0);
+    /// Takes a section on the lock the thread is waiting for.
+    unsafe fn release(_count: NonNull<BiasedCount>) {
+        section::with(&LOCK, || ());
+        RELEASED.fetch_add(1, Ordering::SeqCst);
+    }
+    finishes("the wait", || {
+        Python::attach(|py| {
+            let count = Box::leak(Box::new(BiasedCount::new_for(py.new_object_token())));
+            let address = std::ptr::from_mut(count) as usize;
+            // Another thread drops the one reference: queued to this thread, its owner.
+            thread::spawn(move || {
+                let count = NonNull::new(address as *mut BiasedCount).unwrap();
+                // SAFETY: the count's one reference, given up here; `release` frees nothing.
+                assert!(!unsafe { BiasedCount::decref(count, release) });
+            })
+            .join()
+            .unwrap();
+            let (held, wait_for_held) = mpsc::channel();
+            let holder = thread::spawn(move || {
+                LOCK.lock();
+                held.send(()).unwrap();
+                thread::sleep(Duration::from_millis(100));
+                // SAFETY: locked above, on this thread.
+                unsafe { LOCK.unlock() };
+            });
+            wait_for_held.recv().unwrap();
+            // Contended: the detach parks the counts, whose merge runs `release`.
+            section::with(&LOCK, || ());
+            holder.join().unwrap();
+        });
+        assert_eq!(RELEASED.load(Ordering::SeqCst), 1);
+    });
+}
+
 #[test]
 fn a_lock_excludes_and_releases_the_gil_while_waiting() {
     let lock = Arc::new(Lock::new());
