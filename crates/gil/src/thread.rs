@@ -186,12 +186,9 @@ impl<'py> Python<'py> {
     /// leaves the runtime, runs `f`, and attaches again (panics included).
     fn leave_and_run<T>(self, f: impl FnOnce() -> T) -> T {
         state::unpin(self.state());
-        state::park_counts(self.state());
-        state::set_attached(false);
-        state::leave_world(self.state());
-        // SAFETY: the token proves this thread holds the GIL; nothing below relies on it
-        // until `Reattach` takes it back.
-        unsafe { runtime_gil().release() };
+        // SAFETY: the token proves this thread is attached; nothing below relies on it until
+        // `Reattach` attaches again.
+        unsafe { leave(self.state()) };
         let _reattach = Reattach(state::current());
         f()
     }
@@ -332,16 +329,11 @@ pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
     }
     let block = state::current();
     let mut detached = move || {
-        // SAFETY: the state of the attachment this wait is part of (or null after the
-        // thread's exit), alive for all of it.
-        let state = unsafe { block.as_ref() };
         // Nothing counts until `BackFromSectionWait` unparks: the wait only locks.
-        state::park_counts(state);
-        state::set_attached(false);
-        state::leave_world(state);
-        // SAFETY: the thread is attached, so it holds the GIL; nothing below relies on it
-        // until `BackFromSectionWait` takes it back.
-        unsafe { runtime_gil().release() };
+        // SAFETY: the thread is attached, and `block` the state of its attachment (or null
+        // after its exit), alive for all of it; nothing below relies on the attachment until
+        // `BackFromSectionWait` attaches again.
+        unsafe { leave(block.as_ref()) };
         let _back = BackFromSectionWait(block);
         wait()
     };
@@ -359,12 +351,31 @@ struct BackFromSectionWait(*const ThreadState);
 impl Drop for BackFromSectionWait {
     fn drop(&mut self) {
         // SAFETY: as in `wait_for_section_detached`.
-        let state = unsafe { self.0.as_ref() };
-        state::enter_world(state);
-        state::unpark_counts(state);
-        runtime_gil().acquire_after_blocking();
-        state::set_attached(true);
+        come_back(unsafe { self.0.as_ref() });
     }
+}
+
+/// The part every detach shares (the end of an attachment, `allow_threads`, a wait for a
+/// section's lock), after what each does first (suspending sections, unpinning): park the counts, mark the thread detached, leave the world,
+/// release the GIL.
+///
+/// # Safety
+/// The thread is attached (it holds the GIL), and `state` is its attachment's.
+unsafe fn leave(state: Option<&ThreadState>) {
+    state::park_counts(state);
+    state::set_attached(false);
+    state::leave_world(state);
+    // SAFETY: an attached thread holds the GIL, per the caller.
+    unsafe { runtime_gil().release() };
+}
+
+/// Undoes [`leave`], in the order of an attach: enter the world, unpark the counts, take the
+/// GIL (first in line in fair mode), mark the thread attached.
+fn come_back(state: Option<&ThreadState>) {
+    state::enter_world(state);
+    state::unpark_counts(state);
+    runtime_gil().acquire_after_blocking();
+    state::set_attached(true);
 }
 
 /// Ends an attachment, panics included.
@@ -379,11 +390,8 @@ impl Drop for Detach {
         // SAFETY: the state of this attachment, alive for all of it (see `Python::state`).
         let block = unsafe { self.0.as_ref() };
         state::unpin(block);
-        state::park_counts(block);
-        state::set_attached(false);
-        state::leave_world(block);
-        // SAFETY: `attach` took the GIL and this is its matching release.
-        unsafe { runtime_gil().release() };
+        // SAFETY: the thread is attached (`attach` took the GIL), and this is its end.
+        unsafe { leave(block) };
     }
 }
 
@@ -395,10 +403,7 @@ impl Drop for Reattach {
     fn drop(&mut self) {
         // SAFETY: the state of the attachment this detach is part of, alive for all of it.
         let block = unsafe { self.0.as_ref() };
-        state::enter_world(block);
-        state::unpark_counts(block);
-        runtime_gil().acquire_after_blocking();
-        state::set_attached(true);
+        come_back(block);
         state::pin(block);
         state::want_hold(block);
     }

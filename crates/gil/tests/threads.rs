@@ -485,6 +485,21 @@ fn a_thread_that_waits_to_resume_a_section_after_allow_threads_is_detached_meanw
     });
 }
 
+/// Locks `lock` on another thread, returning once it is held, and unlocks it 100 ms later.
+#[cfg(not(feature = "gil"))]
+fn hold_for_a_while(lock: &'static ftrt_lock::RawObjectLock) -> thread::JoinHandle<()> {
+    let (held, wait_for_held) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        lock.lock();
+        held.send(()).unwrap();
+        thread::sleep(Duration::from_millis(100));
+        // SAFETY: locked above, on this thread.
+        unsafe { lock.unlock() };
+    });
+    wait_for_held.recv().unwrap();
+    holder
+}
+
 /// The detach around a wait for a section's lock runs no quiescent-state hooks: nothing but the
 /// wait runs in it, so nothing there can take a section and wait again (which, detaching again,
 /// ran the same hooks again, without end).
@@ -505,15 +520,7 @@ fn the_detach_around_a_wait_for_a_sections_lock_runs_no_hooks() {
     static REGISTER: Once = Once::new();
     REGISTER.call_once(|| ftrt_gil::on_quiescent_state(count));
     finishes("the wait", || {
-        let (held, wait_for_held) = mpsc::channel();
-        let holder = thread::spawn(move || {
-            LOCK.lock();
-            held.send(()).unwrap();
-            thread::sleep(Duration::from_millis(100));
-            // SAFETY: locked above, on this thread.
-            unsafe { LOCK.unlock() };
-        });
-        wait_for_held.recv().unwrap();
+        let holder = hold_for_a_while(&LOCK);
         let runs = Python::attach(|_py| {
             let before = HOOK_RUNS.with(Cell::get);
             section::with(&LOCK, || ());
@@ -554,15 +561,7 @@ fn a_release_that_waits_for_a_section_while_the_detach_parks_the_counts_waits_in
             })
             .join()
             .unwrap();
-            let (held, wait_for_held) = mpsc::channel();
-            let holder = thread::spawn(move || {
-                LOCK.lock();
-                held.send(()).unwrap();
-                thread::sleep(Duration::from_millis(100));
-                // SAFETY: locked above, on this thread.
-                unsafe { LOCK.unlock() };
-            });
-            wait_for_held.recv().unwrap();
+            let holder = hold_for_a_while(&LOCK);
             // Contended: the detach parks the counts, whose merge runs `release`.
             section::with(&LOCK, || ());
             holder.join().unwrap();
