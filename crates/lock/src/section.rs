@@ -410,11 +410,7 @@ mod imp {
         /// [`detached`](super::detached).
         pub fn detached<R>(&self, f: impl FnOnce() -> R) -> R {
             self.suspend_all();
-            {
-                let mut sections = self.sections.borrow_mut();
-                let open = sections.open.len();
-                sections.boundaries.push(open);
-            }
+            self.push_boundary();
             let _reattach = Reattach(self);
             f()
         }
@@ -499,11 +495,7 @@ mod imp {
                     std::process::abort();
                 }
             }
-            {
-                let mut sections = self.sections.borrow_mut();
-                let open = sections.open.len();
-                sections.boundaries.push(open);
-            }
+            self.push_boundary();
             let unwinding = AbortOnUnwind;
             let mut taken = false;
             hook(&mut || {
@@ -519,6 +511,14 @@ mod imp {
             if !taken {
                 lock_all(locks);
             }
+        }
+
+        /// Sets a detach boundary above the sections open now: they stay suspended until it
+        /// is removed (see [`Sections::resumable_innermost`]).
+        fn push_boundary(&self) {
+            let mut sections = self.sections.borrow_mut();
+            let open = sections.open.len();
+            sections.boundaries.push(open);
         }
 
         /// Unlocks every active section, before the thread blocks or detaches.
