@@ -771,16 +771,34 @@ impl<T> BiasedArc<T> {
     /// ```
     pub fn into_inner(this: Self) -> Option<T> {
         let this = ManuallyDrop::new(this);
+        // A weak reference of this call's own, held until the value is moved out, as in
+        // `try_unwrap`: should the count end as a husk, the pending entry's merge may free the
+        // memory the moment the husk is visible.
+        // SAFETY: `this` holds a strong reference.
+        unsafe { ArcInner::add_weak(this.ptr) };
         let count = this.ptr.cast::<BiasedCount>();
         // SAFETY: this handle's reference is given up here, as in `drop`, and the handle is not
-        // used afterwards except to free the allocation when the count says it was the last.
-        if unsafe { BiasedCount::decref_settling(count, release::<T>) } {
+        // used afterwards except as the answer says; `release::<T>` frees exactly this kind of
+        // allocation.
+        let taken = unsafe { BiasedCount::decref_taking(count, release::<T>) };
+        let value = match taken {
+            TakeUnique::Shared => None,
             // SAFETY: that was the last reference and no queue entry remains; weak upgrades fail
-            // on the count from now on.
-            Some(unsafe { Self::take_and_free(this.ptr) })
-        } else {
-            None
-        }
+            // on the count from now on. The strong references' weak reference is still held
+            // (this call's too), and `take_and_free` gives it up.
+            TakeUnique::Free => Some(unsafe { Self::take_and_free(this.ptr) }),
+            // SAFETY: the count is now a husk: the value is ours to move out, the pending merge
+            // frees only the memory (see `release`), and this call's weak reference keeps that
+            // memory until the move is done.
+            TakeUnique::LeftToQueue => {
+                Some(unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) })
+            }
+        };
+        // SAFETY: this call's weak reference, given up once: the last (freeing the memory) if
+        // every other was given up meanwhile (the strong references' by `take_and_free`, by the
+        // entry's merge of a husk, or by the last strong reference's release elsewhere).
+        unsafe { ArcInner::drop_weak(this.ptr) };
+        value
     }
 
     /// The value, moved out if this is the only reference (as [`try_unwrap`](Self::try_unwrap)
@@ -1473,6 +1491,45 @@ mod tests {
             .unwrap();
         assert!(!got);
         assert_eq!(drops.count(), 0, "waiting in this thread's queue");
+        assert_eq!(crate::merge_pending(), 1);
+        assert_eq!(drops.count(), 1);
+    }
+
+    /// A drop queued to the owner before it gave up ownership keeps its entry, and the entry its
+    /// reference, in the merged count. The last holder's `into_inner` still gets the value: the
+    /// entry is the count's, not a holder's. (It answered `None`, and the entry's merge dropped
+    /// the value.)
+    #[test]
+    fn into_inner_on_a_merged_count_with_a_queued_drop_gives_the_value_to_the_last_holder() {
+        let drops = Drops::default();
+        let owned = BiasedArc::new(drops.track(6));
+        let remote = owned.clone();
+        std::thread::spawn(move || drop(remote)).join().unwrap();
+        BiasedArc::give_up_ownership(&owned);
+        assert_eq!(BiasedArc::strong_count(&owned), 1);
+        let value = BiasedArc::into_inner(owned).expect("the last reference");
+        assert_eq!(
+            (value.check(), drops.count()),
+            (6, 0),
+            "returned, not dropped"
+        );
+        drop(value);
+        assert_eq!(crate::merge_pending(), 1, "the entry is still merged, once");
+        assert_eq!(drops.count(), 1);
+    }
+
+    /// The same on another thread: once the count is merged, its answer is exact too.
+    #[test]
+    fn into_inner_on_another_thread_on_a_merged_count_with_a_queued_drop_gives_the_value() {
+        let drops = Drops::default();
+        let owned = BiasedArc::new(drops.track(7));
+        let remote = owned.clone();
+        std::thread::spawn(move || drop(remote)).join().unwrap();
+        BiasedArc::give_up_ownership(&owned);
+        let got = std::thread::spawn(move || BiasedArc::into_inner(owned).map(|v| v.check()))
+            .join()
+            .unwrap();
+        assert_eq!(got, Some(7), "the last reference");
         assert_eq!(crate::merge_pending(), 1);
         assert_eq!(drops.count(), 1);
     }

@@ -165,6 +165,34 @@ fn try_unwrap_races_the_owner_merging_a_queued_drop() {
     });
 }
 
+/// `into_inner` by the last two holders of a merged count with a drop still queued to its former
+/// owner, while that owner merges the queued drop: exactly one holder gets the value, the merge
+/// never drops it, and the memory outlives the move (the count ends as a husk when the entry is
+/// still pending).
+#[test]
+fn racing_into_inner_on_a_merged_count_races_the_merge_of_a_queued_drop() {
+    loom::model(|| {
+        let (owned, drops) = counted();
+        let (queued, theirs) = (owned.clone(), owned.clone());
+        thread::spawn(move || drop(queued)).join().unwrap();
+        // Merged with the queued drop's entry, and its reference, still in the count.
+        BiasedArc::give_up_ownership(&owned);
+        let t = thread::spawn(move || BiasedArc::into_inner(theirs).map(|v| dropped(&v.0)));
+        let ours = BiasedArc::into_inner(owned).map(|v| dropped(&v.0));
+        merge_pending();
+        let theirs = t.join().unwrap();
+        assert_eq!(
+            usize::from(ours.is_some()) + usize::from(theirs.is_some()),
+            1,
+            "exactly one of the last two holders gets the value"
+        );
+        assert_eq!(ours.or(theirs), Some(0), "handed out alive");
+        merge_pending();
+        assert_eq!(dropped(&drops), 1);
+        detach_current_thread();
+    });
+}
+
 #[test]
 fn thread_exit_retires_the_owner_through_its_thread_local_destructor() {
     loom::model(|| {

@@ -613,36 +613,89 @@ impl BiasedCount {
         Some(unsafe { Self::decref_shared(this, release) })
     }
 
-    /// Drops a reference like [`decref`](Self::decref), after settling what the calling thread can
-    /// settle, so that `true` is not missed because of a drop this thread could have merged: the
-    /// promise `Arc::into_inner` makes, that exactly one of the racing last drops sees the end.
+    /// Drops a reference, or takes the object when it was the last one: the decrement behind
+    /// [`BiasedArc::into_inner`](crate::BiasedArc::into_inner), which promises, as
+    /// `Arc::into_inner` does, that exactly one of the racing last holders sees the end. Answers
+    /// [`TakeUnique::Free`] or [`TakeUnique::LeftToQueue`] (the caller's was the last reference,
+    /// as [`try_take_unique`](Self::try_take_unique) ends it) or [`TakeUnique::Shared`] (other
+    /// references live, or may: the caller's is given up).
     ///
+    /// What the calling thread can settle, it settles first:
     /// - On the owner, its queue is merged first (when something is pending): a drop another
-    ///   thread queued before this call then comes first, and this one may be the last.
+    ///   thread queued before this call then comes first, and this one may be the last. The
+    ///   owner's last local reference merges the count, and the end is decided as on a merged
+    ///   count (a drop queued after that merge keeps its entry, and its reference, in it).
     /// - On another thread, a count whose owner has retired is merged on the owner's behalf
     ///   first, so the decrement is not queued (the queueing thread would settle the entry itself
-    ///   and free the object, answering `false`).
+    ///   and free the object, answering `Shared`).
+    /// - On a merged count, one exchange decides: the caller's reference is the last when the
+    ///   count holds only it and, if one is pending, a queue entry's (which is the count's, not a
+    ///   holder's). With an entry pending the count ends as a husk, as `try_take_unique` leaves
+    ///   it: the entry's merge frees only the memory.
     /// - On another thread while the owner lives and counts locally, nothing can be settled: a
-    ///   decrement that finds the shared half at zero is queued as usual, the answer is `false`,
-    ///   and the owner's merge frees the object if that was the last reference.
+    ///   decrement that finds the shared half at zero is queued as usual, the answer is
+    ///   `Shared`, and the owner's merge frees the object if that was the last reference.
     ///
     /// # Safety
-    /// As for [`decref`](Self::decref).
-    pub(crate) unsafe fn decref_settling(this: NonNull<Self>, release: Release) -> bool {
+    /// As for [`decref`](Self::decref), and as for `try_take_unique` after `Free` or
+    /// `LeftToQueue`: the caller's reference is given up in every case, and after those two
+    /// the value is the caller's to move out (`release` is not called for it).
+    pub(crate) unsafe fn decref_taking(this: NonNull<Self>, release: Release) -> TakeUnique {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
         if count.owned_by_caller() {
             // `local` still counts the references queued back to this thread, so whether this
             // is the last one shows only after the merge. Merging runs other objects'
-            // destructors; the reference the caller holds keeps this one alive, and the
-            // decrement below reads the count afresh (the merge may have merged it).
+            // destructors; the reference the caller holds keeps this one alive.
             thread::merge_current_if_pending();
+        }
+        // Asked again: a destructor the merge ran may have retired this thread's owner.
+        if count.owned_by_caller() {
+            let local = count.local.load(Ordering::Relaxed);
+            if local != 1 {
+                // Other local references live (or the count is immortal): not the last.
+                // SAFETY: forwarded from the caller.
+                let last = unsafe { Self::decref(this, release) };
+                debug_assert!(!last, "an owner's local count above one is not the last");
+                return TakeUnique::Shared;
+            }
+            // The caller's is the owner's last local reference: fold it into `shared`, and
+            // decide below with one exchange against the other threads' decrements.
+            count.merge_final_local(local);
         } else {
             // Merges a retired owner's count; answers `None` (and changes nothing) otherwise.
             let _ = count.exact_parts();
         }
-        // SAFETY: forwarded from the caller.
-        unsafe { Self::decref(this, release) }
+        // Acquire: pairs with the other threads' released decrements (an end decided here
+        // happens after their accesses), and with the merge that published `MERGED`.
+        let mut shared = count.shared.load(Ordering::Acquire);
+        loop {
+            if shared & MERGED == 0 || saturated(shared) {
+                // Owned by another live thread (or immortal, or deferred): decrement as usual.
+                // SAFETY: forwarded from the caller.
+                return if unsafe { Self::decref(this, release) } {
+                    TakeUnique::Free
+                } else {
+                    TakeUnique::Shared
+                };
+            }
+            let last = total_references(0, shared) == 1;
+            let (new, taken) = match (last, shared & QUEUED != 0) {
+                (false, _) => (shared - ONE, TakeUnique::Shared),
+                (true, false) => (MERGED | (shared & WEAK), TakeUnique::Free),
+                (true, true) => (HUSK | (shared & WEAK), TakeUnique::LeftToQueue),
+            };
+            // AcqRel: a release decrement, as any; an end also acquires, as above.
+            match count.shared.compare_exchange_weak(
+                shared,
+                new,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return taken,
+                Err(actual) => shared = actual,
+            }
+        }
     }
 
     /// The owner's local count reached zero: fold the count into `shared` and give up ownership.
