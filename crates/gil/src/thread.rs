@@ -93,8 +93,10 @@ impl<'py> Python<'py> {
         state::set_attached(true);
         // SAFETY: attached just above, until `_detach` runs at the end of this call.
         let py = unsafe { Python::assume_attached_here() };
-        state::pin(py.state());
+        // Before the pin, which may run deferred destructors: a panic there ends the
+        // attachment too.
         let _detach = Detach(here.state);
+        state::pin(py.state());
         state::want_hold(py.state());
         f(py)
     }
@@ -389,9 +391,22 @@ impl Drop for Detach {
     fn drop(&mut self) {
         // SAFETY: the state of this attachment, alive for all of it (see `Python::state`).
         let block = unsafe { self.0.as_ref() };
+        // Leaves even when the unpin panics (a quiescent-state hook, or a deferred destructor
+        // the unpin runs): the panic then unwinds out of `attach` with the thread detached, not
+        // attached for good with no attachment to end it.
+        let _leave = LeaveAtTheEnd(block);
         state::unpin(block);
-        // SAFETY: the thread is attached (`attach` took the GIL), and this is its end.
-        unsafe { leave(block) };
+    }
+}
+
+/// [`leave`], as a guard: the last step of [`Detach`], panics included.
+struct LeaveAtTheEnd<'a>(Option<&'a ThreadState>);
+
+impl Drop for LeaveAtTheEnd<'_> {
+    fn drop(&mut self) {
+        // SAFETY: the thread is attached (`attach` took the GIL), and this is the end of its
+        // attachment, whose state this is.
+        unsafe { leave(self.0) };
     }
 }
 

@@ -170,6 +170,53 @@ fn quiescent_state_hooks_run_at_every_sixteenth_checkpoint_and_at_every_detach()
     .unwrap();
 }
 
+thread_local! {
+    /// Set to make [`panic_once_when_armed`] panic at its next run on this thread.
+    static PANIC_IN_HOOK: Cell<bool> = const { Cell::new(false) };
+}
+
+fn panic_once_when_armed() {
+    if PANIC_IN_HOOK.replace(false) {
+        panic!("a quiescent-state hook panicked");
+    }
+}
+
+/// A hook that panics at the detach ending an attachment does not keep the thread attached: the
+/// panic unwinds out of `attach`, and the thread is detached and out of the world, so a stop
+/// does not wait for it. (The detach's leave came after the hooks, and a panic skipped it: the
+/// thread stayed attached, every later `attach` on it took the re-entrant shortcut, and stops
+/// waited for it for ever.)
+#[test]
+fn a_panicking_quiescent_state_hook_at_the_end_of_an_attach_still_detaches() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| on_quiescent_state(panic_once_when_armed));
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let broken = thread::spawn(move || {
+        let ended = std::panic::catch_unwind(|| Python::attach(|_| PANIC_IN_HOOK.set(true)));
+        PANIC_IN_HOOK.set(false);
+        // The GIL build has no quiescent states: its hooks never run.
+        assert_eq!(ended.is_err(), !cfg!(feature = "gil"), "the hook's panic");
+        ready_tx.send(is_attached()).unwrap();
+        // Stays alive, detached, while the main thread stops the world.
+        done_rx.recv().unwrap();
+    });
+    assert!(
+        !ready_rx.recv().unwrap(),
+        "the attachment ended with the panic"
+    );
+    let stopped = Python::attach(|py| {
+        ftrt_gil::try_stop_the_world(
+            py,
+            Some(std::time::Duration::from_secs(10)),
+            &mut Some(|| ()),
+        )
+    });
+    done_tx.send(()).unwrap();
+    broken.join().unwrap();
+    assert!(stopped.is_ok(), "a stop waited for the thread: {stopped:?}");
+}
+
 // The thread state as a structure: one block per thread, one id space, one exit sequence.
 
 /// One id space: the runtime's id for a thread is the owner id its objects' biased counts
