@@ -787,10 +787,10 @@ impl<T> BiasedArc<T> {
             // on the count from now on. The strong references' weak reference is still held
             // (this call's too), and `take_and_free` gives it up.
             TakeUnique::Free => Some(unsafe { Self::take_and_free(this.ptr) }),
-            // SAFETY: the count is now a husk: the value is ours to move out, the pending merge
-            // frees only the memory (see `release`), and this call's weak reference keeps that
-            // memory until the move is done.
             TakeUnique::LeftToQueue => {
+                // SAFETY: the count is now a husk: the value is ours to move out, the pending
+                // merge frees only the memory (see `release`), and this call's weak reference
+                // keeps that memory until the move is done.
                 Some(unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) })
             }
         };
