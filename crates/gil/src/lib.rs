@@ -60,7 +60,7 @@ pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
 pub use state::{
     counters, is_attached, local, lock_elision, note_retired, on_checkpoint_request,
     on_quiescent_state, registered_threads, request_checkpoint_work, set_lock_elision,
-    stop_requested, threads, ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
+    stop_requested, threads, try_on_quiescent_state, ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
 };
 pub use thread::{runtime_gil, stop_the_world, try_stop_the_world, Python};
 pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};

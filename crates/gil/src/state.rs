@@ -668,8 +668,8 @@ pub fn threads() -> Vec<ThreadInfo> {
     threads
 }
 
-/// How many hooks [`on_quiescent_state`] accepts.
-pub const MAX_QUIESCENT_STATE_HOOKS: usize = 4;
+/// How many hooks [`on_quiescent_state`] accepts (`ftrt-object` takes up to 3, on first need).
+pub const MAX_QUIESCENT_STATE_HOOKS: usize = 8;
 
 static QUIESCENT_STATE_HOOKS: [OnceLock<fn()>; MAX_QUIESCENT_STATE_HOOKS] =
     [const { OnceLock::new() }; MAX_QUIESCENT_STATE_HOOKS];
@@ -697,14 +697,21 @@ static QUIESCENT_STATE_HOOKS: [OnceLock<fn()>; MAX_QUIESCENT_STATE_HOOKS] =
 /// # Panics
 /// If [`MAX_QUIESCENT_STATE_HOOKS`] hooks are registered already.
 pub fn on_quiescent_state(hook: fn()) {
-    // Slots fill in order: a `set` racing another on the same slot waits for it and moves on.
-    let registered = QUIESCENT_STATE_HOOKS
-        .iter()
-        .any(|slot| slot.set(hook).is_ok());
     assert!(
-        registered,
+        try_on_quiescent_state(hook),
         "at most {MAX_QUIESCENT_STATE_HOOKS} quiescent-state hooks can be registered"
     );
+}
+
+/// [`on_quiescent_state`], answering `false` (and registering nothing) instead of panicking
+/// when [`MAX_QUIESCENT_STATE_HOOKS`] hooks are registered already: for code that registers on
+/// first need, inside work that must not unwind half-way (`ftrt-object` registers its hooks
+/// inside container writes).
+pub fn try_on_quiescent_state(hook: fn()) -> bool {
+    // Slots fill in order: a `set` racing another on the same slot waits for it and moves on.
+    QUIESCENT_STATE_HOOKS
+        .iter()
+        .any(|slot| slot.set(hook).is_ok())
 }
 
 /// Tells the runtime that the calling thread has just handed something to the epoch scheme
@@ -1156,11 +1163,14 @@ pub mod local {
 
     use super::*;
 
-    /// How many keys the whole program may use.
-    pub const MAX_KEYS: usize = 8;
+    /// How many keys the whole program may use: a key first used after that many others finds
+    /// no slot, and its thread's value is `None` on every thread, as on a thread without a
+    /// block (`ftrt-object` uses 4, and falls back as after a thread's exit).
+    pub const MAX_KEYS: usize = 16;
 
-    /// The next free slot index.
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    /// The next free slot index, under the lock every first use of a key takes: a key is given
+    /// an index once, and no index is lost to two threads' first uses of one key racing.
+    static NEXT: std::sync::Mutex<usize> = std::sync::Mutex::new(0);
 
     /// A thread's value for one key: the boxed value and how to drop it.
     #[derive(Clone, Copy)]
@@ -1218,50 +1228,54 @@ pub mod local {
         }
 
         /// Runs `f` with the attached thread's value, or `None` when the thread has no block
-        /// (it attached after its exit).
-        ///
-        /// # Panics
-        /// If more than [`MAX_KEYS`] keys are used.
+        /// (it attached after its exit) or the key no slot (more than [`MAX_KEYS`] keys are
+        /// used).
         #[inline]
         pub fn with<R>(&'static self, py: crate::Python<'_>, f: impl FnOnce(Option<&T>) -> R) -> R {
-            f(py.state().map(|state| self.get(state)))
+            f(py.state().and_then(|state| self.get(state)))
         }
 
         /// Runs `f` with the calling thread's value, or `None` when the thread has no block
-        /// (before it first attached, or after its exit). For code without a token.
-        ///
-        /// # Panics
-        /// If more than [`MAX_KEYS`] keys are used.
+        /// (before it first attached, or after its exit) or the key no slot (more than
+        /// [`MAX_KEYS`] keys are used). For code without a token.
         #[inline]
         pub fn with_current<R>(&'static self, f: impl FnOnce(Option<&T>) -> R) -> R {
-            with_current(|state| f(state.map(|state| self.get(state))))
+            with_current(|state| f(state.and_then(|state| self.get(state))))
         }
 
         #[inline]
-        fn index(&self) -> usize {
+        fn index(&self) -> Option<usize> {
             match self.index.load(Ordering::Acquire) {
                 0 => self.assign(),
-                index => index - 1,
+                index => Some(index - 1),
             }
         }
 
+        /// The key's slot index, given on its first use, or `None` when every slot is taken.
+        /// Never panics: the object model first uses its keys inside writes that must not
+        /// unwind half-way.
         #[cold]
-        fn assign(&self) -> usize {
-            let fresh = NEXT.fetch_add(1, Ordering::Relaxed);
-            assert!(fresh < MAX_KEYS, "at most {MAX_KEYS} thread-state keys");
-            match self
-                .index
-                .compare_exchange(0, fresh + 1, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => fresh,
-                // Another thread assigned one first; `fresh` stays unused.
-                Err(index) => index - 1,
+        fn assign(&self) -> Option<usize> {
+            let mut next = NEXT
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Asked again under the lock: another thread's first use may have assigned it.
+            match self.index.load(Ordering::Acquire) {
+                0 if *next < MAX_KEYS => {
+                    let fresh = *next;
+                    *next += 1;
+                    // Release: pairs with `index`'s acquire (the index is all it publishes).
+                    self.index.store(fresh + 1, Ordering::Release);
+                    Some(fresh)
+                }
+                0 => None,
+                index => Some(index - 1),
             }
         }
 
         #[inline]
-        fn get<'s>(&'static self, state: &'s ThreadState) -> &'s T {
-            let slot = &state.locals.0[self.index()];
+        fn get<'s>(&'static self, state: &'s ThreadState) -> Option<&'s T> {
+            let slot = &state.locals.0[self.index()?];
             let value = match slot.get() {
                 Some(value) => value,
                 None => self.make(slot),
@@ -1269,7 +1283,7 @@ pub mod local {
             // SAFETY: the slot's index belongs to this key alone (`assign` hands each index out
             // once), so its value is a `Box<T>` this key made; it is dropped only with the
             // block, which outlives `'s`.
-            unsafe { value.value.cast::<T>().as_ref() }
+            Some(unsafe { value.value.cast::<T>().as_ref() })
         }
 
         #[cold]

@@ -217,6 +217,29 @@ fn a_panicking_quiescent_state_hook_at_the_end_of_an_attach_still_detaches() {
     assert!(stopped.is_ok(), "a stop waited for the thread: {stopped:?}");
 }
 
+/// More keys than [`ftrt_gil::local::MAX_KEYS`]: those first used after the slots ran out
+/// answer `None`, as on a thread without a block, instead of panicking (the object model first
+/// uses its keys inside writes, which must not unwind half-way); the others keep their values.
+#[test]
+fn keys_beyond_the_last_slot_answer_none_instead_of_panicking() {
+    use ftrt_gil::local::{Key, MAX_KEYS};
+    const KEYS: usize = MAX_KEYS + 2;
+    static MANY: [Key<Cell<usize>>; KEYS] = [const { Key::new(|| Cell::new(0)) }; KEYS];
+    Python::attach(|py| {
+        let found: Vec<bool> = MANY
+            .iter()
+            .enumerate()
+            .map(|(i, key)| key.with(py, |value| value.map(|value| value.set(i + 1)).is_some()))
+            .collect();
+        let with_slots = found.iter().filter(|&&found| found).count();
+        assert!(with_slots <= MAX_KEYS, "{with_slots} keys got slots");
+        assert!(!found[KEYS - 1], "the last key found a slot");
+        for (i, key) in MANY.iter().enumerate().filter(|(i, _)| found[*i]) {
+            assert_eq!(key.with(py, |value| value.map(Cell::get)), Some(i + 1));
+        }
+    });
+}
+
 // The thread state as a structure: one block per thread, one id space, one exit sequence.
 
 /// One id space: the runtime's id for a thread is the owner id its objects' biased counts

@@ -316,6 +316,15 @@ pub(crate) fn settle_retired() {
     batches::settle();
 }
 
+/// Registers one of the object model's quiescent-state hooks, on its first need: inside a
+/// write, which must not unwind half-way (a write that removed a value and then panicked would
+/// drop it under a reader), so without panicking. Should other crates have filled
+/// `ftrt-gil`'s table first, the hook does not run, and what it would free at quiescent states
+/// stays until another path frees it, or for good: a leak, not a fault.
+pub(crate) fn register_quiescent_state_hook(hook: fn()) {
+    let _registered = ftrt_gil::try_on_quiescent_state(hook);
+}
+
 #[cfg(not(ftrt_gil_build))]
 mod batches {
     use std::cell::RefCell;
@@ -412,7 +421,7 @@ mod batches {
     /// Makes every attached thread settle at its quiescent states, from the first retirement on.
     fn settle_at_quiescent_states() {
         static REGISTERED: Once = Once::new();
-        REGISTERED.call_once(|| ftrt_gil::on_quiescent_state(settle));
+        REGISTERED.call_once(|| super::register_quiescent_state_hook(settle));
     }
 
     /// Batches that no thread's mailbox takes: expired after their thread exited, on a thread
@@ -481,8 +490,20 @@ mod batches {
         ftrt_gil::note_retired();
     }
 
+    /// A removed reference while `retire` finds it a place: leaked, not dropped, should that
+    /// panic. A reader may still hold what it points to, so dropping it there could free the
+    /// object under the reader.
+    struct LeakOnUnwind(Option<OwnedRef>);
+
+    impl Drop for LeakOnUnwind {
+        fn drop(&mut self) {
+            std::mem::forget(self.0.take());
+        }
+    }
+
     pub(super) fn retire(reference: OwnedRef, guard: &Guard) {
-        let mut reference = Some(reference);
+        let mut reference = LeakOnUnwind(Some(reference));
+        let reference = &mut reference.0;
         let full = RETIRED.with_current(|r| {
             let mut r = r?.try_borrow_mut().ok()?;
             if r.batch.capacity() == 0 {
@@ -497,7 +518,7 @@ mod batches {
                 None
             }
         });
-        if let Some(reference) = reference {
+        if let Some(reference) = reference.take() {
             // No thread state (after the thread's exit; the batch is being settled): defer this
             // one on its own.
             // SAFETY: as in `defer`.

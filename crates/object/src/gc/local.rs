@@ -105,7 +105,7 @@ fn make_list() -> Option<&'static LocalObjects> {
     lock_lists().0.push(ListRef(made));
     LIST.set(made);
     static HOOK: Once = Once::new();
-    HOOK.call_once(|| ftrt_gil::on_quiescent_state(collect_if_due));
+    HOOK.call_once(|| crate::reclaim::register_quiescent_state_hook(collect_if_due));
     // SAFETY: as in `list`.
     Some(unsafe { &*made })
 }
