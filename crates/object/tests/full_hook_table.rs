@@ -16,8 +16,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn another_crates_hook() {}
 
+/// Live counts are process-wide: a test added beside this one takes this lock too.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_write_that_retires_with_the_hook_table_full_keeps_the_removed_value_for_its_readers() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Registered until the table is full (the registration that finds it full panics).
     while std::panic::catch_unwind(|| ftrt_gil::on_quiescent_state(another_crates_hook)).is_ok() {}
     Python::attach(|py| {
