@@ -710,36 +710,12 @@ impl<T> BiasedArc<T> {
         // SAFETY: `this` holds a strong reference.
         unsafe { ArcInner::add_weak(this.ptr) };
         // SAFETY: `this` holds a reference, and is not used after `Free`/`LeftToQueue`.
-        match unsafe { this.count().try_take_unique() } {
-            TakeUnique::Shared => {
-                // SAFETY: this call's weak reference, given up once; not the last, since the
-                // strong references (`this` among them) still hold theirs.
-                unsafe { ArcInner::drop_weak(this.ptr) };
-                Err(ManuallyDrop::into_inner(this))
-            }
-            TakeUnique::Free => {
-                // SAFETY: as above: the strong references' weak reference is still held, and
-                // `take_and_free` gives it up.
-                unsafe { ArcInner::drop_weak(this.ptr) };
-                // SAFETY: the only reference, no queue entry points at the allocation, and weak
-                // upgrades fail from now on: the value is ours to move out, and the strong
-                // references' weak reference ours to give up.
-                Ok(unsafe { Self::take_and_free(this.ptr) })
-            }
-            TakeUnique::LeftToQueue => {
-                #[cfg(test)]
-                if let Some(hook) = hooks::BEFORE_HUSK_MOVE.take() {
-                    hook();
-                }
-                // SAFETY: the count is now a husk: the value is ours to move out, the pending
-                // merge frees only the memory (see `release`), and this call's weak reference
-                // keeps that memory until the move is done.
-                let value = unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) };
-                // SAFETY: this call's weak reference, given up once; the last (freeing the
-                // memory) if the entry's merge has given up the strong references' one already.
-                unsafe { ArcInner::drop_weak(this.ptr) };
-                Ok(value)
-            }
+        let taken = unsafe { this.count().try_take_unique() };
+        // SAFETY: `taken` is what the count just answered, and this call holds its own weak
+        // reference.
+        match unsafe { Self::value_if_taken(this.ptr, taken) } {
+            Some(value) => Ok(value),
+            None => Err(ManuallyDrop::into_inner(this)),
         }
     }
 
@@ -781,23 +757,41 @@ impl<T> BiasedArc<T> {
         // used afterwards except as the answer says; `release::<T>` frees exactly this kind of
         // allocation.
         let taken = unsafe { BiasedCount::decref_taking(count, release::<T>) };
+        // SAFETY: `taken` is what the count just answered, and this call holds its own weak
+        // reference.
+        unsafe { Self::value_if_taken(this.ptr, taken) }
+    }
+
+    /// The end of [`try_unwrap`](Self::try_unwrap) and [`into_inner`](Self::into_inner), after
+    /// the count's answer `taken`: the value moved out (`Free`, `LeftToQueue`) or `None`
+    /// (`Shared`); the caller's own weak reference, taken before the count answered, given up.
+    ///
+    /// # Safety
+    /// `taken` is what [`BiasedCount::try_take_unique`] or [`BiasedCount::decref_taking`] just
+    /// answered for `ptr`'s count, and the caller holds a weak reference of its own (no `Weak`
+    /// handle: the count needs no mark), which it gives up here.
+    unsafe fn value_if_taken(ptr: NonNull<ArcInner<T>>, taken: TakeUnique) -> Option<T> {
         let value = match taken {
             TakeUnique::Shared => None,
-            // SAFETY: that was the last reference and no queue entry remains; weak upgrades fail
-            // on the count from now on. The strong references' weak reference is still held
-            // (this call's too), and `take_and_free` gives it up.
-            TakeUnique::Free => Some(unsafe { Self::take_and_free(this.ptr) }),
+            // SAFETY: that was the last reference and no queue entry points at the allocation;
+            // weak upgrades fail on the count from now on. The value is ours to move out, and
+            // the strong references' weak reference ours to give up (`take_and_free` does).
+            TakeUnique::Free => Some(unsafe { Self::take_and_free(ptr) }),
             TakeUnique::LeftToQueue => {
+                #[cfg(test)]
+                if let Some(hook) = hooks::BEFORE_HUSK_MOVE.take() {
+                    hook();
+                }
                 // SAFETY: the count is now a husk: the value is ours to move out, the pending
-                // merge frees only the memory (see `release`), and this call's weak reference
+                // merge frees only the memory (see `release`), and the caller's weak reference
                 // keeps that memory until the move is done.
-                Some(unsafe { ptr::read(ptr::addr_of!((*this.ptr.as_ptr()).value)) })
+                Some(unsafe { ptr::read(ptr::addr_of!((*ptr.as_ptr()).value)) })
             }
         };
-        // SAFETY: this call's weak reference, given up once: the last (freeing the memory) if
-        // every other was given up meanwhile (the strong references' by `take_and_free`, by the
-        // entry's merge of a husk, or by the last strong reference's release elsewhere).
-        unsafe { ArcInner::drop_weak(this.ptr) };
+        // SAFETY: the caller's weak reference, given up once: the last (freeing the memory) if
+        // every other was given up meanwhile (the strong references' by `take_and_free`, by a
+        // husk's merge, or by the last strong reference's release on another thread).
+        unsafe { ArcInner::drop_weak(ptr) };
         value
     }
 
