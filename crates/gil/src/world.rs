@@ -250,7 +250,9 @@ impl World {
     pub fn leave(&self, presence: Option<&Presence>) {
         let Some(presence) = presence else {
             let _lock = self.lock.lock();
-            self.anonymous.fetch_sub(1, Relaxed);
+            // Release: a stopper that sees the count fall without taking the lock (its spin)
+            // sees everything this thread did attached.
+            self.anonymous.fetch_sub(1, Release);
             self.changed.notify_all();
             return;
         };
@@ -355,7 +357,8 @@ impl World {
         }
         // The caller counts itself among the anonymous if it has no presence.
         let own = usize::from(me.is_none());
-        if !self.wait_for(|| self.anonymous.load(Relaxed) <= own, deadline) {
+        // Acquire: pairs with the Release of an anonymous thread's `leave`.
+        if !self.wait_for(|| self.anonymous.load(Acquire) <= own, deadline) {
             return Err(StopFailed::TimedOut);
         }
         Ok(stopped)
@@ -456,7 +459,9 @@ impl World {
 
     /// Waits until `ready`, or the deadline; whether it became ready.
     fn wait_for(&self, ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
-        if spin_until(&ready) {
+        // Under loom the spin gives up at once; check once here, so that the models take the
+        // path on which a stopper finds the world ready without the lock.
+        if spin_until(&ready) || (cfg!(loom) && ready()) {
             return true;
         }
         let mut lock = self.lock.lock();
