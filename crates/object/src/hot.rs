@@ -45,7 +45,7 @@ use std::cell::{Cell, OnceCell};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::RefCount;
@@ -74,6 +74,31 @@ const RECENT: usize = 32;
 
 /// How long a deferral waits for the world to stop before it gives up (to be asked again).
 const PATIENCE: Duration = Duration::from_millis(50);
+
+/// Deferrals given up because the world would not stop in time.
+static GIVEN_UP: AtomicUsize = AtomicUsize::new(0);
+
+/// How long threads ask for no deferral after one was given up, unless a collection stops the
+/// world sooner: a thread blocked while attached may stay blocked a long time, and every try
+/// costs the asking thread the [`PATIENCE`] (at most 5 % of its time this way; objects are
+/// found hot every [`PROMOTE_AFTER`] increments).
+const HOLD_OFF: Duration = Duration::from_secs(1);
+
+/// Until when threads ask for no deferral (`None`: they ask).
+static HELD_OFF_UNTIL: Mutex<Option<Instant>> = Mutex::new(None);
+
+/// Whether deferrals are held off after one given up.
+fn held_off() -> bool {
+    let mut until = HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner());
+    match *until {
+        Some(when) if Instant::now() < when => true,
+        Some(_) => {
+            *until = None;
+            false
+        }
+        None => false,
+    }
+}
 
 /// One thread's counts, by deferred id (index 0 unused: id 0 means "not deferred"). Written by
 /// its thread alone with plain loads and stores; read by the collector in a stopped world, by
@@ -283,7 +308,7 @@ pub(crate) fn note_shared_increment(object: NonNull<Header>) {
 /// Asks for `object` to be deferred at this thread's next checkpoint.
 #[cold]
 fn request(object: NonNull<Header>) {
-    if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED {
+    if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED || held_off() {
         return;
     }
     // Only shared objects: the request's reference may be dropped on whichever thread handles
@@ -360,8 +385,13 @@ pub(crate) fn defer_requested(py: Python<'_>) {
         }
     });
     // If the world will not stop in time, nothing changes (`requests` keeps them all) and the
-    // threads will ask again.
-    let _ = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), &mut work);
+    // threads will ask again, after the hold-off.
+    if let Err(ftrt_gil::world::StopFailed::TimedOut) =
+        ftrt_gil::try_stop_the_world(py, Some(PATIENCE), &mut work)
+    {
+        *HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + HOLD_OFF);
+        GIVEN_UP.fetch_add(1, Ordering::Relaxed);
+    }
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
     for request in requests.into_iter().chain(left) {
@@ -493,6 +523,8 @@ impl Dead {
 /// # Safety
 /// The world is stopped.
 pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
+    // The world stopped: deferrals may be asked for again.
+    *HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner()) = None;
     let mut dead = Vec::new();
     if DEFERRED.load(Ordering::Relaxed) == 0 {
         return Dead(dead);
@@ -540,9 +572,12 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
     Dead(dead)
 }
 
-/// Runs the pending requests, then settles the deferred objects now (see [`settle`]), stopping
-/// the world if any are deferred.
+/// Runs the pending requests (deferrals held off after one was given up are asked for again),
+/// then settles the deferred objects now (see [`settle`]), stopping the world if any are
+/// deferred.
 pub(crate) fn settle_now(py: Python<'_>) {
+    // Asked for explicitly: deferrals held off are asked for again.
+    *HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner()) = None;
     defer_requested(py);
     if deferred_count() == 0 {
         return;
@@ -556,6 +591,12 @@ pub(crate) fn settle_now(py: Python<'_>) {
 /// Whether `object`'s references are counted per thread now (it is deferred).
 pub fn is_deferred<T: crate::PyTypeInfo>(object: &crate::Bound<'_, T>) -> bool {
     deferred_id(object.header()) != 0
+}
+
+/// How many times the deferrals threads asked for were given up because the world would not
+/// stop within 50 ms (a thread attached and blocked without reaching a checkpoint).
+pub fn deferrals_given_up() -> usize {
+    GIVEN_UP.load(Ordering::Relaxed)
 }
 
 /// How many objects are deferred now.

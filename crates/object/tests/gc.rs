@@ -335,3 +335,132 @@ fn automatic_collections_of_shared_garbage_stay_a_threshold_apart() {
         ftrt_object::collect(py);
     });
 }
+
+/// Threads that each make a few cycles and exit (a thread per task): what each made counts
+/// towards the automatic threshold when it exits, however few. (A thread's last batch of its
+/// count, under 64 objects, was never added: threads that each made fewer never triggered a
+/// collection, and their cycles piled up until an explicit one.)
+#[test]
+fn cycles_made_by_short_lived_threads_count_towards_automatic_collections() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        // Twice: the threshold the second sets counts only this thread as making objects.
+        gc::collect(py);
+        gc::collect(py);
+        live_objects(Kind::List)
+    });
+    let before = gc::collections();
+    for _ in 0..3 * gc::THRESHOLD / 10 {
+        thread::spawn(|| Python::attach(|py| common::make_self_cycles(py, 10)))
+            .join()
+            .unwrap();
+    }
+    Python::attach(|py| {
+        // The checkpoints where the collection asked for runs.
+        for _ in 0..64 {
+            py.check();
+        }
+    });
+    assert!(
+        gc::collections() > before,
+        "{} cycles made by threads that exited, and no automatic collection ran",
+        live_objects(Kind::List) - lists
+    );
+    Python::attach(gc::collect);
+    assert_eq!(live_objects(Kind::List), lists);
+}
+
+/// The automatic threshold grows with the threads that make objects and would park for a
+/// stop, not with every thread that made some since the last collection: threads that exited
+/// meanwhile park for nothing. (Each counted: with a thread per task the threshold grew with
+/// the threads each gap saw, and the gaps with it, so collections all but stopped.)
+#[test]
+fn threads_that_exited_do_not_raise_the_automatic_threshold() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        gc::collect(py);
+        ftrt_object::collect(py);
+        live_objects(Kind::List)
+    });
+    let before = gc::collections();
+    let threads = 100;
+    let each = gc::THRESHOLD / 10;
+    for _ in 0..threads {
+        thread::spawn(move || {
+            Python::attach(|py| {
+                for _ in 0..each {
+                    let list = PyList::empty(py);
+                    list.append(list.clone());
+                    // Shared, then dropped: only the cycle holds it, and only a stopped-world
+                    // collection can find it.
+                    drop(list.unbind());
+                    py.check();
+                }
+            })
+        })
+        .join()
+        .unwrap();
+    }
+    let ran = gc::collections() - before;
+    // threads × each is ten thresholds' worth.
+    assert!(
+        ran >= 4,
+        "{ran} automatic collections for {} shared cycles made by {threads} threads in turn",
+        threads * each
+    );
+    Python::attach(|py| {
+        gc::collect(py);
+        ftrt_object::collect(py);
+    });
+    assert_eq!(live_objects(Kind::List), lists);
+}
+
+/// An automatic collection that cannot stop the world in time (a thread attached and blocked
+/// without a checkpoint) is given up until the next threshold's worth of objects, not tried
+/// again at once. (It was tried again every 64 objects, each try waiting 50 ms for the world.)
+#[cfg(not(ftrt_gil_build))]
+#[test]
+fn an_automatic_collection_that_times_out_waits_for_the_next_threshold() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = Python::attach(|py| {
+        gc::collect(py);
+        gc::collect(py);
+        ftrt_object::collect(py);
+        live_objects(Kind::List)
+    });
+    let attached = Barrier::new(2);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let given_up = thread::scope(|s| {
+        let attached = &attached;
+        s.spawn(move || {
+            Python::attach(|_py| {
+                attached.wait();
+                // Blocked while attached, without a checkpoint: no stop can finish meanwhile.
+                released.recv().unwrap();
+            })
+        });
+        attached.wait();
+        let before = gc::collections_given_up();
+        Python::attach(|py| {
+            for _ in 0..3 * gc::THRESHOLD {
+                let list = PyList::empty(py);
+                list.append(list.clone());
+                drop(list.unbind());
+                py.check();
+            }
+        });
+        let given_up = gc::collections_given_up() - before;
+        release.send(()).unwrap();
+        given_up
+    });
+    assert!(
+        (1..=2).contains(&given_up),
+        "{given_up} automatic collections given up over three thresholds' worth of objects"
+    );
+    Python::attach(|py| {
+        gc::collect(py);
+        ftrt_object::collect(py);
+    });
+    assert_eq!(live_objects(Kind::List), lists);
+}

@@ -461,3 +461,53 @@ fn a_request_left_pending_by_a_thread_holds_no_reference_past_a_collection() {
         assert_eq!(live_objects(Kind::Float), floats);
     });
 }
+
+/// A deferral that cannot stop the world in time (a thread attached and blocked without a
+/// checkpoint) is given up, and the object's next requests wait a while instead of each
+/// waiting for the world again. (Each request, every `PROMOTE_AFTER` increments, waited the
+/// full 50 ms: a thread counting a hot object spent nearly all its time waiting.)
+#[cfg(not(ftrt_gil_build))]
+#[test]
+fn a_deferral_that_times_out_is_not_asked_again_at_once() {
+    if !biased() {
+        // Only the biased count asks for deferrals.
+        return;
+    }
+    leak_checked(|py| {
+        let object = PyFloat::new(py, 2.5).unbind();
+        let attached = Barrier::new(2);
+        let (release, released) = mpsc::channel::<()>();
+        let before = hot::deferrals_given_up();
+        py.allow_threads(|| {
+            thread::scope(|s| {
+                let attached = &attached;
+                s.spawn(move || {
+                    Python::attach(|_py| {
+                        attached.wait();
+                        // Blocked while attached, without a checkpoint: no stop can finish.
+                        released.recv().unwrap();
+                    })
+                });
+                attached.wait();
+                // Not the object's owner: its increments go to the shared count.
+                s.spawn(|| {
+                    Python::attach(|py| {
+                        let value = object.bind(py);
+                        for _ in 0..8 * PROMOTE_AFTER {
+                            drop(value.clone());
+                            py.check();
+                        }
+                    })
+                })
+                .join()
+                .unwrap();
+                release.send(()).unwrap();
+            })
+        });
+        let given_up = hot::deferrals_given_up() - before;
+        assert!(
+            (1..=2).contains(&given_up),
+            "{given_up} deferrals given up over eight requests' worth of increments"
+        );
+    });
+}

@@ -44,6 +44,7 @@ use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
+use ftrt_gil::world::StopFailed;
 use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue, Strategy};
 
@@ -129,6 +130,13 @@ pub fn collections() -> usize {
     COLLECTIONS.load(Ordering::Relaxed)
 }
 
+/// How many automatic collections were given up because the world would not stop within
+/// 50 ms (a thread attached and blocked without reaching a checkpoint). Each is tried again
+/// after the next threshold's worth of objects (see the [module docs](self)).
+pub fn collections_given_up() -> usize {
+    GIVEN_UP.load(Ordering::Relaxed)
+}
+
 /// How many local collections have run, on every thread: a thread's search of its own local
 /// objects, with no stop (free-threaded builds; zero under the GIL). See `docs/gc.md`.
 pub fn local_collections() -> usize {
@@ -169,6 +177,11 @@ fn lock_pauses() -> std::sync::MutexGuard<'static, Vec<Duration>> {
 /// Tracked objects made since the last collection, net of those freed (flushed from each
 /// thread's count in batches).
 static YOUNG: AtomicIsize = AtomicIsize::new(0);
+/// Automatic collections given up because the world would not stop in time.
+static GIVEN_UP: AtomicUsize = AtomicUsize::new(0);
+/// The young count at which an automatic collection given up is tried again: a threshold past
+/// the count it was given up at (zero once a collection runs).
+static RETRY_AT: AtomicIsize = AtomicIsize::new(0);
 /// Tracked objects the last collection left alive.
 static SURVIVORS: AtomicUsize = AtomicUsize::new(0);
 /// Threads that added young objects since the last collection (each counted once, at its
@@ -178,10 +191,19 @@ static MAKERS: AtomicUsize = AtomicUsize::new(0);
 /// collection.
 static YOUNG_THRESHOLD: AtomicUsize = AtomicUsize::new(THRESHOLD);
 
+/// A thread's share of `YOUNG` not yet added to it, added when the thread exits.
+struct LocalYoung(Cell<isize>);
+
+impl Drop for LocalYoung {
+    fn drop(&mut self) {
+        add_young_at_exit(self.0.get());
+    }
+}
+
 thread_local! {
-    /// This thread's share of `YOUNG` not yet added to it. Const, destructor-less: usable in
-    /// thread-local destructors.
-    static LOCAL_YOUNG: Cell<isize> = const { Cell::new(0) };
+    /// This thread's share of `YOUNG` not yet added to it. Counts made in thread-local
+    /// destructors after its own go straight to `YOUNG` ([`count_young`]).
+    static LOCAL_YOUNG: LocalYoung = const { LocalYoung(Cell::new(0)) };
     /// The collection count when this thread last counted itself in `MAKERS`, plus one (zero:
     /// never).
     static COUNTED_AS_MAKER: Cell<usize> = const { Cell::new(0) };
@@ -313,18 +335,40 @@ unsafe fn is_listed(object: NonNull<Header>) -> bool {
 /// Adds to the young count; past the threshold, asks for a collection.
 #[inline]
 pub(crate) fn count_young(delta: isize) {
-    let flush = LOCAL_YOUNG.with(|local| {
-        let value = local.get() + delta;
+    let flush = LOCAL_YOUNG.try_with(|local| {
+        let value = local.0.get() + delta;
         if value.abs() >= LOCAL_BATCH {
-            local.set(0);
+            local.0.set(0);
             Some(value)
         } else {
-            local.set(value);
+            local.0.set(value);
             None
         }
     });
-    if let Some(value) = flush {
-        flush_young(value);
+    match flush {
+        Ok(None) => {}
+        Ok(Some(value)) => flush_young(value),
+        // The thread is exiting, and its batch has been handed over.
+        Err(_) => add_young_at_exit(delta),
+    }
+}
+
+/// What an exiting thread counted and had not added yet: added now, however little (a thread
+/// per task may make fewer than a batch each). The thread stops counting as one that makes
+/// objects: it will not park for the next stop.
+#[cold]
+fn add_young_at_exit(value: isize) {
+    YOUNG.fetch_add(value, Ordering::Relaxed);
+    let collections = COLLECTIONS.load(Ordering::Relaxed) + 1;
+    if COUNTED_AS_MAKER.replace(0) == collections {
+        // Saturating: a collection may have just reset the count (the thread then counts one
+        // less towards the next threshold; the count is a heuristic).
+        let _ = MAKERS.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |makers| {
+            makers.checked_sub(1)
+        });
+    }
+    if value > 0 && collection_due() {
+        want_checkpoint_work();
     }
 }
 
@@ -361,9 +405,15 @@ fn checkpoint_work(py: Python<'_>) {
 /// Whether the young objects have passed the threshold (see the module docs).
 fn collection_due() -> bool {
     let young = YOUNG.load(Ordering::Relaxed);
+    young >= due_after() && young >= RETRY_AT.load(Ordering::Relaxed)
+}
+
+/// How many young objects make a collection due: the threshold, or a quarter of the last
+/// collection's survivors if more.
+fn due_after() -> isize {
     let survivors = SURVIVORS.load(Ordering::Relaxed);
     let threshold = YOUNG_THRESHOLD.load(Ordering::Relaxed);
-    young >= threshold.max(survivors / 4) as isize
+    threshold.max(survivors / 4) as isize
 }
 
 /// The checkpoint work: an automatic collection, unless the world will not stop in time.
@@ -374,8 +424,20 @@ fn collect_automatically(py: Python<'_>) {
         return;
     }
     let mut work = Some(|| find_garbage(py, false));
-    if let Ok(garbage) = ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work) {
-        garbage.free(py, true);
+    match ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work) {
+        Ok(garbage) => {
+            garbage.free(py, true);
+        }
+        Err(StopFailed::TimedOut) => {
+            // Tried again a threshold later, not at the next count past it: each try costs
+            // the thread the patience, and the blocked thread may stay blocked a long time.
+            let young = YOUNG.load(Ordering::Relaxed);
+            RETRY_AT.store(young + due_after(), Ordering::Relaxed);
+            GIVEN_UP.fetch_add(1, Ordering::Relaxed);
+        }
+        // Another thread's stop ran meanwhile (this thread parked for it): a collection, or
+        // the next count past the threshold asks again.
+        Err(StopFailed::Busy) => {}
     }
 }
 
@@ -520,6 +582,7 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     // What the threads count towards the next collection starts from here (freeing the
     // garbage is not counted: see `untrack`).
     YOUNG.store(published_survivors as isize, Ordering::Relaxed);
+    RETRY_AT.store(0, Ordering::Relaxed);
     let pause = started.elapsed();
     COLLECTIONS.fetch_add(1, Ordering::Relaxed);
     let mut pauses = lock_pauses();
