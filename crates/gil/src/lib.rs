@@ -45,6 +45,7 @@
 #![warn(missing_docs)]
 
 mod build_name;
+pub mod checkpoint_work;
 pub mod gil;
 pub mod section;
 mod state;
@@ -56,11 +57,12 @@ pub mod threading;
 mod variant;
 pub mod world;
 
+pub use checkpoint_work::{CheckpointWork, MAX_CHECKPOINT_WORKS};
 pub use gil::{Gil, Scheduling, DEFAULT_SWITCH_INTERVAL};
 pub use state::{
-    counters, is_attached, local, lock_elision, note_retired, on_checkpoint_request,
-    on_quiescent_state, registered_threads, request_checkpoint_work, set_lock_elision,
-    stop_requested, threads, try_on_quiescent_state, ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
+    counters, is_attached, local, lock_elision, note_retired, on_quiescent_state,
+    registered_threads, set_lock_elision, stop_requested, threads, try_on_quiescent_state,
+    ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
 };
 pub use thread::{runtime_gil, stop_the_world, try_stop_the_world, Python};
 pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};

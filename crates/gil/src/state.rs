@@ -725,50 +725,11 @@ pub fn note_retired() {
     with_current(quiescence::note_retired);
 }
 
-/// The work [`request_checkpoint_work`] asks for, registered once by the crate that does it.
-static CHECKPOINT_WORK: OnceLock<for<'py> fn(crate::Python<'py>)> = OnceLock::new();
-/// Raised by [`request_checkpoint_work`], lowered by the checkpoint that runs the work.
-static CHECKPOINT_WORK_WANTED: AtomicBool = AtomicBool::new(false);
-
-/// Registers the work [`request_checkpoint_work`] runs: one function for the whole runtime
-/// (the object model's cycle collection). Returns `false`, registering nothing, if one is
-/// registered already.
-pub fn on_checkpoint_request(work: for<'py> fn(crate::Python<'py>)) -> bool {
-    CHECKPOINT_WORK.set(work).is_ok()
-}
-
-/// Asks the next attached thread to reach a checkpoint ([`Python::check`](crate::Python::check))
-/// to run the work registered with [`on_checkpoint_request`], once: CPython's "eval breaker".
-/// For work that must not run where it is noticed (an allocation inside a critical section),
-/// but at a point where the thread holds no object half-changed. In the free-threaded builds a
-/// checkpoint looks every 16th time (with its repin); in the `gil` build every time.
-pub fn request_checkpoint_work() {
-    // Relaxed: a hint; the work synchronises on its own.
-    CHECKPOINT_WORK_WANTED.store(true, Ordering::Relaxed);
-}
-
-/// Whether checkpoint work is wanted (a relaxed load).
-#[inline(always)]
-pub(crate) fn checkpoint_work_wanted() -> bool {
-    CHECKPOINT_WORK_WANTED.load(Ordering::Relaxed)
-}
-
 /// Whether a checkpoint should stop at a safe point: a stop of the world or checkpoint work is
 /// wanted.
 #[cfg(not(feature = "gil"))]
 pub(crate) fn safe_point_wanted() -> bool {
-    world().stop_requested() || checkpoint_work_wanted()
-}
-
-/// Runs the checkpoint work if it is wanted, on one thread (the first to lower the flag).
-pub(crate) fn run_checkpoint_work(py: crate::Python<'_>) {
-    if CHECKPOINT_WORK_WANTED.load(Ordering::Relaxed)
-        && CHECKPOINT_WORK_WANTED.swap(false, Ordering::Relaxed)
-    {
-        if let Some(work) = CHECKPOINT_WORK.get() {
-            work(py);
-        }
-    }
+    world().stop_requested() || crate::checkpoint_work::wanted()
 }
 
 #[cfg(not(feature = "gil"))]

@@ -199,7 +199,7 @@ impl<'py> Python<'py> {
     /// `gil` build, hands the GIL to a thread that asked for it and waits for its turn again; in
     /// the free-threaded builds, parks while another thread stops the world
     /// ([`stop_the_world`](crate::stop_the_world)). Runs the work asked for with
-    /// [`request_checkpoint_work`](crate::request_checkpoint_work). Returns whether it switched
+    /// [`CheckpointWork::request`](crate::CheckpointWork::request). Returns whether it switched
     /// the GIL.
     #[inline]
     pub fn check(self) -> bool {
@@ -210,7 +210,7 @@ impl<'py> Python<'py> {
             self.safe_point();
         }
         #[cfg(feature = "gil")]
-        if state::checkpoint_work_wanted() {
+        if crate::checkpoint_work::wanted() {
             self.safe_point();
         }
         // Free-threaded builds have no GIL to hand over, and `runtime_gil` is a call (its lazy
@@ -240,7 +240,7 @@ impl<'py> Python<'py> {
         if state::world().stop_requested() {
             self.park();
         }
-        state::run_checkpoint_work(self);
+        crate::checkpoint_work::run(self);
     }
 
     /// Parks while a stop of the world is under way (`World::park`): a detach (sections
@@ -439,7 +439,7 @@ impl Drop for Reattach {
 ///
 /// Inside `f` the calling thread stays the only one running, in every build: a checkpoint
 /// ([`Python::check`]) neither parks nor switches, repins nor runs hooks (the work asked for
-/// with [`request_checkpoint_work`](crate::request_checkpoint_work) waits for the first
+/// with [`CheckpointWork::request`](crate::CheckpointWork::request) waits for the first
 /// checkpoint after the stop), a nested stop runs its closure at once, and
 /// [`allow_threads`](Python::allow_threads) suspends the thread's sections but lets no other
 /// thread run (so its closure must not wait for one, nor for a lock a thread outside holds).

@@ -22,7 +22,7 @@
 //! since the last collection, minus those freed, exceed both [`THRESHOLD`] for each thread that
 //! made objects since the last collection (a stop costs every attached thread a park) and a
 //! quarter of the objects the last collection left alive (CPython 3.13t's rule), the next
-//! thread to reach a checkpoint collects (`ftrt_gil::request_checkpoint_work`); if the world
+//! thread to reach a checkpoint collects (`ftrt_gil::CheckpointWork`); if the world
 //! will not stop within 50 ms (a thread attached and blocked without a checkpoint), that
 //! automatic collection is given up and tried again at the next threshold. In the biased
 //! build an automatic collection hands other threads' garbage back to them (`delivery`).
@@ -41,11 +41,11 @@ use std::cell::Cell;
 use std::collections::HashMap;
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
-use std::sync::{Mutex, Once};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use ftrt_gil::world::StopFailed;
-use ftrt_gil::{BuildCount, Python};
+use ftrt_gil::{BuildCount, CheckpointWork, Python};
 use ftrt_refcount::{RefCount, RefCountValue, Strategy};
 
 use crate::borrowed::Borrowed;
@@ -389,12 +389,13 @@ fn flush_young(value: isize) {
 
 /// Asks the next thread at a checkpoint to run the object model's checkpoint work: the
 /// deferrals of hot objects threads asked for, then a collection if one is due.
+/// (With the runtime's table of checkpoint works full, other crates having registered
+/// [`ftrt_gil::MAX_CHECKPOINT_WORKS`], it never runs: collections are then explicit only.)
 pub(crate) fn want_checkpoint_work() {
-    static REGISTERED: Once = Once::new();
-    REGISTERED.call_once(|| {
-        ftrt_gil::on_checkpoint_request(checkpoint_work);
-    });
-    ftrt_gil::request_checkpoint_work();
+    static WORK: OnceLock<Option<CheckpointWork>> = OnceLock::new();
+    if let Some(work) = WORK.get_or_init(|| CheckpointWork::register(checkpoint_work)) {
+        work.request();
+    }
 }
 
 fn checkpoint_work(py: Python<'_>) {
