@@ -933,7 +933,8 @@ pub(crate) use quiescence::{pin, unpin};
 #[inline]
 pub(crate) fn park_counts(state: Option<&ThreadState>) {
     #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
-    if let Some(state) = state {
+    if let Some(state) = state.filter(|_| !parking_counts()) {
+        // (Inside a park under way, a detach nested in a release it runs: parked already.)
         // The park merges what other threads queued to this one, running their releases: a
         // release that waits for a section's lock meanwhile waits in place (see
         // `parking_counts`).
@@ -976,7 +977,9 @@ pub(crate) fn parking_counts() -> bool {
 #[inline]
 pub(crate) fn unpark_counts(state: Option<&ThreadState>) {
     #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
-    if let Some(state) = state {
+    if let Some(state) = state.filter(|_| !parking_counts()) {
+        // (Inside a park under way: the park goes on, and the attach after it unparks. Here
+        // the unpark would wait for the very merge it is part of.)
         state.counts.unpark();
     }
     #[cfg(any(feature = "gil", feature = "atomic-rc"))]

@@ -187,11 +187,22 @@ impl<'py> Python<'py> {
     /// The detach of [`allow_threads`](Self::allow_threads), once the sections are suspended:
     /// leaves the runtime, runs `f`, and attaches again (panics included).
     fn leave_and_run<T>(self, f: impl FnOnce() -> T) -> T {
-        state::unpin(self.state());
+        // Inside the park of this thread's own detach (a release its merge runs, attached
+        // again through a nested `attach`): the hooks ran and the pin went already, and the
+        // counts stay with the park under way (`leave` and `come_back` leave them alone).
+        let in_park = state::parking_counts();
+        if !in_park {
+            state::unpin(self.state());
+        }
+        // Before the leave: a release the park of the counts runs may panic, and the leave
+        // then ends all the same (see `leave`), so the thread must come back.
+        let _reattach = Reattach {
+            block: state::current(),
+            repin: !in_park,
+        };
         // SAFETY: the token proves this thread is attached; nothing below relies on it until
         // `Reattach` attaches again.
         unsafe { leave(self.state()) };
-        let _reattach = Reattach(state::current());
         f()
     }
 
@@ -331,12 +342,13 @@ pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
     }
     let block = state::current();
     let mut detached = move || {
-        // Nothing counts until `BackFromSectionWait` unparks: the wait only locks.
+        // Nothing counts until `BackFromSectionWait` unparks: the wait only locks. The guard
+        // comes before the leave, which ends even if the park's releases panic (see `leave`).
+        let _back = BackFromSectionWait(block);
         // SAFETY: the thread is attached, and `block` the state of its attachment (or null
         // after its exit), alive for all of it; nothing below relies on the attachment until
         // `BackFromSectionWait` attaches again.
         unsafe { leave(block.as_ref()) };
-        let _back = BackFromSectionWait(block);
         wait()
     };
     // SAFETY: as above.
@@ -361,14 +373,26 @@ impl Drop for BackFromSectionWait {
 /// section's lock), after what each does first (suspending sections, unpinning): park the counts, mark the thread detached, leave the world,
 /// release the GIL.
 ///
+/// The park runs other threads' releases (merging what they queued to this one), which may
+/// panic: the rest of the leave runs all the same, so the panic unwinds out of a complete
+/// detach (the counts parked, the merge's remaining entries left queued), and each caller
+/// comes back, or not, exactly as after a leave that returned.
+///
 /// # Safety
 /// The thread is attached (it holds the GIL), and `state` is its attachment's.
 unsafe fn leave(state: Option<&ThreadState>) {
+    /// The steps after the park, panics included.
+    struct RestOfLeave<'a>(Option<&'a ThreadState>);
+    impl Drop for RestOfLeave<'_> {
+        fn drop(&mut self) {
+            state::set_attached(false);
+            state::leave_world(self.0);
+            // SAFETY: an attached thread holds the GIL, per `leave`'s caller.
+            unsafe { runtime_gil().release() };
+        }
+    }
+    let _rest = RestOfLeave(state);
     state::park_counts(state);
-    state::set_attached(false);
-    state::leave_world(state);
-    // SAFETY: an attached thread holds the GIL, per the caller.
-    unsafe { runtime_gil().release() };
 }
 
 /// Undoes [`leave`], in the order of an attach: enter the world, unpark the counts, take the
@@ -412,15 +436,21 @@ impl Drop for LeaveAtTheEnd<'_> {
 
 /// Ends an `allow_threads`, panics included. The sections are resumed after it, by the end of
 /// the detach boundary.
-struct Reattach(*const ThreadState);
+struct Reattach {
+    block: *const ThreadState,
+    /// Whether the detach unpinned (not inside a park: see `leave_and_run`).
+    repin: bool,
+}
 
 impl Drop for Reattach {
     fn drop(&mut self) {
         // SAFETY: the state of the attachment this detach is part of, alive for all of it.
-        let block = unsafe { self.0.as_ref() };
+        let block = unsafe { self.block.as_ref() };
         come_back(block);
-        state::pin(block);
-        state::want_hold(block);
+        if self.repin {
+            state::pin(block);
+            state::want_hold(block);
+        }
     }
 }
 

@@ -916,3 +916,155 @@ fn the_runtime_lists_its_threads_from_the_one_registry_under_their_biased_ids() 
     assert!(threads().iter().all(|t| t.id != standalone_id));
     drop(standalone);
 }
+
+/// Releases that panic once they are told to: the tests below queue counts to a thread and
+/// make its detach's park run them.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+mod panicking_releases {
+    use std::ptr::NonNull;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+    use ftrt_refcount::BiasedCount;
+
+    pub static RELEASED: AtomicUsize = AtomicUsize::new(0);
+    pub static PANIC_NEXT: AtomicBool = AtomicBool::new(false);
+    /// One test at a time: they share the counters.
+    pub static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+    unsafe fn release(_count: NonNull<BiasedCount>) {
+        RELEASED.fetch_add(1, Ordering::SeqCst);
+        if PANIC_NEXT.swap(false, Ordering::SeqCst) {
+            panic!("a release that fails");
+        }
+    }
+
+    /// A count owned by the calling thread, with one reference (leaked: `release` frees nothing).
+    pub fn owned_count(py: ftrt_gil::Python<'_>) -> usize {
+        std::ptr::from_mut(Box::leak(Box::new(BiasedCount::new_for(
+            py.new_object_token(),
+        )))) as usize
+    }
+
+    /// Drops the count's one reference on another thread: queued to its owner, or merged there
+    /// and then if the owner is parked.
+    pub fn drop_elsewhere(address: usize) {
+        std::thread::spawn(move || {
+            let count = NonNull::new(address as *mut BiasedCount).unwrap();
+            // SAFETY: the count's one reference, given up here; `release` frees nothing.
+            let _ = unsafe { BiasedCount::decref(count, release) };
+        })
+        .join()
+        .unwrap();
+    }
+}
+
+/// A release that panics while `allow_threads` parks the counts unwinds out of it with the
+/// thread attached as before: its counts unparked (another thread then queues to it rather
+/// than merging for it) and the world entered. (The park's panic skipped the rest of the
+/// detach and the re-attach: the thread went on counting with its counts parked, which other
+/// threads' merges write meanwhile, a data race.)
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+#[test]
+fn a_release_that_panics_in_the_park_of_allow_threads_leaves_the_thread_attached_and_unparked() {
+    use panicking_releases::*;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Python::attach(|py| {
+        let (first, second) = (owned_count(py), owned_count(py));
+        let released = RELEASED.load(Ordering::SeqCst);
+        drop_elsewhere(first);
+        assert_eq!(
+            RELEASED.load(Ordering::SeqCst),
+            released,
+            "queued to its owner"
+        );
+        PANIC_NEXT.store(true, Ordering::SeqCst);
+        let detach =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| py.allow_threads(|| ())));
+        assert!(detach.is_err(), "the release's panic");
+        assert_eq!(RELEASED.load(Ordering::SeqCst), released + 1);
+        assert!(ftrt_gil::is_attached());
+        drop_elsewhere(second);
+        assert_eq!(
+            RELEASED.load(Ordering::SeqCst),
+            released + 1,
+            "merged by another thread while its owner is attached"
+        );
+        py.merge_pending();
+        assert_eq!(RELEASED.load(Ordering::SeqCst), released + 2);
+        // Stops of the world find the thread as attached as it is.
+        ftrt_gil::stop_the_world(py, || ());
+    });
+}
+
+/// A release that panics while the end of an attachment parks the counts still detaches the
+/// thread. (The rest of the detach was skipped: the thread stayed attached with no attachment
+/// to end it, and stops waited for it for ever.)
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+#[test]
+fn a_release_that_panics_in_the_park_at_the_end_of_an_attachment_still_detaches() {
+    use panicking_releases::*;
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let attachment = std::panic::catch_unwind(|| {
+        Python::attach(|py| {
+            drop_elsewhere(owned_count(py));
+            PANIC_NEXT.store(true, Ordering::SeqCst);
+        })
+    });
+    assert!(attachment.is_err(), "the release's panic");
+    assert!(
+        !ftrt_gil::is_attached(),
+        "attached after the attachment ended"
+    );
+    let stopped = finishes("a stop from another thread", || {
+        Python::attach(|py| ftrt_gil::try_stop_the_world(py, Some(HANG), &mut Some(|| ())).is_ok())
+    });
+    assert!(stopped);
+}
+
+/// A release that detaches (`allow_threads`, from an attach nested in it) while the thread's
+/// own detach parks the counts: the nested detach leaves the world and comes back, leaving the
+/// counts to the park under way. (Its return waited for the merge it was part of: a thread
+/// waiting for itself.)
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+#[test]
+fn a_release_that_detaches_while_the_detach_parks_the_counts_does_not_wait_for_itself() {
+    use std::ptr::NonNull;
+
+    use ftrt_refcount::BiasedCount;
+    static DETACHED_RUNS: AtomicUsize = AtomicUsize::new(0);
+    unsafe fn release(_count: NonNull<BiasedCount>) {
+        Python::attach(|py| {
+            py.allow_threads(|| DETACHED_RUNS.fetch_add(1, Ordering::SeqCst));
+        });
+    }
+    finishes("the detach", || {
+        Python::attach(|py| {
+            let count = Box::leak(Box::new(BiasedCount::new_for(py.new_object_token())));
+            let address = std::ptr::from_mut(count) as usize;
+            thread::spawn(move || {
+                let count = NonNull::new(address as *mut BiasedCount).unwrap();
+                // SAFETY: the count's one reference, given up here; `release` frees nothing.
+                let _ = unsafe { BiasedCount::decref(count, release) };
+            })
+            .join()
+            .unwrap();
+            // The park merges the queued count: its release detaches.
+            py.allow_threads(|| ());
+            assert_eq!(DETACHED_RUNS.load(Ordering::SeqCst), 1);
+            assert!(ftrt_gil::is_attached());
+            // Unparked: what another thread drops now is queued, not merged for this thread.
+            let _serial = panicking_releases::SERIAL.lock();
+            let released = panicking_releases::RELEASED.load(Ordering::SeqCst);
+            panicking_releases::drop_elsewhere(panicking_releases::owned_count(py));
+            assert_eq!(
+                panicking_releases::RELEASED.load(Ordering::SeqCst),
+                released
+            );
+            py.merge_pending();
+            assert_eq!(
+                panicking_releases::RELEASED.load(Ordering::SeqCst),
+                released + 1
+            );
+        });
+    });
+}
