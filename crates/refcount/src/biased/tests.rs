@@ -1292,3 +1292,27 @@ fn the_unowned_halves_ignore_immortal_counts() {
     // SAFETY: made by `Box::leak` above, not used after.
     drop(unsafe { Box::from_raw(count.as_ptr()) });
 }
+
+/// The callback of `for_each_registered` may register, retire and queue: it runs on a snapshot,
+/// with no registry lock held. (It ran under a shard's lock: registering an owner there, or
+/// dropping the last reference to an object another thread owns, waited for that lock.)
+#[test]
+fn a_visit_of_the_registered_owners_may_register_and_retire_owners() {
+    let (done, finished) = mpsc::channel();
+    thread::spawn(move || {
+        let mine = LocalCounts::register();
+        let mut visited = 0;
+        for_each_registered(|id, _| {
+            visited += 1;
+            if Some(id) == mine.id() {
+                // Registers an owner and retires it, inside the visit.
+                LocalCounts::register().retire();
+            }
+        });
+        done.send(visited).unwrap();
+    });
+    let visited = finished
+        .recv_timeout(std::time::Duration::from_secs(30))
+        .expect("the visit waited for the registry's lock it held");
+    assert!(visited >= 1);
+}

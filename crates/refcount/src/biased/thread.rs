@@ -507,8 +507,9 @@ fn allocate_id() -> Option<u32> {
 pub type Info = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 /// Calls `f` with the id and payload of every registered owner (the thread-local convenience's
-/// included, whose payload is `None`), one registry shard locked at a time: `f` must not
-/// register or retire an owner.
+/// included, whose payload is `None`): the owners registered when the call began, read one
+/// registry shard at a time. `f` runs with no lock held, so it may register, retire and count;
+/// an owner it visits may have retired since.
 pub fn for_each_registered(f: impl FnMut(u32, Option<&Info>)) {
     registry::for_each(f);
 }
@@ -800,8 +801,14 @@ mod registry {
     }
 
     pub(super) fn for_each(mut f: impl FnMut(u32, Option<&Info>)) {
-        for entry in QUEUES.iter() {
-            f(*entry.key(), entry.value().info.as_ref());
+        // A snapshot, so that `f` runs with no shard locked: it may register, retire, or drop
+        // a reference that queues to an owner, each of which locks a shard.
+        let entries: Vec<(u32, Option<Info>)> = QUEUES
+            .iter()
+            .map(|entry| (*entry.key(), entry.value().info.clone()))
+            .collect();
+        for (id, info) in &entries {
+            f(*id, info.as_ref());
         }
     }
 
