@@ -84,9 +84,11 @@ impl CheckpointWork {
     /// in the `gil` build every time.
     pub fn request(self) {
         WANTED[self.slot].store(true, Ordering::Relaxed);
-        // Release: the checkpoint that lowers this flag (Acquire) finds the work's own flag
-        // raised, so no request is lost between the two.
-        ANY_WANTED.store(true, Ordering::Release);
+        // Release, and a read-modify-write: the checkpoint that lowers this flag (Acquire)
+        // finds the work's own flag raised, so no request is lost between the two. A plain
+        // store would not do: a checkpoint that read a later request's store would synchronise
+        // with that request alone, and could miss this one's flag.
+        ANY_WANTED.swap(true, Ordering::Release);
     }
 }
 

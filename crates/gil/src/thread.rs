@@ -188,17 +188,20 @@ impl<'py> Python<'py> {
     /// leaves the runtime, runs `f`, and attaches again (panics included).
     fn leave_and_run<T>(self, f: impl FnOnce() -> T) -> T {
         // Inside the park of this thread's own detach (a release its merge runs, attached
-        // again through a nested `attach`): the hooks ran and the pin went already, and the
-        // counts stay with the park under way (`leave` and `come_back` leave them alone).
-        let in_park = state::parking_counts();
-        if !in_park {
+        // again through a nested `attach`), the counts stay with the park under way (`leave`
+        // and `come_back` leave them alone); and if that detach unpinned already (the end of
+        // an attachment, an `allow_threads`: its hooks ran), there is no pin to drop or take
+        // back. (A light detach, the wait for a section's lock, keeps its pin; a full attach
+        // nested further in has a pin of its own.)
+        let unpinned_already = state::parking_counts() && !state::local::attach_pinned();
+        if !unpinned_already {
             state::unpin(self.state());
         }
         // Before the leave: a release the park of the counts runs may panic, and the leave
         // then ends all the same (see `leave`), so the thread must come back.
         let _reattach = Reattach {
             block: state::current(),
-            repin: !in_park,
+            repin: !unpinned_already,
         };
         // SAFETY: the token proves this thread is attached; nothing below relies on it until
         // `Reattach` attaches again.
@@ -342,8 +345,9 @@ pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
     }
     let block = state::current();
     let mut detached = move || {
-        // Nothing counts until `BackFromSectionWait` unparks: the wait only locks. The guard
-        // comes before the leave, which ends even if the park's releases panic (see `leave`).
+        // Nothing counts until `BackFromSectionWait` unparks: the wait only locks. (A release
+        // that panics in the park here aborts: the wait runs under `ftrt_lock`'s abort-on-
+        // unwind guard.)
         let _back = BackFromSectionWait(block);
         // SAFETY: the thread is attached, and `block` the state of its attachment (or null
         // after its exit), alive for all of it; nothing below relies on the attachment until
@@ -438,7 +442,7 @@ impl Drop for LeaveAtTheEnd<'_> {
 /// the detach boundary.
 struct Reattach {
     block: *const ThreadState,
-    /// Whether the detach unpinned (not inside a park: see `leave_and_run`).
+    /// Whether the detach unpinned (see `leave_and_run`).
     repin: bool,
 }
 

@@ -1037,6 +1037,10 @@ fn a_release_that_detaches_while_the_detach_parks_the_counts_does_not_wait_for_i
             py.allow_threads(|| DETACHED_RUNS.fetch_add(1, Ordering::SeqCst));
         });
     }
+    // Taken first: a thread blocked while attached would hold up the other tests' stops.
+    let _serial = panicking_releases::SERIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     finishes("the detach", || {
         Python::attach(|py| {
             let count = Box::leak(Box::new(BiasedCount::new_for(py.new_object_token())));
@@ -1053,7 +1057,6 @@ fn a_release_that_detaches_while_the_detach_parks_the_counts_does_not_wait_for_i
             assert_eq!(DETACHED_RUNS.load(Ordering::SeqCst), 1);
             assert!(ftrt_gil::is_attached());
             // Unparked: what another thread drops now is queued, not merged for this thread.
-            let _serial = panicking_releases::SERIAL.lock();
             let released = panicking_releases::RELEASED.load(Ordering::SeqCst);
             panicking_releases::drop_elsewhere(panicking_releases::owned_count(py));
             assert_eq!(

@@ -308,7 +308,11 @@ pub(crate) fn note_shared_increment(object: NonNull<Header>) {
 /// Asks for `object` to be deferred at this thread's next checkpoint.
 #[cold]
 fn request(object: NonNull<Header>) {
-    if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED || held_off() {
+    // (Without a checkpoint work to run them, requests would only pile up.)
+    if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED
+        || held_off()
+        || crate::gc::registered_checkpoint_work().is_none()
+    {
         return;
     }
     // Only shared objects: the request's reference may be dropped on whichever thread handles
@@ -386,10 +390,15 @@ pub(crate) fn defer_requested(py: Python<'_>) {
     });
     // If the world will not stop in time, nothing changes (`requests` keeps them all) and the
     // threads will ask again, after the hold-off.
+    let collections = crate::gc::collections();
     if let Err(ftrt_gil::world::StopFailed::TimedOut) =
         ftrt_gil::try_stop_the_world(py, Some(PATIENCE), &mut work)
     {
-        *HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now() + HOLD_OFF);
+        let mut until = HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner());
+        // Unless a collection stopped the world meanwhile (its `settle` lifted the hold-off).
+        if crate::gc::collections() == collections {
+            *until = Some(Instant::now() + HOLD_OFF);
+        }
         GIVEN_UP.fetch_add(1, Ordering::Relaxed);
     }
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build

@@ -505,8 +505,9 @@ fn a_deferral_that_times_out_is_not_asked_again_at_once() {
             })
         });
         let given_up = hot::deferrals_given_up() - before;
+        // One try in the second the hold-off lasts; allow for a slow machine's second.
         assert!(
-            (1..=2).contains(&given_up),
+            (1..=3).contains(&given_up),
             "{given_up} deferrals given up over eight requests' worth of increments"
         );
     });

@@ -389,13 +389,18 @@ fn flush_young(value: isize) {
 
 /// Asks the next thread at a checkpoint to run the object model's checkpoint work: the
 /// deferrals of hot objects threads asked for, then a collection if one is due.
-/// (With the runtime's table of checkpoint works full, other crates having registered
-/// [`ftrt_gil::MAX_CHECKPOINT_WORKS`], it never runs: collections are then explicit only.)
 pub(crate) fn want_checkpoint_work() {
-    static WORK: OnceLock<Option<CheckpointWork>> = OnceLock::new();
-    if let Some(work) = WORK.get_or_init(|| CheckpointWork::register(checkpoint_work)) {
+    if let Some(work) = registered_checkpoint_work() {
         work.request();
     }
+}
+
+/// The object model's checkpoint work, registered on first need. `None` if the runtime's table
+/// was full (other crates registered [`ftrt_gil::MAX_CHECKPOINT_WORKS`] works first): then
+/// collections are explicit only, and no thread asks for hot objects to be deferred.
+pub(crate) fn registered_checkpoint_work() -> Option<CheckpointWork> {
+    static WORK: OnceLock<Option<CheckpointWork>> = OnceLock::new();
+    *WORK.get_or_init(|| CheckpointWork::register(checkpoint_work))
 }
 
 fn checkpoint_work(py: Python<'_>) {
@@ -425,6 +430,7 @@ fn collect_automatically(py: Python<'_>) {
         return;
     }
     let mut work = Some(|| find_garbage(py, false));
+    let collections = COLLECTIONS.load(Ordering::Relaxed);
     match ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work) {
         Ok(garbage) => {
             garbage.free(py, true);
@@ -432,8 +438,11 @@ fn collect_automatically(py: Python<'_>) {
         Err(StopFailed::TimedOut) => {
             // Tried again a threshold later, not at the next count past it: each try costs
             // the thread the patience, and the blocked thread may stay blocked a long time.
-            let young = YOUNG.load(Ordering::Relaxed);
-            RETRY_AT.store(young + due_after(), Ordering::Relaxed);
+            // Unless another thread's collection ran meanwhile: its fresh count stands.
+            if COLLECTIONS.load(Ordering::Relaxed) == collections {
+                let young = YOUNG.load(Ordering::Relaxed);
+                RETRY_AT.store(young + due_after(), Ordering::Relaxed);
+            }
             GIVEN_UP.fetch_add(1, Ordering::Relaxed);
         }
         // Another thread's stop ran meanwhile (this thread parked for it): a collection, or
