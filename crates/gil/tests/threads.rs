@@ -917,10 +917,10 @@ fn the_runtime_lists_its_threads_from_the_one_registry_under_their_biased_ids() 
     drop(standalone);
 }
 
-/// Releases that panic once they are told to: the tests below queue counts to a thread and
-/// make its detach's park run them.
+/// Counts queued to a thread whose detach's park then runs their releases, and releases that
+/// panic once they are told to.
 #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
-mod panicking_releases {
+mod queued_releases {
     use std::ptr::NonNull;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
@@ -945,9 +945,14 @@ mod panicking_releases {
         )))) as usize
     }
 
-    /// Drops the count's one reference on another thread: queued to its owner, or merged there
-    /// and then if the owner is parked.
+    /// Drops the count's one reference on another thread, with the releases above: queued to
+    /// its owner, or merged there and then if the owner is parked.
     pub fn drop_elsewhere(address: usize) {
+        drop_elsewhere_with(address, release);
+    }
+
+    /// [`drop_elsewhere`], with a release of the caller's (which must free nothing).
+    pub fn drop_elsewhere_with(address: usize, release: ftrt_refcount::biased::Release) {
         std::thread::spawn(move || {
             let count = NonNull::new(address as *mut BiasedCount).unwrap();
             // SAFETY: the count's one reference, given up here; `release` frees nothing.
@@ -966,7 +971,7 @@ mod panicking_releases {
 #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
 #[test]
 fn a_release_that_panics_in_the_park_of_allow_threads_leaves_the_thread_attached_and_unparked() {
-    use panicking_releases::*;
+    use queued_releases::*;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     Python::attach(|py| {
         let (first, second) = (owned_count(py), owned_count(py));
@@ -1002,7 +1007,7 @@ fn a_release_that_panics_in_the_park_of_allow_threads_leaves_the_thread_attached
 #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
 #[test]
 fn a_release_that_panics_in_the_park_at_the_end_of_an_attachment_still_detaches() {
-    use panicking_releases::*;
+    use queued_releases::*;
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let attachment = std::panic::catch_unwind(|| {
         Python::attach(|py| {
@@ -1038,34 +1043,23 @@ fn a_release_that_detaches_while_the_detach_parks_the_counts_does_not_wait_for_i
         });
     }
     // Taken first: a thread blocked while attached would hold up the other tests' stops.
-    let _serial = panicking_releases::SERIAL
+    let _serial = queued_releases::SERIAL
         .lock()
         .unwrap_or_else(|e| e.into_inner());
     finishes("the detach", || {
         Python::attach(|py| {
-            let count = Box::leak(Box::new(BiasedCount::new_for(py.new_object_token())));
-            let address = std::ptr::from_mut(count) as usize;
-            thread::spawn(move || {
-                let count = NonNull::new(address as *mut BiasedCount).unwrap();
-                // SAFETY: the count's one reference, given up here; `release` frees nothing.
-                let _ = unsafe { BiasedCount::decref(count, release) };
-            })
-            .join()
-            .unwrap();
+            queued_releases::drop_elsewhere_with(queued_releases::owned_count(py), release);
             // The park merges the queued count: its release detaches.
             py.allow_threads(|| ());
             assert_eq!(DETACHED_RUNS.load(Ordering::SeqCst), 1);
             assert!(ftrt_gil::is_attached());
             // Unparked: what another thread drops now is queued, not merged for this thread.
-            let released = panicking_releases::RELEASED.load(Ordering::SeqCst);
-            panicking_releases::drop_elsewhere(panicking_releases::owned_count(py));
-            assert_eq!(
-                panicking_releases::RELEASED.load(Ordering::SeqCst),
-                released
-            );
+            let released = queued_releases::RELEASED.load(Ordering::SeqCst);
+            queued_releases::drop_elsewhere(queued_releases::owned_count(py));
+            assert_eq!(queued_releases::RELEASED.load(Ordering::SeqCst), released);
             py.merge_pending();
             assert_eq!(
-                panicking_releases::RELEASED.load(Ordering::SeqCst),
+                queued_releases::RELEASED.load(Ordering::SeqCst),
                 released + 1
             );
         });

@@ -343,12 +343,7 @@ fn automatic_collections_of_shared_garbage_stay_a_threshold_apart() {
 #[test]
 fn cycles_made_by_short_lived_threads_count_towards_automatic_collections() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lists = Python::attach(|py| {
-        // Twice: the threshold the second sets counts only this thread as making objects.
-        gc::collect(py);
-        gc::collect(py);
-        live_objects(Kind::List)
-    });
+    let lists = lists_after_a_fresh_start();
     let before = gc::collections();
     for _ in 0..3 * gc::THRESHOLD / 10 {
         thread::spawn(|| Python::attach(|py| common::make_self_cycles(py, 10)))
@@ -377,30 +372,14 @@ fn cycles_made_by_short_lived_threads_count_towards_automatic_collections() {
 #[test]
 fn threads_that_exited_do_not_raise_the_automatic_threshold() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lists = Python::attach(|py| {
-        gc::collect(py);
-        gc::collect(py);
-        ftrt_object::collect(py);
-        live_objects(Kind::List)
-    });
+    let lists = lists_after_a_fresh_start();
     let before = gc::collections();
     let threads = 100;
     let each = gc::THRESHOLD / 10;
     for _ in 0..threads {
-        thread::spawn(move || {
-            Python::attach(|py| {
-                for _ in 0..each {
-                    let list = PyList::empty(py);
-                    list.append(list.clone());
-                    // Shared, then dropped: only the cycle holds it, and only a stopped-world
-                    // collection can find it.
-                    drop(list.unbind());
-                    py.check();
-                }
-            })
-        })
-        .join()
-        .unwrap();
+        thread::spawn(move || Python::attach(|py| make_shared_self_cycles(py, each)))
+            .join()
+            .unwrap();
     }
     let ran = gc::collections() - before;
     // threads × each is ten thresholds' worth.
@@ -423,36 +402,11 @@ fn threads_that_exited_do_not_raise_the_automatic_threshold() {
 #[test]
 fn an_automatic_collection_that_times_out_waits_for_the_next_threshold() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let lists = Python::attach(|py| {
-        gc::collect(py);
-        gc::collect(py);
-        ftrt_object::collect(py);
-        live_objects(Kind::List)
-    });
-    let attached = Barrier::new(2);
-    let (release, released) = std::sync::mpsc::channel::<()>();
-    let given_up = thread::scope(|s| {
-        let attached = &attached;
-        s.spawn(move || {
-            Python::attach(|_py| {
-                attached.wait();
-                // Blocked while attached, without a checkpoint: no stop can finish meanwhile.
-                released.recv().unwrap();
-            })
-        });
-        attached.wait();
+    let lists = lists_after_a_fresh_start();
+    let given_up = common::with_a_thread_blocked_attached(|| {
         let before = gc::collections_given_up();
-        Python::attach(|py| {
-            for _ in 0..3 * gc::THRESHOLD {
-                let list = PyList::empty(py);
-                list.append(list.clone());
-                drop(list.unbind());
-                py.check();
-            }
-        });
-        let given_up = gc::collections_given_up() - before;
-        release.send(()).unwrap();
-        given_up
+        Python::attach(|py| make_shared_self_cycles(py, 3 * gc::THRESHOLD));
+        gc::collections_given_up() - before
     });
     assert!(
         (1..=2).contains(&given_up),
@@ -463,4 +417,27 @@ fn an_automatic_collection_that_times_out_waits_for_the_next_threshold() {
         ftrt_object::collect(py);
     });
     assert_eq!(live_objects(Kind::List), lists);
+}
+
+/// Collects twice (the threshold the second sets counts only this thread as making objects)
+/// and settles what the epoch holds: the live lists then.
+fn lists_after_a_fresh_start() -> isize {
+    Python::attach(|py| {
+        gc::collect(py);
+        gc::collect(py);
+        ftrt_object::collect(py);
+        live_objects(Kind::List)
+    })
+}
+
+/// Makes `count` lists that hold themselves, each shared and then dropped (only the cycle
+/// holds it, and only a stopped-world collection can find it), reaching a checkpoint after
+/// each.
+fn make_shared_self_cycles(py: Python<'_>, count: usize) {
+    for _ in 0..count {
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        drop(list.unbind());
+        py.check();
+    }
 }

@@ -475,33 +475,21 @@ fn a_deferral_that_times_out_is_not_asked_again_at_once() {
     }
     leak_checked(|py| {
         let object = PyFloat::new(py, 2.5).unbind();
-        let attached = Barrier::new(2);
-        let (release, released) = mpsc::channel::<()>();
         let before = hot::deferrals_given_up();
         py.allow_threads(|| {
-            thread::scope(|s| {
-                let attached = &attached;
-                s.spawn(move || {
-                    Python::attach(|_py| {
-                        attached.wait();
-                        // Blocked while attached, without a checkpoint: no stop can finish.
-                        released.recv().unwrap();
-                    })
-                });
-                attached.wait();
+            common::with_a_thread_blocked_attached(|| {
                 // Not the object's owner: its increments go to the shared count.
-                s.spawn(|| {
-                    Python::attach(|py| {
-                        let value = object.bind(py);
-                        for _ in 0..8 * PROMOTE_AFTER {
-                            drop(value.clone());
-                            py.check();
-                        }
-                    })
+                thread::scope(|s| {
+                    s.spawn(|| {
+                        Python::attach(|py| {
+                            let value = object.bind(py);
+                            for _ in 0..8 * PROMOTE_AFTER {
+                                drop(value.clone());
+                                py.check();
+                            }
+                        })
+                    });
                 })
-                .join()
-                .unwrap();
-                release.send(()).unwrap();
             })
         });
         let given_up = hot::deferrals_given_up() - before;

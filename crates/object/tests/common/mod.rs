@@ -129,3 +129,26 @@ pub fn make_self_cycles(py: Python<'_>, count: usize) {
         py.check();
     }
 }
+
+/// Runs `f` on the calling thread while another thread is attached and blocked without
+/// reaching a checkpoint, so that no stop of the world can finish meanwhile (free-threaded
+/// builds; under the GIL the other thread would hold it). The blocked thread is let go and
+/// joined before this returns.
+#[allow(dead_code)] // the collector's test binaries use it; the others include this module too
+pub fn with_a_thread_blocked_attached<R>(f: impl FnOnce() -> R) -> R {
+    let attached = std::sync::Barrier::new(2);
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|s| {
+        let attached = &attached;
+        s.spawn(move || {
+            Python::attach(|_py| {
+                attached.wait();
+                released.recv().unwrap();
+            })
+        });
+        attached.wait();
+        let result = f();
+        release.send(()).unwrap();
+        result
+    })
+}
