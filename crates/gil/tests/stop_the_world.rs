@@ -1,6 +1,8 @@
 //! `stop_the_world`: while the stopper's closure runs, no other thread is attached. Attached
 //! threads park at their checkpoints, detached ones cannot attach, and stoppers take turns.
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Barrier;
 use std::thread;
@@ -106,34 +108,23 @@ fn the_stoppers_own_checkpoints_nested_stops_and_detaches_run_inside_its_stop() 
 #[cfg(not(feature = "gil"))]
 #[test]
 fn the_stoppers_checkpoints_run_no_hooks_inside_its_stop() {
-    use std::cell::Cell;
-    use std::sync::Once;
-    thread_local! {
-        static HOOK_RUNS: Cell<usize> = const { Cell::new(0) };
-    }
-    fn count() {
-        HOOK_RUNS.with(|runs| runs.set(runs.get() + 1));
-    }
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| ftrt_gil::on_quiescent_state(count));
+    use common::hook_runs;
+    hook_runs();
     thread::spawn(|| {
         Python::attach(|py| {
             let inside = stop_the_world(py, || {
-                let before = HOOK_RUNS.with(Cell::get);
+                let before = hook_runs();
                 for _ in 0..100 {
                     py.check();
                 }
-                HOOK_RUNS.with(Cell::get) - before
+                hook_runs() - before
             });
             assert_eq!(inside, 0, "hooks ran inside the stop");
-            let before = HOOK_RUNS.with(Cell::get);
+            let before = hook_runs();
             for _ in 0..100 {
                 py.check();
             }
-            assert!(
-                HOOK_RUNS.with(Cell::get) > before,
-                "no hooks ran after the stop"
-            );
+            assert!(hook_runs() > before, "no hooks ran after the stop");
         })
     })
     .join()

@@ -1,6 +1,8 @@
 //! A thread's state over its life: attaching inside thread-local destructors at thread exit, and
 //! the quiescent states that attached threads report to hooks.
 
+mod common;
+
 use std::cell::Cell;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,45 +125,39 @@ fn a_thread_local_destroyed_before_the_thread_state_can_attach() {
     );
 }
 
-thread_local! {
-    /// How many times the hook ran on this thread.
-    static HOOK_RUNS: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count_hook_run() {
-    HOOK_RUNS.set(HOOK_RUNS.get() + 1);
-}
-
 #[test]
 fn quiescent_state_hooks_run_at_every_sixteenth_checkpoint_and_at_every_detach() {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| on_quiescent_state(count_hook_run));
+    common::hook_runs();
     // The GIL build has no quiescent states: nothing is reclaimed late there.
     let per_quiescent_state = usize::from(!cfg!(feature = "gil"));
     // A fresh thread, so its checkpoint count starts at zero.
     thread::spawn(move || {
         Python::attach(|py| {
-            assert_eq!(HOOK_RUNS.get(), 0, "attaching is not a quiescent state");
+            assert_eq!(common::hook_runs(), 0, "attaching is not a quiescent state");
             for _ in 0..15 {
                 py.check();
             }
-            assert_eq!(HOOK_RUNS.get(), 0);
+            assert_eq!(common::hook_runs(), 0);
             py.check();
-            assert_eq!(HOOK_RUNS.get(), per_quiescent_state, "the 16th checkpoint");
+            assert_eq!(
+                common::hook_runs(),
+                per_quiescent_state,
+                "the 16th checkpoint"
+            );
             py.allow_threads(|| {
-                assert_eq!(HOOK_RUNS.get(), 2 * per_quiescent_state, "detaching");
+                assert_eq!(common::hook_runs(), 2 * per_quiescent_state, "detaching");
             });
             for _ in 0..16 {
                 py.check();
             }
             assert_eq!(
-                HOOK_RUNS.get(),
+                common::hook_runs(),
                 3 * per_quiescent_state,
                 "the 32nd checkpoint"
             );
         });
         assert_eq!(
-            HOOK_RUNS.get(),
+            common::hook_runs(),
             4 * per_quiescent_state,
             "the detach at the end of attach"
         );

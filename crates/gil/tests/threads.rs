@@ -5,6 +5,8 @@
 //! A few waits are bounded by a generous deadline so that a regression (a GIL that is never
 //! released) fails the test instead of hanging it; no test asserts how fast anything is.
 
+mod common;
+
 #[cfg(feature = "gil")]
 use std::cell::UnsafeCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -506,25 +508,16 @@ fn hold_for_a_while(lock: &'static ftrt_lock::RawObjectLock) -> thread::JoinHand
 #[cfg(not(feature = "gil"))]
 #[test]
 fn the_detach_around_a_wait_for_a_sections_lock_runs_no_hooks() {
-    use std::cell::Cell;
-    use std::sync::Once;
-
+    use common::hook_runs;
     use ftrt_lock::{section, RawObjectLock};
     static LOCK: RawObjectLock = RawObjectLock::new();
-    thread_local! {
-        static HOOK_RUNS: Cell<usize> = const { Cell::new(0) };
-    }
-    fn count() {
-        HOOK_RUNS.with(|runs| runs.set(runs.get() + 1));
-    }
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| ftrt_gil::on_quiescent_state(count));
+    hook_runs();
     finishes("the wait", || {
         let holder = hold_for_a_while(&LOCK);
         let runs = Python::attach(|_py| {
-            let before = HOOK_RUNS.with(Cell::get);
+            let before = hook_runs();
             section::with(&LOCK, || ());
-            HOOK_RUNS.with(Cell::get) - before
+            hook_runs() - before
         });
         holder.join().unwrap();
         assert_eq!(runs, 0, "hooks ran while the thread waited for the lock");

@@ -87,9 +87,18 @@ const HOLD_OFF: Duration = Duration::from_secs(1);
 /// Until when threads ask for no deferral (`None`: they ask).
 static HELD_OFF_UNTIL: Mutex<Option<Instant>> = Mutex::new(None);
 
+fn lock_held_off_until() -> MutexGuard<'static, Option<Instant>> {
+    HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Lets threads ask for deferrals again (the world stopped, or a settling was asked for).
+fn lift_hold_off() {
+    *lock_held_off_until() = None;
+}
+
 /// Whether deferrals are held off after one given up.
 fn held_off() -> bool {
-    let mut until = HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner());
+    let mut until = lock_held_off_until();
     match *until {
         Some(when) if Instant::now() < when => true,
         Some(_) => {
@@ -394,7 +403,7 @@ pub(crate) fn defer_requested(py: Python<'_>) {
     if let Err(ftrt_gil::world::StopFailed::TimedOut) =
         ftrt_gil::try_stop_the_world(py, Some(PATIENCE), &mut work)
     {
-        let mut until = HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut until = lock_held_off_until();
         // Unless a collection stopped the world meanwhile (its `settle` lifted the hold-off).
         if crate::gc::collections() == collections {
             *until = Some(Instant::now() + HOLD_OFF);
@@ -533,7 +542,7 @@ impl Dead {
 /// The world is stopped.
 pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
     // The world stopped: deferrals may be asked for again.
-    *HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    lift_hold_off();
     let mut dead = Vec::new();
     if DEFERRED.load(Ordering::Relaxed) == 0 {
         return Dead(dead);
@@ -586,7 +595,7 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
 /// deferred.
 pub(crate) fn settle_now(py: Python<'_>) {
     // Asked for explicitly: deferrals held off are asked for again.
-    *HELD_OFF_UNTIL.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    lift_hold_off();
     defer_requested(py);
     if deferred_count() == 0 {
         return;

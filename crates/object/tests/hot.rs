@@ -476,21 +476,8 @@ fn a_deferral_that_times_out_is_not_asked_again_at_once() {
     leak_checked(|py| {
         let object = PyFloat::new(py, 2.5).unbind();
         let before = hot::deferrals_given_up();
-        py.allow_threads(|| {
-            common::with_a_thread_blocked_attached(|| {
-                // Not the object's owner: its increments go to the shared count.
-                thread::scope(|s| {
-                    s.spawn(|| {
-                        Python::attach(|py| {
-                            let value = object.bind(py);
-                            for _ in 0..8 * PROMOTE_AFTER {
-                                drop(value.clone());
-                                py.check();
-                            }
-                        })
-                    });
-                })
-            })
+        common::with_a_thread_blocked_attached(|| {
+            hammer_from_another_thread(py, &object, 8 * PROMOTE_AFTER)
         });
         let given_up = hot::deferrals_given_up() - before;
         // One try in the second the hold-off lasts; allow for a slow machine's second.
