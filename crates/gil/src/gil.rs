@@ -43,6 +43,35 @@ mod imp {
     use super::{Scheduling, DEFAULT_SWITCH_INTERVAL};
     use crate::sync::{AtomicBool, AtomicU64, Condvar, Mutex, MutexGuard, Ordering};
 
+    /// The calling thread, as a number no other running thread has (never 0): the address of a
+    /// thread-local with no destructor, so it answers during thread exit too. Under loom, whose
+    /// threads share one OS thread's thread-locals, every thread answers 0, and the check it
+    /// serves is off.
+    fn this_thread() -> usize {
+        #[cfg(not(loom))]
+        {
+            std::thread_local! {
+                static MARK: u8 = const { 0 };
+            }
+            MARK.with(|mark| mark as *const u8 as usize)
+        }
+        #[cfg(loom)]
+        {
+            0
+        }
+    }
+
+    /// A thread asked for a GIL it holds: waiting would never end.
+    #[cold]
+    #[inline(never)]
+    #[track_caller]
+    fn held_by_this_thread() -> ! {
+        panic!(
+            "the calling thread holds this GIL already and would wait for itself for ever \
+             (an attached thread holds the runtime's GIL: release it with `Python::allow_threads`)"
+        )
+    }
+
     /// A global interpreter lock: see the [module documentation](crate::gil).
     pub struct Gil {
         state: Mutex<State>,
@@ -58,6 +87,8 @@ mod imp {
 
     struct State {
         locked: bool,
+        /// The holding thread ([`this_thread`]), while `locked`.
+        holder: usize,
         /// Incremented on every acquisition: lets a waiter tell "held all along" from "changed
         /// hands", and a forced releaser tell when someone else took over.
         switches: u64,
@@ -82,6 +113,7 @@ mod imp {
             Self {
                 state: Mutex::new(State {
                     locked: false,
+                    holder: 0,
                     switches: 0,
                     waiting: 0,
                     priority_waiting: 0,
@@ -96,12 +128,19 @@ mod imp {
         }
 
         /// Takes the GIL, waiting as long as it takes.
+        ///
+        /// # Panics
+        /// If the calling thread holds this GIL already (an attached thread holds the
+        /// runtime's): it would wait for itself for ever.
         pub fn acquire(&self) {
             self.take(false);
         }
 
         /// Takes the GIL on the way back from a blocking call. In fair mode this thread goes
         /// first; otherwise it is [`acquire`](Self::acquire).
+        ///
+        /// # Panics
+        /// As [`acquire`](Self::acquire).
         pub fn acquire_after_blocking(&self) {
             self.take(self.fair.load(Ordering::Relaxed));
         }
@@ -150,6 +189,10 @@ mod imp {
         /// such a waiter has no interval to time out on.
         fn take(&self, priority: bool) {
             let mut state = self.state.lock();
+            if state.locked && state.holder != 0 && state.holder == this_thread() {
+                drop(state);
+                held_by_this_thread();
+            }
             if state.can_take(priority) {
                 return self.taken(state);
             }
@@ -204,6 +247,7 @@ mod imp {
 
         fn taken(&self, mut state: MutexGuard<'_, State>) {
             state.locked = true;
+            state.holder = this_thread();
             state.switches += 1;
             // The request that brought us here is served; one still waiting to be served keeps
             // asking. (Interval waiters ask again when their interval runs out.)
@@ -217,6 +261,7 @@ mod imp {
             let mut state = self.state.lock();
             debug_assert!(state.locked, "released a GIL that was not held");
             state.locked = false;
+            state.holder = 0;
             if state.priority_waiting > 0 {
                 // Only a priority waiter may take it; wake them all so it is not missed.
                 self.available.notify_all();
@@ -370,6 +415,36 @@ mod tests {
         while gil.waiting() < n {
             thread::yield_now();
         }
+    }
+
+    #[test]
+    fn acquiring_a_gil_the_thread_holds_panics_instead_of_waiting_for_itself() {
+        let (sent, outcome) = std::sync::mpsc::channel();
+        // On a thread of its own: without the check, the second acquire never returns.
+        thread::spawn(move || {
+            let gil = Gil::new();
+            gil.acquire();
+            let again = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| gil.acquire()));
+            let message = again.err().map(|payload| match payload.downcast::<&str>() {
+                Ok(text) => text.to_string(),
+                Err(payload) => *payload.downcast::<String>().expect("a message"),
+            });
+            // The GIL is still this thread's, and usable.
+            // SAFETY: held.
+            unsafe { gil.release() };
+            gil.acquire();
+            // SAFETY: held.
+            unsafe { gil.release() };
+            sent.send(message).unwrap();
+        });
+        let message = outcome
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the second acquire waited for the thread itself");
+        let message = message.expect("the second acquire returned");
+        assert!(
+            message.contains("holds this GIL"),
+            "unexpected panic: {message}"
+        );
     }
 
     #[test]
