@@ -64,11 +64,11 @@ mod imp {
     /// A thread asked for a GIL it holds: waiting would never end.
     #[cold]
     #[inline(never)]
-    #[track_caller]
     fn held_by_this_thread() -> ! {
         panic!(
             "the calling thread holds this GIL already and would wait for itself for ever \
-             (an attached thread holds the runtime's GIL: release it with `Python::allow_threads`)"
+             (an attached thread holds the runtime's GIL: release it first; \
+             `Python::allow_threads` does, except inside the thread's own stop of the world)"
         )
     }
 
@@ -131,7 +131,9 @@ mod imp {
         ///
         /// # Panics
         /// If the calling thread holds this GIL already (an attached thread holds the
-        /// runtime's): it would wait for itself for ever.
+        /// runtime's): it would wait for itself for ever. Where the runtime takes the GIL back
+        /// in a destructor (the end of an `allow_threads` whose closure took it and kept it),
+        /// that panic during an unwind aborts the process, where it used to hang.
         pub fn acquire(&self) {
             self.take(false);
         }
