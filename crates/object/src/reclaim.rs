@@ -316,6 +316,16 @@ pub(crate) fn settle_retired() {
     batches::settle();
 }
 
+/// Whether this thread's retired references have a batch of their own: its thread state lives,
+/// and the batches' key has a slot (other crates may have taken every slot first, see
+/// `ftrt_gil::local::MAX_KEYS`). A thread lists its local objects only then (`gc::local`): a
+/// listed object must be freed on its own thread, and a reference retired without a batch goes
+/// to the epoch alone, to be dropped on whichever thread collects it.
+#[cfg(not(ftrt_gil_build))]
+pub(crate) fn has_retired_batch() -> bool {
+    batches::has_batch()
+}
+
 /// Registers one of the object model's quiescent-state hooks, on its first need: inside a
 /// write, which must not unwind half-way (a write that removed a value and then panicked would
 /// drop it under a reader), so without panicking. Should other crates have filled
@@ -519,8 +529,11 @@ mod batches {
             }
         });
         if let Some(reference) = reference.take() {
-            // No thread state (after the thread's exit; the batch is being settled): defer this
-            // one on its own.
+            // No batch: the thread's exit is under way (its batch is being settled), or the
+            // batches' key found no slot. Either way the thread has no local objects listed
+            // (its exit unlists them first; a thread without a batch lists none,
+            // `has_retired_batch`), so this reference may be dropped on any thread: defer it on
+            // its own.
             // SAFETY: as in `defer`.
             unsafe { guard.defer_unchecked(move || drop_or_orphan(vec![reference])) };
             ftrt_gil::note_retired();
@@ -530,6 +543,12 @@ mod batches {
             defer(batch, home, guard);
             drain();
         }
+    }
+
+    /// Whether the calling thread has a batch (see `has_retired_batch`). Gives the batches' key
+    /// its slot, if it has none yet and one is free.
+    pub(super) fn has_batch() -> bool {
+        RETIRED.with_current(|r| r.is_some())
     }
 
     /// Drops the expired batches posted back to this thread.

@@ -98,7 +98,9 @@ fn list() -> Option<&'static LocalObjects> {
 
 #[cold]
 fn make_list() -> Option<&'static LocalObjects> {
-    if RETIRED.get() {
+    // Without a batch for its retired references, a thread lists nothing: what it retires
+    // could then be dropped on another thread, and a listed object must be freed on its own.
+    if RETIRED.get() || !crate::reclaim::has_retired_batch() {
         return None;
     }
     let made = LISTS.with_current(|list| list.map(|list| &*list.0 as *const LocalObjects))?;
