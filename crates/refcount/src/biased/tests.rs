@@ -674,6 +674,60 @@ fn a_panicking_release_while_merging_for_a_parked_owner_leaves_the_queue_unclaim
     assert_eq!(owner.merge_pending(), 0);
 }
 
+/// Queues two objects to `owner` from `other`: `last` is merged first (the queue pops the latest
+/// entry), and its release panics; `first`'s frees it normally.
+fn queue_a_panicking_release_before_another(owner: &LocalCounts, other: &LocalCounts) {
+    let (first, last) = (boxed_count(owner.owner()), boxed_count(owner.owner()));
+    // SAFETY: each count's one reference, dropped by another owner; the releases free them.
+    unsafe { BiasedCount::decref_for(first, other.owner(), release_boxed) };
+    // SAFETY: as above.
+    unsafe { BiasedCount::decref_for(last, other.owner(), release_panicking) };
+}
+
+/// A retiring owner drains its queue for good: after it leaves the registry nobody can reach the
+/// queue again. A release that panicked there unwound out of the drain and stranded the entries
+/// behind it: their objects stayed allocated, never released.
+#[test]
+fn a_retiring_owner_merges_its_whole_queue_even_if_a_release_panics() {
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    queue_a_panicking_release_before_another(&owner, &other);
+    let before = released();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| owner.retire()));
+    assert!(
+        unwound.is_err(),
+        "the release's panic reaches the retiring thread"
+    );
+    assert_eq!(
+        released(),
+        before + 2,
+        "the entry behind the panicking release stayed queued"
+    );
+}
+
+/// Parking merges what was queued before; a release that panicked there unwound out of the
+/// merge and left the entries behind it queued to an owner that, parked, merges nothing: retired
+/// parked (as a runtime retires its threads), it stranded them for good.
+#[test]
+fn a_merge_for_a_parked_owner_finishes_its_queue_even_if_a_release_panics() {
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    queue_a_panicking_release_before_another(&owner, &other);
+    let before = released();
+    // SAFETY: nothing is counted through `owner` until it unparks.
+    let unwound =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { owner.park() }));
+    assert!(
+        unwound.is_err(),
+        "the release's panic reaches the parking thread"
+    );
+    assert_eq!(
+        released(),
+        before + 2,
+        "the entry behind the panicking release stayed queued"
+    );
+    owner.unpark();
+    assert_eq!(owner.merge_pending(), 0);
+}
+
 #[test]
 fn parking_merges_what_was_queued_before() {
     let (owner, other) = (LocalCounts::register(), LocalCounts::register());

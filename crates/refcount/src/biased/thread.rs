@@ -63,10 +63,13 @@ pub(crate) struct Queued {
     pub(crate) release: Release,
 }
 
-// SAFETY: an entry is a reference to an object that is shared between threads (it was queued by a
-// thread that is not its owner), so the object is already `Send + Sync` in the sense its container
-// requires (`BiasedArc<T>` demands `T: Send + Sync` to cross threads). The entry only ever touches
-// the count atomically, and `release` runs once the count says no other reference exists.
+// SAFETY: an entry only ever touches the count atomically, and its `release` runs once the count
+// says no other reference exists. A queue may be merged on another thread (a parked owner's, by
+// its pushers), which `decref_for`'s contract allows: every count's `release` must be safe to
+// call from any thread. (Entries are usually queued by a thread that does not own the count, but
+// not always: a drop as `Owner::detached()` on the owner's own thread queues to it. Nothing here
+// relies on that; `BiasedArc<T>`, whose `T` may not be `Send`, counts only through the
+// convenience owner, which is never parked and merges on its own thread.)
 unsafe impl Send for Queued {}
 
 /// The objects other threads queued for one owner to merge.
@@ -140,15 +143,17 @@ impl Queue {
     }
 
     /// Merges every queued object and frees those whose count reached zero. Called by the owner
-    /// (not parked), or for an owner that has retired.
+    /// (not parked), or for an owner that has retired. A release that panics (a value's
+    /// destructor) does not end the drain: the first panic resumes once the queue is empty.
     fn merge_all(&self) -> usize {
         let mut merged = 0;
+        let mut panicked = None;
         while let Some(entry) = self.pop() {
-            // SAFETY: the entry holds a (queued) reference, so the object is alive until this
-            // merge settles it; `settle_queued` frees it exactly when no other reference remains.
-            unsafe { BiasedCount::settle_queued(entry) };
+            // SAFETY: popped from this queue, so merged once, here.
+            unsafe { settle_catching(entry, &mut panicked) };
             merged += 1;
         }
+        resume_first(panicked);
         merged
     }
 
@@ -166,21 +171,12 @@ impl Queue {
         // then waits on `merging` until this merge is over.
         let merging = self.merging.lock();
         drop(state);
-        /// Gives the claim up if a release panics mid-merge (a value's destructor): left set, it
-        /// would keep every later push from merging for the parked owner, and the owner's
-        /// unpark waiting for ever. The entries still queued stay for the next merge. Dropped
-        /// only by an unwind out of the loop (the normal exit forgets it, having given the claim
-        /// up under the entries' lock): armed by whether this merge panicked, not by
-        /// `thread::panicking`, which is also true for a merge that runs inside another
-        /// unwind and ends normally, when another thread may have claimed the queue since and
-        /// hold the entries' lock while it waits for `merging`.
-        struct Unclaim<'q>(&'q Queue);
-        impl Drop for Unclaim<'_> {
-            fn drop(&mut self) {
-                self.0.state.lock().claimed = false;
-            }
-        }
-        let unclaim = Unclaim(self);
+        // A release that panics (a value's destructor) is caught and resumed after the loop,
+        // once the claim is given up: unwinding out of the loop would leave the claim set (every
+        // later push would leave its entry to a merge that had ended, and the owner's unpark
+        // would wait for ever), and the entries behind it queued to an owner that may never
+        // merge again (one retired parked).
+        let mut panicked = None;
         loop {
             let entry = {
                 let mut state = self.state.lock();
@@ -192,15 +188,13 @@ impl Queue {
                     }
                 }
             };
-            // SAFETY: the entry holds its reference; the owner is parked and cannot unpark while
-            // `claimed` is set, so nobody else writes `local` (the same argument as for a
-            // retired owner).
-            unsafe { BiasedCount::settle_queued(entry) };
+            // SAFETY: popped from this queue, so merged once, here. The owner is parked and
+            // cannot unpark while `claimed` is set, so nobody else writes `local` (the same
+            // argument as for a retired owner).
+            unsafe { settle_catching(entry, &mut panicked) };
         }
-        // The claim was given up in the loop; an unwind drops the guard before `merging`, so an
-        // unparking owner that finds the claim given up finds the merge over too.
-        std::mem::forget(unclaim);
         drop(merging);
+        resume_first(panicked);
     }
 
     fn park(&self) {
@@ -234,6 +228,35 @@ impl Queue {
             // A claimer holds `merging` until it has cleared `claimed`.
             drop(self.merging.lock());
         }
+    }
+}
+
+/// A panic caught while draining a queue, to resume once the drain is over.
+type Panic = Box<dyn std::any::Any + Send>;
+
+/// Settles a popped entry ([`BiasedCount::settle_queued`]), keeping the first panic of its release
+/// in `panicked` instead of unwinding: a drain goes on past a panicking destructor, since
+/// entries left in a queue may never be merged (a retired owner's, a parked one's). The entry
+/// was merged before its release ran, so the count is settled either way.
+///
+/// # Safety
+/// `entry` was popped from its queue, and is settled nowhere else: it holds a queued reference,
+/// which keeps the object alive until this merge; `settle_queued` frees it exactly when no
+/// other reference remains.
+unsafe fn settle_catching(entry: Queued, panicked: &mut Option<Panic>) {
+    let settled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: forwarded from the caller.
+        unsafe { BiasedCount::settle_queued(entry) }
+    }));
+    if let Err(panic) = settled {
+        panicked.get_or_insert(panic);
+    }
+}
+
+/// Resumes the first panic a drain caught, if any (later ones are dropped).
+fn resume_first(panicked: Option<Panic>) {
+    if let Some(panic) = panicked {
+        std::panic::resume_unwind(panic);
     }
 }
 
@@ -310,10 +333,15 @@ impl LocalCounts {
     /// when the owner comes back. What is queued already is merged before this returns. A
     /// runtime parks a thread for the time it is detached. Parking twice is the same as once.
     ///
+    /// A release that panics in the merge (a value's destructor) unwinds out of `park` once the
+    /// rest of the queue is merged; the owner is parked all the same.
+    ///
     /// # Safety
     /// Until `unpark`, the calling thread must not create, count or merge any biased object
     /// through this owner (its `Owner` token, [`merge_pending`](Self::merge_pending)): other
-    /// threads write the `local` counts of its objects while it is parked.
+    /// threads write the `local` counts of its objects while it is parked. And the releases
+    /// that the merge runs must not call [`unpark`](Self::unpark) on this owner: it would wait
+    /// for ever for the merge it is part of.
     pub unsafe fn park(&self) {
         if self.id != DETACHED {
             self.queue.park();
@@ -322,7 +350,8 @@ impl LocalCounts {
 
     /// Ends a [`park`](Self::park): waits for a thread merging on this owner's behalf, if any,
     /// to finish, after which only this thread merges its queue again. Unparking an owner that
-    /// is not parked does nothing.
+    /// is not parked does nothing. Called from a release that such a merge runs (a value's
+    /// destructor), it waits for ever.
     pub fn unpark(&self) {
         self.queue.unpark();
     }
