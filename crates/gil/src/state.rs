@@ -70,7 +70,9 @@
 //!   for this one's hold to end (free-threaded builds): park, a detach that waits for the stop
 //!   to end; if a waiter asked for the GIL (`gil` build): suspend the sections (as a detach),
 //!   hand the GIL over, take it back, resume.
-//! - **Exit** (the owning thread-local's destructor, panics included): (1) the pointer in
+//! - **Exit** (the owning thread-local's destructor, panics included): (0) a thread that exits
+//!   attached (`process::exit` inside an attachment, which never returns) ends that attachment
+//!   first, as a detach at its end would; (1) the pointer in
 //!   `CURRENT` is cleared, so whatever runs from here on (objects freed below, later
 //!   thread-local destructors) attaches through the fallback below; (2) the [`local`] values
 //!   are dropped (the object model hands its last retired batch to the epoch, closes its
@@ -270,6 +272,9 @@ impl Owned {
 
 impl Drop for Owned {
     fn drop(&mut self) {
+        if let Some(state) = self.0 {
+            end_attachment_at_exit(state);
+        }
         CURRENT.with(|current| {
             // First: the exit sequence below retires the counts, and from then on this thread
             // must count as nobody's owner.
@@ -278,8 +283,7 @@ impl Drop for Owned {
                 .set(ftrt_refcount::biased::Owner::detached().counting_id());
             current.state.set(std::ptr::null());
             current.exited.set(true);
-            // The exit drops the attach pin below without `unpin` when the thread exits
-            // attached (`process::exit` inside an attachment): reads after it must pin.
+            // Reads after the exit must pin (a thread that exited attached has unpinned above).
             current.attach_pinned.set(false);
             // The block drops a pin it kept aside for reads (a leaked read's) with it.
             current.pin_kept.set(false);
@@ -298,6 +302,22 @@ impl Drop for Owned {
             state.exit();
         }
     }
+}
+
+/// A thread that exits attached (`process::exit` inside `Python::attach` runs the thread-local
+/// destructors, this one among them, from inside the attachment, whose frames never run again)
+/// first ends that attachment as its end would have: parked, out of the world, the GIL released.
+/// Left marked attached, its later thread-local destructors attached as nested attachments,
+/// which enter no world: a stop of the world ran beside what they did, and in the `gil` build the
+/// GIL stayed taken.
+fn end_attachment_at_exit(state: NonNull<ThreadState>) {
+    if !CURRENT.with(|current| current.attached.get()) {
+        return;
+    }
+    // SAFETY: the thread is attached, with this block (it has no other while it lives), and the
+    // attachment's frames never run again: a thread's exit runs inside an attachment only when
+    // `process::exit` is called there. The block is alive: it is dropped below.
+    unsafe { crate::thread::end_attachment_at_exit(state.as_ref()) };
 }
 
 thread_local! {

@@ -132,7 +132,10 @@ impl<'py> Python<'py> {
         // SAFETY: the state lives until its owning thread-local's destructor, which clears the
         // pointer before dropping it; the token cannot outlive the attachment it was made in, nor
         // leave the thread, and no thread-local destructor of this thread runs while an
-        // attachment made outside it is still on the stack. So the state outlives `'py`.
+        // attachment made outside it is still on the stack, but for a `process::exit` inside an
+        // attachment: its frames never run again (the exit ends that attachment first, see
+        // `state::end_attachment_at_exit`), and the destructors make tokens of their own. So
+        // the state outlives `'py`.
         unsafe { state::current().as_ref() }
     }
 
@@ -292,7 +295,8 @@ impl<'py> Python<'py> {
         // SAFETY: `owner_id` is the id of this thread's block's `LocalCounts` from its
         // registration until the exit sequence, which resets it to the detached id before it
         // retires them; the exit runs in a thread-local destructor, never while an attachment
-        // (and so `'py`) is still running on this thread. After the exit it is the detached id.
+        // (and so `'py`) is still running on this thread (a `process::exit` inside one ends it
+        // first, and its frames never run again). After the exit it is the detached id.
         // The counts are unparked for all of `'py`: an attachment unparks them before it
         // begins and parks them only after it ends (an `allow_threads` inside it, whose body
         // gets no token, parks and unparks around that body).
@@ -436,6 +440,16 @@ impl Drop for LeaveAtTheEnd<'_> {
         // attachment, whose state this is.
         unsafe { leave(self.0) };
     }
+}
+
+/// Ends the attachment of a thread that exits attached, as [`Detach`] would have: unpins, parks
+/// the counts, leaves the world, releases the GIL.
+///
+/// # Safety
+/// The thread is attached, `block` is its attachment's state, and the attachment's frames never
+/// run again (`process::exit` inside it is running the thread's exit).
+pub(crate) unsafe fn end_attachment_at_exit(block: &ThreadState) {
+    drop(Detach(block));
 }
 
 /// Ends an `allow_threads`, panics included. The sections are resumed after it, by the end of

@@ -503,3 +503,77 @@ fn a_thread_that_exits_attached_gives_up_its_attach_pin_with_its_state() {
         PIN_CHECKED,
     );
 }
+
+/// Set while [`AttachesAfterAnExitAttached`]'s attachment runs.
+static INSIDE_LATE_ATTACH: AtomicBool = AtomicBool::new(false);
+
+/// What the late attachment prints when no stop of the world ran during it.
+const LATE_ATTACH_STOPPED: &str = "the late attachment held up a stop of the world";
+
+/// Asks a stop of the world to run from inside the attachment it makes when dropped (as a handle
+/// kept in a thread-local does), and waits for what the stop saw.
+struct AttachesAfterAnExitAttached {
+    go: std::sync::mpsc::Sender<()>,
+    seen: std::sync::mpsc::Receiver<bool>,
+}
+
+impl Drop for AttachesAfterAnExitAttached {
+    fn drop(&mut self) {
+        Python::attach(|_| {
+            INSIDE_LATE_ATTACH.store(true, Ordering::SeqCst);
+            self.go.send(()).expect("the stopper waits");
+            // Long enough for a stop that does not wait for this attachment to run during it.
+            thread::sleep(std::time::Duration::from_millis(200));
+            INSIDE_LATE_ATTACH.store(false, Ordering::SeqCst);
+        });
+        match self.seen.recv_timeout(std::time::Duration::from_secs(20)) {
+            Ok(false) => println!("{LATE_ATTACH_STOPPED}"),
+            Ok(true) => {
+                eprintln!("a stop of the world ran while an exiting thread was attached");
+                std::process::abort();
+            }
+            Err(e) => {
+                eprintln!("the stop did not report: {e}");
+                std::process::abort();
+            }
+        }
+    }
+}
+
+thread_local! {
+    static LATE_ATTACH: Cell<Option<AttachesAfterAnExitAttached>> = const { Cell::new(None) };
+}
+
+/// A thread that exits while attached (`process::exit` inside `Python::attach`) ends that
+/// attachment with its state: it leaves the world, so that what its later thread-local
+/// destructors do attached is seen by the other threads. Left marked attached, the thread
+/// attached again in those destructors without entering the world (an attached thread's nested
+/// attach), and a stop of the world on another thread ran beside it, its collector walking
+/// objects that the exiting thread freed.
+#[test]
+#[cfg_attr(miri, ignore = "exits the process")]
+fn a_thread_that_exits_attached_leaves_the_world_before_its_later_destructors_attach() {
+    in_child_process_printing(
+        "a_thread_that_exits_attached_leaves_the_world_before_its_later_destructors_attach",
+        || {
+            let (go, wait_go) = std::sync::mpsc::channel();
+            let (seen_tx, seen) = std::sync::mpsc::channel();
+            thread::spawn(move || {
+                wait_go.recv().expect("the exiting thread asks");
+                Python::attach(|py| {
+                    let inside =
+                        ftrt_gil::stop_the_world(py, || INSIDE_LATE_ATTACH.load(Ordering::SeqCst));
+                    seen_tx.send(inside).expect("the exiting thread waits");
+                });
+            });
+            thread::spawn(move || {
+                // Initialised before the thread attaches, so destroyed after its thread state.
+                LATE_ATTACH.set(Some(AttachesAfterAnExitAttached { go, seen }));
+                Python::attach(|_| std::process::exit(0));
+            })
+            .join()
+            .expect("the process exits first");
+        },
+        LATE_ATTACH_STOPPED,
+    );
+}
