@@ -310,14 +310,25 @@ impl Drop for Owned {
 /// Left marked attached, its later thread-local destructors attached as nested attachments,
 /// which enter no world: a stop of the world ran beside what they did, and in the `gil` build the
 /// GIL stayed taken.
+///
+/// Inside the thread's own stop of the world it stays attached: the stop's guard, on a frame that
+/// never runs again, keeps the world stopped, and the later destructors' attachments nest inside
+/// it (left, they would wait for ever for the stop to end). And a panic of what the detach runs
+/// (the quiescent-state hooks, the park's merge: user destructors) is dropped here: in a
+/// thread-local destructor it would turn the exit into an abort.
 fn end_attachment_at_exit(state: NonNull<ThreadState>) {
-    if !CURRENT.with(|current| current.attached.get()) {
+    if !CURRENT.with(|current| current.attached.get() && !current.running_stop.get()) {
         return;
     }
-    // SAFETY: the thread is attached, with this block (it has no other while it lives), and the
-    // attachment's frames never run again: a thread's exit runs inside an attachment only when
-    // `process::exit` is called there. The block is alive: it is dropped below.
-    unsafe { crate::thread::end_attachment_at_exit(state.as_ref()) };
+    let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // SAFETY: the thread is attached, with this block (it has no other while it lives), and
+        // the attachment's frames never run again: a thread's exit runs inside an attachment
+        // only when `process::exit` is called there. The block is alive: it is dropped below.
+        unsafe { crate::thread::end_attachment_at_exit(state.as_ref()) };
+    }));
+    // The detach's last steps run even when an earlier one panics (`leave`'s guards): the
+    // thread is detached either way.
+    drop(ended);
 }
 
 thread_local! {

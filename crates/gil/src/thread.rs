@@ -383,7 +383,7 @@ impl Drop for BackFromSectionWait {
 ///
 /// The park runs other threads' releases (merging what they queued to this one), which may
 /// panic: the rest of the leave runs all the same, so the panic unwinds out of a complete
-/// detach (the counts parked, the merge's remaining entries left queued), and each caller
+/// detach (the counts parked, the merge finished: it goes on past a panicking release), and each caller
 /// comes back, or not, exactly as after a leave that returned.
 ///
 /// # Safety

@@ -522,8 +522,16 @@ impl Drop for AttachesAfterAnExitAttached {
         Python::attach(|_| {
             INSIDE_LATE_ATTACH.store(true, Ordering::SeqCst);
             self.go.send(()).expect("the stopper waits");
-            // Long enough for a stop that does not wait for this attachment to run during it.
-            thread::sleep(std::time::Duration::from_millis(200));
+            // Free-threaded, until the stop is asked for (a stop that does not wait for this
+            // attachment runs at once, and sees it); under the GIL, which the stop waits for,
+            // a moment.
+            let asked = std::time::Instant::now();
+            while !ftrt_gil::stop_requested()
+                && asked.elapsed() < std::time::Duration::from_millis(200)
+            {
+                thread::yield_now();
+            }
+            thread::sleep(std::time::Duration::from_millis(50));
             INSIDE_LATE_ATTACH.store(false, Ordering::SeqCst);
         });
         match self.seen.recv_timeout(std::time::Duration::from_secs(20)) {
@@ -575,5 +583,49 @@ fn a_thread_that_exits_attached_leaves_the_world_before_its_later_destructors_at
             .expect("the process exits first");
         },
         LATE_ATTACH_STOPPED,
+    );
+}
+
+/// What the attachment made at exit prints once it has run.
+const ATTACHED_INSIDE_OWN_STOP: &str = "attached at exit, inside the thread's own stop";
+
+/// Attaches when dropped, and says so.
+struct AttachesAndPrints;
+
+impl Drop for AttachesAndPrints {
+    fn drop(&mut self) {
+        Python::attach(|py| py.check());
+        println!("{ATTACHED_INSIDE_OWN_STOP}");
+    }
+}
+
+thread_local! {
+    static ATTACH_AT_EXIT: Cell<Option<AttachesAndPrints>> = const { Cell::new(None) };
+}
+
+/// A thread that exits inside its own stop of the world stays attached through its exit: the
+/// stop never ends (its guard is on a frame that never runs again), so an attachment made by a
+/// later thread-local destructor must nest inside it rather than wait for the stop to end.
+#[test]
+#[cfg_attr(miri, ignore = "exits the process")]
+fn a_thread_that_exits_inside_its_own_stop_of_the_world_attaches_again_at_exit() {
+    in_child_process_printing(
+        "a_thread_that_exits_inside_its_own_stop_of_the_world_attaches_again_at_exit",
+        || {
+            // A hang is the failure: the watchdog ends it.
+            thread::spawn(|| {
+                thread::sleep(std::time::Duration::from_secs(20));
+                eprintln!("the exit hung");
+                std::process::abort();
+            });
+            thread::spawn(|| {
+                // Initialised before the thread attaches, so destroyed after its thread state.
+                ATTACH_AT_EXIT.set(Some(AttachesAndPrints));
+                Python::attach(|py| ftrt_gil::stop_the_world(py, || std::process::exit(0)));
+            })
+            .join()
+            .expect("the process exits first");
+        },
+        ATTACHED_INSIDE_OWN_STOP,
     );
 }

@@ -23,8 +23,12 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static OTHER_CRATES_KEYS: [Key<Cell<u8>>; MAX_KEYS] =
     [const { Key::new(|| Cell::new(0)) }; MAX_KEYS];
 
+/// Live counts are process-wide: a test added beside this one takes this lock too.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_reference_retired_by_a_live_thread_without_a_batch_slot_is_freed_on_that_thread() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let lists = Python::attach(|py| {
         // The object model takes slots for its list of local objects first.
         drop(PyList::empty(py));
