@@ -76,7 +76,7 @@ fn a_reference_retired_by_a_live_thread_without_a_batch_slot_is_freed_on_that_th
         collected.is_ok(),
         "another thread's collection panicked freeing the retired list"
     );
-    Python::attach(|py| ftrt_object::collect(py));
+    Python::attach(ftrt_object::collect);
     assert_eq!(
         live_objects(Kind::List),
         lists,
