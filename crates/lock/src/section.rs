@@ -74,9 +74,11 @@ pub type BlockingWait = fn(wait: &mut dyn FnMut());
 
 /// Sets how the calling thread's thread-local stack blocks, replacing the hook set before: see
 /// [`SectionStack::set_blocking_wait`]. (A runtime sets it for its threads: `ftrt-gil` does for
-/// every thread it registers.) After the thread-local stack was torn down (in thread-local
-/// destructors at thread exit) it sets the hook of the stack standing in for it.
+/// every thread it registers.) The hook stays the thread's for the whole of its exit: the stacks
+/// standing in for the thread-local one after its teardown (in thread-local destructors at thread
+/// exit) block through it too.
 pub fn set_blocking_wait(hook: Option<BlockingWait>) {
+    imp::set_thread_blocking_wait(hook);
     imp::with_thread_stack(|stack| stack.set_blocking_wait(hook));
 }
 
@@ -252,6 +254,7 @@ mod imp {
     /// The active sections are always the innermost ones (a suffix of `open`): suspending
     /// suspends them all, and resuming only ever re-locks the innermost. So a thread that
     /// resumes a section holds no other section lock.
+    #[derive(Default)]
     struct Sections {
         /// Open sections, outermost first.
         open: Vec<Section>,
@@ -348,7 +351,7 @@ mod imp {
         /// touching the objects these locks guard: it skips two atomic operations per section.
         ///
         /// # Safety
-        /// From this call until `stop_eliding` returns, no other thread locks any
+        /// From this call until `stop_eliding` returns, no other thread holds or takes any
         /// [`RawObjectLock`] of a section begun on this stack meanwhile, recorded or not
         /// ([`with_on_unrecorded`](super::with_on_unrecorded)), nor of a section begun before
         /// it that is suspended and resumed meanwhile (a resume while eliding comes back
@@ -647,13 +650,46 @@ mod imp {
         }
     }
 
+    /// The calling thread's stack, as its thread-local. Its teardown hands the sections still
+    /// open to the stack standing in for it ([`stand_in`]).
+    struct ThreadStack(SectionStack);
+
     #[cfg(not(loom))]
     thread_local! {
-        static SECTIONS: SectionStack = const { SectionStack::new() };
+        static SECTIONS: ThreadStack = const { ThreadStack(SectionStack::new()) };
     }
     #[cfg(loom)]
     loom::thread_local! {
-        static SECTIONS: SectionStack = SectionStack::new();
+        static SECTIONS: ThreadStack = ThreadStack(SectionStack::new());
+    }
+
+    #[cfg(not(loom))]
+    impl Drop for ThreadStack {
+        /// A section can still be open here only on a frame that never runs again: the process
+        /// exits inside it (`std::process::exit` runs the calling thread's thread-local
+        /// destructors from inside the call). Kept on record in the stand-in, a section that a
+        /// later destructor takes on the same lock suspends it, as a nested section does
+        /// anywhere else, instead of waiting for its own thread for ever.
+        fn drop(&mut self) {
+            let Ok(mut sections) = self.0.sections.try_borrow_mut() else {
+                // Borrowed only inside the stack's own methods, which call nothing that exits.
+                return;
+            };
+            if sections.open.is_empty() {
+                return;
+            }
+            let carried = std::mem::take(&mut *sections);
+            drop(sections);
+            let stand_in = SectionStack::new();
+            *stand_in.sections.borrow_mut() = carried;
+            stand_in.set_blocking_wait(THREAD_BLOCKING_WAIT.get());
+            STAND_IN.with(|slot| {
+                if slot.get().is_null() {
+                    slot.set(Box::into_raw(Box::new(stand_in)));
+                    let _registered = STAND_IN_FREED.try_with(|_| ());
+                }
+            });
+        }
     }
 
     /// See [`with_on`](super::with_on); without `RECORD_ELIDED`, a section begun while the stack
@@ -701,6 +737,10 @@ mod imp {
         /// The stack standing in for `SECTIONS` once that is torn down: see [`stand_in`]. A
         /// const thread-local without a destructor, which is never torn down.
         static STAND_IN: Cell<*mut SectionStack> = const { Cell::new(std::ptr::null_mut()) };
+        /// The blocking wait that [`set_blocking_wait`](super::set_blocking_wait) last set for
+        /// this thread, for the stand-ins: kept apart from the stack, in a const thread-local
+        /// without a destructor, so that it outlasts the stack's teardown and every stand-in.
+        static THREAD_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = const { Cell::new(None) };
         /// Frees the stand-in: registered as it is made, so its destructor runs after the
         /// destructor that made it.
         static STAND_IN_FREED: FreeStandIn = const { FreeStandIn };
@@ -712,7 +752,23 @@ mod imp {
     #[cfg(not(loom))]
     impl Drop for FreeStandIn {
         fn drop(&mut self) {
-            let stack = STAND_IN.with(|stand_in| stand_in.replace(std::ptr::null_mut()));
+            let stack = STAND_IN.with(|stand_in| {
+                // SAFETY: made by `Box::into_raw` and freed only below; no reference to it is in
+                // use (see below).
+                let open = !stand_in.get().is_null()
+                    && !unsafe { &*stand_in.get() }
+                        .sections
+                        .borrow()
+                        .open
+                        .is_empty();
+                // Sections still open belong to frames the process exits from inside: kept for
+                // the destructors still to run (the process ends without them).
+                if open {
+                    std::ptr::null_mut()
+                } else {
+                    stand_in.replace(std::ptr::null_mut())
+                }
+            });
             if !stack.is_null() {
                 // SAFETY: made by `Box::into_raw` in `stand_in` and taken out of the cell just
                 // above. No reference to it is left: `stand_in`'s callers use theirs only in
@@ -726,9 +782,11 @@ mod imp {
     /// The calling thread's stack after its thread-local was torn down (in thread-local
     /// destructors at thread exit), for as long as the thread's exit lasts: one stack, so that
     /// sections nested in one destructor see each other (a section on a lock an outer one holds
-    /// suspends it, instead of waiting for its own thread). Made on first need, and freed by a
-    /// thread-local destructor registered then (if the thread's destructors are so far along
-    /// that none can be registered any more, it is never freed).
+    /// suspends it, instead of waiting for its own thread). It blocks through the thread's
+    /// hook ([`set_blocking_wait`](super::set_blocking_wait)). Made on first need (or by the
+    /// teardown, holding the sections a process exit left open), and freed by a thread-local
+    /// destructor registered then, unless sections are still open on it (if the thread's
+    /// destructors are so far along that none can be registered any more, it is never freed).
     ///
     /// # Safety
     /// As for [`thread_stack`]: only on this thread, until the caller's frame returns.
@@ -737,7 +795,9 @@ mod imp {
     unsafe fn stand_in<'a>() -> Option<&'a SectionStack> {
         let stack = STAND_IN.with(|stand_in| {
             if stand_in.get().is_null() {
-                stand_in.set(Box::into_raw(Box::new(SectionStack::new())));
+                let stack = SectionStack::new();
+                stack.set_blocking_wait(THREAD_BLOCKING_WAIT.get());
+                stand_in.set(Box::into_raw(Box::new(stack)));
                 let _registered = STAND_IN_FREED.try_with(|_| ());
             }
             stand_in.get()
@@ -746,6 +806,17 @@ mod imp {
         // of this thread, which does not run while the caller's frame (on this thread) lasts.
         Some(unsafe { &*stack })
     }
+
+    /// Remembers `hook` as the calling thread's blocking wait for the stacks standing in for its
+    /// thread-local one after that is torn down.
+    #[cfg(not(loom))]
+    pub(super) fn set_thread_blocking_wait(hook: Option<super::BlockingWait>) {
+        THREAD_BLOCKING_WAIT.set(hook);
+    }
+
+    /// Under loom no stack stands in (see below): nothing to remember.
+    #[cfg(loom)]
+    pub(super) fn set_thread_blocking_wait(_hook: Option<super::BlockingWait>) {}
 
     /// Under loom a fresh stack stands in for each call, as its models never take sections in
     /// thread-local destructors.
@@ -762,7 +833,7 @@ mod imp {
     /// The caller uses the reference only on this thread and only until its own frame returns.
     #[inline]
     unsafe fn thread_stack<'a>() -> Option<&'a SectionStack> {
-        match SECTIONS.try_with(std::ptr::from_ref) {
+        match SECTIONS.try_with(|stack| std::ptr::from_ref(&stack.0)) {
             // SAFETY: the thread-local lives until this thread's thread-local destructors
             // reach it, and they run one after another, never nested inside a call that is
             // still running; so it outlives the caller's frame, which is as long as the caller
@@ -778,7 +849,7 @@ mod imp {
     #[inline]
     pub(super) fn with_thread_stack<R>(f: impl FnOnce(&SectionStack) -> R) -> R {
         let mut f = Some(f);
-        match SECTIONS.try_with(|stack| (f.take().expect("runs once"))(stack)) {
+        match SECTIONS.try_with(|stack| (f.take().expect("runs once"))(&stack.0)) {
             Ok(result) => result,
             Err(_) => {
                 let f = f.take().expect("runs once");
