@@ -363,8 +363,8 @@ fn with_address_of<T: ?Sized>(source: *mut T, address: *mut u8) -> *mut T {
 /// its next safe point ([`BiasedArc::new`], [`BiasedArc::merge_pending`] or thread exit), or
 /// straight away on the dropping thread if the owner has exited.
 ///
-/// It is `Send` and `Sync` exactly when `Arc<T>` would be, so values that must stay on one thread
-/// stay there:
+/// It is `Send` and `Sync` when `Arc<T>` would be and `T: 'static`, so values that must stay on
+/// one thread stay there:
 ///
 /// ```compile_fail
 /// fn assert_send<T: Send>() {}
@@ -376,6 +376,17 @@ fn with_address_of<T: ?Sized>(source: *mut T, address: *mut u8) -> *mut T {
 /// // `Cell` is `Send` but not `Sync`: sharing it through clones on two threads would race.
 /// assert_send::<ftrt_refcount::BiasedArc<std::cell::Cell<i32>>>();
 /// ```
+///
+/// The `'static` is where it differs from `Arc`: a last drop on a thread that does not own the
+/// value leaves the value to its owner's next safe point (above), and no lifetime says when that
+/// is, so a value that borrows could be dropped after what it borrows. A value that borrows
+/// stays on its thread, which drops it with its last handle:
+///
+/// ```compile_fail,E0597
+/// fn assert_send<T: Send>(_: &T) {}
+/// let borrowed = String::from("borrowed");
+/// assert_send(&ftrt_refcount::BiasedArc::new(&borrowed));
+/// ```
 pub struct BiasedArc<T: ?Sized> {
     ptr: NonNull<ArcInner<T>>,
     _owns: PhantomData<ArcInner<T>>,
@@ -383,10 +394,12 @@ pub struct BiasedArc<T: ?Sized> {
 
 // SAFETY: as for `Arc<T>`: clones on several threads give shared access to `T` (so `T: Sync`),
 // and whichever thread settles the count drops `T` (so `T: Send`). The count itself is
-// thread-safe: the non-atomic half is only touched by the owner thread.
-unsafe impl<T: ?Sized + Send + Sync> Send for BiasedArc<T> {}
+// thread-safe: the non-atomic half is only touched by the owner thread. Unlike `Arc<T>`, the
+// last drop on another thread can leave the value to its owner's next safe point, which no
+// lifetime bounds: so `T: 'static`, or the value could be dropped after what it borrows.
+unsafe impl<T: ?Sized + Send + Sync + 'static> Send for BiasedArc<T> {}
 // SAFETY: as above; `&BiasedArc<T>` lets another thread clone it.
-unsafe impl<T: ?Sized + Send + Sync> Sync for BiasedArc<T> {}
+unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for BiasedArc<T> {}
 
 /// Ends a `BiasedArc` allocation whose count has reached zero: drops the value (on the calling
 /// thread) and gives up the strong references' weak reference, which frees the memory unless
@@ -876,7 +889,7 @@ impl<T: ?Sized> BiasedArc<T> {
     /// [`clone`](Clone::clone), counting as `owner`, the calling thread's token from
     /// [`biased::with_current_owner`]: the same count, without loading the thread's id. For
     /// loops that clone and drop many values; any other token is correct too (it owns nothing
-    /// `BiasedArc` made, so it counts on the shared side).
+    /// `BiasedArc` made, so it counts on the shared side, at the cost of an atomic operation).
     #[inline]
     pub fn clone_for(this: &Self, owner: biased::Owner<'_>) -> Self {
         this.count().incref_for(owner);
@@ -886,14 +899,30 @@ impl<T: ?Sized> BiasedArc<T> {
         }
     }
 
-    /// Drops `this`, counting as `owner`, like [`clone_for`](Self::clone_for).
+    /// Drops `this`, counting as `owner`, like [`clone_for`](Self::clone_for). With a token that
+    /// does not own the count, it drops as [`drop`](Drop::drop) does (loading the thread's id):
+    /// a drop is never put off because of the token it was given.
     #[inline]
     pub fn drop_for(this: Self, owner: biased::Owner<'_>) {
         let this = ManuallyDrop::new(this);
         let count = this.ptr.cast::<BiasedCount>();
         // SAFETY: as in `Drop::drop`: this handle's reference is given up here (the handle is
         // not dropped again), and `release::<T>` frees exactly this kind of allocation.
-        if unsafe { BiasedCount::decref_for(count, owner, release::<T>) } {
+        let last = match unsafe {
+            BiasedCount::decref_owned(count, owner, |_| {
+                unreachable!("a BiasedArc's count is never deferred")
+            })
+        } {
+            Some(last) => last,
+            // Not the owner's token. Counted as the token, the reference would go to the
+            // owner's queue when the shared half is zero, and if the calling thread is the owner
+            // the value would outlive its last handle until the thread's next safe point, past
+            // whatever `T` borrows (only a `T: 'static` crosses threads, where that wait is
+            // the design). As the calling thread it drops where `drop` would.
+            // SAFETY: as above.
+            None => unsafe { BiasedCount::decref(count, release::<T>) },
+        };
+        if last {
             // SAFETY: that was the last reference and no queue entry remains.
             unsafe { release_inner(this.ptr) };
         }
@@ -1206,11 +1235,11 @@ pub struct Weak<T: ?Sized> {
     ptr: NonNull<ArcInner<T>>,
 }
 
-// SAFETY: as for `BiasedArc<T>`: a weak handle upgrades to a strong one on whatever thread holds
-// it, and its drop may free the memory (never the value) there.
-unsafe impl<T: ?Sized + Send + Sync> Send for Weak<T> {}
+// SAFETY: as for `BiasedArc<T>` (`T: 'static` included): a weak handle upgrades to a strong one
+// on whatever thread holds it, and its drop may free the memory (never the value) there.
+unsafe impl<T: ?Sized + Send + Sync + 'static> Send for Weak<T> {}
 // SAFETY: as above; `&Weak<T>` lets another thread clone or upgrade it.
-unsafe impl<T: ?Sized + Send + Sync> Sync for Weak<T> {}
+unsafe impl<T: ?Sized + Send + Sync + 'static> Sync for Weak<T> {}
 
 /// The address a [`Weak::new`] handle holds in place of an allocation: the last one, where no
 /// allocation (and no value inside one) can start.
@@ -1853,6 +1882,29 @@ mod tests {
         drop(weak);
     }
 
+    /// A value that borrows from its creator's frame is dropped by its last handle, even when a
+    /// handle was dropped through a token that does not own the count: queued to the owner, as
+    /// a drop on another thread would be, the reference would keep the value until the owner's
+    /// next safe point, after the borrow it holds has ended.
+    #[test]
+    fn a_value_that_borrows_is_dropped_by_its_last_handle_whatever_token_dropped_the_others() {
+        use std::cell::Cell;
+        struct SetsOnDrop<'a>(&'a Cell<bool>);
+        impl Drop for SetsOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.set(true);
+            }
+        }
+        let other = crate::biased::LocalCounts::register();
+        for token in [crate::biased::Owner::detached(), other.owner()] {
+            let dropped = Cell::new(false);
+            let value = BiasedArc::new(SetsOnDrop(&dropped));
+            BiasedArc::drop_for(value.clone(), token);
+            drop(value);
+            assert!(dropped.get(), "the value outlived its last handle");
+        }
+    }
+
     /// A husk's value is moved out while the pending entry's merge may run on any thread (the
     /// owner merging its queue, a thread merging for a parked owner, a thread settling an
     /// exited owner's entry): that merge must not free the memory under the move. Here it runs
@@ -1860,10 +1912,12 @@ mod tests {
     #[test]
     fn try_unwrap_keeps_the_memory_while_the_husks_entry_merges() {
         let value = BiasedArc::new(String::from("kept"));
-        let other = crate::biased::LocalCounts::register();
         // Dropped by a thread that does not own the count, at a shared count of zero: queued
         // back to this thread's queue.
-        BiasedArc::drop_for(value.clone(), other.owner());
+        let clone = value.clone();
+        std::thread::spawn(move || drop(clone))
+            .join()
+            .expect("the other thread drops its clone");
         // Merged, so the answer below is exact; the entry is still pending.
         BiasedArc::give_up_ownership(&value);
         hooks::BEFORE_HUSK_MOVE.set(Some(|| {
@@ -1877,6 +1931,10 @@ mod tests {
         }));
         let freed = hooks::FREED.get();
         assert_eq!(BiasedArc::try_unwrap(value).ok().as_deref(), Some("kept"));
+        assert!(
+            hooks::BEFORE_HUSK_MOVE.take().is_none(),
+            "the value was not a husk with a pending entry"
+        );
         assert_eq!(hooks::FREED.get(), freed + 1, "freed once, after the move");
     }
 

@@ -68,8 +68,11 @@ pub(crate) struct Queued {
 // its pushers), which `decref_for`'s contract allows: every count's `release` must be safe to
 // call from any thread. (Entries are usually queued by a thread that does not own the count, but
 // not always: a drop as `Owner::detached()` on the owner's own thread queues to it. Nothing here
-// relies on that; `BiasedArc<T>`, whose `T` may not be `Send`, counts only through the
-// convenience owner, which is never parked and merges on its own thread.)
+// relies on that. `BiasedArc<T>`, whose `T` may be neither `Send` nor `'static`, never queues
+// through a token on its owner's thread (`drop_for` drops as the calling thread when the token
+// does not own the count), and crosses threads only for `T: 'static`; so an entry never holds a
+// value past what it borrows. It is settled by the convenience owner, never parked, on its own
+// thread, or after that owner's exit by the dropping thread.)
 unsafe impl Send for Queued {}
 
 /// The objects other threads queued for one owner to merge.
