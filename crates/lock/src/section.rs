@@ -254,7 +254,6 @@ mod imp {
     /// The active sections are always the innermost ones (a suffix of `open`): suspending
     /// suspends them all, and resuming only ever re-locks the innermost. So a thread that
     /// resumes a section holds no other section lock.
-    #[derive(Default)]
     struct Sections {
         /// Open sections, outermost first.
         open: Vec<Section>,
@@ -650,46 +649,13 @@ mod imp {
         }
     }
 
-    /// The calling thread's stack, as its thread-local. Its teardown hands the sections still
-    /// open to the stack standing in for it ([`stand_in`]).
-    struct ThreadStack(SectionStack);
-
     #[cfg(not(loom))]
     thread_local! {
-        static SECTIONS: ThreadStack = const { ThreadStack(SectionStack::new()) };
+        static SECTIONS: SectionStack = const { SectionStack::new() };
     }
     #[cfg(loom)]
     loom::thread_local! {
-        static SECTIONS: ThreadStack = ThreadStack(SectionStack::new());
-    }
-
-    #[cfg(not(loom))]
-    impl Drop for ThreadStack {
-        /// A section can still be open here only on a frame that never runs again: the process
-        /// exits inside it (`std::process::exit` runs the calling thread's thread-local
-        /// destructors from inside the call). Kept on record in the stand-in, a section that a
-        /// later destructor takes on the same lock suspends it, as a nested section does
-        /// anywhere else, instead of waiting for its own thread for ever.
-        fn drop(&mut self) {
-            let Ok(mut sections) = self.0.sections.try_borrow_mut() else {
-                // Borrowed only inside the stack's own methods, which call nothing that exits.
-                return;
-            };
-            if sections.open.is_empty() {
-                return;
-            }
-            let carried = std::mem::take(&mut *sections);
-            drop(sections);
-            let stand_in = SectionStack::new();
-            *stand_in.sections.borrow_mut() = carried;
-            stand_in.set_blocking_wait(THREAD_BLOCKING_WAIT.get());
-            STAND_IN.with(|slot| {
-                if slot.get().is_null() {
-                    slot.set(Box::into_raw(Box::new(stand_in)));
-                    let _registered = STAND_IN_FREED.try_with(|_| ());
-                }
-            });
-        }
+        static SECTIONS: SectionStack = SectionStack::new();
     }
 
     /// See [`with_on`](super::with_on); without `RECORD_ELIDED`, a section begun while the stack
@@ -752,23 +718,7 @@ mod imp {
     #[cfg(not(loom))]
     impl Drop for FreeStandIn {
         fn drop(&mut self) {
-            let stack = STAND_IN.with(|stand_in| {
-                // SAFETY: made by `Box::into_raw` and freed only below; no reference to it is in
-                // use (see below).
-                let open = !stand_in.get().is_null()
-                    && !unsafe { &*stand_in.get() }
-                        .sections
-                        .borrow()
-                        .open
-                        .is_empty();
-                // Sections still open belong to frames the process exits from inside: kept for
-                // the destructors still to run (the process ends without them).
-                if open {
-                    std::ptr::null_mut()
-                } else {
-                    stand_in.replace(std::ptr::null_mut())
-                }
-            });
+            let stack = STAND_IN.with(|stand_in| stand_in.replace(std::ptr::null_mut()));
             if !stack.is_null() {
                 // SAFETY: made by `Box::into_raw` in `stand_in` and taken out of the cell just
                 // above. No reference to it is left: `stand_in`'s callers use theirs only in
@@ -783,10 +733,14 @@ mod imp {
     /// destructors at thread exit), for as long as the thread's exit lasts: one stack, so that
     /// sections nested in one destructor see each other (a section on a lock an outer one holds
     /// suspends it, instead of waiting for its own thread). It blocks through the thread's
-    /// hook ([`set_blocking_wait`](super::set_blocking_wait)). Made on first need (or by the
-    /// teardown, holding the sections a process exit left open), and freed by a thread-local
-    /// destructor registered then, unless sections are still open on it (if the thread's
-    /// destructors are so far along that none can be registered any more, it is never freed).
+    /// hook ([`set_blocking_wait`](super::set_blocking_wait)). Made on first need, and freed by
+    /// a thread-local destructor registered then (if the thread's destructors are so far along
+    /// that none can be registered any more, it is never freed).
+    ///
+    /// Sections still open on the thread-local stack when it is torn down (a process exiting
+    /// inside one: `std::process::exit` runs the calling thread's thread-local destructors from
+    /// inside the call) are not carried over: their locks stay held, and their records would
+    /// point at locks that later destructors may free.
     ///
     /// # Safety
     /// As for [`thread_stack`]: only on this thread, until the caller's frame returns.
@@ -833,7 +787,7 @@ mod imp {
     /// The caller uses the reference only on this thread and only until its own frame returns.
     #[inline]
     unsafe fn thread_stack<'a>() -> Option<&'a SectionStack> {
-        match SECTIONS.try_with(|stack| std::ptr::from_ref(&stack.0)) {
+        match SECTIONS.try_with(std::ptr::from_ref) {
             // SAFETY: the thread-local lives until this thread's thread-local destructors
             // reach it, and they run one after another, never nested inside a call that is
             // still running; so it outlives the caller's frame, which is as long as the caller
@@ -849,7 +803,7 @@ mod imp {
     #[inline]
     pub(super) fn with_thread_stack<R>(f: impl FnOnce(&SectionStack) -> R) -> R {
         let mut f = Some(f);
-        match SECTIONS.try_with(|stack| (f.take().expect("runs once"))(&stack.0)) {
+        match SECTIONS.try_with(|stack| (f.take().expect("runs once"))(stack)) {
             Ok(result) => result,
             Err(_) => {
                 let f = f.take().expect("runs once");
