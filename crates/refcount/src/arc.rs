@@ -900,28 +900,16 @@ impl<T: ?Sized> BiasedArc<T> {
     }
 
     /// Drops `this`, counting as `owner`, like [`clone_for`](Self::clone_for). With a token that
-    /// does not own the count, it drops as [`drop`](Drop::drop) does (loading the thread's id):
-    /// a drop is never put off because of the token it was given.
+    /// does not own the count, on the thread that does, it drops as [`drop`](Drop::drop) does: a
+    /// drop is never put off because of the token it was given (see
+    /// [`BiasedCount::decref_for`]).
     #[inline]
     pub fn drop_for(this: Self, owner: biased::Owner<'_>) {
         let this = ManuallyDrop::new(this);
         let count = this.ptr.cast::<BiasedCount>();
         // SAFETY: as in `Drop::drop`: this handle's reference is given up here (the handle is
         // not dropped again), and `release::<T>` frees exactly this kind of allocation.
-        let last = match unsafe {
-            BiasedCount::decref_owned(count, owner, |_| {
-                unreachable!("a BiasedArc's count is never deferred")
-            })
-        } {
-            Some(last) => last,
-            // Not the owner's token. Counted as the token, the reference would go to the
-            // owner's queue when the shared half is zero, and if the calling thread is the owner
-            // the value would outlive its last handle until the thread's next safe point, past
-            // whatever `T` borrows (only a `T: 'static` crosses threads, where that wait is
-            // the design). As the calling thread it drops where `drop` would.
-            // SAFETY: as above.
-            None => unsafe { BiasedCount::decref(count, release::<T>) },
-        };
+        let last = unsafe { BiasedCount::decref_for(count, owner, release::<T>) };
         if last {
             // SAFETY: that was the last reference and no queue entry remains.
             unsafe { release_inner(this.ptr) };

@@ -414,7 +414,9 @@ impl BiasedCount {
     }
 
     /// Drops a reference, as `owner` (the calling thread). Returns `true` when that was the last
-    /// one: the caller must free the object now.
+    /// one: the caller must free the object now. A token that does not own the count, used on
+    /// the thread whose own id ([`decref`](Self::decref)'s) does, drops as that id: the
+    /// reference is never queued to the calling thread itself.
     ///
     /// # Safety
     /// As for [`decref`](Self::decref).
@@ -478,9 +480,27 @@ impl BiasedCount {
         match count.drop_local(owner, |_| {}) {
             LocalDrop::Ignored => None,
             LocalDrop::Dropped { last } => Some(last && count.dead_without_local()),
-            LocalDrop::NotOwned if count.shared_saturated() => None,
-            // SAFETY: forwarded from the caller.
-            LocalDrop::NotOwned => Some(unsafe { Self::subtract_shared(this, release) }),
+            LocalDrop::NotOwned => {
+                // A token that is not the calling thread's own (another `LocalCounts`',
+                // `Owner::detached()`), for a count the calling thread owns through its own id:
+                // dropped as that owner. Counted as the token, the reference would be queued to
+                // the calling thread itself, at a shared count of zero, and the object would
+                // outlive its last reference until the thread's next safe point, past whatever
+                // it borrows (`BiasedArc<T>` keeps a `T` that borrows on its thread; see
+                // `BiasedArc::drop_for`).
+                let caller = thread::current();
+                if caller != owner.id() && count.owned_by_id(caller) {
+                    // SAFETY: forwarded from the caller; `caller` is the calling thread's id.
+                    return unsafe {
+                        Self::decref_counting(this, Owner::current_id(caller), release)
+                    };
+                }
+                if count.shared_saturated() {
+                    return None;
+                }
+                // SAFETY: forwarded from the caller.
+                Some(unsafe { Self::subtract_shared(this, release) })
+            }
         }
     }
 
