@@ -491,6 +491,9 @@ impl Drop for Reattach {
 /// checkpoint after the stop), a nested stop runs its closure at once, and
 /// [`allow_threads`](Python::allow_threads) suspends the thread's sections but lets no other
 /// thread run (so its closure must not wait for one, nor for a lock a thread outside holds).
+/// That includes a lock the caller's own suspended sections held: the stop gives it up, a
+/// thread waiting for it may take it before it parks, and a section on it inside `f` then waits
+/// for ever.
 pub fn stop_the_world<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
     let mut f = Some(f);
     loop {
