@@ -82,8 +82,8 @@
 //!   leave the registry (and with it the runtime's list of threads); what other threads queued
 //!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the section
 //!   stack is dropped (empty, as sections are scoped, unless the process exits inside one: that
-//!   section's lock then stays held, and a later destructor's section on it waits for ever). Before step 2 the thread's counters are
-//!   folded into the retired sums, so the sums stay exact.
+//!   section's lock then stays held, and a later destructor's section on it waits for ever).
+//!   Before step 2 the thread's counters are folded into the retired sums, so the sums stay exact.
 //!
 //! # After exit: the one fallback
 //!

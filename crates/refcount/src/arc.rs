@@ -909,8 +909,7 @@ impl<T: ?Sized> BiasedArc<T> {
         let count = this.ptr.cast::<BiasedCount>();
         // SAFETY: as in `Drop::drop`: this handle's reference is given up here (the handle is
         // not dropped again), and `release::<T>` frees exactly this kind of allocation.
-        let last = unsafe { BiasedCount::decref_for(count, owner, release::<T>) };
-        if last {
+        if unsafe { BiasedCount::decref_for(count, owner, release::<T>) } {
             // SAFETY: that was the last reference and no queue entry remains.
             unsafe { release_inner(this.ptr) };
         }
