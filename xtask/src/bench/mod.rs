@@ -76,10 +76,13 @@ pub const PROCESSES_BUILD: &str = "nogil-processes";
 /// The size multiplier of `--quick` runs.
 const QUICK_SCALE: f64 = 0.05;
 
-/// The thread counts of a default run on `cores` cores: 1, 2 and twice the cores.
+/// The thread counts of a default run on `cores` cores: 1, 2, the cores (where P9 reads) and
+/// twice the cores.
 fn default_threads(cores: usize) -> Vec<usize> {
-    let mut threads = vec![1, 2, 2 * cores];
+    let mut threads = vec![1, 2, cores, 2 * cores];
+    threads.sort_unstable();
     threads.dedup();
+    threads.retain(|&t| t >= 1);
     threads
 }
 
@@ -91,7 +94,7 @@ pub struct Options {
     /// Comma-separated builds to run (default: all).
     #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
     pub builds: Vec<Variant>,
-    /// Comma-separated thread counts (default: 1, 2 and twice the number of cores).
+    /// Comma-separated thread counts (default: 1, 2, the number of cores and twice that).
     #[arg(long, value_delimiter = ',', value_name = "LIST", value_parser = parse_threads)]
     pub threads: Vec<usize>,
     /// Measured runs of each cell after the warm-up (default: 5; 1 with --quick).

@@ -154,6 +154,8 @@ fn cell_of(key: Key, m: Measurements) -> Cell {
         .runs
         .iter()
         .filter_map(|r| r.peak_rss_kib)
+        // 0: the runner could not read it.
+        .filter(|&kib| kib > 0)
         .map(|kib| kib as f64)
         .collect();
     cell.peak_rss_kib = if rss.is_empty() {

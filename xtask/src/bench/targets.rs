@@ -130,6 +130,30 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// The peak memory of a cell, `None` (and missing) where the runner could not read it: a
+    /// runner prints 0 off Linux.
+    fn peak_rss_kib(&mut self, workload: &str, build: &str, threads: usize) -> Option<u64> {
+        let peak = self.cell(workload, build, threads)?.peak_rss_kib;
+        if peak == 0 {
+            self.missing.push(format!(
+                "{workload} {build} x{threads} (peak memory unknown)"
+            ));
+            return None;
+        }
+        Some(peak)
+    }
+
+    /// Whether the machine can measure scaling: `false`, and missing, on one core, where a
+    /// second thread shares the core and every speedup is the machine's.
+    fn two_cores(&mut self) -> bool {
+        let n = self.report.cores;
+        if n < 2 {
+            self.missing
+                .push(format!("a machine with 2 or more cores (this one has {n})"));
+        }
+        n >= 2
+    }
+
     fn time(&mut self, workload: &str, build: &str, threads: usize) -> Option<f64> {
         self.cell(workload, build, threads).map(|c| c.median_s)
     }
@@ -286,6 +310,9 @@ pub fn evaluate(report: &Report) -> Summary {
         "nogil 2-thread speedup, private-data workloads",
         ">= 1.85",
         |r| {
+            if !r.two_cores() {
+                return None;
+            }
             let v = r.each(PRIVATE_WORKLOADS, |r, w| r.speedup(w, "nogil", 2))?;
             let processes = r.as_processes(PRIVATE_WORKLOADS, 2);
             Some((
@@ -300,6 +327,9 @@ pub fn evaluate(report: &Report) -> Summary {
         "nogil 2-thread speedup, shared-read workloads",
         ">= 1.7",
         |r| {
+            if !r.two_cores() {
+                return None;
+            }
             let v = r.each(SHARED_READS, |r, w| r.speedup(w, "nogil", 2))?;
             Some((listing(&v), v.iter().all(|(_, s)| *s >= 1.7)))
         },
@@ -310,6 +340,9 @@ pub fn evaluate(report: &Report) -> Summary {
         "gil 2-thread speedup, CPU-bound workloads (S1)",
         "<= 1.15",
         |r| {
+            if !r.two_cores() {
+                return None;
+            }
             let v = r.each(CPU_BOUND, |r, w| r.speedup(w, "gil", 2))?;
             Some((listing(&v), v.iter().all(|(_, s)| *s <= 1.15)))
         },
@@ -320,6 +353,9 @@ pub fn evaluate(report: &Report) -> Summary {
         "gil 2-thread speedup, io-sleep and native-release (S4, S5)",
         ">= 1.8",
         |r| {
+            if !r.two_cores() {
+                return None;
+            }
             let v = r.each(RELEASING, |r, w| r.speedup(w, "gil", 2))?;
             Some((listing(&v), v.iter().all(|(_, s)| *s >= 1.8)))
         },
@@ -353,8 +389,8 @@ pub fn evaluate(report: &Report) -> Summary {
         "peak memory nogil / gil on object-create (1 thread; 100,000 instances held at once)",
         "<= 1.10",
         |r| {
-            let nogil = r.cell("object-create", "nogil", 1).map(|c| c.peak_rss_kib);
-            let gil = r.cell("object-create", "gil", 1).map(|c| c.peak_rss_kib);
+            let nogil = r.peak_rss_kib("object-create", "nogil", 1);
+            let gil = r.peak_rss_kib("object-create", "gil", 1);
             let (nogil, gil) = (nogil? as f64, gil? as f64);
             let m = nogil / gil;
             Some((format!("{m:.3} ({nogil} KiB / {gil} KiB)"), m <= 1.10))
@@ -379,12 +415,10 @@ pub fn evaluate(report: &Report) -> Summary {
         "nogil speedup / N at N = cores, every thread reading one shared mortal object",
         ">= 0.8",
         |r| {
-            let n = report.cores;
-            if n < 2 {
-                r.missing
-                    .push(format!("a machine with 2 or more cores (this one has {n})"));
+            if !r.two_cores() {
                 return None;
             }
+            let n = report.cores;
             let v = r.each(SHARED_MORTAL, |r, w| {
                 r.speedup(w, "nogil", n).map(|s| s / n as f64)
             })?;
@@ -462,6 +496,9 @@ pub fn evaluate(report: &Report) -> Summary {
          thread)",
         "speedup >= 1.7, p99 < 10 ms",
         |r| {
+            if !r.two_cores() {
+                return None;
+            }
             let speedup = r.speedup("cycle-create", "nogil", 2);
             let mut worst: Option<(usize, f64)> = None;
             for &n in &report.threads {
@@ -485,7 +522,8 @@ pub fn evaluate(report: &Report) -> Summary {
     ));
 
     let cost = |w: &str, b: &str| {
-        Some(report.cell(w, b, 1)?.median_s / report.cell(w, "gil", 1)?.median_s)
+        let ok = |b: &str| report.cell(w, b, 1).filter(|c| c.ok());
+        Some(ok(b)?.median_s / ok("gil")?.median_s)
     };
     let single_thread_cost = report
         .workloads
@@ -719,6 +757,83 @@ mod tests {
         assert_eq!(p5.meets, Some(true), "the values are still shown");
         assert_eq!(p5.verdict, Verdict::NotJudged);
         assert_eq!(find(&summary, "P3").verdict, Verdict::NotMeasured);
+    }
+
+    #[test]
+    fn a_default_run_measures_at_the_core_count_which_p9_reads() {
+        assert_eq!(crate::bench::default_threads(2), [1, 2, 4]);
+        assert_eq!(crate::bench::default_threads(4), [1, 2, 4, 8]);
+        assert_eq!(crate::bench::default_threads(16), [1, 2, 16, 32]);
+        assert_eq!(crate::bench::default_threads(1), [1, 2]);
+        let all: Vec<&str> = WORKLOADS.to_vec();
+        let without_cores =
+            crate::bench::partial_because(&all, &crate::variants::Variant::ALL, &[1, 2, 8], 1.0, 4);
+        assert!(
+            without_cores.iter().any(|r| r.contains('4')),
+            "a run without x4 on 4 cores cannot judge P9, so it is partial: {without_cores:?}"
+        );
+    }
+
+    #[test]
+    fn p7_is_not_measured_when_a_runner_could_not_read_its_peak_memory() {
+        let mut cells = full_run(|_, _| 1.0);
+        for c in &mut cells {
+            if c.workload == "object-create" && c.build == "nogil" && c.threads == 1 {
+                // What a runner prints where it cannot read its peak (not Linux).
+                c.peak_rss_kib = 0;
+            }
+        }
+        let summary = evaluate(&full_report(cells));
+        let p7 = find(&summary, "P7");
+        assert_eq!(p7.verdict, Verdict::NotMeasured, "{}", p7.measured);
+        assert!(
+            p7.missing
+                .iter()
+                .any(|m| m.contains("object-create nogil x1")),
+            "{:?}",
+            p7.missing
+        );
+    }
+
+    #[test]
+    fn the_single_thread_cost_table_leaves_out_failed_cells() {
+        let mut cells = full_run(|_, _| 1.0);
+        for c in &mut cells {
+            if c.workload == "countdown" && c.build == "nogil" && c.threads == 1 {
+                c.median_s = 2.0;
+                c.check = "crashed: signal 11".to_owned();
+            }
+        }
+        let summary = evaluate(&full_report(cells));
+        let countdown = summary
+            .single_thread_cost
+            .iter()
+            .find(|(w, _, _)| w == "countdown")
+            .unwrap();
+        assert_eq!(countdown.1, None, "a crashed cell's time is no cost");
+        assert_eq!(countdown.2, Some(1.0));
+    }
+
+    #[test]
+    fn on_one_core_the_scaling_targets_are_not_measured() {
+        let cells = full_run(|_, b| if b == "gil" { 1.0 } else { 0.5 });
+        let report = Report::from_cells(
+            cells,
+            runners(&["gil", "nogil", "nogil-atomic-rc"]),
+            vec![1, 2, 4],
+            1,
+            Vec::new(),
+        );
+        let summary = evaluate(&report);
+        for id in ["P3", "P3b", "P4", "P5", "P9", "G1"] {
+            let t = find(&summary, id);
+            assert_eq!(t.verdict, Verdict::NotMeasured, "{id}: {}", t.measured);
+            assert!(
+                t.missing.iter().any(|m| m.contains("2 or more cores")),
+                "{id}: {:?}",
+                t.missing
+            );
+        }
     }
 
     #[test]
