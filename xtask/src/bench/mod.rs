@@ -6,7 +6,8 @@
 //! its clock. The runs are interleaved: every repeat visits every workload, build and thread
 //! count before the next repeat starts, so drift on a shared machine hits all alike. Every run
 //! is appended to `runs.jsonl` in the output folder as it finishes; a run that fails (a failed
-//! check, a crash, even after printing its result) fails its cell, and the bench goes on and
+//! check, a crash, even after printing its result, a runner still running at the run limit,
+//! which is killed) fails its cell, and the bench goes on and
 //! exits non-zero at the end. The report gives median, min and max times and their spread,
 //! nanoseconds per operation, speedups against one thread and against the `gil` build (or a
 //! free-threaded interpreter's default twin), peak memory and the workloads' own checks, and
@@ -23,6 +24,7 @@ mod targets;
 pub use runs::{runner_build_step, runner_in, ALLOCATOR_PURGE};
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::builder::PossibleValuesParser;
 
@@ -117,6 +119,10 @@ pub struct Options {
     /// instead of building them: for a machine with the binaries but no toolchain.
     #[arg(long)]
     pub no_build: bool,
+    /// Seconds one run may take: a runner still running then (a deadlock) is killed, and its
+    /// run fails.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub run_limit: u64,
 }
 
 fn parse_threads(value: &str) -> Result<usize, String> {
@@ -142,6 +148,8 @@ pub struct Plan {
     /// Why this is not a full run (quick sizes, workloads, builds or default thread counts
     /// left out); empty for a full run. Only a full run judges the targets.
     pub partial: Vec<String>,
+    /// How long one run may take before its runner is killed and the run fails.
+    pub run_limit: Duration,
 }
 
 impl Plan {
@@ -171,6 +179,7 @@ impl Plan {
             repeat: options.repeat.unwrap_or(if options.quick { 1 } else { 5 }),
             scale,
             cores,
+            run_limit: Duration::from_secs(options.run_limit),
         }
     }
 }

@@ -5,13 +5,15 @@ use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::Receiver;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use super::{Plan, PRIVATE_WORKLOADS, PROCESSES_BUILD};
+use super::{Plan, PRIVATE_WORKLOADS, PROCESSES_BUILD, WORKLOADS};
 use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
 use crate::variants::Variant;
 
@@ -97,11 +99,8 @@ impl Runner {
     fn with_self_description(mut self) -> Result<Runner, Failed> {
         self.info = self.query("--info")?;
         let list = self.query("--list")?;
+        self.workloads = offered_workloads(&self.build, self.is_variant(), &list)?;
         let entries = list.as_array().map(Vec::as_slice).unwrap_or_default();
-        self.workloads = entries
-            .iter()
-            .filter_map(|w| w["name"].as_str().map(str::to_owned))
-            .collect();
         self.units = entries
             .iter()
             .filter_map(|w| {
@@ -113,6 +112,39 @@ impl Runner {
             .collect();
         Ok(self)
     }
+}
+
+/// The workloads a runner's `--list` names. A build of the runtime must offer every workload
+/// the bench knows (an older runner, as `--no-build` takes it, would leave its rows out of a
+/// run that still says it is full); an interpreter offers those written in Python.
+fn offered_workloads(build: &str, is_variant: bool, list: &Value) -> Result<Vec<String>, Failed> {
+    let entries = list
+        .as_array()
+        .ok_or_else(|| Failed(format!("{build} --list printed no array: {list}")))?;
+    let names: Vec<String> = entries
+        .iter()
+        .map(|w| {
+            w["name"]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| Failed(format!("{build} --list: an entry without a name: {w}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if is_variant {
+        let lacking: Vec<&str> = WORKLOADS
+            .iter()
+            .copied()
+            .filter(|w| !names.iter().any(|n| n == w))
+            .collect();
+        if !lacking.is_empty() {
+            return Err(Failed(format!(
+                "the {build} runner does not offer {} (built from older sources? run without \
+                 --no-build)",
+                lacking.join(", ")
+            )));
+        }
+    }
+    Ok(names)
 }
 
 /// Finds, for each runner, the runner whose times its `vs_gil` divides: the `gil` build for the
@@ -420,14 +452,14 @@ fn run_once(
     runner: &Runner,
     workload: &str,
     threads: usize,
-    scale: f64,
+    plan: &Plan,
     log: &mut RawLog,
     round: Option<u32>,
 ) -> Result<Run, Failed> {
     let (run, raw) = if runner.processes && threads > 1 {
-        run_as_processes(runner, workload, threads, scale)
+        run_as_processes(runner, workload, threads, plan.scale, plan.run_limit)
     } else {
-        run_in_one_process(runner, workload, threads, scale)
+        run_in_one_process(runner, workload, threads, plan.scale, plan.run_limit)
     };
     log.record(&json!({
         "round": round,
@@ -442,30 +474,46 @@ fn run_once(
 }
 
 /// One run of the runner: its result, and what it printed (for `runs.jsonl`).
-fn run_in_one_process(runner: &Runner, workload: &str, threads: usize, scale: f64) -> (Run, Value) {
-    let result = runner
-        .command()
-        .args([
-            workload,
-            "--threads",
-            &threads.to_string(),
-            "--scale",
-            &scale.to_string(),
-        ])
-        .output();
-    finished(runner, result)
+fn run_in_one_process(
+    runner: &Runner,
+    workload: &str,
+    threads: usize,
+    scale: f64,
+    limit: Duration,
+) -> (Run, Value) {
+    let deadline = Instant::now() + limit;
+    let mut command = runner.command();
+    command.args([
+        workload,
+        "--threads",
+        &threads.to_string(),
+        "--scale",
+        &scale.to_string(),
+    ]);
+    let result = WatchedChild::start(command, Stdio::null()).and_then(|c| c.wait(deadline));
+    finished(runner, result, limit)
 }
 
-fn finished(runner: &Runner, result: std::io::Result<Output>) -> (Run, Value) {
+fn finished(runner: &Runner, result: std::io::Result<Finished>, limit: Duration) -> (Run, Value) {
     match &result {
-        Ok(output) => (
-            parse_run(output),
-            json!({
-                "status": output.status.to_string(),
-                "stdout": String::from_utf8_lossy(&output.stdout).trim(),
-                "stderr": stderr_tail(output),
-            }),
-        ),
+        Ok(Finished { output, timed_out }) => {
+            let mut run = parse_run(output);
+            if *timed_out {
+                run.check = format!(
+                    "timed out: still running after the run limit ({} s), killed",
+                    limit.as_secs_f64()
+                );
+            }
+            (
+                run,
+                json!({
+                    "status": output.status.to_string(),
+                    "stdout": String::from_utf8_lossy(&output.stdout).trim(),
+                    "stderr": stderr_tail(output),
+                    "timed_out": timed_out,
+                }),
+            )
+        }
         Err(e) => {
             let check = format!("cannot run the {} runner: {e}", runner.build);
             (
@@ -487,9 +535,16 @@ fn finished(runner: &Runner, result: std::io::Result<Output>) -> (Run, Value) {
 /// what each printed goes to `runs.jsonl` as a list. Each warms up alone and waits at its start
 /// gate (`ftrt-runner --start-gate`); once every one is there, all are released together, so
 /// their clocks run at the same time.
-fn run_as_processes(runner: &Runner, workload: &str, processes: usize, scale: f64) -> (Run, Value) {
+fn run_as_processes(
+    runner: &Runner,
+    workload: &str,
+    processes: usize,
+    scale: f64,
+    limit: Duration,
+) -> (Run, Value) {
+    let deadline = Instant::now() + limit;
     let share = (scale / processes as f64).to_string();
-    let mut children: Vec<std::io::Result<GatedChild>> = (0..processes)
+    let mut children: Vec<std::io::Result<WatchedChild>> = (0..processes)
         .map(|_| {
             let mut command = runner.command();
             command.args([
@@ -500,66 +555,92 @@ fn run_as_processes(runner: &Runner, workload: &str, processes: usize, scale: f6
                 &share,
                 "--start-gate",
             ]);
-            GatedChild::start(command)
+            WatchedChild::start(command, Stdio::piped())
         })
         .collect();
     for child in children.iter_mut().flatten() {
-        child.wait_until_ready();
+        child.wait_until_ready(deadline);
     }
     for child in children.iter_mut().flatten() {
         child.release();
     }
     let (runs, raws): (Vec<Run>, Vec<Value>) = children
         .into_iter()
-        .map(|child| finished(runner, child.and_then(GatedChild::wait)))
+        .map(|child| finished(runner, child.and_then(|c| c.wait(deadline)), limit))
         .unzip();
     (combine_processes(&runs), Value::Array(raws))
 }
 
-/// A runner started with `--start-gate`: held after its warm-up until [`release`](Self::release).
-struct GatedChild {
+/// A runner's process whose output is read on threads of its own (a child must never block on
+/// a full pipe while the bench waits for another), so that waiting for it can end at a
+/// deadline: a runner that hangs (a deadlock in the build under test) is killed and fails its
+/// run, and the bench goes on. Started with piped input, it is held at its start gate
+/// (`--start-gate`) until [`release`](Self::release).
+struct WatchedChild {
     child: Child,
-    stdout: BufReader<ChildStdout>,
-    /// What the child printed before `ready` (nothing, unless it failed before the gate).
+    /// Standard output, line by line as it comes.
+    lines: Receiver<Vec<u8>>,
+    /// What was read from `lines` while waiting for `ready` (nothing, unless the child failed
+    /// before its gate).
     before_ready: Vec<u8>,
-    /// Its standard error, read from the start on a thread of its own: a child must never block
-    /// on a full pipe while the bench waits for another.
+    stdout: JoinHandle<()>,
     stderr: JoinHandle<Vec<u8>>,
 }
 
-impl GatedChild {
-    fn start(mut command: Command) -> std::io::Result<GatedChild> {
+/// How a [`WatchedChild`] ended: its output, and whether it ran past its deadline and was
+/// killed.
+struct Finished {
+    output: Output,
+    timed_out: bool,
+}
+
+/// How often a wait with a deadline looks at the child: short beside any run, long beside the
+/// cost of a look.
+const POLL: Duration = Duration::from_millis(5);
+
+impl WatchedChild {
+    fn start(mut command: Command, stdin: Stdio) -> std::io::Result<WatchedChild> {
         let mut child = command
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()?;
-        let stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let mut stdout = BufReader::new(child.stdout.take().expect("stdout is piped"));
+        let (send, lines) = std::sync::mpsc::channel();
+        let stdout = std::thread::spawn(move || loop {
+            let mut line = Vec::new();
+            match stdout.read_until(b'\n', &mut line) {
+                Ok(1..) if send.send(line).is_ok() => {}
+                _ => return,
+            }
+        });
         let mut stderr = child.stderr.take().expect("stderr is piped");
         let stderr = std::thread::spawn(move || {
             let mut text = Vec::new();
             let _ = stderr.read_to_end(&mut text);
             text
         });
-        Ok(GatedChild {
+        Ok(WatchedChild {
             child,
-            stdout,
+            lines,
             before_ready: Vec::new(),
+            stdout,
             stderr,
         })
     }
 
-    /// Waits for the child's `ready`, or for the end of its output if it stops first (its
-    /// result, or its failure, is read by [`wait`](Self::wait)).
-    fn wait_until_ready(&mut self) {
-        let mut line = Vec::new();
-        while let Ok(1..) = self.stdout.read_until(b'\n', &mut line) {
+    /// Waits for the child's `ready`, for the end of its output if it stops first, or for the
+    /// deadline (its result, or its failure, is read by [`wait`](Self::wait)).
+    fn wait_until_ready(&mut self, deadline: Instant) {
+        while let Ok(mut line) = self
+            .lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
             if line.trim_ascii() == b"ready" {
                 return;
             }
             self.before_ready.append(&mut line);
         }
-        self.before_ready.append(&mut line);
     }
 
     /// Lets the child start its clock; closes its input.
@@ -570,16 +651,41 @@ impl GatedChild {
         }
     }
 
-    fn wait(mut self) -> std::io::Result<Output> {
+    /// Waits for the child to exit, killing it at the deadline.
+    fn wait(mut self, deadline: Instant) -> std::io::Result<Finished> {
         self.release();
+        let mut timed_out = false;
+        let status = loop {
+            if let Some(status) = self.child.try_wait()? {
+                break status;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                // The whole process: a runner's threads die with it.
+                let _ = self.child.kill();
+                timed_out = true;
+                break self.child.wait()?;
+            }
+            std::thread::sleep(POLL.min(deadline - now));
+        };
         let mut stdout = self.before_ready;
-        self.stdout.read_to_end(&mut stdout)?;
-        let status = self.child.wait()?;
-        let stderr = self.stderr.join().unwrap_or_default();
-        Ok(Output {
-            status,
-            stdout,
-            stderr,
+        let stderr = if timed_out {
+            // Processes the runner started may still hold its pipes: take what came, and leave
+            // the readers to end with them.
+            stdout.extend(self.lines.try_iter().flatten());
+            Vec::new()
+        } else {
+            let _ = self.stdout.join();
+            stdout.extend(self.lines.try_iter().flatten());
+            self.stderr.join().unwrap_or_default()
+        };
+        Ok(Finished {
+            output: Output {
+                status,
+                stdout,
+                stderr,
+            },
+            timed_out,
         })
     }
 }
@@ -649,7 +755,7 @@ pub fn measure(
     for &(workload, runner) in &cells {
         progress.set_message(format!("warm-up {} {workload}", runner.build));
         let first = thread_counts(runner)[0];
-        let run = run_once(runner, workload, first, plan.scale, log, None)?;
+        let run = run_once(runner, workload, first, plan, log, None)?;
         let entry = results
             .entry((workload.to_owned(), runner.build.clone(), first))
             .or_default();
@@ -669,7 +775,7 @@ pub fn measure(
                     "round {round}: {} {workload} x{threads}",
                     runner.build
                 ));
-                let run = run_once(runner, workload, threads, plan.scale, log, Some(round))?;
+                let run = run_once(runner, workload, threads, plan, log, Some(round))?;
                 if !run.ok() && workload != "counter-race" {
                     progress.println(format!(
                         "FAILED {} {workload} x{threads}: {}",
@@ -692,6 +798,38 @@ pub fn measure(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_build_whose_runner_lacks_a_workload_is_refused_not_left_out() {
+        let list = |names: &[&str]| {
+            serde_json::Value::Array(
+                names
+                    .iter()
+                    .map(|n| serde_json::json!({"name": n, "unit": "op"}))
+                    .collect(),
+            )
+        };
+        let all = list(WORKLOADS);
+        assert_eq!(
+            offered_workloads("nogil", true, &all).unwrap().len(),
+            WORKLOADS.len()
+        );
+        let older = list(&WORKLOADS[..WORKLOADS.len() - 1]);
+        let Failed(message) = offered_workloads("nogil", true, &older).unwrap_err();
+        assert!(
+            message.contains(WORKLOADS[WORKLOADS.len() - 1]),
+            "names what is lacking: {message}"
+        );
+        // An interpreter runs the workloads written in Python, whichever those are.
+        assert_eq!(
+            offered_workloads("python-3.14", false, &older)
+                .unwrap()
+                .len(),
+            WORKLOADS.len() - 1
+        );
+        let Failed(message) = offered_workloads("nogil", true, &serde_json::json!({})).unwrap_err();
+        assert!(message.contains("no array"), "{message}");
+    }
 
     #[test]
     fn a_runner_must_report_the_variant_it_was_built_as() {
@@ -852,6 +990,36 @@ printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
 
     #[cfg(unix)]
     #[test]
+    fn a_runner_that_hangs_is_killed_at_the_run_limit_and_fails_its_run() {
+        let mut hung = runner("nogil", RunnerKind::Variant(Variant::Nogil));
+        hung.program = PathBuf::from("sh");
+        // Prints a result, then never exits: a deadlock at teardown.
+        hung.prefix = [
+            "-c",
+            r#"echo '{"elapsed_s": 0.1, "ops": 5, "check": "ok", "metrics": {}}'; exec sleep 60"#,
+        ]
+        .map(PathBuf::from)
+        .to_vec();
+        let started = Instant::now();
+        let limit = Duration::from_millis(300);
+        let (run, raw) = run_in_one_process(&hung, "countdown", 1, 1.0, limit);
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "waited for the runner"
+        );
+        assert!(!run.ok());
+        assert!(run.check.contains("timed out"), "{}: {raw}", run.check);
+        assert_eq!(raw["timed_out"], true);
+        // The same for processes started together, hung before their start gate.
+        hung.processes = true;
+        hung.prefix = ["-c", "exec sleep 60"].map(PathBuf::from).to_vec();
+        let (run, _) = run_as_processes(&hung, "countdown", 2, 1.0, limit);
+        assert!(started.elapsed() < Duration::from_secs(30));
+        assert!(run.check.contains("timed out"), "{}", run.check);
+    }
+
+    #[cfg(unix)]
+    #[test]
     fn processes_are_released_together_once_every_one_has_warmed_up() {
         let dir = std::env::temp_dir().join(format!("ftrt-start-gate-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -862,7 +1030,7 @@ printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
             .map(PathBuf::from)
             .to_vec();
         stand_in.processes = true;
-        let (run, raw) = run_as_processes(&stand_in, "countdown", 3, 1.0);
+        let (run, raw) = run_as_processes(&stand_in, "countdown", 3, 1.0, Duration::from_secs(60));
         let _ = std::fs::remove_dir_all(&dir);
         assert!(run.ok(), "{}: {raw}", run.check);
         assert_eq!(run.ops, Some(15));
