@@ -96,10 +96,12 @@ impl Runner {
         })
     }
 
-    fn with_self_description(mut self) -> Result<Runner, Failed> {
+    /// Reads `--info` and `--list`; `every_workload`: the runner must offer every workload (a
+    /// build of the runtime does; an interpreter offers those written in Python).
+    fn with_self_description(mut self, every_workload: bool) -> Result<Runner, Failed> {
         self.info = self.query("--info")?;
         let list = self.query("--list")?;
-        self.workloads = offered_workloads(&self.build, self.is_variant(), &list)?;
+        self.workloads = offered_workloads(&self.build, every_workload, &list)?;
         let entries = list.as_array().map(Vec::as_slice).unwrap_or_default();
         self.units = entries
             .iter()
@@ -117,7 +119,11 @@ impl Runner {
 /// The workloads a runner's `--list` names. A build of the runtime must offer every workload
 /// the bench knows (an older runner, as `--no-build` takes it, would leave its rows out of a
 /// run that still says it is full); an interpreter offers those written in Python.
-fn offered_workloads(build: &str, is_variant: bool, list: &Value) -> Result<Vec<String>, Failed> {
+fn offered_workloads(
+    build: &str,
+    every_workload: bool,
+    list: &Value,
+) -> Result<Vec<String>, Failed> {
     let entries = list
         .as_array()
         .ok_or_else(|| Failed(format!("{build} --list printed no array: {list}")))?;
@@ -130,7 +136,7 @@ fn offered_workloads(build: &str, is_variant: bool, list: &Value) -> Result<Vec<
                 .ok_or_else(|| Failed(format!("{build} --list: an entry without a name: {w}")))
         })
         .collect::<Result<_, _>>()?;
-    if is_variant {
+    if every_workload {
         let lacking: Vec<&str> = WORKLOADS
             .iter()
             .copied()
@@ -242,7 +248,7 @@ pub fn build_runners(
             units: BTreeMap::new(),
             processes: false,
         };
-        let runner = runner.with_self_description()?;
+        let runner = runner.with_self_description(true)?;
         check_reported_build(variant, &runner.info)?;
         runners.push(runner);
     }
@@ -361,7 +367,7 @@ fn python_runner(workspace: &Workspace, python: &Path) -> Result<Runner, Failed>
         units: BTreeMap::new(),
         processes: false,
     }
-    .with_self_description()?;
+    .with_self_description(false)?;
     let label = runner.info["build"].as_str().unwrap_or("python").to_owned();
     let kind = RunnerKind::Python {
         path: python.to_path_buf(),
