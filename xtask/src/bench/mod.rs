@@ -84,7 +84,6 @@ fn default_threads(cores: usize) -> Vec<usize> {
     let mut threads = vec![1, 2, cores, 2 * cores];
     threads.sort_unstable();
     threads.dedup();
-    threads.retain(|&t| t >= 1);
     threads
 }
 
