@@ -60,6 +60,17 @@
 // passing it is the point even where it is a unit.
 #![allow(clippy::unit_arg)]
 
+/// The unit tests that stop the world, or leave a state a stop trips on (a deliberate counting
+/// imbalance), take this first: they run one at a time.
+#[cfg(test)]
+static STOPPING_TESTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// [`STOPPING_TESTS`], taken (whether or not a test that held it panicked).
+#[cfg(test)]
+fn one_stopping_test_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    STOPPING_TESTS.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 mod borrowed;
 mod bound;
 mod dict;

@@ -211,6 +211,13 @@ thread_local! {
     static FREEING_GARBAGE: Cell<bool> = const { Cell::new(false) };
 }
 
+#[cfg(all(test, not(ftrt_gil_build)))]
+thread_local! {
+    /// Tests only: runs on a collecting thread once its stopped-world collection has released
+    /// the registry of lists, so that a test can put another thread's exit there.
+    static AFTER_LISTS_RELEASED: Cell<Option<Box<dyn FnOnce()>>> = const { Cell::new(None) };
+}
+
 /// Tracks a newly allocated object: returns its registry index. A local object is listed for
 /// its thread's local collections instead (free-threaded builds, `local`), and counts towards
 /// those: it takes no registry slot ([`UNTRACKED`]) until it leaves the list for the
@@ -568,8 +575,6 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
         }
         published_survivors = published - listed_garbage;
     }
-    #[cfg(not(ftrt_gil_build))]
-    drop(lists);
     // Freeing the garbage does not count down the young count, whenever and wherever it dies.
     for &object in &unreachable {
         // SAFETY: alive (tracked), in no list now; the world is stopped.
@@ -593,6 +598,15 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     // garbage is not counted: see `untrack`).
     YOUNG.store(published_survivors as isize, Ordering::Relaxed);
     RETRY_AT.store(0, Ordering::Relaxed);
+    // Only now may an exit unlist its thread's objects: it counts them as young, and the
+    // collection did not examine them (`lists` kept them listed), so its count must come after
+    // the reset, not be overwritten by it.
+    #[cfg(not(ftrt_gil_build))]
+    drop(lists);
+    #[cfg(all(test, not(ftrt_gil_build)))]
+    if let Some(hook) = AFTER_LISTS_RELEASED.take() {
+        hook();
+    }
     let pause = started.elapsed();
     COLLECTIONS.fetch_add(1, Ordering::Relaxed);
     let mut pauses = lock_pauses();
@@ -786,6 +800,46 @@ mod tests {
             let mut found = false;
             registry::for_each(|at, tracked| found |= at == index && tracked == object);
             assert!(found, "the registry holds the published list at its index");
+        });
+    }
+
+    /// A thread that exits as a stopped-world collection finishes, after the collection has
+    /// read the lists: the local objects its exit unlists were not examined, and count as young
+    /// towards the next collection. (The collection reset the young count after it released
+    /// the lists, and overwrote what an exit in between had added: the next automatic
+    /// collection came a threshold late.)
+    #[test]
+    fn a_thread_that_exits_as_a_collection_ends_still_counts_its_objects_as_young() {
+        const MADE: usize = THRESHOLD / 2;
+        let _one = crate::one_stopping_test_at_a_time();
+        let (exit, exit_wanted) = std::sync::mpsc::channel::<()>();
+        let (made, made_all) = std::sync::mpsc::channel::<()>();
+        let maker = std::thread::spawn(move || {
+            Python::attach(|py| {
+                for _ in 0..MADE {
+                    let list = PyList::empty(py);
+                    list.append(list.clone());
+                }
+            });
+            made.send(()).unwrap();
+            // Detached: the stop does not wait for this thread, and its exit runs inside it.
+            exit_wanted.recv().unwrap();
+        });
+        made_all.recv().unwrap();
+        AFTER_LISTS_RELEASED.set(Some(Box::new(move || {
+            exit.send(()).unwrap();
+            maker.join().unwrap();
+        })));
+        Python::attach(|py| {
+            // Leaves the maker's listed cycles alone (an explicit `collect` would free them).
+            collect_shared(py);
+            let young = YOUNG.load(Ordering::Relaxed);
+            assert!(
+                young >= MADE as isize / 2,
+                "the young count after the collection is {young}; the exit unlisted {MADE}"
+            );
+            // The cycles the exit left go.
+            collect(py);
         });
     }
 }

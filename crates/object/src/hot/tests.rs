@@ -13,6 +13,7 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
     if BUILD_STRATEGY != Strategy::Biased {
         return; // only the biased build defers
     }
+    let _one = crate::one_stopping_test_at_a_time();
     Python::attach(|py| {
         let object = PyFloat::new(py, 1.5);
         assert!(object.defer_refcount());
