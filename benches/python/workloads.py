@@ -110,7 +110,13 @@ def io_sleep(n, total):
 
     elapsed, done = run_threads(n, work)
     slept = sum(done)
-    return elapsed, "ok" if slept == total else f"{slept} of {total} sleeps done", {}
+    if slept != total:
+        return elapsed, f"{slept} of {total} sleeps done", {}
+    # A sleep lasts at least its time: a count alone would pass sleeps that returned at once.
+    least = 0.002 * max(share(total, n, t) for t in range(n))
+    if elapsed < least:
+        return elapsed, f"the run took {elapsed:.6f} s, less than its longest share's sleeps ({least} s)", {}
+    return elapsed, "ok", {}
 
 
 counter = 0
@@ -122,12 +128,20 @@ def counter_race(n, total):
 
     def work(t):
         global counter
-        for _ in range(steps(total, n, t)):
+        i = -1
+        for i in range(steps(total, n, t)):
             counter = counter + 1
+        return i + 1
 
-    elapsed, _ = run_threads(n, work)
+    elapsed, increments = run_threads(n, work)
     lost = total - counter
-    check = "ok" if 0 <= counter <= total else f"the counter ended at {counter}, outside 0..={total}"
+    # Lost updates are the point, so the count alone cannot tell them from increments never
+    # made: each thread says how many it made, and one thread alone loses none.
+    check = first_wrong(n, total, increments, lambda s: s)
+    if check == "ok" and not 0 <= counter <= total:
+        check = f"the counter ended at {counter}, outside 0..={total}"
+    if check == "ok" and n == 1 and lost != 0:
+        check = f"one thread alone lost {lost} of {total} updates"
     return elapsed, check, {"lost_updates": float(lost), "lost_fraction": lost / total}
 
 
@@ -138,8 +152,11 @@ def counter_locked(n, total):
 
     def work(t):
         global counter
+        # A local: a closure's variable would count a reference to the shared lock on every
+        # read in a free-threaded interpreter, which the Rust twin does not.
+        held = lock
         for _ in range(steps(total, n, t)):
-            with lock:
+            with held:
                 counter = counter + 1
 
     elapsed, _ = run_threads(n, work)
@@ -156,9 +173,10 @@ def shared_lock(n, total):
     def work(t):
         # Nothing inside: the section of the Rust twin is a load and a store, and a counter
         # here would cost an interpreter more than the lock does.
+        held = lock  # a local, as in counter_locked
         i = -1
         for i in range(steps(total, n, t)):
-            with lock:
+            with held:
                 pass
         return i + 1
 
@@ -244,7 +262,9 @@ KEYS = [f"key-{k}" for k in range(1000)]
 def dict_private(n, total):
     def work(t):
         d, s, i = {}, 0, -1
-        keys = KEYS
+        # The thread's own keys, as in the Rust twin: the module's would be shared, and every
+        # use would count a reference to another thread's string in a free-threaded interpreter.
+        keys = [f"key-{k}" for k in range(1000)]
         for i in range(steps(total, n, t)):
             k = keys[i % 1000]
             d[k] = i % 1000
@@ -264,9 +284,11 @@ def dict_shared_read(n, total):
 
     def work(t):
         s, i = 0.0, -1
-        keys = KEYS
+        # Locals: a closure's variable would count a reference to the shared dict on every
+        # read in a free-threaded interpreter, which the Rust twin does not.
+        keys, mapping = KEYS, d
         for i in range(steps(total, n, t)):
-            s += d[keys[i % 1000]]
+            s += mapping[keys[i % 1000]]
         return s, i + 1
 
     elapsed, results = run_threads(n, work)
@@ -404,8 +426,9 @@ def shared_attribute_read(n, total):
 
     def work(t):
         s, i = 0.0, -1
+        shared = config  # a local, as in dict_shared_read
         for i in range(steps(total, n, t)):
-            s += config.scale
+            s += shared.scale
         return s, i + 1
 
     elapsed, results = run_threads(n, work)
@@ -422,8 +445,9 @@ def shared_attribute_keep(n, total):
     def work(t):
         kept = [None]  # each read replaces the value kept before, dropping it
         s, i = 0.0, -1
+        shared = config  # a local, as in dict_shared_read
         for i in range(share(total, n, t)):
-            v = config.scale
+            v = shared.scale
             s += v
             kept[0] = v
         if sabotaged(t):
@@ -439,21 +463,24 @@ def shared_attribute_keep(n, total):
 
 
 class Node:
-    alive = 0
-    lock = threading.Lock()
+    pass
 
-    def __init__(self):
-        with Node.lock:
-            Node.alive += 1
 
-    def __del__(self):
-        with Node.lock:
-            Node.alive -= 1
+def nodes_alive():
+    """The Node instances the collector tracks (every one that can be in a cycle)."""
+    return sum(1 for o in gc.get_objects() if type(o) is Node)
+
+
+def collected_so_far():
+    """What every collection so far found unreachable (and freed), all generations."""
+    return sum(generation["collected"] for generation in gc.get_stats())
 
 
 def cycle_create(n, total):
+    # As in the Rust twin: two plain instances, nothing run when they are made or freed, and
+    # the count of survivors and of what the collector found taken outside the timed region.
     gc.collect()
-    before = Node.alive
+    before, collected = nodes_alive(), collected_so_far()
     kept = []
 
     def work(t):
@@ -469,10 +496,14 @@ def cycle_create(n, total):
 
     elapsed, results = run_threads(n, work)
     gc.collect()
-    left = Node.alive - before
+    left = nodes_alive() - before
+    found = collected_so_far() - collected
     check = first_wrong(n, total, results, lambda s: s)
     if check == "ok" and left != 0:
         check = f"{left} instances left alive after a collection"
+    # And the collector freed them: nothing is left also when nothing was made.
+    if check == "ok" and found < 2 * total:
+        check = f"the collections found {found} objects unreachable, fewer than the {2 * total} instances the cycles made"
     return elapsed, check, {}
 
 
@@ -508,7 +539,7 @@ WORKLOADS = {
     "shared-attribute-read": (shared_attribute_read, 20_000_000, "attribute read"),
     "shared-attribute-keep": (shared_attribute_keep, 16_000_000, "attribute read and kept"),
     "immortal-read": (immortal_read, 11_000_000, "two references taken and dropped"),
-    "cycle-create": (cycle_create, 600_000, "cycle built and dropped"),
+    "cycle-create": (cycle_create, 1_500_000, "cycle built and dropped"),
 }
 
 

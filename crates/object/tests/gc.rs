@@ -42,6 +42,23 @@ fn two_instances_that_point_at_each_other_are_freed() {
     });
 }
 
+/// `gc::collected` counts every object a collection found: a thread's local collection (which
+/// an explicit collection runs first in the free-threaded builds) and a stop alike.
+#[test]
+fn collected_counts_what_every_collection_found() {
+    leak_checked(|py| {
+        let before = gc::collected();
+        common::make_self_cycles(py, 10);
+        // Shared, so that a stop finds it (local collections find the others).
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        drop(list.unbind());
+        let found = gc::collect(py).unreachable;
+        assert_eq!(found, 11);
+        assert_eq!(gc::collected() - before, found);
+    });
+}
+
 #[test]
 fn a_cycle_through_a_tuple_and_a_dict_is_freed_with_what_only_it_holds() {
     leak_checked(|py| {

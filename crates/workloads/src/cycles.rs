@@ -23,6 +23,7 @@ fn cycle_create(params: &Params) -> Outcome {
     gc::clear_pauses();
     let collections = gc::collections();
     let local_collections = gc::local_collections();
+    let collected = gc::collected();
     let (elapsed, made) = run_threads(params.threads, |t, py| {
         let (class, name) = (class.bind(py), name.bind(py));
         let mut made = 0;
@@ -49,6 +50,14 @@ fn cycle_create(params: &Params) -> Outcome {
     });
     outcome.expect(left == 0, || {
         format!("{left} instances left alive after a collection")
+    });
+    // And the collector freed them: nothing is left also when nothing was made.
+    let found = gc::collected() - collected;
+    outcome.expect(found >= 2 * total, || {
+        format!(
+            "the collections found {found} objects unreachable, fewer than the {} instances the cycles made",
+            2 * total
+        )
     });
     // Past a few thresholds' worth of cycles, collections must have run on their own.
     if total >= 10 * gc::THRESHOLD {

@@ -26,6 +26,16 @@ fn io_sleep(params: &Params) -> Outcome {
     outcome.expect(slept == total, || {
         format!("{slept} of {total} sleeps completed")
     });
+    // A sleep lasts at least its time, so the run lasts at least its longest share's sleeps:
+    // a count alone would pass sleeps that returned at once.
+    let longest = (0..params.threads)
+        .map(|t| params.share(total, t))
+        .max()
+        .unwrap_or(0);
+    let least = SLEEP * longest as u32;
+    outcome.expect(elapsed >= least, || {
+        format!("the run took {elapsed:?}, less than its longest share's sleeps ({least:?})")
+    });
     outcome
 }
 
@@ -40,11 +50,20 @@ pub(crate) const IO_SLEEP: Workload = Workload {
 const PINGS: usize = 300;
 const PING_IO: Duration = Duration::from_millis(1);
 
+/// What one round of pings under load saw.
+struct PingRound {
+    elapsed: Duration,
+    /// How long re-attaching took beyond the I/O itself, one per ping answered.
+    delays: Vec<Duration>,
+    /// The steps the loading threads took while the pings ran, all together.
+    load_steps: usize,
+}
+
 /// One thread answers pings (a short blocking call, then re-attach) while the others count down
-/// until it is done. Returns the ping delays: how long re-attaching took beyond the I/O itself.
-fn ping_under_load(params: &Params, pings: usize) -> (Duration, Vec<Duration>) {
+/// until it is done.
+fn ping_under_load(params: &Params, pings: usize) -> PingRound {
     let done = std::sync::atomic::AtomicBool::new(false);
-    let (elapsed, mut delays) = run_threads(params.threads, |t, py| {
+    let (elapsed, mut results) = run_threads(params.threads, |t, py| {
         if t == 0 {
             let mut delays = Vec::with_capacity(pings);
             for _ in 0..pings {
@@ -55,25 +74,31 @@ fn ping_under_load(params: &Params, pings: usize) -> (Duration, Vec<Duration>) {
                 py.check();
             }
             done.store(true, std::sync::atomic::Ordering::Relaxed);
-            delays
+            (delays, 0)
         } else {
-            busy_until(py, &done);
-            Vec::new()
+            (Vec::new(), busy_until(py, &done))
         }
     });
-    (elapsed, std::mem::take(&mut delays[0]))
+    PingRound {
+        elapsed,
+        delays: std::mem::take(&mut results[0].0),
+        load_steps: results.iter().map(|&(_, steps)| steps).sum(),
+    }
 }
 
-/// CPU-bound work with eval-loop checkpoints until `done`.
-fn busy_until(py: Python<'_>, done: &std::sync::atomic::AtomicBool) {
+/// CPU-bound work with eval-loop checkpoints until `done`; returns the steps taken.
+fn busy_until(py: Python<'_>, done: &std::sync::atomic::AtomicBool) -> usize {
     let one = PyInt::new(py, 1);
-    let mut n = PyInt::new(py, 1_000_000).into_any();
+    let start = 1_000_000;
+    let mut n = PyInt::new(py, start).into_any();
     let mut i = 0;
     while !done.load(std::sync::atomic::Ordering::Relaxed) {
         n = n.add(&one).expect("no overflow");
         checkpoint(py, i);
         i += 1;
     }
+    // The steps are read from the count, not the loop: each one was computed.
+    usize::try_from(n.to_i64().expect("an int") - start).expect("counted up")
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -86,21 +111,31 @@ fn io_latency_under_load(params: &Params) -> Outcome {
     let gil = runtime_gil();
     let previous = gil.scheduling();
     let mut elapsed = Duration::ZERO;
-    let mut metrics = Vec::new();
+    let (mut metrics, mut rounds) = (Vec::new(), Vec::new());
     for (mode, p50, p99) in [
         (Scheduling::Interval, "p50_ms", "p99_ms"),
         (Scheduling::Fair, "fair_p50_ms", "fair_p99_ms"),
     ] {
         gil.set_scheduling(mode);
-        let (took, mut delays) = ping_under_load(params, pings);
-        elapsed += took;
-        delays.sort_unstable();
-        metrics.push((p50, percentile(&delays, 0.5)));
-        metrics.push((p99, percentile(&delays, 0.99)));
+        let mut round = ping_under_load(params, pings);
+        elapsed += round.elapsed;
+        rounds.push((mode, round.delays.len(), round.load_steps));
+        round.delays.sort_unstable();
+        metrics.push((p50, percentile(&round.delays, 0.5)));
+        metrics.push((p99, percentile(&round.delays, 0.99)));
     }
     gil.set_scheduling(previous);
     let mut outcome = Outcome::timed(elapsed, 2 * pings);
     outcome.metrics = metrics;
+    for (mode, answered, load_steps) in rounds {
+        outcome.expect(answered == pings, || {
+            format!("{answered} of {pings} pings answered ({mode:?} scheduling)")
+        });
+        // A latency measured with no load beside it says nothing about the load.
+        outcome.expect(params.threads == 1 || load_steps > 0, || {
+            format!("the loading threads took no step while the pings ran ({mode:?} scheduling)")
+        });
+    }
     outcome
 }
 

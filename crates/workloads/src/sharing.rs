@@ -18,7 +18,7 @@ fn shared_refcount(params: &Params) -> Outcome {
     // made: at one thread the object never leaves its owner, at N the others count atomically.
     let published = OnceLock::<Shared<PyFloat>>::new();
     let ready = Barrier::new(params.threads);
-    let (elapsed, _) = run_threads(params.threads, |t, py| {
+    let (elapsed, taken) = run_threads(params.threads, |t, py| {
         if t == 0 {
             let _ = published.set(PyFloat::new(py, 1.5).unbind());
         }
@@ -28,13 +28,17 @@ fn shared_refcount(params: &Params) -> Outcome {
             .get()
             .expect("published before the barrier")
             .bind(py);
+        let mut taken = 0;
         for i in 0..params.share(total, t) {
             // Takes and drops a counted reference, every time.
             drop(std::hint::black_box(value.clone()));
+            taken += 1;
             checkpoint(py, i);
         }
+        taken
     });
     let mut outcome = Outcome::timed(elapsed, total);
+    outcome.expect_per_thread(taken, |t| params.share(total, t));
     let shared = published.into_inner().expect("published");
     Python::attach(|py| {
         ftrt_object::collect(py);

@@ -52,6 +52,9 @@ fn bad_arguments_are_refused_with_status_2() {
     for args in [
         &["countdown", "--threads", "0"][..],
         &["countdown", "--warm-up", "-1"],
+        // Past the largest scale: counts that overflow, or a run of days.
+        &["countdown", "--scale", "1e12"],
+        &["countdown", "--scale", "0"],
         &["nope"],
     ] {
         let status = Command::new(env!("CARGO_BIN_EXE_ftrt-runner"))

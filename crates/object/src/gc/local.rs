@@ -366,6 +366,7 @@ pub(crate) fn collect_local(py: Python<'_>) -> usize {
     list.young.set(0);
     drop(collecting);
     LOCAL_COLLECTIONS.fetch_add(1, Ordering::Relaxed);
+    super::count_collected(garbage.len());
     super::record_local_pause(started.elapsed());
     garbage.len()
 }

@@ -31,6 +31,10 @@ use std::process::ExitCode;
 use ftrt_workloads::{catalogue, find, Params, BUILD, WARM_UP_FRACTION};
 use serde_json::json;
 
+/// The largest `--scale`: a thousand times the default sizes is a run of minutes to hours, and
+/// every count still fits (the sizes are at most 10^9 units).
+const MAX_SCALE: f64 = 1000.0;
+
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -117,8 +121,12 @@ fn main() -> ExitCode {
                         }
                     },
                     ("--scale", Some(v)) => match v.parse::<f64>() {
-                        Ok(s) if s > 0.0 && s.is_finite() => params.scale = s,
-                        _ => return usage(&format!("bad scale '{v}': a positive number")),
+                        Ok(s) if s > 0.0 && s <= MAX_SCALE => params.scale = s,
+                        _ => {
+                            return usage(&format!(
+                                "bad scale '{v}': a positive number, at most {MAX_SCALE}"
+                            ))
+                        }
                     },
                     ("--lock-elision", Some("on")) => ftrt_gil::set_lock_elision(true),
                     ("--lock-elision", Some("off")) => ftrt_gil::set_lock_elision(false),
