@@ -14,7 +14,9 @@
 //!   `allow_threads`) asks for the GIL at once instead of after an interval, and ordinary waiters
 //!   stand back while it waits: the holder yields at its next checkpoint and the returning thread
 //!   gets the GIL. This cuts the "convoy effect", where an I/O thread waits a full interval behind
-//!   a CPU-bound thread after every blocking call.
+//!   a CPU-bound thread after every blocking call. After four priority takes in a row while
+//!   ordinary threads wait, one of them goes next: threads that keep coming back from blocking
+//!   calls, one always waiting, would otherwise keep the others out for ever.
 //!
 //! In the free-threaded builds `Gil` is a zero-sized type whose methods do nothing.
 
@@ -85,6 +87,10 @@ mod imp {
         fair: AtomicBool,
     }
 
+    /// Fair mode's priority takes in a row, while ordinary waiters wait, after which one of
+    /// them goes next. One under loom, so that its models reach the ordinary turn.
+    pub(super) const PRIORITY_RUN_LIMIT: usize = if cfg!(loom) { 1 } else { 4 };
+
     struct State {
         locked: bool,
         /// The holding thread ([`this_thread`]), while `locked`.
@@ -99,11 +105,22 @@ mod imp {
         /// interval is zero). Their request stands until they have the GIL: whoever takes the
         /// GIL ahead of them raises it again, so the next holder yields at its next checkpoint.
         asking_at_once: usize,
+        /// Priority takes in a row while ordinary waiters waited.
+        priority_run: usize,
+        /// The run reached [`PRIORITY_RUN_LIMIT`]: priority waiters stand back until an ordinary
+        /// waiter has taken the GIL. Set only while ordinary waiters wait, which leave only by
+        /// taking the GIL, so it is always cleared.
+        ordinary_turn: bool,
     }
 
     impl State {
         fn can_take(&self, priority: bool) -> bool {
-            !self.locked && (priority || self.priority_waiting == 0)
+            !self.locked
+                && if priority {
+                    !self.ordinary_turn
+                } else {
+                    self.priority_waiting == 0 || self.ordinary_turn
+                }
         }
     }
 
@@ -118,6 +135,8 @@ mod imp {
                     waiting: 0,
                     priority_waiting: 0,
                     asking_at_once: 0,
+                    priority_run: 0,
+                    ordinary_turn: false,
                 }),
                 available: Condvar::new(),
                 switched: Condvar::new(),
@@ -196,7 +215,7 @@ mod imp {
                 held_by_this_thread();
             }
             if state.can_take(priority) {
-                return self.taken(state);
+                return self.taken(state, priority);
             }
             state.waiting += 1;
             if priority {
@@ -244,13 +263,24 @@ mod imp {
             if asking_at_once {
                 state.asking_at_once -= 1;
             }
-            self.taken(state);
+            self.taken(state, priority);
         }
 
-        fn taken(&self, mut state: MutexGuard<'_, State>) {
+        fn taken(&self, mut state: MutexGuard<'_, State>, priority: bool) {
             state.locked = true;
             state.holder = this_thread();
             state.switches += 1;
+            // Priority goes first, but not for ever: threads that keep coming back from
+            // blocking calls would otherwise keep an ordinary waiter out as long as one of them
+            // waits. (This thread no longer counts as waiting.)
+            let ordinary_waiting = state.waiting > state.priority_waiting;
+            if priority && ordinary_waiting {
+                state.priority_run += 1;
+                state.ordinary_turn = state.priority_run >= PRIORITY_RUN_LIMIT;
+            } else if !priority {
+                state.priority_run = 0;
+                state.ordinary_turn = false;
+            }
             // The request that brought us here is served; one still waiting to be served keeps
             // asking. (Interval waiters ask again when their interval runs out.)
             self.drop_request
@@ -265,7 +295,8 @@ mod imp {
             state.locked = false;
             state.holder = 0;
             if state.priority_waiting > 0 {
-                // Only a priority waiter may take it; wake them all so it is not missed.
+                // Only a priority waiter may take it (or, on an ordinary turn, only an ordinary
+                // one): wake them all so that it is not missed.
                 self.available.notify_all();
             } else {
                 self.available.notify_one();
@@ -410,6 +441,7 @@ mod tests {
     use std::thread;
     use std::time::Duration;
 
+    use super::imp::PRIORITY_RUN_LIMIT;
     use super::*;
 
     /// Waits (without a deadline: a hang is the failure) until `n` threads wait for `gil`.
@@ -517,6 +549,60 @@ mod tests {
             unsafe { gil.release() };
         });
         assert_eq!(order.into_inner().unwrap()[0], "back from blocking");
+    }
+
+    /// Two threads that keep coming back from blocking calls, each waiting with priority while
+    /// the other holds the GIL, do not keep an ordinary waiter out for ever: after
+    /// [`PRIORITY_RUN_LIMIT`] priority takes in a row while it waits, it goes next. (Priority
+    /// waiters went first whenever one waited, and here one always does: the ordinary waiter
+    /// had the GIL only once the returning threads stopped.)
+    #[test]
+    fn in_fair_mode_threads_back_from_blocking_do_not_starve_an_ordinary_waiter() {
+        use std::sync::atomic::AtomicUsize;
+        let gil = Gil::new();
+        gil.set_scheduling(Scheduling::Fair);
+        gil.set_switch_interval(Duration::from_secs(60));
+        let rounds = 4 * PRIORITY_RUN_LIMIT;
+        let priority_takes = AtomicUsize::new(0);
+        // The priority takes before the ordinary waiter's; `usize::MAX` until it takes.
+        let ordinary_took_after = AtomicUsize::new(usize::MAX);
+        // The two returning threads hand the GIL to each other: each releases only once the
+        // other waits with priority beside the ordinary waiter, so a priority waiter waits at
+        // every release, until the rounds end or the ordinary waiter has had its turn.
+        let returning = || loop {
+            gil.acquire_after_blocking();
+            let taken = priority_takes.fetch_add(1, Ordering::SeqCst) + 1;
+            let done = taken >= rounds || ordinary_took_after.load(Ordering::SeqCst) != usize::MAX;
+            if !done {
+                until_waiting(&gil, 2);
+            }
+            // SAFETY: held.
+            unsafe { gil.release() };
+            if done {
+                return;
+            }
+        };
+        gil.acquire();
+        thread::scope(|s| {
+            s.spawn(|| {
+                gil.acquire();
+                ordinary_took_after.store(priority_takes.load(Ordering::SeqCst), Ordering::SeqCst);
+                // SAFETY: held.
+                unsafe { gil.release() };
+            });
+            until_waiting(&gil, 1);
+            s.spawn(returning);
+            until_waiting(&gil, 2);
+            // SAFETY: held (the test's first take). A priority waiter waits: it goes first.
+            unsafe { gil.release() };
+            s.spawn(returning);
+        });
+        let took_after = ordinary_took_after.into_inner();
+        assert!(
+            took_after < rounds,
+            "the ordinary waiter had the GIL only after all {rounds} priority takes ({took_after})"
+        );
+        assert_eq!(took_after, PRIORITY_RUN_LIMIT);
     }
 
     /// Runs `f` on its own thread; fails (instead of hanging the test run) if it has not

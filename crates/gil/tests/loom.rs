@@ -177,3 +177,48 @@ fn with_a_zero_interval_a_holder_that_only_reaches_checkpoints_serves_both_waite
         unsafe { shared.gil.release() };
     });
 }
+
+/// Fair mode with a thread back from blocking and an ordinary waiter: whatever the order, both
+/// are served, and the holder that comes back again with priority is too. Under loom a single
+/// priority take while an ordinary thread waits gives the ordinary waiters the next turn, so
+/// the schedules in which priority waiters stand back for it are explored; a waiter left
+/// waiting is a deadlock loom reports.
+#[test]
+fn in_fair_mode_an_ordinary_turn_serves_every_waiter() {
+    loom::model(|| {
+        let shared = Shared::new(Scheduling::Fair);
+        shared.gil.acquire();
+        let waiters: Vec<_> = [false, true]
+            .into_iter()
+            .map(|back_from_blocking| {
+                let shared = shared.clone();
+                thread::spawn(move || {
+                    if back_from_blocking {
+                        shared.gil.acquire_after_blocking();
+                    } else {
+                        shared.gil.acquire();
+                    }
+                    // SAFETY: holding the GIL.
+                    unsafe { shared.bump() };
+                    // SAFETY: held.
+                    unsafe { shared.gil.release() };
+                })
+            })
+            .collect();
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+        shared.gil.acquire_after_blocking();
+        // SAFETY: holding the GIL.
+        unsafe { shared.bump() };
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        shared.gil.acquire();
+        // SAFETY: holding the GIL.
+        assert_eq!(shared.data.with(|d| unsafe { *d }), 3);
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+    });
+}
