@@ -927,9 +927,10 @@ mod quiescence {
             let retired = state.quiescence.retired.replace(false);
             let repins = state.quiescence.checks.get() / CHECKS_PER_REPIN;
             if retired || repins % REPINS_PER_IDLE_FLUSH == 0 {
-                if let Some(guard) = state.quiescence.guard.borrow().as_ref() {
-                    guard.flush();
-                }
+                // Through a nested pin of this thread (which leaves its own pin as it is), not
+                // through the pin in the borrow: the flush runs due deferred functions, and one
+                // may detach, which takes that pin out.
+                crossbeam_epoch::pin().flush();
             }
         }
         if state.hold_wanted.replace(false) {

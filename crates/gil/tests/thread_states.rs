@@ -629,3 +629,37 @@ fn a_thread_that_exits_inside_its_own_stop_of_the_world_attaches_again_at_exit()
         ATTACHED_INSIDE_OWN_STOP,
     );
 }
+
+/// A deferred function that the checkpoint's flush runs may detach and re-attach (anything a
+/// program defers on the epoch runs wherever a collection finds it due): the checkpoint holds
+/// no borrow of the thread's pin across the flush. (It flushed through that borrow, and the
+/// detach's unpin inside the deferred function panicked with the pin already borrowed.)
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_deferred_function_run_by_a_checkpoints_flush_may_detach() {
+    // Alone in its process: another test's thread pinned would hold the epoch back, and one
+    // collecting would run the function on its own thread.
+    in_child_process(
+        "a_deferred_function_run_by_a_checkpoints_flush_may_detach",
+        deferred_function_run_by_a_checkpoints_flush_detaches,
+    );
+}
+
+#[cfg(not(feature = "gil"))]
+fn deferred_function_run_by_a_checkpoints_flush_detaches() {
+    static RAN: AtomicBool = AtomicBool::new(false);
+    Python::attach(|py| {
+        crossbeam_epoch::pin().defer(|| {
+            Python::attach(|py| py.allow_threads(|| ()));
+            RAN.store(true, Ordering::SeqCst);
+        });
+        // Checkpoints repin, advance the epoch and flush, until the function is due and runs.
+        for _ in 0..1_000_000 {
+            py.check();
+            if RAN.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    });
+    assert!(RAN.load(Ordering::SeqCst), "the deferred function ran");
+}
