@@ -41,6 +41,15 @@ impl Shared {
         })
     }
 
+    /// Takes the GIL as an ordinary waiter, or as a thread back from a blocking call.
+    fn take(&self, back_from_blocking: bool) {
+        if back_from_blocking {
+            self.gil.acquire_after_blocking();
+        } else {
+            self.gil.acquire();
+        }
+    }
+
     /// # Safety
     /// The caller holds the GIL.
     unsafe fn bump(&self) {
@@ -58,11 +67,7 @@ fn holder_yields_to_a_waiter(scheduling: Scheduling, waiter_is_back_from_blockin
         let waiter = {
             let shared = shared.clone();
             thread::spawn(move || {
-                if waiter_is_back_from_blocking {
-                    shared.gil.acquire_after_blocking();
-                } else {
-                    shared.gil.acquire();
-                }
+                shared.take(waiter_is_back_from_blocking);
                 // SAFETY: holding the GIL.
                 unsafe { shared.bump() };
                 shared.waiter_had_it.store(true, Ordering::Relaxed);
@@ -193,11 +198,7 @@ fn in_fair_mode_an_ordinary_turn_serves_every_waiter() {
             .map(|back_from_blocking| {
                 let shared = shared.clone();
                 thread::spawn(move || {
-                    if back_from_blocking {
-                        shared.gil.acquire_after_blocking();
-                    } else {
-                        shared.gil.acquire();
-                    }
+                    shared.take(back_from_blocking);
                     // SAFETY: holding the GIL.
                     unsafe { shared.bump() };
                     // SAFETY: held.
