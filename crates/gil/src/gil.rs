@@ -274,13 +274,12 @@ mod imp {
             // blocking calls would otherwise keep an ordinary waiter out as long as one of them
             // waits. (This thread no longer counts as waiting.)
             let ordinary_waiting = state.waiting > state.priority_waiting;
-            if priority && ordinary_waiting {
-                state.priority_run += 1;
-                state.ordinary_turn = state.priority_run >= PRIORITY_RUN_LIMIT;
-            } else if !priority {
-                state.priority_run = 0;
-                state.ordinary_turn = false;
-            }
+            state.priority_run = if priority && ordinary_waiting {
+                state.priority_run + 1
+            } else {
+                0
+            };
+            state.ordinary_turn = state.priority_run >= PRIORITY_RUN_LIMIT;
             // The request that brought us here is served; one still waiting to be served keeps
             // asking. (Interval waiters ask again when their interval runs out.)
             self.drop_request
