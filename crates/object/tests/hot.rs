@@ -105,7 +105,9 @@ fn an_object_at_the_address_of_one_given_and_freed_is_given_at_its_first_request
         let address = given.bind(py).id();
         drop(given);
         ftrt_object::collect(py);
-        // The allocator hands a freed block out again: find the float that got it.
+        // The allocator hands a freed block out again: find the float that got it. Its memory
+        // may wait for the epoch, which another test's pinned thread can hold back for a while
+        // (a loaded machine): settle again now and then.
         let mut others = Vec::new();
         let reused = loop {
             let candidate = PyFloat::new(py, 2.5);
@@ -113,10 +115,13 @@ fn an_object_at_the_address_of_one_given_and_freed_is_given_at_its_first_request
                 break candidate.unbind();
             }
             assert!(
-                others.len() < 100_000,
+                others.len() < 1_000_000,
                 "no new float at the freed one's address"
             );
             others.push(candidate);
+            if others.len() % 10_000 == 0 {
+                ftrt_object::collect(py);
+            }
         };
         drop(others);
         let (hammering, owner_seen) = hammer_from_another_thread(py, &reused, 2 * PROMOTE_AFTER);
