@@ -58,6 +58,33 @@ impl Shared {
     }
 }
 
+/// Spawns a waiter that takes the GIL (ordinary, or back from a blocking call), bumps the data,
+/// counts itself served, and releases.
+fn spawn_waiter(shared: &Arc<Shared>, back_from_blocking: bool) -> thread::JoinHandle<()> {
+    let shared = shared.clone();
+    thread::spawn(move || {
+        shared.take(back_from_blocking);
+        // SAFETY: holding the GIL.
+        unsafe { shared.bump() };
+        shared.served.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+    })
+}
+
+/// Joins `waiters`, then reads the data under the GIL: how many bumps every thread made.
+fn bumps_after(shared: &Shared, waiters: Vec<thread::JoinHandle<()>>) -> u32 {
+    for waiter in waiters {
+        waiter.join().unwrap();
+    }
+    shared.gil.acquire();
+    // SAFETY: holding the GIL.
+    let bumps = shared.data.with(|d| unsafe { *d });
+    // SAFETY: held.
+    unsafe { shared.gil.release() };
+    bumps
+}
+
 /// The holder polls checkpoints until a waiter's drop request makes it switch; the checkpoint
 /// returns only after the waiter has had (and released) the GIL.
 fn holder_yields_to_a_waiter(scheduling: Scheduling, waiter_is_back_from_blocking: bool) {
@@ -110,18 +137,7 @@ fn fair_mode_thread_back_from_blocking_takes_over() {
 fn two_waiters_and_a_holder_share_the_gil_exactly() {
     loom::model(|| {
         let shared = Shared::new(Scheduling::Interval);
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let shared = shared.clone();
-                thread::spawn(move || {
-                    shared.gil.acquire();
-                    // SAFETY: holding the GIL.
-                    unsafe { shared.bump() };
-                    // SAFETY: held.
-                    unsafe { shared.gil.release() };
-                })
-            })
-            .collect();
+        let waiters: Vec<_> = (0..2).map(|_| spawn_waiter(&shared, false)).collect();
         shared.gil.acquire();
         // SAFETY: holding the GIL.
         unsafe { shared.bump() };
@@ -129,14 +145,7 @@ fn two_waiters_and_a_holder_share_the_gil_exactly() {
         unsafe { shared.gil.check() };
         // SAFETY: held.
         unsafe { shared.gil.release() };
-        for waiter in waiters {
-            waiter.join().unwrap();
-        }
-        shared.gil.acquire();
-        // SAFETY: holding the GIL.
-        assert_eq!(shared.data.with(|d| unsafe { *d }), 3);
-        // SAFETY: held.
-        unsafe { shared.gil.release() };
+        assert_eq!(bumps_after(&shared, waiters), 3);
     });
 }
 
@@ -150,19 +159,7 @@ fn with_a_zero_interval_a_holder_that_only_reaches_checkpoints_serves_both_waite
     loom::model(|| {
         let shared = Shared::new(Scheduling::Interval);
         shared.gil.acquire();
-        let waiters: Vec<_> = (0..2)
-            .map(|_| {
-                let shared = shared.clone();
-                thread::spawn(move || {
-                    shared.gil.acquire();
-                    // SAFETY: holding the GIL.
-                    unsafe { shared.bump() };
-                    shared.served.fetch_add(1, Ordering::Relaxed);
-                    // SAFETY: held.
-                    unsafe { shared.gil.release() };
-                })
-            })
-            .collect();
+        let waiters: Vec<_> = (0..2).map(|_| spawn_waiter(&shared, false)).collect();
         // SAFETY: holding the GIL.
         unsafe { shared.bump() };
         while shared.served.load(Ordering::Relaxed) < 2 {
@@ -172,14 +169,7 @@ fn with_a_zero_interval_a_holder_that_only_reaches_checkpoints_serves_both_waite
         }
         // SAFETY: held.
         unsafe { shared.gil.release() };
-        for waiter in waiters {
-            waiter.join().unwrap();
-        }
-        shared.gil.acquire();
-        // SAFETY: holding the GIL.
-        assert_eq!(shared.data.with(|d| unsafe { *d }), 3);
-        // SAFETY: held.
-        unsafe { shared.gil.release() };
+        assert_eq!(bumps_after(&shared, waiters), 3);
     });
 }
 
@@ -195,16 +185,7 @@ fn in_fair_mode_an_ordinary_turn_serves_every_waiter() {
         shared.gil.acquire();
         let waiters: Vec<_> = [false, true]
             .into_iter()
-            .map(|back_from_blocking| {
-                let shared = shared.clone();
-                thread::spawn(move || {
-                    shared.take(back_from_blocking);
-                    // SAFETY: holding the GIL.
-                    unsafe { shared.bump() };
-                    // SAFETY: held.
-                    unsafe { shared.gil.release() };
-                })
-            })
+            .map(|back_from_blocking| spawn_waiter(&shared, back_from_blocking))
             .collect();
         // SAFETY: held.
         unsafe { shared.gil.release() };
@@ -213,13 +194,6 @@ fn in_fair_mode_an_ordinary_turn_serves_every_waiter() {
         unsafe { shared.bump() };
         // SAFETY: held.
         unsafe { shared.gil.release() };
-        for waiter in waiters {
-            waiter.join().unwrap();
-        }
-        shared.gil.acquire();
-        // SAFETY: holding the GIL.
-        assert_eq!(shared.data.with(|d| unsafe { *d }), 3);
-        // SAFETY: held.
-        unsafe { shared.gil.release() };
+        assert_eq!(bumps_after(&shared, waiters), 3);
     });
 }
