@@ -27,6 +27,12 @@ use ftrt_refcount::RefCount;
 use crate::state::{self, ThreadState};
 use crate::{BuildCount, Gil};
 
+#[cfg(test)]
+std::thread_local! {
+    /// How many times this thread has detached through `allow_threads` (read by unit tests).
+    pub(crate) static DETACHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
 /// The runtime's GIL (a no-op in free-threaded builds).
 pub fn runtime_gil() -> &'static Gil {
     static GIL: LazyLock<Gil> = LazyLock::new(Gil::new);
@@ -190,6 +196,8 @@ impl<'py> Python<'py> {
     /// The detach of [`allow_threads`](Self::allow_threads), once the sections are suspended:
     /// leaves the runtime, runs `f`, and attaches again (panics included).
     fn leave_and_run<T>(self, f: impl FnOnce() -> T) -> T {
+        #[cfg(test)]
+        DETACHES.with(|detaches| detaches.set(detaches.get() + 1));
         // Inside the park of this thread's own detach (a release its merge runs, attached
         // again through a nested `attach`), the counts stay with the park under way (`leave`
         // and `come_back` leave them alone); and if that detach unpinned already (the end of

@@ -27,14 +27,20 @@ fn deadline_after(timeout: Option<Duration>) -> Option<Instant> {
     timeout.and_then(|timeout| Instant::now().checked_add(timeout))
 }
 
-/// Waits on `cond` until `done` holds or `timeout` passes; returns whether `done` holds.
+/// Whether a wait that ends at `deadline` (`None`: never) has no time left. Such a wait
+/// returns at once instead of detaching: a detach, and the attach after it, would only let
+/// other threads in (in the `gil` build, hand them the GIL) for nothing.
+fn spent(deadline: Option<Instant>) -> bool {
+    deadline.is_some_and(|deadline| Instant::now() >= deadline)
+}
+
+/// Waits on `cond` until `done` holds or `deadline` passes; returns whether `done` holds.
 fn wait_until<T>(
     cond: &Condvar,
     guard: &mut MutexGuard<'_, T>,
-    timeout: Option<Duration>,
+    deadline: Option<Instant>,
     mut done: impl FnMut(&mut T) -> bool,
 ) -> bool {
-    let deadline = deadline_after(timeout);
     while !done(guard) {
         match deadline {
             None => cond.wait(guard),
@@ -119,8 +125,8 @@ impl Lock {
         if SPIN && self.raw.try_lock_spinning() {
             return true;
         }
-        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
-            // Nothing to wait for (`timeout` zero, or spent spinning): not worth a detach.
+        if spent(deadline) {
+            // `timeout` zero, or spent spinning.
             return false;
         }
         let spin = if SPIN {
@@ -226,8 +232,10 @@ impl Event {
 
     /// Waits until the flag is set or `timeout` passes (`None`: forever), with the GIL released.
     /// Returns whether the flag was set at some moment after the call began: `false` only when
-    /// the timeout passed without a [`set`](Self::set).
+    /// the timeout passed without a [`set`](Self::set). A zero timeout only reads the flag
+    /// (the thread stays attached).
     pub fn wait(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
+        let deadline = deadline_after(timeout);
         let sets_when_begun = {
             let state = self.state.lock();
             if state.flag {
@@ -235,10 +243,13 @@ impl Event {
             }
             state.sets
         };
+        if spent(deadline) {
+            return false;
+        }
         py.allow_threads(|| {
             let mut state = self.state.lock();
             state.waiting += 1;
-            let set = wait_until(&self.changed, &mut state, timeout, |state| {
+            let set = wait_until(&self.changed, &mut state, deadline, |state| {
                 state.flag || state.sets != sets_when_begun
             });
             state.waiting -= 1;
@@ -251,6 +262,18 @@ impl Event {
         self.state.lock().waiting
     }
 }
+
+/// `Semaphore::release(0)`: a release returns at least one permit (Python raises `ValueError`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReleaseNone;
+
+impl fmt::Display for ReleaseNone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a semaphore release must return at least one permit")
+    }
+}
+
+impl std::error::Error for ReleaseNone {}
 
 /// A counter of permits, like `threading.Semaphore`.
 pub struct Semaphore {
@@ -277,22 +300,35 @@ impl Semaphore {
     }
 
     /// Takes a permit, waiting up to `timeout` (`None`: forever) with the GIL released. Returns
-    /// whether it got one.
+    /// whether it got one. The timeout counts from the call, the free-threaded builds' brief
+    /// spin included; a timeout spent by then (zero, say) returns without releasing the GIL.
+    #[inline]
     pub fn acquire(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
-        self.try_acquire()
-            || spin(|| self.try_acquire())
-            || py.allow_threads(|| {
-                let mut state = self.state.lock();
-                state.waiting += 1;
-                let got = wait_until(&self.released, &mut state, timeout, |state| {
-                    state.permits > 0
-                });
-                state.waiting -= 1;
-                if got {
-                    state.permits -= 1;
-                }
-                got
-            })
+        self.try_acquire() || self.acquire_contended(py, timeout)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn acquire_contended(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
+        let deadline = deadline_after(timeout);
+        if spin(|| self.try_acquire()) {
+            return true;
+        }
+        if spent(deadline) {
+            return false;
+        }
+        py.allow_threads(|| {
+            let mut state = self.state.lock();
+            state.waiting += 1;
+            let got = wait_until(&self.released, &mut state, deadline, |state| {
+                state.permits > 0
+            });
+            state.waiting -= 1;
+            if got {
+                state.permits -= 1;
+            }
+            got
+        })
     }
 
     /// Takes a permit if one is available.
@@ -306,8 +342,12 @@ impl Semaphore {
     }
 
     /// Returns `n` permits and wakes up to `n` waiters. The count saturates at `usize::MAX`
-    /// (more permits than could ever be taken) instead of overflowing.
-    pub fn release(&self, n: usize) {
+    /// (more permits than could ever be taken) instead of overflowing. An error, changing
+    /// nothing, if `n` is zero.
+    pub fn release(&self, n: usize) -> Result<(), ReleaseNone> {
+        if n == 0 {
+            return Err(ReleaseNone);
+        }
         let mut state = self.state.lock();
         state.permits = state.permits.saturating_add(n);
         // Wake only threads that wait: one per permit, or all of them when there are permits
@@ -321,6 +361,7 @@ impl Semaphore {
                 self.released.notify_one();
             }
         }
+        Ok(())
     }
 
     /// The permits available now.
@@ -499,9 +540,9 @@ mod tests {
     fn releasing_more_permits_than_a_machine_word_holds_returns_and_saturates() {
         finishes("release(usize::MAX)", || {
             let semaphore = Semaphore::new(1);
-            semaphore.release(usize::MAX);
+            semaphore.release(usize::MAX).unwrap();
             assert_eq!(semaphore.value(), usize::MAX);
-            semaphore.release(usize::MAX);
+            semaphore.release(usize::MAX).unwrap();
             assert_eq!(semaphore.value(), usize::MAX);
             assert!(semaphore.try_acquire());
             assert_eq!(semaphore.value(), usize::MAX - 1);
@@ -526,7 +567,7 @@ mod tests {
         finishes("the released waiters", || {
             let semaphore = Arc::new(Semaphore::new(0));
             let acquirers = blocked_acquirers(&semaphore, WAITERS);
-            semaphore.release(WAITERS + 2);
+            semaphore.release(WAITERS + 2).unwrap();
             for acquirer in acquirers {
                 assert!(acquirer.join().unwrap());
             }
@@ -540,16 +581,55 @@ mod tests {
         finishes("the released waiters", || {
             let semaphore = Arc::new(Semaphore::new(0));
             let acquirers = blocked_acquirers(&semaphore, WAITERS);
-            semaphore.release(2);
+            semaphore.release(2).unwrap();
             until(|| acquirers.iter().filter(|a| a.is_finished()).count() == 2);
             until(|| semaphore.n_waiting() == WAITERS - 2);
             assert_eq!(semaphore.value(), 0);
-            semaphore.release(2);
+            semaphore.release(2).unwrap();
             for acquirer in acquirers {
                 assert!(acquirer.join().unwrap());
             }
             assert_eq!(semaphore.value(), 0);
         });
+    }
+
+    /// How many times `f` detached the calling thread.
+    fn detaches_in(f: impl FnOnce()) -> u64 {
+        let detaches = || crate::thread::DETACHES.with(std::cell::Cell::get);
+        let before = detaches();
+        f();
+        detaches() - before
+    }
+
+    #[test]
+    fn a_zero_timeout_on_a_busy_lock_an_unset_event_or_an_empty_semaphore_stays_attached() {
+        Python::attach(|py| {
+            let lock = Lock::new();
+            assert!(lock.try_acquire());
+            let event = Event::new();
+            let semaphore = Semaphore::new(0);
+            let zero = Some(Duration::ZERO);
+            assert_eq!(detaches_in(|| assert!(!lock.acquire(py, zero))), 0, "lock");
+            assert_eq!(detaches_in(|| assert!(!event.wait(py, zero))), 0, "event");
+            assert_eq!(
+                detaches_in(|| assert!(!semaphore.acquire(py, zero))),
+                0,
+                "semaphore"
+            );
+            // With time left they do wait detached.
+            let short = Some(Duration::from_millis(1));
+            assert_eq!(detaches_in(|| assert!(!event.wait(py, short))), 1);
+            assert_eq!(detaches_in(|| assert!(!semaphore.acquire(py, short))), 1);
+        });
+    }
+
+    #[test]
+    fn releasing_no_permits_is_an_error_and_changes_nothing() {
+        let semaphore = Semaphore::new(1);
+        assert_eq!(semaphore.release(0), Err(ReleaseNone));
+        assert_eq!(semaphore.value(), 1);
+        assert_eq!(semaphore.release(2), Ok(()));
+        assert_eq!(semaphore.value(), 3);
     }
 
     #[test]
@@ -597,7 +677,7 @@ mod tests {
                 move |py| semaphore.acquire(py, Some(Duration::MAX))
             });
             until(|| semaphore.n_waiting() == 1);
-            semaphore.release(1);
+            semaphore.release(1).unwrap();
             assert!(acquirer.join().unwrap());
         });
     }
