@@ -64,7 +64,7 @@ pub use state::{
     registered_threads, set_lock_elision, stop_requested, threads, try_on_quiescent_state,
     ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
 };
-pub use thread::{runtime_gil, stop_the_world, try_stop_the_world, Python};
+pub use thread::{runtime_gil, stop_the_world, try_stop_the_world, NotStopped, Python};
 pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};
 
 #[cfg(all(test, not(any(loom, miri, ftrt_tsan))))]

@@ -503,33 +503,47 @@ impl Drop for Reattach {
 /// thread waiting for it may take it before it parks, and a section on it inside `f` then waits
 /// for ever.
 pub fn stop_the_world<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
-    let mut f = Some(f);
+    let mut f = f;
     loop {
-        match try_stop_the_world(py, None, &mut f) {
+        match try_stop_the_world(py, None, f) {
             Ok(result) => return result,
-            Err(_) => continue,
+            Err(not_stopped) => f = not_stopped.work,
         }
+    }
+}
+
+/// Why [`try_stop_the_world`] did not run its work, and the work, handed back for another try.
+pub struct NotStopped<F> {
+    /// Why the world did not stop.
+    pub why: crate::world::StopFailed,
+    /// The work, not run.
+    pub work: F,
+}
+
+impl<F> std::fmt::Debug for NotStopped<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotStopped")
+            .field("why", &self.why)
+            .finish_non_exhaustive()
     }
 }
 
 /// [`stop_the_world`], giving up if the world does not stop within `patience` (the threads
 /// stopped so far are let go), or if another thread is stopping it (this thread then parks
 /// until that stop ends). For work that can wait for a better moment, such as a collection
-/// triggered by a threshold. `f` is taken out of its `Option` only when it runs.
-pub fn try_stop_the_world<R>(
+/// triggered by a threshold. When it gives up, `f` comes back unrun in the error.
+pub fn try_stop_the_world<R, F: FnOnce() -> R>(
     py: Python<'_>,
     patience: Option<std::time::Duration>,
-    f: &mut Option<impl FnOnce() -> R>,
-) -> Result<R, crate::world::StopFailed> {
+    f: F,
+) -> Result<R, NotStopped<F>> {
     if state::running_own_stop() {
         // Nested in this thread's own stop: the world is stopped already.
-        let f = f.take().expect("the work to run in the stopped world");
         return Ok(f());
     }
     #[cfg(feature = "gil")]
     {
         let _ = (py, patience);
-        let f = f.take().expect("the work to run in the stopped world");
         let _running = state::StopRunning::begin();
         Ok(f())
     }
@@ -550,26 +564,25 @@ pub fn try_stop_the_world<R>(
                 }
             }
             let _restore = Restore(Some(hold), state::current());
-            let f = f.take().expect("the work to run in the stopped world");
             let _running = state::StopRunning::begin();
             return Ok(f());
         }
         let world = state::world();
         match world.try_stop(state::presence(py.state()), state::presences, patience) {
             Ok(stopped) => {
-                let f = f.take().expect("the work to run in the stopped world");
                 let running = state::StopRunning::begin();
                 let result = f();
                 drop(running);
                 drop(stopped);
                 Ok(result)
             }
-            Err(crate::world::StopFailed::Busy) => {
-                // Another thread is stopping the world and waits for this one: park.
-                py.park();
-                Err(crate::world::StopFailed::Busy)
+            Err(why) => {
+                if why == crate::world::StopFailed::Busy {
+                    // Another thread is stopping the world and waits for this one: park.
+                    py.park();
+                }
+                Err(NotStopped { why, work: f })
             }
-            Err(failed) => Err(failed),
         }
     })
 }

@@ -202,11 +202,7 @@ fn a_panicking_quiescent_state_hook_at_the_end_of_an_attach_still_detaches() {
         "the attachment ended with the panic"
     );
     let stopped = Python::attach(|py| {
-        ftrt_gil::try_stop_the_world(
-            py,
-            Some(std::time::Duration::from_secs(10)),
-            &mut Some(|| ()),
-        )
+        ftrt_gil::try_stop_the_world(py, Some(std::time::Duration::from_secs(10)), || ())
     });
     done_tx.send(()).unwrap();
     broken.join().unwrap();

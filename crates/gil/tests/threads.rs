@@ -1024,7 +1024,7 @@ fn a_release_that_panics_in_the_park_at_the_end_of_an_attachment_still_detaches(
         "attached after the attachment ended"
     );
     let stopped = finishes("a stop from another thread", || {
-        Python::attach(|py| ftrt_gil::try_stop_the_world(py, Some(HANG), &mut Some(|| ())).is_ok())
+        Python::attach(|py| ftrt_gil::try_stop_the_world(py, Some(HANG), || ()).is_ok())
     });
     assert!(stopped);
 }

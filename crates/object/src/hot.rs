@@ -381,7 +381,7 @@ pub(crate) fn defer_requested(py: Python<'_>) {
         return;
     }
     let mut left = Vec::new();
-    let mut work = Some(|| {
+    let work = || {
         let mut registry = registry();
         for request in requests.drain(..) {
             // SAFETY: the request holds a reference; the world is stopped.
@@ -396,12 +396,14 @@ pub(crate) fn defer_requested(py: Python<'_>) {
                 Handled::Neither => left.push(request),
             }
         }
-    });
+    };
     // If the world will not stop in time, nothing changes (`requests` keeps them all) and the
     // threads will ask again, after the hold-off.
     let collections = crate::gc::collections();
-    if let Err(ftrt_gil::world::StopFailed::TimedOut) =
-        ftrt_gil::try_stop_the_world(py, Some(PATIENCE), &mut work)
+    if let Err(ftrt_gil::NotStopped {
+        why: ftrt_gil::world::StopFailed::TimedOut,
+        ..
+    }) = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), work)
     {
         let mut until = lock_held_off_until();
         // Unless a collection stopped the world meanwhile (its `settle` lifted the hold-off).

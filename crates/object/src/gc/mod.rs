@@ -446,9 +446,9 @@ fn collect_automatically(py: Python<'_>) {
     if !collection_due() {
         return;
     }
-    let mut work = Some(|| find_garbage(py, false));
+    let work = || find_garbage(py, false);
     let collections = COLLECTIONS.load(Ordering::Relaxed);
-    match ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), &mut work) {
+    match ftrt_gil::try_stop_the_world(py, Some(AUTOMATIC_PATIENCE), work).map_err(|not| not.why) {
         Ok(garbage) => {
             garbage.free(py, true);
         }
