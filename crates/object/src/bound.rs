@@ -97,7 +97,9 @@ impl<'py, T: PyTypeInfo> Bound<'py, T> {
     /// The `Python` token this reference is tied to.
     #[inline]
     pub fn py(&self) -> Python<'py> {
-        // SAFETY: a `Bound<'py, _>` exists only while its thread is attached for `'py`.
+        // SAFETY: a `Bound<'py, _>` is used only while its thread is attached for `'py`: it
+        // outlives no attachment (`Python::attach` hands out a fresh `'py`), and it is not
+        // `Send`, so it cannot enter the closure of an `allow_threads` inside that attachment.
         unsafe { Python::assume_attached() }
     }
 
@@ -162,7 +164,7 @@ impl<T: PyTypeInfo> Clone for Bound<'_, T> {
 impl<T> Drop for Bound<'_, T> {
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: a `Bound<'py, _>` exists only while its thread is attached.
+        // SAFETY: a `Bound<'py, _>` is dropped only while its thread is attached (as in `py`).
         let py = unsafe { Python::assume_attached() };
         // SAFETY: this handle owns one reference, given up here.
         unsafe { decref(self.ptr, py.count_token()) };
@@ -170,7 +172,9 @@ impl<T> Drop for Bound<'_, T> {
 }
 
 impl<T> std::fmt::Debug for Bound<'_, T> {
-    /// Python's `repr`, through each object's type's `repr` slot.
+    /// Python's `repr`, through each object's type's `repr` slot (strings in double quotes with
+    /// Rust's escapes). A container met again inside its own print prints as `[...]`, as in
+    /// Python; so do containers nested deeper than 100 levels, where Python would recurse on.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // SAFETY: this reference keeps the object alive for the call.
         unsafe { crate::display::fmt_object(self.ptr, f) }

@@ -468,8 +468,13 @@ impl Payload for DictPayload {
     const HOLDS_CHANGE: bool = true;
     const HOLDS_REFERENCES: bool = true;
 
-    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
-        self.repr_entries(f, nested, "{", "}")
+    fn repr(
+        &self,
+        this: Borrowed<'_>,
+        f: &mut Formatter<'_>,
+        nested: &mut Repr<'_>,
+    ) -> fmt::Result {
+        self.repr_entries(this, f, nested, "{", "}")
     }
 
     unsafe fn clear(&self, this: &Header, py: Python<'_>) {
@@ -498,6 +503,7 @@ impl DictPayload {
     /// the attributes of instances and modules).
     pub(crate) fn repr_entries(
         &self,
+        this: Borrowed<'_>,
         f: &mut Formatter<'_>,
         nested: &mut Repr<'_>,
         open: &str,
@@ -515,7 +521,7 @@ impl DictPayload {
                 Some((key, value))
             })
             .collect();
-        nested.nested(f, open, close, |nested, f| {
+        nested.nested(f, this, open, close, |nested, f| {
             for (i, (key, value)) in entries.into_iter().enumerate() {
                 if i > 0 {
                     f.write_str(", ")?;

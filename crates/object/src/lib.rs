@@ -2,8 +2,9 @@
 //!
 //! Objects are reference counted with the build's strategy (`ftrt-refcount`): non-atomic under
 //! the GIL, biased in the free-threaded build, atomic in the `atomic-rc` ablation. Each object
-//! starts with a header of count, a one-byte lock and a type pointer (24 bytes free-threaded,
-//! 16 under the GIL; see [`HEADER_SIZE`]).
+//! starts with a header of count, a one-byte lock and a type pointer (24 bytes with biased
+//! counts, 16 under the GIL and with atomic counts; see [`HEADER_SIZE`]); objects that can hold
+//! references carry the cycle collector's 8-byte head in front of it.
 //!
 //! - Types: `None`, `bool`, `int` (64-bit, overflow is an error; −5..=256 preallocated and
 //!   immortal), `float`, `str` (hash cached; an interning table whose strings are immortal),

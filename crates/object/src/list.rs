@@ -97,7 +97,12 @@ impl Payload for ListPayload {
     const HOLDS_CHANGE: bool = true;
     const HOLDS_REFERENCES: bool = true;
 
-    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
+    fn repr(
+        &self,
+        this: Borrowed<'_>,
+        f: &mut Formatter<'_>,
+        nested: &mut Repr<'_>,
+    ) -> fmt::Result {
         // Loaded under the print's guard, which keeps what a writer removes meanwhile alive.
         let len = self.len.load(Ordering::Acquire);
         let items: Vec<_> = self
@@ -108,7 +113,7 @@ impl Payload for ListPayload {
             .filter_map(|slot| NonNull::new(slot.load(Ordering::Acquire)))
             .collect();
         // SAFETY: loaded from the list (alive for the call) under the print's guard.
-        unsafe { nested.sequence(f, "[", items.into_iter(), "]") }
+        unsafe { nested.sequence(f, this, "[", items.into_iter(), "]") }
     }
 
     unsafe fn clear(&self, this: &Header, py: Python<'_>) {

@@ -75,12 +75,37 @@ impl Payload for i64 {
 
 impl Payload for f64 {
     fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, _: &mut Repr<'_>) -> fmt::Result {
-        write!(f, "{self:?}")
+        write_float_repr(*self, f)
     }
 
     fn eq(&self, _: Borrowed<'_>, other: Borrowed<'_>) -> bool {
+        let other = other.ptr();
         // SAFETY: `other` is alive for the call (a borrowed reference).
-        unsafe { try_f64(other.ptr()) }.is_some_and(|other| other == *self)
+        match unsafe { try_i64(other) } {
+            Some(int) => int_equals_float(int, *self),
+            // SAFETY: as above; not an int, so a value here is a float's own.
+            None => unsafe { try_f64(other) }.is_some_and(|other| other == *self),
+        }
+    }
+}
+
+/// Writes a float as Python's `repr` does. Rust's `Debug` already picks the shortest digits
+/// that read back the same, and switches to an exponent at the same points (below 1e-4, from
+/// 1e16 on); Python spells NaN `nan` and the exponent with its sign and at least two digits.
+fn write_float_repr(value: f64, f: &mut Formatter<'_>) -> fmt::Result {
+    if value.is_nan() {
+        return f.write_str("nan");
+    }
+    let rust = format!("{value:?}");
+    match rust.split_once('e') {
+        None => f.write_str(&rust),
+        Some((mantissa, exponent)) => {
+            let (sign, digits) = match exponent.strip_prefix('-') {
+                Some(digits) => ('-', digits),
+                None => ('+', exponent),
+            };
+            write!(f, "{mantissa}e{sign}{digits:0>2}")
+        }
     }
 }
 
@@ -90,9 +115,19 @@ fn int_equals(value: i64, other: Borrowed<'_>) -> bool {
     // SAFETY: `other` is alive for the call (a borrowed reference).
     match unsafe { try_i64(other) } {
         Some(other) => other == value,
-        // SAFETY: as above.
-        None => unsafe { try_f64(other) }.is_some_and(|other| other == value as f64),
+        // SAFETY: as above; not an int, so a value here is a float's own.
+        None => unsafe { try_f64(other) }.is_some_and(|float| int_equals_float(value, float)),
     }
+}
+
+/// Whether an integer and a float are the same number. Exact, as CPython compares them: the
+/// integer is not rounded to a float first (2**53 + 1 would equal 2.0**53, and equality would
+/// stop being transitive).
+fn int_equals_float(int: i64, float: f64) -> bool {
+    /// 2**63, exactly a float: the whole floats in `[-2**63, 2**63)` convert to `i64` exactly.
+    const TWO_TO_63: f64 = 9_223_372_036_854_775_808.0;
+    // NaN and the infinities have no fraction of 0.
+    float.fract() == 0.0 && (-TWO_TO_63..TWO_TO_63).contains(&float) && float as i64 == int
 }
 
 /// The hash of an integer (and of a bool, so that `True` and `1` are the same key).

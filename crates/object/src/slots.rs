@@ -169,18 +169,24 @@ unsafe fn clear<P: Payload>(object: NonNull<Header>, py: Python<'_>) {
     unsafe { payload::<P>(object).clear(header(object), py) }
 }
 
-/// Objects nested deeper than this print as `...` (`repr` must not recurse without bound).
-const MAX_DEPTH: usize = 8;
+/// Containers nested deeper than this print as `...`: `repr` must not recurse without bound
+/// (Python's stops at its recursion limit, 1,000 frames, with a `RecursionError`).
+const MAX_DEPTH: usize = 100;
 
-/// The state of one `repr` in progress: the guard every load runs under and the depth.
+/// The state of one `repr` in progress: the guard every load runs under, and the containers
+/// being printed, outermost first (CPython's `Py_ReprEnter`): one met again inside its own print
+/// is part of a cycle, and prints as `[...]`.
 pub(crate) struct Repr<'g> {
     guard: &'g Guard,
-    depth: usize,
+    in_progress: Vec<NonNull<Header>>,
 }
 
 impl<'g> Repr<'g> {
     pub(crate) fn new(guard: &'g Guard) -> Self {
-        Repr { guard, depth: 0 }
+        Repr {
+            guard,
+            in_progress: Vec::new(),
+        }
     }
 
     /// The guard to load a container's items with: what it loads stays alive until the print
@@ -203,19 +209,21 @@ impl<'g> Repr<'g> {
         unsafe { (header(object).ty.slots.repr)(object, f, self) }
     }
 
-    /// Writes `items` between `open` and `close`, comma-separated (`...` past the depth limit).
+    /// Writes the container `this`'s `items` between `open` and `close`, comma-separated (as
+    /// [`Repr::nested`]).
     ///
     /// # Safety
     /// Each item is alive for the call, as in [`Repr::object`].
     pub(crate) unsafe fn sequence(
         &mut self,
         f: &mut Formatter<'_>,
+        this: Borrowed<'_>,
         open: &str,
         items: impl ExactSizeIterator<Item = NonNull<Header>>,
         close: &str,
     ) -> fmt::Result {
         let one = items.len() == 1;
-        self.nested(f, open, close, |repr, f| {
+        self.nested(f, this, open, close, |repr, f| {
             for (i, item) in items.enumerate() {
                 if i > 0 {
                     f.write_str(", ")?;
@@ -231,22 +239,24 @@ impl<'g> Repr<'g> {
         })
     }
 
-    /// Writes `open`, then `inside` one level deeper, then `close`; `open...close` past the depth
-    /// limit.
+    /// Writes `open`, then the container `this`'s contents (`inside`), then `close`; `open...close`
+    /// if `this` is being printed already (a cycle), or past the depth limit.
     pub(crate) fn nested(
         &mut self,
         f: &mut Formatter<'_>,
+        this: Borrowed<'_>,
         open: &str,
         close: &str,
         inside: impl FnOnce(&mut Self, &mut Formatter<'_>) -> fmt::Result,
     ) -> fmt::Result {
-        if self.depth >= MAX_DEPTH {
+        let this = this.ptr();
+        if self.in_progress.len() >= MAX_DEPTH || self.in_progress.contains(&this) {
             return write!(f, "{open}...{close}");
         }
         f.write_str(open)?;
-        self.depth += 1;
+        self.in_progress.push(this);
         let written = inside(self, f);
-        self.depth -= 1;
+        self.in_progress.pop();
         written?;
         f.write_str(close)
     }

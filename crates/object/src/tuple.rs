@@ -25,10 +25,15 @@ pub(crate) struct TuplePayload {
 pub(crate) static TUPLE_TYPE: TypeObject = TypeObject::new::<TuplePayload>("tuple", Kind::Tuple);
 
 impl Payload for TuplePayload {
-    fn repr(&self, _: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>) -> fmt::Result {
+    fn repr(
+        &self,
+        this: Borrowed<'_>,
+        f: &mut Formatter<'_>,
+        nested: &mut Repr<'_>,
+    ) -> fmt::Result {
         let items = self.items.iter().map(OwnedRef::as_ptr);
         // SAFETY: the tuple, alive for the call, holds its items.
-        unsafe { nested.sequence(f, "(", items, ")") }
+        unsafe { nested.sequence(f, this, "(", items, ")") }
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {

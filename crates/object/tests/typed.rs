@@ -160,6 +160,85 @@ fn the_eq_slot_compares_numbers_and_strings_by_value_and_the_rest_by_identity() 
     });
 }
 
+/// CPython compares an int with a float exactly: 2**53 + 1 is not 2.0**53, although the int
+/// rounds to it as a float (equality stays transitive).
+#[test]
+fn an_int_equals_a_float_only_when_their_values_are_the_same_number() {
+    leak_checked(|py| {
+        let two_53 = 9_007_199_254_740_992_i64;
+        let float = PyFloat::new(py, two_53 as f64);
+        assert!(PyInt::new(py, two_53).equals(&float) && float.equals(&PyInt::new(py, two_53)));
+        let next = PyInt::new(py, two_53 + 1);
+        assert!(!next.equals(&float) && !float.equals(&next));
+        // i64::MAX rounds to 2.0**63, which no i64 reaches.
+        let two_63 = PyFloat::new(py, 9_223_372_036_854_775_808.0);
+        assert!(
+            !PyInt::new(py, i64::MAX).equals(&two_63) && !two_63.equals(&PyInt::new(py, i64::MAX))
+        );
+        let min = PyFloat::new(py, i64::MIN as f64);
+        assert!(PyInt::new(py, i64::MIN).equals(&min) && min.equals(&PyInt::new(py, i64::MIN)));
+        for not_whole in [0.5, f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let float = PyFloat::new(py, not_whole);
+            assert!(!PyInt::new(py, 0).equals(&float) && !float.equals(&PyInt::new(py, 0)));
+        }
+        assert!(PyBool::new(py, true).equals(&PyFloat::new(py, 1.0)));
+    });
+}
+
+/// Floats print as Python's `repr` spells them: `nan`, and an exponent with its sign and at
+/// least two digits.
+#[test]
+fn floats_print_as_pythons_repr() {
+    leak_checked(|py| {
+        for (value, python) in [
+            (0.25, "0.25"),
+            (1.0, "1.0"),
+            (-0.0, "-0.0"),
+            (1e15, "1000000000000000.0"),
+            (1e16, "1e+16"),
+            (1.5e300, "1.5e+300"),
+            (0.0001, "0.0001"),
+            (1e-5, "1e-05"),
+            (-2.5e-7, "-2.5e-07"),
+            (5e-324, "5e-324"),
+            (f64::NAN, "nan"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+        ] {
+            assert_eq!(format!("{:?}", PyFloat::new(py, value)), python, "{value}");
+        }
+    });
+}
+
+/// As in Python's `repr`, a container met again inside its own print prints as `[...]`,
+/// `{...}` or `(...)`, and containers nested without a cycle print in full.
+#[test]
+fn a_container_inside_itself_prints_as_an_ellipsis_and_deep_nesting_in_full() {
+    leak_checked(|py| {
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        assert_eq!(format!("{list:?}"), "[[...]]");
+        let dict = PyDict::new(py);
+        dict.set_item(&PyStr::new(py, "me"), dict.clone()).unwrap();
+        let tuple = PyTuple::new(py, [dict.clone().into_any()]);
+        dict.set_item(&PyStr::new(py, "t"), tuple.clone()).unwrap();
+        assert_eq!(format!("{tuple:?}"), r#"({"me": {...}, "t": (...)},)"#);
+        // Break the cycles, so the objects go with their last references.
+        list.pop().unwrap();
+        dict.del_item(&PyStr::new(py, "me")).unwrap();
+        dict.del_item(&PyStr::new(py, "t")).unwrap();
+
+        let mut nested = PyList::new(py, [PyInt::new(py, 1)]);
+        for _ in 0..20 {
+            nested = PyList::new(py, [nested]);
+        }
+        assert_eq!(
+            format!("{nested:?}"),
+            format!("{}1{}", "[".repeat(21), "]".repeat(21))
+        );
+    });
+}
+
 #[test]
 fn the_repr_slot_writes_each_type_as_python_does() {
     leak_checked(|py| {
