@@ -149,10 +149,7 @@ mod imp {
         /// Takes the GIL, waiting as long as it takes.
         ///
         /// # Panics
-        /// If the calling thread holds this GIL already (an attached thread holds the
-        /// runtime's): it would wait for itself for ever. Where the runtime takes the GIL back
-        /// in a destructor (the end of an `allow_threads` whose closure took it and kept it),
-        /// that panic during an unwind aborts the process, where it used to hang.
+        /// If the calling thread holds this GIL already: it would wait for itself for ever.
         pub fn acquire(&self) {
             self.take(false);
         }
@@ -430,6 +427,61 @@ mod imp {
         pub fn waiting(&self) -> usize {
             0
         }
+    }
+}
+
+/// The runtime's GIL as a program sees it ([`runtime_gil`](crate::runtime_gil)): its settings
+/// and counters. Only attaching takes it ([`Python::attach`](crate::Python::attach)) and only the
+/// end of the attachment or a detach ([`Python::allow_threads`](crate::Python::allow_threads))
+/// releases it, so no safe code can hold it without being attached, nor keep it past its
+/// attachment.
+///
+/// ```compile_fail
+/// ftrt_gil::runtime_gil().acquire(); // only `Python::attach` takes the runtime's GIL
+/// ```
+#[derive(Clone, Copy)]
+pub struct RuntimeGil {
+    gil: &'static Gil,
+}
+
+impl RuntimeGil {
+    pub(crate) fn new(gil: &'static Gil) -> Self {
+        Self { gil }
+    }
+
+    /// As [`Gil::switch_interval`].
+    pub fn switch_interval(self) -> Duration {
+        self.gil.switch_interval()
+    }
+
+    /// As [`Gil::set_switch_interval`] (`sys.setswitchinterval`).
+    pub fn set_switch_interval(self, interval: Duration) {
+        self.gil.set_switch_interval(interval);
+    }
+
+    /// As [`Gil::scheduling`].
+    pub fn scheduling(self) -> Scheduling {
+        self.gil.scheduling()
+    }
+
+    /// As [`Gil::set_scheduling`].
+    pub fn set_scheduling(self, scheduling: Scheduling) {
+        self.gil.set_scheduling(scheduling);
+    }
+
+    /// As [`Gil::acquisitions`]: every attach, and every return from a detach, takes it.
+    pub fn acquisitions(self) -> u64 {
+        self.gil.acquisitions()
+    }
+
+    /// As [`Gil::waiting`].
+    pub fn waiting(self) -> usize {
+        self.gil.waiting()
+    }
+
+    /// As [`Gil::drop_requested`].
+    pub fn drop_requested(self) -> bool {
+        self.gil.drop_requested()
     }
 }
 

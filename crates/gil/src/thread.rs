@@ -25,7 +25,7 @@ use std::sync::LazyLock;
 use ftrt_refcount::RefCount;
 
 use crate::state::{self, ThreadState};
-use crate::{BuildCount, Gil};
+use crate::{BuildCount, Gil, RuntimeGil};
 
 #[cfg(test)]
 std::thread_local! {
@@ -33,8 +33,14 @@ std::thread_local! {
     pub(crate) static DETACHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
 }
 
-/// The runtime's GIL (a no-op in free-threaded builds).
-pub fn runtime_gil() -> &'static Gil {
+/// The runtime's GIL (a no-op in free-threaded builds): its settings and counters. Attaching
+/// takes it; nothing else can.
+pub fn runtime_gil() -> RuntimeGil {
+    RuntimeGil::new(gil())
+}
+
+/// The runtime's GIL itself, which only attaching and detaching take and release.
+fn gil() -> &'static Gil {
     static GIL: LazyLock<Gil> = LazyLock::new(Gil::new);
     &GIL
 }
@@ -95,7 +101,7 @@ impl<'py> Python<'py> {
         let block = unsafe { here.state.as_ref() };
         state::enter_world(block);
         state::unpark_counts(block);
-        runtime_gil().acquire();
+        gil().acquire();
         state::set_attached(true);
         // SAFETY: attached just above, until `_detach` runs at the end of this call.
         let py = unsafe { Python::assume_attached_here() };
@@ -244,7 +250,7 @@ impl<'py> Python<'py> {
         return false;
         #[cfg(feature = "gil")]
         {
-            if !runtime_gil().drop_requested() {
+            if !gil().drop_requested() {
                 return false;
             }
             self.hand_over_gil()
@@ -291,7 +297,7 @@ impl<'py> Python<'py> {
         // sections of `ftrt_lock` users do, and another holder of the GIL may need them.
         // SAFETY: the token proves this thread holds the GIL; the thread holds nothing else
         // another holder could need (its sections are suspended).
-        crate::section::detached(self, || unsafe { runtime_gil().check() })
+        crate::section::detached(self, || unsafe { gil().check() })
     }
 
     /// The token the build's reference count asks for to count: the GIL proof in the `gil`
@@ -404,7 +410,7 @@ unsafe fn leave(state: Option<&ThreadState>) {
             state::set_attached(false);
             state::leave_world(self.0);
             // SAFETY: an attached thread holds the GIL, per `leave`'s caller.
-            unsafe { runtime_gil().release() };
+            unsafe { gil().release() };
         }
     }
     let _rest = RestOfLeave(state);
@@ -416,7 +422,7 @@ unsafe fn leave(state: Option<&ThreadState>) {
 fn come_back(state: Option<&ThreadState>) {
     state::enter_world(state);
     state::unpark_counts(state);
-    runtime_gil().acquire_after_blocking();
+    gil().acquire_after_blocking();
     state::set_attached(true);
 }
 

@@ -67,16 +67,6 @@ fn a_panic_while_attached_releases_the_gil() {
 }
 
 #[test]
-fn taking_the_runtime_gil_while_attached_panics_and_releases_it() {
-    // Free-threaded builds have no GIL to take: `acquire` does nothing there.
-    let taken = finishes("taking the GIL while attached", || {
-        thread::spawn(|| Python::attach(|_py| ftrt_gil::runtime_gil().acquire())).join()
-    });
-    assert_eq!(taken.is_err(), ftrt_gil::BUILD == "gil");
-    finishes("attaching after the panic", || Python::attach(|_py| ()));
-}
-
-#[test]
 fn a_panic_inside_allow_threads_reattaches_and_releases() {
     let result = thread::spawn(|| Python::attach(|py| py.allow_threads(|| panic!("boom")))).join();
     assert!(result.is_err());
