@@ -549,9 +549,13 @@ pub fn try_stop_the_world<R, F: FnOnce() -> R>(
     }
     #[cfg(feature = "gil")]
     {
-        let _ = (py, patience);
-        let _running = state::StopRunning::begin();
-        Ok(f())
+        // Holding the GIL stops every other thread already; the sections are suspended as in
+        // the free-threaded builds, so that `f` sees the same world in every build.
+        let _ = patience;
+        crate::section::detached(py, || {
+            let _running = state::StopRunning::begin();
+            Ok(f())
+        })
     }
     #[cfg(not(feature = "gil"))]
     crate::section::detached(py, || {

@@ -320,3 +320,17 @@ fn a_thread_parked_before_the_stopper_reached_it_waits_for_the_stop() {
         world.leave(Some(&mutator));
     });
 }
+
+/// The stopper's own critical sections are suspended while its closure runs, in every build
+/// (in the `gil` build the stop ran with them held), and resumed after it.
+#[test]
+fn the_stoppers_own_sections_are_suspended_inside_its_stop_in_every_build() {
+    let lock = ftrt_lock::RawObjectLock::new();
+    Python::attach(|py| {
+        ftrt_lock::section::with(&lock, || {
+            assert!(lock.is_locked());
+            stop_the_world(py, || assert!(!lock.is_locked(), "held inside the stop"));
+            assert!(lock.is_locked(), "not resumed after the stop");
+        })
+    });
+}
