@@ -100,6 +100,65 @@ def countdown(n, total):
     return elapsed, "ok" if all(f == 0 for f in finals) else f"countdowns ended at {finals}, not 0", {}
 
 
+def child_countdown(share_, steps_):
+    """What a child process of countdown-processes runs: the countdown's final value."""
+    k = share_
+    for _ in range(steps_):
+        k -= 1
+    return k
+
+
+def countdown_processes(n, total):
+    """The countdown, each share in its own OS process (start-up included), as the Rust twin
+    starts its own executable again."""
+    import subprocess
+    script = os.path.abspath(__file__)
+    start = time.perf_counter()
+    # Start every process first, then wait for them all: they run at the same time.
+    children = [
+        subprocess.Popen([sys.executable, script, "--child-countdown", str(share(total, n, t)),
+                          str(steps(total, n, t))],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for t in range(n)
+    ]
+    outputs = [child.communicate() + (child.returncode,) for child in children]
+    elapsed = time.perf_counter() - start
+    for t, (out, err, code) in enumerate(outputs):
+        if code != 0 or out.strip() != "0":
+            return elapsed, f"child process {t} failed (exit {code}, printed {out.strip()!r}): {err.strip()}", {}
+    return elapsed, "ok", {}
+
+
+NATIVE_CHUNK = 1 << 20
+NATIVE_DATA = memoryview(bytes(range(256)) * (NATIVE_CHUNK // 256))
+
+
+def native_digests(share_, steps_):
+    """Hashes steps_ bytes in chunks of at most NATIVE_CHUNK; one digest per chunk, each chunk
+    salted with where it starts. hashlib releases the GIL while it hashes a buffer of 2 KiB or
+    more: a native kernel that touches no Python object, as the Rust twin's."""
+    import hashlib
+    digests = []
+    done = 0
+    while done < steps_:
+        chunk = min(NATIVE_CHUNK, steps_ - done)
+        h = hashlib.sha256(done.to_bytes(8, "little"))
+        h.update(NATIVE_DATA[:chunk])
+        digests.append(h.digest())
+        done += chunk
+    return digests
+
+
+def native_release(n, total):
+    elapsed, results = run_threads(n, lambda t: native_digests(share(total, n, t), steps(total, n, t)))
+    # Against a serial run of each share, outside the timing.
+    for t in range(n):
+        s = share(total, n, t)
+        if results[t] != native_digests(s, s):
+            return elapsed, f"thread {t}'s digests differ from a serial run", {}
+    return elapsed, "ok", {}
+
+
 def io_sleep(n, total):
     def work(t):
         done = 0
@@ -507,6 +566,48 @@ def cycle_create(n, total):
     return elapsed, check, {}
 
 
+PING_IO = 0.001
+
+
+def percentile_ms(sorted_delays, p):
+    """As the Rust twin's: the element at round((len - 1) * p), halves away from zero."""
+    if not sorted_delays:
+        return 0.0
+    return sorted_delays[int((len(sorted_delays) - 1) * p + 0.5)] * 1e3
+
+
+def io_latency_under_load(n, total):
+    """One thread answers pings (a 1 ms sleep, which releases the GIL, then the GIL taken back)
+    while the others count up until it is done. CPython has one scheduling, the switch
+    interval's: the Rust twin's interval round (it also runs a fair one)."""
+    pings = max(10, total)
+    done = [False]
+
+    def work(t):
+        if t == 0:
+            delays = []
+            for _ in range(pings + (1 if sabotaged(t) else 0)):
+                asked = time.perf_counter()
+                time.sleep(PING_IO)
+                delays.append(max(0.0, time.perf_counter() - asked - PING_IO))
+            done[0] = True
+            return delays
+        start = 1_000_000
+        k = start
+        while not done[0]:
+            k += 1
+        return k - start
+
+    elapsed, results = run_threads(n, work)
+    delays = sorted(results[0])
+    metrics = {"p50_ms": percentile_ms(delays, 0.5), "p99_ms": percentile_ms(delays, 0.99)}
+    if len(delays) != pings:
+        return elapsed, f"{len(delays)} of {pings} pings answered", metrics
+    if n > 1 and sum(results[1:]) == 0:
+        return elapsed, "the loading threads took no step while the pings ran", metrics
+    return elapsed, "ok", metrics
+
+
 def immortal_read(n, total):
     def work(t):
         s = 0
@@ -523,7 +624,9 @@ def immortal_read(n, total):
 # take about 0.4 s on CPython 3.11 on the project's machine (at least 0.3 s).
 WORKLOADS = {
     "countdown": (countdown, 13_000_000, "countdown step"),
+    "countdown-processes": (countdown_processes, 13_000_000, "countdown step"),
     "io-sleep": (io_sleep, 250, "2 ms sleep"),
+    "native-release": (native_release, 600 * NATIVE_CHUNK, "byte hashed"),
     "counter-race": (counter_race, 11_000_000, "increment"),
     "counter-locked": (counter_locked, 1_700_000, "locked increment"),
     "shared-lock": (shared_lock, 2_400_000, "lock acquired and released"),
@@ -540,6 +643,7 @@ WORKLOADS = {
     "shared-attribute-keep": (shared_attribute_keep, 16_000_000, "attribute read and kept"),
     "immortal-read": (immortal_read, 11_000_000, "two references taken and dropped"),
     "cycle-create": (cycle_create, 1_500_000, "cycle built and dropped"),
+    "io-latency-under-load": (io_latency_under_load, 300, "ping"),
 }
 
 
@@ -564,6 +668,9 @@ def main(argv):
             "free_threaded": free_threaded(), "implementation": platform.python_implementation(),
             "executable": sys.executable, "header_size": None, "count_strategy": None,
         }))
+        return 0
+    if argv[:1] == ["--child-countdown"] and len(argv) == 3:
+        print(child_countdown(int(argv[1]), int(argv[2])))
         return 0
     if argv[:1] == ["--list"]:
         print(json.dumps([{"name": name, "unit": unit} for name, (_, _, unit) in WORKLOADS.items()]))
