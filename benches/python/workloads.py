@@ -18,6 +18,7 @@ work too many, or a reference kept that it should drop), so that a test can see 
 
 import gc
 import json
+import math
 import os
 import platform
 import sys
@@ -569,11 +570,13 @@ def cycle_create(n, total):
 PING_IO = 0.001
 
 
-def percentile_ms(sorted_delays, p):
-    """As the Rust twin's: the element at round((len - 1) * p), halves away from zero."""
-    if not sorted_delays:
+def percentile_ms(delays, q):
+    """The q quantile in milliseconds, by nearest rank as the Rust workloads take it: the
+    smallest value with at least a q share of them at or below it."""
+    if not delays:
         return 0.0
-    return sorted_delays[int((len(sorted_delays) - 1) * p + 0.5)] * 1e3
+    ordered = sorted(delays)
+    return ordered[min(max(math.ceil(q * len(ordered)), 1), len(ordered)) - 1] * 1e3
 
 
 def io_latency_under_load(n, total):
@@ -599,7 +602,7 @@ def io_latency_under_load(n, total):
         return k - start
 
     elapsed, results = run_threads(n, work)
-    delays = sorted(results[0])
+    delays = results[0]
     metrics = {"p50_ms": percentile_ms(delays, 0.5), "p99_ms": percentile_ms(delays, 0.99)}
     if len(delays) != pings:
         return elapsed, f"{len(delays)} of {pings} pings answered", metrics

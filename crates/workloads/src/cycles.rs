@@ -8,7 +8,7 @@ use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
 use ftrt_object::{gc, Kind, PyClass, PyStr};
 
-use crate::{checkpoint, run_threads, Outcome, Params, Workload};
+use crate::{checkpoint, percentile, run_threads, Outcome, Params, Workload};
 
 const CYCLES_TOTAL: usize = 2_400_000;
 
@@ -78,16 +78,6 @@ fn cycle_create(params: &Params) -> Outcome {
     outcome
 }
 
-/// The `q` quantile of `pauses` (nearest rank); zero when there are none.
-fn percentile(pauses: &[std::time::Duration], q: f64) -> std::time::Duration {
-    let mut sorted = pauses.to_vec();
-    sorted.sort_unstable();
-    match sorted.len() {
-        0 => std::time::Duration::ZERO,
-        n => sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
-    }
-}
-
 pub(crate) const CYCLE_CREATE: Workload = Workload {
     name: "cycle-create",
     unit: "cycle built and dropped",
@@ -95,19 +85,3 @@ pub(crate) const CYCLE_CREATE: Workload = Workload {
     shows: "the cycle collector: its cost, its scaling, its pauses",
     run: cycle_create,
 };
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::percentile;
-
-    #[test]
-    fn percentiles_take_the_nearest_rank() {
-        let pauses: Vec<_> = (1..=100).map(Duration::from_millis).collect();
-        assert_eq!(percentile(&pauses, 0.5), Duration::from_millis(50));
-        assert_eq!(percentile(&pauses, 0.99), Duration::from_millis(99));
-        assert_eq!(percentile(&pauses, 1.0), Duration::from_millis(100));
-        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
-    }
-}

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ftrt_gil::{runtime_gil, Python, Scheduling};
 use ftrt_object::PyInt;
 
-use crate::{checkpoint, run_threads, Outcome, Params, Workload};
+use crate::{checkpoint, percentile, run_threads, Outcome, Params, Workload};
 
 const SLEEPS_TOTAL: usize = 300;
 const SLEEP: Duration = Duration::from_millis(2);
@@ -101,9 +101,8 @@ fn busy_until(py: Python<'_>, done: &std::sync::atomic::AtomicBool) -> usize {
     usize::try_from(n.to_i64().expect("an int") - start).expect("counted up")
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted.get(at).map_or(0.0, |d| d.as_secs_f64() * 1e3)
+fn percentile_ms(delays: &[Duration], q: f64) -> f64 {
+    percentile(delays, q).as_secs_f64() * 1e3
 }
 
 fn io_latency_under_load(params: &Params) -> Outcome {
@@ -117,12 +116,11 @@ fn io_latency_under_load(params: &Params) -> Outcome {
         (Scheduling::Fair, "fair_p50_ms", "fair_p99_ms"),
     ] {
         gil.set_scheduling(mode);
-        let mut round = ping_under_load(params, pings);
+        let round = ping_under_load(params, pings);
         elapsed += round.elapsed;
         rounds.push((mode, round.delays.len(), round.load_steps));
-        round.delays.sort_unstable();
-        metrics.push((p50, percentile(&round.delays, 0.5)));
-        metrics.push((p99, percentile(&round.delays, 0.99)));
+        metrics.push((p50, percentile_ms(&round.delays, 0.5)));
+        metrics.push((p99, percentile_ms(&round.delays, 0.99)));
     }
     gil.set_scheduling(previous);
     let mut outcome = Outcome::timed(elapsed, 2 * pings);

@@ -327,6 +327,18 @@ fn run_threads_observed<T: Send>(
 /// would check between bytecodes.
 const CHECK_EVERY: usize = 16;
 
+/// The `q` quantile of `durations` (nearest rank: the smallest value with at least a `q`
+/// share of them at or below it); zero when there are none. The one definition every workload's
+/// percentiles use (the Python twins' `percentile_ms` too).
+fn percentile(durations: &[std::time::Duration], q: f64) -> std::time::Duration {
+    let mut sorted = durations.to_vec();
+    sorted.sort_unstable();
+    match sorted.len() {
+        0 => std::time::Duration::ZERO,
+        n => sorted[((q * n as f64).ceil() as usize).clamp(1, n) - 1],
+    }
+}
+
 #[inline]
 fn checkpoint(py: Python<'_>, i: usize) {
     if i % CHECK_EVERY == 0 {
@@ -336,6 +348,17 @@ fn checkpoint(py: Python<'_>, i: usize) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn percentiles_take_the_nearest_rank() {
+        use std::time::Duration;
+        let pauses: Vec<_> = (1..=100).rev().map(Duration::from_millis).collect();
+        assert_eq!(percentile(&pauses, 0.5), Duration::from_millis(50));
+        assert_eq!(percentile(&pauses, 0.99), Duration::from_millis(99));
+        assert_eq!(percentile(&pauses, 1.0), Duration::from_millis(100));
+        assert_eq!(percentile(&pauses, 0.0), Duration::from_millis(1));
+        assert_eq!(percentile(&[], 0.5), Duration::ZERO);
+    }
+
     use std::sync::Mutex;
 
     use super::*;
