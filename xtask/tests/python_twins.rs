@@ -76,37 +76,3 @@ fn every_python_check_passes_an_honest_run_and_fails_a_sabotaged_one() {
         "these checks cannot fail: they pass work done wrong: {blind:?}"
     );
 }
-
-/// The workloads the Rust runner offers (each `Workload`'s `name:` line in `crates/workloads`).
-fn rust_workloads() -> Vec<String> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crates/workloads/src");
-    let mut names = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "rs") {
-            let source = std::fs::read_to_string(&path).unwrap();
-            names.extend(source.lines().filter_map(|line| {
-                let name = line.strip_prefix("    name: \"")?.strip_suffix("\",")?;
-                Some(name.to_owned())
-            }));
-        }
-    }
-    names.sort();
-    names
-}
-
-#[test]
-fn every_rust_workload_has_a_python_twin() {
-    let Some(python) = python() else {
-        eprintln!("no python3 on the PATH: the Python twins are not checked");
-        return;
-    };
-    let rust = rust_workloads();
-    assert!(rust.len() >= 20, "the workloads were not found: {rust:?}");
-    let mut twins = workloads(python);
-    twins.sort();
-    assert_eq!(
-        twins, rust,
-        "the Python twins and the Rust workloads differ"
-    );
-}

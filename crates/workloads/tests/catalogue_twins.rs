@@ -8,15 +8,6 @@ use std::process::Command;
 
 use serde_json::Value;
 
-/// The workloads without a Python twin, and why: `countdown-processes` and `native-release`
-/// measure what only the runtime has (child processes of the runner, native code that releases
-/// the GIL), and `io-latency-under-load` times the runtime's own switching.
-const NOT_IN_PYTHON: &[&str] = &[
-    "countdown-processes",
-    "native-release",
-    "io-latency-under-load",
-];
-
 fn repository_file(path: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
@@ -84,13 +75,13 @@ fn xtask_lists_the_runners_workloads_in_the_same_order() {
 }
 
 #[test]
-fn every_workload_has_a_python_twin_unless_it_measures_what_only_the_runtime_has() {
+fn every_workload_has_a_python_twin_in_the_same_order() {
     let python = python_workloads(&repository_file("benches/python/workloads.py"));
-    let expected: Vec<String> = runner_catalogue()
-        .into_iter()
-        .filter(|name| !NOT_IN_PYTHON.contains(&name.as_str()))
-        .collect();
-    assert_eq!(python, expected, "benches/python/workloads.py WORKLOADS");
+    assert_eq!(
+        python,
+        runner_catalogue(),
+        "benches/python/workloads.py WORKLOADS"
+    );
 }
 
 #[test]
