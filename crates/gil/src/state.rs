@@ -39,12 +39,12 @@
 //!   runtime's threads ([`threads`], [`registered_threads`] read the entries that carry a
 //!   `ThreadInfo`; `ftrt-refcount`'s standalone owners carry none). The thread's `ftrt-lock`
 //!   stack is told to wait for its locks detached (`thread::wait_for_section_detached`).
-//! - **Attach** ([`Python::attach`](crate::Python::attach), not re-entrant): (0) enter the
-//!   [`World`] (waiting while a stop, or another thread's hold on the world alone, lasts),
-//!   (1) unpark the biased counts (waiting for a thread merging on this one's behalf to finish),
-//!   (2) take the GIL, (3) mark the thread attached, (4) pin in the epoch, (5) with lock elision
-//!   on ([`set_lock_elision`]), want a hold on the world at the next repin. Sections are left
-//!   alone.
+//! - **Attach** ([`Python::attach`](crate::Python::attach); an attached thread's nested `attach`
+//!   just runs its closure, so these steps run only for a thread not attached): (0) enter the
+//!   [`World`] (waiting while a stop, or another thread's hold on the world alone, lasts), (1)
+//!   unpark the biased counts (waiting for a thread merging on this one's behalf to finish), (2)
+//!   take the GIL, (3) mark the thread attached, (4) pin in the epoch, (5) with lock elision on
+//!   ([`set_lock_elision`]), want a hold on the world at the next repin. Sections are left alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
 //!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin
@@ -294,12 +294,15 @@ impl Drop for Owned {
             uncount_read_left_open(current);
         });
         if let Some(state) = self.0.take() {
-            // SAFETY: made by `Box::leak` in `new` and taken out once; `CURRENT` no longer
-            // points here.
-            let state = unsafe { Box::from_raw(state.as_ptr()) };
             // Nothing adds to the row any more (the pointer is cleared): fold it into the
-            // totals while the box still holds it, before the exit sequence moves the block.
-            counters::Row::retire(&state.counters);
+            // totals and unlist it first. Until then another thread's `counters::total` may
+            // read it through the registry's pointer, and re-making the `Box` below asserts
+            // that nothing else is reading the block.
+            // SAFETY: made in `new` and not freed yet.
+            counters::Row::retire(unsafe { &(*state.as_ptr()).counters });
+            // SAFETY: made by `Box::leak` in `new` and taken out once; neither `CURRENT` nor
+            // the counter registry points here any more.
+            let state = unsafe { Box::from_raw(state.as_ptr()) };
             state.exit();
         }
     }
@@ -551,7 +554,10 @@ fn uncount_read_left_open(current: &Current) {
 
 /// Threads that left the world with a read open ([`local::readers`] above zero: a borrowed read
 /// held across `allow_threads`), and have not entered it again. A hold on the world alone that
-/// begins while any has frees nothing at once (see [`local::no_reads_elsewhere`]).
+/// begins while any has frees nothing at once (see [`local::no_reads_elsewhere`]). A thread
+/// whose exit ran already, whose last attachment through the fallback ended with a read leaked
+/// (`mem::forget`), never enters again and stays counted: from then on holds free late, never
+/// early (only speed is lost; not counting it would let a hold free what the read still sees).
 #[cfg(not(feature = "gil"))]
 static LEFT_WITH_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -846,8 +852,21 @@ mod quiescence {
     }
 
     pub(crate) fn unpin(state: Option<&ThreadState>) {
+        /// The unpin proper, after the hooks, even when one panics: the thread then unwinds
+        /// out of its detach without the pin, which would hold reclamation back until it
+        /// attached again.
+        struct DropPin<'a>(Option<&'a ThreadState>);
+        impl Drop for DropPin<'_> {
+            fn drop(&mut self) {
+                drop_pin(self.0);
+            }
+        }
+        let _drop_pin = DropPin(state);
         // Detaching is a quiescent state: the hooks run while the thread is still pinned.
         super::run_hooks();
+    }
+
+    fn drop_pin(state: Option<&ThreadState>) {
         // Before the pin goes: from here reads pin for themselves.
         super::CURRENT.with(|c| c.attach_pinned.set(false));
         let Some(state) = state else { return };

@@ -247,12 +247,23 @@ impl World {
 
     /// Detaches the thread (the one that [`enter`](Self::enter)ed with this presence), waking a
     /// stopper that waits for it.
+    ///
+    /// # Panics
+    /// If the thread is not in the world: `presence` is not attached, or, for anonymous threads
+    /// (`None`), there are more leaves than enters. (An anonymous count that wrapped around
+    /// would make every later stop wait for ever, or let one run beside an attached thread.)
     pub fn leave(&self, presence: Option<&Presence>) {
         let Some(presence) = presence else {
             let _lock = self.lock.lock();
             // Release: a stopper that sees the count fall without taking the lock (its spin)
             // sees everything this thread did attached.
-            self.anonymous.fetch_sub(1, Release);
+            if self
+                .anonymous
+                .fetch_update(Release, Relaxed, |attached| attached.checked_sub(1))
+                .is_err()
+            {
+                panic!("an anonymous thread left the world without entering it");
+            }
             self.changed.notify_all();
             return;
         };

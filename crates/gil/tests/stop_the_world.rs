@@ -334,3 +334,26 @@ fn the_stoppers_own_sections_are_suspended_inside_its_stop_in_every_build() {
         })
     });
 }
+
+/// An anonymous thread that leaves a world it never entered is a bug the world reports: the
+/// count of anonymous threads attached wrapped around before, and every later stop waited for
+/// threads that did not exist.
+#[test]
+fn an_anonymous_leave_without_an_enter_panics_and_leaves_the_count_alone() {
+    let world = World::new();
+    let left = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| world.leave(None)));
+    assert!(left.is_err(), "leaving without entering passed");
+    let stopper = Presence::new();
+    world.enter(Some(&stopper));
+    let stopped = world.try_stop(
+        Some(&stopper),
+        || vec![&stopper],
+        Some(Duration::from_secs(10)),
+    );
+    assert!(
+        stopped.is_ok(),
+        "no thread is attached, yet the stop failed"
+    );
+    drop(stopped);
+    world.leave(Some(&stopper));
+}

@@ -177,9 +177,9 @@ fn panic_once_when_armed() {
     }
 }
 
-/// A hook that panics at the detach ending an attachment does not keep the thread attached: the
-/// panic unwinds out of `attach`, and the thread is detached and out of the world, so a stop
-/// does not wait for it. (The detach's leave came after the hooks, and a panic skipped it: the
+/// A hook that panics at the detach ending an attachment does not keep the thread attached nor
+/// pinned: the panic unwinds out of `attach`, and the thread is detached, unpinned and out of the
+/// world, so a stop does not wait for it. (The detach's leave came after the hooks, and a panic skipped it: the
 /// thread stayed attached, every later `attach` on it took the re-entrant shortcut, and stops
 /// waited for it for ever.)
 #[test]
@@ -193,14 +193,16 @@ fn a_panicking_quiescent_state_hook_at_the_end_of_an_attach_still_detaches() {
         PANIC_IN_HOOK.set(false);
         // The GIL build has no quiescent states: its hooks never run.
         assert_eq!(ended.is_err(), !cfg!(feature = "gil"), "the hook's panic");
-        ready_tx.send(is_attached()).unwrap();
+        ready_tx
+            .send((is_attached(), ftrt_gil::local::attach_pinned()))
+            .unwrap();
         // Stays alive, detached, while the main thread stops the world.
         done_rx.recv().unwrap();
     });
-    assert!(
-        !ready_rx.recv().unwrap(),
-        "the attachment ended with the panic"
-    );
+    let (attached, pinned) = ready_rx.recv().unwrap();
+    assert!(!attached, "the attachment ended with the panic");
+    // The pin went with the attachment (it stayed, and held reclamation back, before).
+    assert!(!pinned, "the attach pin outlived the attachment");
     let stopped = Python::attach(|py| {
         ftrt_gil::try_stop_the_world(py, Some(std::time::Duration::from_secs(10)), || ())
     });
