@@ -131,7 +131,13 @@ def countdown_processes(n, total):
 
 
 NATIVE_CHUNK = 1 << 20
-NATIVE_DATA = memoryview(bytes(range(256)) * (NATIVE_CHUNK // 256))
+NATIVE_DATA = []  # the 1 MiB buffer, made on first use (not by every child of countdown-processes)
+
+
+def native_data():
+    if not NATIVE_DATA:
+        NATIVE_DATA.append(memoryview(bytes(range(256)) * (NATIVE_CHUNK // 256)))
+    return NATIVE_DATA[0]
 
 
 def native_digests(share_, steps_):
@@ -139,12 +145,13 @@ def native_digests(share_, steps_):
     salted with where it starts. hashlib releases the GIL while it hashes a buffer of 2 KiB or
     more: a native kernel that touches no Python object, as the Rust twin's."""
     import hashlib
+    data = native_data()
     digests = []
     done = 0
     while done < steps_:
         chunk = min(NATIVE_CHUNK, steps_ - done)
         h = hashlib.sha256(done.to_bytes(8, "little"))
-        h.update(NATIVE_DATA[:chunk])
+        h.update(data[:chunk])
         digests.append(h.digest())
         done += chunk
     return digests
@@ -589,11 +596,14 @@ def io_latency_under_load(n, total):
     def work(t):
         if t == 0:
             delays = []
-            for _ in range(pings + (1 if sabotaged(t) else 0)):
-                asked = time.perf_counter()
-                time.sleep(PING_IO)
-                delays.append(max(0.0, time.perf_counter() - asked - PING_IO))
-            done[0] = True
+            try:
+                for _ in range(pings + (1 if sabotaged(t) else 0)):
+                    asked = time.perf_counter()
+                    time.sleep(PING_IO)
+                    delays.append(max(0.0, time.perf_counter() - asked - PING_IO))
+            finally:
+                # Whatever happens, the loading threads stop (or the run would never end).
+                done[0] = True
             return delays
         start = 1_000_000
         k = start

@@ -852,9 +852,16 @@ mod quiescence {
     }
 
     pub(crate) fn unpin(state: Option<&ThreadState>) {
-        /// The unpin proper, after the hooks, even when one panics: the thread then unwinds
-        /// out of its detach without the pin, which would hold reclamation back until it
-        /// attached again.
+        // Detaching is a quiescent state: the hooks run while the thread is still pinned. A
+        // hook that panics leaves the pin in place: the panic unwinds out of `allow_threads`
+        // with the thread still attached, and an attached thread is pinned.
+        super::run_hooks();
+        drop_pin(state);
+    }
+
+    /// [`unpin`] at the end of an attachment, which ends even when a hook panics: then the pin
+    /// goes too (it would hold reclamation back until the thread attached again).
+    pub(crate) fn unpin_at_the_end(state: Option<&ThreadState>) {
         struct DropPin<'a>(Option<&'a ThreadState>);
         impl Drop for DropPin<'_> {
             fn drop(&mut self) {
@@ -862,7 +869,6 @@ mod quiescence {
             }
         }
         let _drop_pin = DropPin(state);
-        // Detaching is a quiescent state: the hooks run while the thread is still pinned.
         super::run_hooks();
     }
 
@@ -969,6 +975,8 @@ mod quiescence {
     #[inline(always)]
     pub(crate) fn unpin(_: Option<&ThreadState>) {}
     #[inline(always)]
+    pub(crate) fn unpin_at_the_end(_: Option<&ThreadState>) {}
+    #[inline(always)]
     pub(crate) fn note_retired(_: Option<&ThreadState>) {}
     /// Never called: no pin is ever kept.
     pub(crate) fn release_kept_pin() {}
@@ -976,7 +984,7 @@ mod quiescence {
 
 #[cfg(not(feature = "gil"))]
 pub(crate) use quiescence::checkpoint;
-pub(crate) use quiescence::{pin, unpin};
+pub(crate) use quiescence::{pin, unpin, unpin_at_the_end};
 
 /// Parks the thread's biased counts for a detach: until [`unpark_counts`], a thread that hands
 /// one of its objects back merges its queue itself, so objects whose last reference is dropped

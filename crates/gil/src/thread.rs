@@ -441,7 +441,7 @@ impl Drop for Detach {
         // the unpin runs): the panic then unwinds out of `attach` with the thread detached, not
         // attached for good with no attachment to end it.
         let _leave = LeaveAtTheEnd(block);
-        state::unpin(block);
+        state::unpin_at_the_end(block);
     }
 }
 

@@ -126,8 +126,9 @@ impl Lock {
             return true;
         }
         if spent(deadline) {
-            // `timeout` zero, or spent spinning.
-            return false;
+            // `timeout` zero, or spent spinning. One last look: a release before the deadline
+            // passed counts.
+            return self.raw.try_lock();
         }
         let spin = if SPIN {
             Spin::AfterWakeUps
@@ -241,11 +242,12 @@ impl Event {
             if state.flag {
                 return true;
             }
+            // Under the lock: a `set` after this look comes after the deadline.
+            if spent(deadline) {
+                return false;
+            }
             state.sets
         };
-        if spent(deadline) {
-            return false;
-        }
         py.allow_threads(|| {
             let mut state = self.state.lock();
             state.waiting += 1;
@@ -315,7 +317,8 @@ impl Semaphore {
             return true;
         }
         if spent(deadline) {
-            return false;
+            // One last look: a permit released before the deadline passed counts.
+            return self.try_acquire();
         }
         py.allow_threads(|| {
             let mut state = self.state.lock();
@@ -616,8 +619,9 @@ mod tests {
                 0,
                 "semaphore"
             );
-            // With time left they do wait detached.
-            let short = Some(Duration::from_millis(1));
+            // With time left they do wait detached (long enough to outlast the semaphore's
+            // spin on a loaded machine).
+            let short = Some(Duration::from_millis(50));
             assert_eq!(detaches_in(|| assert!(!event.wait(py, short))), 1);
             assert_eq!(detaches_in(|| assert!(!semaphore.acquire(py, short))), 1);
         });

@@ -177,6 +177,32 @@ fn panic_once_when_armed() {
     }
 }
 
+fn register_panic_once_when_armed() {
+    static REGISTER: Once = Once::new();
+    REGISTER.call_once(|| on_quiescent_state(panic_once_when_armed));
+}
+
+/// A hook that panics as `allow_threads` detaches unwinds out of it with the thread still
+/// attached, and still pinned, as an attached thread is (its reads rely on the pin).
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_panicking_quiescent_state_hook_in_allow_threads_leaves_the_thread_attached_and_pinned() {
+    register_panic_once_when_armed();
+    thread::spawn(|| {
+        Python::attach(|py| {
+            PANIC_IN_HOOK.set(true);
+            let detached =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| py.allow_threads(|| ())));
+            PANIC_IN_HOOK.set(false);
+            assert!(detached.is_err(), "the hook's panic");
+            assert!(is_attached());
+            assert!(ftrt_gil::local::attach_pinned(), "attached without its pin");
+        })
+    })
+    .join()
+    .unwrap();
+}
+
 /// A hook that panics at the detach ending an attachment does not keep the thread attached nor
 /// pinned: the panic unwinds out of `attach`, and the thread is detached, unpinned and out of the
 /// world, so a stop does not wait for it. (The detach's leave came after the hooks, and a panic skipped it: the
@@ -184,8 +210,7 @@ fn panic_once_when_armed() {
 /// waited for it for ever.)
 #[test]
 fn a_panicking_quiescent_state_hook_at_the_end_of_an_attach_still_detaches() {
-    static REGISTER: Once = Once::new();
-    REGISTER.call_once(|| on_quiescent_state(panic_once_when_armed));
+    register_panic_once_when_armed();
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let broken = thread::spawn(move || {

@@ -209,6 +209,8 @@ pub struct RunnerSummary {
     pub processes: bool,
     /// What the runner said about itself (`--info`).
     pub info: Value,
+    /// Per workload: what one of its operations is, as this runner counts them (`--list`).
+    pub units: BTreeMap<String, String>,
 }
 
 impl RunnerSummary {
@@ -227,6 +229,7 @@ impl RunnerSummary {
                 },
                 processes: r.processes,
                 info: r.info.clone(),
+                units: r.units.clone(),
             })
             .collect()
     }
@@ -242,6 +245,7 @@ impl RunnerSummary {
             path: None,
             processes: false,
             info: Value::Null,
+            units: BTreeMap::new(),
         }
     }
 }
@@ -348,6 +352,7 @@ impl Report {
         let baseline = self.baseline_build().map(str::to_owned);
         let full_size = self.scale >= 1.0;
         let runners = self.runners.clone();
+        let units = self.units.clone();
         for cell in &mut self.cells {
             if MEASURED_BY_LATENCY.contains(&cell.workload.as_str()) {
                 continue;
@@ -362,8 +367,17 @@ impl Report {
                 .and_then(|r| r.gil_reference.as_deref())
                 .and_then(|reference| medians.get(&at(reference, cell.threads)))
                 .map(|reference| reference / cell.median_s);
+            // Times per operation compare only where the operation is the same one: a Python
+            // twin may count another (`native-release` hashes bytes where the runtime's kernel
+            // counts iterations).
+            let unit = |units: &BTreeMap<String, String>| units.get(&cell.workload).cloned();
+            let same_unit = runner
+                .and_then(|r| unit(&r.units))
+                .zip(unit(&units))
+                .is_none_or(|(mine, reference)| mine == reference);
             cell.relative_throughput = baseline
                 .as_deref()
+                .filter(|_| same_unit)
                 .and_then(|b| ns_per_op.get(&at(b, 1)))
                 .zip(cell.ns_per_op())
                 .map(|(reference, mine)| reference / mine);
@@ -911,6 +925,7 @@ mod tests {
             path: Some(format!("/opt/{build}/bin/python3")),
             processes: false,
             info: Value::Null,
+            units: BTreeMap::new(),
         }
     }
 
@@ -978,6 +993,47 @@ mod tests {
             report.cell("countdown", "nogil", 2).unwrap().ns_per_op(),
             Some(500_000.0)
         );
+    }
+
+    /// A Python twin that counts another operation than the runtime's (`native-release`: bytes
+    /// hashed, not kernel iterations) gets no relative throughput: the two times per operation
+    /// do not compare.
+    #[test]
+    fn throughput_compares_only_times_per_operation_of_the_same_unit() {
+        let units = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+            pairs
+                .iter()
+                .map(|(w, u)| ((*w).to_owned(), (*u).to_owned()))
+                .collect()
+        };
+        let runtime = units(&[
+            ("countdown", "countdown step"),
+            ("native-release", "kernel iteration"),
+        ]);
+        let mut gil = RunnerSummary::variant("gil");
+        gil.units = runtime.clone();
+        let mut interpreter = python("python-3.11.7", false, Some("python-3.11.7"));
+        interpreter.units = units(&[
+            ("countdown", "countdown step"),
+            ("native-release", "byte hashed"),
+        ]);
+        let cells = vec![
+            timed("countdown", "gil", 1, 1.0, 1000),
+            timed("countdown", "python-3.11.7", 1, 1.0, 100),
+            timed("native-release", "gil", 1, 1.0, 1000),
+            timed("native-release", "python-3.11.7", 1, 1.0, 100),
+        ];
+        let mut report = Report::from_cells(cells, vec![gil, interpreter], vec![1], 2, Vec::new());
+        report.units = runtime;
+        report.derive();
+        let relative = |w: &str| {
+            report
+                .cell(w, "python-3.11.7", 1)
+                .unwrap()
+                .relative_throughput
+        };
+        assert_eq!(relative("countdown"), Some(0.1));
+        assert_eq!(relative("native-release"), None);
     }
 
     #[test]
