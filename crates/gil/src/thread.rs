@@ -508,8 +508,7 @@ impl Drop for Reattach {
 /// That includes a lock the caller's own suspended sections held: the stop gives it up, a
 /// thread waiting for it may take it before it parks, and a section on it inside `f` then waits
 /// for ever.
-pub fn stop_the_world<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
-    let mut f = f;
+pub fn stop_the_world<R>(py: Python<'_>, mut f: impl FnOnce() -> R) -> R {
     loop {
         match try_stop_the_world(py, None, f) {
             Ok(result) => return result,

@@ -370,10 +370,9 @@ impl Report {
             // Times per operation compare only where the operation is the same one: a Python
             // twin may count another (`native-release` hashes bytes where the runtime's kernel
             // counts iterations).
-            let unit = |units: &BTreeMap<String, String>| units.get(&cell.workload).cloned();
             let same_unit = runner
-                .and_then(|r| unit(&r.units))
-                .zip(unit(&units))
+                .and_then(|r| r.units.get(&cell.workload))
+                .zip(units.get(&cell.workload))
                 .is_none_or(|(mine, reference)| mine == reference);
             cell.relative_throughput = baseline
                 .as_deref()
