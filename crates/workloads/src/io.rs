@@ -62,18 +62,27 @@ struct PingRound {
 /// One thread answers pings (a short blocking call, then re-attach) while the others count down
 /// until it is done.
 fn ping_under_load(params: &Params, pings: usize) -> PingRound {
+    pings_beside_load(params, pings, |py| {
+        py.allow_threads(|| std::thread::sleep(PING_IO));
+    })
+}
+
+/// [`ping_under_load`] with the ping's blocking call given as `ping` (tests make it fail).
+fn pings_beside_load(params: &Params, pings: usize, ping: impl Fn(Python<'_>) + Sync) -> PingRound {
     let done = std::sync::atomic::AtomicBool::new(false);
     let (elapsed, mut results) = run_threads(params.threads, |t, py| {
         if t == 0 {
+            // The loading threads stop however this thread ends: a panicking ping would
+            // otherwise leave them counting for ever, and the join waiting on them.
+            let _stop_the_load = SetOnDrop(&done);
             let mut delays = Vec::with_capacity(pings);
             for _ in 0..pings {
                 let asked = Instant::now();
-                py.allow_threads(|| std::thread::sleep(PING_IO));
+                ping(py);
                 // Attached again: the ping is answered.
                 delays.push(asked.elapsed().saturating_sub(PING_IO));
                 py.check();
             }
-            done.store(true, std::sync::atomic::Ordering::Relaxed);
             (delays, 0)
         } else {
             (Vec::new(), busy_until(py, &done))
@@ -83,6 +92,15 @@ fn ping_under_load(params: &Params, pings: usize) -> PingRound {
         elapsed,
         delays: std::mem::take(&mut results[0].0),
         load_steps: results.iter().map(|&(_, steps)| steps).sum(),
+    }
+}
+
+/// Sets its flag when dropped, by a return or an unwind alike.
+struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -144,3 +162,28 @@ pub(crate) const IO_LATENCY_UNDER_LOAD: Workload = Workload {
     shows: "S12, P10",
     run: io_latency_under_load,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_ping_that_panics_stops_the_load_and_fails_the_run() {
+        let (finished, outcome) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let params = Params {
+                threads: 2,
+                scale: 1.0,
+            };
+            let run = std::panic::catch_unwind(|| {
+                pings_beside_load(&params, 10, |_| panic!("the ping's call failed"))
+            });
+            finished.send(run.is_err()).expect("the test waits");
+        });
+        // Without the stop on unwind the loading thread counts for ever and the join hangs.
+        let panicked = outcome
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the run ended instead of hanging");
+        assert!(panicked, "the ping's panic reached the caller");
+    }
+}
