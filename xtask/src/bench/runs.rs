@@ -667,8 +667,9 @@ impl WatchedChild {
             }
             let now = Instant::now();
             if now >= deadline {
-                // The whole process: a runner's threads die with it.
-                let _ = self.child.kill();
+                // The whole process: a runner's threads die with it, and so do the processes
+                // it started.
+                kill_with_descendants(&mut self.child);
                 timed_out = true;
                 break self.child.wait()?;
             }
@@ -694,6 +695,58 @@ impl WatchedChild {
             timed_out,
         })
     }
+}
+
+/// Kills `child` and, on Linux, every process it started that is still running
+/// (`countdown-processes`' children), which would otherwise run on beside the next runs. They
+/// are found before any is killed: a dead runner's children are handed to another parent.
+/// (Not a process group of its own: the runner stays in the terminal's, so that an interrupt
+/// reaches it with the bench.)
+fn kill_with_descendants(child: &mut Child) {
+    let descendants = descendants_of(child.id());
+    if !descendants.is_empty() {
+        let pids: Vec<String> = descendants.iter().map(u32::to_string).collect();
+        // A failure (no `kill` program) still kills the runner below.
+        let _ = Command::new("kill")
+            .arg("-KILL")
+            .args(&pids)
+            .stderr(Stdio::null())
+            .status();
+    }
+    let _ = child.kill();
+}
+
+/// The processes below `root` in the process tree, read from `/proc` (none where there is no
+/// `/proc`).
+fn descendants_of(root: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    // (pid, parent) of every process: the parent is the field after the name, which is in
+    // parentheses and may hold spaces, so the line is read from its last ')'.
+    let parents: Vec<(u32, u32)> = entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let (_, rest) = stat.rsplit_once(") ")?;
+            let parent = rest.split(' ').nth(1)?.parse().ok()?;
+            Some((pid, parent))
+        })
+        .collect();
+    let mut found = vec![root];
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        found.extend(
+            parents
+                .iter()
+                .filter(|&&(_, p)| p == parent)
+                .map(|&(pid, _)| pid),
+        );
+        next += 1;
+    }
+    found.split_off(1)
 }
 
 /// The result of processes that ran at once, as one run: the longest time (each process times
@@ -1022,6 +1075,43 @@ printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
         let (run, _) = run_as_processes(&hung, "countdown", 2, 1.0, limit);
         assert!(started.elapsed() < Duration::from_secs(30));
         assert!(run.check.contains("timed out"), "{}", run.check);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_hung_runner_is_killed_with_the_processes_it_started() {
+        let pid_file = std::env::temp_dir().join(format!("ftrt-grandchild-{}", std::process::id()));
+        let _ = std::fs::remove_file(&pid_file);
+        let mut hung = runner("nogil", RunnerKind::Variant(Variant::Nogil));
+        hung.program = PathBuf::from("sh");
+        // Starts a process of its own (as countdown-processes does), then hangs.
+        hung.prefix = [
+            "-c",
+            r#"sleep 60 & echo $! > "$0"; exec sleep 60"#,
+            pid_file.to_str().unwrap(),
+        ]
+        .map(PathBuf::from)
+        .to_vec();
+        let (run, _) = run_in_one_process(&hung, "countdown", 1, 1.0, Duration::from_millis(300));
+        assert!(run.check.contains("timed out"), "{}", run.check);
+        let pid = std::fs::read_to_string(&pid_file).expect("the runner wrote its child's pid");
+        let _ = std::fs::remove_file(&pid_file);
+        // A process left running would spend the cores the next runs are timed on.
+        // Running unless its /proc entry is gone or a zombie (dead, waiting to be reaped).
+        let running = || {
+            std::fs::read_to_string(format!("/proc/{}/stat", pid.trim())).is_ok_and(|stat| {
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, s)| !s.starts_with('Z'))
+            })
+        };
+        let gone = (0..100).any(|_| {
+            let alive = running();
+            if alive {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            !alive
+        });
+        assert!(gone, "the runner's child {} outlived it", pid.trim());
     }
 
     #[cfg(unix)]
