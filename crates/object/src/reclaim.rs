@@ -330,9 +330,10 @@ pub(crate) fn has_retired_batch() -> bool {
 /// write, which must not unwind half-way (a write that removed a value and then panicked would
 /// drop it under a reader), so without panicking. Should other crates have filled
 /// `ftrt-gil`'s table first, the hook does not run, and what it would free at quiescent states
-/// stays until another path frees it, or for good: a leak, not a fault.
-pub(crate) fn register_quiescent_state_hook(hook: fn()) {
-    let _registered = ftrt_gil::try_on_quiescent_state(hook);
+/// stays until another path frees it, or for good: a leak, not a fault. Returns whether the hook
+/// is registered, for callers that have another path to take without it.
+pub(crate) fn register_quiescent_state_hook(hook: fn()) -> bool {
+    ftrt_gil::try_on_quiescent_state(hook)
 }
 
 #[cfg(not(ftrt_gil_build))]
@@ -431,7 +432,9 @@ mod batches {
     /// Makes every attached thread settle at its quiescent states, from the first retirement on.
     fn settle_at_quiescent_states() {
         static REGISTERED: Once = Once::new();
-        REGISTERED.call_once(|| super::register_quiescent_state_hook(settle));
+        REGISTERED.call_once(|| {
+            super::register_quiescent_state_hook(settle);
+        });
     }
 
     /// Batches that no thread's mailbox takes: expired after their thread exited, on a thread

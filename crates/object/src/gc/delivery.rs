@@ -45,7 +45,9 @@ fn lock_shares() -> MutexGuard<'static, Vec<Share>> {
 /// Hands `objects` (unreachable, each with the collection's reference) to thread `owner`.
 pub(super) fn deliver(owner: u32, objects: Vec<NonNull<Header>>) {
     static REGISTERED: Once = Once::new();
-    REGISTERED.call_once(|| crate::reclaim::register_quiescent_state_hook(free_delivered));
+    REGISTERED.call_once(|| {
+        crate::reclaim::register_quiescent_state_hook(free_delivered);
+    });
     lock_shares().push(Share { owner, objects });
     // Relaxed: a hint; the shares themselves are handed over under the mutex.
     PENDING.store(true, Ordering::Relaxed);

@@ -27,7 +27,7 @@
 use std::cell::{Cell, RefCell};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, Once};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Instant;
 
 use ftrt_gil::{BuildCount, Python};
@@ -77,6 +77,10 @@ thread_local! {
     /// after [`retire_thread`]). Const, destructor-less: readable in every thread-local
     /// destructor, so frees during the thread's exit find the list as long as it exists.
     static LIST: Cell<*const LocalObjects> = const { Cell::new(std::ptr::null()) };
+    /// Runs in [`retire_thread`] once the exit has unlisted its objects (tests).
+    #[cfg(test)]
+    pub(super) static AFTER_EXIT_UNLISTED: Cell<Option<Box<dyn FnOnce()>>> =
+        const { Cell::new(None) };
     /// Set once the thread retired its list: no new one is made.
     static RETIRED: Cell<bool> = const { Cell::new(false) };
 }
@@ -103,11 +107,16 @@ fn make_list() -> Option<&'static LocalObjects> {
     if RETIRED.get() || !crate::reclaim::has_retired_batch() {
         return None;
     }
+    // Nor without the hook that runs its local collections (other crates may have filled the
+    // runtime's table first): listed objects are left out of the automatic stopped-world
+    // collections, so with no local ones their cycles would stay until an explicit collection.
+    static HOOKED: OnceLock<bool> = OnceLock::new();
+    if !*HOOKED.get_or_init(|| crate::reclaim::register_quiescent_state_hook(collect_if_due)) {
+        return None;
+    }
     let made = LISTS.with_current(|list| list.map(|list| &*list.0 as *const LocalObjects))?;
     lock_lists().0.push(ListRef(made));
     LIST.set(made);
-    static HOOK: Once = Once::new();
-    HOOK.call_once(|| crate::reclaim::register_quiescent_state_hook(collect_if_due));
     // SAFETY: as in `list`.
     Some(unsafe { &*made })
 }
@@ -213,7 +222,7 @@ pub(crate) fn retire_thread() {
     }
     // SAFETY: the list is alive: its `List` is dropped only after this (or is calling this).
     let list = unsafe { &*list };
-    let count = {
+    {
         // The exit is not attached, so a stop does not wait for it: a stopped-world collection
         // must see the list whole or retired, never half-way (it would free an unlisted object
         // whose clearing frees a still-listed one on the collecting thread), and must not
@@ -228,9 +237,16 @@ pub(crate) fn retire_thread() {
         // Unlisted objects have registry slots, for the stopped-world collections.
         // SAFETY: as above.
         unsafe { give_indexes(&objects) };
-        objects.len()
-    };
-    count_young(count as isize);
+        // Counted under the lock: a collection that has read the lists already resets the
+        // young count after this, since it did not examine these objects; one that comes later
+        // examines them, and its reset covers them (counted after the lock, they were young
+        // again after it).
+        count_young(objects.len() as isize);
+    }
+    #[cfg(test)]
+    if let Some(hook) = AFTER_EXIT_UNLISTED.try_with(Cell::take).ok().flatten() {
+        hook();
+    }
 }
 
 /// A live thread's list, as the registry of lists holds it.
@@ -254,24 +270,24 @@ pub(super) fn lock_lists() -> LiveLists {
 impl LiveLists {
     /// Takes `object` out of whichever live thread's list holds it, from a stopped world: the
     /// stopped-world collection publishes another thread's local garbage this way before it is
-    /// freed on the collecting thread.
+    /// freed on the collecting thread. Returns whether it was listed.
     ///
     /// # Safety
     /// The world is stopped (attached threads are parked outside any list operation, detached
     /// ones touch no object, and exits wait for this lock), and `object` is alive and of a type
     /// that holds references.
-    pub(super) unsafe fn unlist(&self, object: NonNull<Header>) {
+    pub(super) unsafe fn unlist(&self, object: NonNull<Header>) -> bool {
         // SAFETY: per the caller.
         let place = unsafe { listed_at(object) };
         if place >= FOUND_GARBAGE {
-            return;
+            return false;
         }
         for live in self.0.iter() {
             // SAFETY: registered lists are alive (a list leaves the registry, under this lock,
             // before it is dropped); no other thread uses it now (the stopped world); `object`
             // is listed at `place` in one of them.
             if unsafe { (*live.0).remove(object, place, true) } {
-                return;
+                return true;
             }
         }
         unreachable!("a listed object is in a live thread's list");

@@ -19,8 +19,9 @@
 //!    them, so this half needs no stop; the pause is the first three steps and the references.
 //!
 //! Collections run on demand ([`collect`]) and automatically: when the tracked objects made
-//! since the last collection, minus those freed, exceed both [`THRESHOLD`] for each thread that
-//! made objects since the last collection (a stop costs every attached thread a park) and a
+//! since the last collection, minus those freed, reach both [`THRESHOLD`] for each thread that
+//! made objects in the interval before it (counted at each collection: a stop costs every
+//! attached thread a park) and a
 //! quarter of the objects the last collection left alive (CPython 3.13t's rule), the next
 //! thread to reach a checkpoint collects (`ftrt_gil::CheckpointWork`); if the world
 //! will not stop within 50 ms (a thread attached and blocked without a checkpoint), that
@@ -57,7 +58,7 @@ use crate::refs::{decref, incref};
 pub(crate) use registry::UNTRACKED;
 
 /// Tracked objects made (net of those freed) before an automatic collection is considered, for
-/// each thread that made some since the last collection.
+/// each thread that made some in the interval before the last collection.
 pub const THRESHOLD: usize = 2000;
 
 /// How long an automatic collection waits for the world to stop before giving up.
@@ -73,14 +74,18 @@ pub struct Collection {
     pub tracked: usize,
     /// Unreachable objects found (and freed).
     pub unreachable: usize,
-    /// How long the world was stopped (the calling thread's collection, merges included).
+    /// How long the collection worked in the stopped world, from its first merge to the
+    /// references taken to the garbage: neither the wait for the threads to park nor the
+    /// restart is included (nor, for [`collect`], its local collection before the stop).
     pub pause: Duration,
 }
 
 /// Runs a collection now, stopping the world: returns what it found and freed. Waits for every
 /// attached thread to reach a checkpoint (see [`ftrt_gil::stop_the_world`]).
 ///
-/// It finds every unreachable cycle. In the free-threaded builds it first runs the calling
+/// It finds every unreachable cycle but those through a deferred object still hot, which stay
+/// until it goes cold (see `docs/gc.md`, "Per-thread counts for hot objects"). In the
+/// free-threaded builds it first runs the calling
 /// thread's local collection, then examines every tracked object in the stopped world, other
 /// live threads' local objects included: those found unreachable are published on their
 /// threads' behalf, with the local objects they reach, and freed here (what shared garbage held
@@ -113,8 +118,8 @@ pub fn collect_shared(py: Python<'_>) -> Collection {
     ftrt_gil::stop_the_world(py, || find_garbage(py, false)).free(py, false)
 }
 
-/// The pauses of every collection so far (on demand and automatic), in order; at most the last
-/// 1,000,000.
+/// The pauses of every collection so far (on demand and automatic), in order: the first
+/// 1,000,000, later ones not recorded until [`clear_pauses`].
 pub fn pauses() -> Vec<Duration> {
     lock_pauses().clone()
 }
@@ -155,7 +160,8 @@ pub fn local_collections() -> usize {
 }
 
 /// How long each local collection took, on the thread that ran it (the other threads ran on),
-/// in order; at most the last 1,000,000. [`clear_pauses`] forgets them too.
+/// in order: the first 1,000,000, later ones not recorded until [`clear_pauses`], which forgets
+/// them too.
 pub fn local_pauses() -> Vec<Duration> {
     lock_local_pauses().clone()
 }
@@ -576,10 +582,13 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
                 // SAFETY: as above.
                 let head = unsafe { header(object) };
                 crate::header::publish_with(head, |newly_shared| {
+                    // Only a listed object joins those the stopped-world collections
+                    // examine: an unlisted one was among them already.
                     // SAFETY: the world is stopped and `lists` is held; `newly_shared` is alive
                     // (reached from the garbage) and of a type that holds references.
-                    unsafe { lists.unlist(newly_shared) };
-                    published += 1;
+                    if unsafe { lists.unlist(newly_shared) } {
+                        published += 1;
+                    }
                 });
             }
         }
@@ -857,5 +866,50 @@ mod tests {
             // The cycles the exit left go.
             collect(py);
         });
+    }
+
+    /// A thread's exit unlists its objects just before a stopped-world collection examines
+    /// them: after the collection they are no longer young, since it saw them and reset the
+    /// count. (The exit added its count after it released the lists, on top of the reset: the
+    /// next automatic collection came up to a thread's list early.)
+    #[test]
+    fn objects_an_exit_unlisted_before_a_collection_are_not_young_after_it() {
+        const MADE: usize = THRESHOLD / 2;
+        let _one = crate::one_stopping_test_at_a_time();
+        let (unlisted, exit_unlisted) = std::sync::mpsc::channel::<()>();
+        let (collected, collection_done) = std::sync::mpsc::channel::<()>();
+        let maker = std::thread::spawn(move || {
+            Python::attach(|py| {
+                for _ in 0..MADE {
+                    let list = PyList::empty(py);
+                    list.append(list.clone());
+                }
+            });
+            local::AFTER_EXIT_UNLISTED.set(Some(Box::new(move || {
+                unlisted.send(()).unwrap();
+                collection_done.recv().unwrap();
+            })));
+            // What the thread's exit does first, run here while it is detached (a stop does
+            // not wait for it).
+            local::retire_thread();
+        });
+        exit_unlisted
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the exit unlisted its objects");
+        let after_collection = Python::attach(|py| {
+            let found = collect_shared(py).unreachable;
+            assert!(
+                found >= MADE,
+                "the exit's {MADE} cycles examined, {found} found"
+            );
+            YOUNG.load(Ordering::Relaxed)
+        });
+        collected.send(()).unwrap();
+        maker.join().unwrap();
+        let added = YOUNG.load(Ordering::Relaxed) - after_collection;
+        assert!(
+            added < MADE as isize / 2,
+            "the exit added {added} young objects after the collection examined its {MADE}"
+        );
     }
 }
