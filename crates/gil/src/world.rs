@@ -3,8 +3,9 @@
 //! A thread that must look at every object with nothing changing under it (the object model's
 //! cycle collector) *stops the world*: every other attached thread parks at its next checkpoint,
 //! and detached threads cannot attach until the stop ends. Detached threads do not hold a stop
-//! up: they touch no objects. This is CPython 3.13t's `_PyEval_StopTheWorld`, with the same
-//! three thread states.
+//! up: they touch no objects. This is CPython 3.13t's `_PyEval_StopTheWorld`, with its three
+//! thread states and two more (`NEW`, a thread that never attached, and `WAITED`, an attached
+//! one a stopper waits for).
 //!
 //! This module is the protocol alone, as a plain value ([`World`]) over the threads'
 //! [`Presence`]s, so that its loom model runs the real code; the runtime keeps one `World`, a

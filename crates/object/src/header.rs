@@ -408,8 +408,9 @@ pub(crate) unsafe fn set_gc_index(object: NonNull<Header>, index: u32) {
 /// As for [`gc_index`].
 #[inline]
 pub(crate) unsafe fn listed_at(object: NonNull<Header>) -> u32 {
-    // Relaxed: written by the object's own thread; the stopped-world collection reads it after
-    // the stop, which orders every thread's writes before.
+    // Relaxed: written by the object's own thread, or by a collector in a stopped world; the
+    // stopped-world collection reads it after the stop, which orders every thread's writes
+    // before, and the owner reads it after the restart, which orders the collector's.
     // SAFETY: as in `gc_index`.
     unsafe { (*tracked::<()>(object)).gc.listed.load(Ordering::Relaxed) }
 }
