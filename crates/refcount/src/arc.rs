@@ -436,11 +436,16 @@ unsafe fn release_inner<T: ?Sized>(inner: NonNull<ArcInner<T>>) {
     if !unsafe { ArcInner::count(inner) }.is_husk() {
         // A husk's value was moved out by `try_unwrap`; otherwise it is still in place, and no
         // strong reference can reach it any more (weak upgrades fail on the dead count).
-        // SAFETY: as above; the value is dropped exactly once, here.
+        // The strong references' weak reference goes with the guard, after the drop or as it
+        // unwinds: a value whose destructor panics still has its memory freed, as `Arc`'s does.
+        let _strong_references_weak = GiveUpWeak(inner);
+        // SAFETY: the value is in place and unreachable (above); it is dropped exactly once,
+        // here, and the guard frees the memory only after.
         unsafe { ptr::drop_in_place(ptr::addr_of_mut!((*inner.as_ptr()).value)) };
+    } else {
+        // SAFETY: the strong references' weak reference, given up once, here.
+        unsafe { ArcInner::drop_weak(inner) };
     }
-    // SAFETY: the strong references' weak reference, given up once, here.
-    unsafe { ArcInner::drop_weak(inner) };
 }
 
 impl<T> BiasedArc<T> {
@@ -759,6 +764,9 @@ impl<T> BiasedArc<T> {
     /// assert!(ours.is_some() != theirs.is_some());
     /// ```
     pub fn into_inner(this: Self) -> Option<T> {
+        // Merged while `this` is still an ordinary handle: the merge runs other values'
+        // destructors, and should one panic, `this` drops as usual on the way out.
+        this.count().merge_queued_to_owner();
         let this = ManuallyDrop::new(this);
         // A weak reference of this call's own, held until the value is moved out, as in
         // `try_unwrap`: should the count end as a husk, the pending entry's merge may free the
@@ -766,10 +774,15 @@ impl<T> BiasedArc<T> {
         // SAFETY: `this` holds a strong reference.
         unsafe { ArcInner::add_weak(this.ptr) };
         let count = this.ptr.cast::<BiasedCount>();
+        // A decrement queued to a parked owner may merge that owner's queue, which runs other
+        // values' destructors: should one panic, the guard gives up this call's weak reference
+        // (the strong one is given up by then).
+        let unwinding = GiveUpWeak(this.ptr);
         // SAFETY: this handle's reference is given up here, as in `drop`, and the handle is not
         // used afterwards except as the answer says; `release::<T>` frees exactly this kind of
         // allocation.
         let taken = unsafe { BiasedCount::decref_taking(count, release::<T>) };
+        mem::forget(unwinding);
         // SAFETY: `taken` is what the count just answered, and this call holds its own weak
         // reference.
         unsafe { Self::value_if_taken(this.ptr, taken) }
@@ -913,6 +926,19 @@ impl<T: ?Sized> BiasedArc<T> {
             // SAFETY: that was the last reference and no queue entry remains.
             unsafe { release_inner(this.ptr) };
         }
+    }
+}
+
+/// Gives up one weak reference when dropped, on a return or an unwind alike: the strong
+/// references' one as the value is dropped (`release_inner`), [`BiasedArc::into_inner`]'s own
+/// should the count's decision unwind (forgotten where another path gives it up).
+struct GiveUpWeak<T: ?Sized>(NonNull<ArcInner<T>>);
+
+impl<T: ?Sized> Drop for GiveUpWeak<T> {
+    fn drop(&mut self) {
+        // SAFETY: whoever made the guard holds that weak reference and gives it up through the
+        // guard alone, once; it kept the allocation alive until now.
+        unsafe { ArcInner::drop_weak(self.0) };
     }
 }
 
@@ -1471,6 +1497,34 @@ mod tests {
         drop(value);
         assert_eq!(crate::merge_pending(), 0, "the entry was merged already");
         assert_eq!(drops.count(), 1);
+    }
+
+    /// `into_inner` on the owner merges the drops queued to it first, and the merge runs other
+    /// values' destructors: one that panics unwinds out of the call, which then leaves the
+    /// handle to drop as any other. It had set the handle aside and taken a weak reference of
+    /// its own: both leaked, and the value was never dropped.
+    #[test]
+    fn into_inner_that_unwinds_from_another_values_destructor_drops_its_handle() {
+        struct PanicsOnDrop;
+        impl Drop for PanicsOnDrop {
+            fn drop(&mut self) {
+                panic!("another value's destructor panicked");
+            }
+        }
+        let drops = Drops::default();
+        let kept = BiasedArc::new(drops.track(3));
+        let panicking = BiasedArc::new(PanicsOnDrop);
+        // The last reference, dropped by another thread: queued to this one.
+        let remote = panicking.clone();
+        drop(panicking);
+        std::thread::spawn(move || drop(remote)).join().unwrap();
+        let unwound =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| BiasedArc::into_inner(kept)));
+        assert!(
+            unwound.is_err(),
+            "the destructor's panic reaches the caller"
+        );
+        assert_eq!(drops.count(), 1, "the handle's value was dropped with it");
     }
 
     /// Once the owner has exited, the last holder on another thread gets the value back. A plain

@@ -633,6 +633,18 @@ impl BiasedCount {
         Some(unsafe { Self::decref_shared(this, release) })
     }
 
+    /// The step before [`decref_taking`](Self::decref_taking) on the owner: merges what other
+    /// threads queued to the calling thread, if it owns this count, since `local` still counts
+    /// the references queued back to it, and whether the caller's is the last shows only after
+    /// the merge. Merging runs other values' destructors, which may panic: the caller's handle
+    /// must then still drop as usual. (Another thread's drop queued between this and the
+    /// decision is concurrent with the call, and comes after it: it frees the value.)
+    pub(crate) fn merge_queued_to_owner(&self) {
+        if self.owned_by_caller() {
+            thread::merge_current_if_pending();
+        }
+    }
+
     /// Drops a reference, or takes the object when it was the last one: the decrement behind
     /// [`BiasedArc::into_inner`](crate::BiasedArc::into_inner), which promises, as
     /// `Arc::into_inner` does, that exactly one of the racing last holders sees the end. Answers
@@ -641,9 +653,10 @@ impl BiasedCount {
     /// references live, or may: the caller's is given up).
     ///
     /// What the calling thread can settle, it settles first:
-    /// - On the owner, its queue is merged first (when something is pending): a drop another
-    ///   thread queued before this call then comes first, and this one may be the last. The
-    ///   owner's last local reference merges the count, and the end is decided as on a merged
+    /// - On the owner, the caller has merged its queue just before
+    ///   ([`merge_queued_to_owner`](Self::merge_queued_to_owner)): a drop another thread queued
+    ///   before the call then comes first, and this one may be the last. The owner's last local
+    ///   reference merges the count, and the end is decided as on a merged
     ///   count (a drop queued after that merge keeps its entry, and its reference, in it).
     /// - On another thread, a count whose owner has retired is merged on the owner's behalf
     ///   first, so the decrement is not queued (the queueing thread would settle the entry itself
@@ -663,13 +676,6 @@ impl BiasedCount {
     pub(crate) unsafe fn decref_taking(this: NonNull<Self>, release: Release) -> TakeUnique {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
-        if count.owned_by_caller() {
-            // `local` still counts the references queued back to this thread, so whether this
-            // is the last one shows only after the merge. Merging runs other objects'
-            // destructors; the reference the caller holds keeps this one alive.
-            thread::merge_current_if_pending();
-        }
-        // Asked again: a destructor the merge ran may have retired this thread's owner.
         if count.owned_by_caller() {
             let local = count.local.load(Ordering::Relaxed);
             if local != 1 {

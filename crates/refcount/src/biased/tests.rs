@@ -704,6 +704,31 @@ fn a_retiring_owner_merges_its_whole_queue_even_if_a_release_panics() {
     );
 }
 
+/// A retiring owner drains its queue before it drops its registry payload, which may be the
+/// last handle to a runtime's value with a destructor of its own: a payload that panicked as it
+/// went unwound out of the retirement before the drain, and stranded every entry queued.
+#[test]
+fn a_retiring_owner_merges_its_queue_even_if_its_payload_panics_as_it_goes() {
+    struct PanicsOnDrop;
+    impl Drop for PanicsOnDrop {
+        fn drop(&mut self) {
+            panic!("a payload's destructor panicked");
+        }
+    }
+    let owner = LocalCounts::register_with(|_| Some(std::sync::Arc::new(PanicsOnDrop)));
+    let other = LocalCounts::register();
+    let queued = boxed_count(owner.owner());
+    // SAFETY: the one reference, dropped by another owner; `release_boxed` frees it.
+    unsafe { BiasedCount::decref_for(queued, other.owner(), release_boxed) };
+    let before = released();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| owner.retire()));
+    assert!(
+        unwound.is_err(),
+        "the payload's panic reaches the retiring thread"
+    );
+    assert_eq!(released(), before + 1, "the queued entry was stranded");
+}
+
 /// Parking merges what was queued before; a release that panicked there unwound out of the
 /// merge and left the entries behind it queued to an owner that, parked, merges nothing: retired
 /// parked (as a runtime retires its threads), it stranded them for good.

@@ -7,8 +7,9 @@
 //! A thread's part in the protocol is a plain value, [`LocalCounts`]: a never-reused id and the
 //! merge queue other threads hand its objects back through. [`LocalCounts::register`] takes an id
 //! from a global counter and enters the queue in the registry; dropping the value retires the
-//! thread (it stops owning, leaves the registry and merges everything queued to it), so no object
-//! is stranded when its owner goes. [`LocalCounts::owner`] is the token the counting functions
+//! thread (it stops owning, leaves the registry and merges everything queued to it, or, if it is
+//! parked, leaves that to the threads that queue to it), so no object is stranded when its owner
+//! goes. [`LocalCounts::owner`] is the token the counting functions
 //! take ([`BiasedCount::new_for`], [`incref_for`](BiasedCount::incref_for),
 //! [`decref_for`](BiasedCount::decref_for)). A runtime keeps one `LocalCounts` in its own
 //! per-thread state and passes the token along (ftrt does, in `ftrt-gil`'s thread state).
@@ -149,6 +150,13 @@ impl Queue {
     /// (not parked), or for an owner that has retired. A release that panics (a value's
     /// destructor) does not end the drain: the first panic resumes once the queue is empty.
     fn merge_all(&self) -> usize {
+        let (merged, panicked) = self.merge_all_catching();
+        resume_first(panicked);
+        merged
+    }
+
+    /// [`merge_all`](Self::merge_all), handing the first panic back instead of resuming it.
+    fn merge_all_catching(&self) -> (usize, Option<Panic>) {
         let mut merged = 0;
         let mut panicked = None;
         while let Some(entry) = self.pop() {
@@ -156,8 +164,7 @@ impl Queue {
             unsafe { settle_catching(entry, &mut panicked) };
             merged += 1;
         }
-        resume_first(panicked);
-        merged
+        (merged, panicked)
     }
 
     /// Merges the queue on behalf of its parked owner, unless it is no longer parked, is empty,
@@ -365,15 +372,22 @@ impl LocalCounts {
     /// merge what they queued (as they do for a parked owner): a parked owner's retirement frees
     /// nothing on its own thread. Objects it still owned are merged by whichever thread meets
     /// them next.
-    pub fn retire(self) {
+    ///
+    /// # Panics
+    /// With the first panic of a value's destructor run by the merge, once the whole queue is
+    /// merged.
+    pub fn retire(mut self) {
+        let panicked = self.retire_catching();
         drop(self);
+        resume_first(panicked);
     }
-}
 
-impl Drop for LocalCounts {
-    fn drop(&mut self) {
-        if self.id == DETACHED {
-            return;
+    /// Retires the owner unless it has retired already (then does nothing), and hands back the
+    /// first panic of a destructor its merge ran, for the caller to resume or to report only.
+    fn retire_catching(&mut self) -> Option<Panic> {
+        let id = std::mem::replace(&mut self.id, DETACHED);
+        if id == DETACHED {
+            return None;
         }
         if self.queue.is_parked() {
             // Parked, it stays parked: every entry pushed since the park is merged by its pusher
@@ -384,18 +398,33 @@ impl Drop for LocalCounts {
             // unparking here to drain the queue let another thread queue to it between the
             // unpark and the `remove`, and the drain then freed that object unattached, under
             // a stopped world's collector.
-            registry::remove(self.id);
-            return;
+            drop(registry::remove(id));
+            return None;
         }
         // A thread merging for a parked owner finishes first: after `remove` this value drains
         // the queue alone.
         self.queue.unpark();
         // No `Owner` borrowed from this value is alive (they borrow it), so nothing counts as
         // this owner any more: leaving the registry is what tells other threads.
-        registry::remove(self.id);
+        let payload = registry::remove(id);
         // Pushers find the queue only through the registry, under its lock, so after `remove` no
         // entry can arrive any more: this drains the queue for good.
-        self.queue.merge_all();
+        let panicked = self.queue.merge_all_catching().1;
+        // Dropped after the drain, which no panic of its destructor can then cut short.
+        drop(payload);
+        panicked
+    }
+}
+
+impl Drop for LocalCounts {
+    /// Retires the owner ([`retire`](LocalCounts::retire)). A destructor's panic in the merge
+    /// unwinds out of the drop, unless the thread is unwinding already (a second panic would
+    /// abort the process): then the panic hook's report of it is all that is left.
+    fn drop(&mut self) {
+        let panicked = self.retire_catching();
+        if !std::thread::panicking() {
+            resume_first(panicked);
+        }
     }
 }
 
@@ -539,9 +568,11 @@ fn allocate_id() -> Option<u32> {
 pub type Info = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 /// Calls `f` with the id and payload of every registered owner (the thread-local convenience's
-/// included, whose payload is `None`): the owners registered when the call began, read one
-/// registry shard at a time. `f` runs with no lock held, so it may register, retire and count;
-/// an owner it visits may have retired since.
+/// included, whose payload is `None`), read one registry shard at a time: every owner registered
+/// before the call and not retired before its shard is read, and perhaps some registered during
+/// the call. `f` runs with no lock held, so it may register, retire and count; an owner it
+/// visits may have retired since. (Under `--cfg loom` the registry is one mutex, held across
+/// `f`: no model may register or retire from `f`.)
 pub fn for_each_registered(f: impl FnMut(u32, Option<&Info>)) {
     registry::for_each(f);
 }
@@ -571,14 +602,25 @@ pub(crate) fn has_retired(id: u32) -> bool {
 /// The convenience's `LocalCounts`, which stops the thread owning before it retires.
 struct ConvenienceOwner(LocalCounts);
 
-impl Drop for ConvenienceOwner {
-    fn drop(&mut self) {
+impl ConvenienceOwner {
+    /// Stops owning and retires, handing back the first panic of a destructor the merge ran.
+    fn retire_catching(&mut self) -> Option<Panic> {
         // The queue's flag goes away with the value.
         set_pending_flag(std::ptr::null());
         // First stop owning: from here on this thread counts its old objects on the shared side,
-        // which is what other threads assume once the id leaves the registry when the field is
-        // dropped right after this (merging runs destructors, which may count).
+        // which is what other threads assume once the id leaves the registry in the retirement
+        // right after this (merging runs destructors, which may count).
         set_current(DETACHED);
+        self.0.retire_catching()
+    }
+}
+
+impl Drop for ConvenienceOwner {
+    /// The thread's exit (a thread-local destructor). A destructor's panic in the merge is
+    /// reported by the panic hook and goes no further: out of a thread-local destructor it
+    /// would abort the process, and no code of the thread is left to catch it.
+    fn drop(&mut self) {
+        let _reported_only = self.retire_catching();
     }
 }
 
@@ -718,7 +760,9 @@ pub fn merge_pending() -> usize {
 ///
 /// # Panics
 /// Inside [`with_current_owner`] on this thread, whose token must keep counting as the owner
-/// until it returns.
+/// until it returns. With the first panic of a value's destructor run by the merge, once the
+/// whole queue is merged (at the thread's exit such a panic is only reported: a thread-local
+/// destructor cannot unwind).
 pub fn detach_current_thread() {
     // Dropped outside the borrow: retiring merges, which runs destructors.
     let taken = OWNER.try_with(|slot| {
@@ -727,8 +771,11 @@ pub fn detach_current_thread() {
         };
         slot.take()
     });
-    if let Ok(Some(owner)) = taken {
+    if let Ok(Some(mut owner)) = taken {
+        // Called by the thread's code, which may catch a destructor's panic: resumed here.
+        let panicked = owner.retire_catching();
         drop(owner);
+        resume_first(panicked);
     } else {
         set_current(DETACHED);
     }
@@ -826,10 +873,11 @@ mod registry {
         QUEUES.insert(id, Entry { queue, info });
     }
 
-    pub(super) fn remove(id: u32) {
-        // The payload is dropped outside the shard lock.
-        let removed = QUEUES.remove(&id);
-        drop(removed);
+    /// Takes the owner out; returns its payload, for the caller to drop once it has drained the
+    /// queue (outside the shard lock, and after the drain: it may be the last handle to a value
+    /// whose destructor panics).
+    pub(super) fn remove(id: u32) -> Option<Info> {
+        QUEUES.remove(&id).and_then(|(_, entry)| entry.info)
     }
 
     pub(super) fn for_each(mut f: impl FnMut(u32, Option<&Info>)) {
@@ -883,9 +931,9 @@ mod registry {
         QUEUES.lock().insert(id, (queue, info));
     }
 
-    pub(super) fn remove(id: u32) {
+    pub(super) fn remove(id: u32) -> Option<Info> {
         let removed = QUEUES.lock().remove(&id);
-        drop(removed);
+        removed.and_then(|(_, info)| info)
     }
 
     pub(super) fn for_each(mut f: impl FnMut(u32, Option<&Info>)) {
