@@ -146,8 +146,10 @@ impl Queue {
         entry
     }
 
-    /// Merges every queued object and frees those whose count reached zero. Called by the owner
-    /// (not parked), or for an owner that has retired. A release that panics (a value's
+    /// Merges every queued object and frees those whose count reached zero. Called only by the
+    /// owner (not parked), or for an owner that has retired: the merge writes the `local` halves
+    /// of the owner's objects, which only they may (a safe function, private to this module;
+    /// every caller keeps to this). A release that panics (a value's
     /// destructor) does not end the drain: the first panic resumes once the queue is empty.
     fn merge_all(&self) -> usize {
         let (merged, panicked) = self.merge_all_catching();
@@ -252,7 +254,8 @@ type Panic = Box<dyn std::any::Any + Send>;
 /// # Safety
 /// `entry` was popped from its queue, and is settled nowhere else: it holds a queued reference,
 /// which keeps the object alive until this merge; `settle_queued` frees it exactly when no
-/// other reference remains.
+/// other reference remains. And, as `settle_queued` asks, the caller is the queue's owner, or
+/// the owner has retired, or it is parked and the caller has claimed its queue.
 unsafe fn settle_catching(entry: Queued, panicked: &mut Option<Panic>) {
     let settled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: forwarded from the caller.
@@ -337,8 +340,8 @@ impl LocalCounts {
         self.queue.merge_all()
     }
 
-    /// Parks this owner: a promise that the thread counts nothing (no object of any owner)
-    /// until [`unpark`](Self::unpark). Meanwhile, threads that queue objects to it merge the
+    /// Parks this owner: a promise that the thread counts nothing through this owner until
+    /// [`unpark`](Self::unpark) (a runtime's detached thread counts nothing at all). Meanwhile, threads that queue objects to it merge the
     /// queue themselves, so an object whose last reference goes elsewhere is freed then, not
     /// when the owner comes back. What is queued already is merged before this returns. A
     /// runtime parks a thread for the time it is detached. Parking twice is the same as once.
