@@ -25,3 +25,13 @@ fn build_name_matches_the_enabled_features() {
     };
     assert_eq!(ftrt::BUILD, expected);
 }
+
+/// `cargo xtask test` names the variant each step means to build in `FTRT_EXPECTED_BUILD`: a
+/// step whose features went missing builds another variant, and fails here instead of testing
+/// the wrong build under the right name.
+#[test]
+fn build_name_is_the_variant_the_test_run_expects() {
+    if let Ok(expected) = std::env::var("FTRT_EXPECTED_BUILD") {
+        assert_eq!(ftrt::BUILD, expected, "built another variant than expected");
+    }
+}

@@ -17,6 +17,14 @@ pub const EXCLUSIVE_FEATURES: &[[&str; 2]] = &[["gil", "atomic-rc"]];
 /// build variant, and the umbrella `ftrt`, which forwards its features to it.
 pub const VARIANT_FEATURE_OWNERS: &[&str] = &["ftrt-gil", "ftrt"];
 
+/// Whether `feature` is a build variant's (one of [`EXCLUSIVE_FEATURES`]).
+pub fn is_variant_feature(feature: &str) -> bool {
+    EXCLUSIVE_FEATURES
+        .iter()
+        .flatten()
+        .any(|variant| *variant == feature)
+}
+
 /// One workspace package, as `cargo metadata` describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Package {
@@ -90,12 +98,7 @@ pub fn variant_feature_violations(packages: &[Package]) -> Vec<(String, Vec<Stri
             let variant_features: Vec<String> = package
                 .features
                 .iter()
-                .filter(|feature| {
-                    EXCLUSIVE_FEATURES
-                        .iter()
-                        .flatten()
-                        .any(|variant_feature| *variant_feature == feature.as_str())
-                })
+                .filter(|feature| is_variant_feature(feature))
                 .cloned()
                 .collect();
             (!variant_features.is_empty()).then(|| (package.name.clone(), variant_features))
@@ -138,7 +141,7 @@ pub fn parse_packages(metadata: &Value) -> Result<Vec<Package>, Failed> {
         .collect()
 }
 
-fn workspace_packages(workspace: &Workspace) -> Result<Vec<Package>, Failed> {
+pub fn workspace_packages(workspace: &Workspace) -> Result<Vec<Package>, Failed> {
     let output = Command::new(current_cargo())
         .current_dir(&workspace.root)
         .args(["metadata", "--no-deps", "--format-version", "1"])

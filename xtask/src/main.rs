@@ -2,9 +2,13 @@
 //!
 //! - `cargo xtask test [--variants gil,nogil,nogil-atomic-rc] [--no-loom]`: runs
 //!   `cargo test --workspace` once per build variant (each in its own
-//!   `target/variant-<name>`, so switching features rebuilds nothing), then the loom
-//!   models (`RUSTFLAGS="--cfg loom" cargo test --release`, in `target/loom`, with
-//!   `LOOM_MAX_PREEMPTIONS=3` unless set). Stops at the first failure.
+//!   `target/variant-<name>`, so switching features rebuilds nothing; with
+//!   `FTRT_EXPECTED_BUILD=<name>`, which `tests/build_variant.rs` checks), then `cargo test -p
+//!   PKG --features F` for each package feature that is not a build variant (from `cargo
+//!   metadata`), then the loom models (`RUSTFLAGS="--cfg loom" cargo test --release`, in
+//!   `target/loom`, with `LOOM_MAX_PREEMPTIONS=3` unless set, and `FTRT_LOOM_MODELS=1`, which
+//!   fails the one test a loom file has when its models were compiled out). Stops at the first
+//!   failure.
 //! - `cargo xtask features`: checks every workspace package on its own (`cargo check -p PKG
 //!   --all-targets`, in `target/features`) with none of its features, each alone, and all
 //!   together unless they exclude each other (`gil` + `atomic-rc`); first it fails if a package

@@ -135,14 +135,17 @@ impl CargoStep {
         self
     }
 
+    /// Sets `key` for the child, whatever the user set: a value the step depends on.
+    pub fn env(mut self, key: &'static str, value: &str) -> Self {
+        self.env.push((key, value.to_owned()));
+        self
+    }
+
     /// Sets a flags variable (RUSTFLAGS, ...) to the user's flags followed by `ours`, so
     /// that neither theirs nor ours is silently dropped.
     pub fn env_flags(mut self, key: &'static str, ours: &str) -> Self {
-        let flags = match env::var(key) {
-            Ok(theirs) if !theirs.trim().is_empty() => format!("{} {ours}", theirs.trim()),
-            _ => ours.to_owned(),
-        };
-        self.env.push((key, flags));
+        self.env
+            .push(flags_with_ours(key, ours, |name| env::var(name).ok()));
         self
     }
 
@@ -164,6 +167,45 @@ impl CargoStep {
         }
         words.join(" ")
     }
+}
+
+/// The variable cargo reads instead of `key` when it is set, even to nothing:
+/// `CARGO_ENCODED_RUSTFLAGS` wins over `RUSTFLAGS`, which cargo then ignores.
+fn encoded_flags_key(key: &str) -> Option<&'static str> {
+    match key {
+        "RUSTFLAGS" => Some("CARGO_ENCODED_RUSTFLAGS"),
+        "RUSTDOCFLAGS" => Some("CARGO_ENCODED_RUSTDOCFLAGS"),
+        _ => None,
+    }
+}
+
+/// Cargo splits the `CARGO_ENCODED_*` flags at the ASCII unit separator, not at spaces.
+const ENCODED_FLAGS_SEPARATOR: &str = "\x1f";
+
+/// The variable to set and its value so that the child gets the user's flags (read through
+/// `lookup`) followed by `ours`. Where the user set the encoded variable cargo reads in place
+/// of `key`, ours go there: set in `key`, cargo would drop them.
+fn flags_with_ours(
+    key: &'static str,
+    ours: &str,
+    lookup: impl Fn(&str) -> Option<String>,
+) -> (&'static str, String) {
+    if let Some(encoded_key) = encoded_flags_key(key) {
+        if let Some(theirs) = lookup(encoded_key) {
+            let mut flags: Vec<&str> = Vec::new();
+            // Set but empty means no flags, not one empty flag.
+            if !theirs.is_empty() {
+                flags.push(&theirs);
+            }
+            flags.extend(ours.split_whitespace());
+            return (encoded_key, flags.join(ENCODED_FLAGS_SEPARATOR));
+        }
+    }
+    let flags = match lookup(key) {
+        Some(theirs) if !theirs.trim().is_empty() => format!("{} {ours}", theirs.trim()),
+        _ => ours.to_owned(),
+    };
+    (key, flags)
 }
 
 fn shell_quote(word: &str) -> String {
@@ -407,6 +449,54 @@ mod tests {
             .collect();
         assert!(removed.iter().any(|key| key == "RUSTUP_TOOLCHAIN"));
         assert!(removed.iter().any(|key| key == "CARGO"));
+    }
+
+    /// A lookup of the user's environment that finds only `vars`.
+    fn user_env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        |name| {
+            vars.iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| (*value).to_owned())
+        }
+    }
+
+    #[test]
+    fn our_flags_follow_the_users_flags() {
+        assert_eq!(
+            flags_with_ours("RUSTFLAGS", "--cfg loom", user_env(&[])),
+            ("RUSTFLAGS", "--cfg loom".to_owned())
+        );
+        assert_eq!(
+            flags_with_ours(
+                "RUSTFLAGS",
+                "--cfg loom",
+                user_env(&[("RUSTFLAGS", " -C opt-level=2 ")])
+            ),
+            ("RUSTFLAGS", "-C opt-level=2 --cfg loom".to_owned())
+        );
+    }
+
+    #[test]
+    fn our_flags_join_encoded_flags_which_cargo_reads_instead() {
+        let user = [
+            ("CARGO_ENCODED_RUSTFLAGS", "-C\x1fopt-level=2"),
+            ("RUSTFLAGS", "ignored by cargo"),
+        ];
+        assert_eq!(
+            flags_with_ours("RUSTFLAGS", "--cfg loom", user_env(&user)),
+            (
+                "CARGO_ENCODED_RUSTFLAGS",
+                "-C\x1fopt-level=2\x1f--cfg\x1floom".to_owned()
+            )
+        );
+        assert_eq!(
+            flags_with_ours(
+                "RUSTDOCFLAGS",
+                "-D warnings",
+                user_env(&[("CARGO_ENCODED_RUSTDOCFLAGS", "")])
+            ),
+            ("CARGO_ENCODED_RUSTDOCFLAGS", "-D\x1fwarnings".to_owned())
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::process::{Command, Output};
 use serde_json::Value;
 
 mod common;
+mod python;
 
 use common::{refused_with, xtask};
+use python::python3_or_skip;
 
 #[test]
 fn unknown_workloads_builds_and_bad_thread_counts_are_refused_with_status_2() {
@@ -271,11 +273,9 @@ fn one_failing_runner_does_not_lose_the_other_cells() {
 
 #[test]
 fn two_python_interpreters_of_the_same_version_are_two_cells() {
-    let found = Command::new("python3").arg("--version").output();
-    if !found.is_ok_and(|o| o.status.success()) {
-        eprintln!("no python3 on the PATH: not checked");
+    let Some(python) = python3_or_skip("two interpreters of one version in one bench") else {
         return;
-    }
+    };
     let dir = std::env::temp_dir().join(format!("ftrt-bench-pythons-{}", std::process::id()));
     let out = dir.join("report");
     let output = xtask(&[
@@ -288,9 +288,9 @@ fn two_python_interpreters_of_the_same_version_are_two_cells() {
         "--threads",
         "1",
         "--python",
-        "python3",
+        python,
         "--python",
-        "python3",
+        python,
         "--out",
         out.to_str().unwrap(),
     ]);

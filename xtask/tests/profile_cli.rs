@@ -32,7 +32,9 @@ fn a_profile_draws_the_workloads_own_functions_and_ranks_self_time() {
     let dir = std::env::temp_dir().join(format!("ftrt-profile-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     if let Some(reason) = perf_unusable(&dir) {
-        eprintln!("skipped: {reason}");
+        // perf needs a kernel and permissions no CI runner can be assumed to give: its absence
+        // skips this test everywhere, CI included, rather than failing it.
+        eprintln!("skipped: {reason} (perf is optional, in CI too, so this is no failure)");
         return;
     }
     let out = dir.join("report");

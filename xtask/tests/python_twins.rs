@@ -3,20 +3,20 @@
 //!
 //! `FTRT_PY_SABOTAGE=1` makes every twin do its work wrong in one place (thread 0 does one unit
 //! of work too many, or keeps a reference it should drop); every check must notice. Needs a
-//! `python3` on the PATH; without one the test says so and checks nothing.
+//! `python3` on the PATH; without one the test says so and checks nothing, unless
+//! `FTRT_REQUIRE_PYTHON` is set, which makes it fail.
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use serde_json::Value;
 
+mod python;
+
+use python::python3_or_skip;
+
 fn script() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../benches/python/workloads.py")
-}
-
-fn python() -> Option<&'static str> {
-    let found = Command::new("python3").arg("--version").output();
-    found.is_ok_and(|o| o.status.success()).then_some("python3")
 }
 
 fn run(python: &str, workload: &str, threads: usize, sabotage: bool) -> Value {
@@ -46,18 +46,26 @@ fn workloads(python: &str) -> Vec<String> {
         .arg("--list")
         .output()
         .expect("python runs");
+    assert!(
+        output.status.success(),
+        "--list failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let list: Value = serde_json::from_slice(&output.stdout).expect("a JSON list");
-    list.as_array()
-        .unwrap()
+    let names: Vec<String> = list
+        .as_array()
+        .expect("a JSON list")
         .iter()
-        .map(|w| w["name"].as_str().unwrap().to_owned())
-        .collect()
+        .map(|w| w["name"].as_str().expect("a workload name").to_owned())
+        .collect();
+    // An empty list would check nothing and pass.
+    assert!(!names.is_empty(), "--list names no workload");
+    names
 }
 
 #[test]
 fn every_python_check_passes_an_honest_run_and_fails_a_sabotaged_one() {
-    let Some(python) = python() else {
-        eprintln!("no python3 on the PATH: the Python twins are not checked");
+    let Some(python) = python3_or_skip("the Python twins") else {
         return;
     };
     let mut blind = Vec::new();

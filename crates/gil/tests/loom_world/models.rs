@@ -1,0 +1,246 @@
+use ftrt_gil::world::{Presence, StopFailed, World};
+use loom::cell::UnsafeCell;
+use loom::sync::Arc;
+use loom::thread;
+
+struct Shared {
+    world: World,
+    mutator: Presence,
+    stopper: Presence,
+    other_stopper: Presence,
+    /// Touched by attached mutators and by a stopper inside its stop, never by two at once.
+    objects: UnsafeCell<u32>,
+    /// The objects' locks, as the critical sections of attached threads take them (a thread
+    /// holding the world alone does not).
+    sections: loom::sync::Mutex<()>,
+}
+
+// SAFETY: `objects` is touched only under the protocol under test, which loom checks.
+unsafe impl Sync for Shared {}
+// SAFETY: as above.
+unsafe impl Send for Shared {}
+
+impl Shared {
+    fn new() -> Arc<Self> {
+        Arc::new(Shared {
+            world: World::new(),
+            mutator: Presence::new(),
+            stopper: Presence::new(),
+            other_stopper: Presence::new(),
+            objects: UnsafeCell::new(0),
+            sections: loom::sync::Mutex::new(()),
+        })
+    }
+
+    fn touch(&self) {
+        // SAFETY: the protocol gives the caller exclusive use (loom checks it).
+        self.objects.with_mut(|objects| unsafe { *objects += 1 });
+    }
+
+    fn touch_in_section(&self) {
+        let _section = self.sections.lock().unwrap();
+        self.touch();
+    }
+
+    fn all(&self) -> Vec<&Presence> {
+        vec![&self.mutator, &self.stopper, &self.other_stopper]
+    }
+
+    /// Attached as `me`, stops the world (parking while another stop runs), touches the
+    /// objects inside the stop, and detaches.
+    fn stop_once(&self, me: &Presence) {
+        self.world.enter(Some(me));
+        loop {
+            match self.world.try_stop(Some(me), || self.all(), None) {
+                Ok(stopped) => {
+                    self.touch();
+                    drop(stopped);
+                    break;
+                }
+                Err(StopFailed::Busy) => self.world.park(Some(me)),
+                Err(StopFailed::TimedOut) => unreachable!("no patience given"),
+            }
+        }
+        self.world.leave(Some(me));
+    }
+}
+
+/// Runs `other` on a thread of its own beside `main` on this one, joins it, and answers how
+/// many times the objects were touched.
+fn touches_beside(other: impl FnOnce(&Shared) + Send + 'static, main: impl FnOnce(&Shared)) -> u32 {
+    let shared = Shared::new();
+    let other = {
+        let shared = shared.clone();
+        thread::spawn(move || other(&shared))
+    };
+    main(&shared);
+    other.join().unwrap();
+    // SAFETY: every thread that touches the objects has been joined.
+    shared.objects.with(|objects| unsafe { *objects })
+}
+
+/// A mutator attaches, parking at a checkpoint if a stop is wanted, while a stopper stops the
+/// world once: the stop excludes both halves of the attachment.
+#[test]
+fn a_stop_excludes_every_attachment() {
+    loom::model(|| {
+        let touches = touches_beside(
+            |shared| {
+                shared.world.enter(Some(&shared.mutator));
+                shared.touch();
+                // A checkpoint: park if asked.
+                if shared.world.stop_requested() {
+                    shared.world.park(Some(&shared.mutator));
+                }
+                shared.touch();
+                shared.world.leave(Some(&shared.mutator));
+            },
+            |shared| shared.stop_once(&shared.stopper),
+        );
+        assert_eq!(touches, 3);
+    });
+}
+
+/// Two stoppers at once: one stops, the other parks and stops after it; never both inside.
+#[test]
+fn two_stoppers_take_turns() {
+    loom::model(|| {
+        let touches = touches_beside(
+            |shared| shared.stop_once(&shared.other_stopper),
+            |shared| shared.stop_once(&shared.stopper),
+        );
+        assert_eq!(touches, 2);
+    });
+}
+
+/// A thread without a presence (attached after its exit) is waited for too, and waits.
+#[test]
+fn an_anonymous_thread_is_excluded_too() {
+    loom::model(|| {
+        let touches = touches_beside(
+            |shared| {
+                shared.world.enter(None);
+                shared.touch();
+                shared.world.leave(None);
+            },
+            |shared| shared.stop_once(&shared.stopper),
+        );
+        assert_eq!(touches, 2);
+    });
+}
+
+/// What a holder of the world alone does: its touches take no lock (the elided sections) while
+/// it holds, and it lets go at its checkpoint once asked, leaving before it drops the hold. A
+/// thread that cannot hold touches under `sections`, like every attached thread. Two touches
+/// in every case.
+fn run_as_holder(shared: &Shared) {
+    let me = &shared.stopper;
+    shared.world.enter(Some(me));
+    match shared.world.try_hold_alone(me, || shared.all()) {
+        Some(hold) => {
+            shared.touch();
+            // A checkpoint.
+            if shared.world.stop_requested() {
+                shared.world.leave(Some(me));
+                drop(hold);
+                shared.world.wait_while_stopping();
+                shared.world.enter(Some(me));
+                shared.touch_in_section();
+            } else {
+                shared.touch();
+                shared.world.leave(Some(me));
+                drop(hold);
+                return;
+            }
+        }
+        None => {
+            shared.touch_in_section();
+            shared.touch_in_section();
+        }
+    }
+    shared.world.leave(Some(me));
+}
+
+/// A thread that holds the world alone touches the objects without locking while another
+/// thread attaches twice (first as a new thread, then as a detached one) and touches them in
+/// sections: never both at once, and nobody waits forever.
+#[test]
+fn a_thread_holding_the_world_alone_excludes_every_attachment() {
+    loom::model(|| {
+        let touches = touches_beside(
+            |shared| {
+                for _ in 0..2 {
+                    shared.world.enter(Some(&shared.mutator));
+                    shared.touch_in_section();
+                    shared.world.leave(Some(&shared.mutator));
+                }
+            },
+            run_as_holder,
+        );
+        assert_eq!(touches, 4);
+    });
+}
+
+/// The same with a thread without a presence (attached after its exit): it waits for the hold
+/// to end and asks for it, and a hold is refused while it is attached.
+#[test]
+fn a_thread_holding_the_world_alone_excludes_anonymous_threads() {
+    loom::model(|| {
+        let touches = touches_beside(
+            |shared| {
+                shared.world.enter(None);
+                shared.touch_in_section();
+                shared.world.leave(None);
+            },
+            run_as_holder,
+        );
+        assert_eq!(touches, 3);
+    });
+}
+
+/// A hold and a stop never overlap: a stopper that finds the world held waits for the holder
+/// (which parks when asked), and a hold is refused while a stop is under way.
+#[test]
+fn a_hold_and_a_stop_take_turns() {
+    loom::model(|| {
+        let touches = touches_beside(
+            |shared| shared.stop_once(&shared.other_stopper),
+            run_as_holder,
+        );
+        assert_eq!(touches, 3);
+    });
+}
+
+/// A thread that comes to attach while the world is held asks the holder to let go: a holder
+/// that runs on until its checkpoints say so (and would run forever otherwise) lets it in.
+#[test]
+fn a_thread_waiting_to_attach_asks_the_holder_to_let_go() {
+    loom::model(|| {
+        let shared = Shared::new();
+        let me = &shared.stopper;
+        shared.world.enter(Some(me));
+        let hold = shared
+            .world
+            .try_hold_alone(me, || shared.all())
+            .expect("no other thread is attached");
+        let mutator = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                shared.world.enter(Some(&shared.mutator));
+                shared.touch_in_section();
+                shared.world.leave(Some(&shared.mutator));
+            })
+        };
+        shared.touch();
+        // Checkpoints until asked.
+        while !shared.world.stop_requested() {
+            thread::yield_now();
+        }
+        shared.world.leave(Some(me));
+        drop(hold);
+        mutator.join().unwrap();
+        shared
+            .objects
+            .with(|objects| assert_eq!(unsafe { *objects }, 2));
+    });
+}
