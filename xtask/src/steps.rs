@@ -272,10 +272,21 @@ impl Workspace {
         if !step.binary_args.is_empty() {
             command.arg("--").args(&step.binary_args);
         }
+        // What the test steps tell the tests they expect is each step's own: one exported in the
+        // user's shell (copied from a banner) would hold every other step to it.
+        for key in STEP_EXPECTATIONS {
+            command.env_remove(key);
+        }
         command.envs(step.env.iter().map(|(key, value)| (key, value)));
         command
     }
 }
+
+/// Variables a step sets for the tests it runs, never inherited.
+const STEP_EXPECTATIONS: &[&str] = &[
+    crate::test::LOOM_MODELS_EXPECTED,
+    crate::test::EXPECTED_BUILD,
+];
 
 /// A `CARGO_TARGET_DIR` the user set moves all of our target dirs under it.
 fn user_target_dir() -> Option<PathBuf> {
@@ -449,6 +460,32 @@ mod tests {
             .collect();
         assert!(removed.iter().any(|key| key == "RUSTUP_TOOLCHAIN"));
         assert!(removed.iter().any(|key| key == "CARGO"));
+    }
+
+    #[test]
+    fn a_step_sets_its_own_expectations_and_inherits_none() {
+        let env_of = |step: &CargoStep| -> Vec<(String, Option<String>)> {
+            let command = Workspace::fixture().command_for(step);
+            command
+                .get_envs()
+                .map(|(key, value)| {
+                    let value = value.map(|value| value.to_string_lossy().into_owned());
+                    (key.to_string_lossy().into_owned(), value)
+                })
+                .collect()
+        };
+        let plain = CargoStep::new("nogil", "nogil tests", Toolchain::Current);
+        let env = env_of(&plain);
+        for key in STEP_EXPECTATIONS {
+            assert!(env.contains(&(key.to_string(), None)), "{key} inherited");
+        }
+        let gil = plain.env(crate::test::EXPECTED_BUILD, "gil");
+        let env = env_of(&gil);
+        let expected = (
+            crate::test::EXPECTED_BUILD.to_owned(),
+            Some("gil".to_owned()),
+        );
+        assert!(env.contains(&expected), "{env:?}");
     }
 
     /// A lookup of the user's environment that finds only `vars`.

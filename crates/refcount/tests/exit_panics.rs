@@ -75,3 +75,26 @@ fn a_destructor_that_panics_in_the_owners_exit_merge_does_not_abort_the_process(
         },
     );
 }
+
+/// A runtime's thread state unwinding with the thread: its owner retires during the unwind, and a
+/// registry payload whose destructor panics then must not panic a second time (which aborts).
+#[test]
+fn an_owner_retired_during_an_unwind_does_not_panic_a_second_time() {
+    in_child_process(
+        "an_owner_retired_during_an_unwind_does_not_panic_a_second_time",
+        || {
+            let unwound = std::panic::catch_unwind(|| {
+                let _counts = ftrt_refcount::biased::LocalCounts::register_with(|_| {
+                    Some(std::sync::Arc::new(PanicsOnDrop))
+                });
+                panic!("the thread's own panic");
+            });
+            let message = unwound.expect_err("the thread's panic unwinds");
+            assert_eq!(
+                message.downcast_ref::<&str>(),
+                Some(&"the thread's own panic"),
+                "the first panic is the one that unwinds"
+            );
+        },
+    );
+}

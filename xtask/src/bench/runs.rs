@@ -706,9 +706,10 @@ fn kill_with_descendants(child: &mut Child) {
     let descendants = descendants_of(child.id());
     if !descendants.is_empty() {
         let pids: Vec<String> = descendants.iter().map(u32::to_string).collect();
-        // A failure (no `kill` program) still kills the runner below.
-        let _ = Command::new("kill")
-            .arg("-KILL")
+        // The shell's own `kill` (no `kill` program needed); a failure still kills the runner
+        // below.
+        let _ = Command::new("sh")
+            .args(["-c", r#"kill -KILL "$@""#, "sh"])
             .args(&pids)
             .stderr(Stdio::null())
             .status();
@@ -1092,7 +1093,8 @@ printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
         ]
         .map(PathBuf::from)
         .to_vec();
-        let (run, _) = run_in_one_process(&hung, "countdown", 1, 1.0, Duration::from_millis(300));
+        // Long enough for the shell to start its child and write its pid on a busy machine.
+        let (run, _) = run_in_one_process(&hung, "countdown", 1, 1.0, Duration::from_secs(2));
         assert!(run.check.contains("timed out"), "{}", run.check);
         let pid = std::fs::read_to_string(&pid_file).expect("the runner wrote its child's pid");
         let _ = std::fs::remove_file(&pid_file);

@@ -33,7 +33,7 @@ use std::time::Instant;
 use ftrt_gil::{BuildCount, Python};
 use ftrt_refcount::{RefCount, RefCountValue};
 
-use super::{count_young, free_garbage, give_indexes, unreachable_among, Mark, THRESHOLD};
+use super::{add_young_now, free_garbage, give_indexes, unreachable_among, Mark, THRESHOLD};
 use crate::header::{header, listed_at, set_listed_at, Header, FOUND_GARBAGE, NOT_LISTED};
 use crate::refs::incref;
 
@@ -237,11 +237,12 @@ pub(crate) fn retire_thread() {
         // Unlisted objects have registry slots, for the stopped-world collections.
         // SAFETY: as above.
         unsafe { give_indexes(&objects) };
-        // Counted under the lock: a collection that has read the lists already resets the
-        // young count after this, since it did not examine these objects; one that comes later
-        // examines them, and its reset covers them (counted after the lock, they were young
-        // again after it).
-        count_young(objects.len() as isize);
+        // Counted under the lock, and at once (not into the thread's batch, which would reach
+        // the global count after the lock): a collection that has read the lists already
+        // resets the young count after this, since it did not examine these objects; one that
+        // comes later examines them, and its reset covers them (counted after the lock, they
+        // were young again after it).
+        add_young_now(objects.len() as isize);
     }
     #[cfg(test)]
     if let Some(hook) = AFTER_EXIT_UNLISTED.try_with(Cell::take).ok().flatten() {

@@ -395,6 +395,15 @@ fn add_young_at_exit(value: isize) {
     }
 }
 
+/// Adds to the young count at once, past the thread's batch: for an exit's unlisted objects,
+/// counted while it holds the lists' lock. Past the threshold, asks for a collection.
+pub(crate) fn add_young_now(delta: isize) {
+    YOUNG.fetch_add(delta, Ordering::Relaxed);
+    if delta > 0 && collection_due() {
+        want_checkpoint_work();
+    }
+}
+
 #[cold]
 fn flush_young(value: isize) {
     YOUNG.fetch_add(value, Ordering::Relaxed);
@@ -876,7 +885,7 @@ mod tests {
     fn objects_an_exit_unlisted_before_a_collection_are_not_young_after_it() {
         const MADE: usize = THRESHOLD / 2;
         let _one = crate::one_stopping_test_at_a_time();
-        let (unlisted, exit_unlisted) = std::sync::mpsc::channel::<()>();
+        let (unlisted, exit_unlisted) = std::sync::mpsc::channel::<isize>();
         let (collected, collection_done) = std::sync::mpsc::channel::<()>();
         let maker = std::thread::spawn(move || {
             Python::attach(|py| {
@@ -885,23 +894,26 @@ mod tests {
                     list.append(list.clone());
                 }
             });
+            let before = YOUNG.load(Ordering::Relaxed);
             local::AFTER_EXIT_UNLISTED.set(Some(Box::new(move || {
-                unlisted.send(()).unwrap();
+                // The lists' lock is let go by now: the count must be in already.
+                let counted = YOUNG.load(Ordering::Relaxed) - before;
+                unlisted.send(counted).unwrap();
                 collection_done.recv().unwrap();
             })));
             // What the thread's exit does first, run here while it is detached (a stop does
             // not wait for it).
             local::retire_thread();
         });
-        exit_unlisted
+        let counted = exit_unlisted
             .recv_timeout(Duration::from_secs(60))
             .expect("the exit unlisted its objects");
+        assert!(
+            counted >= MADE as isize / 2,
+            "the exit had counted {counted} of its {MADE} objects when it let the lists go"
+        );
         let after_collection = Python::attach(|py| {
-            let found = collect_shared(py).unreachable;
-            assert!(
-                found >= MADE,
-                "the exit's {MADE} cycles examined, {found} found"
-            );
+            collect_shared(py);
             YOUNG.load(Ordering::Relaxed)
         });
         collected.send(()).unwrap();

@@ -266,11 +266,24 @@ unsafe fn settle_catching(entry: Queued, panicked: &mut Option<Panic>) {
     }
 }
 
-/// Resumes the first panic a drain caught, if any (later ones are dropped).
+/// Resumes the first panic a drain caught, if any (later ones are dropped), unless the thread
+/// is unwinding already, when a second panic would abort the process: the panic hook's report
+/// of it is then all that is left.
 fn resume_first(panicked: Option<Panic>) {
     if let Some(panic) = panicked {
-        std::panic::resume_unwind(panic);
+        if !std::thread::panicking() {
+            std::panic::resume_unwind(panic);
+        }
     }
+}
+
+/// Drops a registry payload (a runtime's value, whose destructor may panic), keeping the first
+/// panic: `panicked`'s, else the payload's.
+fn drop_catching(payload: Option<Info>, mut panicked: Option<Panic>) -> Option<Panic> {
+    if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(payload))) {
+        panicked.get_or_insert(panic);
+    }
+    panicked
 }
 
 /// One thread's part in the biased protocol, as a plain value: its never-reused id and its merge
@@ -377,8 +390,9 @@ impl LocalCounts {
     /// them next.
     ///
     /// # Panics
-    /// With the first panic of a value's destructor run by the merge, once the whole queue is
-    /// merged.
+    /// With the first panic of a value's destructor run by the merge (or of the registry
+    /// payload's, dropped after it), once the whole queue is merged; only reported by the panic
+    /// hook if the thread is unwinding already.
     pub fn retire(mut self) {
         let panicked = self.retire_catching();
         drop(self);
@@ -401,8 +415,7 @@ impl LocalCounts {
             // unparking here to drain the queue let another thread queue to it between the
             // unpark and the `remove`, and the drain then freed that object unattached, under
             // a stopped world's collector.
-            drop(registry::remove(id));
-            return None;
+            return drop_catching(registry::remove(id), None);
         }
         // A thread merging for a parked owner finishes first: after `remove` this value drains
         // the queue alone.
@@ -414,8 +427,7 @@ impl LocalCounts {
         // entry can arrive any more: this drains the queue for good.
         let panicked = self.queue.merge_all_catching().1;
         // Dropped after the drain, which no panic of its destructor can then cut short.
-        drop(payload);
-        panicked
+        drop_catching(payload, panicked)
     }
 }
 
@@ -424,10 +436,7 @@ impl Drop for LocalCounts {
     /// unwinds out of the drop, unless the thread is unwinding already (a second panic would
     /// abort the process): then the panic hook's report of it is all that is left.
     fn drop(&mut self) {
-        let panicked = self.retire_catching();
-        if !std::thread::panicking() {
-            resume_first(panicked);
-        }
+        resume_first(self.retire_catching());
     }
 }
 
