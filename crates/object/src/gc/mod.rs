@@ -397,6 +397,7 @@ fn add_young_at_exit(value: isize) {
 
 /// Adds to the young count at once, past the thread's batch: for an exit's unlisted objects,
 /// counted while it holds the lists' lock. Past the threshold, asks for a collection.
+#[cfg(not(ftrt_gil_build))]
 pub(crate) fn add_young_now(delta: isize) {
     YOUNG.fetch_add(delta, Ordering::Relaxed);
     if delta > 0 && collection_due() {
