@@ -9,8 +9,8 @@
 //! from a global counter and enters the queue in the registry; dropping the value retires the
 //! thread (it stops owning, leaves the registry and merges everything queued to it, or, if it is
 //! parked, leaves that to the threads that queue to it), so no object is stranded when its owner
-//! goes. [`LocalCounts::owner`] is the token the counting functions
-//! take ([`BiasedCount::new_for`], [`incref_for`](BiasedCount::incref_for),
+//! goes. [`LocalCounts::owner`] is the token the counting functions take
+//! ([`BiasedCount::new_for`], [`incref_for`](BiasedCount::incref_for),
 //! [`decref_for`](BiasedCount::decref_for)). A runtime keeps one `LocalCounts` in its own
 //! per-thread state and passes the token along (ftrt does, in `ftrt-gil`'s thread state).
 //!
@@ -149,8 +149,8 @@ impl Queue {
     /// Merges every queued object and frees those whose count reached zero. Called only by the
     /// owner (not parked), or for an owner that has retired: the merge writes the `local` halves
     /// of the owner's objects, which only they may (a safe function, private to this module;
-    /// every caller keeps to this). A release that panics (a value's
-    /// destructor) does not end the drain: the first panic resumes once the queue is empty.
+    /// every caller keeps to this). A release that panics (a value's destructor) does not end
+    /// the drain: the first panic resumes once the queue is empty.
     fn merge_all(&self) -> usize {
         let (merged, panicked) = self.merge_all_catching();
         resume_first(panicked);
@@ -354,9 +354,9 @@ impl LocalCounts {
     }
 
     /// Parks this owner: a promise that the thread counts nothing through this owner until
-    /// [`unpark`](Self::unpark) (a runtime's detached thread counts nothing at all). Meanwhile, threads that queue objects to it merge the
-    /// queue themselves, so an object whose last reference goes elsewhere is freed then, not
-    /// when the owner comes back. What is queued already is merged before this returns. A
+    /// [`unpark`](Self::unpark) (a runtime's detached thread counts nothing at all).
+    /// Meanwhile, threads that queue objects to it merge the queue themselves, so an object
+    /// whose last reference goes elsewhere is freed then, not when the owner comes back. What is queued already is merged before this returns. A
     /// runtime parks a thread for the time it is detached. Parking twice is the same as once.
     ///
     /// A release that panics in the merge (a value's destructor) unwinds out of `park` once the
