@@ -1026,9 +1026,12 @@ impl Drop for Parking {
     }
 }
 
-/// Whether the calling thread is inside [`park_counts`]: merging its queue as it parks, a
-/// merge whose end a detach from inside it (`thread::wait_for_section_detached`, whose return
-/// unparks, waiting for that merge) would wait for.
+/// Whether the calling thread is inside [`park_counts`]: merging its queue as it parks, with its
+/// counts not parked until that merge is over. A detach from inside it leaves the counts to the
+/// park under way, and a wait for a section's lock there waits in place
+/// (`thread::wait_for_section_detached`): detached, the thread would leave the world with its
+/// counts neither in use nor parked, and a stop of the world, which counts on every thread
+/// outside it having merged its queue as it parked, could begin meanwhile.
 pub(crate) fn parking_counts() -> bool {
     CURRENT.with(|c| c.parking_counts.get())
 }
@@ -1038,8 +1041,8 @@ pub(crate) fn parking_counts() -> bool {
 pub(crate) fn unpark_counts(state: Option<&ThreadState>) {
     #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
     if let Some(state) = state.filter(|_| !parking_counts()) {
-        // (Inside a park under way: the park goes on, and the attach after it unparks. Here
-        // the unpark would wait for the very merge it is part of.)
+        // (Inside a park under way: the park goes on, and the attach after it unparks. The
+        // outermost detach parks the counts, and the attach after it unparks them.)
         state.counts.unpark();
     }
     #[cfg(any(feature = "gil", feature = "atomic-rc"))]

@@ -352,7 +352,7 @@ impl<'py> Python<'py> {
 /// and runs no quiescent-state hooks. So no code that could itself take a section (a hook, the
 /// epoch's deferred work) runs in between, nor finds the thread's epoch guard borrowed (the wait
 /// may begin inside a flush), but for the releases the park's merge runs: a wait inside those
-/// waits in place, since its own return would wait for the merge. A pinned thread that is not
+/// waits in place (see `state::parking_counts`). A pinned thread that is not
 /// in the world only holds back reclamation until it returns.
 ///
 /// Inside its own stop of the world the thread cannot detach (no other thread may run): it

@@ -37,6 +37,43 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A condition variable for [`Mutex`], with the same `wait` shape in both worlds.
+#[cfg(not(loom))]
+pub(crate) struct Condvar(parking_lot::Condvar);
+#[cfg(loom)]
+pub(crate) struct Condvar(loom::sync::Condvar);
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        #[cfg(not(loom))]
+        return Self(parking_lot::Condvar::new());
+        #[cfg(loom)]
+        return Self(loom::sync::Condvar::new());
+    }
+
+    /// Lets go of the guard's lock until notified (or woken spuriously), and takes it again.
+    #[cfg(not(loom))]
+    pub(crate) fn wait<'a, T>(
+        &self,
+        mut guard: parking_lot::MutexGuard<'a, T>,
+    ) -> parking_lot::MutexGuard<'a, T> {
+        self.0.wait(&mut guard);
+        guard
+    }
+
+    #[cfg(loom)]
+    pub(crate) fn wait<'a, T>(
+        &self,
+        guard: loom::sync::MutexGuard<'a, T>,
+    ) -> loom::sync::MutexGuard<'a, T> {
+        self.0.wait(guard).unwrap()
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
 /// A hint inside a spin-wait: the processor's pause, or under loom a yield, which loom needs to
 /// schedule the thread being waited for.
 #[inline]

@@ -872,7 +872,8 @@ impl BiasedCount {
     ///
     /// # Safety
     /// `entry` holds the queued reference to a live object, and the caller is the owner, or the
-    /// owner has exited, or the owner is parked and the caller has claimed its queue.
+    /// owner has exited, or the owner is parked and the caller is counted in its queue's
+    /// `settling` (for an entry the parked queue gave back instead of taking it).
     pub(crate) unsafe fn settle_queued(entry: Queued) {
         // SAFETY: the entry's reference keeps the count alive.
         let count = unsafe { entry.count.as_ref() };

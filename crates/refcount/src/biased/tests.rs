@@ -643,12 +643,13 @@ unsafe fn release_panicking(count: NonNull<BiasedCount>) {
     panic!("a destructor panicked");
 }
 
-/// A release that panics while another thread merges for a parked owner unwinds out of that
-/// thread's drop; the claim on the queue must not outlive it. Left set, every later drop queued
-/// to the parked owner stayed queued (its pusher found the queue claimed), and the owner's
-/// unpark waited for ever for a merge that had ended.
+/// A release that panics while another thread merges an object for a parked owner unwinds out of
+/// that thread's drop, and the merge is over all the same: later drops are merged by their own
+/// threads, and the owner's unpark does not wait for it. (When the first thread to find the owner
+/// parked claimed its queue, a claim left set by the panic made every later drop stay queued, and
+/// the unpark wait for ever for a merge that had ended.)
 #[test]
-fn a_panicking_release_while_merging_for_a_parked_owner_leaves_the_queue_unclaimed() {
+fn a_panicking_release_for_a_parked_owner_ends_its_merge() {
     let (owner, other) = (LocalCounts::register(), LocalCounts::register());
     let (panicking, next) = (boxed_count(owner.owner()), boxed_count(owner.owner()));
     // SAFETY: nothing is counted through `owner` until it unparks.
@@ -665,11 +666,7 @@ fn a_panicking_release_while_merging_for_a_parked_owner_leaves_the_queue_unclaim
     assert_eq!(released(), before + 1);
     // SAFETY: as above.
     unsafe { BiasedCount::decref_for(next, other.owner(), release_boxed) };
-    assert_eq!(
-        released(),
-        before + 2,
-        "left queued to a parked owner: the queue is still claimed"
-    );
+    assert_eq!(released(), before + 2, "left queued to a parked owner");
     owner.unpark();
     assert_eq!(owner.merge_pending(), 0);
 }
@@ -748,6 +745,67 @@ fn a_merge_for_a_parked_owner_finishes_its_queue_even_if_a_release_panics() {
         released(),
         before + 2,
         "the entry behind the panicking release stayed queued"
+    );
+    owner.unpark();
+    assert_eq!(owner.merge_pending(), 0);
+}
+
+/// A count handed to another thread, whose protocol touches it from any thread.
+struct SendPtr(NonNull<BiasedCount>);
+// SAFETY: the count is only touched through the biased protocol, from any thread.
+unsafe impl Send for SendPtr {}
+
+/// Who ran `release_recording_thread`, and who waits inside `release_waiting`.
+static RELEASED_BY: std::sync::Mutex<Option<thread::ThreadId>> = std::sync::Mutex::new(None);
+static SLOW_RELEASE_ENTERED: std::sync::Barrier = std::sync::Barrier::new(2);
+static OTHER_DROP_RETURNED: std::sync::Barrier = std::sync::Barrier::new(2);
+
+/// Frees like `release_boxed`, noting which thread ran it.
+unsafe fn release_recording_thread(count: NonNull<BiasedCount>) {
+    *RELEASED_BY.lock().unwrap() = Some(thread::current().id());
+    // SAFETY: forwarded.
+    unsafe { release_boxed(count) };
+}
+
+/// Frees like `release_boxed`, once another thread's drop has come and gone meanwhile.
+unsafe fn release_waiting(count: NonNull<BiasedCount>) {
+    SLOW_RELEASE_ENTERED.wait();
+    OTHER_DROP_RETURNED.wait();
+    // SAFETY: forwarded.
+    unsafe { release_boxed(count) };
+}
+
+/// A thread that drops the last reference to a parked owner's object frees that object itself,
+/// and nothing another thread dropped: a release (a value's destructor) runs on the thread
+/// whose drop ended the value, as it does for every other owner. Before, the first thread to
+/// find the owner parked claimed its queue and freed whatever other threads queued to it while
+/// the claim lasted: their destructors ran on its thread, their panics unwound out of its drop,
+/// a destructor that took a lock the claimer held deadlocked, and their objects stayed
+/// allocated, their drops returned, until the claimer got to them.
+#[test]
+fn each_drop_for_a_parked_owner_frees_its_own_object_on_its_own_thread() {
+    let (owner, other) = (LocalCounts::register(), LocalCounts::register());
+    let (slow, quick) = (boxed_count(owner.owner()), boxed_count(owner.owner()));
+    let quick = SendPtr(quick);
+    // SAFETY: nothing is counted through `owner` until it unparks.
+    unsafe { owner.park() };
+    let dropper = thread::spawn(move || {
+        let quick = quick;
+        let counts = LocalCounts::register();
+        SLOW_RELEASE_ENTERED.wait();
+        // SAFETY: the one reference, counted in the owner's local half, dropped by a non-owner.
+        unsafe { BiasedCount::decref_for(quick.0, counts.owner(), release_recording_thread) };
+        let freed_by = *RELEASED_BY.lock().unwrap();
+        OTHER_DROP_RETURNED.wait();
+        freed_by
+    });
+    // SAFETY: as above; `release_waiting` frees it once the other thread's drop has returned.
+    unsafe { BiasedCount::decref_for(slow, other.owner(), release_waiting) };
+    let dropper_id = dropper.thread().id();
+    assert_eq!(
+        dropper.join().unwrap(),
+        Some(dropper_id),
+        "the other thread's object was not freed by its own drop"
     );
     owner.unpark();
     assert_eq!(owner.merge_pending(), 0);
@@ -1096,17 +1154,15 @@ fn saturation_is_a_count_magnitude_of_at_least_saturated_for_every_word() {
     }
 }
 
-/// A parked owner that retires leaves what was queued to it to the threads that queued it (they
-/// merge a parked owner's queue, as ever): retiring merges nothing, frees nothing on its own
+/// A parked owner that retires leaves the objects dropped for it to the threads that drop them
+/// (they merge for a parked owner, as ever): retiring merges nothing, frees nothing on its own
 /// thread, and waits for no merge. (It used to unpark and drain the queue itself, and another
 /// thread could queue to it between the unpark and its leaving the registry: the drain then
 /// freed that object on the retiring thread. In ftrt that thread was exiting, outside any
 /// attachment, while a collector walked the objects in a stopped world.)
 #[test]
 fn a_parked_owner_retires_without_merging_what_other_threads_queue_to_it() {
-    struct Pointer(NonNull<BiasedCount>);
-    // SAFETY: the count is only touched through the biased protocol, from any thread.
-    unsafe impl Send for Pointer {}
+    use SendPtr as Pointer;
     /// What the first object's release does, on the thread merging the parked owner's queue.
     struct Nested {
         second: Pointer,
@@ -1116,8 +1172,8 @@ fn a_parked_owner_retires_without_merging_what_other_threads_queue_to_it() {
     static NESTED: std::sync::Mutex<Option<Nested>> = std::sync::Mutex::new(None);
     static RETIRED_MEANWHILE: std::sync::atomic::AtomicBool =
         std::sync::atomic::AtomicBool::new(false);
-    /// Releases the first object, then queues the second to the parked owner (left to this
-    /// merge: the queue is claimed) and has the owner retire while this merge is under way.
+    /// Releases the first object, then drops the second for the parked owner (merged at once,
+    /// nested in this release) and has the owner retire while this merge is under way.
     unsafe fn release_first(count: NonNull<BiasedCount>) {
         // SAFETY: forwarded.
         unsafe { release_boxed(count) };
@@ -1153,8 +1209,8 @@ fn a_parked_owner_retires_without_merging_what_other_threads_queue_to_it() {
         retired,
     });
     let before = released();
-    // SAFETY: the first object's one reference, dropped by a thread that does not own it: queued
-    // to the parked owner, and merged here.
+    // SAFETY: the first object's one reference, dropped by a thread that does not own it: merged
+    // here, for the parked owner.
     unsafe { BiasedCount::decref(first.0, release_first) };
     let released_by_the_owner = owner_thread.join().unwrap();
     assert!(

@@ -29,7 +29,7 @@ use std::marker::PhantomData;
 use std::ptr::NonNull;
 
 use super::BiasedCount;
-use crate::sync::{Arc, AtomicBool, Mutex, Ordering};
+use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering};
 
 /// The value of a header's owner field once the object has been merged (or was never owned).
 pub(crate) const NO_OWNER: u32 = 0;
@@ -79,33 +79,41 @@ unsafe impl Send for Queued {}
 /// The objects other threads queued for one owner to merge.
 ///
 /// **Parked owners.** An owner that will not count for a while (a runtime thread detached around
-/// blocking work) parks its queue ([`LocalCounts::park`]): until it unparks, a thread that queues
-/// an object to it merges the whole queue itself, as it would for an exited owner, instead of
-/// leaving it for the owner's next safe point. Without this, an object whose last reference is
-/// dropped by another thread while its owner waits detached (a main thread joining its workers)
-/// stays allocated, with everything it holds, until the owner attaches again. The protocol:
-/// - `parked` and `claimed` live under the entries' lock. A pusher that finds `parked` set and
-///   nobody `claimed` claims the queue, then takes `merging` before it lets go of the entries'
-///   lock, and pops and settles entries until the queue is empty; it clears `claimed` under the
-///   same lock hold that finds the queue empty, so an entry pushed meanwhile is either popped by
-///   it or finds `claimed` clear and is merged by its own pusher.
-/// - Unparking clears `parked` only under the entries' lock with nobody `claimed`; otherwise it
-///   waits on `merging`, which the claimer holds until it is done. From the moment the owner
-///   counts again, no other thread merges for it.
-/// - The mutexes order the owner's last writes to `local` before a claimer's merge, and the
-///   claimer's merge before the owner's next count.
+/// blocking work) parks its queue ([`LocalCounts::park`]): until it unparks, a thread that drops
+/// the last shared reference to one of its objects merges that object itself, as it would for
+/// an exited owner, instead of queueing it for the owner's next safe point. Without this, an
+/// object whose last reference is dropped by another thread while its owner waits detached (a
+/// main thread joining its workers) stays allocated, with everything it holds, until the owner
+/// attaches again. Each such thread merges only its own object, and runs only that object's
+/// release: the destructors it runs are those of what its own drop ended, as for every other
+/// drop. The protocol:
+/// - `parked` and `settling` live under the entries' lock. `park` first merges the queue as the
+///   owner, still unparked, and sets `parked` in the lock hold that finds the queue empty: a
+///   parked owner's queue stays empty.
+/// - A pusher that finds `parked` set counts itself in `settling` in the same lock hold,
+///   instead of pushing, and merges its entry once it has let go of every lock; it counts itself
+///   out under the lock again (panics included) and wakes an `unpark` waiting for the last one.
+/// - Unparking clears `parked` only under the entries' lock with `settling` at zero; otherwise
+///   it waits on `settled`. From the moment the owner counts again, no other thread merges for
+///   it. (So `settling` is nonzero only while the owner is parked.)
+/// - Merges for a parked owner run side by side, each on its own object (an object is queued at
+///   most once: a merge ends its ownership), and nobody writes those objects' `local` meanwhile.
+/// - The entries' lock orders the owner's last writes to `local` (before `park` sets `parked`)
+///   before every such merge, and every such merge before the owner's next count (after
+///   `unpark` finds `settling` at zero).
 pub(crate) struct Queue {
     state: Mutex<QueueState>,
     /// Set when an entry is pushed, so the owner's safe points can check with one load.
     pending: AtomicBool,
-    /// Held by the thread merging a parked owner's queue for it.
-    merging: Mutex<()>,
+    /// Notified when the last merge for the parked owner ends, for an `unpark` waiting on it.
+    settled: Condvar,
 }
 
 struct QueueState {
     entries: Vec<Queued>,
     parked: bool,
-    claimed: bool,
+    /// Threads merging an entry of their own for the parked owner.
+    settling: usize,
 }
 
 impl Queue {
@@ -114,34 +122,36 @@ impl Queue {
             state: Mutex::new(QueueState {
                 entries: Vec::new(),
                 parked: false,
-                claimed: false,
+                settling: 0,
             }),
             pending: AtomicBool::new(false),
-            merging: Mutex::new(()),
+            settled: Condvar::new(),
         }
     }
 
-    /// Pushes an entry; returns whether the owner is parked, in which case the caller should
-    /// [`merge_for_parked_owner`](Self::merge_for_parked_owner) once it holds no registry lock.
-    fn push(&self, entry: Queued) -> bool {
+    /// Pushes an entry, unless the owner is parked: then the entry comes back, and the caller,
+    /// counted in `settling` from this lock hold on, must hand it to
+    /// [`settle_for_parked_owner`](Self::settle_for_parked_owner) once it holds no registry
+    /// lock (merging frees objects, which may queue again).
+    fn push(&self, entry: Queued) -> Option<Queued> {
         let mut state = self.state.lock();
+        if state.parked {
+            state.settling += 1;
+            return Some(entry);
+        }
         state.entries.push(entry);
         // Relaxed: the flag is only a hint; the entries themselves are published by the mutex.
         self.pending.store(true, Ordering::Relaxed);
-        state.parked && !state.claimed
+        None
     }
 
     /// Takes one entry. One at a time, so that an entry taken out of the queue is merged before
     /// any user code (a value's destructor) runs: `try_take_unique` relies on that.
     fn pop(&self) -> Option<Queued> {
         let mut state = self.state.lock();
-        Self::pop_locked(&self.pending, &mut state)
-    }
-
-    fn pop_locked(pending: &AtomicBool, state: &mut QueueState) -> Option<Queued> {
         let entry = state.entries.pop();
         if state.entries.is_empty() {
-            pending.store(false, Ordering::Relaxed);
+            self.pending.store(false, Ordering::Relaxed);
         }
         entry
     }
@@ -169,57 +179,49 @@ impl Queue {
         (merged, panicked)
     }
 
-    /// Merges the queue on behalf of its parked owner, unless it is no longer parked, is empty,
-    /// or another thread is already merging it. Merges that free objects may push to this queue
-    /// again (nested): such pushes find it claimed and leave their entry to the loop here.
+    /// Merges `entry`, which [`push`](Self::push) gave back because the owner is parked, on the
+    /// calling thread, and counts the caller out of `settling` (panics included). A panic of
+    /// the release (a value's destructor) unwinds out of here, as out of any drop.
     #[cold]
-    fn merge_for_parked_owner(&self) {
-        let mut state = self.state.lock();
-        if !state.parked || state.claimed || state.entries.is_empty() {
-            return;
-        }
-        state.claimed = true;
-        // Taken before the entries' lock is let go: an unparking owner that sees `claimed`
-        // then waits on `merging` until this merge is over.
-        let merging = self.merging.lock();
-        drop(state);
-        // A release that panics (a value's destructor) is caught and resumed after the loop,
-        // once the claim is given up: unwinding out of the loop would leave the claim set (every
-        // later push would leave its entry to a merge that had ended, and the owner's unpark
-        // would wait for ever), and the entries behind it queued to an owner that may never
-        // merge again (one retired parked).
-        let mut panicked = None;
-        loop {
-            let entry = {
-                let mut state = self.state.lock();
-                match Self::pop_locked(&self.pending, &mut state) {
-                    Some(entry) => entry,
-                    None => {
-                        state.claimed = false;
-                        break;
-                    }
+    fn settle_for_parked_owner(&self, entry: Queued) {
+        /// Counts the caller out of `settling` when the merge is over, panics included: left
+        /// counted, the owner's unpark would wait for ever.
+        struct CountOut<'a>(&'a Queue);
+        impl Drop for CountOut<'_> {
+            fn drop(&mut self) {
+                let mut state = self.0.state.lock();
+                state.settling -= 1;
+                if state.settling == 0 {
+                    self.0.settled.notify_all();
                 }
-            };
-            // SAFETY: popped from this queue, so merged once, here. The owner is parked and
-            // cannot unpark while `claimed` is set, so nobody else writes `local` (the same
-            // argument as for a retired owner).
-            unsafe { settle_catching(entry, &mut panicked) };
+            }
         }
-        drop(merging);
-        resume_first(panicked);
+        let _count_out = CountOut(self);
+        // SAFETY: the entry was given back by `push`, so it is in no queue and is merged only
+        // here. The owner is parked and cannot unpark while this thread is counted in
+        // `settling`, so nobody else writes `local` (the same argument as for a retired owner);
+        // other threads merging for it meanwhile merge other objects.
+        unsafe { BiasedCount::settle_queued(entry) };
     }
 
-    fn park(&self) {
-        let queued = {
+    /// Merges what is queued as the owner, and parks in the lock hold that finds the queue
+    /// empty. Returns the first panic of a release the merge ran, for after the park.
+    fn park(&self) -> Option<Panic> {
+        let mut panicked = None;
+        loop {
+            // As the owner, not parked yet: entries pushed meanwhile are merged here too. The
+            // loop ends: only the owner makes objects that are queued to it, and each is queued
+            // at most once (its merge ends its ownership); so what others can still push is
+            // bounded by what the owner owns now and what the releases run here make.
+            let (_, caught) = self.merge_all_catching();
+            if let Some(panic) = caught {
+                panicked.get_or_insert(panic);
+            }
             let mut state = self.state.lock();
-            state.parked = true;
-            !state.entries.is_empty()
-        };
-        // What was queued before the flag went up is merged now, by this thread as a claimer
-        // (the owner counts no more from here on, so it is as good as any other thread). Every
-        // detach parks: with nothing queued, one lock hold is all it costs.
-        if queued {
-            self.merge_for_parked_owner();
+            if state.entries.is_empty() {
+                state.parked = true;
+                return panicked;
+            }
         }
     }
 
@@ -229,17 +231,11 @@ impl Queue {
     }
 
     fn unpark(&self) {
-        loop {
-            {
-                let mut state = self.state.lock();
-                if !state.claimed {
-                    state.parked = false;
-                    return;
-                }
-            }
-            // A claimer holds `merging` until it has cleared `claimed`.
-            drop(self.merging.lock());
+        let mut state = self.state.lock();
+        while state.settling > 0 {
+            state = self.settled.wait(state);
         }
+        state.parked = false;
     }
 }
 
@@ -255,7 +251,7 @@ type Panic = Box<dyn std::any::Any + Send>;
 /// `entry` was popped from its queue, and is settled nowhere else: it holds a queued reference,
 /// which keeps the object alive until this merge; `settle_queued` frees it exactly when no
 /// other reference remains. And, as `settle_queued` asks, the caller is the queue's owner, or
-/// the owner has retired, or it is parked and the caller has claimed its queue.
+/// the owner has retired.
 unsafe fn settle_catching(entry: Queued, panicked: &mut Option<Panic>) {
     let settled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: forwarded from the caller.
@@ -355,9 +351,11 @@ impl LocalCounts {
 
     /// Parks this owner: a promise that the thread counts nothing through this owner until
     /// [`unpark`](Self::unpark) (a runtime's detached thread counts nothing at all).
-    /// Meanwhile, threads that queue objects to it merge the queue themselves, so an object
-    /// whose last reference goes elsewhere is freed then, not when the owner comes back. What is queued already is merged before this returns. A
-    /// runtime parks a thread for the time it is detached. Parking twice is the same as once.
+    /// Meanwhile, a thread that drops the last reference to one of its objects merges that
+    /// object itself instead of queueing it, so the object is freed then, on that thread, not
+    /// when the owner comes back. What is queued already is merged first, on this thread, as a
+    /// [`merge_pending`](Self::merge_pending) would. A runtime parks a thread for the time it is
+    /// detached. Parking twice is the same as once.
     ///
     /// A release that panics in the merge (a value's destructor) unwinds out of `park` once the
     /// rest of the queue is merged; the owner is parked all the same.
@@ -365,28 +363,29 @@ impl LocalCounts {
     /// # Safety
     /// Until `unpark`, the calling thread must not create, count or merge any biased object
     /// through this owner (its `Owner` token, [`merge_pending`](Self::merge_pending)): other
-    /// threads write the `local` counts of its objects while it is parked. And the releases
-    /// that the merge runs must not call [`unpark`](Self::unpark) on this owner: it would wait
-    /// for ever for the merge it is part of.
+    /// threads write the `local` counts of its objects while it is parked. (The releases that
+    /// `park`'s own merge runs may count through it: the owner parks only once that merge is
+    /// over.)
     pub unsafe fn park(&self) {
         if self.id != DETACHED {
-            self.queue.park();
+            resume_first(self.queue.park());
         }
     }
 
-    /// Ends a [`park`](Self::park): waits for a thread merging on this owner's behalf, if any,
-    /// to finish, after which only this thread merges its queue again. Unparking an owner that
-    /// is not parked does nothing. Called from a release that such a merge runs (a value's
-    /// destructor), it waits for ever.
+    /// Ends a [`park`](Self::park): waits for the threads merging objects on this owner's
+    /// behalf, if any, to finish, after which only this thread merges what is queued to it
+    /// again. Unparking an owner that is not parked does nothing. Called from a release that
+    /// such a merge runs on this thread (one of its objects dropped through another owner
+    /// while it is parked), it waits for ever.
     pub fn unpark(&self) {
         self.queue.unpark();
     }
 
     /// Retires the owner now (what dropping it does): it stops owning, so its objects are
     /// counted on their shared side from now on, leaves the registry, and merges everything
-    /// queued to it, unless it is parked, when the threads that queued to it since the park
-    /// merge what they queued (as they do for a parked owner): a parked owner's retirement frees
-    /// nothing on its own thread. Objects it still owned are merged by whichever thread meets
+    /// queued to it, unless it is parked, when nothing is queued (the threads that dropped its
+    /// objects since the park merged them, as they do for a parked owner): a parked owner's
+    /// retirement frees nothing on its own thread. Objects it still owned are merged by whichever thread meets
     /// them next.
     ///
     /// # Panics
@@ -407,19 +406,18 @@ impl LocalCounts {
             return None;
         }
         if self.queue.is_parked() {
-            // Parked, it stays parked: every entry pushed since the park is merged by its pusher
-            // (or by the claimer whose loop it found running), which holds the queue through its
-            // `Arc`, and after `remove` no entry can arrive. So retiring merges nothing here and
-            // frees nothing on this thread. A runtime retires its threads parked, at exit, where
+            // Parked, it stays parked: its queue is empty (a park ends with an empty queue),
+            // every object dropped for it since the park is merged by the thread that dropped
+            // it, which holds the queue through its `Arc`, and after `remove` no entry can
+            // arrive. So retiring merges nothing here and frees nothing on this thread. A runtime retires its threads parked, at exit, where
             // nothing counts (no attachment, so a stop of the world does not wait for it):
             // unparking here to drain the queue let another thread queue to it between the
             // unpark and the `remove`, and the drain then freed that object unattached, under
             // a stopped world's collector.
             return drop_catching(registry::remove(id), None);
         }
-        // A thread merging for a parked owner finishes first: after `remove` this value drains
-        // the queue alone.
-        self.queue.unpark();
+        // Not parked, so no thread merges on this owner's behalf (`settling` is nonzero only
+        // while parked): after `remove` this value drains the queue alone.
         // No `Owner` borrowed from this value is alive (they borrow it), so nothing counts as
         // this owner any more: leaving the registry is what tells other threads.
         let payload = registry::remove(id);
@@ -589,11 +587,11 @@ pub fn for_each_registered(f: impl FnMut(u32, Option<&Info>)) {
     registry::for_each(f);
 }
 
-/// Queues `entry` for the owner `owner`, and merges its queue if the owner is parked. Gives the
-/// entry back when the owner has exited.
+/// Queues `entry` for the owner `owner`, or merges it on this thread if the owner is parked.
+/// Gives the entry back when the owner has exited.
 pub(crate) fn queue_for_owner(owner: u32, entry: Queued) -> Result<(), Queued> {
-    if let Some(parked) = registry::push(owner, entry)? {
-        parked.merge_for_parked_owner();
+    if let Some((parked, entry)) = registry::push(owner, entry)? {
+        parked.settle_for_parked_owner(entry);
     }
     Ok(())
 }
@@ -908,13 +906,17 @@ mod registry {
         QUEUES.contains_key(&id)
     }
 
-    /// Pushes to the owner's queue; returns the queue when its owner is parked (to merge once
-    /// the shard lock is let go: merging frees objects, which may push again).
-    pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<Arc<Queue>>, Queued> {
+    /// Pushes to the owner's queue; when its owner is parked, returns the queue and the entry
+    /// instead, for the caller to merge once the shard lock is let go (merging frees objects,
+    /// which may push again).
+    pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<(Arc<Queue>, Queued)>, Queued> {
         // The read guard holds the shard lock across the push, so `remove` cannot slip between
         // finding the queue and pushing to it.
         match QUEUES.get(&owner) {
-            Some(found) => Ok(found.queue.push(entry).then(|| found.queue.clone())),
+            Some(found) => Ok(found
+                .queue
+                .push(entry)
+                .map(|entry| (found.queue.clone(), entry))),
             None => Err(entry),
         }
     }
@@ -958,10 +960,10 @@ mod registry {
         QUEUES.lock().contains_key(&id)
     }
 
-    pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<Arc<Queue>>, Queued> {
+    pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<(Arc<Queue>, Queued)>, Queued> {
         let queues = QUEUES.lock();
         match queues.get(&owner) {
-            Some((queue, _)) => Ok(queue.push(entry).then(|| queue.clone())),
+            Some((queue, _)) => Ok(queue.push(entry).map(|entry| (queue.clone(), entry))),
             None => Err(entry),
         }
     }

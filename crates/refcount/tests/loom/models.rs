@@ -436,7 +436,7 @@ unsafe fn drop_ref(
 /// runtime thread does when it detaches) and unparks, then drops its own. Whether the non-owner
 /// merges for the parked owner, queues for it, or finds it running again, the object is freed
 /// exactly once, and never while the owner still counts on it (`local` is written only by the
-/// owner outside a park, or by a claimer inside one).
+/// owner outside a park, or by a thread merging its own drop inside one).
 #[test]
 fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
     use ftrt_refcount::biased::LocalCounts;
@@ -462,6 +462,52 @@ fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
         owner.merge_pending();
         drop(owner);
         assert_eq!(dropped(&drops), 1);
+    });
+}
+
+/// Two non-owners drop references to two objects of a parked owner while it unparks, then the
+/// owner drops its own. A parked owner's objects are merged by the threads that drop them, side
+/// by side, each its own; the unpark waits for both merges under way, so the owner's next count
+/// never lands between a merge's read of `local` and its exchange. Each object is freed exactly
+/// once, after its last reference is gone.
+#[test]
+fn two_non_owner_drops_for_a_parked_owner_race_its_unpark() {
+    use ftrt_refcount::biased::LocalCounts;
+    loom::model(|| {
+        let drops = [(); 2].map(|()| Arc::new(AtomicUsize::new(0)));
+        let owner = LocalCounts::register();
+        let objects = [
+            Object::leak(owner.owner(), &drops[0]),
+            Object::leak(owner.owner(), &drops[1]),
+        ];
+        for count in objects {
+            // The other thread's reference, counted in the owner's local half as a reference
+            // handed over to another thread is.
+            // SAFETY: alive: the owner's reference is held.
+            unsafe { count.as_ref() }.incref_for(owner.owner());
+        }
+        // SAFETY: nothing is counted through `owner` between park and unpark.
+        unsafe { owner.park() };
+        let others = objects.map(|count| {
+            let handle = Handle(count);
+            thread::spawn(move || {
+                let handle = handle;
+                let counts = LocalCounts::register();
+                // SAFETY: this thread's reference, given up once.
+                unsafe { drop_ref(handle.0, counts.owner()) };
+            })
+        });
+        owner.unpark();
+        for count in objects {
+            // SAFETY: the owner's own reference, given up once.
+            unsafe { drop_ref(count, owner.owner()) };
+        }
+        for other in others {
+            other.join().unwrap();
+        }
+        owner.merge_pending();
+        drop(owner);
+        assert_eq!(drops.each_ref().map(|drops| dropped(drops)), [1, 1]);
     });
 }
 
