@@ -1,8 +1,10 @@
 //! `cargo xtask lint`: the static checks, with warnings denied. Formatting once (it does not
 //! depend on the variant); clippy over every target and the documentation once per build
 //! variant, in the variant's own target dir (the `cfg(feature = "gil")` code differs, and
-//! sharing the test builds' dirs keeps the dependencies from being built twice); last, the
-//! library crates packaged as they would be published.
+//! sharing the test builds' dirs keeps the dependencies from being built twice); clippy again
+//! over each loom suite and its crate's library under `--cfg loom`, whose code no other build
+//! compiles (the models, and the library's loom-only halves); last, the library crates packaged
+//! as they would be published.
 //!
 //! The packaging step is `cargo package --workspace --exclude xtask --no-verify`: it packs each
 //! library crate (the manifest rewritten for the registry, the README, only the files cargo
@@ -17,7 +19,8 @@
 //! package; it passed when this step was added. It needs the crates.io index, as any first
 //! build does; `--allow-dirty` lets it run on uncommitted work.
 
-use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
+use crate::steps::{run_steps, CargoStep, Failed, TestSuite, Toolchain, Workspace};
+use crate::test::LOOM_SUITES;
 use crate::variants::Variant;
 
 /// One static check: the cargo arguments, and how its warnings are made errors.
@@ -107,6 +110,19 @@ pub fn step(workspace: &Workspace, lint: &Lint, variant: Option<Variant>) -> Car
     }
 }
 
+/// Clippy over a loom suite and its crate's library, built as the loom step builds them (in the
+/// same target dir), with warnings denied. Only the suite's own test target: the crates' other
+/// tests are not written to compile under `--cfg loom`.
+pub fn loom_clippy_step(workspace: &Workspace, suite: TestSuite) -> CargoStep {
+    let label = format!("clippy loom {suite}");
+    CargoStep::new(label.clone(), label, Toolchain::Current)
+        .env_flags("RUSTFLAGS", "--cfg loom")
+        .args(["clippy", "--quiet", "--lib"])
+        .args(suite.cargo_args())
+        .target_dir(workspace.target_dir("loom"))
+        .binary_args(&["-D".to_owned(), "warnings".to_owned()])
+}
+
 pub fn run(workspace: &Workspace, variants: &[Variant]) -> Result<(), Failed> {
     run_steps(workspace, |runner| {
         for lint in LINTS {
@@ -116,6 +132,11 @@ pub fn run(workspace: &Workspace, variants: &[Variant]) -> Result<(), Failed> {
                 }
             } else {
                 runner.run(step(workspace, lint, None))?;
+            }
+            if lint.name == "clippy" {
+                for suite in LOOM_SUITES {
+                    runner.run(loom_clippy_step(workspace, *suite))?;
+                }
             }
         }
         Ok(())
@@ -155,6 +176,18 @@ mod tests {
         let step = step(&Workspace::fixture(), lint("package"), None);
         assert!(step.args.iter().any(|arg| arg == "--workspace"));
         assert_eq!(step.target_dir, Some(PathBuf::from("/ws/target/package")));
+    }
+
+    #[test]
+    fn every_loom_suite_is_linted_under_its_cfg_with_warnings_denied() {
+        for suite in LOOM_SUITES {
+            let step = loom_clippy_step(&Workspace::fixture(), *suite);
+            assert_eq!(step.args[..3], ["clippy", "--quiet", "--lib"]);
+            assert_eq!(step.args[3..], suite.cargo_args());
+            assert_eq!(step.binary_args, ["-D", "warnings"]);
+            let rustflags = step.env.iter().find(|(key, _)| *key == "RUSTFLAGS");
+            assert!(rustflags.is_some_and(|(_, flags)| flags.ends_with("--cfg loom")));
+        }
     }
 
     #[test]

@@ -15,8 +15,9 @@
 //!   other than `ftrt-gil` and the umbrella has a build-variant feature.
 //! - `cargo xtask lint [--variants LIST]`: the static checks with warnings denied, steps in
 //!   `lint::LINTS`: `cargo fmt --all --check` once, then for each build variant (in its
-//!   `target/variant-<name>`) `cargo clippy --workspace --all-targets -- -D warnings` and
-//!   `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`; then `cargo package
+//!   `target/variant-<name>`) `cargo clippy --workspace --all-targets -- -D warnings`, then
+//!   clippy on each loom suite and its crate's library with `--cfg loom` (in `target/loom`),
+//!   then per variant `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`; then `cargo package
 //!   --workspace --exclude xtask --no-verify` (each library crate packed, its dependencies
 //!   resolved as the registry would).
 //! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under

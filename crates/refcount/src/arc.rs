@@ -56,21 +56,6 @@ const WEAK_LOCKED: u32 = u32::MAX;
 /// that wrapped would free the memory under live handles.
 const MAX_WEAK: u32 = i32::MAX as u32;
 
-/// Test hooks, so a test can run a queue's merge in the one window that matters for
-/// `try_unwrap` (between the count's end and the value's move) and see whether the memory was
-/// freed in it, instead of hoping a scheduler produces that interleaving.
-#[cfg(test)]
-mod hooks {
-    use std::cell::Cell;
-
-    thread_local! {
-        /// Run once by `try_unwrap`, on this thread, right before it moves a husk's value out.
-        pub(super) static BEFORE_HUSK_MOVE: Cell<Option<fn()>> = const { Cell::new(None) };
-        /// Allocations freed on this thread.
-        pub(super) static FREED: Cell<usize> = const { Cell::new(0) };
-    }
-}
-
 /// Whether `T` is sized, i.e. whether a pointer to it is thin. A constant for each type, so
 /// every branch on it is decided at compile time. (Extern types, thin but unsized, are unstable
 /// and cannot be named here.)
@@ -1401,6 +1386,21 @@ impl<T> Default for Weak<T> {
 impl<T: ?Sized> fmt::Debug for Weak<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("(Weak)")
+    }
+}
+
+/// Test hooks, so a test can run a queue's merge in the one window that matters for
+/// `try_unwrap` (between the count's end and the value's move) and see whether the memory was
+/// freed in it, instead of hoping a scheduler produces that interleaving.
+#[cfg(test)]
+mod hooks {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// Run once by `try_unwrap`, on this thread, right before it moves a husk's value out.
+        pub(super) static BEFORE_HUSK_MOVE: Cell<Option<fn()>> = const { Cell::new(None) };
+        /// Allocations freed on this thread.
+        pub(super) static FREED: Cell<usize> = const { Cell::new(0) };
     }
 }
 

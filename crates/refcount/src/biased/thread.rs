@@ -931,8 +931,11 @@ mod registry {
     use super::{Info, Queue, Queued, FIRST_ID};
     use crate::sync::{Arc, Mutex};
 
+    /// An owner's queue and payload.
+    type Entry = (Arc<Queue>, Option<Info>);
+
     loom::lazy_static! {
-        static ref QUEUES: Mutex<HashMap<u32, (Arc<Queue>, Option<Info>)>> =
+        static ref QUEUES: Mutex<HashMap<u32, Entry>> =
             Mutex::new(HashMap::new());
         static ref NEXT_ID: AtomicU32 = AtomicU32::new(FIRST_ID);
     }
