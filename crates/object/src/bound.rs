@@ -265,10 +265,13 @@ impl<'py> Bound<'py, PyAny> {
         <BuildCount as RefCount>::get(&self.header().count, self.py().count_token())
     }
 
-    /// Counts the object's references per thread from now on, as if it were found hot (see
+    /// Counts the object's references per thread, as if it were found hot (see
     /// [`hot`](crate::hot)): every thread's increments and decrements become a plain load and
     /// store in its own array, and only a collection frees the object. For objects a runtime
-    /// knows many threads will take references to. Stops the world. Returns whether the object
+    /// knows many threads will take references to. It lasts as a found-hot object's deferral
+    /// does: through the first collection after it, then until a collection finds that no
+    /// thread took a reference since the one before (it then counts in its header again, and
+    /// only being found hot defers it anew). Stops the world. Returns whether the object
     /// is deferred: `false` if it is immortal, if its count cannot be deferred at this moment
     /// (a drop by another thread is waiting for its owner to merge it), or if
     /// [`MAX_DEFERRED`](crate::hot::MAX_DEFERRED) objects already are; always `false` in builds

@@ -28,10 +28,11 @@
 //!   hot (its former owner among them) gets it deferred.
 //! - **Deferred** the next time, in a stopped world: a count that
 //!   changes only with every thread parked has no race to lose. At most [`MAX_DEFERRED`] objects
-//!   are deferred at once; requests beyond that are dropped.
+//!   are deferred at once; requests beyond that are dropped. Each deferral, and each request
+//!   dropped so, counts towards the next collection ([`DEFERRALS_PER_COLLECTION`]).
 //! - **Settled** by every collection, in its stopped world: an object no thread took a reference
-//!   to since the previous collection has gone cold and counts in its header again; one with no
-//!   reference left dies. Each thread's count of an object holds, beside the net references, how
+//!   to since the previous collection (deferred before it) has gone cold and counts in its header
+//!   again; one with no reference left dies. Each thread's count of an object holds, beside the net references, how
 //!   many it took since the last collection, so telling hot from cold costs the
 //!   counting path nothing.
 //! - **Exact**: [`Bound::refcount`](crate::Bound::refcount) adds the threads' counts, so it reads
@@ -58,6 +59,12 @@ pub const PROMOTE_AFTER: u32 = 4096;
 
 /// Objects deferred at once, at most. Ids run from 1 to this; 0 means "not deferred".
 pub const MAX_DEFERRED: usize = 1023;
+
+/// Deferrals between two collections, at most: each counts as this fraction of the collection
+/// threshold's young objects, so that deferred objects that die are freed (and their ids
+/// returned) even in a program that makes no more containers. A request refused because
+/// [`MAX_DEFERRED`] objects are deferred counts the same.
+pub const DEFERRALS_PER_COLLECTION: usize = 64;
 
 /// The length of each counting thread's array: a power of two, so that masking an id
 /// ([`ID_MASK`]) proves it in bounds. Index 0 is unused.
@@ -110,8 +117,10 @@ fn held_off() -> bool {
 }
 
 /// One thread's counts, by deferred id (index 0 unused: id 0 means "not deferred"). Written by
-/// its thread alone with plain loads and stores; read by the collector in a stopped world, by
-/// exact reads of a count, and by the thread's own exit.
+/// its thread with plain loads and stores while it runs, and by a collector's settle only in a
+/// stopped world, under the registry's lock, while the thread is parked (the stop's
+/// synchronisation orders the two); read by that settle, by exact reads of a count, and by the
+/// thread's own exit.
 struct ThreadCounts([AtomicIsize; IDS]);
 
 /// A deferred object, by its header.
@@ -135,6 +144,9 @@ struct Registry {
     /// the count), kept until the object counts in its header again. Left out of the threads'
     /// sum, so that "the threads let go" reads as a sum of zero.
     requests_held: Vec<isize>,
+    /// Deferred since the last settling, by id: not cold yet, however little it was counted
+    /// (the threads have just woken from the stop that deferred it).
+    fresh: Vec<bool>,
 }
 
 static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
@@ -143,6 +155,7 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
     threads: Vec::new(),
     exited: Vec::new(),
     requests_held: Vec::new(),
+    fresh: Vec::new(),
 });
 
 /// Objects deferred now: a relaxed hint for the paths that only need "none" or "full".
@@ -164,6 +177,7 @@ fn registry() -> MutexGuard<'static, Registry> {
         registry.objects.resize_with(IDS, || None);
         registry.exited.resize(IDS, 0);
         registry.requests_held.resize(IDS, 0);
+        registry.fresh.resize(IDS, false);
         registry.free = (1..=MAX_DEFERRED as u16).rev().collect();
     }
     registry
@@ -231,6 +245,10 @@ fn was_given(object: &Header) -> bool {
 /// reference, in the low 32 bits, and one in the high 32 bits, which count the references taken
 /// since the last collection (the object's traffic, which decides whether it is still hot).
 pub(crate) const TAKEN: isize = 1 + (1 << 32);
+const _: () = assert!(
+    isize::BITS == 64,
+    "a thread's count of a deferred object keeps two 32-bit halves in one isize"
+);
 /// What a thread adds for a reference it drops.
 pub(crate) const DROPPED: isize = -1;
 
@@ -267,7 +285,8 @@ fn count_deferred(id: usize, delta: isize) {
     // SAFETY: `mine` points to this thread's `Registered` array, which is alive until its
     // destructor, which sets it to null first.
     let count = &unsafe { &*mine }.0[id];
-    // A plain load and store: only this thread writes its counts.
+    // A plain load and store: while this thread runs, only it writes its counts (a settle
+    // writes them only in a stopped world).
     count.store(
         count.load(Ordering::Relaxed).wrapping_add(delta),
         Ordering::Relaxed,
@@ -317,11 +336,14 @@ pub(crate) fn note_shared_increment(object: NonNull<Header>) {
 /// Asks for `object` to be deferred at this thread's next checkpoint.
 #[cold]
 fn request(object: NonNull<Header>) {
+    if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED {
+        // Refused, but it counts towards the collection that settles the deferred objects and
+        // frees the ids of those gone cold or dead.
+        crate::gc::count_deferral();
+        return;
+    }
     // (Without a checkpoint work to run them, requests would only pile up.)
-    if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED
-        || held_off()
-        || crate::gc::registered_checkpoint_work().is_none()
-    {
+    if held_off() || crate::gc::registered_checkpoint_work().is_none() {
         return;
     }
     // Only shared objects: the request's reference may be dropped on whichever thread handles
@@ -482,7 +504,9 @@ unsafe fn defer_stopped(registry: &mut Registry, object: NonNull<Header>) -> boo
         return false;
     }
     registry.objects[usize::from(id)] = Some(Deferred(object));
+    registry.fresh[usize::from(id)] = true;
     DEFERRED.fetch_add(1, Ordering::Relaxed);
+    crate::gc::count_deferral();
     true
 }
 
@@ -536,8 +560,8 @@ impl Dead {
 }
 
 /// Settles the deferred objects, in a collection's stopped world. One that no thread took a
-/// reference to since the last settling has gone cold, and one that no reference holds any more
-/// is dead: both count in their headers again (the threads' counts folded in). The rest stay
+/// reference to since the last settling (and that was deferred before it) has gone cold, and
+/// one that no reference holds any more is dead: both count in their headers again (the threads' counts folded in). The rest stay
 /// deferred, their traffic counted afresh. Returns the dead, to free once the world runs again.
 ///
 /// # Safety
@@ -559,7 +583,8 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
         let (net, taken) = counted_since_deferral(&registry, id);
         // SAFETY: deferred, not resumed since.
         let held = unsafe { <BuildCount as RefCount>::deferred_total(&head.count) } as isize;
-        if held + net != 0 && taken != 0 {
+        let fresh = std::mem::take(&mut registry.fresh[id]);
+        if held + net != 0 && (taken != 0 || fresh) {
             // Still hot: every thread's count keeps only its net, and the traffic starts over.
             registry.exited[id] = split(registry.exited[id]).0;
             for thread in &registry.threads {

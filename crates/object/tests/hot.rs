@@ -338,6 +338,57 @@ fn a_deferred_object_dropped_by_everyone_lives_until_a_collection_frees_it() {
     });
 }
 
+/// Deferred objects that die are freed by a collection, and deferrals ask for one: each counts
+/// towards the collection threshold, so at most `DEFERRALS_PER_COLLECTION` deferrals pass
+/// between two collections. A program that stops making containers and keeps deferring
+/// objects that then die used to keep every one of them, and once `MAX_DEFERRED` were
+/// deferred, no object was ever promoted again.
+#[test]
+fn deferred_objects_that_die_are_freed_without_an_explicit_collection() {
+    leak_checked(|py| {
+        let floats = live_objects(Kind::Float);
+        let deferrals = 3 * hot::DEFERRALS_PER_COLLECTION;
+        for n in 0..deferrals {
+            let object = PyFloat::new(py, n as f64);
+            assert_eq!(object.defer_refcount(), biased());
+            drop(object);
+            // Where the collections asked for run.
+            for _ in 0..32 {
+                py.check();
+            }
+        }
+        assert!(
+            hot::deferred_count() <= hot::DEFERRALS_PER_COLLECTION,
+            "{} of {deferrals} dead deferred objects left",
+            hot::deferred_count()
+        );
+        assert!(live_objects(Kind::Float) <= floats + hot::DEFERRALS_PER_COLLECTION as isize);
+    });
+}
+
+/// A deferral lasts through the first collection after it, even with no traffic in between (the
+/// threads just woke from the stop that deferred it, and none has counted it yet), and ends at
+/// the next one if no thread took a reference meanwhile. It used to end at the first: a
+/// deferral asked for just before a collection (which runs the requests first) was undone by
+/// that same collection.
+#[test]
+fn a_deferral_lasts_through_the_first_collection_after_it() {
+    leak_checked(|py| {
+        let object = PyFloat::new(py, 1.5);
+        assert_eq!(object.defer_refcount(), biased());
+        gc::collect(py);
+        assert_eq!(
+            is_deferred(&object),
+            biased(),
+            "undone by the first collection"
+        );
+        assert_eq!(object.refcount(), RefCountValue::Mortal(1));
+        gc::collect(py);
+        assert!(!is_deferred(&object), "cold for a whole interval");
+        assert_eq!(object.refcount(), RefCountValue::Mortal(1));
+    });
+}
+
 #[test]
 fn an_exited_threads_counts_still_count() {
     leak_checked(|py| {

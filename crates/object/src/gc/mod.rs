@@ -405,6 +405,18 @@ pub(crate) fn add_young_now(delta: isize) {
     }
 }
 
+/// Counts a deferral of a hot object (or a request refused because the table is full) towards
+/// the next collection, as `1 / DEFERRALS_PER_COLLECTION` of the threshold's young objects:
+/// only collections free deferred objects that die and return their ids, and a program that
+/// makes no containers would otherwise never have one. Past the threshold, asks for one.
+pub(crate) fn count_deferral() {
+    let share = (due_after() / crate::hot::DEFERRALS_PER_COLLECTION as isize).max(1);
+    YOUNG.fetch_add(share, Ordering::Relaxed);
+    if collection_due() {
+        want_checkpoint_work();
+    }
+}
+
 #[cold]
 fn flush_young(value: isize) {
     YOUNG.fetch_add(value, Ordering::Relaxed);

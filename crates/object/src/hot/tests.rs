@@ -17,6 +17,8 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
     Python::attach(|py| {
         let object = PyFloat::new(py, 1.5);
         assert!(object.defer_refcount());
+        // Past the first settling, which a fresh deferral lasts through whatever it finds.
+        settle_now(py);
         let tag = deferred_id(object.header());
         let deferred = deferred_count();
         // Three drops no thread took: an imbalance only a counting bug makes, which the
@@ -36,10 +38,12 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
         assert!(other.defer_refcount());
         assert_ne!(deferred_id(other.header()), tag);
 
-        // The imbalance undone (plain net counts, no traffic): both settle and count again.
+        // The imbalance undone (plain net counts, no traffic): both settle and count again (the
+        // other past its fresh deferral's first settling).
         for _ in 0..3 {
             count_in_thread(tag, 1);
         }
+        settle_now(py);
         settle_now(py);
         assert_eq!(deferred_id(object.header()), 0);
         assert_eq!(deferred_id(other.header()), 0);
