@@ -148,10 +148,13 @@ impl Queue {
     /// Takes one entry. One at a time, so that an entry taken out of the queue is merged before
     /// any user code (a value's destructor) runs: `try_take_unique` relies on that.
     fn pop(&self) -> Option<Queued> {
-        let mut state = self.state.lock();
+        Self::pop_locked(&self.pending, &mut self.state.lock())
+    }
+
+    fn pop_locked(pending: &AtomicBool, state: &mut QueueState) -> Option<Queued> {
         let entry = state.entries.pop();
         if state.entries.is_empty() {
-            self.pending.store(false, Ordering::Relaxed);
+            pending.store(false, Ordering::Relaxed);
         }
         entry
     }
@@ -205,23 +208,27 @@ impl Queue {
     }
 
     /// Merges what is queued as the owner, and parks in the lock hold that finds the queue
-    /// empty. Returns the first panic of a release the merge ran, for after the park.
+    /// empty (with nothing queued, that lock hold is all a park costs: every detach parks).
+    /// Returns the first panic of a release the merge ran, for after the park.
     fn park(&self) -> Option<Panic> {
         let mut panicked = None;
+        // As the owner, not parked yet: entries pushed meanwhile are merged here too. The loop
+        // ends: only the owner makes objects that are queued to it, and each is queued at most
+        // once (its merge ends its ownership); so what others can still push is bounded by what
+        // the owner owns now and what the releases run here make.
         loop {
-            // As the owner, not parked yet: entries pushed meanwhile are merged here too. The
-            // loop ends: only the owner makes objects that are queued to it, and each is queued
-            // at most once (its merge ends its ownership); so what others can still push is
-            // bounded by what the owner owns now and what the releases run here make.
-            let (_, caught) = self.merge_all_catching();
-            if let Some(panic) = caught {
-                panicked.get_or_insert(panic);
-            }
-            let mut state = self.state.lock();
-            if state.entries.is_empty() {
-                state.parked = true;
-                return panicked;
-            }
+            let entry = {
+                let mut state = self.state.lock();
+                match Self::pop_locked(&self.pending, &mut state) {
+                    Some(entry) => entry,
+                    None => {
+                        state.parked = true;
+                        return panicked;
+                    }
+                }
+            };
+            // SAFETY: popped from this queue, so merged once, here, by the owner (not parked).
+            unsafe { settle_catching(entry, &mut panicked) };
         }
     }
 
