@@ -44,7 +44,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -60,10 +60,11 @@ pub const PROMOTE_AFTER: u32 = 4096;
 /// Objects deferred at once, at most. Ids run from 1 to this; 0 means "not deferred".
 pub const MAX_DEFERRED: usize = 1023;
 
-/// Deferrals between two collections, at most: each counts as this fraction of the collection
-/// threshold's young objects, so that deferred objects that die are freed (and their ids
-/// returned) even in a program that makes no more containers. A request refused because
-/// [`MAX_DEFERRED`] objects are deferred counts the same.
+/// Deferrals between two collections, at most (about: the young count may start below zero):
+/// each counts as this fraction of the collection threshold's young objects, rounded up, so
+/// that deferred objects that die are freed (and their ids returned) even in a program that
+/// makes no more containers. A request refused because [`MAX_DEFERRED`] objects are deferred
+/// counts the same, while the last settling gave an id back.
 pub const DEFERRALS_PER_COLLECTION: usize = 64;
 
 /// The length of each counting thread's array: a power of two, so that masking an id
@@ -160,6 +161,10 @@ static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
 
 /// Objects deferred now: a relaxed hint for the paths that only need "none" or "full".
 static DEFERRED: AtomicUsize = AtomicUsize::new(0);
+
+/// Whether requests refused for a full table count towards the next collection: set by each
+/// settling that gave an id back (cold or dead), cleared by one that gave none back.
+static REFUSALS_ASK: AtomicBool = AtomicBool::new(true);
 
 /// Objects some thread found hot, each with a reference the request holds.
 static REQUESTS: Mutex<Vec<Request>> = Mutex::new(Vec::new());
@@ -338,8 +343,13 @@ pub(crate) fn note_shared_increment(object: NonNull<Header>) {
 fn request(object: NonNull<Header>) {
     if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED {
         // Refused, but it counts towards the collection that settles the deferred objects and
-        // frees the ids of those gone cold or dead.
-        crate::gc::count_deferral();
+        // frees the ids of those gone cold or dead; unless the last settling freed none, when
+        // another collection asked for this way would most likely free none either, and the
+        // refusals (one every `PROMOTE_AFTER` increments of each hot object) would stop the
+        // world every 64 of them.
+        if REFUSALS_ASK.load(Ordering::Relaxed) {
+            crate::gc::count_deferral();
+        }
         return;
     }
     // (Without a checkpoint work to run them, requests would only pile up.)
@@ -571,9 +581,11 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
     lift_hold_off();
     let mut dead = Vec::new();
     if DEFERRED.load(Ordering::Relaxed) == 0 {
+        REFUSALS_ASK.store(true, Ordering::Relaxed);
         return Dead(dead);
     }
     let mut registry = registry();
+    let mut gave_back = false;
     for id in 1..=MAX_DEFERRED {
         let Some(Deferred(object)) = registry.objects[id] else {
             continue;
@@ -607,6 +619,7 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
         }
         registry.objects[id] = None;
         registry.free.push(id as u16);
+        gave_back = true;
         DEFERRED.fetch_sub(1, Ordering::Relaxed);
         if !alive {
             // No reference left: one for the caller, whose drop frees it by counting.
@@ -614,6 +627,7 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
             dead.push(object);
         }
     }
+    REFUSALS_ASK.store(gave_back, Ordering::Relaxed);
     Dead(dead)
 }
 

@@ -366,6 +366,39 @@ fn deferred_objects_that_die_are_freed_without_an_explicit_collection() {
     });
 }
 
+/// A request refused because the table is full counts towards the next collection only while
+/// settlings give ids back: once one gives none back (every deferred object still hot, or
+/// fresh), refusals ask for no collection. They used to ask for one every 64 refusals, that is
+/// every 64 × `PROMOTE_AFTER` increments of objects found hot, each a stop of the world that
+/// freed nothing.
+#[test]
+fn refusals_for_a_full_table_ask_for_no_collection_once_a_settling_gives_no_id_back() {
+    if !biased() {
+        return;
+    }
+    leak_checked(|py| {
+        let held: Vec<_> = (hot::deferred_count()..hot::MAX_DEFERRED)
+            .map(|n| {
+                let object = PyFloat::new(py, n as f64);
+                assert!(object.defer_refcount());
+                object
+            })
+            .collect();
+        // Every deferral is fresh: this settling gives no id back.
+        gc::collect(py);
+        assert_eq!(hot::deferred_count(), hot::MAX_DEFERRED);
+        let collections = gc::collections();
+        let object = PyFloat::new(py, 0.5).unbind();
+        hammer_from_another_thread(py, &object, 80 * PROMOTE_AFTER);
+        assert_eq!(
+            gc::collections(),
+            collections,
+            "80 refused requests stopped the world to collect"
+        );
+        drop((held, object));
+    });
+}
+
 /// A deferral lasts through the first collection after it, even with no traffic in between (the
 /// threads just woke from the stop that deferred it, and none has counted it yet), and ends at
 /// the next one if no thread took a reference meanwhile. It used to end at the first: a

@@ -410,7 +410,10 @@ pub(crate) fn add_young_now(delta: isize) {
 /// only collections free deferred objects that die and return their ids, and a program that
 /// makes no containers would otherwise never have one. Past the threshold, asks for one.
 pub(crate) fn count_deferral() {
-    let share = (due_after() / crate::hot::DEFERRALS_PER_COLLECTION as isize).max(1);
+    // Rounded up, so that the 64th deferral after a collection (the young count starting at
+    // zero) makes the next one due.
+    let per_collection = crate::hot::DEFERRALS_PER_COLLECTION as isize;
+    let share = (due_after() + per_collection - 1) / per_collection;
     YOUNG.fetch_add(share, Ordering::Relaxed);
     if collection_due() {
         want_checkpoint_work();
