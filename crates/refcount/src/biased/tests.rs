@@ -811,6 +811,75 @@ fn each_drop_for_a_parked_owner_frees_its_own_object_on_its_own_thread() {
     assert_eq!(owner.merge_pending(), 0);
 }
 
+static SETTLING_ENTERED: std::sync::Barrier = std::sync::Barrier::new(2);
+static SETTLING_MAY_END: std::sync::Barrier = std::sync::Barrier::new(2);
+static UNPARK_WAITS: std::sync::Barrier = std::sync::Barrier::new(2);
+static LATE_RELEASED_BY: std::sync::Mutex<Option<thread::ThreadId>> = std::sync::Mutex::new(None);
+
+/// Frees like `release_boxed`, noting which thread ran it in `LATE_RELEASED_BY`.
+unsafe fn release_late(count: NonNull<BiasedCount>) {
+    *LATE_RELEASED_BY.lock().unwrap() = Some(thread::current().id());
+    // SAFETY: forwarded.
+    unsafe { release_boxed(count) };
+}
+
+/// Frees like `release_boxed`, once the test lets it: a merge for a parked owner under way.
+unsafe fn release_when_let(count: NonNull<BiasedCount>) {
+    SETTLING_ENTERED.wait();
+    SETTLING_MAY_END.wait();
+    // SAFETY: forwarded.
+    unsafe { release_boxed(count) };
+}
+
+/// An owner that unparks waits for the merges on its behalf that are under way, and only for
+/// them: an object dropped for it meanwhile is queued to it, as to any owner that counts. It
+/// used to stay parked while it waited, so every such drop joined the merges it waited for, and
+/// a steady stream of them (workers dropping a main thread's objects) kept it waiting for as
+/// long as it lasted.
+#[test]
+fn an_unparking_owner_waits_only_for_the_merges_under_way() {
+    let owner = LocalCounts::register();
+    let (slow, late) = (boxed_count(owner.owner()), boxed_count(owner.owner()));
+    let (slow, late) = (SendPtr(slow), SendPtr(late));
+    // SAFETY: nothing is counted through `owner` until it unparks.
+    unsafe { owner.park() };
+    let settling = thread::spawn(move || {
+        let slow = slow;
+        let counts = LocalCounts::register();
+        // SAFETY: the one reference, dropped by a non-owner: merged here, for the parked owner.
+        unsafe { BiasedCount::decref_for(slow.0, counts.owner(), release_when_let) };
+    });
+    SETTLING_ENTERED.wait();
+    let late_dropper = thread::spawn(move || {
+        let late = late;
+        let counts = LocalCounts::register();
+        UNPARK_WAITS.wait();
+        // SAFETY: as above; released wherever the protocol says.
+        unsafe { BiasedCount::decref_for(late.0, counts.owner(), release_late) };
+        let freed_by = *LATE_RELEASED_BY.lock().unwrap();
+        SETTLING_MAY_END.wait();
+        freed_by
+    });
+    super::thread::WAITING_TO_UNPARK.set(Some(|| {
+        UNPARK_WAITS.wait();
+    }));
+    owner.unpark();
+    super::thread::WAITING_TO_UNPARK.set(None);
+    settling.join().unwrap();
+    let late_dropper_id = late_dropper.thread().id();
+    let freed_by = late_dropper.join().unwrap();
+    assert_ne!(
+        freed_by,
+        Some(late_dropper_id),
+        "a drop made while the owner unparked was merged for it as if it were still parked"
+    );
+    assert_eq!(owner.merge_pending(), 1, "queued to the owner");
+    assert_eq!(
+        *LATE_RELEASED_BY.lock().unwrap(),
+        Some(thread::current().id())
+    );
+}
+
 #[test]
 fn parking_merges_what_was_queued_before() {
     let (owner, other) = (LocalCounts::register(), LocalCounts::register());

@@ -93,9 +93,10 @@ unsafe impl Send for Queued {}
 /// - A pusher that finds `parked` set counts itself in `settling` in the same lock hold,
 ///   instead of pushing, and merges its entry once it has let go of every lock; it counts itself
 ///   out under the lock again (panics included) and wakes an `unpark` waiting for the last one.
-/// - Unparking clears `parked` only under the entries' lock with `settling` at zero; otherwise
-///   it waits on `settled`. From the moment the owner counts again, no other thread merges for
-///   it. (So `settling` is nonzero only while the owner is parked.)
+/// - Unparking clears `parked` under the entries' lock, so that later drops queue, then waits on
+///   `settled` for `settling` to reach zero: only the merges under way, however many drops
+///   follow. From the moment the owner counts again, no other thread merges for it. (So
+///   `settling` is nonzero only while the owner is parked or unparking.)
 /// - Merges for a parked owner run side by side, each on its own object (an object is queued at
 ///   most once: a merge ends its ownership), and nobody writes those objects' `local` meanwhile.
 /// - The entries' lock orders the owner's last writes to `local` (before `park` sets `parked`)
@@ -237,13 +238,26 @@ impl Queue {
         self.state.lock().parked
     }
 
+    /// Stops parking first, so that what is dropped from now on is queued (and writes no
+    /// `local`), then waits for the merges under way: only those, however many drops follow.
     fn unpark(&self) {
         let mut state = self.state.lock();
+        state.parked = false;
         while state.settling > 0 {
+            #[cfg(all(test, not(loom)))]
+            if let Some(hook) = WAITING_TO_UNPARK.get() {
+                hook();
+            }
             state = self.settled.wait(state);
         }
-        state.parked = false;
     }
+}
+
+#[cfg(all(test, not(loom)))]
+thread_local! {
+    /// Run by `unpark` on this thread each time it is about to wait for merges under way
+    /// (holding the queue's lock, which the wait gives up).
+    pub(super) static WAITING_TO_UNPARK: Cell<Option<fn()>> = const { Cell::new(None) };
 }
 
 /// A panic caught while draining a queue, to resume once the drain is over.
@@ -424,7 +438,7 @@ impl LocalCounts {
             return drop_catching(registry::remove(id), None);
         }
         // Not parked, so no thread merges on this owner's behalf (`settling` is nonzero only
-        // while parked): after `remove` this value drains the queue alone.
+        // while parked or inside `unpark`): after `remove` this value drains the queue alone.
         // No `Owner` borrowed from this value is alive (they borrow it), so nothing counts as
         // this owner any more: leaving the registry is what tells other threads.
         let payload = registry::remove(id);
