@@ -22,8 +22,7 @@
 //!   resolved as the registry would).
 //! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under
 //!   Miri (`cargo +nightly miri test`, with Tree Borrows and permissive provenance unless
-//!   `MIRIFLAGS` is set), those whose code differs by build variant (`ftrt-gil`, `ftrt-object`)
-//!   once per variant,
+//!   `MIRIFLAGS` is set),
 //!   installing the nightly `miri` and `rust-src` components if they are missing.
 //! - `cargo xtask tsan [--crates LIST]`: runs the stress tests under ThreadSanitizer
 //!   (`-Zsanitizer=thread -Zbuild-std`, x86_64 Linux only), installing the nightly

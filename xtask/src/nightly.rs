@@ -10,31 +10,9 @@ use crate::steps::{
     nightly_command, run_steps, select, CargoStep, Failed, StepRunner, TestSuite, Toolchain,
     Workspace,
 };
-use crate::variants::Variant;
 
 /// The unsafe-heavy crates whose unit and integration tests run under Miri.
 pub const MIRI_CRATES: &[&str] = &["ftrt-refcount", "ftrt-lock", "ftrt-gil", "ftrt-object"];
-
-/// The crates whose code differs by build variant (`ftrt-gil` decides it; `ftrt-object` is
-/// built on it): their tests run under Miri once per variant, the leaf crates' once.
-const MIRI_PER_VARIANT: &[&str] = &["ftrt-gil", "ftrt-object"];
-
-/// Each Miri run: a crate, and the variant it is built as (`None` for a crate with no variants).
-fn miri_runs(crates: &[String]) -> Vec<(&'static str, Option<Variant>)> {
-    select(MIRI_CRATES, crates)
-        .into_iter()
-        .flat_map(|package| -> Vec<(&'static str, Option<Variant>)> {
-            if MIRI_PER_VARIANT.contains(&package) {
-                Variant::ALL
-                    .into_iter()
-                    .map(|variant| (package, Some(variant)))
-                    .collect()
-            } else {
-                vec![(package, None)]
-            }
-        })
-        .collect()
-}
 
 /// Crates whose tests end with memory that is never freed by design: immortal objects (classes,
 /// interned strings, singletons) and `crossbeam-epoch`'s global collector live until the process
@@ -104,8 +82,8 @@ pub fn run_miri(workspace: &Workspace, crates: &[String]) -> Result<(), Failed> 
     ensure_components(&["miri", "rust-src"], miri_works, MIRI_NEEDS)?;
     run_steps(workspace, |runner| {
         runner.run(miri_setup())?;
-        for (package, variant) in miri_runs(crates) {
-            runner.run(miri_tests(runner, package, variant))?;
+        for package in select(MIRI_CRATES, crates) {
+            runner.run(miri_tests(runner, package))?;
         }
         Ok(())
     })
@@ -144,24 +122,15 @@ fn miri_setup() -> CargoStep {
     CargoStep::new("miri setup", "miri setup", Toolchain::Nightly).args(["miri", "setup"])
 }
 
-/// A variant's features are `ftrt-gil`'s, which both crates run per variant can name (the
-/// umbrella's would need `-p ftrt`); one target dir for all, since Miri's builds are small.
-fn miri_tests(runner: &StepRunner<'_>, package: &str, variant: Option<Variant>) -> CargoStep {
-    let name = match variant {
-        Some(variant) => format!("miri {package} {}", variant.name()),
-        None => format!("miri {package}"),
-    };
-    let mut step = CargoStep::new(
-        name.clone(),
-        format!("Miri tests of {name}"),
+fn miri_tests(runner: &StepRunner<'_>, package: &str) -> CargoStep {
+    CargoStep::new(
+        format!("miri {package}"),
+        format!("Miri tests of {package}"),
         Toolchain::Nightly,
     )
     .env_default("MIRIFLAGS", &miri_flags(package))
-    .args(["miri", "test", "-p", package]);
-    if let Some(features) = variant.and_then(Variant::workload_features) {
-        step = step.args(["--features", features]);
-    }
-    step.target_dir(runner.workspace().target_dir("miri"))
+    .args(["miri", "test", "-p", package])
+    .target_dir(runner.workspace().target_dir("miri"))
 }
 
 /// `-Zbuild-std` rebuilds std with the sanitizer too (otherwise races inside std go
@@ -308,35 +277,6 @@ fn wait_within(child: &mut Child, limit: Duration) -> Result<ExitStatus, Unfinis
             return Err(Unfinished::TimedOut);
         }
         thread::sleep(POLL.min(limit - waited));
-    }
-}
-
-#[cfg(test)]
-mod miri_tests {
-    use super::*;
-
-    #[test]
-    fn the_crates_that_differ_by_variant_run_once_per_variant_and_the_leaves_once() {
-        let runs = miri_runs(&[]);
-        for package in MIRI_CRATES {
-            let variants: Vec<_> = runs
-                .iter()
-                .filter(|(name, _)| name == package)
-                .map(|(_, variant)| *variant)
-                .collect();
-            if MIRI_PER_VARIANT.contains(package) {
-                assert_eq!(variants, Variant::ALL.map(Some), "{package}");
-            } else {
-                assert_eq!(variants, [None], "{package}");
-            }
-        }
-    }
-
-    #[test]
-    fn a_crate_chosen_alone_still_runs_every_variant() {
-        let runs = miri_runs(&["ftrt-object".to_owned()]);
-        assert_eq!(runs.len(), Variant::ALL.len());
-        assert!(runs.iter().all(|(package, _)| *package == "ftrt-object"));
     }
 }
 
