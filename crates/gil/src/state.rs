@@ -49,8 +49,8 @@
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
 //!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin
 //!   (with a read open, [`local::readers`], the pin is kept aside until the last one closes),
-//!   (3) park the biased counts (from here until the next attach, threads that hand this
-//!   thread's objects back merge its queue themselves: [`park_counts`]), (4) mark the thread
+//!   (3) park the biased counts (from here until the next attach, a thread that drops the last
+//!   reference to one of this thread's objects merges that object itself: [`park_counts`]), (4) mark the thread
 //!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop
 //!   eliding, and drops the hold only after leaving), (5) release the GIL.
 //! - **Reattach** (the end of `allow_threads`): (0) enter the world, (1) unpark, (2) take the
@@ -986,8 +986,9 @@ mod quiescence {
 pub(crate) use quiescence::checkpoint;
 pub(crate) use quiescence::{pin, unpin, unpin_at_the_end};
 
-/// Parks the thread's biased counts for a detach: until [`unpark_counts`], a thread that hands
-/// one of its objects back merges its queue itself, so objects whose last reference is dropped
+/// Parks the thread's biased counts for a detach (merging its queue first): until
+/// [`unpark_counts`], a thread that drops the last reference to one of its objects merges that
+/// object itself, so objects whose last reference is dropped
 /// elsewhere while this thread waits detached (a main thread joining its workers) are freed
 /// then, not when it attaches again. Only the biased build queues anything.
 #[inline]
