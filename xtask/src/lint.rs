@@ -29,10 +29,32 @@ pub struct Lint {
     pub name: &'static str,
     pub args: &'static [&'static str],
     pub deny_warnings: DenyWarnings,
-    /// Run once per build variant (with its features and target dir), or once in all.
-    pub per_variant: bool,
-    /// The target dir of a check that runs once and builds (under the target root).
+    /// What the check runs over: the workspace once, each build variant, or each loom suite.
+    pub scope: Scope,
+    /// The target dir of a check that does not run per variant and builds (under the target
+    /// root).
     pub target_dir: Option<&'static str>,
+}
+
+/// What one check runs over.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// Once in all.
+    Once,
+    /// Once per build variant, with its features, in its own target dir.
+    PerVariant,
+    /// Once per loom suite, over the suite and its crate's library, with `--cfg loom` (the
+    /// suites' models and the libraries' loom-only halves, which no other build compiles;
+    /// the crates' other tests are not written to compile under it).
+    PerLoomSuite,
+}
+
+/// One run of a check: over everything, one variant, or one loom suite.
+#[derive(Clone, Copy, Debug)]
+pub enum Over {
+    All,
+    Variant(Variant),
+    LoomSuite(TestSuite),
 }
 
 /// Where a check takes `-D warnings`.
@@ -52,21 +74,29 @@ pub const LINTS: &[Lint] = &[
         name: "fmt",
         args: &["fmt", "--all", "--check"],
         deny_warnings: DenyWarnings::Inherent,
-        per_variant: false,
+        scope: Scope::Once,
         target_dir: None,
     },
     Lint {
         name: "clippy",
         args: &["clippy", "--quiet", "--workspace", "--all-targets"],
         deny_warnings: DenyWarnings::AfterDashes,
-        per_variant: true,
+        scope: Scope::PerVariant,
         target_dir: None,
+    },
+    Lint {
+        name: "clippy loom",
+        args: &["clippy", "--quiet", "--lib"],
+        deny_warnings: DenyWarnings::AfterDashes,
+        scope: Scope::PerLoomSuite,
+        // The loom steps' own, so the loom build of the dependencies is shared.
+        target_dir: Some("loom"),
     },
     Lint {
         name: "doc",
         args: &["doc", "--quiet", "--workspace", "--no-deps"],
         deny_warnings: DenyWarnings::Rustdocflags,
-        per_variant: true,
+        scope: Scope::PerVariant,
         target_dir: None,
     },
     Lint {
@@ -83,24 +113,35 @@ pub const LINTS: &[Lint] = &[
         // Warnings about the manifests (a missing field, say) are printed, not denied: cargo
         // has no switch for that; what fails is a crate that does not pack or does not build.
         deny_warnings: DenyWarnings::Inherent,
-        per_variant: false,
+        scope: Scope::Once,
         target_dir: Some("package"),
     },
 ];
 
-/// The step that runs `lint`, for `variant` when the check is per variant.
-pub fn step(workspace: &Workspace, lint: &Lint, variant: Option<Variant>) -> CargoStep {
-    let label = match variant {
-        Some(variant) => format!("{} {}", lint.name, variant.name()),
-        None => lint.name.to_owned(),
+/// The step that runs `lint` over `over` (which matches the check's scope).
+pub fn step(workspace: &Workspace, lint: &Lint, over: Over) -> CargoStep {
+    let label = match over {
+        Over::All => lint.name.to_owned(),
+        Over::Variant(variant) => format!("{} {}", lint.name, variant.name()),
+        Over::LoomSuite(suite) => format!("{} {suite}", lint.name),
     };
     let mut step =
         CargoStep::new(label.clone(), label, Toolchain::Current).args(lint.args.iter().copied());
-    if let Some(variant) = variant {
-        step = step
-            .args(variant.feature_args())
-            .target_dir(variant.target_dir(&workspace.target_root));
-    } else if let Some(dir) = lint.target_dir {
+    match over {
+        Over::Variant(variant) => {
+            step = step
+                .args(variant.feature_args())
+                .target_dir(variant.target_dir(&workspace.target_root));
+        }
+        Over::LoomSuite(suite) => {
+            step = step
+                .args(suite.cargo_args())
+                .env_flags("RUSTFLAGS", "--cfg loom");
+        }
+        Over::All => {}
+    }
+    // (A per-variant check has none: it builds in the variant's.)
+    if let Some(dir) = lint.target_dir {
         step = step.target_dir(workspace.target_dir(dir));
     }
     match lint.deny_warnings {
@@ -110,33 +151,23 @@ pub fn step(workspace: &Workspace, lint: &Lint, variant: Option<Variant>) -> Car
     }
 }
 
-/// Clippy over a loom suite and its crate's library, built as the loom step builds them (in the
-/// same target dir), with warnings denied. Only the suite's own test target: the crates' other
-/// tests are not written to compile under `--cfg loom`.
-pub fn loom_clippy_step(workspace: &Workspace, suite: TestSuite) -> CargoStep {
-    let label = format!("clippy loom {suite}");
-    CargoStep::new(label.clone(), label, Toolchain::Current)
-        .env_flags("RUSTFLAGS", "--cfg loom")
-        .args(["clippy", "--quiet", "--lib"])
-        .args(suite.cargo_args())
-        .target_dir(workspace.target_dir("loom"))
-        .binary_args(&["-D".to_owned(), "warnings".to_owned()])
+/// Each run of `lint`, in order.
+fn runs(lint: &Lint, variants: &[Variant]) -> Vec<Over> {
+    match lint.scope {
+        Scope::Once => vec![Over::All],
+        Scope::PerVariant => Variant::in_canonical_order(variants)
+            .into_iter()
+            .map(Over::Variant)
+            .collect(),
+        Scope::PerLoomSuite => LOOM_SUITES.iter().copied().map(Over::LoomSuite).collect(),
+    }
 }
 
 pub fn run(workspace: &Workspace, variants: &[Variant]) -> Result<(), Failed> {
     run_steps(workspace, |runner| {
         for lint in LINTS {
-            if lint.per_variant {
-                for variant in Variant::in_canonical_order(variants) {
-                    runner.run(step(workspace, lint, Some(variant)))?;
-                }
-            } else {
-                runner.run(step(workspace, lint, None))?;
-            }
-            if lint.name == "clippy" {
-                for suite in LOOM_SUITES {
-                    runner.run(loom_clippy_step(workspace, *suite))?;
-                }
+            for over in runs(lint, variants) {
+                runner.run(step(workspace, lint, over))?;
             }
         }
         Ok(())
@@ -155,7 +186,11 @@ mod tests {
 
     #[test]
     fn clippy_denies_warnings_for_the_variant_in_its_own_target_dir() {
-        let step = step(&Workspace::fixture(), lint("clippy"), Some(Variant::Gil));
+        let step = step(
+            &Workspace::fixture(),
+            lint("clippy"),
+            Over::Variant(Variant::Gil),
+        );
         assert_eq!(step.args[step.args.len() - 2..], ["--features", "ftrt/gil"]);
         assert_eq!(step.binary_args, ["-D", "warnings"]);
         assert_eq!(
@@ -166,34 +201,48 @@ mod tests {
 
     #[test]
     fn documentation_warnings_are_errors() {
-        let step = step(&Workspace::fixture(), lint("doc"), Some(Variant::Nogil));
+        let step = step(
+            &Workspace::fixture(),
+            lint("doc"),
+            Over::Variant(Variant::Nogil),
+        );
         let rustdocflags = step.env.iter().find(|(key, _)| *key == "RUSTDOCFLAGS");
         assert!(rustdocflags.is_some_and(|(_, flags)| flags.ends_with("-D warnings")));
     }
 
     #[test]
     fn packaging_covers_every_library_crate_in_a_target_dir_of_its_own() {
-        let step = step(&Workspace::fixture(), lint("package"), None);
+        let step = step(&Workspace::fixture(), lint("package"), Over::All);
         assert!(step.args.iter().any(|arg| arg == "--workspace"));
         assert_eq!(step.target_dir, Some(PathBuf::from("/ws/target/package")));
     }
 
     #[test]
     fn every_loom_suite_is_linted_under_its_cfg_with_warnings_denied() {
+        let loom = lint("clippy loom");
+        assert_eq!(runs(loom, &[]).len(), LOOM_SUITES.len());
         for suite in LOOM_SUITES {
-            let step = loom_clippy_step(&Workspace::fixture(), *suite);
+            let step = step(&Workspace::fixture(), loom, Over::LoomSuite(*suite));
             assert_eq!(step.args[..3], ["clippy", "--quiet", "--lib"]);
             assert_eq!(step.args[3..], suite.cargo_args());
             assert_eq!(step.binary_args, ["-D", "warnings"]);
             let rustflags = step.env.iter().find(|(key, _)| *key == "RUSTFLAGS");
             assert!(rustflags.is_some_and(|(_, flags)| flags.ends_with("--cfg loom")));
+            assert_eq!(step.target_dir, Some(PathBuf::from("/ws/target/loom")));
+        }
+    }
+
+    #[test]
+    fn a_per_variant_check_builds_in_the_variants_target_dir_only() {
+        for lint in LINTS.iter().filter(|lint| lint.scope == Scope::PerVariant) {
+            assert_eq!(lint.target_dir, None, "{}", lint.name);
         }
     }
 
     #[test]
     fn formatting_runs_once_and_checks_only() {
         let fmt = lint("fmt");
-        assert!(!fmt.per_variant);
+        assert_eq!(fmt.scope, Scope::Once);
         assert!(fmt.args.contains(&"--check"));
     }
 }
