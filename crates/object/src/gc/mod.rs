@@ -396,8 +396,8 @@ fn add_young_at_exit(value: isize) {
 }
 
 /// Adds to the young count at once, past the thread's batch: for an exit's unlisted objects,
-/// counted while it holds the lists' lock. Past the threshold, asks for a collection.
-#[cfg(not(ftrt_gil_build))]
+/// counted while it holds the lists' lock, and for deferrals. Past the threshold, asks for a
+/// collection.
 pub(crate) fn add_young_now(delta: isize) {
     YOUNG.fetch_add(delta, Ordering::Relaxed);
     if delta > 0 && collection_due() {
@@ -413,11 +413,7 @@ pub(crate) fn count_deferral() {
     // Rounded up, so that the 64th deferral after a collection (the young count starting at
     // zero) makes the next one due.
     let per_collection = crate::hot::DEFERRALS_PER_COLLECTION as isize;
-    let share = (due_after() + per_collection - 1) / per_collection;
-    YOUNG.fetch_add(share, Ordering::Relaxed);
-    if collection_due() {
-        want_checkpoint_work();
-    }
+    add_young_now((due_after() + per_collection - 1) / per_collection);
 }
 
 #[cold]
