@@ -40,10 +40,13 @@
 //!   `ThreadInfo`; `ftrt-refcount`'s standalone owners carry none). The thread's `ftrt-lock`
 //!   stack is told to wait for its locks detached (`thread::wait_for_section_detached`).
 //! - **Attach** ([`Python::attach`](crate::Python::attach); an attached thread's nested `attach`
-//!   just runs its closure, so these steps run only for a thread not attached): (0) enter the
-//!   [`World`] (waiting while a stop, or another thread's hold on the world alone, lasts), (1)
-//!   unpark the biased counts (waiting for a thread merging on this one's behalf to finish), (2)
-//!   take the GIL, (3) mark the thread attached, (4) pin in the epoch, (5) with lock elision on
+//!   just runs its closure, so these steps run only for a thread not attached): (0) unpark the
+//!   biased counts (waiting for a thread merging on this one's behalf to finish: outside the
+//!   world, since that merge runs a release, which may itself wait for a stop of the world to
+//!   end; so a stop may run while the thread is unparked outside it, with objects queued to it,
+//!   which a collection finds dead and frees through the queue), (1) enter the [`World`]
+//!   (waiting while a stop, or another thread's hold on the world alone, lasts), (2) take the
+//!   GIL, (3) mark the thread attached, (4) pin in the epoch, (5) with lock elision on
 //!   ([`set_lock_elision`]), want a hold on the world at the next repin. Sections are left alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
@@ -53,7 +56,7 @@
 //!   reference to one of this thread's objects merges that object itself: [`park_counts`]), (4) mark the thread
 //!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop
 //!   eliding, and drops the hold only after leaving), (5) release the GIL.
-//! - **Reattach** (the end of `allow_threads`): (0) enter the world, (1) unpark, (2) take the
+//! - **Reattach** (the end of `allow_threads`): (0) unpark, (1) enter the world, (2) take the
 //!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
 //!   does, then (5) the detach boundaries end and the innermost section resumes, the block's
 //!   stack first. A resume of `ftrt-lock`'s stack that has to wait detaches again around the
@@ -1037,7 +1040,8 @@ pub(crate) fn parking_counts() -> bool {
     CURRENT.with(|c| c.parking_counts.get())
 }
 
-/// Ends [`park_counts`], before anything of the attachment counts.
+/// Ends [`park_counts`], before anything of the attachment counts, and before the thread enters
+/// the world (see the order of things in the module docs).
 #[inline]
 pub(crate) fn unpark_counts(state: Option<&ThreadState>) {
     #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]

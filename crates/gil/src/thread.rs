@@ -99,8 +99,11 @@ impl<'py> Python<'py> {
         // SAFETY: `here.state` is this thread's block (or null after its exit), alive while
         // this thread runs outside its thread-local destructors, as here.
         let block = unsafe { here.state.as_ref() };
-        state::enter_world(block);
+        // Unparked outside the world: the unpark may wait for a merge another thread runs for
+        // this one, whose release may wait for a stop of the world to end, which would wait
+        // for this thread if it were in the world.
         state::unpark_counts(block);
+        state::enter_world(block);
         gil().acquire();
         state::set_attached(true);
         // SAFETY: attached just above, until `_detach` runs at the end of this call.
@@ -348,8 +351,8 @@ impl<'py> Python<'py> {
 ///
 /// A lighter detach than [`allow_threads`](Python::allow_threads)': the object model's
 /// sections are suspended (the thread-local ones already are), the counts parked, the thread
-/// leaves the world and releases the GIL, and comes back in the reverse order; it stays pinned
-/// and runs no quiescent-state hooks. So no code that could itself take a section (a hook, the
+/// leaves the world and releases the GIL, and comes back in the order of an attach; it stays
+/// pinned and runs no quiescent-state hooks. So no code that could itself take a section (a hook, the
 /// epoch's deferred work) runs in between, nor finds the thread's epoch guard borrowed (the wait
 /// may begin inside a flush), but for the releases the park's merge runs: a wait inside those
 /// waits in place (see `state::parking_counts`). A pinned thread that is not
@@ -417,11 +420,11 @@ unsafe fn leave(state: Option<&ThreadState>) {
     state::park_counts(state);
 }
 
-/// Undoes [`leave`], in the order of an attach: enter the world, unpark the counts, take the
+/// Undoes [`leave`], in the order of an attach: unpark the counts, enter the world, take the
 /// GIL (first in line in fair mode), mark the thread attached.
 fn come_back(state: Option<&ThreadState>) {
-    state::enter_world(state);
     state::unpark_counts(state);
+    state::enter_world(state);
     gil().acquire_after_blocking();
     state::set_attached(true);
 }

@@ -1058,3 +1058,61 @@ fn a_release_that_detaches_while_the_detach_parks_the_counts_does_not_wait_for_i
         });
     });
 }
+
+/// A thread that attaches while another thread merges one of its counts for it (dropped while
+/// it was detached) waits for that merge outside the world, so a stop of the world that begins
+/// meanwhile does not wait for it. (It entered the world first: when the merge's release
+/// attached during a stop, the stopper waited for the attaching thread, that thread for the
+/// merge, and the merge for the stop.)
+///
+/// The stop begins once the owner has had 100 ms to reach its wait for the merge; a run where
+/// it had not yet reached it tests nothing, and passes.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+#[test]
+fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
+    use std::ptr::NonNull;
+    use std::sync::atomic::AtomicBool;
+
+    use ftrt_refcount::BiasedCount;
+    static IN_RELEASE: AtomicBool = AtomicBool::new(false);
+    static RELEASED: AtomicBool = AtomicBool::new(false);
+    /// Attaches once a stop of the world is asked for, so it waits for the stop to end (the
+    /// dropping thread attaches for the first time here, after the stopper listed the threads).
+    unsafe fn release(_count: NonNull<BiasedCount>) {
+        IN_RELEASE.store(true, Ordering::SeqCst);
+        while !ftrt_gil::stop_requested() {
+            thread::yield_now();
+        }
+        Python::attach(|_py| ());
+        RELEASED.store(true, Ordering::SeqCst);
+    }
+    // Taken first: a thread blocked while attached would hold up the other tests' stops.
+    let _serial = queued_releases::SERIAL
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let owner = thread::spawn(|| {
+        Python::attach(|py| {
+            let address = queued_releases::owned_count(py);
+            py.allow_threads(|| {
+                // The owner is parked: the drop merges the count on the dropping thread.
+                thread::spawn(move || {
+                    let count = NonNull::new(address as *mut BiasedCount).unwrap();
+                    // SAFETY: the count's one reference, given up here; `release` frees nothing.
+                    let _ = unsafe { BiasedCount::decref(count, release) };
+                });
+                while !IN_RELEASE.load(Ordering::SeqCst) {
+                    thread::yield_now();
+                }
+            });
+            // Attached again only once the merge for this thread was over.
+            RELEASED.load(Ordering::SeqCst)
+        })
+    });
+    while !IN_RELEASE.load(Ordering::SeqCst) {
+        thread::yield_now();
+    }
+    thread::sleep(Duration::from_millis(100));
+    let stopped = Python::attach(|py| ftrt_gil::try_stop_the_world(py, Some(HANG), || ()));
+    assert!(stopped.is_ok(), "the stop waited for the attaching thread");
+    assert!(owner.join().unwrap(), "attached during the merge for it");
+}

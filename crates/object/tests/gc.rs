@@ -458,3 +458,100 @@ fn make_shared_self_cycles(py: Python<'_>, count: usize) {
         py.check();
     }
 }
+
+/// A thread that attaches while another thread merges one of its counts for it waits for that
+/// merge with its counts unparked, outside the world: what other threads drop for it meanwhile
+/// is queued to it, and a collection does not wait for it. The collection finds such an object
+/// dead and unreachable, clears it and lets its reference go; the owner's merge of the queue
+/// entry, after the stop, settles the last reference, and the object is freed once.
+///
+/// The owner gets 100 ms to reach its wait for the merge; a run where the drop found it still
+/// parked (and freed the list there and then) tests nothing, and passes.
+#[test]
+fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world() {
+    use std::ptr::NonNull;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use ftrt_gil::{BuildCount, BUILD_STRATEGY};
+    use ftrt_refcount::{RefCount, Strategy};
+    static IN_RELEASE: AtomicBool = AtomicBool::new(false);
+    static COLLECTED: AtomicBool = AtomicBool::new(false);
+    /// Waits detached until the collection is over.
+    unsafe fn release(_count: NonNull<BuildCount>) {
+        IN_RELEASE.store(true, Ordering::SeqCst);
+        Python::attach(|py| {
+            py.allow_threads(|| {
+                while !COLLECTED.load(Ordering::SeqCst) {
+                    thread::yield_now();
+                }
+            })
+        });
+    }
+    if BUILD_STRATEGY != Strategy::Biased {
+        return; // only biased counts are queued to their owners
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let (send_list, list) = mpsc::channel();
+    let owner = thread::spawn(move || {
+        Python::attach(|py| {
+            let count = Box::leak(Box::new(<BuildCount as RefCount>::new(
+                py.new_object_token(),
+            )));
+            let address = std::ptr::from_mut(count) as usize;
+            // A list holding a list that nothing else holds: the outer one is queued, the
+            // inner one freed by the clear or by the merge.
+            let outer = PyList::empty(py);
+            outer.append(PyList::empty(py));
+            send_list.send(outer.unbind()).unwrap();
+            py.allow_threads(|| {
+                // The owner is parked: the drop merges the count on the dropping thread.
+                thread::spawn(move || {
+                    Python::attach(|py| {
+                        let count = NonNull::new(address as *mut BuildCount).unwrap();
+                        // SAFETY: the count's one reference, given up here; `release` frees
+                        // nothing.
+                        let _ = unsafe {
+                            <BuildCount as RefCount>::decref(count, py.count_token(), release)
+                        };
+                    })
+                });
+                while !IN_RELEASE.load(Ordering::SeqCst) {
+                    thread::yield_now();
+                }
+            });
+        })
+    });
+    let list = list.recv().unwrap();
+    while !IN_RELEASE.load(Ordering::SeqCst) {
+        thread::yield_now();
+    }
+    thread::sleep(Duration::from_millis(100));
+    let lists = live_objects(Kind::List);
+    let (send_found, found) = mpsc::channel();
+    let collector = thread::spawn(move || {
+        Python::attach(|py| {
+            // The last reference: queued to the owner, unparked by now.
+            drop(list);
+            let queued = live_objects(Kind::List) == lists;
+            let found = gc::collect(py).unreachable;
+            COLLECTED.store(true, Ordering::SeqCst);
+            send_found.send((queued, found)).unwrap();
+        })
+    });
+    // (A collection that waited for the owner waited for ever: the owner waited for the merge,
+    // and the merge for the collection.)
+    let (queued, found) = found
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the collection waited for the thread waiting outside the world");
+    if queued {
+        assert_eq!(found, 2, "the queued list is garbage, and what it holds");
+    }
+    // Joined: their exits hand what they retired (the clear's) to the epoch.
+    owner.join().unwrap();
+    collector.join().unwrap();
+    // Each freed once: by the owner's merge as its attachment ended, or by the collector's
+    // reference going last (the inner one's, retired by the clear, once the epoch drops it).
+    Python::attach(ftrt_object::collect);
+    assert_eq!(live_objects(Kind::List), lists - 2);
+}
