@@ -401,42 +401,28 @@ pub(crate) fn defer(py: Python<'_>, object: NonNull<Header>) -> bool {
     })
 }
 
-/// Runs what threads that found objects hot asked for: at a checkpoint, and first thing in a
-/// collection (a thread that asked and then stopped reaching checkpoints leaves its request
-/// pending, and no request's reference may outlive a collection). In one stopped world, each
-/// object is given to the thread that asked if it is the first time ([`give_or_defer`]), or
-/// deferred. A request's reference goes into the transfer of a given object and to the
-/// registry for a deferred one; the others are dropped. Nothing to do, it returns at once.
+/// Runs what threads that found objects hot asked for, at a checkpoint. In one stopped world,
+/// each object is given to the thread that asked if it is the first time ([`give_or_defer`]),
+/// or deferred. A request's reference goes into the transfer of a given object and to the
+/// registry for a deferred one; the others are dropped. Nothing to do, it returns at once. (A
+/// collection runs the requests still pending in its own stopped world:
+/// [`defer_requested_stopped`].)
 pub(crate) fn defer_requested(py: Python<'_>) {
     let mut requests = std::mem::take(&mut *lock_requests());
     if requests.is_empty() {
         return;
     }
     let mut left = Vec::new();
-    let work = || {
-        let mut registry = registry();
-        for request in requests.drain(..) {
-            // SAFETY: the request holds a reference; the world is stopped.
-            match unsafe { give_or_defer(&mut registry, &request) } {
-                // The reference went into the transfer.
-                Handled::Given => {}
-                Handled::Deferred => {
-                    // SAFETY: as above.
-                    let id = deferred_id(unsafe { header(request.object.0) });
-                    registry.requests_held[usize::from(id)] += 1;
-                }
-                Handled::Neither => left.push(request),
-            }
-        }
-    };
     // If the world will not stop in time, nothing changes (`requests` keeps them all) and the
     // threads will ask again, after the hold-off.
     let collections = crate::gc::collections();
     if let Err(ftrt_gil::NotStopped {
         why: ftrt_gil::world::StopFailed::TimedOut,
         ..
-    }) = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), work)
-    {
+    }) = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), || {
+        // SAFETY: the world is stopped; each request holds a reference.
+        left = unsafe { run_stopped(&mut requests) };
+    }) {
         let mut until = lock_held_off_until();
         // Unless a collection stopped the world meanwhile (its `settle` lifted the hold-off).
         if crate::gc::collections() == collections {
@@ -450,6 +436,51 @@ pub(crate) fn defer_requested(py: Python<'_>) {
         // SAFETY: the request's reference, given up here.
         unsafe { decref(request.object.0, token) };
     }
+}
+
+/// Runs the requests still pending, as [`defer_requested`] does, in a collection's stopped
+/// world and before it reads any count: no request's reference outlives a collection (one made
+/// as the world stopped would read as a reference from outside, keeping what it holds, and
+/// `Bound::refcount` would read one high). The references of requests that can be neither
+/// given nor deferred are dropped here, in the stopped world, as the collector's own merge
+/// drops what was queued to it.
+///
+/// # Safety
+/// The world is stopped.
+pub(crate) unsafe fn defer_requested_stopped(token: Token<'_>) {
+    let mut requests = std::mem::take(&mut *lock_requests());
+    if requests.is_empty() {
+        return;
+    }
+    // SAFETY: the world is stopped; each request holds a reference.
+    for request in unsafe { run_stopped(&mut requests) } {
+        // SAFETY: the request's reference, given up here.
+        unsafe { decref(request.object.0, token) };
+    }
+}
+
+/// Gives or defers the object of each request, taking them all out of `requests`; returns
+/// those that could be neither, whose references are still to drop.
+///
+/// # Safety
+/// The world is stopped, and each request holds a reference.
+unsafe fn run_stopped(requests: &mut Vec<Request>) -> Vec<Request> {
+    let mut registry = registry();
+    let mut left = Vec::new();
+    for request in requests.drain(..) {
+        // SAFETY: the request holds a reference; the world is stopped.
+        match unsafe { give_or_defer(&mut registry, &request) } {
+            // The reference went into the transfer.
+            Handled::Given => {}
+            Handled::Deferred => {
+                // SAFETY: as above.
+                let id = deferred_id(unsafe { header(request.object.0) });
+                registry.requests_held[usize::from(id)] += 1;
+            }
+            Handled::Neither => left.push(request),
+        }
+    }
+    left
 }
 
 /// What became of a request.

@@ -576,3 +576,43 @@ fn a_deferral_that_times_out_is_not_asked_again_at_once() {
         );
     });
 }
+
+/// A request made while a collection stops the world is run by that collection, in its stopped
+/// world, before any count is read: the request's reference does not outlive it. Here the
+/// request is the first for a list that holds itself, so it gives the list to the thread that
+/// asked, and the collection then finds the cycle unreachable. (Collections ran the pending
+/// requests before they stopped the world: a request made in between held its reference through
+/// the collection, which read it as a reference from outside and kept the cycle.)
+#[test]
+fn a_request_made_as_a_collection_stops_the_world_is_run_by_that_collection() {
+    if !biased() {
+        return; // only biased counts find objects hot
+    }
+    leak_checked(|py| {
+        let list = PyList::empty(py);
+        list.append(list.clone());
+        let handle = list.unbind();
+        let (attached, attached_yet) = mpsc::channel();
+        let found = common::scope(|s| {
+            s.spawn(move || {
+                Python::attach(|py| {
+                    let bound = handle.bind(py);
+                    attached.send(()).unwrap();
+                    while !ftrt_gil::stop_requested() {
+                        std::hint::spin_loop();
+                    }
+                    // Found hot as the collection stops the world: a request, then a park.
+                    for _ in 0..PROMOTE_AFTER {
+                        drop(bound.clone());
+                    }
+                    drop(bound);
+                    drop(handle);
+                    py.check();
+                })
+            });
+            attached_yet.recv().unwrap();
+            gc::collect(py).unreachable
+        });
+        assert_eq!(found, 1, "the request's reference kept the cycle");
+    });
+}

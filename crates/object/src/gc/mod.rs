@@ -97,8 +97,6 @@ pub fn collect(py: Python<'_>) -> Collection {
     // The calling thread's local objects first: no stop needed (free-threaded builds).
     #[cfg(not(ftrt_gil_build))]
     let local = local::collect_local(py);
-    // A request's reference left pending would read as a reference from outside.
-    crate::hot::defer_requested(py);
     #[allow(unused_mut)] // added to only in the free-threaded builds
     let mut collection = ftrt_gil::stop_the_world(py, || find_garbage(py, true)).free(py, false);
     #[cfg(not(ftrt_gil_build))]
@@ -115,7 +113,6 @@ pub fn collect(py: Python<'_>) -> Collection {
 /// threads' local collections find; under the GIL, the same as [`collect`]. Cheaper than
 /// [`collect`] when threads hold many local objects.
 pub fn collect_shared(py: Python<'_>) -> Collection {
-    crate::hot::defer_requested(py);
     ftrt_gil::stop_the_world(py, || find_garbage(py, false)).free(py, false)
 }
 
@@ -531,6 +528,11 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     py.merge_pending();
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
+    // The pending requests of threads that found objects hot, before any count is read: a
+    // request's reference would read as one from outside. The objects they defer stay deferred
+    // through the settling below (they are fresh).
+    // SAFETY: the world is stopped.
+    unsafe { crate::hot::defer_requested_stopped(token) };
     // Deferred objects the threads let go of count in their headers again, before any count is
     // read; the rest read as immortal below, so they and what they hold survive.
     // SAFETY: the world is stopped.
