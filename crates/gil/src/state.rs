@@ -44,7 +44,8 @@
 //!   biased counts (waiting for a thread merging on this one's behalf to finish: outside the
 //!   world, since that merge runs a release, which may itself wait for a stop of the world to
 //!   end; so a stop may run while the thread is unparked outside it, with objects queued to it,
-//!   which a collection finds dead and frees through the queue), (1) enter the [`World`]
+//!   which a collection reads without the references their entries carry: see `docs/gc.md`,
+//!   step 2), (1) enter the [`World`]
 //!   (waiting while a stop, or another thread's hold on the world alone, lasts), (2) take the
 //!   GIL, (3) mark the thread attached, (4) pin in the epoch, (5) with lock elision on
 //!   ([`set_lock_elision`]), want a hold on the world at the next repin. Sections are left alone.
@@ -1033,9 +1034,12 @@ impl Drop for Parking {
 /// Whether the calling thread is inside [`park_counts`]: merging its queue as it parks, with its
 /// counts not parked until that merge is over. A detach from inside it leaves the counts to the
 /// park under way, and a wait for a section's lock there waits in place
-/// (`thread::wait_for_section_detached`): detached, the thread would leave the world with its
-/// counts neither in use nor parked, and a stop of the world, which counts on every thread
-/// outside it having merged its queue as it parked, could begin meanwhile.
+/// (`thread::wait_for_section_detached`): detached, the thread would leave the world half-way
+/// through its park, its counts neither in use nor parked, and a stop could run between two of
+/// the park's merges. That would be sound (a collection reads an object still queued to a
+/// thread outside the world as it reads any queued object, see `docs/gc.md`, step 2; a release
+/// that calls `allow_threads` does leave the world there), but waiting in place keeps each park
+/// whole, within one stay in the world.
 pub(crate) fn parking_counts() -> bool {
     CURRENT.with(|c| c.parking_counts.get())
 }

@@ -383,7 +383,7 @@ pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
     }
 }
 
-/// Ends [`wait_for_section_detached`]'s detach, panics included: the world, the counts, the GIL,
+/// Ends [`wait_for_section_detached`]'s detach, panics included: the counts, the world, the GIL,
 /// in the order of an attach.
 struct BackFromSectionWait(*const ThreadState);
 

@@ -492,6 +492,11 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
         return; // only biased counts are queued to their owners
     }
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    // No garbage left by other tests for the collection below to find.
+    Python::attach(|py| {
+        ftrt_object::collect(py);
+        gc::collect(py);
+    });
     let (send_list, list) = mpsc::channel();
     let owner = thread::spawn(move || {
         Python::attach(|py| {

@@ -9,7 +9,8 @@
 //!
 //! 1. merges the calling thread's biased-count queue (stopped threads are parked: their
 //!    queues are merged by whoever queues to them), so every count is exact (an object still
-//!    queued to a thread that unparked as it began to attach reads as dead: see `docs/gc.md`);
+//!    queued to a thread outside the world that is not parked reads without the reference its
+//!    queue entry carries: see `docs/gc.md`);
 //! 2. gives each tracked object its count, then subtracts every reference a tracked object
 //!    holds to it: what is left is the references from outside the tracked objects (handles
 //!    on threads' stacks, `Shared`s, references retired for lock-free readers);
