@@ -1077,12 +1077,14 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
     use ftrt_refcount::BiasedCount;
     static IN_RELEASE: AtomicBool = AtomicBool::new(false);
     static RELEASED: AtomicBool = AtomicBool::new(false);
+    static STOP_RAN: AtomicBool = AtomicBool::new(false);
     /// Attaches once a stop of the world is asked for, so it waits for the stop to end (the
     /// dropping thread attaches for the first time here: a new thread waits for a stop under
-    /// way, whether the stopper listed it or not).
+    /// way, whether the stopper listed it or not); or once the stop has run, if it came and
+    /// went between two looks.
     unsafe fn release(_count: NonNull<BiasedCount>) {
         IN_RELEASE.store(true, Ordering::SeqCst);
-        while !ftrt_gil::stop_requested() {
+        while !ftrt_gil::stop_requested() && !STOP_RAN.load(Ordering::SeqCst) {
             thread::yield_now();
         }
         Python::attach(|_py| ());
@@ -1115,7 +1117,7 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
     }
     thread::sleep(Duration::from_millis(100));
     let stopped = Python::attach(|py| {
-        let mut work = || ();
+        let mut work = || STOP_RAN.store(true, Ordering::SeqCst);
         loop {
             match ftrt_gil::try_stop_the_world(py, Some(HANG), work) {
                 // Another test's stop: this one parked until it ended.
