@@ -180,6 +180,14 @@ fn immortal_read(params: &Params) -> Outcome {
     });
     let mut outcome = Outcome::timed(elapsed, total);
     outcome.expect_per_thread(sums, |t| params.share(total, t) as i64 * 43);
+    // Still immortal: a build that counted them would pass the sums above.
+    Python::attach(|py| {
+        let counts = (PyNone::get(py).refcount(), PyInt::new(py, 42).refcount());
+        outcome.expect(
+            counts == (RefCountValue::Immortal, RefCountValue::Immortal),
+            || format!("None and 42 count {counts:?}, expected both immortal"),
+        );
+    });
     outcome
 }
 

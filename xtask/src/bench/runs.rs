@@ -1165,4 +1165,17 @@ printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
         assert!(!parse_run(&output(Ok(1), printed)).ok());
         assert!(!parse_run(&output(Ok(0), "")).ok());
     }
+
+    /// The usual way a workload's check fails: the runner prints what the check found and
+    /// exits successfully. The run fails, with that text as its check.
+    #[cfg(unix)]
+    #[test]
+    fn a_check_that_found_a_fault_fails_its_run_though_the_runner_exits_successfully() {
+        let printed = r#"{"elapsed_s": 0.5, "ops": 10, "check": "thread 1 computed 3, expected 4", "metrics": {}}"#;
+        let failed = parse_run(&output(Ok(0), printed));
+        assert!(!failed.ok());
+        assert_eq!(failed.check, "thread 1 computed 3, expected 4");
+        let without_check = r#"{"elapsed_s": 0.5, "ops": 10, "metrics": {}}"#;
+        assert!(!parse_run(&output(Ok(0), without_check)).ok());
+    }
 }
