@@ -500,9 +500,9 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
     let (send_list, list) = mpsc::channel();
     let owner = thread::spawn(move || {
         Python::attach(|py| {
-            let count = Box::leak(Box::new(<BuildCount as RefCount>::new(
-                py.new_object_token(),
-            )));
+            #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
+            let token = py.new_object_token();
+            let count = Box::leak(Box::new(<BuildCount as RefCount>::new(token)));
             let address = std::ptr::from_mut(count) as usize;
             // A list holding a list that nothing else holds: the outer one is queued, the
             // inner one freed by the clear or by the merge.
@@ -514,11 +514,11 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
                 thread::spawn(move || {
                     Python::attach(|py| {
                         let count = NonNull::new(address as *mut BuildCount).unwrap();
+                        #[allow(clippy::let_unit_value)] // `()` in the atomic-rc build
+                        let token = py.count_token();
                         // SAFETY: the count's one reference, given up here; `release` frees
                         // nothing.
-                        let _ = unsafe {
-                            <BuildCount as RefCount>::decref(count, py.count_token(), release)
-                        };
+                        let _ = unsafe { <BuildCount as RefCount>::decref(count, token, release) };
                     })
                 });
                 while !IN_RELEASE.load(Ordering::SeqCst) {
