@@ -408,34 +408,41 @@ pub(crate) fn defer(py: Python<'_>, object: NonNull<Header>) -> bool {
 /// collection runs the requests still pending in its own stopped world:
 /// [`defer_requested_stopped`].)
 pub(crate) fn defer_requested(py: Python<'_>) {
-    let mut requests = std::mem::take(&mut *lock_requests());
-    if requests.is_empty() {
+    if lock_requests().is_empty() {
         return;
     }
     let mut left = Vec::new();
-    // If the world will not stop in time, nothing changes (`requests` keeps them all) and the
-    // threads will ask again, after the hold-off.
     let collections = crate::gc::collections();
-    if let Err(ftrt_gil::NotStopped {
-        why: ftrt_gil::world::StopFailed::TimedOut,
-        ..
-    }) = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), || {
+    // Taken inside the stop: taken before it, they would miss a collection that stopped the
+    // world first (this thread then parks for it: `Busy`) and hold their references through it.
+    let stopped = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), || {
+        let mut requests = std::mem::take(&mut *lock_requests());
         // SAFETY: the world is stopped; each request holds a reference.
         left = unsafe { run_stopped(&mut requests) };
-    }) {
-        let mut until = lock_held_off_until();
-        // Unless a collection stopped the world meanwhile (its `settle` lifted the hold-off).
-        if crate::gc::collections() == collections {
-            *until = Some(Instant::now() + HOLD_OFF);
+    });
+    match stopped.map_err(|not| not.why) {
+        Ok(()) => {}
+        Err(ftrt_gil::world::StopFailed::TimedOut) => {
+            let mut until = lock_held_off_until();
+            // Unless a collection stopped the world meanwhile (its `settle` lifted the hold-off).
+            if crate::gc::collections() == collections {
+                *until = Some(Instant::now() + HOLD_OFF);
+            }
+            GIVEN_UP.fetch_add(1, Ordering::Relaxed);
+            // Dropped: the threads will ask again, after the hold-off.
+            left = std::mem::take(&mut *lock_requests());
         }
-        GIVEN_UP.fetch_add(1, Ordering::Relaxed);
+        Err(ftrt_gil::world::StopFailed::Busy) => {
+            // Another thread's stop ran (this one parked until it ended): a collection ran the
+            // requests; those still pending wait for the next checkpoint that runs the work.
+            if !lock_requests().is_empty() {
+                crate::gc::want_checkpoint_work();
+            }
+        }
     }
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
-    for request in requests.into_iter().chain(left) {
-        // SAFETY: the request's reference, given up here.
-        unsafe { decref(request.object.0, token) };
-    }
+    drop_references(left, token);
 }
 
 /// Runs the requests still pending, as [`defer_requested`] does, in a collection's stopped
@@ -453,9 +460,25 @@ pub(crate) unsafe fn defer_requested_stopped(token: Token<'_>) {
         return;
     }
     // SAFETY: the world is stopped; each request holds a reference.
-    for request in unsafe { run_stopped(&mut requests) } {
-        // SAFETY: the request's reference, given up here.
-        unsafe { decref(request.object.0, token) };
+    let left = unsafe { run_stopped(&mut requests) };
+    drop_references(left, token);
+}
+
+/// Drops the references of `requests`, every one of them even if a release panics: the first
+/// panic resumes once they are all dropped (stopped, they would keep their objects for ever).
+fn drop_references(requests: Vec<Request>, token: Token<'_>) {
+    let mut panicked = None;
+    for request in requests {
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: the request's reference, given up here.
+            unsafe { decref(request.object.0, token) }
+        }));
+        if let Err(panic) = dropped {
+            panicked.get_or_insert(panic);
+        }
+    }
+    if let Some(panic) = panicked {
+        std::panic::resume_unwind(panic);
     }
 }
 
@@ -663,19 +686,25 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
 }
 
 /// Runs the pending requests (deferrals held off after one was given up are asked for again),
-/// then settles the deferred objects now (see [`settle`]), stopping the world if any are
-/// deferred.
+/// then settles the deferred objects now (see [`settle`]), in one stopped world, if any are
+/// pending or deferred.
 pub(crate) fn settle_now(py: Python<'_>) {
     // Asked for explicitly: deferrals held off are asked for again.
     lift_hold_off();
-    defer_requested(py);
-    if deferred_count() == 0 {
+    if deferred_count() == 0 && lock_requests().is_empty() {
         return;
     }
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
-    // SAFETY: the world is stopped.
-    ftrt_gil::stop_the_world(py, || unsafe { settle(token) }).free(token);
+    ftrt_gil::stop_the_world(py, || {
+        // The requests first, in the same stop: the objects they defer stay deferred through
+        // the settling (they are fresh).
+        // SAFETY: the world is stopped.
+        unsafe { defer_requested_stopped(token) };
+        // SAFETY: the world is stopped.
+        unsafe { settle(token) }
+    })
+    .free(token);
 }
 
 /// Whether `object`'s references are counted per thread now (it is deferred).
