@@ -416,9 +416,8 @@ pub(crate) fn defer_requested(py: Python<'_>) {
     // Taken inside the stop: taken before it, they would miss a collection that stopped the
     // world first (this thread then parks for it: `Busy`) and hold their references through it.
     let stopped = ftrt_gil::try_stop_the_world(py, Some(PATIENCE), || {
-        let mut requests = std::mem::take(&mut *lock_requests());
-        // SAFETY: the world is stopped; each request holds a reference.
-        left = unsafe { run_stopped(&mut requests) };
+        // SAFETY: the world is stopped.
+        left = unsafe { run_pending() };
     });
     match stopped.map_err(|not| not.why) {
         Ok(()) => {}
@@ -455,13 +454,8 @@ pub(crate) fn defer_requested(py: Python<'_>) {
 /// # Safety
 /// The world is stopped.
 pub(crate) unsafe fn defer_requested_stopped(token: Token<'_>) {
-    let mut requests = std::mem::take(&mut *lock_requests());
-    if requests.is_empty() {
-        return;
-    }
-    // SAFETY: the world is stopped; each request holds a reference.
-    let left = unsafe { run_stopped(&mut requests) };
-    drop_references(left, token);
+    // SAFETY: forwarded from the caller.
+    drop_references(unsafe { run_pending() }, token);
 }
 
 /// Drops the references of `requests`, every one of them even if a release panics: the first
@@ -482,15 +476,19 @@ fn drop_references(requests: Vec<Request>, token: Token<'_>) {
     }
 }
 
-/// Gives or defers the object of each request, taking them all out of `requests`; returns
-/// those that could be neither, whose references are still to drop.
+/// Takes the pending requests and gives or defers the object of each; returns those that could
+/// be neither, whose references are still to drop.
 ///
 /// # Safety
-/// The world is stopped, and each request holds a reference.
-unsafe fn run_stopped(requests: &mut Vec<Request>) -> Vec<Request> {
-    let mut registry = registry();
+/// The world is stopped.
+unsafe fn run_pending() -> Vec<Request> {
+    let requests = std::mem::take(&mut *lock_requests());
     let mut left = Vec::new();
-    for request in requests.drain(..) {
+    if requests.is_empty() {
+        return left;
+    }
+    let mut registry = registry();
+    for request in requests {
         // SAFETY: the request holds a reference; the world is stopped.
         match unsafe { give_or_defer(&mut registry, &request) } {
             // The reference went into the transfer.
