@@ -352,10 +352,10 @@ impl<'py> Python<'py> {
 /// A lighter detach than [`allow_threads`](Python::allow_threads)': the object model's
 /// sections are suspended (the thread-local ones already are), the counts parked, the thread
 /// leaves the world and releases the GIL, and comes back in the order of an attach; it stays
-/// pinned and runs no quiescent-state hooks. So no code that could itself take a section (a hook, the
-/// epoch's deferred work) runs in between, nor finds the thread's epoch guard borrowed (the wait
-/// may begin inside a flush), but for the releases the park's merge runs: a wait inside those
-/// waits in place (see `state::parking_counts`). A pinned thread that is not
+/// pinned and runs no quiescent-state hooks. So no code that could itself take a section (a
+/// hook, the epoch's deferred work) runs in between, nor finds the thread's epoch guard borrowed
+/// (the wait may begin inside a flush), but for the releases the park's merge runs: a wait
+/// inside those waits in place (see `state::parking_counts`). A pinned thread that is not
 /// in the world only holds back reclamation until it returns.
 ///
 /// Inside its own stop of the world the thread cannot detach (no other thread may run): it
