@@ -85,3 +85,36 @@ pub(crate) const CYCLE_CREATE: Workload = Workload {
     shows: "the cycle collector: its cost, its scaling, its pauses",
     run: cycle_create,
 };
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn past_ten_thresholds_the_collector_runs_on_its_own_and_the_run_checks_it() {
+        let _turn = crate::tests::one_at_a_time();
+        // The smallest scale at which the run checks that collections ran during it (the
+        // every-workload test's scale is below it).
+        let scale = (10 * gc::THRESHOLD) as f64 / CYCLES_TOTAL as f64;
+        for threads in 1..=2 {
+            let params = Params { threads, scale };
+            assert!(params.total(CYCLES_TOTAL) >= 10 * gc::THRESHOLD);
+            let outcome = CYCLE_CREATE.measure(&params, 0.0);
+            assert_eq!(outcome.check, Ok(()), "at {threads} threads");
+            let metric = |name| {
+                outcome
+                    .metrics
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| *v)
+                    .expect("the run reports its collections")
+            };
+            let ran = metric("gc_collections") + metric("gc_local_collections");
+            assert!(
+                ran > 0.0,
+                "no collection ran during {} cycles",
+                params.total(CYCLES_TOTAL)
+            );
+        }
+    }
+}
