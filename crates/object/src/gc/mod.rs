@@ -55,7 +55,7 @@ use crate::borrowed::Borrowed;
 #[cfg(not(ftrt_gil_build))]
 use crate::header::set_gc_index;
 use crate::header::{gc_index, header, listed_at, set_listed_at, Header, FOUND_GARBAGE};
-use crate::refs::{decref, incref};
+use crate::refs::decref;
 
 pub(crate) use registry::UNTRACKED;
 
@@ -582,9 +582,13 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     // The references that keep the garbage alive while it is freed, taken before any of it is
     // cleared: the shares are freed on different threads, in any order, and clearing one
     // object drops what it holds, which may sit in another thread's share.
+    // Taken on the count directly, not through `refs::incref`, which would note an increment on
+    // the shared side as traffic: one more in a row at that address could ask for the garbage to
+    // be deferred, and the request's reference would keep it alive past this collection. (No
+    // garbage is deferred: a deferred count reads as immortal above.)
     for &object in &unreachable {
         // SAFETY: alive: tracked, and nothing frees it in a stopped world.
-        unsafe { incref(object, token) };
+        <BuildCount as RefCount>::incref(&unsafe { header(object) }.count, token);
     }
     // Another thread's local garbage is freed here, or wherever its shares go: published
     // first, with every local object it reaches (reachable ones included, which its clearing

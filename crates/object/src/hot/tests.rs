@@ -50,3 +50,42 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
         assert_eq!(object.value(), 1.5);
     });
 }
+
+#[test]
+fn the_references_a_collection_takes_to_its_garbage_are_not_traffic_that_asks_for_a_deferral() {
+    if BUILD_STRATEGY != Strategy::Biased {
+        return; // only the biased build counts shared traffic
+    }
+    let _one = crate::one_stopping_test_at_a_time();
+    // A shared self-referencing list that another thread made, and dropped before it exited:
+    // garbage this thread does not own, whose references it counts in the shared half.
+    let address = std::thread::spawn(|| {
+        Python::attach(|py| {
+            let list = crate::PyList::empty(py);
+            list.append(list.clone());
+            let shared = list.unbind();
+            let address = shared.bind(py).header() as *const Header as usize;
+            drop(shared);
+            address
+        })
+    })
+    .join()
+    .unwrap();
+    Python::attach(|py| {
+        // This thread has seen one increment short of a deferral in a row at that address, as
+        // a thread does that counts the object on the shared side and then lets it go.
+        let slot = ((address >> 4) ^ (address >> 10)) % RECENT;
+        RECENTLY_SHARED.with(|recent| recent[slot].set((address, PROMOTE_AFTER - 1)));
+        // The collection's own reference to the garbage is not one more in that row: a
+        // deferral asked for then would keep the list alive past the collection that found it.
+        let _ = crate::gc::collect_shared(py);
+        assert!(
+            lock_requests().is_empty(),
+            "the collection asked for its garbage to be deferred"
+        );
+        assert_eq!(
+            RECENTLY_SHARED.with(|recent| recent[slot].get()),
+            (address, PROMOTE_AFTER - 1)
+        );
+    });
+}
