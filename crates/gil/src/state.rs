@@ -1039,10 +1039,11 @@ impl Drop for Parking {
 /// park under way, and a wait for a section's lock there waits in place
 /// (`thread::wait_for_section_detached`): detached, the thread would leave the world half-way
 /// through its park, its counts neither in use nor parked, and a stop could run between two of
-/// the park's merges. That would be sound (a collection reads an object still queued to a
-/// thread outside the world as it reads any queued object, see `docs/gc.md`, step 2; a release
-/// that calls `allow_threads` does leave the world there), but waiting in place keeps each park
-/// whole, within one stay in the world.
+/// the park's merges, with a release under way: a collector in that stop could find what died
+/// in it (in `ftrt-object`, objects on the release's work list, with a count of 0) and free it
+/// a second time. `ftrt-object`'s releases never detach (`docs/gc.md`, step 2); a wait for a
+/// lock is the one detach a release could run into without calling for it, so it waits in
+/// place.
 pub(crate) fn parking_counts() -> bool {
     CURRENT.with(|c| c.parking_counts.get())
 }
