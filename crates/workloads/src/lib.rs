@@ -10,8 +10,9 @@
 //! operations it did (one countdown step, one append, one lookup: the same unit as its Python
 //! twin in `benches/python/workloads.py`), so that reports can give the time per operation.
 //!
-//! Sizes: at scale 1, a 1-thread run of the fastest build takes about 0.6 s on the project's
-//! 2-core machine (at least 0.5 s), long against that machine's noise; containers that would
+//! Sizes: at scale 1, a 1-thread run of the fastest build was sized to take 0.5 s or more on the
+//! project's 2-core machine, long against that machine's noise (on a fast day the lock-bound
+//! cells run shorter, and the report marks cells under half a second); containers that would
 //! grow with the size start over instead (a fresh private list every 10,000 appends, shared
 //! containers every 250,000 units, at most 100,000 instances held per thread), so that runs
 //! measure the operations rather than the kernel handing out fresh pages.
