@@ -20,10 +20,11 @@
 //!   then per variant `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`; then `cargo package
 //!   --workspace --exclude xtask --no-verify` (each library crate packed, its dependencies
 //!   resolved as the registry would).
-//! - `cargo xtask miri [--crates LIST]`: runs the tests of the unsafe-heavy crates under
-//!   Miri (`cargo +nightly miri test`, with Tree Borrows and permissive provenance unless
-//!   `MIRIFLAGS` is set),
-//!   installing the nightly `miri` and `rust-src` components if they are missing.
+//! - `cargo xtask miri [--crates LIST] [--variants LIST]`: runs the tests of the unsafe-heavy
+//!   crates under Miri (`cargo +nightly miri test`, the crates that depend on the variant once
+//!   per chosen variant, by default the `nogil` build's alone; with Tree Borrows and permissive
+//!   provenance unless `MIRIFLAGS` is set), installing the nightly `miri` and `rust-src`
+//!   components if they are missing.
 //! - `cargo xtask tsan [--crates LIST]`: runs the stress tests under ThreadSanitizer
 //!   (`-Zsanitizer=thread -Zbuild-std`, x86_64 Linux only), installing the nightly
 //!   `rust-src` component if it is missing.
@@ -104,6 +105,10 @@ enum Task {
             value_parser = PossibleValuesParser::new(nightly::MIRI_CRATES.iter().copied())
         )]
         crates: Vec<String>,
+        /// Comma-separated build variants for the crates whose code depends on the variant
+        /// (`ftrt-gil`, `ftrt-object`; default: nogil).
+        #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
+        variants: Vec<Variant>,
     },
     /// Run the stress tests under ThreadSanitizer (needs nightly; x86_64 Linux only).
     Tsan {
@@ -143,7 +148,7 @@ fn main() -> ExitCode {
         Task::Test { variants, no_loom } => test::run(&workspace, &variants, no_loom),
         Task::Lint { variants } => lint::run(&workspace, &variants),
         Task::Features => features::run(&workspace),
-        Task::Miri { crates } => nightly::run_miri(&workspace, &crates),
+        Task::Miri { crates, variants } => nightly::run_miri(&workspace, &crates, &variants),
         Task::Tsan { crates } => nightly::run_tsan(&workspace, &crates),
         Task::Bench(options) => bench::run(&workspace, options),
         Task::Profile(options) => profile::run(&workspace, options),

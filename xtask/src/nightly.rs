@@ -10,6 +10,7 @@ use crate::steps::{
     nightly_command, run_steps, select, CargoStep, Failed, StepRunner, TestSuite, Toolchain,
     Workspace,
 };
+use crate::variants::Variant;
 
 /// The unsafe-heavy crates whose unit and integration tests run under Miri.
 pub const MIRI_CRATES: &[&str] = &["ftrt-refcount", "ftrt-lock", "ftrt-gil", "ftrt-object"];
@@ -78,15 +79,52 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often a bounded child is polled for its exit.
 const POLL: Duration = Duration::from_millis(50);
 
-pub fn run_miri(workspace: &Workspace, crates: &[String]) -> Result<(), Failed> {
+/// The crates of [`MIRI_CRATES`] whose code differs between the build variants: those that
+/// depend on `ftrt-gil`, which decides the variant. The others build the same in every one.
+const MIRI_CRATES_PER_VARIANT: &[&str] = &["ftrt-gil", "ftrt-object"];
+
+/// The variants `cargo xtask miri` runs when none is chosen: the default build alone, the one
+/// whose every test has run under Miri. (The `gil` build's `ftrt-gil` tests pass too; its
+/// `ftrt-object` tests, and the `nogil-atomic-rc` build's, take hours there.)
+pub const MIRI_DEFAULT_VARIANTS: &[Variant] = &[Variant::Nogil];
+
+pub fn run_miri(
+    workspace: &Workspace,
+    crates: &[String],
+    variants: &[Variant],
+) -> Result<(), Failed> {
     ensure_components(&["miri", "rust-src"], miri_works, MIRI_NEEDS)?;
+    let steps = miri_steps(workspace, crates, variants);
     run_steps(workspace, |runner| {
         runner.run(miri_setup())?;
-        for package in select(MIRI_CRATES, crates) {
-            runner.run(miri_tests(runner, package))?;
+        for step in steps {
+            runner.run(step)?;
         }
         Ok(())
     })
+}
+
+/// One Miri test run per selected crate, and per selected variant for the crates whose code
+/// depends on it (each variant in its own target dir, as `cargo xtask test` keeps them).
+fn miri_steps(workspace: &Workspace, crates: &[String], variants: &[Variant]) -> Vec<CargoStep> {
+    let variants = if variants.is_empty() {
+        MIRI_DEFAULT_VARIANTS.to_vec()
+    } else {
+        Variant::in_canonical_order(variants)
+    };
+    let mut steps = Vec::new();
+    for package in select(MIRI_CRATES, crates) {
+        if MIRI_CRATES_PER_VARIANT.contains(&package) {
+            steps.extend(
+                variants
+                    .iter()
+                    .map(|&variant| miri_tests(workspace, package, Some(variant))),
+            );
+        } else {
+            steps.push(miri_tests(workspace, package, None));
+        }
+    }
+    steps
 }
 
 pub fn run_tsan(workspace: &Workspace, crates: &[String]) -> Result<(), Failed> {
@@ -122,15 +160,31 @@ fn miri_setup() -> CargoStep {
     CargoStep::new("miri setup", "miri setup", Toolchain::Nightly).args(["miri", "setup"])
 }
 
-fn miri_tests(runner: &StepRunner<'_>, package: &str) -> CargoStep {
-    CargoStep::new(
-        format!("miri {package}"),
-        format!("Miri tests of {package}"),
+/// Miri runs `package`'s tests, in `variant` for a crate that depends on it (`None`: one that
+/// does not, in the default build).
+fn miri_tests(workspace: &Workspace, package: &str, variant: Option<Variant>) -> CargoStep {
+    let (name, dir) = match variant {
+        // The default build keeps the target dir it always had.
+        None | Some(Variant::Nogil) => (package.to_owned(), "miri".to_owned()),
+        Some(variant) => (
+            format!("{package} {}", variant.name()),
+            format!("miri-{}", variant.name()),
+        ),
+    };
+    let step = CargoStep::new(
+        format!("miri {name}"),
+        format!("Miri tests of {name}"),
         Toolchain::Nightly,
     )
     .env_default("MIRIFLAGS", &miri_flags(package))
-    .args(["miri", "test", "-p", package])
-    .target_dir(runner.workspace().target_dir("miri"))
+    .args(["miri", "test", "-p", package]);
+    // Through `ftrt-gil`, which decides the variant: a dependency of every crate that has one,
+    // and the package itself for `ftrt-gil`.
+    let step = match variant.and_then(Variant::workload_features) {
+        Some(features) => step.args(["--features", features]),
+        None => step,
+    };
+    step.target_dir(workspace.target_dir(&dir))
 }
 
 /// `-Zbuild-std` rebuilds std with the sanitizer too (otherwise races inside std go
@@ -287,6 +341,63 @@ mod tests {
     use super::*;
 
     const SHORT: Duration = Duration::from_millis(200);
+
+    fn labelled(steps: &[CargoStep]) -> Vec<(&str, String, Option<&str>)> {
+        steps
+            .iter()
+            .map(|step| {
+                let features = step
+                    .args
+                    .iter()
+                    .position(|arg| arg == "--features")
+                    .map(|at| step.args[at + 1].as_str());
+                let dir = step.target_dir.as_ref().expect("a target dir");
+                (step.label.as_str(), dir.display().to_string(), features)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn miri_runs_the_default_build_alone_unless_variants_are_chosen() {
+        let workspace = Workspace::fixture();
+        assert_eq!(
+            labelled(&miri_steps(&workspace, &[], &[])),
+            [
+                ("miri ftrt-refcount", "/ws/target/miri".to_owned(), None),
+                ("miri ftrt-lock", "/ws/target/miri".to_owned(), None),
+                ("miri ftrt-gil", "/ws/target/miri".to_owned(), None),
+                ("miri ftrt-object", "/ws/target/miri".to_owned(), None),
+            ]
+        );
+    }
+
+    #[test]
+    fn miri_runs_each_chosen_variant_of_the_crates_that_depend_on_it_in_its_own_target_dir() {
+        let workspace = Workspace::fixture();
+        let crates = ["ftrt-lock".to_owned(), "ftrt-gil".to_owned()];
+        assert_eq!(
+            labelled(&miri_steps(
+                &workspace,
+                &crates,
+                &[Variant::NogilAtomicRc, Variant::Gil, Variant::Nogil]
+            )),
+            [
+                // Built the same in every variant: once.
+                ("miri ftrt-lock", "/ws/target/miri".to_owned(), None),
+                (
+                    "miri ftrt-gil gil",
+                    "/ws/target/miri-gil".to_owned(),
+                    Some("ftrt-gil/gil")
+                ),
+                ("miri ftrt-gil", "/ws/target/miri".to_owned(), None),
+                (
+                    "miri ftrt-gil nogil-atomic-rc",
+                    "/ws/target/miri-nogil-atomic-rc".to_owned(),
+                    Some("ftrt-gil/atomic-rc")
+                ),
+            ]
+        );
+    }
 
     fn sleeper() -> Command {
         let mut command = Command::new("sleep");
