@@ -1,4 +1,5 @@
-//! What the integration tests cannot reach: a settling that finds a counting bug.
+//! What the integration tests cannot reach: a settling that finds a counting bug, and the
+//! traffic a thread has seen, which a collection's own references must not add to.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
