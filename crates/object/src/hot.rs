@@ -318,8 +318,7 @@ fn count_deferred_unregistered(id: usize, delta: isize) {
 #[inline(never)]
 pub(crate) fn note_shared_increment(object: NonNull<Header>) {
     let address = object.as_ptr() as usize;
-    // Objects are at least 8-aligned and 24 bytes apart: drop the low bits, fold in higher ones.
-    let slot = ((address >> 4) ^ (address >> 10)) % RECENT;
+    let slot = recent_slot(address);
     let hot = RECENTLY_SHARED.with(|recent| {
         let (last, times) = recent[slot].get();
         if last != address {
@@ -336,6 +335,13 @@ pub(crate) fn note_shared_increment(object: NonNull<Header>) {
     if hot {
         request(object);
     }
+}
+
+/// The entry of `RECENTLY_SHARED` that tracks the object at `address`.
+#[inline(always)]
+fn recent_slot(address: usize) -> usize {
+    // Objects are at least 8-aligned and 24 bytes apart: drop the low bits, fold in higher ones.
+    ((address >> 4) ^ (address >> 10)) % RECENT
 }
 
 /// Asks for `object` to be deferred at this thread's next checkpoint.

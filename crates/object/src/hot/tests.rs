@@ -75,7 +75,7 @@ fn the_references_a_collection_takes_to_its_garbage_are_not_traffic_that_asks_fo
     Python::attach(|py| {
         // This thread has seen one increment short of a deferral in a row at that address, as
         // a thread does that counts the object on the shared side and then lets it go.
-        let slot = ((address >> 4) ^ (address >> 10)) % RECENT;
+        let slot = recent_slot(address);
         RECENTLY_SHARED.with(|recent| recent[slot].set((address, PROMOTE_AFTER - 1)));
         // The collection's own reference to the garbage is not one more in that row: a
         // deferral asked for then would keep the list alive past the collection that found it.
