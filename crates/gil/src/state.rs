@@ -67,9 +67,9 @@
 //!   still pinned and running no hooks (`thread::wait_for_section_detached`).
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
-//!   run the hooks, flush the thread's epoch garbage (only if it retired something since its
-//!   last flush, [`note_retired`], or on every 256th repin), and try the hold on the world if
-//!   one is wanted (free-threaded builds: it succeeds if no other thread is attached, and the
+//!   run the hooks, flush the thread's epoch garbage (only at the three repins after it last
+//!   retired something, [`note_retired`], or on every 256th repin), and try the hold on the
+//!   world if one is wanted (free-threaded builds: it succeeds if no other thread is attached, and the
 //!   stack elides from then on); (2) if a stop of the world is under way, or a thread waits
 //!   for this one's hold to end (free-threaded builds): park, a detach that waits for the stop
 //!   to end; if a waiter asked for the GIL (`gil` build): suspend the sections (as a detach),
@@ -758,8 +758,9 @@ pub fn try_on_quiescent_state(hook: fn()) -> bool {
 
 /// Tells the runtime that the calling thread has just handed something to the epoch scheme
 /// (`crossbeam-epoch`'s default collector) to free once no reader can hold it: the thread's next
-/// repin flushes its epoch bag to the global queue, so what it retired is freed at the pace it
-/// is made. A thread that retires nothing flushes only now and then, which spares threads that
+/// three repins flush its epoch bag to the global queue and try to advance the epoch, so what it
+/// retired is freed at the pace it is made, within a few quiescent states even if it retires
+/// nothing more. A thread that retires nothing flushes only now and then, which spares threads that
 /// only read and count the flush's walk over the global queue. Cheap (one thread-local store);
 /// free in the `gil` build, which reclaims nothing late.
 #[inline]
@@ -821,6 +822,17 @@ mod quiescence {
     /// every repin cost one thread 9 %.
     const REPINS_PER_IDLE_FLUSH: u32 = 256;
 
+    /// Repins that flush after the thread last retired something
+    /// ([`note_retired`](super::note_retired)). What it retired is freed once the global epoch has advanced twice past it, and only a
+    /// flush advances the epoch (at most once, and only when every pinned thread has passed a
+    /// quiescent state since the last advance), so the flush that hands the garbage over is not
+    /// enough: a thread that stopped retiring would hold it until its next idle flush, 256
+    /// repins on. The first flush hands the bag over and may advance once, the second advances
+    /// again and runs the expired batches, the third covers an advance the first could not
+    /// make (another thread not yet through a quiescent state); the hooks at the next repin
+    /// drop what was posted back (`crates/object/tests/reclamation.rs`).
+    const FLUSHES_AFTER_RETIRING: u8 = 3;
+
     /// The attach pin and the checkpoint counter.
     pub(super) struct Quiescence {
         guard: RefCell<Option<Guard>>,
@@ -829,8 +841,8 @@ mod quiescence {
         /// (`local::attach_pinned`). The last read to close drops it ([`release_kept_pin`]).
         kept_for_reads: RefCell<Option<Guard>>,
         checks: Cell<u32>,
-        /// Something was retired through the epoch since the last flush.
-        retired: Cell<bool>,
+        /// Flushes still owed to what the thread last retired ([`FLUSHES_AFTER_RETIRING`]).
+        flushes_owed: Cell<u8>,
     }
 
     impl Quiescence {
@@ -839,7 +851,7 @@ mod quiescence {
                 guard: RefCell::new(None),
                 kept_for_reads: RefCell::new(None),
                 checks: Cell::new(0),
-                retired: Cell::new(false),
+                flushes_owed: Cell::new(0),
             }
         }
     }
@@ -854,7 +866,7 @@ mod quiescence {
 
     pub(crate) fn note_retired(state: Option<&ThreadState>) {
         if let Some(state) = state {
-            state.quiescence.retired.set(true);
+            state.quiescence.flushes_owed.set(FLUSHES_AFTER_RETIRING);
         }
     }
 
@@ -956,9 +968,10 @@ mod quiescence {
             // flush; and outside the guard's borrow, since hooks drop objects.
             super::run_hooks();
             // After the hooks, which may retire what they hand over.
-            let retired = state.quiescence.retired.replace(false);
+            let owed = state.quiescence.flushes_owed.get();
+            state.quiescence.flushes_owed.set(owed.saturating_sub(1));
             let repins = state.quiescence.checks.get() / CHECKS_PER_REPIN;
-            if retired || repins % REPINS_PER_IDLE_FLUSH == 0 {
+            if owed > 0 || repins % REPINS_PER_IDLE_FLUSH == 0 {
                 // Through a nested pin of this thread (which leaves its own pin as it is), not
                 // through the pin in the borrow: the flush runs due deferred functions, and one
                 // may detach, which takes that pin out.

@@ -53,10 +53,13 @@ fn checkpoints(py: Python<'_>, quiescent_states: usize) {
     }
 }
 
-/// A writer thread replaces each of `items` list items once (retiring the old ones), then only
-/// reaches checkpoints, one quiescent state per round, taking turns with another attached thread
-/// that reaches `other_quiescent_states` per round. Asserts that the replaced items are freed
-/// within `MAX_ROUNDS` rounds, and that every int is freed at the end.
+/// A writer thread replaces each of `items` items of a shared list once, while another thread
+/// is attached (so the old items are retired: a reader could hold them), then only reaches
+/// checkpoints, one quiescent state per round, taking turns with the other thread, which reaches
+/// `other_quiescent_states` per round. Asserts that the replaced items were retired rather than
+/// freed at once (in the free-threaded builds; the `gil` build frees them at once, with no
+/// `ReadGuard` alive), that they are freed within `MAX_ROUNDS` rounds, and that every int is freed
+/// at the end.
 fn replaced_items_are_freed_within_bounded_rounds(
     items: usize,
     writer_waits: Waiting,
@@ -72,12 +75,26 @@ fn replaced_items_are_freed_within_bounded_rounds(
         let writer = s.spawn(|| {
             Python::attach(|py| {
                 let list = PyList::new(py, (0..items).map(|i| PyInt::new(py, 1_000 + i as i64)));
+                // Shared, as a list another thread could read: a local list's writes free what
+                // they remove at once, and so does a write while no other thread is attached.
+                let handle = list.clone().unbind();
+                // Both attached from here on, but for the detached turns.
+                wait_for_turn(py, &turns, Waiting::Attached);
                 for i in 0..items {
                     list.set_item(i as i64, PyInt::new(py, 1_000_000 + i as i64))
                         .unwrap();
                 }
                 // The list and its current items stay alive: only the replaced ones must go.
                 let settled = baseline + items as isize;
+                if !cfg!(ftrt_gil_build) {
+                    // The other thread is pinned at the turn and has passed no quiescent state
+                    // since the writes: the epoch cannot have advanced twice past them.
+                    assert_eq!(
+                        live_objects(Kind::Int) - settled,
+                        items as isize,
+                        "the replaced items were retired, not freed at once"
+                    );
+                }
                 let mut settled_after = None;
                 for round in 1..=MAX_ROUNDS {
                     // The other thread's turn.
@@ -89,7 +106,7 @@ fn replaced_items_are_freed_within_bounded_rounds(
                     }
                 }
                 let still_alive = live_objects(Kind::Int) - settled;
-                drop(list);
+                drop((list, handle));
                 (settled_after, still_alive)
             })
         });
@@ -97,6 +114,8 @@ fn replaced_items_are_freed_within_bounded_rounds(
         // (thread-local destructors), which may still free what it retired.
         let other = s.spawn(|| {
             Python::attach(|py| {
+                // Attached while the writer writes.
+                wait_for_turn(py, &turns, Waiting::Attached);
                 for _ in 0..MAX_ROUNDS {
                     wait_for_turn(py, &turns, Waiting::Attached);
                     checkpoints(py, other_quiescent_states);
