@@ -277,43 +277,56 @@ def list_append_private(n, total):
 SHARED_ROUND = 250_000
 
 
-def in_rounds(n, total, new, fill):
+def in_rounds(n, total, new, fill, check):
     """Works on a shared container in rounds of SHARED_ROUND units, as the Rust twin does: each
-    thread does its share of a round on that round's container, all meet, and thread 0 records
-    the length and drops the container before the next round starts. A round is timed from the
-    earliest thread's start to the last one's end, so the drops are not. Returns (elapsed,
-    [(length, expected)] of every round but the last, the last container, its first unit)."""
+    thread does its share of a round on that round's container, all meet, and thread 0 checks
+    the container (check(container, units) describes what is wrong with it, or returns None)
+    and drops it before the next round starts. A round is timed from the earliest thread's
+    start to the last one's end, so the checks and drops are not. Returns (elapsed, the first
+    round's failure or "ok")."""
     sizes = [min(SHARED_ROUND, total - r) for r in range(0, total, SHARED_ROUND)]
     containers = [new() for _ in sizes]
     round_start, round_end = threading.Barrier(n), threading.Barrier(n)
 
     def work(t):
-        spans, lengths, base = [], [], 0
+        spans, failures, base = [], [], 0
         for r, size in enumerate(sizes):
             round_start.wait()
             started = time.perf_counter()
             fill(containers[r], base + t, n, steps(size, n, t))
             spans.append((started, time.perf_counter()))
             round_end.wait()
-            if t == 0 and r + 1 < len(sizes):
-                lengths.append((len(containers[r]), size))
+            if t == 0:
+                wrong = check(containers[r], range(base, base + size))
+                if wrong is not None:
+                    failures.append(f"round {r}: {wrong}")
                 containers[r] = None
             base += size
-        return spans, lengths
+        return spans, failures
 
     _, results = run_threads(n, work)
     elapsed = sum(
         max(spans[r][1] for spans, _ in results) - min(spans[r][0] for spans, _ in results)
         for r in range(len(sizes))
     )
-    return elapsed, results[0][1], containers[-1], total - sizes[-1]
+    failures = results[0][1]
+    return elapsed, failures[0] if failures else "ok"
 
 
-def round_lengths(what, lengths):
-    for r, (length, size) in enumerate(lengths):
-        if length != size:
-            return f"the shared {what} of round {r} held {length} items after {size}"
-    return "ok"
+def each_unit_once(values, units):
+    """What is wrong with values, the ints a round's container held, if anything: each of units
+    must be there exactly once, and nothing else."""
+    seen = [False] * len(units)
+    held = 0
+    for value in values:
+        held += 1
+        offset = value - units.start if isinstance(value, int) else -1
+        if not 0 <= offset < len(units):
+            return f"{value!r} held, outside {units.start}..{units.stop}"
+        if seen[offset]:
+            return f"{value!r} held twice"
+        seen[offset] = True
+    return None if held == len(units) else f"{held} held after {len(units)} units"
 
 
 def list_append_shared(n, total):
@@ -321,10 +334,11 @@ def list_append_shared(n, total):
         for i in range(count):
             items.append(first + i * step)
 
-    elapsed, lengths, last, base = in_rounds(n, total, list, fill)
-    check = round_lengths("list", lengths)
-    if check == "ok" and sorted(last) != list(range(base, total)):
-        check = f"the last shared list holds {len(last)} items, expected each of {base}..{total} once"
+    def check(items, appended):
+        wrong = each_unit_once(items, appended)
+        return wrong and f"the shared list: {wrong}"
+
+    elapsed, check = in_rounds(n, total, list, fill, check)
     return elapsed, check, {}
 
 
@@ -375,11 +389,12 @@ def dict_shared_write(n, total):
             k = first + i * step
             d[k] = k + 1
 
-    elapsed, lengths, last, base = in_rounds(n, total, dict, fill)
-    check = round_lengths("dict", lengths)
-    expected = total - base
-    if check == "ok" and not (len(last) == expected and all(last.get(k) == k + 1 for k in range(base, total))):
-        check = f"the last shared dict holds {len(last)} of {expected} keys, or a wrong value"
+    def check(d, inserted):
+        # Each key once, and each with its own value (a value is the key plus one).
+        wrong = each_unit_once((k if v == k + 1 else None for k, v in d.items()), inserted)
+        return wrong and f"the shared dict: {wrong}"
+
+    elapsed, check = in_rounds(n, total, dict, fill, check)
     return elapsed, check, {}
 
 

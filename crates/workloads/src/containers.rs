@@ -1,6 +1,7 @@
 //! Lists, dicts, instances and strings, private to each thread (they should scale, P3) or shared
 //! by all (exact results under contention; shared reads should scale too, P3b).
 
+use std::ops::Range;
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
@@ -58,28 +59,28 @@ const SHARED_APPENDS_TOTAL: usize = 60_000_000;
 const SHARED_ROUND: usize = 250_000;
 
 /// What [`in_rounds`] found.
-struct Rounds<T> {
-    /// The rounds' times together (the work on the containers, not the drops between rounds).
+struct Rounds {
+    /// The rounds' times together (the work on the containers, not the checks and drops between
+    /// rounds).
     elapsed: Duration,
-    /// The lengths thread 0 saw at the end of each round but the last, and the expected ones.
-    lengths: Vec<(usize, usize)>,
-    /// The last round's container, checked in full after the run, and its first unit.
-    last: Shared<T>,
-    last_base: usize,
+    /// What each round's check found wrong, by round.
+    failures: Vec<String>,
 }
 
 /// Works on a shared container in rounds of [`SHARED_ROUND`] units. In each round every thread
 /// does its share on that round's container (`fill(py, container, first, threads, count)` does
-/// units `first`, `first + threads`, ... `count` of them); then all meet, and thread 0 records
-/// the container's length and drops it before the next round starts. A round is timed from the
-/// earliest thread's start to the last one's end, as [`run_threads`] times a whole run, so the
+/// units `first`, `first + threads`, ... `count` of them); then all meet, and thread 0 checks the
+/// container (`check(container, units)` describes what is wrong with it after `units`, if
+/// anything) and drops it before the next round starts. A round is timed from the earliest
+/// thread's start to the last one's end, as [`run_threads`] times a whole run, so the checks and
 /// drops between rounds are not: the workload measures appends and inserts, as when one
 /// container took them all.
 fn in_rounds<T: Container>(
     params: &Params,
     total: usize,
     fill: impl Fn(Python<'_>, &Bound<'_, T>, usize, usize, usize) + Sync,
-) -> Rounds<T> {
+    check: impl Fn(&Bound<'_, T>, Range<usize>) -> Option<String> + Sync,
+) -> Rounds {
     let sizes: Vec<usize> = (0..total.div_ceil(SHARED_ROUND))
         .map(|r| SHARED_ROUND.min(total - r * SHARED_ROUND))
         .collect();
@@ -91,7 +92,7 @@ fn in_rounds<T: Container>(
     });
     let (round_start, round_end) = (Barrier::new(params.threads), Barrier::new(params.threads));
     let (_, per_thread) = run_threads(params.threads, |t, py| {
-        let (mut spans, mut lengths) = (Vec::new(), Vec::new());
+        let (mut spans, mut failures) = (Vec::new(), Vec::new());
         let mut base = 0;
         for (r, &size) in sizes.iter().enumerate() {
             // Wait detached: under the GIL, waiting attached would keep the others out.
@@ -111,17 +112,19 @@ fn in_rounds<T: Container>(
             drop(shared);
             spans.push((started, Instant::now()));
             py.allow_threads(|| round_end.wait());
-            if t == 0 && r + 1 < sizes.len() {
+            if t == 0 {
                 let finished = containers[r]
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .take()
                     .expect("dropped once");
-                lengths.push((T::len(&finished.bind(py)), size));
+                if let Some(wrong) = check(&finished.bind(py), base..base + size) {
+                    failures.push(format!("round {r}: {wrong}"));
+                }
             }
             base += size;
         }
-        (spans, lengths)
+        (spans, failures)
     });
     let elapsed = (0..sizes.len())
         .map(|r| {
@@ -131,36 +134,48 @@ fn in_rounds<T: Container>(
                 .map_or(Duration::ZERO, |(end, start)| end.duration_since(start))
         })
         .sum();
-    let last = containers
-        .into_iter()
-        .last()
-        .and_then(|slot| slot.into_inner().unwrap_or_else(|e| e.into_inner()))
-        .expect("at least one round");
     Rounds {
         elapsed,
-        lengths: per_thread
+        failures: per_thread
             .into_iter()
             .next()
-            .map(|(_, lengths)| lengths)
+            .map(|(_, failures)| failures)
             .unwrap_or_default(),
-        last,
-        last_base: total - sizes.last().copied().unwrap_or(0),
     }
+}
+
+/// What is wrong with `values`, the ints a round's container held, if anything: each of `units`
+/// must be there exactly once, and nothing else (a lost unit, or one written twice over another,
+/// leaves one missing).
+fn each_unit_once(
+    values: impl IntoIterator<Item = Option<i64>>,
+    units: Range<usize>,
+) -> Option<String> {
+    let mut seen = vec![false; units.len()];
+    let mut held = 0;
+    for value in values {
+        held += 1;
+        let slot = value
+            .and_then(|v| usize::try_from(v).ok())
+            .and_then(|v| v.checked_sub(units.start))
+            .and_then(|offset| seen.get_mut(offset));
+        match slot {
+            Some(seen) if !*seen => *seen = true,
+            Some(_) => return Some(format!("{value:?} held twice")),
+            None => return Some(format!("{value:?} held, outside {units:?}")),
+        }
+    }
+    (held != units.len()).then(|| format!("{held} held after {} units", units.len()))
 }
 
 /// The containers [`in_rounds`] shares: lists and dicts.
 trait Container: PyTypeInfo {
     fn empty(py: Python<'_>) -> Bound<'_, Self>;
-    fn len(container: &Bound<'_, Self>) -> usize;
 }
 
 impl Container for PyList {
     fn empty(py: Python<'_>) -> Bound<'_, Self> {
         PyList::empty(py)
-    }
-
-    fn len(list: &Bound<'_, Self>) -> usize {
-        list.len()
     }
 }
 
@@ -168,44 +183,29 @@ impl Container for PyDict {
     fn empty(py: Python<'_>) -> Bound<'_, Self> {
         PyDict::new(py)
     }
-
-    fn len(dict: &Bound<'_, Self>) -> usize {
-        dict.len()
-    }
 }
 
 fn list_append_shared(params: &Params) -> Outcome {
     let total = params.total(SHARED_APPENDS_TOTAL);
-    let rounds = in_rounds::<PyList>(params, total, |py, list, first, step, count| {
-        for i in 0..count {
-            list.append(PyInt::new(py, (first + i * step) as i64));
-            checkpoint(py, i);
-        }
-    });
+    let rounds = in_rounds::<PyList>(
+        params,
+        total,
+        |py, list, first, step, count| {
+            for i in 0..count {
+                list.append(PyInt::new(py, (first + i * step) as i64));
+                checkpoint(py, i);
+            }
+        },
+        |list, appended| {
+            let items = list.to_vec();
+            each_unit_once(items.iter().map(|item| item.to_i64().ok()), appended)
+                .map(|wrong| format!("the shared list: {wrong}"))
+        },
+    );
     let mut outcome = Outcome::timed(rounds.elapsed, total);
-    for (r, &(len, size)) in rounds.lengths.iter().enumerate() {
-        outcome.expect(len == size, || {
-            format!("the shared list of round {r} held {len} items after {size} appends")
-        });
+    for failure in rounds.failures {
+        outcome.fail(failure);
     }
-    Python::attach(|py| {
-        let mut seen: Vec<i64> = rounds
-            .last
-            .bind(py)
-            .to_vec()
-            .iter()
-            .map(|o| o.to_i64().expect("ints"))
-            .collect();
-        seen.sort_unstable();
-        let (from, to) = (rounds.last_base as i64, total as i64);
-        let exact = seen.iter().copied().eq(from..to);
-        outcome.expect(exact, || {
-            format!(
-                "the last shared list holds {} items, expected each of {from}..{to} once",
-                seen.len()
-            )
-        });
-    });
     outcome
 }
 
@@ -213,7 +213,7 @@ pub(crate) const LIST_APPEND_SHARED: Workload = Workload {
     name: "list-append-shared",
     unit: "append",
     description:
-        "appends to one list shared by all (a fresh one every 250,000 appends); exact lengths",
+        "appends to one list shared by all (a fresh one every 250,000 appends, the full one checked and dropped untimed); each append there once",
     shows: "reliability",
     run: list_append_shared,
 };
@@ -315,39 +315,38 @@ const SHARED_INSERTS_TOTAL: usize = 13_500_000;
 
 fn dict_shared_write(params: &Params) -> Outcome {
     let total = params.total(SHARED_INSERTS_TOTAL);
-    let rounds = in_rounds::<PyDict>(params, total, |py, dict, first, step, count| {
-        for i in 0..count {
-            let key = (first + i * step) as i64;
-            dict.set_item(&PyInt::new(py, key), PyInt::new(py, key + 1))
-                .expect("hashable");
-            checkpoint(py, i);
-        }
-    });
+    let rounds = in_rounds::<PyDict>(
+        params,
+        total,
+        |py, dict, first, step, count| {
+            for i in 0..count {
+                let key = (first + i * step) as i64;
+                dict.set_item(&PyInt::new(py, key), PyInt::new(py, key + 1))
+                    .expect("hashable");
+                checkpoint(py, i);
+            }
+        },
+        |dict, inserted| {
+            // Each key once, and each with its own value (a value is the key plus one).
+            let items = dict.items();
+            let keys = items.iter().map(|(key, value)| {
+                let key = key.to_i64().ok()?;
+                (value.to_i64().ok()? == key + 1).then_some(key)
+            });
+            each_unit_once(keys, inserted).map(|wrong| format!("the shared dict: {wrong}"))
+        },
+    );
     let mut outcome = Outcome::timed(rounds.elapsed, total);
-    for (r, &(len, size)) in rounds.lengths.iter().enumerate() {
-        outcome.expect(len == size, || {
-            format!("the shared dict of round {r} held {len} keys after {size} inserts")
-        });
+    for failure in rounds.failures {
+        outcome.fail(failure);
     }
-    Python::attach(|py| {
-        let dict = rounds.last.bind(py);
-        let len = dict.len();
-        let keys = rounds.last_base as i64..total as i64;
-        let expected = keys.end - keys.start;
-        let all_there = keys
-            .clone()
-            .all(|k| dict.get_item(&PyInt::new(py, k)).and_then(|v| v.to_i64()) == Ok(k + 1));
-        outcome.expect(len as i64 == expected && all_there, || {
-            format!("the last shared dict holds {len} of {expected} keys, or a wrong value")
-        });
-    });
     outcome
 }
 
 pub(crate) const DICT_SHARED_WRITE: Workload = Workload {
     name: "dict-shared-write",
     unit: "insert",
-    description: "inserts distinct keys into one shared dict (a fresh one every 250,000 inserts, the full one dropped untimed); nothing lost",
+    description: "inserts distinct keys into one shared dict (a fresh one every 250,000 inserts, the full one checked and dropped untimed); each key there once, with its value",
     shows: "reliability",
     run: dict_shared_write,
 };
@@ -481,5 +480,19 @@ mod tests {
             assert_eq!(outcome.check, Ok(()), "{}", workload.name);
             assert_eq!(outcome.ops as usize, params.total(total));
         }
+    }
+
+    #[test]
+    fn a_round_holds_each_of_its_units_once_and_nothing_else() {
+        let some = |values: &[i64]| values.iter().map(|&v| Some(v)).collect::<Vec<_>>();
+        assert_eq!(each_unit_once(some(&[12, 10, 11]), 10..13), None);
+        assert_eq!(each_unit_once(Vec::new(), 10..10), None);
+        let wrong = |values: Vec<Option<i64>>| each_unit_once(values, 10..13).unwrap_or_default();
+        assert!(wrong(some(&[10, 11])).contains("2 held after 3"));
+        assert!(wrong(some(&[10, 11, 11])).contains("held twice"));
+        assert!(wrong(some(&[10, 11, 12, 13])).contains("outside"));
+        assert!(wrong(some(&[9, 10, 11])).contains("outside"));
+        assert!(wrong(some(&[-1])).contains("outside"));
+        assert!(wrong(vec![Some(10), None, Some(12)]).contains("outside"));
     }
 }
