@@ -332,16 +332,20 @@ impl Report {
             .map(|r| r.build.as_str())
     }
 
-    /// Speedups, `vs_gil`, relative throughput and the flags, from the cells' medians.
+    /// Speedups, `vs_gil`, relative throughput and the flags, from the cells' medians: of cells
+    /// that passed, on both sides of every ratio (a crashed run may have printed a time, which
+    /// is kept for the record, and must not stand as a reference).
     fn derive(&mut self) {
         let medians: BTreeMap<(String, String, usize), f64> = self
             .cells
             .iter()
+            .filter(|c| c.ok())
             .map(|c| ((c.workload.clone(), c.build.clone(), c.threads), c.median_s))
             .collect();
         let ns_per_op: BTreeMap<(String, String, usize), f64> = self
             .cells
             .iter()
+            .filter(|c| c.ok())
             .filter_map(|c| {
                 Some((
                     (c.workload.clone(), c.build.clone(), c.threads),
@@ -354,7 +358,7 @@ impl Report {
         let runners = self.runners.clone();
         let units = self.units.clone();
         for cell in &mut self.cells {
-            if MEASURED_BY_LATENCY.contains(&cell.workload.as_str()) {
+            if !cell.ok() || MEASURED_BY_LATENCY.contains(&cell.workload.as_str()) {
                 continue;
             }
             let at =
@@ -962,6 +966,50 @@ mod tests {
             Some(1.0)
         );
         assert_eq!(report.pairs(), [("python-3.14.0t", "python-3.14.0")]);
+    }
+
+    /// A crashed run keeps the time it printed, for the record; no ratio may be built on it,
+    /// on either side.
+    #[test]
+    fn no_ratio_is_derived_from_a_failed_cell() {
+        let crashed = |workload: &str, build: &str, threads: usize| {
+            let mut cell = timed(workload, build, threads, 0.1, 1000);
+            cell.check = "the runner printed a result, then failed (signal 6)".to_owned();
+            cell
+        };
+        let cells = vec![
+            // gil x2 crashed: nogil x2's vs_gil has no reference.
+            timed("countdown", "gil", 1, 1.0, 1000),
+            crashed("countdown", "gil", 2),
+            timed("countdown", "nogil", 1, 1.0, 1000),
+            timed("countdown", "nogil", 2, 0.5, 1000),
+            // nogil x1 crashed: no speedup for nogil x2; gil x1 is the throughput's baseline.
+            timed("float-mult", "gil", 1, 1.0, 1000),
+            timed("float-mult", "gil", 2, 1.0, 1000),
+            crashed("float-mult", "nogil", 1),
+            timed("float-mult", "nogil", 2, 0.5, 1000),
+        ];
+        let report = Report::from_cells(
+            cells,
+            vec![
+                RunnerSummary::variant("gil"),
+                RunnerSummary::variant("nogil"),
+            ],
+            vec![1, 2],
+            2,
+            Vec::new(),
+        );
+        let cell = |w: &str, b: &str, t: usize| report.cell(w, b, t).unwrap();
+        assert_eq!(cell("countdown", "nogil", 2).vs_gil, None);
+        assert_eq!(cell("countdown", "nogil", 2).speedup, Some(2.0));
+        assert_eq!(cell("float-mult", "nogil", 2).speedup, None);
+        assert_eq!(cell("float-mult", "nogil", 2).vs_gil, Some(2.0));
+        for failed in [cell("countdown", "gil", 2), cell("float-mult", "nogil", 1)] {
+            assert_eq!(
+                (failed.speedup, failed.vs_gil, failed.relative_throughput),
+                (None, None, None)
+            );
+        }
     }
 
     #[test]

@@ -408,19 +408,22 @@ fn stderr_tail(output: &Output) -> String {
     lines[lines.len().saturating_sub(3)..].join(" / ")
 }
 
-/// Reads one run's result from the runner's output. A runner that exits unsuccessfully failed
-/// its run even if it printed a result first (a crash at teardown is a failure).
-pub fn parse_run(output: &Output) -> Run {
+/// Reads the result of a run of `workload` at `threads` from the runner's output. A runner that
+/// exits unsuccessfully failed its run even if it printed a result first (a crash at teardown is
+/// a failure), and so did one whose result says `ok` but is not that run's, or did no work
+/// ([`result_fault`]).
+pub fn parse_run(output: &Output, workload: &str, threads: usize) -> Run {
     let line: Option<Value> = serde_json::from_slice(&output.stdout).ok();
     let printed = line
         .as_ref()
         .and_then(|l| l["elapsed_s"].as_f64())
         .is_some();
     let check = match (&line, output.status.success()) {
-        (Some(line), true) if printed => line["check"]
-            .as_str()
-            .unwrap_or("the runner printed no check")
-            .to_owned(),
+        (Some(line), true) if printed => match line["check"].as_str() {
+            Some("ok") => result_fault(line, workload, threads).unwrap_or_else(|| "ok".to_owned()),
+            Some(check) => check.to_owned(),
+            None => "the runner printed no check".to_owned(),
+        },
         (_, true) => format!(
             "the runner exited successfully without a result: {}",
             stderr_tail(output)
@@ -451,6 +454,38 @@ pub fn parse_run(output: &Output) -> Run {
         check,
         metrics,
         peak_rss_kib: line["peak_rss_kib"].as_u64(),
+    }
+}
+
+/// What is wrong with a result whose check says `ok`, if anything: it must name the run that was
+/// asked for (a runner that ignored `--threads` would be filed under a thread count it did not
+/// run at), and must have done some work in a positive time (a zero time would make every ratio
+/// built on it infinite, and pass every target).
+fn result_fault(line: &Value, workload: &str, threads: usize) -> Option<String> {
+    if line["workload"].as_str() != Some(workload) {
+        return Some(format!(
+            "the runner was asked for {workload} and printed the result of {}",
+            line["workload"]
+        ));
+    }
+    if line["threads"].as_u64() != Some(threads as u64) {
+        return Some(format!(
+            "the runner was asked for {threads} threads and printed a result at {}",
+            line["threads"]
+        ));
+    }
+    let elapsed = line["elapsed_s"].as_f64().unwrap_or(f64::NAN);
+    if !(elapsed.is_finite() && elapsed > 0.0) {
+        return Some(format!(
+            "the runner printed a time of {elapsed} s, not a positive one"
+        ));
+    }
+    match line["ops"].as_u64() {
+        Some(1..) => None,
+        _ => Some(format!(
+            "the runner printed {} operations, not a positive count",
+            line["ops"]
+        )),
     }
 }
 
@@ -497,13 +532,19 @@ fn run_in_one_process(
         &scale.to_string(),
     ]);
     let result = WatchedChild::start(command, Stdio::null()).and_then(|c| c.wait(deadline));
-    finished(runner, result, limit)
+    finished(runner, (workload, threads), result, limit)
 }
 
-fn finished(runner: &Runner, result: std::io::Result<Finished>, limit: Duration) -> (Run, Value) {
+/// The result of a run of `asked` (a workload and its thread count).
+fn finished(
+    runner: &Runner,
+    asked: (&str, usize),
+    result: std::io::Result<Finished>,
+    limit: Duration,
+) -> (Run, Value) {
     match &result {
         Ok(Finished { output, timed_out }) => {
-            let mut run = parse_run(output);
+            let mut run = parse_run(output, asked.0, asked.1);
             if *timed_out {
                 run.check = format!(
                     "timed out: still running after the run limit ({} s), killed",
@@ -572,7 +613,10 @@ fn run_as_processes(
     }
     let (runs, raws): (Vec<Run>, Vec<Value>) = children
         .into_iter()
-        .map(|child| finished(runner, child.and_then(|c| c.wait(deadline)), limit))
+        .map(|child| {
+            let result = child.and_then(|c| c.wait(deadline));
+            finished(runner, (workload, 1), result, limit)
+        })
         .unzip();
     (combine_processes(&runs), Value::Array(raws))
 }
@@ -1045,7 +1089,7 @@ read -r go
 found=$(ls "$dir" | grep -c '^mark')
 check=ok
 [ "$found" -eq 3 ] || check="released with $found of 3 at the gate"
-printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
+printf '{"workload": "countdown", "threads": 1, "elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
 "#;
 
     #[cfg(unix)]
@@ -1152,7 +1196,8 @@ printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
     #[cfg(unix)]
     #[test]
     fn a_result_followed_by_a_crash_is_a_failed_run() {
-        let printed = r#"{"elapsed_s": 0.5, "ops": 10, "check": "ok", "metrics": {}}"#;
+        let printed = r#"{"workload": "countdown", "threads": 2, "elapsed_s": 0.5, "ops": 10, "check": "ok", "metrics": {}}"#;
+        let parse_run = |output: &Output| parse_run(output, "countdown", 2);
         let crashed = parse_run(&output(Err(6), printed));
         assert!(!crashed.ok(), "{}", crashed.check);
         assert!(crashed.check.contains("signal"), "{}", crashed.check);
@@ -1171,11 +1216,40 @@ printf '{"elapsed_s": 0.1, "ops": 5, "check": "%s", "metrics": {}}\n' "$check"
     #[cfg(unix)]
     #[test]
     fn a_check_that_found_a_fault_fails_its_run_though_the_runner_exits_successfully() {
-        let printed = r#"{"elapsed_s": 0.5, "ops": 10, "check": "thread 1 computed 3, expected 4", "metrics": {}}"#;
+        let printed = r#"{"workload": "countdown", "threads": 2, "elapsed_s": 0.5, "ops": 10, "check": "thread 1 computed 3, expected 4", "metrics": {}}"#;
+        let parse_run = |output: &Output| parse_run(output, "countdown", 2);
         let failed = parse_run(&output(Ok(0), printed));
         assert!(!failed.ok());
         assert_eq!(failed.check, "thread 1 computed 3, expected 4");
         let without_check = r#"{"elapsed_s": 0.5, "ops": 10, "metrics": {}}"#;
         assert!(!parse_run(&output(Ok(0), without_check)).ok());
+    }
+
+    /// A result that says `ok` fails its run where it is not the run asked for, or where it
+    /// did no work: otherwise a zero time would pass every target, and a runner that ignored
+    /// `--threads` would be filed under a thread count it never ran at.
+    #[cfg(unix)]
+    #[test]
+    fn an_ok_result_of_another_run_or_of_no_work_fails_its_run() {
+        let result = |workload: &str, threads: u32, elapsed: &str, ops: &str| {
+            let printed = format!(
+                r#"{{"workload": "{workload}", "threads": {threads}, "elapsed_s": {elapsed}, "ops": {ops}, "check": "ok"}}"#
+            );
+            parse_run(&output(Ok(0), &printed), "countdown", 2).check
+        };
+        assert_eq!(result("countdown", 2, "0.5", "10"), "ok");
+        for (check, says) in [
+            (
+                result("float-mult", 2, "0.5", "10"),
+                "printed the result of \"float-mult\"",
+            ),
+            (result("countdown", 1, "0.5", "10"), "printed a result at 1"),
+            (result("countdown", 2, "0.0", "10"), "a time of 0 s"),
+            (result("countdown", 2, "-1.0", "10"), "a time of -1 s"),
+            (result("countdown", 2, "0.5", "0"), "0 operations"),
+            (result("countdown", 2, "0.5", "null"), "null operations"),
+        ] {
+            assert!(check.contains(says), "{check:?} should say {says:?}");
+        }
     }
 }

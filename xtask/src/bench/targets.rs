@@ -113,7 +113,9 @@ impl<'a> Reader<'a> {
     fn cell(&mut self, workload: &str, build: &str, threads: usize) -> Option<&'a Cell> {
         let name = format!("{workload} {build} x{threads}");
         match self.report.cell(workload, build, threads) {
-            Some(c) if c.ok() && c.median_s.is_finite() => {
+            // A positive time: a zero would make every ratio built on it infinite (runs that
+            // print one fail already, `runs::result_fault`; this holds for reports read back).
+            Some(c) if c.ok() && c.median_s.is_finite() && c.median_s > 0.0 => {
                 if !self.cells.contains(&name) {
                     self.cells.push(name);
                 }
@@ -185,7 +187,7 @@ impl<'a> Reader<'a> {
         let measured = |report: &Report, workload: &str, n: usize| {
             report
                 .cell(workload, PROCESSES_BUILD, n)
-                .filter(|c| c.ok() && c.median_s.is_finite())
+                .filter(|c| c.ok() && c.median_s.is_finite() && c.median_s > 0.0)
                 .map(|c| c.median_s)
         };
         let mut values = Vec::new();
@@ -792,6 +794,32 @@ mod tests {
                 .any(|m| m.contains("object-create nogil x1")),
             "{:?}",
             p7.missing
+        );
+    }
+
+    /// A zero time (a clock that did not move, a workload that did nothing) would make every
+    /// ratio built on it infinite, or NaN, and pass: the cell counts as missing instead.
+    #[test]
+    fn a_cell_with_a_zero_time_is_not_measured_and_passes_nothing() {
+        let mut cells = full_run(|_, b| if b == "gil" { 1.0 } else { 0.5 });
+        for c in &mut cells {
+            let at_2 = c.workload == "countdown" && c.build != "nogil-atomic-rc" && c.threads == 2;
+            let at_1 = c.workload == "float-mult" && c.build == "nogil" && c.threads == 1;
+            if at_1 || at_2 {
+                c.median_s = 0.0;
+            }
+        }
+        let summary = evaluate(&full_report(cells));
+        for id in ["P2", "P3", "P11"] {
+            let t = find(&summary, id);
+            assert_ne!(t.verdict, Verdict::Met, "{id}: {}", t.measured);
+        }
+        let p3 = find(&summary, "P3");
+        assert_eq!(p3.verdict, Verdict::NotMeasured, "{}", p3.measured);
+        assert!(
+            p3.missing.iter().any(|m| m.contains("countdown nogil x2")),
+            "{:?}",
+            p3.missing
         );
     }
 
