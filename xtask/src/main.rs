@@ -188,6 +188,17 @@ mod tests {
         assert_eq!(error.exit_code(), 2);
     }
 
+    /// A limit past what a deadline can hold used to parse, then panic at the first run.
+    #[test]
+    fn a_run_limit_beyond_a_day_is_a_usage_error() {
+        let parse = |limit: &str| Cli::try_parse_from(["xtask", "bench", "--run-limit", limit]);
+        assert!(parse("86400").is_ok());
+        for bad in ["0", "86401", "10000000000000000000"] {
+            let error = parse(bad).err().expect("out of range");
+            assert_eq!(error.exit_code(), 2, "--run-limit {bad}");
+        }
+    }
+
     #[test]
     fn bench_passes_hyphenated_arguments_to_criterion() {
         let cli = Cli::try_parse_from([

@@ -104,10 +104,11 @@ pub struct Options {
     /// Small sizes, for smoke runs and tests (no target is judged).
     #[arg(long)]
     pub quick: bool,
-    /// Also write the JSON report to this file.
+    /// Also write the JSON report to this file (relative to the workspace root; its folder must
+    /// exist, which is checked before the first run).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
-    /// Where the report, its JSON and the plots go.
+    /// Where the report, its JSON and the plots go (relative to the workspace root).
     #[arg(long, value_name = "DIR", default_value = "target/bench-report")]
     pub out: PathBuf,
     /// Also run the Python versions of the workloads (`benches/python/`) on this interpreter;
@@ -118,11 +119,15 @@ pub struct Options {
     /// instead of building them: for a machine with the binaries but no toolchain.
     #[arg(long)]
     pub no_build: bool,
-    /// Seconds one run may take: a runner still running then (a deadlock) is killed, and its
-    /// run fails.
-    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    /// Seconds one run may take, up to a day: a runner still running then (a deadlock) is
+    /// killed, and its run fails.
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..=RUN_LIMIT_MAX_S))]
     pub run_limit: u64,
 }
+
+/// The longest `--run-limit`: a day, far beyond any run, and far from the largest deadline a
+/// clock can hold (a limit past that would panic at the first run instead of failing to parse).
+const RUN_LIMIT_MAX_S: u64 = 24 * 60 * 60;
 
 fn parse_threads(value: &str) -> Result<usize, String> {
     value
@@ -229,6 +234,18 @@ pub fn run(workspace: &Workspace, options: Options) -> Result<(), Failed> {
     let out = workspace.root.join(&options.out);
     std::fs::create_dir_all(&out)
         .map_err(|e| Failed(format!("cannot create {}: {e}", out.display())))?;
+    // Before any run: a bad path found after a long run would have lost its report.
+    let json_copy = options.json.as_ref().map(|path| workspace.root.join(path));
+    if let Some(path) = &json_copy {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty());
+        if folder.is_some_and(|folder| !folder.is_dir()) {
+            return Err(Failed(format!(
+                "--json {}: no folder {} to write it in",
+                path.display(),
+                folder.map_or_else(String::new, |f| f.display().to_string())
+            )));
+        }
+    }
     let mut log = runs::RawLog::create(out.join("runs.jsonl"))?;
     for reason in &plan.partial {
         println!("note: {reason}; the targets will not be judged");
@@ -242,11 +259,11 @@ pub fn run(workspace: &Workspace, options: Options) -> Result<(), Failed> {
     let json = report.to_json(&summary);
     let json_text = serde_json::to_string_pretty(&json).expect("JSON values serialise");
     write(&out.join("report.json"), &json_text)?;
-    if let Some(path) = &options.json {
-        write(&workspace.root.join(path), &json_text)?;
-    }
     write(&out.join("report.md"), &report.to_markdown(&summary))?;
     plots::draw_all(&report, &out)?;
+    if let Some(path) = &json_copy {
+        write(path, &json_text)?;
+    }
     println!(
         "report: {} (raw runs: {})",
         out.display(),

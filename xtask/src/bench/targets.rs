@@ -156,6 +156,21 @@ impl<'a> Reader<'a> {
         n >= 2
     }
 
+    /// A metric the runner reported for a cell, `None` (and missing, with its name) where the
+    /// cell or the metric is.
+    fn metric(&mut self, workload: &str, build: &str, threads: usize, name: &str) -> Option<f64> {
+        let value = self
+            .cell(workload, build, threads)?
+            .metrics
+            .get(name)
+            .copied();
+        if value.is_none() {
+            self.missing
+                .push(format!("{workload} {build} x{threads} (no {name})"));
+        }
+        value
+    }
+
     fn time(&mut self, workload: &str, build: &str, threads: usize) -> Option<f64> {
         self.cell(workload, build, threads).map(|c| c.median_s)
     }
@@ -436,18 +451,23 @@ pub fn evaluate(report: &Report) -> Summary {
         "gil fair mode: I/O ping latency under CPU load vs no load (p50)",
         "<= 2 (fair)",
         |r| {
-            let loaded_threads = report.threads.iter().copied().filter(|&t| t >= 2).max();
+            // Under the default run's heaviest load (twice the cores), where it was measured;
+            // else the heaviest measured.
+            let heaviest_default = crate::bench::default_threads(report.cores).into_iter().max();
+            let loaded_threads = heaviest_default
+                .filter(|n| report.threads.contains(n))
+                .or_else(|| report.threads.iter().copied().filter(|&t| t >= 2).max());
             let Some(n) = loaded_threads else {
                 r.missing
                     .push("io-latency-under-load gil at 2 or more threads".to_owned());
                 return None;
             };
-            let idle = r.cell("io-latency-under-load", "gil", 1);
-            let loaded = r.cell("io-latency-under-load", "gil", n);
-            let (idle, loaded) = (idle?, loaded?);
-            let baseline = idle.metrics.get("p50_ms")?.max(1e-3);
-            let fair = loaded.metrics.get("fair_p50_ms")? / baseline;
-            let interval = loaded.metrics.get("p50_ms")? / baseline;
+            let w = "io-latency-under-load";
+            let idle = r.metric(w, "gil", 1, "p50_ms");
+            let fair = r.metric(w, "gil", n, "fair_p50_ms");
+            let interval = r.metric(w, "gil", n, "p50_ms");
+            let baseline = idle?.max(1e-3);
+            let (fair, interval) = (fair? / baseline, interval? / baseline);
             Some((
                 format!("{n} threads: fair {fair:.2}, interval {interval:.2} (x idle p50 {baseline:.3} ms)"),
                 fair <= 2.0,
@@ -503,17 +523,21 @@ pub fn evaluate(report: &Report) -> Summary {
             }
             let speedup = r.speedup("cycle-create", "nogil", 2);
             let mut worst: Option<(usize, f64)> = None;
+            let mut every_count = true;
             for &n in &report.threads {
-                let p99 = r.cell("cycle-create", "nogil", n).and_then(|c| {
-                    let stopped = c.metrics.get("gc_pause_p99_ms").copied()?;
-                    let local = c.metrics.get("gc_local_pause_p99_ms").copied();
-                    Some(local.map_or(stopped, |local| stopped.max(local)))
-                });
-                match p99 {
+                // Every count is read, so that every missing cell or metric is listed.
+                let stopped = r.metric("cycle-create", "nogil", n, "gc_pause_p99_ms");
+                let local = r
+                    .cell("cycle-create", "nogil", n)
+                    .and_then(|c| c.metrics.get("gc_local_pause_p99_ms").copied());
+                match stopped.map(|stopped| local.map_or(stopped, |local| stopped.max(local))) {
                     Some(p99) if worst.is_none_or(|(_, w)| p99 > w) => worst = Some((n, p99)),
                     Some(_) => {}
-                    None => return None,
+                    None => every_count = false,
                 }
+            }
+            if !every_count {
+                return None;
             }
             let (speedup, (at, p99)) = (speedup?, worst?);
             Some((
@@ -821,6 +845,66 @@ mod tests {
             "{:?}",
             p3.missing
         );
+    }
+
+    /// P10 reads the default run's heaviest load (x4 on 2 cores) even where more threads were
+    /// measured, and a missing latency names its cell and metric.
+    #[test]
+    fn p10_reads_the_default_heaviest_load_and_names_a_missing_metric() {
+        let latency = |threads: usize, metrics: &[(&str, f64)]| {
+            let mut c = cell("io-latency-under-load", "gil", threads, 1.0);
+            c.metrics = metrics.iter().map(|&(k, v)| (k.to_owned(), v)).collect();
+            c
+        };
+        let with = |x4: &[(&str, f64)]| {
+            let mut cells = full_run(|_, _| 1.0);
+            cells.retain(|c| c.workload != "io-latency-under-load" || c.build != "gil");
+            cells.push(latency(1, &[("p50_ms", 1.0)]));
+            cells.push(latency(2, &[("fair_p50_ms", 1.5), ("p50_ms", 3.0)]));
+            cells.push(latency(4, x4));
+            // Far beyond the default counts, and over the target.
+            cells.push(latency(64, &[("fair_p50_ms", 9.0), ("p50_ms", 9.0)]));
+            let report = Report::from_cells(
+                cells,
+                runners(&["gil", "nogil", "nogil-atomic-rc"]),
+                vec![1, 2, 4, 64],
+                2,
+                Vec::new(),
+            );
+            evaluate(&report)
+        };
+        let summary = with(&[("fair_p50_ms", 1.5), ("p50_ms", 4.0)]);
+        let p10 = find(&summary, "P10");
+        assert_eq!(p10.meets, Some(true), "{}", p10.measured);
+        assert!(p10.measured.starts_with("4 threads"), "{}", p10.measured);
+        let summary = with(&[("p50_ms", 4.0)]);
+        let p10 = find(&summary, "P10");
+        assert_eq!(p10.verdict, Verdict::NotMeasured);
+        assert!(
+            p10.missing
+                .iter()
+                .any(|m| m == "io-latency-under-load gil x4 (no fair_p50_ms)"),
+            "{:?}",
+            p10.missing
+        );
+    }
+
+    /// G1 reads every thread count's pause, and lists each one that is missing.
+    #[test]
+    fn g1_lists_every_thread_count_without_a_pause() {
+        let mut cells = full_run(|_, _| 0.5);
+        for c in &mut cells {
+            if c.workload == "cycle-create" && c.build == "nogil" && c.threads == 1 {
+                c.metrics.insert("gc_pause_p99_ms".to_owned(), 1.0);
+            }
+        }
+        let summary = evaluate(&full_report(cells));
+        let g1 = find(&summary, "G1");
+        assert_eq!(g1.verdict, Verdict::NotMeasured);
+        for n in [2, 4] {
+            let missing = format!("cycle-create nogil x{n} (no gc_pause_p99_ms)");
+            assert!(g1.missing.contains(&missing), "{:?}", g1.missing);
+        }
     }
 
     #[test]
