@@ -33,6 +33,9 @@ pub struct Package {
     pub features: Vec<String>,
     /// Whether `default` enables anything.
     pub has_default_features: bool,
+    /// Its features that select a build variant: named as one, or enabling one (a dependency's,
+    /// `ftrt-gil/gil`, or another of its own that does), sorted.
+    pub variant_features: Vec<String>,
 }
 
 /// Which of a package's features one check enables.
@@ -89,21 +92,62 @@ pub fn selections(package: &Package) -> Vec<Selection> {
 
 /// The packages outside [`VARIANT_FEATURE_OWNERS`] that have a variant feature, each with
 /// those features: a leaf or a crate above the runtime that would change the variant, or what
-/// a safe API promises, for everyone in a graph where cargo unifies it in.
+/// a safe API promises, for everyone in a graph where cargo unifies it in. A feature under
+/// another name that turns a variant on counts too: it does the same.
 pub fn variant_feature_violations(packages: &[Package]) -> Vec<(String, Vec<String>)> {
     packages
         .iter()
         .filter(|package| !VARIANT_FEATURE_OWNERS.contains(&package.name.as_str()))
-        .filter_map(|package| {
-            let variant_features: Vec<String> = package
-                .features
-                .iter()
-                .filter(|feature| is_variant_feature(feature))
-                .cloned()
-                .collect();
-            (!variant_features.is_empty()).then(|| (package.name.clone(), variant_features))
-        })
+        .filter(|package| !package.variant_features.is_empty())
+        .map(|package| (package.name.clone(), package.variant_features.clone()))
         .collect()
+}
+
+/// The features of a `cargo metadata` feature table that select a build variant: named as one,
+/// or enabling one, directly (`dep/gil`, `dep?/gil`) or through another such feature of the
+/// table. Sorted.
+fn variant_features(table: &serde_json::Map<String, Value>) -> Vec<String> {
+    let enables_variant = |value: &str| {
+        value
+            .rsplit_once('/')
+            .is_some_and(|(_, feature)| is_variant_feature(feature))
+    };
+    let mut found: Vec<String> = table
+        .iter()
+        .filter(|(name, enabled)| {
+            is_variant_feature(name)
+                || enabled
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(enables_variant)
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    // Through the table's own features, until nothing more is found.
+    loop {
+        let more: Vec<String> = table
+            .iter()
+            .filter(|(name, _)| !found.contains(name))
+            .filter(|(_, enabled)| {
+                enabled
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(Value::as_str)
+                    .any(|value| found.iter().any(|f| f == value))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        found.extend(more);
+    }
+    found.retain(|name| name != "default");
+    found.sort();
+    found
 }
 
 /// The workspace packages in `cargo metadata --no-deps --format-version 1` output.
@@ -136,6 +180,7 @@ pub fn parse_packages(metadata: &Value) -> Result<Vec<Package>, Failed> {
                 name: name.to_owned(),
                 features: own,
                 has_default_features,
+                variant_features: variant_features(features),
             })
         })
         .collect()
@@ -206,9 +251,15 @@ mod tests {
     use super::*;
 
     fn package(name: &str, features: &[&str]) -> Package {
+        let features: Vec<String> = features.iter().map(|f| (*f).to_owned()).collect();
         Package {
             name: name.to_owned(),
-            features: features.iter().map(|f| (*f).to_owned()).collect(),
+            variant_features: features
+                .iter()
+                .filter(|f| is_variant_feature(f))
+                .cloned()
+                .collect(),
+            features,
             has_default_features: false,
         }
     }
@@ -266,5 +317,34 @@ mod tests {
         assert_eq!(packages[1], package("ftrt-lock", &[]));
         assert!(packages[2].has_default_features);
         assert_eq!(packages[2].features, ["x"]);
+    }
+
+    /// A feature under another name that turns a variant on changes the build for everyone in
+    /// the graph as much as one named `gil` would.
+    #[test]
+    fn a_feature_that_enables_a_variant_under_another_name_is_a_variant_feature() {
+        let metadata = serde_json::json!({
+            "packages": [
+                {"name": "ftrt-object", "features": {
+                    "default": ["fast"],
+                    "fast": ["ftrt-gil/gil"],
+                    "faster": ["fast"],
+                    "optional": ["ftrt-gil?/atomic-rc"],
+                    "serde": ["dep:serde", "ftrt-refcount/serde"],
+                }},
+            ]
+        });
+        let packages = parse_packages(&metadata).unwrap();
+        assert_eq!(
+            variant_feature_violations(&packages),
+            [(
+                "ftrt-object".to_owned(),
+                vec![
+                    "fast".to_owned(),
+                    "faster".to_owned(),
+                    "optional".to_owned()
+                ]
+            )]
+        );
     }
 }

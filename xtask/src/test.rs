@@ -78,8 +78,8 @@ fn variant_tests(workspace: &Workspace, variant: Variant) -> CargoStep {
     .target_dir(variant.target_dir(&workspace.target_root))
 }
 
-/// Each feature of each package that the variant runs never enable (those that are not build
-/// variants, such as `ftrt-refcount`'s `serde`), as (package, feature), read from the
+/// Each feature of each package that the variant runs never enable (those that select no build
+/// variant, such as `ftrt-refcount`'s `serde`), as (package, feature), read from the
 /// manifests so that a new feature is tested without being listed anywhere.
 fn feature_tests(packages: &[Package]) -> Vec<(&str, &str)> {
     packages
@@ -88,7 +88,7 @@ fn feature_tests(packages: &[Package]) -> Vec<(&str, &str)> {
             package
                 .features
                 .iter()
-                .filter(|feature| !is_variant_feature(feature))
+                .filter(|feature| !package.variant_features.contains(feature))
                 .map(|feature| (package.name.as_str(), feature.as_str()))
         })
         .collect()

@@ -163,8 +163,55 @@ fn feature_violations(manifest: &Table) -> Vec<String> {
         {
             violations.push(format!("{name} declares the variant feature {feature}"));
         }
+        // Under another name, a feature that turns a variant on does the same.
+        for (feature, value) in variant_enablers(manifest) {
+            violations.push(format!(
+                "{name}'s feature {feature} enables the variant feature {value}"
+            ));
+        }
     }
     violations
+}
+
+/// The manifest's features that enable a build variant's feature of a dependency (`dep/gil`,
+/// `dep?/atomic-rc`), with the value that does.
+fn variant_enablers(manifest: &Table) -> Vec<(String, String)> {
+    let Some(table) = manifest.get("features").and_then(|f| f.as_table()) else {
+        return Vec::new();
+    };
+    table
+        .iter()
+        .flat_map(|(feature, enabled)| {
+            enabled
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|value| value.as_str())
+                .filter(|value| {
+                    value
+                        .rsplit_once('/')
+                        .is_some_and(|(_, f)| VARIANT_FEATURES.contains(&f))
+                })
+                .map(move |value| (feature.clone(), value.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_feature_that_enables_a_variant_under_another_name_is_a_violation() {
+    let manifest: Table = r#"
+        [package]
+        name = "ftrt-object"
+        [features]
+        fast = ["ftrt-gil/gil"]
+        serde = ["dep:serde", "ftrt-refcount/serde"]
+    "#
+    .parse()
+    .expect("a manifest");
+    assert_eq!(
+        feature_violations(&manifest),
+        ["ftrt-object's feature fast enables the variant feature ftrt-gil/gil"]
+    );
 }
 
 /// A Rust source with comments removed, line by line (`//` to the end of the line; block
