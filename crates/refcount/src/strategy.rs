@@ -106,7 +106,9 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// # Safety
     /// `this` points to the live count of an object the caller holds a reference to, which the
     /// caller gives up. `release` frees that object given this same pointer; a strategy may call
-    /// it later from another thread (the biased count's owner merges do), exactly once.
+    /// it later from another thread (the biased count's owner merges do), exactly once. Until
+    /// then the count stays alive at this address, whatever the count answers meanwhile (see
+    /// [`BiasedCount::decref`]).
     unsafe fn decref(
         this: NonNull<Self>,
         token: Self::Token<'_>,

@@ -406,7 +406,13 @@ impl BiasedCount {
     /// # Safety
     /// `this` points to a live count inside the object `release` frees, and the caller gives up
     /// one reference it holds. `release` must be safe to call on `this` from any thread once the
-    /// count says the object is dead (the object may be freed later by its owner's merge).
+    /// count says the object is dead (the object may be freed later by its owner's merge). The
+    /// count stays alive at this address until `release` is called for it (or, after
+    /// [`try_take_unique`](Self::try_take_unique)'s `LeftToQueue`, as that variant says): a
+    /// non-owner's decrement may leave a queue entry that points here, and the owner sees that
+    /// reference as dropped ([`is_unique`](Self::is_unique), [`get`](Self::get)) before it is
+    /// merged. So no answer of the count's makes it safe to free or move the object in any
+    /// other way.
     #[inline]
     pub unsafe fn decref(this: NonNull<Self>, release: Release) -> bool {
         // SAFETY: forwarded from the caller.
@@ -961,6 +967,10 @@ impl BiasedCount {
     /// merged (the owner called [`give_up_ownership`](Self::give_up_ownership), its local count
     /// reached zero, or it merged a queued drop of the object) or once the owner has retired
     /// (exited, or called [`detach_current_thread`]).
+    ///
+    /// `true` lets the caller change the value in place; it does not let it free or move the
+    /// object, since a queued drop may still point at the count (see [`decref`](Self::decref)):
+    /// [`try_take_unique`](Self::try_take_unique) is the way to take the value out.
     pub fn is_unique(&self) -> bool {
         self.exact_parts()
             .is_some_and(|(local, shared)| self.is_unique_snapshot(local, shared))
