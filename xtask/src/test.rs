@@ -1,7 +1,7 @@
 //! `cargo xtask test`: the workspace tests of every build variant, then each package feature
 //! that is not a build variant, then the loom models.
 
-use crate::features::{is_variant_feature, workspace_packages, Package};
+use crate::features::{workspace_packages, Package};
 use crate::steps::{run_steps, CargoStep, Failed, TestSuite, Toolchain, Workspace};
 use crate::variants::Variant;
 
@@ -128,6 +128,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
+    use crate::features::is_variant_feature;
 
     fn env_of<'s>(step: &'s CargoStep, key: &str) -> Option<&'s str> {
         step.env
