@@ -105,7 +105,7 @@ pub fn variant_feature_violations(packages: &[Package]) -> Vec<(String, Vec<Stri
 
 /// The features of a `cargo metadata` feature table that select a build variant: named as one,
 /// or enabling one, directly (`dep/gil`, `dep?/gil`) or through another such feature of the
-/// table. Sorted.
+/// table, `default` included. Sorted.
 fn variant_features(table: &serde_json::Map<String, Value>) -> Vec<String> {
     let enables_variant = |value: &str| {
         value
@@ -145,7 +145,6 @@ fn variant_features(table: &serde_json::Map<String, Value>) -> Vec<String> {
         }
         found.extend(more);
     }
-    found.retain(|name| name != "default");
     found.sort();
     found
 }
@@ -326,7 +325,7 @@ mod tests {
         let metadata = serde_json::json!({
             "packages": [
                 {"name": "ftrt-object", "features": {
-                    "default": ["fast"],
+                    "default": ["ftrt-gil/gil"],
                     "fast": ["ftrt-gil/gil"],
                     "faster": ["fast"],
                     "optional": ["ftrt-gil?/atomic-rc"],
@@ -340,6 +339,7 @@ mod tests {
             [(
                 "ftrt-object".to_owned(),
                 vec![
+                    "default".to_owned(),
                     "fast".to_owned(),
                     "faster".to_owned(),
                     "optional".to_owned()

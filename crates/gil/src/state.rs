@@ -760,8 +760,9 @@ pub fn try_on_quiescent_state(hook: fn()) -> bool {
 /// (`crossbeam-epoch`'s default collector) to free once no reader can hold it: the thread's next
 /// three repins flush its epoch bag to the global queue and try to advance the epoch, so what it
 /// retired is freed at the pace it is made, within a few quiescent states even if it retires
-/// nothing more. A thread that retires nothing flushes only now and then, which spares threads that
-/// only read and count the flush's walk over the global queue. Cheap (one thread-local store);
+/// nothing more (where the other attached threads pass theirs too; a repin with a read open
+/// flushes without counting). A thread that retires nothing flushes only now and then, which
+/// spares threads that only read and count the flush's walk over the global queue. Cheap (one thread-local store);
 /// free in the `gil` build, which reclaims nothing late.
 #[inline]
 pub fn note_retired() {
@@ -823,14 +824,18 @@ mod quiescence {
     const REPINS_PER_IDLE_FLUSH: u32 = 256;
 
     /// Repins that flush after the thread last retired something
-    /// ([`note_retired`](super::note_retired)). What it retired is freed once the global epoch has advanced twice past it, and only a
-    /// flush advances the epoch (at most once, and only when every pinned thread has passed a
-    /// quiescent state since the last advance), so the flush that hands the garbage over is not
-    /// enough: a thread that stopped retiring would hold it until its next idle flush, 256
-    /// repins on. The first flush hands the bag over and may advance once, the second advances
-    /// again and runs the expired batches, the third covers an advance the first could not
-    /// make (another thread not yet through a quiescent state); the hooks at the next repin
-    /// drop what was posted back (`crates/object/tests/reclamation.rs`).
+    /// ([`note_retired`](super::note_retired)), counted only where the repin renewed the pin.
+    /// What it retired is freed once the global epoch has advanced twice past it. The epoch
+    /// advances at a flush (at most once, and only when every pinned thread has passed a
+    /// quiescent state since the last advance), or at crossbeam's own collection every 128th
+    /// outer pin, which attached threads rarely make (their reads nest in the attach pin). So
+    /// the flush that hands the garbage over is not enough: a thread that stopped retiring
+    /// would hold it until its next idle flush, 256 repins on. The first flush hands the bag
+    /// over and may advance once, the second advances again and runs the expired batches, the
+    /// third covers an advance the first could not make (another thread not yet through a
+    /// quiescent state); the hooks at the next repin drop what was posted back
+    /// (`crates/object/tests/reclamation.rs`). A repin with a read open keeps the thread at its
+    /// old epoch, which holds the advances back, so it flushes without counting.
     const FLUSHES_AFTER_RETIRING: u8 = 3;
 
     /// The attach pin and the checkpoint counter.
@@ -969,7 +974,9 @@ mod quiescence {
             super::run_hooks();
             // After the hooks, which may retire what they hand over.
             let owed = state.quiescence.flushes_owed.get();
-            state.quiescence.flushes_owed.set(owed.saturating_sub(1));
+            if !reads_open {
+                state.quiescence.flushes_owed.set(owed.saturating_sub(1));
+            }
             let repins = state.quiescence.checks.get() / CHECKS_PER_REPIN;
             if owed > 0 || repins % REPINS_PER_IDLE_FLUSH == 0 {
                 // Through a nested pin of this thread (which leaves its own pin as it is), not

@@ -19,6 +19,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Checkpoints that make one quiescent state (`ftrt-gil` repins every 16).
 const CHECKS_PER_QUIESCENT_STATE: usize = 16;
 
+/// Repins between the flushes of a thread that retires nothing (`ftrt-gil`'s
+/// `REPINS_PER_IDLE_FLUSH`): the only quiescent states at which such a thread advances the epoch.
+const REPINS_PER_IDLE_FLUSH: usize = 256;
+
 /// Rounds the retiring thread gets before the test gives up on it. Generous (two or three
 /// suffice): each quiescent state lets the epoch advance once every other pinned thread has
 /// passed one too, and a retired object needs two advances.
@@ -59,11 +63,13 @@ fn checkpoints(py: Python<'_>, quiescent_states: usize) {
 /// `other_quiescent_states` per round. Asserts that the replaced items were retired rather than
 /// freed at once (in the free-threaded builds; the `gil` build frees them at once, with no
 /// `ReadGuard` alive), that they are freed within `MAX_ROUNDS` rounds, and that every int is freed
-/// at the end.
+/// at the end. With `read_held_for` above zero, the writer first holds a read open for that many
+/// quiescent states of its own, right after the writes.
 fn replaced_items_are_freed_within_bounded_rounds(
     items: usize,
     writer_waits: Waiting,
     other_quiescent_states: usize,
+    read_held_for: usize,
 ) {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let baseline = Python::attach(|py| {
@@ -94,6 +100,13 @@ fn replaced_items_are_freed_within_bounded_rounds(
                         items as isize,
                         "the replaced items were retired, not freed at once"
                     );
+                }
+                if read_held_for > 0 {
+                    // The open read keeps the writer at its epoch: nothing it retired can
+                    // expire meanwhile, whatever it flushes.
+                    let read = ReadGuard::new(py);
+                    checkpoints(py, read_held_for);
+                    drop(read);
                 }
                 let mut settled_after = None;
                 for round in 1..=MAX_ROUNDS {
@@ -142,16 +155,33 @@ fn a_partial_batch_of_replaced_items_is_freed_within_bounded_checkpoints_of_a_th
 ) {
     // Not a multiple of any batch size: a partial batch is left over.
     let items = if cfg!(miri) { 100 } else { 6_400 + 37 };
-    replaced_items_are_freed_within_bounded_rounds(items, Waiting::Attached, 1);
+    replaced_items_are_freed_within_bounded_rounds(items, Waiting::Attached, 1, 0);
+}
+
+/// The repins made while a read is open cannot free what the thread retired (the read holds the
+/// thread at its epoch): they must not use up the flushes owed to it, or nothing would flush
+/// once the read closed until the next idle flush.
+#[test]
+fn replaced_items_are_freed_within_bounded_checkpoints_after_a_read_held_the_retiring_thread_back()
+{
+    let items = if cfg!(miri) { 100 } else { 6_400 + 37 };
+    replaced_items_are_freed_within_bounded_rounds(items, Waiting::Attached, 1, 4);
 }
 
 #[test]
 fn replaced_items_that_expire_on_another_thread_are_freed_within_bounded_checkpoints_of_the_retiring_thread(
 ) {
-    // Whole batches only, and the other thread passes several quiescent states while the writer
-    // is detached: it advances the epoch and runs the expired batches, posting them back.
+    // Whole batches only, and while the writer is detached the other thread passes enough
+    // quiescent states for two of its idle flushes: a thread that retires nothing advances the
+    // epoch only there, so what the writer handed over can expire, and run, on the other thread,
+    // which posts it back.
     let items = if cfg!(miri) { 128 } else { 6_400 };
-    replaced_items_are_freed_within_bounded_rounds(items, Waiting::Detached, 8);
+    replaced_items_are_freed_within_bounded_rounds(
+        items,
+        Waiting::Detached,
+        2 * REPINS_PER_IDLE_FLUSH + 8,
+        0,
+    );
 }
 
 /// A thread that waits detached (a main thread joining its workers) gets its objects freed by

@@ -612,10 +612,11 @@ impl<T: ?Sized> BiasedArc<T> {
     /// # Safety
     /// `ptr` came from `BiasedArc::<T>::into_raw` (same `T`) and each such pointer is passed
     /// here at most once per reference it carries.
-    /// Unless `T: 'static`, the calling thread is the one that made the value: a handle's last
-    /// drop on another thread hands the value to that thread, which drops it at its next merge,
-    /// later than the borrows in `T` may live (which is why `BiasedArc` and `Weak` are `Send`
-    /// and `Sync` only for `T: 'static`; a raw pointer is not bound by that).
+    /// Unless `T: Send + Sync + 'static` (the bound on `BiasedArc`'s and `Weak`'s `Send` and
+    /// `Sync`, which a raw pointer escapes), the calling thread is the one that made the value:
+    /// a handle's last drop on another thread hands the value to the thread that made it, which
+    /// drops it at its next merge, later than the borrows in `T` may live, and on a thread that
+    /// `T` may not be sent to.
     pub unsafe fn from_raw(ptr: *const T) -> Self {
         Self {
             // SAFETY: `ptr` came from `into_raw`, and the reference it carries keeps the
@@ -645,10 +646,11 @@ impl<T: ?Sized> BiasedArc<T> {
     /// # Safety
     /// `ptr` came from `BiasedArc::<T>::into_raw` (same `T`) and carries the reference given up
     /// here (each reference is given up once).
-    /// Unless `T: 'static`, the calling thread is the one that made the value: a handle's last
-    /// drop on another thread hands the value to that thread, which drops it at its next merge,
-    /// later than the borrows in `T` may live (which is why `BiasedArc` and `Weak` are `Send`
-    /// and `Sync` only for `T: 'static`; a raw pointer is not bound by that).
+    /// Unless `T: Send + Sync + 'static` (the bound on `BiasedArc`'s and `Weak`'s `Send` and
+    /// `Sync`, which a raw pointer escapes), the calling thread is the one that made the value:
+    /// a handle's last drop on another thread hands the value to the thread that made it, which
+    /// drops it at its next merge, later than the borrows in `T` may live, and on a thread that
+    /// `T` may not be sent to.
     pub unsafe fn decrement_strong_count(ptr: *const T) {
         // SAFETY: per the caller.
         drop(unsafe { Self::from_raw(ptr) });
@@ -1342,10 +1344,10 @@ impl<T: ?Sized> Weak<T> {
     ///
     /// # Safety
     /// `ptr` came from `Weak::<T>::into_raw` (same `T`), and each such pointer is passed here at
-    /// most once per weak reference it carries. Unless `T: 'static`, the calling thread is the
-    /// one that made the value: a handle upgraded from this one and dropped last on another
-    /// thread hands the value to that thread, which drops it at its next merge, later than the
-    /// borrows in `T` may live (see [`BiasedArc::from_raw`]).
+    /// most once per weak reference it carries. Unless `T: Send + Sync + 'static`, the calling
+    /// thread is the one that made the value: a handle upgraded from this one and dropped last
+    /// on another thread hands the value to the thread that made it, to drop at its next merge
+    /// (see [`BiasedArc::from_raw`]).
     pub unsafe fn from_raw(ptr: *const T) -> Self {
         if ptr.cast::<u8>().addr() == WEAK_NEW {
             // From a `Weak::new` handle (`as_ptr` hands out the sentinel itself): no value can
