@@ -69,8 +69,8 @@
 //!   (only with no read open),
 //!   run the hooks, flush the thread's epoch garbage (only at the three repins after it last
 //!   retired something, [`note_retired`], or on every 256th repin), and try the hold on the
-//!   world if one is wanted (free-threaded builds: it succeeds if no other thread is attached, and the
-//!   stack elides from then on); (2) if a stop of the world is under way, or a thread waits
+//!   world if one is wanted (free-threaded builds: it succeeds if no other thread is attached,
+//!   and the stack elides from then on); (2) if a stop of the world is under way, or a thread waits
 //!   for this one's hold to end (free-threaded builds): park, a detach that waits for the stop
 //!   to end; if a waiter asked for the GIL (`gil` build): suspend the sections (as a detach),
 //!   hand the GIL over, take it back, resume.
@@ -762,8 +762,8 @@ pub fn try_on_quiescent_state(hook: fn()) -> bool {
 /// retired is freed at the pace it is made, within a few quiescent states even if it retires
 /// nothing more (where the other attached threads pass theirs too; a repin with a read open
 /// flushes without counting). A thread that retires nothing flushes only now and then, which
-/// spares threads that only read and count the flush's walk over the global queue. Cheap (one thread-local store);
-/// free in the `gil` build, which reclaims nothing late.
+/// spares threads that only read and count the flush's walk over the global queue. Cheap (one
+/// thread-local store); free in the `gil` build, which reclaims nothing late.
 #[inline]
 pub fn note_retired() {
     with_current(quiescence::note_retired);
