@@ -107,36 +107,30 @@ pub fn variant_feature_violations(packages: &[Package]) -> Vec<(String, Vec<Stri
 /// or enabling one, directly (`dep/gil`, `dep?/gil`) or through another such feature of the
 /// table, `default` included. Sorted.
 fn variant_features(table: &serde_json::Map<String, Value>) -> Vec<String> {
-    let enables_variant = |value: &str| {
-        value
-            .rsplit_once('/')
-            .is_some_and(|(_, feature)| is_variant_feature(feature))
+    let enabled = |values: &Value| -> Vec<String> {
+        values
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(str::to_owned)
+            .collect()
     };
-    let mut found: Vec<String> = table
-        .iter()
-        .filter(|(name, enabled)| {
-            is_variant_feature(name)
-                || enabled
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .any(enables_variant)
-        })
-        .map(|(name, _)| name.clone())
-        .collect();
-    // Through the table's own features, until nothing more is found.
+    // A feature selects a variant if it is named as one, or enables a dependency's (`dep/gil`)
+    // or one of the table's found so far: repeated until nothing more is found.
+    let mut found: Vec<String> = Vec::new();
     loop {
         let more: Vec<String> = table
             .iter()
             .filter(|(name, _)| !found.contains(name))
-            .filter(|(_, enabled)| {
-                enabled
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(Value::as_str)
-                    .any(|value| found.iter().any(|f| f == value))
+            .filter(|(name, values)| {
+                is_variant_feature(name)
+                    || enabled(values).iter().any(|value| {
+                        found.contains(value)
+                            || value
+                                .rsplit_once('/')
+                                .is_some_and(|(_, feature)| is_variant_feature(feature))
+                    })
             })
             .map(|(name, _)| name.clone())
             .collect();
