@@ -606,6 +606,44 @@ def percentile_ms(delays, q):
     return ordered[min(max(math.ceil(q * len(ordered)), 1), len(ordered)) - 1] * 1e3
 
 
+REPLACE_SLOTS = 1024
+
+
+def list_replace_shared(n, total):
+    """Each thread replaces its own run of adjacent slots of one shared list with fresh floats,
+    cycling through them; every slot ends with its owner's last write (the Rust twin's layout:
+    the list's length is 1024 or the thread count, if larger, so that every thread owns a slot).
+    """
+    slots = max(REPLACE_SLOTS, n)
+    items = [float(-1 - s) for s in range(slots)]
+
+    def owned(t):
+        return range(-(-t * slots // n), -(-(t + 1) * slots // n))
+
+    def work(t):
+        mine = owned(t)
+        first, length = mine.start, len(mine)
+        made = 0
+        for k in range(steps(total, n, t)):
+            items[first + k % length] = float(k * n + t)
+            made += 1
+        return made
+
+    elapsed, made = run_threads(n, work)
+    check = first_wrong(n, total, made, lambda s: s)
+    if check == "ok":
+        for slot, value in enumerate(items):
+            t = slot * n // slots
+            mine = owned(t)
+            place, count = slot - mine.start, share(total, n, t)
+            want = float(-1 - slot) if count <= place else float(
+                (place + len(mine) * ((count - 1 - place) // len(mine))) * n + t)
+            if value != want:
+                check = f"the shared list: slot {slot} holds {value!r}, expected {want!r}"
+                break
+    return elapsed, check, {}
+
+
 def io_latency_under_load(n, total):
     """One thread answers pings (a 1 ms sleep, which releases the GIL, then the GIL taken back)
     while the others count up until it is done. CPython has one scheduling, the switch
@@ -680,6 +718,7 @@ WORKLOADS = {
     "shared-attribute-keep": (shared_attribute_keep, 16_000_000, "attribute read and kept"),
     "immortal-read": (immortal_read, 11_000_000, "two references taken and dropped"),
     "cycle-create": (cycle_create, 1_500_000, "cycle built and dropped"),
+    "list-replace-shared": (list_replace_shared, 5_000_000, "replacement"),
     "io-latency-under-load": (io_latency_under_load, 300, "ping"),
 }
 

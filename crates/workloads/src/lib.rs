@@ -34,6 +34,7 @@ mod cpu;
 mod cycles;
 pub use cpu::child_countdown;
 mod io;
+mod replacing;
 mod sharing;
 
 /// The result of one run.
@@ -245,7 +246,7 @@ pub fn find(name: &str) -> Option<&'static Workload> {
     CATALOGUE.iter().find(|w| w.name == name)
 }
 
-static CATALOGUE: [Workload; 21] = [
+static CATALOGUE: [Workload; 22] = [
     cpu::COUNTDOWN,
     cpu::COUNTDOWN_PROCESSES,
     io::IO_SLEEP,
@@ -266,6 +267,7 @@ static CATALOGUE: [Workload; 21] = [
     sharing::SHARED_ATTRIBUTE_KEEP,
     sharing::IMMORTAL_READ,
     cycles::CYCLE_CREATE,
+    replacing::LIST_REPLACE_SHARED,
     io::IO_LATENCY_UNDER_LOAD,
 ];
 

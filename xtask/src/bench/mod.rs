@@ -53,6 +53,7 @@ pub const WORKLOADS: &[&str] = &[
     "shared-attribute-keep",
     "immortal-read",
     "cycle-create",
+    "list-replace-shared",
     "io-latency-under-load",
 ];
 

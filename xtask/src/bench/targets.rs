@@ -1,4 +1,4 @@
-//! The mission's targets (P2 to P11, and G1 for the cycle collector), evaluated on one report.
+//! The mission's targets (P2 to P13, and G1 for the cycle collector), evaluated on one report.
 //!
 //! Each target names the cells it read. A cell it needs that the run did not measure, or whose
 //! check failed, makes the target "not measured"; and only a full run (every workload and build
@@ -30,6 +30,8 @@ const CPU_BOUND: &[&str] = &[
     "dict-private",
 ];
 const RELEASING: &[&str] = &["io-sleep", "native-release"];
+/// P13's workload: every thread replaces items of one shared list, each replaced item retired.
+const REPLACE_HEAVY: &str = "list-replace-shared";
 const SHARED_MORTAL: &[&str] = &[
     "shared-refcount",
     "shared-attribute-read",
@@ -514,6 +516,34 @@ pub fn evaluate(report: &Report) -> Summary {
     ));
     targets.push(target(
         report,
+        "P13",
+        "memory held by deferred reclamation: peak memory nogil / gil on list-replace-shared, \
+         at every thread count >= 2 (one thread frees at once in both builds)",
+        "<= 1.5",
+        |r| {
+            let counts: Vec<usize> = report.threads.iter().copied().filter(|&t| t >= 2).collect();
+            if counts.is_empty() {
+                r.missing
+                    .push("list-replace-shared at 2 or more threads".to_owned());
+                return None;
+            }
+            let mut ratios = Vec::new();
+            for &n in &counts {
+                let nogil = r.peak_rss_kib(REPLACE_HEAVY, "nogil", n);
+                let gil = r.peak_rss_kib(REPLACE_HEAVY, "gil", n);
+                if let (Some(nogil), Some(gil)) = (nogil, gil) {
+                    ratios.push((format!("x{n}"), nogil as f64 / gil as f64));
+                }
+            }
+            let worst = ratios.iter().map(|(_, m)| *m).fold(0.0, f64::max);
+            Some((
+                format!("{} (worst {worst:.2})", listing(&ratios)),
+                worst <= 1.5,
+            ))
+        },
+    ));
+    targets.push(target(
+        report,
         "G1",
         "cycle-create nogil: speedup at 2 threads, and the GC pause p99 at every thread count \
          (the worse of the stopped-world pauses and the local collections, which stall their own \
@@ -819,6 +849,48 @@ mod tests {
                 .any(|m| m.contains("object-create nogil x1")),
             "{:?}",
             p7.missing
+        );
+    }
+
+    /// P13 compares the peak memory of the replace-heavy workload at every count of two threads
+    /// or more, judged by the worst; one thread (which frees at once in every build) is not read.
+    #[test]
+    fn p13_judges_the_worst_peak_memory_ratio_from_two_threads_on() {
+        let with_peaks = |x1: u64, x2: u64, x4: u64| {
+            let mut cells = full_run(|_, _| 0.5);
+            for c in &mut cells {
+                if c.workload == REPLACE_HEAVY && c.build == "nogil" {
+                    c.peak_rss_kib = match c.threads {
+                        1 => x1,
+                        2 => x2,
+                        _ => x4,
+                    };
+                }
+            }
+            evaluate(&full_report(cells))
+        };
+        let summary = with_peaks(9000, 1500, 1400);
+        let p13 = find(&summary, "P13");
+        assert_eq!(p13.verdict, Verdict::Met, "{}", p13.measured);
+        assert!(p13.measured.contains("worst 1.50"), "{}", p13.measured);
+        assert!(
+            !p13.cells.iter().any(|c| c.ends_with("x1")),
+            "{:?}",
+            p13.cells
+        );
+        let summary = with_peaks(1000, 1000, 1600);
+        let p13 = find(&summary, "P13");
+        assert_eq!(p13.verdict, Verdict::Missed, "{}", p13.measured);
+        assert!(p13.measured.contains("x4 1.60"), "{}", p13.measured);
+        let summary = with_peaks(1000, 0, 1000);
+        let p13 = find(&summary, "P13");
+        assert_eq!(p13.verdict, Verdict::NotMeasured, "{}", p13.measured);
+        assert!(
+            p13.missing
+                .iter()
+                .any(|m| m.contains("list-replace-shared nogil x2")),
+            "{:?}",
+            p13.missing
         );
     }
 
