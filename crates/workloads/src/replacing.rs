@@ -13,7 +13,7 @@ use ftrt_object::{Bound, PyFloat, PyList, Shared};
 
 use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
-const REPLACEMENTS_TOTAL: usize = 48_000_000;
+const REPLACEMENTS_TOTAL: usize = 60_000_000;
 
 /// The shared list's length, or the thread count where that is larger, so that every thread
 /// owns a slot. Each thread owns a run of adjacent slots (threads writing interleaved slots
