@@ -17,14 +17,24 @@ pub(crate) const LOCKED: u8 = 0b01;
 /// Some thread is (or is about to be) parked on this lock: unlocking must wake one.
 pub(crate) const PARKED: u8 = 0b10;
 
+#[cfg(test)]
+thread_local! {
+    /// How many acquisitions this thread was handed by an unlock (tests tell a handoff from a
+    /// release they raced to take).
+    pub(crate) static HANDOFFS_RECEIVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The woken thread must compete for the lock again.
 const TOKEN_RETRY: UnparkToken = UnparkToken(0);
 /// The unlocking thread kept the lock locked and passed it to the woken thread.
 const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
 
-/// A waiter that has been waiting for longer than this (counted from when it first parked, not
-/// from its latest wake-up) gets the lock handed to it directly on the next unlock, as CPython's
-/// `PyMutex` does, so a stream of threads re-taking the lock cannot starve it.
+/// A waiter at the head of the queue that has been waiting for longer than this (counted from
+/// when it first parked, not from its latest wake-up) gets the lock handed to it directly on the
+/// next unlock, as CPython's `PyMutex` does, so a stream of threads re-taking the lock cannot
+/// starve it. Only the head is looked at: a waiter woken to retry that loses the lock parks
+/// again at the tail, behind waiters that came after it, and its turn comes once they have
+/// been woken (each one unlock, which a faster thread may take), as in `PyMutex`.
 pub const HANDOFF_AFTER: Duration = Duration::from_millis(1);
 
 /// One byte of lock state (`LOCKED`, `PARKED`) and every transition of it: taking the lock,
@@ -89,7 +99,9 @@ impl LockByte {
     }
 
     /// Releases the lock, or reports that it was not locked. The report is atomic with the
-    /// release: of two threads releasing one acquisition, exactly one succeeds.
+    /// release: of two threads releasing one acquisition, exactly one succeeds, unless the lock
+    /// was taken again between their releases (then the second release ends that acquisition,
+    /// as a release made after it would).
     #[inline]
     pub(crate) fn unlock(&self) -> Result<(), NotLocked> {
         // Release: publishes what we did under the lock to the next holder.
@@ -207,7 +219,11 @@ impl LockByte {
             } {
                 // The unlocking thread left the lock locked for us. The parking lot's own
                 // synchronisation orders its critical section before this point.
-                ParkResult::Unparked(TOKEN_HANDOFF) => return true,
+                ParkResult::Unparked(TOKEN_HANDOFF) => {
+                    #[cfg(test)]
+                    HANDOFFS_RECEIVED.with(|n| n.set(n.get() + 1));
+                    return true;
+                }
                 ParkResult::TimedOut => return false,
                 ParkResult::Unparked(_) | ParkResult::Invalid => {}
             }
@@ -222,7 +238,9 @@ impl LockByte {
     fn unlock_slow(&self) -> Result<(), NotLocked> {
         let first_waiter_since = Cell::new(None);
         let released = Cell::new(Ok(()));
-        // Wake the longest waiter (queue order), remembering when it started waiting.
+        // Wake the waiter at the head of the queue, remembering when it first parked. (Not
+        // necessarily the one that has waited longest: one that lost a retry parked again at
+        // the tail; see `HANDOFF_AFTER`.)
         let filter = |ParkToken(since)| {
             if first_waiter_since.get().is_some() {
                 return FilterOp::Stop;
@@ -329,11 +347,12 @@ impl LockByte {
 ///
 /// Uncontended, `lock` and `unlock` are one compare-and-swap each. Contended, a thread spins
 /// briefly ([`spin`](crate::spin)'s policy) and then parks in `parking_lot_core`'s global parking lot,
-/// keyed by the lock's address. Unlocking wakes one waiter; if that waiter has been waiting for
-/// longer than [`HANDOFF_AFTER`] in total, the lock is handed to it directly instead of being
-/// released for anyone to grab (eventual fairness). A waiter woken to compete that loses the
-/// lock again keeps the time it has waited, so it is handed the lock on the first unlock after
-/// that time has passed, however short each hold is.
+/// keyed by the lock's address. Unlocking wakes the waiter at the head of the queue; if that
+/// waiter has been waiting for longer than [`HANDOFF_AFTER`] in total, the lock is handed to it
+/// directly instead of being released for anyone to grab (eventual fairness). A waiter woken to
+/// compete that loses the lock again keeps the time it has waited and parks at the tail: alone
+/// in the queue, it is handed the lock on the first unlock after that time has passed, however
+/// short each hold is; behind others, once each of them has been woken.
 ///
 /// This is the raw primitive: [`Mutex`](crate::Mutex) wraps it with a guard, and the
 /// [`section`](crate::section) module builds critical sections on it. Only the holder may

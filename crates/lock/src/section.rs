@@ -67,7 +67,11 @@ pub use imp::SectionStack;
 /// begins and ends on the same stack do not resume them.
 ///
 /// A hook that returns without running `wait` costs nothing but the detour: the stack takes the
-/// locks itself afterwards. Running it again does nothing. A hook that panics aborts the
+/// locks itself afterwards. Running it again does nothing. After `wait` has returned, the hook
+/// holds the locks it waited for, which the stack records only once the hook returns: from
+/// there on it must not begin a section (one that blocks there suspends nothing, and waits
+/// holding those locks, which no other thread's section can then take), only come back to the
+/// runtime (attach again), which is what the part after `wait` is for. A hook that panics aborts the
 /// process: a section's wait has no way to fail (a resume runs in the drop of a section that
 /// ended, perhaps while unwinding, and the section around it would go on without its lock).
 pub type BlockingWait = fn(wait: &mut dyn FnMut());
@@ -244,7 +248,9 @@ mod imp {
 
     impl Section {
         fn locks(&self) -> [&RawObjectLock; 2] {
-            // SAFETY: the section is open, so its locks are still borrowed by its `with` frame.
+            // SAFETY: the `with` frame that began the section has not returned (an open
+            // section, or one just popped by that frame's end), so its locks are still
+            // borrowed by that frame.
             self.locks.map(|lock| unsafe { &*lock })
         }
     }

@@ -1,5 +1,6 @@
 //! The lock and the sections, as specifications of behaviour.
 
+use std::cell::Cell;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -60,10 +61,11 @@ fn wait_past_the_handoff_time(since: usize) {
     }
 }
 
-/// A thread that takes `lock`, says so, and keeps it until told to let go, so the thread that
-/// unlocked can tell a handoff (still locked) from a release (free) without racing it.
+/// A thread that takes `lock`, says so and whether the lock was handed to it, and keeps it until
+/// told to let go.
 struct Waiter<'a> {
     has_it: &'a AtomicBool,
+    handed_it: &'a AtomicBool,
     let_go: &'a AtomicBool,
 }
 
@@ -71,11 +73,14 @@ impl Waiter<'_> {
     fn spawn<'scope>(
         s: &'scope thread::Scope<'scope, '_>,
         lock: &'scope RawObjectLock,
-        flags: &'scope [AtomicBool; 2],
+        flags: &'scope [AtomicBool; 3],
     ) -> Waiter<'scope> {
-        let [has_it, let_go] = flags;
+        let [has_it, handed_it, let_go] = flags;
         s.spawn(move || {
+            let handoffs = crate::raw::HANDOFFS_RECEIVED.with(Cell::get);
             lock.lock();
+            let handed = crate::raw::HANDOFFS_RECEIVED.with(Cell::get) > handoffs;
+            handed_it.store(handed, Ordering::SeqCst);
             has_it.store(true, Ordering::SeqCst);
             while !let_go.load(Ordering::SeqCst) {
                 thread::yield_now();
@@ -83,7 +88,11 @@ impl Waiter<'_> {
             // SAFETY: locked above.
             unsafe { lock.unlock() };
         });
-        Waiter { has_it, let_go }
+        Waiter {
+            has_it,
+            handed_it,
+            let_go,
+        }
     }
 
     /// Unlocks `lock` and says whether it went straight to the waiter; then lets the waiter
@@ -95,8 +104,8 @@ impl Waiter<'_> {
         // SAFETY: held by the caller.
         unsafe { lock.unlock() };
         // Handed over, the lock stays locked: nobody can barge in between.
-        let handed_over = !lock.try_lock();
-        if !handed_over {
+        let still_locked = !lock.try_lock();
+        if !still_locked {
             // SAFETY: taken by the `try_lock` just above; let the waiter have it.
             unsafe { lock.unlock() };
         }
@@ -104,6 +113,13 @@ impl Waiter<'_> {
             thread::yield_now();
         }
         self.let_go.store(true, Ordering::SeqCst);
+        // Still locked is not proof: a released lock the woken waiter took before the
+        // `try_lock` looks the same. The waiter knows how it got the lock.
+        let handed_over = self.handed_it.load(Ordering::SeqCst);
+        assert!(
+            still_locked || !handed_over,
+            "handed over, yet free for a moment"
+        );
         handed_over
     }
 }
@@ -111,7 +127,7 @@ impl Waiter<'_> {
 #[test]
 fn a_waiter_parked_for_over_a_millisecond_is_handed_the_lock() {
     let lock = RawObjectLock::new();
-    let flags = [AtomicBool::new(false), AtomicBool::new(false)];
+    let flags = [const { AtomicBool::new(false) }; 3];
     lock.lock();
     let handed_over = thread::scope(|s| {
         let waiter = Waiter::spawn(s, &lock, &flags);
@@ -132,7 +148,7 @@ fn a_waiter_parked_for_over_a_millisecond_is_handed_the_lock() {
 #[test]
 fn a_waiter_that_loses_the_race_after_a_wake_up_keeps_its_waiting_time() {
     let lock = RawObjectLock::new();
-    let flags = [AtomicBool::new(false), AtomicBool::new(false)];
+    let flags = [const { AtomicBool::new(false) }; 3];
     lock.lock();
     let (first_park, second_park, handed_over) = thread::scope(|s| {
         let waiter = Waiter::spawn(s, &lock, &flags);
@@ -393,12 +409,8 @@ fn a_panic_while_detached_resumes_the_section_outside() {
 
 #[test]
 fn with_on_without_a_lock_runs_the_closure_outside_any_section() {
-    let lock = RawObjectLock::new();
     let stack = section::SectionStack::new();
-    let depth = section::with_on(Some(&stack), None, || {
-        assert!(!lock.is_locked());
-        (stack.depth(), section::depth())
-    });
+    let depth = section::with_on(Some(&stack), None, || (stack.depth(), section::depth()));
     assert_eq!(depth, Default::default());
 }
 

@@ -113,7 +113,9 @@ impl RawThreadingLock {
 
     /// Releases the lock. Any thread may, not only the one that took it. [`NotLocked`] if it
     /// is not locked; decided atomically with the release, so of two threads releasing one
-    /// acquisition exactly one succeeds.
+    /// acquisition exactly one succeeds, unless the lock was taken again between their releases
+    /// (then the second release ends that acquisition: the lock has no owner to tell them
+    /// apart).
     #[inline]
     pub fn release(&self) -> Result<(), NotLocked> {
         self.byte.unlock()

@@ -50,13 +50,18 @@ fn contend(handoff: bool) {
             // SAFETY: locked above.
             unsafe { other.lock.unlock() };
         });
-        shared.lock.lock();
-        // SAFETY: locked.
-        unsafe { shared.bump() };
-        // SAFETY: locked above.
-        unsafe { shared.lock.unlock() };
+        // Twice: an unlock that woke the other thread believing it holds the lock while the
+        // lock is free (a handoff that cleared the lock) would let the second bump race its
+        // bump, which loom reports.
+        for _ in 0..2 {
+            shared.lock.lock();
+            // SAFETY: locked.
+            unsafe { shared.bump() };
+            // SAFETY: locked above.
+            unsafe { shared.lock.unlock() };
+        }
         t.join().unwrap();
-        assert_eq!(shared.read(), 2);
+        assert_eq!(shared.read(), 3);
         assert!(!shared.lock.is_locked());
     });
 }
