@@ -190,10 +190,12 @@ impl Header {
         // (no user code: every payload type is this crate's), and destructors of removed
         // references, which free objects, retire what those held and at most ask for checkpoint
         // work, and never detach. Their epoch pins are nested in the thread's attach pin (a
-        // holder is attach-pinned), so none runs other crates' deferred functions here; on a
-        // thread attached after its exit there is no attach pin, and a pin here may run the
-        // epoch's deferred functions, which only drop retired batches (they free objects and
-        // never enter a section or detach).
+        // holder is attach-pinned), so none runs deferred functions here. On a thread attached
+        // after its exit there is no attach pin, and a pin here may collect: it runs whatever
+        // expired in the process-wide default collector, this crate's retired batches and
+        // arrays (which free objects and never enter a section or detach) and any closure
+        // another crate deferred there. Those are assumed not to enter this crate's sections
+        // nor detach: an assumption about other crates, on that path only.
         unsafe { section::with_if_undetached(py, self.is_shared().then_some(&self.lock), f) }
     }
 }

@@ -421,7 +421,10 @@ mod batches {
 
     /// Each thread's batch and mailbox, in its thread state (`ftrt_gil::local`): made on the
     /// first access (the quiescent-state hook touches it on every attached thread; it allocates
-    /// nothing until the thread retires), dropped first in the thread's exit sequence.
+    /// nothing until the thread retires), dropped in the thread's exit sequence after the keys
+    /// made after it (`ftrt_gil::local` drops the latest first). Its drop unlists the thread's
+    /// local objects (`retire_local_objects`) before it hands its batch over, whether or not the
+    /// lists' key went first.
     static RETIRED: ftrt_gil::local::Key<RefCell<Retired>> = ftrt_gil::local::Key::new(|| {
         RefCell::new(Retired {
             batch: Vec::new(),
