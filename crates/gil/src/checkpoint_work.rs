@@ -109,7 +109,10 @@ pub(crate) fn run(py: Python<'_>) {
     impl Drop for AskAgainOnUnwind {
         fn drop(&mut self) {
             if std::thread::panicking() {
-                ANY_WANTED.store(true, Ordering::Release);
+                // A read-modify-write, as in `request`: a plain store would end the release
+                // sequence of other threads' requests, and a checkpoint that read it could miss
+                // their works' flags.
+                ANY_WANTED.swap(true, Ordering::Release);
             }
         }
     }
