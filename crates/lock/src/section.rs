@@ -71,9 +71,10 @@ pub use imp::SectionStack;
 /// holds the locks it waited for, which the stack records only once the hook returns: from
 /// there on it must not begin a section (one that blocks there suspends nothing, and waits
 /// holding those locks, which no other thread's section can then take), only come back to the
-/// runtime (attach again), which is what the part after `wait` is for. A hook that panics aborts the
-/// process: a section's wait has no way to fail (a resume runs in the drop of a section that
-/// ended, perhaps while unwinding, and the section around it would go on without its lock).
+/// runtime (attach again), which is what the part after `wait` is for. A hook that panics
+/// aborts the process: a section's wait has no way to fail (a resume runs in the drop of a
+/// section that ended, perhaps while unwinding, and the section around it would go on without
+/// its lock).
 pub type BlockingWait = fn(wait: &mut dyn FnMut());
 
 /// Sets how the calling thread's thread-local stack blocks, replacing the hook set before: see
