@@ -112,6 +112,23 @@ struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// The run's thread counts of two or more, or `None` (and `what` at 2 or more threads
+    /// missing) where it has none.
+    fn counts_from_two(&mut self, what: &str) -> Option<Vec<usize>> {
+        let counts: Vec<usize> = self
+            .report
+            .threads
+            .iter()
+            .copied()
+            .filter(|&t| t >= 2)
+            .collect();
+        if counts.is_empty() {
+            self.missing.push(format!("{what} at 2 or more threads"));
+            return None;
+        }
+        Some(counts)
+    }
+
     fn cell(&mut self, workload: &str, build: &str, threads: usize) -> Option<&'a Cell> {
         let name = format!("{workload} {build} x{threads}");
         match self.report.cell(workload, build, threads) {
@@ -484,12 +501,7 @@ pub fn evaluate(report: &Report) -> Summary {
         "nogil vs gil at the same thread count, N >= 2, every timed workload",
         "vs_gil >= 1.0",
         |r| {
-            let counts: Vec<usize> = report.threads.iter().copied().filter(|&t| t >= 2).collect();
-            if counts.is_empty() {
-                r.missing
-                    .push("every workload at 2 or more threads".to_owned());
-                return None;
-            }
+            let counts = r.counts_from_two("every workload")?;
             let mut all = Vec::new();
             for &n in &counts {
                 let v = r.each(&timed_workloads(), |r, w| {
@@ -521,12 +533,7 @@ pub fn evaluate(report: &Report) -> Summary {
          at every thread count >= 2 (one thread frees at once in both builds)",
         "<= 1.5",
         |r| {
-            let counts: Vec<usize> = report.threads.iter().copied().filter(|&t| t >= 2).collect();
-            if counts.is_empty() {
-                r.missing
-                    .push("list-replace-shared at 2 or more threads".to_owned());
-                return None;
-            }
+            let counts = r.counts_from_two(REPLACE_HEAVY)?;
             let mut ratios = Vec::new();
             for &n in &counts {
                 let nogil = r.peak_rss_kib(REPLACE_HEAVY, "nogil", n);
