@@ -938,6 +938,11 @@ mod tests {
         cell
     }
 
+    /// The report of a full run at 1 and 2 threads on 2 cores.
+    fn report_at_one_and_two_threads(cells: Vec<Cell>, runners: Vec<RunnerSummary>) -> Report {
+        Report::from_cells(cells, runners, vec![1, 2], 2, Vec::new())
+    }
+
     #[test]
     fn a_free_threaded_interpreter_gets_vs_gil_against_its_default_twin() {
         let cells = vec![
@@ -989,15 +994,12 @@ mod tests {
             crashed("float-mult", "nogil", 1),
             timed("float-mult", "nogil", 2, 0.5, 1000),
         ];
-        let report = Report::from_cells(
+        let report = report_at_one_and_two_threads(
             cells,
             vec![
                 RunnerSummary::variant("gil"),
                 RunnerSummary::variant("nogil"),
             ],
-            vec![1, 2],
-            2,
-            Vec::new(),
         );
         let cell = |w: &str, b: &str, t: usize| report.cell(w, b, t).unwrap();
         assert_eq!(cell("countdown", "nogil", 2).vs_gil, None);
@@ -1020,16 +1022,13 @@ mod tests {
             // Another size, the same time per operation as gil at 1 thread.
             timed("countdown", "python-3.11.7", 1, 0.1, 100),
         ];
-        let report = Report::from_cells(
+        let report = report_at_one_and_two_threads(
             cells,
             vec![
                 RunnerSummary::variant("gil"),
                 RunnerSummary::variant("nogil"),
                 python("python-3.11.7", false, Some("python-3.11.7")),
             ],
-            vec![1, 2],
-            2,
-            Vec::new(),
         );
         let relative =
             |b: &str, t: usize| report.cell("countdown", b, t).unwrap().relative_throughput;
@@ -1093,13 +1092,7 @@ mod tests {
             timed("countdown", "gil", 1, 1.0, 1),
             timed("countdown", "gil", 2, 0.95, 1),
         ];
-        let report = Report::from_cells(
-            cells,
-            vec![RunnerSummary::variant("gil")],
-            vec![1, 2],
-            2,
-            Vec::new(),
-        );
+        let report = report_at_one_and_two_threads(cells, vec![RunnerSummary::variant("gil")]);
         assert!(report
             .cell("dict-shared-write", "gil", 2)
             .unwrap()
