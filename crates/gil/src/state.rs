@@ -65,6 +65,11 @@
 //!   the world): a lighter detach, (1) suspend the block's stack, (2) park the counts, (3) mark
 //!   detached and leave the world, (4) release the GIL, and back in the order of an attach,
 //!   still pinned and running no hooks (`thread::wait_for_section_detached`).
+//! - **Waiting for a section's lock** (a section on the block's stack that has to block, after
+//!   a short spin): in place, attached and in the world, with the attach pin given up for the
+//!   wait where no read is open (not inside the thread's own stop, the park's merge or a wait
+//!   of `ftrt-lock`'s thread-local stack), and taken again once the section is recorded, before
+//!   its body runs (`thread::wait_for_object_section`).
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
 //!   run the hooks, flush the thread's epoch garbage (only at the three repins after it last
@@ -267,6 +272,10 @@ impl Owned {
         counters::Row::register(&block.counters);
         // Sections of `ftrt_lock` users on this thread wait for their locks detached.
         ftrt_lock::section::set_blocking_wait(Some(crate::thread::wait_for_section_detached));
+        // Its own sections (the object model's) wait in place, unpinned where no read is open.
+        block
+            .sections
+            .set_blocking_wait(Some(crate::thread::wait_for_object_section));
         CURRENT.with(|current| {
             current.state.set(block);
             current.owner_id.set(block.owner().counting_id());
@@ -915,6 +924,27 @@ mod quiescence {
         drop(guard);
     }
 
+    /// Gives up the attach pin for a wait for the locks of a section on the thread's stack
+    /// (`thread::wait_for_object_section`): a quiescent state, so the epoch advances past the
+    /// thread while it waits. Returns whether it did; then [`pin`] takes it again once the
+    /// section is recorded. The caller has checked that no read is open on the thread. Nested
+    /// pins of the thread's own (a flush's, a retirement's) keep it pinned all the same:
+    /// crossbeam unpins only when the last guard goes. Without an attach pin (not attached, or
+    /// the pin out of its slot) it does nothing.
+    pub(crate) fn unpin_for_wait(state: &ThreadState) -> bool {
+        let pin = state
+            .quiescence
+            .guard
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut guard| guard.take());
+        let Some(pin) = pin else { return false };
+        super::CURRENT.with(|c| c.attach_pinned.set(false));
+        // Outside the borrow (an unpin runs nothing, but the last guard's drop may finalize).
+        drop(pin);
+        true
+    }
+
     /// Drops the pin kept aside for open reads, now that the last one has closed. Attached, the
     /// thread stays pinned by its attach pin; detached, it unpins here.
     #[cold]
@@ -1007,11 +1037,15 @@ mod quiescence {
     pub(crate) fn note_retired(_: Option<&ThreadState>) {}
     /// Never called: no pin is ever kept.
     pub(crate) fn release_kept_pin() {}
+    /// No pin to give up.
+    pub(crate) fn unpin_for_wait(_: &ThreadState) -> bool {
+        false
+    }
 }
 
 #[cfg(not(feature = "gil"))]
 pub(crate) use quiescence::checkpoint;
-pub(crate) use quiescence::{pin, unpin, unpin_at_the_end};
+pub(crate) use quiescence::{pin, unpin, unpin_at_the_end, unpin_for_wait};
 
 /// Parks the thread's biased counts for a detach (merging its queue first): until
 /// [`unpark_counts`], a thread that drops the last reference to one of its objects merges that
@@ -1407,10 +1441,12 @@ pub mod local {
     /// Whether the calling thread holds its attach pin: the pin on `crossbeam-epoch`'s default
     /// collector that an attach takes and a detach gives up (repinned at checkpoints), in the
     /// free-threaded builds. Never true in the `gil` build, during `allow_threads`, or after the
-    /// thread's exit. A read that reaches no checkpoint and does not detach, made on a thread
-    /// where this is true, is protected by that pin: whatever it loads was reachable after the
-    /// pin was taken, so the epoch cannot free it before the pin is given up or repinned. The
-    /// object model's lock-free container reads rely on it to take no pin of their own.
+    /// thread's exit. A read that reaches no checkpoint, does not detach and begins no section
+    /// through [`section`](crate::section) (one that has to wait gives the pin up for its wait,
+    /// with no read open), made on a thread where this is true, is protected by that pin:
+    /// whatever it loads was reachable after the pin was taken, so the epoch cannot free it
+    /// before the pin is given up or repinned. The object model's lock-free container reads rely
+    /// on it to take no pin of their own.
     ///
     /// While a read is open on the thread ([`OpenRead`], counted in [`readers`]) the pin is
     /// not renewed at checkpoints, and a detach puts it aside instead of giving it up (or, when

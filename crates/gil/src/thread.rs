@@ -19,6 +19,7 @@
 //! reclamation (QSBR) expressed with epochs. Crates that keep garbage per thread before handing
 //! it to the epoch run their part at those quiescent states through [`on_quiescent_state`].
 
+use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::LazyLock;
 
@@ -360,10 +361,21 @@ impl<'py> Python<'py> {
 ///
 /// Inside its own stop of the world the thread cannot detach (no other thread may run): it
 /// blocks in place, so a stop's closure must not wait for a lock a thread outside holds.
-pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
+pub(crate) fn wait_for_section_detached(
+    wait: &mut dyn FnMut(),
+) -> Option<ftrt_lock::section::AfterWait> {
     if !state::is_attached() || state::running_own_stop() || state::parking_counts() {
-        return wait();
+        wait();
+        return None;
     }
+    /// Clears the flag it set, panics included.
+    struct Waiting(bool);
+    impl Drop for Waiting {
+        fn drop(&mut self) {
+            WAITING_FOR_THREAD_LOCAL_SECTION.set(self.0);
+        }
+    }
+    let _waiting = Waiting(WAITING_FOR_THREAD_LOCAL_SECTION.replace(true));
     let block = state::current();
     let mut detached = move || {
         // Nothing counts until `BackFromSectionWait` unparks: the wait only locks. (A release
@@ -381,6 +393,54 @@ pub(crate) fn wait_for_section_detached(wait: &mut dyn FnMut()) {
         Some(state) => state.sections.detached(detached),
         None => detached(),
     }
+    None
+}
+
+/// How a registered thread blocks for the locks of a section on its thread state's stack (the
+/// object model's sections, and every [`section`](crate::section) user's): in place, attached
+/// (a holder's section body never detaches nor stops at a checkpoint, so the wait ends without
+/// the thread taking part in anything meanwhile), but with its attach pin given up for the wait
+/// where no read is open on the thread: a quiescent state, so the epoch advances past a thread
+/// that waits for a contended object, as CPython's QSBR goes past a thread that blocks on a
+/// `PyMutex` (its wait detaches). Waiting pinned held every other thread's retired objects
+/// until the lock came (`list-replace-shared`, in `docs/results.md`).
+///
+/// The pin comes back once the section is recorded ([`pin_after_section_wait`], the
+/// `ftrt_lock::section::AfterWait`), not here: an outer pin may collect, running deferred
+/// functions, which may begin sections or detach, as a section's body may, and here the lock
+/// just taken is not yet the stack's to suspend.
+///
+/// So a section's begin (or its resume after a nested one) may be a quiescent state: nothing
+/// read under the attach pin alone ([`local::attach_pinned`](crate::local::attach_pinned)) may
+/// be used after a section begins. An open read ([`local::OpenRead`](crate::local::OpenRead))
+/// keeps the pin, as it does across a detach.
+///
+/// It waits pinned inside the thread's own stop of the world (no other thread runs, so none
+/// retires anything), inside the park's merge (a detach under way, see
+/// `state::parking_counts`), and inside [`wait_for_section_detached`] (a resume of this stack as
+/// that detach ends, while `ftrt-lock`'s thread-local stack holds locks it has not recorded yet).
+pub(crate) fn wait_for_object_section(
+    wait: &mut dyn FnMut(),
+) -> Option<ftrt_lock::section::AfterWait> {
+    let pinned_wait = crate::local::readers() > 0
+        || state::running_own_stop()
+        || state::parking_counts()
+        || WAITING_FOR_THREAD_LOCAL_SECTION.get();
+    let unpinned =
+        !pinned_wait && state::with_current(|state| state.is_some_and(state::unpin_for_wait));
+    wait();
+    unpinned.then_some(pin_after_section_wait)
+}
+
+/// Takes the attach pin again after [`wait_for_object_section`] gave it up, once the section
+/// that waited is recorded.
+fn pin_after_section_wait() {
+    state::with_current(state::pin);
+}
+
+thread_local! {
+    /// Set while [`wait_for_section_detached`] runs (see [`wait_for_object_section`]).
+    static WAITING_FOR_THREAD_LOCAL_SECTION: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Ends [`wait_for_section_detached`]'s detach, panics included: the counts, the world, the GIL,

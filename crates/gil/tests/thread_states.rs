@@ -686,3 +686,87 @@ fn deferred_function_run_by_a_checkpoints_flush_detaches() {
     });
     assert!(RAN.load(Ordering::SeqCst), "the deferred function ran");
 }
+
+/// A thread that waits for the lock of a section on the thread state's stack (an object's
+/// section), with no read open, waits unpinned: the wait is a quiescent state, as a detach is,
+/// so what other threads retire meanwhile is freed without waiting for it. (It waited pinned,
+/// and held back all reclamation until it had the lock: the memory `list-replace-shared`
+/// measured.)
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_thread_waiting_for_a_sections_lock_does_not_hold_back_reclamation() {
+    // Alone in its process: another test's pinned thread would hold the epoch back.
+    in_child_process(
+        "a_thread_waiting_for_a_sections_lock_does_not_hold_back_reclamation",
+        || {
+            assert!(
+                freed_while_a_thread_waits_for_a_section(false),
+                "what another thread retired waited for the section's waiter to get the lock"
+            )
+        },
+    );
+}
+
+/// With a read open, the waiter keeps its pin for the wait: the read may hold what other
+/// threads retire meanwhile.
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_thread_waiting_for_a_sections_lock_with_a_read_open_stays_pinned() {
+    in_child_process(
+        "a_thread_waiting_for_a_sections_lock_with_a_read_open_stays_pinned",
+        || {
+            assert!(
+                !freed_while_a_thread_waits_for_a_section(true),
+                "what another thread retired was freed under a waiter's open read"
+            )
+        },
+    );
+}
+
+/// Whether a function another thread defers on the epoch runs while a thread (with a read open
+/// or not) waits for a section's lock: the other thread checkpoints and flushes for a while
+/// (until it runs, or for two seconds with a read open, ten without), then the lock goes.
+#[cfg(not(feature = "gil"))]
+fn freed_while_a_thread_waits_for_a_section(read_open: bool) -> bool {
+    use std::sync::mpsc;
+    use std::time::{Duration, Instant};
+
+    use ftrt_lock::RawObjectLock;
+
+    static LOCK: std::sync::LazyLock<RawObjectLock> = std::sync::LazyLock::new(RawObjectLock::new);
+    static FREED: AtomicBool = AtomicBool::new(false);
+    // Held by this thread, which is not attached, for as long as the waiter must wait.
+    LOCK.lock();
+    let (pinned, waiter_pinned) = mpsc::channel();
+    let waiter = thread::spawn(move || {
+        Python::attach(|py| {
+            let read = read_open.then(ftrt_gil::local::OpenRead::new);
+            pinned.send(()).unwrap();
+            // The pin given up for the wait is back by the time the body runs.
+            ftrt_gil::section::with(py, &LOCK, || assert!(ftrt_gil::local::attach_pinned()));
+            drop(read);
+        })
+    });
+    // From here the waiter is pinned, at an epoch no later than the retirement's.
+    waiter_pinned.recv().unwrap();
+    let patience = Duration::from_secs(if read_open { 2 } else { 10 });
+    let freed = thread::spawn(move || {
+        Python::attach(|py| {
+            crossbeam_epoch::pin().defer(|| FREED.store(true, Ordering::SeqCst));
+            let deadline = Instant::now() + patience;
+            while !FREED.load(Ordering::SeqCst) && Instant::now() < deadline {
+                // Repins at every 16th, and flushes: the epoch advances past every thread that
+                // is not pinned at an older one.
+                py.check();
+                crossbeam_epoch::pin().flush();
+            }
+            FREED.load(Ordering::SeqCst)
+        })
+    })
+    .join()
+    .unwrap();
+    // SAFETY: taken by this thread above, and not released since.
+    unsafe { LOCK.unlock() };
+    waiter.join().unwrap();
+    freed
+}

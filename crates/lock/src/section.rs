@@ -71,11 +71,18 @@ pub use imp::SectionStack;
 /// holds the locks it waited for, which the stack records only once the hook returns: from
 /// there on it must not begin a section (one that blocks there suspends nothing, and waits
 /// holding those locks, which no other thread's section can then take), only come back to the
-/// runtime (attach again), which is what the part after `wait` is for. A hook that panics
-/// aborts the process: a section's wait has no way to fail (a resume runs in the drop of a
-/// section that ended, perhaps while unwinding, and the section around it would go on without
-/// its lock).
-pub type BlockingWait = fn(wait: &mut dyn FnMut());
+/// runtime (attach again), which is what the part after `wait` is for. Work that may begin
+/// sections or detach goes in the [`AfterWait`] the hook returns, which runs once the section
+/// is recorded. A hook that panics aborts the process: a section's wait has no way to fail (a
+/// resume runs in the drop of a section that ended, perhaps while unwinding, and the section
+/// around it would go on without its lock).
+pub type BlockingWait = fn(wait: &mut dyn FnMut()) -> Option<AfterWait>;
+
+/// What a [`BlockingWait`] hook leaves to run once the section that waited is recorded (begun,
+/// or resumed) and holds its locks, before its body runs on: it may do what a section's body
+/// may, begin sections and detach (a detach suspends the section, which the stack now knows
+/// of). A panic in it aborts the process, as one in the hook does.
+pub type AfterWait = fn();
 
 /// Sets how the calling thread's thread-local stack blocks, replacing the hook set before: see
 /// [`SectionStack::set_blocking_wait`]. (A runtime sets it for its threads: `ftrt-gil` does for
@@ -452,62 +459,71 @@ mod imp {
         #[inline]
         fn begin(&self, locks: [&RawObjectLock; 2]) -> End<'_> {
             let locks = ordered(locks);
-            let state = self.take(locks);
+            let (state, after_wait) = self.take(locks);
             let locks = locks.map(std::ptr::from_ref);
             self.sections
                 .borrow_mut()
                 .open
                 .push(Section { locks, state });
-            End(self)
+            // Made first: the section is recorded, and ends with it.
+            let end = End(self);
+            // `None` on every path but the hook's wait, so the fast path drops the check.
+            if let Some(after_wait) = after_wait {
+                run_after_wait(after_wait);
+            }
+            end
         }
 
-        /// Takes a section's locks, or elides them while the stack elides; the section's state.
+        /// Takes a section's locks, or elides them while the stack elides; the section's state,
+        /// and what the stack's hook left to run once the section is recorded, if it waited
+        /// through the hook ([`AfterWait`](super::AfterWait)).
         #[inline]
-        fn take(&self, locks: [&RawObjectLock; 2]) -> State {
+        fn take(&self, locks: [&RawObjectLock; 2]) -> (State, Option<super::AfterWait>) {
             if self.eliding.get() {
-                return State::Elided;
+                return (State::Elided, None);
             }
-            self.acquire(locks);
-            State::Held
+            (State::Held, self.acquire(locks))
         }
 
         /// Takes a section's locks, suspending the stack's other sections first if that would
-        /// block.
+        /// block; what the hook left to run, if it waited through one.
         #[inline]
-        fn acquire(&self, locks: [&RawObjectLock; 2]) {
-            if !try_lock_all(locks) {
-                self.acquire_slow(locks);
+        fn acquire(&self, locks: [&RawObjectLock; 2]) -> Option<super::AfterWait> {
+            if try_lock_all(locks) {
+                None
+            } else {
+                self.acquire_slow(locks)
             }
         }
 
         #[cold]
         #[inline(never)]
-        fn acquire_slow(&self, locks: [&RawObjectLock; 2]) {
+        fn acquire_slow(&self, locks: [&RawObjectLock; 2]) -> Option<super::AfterWait> {
             self.suspend_all();
             match self.blocking_wait.get() {
-                None => lock_all(locks),
+                None => {
+                    lock_all(locks);
+                    None
+                }
                 // The lock spins before it parks; the hook's detour costs more than parking, so
                 // spin before it too.
-                Some(_) if crate::spin::retry(|| try_lock_all(locks)) => {}
+                Some(_) if crate::spin::retry(|| try_lock_all(locks)) => None,
                 Some(hook) => self.wait_in(hook, locks),
             }
         }
 
         /// Takes `locks` inside `hook`, exactly once whatever the hook does (see
-        /// [`BlockingWait`](super::BlockingWait)), behind a detach boundary.
-        fn wait_in(&self, hook: super::BlockingWait, locks: [&RawObjectLock; 2]) {
-            /// Aborts if the hook unwinds (see [`BlockingWait`](super::BlockingWait)).
-            struct AbortOnUnwind;
-            impl Drop for AbortOnUnwind {
-                fn drop(&mut self) {
-                    eprintln!("a critical section's blocking wait panicked; aborting");
-                    std::process::abort();
-                }
-            }
+        /// [`BlockingWait`](super::BlockingWait)), behind a detach boundary; what the hook
+        /// left to run once the section is recorded.
+        fn wait_in(
+            &self,
+            hook: super::BlockingWait,
+            locks: [&RawObjectLock; 2],
+        ) -> Option<super::AfterWait> {
             self.push_boundary();
-            let unwinding = AbortOnUnwind;
+            let unwinding = AbortOnUnwind("a critical section's blocking wait");
             let mut taken = false;
-            hook(&mut || {
+            let after_wait = hook(&mut || {
                 if !taken {
                     lock_all(locks);
                     taken = true;
@@ -520,6 +536,7 @@ mod imp {
             if !taken {
                 lock_all(locks);
             }
+            after_wait
         }
 
         /// Sets a detach boundary above the sections open now: they stay suspended until it
@@ -551,15 +568,39 @@ mod imp {
             if let Some(section) = suspended {
                 // Every other section is suspended too (the active ones are a suffix), so this
                 // blocks holding no section lock: as deadlock-free as beginning a section.
-                let state = self.take(section.locks());
+                let (state, after_wait) = self.take(section.locks());
                 self.sections
                     .borrow_mut()
                     .open
                     .last_mut()
                     .expect("still open")
                     .state = state;
+                if let Some(after_wait) = after_wait {
+                    run_after_wait(after_wait);
+                }
             }
         }
+    }
+
+    /// Aborts the process if dropped while unwinding out of what it guards (it is forgotten on
+    /// the way out otherwise): a section's wait has no way to fail (see
+    /// [`BlockingWait`](super::BlockingWait)).
+    struct AbortOnUnwind(&'static str);
+
+    impl Drop for AbortOnUnwind {
+        fn drop(&mut self) {
+            eprintln!("{} panicked; aborting", self.0);
+            std::process::abort();
+        }
+    }
+
+    /// Runs a hook's [`AfterWait`](super::AfterWait), aborting if it panics.
+    #[cold]
+    #[inline(never)]
+    fn run_after_wait(after_wait: super::AfterWait) {
+        let unwinding = AbortOnUnwind("the work after a critical section's blocking wait");
+        after_wait();
+        std::mem::forget(unwinding);
     }
 
     /// Lower address first: every thread takes a pair of locks in the same order.

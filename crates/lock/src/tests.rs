@@ -1,11 +1,12 @@
 //! The lock and the sections, as specifications of behaviour.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::raw::{fairness, LOCKED, PARKED};
+use crate::section::AfterWait;
 use crate::{section, Mutex, NotLocked, RawObjectLock, RawThreadingLock, Spin, HANDOFF_AFTER};
 
 #[test]
@@ -273,16 +274,19 @@ fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock
         );
         RELEASE.store(true, Ordering::SeqCst);
     }
-    fn runs_the_wait(wait: &mut dyn FnMut()) {
+    fn runs_the_wait(wait: &mut dyn FnMut()) -> Option<AfterWait> {
         in_the_hook();
         wait();
+        None
     }
-    fn runs_the_wait_twice(wait: &mut dyn FnMut()) {
+    fn runs_the_wait_twice(wait: &mut dyn FnMut()) -> Option<AfterWait> {
         runs_the_wait(wait);
         wait();
+        None
     }
-    fn never_runs_the_wait(_wait: &mut dyn FnMut()) {
+    fn never_runs_the_wait(_wait: &mut dyn FnMut()) -> Option<AfterWait> {
         in_the_hook();
+        None
     }
     for hook in [runs_the_wait, runs_the_wait_twice, never_runs_the_wait] {
         RELEASE.store(false, Ordering::SeqCst);
@@ -303,6 +307,71 @@ fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock
         });
         assert!(!OUTER.is_locked());
     }
+    section::set_blocking_wait(None);
+}
+
+/// What a stack's hook leaves to run after its wait runs once the section that waited is
+/// recorded and holds its lock, as the section's body would: on a section's begin, and on its
+/// resume after a nested section (the nested one waited for its lock, and the outer one's lock
+/// was taken meanwhile).
+#[test]
+fn the_work_a_hook_leaves_runs_once_the_section_that_waited_is_recorded() {
+    static OUTER: RawObjectLock = RawObjectLock::new();
+    static INNER: RawObjectLock = RawObjectLock::new();
+    static WAITS: AtomicUsize = AtomicUsize::new(0);
+    static AFTER_WAITS: AtomicUsize = AtomicUsize::new(0);
+    static HELD_ELSEWHERE: AtomicBool = AtomicBool::new(false);
+    fn leaves_work(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+        WAITS.fetch_add(1, Ordering::SeqCst);
+        wait();
+        Some(after_wait)
+    }
+    fn after_wait() {
+        // The section that waited is on the stack, the innermost active one, with its lock.
+        assert_eq!(section::depth().active, 1);
+        assert_eq!(
+            AFTER_WAITS.load(Ordering::SeqCst) + 1,
+            WAITS.load(Ordering::SeqCst)
+        );
+        AFTER_WAITS.fetch_add(1, Ordering::SeqCst);
+    }
+    /// Holds `lock` (taken already) until `waits` waits went through the hook.
+    fn release_after(lock: &'static RawObjectLock, waits: usize) {
+        while WAITS.load(Ordering::SeqCst) < waits {
+            thread::yield_now();
+        }
+        // SAFETY: taken by the caller, for this thread to release.
+        unsafe { lock.unlock() };
+    }
+    section::set_blocking_wait(Some(leaves_work));
+    thread::scope(|scope| {
+        INNER.lock();
+        scope.spawn(|| release_after(&INNER, 1));
+        section::with(&INNER, || {
+            assert_eq!(AFTER_WAITS.load(Ordering::SeqCst), 1, "before the body")
+        });
+    });
+    section::with(&OUTER, || {
+        thread::scope(|scope| {
+            INNER.lock();
+            // Takes the outer lock once the nested section below gives it up to wait, and
+            // keeps it until that section's end waits to resume the outer one.
+            scope.spawn(|| {
+                OUTER.lock();
+                HELD_ELSEWHERE.store(true, Ordering::SeqCst);
+                release_after(&OUTER, 3);
+            });
+            scope.spawn(|| {
+                while !HELD_ELSEWHERE.load(Ordering::SeqCst) {
+                    thread::yield_now();
+                }
+                release_after(&INNER, 2);
+            });
+            section::with(&INNER, || assert_eq!(AFTER_WAITS.load(Ordering::SeqCst), 2));
+            assert!(OUTER.is_locked());
+            assert_eq!(AFTER_WAITS.load(Ordering::SeqCst), 3, "after the resume");
+        });
+    });
     section::set_blocking_wait(None);
 }
 

@@ -12,9 +12,10 @@ static HELD: RawObjectLock = RawObjectLock::new();
 /// Set by the hook when it runs; the holder of `HELD` lets go once it is set.
 static HOOK_RAN: AtomicBool = AtomicBool::new(false);
 
-fn hook(wait: &mut dyn FnMut()) {
+fn hook(wait: &mut dyn FnMut()) -> Option<section::AfterWait> {
     HOOK_RAN.store(true, Ordering::SeqCst);
     wait();
+    None
 }
 
 /// Takes a section on `HELD` when dropped.
