@@ -10,11 +10,12 @@
 //! section that waits, [`Python::check`] switching, [`Python::allow_threads`]), as
 //! `ftrt_lock::section` documents.
 //!
-//! A section that has to wait for its lock waits attached, in place, and (in the free-threaded
-//! builds, with no read open on the thread, `local::readers`) with its attach pin given up for
-//! the wait: a quiescent state, so a thread that waits for a contended object does not hold
-//! back what other threads retire. The pin is back before the body runs, but what was read
-//! under the attach pin alone before the section began must not be used after it
+//! A section that has to wait for its lock (to begin, or to resume as a nested section ends)
+//! waits attached, in place, and (in the free-threaded builds, with no read open on the thread,
+//! `local::readers`) with its attach pin given up for the wait: a quiescent state, so a thread
+//! that waits for a contended object does not hold back what other threads retire. The pin is
+//! back before the body runs on, but what was read under the attach pin alone before a section
+//! began or ended must not be used after it
 //! ([`local::attach_pinned`](crate::local::attach_pinned)).
 //!
 //! Exclusion holds between users of this module, which are all attached. A lock taken here must

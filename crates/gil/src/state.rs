@@ -929,8 +929,9 @@ mod quiescence {
     /// thread while it waits. Returns whether it did; then [`pin`] takes it again once the
     /// section is recorded. The caller has checked that no read is open on the thread. Nested
     /// pins of the thread's own (a flush's, a retirement's) keep it pinned all the same:
-    /// crossbeam unpins only when the last guard goes. Without an attach pin (not attached, or
-    /// the pin out of its slot) it does nothing.
+    /// crossbeam unpins only when the last guard goes. With no pin in the slot (not attached,
+    /// or the pin taken out) it does nothing; the caller makes sure a pin kept in the slot
+    /// across a detach (`thread::wait_for_section_detached`'s) is not given up.
     pub(crate) fn unpin_for_wait(state: &ThreadState) -> bool {
         let pin = state
             .quiescence
@@ -1441,9 +1442,10 @@ pub mod local {
     /// Whether the calling thread holds its attach pin: the pin on `crossbeam-epoch`'s default
     /// collector that an attach takes and a detach gives up (repinned at checkpoints), in the
     /// free-threaded builds. Never true in the `gil` build, during `allow_threads`, or after the
-    /// thread's exit. A read that reaches no checkpoint, does not detach and begins no section
-    /// through [`section`](crate::section) (one that has to wait gives the pin up for its wait,
-    /// with no read open), made on a thread where this is true, is protected by that pin:
+    /// thread's exit. A read that reaches no checkpoint, does not detach, and begins or ends no
+    /// section through [`section`](crate::section) (one that has to wait for its lock, or an
+    /// outer one that has to wait to resume when a nested one ends, gives the pin up for the
+    /// wait, with no read open), made on a thread where this is true, is protected by that pin:
     /// whatever it loads was reachable after the pin was taken, so the epoch cannot free it
     /// before the pin is given up or repinned. The object model's lock-free container reads rely
     /// on it to take no pin of their own.

@@ -398,8 +398,9 @@ pub(crate) fn wait_for_section_detached(
 
 /// How a registered thread blocks for the locks of a section on its thread state's stack (the
 /// object model's sections, and every [`section`](crate::section) user's): in place, attached
-/// (a holder's section body never detaches nor stops at a checkpoint, so the wait ends without
-/// the thread taking part in anything meanwhile), but with its attach pin given up for the wait
+/// (a holder gives the lock up where its body detaches or stops at a checkpoint, as that
+/// suspends its sections, so the wait ends without this thread taking part in anything
+/// meanwhile), but with its attach pin given up for the wait
 /// where no read is open on the thread: a quiescent state, so the epoch advances past a thread
 /// that waits for a contended object, as CPython's QSBR goes past a thread that blocks on a
 /// `PyMutex` (its wait detaches). Waiting pinned held every other thread's retired objects

@@ -694,6 +694,10 @@ fn deferred_function_run_by_a_checkpoints_flush_detaches() {
 /// measured.)
 #[cfg(not(feature = "gil"))]
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs a process of its own: another test's deferred function or pin"
+)]
 fn a_thread_waiting_for_a_sections_lock_does_not_hold_back_reclamation() {
     // Alone in its process: another test's pinned thread would hold the epoch back.
     in_child_process(
@@ -711,6 +715,10 @@ fn a_thread_waiting_for_a_sections_lock_does_not_hold_back_reclamation() {
 /// threads retire meanwhile.
 #[cfg(not(feature = "gil"))]
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "needs a process of its own: another test's deferred function or pin"
+)]
 fn a_thread_waiting_for_a_sections_lock_with_a_read_open_stays_pinned() {
     in_child_process(
         "a_thread_waiting_for_a_sections_lock_with_a_read_open_stays_pinned",

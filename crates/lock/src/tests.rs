@@ -321,6 +321,9 @@ fn the_work_a_hook_leaves_runs_once_the_section_that_waited_is_recorded() {
     static WAITS: AtomicUsize = AtomicUsize::new(0);
     static AFTER_WAITS: AtomicUsize = AtomicUsize::new(0);
     static HELD_ELSEWHERE: AtomicBool = AtomicBool::new(false);
+    /// Set by an `after_wait` that found the section not yet recorded, or ran out of turn (a
+    /// panic there would abort the test binary).
+    static OUT_OF_PLACE: AtomicBool = AtomicBool::new(false);
     fn leaves_work(wait: &mut dyn FnMut()) -> Option<AfterWait> {
         WAITS.fetch_add(1, Ordering::SeqCst);
         wait();
@@ -328,16 +331,18 @@ fn the_work_a_hook_leaves_runs_once_the_section_that_waited_is_recorded() {
     }
     fn after_wait() {
         // The section that waited is on the stack, the innermost active one, with its lock.
-        assert_eq!(section::depth().active, 1);
-        assert_eq!(
-            AFTER_WAITS.load(Ordering::SeqCst) + 1,
-            WAITS.load(Ordering::SeqCst)
-        );
+        let recorded = section::depth().active == 1;
+        let in_turn = AFTER_WAITS.load(Ordering::SeqCst) + 1 == WAITS.load(Ordering::SeqCst);
+        if !(recorded && in_turn) {
+            OUT_OF_PLACE.store(true, Ordering::SeqCst);
+        }
         AFTER_WAITS.fetch_add(1, Ordering::SeqCst);
     }
-    /// Holds `lock` (taken already) until `waits` waits went through the hook.
+    /// Holds `lock` (taken already) until `waits` waits went through the hook (or for ten
+    /// seconds, so that a stack that never calls its hook fails the test instead of hanging).
     fn release_after(lock: &'static RawObjectLock, waits: usize) {
-        while WAITS.load(Ordering::SeqCst) < waits {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while WAITS.load(Ordering::SeqCst) < waits && Instant::now() < deadline {
             thread::yield_now();
         }
         // SAFETY: taken by the caller, for this thread to release.
@@ -373,6 +378,10 @@ fn the_work_a_hook_leaves_runs_once_the_section_that_waited_is_recorded() {
         });
     });
     section::set_blocking_wait(None);
+    assert!(
+        !OUT_OF_PLACE.load(Ordering::SeqCst),
+        "ran before its section was recorded"
+    );
 }
 
 #[test]

@@ -190,9 +190,11 @@ impl Header {
         // (no user code: every payload type is this crate's), and destructors of removed
         // references, which free objects, retire what those held and at most ask for checkpoint
         // work, and never detach. Their epoch pins are nested in the thread's attach pin (a
-        // holder is attach-pinned: a section that waited gave the pin up for the wait and took
-        // it back before `f`, `ftrt_gil`'s section wait), so none runs deferred functions
-        // here. On a thread attached
+        // holder is attach-pinned), so none runs deferred functions inside `f`. (A section
+        // that had to wait gave the pin up for the wait and took it back before `f`, once the
+        // section was recorded: that pin may run deferred functions, any crate's, with the
+        // section on the stack and not eliding, so the elision contract does not reach them.)
+        // On a thread attached
         // after its exit there is no attach pin, and a pin here may collect: it runs whatever
         // expired in the process-wide default collector, this crate's retired batches and
         // arrays (which free objects and never enter a section or detach) and any closure

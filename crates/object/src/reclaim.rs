@@ -13,8 +13,8 @@
 //!
 //! A lock-free read on a thread that holds its attach pin (`ftrt_gil::local::attach_pinned`,
 //! every attached thread but one attached after its exit) takes no pin of its own
-//! (`with_read_guard`): it reaches no checkpoint and begins no section (a section that waits
-//! gives the attach pin up for its wait), so the attach pin covers it.
+//! (`with_read_guard`): it reaches no checkpoint and begins or ends no section (a section that
+//! waits for its lock gives the attach pin up for the wait), so the attach pin covers it.
 //!
 //! A local container (see `Header`: no other thread can reach it) needs none of this unless a
 //! read is open on its own thread: its lock-free reads take no pin (`with_read_guard`), its
@@ -162,8 +162,8 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 /// Runs `f` with a guard for a lock-free read of `owner`'s contents that retires nothing: none
 /// for a local object, whose contents only this thread can change, and does not while it reads
 /// (see `Header`); none on a thread that holds its attach pin, which covers `f`; else a pinned
-/// guard. `f` must run no user code, reach no checkpoint, not detach and begin no section (a
-/// section that has to wait gives the attach pin up for the wait).
+/// guard. `f` must run no user code, reach no checkpoint, not detach, and begin or end no
+/// section (a section that has to wait for its lock gives the attach pin up for the wait).
 ///
 /// Always inlined, with the unpinned path inline and the pinned one out of line
 /// ([`read_pinned`]): an inlined caller otherwise left this call, with `f` in it, out of line
@@ -180,8 +180,8 @@ pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) ->
             // what `f` loads, and `f` reads without writing: what it loads stays in the
             // container, alive, until `f` has returned. Or unpinned when the thread holds its
             // attach pin (`ftrt_gil::local::attach_pinned`): `f` runs no user code, reaches no
-            // checkpoint (where that pin is renewed), does not detach and begins no section
-            // (whose wait may give the pin up), so the pin covers every load `f` makes, and
+            // checkpoint (where that pin is renewed), does not detach, and begins or ends no
+            // section (whose wait may give the pin up), so the pin covers every load `f` makes, and
             // what another thread removes meanwhile is not freed
             // before `f` returns. Nothing is retired through this guard.
             return f(unsafe { crossbeam_epoch::unprotected() });
@@ -200,7 +200,7 @@ pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) ->
 /// whole fast path, `f` included, fits in its caller without a call (`PyList::get_item`): `f`
 /// answers `None` too where it meets anything but the common case, and the caller then takes
 /// its general path, out of line, which repeats the read. `f` must run no user code, reach no
-/// checkpoint, not detach and begin no section, as for `with_read_guard`.
+/// checkpoint, not detach, and begin or end no section, as for `with_read_guard`.
 #[inline(always)]
 pub(crate) fn try_read_unpinned<R>(
     owner: &Header,
