@@ -400,11 +400,11 @@ pub(crate) fn wait_for_section_detached(
 /// object model's sections, and every [`section`](crate::section) user's): in place, attached
 /// (a holder gives the lock up where its body detaches or stops at a checkpoint, as that
 /// suspends its sections, so the wait ends without this thread taking part in anything
-/// meanwhile), but with its attach pin given up for the wait
-/// where no read is open on the thread: a quiescent state, so the epoch advances past a thread
-/// that waits for a contended object, as CPython's QSBR goes past a thread that blocks on a
-/// `PyMutex` (its wait detaches). Waiting pinned held every other thread's retired objects
-/// until the lock came (`list-replace-shared`, in `docs/results.md`).
+/// meanwhile), but with its attach pin given up for the wait where no read is open on the
+/// thread: a quiescent state, so the epoch advances past a thread that waits for a contended
+/// object, as CPython's QSBR goes past a thread that blocks on a `PyMutex` (its wait detaches).
+/// Waiting pinned held every other thread's retired objects until the lock came
+/// (`list-replace-shared`, in `docs/results.md`).
 ///
 /// The pin comes back once the section is recorded ([`pin_after_section_wait`], the
 /// `ftrt_lock::section::AfterWait`), not here: an outer pin may collect, running deferred

@@ -741,7 +741,7 @@ fn freed_while_a_thread_waits_for_a_section(read_open: bool) -> bool {
 
     use ftrt_lock::RawObjectLock;
 
-    static LOCK: std::sync::LazyLock<RawObjectLock> = std::sync::LazyLock::new(RawObjectLock::new);
+    static LOCK: RawObjectLock = RawObjectLock::new();
     static FREED: AtomicBool = AtomicBool::new(false);
     // Held by this thread, which is not attached, for as long as the waiter must wait.
     LOCK.lock();
