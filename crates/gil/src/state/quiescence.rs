@@ -1,0 +1,228 @@
+//! Keeps attached threads pinned in the epoch scheme (free-threaded builds only). The guard is
+//! crossbeam's default collector's, so the object model's own (nested) pins are free.
+//!
+//! Not yet in the block: the epoch participant itself (crossbeam's `LocalHandle`) is still
+//! `crossbeam-epoch`'s own thread-local; the block holds only the attach pin on it. Owning a
+//! `LocalHandle` of a runtime `Collector` here means every guard the object model takes must
+//! come from that collector, since a pin on one collector does not protect what is retired
+//! through another: `reclaim`'s pins for list and dict reads and writes (`read_pinned`,
+//! `write_contents_in_section`), `ReadGuard`, the
+//! `Debug` printer, `collect`'s flushes and the retired batches' hand-over at exit all pin through
+//! `crossbeam_epoch::pin()` today, and would have to switch together, with a fallback for pins
+//! after the block is gone (a temporary handle registered per pin, what crossbeam does itself
+//! once its thread-local is torn down) and `LocalHandle`'s drop placed in the exit sequence
+//! after the retired batches are handed over. That is one change across `ftrt-gil` and
+//! `ftrt-object`, not yet made.
+
+use std::cell::{Cell, RefCell};
+
+use crossbeam_epoch::Guard;
+
+use super::ThreadState;
+
+/// Checkpoints between repins: each repin costs a fence, and reclamation only needs threads
+/// to pass through quiescent states now and then. Each repin also runs the quiescent-state
+/// hooks and flushes: the thread hands its retired garbage to the global queue and frees a
+/// bounded batch of what has expired, so garbage is collected at the pace it is made
+/// (nested pins, which some reads and the retirement take, never collect by themselves).
+const CHECKS_PER_REPIN: u32 = 16;
+
+/// Repins between flushes of a thread that has retired nothing since its last flush
+/// ([`note_retired`](super::note_retired) not called). Such a flush only helps the global
+/// epoch along and frees other threads' expired garbage, which the retiring threads' own
+/// flushes do too. Each flush tries to advance the global epoch, a store every other
+/// thread's next repin reads: in `shared-refcount`, where two threads only count
+/// references, flushing every 16th repin kept 7 % of the samples in the epoch and cost the
+/// two-thread cell 10 % against every 256th (a flush per 4,096 checkpoints); flushing at
+/// every repin cost one thread 9 %.
+const REPINS_PER_IDLE_FLUSH: u32 = 256;
+
+/// Repins that flush after the thread last retired something
+/// ([`note_retired`](super::note_retired)), counted only where the repin renewed the pin.
+/// What it retired is freed once the global epoch has advanced twice past it. The epoch
+/// advances at a flush (at most once, and only when every pinned thread has passed a
+/// quiescent state since the last advance), or at crossbeam's own collection every 128th
+/// outer pin, which attached threads rarely make (their reads nest in the attach pin). So
+/// the flush that hands the garbage over is not enough: a thread that stopped retiring
+/// would hold it until its next idle flush, 256 repins on. The first flush hands the bag
+/// over and may advance once, the second advances again and runs the expired batches, the
+/// third covers an advance the first could not make (another thread not yet through a
+/// quiescent state); the hooks at the next repin drop what was posted back
+/// (`crates/object/tests/reclamation.rs`). A repin with a read open keeps the thread at its
+/// old epoch, which holds the advances back, so it flushes without counting.
+const FLUSHES_AFTER_RETIRING: u8 = 3;
+
+/// The attach pin and the checkpoint counter.
+pub(super) struct Quiescence {
+    guard: RefCell<Option<Guard>>,
+    /// The attach pin of an attachment that ended (or an `allow_threads` that began) while
+    /// a read was open on the thread: kept until no read is, since open reads rely on it
+    /// (`local::attach_pinned`). The last read to close drops it ([`release_kept_pin`]).
+    kept_for_reads: RefCell<Option<Guard>>,
+    checks: Cell<u32>,
+    /// Flushes still owed to what the thread last retired ([`FLUSHES_AFTER_RETIRING`]).
+    flushes_owed: Cell<u8>,
+}
+
+impl Quiescence {
+    pub(super) fn new() -> Self {
+        Quiescence {
+            guard: RefCell::new(None),
+            kept_for_reads: RefCell::new(None),
+            checks: Cell::new(0),
+            flushes_owed: Cell::new(0),
+        }
+    }
+}
+
+pub(crate) fn pin(state: Option<&ThreadState>) {
+    // Without a block (after exit) the thread runs unpinned; its reads pin for themselves.
+    if let Some(state) = state {
+        *state.quiescence.guard.borrow_mut() = Some(crossbeam_epoch::pin());
+        super::CURRENT.with(|c| c.attach_pinned.set(true));
+    }
+}
+
+pub(crate) fn note_retired(state: Option<&ThreadState>) {
+    if let Some(state) = state {
+        state.quiescence.flushes_owed.set(FLUSHES_AFTER_RETIRING);
+    }
+}
+
+pub(crate) fn unpin(state: Option<&ThreadState>) {
+    // Detaching is a quiescent state: the hooks run while the thread is still pinned. A
+    // hook that panics leaves the pin in place: the panic unwinds out of `allow_threads`
+    // with the thread still attached, and an attached thread is pinned.
+    super::run_hooks();
+    drop_pin(state);
+}
+
+/// [`unpin`] at the end of an attachment, which ends even when a hook panics: then the pin
+/// goes too (it would hold reclamation back until the thread attached again).
+pub(crate) fn unpin_at_the_end(state: Option<&ThreadState>) {
+    struct DropPin<'a>(Option<&'a ThreadState>);
+    impl Drop for DropPin<'_> {
+        fn drop(&mut self) {
+            drop_pin(self.0);
+        }
+    }
+    let _drop_pin = DropPin(state);
+    super::run_hooks();
+}
+
+fn drop_pin(state: Option<&ThreadState>) {
+    // Before the pin goes: from here reads pin for themselves.
+    super::CURRENT.with(|c| c.attach_pinned.set(false));
+    let Some(state) = state else { return };
+    let mut guard = state.quiescence.guard.borrow_mut().take();
+    if super::local::readers() > 0 {
+        // A read open across the detach may rely on this pin: it is kept until the last
+        // read closes. A pin kept already is older, and covers this one's reads too (pins
+        // nest: the thread stays at the epoch of its first), so then this one can go.
+        let mut kept = state.quiescence.kept_for_reads.borrow_mut();
+        if kept.is_none() {
+            *kept = guard.take();
+            super::CURRENT.with(|c| c.pin_kept.set(kept.is_some()));
+        }
+    }
+    // Dropped outside the borrows: unpinning may run deferred destructors.
+    drop(guard);
+}
+
+/// Gives up the attach pin for a wait for the locks of a section on the thread's stack
+/// (`thread::wait_for_object_section`): a quiescent state, so the epoch advances past the
+/// thread while it waits. Returns whether it did; then [`pin`] takes it again once the
+/// section is recorded. The caller has checked that no read is open on the thread. Nested
+/// pins of the thread's own (a flush's, a retirement's) keep it pinned all the same:
+/// crossbeam unpins only when the last guard goes. With no pin in the slot (not attached,
+/// or the pin taken out) it does nothing; the caller makes sure a pin kept in the slot
+/// across a detach (`thread::wait_for_section_detached`'s) is not given up.
+pub(crate) fn unpin_for_wait(state: &ThreadState) -> bool {
+    let pin = state
+        .quiescence
+        .guard
+        .try_borrow_mut()
+        .ok()
+        .and_then(|mut guard| guard.take());
+    let Some(pin) = pin else { return false };
+    super::CURRENT.with(|c| c.attach_pinned.set(false));
+    // Outside the borrow (an unpin runs nothing, but the last guard's drop may finalize).
+    drop(pin);
+    true
+}
+
+/// Drops the pin kept aside for open reads, now that the last one has closed. Attached, the
+/// thread stays pinned by its attach pin; detached, it unpins here.
+#[cold]
+#[inline(never)]
+pub(crate) fn release_kept_pin() {
+    super::CURRENT.with(|c| c.pin_kept.set(false));
+    // Taken out of the borrow before it drops: unpinning may run deferred destructors.
+    let kept = super::with_current(|state| {
+        state.and_then(|state| state.quiescence.kept_for_reads.borrow_mut().take())
+    });
+    drop(kept);
+}
+
+/// A quiescent state: the thread holds no reference it read without counting, beyond the
+/// reads still open on it ([`local::readers`](super::local::readers): the repin waits until
+/// none is) and nested pins of its own (which keep it pinned). Returns whether the thread
+/// should stop at a safe point (a stop of the world, or checkpoint work, is wanted): looked
+/// at every `CHECKS_PER_REPIN`th checkpoint, with the repin, so the common checkpoint stays a
+/// count.
+#[inline]
+pub(crate) fn checkpoint(state: Option<&ThreadState>) -> bool {
+    let Some(state) = state else {
+        return super::safe_point_wanted();
+    };
+    let checks = state.quiescence.checks.get().wrapping_add(1);
+    state.quiescence.checks.set(checks);
+    if checks % CHECKS_PER_REPIN == 0 {
+        return repin(state);
+    }
+    false
+}
+
+#[cold]
+fn repin(state: &ThreadState) -> bool {
+    if super::running_own_stop() {
+        // No hooks (they may collect, which stops the world) and no hold inside a stop: the
+        // first repinning checkpoint after it does both.
+        return false;
+    }
+    // An open read may rely on the pin staying as it is (`local::attach_pinned`): not
+    // renewed until no read is open, as a nested pin would keep it.
+    let reads_open = super::local::readers() > 0;
+    let repinned = state
+        .quiescence
+        .guard
+        .borrow_mut()
+        .as_mut()
+        .map(|guard| {
+            if !reads_open {
+                guard.repin();
+            }
+        })
+        .is_some();
+    if repinned {
+        // Between the repin and the flush, so what the hooks hand over goes out with this
+        // flush; and outside the guard's borrow, since hooks drop objects.
+        super::run_hooks();
+        // After the hooks, which may retire what they hand over.
+        let owed = state.quiescence.flushes_owed.get();
+        if !reads_open {
+            state.quiescence.flushes_owed.set(owed.saturating_sub(1));
+        }
+        let repins = state.quiescence.checks.get() / CHECKS_PER_REPIN;
+        if owed > 0 || repins % REPINS_PER_IDLE_FLUSH == 0 {
+            // Through a nested pin of this thread (which leaves its own pin as it is), not
+            // through the pin in the borrow: the flush runs due deferred functions, and one
+            // may detach, which takes that pin out.
+            crossbeam_epoch::pin().flush();
+        }
+    }
+    if state.hold_wanted.replace(false) {
+        super::try_hold_alone(state);
+    }
+    super::safe_point_wanted()
+}
