@@ -73,7 +73,9 @@
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
 //!   run the hooks, flush the thread's epoch garbage (only at the three repins after it last
-//!   retired something, [`note_retired`], or on every 256th repin), and try the hold on the
+//!   retired something, [`note_retired`], or on every 256th repin), with no read open and no
+//!   section active: wait, unpinned, for the epoch to free what the thread retired, if it
+//!   retires faster than that ([`reclamation`](crate::reclamation)), and try the hold on the
 //!   world if one is wanted (free-threaded builds: it succeeds if no other thread is attached,
 //!   and the stack elides from then on); (2) if a stop of the world is under way, or a thread waits
 //!   for this one's hold to end (free-threaded builds): park, a detach that waits for the stop

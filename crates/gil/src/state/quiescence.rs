@@ -15,10 +15,14 @@
 //! `ftrt-object`, not yet made.
 
 use std::cell::{Cell, RefCell};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
 
 use crossbeam_epoch::Guard;
 
 use super::ThreadState;
+use crate::reclamation::{self, WaitEnd, RETIREMENTS_PER_MARKER};
 
 /// Checkpoints between repins: each repin costs a fence, and reclamation only needs threads
 /// to pass through quiescent states now and then. Each repin also runs the quiescent-state
@@ -62,6 +66,32 @@ pub(super) struct Quiescence {
     checks: Cell<u32>,
     /// Flushes still owed to what the thread last retired ([`FLUSHES_AFTER_RETIRING`]).
     flushes_owed: Cell<u8>,
+    backlog: Backlog,
+}
+
+/// Whether the epoch keeps up with what the thread retires, told by markers
+/// ([`crate::reclamation`]): a marker is deferred behind the thread's retirements and runs
+/// once they are due. (The epoch hands a thread's deferred functions to the global queue in
+/// bags, in order, and collects the queue in order, stopping at the first bag not yet due: by
+/// the time the marker runs, what the thread retired before it has run or is running.)
+struct Backlog {
+    /// Retirements ([`note_retired`]) since the last marker was deferred.
+    retired: Cell<u32>,
+    /// Markers deferred.
+    made: Cell<u32>,
+    /// Markers run, counted by whichever thread runs them; shared with them, since a marker may
+    /// run after this thread has exited.
+    run: Arc<AtomicU32>,
+    /// Whether the thread waited for the marker outstanding now already.
+    waited: Cell<bool>,
+}
+
+impl Backlog {
+    fn outstanding(&self) -> bool {
+        // Relaxed: a hint for whether to wait; what the marker's run says about freed memory
+        // matters to no read here.
+        self.made.get() != self.run.load(Ordering::Relaxed)
+    }
 }
 
 impl Quiescence {
@@ -71,6 +101,12 @@ impl Quiescence {
             kept_for_reads: RefCell::new(None),
             checks: Cell::new(0),
             flushes_owed: Cell::new(0),
+            backlog: Backlog {
+                retired: Cell::new(0),
+                made: Cell::new(0),
+                run: Arc::new(AtomicU32::new(0)),
+                waited: Cell::new(false),
+            },
         }
     }
 }
@@ -86,6 +122,8 @@ pub(crate) fn pin(state: Option<&ThreadState>) {
 pub(crate) fn note_retired(state: Option<&ThreadState>) {
     if let Some(state) = state {
         state.quiescence.flushes_owed.set(FLUSHES_AFTER_RETIRING);
+        let retired = &state.quiescence.backlog.retired;
+        retired.set(retired.get().saturating_add(1));
     }
 }
 
@@ -220,9 +258,78 @@ fn repin(state: &ThreadState) -> bool {
             // may detach, which takes that pin out.
             crossbeam_epoch::pin().flush();
         }
+        if !reads_open {
+            keep_up_with_the_epoch(state);
+        }
     }
     if state.hold_wanted.replace(false) {
         super::try_hold_alone(state);
     }
     super::safe_point_wanted()
+}
+
+/// At a repin with no read open: once [`RETIREMENTS_PER_MARKER`] retirements have gone by since
+/// the last marker, defers the next one if that one has run; if it has not, waits for it, at
+/// most once per marker ([`crate::reclamation`]).
+fn keep_up_with_the_epoch(state: &ThreadState) {
+    let backlog = &state.quiescence.backlog;
+    if backlog.retired.get() < RETIREMENTS_PER_MARKER {
+        return;
+    }
+    if !backlog.outstanding() {
+        backlog.retired.set(0);
+        backlog.made.set(backlog.made.get().wrapping_add(1));
+        backlog.waited.set(false);
+        let run = Arc::clone(&backlog.run);
+        // Through a nested pin, as the flush: the attach pin stays as it is. The closure (one
+        // `Arc`) fits in crossbeam's deferred function without an allocation.
+        crossbeam_epoch::pin().defer(move || {
+            run.fetch_add(1, Ordering::Relaxed);
+        });
+        return;
+    }
+    if !backlog.waited.get() && may_wait(state) {
+        backlog.waited.set(true);
+        wait_for_the_marker(state, backlog);
+    }
+}
+
+/// Whether a wait holds nothing up: no section of the thread's active (another thread may wait
+/// for its lock), on its state's stack or `ftrt-lock`'s thread-local one, no park of its counts
+/// under way, and a limit set. (The caller has checked that no read is open, and `repin` that
+/// the thread runs no stop of its own.)
+fn may_wait(state: &ThreadState) -> bool {
+    !reclamation::wait_limit().is_zero()
+        && state.sections.depth().active == 0
+        && !super::parking_counts()
+        && ftrt_lock::section::depth().active == 0
+}
+
+/// The wait itself: unpinned, flushing (which advances the epoch and runs what is due, the
+/// marker among it), until the marker has run, a safe point is wanted, or the limit has passed.
+#[cold]
+#[inline(never)]
+fn wait_for_the_marker(state: &ThreadState, backlog: &Backlog) {
+    reclamation::record_begun();
+    let deadline = Instant::now().checked_add(reclamation::wait_limit());
+    // A quiescent state, as a section's wait is: no read is open, so the thread holds no
+    // reference it read without counting, and nothing relies on the attach pin.
+    let unpinned = unpin_for_wait(state);
+    let end = loop {
+        crossbeam_epoch::pin().flush();
+        if !backlog.outstanding() {
+            break WaitEnd::CaughtUp;
+        }
+        if super::safe_point_wanted() {
+            break WaitEnd::Interrupted;
+        }
+        if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+            break WaitEnd::TimedOut;
+        }
+        std::thread::yield_now();
+    };
+    if unpinned {
+        pin(Some(state));
+    }
+    reclamation::record_end(end);
 }

@@ -157,6 +157,8 @@ fn main() -> ExitCode {
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), json!(v)))
                 .collect();
+            // Over the whole process, warm-up included: the waits' counts are process-wide.
+            let waits = ftrt_gil::reclamation::waits();
             let check = match &outcome.check {
                 Ok(()) => "ok".to_owned(),
                 Err(what) => what.clone(),
@@ -174,6 +176,12 @@ fn main() -> ExitCode {
                     "check": check,
                     "metrics": metrics,
                     "peak_rss_kib": peak_rss_kib(),
+                    "reclamation_waits": {
+                        "begun": waits.begun,
+                        "caught_up": waits.caught_up,
+                        "timed_out": waits.timed_out,
+                        "interrupted": waits.interrupted,
+                    },
                 })
             );
             if std::env::var("FTRT_RUNNER_CRASH_AFTER_PRINT").as_deref() == Ok(workload.name) {

@@ -1,0 +1,122 @@
+//! Back-pressure on retirement: a thread that retires faster than the epoch scheme frees waits,
+//! now and then, for what it retired to be freed.
+//!
+//! What an attached thread retires ([`note_retired`](crate::note_retired)) is freed once every
+//! pinned thread has passed a quiescent state (a checkpoint's repin, a detach) since. One thread
+//! that stays pinned for a few milliseconds without one (a long stretch between checkpoints, a
+//! stall on page faults) holds back everything the others retire meanwhile, and a thread that
+//! replaces values in a loop retires tens of thousands in that time. Memory grows with each such
+//! stall; the `gil` build, which frees at once, never sees it.
+//!
+//! So in the free-threaded builds each attached thread defers a *marker* on the epoch once every
+//! [`RETIREMENTS_PER_MARKER`] retirements, behind what it retired, and looks at its checkpoints'
+//! repins whether the marker has run. If it has not, and the thread has retired as many again
+//! since, the thread waits at that checkpoint, unpinned (a quiescent state, so it holds nothing
+//! back itself) and flushing, until the marker runs, for at most [`wait_limit`]. The wait ends
+//! early for a stop of the world or checkpoint work (the thread parks at once after it). A
+//! thread waits at most once per marker: should the marker not run within the limit, it goes on
+//! retiring without waiting until that marker has run.
+//!
+//! The thread waits only where waiting holds nothing up: at a checkpoint (where it may park
+//! for a stop of the world already), with no read open (which relies on its pin) and no
+//! section of its own active (so no other thread waits for a lock it holds), outside its own
+//! stop of the world and the park of its counts.
+//!
+//! [`waits`] counts the waits, by how each ended. The `gil` build frees at once and never waits;
+//! its counts stay zero.
+//!
+//! ```
+//! use std::time::Duration;
+//!
+//! ftrt_gil::reclamation::set_wait_limit(Duration::from_millis(5));
+//! assert_eq!(ftrt_gil::reclamation::wait_limit(), Duration::from_millis(5));
+//! let waits = ftrt_gil::reclamation::waits();
+//! assert!(waits.begun >= waits.caught_up + waits.timed_out + waits.interrupted);
+//! # ftrt_gil::reclamation::set_wait_limit(ftrt_gil::reclamation::DEFAULT_WAIT_LIMIT);
+//! ```
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// Retirements between two markers, and retirements past an outstanding marker that make a
+/// thread wait for it. A marker costs a deferred function and a reference count's increment; at
+/// 16, `list-replace-shared`'s peak memory at 2 and 4 threads came down to the `gil` build's
+/// (`docs/results.md`, "P13: a thread that retires waits for the epoch").
+pub const RETIREMENTS_PER_MARKER: u32 = 16;
+
+/// The longest one wait lasts, unless changed with [`set_wait_limit`]. Long enough to cover
+/// the pinned stalls of 3 to 5 ms measured on a 2-core machine (with 5 ms, some waits ran out
+/// and the memory they should have kept down came back); short enough that a thread held up by
+/// a pinned thread that does not come back soon loses little.
+pub const DEFAULT_WAIT_LIMIT: Duration = Duration::from_millis(10);
+
+/// The wait limit in nanoseconds (`u64` holds 584 years).
+static WAIT_LIMIT_NANOS: AtomicU64 = AtomicU64::new(DEFAULT_WAIT_LIMIT.as_nanos() as u64);
+
+/// Sets the longest one wait lasts, for every thread, from its next wait on. Zero turns the
+/// waits off. A limit beyond `u64::MAX` nanoseconds is taken as that.
+pub fn set_wait_limit(limit: Duration) {
+    let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+    // Relaxed: a setting, read once per wait; no other memory hangs on it.
+    WAIT_LIMIT_NANOS.store(nanos, Ordering::Relaxed);
+}
+
+/// The longest one wait lasts ([`set_wait_limit`]; [`DEFAULT_WAIT_LIMIT`] until set).
+pub fn wait_limit() -> Duration {
+    Duration::from_nanos(WAIT_LIMIT_NANOS.load(Ordering::Relaxed))
+}
+
+/// The waits of every thread since the process started, by how each ended. Waits under way are
+/// counted in `begun` and in none of the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Waits {
+    /// Waits begun.
+    pub begun: u64,
+    /// Ended because the marker ran: what the thread retired before it was freed.
+    pub caught_up: u64,
+    /// Ended at the limit, the marker still waiting for a pinned thread.
+    pub timed_out: u64,
+    /// Ended early for a stop of the world or checkpoint work.
+    pub interrupted: u64,
+}
+
+/// How a wait ended.
+#[cfg_attr(feature = "gil", allow(dead_code))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum WaitEnd {
+    CaughtUp,
+    TimedOut,
+    Interrupted,
+}
+
+// Relaxed throughout: statistics, each counter on its own; a reader that needs them exact
+// synchronises with the waiting threads otherwise (joins them).
+static BEGUN: AtomicU64 = AtomicU64::new(0);
+static CAUGHT_UP: AtomicU64 = AtomicU64::new(0);
+static TIMED_OUT: AtomicU64 = AtomicU64::new(0);
+static INTERRUPTED: AtomicU64 = AtomicU64::new(0);
+
+/// The waits so far (see [`Waits`]).
+pub fn waits() -> Waits {
+    Waits {
+        begun: BEGUN.load(Ordering::Relaxed),
+        caught_up: CAUGHT_UP.load(Ordering::Relaxed),
+        timed_out: TIMED_OUT.load(Ordering::Relaxed),
+        interrupted: INTERRUPTED.load(Ordering::Relaxed),
+    }
+}
+
+#[cfg_attr(feature = "gil", allow(dead_code))]
+pub(crate) fn record_begun() {
+    BEGUN.fetch_add(1, Ordering::Relaxed);
+}
+
+#[cfg_attr(feature = "gil", allow(dead_code))]
+pub(crate) fn record_end(end: WaitEnd) {
+    let counter = match end {
+        WaitEnd::CaughtUp => &CAUGHT_UP,
+        WaitEnd::TimedOut => &TIMED_OUT,
+        WaitEnd::Interrupted => &INTERRUPTED,
+    };
+    counter.fetch_add(1, Ordering::Relaxed);
+}

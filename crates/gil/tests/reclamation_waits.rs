@@ -1,0 +1,258 @@
+//! Back-pressure on retirement (`ftrt_gil::reclamation`): a thread that retires while another
+//! thread holds the epoch back waits, at a checkpoint and unpinned, until what it retired is
+//! freed; for at most the wait limit, once per marker, and never where waiting would hold
+//! anything up. Free-threaded builds only: the `gil` build frees at once.
+//!
+//! Each test holds the epoch back with a thread attached (and so pinned) that makes no
+//! checkpoint, the stall the waits are for, and reads the process-wide wait counts; the tests
+//! take turns (`serial`). No test asserts how long anything takes: each waits for an event,
+//! with a limit far beyond it only to fail instead of hanging.
+#![cfg(not(feature = "gil"))]
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use ftrt_gil::reclamation::{self, Waits, RETIREMENTS_PER_MARKER};
+use ftrt_gil::Python;
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// How long a thread waits for something that must happen before calling it a hang.
+const HANG: Duration = Duration::from_secs(30);
+
+/// Retirements a thread makes before a test calls a wait that never came missing.
+const MANY_RETIREMENTS: u32 = 100 * RETIREMENTS_PER_MARKER;
+
+/// One test at a time: each sets the process-wide limit and reads the process-wide counts, and
+/// a thread of one test that holds the epoch would make another's threads wait.
+fn serial() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The waits since `before`.
+fn waits_since(before: Waits) -> Waits {
+    let now = reclamation::waits();
+    Waits {
+        begun: now.begun - before.begun,
+        caught_up: now.caught_up - before.caught_up,
+        timed_out: now.timed_out - before.timed_out,
+        interrupted: now.interrupted - before.interrupted,
+    }
+}
+
+/// Retires one function on the epoch, as the object model retires what it removes.
+fn retire_one() {
+    crossbeam_epoch::pin().defer(|| ());
+    ftrt_gil::note_retired();
+}
+
+/// Retires and checkpoints on an attached thread until `done` says so, or for
+/// [`MANY_RETIREMENTS`]; returns whether `done` did.
+fn retire_until(py: Python<'_>, done: impl Fn() -> bool) -> bool {
+    for _ in 0..MANY_RETIREMENTS {
+        retire_one();
+        py.check();
+        if done() {
+            return true;
+        }
+    }
+    false
+}
+
+/// Starts a thread that attaches and runs `then` attached, with no checkpoint: pinned all the
+/// while, it holds the epoch back. Returns once the thread is pinned.
+fn holding_the_epoch<T: Send + 'static>(
+    then: impl FnOnce(Python<'_>) -> T + Send + 'static,
+) -> JoinHandle<T> {
+    let (pinned, holder_pinned) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        Python::attach(|py| {
+            pinned.send(()).unwrap();
+            then(py)
+        })
+    });
+    holder_pinned.recv().unwrap();
+    holder
+}
+
+/// Spins (attached, without a checkpoint) until `done` says so or [`HANG`] has passed.
+fn spin_until(done: impl Fn() -> bool) {
+    let deadline = Instant::now() + HANG;
+    while !done() && Instant::now() < deadline {
+        std::hint::spin_loop();
+    }
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_thread_that_retires_while_another_holds_the_epoch_waits_until_what_it_retired_is_freed() {
+    let _serial = serial();
+    reclamation::set_wait_limit(Duration::from_secs(600));
+    let before = reclamation::waits();
+    let retirer_done = Arc::new(AtomicBool::new(false));
+    let holder_done = Arc::clone(&retirer_done);
+    // Lets the epoch go (ends its attachment) once the retirer waits.
+    let holder = holding_the_epoch(move |_py| {
+        spin_until(|| {
+            reclamation::waits().begun > before.begun || holder_done.load(Ordering::SeqCst)
+        })
+    });
+    let caught_up =
+        Python::attach(|py| retire_until(py, || reclamation::waits().caught_up > before.caught_up));
+    retirer_done.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+    assert!(
+        caught_up,
+        "the retirer never waited for the epoch: {:?}",
+        waits_since(before)
+    );
+    // The wait lasted until the holder let the epoch go, so the retirer's marker ran: had the
+    // retirer stayed pinned for it, the epoch could not have advanced past it.
+    assert_eq!(
+        waits_since(before),
+        Waits {
+            begun: 1,
+            caught_up: 1,
+            timed_out: 0,
+            interrupted: 0
+        }
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_wait_ends_at_the_limit_and_comes_once_per_marker() {
+    let _serial = serial();
+    reclamation::set_wait_limit(Duration::from_millis(20));
+    let before = reclamation::waits();
+    let retirer_done = Arc::new(AtomicBool::new(false));
+    let holder_done = Arc::clone(&retirer_done);
+    let holder = holding_the_epoch(move |_py| spin_until(|| holder_done.load(Ordering::SeqCst)));
+    // The holder keeps the epoch for the whole run: the one marker outstanding never runs.
+    Python::attach(|py| retire_until(py, || false));
+    retirer_done.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+    assert_eq!(
+        waits_since(before),
+        Waits {
+            begun: 1,
+            caught_up: 0,
+            timed_out: 1,
+            interrupted: 0
+        }
+    );
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_zero_limit_turns_the_waits_off() {
+    let _serial = serial();
+    reclamation::set_wait_limit(Duration::ZERO);
+    let before = reclamation::waits();
+    let retirer_done = Arc::new(AtomicBool::new(false));
+    let holder_done = Arc::clone(&retirer_done);
+    let holder = holding_the_epoch(move |_py| spin_until(|| holder_done.load(Ordering::SeqCst)));
+    Python::attach(|py| retire_until(py, || false));
+    retirer_done.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+    reclamation::set_wait_limit(reclamation::DEFAULT_WAIT_LIMIT);
+    assert_eq!(waits_since(before), Waits::default());
+}
+
+/// A wait is a checkpoint's, and a checkpoint parks for a stop of the world: the wait gives way
+/// to it at once instead of holding the stop up for its limit.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_stop_of_the_world_ends_a_wait() {
+    let _serial = serial();
+    reclamation::set_wait_limit(Duration::from_secs(600));
+    let before = reclamation::waits();
+    // The holder stops the world once the retirer waits, and reads the counts inside the stop,
+    // with the retirer parked.
+    let holder = holding_the_epoch(move |py| {
+        spin_until(|| reclamation::waits().begun > before.begun);
+        ftrt_gil::stop_the_world(py, || waits_since(before))
+    });
+    let interrupted = Python::attach(|py| {
+        retire_until(py, || reclamation::waits().interrupted > before.interrupted)
+    });
+    let in_the_stop = holder.join().unwrap();
+    assert!(
+        interrupted,
+        "no wait was interrupted: {:?}",
+        waits_since(before)
+    );
+    assert_eq!(
+        in_the_stop,
+        Waits {
+            begun: 1,
+            caught_up: 0,
+            timed_out: 0,
+            interrupted: 1
+        }
+    );
+}
+
+/// The retirer makes [`MANY_RETIREMENTS`] inside `inside` (which opens something waiting must
+/// not hold up) with the epoch held back, then retires outside until it waits: returns the waits
+/// made inside, and whether it waited outside (so the test can fail: the retirements inside
+/// were past an outstanding marker).
+fn waits_inside(inside: impl FnOnce(Python<'_>, &mut dyn FnMut())) -> (Waits, bool) {
+    let _serial = serial();
+    reclamation::set_wait_limit(Duration::from_secs(600));
+    let before = reclamation::waits();
+    let retirer_done = Arc::new(AtomicBool::new(false));
+    let holder_done = Arc::clone(&retirer_done);
+    let holder = holding_the_epoch(move |_py| {
+        spin_until(|| {
+            reclamation::waits().begun > before.begun || holder_done.load(Ordering::SeqCst)
+        })
+    });
+    let (inside_waits, waited_outside) = Python::attach(|py| {
+        inside(py, &mut || {
+            retire_until(py, || false);
+        });
+        let inside_waits = waits_since(before);
+        let waited_outside = retire_until(py, || reclamation::waits().caught_up > before.caught_up);
+        (inside_waits, waited_outside)
+    });
+    retirer_done.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+    (inside_waits, waited_outside)
+}
+
+/// Waiting with a section's lock held would hold up every thread that waits for the lock.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_thread_with_a_section_active_does_not_wait() {
+    static LOCK: ftrt_lock::RawObjectLock = ftrt_lock::RawObjectLock::new();
+    let (inside, waited_outside) =
+        waits_inside(|py, retire| ftrt_gil::section::with(py, &LOCK, retire));
+    assert_eq!(inside, Waits::default());
+    assert!(
+        waited_outside,
+        "the retirer never waited, even outside the section"
+    );
+}
+
+/// An open read relies on the thread's pin, which a wait gives up.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_thread_with_a_read_open_does_not_wait() {
+    let (inside, waited_outside) = waits_inside(|_py, retire| {
+        let _read = ftrt_gil::local::OpenRead::new();
+        retire();
+    });
+    assert_eq!(inside, Waits::default());
+    assert!(
+        waited_outside,
+        "the retirer never waited, even with the read closed"
+    );
+}
