@@ -1,26 +1,32 @@
 //! Back-pressure on retirement: a thread that retires faster than the epoch scheme frees waits,
 //! now and then, for what it retired to be freed.
 //!
-//! What an attached thread retires ([`note_retired`](crate::note_retired)) is freed once every
-//! pinned thread has passed a quiescent state (a checkpoint's repin, a detach) since. One thread
+//! What an attached thread retires ([`note_retired`](crate::note_retired)) is freed once the
+//! epoch has advanced twice past it, and the epoch advances only once every pinned thread has
+//! passed a quiescent state (a checkpoint's repin, a detach) since the last advance. One thread
 //! that stays pinned for a few milliseconds without one (a long stretch between checkpoints, a
 //! stall on page faults) holds back everything the others retire meanwhile, and a thread that
 //! replaces values in a loop retires tens of thousands in that time. Memory grows with each such
 //! stall; the `gil` build, which frees at once, never sees it.
 //!
 //! So in the free-threaded builds each attached thread defers a *marker* on the epoch once every
-//! [`RETIREMENTS_PER_MARKER`] retirements, behind what it retired, and looks at its checkpoints'
+//! [`RETIREMENTS_PER_MARKER`] retirements (a retirement is one deferred function: in the object
+//! model a batch of up to 64 references, or one replaced array or table), behind what it
+//! retired, and looks at its checkpoints'
 //! repins whether the marker has run. If it has not, and the thread has retired as many again
 //! since, the thread waits at that checkpoint, unpinned (a quiescent state, so it holds nothing
 //! back itself) and flushing, until the marker runs, for at most [`wait_limit`]. The wait ends
-//! early for a stop of the world or checkpoint work (the thread parks at once after it). A
+//! early where the checkpoint has somewhere to stop (a stop of the world, a thread waiting for
+//! this one's hold on the world alone to end, checkpoint work to run), and where a function the
+//! flush ran attached the thread again. A
 //! thread waits at most once per marker: should the marker not run within the limit, it goes on
 //! retiring without waiting until that marker has run.
 //!
 //! The thread waits only where waiting holds nothing up: at a checkpoint (where it may park
 //! for a stop of the world already), with no read open (which relies on its pin) and no
 //! section of its own active (so no other thread waits for a lock it holds), outside its own
-//! stop of the world and the park of its counts.
+//! stop of the world, the park of its counts and a hold on the world alone, and with no pin of
+//! its own nested in the attach pin (which would keep it pinned through the wait).
 //!
 //! [`waits`] counts the waits, by how each ended. The `gil` build frees at once and never waits;
 //! its counts stay zero.
@@ -54,7 +60,8 @@ pub const DEFAULT_WAIT_LIMIT: Duration = Duration::from_millis(10);
 static WAIT_LIMIT_NANOS: AtomicU64 = AtomicU64::new(DEFAULT_WAIT_LIMIT.as_nanos() as u64);
 
 /// Sets the longest one wait lasts, for every thread, from its next wait on. Zero turns the
-/// waits off. A limit beyond `u64::MAX` nanoseconds is taken as that.
+/// waits off. A limit beyond `u64::MAX` nanoseconds (584 years) is taken as that; one past what
+/// the clock can add to now means no limit.
 pub fn set_wait_limit(limit: Duration) {
     let nanos = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
     // Relaxed: a setting, read once per wait; no other memory hangs on it.
@@ -67,16 +74,20 @@ pub fn wait_limit() -> Duration {
 }
 
 /// The waits of every thread since the process started, by how each ended. Waits under way are
-/// counted in `begun` and in none of the others.
+/// counted in `begun` and in none of the others, so `begun` is never less than the others'
+/// sum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Waits {
     /// Waits begun.
     pub begun: u64,
-    /// Ended because the marker ran: what the thread retired before it was freed.
+    /// Ended because the marker ran: what the thread retired before it was due, and has run
+    /// or is running (in the object model a batch that ran on another thread is posted back to
+    /// its thread, which drops it at its next quiescent state).
     pub caught_up: u64,
     /// Ended at the limit, the marker still waiting for a pinned thread.
     pub timed_out: u64,
-    /// Ended early for a stop of the world or checkpoint work.
+    /// Ended early: the checkpoint had somewhere to stop, the thread was attached again by a
+    /// function the wait ran, or such a function panicked.
     pub interrupted: u64,
 }
 
@@ -89,8 +100,10 @@ pub(crate) enum WaitEnd {
     Interrupted,
 }
 
-// Relaxed throughout: statistics, each counter on its own; a reader that needs them exact
-// synchronises with the waiting threads otherwise (joins them).
+// Statistics: each count Relaxed on its own, but an end is counted with Release and read with
+// Acquire before `BEGUN` is, so a reader that sees an end sees its beginning (`begun` is never
+// less than the ends' sum). A reader that needs the counts exact synchronises with the waiting
+// threads otherwise (joins them).
 static BEGUN: AtomicU64 = AtomicU64::new(0);
 static CAUGHT_UP: AtomicU64 = AtomicU64::new(0);
 static TIMED_OUT: AtomicU64 = AtomicU64::new(0);
@@ -98,11 +111,14 @@ static INTERRUPTED: AtomicU64 = AtomicU64::new(0);
 
 /// The waits so far (see [`Waits`]).
 pub fn waits() -> Waits {
+    let caught_up = CAUGHT_UP.load(Ordering::Acquire);
+    let timed_out = TIMED_OUT.load(Ordering::Acquire);
+    let interrupted = INTERRUPTED.load(Ordering::Acquire);
     Waits {
         begun: BEGUN.load(Ordering::Relaxed),
-        caught_up: CAUGHT_UP.load(Ordering::Relaxed),
-        timed_out: TIMED_OUT.load(Ordering::Relaxed),
-        interrupted: INTERRUPTED.load(Ordering::Relaxed),
+        caught_up,
+        timed_out,
+        interrupted,
     }
 }
 
@@ -118,5 +134,5 @@ pub(crate) fn record_end(end: WaitEnd) {
         WaitEnd::TimedOut => &TIMED_OUT,
         WaitEnd::Interrupted => &INTERRUPTED,
     };
-    counter.fetch_add(1, Ordering::Relaxed);
+    counter.fetch_add(1, Ordering::Release);
 }

@@ -6,7 +6,10 @@
 //! Each test holds the epoch back with a thread attached (and so pinned) that makes no
 //! checkpoint, the stall the waits are for, and reads the process-wide wait counts; the tests
 //! take turns (`serial`). No test asserts how long anything takes: each waits for an event,
-//! with a limit far beyond it only to fail instead of hanging.
+//! with a limit far beyond it ([`HANG`], the wait limit too where a wait must end on an event)
+//! only to fail instead of hanging. Each test retires on a thread of its own (the harness's, or
+//! one it starts), so its markers start afresh: the thread's count of retirements and markers
+//! is its own.
 #![cfg(not(feature = "gil"))]
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -94,7 +97,7 @@ fn spin_until(done: impl Fn() -> bool) {
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
 fn a_thread_that_retires_while_another_holds_the_epoch_waits_until_what_it_retired_is_freed() {
     let _serial = serial();
-    reclamation::set_wait_limit(Duration::from_secs(600));
+    reclamation::set_wait_limit(HANG);
     let before = reclamation::waits();
     let retirer_done = Arc::new(AtomicBool::new(false));
     let holder_done = Arc::clone(&retirer_done);
@@ -120,6 +123,47 @@ fn a_thread_that_retires_while_another_holds_the_epoch_waits_until_what_it_retir
         Waits {
             begun: 1,
             caught_up: 1,
+            timed_out: 0,
+            interrupted: 0
+        }
+    );
+}
+
+/// Once a marker has run, the next one is waited for as the first was: the thread held back by
+/// a second holder waits again.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn each_marker_is_waited_for_anew() {
+    let _serial = serial();
+    reclamation::set_wait_limit(HANG);
+    let before = reclamation::waits();
+    Python::attach(|py| {
+        for round in 1..=2 {
+            let retirer_done = Arc::new(AtomicBool::new(false));
+            let holder_done = Arc::clone(&retirer_done);
+            let holder = holding_the_epoch(move |_py| {
+                spin_until(|| {
+                    reclamation::waits().begun >= before.begun + round
+                        || holder_done.load(Ordering::SeqCst)
+                })
+            });
+            let caught_up = retire_until(py, || {
+                reclamation::waits().caught_up >= before.caught_up + round
+            });
+            retirer_done.store(true, Ordering::SeqCst);
+            holder.join().unwrap();
+            assert!(
+                caught_up,
+                "no wait in round {round}: {:?}",
+                waits_since(before)
+            );
+        }
+    });
+    assert_eq!(
+        waits_since(before),
+        Waits {
+            begun: 2,
+            caught_up: 2,
             timed_out: 0,
             interrupted: 0
         }
@@ -172,7 +216,7 @@ fn a_zero_limit_turns_the_waits_off() {
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
 fn a_stop_of_the_world_ends_a_wait() {
     let _serial = serial();
-    reclamation::set_wait_limit(Duration::from_secs(600));
+    reclamation::set_wait_limit(HANG);
     let before = reclamation::waits();
     // The holder stops the world once the retirer waits, and reads the counts inside the stop,
     // with the retirer parked.
@@ -202,11 +246,11 @@ fn a_stop_of_the_world_ends_a_wait() {
 
 /// The retirer makes [`MANY_RETIREMENTS`] inside `inside` (which opens something waiting must
 /// not hold up) with the epoch held back, then retires outside until it waits: returns the waits
-/// made inside, and whether it waited outside (so the test can fail: the retirements inside
-/// were past an outstanding marker).
+/// made inside, and whether it waited outside (so the test can fail: without the condition
+/// under test, the retirements inside would have made a marker and waited for it).
 fn waits_inside(inside: impl FnOnce(Python<'_>, &mut dyn FnMut())) -> (Waits, bool) {
     let _serial = serial();
-    reclamation::set_wait_limit(Duration::from_secs(600));
+    reclamation::set_wait_limit(HANG);
     let before = reclamation::waits();
     let retirer_done = Arc::new(AtomicBool::new(false));
     let holder_done = Arc::clone(&retirer_done);
@@ -240,6 +284,34 @@ fn a_thread_with_a_section_active_does_not_wait() {
         waited_outside,
         "the retirer never waited, even outside the section"
     );
+}
+
+/// Nor with a section of `ftrt-lock`'s thread-local stack active, which an attached thread may
+/// take too.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_thread_with_a_thread_local_section_active_does_not_wait() {
+    static LOCK: ftrt_lock::RawObjectLock = ftrt_lock::RawObjectLock::new();
+    let (inside, waited_outside) =
+        waits_inside(|_py, retire| ftrt_lock::section::with(&LOCK, retire));
+    assert_eq!(inside, Waits::default());
+    assert!(
+        waited_outside,
+        "the retirer never waited, even outside the section"
+    );
+}
+
+/// Nor inside a pin of the caller's own, which keeps the thread pinned through any wait: the
+/// marker could not run before the limit.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_thread_pinned_by_its_caller_does_not_wait() {
+    let (inside, waited_outside) = waits_inside(|_py, retire| {
+        let _pin = crossbeam_epoch::pin();
+        retire();
+    });
+    assert_eq!(inside, Waits::default());
+    assert!(waited_outside, "the retirer never waited, even unpinned");
 }
 
 /// An open read relies on the thread's pin, which a wait gives up.

@@ -289,47 +289,80 @@ fn keep_up_with_the_epoch(state: &ThreadState) {
         return;
     }
     if !backlog.waited.get() && may_wait(state) {
+        // Set first: nothing the wait runs waits again for this marker.
         backlog.waited.set(true);
-        wait_for_the_marker(state, backlog);
+        if !wait_for_the_marker(state, backlog) {
+            backlog.waited.set(false);
+        }
     }
 }
 
 /// Whether a wait holds nothing up: no section of the thread's active (another thread may wait
 /// for its lock), on its state's stack or `ftrt-lock`'s thread-local one, no park of its counts
-/// under way, and a limit set. (The caller has checked that no read is open, and `repin` that
-/// the thread runs no stop of its own.)
+/// under way, no hold on the world alone (then no other thread is attached, and what the thread
+/// retires is mostly freed at once: only a detached thread could hold the epoch back, for no
+/// telling how long), and a limit set. (The caller has checked that no read is open, and
+/// `repin` that the thread runs no stop of its own.)
 fn may_wait(state: &ThreadState) -> bool {
     !reclamation::wait_limit().is_zero()
         && state.sections.depth().active == 0
         && !super::parking_counts()
         && ftrt_lock::section::depth().active == 0
+        && state.alone.try_borrow().is_ok_and(|hold| hold.is_none())
 }
 
 /// The wait itself: unpinned, flushing (which advances the epoch and runs what is due, the
-/// marker among it), until the marker has run, a safe point is wanted, or the limit has passed.
+/// marker among it), until the marker has run, a safe point is wanted, the thread is pinned
+/// again (a function the flush ran attached again), or the limit has passed. Returns whether it
+/// waited: not where a pin of the thread's own, nested in its attach pin, keeps it pinned all
+/// the same (a caller's around the checkpoint, or the repin's flush's, whose deferred function
+/// reached this checkpoint): the marker could not run before the limit.
 #[cold]
 #[inline(never)]
-fn wait_for_the_marker(state: &ThreadState, backlog: &Backlog) {
-    reclamation::record_begun();
-    let deadline = Instant::now().checked_add(reclamation::wait_limit());
+fn wait_for_the_marker(state: &ThreadState, backlog: &Backlog) -> bool {
     // A quiescent state, as a section's wait is: no read is open, so the thread holds no
     // reference it read without counting, and nothing relies on the attach pin.
-    let unpinned = unpin_for_wait(state);
+    if !unpin_for_wait(state) {
+        return false;
+    }
+    let mut wait = PinAgainAfterWait { state, end: None };
+    if crossbeam_epoch::is_pinned() {
+        return false;
+    }
+    reclamation::record_begun();
+    let deadline = Instant::now().checked_add(reclamation::wait_limit());
+    wait.end = Some(WaitEnd::Interrupted);
     let end = loop {
         crossbeam_epoch::pin().flush();
         if !backlog.outstanding() {
             break WaitEnd::CaughtUp;
         }
-        if super::safe_point_wanted() {
+        if super::safe_point_wanted() || crate::local::attach_pinned() {
             break WaitEnd::Interrupted;
         }
+        // No deadline where the limit overflows the clock: as good as no limit.
         if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
             break WaitEnd::TimedOut;
         }
         std::thread::yield_now();
     };
-    if unpinned {
-        pin(Some(state));
+    wait.end = Some(end);
+    true
+}
+
+/// Ends a wait for the marker, panics included (a deferred function the flush runs may panic):
+/// takes the attach pin again, and counts the wait's end if it began (a panic ends it as
+/// interrupted).
+struct PinAgainAfterWait<'a> {
+    state: &'a ThreadState,
+    end: Option<WaitEnd>,
+}
+
+impl Drop for PinAgainAfterWait<'_> {
+    fn drop(&mut self) {
+        pin(Some(self.state));
+        if let Some(end) = self.end {
+            reclamation::record_end(end);
+        }
     }
-    reclamation::record_end(end);
 }
