@@ -9,12 +9,12 @@
 //! replaces values in a loop retires tens of thousands in that time. Memory grows with each such
 //! stall; the `gil` build, which frees at once, never sees it.
 //!
-//! So in the free-threaded builds each attached thread defers a *marker* on the epoch once every
-//! [`RETIREMENTS_PER_MARKER`] retirements (a retirement is one deferred function: in the object
-//! model a batch of up to 64 references, or one replaced array or table), behind what it
-//! retired, and looks at its checkpoints'
-//! repins whether the marker has run. If it has not, and the thread has retired as many again
-//! since, the thread waits at that checkpoint, unpinned (a quiescent state, so it holds nothing
+//! So in the free-threaded builds an attached thread that has retired something defers a
+//! *marker* on the epoch at its next checkpoint's repin, behind what it retired, and looks at
+//! its later repins whether the marker has run (it flushes at each until it has). If it has not,
+//! and the thread has retired [`RETIREMENTS_BEFORE_A_WAIT`] more since (a retirement is one
+//! deferred function: in the object model a batch of up to 64 references, or one replaced
+//! array or table), the thread waits at that checkpoint, unpinned (a quiescent state, so it holds nothing
 //! back itself) and flushing, until the marker runs, for at most [`wait_limit`]. The wait ends
 //! early where the checkpoint has somewhere to stop (a stop of the world, a thread waiting for
 //! this one's hold on the world alone to end, checkpoint work to run), and where a function the
@@ -44,11 +44,10 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Retirements between two markers, and retirements past an outstanding marker that make a
-/// thread wait for it. A marker costs a deferred function and a reference count's increment; at
-/// 16, `list-replace-shared`'s peak memory at 2 and 4 threads came down to the `gil` build's
+/// Retirements past an outstanding marker that make a thread wait for it. At 16,
+/// `list-replace-shared`'s peak memory at 2 and 4 threads came down to the `gil` build's
 /// (`docs/results.md`, "P13: a thread that retires waits for the epoch").
-pub const RETIREMENTS_PER_MARKER: u32 = 16;
+pub const RETIREMENTS_BEFORE_A_WAIT: u32 = 16;
 
 /// The longest one wait lasts, unless changed with [`set_wait_limit`]. Long enough to cover
 /// the pinned stalls of 3 to 5 ms measured on a 2-core machine (with 5 ms, some waits ran out

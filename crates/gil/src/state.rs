@@ -72,8 +72,9 @@
 //!   its body runs (`thread::wait_for_object_section`).
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
-//!   run the hooks, flush the thread's epoch garbage (only at the three repins after it last
-//!   retired something, [`note_retired`], or on every 256th repin), with no read open and no
+//!   run the hooks, defer a marker behind what the thread retired since its last one
+//!   ([`note_retired`]) if that one has run, flush the thread's epoch garbage (only while a
+//!   marker is outstanding, or on every 256th repin), with no read open and no
 //!   section active: wait, unpinned, for the epoch to free what the thread retired, if it
 //!   retires faster than that ([`reclamation`](crate::reclamation)), and try the hold on the
 //!   world if one is wanted (free-threaded builds: it succeeds if no other thread is attached,
@@ -769,12 +770,13 @@ pub fn try_on_quiescent_state(hook: fn()) -> bool {
 
 /// Tells the runtime that the calling thread has just handed something to the epoch scheme
 /// (`crossbeam-epoch`'s default collector) to free once no reader can hold it: the thread's next
-/// three repins flush its epoch bag to the global queue and try to advance the epoch, so what it
-/// retired is freed at the pace it is made, within a few quiescent states even if it retires
-/// nothing more (where the other attached threads pass theirs too; a repin with a read open
-/// flushes without counting). A thread that retires nothing flushes only now and then, which
-/// spares threads that only read and count the flush's walk over the global queue. Cheap (one
-/// thread-local store); free in the `gil` build, which reclaims nothing late.
+/// repin defers a marker behind it, and the repins from there flush the thread's epoch bag to
+/// the global queue and try to advance the epoch until the marker has run, so what it retired
+/// is freed at the pace it is made, as soon as the epoch lets it even if the thread retires
+/// nothing more. A thread that retires nothing flushes only now and then, which spares threads
+/// that only read and count the flush's walk over the global queue. A thread that retires
+/// faster than the epoch frees waits for it now and then ([`reclamation`](crate::reclamation)).
+/// Cheap (a thread-local increment); free in the `gil` build, which reclaims nothing late.
 #[inline]
 pub fn note_retired() {
     with_current(quiescence::note_retired);

@@ -22,7 +22,7 @@ use std::time::Instant;
 use crossbeam_epoch::Guard;
 
 use super::ThreadState;
-use crate::reclamation::{self, WaitEnd, RETIREMENTS_PER_MARKER};
+use crate::reclamation::{self, WaitEnd, RETIREMENTS_BEFORE_A_WAIT};
 
 /// Checkpoints between repins: each repin costs a fence, and reclamation only needs threads
 /// to pass through quiescent states now and then. Each repin also runs the quiescent-state
@@ -41,21 +41,6 @@ const CHECKS_PER_REPIN: u32 = 16;
 /// every repin cost one thread 9 %.
 const REPINS_PER_IDLE_FLUSH: u32 = 256;
 
-/// Repins that flush after the thread last retired something
-/// ([`note_retired`](super::note_retired)), counted only where the repin renewed the pin.
-/// What it retired is freed once the global epoch has advanced twice past it. The epoch
-/// advances at a flush (at most once, and only when every pinned thread has passed a
-/// quiescent state since the last advance), or at crossbeam's own collection every 128th
-/// outer pin, which attached threads rarely make (their reads nest in the attach pin). So
-/// the flush that hands the garbage over is not enough: a thread that stopped retiring
-/// would hold it until its next idle flush, 256 repins on. The first flush hands the bag
-/// over and may advance once, the second advances again and runs the expired batches, the
-/// third covers an advance the first could not make (another thread not yet through a
-/// quiescent state); the hooks at the next repin drop what was posted back
-/// (`crates/object/tests/reclamation.rs`). A repin with a read open keeps the thread at its
-/// old epoch, which holds the advances back, so it flushes without counting.
-const FLUSHES_AFTER_RETIRING: u8 = 3;
-
 /// The attach pin and the checkpoint counter.
 pub(super) struct Quiescence {
     guard: RefCell<Option<Guard>>,
@@ -64,16 +49,26 @@ pub(super) struct Quiescence {
     /// (`local::attach_pinned`). The last read to close drops it ([`release_kept_pin`]).
     kept_for_reads: RefCell<Option<Guard>>,
     checks: Cell<u32>,
-    /// Flushes still owed to what the thread last retired ([`FLUSHES_AFTER_RETIRING`]).
-    flushes_owed: Cell<u8>,
     backlog: Backlog,
 }
 
-/// Whether the epoch keeps up with what the thread retires, told by markers
-/// ([`crate::reclamation`]): a marker is deferred behind the thread's retirements and runs
-/// once they are due. (The epoch hands a thread's deferred functions to the global queue in
-/// bags, in order, and collects the queue in order, stopping at the first bag not yet due: by
-/// the time the marker runs, what the thread retired before it has run or is running.)
+/// Whether what the thread retired is due yet, told by markers: at a repin after the thread
+/// retired something ([`note_retired`](super::note_retired)), a marker is deferred behind it,
+/// unless the last one has not run yet, and it runs once what was retired before it is due.
+/// (The epoch hands a thread's deferred functions to the global queue in bags, in order, and
+/// collects the queue in order, stopping at the first bag not yet due: by the time the marker
+/// runs, what the thread retired before it has run or is running.)
+///
+/// Two things hang on it. The repin flushes while a marker is outstanding: what was retired is
+/// freed once the global epoch has advanced twice past it, and the epoch advances at a flush
+/// (at most once, and only once every pinned thread has passed a quiescent state since the last
+/// advance) or at crossbeam's own collection every 128th outer pin, which attached threads
+/// rarely make (their reads nest in the attach pin). So a thread flushes until its garbage is
+/// due, however long another thread holds the epoch back, and then stops (flushes of a thread
+/// with nothing outstanding cost threads that only count, see [`REPINS_PER_IDLE_FLUSH`]); the
+/// hooks at its next repin drop what was posted back (`crates/object/tests/reclamation.rs`).
+/// And a thread that retires [`RETIREMENTS_BEFORE_A_WAIT`] more while a marker is outstanding
+/// waits for it ([`crate::reclamation`]).
 struct Backlog {
     /// Retirements ([`note_retired`]) since the last marker was deferred.
     retired: Cell<u32>,
@@ -100,7 +95,6 @@ impl Quiescence {
             guard: RefCell::new(None),
             kept_for_reads: RefCell::new(None),
             checks: Cell::new(0),
-            flushes_owed: Cell::new(0),
             backlog: Backlog {
                 retired: Cell::new(0),
                 made: Cell::new(0),
@@ -121,7 +115,6 @@ pub(crate) fn pin(state: Option<&ThreadState>) {
 
 pub(crate) fn note_retired(state: Option<&ThreadState>) {
     if let Some(state) = state {
-        state.quiescence.flushes_owed.set(FLUSHES_AFTER_RETIRING);
         let retired = &state.quiescence.backlog.retired;
         retired.set(retired.get().saturating_add(1));
     }
@@ -247,12 +240,9 @@ fn repin(state: &ThreadState) -> bool {
         // flush; and outside the guard's borrow, since hooks drop objects.
         super::run_hooks();
         // After the hooks, which may retire what they hand over.
-        let owed = state.quiescence.flushes_owed.get();
-        if !reads_open {
-            state.quiescence.flushes_owed.set(owed.saturating_sub(1));
-        }
+        let outstanding = mark_what_was_retired(&state.quiescence.backlog);
         let repins = state.quiescence.checks.get() / CHECKS_PER_REPIN;
-        if owed > 0 || repins % REPINS_PER_IDLE_FLUSH == 0 {
+        if outstanding || repins % REPINS_PER_IDLE_FLUSH == 0 {
             // Through a nested pin of this thread (which leaves its own pin as it is), not
             // through the pin in the borrow: the flush runs due deferred functions, and one
             // may detach, which takes that pin out.
@@ -268,24 +258,33 @@ fn repin(state: &ThreadState) -> bool {
     super::safe_point_wanted()
 }
 
-/// At a repin with no read open: once [`RETIREMENTS_PER_MARKER`] retirements have gone by since
-/// the last marker, defers the next one if that one has run; if it has not, waits for it, at
-/// most once per marker ([`crate::reclamation`]).
+/// At a repin: defers a marker behind what the thread retired since its last one, unless that
+/// one has not run yet. Returns whether a marker is outstanding (the repin flushes then).
+fn mark_what_was_retired(backlog: &Backlog) -> bool {
+    if backlog.outstanding() {
+        return true;
+    }
+    if backlog.retired.get() == 0 {
+        return false;
+    }
+    backlog.retired.set(0);
+    backlog.made.set(backlog.made.get().wrapping_add(1));
+    backlog.waited.set(false);
+    let run = Arc::clone(&backlog.run);
+    // Through a nested pin, as the flush: the attach pin stays as it is. The closure (one
+    // `Arc`) fits in crossbeam's deferred function without an allocation.
+    crossbeam_epoch::pin().defer(move || {
+        run.fetch_add(1, Ordering::Relaxed);
+    });
+    true
+}
+
+/// At a repin with no read open, after the flush: once the thread has retired
+/// [`RETIREMENTS_BEFORE_A_WAIT`] more while a marker is outstanding, waits for it, at most once
+/// per marker ([`crate::reclamation`]).
 fn keep_up_with_the_epoch(state: &ThreadState) {
     let backlog = &state.quiescence.backlog;
-    if backlog.retired.get() < RETIREMENTS_PER_MARKER {
-        return;
-    }
-    if !backlog.outstanding() {
-        backlog.retired.set(0);
-        backlog.made.set(backlog.made.get().wrapping_add(1));
-        backlog.waited.set(false);
-        let run = Arc::clone(&backlog.run);
-        // Through a nested pin, as the flush: the attach pin stays as it is. The closure (one
-        // `Arc`) fits in crossbeam's deferred function without an allocation.
-        crossbeam_epoch::pin().defer(move || {
-            run.fetch_add(1, Ordering::Relaxed);
-        });
+    if backlog.retired.get() < RETIREMENTS_BEFORE_A_WAIT || !backlog.outstanding() {
         return;
     }
     if !backlog.waited.get() && may_wait(state) {

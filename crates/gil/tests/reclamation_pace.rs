@@ -1,7 +1,9 @@
-//! Back-pressure on retirement (`ftrt_gil::reclamation`): a thread that retires while another
-//! thread holds the epoch back waits, at a checkpoint and unpinned, until what it retired is
-//! freed; for at most the wait limit, once per marker, and never where waiting would hold
-//! anything up. Free-threaded builds only: the `gil` build frees at once.
+//! The pace of reclamation in the thread state: what a thread retired is freed once the epoch
+//! lets it, however long another thread held the epoch back; and back-pressure on retirement
+//! (`ftrt_gil::reclamation`): a thread that retires while another thread holds the epoch back
+//! waits, at a checkpoint and unpinned, until what it retired is freed; for at most the wait
+//! limit, once per marker, and never where waiting would hold anything up. Free-threaded
+//! builds only: the `gil` build frees at once.
 //!
 //! Each test holds the epoch back with a thread attached (and so pinned) that makes no
 //! checkpoint, the stall the waits are for, and reads the process-wide wait counts; the tests
@@ -17,7 +19,7 @@ use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use ftrt_gil::reclamation::{self, Waits, RETIREMENTS_PER_MARKER};
+use ftrt_gil::reclamation::{self, Waits, RETIREMENTS_BEFORE_A_WAIT};
 use ftrt_gil::Python;
 
 #[cfg(not(any(miri, ftrt_tsan)))]
@@ -28,7 +30,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const HANG: Duration = Duration::from_secs(30);
 
 /// Retirements a thread makes before a test calls a wait that never came missing.
-const MANY_RETIREMENTS: u32 = 100 * RETIREMENTS_PER_MARKER;
+const MANY_RETIREMENTS: u32 = 100 * RETIREMENTS_BEFORE_A_WAIT;
 
 /// One test at a time: each sets the process-wide limit and reads the process-wide counts, and
 /// a thread of one test that holds the epoch would make another's threads wait.
@@ -91,6 +93,50 @@ fn spin_until(done: impl Fn() -> bool) {
     while !done() && Instant::now() < deadline {
         std::hint::spin_loop();
     }
+}
+
+/// What a thread retired is freed once the epoch lets it, however long another thread held the
+/// epoch back meanwhile, and though the thread retires nothing more: it flushes at its repins
+/// until its last marker has run. (It flushed at the three repins after it last retired, then
+/// only every 256th: a holder that outlasted three repins left the garbage for 4,096
+/// checkpoints.)
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn what_a_thread_retired_is_freed_once_a_holder_lets_the_epoch_go() {
+    /// Checkpoints between two repins (`CHECKS_PER_REPIN` in `ftrt-gil`).
+    const CHECKS_PER_REPIN: usize = 16;
+    static FREED: AtomicBool = AtomicBool::new(false);
+    let _serial = serial();
+    let release = Arc::new(AtomicBool::new(false));
+    let holder_released = Arc::clone(&release);
+    let holder =
+        holding_the_epoch(move |_py| spin_until(|| holder_released.load(Ordering::SeqCst)));
+    Python::attach(|py| {
+        crossbeam_epoch::pin().defer(|| FREED.store(true, Ordering::SeqCst));
+        ftrt_gil::note_retired();
+        // Eight repins with the epoch held: it could not advance twice past the retirement.
+        for _ in 0..8 * CHECKS_PER_REPIN {
+            py.check();
+        }
+        assert!(
+            !FREED.load(Ordering::SeqCst),
+            "freed while a thread held the epoch back"
+        );
+        release.store(true, Ordering::SeqCst);
+        holder.join().unwrap();
+        // Sixteen more, far fewer than the 256 between two flushes of a thread that retired
+        // nothing since its last one.
+        for _ in 0..16 * CHECKS_PER_REPIN {
+            py.check();
+            if FREED.load(Ordering::SeqCst) {
+                break;
+            }
+        }
+    });
+    assert!(
+        FREED.load(Ordering::SeqCst),
+        "what the thread retired waited for its idle flush"
+    );
 }
 
 #[test]
