@@ -100,6 +100,32 @@ fn spin_until(done: impl Fn() -> bool) {
 /// until its last marker has run. (It flushed at the three repins after it last retired, then
 /// only every 256th: a holder that outlasted three repins left the garbage for 4,096
 /// checkpoints.)
+/// Runs `retire` on this thread while another holds the epoch back ([`holding_the_epoch`]),
+/// until `let_go` says so or `retire` has returned.
+fn with_the_epoch_held<R>(
+    let_go: impl Fn() -> bool + Send + 'static,
+    retire: impl FnOnce() -> R,
+) -> R {
+    let retirer_done = Arc::new(AtomicBool::new(false));
+    let holder_done = Arc::clone(&retirer_done);
+    let holder =
+        holding_the_epoch(move |_py| spin_until(|| let_go() || holder_done.load(Ordering::SeqCst)));
+    let retired = retire();
+    retirer_done.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+    retired
+}
+
+/// Waits that ended so: `begun` is their sum (none under way).
+fn ended(caught_up: u64, timed_out: u64, interrupted: u64) -> Waits {
+    Waits {
+        begun: caught_up + timed_out + interrupted,
+        caught_up,
+        timed_out,
+        interrupted,
+    }
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
 fn what_a_thread_retired_is_freed_once_a_holder_lets_the_epoch_go() {
@@ -145,18 +171,15 @@ fn a_thread_that_retires_while_another_holds_the_epoch_waits_until_what_it_retir
     let _serial = serial();
     reclamation::set_wait_limit(HANG);
     let before = reclamation::waits();
-    let retirer_done = Arc::new(AtomicBool::new(false));
-    let holder_done = Arc::clone(&retirer_done);
-    // Lets the epoch go (ends its attachment) once the retirer waits.
-    let holder = holding_the_epoch(move |_py| {
-        spin_until(|| {
-            reclamation::waits().begun > before.begun || holder_done.load(Ordering::SeqCst)
-        })
-    });
-    let caught_up =
-        Python::attach(|py| retire_until(py, || reclamation::waits().caught_up > before.caught_up));
-    retirer_done.store(true, Ordering::SeqCst);
-    holder.join().unwrap();
+    // The holder lets the epoch go (ends its attachment) once the retirer waits.
+    let caught_up = with_the_epoch_held(
+        move || reclamation::waits().begun > before.begun,
+        || {
+            Python::attach(|py| {
+                retire_until(py, || reclamation::waits().caught_up > before.caught_up)
+            })
+        },
+    );
     assert!(
         caught_up,
         "the retirer never waited for the epoch: {:?}",
@@ -164,15 +187,7 @@ fn a_thread_that_retires_while_another_holds_the_epoch_waits_until_what_it_retir
     );
     // The wait lasted until the holder let the epoch go, so the retirer's marker ran: had the
     // retirer stayed pinned for it, the epoch could not have advanced past it.
-    assert_eq!(
-        waits_since(before),
-        Waits {
-            begun: 1,
-            caught_up: 1,
-            timed_out: 0,
-            interrupted: 0
-        }
-    );
+    assert_eq!(waits_since(before), ended(1, 0, 0));
 }
 
 /// Once a marker has run, the next one is waited for as the first was: the thread held back by
@@ -185,19 +200,14 @@ fn each_marker_is_waited_for_anew() {
     let before = reclamation::waits();
     Python::attach(|py| {
         for round in 1..=2 {
-            let retirer_done = Arc::new(AtomicBool::new(false));
-            let holder_done = Arc::clone(&retirer_done);
-            let holder = holding_the_epoch(move |_py| {
-                spin_until(|| {
-                    reclamation::waits().begun >= before.begun + round
-                        || holder_done.load(Ordering::SeqCst)
-                })
-            });
-            let caught_up = retire_until(py, || {
-                reclamation::waits().caught_up >= before.caught_up + round
-            });
-            retirer_done.store(true, Ordering::SeqCst);
-            holder.join().unwrap();
+            let caught_up = with_the_epoch_held(
+                move || reclamation::waits().begun >= before.begun + round,
+                || {
+                    retire_until(py, || {
+                        reclamation::waits().caught_up >= before.caught_up + round
+                    })
+                },
+            );
             assert!(
                 caught_up,
                 "no wait in round {round}: {:?}",
@@ -205,15 +215,7 @@ fn each_marker_is_waited_for_anew() {
             );
         }
     });
-    assert_eq!(
-        waits_since(before),
-        Waits {
-            begun: 2,
-            caught_up: 2,
-            timed_out: 0,
-            interrupted: 0
-        }
-    );
+    assert_eq!(waits_since(before), ended(2, 0, 0));
 }
 
 #[test]
@@ -222,22 +224,9 @@ fn a_wait_ends_at_the_limit_and_comes_once_per_marker() {
     let _serial = serial();
     reclamation::set_wait_limit(Duration::from_millis(20));
     let before = reclamation::waits();
-    let retirer_done = Arc::new(AtomicBool::new(false));
-    let holder_done = Arc::clone(&retirer_done);
-    let holder = holding_the_epoch(move |_py| spin_until(|| holder_done.load(Ordering::SeqCst)));
     // The holder keeps the epoch for the whole run: the one marker outstanding never runs.
-    Python::attach(|py| retire_until(py, || false));
-    retirer_done.store(true, Ordering::SeqCst);
-    holder.join().unwrap();
-    assert_eq!(
-        waits_since(before),
-        Waits {
-            begun: 1,
-            caught_up: 0,
-            timed_out: 1,
-            interrupted: 0
-        }
-    );
+    with_the_epoch_held(|| false, || Python::attach(|py| retire_until(py, || false)));
+    assert_eq!(waits_since(before), ended(0, 1, 0));
 }
 
 #[test]
@@ -246,12 +235,7 @@ fn a_zero_limit_turns_the_waits_off() {
     let _serial = serial();
     reclamation::set_wait_limit(Duration::ZERO);
     let before = reclamation::waits();
-    let retirer_done = Arc::new(AtomicBool::new(false));
-    let holder_done = Arc::clone(&retirer_done);
-    let holder = holding_the_epoch(move |_py| spin_until(|| holder_done.load(Ordering::SeqCst)));
-    Python::attach(|py| retire_until(py, || false));
-    retirer_done.store(true, Ordering::SeqCst);
-    holder.join().unwrap();
+    with_the_epoch_held(|| false, || Python::attach(|py| retire_until(py, || false)));
     reclamation::set_wait_limit(reclamation::DEFAULT_WAIT_LIMIT);
     assert_eq!(waits_since(before), Waits::default());
 }
@@ -279,15 +263,15 @@ fn a_stop_of_the_world_ends_a_wait() {
         "no wait was interrupted: {:?}",
         waits_since(before)
     );
-    assert_eq!(
-        in_the_stop,
-        Waits {
-            begun: 1,
-            caught_up: 0,
-            timed_out: 0,
-            interrupted: 1
-        }
-    );
+    assert_eq!(in_the_stop, ended(0, 0, 1));
+}
+
+/// Asserts that the retirer made no wait [`waits_inside`] `inside`, and one once `after` (which
+/// says what ended).
+fn waits_only_outside(after: &str, inside: impl FnOnce(Python<'_>, &mut dyn FnMut())) {
+    let (inside, waited_outside) = waits_inside(inside);
+    assert_eq!(inside, Waits::default());
+    assert!(waited_outside, "the retirer never waited, even {after}");
 }
 
 /// The retirer makes [`MANY_RETIREMENTS`] inside `inside` (which opens something waiting must
@@ -298,24 +282,20 @@ fn waits_inside(inside: impl FnOnce(Python<'_>, &mut dyn FnMut())) -> (Waits, bo
     let _serial = serial();
     reclamation::set_wait_limit(HANG);
     let before = reclamation::waits();
-    let retirer_done = Arc::new(AtomicBool::new(false));
-    let holder_done = Arc::clone(&retirer_done);
-    let holder = holding_the_epoch(move |_py| {
-        spin_until(|| {
-            reclamation::waits().begun > before.begun || holder_done.load(Ordering::SeqCst)
-        })
-    });
-    let (inside_waits, waited_outside) = Python::attach(|py| {
-        inside(py, &mut || {
-            retire_until(py, || false);
-        });
-        let inside_waits = waits_since(before);
-        let waited_outside = retire_until(py, || reclamation::waits().caught_up > before.caught_up);
-        (inside_waits, waited_outside)
-    });
-    retirer_done.store(true, Ordering::SeqCst);
-    holder.join().unwrap();
-    (inside_waits, waited_outside)
+    with_the_epoch_held(
+        move || reclamation::waits().begun > before.begun,
+        || {
+            Python::attach(|py| {
+                inside(py, &mut || {
+                    retire_until(py, || false);
+                });
+                let inside_waits = waits_since(before);
+                let waited_outside =
+                    retire_until(py, || reclamation::waits().caught_up > before.caught_up);
+                (inside_waits, waited_outside)
+            })
+        },
+    )
 }
 
 /// Waiting with a section's lock held would hold up every thread that waits for the lock.
@@ -323,13 +303,9 @@ fn waits_inside(inside: impl FnOnce(Python<'_>, &mut dyn FnMut())) -> (Waits, bo
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
 fn a_thread_with_a_section_active_does_not_wait() {
     static LOCK: ftrt_lock::RawObjectLock = ftrt_lock::RawObjectLock::new();
-    let (inside, waited_outside) =
-        waits_inside(|py, retire| ftrt_gil::section::with(py, &LOCK, retire));
-    assert_eq!(inside, Waits::default());
-    assert!(
-        waited_outside,
-        "the retirer never waited, even outside the section"
-    );
+    waits_only_outside("outside the section", |py, retire| {
+        ftrt_gil::section::with(py, &LOCK, retire)
+    });
 }
 
 /// Nor with a section of `ftrt-lock`'s thread-local stack active, which an attached thread may
@@ -338,13 +314,9 @@ fn a_thread_with_a_section_active_does_not_wait() {
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
 fn a_thread_with_a_thread_local_section_active_does_not_wait() {
     static LOCK: ftrt_lock::RawObjectLock = ftrt_lock::RawObjectLock::new();
-    let (inside, waited_outside) =
-        waits_inside(|_py, retire| ftrt_lock::section::with(&LOCK, retire));
-    assert_eq!(inside, Waits::default());
-    assert!(
-        waited_outside,
-        "the retirer never waited, even outside the section"
-    );
+    waits_only_outside("outside the section", |_py, retire| {
+        ftrt_lock::section::with(&LOCK, retire)
+    });
 }
 
 /// Nor inside a pin of the caller's own, which keeps the thread pinned through any wait: the
@@ -352,25 +324,18 @@ fn a_thread_with_a_thread_local_section_active_does_not_wait() {
 #[test]
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
 fn a_thread_pinned_by_its_caller_does_not_wait() {
-    let (inside, waited_outside) = waits_inside(|_py, retire| {
+    waits_only_outside("unpinned", |_py, retire| {
         let _pin = crossbeam_epoch::pin();
         retire();
     });
-    assert_eq!(inside, Waits::default());
-    assert!(waited_outside, "the retirer never waited, even unpinned");
 }
 
 /// An open read relies on the thread's pin, which a wait gives up.
 #[test]
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
 fn a_thread_with_a_read_open_does_not_wait() {
-    let (inside, waited_outside) = waits_inside(|_py, retire| {
+    waits_only_outside("with the read closed", |_py, retire| {
         let _read = ftrt_gil::local::OpenRead::new();
         retire();
     });
-    assert_eq!(inside, Waits::default());
-    assert!(
-        waited_outside,
-        "the retirer never waited, even with the read closed"
-    );
 }
