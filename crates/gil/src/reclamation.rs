@@ -10,12 +10,13 @@
 //! stall; the `gil` build, which frees at once, never sees it.
 //!
 //! So in the free-threaded builds an attached thread that has retired something defers a
-//! *marker* on the epoch at its next checkpoint's repin, behind what it retired, and looks at
-//! its later repins whether the marker has run (it flushes at each until it has). If it has not,
-//! and the thread has retired [`RETIREMENTS_BEFORE_A_WAIT`] more since (a retirement is one
-//! deferred function: in the object model a batch of up to 64 references, or one replaced
-//! array or table), the thread waits at that checkpoint, unpinned (a quiescent state, so it holds nothing
-//! back itself) and flushing, until the marker runs, for at most [`wait_limit`]. The wait ends
+//! *marker* on the epoch behind it, at its next checkpoint's repin (or, with a marker still
+//! outstanding, at the first repin after that one has run), and looks at its later repins
+//! whether the marker has run (flushing until it has). If it has not, and the thread has
+//! retired [`RETIREMENTS_BEFORE_A_WAIT`] more since (a retirement is one deferred function: in
+//! the object model a batch of up to 64 references, or one replaced array or table), the
+//! thread waits at that checkpoint, unpinned (a quiescent state, so it holds nothing back
+//! itself) and flushing, until the marker runs, for at most [`wait_limit`]. The wait ends
 //! early where the checkpoint has somewhere to stop (a stop of the world, a thread waiting for
 //! this one's hold on the world alone to end, checkpoint work to run), and where a function the
 //! flush ran attached the thread again. A
@@ -44,7 +45,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Retirements past an outstanding marker that make a thread wait for it. At 16,
+/// Retirements past an outstanding marker that make a thread wait for it. At 16 (with a
+/// marker every 16 retirements, and again with a marker at each repin after retiring, as now),
 /// `list-replace-shared`'s peak memory at 2 and 4 threads came down to the `gil` build's
 /// (`docs/results.md`, "P13: a thread that retires waits for the epoch").
 pub const RETIREMENTS_BEFORE_A_WAIT: u32 = 16;

@@ -770,7 +770,8 @@ pub fn try_on_quiescent_state(hook: fn()) -> bool {
 
 /// Tells the runtime that the calling thread has just handed something to the epoch scheme
 /// (`crossbeam-epoch`'s default collector) to free once no reader can hold it: the thread's next
-/// repin defers a marker behind it, and the repins from there flush the thread's epoch bag to
+/// repin defers a marker behind it (or the first after the thread's last marker has run), and
+/// the repins from there flush the thread's epoch bag to
 /// the global queue and try to advance the epoch until the marker has run, so what it retired
 /// is freed at the pace it is made, as soon as the epoch lets it even if the thread retires
 /// nothing more. A thread that retires nothing flushes only now and then, which spares threads

@@ -150,9 +150,9 @@ fn what_a_thread_retired_is_freed_once_a_holder_lets_the_epoch_go() {
         );
         release.store(true, Ordering::SeqCst);
         holder.join().unwrap();
-        // Sixteen more, far fewer than the 256 between two flushes of a thread that retired
-        // nothing since its last one.
-        for _ in 0..16 * CHECKS_PER_REPIN {
+        // 32 more (of which at least 6 flush, one in 4 past the fourth), far fewer than the 256
+        // between two flushes of a thread with nothing outstanding.
+        for _ in 0..32 * CHECKS_PER_REPIN {
             py.check();
             if FREED.load(Ordering::SeqCst) {
                 break;

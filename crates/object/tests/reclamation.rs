@@ -159,8 +159,8 @@ fn a_partial_batch_of_replaced_items_is_freed_within_bounded_checkpoints_of_a_th
 }
 
 /// The repins made while a read is open cannot free what the thread retired (the read holds the
-/// thread at its epoch): they must not use up the flushes owed to it, or nothing would flush
-/// once the read closed until the next idle flush.
+/// thread at its epoch, so its marker cannot run): the thread must go on flushing once the read
+/// has closed, not wait for the next idle flush.
 #[test]
 fn replaced_items_are_freed_within_bounded_checkpoints_after_a_read_held_the_retiring_thread_back()
 {

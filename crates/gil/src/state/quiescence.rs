@@ -15,7 +15,7 @@
 //! `ftrt-object`, not yet made.
 
 use std::cell::{Cell, RefCell};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -31,8 +31,8 @@ use crate::reclamation::{self, WaitEnd, RETIREMENTS_BEFORE_A_WAIT};
 /// (nested pins, which some reads and the retirement take, never collect by themselves).
 const CHECKS_PER_REPIN: u32 = 16;
 
-/// Repins between flushes of a thread that has retired nothing since its last flush
-/// ([`note_retired`](super::note_retired) not called). Such a flush only helps the global
+/// Repins between flushes of a thread with no marker outstanding (nothing it retired,
+/// [`note_retired`](super::note_retired), waits to be due; see [`Backlog`]). Such a flush only helps the global
 /// epoch along and frees other threads' expired garbage, which the retiring threads' own
 /// flushes do too. Each flush tries to advance the global epoch, a store every other
 /// thread's next repin reads: in `shared-refcount`, where two threads only count
@@ -73,10 +73,14 @@ struct Backlog {
     /// Retirements ([`note_retired`]) since the last marker was deferred.
     retired: Cell<u32>,
     /// Markers deferred.
-    made: Cell<u32>,
-    /// Markers run, counted by whichever thread runs them; shared with them, since a marker may
-    /// run after this thread has exited.
-    run: Arc<AtomicU32>,
+    made: Cell<u64>,
+    /// The number of the latest marker run (each raises it to its own), by whichever thread
+    /// runs it; shared with them, since a marker may run after this thread has exited. A
+    /// marker that never runs (a deferred function before it in its bag panicked: crossbeam
+    /// drops the rest of the bag) is superseded by the next ([`REPINS_BEFORE_A_NEW_MARKER`]).
+    run: Arc<AtomicU64>,
+    /// Repins since the outstanding marker was deferred.
+    repins_outstanding: Cell<u32>,
     /// Whether the thread waited for the marker outstanding now already.
     waited: Cell<bool>,
 }
@@ -85,7 +89,7 @@ impl Backlog {
     fn outstanding(&self) -> bool {
         // Relaxed: a hint for whether to wait; what the marker's run says about freed memory
         // matters to no read here.
-        self.made.get() != self.run.load(Ordering::Relaxed)
+        self.run.load(Ordering::Relaxed) < self.made.get()
     }
 }
 
@@ -98,7 +102,8 @@ impl Quiescence {
             backlog: Backlog {
                 retired: Cell::new(0),
                 made: Cell::new(0),
-                run: Arc::new(AtomicU32::new(0)),
+                run: Arc::new(AtomicU64::new(0)),
+                repins_outstanding: Cell::new(0),
                 waited: Cell::new(false),
             },
         }
@@ -240,9 +245,9 @@ fn repin(state: &ThreadState) -> bool {
         // flush; and outside the guard's borrow, since hooks drop objects.
         super::run_hooks();
         // After the hooks, which may retire what they hand over.
-        let outstanding = mark_what_was_retired(&state.quiescence.backlog);
+        let flush_for_marker = mark_what_was_retired(&state.quiescence.backlog);
         let repins = state.quiescence.checks.get() / CHECKS_PER_REPIN;
-        if outstanding || repins % REPINS_PER_IDLE_FLUSH == 0 {
+        if flush_for_marker || repins % REPINS_PER_IDLE_FLUSH == 0 {
             // Through a nested pin of this thread (which leaves its own pin as it is), not
             // through the pin in the borrow: the flush runs due deferred functions, and one
             // may detach, which takes that pin out.
@@ -258,23 +263,44 @@ fn repin(state: &ThreadState) -> bool {
     super::safe_point_wanted()
 }
 
+/// Repins with a marker outstanding that flush each: enough for the epoch to advance twice
+/// and collect, once the threads holding it back have passed a quiescent state. From there on
+/// the repin flushes one time in [`REPINS_PER_SLOW_FLUSH`]: another thread may hold the epoch
+/// back for long (a detached thread with a read open keeps its pin), and a flush that cannot
+/// advance still costs a fence and a walk over every thread's epoch.
+const REPINS_FLUSHING_EACH: u32 = 4;
+
+/// See [`REPINS_FLUSHING_EACH`].
+const REPINS_PER_SLOW_FLUSH: u32 = 4;
+
+/// Repins after which an outstanding marker is given up for a new one, behind what the thread
+/// retired since (if anything): a marker may never run (see [`Backlog::run`]).
+const REPINS_BEFORE_A_NEW_MARKER: u32 = REPINS_PER_IDLE_FLUSH;
+
 /// At a repin: defers a marker behind what the thread retired since its last one, unless that
-/// one has not run yet. Returns whether a marker is outstanding (the repin flushes then).
+/// one has not run yet (and was deferred fewer than [`REPINS_BEFORE_A_NEW_MARKER`] repins ago).
+/// Returns whether the repin flushes for a marker outstanding ([`REPINS_FLUSHING_EACH`]).
 fn mark_what_was_retired(backlog: &Backlog) -> bool {
+    let retired = backlog.retired.get() > 0;
     if backlog.outstanding() {
-        return true;
-    }
-    if backlog.retired.get() == 0 {
+        let repins = backlog.repins_outstanding.get().saturating_add(1);
+        backlog.repins_outstanding.set(repins);
+        if repins < REPINS_BEFORE_A_NEW_MARKER || !retired {
+            return repins <= REPINS_FLUSHING_EACH || repins % REPINS_PER_SLOW_FLUSH == 0;
+        }
+    } else if !retired {
         return false;
     }
     backlog.retired.set(0);
-    backlog.made.set(backlog.made.get().wrapping_add(1));
+    backlog.repins_outstanding.set(0);
+    let marker = backlog.made.get() + 1;
+    backlog.made.set(marker);
     backlog.waited.set(false);
     let run = Arc::clone(&backlog.run);
-    // Through a nested pin, as the flush: the attach pin stays as it is. The closure (one
-    // `Arc`) fits in crossbeam's deferred function without an allocation.
+    // Through a nested pin, as the flush: the attach pin stays as it is. The closure (an `Arc`
+    // and a number) fits in crossbeam's deferred function without an allocation.
     crossbeam_epoch::pin().defer(move || {
-        run.fetch_add(1, Ordering::Relaxed);
+        run.fetch_max(marker, Ordering::Relaxed);
     });
     true
 }
