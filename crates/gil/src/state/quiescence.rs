@@ -32,9 +32,9 @@ use crate::reclamation::{self, WaitEnd, RETIREMENTS_BEFORE_A_WAIT};
 const CHECKS_PER_REPIN: u32 = 16;
 
 /// Repins between flushes of a thread with no marker outstanding (nothing it retired,
-/// [`note_retired`](super::note_retired), waits to be due; see [`Backlog`]). Such a flush only helps the global
-/// epoch along and frees other threads' expired garbage, which the retiring threads' own
-/// flushes do too. Each flush tries to advance the global epoch, a store every other
+/// [`note_retired`](super::note_retired), waits to be due; see [`Backlog`]). Such a flush only
+/// helps the global epoch along and frees other threads' expired garbage, which the retiring
+/// threads' own flushes do too. Each flush tries to advance the global epoch, a store every other
 /// thread's next repin reads: in `shared-refcount`, where two threads only count
 /// references, flushing every 16th repin kept 7 % of the samples in the epoch and cost the
 /// two-thread cell 10 % against every 256th (a flush per 4,096 checkpoints); flushing at
@@ -87,8 +87,8 @@ struct Backlog {
 
 impl Backlog {
     fn outstanding(&self) -> bool {
-        // Relaxed: a hint for whether to wait; what the marker's run says about freed memory
-        // matters to no read here.
+        // Relaxed: a hint for whether to flush or wait; what the marker's run says about freed
+        // memory matters to no read here.
         self.run.load(Ordering::Relaxed) < self.made.get()
     }
 }
