@@ -51,8 +51,10 @@
 //!   ([`set_lock_elision`]), want a hold on the world at the next repin. Sections are left alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
-//!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, (2) unpin
-//!   (with a read open, [`local::readers`], the pin is kept aside until the last one closes),
+//!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, and flush
+//!   what the thread retired since its last flush to the epoch's global queue, where the
+//!   attached threads' flushes free it while this one stays detached, (2) unpin (with a read
+//!   open, [`local::readers`], the pin is kept aside until the last one closes),
 //!   (3) park the biased counts (from here until the next attach, a thread that drops the last
 //!   reference to one of this thread's objects merges that object itself: [`park_counts`]), (4) mark the thread
 //!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop

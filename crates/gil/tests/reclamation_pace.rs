@@ -165,6 +165,49 @@ fn what_a_thread_retired_is_freed_once_a_holder_lets_the_epoch_go() {
     );
 }
 
+/// What a thread retired just before it detached is freed while it stays detached, by the
+/// attached threads' flushes: the detach hands it to the epoch's global queue. (It stayed in the
+/// thread's own bag, which only the thread itself hands over, until the thread attached again:
+/// an `allow_threads` around a long wait kept it for the whole wait.)
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on two threads")]
+fn what_a_thread_retired_before_it_detached_is_freed_while_it_stays_detached() {
+    /// Checkpoints the attached thread makes at most: 64 flushes of a thread with nothing
+    /// outstanding of its own (one per 256 repins of 16 checkpoints), where three free
+    /// anything due.
+    const CHECKS: usize = 64 * 256 * 16;
+    static FREED: AtomicBool = AtomicBool::new(false);
+    let _serial = serial();
+    let (detached, retirer_detached) = mpsc::channel();
+    let (resume, retirer_resumes) = mpsc::channel::<()>();
+    let retirer = thread::spawn(move || {
+        Python::attach(|py| {
+            crossbeam_epoch::pin().defer(|| FREED.store(true, Ordering::SeqCst));
+            ftrt_gil::note_retired();
+            py.allow_threads(move || {
+                detached.send(()).unwrap();
+                retirer_resumes.recv().unwrap();
+            });
+        });
+    });
+    retirer_detached.recv().unwrap();
+    let freed = Python::attach(|py| {
+        for _ in 0..CHECKS {
+            py.check();
+            if FREED.load(Ordering::SeqCst) {
+                return true;
+            }
+        }
+        false
+    });
+    resume.send(()).unwrap();
+    retirer.join().unwrap();
+    assert!(
+        freed,
+        "what the thread retired waited for it to attach again"
+    );
+}
+
 #[test]
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
 fn a_thread_that_retires_while_another_holds_the_epoch_waits_until_what_it_retired_is_freed() {
@@ -338,4 +381,138 @@ fn a_thread_with_a_read_open_does_not_wait() {
         let _read = ftrt_gil::local::OpenRead::new();
         retire();
     });
+}
+
+/// Nor while it holds the world alone (lock elision): no other thread is attached then, so only
+/// a detached thread could hold the epoch back (one with a read open keeps its pin across the
+/// detach), for no telling how long. Once another thread attaches, ending the hold, it waits.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on two threads")]
+fn a_thread_holding_the_world_alone_does_not_wait() {
+    let _serial = serial();
+    reclamation::set_wait_limit(HANG);
+    let before = reclamation::waits();
+    let (detached, holder_detached) = mpsc::channel();
+    let (come_back, holder_comes_back) = mpsc::channel::<()>();
+    // Holds the epoch back detached, with a read open, until told to come back; attached again
+    // (which ends the retirer's hold) it stays pinned at the same epoch, without a checkpoint,
+    // until the retirer waits.
+    let holder = thread::spawn(move || {
+        Python::attach(|py| {
+            let read = ftrt_gil::local::OpenRead::new();
+            py.allow_threads(move || {
+                detached.send(()).unwrap();
+                holder_comes_back.recv().unwrap();
+            });
+            drop(read);
+            spin_until(|| reclamation::waits().begun > before.begun);
+        })
+    });
+    holder_detached.recv().unwrap();
+    ftrt_gil::set_lock_elision(true);
+    let (held_alone, inside, waited_outside) = Python::attach(|py| {
+        // The hold is taken at a repin.
+        for _ in 0..16 {
+            py.check();
+        }
+        let held_alone = py.holds_world_alone();
+        retire_until(py, || false);
+        let inside = waits_since(before);
+        come_back.send(()).unwrap();
+        let waited_outside = retire_until(py, || reclamation::waits().caught_up > before.caught_up);
+        (held_alone, inside, waited_outside)
+    });
+    ftrt_gil::set_lock_elision(false);
+    holder.join().unwrap();
+    assert!(held_alone, "the retirer never held the world alone");
+    assert_eq!(inside, Waits::default());
+    assert!(
+        waited_outside,
+        "the retirer never waited, even with the hold ended: {:?}",
+        waits_since(before)
+    );
+}
+
+/// A marker that never runs (crossbeam drops the rest of a bag after a deferred function in it
+/// panics) is waited for once, to the limit, and given up for a new one 256 repins after it was
+/// deferred, which is waited for as any other.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on two threads")]
+fn a_marker_that_never_runs_is_superseded() {
+    /// Repins after which an outstanding marker is given up (`REPINS_BEFORE_A_NEW_MARKER` in
+    /// `ftrt-gil`), in checkpoints.
+    const CHECKS_BEFORE_A_NEW_MARKER: u32 = 256 * 16;
+    let _serial = serial();
+    let before = reclamation::waits();
+    let (lost_marker_waits, caught_up) = thread::spawn(move || {
+        Python::attach(|py| {
+            // The next repin defers the marker behind this function, in the same bag, and
+            // flushes it; with no other thread pinned, the epoch lets a flush soon run the bag.
+            crossbeam_epoch::pin().defer(|| panic!("a deferred function panics"));
+            ftrt_gil::note_retired();
+            let panicked = (0..CHECKS_BEFORE_A_NEW_MARKER).any(|_| {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| py.check())).is_err()
+            });
+            assert!(
+                panicked,
+                "the function deferred before the marker never ran"
+            );
+            reclamation::set_wait_limit(Duration::from_millis(20));
+            for _ in 0..2 * RETIREMENTS_BEFORE_A_WAIT {
+                retire_one();
+                py.check();
+            }
+            let lost_marker_waits = waits_since(before);
+            reclamation::set_wait_limit(HANG);
+            let caught_up = with_the_epoch_held(
+                move || reclamation::waits().begun > before.begun + 1,
+                || {
+                    (0..2 * CHECKS_BEFORE_A_NEW_MARKER).any(|_| {
+                        retire_one();
+                        py.check();
+                        reclamation::waits().caught_up > before.caught_up
+                    })
+                },
+            );
+            (lost_marker_waits, caught_up)
+        })
+    })
+    .join()
+    .unwrap();
+    assert_eq!(lost_marker_waits, ended(0, 1, 0));
+    assert!(
+        caught_up,
+        "no wait for a new marker: {:?}",
+        waits_since(before)
+    );
+    assert_eq!(waits_since(before), ended(1, 1, 0));
+}
+
+/// A deferred function that the wait's flush runs may panic: the panic unwinds out of the
+/// checkpoint with the thread pinned again and the wait counted, as interrupted.
+#[test]
+#[cfg_attr(miri, ignore = "spins through thousands of epochs on three threads")]
+fn a_panic_inside_a_wait_ends_it_with_the_thread_pinned_again() {
+    let _serial = serial();
+    reclamation::set_wait_limit(HANG);
+    let before = reclamation::waits();
+    let (panicked, pinned_after) = with_the_epoch_held(
+        move || reclamation::waits().begun > before.begun,
+        || {
+            Python::attach(|py| {
+                // Due only once the holder lets the epoch go, which it does once the retirer
+                // waits: the wait's flush runs it.
+                crossbeam_epoch::pin().defer(|| panic!("a deferred function panics"));
+                ftrt_gil::note_retired();
+                let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    retire_until(py, || false)
+                }))
+                .is_err();
+                (panicked, ftrt_gil::local::attach_pinned())
+            })
+        },
+    );
+    assert!(panicked, "the deferred function never ran");
+    assert!(pinned_after, "the thread was left unpinned");
+    assert_eq!(waits_since(before), ended(0, 0, 1));
 }

@@ -83,6 +83,8 @@ struct Backlog {
     repins_outstanding: Cell<u32>,
     /// Whether the thread waited for the marker outstanding now already.
     waited: Cell<bool>,
+    /// Whether the thread retired anything since its last flush ([`flush_before_detaching`]).
+    unflushed: Cell<bool>,
 }
 
 impl Backlog {
@@ -105,6 +107,7 @@ impl Quiescence {
                 run: Arc::new(AtomicU64::new(0)),
                 repins_outstanding: Cell::new(0),
                 waited: Cell::new(false),
+                unflushed: Cell::new(false),
             },
         }
     }
@@ -120,16 +123,19 @@ pub(crate) fn pin(state: Option<&ThreadState>) {
 
 pub(crate) fn note_retired(state: Option<&ThreadState>) {
     if let Some(state) = state {
-        let retired = &state.quiescence.backlog.retired;
-        retired.set(retired.get().saturating_add(1));
+        let backlog = &state.quiescence.backlog;
+        backlog.retired.set(backlog.retired.get().saturating_add(1));
+        backlog.unflushed.set(true);
     }
 }
 
 pub(crate) fn unpin(state: Option<&ThreadState>) {
     // Detaching is a quiescent state: the hooks run while the thread is still pinned. A
     // hook that panics leaves the pin in place: the panic unwinds out of `allow_threads`
-    // with the thread still attached, and an attached thread is pinned.
+    // with the thread still attached, and an attached thread is pinned (a deferred function
+    // the flush runs, likewise).
     super::run_hooks();
+    flush_before_detaching(state);
     drop_pin(state);
 }
 
@@ -144,6 +150,31 @@ pub(crate) fn unpin_at_the_end(state: Option<&ThreadState>) {
     }
     let _drop_pin = DropPin(state);
     super::run_hooks();
+    flush_before_detaching(state);
+}
+
+/// At a detach, after the hooks (which may retire what they hand over): hands what the thread
+/// retired since its last flush to the epoch's global queue. Left in the thread's bag, it would
+/// wait for the thread to attach again, which only the thread can do, and an `allow_threads`
+/// may last as long as a blocking call; in the queue, the attached threads' flushes free it once
+/// it is due. (A detach with nothing retired since the last flush, the common one, flushes
+/// nothing: a flush pushes the bag and tries to advance the epoch, a walk over every thread.)
+fn flush_before_detaching(state: Option<&ThreadState>) {
+    if let Some(state) = state {
+        if state.quiescence.backlog.unflushed.get() {
+            flush(&state.quiescence.backlog);
+        }
+    }
+}
+
+/// Hands what the thread retired to the epoch's global queue, tries to advance the epoch, and
+/// runs what is due. Through a nested pin of this thread (which leaves its attach pin as it is,
+/// or pins an unpinned thread for the flush alone): the flush runs due deferred functions, and
+/// one may detach, which takes the attach pin out.
+fn flush(backlog: &Backlog) {
+    // First: what the functions the flush runs retire is not in this flush.
+    backlog.unflushed.set(false);
+    crossbeam_epoch::pin().flush();
 }
 
 fn drop_pin(state: Option<&ThreadState>) {
@@ -248,10 +279,8 @@ fn repin(state: &ThreadState) -> bool {
         let flush_for_marker = mark_what_was_retired(&state.quiescence.backlog);
         let repins = state.quiescence.checks.get() / CHECKS_PER_REPIN;
         if flush_for_marker || repins % REPINS_PER_IDLE_FLUSH == 0 {
-            // Through a nested pin of this thread (which leaves its own pin as it is), not
-            // through the pin in the borrow: the flush runs due deferred functions, and one
-            // may detach, which takes that pin out.
-            crossbeam_epoch::pin().flush();
+            // Not through the pin in the borrow: see `flush`.
+            flush(&state.quiescence.backlog);
         }
         if !reads_open {
             keep_up_with_the_epoch(state);
@@ -358,7 +387,7 @@ fn wait_for_the_marker(state: &ThreadState, backlog: &Backlog) -> bool {
     let deadline = Instant::now().checked_add(reclamation::wait_limit());
     wait.end = Some(WaitEnd::Interrupted);
     let end = loop {
-        crossbeam_epoch::pin().flush();
+        flush(backlog);
         if !backlog.outstanding() {
             break WaitEnd::CaughtUp;
         }
