@@ -53,9 +53,9 @@
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
 //!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, and flush
 //!   what the thread retired since its last flush to the epoch's global queue, where the
-//!   attached threads' flushes free it while this one stays detached, (2) unpin (with a read
-//!   open, [`local::readers`], the pin is kept aside until the last one closes),
-//!   (3) park the biased counts (from here until the next attach, a thread that drops the last
+//!   attached threads' flushes make it due while this one stays detached (except while it
+//!   unwinds, or when a stop of the world is wanted), (2) unpin (with a read open,
+//!   [`local::readers`], the pin is kept aside until the last one closes), (3) park the biased counts (from here until the next attach, a thread that drops the last
 //!   reference to one of this thread's objects merges that object itself: [`park_counts`]), (4) mark the thread
 //!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop
 //!   eliding, and drops the hold only after leaving), (5) release the GIL.
@@ -777,7 +777,8 @@ pub fn try_on_quiescent_state(hook: fn()) -> bool {
 /// the global queue and try to advance the epoch until the marker has run, so what it retired
 /// is freed at the pace it is made, as soon as the epoch lets it even if the thread retires
 /// nothing more. A thread that retires nothing flushes only now and then, which spares threads
-/// that only read and count the flush's walk over the global queue. A thread that retires
+/// that only read and count the flush's walk over the global queue. A detach flushes what the
+/// thread retired since its last flush. A thread that retires
 /// faster than the epoch frees waits for it now and then ([`reclamation`](crate::reclamation)).
 /// Cheap (a thread-local increment); free in the `gil` build, which reclaims nothing late.
 #[inline]

@@ -58,6 +58,19 @@ fn retire_one() {
     ftrt_gil::note_retired();
 }
 
+/// Retires a function that panics when it runs on this thread, and does nothing on any other:
+/// the epoch runs deferred functions on whichever thread collects, and a panic on another
+/// (another test's thread, in a thread-local destructor) could abort the test binary.
+fn retire_a_panic() {
+    let retirer = thread::current().id();
+    crossbeam_epoch::pin().defer(move || {
+        if thread::current().id() == retirer {
+            panic!("a deferred function panics");
+        }
+    });
+    ftrt_gil::note_retired();
+}
+
 /// Retires and checkpoints on an attached thread until `done` says so, or for
 /// [`MANY_RETIREMENTS`]; returns whether `done` did.
 fn retire_until(py: Python<'_>, done: impl Fn() -> bool) -> bool {
@@ -409,7 +422,15 @@ fn a_thread_holding_the_world_alone_does_not_wait() {
         })
     });
     holder_detached.recv().unwrap();
+    /// Turns lock elision off again, panics included: the next test expects it off.
+    struct ElisionOn;
+    impl Drop for ElisionOn {
+        fn drop(&mut self) {
+            ftrt_gil::set_lock_elision(false);
+        }
+    }
     ftrt_gil::set_lock_elision(true);
+    let elision_on = ElisionOn;
     let (held_alone, inside, waited_outside) = Python::attach(|py| {
         // The hold is taken at a repin.
         for _ in 0..16 {
@@ -422,7 +443,7 @@ fn a_thread_holding_the_world_alone_does_not_wait() {
         let waited_outside = retire_until(py, || reclamation::waits().caught_up > before.caught_up);
         (held_alone, inside, waited_outside)
     });
-    ftrt_gil::set_lock_elision(false);
+    drop(elision_on);
     holder.join().unwrap();
     assert!(held_alone, "the retirer never held the world alone");
     assert_eq!(inside, Waits::default());
@@ -433,8 +454,8 @@ fn a_thread_holding_the_world_alone_does_not_wait() {
     );
 }
 
-/// A marker that never runs (crossbeam drops the rest of a bag after a deferred function in it
-/// panics) is waited for once, to the limit, and given up for a new one 256 repins after it was
+/// A marker that never runs (crossbeam never runs the rest of a bag after a deferred function
+/// in it panics) is waited for once, to the limit, and given up for a new one 256 repins after it was
 /// deferred, which is waited for as any other.
 #[test]
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on two threads")]
@@ -448,8 +469,7 @@ fn a_marker_that_never_runs_is_superseded() {
         Python::attach(|py| {
             // The next repin defers the marker behind this function, in the same bag, and
             // flushes it; with no other thread pinned, the epoch lets a flush soon run the bag.
-            crossbeam_epoch::pin().defer(|| panic!("a deferred function panics"));
-            ftrt_gil::note_retired();
+            retire_a_panic();
             let panicked = (0..CHECKS_BEFORE_A_NEW_MARKER).any(|_| {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| py.check())).is_err()
             });
@@ -502,8 +522,7 @@ fn a_panic_inside_a_wait_ends_it_with_the_thread_pinned_again() {
             Python::attach(|py| {
                 // Due only once the holder lets the epoch go, which it does once the retirer
                 // waits: the wait's flush runs it.
-                crossbeam_epoch::pin().defer(|| panic!("a deferred function panics"));
-                ftrt_gil::note_retired();
+                retire_a_panic();
                 let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     retire_until(py, || false)
                 }))

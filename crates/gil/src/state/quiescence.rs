@@ -77,7 +77,8 @@ struct Backlog {
     /// The number of the latest marker run (each raises it to its own), by whichever thread
     /// runs it; shared with them, since a marker may run after this thread has exited. A
     /// marker that never runs (a deferred function before it in its bag panicked: crossbeam
-    /// drops the rest of the bag) is superseded by the next ([`REPINS_BEFORE_A_NEW_MARKER`]).
+    /// never runs the rest of the bag, and leaks it) is superseded by the next
+    /// ([`REPINS_BEFORE_A_NEW_MARKER`]).
     run: Arc<AtomicU64>,
     /// Repins since the outstanding marker was deferred.
     repins_outstanding: Cell<u32>,
@@ -153,17 +154,44 @@ pub(crate) fn unpin_at_the_end(state: Option<&ThreadState>) {
     flush_before_detaching(state);
 }
 
+/// Flushes at a detach while the functions a flush runs retire more: a bound, since each may.
+const FLUSHES_BEFORE_DETACHING: u32 = 2;
+
 /// At a detach, after the hooks (which may retire what they hand over): hands what the thread
 /// retired since its last flush to the epoch's global queue. Left in the thread's bag, it would
 /// wait for the thread to attach again, which only the thread can do, and an `allow_threads`
-/// may last as long as a blocking call; in the queue, the attached threads' flushes free it once
-/// it is due. (A detach with nothing retired since the last flush, the common one, flushes
-/// nothing: a flush pushes the bag and tries to advance the epoch, a walk over every thread.)
+/// may last as long as a blocking call; in the queue, it is due once the epoch has advanced
+/// twice, which the attached threads' flushes do without this one, and then what it holds is
+/// freed: replaced arrays and tables at once, retired references by their owner (the object
+/// model posts a batch of them back to the thread that retired it, which drops it once
+/// attached again). (A detach with nothing retired since the last flush, the common one,
+/// flushes nothing: a flush pushes the bag and tries to advance the epoch, a walk over every
+/// thread.)
+///
+/// Not while the thread unwinds: the flush runs deferred functions, of any thread, and one
+/// that panicked then would abort the process. Nor for a stop of the world or checkpoint work
+/// wanted: the park at the safe point is a detach, and the flush would hold the stop up; the
+/// thread's next repin after it flushes instead.
 fn flush_before_detaching(state: Option<&ThreadState>) {
-    if let Some(state) = state {
-        if state.quiescence.backlog.unflushed.get() {
-            flush(&state.quiescence.backlog);
+    let Some(state) = state else { return };
+    let backlog = &state.quiescence.backlog;
+    if !backlog.unflushed.get() || std::thread::panicking() || super::safe_point_wanted() {
+        return;
+    }
+    // Renewed first where no read relies on it as it is: a pin at the epoch of the last repin
+    // may be the one that keeps the flush from advancing the epoch.
+    if super::local::readers() == 0 {
+        if let Ok(mut guard) = state.quiescence.guard.try_borrow_mut() {
+            if let Some(guard) = guard.as_mut() {
+                guard.repin();
+            }
         }
+    }
+    for _ in 0..FLUSHES_BEFORE_DETACHING {
+        if !backlog.unflushed.get() {
+            break;
+        }
+        flush(backlog);
     }
 }
 
@@ -172,9 +200,11 @@ fn flush_before_detaching(state: Option<&ThreadState>) {
 /// or pins an unpinned thread for the flush alone): the flush runs due deferred functions, and
 /// one may detach, which takes the attach pin out.
 fn flush(backlog: &Backlog) {
-    // First: what the functions the flush runs retire is not in this flush.
+    let pin = crossbeam_epoch::pin();
+    // After the pin (an outer pin may collect, running deferred functions that retire more)
+    // and before the flush: what the functions the flush runs retire is not in it.
     backlog.unflushed.set(false);
-    crossbeam_epoch::pin().flush();
+    pin.flush();
 }
 
 fn drop_pin(state: Option<&ThreadState>) {
