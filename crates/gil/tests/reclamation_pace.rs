@@ -440,6 +440,11 @@ fn a_thread_holding_the_world_alone_does_not_wait() {
         retire_until(py, || false);
         let inside = waits_since(before);
         come_back.send(()).unwrap();
+        // The holder's attach asks for the hold to end, and it ends at a checkpoint.
+        let deadline = Instant::now() + HANG;
+        while py.holds_world_alone() && Instant::now() < deadline {
+            py.check();
+        }
         let waited_outside = retire_until(py, || reclamation::waits().caught_up > before.caught_up);
         (held_alone, inside, waited_outside)
     });
