@@ -1,5 +1,6 @@
-//! loom models of the lock handoff, of critical-section suspension and resumption, and of the
-//! threading lock's timed waits and releases from any thread. loom's
+//! loom models of the lock handoff and of waiters woken one after another, of critical-section
+//! suspension and resumption, of the end of lock elision, of the work a section's blocking wait
+//! leaves, and of the threading lock's timed waits and releases from any thread. loom's
 //! `UnsafeCell` reports any access that is not ordered by the lock, and loom reports a deadlock
 //! if a schedule leaves every thread blocked.
 //!

@@ -1,7 +1,11 @@
+use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
+use ftrt_lock::section::{AfterWait, SectionDepth, SectionStack};
 use ftrt_lock::{request_handoff_in_models, section, RawObjectLock, RawThreadingLock, Spin};
 use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicBool, Ordering};
+use loom::sync::mpsc::{channel, Receiver, Sender};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -327,5 +331,213 @@ fn with_on_excludes_a_section_begun_through_with_and_suspends_like_one() {
         });
         t.join().unwrap();
         assert_eq!((a.read(), b.read()), (3, 3));
+    });
+}
+
+/// Two waiters on one lock and a holder that releases it. In some schedules both are parked at
+/// once when the release comes: it wakes one with the other still queued, so it must leave the
+/// parked bit set, and the woken one's release must wake the other. In others a woken waiter
+/// loses the lock to the other one arriving, and parks again. Whatever the schedule, each
+/// waiter gets the lock once, never beside another holder (loom's cell reports a bump racing
+/// another); no wake-up is lost (loom reports the deadlock of a waiter left parked); and the
+/// lock ends free with no parked bit left over, so that later releases take the fast path. With
+/// handoff, each release passes the lock, still locked, to the waiter it wakes: the bit for the
+/// one still queued must survive that too.
+///
+/// On [`RawThreadingLock`] for its parked-bit probe: it is the object lock's state machine, and
+/// a wait without a deadline is the one `RawObjectLock::lock` makes after its first
+/// compare-and-swap fails.
+fn two_parked_waiters_against_a_release(handoff: bool) {
+    loom::model(move || {
+        let shared = ThreadingGuarded::new();
+        assert!(shared.lock.try_lock());
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let waiter = shared.clone();
+                thread::spawn(move || {
+                    request_handoff_in_models(handoff);
+                    assert!(waiter.lock.lock_until(None, Spin::BeforeEachPark));
+                    // SAFETY: locked.
+                    unsafe { waiter.bump() };
+                    waiter.lock.release().unwrap();
+                })
+            })
+            .collect();
+        // SAFETY: locked above.
+        unsafe { shared.bump() };
+        shared.lock.release().unwrap();
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        shared.assert_clean();
+        assert_eq!(shared.read(), 3);
+    });
+}
+
+#[test]
+fn two_parked_waiters_are_each_woken_by_a_release() {
+    two_parked_waiters_against_a_release(false);
+}
+
+#[test]
+fn two_parked_waiters_are_each_handed_the_lock() {
+    two_parked_waiters_against_a_release(true);
+}
+
+/// A thread whose stack elides its locks (the only thread attached, in a runtime) while a second
+/// thread appears and asks to come in: the first stops eliding where it next looks (a checkpoint
+/// inside its section, or its detach at the end), and only then lets the second in, which takes
+/// a section on the same lock. The request may come before the section, inside it or after it,
+/// so the stop lands inside an elided section or on a stack with none open.
+///
+/// Stopping is the point where exclusion passes from the caller's promise back to the lock: a
+/// section elided when it stops must hold its lock from then on, or the newcomer's section runs
+/// beside the rest of its body (loom's cell reports the racing bumps). What the section did
+/// while it elided is ordered before the newcomer only by the admission, as a runtime's attach
+/// orders it.
+#[test]
+fn a_thread_let_in_once_elision_stops_is_excluded_from_the_section_that_elided() {
+    loom::model(|| {
+        let shared = Guarded::new();
+        let knocked = Arc::new(AtomicBool::new(false));
+        let (admit, admitted) = channel();
+        let (newcomer, knocking) = (shared.clone(), knocked.clone());
+        let newcomer = thread::spawn(move || {
+            // Only a request: nothing is ordered by it, so Relaxed.
+            knocking.store(true, Ordering::Relaxed);
+            admitted.recv().unwrap();
+            // SAFETY: inside a section on `newcomer.lock`.
+            section::with(&newcomer.lock, || unsafe { newcomer.bump() });
+        });
+        let stack = SectionStack::new();
+        // SAFETY: the newcomer takes the lock only once admitted, and `let_in` admits it only
+        // after `stop_eliding` has returned.
+        unsafe { stack.start_eliding() };
+        let mut admit = Some(admit);
+        let let_in = |admit: &mut Option<Sender<()>>| {
+            if let Some(admit) = admit.take() {
+                stack.stop_eliding();
+                admit.send(()).unwrap();
+            }
+        };
+        stack.with(&shared.lock, || {
+            // SAFETY: no other thread takes the lock while the stack elides.
+            unsafe { shared.bump() };
+            // A checkpoint: a thread is asking to come in.
+            if knocked.load(Ordering::Relaxed) {
+                let_in(&mut admit);
+            }
+            // SAFETY: still eliding, or the stop above took the lock for this section.
+            unsafe { shared.bump() };
+        });
+        // The thread detaches: no section is open, and the elision ends if it has not yet.
+        let_in(&mut admit);
+        newcomer.join().unwrap();
+        assert_eq!(shared.read(), 3);
+        assert!(!shared.lock.is_locked());
+    });
+}
+
+// What the thread of `the_work_a_wait_leaves_runs_in_its_section_holding_the_lock` gives its
+// hook's work, which is a plain `fn()`, and what that work saw there.
+loom::thread_local! {
+    /// The counter the waited-for lock guards.
+    static WAITED_FOR: RefCell<Option<Arc<Guarded>>> = RefCell::new(None);
+    /// Taken by the first run of the work, which detaches until a message comes through it.
+    static DETACH_UNTIL: RefCell<Option<Receiver<()>>> = RefCell::new(None);
+    /// How many waits went through the hook.
+    static WAITS: Cell<u32> = Cell::new(0);
+    /// Per run of the work: the thread's sections and whether the lock was locked, as it saw
+    /// them. Checked after the section, not inside the work: a panic there aborts the process
+    /// (loom's report of a race in the work does too; `--nocapture` shows its message).
+    static SEEN_AFTER_WAITS: RefCell<Vec<(SectionDepth, bool)>> = RefCell::new(Vec::new());
+}
+
+/// Waits in place and leaves [`work_after_the_wait`] to run.
+fn wait_then_leave_work(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    WAITS.with(|waits| waits.set(waits.get() + 1));
+    wait();
+    Some(work_after_the_wait)
+}
+
+/// Notes what it sees, bumps the guarded counter, and the first time detaches until the
+/// other thread has been in a section on the lock.
+fn work_after_the_wait() {
+    let shared = WAITED_FOR.with(|shared| shared.borrow().clone().expect("set by the waiter"));
+    let seen = (section::depth(), shared.lock.is_locked());
+    SEEN_AFTER_WAITS.with(|runs| runs.borrow_mut().push(seen));
+    // SAFETY: the work runs in the section that waited, holding its lock.
+    unsafe { shared.bump() };
+    if let Some(until) = DETACH_UNTIL.with(|until| until.borrow_mut().take()) {
+        section::detached(|| until.recv().unwrap());
+    }
+}
+
+/// A thread begins a section on a lock that the other thread holds and releases at any point
+/// of the wait (or before it: then nothing waits, and nothing is left to run), through a hook
+/// that waits and leaves work to run after the wait ([`AfterWait`]). The work's contract: it
+/// runs once the section that waited is recorded and holds its lock, before the body, and may
+/// do what a body may. So each run sees the section recorded and active, with the lock locked;
+/// its bump of the guarded counter is excluded from the other thread's (loom's cell reports it
+/// otherwise); the work of every wait has run when the body starts; and a detach inside the
+/// work suspends the section, letting the other thread into a section on the lock, whose
+/// message the detach waits for (loom reports the deadlock if the detach kept the lock).
+///
+/// The detach's end resumes the section, and where the other thread still holds the lock the
+/// resume waits through the hook too: the work runs again, nested in the first run, and must
+/// find the section as a begin leaves it, the resumed section already active.
+#[test]
+fn the_work_a_wait_leaves_runs_in_its_section_holding_the_lock() {
+    loom::model(|| {
+        let shared = Guarded::new();
+        shared.lock.lock();
+        let (message, detached_until) = channel();
+        let waiter = shared.clone();
+        let waiter = thread::spawn(move || {
+            WAITED_FOR.with(|shared| *shared.borrow_mut() = Some(waiter.clone()));
+            DETACH_UNTIL.with(|until| *until.borrow_mut() = Some(detached_until));
+            section::set_blocking_wait(Some(wait_then_leave_work));
+            section::with(&waiter.lock, || {
+                let runs = SEEN_AFTER_WAITS.with(|runs| runs.borrow().len());
+                assert_eq!(
+                    runs,
+                    WAITS.with(Cell::get) as usize,
+                    "the body ran before the work its wait left"
+                );
+                // SAFETY: inside a section on `waiter.lock`.
+                unsafe { waiter.bump() };
+            });
+            section::set_blocking_wait(None);
+            // Took the lock without waiting: the message is received here instead (loom
+            // reports a message left in a channel).
+            if let Some(until) = DETACH_UNTIL.with(RefCell::take) {
+                until.recv().unwrap();
+            }
+            SEEN_AFTER_WAITS.with(RefCell::take)
+        });
+        // SAFETY: locked above.
+        unsafe { shared.bump() };
+        // SAFETY: locked above.
+        unsafe { shared.lock.unlock() };
+        section::with(&shared.lock, || {
+            // SAFETY: inside a section on `shared.lock`.
+            unsafe { shared.bump() };
+            message.send(()).unwrap();
+        });
+        let seen = waiter.join().unwrap();
+        let recorded = SectionDepth {
+            open: 1,
+            active: 1,
+            elided: 0,
+        };
+        for (depth, locked) in &seen {
+            assert_eq!(
+                *depth, recorded,
+                "the work ran outside its recorded, active section"
+            );
+            assert!(locked, "the work ran without the section's lock");
+        }
+        assert_eq!(shared.read(), 3 + seen.len() as u32);
+        assert!(!shared.lock.is_locked());
     });
 }
