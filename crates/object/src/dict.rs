@@ -27,8 +27,8 @@ use crate::error::{Error, Result};
 use crate::guard::ReadGuard;
 use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
-    owned, replace, retire_array, retire_ref, try_read_unpinned, with_read_guard, with_unchanging,
-    write_contents,
+    guarded, owned, replace, retire_array, retire_ref, try_read_unpinned, with_read_guard,
+    with_unchanging, write_contents,
 };
 use crate::refs::{incref, try_incref_inline, OwnedRef};
 use crate::slots::{Payload, Repr};
@@ -218,9 +218,7 @@ impl DictPayload {
         key: NonNull<Header>,
         value: OwnedRef,
     ) {
-        write_contents(
-            owner,
-            py,
+        let write = guarded(
             #[inline(always)]
             move |guard| {
                 let table = self.table(guard);
@@ -247,7 +245,16 @@ impl DictPayload {
                 let len = self.len.load(Ordering::Relaxed);
                 self.len.store(len + 1, Ordering::Release);
             },
-        )
+        );
+        // SAFETY: `write` writes this dict's table alone: it finds the key (`Table::find`, whose
+        // `keys_equal` calls only this crate's `eq` slots: no user code), then either replaces
+        // the value, retiring the old one through `retire_ref`, or counts the key and appends
+        // the entry, after a `rebuild` that retires the old table through `retire_array`. It
+        // reaches no checkpoint, does not detach, begins no section, and publishes nothing
+        // (`set` published key and value before). What the retirement drops (the replaced value
+        // at once, or this thread's expired batches) runs this object model's destructors: no
+        // user code, no checkpoint, no detach, no section. It returns nothing.
+        unsafe { write_contents(owner, py, write) }
     }
 
     /// Removes `key`, in `owner`'s critical section. Returns whether it was there.
@@ -261,9 +268,7 @@ impl DictPayload {
         key: NonNull<Header>,
         hash: u64,
     ) -> bool {
-        write_contents(
-            owner,
-            py,
+        let write = guarded(
             #[inline(always)]
             |guard| {
                 let table = self.table(guard);
@@ -277,15 +282,19 @@ impl DictPayload {
                 self.len.store(len - 1, Ordering::Release);
                 true
             },
-        )
+        );
+        // SAFETY: `write` writes this dict's table alone: it finds the key (`Table::find`: this
+        // crate's `eq` slots, no user code), marks its index deleted, and retires the entry's
+        // value and key through `retire_ref` (`retire_entry`), whose drops run destructors with
+        // no user code, no checkpoint, no detach and no section. It reaches no checkpoint, does
+        // not detach, begins no section, publishes nothing, and returns a `bool`.
+        unsafe { write_contents(owner, py, write) }
     }
 
     /// Removes every entry, in `owner`'s critical section: the table is swapped for an empty
     /// one, and the old one retired with its references.
     pub(crate) fn clear_entries(&self, py: Python<'_>, owner: &Header) {
-        write_contents(
-            owner,
-            py,
+        let write = guarded(
             #[inline(always)]
             |guard| {
                 for entry in self.table(guard).live_entries() {
@@ -298,7 +307,13 @@ impl DictPayload {
                 unsafe { retire_array(owner, old, guard) };
                 self.len.store(0, Ordering::Release);
             },
-        )
+        );
+        // SAFETY: `write` writes this dict's table alone: it retires every live entry's value and
+        // key through `retire_ref` (`retire_entry`), whose drops run destructors with no user
+        // code, no checkpoint, no detach and no section, then swaps in an empty table and
+        // retires the old one through `retire_array`. It calls no slot, reaches no checkpoint,
+        // does not detach, begins no section, publishes nothing, and returns nothing.
+        unsafe { write_contents(owner, py, write) }
     }
 
     /// Moves the live entries, in order, into a table with room to grow, and retires the old one.
@@ -358,8 +373,7 @@ impl DictPayload {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
         let py = key.py();
-        let fast = try_read_unpinned(
-            owner,
+        let read = guarded(
             #[inline(always)]
             |guard| {
                 // SAFETY: `key` keeps its object alive.
@@ -374,6 +388,13 @@ impl DictPayload {
                 }
             },
         );
+        // SAFETY: `read` only reads: it looks the key up (loads, and `keys_equal`, which calls
+        // only this crate's `eq` slots: no user code) and counts the value it found with
+        // `try_incref_inline`, the count's inline half (the owner's count, an immortal one, or
+        // this thread's array for a deferred object), which runs no user code and reaches no
+        // checkpoint. It writes nothing, publishes nothing, does not detach, begins or ends no
+        // section, drops nothing, and returns the value only if it counted it.
+        let fast = unsafe { try_read_unpinned(owner, read) };
         match fast {
             // SAFETY: counted above, for the caller.
             Some(found) => Ok(found.map(|value| unsafe { Bound::from_owned(value) })),
@@ -391,15 +412,20 @@ impl DictPayload {
         hash: u64,
     ) -> Option<Bound<'py, PyAny>> {
         let py = key.py();
-        with_read_guard(
-            owner,
+        let read = guarded(
             #[inline(always)]
             |guard| {
                 // SAFETY: as in `get`.
                 unsafe { self.lookup(key.ptr(), hash, guard) }
                     .map(|value| unsafe { Bound::from_borrowed(py, value) })
             },
-        )
+        );
+        // SAFETY: `read` only reads: it looks the key up as `get` does (no user code) and counts
+        // the value with `Bound::from_borrowed`, an increment whose out-of-line path may note
+        // the object as hot and ask for checkpoint work (a mutex and a flag for a later
+        // checkpoint, not a checkpoint). It writes nothing, publishes nothing, does not detach,
+        // begins or ends no section, drops nothing, and returns the value counted.
+        unsafe { with_read_guard(owner, read) }
     }
 
     /// The value of `key` without a lock and without counting.
@@ -436,8 +462,7 @@ impl DictPayload {
         owner: &Header,
     ) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         owner.section(py, || {
-            with_read_guard(
-                owner,
+            let read = guarded(
                 #[inline(always)]
                 |guard| {
                     self.table(guard)
@@ -459,7 +484,14 @@ impl DictPayload {
                         })
                         .collect()
                 },
-            )
+            );
+            // SAFETY: `read` only reads, inside the dict's section, which it neither begins nor
+            // ends: it loads the live entries and counts each key and value with
+            // `Bound::from_borrowed` (no user code, no checkpoint: see `get_general`), collecting
+            // them into a `Vec`. It writes nothing, publishes nothing, does not detach, drops
+            // nothing but on unwinding (references it counted, to objects the dict still holds),
+            // and returns counted references only.
+            unsafe { with_read_guard(owner, read) }
         })
     }
 }
@@ -645,14 +677,17 @@ impl<'py> Bound<'py, PyDict> {
         let dict = self.payload();
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
-        Ok(with_read_guard(
-            self.header(),
+        let read = guarded(
             #[inline(always)]
             |guard| {
                 // SAFETY: `key` keeps its object alive; only the pointer's presence is used.
                 unsafe { dict.lookup(key.ptr(), hash, guard) }.is_some()
             },
-        ))
+        );
+        // SAFETY: `read` only looks the key up (loads, and `keys_equal`, which calls only this
+        // crate's `eq` slots: no user code) and answers whether it is there: no write, no
+        // checkpoint, no detach, no section, no drop, and no pointer returned.
+        Ok(unsafe { with_read_guard(self.header(), read) })
     }
 
     /// The `(key, value)` pairs in insertion order (a consistent snapshot).

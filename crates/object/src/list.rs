@@ -20,8 +20,8 @@ use crate::bound::Bound;
 use crate::error::{Error, Result};
 use crate::header::{allocate, Header, Kind, TypeObject};
 use crate::reclaim::{
-    hand_over, owned, replace, retire_array, retire_ref, try_read_unpinned, with_read_guard,
-    with_unchanging, write_contents,
+    guarded, hand_over, owned, replace, retire_array, retire_ref, try_read_unpinned,
+    with_read_guard, with_unchanging, write_contents,
 };
 use crate::refs::{try_incref_inline, OwnedRef};
 use crate::slots::{Payload, Repr};
@@ -117,9 +117,7 @@ impl Payload for ListPayload {
     }
 
     unsafe fn clear(&self, this: &Header, py: Python<'_>) {
-        write_contents(
-            this,
-            py,
+        let write = guarded(
             #[inline(always)]
             |guard| {
                 let len = self.len.load(Ordering::Relaxed);
@@ -132,7 +130,12 @@ impl Payload for ListPayload {
                     retire_ref(this, unsafe { OwnedRef::from_raw(item) }, guard);
                 }
             },
-        )
+        );
+        // SAFETY: `write` writes this list's array alone: it shortens the list, empties each
+        // slot and retires its item through `retire_ref`, whose drops run destructors with no
+        // user code, no checkpoint, no detach and no section. It calls no slot, reaches no
+        // checkpoint, does not detach, begins no section, publishes nothing, and returns nothing.
+        unsafe { write_contents(this, py, write) }
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
@@ -182,6 +185,14 @@ fn out_of_range() -> Error {
     Error::IndexError("list index out of range".into())
 }
 
+/// Returns `f` unchanged, typed as the argument of `locked` would be (`FnOnce`, over a guard of
+/// any lifetime): a closure written outside the `unsafe` block of that call, as
+/// `reclaim::guarded` does for the calls it serves, and for the same reason.
+#[inline(always)]
+fn for_locked<F: FnOnce(&ListPayload, &Guard) -> R, R>(f: F) -> F {
+    f
+}
+
 impl PyList {
     /// A list of `items`.
     pub fn new<'py, T: PyTypeInfo>(
@@ -210,14 +221,24 @@ impl<'py> Bound<'py, PyList> {
     /// (`write_contents`). The closures given to it are marked `#[inline(always)]`: each is
     /// called both inline and on the out-of-line general path, and the inliner otherwise
     /// kept it out of line on the inline one too.
-    fn locked<R>(&self, f: impl FnOnce(&ListPayload, &Guard) -> R) -> R {
+    ///
+    /// # Safety
+    /// As for `write_contents`, whose closure `f` is in all but name: `f` reads and writes this
+    /// list's contents alone; does not detach (no `allow_threads`, no checkpoint, no section
+    /// that may have to wait); runs no user code and makes nothing shared; retires what it
+    /// removes only through `retire_ref`, `hand_over` and `retire_array`, given this list and
+    /// the guard; and returns no pointer it loaded without counting a reference to it. (Not a
+    /// safe function that keeps the obligation itself: `f` is any closure, and nothing in its
+    /// type can promise that.)
+    unsafe fn locked<R>(&self, f: impl FnOnce(&ListPayload, &Guard) -> R) -> R {
         let list = self.payload();
-        write_contents(
-            self.header(),
-            self.py(),
+        let write = guarded(
             #[inline(always)]
             |guard| f(list, guard),
-        )
+        );
+        // SAFETY: `write` hands `f` the payload and the guard and does nothing else, and `f`
+        // meets `write_contents`'s contract (the caller's).
+        unsafe { write_contents(self.header(), self.py(), write) }
     }
 
     /// The list's reference to an item about to be stored in it (see `Header::before_storing`).
@@ -247,10 +268,15 @@ impl<'py> Bound<'py, PyList> {
         // owns one keeps nothing in memory for its unwinding path (a measured 0.93 -> 1.40 s in
         // `shared-attribute-keep` when such a drop was not inlined).
         let item = self.store(item);
-        self.locked(
+        let write = for_locked(
             #[inline(always)]
             move |list, guard| list.push(self.header(), item, guard),
         );
+        // SAFETY: `write` writes this list's array alone: `push` stores the item (published by
+        // `store` before) and may grow the array, retiring the old one through `retire_array`.
+        // It calls no slot, runs no user code, reaches no checkpoint, does not detach, begins no
+        // section, and returns nothing.
+        unsafe { self.locked(write) };
     }
 
     /// `self[index]`, without a lock (negative indices count from the end); `IndexError`
@@ -263,8 +289,7 @@ impl<'py> Bound<'py, PyList> {
         // every call (59.5 instructions a read, the `gil` build's 33.5).
         let py = self.py();
         let list = self.payload();
-        let counted = try_read_unpinned(
-            self.header(),
+        let read = guarded(
             #[inline(always)]
             |guard| {
                 let at = position(index, list.len.load(Ordering::Acquire))?;
@@ -273,6 +298,11 @@ impl<'py> Bound<'py, PyList> {
                 unsafe { try_incref_inline(item, py.count_token()) }.then_some(item)
             },
         );
+        // SAFETY: `read` only reads: it loads the length, the array and the slot, and counts the
+        // item with `try_incref_inline`, the count's inline half (the owner's count, an immortal
+        // one, or this thread's array for a deferred object): no user code, no checkpoint, no
+        // detach, no section, no write, no drop, and the item returned only if counted.
+        let counted = unsafe { try_read_unpinned(self.header(), read) };
         match counted {
             // SAFETY: counted just above, for the caller.
             Some(item) => Ok(unsafe { Bound::from_owned(item) }),
@@ -287,8 +317,7 @@ impl<'py> Bound<'py, PyList> {
     fn get_item_general(&self, index: i64) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
         let list = self.payload();
-        let fast = with_read_guard(
-            self.header(),
+        let read = guarded(
             #[inline(always)]
             |guard| {
                 let at =
@@ -301,7 +330,14 @@ impl<'py> Bound<'py, PyList> {
                 // SAFETY: loaded under the guard: held by the list or retired after it.
                 Ok(item.map(|item| unsafe { Bound::from_borrowed(py, item) }))
             },
-        )?;
+        );
+        // SAFETY: `read` only reads: it loads the length, the array and the slot, makes the
+        // `IndexError` out of range (an allocation), and counts the item with
+        // `Bound::from_borrowed`, an increment whose out-of-line path may note the object as hot
+        // and ask for checkpoint work (a mutex and a flag for a later checkpoint, not a
+        // checkpoint). No user code, no checkpoint, no detach, no section, no write, no drop,
+        // and the item returned counted.
+        let fast = unsafe { with_read_guard(self.header(), read) }?;
         match fast {
             Some(item) => Ok(item),
             None => self.get_item_locked(index),
@@ -312,7 +348,7 @@ impl<'py> Bound<'py, PyList> {
     #[cold]
     fn get_item_locked(&self, index: i64) -> Result<Bound<'py, PyAny>> {
         let py = self.py();
-        self.locked(
+        let read = for_locked(
             #[inline(always)]
             |list, guard| {
                 let at =
@@ -322,7 +358,12 @@ impl<'py> Bound<'py, PyList> {
                 // SAFETY: the list holds the item while we hold its lock.
                 Ok(unsafe { Bound::from_borrowed(py, item) })
             },
-        )
+        );
+        // SAFETY: `read` only reads, under the lock: it loads the length and the slot and counts
+        // the item with `Bound::from_borrowed` (no user code, no checkpoint: see
+        // `get_item_general`). No detach, no section, no write, nothing retired, no drop, and the
+        // item returned counted.
+        unsafe { self.locked(read) }
     }
 
     /// `self[index] = value`; `IndexError` outside.
@@ -330,7 +371,7 @@ impl<'py> Bound<'py, PyList> {
         // Moved in, as in `append`; out of range, the closure drops it, in the section (the
         // contract of `Header::section` allows destructors there).
         let value = self.store(value);
-        self.locked(
+        let write = for_locked(
             #[inline(always)]
             move |list, guard| {
                 let at =
@@ -341,12 +382,18 @@ impl<'py> Bound<'py, PyList> {
                 retire_ref(self.header(), unsafe { OwnedRef::from_raw(old) }, guard);
                 Ok(())
             },
-        )
+        );
+        // SAFETY: `write` writes this list's array alone: it stores the value (published by
+        // `store` before) in place of the old item, which it retires through `retire_ref`; out
+        // of range it drops the value instead. Either drop runs this object model's destructors:
+        // no user code, no checkpoint, no detach, no section. It calls no slot, begins no
+        // section, and returns no pointer.
+        unsafe { self.locked(write) }
     }
 
     /// `del self[index]`: the items after it move down one; `IndexError` outside.
     pub fn del_item(&self, index: i64) -> Result<()> {
-        self.locked(
+        let write = for_locked(
             #[inline(always)]
             |list, guard| {
                 let len = list.len.load(Ordering::Relaxed);
@@ -366,12 +413,18 @@ impl<'py> Bound<'py, PyList> {
                 retire_ref(self.header(), unsafe { OwnedRef::from_raw(removed) }, guard);
                 Ok(())
             },
-        )
+        );
+        // SAFETY: `write` writes this list's array alone: it moves the items after `index` down,
+        // shortens the list and retires the removed item through `retire_ref`, whose drop runs
+        // destructors with no user code, no checkpoint, no detach and no section. It calls no
+        // slot, reaches no checkpoint, does not detach, begins no section, publishes nothing,
+        // and returns no pointer.
+        unsafe { self.locked(write) }
     }
 
     /// Removes and returns the last item; `IndexError` if empty.
     pub fn pop(&self) -> Result<Bound<'py, PyAny>> {
-        self.locked(
+        let write = for_locked(
             #[inline(always)]
             |list, guard| {
                 let len = list.len.load(Ordering::Relaxed);
@@ -389,13 +442,20 @@ impl<'py> Bound<'py, PyList> {
                 // SAFETY: a reference of our own to an item the list held.
                 Ok(unsafe { Bound::from_owned(popped.into_raw()) })
             },
-        )
+        );
+        // SAFETY: `write` writes this list's array alone: it shortens the list, empties the last
+        // slot and takes the item with `hand_over` (the list's reference, or a new one with the
+        // list's retired, which may drop this thread's expired batches: destructors with no user
+        // code, no checkpoint, no detach and no section). It calls no slot, runs no user code,
+        // reaches no checkpoint, does not detach, begins no section, and returns the item as a
+        // reference of its own.
+        unsafe { self.locked(write) }
     }
 
     /// The items, as a consistent snapshot of new references.
     pub fn to_vec(&self) -> Vec<Bound<'py, PyAny>> {
         let py = self.py();
-        self.locked(
+        let read = for_locked(
             #[inline(always)]
             |list, guard| {
                 let len = list.len.load(Ordering::Relaxed);
@@ -409,6 +469,12 @@ impl<'py> Bound<'py, PyList> {
                     })
                     .collect()
             },
-        )
+        );
+        // SAFETY: `read` only reads, under the lock: it loads the items and counts each with
+        // `Bound::from_borrowed` (no user code, no checkpoint: see `get_item_general`),
+        // collecting them into a `Vec`. No detach, no section, no write, nothing retired, no
+        // drop but on unwinding (references it counted, to objects the list still holds), and
+        // counted references only returned.
+        unsafe { self.locked(read) }
     }
 }

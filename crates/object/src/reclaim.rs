@@ -16,6 +16,13 @@
 //! (`with_read_guard`): it reaches no checkpoint and begins or ends no section (a section that
 //! waits for its lock gives the attach pin up for the wait), so the attach pin covers it.
 //!
+//! `write_contents`, `with_read_guard` and `try_read_unpinned` are unsafe: the guard they give
+//! their closure is unprotected on their fast paths, so their soundness rests on what the
+//! closure does (see each one's `# Safety`). Their callers bind the closure first (through
+//! [`guarded`]), and wrap the call alone in `unsafe`: a closure written inside an `unsafe` block
+//! is unsafe code throughout, and the unsafe operations in it would lose blocks and `SAFETY`
+//! arguments of their own.
+//!
 //! A local container (see `Header`: no other thread can reach it) needs none of this unless a
 //! read is open on its own thread: its lock-free reads take no pin (`with_read_guard`), its
 //! writes take none either (`write_contents`) and free what they remove at once. The reads that
@@ -65,14 +72,34 @@ use crate::refs::{assume_token, incref, OwnedRef};
 
 /// Runs `f` with the `gil` build's guard for pointers loaded from containers: none is needed
 /// (the free-threaded builds choose, in `with_read_guard` and `write_contents`).
+///
+/// # Safety
+/// `f` gets the unprotected guard (`crossbeam_epoch::unprotected()`), so what keeps alive what
+/// it loads is the GIL alone: `f` runs no user code and never lets the GIL go (no
+/// `Python::allow_threads`, no `Python::check`, which may hand the GIL over). It retires what
+/// it removes only through `retire_ref`, `hand_over` and `retire_array` (a deferral through the
+/// unprotected guard itself runs at once), and returns no pointer it loaded without counting a
+/// reference to it.
 #[cfg(ftrt_gil_build)]
 #[inline]
-fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
+unsafe fn with_guard<R>(f: impl FnOnce(&Guard) -> R) -> R {
     // SAFETY: under the GIL no other thread touches objects concurrently, and `f` runs no user
-    // code and never lets the GIL go, so nothing it loads is freed while it uses it. (Replaced
-    // arrays retired through this guard are freed at once; removed references go through
-    // `retire_ref`, which defers them while a `ReadGuard` is alive.)
+    // code and never lets the GIL go (the caller's contract), so nothing it loads is freed while
+    // it uses it. (Replaced arrays retired through this guard are freed at once; removed
+    // references go through `retire_ref`, which defers them while a `ReadGuard` is alive.)
     f(unsafe { crossbeam_epoch::unprotected() })
+}
+
+/// Returns `f` unchanged: a closure for [`write_contents`], [`with_read_guard`] or
+/// [`try_read_unpinned`], written outside the `unsafe` block of the call (see the module docs),
+/// is passed through here to be typed as the call's argument would be: `FnOnce`, over a guard of
+/// any lifetime. Bound to a variable without it, a closure that only borrows is typed `Fn`, and
+/// the call goes through a `call_once` shim that the optimiser left out of line (every list
+/// write's body, and several reads', out of `write_contents`'s and `with_read_guard`'s inline
+/// paths).
+#[inline(always)]
+pub(crate) fn guarded<F: FnOnce(&Guard) -> R, R>(f: F) -> F {
+    f
 }
 
 /// Runs `f` with an unpinned guard (`crossbeam_epoch::unprotected()`), for a walk of contents
@@ -103,19 +130,48 @@ pub(crate) unsafe fn with_unchanging<R>(f: impl FnOnce(&Guard) -> R) -> R {
 /// come to nothing there: a local object's section takes no lock (see `Header::section`), and a
 /// thread that holds the world alone elides its sections without recording them
 /// (`no_reads_elsewhere` is true only during such a hold, whose stack elides). Otherwise the
-/// section and a pinned guard, out of line. (The `gil` build takes neither.) `f` must not
-/// detach, as for `Header::section`.
+/// section and a pinned guard, out of line. (The `gil` build takes neither: the section is the
+/// GIL's, and the guard unprotected, see `with_guard`.)
+///
+/// # Safety
+/// `f` reads and writes `owner`'s contents, no other container's (the section, and the test
+/// for readers, are `owner`'s), and:
+/// - does not detach the thread, directly or through what it calls: it calls neither
+///   `Python::allow_threads` nor `Python::check`, and begins no section that may have to wait
+///   (`ftrt_gil::section::with_if_undetached`'s contract, which `Header::section` forwards).
+///   On the general path `f` runs in `owner`'s section, which a thread that holds the world
+///   alone does not even record; where no reader can hold what it removes, with no section at
+///   all and the unprotected guard (`crossbeam_epoch::unprotected()`), on the grounds that no
+///   other thread can reach a local `owner` or is attached beside a thread that holds the world
+///   alone. A detach ends such a hold (and lets the GIL go in the `gil` build): other threads
+///   could then write `owner` beside `f`, or free what it loaded.
+/// - runs no user code and does not make `owner` shared or hand anything to another thread:
+///   what it calls is this crate's container code, the slots (`slots::Payload`: no user code)
+///   and the destructors of the references it drops. Those free objects and drop what the
+///   objects held, in this crate's payloads' drops: no user code, no checkpoint, no detach, no
+///   section, and nothing retired through `f`'s guard.
+/// - retires what it removes from `owner` only through `retire_ref`, `hand_over` and
+///   `retire_array`, given `owner` and the guard, which test again whether a reader can hold
+///   it, and pin for themselves where the guard is unprotected; never through the guard's own
+///   `defer*`, which on the unprotected guard runs at once.
+/// - returns no pointer it loaded without counting a reference to it: the guard (and on the
+///   general path the section) protects its loads only until it returns.
 #[inline(always)]
-pub(crate) fn write_contents<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&Guard) -> R) -> R {
+pub(crate) unsafe fn write_contents<R>(
+    owner: &Header,
+    py: Python<'_>,
+    f: impl FnOnce(&Guard) -> R,
+) -> R {
     #[cfg(not(ftrt_gil_build))]
     {
         if no_reader_can_hold(owner) {
             // SAFETY: no other thread can write `owner` (it is local, or this thread holds the
-            // world alone) or read it, so what `f` loads stays alive until `f` itself removes
-            // it; with no read open on this thread either, nothing else holds what it removes.
-            // `f` retires only through `retire_ref`, `hand_over` and `retire_array`, which
-            // never defer through an unprotected guard (should the condition change inside
-            // `f`, they pin for themselves).
+            // world alone) or read it, and `f` neither detaches (which would end the hold) nor
+            // makes `owner` shared (the caller's contract), so what `f` loads stays alive until
+            // `f` itself removes it; with no read open on this thread either, nothing else holds
+            // what it removes. `f` retires only through `retire_ref`, `hand_over` and
+            // `retire_array`, which never defer through an unprotected guard (should the
+            // condition change inside `f`, they pin for themselves).
             let written = f(unsafe { crossbeam_epoch::unprotected() });
             // The elided section's check (`ftrt_lock`'s, skipped here): a hold on the world
             // alone lasts as long as `f` only if `f` did not detach, which ends it.
@@ -125,17 +181,30 @@ pub(crate) fn write_contents<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&
             );
             return written;
         }
-        write_contents_in_section(owner, py, f)
+        // SAFETY: forwarded: `f` meets `write_contents`'s contract.
+        unsafe { write_contents_in_section(owner, py, f) }
     }
     #[cfg(ftrt_gil_build)]
-    owner.section(py, || with_guard(f))
+    owner.section(py, || {
+        // SAFETY: `f` runs no user code and does not detach, so never lets the GIL go, retires
+        // only through `retire_ref`, `hand_over` and `retire_array`, and returns no pointer it
+        // loaded without counting it (the caller's contract).
+        unsafe { with_guard(f) }
+    })
 }
 
 /// [`write_contents`]'s general path: the section, and a pinned guard (a reader may hold what
 /// `f` removes).
+///
+/// # Safety
+/// As for [`write_contents`]: `f` runs in `owner`'s section, which it must not detach in.
 #[cfg(not(ftrt_gil_build))]
 #[inline(never)]
-fn write_contents_in_section<R>(owner: &Header, py: Python<'_>, f: impl FnOnce(&Guard) -> R) -> R {
+unsafe fn write_contents_in_section<R>(
+    owner: &Header,
+    py: Python<'_>,
+    f: impl FnOnce(&Guard) -> R,
+) -> R {
     owner.section(py, || f(&crossbeam_epoch::pin()))
 }
 
@@ -162,28 +231,47 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 /// Runs `f` with a guard for a lock-free read of `owner`'s contents that retires nothing: none
 /// for a local object, whose contents only this thread can change, and does not while it reads
 /// (see `Header`); none on a thread that holds its attach pin, which covers `f`; else a pinned
-/// guard. `f` must run no user code, reach no checkpoint, not detach, and begin or end no
-/// section (a section that has to wait for its lock gives the attach pin up for the wait).
+/// guard.
 ///
 /// Always inlined, with the unpinned path inline and the pinned one out of line
 /// ([`read_pinned`]): an inlined caller otherwise left this call, with `f` in it, out of line
 /// (`DictPayload::get`), and a guard that might need dropping kept a drop flag and five saved
 /// registers in every read. `f` has two call sites, so the callers mark it always inline.
+///
+/// # Safety
+/// `f` reads `owner`'s contents, and:
+/// - writes nothing there, runs no user code, and does not make `owner` shared: on a local
+///   `owner` the guard is unprotected (`crossbeam_epoch::unprotected()`), on the grounds that
+///   only this thread can change what `f` loads, and it does not while `f` runs.
+/// - reaches no checkpoint (`Python::check`, where the attach pin is renewed), does not detach
+///   (`Python::allow_threads`, which gives the pin up), and begins or ends no section (one that
+///   has to wait for its lock gives the attach pin up for the wait): on a thread that holds its
+///   attach pin the guard is unprotected too, and that pin is what keeps alive what another
+///   thread removes meanwhile. In the `gil` build the guard is always unprotected, and the GIL,
+///   which `f` then never lets go, keeps it alive. (Only a shared `owner` read on a thread
+///   without its attach pin gets a pinned guard.)
+/// - retires nothing through the guard: a deferral through the unprotected guard runs at once.
+/// - returns no pointer it loaded without counting a reference to it: the guard protects its
+///   loads only until it returns.
+///
+/// Dropping a reference inside `f` is allowed: a destructor of this object model frees objects
+/// and drops what they held, with no user code, no checkpoint, no detach and no section.
 #[inline(always)]
-pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
+pub(crate) unsafe fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
     #[cfg(not(ftrt_gil_build))]
     {
         // The pin first: every attached thread holds it but one attached after its exit, so a
         // shared owner's flag is rarely read (three instructions a read of a shared instance).
         if ftrt_gil::local::attach_pinned() || !owner.is_shared() {
             // SAFETY: unpinned when `owner` is local, so no other thread can reach it to remove
-            // what `f` loads, and `f` reads without writing: what it loads stays in the
-            // container, alive, until `f` has returned. Or unpinned when the thread holds its
-            // attach pin (`ftrt_gil::local::attach_pinned`): `f` runs no user code, reaches no
-            // checkpoint (where that pin is renewed), does not detach, and begins or ends no
-            // section (whose wait may give the pin up), so the pin covers every load `f` makes, and
-            // what another thread removes meanwhile is not freed
-            // before `f` returns. Nothing is retired through this guard.
+            // what `f` loads, and `f` reads without writing or running user code (the caller's
+            // contract): what it loads stays in the container, alive, until `f` has returned.
+            // Or unpinned when the thread holds its attach pin
+            // (`ftrt_gil::local::attach_pinned`): `f` runs no user code, reaches no checkpoint
+            // (where that pin is renewed), does not detach, and begins or ends no section (whose
+            // wait may give the pin up), per the caller, so the pin covers every load `f` makes,
+            // and what another thread removes meanwhile is not freed before `f` returns. Nothing
+            // is retired through this guard.
             return f(unsafe { crossbeam_epoch::unprotected() });
         }
         read_pinned(f)
@@ -191,7 +279,9 @@ pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) ->
     #[cfg(ftrt_gil_build)]
     {
         let _ = owner;
-        with_guard(f)
+        // SAFETY: `f` runs no user code, does not detach, so never lets the GIL go, and
+        // retires nothing (the caller's contract).
+        unsafe { with_guard(f) }
     }
 }
 
@@ -199,17 +289,24 @@ pub(crate) fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) ->
 /// answers `None` without running it where a read needs a pin of its own. For a read whose
 /// whole fast path, `f` included, fits in its caller without a call (`PyList::get_item`): `f`
 /// answers `None` too where it meets anything but the common case, and the caller then takes
-/// its general path, out of line, which repeats the read. `f` must run no user code, reach no
-/// checkpoint, not detach, and begin or end no section, as for `with_read_guard`.
+/// its general path, out of line, which repeats the read.
+///
+/// # Safety
+/// As for [`with_read_guard`], whose unprotected guard alone `f` runs with here (or the `gil`
+/// build's, also unprotected): `f` writes nothing in `owner`, runs no user code, does not make
+/// `owner` shared, reaches no checkpoint, does not detach, begins or ends no section, retires
+/// nothing through the guard, and returns no pointer it loaded without counting a reference to
+/// it.
 #[inline(always)]
-pub(crate) fn try_read_unpinned<R>(
+pub(crate) unsafe fn try_read_unpinned<R>(
     owner: &Header,
     f: impl FnOnce(&Guard) -> Option<R>,
 ) -> Option<R> {
     #[cfg(not(ftrt_gil_build))]
     {
         if ftrt_gil::local::attach_pinned() || !owner.is_shared() {
-            // SAFETY: as for `with_read_guard`'s unpinned path, under the same conditions.
+            // SAFETY: as for `with_read_guard`'s unpinned path, under the same conditions
+            // (the same contract for `f`).
             return f(unsafe { crossbeam_epoch::unprotected() });
         }
         None
@@ -217,7 +314,8 @@ pub(crate) fn try_read_unpinned<R>(
     #[cfg(ftrt_gil_build)]
     {
         let _ = owner;
-        with_guard(f)
+        // SAFETY: as in `with_read_guard`.
+        unsafe { with_guard(f) }
     }
 }
 
