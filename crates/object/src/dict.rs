@@ -209,7 +209,10 @@ impl DictPayload {
     /// entry takes it: a replaced entry keeps the reference it has.
     ///
     /// # Safety
-    /// `key` is alive for the call.
+    /// `key` is alive for the call; `owner` heads the dict whose payload this is (its section
+    /// and its test for readers guard this table); and `key` and `value` were published
+    /// (`Header::before_storing`) where that dict is shared, so that no local object is handed
+    /// to another thread.
     pub(crate) unsafe fn insert(
         &self,
         py: Python<'_>,
@@ -260,7 +263,7 @@ impl DictPayload {
     /// Removes `key`, in `owner`'s critical section. Returns whether it was there.
     ///
     /// # Safety
-    /// `key` is alive for the call.
+    /// `key` is alive for the call, and `owner` heads the dict whose payload this is.
     pub(crate) unsafe fn remove(
         &self,
         py: Python<'_>,

@@ -227,9 +227,9 @@ impl<'py> Bound<'py, PyList> {
     /// list's contents alone; does not detach (no `allow_threads`, no checkpoint, no section
     /// that may have to wait); runs no user code and makes nothing shared; retires what it
     /// removes only through `retire_ref`, `hand_over` and `retire_array`, given this list and
-    /// the guard; and returns no pointer it loaded without counting a reference to it. (Not a
-    /// safe function that keeps the obligation itself: `f` is any closure, and nothing in its
-    /// type can promise that.)
+    /// the guard; and lets no pointer it loaded outlive the call uncounted. (Not a safe function
+    /// that keeps the obligation itself: `f` is any closure, and nothing in its type can promise
+    /// that.)
     unsafe fn locked<R>(&self, f: impl FnOnce(&ListPayload, &Guard) -> R) -> R {
         let list = self.payload();
         let write = guarded(

@@ -154,8 +154,9 @@ pub(crate) unsafe fn with_unchanging<R>(f: impl FnOnce(&Guard) -> R) -> R {
 ///   `retire_array`, given `owner` and the guard, which test again whether a reader can hold
 ///   it, and pin for themselves where the guard is unprotected; never through the guard's own
 ///   `defer*`, which on the unprotected guard runs at once.
-/// - returns no pointer it loaded without counting a reference to it: the guard (and on the
-///   general path the section) protects its loads only until it returns.
+/// - lets no pointer it loaded outlive the call without counting a reference to it, returned or
+///   stored through a capture: the guard (and on the general path the section) protects its
+///   loads only until it returns.
 #[inline(always)]
 pub(crate) unsafe fn write_contents<R>(
     owner: &Header,
@@ -251,8 +252,8 @@ pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 ///   which `f` then never lets go, keeps it alive. (Only a shared `owner` read on a thread
 ///   without its attach pin gets a pinned guard.)
 /// - retires nothing through the guard: a deferral through the unprotected guard runs at once.
-/// - returns no pointer it loaded without counting a reference to it: the guard protects its
-///   loads only until it returns.
+/// - lets no pointer it loaded outlive the call without counting a reference to it, returned or
+///   stored through a capture: the guard protects its loads only until it returns.
 ///
 /// Dropping a reference inside `f` is allowed: a destructor of this object model frees objects
 /// and drops what they held, with no user code, no checkpoint, no detach and no section.

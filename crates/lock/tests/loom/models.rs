@@ -486,8 +486,14 @@ fn work_after_the_wait() {
 /// The detach's end resumes the section, and where the other thread still holds the lock the
 /// resume waits through the hook too: the work runs again, nested in the first run, and must
 /// find the section as a begin leaves it, the resumed section already active.
+///
+/// Schedules where the resume waits take a preemption: the test counts them (outside loom) and
+/// fails if none was explored, rather than pass without the resume path (with
+/// `LOOM_MAX_PREEMPTIONS=0` it fails so).
 #[test]
 fn the_work_a_wait_leaves_runs_in_its_section_holding_the_lock() {
+    static RESUMES_THAT_WAITED: std::sync::atomic::AtomicUsize =
+        std::sync::atomic::AtomicUsize::new(0);
     loom::model(|| {
         let shared = Guarded::new();
         shared.lock.lock();
@@ -535,9 +541,17 @@ fn the_work_a_wait_leaves_runs_in_its_section_holding_the_lock() {
                 *depth, recorded,
                 "the work ran outside its recorded, active section"
             );
-            assert!(locked, "the work ran without the section's lock");
+            // The lock's owner is not recorded: the exclusion itself is the cell's check.
+            assert!(locked, "the lock was free while the work ran");
+        }
+        if seen.len() == 2 {
+            RESUMES_THAT_WAITED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
         assert_eq!(shared.read(), 3 + seen.len() as u32);
         assert!(!shared.lock.is_locked());
     });
+    assert!(
+        RESUMES_THAT_WAITED.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no schedule explored had the resume wait (LOOM_MAX_PREEMPTIONS 0?)"
+    );
 }
