@@ -55,8 +55,9 @@
 //!   what the thread retired since its last flush to the epoch's global queue, where the
 //!   attached threads' flushes make it due while this one stays detached (except while it
 //!   unwinds, or when a stop of the world is wanted), (2) unpin (with a read open,
-//!   [`local::readers`], the pin is kept aside until the last one closes), (3) park the biased counts (from here until the next attach, a thread that drops the last
-//!   reference to one of this thread's objects merges that object itself: [`park_counts`]), (4) mark the thread
+//!   [`local::readers`], the pin is kept aside until the last one closes), (3) park the biased
+//!   counts (from here until the next attach, a thread that drops the last reference to one of
+//!   this thread's objects merges that object itself: [`park_counts`]), (4) mark the thread
 //!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop
 //!   eliding, and drops the hold only after leaving), (5) release the GIL.
 //! - **Reattach** (the end of `allow_threads`): (0) unpark, (1) enter the world, (2) take the

@@ -460,8 +460,8 @@ fn a_thread_holding_the_world_alone_does_not_wait() {
 }
 
 /// A marker that never runs (crossbeam never runs the rest of a bag after a deferred function
-/// in it panics) is waited for once, to the limit, and given up for a new one 256 repins after it was
-/// deferred, which is waited for as any other.
+/// in it panics) is waited for once, to the limit, and given up for a new one 256 repins after
+/// it was deferred, which is waited for as any other.
 #[test]
 #[cfg_attr(miri, ignore = "spins through thousands of epochs on two threads")]
 fn a_marker_that_never_runs_is_superseded() {
