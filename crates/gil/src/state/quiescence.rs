@@ -178,15 +178,9 @@ fn flush_before_detaching(state: Option<&ThreadState>) {
     if !backlog.unflushed.get() || std::thread::panicking() || super::safe_point_wanted() {
         return;
     }
-    // Renewed first where no read relies on it as it is: a pin at the epoch of the last repin
-    // may be the one that keeps the flush from advancing the epoch.
-    if super::local::readers() == 0 {
-        if let Ok(mut guard) = state.quiescence.guard.try_borrow_mut() {
-            if let Some(guard) = guard.as_mut() {
-                guard.repin();
-            }
-        }
-    }
+    // Renewed first: a pin at the epoch of the last repin may be the one that keeps the flush
+    // from advancing the epoch.
+    renew_attach_pin(state, super::local::readers() > 0);
     for _ in 0..FLUSHES_BEFORE_DETACHING {
         if !backlog.unflushed.get() {
             break;
@@ -280,17 +274,11 @@ pub(crate) fn checkpoint(state: Option<&ThreadState>) -> bool {
     false
 }
 
-#[cold]
-fn repin(state: &ThreadState) -> bool {
-    if super::running_own_stop() {
-        // No hooks (they may collect, which stops the world) and no hold inside a stop: the
-        // first repinning checkpoint after it does both.
-        return false;
-    }
-    // An open read may rely on the pin staying as it is (`local::attach_pinned`): not
-    // renewed until no read is open, as a nested pin would keep it.
-    let reads_open = super::local::readers() > 0;
-    let repinned = state
+/// Moves the attach pin to the current epoch, unless `reads_open`: an open read may rely on the
+/// pin staying as it is (`local::attach_pinned`), as a nested pin would keep it. Returns whether
+/// the thread has an attach pin.
+fn renew_attach_pin(state: &ThreadState, reads_open: bool) -> bool {
+    state
         .quiescence
         .guard
         .borrow_mut()
@@ -300,8 +288,18 @@ fn repin(state: &ThreadState) -> bool {
                 guard.repin();
             }
         })
-        .is_some();
-    if repinned {
+        .is_some()
+}
+
+#[cold]
+fn repin(state: &ThreadState) -> bool {
+    if super::running_own_stop() {
+        // No hooks (they may collect, which stops the world) and no hold inside a stop: the
+        // first repinning checkpoint after it does both.
+        return false;
+    }
+    let reads_open = super::local::readers() > 0;
+    if renew_attach_pin(state, reads_open) {
         // Between the repin and the flush, so what the hooks hand over goes out with this
         // flush; and outside the guard's borrow, since hooks drop objects.
         super::run_hooks();
