@@ -8,6 +8,7 @@ mod common;
 use std::sync::mpsc;
 use std::sync::Barrier;
 use std::thread;
+use std::time::{Duration, Instant};
 
 use common::leak_checked;
 use ftrt_gil::{Python, BUILD_STRATEGY};
@@ -96,6 +97,11 @@ fn an_object_one_other_thread_counts_again_and_again_becomes_that_threads_and_a_
 /// new object at the address of one given and freed is given at its first request too. (Given
 /// objects were remembered by address, and such an object was deferred instead: the test above
 /// failed when its float took the address of one an earlier test had given.)
+///
+/// The new float gets the freed one's address by construction: [`recycling`] holds that block
+/// back when it is freed, on whichever thread frees it, and hands it to this thread's next
+/// allocation of its layout. (Waiting for the allocator to hand the block out again could wait
+/// forever: a block freed on another thread may stay in that thread's cache.)
 #[test]
 fn an_object_at_the_address_of_one_given_and_freed_is_given_at_its_first_request() {
     leak_checked(|py| {
@@ -103,27 +109,25 @@ fn an_object_at_the_address_of_one_given_and_freed_is_given_at_its_first_request
         let (hammering, owner_seen) = hammer_from_another_thread(py, &given, 2 * PROMOTE_AFTER);
         assert_eq!(owner_seen, hammering.filter(|_| biased()), "given");
         let address = given.bind(py).id();
+        recycling::hold_back(address);
         drop(given);
-        ftrt_object::collect(py);
-        // The allocator hands a freed block out again: find the float that got it. Its memory
-        // may wait for the epoch, which another test's pinned thread can hold back for a while
-        // (a loaded machine): settle again now and then.
-        let mut others = Vec::new();
-        let reused = loop {
-            let candidate = PyFloat::new(py, 2.5);
-            if candidate.id() == address {
-                break candidate.unbind();
-            }
+        // Its memory may wait for the epoch, which another thread's pin can hold back for a
+        // while on a loaded machine.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !recycling::holds(address) {
             assert!(
-                others.len() < 1_000_000,
-                "no new float at the freed one's address"
+                Instant::now() < deadline,
+                "the given float's memory was never freed"
             );
-            others.push(candidate);
-            if others.len() % 10_000 == 0 {
-                ftrt_object::collect(py);
-            }
-        };
-        drop(others);
+            ftrt_object::collect(py);
+            py.allow_threads(|| thread::sleep(Duration::from_millis(1)));
+        }
+        let reused = recycling::reusing(|| PyFloat::new(py, 2.5).unbind());
+        assert_eq!(
+            reused.bind(py).id(),
+            address,
+            "the new float took the freed block"
+        );
         let (hammering, owner_seen) = hammer_from_another_thread(py, &reused, 2 * PROMOTE_AFTER);
         assert_eq!(
             owner_seen,
@@ -615,4 +619,82 @@ fn a_request_made_as_a_collection_stops_the_world_is_run_by_that_collection() {
         });
         assert_eq!(found, 1, "the request's reference kept the cycle");
     });
+}
+
+/// The system allocator, except that it can hold one freed block back and hand it out again:
+/// a new allocation at a freed object's address, made to happen instead of waited for.
+mod recycling {
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[global_allocator]
+    static GLOBAL: Recycling = Recycling;
+
+    /// The address whose block is held back when it is freed; 0 for none.
+    static TO_HOLD: AtomicUsize = AtomicUsize::new(0);
+    /// The block held back, and its layout's size and alignment; 0 while none is held.
+    static HELD: AtomicUsize = AtomicUsize::new(0);
+    static HELD_SIZE: AtomicUsize = AtomicUsize::new(0);
+    static HELD_ALIGN: AtomicUsize = AtomicUsize::new(0);
+
+    std::thread_local! {
+        /// Whether this thread's allocations take the held block (only the test's thread's:
+        /// another thread's allocation of the same layout must not).
+        static TAKES_HELD: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Holds back the block at `address` when it is freed, on any thread.
+    pub fn hold_back(address: usize) {
+        TO_HOLD.store(address, Ordering::SeqCst);
+    }
+
+    /// Whether the block at `address` was freed and is held back.
+    pub fn holds(address: usize) -> bool {
+        HELD.load(Ordering::SeqCst) == address
+    }
+
+    /// Runs `f` with this thread's allocations of the held block's layout taking it.
+    pub fn reusing<T>(f: impl FnOnce() -> T) -> T {
+        TAKES_HELD.with(|takes| takes.set(true));
+        let result = f();
+        TAKES_HELD.with(|takes| takes.set(false));
+        result
+    }
+
+    struct Recycling;
+
+    // SAFETY: every block comes from `System` and goes back to it, except the one held back,
+    // which is freed to nobody and handed out once, at most, for an allocation of the layout it
+    // was allocated with (the same size and alignment: a valid block for it).
+    unsafe impl GlobalAlloc for Recycling {
+        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+            let held = HELD.load(Ordering::SeqCst);
+            if held != 0
+                && TAKES_HELD.with(Cell::get)
+                && HELD_SIZE.load(Ordering::SeqCst) == layout.size()
+                && HELD_ALIGN.load(Ordering::SeqCst) == layout.align()
+                && HELD
+                    .compare_exchange(held, 0, Ordering::SeqCst, Ordering::SeqCst)
+                    .is_ok()
+            {
+                TO_HOLD.store(0, Ordering::SeqCst);
+                return held as *mut u8;
+            }
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.alloc(layout) }
+        }
+
+        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+            if ptr as usize == TO_HOLD.load(Ordering::SeqCst) && HELD.load(Ordering::SeqCst) == 0 {
+                // The layout first: `holds` and `alloc` read `HELD` after it.
+                HELD_SIZE.store(layout.size(), Ordering::SeqCst);
+                HELD_ALIGN.store(layout.align(), Ordering::SeqCst);
+                HELD.store(ptr as usize, Ordering::SeqCst);
+                return;
+            }
+            // SAFETY: the caller's contract, passed on.
+            unsafe { System.dealloc(ptr, layout) }
+        }
+    }
 }
