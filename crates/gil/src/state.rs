@@ -1180,6 +1180,13 @@ pub mod local {
         }
     }
 
+    /// The calling thread's id in the runtime ([`Python::thread_id`](crate::Python::thread_id)),
+    /// for code without a token (a thread's exit): `None` before the thread first attached,
+    /// once its exit has cleared its state, or should ids ever run out.
+    pub fn thread_id() -> Option<u32> {
+        with_current(|state| state.and_then(ThreadState::id))
+    }
+
     /// The calling thread's frame pointer (null when no frame has set one). One pointer per
     /// thread, never torn down (it lives in the thread-local every access goes through, which
     /// has no destructor), so it works during thread exit too. Meant for one frame on the stack

@@ -40,7 +40,13 @@
 //! and an expired batch is dropped by the thread that retired it: when the epoch runs it on
 //! another thread, it is posted back to the retiring thread's mailbox. The objects a thread
 //! retires are mostly its own (a private dict's replaced values), and dropping them there takes
-//! the biased count's owner path, instead of queueing each one back to its owner.
+//! the biased count's owner path, instead of queueing each one back to its owner. Two batches
+//! are dropped where they expire instead, on an attached thread: one of shared objects only
+//! whose thread is away (detached, its counts parked: it would drop the batch only once it
+//! attaches again, after an `allow_threads` around a blocking call, say), and, in the build
+//! without an owner's path (`atomic-rc`), every batch of shared objects only. A batch that holds
+//! a local object (removed from a local container while a read was open) always goes home: a
+//! local object is freed only on its own thread (`gc::local`).
 //!
 //! What a thread holds this way stays bounded: at each of its quiescent states (every 16th
 //! checkpoint and every detach, through `ftrt_gil::on_quiescent_state`) it hands its partial
@@ -446,23 +452,66 @@ mod batches {
 
     use crossbeam_epoch::Guard;
 
+    use crate::header::header;
     use crate::refs::OwnedRef;
 
     /// References per deferred function.
     const BATCH: usize = 64;
 
-    type Batch = Vec<OwnedRef>;
+    /// Retired references, handed to the epoch together.
+    #[derive(Default)]
+    struct Batch {
+        refs: Vec<OwnedRef>,
+        /// Whether one of them was to a local object when it was retired (a removal from a
+        /// local container while a read was open). A listed local object is freed only on its
+        /// own thread (`gc::local`), so such a batch is dropped there, or anywhere once the
+        /// thread has exited (its exit unlists its objects first). The other batches hold
+        /// shared objects only, and so reach only shared objects when they are dropped (a
+        /// shared object holds only shared ones): any attached thread may drop them.
+        home_only: bool,
+    }
 
     /// Where expired batches wait for the thread that retired them.
-    #[derive(Default)]
     struct Mailbox {
         /// Closed when the thread exits: later deliveries are handed back to the deliverer,
         /// which drops them if attached, else leaves them to the orphaned batches.
         inbox: Mutex<(Vec<Batch>, bool)>,
         pending: AtomicBool,
+        /// The retiring thread's id (`ftrt_gil::local::thread_id`), to ask whether it is away.
+        home: Option<u32>,
     }
 
     impl Mailbox {
+        fn new() -> Self {
+            Mailbox {
+                inbox: Mutex::default(),
+                pending: AtomicBool::new(false),
+                home: ftrt_gil::local::thread_id(),
+            }
+        }
+
+        /// Whether the thread that retired `batch` would drop it no cheaper than the calling
+        /// thread, attached, can now, so that posting it home would only make it wait. The
+        /// batch must hold shared objects only (not [`Batch::home_only`]).
+        ///
+        /// In the biased build the retiring thread drops its own objects on the owner's path,
+        /// so a batch goes home while that thread is attached. While it is detached its counts
+        /// are parked (`ftrt_gil`'s detach), and it would drop the batch only once it attaches
+        /// again, which an `allow_threads` around a blocking call may put off for as long as
+        /// the call lasts; dropped here, the batch's objects it owns are merged here, and those
+        /// that die are freed at once. A snapshot: should the thread attach meanwhile, the
+        /// objects it owns are queued to it, as any other thread's drop would queue them. The
+        /// other free-threaded build has no owner's path: any attached thread drops a batch of
+        /// shared objects as cheaply as its own.
+        fn home_is_away(&self) -> bool {
+            if ftrt_gil::BUILD_STRATEGY != ftrt_refcount::Strategy::Biased {
+                return true;
+            }
+            // A thread without an id owns nothing; an id no longer registered has exited.
+            self.home
+                .is_none_or(|id| ftrt_refcount::biased::is_parked(id).unwrap_or(true))
+        }
+
         /// Posts `batch` home; hands it back if the mailbox is closed (its thread has exited).
         fn deliver(&self, batch: Batch) -> Option<Batch> {
             let mut inbox = self.inbox.lock().unwrap_or_else(|e| e.into_inner());
@@ -492,10 +541,13 @@ mod batches {
     impl Retired {
         /// The batch so far, full or not, with the mailbox to send it home to.
         fn take_batch(&mut self) -> Option<(Batch, Arc<Mailbox>)> {
-            if self.batch.is_empty() {
+            if self.batch.refs.is_empty() {
                 return None;
             }
-            let home = self.mailbox.get_or_insert_with(Arc::default).clone();
+            let home = self
+                .mailbox
+                .get_or_insert_with(|| Arc::new(Mailbox::new()))
+                .clone();
             Some((std::mem::take(&mut self.batch), home))
         }
     }
@@ -529,7 +581,7 @@ mod batches {
     /// lists' key went first.
     static RETIRED: ftrt_gil::local::Key<RefCell<Retired>> = ftrt_gil::local::Key::new(|| {
         RefCell::new(Retired {
-            batch: Vec::new(),
+            batch: Batch::default(),
             mailbox: None,
         })
     });
@@ -585,10 +637,13 @@ mod batches {
 
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
         // The epoch runs this on whichever thread pins. Attached at home, the batch is dropped
-        // here (the owner path, mostly); anywhere else it goes home, to be dropped at the
-        // retiring thread's next quiescent state, or to the orphans once that thread has exited.
+        // here (the owner path, mostly); attached elsewhere, it is dropped here too if it holds
+        // shared objects only and its thread is away; anywhere else it goes home, to be dropped
+        // at the retiring thread's next quiescent state, or to the orphans once that thread has
+        // exited.
         let expire = move || {
-            let at_home = ftrt_gil::is_attached()
+            let attached = ftrt_gil::is_attached();
+            let at_home = attached
                 && RETIRED.with_current(|r| {
                     r.is_some_and(|r| {
                         r.try_borrow().is_ok_and(|r| {
@@ -596,7 +651,12 @@ mod batches {
                         })
                     })
                 });
-            if at_home {
+            // Not elsewhere while a stop of the world is wanted or under way: the deferred
+            // function may run inside the stopping thread's work (a collection walking the
+            // objects), which frees nothing it does not know of.
+            let here =
+                attached && !batch.home_only && !ftrt_gil::stop_requested() && home.home_is_away();
+            if at_home || here {
                 drop(batch);
             } else if let Some(batch) = home.deliver(batch) {
                 drop_or_orphan(batch);
@@ -624,13 +684,16 @@ mod batches {
         let reference = &mut reference.0;
         let full = RETIRED.with_current(|r| {
             let mut r = r?.try_borrow_mut().ok()?;
-            if r.batch.capacity() == 0 {
+            if r.batch.refs.capacity() == 0 {
                 // A new batch (once per `BATCH` retirements).
-                r.batch.reserve_exact(BATCH);
+                r.batch.refs.reserve_exact(BATCH);
                 settle_at_quiescent_states();
             }
-            r.batch.extend(reference.take());
-            if r.batch.len() >= BATCH {
+            let taken = reference.take()?;
+            // SAFETY: the reference keeps the object alive.
+            r.batch.home_only |= !unsafe { header(taken.as_ptr()) }.is_shared();
+            r.batch.refs.push(taken);
+            if r.batch.refs.len() >= BATCH {
                 r.take_batch()
             } else {
                 None
@@ -642,8 +705,12 @@ mod batches {
             // (its exit unlists them first; a thread without a batch lists none,
             // `has_retired_batch`), so this reference may be dropped on any thread: defer it on
             // its own.
+            let batch = Batch {
+                refs: vec![reference],
+                home_only: false,
+            };
             // SAFETY: as in `defer`.
-            unsafe { guard.defer_unchecked(move || drop_or_orphan(vec![reference])) };
+            unsafe { guard.defer_unchecked(move || drop_or_orphan(batch)) };
             ftrt_gil::note_retired();
             return;
         }

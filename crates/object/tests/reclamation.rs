@@ -184,6 +184,137 @@ fn replaced_items_that_expire_on_another_thread_are_freed_within_bounded_checkpo
     );
 }
 
+/// What a thread retired before it detached is freed while it stays detached (an
+/// `allow_threads` around a blocking call): the detach hands its partial batch to the epoch,
+/// and the batches that then expire on another, attached thread are dropped there, not posted
+/// back to wait for the retiring thread's next attach. (The replaced items are shared objects:
+/// dropping them elsewhere reaches none of the retiring thread's local objects.)
+#[test]
+fn replaced_items_are_freed_while_the_retiring_thread_stays_detached() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let baseline = Python::attach(|py| {
+        collect(py);
+        live_objects(Kind::Int)
+    });
+    // Not a multiple of any batch size: the detach hands a partial batch over too.
+    let items = if cfg!(miri) { 100 } else { 6_400 + 37 };
+    // Two of the other thread's idle flushes advance the epoch twice; a few more for luck.
+    let max_quiescent_states = 8 * REPINS_PER_IDLE_FLUSH;
+    let (turns, done) = (Barrier::new(2), Barrier::new(2));
+    thread::scope(|s| {
+        let writer = s.spawn(|| {
+            Python::attach(|py| {
+                let list = PyList::new(py, (0..items).map(|i| PyInt::new(py, 1_000 + i as i64)));
+                let handle = list.clone().unbind();
+                wait_for_turn(py, &turns, Waiting::Attached);
+                for i in 0..items {
+                    list.set_item(i as i64, PyInt::new(py, 1_000_000 + i as i64))
+                        .unwrap();
+                }
+                // Detached from here until the other thread is done.
+                py.allow_threads(|| {
+                    turns.wait();
+                    done.wait();
+                });
+                drop((list, handle));
+            })
+        });
+        let other = s.spawn(|| {
+            Python::attach(|py| {
+                // Attached while the writer writes, so that what it replaces is retired.
+                wait_for_turn(py, &turns, Waiting::Attached);
+                wait_for_turn(py, &turns, Waiting::Attached);
+                // The writer is detached now: only this thread's quiescent states can free
+                // what it retired. The list and its current items stay alive.
+                let settled = baseline + items as isize;
+                let mut after = None;
+                for state in 1..=max_quiescent_states {
+                    checkpoints(py, 1);
+                    if live_objects(Kind::Int) == settled {
+                        after = Some(state);
+                        break;
+                    }
+                }
+                let still_alive = live_objects(Kind::Int) - settled;
+                py.allow_threads(|| done.wait());
+                (after, still_alive)
+            })
+        });
+        writer.join().unwrap();
+        let (after, still_alive) = other.join().unwrap();
+        assert!(
+            after.is_some(),
+            "{still_alive} of {items} replaced items still alive after \
+             {max_quiescent_states} quiescent states of the attached thread"
+        );
+    });
+    let after = Python::attach(|py| {
+        collect(py);
+        live_objects(Kind::Int)
+    });
+    assert_eq!(after, baseline, "every int was freed");
+}
+
+/// A batch that holds a local object (removed from a local container while a read was open)
+/// waits for its thread, detached or not: a local object is freed only on its own thread
+/// (`gc::local`'s list of them is that thread's alone). Its thread drops it once attached again.
+#[test]
+fn retired_local_objects_wait_for_their_detached_thread() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let items = 100;
+    let max_quiescent_states = 4 * REPINS_PER_IDLE_FLUSH;
+    let (turns, done) = (Barrier::new(2), Barrier::new(2));
+    thread::scope(|s| {
+        let owner = s.spawn(|| {
+            Python::attach(|py| {
+                collect(py);
+                let baseline = live_objects(Kind::List);
+                // A local list of local lists, each listed on this thread.
+                let outer = PyList::new(py, (0..items).map(|_| PyList::empty(py)));
+                wait_for_turn(py, &turns, Waiting::Attached);
+                // With a read open, what the removals take out is retired.
+                let read = ReadGuard::new(py);
+                for _ in 0..items {
+                    outer.pop().unwrap();
+                }
+                drop(read);
+                let retired = live_objects(Kind::List) - baseline - 1;
+                py.allow_threads(|| {
+                    turns.wait();
+                    done.wait();
+                });
+                let alive_while_detached = live_objects(Kind::List) - baseline - 1;
+                drop(outer);
+                collect(py);
+                let left = live_objects(Kind::List) - baseline;
+                (retired, alive_while_detached, left)
+            })
+        });
+        s.spawn(|| {
+            Python::attach(|py| {
+                wait_for_turn(py, &turns, Waiting::Attached);
+                wait_for_turn(py, &turns, Waiting::Attached);
+                // The owner is detached: this thread's quiescent states advance the epoch, and
+                // run the owner's batch when it expires.
+                checkpoints(py, max_quiescent_states);
+                py.allow_threads(|| done.wait());
+            })
+        });
+        let (retired, alive_while_detached, left) = owner.join().unwrap();
+        if !cfg!(ftrt_gil_build) {
+            assert_eq!(retired, items as isize, "the removed lists were retired");
+            assert_eq!(
+                alive_while_detached, items as isize,
+                "a local object was dropped away from its thread"
+            );
+        }
+        assert_eq!(
+            left, 0,
+            "every list was freed once its thread attached again"
+        );
+    });
+}
+
 /// A thread that waits detached (a main thread joining its workers) gets its objects freed by
 /// the thread that drops their last reference, not when it attaches again: in the biased build
 /// the dropping thread merges the waiting owner's queue itself.
