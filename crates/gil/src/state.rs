@@ -1180,11 +1180,33 @@ pub mod local {
         }
     }
 
-    /// The calling thread's id in the runtime ([`Python::thread_id`](crate::Python::thread_id)),
-    /// for code without a token (a thread's exit): `None` before the thread first attached,
-    /// once its exit has cleared its state, or should ids ever run out.
-    pub fn thread_id() -> Option<u32> {
-        with_current(|state| state.and_then(ThreadState::id))
+    /// A handle on the calling thread's standing in the runtime, which other threads may read:
+    /// whether it is attached now. `None` for a thread without a block (before its first
+    /// attach, after its exit) and in the `gil` build, which does not track it.
+    pub fn presence() -> Option<ThreadPresence> {
+        #[cfg(not(feature = "gil"))]
+        return with_current(|state| state?.entry.clone().map(ThreadPresence));
+        #[cfg(feature = "gil")]
+        None
+    }
+
+    /// A thread's standing in the runtime, read from any thread ([`presence`]).
+    #[derive(Clone)]
+    pub struct ThreadPresence(#[allow(dead_code)] Arc<Registered>);
+
+    impl ThreadPresence {
+        /// Whether the thread is attached (a snapshot: it may attach or detach at any moment
+        /// after). A thread parked by a stop of the world, or waiting to attach, is not. A
+        /// detached thread of the biased build has parked its counts (its detach parks them
+        /// before it leaves, its attach unparks them before it enters), so a thread that drops
+        /// the last reference to one of its objects meanwhile merges that object itself.
+        #[inline]
+        pub fn is_attached(&self) -> bool {
+            #[cfg(not(feature = "gil"))]
+            return self.0.presence.is_attached();
+            #[cfg(feature = "gil")]
+            false
+        }
     }
 
     /// The calling thread's frame pointer (null when no frame has set one). One pointer per

@@ -40,13 +40,15 @@
 //! and an expired batch is dropped by the thread that retired it: when the epoch runs it on
 //! another thread, it is posted back to the retiring thread's mailbox. The objects a thread
 //! retires are mostly its own (a private dict's replaced values), and dropping them there takes
-//! the biased count's owner path, instead of queueing each one back to its owner. Two batches
-//! are dropped where they expire instead, on an attached thread: one of shared objects only
-//! whose thread is away (detached, its counts parked: it would drop the batch only once it
-//! attaches again, after an `allow_threads` around a blocking call, say), and, in the build
-//! without an owner's path (`atomic-rc`), every batch of shared objects only. A batch that holds
-//! a local object (removed from a local container while a read was open) always goes home: a
-//! local object is freed only on its own thread (`gc::local`).
+//! the biased count's owner path, instead of queueing each one back to its owner. A batch whose
+//! references were all taken out of shared containers holds shared objects only (a shared
+//! object holds only shared ones), and does not go home when its thread is away (detached, its
+//! counts parked: it would drop the batch only once it attaches again, after an
+//! `allow_threads` around a blocking call, say) nor ever in the build without an owner's path
+//! (`atomic-rc`): it is dropped where it expires if that thread is attached, else left to the
+//! orphaned batches below. A batch with a reference taken out of a local container (while a
+//! read was open), which may be to a local object, always goes home: a local object is freed
+//! only on its own thread (`gc::local`).
 //!
 //! What a thread holds this way stays bounded: at each of its quiescent states (every 16th
 //! checkpoint and every detach, through `ftrt_gil::on_quiescent_state`) it hands its partial
@@ -334,7 +336,7 @@ pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
     if frees_at_once(owner) {
         drop(reference);
     } else {
-        defer_ref(reference, guard);
+        defer_ref(reference, owner.is_shared(), guard);
     }
 }
 
@@ -351,13 +353,13 @@ pub(crate) fn hand_over(owner: &Header, removed: OwnedRef, guard: &Guard) -> Own
     if frees_at_once(owner) {
         return removed;
     }
-    hand_over_deferred(removed, guard)
+    hand_over_deferred(removed, owner.is_shared(), guard)
 }
 
 /// [`hand_over`]'s path where a reader may hold the value: a new reference for the caller, and
-/// the container's retired.
+/// the container's retired (`from_shared` as for [`defer_ref`]).
 #[inline(never)]
-fn hand_over_deferred(removed: OwnedRef, guard: &Guard) -> OwnedRef {
+fn hand_over_deferred(removed: OwnedRef, from_shared: bool, guard: &Guard) -> OwnedRef {
     let object = removed.as_ptr();
     // Owned before the deferral, so that a panic inside it drops the new reference too.
     // SAFETY: `removed` keeps the object alive; writers run attached (under the GIL in the
@@ -366,7 +368,7 @@ fn hand_over_deferred(removed: OwnedRef, guard: &Guard) -> OwnedRef {
         incref(object, assume_token());
         OwnedRef::from_raw(object)
     };
-    defer_ref(removed, guard);
+    defer_ref(removed, from_shared, guard);
     handed
 }
 
@@ -385,21 +387,24 @@ fn frees_at_once(owner: &Header) -> bool {
 }
 
 /// [`retire_ref`]'s deferral until the readers are done, out of line: the common removal frees
-/// at once, and its callers inline that test.
+/// at once, and its callers inline that test. `from_shared`: whether the container the
+/// reference was taken out of is shared, so that the object is too (a shared object holds only
+/// shared ones). Read from the container's header, which the write has in cache already, not
+/// from the object's, which it may not.
 #[inline(never)]
-fn defer_ref(reference: OwnedRef, guard: &Guard) {
+fn defer_ref(reference: OwnedRef, from_shared: bool, guard: &Guard) {
     #[cfg(ftrt_gil_build)]
     {
-        let _ = guard;
+        let _ = (guard, from_shared);
         crate::guard::gil_readers::defer(reference);
     }
     #[cfg(not(ftrt_gil_build))]
     if guard.collector().is_some() {
-        batches::retire(reference, guard);
+        batches::retire(reference, from_shared, guard);
     } else {
         // Unprotected (`write_contents` found no reader, and one opened since): deferring
         // through it would free at once.
-        batches::retire(reference, &crossbeam_epoch::pin());
+        batches::retire(reference, from_shared, &crossbeam_epoch::pin());
     }
 }
 
@@ -452,7 +457,6 @@ mod batches {
 
     use crossbeam_epoch::Guard;
 
-    use crate::header::header;
     use crate::refs::OwnedRef;
 
     /// References per deferred function.
@@ -462,12 +466,13 @@ mod batches {
     #[derive(Default)]
     struct Batch {
         refs: Vec<OwnedRef>,
-        /// Whether one of them was to a local object when it was retired (a removal from a
-        /// local container while a read was open). A listed local object is freed only on its
-        /// own thread (`gc::local`), so such a batch is dropped there, or anywhere once the
-        /// thread has exited (its exit unlists its objects first). The other batches hold
-        /// shared objects only, and so reach only shared objects when they are dropped (a
-        /// shared object holds only shared ones): any attached thread may drop them.
+        /// Whether one of them may be to a local object: it was taken out of a local container
+        /// (while a read was open). A listed local object is freed only on its own thread
+        /// (`gc::local`), so such a batch is dropped there, or anywhere once the thread has
+        /// exited (its exit unlists its objects first). The other batches' references were
+        /// taken out of shared containers, so they hold shared objects only, and reach only
+        /// shared objects when they are dropped (a shared object holds only shared ones): any
+        /// attached thread may drop them.
         home_only: bool,
     }
 
@@ -477,8 +482,8 @@ mod batches {
         /// which drops them if attached, else leaves them to the orphaned batches.
         inbox: Mutex<(Vec<Batch>, bool)>,
         pending: AtomicBool,
-        /// The retiring thread's id (`ftrt_gil::local::thread_id`), to ask whether it is away.
-        home: Option<u32>,
+        /// The retiring thread's standing, to ask whether it is attached.
+        home: Option<ftrt_gil::local::ThreadPresence>,
     }
 
     impl Mailbox {
@@ -486,30 +491,29 @@ mod batches {
             Mailbox {
                 inbox: Mutex::default(),
                 pending: AtomicBool::new(false),
-                home: ftrt_gil::local::thread_id(),
+                home: ftrt_gil::local::presence(),
             }
         }
 
-        /// Whether the thread that retired `batch` would drop it no cheaper than the calling
-        /// thread, attached, can now, so that posting it home would only make it wait. The
-        /// batch must hold shared objects only (not [`Batch::home_only`]).
+        /// Whether posting a batch of shared objects only (not [`Batch::home_only`]) home would
+        /// only make it wait: any attached thread drops it as cheaply as this mailbox's would.
         ///
         /// In the biased build the retiring thread drops its own objects on the owner's path,
-        /// so a batch goes home while that thread is attached. While it is detached its counts
-        /// are parked (`ftrt_gil`'s detach), and it would drop the batch only once it attaches
-        /// again, which an `allow_threads` around a blocking call may put off for as long as
-        /// the call lasts; dropped here, the batch's objects it owns are merged here, and those
-        /// that die are freed at once. A snapshot: should the thread attach meanwhile, the
-        /// objects it owns are queued to it, as any other thread's drop would queue them. The
-        /// other free-threaded build has no owner's path: any attached thread drops a batch of
-        /// shared objects as cheaply as its own.
+        /// so a batch goes home while that thread is attached. While it is detached (a stop of
+        /// the world parks it so too) its counts are parked, and it would drop the batch only
+        /// once it attaches again, which an `allow_threads` around a blocking call may put off
+        /// for as long as the call lasts; dropped elsewhere, the batch's objects it owns are
+        /// merged there, and those that die are freed at once. A snapshot: should the thread
+        /// attach meanwhile, the objects it owns are queued to it, as any other thread's drop
+        /// would queue them; should it detach just after, a batch posted home waits for its
+        /// next attach (its detach drained the mailbox before it left). The other free-threaded
+        /// build has no owner's path, so there a batch of shared objects never goes home.
         fn home_is_away(&self) -> bool {
             if ftrt_gil::BUILD_STRATEGY != ftrt_refcount::Strategy::Biased {
                 return true;
             }
-            // A thread without an id owns nothing; an id no longer registered has exited.
-            self.home
-                .is_none_or(|id| ftrt_refcount::biased::is_parked(id).unwrap_or(true))
+            // A thread without a presence (made at its exit) owns nothing.
+            self.home.as_ref().is_none_or(|home| !home.is_attached())
         }
 
         /// Posts `batch` home; hands it back if the mailbox is closed (its thread has exited).
@@ -594,8 +598,9 @@ mod batches {
         });
     }
 
-    /// Batches that no thread's mailbox takes: expired after their thread exited, on a thread
-    /// that may not drop them then. The next attached thread to settle drops them.
+    /// Batches that no thread's mailbox takes, on a thread that may not drop them then: expired
+    /// after their thread exited, or of shared objects only while their thread is away. The
+    /// next attached thread to settle drops them.
     static ORPHANS: Mutex<Vec<Batch>> = Mutex::new(Vec::new());
     /// Whether `ORPHANS` may hold a batch: a hint, read at every settle.
     static ORPHANED: AtomicBool = AtomicBool::new(false);
@@ -637,13 +642,15 @@ mod batches {
 
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
         // The epoch runs this on whichever thread pins. Attached at home, the batch is dropped
-        // here (the owner path, mostly); attached elsewhere, it is dropped here too if it holds
-        // shared objects only and its thread is away; anywhere else it goes home, to be dropped
-        // at the retiring thread's next quiescent state, or to the orphans once that thread has
-        // exited.
+        // here (the owner path, mostly). A batch of shared objects only whose thread is away
+        // is dropped here if this thread is attached, else left to the orphans, which the next
+        // attached thread to settle drops: at home it would wait for its thread to attach
+        // again. Any other batch goes home, to be dropped at the retiring thread's next
+        // quiescent state, or to the orphans once that thread has exited. (A collection's
+        // traversal pins nothing, so this never runs inside one, on the stopping thread or
+        // another.)
         let expire = move || {
-            let attached = ftrt_gil::is_attached();
-            let at_home = attached
+            let at_home = ftrt_gil::is_attached()
                 && RETIRED.with_current(|r| {
                     r.is_some_and(|r| {
                         r.try_borrow().is_ok_and(|r| {
@@ -651,13 +658,10 @@ mod batches {
                         })
                     })
                 });
-            // Not elsewhere while a stop of the world is wanted or under way: the deferred
-            // function may run inside the stopping thread's work (a collection walking the
-            // objects), which frees nothing it does not know of.
-            let here =
-                attached && !batch.home_only && !ftrt_gil::stop_requested() && home.home_is_away();
-            if at_home || here {
+            if at_home {
                 drop(batch);
+            } else if !batch.home_only && home.home_is_away() {
+                drop_or_orphan(batch);
             } else if let Some(batch) = home.deliver(batch) {
                 drop_or_orphan(batch);
             }
@@ -679,7 +683,9 @@ mod batches {
         }
     }
 
-    pub(super) fn retire(reference: OwnedRef, guard: &Guard) {
+    /// Retires `reference`, taken out of a shared container if `from_shared` (then the object
+    /// is shared too), else out of a local one (then it may be local).
+    pub(super) fn retire(reference: OwnedRef, from_shared: bool, guard: &Guard) {
         let mut reference = LeakOnUnwind(Some(reference));
         let reference = &mut reference.0;
         let full = RETIRED.with_current(|r| {
@@ -689,10 +695,8 @@ mod batches {
                 r.batch.refs.reserve_exact(BATCH);
                 settle_at_quiescent_states();
             }
-            let taken = reference.take()?;
-            // SAFETY: the reference keeps the object alive.
-            r.batch.home_only |= !unsafe { header(taken.as_ptr()) }.is_shared();
-            r.batch.refs.push(taken);
+            r.batch.home_only |= !from_shared;
+            r.batch.refs.extend(reference.take());
             if r.batch.refs.len() >= BATCH {
                 r.take_batch()
             } else {

@@ -656,10 +656,15 @@ mod recycling {
 
     /// Runs `f` with this thread's allocations of the held block's layout taking it.
     pub fn reusing<T>(f: impl FnOnce() -> T) -> T {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                TAKES_HELD.with(|takes| takes.set(false));
+            }
+        }
         TAKES_HELD.with(|takes| takes.set(true));
-        let result = f();
-        TAKES_HELD.with(|takes| takes.set(false));
-        result
+        let _reset = Reset;
+        f()
     }
 
     struct Recycling;
@@ -671,7 +676,8 @@ mod recycling {
         unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
             let held = HELD.load(Ordering::SeqCst);
             if held != 0
-                && TAKES_HELD.with(Cell::get)
+                // `try_with`: an allocator must not panic (a thread's late destructors allocate).
+                && TAKES_HELD.try_with(Cell::get).unwrap_or(false)
                 && HELD_SIZE.load(Ordering::SeqCst) == layout.size()
                 && HELD_ALIGN.load(Ordering::SeqCst) == layout.align()
                 && HELD

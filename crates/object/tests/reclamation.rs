@@ -174,7 +174,7 @@ fn replaced_items_that_expire_on_another_thread_are_freed_within_bounded_checkpo
     // Whole batches only, and while the writer is detached the other thread passes enough
     // quiescent states for two of its idle flushes: a thread that retires nothing advances the
     // epoch only there, so what the writer handed over can expire, and run, on the other thread,
-    // which posts it back.
+    // which drops it (the writer is away: see the next test).
     let items = if cfg!(miri) { 128 } else { 6_400 };
     replaced_items_are_freed_within_bounded_rounds(
         items,
@@ -210,6 +210,14 @@ fn replaced_items_are_freed_while_the_retiring_thread_stays_detached() {
                 for i in 0..items {
                     list.set_item(i as i64, PyInt::new(py, 1_000_000 + i as i64))
                         .unwrap();
+                }
+                if !cfg!(ftrt_gil_build) {
+                    // The other thread is attached and has passed no quiescent state since.
+                    assert_eq!(
+                        live_objects(Kind::Int) - baseline - items as isize,
+                        items as isize,
+                        "the replaced items were retired, not freed at once"
+                    );
                 }
                 // Detached from here until the other thread is done.
                 py.allow_threads(|| {
@@ -255,64 +263,103 @@ fn replaced_items_are_freed_while_the_retiring_thread_stays_detached() {
     assert_eq!(after, baseline, "every int was freed");
 }
 
-/// A batch that holds a local object (removed from a local container while a read was open)
-/// waits for its thread, detached or not: a local object is freed only on its own thread
-/// (`gc::local`'s list of them is that thread's alone). Its thread drops it once attached again.
+/// A batch with a reference taken out of a local container (while a read was open) waits for
+/// its thread, detached or not: the object may be local, and a local object is freed only on
+/// its own thread (`gc::local`'s list of them is that thread's alone). Its thread drops it once
+/// attached again. The batches retired after it, out of a shared list, are freed meanwhile, and
+/// so is the one that mixes both kinds but for its shared items.
 #[test]
 fn retired_local_objects_wait_for_their_detached_thread() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let items = 100;
-    let max_quiescent_states = 4 * REPINS_PER_IDLE_FLUSH;
+    let (lists, ints) = Python::attach(|py| {
+        collect(py);
+        (live_objects(Kind::List), live_objects(Kind::Int))
+    });
+    // Not a multiple of a batch: the last batch with local objects has shared ints after them.
+    let locals = 100;
+    let items = if cfg!(miri) { 200 } else { 6_400 };
+    // The most shared items a batch with a local object can hold.
+    const BATCH: isize = 64;
+    let max_quiescent_states = 8 * REPINS_PER_IDLE_FLUSH;
     let (turns, done) = (Barrier::new(2), Barrier::new(2));
     thread::scope(|s| {
         let owner = s.spawn(|| {
             Python::attach(|py| {
-                collect(py);
-                let baseline = live_objects(Kind::List);
-                // A local list of local lists, each listed on this thread.
-                let outer = PyList::new(py, (0..items).map(|_| PyList::empty(py)));
+                // A local list of local lists, each listed on this thread, and a shared list.
+                let outer = PyList::new(py, (0..locals).map(|_| PyList::empty(py)));
+                let shared = PyList::new(py, (0..items).map(|i| PyInt::new(py, 1_000 + i as i64)));
+                let handle = shared.clone().unbind();
                 wait_for_turn(py, &turns, Waiting::Attached);
-                // With a read open, what the removals take out is retired.
+                // With a read open, what the removals take out of the local list is retired.
                 let read = ReadGuard::new(py);
-                for _ in 0..items {
+                for _ in 0..locals {
                     outer.pop().unwrap();
                 }
                 drop(read);
-                let retired = live_objects(Kind::List) - baseline - 1;
+                for i in 0..items {
+                    shared
+                        .set_item(i as i64, PyInt::new(py, 1_000_000 + i as i64))
+                        .unwrap();
+                }
+                let retired = live_objects(Kind::List) - lists - 2;
                 py.allow_threads(|| {
                     turns.wait();
                     done.wait();
                 });
-                let alive_while_detached = live_objects(Kind::List) - baseline - 1;
-                drop(outer);
-                collect(py);
-                let left = live_objects(Kind::List) - baseline;
-                (retired, alive_while_detached, left)
+                drop((outer, shared, handle));
+                retired
             })
         });
-        s.spawn(|| {
+        let other = s.spawn(|| {
             Python::attach(|py| {
                 wait_for_turn(py, &turns, Waiting::Attached);
                 wait_for_turn(py, &turns, Waiting::Attached);
                 // The owner is detached: this thread's quiescent states advance the epoch, and
-                // run the owner's batch when it expires.
-                checkpoints(py, max_quiescent_states);
+                // run the owner's batches as they expire. The shared list and its current items
+                // stay alive.
+                let settled = ints + items as isize;
+                let mut shared_freed = false;
+                for _ in 0..max_quiescent_states {
+                    checkpoints(py, 1);
+                    if live_objects(Kind::Int) - settled <= BATCH {
+                        shared_freed = true;
+                        break;
+                    }
+                }
+                let counts = (
+                    live_objects(Kind::List) - lists - 2,
+                    live_objects(Kind::Int) - settled,
+                );
                 py.allow_threads(|| done.wait());
+                (shared_freed, counts)
             })
         });
-        let (retired, alive_while_detached, left) = owner.join().unwrap();
+        let retired = owner.join().unwrap();
+        let (shared_freed, (locals_alive, ints_alive)) = other.join().unwrap();
         if !cfg!(ftrt_gil_build) {
-            assert_eq!(retired, items as isize, "the removed lists were retired");
+            assert_eq!(retired, locals as isize, "the removed lists were retired");
+            assert!(
+                shared_freed,
+                "{ints_alive} replaced ints still alive: the batches did not expire elsewhere"
+            );
             assert_eq!(
-                alive_while_detached, items as isize,
+                locals_alive, locals as isize,
                 "a local object was dropped away from its thread"
             );
         }
-        assert_eq!(
-            left, 0,
-            "every list was freed once its thread attached again"
-        );
     });
+    let left = Python::attach(|py| {
+        collect(py);
+        (
+            live_objects(Kind::List) - lists,
+            live_objects(Kind::Int) - ints,
+        )
+    });
+    assert_eq!(
+        left,
+        (0, 0),
+        "everything was freed once its thread attached again"
+    );
 }
 
 /// A thread that waits detached (a main thread joining its workers) gets its objects freed by

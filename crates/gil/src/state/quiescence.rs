@@ -162,11 +162,11 @@ const FLUSHES_BEFORE_DETACHING: u32 = 2;
 /// wait for the thread to attach again, which only the thread can do, and an `allow_threads`
 /// may last as long as a blocking call; in the queue, it is due once the epoch has advanced
 /// twice, which the attached threads' flushes do without this one, and then what it holds is
-/// freed: replaced arrays and tables at once, retired references by their owner (the object
-/// model posts a batch of them back to the thread that retired it, which drops it once
-/// attached again). (A detach with nothing retired since the last flush, the common one,
-/// flushes nothing: a flush pushes the bag and tries to advance the epoch, a walk over every
-/// thread.)
+/// freed: replaced arrays and tables at once, and retired references (the object model drops
+/// a batch of shared objects on the attached thread where it expires while its own is
+/// detached, and posts any other back to its thread, which drops it once attached again). (A
+/// detach with nothing retired since the last flush, the common one, flushes nothing: a flush
+/// pushes the bag and tries to advance the epoch, a walk over every thread.)
 ///
 /// Not while the thread unwinds: the flush runs deferred functions, of any thread, and one
 /// that panicked then would abort the process. Nor for a stop of the world or checkpoint work

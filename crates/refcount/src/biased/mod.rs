@@ -48,7 +48,7 @@ use crate::sync::{fence, spin_hint, yield_now, AtomicI32, AtomicU32, Ordering};
 use crate::{Counting, RefCountValue};
 
 pub use thread::{
-    detach_current_thread, for_each_registered, is_parked, merge_pending, with_current_owner, Info,
+    detach_current_thread, for_each_registered, merge_pending, with_current_owner, Info,
     LocalCounts, Owner, Release,
 };
 use thread::{Queued, DEFERRED_OWNER, NO_OWNER};

@@ -635,20 +635,6 @@ fn a_drop_by_another_owner_while_the_owner_is_parked_frees_at_once() {
     assert_eq!(owner.merge_pending(), 0);
 }
 
-#[test]
-fn an_owner_reads_parked_from_its_park_to_its_unpark_and_unregistered_once_retired() {
-    let owner = LocalCounts::register();
-    let id = owner.id().expect("registered");
-    assert_eq!(is_parked(id), Some(false));
-    // SAFETY: nothing is counted through `owner` until it unparks.
-    unsafe { owner.park() };
-    assert_eq!(is_parked(id), Some(true));
-    owner.unpark();
-    assert_eq!(is_parked(id), Some(false));
-    owner.retire();
-    assert_eq!(is_parked(id), None);
-}
-
 /// Panics in its release instead of freeing (a value whose destructor panics), after counting
 /// the release.
 unsafe fn release_panicking(count: NonNull<BiasedCount>) {

@@ -627,16 +627,6 @@ pub(crate) fn has_retired(id: u32) -> bool {
     !registry::contains(id)
 }
 
-/// Whether the owner `id` is parked ([`LocalCounts::park`]), or `None` if it is not registered
-/// (it retired, or never was). A snapshot: the owner may unpark at any moment after it is
-/// taken. While an owner is parked, a thread that drops the last reference to one of its objects
-/// merges that object itself (see [`LocalCounts::park`]), so a runtime may drop references the
-/// owner would otherwise drop on its own thread (on its cheaper owner's path) and free their
-/// objects at once, instead of leaving them to wait for the owner to unpark.
-pub fn is_parked(id: u32) -> Option<bool> {
-    registry::parked(id)
-}
-
 // The thread-local convenience: one `LocalCounts` per thread, for users without a runtime of
 // their own. Everything above takes its state explicitly; everything below finds it here.
 
@@ -937,10 +927,6 @@ mod registry {
         QUEUES.contains_key(&id)
     }
 
-    pub(super) fn parked(id: u32) -> Option<bool> {
-        QUEUES.get(&id).map(|entry| entry.queue.is_parked())
-    }
-
     /// Pushes to the owner's queue; when its owner is parked, returns the queue and the entry
     /// instead, for the caller to merge once the shard lock is let go (merging frees objects,
     /// which may push again).
@@ -996,10 +982,6 @@ mod registry {
 
     pub(super) fn contains(id: u32) -> bool {
         QUEUES.lock().contains_key(&id)
-    }
-
-    pub(super) fn parked(id: u32) -> Option<bool> {
-        QUEUES.lock().get(&id).map(|(queue, _)| queue.is_parked())
     }
 
     pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<(Arc<Queue>, Queued)>, Queued> {
