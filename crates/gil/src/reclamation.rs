@@ -82,8 +82,8 @@ pub struct Waits {
     /// Waits begun.
     pub begun: u64,
     /// Ended because the marker ran: what the thread retired before it was due, and has run
-    /// or is running (in the object model a batch that ran on another thread while its own was
-    /// attached is posted back to it, and dropped at its next quiescent state).
+    /// or is running (in the object model a batch that ran on another thread may be posted back
+    /// to its own, and dropped at that thread's next quiescent state).
     pub caught_up: u64,
     /// Ended at the limit, the marker still waiting for a pinned thread.
     pub timed_out: u64,

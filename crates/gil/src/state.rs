@@ -1182,7 +1182,8 @@ pub mod local {
 
     /// A handle on the calling thread's standing in the runtime, which other threads may read:
     /// whether it is attached now. `None` for a thread without a block (before its first
-    /// attach, after its exit) and in the `gil` build, which does not track it.
+    /// attach, after its exit) or without an entry in the registry (should ids ever run out),
+    /// and in the `gil` build, which does not track it.
     pub fn presence() -> Option<ThreadPresence> {
         #[cfg(not(feature = "gil"))]
         return with_current(|state| state?.entry.clone().map(ThreadPresence));
@@ -1196,10 +1197,12 @@ pub mod local {
 
     impl ThreadPresence {
         /// Whether the thread is attached (a snapshot: it may attach or detach at any moment
-        /// after). A thread parked by a stop of the world, or waiting to attach, is not. A
-        /// detached thread of the biased build has parked its counts (its detach parks them
-        /// before it leaves, its attach unparks them before it enters), so a thread that drops
-        /// the last reference to one of its objects meanwhile merges that object itself.
+        /// after). A thread parked by a stop of the world, or waiting to attach, is not. A thread
+        /// that counts its objects on the owner's path is attached: in the biased build a
+        /// detach parks the counts before the thread leaves the world, and an attach unparks
+        /// them before it enters. So while a thread reads as not attached, its counts are
+        /// parked (a thread that drops the last reference to one of its objects merges that
+        /// object itself), or about to be unparked, with such drops queued to it.
         #[inline]
         pub fn is_attached(&self) -> bool {
             #[cfg(not(feature = "gil"))]

@@ -60,8 +60,9 @@
 //! it), and nothing here attaches: the epoch runs deferred functions on whichever thread pins,
 //! an exiting one included, and an attach there would wait for any stop of the world under way,
 //! which may itself wait for a thread that waits for that exit. So a batch that expires on a
-//! thread that is not attached goes home to its mailbox, and one with no home left (its thread
-//! exited) joins the orphaned batches, which the next attached thread to settle drops.
+//! thread that is not attached goes home to its mailbox if it would go home from an attached
+//! one (or expired on its own thread), and otherwise, or once its thread has exited, joins the
+//! orphaned batches, which the next attached thread to settle drops.
 //!
 //! The `gil` build reads and writes under the GIL, so nothing can race with a load: the guard is
 //! `crossbeam_epoch::unprotected()` and replaced arrays are freed at once. A removed *reference*
@@ -642,7 +643,9 @@ mod batches {
 
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
         // The epoch runs this on whichever thread pins. Attached at home, the batch is dropped
-        // here (the owner path, mostly). A batch of shared objects only whose thread is away
+        // here (the owner path, mostly); detached at home (`collect`'s flushes), it is posted
+        // to the thread's own mailbox, which `collect` drains once attached again. Elsewhere,
+        // a batch of shared objects only whose thread is away
         // is dropped here if this thread is attached, else left to the orphans, which the next
         // attached thread to settle drops: at home it would wait for its thread to attach
         // again. Any other batch goes home, to be dropped at the retiring thread's next
@@ -650,17 +653,15 @@ mod batches {
         // traversal pins nothing, so this never runs inside one, on the stopping thread or
         // another.)
         let expire = move || {
-            let at_home = ftrt_gil::is_attached()
-                && RETIRED.with_current(|r| {
-                    r.is_some_and(|r| {
-                        r.try_borrow().is_ok_and(|r| {
-                            r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, &home))
-                        })
-                    })
-                });
-            if at_home {
+            let at_home = RETIRED.with_current(|r| {
+                r.is_some_and(|r| {
+                    r.try_borrow()
+                        .is_ok_and(|r| r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, &home)))
+                })
+            });
+            if at_home && ftrt_gil::is_attached() {
                 drop(batch);
-            } else if !batch.home_only && home.home_is_away() {
+            } else if !at_home && !batch.home_only && home.home_is_away() {
                 drop_or_orphan(batch);
             } else if let Some(batch) = home.deliver(batch) {
                 drop_or_orphan(batch);

@@ -266,8 +266,8 @@ fn replaced_items_are_freed_while_the_retiring_thread_stays_detached() {
 /// A batch with a reference taken out of a local container (while a read was open) waits for
 /// its thread, detached or not: the object may be local, and a local object is freed only on
 /// its own thread (`gc::local`'s list of them is that thread's alone). Its thread drops it once
-/// attached again. The batches retired after it, out of a shared list, are freed meanwhile, and
-/// so is the one that mixes both kinds but for its shared items.
+/// attached again. The batches retired after it, out of a shared list, are freed meanwhile, but
+/// for the one that mixes both kinds, whose shared items wait with it.
 #[test]
 fn retired_local_objects_wait_for_their_detached_thread() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -278,8 +278,8 @@ fn retired_local_objects_wait_for_their_detached_thread() {
     // Not a multiple of a batch: the last batch with local objects has shared ints after them.
     let locals = 100;
     let items = if cfg!(miri) { 200 } else { 6_400 };
-    // The most shared items a batch with a local object can hold.
-    const BATCH: isize = 64;
+    // The shared items in the batch that mixes both kinds (batches of 64: `reclaim`'s size).
+    let mixed = 64 - locals as isize % 64;
     let max_quiescent_states = 8 * REPINS_PER_IDLE_FLUSH;
     let (turns, done) = (Barrier::new(2), Barrier::new(2));
     thread::scope(|s| {
@@ -321,7 +321,7 @@ fn retired_local_objects_wait_for_their_detached_thread() {
                 let mut shared_freed = false;
                 for _ in 0..max_quiescent_states {
                     checkpoints(py, 1);
-                    if live_objects(Kind::Int) - settled <= BATCH {
+                    if live_objects(Kind::Int) - settled <= mixed {
                         shared_freed = true;
                         break;
                     }
@@ -341,6 +341,10 @@ fn retired_local_objects_wait_for_their_detached_thread() {
             assert!(
                 shared_freed,
                 "{ints_alive} replaced ints still alive: the batches did not expire elsewhere"
+            );
+            assert_eq!(
+                ints_alive, mixed,
+                "the shared items of the mixed batch wait with its local ones"
             );
             assert_eq!(
                 locals_alive, locals as isize,

@@ -163,8 +163,9 @@ const FLUSHES_BEFORE_DETACHING: u32 = 2;
 /// may last as long as a blocking call; in the queue, it is due once the epoch has advanced
 /// twice, which the attached threads' flushes do without this one, and then what it holds is
 /// freed: replaced arrays and tables at once, and retired references (the object model drops
-/// a batch of shared objects on the attached thread where it expires while its own is
-/// detached, and posts any other back to its thread, which drops it once attached again). (A
+/// a batch of shared objects where it expires while its own thread is detached, and posts a
+/// batch that may hold a local object back to its thread, which drops it once attached
+/// again). (A
 /// detach with nothing retired since the last flush, the common one, flushes nothing: a flush
 /// pushes the bag and tries to advance the epoch, a walk over every thread.)
 ///
