@@ -10,7 +10,7 @@ use std::thread;
 
 use ftrt_gil::Python;
 use ftrt_object::stats::live_objects;
-use ftrt_object::{collect, Kind, PyDict, PyFloat, PyInt, PyList, PyStr, ReadGuard, Shared};
+use ftrt_object::{collect, Bound, Kind, PyDict, PyFloat, PyInt, PyList, PyStr, ReadGuard, Shared};
 
 #[cfg(not(any(miri, ftrt_tsan)))]
 #[global_allocator]
@@ -51,6 +51,22 @@ fn wait_for_turn(py: Python<'_>, turns: &Barrier, waiting: Waiting) {
     }
 }
 
+/// Replaces each of the first `items` items of `list` with a new int.
+fn replace_every_item(list: &Bound<'_, PyList>, items: usize) {
+    for i in 0..items {
+        list.set_item(i as i64, PyInt::new(list.py(), 1_000_000 + i as i64))
+            .unwrap();
+    }
+}
+
+/// Passes quiescent states, at most `max`, until `done` holds; returns how many it took.
+fn quiescent_states_until(py: Python<'_>, max: usize, done: impl Fn() -> bool) -> Option<usize> {
+    (1..=max).find(|_| {
+        checkpoints(py, 1);
+        done()
+    })
+}
+
 fn checkpoints(py: Python<'_>, quiescent_states: usize) {
     for _ in 0..quiescent_states * CHECKS_PER_QUIESCENT_STATE {
         py.check();
@@ -86,10 +102,7 @@ fn replaced_items_are_freed_within_bounded_rounds(
                 let handle = list.clone().unbind();
                 // Both attached from here on, but for the detached turns.
                 wait_for_turn(py, &turns, Waiting::Attached);
-                for i in 0..items {
-                    list.set_item(i as i64, PyInt::new(py, 1_000_000 + i as i64))
-                        .unwrap();
-                }
+                replace_every_item(&list, items);
                 // The list and its current items stay alive: only the replaced ones must go.
                 let settled = baseline + items as isize;
                 if !cfg!(ftrt_gil_build) {
@@ -207,10 +220,7 @@ fn replaced_items_are_freed_while_the_retiring_thread_stays_detached() {
                 let list = PyList::new(py, (0..items).map(|i| PyInt::new(py, 1_000 + i as i64)));
                 let handle = list.clone().unbind();
                 wait_for_turn(py, &turns, Waiting::Attached);
-                for i in 0..items {
-                    list.set_item(i as i64, PyInt::new(py, 1_000_000 + i as i64))
-                        .unwrap();
-                }
+                replace_every_item(&list, items);
                 if !cfg!(ftrt_gil_build) {
                     // The other thread is attached and has passed no quiescent state since.
                     assert_eq!(
@@ -235,14 +245,9 @@ fn replaced_items_are_freed_while_the_retiring_thread_stays_detached() {
                 // The writer is detached now: only this thread's quiescent states can free
                 // what it retired. The list and its current items stay alive.
                 let settled = baseline + items as isize;
-                let mut after = None;
-                for state in 1..=max_quiescent_states {
-                    checkpoints(py, 1);
-                    if live_objects(Kind::Int) == settled {
-                        after = Some(state);
-                        break;
-                    }
-                }
+                let after = quiescent_states_until(py, max_quiescent_states, || {
+                    live_objects(Kind::Int) == settled
+                });
                 let still_alive = live_objects(Kind::Int) - settled;
                 py.allow_threads(|| done.wait());
                 (after, still_alive)
@@ -296,11 +301,7 @@ fn retired_local_objects_wait_for_their_detached_thread() {
                     outer.pop().unwrap();
                 }
                 drop(read);
-                for i in 0..items {
-                    shared
-                        .set_item(i as i64, PyInt::new(py, 1_000_000 + i as i64))
-                        .unwrap();
-                }
+                replace_every_item(&shared, items);
                 let retired = live_objects(Kind::List) - lists - 2;
                 py.allow_threads(|| {
                     turns.wait();
@@ -318,14 +319,10 @@ fn retired_local_objects_wait_for_their_detached_thread() {
                 // run the owner's batches as they expire. The shared list and its current items
                 // stay alive.
                 let settled = ints + items as isize;
-                let mut shared_freed = false;
-                for _ in 0..max_quiescent_states {
-                    checkpoints(py, 1);
-                    if live_objects(Kind::Int) - settled <= mixed {
-                        shared_freed = true;
-                        break;
-                    }
-                }
+                let shared_freed = quiescent_states_until(py, max_quiescent_states, || {
+                    live_objects(Kind::Int) - settled <= mixed
+                })
+                .is_some();
                 let counts = (
                     live_objects(Kind::List) - lists - 2,
                     live_objects(Kind::Int) - settled,
