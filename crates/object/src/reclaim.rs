@@ -644,14 +644,13 @@ mod batches {
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
         // The epoch runs this on whichever thread pins. Attached at home, the batch is dropped
         // here (the owner path, mostly); detached at home (`collect`'s flushes), it is posted
-        // to the thread's own mailbox, which `collect` drains once attached again. Elsewhere,
-        // a batch of shared objects only whose thread is away
-        // is dropped here if this thread is attached, else left to the orphans, which the next
-        // attached thread to settle drops: at home it would wait for its thread to attach
-        // again. Any other batch goes home, to be dropped at the retiring thread's next
-        // quiescent state, or to the orphans once that thread has exited. (A collection's
-        // traversal pins nothing, so this never runs inside one, on the stopping thread or
-        // another.)
+        // to the thread's own mailbox, which `collect` drains once attached again. Elsewhere, a
+        // batch of shared objects only whose thread is away is dropped here if this thread is
+        // attached, else left to the orphans, which the next attached thread to settle drops:
+        // at home it would wait for its thread to attach again. Any other batch goes home, to
+        // be dropped at the retiring thread's next quiescent state, or to the orphans once that
+        // thread has exited. (A collection's traversal pins nothing, so this never runs inside
+        // one, on the stopping thread or another.)
         let expire = move || {
             let at_home = RETIRED.with_current(|r| {
                 r.is_some_and(|r| {
