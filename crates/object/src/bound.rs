@@ -277,7 +277,8 @@ impl<'py> Bound<'py, PyAny> {
     /// [`MAX_DEFERRED`](crate::hot::MAX_DEFERRED) objects already are; always `false` in builds
     /// without biased counts.
     pub fn defer_refcount(&self) -> bool {
-        crate::hot::defer(self.py(), self.ptr())
+        // SAFETY: `self` holds a reference.
+        unsafe { crate::hot::defer(self.py(), self.ptr()) }
     }
 
     /// The thread that counts this object's references without atomics: its
@@ -328,7 +329,9 @@ impl<'py> Bound<'py, PyAny> {
             unsafe { (slots.traverse)(self.ptr, &mut visit) };
         };
         if slots.holds_change {
-            self.header().section(py, collect);
+            // SAFETY: `collect` runs the type's `traverse` slot (no user code) and counts what
+            // it visits: it does not detach.
+            unsafe { self.header().section(py, collect) };
         } else {
             // Immutable contents (tuples, scalars, strings, classes): no lock byte is written,
             // so immortal objects stay unwritten.

@@ -153,11 +153,16 @@ impl Table {
 
 /// Empties a live entry of `owner`'s table, in its critical section: the value, then the key,
 /// each reference retired. `del` and the collector's `clear` both remove entries this way.
-fn retire_entry(owner: &Header, entry: &Entry, guard: &Guard) {
+///
+/// # Safety
+/// `entry` is a live entry of the table of the dict that `owner` heads, and the caller is a
+/// write in `owner`'s critical section (`write_contents`) running under `guard`.
+unsafe fn retire_entry(owner: &Header, entry: &Entry, guard: &Guard) {
     for field in [&entry.value, &entry.key] {
         let held = NonNull::new(replace(field, ptr::null_mut())).expect("a live entry");
-        // SAFETY: the dict owned this reference, and the entry holds it no more.
-        retire_ref(owner, unsafe { OwnedRef::from_raw(held) }, guard);
+        // SAFETY: the dict owned this reference, and this write, in its section (the
+        // contract), has just taken it out.
+        unsafe { retire_ref(owner, OwnedRef::from_raw(held), guard) };
     }
 }
 
@@ -229,12 +234,15 @@ impl DictPayload {
                 if let Some((_, entry)) = unsafe { table.find(key, hash) } {
                     let old = replace(&entry.value, value.into_raw().as_ptr());
                     let old = NonNull::new(old).expect("a found entry holds a value");
-                    // SAFETY: the dict owned the replaced value.
-                    retire_ref(owner, unsafe { OwnedRef::from_raw(old) }, guard);
+                    // SAFETY: the dict `owner` heads (the contract) owned the replaced value,
+                    // which this write, in its section, has just taken out of it.
+                    unsafe { retire_ref(owner, OwnedRef::from_raw(old), guard) };
                     return;
                 }
                 let table = if table.is_full() {
-                    self.rebuild(owner, guard)
+                    // SAFETY: `owner` heads this dict (the contract); this closure is the
+                    // write `write_contents` runs below, under `guard`.
+                    unsafe { self.rebuild(owner, guard) }
                 } else {
                     table
                 };
@@ -280,7 +288,9 @@ impl DictPayload {
                     return false;
                 };
                 table.indices[slot].store(DUMMY, Ordering::Release);
-                retire_entry(owner, entry, guard);
+                // SAFETY: an entry of the table of `owner`'s dict (the contract), found live;
+                // this closure is the write `write_contents` runs below.
+                unsafe { retire_entry(owner, entry, guard) };
                 let len = self.len.load(Ordering::Relaxed);
                 self.len.store(len - 1, Ordering::Release);
                 true
@@ -296,12 +306,18 @@ impl DictPayload {
 
     /// Removes every entry, in `owner`'s critical section: the table is swapped for an empty
     /// one, and the old one retired with its references.
-    pub(crate) fn clear_entries(&self, py: Python<'_>, owner: &Header) {
+    ///
+    /// # Safety
+    /// `owner` heads the object that holds this payload (its section and its test for readers
+    /// guard this table).
+    pub(crate) unsafe fn clear_entries(&self, py: Python<'_>, owner: &Header) {
         let write = guarded(
             #[inline(always)]
             |guard| {
                 for entry in self.table(guard).live_entries() {
-                    retire_entry(owner, entry, guard);
+                    // SAFETY: a live entry of the table of `owner`'s dict (the contract); this
+                    // closure is the write `write_contents` runs below.
+                    unsafe { retire_entry(owner, entry, guard) };
                 }
                 let old = self
                     .table
@@ -320,7 +336,11 @@ impl DictPayload {
     }
 
     /// Moves the live entries, in order, into a table with room to grow, and retires the old one.
-    fn rebuild<'g>(&'g self, owner: &Header, guard: &'g Guard) -> &'g Table {
+    ///
+    /// # Safety
+    /// `owner` heads the object that holds this payload, and the caller is a write in its
+    /// critical section (`write_contents`) running under `guard`.
+    unsafe fn rebuild<'g>(&'g self, owner: &Header, guard: &'g Guard) -> &'g Table {
         let old = self.table(guard);
         let live = self.len.load(Ordering::Relaxed);
         let fresh = Table::new((live * 2).max(MIN_INDICES));
@@ -343,7 +363,11 @@ impl DictPayload {
     }
 
     /// `self[key] = value`, in `owner`'s critical section; a `TypeError` for an unhashable key.
-    pub(crate) fn set<'py, V: PyTypeInfo>(
+    ///
+    /// # Safety
+    /// `owner` heads the object that holds this payload (its section and its test for readers
+    /// guard this table).
+    pub(crate) unsafe fn set<'py, V: PyTypeInfo>(
         &self,
         owner: &Header,
         key: &Bound<'py, PyAny>,
@@ -367,8 +391,12 @@ impl DictPayload {
     /// counts inline) runs inline; a read that needs a pin or counts out of line looks up again
     /// in [`get_general`](Self::get_general), out of line, so that the inline part builds no
     /// closure on the stack for it.
+    ///
+    /// # Safety
+    /// `owner` heads the object that holds this payload (its section and its test for readers
+    /// guard this table).
     #[inline(always)]
-    pub(crate) fn get<'py>(
+    pub(crate) unsafe fn get<'py>(
         &self,
         owner: &Header,
         key: &Bound<'py, PyAny>,
@@ -401,14 +429,19 @@ impl DictPayload {
         match fast {
             // SAFETY: counted above, for the caller.
             Some(found) => Ok(found.map(|value| unsafe { Bound::from_owned(value) })),
-            None => Ok(self.get_general(owner, key, hash)),
+            // SAFETY: `owner` heads this dict (the contract).
+            None => Ok(unsafe { self.get_general(owner, key, hash) }),
         }
     }
 
     /// [`get`](Self::get), every case: a pinned read, and a reference counted out of line.
+    ///
+    /// # Safety
+    /// `owner` heads the object that holds this payload (its section and its test for readers
+    /// guard this table).
     #[cold]
     #[inline(never)]
-    fn get_general<'py>(
+    unsafe fn get_general<'py>(
         &self,
         owner: &Header,
         key: &Bound<'py, PyAny>,
@@ -451,7 +484,11 @@ impl DictPayload {
     }
 
     /// Removes `key`, in `owner`'s critical section; whether it was there.
-    pub(crate) fn delete(&self, owner: &Header, key: &Bound<'_, PyAny>) -> Result<bool> {
+    ///
+    /// # Safety
+    /// `owner` heads the object that holds this payload (its section and its test for readers
+    /// guard this table).
+    pub(crate) unsafe fn delete(&self, owner: &Header, key: &Bound<'_, PyAny>) -> Result<bool> {
         // SAFETY: `key` keeps the object alive.
         let hash = unsafe { hash_object(key.ptr()) }?;
         // SAFETY: `key` keeps its object alive.
@@ -459,12 +496,16 @@ impl DictPayload {
     }
 
     /// The live entries in insertion order, in `owner`'s critical section, as new references.
-    pub(crate) fn items<'py>(
+    ///
+    /// # Safety
+    /// `owner` heads the object that holds this payload (its section and its test for readers
+    /// guard this table).
+    pub(crate) unsafe fn items<'py>(
         &self,
         py: Python<'py>,
         owner: &Header,
     ) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        owner.section(py, || {
+        let in_section = || {
             let read = guarded(
                 #[inline(always)]
                 |guard| {
@@ -495,7 +536,10 @@ impl DictPayload {
             // nothing but on unwinding (references it counted, to objects the dict still holds),
             // and returns counted references only.
             unsafe { with_read_guard(owner, read) }
-        })
+        };
+        // SAFETY: `in_section` reads the entries and counts them (see above): it runs no user
+        // code and does not detach.
+        unsafe { owner.section(py, in_section) }
     }
 }
 
@@ -513,7 +557,8 @@ impl Payload for DictPayload {
     }
 
     unsafe fn clear(&self, this: &Header, py: Python<'_>) {
-        self.clear_entries(py, this);
+        // SAFETY: `this` heads the object holding this payload (the slot's contract).
+        unsafe { self.clear_entries(py, this) };
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
@@ -628,14 +673,14 @@ impl<'py> Bound<'py, PyDict> {
         key: &Bound<'py, PyAny>,
         value: Bound<'py, V>,
     ) -> Result<()> {
-        self.payload().set(self.header(), key, value)
+        // SAFETY: the header of the dict whose payload this is.
+        unsafe { self.payload().set(self.header(), key, value) }
     }
 
     /// `self[key]`, without a lock; `KeyError` if absent.
     pub fn get_item(&self, key: &Bound<'py, PyAny>) -> Result<Bound<'py, PyAny>> {
-        self.payload()
-            .get(self.header(), key)?
-            .ok_or_else(|| key_error(key))
+        // SAFETY: the header of the dict whose payload this is.
+        unsafe { self.payload().get(self.header(), key) }?.ok_or_else(|| key_error(key))
     }
 
     /// `self[key]`, without a lock and without counting; `KeyError` if absent. The value lives
@@ -668,7 +713,8 @@ impl<'py> Bound<'py, PyDict> {
 
     /// `del self[key]`; `KeyError` if absent.
     pub fn del_item(&self, key: &Bound<'py, PyAny>) -> Result<()> {
-        if self.payload().delete(self.header(), key)? {
+        // SAFETY: the header of the dict whose payload this is.
+        if unsafe { self.payload().delete(self.header(), key) }? {
             Ok(())
         } else {
             Err(key_error(key))
@@ -695,6 +741,7 @@ impl<'py> Bound<'py, PyDict> {
 
     /// The `(key, value)` pairs in insertion order (a consistent snapshot).
     pub fn items(&self) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-        self.payload().items(self.py(), self.header())
+        // SAFETY: the header of the dict whose payload this is.
+        unsafe { self.payload().items(self.py(), self.header()) }
     }
 }

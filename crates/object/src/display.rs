@@ -31,7 +31,8 @@ pub(crate) unsafe fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) 
     {
         ftrt_gil::Python::attach(|py| {
             let reader = crate::guard::ReadGuard::new(py);
-            // SAFETY: alive per the caller; `reader` keeps removed items alive for the print.
+            // SAFETY: alive per the caller; `reader` keeps removed items alive for the print
+            // (a `ReadGuard` defers every removal while it lives).
             unsafe { Repr::new(reader.epoch()).object(object, f) }
         })
     }
@@ -43,7 +44,9 @@ pub(crate) unsafe fn fmt_object(object: NonNull<Header>, f: &mut Formatter<'_>) 
             // writer detach, the read leaves the world counted (no hold frees at once then).
             let _open = ftrt_gil::local::OpenRead::new();
             let guard = crossbeam_epoch::pin();
-            // SAFETY: alive per the caller; `guard` keeps removed items alive for the print.
+            // SAFETY: alive per the caller; `guard` keeps removed items alive for the print:
+            // with a read open on this thread, every write retires what it removes, and the
+            // pin holds it back until the print ends.
             unsafe { Repr::new(&guard).object(object, f) }
         })
     }

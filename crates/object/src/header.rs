@@ -176,30 +176,30 @@ impl Header {
     /// object cannot become shared inside `f`: publishing happens in the caller's own code
     /// (`unbind`, a store into another container), never inside an object's section.
     ///
-    /// `f` must not detach (no `allow_threads`, no checkpoint): while the thread holds the world
-    /// alone the section is not even recorded (`ftrt_gil::section::with_if_undetached`). The
-    /// object model's section bodies read and write one container's contents and drop what they
-    /// remove; the slots they call run no user code (`slots::Payload`).
-    ///
     /// Always inlined, as the sections below it are (`ftrt_lock::section::with_on_unrecorded`).
+    ///
+    /// # Safety
+    /// `f` does not detach: no `allow_threads`, no checkpoint, no user code that could call
+    /// either. While the thread holds the world alone the section is not even recorded
+    /// (`ftrt_gil::section::with_if_undetached`), and a detach would let other threads in
+    /// beside `f`. The object model's section bodies read and write one container's contents
+    /// and drop what they remove; the slots they call run no user code (`slots::Payload`).
     #[inline(always)]
-    pub(crate) fn section<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
+    pub(crate) unsafe fn section<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
         // One call of `f` for both cases (`with_if_undetached`), so it inlines here.
-        // SAFETY: every caller's `f` is a container operation of this crate, which never calls
-        // `allow_threads` or `Python::check`: what it runs is the container's code, the slots
-        // (no user code: every payload type is this crate's), and destructors of removed
-        // references, which free objects, retire what those held and at most ask for checkpoint
-        // work, and never detach. Their epoch pins are nested in the thread's attach pin (a
-        // holder is attach-pinned), so none runs deferred functions inside `f`. (A section
-        // that had to wait gave the pin up for the wait and took it back before `f`, once the
-        // section was recorded: that pin may run deferred functions, any crate's, with the
-        // section on the stack and not eliding, so the elision contract does not reach them.)
-        // On a thread attached
-        // after its exit there is no attach pin, and a pin here may collect: it runs whatever
-        // expired in the process-wide default collector, this crate's retired batches and
-        // arrays (which free objects and never enter a section or detach) and any closure
-        // another crate deferred there. Those are assumed not to enter this crate's sections
-        // nor detach: an assumption about other crates, on that path only.
+        // SAFETY: `f` does not detach (the caller's contract). What the object model's bodies
+        // run besides their own code, destructors of removed references, frees objects,
+        // retires what those held and at most asks for checkpoint work, and never detaches.
+        // Their epoch pins are nested in the thread's attach pin (a holder is attach-pinned),
+        // so none runs deferred functions inside `f`. (A section that had to wait gave the pin
+        // up for the wait and took it back before `f`, once the section was recorded: that pin
+        // may run deferred functions, any crate's, with the section on the stack and not
+        // eliding, so the elision contract does not reach them.) On a thread attached after
+        // its exit there is no attach pin, and a pin here may collect: it runs whatever expired
+        // in the process-wide default collector, this crate's retired batches and arrays
+        // (which free objects and never enter a section or detach) and any closure another
+        // crate deferred there. Those are assumed not to enter this crate's sections nor
+        // detach: an assumption about other crates, on that path only.
         unsafe { section::with_if_undetached(py, self.is_shared().then_some(&self.lock), f) }
     }
 }
@@ -227,11 +227,14 @@ pub(crate) fn publish(object: &Header) {
 #[cold]
 #[inline(never)]
 fn publish_local(root: &Header) {
-    publish_with(root, |object| {
+    let on_published = |object| {
         // SAFETY: alive (being published), of a type that holds references; this is its
         // thread, which publishes it before any other thread can reach it.
         unsafe { gc::on_published(object) }
-    });
+    };
+    // SAFETY: the local objects `root` reaches are this thread's (local objects reach only
+    // their own thread's), and `publish` is never called inside a section (`Header::section`).
+    unsafe { publish_with(root, on_published) };
 }
 
 /// Publishes `root` and everything it reaches through local objects, calling `published` with
@@ -239,7 +242,13 @@ fn publish_local(root: &Header) {
 ///
 /// Called on the objects' own thread (`publish`), or by a stopped-world collection on another
 /// thread's behalf (its local garbage, before it is freed elsewhere).
-pub(crate) fn publish_with(root: &Header, mut published: impl FnMut(NonNull<Header>)) {
+///
+/// # Safety
+/// No thread but the caller's runs any code on the local objects `root` reaches while this
+/// runs: they are the caller's own and it is in none of their sections, or the world is
+/// stopped. The walk reads what each local object holds without its lock, through the type's
+/// `traverse` slot.
+pub(crate) unsafe fn publish_with(root: &Header, mut published: impl FnMut(NonNull<Header>)) {
     // Depth-first over the local objects, with an explicit stack: nesting may be deep. Only
     // objects that hold references go on it, so a leaf allocates nothing.
     let mut local = Vec::new();
@@ -254,7 +263,7 @@ pub(crate) fn publish_with(root: &Header, mut published: impl FnMut(NonNull<Head
         };
         // SAFETY: alive (held by the root's holder, or by an object on the stack); its own
         // type's slot; it was local until just now, so no other thread can change what it holds,
-        // and its thread is in none of its sections (it is here, or stopped at a checkpoint).
+        // and its thread is in none of its sections (the caller's contract).
         unsafe { (header(object).ty.slots.traverse)(object, &mut visit) };
     }
 }

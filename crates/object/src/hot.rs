@@ -315,8 +315,11 @@ fn count_deferred_unregistered(id: usize, delta: isize) {
 
 /// Notes an increment of `object` in its shared count; the [`PROMOTE_AFTER`]th in a row from
 /// this thread asks for it to be deferred. Out of line, like the atomic increment it follows.
+///
+/// # Safety
+/// The thread is attached and has just counted a reference to `object`, which it still holds.
 #[inline(never)]
-pub(crate) fn note_shared_increment(object: NonNull<Header>) {
+pub(crate) unsafe fn note_shared_increment(object: NonNull<Header>) {
     let address = object.as_ptr() as usize;
     let slot = recent_slot(address);
     let hot = RECENTLY_SHARED.with(|recent| {
@@ -333,7 +336,8 @@ pub(crate) fn note_shared_increment(object: NonNull<Header>) {
         true
     });
     if hot {
-        request(object);
+        // SAFETY: the caller's contract.
+        unsafe { request(object) };
     }
 }
 
@@ -345,8 +349,11 @@ fn recent_slot(address: usize) -> usize {
 }
 
 /// Asks for `object` to be deferred at this thread's next checkpoint.
+///
+/// # Safety
+/// As [`note_shared_increment`].
 #[cold]
-fn request(object: NonNull<Header>) {
+unsafe fn request(object: NonNull<Header>) {
     if DEFERRED.load(Ordering::Relaxed) >= MAX_DEFERRED {
         // Refused, but it counts towards the collection that settles the deferred objects and
         // frees the ids of those gone cold or dead; unless the last settling freed none, when
@@ -392,7 +399,10 @@ fn lock_requests() -> MutexGuard<'static, Vec<Request>> {
 /// whether it is deferred: `false` for an immortal object, one whose count cannot be deferred
 /// this moment, or when [`MAX_DEFERRED`] objects already are; always `false` in builds without
 /// biased counts.
-pub(crate) fn defer(py: Python<'_>, object: NonNull<Header>) -> bool {
+///
+/// # Safety
+/// The caller holds a reference to `object`.
+pub(crate) unsafe fn defer(py: Python<'_>, object: NonNull<Header>) -> bool {
     if ftrt_gil::BUILD_STRATEGY != ftrt_refcount::Strategy::Biased {
         return false;
     }

@@ -116,9 +116,13 @@ impl InternTable {
         }
     }
 
-    /// The interned string whose text is `text`; `make` makes it (an immortal string of that
-    /// text) if there is none yet.
-    pub(crate) fn get_or_insert(
+    /// The interned string whose text is `text`; `make` makes it if there is none yet.
+    ///
+    /// # Safety
+    /// `make` returns an immortal string (a `StrPayload` object, never freed) whose text is
+    /// `text` and whose hash is `hash`: lookups read every string in the table as one, without
+    /// a reference.
+    pub(crate) unsafe fn get_or_insert(
         &self,
         text: &str,
         hash: u64,
@@ -128,12 +132,20 @@ impl InternTable {
         let current = unsafe { &*self.current.load(Ordering::Acquire) };
         match current.find(text, hash) {
             Some(found) => Immortal(found),
-            None => self.insert(text, hash, make),
+            // SAFETY: the caller's contract for `make`.
+            None => unsafe { self.insert(text, hash, make) },
         }
     }
 
+    /// # Safety
+    /// As [`get_or_insert`](Self::get_or_insert).
     #[cold]
-    fn insert(&self, text: &str, hash: u64, make: impl FnOnce() -> NonNull<Header>) -> Immortal {
+    unsafe fn insert(
+        &self,
+        text: &str,
+        hash: u64,
+        make: impl FnOnce() -> NonNull<Header>,
+    ) -> Immortal {
         let mut tables = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         let current = tables.last().expect("the first table").get();
         // Another writer may have inserted it, or grown the table, since our lookup.
@@ -206,16 +218,18 @@ mod tests {
         let first: Vec<_> = texts
             .iter()
             .map(|t| {
-                table
-                    .get_or_insert(t, hash_bytes(t.as_bytes()), || make(t))
-                    .0
+                // SAFETY: `make` makes an immortal string of `t`.
+                unsafe { table.get_or_insert(t, hash_bytes(t.as_bytes()), || make(t)) }.0
             })
             .collect();
         assert_eq!(table.len(), texts.len());
         for (text, first) in texts.iter().zip(&first) {
-            let again = table.get_or_insert(text, hash_bytes(text.as_bytes()), || {
-                panic!("{text} was interned twice")
-            });
+            // SAFETY: `make` is never called (the text is in).
+            let again = unsafe {
+                table.get_or_insert(text, hash_bytes(text.as_bytes()), || {
+                    panic!("{text} was interned twice")
+                })
+            };
             assert_eq!(again.0, *first);
         }
         assert!(
@@ -246,7 +260,8 @@ mod tests {
         // 8 bytes each, one hash chunk, all with the same first bytes.
         for i in 0..TEXTS {
             let text = format!("var{:05}", 10_000 + i);
-            table.get_or_insert(&text, hash_bytes(text.as_bytes()), || make(&text));
+            // SAFETY: `make` makes an immortal string of `text`.
+            unsafe { table.get_or_insert(&text, hash_bytes(text.as_bytes()), || make(&text)) };
         }
         let longest = longest_probe(&table);
         assert!(longest < 32, "a probe of {longest} slots for {TEXTS} names");
@@ -264,7 +279,9 @@ mod tests {
                             .iter()
                             .map(|t| {
                                 let hash = hash_bytes(t.as_bytes());
-                                table.get_or_insert(t, hash, || make(t)).0.as_ptr() as usize
+                                // SAFETY: `make` makes an immortal string of `t`.
+                                let string = unsafe { table.get_or_insert(t, hash, || make(t)) };
+                                string.0.as_ptr() as usize
                             })
                             .collect()
                     })

@@ -126,8 +126,9 @@ impl Payload for ListPayload {
                 for slot in &self.slots(guard).0[..len] {
                     let item = NonNull::new(replace(slot, ptr::null_mut()))
                         .expect("slots below the length hold items");
-                    // SAFETY: the list owned this reference.
-                    retire_ref(this, unsafe { OwnedRef::from_raw(item) }, guard);
+                    // SAFETY: the list owned this reference, which this write, in its
+                    // section, has just taken out of it.
+                    unsafe { retire_ref(this, OwnedRef::from_raw(item), guard) };
                 }
             },
         );
@@ -378,8 +379,9 @@ impl<'py> Bound<'py, PyList> {
                     position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
                 let old = replace(&list.slots(guard).0[at], value.into_raw().as_ptr());
                 let old = NonNull::new(old).expect("slots below the length hold items");
-                // SAFETY: the list owned the replaced reference.
-                retire_ref(self.header(), unsafe { OwnedRef::from_raw(old) }, guard);
+                // SAFETY: the list owned the replaced reference, which this write, in its
+                // section, has just taken out of it.
+                unsafe { retire_ref(self.header(), OwnedRef::from_raw(old), guard) };
                 Ok(())
             },
         );
@@ -409,8 +411,9 @@ impl<'py> Bound<'py, PyList> {
                 list.len.store(len - 1, Ordering::Release);
                 slots[len - 1].store(ptr::null_mut(), Ordering::Release);
                 let removed = NonNull::new(removed).expect("slots below the length hold items");
-                // SAFETY: the list owned the removed reference.
-                retire_ref(self.header(), unsafe { OwnedRef::from_raw(removed) }, guard);
+                // SAFETY: the list owned the removed reference, which this write, in its
+                // section, has just taken out of it.
+                unsafe { retire_ref(self.header(), OwnedRef::from_raw(removed), guard) };
                 Ok(())
             },
         );
@@ -437,8 +440,9 @@ impl<'py> Bound<'py, PyList> {
                 let item = NonNull::new(item).expect("slots below the length hold items");
                 // The caller gets the list's reference, or a new one while readers may have loaded
                 // the item (the list's is then retired for them).
-                // SAFETY: the list owned this reference.
-                let popped = hand_over(self.header(), unsafe { OwnedRef::from_raw(item) }, guard);
+                // SAFETY: the list owned this reference, which this write, in its section, has
+                // just taken out of it.
+                let popped = unsafe { hand_over(self.header(), OwnedRef::from_raw(item), guard) };
                 // SAFETY: a reference of our own to an item the list held.
                 Ok(unsafe { Bound::from_owned(popped.into_raw()) })
             },

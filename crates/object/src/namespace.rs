@@ -63,7 +63,8 @@ impl Payload for InstancePayload {
     }
 
     unsafe fn clear(&self, this: &Header, py: Python<'_>) {
-        self.attrs.clear_entries(py, this);
+        // SAFETY: `this` heads the object holding this payload (the slot's contract).
+        unsafe { self.attrs.clear_entries(py, this) };
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
@@ -81,7 +82,8 @@ impl Payload for ModulePayload {
     }
 
     unsafe fn clear(&self, this: &Header, py: Python<'_>) {
-        self.attrs.clear_entries(py, this);
+        // SAFETY: `this` heads the object holding this payload (the slot's contract).
+        unsafe { self.attrs.clear_entries(py, this) };
     }
 
     unsafe fn traverse(&self, visit: &mut dyn FnMut(Borrowed<'_>)) {
@@ -178,13 +180,14 @@ macro_rules! attribute_methods {
                 name: &Bound<'py, PyStr>,
                 value: Bound<'py, V>,
             ) -> Result<()> {
-                self.attrs().set(self.header(), name, value)
+                // SAFETY: the header of the object whose attributes these are.
+                unsafe { self.attrs().set(self.header(), name, value) }
             }
 
             /// Reads an attribute, without a lock; `AttributeError` if absent.
             pub fn get_attr(&self, name: &Bound<'py, PyStr>) -> Result<Bound<'py, PyAny>> {
-                self.attrs()
-                    .get(self.header(), name)?
+                // SAFETY: the header of the object whose attributes these are.
+                unsafe { self.attrs().get(self.header(), name) }?
                     .ok_or_else(|| no_attribute(self, name))
             }
 
@@ -221,7 +224,8 @@ macro_rules! attribute_methods {
 
             /// Deletes an attribute; `AttributeError` if absent.
             pub fn del_attr(&self, name: &Bound<'py, PyStr>) -> Result<()> {
-                if self.attrs().delete(self.header(), name)? {
+                // SAFETY: the header of the object whose attributes these are.
+                if unsafe { self.attrs().delete(self.header(), name) }? {
                     Ok(())
                 } else {
                     Err(no_attribute(self, name))

@@ -195,12 +195,16 @@ pub(crate) unsafe fn write_contents<R>(
         unsafe { write_contents_in_section(owner, py, f) }
     }
     #[cfg(ftrt_gil_build)]
-    owner.section(py, || {
-        // SAFETY: `f` runs no user code and does not detach, so never lets the GIL go, retires
-        // only through `retire_ref`, `hand_over` and `retire_array`, and returns no pointer it
-        // loaded without counting it (the caller's contract).
-        unsafe { with_guard(f) }
-    })
+    {
+        let in_section = || {
+            // SAFETY: `f` runs no user code and does not detach, so never lets the GIL go,
+            // retires only through `retire_ref`, `hand_over` and `retire_array`, and returns no
+            // pointer it loaded without counting it (the caller's contract).
+            unsafe { with_guard(f) }
+        };
+        // SAFETY: `f` does not detach (the caller's contract), and `with_guard` does not.
+        unsafe { owner.section(py, in_section) }
+    }
 }
 
 /// [`write_contents`]'s general path: the section, and a pinned guard (a reader may hold what
@@ -215,7 +219,8 @@ unsafe fn write_contents_in_section<R>(
     py: Python<'_>,
     f: impl FnOnce(&Guard) -> R,
 ) -> R {
-    owner.section(py, || f(&crossbeam_epoch::pin()))
+    // SAFETY: `f` does not detach (the caller's contract); a pin does not either.
+    unsafe { owner.section(py, || f(&crossbeam_epoch::pin())) }
 }
 
 /// [`with_read_guard`]'s pinned path, out of line: only a shared owner read on a thread without
@@ -332,8 +337,15 @@ pub(crate) unsafe fn try_read_unpinned<R>(
 /// Drops a reference taken out of `owner` once no reader can still be using it: at once if
 /// none can be ([`frees_at_once`]), else after the readers (`gil_readers` in the `gil` build,
 /// the epoch in the free-threaded ones).
+///
+/// # Safety
+/// `owner` held `reference`, and the caller's write, running in `owner`'s critical section
+/// (`write_contents`) under `guard`, has just taken it out: only readers that loaded it from
+/// `owner` can still hold it uncounted, which is what decides between dropping it now and
+/// retiring it, and `owner` being shared says the object is shared too (a batch of shared
+/// objects may be dropped on another thread, a local object only on its own).
 #[inline]
-pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
+pub(crate) unsafe fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
     if frees_at_once(owner) {
         drop(reference);
     } else {
@@ -349,8 +361,11 @@ pub(crate) fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
 /// The test always inline, the deferral out of line ([`hand_over_deferred`]): with the inliner
 /// left to choose, a `pop` called the whole function in the free-threaded builds, to return the
 /// reference it was given.
+///
+/// # Safety
+/// As for [`retire_ref`], with `removed` the reference taken out of `owner`.
 #[inline(always)]
-pub(crate) fn hand_over(owner: &Header, removed: OwnedRef, guard: &Guard) -> OwnedRef {
+pub(crate) unsafe fn hand_over(owner: &Header, removed: OwnedRef, guard: &Guard) -> OwnedRef {
     if frees_at_once(owner) {
         return removed;
     }

@@ -74,7 +74,9 @@ unsafe fn incref_shared(object: NonNull<Header>, token: Token<'_>) {
     // SAFETY: alive per the caller.
     let head = unsafe { header(object) };
     if <BuildCount as RefCount>::incref_unowned(&head.count, token) == Counting::Shared {
-        hot::note_shared_increment(object);
+        // SAFETY: alive per the caller, and just counted; the token says the thread is
+        // attached.
+        unsafe { hot::note_shared_increment(object) };
     }
 }
 

@@ -182,7 +182,14 @@ pub(crate) struct Repr<'g> {
 }
 
 impl<'g> Repr<'g> {
-    pub(crate) fn new(guard: &'g Guard) -> Self {
+    /// A print whose loads run under `guard`.
+    ///
+    /// # Safety
+    /// `guard` keeps alive, until this `Repr` is dropped, every object a writer removes from a
+    /// container the print reaches, whichever thread writes and whatever the print's writer
+    /// does meanwhile (`display::fmt_object`'s guard): the `repr` slots load items under it
+    /// without counting them.
+    pub(crate) unsafe fn new(guard: &'g Guard) -> Self {
         Repr {
             guard,
             in_progress: Vec::new(),

@@ -134,9 +134,12 @@ impl PyStr {
 
 #[cold]
 fn intern_shared(text: &str) -> Immortal {
-    INTERNED.get_or_insert(text, hash_bytes(text.as_bytes()), || {
-        allocate_immortal(&STR_TYPE, StrPayload::new(text))
-    })
+    // SAFETY: `make` allocates an immortal string of `text`, whose hash is `hash_bytes`'s.
+    unsafe {
+        INTERNED.get_or_insert(text, hash_bytes(text.as_bytes()), || {
+            allocate_immortal(&STR_TYPE, StrPayload::new(text))
+        })
+    }
 }
 
 /// How many strings are interned.

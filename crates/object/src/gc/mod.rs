@@ -610,7 +610,7 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
             if unsafe { is_listed(object) } {
                 // SAFETY: as above.
                 let head = unsafe { header(object) };
-                crate::header::publish_with(head, |newly_shared| {
+                let on_published = |newly_shared| {
                     // Only a listed object joins those the stopped-world collections
                     // examine: an unlisted one was among them already.
                     // SAFETY: the world is stopped and `lists` is held; `newly_shared` is alive
@@ -618,7 +618,11 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
                     if unsafe { lists.unlist(newly_shared) } {
                         published += 1;
                     }
-                });
+                };
+                // SAFETY: the world is stopped: the other threads wait at checkpoints, and
+                // this one collects outside any section (section bodies run no user code, so
+                // never `collect`): none is in a section of these objects.
+                unsafe { crate::header::publish_with(head, on_published) };
             }
         }
         published_survivors = published - listed_garbage;
