@@ -275,7 +275,8 @@ impl Owned {
         let state = NonNull::from(Box::leak(Box::new(ThreadState::register())));
         // SAFETY: just made; freed only by `Drop`, which clears the pointers first thing.
         let block = unsafe { state.as_ref() };
-        counters::Row::register(&block.counters);
+        // SAFETY: the block stays at its address until `Drop`, which retires its row first.
+        unsafe { counters::Row::register(&block.counters) };
         // Sections of `ftrt_lock` users on this thread wait for their locks detached.
         ftrt_lock::section::set_blocking_wait(Some(crate::thread::wait_for_section_detached));
         // Its own sections (the object model's) wait in place, unpinned where no read is open.
@@ -821,7 +822,10 @@ mod quiescence {
     /// Never called: no pin is ever kept.
     pub(crate) fn release_kept_pin() {}
     /// No pin to give up.
-    pub(crate) fn unpin_for_wait(_: &ThreadState) -> bool {
+    ///
+    /// # Safety
+    /// As the free-threaded builds' (`quiescence::unpin_for_wait`), whose callers are these.
+    pub(crate) unsafe fn unpin_for_wait(_: &ThreadState) -> bool {
         false
     }
 }
@@ -835,8 +839,14 @@ pub(crate) use quiescence::{pin, unpin, unpin_at_the_end, unpin_for_wait};
 /// object itself, so objects whose last reference is dropped
 /// elsewhere while this thread waits detached (a main thread joining its workers) are freed
 /// then, not when it attaches again. Only the biased build queues anything.
+///
+/// # Safety
+/// `state` is the calling thread's, and this is the end of an attachment: the attachment has
+/// counted its last reference (its quiescent-state hooks and its unpin, which may free
+/// objects, ran before), and the thread counts none until [`unpark_counts`] at its next
+/// attach. Other threads merge the parked counts meanwhile.
 #[inline]
-pub(crate) fn park_counts(state: Option<&ThreadState>) {
+pub(crate) unsafe fn park_counts(state: Option<&ThreadState>) {
     #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
     if let Some(state) = state.filter(|_| !parking_counts()) {
         // (Inside a park under way, a detach nested in a release it runs: parked already.)
@@ -844,9 +854,9 @@ pub(crate) fn park_counts(state: Option<&ThreadState>) {
         // release that waits for a section's lock meanwhile waits in place (see
         // `parking_counts`).
         let _parking = Parking::begin();
-        // SAFETY: called after the last count of the attachment (the hooks and the unpin, which
-        // may free objects, ran before), and the thread counts nothing until `unpark_counts`
-        // at its next attach: a detached thread has no token to count with.
+        // SAFETY: called after the last count of the attachment, and the thread counts nothing
+        // until `unpark_counts` at its next attach (the caller's contract; a detached thread
+        // has no token to count with).
         unsafe { state.counts.park() };
     }
     #[cfg(any(feature = "gil", feature = "atomic-rc"))]
@@ -943,8 +953,12 @@ pub mod counters {
             Row([const { AtomicIsize::new(0) }; SLOTS])
         }
 
-        /// Lists `row` for [`total`]. It must stay where it is until [`Row::retire`].
-        pub(super) fn register(row: &Row) {
+        /// Lists `row` for [`total`].
+        ///
+        /// # Safety
+        /// `row` stays where it is, alive, until [`Row::retire`]: [`total`] reads every
+        /// listed row.
+        pub(super) unsafe fn register(row: &Row) {
             lock_live().push(LiveRow(row));
         }
 

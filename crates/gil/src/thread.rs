@@ -427,8 +427,11 @@ pub(crate) fn wait_for_object_section(
         || state::running_own_stop()
         || state::parking_counts()
         || WAITING_FOR_THREAD_LOCAL_SECTION.get();
-    let unpinned =
-        !pinned_wait && state::with_current(|state| state.is_some_and(state::unpin_for_wait));
+    // SAFETY: this thread's state; no read is open (`pinned_wait` checked it), and the pin is
+    // taken back once the section is recorded (`pin_after_section_wait`), before its body.
+    let unpin =
+        |state: Option<&ThreadState>| state.is_some_and(|s| unsafe { state::unpin_for_wait(s) });
+    let unpinned = !pinned_wait && state::with_current(unpin);
     wait();
     unpinned.then_some(pin_after_section_wait)
 }
@@ -478,7 +481,10 @@ unsafe fn leave(state: Option<&ThreadState>) {
         }
     }
     let _rest = RestOfLeave(state);
-    state::park_counts(state);
+    // SAFETY: this thread's state (the contract); the last step of the detach before the rest
+    // of the leave: what each caller does first (the hooks, the unpin) counted the
+    // attachment's last references, and a detached thread counts none until `come_back`.
+    unsafe { state::park_counts(state) };
 }
 
 /// Undoes [`leave`], in the order of an attach: unpark the counts, enter the world, take the

@@ -330,7 +330,7 @@ impl<'py> Bound<'py, PyAny> {
         };
         if slots.holds_change {
             // SAFETY: `collect` runs the type's `traverse` slot (no user code) and counts what
-            // it visits: it does not detach.
+            // it visits: it does not detach and publishes nothing.
             unsafe { self.header().section(py, collect) };
         } else {
             // Immutable contents (tuples, scalars, strings, classes): no lock byte is written,

@@ -159,7 +159,8 @@ impl Table {
 /// write in `owner`'s critical section (`write_contents`) running under `guard`.
 unsafe fn retire_entry(owner: &Header, entry: &Entry, guard: &Guard) {
     for field in [&entry.value, &entry.key] {
-        let held = NonNull::new(replace(field, ptr::null_mut())).expect("a live entry");
+        // SAFETY: a write in `owner`'s section (the contract).
+        let held = NonNull::new(unsafe { replace(field, ptr::null_mut()) }).expect("a live entry");
         // SAFETY: the dict owned this reference, and this write, in its section (the
         // contract), has just taken it out.
         unsafe { retire_ref(owner, OwnedRef::from_raw(held), guard) };
@@ -232,7 +233,8 @@ impl DictPayload {
                 let table = self.table(guard);
                 // SAFETY: `key` is alive per the contract; the table was loaded under `guard`.
                 if let Some((_, entry)) = unsafe { table.find(key, hash) } {
-                    let old = replace(&entry.value, value.into_raw().as_ptr());
+                    // SAFETY: this closure is the write `write_contents` runs below.
+                    let old = unsafe { replace(&entry.value, value.into_raw().as_ptr()) };
                     let old = NonNull::new(old).expect("a found entry holds a value");
                     // SAFETY: the dict `owner` heads (the contract) owned the replaced value,
                     // which this write, in its section, has just taken out of it.
@@ -538,7 +540,7 @@ impl DictPayload {
             unsafe { with_read_guard(owner, read) }
         };
         // SAFETY: `in_section` reads the entries and counts them (see above): it runs no user
-        // code and does not detach.
+        // code, does not detach, and publishes nothing.
         unsafe { owner.section(py, in_section) }
     }
 }

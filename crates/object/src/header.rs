@@ -182,8 +182,10 @@ impl Header {
     /// `f` does not detach: no `allow_threads`, no checkpoint, no user code that could call
     /// either. While the thread holds the world alone the section is not even recorded
     /// (`ftrt_gil::section::with_if_undetached`), and a detach would let other threads in
-    /// beside `f`. The object model's section bodies read and write one container's contents
-    /// and drop what they remove; the slots they call run no user code (`slots::Payload`).
+    /// beside `f`. Nor does `f` make this object reachable from another thread (no publish, no
+    /// hand-over): a local object's section takes no lock. The object model's section bodies
+    /// read and write one container's contents and drop what they remove; the slots they call
+    /// run no user code (`slots::Payload`).
     #[inline(always)]
     pub(crate) unsafe fn section<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
         // One call of `f` for both cases (`with_if_undetached`), so it inlines here.
@@ -342,7 +344,8 @@ fn allocate_with_count<P: Payload>(
     let header = unsafe { NonNull::new_unchecked(std::ptr::addr_of_mut!((*tracked).object)) }
         .cast::<Header>();
     if !immortal {
-        // SAFETY: alive, and nobody else can reach it yet.
+        // SAFETY: alive, and nobody else can reach it yet; of a tracked type (it has the
+        // collector's head); `free_object` untracks it before it is freed.
         unsafe { (*tracked).gc.set(gc::track(header)) };
     }
     header

@@ -272,8 +272,14 @@ fn split(sum: isize) -> (isize, isize) {
 /// an atomic: in this thread's array at `tag`, the id its count handed over. Inline into the
 /// count's first half, so that deferred objects, the mortal ones every thread counts most, have
 /// one path as short as the owner's: a thread-local load and an add.
+///
+/// # Safety
+/// The thread is attached; `tag` is the one a deferred object's count handed over (the count's
+/// `incref_owned` or `decref_owned`), and `delta` counts one reference to that object the
+/// thread takes now ([`TAKEN`], the object alive) or owns and gives up ([`DROPPED`]): a
+/// collection sums these counts to decide that the object is dead.
 #[inline(always)]
-pub(crate) fn count_in_thread(tag: u16, delta: isize) {
+pub(crate) unsafe fn count_in_thread(tag: u16, delta: isize) {
     // The mask tells the compiler the id indexes the array, so the count needs no bounds check.
     count_deferred(usize::from(tag & ID_MASK), delta);
 }

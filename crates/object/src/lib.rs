@@ -134,13 +134,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 pub fn collect(py: ftrt_gil::Python<'_>) {
     hot::settle_now(py);
     py.merge_pending();
-    reclaim::settle_retired();
+    reclaim::settle_retired(py);
     py.allow_threads(|| {
         for _ in 0..COLLECT_ROUNDS {
             crossbeam_epoch::pin().flush();
         }
     });
-    reclaim::settle_retired();
+    reclaim::settle_retired(py);
     py.merge_pending();
 }
 

@@ -124,7 +124,8 @@ impl Payload for ListPayload {
                 // Shorten first, so readers checking the length stop before the emptied slots.
                 self.len.store(0, Ordering::Release);
                 for slot in &self.slots(guard).0[..len] {
-                    let item = NonNull::new(replace(slot, ptr::null_mut()))
+                    // SAFETY: this closure is the write `write_contents` runs below.
+                    let item = NonNull::new(unsafe { replace(slot, ptr::null_mut()) })
                         .expect("slots below the length hold items");
                     // SAFETY: the list owned this reference, which this write, in its
                     // section, has just taken out of it.
@@ -377,7 +378,8 @@ impl<'py> Bound<'py, PyList> {
             move |list, guard| {
                 let at =
                     position(index, list.len.load(Ordering::Relaxed)).ok_or_else(out_of_range)?;
-                let old = replace(&list.slots(guard).0[at], value.into_raw().as_ptr());
+                // SAFETY: this closure is the write `locked` runs below, in the section.
+                let old = unsafe { replace(&list.slots(guard).0[at], value.into_raw().as_ptr()) };
                 let old = NonNull::new(old).expect("slots below the length hold items");
                 // SAFETY: the list owned the replaced reference, which this write, in its
                 // section, has just taken out of it.
@@ -436,7 +438,8 @@ impl<'py> Bound<'py, PyList> {
                     .ok_or_else(|| Error::IndexError("pop from empty list".into()))?;
                 // Shorten first, so readers checking the length stop before the emptied slot.
                 list.len.store(last, Ordering::Release);
-                let item = replace(&list.slots(guard).0[last], ptr::null_mut());
+                // SAFETY: this closure is the write `locked` runs below, in the section.
+                let item = unsafe { replace(&list.slots(guard).0[last], ptr::null_mut()) };
                 let item = NonNull::new(item).expect("slots below the length hold items");
                 // The caller gets the list's reference, or a new one while readers may have loaded
                 // the item (the list's is then retired for them).

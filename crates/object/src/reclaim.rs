@@ -202,7 +202,8 @@ pub(crate) unsafe fn write_contents<R>(
             // pointer it loaded without counting it (the caller's contract).
             unsafe { with_guard(f) }
         };
-        // SAFETY: `f` does not detach (the caller's contract), and `with_guard` does not.
+        // SAFETY: `f` does not detach or make `owner` shared (the caller's contract), and
+        // `with_guard` does neither.
         unsafe { owner.section(py, in_section) }
     }
 }
@@ -219,7 +220,8 @@ unsafe fn write_contents_in_section<R>(
     py: Python<'_>,
     f: impl FnOnce(&Guard) -> R,
 ) -> R {
-    // SAFETY: `f` does not detach (the caller's contract); a pin does not either.
+    // SAFETY: `f` does not detach or make `owner` shared (the caller's contract); a pin does
+    // neither.
     unsafe { owner.section(py, || f(&crossbeam_epoch::pin())) }
 }
 
@@ -236,8 +238,13 @@ fn read_pinned<R>(f: impl FnOnce(&Guard) -> R) -> R {
 /// pointer: a load and a store rather than a swap, since writers hold the section and so none
 /// races with this one (readers only load). Release: a reader that loads the new pointer sees
 /// the object it points to.
+///
+/// # Safety
+/// The caller is a write to the container that holds `slot`, in its critical section
+/// ([`write_contents`]): no other write to `slot` runs meanwhile. (Two writers racing here
+/// would both take the same old pointer, and both give up its reference.)
 #[inline]
-pub(crate) fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
+pub(crate) unsafe fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
     let old = slot.load(Ordering::Relaxed);
     slot.store(new, Ordering::Release);
     old
@@ -340,10 +347,12 @@ pub(crate) unsafe fn try_read_unpinned<R>(
 ///
 /// # Safety
 /// `owner` held `reference`, and the caller's write, running in `owner`'s critical section
-/// (`write_contents`) under `guard`, has just taken it out: only readers that loaded it from
-/// `owner` can still hold it uncounted, which is what decides between dropping it now and
-/// retiring it, and `owner` being shared says the object is shared too (a batch of shared
-/// objects may be dropped on another thread, a local object only on its own).
+/// (`write_contents`) under the guard that gave it, `guard` (unprotected, or a pin of
+/// crossbeam's default collector, which every reader pins), has just taken it out: only
+/// readers that loaded it from `owner` can still hold it uncounted, which is what decides
+/// between dropping it now and retiring it, and `owner` being shared says the object is
+/// shared too (a batch of shared objects may be dropped on another thread, a local object
+/// only on its own).
 #[inline]
 pub(crate) unsafe fn retire_ref(owner: &Header, reference: OwnedRef, guard: &Guard) {
     if frees_at_once(owner) {
@@ -439,8 +448,9 @@ fn no_reader_can_hold(owner: &Header) -> bool {
 }
 
 /// Hands this thread's retired references to the epoch and drops the expired batches posted
-/// back to it; `collect` calls it around its flushes.
-pub(crate) fn settle_retired() {
+/// back to it; `collect` calls it around its flushes. The token: dropping references needs the
+/// thread attached.
+pub(crate) fn settle_retired(_attached: Python<'_>) {
     #[cfg(not(ftrt_gil_build))]
     batches::settle();
 }

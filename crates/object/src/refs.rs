@@ -61,7 +61,9 @@ pub(crate) unsafe fn try_incref_inline(object: NonNull<Header>, token: Token<'_>
     // Not the owner: a deferred object (which no thread owns) counts in this thread's array, a
     // path as short as the owner's; others count in the shared half, out of line.
     <BuildCount as RefCount>::incref_owned(&head.count, token, |tag| {
-        hot::count_in_thread(tag, hot::TAKEN)
+        // SAFETY: the count's tag, for the reference taken here; alive per the caller; the
+        // token says the thread is attached.
+        unsafe { hot::count_in_thread(tag, hot::TAKEN) }
     })
 }
 
@@ -87,12 +89,20 @@ unsafe fn incref_shared(object: NonNull<Header>, token: Token<'_>) {
 #[inline]
 pub(crate) unsafe fn decref(object: NonNull<Header>, token: Token<'_>) {
     // The halves are `incref`'s, in the same order.
+    let count_deferred = |tag| {
+        // SAFETY: the count's tag, for the reference the caller gives up; the token says the
+        // thread is attached.
+        unsafe { hot::count_in_thread(tag, hot::DROPPED) }
+    };
     // SAFETY: the caller gives up its reference if the owner's half takes it; `release_count`
     // frees exactly such objects.
     match unsafe {
-        <BuildCount as RefCount>::decref_owned(count_ptr(object), token, release_count, |tag| {
-            hot::count_in_thread(tag, hot::DROPPED)
-        })
+        <BuildCount as RefCount>::decref_owned(
+            count_ptr(object),
+            token,
+            release_count,
+            count_deferred,
+        )
     } {
         // SAFETY: that was the last reference.
         Some(true) => unsafe { release(object) },

@@ -229,7 +229,12 @@ fn drop_pin(state: Option<&ThreadState>) {
 /// crossbeam unpins only when the last guard goes. With no pin in the slot (not attached,
 /// or the pin taken out) it does nothing; the caller makes sure a pin kept in the slot
 /// across a detach (`thread::wait_for_section_detached`'s) is not given up.
-pub(crate) fn unpin_for_wait(state: &ThreadState) -> bool {
+///
+/// # Safety
+/// `state` is the calling thread's, no read is open on it (`crate::local::readers` is 0: an
+/// open read's borrowed values live as long as the attach pin), and the caller takes the pin
+/// again ([`pin`]) before the thread reads or writes a container again.
+pub(crate) unsafe fn unpin_for_wait(state: &ThreadState) -> bool {
     let pin = state
         .quiescence
         .guard
@@ -403,9 +408,16 @@ fn may_wait(state: &ThreadState) -> bool {
 #[cold]
 #[inline(never)]
 fn wait_for_the_marker(state: &ThreadState, backlog: &Backlog) -> bool {
-    // A quiescent state, as a section's wait is: no read is open, so the thread holds no
-    // reference it read without counting, and nothing relies on the attach pin.
-    if !unpin_for_wait(state) {
+    // A quiescent state, as a section's wait is: no read is open (`repin` checked; checked
+    // again here, where it is cheap, so that the unpin's soundness does not rest on the
+    // caller), so the thread holds no reference it read without counting, and nothing relies
+    // on the attach pin.
+    if super::local::readers() > 0 {
+        return false;
+    }
+    // SAFETY: this thread's state, no read open (just checked); `wait` takes the pin again
+    // when it drops, before the thread returns to what it was running.
+    if !unsafe { unpin_for_wait(state) } {
         return false;
     }
     let mut wait = PinAgainAfterWait { state, end: None };

@@ -43,7 +43,11 @@ fn lock_shares() -> MutexGuard<'static, Vec<Share>> {
 }
 
 /// Hands `objects` (unreachable, each with the collection's reference) to thread `owner`.
-pub(super) fn deliver(owner: u32, objects: Vec<NonNull<Header>>) {
+///
+/// # Safety
+/// As for `free_garbage`, which runs on them later: each object is unreachable garbage,
+/// holding a reference the collection took, which goes with it.
+pub(super) unsafe fn deliver(owner: u32, objects: Vec<NonNull<Header>>) {
     static REGISTERED: Once = Once::new();
     REGISTERED.call_once(|| {
         crate::reclaim::register_quiescent_state_hook(free_delivered);
@@ -92,6 +96,8 @@ fn free_delivered() {
             }
             mine
         };
-        super::free_garbage(py, &mine, true);
+        // SAFETY: delivered garbage, each with the collection's reference (`deliver`'s
+        // contract); this is its owner's thread.
+        unsafe { super::free_garbage(py, &mine, true) };
     })
 }

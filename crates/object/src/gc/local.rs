@@ -123,8 +123,12 @@ fn make_list() -> Option<&'static LocalObjects> {
 
 /// Lists a newly tracked object, if it is local and its thread has a list. Returns whether it
 /// did (an unlisted object counts towards the stopped-world collections instead).
+///
+/// # Safety
+/// As for `gc::track`: just allocated on this thread, alive, of a type that holds references,
+/// and unlisted before it is freed.
 #[inline]
-pub(super) fn list_new(object: NonNull<Header>) -> bool {
+pub(super) unsafe fn list_new(object: NonNull<Header>) -> bool {
     // SAFETY: just allocated, alive, reachable from this thread alone.
     if unsafe { header(object) }.is_shared() {
         return false;
@@ -378,7 +382,8 @@ pub(crate) fn collect_local(py: Python<'_>) -> usize {
     }
     // Counted as it is freed: shared objects the garbage alone held leave the stopped-world
     // collections' young count, which no stop resets here.
-    free_garbage(py, &garbage, false);
+    // SAFETY: this thread's unreachable garbage, each with the reference counted above.
+    unsafe { free_garbage(py, &garbage, false) };
     list.survivors.set(list.objects.borrow().len());
     list.young.set(0);
     drop(collecting);

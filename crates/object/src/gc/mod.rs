@@ -238,14 +238,21 @@ thread_local! {
 /// those: it takes no registry slot ([`UNTRACKED`]) until it leaves the list for the
 /// stopped-world collections (published, or its thread's exit) or a full collection examines
 /// it. Most objects die local, so most never touch the registry.
+///
+/// # Safety
+/// `object` was just allocated on this thread, is alive, of a type that holds references
+/// (it carries the collector's head), and is untracked ([`untrack`]) before it is freed: the
+/// collections read every tracked object.
 #[inline]
-pub(crate) fn track(object: NonNull<Header>) -> u32 {
+pub(crate) unsafe fn track(object: NonNull<Header>) -> u32 {
+    // SAFETY: the caller's contract, which `list_new` shares.
     #[cfg(not(ftrt_gil_build))]
-    if local::list_new(object) {
+    if unsafe { local::list_new(object) } {
         return UNTRACKED;
     }
     count_young(1);
-    registry::track(object)
+    // SAFETY: the caller's contract.
+    unsafe { registry::track(object) }
 }
 
 /// Gives `object` a registry slot if it has none (a published object leaving its list).
@@ -256,7 +263,7 @@ pub(crate) fn track(object: NonNull<Header>) -> u32 {
 unsafe fn give_index(object: NonNull<Header>) {
     // SAFETY: per the caller.
     if unsafe { gc_index(object) } == UNTRACKED {
-        // SAFETY: per the caller.
+        // SAFETY: per the caller; untracked before it is freed (`untrack` reads its index).
         unsafe { set_gc_index(object, registry::track(object)) };
     }
 }
@@ -277,10 +284,13 @@ unsafe fn give_indexes(objects: &[NonNull<Header>]) {
         // SAFETY: per the caller.
         .filter(|&object| unsafe { gc_index(object) } == UNTRACKED)
         .collect();
-    registry::track_all(&without, |object, index| {
+    let tracked = |object, index| {
         // SAFETY: per the caller.
         unsafe { set_gc_index(object, index) }
-    });
+    };
+    // SAFETY: per the caller; each is untracked before it is freed (`untrack` reads the index
+    // set here).
+    unsafe { registry::track_all(&without, tracked) };
 }
 
 /// Stops tracking an object being freed. Garbage a stopped-world collection found does not
@@ -302,7 +312,8 @@ pub(crate) unsafe fn untrack(object: NonNull<Header>) {
     if unsafe { local::unlist(object, true) } {
         // Counted down in its thread's list; a slot only if a full collection gave it one.
         if index != UNTRACKED {
-            registry::untrack(index);
+            // SAFETY: its own index, and it is being freed (the caller's contract).
+            unsafe { registry::untrack(index) };
         }
         return;
     }
@@ -315,7 +326,8 @@ pub(crate) unsafe fn untrack(object: NonNull<Header>) {
     if !found_garbage && !FREEING_GARBAGE.get() {
         count_young(-1);
     }
-    registry::untrack(index);
+    // SAFETY: its own index, and it is being freed (the caller's contract).
+    unsafe { registry::untrack(index) };
 }
 
 /// `object` was just published (made shared) on its thread: it leaves the thread's local
@@ -697,12 +709,15 @@ impl Garbage {
                     }
                 }
                 for (owner, objects) in theirs {
-                    delivery::deliver(owner, objects);
+                    // SAFETY: unreachable garbage, each with the collection's reference, which
+                    // goes with it.
+                    unsafe { delivery::deliver(owner, objects) };
                 }
             }
             _ => now.extend(self.unreachable),
         }
-        free_garbage(py, &now, true);
+        // SAFETY: unreachable garbage, each with the collection's reference, given up here.
+        unsafe { free_garbage(py, &now, true) };
         #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
         let token = py.count_token();
         self.dead.free(token);
@@ -722,7 +737,12 @@ fn count_collected(found: usize) {
 /// `found_in_a_stop`: the garbage of a stopped-world collection, which reset the young count
 /// when it found it, so what freeing it frees does not count down. A local collection's garbage
 /// counts as it is freed.
-fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>], found_in_a_stop: bool) {
+///
+/// # Safety
+/// Each object is unreachable garbage: alive, reachable only from other garbage, holding a
+/// reference the collection took, which this gives up. Local garbage is freed on its own
+/// thread.
+unsafe fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>], found_in_a_stop: bool) {
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();
     // Every tracked object this frees is garbage: whatever only garbage reaches is garbage too.

@@ -67,8 +67,12 @@ fn slot(index: u32) -> &'static AtomicPtr<Header> {
 }
 
 /// Tracks `object`: returns its index.
+///
+/// # Safety
+/// `object` is alive, of a type that holds references, and untracked ([`untrack`], with this
+/// index) before it is freed: collections read every tracked object.
 #[inline]
-pub(crate) fn track(object: NonNull<Header>) -> u32 {
+pub(crate) unsafe fn track(object: NonNull<Header>) -> u32 {
     let index = FREE
         .with_current(|free| {
             let mut free = free?.try_borrow_mut().ok()?;
@@ -95,8 +99,12 @@ fn index_without_free_list() -> u32 {
 }
 
 /// Stops tracking the object at `index` (it is being freed).
+///
+/// # Safety
+/// `index` is the one [`track`] returned for an object being freed, untracked once: the slot
+/// goes back to the free indexes.
 #[inline]
-pub(crate) fn untrack(index: u32) {
+pub(crate) unsafe fn untrack(index: u32) {
     slot(index).store(std::ptr::null_mut(), Ordering::Relaxed);
     let kept = FREE.with_current(|free| {
         let mut free = free?.try_borrow_mut().ok()?;
@@ -133,8 +141,11 @@ fn refill(free: &mut Vec<u32>) -> u32 {
 /// Tracks every object of `objects` at once (a thread's exit, a full collection), in two steps
 /// however many there are: spare indexes first, then one batch of fresh ones. Calls `tracked`
 /// with each object and its index.
+///
+/// # Safety
+/// As for [`track`], for each object.
 #[cfg_attr(ftrt_gil_build, allow(dead_code))] // the free-threaded builds' local objects
-pub(crate) fn track_all(
+pub(crate) unsafe fn track_all(
     objects: &[NonNull<Header>],
     mut tracked: impl FnMut(NonNull<Header>, u32),
 ) {

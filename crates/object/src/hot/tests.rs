@@ -25,7 +25,10 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
         // Three drops no thread took: an imbalance only a counting bug makes, which the
         // settling refuses.
         for _ in 0..3 {
-            count_in_thread(tag, DROPPED);
+            // SAFETY: breaks the contract on purpose (drops of references never taken): the
+            // settling below must refuse the negative total and free nothing, and `object`
+            // holds its reference throughout.
+            unsafe { count_in_thread(tag, DROPPED) };
         }
         let settled = catch_unwind(AssertUnwindSafe(|| settle_now(py)));
         assert!(settled.is_err(), "a negative total was settled");
@@ -42,7 +45,8 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
         // The imbalance undone (plain net counts, no traffic): both settle and count again (the
         // other past its fresh deferral's first settling).
         for _ in 0..3 {
-            count_in_thread(tag, 1);
+            // SAFETY: undoes the three drops above; the object is alive (`object`).
+            unsafe { count_in_thread(tag, 1) };
         }
         settle_now(py);
         settle_now(py);
