@@ -58,7 +58,7 @@ pub use raw::{RawObjectLock, HANDOFF_AFTER};
 pub use threading_lock::{NotLocked, RawThreadingLock, Spin};
 
 #[cfg(loom)]
-pub use raw::request_handoff_in_models;
+pub use raw::{handoffs_received_in_models, request_handoff_in_models};
 
 /// A value guarded by a [`RawObjectLock`].
 #[cfg(not(loom))]

@@ -17,10 +17,11 @@ pub(crate) const LOCKED: u8 = 0b01;
 /// Some thread is (or is about to be) parked on this lock: unlocking must wake one.
 pub(crate) const PARKED: u8 = 0b10;
 
-#[cfg(test)]
-thread_local! {
+#[cfg(any(test, loom))]
+std::thread_local! {
     /// How many acquisitions this thread was handed by an unlock (tests tell a handoff from a
-    /// release they raced to take).
+    /// release they raced to take). Under loom, a model's threads all run on the test's own
+    /// thread, so it counts the handoffs of every schedule a model explored.
     pub(crate) static HANDOFFS_RECEIVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
@@ -220,7 +221,7 @@ impl LockByte {
                 // The unlocking thread left the lock locked for us. The parking lot's own
                 // synchronisation orders its critical section before this point.
                 ParkResult::Unparked(TOKEN_HANDOFF) => {
-                    #[cfg(test)]
+                    #[cfg(any(test, loom))]
                     HANDOFFS_RECEIVED.with(|n| n.set(n.get() + 1));
                     return true;
                 }
@@ -523,4 +524,12 @@ loom::thread_local! {
 #[cfg(loom)]
 pub fn request_handoff_in_models(handoff: bool) {
     HANDOFF_IN_MODELS.with(|h| h.set(handoff));
+}
+
+/// How many acquisitions were handed over by an unlock in the models the calling test ran so
+/// far, over every schedule they explored (loom only): a model that asks for handoffs checks
+/// that its schedules reached one, and one that does not, that none happened.
+#[cfg(loom)]
+pub fn handoffs_received_in_models() -> usize {
+    HANDOFFS_RECEIVED.with(Cell::get)
 }

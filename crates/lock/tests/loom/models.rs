@@ -2,7 +2,10 @@ use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
 use ftrt_lock::section::{AfterWait, SectionDepth, SectionStack};
-use ftrt_lock::{request_handoff_in_models, section, RawObjectLock, RawThreadingLock, Spin};
+use ftrt_lock::{
+    handoffs_received_in_models, request_handoff_in_models, section, RawObjectLock,
+    RawThreadingLock, Spin,
+};
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::mpsc::{channel, Receiver, Sender};
@@ -42,8 +45,22 @@ impl Guarded {
     }
 }
 
+/// Runs `model` under loom, and checks that its schedules handed the lock over to a waiter at
+/// least once if `handoff` (the handoff path was explored, not only the release), and never
+/// otherwise.
+fn model_with_handoffs(handoff: bool, model: impl Fn() + Sync + Send + 'static) {
+    let before = handoffs_received_in_models();
+    loom::model(model);
+    let handed = handoffs_received_in_models() - before;
+    if handoff {
+        assert!(handed > 0, "no schedule handed the lock to a waiter");
+    } else {
+        assert_eq!(handed, 0, "a handoff nobody asked for");
+    }
+}
+
 fn contend(handoff: bool) {
-    loom::model(move || {
+    model_with_handoffs(handoff, move || {
         let shared = Guarded::new();
         let other = shared.clone();
         let t = thread::spawn(move || {
@@ -217,7 +234,7 @@ impl ThreadingGuarded {
 /// one, leaves no parked bit behind when it times out, even in the schedules where the
 /// holder's release has not yet run to clear it.
 fn timed_waiter_against_a_release(handoff: bool) {
-    loom::model(move || {
+    model_with_handoffs(handoff, move || {
         let shared = ThreadingGuarded::new();
         assert!(shared.lock.try_lock());
         let other = shared.clone();
@@ -348,7 +365,7 @@ fn with_on_excludes_a_section_begun_through_with_and_suspends_like_one() {
 /// a wait without a deadline is the one `RawObjectLock::lock` makes after its first
 /// compare-and-swap fails.
 fn two_parked_waiters_against_a_release(handoff: bool) {
-    loom::model(move || {
+    model_with_handoffs(handoff, move || {
         let shared = ThreadingGuarded::new();
         assert!(shared.lock.try_lock());
         let waiters: Vec<_> = (0..2)
