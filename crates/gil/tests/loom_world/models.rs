@@ -1,5 +1,6 @@
 use ftrt_gil::world::{Presence, StopFailed, World};
 use loom::cell::UnsafeCell;
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -8,6 +9,11 @@ struct Shared {
     mutator: Presence,
     stopper: Presence,
     other_stopper: Presence,
+    /// A thread's presence that a stopper lists only once the thread has registered: one that
+    /// starts while a stop is under way.
+    late: Presence,
+    /// Whether `late`'s thread has registered (the runtime's registry, which a stopper lists).
+    late_registered: AtomicBool,
     /// Touched by attached mutators and by a stopper inside its stop, never by two at once.
     objects: UnsafeCell<u32>,
     /// The objects' locks, as the critical sections of attached threads take them (a thread
@@ -27,6 +33,8 @@ impl Shared {
             mutator: Presence::new(),
             stopper: Presence::new(),
             other_stopper: Presence::new(),
+            late: Presence::new(),
+            late_registered: AtomicBool::new(false),
             objects: UnsafeCell::new(0),
             sections: loom::sync::Mutex::new(()),
         })
@@ -42,8 +50,14 @@ impl Shared {
         self.touch();
     }
 
+    /// The registered threads' presences, as a stopper lists them.
     fn all(&self) -> Vec<&Presence> {
-        vec![&self.mutator, &self.stopper, &self.other_stopper]
+        let mut all = vec![&self.mutator, &self.stopper, &self.other_stopper];
+        // Acquire: the registry's lock, which the registration released.
+        if self.late_registered.load(Ordering::Acquire) {
+            all.push(&self.late);
+        }
+        all
     }
 
     /// Attached as `me`, stops the world (parking while another stop runs), touches the
@@ -98,6 +112,26 @@ fn a_stop_excludes_every_attachment() {
             |shared| shared.stop_once(&shared.stopper),
         );
         assert_eq!(touches, 3);
+    });
+}
+
+/// A thread that starts while a stop is under way: it registers, then attaches for the first
+/// time, and the stopper lists the registered threads at any point of that. Listed, it is
+/// waited for as any thread is; not listed, its presence is still new, and its first attach
+/// waits for the stop to end. Never both inside.
+#[test]
+fn a_thread_that_registers_during_a_stop_is_excluded_too() {
+    loom::model(|| {
+        let touches = touches_beside(
+            |shared| {
+                shared.late_registered.store(true, Ordering::Release);
+                shared.world.enter(Some(&shared.late));
+                shared.touch();
+                shared.world.leave(Some(&shared.late));
+            },
+            |shared| shared.stop_once(&shared.stopper),
+        );
+        assert_eq!(touches, 2);
     });
 }
 
