@@ -437,7 +437,13 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&ThreadState>) -> R) -> R {
     f(unsafe { state.as_ref() })
 }
 
-pub(crate) fn set_attached(attached: bool) {
+/// Marks the calling thread attached or not, for `Python::attach`'s fast path and
+/// `local::is_attached`.
+///
+/// # Safety
+/// Marked attached, the thread is attached: it has entered the world and holds the GIL, until
+/// it is marked detached again (the fast path hands out a token on this mark alone).
+pub(crate) unsafe fn set_attached(attached: bool) {
     CURRENT.with(|c| c.attached.set(attached));
 }
 
@@ -583,8 +589,13 @@ static LEFT_WITH_READS: std::sync::atomic::AtomicUsize = std::sync::atomic::Atom
 
 /// Leaves the [`World`] as a thread detaches; a thread that held it alone lets go, once its
 /// sections lock again.
+///
+/// # Safety
+/// `state` is the calling thread's, which is marked detached ([`set_attached`]) and neither
+/// counts references nor touches objects until it enters the world again: a stopper goes ahead
+/// once it has left.
 #[inline]
-pub(crate) fn leave_world(state: Option<&ThreadState>) {
+pub(crate) unsafe fn leave_world(state: Option<&ThreadState>) {
     #[cfg(not(feature = "gil"))]
     {
         CURRENT.with(|c| {
@@ -674,8 +685,14 @@ pub(crate) type Hold = crate::world::Stopped<'static, EntryPresence>;
 /// Takes the thread's hold on the world out of its state, for its own stop of the world: while
 /// the stop runs, a detach (which ends the state's hold) keeps the world stopped. Give it back
 /// with [`restore_hold`].
+///
+/// # Safety
+/// `state` is the calling thread's. The hold, which keeps the world stopped while the thread's
+/// stack elides its locks, goes back with [`restore_hold`] before the thread runs a section
+/// again, or is dropped only once nothing on that stack elides: dropping it lets other threads
+/// attach.
 #[cfg(not(feature = "gil"))]
-pub(crate) fn take_hold(state: Option<&ThreadState>) -> Option<Hold> {
+pub(crate) unsafe fn take_hold(state: Option<&ThreadState>) -> Option<Hold> {
     CURRENT.with(|c| c.no_reads_elsewhere.set(false));
     state.and_then(|state| state.alone.borrow_mut().take())
 }
@@ -820,7 +837,10 @@ mod quiescence {
     #[inline(always)]
     pub(crate) fn note_retired(_: Option<&ThreadState>) {}
     /// Never called: no pin is ever kept.
-    pub(crate) fn release_kept_pin() {}
+    ///
+    /// # Safety
+    /// As the free-threaded builds' (`quiescence::release_kept_pin`).
+    pub(crate) unsafe fn release_kept_pin() {}
     /// No pin to give up.
     ///
     /// # Safety
@@ -841,10 +861,9 @@ pub(crate) use quiescence::{pin, unpin, unpin_at_the_end, unpin_for_wait};
 /// then, not when it attaches again. Only the biased build queues anything.
 ///
 /// # Safety
-/// `state` is the calling thread's, and this is the end of an attachment: the attachment has
-/// counted its last reference (its quiescent-state hooks and its unpin, which may free
-/// objects, ran before), and the thread counts none until [`unpark_counts`] at its next
-/// attach. Other threads merge the parked counts meanwhile.
+/// `state` is the calling thread's, the thread is attached, and from here it creates, counts
+/// or merges nothing through its counts until [`unpark_counts`]: other threads merge the
+/// parked counts meanwhile, writing what the owner writes without atomics.
 #[inline]
 pub(crate) unsafe fn park_counts(state: Option<&ThreadState>) {
     #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
@@ -854,9 +873,8 @@ pub(crate) unsafe fn park_counts(state: Option<&ThreadState>) {
         // release that waits for a section's lock meanwhile waits in place (see
         // `parking_counts`).
         let _parking = Parking::begin();
-        // SAFETY: called after the last count of the attachment, and the thread counts nothing
-        // until `unpark_counts` at its next attach (the caller's contract; a detached thread
-        // has no token to count with).
+        // SAFETY: the thread counts nothing through its counts until `unpark_counts` (the
+        // caller's contract; a detached thread has no token to count with).
         unsafe { state.counts.park() };
     }
     #[cfg(any(feature = "gil", feature = "atomic-rc"))]
@@ -1364,7 +1382,8 @@ pub mod local {
             });
             if last {
                 // The last read closed: no read relies on a pin kept aside by a detach.
-                super::quiescence::release_kept_pin();
+                // SAFETY: no read is open (the count just reached zero).
+                unsafe { super::quiescence::release_kept_pin() };
             }
         }
     }

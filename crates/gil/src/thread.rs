@@ -106,7 +106,8 @@ impl<'py> Python<'py> {
         state::unpark_counts(block);
         state::enter_world(block);
         gil().acquire();
-        state::set_attached(true);
+        // SAFETY: in the world, holding the GIL, until `_detach` below ends the attachment.
+        unsafe { state::set_attached(true) };
         // SAFETY: attached just above, until `_detach` runs at the end of this call.
         let py = unsafe { Python::assume_attached_here() };
         // Before the pin, which may run deferred destructors: a panic there ends the
@@ -224,8 +225,8 @@ impl<'py> Python<'py> {
             block: state::current(),
             repin: !unpinned_already,
         };
-        // SAFETY: the token proves this thread is attached; nothing below relies on it until
-        // `Reattach` attaches again.
+        // SAFETY: the token proves this thread is attached; nothing below relies on it, or
+        // counts (`f` gets no token), until `Reattach` attaches again.
         unsafe { leave(self.state()) };
         f()
     }
@@ -383,8 +384,8 @@ pub(crate) fn wait_for_section_detached(
         // unwind guard.)
         let _back = BackFromSectionWait(block);
         // SAFETY: the thread is attached, and `block` the state of its attachment (or null
-        // after its exit), alive for all of it; nothing below relies on the attachment until
-        // `BackFromSectionWait` attaches again.
+        // after its exit), alive for all of it; nothing below relies on the attachment, or
+        // counts (it only waits for a lock), until `BackFromSectionWait` attaches again.
         unsafe { leave(block.as_ref()) };
         wait()
     };
@@ -468,22 +469,26 @@ impl Drop for BackFromSectionWait {
 /// comes back, or not, exactly as after a leave that returned.
 ///
 /// # Safety
-/// The thread is attached (it holds the GIL), and `state` is its attachment's.
+/// The thread is attached (it holds the GIL), and `state` is its attachment's. From here until
+/// [`come_back`] (or the next attach) the thread counts no reference and touches no object:
+/// a detached thread has no token to count with.
 unsafe fn leave(state: Option<&ThreadState>) {
     /// The steps after the park, panics included.
     struct RestOfLeave<'a>(Option<&'a ThreadState>);
     impl Drop for RestOfLeave<'_> {
         fn drop(&mut self) {
-            state::set_attached(false);
-            state::leave_world(self.0);
+            // SAFETY: marked detached, the fast path no longer hands out tokens.
+            unsafe { state::set_attached(false) };
+            // SAFETY: this thread's state, marked detached just above; it counts and touches
+            // nothing until it enters again (`leave`'s contract).
+            unsafe { state::leave_world(self.0) };
             // SAFETY: an attached thread holds the GIL, per `leave`'s caller.
             unsafe { gil().release() };
         }
     }
     let _rest = RestOfLeave(state);
-    // SAFETY: this thread's state (the contract); the last step of the detach before the rest
-    // of the leave: what each caller does first (the hooks, the unpin) counted the
-    // attachment's last references, and a detached thread counts none until `come_back`.
+    // SAFETY: this thread's state, attached (the contract), which counts nothing until
+    // `come_back` unparks (the contract too).
     unsafe { state::park_counts(state) };
 }
 
@@ -493,7 +498,8 @@ fn come_back(state: Option<&ThreadState>) {
     state::unpark_counts(state);
     state::enter_world(state);
     gil().acquire_after_blocking();
-    state::set_attached(true);
+    // SAFETY: in the world, holding the GIL.
+    unsafe { state::set_attached(true) };
 }
 
 /// Ends an attachment, panics included.
@@ -521,7 +527,8 @@ struct LeaveAtTheEnd<'a>(Option<&'a ThreadState>);
 impl Drop for LeaveAtTheEnd<'_> {
     fn drop(&mut self) {
         // SAFETY: the thread is attached (`attach` took the GIL), and this is the end of its
-        // attachment, whose state this is.
+        // attachment, whose state this is: the thread counts nothing until it attaches again
+        // (`attach`'s closure has returned, and its token with it).
         unsafe { leave(self.0) };
     }
 }
@@ -628,7 +635,9 @@ pub fn try_stop_the_world<R, F: FnOnce() -> R>(
     }
     #[cfg(not(feature = "gil"))]
     crate::section::detached(py, || {
-        if let Some(hold) = state::take_hold(py.state()) {
+        // SAFETY: this thread's state; the hold goes back when `_restore` drops, before `f`'s
+        // caller runs a section again.
+        if let Some(hold) = unsafe { state::take_hold(py.state()) } {
             // The hold is this stop: no other thread is attached, and none attaches until it is
             // dropped. Kept out of the thread state while `f` runs, so that a detach inside `f`
             // (which drops the state's hold) leaves the world stopped, as a stopper's does.

@@ -259,7 +259,7 @@ impl<'py> Bound<'py, PyAny> {
     /// The object's reference count, like `sys.getrefcount` (minus the argument's own
     /// reference, which Python's version adds): this reference counts as one.
     pub fn refcount(&self) -> RefCountValue {
-        if let Some(count) = crate::hot::deferred_refcount(self.header()) {
+        if let Some(count) = crate::hot::deferred_refcount(self.py(), self.header()) {
             return RefCountValue::Mortal(count);
         }
         <BuildCount as RefCount>::get(&self.header().count, self.py().count_token())

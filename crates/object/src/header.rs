@@ -179,13 +179,15 @@ impl Header {
     /// Always inlined, as the sections below it are (`ftrt_lock::section::with_on_unrecorded`).
     ///
     /// # Safety
-    /// `f` does not detach: no `allow_threads`, no checkpoint, no user code that could call
-    /// either. While the thread holds the world alone the section is not even recorded
-    /// (`ftrt_gil::section::with_if_undetached`), and a detach would let other threads in
-    /// beside `f`. Nor does `f` make this object reachable from another thread (no publish, no
-    /// hand-over): a local object's section takes no lock. The object model's section bodies
-    /// read and write one container's contents and drop what they remove; the slots they call
-    /// run no user code (`slots::Payload`).
+    /// `f` runs no user code, and does not detach: no `allow_threads`, no checkpoint, no
+    /// section that may have to wait (this runtime's, or one on `ftrt_lock`'s thread-local
+    /// stack, which waits detached). While the thread holds the world alone the section is not
+    /// even recorded (`ftrt_gil::section::with_if_undetached`), and a detach would let other
+    /// threads in beside `f`. Nor does `f` collect, stop the world, or make this object
+    /// reachable from another thread (no publish, no hand-over): a local object's section
+    /// takes no lock. The object model's section bodies read and write one container's
+    /// contents and drop what they remove; the slots they call run no user code
+    /// (`slots::Payload`).
     #[inline(always)]
     pub(crate) unsafe fn section<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
         // One call of `f` for both cases (`with_if_undetached`), so it inlines here.
@@ -235,7 +237,8 @@ fn publish_local(root: &Header) {
         unsafe { gc::on_published(object) }
     };
     // SAFETY: the local objects `root` reaches are this thread's (local objects reach only
-    // their own thread's), and `publish` is never called inside a section (`Header::section`).
+    // their own thread's), and `publish` is never called inside a section (a section's body
+    // publishes nothing: `Header::section`'s contract).
     unsafe { publish_with(root, on_published) };
 }
 
@@ -345,7 +348,8 @@ fn allocate_with_count<P: Payload>(
         .cast::<Header>();
     if !immortal {
         // SAFETY: alive, and nobody else can reach it yet; of a tracked type (it has the
-        // collector's head); `free_object` untracks it before it is freed.
+        // collector's head); `free_object` untracks it before it is freed. Allocations run
+        // attached (the token).
         unsafe { (*tracked).gc.set(gc::track(header)) };
     }
     header

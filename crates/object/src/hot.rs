@@ -614,15 +614,15 @@ fn counted_since_deferral(registry: &Registry, id: usize) -> (isize, isize) {
 }
 
 /// The references to a deferred object, counted everywhere; `None` if it is not deferred.
-/// Exact when no other thread changes the count meanwhile.
-pub(crate) fn deferred_refcount(object: &Header) -> Option<usize> {
+/// Exact when no other thread changes the count meanwhile. The token: the caller is attached.
+pub(crate) fn deferred_refcount(_attached: Python<'_>, object: &Header) -> Option<usize> {
     let id = usize::from(deferred_id(object));
     if id == 0 {
         return None;
     }
     let (net, _) = counted_since_deferral(&registry(), id);
-    // SAFETY: deferred (the id stays until a stopped world, which the caller, attached, is not
-    // part of).
+    // SAFETY: deferred (the id stays until a stopped world, which the caller, attached (the
+    // token), is not part of).
     let held = unsafe { <BuildCount as RefCount>::deferred_total(&object.count) } as isize;
     Some((held + net).max(0) as usize)
 }

@@ -220,8 +220,9 @@ unsafe fn write_contents_in_section<R>(
     py: Python<'_>,
     f: impl FnOnce(&Guard) -> R,
 ) -> R {
-    // SAFETY: `f` does not detach or make `owner` shared (the caller's contract); a pin does
-    // neither.
+    // SAFETY: `f` does not detach or make `owner` shared (the caller's contract); nor does
+    // the pin, but for the assumption `Header::section` states about other crates' deferred
+    // closures on a thread attached after its exit.
     unsafe { owner.section(py, || f(&crossbeam_epoch::pin())) }
 }
 
@@ -786,8 +787,10 @@ mod batches {
 /// (at once if none can be, as for [`retire_ref`]).
 ///
 /// # Safety
-/// `old` is no longer reachable from its container, and its contents' references were moved
-/// to the replacement (freeing it must not release them).
+/// `old` was `owner`'s, and the caller's write, running in `owner`'s critical section
+/// (`write_contents`) under `guard` (as for [`retire_ref`]), has just made it unreachable
+/// from `owner`: whether a reader can still hold it is decided from `owner`. Its contents'
+/// references were moved to the replacement (freeing it must not release them).
 pub(crate) unsafe fn retire_array<T: Send>(owner: &Header, old: EpochShared<'_, T>, guard: &Guard) {
     #[cfg(not(ftrt_gil_build))]
     if no_reader_can_hold(owner) {

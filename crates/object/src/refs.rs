@@ -34,7 +34,9 @@ pub(crate) unsafe fn assume_token<'a>() -> Token<'a> {
 /// Adds a reference.
 ///
 /// # Safety
-/// The object is alive (the caller holds or protects a reference to it).
+/// The object is alive (the caller holds or protects a reference to it), and `token` is the
+/// calling thread's as an attached thread: from `Python::count_token` or [`assume_token`], the
+/// only tokens this crate makes.
 #[inline]
 pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
     // SAFETY: forwarded from the caller.
@@ -62,7 +64,7 @@ pub(crate) unsafe fn try_incref_inline(object: NonNull<Header>, token: Token<'_>
     // path as short as the owner's; others count in the shared half, out of line.
     <BuildCount as RefCount>::incref_owned(&head.count, token, |tag| {
         // SAFETY: the count's tag, for the reference taken here; alive per the caller; the
-        // token says the thread is attached.
+        // thread is attached (the contract's token).
         unsafe { hot::count_in_thread(tag, hot::TAKEN) }
     })
 }
@@ -76,8 +78,8 @@ unsafe fn incref_shared(object: NonNull<Header>, token: Token<'_>) {
     // SAFETY: alive per the caller.
     let head = unsafe { header(object) };
     if <BuildCount as RefCount>::incref_unowned(&head.count, token) == Counting::Shared {
-        // SAFETY: alive per the caller, and just counted; the token says the thread is
-        // attached.
+        // SAFETY: alive per the caller, and just counted; the thread is attached (the
+        // contract's token).
         unsafe { hot::note_shared_increment(object) };
     }
 }
@@ -85,13 +87,13 @@ unsafe fn incref_shared(object: NonNull<Header>, token: Token<'_>) {
 /// Drops a reference the caller owns, freeing the object if it was the last.
 ///
 /// # Safety
-/// The caller owns one reference to the object and gives it up.
+/// The caller owns one reference to the object and gives it up; `token` is as for [`incref`].
 #[inline]
 pub(crate) unsafe fn decref(object: NonNull<Header>, token: Token<'_>) {
     // The halves are `incref`'s, in the same order.
     let count_deferred = |tag| {
-        // SAFETY: the count's tag, for the reference the caller gives up; the token says the
-        // thread is attached.
+        // SAFETY: the count's tag, for the reference the caller gives up; the thread is
+        // attached (the contract's token).
         unsafe { hot::count_in_thread(tag, hot::DROPPED) }
     };
     // SAFETY: the caller gives up its reference if the owner's half takes it; `release_count`

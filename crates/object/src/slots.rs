@@ -185,10 +185,11 @@ impl<'g> Repr<'g> {
     /// A print whose loads run under `guard`.
     ///
     /// # Safety
-    /// `guard` keeps alive, until this `Repr` is dropped, every object a writer removes from a
-    /// container the print reaches, whichever thread writes and whatever the print's writer
-    /// does meanwhile (`display::fmt_object`'s guard): the `repr` slots load items under it
-    /// without counting them.
+    /// Until this `Repr` is dropped, every object a writer removes from a container the print
+    /// reaches stays alive, whichever thread writes and whatever the print's writer does
+    /// meanwhile: through `guard` (a pin, with a read open on the thread), or through a
+    /// `ReadGuard` the caller holds (the `gil` build's, whose `epoch` is unprotected). The
+    /// `repr` slots load items under `guard` without counting them.
     pub(crate) unsafe fn new(guard: &'g Guard) -> Self {
         Repr {
             guard,

@@ -224,16 +224,16 @@ fn drop_pin(state: Option<&ThreadState>) {
 /// Gives up the attach pin for a wait for the locks of a section on the thread's stack
 /// (`thread::wait_for_object_section`): a quiescent state, so the epoch advances past the
 /// thread while it waits. Returns whether it did; then [`pin`] takes it again once the
-/// section is recorded. The caller has checked that no read is open on the thread. Nested
-/// pins of the thread's own (a flush's, a retirement's) keep it pinned all the same:
-/// crossbeam unpins only when the last guard goes. With no pin in the slot (not attached,
-/// or the pin taken out) it does nothing; the caller makes sure a pin kept in the slot
-/// across a detach (`thread::wait_for_section_detached`'s) is not given up.
+/// section is recorded. Nested pins of the thread's own (a flush's, a retirement's) keep it
+/// pinned all the same: crossbeam unpins only when the last guard goes. With no pin in the
+/// slot (not attached, or the pin taken out) it does nothing.
 ///
 /// # Safety
-/// `state` is the calling thread's, no read is open on it (`crate::local::readers` is 0: an
-/// open read's borrowed values live as long as the attach pin), and the caller takes the pin
-/// again ([`pin`]) before the thread reads or writes a container again.
+/// `state` is the calling thread's; no read is open on it (`crate::local::readers` is 0: an
+/// open read's borrowed values live as long as the attach pin); the pin in the slot is not one
+/// kept across a detach (`thread::wait_for_section_detached`'s); and until [`pin`] takes it
+/// again nothing on the thread relies on the attach pin (`attach_pinned` reads false, so reads
+/// pin for themselves).
 pub(crate) unsafe fn unpin_for_wait(state: &ThreadState) -> bool {
     let pin = state
         .quiescence
@@ -250,9 +250,13 @@ pub(crate) unsafe fn unpin_for_wait(state: &ThreadState) -> bool {
 
 /// Drops the pin kept aside for open reads, now that the last one has closed. Attached, the
 /// thread stays pinned by its attach pin; detached, it unpins here.
+///
+/// # Safety
+/// No read is open on the calling thread: the kept pin is what an open read's borrowed values
+/// rely on across a detach.
 #[cold]
 #[inline(never)]
-pub(crate) fn release_kept_pin() {
+pub(crate) unsafe fn release_kept_pin() {
     super::CURRENT.with(|c| c.pin_kept.set(false));
     // Taken out of the borrow before it drops: unpinning may run deferred destructors.
     let kept = super::with_current(|state| {
@@ -402,9 +406,10 @@ fn may_wait(state: &ThreadState) -> bool {
 /// The wait itself: unpinned, flushing (which advances the epoch and runs what is due, the
 /// marker among it), until the marker has run, a safe point is wanted, the thread is pinned
 /// again (a function the flush ran attached again), or the limit has passed. Returns whether it
-/// waited: not where a pin of the thread's own, nested in its attach pin, keeps it pinned all
-/// the same (a caller's around the checkpoint, or the repin's flush's, whose deferred function
-/// reached this checkpoint): the marker could not run before the limit.
+/// waited: not where a read is open, nor where a pin of the thread's own, nested in its attach
+/// pin, keeps it pinned all the same (a caller's around the checkpoint, or the repin's
+/// flush's, whose deferred function reached this checkpoint): the marker could not run before
+/// the limit.
 #[cold]
 #[inline(never)]
 fn wait_for_the_marker(state: &ThreadState, backlog: &Backlog) -> bool {
@@ -415,8 +420,9 @@ fn wait_for_the_marker(state: &ThreadState, backlog: &Backlog) -> bool {
     if super::local::readers() > 0 {
         return false;
     }
-    // SAFETY: this thread's state, no read open (just checked); `wait` takes the pin again
-    // when it drops, before the thread returns to what it was running.
+    // SAFETY: this thread's state, no read open (just checked); its pin is the attach pin (a
+    // repin runs attached, not inside `wait_for_section_detached`); and until `wait` takes it
+    // again as it drops, what runs here (the flushes) pins for itself.
     if !unsafe { unpin_for_wait(state) } {
         return false;
     }

@@ -337,7 +337,9 @@ fn collect_if_due() {
 
 /// Finds and frees the cycles among the calling thread's local objects, with every other thread
 /// running, and returns how many objects it found unreachable. Must run where no container of
-/// this thread is in the middle of a change: a quiescent state, or `gc::collect`.
+/// this thread is in the middle of a change: a quiescent state, or `gc::collect`. Safe, since
+/// that holds wherever a token can be: a change runs inside a write or a section, whose body
+/// runs no user code and does not collect (`write_contents`, `Header::section`).
 pub(crate) fn collect_local(py: Python<'_>) -> usize {
     let started = Instant::now();
     let Some(list) = list() else {

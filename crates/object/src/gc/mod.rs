@@ -240,9 +240,9 @@ thread_local! {
 /// it. Most objects die local, so most never touch the registry.
 ///
 /// # Safety
-/// `object` was just allocated on this thread, is alive, of a type that holds references
-/// (it carries the collector's head), and is untracked ([`untrack`]) before it is freed: the
-/// collections read every tracked object.
+/// `object` was just allocated on this thread, which is attached, is alive, of a type that
+/// holds references (it carries the collector's head), and is untracked ([`untrack`]) before
+/// it is freed: the collections read every tracked object.
 #[inline]
 pub(crate) unsafe fn track(object: NonNull<Header>) -> u32 {
     // SAFETY: the caller's contract, which `list_new` shares.
@@ -632,8 +632,8 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
                     }
                 };
                 // SAFETY: the world is stopped: the other threads wait at checkpoints, and
-                // this one collects outside any section (section bodies run no user code, so
-                // never `collect`): none is in a section of these objects.
+                // this one collects outside any section (a section's body does not collect:
+                // `Header::section`'s contract): none is in a section of these objects.
                 unsafe { crate::header::publish_with(head, on_published) };
             }
         }
@@ -717,6 +717,8 @@ impl Garbage {
             _ => now.extend(self.unreachable),
         }
         // SAFETY: unreachable garbage, each with the collection's reference, given up here.
+        // None is listed by another thread: automatic collections skip listed objects, and a
+        // full one unlisted (published) the listed garbage it found.
         unsafe { free_garbage(py, &now, true) };
         #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
         let token = py.count_token();
@@ -740,8 +742,8 @@ fn count_collected(found: usize) {
 ///
 /// # Safety
 /// Each object is unreachable garbage: alive, reachable only from other garbage, holding a
-/// reference the collection took, which this gives up. Local garbage is freed on its own
-/// thread.
+/// reference the collection took, which this gives up. A listed object (`local`) is freed on
+/// its own thread only (`untrack` unlists it there).
 unsafe fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>], found_in_a_stop: bool) {
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
     let token = py.count_token();

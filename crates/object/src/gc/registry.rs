@@ -70,7 +70,9 @@ fn slot(index: u32) -> &'static AtomicPtr<Header> {
 ///
 /// # Safety
 /// `object` is alive, of a type that holds references, and untracked ([`untrack`], with this
-/// index) before it is freed: collections read every tracked object.
+/// index) before it is freed: collections read every tracked object. The calling thread is
+/// attached, or the world is stopped: a stopped-world collection walks the slots without a
+/// lock.
 #[inline]
 pub(crate) unsafe fn track(object: NonNull<Header>) -> u32 {
     let index = FREE
@@ -101,8 +103,9 @@ fn index_without_free_list() -> u32 {
 /// Stops tracking the object at `index` (it is being freed).
 ///
 /// # Safety
-/// `index` is the one [`track`] returned for an object being freed, untracked once: the slot
-/// goes back to the free indexes.
+/// `index` is the one [`track`] or [`track_all`] gave an object being freed, untracked once:
+/// the slot goes back to the free indexes. The calling thread is attached, or the world is
+/// stopped, as for [`track`].
 #[inline]
 pub(crate) unsafe fn untrack(index: u32) {
     slot(index).store(std::ptr::null_mut(), Ordering::Relaxed);

@@ -45,7 +45,9 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
         // The imbalance undone (plain net counts, no traffic): both settle and count again (the
         // other past its fresh deferral's first settling).
         for _ in 0..3 {
-            // SAFETY: undoes the three drops above; the object is alive (`object`).
+            // SAFETY: breaks the contract on purpose too (a delta of one, neither `TAKEN` nor
+            // `DROPPED` for a reference): it undoes the three drops above, so the settling
+            // below finds the true total; the object is alive (`object`).
             unsafe { count_in_thread(tag, 1) };
         }
         settle_now(py);
