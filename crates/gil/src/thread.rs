@@ -428,7 +428,8 @@ pub(crate) fn wait_for_object_section(
         || state::running_own_stop()
         || state::parking_counts()
         || WAITING_FOR_THREAD_LOCAL_SECTION.get();
-    // SAFETY: this thread's state; no read is open (`pinned_wait` checked it), and the pin is
+    // SAFETY: this thread's state; no read is open, and the pin is not the one
+    // `wait_for_section_detached` keeps across its detach (`pinned_wait` checked both); it is
     // taken back once the section is recorded (`pin_after_section_wait`), before its body.
     let unpin =
         |state: Option<&ThreadState>| state.is_some_and(|s| unsafe { state::unpin_for_wait(s) });
