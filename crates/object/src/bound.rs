@@ -275,7 +275,9 @@ impl<'py> Bound<'py, PyAny> {
     /// is deferred: `false` if it is immortal, if its count cannot be deferred at this moment
     /// (a drop by another thread is waiting for its owner to merge it), or if
     /// [`MAX_DEFERRED`](crate::hot::MAX_DEFERRED) objects already are; always `false` in builds
-    /// without biased counts.
+    /// without biased counts. In the biased build the object is shared first, with everything
+    /// it reaches ([`is_shared`](Self::is_shared)), and stays so whatever the answer: whichever
+    /// thread collects settles a deferred object's count.
     pub fn defer_refcount(&self) -> bool {
         // SAFETY: `self` holds a reference.
         unsafe { crate::hot::defer(self.py(), self.ptr()) }

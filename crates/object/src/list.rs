@@ -368,8 +368,15 @@ impl<'py> Bound<'py, PyList> {
         unsafe { self.locked(read) }
     }
 
-    /// `self[index] = value`; `IndexError` outside.
+    /// `self[index] = value`; `IndexError` outside, which leaves `value` unstored and, unless
+    /// another thread shrinks a shared list meanwhile, as local as it was.
     pub fn set_item<T: PyTypeInfo>(&self, index: i64, value: Bound<'py, T>) -> Result<()> {
+        // Storing into a shared list publishes the value, for good: not for a write that fails.
+        // The length may still shrink before the section (another thread's removal), and the
+        // write then fails with the value published; a local list's length cannot change.
+        if self.header().is_shared() && position(index, self.len()).is_none() {
+            return Err(out_of_range());
+        }
         // Moved in, as in `append`; out of range, the closure drops it, in the section (the
         // contract of `Header::section` allows destructors there).
         let value = self.store(value);

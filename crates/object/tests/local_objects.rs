@@ -182,6 +182,39 @@ fn storing_into_a_shared_container_shares_the_value_first() {
     });
 }
 
+/// A store into a shared container that fails (an index out of range, an unhashable key)
+/// leaves the value as it was: local, with everything it reaches. Only a stored value is
+/// shared for good.
+#[test]
+fn a_store_that_fails_leaves_the_value_local() {
+    leak_checked(|py| {
+        let list = PyList::new(py, [PyFloat::new(py, 0.5)]);
+        let dict = PyDict::new(py);
+        let handles = (list.clone().unbind(), dict.clone().unbind());
+
+        let (value, inner) = nested(py);
+        for index in [1, 5, -2] {
+            assert!(
+                list.set_item(index, value.clone()).is_err(),
+                "index {index}"
+            );
+        }
+        assert!(
+            !value.is_shared() && !inner.is_shared(),
+            "a failed set_item shared its value"
+        );
+
+        let (value, inner) = nested(py);
+        let unhashable = PyList::empty(py);
+        assert!(dict.set_item(unhashable.as_any(), value.clone()).is_err());
+        assert!(
+            !value.is_shared() && !inner.is_shared() && !unhashable.is_shared(),
+            "a failed dict store shared its key or value"
+        );
+        drop(handles);
+    });
+}
+
 /// A list made on one thread and then put where another thread finds it: both threads append
 /// at once, and the first thread's appends, which took no lock while the list was local, now
 /// lock. Every append survives.
