@@ -257,12 +257,19 @@ impl<'py> Bound<'py, PyAny> {
     }
 
     /// The object's reference count, like `sys.getrefcount` (minus the argument's own
-    /// reference, which Python's version adds): this reference counts as one.
+    /// reference, which Python's version adds): this reference counts as one. The runtime's
+    /// own references do not count: those of a request to defer the object (found hot, see
+    /// [`hot`](crate::hot)) that waits for a checkpoint, or of a deferred object's registry.
     pub fn refcount(&self) -> RefCountValue {
-        if let Some(count) = crate::hot::deferred_refcount(self.py(), self.header()) {
-            return RefCountValue::Mortal(count);
+        let pending = crate::hot::pending_requests_for(self.header());
+        let counted = match crate::hot::deferred_refcount(self.py(), self.header()) {
+            Some(count) => RefCountValue::Mortal(count),
+            None => <BuildCount as RefCount>::get(&self.header().count, self.py().count_token()),
+        };
+        match counted {
+            RefCountValue::Mortal(count) => RefCountValue::Mortal(count.saturating_sub(pending)),
+            immortal => immortal,
         }
-        <BuildCount as RefCount>::get(&self.header().count, self.py().count_token())
     }
 
     /// Counts the object's references per thread, as if it were found hot (see

@@ -395,6 +395,19 @@ unsafe fn request(object: NonNull<Header>) {
     crate::gc::want_checkpoint_work();
 }
 
+/// The references that requests waiting for a checkpoint hold to `object`: counted in its
+/// count, but the runtime's, not a holder's (`Bound::refcount` leaves them out). Only the
+/// biased build makes requests.
+pub(crate) fn pending_requests_for(object: &Header) -> usize {
+    if ftrt_gil::BUILD_STRATEGY != ftrt_refcount::Strategy::Biased {
+        return 0;
+    }
+    lock_requests()
+        .iter()
+        .filter(|request| std::ptr::eq(request.object.0.as_ptr(), object))
+        .count()
+}
+
 fn lock_requests() -> MutexGuard<'static, Vec<Request>> {
     REQUESTS.lock().unwrap_or_else(|e| e.into_inner())
 }

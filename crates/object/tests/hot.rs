@@ -555,6 +555,37 @@ fn a_request_left_pending_by_a_thread_holds_no_reference_past_a_collection() {
     });
 }
 
+/// A request's reference is the runtime's, not a holder's: while the request waits for a
+/// checkpoint, the count reads the references the program holds, as `getrefcount` would.
+#[test]
+fn a_pending_request_does_not_show_in_the_count() {
+    leak_checked(|py| {
+        let object = PyFloat::new(py, 4.5).unbind();
+        py.allow_threads(|| {
+            common::scope(|s| {
+                s.spawn(|| {
+                    Python::attach(|py| {
+                        let value = object.bind(py);
+                        // No checkpoint: the request stays queued.
+                        for _ in 0..PROMOTE_AFTER {
+                            drop(value.clone());
+                        }
+                    })
+                });
+            })
+        });
+        let bound = object.bind(py);
+        assert_eq!(
+            bound.refcount(),
+            RefCountValue::Mortal(2),
+            "the handle and this binding"
+        );
+        assert!(!is_deferred(&bound), "the request has not run");
+        drop((bound, object));
+        ftrt_object::collect(py);
+    });
+}
+
 /// A deferral that cannot stop the world in time (a thread attached and blocked without a
 /// checkpoint) is given up, and the object's next requests wait a while instead of each
 /// waiting for the world again. (Each request, every `PROMOTE_AFTER` increments, waited the
