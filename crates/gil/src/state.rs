@@ -53,8 +53,8 @@
 //!   first suspends the thread's sections behind a detach boundary, the block's stack inside
 //!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, and flush
 //!   what the thread retired since its last flush to the epoch's global queue, where the
-//!   attached threads' flushes make it due while this one stays detached (except while it
-//!   unwinds, or when a stop of the world is wanted), (2) unpin (with a read open,
+//!   attached threads' flushes make it due while this one stays detached (neither while it
+//!   unwinds, nor the flush when a stop of the world or checkpoint work is wanted), (2) unpin (with a read open,
 //!   [`local::readers`], the pin is kept aside until the last one closes), (3) park the biased
 //!   counts (from here until the next attach, a thread that drops the last reference to one of
 //!   this thread's objects merges that object itself: [`park_counts`]), (4) mark the thread
@@ -441,8 +441,10 @@ pub(crate) fn with_current<R>(f: impl FnOnce(Option<&ThreadState>) -> R) -> R {
 /// `local::is_attached`.
 ///
 /// # Safety
-/// Marked attached, the thread is attached: it has entered the world and holds the GIL, until
-/// it is marked detached again (the fast path hands out a token on this mark alone).
+/// Marked attached, the thread is attached: it has entered the world and holds the GIL
+/// whenever it runs code of the attachment, until it is marked detached again (the fast path
+/// hands out a token on this mark alone). A checkpoint's hand-over of the GIL leaves the mark:
+/// the thread blocks until it has the GIL back.
 pub(crate) unsafe fn set_attached(attached: bool) {
     CURRENT.with(|c| c.attached.set(attached));
 }
@@ -688,9 +690,9 @@ pub(crate) type Hold = crate::world::Stopped<'static, EntryPresence>;
 ///
 /// # Safety
 /// `state` is the calling thread's. The hold, which keeps the world stopped while the thread's
-/// stack elides its locks, goes back with [`restore_hold`] before the thread runs a section
-/// again, or is dropped only once nothing on that stack elides: dropping it lets other threads
-/// attach.
+/// stack elides its locks, stays alive, out of the state, while the stack elides (the stop's
+/// closure runs elided sections meanwhile), and goes back with [`restore_hold`], or is dropped
+/// only once nothing on that stack elides: dropping it lets other threads attach.
 #[cfg(not(feature = "gil"))]
 pub(crate) unsafe fn take_hold(state: Option<&ThreadState>) -> Option<Hold> {
     CURRENT.with(|c| c.no_reads_elsewhere.set(false));
@@ -764,7 +766,9 @@ static QUIESCENT_STATE_HOOKS: [OnceLock<fn()>; MAX_QUIESCENT_STATE_HOOKS] =
 /// A hook runs on the thread whose quiescent state it is, attached and pinned (unpinned only
 /// when the thread attaches after its exit, see the module docs), without a token. It should be
 /// short: it must not block and must not detach. It may drop objects. Hooks run in registration
-/// order. In the `gil` build nothing is reclaimed late: there are no quiescent states and hooks
+/// order, and not while the thread unwinds (a panic of a hook run from the drop that detaches
+/// would abort the process): a thread's next quiescent state with no panic under way runs
+/// them. In the `gil` build nothing is reclaimed late: there are no quiescent states and hooks
 /// never run.
 ///
 /// Registering the same hook twice runs it twice: register once (behind a `std::sync::Once`).
@@ -812,8 +816,14 @@ pub(crate) fn safe_point_wanted() -> bool {
     world().stop_requested() || crate::checkpoint_work::wanted()
 }
 
+/// Runs the quiescent-state hooks, unless the thread unwinds: a hook that panicked then would
+/// panic inside the drop that detaches, and abort the process. What a hook hands over waits
+/// for the thread's next quiescent state instead.
 #[cfg(not(feature = "gil"))]
 fn run_hooks() {
+    if std::thread::panicking() {
+        return;
+    }
     for hook in QUIESCENT_STATE_HOOKS.iter().map_while(OnceLock::get) {
         hook();
     }
@@ -1287,8 +1297,9 @@ pub mod local {
 
     /// Whether the calling thread holds its attach pin: the pin on `crossbeam-epoch`'s default
     /// collector that an attach takes and a detach gives up (repinned at checkpoints), in the
-    /// free-threaded builds. Never true in the `gil` build, during `allow_threads`, or after the
-    /// thread's exit. A read that reaches no checkpoint, does not detach, and begins or ends no
+    /// free-threaded builds. Never true in the `gil` build, during `allow_threads` (but for one
+    /// inside the thread's own stop of the world, which stays attached and pinned), or after
+    /// the thread's exit. A read that reaches no checkpoint, does not detach, and begins or ends no
     /// section through [`section`](crate::section) (one that has to wait for its lock, or an
     /// outer one that has to wait to resume when a nested one ends, gives the pin up for the
     /// wait, with no read open), made on a thread where this is true, is protected by that pin:

@@ -47,7 +47,10 @@ fn gil() -> &'static Gil {
 }
 
 /// Proof that the calling thread is attached to the runtime (and, in the `gil` build, holds the
-/// GIL) for the lifetime `'py`. Obtain one with [`Python::attach`].
+/// GIL) whenever code that holds the token runs, for the lifetime `'py`. (The thread detaches
+/// inside [`allow_threads`](Python::allow_threads), whose closure is `Send` and so holds no
+/// token, and gives the GIL to another thread inside a [`check`](Python::check), which blocks
+/// until it has the GIL back.) Obtain one with [`Python::attach`].
 ///
 /// ```compile_fail
 /// fn assert_send<T: Send>() {}
@@ -121,7 +124,8 @@ impl<'py> Python<'py> {
     /// A token for a thread the caller knows to be attached.
     ///
     /// # Safety
-    /// The calling thread is attached (holds the GIL in the `gil` build) for all of `'py`.
+    /// The calling thread is attached (holds the GIL in the `gil` build) whenever code that
+    /// holds the token runs, for all of `'py`: as for a token [`attach`](Self::attach) makes.
     ///
     /// Free: it touches no thread state, because every `Bound::py()` makes one. A thread that
     /// never attached has no block, and the token then answers as after the thread's exit (the
@@ -134,7 +138,7 @@ impl<'py> Python<'py> {
     }
 
     /// # Safety
-    /// The calling thread is attached for all of `'py`.
+    /// As for [`assume_attached`](Self::assume_attached).
     #[inline(always)]
     unsafe fn assume_attached_here() -> Self {
         Python {
@@ -331,7 +335,10 @@ impl<'py> Python<'py> {
     #[inline(always)]
     pub fn new_object_token(self) -> <BuildCount as RefCount>::Token<'py> {
         #[cfg(feature = "gil")]
-        // SAFETY: in the gil build an attached thread holds the GIL for all of `'py`.
+        // SAFETY: in the gil build an attached thread holds the GIL whenever code holding a
+        // `'py` token runs (it gives the GIL up only where none runs: a checkpoint's hand-over,
+        // which blocks until the GIL is back, and `allow_threads`, whose closure holds no
+        // token), and the GIL's hand-overs synchronise as a mutex's do.
         return unsafe { ftrt_refcount::GilHeld::assume_held() };
         #[cfg(all(feature = "atomic-rc", not(feature = "gil")))]
         return Default::default();
@@ -636,8 +643,8 @@ pub fn try_stop_the_world<R, F: FnOnce() -> R>(
     }
     #[cfg(not(feature = "gil"))]
     crate::section::detached(py, || {
-        // SAFETY: this thread's state; the hold goes back when `_restore` drops, before `f`'s
-        // caller runs a section again.
+        // SAFETY: this thread's state; the hold stays alive in `_restore` while `f` runs (its
+        // sections are elided, as the stack's eliding goes on), and goes back when that drops.
         if let Some(hold) = unsafe { state::take_hold(py.state()) } {
             // The hold is this stop: no other thread is attached, and none attaches until it is
             // dropped. Kept out of the thread state while `f` runs, so that a detach inside `f`

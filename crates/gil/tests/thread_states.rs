@@ -236,6 +236,55 @@ fn a_panicking_quiescent_state_hook_at_the_end_of_an_attach_still_detaches() {
     assert!(stopped.is_ok(), "a stop waited for the thread: {stopped:?}");
 }
 
+/// A thread that unwinds runs no quiescent-state hook at its detaches: one that panicked there
+/// would panic inside a drop during unwinding, which aborts the process. Here the hook is armed
+/// to panic, and the thread unwinds out of `attach`, then out of an `allow_threads` a
+/// destructor calls while the thread unwinds: the panic is the closure's, caught, and the
+/// thread goes on. A detach with no panic under way runs it. (In a child process: an abort
+/// fails only this test.)
+#[test]
+fn an_unwinding_thread_runs_no_quiescent_state_hook() {
+    in_child_process("an_unwinding_thread_runs_no_quiescent_state_hook", || {
+        register_panic_once_when_armed();
+        let unwound = std::panic::catch_unwind(|| {
+            Python::attach(|_| {
+                PANIC_IN_HOOK.set(true);
+                panic!("the closure's panic");
+            })
+        });
+        let message = unwound.expect_err("the closure panicked");
+        assert_eq!(message.downcast_ref(), Some(&"the closure's panic"));
+        assert!(!is_attached());
+
+        /// Detaches in its drop, as a destructor that blocks does.
+        struct DetachesOnDrop<'py>(Python<'py>);
+        impl Drop for DetachesOnDrop<'_> {
+            fn drop(&mut self) {
+                self.0.allow_threads(|| ());
+            }
+        }
+        Python::attach(|py| {
+            assert!(PANIC_IN_HOOK.get(), "the hook ran as attach unwound");
+            let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let _detaches = DetachesOnDrop(py);
+                panic!("the closure's panic");
+            }));
+            assert!(unwound.is_err());
+            assert!(is_attached());
+            assert!(
+                PANIC_IN_HOOK.get(),
+                "the hook ran in the unwinding allow_threads"
+            );
+            // A detach with no panic under way runs it (but for the `gil` build, which has
+            // no quiescent states).
+            let ran =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| py.allow_threads(|| ())));
+            PANIC_IN_HOOK.set(false);
+            assert_eq!(ran.is_err(), !cfg!(feature = "gil"), "the hook's panic");
+        });
+    });
+}
+
 /// More keys than [`ftrt_gil::local::MAX_KEYS`]: those first used after the slots ran out
 /// answer `None`, as on a thread without a block, instead of panicking (the object model first
 /// uses its keys inside writes, which must not unwind half-way); the others keep their values.

@@ -8,8 +8,9 @@ use std::marker::PhantomData;
 /// A non-atomic count is sound only while one thread at a time touches it, and every method of
 /// `NonAtomicCount` takes this token, so code that does not hold the lock cannot even call them.
 /// The token is `Copy` (pass it by value, as PyO3 passes `Python<'py>`), but neither `Send` nor
-/// `Sync`: it proves something about the thread that made it, and the lifetime `'py` ends where
-/// the lock may be released. `ftrt-gil` hands these out from its own token; elsewhere, build one
+/// `Sync`: it proves something about the thread that made it, which gives the lock up only where
+/// no code holding the token runs (blocked while another thread holds it, or in a closure that
+/// cannot capture the token), within the lifetime `'py`. `ftrt-gil` hands these out from its own token; elsewhere, build one
 /// with [`GilHeld::assume_held`] while holding whatever lock plays the GIL's part.
 ///
 /// ```compile_fail
@@ -28,12 +29,14 @@ pub struct GilHeld<'py> {
 }
 
 impl GilHeld<'_> {
-    /// Asserts that the calling thread holds the GIL for the token's lifetime.
+    /// Asserts that the calling thread holds the GIL whenever it uses the token.
     ///
     /// # Safety
-    /// Until the token (and every copy of it) is gone, no other thread may touch any
-    /// `NonAtomicCount`, and passing the lock on to another thread must synchronise with that
-    /// thread (a mutex handoff does: release on unlock, acquire on lock).
+    /// Until the token (and every copy of it) is gone, whenever the calling thread touches a
+    /// `NonAtomicCount` with it, it holds the lock, so no other thread touches any meanwhile.
+    /// The thread may let other threads take the lock in between, where no code holding the
+    /// token runs, provided every hand-over synchronises the two threads (a mutex's does:
+    /// release on unlock, acquire on lock).
     #[inline(always)]
     pub unsafe fn assume_held() -> Self {
         Self {
