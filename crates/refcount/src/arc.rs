@@ -535,7 +535,9 @@ impl<T: ?Sized> BiasedArc<T> {
     }
 
     /// The number of [`Weak`] handles, like [`Arc::weak_count`](std::sync::Arc::weak_count); a
-    /// snapshot when other threads make or drop them.
+    /// snapshot when other threads make or drop them. One more while another thread's
+    /// [`into_inner`](Self::into_inner) or [`try_unwrap`](Self::try_unwrap) is under way: each
+    /// holds a weak reference of its own for the call.
     pub fn weak_count(this: &Self) -> usize {
         // SAFETY: this handle keeps the allocation alive.
         match unsafe { ArcInner::weak(this.ptr) }.load(Ordering::Acquire) {
@@ -666,7 +668,10 @@ impl<T: ?Sized> BiasedArc<T> {
     /// thread. Unlike `Arc::get_mut`, a handle *moved* to another thread is therefore not unique
     /// there until the owner calls [`give_up_ownership`](Self::give_up_ownership) on it (best
     /// before sending it), or exits, or calls [`biased::detach_current_thread`]. On the owning
-    /// thread, and once the count is merged, the answer is exact.
+    /// thread, and once the count is merged, the answer is exact, but for one case: while
+    /// another thread's [`into_inner`](Self::into_inner) or [`try_unwrap`](Self::try_unwrap)
+    /// of the last other handle is under way, that call holds a weak reference of its own (so
+    /// that the memory outlives its decision), and this handle reads as shared until it ends.
     ///
     /// ```
     /// use ftrt_refcount::BiasedArc;
@@ -742,8 +747,10 @@ impl<T> BiasedArc<T> {
     /// lives and still counts the value locally, a handle dropped here on another thread can only
     /// hand its reference to the owner's merge queue (that thread cannot tell whether the owner
     /// holds others); if it was the last, the owner's next merge drops the value and every
-    /// caller got `None`. On the owning thread, drops that other threads queued before this call
-    /// are merged first, so they count as having come first.
+    /// caller got `None`. An owner that retires while the call runs counts as living: the
+    /// handle's reference may then be queued to it, and settled by this thread, which drops the
+    /// value and answers `None`. On the owning thread, drops that other threads queued before
+    /// this call are merged first, so they count as having come first.
     ///
     /// ```
     /// use ftrt_refcount::BiasedArc;

@@ -163,7 +163,8 @@ pub enum TakeUnique {
     Shared,
     /// The caller held the only reference and no queue entry points at the object: the caller may
     /// move the value out and must free the object itself. (Weak handles of a container that has
-    /// them may still point at its memory; the count now says dead, so their upgrades fail.)
+    /// them may still point at its memory; with weak handles the count now says dead, so their
+    /// upgrades fail. Without them the count may be left as it was, which nothing reads again.)
     Free,
     /// The caller held the only reference but a merge queue still points at the object. The count
     /// is now a husk: the caller may move the value out but must not free the memory; the queue's
@@ -519,8 +520,9 @@ impl BiasedCount {
     /// freeing.
     ///
     /// # Safety
-    /// `this` points to a live count, and the caller holds a reference, which it gives up if
-    /// the answer is `Some`.
+    /// As for [`decref`](Self::decref) (its clauses on `release` aside: the owner's path calls
+    /// none), when the answer is `Some`: the caller's reference is given up, and on
+    /// `Some(true)` the caller must free the object now. `None` changes nothing.
     #[inline(always)]
     pub unsafe fn decref_owned(
         this: NonNull<Self>,

@@ -453,7 +453,10 @@ impl LocalCounts {
 impl Drop for LocalCounts {
     /// Retires the owner ([`retire`](LocalCounts::retire)). A destructor's panic in the merge
     /// unwinds out of the drop, unless the thread is unwinding already (a second panic would
-    /// abort the process): then the panic hook's report of it is all that is left.
+    /// abort the process): then the panic hook's report of it is all that is left. Kept in a
+    /// thread-local and dropped at the thread's exit, a panic out of the drop aborts the process
+    /// (std's rule for thread-local destructors): a runtime whose values' destructors may panic
+    /// retires parked there, or calls [`retire`](LocalCounts::retire) inside `catch_unwind`.
     fn drop(&mut self) {
         resume_first(self.retire_catching());
     }
