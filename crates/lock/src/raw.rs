@@ -399,7 +399,9 @@ impl RawObjectLock {
     ///
     /// # Safety
     /// The calling context holds the lock (it need not be the thread that took it, as long as
-    /// the holder gave up its claim).
+    /// the holder gave up its claim). A lock a critical section holds is the section's
+    /// ([`section`](crate::section)), which releases it at its end: unlocked inside it, the
+    /// section's end would release it a second time, perhaps another thread's acquisition.
     #[inline]
     pub unsafe fn unlock(&self) {
         let released = self.byte.unlock();

@@ -64,7 +64,9 @@ pub use imp::SectionStack;
 /// called with the wait itself, which it runs, once, around whatever the runtime does while its
 /// thread blocks (detaching from it, and attaching again after). By then the stack's other
 /// sections are suspended, behind a detach boundary (as in [`detached`]): sections the hook
-/// begins and ends on the same stack do not resume them.
+/// begins and ends on the same stack do not resume them. They must end before the hook runs
+/// `wait`: run inside one, the wait blocks holding its lock, and the thread that holds the lock
+/// waited for may be waiting for that one (the deadlock the suspension is there to rule out).
 ///
 /// A hook that returns without running `wait` costs nothing but the detour: the stack takes the
 /// locks itself afterwards. Running it again does nothing. After `wait` has returned, the hook
@@ -364,13 +366,17 @@ mod imp {
         /// touching the objects these locks guard: it skips two atomic operations per section.
         ///
         /// # Safety
-        /// From this call until `stop_eliding` returns, no other thread holds or takes any
-        /// [`RawObjectLock`] of a section begun on this stack meanwhile, recorded or not
-        /// ([`with_on_unrecorded`](super::with_on_unrecorded)), nor of a section begun before
-        /// it that is suspended and resumed meanwhile (a resume while eliding comes back
-        /// elided: it does not take the lock again): the caller keeps every other thread away
-        /// from those objects (a runtime does it by keeping every other thread detached, and by
-        /// calling `stop_eliding` before they may attach).
+        /// From this call until `stop_eliding` returns, no other thread touches what a
+        /// [`RawObjectLock`] guards while a section of this stack that elided it runs: a section
+        /// begun on this stack meanwhile, recorded or not
+        /// ([`with_on_unrecorded`](super::with_on_unrecorded)), or one begun before that is
+        /// suspended and resumed meanwhile (a resume while eliding comes back elided: it does
+        /// not take the lock again). The caller keeps every other thread away from those
+        /// objects (a runtime does it by keeping every other thread detached, and by calling
+        /// `stop_eliding` before they may attach). Another thread may take such a lock meanwhile
+        /// as long as it touches nothing under it until `stop_eliding` has returned: a detached
+        /// thread's [`BlockingWait`](super::BlockingWait) takes the locks it waited for, and
+        /// runs the section's body only once it has attached again.
         pub unsafe fn start_eliding(&self) {
             let _was_eliding = self.eliding.replace(true);
             #[cfg(debug_assertions)]

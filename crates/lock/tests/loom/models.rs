@@ -142,6 +142,47 @@ fn two_object_sections_in_opposite_orders() {
     });
 }
 
+/// A two-object section suspended by a nested section that has to wait, and resumed at its
+/// end: the thread holding `a` and `b` nests a section on `c`, which the other thread holds
+/// while it waits for `b`. The nested section gives up both of the pair's locks (or the two
+/// threads deadlock), and its end takes both back before the pair's body goes on: the other
+/// thread's next section on `b` alone must wait for the pair's end (loom's cell reports a bump
+/// of `b` racing the other thread's, with only `a` taken back).
+#[test]
+fn a_two_object_section_suspended_by_a_nested_wait_resumes_with_both_locks() {
+    loom::model(|| {
+        // In one allocation: `with2` takes the pair in address order, which must not change
+        // from one schedule to the next (loom replays them).
+        let all = Arc::new([(); 3].map(|()| Guarded {
+            lock: RawObjectLock::new(),
+            value: UnsafeCell::new(0),
+        }));
+        let theirs = all.clone();
+        let t = thread::spawn(move || {
+            let (b2, c2) = (&theirs[1], &theirs[2]);
+            section::with(&c2.lock, || {
+                // SAFETY: inside a section on `c2`.
+                unsafe { c2.bump() };
+                // SAFETY: inside a section on `b2`.
+                section::with(&b2.lock, || unsafe { b2.bump() });
+            });
+            // SAFETY: inside a section on `b2`.
+            section::with(&b2.lock, || unsafe { b2.bump() });
+        });
+        let (a, b, c) = (&all[0], &all[1], &all[2]);
+        section::with2(&a.lock, &b.lock, || {
+            // SAFETY: inside a section on both.
+            unsafe { (a.bump(), b.bump()) };
+            // SAFETY: inside a section on `c`.
+            section::with(&c.lock, || unsafe { c.bump() });
+            // SAFETY: inside the (resumed) section on both.
+            unsafe { (a.bump(), b.bump()) };
+        });
+        t.join().unwrap();
+        assert_eq!((a.read(), b.read(), c.read()), (2, 4, 2));
+    });
+}
+
 /// A thread detaches inside a section on `a`, begins and ends a section on `b`, and then waits
 /// for a message that the other thread sends from inside a section on `a`. Ending `b`'s section
 /// must not re-lock `a` while detached, or the two threads deadlock.
@@ -269,20 +310,26 @@ fn a_timed_out_waiter_racing_a_handoff_leaves_the_lock_clean() {
 
 /// One waiter times out while another waits without a timeout: the timed-out one must not
 /// clear the parked bit under the other, or the release never wakes it (loom reports the
-/// deadlock).
-#[test]
-fn a_timed_out_waiter_leaves_a_patient_waiter_to_be_woken() {
-    loom::model(|| {
+/// deadlock). With handoffs asked for, the release hands the lock to whichever is at the
+/// head of the queue, and the other's timeout may fire at any point of it: a handoff to the
+/// impatient one must reach it whether or not its timeout fired (else the lock stays locked
+/// with no holder), and the patient one must still be handed or woken.
+fn patient_and_impatient_waiters(handoff: bool) {
+    model_with_handoffs(handoff, move || {
         let shared = ThreadingGuarded::new();
         assert!(shared.lock.try_lock());
         let (patient, impatient) = (shared.clone(), shared.clone());
         let patient = thread::spawn(move || {
+            request_handoff_in_models(handoff);
             assert!(patient.lock.lock_until(None, Spin::BeforeEachPark));
             // SAFETY: locked.
             unsafe { patient.bump() };
             patient.lock.release().unwrap();
         });
-        let impatient = thread::spawn(move || impatient.bump_unless_timed_out());
+        let impatient = thread::spawn(move || {
+            request_handoff_in_models(handoff);
+            impatient.bump_unless_timed_out()
+        });
         // SAFETY: locked above.
         unsafe { shared.bump() };
         shared.lock.release().unwrap();
@@ -293,15 +340,27 @@ fn a_timed_out_waiter_leaves_a_patient_waiter_to_be_woken() {
     });
 }
 
+#[test]
+fn a_timed_out_waiter_leaves_a_patient_waiter_to_be_woken() {
+    patient_and_impatient_waiters(false);
+}
+
+#[test]
+fn a_timed_out_waiter_leaves_a_patient_waiter_to_be_handed_the_lock() {
+    patient_and_impatient_waiters(true);
+}
+
 /// Two threads release at once, neither of them the holder, while a timed waiter may take the
 /// lock between them: every successful release undoes an acquisition no other release undid.
-#[test]
-fn racing_releases_from_other_threads_succeed_once_per_acquisition() {
-    loom::model(|| {
+/// With a handoff asked for, one release may hand the lock to the waiter while the other
+/// races it: the other then fails, or ends the acquisition handed over, never both.
+fn racing_releases(handoff: bool) {
+    model_with_handoffs(handoff, move || {
         let shared = ThreadingGuarded::new();
         assert!(shared.lock.try_lock());
         let waiter = shared.clone();
         let waiter = thread::spawn(move || {
+            request_handoff_in_models(handoff);
             let deadline = Instant::now() + Duration::from_secs(3600);
             waiter.lock.lock_until(Some(deadline), Spin::BeforeEachPark)
         });
@@ -319,6 +378,16 @@ fn racing_releases_from_other_threads_succeed_once_per_acquisition() {
         assert_eq!(releases, acquisitions);
         shared.assert_clean();
     });
+}
+
+#[test]
+fn racing_releases_from_other_threads_succeed_once_per_acquisition() {
+    racing_releases(false);
+}
+
+#[test]
+fn racing_releases_and_a_handoff_succeed_once_per_acquisition() {
+    racing_releases(true);
 }
 
 #[test]
