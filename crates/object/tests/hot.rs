@@ -524,6 +524,23 @@ fn threads_counting_a_deferred_object_while_collections_settle_it() {
     }
 }
 
+/// Increments `object` on a new thread until it asks for the object to be deferred, and ends
+/// without a checkpoint after that (where the request would run): the request stays queued.
+fn request_without_a_checkpoint(py: Python<'_>, object: &Shared<PyFloat>) {
+    py.allow_threads(|| {
+        common::scope(|s| {
+            s.spawn(|| {
+                Python::attach(|py| {
+                    let value = object.bind(py);
+                    for _ in 0..PROMOTE_AFTER {
+                        drop(value.clone());
+                    }
+                })
+            });
+        })
+    });
+}
+
 /// A thread that asks for an object to be deferred and stops before its next checkpoints (where
 /// the deferral would run) leaves the request, and the reference it holds, queued: a collection
 /// runs the pending requests first, so the count reads exactly and the object can die.
@@ -532,19 +549,7 @@ fn a_request_left_pending_by_a_thread_holds_no_reference_past_a_collection() {
     leak_checked(|py| {
         let floats = live_objects(Kind::Float);
         let object = PyFloat::new(py, 3.5).unbind();
-        py.allow_threads(|| {
-            common::scope(|s| {
-                s.spawn(|| {
-                    Python::attach(|py| {
-                        let value = object.bind(py);
-                        // No checkpoint: the request stays queued.
-                        for _ in 0..PROMOTE_AFTER {
-                            drop(value.clone());
-                        }
-                    })
-                });
-            })
-        });
+        request_without_a_checkpoint(py, &object);
         let bound = object.bind(py);
         ftrt_object::collect(py);
         // The handle and this binding.
@@ -561,19 +566,7 @@ fn a_request_left_pending_by_a_thread_holds_no_reference_past_a_collection() {
 fn a_pending_request_does_not_show_in_the_count() {
     leak_checked(|py| {
         let object = PyFloat::new(py, 4.5).unbind();
-        py.allow_threads(|| {
-            common::scope(|s| {
-                s.spawn(|| {
-                    Python::attach(|py| {
-                        let value = object.bind(py);
-                        // No checkpoint: the request stays queued.
-                        for _ in 0..PROMOTE_AFTER {
-                            drop(value.clone());
-                        }
-                    })
-                });
-            })
-        });
+        request_without_a_checkpoint(py, &object);
         let bound = object.bind(py);
         assert_eq!(
             bound.refcount(),
