@@ -54,12 +54,12 @@
 //!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, and flush
 //!   what the thread retired since its last flush to the epoch's global queue, where the
 //!   attached threads' flushes make it due while this one stays detached (neither while it
-//!   unwinds, nor the flush when a stop of the world or checkpoint work is wanted), (2) unpin (with a read open,
-//!   [`local::readers`], the pin is kept aside until the last one closes), (3) park the biased
-//!   counts (from here until the next attach, a thread that drops the last reference to one of
-//!   this thread's objects merges that object itself: [`park_counts`]), (4) mark the thread
-//!   detached and leave the [`World`] (a thread holding it alone first makes its stack stop
-//!   eliding, and drops the hold only after leaving), (5) release the GIL.
+//!   unwinds, nor the flush when a stop of the world or checkpoint work is wanted), (2) unpin
+//!   (with a read open, [`local::readers`], the pin is kept aside until the last one closes),
+//!   (3) park the biased counts (from here until the next attach, a thread that drops the last
+//!   reference to one of this thread's objects merges that object itself: [`park_counts`]),
+//!   (4) mark the thread detached and leave the [`World`] (a thread holding it alone first
+//!   makes its stack stop eliding, and drops the hold only after leaving), (5) release the GIL.
 //! - **Reattach** (the end of `allow_threads`): (0) unpark, (1) enter the world, (2) take the
 //!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
 //!   does, then (5) the detach boundaries end and the innermost section resumes, the block's

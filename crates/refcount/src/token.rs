@@ -10,8 +10,9 @@ use std::marker::PhantomData;
 /// The token is `Copy` (pass it by value, as PyO3 passes `Python<'py>`), but neither `Send` nor
 /// `Sync`: it proves something about the thread that made it, which gives the lock up only where
 /// no code holding the token runs (blocked while another thread holds it, or in a closure that
-/// cannot capture the token), within the lifetime `'py`. `ftrt-gil` hands these out from its own token; elsewhere, build one
-/// with [`GilHeld::assume_held`] while holding whatever lock plays the GIL's part.
+/// cannot capture the token), within the lifetime `'py`. `ftrt-gil` hands these out from its
+/// own token; elsewhere, build one with [`GilHeld::assume_held`] while holding whatever lock
+/// plays the GIL's part.
 ///
 /// ```compile_fail
 /// fn assert_send<T: Send>() {}
