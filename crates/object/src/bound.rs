@@ -257,18 +257,26 @@ impl<'py> Bound<'py, PyAny> {
     }
 
     /// The object's reference count, like `sys.getrefcount` (minus the argument's own
-    /// reference, which Python's version adds): this reference counts as one. The runtime's
-    /// own references do not count: those of a request to defer the object (found hot, see
-    /// [`hot`](crate::hot)) that waits for a checkpoint, or of a deferred object's registry.
+    /// reference, which Python's version adds): this reference counts as one. Two kinds of the
+    /// runtime's own references are left out: those of requests to defer the object (found
+    /// hot, see [`hot`](crate::hot)) that wait for a checkpoint, and a deferred object's
+    /// registry's. A reference a removal took out of a shared container still counts until the
+    /// epoch frees it (see `docs/objects.md`, "Lock-free reads"), as a reader may still use it.
     pub fn refcount(&self) -> RefCountValue {
-        let pending = crate::hot::pending_requests_for(self.header());
-        let counted = match crate::hot::deferred_refcount(self.py(), self.header()) {
+        match self.counted() {
+            RefCountValue::Mortal(count) => {
+                let pending = crate::hot::pending_requests_for(self.header());
+                RefCountValue::Mortal(count.saturating_sub(pending))
+            }
+            immortal => immortal,
+        }
+    }
+
+    /// The count as the header (or, deferred, the threads' arrays) holds it.
+    fn counted(&self) -> RefCountValue {
+        match crate::hot::deferred_refcount(self.py(), self.header()) {
             Some(count) => RefCountValue::Mortal(count),
             None => <BuildCount as RefCount>::get(&self.header().count, self.py().count_token()),
-        };
-        match counted {
-            RefCountValue::Mortal(count) => RefCountValue::Mortal(count.saturating_sub(pending)),
-            immortal => immortal,
         }
     }
 
@@ -302,7 +310,7 @@ impl<'py> Bound<'py, PyAny> {
 
     /// Whether the object is immortal (never freed; counting does nothing).
     pub fn is_immortal(&self) -> bool {
-        self.refcount() == RefCountValue::Immortal
+        self.counted() == RefCountValue::Immortal
     }
 
     /// Python's `==`, through the type's `eq` slot: numbers and strings by value, everything

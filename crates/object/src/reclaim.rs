@@ -533,8 +533,9 @@ mod batches {
         /// merged there, and those that die are freed at once. A snapshot: should the thread
         /// attach meanwhile, the objects it owns are queued to it, as any other thread's drop
         /// would queue them; should it detach just after, a batch posted home waits for its
-        /// next attach (its detach drained the mailbox before it left). The other free-threaded
-        /// build has no owner's path, so there a batch of shared objects never goes home.
+        /// next attach (its detach drained the mailbox before it left, unless it unwound). The
+        /// other free-threaded build has no owner's path, so there a batch of shared objects
+        /// never goes home.
         fn home_is_away(&self) -> bool {
             if ftrt_gil::BUILD_STRATEGY != ftrt_refcount::Strategy::Biased {
                 return true;
@@ -772,7 +773,9 @@ mod batches {
     /// Hands this thread's partial batch to the epoch and drops the expired batches posted back
     /// to it, and the orphaned ones. Runs at every quiescent state of an attached thread (the
     /// hook registered with `ftrt-gil`), so neither stays with a thread that stops retiring; and
-    /// from `collect`.
+    /// from `collect`. Not while the thread unwinds (`ftrt-gil` runs no hook then): a thread
+    /// that unwinds out of its attachment and stays detached keeps its partial batch and its
+    /// mailbox until its next quiescent state or its exit.
     pub(super) fn settle() {
         let batch = RETIRED.with_current(|r| r?.try_borrow_mut().ok()?.take_batch());
         if let Some((batch, home)) = batch {

@@ -6,11 +6,11 @@
 //! reuse the memory. A collection on one thread frees everyone's garbage, so in the biased
 //! build an automatic collection keeps only its own thread's share (and objects without an
 //! owner) and *delivers* the rest: each owner frees its share at its next quiescent state
-//! (every 16th checkpoint, or when it detaches). A share nobody claimed by the next collection
-//! is freed by that collection, so garbage waits at most one collection interval, also for an
-//! owner that stays detached or has exited; in a program that stops making objects there may
-//! be no next automatic collection, and the share waits for [`collect`](super::collect). Shares
-//! waiting during a collection count among its survivors.
+//! (every 16th checkpoint, or when it detaches, unless it unwinds). A share nobody claimed by
+//! the next collection is freed by that collection, so garbage waits at most one collection
+//! interval, also for an owner that stays detached or has exited; in a program that stops
+//! making objects there may be no next automatic collection, and the share waits for
+//! [`collect`](super::collect). Shares waiting during a collection count among its survivors.
 //!
 //! Only the work moves here: every object delivered carries the reference the collection took
 //! in the stopped world (before any share was cleared, so that clearing one share cannot free
