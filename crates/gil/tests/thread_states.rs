@@ -238,10 +238,10 @@ fn a_panicking_quiescent_state_hook_at_the_end_of_an_attach_still_detaches() {
 
 /// A thread that unwinds runs no quiescent-state hook at its detaches: one that panicked there
 /// would panic inside a drop during unwinding, which aborts the process. Here the hook is armed
-/// to panic, and the thread unwinds out of `attach`, then out of an `allow_threads` a
-/// destructor calls while the thread unwinds: the panic is the closure's, caught, and the
-/// thread goes on. A detach with no panic under way runs it. (In a child process: an abort
-/// fails only this test.)
+/// to panic, and the thread unwinds out of `attach`, then through checkpoints and an
+/// `allow_threads` a destructor runs while the thread unwinds: the panic is the closure's,
+/// caught, and the thread goes on. A detach with no panic under way runs it. (In a child
+/// process: an abort fails only this test.)
 #[test]
 fn an_unwinding_thread_runs_no_quiescent_state_hook() {
     in_child_process("an_unwinding_thread_runs_no_quiescent_state_hook", || {
@@ -256,24 +256,28 @@ fn an_unwinding_thread_runs_no_quiescent_state_hook() {
         assert_eq!(message.downcast_ref(), Some(&"the closure's panic"));
         assert!(!is_attached());
 
-        /// Detaches in its drop, as a destructor that blocks does.
-        struct DetachesOnDrop<'py>(Python<'py>);
-        impl Drop for DetachesOnDrop<'_> {
+        /// Reaches 16 checkpoints (one of them repins: a quiescent state) and detaches in its
+        /// drop, as a destructor that runs long and then blocks does.
+        struct QuiescentOnDrop<'py>(Python<'py>);
+        impl Drop for QuiescentOnDrop<'_> {
             fn drop(&mut self) {
+                for _ in 0..16 {
+                    self.0.check();
+                }
                 self.0.allow_threads(|| ());
             }
         }
         Python::attach(|py| {
             assert!(PANIC_IN_HOOK.get(), "the hook ran as attach unwound");
             let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                let _detaches = DetachesOnDrop(py);
+                let _quiescent = QuiescentOnDrop(py);
                 panic!("the closure's panic");
             }));
             assert!(unwound.is_err());
             assert!(is_attached());
             assert!(
                 PANIC_IN_HOOK.get(),
-                "the hook ran in the unwinding allow_threads"
+                "the hook ran at a checkpoint or a detach while the thread unwound"
             );
             // A detach with no panic under way runs it (but for the `gil` build, which has
             // no quiescent states).

@@ -309,7 +309,9 @@ fn repin(state: &ThreadState) -> bool {
         return false;
     }
     let reads_open = super::local::readers() > 0;
-    if renew_attach_pin(state, reads_open) {
+    // Not while the thread unwinds (a checkpoint in a destructor): the hooks and the flushes
+    // run code of other crates, and a panic there would abort the process.
+    if !std::thread::panicking() && renew_attach_pin(state, reads_open) {
         // Between the repin and the flush, so what the hooks hand over goes out with this
         // flush; and outside the guard's borrow, since hooks drop objects.
         super::run_hooks();
