@@ -45,6 +45,16 @@ impl Guarded {
     }
 }
 
+/// `N` counters in one allocation, for models of two-object sections: `with2` takes a pair in
+/// address order, which must not change from one schedule to the next (loom replays them), as
+/// the addresses of separate allocations may (the allocator reuses what the last one freed).
+fn guarded_in_one_allocation<const N: usize>() -> Arc<[Guarded; N]> {
+    Arc::new([(); N].map(|()| Guarded {
+        lock: RawObjectLock::new(),
+        value: UnsafeCell::new(0),
+    }))
+}
+
 /// Runs `model` under loom, and checks that its schedules handed the lock over to a waiter at
 /// least once if `handoff` (the handoff path was explored, not only the release), and never
 /// otherwise.
@@ -129,12 +139,14 @@ fn nested_sections_in_opposite_orders_suspend_instead_of_deadlocking() {
 #[test]
 fn two_object_sections_in_opposite_orders() {
     loom::model(|| {
-        let (a, b) = (Guarded::new(), Guarded::new());
-        let (a2, b2) = (a.clone(), b.clone());
+        let both = guarded_in_one_allocation::<2>();
+        let theirs = both.clone();
         let t = thread::spawn(move || {
+            let (a2, b2) = (&theirs[0], &theirs[1]);
             // SAFETY: inside a section on both.
             section::with2(&b2.lock, &a2.lock, || unsafe { (a2.bump(), b2.bump()) });
         });
+        let (a, b) = (&both[0], &both[1]);
         // SAFETY: inside a section on both.
         section::with2(&a.lock, &b.lock, || unsafe { (a.bump(), b.bump()) });
         t.join().unwrap();
@@ -151,12 +163,7 @@ fn two_object_sections_in_opposite_orders() {
 #[test]
 fn a_two_object_section_suspended_by_a_nested_wait_resumes_with_both_locks() {
     loom::model(|| {
-        // In one allocation: `with2` takes the pair in address order, which must not change
-        // from one schedule to the next (loom replays them).
-        let all = Arc::new([(); 3].map(|()| Guarded {
-            lock: RawObjectLock::new(),
-            value: UnsafeCell::new(0),
-        }));
+        let all = guarded_in_one_allocation::<3>();
         let theirs = all.clone();
         let t = thread::spawn(move || {
             let (b2, c2) = (&theirs[1], &theirs[2]);
