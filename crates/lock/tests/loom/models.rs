@@ -24,10 +24,13 @@ unsafe impl Send for Guarded {}
 
 impl Guarded {
     fn new() -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new(Self::unlocked_zero())
+    }
+    fn unlocked_zero() -> Self {
+        Self {
             lock: RawObjectLock::new(),
             value: UnsafeCell::new(0),
-        })
+        }
     }
     /// # Safety
     /// The caller holds `lock` (directly or through a critical section).
@@ -49,10 +52,7 @@ impl Guarded {
 /// address order, which must not change from one schedule to the next (loom replays them), as
 /// the addresses of separate allocations may (the allocator reuses what the last one freed).
 fn guarded_in_one_allocation<const N: usize>() -> Arc<[Guarded; N]> {
-    Arc::new([(); N].map(|()| Guarded {
-        lock: RawObjectLock::new(),
-        value: UnsafeCell::new(0),
-    }))
+    Arc::new([(); N].map(|()| Guarded::unlocked_zero()))
 }
 
 /// Runs `model` under loom, and checks that its schedules handed the lock over to a waiter at
