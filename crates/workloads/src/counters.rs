@@ -29,14 +29,21 @@ fn setup() -> (Shared<PyModule>, Shared<PyStr>) {
 
 /// `counter = counter + 1`: a read, then a write, as separate steps (as in Python bytecode),
 /// with the eval loop's checkpoint between them on every 16th increment (where the GIL may
-/// switch threads, as CPython's may at a call inside the expression).
-fn increment(py: Python<'_>, module: &Bound<'_, PyModule>, name: &Bound<'_, PyStr>, i: usize) {
+/// switch threads, as CPython's may at a call inside the expression). Answers the value read.
+fn increment(
+    py: Python<'_>,
+    module: &Bound<'_, PyModule>,
+    name: &Bound<'_, PyStr>,
+    i: usize,
+) -> i64 {
     let value = module.get_attr(name).expect("counter exists");
+    let read = value.to_i64().expect("counter is an int");
     let next = value.add(&PyInt::new(py, 1)).expect("no overflow");
     checkpoint(py, i);
     module
         .set_attr(name, next)
         .expect("a module has attributes");
+    read
 }
 
 fn final_count(module: &Shared<PyModule>, name: &Shared<PyStr>) -> i64 {
@@ -49,24 +56,40 @@ fn final_count(module: &Shared<PyModule>, name: &Shared<PyStr>) -> i64 {
     })
 }
 
+/// The increments after which a thread must have read one of its own writes back. Alone it
+/// reads every one back. Beside others, a GIL runs it for 16 increments at a time, and free
+/// threads' reads take no lock: another thread's write must land in the few instructions
+/// between this thread's write and its next read, which it does now and then, not 64 times in
+/// a row.
+const READ_BACK_AFTER: usize = 64;
+
 fn counter_race(params: &Params) -> Outcome {
     let total = params.total(RACE_INCREMENTS_TOTAL);
     let (module, name) = setup();
-    let (elapsed, increments) = run_threads(params.threads, |t, py| {
+    let (elapsed, read_back) = run_threads(params.threads, |t, py| {
         let (module, name) = (module.bind(py), name.bind(py));
-        let mut increments = 0;
+        // Reads that found this thread's own previous write: the global it wrote is the one
+        // every thread reads.
+        let (mut read_back, mut wrote) = (0usize, None);
         for i in 0..params.share(total, t) {
-            increment(py, &module, &name, i);
-            increments += 1;
+            let read = increment(py, &module, &name, i);
+            read_back += usize::from(wrote == Some(read));
+            wrote = Some(read + 1);
         }
-        increments
+        read_back
     });
     let counted = final_count(&module, &name);
     let mut outcome = Outcome::timed(elapsed, total);
     let lost = total as i64 - counted;
-    // Lost updates are the point, so the count alone cannot tell them from increments never
-    // made: each thread says how many it made, and one thread alone loses none.
-    outcome.expect_per_thread(increments, |t| params.share(total, t));
+    // Lost updates are the point, so the count alone cannot tell them from writes that went
+    // elsewhere or never happened: a thread whose share is [`READ_BACK_AFTER`] increments or
+    // more reads one of its own writes back at least once, and one thread alone loses none.
+    for (t, &read_back) in read_back.iter().enumerate() {
+        let share = params.share(total, t);
+        outcome.expect(share < READ_BACK_AFTER || read_back > 0, || {
+            format!("thread {t} never read back one of its {share} writes")
+        });
+    }
     // Each read and each write of the global is one atomic step of the module's dict, and every
     // write stores 1 or more. The last write is one more than what its thread's last read found,
     // which is 1 or more once any write came before it, as that thread's own earlier increment
@@ -105,7 +128,9 @@ fn counter_locked(params: &Params) -> Outcome {
     let (elapsed, _) = run_threads(params.threads, |t, py| {
         let (module, name) = (module.bind(py), name.bind(py));
         for i in 0..params.share(total, t) {
-            lock.hold(py, || increment(py, &module, &name, i));
+            lock.hold(py, || {
+                increment(py, &module, &name, i);
+            });
         }
     });
     let counted = final_count(&module, &name);

@@ -71,9 +71,8 @@ fn list_replace_shared(params: &Params) -> Outcome {
         )
         .unbind()
     });
-    let (elapsed, made) = run_threads(n, |t, py| {
+    let (elapsed, _) = run_threads(n, |t, py| {
         let list: Bound<'_, PyList> = list.bind(py);
-        let mut made = 0;
         for (k, slot) in owned_slots(t, n)
             .cycle()
             .take(params.share(total, t))
@@ -83,14 +82,12 @@ fn list_replace_shared(params: &Params) -> Outcome {
             // retired in the free-threaded builds).
             list.set_item(slot as i64, PyFloat::new(py, written_value(t, n, k)))
                 .expect("in range");
-            made += 1;
             checkpoint(py, k);
         }
-        made
     });
     let mut outcome = Outcome::timed(elapsed, total);
-    // Each thread its own share: the slots' expected values follow from the shares.
-    outcome.expect_per_thread(made, |t| params.share(total, t));
+    // Each thread its own share: the slots' expected values follow from the shares, so a
+    // thread that made fewer replacements, or none, leaves a slot that says so.
     Python::attach(|py| {
         let items = list.bind(py).to_vec();
         outcome.expect(items.len() == slots(n), || {

@@ -12,13 +12,19 @@ use crate::{checkpoint, run_threads, Outcome, Params, Workload};
 
 const SHARED_REFS_TOTAL: usize = 700_000_000;
 
+/// The clones each thread of `shared-refcount` holds at the end: as many as the bindings and
+/// the handle together, so that clones counted for nothing read too low.
+fn held_clones(params: &Params) -> usize {
+    params.threads + 1
+}
+
 fn shared_refcount(params: &Params) -> Outcome {
     let total = params.total(SHARED_REFS_TOTAL);
     // Thread 0 makes the object and shares it, as a program's threads share what one of them
     // made: at one thread the object never leaves its owner, at N the others count atomically.
     let published = OnceLock::<Shared<PyFloat>>::new();
     let ready = Barrier::new(params.threads);
-    let (elapsed, taken) = run_threads(params.threads, |t, py| {
+    let (elapsed, held_counts) = run_threads(params.threads, |t, py| {
         if t == 0 {
             let _ = published.set(PyFloat::new(py, 1.5).unbind());
         }
@@ -28,17 +34,30 @@ fn shared_refcount(params: &Params) -> Outcome {
             .get()
             .expect("published before the barrier")
             .bind(py);
-        let mut taken = 0;
         for i in 0..params.share(total, t) {
             // Takes and drops a counted reference, every time.
             drop(std::hint::black_box(value.clone()));
-            taken += 1;
             checkpoint(py, i);
         }
-        taken
+        // The references the loop takes are counted: held together, more of them than there
+        // are bindings, they show in the count, which other threads' references only raise.
+        // (A clone and a drop that both skipped counting would leave the count right at the
+        // end, and the loop would time nothing.)
+        let _held: Vec<_> = (0..held_clones(params)).map(|_| value.clone()).collect();
+        value.refcount()
     });
     let mut outcome = Outcome::timed(elapsed, total);
-    outcome.expect_per_thread(taken, |t| params.share(total, t));
+    // The clones, this thread's binding and the handle.
+    let expected = held_clones(params) + 2;
+    for (t, count) in held_counts.into_iter().enumerate() {
+        outcome.expect(
+            matches!(count, RefCountValue::Mortal(n) if n >= expected),
+            || {
+                let clones = held_clones(params);
+                format!("thread {t} held {clones} clones and its binding, and read {count:?}")
+            },
+        );
+    }
     let shared = published.into_inner().expect("published");
     Python::attach(|py| {
         ftrt_object::collect(py);

@@ -52,6 +52,10 @@ fn bad_arguments_are_refused_with_status_2() {
     for args in [
         &["countdown", "--threads", "0"][..],
         &["countdown", "--warm-up", "-1"],
+        // A warm-up larger than the run would get around the largest scale.
+        &["countdown", "--scale", "1000", "--warm-up", "1e6"],
+        // More threads than the bench ever asks for: the system may not start them all.
+        &["countdown", "--threads", "100000"],
         // Past the largest scale: counts that overflow, or a run of days.
         &["countdown", "--scale", "1e12"],
         &["countdown", "--scale", "0"],

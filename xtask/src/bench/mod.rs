@@ -155,6 +155,9 @@ pub struct Plan {
     pub partial: Vec<String>,
     /// How long one run may take before its runner is killed and the run fails.
     pub run_limit: Duration,
+    /// What a reader of the report must know about how its cells were measured, though the
+    /// targets are judged: runners taken as found (`--no-build`), one repeat per cell.
+    pub caveats: Vec<String>,
 }
 
 impl Plan {
@@ -176,17 +179,39 @@ impl Plan {
         threads.dedup();
         let builds = Variant::in_canonical_order(&options.builds);
         let scale = if options.quick { QUICK_SCALE } else { 1.0 };
+        let repeat = options.repeat.unwrap_or(if options.quick { 1 } else { 5 });
         Plan {
             partial: partial_because(&workloads, &builds, &threads, scale, cores),
             workloads,
             builds,
             threads,
-            repeat: options.repeat.unwrap_or(if options.quick { 1 } else { 5 }),
+            repeat,
             scale,
             cores,
             run_limit: Duration::from_secs(options.run_limit),
+            caveats: caveats(options.no_build, repeat),
         }
     }
+}
+
+/// What the report says of its own cells besides what it leaves out.
+pub fn caveats(no_build: bool, repeat: u32) -> Vec<String> {
+    let mut caveats = Vec::new();
+    if no_build {
+        caveats.push(
+            "the runners were taken as found (`--no-build`), not built from this checkout: \
+             they may be of other sources"
+                .to_owned(),
+        );
+    }
+    if repeat < 2 {
+        caveats.push(
+            "one measured run per cell: no spread is measured (every cell reads ±0 %, and none \
+             can be flagged noisy)"
+                .to_owned(),
+        );
+    }
+    caveats
 }
 
 /// What a run leaves out of the full default run: every workload, every build, the default

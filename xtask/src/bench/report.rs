@@ -262,6 +262,8 @@ pub struct Report {
     pub cores: usize,
     /// Why this is not a full run; empty for a full run.
     pub partial: Vec<String>,
+    /// How its cells were measured, where a reader must know it (`Plan::caveats`).
+    pub caveats: Vec<String>,
 }
 
 impl Report {
@@ -288,6 +290,7 @@ impl Report {
             repeat: plan.repeat,
             cores: plan.cores,
             partial: plan.partial.clone(),
+            caveats: plan.caveats.clone(),
         };
         report.derive();
         report
@@ -318,6 +321,7 @@ impl Report {
             repeat: 5,
             cores,
             partial,
+            caveats: Vec::new(),
         };
         report.derive();
         report
@@ -465,18 +469,17 @@ impl Report {
                         format!(
                             "{:.3}{} {} ({}, {})",
                             cell.median_s,
-                            cell.markers().trim_end_matches(" FAILED"),
+                            cell.markers(),
                             percent(cell.spread()),
                             ratio(cell.speedup),
                             ratio(cell.vs_gil)
                         )
                     );
                 }
-                let check = row
-                    .iter()
-                    .map(|c| c.check.as_str())
-                    .find(|c| *c != "ok")
-                    .unwrap_or("ok");
+                let check = row.iter().find(|c| !c.ok()).map_or_else(
+                    || "ok".to_owned(),
+                    |c| format!("x{}: {}", c.threads, c.check),
+                );
                 let _ = writeln!(out, "  {check}");
             }
         }
@@ -520,6 +523,7 @@ impl Report {
             "threads": self.threads,
             "full_run": self.partial.is_empty(),
             "partial": self.partial,
+            "caveats": self.caveats,
             "builds": self.runners.iter().map(|r| (r.build.clone(), r.info.clone())).collect::<BTreeMap<_, _>>(),
             "runners": runners,
             "units": self.units,
@@ -539,11 +543,15 @@ impl Report {
                 self.partial.join("; ")
             );
         }
+        for caveat in &self.caveats {
+            let _ = writeln!(md, "> **Note:** {caveat}.\n");
+        }
         let _ = writeln!(
             md,
-            "Machine: {} CPUs ({}), {}, {}. Sizes x{}; {} measured repeat(s) per cell after one warm-up run, \
-             interleaved; each runner warms up in-process (a pass at a tenth of the size) before its \
-             clock starts, and ftrt's runners keep the memory they free (`MIMALLOC_PURGE_DELAY=-1`). Times run \
+            "Machine: {} CPUs ({}), {}, {}. Sizes x{}; {} measured repeat(s) per cell, interleaved, after one \
+             untimed run per workload and runner; each runner warms up in-process (a pass at a tenth of the size) \
+             before its clock starts, and ftrt's runners keep the memory they free (`MIMALLOC_PURGE_DELAY=-1` \
+             unless the environment sets it). Times run \
              from the earliest thread's start to the last join (`nogil-processes`: the longest of N one-thread \
              processes released together after their warm-ups). Medians of the repeats, ± the spread \
              (max − min) / median; speedup = the same build at 1 thread / at N; vs gil = the GIL reference at N / \
@@ -1120,5 +1128,26 @@ mod tests {
         let top: String = md.lines().take(4).collect::<Vec<_>>().join("\n");
         assert!(top.contains("Partial run"), "{top}");
         assert!(top.contains("builds left out: nogil"), "{top}");
+    }
+
+    #[test]
+    fn runners_taken_as_found_and_single_repeats_are_noted_in_both_reports() {
+        let mut report = Report::from_cells(
+            vec![timed("countdown", "gil", 1, 1.0, 1)],
+            vec![RunnerSummary::variant("gil")],
+            vec![1],
+            2,
+            Vec::new(),
+        );
+        report.caveats = crate::bench::caveats(true, 1);
+        let summary = crate::bench::targets::evaluate(&report);
+        let md = report.to_markdown(&summary);
+        assert!(md.contains("taken as found (`--no-build`)"), "{md}");
+        assert!(md.contains("no spread is measured"), "{md}");
+        assert_eq!(
+            report.to_json(&summary)["caveats"].as_array().map(Vec::len),
+            Some(2)
+        );
+        assert!(crate::bench::caveats(false, 2).is_empty());
     }
 }

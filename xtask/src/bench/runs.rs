@@ -880,7 +880,7 @@ pub fn measure(
                     runner.build
                 ));
                 let run = run_once(runner, workload, threads, plan, log, Some(round))?;
-                if !run.ok() && workload != "counter-race" {
+                if !run.ok() {
                     progress.println(format!(
                         "FAILED {} {workload} x{threads}: {}",
                         runner.build, run.check

@@ -8,8 +8,9 @@
 //! ```
 //!
 //! A measured run is preceded by an untimed warm-up pass in the same process, at `--warm-up`
-//! times the size (default [`WARM_UP_FRACTION`]; 0 for none). The exit status is 0 whenever a
-//! result was printed, whatever its check says; anything else is a failed run.
+//! times the size (default [`WARM_UP_FRACTION`]; 0 for none, 1 at most). The exit status is 0
+//! whenever a result was printed, whatever its check says; anything else is a failed run; bad
+//! arguments exit with status 2 (`--threads` from 1 to 1024, `--scale` above 0 and at most 1000).
 //!
 //! With `--start-gate`, the runner prints `ready` on a line of its own after the warm-up and
 //! waits for a line on its standard input (or its end) before the measured run: the bench
@@ -34,6 +35,10 @@ use serde_json::json;
 /// The largest `--scale`: a thousand times the default sizes is a run of minutes to hours, and
 /// every count still fits (the sizes are at most 10^9 units).
 const MAX_SCALE: f64 = 1000.0;
+
+/// The most threads: `cargo xtask bench`'s limit too. Threads that the system cannot start
+/// would leave the started ones waiting at the start barrier for ever.
+const MAX_THREADS: usize = 1024;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -113,10 +118,10 @@ fn main() -> ExitCode {
                 let value = rest.next();
                 match (flag.as_str(), value.map(|v| v.as_str())) {
                     ("--threads", Some(v)) => match v.parse() {
-                        Ok(n) if n >= 1 => params.threads = n,
+                        Ok(n) if (1..=MAX_THREADS).contains(&n) => params.threads = n,
                         _ => {
                             return usage(&format!(
-                                "bad thread count '{v}': a whole number of at least 1"
+                                "bad thread count '{v}': a whole number from 1 to {MAX_THREADS}"
                             ))
                         }
                     },
@@ -134,10 +139,10 @@ fn main() -> ExitCode {
                         return usage(&format!("bad lock elision '{v}': on or off"))
                     }
                     ("--warm-up", Some(v)) => match v.parse::<f64>() {
-                        Ok(w) if w >= 0.0 && w.is_finite() => warm_up = w,
+                        Ok(w) if (0.0..=1.0).contains(&w) => warm_up = w,
                         _ => {
                             return usage(&format!(
-                                "bad warm-up '{v}': a fraction of the size, 0 for none"
+                                "bad warm-up '{v}': a fraction of the size from 0 (none) to 1"
                             ))
                         }
                     },
