@@ -31,6 +31,34 @@ fn unknown_workloads_builds_and_bad_thread_counts_are_refused_with_status_2() {
     refused_with(&["bench", "--repeat", "0"], "1..=100");
 }
 
+/// A `--json` path the report could not be written to is refused before any run, not after the
+/// whole bench: a folder that exists is not a file.
+#[test]
+fn a_json_path_that_names_a_folder_is_refused_before_the_runs() {
+    let dir = std::env::temp_dir().join(format!("ftrt-bench-json-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("a folder");
+    let output = xtask(&[
+        "bench",
+        "--quick",
+        "--workloads",
+        "countdown",
+        "--builds",
+        "gil",
+        "--json",
+        dir.to_str().unwrap(),
+        "--out",
+        dir.join("report").to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "accepted: {stderr}");
+    assert!(stderr.contains("a folder, not a file"), "{stderr}");
+    assert!(
+        !dir.join("report").join("runs.jsonl").exists(),
+        "a run was logged first"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn a_quick_run_writes_a_report_that_honours_the_contract() {
     let dir = std::env::temp_dir().join(format!("ftrt-bench-test-{}", std::process::id()));

@@ -162,7 +162,8 @@ pub struct Plan {
 
 impl Plan {
     fn from(options: &Options) -> Plan {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let known_cores = std::thread::available_parallelism().ok().map(|n| n.get());
+        let cores = known_cores.unwrap_or(2);
         let workloads: Vec<&'static str> = WORKLOADS
             .iter()
             .copied()
@@ -180,8 +181,13 @@ impl Plan {
         let builds = Variant::in_canonical_order(&options.builds);
         let scale = if options.quick { QUICK_SCALE } else { 1.0 };
         let repeat = options.repeat.unwrap_or(if options.quick { 1 } else { 5 });
+        let mut partial = partial_because(&workloads, &builds, &threads, scale, cores);
+        if known_cores.is_none() {
+            // P9 reads N = the cores exactly: two cores assumed would judge it at the wrong N.
+            partial.push("the machine's core count could not be read (2 assumed)".to_owned());
+        }
         Plan {
-            partial: partial_because(&workloads, &builds, &threads, scale, cores),
+            partial,
             workloads,
             builds,
             threads,
@@ -269,6 +275,12 @@ pub fn run(workspace: &Workspace, options: Options) -> Result<(), Failed> {
                 "--json {}: no folder {} to write it in",
                 path.display(),
                 folder.map_or_else(String::new, |f| f.display().to_string())
+            )));
+        }
+        if path.is_dir() {
+            return Err(Failed(format!(
+                "--json {}: a folder, not a file to write the report in",
+                path.display()
             )));
         }
     }
