@@ -13,6 +13,7 @@ pub const LOOM_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-lock", "loom"),
     TestSuite::new("ftrt-gil", "loom").with_features("gil"),
     TestSuite::new("ftrt-gil", "loom_world"),
+    TestSuite::new("ftrt-gil", "loom_checkpoint_work"),
     TestSuite::new("ftrt-object", "loom"),
 ];
 
