@@ -2,7 +2,7 @@
 //! by all (exact results under contention; shared reads should scale too, P3b).
 
 use std::ops::Range;
-use std::sync::{Barrier, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use ftrt_gil::Python;
@@ -10,7 +10,7 @@ use ftrt_object::{
     Bound, PyClass, PyDict, PyFloat, PyInt, PyList, PyStr, PyTypeInfo, ReadGuard, Shared,
 };
 
-use crate::{checkpoint, run_threads, Outcome, Params, Workload};
+use crate::{checkpoint, run_threads, Gate, Outcome, Params, Workload};
 
 const APPENDS_TOTAL: usize = 45_000_000;
 
@@ -89,8 +89,10 @@ fn in_rounds<T: Container>(
             .map(|_| Mutex::new(Some(T::empty(py).unbind())))
             .collect()
     });
-    let (round_start, round_end) = (Barrier::new(params.threads), Barrier::new(params.threads));
+    let (round_start, round_end) = (Gate::new(params.threads), Gate::new(params.threads));
     let (_, per_thread) = run_threads(params.threads, |t, py| {
+        // A thread that panics (its fill, or thread 0's check) releases the others' waits.
+        let _breaks = (round_start.break_on_unwind(), round_end.break_on_unwind());
         let (mut spans, mut failures, mut drops) = (Vec::new(), Vec::new(), Duration::ZERO);
         let mut base = 0;
         for (r, &size) in sizes.iter().enumerate() {

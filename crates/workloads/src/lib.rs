@@ -21,7 +21,6 @@
 //! [`Workload::measure`]) and prints a JSON line; `cargo xtask bench` runs it for every build,
 //! workload, thread count and repeat.
 
-use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use ftrt_gil::Python;
@@ -32,7 +31,9 @@ mod containers;
 mod counters;
 mod cpu;
 mod cycles;
+mod gate;
 pub use cpu::child_countdown;
+use gate::Gate;
 mod io;
 mod replacing;
 mod sharing;
@@ -293,12 +294,16 @@ fn run_threads_observed<T: Send>(
 ) -> (Duration, Vec<T>) {
     assert!(!ftrt_gil::is_attached(), "run_threads is called detached");
     assert!(threads >= 1, "at least one thread");
-    let ready = Barrier::new(threads + 1);
+    // A gate, not a barrier: should a thread fail to start (the spawn panics) or a worker
+    // panic, the others are released, and the panic ends the run instead of a hang.
+    let ready = Gate::new(threads + 1);
     std::thread::scope(|s| {
+        let _break = ready.break_on_unwind();
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let (work, ready) = (&work, &ready);
                 s.spawn(move || {
+                    let _break = ready.break_on_unwind();
                     ready.wait();
                     // Each worker reads the clock as it starts: on busy cores the calling thread
                     // may wake from the barrier milliseconds after the workers began.

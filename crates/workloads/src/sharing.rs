@@ -2,13 +2,13 @@
 //! 3.14t still serialises), one shared instance's attribute (borrowed, or kept: counted), and
 //! immortal objects.
 
-use std::sync::{Barrier, OnceLock};
+use std::sync::OnceLock;
 
 use ftrt_gil::Python;
 use ftrt_object::RefCountValue;
 use ftrt_object::{PyClass, PyFloat, PyInstance, PyInt, PyList, PyNone, PyStr, ReadGuard, Shared};
 
-use crate::{checkpoint, run_threads, Outcome, Params, Workload};
+use crate::{checkpoint, run_threads, Gate, Outcome, Params, Workload};
 
 const SHARED_REFS_TOTAL: usize = 700_000_000;
 
@@ -23,8 +23,9 @@ fn shared_refcount(params: &Params) -> Outcome {
     // Thread 0 makes the object and shares it, as a program's threads share what one of them
     // made: at one thread the object never leaves its owner, at N the others count atomically.
     let published = OnceLock::<Shared<PyFloat>>::new();
-    let ready = Barrier::new(params.threads);
+    let ready = Gate::new(params.threads);
     let (elapsed, held_counts) = run_threads(params.threads, |t, py| {
+        let _break = ready.break_on_unwind();
         if t == 0 {
             let _ = published.set(PyFloat::new(py, 1.5).unbind());
         }
