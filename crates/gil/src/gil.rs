@@ -732,8 +732,9 @@ mod tests {
         });
     }
 
-    /// An interval too long to represent as a deadline means the waiter never asks; it still
-    /// gets the GIL when the holder releases, and nothing panics.
+    /// An interval too long to represent as a deadline means the waiter never asks: after
+    /// several default intervals of waiting it still has not. It gets the GIL when the holder
+    /// releases, and nothing panics.
     #[test]
     fn the_longest_switch_interval_means_never_ask_and_panics_nowhere() {
         let gil = Gil::new();
@@ -747,9 +748,18 @@ mod tests {
                 unsafe { gil.release() };
             });
             until_waiting(&gil, 1);
-            assert!(!gil.drop_requested());
+            // A sleep, not a spin: what is checked is that time passing does not make the
+            // waiter ask. Checked at once, any interval would pass.
+            thread::sleep(4 * DEFAULT_SWITCH_INTERVAL);
+            let asked = gil.drop_requested();
+            // Released before judging, so that a failure does not leave the waiter blocked.
             // SAFETY: held.
             unsafe { gil.release() };
+            assert!(
+                !asked,
+                "the waiter asked after {:?}",
+                4 * DEFAULT_SWITCH_INTERVAL
+            );
         });
         assert_eq!(gil.acquisitions(), 2);
     }

@@ -113,6 +113,8 @@ fn a_panicking_work_leaves_the_works_asked_for_after_it_for_the_next_checkpoint(
     });
 }
 
+/// Registering fills every free slot, one work each, then answers `None`; the works registered
+/// before still run when asked.
 #[test]
 fn registering_past_the_last_slot_answers_none_and_leaves_the_others_working() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -122,7 +124,13 @@ fn registering_past_the_last_slot_answers_none_and_leaves_the_others_working() {
         filled += 1;
         assert!(filled <= MAX_CHECKPOINT_WORKS, "more works than slots");
     }
-    assert!(filled <= MAX_CHECKPOINT_WORKS - 3);
+    // Only this binary registers works, and only `works()` (three) and this loop do: every
+    // other slot was free, so an early `None` is a failure, not a full table.
+    assert_eq!(
+        filled,
+        MAX_CHECKPOINT_WORKS - 3,
+        "the table answered None before its last slot"
+    );
     Python::attach(|py| {
         let before = ran();
         works.first.request();

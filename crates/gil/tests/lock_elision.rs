@@ -196,11 +196,13 @@ mod free_threaded {
         });
     }
 
-    /// While another thread is attached, no thread takes the world: both lock.
+    /// While another thread is attached, no thread takes the world: both lock. Each thread
+    /// repins at least once while the other is attached, and finds itself not alone.
     #[test]
     fn no_thread_holds_the_world_while_another_is_attached() {
         with_elision(true, || {
             let (other_attached, main_attached) = (AtomicBool::new(false), AtomicBool::new(false));
+            let other_checked = AtomicBool::new(false);
             let (done, stopped_checking) = (AtomicBool::new(false), AtomicBool::new(false));
             thread::scope(|s| {
                 s.spawn(|| {
@@ -211,6 +213,17 @@ mod free_threaded {
                         while !main_attached.load(Ordering::SeqCst) {
                             thread::yield_now();
                         }
+                        // One repin for certain (the main thread stays attached until it is
+                        // signalled): the loop below may see `done` before its first round.
+                        repin(py);
+                        let alone = py.holds_world_alone();
+                        // Signalled before judging, so that a failure does not leave the main
+                        // thread waiting.
+                        other_checked.store(true, Ordering::SeqCst);
+                        assert!(
+                            !alone,
+                            "the other thread held the world beside an attached one"
+                        );
                         while !done.load(Ordering::SeqCst) {
                             py.check();
                             assert!(!py.holds_world_alone());
@@ -227,6 +240,9 @@ mod free_threaded {
                     assert!(!py.holds_world_alone());
                     let lock = RawObjectLock::new();
                     section::with(py, &lock, || assert!(lock.is_locked()));
+                    while !other_checked.load(Ordering::SeqCst) {
+                        thread::yield_now();
+                    }
                     // Still attached until the other thread has stopped checking: it may have
                     // read `done` just before it was set, and its next checkpoint must not find
                     // it alone.

@@ -207,8 +207,13 @@ fn a_thread_can_exit_while_a_stop_waits_for_a_thread_that_waits_for_it() {
         stopper_attached.recv().unwrap();
         Python::attach(|_| {
             attached_send.send(()).unwrap();
-            // The stopper now waits for this attached thread.
-            thread::sleep(Duration::from_millis(20));
+            // Until a stop waits for this attached thread (it reaches no checkpoint, so the
+            // stop cannot end meanwhile): the stopper's, or another test's, which holds the
+            // stopper up and waits for this thread all the same. Only a stop raises the flag
+            // while this thread is attached (a hold on the world alone needs it detached).
+            while !ftrt_gil::stop_requested() {
+                std::hint::spin_loop();
+            }
             go.send(()).unwrap();
             // Waiting attached, without a checkpoint: the stop cannot end before this does.
             exited.recv_timeout(Duration::from_secs(2)).is_ok()

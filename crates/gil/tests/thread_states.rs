@@ -595,22 +595,38 @@ struct AttachesAfterAnExitAttached {
 
 impl Drop for AttachesAfterAnExitAttached {
     fn drop(&mut self) {
-        Python::attach(|_| {
+        let seen_early = Python::attach(|_| {
             INSIDE_LATE_ATTACH.store(true, Ordering::SeqCst);
             self.go.send(()).expect("the stopper waits");
-            // Free-threaded, until the stop is asked for (a stop that does not wait for this
-            // attachment runs at once, and sees it); under the GIL, which the stop waits for,
-            // a moment.
-            let asked = std::time::Instant::now();
-            while !ftrt_gil::stop_requested()
-                && asked.elapsed() < std::time::Duration::from_millis(200)
-            {
+            // Free-threaded, until the stop is asked for, with no deadline: a late request must
+            // still find this attachment. A stop that does not wait for this attachment may
+            // come and go between two looks: it has then reported what it saw.
+            #[cfg(not(feature = "gil"))]
+            let seen_early = loop {
+                if ftrt_gil::stop_requested() {
+                    break None;
+                }
+                if let Ok(inside) = self.seen.try_recv() {
+                    break Some(inside);
+                }
                 thread::yield_now();
-            }
+            };
+            // Under the GIL, which the stop waits for (and no flag says so), a moment.
+            #[cfg(feature = "gil")]
+            let seen_early = {
+                thread::sleep(std::time::Duration::from_millis(200));
+                None
+            };
+            // Long enough for a stop that does not wait for this attachment to run inside it.
             thread::sleep(std::time::Duration::from_millis(50));
             INSIDE_LATE_ATTACH.store(false, Ordering::SeqCst);
+            seen_early
         });
-        match self.seen.recv_timeout(std::time::Duration::from_secs(20)) {
+        let seen = seen_early.map_or_else(
+            || self.seen.recv_timeout(std::time::Duration::from_secs(20)),
+            Ok,
+        );
+        match seen {
             Ok(false) => println!("{LATE_ATTACH_STOPPED}"),
             Ok(true) => {
                 eprintln!("a stop of the world ran while an exiting thread was attached");

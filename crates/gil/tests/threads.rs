@@ -1066,9 +1066,8 @@ fn a_release_that_detaches_while_the_detach_parks_the_counts_does_not_wait_for_i
 /// attached during a stop, the stopper waited for the attaching thread, that thread for the
 /// merge, and the merge for the stop.)
 ///
-/// The stop begins once the owner has had 100 ms to reach its wait for the merge; a run where
-/// it had not yet reached it, or where another test's stop let the release go on, tests
-/// nothing, and passes.
+/// The stop begins once the owner waits for the merge (a probe of `ftrt_refcount` says so); a
+/// run where another test's stop let the release go on first tests nothing, and passes.
 #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
 #[test]
 fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
@@ -1095,8 +1094,10 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
     let _serial = queued_releases::SERIAL
         .lock()
         .unwrap_or_else(|e| e.into_inner());
-    let owner = thread::spawn(|| {
+    let (send_owner_id, owner_id) = mpsc::channel();
+    let owner = thread::spawn(move || {
         Python::attach(|py| {
+            send_owner_id.send(py.thread_id().expect("an id")).unwrap();
             let address = queued_releases::owned_count(py);
             py.allow_threads(|| {
                 // The owner is parked: the drop merges the count on the dropping thread.
@@ -1113,10 +1114,11 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
             RELEASED.load(Ordering::SeqCst)
         })
     });
-    while !IN_RELEASE.load(Ordering::SeqCst) {
+    let owner_id = owner_id.recv().unwrap();
+    // Until the owner, attaching, waits for the merge under way for it.
+    while !ftrt_refcount::biased::unpark_waiting_for_merges(owner_id) {
         thread::yield_now();
     }
-    thread::sleep(Duration::from_millis(100));
     let stopped = Python::attach(|py| {
         let mut work = || STOP_RAN.store(true, Ordering::SeqCst);
         loop {

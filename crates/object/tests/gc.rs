@@ -465,8 +465,8 @@ fn make_shared_self_cycles(py: Python<'_>, count: usize) {
 /// dead and unreachable, clears it and lets its reference go; the owner's merge of the queue
 /// entry, after the stop, settles the last reference, and the object is freed once.
 ///
-/// The owner gets 100 ms to reach its wait for the merge; a run where the drop found it still
-/// parked (and freed the list there and then) tests nothing, and passes.
+/// The drop waits until the owner waits for the merge (a probe of `ftrt_refcount` says so), so
+/// it always finds the owner unparked, and queues.
 #[test]
 fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world() {
     use std::ptr::NonNull;
@@ -498,8 +498,10 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
         gc::collect(py);
     });
     let (send_list, list) = mpsc::channel();
+    let (send_owner_id, owner_id) = mpsc::channel();
     let owner = thread::spawn(move || {
         Python::attach(|py| {
+            send_owner_id.send(py.thread_id().expect("an id")).unwrap();
             #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
             let token = py.new_object_token();
             let count = Box::leak(Box::new(<BuildCount as RefCount>::new(token)));
@@ -528,10 +530,11 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
         })
     });
     let list = list.recv().unwrap();
-    while !IN_RELEASE.load(Ordering::SeqCst) {
+    let owner_id = owner_id.recv().unwrap();
+    // Until the owner, attaching, waits for the merge under way for it: unparked.
+    while !ftrt_refcount::biased::unpark_waiting_for_merges(owner_id) {
         thread::yield_now();
     }
-    thread::sleep(Duration::from_millis(100));
     let lists = live_objects(Kind::List);
     let (send_found, found) = mpsc::channel();
     let collector = thread::spawn(move || {
@@ -549,9 +552,11 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
     let (queued, found) = found
         .recv_timeout(Duration::from_secs(30))
         .expect("the collection waited for the thread waiting outside the world");
-    if queued {
-        assert_eq!(found, 2, "the queued list is garbage, and what it holds");
-    }
+    assert!(
+        queued,
+        "the drop freed the list: the owner was still parked"
+    );
+    assert_eq!(found, 2, "the queued list is garbage, and what it holds");
     // Joined: their exits hand what they retired (the clear's) to the epoch.
     owner.join().unwrap();
     collector.join().unwrap();

@@ -460,9 +460,10 @@ fn an_exited_threads_counts_still_count() {
     });
 }
 
-/// Many threads take references to one deferred object, hand some to each other (taken on one
-/// thread, dropped on another), while collections settle it again and again; the count stays
-/// exact and the object is freed exactly once, by the last collection.
+/// Many threads take references to one deferred object (deferred where counts are biased),
+/// hand some to each other (taken on one thread, dropped on another), while collections settle
+/// it again and again; the count stays exact, the object is still deferred once they are done,
+/// and it is freed exactly once, by the last collection.
 #[test]
 fn threads_counting_a_deferred_object_while_collections_settle_it() {
     for threads in [2, 4, 8, 16] {
@@ -481,10 +482,18 @@ fn threads_counting_a_deferred_object_while_collections_settle_it() {
                         s.spawn(move || {
                             Python::attach(|py| {
                                 let value = shared.bind(py);
-                                if t == 0 {
-                                    value.defer_refcount();
-                                }
+                                let deferred =
+                                    (t == 0).then(|| (value.defer_refcount(), is_deferred(&value)));
                                 py.allow_threads(|| start.wait());
+                                // Judged after the barrier: a panic before it would leave the
+                                // other threads waiting there for ever.
+                                if let Some(deferred) = deferred {
+                                    assert_eq!(
+                                        deferred,
+                                        (biased(), biased()),
+                                        "deferred (answer, state) where counts are biased"
+                                    );
+                                }
                                 let mut kept = Vec::new();
                                 for i in 0..2_000 {
                                     kept.push(value.clone());
@@ -517,7 +526,15 @@ fn threads_counting_a_deferred_object_while_collections_settle_it() {
                 RefCountValue::Mortal(2),
                 "{threads} threads"
             );
+            // The threads took references after the last collection among them, so the one
+            // above kept the object deferred: the drop below leaves it to the next one.
+            assert_eq!(is_deferred(&object), biased(), "{threads} threads");
             drop((object, shared));
+            assert_eq!(
+                live_objects(Kind::Float) - floats,
+                isize::from(biased()),
+                "{threads} threads: freed by the drop only where it was not deferred"
+            );
             gc::collect(py);
             assert_eq!(live_objects(Kind::Float), floats, "{threads} threads");
         });

@@ -41,6 +41,17 @@ fn decref(target: &Object) {
     }
 }
 
+/// The message a model's failure carried: an `assert!`'s, or loom's own. A "the model can fail"
+/// test matches it, so that a failure of the model itself (loom's limits, a bug in the model)
+/// does not pass for the failure it expects.
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
+    payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("<a payload that is not a string>")
+}
+
 /// Loads a pointer with a read-modify-write (a compare-exchange that writes back what it found).
 fn load_by_rmw(item: &AtomicPtr<Object>) -> *mut Object {
     let mut current = item.load(Ordering::Acquire);
@@ -147,7 +158,15 @@ fn without_the_grace_period_the_model_catches_the_use_after_free() {
             reader.join().unwrap();
         });
     });
-    assert!(outcome.is_err(), "the model missed a use after free");
+    let failure = outcome.expect_err("the model missed a use after free");
+    let message = panic_message(&*failure);
+    // The use after free shows as the reader's increment of the freed object, or, where the
+    // reader looked just before the free and counted just after it, as its decrement freeing
+    // the object a second time.
+    assert!(
+        message.contains("a reader incremented a freed object") || message.contains("freed twice"),
+        "the model failed otherwise: {message}"
+    );
 }
 
 /// The `gil` build's state for borrowed reads: one slot, the count of live read guards (changed
@@ -262,7 +281,12 @@ fn under_the_gil_without_the_reader_count_the_model_catches_the_use_after_free()
     // Removals dropped at once, as the gil build did: the reader's borrowed item is freed while
     // it has given up the GIL. This shows the model can fail.
     let outcome = std::panic::catch_unwind(|| loom::model(|| gil_borrow_across_a_release(false)));
-    assert!(outcome.is_err(), "the model missed a use after free");
+    let failure = outcome.expect_err("the model missed a use after free");
+    let message = panic_message(&*failure);
+    assert!(
+        message.contains("a borrowed item was freed under its read guard"),
+        "the model failed otherwise: {message}"
+    );
 }
 
 /// Local objects: an object only its creating thread can reach takes no lock in its critical
@@ -359,6 +383,13 @@ mod local_objects {
         // creator's section runs: this shows the model can fail.
         let outcome =
             std::panic::catch_unwind(|| loom::model(|| creator_publishes_then_mutates(false)));
-        assert!(outcome.is_err(), "the model missed an unlocked race");
+        let failure = outcome.expect_err("the model missed an unlocked race");
+        let message = super::panic_message(&*failure);
+        // Loom's check of the `UnsafeCell` finds the two unordered writes (or, in an
+        // interleaving it reaches first, the lost one shows in the final value).
+        assert!(
+            message.contains("Causality violation") || message.contains("a write was lost"),
+            "the model failed otherwise: {message}"
+        );
     }
 }

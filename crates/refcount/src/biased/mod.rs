@@ -47,6 +47,8 @@ use std::ptr::NonNull;
 use crate::sync::{fence, spin_hint, yield_now, AtomicI32, AtomicU32, Ordering};
 use crate::{Counting, RefCountValue};
 
+#[doc(hidden)]
+pub use thread::unpark_waiting_for_merges;
 pub use thread::{
     detach_current_thread, for_each_registered, merge_pending, with_current_owner, Info,
     LocalCounts, Owner, Release,

@@ -115,6 +115,9 @@ struct QueueState {
     parked: bool,
     /// Threads merging an entry of their own for the parked owner.
     settling: usize,
+    /// Set while the owner's `unpark` waits for `settling` to reach zero. Read only by
+    /// [`unpark_waiting_for_merges`], which exists for tests.
+    unpark_waiting: bool,
 }
 
 impl Queue {
@@ -124,6 +127,7 @@ impl Queue {
                 entries: Vec::new(),
                 parked: false,
                 settling: 0,
+                unpark_waiting: false,
             }),
             pending: AtomicBool::new(false),
             settled: Condvar::new(),
@@ -244,12 +248,14 @@ impl Queue {
         let mut state = self.state.lock();
         state.parked = false;
         while state.settling > 0 {
+            state.unpark_waiting = true;
             #[cfg(all(test, not(loom)))]
             if let Some(hook) = WAITING_TO_UNPARK.get() {
                 hook();
             }
             state = self.settled.wait(state);
         }
+        state.unpark_waiting = false;
     }
 }
 
@@ -598,6 +604,16 @@ fn allocate_id() -> Option<u32> {
         .ok()
 }
 
+/// Whether the owner with id `id` is unparking and waiting for merges other threads run on its
+/// behalf ([`LocalCounts::unpark`] with drops of its objects merged elsewhere under way). A
+/// snapshot, read under the queue's lock, so `true` means the owner has reached that wait;
+/// `false` for an id not registered. It exists for tests, which spin on it instead of sleeping
+/// to let the owner get there.
+#[doc(hidden)]
+pub fn unpark_waiting_for_merges(id: u32) -> bool {
+    registry::queue(id).is_some_and(|queue| queue.state.lock().unpark_waiting)
+}
+
 /// A payload registered with an owner ([`LocalCounts::register_with`]).
 pub type Info = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
@@ -930,6 +946,11 @@ mod registry {
         QUEUES.contains_key(&id)
     }
 
+    /// The owner's queue, cloned out so that no shard stays locked.
+    pub(super) fn queue(id: u32) -> Option<Arc<Queue>> {
+        QUEUES.get(&id).map(|entry| entry.queue.clone())
+    }
+
     /// Pushes to the owner's queue; when its owner is parked, returns the queue and the entry
     /// instead, for the caller to merge once the shard lock is let go (merging frees objects,
     /// which may push again).
@@ -985,6 +1006,10 @@ mod registry {
 
     pub(super) fn contains(id: u32) -> bool {
         QUEUES.lock().contains_key(&id)
+    }
+
+    pub(super) fn queue(id: u32) -> Option<Arc<Queue>> {
+        QUEUES.lock().get(&id).map(|(queue, _)| queue.clone())
     }
 
     pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<(Arc<Queue>, Queued)>, Queued> {
