@@ -206,6 +206,16 @@ mod free_threaded {
             let (done, stopped_checking) = (AtomicBool::new(false), AtomicBool::new(false));
             thread::scope(|s| {
                 s.spawn(|| {
+                    /// Raises its flag when dropped: a failed assertion below unwinds
+                    /// through it, and the main thread, waiting for the flag, is let go.
+                    struct RaiseOnDrop<'a>(&'a AtomicBool);
+                    impl Drop for RaiseOnDrop<'_> {
+                        fn drop(&mut self) {
+                            self.0.store(true, Ordering::SeqCst);
+                        }
+                    }
+                    let _stopped = RaiseOnDrop(&stopped_checking);
+                    let _checked = RaiseOnDrop(&other_checked);
                     Python::attach(|py| {
                         other_attached.store(true, Ordering::SeqCst);
                         // No checkpoint before the main thread is attached: this thread cannot
@@ -228,7 +238,6 @@ mod free_threaded {
                             py.check();
                             assert!(!py.holds_world_alone());
                         }
-                        stopped_checking.store(true, Ordering::SeqCst);
                     });
                 });
                 while !other_attached.load(Ordering::SeqCst) {

@@ -211,7 +211,13 @@ fn a_thread_can_exit_while_a_stop_waits_for_a_thread_that_waits_for_it() {
             // stop cannot end meanwhile): the stopper's, or another test's, which holds the
             // stopper up and waits for this thread all the same. Only a stop raises the flag
             // while this thread is attached (a hold on the world alone needs it detached).
+            // Bounded: a stopper that failed before asking leaves a failure, not a hang.
+            let asked = std::time::Instant::now();
             while !ftrt_gil::stop_requested() {
+                assert!(
+                    asked.elapsed() < Duration::from_secs(30),
+                    "no stop was asked for"
+                );
                 std::hint::spin_loop();
             }
             go.send(()).unwrap();

@@ -606,10 +606,14 @@ impl Drop for AttachesAfterAnExitAttached {
                 if ftrt_gil::stop_requested() {
                     break None;
                 }
-                if let Ok(inside) = self.seen.try_recv() {
-                    break Some(inside);
+                match self.seen.try_recv() {
+                    Ok(inside) => break Some(inside),
+                    // The stopper is gone without a word (it failed): nothing will come.
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        break None;
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => thread::yield_now(),
                 }
-                thread::yield_now();
             };
             // Under the GIL, which the stop waits for (and no flag says so), a moment.
             #[cfg(feature = "gil")]

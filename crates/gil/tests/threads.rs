@@ -1115,8 +1115,11 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
         })
     });
     let owner_id = owner_id.recv().unwrap();
-    // Until the owner, attaching, waits for the merge under way for it.
-    while !ftrt_refcount::biased::unpark_waiting_for_merges(owner_id) {
+    // Until the owner, attaching, waits for the merge under way for it; or until the release
+    // is over (another test's stop let it go on first: this run then tests nothing).
+    while !ftrt_refcount::biased::unpark_waiting_for_merges(owner_id)
+        && !RELEASED.load(Ordering::SeqCst)
+    {
         thread::yield_now();
     }
     let stopped = Python::attach(|py| {

@@ -57,10 +57,11 @@ fn final_count(module: &Shared<PyModule>, name: &Shared<PyStr>) -> i64 {
 }
 
 /// The increments after which a thread must have read one of its own writes back. Alone it
-/// reads every one back. Beside others, a GIL runs it for 16 increments at a time, and free
-/// threads' reads take no lock: another thread's write must land in the few instructions
-/// between this thread's write and its next read, which it does now and then, not 64 times in
-/// a row.
+/// reads every one back. Under a GIL, whose only switch point here is the checkpoint between a
+/// read and its write, a thread that resumes writes and then reads its own value back before
+/// its next checkpoint. Free-threaded, reads take no lock: another thread's write must land in
+/// the few instructions between this thread's write and its next read, which it does now and
+/// then, not 64 times in a row.
 const READ_BACK_AFTER: usize = 64;
 
 fn counter_race(params: &Params) -> Outcome {

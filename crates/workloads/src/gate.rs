@@ -34,14 +34,17 @@ impl Gate {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        // A panic never happens while the mutex is held: its state stays whole.
+        // Nothing panics while the mutex is held (`wait` lets it go first): its state is whole.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Waits for the other parties. Panics if the gate is broken, before or while waiting.
     pub(crate) fn wait(&self) {
         let mut state = self.lock();
-        assert!(!state.broken, "another workload thread panicked");
+        if state.broken {
+            drop(state);
+            panic!("another workload thread panicked");
+        }
         state.arrived += 1;
         if state.arrived == self.parties {
             state.arrived = 0;
@@ -53,10 +56,9 @@ impl Gate {
         while state.openings == opening && !state.broken {
             state = self.opened.wait(state).unwrap_or_else(|e| e.into_inner());
         }
-        assert!(
-            state.openings != opening,
-            "another workload thread panicked"
-        );
+        let opened = state.openings != opening;
+        drop(state);
+        assert!(opened, "another workload thread panicked");
     }
 
     /// Breaks the gate if the calling thread unwinds while the guard lives.

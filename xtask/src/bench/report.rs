@@ -548,14 +548,15 @@ impl Report {
         }
         let _ = writeln!(
             md,
-            "Machine: {} CPUs ({}), {}, {}. Sizes x{}; {} measured repeat(s) per cell, interleaved, after one \
-             untimed run per workload and runner; each runner warms up in-process (a pass at a tenth of the size) \
-             before its clock starts, and ftrt's runners keep the memory they free (`MIMALLOC_PURGE_DELAY=-1` \
-             unless the environment sets it). Times run \
-             from the earliest thread's start to the last join (`nogil-processes`: the longest of N one-thread \
-             processes released together after their warm-ups). Medians of the repeats, ± the spread \
-             (max − min) / median; speedup = the same build at 1 thread / at N; vs gil = the GIL reference at N / \
-             this build at N (the `gil` build, or a free-threaded interpreter's default twin).\n",
+            "Machine: {} CPUs ({}), {}, {}. Sizes x{}; {} measured repeat(s) per cell, \
+             interleaved, after one untimed run per workload and runner; each runner warms up \
+             in-process (a pass at a tenth of the size) before its clock starts, and ftrt's \
+             runners keep the memory they free (`MIMALLOC_PURGE_DELAY=-1` unless the \
+             environment sets it). Times run from the earliest thread's start to the last join \
+             (`nogil-processes`: the longest of N one-thread processes released together after \
+             their warm-ups). Medians of the repeats, ± the spread (max − min) / median; \
+             speedup = the same build at 1 thread / at N; vs gil = the GIL reference at N / this \
+             build at N (the `gil` build, or a free-threaded interpreter's default twin).\n",
             machine["cpus"],
             machine["cpu_model"].as_str().unwrap_or("?"),
             machine["os"].as_str().unwrap_or("?"),
