@@ -1,5 +1,7 @@
 //! loom models of the stop protocol (`ftrt_gil::world`): a stopper never runs while another
-//! thread is attached, attaching threads wait for the stop to end, and no schedule deadlocks.
+//! thread is attached, attaching threads wait for the stop to end, and no schedule deadlocks,
+//! also beside `ftrt-refcount`'s parked counts (a reattach waits for merges on its behalf
+//! outside the world).
 //! Data only attached threads touch is a loom `UnsafeCell`, so a broken exclusion is a reported
 //! race, not a lucky pass. loom's condition variables never time out: the stops wait without
 //! patience.

@@ -278,3 +278,96 @@ fn a_thread_waiting_to_attach_asks_the_holder_to_let_go() {
         assert_eq!(objects, 2);
     });
 }
+
+/// An object of the owner's that another thread frees, and whose release attaches (as the
+/// runtime's frees run attached): with the presence of `Shared::other_stopper`, a registered
+/// thread that a stopper lists. `repr(C)`: the count first, as its pointer is the object's.
+#[repr(C)]
+struct AttachingObject {
+    count: ftrt_refcount::BiasedCount,
+    shared: Arc<Shared>,
+}
+
+impl Drop for AttachingObject {
+    fn drop(&mut self) {
+        let (world, me) = (&self.shared.world, &self.shared.other_stopper);
+        world.enter(Some(me));
+        self.shared.touch();
+        world.leave(Some(me));
+    }
+}
+
+/// # Safety
+/// The count heads an `AttachingObject` made by `Box::leak`, and reached zero.
+unsafe fn release_attaching(count: std::ptr::NonNull<ftrt_refcount::BiasedCount>) {
+    // SAFETY: per the contract.
+    drop(unsafe { Box::from_raw(count.cast::<AttachingObject>().as_ptr()) });
+}
+
+/// A pointer to an `AttachingObject` that may cross threads.
+struct Handed(std::ptr::NonNull<ftrt_refcount::BiasedCount>);
+// SAFETY: the object is shared by design; its count is only touched through the protocol.
+unsafe impl Send for Handed {}
+
+/// The biased counts' park with the stop protocol, as a runtime thread's detach and reattach
+/// combine them: a detached owner's object, whose one reference it handed to another thread,
+/// is dropped there, and the drop merges it for the parked owner and frees it, attaching in
+/// its release; meanwhile the owner reattaches and a third thread stops the world. The
+/// reattach unparks (waiting for the merge) before it enters the world: the merge's release
+/// may wait for the stop to end, and the stop for every thread in the world. No schedule
+/// deadlocks, and the stop excludes every attachment (it fails, deadlocking, with the
+/// reattach entering the world first).
+#[test]
+fn a_reattach_waits_for_a_merge_on_its_behalf_outside_the_world() {
+    use ftrt_refcount::biased::LocalCounts;
+    loom::model(|| {
+        let shared = Shared::new();
+        let owner = LocalCounts::register();
+        // Attached, the owner makes the object; its one reference goes to another thread.
+        shared.world.enter(Some(&shared.mutator));
+        let object = Box::new(AttachingObject {
+            count: ftrt_refcount::BiasedCount::new_for(owner.owner()),
+            shared: shared.clone(),
+        });
+        let count = std::ptr::NonNull::from(Box::leak(object)).cast();
+        let handed = Handed(count);
+        // Detach: park the counts, then leave the world.
+        // SAFETY: nothing is counted through `owner` between park and unpark.
+        unsafe { owner.park() };
+        shared.world.leave(Some(&shared.mutator));
+        let dropper = thread::spawn(move || {
+            let handed = handed;
+            let counts = LocalCounts::register();
+            // SAFETY: the reference handed to this thread, given up once; `true` means this
+            // call saw the count reach zero and must free.
+            unsafe {
+                if ftrt_refcount::BiasedCount::decref_for(
+                    handed.0,
+                    counts.owner(),
+                    release_attaching,
+                ) {
+                    release_attaching(handed.0);
+                }
+            }
+        });
+        let stopper = {
+            let shared = shared.clone();
+            thread::spawn(move || shared.stop_once(&shared.stopper))
+        };
+        // Reattach: unpark (waiting for a merge on this thread's behalf), then enter.
+        owner.unpark();
+        shared.world.enter(Some(&shared.mutator));
+        shared.touch();
+        shared.world.leave(Some(&shared.mutator));
+        dropper.join().unwrap();
+        stopper.join().unwrap();
+        owner.merge_pending();
+        drop(owner);
+        // SAFETY: every thread that touches the objects has been joined.
+        let touches = shared.objects.with(|objects| unsafe { *objects });
+        assert_eq!(
+            touches, 3,
+            "the stop, the reattach and the release, once each"
+        );
+    });
+}
