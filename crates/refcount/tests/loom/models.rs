@@ -384,9 +384,6 @@ fn a_non_owner_queues_while_the_owner_gives_up_ownership() {
 
 /// An object counted through an explicit owner ([`LocalCounts`]), freed by `release_object`.
 #[repr(C)]
-/// `repr(C)`: the count first, as the protocol functions take the object by its count's
-/// pointer (Rust may otherwise reorder the fields).
-#[repr(C)]
 struct Object {
     count: ftrt_refcount::BiasedCount,
     value: Counted,
