@@ -513,7 +513,7 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
             send_list.send(outer.unbind()).unwrap();
             py.allow_threads(|| {
                 // The owner is parked: the drop merges the count on the dropping thread.
-                thread::spawn(move || {
+                let dropper = thread::spawn(move || {
                     Python::attach(|py| {
                         let count = NonNull::new(address as *mut BuildCount).unwrap();
                         #[allow(clippy::let_unit_value)] // `()` in the atomic-rc build
@@ -526,7 +526,8 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
                 while !IN_RELEASE.load(Ordering::SeqCst) {
                     thread::yield_now();
                 }
-            });
+                dropper
+            })
         })
     });
     let list = list.recv().unwrap();
@@ -557,9 +558,11 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
         "the drop freed the list: the owner was still parked"
     );
     assert_eq!(found, 2, "the queued list is garbage, and what it holds");
-    // Joined: their exits hand what they retired (the clear's) to the epoch.
-    owner.join().unwrap();
+    // Joined, the dropping thread too: their exits hand what they retired (the clear's) to the
+    // epoch, and none of them is left pinned to hold the epoch back.
+    let dropper = owner.join().unwrap();
     collector.join().unwrap();
+    dropper.join().unwrap();
     // Each freed once: by the owner's merge as its attachment ended, or by the collector's
     // reference going last (the inner one's, retired by the clear, once the epoch drops it).
     Python::attach(ftrt_object::collect);
