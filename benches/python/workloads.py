@@ -68,8 +68,13 @@ def run_threads(n, work):
             errors.append(e)
 
     threads = [threading.Thread(target=body, args=(t,)) for t in range(n)]
-    for th in threads:
-        th.start()
+    try:
+        for th in threads:
+            th.start()
+    except BaseException:
+        # A thread that could not start: the started ones leave the barrier, broken.
+        ready.abort()
+        raise
     ready.wait()
     for th in threads:
         th.join()
@@ -300,6 +305,15 @@ def in_rounds(n, total, new, fill, check):
     round_start, round_end = threading.Barrier(n), threading.Barrier(n)
 
     def work(t):
+        try:
+            return rounds(t)
+        except BaseException:
+            # The others leave their waits, broken, instead of waiting for this thread.
+            round_start.abort()
+            round_end.abort()
+            raise
+
+    def rounds(t):
         spans, failures, base, drops = [], [], 0, 0.0
         for r, size in enumerate(sizes):
             round_start.wait()

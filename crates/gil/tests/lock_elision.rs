@@ -204,16 +204,16 @@ mod free_threaded {
             let (other_attached, main_attached) = (AtomicBool::new(false), AtomicBool::new(false));
             let other_checked = AtomicBool::new(false);
             let (done, stopped_checking) = (AtomicBool::new(false), AtomicBool::new(false));
+            /// Raises its flag when dropped: a failed assertion on either thread unwinds through
+            /// it, and the other thread, waiting for the flag, is let go.
+            struct RaiseOnDrop<'a>(&'a AtomicBool);
+            impl Drop for RaiseOnDrop<'_> {
+                fn drop(&mut self) {
+                    self.0.store(true, Ordering::SeqCst);
+                }
+            }
             thread::scope(|s| {
                 s.spawn(|| {
-                    /// Raises its flag when dropped: a failed assertion below unwinds
-                    /// through it, and the main thread, waiting for the flag, is let go.
-                    struct RaiseOnDrop<'a>(&'a AtomicBool);
-                    impl Drop for RaiseOnDrop<'_> {
-                        fn drop(&mut self) {
-                            self.0.store(true, Ordering::SeqCst);
-                        }
-                    }
                     let _stopped = RaiseOnDrop(&stopped_checking);
                     let _checked = RaiseOnDrop(&other_checked);
                     Python::attach(|py| {
@@ -243,6 +243,9 @@ mod free_threaded {
                 while !other_attached.load(Ordering::SeqCst) {
                     thread::yield_now();
                 }
+                // The other thread checks until `done`, and waits for `main_attached` first.
+                let _done = RaiseOnDrop(&done);
+                let _main_attached = RaiseOnDrop(&main_attached);
                 Python::attach(|py| {
                     main_attached.store(true, Ordering::SeqCst);
                     repin(py);

@@ -220,7 +220,8 @@ pub(crate) const LIST_APPEND_SHARED: Workload = Workload {
     name: "list-append-shared",
     unit: "append",
     description:
-        "appends to one list shared by all (a fresh one every 250,000 appends, the full one checked and dropped untimed); each append there once",
+        "appends to one list shared by all (a fresh one every 250,000 appends, the full one \
+         checked untimed and dropped timed); each append there once",
     shows: "reliability",
     run: list_append_shared,
 };
@@ -353,7 +354,9 @@ fn dict_shared_write(params: &Params) -> Outcome {
 pub(crate) const DICT_SHARED_WRITE: Workload = Workload {
     name: "dict-shared-write",
     unit: "insert",
-    description: "inserts distinct keys into one shared dict (a fresh one every 250,000 inserts, the full one checked and dropped untimed); each key there once, with its value",
+    description: "inserts distinct keys into one shared dict (a fresh one every 250,000 inserts, \
+                  the full one checked untimed and dropped timed); each key there once, with its \
+                  value",
     shows: "reliability",
     run: dict_shared_write,
 };

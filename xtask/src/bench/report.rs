@@ -554,7 +554,9 @@ impl Report {
              runners keep the memory they free (`MIMALLOC_PURGE_DELAY=-1` unless the \
              environment sets it). Times run from the earliest thread's start to the last join \
              (`nogil-processes`: the longest of N one-thread processes released together after \
-             their warm-ups). Medians of the repeats, ± the spread (max − min) / median; \
+             their warm-ups; `list-append-shared`, `dict-shared-write`: their rounds, each from \
+             its earliest thread's start to its last thread's end, and their containers' \
+             drops). Medians of the repeats, ± the spread (max − min) / median; \
              speedup = the same build at 1 thread / at N; vs gil = the GIL reference at N / this \
              build at N (the `gil` build, or a free-threaded interpreter's default twin).\n",
             machine["cpus"],
