@@ -750,16 +750,13 @@ mod tests {
             until_waiting(&gil, 1);
             // A sleep, not a spin: what is checked is that time passing does not make the
             // waiter ask. Checked at once, any interval would pass.
-            thread::sleep(4 * DEFAULT_SWITCH_INTERVAL);
+            let waited = 4 * DEFAULT_SWITCH_INTERVAL;
+            thread::sleep(waited);
             let asked = gil.drop_requested();
             // Released before judging, so that a failure does not leave the waiter blocked.
             // SAFETY: held.
             unsafe { gil.release() };
-            assert!(
-                !asked,
-                "the waiter asked after {:?}",
-                4 * DEFAULT_SWITCH_INTERVAL
-            );
+            assert!(!asked, "the waiter asked after {waited:?}");
         });
         assert_eq!(gil.acquisitions(), 2);
     }
