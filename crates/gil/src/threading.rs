@@ -156,6 +156,14 @@ impl Lock {
         self.raw.is_locked()
     }
 
+    /// How many threads are parked waiting for the lock (a snapshot), for tests that must know
+    /// an acquirer has blocked before they release.
+    #[doc(hidden)]
+    #[cfg(not(loom))]
+    pub fn parked_waiters(&self) -> usize {
+        self.raw.parked_waiters()
+    }
+
     /// Runs `f` holding the lock (`with lock:`), releasing it afterwards even if `f` panics.
     ///
     /// # Panics
@@ -695,9 +703,7 @@ mod tests {
                 let lock = lock.clone();
                 move |py| lock.acquire(py, Some(Duration::MAX))
             });
-            // `Lock` does not count its waiters: this usually lets the acquirer block first,
-            // and the test holds either way.
-            thread::sleep(Duration::from_millis(50));
+            until(|| lock.parked_waiters() == 1);
             lock.release().unwrap();
             assert!(acquirer.join().unwrap());
             assert!(lock.locked());

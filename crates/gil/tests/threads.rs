@@ -9,7 +9,7 @@ mod common;
 
 #[cfg(feature = "gil")]
 use std::cell::UnsafeCell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::Duration;
@@ -454,24 +454,25 @@ fn a_detached_thread_that_opened_a_section_does_not_block_the_thread_it_waits_fo
 fn a_thread_that_waits_to_resume_a_section_after_allow_threads_is_detached_meanwhile() {
     use ftrt_lock::{section, RawObjectLock};
     static LOCK: RawObjectLock = RawObjectLock::new();
+    static STOPPED: AtomicBool = AtomicBool::new(false);
     finishes("the resumed section", || {
         let (detached, wait_for_detached) = mpsc::channel();
         let (taken, wait_for_taken) = mpsc::channel();
-        let (taken_too, wait_to_stop) = mpsc::channel();
         let holder = thread::spawn(move || {
             wait_for_detached.recv().unwrap();
             section::with(&LOCK, || {
                 taken.send(()).unwrap();
-                taken_too.send(()).unwrap();
-                // The other thread re-attaches and waits for the lock; a stop begins.
-                thread::sleep(Duration::from_millis(100));
+                // The other thread re-attaches and blocks waiting for the lock; a stop begins
+                // (and, unless that thread holds it up, may end).
+                spin_until(|| LOCK.parked_waiters() > 0);
+                spin_until(|| ftrt_gil::stop_requested() || STOPPED.load(Ordering::SeqCst));
                 Python::attach(|py| py.check());
             })
         });
         let stopper = thread::spawn(move || {
-            wait_to_stop.recv().unwrap();
-            thread::sleep(Duration::from_millis(50));
+            spin_until(|| LOCK.parked_waiters() > 0);
             Python::attach(|py| ftrt_gil::stop_the_world(py, || ()));
+            STOPPED.store(true, Ordering::SeqCst);
         });
         section::with(&LOCK, move || {
             Python::attach(move |py| {
@@ -487,19 +488,28 @@ fn a_thread_that_waits_to_resume_a_section_after_allow_threads_is_detached_meanw
     });
 }
 
-/// Locks `lock` on another thread, returning once it is held, and unlocks it 100 ms later.
+/// Locks `lock` on another thread, returning once it is held, and unlocks it once a thread
+/// has blocked waiting for it.
 #[cfg(not(feature = "gil"))]
-fn hold_for_a_while(lock: &'static ftrt_lock::RawObjectLock) -> thread::JoinHandle<()> {
+fn hold_until_waited_for(lock: &'static ftrt_lock::RawObjectLock) -> thread::JoinHandle<()> {
     let (held, wait_for_held) = mpsc::channel();
     let holder = thread::spawn(move || {
         lock.lock();
         held.send(()).unwrap();
-        thread::sleep(Duration::from_millis(100));
+        spin_until(|| lock.parked_waiters() > 0);
         // SAFETY: locked above, on this thread.
         unsafe { lock.unlock() };
     });
     wait_for_held.recv().unwrap();
     holder
+}
+
+/// Yields until `done`: for a state another thread reaches (tests run under `finishes`, whose
+/// deadline fails one that never comes).
+fn spin_until(done: impl Fn() -> bool) {
+    while !done() {
+        thread::yield_now();
+    }
 }
 
 /// The detach around a wait for a section's lock runs no quiescent-state hooks: nothing but the
@@ -513,7 +523,7 @@ fn the_detach_around_a_wait_for_a_sections_lock_runs_no_hooks() {
     static LOCK: RawObjectLock = RawObjectLock::new();
     hook_runs();
     finishes("the wait", || {
-        let holder = hold_for_a_while(&LOCK);
+        let holder = hold_until_waited_for(&LOCK);
         let runs = Python::attach(|_py| {
             let before = hook_runs();
             section::with(&LOCK, || ());
@@ -554,7 +564,7 @@ fn a_release_that_waits_for_a_section_while_the_detach_parks_the_counts_waits_in
             })
             .join()
             .unwrap();
-            let holder = hold_for_a_while(&LOCK);
+            let holder = hold_until_waited_for(&LOCK);
             // Contended: the detach parks the counts, whose merge runs `release`.
             section::with(&LOCK, || ());
             holder.join().unwrap();
@@ -684,8 +694,7 @@ fn a_release_by_another_thread_than_the_holder_wakes_a_blocked_acquirer() {
         assert!(lock.try_acquire());
         let acquirer = lock.clone();
         let acquirer = thread::spawn(move || Python::attach(|py| acquirer.acquire(py, None)));
-        // Usually lets the acquirer block first; the test holds either way.
-        thread::sleep(Duration::from_millis(20));
+        spin_until(|| lock.parked_waiters() == 1);
         let releaser = lock.clone();
         thread::spawn(move || Python::attach(|_py| releaser.release()))
             .join()

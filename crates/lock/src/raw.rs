@@ -291,17 +291,11 @@ impl LockByte {
     }
 }
 
-/// Test hooks that reach into the parking lot and the state, so the unit tests can drive an
-/// exact interleaving instead of hoping the scheduler produces it.
-#[cfg(all(test, not(loom)))]
+#[cfg(not(loom))]
 impl LockByte {
-    /// The state byte now (`LOCKED`, `PARKED`).
-    pub(crate) fn state(&self) -> u8 {
-        self.state.load(Ordering::Relaxed)
-    }
-
     /// The park tokens (the instants they started waiting, per [`fairness::stamp`]) of the
-    /// threads parked on this lock, in queue order. Wakes nobody.
+    /// threads parked on this lock, in queue order. Wakes nobody. For tests, which wait with
+    /// it for a thread to block (`parked_waiters`), instead of sleeping and hoping it has.
     pub(crate) fn parked_waiters_since(&self) -> Vec<usize> {
         let mut since = Vec::new();
         let filter = |ParkToken(token)| {
@@ -311,6 +305,16 @@ impl LockByte {
         // SAFETY: as in `lock_slow`; nothing is unparked, so the state is left alone.
         unsafe { unpark_filter(self.key(), filter, |_| TOKEN_RETRY) };
         since
+    }
+}
+
+/// Test hooks that reach into the parking lot and the state, so the unit tests can drive an
+/// exact interleaving instead of hoping the scheduler produces it.
+#[cfg(all(test, not(loom)))]
+impl LockByte {
+    /// The state byte now (`LOCKED`, `PARKED`).
+    pub(crate) fn state(&self) -> u8 {
+        self.state.load(Ordering::Relaxed)
     }
 
     /// Wakes the longest waiter with "retry" while the lock stays locked: what the waiter sees
@@ -412,6 +416,15 @@ impl RawObjectLock {
     #[inline]
     pub fn is_locked(&self) -> bool {
         self.byte.is_locked()
+    }
+
+    /// How many threads are parked waiting for the lock (a snapshot; it takes the parking lot's
+    /// lock for this lock's queue). For tests that must know a waiter has blocked before they
+    /// let the lock go, instead of sleeping and hoping it has.
+    #[doc(hidden)]
+    #[cfg(not(loom))]
+    pub fn parked_waiters(&self) -> usize {
+        self.byte.parked_waiters_since().len()
     }
 }
 

@@ -126,6 +126,14 @@ impl RawThreadingLock {
     pub fn is_locked(&self) -> bool {
         self.byte.is_locked()
     }
+
+    /// How many threads are parked waiting for the lock (a snapshot): see
+    /// [`RawObjectLock::parked_waiters`](crate::RawObjectLock::parked_waiters).
+    #[doc(hidden)]
+    #[cfg(not(loom))]
+    pub fn parked_waiters(&self) -> usize {
+        self.byte.parked_waiters_since().len()
+    }
 }
 
 /// Test hooks: see `LockByte`'s.
@@ -133,10 +141,6 @@ impl RawThreadingLock {
 impl RawThreadingLock {
     pub(crate) fn state(&self) -> u8 {
         self.byte.state()
-    }
-
-    pub(crate) fn parked_waiters(&self) -> usize {
-        self.byte.parked_waiters_since().len()
     }
 }
 
