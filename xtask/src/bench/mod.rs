@@ -13,8 +13,9 @@
 //! free-threaded interpreter's default twin), peak memory and the workloads' own checks, and
 //! closes with the mission's targets, judged only on a full run. With the `nogil` build comes
 //! the machine's reference, `nogil-processes` ([`PROCESSES_BUILD`]): the private-data workloads
-//! run as N one-thread processes instead of N threads, so that a speedup short of N can be
-//! told apart into what the machine costs and what the runtime does.
+//! and `cycle-create` ([`REFERENCE_WORKLOADS`]) run as N one-thread processes instead of N
+//! threads, so that a speedup short of N can be told apart into what the machine costs and
+//! what the runtime does.
 
 mod plots;
 mod report;
@@ -67,13 +68,24 @@ pub const PRIVATE_WORKLOADS: &[&str] = &[
     "float-mult",
 ];
 
+/// The workloads the machine's reference runs ([`PROCESSES_BUILD`]): the private-data ones, and
+/// `cycle-create`, whose threads each build and collect their own cycles (G1).
+pub const REFERENCE_WORKLOADS: &[&str] = &[
+    "countdown",
+    "list-append-private",
+    "dict-private",
+    "object-create",
+    "float-mult",
+    "cycle-create",
+];
+
 /// The runner that measures the machine's reference for N-way private work: the `nogil` build
 /// run as N one-thread processes released together after their warm-ups, each given 1/N of the
 /// work, up to N = the cores. Processes share no memory, so whatever slows them is the
 /// machine's (shared caches, memory bandwidth, first touches of fresh pages). A reference, not
 /// a bound: a process's setup after the gate and its teardown run beside the others' clocks,
 /// and threads share what processes each build, so threads may beat it. Run with the `nogil`
-/// build, on [`PRIVATE_WORKLOADS`].
+/// build, on [`REFERENCE_WORKLOADS`].
 pub const PROCESSES_BUILD: &str = "nogil-processes";
 
 /// The size multiplier of `--quick` runs.

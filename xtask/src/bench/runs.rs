@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use super::{Plan, PRIVATE_WORKLOADS, PROCESSES_BUILD, WORKLOADS};
+use super::{Plan, PROCESSES_BUILD, REFERENCE_WORKLOADS, WORKLOADS};
 use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
 use crate::variants::Variant;
 
@@ -278,7 +278,7 @@ fn processes_runner(nogil: &Runner) -> Runner {
         workloads: nogil
             .workloads
             .iter()
-            .filter(|w| PRIVATE_WORKLOADS.contains(&w.as_str()))
+            .filter(|w| REFERENCE_WORKLOADS.contains(&w.as_str()))
             .cloned()
             .collect(),
         units: nogil.units.clone(),
@@ -1053,17 +1053,21 @@ mod tests {
     }
 
     #[test]
-    fn the_machines_reference_runs_nogil_on_the_private_workloads_and_has_no_gil_twin() {
+    fn the_machines_reference_runs_nogil_on_the_reference_workloads_and_has_no_gil_twin() {
         let mut nogil = runner("nogil", RunnerKind::Variant(Variant::Nogil));
         nogil.workloads = vec![
             "countdown".into(),
             "counter-race".into(),
             "object-create".into(),
+            "cycle-create".into(),
         ];
         let reference = processes_runner(&nogil);
         assert_eq!(reference.build, PROCESSES_BUILD);
         assert!(reference.processes);
-        assert_eq!(reference.workloads, ["countdown", "object-create"]);
+        assert_eq!(
+            reference.workloads,
+            ["countdown", "object-create", "cycle-create"]
+        );
         let runners = [
             runner("gil", RunnerKind::Variant(Variant::Gil)),
             nogil,

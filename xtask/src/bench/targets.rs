@@ -591,8 +591,9 @@ pub fn evaluate(report: &Report) -> Summary {
                 return None;
             }
             let (speedup, (at, p99)) = (speedup?, worst?);
+            let processes = r.as_processes(&["cycle-create"], 2);
             Some((
-                format!("speedup {speedup:.2}, worst p99 {p99:.2} ms (x{at})"),
+                format!("speedup {speedup:.2}, worst p99 {p99:.2} ms (x{at}){processes}"),
                 speedup >= 1.7 && p99 < 10.0,
             ))
         },
@@ -1233,6 +1234,48 @@ mod tests {
         assert_eq!(missed, Verdict::Missed, "{measured}");
         assert!(measured.contains("12.00 ms (x4)"), "{measured}");
         assert_eq!(evaluate_with(None).0, Verdict::NotMeasured);
+    }
+
+    /// G1 shows what two processes reach on `cycle-create` beside the runtime's speedup, as P3
+    /// does for the private workloads, and judges without it.
+    #[test]
+    fn g1_shows_the_machines_reference_beside_the_speedup() {
+        let mut cells: Vec<Cell> = full_run(|_, b| if b == "gil" { 1.0 } else { 0.5 })
+            .into_iter()
+            .map(|mut c| {
+                if c.workload == "cycle-create" && c.build == "nogil" {
+                    c.metrics.insert("gc_pause_p99_ms".into(), 0.2);
+                    c.metrics.insert("gc_local_pause_p99_ms".into(), 0.1);
+                }
+                c
+            })
+            .collect();
+        cells.push(cell("cycle-create", PROCESSES_BUILD, 1, 1.0));
+        cells.push(cell("cycle-create", PROCESSES_BUILD, 2, 0.625));
+        let mut runners = runners(&["gil", "nogil", "nogil-atomic-rc"]);
+        runners.push(RunnerSummary {
+            processes: true,
+            gil_reference: None,
+            ..RunnerSummary::variant(PROCESSES_BUILD)
+        });
+        let report = Report::from_cells(cells, runners, vec![1, 2, 4], 2, Vec::new());
+        let summary = evaluate(&report);
+        let g1 = find(&summary, "G1");
+        assert_eq!(g1.verdict, Verdict::Met, "{}", g1.measured);
+        assert!(
+            g1.measured.contains(
+                "speedup 2.00, worst p99 0.20 ms (x1); the machine, as 2 processes \
+                 (nogil-processes): cycle-create 1.60"
+            ),
+            "{}",
+            g1.measured
+        );
+        assert!(
+            g1.cells
+                .contains(&"cycle-create nogil-processes x2".to_owned()),
+            "{:?}",
+            g1.cells
+        );
     }
 
     /// A local collection stalls its own thread: G1's pause is the worse of the two kinds.
