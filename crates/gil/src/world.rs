@@ -329,7 +329,8 @@ impl World {
     /// Fails with [`StopFailed::Busy`] at once if another thread is stopping the world (the
     /// caller must then leave and [`wait_while_stopping`](Self::wait_while_stopping), or that
     /// stopper waits for it forever), and with [`StopFailed::TimedOut`] if `patience` runs out
-    /// first (`None`: wait as long as it takes; loom never times out).
+    /// first (`None`, or a patience too long for the clock to add: wait as long as it takes;
+    /// loom never times out).
     /// A hold on the world being tried meanwhile ([`try_hold_alone`](Self::try_hold_alone))
     /// fails, the caller being attached: this waits for it to give up first.
     pub fn try_stop<'w, P: AsRef<Presence>>(
@@ -338,6 +339,9 @@ impl World {
         threads: impl FnOnce() -> Vec<P>,
         patience: Option<Duration>,
     ) -> Result<Stopped<'w, P>, StopFailed> {
+        // Before the stop is raised: from there until `Stopped` exists a panic would leave it
+        // raised for ever. A patience past the clock's end is no deadline.
+        let deadline = patience.and_then(|patience| Instant::now().checked_add(patience));
         {
             let mut holds = self.lock.lock();
             // A hold being tried: it fails, since this thread is attached (a hold never waits
@@ -353,7 +357,6 @@ impl World {
             self.stopping.store(true, Relaxed);
             self.park_wanted.store(true, Relaxed);
         }
-        let deadline = patience.map(|patience| Instant::now() + patience);
         let mut stopped = Stopped {
             world: self,
             suspended: Vec::new(),

@@ -368,3 +368,39 @@ fn an_anonymous_leave_without_an_enter_panics_and_leaves_the_count_alone() {
     drop(stopped);
     world.leave(Some(&stopper));
 }
+
+/// A patience too long for the clock to add (`Duration::MAX`: "as long as it takes") waits
+/// without a deadline, in `try_stop_the_world` and `World::try_stop` alike. The deadline's sum
+/// used to panic after the stop was raised and before anything could lower it: every other
+/// thread then waited for that stop for ever.
+#[test]
+fn a_patience_past_the_clocks_end_waits_without_a_deadline() {
+    let ran = Python::attach(|py| {
+        let mut work = || 7;
+        loop {
+            match ftrt_gil::try_stop_the_world(py, Some(Duration::MAX), work) {
+                Ok(ran) => break ran,
+                // Another test's stop (this binary's tests run at once): this one parked
+                // until it ended.
+                Err(not) if not.why == ftrt_gil::world::StopFailed::Busy => work = not.work,
+                Err(not) => panic!("no deadline, yet the stop failed: {:?}", not.why),
+            }
+        }
+    });
+    assert_eq!(ran, 7);
+    // Another stop runs, and threads attach: the first one's stop was lowered.
+    let other = thread::spawn(|| Python::attach(|py| stop_the_world(py, || 8)));
+    assert_eq!(other.join().unwrap(), 8);
+
+    let world = World::new();
+    let stopper = Presence::new();
+    world.enter(Some(&stopper));
+    let stopped = world.try_stop(Some(&stopper), || vec![&stopper], Some(Duration::MAX));
+    assert!(
+        stopped.is_ok(),
+        "no other thread is attached, yet the stop failed"
+    );
+    drop(stopped);
+    assert!(!world.stop_requested(), "the world's stop was left raised");
+    world.leave(Some(&stopper));
+}
