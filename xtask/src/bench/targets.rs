@@ -1126,6 +1126,18 @@ mod tests {
         assert_eq!(find(&summary, "P8").verdict, Verdict::Missed, "equal times");
     }
 
+    /// The report of a full run's cells and the machine's reference (`nogil-processes`, whose
+    /// cells `cells` includes).
+    fn with_the_machines_reference(cells: Vec<Cell>) -> Report {
+        let mut runners = runners(&["gil", "nogil", "nogil-atomic-rc"]);
+        runners.push(RunnerSummary {
+            processes: true,
+            gil_reference: None,
+            ..RunnerSummary::variant(PROCESSES_BUILD)
+        });
+        Report::from_cells(cells, runners, vec![1, 2, 4], 2, Vec::new())
+    }
+
     #[test]
     fn p3_shows_the_machines_reference_beside_the_speedup_and_judges_without_it() {
         // nogil reaches 1.25 at 2 threads; two processes reach 1.25 too: the machine's limit.
@@ -1136,13 +1148,7 @@ mod tests {
             with.push(cell(w, PROCESSES_BUILD, 1, 1.0));
             with.push(cell(w, PROCESSES_BUILD, 2, 0.8));
         }
-        let mut runners = runners(&["gil", "nogil", "nogil-atomic-rc"]);
-        runners.push(RunnerSummary {
-            processes: true,
-            gil_reference: None,
-            ..RunnerSummary::variant(PROCESSES_BUILD)
-        });
-        let report = Report::from_cells(with, runners, vec![1, 2, 4], 2, Vec::new());
+        let report = with_the_machines_reference(with);
         let summary = evaluate(&report);
         let p3 = find(&summary, "P3");
         assert_eq!(p3.verdict, Verdict::Missed, "the goal is the runtime's");
@@ -1252,13 +1258,7 @@ mod tests {
             .collect();
         cells.push(cell("cycle-create", PROCESSES_BUILD, 1, 1.0));
         cells.push(cell("cycle-create", PROCESSES_BUILD, 2, 0.625));
-        let mut runners = runners(&["gil", "nogil", "nogil-atomic-rc"]);
-        runners.push(RunnerSummary {
-            processes: true,
-            gil_reference: None,
-            ..RunnerSummary::variant(PROCESSES_BUILD)
-        });
-        let report = Report::from_cells(cells, runners, vec![1, 2, 4], 2, Vec::new());
+        let report = with_the_machines_reference(cells);
         let summary = evaluate(&report);
         let g1 = find(&summary, "G1");
         assert_eq!(g1.verdict, Verdict::Met, "{}", g1.measured);
