@@ -454,6 +454,7 @@ fn a_detached_thread_that_opened_a_section_does_not_block_the_thread_it_waits_fo
 fn a_thread_that_waits_to_resume_a_section_after_allow_threads_is_detached_meanwhile() {
     use ftrt_lock::{section, RawObjectLock};
     static LOCK: RawObjectLock = RawObjectLock::new();
+    static WAITED_FOR: AtomicBool = AtomicBool::new(false);
     static STOPPED: AtomicBool = AtomicBool::new(false);
     finishes("the resumed section", || {
         let (detached, wait_for_detached) = mpsc::channel();
@@ -463,14 +464,18 @@ fn a_thread_that_waits_to_resume_a_section_after_allow_threads_is_detached_meanw
             section::with(&LOCK, || {
                 taken.send(()).unwrap();
                 // The other thread re-attaches and blocks waiting for the lock; a stop begins
-                // (and, unless that thread holds it up, may end).
+                // (and, unless that thread holds it up, may end). Another test's stop, raised
+                // first, lets this thread go as well: the overlap is then that stop's, and the
+                // stopper's comes after the lock is let go.
                 spin_until(|| LOCK.parked_waiters() > 0);
+                WAITED_FOR.store(true, Ordering::SeqCst);
                 spin_until(|| ftrt_gil::stop_requested() || STOPPED.load(Ordering::SeqCst));
                 Python::attach(|py| py.check());
             })
         });
         let stopper = thread::spawn(move || {
-            spin_until(|| LOCK.parked_waiters() > 0);
+            // Once the holder has seen the waiter (which leaves the queue once let go).
+            spin_until(|| WAITED_FOR.load(Ordering::SeqCst));
             Python::attach(|py| ftrt_gil::stop_the_world(py, || ()));
             STOPPED.store(true, Ordering::SeqCst);
         });

@@ -267,7 +267,7 @@ pub fn build_runners(
 }
 
 /// The machine's reference ([`PROCESSES_BUILD`]): `nogil`'s binary, run as processes, on the
-/// private-data workloads it has.
+/// [`REFERENCE_WORKLOADS`] it has (the private-data ones and `cycle-create`).
 fn processes_runner(nogil: &Runner) -> Runner {
     Runner {
         build: PROCESSES_BUILD.to_owned(),
@@ -497,11 +497,16 @@ fn run_once(
     log: &mut RawLog,
     round: Option<u32>,
 ) -> Result<Run, Failed> {
-    let (run, raw) = if runner.processes && threads > 1 {
+    let (mut run, raw) = if runner.processes && threads > 1 {
         run_as_processes(runner, workload, threads, plan.scale, plan.run_limit)
     } else {
         run_in_one_process(runner, workload, threads, plan.scale, plan.run_limit)
     };
+    if runner.processes {
+        // At every count, as at N processes (`combine_processes`): the reference's tables
+        // would otherwise show its one-process metrics alone, beside `nogil`'s own.
+        run.metrics.clear();
+    }
     log.record(&json!({
         "round": round,
         "warm_up": round.is_none(),
