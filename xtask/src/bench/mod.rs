@@ -13,7 +13,7 @@
 //! free-threaded interpreter's default twin), peak memory and the workloads' own checks, and
 //! closes with the mission's targets, judged only on a full run. With the `nogil` build comes
 //! the machine's reference, `nogil-processes` ([`PROCESSES_BUILD`]): the private-data workloads
-//! and `cycle-create` ([`REFERENCE_WORKLOADS`]) run as N one-thread processes instead of N
+//! and `cycle-create` ([`in_the_reference`]) run as N one-thread processes instead of N
 //! threads, so that a speedup short of N can be told apart into what the machine costs and
 //! what the runtime does.
 
@@ -68,16 +68,11 @@ pub const PRIVATE_WORKLOADS: &[&str] = &[
     "float-mult",
 ];
 
-/// The workloads the machine's reference runs ([`PROCESSES_BUILD`]): the private-data ones, and
-/// `cycle-create`, whose threads each build and collect their own cycles (G1).
-pub const REFERENCE_WORKLOADS: &[&str] = &[
-    "countdown",
-    "list-append-private",
-    "dict-private",
-    "object-create",
-    "float-mult",
-    "cycle-create",
-];
+/// Whether the machine's reference ([`PROCESSES_BUILD`]) runs `workload`: the private-data
+/// ones, and `cycle-create`, whose threads each build and collect their own cycles (G1).
+pub fn in_the_reference(workload: &str) -> bool {
+    PRIVATE_WORKLOADS.contains(&workload) || workload == "cycle-create"
+}
 
 /// The runner that measures the machine's reference for N-way private work: the `nogil` build
 /// run as N one-thread processes released together after their warm-ups, each given 1/N of the
@@ -85,7 +80,7 @@ pub const REFERENCE_WORKLOADS: &[&str] = &[
 /// machine's (shared caches, memory bandwidth, first touches of fresh pages). A reference, not
 /// a bound: a process's setup after the gate and its teardown run beside the others' clocks,
 /// and threads share what processes each build, so threads may beat it. Run with the `nogil`
-/// build, on [`REFERENCE_WORKLOADS`].
+/// build, on the workloads [`in_the_reference`].
 pub const PROCESSES_BUILD: &str = "nogil-processes";
 
 /// The size multiplier of `--quick` runs.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
 
-use super::{Plan, PROCESSES_BUILD, REFERENCE_WORKLOADS, WORKLOADS};
+use super::{in_the_reference, Plan, PROCESSES_BUILD, WORKLOADS};
 use crate::steps::{run_steps, CargoStep, Failed, Toolchain, Workspace};
 use crate::variants::Variant;
 
@@ -267,7 +267,7 @@ pub fn build_runners(
 }
 
 /// The machine's reference ([`PROCESSES_BUILD`]): `nogil`'s binary, run as processes, on the
-/// [`REFERENCE_WORKLOADS`] it has (the private-data ones and `cycle-create`).
+/// workloads it has [`in_the_reference`] (the private-data ones and `cycle-create`).
 fn processes_runner(nogil: &Runner) -> Runner {
     Runner {
         build: PROCESSES_BUILD.to_owned(),
@@ -278,7 +278,7 @@ fn processes_runner(nogil: &Runner) -> Runner {
         workloads: nogil
             .workloads
             .iter()
-            .filter(|w| REFERENCE_WORKLOADS.contains(&w.as_str()))
+            .filter(|w| in_the_reference(w))
             .cloned()
             .collect(),
         units: nogil.units.clone(),
