@@ -322,9 +322,7 @@ fn attaching_inside_a_critical_section_whose_inner_section_blocks_leaves_the_out
             inner.lock();
             inner_taken.send(()).unwrap();
             // The other thread blocks on `inner` only after suspending its section on `outer`.
-            while outer.is_locked() {
-                thread::yield_now();
-            }
+            spin_until(|| !outer.is_locked());
             // SAFETY: locked above.
             unsafe { inner.unlock() };
         });
@@ -811,9 +809,7 @@ fn an_event_pulsed_by_set_and_clear_wakes_every_waiter_every_round() {
         for _ in 0..ROUNDS {
             round_starts.wait();
             // Everyone left the last round's wait before the barrier, so these are this round's.
-            while event.n_waiting() < WAITERS {
-                thread::yield_now();
-            }
+            spin_until(|| event.n_waiting() >= WAITERS);
             event.set();
             event.clear();
         }
@@ -834,9 +830,7 @@ fn a_semaphore_released_without_bound_admits_every_waiter_and_saturates() {
                 thread::spawn(move || Python::attach(|py| semaphore.acquire(py, None)))
             })
             .collect();
-        while semaphore.n_waiting() < WAITERS {
-            thread::yield_now();
-        }
+        spin_until(|| semaphore.n_waiting() >= WAITERS);
         semaphore.release(usize::MAX).unwrap();
         for waiter in waiters {
             assert!(waiter.join().unwrap());
@@ -1098,9 +1092,7 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
     /// went between two looks.
     unsafe fn release(_count: NonNull<BiasedCount>) {
         IN_RELEASE.store(true, Ordering::SeqCst);
-        while !ftrt_gil::stop_requested() && !STOP_RAN.load(Ordering::SeqCst) {
-            thread::yield_now();
-        }
+        spin_until(|| ftrt_gil::stop_requested() || STOP_RAN.load(Ordering::SeqCst));
         Python::attach(|_py| ());
         RELEASED.store(true, Ordering::SeqCst);
     }
@@ -1120,9 +1112,7 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
                     // SAFETY: the count's one reference, given up here; `release` frees nothing.
                     let _ = unsafe { BiasedCount::decref(count, release) };
                 });
-                while !IN_RELEASE.load(Ordering::SeqCst) {
-                    thread::yield_now();
-                }
+                spin_until(|| IN_RELEASE.load(Ordering::SeqCst));
             });
             // Attached again only once the merge for this thread was over.
             RELEASED.load(Ordering::SeqCst)
@@ -1131,11 +1121,10 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
     let owner_id = owner_id.recv().unwrap();
     // Until the owner, attaching, waits for the merge under way for it; or until the release
     // is over (another test's stop let it go on first: this run then tests nothing).
-    while !ftrt_refcount::biased::unpark_waiting_for_merges(owner_id)
-        && !RELEASED.load(Ordering::SeqCst)
-    {
-        thread::yield_now();
-    }
+    spin_until(|| {
+        ftrt_refcount::biased::unpark_waiting_for_merges(owner_id)
+            || RELEASED.load(Ordering::SeqCst)
+    });
     let stopped = Python::attach(|py| {
         let mut work = || STOP_RAN.store(true, Ordering::SeqCst);
         loop {
