@@ -615,10 +615,12 @@ impl Drop for AttachesAfterAnExitAttached {
                     Err(std::sync::mpsc::TryRecvError::Empty) => thread::yield_now(),
                 }
             };
-            // Under the GIL, which the stop waits for (and no flag says so), a moment.
+            // Under the GIL: until the stopper waits for it (its attach, before the stop).
             #[cfg(feature = "gil")]
             let seen_early = {
-                thread::sleep(std::time::Duration::from_millis(200));
+                while ftrt_gil::runtime_gil().waiting() == 0 {
+                    thread::yield_now();
+                }
                 None
             };
             // Long enough for a stop that does not wait for this attachment to run inside it.
