@@ -33,9 +33,10 @@ const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
 /// A waiter at the head of the queue that has been waiting for longer than this (counted from
 /// when it first parked, not from its latest wake-up) gets the lock handed to it directly on the
 /// next unlock, as CPython's `PyMutex` does, so a stream of threads re-taking the lock cannot
-/// starve it. Only the head is looked at: a waiter woken to retry that loses the lock parks
-/// again at the tail, behind waiters that came after it, and its turn comes once they have
-/// been woken (each one unlock, which a faster thread may take), as in `PyMutex`.
+/// starve it. Only the head is looked at: a waiter woken to retry that loses the lock sleeps
+/// until it has waited this long (unlocks meanwhile do not wake it) and then parks again at the
+/// tail, behind waiters that came after it, and its turn comes once they have been woken (each
+/// one unlock, which a faster thread may take), as in `PyMutex`.
 pub const HANDOFF_AFTER: Duration = Duration::from_millis(1);
 
 /// One byte of lock state (`LOCKED`, `PARKED`) and every transition of it: taking the lock,
@@ -168,6 +169,8 @@ impl LockByte {
         // that loses the lock to a faster thread parks again with its original stamp, so holds
         // shorter than `HANDOFF_AFTER` cannot keep the lock from it for ever.
         let mut parked_since = None;
+        // Woken to compete, this thread has not had the lock since.
+        let mut woken_to_retry = false;
         loop {
             let state = match self.spin_lock(&mut backoff) {
                 Ok(()) => return true,
@@ -177,6 +180,19 @@ impl LockByte {
             // slow path for a waiter that is already leaving.
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return false;
+            }
+            // Woken, and another thread took the lock first: it is being taken back to back.
+            // Parked again, this thread would be woken by the next unlock to lose again, each
+            // time costing the holder a wake-up and both threads the lock's cache line (two
+            // threads taking one lock with an empty section spent a third of their time in the
+            // kernel this way). So it sits out the rest of its fair time, off the queue, and
+            // the holder's unlocks take the fast path meanwhile; then it parks with its first
+            // stamp, and the next unlock hands it the lock.
+            if std::mem::take(&mut woken_to_retry) {
+                if let Some(since) = parked_since {
+                    sit_out(since, deadline);
+                    continue;
+                }
             }
             if state & PARKED == 0
                 && self
@@ -226,7 +242,8 @@ impl LockByte {
                     return true;
                 }
                 ParkResult::TimedOut => return false,
-                ParkResult::Unparked(_) | ParkResult::Invalid => {}
+                ParkResult::Unparked(_) => woken_to_retry = true,
+                ParkResult::Invalid => {}
             }
             if spin != Spin::Never {
                 backoff.reset();
@@ -289,6 +306,27 @@ impl LockByte {
         unsafe { unpark_filter(self.key(), filter, callback) };
         released.get()
     }
+}
+
+/// Sleeps until a waiter first parked at `since` has waited [`HANDOFF_AFTER`], or until
+/// `deadline` if that comes first: a waiter that lost the lock after a wake-up sits out the rest
+/// of its fair time (see `LockByte::lock_slow`). Under loom time does not pass, and a model's
+/// waiter goes on at once: sleeping holds nothing and publishes nothing, so the schedules the
+/// model explores without it are the ones that matter.
+fn sit_out(since: usize, deadline: Option<Instant>) {
+    #[cfg(not(loom))]
+    {
+        let now = Instant::now();
+        let mut until = now + fairness::left_before_handoff(since);
+        if let Some(deadline) = deadline {
+            until = until.min(deadline);
+        }
+        if until > now {
+            std::thread::sleep(until - now);
+        }
+    }
+    #[cfg(loom)]
+    let _ = (since, deadline);
 }
 
 #[cfg(not(loom))]
@@ -355,9 +393,11 @@ impl LockByte {
 /// keyed by the lock's address. Unlocking wakes the waiter at the head of the queue; if that
 /// waiter has been waiting for longer than [`HANDOFF_AFTER`] in total, the lock is handed to it
 /// directly instead of being released for anyone to grab (eventual fairness). A waiter woken to
-/// compete that loses the lock again keeps the time it has waited and parks at the tail: alone
-/// in the queue, it is handed the lock on the first unlock after that time has passed, however
-/// short each hold is; behind others, once each of them has been woken.
+/// compete that loses the lock again keeps the time it has waited, sleeps out the rest of
+/// [`HANDOFF_AFTER`] (the lock is being taken back to back: waking it at each unlock would only
+/// slow the holder down), and parks at the tail: alone in the queue, it is handed the lock on the
+/// first unlock after that, however short each hold is; behind others, once each of them has
+/// been woken.
 ///
 /// This is the raw primitive: [`Mutex`](crate::Mutex) wraps it with a guard, and the
 /// [`section`](crate::section) module builds critical sections on it. Only the holder may
@@ -489,7 +529,7 @@ unsafe impl lock_api::RawMutex for RawObjectLock {
 #[cfg(not(loom))]
 pub(crate) mod fairness {
     use std::sync::OnceLock;
-    use std::time::Instant;
+    use std::time::{Duration, Instant};
 
     use super::HANDOFF_AFTER;
 
@@ -506,6 +546,13 @@ pub(crate) mod fairness {
 
     pub(super) fn waited_too_long(since: usize) -> bool {
         waited_too_long_at(stamp(), since)
+    }
+
+    /// How long a waiter stamped `since` has left to wait before it is owed a handoff (zero
+    /// once it is).
+    pub(super) fn left_before_handoff(since: usize) -> Duration {
+        let waited = stamp().wrapping_sub(since) as u64;
+        HANDOFF_AFTER.saturating_sub(Duration::from_nanos(waited))
     }
 
     /// Whether a waiter stamped `since` has waited long enough at `now`. The difference wraps,

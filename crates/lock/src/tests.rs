@@ -178,6 +178,44 @@ fn a_waiter_that_loses_the_race_after_a_wake_up_keeps_its_waiting_time() {
     assert!(!lock.is_locked());
 }
 
+/// The same race, seen from the holder: a waiter that lost the lock after a wake-up does not
+/// park again, to be woken by the next unlock and lose again, until it has waited out its fair
+/// time; meanwhile the holder's unlocks find nobody parked and take the fast path.
+#[test]
+fn a_waiter_that_loses_the_race_after_a_wake_up_sits_out_its_fair_time_off_the_queue() {
+    let lock = RawObjectLock::new();
+    let flags = [const { AtomicBool::new(false) }; 3];
+    lock.lock();
+    let (parked_early, handed_over) = thread::scope(|s| {
+        let waiter = Waiter::spawn(s, &lock, &flags);
+        let first_park = parked_waiter_since(&lock);
+        lock.wake_a_waiter_to_find_the_lock_retaken();
+        // Parked again before its time is up? Read the queue first, the clock second: a park
+        // seen before the time was up was early whatever the thread did between the reads.
+        let parked_early = loop {
+            let parked = !lock.parked_waiters_since().is_empty();
+            let time_up = fairness::waited_too_long_at(fairness::stamp(), first_park);
+            if parked || time_up {
+                break parked && !time_up;
+            }
+            thread::yield_now();
+        };
+        parked_waiter_since(&lock);
+        // SAFETY: locked above.
+        let handed_over = unsafe { waiter.unlock_and_see_if_handed_over(&lock) };
+        (parked_early, handed_over)
+    });
+    assert!(
+        !parked_early,
+        "the waiter parked again before its fair time was up"
+    );
+    assert!(
+        handed_over,
+        "the lock was released instead of handed to the waiter"
+    );
+    assert!(!lock.is_locked());
+}
+
 #[test]
 fn a_section_holds_its_lock_and_releases_it_at_the_end() {
     let lock = RawObjectLock::new();
