@@ -85,10 +85,10 @@ impl std::error::Error for ReleaseUnlocked {}
 /// compare-and-swap each. Contended, a thread spins briefly while attached (free-threaded
 /// builds only), then detaches ([`Python::allow_threads`]) and parks; a release that finds a
 /// thread parked wakes one, which competes for the lock again (or, once it has waited over
-/// [`ftrt_lock::HANDOFF_AFTER`], is handed it); one that loses sleeps until it has waited that
-/// long, so that releases meanwhile wake nobody. Throughput under contention degrades
-/// gracefully: threads that keep re-taking the lock do so with single atomic operations,
-/// without a sleep and a wake-up for each acquisition.
+/// [`ftrt_lock::HANDOFF_AFTER`], is handed it); one that loses sleeps as long as it has waited
+/// before it parks again, rather than be woken by the next release to lose again. Throughput
+/// under contention degrades gracefully: threads that keep re-taking the lock do so with single
+/// atomic operations, without a sleep and a wake-up for each acquisition.
 #[derive(Default)]
 pub struct Lock {
     raw: RawThreadingLock,

@@ -615,13 +615,19 @@ impl Drop for AttachesAfterAnExitAttached {
                     Err(std::sync::mpsc::TryRecvError::Empty) => thread::yield_now(),
                 }
             };
-            // Under the GIL: until the stopper waits for it (its attach, before the stop).
+            // Under the GIL: until the stopper waits for it (its attach, before the stop), or
+            // has reported: a stop that did not wait (this attachment nested without taking the
+            // GIL) reports at once.
             #[cfg(feature = "gil")]
-            let seen_early = {
-                while ftrt_gil::runtime_gil().waiting() == 0 {
-                    thread::yield_now();
+            let seen_early = loop {
+                if ftrt_gil::runtime_gil().waiting() > 0 {
+                    break None;
                 }
-                None
+                match self.seen.try_recv() {
+                    Ok(inside) => break Some(inside),
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => break None,
+                    Err(std::sync::mpsc::TryRecvError::Empty) => thread::yield_now(),
+                }
             };
             // Long enough for a stop that does not wait for this attachment to run inside it.
             thread::sleep(std::time::Duration::from_millis(50));

@@ -33,10 +33,10 @@ const TOKEN_HANDOFF: UnparkToken = UnparkToken(1);
 /// A waiter at the head of the queue that has been waiting for longer than this (counted from
 /// when it first parked, not from its latest wake-up) gets the lock handed to it directly on the
 /// next unlock, as CPython's `PyMutex` does, so a stream of threads re-taking the lock cannot
-/// starve it. Only the head is looked at: a waiter woken to retry that loses the lock sleeps
-/// until it has waited this long (unlocks meanwhile do not wake it) and then parks again at the
-/// tail, behind waiters that came after it, and its turn comes once they have been woken (each
-/// one unlock, which a faster thread may take), as in `PyMutex`.
+/// starve it. Only the head is looked at: a waiter woken to retry that loses the lock sleeps a
+/// while off the queue (as long as it has waited, at most until it has waited this long) and
+/// then parks again at the tail, behind waiters that came after it, and its turn comes once
+/// they have been woken (each one unlock, which a faster thread may take), as in `PyMutex`.
 pub const HANDOFF_AFTER: Duration = Duration::from_millis(1);
 
 /// One byte of lock state (`LOCKED`, `PARKED`) and every transition of it: taking the lock,
@@ -182,12 +182,14 @@ impl LockByte {
                 return false;
             }
             // Woken, and another thread took the lock first: it is being taken back to back.
-            // Parked again, this thread would be woken by the next unlock to lose again, each
-            // time costing the holder a wake-up and both threads the lock's cache line (two
-            // threads taking one lock with an empty section spent a third of their time in the
-            // kernel this way). So it sits out the rest of its fair time, off the queue, and
-            // the holder's unlocks take the fast path meanwhile; then it parks with its first
-            // stamp, and the next unlock hands it the lock.
+            // Parked again at once, this thread would be woken by the next unlock to lose
+            // again, each time costing the holder a wake-up and both threads the lock's cache
+            // line (two threads taking one lock around a counter increment made 125,000 futex
+            // calls in a second this way). So it sleeps off the queue first, as long as it has
+            // waited so far (a loss every few microseconds becomes one every millisecond within
+            // a few rounds), and no later than its handoff time; then it parks with its first
+            // stamp, and at the head of the queue it is handed the lock once that is over
+            // `HANDOFF_AFTER` old.
             if std::mem::take(&mut woken_to_retry) {
                 if let Some(since) = parked_since {
                     sit_out(since, deadline);
@@ -308,16 +310,18 @@ impl LockByte {
     }
 }
 
-/// Sleeps until a waiter first parked at `since` has waited [`HANDOFF_AFTER`], or until
-/// `deadline` if that comes first: a waiter that lost the lock after a wake-up sits out the rest
-/// of its fair time (see `LockByte::lock_slow`). Under loom time does not pass, and a model's
-/// waiter goes on at once: sleeping holds nothing and publishes nothing, so the schedules the
-/// model explores without it are the ones that matter.
+/// Sleeps as long as a waiter first parked at `since` has waited so far, but not past the time it
+/// is owed a handoff, nor past `deadline`: a waiter that lost the lock after a wake-up sits out
+/// (see `LockByte::lock_slow`). Never longer than it has waited, so a lock that comes free
+/// meanwhile keeps it at most twice as long as it would have waited parked. Under loom time
+/// does not pass, and a model's waiter goes on at once: sleeping holds nothing and publishes
+/// nothing, so the schedules the model explores without it are the ones that matter.
 fn sit_out(since: usize, deadline: Option<Instant>) {
     #[cfg(not(loom))]
     {
         let now = Instant::now();
-        let mut until = now + fairness::left_before_handoff(since);
+        let (waited, left) = fairness::waited_and_left_before_handoff(since);
+        let mut until = now + waited.min(left);
         if let Some(deadline) = deadline {
             until = until.min(deadline);
         }
@@ -393,11 +397,11 @@ impl LockByte {
 /// keyed by the lock's address. Unlocking wakes the waiter at the head of the queue; if that
 /// waiter has been waiting for longer than [`HANDOFF_AFTER`] in total, the lock is handed to it
 /// directly instead of being released for anyone to grab (eventual fairness). A waiter woken to
-/// compete that loses the lock again keeps the time it has waited, sleeps out the rest of
-/// [`HANDOFF_AFTER`] (the lock is being taken back to back: waking it at each unlock would only
-/// slow the holder down), and parks at the tail: alone in the queue, it is handed the lock on the
-/// first unlock after that, however short each hold is; behind others, once each of them has
-/// been woken.
+/// compete that loses the lock again keeps the time it has waited, sleeps as long again (at most
+/// until it has waited [`HANDOFF_AFTER`]: the lock is being taken back to back, and waking it at
+/// each unlock would only slow the holder down), and parks at the tail: alone in the queue, it
+/// is handed the lock on the first unlock once its wait is over [`HANDOFF_AFTER`], however
+/// short each hold is; behind others, once each of them has been woken.
 ///
 /// This is the raw primitive: [`Mutex`](crate::Mutex) wraps it with a guard, and the
 /// [`section`](crate::section) module builds critical sections on it. Only the holder may
@@ -548,11 +552,11 @@ pub(crate) mod fairness {
         waited_too_long_at(stamp(), since)
     }
 
-    /// How long a waiter stamped `since` has left to wait before it is owed a handoff (zero
-    /// once it is).
-    pub(super) fn left_before_handoff(since: usize) -> Duration {
-        let waited = stamp().wrapping_sub(since) as u64;
-        HANDOFF_AFTER.saturating_sub(Duration::from_nanos(waited))
+    /// How long a waiter stamped `since` has waited, and how long it has left to wait before it
+    /// is owed a handoff (zero once it is).
+    pub(super) fn waited_and_left_before_handoff(since: usize) -> (Duration, Duration) {
+        let waited = Duration::from_nanos(stamp().wrapping_sub(since) as u64);
+        (waited, HANDOFF_AFTER.saturating_sub(waited))
     }
 
     /// Whether a waiter stamped `since` has waited long enough at `now`. The difference wraps,

@@ -179,41 +179,60 @@ fn a_waiter_that_loses_the_race_after_a_wake_up_keeps_its_waiting_time() {
 }
 
 /// The same race, seen from the holder: a waiter that lost the lock after a wake-up does not
-/// park again, to be woken by the next unlock and lose again, until it has waited out its fair
-/// time; meanwhile the holder's unlocks find nobody parked and take the fast path.
+/// park again at once, to be woken by the next unlock and lose again. It sleeps off the queue as
+/// long as it had waited (the holder's unlocks meanwhile find nobody parked), then parks with its
+/// first stamp and is handed the lock once that is over [`HANDOFF_AFTER`] old.
 #[test]
-fn a_waiter_that_loses_the_race_after_a_wake_up_sits_out_its_fair_time_off_the_queue() {
-    let lock = RawObjectLock::new();
-    let flags = [const { AtomicBool::new(false) }; 3];
-    lock.lock();
-    let (parked_early, handed_over) = thread::scope(|s| {
-        let waiter = Waiter::spawn(s, &lock, &flags);
-        let first_park = parked_waiter_since(&lock);
-        lock.wake_a_waiter_to_find_the_lock_retaken();
-        // Parked again before its time is up? Read the queue first, the clock second: a park
-        // seen before the time was up was early whatever the thread did between the reads.
-        let parked_early = loop {
-            let parked = !lock.parked_waiters_since().is_empty();
-            let time_up = fairness::waited_too_long_at(fairness::stamp(), first_park);
-            if parked || time_up {
-                break parked && !time_up;
+fn a_waiter_that_loses_the_race_after_a_wake_up_sleeps_as_long_as_it_had_waited() {
+    // Woken this many nanoseconds after it parked, the waiter stays off the queue until twice
+    // that: still short of the handoff time.
+    const WOKEN_AFTER: usize = 300_000;
+    const _: () = assert!(2 * WOKEN_AFTER < HANDOFF_AFTER.as_nanos() as usize);
+    // An attempt proves something only if the queue was seen empty before the waiter was due
+    // back (this thread may be descheduled for longer than that): retried until it was.
+    for _ in 0..10 {
+        let lock = RawObjectLock::new();
+        let flags = [const { AtomicBool::new(false) }; 3];
+        lock.lock();
+        let (seen_off_the_queue_in_time, parked_early, handed_over) = thread::scope(|s| {
+            let waiter = Waiter::spawn(s, &lock, &flags);
+            let first_park = parked_waiter_since(&lock);
+            while fairness::stamp().wrapping_sub(first_park) < WOKEN_AFTER {
+                thread::yield_now();
             }
-            thread::yield_now();
-        };
-        parked_waiter_since(&lock);
-        // SAFETY: locked above.
-        let handed_over = unsafe { waiter.unlock_and_see_if_handed_over(&lock) };
-        (parked_early, handed_over)
-    });
-    assert!(
-        !parked_early,
-        "the waiter parked again before its fair time was up"
-    );
-    assert!(
-        handed_over,
-        "the lock was released instead of handed to the waiter"
-    );
-    assert!(!lock.is_locked());
+            lock.wake_a_waiter_to_find_the_lock_retaken();
+            let due_back = first_park + 2 * WOKEN_AFTER;
+            // Read the queue first, the clock second: a park seen before the waiter was due
+            // back was early whatever the thread did between the reads.
+            let mut seen_off_the_queue_in_time = false;
+            let parked_early = loop {
+                let parked = !lock.parked_waiters_since().is_empty();
+                let before_due = fairness::stamp() < due_back;
+                if parked {
+                    break before_due;
+                }
+                seen_off_the_queue_in_time |= before_due;
+                thread::yield_now();
+            };
+            wait_past_the_handoff_time(first_park);
+            // SAFETY: locked above.
+            let handed_over = unsafe { waiter.unlock_and_see_if_handed_over(&lock) };
+            (seen_off_the_queue_in_time, parked_early, handed_over)
+        });
+        assert!(
+            !parked_early,
+            "the waiter parked again before it had slept as long as it had waited"
+        );
+        assert!(
+            handed_over,
+            "the lock was released instead of handed to the waiter"
+        );
+        assert!(!lock.is_locked());
+        if seen_off_the_queue_in_time {
+            return;
+        }
+    }
+    panic!("the queue was never looked at before the waiter was due back");
 }
 
 #[test]
