@@ -55,11 +55,16 @@ fn parked_waiter_since(lock: &RawObjectLock) -> usize {
     }
 }
 
-/// Waits until more than [`HANDOFF_AFTER`] has passed since the stamp `since`.
-fn wait_past_the_handoff_time(since: usize) {
-    while fairness::stamp() - since <= HANDOFF_AFTER.as_nanos() as usize {
+/// Waits until more than `nanos` nanoseconds have passed since the stamp `since`.
+fn wait_past(since: usize, nanos: usize) {
+    while fairness::stamp().wrapping_sub(since) <= nanos {
         thread::yield_now();
     }
+}
+
+/// Waits until more than [`HANDOFF_AFTER`] has passed since the stamp `since`.
+fn wait_past_the_handoff_time(since: usize) {
+    wait_past(since, HANDOFF_AFTER.as_nanos() as usize);
 }
 
 /// A thread that takes `lock`, says so and whether the lock was handed to it, and keeps it until
@@ -197,9 +202,7 @@ fn a_waiter_that_loses_the_race_after_a_wake_up_sleeps_as_long_as_it_had_waited(
         let (seen_off_the_queue_in_time, parked_early, handed_over) = thread::scope(|s| {
             let waiter = Waiter::spawn(s, &lock, &flags);
             let first_park = parked_waiter_since(&lock);
-            while fairness::stamp().wrapping_sub(first_park) < WOKEN_AFTER {
-                thread::yield_now();
-            }
+            wait_past(first_park, WOKEN_AFTER);
             lock.wake_a_waiter_to_find_the_lock_retaken();
             let due_back = first_park + 2 * WOKEN_AFTER;
             // Read the queue first, the clock second: a park seen before the waiter was due
