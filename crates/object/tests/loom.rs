@@ -12,6 +12,11 @@
 //! writers take turns on the GIL (a mutex here), a reader may hold a borrowed value across giving
 //! the GIL up (`allow_threads`), and a writer defers what it removes while any read guard is alive
 //! (`ReadGuard`'s reader count); the last guard to go drops the deferred references.
+//!
+//! Hot shared objects' deferred counts (`hot.rs`) have models of their own
+//! (`loom/deferred.rs`): the real stop protocol and the real biased count, with each thread's
+//! array a loom `UnsafeCell`, a settle that sums them in a stopped world, and a thread's exit
+//! folding its counts in; the object is freed exactly once, never while a thread holds it.
 
 // The models, in a folder: a `.rs` file beside this one would be a test target of its own.
 #[cfg(loom)]

@@ -393,3 +393,7 @@ mod local_objects {
         );
     }
 }
+
+/// Deferred counts: per-thread counts of hot shared objects, summed in a stopped world.
+#[path = "deferred.rs"]
+mod deferred;
