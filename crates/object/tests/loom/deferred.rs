@@ -212,12 +212,13 @@ impl Runtime {
 
     /// Settles the deferred object, as `hot::settle` does: still counted since the last settle
     /// (or fresh) and alive, it stays deferred with its traffic cleared; otherwise its count
-    /// counts again, the arrays folded in, and a dead object gets one reference, whose drop
-    /// (by the caller, once the world runs) frees it. Answers whether it did.
+    /// counts again, the arrays folded in, and a dead object gets one reference (counted as
+    /// `owner`, the calling thread), whose drop by the caller, once the world runs, frees it.
+    /// Answers whether it did.
     ///
     /// # Safety
     /// The world is stopped.
-    unsafe fn settle(&self) -> bool {
+    unsafe fn settle(&self, owner: Owner<'_>) -> bool {
         let mut registry = self.registry.lock().unwrap();
         if !registry.deferred {
             return false;
@@ -250,7 +251,7 @@ impl Runtime {
             self.counts[me].with_mut(|count| unsafe { *count = ThreadCount::default() });
         }
         if !alive {
-            count.incref();
+            count.incref_for(owner);
         }
         !alive
     }
@@ -259,7 +260,7 @@ impl Runtime {
     /// runs again, as a collection does.
     fn collect(&self, me: usize, owner: Owner<'_>) {
         // SAFETY: the world is stopped.
-        if self.stopped(me, || unsafe { self.settle() }) {
+        if self.stopped(me, || unsafe { self.settle(owner) }) {
             self.drop_reference(me, owner);
         }
     }
@@ -411,7 +412,7 @@ fn a_settle_outside_a_stopped_world_is_caught_by_the_model() {
             };
             runtime.drop_reference(STOPPER, owner);
             // SAFETY: none: the world is not stopped, which the model must catch.
-            if unsafe { runtime.settle() } {
+            if unsafe { runtime.settle(owner) } {
                 runtime.drop_reference(STOPPER, owner);
             }
             counter.join().unwrap();
