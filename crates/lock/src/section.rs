@@ -843,9 +843,10 @@ mod imp {
     unsafe fn thread_stack<'a>() -> Option<&'a SectionStack> {
         match SECTIONS.try_with(std::ptr::from_ref) {
             // SAFETY: the thread-local lives until this thread's thread-local destructors
-            // reach it, and they run one after another, never nested inside a call that is
-            // still running; so it outlives the caller's frame, which is as long as the caller
-            // keeps the reference.
+            // reach it. They run one after another at thread exit, after every other frame of
+            // the thread has returned, or from inside `std::process::exit`, whose callers'
+            // frames never run again; so it outlives every use the caller's frame makes of
+            // the reference, which is as long as the caller keeps it.
             Ok(stack) => Some(unsafe { &*stack }),
             // SAFETY: forwarded from the caller.
             Err(_) => unsafe { stand_in() },
