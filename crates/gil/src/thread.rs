@@ -10,7 +10,8 @@
 //! critical sections, releases the GIL, runs the closure, then takes the GIL back and resumes the
 //! innermost section. The sections stay suspended for the whole closure, even if it begins and
 //! ends sections of its own (`ftrt_lock::section::detached`). The closure must be `Send`, which
-//! keeps the token out of it. Attaching and the end of an attachment leave the sections alone.
+//! keeps the token out of it, except through a wrapper that is `Send` whatever it holds (see
+//! [`Python::allow_threads`]). Attaching and the end of an attachment leave the sections alone.
 //!
 //! In the free-threaded builds an attached thread also stays pinned in `crossbeam-epoch`, the
 //! reclamation scheme behind the object model's lock-free reads: a read pins for free (a nested
@@ -126,6 +127,10 @@ impl<'py> Python<'py> {
     /// # Safety
     /// The calling thread is attached (holds the GIL in the `gil` build) whenever code that
     /// holds the token runs, for all of `'py`: as for a token [`attach`](Self::attach) makes.
+    /// And `'py` ends before the attachment does: what the token hands out borrows the thread's
+    /// state for `'py` (the biased build's [`new_object_token`](Self::new_object_token) an owner
+    /// that points into it), so a `'py` the caller picks longer (`'static`) would let those
+    /// outlive it.
     ///
     /// Free: it touches no thread state, because every `Bound::py()` makes one. A thread that
     /// never attached has no block, and the token then answers as after the thread's exit (the
@@ -189,7 +194,16 @@ impl<'py> Python<'py> {
     /// Detaches around `f`: suspends the thread's critical sections and releases the GIL, so
     /// other threads run while `f` blocks or computes; then re-attaches (in fair mode, ahead of
     /// threads that never left) and resumes the innermost section. Sections `f` begins and ends
-    /// do not resume the suspended ones. `f` is `Send`, so it cannot use this token.
+    /// do not resume the suspended ones. `f` is `Send`, so it cannot capture this token, nor a
+    /// handle tied to it, as such.
+    ///
+    /// **A known hole, as in PyO3 (its issue 2141).** `Send` keeps a value from other threads,
+    /// and `f` runs on this one: a wrapper that is `Send` whatever it holds and checks at run
+    /// time that it is used on the thread that made it (`send_wrapper::SendWrapper`,
+    /// `fragile::Fragile`) carries the token into `f`, which can then count, read objects and
+    /// begin sections while the thread is detached (in the `gil` build without the GIL). No
+    /// bound on stable Rust rules that out without forbidding closures that borrow
+    /// (`F: 'static`). Do not pass a token, or anything tied to it, into `f` that way.
     ///
     /// Inside the thread's own stop of the world ([`stop_the_world`](crate::stop_the_world))
     /// it only suspends the sections: no other thread may run, so the thread stays attached.
