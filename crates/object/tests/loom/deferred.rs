@@ -100,13 +100,15 @@ unsafe impl Sync for Runtime {}
 unsafe impl Send for Runtime {}
 
 impl Runtime {
-    /// A runtime with one object, owned by `owner` and holding one reference.
+    /// A runtime with one object, owned by `owner`, holding two references: the owner's, and
+    /// the one the owner hands to the counting thread.
     fn new(owner: Owner<'_>) -> Arc<Self> {
         let freed = Arc::new(AtomicUsize::new(0));
         let object = Box::new(Object {
             count: BiasedCount::new_for(owner),
             _freed: Freed(freed.clone()),
         });
+        object.count.incref_for(owner);
         Arc::new(Runtime {
             world: World::new(),
             presences: [Presence::new(), Presence::new()],
@@ -331,6 +333,12 @@ fn counting_thread(runtime: Arc<Runtime>, owners: Owners) {
     runtime.exit(me);
 }
 
+/// Starts [`counting_thread`] on a thread of its own.
+fn spawn_counting_thread(runtime: &Arc<Runtime>, owners: Owners) -> thread::JoinHandle<()> {
+    let runtime = runtime.clone();
+    thread::spawn(move || counting_thread(runtime, owners))
+}
+
 /// An object deferred before a second thread could reach it (as `Bound::defer_refcount` does)
 /// is counted by that thread and by its owner while the owner collects. The settle sums the
 /// counts the threads made before they parked: it keeps the object deferred, or hands it back
@@ -342,17 +350,12 @@ fn a_deferred_object_is_freed_once_after_every_thread_lets_go() {
     loom::model(|| {
         let owner = LocalCounts::register();
         let runtime = Runtime::new(owner.owner());
-        // The counting thread's reference, handed over.
-        runtime.count().incref_for(owner.owner());
         // SAFETY: no other thread can reach the object yet; the owner's reference is held.
         assert!(unsafe { runtime.defer() });
         // Deferred before the last collection: the next one hands it back to its count if the
         // other thread has not counted it yet, while that thread still holds its reference.
         runtime.registry.lock().unwrap().fresh = false;
-        let counter = {
-            let runtime = runtime.clone();
-            thread::spawn(move || counting_thread(runtime, Owners::Registered))
-        };
+        let counter = spawn_counting_thread(&runtime, Owners::Registered);
         runtime.world.enter(Some(&runtime.presences[STOPPER]));
         runtime.drop_reference(STOPPER, owner.owner());
         runtime.collect(STOPPER, owner.owner());
@@ -372,11 +375,7 @@ fn a_deferral_in_a_stopped_world_reaches_every_later_count() {
     loom::model(|| {
         let owner = LocalCounts::register();
         let runtime = Runtime::new(owner.owner());
-        runtime.count().incref_for(owner.owner());
-        let counter = {
-            let runtime = runtime.clone();
-            thread::spawn(move || counting_thread(runtime, Owners::Registered))
-        };
+        let counter = spawn_counting_thread(&runtime, Owners::Registered);
         runtime.world.enter(Some(&runtime.presences[STOPPER]));
         // SAFETY: the world is stopped; the owner's reference is held. (A count with a drop
         // queued to its owner is not deferred: the models go on either way.)
@@ -403,13 +402,9 @@ fn a_settle_outside_a_stopped_world_is_caught_by_the_model() {
         loom::model(|| {
             let owner = Owner::detached();
             let runtime = Runtime::new(owner);
-            runtime.count().incref_for(owner);
             // SAFETY: no other thread can reach the object yet; the owner's reference is held.
             assert!(unsafe { runtime.defer() });
-            let counter = {
-                let runtime = runtime.clone();
-                thread::spawn(move || counting_thread(runtime, Owners::Detached))
-            };
+            let counter = spawn_counting_thread(&runtime, Owners::Detached);
             runtime.drop_reference(STOPPER, owner);
             // SAFETY: none: the world is not stopped, which the model must catch.
             if unsafe { runtime.settle(owner) } {
