@@ -40,9 +40,9 @@ use crate::Python;
 
 /// Runs `f` inside a critical section on `lock`: no lock is taken in the `gil` build (the
 /// token proves this thread holds the GIL), a section on the thread state's stack otherwise.
-/// So it excludes only this module's sections, in every build: not a section taken on `lock`
+/// So it is only guaranteed to exclude this module's sections: not a section taken on `lock`
 /// through `ftrt_lock` directly (see the module docs), which a crate's `gil` feature, unified
-/// across the dependency graph, would leave unexcluded.
+/// across the dependency graph, or lock elision (`set_lock_elision`) leaves unexcluded.
 #[inline]
 pub fn with<R>(py: Python<'_>, lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
     with_if(py, Some(lock), f)

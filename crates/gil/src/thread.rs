@@ -10,8 +10,9 @@
 //! critical sections, releases the GIL, runs the closure, then takes the GIL back and resumes the
 //! innermost section. The sections stay suspended for the whole closure, even if it begins and
 //! ends sections of its own (`ftrt_lock::section::detached`). The closure must be `Send`, which
-//! keeps the token out of it, except through a wrapper that is `Send` whatever it holds (see
-//! [`Python::allow_threads`]). Attaching and the end of an attachment leave the sections alone.
+//! keeps the token from being captured as such, though not from every way in (a known hole:
+//! see [`Python::allow_threads`]). Attaching and the end of an attachment leave the sections
+//! alone.
 //!
 //! In the free-threaded builds an attached thread also stays pinned in `crossbeam-epoch`, the
 //! reclamation scheme behind the object model's lock-free reads: a read pins for free (a nested
@@ -49,9 +50,10 @@ fn gil() -> &'static Gil {
 
 /// Proof that the calling thread is attached to the runtime (and, in the `gil` build, holds the
 /// GIL) whenever code that holds the token runs, for the lifetime `'py`. (The thread detaches
-/// inside [`allow_threads`](Python::allow_threads), whose closure is `Send` and so holds no
-/// token, and gives the GIL to another thread inside a [`check`](Python::check), which blocks
-/// until it has the GIL back.) Obtain one with [`Python::attach`].
+/// inside [`allow_threads`](Python::allow_threads), whose closure is `Send` and so captures no
+/// token, short of the known hole documented there, and gives the GIL to another thread inside
+/// a [`check`](Python::check), which blocks until it has the GIL back.) Obtain one with
+/// [`Python::attach`].
 ///
 /// ```compile_fail
 /// fn assert_send<T: Send>() {}
@@ -127,10 +129,10 @@ impl<'py> Python<'py> {
     /// # Safety
     /// The calling thread is attached (holds the GIL in the `gil` build) whenever code that
     /// holds the token runs, for all of `'py`: as for a token [`attach`](Self::attach) makes.
-    /// And `'py` ends before the attachment does: what the token hands out borrows the thread's
-    /// state for `'py` (the biased build's [`new_object_token`](Self::new_object_token) an owner
-    /// that points into it), so a `'py` the caller picks longer (`'static`) would let those
-    /// outlive it.
+    /// And `'py` ends before the attachment does: what the token hands out relies on the
+    /// attachment for all of `'py` (the biased build's [`count_token`](Self::count_token)
+    /// counts without atomics on counts an attachment keeps unparked, and parks when it ends),
+    /// so a `'py` the caller picks longer (`'static`) would let those outlive it.
     ///
     /// Free: it touches no thread state, because every `Bound::py()` makes one. A thread that
     /// never attached has no block, and the token then answers as after the thread's exit (the
@@ -197,13 +199,17 @@ impl<'py> Python<'py> {
     /// do not resume the suspended ones. `f` is `Send`, so it cannot capture this token, nor a
     /// handle tied to it, as such.
     ///
-    /// **A known hole, as in PyO3 (its issue 2141).** `Send` keeps a value from other threads,
-    /// and `f` runs on this one: a wrapper that is `Send` whatever it holds and checks at run
-    /// time that it is used on the thread that made it (`send_wrapper::SendWrapper`,
-    /// `fragile::Fragile`) carries the token into `f`, which can then count, read objects and
-    /// begin sections while the thread is detached (in the `gil` build without the GIL). No
-    /// bound on stable Rust rules that out without forbidding closures that borrow
-    /// (`F: 'static`). Do not pass a token, or anything tied to it, into `f` that way.
+    /// **A known hole, as in PyO3 (its issues 2141 and 3640).** The bound does not keep the
+    /// token out of `f` by every route. `Send` keeps a value from other threads, and `f` runs
+    /// on this one: a wrapper that is `Send` whatever it holds and checks at run time that it is
+    /// used on the thread that made it (`send_wrapper::SendWrapper`, `fragile::Fragile`) carries
+    /// the token in; and a thread-local that can hold a type with a free lifetime (a scoped
+    /// thread-local, set around the call) hands it to a closure that captures nothing. `f` can
+    /// then count, read objects and begin sections while the thread is detached: in the `gil`
+    /// build without the GIL; in the free-threaded builds without the epoch pin, beside a stop
+    /// of the world, and on the owner's counts while they are parked, which other threads merge
+    /// into. No bound on closures rules out the second route. Do not bring a token, or anything
+    /// tied to it, into `f` by either.
     ///
     /// Inside the thread's own stop of the world ([`stop_the_world`](crate::stop_the_world))
     /// it only suspends the sections: no other thread may run, so the thread stays attached.
@@ -244,7 +250,8 @@ impl<'py> Python<'py> {
             repin: !unpinned_already,
         };
         // SAFETY: the token proves this thread is attached; nothing below relies on it, or
-        // counts (`f` gets no token), until `Reattach` attaches again.
+        // counts (`f` gets no token, short of the hole `allow_threads` documents), until
+        // `Reattach` attaches again.
         unsafe { leave(self.state()) };
         f()
     }
@@ -336,7 +343,7 @@ impl<'py> Python<'py> {
         // first, and its frames never run again). After the exit it is the detached id.
         // The counts are unparked for all of `'py`: an attachment unparks them before it
         // begins and parks them only after it ends (an `allow_threads` inside it, whose body
-        // gets no token, parks and unparks around that body).
+        // gets no token short of the hole documented there, parks and unparks around it).
         return unsafe { ftrt_refcount::biased::Owner::assume_counting_as(state::owner_id()) };
         #[cfg(any(feature = "gil", feature = "atomic-rc"))]
         return self.new_object_token();
@@ -352,7 +359,8 @@ impl<'py> Python<'py> {
         // SAFETY: in the gil build an attached thread holds the GIL whenever code holding a
         // `'py` token runs (it gives the GIL up only where none runs: a checkpoint's hand-over,
         // which blocks until the GIL is back, and `allow_threads`, whose closure holds no
-        // token), and the GIL's hand-overs synchronise as a mutex's do.
+        // token short of the hole documented there), and the GIL's hand-overs synchronise as a
+        // mutex's do.
         return unsafe { ftrt_refcount::GilHeld::assume_held() };
         #[cfg(all(feature = "atomic-rc", not(feature = "gil")))]
         return Default::default();

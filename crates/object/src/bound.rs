@@ -99,7 +99,8 @@ impl<'py, T: PyTypeInfo> Bound<'py, T> {
     pub fn py(&self) -> Python<'py> {
         // SAFETY: a `Bound<'py, _>` is used only while its thread is attached for `'py`: it
         // outlives no attachment (`Python::attach` hands out a fresh `'py`), and it is not
-        // `Send`, so it cannot enter the closure of an `allow_threads` inside that attachment.
+        // `Send`, so it cannot be captured by the closure of an `allow_threads` inside that
+        // attachment (short of the hole documented on `allow_threads`).
         unsafe { Python::assume_attached() }
     }
 
