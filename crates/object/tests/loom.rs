@@ -16,7 +16,9 @@
 //! Hot shared objects' deferred counts (`hot.rs`) have models of their own
 //! (`loom/deferred.rs`): the real stop protocol and the real biased count, with each thread's
 //! array a loom `UnsafeCell`, a settle that sums them in a stopped world, and a thread's exit
-//! folding its counts in; the object is freed exactly once, never while a thread holds it.
+//! folding its counts in; the object is freed exactly once, never while a thread holds it. So
+//! does garbage delivered to its owner thread (`gc/delivery.rs`, `loom/delivery.rs`): freed
+//! exactly once, by its owner or by the next collection at the latest.
 
 // The models, in a folder: a `.rs` file beside this one would be a test target of its own.
 #[cfg(loom)]

@@ -14,7 +14,7 @@
 
 use std::ptr::NonNull;
 
-use ftrt_gil::world::{Presence, StopFailed, World};
+use ftrt_gil::world::{Presence, World};
 use ftrt_refcount::biased::{LocalCounts, Owner};
 use ftrt_refcount::BiasedCount;
 use loom::cell::UnsafeCell;
@@ -239,21 +239,7 @@ impl Runtime {
 
     /// Runs `f` in a stopped world, as thread `me` (attached), parking while another stop runs.
     fn stopped<R>(&self, me: usize, f: impl FnOnce() -> R) -> R {
-        let presence = &self.presences[me];
-        loop {
-            match self
-                .world
-                .try_stop(Some(presence), || self.presences.iter().collect(), None)
-            {
-                Ok(stopped) => {
-                    let answer = f();
-                    drop(stopped);
-                    return answer;
-                }
-                Err(StopFailed::Busy) => self.world.park(Some(presence)),
-                Err(StopFailed::TimedOut) => unreachable!("no patience given"),
-            }
-        }
+        super::stopped_as(&self.world, &self.presences, me, f)
     }
 
     /// Settles the deferred object, as `hot::settle` does: still counted since the last settle

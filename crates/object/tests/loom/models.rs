@@ -394,6 +394,33 @@ mod local_objects {
     }
 }
 
+/// Runs `f` in a stopped world, as the thread with presence `presences[me]` (attached), parking
+/// while another thread's stop runs: a collection's stop, through the real protocol.
+fn stopped_as<R>(
+    world: &ftrt_gil::world::World,
+    presences: &[ftrt_gil::world::Presence],
+    me: usize,
+    f: impl FnOnce() -> R,
+) -> R {
+    use ftrt_gil::world::StopFailed;
+    let presence = &presences[me];
+    loop {
+        match world.try_stop(Some(presence), || presences.iter().collect(), None) {
+            Ok(stopped) => {
+                let answer = f();
+                drop(stopped);
+                return answer;
+            }
+            Err(StopFailed::Busy) => world.park(Some(presence)),
+            Err(StopFailed::TimedOut) => unreachable!("no patience given"),
+        }
+    }
+}
+
 /// Deferred counts: per-thread counts of hot shared objects, summed in a stopped world.
 #[path = "deferred.rs"]
 mod deferred;
+
+/// Garbage delivered to its owner thread, or freed by the next collection.
+#[path = "delivery.rs"]
+mod delivery;
