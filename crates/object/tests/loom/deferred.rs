@@ -60,11 +60,9 @@ struct Registry {
 }
 
 std::thread_local! {
-    /// What the schedules of the model running on this thread reached (loom runs a model's
-    /// threads on the test's own): settles that kept the object deferred, settles that resumed
-    /// its count while the counting thread still held a reference, and references the counting
-    /// thread counted in its array. A model checks that its paths were reached, so that it
-    /// cannot pass by exploring none of them.
+    /// What the model's schedules reached (see `ReachedKey`): settles that kept the object
+    /// deferred, settles that resumed its count while the counting thread still held a
+    /// reference, and references the counting thread counted in its array.
     static REACHED: std::cell::Cell<Reached> = const { std::cell::Cell::new(Reached::NONE) };
 }
 
@@ -83,18 +81,12 @@ impl Reached {
     };
 
     fn note(change: impl FnOnce(&mut Reached)) {
-        REACHED.with(|reached| {
-            let mut now = reached.get();
-            change(&mut now);
-            reached.set(now);
-        });
+        super::note_reached(&REACHED, change);
     }
 
     /// What the model run by `model` reached.
     fn by(model: impl Fn() + Sync + Send + 'static) -> Reached {
-        REACHED.with(|reached| reached.set(Reached::NONE));
-        loom::model(model);
-        REACHED.with(std::cell::Cell::get)
+        super::reached_by(&REACHED, Reached::NONE, model)
     }
 }
 

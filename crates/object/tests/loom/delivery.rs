@@ -48,9 +48,8 @@ struct Share {
 }
 
 std::thread_local! {
-    /// What the schedules of the model running on this thread reached (loom runs a model's
-    /// threads on the test's own): the owner freeing its share, and the second collection
-    /// freeing the unclaimed share it was promised.
+    /// What the model's schedules reached (see `ReachedKey`): the owner freeing its share, and
+    /// the second collection freeing the unclaimed share it was promised.
     static REACHED: std::cell::Cell<Reached> = const { std::cell::Cell::new(Reached::NONE) };
 }
 
@@ -67,18 +66,12 @@ impl Reached {
     };
 
     fn note(change: impl FnOnce(&mut Reached)) {
-        REACHED.with(|reached| {
-            let mut now = reached.get();
-            change(&mut now);
-            reached.set(now);
-        });
+        super::note_reached(&REACHED, change);
     }
 
     /// What the model run by `model` reached.
     fn by(model: impl Fn() + Sync + Send + 'static) -> Reached {
-        REACHED.with(|reached| reached.set(Reached::NONE));
-        loom::model(model);
-        REACHED.with(std::cell::Cell::get)
+        super::reached_by(&REACHED, Reached::NONE, model)
     }
 }
 

@@ -417,6 +417,31 @@ fn stopped_as<R>(
     }
 }
 
+/// Where a model notes the paths its schedules reached: a thread-local of the test's thread
+/// (loom runs a model's threads on the test's own). A model checks that each of its paths was
+/// reached, so that it cannot pass by exploring none of them.
+type ReachedKey<R> = std::thread::LocalKey<std::cell::Cell<R>>;
+
+/// Notes in `reached` a path a schedule reached.
+fn note_reached<R: Copy>(reached: &'static ReachedKey<R>, change: impl FnOnce(&mut R)) {
+    reached.with(|reached| {
+        let mut now = reached.get();
+        change(&mut now);
+        reached.set(now);
+    });
+}
+
+/// Runs `model`, and answers what its schedules noted in `reached`, from `none` on.
+fn reached_by<R: Copy>(
+    reached: &'static ReachedKey<R>,
+    none: R,
+    model: impl Fn() + Sync + Send + 'static,
+) -> R {
+    reached.with(|reached| reached.set(none));
+    loom::model(model);
+    reached.with(std::cell::Cell::get)
+}
+
 /// Deferred counts: per-thread counts of hot shared objects, summed in a stopped world.
 #[path = "deferred.rs"]
 mod deferred;
