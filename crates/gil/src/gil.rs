@@ -243,7 +243,7 @@ mod imp {
                 } else {
                     interval
                 };
-                let (woken, timed_out) = self.available.wait_for(state, timeout);
+                let (woken, timed_out) = self.available.wait_for(&self.state, state, timeout);
                 state = woken;
                 if state.can_take(priority) {
                     break;

@@ -67,6 +67,9 @@ pub use state::{
     registered_threads, set_lock_elision, stop_requested, threads, try_on_quiescent_state,
     ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
 };
+#[cfg(loom)]
+#[doc(hidden)]
+pub use sync::run_out_next_timed_waits;
 pub use thread::{runtime_gil, stop_the_world, try_stop_the_world, NotStopped, Python};
 pub use variant::{BuildCount, BUILD, BUILD_STRATEGY};
 

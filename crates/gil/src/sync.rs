@@ -62,9 +62,13 @@ impl Condvar {
         }
     }
 
-    /// Waits up to `timeout`; the flag says whether it ran out. (loom never times out.)
+    /// Waits up to `timeout`, with `guard` a guard of `mutex`; the flag says whether it ran
+    /// out. Under loom, which has no clock, a wait never runs out unless the calling thread asked
+    /// for it ([`run_out_next_timed_waits`]): such a wait releases `mutex`, takes it again (any
+    /// schedule of the other threads in between) and says it ran out.
     pub(crate) fn wait_for<'a, T>(
         &self,
+        #[cfg_attr(not(loom), allow(unused_variables))] mutex: &'a Mutex<T>,
         mut guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> (MutexGuard<'a, T>, bool) {
@@ -75,6 +79,14 @@ impl Condvar {
         }
         #[cfg(loom)]
         {
+            if RUN_OUT.with(|left| left.replace(left.get().saturating_sub(1)) > 0) {
+                // The timeout went by with no notification for this thread: as in a timed wait
+                // that ran out, the lock is let go and held again, the other threads running in
+                // between (the yield hands them the time without spending a preemption).
+                drop(guard);
+                loom::thread::yield_now();
+                return (mutex.lock(), true);
+            }
             let _ = &mut guard;
             let (guard, result) = self.0.wait_timeout(guard, timeout).unwrap();
             (guard, result.timed_out())
@@ -88,4 +100,18 @@ impl Condvar {
     pub(crate) fn notify_all(&self) {
         self.0.notify_all();
     }
+}
+
+#[cfg(loom)]
+loom::thread_local! {
+    /// How many of this thread's next timed waits run out: see [`run_out_next_timed_waits`].
+    static RUN_OUT: std::cell::Cell<usize> = std::cell::Cell::new(0);
+}
+
+/// Under loom only: the calling thread's next `waits` timed waits run out, each after letting
+/// its mutex go, so that a model reaches the paths a timeout takes (the GIL's switch interval).
+/// Its later timed waits wait for a notification, as every loom wait does.
+#[cfg(loom)]
+pub fn run_out_next_timed_waits(waits: usize) {
+    RUN_OUT.with(|left| left.set(waits));
 }

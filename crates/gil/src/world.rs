@@ -488,7 +488,7 @@ impl World {
                     if left == Duration::ZERO {
                         return false;
                     }
-                    lock = self.changed.wait_for(lock, left).0;
+                    lock = self.changed.wait_for(&self.lock, lock, left).0;
                 }
             }
         }

@@ -22,8 +22,12 @@ unsafe impl Send for Shared {}
 
 impl Shared {
     fn new(scheduling: Scheduling) -> Arc<Self> {
+        Self::with_interval(scheduling, Duration::ZERO)
+    }
+
+    fn with_interval(scheduling: Scheduling, interval: Duration) -> Arc<Self> {
         let gil = Gil::new();
-        gil.set_switch_interval(Duration::ZERO);
+        gil.set_switch_interval(interval);
         gil.set_scheduling(scheduling);
         Arc::new(Self {
             gil,
@@ -187,5 +191,93 @@ fn in_fair_mode_an_ordinary_turn_serves_every_waiter() {
         // SAFETY: held.
         unsafe { shared.gil.release() };
         assert_eq!(bumps_after(&shared, waiters), 3);
+    });
+}
+
+/// A switch interval the models' waiters do not ask at once with. Its length means nothing to
+/// loom, which has no clock: a waiter's timed waits run out only when it says so
+/// (`run_out_next_timed_waits`), each after letting the GIL's state go, so that the holder may
+/// take, release or switch the GIL meanwhile.
+const INTERVAL: Duration = Duration::from_millis(5);
+
+/// A waiter with a non-zero interval waits it out, and only then asks (CPython's `take_gil`): the
+/// holder, which only reaches checkpoints, hands the GIL over once the waiter's interval has run
+/// out with the GIL in the holder's hands. Before the request, checkpoints do not switch; a
+/// waiter whose interval ran out and asked nothing (or whose request no checkpoint ever saw)
+/// leaves the holder polling for ever, which loom reports as a model that does not terminate.
+#[test]
+fn a_waiter_asks_once_its_interval_runs_out_and_the_holder_yields() {
+    loom::model(|| {
+        let shared = Shared::with_interval(Scheduling::Interval, INTERVAL);
+        shared.gil.acquire();
+        let waiter = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                // One interval, then the waiter waits for a notification only.
+                ftrt_gil::run_out_next_timed_waits(1);
+                shared.take(false);
+                // SAFETY: holding the GIL.
+                unsafe { shared.bump() };
+                shared.waiter_had_it.store(true, Ordering::Relaxed);
+                // SAFETY: held above.
+                unsafe { shared.gil.release() };
+            })
+        };
+        // SAFETY: holding the GIL.
+        unsafe { shared.bump() };
+        // SAFETY: holding the GIL at every checkpoint.
+        while !unsafe { shared.gil.check() } {
+            thread::yield_now();
+        }
+        // The checkpoint switched: the waiter had the GIL before the holder got it back.
+        assert!(shared.waiter_had_it.load(Ordering::Relaxed));
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+        assert_eq!(bumps_after(&shared, vec![waiter]), 2);
+    });
+}
+
+/// A request the holder's own retake cleared is asked again. The holder sees the waiter's request
+/// but first makes a blocking call (gives the GIL up and takes it back): the waiter may take the
+/// GIL meanwhile, or the holder takes it back first, and that take clears the request (a take
+/// serves the request that stood). The waiter then asks again after the next interval in which
+/// the GIL stayed with the holder (not after one in which it changed hands), and is served. Its
+/// every timed wait runs out, as a real waiter's does while the holder keeps the GIL. A waiter
+/// that asked only once leaves the holder polling for ever, which loom reports as a model that
+/// exceeds its branches (as it does with no preemption bound: the waiter and the holder both poll).
+#[test]
+fn a_request_cleared_by_the_holders_retake_is_asked_again() {
+    loom::model(|| {
+        let shared = Shared::with_interval(Scheduling::Interval, INTERVAL);
+        shared.gil.acquire();
+        let waiter = {
+            let shared = shared.clone();
+            thread::spawn(move || {
+                ftrt_gil::run_out_next_timed_waits(usize::MAX);
+                shared.take(false);
+                // SAFETY: holding the GIL.
+                unsafe { shared.bump() };
+                shared.served.fetch_add(1, Ordering::Relaxed);
+                // SAFETY: held above.
+                unsafe { shared.gil.release() };
+            })
+        };
+        // SAFETY: holding the GIL.
+        unsafe { shared.bump() };
+        while !shared.gil.drop_requested() {
+            thread::yield_now();
+        }
+        // A blocking call before the next checkpoint.
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+        shared.gil.acquire_after_blocking();
+        while shared.served.load(Ordering::Relaxed) == 0 {
+            // SAFETY: holding the GIL at every checkpoint.
+            unsafe { shared.gil.check() };
+            thread::yield_now();
+        }
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+        assert_eq!(bumps_after(&shared, vec![waiter]), 2);
     });
 }
