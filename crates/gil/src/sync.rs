@@ -64,16 +64,20 @@ impl Condvar {
 
     /// Waits up to `timeout`, with `guard` a guard of `mutex`; the flag says whether it ran
     /// out. Under loom, which has no clock, a wait never runs out unless the calling thread asked
-    /// for it ([`run_out_next_timed_waits`]): such a wait releases `mutex`, takes it again (any
+    /// for it (`run_out_next_timed_waits`): such a wait releases `mutex`, takes it again (any
     /// schedule of the other threads in between) and says it ran out.
     pub(crate) fn wait_for<'a, T>(
         &self,
-        #[cfg_attr(not(loom), allow(unused_variables))] mutex: &'a Mutex<T>,
+        mutex: &'a Mutex<T>,
         mut guard: MutexGuard<'a, T>,
         timeout: Duration,
     ) -> (MutexGuard<'a, T>, bool) {
         #[cfg(not(loom))]
         {
+            debug_assert!(
+                std::ptr::eq(parking_lot::MutexGuard::mutex(&guard), &mutex.0),
+                "a guard of another mutex"
+            );
             let timed_out = self.0.wait_for(&mut guard, timeout).timed_out();
             (guard, timed_out)
         }

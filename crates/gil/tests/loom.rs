@@ -5,8 +5,9 @@
 //! loom has no clock and its condition variables never time out, so most models use a zero
 //! switch interval: a waiter raises the drop request as soon as it starts waiting. The interval
 //! path is modelled by waiters whose timed waits run out (`run_out_next_timed_waits`, a
-//! loom-only hook of `ftrt-gil`): each lets the GIL's state go, takes it back, and asks only if
-//! the GIL stayed with the holder meanwhile.
+//! loom-only hook of `ftrt-gil` that covers every timed wait of the thread that calls it): each
+//! lets the GIL's state go and takes it back, and the waiter asks only if the GIL stayed with the
+//! holder meanwhile.
 
 // The models, in a folder: a `.rs` file beside this one would be a test target of its own.
 #[cfg(all(loom, feature = "gil"))]

@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicBool as StdAtomicBool, Ordering as StdOrdering};
 use std::time::Duration;
 
 use ftrt_gil::{Gil, Scheduling};
@@ -146,10 +147,10 @@ fn two_waiters_and_a_holder_share_the_gil_exactly() {
 }
 
 /// A holder that only ever reaches checkpoints serves every waiter, whatever the order in which
-/// they queue. With a zero interval the waiters ask at once and never time out (loom's timed
-/// waits never do), so this checks that a waiter's request stays raised while it waits, even
-/// after another thread, the holder itself included, took the GIL ahead of it. A starved waiter
-/// leaves the holder polling for ever, which loom reports as a model that does not terminate.
+/// they queue. With a zero interval the waiters ask at once and never time out (this model's
+/// timed waits never run out), so this checks that a waiter's request stays raised while it
+/// waits, even after another thread, the holder itself included, took the GIL ahead of it. A
+/// starved waiter leaves the holder polling for ever, which exceeds loom's branch limit.
 #[test]
 fn with_a_zero_interval_a_holder_that_only_reaches_checkpoints_serves_both_waiters() {
     loom::model(|| {
@@ -196,15 +197,17 @@ fn in_fair_mode_an_ordinary_turn_serves_every_waiter() {
 
 /// A switch interval the models' waiters do not ask at once with. Its length means nothing to
 /// loom, which has no clock: a waiter's timed waits run out only when it says so
-/// (`run_out_next_timed_waits`), each after letting the GIL's state go, so that the holder may
-/// take, release or switch the GIL meanwhile.
+/// (`run_out_next_timed_waits`, which covers every timed wait of the thread), each after letting
+/// the GIL's state go, so that the holder may take, release or switch the GIL meanwhile. Such a
+/// wait's timer fires before any notification reaches it, which a real wait can do in any
+/// schedule; a notification that would have woken it first is not modelled.
 const INTERVAL: Duration = Duration::from_millis(5);
 
-/// A waiter with a non-zero interval waits it out, and only then asks (CPython's `take_gil`): the
-/// holder, which only reaches checkpoints, hands the GIL over once the waiter's interval has run
-/// out with the GIL in the holder's hands. Before the request, checkpoints do not switch; a
-/// waiter whose interval ran out and asked nothing (or whose request no checkpoint ever saw)
-/// leaves the holder polling for ever, which loom reports as a model that does not terminate.
+/// A waiter with a non-zero interval whose interval runs out with the GIL in the holder's hands
+/// asks (CPython's `take_gil`), and the holder, which only reaches checkpoints, hands the GIL
+/// over. A waiter whose interval ran out and asked nothing (or whose request no checkpoint ever
+/// saw) leaves the holder polling for ever, which exceeds loom's branch limit. That it does not
+/// ask sooner is the next model's.
 #[test]
 fn a_waiter_asks_once_its_interval_runs_out_and_the_holder_yields() {
     loom::model(|| {
@@ -240,13 +243,15 @@ fn a_waiter_asks_once_its_interval_runs_out_and_the_holder_yields() {
 /// A request the holder's own retake cleared is asked again. The holder sees the waiter's request
 /// but first makes a blocking call (gives the GIL up and takes it back): the waiter may take the
 /// GIL meanwhile, or the holder takes it back first, and that take clears the request (a take
-/// serves the request that stood). The waiter then asks again after the next interval in which
-/// the GIL stayed with the holder (not after one in which it changed hands), and is served. Its
-/// every timed wait runs out, as a real waiter's does while the holder keeps the GIL. A waiter
-/// that asked only once leaves the holder polling for ever, which loom reports as a model that
-/// exceeds its branches (as it does with no preemption bound: the waiter and the holder both poll).
+/// serves the request that stood). The waiter then asks again after a later interval, and is
+/// served. Every timed wait of the waiter runs out, so that it keeps asking for as long as the
+/// holder keeps the GIL. A waiter that asked only once leaves the holder polling for ever,
+/// which exceeds loom's branch limit. The model must reach both outcomes of the blocking call.
 #[test]
 fn a_request_cleared_by_the_holders_retake_is_asked_again() {
+    // Which outcome of the blocking call the explored schedules reached (across executions).
+    static RETOOK_FIRST: StdAtomicBool = StdAtomicBool::new(false);
+    static WAITER_WENT_FIRST: StdAtomicBool = StdAtomicBool::new(false);
     loom::model(|| {
         let shared = Shared::with_interval(Scheduling::Interval, INTERVAL);
         shared.gil.acquire();
@@ -271,6 +276,12 @@ fn a_request_cleared_by_the_holders_retake_is_asked_again() {
         // SAFETY: held.
         unsafe { shared.gil.release() };
         shared.gil.acquire_after_blocking();
+        // Exact: the waiter counts itself served while it holds the GIL.
+        if shared.served.load(Ordering::Relaxed) == 0 {
+            RETOOK_FIRST.store(true, StdOrdering::Relaxed);
+        } else {
+            WAITER_WENT_FIRST.store(true, StdOrdering::Relaxed);
+        }
         while shared.served.load(Ordering::Relaxed) == 0 {
             // SAFETY: holding the GIL at every checkpoint.
             unsafe { shared.gil.check() };
@@ -280,4 +291,57 @@ fn a_request_cleared_by_the_holders_retake_is_asked_again() {
         unsafe { shared.gil.release() };
         assert_eq!(bumps_after(&shared, vec![waiter]), 2);
     });
+    assert!(
+        RETOOK_FIRST.load(StdOrdering::Relaxed),
+        "no schedule had the holder take the GIL back (clearing the request) before the waiter"
+    );
+    assert!(
+        WAITER_WENT_FIRST.load(StdOrdering::Relaxed),
+        "no schedule had the waiter take the GIL during the holder's blocking call"
+    );
+}
+
+/// A waiter does not ask before its interval ran out, nor after an interval in which the GIL
+/// changed hands. The holder waits until the waiter waits, then gives the GIL up and takes it
+/// back (a blocking call): the waiter's one interval runs out before, during or after that, and
+/// either takes the GIL or finds it taken back. Whatever the schedule, no request stands at the
+/// holder's next checkpoints: one raised before the blocking call was served by the holder's
+/// retake, and an interval in which the GIL changed hands raises none. A waiter that asks at
+/// once, or whatever happened to the GIL during its interval, fails the checkpoints' assertion.
+#[test]
+fn a_waiter_does_not_ask_early_nor_after_the_gil_changed_hands() {
+    loom::model(|| {
+        let shared = Shared::with_interval(Scheduling::Interval, INTERVAL);
+        shared.gil.acquire();
+        let waiter = spawn_waiter_running_out(&shared, 1);
+        while shared.gil.waiting() == 0 {
+            thread::yield_now();
+        }
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+        shared.gil.acquire();
+        for _ in 0..2 {
+            // SAFETY: holding the GIL at every checkpoint.
+            let switched = unsafe { shared.gil.check() };
+            assert!(!switched, "a request stood at a checkpoint");
+            thread::yield_now();
+        }
+        // SAFETY: held.
+        unsafe { shared.gil.release() };
+        assert_eq!(bumps_after(&shared, vec![waiter]), 1);
+    });
+}
+
+/// Spawns a waiter whose first `run_outs` timed waits run out; it takes the GIL, bumps the data
+/// and releases.
+fn spawn_waiter_running_out(shared: &Arc<Shared>, run_outs: usize) -> thread::JoinHandle<()> {
+    let shared = shared.clone();
+    thread::spawn(move || {
+        ftrt_gil::run_out_next_timed_waits(run_outs);
+        shared.take(false);
+        // SAFETY: holding the GIL.
+        unsafe { shared.bump() };
+        // SAFETY: held above.
+        unsafe { shared.gil.release() };
+    })
 }
