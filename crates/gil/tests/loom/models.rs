@@ -83,14 +83,21 @@ fn bumps_after(shared: &Shared, waiters: Vec<thread::JoinHandle<()>>) -> u32 {
 }
 
 /// The holder polls checkpoints until a waiter's drop request makes it switch; the checkpoint
-/// returns only after the waiter has had (and released) the GIL.
-fn holder_yields_to_a_waiter(scheduling: Scheduling, waiter_is_back_from_blocking: bool) {
+/// returns only after the waiter has had (and released) the GIL. The waiter's first `run_outs`
+/// timed waits run out (see [`INTERVAL`]).
+fn holder_yields_to_a_waiter(
+    scheduling: Scheduling,
+    waiter_is_back_from_blocking: bool,
+    interval: Duration,
+    run_outs: usize,
+) {
     loom::model(move || {
-        let shared = Shared::new(scheduling);
+        let shared = Shared::with_interval(scheduling, interval);
         shared.gil.acquire();
         let waiter = {
             let shared = shared.clone();
             thread::spawn(move || {
+                ftrt_gil::run_out_next_timed_waits(run_outs);
                 shared.take(waiter_is_back_from_blocking);
                 // SAFETY: holding the GIL.
                 unsafe { shared.bump() };
@@ -122,12 +129,12 @@ fn holder_yields_to_a_waiter(scheduling: Scheduling, waiter_is_back_from_blockin
 
 #[test]
 fn drop_request_and_forced_switch() {
-    holder_yields_to_a_waiter(Scheduling::Interval, false);
+    holder_yields_to_a_waiter(Scheduling::Interval, false, Duration::ZERO, 0);
 }
 
 #[test]
 fn fair_mode_thread_back_from_blocking_takes_over() {
-    holder_yields_to_a_waiter(Scheduling::Fair, true);
+    holder_yields_to_a_waiter(Scheduling::Fair, true, Duration::ZERO, 0);
 }
 
 #[test]
@@ -210,34 +217,8 @@ const INTERVAL: Duration = Duration::from_millis(5);
 /// ask sooner is the next model's.
 #[test]
 fn a_waiter_asks_once_its_interval_runs_out_and_the_holder_yields() {
-    loom::model(|| {
-        let shared = Shared::with_interval(Scheduling::Interval, INTERVAL);
-        shared.gil.acquire();
-        let waiter = {
-            let shared = shared.clone();
-            thread::spawn(move || {
-                // One interval, then the waiter waits for a notification only.
-                ftrt_gil::run_out_next_timed_waits(1);
-                shared.take(false);
-                // SAFETY: holding the GIL.
-                unsafe { shared.bump() };
-                shared.waiter_had_it.store(true, Ordering::Relaxed);
-                // SAFETY: held above.
-                unsafe { shared.gil.release() };
-            })
-        };
-        // SAFETY: holding the GIL.
-        unsafe { shared.bump() };
-        // SAFETY: holding the GIL at every checkpoint.
-        while !unsafe { shared.gil.check() } {
-            thread::yield_now();
-        }
-        // The checkpoint switched: the waiter had the GIL before the holder got it back.
-        assert!(shared.waiter_had_it.load(Ordering::Relaxed));
-        // SAFETY: held.
-        unsafe { shared.gil.release() };
-        assert_eq!(bumps_after(&shared, vec![waiter]), 2);
-    });
+    // One interval, then the waiter waits for a notification only.
+    holder_yields_to_a_waiter(Scheduling::Interval, false, INTERVAL, 1);
 }
 
 /// A request the holder's own retake cleared is asked again. The holder sees the waiter's request
