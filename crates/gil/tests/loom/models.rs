@@ -56,10 +56,16 @@ impl Shared {
 }
 
 /// Spawns a waiter that takes the GIL (ordinary, or back from a blocking call), bumps the data,
-/// counts itself served, and releases.
-fn spawn_waiter(shared: &Arc<Shared>, back_from_blocking: bool) -> thread::JoinHandle<()> {
+/// counts itself served, and releases. Its first `run_outs` timed waits run out (see
+/// [`INTERVAL`]).
+fn spawn_waiter(
+    shared: &Arc<Shared>,
+    back_from_blocking: bool,
+    run_outs: usize,
+) -> thread::JoinHandle<()> {
     let shared = shared.clone();
     thread::spawn(move || {
+        ftrt_gil::run_out_next_timed_waits(run_outs);
         shared.take(back_from_blocking);
         // SAFETY: holding the GIL.
         unsafe { shared.bump() };
@@ -141,7 +147,7 @@ fn fair_mode_thread_back_from_blocking_takes_over() {
 fn two_waiters_and_a_holder_share_the_gil_exactly() {
     loom::model(|| {
         let shared = Shared::new(Scheduling::Interval);
-        let waiters: Vec<_> = (0..2).map(|_| spawn_waiter(&shared, false)).collect();
+        let waiters: Vec<_> = (0..2).map(|_| spawn_waiter(&shared, false, 0)).collect();
         shared.gil.acquire();
         // SAFETY: holding the GIL.
         unsafe { shared.bump() };
@@ -163,7 +169,7 @@ fn with_a_zero_interval_a_holder_that_only_reaches_checkpoints_serves_both_waite
     loom::model(|| {
         let shared = Shared::new(Scheduling::Interval);
         shared.gil.acquire();
-        let waiters: Vec<_> = (0..2).map(|_| spawn_waiter(&shared, false)).collect();
+        let waiters: Vec<_> = (0..2).map(|_| spawn_waiter(&shared, false, 0)).collect();
         // SAFETY: holding the GIL.
         unsafe { shared.bump() };
         while shared.served.load(Ordering::Relaxed) < 2 {
@@ -189,7 +195,7 @@ fn in_fair_mode_an_ordinary_turn_serves_every_waiter() {
         shared.gil.acquire();
         let waiters: Vec<_> = [false, true]
             .into_iter()
-            .map(|back_from_blocking| spawn_waiter(&shared, back_from_blocking))
+            .map(|back_from_blocking| spawn_waiter(&shared, back_from_blocking, 0))
             .collect();
         // SAFETY: held.
         unsafe { shared.gil.release() };
@@ -236,18 +242,7 @@ fn a_request_cleared_by_the_holders_retake_is_asked_again() {
     loom::model(|| {
         let shared = Shared::with_interval(Scheduling::Interval, INTERVAL);
         shared.gil.acquire();
-        let waiter = {
-            let shared = shared.clone();
-            thread::spawn(move || {
-                ftrt_gil::run_out_next_timed_waits(usize::MAX);
-                shared.take(false);
-                // SAFETY: holding the GIL.
-                unsafe { shared.bump() };
-                shared.served.fetch_add(1, Ordering::Relaxed);
-                // SAFETY: held above.
-                unsafe { shared.gil.release() };
-            })
-        };
+        let waiter = spawn_waiter(&shared, false, usize::MAX);
         // SAFETY: holding the GIL.
         unsafe { shared.bump() };
         while !shared.gil.drop_requested() {
@@ -294,7 +289,7 @@ fn a_waiter_does_not_ask_early_nor_after_the_gil_changed_hands() {
     loom::model(|| {
         let shared = Shared::with_interval(Scheduling::Interval, INTERVAL);
         shared.gil.acquire();
-        let waiter = spawn_waiter_running_out(&shared, 1);
+        let waiter = spawn_waiter(&shared, false, 1);
         while shared.gil.waiting() == 0 {
             thread::yield_now();
         }
@@ -311,18 +306,4 @@ fn a_waiter_does_not_ask_early_nor_after_the_gil_changed_hands() {
         unsafe { shared.gil.release() };
         assert_eq!(bumps_after(&shared, vec![waiter]), 1);
     });
-}
-
-/// Spawns a waiter whose first `run_outs` timed waits run out; it takes the GIL, bumps the data
-/// and releases.
-fn spawn_waiter_running_out(shared: &Arc<Shared>, run_outs: usize) -> thread::JoinHandle<()> {
-    let shared = shared.clone();
-    thread::spawn(move || {
-        ftrt_gil::run_out_next_timed_waits(run_outs);
-        shared.take(false);
-        // SAFETY: holding the GIL.
-        unsafe { shared.bump() };
-        // SAFETY: held above.
-        unsafe { shared.gil.release() };
-    })
 }
