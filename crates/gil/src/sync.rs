@@ -113,7 +113,8 @@ loom::thread_local! {
 }
 
 /// Under loom only: the calling thread's next `waits` timed waits run out, each after letting
-/// its mutex go, so that a model reaches the paths a timeout takes (the GIL's switch interval).
+/// its mutex go, so that a model reaches the paths a timeout takes (the GIL's switch interval,
+/// a stop's patience).
 /// Its later timed waits wait for a notification, as every loom wait does.
 #[cfg(loom)]
 pub fn run_out_next_timed_waits(waits: usize) {

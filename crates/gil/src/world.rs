@@ -279,14 +279,20 @@ impl World {
                 // again before the stop ends (leaving detached, it could, before the stopper
                 // woke up to suspend it, and a thread that parks and attaches in a loop would
                 // keep the stop from ever being reached). A stopper whose patience ran out
-                // may be putting it back to ATTACHED meanwhile: then leave as usual.
+                // may be putting it back to ATTACHED meanwhile: then leave as usual; and the
+                // next stopper may mark it WAITED again before this thread does: then suspend
+                // it for that one. Compare-and-swaps, as every transition (module docs): a
+                // store of DETACHED could write over the next stopper's mark.
                 let _lock = self.lock.lock();
-                if presence
-                    .0
-                    .compare_exchange(WAITED, SUSPENDED, Release, Relaxed)
-                    .is_err()
-                {
-                    presence.0.store(DETACHED, Release);
+                let mut state = WAITED;
+                loop {
+                    let next = if state == WAITED { SUSPENDED } else { DETACHED };
+                    match presence.0.compare_exchange(state, next, Release, Relaxed) {
+                        Ok(_) => break,
+                        Err(found) => state = found,
+                    }
+                    // Attached: only stoppers change it, between these two.
+                    debug_assert!(matches!(state, ATTACHED | WAITED));
                 }
                 self.changed.notify_all();
             }
@@ -330,7 +336,8 @@ impl World {
     /// caller must then leave and [`wait_while_stopping`](Self::wait_while_stopping), or that
     /// stopper waits for it forever), and with [`StopFailed::TimedOut`] if `patience` runs out
     /// first (`None`, or a patience too long for the clock to add: wait as long as it takes;
-    /// loom never times out).
+    /// under loom, the patience runs out when a timed wait does, see
+    /// `run_out_next_timed_waits`).
     /// A hold on the world being tried meanwhile ([`try_hold_alone`](Self::try_hold_alone))
     /// fails, the caller being attached: this waits for it to give up first.
     pub fn try_stop<'w, P: AsRef<Presence>>(
@@ -480,15 +487,18 @@ impl World {
             return true;
         }
         let mut lock = self.lock.lock();
+        let mut ran_out = false;
         while !ready() {
             match deadline {
                 None => lock = self.changed.wait(lock),
                 Some(deadline) => {
+                    // A wait that ran out says the deadline passed, as the clock would (under
+                    // loom, which has no clock, it is the only way a deadline passes).
                     let left = deadline.saturating_duration_since(Instant::now());
-                    if left == Duration::ZERO {
+                    if ran_out || left == Duration::ZERO {
                         return false;
                     }
-                    lock = self.changed.wait_for(&self.lock, lock, left).0;
+                    (lock, ran_out) = self.changed.wait_for(&self.lock, lock, left);
                 }
             }
         }

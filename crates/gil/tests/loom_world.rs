@@ -3,8 +3,9 @@
 //! also beside `ftrt-refcount`'s parked counts (a reattach waits for merges on its behalf
 //! outside the world).
 //! Data only attached threads touch is a loom `UnsafeCell`, so a broken exclusion is a reported
-//! race, not a lucky pass. loom's condition variables never time out: the stops wait without
-//! patience.
+//! race, not a lucky pass. loom's condition variables never time out, so most stops wait
+//! without patience; the models of a stop whose patience runs out make the stopper's timed
+//! waits run out (`run_out_next_timed_waits`), which spends its patience.
 
 // The models, in a folder: a `.rs` file beside this one would be a test target of its own.
 #[cfg(loom)]

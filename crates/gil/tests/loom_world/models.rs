@@ -163,6 +163,131 @@ fn an_anonymous_thread_is_excluded_too() {
     });
 }
 
+/// How a stop with patience ended, across a model's executions (counted outside loom).
+struct Outcomes {
+    stopped: std::sync::atomic::AtomicBool,
+    timed_out: std::sync::atomic::AtomicBool,
+}
+
+impl Outcomes {
+    const fn new() -> Self {
+        Outcomes {
+            stopped: std::sync::atomic::AtomicBool::new(false),
+            timed_out: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    fn note(&self, result: Result<(), StopFailed>) {
+        let flag = match result {
+            Ok(()) => &self.stopped,
+            Err(StopFailed::TimedOut) => &self.timed_out,
+            Err(StopFailed::Busy) => unreachable!("one stopper"),
+        };
+        flag.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Runs `model` under loom, and checks that its schedules reached both ends of the stop.
+    fn reached_by(&'static self, model: fn(&'static Outcomes)) {
+        loom::model(move || model(self));
+        let stopped = self.stopped.load(std::sync::atomic::Ordering::Relaxed);
+        let timed_out = self.timed_out.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            stopped && timed_out,
+            "stopped {stopped}, timed out {timed_out}"
+        );
+    }
+}
+
+/// A patient stopper, whose every timed wait runs out (its patience spent at the first), on a
+/// thread of its own beside `mutator` on this one; then `after`, on the stopper's thread. The
+/// stop succeeds if it suspends every thread before or after its attachment, or if a thread's
+/// `leave` finds itself waited for and suspends itself before the stopper unmarks it; otherwise
+/// it times out and touches nothing. Once both threads are done, a stop without patience ends:
+/// nothing was left marked or suspended.
+fn a_stop_out_of_patience_beside(
+    outcomes: &'static Outcomes,
+    mutator: impl FnOnce(&Shared),
+    after: impl FnOnce(&Shared) + Send + 'static,
+) {
+    let shared = Shared::new();
+    let stopper = {
+        let shared = shared.clone();
+        thread::spawn(move || {
+            let me = &shared.stopper;
+            shared.world.enter(Some(me));
+            ftrt_gil::run_out_next_timed_waits(usize::MAX);
+            let patience = Some(std::time::Duration::from_secs(3600));
+            let result = shared.world.try_stop(Some(me), || shared.all(), patience);
+            outcomes.note(result.as_ref().map(|_| ()).map_err(|failed| *failed));
+            if let Ok(stopped) = result {
+                shared.touch();
+                drop(stopped);
+            }
+            shared.world.leave(Some(me));
+            after(&shared);
+        })
+    };
+    mutator(&shared);
+    stopper.join().unwrap();
+    shared.stop_once(&shared.stopper);
+}
+
+/// A mutator's attachment that stays attached a while with no checkpoint (a blocking call:
+/// the yield hands the other thread the time without spending one of loom's preemptions).
+fn attach_touch_and_block(shared: &Shared, presence: Option<&Presence>) {
+    shared.world.enter(presence);
+    shared.touch();
+    thread::yield_now();
+    shared.world.leave(presence);
+}
+
+/// The mutator of the models below: a registered thread attached twice, so that the second
+/// attachment finds what the first one's `leave` left (a presence left attached fails it, one
+/// left suspended with no stop under way hangs it).
+fn attach_twice(shared: &Shared) {
+    attach_touch_and_block(shared, Some(&shared.mutator));
+    attach_touch_and_block(shared, Some(&shared.mutator));
+}
+
+/// A stop whose patience runs out while a thread stays attached (blocked without a checkpoint)
+/// lets it go: the thread's `leave`, racing the stopper's unmarking, leaves it detached (or
+/// suspended by the stop, which then succeeded and excluded it), and it attaches again. The
+/// schedules reach both outcomes.
+#[test]
+fn a_stop_that_runs_out_of_patience_lets_the_thread_it_waited_for_go() {
+    static OUTCOMES: Outcomes = Outcomes::new();
+    OUTCOMES.reached_by(|outcomes| a_stop_out_of_patience_beside(outcomes, attach_twice, |_| {}));
+}
+
+/// The same with the stopper stopping again at once, without patience: the thread's `leave`
+/// may find the first stop's mark gone and the second's there, and must suspend itself for the
+/// second stopper then, not write over its mark.
+#[test]
+fn a_leave_racing_a_timed_out_stop_and_the_next_one_ends_in_one_of_them() {
+    static OUTCOMES: Outcomes = Outcomes::new();
+    OUTCOMES.reached_by(|outcomes| {
+        a_stop_out_of_patience_beside(outcomes, attach_twice, |shared| {
+            shared.stop_once(&shared.stopper);
+        })
+    });
+}
+
+/// A thread without a presence, attached while the stopper's patience runs out: the stopper
+/// has suspended the registered threads first, and lets them go.
+#[test]
+fn a_stop_out_of_patience_with_an_anonymous_thread_lets_the_world_run_on() {
+    static OUTCOMES: Outcomes = Outcomes::new();
+    OUTCOMES.reached_by(|outcomes| {
+        let mutator = |shared: &Shared| {
+            attach_touch_and_block(shared, None);
+            // A registered thread, new, which the stopper suspends before it waits for the
+            // anonymous one: let go on a timeout, it attaches.
+            attach_touch_and_block(shared, Some(&shared.mutator));
+        };
+        a_stop_out_of_patience_beside(outcomes, mutator, |_| {})
+    });
+}
+
 /// What a holder of the world alone does: its touches take no lock (the elided sections) while
 /// it holds, and it lets go at its checkpoint once asked, leaving before it drops the hold. A
 /// thread that cannot hold touches under `sections`, like every attached thread. Two touches
