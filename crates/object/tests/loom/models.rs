@@ -53,7 +53,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Loads a pointer with a read-modify-write (a compare-exchange that writes back what it found).
-fn load_by_rmw(item: &AtomicPtr<Object>) -> *mut Object {
+fn load_by_rmw<T>(item: &AtomicPtr<T>) -> *mut T {
     let mut current = item.load(Ordering::Acquire);
     loop {
         match item.compare_exchange(current, current, Ordering::AcqRel, Ordering::Acquire) {
@@ -449,3 +449,6 @@ mod deferred;
 /// Garbage delivered to its owner thread, or freed by the next collection.
 #[path = "delivery.rs"]
 mod delivery;
+
+#[path = "list_growth.rs"]
+mod list_growth;
