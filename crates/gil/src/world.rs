@@ -14,16 +14,19 @@
 //! the runtime's entry point.
 //!
 //! ```text
-//!             enter (CAS)                 a stopper (CAS)
+//!             enter (CAS)                a stopper (CAS)
 //!  DETACHED ───────────────▶ ATTACHED ─────────────────▶ WAITED
-//!   ▲   ▲  ◀──── leave (CAS) ────┘                          │ leave (CAS): wakes it
-//!   │   │                     a stopper (CAS)               ▼
-//!   │   DETACHED or NEW ─────────────────────────▶ SUSPENDED
-//!   └──────────────────────── the stop ends ───────────┘
+//!   ▲   ▲  ◀──── leave (CAS) ────┘ ▲                      │  │ leave (CAS): wakes it
+//!   │   │                          └── out of patience ───┘  │
+//!   │   │                     a stopper (CAS)                ▼
+//!   │   DETACHED or NEW ───────────────────────────────▶ SUSPENDED
+//!   └──────────────────────── the stop ends ──────────────┘
 //! ```
 //!
-//! Every transition of a presence is a read-modify-write, so the threads that change one agree
-//! on its history without relying on sequential consistency across locations:
+//! Every transition that can race another is a read-modify-write, so the threads that change a
+//! presence agree on its history without relying on sequential consistency across locations
+//! (the end of a stop stores `DETACHED` over the presences it suspended, which nothing else
+//! changes then):
 //! - a stopper suspends a detached thread with a CAS, and an attaching thread's CAS then fails
 //!   and it waits for the stop to end;
 //! - a stopper that finds a thread attached marks it `WAITED` (a CAS) and waits; the thread's
@@ -83,6 +86,12 @@ impl Presence {
     /// Whether a stopper waits for this attached thread to leave (a snapshot).
     pub fn is_waited_for(&self) -> bool {
         self.0.load(Acquire) == WAITED
+    }
+
+    /// Whether a stop holds this detached thread: it cannot attach until that stop ends (a
+    /// snapshot).
+    pub fn is_suspended(&self) -> bool {
+        self.0.load(Acquire) == SUSPENDED
     }
 }
 
@@ -281,18 +290,19 @@ impl World {
                 // keep the stop from ever being reached). A stopper whose patience ran out
                 // may be putting it back to ATTACHED meanwhile: then leave as usual; and the
                 // next stopper may mark it WAITED again before this thread does: then suspend
-                // it for that one. Compare-and-swaps, as every transition (module docs): a
-                // store of DETACHED could write over the next stopper's mark.
+                // it for that one. Compare-and-swaps (see the module docs): a store of DETACHED
+                // could write over the next stopper's mark, and the thread, leaving detached,
+                // could attach again before that stopper suspends it.
                 let _lock = self.lock.lock();
                 let mut state = WAITED;
                 loop {
                     let next = if state == WAITED { SUSPENDED } else { DETACHED };
                     match presence.0.compare_exchange(state, next, Release, Relaxed) {
                         Ok(_) => break,
-                        Err(found) => state = found,
+                        // While the thread is attached, stoppers only mark and unmark it.
+                        Err(found @ (ATTACHED | WAITED)) => state = found,
+                        Err(_) => unreachable!("an attached thread's presence was suspended"),
                     }
-                    // Attached: only stoppers change it, between these two.
-                    debug_assert!(matches!(state, ATTACHED | WAITED));
                 }
                 self.changed.notify_all();
             }
@@ -348,7 +358,10 @@ impl World {
     ) -> Result<Stopped<'w, P>, StopFailed> {
         // Before the stop is raised: from there until `Stopped` exists a panic would leave it
         // raised for ever. A patience past the clock's end is no deadline.
-        let deadline = patience.and_then(|patience| Instant::now().checked_add(patience));
+        let mut deadline = Deadline {
+            at: patience.and_then(|patience| Instant::now().checked_add(patience)),
+            passed: false,
+        };
         {
             let mut holds = self.lock.lock();
             // A hold being tried: it fails, since this thread is attached (a hold never waits
@@ -372,7 +385,7 @@ impl World {
             if me.is_some_and(|me| std::ptr::eq(me, presence.as_ref())) {
                 continue;
             }
-            if !self.suspend(presence.as_ref(), deadline) {
+            if !self.suspend(presence.as_ref(), &mut deadline) {
                 return Err(StopFailed::TimedOut);
             }
             stopped.suspended.push(presence);
@@ -380,7 +393,7 @@ impl World {
         // The caller counts itself among the anonymous if it has no presence.
         let own = usize::from(me.is_none());
         // Acquire: pairs with the Release of an anonymous thread's `leave`.
-        if !self.wait_for(|| self.anonymous.load(Acquire) <= own, deadline) {
+        if !self.wait_for(|| self.anonymous.load(Acquire) <= own, &mut deadline) {
             return Err(StopFailed::TimedOut);
         }
         Ok(stopped)
@@ -444,7 +457,7 @@ impl World {
     /// Suspends `presence`, waiting while its thread is attached. `false` if the deadline
     /// passed first (the thread stays attached, unmarked); a thread that left just then is
     /// suspended all the same.
-    fn suspend(&self, presence: &Presence, deadline: Option<Instant>) -> bool {
+    fn suspend(&self, presence: &Presence, deadline: &mut Deadline) -> bool {
         loop {
             // Acquire: for a thread found suspended by its own `leave` (below).
             let state = presence.0.load(Acquire);
@@ -480,30 +493,38 @@ impl World {
     }
 
     /// Waits until `ready`, or the deadline; whether it became ready.
-    fn wait_for(&self, ready: impl Fn() -> bool, deadline: Option<Instant>) -> bool {
+    fn wait_for(&self, ready: impl Fn() -> bool, deadline: &mut Deadline) -> bool {
         // Under loom the spin gives up at once; check once here, so that the models take the
         // path on which a stopper finds the world ready without the lock.
         if spin_until(&ready) || (cfg!(loom) && ready()) {
             return true;
         }
         let mut lock = self.lock.lock();
-        let mut ran_out = false;
         while !ready() {
-            match deadline {
-                None => lock = self.changed.wait(lock),
-                Some(deadline) => {
-                    // A wait that ran out says the deadline passed, as the clock would (under
-                    // loom, which has no clock, it is the only way a deadline passes).
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    if ran_out || left == Duration::ZERO {
-                        return false;
-                    }
-                    (lock, ran_out) = self.changed.wait_for(&self.lock, lock, left);
-                }
+            let Some(at) = deadline.at else {
+                lock = self.changed.wait(lock);
+                continue;
+            };
+            let left = at.saturating_duration_since(Instant::now());
+            if deadline.passed || left == Duration::ZERO {
+                return false;
             }
+            let ran_out;
+            (lock, ran_out) = self.changed.wait_for(&self.lock, lock, left);
+            deadline.passed = ran_out;
         }
         true
     }
+}
+
+/// When a stop with patience gives up.
+struct Deadline {
+    /// `None`: never.
+    at: Option<Instant>,
+    /// A timed wait ran out: the deadline passed, as the clock would say, for the rest of the
+    /// stop. (Under loom, which has no clock, it is how a deadline passes: see
+    /// `run_out_next_timed_waits`.)
+    passed: bool,
 }
 
 /// Spins briefly until `ready`, before a waiter sleeps (the runtime's spin policy,
