@@ -4,9 +4,11 @@
 //! separate atomic. A reader loads the length, then the array, then the slot, and takes a
 //! reference to what it found: the item is alive because the list still holds it or because the
 //! writer that removed it retired its reference through the epoch (see `reclaim`). If the slot
-//! is empty (a concurrent `pop`) or beyond the array (a concurrent shrink), the reader falls back
-//! to reading under the lock. Growing the array copies the pointers into a new array and
-//! retires the old one; readers still on the old array see the same, still-alive items.
+//! is empty (a concurrent `pop`, `del_item` or `clear`) or beyond the array (which arrays,
+//! never shrinking, rule out while the length is loaded first; checked all the same), the
+//! reader falls back to reading under the lock. Growing the array copies the pointers into a
+//! new array and retires the old one; readers still on the old array see the same, still-alive
+//! items.
 
 use std::fmt::{self, Formatter};
 use std::ptr::{self, NonNull};
@@ -313,7 +315,7 @@ impl<'py> Bound<'py, PyList> {
     }
 
     /// `self[index]`, every case: a pinned read, a reference counted out of line, and the
-    /// lock where the read met a concurrent `pop` or shrink; `IndexError` outside.
+    /// lock where the read met a slot a concurrent removal emptied; `IndexError` outside.
     #[cold]
     #[inline(never)]
     fn get_item_general(&self, index: i64) -> Result<Bound<'py, PyAny>> {
@@ -346,7 +348,7 @@ impl<'py> Bound<'py, PyList> {
         }
     }
 
-    /// `self[index]` under the lock: a lock-free read met a concurrent `pop` or shrink.
+    /// `self[index]` under the lock: a lock-free read met a slot a concurrent removal emptied.
     #[cold]
     fn get_item_locked(&self, index: i64) -> Result<Bound<'py, PyAny>> {
         let py = self.py();

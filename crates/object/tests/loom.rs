@@ -14,9 +14,9 @@
 //! (`ReadGuard`'s reader count); the last guard to go drops the deferred references.
 //!
 //! A list's read racing the growth of its array, a pop and a push into the emptied slot
-//! (`loom/list_growth.rs`) is modelled in the same terms, with the array's size and each item's
-//! value written by the writer as plain data, so that a publication without a release is a
-//! reported race.
+//! (`loom/list_growth.rs`) is modelled in the same terms, with the crate's plain loads, and with
+//! the array's size and each item's value written by the writer as plain data, so that a
+//! publication without a release is a reported race.
 //!
 //! Hot shared objects' deferred counts (`hot.rs`) have models of their own
 //! (`loom/deferred.rs`): the real stop protocol and the real biased count, with each thread's

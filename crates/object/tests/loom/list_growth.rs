@@ -3,20 +3,23 @@
 //! and publishes the length; then it pops that item, pushes another into the slot it emptied,
 //! and replaces the first, retiring what it takes out. A reader, pinned, loads the length, the
 //! array, and each slot below the length, with the orderings the crate uses.
-//! It must never read a freed array or item, never read an array's size or an item's value
-//! that was not published to it, and fall back (to the lock, in the crate) only where the
-//! crate does: an index past the array it loaded, or an empty slot.
+//! It must never read a freed array or item, nor an array's size or an item's value that was
+//! not published to it; below the length it loaded, it finds a slot a push filled or a pop
+//! emptied (where the crate falls back to the lock), never one a push has yet to fill, and
+//! never an index past the array it loaded.
 //!
 //! The epoch is stated as in `reads_racing_a_replacement_never_touch_a_freed_item`: a pin flag
 //! set and read with read-modify-writes, and a grace period that defers what a writer retires
-//! while the reader is pinned.
+//! while the reader is pinned. The pin orders the reader's loads after it, so they are the
+//! crate's plain acquire loads (that model's read-modify-write loads would read only the
+//! newest stores, and miss the stale ones).
 
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
-use super::{load_by_rmw, panic_message};
+use super::panic_message;
 
 /// An item: its value is written by the thread that makes it, so a reader that reads it
 /// without the item's publication ordered before is a race loom reports.
@@ -47,7 +50,7 @@ impl Array {
     fn new(capacity: usize, first: *mut Item) -> *mut Array {
         Box::into_raw(Box::new(Array {
             capacity: UnsafeCell::new(capacity),
-            slots: [AtomicPtr::new(first), AtomicPtr::new(std::ptr::null_mut())],
+            slots: [AtomicPtr::new(first), AtomicPtr::new(never_filled())],
             freed: AtomicBool::new(false),
         }))
     }
@@ -123,8 +126,7 @@ std::thread_local! {
 struct Reached {
     /// The reader found the item the growth stored at index 1.
     read_the_grown_arrays_new_item: usize,
-    /// The reader found the item pushed after the pop (published by its slot's store alone,
-    /// when the reader loaded the length before the pop).
+    /// The reader found the item pushed after the pop.
     read_the_item_pushed_after_the_pop: usize,
     /// The reader found index 1 emptied by the pop, below the length it loaded.
     fell_back_on_the_emptied_slot: usize,
@@ -153,52 +155,66 @@ impl Reached {
 enum Read {
     /// Past the length it loaded.
     OutOfRange,
-    /// The crate would read again under the lock: past the array, or an empty slot.
+    /// Past the array it loaded: the crate would read again under the lock (arrays never
+    /// shrink, so the reader asserts that this does not happen).
+    PastTheArray,
+    /// An empty slot: the crate would read again under the lock.
     FellBack,
     Value(u32),
 }
 
+/// What a slot of a new array holds until a push fills it. The crate's are null, like an
+/// emptied slot; here a reader that finds one below the length it loaded saw the length
+/// published before the item.
+fn never_filled() -> *mut Item {
+    std::ptr::NonNull::dangling().as_ptr()
+}
+
 fn read(list: &List, index: usize) -> (Read, Option<*mut Item>) {
-    // Acquire: pairs with the writer's release of the length.
+    // Acquire, as every load here: pairs with the writer's releases of the length, the array
+    // and the item. (The pin, a read-modify-write on both sides, orders the loads after it.)
     let len = list.len.load(Ordering::Acquire);
     if index >= len {
         return (Read::OutOfRange, None);
     }
-    // The array's load and the slot's, after the pin: read-modify-writes (see the module
-    // docs); their acquire is the crate's.
-    let array = load_by_rmw(&list.array);
     // SAFETY: allocations are kept until the model ends.
-    let array = unsafe { kept(array) };
+    let array = unsafe { kept(list.array.load(Ordering::Acquire)) };
+    // The plain data first, so that loom reports a publication without a release as a race on
+    // it. SAFETY: the reader only reads it; the writer wrote it before publishing the array.
+    let capacity = array.capacity.with(|capacity| unsafe { *capacity });
     assert!(!array.freed.load(Ordering::SeqCst), "read a freed array");
-    // SAFETY: the reader only reads it; the writer wrote it before publishing the array.
-    if index >= array.capacity.with(|capacity| unsafe { *capacity }) {
-        return (Read::FellBack, None);
+    if index >= capacity {
+        return (Read::PastTheArray, None);
     }
-    let item = load_by_rmw(&array.slots[index]);
+    let item = array.slots[index].load(Ordering::Acquire);
+    assert!(
+        item != never_filled(),
+        "a slot below the length was never filled"
+    );
     if item.is_null() {
         return (Read::FellBack, None);
     }
     // SAFETY: as above.
     let counted = unsafe { kept(item) };
-    assert!(!counted.freed.load(Ordering::SeqCst), "read a freed item");
-    counted.count.fetch_add(1, Ordering::Relaxed);
     // SAFETY: as for the capacity.
     let value = counted.value.with(|value| unsafe { *value });
+    assert!(!counted.freed.load(Ordering::SeqCst), "read a freed item");
+    counted.count.fetch_add(1, Ordering::Relaxed);
     (Read::Value(value), Some(item))
 }
 
-/// Stores `new` in `slot`, returning what it held. The crate's writers, alone in the section,
-/// load and then store (`reclaim::replace`); the model swaps, as the reader's loads are
-/// read-modify-writes: loom orders a plain store only partially against them, and would let
-/// the write-back of a reader's load land after the writer's store.
+/// Stores `new` in `slot`, returning what it held: `reclaim::replace`, a load and a store, as
+/// the writer is alone in the section.
 fn replace(slot: &AtomicPtr<Item>, new: *mut Item, writer: Writer) -> *mut Item {
-    slot.swap(new, writer.item_ordering())
+    let old = slot.load(Ordering::Relaxed);
+    slot.store(new, writer.item_ordering());
+    old
 }
 
 impl Writer {
     fn item_ordering(self) -> Ordering {
         if self.release_the_item {
-            Ordering::AcqRel
+            Ordering::Release
         } else {
             Ordering::Relaxed
         }
@@ -230,6 +246,8 @@ fn reader_beside_a_growth(writer: Writer) {
                 _ => {}
             }
             assert!(matches!(at_0, Read::Value(1 | 3)), "index 0 read {at_0:?}");
+            // (`PastTheArray`, which the crate checks for, cannot happen: the length's acquire
+            // orders the growth before the array's load.)
             assert!(
                 matches!(at_1, Read::Value(2 | 4) | Read::FellBack | Read::OutOfRange),
                 "index 1 read {at_1:?}"
@@ -338,7 +356,7 @@ fn an_array_swapped_in_without_a_release_is_caught_by_the_model() {
         ..AS_THE_CRATE
     });
     assert!(
-        message.contains("Causality violation"),
+        message.contains("Causality violation: Concurrent read and write accesses"),
         "the model failed otherwise: {message}"
     );
 }
@@ -350,7 +368,7 @@ fn an_item_stored_without_a_release_is_caught_by_the_model() {
         ..AS_THE_CRATE
     });
     assert!(
-        message.contains("Causality violation"),
+        message.contains("Causality violation: Concurrent read and write accesses"),
         "the model failed otherwise: {message}"
     );
 }

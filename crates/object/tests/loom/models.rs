@@ -53,7 +53,7 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> &str {
 }
 
 /// Loads a pointer with a read-modify-write (a compare-exchange that writes back what it found).
-fn load_by_rmw<T>(item: &AtomicPtr<T>) -> *mut T {
+fn load_by_rmw(item: &AtomicPtr<Object>) -> *mut Object {
     let mut current = item.load(Ordering::Acquire);
     loop {
         match item.compare_exchange(current, current, Ordering::AcqRel, Ordering::Acquire) {
@@ -450,5 +450,6 @@ mod deferred;
 #[path = "delivery.rs"]
 mod delivery;
 
+/// A list's lock-free read against the growth of its array, a pop and a push.
 #[path = "list_growth.rs"]
 mod list_growth;
