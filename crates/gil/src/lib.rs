@@ -63,7 +63,7 @@ pub mod world;
 pub use checkpoint_work::{CheckpointWork, MAX_CHECKPOINT_WORKS};
 pub use gil::{Gil, RuntimeGil, Scheduling, DEFAULT_SWITCH_INTERVAL};
 pub use state::{
-    counters, is_attached, local, lock_elision, note_retired, on_quiescent_state,
+    assert_attached, counters, is_attached, local, lock_elision, note_retired, on_quiescent_state,
     registered_threads, set_lock_elision, stop_requested, threads, try_on_quiescent_state,
     ThreadInfo, MAX_QUIESCENT_STATE_HOOKS,
 };

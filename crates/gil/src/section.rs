@@ -63,6 +63,7 @@ pub fn with<R>(py: Python<'_>, lock: &RawObjectLock, f: impl FnOnce() -> R) -> R
 /// ```
 #[inline]
 pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce() -> R) -> R {
+    crate::assert_attached();
     #[cfg(feature = "gil")]
     {
         let _ = (py, lock);
@@ -102,6 +103,7 @@ pub unsafe fn with_if_undetached<R>(
     lock: Option<&RawObjectLock>,
     f: impl FnOnce() -> R,
 ) -> R {
+    crate::assert_attached();
     #[cfg(feature = "gil")]
     {
         let _ = (py, lock);
@@ -123,6 +125,7 @@ pub unsafe fn with_if_undetached<R>(
 /// taken in the `gil` build, a section on the thread state's stack otherwise.
 #[inline]
 pub fn with2<R>(py: Python<'_>, a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> R {
+    crate::assert_attached();
     #[cfg(feature = "gil")]
     {
         let _ = (py, a, b);

@@ -473,8 +473,35 @@ pub(crate) fn running_own_stop() -> bool {
 }
 
 /// Whether the calling thread is attached right now.
+#[inline]
 pub fn is_attached() -> bool {
     CURRENT.with(|c| c.attached.get())
+}
+
+/// Panics unless the calling thread is attached: one load of a const thread-local and a
+/// branch. Every operation that relies on the attachment a [`Python`](crate::Python) token
+/// stands for checks it first: the tokens counts ask for, sections, checkpoints, detaches and
+/// stops here, and the object model's reads, writes and read guards. A token, or a handle
+/// tied to one, can still reach a closure running detached (the hole
+/// [`Python::allow_threads`](crate::Python::allow_threads) documents); used there, it fails
+/// here instead of racing the threads that run meanwhile. Runtimes built on this crate call it
+/// where their own operations rely on the attachment.
+#[inline(always)]
+pub fn assert_attached() {
+    if !is_attached() {
+        used_detached();
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn used_detached() -> ! {
+    panic!(
+        "a `Python` token, or an object handle, used on a thread that is not attached (inside \
+         `allow_threads`' closure, where it was carried in): attach again with `Python::attach` \
+         inside the closure"
+    );
 }
 
 /// A runtime thread's entry in the registry (`ftrt-refcount`'s, beside its queue).
@@ -1151,6 +1178,7 @@ pub mod local {
         /// used).
         #[inline]
         pub fn with<R>(&'static self, py: crate::Python<'_>, f: impl FnOnce(Option<&T>) -> R) -> R {
+            assert_attached();
             f(py.state().and_then(|state| self.get(state)))
         }
 

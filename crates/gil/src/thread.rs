@@ -10,9 +10,11 @@
 //! critical sections, releases the GIL, runs the closure, then takes the GIL back and resumes the
 //! innermost section. The sections stay suspended for the whole closure, even if it begins and
 //! ends sections of its own (`ftrt_lock::section::detached`). The closure must be `Send`, which
-//! keeps the token from being captured as such, though not from every way in (a known hole:
-//! see [`Python::allow_threads`]). Attaching and the end of an attachment leave the sections
-//! alone.
+//! keeps the token from being captured as such, though not from every way in (PyO3's known
+//! hole); so every operation that relies on the attachment checks at run time that the thread
+//! is attached ([`assert_attached`](crate::assert_attached)), and a token that got in anyway
+//! panics at its first use (see [`Python::allow_threads`]). Attaching and the end of an
+//! attachment leave the sections alone.
 //!
 //! In the free-threaded builds an attached thread also stays pinned in `crossbeam-epoch`, the
 //! reclamation scheme behind the object model's lock-free reads: a read pins for free (a nested
@@ -51,9 +53,10 @@ fn gil() -> &'static Gil {
 /// Proof that the calling thread is attached to the runtime (and, in the `gil` build, holds the
 /// GIL) whenever code that holds the token runs, for the lifetime `'py`. (The thread detaches
 /// inside [`allow_threads`](Python::allow_threads), whose closure is `Send` and so captures no
-/// token, short of the known hole documented there, and gives the GIL to another thread inside
-/// a [`check`](Python::check), which blocks until it has the GIL back.) Obtain one with
-/// [`Python::attach`].
+/// token as such; a token that reaches it by the known hole documented there panics at its
+/// first use, as every operation relying on the attachment checks it first. It gives the GIL
+/// to another thread inside a [`check`](Python::check), which blocks until it has the GIL
+/// back.) Obtain one with [`Python::attach`].
 ///
 /// ```compile_fail
 /// fn assert_send<T: Send>() {}
@@ -128,8 +131,10 @@ impl<'py> Python<'py> {
     ///
     /// # Safety
     /// The calling thread is attached (holds the GIL in the `gil` build) whenever code that
-    /// holds the token runs, for all of `'py`: as for a token [`attach`](Self::attach) makes.
-    /// And `'py` ends before the attachment does: what the token hands out relies on the
+    /// holds the token runs, for all of `'py`: as for a token [`attach`](Self::attach) makes
+    /// (short of `allow_threads`' hole, where the token's every use that relies on the
+    /// attachment checks it and panics). And `'py` ends before the attachment does: what the
+    /// token hands out relies on the
     /// attachment for all of `'py` (the biased build's [`count_token`](Self::count_token)
     /// counts without atomics on counts an attachment keeps unparked, and parks when it ends),
     /// so a `'py` the caller picks longer (`'static`) would let those outlive it.
@@ -174,6 +179,7 @@ impl<'py> Python<'py> {
     /// the stop holds the world then, through detaches too. Always `false` in the `gil` build,
     /// where holding the GIL has the same effect.
     pub fn holds_world_alone(self) -> bool {
+        state::assert_attached();
         state::holds_world_alone(self.state())
     }
 
@@ -190,6 +196,7 @@ impl<'py> Python<'py> {
     /// threads that want to settle now (a collection). Always 0 in builds whose counts are not
     /// biased (nothing is ever queued).
     pub fn merge_pending(self) -> usize {
+        state::assert_attached();
         self.state().map_or(0, ThreadState::merge_pending)
     }
 
@@ -199,17 +206,26 @@ impl<'py> Python<'py> {
     /// do not resume the suspended ones. `f` is `Send`, so it cannot capture this token, nor a
     /// handle tied to it, as such.
     ///
-    /// **A known hole, as in PyO3 (its issues 2141 and 3640).** The bound does not keep the
-    /// token out of `f` by every route. `Send` keeps a value from other threads, and `f` runs
-    /// on this one: a wrapper that is `Send` whatever it holds and checks at run time that it is
-    /// used on the thread that made it (`send_wrapper::SendWrapper`, `fragile::Fragile`) carries
-    /// the token in; and a thread-local that can hold a type with a free lifetime (a scoped
-    /// thread-local, set around the call) hands it to a closure that captures nothing. `f` can
-    /// then count, read objects and begin sections while the thread is detached: in the `gil`
+    /// **PyO3's known hole (its issues 2141 and 3640), closed at run time.** The bound does
+    /// not keep the token out of `f` by every route. `Send` keeps a value from other threads,
+    /// and `f` runs on this one: a wrapper that is `Send` whatever it holds and checks at run
+    /// time that it is used on the thread that made it (`send_wrapper::SendWrapper`,
+    /// `fragile::Fragile`) carries the token in; and a thread-local that can hold a type with a
+    /// free lifetime (a scoped thread-local, set around the call) hands it to a closure that
+    /// captures nothing. No bound on closures rules out the second route. Used there, the token
+    /// would count, read objects and begin sections while the thread is detached: in the `gil`
     /// build without the GIL; in the free-threaded builds without the epoch pin, beside a stop
     /// of the world, and on the owner's counts while they are parked, which other threads merge
-    /// into. No bound on closures rules out the second route. Do not bring a token, or anything
-    /// tied to it, into `f` by either.
+    /// into. So every operation that relies on the attachment checks it first
+    /// ([`assert_attached`](crate::assert_attached): one thread-local load and a branch), and
+    /// panics on a detached thread before it touches anything: counting, making objects,
+    /// sections, checkpoints, detaches and stops here, and the object model's reads, writes,
+    /// read guards and collections. What reads only an object's fixed parts (its type, an int's
+    /// value, a string's text) works, and a handle dropped there attaches for its decrement.
+    /// Inside `f`, attach again with [`Python::attach`] to use the runtime.
+    ///
+    /// # Panics
+    /// On a thread that is not attached (this token carried into another `allow_threads`).
     ///
     /// Inside the thread's own stop of the world ([`stop_the_world`](crate::stop_the_world))
     /// it only suspends the sections: no other thread may run, so the thread stays attached.
@@ -218,6 +234,7 @@ impl<'py> Python<'py> {
         F: Send + FnOnce() -> T,
         T: Send,
     {
+        state::assert_attached();
         if state::running_own_stop() {
             // Inside this thread's own stop no other thread may run: the sections are
             // suspended, but the thread stays attached (and the world stopped).
@@ -249,9 +266,9 @@ impl<'py> Python<'py> {
             block: state::current(),
             repin: !unpinned_already,
         };
-        // SAFETY: the token proves this thread is attached; nothing below relies on it, or
-        // counts (`f` gets no token, short of the hole `allow_threads` documents), until
-        // `Reattach` attaches again.
+        // SAFETY: attached (checked by `allow_threads`); nothing below relies on it, or counts
+        // (a token `f` gets through the hole `allow_threads` documents fails its checks),
+        // until `Reattach` attaches again.
         unsafe { leave(self.state()) };
         f()
     }
@@ -264,6 +281,7 @@ impl<'py> Python<'py> {
     /// the GIL.
     #[inline]
     pub fn check(self) -> bool {
+        state::assert_attached();
         // The checkpoint counter lives in the free-threaded builds only; in the `gil` build the
         // thread state is not even looked up.
         #[cfg(not(feature = "gil"))]
@@ -333,33 +351,62 @@ impl<'py> Python<'py> {
     /// The token the build's reference count asks for to count: the GIL proof in the `gil`
     /// build, nothing with atomic counts, the thread's owner id with biased ones (the detached
     /// owner after the thread's exit). Make objects with [`new_object_token`](Self::new_object_token).
+    ///
+    /// # Panics
+    /// On a thread that is not attached: a token carried into `allow_threads`' closure (see
+    /// there) and used to count ([`assert_attached`](crate::assert_attached)).
     #[inline(always)]
     pub fn count_token(self) -> <BuildCount as RefCount>::Token<'py> {
+        state::assert_attached();
+        // SAFETY: attached, checked just above.
+        unsafe { self.count_token_unchecked() }
+    }
+
+    /// [`count_token`](Self::count_token) without its check, for a path that checked within
+    /// the same operation (a read or a write of the object model, which checks as it begins).
+    ///
+    /// # Safety
+    /// The calling thread is attached, and stays attached while the token is used.
+    #[inline(always)]
+    pub unsafe fn count_token_unchecked(self) -> <BuildCount as RefCount>::Token<'py> {
         #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
         // SAFETY: `owner_id` is the id of this thread's block's `LocalCounts` from its
         // registration until the exit sequence, which resets it to the detached id before it
         // retires them; the exit runs in a thread-local destructor, never while an attachment
         // (and so `'py`) is still running on this thread (a `process::exit` inside one ends it
         // first, and its frames never run again). After the exit it is the detached id.
-        // The counts are unparked for all of `'py`: an attachment unparks them before it
-        // begins and parks them only after it ends (an `allow_threads` inside it, whose body
-        // gets no token short of the hole documented there, parks and unparks around it).
+        // The counts are unparked while the thread is attached (the caller's contract): an
+        // attachment unparks them before it marks the thread attached and parks them only as
+        // it ends, and `allow_threads` parks them before it marks the thread detached.
         return unsafe { ftrt_refcount::biased::Owner::assume_counting_as(state::owner_id()) };
         #[cfg(any(feature = "gil", feature = "atomic-rc"))]
-        return self.new_object_token();
+        // SAFETY: attached (the caller's contract).
+        return unsafe { self.new_object_token_unchecked() };
     }
 
     /// The token for a new object's count: [`count_token`](Self::count_token)'s, and with
     /// biased counts also the thread's merge queue, which creation merges when other threads
     /// have handed objects back (the safe point that keeps them from piling up). One more load
     /// than `count_token`.
+    ///
+    /// # Panics
+    /// On a thread that is not attached, as `count_token`.
     #[inline(always)]
     pub fn new_object_token(self) -> <BuildCount as RefCount>::Token<'py> {
+        state::assert_attached();
+        // SAFETY: attached, checked just above.
+        unsafe { self.new_object_token_unchecked() }
+    }
+
+    /// # Safety
+    /// As for [`count_token_unchecked`](Self::count_token_unchecked).
+    #[inline(always)]
+    unsafe fn new_object_token_unchecked(self) -> <BuildCount as RefCount>::Token<'py> {
         #[cfg(feature = "gil")]
-        // SAFETY: in the gil build an attached thread holds the GIL whenever code holding a
-        // `'py` token runs (it gives the GIL up only where none runs: a checkpoint's hand-over,
-        // which blocks until the GIL is back, and `allow_threads`, whose closure holds no
-        // token short of the hole documented there), and the GIL's hand-overs synchronise as a
+        // SAFETY: in the gil build an attached thread (the caller's contract) holds the GIL
+        // whenever its code runs (it gives the GIL up only where none runs: a checkpoint's
+        // hand-over, which blocks until the GIL is back; `allow_threads` marks the thread
+        // detached before it lets the GIL go), and the GIL's hand-overs synchronise as a
         // mutex's do.
         return unsafe { ftrt_refcount::GilHeld::assume_held() };
         #[cfg(all(feature = "atomic-rc", not(feature = "gil")))]
@@ -649,6 +696,7 @@ pub fn try_stop_the_world<R, F: FnOnce() -> R>(
     patience: Option<std::time::Duration>,
     f: F,
 ) -> Result<R, NotStopped<F>> {
+    state::assert_attached();
     if state::running_own_stop() {
         // Nested in this thread's own stop: the world is stopped already.
         return Ok(f());

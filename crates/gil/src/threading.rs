@@ -115,6 +115,7 @@ impl Lock {
     /// Returns whether it was acquired.
     #[inline]
     pub fn acquire(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
+        crate::assert_attached();
         self.raw.try_lock() || self.acquire_contended(py, timeout)
     }
 
@@ -172,6 +173,7 @@ impl Lock {
     /// again), as Python's `with lock:` raises when its body released the lock. A panicking `f`
     /// that left it unlocked unwinds with its own panic.
     pub fn hold<R>(&self, py: Python<'_>, f: impl FnOnce() -> R) -> R {
+        crate::assert_attached();
         struct Release<'a>(&'a Lock);
         impl Drop for Release<'_> {
             fn drop(&mut self) {
@@ -245,6 +247,7 @@ impl Event {
     /// the timeout passed without a [`set`](Self::set). A zero timeout only reads the flag
     /// (the thread stays attached).
     pub fn wait(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
+        crate::assert_attached();
         let deadline = deadline_after(timeout);
         let sets_when_begun = {
             let state = self.state.lock();
@@ -315,6 +318,7 @@ impl Semaphore {
     /// spin included; a timeout spent by then (zero, say) returns without releasing the GIL.
     #[inline]
     pub fn acquire(&self, py: Python<'_>, timeout: Option<Duration>) -> bool {
+        crate::assert_attached();
         self.try_acquire() || self.acquire_contended(py, timeout)
     }
 
@@ -430,6 +434,7 @@ impl Barrier {
     /// Waits, with the GIL released, until `parties` threads are waiting, then releases them
     /// all. Returns the thread's arrival index, `0..parties`, different for each.
     pub fn wait(&self, py: Python<'_>) -> usize {
+        crate::assert_attached();
         let mut state = self.state.lock();
         let index = state.arrived;
         state.arrived += 1;

@@ -100,7 +100,8 @@ impl<'py, T: PyTypeInfo> Bound<'py, T> {
         // SAFETY: a `Bound<'py, _>` is used only while its thread is attached for `'py`: it
         // outlives no attachment (`Python::attach` hands out a fresh `'py`), and it is not
         // `Send`, so it cannot be captured by the closure of an `allow_threads` inside that
-        // attachment (short of the hole documented on `allow_threads`).
+        // attachment (short of the hole documented on `allow_threads`, where every use of the
+        // token that relies on the attachment checks it and panics).
         unsafe { Python::assume_attached() }
     }
 
@@ -147,6 +148,7 @@ impl<'py, T: PyTypeInfo> Bound<'py, T> {
     /// A handle that can cross threads, for sharing the object.
     #[inline]
     pub fn unbind(self) -> Shared<T> {
+        ftrt_gil::assert_attached();
         // The handle may go to any thread: the object must be shared first (see `Header`).
         publish(self.header());
         // SAFETY: this reference, of a type `T` accepts, is handed over.
@@ -163,13 +165,26 @@ impl<T: PyTypeInfo> Clone for Bound<'_, T> {
 }
 
 impl<T> Drop for Bound<'_, T> {
+    /// Gives the reference up. A handle carried into a detached closure (the hole
+    /// `Python::allow_threads` documents, where every other use panics) attaches for its drop,
+    /// as a `Shared` does, so that unwinding from such a panic drops it cleanly.
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: a `Bound<'py, _>` is dropped only while its thread is attached (as in `py`).
-        let py = unsafe { Python::assume_attached() };
-        // SAFETY: this handle owns one reference, given up here.
-        unsafe { decref(self.ptr, py.count_token()) };
+        if !ftrt_gil::is_attached() {
+            return drop_detached(self.ptr);
+        }
+        // SAFETY: this handle owns one reference, given up here; attached, checked just above,
+        // for the rest of this call.
+        unsafe { decref(self.ptr, Python::assume_attached().count_token_unchecked()) };
     }
+}
+
+/// The drop of a handle on a detached thread: attached for the decrement.
+#[cold]
+#[inline(never)]
+fn drop_detached(ptr: NonNull<Header>) {
+    // SAFETY: the handle owned one reference, given up here; attached, the token is genuine.
+    Python::attach(|py| unsafe { decref(ptr, py.count_token()) });
 }
 
 impl<T> std::fmt::Debug for Bound<'_, T> {
@@ -275,6 +290,8 @@ impl<'py> Bound<'py, PyAny> {
 
     /// The count as the header (or, deferred, the threads' arrays) holds it.
     fn counted(&self) -> RefCountValue {
+        // Before the deferred count, whose id only an attached thread sees stay put.
+        ftrt_gil::assert_attached();
         match crate::hot::deferred_refcount(self.py(), self.header()) {
             Some(count) => RefCountValue::Mortal(count),
             None => <BuildCount as RefCount>::get(&self.header().count, self.py().count_token()),
@@ -295,6 +312,8 @@ impl<'py> Bound<'py, PyAny> {
     /// it reaches ([`is_shared`](Self::is_shared)), and stays so whatever the answer: whichever
     /// thread collects settles a deferred object's count.
     pub fn defer_refcount(&self) -> bool {
+        // Before the publication the biased build makes first, which writes what it reaches.
+        ftrt_gil::assert_attached();
         // SAFETY: `self` holds a reference.
         unsafe { crate::hot::defer(self.py(), self.ptr()) }
     }

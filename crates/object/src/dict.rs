@@ -414,8 +414,10 @@ impl DictPayload {
                     None => Some(None),
                     Some(value) => {
                         // SAFETY: the value was found under the guard: alive until it is
-                        // dropped, so until after the increment.
-                        let counted = unsafe { try_incref_inline(value, py.count_token()) };
+                        // dropped, so until after the increment. The read's gate
+                        // (`try_read_unpinned`) checked that the thread is attached.
+                        let counted =
+                            unsafe { try_incref_inline(value, py.count_token_unchecked()) };
                         counted.then_some(Some(value))
                     }
                 }

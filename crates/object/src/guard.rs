@@ -93,6 +93,8 @@ impl<'py> ReadGuard<'py> {
     #[inline]
     pub fn new(py: Python<'py>) -> Self {
         let _ = py;
+        // A token carried into a detach makes no guard there: it would protect nothing.
+        ftrt_gil::assert_attached();
         #[cfg(ftrt_gil_build)]
         gil_readers::enter();
         #[cfg(not(ftrt_gil_build))]
@@ -121,6 +123,9 @@ impl<'py> ReadGuard<'py> {
     /// deferred by the reader count instead of the epoch.
     #[inline]
     pub(crate) fn epoch(&self) -> &crossbeam_epoch::Guard {
+        // Both answers rely on the thread being attached while it loads (the attach pin, the
+        // GIL): a guard carried into a detach fails here, before the read.
+        ftrt_gil::assert_attached();
         #[cfg(not(ftrt_gil_build))]
         return match &self.epoch {
             Some(pinned) => pinned,
@@ -138,10 +143,17 @@ impl<'py> ReadGuard<'py> {
 }
 
 impl Drop for ReadGuard<'_> {
+    /// Closes the read. A guard carried into a detached closure (the hole
+    /// `Python::allow_threads` documents) is dropped attached in the `gil` build, whose reader
+    /// count the GIL serialises; the free-threaded builds' open read closes on any thread.
     #[inline]
     fn drop(&mut self) {
         #[cfg(ftrt_gil_build)]
-        gil_readers::leave();
+        if ftrt_gil::is_attached() {
+            gil_readers::leave();
+        } else {
+            Python::attach(|_| gil_readers::leave());
+        }
         // The free-threaded builds' open read closes as `_open_read` drops.
     }
 }

@@ -231,6 +231,8 @@ pub(crate) fn publish(object: &Header) {
 #[cold]
 #[inline(never)]
 fn publish_local(root: &Header) {
+    // Before the thread's list of local objects, which a collection elsewhere reads.
+    ftrt_gil::assert_attached();
     let on_published = |object| {
         // SAFETY: alive (being published), of a type that holds references; this is its
         // thread, which publishes it before any other thread can reach it.

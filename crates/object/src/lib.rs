@@ -132,6 +132,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// this does), so objects of threads that are still exiting may die after this returns. `std::thread::scope`
 /// returns before its threads' thread-local destructors run; `JoinHandle::join` waits for them.
 pub fn collect(py: ftrt_gil::Python<'_>) {
+    ftrt_gil::assert_attached();
     hot::settle_now(py);
     py.merge_pending();
     reclaim::settle_retired(py);

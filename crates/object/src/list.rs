@@ -298,8 +298,9 @@ impl<'py> Bound<'py, PyList> {
             |guard| {
                 let at = position(index, list.len.load(Ordering::Acquire))?;
                 let item = NonNull::new(list.slots(guard).0.get(at)?.load(Ordering::Acquire))?;
-                // SAFETY: loaded under the guard: held by the list or retired after it.
-                unsafe { try_incref_inline(item, py.count_token()) }.then_some(item)
+                // SAFETY: loaded under the guard: held by the list or retired after it. The
+                // read's gate (`try_read_unpinned`) checked that the thread is attached.
+                unsafe { try_incref_inline(item, py.count_token_unchecked()) }.then_some(item)
             },
         );
         // SAFETY: `read` only reads: it loads the length, the array and the slot, and counts the

@@ -95,6 +95,7 @@ impl Payload for ModulePayload {
 impl PyClass {
     /// A new class named `name` (immortal). `ValueError` for an empty name.
     pub fn new<'py>(py: Python<'py>, name: &str) -> Result<Bound<'py, PyClass>> {
+        ftrt_gil::assert_attached();
         if name.is_empty() {
             return Err(Error::ValueError("a class needs a name".into()));
         }

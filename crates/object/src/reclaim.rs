@@ -172,6 +172,8 @@ pub(crate) unsafe fn write_contents<R>(
     py: Python<'_>,
     f: impl FnOnce(&Guard) -> R,
 ) -> R {
+    // A handle used where its token was carried into a detach fails here, before any access.
+    ftrt_gil::assert_attached();
     #[cfg(not(ftrt_gil_build))]
     {
         if no_reader_can_hold(owner) {
@@ -281,6 +283,7 @@ pub(crate) unsafe fn replace<T>(slot: &AtomicPtr<T>, new: *mut T) -> *mut T {
 /// and drops what they held, with no user code, no checkpoint, no detach and no section.
 #[inline(always)]
 pub(crate) unsafe fn with_read_guard<R>(owner: &Header, f: impl FnOnce(&Guard) -> R) -> R {
+    ftrt_gil::assert_attached();
     #[cfg(not(ftrt_gil_build))]
     {
         // The pin first: every attached thread holds it but one attached after its exit, so a
@@ -325,6 +328,7 @@ pub(crate) unsafe fn try_read_unpinned<R>(
     owner: &Header,
     f: impl FnOnce(&Guard) -> Option<R>,
 ) -> Option<R> {
+    ftrt_gil::assert_attached();
     #[cfg(not(ftrt_gil_build))]
     {
         if ftrt_gil::local::attach_pinned() || !owner.is_shared() {

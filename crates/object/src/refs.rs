@@ -27,8 +27,8 @@ pub(crate) type Token<'py> = <BuildCount as RefCount>::Token<'py>;
 /// without atomics too). The atomic build's token proves nothing.
 #[inline(always)]
 pub(crate) unsafe fn assume_token<'a>() -> Token<'a> {
-    // SAFETY: forwarded from the caller.
-    unsafe { Python::assume_attached() }.count_token()
+    // SAFETY: forwarded from the caller, who knows the thread attached (unchecked here).
+    unsafe { Python::assume_attached().count_token_unchecked() }
 }
 
 /// Adds a reference.
@@ -240,10 +240,24 @@ impl Drop for OwnedRef {
     // thread 1.57 -> 0.95 s).
     #[inline]
     fn drop(&mut self) {
-        // SAFETY: this owns a reference, and every drop runs on an attached thread (under the
-        // GIL in the `gil` build): inside a release (under a decref's token), in a writer, in
-        // the last `ReadGuard`'s drop, or in a retired batch's drop, which the reclamation runs
-        // only on attached threads (`reclaim`).
+        // Every drop of the object model's own runs on an attached thread (under the GIL in the
+        // `gil` build): inside a release (under a decref's token), in a writer, in the last
+        // `ReadGuard`'s drop, or in a retired batch's drop, which the reclamation runs only on
+        // attached threads (`reclaim`). But an operation on a handle carried into a detach
+        // (the hole `Python::allow_threads` documents) may have made its reference one of
+        // these before its check panicked, and the unwinding drops it here: attached for it.
+        if !ftrt_gil::is_attached() {
+            return drop_detached(self.0);
+        }
+        // SAFETY: this owns a reference; attached, checked just above.
         unsafe { decref(self.0, assume_token()) };
     }
+}
+
+/// The drop of a reference on a detached thread: attached for the decrement.
+#[cold]
+#[inline(never)]
+fn drop_detached(object: NonNull<Header>) {
+    // SAFETY: the reference was owned, and is given up here; attached, the token is genuine.
+    Python::attach(|py| unsafe { decref(object, py.count_token()) });
 }

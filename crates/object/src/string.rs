@@ -127,6 +127,7 @@ impl PyStr {
     /// this thread's cache): what a first interning costs, and what the `string-intern`
     /// workload measures.
     pub fn intern_in_shared_table<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyStr> {
+        ftrt_gil::assert_attached();
         // SAFETY: interned strings are immortal strings.
         unsafe { Bound::from_borrowed(py, intern_shared(text).0) }
     }

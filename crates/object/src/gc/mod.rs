@@ -95,6 +95,7 @@ pub struct Collection {
 /// it). Automatic collections, and [`collect_shared`], leave live threads' local objects to
 /// their threads' local collections (see `docs/gc.md`, "Local collections").
 pub fn collect(py: Python<'_>) -> Collection {
+    ftrt_gil::assert_attached();
     // The calling thread's local objects first: no stop needed (free-threaded builds).
     #[cfg(not(ftrt_gil_build))]
     let local = local::collect_local(py);

@@ -1,0 +1,308 @@
+//! Object handles carried into `allow_threads`' closure past its `Send` bound, the hole
+//! `Python::allow_threads` documents (a `SendWrapper`, or a scoped thread-local set around the
+//! call): every operation that reads or writes what other threads may change, counts, makes an
+//! object or collects fails at once with one message, before it touches the object; what only
+//! reads an object's fixed parts (its type, an int's value, a string's text) still works; and a
+//! handle dropped there attaches for its decrement.
+
+use std::cell::RefCell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use ftrt_gil::{is_attached, Python};
+use ftrt_object::{
+    gc, Bound, Kind, PyAny, PyBool, PyClass, PyDict, PyFloat, PyInstance, PyInt, PyList, PyModule,
+    PyStr, PyTuple, ReadGuard, RefCountValue, Shared,
+};
+use scoped_tls_hkt::scoped_thread_local;
+use send_wrapper::SendWrapper;
+
+#[cfg(not(any(miri, ftrt_tsan)))]
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// What every use of a token or handle on a detached thread panics with.
+const USED_DETACHED: &str = "used on a thread that is not attached";
+
+/// The message `f` panicked with, or `None` if it returned.
+fn panic_message(f: impl FnOnce()) -> Option<String> {
+    let payload = catch_unwind(AssertUnwindSafe(f)).err()?;
+    Some(match payload.downcast::<String>() {
+        Ok(message) => *message,
+        Err(payload) => payload
+            .downcast::<&str>()
+            .map_or_else(|_| "(not a string)".to_owned(), |m| (*m).to_owned()),
+    })
+}
+
+/// One of each kind of object, made attached.
+struct Handles<'py> {
+    py: Python<'py>,
+    list: Bound<'py, PyList>,
+    dict: Bound<'py, PyDict>,
+    class: Bound<'py, PyClass>,
+    instance: Bound<'py, PyInstance>,
+    module: Bound<'py, PyModule>,
+    name: Bound<'py, PyStr>,
+    int: Bound<'py, PyInt>,
+    tuple: Bound<'py, PyTuple>,
+    shared: Shared<PyList>,
+    /// The shared list, bound.
+    shared_list: Bound<'py, PyList>,
+    guard: ReadGuard<'py>,
+    /// Objects made attached, for operations that take one by value: each is a handle, which
+    /// an operation turns into a reference it stores (and its panic's unwinding would drop).
+    spares: RefCell<Vec<Bound<'py, PyAny>>>,
+}
+
+impl<'py> Handles<'py> {
+    fn new(py: Python<'py>) -> Self {
+        let name = PyStr::intern(py, "x");
+        let int = PyInt::new(py, 7);
+        let list = PyList::new(py, [int.clone(), int.clone()]);
+        let dict = PyDict::new(py);
+        dict.set_item(&name, int.clone()).unwrap();
+        let class = PyClass::new(py, "Point").unwrap();
+        let instance = class.instantiate();
+        instance.set_attr(&name, int.clone()).unwrap();
+        let module = PyModule::new(py, "m");
+        module.set_attr(&name, int.clone()).unwrap();
+        let tuple = PyTuple::new(py, [int.clone()]);
+        let shared = PyList::empty(py).unbind();
+        let shared_list = shared.bind(py);
+        Handles {
+            py,
+            list,
+            dict,
+            class,
+            instance,
+            module,
+            name,
+            int,
+            tuple,
+            shared,
+            shared_list,
+            guard: ReadGuard::new(py),
+            // Local lists, whose publication (stored in a shared container, or unbound) walks
+            // the thread's list of local objects.
+            spares: RefCell::new((0..64).map(|_| PyList::empty(py).into_any()).collect()),
+        }
+    }
+
+    fn spare(&self) -> Bound<'py, PyAny> {
+        self.spares
+            .borrow_mut()
+            .pop()
+            .expect("enough spare objects")
+    }
+}
+
+/// An operation on carried handles.
+type Operation = (&'static str, fn(&Handles<'_>));
+
+/// Every operation that must not run detached, by the name of the function it calls.
+const FAIL_DETACHED: &[Operation] = &[
+    ("Bound::clone", |h| drop(h.list.clone())),
+    ("Bound::refcount", |h| {
+        let _ = h.list.refcount();
+    }),
+    ("Bound::defer_refcount", |h| {
+        let _ = h.list.defer_refcount();
+    }),
+    ("Bound::unbind", |h| drop(h.spare().unbind())),
+    ("Bound::referents", |h| drop(h.list.referents())),
+    ("PyList::empty", |h| drop(PyList::empty(h.py))),
+    ("PyList::new", |h| {
+        drop(PyList::new(h.py, [h.spare(), h.spare()]))
+    }),
+    ("PyList::append", |h| h.list.append(h.spare())),
+    ("PyList::append to a shared list", |h| {
+        h.shared_list.append(h.spare())
+    }),
+    ("PyList::get_item", |h| drop(h.list.get_item(0))),
+    ("PyList::set_item", |h| drop(h.list.set_item(0, h.spare()))),
+    ("PyList::del_item", |h| drop(h.list.del_item(0))),
+    ("PyList::pop", |h| drop(h.list.pop())),
+    ("PyList::to_vec", |h| drop(h.list.to_vec())),
+    ("PyDict::new", |h| drop(PyDict::new(h.py))),
+    ("PyDict::set_item", |h| {
+        drop(h.dict.set_item(&h.name, h.spare()))
+    }),
+    ("PyDict::get_item", |h| {
+        drop(h.dict.get_item(h.name.as_any()))
+    }),
+    ("PyDict::get_item_borrowed", |h| {
+        drop(h.dict.get_item_borrowed(h.name.as_any(), &h.guard))
+    }),
+    ("PyDict::del_item", |h| {
+        drop(h.dict.del_item(h.name.as_any()))
+    }),
+    ("PyDict::contains", |h| {
+        drop(h.dict.contains(h.name.as_any()))
+    }),
+    ("PyDict::items", |h| drop(h.dict.items())),
+    ("PyClass::new", |h| drop(PyClass::new(h.py, "C"))),
+    ("PyClass::instantiate", |h| drop(h.class.instantiate())),
+    ("PyInstance::set_attr", |h| {
+        drop(h.instance.set_attr(&h.name, h.spare()))
+    }),
+    ("PyInstance::get_attr", |h| {
+        drop(h.instance.get_attr(&h.name))
+    }),
+    ("PyInstance::get_attr_borrowed", |h| {
+        drop(h.instance.get_attr_borrowed(&h.name, &h.guard))
+    }),
+    ("PyInstance::del_attr", |h| {
+        drop(h.instance.del_attr(&h.name))
+    }),
+    ("PyModule::new", |h| drop(PyModule::new(h.py, "n"))),
+    ("PyModule::get_attr", |h| drop(h.module.get_attr(&h.name))),
+    ("PyModule::set_attr", |h| {
+        drop(h.module.set_attr(&h.name, h.spare()))
+    }),
+    ("PyInt::new", |h| drop(PyInt::new(h.py, 1 << 40))),
+    ("PyInt::add", |h| drop(h.int.add(h.int.as_any()))),
+    ("PyFloat::new", |h| drop(PyFloat::new(h.py, 0.5))),
+    ("PyBool::new", |h| drop(PyBool::new(h.py, true))),
+    ("PyStr::new", |h| drop(PyStr::new(h.py, "y"))),
+    ("PyStr::intern", |h| drop(PyStr::intern(h.py, "y"))),
+    ("PyStr::intern_in_shared_table", |h| {
+        drop(PyStr::intern_in_shared_table(h.py, "y"))
+    }),
+    ("PyTuple::new", |h| drop(PyTuple::new(h.py, [h.spare()]))),
+    ("PyTuple::get_item", |h| drop(h.tuple.get_item(0))),
+    ("PyTuple::to_vec", |h| drop(h.tuple.to_vec())),
+    ("Shared::bind", |h| drop(h.shared.bind(h.py))),
+    ("Shared::clone_ref", |h| drop(h.shared.clone_ref(h.py))),
+    ("ReadGuard::new", |h| drop(ReadGuard::new(h.py))),
+    ("Borrowed::to_owned", |h| {
+        // Read attached before the handles were carried in? No: read here, so the read fails
+        // first. The borrow's own count is covered by reading it attached in another test.
+        drop(
+            h.dict
+                .get_item_borrowed(h.name.as_any(), &h.guard)
+                .map(|b| b.to_owned(h.py)),
+        )
+    }),
+    ("ftrt_object::collect", |h| ftrt_object::collect(h.py)),
+    ("gc::collect", |h| {
+        let _ = gc::collect(h.py);
+    }),
+    ("gc::collect_shared", |h| {
+        let _ = gc::collect_shared(h.py);
+    }),
+];
+
+/// Runs `operation` on `handles` carried into `allow_threads`' closure in a `SendWrapper`
+/// (`Send` whatever it holds, checked at run time to be used on the thread that made it, which
+/// the closure runs on); `None` if it panicked as a detached use, else what went wrong.
+fn carried_in(handles: &Handles<'_>, operation: fn(&Handles<'_>)) -> Option<String> {
+    let carried = SendWrapper::new(handles);
+    let message = panic_message(|| handles.py.allow_threads(move || operation(*carried)));
+    if !is_attached() {
+        return Some("the thread is not attached again".to_owned());
+    }
+    match message {
+        Some(message) if message.contains(USED_DETACHED) => None,
+        Some(message) => Some(format!("panicked with another message: {message}")),
+        None => Some("ran detached".to_owned()),
+    }
+}
+
+#[test]
+fn every_operation_on_a_handle_carried_into_allow_threads_fails_before_it_touches_anything() {
+    Python::attach(|py| {
+        let handles = Handles::new(py);
+        let before = (
+            handles.list.len(),
+            handles.dict.len(),
+            handles.instance.attr_count(),
+        );
+        let failures: Vec<String> = FAIL_DETACHED
+            .iter()
+            .filter_map(|&(name, operation)| {
+                carried_in(&handles, operation).map(|why| format!("{name}: {why}"))
+            })
+            .collect();
+        assert!(failures.is_empty(), "{failures:#?}");
+        // Nothing was changed, and the handles work attached.
+        let after = (
+            handles.list.len(),
+            handles.dict.len(),
+            handles.instance.attr_count(),
+        );
+        assert_eq!(before, after);
+        assert_eq!(handles.list.get_item(1).unwrap().to_i64(), Ok(7));
+        assert_eq!(handles.list.refcount(), RefCountValue::Mortal(1));
+    });
+}
+
+#[test]
+fn what_reads_only_an_objects_fixed_parts_works_on_a_carried_handle() {
+    Python::attach(|py| {
+        let handles = Handles::new(py);
+        let borrowed = handles
+            .dict
+            .get_item_borrowed(handles.name.as_any(), &handles.guard)
+            .unwrap();
+        let name_hash = handles.name.hash().unwrap();
+        let carried = SendWrapper::new((&handles, borrowed));
+        py.allow_threads(move || {
+            let (h, borrowed) = *carried;
+            assert_eq!(h.list.kind(), Kind::List);
+            assert_eq!(h.dict.type_name(), "dict");
+            assert!(h.int.is(h.int.as_any()));
+            // Containers compare by identity, scalars and strings by their fixed values.
+            assert!(h.list.equals(h.list.as_any()) && !h.list.equals(h.tuple.as_any()));
+            assert_eq!(h.name.hash(), Ok(name_hash));
+            assert_eq!(h.int.value(), 7);
+            assert_eq!(h.name.to_str(), "x");
+            assert_eq!(h.tuple.len(), 1);
+            assert_eq!(borrowed.to_i64(), Ok(7));
+            assert!(h.list.downcast::<PyAny>().is_ok());
+            assert_eq!(format!("{:?}", h.list), "[7, 7]");
+        });
+        // A guard made attached may close its read detached.
+        let guard = SendWrapper::new(ReadGuard::new(py));
+        py.allow_threads(move || drop(guard));
+    });
+}
+
+#[test]
+fn a_handle_dropped_in_allow_threads_attaches_for_its_decrement() {
+    Python::attach(|py| {
+        let list = PyList::empty(py);
+        let carried = SendWrapper::new(list.clone());
+        assert_eq!(list.refcount(), RefCountValue::Mortal(2));
+        py.allow_threads(move || drop(carried));
+        assert_eq!(list.refcount(), RefCountValue::Mortal(1));
+        // And unwinding from a failed use drops it cleanly, attached.
+        let carried = SendWrapper::new(list.clone());
+        let message = panic_message(|| {
+            py.allow_threads(move || {
+                let list = carried.take();
+                list.append(PyInt::new(list.py(), 1));
+            })
+        });
+        assert!(message.unwrap().contains(USED_DETACHED));
+        assert_eq!(list.refcount(), RefCountValue::Mortal(1));
+        assert!(list.is_empty());
+    });
+}
+
+scoped_thread_local!(static CARRIED: for<'a> &'a Bound<'a, PyList>);
+
+/// The second route: a scoped thread-local, set around `allow_threads`, hands the handle to a
+/// closure that captures nothing.
+#[test]
+fn a_handle_from_a_scoped_thread_local_fails_in_allow_threads() {
+    fn append() {
+        CARRIED.with(|list| list.append(PyInt::new(list.py(), 1)));
+    }
+    Python::attach(|py| {
+        let list = PyList::empty(py);
+        let message = CARRIED.set(&list, || panic_message(|| py.allow_threads(append)));
+        let message = message.expect("a handle from a scoped thread-local was used detached");
+        assert!(message.contains(USED_DETACHED), "another panic: {message}");
+        assert!(list.is_empty());
+    });
+}
