@@ -487,6 +487,7 @@ pub fn is_attached() -> bool {
 /// here instead of racing the threads that run meanwhile. Runtimes built on this crate call it
 /// where their own operations rely on the attachment.
 #[inline(always)]
+#[track_caller]
 pub fn assert_attached() {
     if !is_attached() {
         used_detached();

@@ -54,7 +54,7 @@ fn gil() -> &'static Gil {
 /// GIL) whenever code that holds the token runs, for the lifetime `'py`. (The thread detaches
 /// inside [`allow_threads`](Python::allow_threads), whose closure is `Send` and so captures no
 /// token as such; a token that reaches it by the known hole documented there panics at its
-/// first use, as every operation relying on the attachment checks it first. It gives the GIL
+/// first use that relies on the attachment, as every such operation checks it first. It gives the GIL
 /// to another thread inside a [`check`](Python::check), which blocks until it has the GIL
 /// back.) Obtain one with [`Python::attach`].
 ///
@@ -218,11 +218,13 @@ impl<'py> Python<'py> {
     /// of the world, and on the owner's counts while they are parked, which other threads merge
     /// into. So every operation that relies on the attachment checks it first
     /// ([`assert_attached`](crate::assert_attached): one thread-local load and a branch), and
-    /// panics on a detached thread before it touches anything: counting, making objects,
+    /// panics on a detached thread before it changes anything: counting, making objects,
     /// sections, checkpoints, detaches and stops here, and the object model's reads, writes,
     /// read guards and collections. What reads only an object's fixed parts (its type, an int's
     /// value, a string's text) works, and a handle dropped there attaches for its decrement.
-    /// Inside `f`, attach again with [`Python::attach`] to use the runtime.
+    /// A count token made before the detach ([`count_token`](Self::count_token)) and carried in
+    /// would count unchecked, which is why making one is `unsafe`. Inside `f`, attach again with
+    /// [`Python::attach`] to use the runtime.
     ///
     /// # Panics
     /// On a thread that is not attached (this token carried into another `allow_threads`).
@@ -352,11 +354,18 @@ impl<'py> Python<'py> {
     /// build, nothing with atomic counts, the thread's owner id with biased ones (the detached
     /// owner after the thread's exit). Make objects with [`new_object_token`](Self::new_object_token).
     ///
+    /// # Safety
+    /// The count token is used only while the calling thread is attached: not carried into
+    /// the closure of an `allow_threads` of this attachment (its `'py` covers those, and the
+    /// counts' own operations cannot see the detach: `GilHeld` there would count without the
+    /// GIL). A `Python` token carried in is checked here; a count token made before is not.
+    ///
     /// # Panics
-    /// On a thread that is not attached: a token carried into `allow_threads`' closure (see
-    /// there) and used to count ([`assert_attached`](crate::assert_attached)).
+    /// On a thread that is not attached: a `Python` token carried into `allow_threads`' closure
+    /// (see there) and used to count ([`assert_attached`](crate::assert_attached)).
     #[inline(always)]
-    pub fn count_token(self) -> <BuildCount as RefCount>::Token<'py> {
+    #[track_caller]
+    pub unsafe fn count_token(self) -> <BuildCount as RefCount>::Token<'py> {
         state::assert_attached();
         // SAFETY: attached, checked just above.
         unsafe { self.count_token_unchecked() }
@@ -389,10 +398,15 @@ impl<'py> Python<'py> {
     /// have handed objects back (the safe point that keeps them from piling up). One more load
     /// than `count_token`.
     ///
+    /// # Safety
+    /// As for [`count_token`](Self::count_token): the token is used only while the calling
+    /// thread is attached.
+    ///
     /// # Panics
     /// On a thread that is not attached, as `count_token`.
     #[inline(always)]
-    pub fn new_object_token(self) -> <BuildCount as RefCount>::Token<'py> {
+    #[track_caller]
+    pub unsafe fn new_object_token(self) -> <BuildCount as RefCount>::Token<'py> {
         state::assert_attached();
         // SAFETY: attached, checked just above.
         unsafe { self.new_object_token_unchecked() }

@@ -325,7 +325,8 @@ fn the_owner_id_of_a_threads_objects_is_its_runtime_thread_id() {
     thread::spawn(|| {
         Python::attach(|py| {
             let id = py.thread_id().expect("an attached thread has an id");
-            let count = <BuildCount as RefCount>::new(py.new_object_token());
+            // SAFETY: used at once, attached.
+            let count = <BuildCount as RefCount>::new(unsafe { py.new_object_token() });
             assert_eq!(count.owner_id(), Some(id));
             assert!(ftrt_gil::threads().iter().any(|info| info.id == id));
         });
@@ -363,7 +364,9 @@ fn thread_exit_retires_the_biased_counts_and_leaves_the_registry() {
 
     let (count, id) = thread::spawn(|| {
         Python::attach(|py| {
-            let count = Box::new(<BuildCount as RefCount>::new(py.new_object_token()));
+            // SAFETY: used at once, attached.
+            let token = unsafe { py.new_object_token() };
+            let count = Box::new(<BuildCount as RefCount>::new(token));
             (count, py.thread_id().expect("an id"))
         })
     })
@@ -415,7 +418,8 @@ fn the_counting_token_owns_the_threads_objects_until_its_exit_retires_them() {
     impl Drop for CountsAtExit {
         fn drop(&mut self) {
             let count = self.0.take().expect("made by the thread");
-            let counted = Python::attach(|py| count.incref_counting(py.count_token()));
+            // SAFETY: used at once, attached.
+            let counted = Python::attach(|py| count.incref_counting(unsafe { py.count_token() }));
             *AFTER_EXIT.lock().unwrap() = Some(counted);
         }
     }
@@ -429,9 +433,13 @@ fn the_counting_token_owns_the_threads_objects_until_its_exit_retires_them() {
                 // Touched before the thread attaches, so destroyed after its thread state.
                 KEPT.with(|_| ());
                 Python::attach(|py| {
-                    let count = Box::new(<BuildCount as RefCount>::new(py.new_object_token()));
+                    // SAFETY: used at once, attached.
+                    let token = unsafe { py.new_object_token() };
+                    let count = Box::new(<BuildCount as RefCount>::new(token));
                     assert_eq!(count.owner_id(), py.thread_id());
-                    assert_eq!(count.incref_counting(py.count_token()), Counting::Local);
+                    // SAFETY: used at once, attached.
+                    let token = unsafe { py.count_token() };
+                    assert_eq!(count.incref_counting(token), Counting::Local);
                     KEPT.with(|kept| kept.0.set(Some(count)));
                 });
             })

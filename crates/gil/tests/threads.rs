@@ -557,7 +557,9 @@ fn a_release_that_waits_for_a_section_while_the_detach_parks_the_counts_waits_in
     }
     finishes("the wait", || {
         Python::attach(|py| {
-            let count = Box::leak(Box::new(BiasedCount::new_for(py.new_object_token())));
+            // SAFETY: used at once, attached.
+            let token = unsafe { py.new_object_token() };
+            let count = Box::leak(Box::new(BiasedCount::new_for(token)));
             let address = std::ptr::from_mut(count) as usize;
             // Another thread drops the one reference: queued to this thread, its owner.
             thread::spawn(move || {
@@ -942,9 +944,9 @@ mod queued_releases {
 
     /// A count owned by the calling thread, with one reference (leaked: `release` frees nothing).
     pub fn owned_count(py: ftrt_gil::Python<'_>) -> usize {
-        std::ptr::from_mut(Box::leak(Box::new(BiasedCount::new_for(
-            py.new_object_token(),
-        )))) as usize
+        // SAFETY: used at once, attached (the token proves it, checked as it is made).
+        let token = unsafe { py.new_object_token() };
+        std::ptr::from_mut(Box::leak(Box::new(BiasedCount::new_for(token)))) as usize
     }
 
     /// Drops the count's one reference on another thread, with the releases above: queued to

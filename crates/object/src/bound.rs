@@ -21,7 +21,8 @@ use crate::string::{StrPayload, STR_TYPE};
 use crate::types::{PyAny, PyTypeInfo};
 
 /// A strong reference to an object of type `T`, usable while the thread is attached for `'py`:
-/// cloning and dropping it count without further checks. `Bound<'py>` (`T` = [`PyAny`]) is an
+/// cloning and dropping it count (carried into `allow_threads`' closure, a clone panics and a
+/// drop attaches for its decrement). `Bound<'py>` (`T` = [`PyAny`]) is an
 /// object of any type; [`Bound::downcast`] gives the typed view, or a `TypeError`.
 ///
 /// ```
@@ -63,6 +64,7 @@ impl<'py, T: PyTypeInfo> Bound<'py, T> {
     #[inline]
     pub(crate) unsafe fn from_borrowed(py: Python<'py>, ptr: NonNull<Header>) -> Self {
         // SAFETY: alive per the caller.
+        // The count token is used at once, attached (checked as it is made).
         unsafe { incref(ptr, py.count_token()) };
         Bound {
             ptr,
@@ -294,7 +296,10 @@ impl<'py> Bound<'py, PyAny> {
         ftrt_gil::assert_attached();
         match crate::hot::deferred_refcount(self.py(), self.header()) {
             Some(count) => RefCountValue::Mortal(count),
-            None => <BuildCount as RefCount>::get(&self.header().count, self.py().count_token()),
+            // SAFETY: attached, checked just above; the token is used for this read only.
+            None => <BuildCount as RefCount>::get(&self.header().count, unsafe {
+                self.py().count_token_unchecked()
+            }),
         }
     }
 

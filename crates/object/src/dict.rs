@@ -249,6 +249,7 @@ impl DictPayload {
                     table
                 };
                 // SAFETY: `key` is alive per the contract; the increment is the entry's reference.
+                // The count token is used at once, attached (checked as it is made).
                 let key = unsafe {
                     incref(key, py.count_token());
                     OwnedRef::from_raw(key)
@@ -649,6 +650,7 @@ impl PyDict {
     /// An empty dict.
     pub fn new(py: Python<'_>) -> Bound<'_, PyDict> {
         // SAFETY: a fresh dict's one reference goes to the caller.
+        // The count token is used at once, attached (checked as it is made).
         unsafe {
             Bound::from_owned(allocate(
                 &DICT_TYPE,

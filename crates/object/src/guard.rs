@@ -22,9 +22,10 @@
 //!   thread, is deferred until the last one is gone. With no reader, a removal drops at once
 //!   after one counter check, as before.
 //!
-//! The guard is made from a [`Python`] token and tied to it: it exists only on an attached thread
-//! and is neither `Send` nor `Sync`, so it cannot be moved into `allow_threads` or to another
-//! thread.
+//! The guard is made from a [`Python`] token and tied to it: it is made only on an attached
+//! thread and is neither `Send` nor `Sync`, so it cannot be moved into `allow_threads` or to
+//! another thread as such. One carried in past the bound (the hole `Python::allow_threads`
+//! documents) loads nothing there (its loads check the attachment) and is dropped attached.
 
 use std::marker::PhantomData;
 
@@ -168,8 +169,9 @@ impl std::fmt::Debug for ReadGuard<'_> {
 /// removals deferred until there are none.
 ///
 /// Every access happens on an attached thread, which in the `gil` build holds the GIL: a guard is
-/// made from a `Python` token, cannot leave its thread or enter `allow_threads` (it is neither
-/// `Send` nor `Sync`, and tied to `'py`), so it is dropped attached too; removals run in writers,
+/// made from a `Python` token, cannot leave its thread (it is neither `Send` nor `Sync`, and
+/// tied to `'py`), and one carried into `allow_threads` past its bound attaches for its drop
+/// (`ReadGuard`'s `Drop`), so it is dropped attached too; removals run in writers,
 /// which are attached. The GIL's acquire and release order every access, so the count needs no
 /// read-modify-write: a relaxed load and store (the cost of a plain counter) suffice, and the
 /// atomics only keep a misuse a logic error instead of a data race.

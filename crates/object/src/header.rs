@@ -218,6 +218,9 @@ impl Header {
 #[inline]
 pub(crate) fn publish(object: &Header) {
     if !object.is_shared() {
+        // Before the first write: a store detached (a handle carried into `allow_threads`)
+        // fails here, the stored object still as local as it was.
+        ftrt_gil::assert_attached();
         if object.ty.slots.holds_references {
             publish_local(object);
         } else {
@@ -231,8 +234,6 @@ pub(crate) fn publish(object: &Header) {
 #[cold]
 #[inline(never)]
 fn publish_local(root: &Header) {
-    // Before the thread's list of local objects, which a collection elsewhere reads.
-    ftrt_gil::assert_attached();
     let on_published = |object| {
         // SAFETY: alive (being published), of a type that holds references; this is its
         // thread, which publishes it before any other thread can reach it.

@@ -475,7 +475,8 @@ pub(crate) fn defer_requested(py: Python<'_>) {
         }
     }
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-    let token = py.count_token();
+    // SAFETY: used in this call only, which stays attached throughout.
+    let token = unsafe { py.count_token() };
     drop_references(left, token);
 }
 
@@ -728,7 +729,8 @@ pub(crate) fn settle_now(py: Python<'_>) {
         return;
     }
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-    let token = py.count_token();
+    // SAFETY: used in this call only, which stays attached throughout.
+    let token = unsafe { py.count_token() };
     ftrt_gil::stop_the_world(py, || {
         // The requests first, in the same stop: the objects they defer stay deferred through
         // the settling (they are fresh).

@@ -205,6 +205,7 @@ impl PyList {
     ) -> Bound<'py, PyList> {
         let items = items.into_iter().map(Bound::into_owned_ref).collect();
         // SAFETY: a fresh list's one reference goes to the caller.
+        // The count token is used at once, attached (checked as it is made).
         unsafe {
             Bound::from_owned(allocate(
                 &LIST_TYPE,

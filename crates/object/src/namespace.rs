@@ -122,11 +122,10 @@ impl<'py> Bound<'py, PyClass> {
     pub fn instantiate(&self) -> Bound<'py, PyInstance> {
         let attrs = DictPayload::new();
         let instance_type = self.payload().instance_type;
-        let instance = allocate(
-            instance_type,
-            InstancePayload { attrs },
-            self.py().new_object_token(),
-        );
+        #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
+        // SAFETY: the token is used for this allocation only, attached (checked as it is made).
+        let token = unsafe { self.py().new_object_token() };
+        let instance = allocate(instance_type, InstancePayload { attrs }, token);
         // SAFETY: a fresh instance's one reference goes to the caller.
         unsafe { Bound::from_owned(instance) }
     }
@@ -140,6 +139,7 @@ impl PyModule {
             attrs: DictPayload::new(),
         };
         // SAFETY: a fresh module's one reference goes to the caller.
+        // The count token is used at once, attached (checked as it is made).
         unsafe { Bound::from_owned(allocate(&MODULE_TYPE, module, py.new_object_token())) }
     }
 }

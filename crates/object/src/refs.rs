@@ -208,7 +208,8 @@ pub(crate) struct OwnedRef(NonNull<Header>);
 // attached thread (`assume_token`'s contract: under the GIL in the `gil` build, counts not
 // parked in the biased one): by a payload's drop inside a release (which runs under a decref's
 // token), by a writer, by the last `ReadGuard`, or by a retired batch's drop, which the
-// reclamation runs only on attached threads.
+// reclamation runs only on attached threads; or, unwinding from an operation on a handle
+// carried into a detach, by its `Drop`, which then attaches first.
 unsafe impl Send for OwnedRef {}
 // SAFETY: `&OwnedRef` only reads the pointer.
 unsafe impl Sync for OwnedRef {}

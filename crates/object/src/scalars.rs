@@ -219,6 +219,7 @@ impl PyInt {
             return unsafe { immortal(py, small) };
         }
         // SAFETY: a fresh int's one reference goes to the caller.
+        // The count token is used at once, attached (checked as it is made).
         unsafe { Bound::from_owned(allocate(&INT_TYPE, value, py.new_object_token())) }
     }
 }
@@ -236,6 +237,7 @@ impl PyFloat {
     #[inline]
     pub fn new(py: Python<'_>, value: f64) -> Bound<'_, PyFloat> {
         // SAFETY: a fresh float's one reference goes to the caller.
+        // The count token is used at once, attached (checked as it is made).
         unsafe { Bound::from_owned(allocate(&FLOAT_TYPE, value, py.new_object_token())) }
     }
 }

@@ -76,6 +76,7 @@ impl PyStr {
     pub fn new<'py>(py: Python<'py>, text: &str) -> Bound<'py, PyStr> {
         let text = StrPayload::new(text);
         // SAFETY: a fresh string's one reference goes to the caller.
+        // The count token is used at once, attached (checked as it is made).
         unsafe { Bound::from_owned(allocate(&STR_TYPE, text, py.new_object_token())) }
     }
 

@@ -54,6 +54,7 @@ impl PyTuple {
     ) -> Bound<'py, PyTuple> {
         let items = items.into_iter().map(Bound::into_owned_ref).collect();
         // SAFETY: a fresh tuple's one reference goes to the caller.
+        // The count token is used at once, attached (checked as it is made).
         unsafe {
             Bound::from_owned(allocate(
                 &TUPLE_TYPE,

@@ -1,7 +1,7 @@
 //! Object handles carried into `allow_threads`' closure past its `Send` bound, the hole
 //! `Python::allow_threads` documents (a `SendWrapper`, or a scoped thread-local set around the
 //! call): every operation that reads or writes what other threads may change, counts, makes an
-//! object or collects fails at once with one message, before it touches the object; what only
+//! object or collects fails at once with one message, before it changes anything; what only
 //! reads an object's fixed parts (its type, an int's value, a string's text) still works; and a
 //! handle dropped there attaches for its decrement.
 
@@ -54,6 +54,8 @@ struct Handles<'py> {
     /// Objects made attached, for operations that take one by value: each is a handle, which
     /// an operation turns into a reference it stores (and its panic's unwinding would drop).
     spares: RefCell<Vec<Bound<'py, PyAny>>>,
+    /// A second handle to each spare, to see afterwards that none was published.
+    kept_spares: Vec<Bound<'py, PyAny>>,
 }
 
 impl<'py> Handles<'py> {
@@ -71,6 +73,9 @@ impl<'py> Handles<'py> {
         let tuple = PyTuple::new(py, [int.clone()]);
         let shared = PyList::empty(py).unbind();
         let shared_list = shared.bind(py);
+        // Local lists, whose publication (stored in a shared container, or unbound) walks the
+        // thread's list of local objects.
+        let spares: Vec<_> = (0..64).map(|_| PyList::empty(py).into_any()).collect();
         Handles {
             py,
             list,
@@ -84,9 +89,8 @@ impl<'py> Handles<'py> {
             shared,
             shared_list,
             guard: ReadGuard::new(py),
-            // Local lists, whose publication (stored in a shared container, or unbound) walks
-            // the thread's list of local objects.
-            spares: RefCell::new((0..64).map(|_| PyList::empty(py).into_any()).collect()),
+            kept_spares: spares.clone(),
+            spares: RefCell::new(spares),
         }
     }
 
@@ -183,8 +187,8 @@ const FAIL_DETACHED: &[Operation] = &[
     ("Shared::clone_ref", |h| drop(h.shared.clone_ref(h.py))),
     ("ReadGuard::new", |h| drop(ReadGuard::new(h.py))),
     ("Borrowed::to_owned", |h| {
-        // Read attached before the handles were carried in? No: read here, so the read fails
-        // first. The borrow's own count is covered by reading it attached in another test.
+        // The borrowed read fails first here; `to_owned` of a value borrowed attached and
+        // carried in fails in `what_reads_only_an_objects_fixed_parts_works_on_a_carried_handle`.
         drop(
             h.dict
                 .get_item_borrowed(h.name.as_any(), &h.guard)
@@ -239,6 +243,8 @@ fn every_operation_on_a_handle_carried_into_allow_threads_fails_before_it_touche
             handles.instance.attr_count(),
         );
         assert_eq!(before, after);
+        assert!(handles.shared_list.is_empty() && handles.module.attr_count() == 1);
+        assert!(handles.kept_spares.iter().all(|spare| !spare.is_shared()));
         assert_eq!(handles.list.get_item(1).unwrap().to_i64(), Ok(7));
         assert_eq!(handles.list.refcount(), RefCountValue::Mortal(1));
     });
@@ -256,6 +262,9 @@ fn what_reads_only_an_objects_fixed_parts_works_on_a_carried_handle() {
         let carried = SendWrapper::new((&handles, borrowed));
         py.allow_threads(move || {
             let (h, borrowed) = *carried;
+            // Counting it is no fixed part.
+            let counted = panic_message(|| drop(borrowed.to_owned(h.py)));
+            assert!(counted.is_some_and(|message| message.contains(USED_DETACHED)));
             assert_eq!(h.list.kind(), Kind::List);
             assert_eq!(h.dict.type_name(), "dict");
             assert!(h.int.is(h.int.as_any()));
@@ -281,14 +290,23 @@ fn a_handle_dropped_in_allow_threads_attaches_for_its_decrement() {
         let list = PyList::empty(py);
         let carried = SendWrapper::new(list.clone());
         assert_eq!(list.refcount(), RefCountValue::Mortal(2));
+        let quiescent_before = quiescent_states();
+        py.allow_threads(|| ());
+        let detach_alone = quiescent_states() - quiescent_before;
         py.allow_threads(move || drop(carried));
+        let detach_and_drop = quiescent_states() - quiescent_before - detach_alone;
         assert_eq!(list.refcount(), RefCountValue::Mortal(1));
+        // The drop's attachment ended inside: one more quiescent state than a detach alone
+        // (free-threaded builds, where they are reported).
+        if ftrt_gil::BUILD != "gil" {
+            assert_eq!(detach_and_drop, detach_alone + 1, "the drop did not attach");
+        }
         // And unwinding from a failed use drops it cleanly, attached.
-        let carried = SendWrapper::new(list.clone());
+        let carried = SendWrapper::new((list.clone(), PyList::empty(py)));
         let message = panic_message(|| {
             py.allow_threads(move || {
-                let list = carried.take();
-                list.append(PyInt::new(list.py(), 1));
+                let (list, item) = carried.take();
+                list.append(item);
             })
         });
         assert!(message.unwrap().contains(USED_DETACHED));
@@ -297,21 +315,35 @@ fn a_handle_dropped_in_allow_threads_attaches_for_its_decrement() {
     });
 }
 
+/// How many quiescent states this thread reported to hooks (free-threaded builds: every
+/// detach and every attachment's end passes one; the `gil` build reports none).
+fn quiescent_states() -> u64 {
+    thread_local! {
+        static PASSED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    fn count_pass() {
+        PASSED.set(PASSED.get() + 1);
+    }
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| ftrt_gil::on_quiescent_state(count_pass));
+    PASSED.get()
+}
+
 scoped_thread_local!(static CARRIED: for<'a> &'a Bound<'a, PyList>);
 
 /// The second route: a scoped thread-local, set around `allow_threads`, hands the handle to a
 /// closure that captures nothing.
 #[test]
 fn a_handle_from_a_scoped_thread_local_fails_in_allow_threads() {
-    fn append() {
-        CARRIED.with(|list| list.append(PyInt::new(list.py(), 1)));
+    fn read() {
+        CARRIED.with(|list| drop(list.get_item(0)));
     }
     Python::attach(|py| {
-        let list = PyList::empty(py);
-        let message = CARRIED.set(&list, || panic_message(|| py.allow_threads(append)));
+        let list = PyList::new(py, [PyInt::new(py, 1)]);
+        let message = CARRIED.set(&list, || panic_message(|| py.allow_threads(read)));
         let message = message.expect("a handle from a scoped thread-local was used detached");
         assert!(message.contains(USED_DETACHED), "another panic: {message}");
-        assert!(list.is_empty());
+        assert_eq!(list.refcount(), RefCountValue::Mortal(1));
     });
 }
 

@@ -503,7 +503,8 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
         Python::attach(|py| {
             send_owner_id.send(py.thread_id().expect("an id")).unwrap();
             #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-            let token = py.new_object_token();
+            // SAFETY: used at once, attached.
+            let token = unsafe { py.new_object_token() };
             let count = Box::leak(Box::new(<BuildCount as RefCount>::new(token)));
             let address = std::ptr::from_mut(count) as usize;
             // A list holding a list that nothing else holds: the outer one is queued, the
@@ -517,7 +518,8 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
                     Python::attach(|py| {
                         let count = NonNull::new(address as *mut BuildCount).unwrap();
                         #[allow(clippy::let_unit_value)] // `()` in the atomic-rc build
-                        let token = py.count_token();
+                        // SAFETY: used below, attached.
+                        let token = unsafe { py.count_token() };
                         // SAFETY: the count's one reference, given up here; `release` frees
                         // nothing.
                         let _ = unsafe { <BuildCount as RefCount>::decref(count, token, release) };

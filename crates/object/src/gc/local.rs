@@ -358,7 +358,8 @@ pub(crate) fn collect_local(py: Python<'_>) -> usize {
     let collecting = Collecting(&list.collecting);
     list.due.set(false);
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-    let token = py.count_token();
+    // SAFETY: used in this call only, which stays attached throughout.
+    let token = unsafe { py.count_token() };
     // A snapshot, by place: nothing is listed or unlisted until the garbage is freed below.
     let objects = list.objects.borrow().clone();
     let examined: Vec<(usize, NonNull<Header>)> = objects.iter().copied().enumerate().collect();

@@ -541,7 +541,8 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
     let started = Instant::now();
     py.merge_pending();
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-    let token = py.count_token();
+    // SAFETY: used in this call only, which stays attached throughout.
+    let token = unsafe { py.count_token() };
     // The pending requests of threads that found objects hot, before any count is read: a
     // request's reference would read as one from outside. The objects they defer stay deferred
     // through the settling below (they are fresh).
@@ -722,7 +723,8 @@ impl Garbage {
         // full one unlisted (published) the listed garbage it found.
         unsafe { free_garbage(py, &now, true) };
         #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-        let token = py.count_token();
+        // SAFETY: used in this call only, which stays attached throughout.
+        let token = unsafe { py.count_token() };
         self.dead.free(token);
         collection
     }
@@ -747,7 +749,8 @@ fn count_collected(found: usize) {
 /// its own thread only (`untrack` unlists it there).
 unsafe fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>], found_in_a_stop: bool) {
     #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
-    let token = py.count_token();
+    // SAFETY: used in this call only, which stays attached throughout.
+    let token = unsafe { py.count_token() };
     // Every tracked object this frees is garbage: whatever only garbage reaches is garbage too.
     // Restored on the way out, a panicking `clear` slot included.
     struct Freeing(bool);
