@@ -54,9 +54,9 @@ fn gil() -> &'static Gil {
 /// GIL) whenever code that holds the token runs, for the lifetime `'py`. (The thread detaches
 /// inside [`allow_threads`](Python::allow_threads), whose closure is `Send` and so captures no
 /// token as such; a token that reaches it by the known hole documented there panics at its
-/// first use that relies on the attachment, as every such operation checks it first. It gives the GIL
-/// to another thread inside a [`check`](Python::check), which blocks until it has the GIL
-/// back.) Obtain one with [`Python::attach`].
+/// first use that relies on the attachment, as every such operation checks it first. It gives
+/// the GIL to another thread inside a [`check`](Python::check), which blocks until it has the
+/// GIL back.) Obtain one with [`Python::attach`].
 ///
 /// ```compile_fail
 /// fn assert_send<T: Send>() {}
