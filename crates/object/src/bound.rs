@@ -14,7 +14,7 @@ use ftrt_refcount::{RefCount, RefCountValue};
 use crate::borrowed::Borrowed;
 use crate::error::{Error, Result};
 use crate::header::{header, payload, publish, Header, Kind, TypeObject};
-use crate::refs::{decref, incref, OwnedRef};
+use crate::refs::{decref, decref_attaching, incref, OwnedRef};
 use crate::scalars::{hash_int, INT_TYPE};
 use crate::shared::Shared;
 use crate::string::{StrPayload, STR_TYPE};
@@ -173,20 +173,13 @@ impl<T> Drop for Bound<'_, T> {
     #[inline]
     fn drop(&mut self) {
         if !ftrt_gil::is_attached() {
-            return drop_detached(self.ptr);
+            // SAFETY: this handle owns one reference, given up here.
+            return unsafe { decref_attaching(self.ptr) };
         }
         // SAFETY: this handle owns one reference, given up here; attached, checked just above,
         // for the rest of this call.
         unsafe { decref(self.ptr, Python::assume_attached().count_token_unchecked()) };
     }
-}
-
-/// The drop of a handle on a detached thread: attached for the decrement.
-#[cold]
-#[inline(never)]
-fn drop_detached(ptr: NonNull<Header>) {
-    // SAFETY: the handle owned one reference, given up here; attached, the token is genuine.
-    Python::attach(|py| unsafe { decref(ptr, py.count_token()) });
 }
 
 impl<T> std::fmt::Debug for Bound<'_, T> {

@@ -7,7 +7,7 @@ use ftrt_gil::Python;
 
 use crate::bound::Bound;
 use crate::header::Header;
-use crate::refs::decref;
+use crate::refs::decref_attaching;
 use crate::types::{PyAny, PyTypeInfo};
 
 /// A strong reference to an object of type `T` that can move between threads. Bind it to an
@@ -62,9 +62,8 @@ impl<T: PyTypeInfo> Shared<T> {
 
 impl<T> Drop for Shared<T> {
     fn drop(&mut self) {
-        let ptr = self.ptr;
-        // SAFETY: this handle owns one reference; attached, the token is genuine.
-        Python::attach(|py| unsafe { decref(ptr, py.count_token()) });
+        // SAFETY: this handle owns one reference, given up here.
+        unsafe { decref_attaching(self.ptr) };
     }
 }
 
