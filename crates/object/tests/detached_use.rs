@@ -429,7 +429,10 @@ fn public_function_names(dir: &Path, names: &mut BTreeSet<String>) {
 /// thread changes). A name in both lists is fine (`new` of a type that fails, `len` of one that
 /// does not); a name in neither fails this test.
 #[test]
-#[cfg_attr(miri, ignore = "reads the crate's sources, which Miri's isolation forbids")]
+#[cfg_attr(
+    miri,
+    ignore = "reads the crate's sources, which Miri's isolation forbids"
+)]
 fn every_public_function_of_the_crate_is_run_detached_or_allowed_to_be() {
     let mut names = BTreeSet::new();
     public_function_names(
