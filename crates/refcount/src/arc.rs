@@ -562,11 +562,21 @@ impl<T: ?Sized> BiasedArc<T> {
         Weak { ptr: this.ptr }
     }
 
-    /// Whether this handle is the only reference and no [`Weak`] handle exists, as far as the
-    /// calling thread can tell exactly (see [`BiasedCount::is_unique`]). Like `Arc`'s check, it
-    /// locks the weak count for the time it reads the strong one, so that no weak handle can be
-    /// made, or upgrade, in between.
+    /// Whether this handle is the only reference, no [`Weak`] handle exists and no queued drop
+    /// holds the value, as far as the calling thread can tell exactly (see
+    /// [`BiasedCount::is_unique_with_no_queued_drop`]). Like `Arc`'s check, it locks the weak
+    /// count for the time it reads the strong one, so that no weak handle can be made, or
+    /// upgrade, in between.
+    ///
+    /// A queued drop's reference keeps the value alive until the owner merges it, and handles
+    /// are covariant in `T`: a value typed to borrow for `'static` can be given a shorter
+    /// borrow through `get_mut` or `make_mut`, and must then be dropped with the last handle,
+    /// while that borrow lasts, not at a later merge. So the owner merges what other threads
+    /// queued to it first (as `new` and `into_inner` do; the merge may run other values'
+    /// destructors), and elsewhere a count with a queued drop reads as shared.
     fn is_unique(this: &Self) -> bool {
+        // Before the weak count is locked: a destructor the merge runs may downgrade.
+        this.count().merge_queued_to_owner();
         // SAFETY: this handle keeps the allocation alive.
         let weak = unsafe { ArcInner::weak(this.ptr) };
         // Acquire: pairs with the release decrements of dropped weak handles, whose upgrades'
@@ -577,7 +587,7 @@ impl<T: ?Sized> BiasedArc<T> {
         {
             return false;
         }
-        let unique = this.count().is_unique();
+        let unique = this.count().is_unique_with_no_queued_drop();
         // Release: pairs with a waiting downgrade's acquire.
         weak.store(1, Ordering::Release);
         unique
@@ -658,8 +668,11 @@ impl<T: ?Sized> BiasedArc<T> {
         drop(unsafe { Self::from_raw(ptr) });
     }
 
-    /// A mutable reference to the value if this is the only reference, counting references still
-    /// waiting in a merge queue as dropped.
+    /// A mutable reference to the value if this is the only reference. On the owning thread,
+    /// drops other threads queued back to it are merged first (which may run other values'
+    /// destructors, as [`new`](Self::new) does); on another thread, a drop still waiting in the
+    /// owner's queue makes the answer `None`, since that drop's merge, not this handle's, would
+    /// drop the value.
     ///
     /// `Some` is always right. `None` means "maybe shared": on a thread that does not own the
     /// value, the answer is `None` for as long as the owning thread (the one that created it)
@@ -699,8 +712,10 @@ impl<T: ?Sized> BiasedArc<T> {
     pub fn get_mut(this: &mut Self) -> Option<&mut T> {
         if Self::is_unique(this) {
             // SAFETY: `is_unique` answers `true` only when it read the count exactly, this
-            // handle's reference was the only one and no weak handle existed; `&mut this` stops
-            // new ones being made, and a pending merge touches only the count.
+            // handle's reference was the only one, no queue entry held one and no weak handle
+            // existed; `&mut this` stops new ones being made. So nothing else reads the value
+            // while the `&mut` lives, and the value is dropped with this handle, before any
+            // borrow written into it ends.
             Some(unsafe { &mut (*this.ptr.as_ptr()).value })
         } else {
             None

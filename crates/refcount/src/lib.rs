@@ -133,7 +133,9 @@
 //! [`BiasedArc::give_up_ownership`] on it (best before sending it), or exits, or calls
 //! [`biased::detach_current_thread`]. On the owner thread, and for a value whose owner has given
 //! up ownership (which also happens when the owner drops its last local reference or merges a
-//! drop queued to it), the answer is exact. [`BiasedArc::strong_count`] is, like
+//! drop queued to it), the answer is exact; `get_mut` and `make_mut` merge the owner's queue
+//! first there, and elsewhere answer "maybe shared" while a drop queued to the owner waits for
+//! its merge. [`BiasedArc::strong_count`] is, like
 //! `Arc::strong_count`, only a snapshot while other threads clone and drop.
 //! [`BiasedArc::into_inner`] gives the value to exactly one of the last holders on the owner
 //! thread and on a merged count; on another thread while the owner lives, a last drop can only

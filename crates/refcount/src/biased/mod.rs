@@ -975,9 +975,26 @@ impl BiasedCount {
     /// `true` lets the caller change the value in place; it does not let it free or move the
     /// object, since a queued drop may still point at the count (see [`decref`](Self::decref)):
     /// [`try_take_unique`](Self::try_take_unique) is the way to take the value out.
+    ///
+    /// A queued drop's reference still holds the value until its merge: dropping the caller's
+    /// reference then leaves the value to that merge. Where the value changed in place may
+    /// borrow for less than it did (a handle covariant in the value's type, as `Arc`'s is), ask
+    /// [`is_unique_with_no_queued_drop`](Self::is_unique_with_no_queued_drop) instead.
     pub fn is_unique(&self) -> bool {
         self.exact_parts()
             .is_some_and(|(local, shared)| self.is_unique_snapshot(local, shared))
+    }
+
+    /// Whether the caller's reference is the only one and no queue entry holds one either: the
+    /// drop of the caller's reference then drops the value at once. `false` whenever
+    /// [`is_unique`](Self::is_unique) answers `false`, and while a drop queued to an owner waits
+    /// for its merge; the owner can merge its own queue first
+    /// ([`merge_pending`](crate::biased::merge_pending), or [`LocalCounts::merge_pending`]) to make
+    /// the answer exact there.
+    pub fn is_unique_with_no_queued_drop(&self) -> bool {
+        self.exact_parts().is_some_and(|(local, shared)| {
+            shared & QUEUED == 0 && self.is_unique_snapshot(local, shared)
+        })
     }
 
     /// Whether the value was moved out by [`try_take_unique`](Self::try_take_unique) while a

@@ -1,11 +1,11 @@
 //! The biased protocol, step by step, observed through the header fields.
 
-use std::sync::mpsc;
+use std::sync::{mpsc, Mutex};
 use std::thread;
 
 use super::thread::{current, DEFERRED_OWNER, NO_OWNER};
 use super::*;
-use crate::test_util::Drops;
+use crate::test_util::{Drops, Tracked};
 use crate::BiasedArc;
 
 fn fields(count: &BiasedCount) -> (u32, u32, i32) {
@@ -181,12 +181,11 @@ fn a_detached_thread_creates_objects_that_start_merged() {
 }
 
 #[test]
-fn get_mut_and_try_unwrap_count_a_queued_drop_as_dropped() {
+fn try_unwrap_counts_a_queued_drop_as_dropped() {
     let drops = Drops::default();
-    let mut arc = BiasedArc::new(drops.track(5));
+    let arc = BiasedArc::new(drops.track(5));
     let remote = arc.clone();
     thread::spawn(move || drop(remote)).join().unwrap();
-    assert!(BiasedArc::get_mut(&mut arc).is_some());
 
     let value = BiasedArc::try_unwrap(arc).ok().expect("the only reference");
     assert_eq!(value.check(), 5);
@@ -195,6 +194,94 @@ fn get_mut_and_try_unwrap_count_a_queued_drop_as_dropped() {
     // The pending entry now frees the husk's memory without dropping the value again.
     assert_eq!(merge_pending(), 1);
     assert_eq!(drops.count(), 1);
+}
+
+/// `get_mut` and `make_mut` on the owner merge a drop queued back to it first: the value they
+/// change in place is then dropped with the handle's drop, not at a later merge, so whatever the
+/// new value borrows outlives it.
+#[test]
+fn get_mut_and_make_mut_on_the_owner_merge_a_queued_drop_so_the_value_drops_with_its_last_handle() {
+    type ChangeInPlace = fn(&mut BiasedArc<Tracked>) -> &mut Tracked;
+    let get_mut: ChangeInPlace = |arc| BiasedArc::get_mut(arc).expect("the only handle");
+    let make_mut: ChangeInPlace = BiasedArc::make_mut;
+    for change_in_place in [get_mut, make_mut] {
+        let drops = Drops::default();
+        let mut arc = BiasedArc::new(drops.track(5));
+        let remote = arc.clone();
+        thread::spawn(move || drop(remote)).join().unwrap();
+        let before = BiasedArc::as_ptr(&arc);
+        *change_in_place(&mut arc) = drops.track(6);
+        assert_eq!(
+            BiasedArc::as_ptr(&arc),
+            before,
+            "changed in place, not cloned"
+        );
+        assert_eq!(drops.count(), 1, "the replaced value");
+        assert_eq!(merge_pending(), 0, "merged by the call");
+        drop(arc);
+        assert_eq!(
+            drops.count(),
+            2,
+            "the new value dropped with the last handle"
+        );
+    }
+}
+
+/// A value changed in place may borrow for less than its type says: handles are covariant, as
+/// `Arc`'s are, so a handle to a value that borrows for `'static` is also one to a value that
+/// borrows for less. Its drop must then come while the borrow lasts, which a drop left for a
+/// queue entry to run at a later merge would not.
+#[test]
+fn a_value_given_a_shorter_borrow_in_place_is_dropped_while_the_borrow_lasts() {
+    static DROPPED_READING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static NOTHING: String = String::new();
+    struct ReadsOnDrop<'a>(&'a String);
+    impl Drop for ReadsOnDrop<'_> {
+        fn drop(&mut self) {
+            DROPPED_READING.lock().unwrap().push(self.0.clone());
+        }
+    }
+
+    let long_lived: BiasedArc<ReadsOnDrop<'static>> = BiasedArc::new(ReadsOnDrop(&NOTHING));
+    let remote = long_lived.clone();
+    thread::spawn(move || drop(remote)).join().unwrap();
+    let borrowed = String::from("borrowed");
+    let mut short_lived: BiasedArc<ReadsOnDrop<'_>> = long_lived;
+    *BiasedArc::get_mut(&mut short_lived).expect("the only handle") = ReadsOnDrop(&borrowed);
+    drop(short_lived);
+    let dropped = DROPPED_READING.lock().unwrap().clone();
+    // Should the value still be waiting for the merge, run it while `borrowed` lives, so that
+    // a failure here fails the assertion rather than reading freed memory later.
+    merge_pending();
+    assert_eq!(dropped, ["", "borrowed"], "dropped with the last handle");
+}
+
+/// A handle whose count another thread's queue still holds a dropped reference of is not unique
+/// on a thread that cannot merge that queue: dropping it would leave the value to that merge.
+#[test]
+fn a_handle_with_a_drop_queued_to_another_thread_is_not_unique() {
+    let drops = Drops::default();
+    let arc = BiasedArc::new(drops.track(7));
+    let remote = arc.clone();
+    thread::spawn(move || drop(remote)).join().unwrap();
+    // Merged, so another thread reads the count exactly; the queued drop stays in this thread's
+    // queue.
+    BiasedArc::give_up_ownership(&arc);
+    let original = BiasedArc::as_ptr(&arc) as usize;
+    thread::spawn({
+        let drops = drops.clone();
+        move || {
+            let mut arc = arc;
+            assert!(BiasedArc::get_mut(&mut arc).is_none(), "a drop is queued");
+            *BiasedArc::make_mut(&mut arc) = drops.track(8);
+            assert_ne!(BiasedArc::as_ptr(&arc) as usize, original, "cloned");
+        }
+    })
+    .join()
+    .unwrap();
+    assert_eq!(drops.count(), 2, "the clone and the value it replaced");
+    assert_eq!(merge_pending(), 1);
+    assert_eq!(drops.count(), 3, "the original, at the queued drop's merge");
 }
 
 #[test]
