@@ -22,6 +22,10 @@
 //! not also be taken through `ftrt_lock` directly by a thread that may not be attached: in the
 //! `gil` build that section would lock and this one would not. `ftrt-object` keeps its objects'
 //! locks private for this reason. `ftrt_lock::section` itself always locks, in every build.
+//! Nor may attached threads take one lock both here and through `ftrt_lock::section`: the
+//! thread state's stack and `ftrt-lock`'s thread-local one are two stacks, and a wait on one
+//! suspends only that one's sections, so a thread that nests the two on one lock waits for
+//! itself, and two threads that nest them in opposite orders on two locks wait for each other.
 //!
 //! ```
 //! use ftrt_gil::{section, Python};
@@ -42,7 +46,8 @@ use crate::Python;
 /// token proves this thread holds the GIL), a section on the thread state's stack otherwise.
 /// So it is only guaranteed to exclude this module's sections: not a section taken on `lock`
 /// through `ftrt_lock` directly (see the module docs), which a crate's `gil` feature, unified
-/// across the dependency graph, or lock elision (`set_lock_elision`) leaves unexcluded.
+/// across the dependency graph, or lock elision (`set_lock_elision`) leaves unexcluded, and
+/// which, nested with one of these on the same locks, can deadlock.
 #[inline]
 pub fn with<R>(py: Python<'_>, lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
     with_if(py, Some(lock), f)

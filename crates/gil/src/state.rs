@@ -344,6 +344,16 @@ fn end_attachment_at_exit(state: NonNull<ThreadState>) {
     if !CURRENT.with(|current| current.attached.get() && !current.running_stop.get()) {
         return;
     }
+    // The sections open inside the attachment stay as they stand: their frames never run
+    // again, and what an elided one guards may already be gone with a thread-local destroyed
+    // before this one, where ending the elision as a detach does (`leave_world`) would take its
+    // lock (`a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it`).
+    #[cfg(not(feature = "gil"))]
+    // SAFETY: the block is alive (dropped after this), and the sections open on its stack were
+    // opened inside or around the attachment, whose frames never return.
+    unsafe {
+        state.as_ref().sections.abandon_eliding();
+    }
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: the thread is attached, with this block (it has no other while it lives), and
         // the attachment's frames never run again: a thread's exit runs inside an attachment
@@ -643,7 +653,8 @@ pub(crate) unsafe fn leave_world(state: Option<&ThreadState>) {
         if let (Some(state), Some(_)) = (state, &hold) {
             // Before any other thread may attach. A detach suspended every section first, and
             // at the end of an attachment only sections of the code around it are open, all
-            // suspended: none has a lock to take here.
+            // suspended: none has a lock to take here. (An exit inside the attachment, whose
+            // sections are still open, gave the elision up before: `end_attachment_at_exit`.)
             state.sections.stop_eliding();
         }
         world().leave(presence(state));

@@ -588,6 +588,67 @@ fn a_thread_that_exits_attached_gives_up_its_attach_pin_with_its_state() {
     );
 }
 
+/// The lock of a critical section its thread elided, and exits inside.
+#[cfg(not(feature = "gil"))]
+static ELIDED_AT_EXIT: ftrt_lock::RawObjectLock = ftrt_lock::RawObjectLock::new();
+
+/// What the check prints when the exit left the elided section's lock alone.
+#[cfg(not(feature = "gil"))]
+const ELIDED_LOCK_UNTOUCHED: &str = "the exit took no lock for the section it elided";
+
+/// Aborts the process if [`ELIDED_AT_EXIT`] is locked when this is dropped; prints
+/// [`ELIDED_LOCK_UNTOUCHED`] otherwise.
+#[cfg(not(feature = "gil"))]
+struct ChecksTheElidedLockOnDrop;
+
+#[cfg(not(feature = "gil"))]
+impl Drop for ChecksTheElidedLockOnDrop {
+    fn drop(&mut self) {
+        if ELIDED_AT_EXIT.is_locked() {
+            eprintln!("the exit took the lock of a section that was elided when it began");
+            std::process::abort();
+        }
+        println!("{ELIDED_LOCK_UNTOUCHED}");
+    }
+}
+
+#[cfg(not(feature = "gil"))]
+thread_local! {
+    static CHECKED_LOCK_AT_EXIT: Cell<Option<ChecksTheElidedLockOnDrop>> = const { Cell::new(None) };
+}
+
+/// A thread that exits (`process::exit`) inside a critical section it elided, holding the world
+/// alone with lock elision on, leaves that section as it stands. The lock may be gone by then,
+/// with a thread-local first used inside the attachment (destroyed before the thread state):
+/// the end of the attachment must not take it, as giving up the elision at an ordinary detach
+/// takes the locks of the sections then open. (A static lock stands in here, so that taking it
+/// shows instead of writing freed memory.)
+#[test]
+#[cfg(not(feature = "gil"))]
+#[cfg_attr(miri, ignore = "exits the process")]
+fn a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it() {
+    in_child_process_printing(
+        "a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it",
+        || {
+            thread::spawn(|| {
+                // Initialised before the thread attaches, so destroyed after its thread state.
+                CHECKED_LOCK_AT_EXIT.set(Some(ChecksTheElidedLockOnDrop));
+                ftrt_gil::set_lock_elision(true);
+                Python::attach(|py| {
+                    for _ in 0..64 {
+                        py.check();
+                    }
+                    assert!(py.holds_world_alone(), "no other thread is attached");
+                    ftrt_gil::section::with(py, &ELIDED_AT_EXIT, || std::process::exit(0));
+                });
+            })
+            .join()
+            .expect("the process exits first");
+        },
+        ELIDED_LOCK_UNTOUCHED,
+    );
+}
+
 /// Set while [`AttachesAfterAnExitAttached`]'s attachment runs.
 static INSIDE_LATE_ATTACH: AtomicBool = AtomicBool::new(false);
 

@@ -409,6 +409,21 @@ mod imp {
             }
         }
 
+        /// Stops eliding without taking or releasing any lock, for a stack whose open sections
+        /// never run on: their thread exits inside them (`process::exit`). The elided sections
+        /// stay as they stand, holding no lock, and the others keep theirs, as any section left
+        /// open by an exit does. [`stop_eliding`](Self::stop_eliding) would take the innermost
+        /// section's locks again, and a lock guarding what the exit has already destroyed (a
+        /// thread-local's) may be gone by then.
+        ///
+        /// # Safety
+        /// No section open on this stack runs on or ends: their frames never return (an elided
+        /// section's end would release a lock it does not hold). Nothing keeps other threads
+        /// from the elided sections' objects from here on, which is why none of them may run on.
+        pub unsafe fn abandon_eliding(&self) {
+            self.eliding.set(false);
+        }
+
         /// Whether sections begun now take no lock (see [`start_eliding`](Self::start_eliding)).
         pub fn is_eliding(&self) -> bool {
             self.eliding.get()
