@@ -614,7 +614,8 @@ impl Drop for ChecksTheElidedLockOnDrop {
 
 #[cfg(not(feature = "gil"))]
 thread_local! {
-    static CHECKED_LOCK_AT_EXIT: Cell<Option<ChecksTheElidedLockOnDrop>> = const { Cell::new(None) };
+    static CHECKED_LOCK_AT_EXIT: Cell<Option<ChecksTheElidedLockOnDrop>> =
+        const { Cell::new(None) };
 }
 
 /// A thread that exits (`process::exit`) inside a critical section it elided, holding the world

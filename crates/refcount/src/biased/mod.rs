@@ -988,9 +988,8 @@ impl BiasedCount {
     /// Whether the caller's reference is the only one and no queue entry holds one either: the
     /// drop of the caller's reference then drops the value at once. `false` whenever
     /// [`is_unique`](Self::is_unique) answers `false`, and while a drop queued to an owner waits
-    /// for its merge; the owner can merge its own queue first
-    /// ([`merge_pending`](crate::biased::merge_pending), or [`LocalCounts::merge_pending`]) to make
-    /// the answer exact there.
+    /// for its merge; the owner can merge its own queue first ([`merge_pending`], or
+    /// [`LocalCounts::merge_pending`]) to make the answer exact there.
     pub fn is_unique_with_no_queued_drop(&self) -> bool {
         self.exact_parts().is_some_and(|(local, shared)| {
             shared & QUEUED == 0 && self.is_unique_snapshot(local, shared)
