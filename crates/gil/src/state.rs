@@ -347,12 +347,14 @@ fn end_attachment_at_exit(state: NonNull<ThreadState>) {
     // The sections open inside the attachment stay as they stand: their frames never run
     // again, and what an elided one guards may already be gone with a thread-local destroyed
     // before this one, where ending the elision as a detach does (`leave_world`) would take its
-    // lock (`a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it`).
+    // lock, as would resuming it after a detach that what the detach runs makes (a release)
+    // (`a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it`).
     #[cfg(not(feature = "gil"))]
     // SAFETY: the block is alive (dropped after this), and the sections open on its stack were
-    // opened inside or around the attachment, whose frames never return.
+    // opened inside or around the attachment, whose frames never return; what the detach below
+    // runs on the stack nests above the boundary this sets.
     unsafe {
-        state.as_ref().sections.abandon_eliding();
+        state.as_ref().sections.abandon_open_sections();
     }
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: the thread is attached, with this block (it has no other while it lives), and

@@ -650,6 +650,66 @@ fn a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it() {
     );
 }
 
+/// A release that detaches (as a destructor that blocks may), run by the merge at a thread's
+/// exit; frees the count.
+///
+/// # Safety
+/// `count` is a boxed count no one else uses.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+unsafe fn release_detaching(count: std::ptr::NonNull<ftrt_refcount::BiasedCount>) {
+    Python::attach(|py| py.allow_threads(|| ()));
+    // SAFETY: boxed below, and this was its last reference.
+    drop(unsafe { Box::from_raw(count.as_ptr()) });
+}
+
+/// As [`a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it`], with a drop
+/// another thread queued to the exiting one, whose release detaches while the exit merges it:
+/// the detach suspends the thread's sections and its end resumes the innermost, which must not
+/// be the abandoned one.
+#[test]
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+#[cfg_attr(miri, ignore = "exits the process")]
+fn an_exit_inside_an_elided_section_whose_merge_detaches_takes_no_lock_for_it() {
+    in_child_process_printing(
+        "an_exit_inside_an_elided_section_whose_merge_detaches_takes_no_lock_for_it",
+        || {
+            thread::spawn(|| {
+                // Initialised before the thread attaches, so destroyed after its thread state.
+                CHECKED_LOCK_AT_EXIT.set(Some(ChecksTheElidedLockOnDrop));
+                ftrt_gil::set_lock_elision(true);
+                Python::attach(|py| {
+                    for _ in 0..64 {
+                        py.check();
+                    }
+                    // SAFETY: used at once, attached.
+                    let owner = unsafe { py.count_token() };
+                    let count = Box::new(ftrt_refcount::BiasedCount::new_for(owner));
+                    count.incref();
+                    let count = std::ptr::NonNull::from(Box::leak(count));
+                    let address = count.as_ptr() as usize;
+                    thread::spawn(move || {
+                        let count =
+                            std::ptr::NonNull::new(address as *mut ftrt_refcount::BiasedCount)
+                                .expect("not null");
+                        // SAFETY: one of the two references; queued to the owner.
+                        unsafe { ftrt_refcount::BiasedCount::decref(count, release_detaching) };
+                    })
+                    .join()
+                    .expect("the drop is queued");
+                    // SAFETY: the owner's reference, not the last (the queued one is merged at
+                    // the exit).
+                    unsafe { ftrt_refcount::BiasedCount::decref(count, release_detaching) };
+                    assert!(py.holds_world_alone(), "no other thread is attached");
+                    ftrt_gil::section::with(py, &ELIDED_AT_EXIT, || std::process::exit(0));
+                });
+            })
+            .join()
+            .expect("the process exits first");
+        },
+        ELIDED_LOCK_UNTOUCHED,
+    );
+}
+
 /// Set while [`AttachesAfterAnExitAttached`]'s attachment runs.
 static INSIDE_LATE_ATTACH: AtomicBool = AtomicBool::new(false);
 

@@ -409,19 +409,33 @@ mod imp {
             }
         }
 
-        /// Stops eliding without taking or releasing any lock, for a stack whose open sections
-        /// never run on: their thread exits inside them (`process::exit`). The elided sections
-        /// stay as they stand, holding no lock, and the others keep theirs, as any section left
-        /// open by an exit does. [`stop_eliding`](Self::stop_eliding) would take the innermost
-        /// section's locks again, and a lock guarding what the exit has already destroyed (a
-        /// thread-local's) may be gone by then.
+        /// Leaves every open section as it stands, for good, and stops eliding: for a stack
+        /// whose open sections never run on, their thread exiting inside them (`process::exit`).
+        /// The elided sections keep holding no lock and the held ones keep theirs, as any section
+        /// left open by an exit does, and a detach boundary above them all keeps whatever the
+        /// exit still runs on this stack (a release that detaches, say) from suspending or
+        /// resuming them: neither takes nor releases their locks again. Ending the elision with
+        /// [`stop_eliding`](Self::stop_eliding) would take the innermost section's locks, and a
+        /// lock guarding what the exit has already destroyed (a thread-local's) may be gone by
+        /// then.
+        ///
+        /// What an elided section guards is open to other threads from the moment the caller
+        /// lets them in (a runtime that held the world alone, once it leaves), its body half
+        /// run: the price of not touching a lock that may be gone.
         ///
         /// # Safety
         /// No section open on this stack runs on or ends: their frames never return (an elided
-        /// section's end would release a lock it does not hold). Nothing keeps other threads
-        /// from the elided sections' objects from here on, which is why none of them may run on.
-        pub unsafe fn abandon_eliding(&self) {
+        /// section's end would release a lock it does not hold, and a held one's would pop
+        /// records past the boundary).
+        pub unsafe fn abandon_open_sections(&self) {
             self.eliding.set(false);
+            let mut sections = self.sections.borrow_mut();
+            for section in &mut sections.open {
+                // Not unlocked: a held section keeps its locks, an elided one has none.
+                section.state = State::Suspended;
+            }
+            let open = sections.open.len();
+            sections.boundaries.push(open);
         }
 
         /// Whether sections begun now take no lock (see [`start_eliding`](Self::start_eliding)).

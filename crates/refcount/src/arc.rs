@@ -571,12 +571,13 @@ impl<T: ?Sized> BiasedArc<T> {
     /// A queued drop's reference keeps the value alive until the owner merges it, and handles
     /// are covariant in `T`: a value typed to borrow for `'static` can be given a shorter
     /// borrow through `get_mut` or `make_mut`, and must then be dropped with the last handle,
-    /// while that borrow lasts, not at a later merge. So the owner merges what other threads
-    /// queued to it first (as `new` and `into_inner` do; the merge may run other values'
-    /// destructors), and elsewhere a count with a queued drop reads as shared.
+    /// while that borrow lasts, not at a later merge. So the thread merges what other threads
+    /// queued to it first, if it owns the count or the count has a drop queued (as `new` and
+    /// `into_inner` merge; it may run other values' destructors), and a count whose queued drop
+    /// waits in another thread's queue reads as shared.
     fn is_unique(this: &Self) -> bool {
         // Before the weak count is locked: a destructor the merge runs may downgrade.
-        this.count().merge_queued_to_owner();
+        this.count().merge_queued_here();
         // SAFETY: this handle keeps the allocation alive.
         let weak = unsafe { ArcInner::weak(this.ptr) };
         // Acquire: pairs with the release decrements of dropped weak handles, whose upgrades'
@@ -668,11 +669,11 @@ impl<T: ?Sized> BiasedArc<T> {
         drop(unsafe { Self::from_raw(ptr) });
     }
 
-    /// A mutable reference to the value if this is the only reference. On the owning thread,
-    /// drops other threads queued back to it are merged first (which may run other values'
-    /// destructors, as [`new`](Self::new) does); on another thread, a drop still waiting in the
-    /// owner's queue makes the answer `None`, since that drop's merge, not this handle's, would
-    /// drop the value.
+    /// A mutable reference to the value if this is the only reference. The drops other threads
+    /// queued back to the calling thread are merged first where they may concern this value
+    /// (which may run other values' destructors, as [`new`](Self::new) does); a drop still
+    /// waiting in another thread's queue makes the answer `None`, since that drop's merge, not
+    /// this handle's, would drop the value.
     ///
     /// `Some` is always right. `None` means "maybe shared": on a thread that does not own the
     /// value, the answer is `None` for as long as the owning thread (the one that created it)

@@ -655,6 +655,17 @@ impl BiasedCount {
         }
     }
 
+    /// [`merge_queued_to_owner`](Self::merge_queued_to_owner), and also where the count has a
+    /// drop queued and the caller no longer owns it: the entry may be in the calling thread's
+    /// queue (it gave the count up after the drop was queued to it), where this merge settles
+    /// it. For uniqueness checks, which a pending entry makes answer "shared".
+    pub(crate) fn merge_queued_here(&self) {
+        // Relaxed: a hint for whether to merge; the check that follows reads the count exactly.
+        if self.owned_by_caller() || self.shared.load(Ordering::Relaxed) & QUEUED != 0 {
+            thread::merge_current_if_pending();
+        }
+    }
+
     /// Drops a reference, or takes the object when it was the last one: the decrement behind
     /// [`BiasedArc::into_inner`](crate::BiasedArc::into_inner), which promises, as
     /// `Arc::into_inner` does, that exactly one of the racing last holders sees the end. Answers

@@ -256,6 +256,25 @@ fn a_value_given_a_shorter_borrow_in_place_is_dropped_while_the_borrow_lasts() {
     assert_eq!(dropped, ["", "borrowed"], "dropped with the last handle");
 }
 
+/// An owner that gave the count up after a drop was queued to it still has the entry in its own
+/// queue: its `get_mut` merges it, and answers exactly, as on a merged count without one.
+#[test]
+fn get_mut_after_giving_up_ownership_merges_a_drop_queued_before() {
+    let drops = Drops::default();
+    let mut arc = BiasedArc::new(drops.track(3));
+    let remote = arc.clone();
+    thread::spawn(move || drop(remote)).join().unwrap();
+    BiasedArc::give_up_ownership(&arc);
+    *BiasedArc::get_mut(&mut arc).expect("the only handle, merged") = drops.track(4);
+    assert_eq!(drops.count(), 1, "the replaced value");
+    drop(arc);
+    assert_eq!(
+        drops.count(),
+        2,
+        "the new value dropped with the last handle"
+    );
+}
+
 /// A handle whose count another thread's queue still holds a dropped reference of is not unique
 /// on a thread that cannot merge that queue: dropping it would leave the value to that merge.
 #[test]

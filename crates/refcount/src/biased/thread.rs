@@ -71,7 +71,10 @@ pub(crate) struct Queued {
 // not always: a drop as `Owner::detached()` on the owner's own thread queues to it. Nothing here
 // relies on that. `BiasedArc<T>`, whose `T` may be neither `Send` nor `'static`, never queues
 // through a token on its owner's thread (`drop_for` drops as the calling thread when the token
-// does not own the count), and crosses threads only for `T: 'static`; so an entry never holds a
+// does not own the count), and crosses threads only for `T: 'static`. A handle is covariant in
+// `T`, though, so a value may be given a shorter borrow in place: `get_mut` and `make_mut` refuse
+// while a drop of it is queued (merging the calling thread's queue first), so the value such an
+// entry holds is never one changed in place after it was queued, and an entry never holds a
 // value past what it borrows. It is settled by the convenience owner, never parked, on its own
 // thread, or after that owner's exit by the dropping thread.)
 unsafe impl Send for Queued {}
