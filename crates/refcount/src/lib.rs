@@ -133,8 +133,8 @@
 //! [`BiasedArc::give_up_ownership`] on it (best before sending it), or exits, or calls
 //! [`biased::detach_current_thread`]. On the owner thread, and for a value whose owner has given
 //! up ownership (which also happens when the owner drops its last local reference or merges a
-//! drop queued to it), the answer is exact; `get_mut` and `make_mut` merge the owner's queue
-//! first there, and elsewhere answer "maybe shared" while a drop queued to the owner waits for
+//! drop queued to it), the answer is exact; `get_mut` and `make_mut` merge the calling thread's
+//! queue first there, and answer "maybe shared" while a drop queued to another thread waits for
 //! its merge. [`BiasedArc::strong_count`] is, like
 //! `Arc::strong_count`, only a snapshot while other threads clone and drop.
 //! [`BiasedArc::into_inner`] gives the value to exactly one of the last holders on the owner
