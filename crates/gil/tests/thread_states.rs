@@ -630,24 +630,32 @@ thread_local! {
 fn a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it() {
     in_child_process_printing(
         "a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it",
-        || {
-            thread::spawn(|| {
-                // Initialised before the thread attaches, so destroyed after its thread state.
-                CHECKED_LOCK_AT_EXIT.set(Some(ChecksTheElidedLockOnDrop));
-                ftrt_gil::set_lock_elision(true);
-                Python::attach(|py| {
-                    for _ in 0..64 {
-                        py.check();
-                    }
-                    assert!(py.holds_world_alone(), "no other thread is attached");
-                    ftrt_gil::section::with(py, &ELIDED_AT_EXIT, || std::process::exit(0));
-                });
-            })
-            .join()
-            .expect("the process exits first");
-        },
+        || exit_inside_a_section_it_elided(|_| ()),
         ELIDED_LOCK_UNTOUCHED,
     );
+}
+
+/// The scenario of the tests above and below: on a new thread that holds the world alone with
+/// lock elision on, runs `before_the_section`, then exits inside a section on
+/// [`ELIDED_AT_EXIT`], which [`ChecksTheElidedLockOnDrop`] checks after the thread state is
+/// gone.
+#[cfg(not(feature = "gil"))]
+fn exit_inside_a_section_it_elided(before_the_section: fn(Python<'_>)) {
+    thread::spawn(move || {
+        // Initialised before the thread attaches, so destroyed after its thread state.
+        CHECKED_LOCK_AT_EXIT.set(Some(ChecksTheElidedLockOnDrop));
+        ftrt_gil::set_lock_elision(true);
+        Python::attach(|py| {
+            for _ in 0..64 {
+                py.check();
+            }
+            before_the_section(py);
+            assert!(py.holds_world_alone(), "no other thread is attached");
+            ftrt_gil::section::with(py, &ELIDED_AT_EXIT, || std::process::exit(0));
+        });
+    })
+    .join()
+    .expect("the process exits first");
 }
 
 /// A release that detaches (as a destructor that blocks may), run by the merge at a thread's
@@ -672,42 +680,31 @@ unsafe fn release_detaching(count: std::ptr::NonNull<ftrt_refcount::BiasedCount>
 fn an_exit_inside_an_elided_section_whose_merge_detaches_takes_no_lock_for_it() {
     in_child_process_printing(
         "an_exit_inside_an_elided_section_whose_merge_detaches_takes_no_lock_for_it",
-        || {
-            thread::spawn(|| {
-                // Initialised before the thread attaches, so destroyed after its thread state.
-                CHECKED_LOCK_AT_EXIT.set(Some(ChecksTheElidedLockOnDrop));
-                ftrt_gil::set_lock_elision(true);
-                Python::attach(|py| {
-                    for _ in 0..64 {
-                        py.check();
-                    }
-                    // SAFETY: used at once, attached.
-                    let owner = unsafe { py.count_token() };
-                    let count = Box::new(ftrt_refcount::BiasedCount::new_for(owner));
-                    count.incref();
-                    let count = std::ptr::NonNull::from(Box::leak(count));
-                    let address = count.as_ptr() as usize;
-                    thread::spawn(move || {
-                        let count =
-                            std::ptr::NonNull::new(address as *mut ftrt_refcount::BiasedCount)
-                                .expect("not null");
-                        // SAFETY: one of the two references; queued to the owner.
-                        unsafe { ftrt_refcount::BiasedCount::decref(count, release_detaching) };
-                    })
-                    .join()
-                    .expect("the drop is queued");
-                    // SAFETY: the owner's reference, not the last (the queued one is merged at
-                    // the exit).
-                    unsafe { ftrt_refcount::BiasedCount::decref(count, release_detaching) };
-                    assert!(py.holds_world_alone(), "no other thread is attached");
-                    ftrt_gil::section::with(py, &ELIDED_AT_EXIT, || std::process::exit(0));
-                });
-            })
-            .join()
-            .expect("the process exits first");
-        },
+        || exit_inside_a_section_it_elided(queue_a_drop_whose_release_detaches),
         ELIDED_LOCK_UNTOUCHED,
     );
+}
+
+/// Makes a count owned by `py`'s thread whose last reference is a drop another thread queued
+/// to it, with [`release_detaching`]: the merge at the thread's exit runs that release.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+fn queue_a_drop_whose_release_detaches(py: Python<'_>) {
+    // SAFETY: used at once, attached.
+    let owner = unsafe { py.count_token() };
+    let count = Box::new(ftrt_refcount::BiasedCount::new_for(owner));
+    count.incref();
+    let count = std::ptr::NonNull::from(Box::leak(count));
+    let address = count.as_ptr() as usize;
+    thread::spawn(move || {
+        let count =
+            std::ptr::NonNull::new(address as *mut ftrt_refcount::BiasedCount).expect("not null");
+        // SAFETY: one of the two references; queued to the owner.
+        unsafe { ftrt_refcount::BiasedCount::decref(count, release_detaching) };
+    })
+    .join()
+    .expect("the drop is queued");
+    // SAFETY: the owner's reference, not the last (the queued one is merged at the exit).
+    unsafe { ftrt_refcount::BiasedCount::decref(count, release_detaching) };
 }
 
 /// Set while [`AttachesAfterAnExitAttached`]'s attachment runs.
