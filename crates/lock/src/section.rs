@@ -19,7 +19,7 @@
 //! - Attaching does not touch the sections: sections begun before an attachment (on a thread
 //!   that was not attached) are left as they are, while it runs and when it ends.
 //! - A runtime can have a stack block *its* way ([`SectionStack::set_blocking_wait`],
-//!   [`set_blocking_wait`] for the thread-local stack): detached from the runtime, as CPython's
+//!   [`set_blocking_wait`] for the sections of this module's functions): detached from the runtime, as CPython's
 //!   `PyMutex` detaches a thread that blocks. Then a thread that waits for a section's lock
 //!   never holds up other threads of the runtime (its GIL, or a stop of the world), so a thread
 //!   that holds that lock and attaches before letting it go gets through.
@@ -34,10 +34,13 @@
 //! Each thread's sections live in a [`SectionStack`], a plain value: a runtime keeps one in its
 //! own per-thread state and calls its methods ([`SectionStack::with`], [`SectionStack::detached`]).
 //! The free functions of this module ([`with`], [`with2`], [`detached`], [`depth`]) are the
-//! thread-local convenience over the same mechanism, for users without a runtime: they use one
-//! stack per thread, kept in a thread-local. [`with_on`] takes the stack and the lock as options
-//! (a runtime's own stack or the thread-local one; a lock, or none for an object that needs none)
-//! and calls its closure from one place whichever they are.
+//! thread-local convenience over the same mechanism: they use one stack per thread, the thread's
+//! stack. A runtime whose threads may also take sections through them holds that stack
+//! ([`thread_stack`]) rather than a stack of its own, so that every section of a thread goes on
+//! one stack: sections on two stacks suspend only their own stack's sections when they wait, and
+//! a thread that nests the two on the same locks may wait for itself. [`with_on`] takes the stack
+//! and the lock as options (a runtime's stack, or the thread's; a lock, or none for an object
+//! that needs none) and calls its closure from one place whichever they are.
 //!
 //! A section locks unless its stack was told, by an `unsafe` call, that no other thread can take
 //! its locks ([`SectionStack::start_eliding`]): a runtime that knows it is the only thread touching
@@ -58,7 +61,8 @@
 
 use crate::RawObjectLock;
 
-pub use imp::SectionStack;
+use imp::THREAD_API;
+pub use imp::{SectionStack, ThreadStack};
 
 /// How a stack blocks for a section's locks, if it has to ([`SectionStack::set_blocking_wait`]):
 /// called with the wait itself, which it runs, once, around whatever the runtime does while its
@@ -86,32 +90,33 @@ pub type BlockingWait = fn(wait: &mut dyn FnMut()) -> Option<AfterWait>;
 /// of). A panic in it aborts the process, as one in the hook does.
 pub type AfterWait = fn();
 
-/// Sets how the calling thread's thread-local stack blocks, replacing the hook set before: see
-/// [`SectionStack::set_blocking_wait`]. (A runtime sets it for its threads: `ftrt-gil` does for
-/// every thread it registers.) The hook stays the thread's for the whole of its exit: the stacks
-/// standing in for the thread-local one after its teardown (in thread-local destructors at thread
-/// exit) block through it too.
+/// Sets how the sections of this module's functions block on the calling thread, replacing the
+/// hook set before: see [`SectionStack::set_blocking_wait`], which sets the hook of the stack's
+/// own sections apart from this one ([`thread_stack`]). (A runtime sets it for its threads:
+/// `ftrt-gil` does for every thread it registers.) The hook stays the thread's for the whole of
+/// its exit: a stack made after the thread's first one is freed (by a section in a thread-local
+/// destructor late in the thread's exit) blocks through it too.
 pub fn set_blocking_wait(hook: Option<BlockingWait>) {
     imp::set_thread_blocking_wait(hook);
-    imp::with_thread_stack(|stack| stack.set_blocking_wait(hook));
+    imp::with_thread_stack(|stack| stack.set_thread_blocking_wait(hook));
 }
 
 /// Runs `f` inside a critical section on `lock`, on the calling thread's stack.
 #[inline]
 pub fn with<R>(lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
-    imp::with_thread_stack(|stack| stack.with(lock, f))
+    imp::with_thread_stack(|stack| stack.section::<THREAD_API, R>([lock, lock], f))
 }
 
 /// Runs `f` inside a critical section on two locks, taken in a consistent order. The same lock
 /// may be passed twice.
 #[inline]
 pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> R {
-    imp::with_thread_stack(|stack| stack.with2(a, b, f))
+    imp::with_thread_stack(|stack| stack.section::<THREAD_API, R>([a, b], f))
 }
 
-/// Runs `f` inside a critical section on `lock` when one is given, recorded on `stack` (on the
-/// calling thread's thread-local stack, the one [`with`] uses, when `stack` is `None`); runs `f`
-/// as it is when `lock` is `None`.
+/// Runs `f` inside a critical section on `lock` when one is given, recorded on `stack` as one of
+/// its own sections (as a section of [`with`] on the calling thread's stack when `stack` is
+/// `None`); runs `f` as it is when `lock` is `None`.
 ///
 /// For a runtime that locks only some objects (it skips the lock of an object no other thread
 /// can reach) or keeps its stack in its own per-thread state only where that state exists. The
@@ -210,6 +215,36 @@ pub fn depth() -> SectionDepth {
     imp::with_thread_stack(SectionStack::depth)
 }
 
+/// A hold on the calling thread's stack, the one the functions of this module use, for a
+/// runtime that keeps it in its own per-thread state instead of a stack of its own: its sections
+/// (the stack's own methods, [`with_on`] given the stack) and those of this module's users on the
+/// same thread then go on one stack, so a section that has to wait suspends all of them, and
+/// sections of the two kinds nest on the same locks, in any order, without deadlock.
+///
+/// The two kinds differ in two ways. Each waits through its own hook: the stack's own sections
+/// through [`SectionStack::set_blocking_wait`]'s, this module's through [`set_blocking_wait`]'s.
+/// And only the stack's own sections elide ([`SectionStack::start_eliding`]): a runtime's promise
+/// covers the locks of its own objects, not those of other users of this module.
+///
+/// The stack lives while the thread or a hold keeps it: a runtime that holds it through the
+/// thread's exit keeps it, and keeps it the thread's, while the thread-locals around it are torn
+/// down, in whatever order.
+///
+/// ```
+/// use ftrt_lock::{section, RawObjectLock};
+///
+/// let (mine, theirs) = (RawObjectLock::new(), RawObjectLock::new());
+/// let stack = section::thread_stack();
+/// stack.with(&mine, || {
+///     section::with(&theirs, || assert_eq!(stack.depth().open, 2));
+///     // A section on a lock the thread holds already suspends the outer one, and resumes it.
+///     section::with(&mine, || assert!(mine.is_locked()));
+/// });
+/// ```
+pub fn thread_stack() -> ThreadStack {
+    ThreadStack::current()
+}
+
 /// The calling thread's sections: see [`depth`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct SectionDepth {
@@ -218,12 +253,14 @@ pub struct SectionDepth {
     /// Of those, the ones active now: holding their locks, or eliding them.
     pub active: usize,
     /// Of the active ones, those that took no lock: begun or resumed while the stack elides
-    /// ([`SectionStack::start_eliding`]). Always zero on the thread-local stack.
+    /// ([`SectionStack::start_eliding`]), by its own methods (never the functions of this
+    /// module).
     pub elided: usize,
 }
 
 mod imp {
     use std::cell::{Cell, RefCell};
+    use std::ptr::NonNull;
 
     use super::SectionDepth;
     use crate::RawObjectLock;
@@ -236,6 +273,29 @@ mod imp {
         /// Lower address first; both the same for a one-object section.
         locks: [*const RawObjectLock; 2],
         state: State,
+        /// Which API began it, which decides how it waits and whether it may elide: see [`Api`].
+        api: Api,
+    }
+
+    /// [`Api::Thread`] as the constant the generic functions take (`THREAD_API`).
+    pub(super) const THREAD_API: bool = true;
+    /// [`Api::Stack`] as that constant.
+    pub(super) const STACK_API: bool = false;
+
+    /// Which API began a section: the stack's own methods (a runtime's sections, on a stack it
+    /// holds), or the thread-local functions ([`with`](super::with) and the rest, on the
+    /// thread's stack, which a runtime may hold too: [`thread_stack`](super::thread_stack)).
+    /// A section waits through its API's hook, and only the stack's own sections elide: the
+    /// promise [`SectionStack::start_eliding`]'s caller makes covers the locks of its own
+    /// sections, not those of the thread-local functions' users beside it.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    enum Api {
+        /// [`SectionStack::with`], [`SectionStack::with2`], [`with_on`](super::with_on) given a
+        /// stack: waits through [`SectionStack::set_blocking_wait`]'s hook, and may elide.
+        Stack,
+        /// The thread-local functions: wait through the thread's hook
+        /// ([`set_blocking_wait`](super::set_blocking_wait)), and always lock.
+        Thread,
     }
 
     /// Whether a section holds its locks.
@@ -318,8 +378,11 @@ mod imp {
         /// (release builds do not check, and keep the stack as small as before).
         #[cfg(debug_assertions)]
         elisions: Cell<u32>,
-        /// How this stack blocks: see [`set_blocking_wait`](Self::set_blocking_wait).
+        /// How this stack's own sections block: see [`set_blocking_wait`](Self::set_blocking_wait).
         blocking_wait: Cell<Option<super::BlockingWait>>,
+        /// How the thread-local functions' sections block, on the thread's stack:
+        /// [`set_blocking_wait`](super::set_blocking_wait).
+        thread_blocking_wait: Cell<Option<super::BlockingWait>>,
     }
 
     impl Default for SectionStack {
@@ -348,6 +411,7 @@ mod imp {
                 #[cfg(debug_assertions)]
                 elisions: Cell::new(0),
                 blocking_wait: Cell::new(None),
+                thread_blocking_wait: Cell::new(None),
             }
         }
 
@@ -358,6 +422,11 @@ mod imp {
         /// the wait. Replaces the hook set before.
         pub fn set_blocking_wait(&self, hook: Option<super::BlockingWait>) {
             self.blocking_wait.set(hook);
+        }
+
+        /// The hook the thread-local functions' sections on this stack wait through.
+        pub(super) fn set_thread_blocking_wait(&self, hook: Option<super::BlockingWait>) {
+            self.thread_blocking_wait.set(hook);
         }
 
         /// From now on, sections begun or resumed on this stack take no lock (they are recorded
@@ -447,14 +516,14 @@ mod imp {
         /// the thread the stack belongs to (the stack is not `Send`).
         #[inline]
         pub fn with<R>(&self, lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
-            self.section([lock, lock], f)
+            self.section::<STACK_API, R>([lock, lock], f)
         }
 
         /// Runs `f` inside a critical section on two locks, taken in a consistent order. The same
         /// lock may be passed twice.
         #[inline]
         pub fn with2<R>(&self, a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> R {
-            self.section([a, b], f)
+            self.section::<STACK_API, R>([a, b], f)
         }
 
         /// Runs `f` with this stack's sections suspended behind a detach boundary: see
@@ -481,9 +550,14 @@ mod imp {
             }
         }
 
+        /// A section on this stack, of the thread-local functions if `THREAD_API` (see [`Api`]).
         #[inline]
-        fn section<R>(&self, locks: [&RawObjectLock; 2], f: impl FnOnce() -> R) -> R {
-            let _end = self.begin(locks);
+        pub(super) fn section<const THREAD_API: bool, R>(
+            &self,
+            locks: [&RawObjectLock; 2],
+            f: impl FnOnce() -> R,
+        ) -> R {
+            let _end = self.begin::<THREAD_API>(locks);
             f()
         }
 
@@ -491,15 +565,18 @@ mod imp {
         /// the stack records the locks as raw pointers: the caller keeps `locks` borrowed until
         /// then, and drops the value in its own frame (never leaked, sections ending innermost
         /// first), as `section` and `with_on` do.
+        ///
+        /// The API is a constant, so that the stack's own sections' begin checks nothing of it.
         #[inline]
-        fn begin(&self, locks: [&RawObjectLock; 2]) -> End<'_> {
+        fn begin<const THREAD_API: bool>(&self, locks: [&RawObjectLock; 2]) -> End<'_> {
+            let api = if THREAD_API { Api::Thread } else { Api::Stack };
             let locks = ordered(locks);
-            let (state, after_wait) = self.take(locks);
+            let (state, after_wait) = self.take(locks, api);
             let locks = locks.map(std::ptr::from_ref);
             self.sections
                 .borrow_mut()
                 .open
-                .push(Section { locks, state });
+                .push(Section { locks, state, api });
             // Made first: the section is recorded, and ends with it.
             let end = End(self);
             // `None` on every path but the hook's wait, so the fast path drops the check.
@@ -509,33 +586,37 @@ mod imp {
             end
         }
 
-        /// Takes a section's locks, or elides them while the stack elides; the section's state,
-        /// and what the stack's hook left to run once the section is recorded, if it waited
-        /// through the hook ([`AfterWait`](super::AfterWait)).
+        /// Takes a section's locks, or elides them while the stack elides (the stack's own
+        /// sections only); the section's state, and what its API's hook left to run once the
+        /// section is recorded, if it waited through the hook ([`AfterWait`](super::AfterWait)).
         #[inline]
-        fn take(&self, locks: [&RawObjectLock; 2]) -> (State, Option<super::AfterWait>) {
-            if self.eliding.get() {
+        fn take(&self, locks: [&RawObjectLock; 2], api: Api) -> (State, Option<super::AfterWait>) {
+            if self.eliding.get() && api == Api::Stack {
                 return (State::Elided, None);
             }
-            (State::Held, self.acquire(locks))
+            (State::Held, self.acquire(locks, api))
         }
 
         /// Takes a section's locks, suspending the stack's other sections first if that would
         /// block; what the hook left to run, if it waited through one.
         #[inline]
-        fn acquire(&self, locks: [&RawObjectLock; 2]) -> Option<super::AfterWait> {
+        fn acquire(&self, locks: [&RawObjectLock; 2], api: Api) -> Option<super::AfterWait> {
             if try_lock_all(locks) {
                 None
             } else {
-                self.acquire_slow(locks)
+                self.acquire_slow(locks, api)
             }
         }
 
         #[cold]
         #[inline(never)]
-        fn acquire_slow(&self, locks: [&RawObjectLock; 2]) -> Option<super::AfterWait> {
+        fn acquire_slow(&self, locks: [&RawObjectLock; 2], api: Api) -> Option<super::AfterWait> {
             self.suspend_all();
-            match self.blocking_wait.get() {
+            let hook = match api {
+                Api::Stack => self.blocking_wait.get(),
+                Api::Thread => self.thread_blocking_wait.get(),
+            };
+            match hook {
                 None => {
                     lock_all(locks);
                     None
@@ -603,7 +684,7 @@ mod imp {
             if let Some(section) = suspended {
                 // Every other section is suspended too (the active ones are a suffix), so this
                 // blocks holding no section lock: as deadlock-free as beginning a section.
-                let (state, after_wait) = self.take(section.locks());
+                let (state, after_wait) = self.take(section.locks(), section.api);
                 self.sections
                     .borrow_mut()
                     .open
@@ -732,171 +813,286 @@ mod imp {
         }
     }
 
-    #[cfg(not(loom))]
-    thread_local! {
-        static SECTIONS: SectionStack = const { SectionStack::new() };
-    }
-    #[cfg(loom)]
-    loom::thread_local! {
-        static SECTIONS: SectionStack = SectionStack::new();
-    }
-
-    /// See [`with_on`](super::with_on); without `RECORD_ELIDED`, a section begun while the stack
-    /// elides is not recorded ([`with_on_unrecorded`](super::with_on_unrecorded), whose caller
-    /// promises the elision outlasts it).
+    /// See [`with_on`](super::with_on); without `RECORD_ELIDED`, a section of the stack's own
+    /// begun while the stack elides is not recorded
+    /// ([`with_on_unrecorded`](super::with_on_unrecorded), whose caller promises the elision
+    /// outlasts it).
     #[inline(always)]
     pub(super) fn with_on<const RECORD_ELIDED: bool, R>(
         stack: Option<&SectionStack>,
         lock: Option<&RawObjectLock>,
         f: impl FnOnce() -> R,
     ) -> R {
-        // Stands in for a thread-local stack torn down at thread exit under loom (`stand_in`).
-        let fresh;
+        // A hold on the thread's stack, for a section of the thread-local functions.
+        let thread;
         #[cfg(debug_assertions)]
         let mut _kept = None;
         let _end = match lock {
             None => None,
             Some(lock) => {
-                // SAFETY: the reference stays in this frame (in `stack`'s section, ended by
-                // `_end` before the frame returns), on this thread.
-                let stack = match stack.or_else(|| unsafe { thread_stack() }) {
-                    Some(stack) => stack,
+                // Not a second call of `f` for these cases (see `with_on`): the call stays below.
+                match stack {
+                    Some(stack) if !RECORD_ELIDED && stack.eliding.get() => {
+                        #[cfg(debug_assertions)]
+                        {
+                            _kept = Some(ElisionKept(stack, stack.elisions.get()));
+                        }
+                        None
+                    }
+                    Some(stack) => Some(stack.begin::<STACK_API>([lock, lock])),
                     None => {
-                        fresh = SectionStack::new();
-                        &fresh
+                        thread = ThreadStack::current();
+                        Some(thread.begin::<THREAD_API>([lock, lock]))
                     }
-                };
-                // Not a second call of `f` for this case (see `with_on`): the call stays below.
-                if !RECORD_ELIDED && stack.eliding.get() {
-                    #[cfg(debug_assertions)]
-                    {
-                        _kept = Some(ElisionKept(stack, stack.elisions.get()));
-                    }
-                    None
-                } else {
-                    Some(stack.begin([lock, lock]))
                 }
             }
         };
         f()
     }
 
-    #[cfg(not(loom))]
-    thread_local! {
-        /// The stack standing in for `SECTIONS` once that is torn down: see [`stand_in`]. A
-        /// const thread-local without a destructor, which is never torn down.
-        static STAND_IN: Cell<*mut SectionStack> = const { Cell::new(std::ptr::null_mut()) };
-        /// The blocking wait that [`set_blocking_wait`](super::set_blocking_wait) last set for
-        /// this thread, for the stand-ins: kept apart from the stack, in a const thread-local
-        /// without a destructor, so that it outlasts the stack's teardown and every stand-in.
-        static THREAD_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = const { Cell::new(None) };
-        /// Frees the stand-in: registered as it is made, so its destructor runs after the
-        /// destructor that made it.
-        static STAND_IN_FREED: FreeStandIn = const { FreeStandIn };
+    /// A thread's stack in the heap block its holders share: the thread itself (a thread-local
+    /// whose destructor lets go) and every [`ThreadStack`]. So a runtime that holds the stack
+    /// keeps it, and keeps it the thread's, for the whole of the thread's exit, whatever order
+    /// the thread's thread-locals are torn down in.
+    struct Shared {
+        stack: SectionStack,
+        holders: Cell<usize>,
     }
 
-    #[cfg(not(loom))]
-    struct FreeStandIn;
+    /// A hold on the calling thread's section stack, the one the thread-local functions
+    /// ([`with`](super::with) and the rest) use: see [`thread_stack`](super::thread_stack).
+    ///
+    /// Dereferences to the [`SectionStack`], whose own methods begin the holder's sections
+    /// beside the thread-local functions' ones. Neither `Send` nor `Sync`: it belongs to the
+    /// thread whose stack it holds.
+    pub struct ThreadStack(NonNull<Shared>);
 
-    #[cfg(not(loom))]
-    impl Drop for FreeStandIn {
+    impl ThreadStack {
+        /// A hold on the calling thread's stack, made on first use (and made again where a
+        /// section is begun after the last holder let go of the one before, late in the thread's
+        /// exit).
+        #[inline]
+        pub(super) fn current() -> Self {
+            let shared = match NonNull::new(thread_stack_pointer().cast_mut()) {
+                Some(shared) => shared,
+                None => make_thread_stack(),
+            };
+            // SAFETY: the thread's current stack is alive: it is freed only by the release of
+            // its last hold, which takes it out of `THREAD_STACK` first.
+            unsafe { hold(shared) };
+            ThreadStack(shared)
+        }
+    }
+
+    impl std::ops::Deref for ThreadStack {
+        type Target = SectionStack;
+
+        #[inline]
+        fn deref(&self) -> &SectionStack {
+            // SAFETY: this hold keeps the block alive, and only its thread touches it (the
+            // handle is neither `Send` nor `Sync`).
+            unsafe { &self.0.as_ref().stack }
+        }
+    }
+
+    impl Clone for ThreadStack {
+        fn clone(&self) -> Self {
+            // SAFETY: alive, held by `self`.
+            unsafe { hold(self.0) };
+            ThreadStack(self.0)
+        }
+    }
+
+    impl Drop for ThreadStack {
+        #[inline]
         fn drop(&mut self) {
-            let stack = STAND_IN.with(|stand_in| stand_in.replace(std::ptr::null_mut()));
-            if !stack.is_null() {
-                // SAFETY: made by `Box::into_raw` in `stand_in` and taken out of the cell just
-                // above. No reference to it is left: `stand_in`'s callers use theirs only in
-                // their own frames, each inside some thread-local destructor, and destructors
-                // run one after another, never nested in one another.
-                drop(unsafe { Box::from_raw(stack) });
+            // SAFETY: this handle's hold, let go once.
+            unsafe { release(self.0) };
+        }
+    }
+
+    impl std::fmt::Debug for ThreadStack {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_tuple("ThreadStack").field(&**self).finish()
+        }
+    }
+
+    /// Takes one more hold on `shared`.
+    ///
+    /// # Safety
+    /// `shared` is alive, and this is its thread.
+    #[inline]
+    unsafe fn hold(shared: NonNull<Shared>) {
+        // SAFETY: per the caller.
+        let holders = unsafe { &shared.as_ref().holders };
+        // Aborts as `Rc` does: only a leak loop could get here.
+        let more = holders
+            .get()
+            .checked_add(1)
+            .unwrap_or_else(|| std::process::abort());
+        holders.set(more);
+    }
+
+    /// Lets a hold on `shared` go. The last one frees the stack (its open sections, if a
+    /// process exits inside some, only as records: their locks are not touched), and the
+    /// thread's next section makes a new one.
+    ///
+    /// # Safety
+    /// The caller has a hold on `shared`, on its thread, and gives it up here.
+    #[inline]
+    unsafe fn release(shared: NonNull<Shared>) {
+        // SAFETY: held by the caller.
+        let holders = unsafe { &shared.as_ref().holders };
+        let left = holders.get() - 1;
+        holders.set(left);
+        if left == 0 {
+            free_thread_stack(shared);
+        }
+    }
+
+    /// Frees a stack whose last hold was let go.
+    #[cold]
+    fn free_thread_stack(shared: NonNull<Shared>) {
+        if thread_stack_pointer() == shared.as_ptr().cast_const() {
+            set_thread_stack_pointer(std::ptr::null());
+        }
+        // SAFETY: made by `Box::leak` in `make_thread_stack`; no hold is left, and every
+        // reference to it is made through a hold (`ThreadStack`), so none is left either.
+        drop(unsafe { Box::from_raw(shared.as_ptr()) });
+    }
+
+    /// Makes the calling thread's stack, blocking through the thread's hook for the
+    /// thread-local functions' sections, and gives the thread's own hold on it to the first
+    /// holder thread-local that can still take it (one torn down takes none: a stack made so
+    /// late in the thread's exit that none can is freed by its last handle, or never).
+    #[cold]
+    #[inline(never)]
+    fn make_thread_stack() -> NonNull<Shared> {
+        let stack = SectionStack::new();
+        stack.set_thread_blocking_wait(blocking_wait_for_new_stacks());
+        let shared = NonNull::from(Box::leak(Box::new(Shared {
+            stack,
+            holders: Cell::new(0),
+        })));
+        set_thread_stack_pointer(shared.as_ptr());
+        give_to_a_holder(shared);
+        shared
+    }
+
+    /// The thread's own hold on its stack: let go when its thread-locals are torn down.
+    struct Holder(Cell<Option<NonNull<Shared>>>);
+
+    impl Holder {
+        /// Takes the thread's hold on `shared`, unless this holder has one already.
+        fn take(&self, shared: NonNull<Shared>) -> bool {
+            if self.0.get().is_some() {
+                return false;
+            }
+            // SAFETY: just made, alive, on this thread.
+            unsafe { hold(shared) };
+            self.0.set(Some(shared));
+            true
+        }
+    }
+
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            if let Some(shared) = self.0.take() {
+                // SAFETY: the hold taken in `take`, let go once.
+                unsafe { release(shared) };
             }
         }
     }
 
-    /// The calling thread's stack after its thread-local was torn down (in thread-local
-    /// destructors at thread exit), for as long as the thread's exit lasts: one stack, so that
-    /// sections nested in one destructor see each other (a section on a lock an outer one holds
-    /// suspends it, instead of waiting for its own thread). It blocks through the thread's
-    /// hook ([`set_blocking_wait`](super::set_blocking_wait)). Made on first need, and freed by
-    /// a thread-local destructor registered then (if the thread's destructors are so far along
-    /// that none can be registered any more, it is never freed).
-    ///
-    /// Sections still open on the thread-local stack when it is torn down (a process exiting
-    /// inside one: `std::process::exit` runs the calling thread's thread-local destructors from
-    /// inside the call) are not carried over: their locks stay held, and their records would
-    /// point at locks that later destructors may free.
-    ///
-    /// # Safety
-    /// As for [`thread_stack`]: only on this thread, until the caller's frame returns.
     #[cfg(not(loom))]
-    #[cold]
-    unsafe fn stand_in<'a>() -> Option<&'a SectionStack> {
-        let stack = STAND_IN.with(|stand_in| {
-            if stand_in.get().is_null() {
-                let stack = SectionStack::new();
-                stack.set_blocking_wait(THREAD_BLOCKING_WAIT.get());
-                stand_in.set(Box::into_raw(Box::new(stack)));
-                let _registered = STAND_IN_FREED.try_with(|_| ());
-            }
-            stand_in.get()
-        });
-        // SAFETY: made above, and freed only by `FreeStandIn`'s drop, a thread-local destructor
-        // of this thread, which does not run while the caller's frame (on this thread) lasts.
-        Some(unsafe { &*stack })
+    thread_local! {
+        /// The thread's stack while a holder keeps it; null before its first use and once its
+        /// last holder lets go. Const and without a destructor, so never torn down: the
+        /// thread's exit finds its stack through it until the end.
+        static THREAD_STACK: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
+        /// The blocking wait that [`set_blocking_wait`](super::set_blocking_wait) last set for
+        /// this thread, for stacks made after the first one is freed: const and without a
+        /// destructor too.
+        static THREAD_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = const { Cell::new(None) };
+        /// The thread's hold on its first stack.
+        static HOLDER: Holder = const { Holder(Cell::new(None)) };
+        /// The thread's hold on a stack made after `HOLDER` was torn down (a section in a
+        /// later thread-local destructor): registered as it is made, so its destructor runs
+        /// after the destructor that made it.
+        static LATE_HOLDER: Holder = const { Holder(Cell::new(None)) };
     }
 
-    /// Remembers `hook` as the calling thread's blocking wait for the stacks standing in for its
-    /// thread-local one after that is torn down.
+    #[cfg(not(loom))]
+    #[inline]
+    fn thread_stack_pointer() -> *const Shared {
+        THREAD_STACK.get()
+    }
+
+    #[cfg(not(loom))]
+    fn set_thread_stack_pointer(shared: *const Shared) {
+        THREAD_STACK.set(shared);
+    }
+
+    #[cfg(not(loom))]
+    fn blocking_wait_for_new_stacks() -> Option<super::BlockingWait> {
+        THREAD_BLOCKING_WAIT.get()
+    }
+
+    #[cfg(not(loom))]
+    fn give_to_a_holder(shared: NonNull<Shared>) {
+        for holder in [&HOLDER, &LATE_HOLDER] {
+            if holder.try_with(|holder| holder.take(shared)) == Ok(true) {
+                return;
+            }
+        }
+    }
+
+    /// Remembers `hook` as the calling thread's blocking wait for the stacks made after its
+    /// first one is freed.
     #[cfg(not(loom))]
     pub(super) fn set_thread_blocking_wait(hook: Option<super::BlockingWait>) {
         THREAD_BLOCKING_WAIT.set(hook);
     }
 
-    /// Under loom no stack stands in (see below): nothing to remember.
+    // Under loom the thread-locals are loom's (its threads share one OS thread), which are
+    // made lazily and may be torn down in any order; its models take no sections in
+    // thread-local destructors, where a torn-down `THREAD_STACK` makes a fresh stack per call.
     #[cfg(loom)]
-    pub(super) fn set_thread_blocking_wait(_hook: Option<super::BlockingWait>) {}
+    loom::thread_local! {
+        static THREAD_STACK: Cell<*const Shared> = Cell::new(std::ptr::null());
+        static HOLDER: Holder = Holder(Cell::new(None));
+    }
 
-    /// Under loom a fresh stack stands in for each call, as its models never take sections in
-    /// thread-local destructors.
     #[cfg(loom)]
-    unsafe fn stand_in<'a>() -> Option<&'a SectionStack> {
+    fn thread_stack_pointer() -> *const Shared {
+        THREAD_STACK.try_with(Cell::get).unwrap_or(std::ptr::null())
+    }
+
+    #[cfg(loom)]
+    fn set_thread_stack_pointer(shared: *const Shared) {
+        let _torn_down = THREAD_STACK.try_with(|stack| stack.set(shared));
+    }
+
+    #[cfg(loom)]
+    fn blocking_wait_for_new_stacks() -> Option<super::BlockingWait> {
         None
     }
 
-    /// The calling thread's stack; after its thread-local has been torn down, the one
-    /// [`stand_in`] for it. The reference outlives the thread-local's `with` call, which is what
-    /// lets `with_on` call its closure outside any `with`.
-    ///
-    /// # Safety
-    /// The caller uses the reference only on this thread and only until its own frame returns.
-    #[inline]
-    unsafe fn thread_stack<'a>() -> Option<&'a SectionStack> {
-        match SECTIONS.try_with(std::ptr::from_ref) {
-            // SAFETY: the thread-local lives until this thread's thread-local destructors
-            // reach it. They run one after another at thread exit, after every other frame of
-            // the thread has returned, or from inside `std::process::exit`, whose callers'
-            // frames never run again; so it outlives every use the caller's frame makes of
-            // the reference, which is as long as the caller keeps it.
-            Ok(stack) => Some(unsafe { &*stack }),
-            // SAFETY: forwarded from the caller.
-            Err(_) => unsafe { stand_in() },
-        }
+    #[cfg(loom)]
+    fn give_to_a_holder(shared: NonNull<Shared>) {
+        let _torn_down = HOLDER.try_with(|holder| holder.take(shared));
     }
 
-    /// Runs `f` on the calling thread's stack, or on the one standing in for it after its
-    /// teardown (see [`thread_stack`]).
+    /// Under loom no stack is made after the first one is freed: nothing to remember.
+    #[cfg(loom)]
+    pub(super) fn set_thread_blocking_wait(_hook: Option<super::BlockingWait>) {}
+
+    /// Runs `f` on the calling thread's stack, held for the call.
     #[inline]
     pub(super) fn with_thread_stack<R>(f: impl FnOnce(&SectionStack) -> R) -> R {
-        let mut f = Some(f);
-        match SECTIONS.try_with(|stack| (f.take().expect("runs once"))(stack)) {
-            Ok(result) => result,
-            Err(_) => {
-                let f = f.take().expect("runs once");
-                // SAFETY: used for this call only, on this thread.
-                match unsafe { stand_in() } {
-                    Some(stack) => f(stack),
-                    None => f(&SectionStack::new()),
-                }
-            }
-        }
+        f(&ThreadStack::current())
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,167 @@
+//! The thread's stack held by a runtime ([`section::thread_stack`]): one stack for the
+//! runtime's own sections and the thread-local functions' ones, as specifications of behaviour.
+
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+use crate::section::{self, AfterWait, SectionDepth, ThreadStack};
+use crate::RawObjectLock;
+
+fn depth(open: usize, active: usize, elided: usize) -> SectionDepth {
+    SectionDepth {
+        open,
+        active,
+        elided,
+    }
+}
+
+#[test]
+fn a_held_thread_stack_is_the_one_the_thread_local_functions_use() {
+    let (mine, theirs) = (RawObjectLock::new(), RawObjectLock::new());
+    let stack = section::thread_stack();
+    stack.with(&mine, || {
+        section::with(&theirs, || {
+            assert_eq!(section::depth(), depth(2, 2, 0));
+            assert_eq!(stack.depth(), depth(2, 2, 0));
+        });
+    });
+    assert_eq!(section::depth(), depth(0, 0, 0));
+}
+
+/// A section on a lock the thread holds through the other API suspends the outer section instead
+/// of waiting for its own thread, and the outer one has its lock back once the inner one ends.
+#[test]
+fn sections_of_the_two_apis_nest_on_one_lock_in_either_order() {
+    let lock = RawObjectLock::new();
+    let stack = section::thread_stack();
+    stack.with(&lock, || {
+        section::with(&lock, || assert_eq!(section::depth(), depth(2, 1, 0)));
+        assert!(lock.is_locked());
+    });
+    section::with(&lock, || {
+        stack.with(&lock, || assert_eq!(section::depth(), depth(2, 1, 0)));
+        assert!(lock.is_locked());
+    });
+    assert!(!lock.is_locked());
+}
+
+/// A runtime's promise ([`SectionStack::start_eliding`](section::SectionStack::start_eliding))
+/// covers its own sections' locks: the thread-local functions' sections on the same stack lock
+/// while it elides, when they begin and when they resume, and are always recorded.
+#[test]
+fn only_the_stacks_own_sections_elide() {
+    let (mine, theirs) = (RawObjectLock::new(), RawObjectLock::new());
+    let stack = section::thread_stack();
+    // SAFETY: no other thread sees `mine`; no unrecorded section below outlives the elision.
+    unsafe { stack.start_eliding() };
+    stack.with(&mine, || assert!(!mine.is_locked()));
+    section::with(&theirs, || assert!(theirs.is_locked()));
+    section::with_on(None, Some(&theirs), || assert!(theirs.is_locked()));
+    // SAFETY: as above.
+    let recorded = unsafe {
+        section::with_on_unrecorded(None, Some(&theirs), || {
+            (theirs.is_locked(), section::depth().open)
+        })
+    };
+    assert_eq!(recorded, (true, 1));
+    section::with(&theirs, || {
+        stack.with(&mine, || assert_eq!(stack.depth(), depth(2, 2, 1)));
+        // Suspended and resumed while the stack elides: it locks again.
+        stack.detached(|| assert!(!theirs.is_locked()));
+        assert!(theirs.is_locked());
+    });
+    stack.stop_eliding();
+    assert!(!mine.is_locked() && !theirs.is_locked());
+}
+
+/// Each section waits through the hook of the API that began it: the thread-local functions'
+/// through [`section::set_blocking_wait`]'s, the stack's own through the stack's.
+#[test]
+fn each_api_waits_through_its_own_hook() {
+    static CONTENDED: RawObjectLock = RawObjectLock::new();
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    static THREAD_WAITS: AtomicUsize = AtomicUsize::new(0);
+    static STACK_WAITS: AtomicUsize = AtomicUsize::new(0);
+    fn counted(waits: &AtomicUsize, wait: &mut dyn FnMut()) -> Option<AfterWait> {
+        waits.fetch_add(1, Ordering::SeqCst);
+        RELEASE.store(true, Ordering::SeqCst);
+        wait();
+        None
+    }
+    fn thread_hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+        counted(&THREAD_WAITS, wait)
+    }
+    fn stack_hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+        counted(&STACK_WAITS, wait)
+    }
+    let stack = section::thread_stack();
+    section::set_blocking_wait(Some(thread_hook));
+    stack.set_blocking_wait(Some(stack_hook));
+    let waits = || {
+        (
+            THREAD_WAITS.load(Ordering::SeqCst),
+            STACK_WAITS.load(Ordering::SeqCst),
+        )
+    };
+    let holder = hold_until(&CONTENDED, &RELEASE);
+    section::with(&CONTENDED, || ());
+    holder.join().unwrap();
+    assert_eq!(waits(), (1, 0));
+    let holder = hold_until(&CONTENDED, &RELEASE);
+    stack.with(&CONTENDED, || ());
+    holder.join().unwrap();
+    assert_eq!(waits(), (1, 1));
+    section::set_blocking_wait(None);
+    stack.set_blocking_wait(None);
+}
+
+/// Holds `lock` on another thread until `release` is set.
+fn hold_until(
+    lock: &'static RawObjectLock,
+    release: &'static AtomicBool,
+) -> thread::JoinHandle<()> {
+    release.store(false, Ordering::SeqCst);
+    let (held, wait_for_held) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        lock.lock();
+        held.send(()).unwrap();
+        while !release.load(Ordering::SeqCst) {
+            thread::yield_now();
+        }
+        // SAFETY: locked above, on this thread.
+        unsafe { lock.unlock() };
+    });
+    wait_for_held.recv().unwrap();
+    holder
+}
+
+/// A runtime whose hold outlasts the thread's own (its thread-local torn down after the stack's
+/// holder) still finds its sections and the thread-local functions' on one stack.
+#[test]
+fn a_hold_that_outlasts_the_threads_own_keeps_one_stack_for_both_apis() {
+    struct KeepsTheStack(Option<ThreadStack>, mpsc::Sender<SectionDepth>);
+    impl Drop for KeepsTheStack {
+        fn drop(&mut self) {
+            let stack = self.0.take().expect("kept");
+            let lock = RawObjectLock::new();
+            let seen = stack.with(&lock, section::depth);
+            let _ = self.1.send(seen);
+        }
+    }
+    thread_local! {
+        static KEPT: RefCell<Option<KeepsTheStack>> = const { RefCell::new(None) };
+    }
+    let (sender, receiver) = mpsc::channel();
+    thread::spawn(move || {
+        // `KEPT` is registered before the stack is made, so it is torn down after the
+        // thread's own hold (thread-locals are torn down in the reverse order).
+        KEPT.with(|slot| {
+            *slot.borrow_mut() = Some(KeepsTheStack(Some(section::thread_stack()), sender));
+        });
+    })
+    .join()
+    .unwrap();
+    assert_eq!(receiver.recv(), Ok(depth(1, 1, 0)));
+}
