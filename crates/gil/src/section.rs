@@ -22,10 +22,10 @@
 //! not also be taken through `ftrt_lock` directly by a thread that may not be attached: in the
 //! `gil` build that section would lock and this one would not. `ftrt-object` keeps its objects'
 //! locks private for this reason. `ftrt_lock::section` itself always locks, in every build.
-//! Nor may attached threads take one lock both here and through `ftrt_lock::section`: the
-//! thread state's stack and `ftrt-lock`'s thread-local one are two stacks, and a wait on one
-//! suspends only that one's sections, so a thread that nests the two on one lock waits for
-//! itself, and two threads that nest them in opposite orders on two locks wait for each other.
+//! Both go on one stack, the thread's, which the thread state holds
+//! (`ftrt_lock::section::thread_stack`): a section of either that has to wait suspends every
+//! section the thread has open, so the two nest on the same locks, in any order, without
+//! deadlock.
 //!
 //! ```
 //! use ftrt_gil::{section, Python};
@@ -43,11 +43,10 @@ use ftrt_lock::RawObjectLock;
 use crate::Python;
 
 /// Runs `f` inside a critical section on `lock`: no lock is taken in the `gil` build (the
-/// token proves this thread holds the GIL), a section on the thread state's stack otherwise.
+/// token proves this thread holds the GIL), a section on the thread's stack otherwise.
 /// So it is only guaranteed to exclude this module's sections: not a section taken on `lock`
 /// through `ftrt_lock` directly (see the module docs), which a crate's `gil` feature, unified
-/// across the dependency graph, or lock elision (`set_lock_elision`) leaves unexcluded, and
-/// which, nested with one of these on the same locks, can deadlock.
+/// across the dependency graph, or lock elision (`set_lock_elision`) leaves unexcluded.
 #[inline]
 pub fn with<R>(py: Python<'_>, lock: &RawObjectLock, f: impl FnOnce() -> R) -> R {
     with_if(py, Some(lock), f)
@@ -76,9 +75,9 @@ pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce()
     }
     #[cfg(not(feature = "gil"))]
     {
-        // Attached after its exit (see `state`): no state, and `ftrt-lock`'s thread-local stack
-        // stands in (`with_on` given no stack). Read only for a section.
-        let stack = lock.and_then(|_| py.state()).map(|state| &state.sections);
+        // Attached after its exit (see `state`): no state, and the section is one of
+        // `ftrt_lock`'s thread-local ones (`with_on` given no stack). Read only for a section.
+        let stack = lock.and_then(|_| py.state()).map(|state| &*state.sections);
         ftrt_lock::section::with_on(stack, lock, f)
     }
 }
@@ -93,8 +92,9 @@ pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce()
 /// # Safety
 /// `f` does not detach the thread, directly or through what it calls: it calls neither
 /// [`Python::allow_threads`] nor [`Python::check`] (which parks when another thread waits to
-/// attach beside a holder, or stops the world), nor begins an `ftrt_lock` section (on the
-/// thread-local stack) that may have to wait: a registered thread waits for those detached. A stop of the world that `f` makes itself
+/// attach beside a holder, or stops the world), nor begins an `ftrt_lock` section (one of the
+/// thread-local functions') that may have to wait: a registered thread waits for those
+/// detached. A stop of the world that `f` makes itself
 /// ([`stop_the_world`](crate::stop_the_world)) is fine: a holder's stop runs on its hold and
 /// keeps the stack eliding, detaches inside it included, and a stop that has to wait for
 /// others (and may park) is made only by a thread that does not hold the world, whose section
@@ -116,18 +116,18 @@ pub unsafe fn with_if_undetached<R>(
     }
     #[cfg(not(feature = "gil"))]
     {
-        let stack = lock.and_then(|_| py.state()).map(|state| &state.sections);
+        let stack = lock.and_then(|_| py.state()).map(|state| &*state.sections);
         // SAFETY: the state's stack elides only while the thread holds the world alone
         // (`state::try_hold_alone`), and stops only in `state::leave_world`, as the thread
         // detaches (its own stop of the world keeps the stack eliding, the hold set aside for
-        // it); `f` does not detach, per the caller. The thread-local stack (after the thread's
-        // exit) never elides.
+        // it); `f` does not detach, per the caller. After the thread's exit the section is one of
+        // the thread-local functions' (no stack given), which never elide.
         unsafe { ftrt_lock::section::with_on_unrecorded(stack, lock, f) }
     }
 }
 
 /// Runs `f` inside a critical section on two locks (the same one twice is fine): no lock is
-/// taken in the `gil` build, a section on the thread state's stack otherwise.
+/// taken in the `gil` build, a section on the thread's stack otherwise.
 #[inline]
 pub fn with2<R>(py: Python<'_>, a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> R {
     crate::assert_attached();
@@ -143,14 +143,12 @@ pub fn with2<R>(py: Python<'_>, a: &RawObjectLock, b: &RawObjectLock, f: impl Fn
     }
 }
 
-/// Runs `f` detached from every section the thread has open: the thread state's (the object
-/// model's) and `ftrt-lock`'s thread-local stack (sections of `ftrt_lock` users beside the
-/// runtime), each behind a detach boundary (see `ftrt_lock::section::detached`). The state's
-/// stack is the inner one: when `f` ends its innermost section resumes first, while the other
-/// stack's sections are still suspended.
+/// Runs `f` detached from every section the thread has open, behind a detach boundary (see
+/// `ftrt_lock::section::detached`): the object model's and those of `ftrt_lock` users beside
+/// the runtime, which are on one stack, the thread's, held by the thread state.
 pub(crate) fn detached<R>(py: Python<'_>, f: impl FnOnce() -> R) -> R {
-    ftrt_lock::section::detached(|| match py.state() {
+    match py.state() {
         Some(state) => state.sections.detached(f),
-        None => f(),
-    })
+        None => ftrt_lock::section::detached(f),
+    }
 }

@@ -7,7 +7,7 @@
 //! | part | type | from |
 //! |---|---|---|
 //! | the thread's id (the runtime's, and the biased counts' owner id: one id space) and merge queue | [`LocalCounts`] | `ftrt-refcount` |
-//! | the critical-section stack the object model's sections use | [`SectionStack`] | `ftrt-lock` |
+//! | a hold on the thread's critical-section stack, which the object model's sections and `ftrt_lock`'s thread-local ones share | [`ThreadStack`] | `ftrt-lock` |
 //! | the attach pin and the checkpoint (quiescence) counter (free-threaded builds) | `crossbeam_epoch::Guard`, `u32` | `state/quiescence.rs` |
 //! | per-thread counters, summed over every thread (the object model's live-object counts) | [`counters`] | here |
 //! | the crates above's per-thread values (the object model's interning cache and retired-reference batches) | [`local::Key`] slots | here |
@@ -50,8 +50,7 @@
 //!   GIL, (3) mark the thread attached, (4) pin in the epoch, (5) with lock elision on
 //!   ([`set_lock_elision`]), want a hold on the world at the next repin. Sections are left alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
-//!   first suspends the thread's sections behind a detach boundary, the block's stack inside
-//!   `ftrt-lock`'s thread-local one): (1) run the quiescent-state hooks, still pinned, and flush
+//!   first suspends the thread's sections behind a detach boundary): (1) run the quiescent-state hooks, still pinned, and flush
 //!   what the thread retired since its last flush to the epoch's global queue, where the
 //!   attached threads' flushes make it due while this one stays detached (neither while it
 //!   unwinds, nor the flush when a stop of the world or checkpoint work is wanted), (2) unpin
@@ -62,17 +61,16 @@
 //!   makes its stack stop eliding, and drops the hold only after leaving), (5) release the GIL.
 //! - **Reattach** (the end of `allow_threads`): (0) unpark, (1) enter the world, (2) take the
 //!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
-//!   does, then (5) the detach boundaries end and the innermost section resumes, the block's
-//!   stack first. A resume of `ftrt-lock`'s stack that has to wait detaches again around the
-//!   wait, as every wait of that stack does while attached (but inside the thread's own stop of
-//!   the world): a lighter detach, (1) suspend the block's stack, (2) park the counts, (3) mark
-//!   detached and leave the world, (4) release the GIL, and back in the order of an attach,
-//!   still pinned and running no hooks (`thread::wait_for_section_detached`).
-//! - **Waiting for a section's lock** (a section on the block's stack that has to block, after
-//!   a short spin): in place, attached and in the world, with the attach pin given up for the
-//!   wait where no read is open (not inside the thread's own stop, the park's merge or a wait
-//!   of `ftrt-lock`'s thread-local stack), and taken again once the section is recorded, before
-//!   its body runs (`thread::wait_for_object_section`).
+//!   does, then (5) the detach boundary ends and the innermost section resumes. An
+//!   `ftrt_lock` section (the thread-local functions') that has to wait, to begin or to resume,
+//!   detaches around the wait while attached (but inside the thread's own stop of the world),
+//!   once the stack has suspended its other sections: a lighter detach, (1) park the counts,
+//!   (2) mark detached and leave the world, (3) release the GIL, and back in the order of an
+//!   attach, still pinned and running no hooks (`thread::wait_for_section_detached`).
+//! - **Waiting for a runtime section's lock** (the object model's, after a short spin): in
+//!   place, attached and in the world, with the attach pin given up for the wait where no read
+//!   is open (not inside the thread's own stop or the park's merge), and taken again once the
+//!   section is recorded, before its body runs (`thread::wait_for_object_section`).
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
 //!   run the hooks, defer a marker behind what the thread retired since its last one
@@ -95,9 +93,10 @@
 //!   exit attaches for nothing, so a stop of the world never waits on it); (3) the epoch pin, if any, is
 //!   dropped; (4) the biased counts retire, still parked from the last detach: stop owning and
 //!   leave the registry (and with it the runtime's list of threads); what other threads queued
-//!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the section
-//!   stack is dropped (empty, as sections are scoped, unless the process exits inside one: that
-//!   section's lock then stays held, and a later destructor's section on it waits for ever).
+//!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the hold
+//!   on the thread's section stack is let go (its sections have ended, as sections are scoped,
+//!   unless the process exits inside one: that section's lock then stays held, and a later
+//!   destructor's section on it waits for ever).
 //!   Before step 2 the thread's counters are folded into the retired sums, so the sums stay exact.
 //!
 //! # After exit: the one fallback
@@ -107,7 +106,7 @@
 //! thread attaches without a block: it takes the GIL and sets the attached flag (which lives in
 //! `CURRENT`, never torn down), owns nothing (the detached [`Owner`]: its counts are changed on
 //! the shared side, as any non-owner's), runs unpinned (reads pin for themselves), takes its
-//! sections on `ftrt-lock`'s thread-local stack (which has its own stand-in once torn down),
+//! sections as `ftrt_lock`'s thread-local ones (on the same stack while any holder keeps it),
 //! counts in the retired row, and gets `None` for every [`local`] value (the object model
 //! then interns through the shared table and retires each reference on its own). The frame
 //! pointer lives in `CURRENT` and needs no fallback. It is not registered again. Every use of the block goes
@@ -119,7 +118,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
-use ftrt_lock::section::SectionStack;
+use ftrt_lock::section::ThreadStack;
 use ftrt_refcount::biased::{LocalCounts, Owner};
 
 use crate::world::{Presence, World};
@@ -134,7 +133,9 @@ pub(crate) struct ThreadState {
     /// only if ids ran out: the thread then attaches as an anonymous one).
     #[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
     entry: Option<Arc<Registered>>,
-    pub(crate) sections: SectionStack,
+    /// The thread's `ftrt-lock` stack, held: the object model's sections and those of
+    /// `ftrt_lock` users on this thread go on one stack.
+    pub(crate) sections: ThreadStack,
     /// While the thread holds the world alone (free-threaded builds, [`try_hold_alone`]): the
     /// hold, which the detach that ends it drops once the sections lock again.
     #[cfg(not(feature = "gil"))]
@@ -165,7 +166,7 @@ impl ThreadState {
             counters: counters::Row::new(),
             counts,
             entry,
-            sections: SectionStack::new(),
+            sections: ftrt_lock::section::thread_stack(),
             #[cfg(not(feature = "gil"))]
             alone: std::cell::RefCell::new(None),
             #[cfg(not(feature = "gil"))]

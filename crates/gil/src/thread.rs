@@ -23,7 +23,6 @@
 //! reclamation (QSBR) expressed with epochs. Crates that keep garbage per thread before handing
 //! it to the epoch run their part at those quiescent states through [`on_quiescent_state`].
 
-use std::cell::Cell;
 use std::marker::PhantomData;
 use std::sync::LazyLock;
 
@@ -434,15 +433,16 @@ impl<'py> Python<'py> {
     }
 }
 
-/// How a registered thread blocks for a lock of `ftrt_lock`'s thread-local sections (the
-/// sections of its users beside the runtime; see `ftrt_lock::section::set_blocking_wait`):
-/// detached, if the thread is attached. A thread may hold such a lock while it attaches (a
+/// How a registered thread blocks for a lock of `ftrt_lock`'s thread-local functions' sections
+/// (the sections of its users beside the runtime, on the thread's stack, which the thread state
+/// holds; see `ftrt_lock::section::set_blocking_wait`): detached, if the thread is attached. A thread may hold such a lock while it attaches (a
 /// section begun before `Python::attach`, or resumed before a detach ends), and so wait for the
 /// GIL, or for a stop of the world, holding it: a thread that waited for the lock attached would
 /// hold up what the holder waits for.
 ///
-/// A lighter detach than [`allow_threads`](Python::allow_threads)': the object model's
-/// sections are suspended (the thread-local ones already are), the counts parked, the thread
+/// A lighter detach than [`allow_threads`](Python::allow_threads)': the stack's sections are
+/// already suspended, behind a detach boundary (every section of the thread: the object
+/// model's and the thread-local functions' are on one stack), the counts parked, the thread
 /// leaves the world and releases the GIL, and comes back in the order of an attach; it stays
 /// pinned and runs no quiescent-state hooks. So no code that could itself take a section (a
 /// hook, the epoch's deferred work) runs in between, nor finds the thread's epoch guard borrowed
@@ -459,36 +459,21 @@ pub(crate) fn wait_for_section_detached(
         wait();
         return None;
     }
-    /// Clears the flag it set, panics included.
-    struct Waiting(bool);
-    impl Drop for Waiting {
-        fn drop(&mut self) {
-            WAITING_FOR_THREAD_LOCAL_SECTION.set(self.0);
-        }
-    }
-    let _waiting = Waiting(WAITING_FOR_THREAD_LOCAL_SECTION.replace(true));
     let block = state::current();
-    let mut detached = move || {
-        // Nothing counts until `BackFromSectionWait` unparks: the wait only locks. (A release
-        // that panics in the park here aborts: the wait runs under `ftrt_lock`'s abort-on-
-        // unwind guard.)
-        let _back = BackFromSectionWait(block);
-        // SAFETY: the thread is attached, and `block` the state of its attachment (or null
-        // after its exit), alive for all of it; nothing below relies on the attachment, or
-        // counts (it only waits for a lock), until `BackFromSectionWait` attaches again.
-        unsafe { leave(block.as_ref()) };
-        wait()
-    };
-    // SAFETY: as above.
-    match unsafe { block.as_ref() } {
-        Some(state) => state.sections.detached(detached),
-        None => detached(),
-    }
+    // Nothing counts until `BackFromSectionWait` unparks: the wait only locks. (A release that
+    // panics in the park here aborts: the wait runs under `ftrt_lock`'s abort-on-unwind guard.)
+    let _back = BackFromSectionWait(block);
+    // SAFETY: the thread is attached, and `block` the state of its attachment (or null after
+    // its exit), alive for all of it; nothing below relies on the attachment, or counts (it
+    // only waits for a lock), until `BackFromSectionWait` attaches again.
+    unsafe { leave(block.as_ref()) };
+    wait();
     None
 }
 
-/// How a registered thread blocks for the locks of a section on its thread state's stack (the
-/// object model's sections, and every [`section`](crate::section) user's): in place, attached
+/// How a registered thread blocks for the locks of its runtime sections (the object model's,
+/// and every [`section`](crate::section) user's: the stack's own sections on the thread's
+/// stack, which the thread state holds): in place, attached
 /// (a holder gives the lock up where its body detaches or stops at a checkpoint, as that
 /// suspends its sections, so the wait ends without this thread taking part in anything
 /// meanwhile), but with its attach pin given up for the wait where no read is open on the
@@ -508,19 +493,17 @@ pub(crate) fn wait_for_section_detached(
 /// keeps the pin, as it does across a detach.
 ///
 /// It waits pinned inside the thread's own stop of the world (no other thread runs, so none
-/// retires anything), inside the park's merge (a detach under way, see
-/// `state::parking_counts`), and inside [`wait_for_section_detached`] (a resume of this stack as
-/// that detach ends, while `ftrt-lock`'s thread-local stack holds locks it has not recorded yet).
+/// retires anything) and inside the park's merge (a detach under way, see
+/// `state::parking_counts`).
 pub(crate) fn wait_for_object_section(
     wait: &mut dyn FnMut(),
 ) -> Option<ftrt_lock::section::AfterWait> {
-    let pinned_wait = crate::local::readers() > 0
-        || state::running_own_stop()
-        || state::parking_counts()
-        || WAITING_FOR_THREAD_LOCAL_SECTION.get();
+    let pinned_wait =
+        crate::local::readers() > 0 || state::running_own_stop() || state::parking_counts();
     // SAFETY: this thread's state; no read is open, and the pin is not the one
-    // `wait_for_section_detached` keeps across its detach (`pinned_wait` checked both); it is
-    // taken back once the section is recorded (`pin_after_section_wait`), before its body.
+    // `wait_for_section_detached` keeps across its detach (inside which a runtime section can
+    // only wait in the park's merge; `pinned_wait` checked both); it is taken back once the
+    // section is recorded (`pin_after_section_wait`), before its body.
     let unpin =
         |state: Option<&ThreadState>| state.is_some_and(|s| unsafe { state::unpin_for_wait(s) });
     let unpinned = !pinned_wait && state::with_current(unpin);
@@ -532,11 +515,6 @@ pub(crate) fn wait_for_object_section(
 /// that waited is recorded.
 fn pin_after_section_wait() {
     state::with_current(state::pin);
-}
-
-thread_local! {
-    /// Set while [`wait_for_section_detached`] runs (see [`wait_for_object_section`]).
-    static WAITING_FOR_THREAD_LOCAL_SECTION: Cell<bool> = const { Cell::new(false) };
 }
 
 /// Ends [`wait_for_section_detached`]'s detach, panics included: the counts, the world, the GIL,

@@ -378,26 +378,35 @@ fn thread_exit_retires_the_biased_counts_and_leaves_the_registry() {
     assert_eq!(count.owner_id(), None);
 }
 
-/// The object model's sections live on the thread state's stack, reached through the token;
-/// detaching suspends them together with `ftrt-lock`'s thread-local sections.
+/// The object model's sections go on the thread's stack, which the thread state holds and
+/// reaches through the token, beside `ftrt-lock`'s thread-local sections: one stack, which
+/// `ftrt_lock::section::depth` sees whole, and which a detach suspends whole (and resumes as
+/// one stack resumes, innermost first).
 #[test]
 #[cfg(not(feature = "gil"))]
-fn object_sections_use_the_thread_states_stack_and_detaching_suspends_both_stacks() {
-    use ftrt_lock::{section as lock_section, RawObjectLock};
+fn object_sections_share_the_threads_stack_with_ftrt_lock_sections_and_detaching_suspends_all() {
+    use ftrt_lock::section::{self as lock_section, SectionDepth};
+    use ftrt_lock::RawObjectLock;
 
     let (user, object) = (RawObjectLock::new(), RawObjectLock::new());
     Python::attach(|py| {
         lock_section::with(&user, || {
             ftrt_gil::section::with(py, &object, || {
-                // Not on `ftrt-lock`'s thread-local stack: that one holds only the user's.
-                assert_eq!(lock_section::depth().open, 1);
+                let one_stack = SectionDepth {
+                    open: 2,
+                    active: 2,
+                    elided: 0,
+                };
+                assert_eq!(lock_section::depth(), one_stack);
                 py.allow_threads(|| {
                     assert!(!user.is_locked());
                     assert!(!object.is_locked());
                 });
-                assert!(user.is_locked());
+                // The innermost section resumes; the outer one as it becomes innermost.
                 assert!(object.is_locked());
+                assert!(!user.is_locked());
             });
+            assert!(user.is_locked());
         });
     });
 }
@@ -689,6 +698,13 @@ fn an_exit_inside_an_elided_section_whose_merge_detaches_takes_no_lock_for_it() 
 /// to it, with [`release_detaching`]: the merge at the thread's exit runs that release.
 #[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
 fn queue_a_drop_whose_release_detaches(py: Python<'_>) {
+    queue_a_drop_released_by(py, release_detaching);
+}
+
+/// Makes a count owned by `py`'s thread whose last reference is a drop another thread queued
+/// to it, with `release` (which frees the boxed count): the merge at the thread's exit runs it.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+fn queue_a_drop_released_by(py: Python<'_>, release: ftrt_refcount::biased::Release) {
     // SAFETY: used at once, attached.
     let owner = unsafe { py.count_token() };
     let count = Box::new(ftrt_refcount::BiasedCount::new_for(owner));
@@ -699,12 +715,94 @@ fn queue_a_drop_whose_release_detaches(py: Python<'_>) {
         let count =
             std::ptr::NonNull::new(address as *mut ftrt_refcount::BiasedCount).expect("not null");
         // SAFETY: one of the two references; queued to the owner.
-        unsafe { ftrt_refcount::BiasedCount::decref(count, release_detaching) };
+        unsafe { ftrt_refcount::BiasedCount::decref(count, release) };
     })
     .join()
     .expect("the drop is queued");
     // SAFETY: the owner's reference, not the last (the queued one is merged at the exit).
-    unsafe { ftrt_refcount::BiasedCount::decref(count, release_detaching) };
+    unsafe { ftrt_refcount::BiasedCount::decref(count, release) };
+}
+
+/// The lock of an `ftrt_lock` section its thread exits inside.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+static HELD_AT_EXIT: ftrt_lock::RawObjectLock = ftrt_lock::RawObjectLock::new();
+
+/// Set where a detach run by the exit found [`HELD_AT_EXIT`] unlocked.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+static HELD_LOCK_GIVEN_UP: AtomicBool = AtomicBool::new(false);
+
+/// What the check prints when the exit left the held section's lock alone.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+const HELD_LOCK_UNTOUCHED: &str = "the exit left the held section's lock alone";
+
+/// A release that detaches, and notes whether [`HELD_AT_EXIT`] was given up meanwhile; frees
+/// the count.
+///
+/// # Safety
+/// `count` is a boxed count no one else uses.
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+unsafe fn release_detaching_beside_the_held_lock(
+    count: std::ptr::NonNull<ftrt_refcount::BiasedCount>,
+) {
+    Python::attach(|py| {
+        py.allow_threads(|| {
+            if !HELD_AT_EXIT.is_locked() {
+                HELD_LOCK_GIVEN_UP.store(true, Ordering::SeqCst);
+            }
+        })
+    });
+    // SAFETY: boxed by `queue_a_drop_released_by`, and this was its last reference.
+    drop(unsafe { Box::from_raw(count.as_ptr()) });
+}
+
+/// Prints [`HELD_LOCK_UNTOUCHED`] when dropped, unless the lock was given up (then aborts).
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+struct ChecksTheHeldLockOnDrop;
+
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+impl Drop for ChecksTheHeldLockOnDrop {
+    fn drop(&mut self) {
+        if HELD_LOCK_GIVEN_UP.load(Ordering::SeqCst) || !HELD_AT_EXIT.is_locked() {
+            eprintln!("a detach at the exit gave up the lock of a section the exit left open");
+            std::process::abort();
+        }
+        println!("{HELD_LOCK_UNTOUCHED}");
+    }
+}
+
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+thread_local! {
+    static CHECKED_HELD_LOCK_AT_EXIT: Cell<Option<ChecksTheHeldLockOnDrop>> =
+        const { Cell::new(None) };
+}
+
+/// A thread that exits (`process::exit`) attached, inside an `ftrt_lock` section it holds,
+/// leaves that section's lock as it stands, held, through whatever the exit still runs: here a
+/// release, run by the exit's merge, that detaches, which suspends the thread's sections and
+/// would unlock a lock that may be gone with a thread-local (a static one stands in here). The
+/// thread's `ftrt_lock` stack is made before its thread state, so that it outlasts the state's
+/// exit whatever holds it.
+#[test]
+#[cfg(not(any(feature = "gil", feature = "atomic-rc")))]
+#[cfg_attr(miri, ignore = "exits the process")]
+fn an_exit_inside_an_ftrt_lock_section_leaves_its_lock_alone_through_a_detach_the_exit_runs() {
+    in_child_process_printing(
+        "an_exit_inside_an_ftrt_lock_section_leaves_its_lock_alone_through_a_detach_the_exit_runs",
+        || {
+            thread::spawn(|| {
+                // Initialised first, so destroyed after everything below.
+                CHECKED_HELD_LOCK_AT_EXIT.set(Some(ChecksTheHeldLockOnDrop));
+                ftrt_lock::section::with(&ftrt_lock::RawObjectLock::new(), || ());
+                Python::attach(|py| {
+                    queue_a_drop_released_by(py, release_detaching_beside_the_held_lock);
+                    ftrt_lock::section::with(&HELD_AT_EXIT, || std::process::exit(0));
+                });
+            })
+            .join()
+            .expect("the process exits first");
+        },
+        HELD_LOCK_UNTOUCHED,
+    );
 }
 
 /// Set while [`AttachesAfterAnExitAttached`]'s attachment runs.

@@ -392,7 +392,7 @@ fn keep_up_with_the_epoch(state: &ThreadState) {
 }
 
 /// Whether a wait holds nothing up: no section of the thread's active (another thread may wait
-/// for its lock), on its state's stack or `ftrt-lock`'s thread-local one, no park of its counts
+/// for its lock; one stack holds the object model's and `ftrt_lock`'s), no park of its counts
 /// under way, no hold on the world alone (then no other thread is attached, and what the thread
 /// retires is mostly freed at once: only a detached thread could hold the epoch back, for no
 /// telling how long), and a limit set. (The caller has checked that no read is open, and
@@ -401,7 +401,6 @@ fn may_wait(state: &ThreadState) -> bool {
     !reclamation::wait_limit().is_zero()
         && state.sections.depth().active == 0
         && !super::parking_counts()
-        && ftrt_lock::section::depth().active == 0
         && state.alone.try_borrow().is_ok_and(|hold| hold.is_none())
 }
 
