@@ -531,6 +531,42 @@ fn a_thread_let_in_once_elision_stops_is_excluded_from_the_section_that_elided()
     });
 }
 
+/// One stack for a runtime's sections and the thread-local functions' ([`section::thread_stack`]):
+/// while the runtime's stack elides (its promise covers its own locks only), a section of the
+/// thread-local functions on it still takes its lock, nested in an elided section and around
+/// one, and whether it gets the lock at once or waits for the other thread's section (which
+/// suspends the elided one), so that other thread's section on the same lock is excluded
+/// (loom's cell reports the racing bumps).
+#[test]
+fn the_thread_local_functions_sections_lock_on_a_held_stack_that_elides() {
+    loom::model(|| {
+        let shared = Guarded::new();
+        let own = RawObjectLock::new();
+        let other = shared.clone();
+        let other = thread::spawn(move || {
+            // SAFETY: inside a section on `other.lock`.
+            section::with(&other.lock, || unsafe { other.bump() });
+        });
+        let stack = section::thread_stack();
+        // SAFETY: no other thread takes `own`.
+        unsafe { stack.start_eliding() };
+        stack.with(&own, || {
+            section::with(&shared.lock, || {
+                // SAFETY: inside a section on `shared.lock`, which locks although the stack
+                // elides.
+                unsafe { shared.bump() };
+                stack.with(&own, || assert!(!own.is_locked()));
+                // SAFETY: as above: the elided section nested in it took nothing from it.
+                unsafe { shared.bump() };
+            });
+        });
+        stack.stop_eliding();
+        other.join().unwrap();
+        assert_eq!(shared.read(), 3);
+        assert!(!shared.lock.is_locked() && !own.is_locked());
+    });
+}
+
 // What the thread of `the_work_a_wait_leaves_runs_in_its_section_holding_the_lock` gives its
 // hook's work, which is a plain `fn()`, and what that work saw there.
 loom::thread_local! {
