@@ -7,7 +7,7 @@
 //! | part | type | from |
 //! |---|---|---|
 //! | the thread's id (the runtime's, and the biased counts' owner id: one id space) and merge queue | [`LocalCounts`] | `ftrt-refcount` |
-//! | a hold on the thread's critical-section stack, which the object model's sections and `ftrt_lock`'s thread-local ones share | [`ThreadStack`] | `ftrt-lock` |
+//! | the claim on the thread's critical-section stack, which the object model's sections and `ftrt_lock`'s thread-local ones share | [`ThreadStack`] | `ftrt-lock` |
 //! | the attach pin and the checkpoint (quiescence) counter (free-threaded builds) | `crossbeam_epoch::Guard`, `u32` | `state/quiescence.rs` |
 //! | per-thread counters, summed over every thread (the object model's live-object counts) | [`counters`] | here |
 //! | the crates above's per-thread values (the object model's interning cache and retired-reference batches) | [`local::Key`] slots | here |
@@ -50,15 +50,16 @@
 //!   GIL, (3) mark the thread attached, (4) pin in the epoch, (5) with lock elision on
 //!   ([`set_lock_elision`]), want a hold on the world at the next repin. Sections are left alone.
 //! - **Detach** (the end of an attachment; [`Python::allow_threads`](crate::Python::allow_threads)
-//!   first suspends the thread's sections behind a detach boundary): (1) run the quiescent-state hooks, still pinned, and flush
-//!   what the thread retired since its last flush to the epoch's global queue, where the
-//!   attached threads' flushes make it due while this one stays detached (neither while it
-//!   unwinds, nor the flush when a stop of the world or checkpoint work is wanted), (2) unpin
-//!   (with a read open, [`local::readers`], the pin is kept aside until the last one closes),
-//!   (3) park the biased counts (from here until the next attach, a thread that drops the last
-//!   reference to one of this thread's objects merges that object itself: [`park_counts`]),
-//!   (4) mark the thread detached and leave the [`World`] (a thread holding it alone first
-//!   makes its stack stop eliding, and drops the hold only after leaving), (5) release the GIL.
+//!   first suspends the thread's sections behind a detach boundary): (1) run the quiescent-state
+//!   hooks, still pinned, and flush what the thread retired since its last flush to the epoch's
+//!   global queue, where the attached threads' flushes make it due while this one stays detached
+//!   (neither while it unwinds, nor the flush when a stop of the world or checkpoint work is
+//!   wanted), (2) unpin (with a read open, [`local::readers`], the pin is kept aside until the last
+//!   one closes), (3) park the biased counts (from here until the next attach, a thread that drops
+//!   the last reference to one of this thread's objects merges that object itself:
+//!   [`park_counts`]), (4) mark the thread detached and leave the [`World`] (a thread holding it
+//!   alone first makes its stack stop eliding, and drops the hold only after leaving), (5) release
+//!   the GIL.
 //! - **Reattach** (the end of `allow_threads`): (0) unpark, (1) enter the world, (2) take the
 //!   GIL (first in line in fair mode), (3) mark attached, (4) pin, want a hold as an attach
 //!   does, then (5) the detach boundary ends and the innermost section resumes. An
@@ -93,10 +94,10 @@
 //!   exit attaches for nothing, so a stop of the world never waits on it); (3) the epoch pin, if any, is
 //!   dropped; (4) the biased counts retire, still parked from the last detach: stop owning and
 //!   leave the registry (and with it the runtime's list of threads); what other threads queued
-//!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the hold
-//!   on the thread's section stack is let go (its sections have ended, as sections are scoped,
-//!   unless the process exits inside one: that section's lock then stays held, and a later
-//!   destructor's section on it waits for ever).
+//!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the
+//!   claim on the thread's section stack is let go (its sections have ended, as sections are
+//!   scoped, unless the process exits inside one: step 0 abandoned those, whose locks then stay
+//!   held, and a later destructor's section on one of them waits for ever).
 //!   Before step 2 the thread's counters are folded into the retired sums, so the sums stay exact.
 //!
 //! # After exit: the one fallback
@@ -133,7 +134,7 @@ pub(crate) struct ThreadState {
     /// only if ids ran out: the thread then attaches as an anonymous one).
     #[cfg_attr(feature = "gil", allow(dead_code))] // the GIL stops the world there
     entry: Option<Arc<Registered>>,
-    /// The thread's `ftrt-lock` stack, held: the object model's sections and those of
+    /// The thread's `ftrt-lock` stack, claimed: the object model's sections and those of
     /// `ftrt_lock` users on this thread go on one stack.
     pub(crate) sections: ThreadStack,
     /// While the thread holds the world alone (free-threaded builds, [`try_hold_alone`]): the
@@ -151,6 +152,12 @@ pub(crate) struct ThreadState {
 
 impl ThreadState {
     fn register() -> Self {
+        // First, so that a refusal leaves nothing registered behind.
+        let sections = ftrt_lock::section::claim_thread_stack().expect(
+            "this thread's ftrt-lock section stack is claimed already \
+             (ftrt_lock::section::claim_thread_stack): a thread that attaches to ftrt-gil needs \
+             it for its runtime's sections",
+        );
         // The one registry: `ftrt-refcount`'s, which keeps this thread's entry beside its queue.
         let mut entry = None;
         let counts = LocalCounts::register_with(|id| {
@@ -166,7 +173,7 @@ impl ThreadState {
             counters: counters::Row::new(),
             counts,
             entry,
-            sections: ftrt_lock::section::thread_stack(),
+            sections,
             #[cfg(not(feature = "gil"))]
             alone: std::cell::RefCell::new(None),
             #[cfg(not(feature = "gil"))]

@@ -435,10 +435,10 @@ impl<'py> Python<'py> {
 
 /// How a registered thread blocks for a lock of `ftrt_lock`'s thread-local functions' sections
 /// (the sections of its users beside the runtime, on the thread's stack, which the thread state
-/// holds; see `ftrt_lock::section::set_blocking_wait`): detached, if the thread is attached. A thread may hold such a lock while it attaches (a
-/// section begun before `Python::attach`, or resumed before a detach ends), and so wait for the
-/// GIL, or for a stop of the world, holding it: a thread that waited for the lock attached would
-/// hold up what the holder waits for.
+/// holds; see `ftrt_lock::section::set_blocking_wait`): detached, if the thread is attached. A
+/// thread may hold such a lock while it attaches (a section begun before `Python::attach`, or
+/// resumed before a detach ends), and so wait for the GIL, or for a stop of the world, holding it:
+/// a thread that waited for the lock attached would hold up what the holder waits for.
 ///
 /// A lighter detach than [`allow_threads`](Python::allow_threads)': the stack's sections are
 /// already suspended, behind a detach boundary (every section of the thread: the object

@@ -95,3 +95,33 @@ fn two_threads_nesting_the_two_apis_on_two_locks_in_opposite_orders_both_finish(
         }
     });
 }
+
+/// The runtime claims a registered thread's stack (`ftrt_lock::section::claim_thread_stack`), so
+/// no other code on the thread can claim it: the stack's own sections, which elide while the
+/// thread holds the world alone, are the runtime's alone.
+#[test]
+fn a_registered_threads_stack_is_claimed_by_the_runtime() {
+    thread::spawn(|| {
+        Python::attach(|_| ());
+        assert!(ftrt_lock::section::claim_thread_stack().is_none());
+    })
+    .join()
+    .unwrap();
+}
+
+/// A thread whose stack some other code claimed cannot attach, and is told why.
+#[test]
+fn a_thread_whose_stack_is_claimed_elsewhere_is_refused_at_its_first_attach() {
+    let refusal = thread::spawn(|| {
+        let _claim = ftrt_lock::section::claim_thread_stack().expect("unclaimed");
+        Python::attach(|_| ());
+    })
+    .join()
+    .expect_err("the attach panics");
+    let message = refusal
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| refusal.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    assert!(message.contains("claimed already"), "{message}");
+}

@@ -19,10 +19,10 @@
 //! - Attaching does not touch the sections: sections begun before an attachment (on a thread
 //!   that was not attached) are left as they are, while it runs and when it ends.
 //! - A runtime can have a stack block *its* way ([`SectionStack::set_blocking_wait`],
-//!   [`set_blocking_wait`] for the sections of this module's functions): detached from the runtime, as CPython's
-//!   `PyMutex` detaches a thread that blocks. Then a thread that waits for a section's lock
-//!   never holds up other threads of the runtime (its GIL, or a stop of the world), so a thread
-//!   that holds that lock and attaches before letting it go gets through.
+//!   [`set_blocking_wait`] for the sections of this module's functions): detached from the runtime,
+//!   as CPython's `PyMutex` detaches a thread that blocks. Then a thread that waits for a section's
+//!   lock never holds up other threads of the runtime (its GIL, or a stop of the world), so a
+//!   thread that holds that lock and attaches before letting it go gets through.
 //!
 //! The price, as in CPython: an outer section is atomic only between the points where an inner
 //! section (or a detach) blocked. Code inside a section should treat nested sections and
@@ -36,11 +36,11 @@
 //! The free functions of this module ([`with`], [`with2`], [`detached`], [`depth`]) are the
 //! thread-local convenience over the same mechanism: they use one stack per thread, the thread's
 //! stack. A runtime whose threads may also take sections through them holds that stack
-//! ([`thread_stack`]) rather than a stack of its own, so that every section of a thread goes on
-//! one stack: sections on two stacks suspend only their own stack's sections when they wait, and
+//! ([`claim_thread_stack`]) rather than a stack of its own, so that every section of a thread goes
+//! on one stack: sections on two stacks suspend only their own stack's sections when they wait, and
 //! a thread that nests the two on the same locks may wait for itself. [`with_on`] takes the stack
-//! and the lock as options (a runtime's stack, or the thread's; a lock, or none for an object
-//! that needs none) and calls its closure from one place whichever they are.
+//! and the lock as options (a runtime's stack, or the thread's; a lock, or none for an object that
+//! needs none) and calls its closure from one place whichever they are.
 //!
 //! A section locks unless its stack was told, by an `unsafe` call, that no other thread can take
 //! its locks ([`SectionStack::start_eliding`]): a runtime that knows it is the only thread touching
@@ -92,7 +92,7 @@ pub type AfterWait = fn();
 
 /// Sets how the sections of this module's functions block on the calling thread, replacing the
 /// hook set before: see [`SectionStack::set_blocking_wait`], which sets the hook of the stack's
-/// own sections apart from this one ([`thread_stack`]). (A runtime sets it for its threads:
+/// own sections apart from this one ([`claim_thread_stack`]). (A runtime sets it for its threads:
 /// `ftrt-gil` does for every thread it registers.) The hook stays the thread's for the whole of
 /// its exit: a stack made after the thread's first one is freed (by a section in a thread-local
 /// destructor late in the thread's exit) blocks through it too.
@@ -164,12 +164,12 @@ pub fn with_on<R>(
 /// Debug builds check the contract below where the section ends, and panic if it was broken.
 ///
 /// # Safety
-/// If the stack the section goes on (`stack`, or the thread-local one when `stack` is `None`)
-/// elides when this is called, it keeps eliding until `f` returns: nothing `f` does, directly
-/// or through what it calls, calls [`SectionStack::stop_eliding`] on it. (A runtime stops
-/// eliding where its thread detaches, so `f` must not detach.) The exclusion the section then
-/// relies on is the one [`SectionStack::start_eliding`]'s caller promised; were the elision to
-/// end inside `f`, the section would run on without its lock once other threads may take it.
+/// If `stack` is given (with `None` the section is one of the thread-local functions', which
+/// never elides) and elides when this is called, it keeps eliding until `f` returns: nothing `f`
+/// does, directly or through what it calls, calls [`SectionStack::stop_eliding`] on it. (A runtime
+/// stops eliding where its thread detaches, so `f` must not detach.) The exclusion the section then
+/// relies on is the one [`SectionStack::start_eliding`]'s caller promised; were the elision to end
+/// inside `f`, the section would run on without its lock once other threads may take it.
 ///
 /// Always inlined, like the layers a runtime puts above it: a section wraps one short
 /// container operation, and where the inliner kept one layer out of line, that call and its
@@ -215,7 +215,7 @@ pub fn depth() -> SectionDepth {
     imp::with_thread_stack(SectionStack::depth)
 }
 
-/// A hold on the calling thread's stack, the one the functions of this module use, for a
+/// The claim on the calling thread's stack, the one the functions of this module use, for a
 /// runtime that keeps it in its own per-thread state instead of a stack of its own: its sections
 /// (the stack's own methods, [`with_on`] given the stack) and those of this module's users on the
 /// same thread then go on one stack, so a section that has to wait suspends all of them, and
@@ -226,23 +226,34 @@ pub fn depth() -> SectionDepth {
 /// And only the stack's own sections elide ([`SectionStack::start_eliding`]): a runtime's promise
 /// covers the locks of its own objects, not those of other users of this module.
 ///
-/// The stack lives while the thread or a hold keeps it: a runtime that holds it through the
+/// There is one claim at a time (`None` while another lives on this thread): the stack's own
+/// sections, its elision and its own hook are the claimant's, since its promise to
+/// [`SectionStack::start_eliding`] covers every section of the stack's own. Two runtimes cannot
+/// both claim one thread's stack.
+///
+/// The stack lives while the thread or a claim keeps it: a runtime that claims it through the
 /// thread's exit keeps it, and keeps it the thread's, while the thread-locals around it are torn
-/// down, in whatever order.
+/// down, in whatever order. When the thread's own hold goes (its thread-locals torn down), the
+/// sections still open on the stack, which only a process exiting inside them leaves
+/// (`std::process::exit` runs the calling thread's thread-local destructors from inside the
+/// call), are abandoned ([`SectionStack::abandon_open_sections`]): their locks stay as they are,
+/// and nothing the exit still runs on the stack unlocks or takes them again. (What the exit runs
+/// before that teardown finds them as they were: a detach suspends a held one.)
 ///
 /// ```
 /// use ftrt_lock::{section, RawObjectLock};
 ///
 /// let (mine, theirs) = (RawObjectLock::new(), RawObjectLock::new());
-/// let stack = section::thread_stack();
+/// let stack = section::claim_thread_stack().expect("no other claim on this thread");
+/// assert!(section::claim_thread_stack().is_none());
 /// stack.with(&mine, || {
 ///     section::with(&theirs, || assert_eq!(stack.depth().open, 2));
 ///     // A section on a lock the thread holds already suspends the outer one, and resumes it.
 ///     section::with(&mine, || assert!(mine.is_locked()));
 /// });
 /// ```
-pub fn thread_stack() -> ThreadStack {
-    ThreadStack::current()
+pub fn claim_thread_stack() -> Option<ThreadStack> {
+    ThreadStack::claim()
 }
 
 /// The calling thread's sections: see [`depth`].
@@ -284,10 +295,11 @@ mod imp {
 
     /// Which API began a section: the stack's own methods (a runtime's sections, on a stack it
     /// holds), or the thread-local functions ([`with`](super::with) and the rest, on the
-    /// thread's stack, which a runtime may hold too: [`thread_stack`](super::thread_stack)).
-    /// A section waits through its API's hook, and only the stack's own sections elide: the
-    /// promise [`SectionStack::start_eliding`]'s caller makes covers the locks of its own
-    /// sections, not those of the thread-local functions' users beside it.
+    /// thread's stack, which a runtime may hold too:
+    /// [`claim_thread_stack`](super::claim_thread_stack)). A section waits through its API's hook,
+    /// and only the stack's own sections elide: the promise [`SectionStack::start_eliding`]'s
+    /// caller makes covers the locks of its own sections, not those of the thread-local functions'
+    /// users beside it.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     enum Api {
         /// [`SectionStack::with`], [`SectionStack::with2`], [`with_on`](super::with_on) given a
@@ -841,7 +853,7 @@ mod imp {
                     }
                     Some(stack) => Some(stack.begin::<STACK_API>([lock, lock])),
                     None => {
-                        thread = ThreadStack::current();
+                        thread = Hold::current();
                         Some(thread.begin::<THREAD_API>([lock, lock]))
                     }
                 }
@@ -851,23 +863,21 @@ mod imp {
     }
 
     /// A thread's stack in the heap block its holders share: the thread itself (a thread-local
-    /// whose destructor lets go) and every [`ThreadStack`]. So a runtime that holds the stack
-    /// keeps it, and keeps it the thread's, for the whole of the thread's exit, whatever order
-    /// the thread's thread-locals are torn down in.
+    /// whose destructor lets go), the thread-local functions for each call, and the
+    /// [`ThreadStack`] claim. So a runtime that claims the stack keeps it, and keeps it the
+    /// thread's, for the whole of the thread's exit, whatever order the thread's thread-locals
+    /// are torn down in.
     struct Shared {
         stack: SectionStack,
         holders: Cell<usize>,
+        /// Whether a [`ThreadStack`] claims the stack's own sections now.
+        claimed: Cell<bool>,
     }
 
-    /// A hold on the calling thread's section stack, the one the thread-local functions
-    /// ([`with`](super::with) and the rest) use: see [`thread_stack`](super::thread_stack).
-    ///
-    /// Dereferences to the [`SectionStack`], whose own methods begin the holder's sections
-    /// beside the thread-local functions' ones. Neither `Send` nor `Sync`: it belongs to the
-    /// thread whose stack it holds.
-    pub struct ThreadStack(NonNull<Shared>);
+    /// One hold on the calling thread's stack (see [`Shared`]).
+    struct Hold(NonNull<Shared>);
 
-    impl ThreadStack {
+    impl Hold {
         /// A hold on the calling thread's stack, made on first use (and made again where a
         /// section is begun after the last holder let go of the one before, late in the thread's
         /// exit).
@@ -880,7 +890,57 @@ mod imp {
             // SAFETY: the thread's current stack is alive: it is freed only by the release of
             // its last hold, which takes it out of `THREAD_STACK` first.
             unsafe { hold(shared) };
-            ThreadStack(shared)
+            Hold(shared)
+        }
+
+        fn shared(&self) -> &Shared {
+            // SAFETY: this hold keeps the block alive, and only its thread touches it (a hold
+            // is neither `Send` nor `Sync`).
+            unsafe { self.0.as_ref() }
+        }
+    }
+
+    impl std::ops::Deref for Hold {
+        type Target = SectionStack;
+
+        #[inline]
+        fn deref(&self) -> &SectionStack {
+            &self.shared().stack
+        }
+    }
+
+    impl Drop for Hold {
+        #[inline]
+        fn drop(&mut self) {
+            // SAFETY: this hold, let go once.
+            unsafe { release(self.0) };
+        }
+    }
+
+    /// The claim on the calling thread's section stack, the one the thread-local functions
+    /// ([`with`](super::with) and the rest) use: see
+    /// [`claim_thread_stack`](super::claim_thread_stack).
+    ///
+    /// Dereferences to the [`SectionStack`], whose own methods begin the claimant's sections
+    /// beside the thread-local functions' ones; there is one claim at a time, so the stack's own
+    /// sections, its elision and its own hook are the claimant's alone. Neither `Send` nor
+    /// `Sync`: it belongs to the thread whose stack it claims.
+    ///
+    /// Dropped, it stops the stack's elision ([`SectionStack::stop_eliding`]) and clears the
+    /// stack's own hook, so that the next claimant starts from a stack of its own. A claimant
+    /// whose thread exits inside sections it began (`process::exit`) abandons them first
+    /// ([`SectionStack::abandon_open_sections`]), as the thread's own hold does at its teardown.
+    pub struct ThreadStack(Hold);
+
+    impl ThreadStack {
+        /// The claim, unless one is held already.
+        pub(super) fn claim() -> Option<Self> {
+            let hold = Hold::current();
+            let claimed = &hold.shared().claimed;
+            if claimed.replace(true) {
+                return None;
+            }
+            Some(ThreadStack(hold))
         }
     }
 
@@ -889,25 +949,17 @@ mod imp {
 
         #[inline]
         fn deref(&self) -> &SectionStack {
-            // SAFETY: this hold keeps the block alive, and only its thread touches it (the
-            // handle is neither `Send` nor `Sync`).
-            unsafe { &self.0.as_ref().stack }
-        }
-    }
-
-    impl Clone for ThreadStack {
-        fn clone(&self) -> Self {
-            // SAFETY: alive, held by `self`.
-            unsafe { hold(self.0) };
-            ThreadStack(self.0)
+            &self.0
         }
     }
 
     impl Drop for ThreadStack {
-        #[inline]
         fn drop(&mut self) {
-            // SAFETY: this handle's hold, let go once.
-            unsafe { release(self.0) };
+            // Its sections borrow this handle, so none of them is open here but where its
+            // thread exits inside them, and then the claimant abandoned them (see above).
+            self.0.stop_eliding();
+            self.0.set_blocking_wait(None);
+            self.0.shared().claimed.set(false);
         }
     }
 
@@ -933,9 +985,9 @@ mod imp {
         holders.set(more);
     }
 
-    /// Lets a hold on `shared` go. The last one frees the stack (its open sections, if a
-    /// process exits inside some, only as records: their locks are not touched), and the
-    /// thread's next section makes a new one.
+    /// Lets a hold on `shared` go. The last one frees the stack (as records only: a section
+    /// still open, which a process exiting inside it leaves, keeps its lock, and its frame never
+    /// returns to pop it), and the thread's next section makes a new one.
     ///
     /// # Safety
     /// The caller has a hold on `shared`, on its thread, and gives it up here.
@@ -957,7 +1009,7 @@ mod imp {
             set_thread_stack_pointer(std::ptr::null());
         }
         // SAFETY: made by `Box::leak` in `make_thread_stack`; no hold is left, and every
-        // reference to it is made through a hold (`ThreadStack`), so none is left either.
+        // reference to it is made through a hold ([`Hold`]), so none is left either.
         drop(unsafe { Box::from_raw(shared.as_ptr()) });
     }
 
@@ -973,6 +1025,7 @@ mod imp {
         let shared = NonNull::from(Box::leak(Box::new(Shared {
             stack,
             holders: Cell::new(0),
+            claimed: Cell::new(false),
         })));
         set_thread_stack_pointer(shared.as_ptr());
         give_to_a_holder(shared);
@@ -998,6 +1051,15 @@ mod imp {
     impl Drop for Holder {
         fn drop(&mut self) {
             if let Some(shared) = self.0.take() {
+                // The thread is exiting. Its sections still open are a process's that exits
+                // inside them: their records must not lead what the exit still runs on the stack
+                // (a later destructor's detach) to unlock or take their locks, which may be gone
+                // with a thread-local destroyed before this one.
+                // SAFETY: thread-local destructors run one after another, once every frame of
+                // the thread has returned or from inside `process::exit`, whose callers' frames
+                // never run again, so no section open now runs on or ends; and the block is
+                // alive, held by this holder.
+                unsafe { shared.as_ref().stack.abandon_open_sections() };
                 // SAFETY: the hold taken in `take`, let go once.
                 unsafe { release(shared) };
             }
@@ -1090,7 +1152,7 @@ mod imp {
     /// Runs `f` on the calling thread's stack, held for the call.
     #[inline]
     pub(super) fn with_thread_stack<R>(f: impl FnOnce(&SectionStack) -> R) -> R {
-        f(&ThreadStack::current())
+        f(&Hold::current())
     }
 }
 

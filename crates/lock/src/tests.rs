@@ -847,9 +847,9 @@ fn with_on_no_stack_locks_in_thread_local_destructors_whether_the_stack_is_torn_
     assert!(with_on_in_a_thread_local_destructor(false));
 }
 
-/// Sections nested inside a thread-local destructor that runs after the thread-local stack was
-/// torn down see each other: a section on a lock the outer one holds suspends it, as anywhere
-/// else, instead of waiting for its own thread (each call used to get a fresh stand-in stack).
+/// Sections nested inside a thread-local destructor that runs after the thread's own hold on its
+/// stack was torn down see each other: a section on a lock the outer one holds suspends it, as
+/// anywhere else, instead of waiting for its own thread (each call used to get a fresh stack).
 #[test]
 fn sections_nested_in_a_thread_local_destructor_after_the_stacks_teardown_see_each_other() {
     use std::cell::RefCell;

@@ -180,8 +180,8 @@ impl Header {
     ///
     /// # Safety
     /// `f` runs no user code, and does not detach: no `allow_threads`, no checkpoint, no
-    /// section that may have to wait (this runtime's, or one on `ftrt_lock`'s thread-local
-    /// stack, which waits detached). While the thread holds the world alone the section is not
+    /// section that may have to wait (this runtime's, or one of `ftrt_lock`'s thread-local
+    /// functions, which waits detached). While the thread holds the world alone the section is not
     /// even recorded (`ftrt_gil::section::with_if_undetached`), and a detach would let other
     /// threads in beside `f`. Nor does `f` collect, stop the world, or make this object
     /// reachable from another thread (no publish, no hand-over): a local object's section

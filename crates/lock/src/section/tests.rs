@@ -1,4 +1,4 @@
-//! The thread's stack held by a runtime ([`section::thread_stack`]): one stack for the
+//! The thread's stack claimed by a runtime ([`section::claim_thread_stack`]): one stack for the
 //! runtime's own sections and the thread-local functions' ones, as specifications of behaviour.
 
 use std::cell::RefCell;
@@ -8,6 +8,11 @@ use std::thread;
 
 use crate::section::{self, AfterWait, SectionDepth, ThreadStack};
 use crate::RawObjectLock;
+
+/// The calling thread's stack, claimed (each test runs on a thread of its own).
+fn claim() -> ThreadStack {
+    section::claim_thread_stack().expect("no other claim on a test's thread")
+}
 
 fn depth(open: usize, active: usize, elided: usize) -> SectionDepth {
     SectionDepth {
@@ -20,7 +25,7 @@ fn depth(open: usize, active: usize, elided: usize) -> SectionDepth {
 #[test]
 fn a_held_thread_stack_is_the_one_the_thread_local_functions_use() {
     let (mine, theirs) = (RawObjectLock::new(), RawObjectLock::new());
-    let stack = section::thread_stack();
+    let stack = claim();
     stack.with(&mine, || {
         section::with(&theirs, || {
             assert_eq!(section::depth(), depth(2, 2, 0));
@@ -35,7 +40,7 @@ fn a_held_thread_stack_is_the_one_the_thread_local_functions_use() {
 #[test]
 fn sections_of_the_two_apis_nest_on_one_lock_in_either_order() {
     let lock = RawObjectLock::new();
-    let stack = section::thread_stack();
+    let stack = claim();
     stack.with(&lock, || {
         section::with(&lock, || assert_eq!(section::depth(), depth(2, 1, 0)));
         assert!(lock.is_locked());
@@ -53,7 +58,7 @@ fn sections_of_the_two_apis_nest_on_one_lock_in_either_order() {
 #[test]
 fn only_the_stacks_own_sections_elide() {
     let (mine, theirs) = (RawObjectLock::new(), RawObjectLock::new());
-    let stack = section::thread_stack();
+    let stack = claim();
     // SAFETY: no other thread sees `mine`; no unrecorded section below outlives the elision.
     unsafe { stack.start_eliding() };
     stack.with(&mine, || assert!(!mine.is_locked()));
@@ -96,7 +101,7 @@ fn each_api_waits_through_its_own_hook() {
     fn stack_hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
         counted(&STACK_WAITS, wait)
     }
-    let stack = section::thread_stack();
+    let stack = claim();
     section::set_blocking_wait(Some(thread_hook));
     stack.set_blocking_wait(Some(stack_hook));
     let waits = || {
@@ -137,6 +142,42 @@ fn hold_until(
     holder
 }
 
+/// One claim at a time, and what the stack's own sections were promised (its elision) and how
+/// they wait (its hook) end with the claim: the next claimant starts from a stack of its own.
+#[test]
+fn a_thread_stack_has_one_claim_at_a_time_and_its_elision_and_hook_end_with_it() {
+    static CONTENDED: RawObjectLock = RawObjectLock::new();
+    static FIRST_CLAIMS_WAITS: AtomicUsize = AtomicUsize::new(0);
+    fn first_claims_hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+        FIRST_CLAIMS_WAITS.fetch_add(1, Ordering::SeqCst);
+        wait();
+        None
+    }
+    let first = claim();
+    assert!(section::claim_thread_stack().is_none(), "claimed twice");
+    // SAFETY: no section is begun on the stack while it elides.
+    unsafe { first.start_eliding() };
+    first.set_blocking_wait(Some(first_claims_hook));
+    drop(first);
+    let second = claim();
+    assert!(!second.is_eliding(), "the elision outlived its claim");
+    let lock = RawObjectLock::new();
+    second.with(&lock, || assert!(lock.is_locked()));
+    // A section that (most likely) waits: in place, not through the first claim's hook.
+    let (held, wait_for_held) = mpsc::channel();
+    let holder = thread::spawn(move || {
+        CONTENDED.lock();
+        held.send(()).unwrap();
+        thread::sleep(std::time::Duration::from_millis(50));
+        // SAFETY: locked above, on this thread.
+        unsafe { CONTENDED.unlock() };
+    });
+    wait_for_held.recv().unwrap();
+    second.with(&CONTENDED, || ());
+    holder.join().unwrap();
+    assert_eq!(FIRST_CLAIMS_WAITS.load(Ordering::SeqCst), 0);
+}
+
 /// A runtime whose hold outlasts the thread's own (its thread-local torn down after the stack's
 /// holder) still finds its sections and the thread-local functions' on one stack.
 #[test]
@@ -158,7 +199,7 @@ fn a_hold_that_outlasts_the_threads_own_keeps_one_stack_for_both_apis() {
         // `KEPT` is registered before the stack is made, so it is torn down after the
         // thread's own hold (thread-locals are torn down in the reverse order).
         KEPT.with(|slot| {
-            *slot.borrow_mut() = Some(KeepsTheStack(Some(section::thread_stack()), sender));
+            *slot.borrow_mut() = Some(KeepsTheStack(Some(claim()), sender));
         });
     })
     .join()

@@ -531,7 +531,8 @@ fn a_thread_let_in_once_elision_stops_is_excluded_from_the_section_that_elided()
     });
 }
 
-/// One stack for a runtime's sections and the thread-local functions' ([`section::thread_stack`]):
+/// One stack for a runtime's sections and the thread-local functions'
+/// ([`section::claim_thread_stack`]):
 /// while the runtime's stack elides (its promise covers its own locks only), a section of the
 /// thread-local functions on it still takes its lock, nested in an elided section and around
 /// one, and whether it gets the lock at once or waits for the other thread's section (which
@@ -547,7 +548,7 @@ fn the_thread_local_functions_sections_lock_on_a_held_stack_that_elides() {
             // SAFETY: inside a section on `other.lock`.
             section::with(&other.lock, || unsafe { other.bump() });
         });
-        let stack = section::thread_stack();
+        let stack = section::claim_thread_stack().expect("unclaimed");
         // SAFETY: no other thread takes `own`.
         unsafe { stack.start_eliding() };
         stack.with(&own, || {
