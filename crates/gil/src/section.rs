@@ -23,7 +23,7 @@
 //! `gil` build that section would lock and this one would not. `ftrt-object` keeps its objects'
 //! locks private for this reason. `ftrt_lock::section` itself always locks, in every build.
 //! Both go on one stack, the thread's, which the thread state holds
-//! (`ftrt_lock::section::thread_stack`): a section of either that has to wait suspends every
+//! (`ftrt_lock::section::claim_thread_stack`): a section of either that has to wait suspends every
 //! section the thread has open, so the two nest on the same locks, in any order, without
 //! deadlock.
 //!

@@ -96,8 +96,10 @@
 //!   leave the registry (and with it the runtime's list of threads); what other threads queued
 //!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the
 //!   claim on the thread's section stack is let go (its sections have ended, as sections are
-//!   scoped, unless the process exits inside one: step 0 abandoned those, whose locks then stay
-//!   held, and a later destructor's section on one of them waits for ever).
+//!   scoped, unless the process exits inside one: the locks of those then stay held, and a later
+//!   destructor's section on one of them waits for ever; step 0 abandoned them where the thread
+//!   exited attached, and the thread's own hold on the stack does where its thread-local is
+//!   torn down, `ftrt_lock::section::claim_thread_stack`).
 //!   Before step 2 the thread's counters are folded into the retired sums, so the sums stay exact.
 //!
 //! # After exit: the one fallback
@@ -349,20 +351,26 @@ impl Drop for Owned {
 /// (the quiescent-state hooks, the park's merge: user destructors) is dropped here: in a
 /// thread-local destructor it would turn the exit into an abort.
 fn end_attachment_at_exit(state: NonNull<ThreadState>) {
-    if !CURRENT.with(|current| current.attached.get() && !current.running_stop.get()) {
+    let (attached, running_stop) =
+        CURRENT.with(|current| (current.attached.get(), current.running_stop.get()));
+    if !attached {
         return;
     }
-    // The sections open inside the attachment stay as they stand: their frames never run
-    // again, and what an elided one guards may already be gone with a thread-local destroyed
-    // before this one, where ending the elision as a detach does (`leave_world`) would take its
+    // The sections open inside the attachment stay as they stand, its own stop of the world's
+    // included: their frames never run again, and what an elided one guards may already be gone
+    // with a thread-local destroyed before this one, where ending the elision as a detach does
+    // (`leave_world`), or as the claim on the stack does when it is let go below, would take its
     // lock, as would resuming it after a detach that what the detach runs makes (a release)
-    // (`a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it`).
-    #[cfg(not(feature = "gil"))]
+    // (`a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it` and the tests
+    // beside it).
     // SAFETY: the block is alive (dropped after this), and the sections open on its stack were
-    // opened inside or around the attachment, whose frames never return; what the detach below
+    // opened inside or around the attachment, whose frames never return; what the exit still
     // runs on the stack nests above the boundary this sets.
     unsafe {
         state.as_ref().sections.abandon_open_sections();
+    }
+    if running_stop {
+        return;
     }
     let ended = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: the thread is attached, with this block (it has no other while it lives), and

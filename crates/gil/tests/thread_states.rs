@@ -639,17 +639,32 @@ thread_local! {
 fn a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it() {
     in_child_process_printing(
         "a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it",
-        || exit_inside_a_section_it_elided(|_| ()),
+        || exit_inside_a_section_it_elided(|_| (), false),
+        ELIDED_LOCK_UNTOUCHED,
+    );
+}
+
+/// As [`a_thread_that_exits_inside_a_section_it_elided_takes_no_lock_for_it`], with the section
+/// begun inside the thread's own stop of the world, whose exit leaves the thread attached (the
+/// stop lasts): letting go of the claim on the thread's stack with its state must not end the
+/// elision by taking the lock.
+#[test]
+#[cfg(not(feature = "gil"))]
+#[cfg_attr(miri, ignore = "exits the process")]
+fn an_exit_inside_an_elided_section_in_the_threads_own_stop_takes_no_lock_for_it() {
+    in_child_process_printing(
+        "an_exit_inside_an_elided_section_in_the_threads_own_stop_takes_no_lock_for_it",
+        || exit_inside_a_section_it_elided(|_| (), true),
         ELIDED_LOCK_UNTOUCHED,
     );
 }
 
 /// The scenario of the tests above and below: on a new thread that holds the world alone with
 /// lock elision on, runs `before_the_section`, then exits inside a section on
-/// [`ELIDED_AT_EXIT`], which [`ChecksTheElidedLockOnDrop`] checks after the thread state is
-/// gone.
+/// [`ELIDED_AT_EXIT`] (begun inside a stop of the world of its own if `in_its_own_stop`), which
+/// [`ChecksTheElidedLockOnDrop`] checks after the thread state is gone.
 #[cfg(not(feature = "gil"))]
-fn exit_inside_a_section_it_elided(before_the_section: fn(Python<'_>)) {
+fn exit_inside_a_section_it_elided(before_the_section: fn(Python<'_>), in_its_own_stop: bool) {
     thread::spawn(move || {
         // Initialised before the thread attaches, so destroyed after its thread state.
         CHECKED_LOCK_AT_EXIT.set(Some(ChecksTheElidedLockOnDrop));
@@ -660,7 +675,13 @@ fn exit_inside_a_section_it_elided(before_the_section: fn(Python<'_>)) {
             }
             before_the_section(py);
             assert!(py.holds_world_alone(), "no other thread is attached");
-            ftrt_gil::section::with(py, &ELIDED_AT_EXIT, || std::process::exit(0));
+            let exit_in_the_section =
+                || ftrt_gil::section::with(py, &ELIDED_AT_EXIT, || std::process::exit(0));
+            if in_its_own_stop {
+                ftrt_gil::stop_the_world(py, exit_in_the_section)
+            } else {
+                exit_in_the_section()
+            }
         });
     })
     .join()
@@ -689,7 +710,7 @@ unsafe fn release_detaching(count: std::ptr::NonNull<ftrt_refcount::BiasedCount>
 fn an_exit_inside_an_elided_section_whose_merge_detaches_takes_no_lock_for_it() {
     in_child_process_printing(
         "an_exit_inside_an_elided_section_whose_merge_detaches_takes_no_lock_for_it",
-        || exit_inside_a_section_it_elided(queue_a_drop_whose_release_detaches),
+        || exit_inside_a_section_it_elided(queue_a_drop_whose_release_detaches, false),
         ELIDED_LOCK_UNTOUCHED,
     );
 }

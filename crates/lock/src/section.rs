@@ -956,7 +956,7 @@ mod imp {
     impl Drop for ThreadStack {
         fn drop(&mut self) {
             // Its sections borrow this handle, so none of them is open here but where its
-            // thread exits inside them, and then the claimant abandoned them (see above).
+            // thread exits inside them, which the claimant must abandon first (see above).
             self.0.stop_eliding();
             self.0.set_blocking_wait(None);
             self.0.shared().claimed.set(false);

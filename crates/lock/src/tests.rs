@@ -301,7 +301,7 @@ fn nesting_a_section_on_a_lock_the_thread_already_holds_suspends_the_outer_one()
 }
 
 /// Holds `lock` on another thread until `release` is raised, then lets it go.
-fn hold_until(
+pub(crate) fn hold_until(
     lock: &'static RawObjectLock,
     release: &'static AtomicBool,
 ) -> thread::JoinHandle<()> {

@@ -7,6 +7,7 @@ use std::sync::mpsc;
 use std::thread;
 
 use crate::section::{self, AfterWait, SectionDepth, ThreadStack};
+use crate::tests::hold_until;
 use crate::RawObjectLock;
 
 /// The calling thread's stack, claimed (each test runs on a thread of its own).
@@ -120,26 +121,6 @@ fn each_api_waits_through_its_own_hook() {
     assert_eq!(waits(), (1, 1));
     section::set_blocking_wait(None);
     stack.set_blocking_wait(None);
-}
-
-/// Holds `lock` on another thread until `release` is set.
-fn hold_until(
-    lock: &'static RawObjectLock,
-    release: &'static AtomicBool,
-) -> thread::JoinHandle<()> {
-    release.store(false, Ordering::SeqCst);
-    let (held, wait_for_held) = mpsc::channel();
-    let holder = thread::spawn(move || {
-        lock.lock();
-        held.send(()).unwrap();
-        while !release.load(Ordering::SeqCst) {
-            thread::yield_now();
-        }
-        // SAFETY: locked above, on this thread.
-        unsafe { lock.unlock() };
-    });
-    wait_for_held.recv().unwrap();
-    holder
 }
 
 /// One claim at a time, and what the stack's own sections were promised (its elision) and how
