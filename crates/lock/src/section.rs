@@ -998,25 +998,30 @@ mod imp {
         let left = holders.get() - 1;
         holders.set(left);
         if left == 0 {
-            free_thread_stack(shared);
+            // SAFETY: the last hold, let go just above.
+            unsafe { free_thread_stack(shared) };
         }
     }
 
     /// Frees a stack whose last hold was let go.
+    ///
+    /// # Safety
+    /// `shared` was made by [`make_thread_stack`], on this thread, and no hold on it is left.
     #[cold]
-    fn free_thread_stack(shared: NonNull<Shared>) {
+    unsafe fn free_thread_stack(shared: NonNull<Shared>) {
         if thread_stack_pointer() == shared.as_ptr().cast_const() {
             set_thread_stack_pointer(std::ptr::null());
         }
-        // SAFETY: made by `Box::leak` in `make_thread_stack`; no hold is left, and every
-        // reference to it is made through a hold ([`Hold`]), so none is left either.
+        // SAFETY: made by `Box::leak` in `make_thread_stack`; no hold is left (the caller), and
+        // every reference to it is made through a hold ([`Hold`]), so none is left either.
         drop(unsafe { Box::from_raw(shared.as_ptr()) });
     }
 
     /// Makes the calling thread's stack, blocking through the thread's hook for the
     /// thread-local functions' sections, and gives the thread's own hold on it to the first
     /// holder thread-local that can still take it (one torn down takes none: a stack made so
-    /// late in the thread's exit that none can is freed by its last handle, or never).
+    /// late in the thread's exit that none can is freed by the last hold a call or a claim lets
+    /// go).
     #[cold]
     #[inline(never)]
     fn make_thread_stack() -> NonNull<Shared> {
