@@ -125,7 +125,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// pass a checkpoint, and objects removed while a [`ReadGuard`] is alive (the calling thread's
 /// own included) once it is gone. Deferred objects ([`hot`]) the threads have let go of count in
 /// their headers again, and die if nothing holds them (stopping the world, if any are
-/// deferred). Tests and workloads call this before comparing live-object counts.
+/// deferred). Garbage an automatic collection delivered to a thread that has not taken it yet
+/// (one away, detached or not attached, or gone) is freed here too. Tests and workloads call
+/// this before comparing live-object counts.
 ///
 /// A thread's exit (its thread-local destructors) drops what its thread-locals hold and hands
 /// what the thread retired to the epoch (dropped by the next attached thread that settles, as
@@ -135,6 +137,8 @@ pub fn collect(py: ftrt_gil::Python<'_>) {
     ftrt_gil::assert_attached();
     hot::settle_now(py);
     py.merge_pending();
+    // Before the epoch's rounds: freeing shared garbage retires what it held.
+    gc::free_unclaimed(py);
     reclaim::settle_retired(py);
     py.allow_threads(|| {
         for _ in 0..COLLECT_ROUNDS {

@@ -570,3 +570,75 @@ fn a_collection_frees_once_what_is_queued_to_a_thread_waiting_outside_the_world(
     Python::attach(ftrt_object::collect);
     assert_eq!(live_objects(Kind::List), lists - 2);
 }
+
+/// Garbage that an automatic collection delivers to its owner thread while that thread is away
+/// (registered, not attached) waits for it; `ftrt_object::collect`, which settles everything
+/// a test compares live counts after, frees it too. (It waited for the next stopped-world
+/// collection, which a program that stops making objects may never run.)
+#[test]
+fn garbage_delivered_to_a_thread_that_is_away_is_freed_by_ftrt_object_collect() {
+    garbage_delivered_to_a_thread_away(false);
+}
+
+/// As above, with the owner thread gone by then: it exited without attaching again, so it
+/// never took its share.
+#[test]
+fn garbage_delivered_to_a_thread_that_exited_is_freed_by_ftrt_object_collect() {
+    garbage_delivered_to_a_thread_away(true);
+}
+
+/// A thread makes `MADE` shared cycles and leaves; an automatic collection on this thread
+/// delivers them to it; the owner exits meanwhile if `owner_exits`, else stays away through
+/// the check.
+fn garbage_delivered_to_a_thread_away(owner_exits: bool) {
+    use std::sync::mpsc;
+
+    use ftrt_gil::BUILD_STRATEGY;
+    use ftrt_refcount::Strategy;
+    const MADE: usize = 100;
+    if BUILD_STRATEGY != Strategy::Biased {
+        return; // only the biased build delivers garbage to its owners
+    }
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let lists = lists_after_a_fresh_start();
+    let (made, wait_until_made) = mpsc::channel::<()>();
+    let (release, released) = mpsc::channel::<()>();
+    let owner = thread::spawn(move || {
+        Python::attach(|py| make_shared_self_cycles(py, MADE));
+        // Away: registered, its counts parked, and no quiescent state to take a share at.
+        made.send(()).unwrap();
+        released.recv().unwrap();
+    });
+    wait_until_made.recv().unwrap();
+    Python::attach(|py| {
+        let before = gc::collections();
+        let found_before = gc::collected();
+        let mut made_here = 0;
+        while gc::collections() == before {
+            make_shared_self_cycles(py, 1);
+            made_here += 1;
+            assert!(
+                made_here < 10 * gc::THRESHOLD,
+                "no automatic collection ran"
+            );
+        }
+        // The scenario: one collection found every cycle, and the owner's are still alive
+        // (some of this thread's may be too: the epoch frees them, settled below).
+        assert_eq!(gc::collected() - found_before, made_here + MADE);
+        assert!(live_objects(Kind::List) - lists >= MADE as isize);
+    });
+    let let_the_owner_exit = move || {
+        release.send(()).unwrap();
+        owner.join().unwrap();
+    };
+    let owner = if owner_exits {
+        let_the_owner_exit();
+        None
+    } else {
+        Some(let_the_owner_exit)
+    };
+    Python::attach(ftrt_object::collect);
+    let left = live_objects(Kind::List) - lists;
+    owner.map(|exit| exit());
+    assert_eq!(left, 0, "delivered garbage left after ftrt_object::collect");
+}

@@ -10,7 +10,8 @@
 //! the next collection is freed by that collection, so garbage waits at most one collection
 //! interval, also for an owner that stays detached or has exited; in a program that stops
 //! making objects there may be no next automatic collection, and the share waits for
-//! [`collect`](super::collect). Shares waiting during a collection count among its survivors.
+//! [`collect`](super::collect) or `ftrt_object::collect` (`take_unclaimed`). Shares waiting
+//! during a collection count among its survivors.
 //!
 //! Only the work moves here: every object delivered carries the reference the collection took
 //! in the stopped world (before any share was cleared, so that clearing one share cannot free
@@ -58,7 +59,8 @@ pub(super) unsafe fn deliver(owner: u32, objects: Vec<NonNull<Header>>) {
 }
 
 /// Takes every share not claimed yet: a collection frees what the last one delivered and its
-/// owner did not take.
+/// owner did not take, as does `ftrt_object::collect`. A share delivered before the call (in
+/// the order of happens-before) is seen: the flag's store then precedes its load.
 pub(super) fn take_unclaimed() -> Vec<NonNull<Header>> {
     if !PENDING.load(Ordering::Relaxed) {
         return Vec::new();

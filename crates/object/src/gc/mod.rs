@@ -730,6 +730,17 @@ impl Garbage {
     }
 }
 
+/// Frees the garbage automatic collections delivered that no thread has taken yet: that of
+/// threads away (detached, or registered and not attached) or gone, which would otherwise wait
+/// for the next stopped-world collection (`ftrt_object::collect` runs this).
+pub(crate) fn free_unclaimed(py: Python<'_>) {
+    let unclaimed = delivery::take_unclaimed();
+    // SAFETY: delivered garbage, each object with the collection's reference, given up here
+    // (`delivery::deliver`'s contract); delivered garbage is never listed (automatic
+    // collections skip listed objects).
+    unsafe { free_garbage(py, &unclaimed, true) };
+}
+
 /// Adds to [`collected`].
 fn count_collected(found: usize) {
     COLLECTED.fetch_add(found, Ordering::Relaxed);
