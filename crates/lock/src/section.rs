@@ -98,7 +98,6 @@ pub type AfterWait = fn();
 /// destructor late in the thread's exit) blocks through it too.
 pub fn set_blocking_wait(hook: Option<BlockingWait>) {
     imp::set_thread_blocking_wait(hook);
-    imp::with_thread_stack(|stack| stack.set_thread_blocking_wait(hook));
 }
 
 /// Runs `f` inside a critical section on `lock`, on the calling thread's stack.
@@ -391,10 +390,9 @@ mod imp {
         #[cfg(debug_assertions)]
         elisions: Cell<u32>,
         /// How this stack's own sections block: see [`set_blocking_wait`](Self::set_blocking_wait).
+        /// (The thread-local functions' sections, which only the thread's stack holds, block
+        /// through the thread's hook: [`set_blocking_wait`](super::set_blocking_wait).)
         blocking_wait: Cell<Option<super::BlockingWait>>,
-        /// How the thread-local functions' sections block, on the thread's stack:
-        /// [`set_blocking_wait`](super::set_blocking_wait).
-        thread_blocking_wait: Cell<Option<super::BlockingWait>>,
     }
 
     impl Default for SectionStack {
@@ -423,7 +421,6 @@ mod imp {
                 #[cfg(debug_assertions)]
                 elisions: Cell::new(0),
                 blocking_wait: Cell::new(None),
-                thread_blocking_wait: Cell::new(None),
             }
         }
 
@@ -434,11 +431,6 @@ mod imp {
         /// the wait. Replaces the hook set before.
         pub fn set_blocking_wait(&self, hook: Option<super::BlockingWait>) {
             self.blocking_wait.set(hook);
-        }
-
-        /// The hook the thread-local functions' sections on this stack wait through.
-        pub(super) fn set_thread_blocking_wait(&self, hook: Option<super::BlockingWait>) {
-            self.thread_blocking_wait.set(hook);
         }
 
         /// From now on, sections begun or resumed on this stack take no lock (they are recorded
@@ -626,7 +618,8 @@ mod imp {
             self.suspend_all();
             let hook = match api {
                 Api::Stack => self.blocking_wait.get(),
-                Api::Thread => self.thread_blocking_wait.get(),
+                // Begun by the thread-local functions, so on the calling thread's stack.
+                Api::Thread => thread_blocking_wait(),
             };
             match hook {
                 None => {
@@ -1017,18 +1010,15 @@ mod imp {
         drop(unsafe { Box::from_raw(shared.as_ptr()) });
     }
 
-    /// Makes the calling thread's stack, blocking through the thread's hook for the
-    /// thread-local functions' sections, and gives the thread's own hold on it to the first
+    /// Makes the calling thread's stack, and gives the thread's own hold on it to the first
     /// holder thread-local that can still take it (one torn down takes none: a stack made so
     /// late in the thread's exit that none can is freed by the last hold a call or a claim lets
     /// go).
     #[cold]
     #[inline(never)]
     fn make_thread_stack() -> NonNull<Shared> {
-        let stack = SectionStack::new();
-        stack.set_thread_blocking_wait(blocking_wait_for_new_stacks());
         let shared = NonNull::from(Box::leak(Box::new(Shared {
-            stack,
+            stack: SectionStack::new(),
             holders: Cell::new(0),
             claimed: Cell::new(false),
         })));
@@ -1078,8 +1068,8 @@ mod imp {
         /// thread's exit finds its stack through it until the end.
         static THREAD_STACK: Cell<*const Shared> = const { Cell::new(std::ptr::null()) };
         /// The blocking wait that [`set_blocking_wait`](super::set_blocking_wait) last set for
-        /// this thread, for stacks made after the first one is freed: const and without a
-        /// destructor too.
+        /// this thread: const and without a destructor too, so a section in the thread's last
+        /// destructors still waits through it.
         static THREAD_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = const { Cell::new(None) };
         /// The thread's hold on its first stack.
         static HOLDER: Holder = const { Holder(Cell::new(None)) };
@@ -1100,8 +1090,9 @@ mod imp {
         THREAD_STACK.set(shared);
     }
 
+    /// How the thread-local functions' sections block on the calling thread.
     #[cfg(not(loom))]
-    fn blocking_wait_for_new_stacks() -> Option<super::BlockingWait> {
+    fn thread_blocking_wait() -> Option<super::BlockingWait> {
         THREAD_BLOCKING_WAIT.get()
     }
 
@@ -1114,8 +1105,6 @@ mod imp {
         }
     }
 
-    /// Remembers `hook` as the calling thread's blocking wait for the stacks made after its
-    /// first one is freed.
     #[cfg(not(loom))]
     pub(super) fn set_thread_blocking_wait(hook: Option<super::BlockingWait>) {
         THREAD_BLOCKING_WAIT.set(hook);
@@ -1127,6 +1116,7 @@ mod imp {
     #[cfg(loom)]
     loom::thread_local! {
         static THREAD_STACK: Cell<*const Shared> = Cell::new(std::ptr::null());
+        static THREAD_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = Cell::new(None);
         static HOLDER: Holder = Holder(Cell::new(None));
     }
 
@@ -1141,8 +1131,8 @@ mod imp {
     }
 
     #[cfg(loom)]
-    fn blocking_wait_for_new_stacks() -> Option<super::BlockingWait> {
-        None
+    fn thread_blocking_wait() -> Option<super::BlockingWait> {
+        THREAD_BLOCKING_WAIT.try_with(Cell::get).unwrap_or(None)
     }
 
     #[cfg(loom)]
@@ -1150,9 +1140,10 @@ mod imp {
         let _torn_down = HOLDER.try_with(|holder| holder.take(shared));
     }
 
-    /// Under loom no stack is made after the first one is freed: nothing to remember.
     #[cfg(loom)]
-    pub(super) fn set_thread_blocking_wait(_hook: Option<super::BlockingWait>) {}
+    pub(super) fn set_thread_blocking_wait(hook: Option<super::BlockingWait>) {
+        let _torn_down = THREAD_BLOCKING_WAIT.try_with(|wait| wait.set(hook));
+    }
 
     /// Runs `f` on the calling thread's stack, held for the call.
     #[inline]
