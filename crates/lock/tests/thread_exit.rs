@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 use ftrt_lock::{section, RawObjectLock};
 
 static HELD: RawObjectLock = RawObjectLock::new();
+/// A lock nobody holds: a section on it makes the thread's stack.
+static ANOTHER: RawObjectLock = RawObjectLock::new();
 /// Set by the hook when it runs; the holder of `HELD` lets go once it is set.
 static HOOK_RAN: AtomicBool = AtomicBool::new(false);
 
@@ -41,9 +43,10 @@ fn a_threads_blocking_wait_still_runs_after_its_section_stacks_teardown() {
     assert!(HELD.try_lock());
     let exiting = thread::spawn(|| {
         // Set first, so that its destructor runs after the stack's (destructors run in the
-        // reverse order of registration).
+        // reverse order of registration), which the section below makes.
         WAIT_AT_EXIT.set(Some(WaitsAtExit));
         section::set_blocking_wait(Some(hook));
+        section::with(&ANOTHER, || ());
     });
     // The destructor's section has to wait for `HELD`, through the hook. Without the hook it
     // waits in place: let it go after a while, so that the test fails instead of hanging.

@@ -126,7 +126,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// own included) once it is gone. Deferred objects ([`hot`]) the threads have let go of count in
 /// their headers again, and die if nothing holds them (stopping the world, if any are
 /// deferred). Garbage an automatic collection delivered to a thread that has not taken it yet
-/// (one away, detached or not attached, or gone) is freed here too. Tests and workloads call
+/// is freed here too, whether that thread is attached, away (detached or not attached) or gone. Tests and workloads call
 /// this before comparing live-object counts.
 ///
 /// A thread's exit (its thread-local destructors) drops what its thread-locals hold and hands

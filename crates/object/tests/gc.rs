@@ -639,6 +639,8 @@ fn garbage_delivered_to_a_thread_away(owner_exits: bool) {
     };
     Python::attach(ftrt_object::collect);
     let left = live_objects(Kind::List) - lists;
-    owner.map(|exit| exit());
+    if let Some(exit) = owner {
+        exit();
+    }
     assert_eq!(left, 0, "delivered garbage left after ftrt_object::collect");
 }

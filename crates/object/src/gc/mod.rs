@@ -730,9 +730,10 @@ impl Garbage {
     }
 }
 
-/// Frees the garbage automatic collections delivered that no thread has taken yet: that of
-/// threads away (detached, or registered and not attached) or gone, which would otherwise wait
-/// for the next stopped-world collection (`ftrt_object::collect` runs this).
+/// Frees every share of garbage automatic collections delivered that no thread has taken yet,
+/// as the next collection would: those of threads away (detached, or registered and not
+/// attached) or gone, which might otherwise wait long, and those that attached owners would
+/// take at their next quiescent state (`ftrt_object::collect` runs this).
 pub(crate) fn free_unclaimed(py: Python<'_>) {
     let unclaimed = delivery::take_unclaimed();
     // SAFETY: delivered garbage, each object with the collection's reference, given up here
