@@ -58,7 +58,9 @@
 
 use std::time::{Duration, Instant};
 
-use crate::sync::{AtomicBool, AtomicU8, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering::*};
+use crate::sync::{
+    fence, AtomicBool, AtomicU8, AtomicUsize, Condvar, Mutex, MutexGuard, Ordering::*,
+};
 
 const DETACHED: u8 = 0;
 const ATTACHED: u8 = 1;
@@ -178,7 +180,8 @@ impl World {
         if holds.alone && !*asked {
             *asked = true;
             holds.asking += 1;
-            self.park_wanted.store(true, Relaxed);
+            // Release: see `wait_while_stopping`.
+            self.park_wanted.store(true, Release);
         }
     }
 
@@ -314,11 +317,20 @@ impl World {
     /// until the only one is a thread holding the world alone (that one is for
     /// [`enter`](Self::enter) to ask to end).
     pub fn wait_while_stopping(&self) {
+        // A caller that parks does so because it saw a request raised (`stop_requested`, a
+        // relaxed load). This pairs with the request's Release store, so that the loads below
+        // see the stop (or the hold) the request belongs to: otherwise they may take it for
+        // over, and the thread would attach again at once, before the stopper has reached it
+        // (Miri failed `a_thread_parked_before_the_stopper_reached_it_waits_for_the_stop` in
+        // `stop_the_world.rs` so; the loom model
+        // `a_thread_that_parks_for_a_stop_waits_for_that_stop`).
+        fence(Acquire);
         // A stop under way raises both; a hold on the world alone raises only `stopping` until a
         // thread asks it to end, and the loop below returns for it in any case.
-        if spin_until(|| !self.stopping.load(Relaxed) || !self.park_wanted.load(Relaxed))
-            && !self.stopping.load(Relaxed)
-        {
+        let over = || !self.stopping.load(Relaxed) || !self.park_wanted.load(Relaxed);
+        // Under loom the spin gives up at once; check once here, so that the models take the
+        // path on which a parked thread finds the stop over without the lock.
+        if (spin_until(over) || (cfg!(loom) && over())) && !self.stopping.load(Relaxed) {
             return;
         }
         let mut holds = self.lock.lock();
@@ -375,7 +387,9 @@ impl World {
                 return Err(StopFailed::Busy);
             }
             self.stopping.store(true, Relaxed);
-            self.park_wanted.store(true, Relaxed);
+            // Release: a thread that sees the request and parks sees the stop under way
+            // (`park`).
+            self.park_wanted.store(true, Release);
         }
         let mut stopped = Stopped {
             world: self,

@@ -523,3 +523,40 @@ fn a_reattach_waits_for_a_merge_on_its_behalf_outside_the_world() {
         "no schedule merged on the dropping thread for the parked owner"
     );
 }
+
+/// A thread that saw a stop requested and parks waits for that stop to end before it attaches
+/// again, whether or not the stopper has reached it yet: the park's wait must see the stop
+/// under way that the request it answers belongs to. (Both flags are read relaxed: the park
+/// saw the request raised and then found no stop under way, attached again at once, and the
+/// stopper, which had seen it leave, waited for it to leave again; Miri found the schedule.)
+#[test]
+fn a_thread_that_parks_for_a_stop_waits_for_that_stop() {
+    loom::model(|| {
+        let shared = Shared::new();
+        let stop_ran = Arc::new(AtomicBool::new(false));
+        shared.world.enter(Some(&shared.mutator));
+        let stopper = {
+            let (shared, stop_ran) = (shared.clone(), stop_ran.clone());
+            thread::spawn(move || {
+                shared.world.enter(Some(&shared.stopper));
+                let stopped = shared
+                    .world
+                    .try_stop(Some(&shared.stopper), || shared.all(), None)
+                    .expect("the only stopper");
+                stop_ran.store(true, Ordering::Relaxed);
+                drop(stopped);
+                shared.world.leave(Some(&shared.stopper));
+            })
+        };
+        while !shared.world.stop_requested() {
+            thread::yield_now();
+        }
+        shared.world.park(Some(&shared.mutator));
+        // Relaxed: the end of the stop (a store of the presence, Release; the enter's
+        // Acquire) orders the flag before this load.
+        let ran = stop_ran.load(Ordering::Relaxed);
+        shared.world.leave(Some(&shared.mutator));
+        stopper.join().unwrap();
+        assert!(ran, "the park ended before the stop it answered");
+    });
+}
