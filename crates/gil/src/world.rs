@@ -317,13 +317,15 @@ impl World {
     /// until the only one is a thread holding the world alone (that one is for
     /// [`enter`](Self::enter) to ask to end).
     pub fn wait_while_stopping(&self) {
-        // A caller that parks does so because it saw a request raised (`stop_requested`, a
-        // relaxed load). This pairs with the request's Release store, so that the loads below
-        // see the stop (or the hold) the request belongs to: otherwise they may take it for
-        // over, and the thread would attach again at once, before the stopper has reached it
-        // (Miri failed `a_thread_parked_before_the_stopper_reached_it_waits_for_the_stop` in
+        // A thread at a checkpoint parks because it saw a request raised (`stop_requested`, a
+        // relaxed load). This pairs with the stop's Release store of it, so that the loads below
+        // see the stop under way: otherwise they may take it for over, and the thread would
+        // attach again at once, before the stopper has reached it (Miri failed
+        // `a_thread_parked_before_the_stopper_reached_it_waits_for_the_stop` in
         // `stop_the_world.rs` so; the loom model
-        // `a_thread_that_parks_for_a_stop_waits_for_that_stop`).
+        // `a_thread_that_parks_for_a_stop_waits_for_that_stop`). A caller whose `try_stop` was
+        // `Busy` found the stop under the mutex, which orders it already; for a hold on the
+        // world alone this returns either way.
         fence(Acquire);
         // A stop under way raises both; a hold on the world alone raises only `stopping` until a
         // thread asks it to end, and the loop below returns for it in any case.

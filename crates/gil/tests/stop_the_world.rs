@@ -300,7 +300,7 @@ fn a_thread_parked_before_the_stopper_reached_it_waits_for_the_stop() {
     let (mutator, stopper) = (Presence::new(), Presence::new());
     let stop_ran = AtomicBool::new(false);
     world.enter(Some(&mutator));
-    thread::scope(|s| {
+    let ran_before_attaching = thread::scope(|s| {
         s.spawn(|| {
             world.enter(Some(&stopper));
             let stopped = world
@@ -324,12 +324,13 @@ fn a_thread_parked_before_the_stopper_reached_it_waits_for_the_stop() {
             thread::yield_now();
         }
         world.park(Some(&mutator));
-        assert!(
-            stop_ran.load(Ordering::SeqCst),
-            "the park ended before the stop"
-        );
+        let ran = stop_ran.load(Ordering::SeqCst);
+        // Out of the world before the check, so that a stopper still waiting for this thread
+        // (the bug) can finish, and the test fails instead of hanging.
         world.leave(Some(&mutator));
+        ran
     });
+    assert!(ran_before_attaching, "the park ended before the stop");
 }
 
 /// The stopper's own critical sections are suspended while its closure runs, in every build

@@ -526,9 +526,9 @@ fn a_reattach_waits_for_a_merge_on_its_behalf_outside_the_world() {
 
 /// A thread that saw a stop requested and parks waits for that stop to end before it attaches
 /// again, whether or not the stopper has reached it yet: the park's wait must see the stop
-/// under way that the request it answers belongs to. (Both flags are read relaxed: the park
-/// saw the request raised and then found no stop under way, attached again at once, and the
-/// stopper, which had seen it leave, waited for it to leave again; Miri found the schedule.)
+/// under way that the request it answers belongs to. (Both flags were read relaxed: the park
+/// saw the request raised and then found no stop under way, and attached again at once; the
+/// stopper found it attached and waited for it to leave again. Miri found the schedule.)
 #[test]
 fn a_thread_that_parks_for_a_stop_waits_for_that_stop() {
     loom::model(|| {
