@@ -390,7 +390,7 @@ impl World {
             }
             self.stopping.store(true, Relaxed);
             // Release: a thread that sees the request and parks sees the stop under way
-            // (`park`).
+            // (`wait_while_stopping`).
             self.park_wanted.store(true, Release);
         }
         let mut stopped = Stopped {
