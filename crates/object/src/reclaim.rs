@@ -672,35 +672,38 @@ mod batches {
         drop(orphans);
     }
 
+    /// Hands `batch`, retired by the thread whose mailbox is `home`, to the epoch, which runs
+    /// [`expire`] on it once no reader can hold its references.
     fn defer(batch: Batch, home: Arc<Mailbox>, guard: &Guard) {
-        // The epoch runs this on whichever thread pins. Attached at home, the batch is dropped
-        // here (the owner path, mostly); detached at home (`collect`'s flushes), it is posted
-        // to the thread's own mailbox, which `collect` drains once attached again. Elsewhere, a
-        // batch of shared objects only whose thread is away is dropped here if this thread is
-        // attached, else left to the orphans, which the next attached thread to settle drops:
-        // at home it would wait for its thread to attach again. Any other batch goes home, to
-        // be dropped at the retiring thread's next quiescent state, or to the orphans once that
-        // thread has exited. (A collection's traversal pins nothing, so this never runs inside
-        // one, on the stopping thread or another.)
-        let expire = move || {
-            let at_home = RETIRED.with_current(|r| {
-                r.is_some_and(|r| {
-                    r.try_borrow()
-                        .is_ok_and(|r| r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, &home)))
-                })
-            });
-            if at_home && ftrt_gil::is_attached() {
-                drop(batch);
-            } else if !at_home && !batch.home_only && home.home_is_away() {
-                drop_or_orphan(batch);
-            } else if let Some(batch) = home.deliver(batch) {
-                drop_or_orphan(batch);
-            }
-        };
         // SAFETY: the closure is `Send` (references and an `Arc`) and may run on any thread; the
         // epoch runs it once no reader can hold the pointers it drops.
-        unsafe { guard.defer_unchecked(expire) };
+        unsafe { guard.defer_unchecked(move || expire(batch, &home)) };
         ftrt_gil::note_retired();
+    }
+
+    /// Disposes of an expired `batch` on whichever thread the epoch ran it. Attached at home, the
+    /// batch is dropped here (the owner path, mostly); detached at home (`collect`'s flushes),
+    /// it is posted to the thread's own mailbox, which `collect` drains once attached again.
+    /// Elsewhere, a batch of shared objects only whose thread is away is dropped here if this
+    /// thread is attached, else left to the orphans, which the next attached thread to settle
+    /// drops: at home it would wait for its thread to attach again. Any other batch goes home,
+    /// to be dropped at the retiring thread's next quiescent state, or to the orphans once that
+    /// thread has exited. (A collection's traversal pins nothing, so this never runs inside
+    /// one, on the stopping thread or another.)
+    fn expire(batch: Batch, home: &Arc<Mailbox>) {
+        let at_home = RETIRED.with_current(|r| {
+            r.is_some_and(|r| {
+                r.try_borrow()
+                    .is_ok_and(|r| r.mailbox.as_ref().is_some_and(|m| Arc::ptr_eq(m, home)))
+            })
+        });
+        if at_home && ftrt_gil::is_attached() {
+            drop(batch);
+        } else if !at_home && !batch.home_only && home.home_is_away() {
+            drop_or_orphan(batch);
+        } else if let Some(batch) = home.deliver(batch) {
+            drop_or_orphan(batch);
+        }
     }
 
     /// A removed reference while `retire` finds it a place: leaked, not dropped, should that
@@ -788,6 +791,9 @@ mod batches {
         drain();
         adopt_orphans();
     }
+
+    #[cfg(test)]
+    mod tests;
 }
 
 /// Frees an array or table that was replaced in `owner`, once no reader can still be using it
