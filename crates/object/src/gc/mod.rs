@@ -906,7 +906,7 @@ mod tests {
     /// collection came a threshold late.)
     #[test]
     fn a_thread_that_exits_as_a_collection_ends_still_counts_its_objects_as_young() {
-        const MADE: usize = THRESHOLD / 2;
+        const MADE: usize = if cfg!(miri) { 40 } else { THRESHOLD / 2 };
         let _one = crate::one_stopping_test_at_a_time();
         let (exit, exit_wanted) = std::sync::mpsc::channel::<()>();
         let (made, made_all) = std::sync::mpsc::channel::<()>();
@@ -945,7 +945,7 @@ mod tests {
     /// next automatic collection came up to a thread's list early.)
     #[test]
     fn objects_an_exit_unlisted_before_a_collection_are_not_young_after_it() {
-        const MADE: usize = THRESHOLD / 2;
+        const MADE: usize = if cfg!(miri) { 40 } else { THRESHOLD / 2 };
         let _one = crate::one_stopping_test_at_a_time();
         let (unlisted, exit_unlisted) = std::sync::mpsc::channel::<isize>();
         let (collected, collection_done) = std::sync::mpsc::channel::<()>();
