@@ -687,9 +687,10 @@ mod batches {
     /// Elsewhere, a batch of shared objects only whose thread is away is dropped here if this
     /// thread is attached, else left to the orphans, which the next attached thread to settle
     /// drops: at home it would wait for its thread to attach again. Any other batch goes home,
-    /// to be dropped at the retiring thread's next quiescent state, or to the orphans once that
-    /// thread has exited. (A collection's traversal pins nothing, so this never runs inside
-    /// one, on the stopping thread or another.)
+    /// to be dropped at the retiring thread's next quiescent state; once that thread has exited
+    /// (its mailbox closed) it is handed back, and dropped here or orphaned as above. (A
+    /// collection's traversal pins nothing, so this never runs inside one, on the stopping
+    /// thread or another.)
     fn expire(batch: Batch, home: &Arc<Mailbox>) {
         let at_home = RETIRED.with_current(|r| {
             r.is_some_and(|r| {
