@@ -266,6 +266,8 @@ struct Current {
     /// [`local::counts`]: never torn down either; beside the owner id, which every count that
     /// reads it has just read.
     counts: Cell<*const ()>,
+    /// [`local::deferred_path`]: inline while `counts` is set, out of line while it is null.
+    deferred_path: Cell<ftrt_refcount::biased::DeferredPath>,
     /// Whether the thread is running the closure of its own stop of the world: see
     /// [`StopRunning`].
     running_stop: Cell<bool>,
@@ -397,6 +399,7 @@ thread_local! {
             left_with_reads: Cell::new(false),
             owner_id: Cell::new(ftrt_refcount::biased::Owner::detached().counting_id()),
             counts: Cell::new(std::ptr::null()),
+            deferred_path: Cell::new(ftrt_refcount::biased::DeferredPath::OUT_OF_LINE),
             running_stop: Cell::new(false),
             parking_counts: Cell::new(false),
         }
@@ -1342,7 +1345,19 @@ pub mod local {
         CURRENT.with(|c| c.counts.get())
     }
 
-    /// Sets the calling thread's [`counts`] pointer.
+    /// The path the calling thread's counts of deferred objects take
+    /// ([`CountDeferred::path`](ftrt_refcount::biased::CountDeferred::path)): inline while
+    /// [`counts`] is set, out of line while it is null (see [`set_counts`]). Beside it in the
+    /// thread-local, one load.
+    #[inline(always)]
+    pub fn deferred_path() -> ftrt_refcount::biased::DeferredPath {
+        CURRENT.with(|c| c.deferred_path.get())
+    }
+
+    /// Sets the calling thread's [`counts`] pointer, and the [`deferred_path`] with it: the
+    /// inline one ([`DeferredPath::INLINE`](ftrt_refcount::biased::DeferredPath::INLINE)) while
+    /// the pointer is set, so that the first halves may write through it with no test for
+    /// null, the out-of-line one while it is null.
     ///
     /// # Safety
     /// Code that reads [`counts`] writes through it (the object model counts references in the
@@ -1350,7 +1365,16 @@ pub mod local {
     /// is set again.
     #[inline(always)]
     pub unsafe fn set_counts(counts: *const ()) {
-        CURRENT.with(|c| c.counts.set(counts));
+        use ftrt_refcount::biased::DeferredPath;
+        let path = if counts.is_null() {
+            DeferredPath::OUT_OF_LINE
+        } else {
+            DeferredPath::INLINE
+        };
+        CURRENT.with(|c| {
+            c.counts.set(counts);
+            c.deferred_path.set(path);
+        });
     }
 
     /// Whether the calling thread holds its attach pin: the pin on `crossbeam-epoch`'s default

@@ -62,10 +62,10 @@ pub(crate) unsafe fn try_incref_inline(object: NonNull<Header>, token: Token<'_>
     // biased count answers `true` on its owner, and for a count marked immortal on any thread.
     // Not the owner: a deferred object (which no thread owns) counts in this thread's array, a
     // path as short as the owner's; others count in the shared half, out of line.
-    <BuildCount as RefCount>::incref_owned(&head.count, token, |tag| {
-        // SAFETY: the count's tag, for the reference taken here; alive per the caller; the
-        // thread is attached (the contract's token).
-        unsafe { hot::count_in_thread(tag, hot::TAKEN) }
+    // SAFETY: the count's tag, for the reference taken here; alive per the caller; the thread
+    // is attached (the contract's token).
+    <BuildCount as RefCount>::incref_owned(&head.count, token, unsafe {
+        hot::CountInThread::new(hot::TAKEN)
     })
 }
 
@@ -77,7 +77,14 @@ pub(crate) unsafe fn try_incref_inline(object: NonNull<Header>, token: Token<'_>
 unsafe fn incref_shared(object: NonNull<Header>, token: Token<'_>) {
     // SAFETY: alive per the caller.
     let head = unsafe { header(object) };
-    if <BuildCount as RefCount>::incref_unowned(&head.count, token) == Counting::Shared {
+    let count_deferred = |tag| {
+        // SAFETY: the count's tag, for the reference taken here; alive per the caller; the
+        // thread is attached (the contract's token).
+        unsafe { hot::count_in_thread_out_of_line(tag, hot::TAKEN) }
+    };
+    if <BuildCount as RefCount>::incref_unowned(&head.count, token, count_deferred)
+        == Counting::Shared
+    {
         // SAFETY: alive per the caller, and just counted; the thread is attached (the
         // contract's token).
         unsafe { hot::note_shared_increment(object) };
@@ -91,11 +98,9 @@ unsafe fn incref_shared(object: NonNull<Header>, token: Token<'_>) {
 #[inline]
 pub(crate) unsafe fn decref(object: NonNull<Header>, token: Token<'_>) {
     // The halves are `incref`'s, in the same order.
-    let count_deferred = |tag| {
-        // SAFETY: the count's tag, for the reference the caller gives up; the thread is
-        // attached (the contract's token).
-        unsafe { hot::count_in_thread(tag, hot::DROPPED) }
-    };
+    // SAFETY: the count's tag, for the reference the caller gives up; the thread is attached
+    // (the contract's token).
+    let count_deferred = unsafe { hot::CountInThread::new(hot::DROPPED) };
     // SAFETY: the caller gives up its reference if the owner's half takes it; `release_count`
     // frees exactly such objects.
     match unsafe {
@@ -120,10 +125,21 @@ pub(crate) unsafe fn decref(object: NonNull<Header>, token: Token<'_>) {
 /// As for [`decref`].
 #[inline(never)]
 unsafe fn decref_shared(object: NonNull<Header>, token: Token<'_>) {
+    let count_deferred = |tag| {
+        // SAFETY: the count's tag, for the reference the caller gives up; the thread is
+        // attached (the contract's token).
+        unsafe { hot::count_in_thread_out_of_line(tag, hot::DROPPED) }
+    };
     // SAFETY: the caller gives up its reference; `release_count` frees exactly such objects.
-    // `None`: immortal (made so at run time), never freed.
-    if unsafe { <BuildCount as RefCount>::decref_unowned(count_ptr(object), token, release_count) }
-        == Some(true)
+    // `None`: immortal (made so at run time) or deferred (counted above), never freed here.
+    if unsafe {
+        <BuildCount as RefCount>::decref_unowned(
+            count_ptr(object),
+            token,
+            release_count,
+            count_deferred,
+        )
+    } == Some(true)
     {
         // SAFETY: that was the last reference.
         unsafe { release(object) };

@@ -3,7 +3,7 @@
 
 use std::ptr::NonNull;
 
-use crate::biased::Owner;
+use crate::biased::{CountDeferred, Owner};
 use crate::{AtomicCount, BiasedCount, GilHeld, NonAtomicCount};
 
 /// What a count reports when asked for its value, like `sys.getrefcount`.
@@ -88,17 +88,21 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// thread skips here). After `false`, call [`incref_unowned`](Self::incref_unowned).
     ///
     /// A deferred count ([`defer_counting`](Self::defer_counting)) answers `true` after calling
-    /// `deferred` with its tag, on every thread: the caller counts the reference where the tag
-    /// says. Strategies that never defer never call it.
+    /// `deferred` with its tag, on every thread whose token takes the inline path
+    /// ([`DeferredPath`](crate::biased::DeferredPath)): the caller counts the reference where
+    /// the tag says. With other tokens it answers `false`, and the unowned half hands the tag
+    /// over. Strategies that never defer never call it.
     #[inline(always)]
-    fn incref_owned(&self, token: Self::Token<'_>, _deferred: impl FnOnce(u16)) -> bool {
+    fn incref_owned(&self, token: Self::Token<'_>, _deferred: impl CountDeferred) -> bool {
         self.incref(token);
         true
     }
     /// The rest of [`incref_counting`](Self::incref_counting), after
-    /// [`incref_owned`](Self::incref_owned) answered `false`.
+    /// [`incref_owned`](Self::incref_owned) answered `false`: a deferred count met here (a token
+    /// on the out-of-line path) calls `deferred` with its tag, as the first half does on the
+    /// inline path.
     #[inline]
-    fn incref_unowned(&self, token: Self::Token<'_>) -> Counting {
+    fn incref_unowned(&self, token: Self::Token<'_>, _deferred: impl FnOnce(u16)) -> Counting {
         self.incref_counting(token)
     }
     /// Drops a reference; `true` means it was the last one and the caller must free the object.
@@ -144,13 +148,14 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
         this: NonNull<Self>,
         token: Self::Token<'_>,
         release: unsafe fn(NonNull<Self>),
-        _deferred: impl FnOnce(u16),
+        _deferred: impl CountDeferred,
     ) -> Option<bool> {
         // SAFETY: forwarded from the caller.
         Some(unsafe { Self::decref(this, token, release) })
     }
     /// The rest of [`decref_counting`](Self::decref_counting), after
-    /// [`decref_owned`](Self::decref_owned) answered `None`.
+    /// [`decref_owned`](Self::decref_owned) answered `None`; `deferred` as in
+    /// [`incref_unowned`](Self::incref_unowned).
     ///
     /// # Safety
     /// As for `decref`.
@@ -159,6 +164,7 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
         this: NonNull<Self>,
         token: Self::Token<'_>,
         release: unsafe fn(NonNull<Self>),
+        _deferred: impl FnOnce(u16),
     ) -> Option<bool> {
         // SAFETY: forwarded from the caller.
         unsafe { Self::decref_counting(this, token, release) }
@@ -316,19 +322,19 @@ unsafe impl RefCount for BiasedCount {
         unsafe { BiasedCount::decref_counting(this, owner, release) }
     }
     #[inline(always)]
-    fn incref_owned(&self, owner: Owner<'_>, deferred: impl FnOnce(u16)) -> bool {
+    fn incref_owned(&self, owner: Owner<'_>, deferred: impl CountDeferred) -> bool {
         BiasedCount::incref_owned(self, owner, deferred)
     }
     #[inline]
-    fn incref_unowned(&self, _: Owner<'_>) -> Counting {
-        BiasedCount::incref_unowned(self)
+    fn incref_unowned(&self, _: Owner<'_>, deferred: impl FnOnce(u16)) -> Counting {
+        BiasedCount::incref_unowned(self, deferred)
     }
     #[inline(always)]
     unsafe fn decref_owned(
         this: NonNull<Self>,
         owner: Owner<'_>,
         release: unsafe fn(NonNull<Self>),
-        deferred: impl FnOnce(u16),
+        deferred: impl CountDeferred,
     ) -> Option<bool> {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::decref_owned_releasing(this, owner, release, deferred) }
@@ -339,9 +345,10 @@ unsafe impl RefCount for BiasedCount {
         this: NonNull<Self>,
         _: Owner<'_>,
         release: unsafe fn(NonNull<Self>),
+        deferred: impl FnOnce(u16),
     ) -> Option<bool> {
         // SAFETY: forwarded from the caller.
-        unsafe { BiasedCount::decref_unowned(this, release) }
+        unsafe { BiasedCount::decref_unowned(this, release, deferred) }
     }
     #[inline]
     fn get(&self, _: Owner<'_>) -> RefCountValue {

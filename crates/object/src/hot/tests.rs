@@ -28,7 +28,7 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
             // SAFETY: breaks the contract on purpose (drops of references never taken): the
             // settling below must refuse the negative total and free nothing, and `object`
             // holds its reference throughout.
-            unsafe { count_in_thread(tag, DROPPED) };
+            unsafe { count_in_thread_out_of_line(tag, DROPPED) };
         }
         let settled = catch_unwind(AssertUnwindSafe(|| settle_now(py)));
         assert!(settled.is_err(), "a negative total was settled");
@@ -48,7 +48,7 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
             // SAFETY: breaks the contract on purpose too (a delta of one, neither `TAKEN` nor
             // `DROPPED` for a reference): it undoes the three drops above, so the settling
             // below finds the true total; the object is alive (`object`).
-            unsafe { count_in_thread(tag, 1) };
+            unsafe { count_in_thread_out_of_line(tag, 1) };
         }
         settle_now(py);
         settle_now(py);

@@ -15,7 +15,7 @@
 use std::ptr::NonNull;
 
 use ftrt_gil::world::{Presence, World};
-use ftrt_refcount::biased::{LocalCounts, Owner};
+use ftrt_refcount::biased::{CountOnPath, DeferredPath, LocalCounts, Owner};
 use ftrt_refcount::BiasedCount;
 use loom::cell::UnsafeCell;
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +28,17 @@ const TAG: u16 = 1;
 /// The two threads of each model, by index into [`Runtime::counts`].
 const COUNTER: usize = 0;
 const STOPPER: usize = 1;
+
+/// Which half of the count hands thread `me` a deferred count's tag: the first (inline) on the
+/// counting thread, as on a thread whose array exists, the unowned one (out of line) on the
+/// stopper, as on a thread that has not made its array yet (`refs::incref`, `refs::decref`).
+fn deferred_path(me: usize) -> DeferredPath {
+    if me == COUNTER {
+        DeferredPath::INLINE
+    } else {
+        DeferredPath::OUT_OF_LINE
+    }
+}
 
 /// One thread's count of the deferred object: its net references, and the references it took
 /// since the last settle (the traffic that keeps an object deferred).
@@ -200,21 +211,34 @@ impl Runtime {
     /// Takes a reference as thread `me` (attached), as `refs::incref` does.
     fn take(&self, me: usize, owner: Owner<'_>) {
         let count = self.count();
-        if !count.incref_owned(owner, |tag| self.count_in_thread(me, tag, TAKEN)) {
-            count.incref_unowned();
+        let first_half = CountOnPath {
+            path: deferred_path(me),
+            count: |tag| self.count_in_thread(me, tag, TAKEN),
+        };
+        if !count.incref_owned(owner, first_half) {
+            count.incref_unowned(|tag| self.count_in_thread(me, tag, TAKEN));
         }
     }
 
     /// Drops a reference thread `me` (attached) holds, as `refs::decref` does.
     fn drop_reference(&self, me: usize, owner: Owner<'_>) {
         let object = NonNull::from(self.count());
+        let first_half = CountOnPath {
+            path: deferred_path(me),
+            count: |tag| self.count_in_thread(me, tag, DROPPED),
+        };
         // SAFETY: the caller's reference, given up here; `release` frees exactly such objects.
-        let last = match unsafe {
-            BiasedCount::decref_owned(object, owner, |tag| self.count_in_thread(me, tag, DROPPED))
-        } {
+        let last = match unsafe { BiasedCount::decref_owned(object, owner, first_half) } {
             Some(last) => last,
-            // SAFETY: as above.
-            None => (unsafe { BiasedCount::decref_unowned(object, release) }) == Some(true),
+            None => {
+                // SAFETY: as above.
+                let last = unsafe {
+                    BiasedCount::decref_unowned(object, release, |tag| {
+                        self.count_in_thread(me, tag, DROPPED)
+                    })
+                };
+                last == Some(true)
+            }
         };
         if last {
             // SAFETY: that was the last reference.

@@ -53,7 +53,78 @@ pub use thread::{
     detach_current_thread, for_each_registered, merge_pending, with_current_owner, Info,
     LocalCounts, Owner, Release,
 };
-use thread::{Queued, DEFERRED_OWNER, NO_OWNER};
+use thread::{Queued, DEFERRED_OWNER, DETACHED, NO_OWNER};
+
+/// Which half of a count's increment and decrement hands a deferred count's tag to the caller
+/// (see [`BiasedCount::defer_counting`]), as a [`CountDeferred`] says per count.
+///
+/// A runtime that counts deferred references in per-thread arrays made on first need takes the
+/// inline path on a thread whose array exists, and the out-of-line path before it is made and
+/// after it is gone: the inline count then writes to the array with no test for it, and only
+/// the out-of-line one has to make it.
+///
+/// A word, not an enum: a runtime keeps it in a thread-local, and the first halves compare the
+/// owner field with it as they find it, with no select in between.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeferredPath(u32);
+
+impl DeferredPath {
+    /// The first halves ([`BiasedCount::incref_owned`], [`BiasedCount::decref_owned`],
+    /// [`BiasedCount::decref_owned_releasing`]) hand the tag over, right after the owner check,
+    /// with the loads and compares the owner's path makes anyway.
+    pub const INLINE: Self = DeferredPath(DEFERRED_OWNER);
+    /// The first halves change nothing and answer as for a count the token does not own; the
+    /// unowned halves ([`BiasedCount::incref_unowned`], [`BiasedCount::decref_unowned`]) hand
+    /// the tag over instead. (The owner field no header holds.)
+    pub const OUT_OF_LINE: Self = DeferredPath(DETACHED);
+}
+
+/// What the first halves of a count's increment and decrement do with a deferred count: take
+/// the [`path`](Self::path) it says, and on the inline one [`count`](Self::count) the
+/// reference where the tag says. Any `FnOnce(u16)` is one that always takes the inline path.
+///
+/// The first halves call `count` only right after `path` answered [`DeferredPath::INLINE`],
+/// with nothing of the caller's in between, and at most once: an implementation may rely on
+/// what `path` read still holding in `count`.
+pub trait CountDeferred {
+    /// The path this count takes. Asked only of a count that is not the token's own and not
+    /// marked immortal in its local half, so the common paths never read it.
+    fn path(&self) -> DeferredPath;
+    /// Counts the reference, on the inline path, where `tag` says.
+    fn count(self, tag: u16);
+}
+
+impl<F: FnOnce(u16)> CountDeferred for F {
+    #[inline(always)]
+    fn path(&self) -> DeferredPath {
+        DeferredPath::INLINE
+    }
+
+    #[inline(always)]
+    fn count(self, tag: u16) {
+        self(tag)
+    }
+}
+
+/// A [`CountDeferred`] whose path is chosen up front: `count` on `path`.
+pub struct CountOnPath<F> {
+    /// The path every count takes.
+    pub path: DeferredPath,
+    /// What counts a reference on the inline path.
+    pub count: F,
+}
+
+impl<F: FnOnce(u16)> CountDeferred for CountOnPath<F> {
+    #[inline(always)]
+    fn path(&self) -> DeferredPath {
+        self.path
+    }
+
+    #[inline(always)]
+    fn count(self, tag: u16) {
+        (self.count)(tag)
+    }
+}
 
 const FLAG_BITS: u32 = 3;
 const FLAG_MASK: i32 = 0b111;
@@ -322,7 +393,7 @@ impl BiasedCount {
     /// model) then runs as straight as the owner's, with no second look at the object, while the
     /// owner's path and the immortal test stay as they were.
     #[inline(always)]
-    pub fn incref_owned(&self, owner: Owner<'_>, deferred: impl FnOnce(u16)) -> bool {
+    pub fn incref_owned(&self, owner: Owner<'_>, deferred: impl CountDeferred) -> bool {
         self.incref_first_half(owner, deferred).is_some()
     }
 
@@ -333,7 +404,11 @@ impl BiasedCount {
     /// immortal (None, small ints, interned strings), and those then cost a load and a compare,
     /// and no owner check.
     #[inline(always)]
-    fn incref_first_half(&self, owner: Owner<'_>, deferred: impl FnOnce(u16)) -> Option<Counting> {
+    fn incref_first_half(
+        &self,
+        owner: Owner<'_>,
+        deferred: impl CountDeferred,
+    ) -> Option<Counting> {
         // Relaxed, on every thread: `IMMORTAL_LOCAL` is final, so any thread that reads it may
         // stop counting (its decrement will read it too); a deferred count's tag, read only when
         // the owner field says deferred, is written with it and cleared with it while no other
@@ -346,8 +421,9 @@ impl BiasedCount {
         // Relaxed: as in `owned_by_id`.
         let owned_by = self.owner.load(Ordering::Relaxed);
         if owned_by != owner.id() {
-            if owned_by == DEFERRED_OWNER {
-                deferred(deferred_tag(local));
+            // `DEFERRED_OWNER` on the inline path; no header's value on the other.
+            if owned_by == deferred.path().0 {
+                deferred.count(deferred_tag(local));
                 return Some(Counting::Ignored);
             }
             // Off the owner's and the deferred count's paths: see `not_owned`.
@@ -368,17 +444,29 @@ impl BiasedCount {
     /// The other half of [`incref_counting`](Self::incref_counting), for a thread that does not
     /// own the count (after [`incref_owned`](Self::incref_owned) answered `false`): adds a
     /// reference in the shared count ([`Counting::Shared`]), or nowhere for an immortal or
-    /// deferred count ([`Counting::Ignored`]). Never [`Counting::Local`].
+    /// deferred count ([`Counting::Ignored`]), handing a deferred count's tag to `deferred`
+    /// (reached only with a token on [`DeferredPath::OUT_OF_LINE`]). Never [`Counting::Local`].
     #[inline]
-    pub fn incref_unowned(&self) -> Counting {
+    pub fn incref_unowned(&self, deferred: impl FnOnce(u16)) -> Counting {
         // Deferred counts, and counts made immortal by a thread that does not own them (the
         // first half stopped those immortal from the start): checked inline, one load and no
         // call.
         if self.shared_saturated() {
+            self.hand_over_if_deferred(deferred);
             Counting::Ignored
         } else {
             self.incref_shared();
             Counting::Shared
+        }
+    }
+
+    /// Calls `deferred` with the count's tag if it is deferred: the unowned halves' part of a
+    /// deferred count, for a saturated shared half (which every deferred count has).
+    #[inline]
+    fn hand_over_if_deferred(&self, deferred: impl FnOnce(u16)) {
+        // Relaxed: as in `incref_first_half`.
+        if self.owner.load(Ordering::Relaxed) == DEFERRED_OWNER {
+            deferred(deferred_tag(self.local.load(Ordering::Relaxed)));
         }
     }
 
@@ -529,7 +617,7 @@ impl BiasedCount {
     pub unsafe fn decref_owned(
         this: NonNull<Self>,
         owner: Owner<'_>,
-        deferred: impl FnOnce(u16),
+        deferred: impl CountDeferred,
     ) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
         let count = unsafe { this.as_ref() };
@@ -555,7 +643,7 @@ impl BiasedCount {
         this: NonNull<Self>,
         owner: Owner<'_>,
         release: Release,
-        deferred: impl FnOnce(u16),
+        deferred: impl CountDeferred,
     ) -> bool {
         // SAFETY: the caller holds a reference, so the count is alive.
         match unsafe { this.as_ref() }.drop_local(owner, deferred) {
@@ -575,7 +663,7 @@ impl BiasedCount {
     /// (tested first, as in the increment); the owner's decrement of `local`; a deferred count's
     /// tag handed to `deferred`; or nothing changed, on a thread that does not own the count.
     #[inline(always)]
-    fn drop_local(&self, owner: Owner<'_>, deferred: impl FnOnce(u16)) -> LocalDrop {
+    fn drop_local(&self, owner: Owner<'_>, deferred: impl CountDeferred) -> LocalDrop {
         // Relaxed: as in `incref_first_half`.
         let local = self.local.load(Ordering::Relaxed);
         if local == IMMORTAL_LOCAL {
@@ -584,8 +672,9 @@ impl BiasedCount {
         // Relaxed: as in `owned_by_id`.
         let owned_by = self.owner.load(Ordering::Relaxed);
         if owned_by != owner.id() {
-            if owned_by == DEFERRED_OWNER {
-                deferred(deferred_tag(local));
+            // As in `incref_first_half`.
+            if owned_by == deferred.path().0 {
+                deferred.count(deferred_tag(local));
                 return LocalDrop::Ignored;
             }
             // Off the owner's and the deferred count's paths: see `not_owned`.
@@ -628,15 +717,22 @@ impl BiasedCount {
 
     /// The other half of [`decref_counting`](Self::decref_counting), for a thread that does not
     /// own the count (after [`decref_owned`](Self::decref_owned) answered `None`): `None` for an
-    /// immortal or deferred count, which ignores the decrement; else the decrement in the shared
-    /// count, answering whether it was the last reference.
+    /// immortal or deferred count, which ignores the decrement (a deferred count's tag handed to
+    /// `deferred`, as in [`incref_unowned`](Self::incref_unowned)); else the decrement in the
+    /// shared count, answering whether it was the last reference.
     ///
     /// # Safety
     /// As for [`decref`](Self::decref).
     #[inline]
-    pub unsafe fn decref_unowned(this: NonNull<Self>, release: Release) -> Option<bool> {
+    pub unsafe fn decref_unowned(
+        this: NonNull<Self>,
+        release: Release,
+        deferred: impl FnOnce(u16),
+    ) -> Option<bool> {
         // SAFETY: the caller holds a reference, so the count is alive.
-        if unsafe { this.as_ref() }.shared_saturated() {
+        let count = unsafe { this.as_ref() };
+        if count.shared_saturated() {
+            count.hand_over_if_deferred(deferred);
             return None;
         }
         // SAFETY: forwarded from the caller.

@@ -123,6 +123,29 @@ fn not_deferred(tag: u16) {
     panic!("a count that is not deferred handed out tag {tag}");
 }
 
+/// The `deferred` argument of the first halves, for a count that is not deferred: neither its
+/// path nor its count may be asked for.
+fn not_deferred_on_either_path() -> impl CountDeferred {
+    struct NotDeferred;
+    impl CountDeferred for NotDeferred {
+        fn path(&self) -> DeferredPath {
+            panic!("the path asked for a count that is not deferred")
+        }
+        fn count(self, tag: u16) {
+            panic!("a count that is not deferred handed out tag {tag}")
+        }
+    }
+    NotDeferred
+}
+
+/// The `deferred` argument of the first halves that takes the out-of-line path.
+fn out_of_line(count: impl FnOnce(u16)) -> impl CountDeferred {
+    CountOnPath {
+        path: DeferredPath::OUT_OF_LINE,
+        count,
+    }
+}
+
 /// The tag the tests defer counts with.
 const TAG: u16 = 7;
 
@@ -1069,9 +1092,10 @@ fn a_deferred_count_ignores_every_thread_until_it_resumes_with_what_was_counted_
     assert_eq!(last, Some(true));
 }
 
-/// The halves a runtime calls hand a deferred count's tag to their caller, once for every
-/// reference taken or dropped, on every thread, the former owner included, and change nothing;
-/// the count leaves every owner check (`owner_id`) and, resumed, counts merged again.
+/// The first halves a runtime calls hand a deferred count's tag to their caller, on the inline
+/// path, once for every reference taken or dropped, on every thread, the former owner included,
+/// and change nothing; the count leaves every owner check (`owner_id`) and, resumed, counts
+/// merged again.
 #[test]
 fn the_halves_hand_a_deferred_counts_tag_to_every_thread() {
     let count = BiasedCount::new();
@@ -1115,6 +1139,67 @@ fn the_halves_hand_a_deferred_counts_tag_to_every_thread() {
         (NO_OWNER, 0, MERGED),
         "merged, dead, tag cleared"
     );
+}
+
+/// On the out-of-line path the first halves leave a deferred count alone, as one the token does
+/// not own, and the unowned halves hand its tag over, once for every reference taken or
+/// dropped; neither half hands over a count that is not deferred.
+#[test]
+fn out_of_line_the_unowned_halves_hand_a_deferred_counts_tag_over() {
+    let count = BiasedCount::new();
+    count.incref();
+    let owner = Owner::current_id(current());
+    // Not deferred yet: the owner counts it, and neither path is asked for.
+    assert!(count.incref_owned(owner, not_deferred_on_either_path()));
+    // SAFETY: gives up the reference just taken.
+    let dropped = unsafe {
+        BiasedCount::decref_owned(NonNull::from(&count), owner, not_deferred_on_either_path())
+    };
+    assert_eq!(dropped, Some(false));
+    // SAFETY: no other thread touches the count; this thread holds its references.
+    assert!(unsafe { count.defer_counting(TAG) });
+    let deferred = fields(&count);
+    let count_by_halves = || {
+        let owner = Owner::current_id(current());
+        let mut first = Vec::new();
+        let mut unowned = Vec::new();
+        assert!(!count.incref_owned(owner, out_of_line(|tag| first.push((tag, 1)))));
+        assert_eq!(
+            count.incref_unowned(|tag| unowned.push((tag, 1))),
+            Counting::Ignored
+        );
+        // SAFETY: the first half changes nothing; the unowned half gives up the reference
+        // just taken (counted elsewhere, by the caller).
+        let dropped = unsafe {
+            BiasedCount::decref_owned(
+                NonNull::from(&count),
+                owner,
+                out_of_line(|tag| first.push((tag, -1))),
+            )
+        };
+        assert_eq!(dropped, None);
+        // SAFETY: as above.
+        let dropped = unsafe {
+            BiasedCount::decref_unowned(NonNull::from(&count), never_called, |tag| {
+                unowned.push((tag, -1))
+            })
+        };
+        assert_eq!(dropped, None);
+        assert!(first.is_empty(), "the first halves hand nothing over");
+        unowned
+    };
+    // The former owner, then another thread.
+    assert_eq!(count_by_halves(), [(TAG, 1), (TAG, -1)]);
+    let elsewhere = thread::scope(|s| s.spawn(count_by_halves).join().unwrap());
+    assert_eq!(elsewhere, [(TAG, 1), (TAG, -1)]);
+    assert_eq!(fields(&count), deferred, "a deferred count never changes");
+    // SAFETY: deferred above, exclusive here; nothing net was counted elsewhere.
+    assert!(unsafe { count.resume_counting(0) }, "both references left");
+    // SAFETY: the test's two references, given up; the second is the last.
+    unsafe {
+        assert!(!BiasedCount::decref(NonNull::from(&count), never_called));
+        assert!(BiasedCount::decref(NonNull::from(&count), never_called));
+    }
 }
 
 #[test]
@@ -1540,14 +1625,14 @@ fn the_owners_halves_count_on_the_owner_and_leave_the_count_alone_elsewhere() {
     );
 
     assert!(counted.incref_owned(owner.owner(), not_deferred));
-    assert_eq!(counted.incref_unowned(), Counting::Shared);
+    assert_eq!(counted.incref_unowned(not_deferred), Counting::Shared);
     assert_eq!(fields(counted).1, 2);
     assert_eq!(counted.get(), RefCountValue::Mortal(3));
     // SAFETY: drops one of the owner's two local references.
     let last = unsafe { BiasedCount::decref_owned(count, owner.owner(), not_deferred) };
     assert_eq!(last, Some(false));
     // SAFETY: drops the shared reference.
-    let last = unsafe { BiasedCount::decref_unowned(count, release_boxed) };
+    let last = unsafe { BiasedCount::decref_unowned(count, release_boxed, not_deferred) };
     assert_eq!(last, Some(false));
     let before = released();
     // SAFETY: drops the last reference, which the call frees through `release_boxed`.
@@ -1594,10 +1679,10 @@ fn the_releasing_owners_last_local_drop_merges_while_others_hold_references() {
 fn the_unowned_halves_ignore_immortal_counts() {
     let count = NonNull::from(Box::leak(Box::new(BiasedCount::immortal())));
     // SAFETY: live (leaked until the end of the test).
-    let counted = unsafe { count.as_ref() }.incref_unowned();
+    let counted = unsafe { count.as_ref() }.incref_unowned(not_deferred);
     assert_eq!(counted, Counting::Ignored);
     // SAFETY: an immortal count ignores the decrement.
-    let dropped = unsafe { BiasedCount::decref_unowned(count, release_boxed) };
+    let dropped = unsafe { BiasedCount::decref_unowned(count, release_boxed, not_deferred) };
     assert_eq!(dropped, None);
     // SAFETY: made by `Box::leak` above, not used after.
     drop(unsafe { Box::from_raw(count.as_ptr()) });
