@@ -12,7 +12,10 @@
 //! check, from the owner field it has just read, and hands over the tag it keeps in its local
 //! half, already loaded for the immortal test: a deferred object's count is then as short as
 //! the owner's (the immortal test, the owner check, one more compare, the array, an add), and
-//! neither the owner's path nor the immortal one pays for it.
+//! neither the owner's path nor the immortal one pays for it. That is the inline path, which a
+//! thread takes while its array exists (`CountInThread`); before its first deferred count
+//! makes the array, and after its exit retires it, the first half leaves the count alone and
+//! the unowned half hands the tag over out of line (`count_in_thread_out_of_line`).
 //!
 //! - **Found hot**: a thread that counts [`PROMOTE_AFTER`] increments of one object in the shared
 //!   count (the biased count's atomic path) asks for it. Each thread remembers the

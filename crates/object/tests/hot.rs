@@ -15,6 +15,7 @@ use ftrt_gil::{Python, BUILD_STRATEGY};
 use ftrt_object::hot::{self, is_deferred, PROMOTE_AFTER};
 use ftrt_object::stats::live_objects;
 use ftrt_object::{gc, Kind, PyFloat, PyList, PyNone, RefCountValue, Shared};
+use ftrt_refcount::biased::DeferredPath;
 use ftrt_refcount::Strategy;
 
 fn biased() -> bool {
@@ -454,6 +455,78 @@ fn an_exited_threads_counts_still_count() {
         assert_eq!(object.refcount(), RefCountValue::Mortal(4));
         drop(handed);
         // Cold since the last collection: counted in its header again.
+        gc::collect(py);
+        assert!(!is_deferred(&object));
+        assert_eq!(object.refcount(), RefCountValue::Mortal(1));
+    });
+}
+
+/// References a thread keeps in a thread-local of its own, dropped in its exit, and the path the
+/// thread's deferred counts take as they are dropped.
+struct KeptUntilTheExit(Vec<Shared<PyFloat>>);
+
+/// The path [`KeptUntilTheExit`]'s drop found, out of line unless its drops went inline.
+static PATH_AT_THE_EXIT: std::sync::Mutex<Option<DeferredPath>> = std::sync::Mutex::new(None);
+
+impl Drop for KeptUntilTheExit {
+    fn drop(&mut self) {
+        *PATH_AT_THE_EXIT.lock().unwrap() = Some(ftrt_gil::local::deferred_path());
+        // Each handle attaches for its drop, after the thread's exit: counted with the exited
+        // threads.
+        self.0.clear();
+    }
+}
+
+std::thread_local! {
+    static KEPT: std::cell::RefCell<KeptUntilTheExit> =
+        const { std::cell::RefCell::new(KeptUntilTheExit(Vec::new())) };
+}
+
+/// A thread counts a deferred object out of line until its array of counts is made (its first
+/// count of a deferred object makes it), inline from then on, and out of line again once its
+/// exit has retired the array: references it drops then, from a thread-local destroyed after the
+/// array, count with the exited threads. Inline then, they would write to the freed array.
+#[test]
+fn a_thread_counts_deferred_objects_inline_only_while_its_array_lives() {
+    leak_checked(|py| {
+        let object = PyFloat::new(py, 0.25);
+        object.defer_refcount();
+        let shared = object.clone().unbind();
+        let other = thread::spawn(move || {
+            // Touched before the array is made, so destroyed after it.
+            KEPT.with(|kept| kept.borrow_mut().0.clear());
+            Python::attach(|py| {
+                let before = ftrt_gil::local::deferred_path();
+                for _ in 0..3 {
+                    let taken = shared.clone_ref(py);
+                    KEPT.with(|kept| kept.borrow_mut().0.push(taken));
+                }
+                let after = ftrt_gil::local::deferred_path();
+                drop(shared);
+                (before, after)
+            })
+        });
+        let (before, after) = py.allow_threads(|| other.join().unwrap());
+        let at_the_exit = PATH_AT_THE_EXIT.lock().unwrap().take();
+        assert_eq!(
+            before,
+            DeferredPath::OUT_OF_LINE,
+            "no array before the first count"
+        );
+        let inline = if biased() {
+            DeferredPath::INLINE
+        } else {
+            // No build but the biased one defers.
+            DeferredPath::OUT_OF_LINE
+        };
+        assert_eq!(after, inline, "the first count made the array");
+        assert_eq!(
+            at_the_exit,
+            Some(DeferredPath::OUT_OF_LINE),
+            "dropped after the array was retired"
+        );
+        // Taken three times and dropped three times, on the thread's array and after it.
+        gc::collect(py);
         gc::collect(py);
         assert!(!is_deferred(&object));
         assert_eq!(object.refcount(), RefCountValue::Mortal(1));

@@ -87,11 +87,11 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// changing nothing, unless the count is marked immortal in its local half, which every
     /// thread skips here). After `false`, call [`incref_unowned`](Self::incref_unowned).
     ///
-    /// A deferred count ([`defer_counting`](Self::defer_counting)) answers `true` after calling
-    /// `deferred` with its tag, on every thread whose token takes the inline path
-    /// ([`DeferredPath`](crate::biased::DeferredPath)): the caller counts the reference where
-    /// the tag says. With other tokens it answers `false`, and the unowned half hands the tag
-    /// over. Strategies that never defer never call it.
+    /// A deferred count ([`defer_counting`](Self::defer_counting)) answers `true` after handing
+    /// `deferred` its tag, on every thread, when `deferred` says the inline path
+    /// ([`CountDeferred::path`]): the caller counts the reference where the tag says. On the
+    /// out-of-line path it answers `false`, and the unowned half hands the tag over. Strategies
+    /// that never defer never call it.
     #[inline(always)]
     fn incref_owned(&self, token: Self::Token<'_>, _deferred: impl CountDeferred) -> bool {
         self.incref(token);
@@ -139,7 +139,8 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     /// [`decref_unowned`](Self::decref_unowned). `Some(true)`: the caller frees the object. A
     /// strategy may also free it through `release` itself and answer `Some(false)` (the biased
     /// count does, out of line, to keep the inlined part short). A deferred count answers
-    /// `Some(false)` after calling `deferred` with its tag, as in `incref_owned`.
+    /// `Some(false)` after handing `deferred` its tag on the inline path, `None` on the other,
+    /// as in `incref_owned`.
     ///
     /// # Safety
     /// As for `decref`; the reference is given up only if the answer is `Some`.

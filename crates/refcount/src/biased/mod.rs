@@ -383,10 +383,11 @@ impl BiasedCount {
 
     /// The owner's half of [`incref_counting`](Self::incref_counting): answers `true` when the
     /// increment is done, because `owner` owns the count and added the reference, because the
-    /// count's `local` says immortal (nothing to add), or because the count is deferred: then it
-    /// calls `deferred` with the count's tag (see [`defer_counting`](Self::defer_counting)), and
-    /// the caller counts the reference where the tag says. Else changes nothing and answers
-    /// `false`, for [`incref_unowned`](Self::incref_unowned).
+    /// count's `local` says immortal (nothing to add), or because the count is deferred and
+    /// `deferred` takes the inline path ([`CountDeferred::path`]): then it hands `deferred` the
+    /// count's tag (see [`defer_counting`](Self::defer_counting)), and the caller counts the
+    /// reference where the tag says. Else (a deferred count on the out-of-line path among them)
+    /// changes nothing and answers `false`, for [`incref_unowned`](Self::incref_unowned).
     ///
     /// The deferred count is told apart right after the owner check, from the owner field it
     /// has just read: a count every thread takes (a hot shared object, deferred by the object
@@ -445,7 +446,8 @@ impl BiasedCount {
     /// own the count (after [`incref_owned`](Self::incref_owned) answered `false`): adds a
     /// reference in the shared count ([`Counting::Shared`]), or nowhere for an immortal or
     /// deferred count ([`Counting::Ignored`]), handing a deferred count's tag to `deferred`
-    /// (reached only with a token on [`DeferredPath::OUT_OF_LINE`]). Never [`Counting::Local`].
+    /// (reached only after a first half's `deferred` said [`DeferredPath::OUT_OF_LINE`]). Never
+    /// [`Counting::Local`].
     #[inline]
     pub fn incref_unowned(&self, deferred: impl FnOnce(u16)) -> Counting {
         // Deferred counts, and counts made immortal by a thread that does not own them (the
@@ -603,9 +605,10 @@ impl BiasedCount {
 
     /// The owner's half of [`decref_counting`](Self::decref_counting): drops a reference if
     /// `owner` owns the count, answering whether it was the last, and answers `Some(false)` for
-    /// a count whose `local` says immortal, on any thread, and for a deferred count, after
-    /// calling `deferred` with its tag (as [`incref_owned`](Self::incref_owned) does); `None`,
-    /// changing nothing, otherwise (then call [`decref_unowned`](Self::decref_unowned)). The
+    /// a count whose `local` says immortal, on any thread, and for a deferred count on the
+    /// inline path, after handing `deferred` its tag (as [`incref_owned`](Self::incref_owned)
+    /// does); `None`, changing nothing, otherwise (then call
+    /// [`decref_unowned`](Self::decref_unowned)). The
     /// owner's path never needs the release function: a merge it runs answers `true` instead of
     /// freeing.
     ///
@@ -633,8 +636,8 @@ impl BiasedCount {
     /// not) runs out of line, and frees a dead object there, through `release`. So the inlined
     /// part is as short as the owner's decrement can be, for callers that inline it into every
     /// handle's drop. Answers whether the decrement is done: `owner` owns the count, its `local`
-    /// says immortal, or it is deferred and `deferred` was called with its tag (`false`: nothing
-    /// changed; then call [`decref_unowned`](Self::decref_unowned)).
+    /// says immortal, or it is deferred and `deferred`, on the inline path, was handed its tag
+    /// (`false`: nothing changed; then call [`decref_unowned`](Self::decref_unowned)).
     ///
     /// # Safety
     /// As for [`decref`](Self::decref); the reference is given up only if the answer is `true`.
@@ -1273,9 +1276,10 @@ impl BiasedCount {
     /// [`resume_counting`](Self::resume_counting). The caller counts those references elsewhere
     /// meanwhile (per-thread counts for a hot shared object, as CPython 3.14 keeps for types).
     ///
-    /// `tag` says where: the halves a runtime calls ([`incref_owned`](Self::incref_owned),
-    /// [`decref_owned`](Self::decref_owned)) hand it to their caller for every reference taken
-    /// or dropped, on every thread (an index into per-thread arrays, say). The count keeps it in
+    /// `tag` says where: the halves a runtime calls hand it to their caller for every reference
+    /// taken or dropped, on every thread (an index into per-thread arrays, say): the first
+    /// halves ([`incref_owned`](Self::incref_owned), [`decref_owned`](Self::decref_owned)) on
+    /// the inline [`DeferredPath`], the unowned ones on the other. The count keeps it in
     /// its local half, which no thread counts in any more, and says "deferred" in its owner
     /// field, which no thread's id matches: a thread finds a deferred count with the loads and
     /// compares the owner's path makes anyway.
@@ -1376,8 +1380,14 @@ impl BiasedCount {
     /// No other thread reads or writes the count during the call (the object model calls it in a
     /// stopped world, which also orders the change before every thread's next count), and the
     /// caller holds a reference. `new_owner` is a [`LocalCounts::id`] (a retired one is harmless:
-    /// its objects are merged by whoever queues to it).
+    /// its objects are merged by whoever queues to it), never another value: an owner field
+    /// holding [`DeferredPath::OUT_OF_LINE`]'s word would read as deferred on that path, and its
+    /// `local` be handed over as a tag.
     pub unsafe fn transfer_ownership(&self, new_owner: u32) -> bool {
+        debug_assert!(
+            new_owner != DETACHED && new_owner != DEFERRED_OWNER && new_owner != NO_OWNER,
+            "not a thread's id: {new_owner}"
+        );
         // Relaxed: the caller's exclusive access orders every other thread's writes before this.
         let owner = self.owner.load(Ordering::Relaxed);
         let shared = self.shared.load(Ordering::Relaxed);
