@@ -304,7 +304,7 @@ impl ftrt_refcount::biased::CountDeferred for CountInThread {
         // `ftrt_gil::local::set_counts` chooses exactly while `mine` is set (read just now by
         // `path`, on this thread, with nothing between that sets it back); the rest is the
         // contract of `new`.
-        unsafe { count_in_thread(self.0, tag) }
+        unsafe { count_in_thread(tag, self.0) }
     }
 }
 
@@ -322,7 +322,7 @@ impl ftrt_refcount::biased::CountDeferred for CountInThread {
 /// that object the thread takes now ([`TAKEN`], the object alive) or owns and gives up
 /// ([`DROPPED`]): a collection sums these counts to decide that the object is dead.
 #[inline(always)]
-unsafe fn count_in_thread(delta: isize, tag: u16) {
+unsafe fn count_in_thread(tag: u16, delta: isize) {
     let mine = mine();
     debug_assert!(!mine.is_null(), "a deferred count inline without an array");
     // SAFETY: set, per the caller: it points to this thread's `Registered` array, alive until
@@ -355,7 +355,7 @@ pub(crate) unsafe fn count_in_thread_out_of_line(tag: u16, delta: isize) {
     });
     if registered.is_ok() {
         // SAFETY: `mine` is set just above; forwarded otherwise.
-        return unsafe { count_in_thread(delta, tag) };
+        return unsafe { count_in_thread(tag, delta) };
     }
     // This thread's counts are gone (its exit is under way): count with the exited ones.
     let exited = &mut registry().exited[id];

@@ -49,8 +49,8 @@ pub(crate) unsafe fn incref(object: NonNull<Header>, token: Token<'_>) {
 /// [`incref`]'s inline half alone: adds a reference and answers `true` where the count takes it
 /// without a call, else changes nothing and answers `false`: then count with [`incref`] (or
 /// `incref_shared`, the rest of it). Inline are the owner's biased count, one marked immortal in
-/// its local half, a deferred object's count in this thread's array, and every count of the
-/// other builds.
+/// its local half, a deferred object's count in this thread's array once the thread has made
+/// it, and every count of the other builds.
 ///
 /// # Safety
 /// As for [`incref`].
@@ -61,7 +61,8 @@ pub(crate) unsafe fn try_incref_inline(object: NonNull<Header>, token: Token<'_>
     // Every strategy but the biased count answers `true` here, and the rest folds away. The
     // biased count answers `true` on its owner, and for a count marked immortal on any thread.
     // Not the owner: a deferred object (which no thread owns) counts in this thread's array, a
-    // path as short as the owner's; others count in the shared half, out of line.
+    // path as short as the owner's, once the array is made; others count in the shared half,
+    // out of line, as deferred objects do before the array is made.
     // SAFETY: the count's tag, for the reference taken here; alive per the caller; the thread
     // is attached (the contract's token).
     <BuildCount as RefCount>::incref_owned(&head.count, token, unsafe {
