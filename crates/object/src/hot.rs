@@ -84,7 +84,7 @@ const _: () = assert!(IDS.is_power_of_two(), "ids are masked in");
 const RECENT: usize = 32;
 
 /// How long a deferral waits for the world to stop before it gives up (to be asked again).
-const PATIENCE: Duration = Duration::from_millis(50);
+pub const PATIENCE: Duration = Duration::from_millis(50);
 
 /// Deferrals given up because the world would not stop in time.
 static GIVEN_UP: AtomicUsize = AtomicUsize::new(0);
@@ -93,7 +93,7 @@ static GIVEN_UP: AtomicUsize = AtomicUsize::new(0);
 /// world sooner: a thread blocked while attached may stay blocked a long time, and every try
 /// costs the asking thread the [`PATIENCE`] (at most 5 % of its time this way; objects are
 /// found hot every [`PROMOTE_AFTER`] increments).
-const HOLD_OFF: Duration = Duration::from_secs(1);
+pub const HOLD_OFF: Duration = Duration::from_secs(1);
 
 /// Until when threads ask for no deferral (`None`: they ask).
 static HELD_OFF_UNTIL: Mutex<Option<Instant>> = Mutex::new(None);
@@ -130,8 +130,11 @@ struct ThreadCounts([AtomicIsize; IDS]);
 /// A deferred object, by its header.
 struct Deferred(NonNull<Header>);
 
-// SAFETY: only a pointer, used in a stopped world or under the registry's lock to reach an
-// object the registry keeps alive (a deferred object is never freed while deferred).
+// SAFETY: only a pointer, to a shared object (a local one is never requested), which whoever
+// holds it keeps alive: the registry, used in a stopped world or under its lock (a deferred
+// object is never freed while deferred), or a `Request`, which holds a reference of its own
+// from the moment it is made until the stopped world that handles it gives that reference away
+// with the object, hands it to the registry, or drops it (`run_pending`).
 unsafe impl Send for Deferred {}
 
 /// What the collector needs to settle deferred objects, under one lock.
@@ -791,7 +794,7 @@ pub fn is_deferred<T: crate::PyTypeInfo>(object: &crate::Bound<'_, T>) -> bool {
 }
 
 /// How many times the deferrals threads asked for were given up because the world would not
-/// stop within 50 ms (a thread attached and blocked without reaching a checkpoint).
+/// stop within [`PATIENCE`] (a thread attached and blocked without reaching a checkpoint).
 pub fn deferrals_given_up() -> usize {
     GIVEN_UP.load(Ordering::Relaxed)
 }
