@@ -133,8 +133,9 @@ struct Deferred(NonNull<Header>);
 // SAFETY: only a pointer, to a shared object (a local one is never requested), which whoever
 // holds it keeps alive: the registry, used in a stopped world or under its lock (a deferred
 // object is never freed while deferred), or a `Request`, which holds a reference of its own
-// from the moment it is made until the stopped world that handles it gives that reference away
-// with the object, hands it to the registry, or drops it (`run_pending`).
+// from the moment it is made until a stopped world gives it away with the object or hands it to
+// the registry (`run_pending`), or `drop_references` gives it up: after that stop, inside a
+// collection's stop, or after a try that timed out.
 unsafe impl Send for Deferred {}
 
 /// What the collector needs to settle deferred objects, under one lock.
