@@ -690,34 +690,58 @@ pub(crate) fn deferred_refcount(_attached: Python<'_>, object: &Header) -> Optio
 
 /// Deferred objects a settling found with no reference left, each holding one the settling took
 /// (so that the cycle search reads them as alive): [`free`](Self::free) drops those references,
-/// which frees the objects, once the world runs again.
+/// which frees the objects, once the world runs again. With them, the first refusal of the
+/// settling (an object whose counts hold more drops than references: a counting bug), which
+/// `free` passes on once the objects are freed.
 #[must_use = "the objects are freed only by `free`"]
-pub(crate) struct Dead(Vec<NonNull<Header>>);
+pub(crate) struct Dead {
+    objects: Vec<NonNull<Header>>,
+    refused: Option<Panic>,
+}
+
+/// A panic's payload, caught to be resumed later.
+type Panic = Box<dyn std::any::Any + Send>;
 
 impl Dead {
-    /// Drops the settling's references, freeing the objects. With the world running.
+    /// Drops the settling's references, freeing the objects, every one of them even if a
+    /// release panics; then resumes the settling's refusal, or else the first such panic. With
+    /// the world running.
     pub(crate) fn free(self, token: Token<'_>) {
-        for object in self.0 {
-            // SAFETY: the settling's reference, the only one: this frees it.
-            unsafe { decref(object, token) };
+        let mut panicked = self.refused;
+        for object in self.objects {
+            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                // SAFETY: the settling's reference, the only one: this frees it.
+                unsafe { decref(object, token) }
+            }));
+            if let Err(panic) = dropped {
+                panicked.get_or_insert(panic);
+            }
+        }
+        if let Some(panic) = panicked {
+            std::panic::resume_unwind(panic);
         }
     }
 }
 
 /// Settles the deferred objects, in a collection's stopped world. One that no thread took a
 /// reference to since the last settling (and that was deferred before it) has gone cold, and
-/// one that no reference holds any more is dead: both count in their headers again (the threads' counts folded in). The rest stay
-/// deferred, their traffic counted afresh. Returns the dead, to free once the world runs again.
+/// one that no reference holds any more is dead: both count in their headers again (the threads'
+/// counts folded in). The rest stay deferred, their traffic counted afresh. Returns the dead, to
+/// free once the world runs again, and the first object refused (its counts hold more drops
+/// than references): it stays deferred, and [`Dead::free`] panics with the refusal.
 ///
 /// # Safety
 /// The world is stopped.
 pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
     // The world stopped: deferrals may be asked for again.
     lift_hold_off();
-    let mut dead = Vec::new();
+    let mut dead = Dead {
+        objects: Vec::new(),
+        refused: None,
+    };
     if DEFERRED.load(Ordering::Relaxed) == 0 {
         REFUSALS_ASK.store(true, Ordering::Relaxed);
-        return Dead(dead);
+        return dead;
     }
     let mut registry = registry();
     let mut gave_back = false;
@@ -743,10 +767,21 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
         // Cold or dead: the header counts again, the threads' counts folded in. The header
         // first: it refuses a negative total (a counting bug) by panicking before it changes
         // anything, and the id must then stay with the object that still carries it as its
-        // tag, not go to the next object deferred.
-        // SAFETY: deferred, exclusive (stopped world), and `net` is every thread's count less
-        // the references the registry gives up.
-        let alive = unsafe { <BuildCount as RefCount>::resume_counting(&head.count, net as i64) };
+        // tag, not go to the next object deferred. The refusal is caught, so that the other
+        // objects settle and the dead found so far are freed (unwound, they would keep the
+        // settling's references for ever), and the caller gets it once they are.
+        let resumed = std::panic::catch_unwind(|| {
+            // SAFETY: deferred, exclusive (stopped world), and `net` is every thread's count
+            // less the references the registry gives up.
+            unsafe { <BuildCount as RefCount>::resume_counting(&head.count, net as i64) }
+        });
+        let alive = match resumed {
+            Ok(alive) => alive,
+            Err(refusal) => {
+                dead.refused.get_or_insert(refusal);
+                continue;
+            }
+        };
         registry.exited[id] = 0;
         registry.requests_held[id] = 0;
         for thread in &registry.threads {
@@ -759,11 +794,11 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
         if !alive {
             // No reference left: one for the caller, whose drop frees it by counting.
             <BuildCount as RefCount>::incref(&head.count, token);
-            dead.push(object);
+            dead.objects.push(object);
         }
     }
     REFUSALS_ASK.store(gave_back, Ordering::Relaxed);
-    Dead(dead)
+    dead
 }
 
 /// Runs the pending requests (deferrals held off after one was given up are asked for again),

@@ -4,7 +4,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use ftrt_gil::BUILD_STRATEGY;
-use ftrt_refcount::Strategy;
+use ftrt_refcount::{RefCountValue, Strategy};
 
 use super::*;
 use crate::PyFloat;
@@ -94,5 +94,54 @@ fn the_references_a_collection_takes_to_its_garbage_are_not_traffic_that_asks_fo
             RECENTLY_SHARED.with(|recent| recent[slot].get()),
             (address, PROMOTE_AFTER - 1)
         );
+    });
+}
+
+#[test]
+fn a_settling_that_refuses_one_object_still_frees_the_dead_ones() {
+    if BUILD_STRATEGY != Strategy::Biased {
+        return; // only the biased build defers
+    }
+    let _one = crate::one_stopping_test_at_a_time();
+    Python::attach(|py| {
+        // A list that dies deferred, and what it holds: the list's freeing drops the item's
+        // count back to the test's own reference.
+        let item = PyFloat::new(py, 0.5);
+        let dying = crate::PyList::empty(py);
+        dying.append(item.clone());
+        assert!(dying.defer_refcount());
+        // An object whose threads' counts hold more drops than references: the settling
+        // refuses it (a counting bug).
+        let refused = PyFloat::new(py, 1.5);
+        assert!(refused.defer_refcount());
+        // Past the first settling, which a fresh deferral lasts through whatever it finds.
+        settle_now(py);
+        let tag = deferred_id(refused.header());
+        for _ in 0..3 {
+            // SAFETY: breaks the contract on purpose, as in the test above; `refused` holds its
+            // reference throughout, and the imbalance is undone below.
+            unsafe { count_in_thread_out_of_line(tag, DROPPED) };
+        }
+        drop(dying);
+        assert_eq!(item.refcount(), RefCountValue::Mortal(2));
+
+        // Whichever of the two the settling reaches first, the dead list is freed, and the
+        // refusal still reaches the caller.
+        let settled = catch_unwind(AssertUnwindSafe(|| settle_now(py)));
+        assert!(settled.is_err(), "a negative total was settled");
+        assert_eq!(
+            item.refcount(),
+            RefCountValue::Mortal(1),
+            "the dead list was not freed"
+        );
+        assert_eq!(deferred_id(refused.header()), tag);
+
+        for _ in 0..3 {
+            // SAFETY: undoes the three drops above, as in the test above.
+            unsafe { count_in_thread_out_of_line(tag, 1) };
+        }
+        settle_now(py);
+        settle_now(py);
+        assert_eq!(deferred_id(refused.header()), 0);
     });
 }
