@@ -770,11 +770,12 @@ pub(crate) unsafe fn settle(token: Token<'_>) -> Dead {
         // tag, not go to the next object deferred. The refusal is caught, so that the other
         // objects settle and the dead found so far are freed (unwound, they would keep the
         // settling's references for ever), and the caller gets it once they are.
-        let resumed = std::panic::catch_unwind(|| {
+        // Unwind-safe: a refusal changes nothing.
+        let resumed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // SAFETY: deferred, exclusive (stopped world), and `net` is every thread's count
             // less the references the registry gives up.
             unsafe { <BuildCount as RefCount>::resume_counting(&head.count, net as i64) }
-        });
+        }));
         let alive = match resumed {
             Ok(alive) => alive,
             Err(refusal) => {

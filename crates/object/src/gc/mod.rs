@@ -227,6 +227,13 @@ thread_local! {
     static FREEING_GARBAGE: Cell<bool> = const { Cell::new(false) };
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Tests only: the address of an object whose `clear` slot panics when `free_garbage`
+    /// reaches it (0: none).
+    static CLEAR_PANICS_AT: Cell<usize> = const { Cell::new(0) };
+}
+
 #[cfg(all(test, not(ftrt_gil_build)))]
 thread_local! {
     /// Tests only: runs on a collecting thread once its stopped-world collection has released
@@ -718,14 +725,21 @@ impl Garbage {
             }
             _ => now.extend(self.unreachable),
         }
-        // SAFETY: unreachable garbage, each with the collection's reference, given up here.
-        // None is listed by another thread: automatic collections skip listed objects, and a
-        // full one unlisted (published) the listed garbage it found.
-        unsafe { free_garbage(py, &now, true) };
+        // The dead deferred objects are freed even if freeing the garbage panicked (then the
+        // panic goes on once they are).
+        let freed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: unreachable garbage, each with the collection's reference, given up
+            // here. None is listed by another thread: automatic collections skip listed
+            // objects, and a full one unlisted (published) the listed garbage it found.
+            unsafe { free_garbage(py, &now, true) };
+        }));
         #[allow(clippy::let_unit_value)] // the token is `()` in the atomic-rc build
         // SAFETY: used in this call only, which stays attached throughout.
         let token = unsafe { py.count_token() };
         self.dead.free(token);
+        if let Err(panic) = freed {
+            std::panic::resume_unwind(panic);
+        }
         collection
     }
 }
@@ -755,6 +769,9 @@ fn count_collected(found: usize) {
 /// when it found it, so what freeing it frees does not count down. A local collection's garbage
 /// counts as it is freed.
 ///
+/// A panic in a slot or a release does not stop the rest from being cleared and freed; the
+/// first one resumes once they are.
+///
 /// # Safety
 /// Each object is unreachable garbage: alive, reachable only from other garbage, holding a
 /// reference the collection took, which this gives up. A listed object (`local`) is freed on
@@ -772,14 +789,36 @@ unsafe fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>], found_in_a_s
         }
     }
     let _freeing = Freeing(FREEING_GARBAGE.replace(found_in_a_stop));
+    // A panic (a bug: no slot of this object model panics) does not end the loops: unwound,
+    // they would leave the rest of the garbage uncleared and every collection's reference
+    // held, for ever. An object whose clearing panicked may keep itself alive through its own
+    // cycle; the next collection finds it again.
+    let mut panicked = None;
     for &object in objects {
-        // SAFETY: alive (the collection's reference); unreachable from any other thread, so
-        // clearing it races with nothing; its own type's slot.
-        unsafe { (header(object).ty.slots.clear)(object, py) };
+        let cleared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            #[cfg(test)]
+            if CLEAR_PANICS_AT.get() == object.as_ptr() as usize {
+                panic!("a clear slot panics (a test's hook)");
+            }
+            // SAFETY: alive (the collection's reference); unreachable from any other thread,
+            // so clearing it races with nothing; its own type's slot.
+            unsafe { (header(object).ty.slots.clear)(object, py) };
+        }));
+        if let Err(panic) = cleared {
+            panicked.get_or_insert(panic);
+        }
     }
     for &object in objects {
-        // SAFETY: the collection's reference.
-        unsafe { decref(object, token) };
+        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            // SAFETY: the collection's reference.
+            unsafe { decref(object, token) };
+        }));
+        if let Err(panic) = dropped {
+            panicked.get_or_insert(panic);
+        }
+    }
+    if let Some(panic) = panicked {
+        std::panic::resume_unwind(panic);
     }
 }
 
@@ -867,6 +906,8 @@ unsafe fn traverse(object: NonNull<Header>, mut visit: impl FnMut(NonNull<Header
     unsafe { (header(object).ty.slots.traverse)(object, &mut visit) };
 }
 
+#[cfg(test)]
+mod free_tests;
 #[cfg(all(test, not(ftrt_gil_build)))]
 mod tests {
     use super::*;
