@@ -727,8 +727,8 @@ impl Dead {
 /// reference to since the last settling (and that was deferred before it) has gone cold, and
 /// one that no reference holds any more is dead: both count in their headers again (the threads'
 /// counts folded in). The rest stay deferred, their traffic counted afresh. Returns the dead, to
-/// free once the world runs again, and the first object refused (its counts hold more drops
-/// than references): it stays deferred, and [`Dead::free`] panics with the refusal.
+/// free once the world runs again, and the panic of the first refusal (an object whose counts
+/// hold more drops than references; it stays deferred), which [`Dead::free`] resumes.
 ///
 /// # Safety
 /// The world is stopped.

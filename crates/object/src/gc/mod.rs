@@ -230,8 +230,15 @@ thread_local! {
 #[cfg(test)]
 thread_local! {
     /// Tests only: the address of an object whose `clear` slot panics when `free_garbage`
-    /// reaches it (0: none).
+    /// reaches it on this thread (0: none).
     static CLEAR_PANICS_AT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Tests only: makes the `clear` slot of the object at `address` panic when this thread frees
+/// it as garbage (0: no object's).
+#[cfg(test)]
+pub(crate) fn panic_in_clear_at(address: usize) {
+    CLEAR_PANICS_AT.set(address);
 }
 
 #[cfg(all(test, not(ftrt_gil_build)))]
@@ -725,8 +732,9 @@ impl Garbage {
             }
             _ => now.extend(self.unreachable),
         }
-        // The dead deferred objects are freed even if freeing the garbage panicked (then the
-        // panic goes on once they are).
+        // The dead deferred objects are freed even if freeing the garbage panicked. Then the
+        // settling's refusal goes on to the caller if there was one (it came first; this
+        // panic is dropped), else this panic.
         let freed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             // SAFETY: unreachable garbage, each with the collection's reference, given up
             // here. None is listed by another thread: automatic collections skip listed

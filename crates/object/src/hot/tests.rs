@@ -1,5 +1,6 @@
-//! What the integration tests cannot reach: a settling that finds a counting bug, and the
-//! traffic a thread has seen, which a collection's own references must not add to.
+//! What the integration tests cannot reach: a settling that finds a counting bug, a collection
+//! whose garbage panics as it is freed, and the traffic a thread has seen, which a collection's
+//! own references must not add to.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -8,6 +9,41 @@ use ftrt_refcount::{RefCountValue, Strategy};
 
 use super::*;
 use crate::PyFloat;
+
+/// Drops no thread took, counted for the deferred object `tag` on this thread: an imbalance
+/// only a counting bug makes, which a settling refuses. Undone when the guard goes, a failing
+/// assertion's unwinding included, so that no later settling in the process refuses it.
+/// Meanwhile an automatic collection on another test's thread would refuse it too: the tests
+/// that make one keep it only between two of their own settlings.
+struct Imbalance {
+    tag: u16,
+    drops: usize,
+}
+
+impl Imbalance {
+    /// Counts `drops` drops of `tag`'s object. The caller holds a reference to the object until
+    /// the guard is gone.
+    fn make(tag: u16, drops: usize) -> Self {
+        for _ in 0..drops {
+            // SAFETY: breaks the contract on purpose (drops of references never taken): the
+            // settlings meanwhile must refuse the negative total and free nothing, and the
+            // caller holds a reference to the object throughout.
+            unsafe { count_in_thread_out_of_line(tag, DROPPED) };
+        }
+        Imbalance { tag, drops }
+    }
+}
+
+impl Drop for Imbalance {
+    fn drop(&mut self) {
+        for _ in 0..self.drops {
+            // SAFETY: breaks the contract on purpose too (a delta of one, neither `TAKEN` nor
+            // `DROPPED` for a reference): it undoes one of the drops above, so that a settling
+            // finds the true total; the object is alive (the caller's reference).
+            unsafe { count_in_thread_out_of_line(self.tag, 1) };
+        }
+    }
+}
 
 #[test]
 fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object_that_carries_it() {
@@ -22,14 +58,7 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
         settle_now(py);
         let tag = deferred_id(object.header());
         let deferred = deferred_count();
-        // Three drops no thread took: an imbalance only a counting bug makes, which the
-        // settling refuses.
-        for _ in 0..3 {
-            // SAFETY: breaks the contract on purpose (drops of references never taken): the
-            // settling below must refuse the negative total and free nothing, and `object`
-            // holds its reference throughout.
-            unsafe { count_in_thread_out_of_line(tag, DROPPED) };
-        }
+        let imbalance = Imbalance::make(tag, 3);
         let settled = catch_unwind(AssertUnwindSafe(|| settle_now(py)));
         assert!(settled.is_err(), "a negative total was settled");
 
@@ -44,12 +73,7 @@ fn a_settling_that_finds_more_drops_than_references_keeps_the_id_with_the_object
 
         // The imbalance undone (plain net counts, no traffic): both settle and count again (the
         // other past its fresh deferral's first settling).
-        for _ in 0..3 {
-            // SAFETY: breaks the contract on purpose too (a delta of one, neither `TAKEN` nor
-            // `DROPPED` for a reference): it undoes the three drops above, so the settling
-            // below finds the true total; the object is alive (`object`).
-            unsafe { count_in_thread_out_of_line(tag, 1) };
-        }
+        drop(imbalance);
         settle_now(py);
         settle_now(py);
         assert_eq!(deferred_id(object.header()), 0);
@@ -117,11 +141,7 @@ fn a_settling_that_refuses_one_object_still_frees_the_dead_ones() {
         // Past the first settling, which a fresh deferral lasts through whatever it finds.
         settle_now(py);
         let tag = deferred_id(refused.header());
-        for _ in 0..3 {
-            // SAFETY: breaks the contract on purpose, as in the test above; `refused` holds its
-            // reference throughout, and the imbalance is undone below.
-            unsafe { count_in_thread_out_of_line(tag, DROPPED) };
-        }
+        let imbalance = Imbalance::make(tag, 3);
         drop(dying);
         assert_eq!(item.refcount(), RefCountValue::Mortal(2));
 
@@ -136,12 +156,52 @@ fn a_settling_that_refuses_one_object_still_frees_the_dead_ones() {
         );
         assert_eq!(deferred_id(refused.header()), tag);
 
-        for _ in 0..3 {
-            // SAFETY: undoes the three drops above, as in the test above.
-            unsafe { count_in_thread_out_of_line(tag, 1) };
-        }
+        drop(imbalance);
         settle_now(py);
         settle_now(py);
         assert_eq!(deferred_id(refused.header()), 0);
+    });
+}
+
+#[test]
+fn a_collection_whose_garbage_panics_as_it_is_freed_still_frees_the_dead_deferred_objects() {
+    if BUILD_STRATEGY != Strategy::Biased {
+        return; // only the biased build defers
+    }
+    let _one = crate::one_stopping_test_at_a_time();
+    // Garbage for the stopped-world collection: a self-holding list another thread made and
+    // dropped before it exited (its exit unlisted it, so no local collection finds it).
+    let garbage = std::thread::spawn(|| {
+        Python::attach(|py| {
+            let list = crate::PyList::empty(py);
+            list.append(list.clone());
+            list.header() as *const Header as usize
+        })
+    })
+    .join()
+    .unwrap();
+    Python::attach(|py| {
+        // A list that dies deferred, found dead by the collection's settling.
+        let item = PyFloat::new(py, 0.5);
+        let dying = crate::PyList::empty(py);
+        dying.append(item.clone());
+        assert!(dying.defer_refcount());
+        // Past the first settling, which a fresh deferral lasts through whatever it finds.
+        settle_now(py);
+        drop(dying);
+        assert_eq!(item.refcount(), RefCountValue::Mortal(2));
+
+        crate::gc::panic_in_clear_at(garbage);
+        let collected = catch_unwind(AssertUnwindSafe(|| crate::gc::collect_shared(py)));
+        crate::gc::panic_in_clear_at(0);
+        assert!(
+            collected.is_err(),
+            "the clear slot's panic reaches the caller"
+        );
+        assert_eq!(
+            item.refcount(),
+            RefCountValue::Mortal(1),
+            "the dead deferred list was not freed"
+        );
     });
 }
