@@ -234,11 +234,14 @@ thread_local! {
     static CLEAR_PANICS_AT: Cell<usize> = const { Cell::new(0) };
 }
 
-/// Tests only: makes the `clear` slot of the object at `address` panic when this thread frees
-/// it as garbage (0: no object's).
+/// Tests only: runs `collect` with the `clear` slot of the object at `address` made to panic
+/// when this thread frees it as garbage; returns whether `collect` panicked.
 #[cfg(test)]
-pub(crate) fn panic_in_clear_at(address: usize) {
+pub(crate) fn panics_with_a_clear_that_panics_at(address: usize, collect: impl FnOnce()) -> bool {
     CLEAR_PANICS_AT.set(address);
+    let collected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(collect));
+    CLEAR_PANICS_AT.set(0);
+    collected.is_err()
 }
 
 #[cfg(all(test, not(ftrt_gil_build)))]
