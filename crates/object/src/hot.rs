@@ -56,6 +56,7 @@ use ftrt_refcount::RefCount;
 
 use crate::header::{header, Header};
 use crate::refs::{assume_token, decref, Token};
+use crate::unwind::{each_past_panics, resume_first, Panic};
 
 /// Increments of one object in its shared count, by one thread, that make it hot.
 pub const PROMOTE_AFTER: u32 = 4096;
@@ -544,19 +545,10 @@ pub(crate) unsafe fn defer_requested_stopped(token: Token<'_>) {
 /// Drops the references of `requests`, every one of them even if a release panics: the first
 /// panic resumes once they are all dropped (stopped, they would keep their objects for ever).
 fn drop_references(requests: Vec<Request>, token: Token<'_>) {
-    let mut panicked = None;
-    for request in requests {
-        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // SAFETY: the request's reference, given up here.
-            unsafe { decref(request.object.0, token) }
-        }));
-        if let Err(panic) = dropped {
-            panicked.get_or_insert(panic);
-        }
-    }
-    if let Some(panic) = panicked {
-        std::panic::resume_unwind(panic);
-    }
+    resume_first([each_past_panics(requests, |request| {
+        // SAFETY: the request's reference, given up here.
+        unsafe { decref(request.object.0, token) }
+    })]);
 }
 
 /// Takes the pending requests and gives or defers the object of each; returns those that could
@@ -699,27 +691,16 @@ pub(crate) struct Dead {
     refused: Option<Panic>,
 }
 
-/// A panic's payload, caught to be resumed later.
-type Panic = Box<dyn std::any::Any + Send>;
-
 impl Dead {
     /// Drops the settling's references, freeing the objects, every one of them even if a
     /// release panics; then resumes the settling's refusal, or else the first such panic. With
     /// the world running.
     pub(crate) fn free(self, token: Token<'_>) {
-        let mut panicked = self.refused;
-        for object in self.objects {
-            let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                // SAFETY: the settling's reference, the only one: this frees it.
-                unsafe { decref(object, token) }
-            }));
-            if let Err(panic) = dropped {
-                panicked.get_or_insert(panic);
-            }
-        }
-        if let Some(panic) = panicked {
-            std::panic::resume_unwind(panic);
-        }
+        let released = each_past_panics(self.objects, |object| {
+            // SAFETY: the settling's reference, the only one: this frees it.
+            unsafe { decref(object, token) }
+        });
+        resume_first([self.refused, released]);
     }
 }
 

@@ -93,6 +93,7 @@ pub mod stats;
 mod string;
 mod tuple;
 mod types;
+mod unwind;
 
 pub use borrowed::Borrowed;
 pub use bound::Bound;

@@ -804,33 +804,20 @@ unsafe fn free_garbage(py: Python<'_>, objects: &[NonNull<Header>], found_in_a_s
     // they would leave the rest of the garbage uncleared and every collection's reference
     // held, for ever. An object whose clearing panicked may keep itself alive through its own
     // cycle; the next collection finds it again.
-    let mut panicked = None;
-    for &object in objects {
-        let cleared = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            #[cfg(test)]
-            if CLEAR_PANICS_AT.get() == object.as_ptr() as usize {
-                panic!("a clear slot panics (a test's hook)");
-            }
-            // SAFETY: alive (the collection's reference); unreachable from any other thread,
-            // so clearing it races with nothing; its own type's slot.
-            unsafe { (header(object).ty.slots.clear)(object, py) };
-        }));
-        if let Err(panic) = cleared {
-            panicked.get_or_insert(panic);
+    let cleared = crate::unwind::each_past_panics(objects, |&object| {
+        #[cfg(test)]
+        if CLEAR_PANICS_AT.get() == object.as_ptr() as usize {
+            panic!("a clear slot panics (a test's hook)");
         }
-    }
-    for &object in objects {
-        let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            // SAFETY: the collection's reference.
-            unsafe { decref(object, token) };
-        }));
-        if let Err(panic) = dropped {
-            panicked.get_or_insert(panic);
-        }
-    }
-    if let Some(panic) = panicked {
-        std::panic::resume_unwind(panic);
-    }
+        // SAFETY: alive (the collection's reference); unreachable from any other thread, so
+        // clearing it races with nothing; its own type's slot.
+        unsafe { (header(object).ty.slots.clear)(object, py) };
+    });
+    let released = crate::unwind::each_past_panics(objects, |&object| {
+        // SAFETY: the collection's reference.
+        unsafe { decref(object, token) };
+    });
+    crate::unwind::resume_first([cleared, released]);
 }
 
 /// The middle of every collection, stopped-world or local: takes off each object's outside
