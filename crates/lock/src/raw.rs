@@ -25,6 +25,40 @@ std::thread_local! {
     pub(crate) static HANDOFFS_RECEIVED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
+/// What a waiting thread did and when, for tests that check the timing of a wait from its
+/// thread's own clock readings instead of hoping to catch it in the act from another thread.
+#[cfg(all(test, not(loom)))]
+pub(crate) mod wait_log {
+    use std::cell::RefCell;
+    use std::sync::{Arc, Mutex};
+
+    /// One step of a wait, with the [`stamp`](super::fairness::stamp) read just before it.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub(crate) enum WaitStep {
+        /// About to enter the queue (the stamp is read before it does).
+        Parks(usize),
+        /// Woken to compete, found the lock taken (the stamp is read after it did).
+        LosesAfterAWakeUp(usize),
+    }
+
+    /// The steps of a thread's waits, in order, readable from any thread.
+    pub(crate) type WaitLog = Arc<Mutex<Vec<WaitStep>>>;
+
+    std::thread_local! {
+        /// Where this thread's wait steps go, if anywhere.
+        pub(crate) static LOG: RefCell<Option<WaitLog>> = const { RefCell::new(None) };
+    }
+
+    pub(super) fn record(step: fn(usize) -> WaitStep) {
+        LOG.with_borrow(|log| {
+            if let Some(log) = log {
+                let step = step(super::fairness::stamp());
+                log.lock().expect("a test's log").push(step);
+            }
+        });
+    }
+}
+
 /// The woken thread must compete for the lock again.
 const TOKEN_RETRY: UnparkToken = UnparkToken(0);
 /// The unlocking thread kept the lock locked and passed it to the woken thread.
@@ -191,6 +225,8 @@ impl LockByte {
             // stamp, and at the head of the queue it is handed the lock once that is over
             // `HANDOFF_AFTER` old.
             if std::mem::take(&mut woken_to_retry) {
+                #[cfg(all(test, not(loom)))]
+                wait_log::record(wait_log::WaitStep::LosesAfterAWakeUp);
                 if let Some(since) = parked_since {
                     sit_out(since, deadline);
                     continue;
@@ -224,6 +260,8 @@ impl LockByte {
                 }
             };
             let token = ParkToken(*parked_since.get_or_insert_with(fairness::stamp));
+            #[cfg(all(test, not(loom)))]
+            wait_log::record(wait_log::WaitStep::Parks);
             // SAFETY: the key is this lock's address, used only by this lock; the callbacks
             // neither panic nor call into the parking lot.
             match unsafe {
@@ -319,8 +357,10 @@ impl LockByte {
 fn sit_out(since: usize, deadline: Option<Instant>) {
     #[cfg(not(loom))]
     {
-        let now = Instant::now();
         let (waited, left) = fairness::waited_and_left_before_handoff(since);
+        // Read after the stamp: a thread descheduled between the two reads then sleeps a little
+        // longer, instead of queueing again before it has sat out as long as it had waited.
+        let now = Instant::now();
         let mut until = now + waited.min(left);
         if let Some(deadline) = deadline {
             until = until.min(deadline);
@@ -482,6 +522,17 @@ impl RawObjectLock {
     /// The caller holds the lock.
     pub(crate) fn wake_a_waiter_to_find_the_lock_retaken(&self) {
         self.byte.wake_a_waiter_to_find_the_lock_retaken()
+    }
+
+    /// [`lock`](Self::lock), but parking without spinning first, before the first park and
+    /// after each wake-up (whose spinning yields, and on a loaded machine a yield can keep a
+    /// thread off its core for milliseconds). What the waiter does between its parks is the
+    /// same for every spin policy.
+    pub(crate) fn lock_without_spinning(&self) {
+        if !self.byte.lock_fast() {
+            let locked = self.byte.lock_slow(None, Spin::Never);
+            debug_assert!(locked, "a wait without a deadline ends with the lock");
+        }
     }
 }
 
