@@ -594,7 +594,8 @@ impl DictPayload {
         open: &str,
         close: &str,
     ) -> fmt::Result {
-        // Loaded under the print's guard, which keeps what a writer removes meanwhile alive.
+        // Copied out before the first write, under the print's guard, which keeps the entries a
+        // writer removes meanwhile alive (not, in the `gil` build, a table it replaces).
         // Entries are read directly (not through the indices): their stores publish them.
         let entries: Vec<_> = self
             .table(nested.guard())

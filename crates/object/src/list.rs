@@ -105,7 +105,8 @@ impl Payload for ListPayload {
         f: &mut Formatter<'_>,
         nested: &mut Repr<'_>,
     ) -> fmt::Result {
-        // Loaded under the print's guard, which keeps what a writer removes meanwhile alive.
+        // Copied out before the first write, under the print's guard, which keeps the items a
+        // writer removes meanwhile alive (not, in the `gil` build, an array it replaces).
         let len = self.len.load(Ordering::Acquire);
         let items: Vec<_> = self
             .slots(nested.guard())

@@ -30,7 +30,10 @@ pub(crate) type Visit<'a> = dyn FnMut(Borrowed<'_>) + 'a;
 /// while its thread holds the world alone, which is sound only because its body never detaches.
 pub(crate) trait Payload: Sized + Send + Sync + 'static {
     /// Writes Python's `repr` of `this`, the object holding this payload. Nested objects are
-    /// written through `nested`, which bounds the depth and keeps what it prints alive.
+    /// written through `nested`, which bounds the depth and keeps what it prints alive. A
+    /// container copies its items out before its first write: a write can run a writer that
+    /// replaces the container's array or table, which the print's guard does not keep (in the
+    /// `gil` build it is unprotected, and a replaced array is freed at once).
     fn repr(&self, this: Borrowed<'_>, f: &mut Formatter<'_>, nested: &mut Repr<'_>)
         -> fmt::Result;
 
@@ -197,8 +200,9 @@ impl<'g> Repr<'g> {
         }
     }
 
-    /// The guard to load a container's items with: what it loads stays alive until the print
-    /// ends (see `display`).
+    /// The guard to load a container's items with: the objects it loads stay alive until the
+    /// print ends (see `display`). The array or table they are loaded from may not, past a write
+    /// (see `Payload::repr`).
     pub(crate) fn guard(&self) -> &'g Guard {
         self.guard
     }

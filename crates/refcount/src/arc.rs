@@ -372,6 +372,18 @@ fn with_address_of<T: ?Sized>(source: *mut T, address: *mut u8) -> *mut T {
 /// let borrowed = String::from("borrowed");
 /// assert_send(&ftrt_refcount::BiasedArc::new(&borrowed));
 /// ```
+///
+/// It differs again past 2^27 references. `Arc` counts up to `isize::MAX` and aborts beyond it.
+/// A `BiasedArc` keeps the owner's references in a count of their own (up to 2^32) until they
+/// are merged into the shared count (by a merge of queued drops, [`give_up_ownership`], or the
+/// owner's exit), and a shared count that reaches 2^27 (134,217,728) makes the value immortal,
+/// as CPython does with a count that would overflow: the value is never dropped,
+/// [`strong_count`] reads `usize::MAX`, and [`get_mut`] and [`try_unwrap`] fail from then on.
+///
+/// [`give_up_ownership`]: BiasedArc::give_up_ownership
+/// [`strong_count`]: BiasedArc::strong_count
+/// [`get_mut`]: BiasedArc::get_mut
+/// [`try_unwrap`]: BiasedArc::try_unwrap
 pub struct BiasedArc<T: ?Sized> {
     ptr: NonNull<ArcInner<T>>,
     _owns: PhantomData<ArcInner<T>>,
