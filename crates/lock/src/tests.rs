@@ -223,17 +223,23 @@ fn a_waiter_that_loses_the_race_after_a_wake_up_keeps_its_waiting_time() {
               clock, advanced by the instructions it interprets, has passed by then"
 )]
 fn a_waiter_that_loses_the_race_after_a_wake_up_sleeps_as_long_as_it_had_waited() {
-    // Woken this many nanoseconds after it parked, the waiter owes a sit-out of as long again.
-    const WOKEN_AFTER: usize = 300_000;
+    // Woken this many nanoseconds after it parked, the waiter owes a sit-out of as long again
+    // (more if it loses later, at most the time left before its handoff).
+    const WOKEN_AFTER: usize = 250_000;
     const HANDOFF_NANOS: usize = HANDOFF_AFTER.as_nanos() as usize;
     const _: () = assert!(2 * WOKEN_AFTER < HANDOFF_NANOS);
-    // An attempt proves something only if the waiter lost early enough to owe a sit-out this
-    // long: a waiter kept off its core until just before its handoff time owes almost none, and
-    // a park straight after the loss would not show. Retried until two attempts prove it.
-    const OWED_AT_LEAST: usize = 100_000;
-    const ATTEMPTS_THAT_PROVE: usize = 2;
-    const TRIES: usize = 40;
-    let mut proved = 0;
+    // What an attempt shows depends on how early the waiter lost, which a loaded machine
+    // decides: a waiter kept off its core until just before its handoff time owes almost no
+    // sit-out. Owing 150 µs or more, the attempt checks the sit-out's length: the sleep
+    // overshoots by the timer's slack (50 µs on Linux), which would hide a sit-out a few times
+    // too short if little were owed. Owing 50 µs, it still shows that the waiter sat out at
+    // all (a park straight after the loss comes within microseconds). Retried until an attempt
+    // checks the length; failing that, at least one must have shown a sit-out. Every attempt
+    // checks what the waiter owed, however little.
+    const CHECKS_THE_LENGTH: usize = 150_000;
+    const SHOWS_A_SIT_OUT: usize = 50_000;
+    const TRIES: usize = 100;
+    let mut showed_a_sit_out = false;
     for _ in 0..TRIES {
         let lock = RawObjectLock::new();
         let flags = [const { AtomicBool::new(false) }; 3];
@@ -287,14 +293,14 @@ fn a_waiter_that_loses_the_race_after_a_wake_up_sleeps_as_long_as_it_had_waited(
             "the lock was released instead of handed to the waiter"
         );
         assert!(!lock.is_locked());
-        proved += usize::from(owed >= OWED_AT_LEAST);
-        if proved == ATTEMPTS_THAT_PROVE {
+        if owed >= CHECKS_THE_LENGTH {
             return;
         }
+        showed_a_sit_out |= owed >= SHOWS_A_SIT_OUT;
     }
-    panic!(
-        "the waiter lost early enough to owe {OWED_AT_LEAST} ns in {proved} of {TRIES} tries, \
-         fewer than {ATTEMPTS_THAT_PROVE}"
+    assert!(
+        showed_a_sit_out,
+        "the waiter never lost early enough to owe {SHOWS_A_SIT_OUT} ns in {TRIES} tries"
     );
 }
 
