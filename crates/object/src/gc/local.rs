@@ -239,7 +239,8 @@ pub(crate) fn retire_thread() {
             unsafe { set_listed_at(object, NOT_LISTED) };
         }
         // Unlisted objects have registry slots, for the stopped-world collections.
-        // SAFETY: as above.
+        // SAFETY: as above; `lists` is held, which a stopped-world collection takes before it
+        // reads the registry (this thread, exiting, is not attached).
         unsafe { give_indexes(&objects) };
         // Counted under the lock, and at once (not into the thread's batch, which would reach
         // the global count after the lock): a collection that has read the lists already

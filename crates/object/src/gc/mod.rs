@@ -293,7 +293,7 @@ unsafe fn give_index(object: NonNull<Header>) {
 ///
 /// # Safety
 /// Every object is alive and of a type that holds references; the caller is their thread, or
-/// the world is stopped.
+/// the world is stopped; and the caller holds the live lists' lock (see [`registry::track`]).
 #[cfg(not(ftrt_gil_build))]
 unsafe fn give_indexes(objects: &[NonNull<Header>]) {
     let without: Vec<NonNull<Header>> = objects
@@ -650,8 +650,9 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
                         published += 1;
                     }
                 };
-                // SAFETY: the world is stopped: the other threads wait at checkpoints, and
-                // this one collects outside any section (a section's body does not collect:
+                // SAFETY: the world is stopped: the other threads wait at checkpoints or are
+                // detached (an object section never detaches), and this one collects outside
+                // any section (a section's body does not collect:
                 // `Header::section`'s contract): none is in a section of these objects.
                 unsafe { crate::header::publish_with(head, on_published) };
             }

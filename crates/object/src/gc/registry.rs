@@ -71,8 +71,9 @@ fn slot(index: u32) -> &'static AtomicPtr<Header> {
 /// # Safety
 /// `object` is alive, of a type that holds references, and untracked ([`untrack`], with this
 /// index) before it is freed: collections read every tracked object. The calling thread is
-/// attached, or the world is stopped: a stopped-world collection walks the slots without a
-/// lock.
+/// attached, or the world is stopped, or the caller holds the live lists' lock (a thread's exit,
+/// detached): a stopped-world collection walks the slots without a lock of their own, and it
+/// takes the live lists' lock before it reads them.
 #[inline]
 pub(crate) unsafe fn track(object: NonNull<Header>) -> u32 {
     let index = FREE
