@@ -75,8 +75,9 @@ pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce()
     }
     #[cfg(not(feature = "gil"))]
     {
-        // Attached after its exit (see `state`): no state, and the section is one of
-        // `ftrt_lock`'s thread-local ones (`with_on` given no stack). Read only for a section.
+        // Attached after its exit (see `state`): no state, and the section goes on the
+        // thread's stack (`with_on` given no stack), waiting for its lock in place as a
+        // registered thread's do. Read only for a section.
         let stack = lock.and_then(|_| py.state()).map(|state| &*state.sections);
         ftrt_lock::section::with_on(stack, lock, f)
     }
@@ -120,8 +121,8 @@ pub unsafe fn with_if_undetached<R>(
         // SAFETY: the state's stack elides only while the thread holds the world alone
         // (`state::try_hold_alone`), and stops only in `state::leave_world`, as the thread
         // detaches (its own stop of the world keeps the stack eliding, the hold set aside for
-        // it); `f` does not detach, per the caller. After the thread's exit the section is one of
-        // the thread-local functions' (no stack given), which never elide.
+        // it); `f` does not detach, per the caller. After the thread's exit the section goes on
+        // the thread's stack (no stack given), where it never elides.
         unsafe { ftrt_lock::section::with_on_unrecorded(stack, lock, f) }
     }
 }
@@ -137,9 +138,10 @@ pub fn with2<R>(py: Python<'_>, a: &RawObjectLock, b: &RawObjectLock, f: impl Fn
         f()
     }
     #[cfg(not(feature = "gil"))]
-    match py.state() {
-        Some(state) => state.sections.with2(a, b, f),
-        None => ftrt_lock::section::with2(a, b, f),
+    {
+        // As in `with_if`, after the thread's exit too.
+        let stack = py.state().map(|state| &*state.sections);
+        ftrt_lock::section::with2_on(stack, a, b, f)
     }
 }
 

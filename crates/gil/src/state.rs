@@ -109,8 +109,11 @@
 //! thread attaches without a block: it takes the GIL and sets the attached flag (which lives in
 //! `CURRENT`, never torn down), owns nothing (the detached [`Owner`]: its counts are changed on
 //! the shared side, as any non-owner's), runs unpinned (reads pin for themselves), takes its
-//! sections as `ftrt_lock`'s thread-local ones (on the same stack while any holder keeps it),
-//! counts in the retired row, and gets `None` for every [`local`] value (the object model
+//! sections on `ftrt_lock`'s thread-local stack (the same stack while any holder keeps it),
+//! where they wait for their locks in place, attached, as a registered thread's do (not as the
+//! thread-local functions' sections, which wait detached: holding a runtime section's lock, the
+//! thread could then wait to attach during a stop of the world, while a registered thread waited
+//! for that lock attached, holding the stop up), counts in the retired row, and gets `None` for every [`local`] value (the object model
 //! then interns through the shared table and retires each reference on its own). The frame
 //! pointer lives in `CURRENT` and needs no fallback. It is not registered again. Every use of the block goes
 //! through [`Python::state`](crate::Python) or [`with_current`], which is where this fallback

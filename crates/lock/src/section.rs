@@ -39,8 +39,9 @@
 //! ([`claim_thread_stack`]) rather than a stack of its own, so that every section of a thread goes
 //! on one stack: sections on two stacks suspend only their own stack's sections when they wait, and
 //! a thread that nests the two on the same locks may wait for itself. [`with_on`] takes the stack
-//! and the lock as options (a runtime's stack, or the thread's; a lock, or none for an object that
-//! needs none) and calls its closure from one place whichever they are.
+//! and the lock as options (a runtime's stack, or none where the runtime keeps none for the
+//! thread; a lock, or none for an object that needs none) and calls its closure from one place
+//! whichever they are.
 //!
 //! A section locks unless its stack was told, by an `unsafe` call, that no other thread can take
 //! its locks ([`SectionStack::start_eliding`]): a runtime that knows it is the only thread touching
@@ -114,14 +115,25 @@ pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> 
 }
 
 /// Runs `f` inside a critical section on `lock` when one is given, recorded on `stack` as one of
-/// its own sections (as a section of [`with`] on the calling thread's stack when `stack` is
-/// `None`); runs `f` as it is when `lock` is `None`.
+/// its own sections; runs `f` as it is when `lock` is `None`. With no `stack`, the section is
+/// recorded on the calling thread's stack (the thread-local functions' one), but it is still the
+/// runtime's own: if it has to wait for its lock it waits in place, through no hook (neither
+/// [`set_blocking_wait`]'s nor [`SectionStack::set_blocking_wait`]'s), as a stack's own section
+/// with no hook set does, and it never elides.
 ///
 /// For a runtime that locks only some objects (it skips the lock of an object no other thread
 /// can reach) or keeps its stack in its own per-thread state only where that state exists. The
 /// point is that `f` is called from one place whichever case holds: a closure called from two
 /// branches (a locked one, an unlocked one) is usually compiled as a function of its own, and on
 /// a short section that call, and reloading the closure's captures, cost more than the lock.
+///
+/// Why not the thread-local functions' hook, where the runtime has no stack: that hook may wait
+/// detached from the runtime (as `ftrt-gil`'s does, so that a thread waiting for a user's lock
+/// never holds up a thread that attaches holding it), and so come back holding the lock and wait
+/// to attach meanwhile (for a stop of the world, say). A runtime whose threads wait for the
+/// locks of its own sections in place, attached, because a holder gives them up where it
+/// detaches, would then have a holder that cannot give the lock up until the stop ends, and a
+/// stop that waits for the attached waiter: a deadlock.
 ///
 /// ```
 /// use ftrt_lock::{section, RawObjectLock};
@@ -163,8 +175,8 @@ pub fn with_on<R>(
 /// Debug builds check the contract below where the section ends, and panic if it was broken.
 ///
 /// # Safety
-/// If `stack` is given (with `None` the section is one of the thread-local functions', which
-/// never elides) and elides when this is called, it keeps eliding until `f` returns: nothing `f`
+/// If `stack` is given (with `None` the section is on the thread's stack and never elides) and
+/// elides when this is called, it keeps eliding until `f` returns: nothing `f`
 /// does, directly or through what it calls, calls [`SectionStack::stop_eliding`] on it. (A runtime
 /// stops eliding where its thread detaches, so `f` must not detach.) The exclusion the section then
 /// relies on is the one [`SectionStack::start_eliding`]'s caller promised; were the elision to end
@@ -180,6 +192,26 @@ pub unsafe fn with_on_unrecorded<R>(
     f: impl FnOnce() -> R,
 ) -> R {
     imp::with_on::<false, R>(stack, lock, f)
+}
+
+/// [`with_on`] on two locks, taken in a consistent order (the same lock may be passed twice),
+/// always locked: recorded on `stack` as one of its own sections, or, with no `stack`, on the
+/// calling thread's stack, waiting in place as [`with_on`]'s sections given no stack do.
+///
+/// ```
+/// use ftrt_lock::{section, RawObjectLock};
+///
+/// let (a, b) = (RawObjectLock::new(), RawObjectLock::new());
+/// assert!(section::with2_on(None, &a, &b, || a.is_locked() && b.is_locked()));
+/// ```
+#[inline]
+pub fn with2_on<R>(
+    stack: Option<&SectionStack>,
+    a: &RawObjectLock,
+    b: &RawObjectLock,
+    f: impl FnOnce() -> R,
+) -> R {
+    imp::with2_on(stack, [a, b], f)
 }
 
 /// Runs `f` with the calling thread's sections suspended, as a thread detaching from the runtime
@@ -307,6 +339,10 @@ mod imp {
         /// The thread-local functions: wait through the thread's hook
         /// ([`set_blocking_wait`](super::set_blocking_wait)), and always lock.
         Thread,
+        /// A runtime's own sections on the thread's stack, begun with no stack of the runtime's
+        /// ([`with_on`](super::with_on) and [`with2_on`](super::with2_on) given none): wait in
+        /// place, through no hook, and always lock.
+        InPlace,
     }
 
     /// Whether a section holds its locks.
@@ -573,7 +609,13 @@ mod imp {
         /// The API is a constant, so that the stack's own sections' begin checks nothing of it.
         #[inline]
         fn begin<const THREAD_API: bool>(&self, locks: [&RawObjectLock; 2]) -> End<'_> {
-            let api = if THREAD_API { Api::Thread } else { Api::Stack };
+            self.begin_as(locks, if THREAD_API { Api::Thread } else { Api::Stack })
+        }
+
+        /// [`begin`](Self::begin) for a section of `api`: inlined into it, so that a constant
+        /// `api` costs no test.
+        #[inline(always)]
+        fn begin_as(&self, locks: [&RawObjectLock; 2], api: Api) -> End<'_> {
             let locks = ordered(locks);
             let (state, after_wait) = self.take(locks, api);
             let locks = locks.map(std::ptr::from_ref);
@@ -620,6 +662,7 @@ mod imp {
                 Api::Stack => self.blocking_wait.get(),
                 // Begun by the thread-local functions, so on the calling thread's stack.
                 Api::Thread => thread_blocking_wait(),
+                Api::InPlace => None,
             };
             match hook {
                 None => {
@@ -847,12 +890,29 @@ mod imp {
                     Some(stack) => Some(stack.begin::<STACK_API>([lock, lock])),
                     None => {
                         thread = Hold::current();
-                        Some(thread.begin::<THREAD_API>([lock, lock]))
+                        Some(thread.begin_as([lock, lock], Api::InPlace))
                     }
                 }
             }
         };
         f()
+    }
+
+    /// See [`with2_on`](super::with2_on).
+    #[inline]
+    pub(super) fn with2_on<R>(
+        stack: Option<&SectionStack>,
+        locks: [&RawObjectLock; 2],
+        f: impl FnOnce() -> R,
+    ) -> R {
+        match stack {
+            Some(stack) => stack.section::<STACK_API, R>(locks, f),
+            None => {
+                let thread = Hold::current();
+                let _end = thread.begin_as(locks, Api::InPlace);
+                f()
+            }
+        }
     }
 
     /// A thread's stack in the heap block its holders share: the thread itself (a thread-local

@@ -123,6 +123,55 @@ fn each_api_waits_through_its_own_hook() {
     stack.set_blocking_wait(None);
 }
 
+/// A runtime's section given no stack ([`section::with_on`], [`section::with2_on`]) goes on the
+/// thread's stack but stays the runtime's: it waits for its lock in place, through neither the
+/// thread-local functions' hook (which may wait detached from the runtime, and come back holding
+/// the lock) nor the stack's.
+#[test]
+fn a_runtime_section_given_no_stack_waits_in_place() {
+    static CONTENDED: RawObjectLock = RawObjectLock::new();
+    static OTHER: RawObjectLock = RawObjectLock::new();
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    static HOOKED_WAITS: AtomicUsize = AtomicUsize::new(0);
+    fn hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+        HOOKED_WAITS.fetch_add(1, Ordering::SeqCst);
+        wait();
+        None
+    }
+    let stack = claim();
+    section::set_blocking_wait(Some(hook));
+    stack.set_blocking_wait(Some(hook));
+    // Lets the holder go once this thread is parked on the lock, waiting in place.
+    let release_once_parked = || {
+        thread::spawn(|| {
+            while CONTENDED.parked_waiters() == 0 {
+                thread::yield_now();
+            }
+            RELEASE.store(true, Ordering::SeqCst);
+        })
+    };
+    let holder = hold_until(&CONTENDED, &RELEASE);
+    let releaser = release_once_parked();
+    section::with_on(None, Some(&CONTENDED), || assert!(CONTENDED.is_locked()));
+    holder.join().unwrap();
+    releaser.join().unwrap();
+    let holder = hold_until(&CONTENDED, &RELEASE);
+    let releaser = release_once_parked();
+    section::with2_on(None, &CONTENDED, &OTHER, || {
+        assert!(CONTENDED.is_locked() && OTHER.is_locked());
+    });
+    holder.join().unwrap();
+    releaser.join().unwrap();
+    section::set_blocking_wait(None);
+    stack.set_blocking_wait(None);
+    assert_eq!(
+        HOOKED_WAITS.load(Ordering::SeqCst),
+        0,
+        "waited through a hook"
+    );
+    assert!(!CONTENDED.is_locked() && !OTHER.is_locked());
+}
+
 /// One claim at a time, and what the stack's own sections were promised (its elision) and how
 /// they wait (its hook) end with the claim: the next claimant starts from a stack of its own.
 #[test]
