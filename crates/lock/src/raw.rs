@@ -32,7 +32,8 @@ pub(crate) mod wait_log {
     use std::cell::RefCell;
     use std::sync::{Arc, Mutex};
 
-    /// One step of a wait, with the [`stamp`](super::fairness::stamp) read just before it.
+    /// One step of a wait, with the [`stamp`](super::fairness::stamp) read just before it (once
+    /// the log is taken).
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
     pub(crate) enum WaitStep {
         /// About to enter the queue (the stamp is read before it does).
@@ -49,11 +50,14 @@ pub(crate) mod wait_log {
         pub(crate) static LOG: RefCell<Option<WaitLog>> = const { RefCell::new(None) };
     }
 
+    /// Logs `step`, stamped once the log is taken: a thread held up waiting for the log (the
+    /// test polls it) is held up before its stamp, so the wait cannot pass for part of a step.
     pub(super) fn record(step: fn(usize) -> WaitStep) {
-        LOG.with_borrow(|log| {
-            if let Some(log) = log {
-                let step = step(super::fairness::stamp());
-                log.lock().expect("a test's log").push(step);
+        // A thread-local destructor's wait after `LOG`'s teardown logs nothing.
+        let _torn_down = LOG.try_with(|log| {
+            if let Some(log) = &*log.borrow() {
+                let mut log = log.lock().expect("a test's log");
+                log.push(step(super::fairness::stamp()));
             }
         });
     }

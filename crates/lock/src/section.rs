@@ -19,10 +19,11 @@
 //! - Attaching does not touch the sections: sections begun before an attachment (on a thread
 //!   that was not attached) are left as they are, while it runs and when it ends.
 //! - A runtime can have a stack block *its* way ([`SectionStack::set_blocking_wait`],
-//!   [`set_blocking_wait`] for the sections of this module's functions): detached from the runtime,
-//!   as CPython's `PyMutex` detaches a thread that blocks. Then a thread that waits for a section's
-//!   lock never holds up other threads of the runtime (its GIL, or a stop of the world), so a
-//!   thread that holds that lock and attaches before letting it go gets through.
+//!   [`set_blocking_wait`] for the sections of this module's thread-local functions, [`with`] and
+//!   the rest; a runtime's sections given no stack, [`with_on`]'s, wait in place): detached from
+//!   the runtime, as CPython's `PyMutex` detaches a thread that blocks. Then a thread that waits
+//!   for a section's lock never holds up other threads of the runtime (its GIL, or a stop of the
+//!   world), so a thread that holds that lock and attaches before letting it go gets through.
 //!
 //! The price, as in CPython: an outer section is atomic only between the points where an inner
 //! section (or a detach) blocked. Code inside a section should treat nested sections and
@@ -91,8 +92,9 @@ pub type BlockingWait = fn(wait: &mut dyn FnMut()) -> Option<AfterWait>;
 /// of). A panic in it aborts the process, as one in the hook does.
 pub type AfterWait = fn();
 
-/// Sets how the sections of this module's functions block on the calling thread, replacing the
-/// hook set before: see [`SectionStack::set_blocking_wait`], which sets the hook of the stack's
+/// Sets how the sections of this module's thread-local functions ([`with`], [`with2`]; not a
+/// runtime's sections given no stack, [`with_on`]'s, which wait in place) block on the calling
+/// thread, replacing the hook set before: see [`SectionStack::set_blocking_wait`], which sets the hook of the stack's
 /// own sections apart from this one ([`claim_thread_stack`]). (A runtime sets it for its threads:
 /// `ftrt-gil` does for every thread it registers.) The hook stays the thread's for the whole of
 /// its exit: a stack made after the thread's first one is freed (by a section in a thread-local
@@ -253,9 +255,11 @@ pub fn depth() -> SectionDepth {
 /// sections of the two kinds nest on the same locks, in any order, without deadlock.
 ///
 /// The two kinds differ in two ways. Each waits through its own hook: the stack's own sections
-/// through [`SectionStack::set_blocking_wait`]'s, this module's through [`set_blocking_wait`]'s.
-/// And only the stack's own sections elide ([`SectionStack::start_eliding`]): a runtime's promise
-/// covers the locks of its own objects, not those of other users of this module.
+/// through [`SectionStack::set_blocking_wait`]'s, this module's through [`set_blocking_wait`]'s
+/// (and a third kind, a runtime's sections given no stack, [`with_on`]'s, through none: in
+/// place). And only the stack's own sections elide ([`SectionStack::start_eliding`]): a
+/// runtime's promise covers the locks of its own objects, not those of other users of this
+/// module.
 ///
 /// There is one claim at a time (`None` while another lives on this thread): the stack's own
 /// sections, its elision and its own hook are the claimant's, since its promise to
@@ -325,9 +329,10 @@ mod imp {
     pub(super) const STACK_API: bool = false;
 
     /// Which API began a section: the stack's own methods (a runtime's sections, on a stack it
-    /// holds), or the thread-local functions ([`with`](super::with) and the rest, on the
-    /// thread's stack, which a runtime may hold too:
-    /// [`claim_thread_stack`](super::claim_thread_stack)). A section waits through its API's hook,
+    /// holds), the thread-local functions ([`with`](super::with) and the rest, on the thread's
+    /// stack, which a runtime may hold too: [`claim_thread_stack`](super::claim_thread_stack)),
+    /// or a runtime with no stack for the thread ([`with_on`](super::with_on) given none). A
+    /// section waits through its API's hook (the last kind through none),
     /// and only the stack's own sections elide: the promise [`SectionStack::start_eliding`]'s
     /// caller makes covers the locks of its own sections, not those of the thread-local functions'
     /// users beside it.

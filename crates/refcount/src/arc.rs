@@ -373,14 +373,19 @@ fn with_address_of<T: ?Sized>(source: *mut T, address: *mut u8) -> *mut T {
 /// assert_send(&ftrt_refcount::BiasedArc::new(&borrowed));
 /// ```
 ///
-/// It differs again past 2^27 references. `Arc` counts up to `isize::MAX` and aborts beyond it.
-/// A `BiasedArc` keeps the owner's references in a count of their own (up to 2^32) until they
-/// are merged into the shared count (by a merge of queued drops, [`give_up_ownership`], or the
-/// owner's exit), and a shared count that reaches 2^27 (134,217,728) makes the value immortal,
-/// as CPython does with a count that would overflow: the value is never dropped,
-/// [`strong_count`] reads `usize::MAX`, and [`get_mut`] and [`try_unwrap`] fail from then on.
+/// It differs again in how far it counts. `Arc` counts up to `isize::MAX` and aborts beyond it; a
+/// `BiasedArc` whose count reaches a limit becomes immortal instead, as CPython's objects do: the
+/// value is never dropped, [`strong_count`] reads `usize::MAX`, and [`get_mut`] and
+/// [`try_unwrap`] fail from then on. The limits are 2^32 − 1 on the owner's count (its clones
+/// less its drops, until they are merged) and 2^27 (134,217,728) either way on the shared count,
+/// which holds other threads' clones less their drops, and the owner's count once merged into it
+/// (by the owner's merge of queued drops, at [`BiasedArc::new`] or [`merge_pending`],
+/// [`give_up_ownership`], or the owner's exit). Other threads' drops of clones the owner made
+/// take the shared count below zero until the owner merges: 2^27 of them between two merges make
+/// the value immortal with only a few references alive at any time.
 ///
 /// [`give_up_ownership`]: BiasedArc::give_up_ownership
+/// [`merge_pending`]: BiasedArc::merge_pending
 /// [`strong_count`]: BiasedArc::strong_count
 /// [`get_mut`]: BiasedArc::get_mut
 /// [`try_unwrap`]: BiasedArc::try_unwrap

@@ -124,7 +124,8 @@ fn each_api_waits_through_its_own_hook() {
 }
 
 /// A runtime's section given no stack ([`section::with_on`], [`section::with2_on`]) goes on the
-/// thread's stack but stays the runtime's: it waits for its lock in place, through neither the
+/// thread's stack but stays the runtime's: it waits for its lock in place, when it begins and
+/// when it resumes, through neither the
 /// thread-local functions' hook (which may wait detached from the runtime, and come back holding
 /// the lock) nor the stack's.
 #[test]
@@ -159,6 +160,14 @@ fn a_runtime_section_given_no_stack_waits_in_place() {
     let releaser = release_once_parked();
     section::with2_on(None, &CONTENDED, &OTHER, || {
         assert!(CONTENDED.is_locked() && OTHER.is_locked());
+    });
+    holder.join().unwrap();
+    releaser.join().unwrap();
+    // Suspended by a detach while another thread takes the lock, it resumes in place too.
+    let (holder, releaser) = section::with_on(None, Some(&CONTENDED), || {
+        let taken = section::detached(|| (hold_until(&CONTENDED, &RELEASE), release_once_parked()));
+        assert!(CONTENDED.is_locked());
+        taken
     });
     holder.join().unwrap();
     releaser.join().unwrap();
