@@ -68,9 +68,8 @@ fn wait_past(since: usize, nanos: usize) {
 /// core: a yield on a loaded machine can give it away for a scheduler tick (4 ms at 250 Hz),
 /// longer than the windows some tests must act in.
 fn spin_past(since: usize, nanos: usize) {
-    while fairness::stamp().wrapping_sub(since) <= nanos {
-        std::hint::spin_loop();
-    }
+    let past = || fairness::stamp().wrapping_sub(since) > nanos;
+    while !crate::spin::spin_until(past, 1_000) {}
 }
 
 /// Waits until more than [`HANDOFF_AFTER`] has passed since the stamp `since`.
