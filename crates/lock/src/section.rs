@@ -94,11 +94,11 @@ pub type AfterWait = fn();
 
 /// Sets how the sections of this module's thread-local functions ([`with`], [`with2`]; not a
 /// runtime's sections given no stack, [`with_on`]'s, which wait in place) block on the calling
-/// thread, replacing the hook set before: see [`SectionStack::set_blocking_wait`], which sets the hook of the stack's
-/// own sections apart from this one ([`claim_thread_stack`]). (A runtime sets it for its threads:
-/// `ftrt-gil` does for every thread it registers.) The hook stays the thread's for the whole of
-/// its exit: a stack made after the thread's first one is freed (by a section in a thread-local
-/// destructor late in the thread's exit) blocks through it too.
+/// thread, replacing the hook set before: see [`SectionStack::set_blocking_wait`], which sets
+/// the hook of the stack's own sections apart from this one ([`claim_thread_stack`]). (A runtime
+/// sets it for its threads: `ftrt-gil` does for every thread it registers.) The hook stays the
+/// thread's for the whole of its exit: a stack made after the thread's first one is freed (by a
+/// section in a thread-local destructor late in the thread's exit) blocks through it too.
 pub fn set_blocking_wait(hook: Option<BlockingWait>) {
     imp::set_thread_blocking_wait(hook);
 }
@@ -178,11 +178,11 @@ pub fn with_on<R>(
 ///
 /// # Safety
 /// If `stack` is given (with `None` the section is on the thread's stack and never elides) and
-/// elides when this is called, it keeps eliding until `f` returns: nothing `f`
-/// does, directly or through what it calls, calls [`SectionStack::stop_eliding`] on it. (A runtime
-/// stops eliding where its thread detaches, so `f` must not detach.) The exclusion the section then
-/// relies on is the one [`SectionStack::start_eliding`]'s caller promised; were the elision to end
-/// inside `f`, the section would run on without its lock once other threads may take it.
+/// elides when this is called, it keeps eliding until `f` returns: nothing `f` does, directly or
+/// through what it calls, calls [`SectionStack::stop_eliding`] on it. (A runtime stops eliding
+/// where its thread detaches, so `f` must not detach.) The exclusion the section then relies on
+/// is the one [`SectionStack::start_eliding`]'s caller promised; were the elision to end inside
+/// `f`, the section would run on without its lock once other threads may take it.
 ///
 /// Always inlined, like the layers a runtime puts above it: a section wraps one short
 /// container operation, and where the inliner kept one layer out of line, that call and its
@@ -332,10 +332,9 @@ mod imp {
     /// holds), the thread-local functions ([`with`](super::with) and the rest, on the thread's
     /// stack, which a runtime may hold too: [`claim_thread_stack`](super::claim_thread_stack)),
     /// or a runtime with no stack for the thread ([`with_on`](super::with_on) given none). A
-    /// section waits through its API's hook (the last kind through none),
-    /// and only the stack's own sections elide: the promise [`SectionStack::start_eliding`]'s
-    /// caller makes covers the locks of its own sections, not those of the thread-local functions'
-    /// users beside it.
+    /// section waits through its API's hook (the last kind through none), and only the stack's
+    /// own sections elide: the promise [`SectionStack::start_eliding`]'s caller makes covers the
+    /// locks of its own sections, not those of the thread-local functions' users beside it.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
     enum Api {
         /// [`SectionStack::with`], [`SectionStack::with2`], [`with_on`](super::with_on) given a
