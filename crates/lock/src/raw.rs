@@ -475,8 +475,14 @@ impl RawObjectLock {
     /// Acquires the lock, waiting as long as it takes.
     #[inline]
     pub fn lock(&self) {
+        self.lock_with(Spin::BeforeEachPark);
+    }
+
+    /// Acquires the lock, waiting as long as it takes, spinning as `spin` says.
+    #[inline(always)]
+    fn lock_with(&self, spin: Spin) {
         if !self.byte.lock_fast() {
-            let locked = self.byte.lock_slow(None, Spin::BeforeEachPark);
+            let locked = self.byte.lock_slow(None, spin);
             debug_assert!(locked, "a wait without a deadline ends with the lock");
         }
     }
@@ -533,10 +539,7 @@ impl RawObjectLock {
     /// thread off its core for milliseconds). What the waiter does between its parks is the
     /// same for every spin policy.
     pub(crate) fn lock_without_spinning(&self) {
-        if !self.byte.lock_fast() {
-            let locked = self.byte.lock_slow(None, Spin::Never);
-            debug_assert!(locked, "a wait without a deadline ends with the lock");
-        }
+        self.lock_with(Spin::Never);
     }
 }
 
