@@ -17,9 +17,9 @@
 //!   `lint::LINTS`: `cargo fmt --all --check` once, then for each build variant (in its
 //!   `target/variant-<name>`) `cargo clippy --workspace --all-targets -- -D warnings`, then
 //!   clippy on each loom suite and its crate's library with `--cfg loom` (in `target/loom`),
-//!   then per variant `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`; then `cargo package
-//!   --workspace --exclude xtask --no-verify` (each library crate packed, its dependencies
-//!   resolved as the registry would).
+//!   then per variant `cargo doc --workspace --no-deps` with `RUSTDOCFLAGS=-D warnings`; then
+//!   `cargo package --workspace --exclude xtask --no-verify` (each library crate packed, its
+//!   dependencies resolved as the registry would).
 //! - `cargo xtask miri [--crates LIST] [--variants LIST]`: runs the tests of the unsafe-heavy
 //!   crates under Miri (`cargo +nightly miri test`, the crates that depend on the variant once
 //!   per chosen variant, by default the `nogil` build's alone; with Tree Borrows and permissive

@@ -3,7 +3,8 @@
 //! be named, and what the workloads may import. Each rule is a function from text to the list
 //! of its violations; the tests at the bottom feed each one a bad manifest or source and see it
 //! complain, so none of them passes by finding nothing to look at. One rule keeps the tests
-//! honest too: the tests that compare process-wide live-object counts run one at a time.
+//! honest too: the tests that compare process-wide live-object counts run one at a time. And
+//! one keeps the comments to the width of the code.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -60,6 +61,11 @@ const SPIN_PRIMITIVES: &[&str] = &["spin_loop", "SpinWait"];
 /// a few loads while it checks uniqueness (as `std::sync::Arc` spins on it), in `ftrt-refcount`,
 /// which depends on no crate of ours and so cannot use the spin policy.
 const SPIN_EXCEPTIONS: &[&str] = &["crates/refcount/src/sync.rs"];
+
+/// The widest a comment line may be, in characters: the width the code is formatted to.
+const COMMENT_WIDTH: usize = 100;
+/// The folders whose Rust sources keep their comments to that width.
+const COMMENT_WIDTH_DIRS: &[&str] = &["crates", "xtask"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -258,6 +264,27 @@ fn spin_lines(source: &str) -> Vec<usize> {
         .filter(|(_, code)| SPIN_PRIMITIVES.iter().any(|p| code.contains(p)))
         .map(|(line, _)| line)
         .collect()
+}
+
+/// Lines of `source` that are comments (`//`, `///`, `//!`) wider than [`COMMENT_WIDTH`]
+/// characters, but for the lines of a fenced code block in a doc comment (code, kept as it is)
+/// and the rows of a markdown table (a row cannot be wrapped).
+fn long_comment_lines(source: &str) -> Vec<usize> {
+    let mut in_code_block = false;
+    let mut long = Vec::new();
+    for (i, line) in source.lines().enumerate() {
+        let Some(comment) = line.trim_start().strip_prefix("//") else {
+            in_code_block = false;
+            continue;
+        };
+        let text = comment.trim_start_matches(['/', '!']).trim_start();
+        if text.starts_with("```") {
+            in_code_block = !in_code_block;
+        } else if !in_code_block && !text.starts_with('|') && line.chars().count() > COMMENT_WIDTH {
+            long.push(i + 1);
+        }
+    }
+    long
 }
 
 /// The `.rs` files under `dir`, recursively.
@@ -544,6 +571,32 @@ fn every_test_that_shares_a_binary_with_a_live_count_comparison_runs_alone() {
     );
 }
 
+#[test]
+fn comment_lines_are_at_most_100_characters_wide() {
+    let root = root();
+    let sources: Vec<PathBuf> = workspace_sources()
+        .into_iter()
+        .filter(|path| COMMENT_WIDTH_DIRS.iter().any(|dir| path.starts_with(dir)))
+        .collect();
+    assert!(
+        sources.iter().any(|p| p.starts_with("xtask")),
+        "found the sources"
+    );
+    let violations = sources
+        .iter()
+        .flat_map(|path| {
+            let source = fs::read_to_string(root.join(path)).expect("a readable source");
+            long_comment_lines(&source)
+                .into_iter()
+                .map(move |line| format!("{}:{line}", path.display()))
+        })
+        .collect();
+    assert_none(
+        &format!("comment lines wider than {COMMENT_WIDTH} characters"),
+        violations,
+    );
+}
+
 // The rules themselves, on bad input: each must complain.
 
 fn manifest(text: &str) -> Table {
@@ -623,4 +676,16 @@ fn a_test_beside_a_live_count_comparison_without_the_serial_lock_is_found() {
     assert_eq!(unserialised_tests(source, helpers), ["allocates_beside"]);
     let no_counts = "#[test]\nfn anything() {\n    let _ = 1;\n}\n";
     assert!(unserialised_tests(no_counts, helpers).is_empty());
+}
+
+#[test]
+fn a_comment_line_too_wide_is_found_but_not_in_code_blocks_or_tables() {
+    let words = "word ".repeat(20);
+    let source = format!(
+        "// {words}\n    /// {words}\n//! {words}\nlet s = \"{words}\";\n\
+        /// ```\n/// {words}\n/// ```\n/// | {words} |\n/// short\n"
+    );
+    assert_eq!(long_comment_lines(&source), [1, 2, 3]);
+    let fits = format!("{}\n", "/".repeat(COMMENT_WIDTH));
+    assert!(long_comment_lines(&fits).is_empty());
 }

@@ -91,9 +91,9 @@
 //!   thread-local destructors) attaches through the fallback below; (2) the [`local`] values
 //!   are dropped (the object model hands its last retired batch to the epoch, closes its
 //!   mailbox and leaves what the mailbox held to the next attached thread that settles: the
-//!   exit attaches for nothing, so a stop of the world never waits on it); (3) the epoch pin, if any, is
-//!   dropped; (4) the biased counts retire, still parked from the last detach: stop owning and
-//!   leave the registry (and with it the runtime's list of threads); what other threads queued
+//!   exit attaches for nothing, so a stop of the world never waits on it); (3) the epoch pin, if
+//!   any, is dropped; (4) the biased counts retire, still parked from the last detach: stop owning
+//!   and leave the registry (and with it the runtime's list of threads); what other threads queued
 //!   since the park they merge themselves, attached, so the exit frees nothing here; (5) the
 //!   claim on the thread's section stack is let go (its sections have ended, as sections are
 //!   scoped, unless the process exits inside one: the locks of those then stay held, and a later
@@ -113,11 +113,11 @@
 //! where they wait for their locks in place, attached, as a registered thread's do (not as the
 //! thread-local functions' sections, which wait detached: holding a runtime section's lock, the
 //! thread could then wait to attach during a stop of the world, while a registered thread waited
-//! for that lock attached, holding the stop up), counts in the retired row, and gets `None` for every [`local`] value (the object model
-//! then interns through the shared table and retires each reference on its own). The frame
-//! pointer lives in `CURRENT` and needs no fallback. It is not registered again. Every use of the block goes
-//! through [`Python::state`](crate::Python) or [`with_current`], which is where this fallback
-//! is decided, once.
+//! for that lock attached, holding the stop up), counts in the retired row, and gets `None` for
+//! every [`local`] value (the object model then interns through the shared table and retires each
+//! reference on its own). The frame pointer lives in `CURRENT` and needs no fallback. It is not
+//! registered again. Every use of the block goes through [`Python::state`](crate::Python) or
+//! [`with_current`], which is where this fallback is decided, once.
 
 use std::cell::Cell;
 use std::ptr::NonNull;
@@ -1103,17 +1103,18 @@ pub mod counters {
 
 /// Per-thread values of the crates above, kept in the thread state: a generic part of the block
 /// for data the runtime knows nothing about (the object model keeps its interning cache and its
-/// retired-reference batches here). A [`Key`](local::Key) names one value of one type; each thread's value
-/// is made from the key's `init` the first time the thread asks for it, lives in the thread's
-/// block, and is dropped first thing in the thread's exit sequence (while the thread still owns
-/// its objects; keys in the reverse order of their first use on any thread), so what it releases
-/// settles before the thread retires. A thread without a block (after its exit: the fallback in
-/// the module docs) gets `None`.
+/// retired-reference batches here). A [`Key`](local::Key) names one value of one type; each
+/// thread's value is made from the key's `init` the first time the thread asks for it, lives in the
+/// thread's block, and is dropped first thing in the thread's exit sequence (while the thread still
+/// owns its objects; keys in the reverse order of their first use on any thread), so what it
+/// releases settles before the thread retires. A thread without a block (after its exit: the
+/// fallback in the module docs) gets `None`.
 ///
 /// Values are reached through a closure, never a reference the caller could keep: with a
-/// [`Python`](crate::Python) token ([`Key::with`](local::Key::with), one thread-local access) or without
-/// ([`Key::with_current`](local::Key::with_current), the same access, for code that runs without a token: epoch
-/// callbacks, quiescent-state hooks). A value that needs to change uses a `Cell` or `RefCell`.
+/// [`Python`](crate::Python) token ([`Key::with`](local::Key::with), one thread-local access) or
+/// without ([`Key::with_current`](local::Key::with_current), the same access, for code that runs
+/// without a token: epoch callbacks, quiescent-state hooks). A value that needs to change uses a
+/// `Cell` or `RefCell`.
 ///
 /// ```
 /// use std::cell::Cell;
@@ -1134,9 +1135,9 @@ pub mod counters {
 /// .unwrap();
 /// ```
 ///
-/// Also here: [`frame`](local::frame), one pointer per thread that is never torn down, for a work list that a
-/// frame on the stack publishes to the calls nested in it (the object model's trashcan); and
-/// [`readers`](local::readers), a count of the reads open on this thread.
+/// Also here: [`frame`](local::frame), one pointer per thread that is never torn down, for a work
+/// list that a frame on the stack publishes to the calls nested in it (the object model's
+/// trashcan); and [`readers`](local::readers), a count of the reads open on this thread.
 pub mod local {
     use std::cell::Cell;
     use std::marker::PhantomData;

@@ -351,7 +351,8 @@ impl<'py> Python<'py> {
 
     /// The token the build's reference count asks for to count: the GIL proof in the `gil`
     /// build, nothing with atomic counts, the thread's owner id with biased ones (the detached
-    /// owner after the thread's exit). Make objects with [`new_object_token`](Self::new_object_token).
+    /// owner after the thread's exit). Make objects with
+    /// [`new_object_token`](Self::new_object_token).
     ///
     /// # Safety
     /// The count token is used only while the calling thread is attached: not carried into
@@ -529,13 +530,13 @@ impl Drop for BackFromSectionWait {
 }
 
 /// The part every detach shares (the end of an attachment, `allow_threads`, a wait for a
-/// section's lock), after what each does first (suspending sections, unpinning): park the counts, mark the thread detached, leave the world,
-/// release the GIL.
+/// section's lock), after what each does first (suspending sections, unpinning): park the counts,
+/// mark the thread detached, leave the world, release the GIL.
 ///
 /// The park runs other threads' releases (merging what they queued to this one), which may
 /// panic: the rest of the leave runs all the same, so the panic unwinds out of a complete
-/// detach (the counts parked, the merge finished: it goes on past a panicking release), and each caller
-/// comes back, or not, exactly as after a leave that returned.
+/// detach (the counts parked, the merge finished: it goes on past a panicking release), and each
+/// caller comes back, or not, exactly as after a leave that returned.
 ///
 /// # Safety
 /// The thread is attached (it holds the GIL), and `state` is its attachment's. From here until

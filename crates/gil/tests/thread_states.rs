@@ -205,9 +205,9 @@ fn a_panicking_quiescent_state_hook_in_allow_threads_leaves_the_thread_attached_
 
 /// A hook that panics at the detach ending an attachment does not keep the thread attached nor
 /// pinned: the panic unwinds out of `attach`, and the thread is detached, unpinned and out of the
-/// world, so a stop does not wait for it. (The detach's leave came after the hooks, and a panic skipped it: the
-/// thread stayed attached, every later `attach` on it took the re-entrant shortcut, and stops
-/// waited for it for ever.)
+/// world, so a stop does not wait for it. (The detach's leave came after the hooks, and a panic
+/// skipped it: the thread stayed attached, every later `attach` on it took the re-entrant shortcut,
+/// and stops waited for it for ever.)
 #[test]
 fn a_panicking_quiescent_state_hook_at_the_end_of_an_attach_still_detaches() {
     register_panic_once_when_armed();

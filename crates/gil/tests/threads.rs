@@ -594,7 +594,8 @@ fn a_lock_excludes_and_releases_the_gil_while_waiting() {
                                 0,
                                 "two holders at once"
                             );
-                            // Blocking inside the lock: the others must be able to attach meanwhile.
+                            // Blocking inside the lock: the others must be able to attach
+                            // meanwhile.
                             py.allow_threads(thread::yield_now);
                             inside.fetch_sub(1, Ordering::SeqCst);
                         });

@@ -437,8 +437,8 @@ impl LockByte {
 /// A mutex in one byte, for embedding in every object's header.
 ///
 /// Uncontended, `lock` and `unlock` are one compare-and-swap each. Contended, a thread spins
-/// briefly ([`spin`](crate::spin)'s policy) and then parks in `parking_lot_core`'s global parking lot,
-/// keyed by the lock's address. Unlocking wakes the waiter at the head of the queue; if that
+/// briefly ([`spin`](crate::spin)'s policy) and then parks in `parking_lot_core`'s global parking
+/// lot, keyed by the lock's address. Unlocking wakes the waiter at the head of the queue; if that
 /// waiter has been waiting for longer than [`HANDOFF_AFTER`] in total, the lock is handed to it
 /// directly instead of being released for anyone to grab (eventual fairness). A waiter woken to
 /// compete that loses the lock again keeps the time it has waited, sleeps as long again (at most

@@ -35,8 +35,8 @@
 //!   dropped so, counts towards the next collection ([`DEFERRALS_PER_COLLECTION`]).
 //! - **Settled** by every collection, in its stopped world: an object no thread took a reference
 //!   to since the previous collection (deferred before it) has gone cold and counts in its header
-//!   again; one with no reference left dies. Each thread's count of an object holds, beside the net references, how
-//!   many it took since the last collection, so telling hot from cold costs the
+//!   again; one with no reference left dies. Each thread's count of an object holds, beside the net
+//!   references, how many it took since the last collection, so telling hot from cold costs the
 //!   counting path nothing.
 //! - **Exact**: [`Bound::refcount`](crate::Bound::refcount) adds the threads' counts, so it reads
 //!   the true count whenever no other thread is changing it.

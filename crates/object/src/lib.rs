@@ -127,13 +127,14 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// own included) once it is gone. Deferred objects ([`hot`]) the threads have let go of count in
 /// their headers again, and die if nothing holds them (stopping the world, if any are
 /// deferred). Garbage an automatic collection delivered to a thread that has not taken it yet
-/// is freed here too, whether that thread is attached, away (detached or not attached) or gone. Tests and workloads call
-/// this before comparing live-object counts.
+/// is freed here too, whether that thread is attached, away (detached or not attached) or gone.
+/// Tests and workloads call this before comparing live-object counts.
 ///
 /// A thread's exit (its thread-local destructors) drops what its thread-locals hold and hands
 /// what the thread retired to the epoch (dropped by the next attached thread that settles, as
-/// this does), so objects of threads that are still exiting may die after this returns. `std::thread::scope`
-/// returns before its threads' thread-local destructors run; `JoinHandle::join` waits for them.
+/// this does), so objects of threads that are still exiting may die after this returns.
+/// `std::thread::scope` returns before its threads' thread-local destructors run;
+/// `JoinHandle::join` waits for them.
 pub fn collect(py: ftrt_gil::Python<'_>) {
     ftrt_gil::assert_attached();
     hot::settle_now(py);

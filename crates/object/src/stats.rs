@@ -2,9 +2,10 @@
 //!
 //! Each thread counts in its thread state's row of counters (`ftrt_gil::counters`, one slot per
 //! kind) with plain loads and stores (no locked instructions, no shared cache line:
-//! allocation-heavy workloads must still scale); a reader sums every thread's row. An object freed on another thread than the one that made it
-//! leaves one block at +1 and the other at −1; the sum is what counts. Exact once the threads
-//! that touched the objects are joined (or otherwise synchronised with the reader).
+//! allocation-heavy workloads must still scale); a reader sums every thread's row. An object freed
+//! on another thread than the one that made it leaves one block at +1 and the other at −1; the sum
+//! is what counts. Exact once the threads that touched the objects are joined (or otherwise
+//! synchronised with the reader).
 
 use crate::header::Kind;
 

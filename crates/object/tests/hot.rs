@@ -1,7 +1,8 @@
 //! Counted references to hot shared objects (`ftrt_object::hot`): an object one other thread
-//! increments over and over becomes that thread's; found hot again, it is deferred; while deferred its count reads exactly and no decrement
-//! frees it; a collection hands it back to its header once it has gone cold (no thread took a
-//! reference since the previous collection), and frees it if nothing holds it. Only the biased build defers; the others answer `false` and count as before.
+//! increments over and over becomes that thread's; found hot again, it is deferred; while deferred
+//! its count reads exactly and no decrement frees it; a collection hands it back to its header once
+//! it has gone cold (no thread took a reference since the previous collection), and frees it if
+//! nothing holds it. Only the biased build defers; the others answer `false` and count as before.
 
 mod common;
 

@@ -3,10 +3,10 @@
 //!
 //! A `BiasedArc<T>` serializes as its value, and deserializes into a new allocation owned by the
 //! deserializing thread (`BiasedArc<str>` and `BiasedArc<[T]>` too, through a `String` or a
-//! `Vec<T>`; other unsized values only serialize). As with `Arc`, sharing is not preserved: two handles to one value
-//! serialize as two copies and come back as two allocations. A `Weak<T>` serializes as
-//! `Option<T>` (the value if it still upgrades) and deserializes as a [`Weak::new`] handle,
-//! since nothing would keep a freshly deserialized value alive.
+//! `Vec<T>`; other unsized values only serialize). As with `Arc`, sharing is not preserved: two
+//! handles to one value serialize as two copies and come back as two allocations. A `Weak<T>`
+//! serializes as `Option<T>` (the value if it still upgrades) and deserializes as a [`Weak::new`]
+//! handle, since nothing would keep a freshly deserialized value alive.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

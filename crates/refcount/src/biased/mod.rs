@@ -307,8 +307,8 @@ impl BiasedCount {
     }
 
     /// The id of the thread that owns the count ([`LocalCounts::id`]), or `None` once it is
-    /// merged (or was created shared, or is deferred). A snapshot for diagnostics and tests: the owner may give up
-    /// ownership at any time.
+    /// merged (or was created shared, or is deferred). A snapshot for diagnostics and tests: the
+    /// owner may give up ownership at any time.
     pub fn owner_id(&self) -> Option<u32> {
         Some(self.owner.load(Ordering::Relaxed))
             .filter(|&id| id != NO_OWNER && id != DEFERRED_OWNER)

@@ -415,8 +415,8 @@ impl LocalCounts {
     /// counted on their shared side from now on, leaves the registry, and merges everything
     /// queued to it, unless it is parked, when nothing is queued (the threads that dropped its
     /// objects since the park merged them, as they do for a parked owner): a parked owner's
-    /// retirement frees nothing on its own thread. Objects it still owned are merged by whichever thread meets
-    /// them next.
+    /// retirement frees nothing on its own thread. Objects it still owned are merged by whichever
+    /// thread meets them next.
     ///
     /// # Panics
     /// With the first panic of a value's destructor run by the merge (or of the registry
@@ -439,11 +439,11 @@ impl LocalCounts {
             // Parked, it stays parked: its queue is empty (a park ends with an empty queue),
             // every object dropped for it since the park is merged by the thread that dropped
             // it, which holds the queue through its `Arc`, and after `remove` no entry can
-            // arrive. So retiring merges nothing here and frees nothing on this thread. A runtime retires its threads parked, at exit, where
-            // nothing counts (no attachment, so a stop of the world does not wait for it):
-            // unparking here to drain the queue let another thread queue to it between the
-            // unpark and the `remove`, and the drain then freed that object unattached, under
-            // a stopped world's collector.
+            // arrive. So retiring merges nothing here and frees nothing on this thread. A runtime
+            // retires its threads parked, at exit, where nothing counts (no attachment, so a stop
+            // of the world does not wait for it): unparking here to drain the queue let another
+            // thread queue to it between the unpark and the `remove`, and the drain then freed that
+            // object unattached, under a stopped world's collector.
             return drop_catching(registry::remove(id), None);
         }
         // Not parked, so no thread merges on this owner's behalf (`settling` is nonzero only

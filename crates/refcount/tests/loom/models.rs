@@ -588,10 +588,10 @@ fn a_non_owner_drop_races_a_parked_owners_retirement() {
 /// with what the threads counted meanwhile in their own counts. A non-owner takes a reference
 /// and drops two; the owner defers the count, drops its reference while it is deferred, and
 /// resumes it. The owner counts a deferred count through the first halves (the inline path),
-/// the other thread through the unowned ones (the out-of-line path). Wherever the stops fall between the other thread's steps (its drops on the
-/// shared count queueing to the owner included), the object is freed exactly once, after the
-/// last reference is gone: by the non-owner, by the owner's merge, or by the resume that finds
-/// no reference left.
+/// the other thread through the unowned ones (the out-of-line path). Wherever the stops fall
+/// between the other thread's steps (its drops on the shared count queueing to the owner included),
+/// the object is freed exactly once, after the last reference is gone: by the non-owner, by the
+/// owner's merge, or by the resume that finds no reference left.
 #[test]
 fn deferring_and_resuming_in_stopped_worlds_keeps_the_count_exact() {
     use ftrt_refcount::biased::{CountOnPath, DeferredPath, LocalCounts};
