@@ -42,7 +42,8 @@
 //! # ftrt_gil::reclamation::set_wait_limit(ftrt_gil::reclamation::DEFAULT_WAIT_LIMIT);
 //! ```
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Retirements past an outstanding marker that make a thread wait for it. At 16 (with a
@@ -72,6 +73,45 @@ pub fn set_wait_limit(limit: Duration) {
 /// The longest one wait lasts ([`set_wait_limit`]; [`DEFAULT_WAIT_LIMIT`] until set).
 pub fn wait_limit() -> Duration {
     Duration::from_nanos(WAIT_LIMIT_NANOS.load(Ordering::Relaxed))
+}
+
+/// Flushes the calling thread's epoch bag and collects, until everything deferred on the epoch
+/// before the call has run, or `max_flushes` flushes have. Returns the flushes it took, or
+/// `None` where it gave up. A runtime's "free what can be freed now" (the object model's
+/// `collect`) flushes this way, instead of a fixed number of times.
+///
+/// How it knows: it defers a marker, which joins the thread's bag behind everything the thread
+/// deferred, and the flush pushes that bag onto the epoch's global queue behind every bag pushed
+/// before. The queue is collected in order, a bag only once the epoch has advanced twice past
+/// it, so once the marker has run every bag ahead of it has been taken off the queue and run, by
+/// this thread or by another that took it (which may still be running it). Deferred functions
+/// still in other threads' bags are not on the queue yet; the threads' checkpoints flush them.
+///
+/// Each flush advances the epoch one step at most, and only once every pinned thread has passed
+/// a quiescent state since the last advance; it runs a few bags (crossbeam runs 8 at most). So
+/// with no thread pinned the call takes two or three flushes, a backlog takes more, and a thread
+/// that stays pinned without a quiescent state makes the call give up. Call it detached or not
+/// attached: in the free-threaded builds an attached thread's own pin holds the epoch back, and
+/// the call gives up. It gives up too where a deferred function ahead of the marker in its bag
+/// panicked (crossbeam drops the rest of that bag without running it).
+///
+/// ```
+/// // Nothing is pinned: what was deferred before runs within a few flushes.
+/// assert!(ftrt_gil::reclamation::flush_until_caught_up(64).is_some());
+/// ```
+pub fn flush_until_caught_up(max_flushes: usize) -> Option<usize> {
+    let ran = Arc::new(AtomicBool::new(false));
+    let marker = Arc::clone(&ran);
+    // Release, with the Acquire below: what the thread that ran the marker ran before it (the
+    // bags ahead of it that this thread took) is seen done by the caller.
+    crossbeam_epoch::pin().defer(move || marker.store(true, Ordering::Release));
+    for flushes in 1..=max_flushes {
+        crossbeam_epoch::pin().flush();
+        if ran.load(Ordering::Acquire) {
+            return Some(flushes);
+        }
+    }
+    None
 }
 
 /// The waits of every thread since the process started, by how each ended. Waits under way are

@@ -540,3 +540,41 @@ fn a_panic_inside_a_wait_ends_it_with_the_thread_pinned_again() {
     assert!(pinned_after, "the thread was left unpinned");
     assert_eq!(waits_since(before), ended(0, 0, 1));
 }
+
+/// [`reclamation::flush_until_caught_up`] on a thread that is not attached: what was deferred
+/// before the call has run when it returns, and with no thread pinned that takes a few flushes,
+/// not the limit.
+#[test]
+fn flushing_until_caught_up_runs_what_was_deferred_before_within_a_few_flushes() {
+    static RAN: AtomicBool = AtomicBool::new(false);
+    let _serial = serial();
+    crossbeam_epoch::pin().defer(|| RAN.store(true, Ordering::SeqCst));
+    let flushes = reclamation::flush_until_caught_up(1024);
+    assert!(RAN.load(Ordering::SeqCst), "returned before it ran");
+    // Two flushes advance the epoch twice past the marker; more if bags of earlier tests are
+    // still queued ahead of it, each flush running up to 8 of them.
+    assert!(
+        flushes.is_some_and(|flushes| flushes <= 8),
+        "caught up after {flushes:?} flushes"
+    );
+}
+
+/// A thread pinned without a quiescent state keeps what was deferred since from running: the
+/// call gives up after its limit, and catches up once the thread lets go.
+#[test]
+fn flushing_until_caught_up_gives_up_while_a_thread_holds_the_epoch_back() {
+    static RAN: AtomicBool = AtomicBool::new(false);
+    let _serial = serial();
+    let (let_go, wait_to_let_go) = mpsc::channel::<()>();
+    let holder = holding_the_epoch(move |_py| wait_to_let_go.recv().unwrap());
+    crossbeam_epoch::pin().defer(|| RAN.store(true, Ordering::SeqCst));
+    assert_eq!(reclamation::flush_until_caught_up(64), None);
+    assert!(
+        !RAN.load(Ordering::SeqCst),
+        "ran while a thread held the epoch back"
+    );
+    let_go.send(()).unwrap();
+    holder.join().unwrap();
+    assert!(reclamation::flush_until_caught_up(64).is_some());
+    assert!(RAN.load(Ordering::SeqCst));
+}

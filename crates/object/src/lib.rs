@@ -143,17 +143,16 @@ pub fn collect(py: ftrt_gil::Python<'_>) {
     gc::free_unclaimed(py);
     reclaim::settle_retired(py);
     py.allow_threads(|| {
-        for _ in 0..COLLECT_ROUNDS {
-            crossbeam_epoch::pin().flush();
-        }
+        ftrt_gil::reclamation::flush_until_caught_up(MAX_FLUSHES);
     });
     reclaim::settle_retired(py);
     py.merge_pending();
 }
 
-/// Each flush can advance the global epoch by one step (a retired item needs two) and frees a
-/// bounded number of batches, so a backlog takes many rounds; an empty queue makes them cheap.
-const COLLECT_ROUNDS: usize = 1024;
+/// Flushes that `collect` makes at most, waiting for what was retired to be freed: enough for a
+/// backlog (each flush runs a few bags), few enough to give up soon where a thread holds the
+/// epoch back.
+const MAX_FLUSHES: usize = 1024;
 
 // The README's examples run as doctests, so the README cannot drift from the API.
 #[cfg(doctest)]
