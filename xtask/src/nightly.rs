@@ -23,7 +23,8 @@ pub const MIRI_CRATES: &[&str] = &["ftrt-refcount", "ftrt-lock", "ftrt-gil", "ft
 /// collector's garbage bags still queued.
 const MIRI_LEAKS_BY_DESIGN: &[&str] = &["ftrt-gil", "ftrt-object"];
 
-/// The stress tests that run under ThreadSanitizer.
+/// The multi-threaded test suites that run under ThreadSanitizer: the stress tests, and the
+/// suites whose tests start threads of their own.
 pub const TSAN_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-refcount", "stress"),
     TestSuite::new("ftrt-lock", "stress"),
@@ -43,6 +44,21 @@ pub const TSAN_SUITES: &[TestSuite] = &[
     // Lock elision: threads holding the world alone, and the threads that make them let go.
     TestSuite::new("ftrt-object", "lock_elision"),
     TestSuite::new("ftrt-gil", "lock_elision"),
+    // Sections begun after a thread's exit, beside a stop of the world; sections of both APIs
+    // on one stack; checkpoint work and the stop's patience.
+    TestSuite::new("ftrt-gil", "sections_after_exit"),
+    TestSuite::new("ftrt-gil", "sections_of_both_apis"),
+    TestSuite::new("ftrt-gil", "checkpoint_work"),
+    TestSuite::new("ftrt-gil", "stop_patience"),
+    TestSuite::new("ftrt-gil", "thread_states"),
+    // Reclamation: retired batches expiring on other threads, posted home, orphaned at exits,
+    // and the back-pressure that makes a retiring thread wait for the epoch.
+    TestSuite::new("ftrt-gil", "reclamation_pace"),
+    TestSuite::new("ftrt-object", "reclamation"),
+    TestSuite::new("ftrt-object", "thread_exit"),
+    // The object model's behaviour and sections, with the threads their tests start.
+    TestSuite::new("ftrt-object", "behaviour"),
+    TestSuite::new("ftrt-object", "sections"),
 ];
 
 /// Integer-to-pointer casts are allowed because `parking_lot_core`, where every contended lock
