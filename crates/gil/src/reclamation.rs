@@ -32,6 +32,10 @@
 //! [`waits`] counts the waits, by how each ended. The `gil` build frees at once and never waits;
 //! its counts stay zero.
 //!
+//! [`flush_until_caught_up`] is the other side of the same marker, for a thread that is not
+//! attached: it flushes until what was deferred before the call has run, as a runtime's "free
+//! what can be freed now" wants (the object model's `collect`).
+//!
 //! ```
 //! use std::time::Duration;
 //!
