@@ -23,8 +23,8 @@
 //! - [`section`]: the critical sections the object model takes, free under the GIL, and free
 //!   while a thread holds the world alone ([`set_lock_elision`], off by default).
 //! - [`reclamation`]: back-pressure on retirement, in the free-threaded builds: a thread that
-//!   retires faster than the epoch frees waits for it now and then, at a checkpoint; and a
-//!   flush until what was deferred before it has run.
+//!   retires faster than the epoch frees waits for it now and then, at a checkpoint; and, in
+//!   every build, a flush until what the epoch's queue held before it has run.
 //! - The thread state: one block per thread holding everything the thread carries (its id and
 //!   biased-count merge queue, its section stack, its epoch pin, its [`counters`]); the module
 //!   docs of `state` (`crates/gil/src/state.rs`) give the order in which attaching, detaching,

@@ -32,9 +32,10 @@
 //! [`waits`] counts the waits, by how each ended. The `gil` build frees at once and never waits;
 //! its counts stay zero.
 //!
-//! [`flush_until_caught_up`] is the other side of the same marker, for a thread that is not
-//! attached: it flushes until what was deferred before the call has run, as a runtime's "free
-//! what can be freed now" wants (the object model's `collect`).
+//! [`flush_until_caught_up`] waits for a marker of its own in the same way, on a thread that is
+//! not attached, and in every build: it flushes until what the global queue held when it was
+//! called has run, as a runtime's "free what can be freed now" wants (the object model's
+//! `collect`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -79,25 +80,30 @@ pub fn wait_limit() -> Duration {
     Duration::from_nanos(WAIT_LIMIT_NANOS.load(Ordering::Relaxed))
 }
 
-/// Flushes the calling thread's epoch bag and collects, until everything deferred on the epoch
-/// before the call has run, or `max_flushes` flushes have. Returns the flushes it took, or
-/// `None` where it gave up. A runtime's "free what can be freed now" (the object model's
-/// `collect`) flushes this way, instead of a fixed number of times.
+/// Flushes the calling thread's epoch bag and collects, until what was deferred on the epoch
+/// before the call has been run, as far as the epoch's global queue holds it (bags still in
+/// other threads' hands are not on it), or `max_flushes` flushes have. Returns the flushes it
+/// took, or `None` where it gave up. A runtime's "free what can be freed now" (the object
+/// model's `collect`) flushes this way, instead of a fixed number of times.
 ///
-/// How it knows: it defers a marker, which joins the thread's bag behind everything the thread
-/// deferred, and the flush pushes that bag onto the epoch's global queue behind every bag pushed
-/// before. The queue is collected in order, a bag only once the epoch has advanced twice past
-/// it, so once the marker has run every bag ahead of it has been taken off the queue and run, by
-/// this thread or by another that took it (which may still be running it). Deferred functions
-/// still in other threads' bags are not on the queue yet; the threads' checkpoints flush them.
+/// How it knows: it defers a marker of its own, which joins the thread's bag behind everything
+/// the thread deferred, and the flush pushes that bag onto the global queue behind every bag
+/// pushed before. The queue is collected in order, a bag only once the epoch has advanced twice
+/// past it, so once the marker has run every bag ahead of it has been taken off the queue, by
+/// this thread, which has run it, or by another, which may still be running it. Deferred
+/// functions still in other threads' bags are not on the queue; the threads' checkpoints and
+/// detaches push them.
 ///
 /// Each flush advances the epoch one step at most, and only once every pinned thread has passed
 /// a quiescent state since the last advance; it runs a few bags (crossbeam runs 8 at most). So
 /// with no thread pinned the call takes two or three flushes, a backlog takes more, and a thread
 /// that stays pinned without a quiescent state makes the call give up. Call it detached or not
 /// attached: in the free-threaded builds an attached thread's own pin holds the epoch back, and
-/// the call gives up. It gives up too where a deferred function ahead of the marker in its bag
-/// panicked (crossbeam drops the rest of that bag without running it).
+/// the call gives up.
+///
+/// A deferred function that panics in one of the call's flushes unwinds out of the call. One
+/// that panicked earlier, on any thread, left the rest of its bag unrun (crossbeam leaks it);
+/// the marker runs all the same, so the call cannot tell.
 ///
 /// ```
 /// // Nothing is pinned: what was deferred before runs within a few flushes.

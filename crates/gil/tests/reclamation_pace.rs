@@ -548,13 +548,15 @@ fn a_panic_inside_a_wait_ends_it_with_the_thread_pinned_again() {
 fn flushing_until_caught_up_runs_what_was_deferred_before_within_a_few_flushes() {
     static RAN: AtomicBool = AtomicBool::new(false);
     let _serial = serial();
+    // Earlier tests may have left a backlog of bags, which takes a flush per 8 bags.
+    assert!(reclamation::flush_until_caught_up(1024).is_some());
     crossbeam_epoch::pin().defer(|| RAN.store(true, Ordering::SeqCst));
     let flushes = reclamation::flush_until_caught_up(1024);
     assert!(RAN.load(Ordering::SeqCst), "returned before it ran");
-    // Two flushes advance the epoch twice past the marker; more if bags of earlier tests are
-    // still queued ahead of it, each flush running up to 8 of them.
+    // Two flushes advance the epoch twice past the marker (a third if another thread's pin
+    // delayed one advance).
     assert!(
-        flushes.is_some_and(|flushes| flushes <= 8),
+        flushes.is_some_and(|flushes| flushes <= 3),
         "caught up after {flushes:?} flushes"
     );
 }

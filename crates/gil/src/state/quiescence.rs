@@ -3,16 +3,16 @@
 //!
 //! Not yet in the block: the epoch participant itself (crossbeam's `LocalHandle`) is still
 //! `crossbeam-epoch`'s own thread-local; the block holds only the attach pin on it. Owning a
-//! `LocalHandle` of a runtime `Collector` here means every guard the object model takes must
-//! come from that collector, since a pin on one collector does not protect what is retired
-//! through another: `reclaim`'s pins for list and dict reads and writes (`read_pinned`,
-//! `write_contents_in_section`), `ReadGuard`, the
-//! `Debug` printer, `collect`'s flushes and the retired batches' hand-over at exit all pin through
-//! `crossbeam_epoch::pin()` today, and would have to switch together, with a fallback for pins
-//! after the block is gone (a temporary handle registered per pin, what crossbeam does itself
-//! once its thread-local is torn down) and `LocalHandle`'s drop placed in the exit sequence
-//! after the retired batches are handed over. That is one change across `ftrt-gil` and
-//! `ftrt-object`, not yet made.
+//! `LocalHandle` of a runtime `Collector` here means every guard the object model takes must come
+//! from that collector, since a pin on one collector does not protect what is retired through
+//! another: `reclaim`'s pins for list and dict reads and writes (`read_pinned`,
+//! `write_contents_in_section`), `ReadGuard`, the `Debug` printer, `collect`'s flushes
+//! (`reclamation::flush_until_caught_up`) and the retired batches' hand-over at exit all pin
+//! through `crossbeam_epoch::pin()` today, and would have to switch together, with a fallback for
+//! pins after the block is gone (a temporary handle registered per pin, what crossbeam does itself
+//! once its thread-local is torn down) and `LocalHandle`'s drop placed in the exit sequence after
+//! the retired batches are handed over. That is one change across `ftrt-gil` and `ftrt-object`, not
+//! yet made.
 
 use std::cell::{Cell, RefCell};
 use std::sync::atomic::{AtomicU64, Ordering};
