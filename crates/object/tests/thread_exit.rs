@@ -479,9 +479,10 @@ fn a_reference_retired_after_exit_and_orphaned_is_freed_at_a_quiescent_state() {
             // The replaced int expires here, detached: orphaned.
             Python::attach(|py| {
                 py.allow_threads(|| {
-                    for _ in 0..1024 {
-                        crossbeam_epoch::pin().flush();
-                    }
+                    assert!(
+                        ftrt_gil::reclamation::flush_until_caught_up(1024).is_some(),
+                        "the flushes gave up before the exited thread's bag expired"
+                    );
                 })
             });
             // Quiescent states (every 16th checkpoint, and every detach), no `collect`.
