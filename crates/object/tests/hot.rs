@@ -378,6 +378,11 @@ fn deferred_objects_that_die_are_freed_without_an_explicit_collection() {
 /// every 64 × `PROMOTE_AFTER` increments of objects found hot, each a stop of the world that
 /// freed nothing.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "collections were asked for every 64 refusals, that is every 64 x PROMOTE_AFTER \
+              (262,144) increments: it makes 80 x PROMOTE_AFTER"
+)]
 fn refusals_for_a_full_table_ask_for_no_collection_once_a_settling_gives_no_id_back() {
     if !biased() {
         return;
@@ -540,7 +545,15 @@ fn a_thread_counts_deferred_objects_inline_only_while_its_array_lives() {
 /// and it is freed exactly once, by the last collection.
 #[test]
 fn threads_counting_a_deferred_object_while_collections_settle_it() {
-    for threads in [2, 4, 8, 16] {
+    // Under Miri two and four threads, not up to sixteen, and a tenth of the rounds with the
+    // collections a tenth as far apart: four a run still, the last before the threads' last
+    // references.
+    let (thread_counts, rounds, collect_every): (&[usize], _, _) = if cfg!(miri) {
+        (&[2, 4], 200, 50)
+    } else {
+        (&[2, 4, 8, 16], 2_000, 500)
+    };
+    for &threads in thread_counts {
         leak_checked(|py| {
             let floats = live_objects(Kind::Float);
             let object = PyFloat::new(py, 8.0);
@@ -569,7 +582,7 @@ fn threads_counting_a_deferred_object_while_collections_settle_it() {
                                     );
                                 }
                                 let mut kept = Vec::new();
-                                for i in 0..2_000 {
+                                for i in 0..rounds {
                                     kept.push(value.clone());
                                     if i % 7 == 0 {
                                         send.send(value.clone().unbind()).unwrap();
@@ -581,7 +594,7 @@ fn threads_counting_a_deferred_object_while_collections_settle_it() {
                                     if i % 3 == 0 {
                                         kept.clear();
                                     }
-                                    if t == 1 && i % 500 == 0 {
+                                    if t == 1 && i % collect_every == 0 {
                                         gc::collect(py);
                                     }
                                     py.check();
@@ -690,8 +703,10 @@ fn a_deferral_that_times_out_is_not_asked_again_at_once() {
         let object = PyFloat::new(py, 2.5).unbind();
         let before = hot::deferrals_given_up();
         let started = Instant::now();
+        // Under Miri two requests' worth, not eight: only the one try is checked there (below).
+        let requests = if cfg!(miri) { 2 } else { 8 };
         common::with_a_thread_blocked_attached(|| {
-            hammer_from_another_thread(py, &object, 8 * PROMOTE_AFTER)
+            hammer_from_another_thread(py, &object, requests * PROMOTE_AFTER)
         });
         let took = started.elapsed();
         let given_up = hot::deferrals_given_up() - before;
@@ -704,7 +719,7 @@ fn a_deferral_that_times_out_is_not_asked_again_at_once() {
         let at_most = 1 + (took.saturating_sub(hot::PATIENCE).as_secs_f64() / tries_apart) as usize;
         assert!(
             (1..=at_most).contains(&given_up),
-            "{given_up} deferrals given up over eight requests' worth of increments in {took:?}"
+            "{given_up} deferrals given up over {requests} requests' worth of increments in {took:?}"
         );
     });
 }

@@ -220,7 +220,9 @@ fn a_store_that_fails_leaves_the_value_local() {
 /// lock. Every append survives.
 #[test]
 fn a_list_made_local_then_shared_loses_no_append_to_a_second_writer() {
-    const APPENDS: usize = 20_000;
+    // Under Miri 200 appends a thread: the list still grows through several reallocations
+    // while all four writers append.
+    const APPENDS: usize = if cfg!(miri) { 200 } else { 20_000 };
     const WRITERS: usize = 4;
     // Live counts are process-wide: the leak-checked tests must not see these objects.
     let _serial = common::SERIAL.lock().unwrap_or_else(|e| e.into_inner());
