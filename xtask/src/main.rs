@@ -25,7 +25,7 @@
 //!   per chosen variant, by default the `nogil` build's alone; with Tree Borrows and permissive
 //!   provenance unless `MIRIFLAGS` is set), installing the nightly `miri` and `rust-src`
 //!   components if they are missing.
-//! - `cargo xtask tsan [--crates LIST]`: runs the stress tests under ThreadSanitizer
+//! - `cargo xtask tsan [--crates LIST]`: runs the multi-threaded suites under ThreadSanitizer
 //!   (`-Zsanitizer=thread -Zbuild-std`, x86_64 Linux only), installing the nightly
 //!   `rust-src` component if it is missing.
 //! - `cargo xtask bench [--workloads LIST] [--builds LIST] [--threads LIST] [--repeat N]
@@ -110,9 +110,9 @@ enum Task {
         #[arg(long, value_enum, value_delimiter = ',', value_name = "LIST")]
         variants: Vec<Variant>,
     },
-    /// Run the stress tests under ThreadSanitizer (needs nightly; x86_64 Linux only).
+    /// Run the multi-threaded suites under ThreadSanitizer (needs nightly; x86_64 Linux only).
     Tsan {
-        /// Comma-separated crates whose stress tests to run (default: all of them).
+        /// Comma-separated crates whose suites to run (default: all of them).
         #[arg(
             long,
             value_delimiter = ',',

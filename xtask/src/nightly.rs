@@ -23,8 +23,8 @@ pub const MIRI_CRATES: &[&str] = &["ftrt-refcount", "ftrt-lock", "ftrt-gil", "ft
 /// collector's garbage bags still queued.
 const MIRI_LEAKS_BY_DESIGN: &[&str] = &["ftrt-gil", "ftrt-object"];
 
-/// The multi-threaded test suites that run under ThreadSanitizer: the stress tests, and the
-/// suites whose tests start threads of their own.
+/// The suites that run under ThreadSanitizer: the stress tests, and the suites that drive the
+/// runtime's protocols between threads (most start threads of their own).
 pub const TSAN_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-refcount", "stress"),
     TestSuite::new("ftrt-lock", "stress"),
@@ -45,7 +45,8 @@ pub const TSAN_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-object", "lock_elision"),
     TestSuite::new("ftrt-gil", "lock_elision"),
     // Sections begun after a thread's exit, beside a stop of the world; sections of both APIs
-    // on one stack; checkpoint work and the stop's patience.
+    // on one stack; checkpoint work, the stop's patience, and thread states' attach, detach
+    // and exit.
     TestSuite::new("ftrt-gil", "sections_after_exit"),
     TestSuite::new("ftrt-gil", "sections_of_both_apis"),
     TestSuite::new("ftrt-gil", "checkpoint_work"),

@@ -34,8 +34,8 @@
 //!
 //! [`flush_until_caught_up`] waits for a marker of its own in the same way, on a thread that is
 //! not attached, and in every build: it flushes until what the global queue held when it was
-//! called has run, as a runtime's "free what can be freed now" wants (the object model's
-//! `collect`).
+//! called has been taken off it (run, or running on another thread), as a runtime's "free what
+//! can be freed now" wants (the object model's `collect`).
 //!
 //! ```
 //! use std::time::Duration;
@@ -81,10 +81,11 @@ pub fn wait_limit() -> Duration {
 }
 
 /// Flushes the calling thread's epoch bag and collects, until what was deferred on the epoch
-/// before the call has been run, as far as the epoch's global queue holds it (bags still in
-/// other threads' hands are not on it), or `max_flushes` flushes have. Returns the flushes it
-/// took, or `None` where it gave up. A runtime's "free what can be freed now" (the object
-/// model's `collect`) flushes this way, instead of a fixed number of times.
+/// before the call has been taken off the epoch's global queue (run, or running on another
+/// thread), as far as the queue holds it (bags still in other threads' hands are not on it), or
+/// `max_flushes` flushes have. Returns the flushes it took, or `None` where it gave up. A
+/// runtime's "free what can be freed now" (the object model's `collect`) flushes this way,
+/// instead of a fixed number of times.
 ///
 /// How it knows: it defers a marker of its own, which joins the thread's bag behind everything
 /// the thread deferred, and the flush pushes that bag onto the global queue behind every bag
@@ -102,8 +103,10 @@ pub fn wait_limit() -> Duration {
 /// the call gives up.
 ///
 /// A deferred function that panics in one of the call's flushes unwinds out of the call. One
-/// that panicked earlier, on any thread, left the rest of its bag unrun (crossbeam leaks it);
-/// the marker runs all the same, so the call cannot tell.
+/// that panics on another thread leaves the rest of its bag unrun (crossbeam leaks it): if that
+/// bag held the marker (the function was deferred on this thread before the call), the call
+/// gives up; if it was ahead of the marker, the marker runs all the same and the call cannot
+/// tell.
 ///
 /// ```
 /// // Nothing is pinned: what was deferred before runs within a few flushes.

@@ -553,10 +553,11 @@ fn flushing_until_caught_up_runs_what_was_deferred_before_within_a_few_flushes()
     crossbeam_epoch::pin().defer(|| RAN.store(true, Ordering::SeqCst));
     let flushes = reclamation::flush_until_caught_up(1024);
     assert!(RAN.load(Ordering::SeqCst), "returned before it ran");
-    // Two flushes advance the epoch twice past the marker (a third if another thread's pin
-    // delayed one advance).
+    // Two flushes advance the epoch twice past the marker, more where another thread's pin
+    // delays an advance (the previous test's thread may still be exiting, and pins there): far
+    // fewer than the limit, which a flush that never stops early would reach.
     assert!(
-        flushes.is_some_and(|flushes| flushes <= 3),
+        flushes.is_some_and(|flushes| flushes <= 16),
         "caught up after {flushes:?} flushes"
     );
 }
