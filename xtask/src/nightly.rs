@@ -101,8 +101,9 @@ const POLL: Duration = Duration::from_millis(50);
 const MIRI_CRATES_PER_VARIANT: &[&str] = &["ftrt-gil", "ftrt-object"];
 
 /// The variants `cargo xtask miri` runs when none is chosen: the default build alone, the one
-/// whose every test has run under Miri. (The `gil` build's `ftrt-gil` tests pass too; its
-/// `ftrt-object` tests, and the `nogil-atomic-rc` build's, have not yet run to the end there.)
+/// whose tests are sized for Miri (`cfg!(miri)`: smaller counts, and the tests whose point is
+/// volume ignored there). (The `gil` build's `ftrt-gil` tests pass too; its `ftrt-object`
+/// tests, and the `nogil-atomic-rc` build's, have not yet run to the end there.)
 pub const MIRI_DEFAULT_VARIANTS: &[Variant] = &[Variant::Nogil];
 
 pub fn run_miri(
