@@ -64,8 +64,6 @@ const SPIN_EXCEPTIONS: &[&str] = &["crates/refcount/src/sync.rs"];
 
 /// The widest a comment line may be, in characters: the width the code is formatted to.
 const COMMENT_WIDTH: usize = 100;
-/// The folders whose Rust sources keep their comments to that width.
-const COMMENT_WIDTH_DIRS: &[&str] = &["src", "benches", "tests", "crates", "xtask"];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -437,6 +435,23 @@ fn assert_none(what: &str, violations: Vec<String>) {
     );
 }
 
+/// The lines `rule` finds in each of `paths` (relative to the root), as `path:line`.
+fn lines_found<'a>(
+    paths: impl IntoIterator<Item = &'a PathBuf>,
+    rule: fn(&str) -> Vec<usize>,
+) -> Vec<String> {
+    let root = root();
+    paths
+        .into_iter()
+        .flat_map(|path| {
+            let source = fs::read_to_string(root.join(path)).expect("a readable source");
+            rule(&source)
+                .into_iter()
+                .map(move |line| format!("{}:{line}", path.display()))
+        })
+        .collect()
+}
+
 #[test]
 fn each_crate_depends_only_on_the_crates_below_it() {
     let manifests = manifests();
@@ -472,22 +487,17 @@ fn only_the_runtime_and_the_umbrella_have_variant_features_and_the_leaves_have_n
 
 #[test]
 fn only_the_runtime_and_the_umbrella_branch_on_the_build_variant() {
-    let root = root();
     let sources = workspace_sources();
     assert!(
         sources.iter().any(|p| p.starts_with("crates/gil")),
         "found the sources"
     );
-    let violations = sources
-        .iter()
-        .filter(|path| !VARIANT_CFG_ALLOWED.iter().any(|dir| path.starts_with(dir)))
-        .flat_map(|path| {
-            let source = fs::read_to_string(root.join(path)).expect("a readable source");
-            variant_cfg_lines(&source)
-                .into_iter()
-                .map(move |line| format!("{}:{line}", path.display()))
-        })
-        .collect();
+    let violations = lines_found(
+        sources
+            .iter()
+            .filter(|path| !VARIANT_CFG_ALLOWED.iter().any(|dir| path.starts_with(dir))),
+        variant_cfg_lines,
+    );
     assert_none(
         "variant features named outside ftrt-gil and the umbrella",
         violations,
@@ -513,7 +523,6 @@ fn the_workloads_import_only_the_object_model_and_the_runtime() {
 
 #[test]
 fn threads_spin_only_under_the_one_spin_policy() {
-    let root = root();
     let sources = workspace_sources();
     assert!(
         sources.iter().any(|p| p == Path::new(SPIN_POLICY)),
@@ -528,20 +537,14 @@ fn threads_spin_only_under_the_one_spin_policy() {
                 .is_some_and(|c| c.as_os_str() == "src");
         crate_src || path.starts_with("src")
     };
-    let violations = sources
-        .iter()
-        .filter(|path| {
+    let violations = lines_found(
+        sources.iter().filter(|path| {
             is_library(path)
                 && *path != Path::new(SPIN_POLICY)
                 && !SPIN_EXCEPTIONS.iter().any(|e| *path == Path::new(e))
-        })
-        .flat_map(|path| {
-            let source = fs::read_to_string(root.join(path)).expect("a readable source");
-            spin_lines(&source)
-                .into_iter()
-                .map(move |line| format!("{}:{line}", path.display()))
-        })
-        .collect();
+        }),
+        spin_lines,
+    );
     assert_none("spinning outside ftrt_lock::spin", violations);
 }
 
@@ -573,27 +576,14 @@ fn every_test_that_shares_a_binary_with_a_live_count_comparison_runs_alone() {
 
 #[test]
 fn comment_lines_are_at_most_100_characters_wide() {
-    let root = root();
-    let sources: Vec<PathBuf> = workspace_sources()
-        .into_iter()
-        .filter(|path| COMMENT_WIDTH_DIRS.iter().any(|dir| path.starts_with(dir)))
-        .collect();
+    let sources = workspace_sources();
     assert!(
         sources.iter().any(|p| p.starts_with("xtask")),
         "found the sources"
     );
-    let violations = sources
-        .iter()
-        .flat_map(|path| {
-            let source = fs::read_to_string(root.join(path)).expect("a readable source");
-            long_comment_lines(&source)
-                .into_iter()
-                .map(move |line| format!("{}:{line}", path.display()))
-        })
-        .collect();
     assert_none(
         &format!("comment lines wider than {COMMENT_WIDTH} characters"),
-        violations,
+        lines_found(&sources, long_comment_lines),
     );
 }
 
