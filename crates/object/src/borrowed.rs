@@ -103,7 +103,7 @@ impl<'g> Borrowed<'g> {
         unsafe { crate::scalars::read_i64(self.ptr) }
     }
 
-    /// The value of a `float` (or `int`).
+    /// The value of a `float` (or `int`, or `bool`).
     #[inline]
     pub fn to_f64(&self) -> Result<f64> {
         // SAFETY: alive for `'g`.

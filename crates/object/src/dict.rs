@@ -60,8 +60,16 @@ struct Table {
 impl Table {
     /// A table with room for `entries` entries; at most two thirds of the indices are ever used,
     /// so probing always reaches an `EMPTY` index.
+    ///
+    /// Panics, before allocating, where the entries' positions would not fit an index below the
+    /// `DUMMY` and `EMPTY` marks (more than about 2.8 billion entries): an index that wrapped
+    /// would find the wrong entry.
     fn new(entries: usize) -> Self {
         let indices = (entries * 3 / 2 + 1).next_power_of_two().max(MIN_INDICES);
+        assert!(
+            indices * 2 / 3 <= DUMMY as usize,
+            "a dict holds at most {DUMMY} entries; {entries} asked for"
+        );
         Table {
             indices: (0..indices).map(|_| AtomicU32::new(EMPTY)).collect(),
             entries: (0..indices * 2 / 3)
@@ -750,5 +758,15 @@ impl<'py> Bound<'py, PyDict> {
     pub fn items(&self) -> Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
         // SAFETY: the header of the dict whose payload this is.
         unsafe { self.payload().items(self.py(), self.header()) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    #[should_panic(expected = "a dict holds at most 4294967294 entries")]
+    fn a_table_whose_positions_would_not_fit_an_index_is_refused_before_it_is_allocated() {
+        // 2^33 indices, whose two thirds (5.7 billion entries) pass the `DUMMY` mark.
+        let _ = super::Table::new(3_000_000_000);
     }
 }

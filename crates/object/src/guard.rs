@@ -40,8 +40,9 @@ use ftrt_gil::Python;
 ///
 /// Hold a guard briefly, the way an interpreter holds a borrowed value on its stack: one per
 /// read or per short run of reads. While it lives, retired memory is not reclaimed (in the `gil`
-/// build: on any thread); leaking one with `mem::forget` keeps every later removal alive (in the
-/// free-threaded builds, at least until its thread exits).
+/// build: on any thread); leaking one with `mem::forget` keeps alive everything later retired
+/// through the epoch, anywhere (in the free-threaded builds, at least until its thread exits;
+/// other threads' writes to their own local containers still free at once).
 ///
 /// A guard stays on the thread that made it, attached, and cannot enter `allow_threads`:
 ///

@@ -8,7 +8,7 @@
 //!
 //! - Types: `None`, `bool`, `int` (64-bit, overflow is an error; −5..=256 preallocated and
 //!   immortal), `float`, `str` (hash cached; an interning table whose strings are immortal),
-//!   `tuple`, `list`, `dict` (insertion-ordered, `str`/`int` keys), user-defined classes and
+//!   `tuple`, `list`, `dict` (insertion-ordered, `str`/`int`/`bool` keys), user-defined classes and
 //!   their instances, and modules (namespaces of shared variables).
 //! - Errors are values ([`Error`]): a bad index, a missing key or attribute, a wrong type or an
 //!   unhashable key never panics and never leaves an object half-changed.

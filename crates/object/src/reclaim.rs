@@ -26,9 +26,9 @@
 //! A local container (see `Header`: no other thread can reach it) needs none of this unless a
 //! read is open on its own thread: its lock-free reads take no pin (`with_read_guard`), its
 //! writes take none either (`write_contents`) and free what they remove at once. The reads that
-//! can hold a pointer across a write on the same thread, a `ReadGuard` that borrowed and a
-//! `Debug` print, count themselves in `ftrt_gil::local::readers`, and while any is open
-//! removals are retired as usual.
+//! can hold a pointer across a write on the same thread, a `ReadGuard` (for its whole life,
+//! whether or not it borrowed) and a `Debug` print, count themselves in
+//! `ftrt_gil::local::readers`, and while any is open removals are retired as usual.
 //!
 //! Nor does a shared container written by a thread that holds the world alone (lock elision,
 //! `ftrt_gil::local::no_reads_elsewhere`): no other thread is attached to read it, none attaches
@@ -439,8 +439,8 @@ fn defer_ref(reference: OwnedRef, from_shared: bool, guard: &Guard) {
 }
 
 /// Whether nothing a write removes from `owner` can still be held by a reader, so that it may
-/// be freed at once: no read is open on this thread ([`ReadGuard`](crate::ReadGuard)s that
-/// borrowed and `Debug` prints count themselves in `ftrt_gil::local::readers`), and none on
+/// be freed at once: no read is open on this thread ([`ReadGuard`](crate::ReadGuard)s, while
+/// they live, and `Debug` prints count themselves in `ftrt_gil::local::readers`), and none on
 /// another, because `owner` is local (no other thread can reach it) or because this thread
 /// holds the world alone and no thread left it with a read open
 /// (`ftrt_gil::local::no_reads_elsewhere`: no other thread is attached, and reads happen
