@@ -345,8 +345,17 @@ fn with_address_of<T: ?Sized>(source: *mut T, address: *mut u8) -> *mut T {
 /// Other threads clone and drop with one atomic operation each, as with `Arc`. See the
 /// [crate documentation](crate) for when that trade pays off, and for the owner's merge queue:
 /// when the last references die on other threads, the value is dropped on its owner thread at
-/// its next safe point ([`BiasedArc::new`], [`BiasedArc::merge_pending`] or thread exit), or
-/// straight away on the dropping thread if the owner has exited.
+/// its next safe point ([`BiasedArc::new`] or any other constructor, [`BiasedArc::merge_pending`]
+/// or thread exit), or straight away on the dropping thread if the owner has exited.
+///
+/// **Constructors run other values' destructors.** Every constructor that counts (`new`,
+/// `new_cyclic`, and the `From`, `FromIterator` and `Default` impls; not `new_immortal`) is a
+/// safe point: it first drops, on the calling thread, the values of any type whose last handles
+/// other threads dropped and handed back to it. So a constructor may run code of values it
+/// never saw, and a panic in one of their destructors comes out of the constructor, as out of
+/// `merge_pending`. Do not make a `BiasedArc` while holding a lock or a `RefCell` borrow that
+/// one of this thread's shared values takes in its `Drop`: the drop would deadlock or panic
+/// inside the constructor. (`Arc`'s constructors run no other code.)
 ///
 /// It is `Send` and `Sync` when `Arc<T>` would be and `T: 'static`, so values that must stay on
 /// one thread stay there:
@@ -452,7 +461,8 @@ unsafe fn release_inner<T: ?Sized>(inner: NonNull<ArcInner<T>>) {
 
 impl<T> BiasedArc<T> {
     /// Allocates `value`, owned by the calling thread. Also merges the calling thread's queue if
-    /// other threads have queued objects for it.
+    /// other threads have queued objects for it: a safe point, which may drop other values (see
+    /// [`BiasedArc`]).
     #[inline]
     pub fn new(value: T) -> Self {
         Self::from_inner(ArcInner {
@@ -475,6 +485,7 @@ impl<T> BiasedArc<T> {
     /// A value built by `data_fn`, which gets a [`Weak`] handle to the value it builds (to store
     /// in it, for self-references); like [`Arc::new_cyclic`](std::sync::Arc::new_cyclic). Until
     /// `data_fn` returns, upgrading that handle (or a clone of it, on any thread) gives `None`.
+    /// A safe point, before `data_fn` runs (see [`BiasedArc`]).
     ///
     /// ```
     /// use ftrt_refcount::{BiasedArc, Weak};
@@ -1049,12 +1060,14 @@ impl<T: ?Sized> Borrow<T> for BiasedArc<T> {
 }
 
 impl<T> From<T> for BiasedArc<T> {
+    /// [`BiasedArc::new`]: a safe point (see [`BiasedArc`]).
     fn from(value: T) -> Self {
         Self::new(value)
     }
 }
 
 impl<T: Default> Default for BiasedArc<T> {
+    /// [`BiasedArc::new`] of `T`'s default: a safe point (see [`BiasedArc`]).
     fn default() -> Self {
         Self::new(T::default())
     }
@@ -1110,7 +1123,7 @@ impl<T: ?Sized + Hash> Hash for BiasedArc<T> {
 impl<T: ?Sized> From<Box<T>> for BiasedArc<T> {
     /// Moves a boxed value into a new allocation owned by the calling thread, and frees the box
     /// (without dropping the value). The way to a `BiasedArc<dyn Trait>`, since unsized coercion
-    /// (`CoerceUnsized`) is unstable:
+    /// (`CoerceUnsized`) is unstable. A safe point, as every counting constructor (see [`BiasedArc`]).
     ///
     /// ```
     /// use ftrt_refcount::BiasedArc;
@@ -1147,7 +1160,7 @@ impl<T: ?Sized> From<Box<T>> for BiasedArc<T> {
 
 impl<T> From<Vec<T>> for BiasedArc<[T]> {
     /// Moves the elements into a new allocation owned by the calling thread and frees the
-    /// vector's buffer.
+    /// vector's buffer. A safe point, as every counting constructor (see [`BiasedArc`]).
     fn from(vec: Vec<T>) -> Self {
         let inner = ArcInner::<[T]>::allocate_slice(vec.len());
         let mut vec = ManuallyDrop::new(vec);
@@ -1167,7 +1180,7 @@ impl<T> From<Vec<T>> for BiasedArc<[T]> {
 
 impl<T: Clone> From<&[T]> for BiasedArc<[T]> {
     /// Clones the elements into a new allocation owned by the calling thread. If a clone panics,
-    /// the elements cloned so far are dropped and the memory freed.
+    /// the elements cloned so far are dropped and the memory freed. A safe point, as every counting constructor (see [`BiasedArc`]).
     fn from(slice: &[T]) -> Self {
         /// Drops what was written and frees the memory, unless forgotten.
         struct Partial<T> {
@@ -1213,14 +1226,14 @@ impl<T: Clone> From<&[T]> for BiasedArc<[T]> {
 
 impl<T> FromIterator<T> for BiasedArc<[T]> {
     /// Collects the items into a `Vec` first, then moves them (the length is not known until
-    /// the iterator ends).
+    /// the iterator ends). A safe point, as every counting constructor (see [`BiasedArc`]).
     fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
         Self::from(iter.into_iter().collect::<Vec<T>>())
     }
 }
 
 impl From<&str> for BiasedArc<str> {
-    /// Copies the string into a new allocation owned by the calling thread.
+    /// Copies the string into a new allocation owned by the calling thread. A safe point, as every counting constructor (see [`BiasedArc`]).
     fn from(text: &str) -> Self {
         let bytes = text.as_bytes();
         let inner = ArcInner::<[u8]>::allocate_slice(bytes.len());
@@ -1244,21 +1257,21 @@ impl From<&str> for BiasedArc<str> {
 
 impl From<String> for BiasedArc<str> {
     /// Copies the string into a new allocation owned by the calling thread (the string's buffer
-    /// has no room for the counts), as `Arc<str>`'s does.
+    /// has no room for the counts), as `Arc<str>`'s does. A safe point, as every counting constructor (see [`BiasedArc`]).
     fn from(text: String) -> Self {
         Self::from(text.as_str())
     }
 }
 
 impl Default for BiasedArc<str> {
-    /// An empty string.
+    /// An empty string. A safe point, as every counting constructor (see [`BiasedArc`]).
     fn default() -> Self {
         Self::from("")
     }
 }
 
 impl<T> Default for BiasedArc<[T]> {
-    /// An empty slice.
+    /// An empty slice. A safe point, as every counting constructor (see [`BiasedArc`]).
     fn default() -> Self {
         Self::from(Vec::new())
     }
@@ -1325,8 +1338,12 @@ impl<T: ?Sized> Weak<T> {
         }
     }
 
-    /// The number of strong references, 0 once the value is dead; as
-    /// [`BiasedArc::strong_count`], a snapshot.
+    /// The number of strong handles, as [`BiasedArc::strong_count`] counts them; a snapshot.
+    ///
+    /// Unlike `std::sync::Weak`'s, 0 does not mean the value is dead: while the last handles'
+    /// drops, made on other threads, wait in the owner's merge queue, this reads 0 and
+    /// [`upgrade`](Self::upgrade) still succeeds, until the owner merges them (its next safe
+    /// point; see [`BiasedArc`]). Only a failed `upgrade` says the value is gone for good.
     pub fn strong_count(&self) -> usize {
         let Some(ptr) = self.allocation() else {
             return 0;
@@ -1338,8 +1355,11 @@ impl<T: ?Sized> Weak<T> {
         }
     }
 
-    /// The number of weak handles (this one included), or 0 once the value is dead, like
-    /// [`std::sync::Weak::weak_count`]; a snapshot.
+    /// The number of weak handles (this one included), or 0 where
+    /// [`strong_count`](Self::strong_count) reads 0 (which, there, does not mean dead), like
+    /// [`std::sync::Weak::weak_count`]; a snapshot. While [`BiasedArc::into_inner`] or
+    /// [`BiasedArc::try_unwrap`] runs, the count is one higher: they hold a weak reference of
+    /// their own for the time.
     pub fn weak_count(&self) -> usize {
         let Some(ptr) = self.allocation() else {
             return 0;
@@ -1915,6 +1935,55 @@ mod tests {
             .unwrap();
         assert_eq!(drops.count(), 1);
         assert!(weak.upgrade().is_none());
+    }
+
+    /// Every constructor that counts is a safe point: it first drops the values whose last
+    /// handles other threads dropped and queued back to this thread, whatever their type.
+    #[test]
+    fn every_counting_constructor_drops_what_other_threads_queued_back_first() {
+        let constructors: [(&str, fn()); 11] = [
+            ("new", || drop(BiasedArc::new(1_u8))),
+            ("new_cyclic", || drop(BiasedArc::new_cyclic(|_| 1_u8))),
+            ("From<T>", || drop(BiasedArc::from(1_u8))),
+            ("Default", || drop(BiasedArc::<u8>::default())),
+            ("From<Box<T>>", || {
+                drop(BiasedArc::<u8>::from(Box::new(1_u8)))
+            }),
+            ("From<Vec<T>>", || drop(BiasedArc::<[u8]>::from(vec![1_u8]))),
+            ("From<&[T]>", || drop(BiasedArc::<[u8]>::from(&[1_u8][..]))),
+            ("FromIterator", || {
+                drop((0..2_u8).collect::<BiasedArc<[u8]>>())
+            }),
+            ("From<&str>", || drop(BiasedArc::<str>::from("a"))),
+            ("From<String>", || {
+                drop(BiasedArc::<str>::from(String::from("a")))
+            }),
+            ("Default for [T]", || drop(BiasedArc::<[u8]>::default())),
+        ];
+        for (name, construct) in constructors {
+            let drops = Drops::default();
+            let strong = BiasedArc::new(drops.track(15));
+            let remote = strong.clone();
+            drop(strong);
+            // The last handle, dropped elsewhere: queued back to this thread, the owner.
+            std::thread::spawn(move || drop(remote)).join().unwrap();
+            assert_eq!(drops.count(), 0, "{name}: waits for the owner's safe point");
+            construct();
+            assert_eq!(drops.count(), 1, "{name} did not merge the queue");
+        }
+        let drops = Drops::default();
+        let strong = BiasedArc::new(drops.track(16));
+        let remote = strong.clone();
+        drop(strong);
+        std::thread::spawn(move || drop(remote)).join().unwrap();
+        drop(BiasedArc::new_immortal(1_u8));
+        assert_eq!(
+            drops.count(),
+            0,
+            "new_immortal counts nothing and merges nothing"
+        );
+        assert_eq!(crate::merge_pending(), 1);
+        assert_eq!(drops.count(), 1);
     }
 
     /// A last strong handle dropped on another thread waits in the owner's queue, and the value

@@ -438,9 +438,14 @@ pub(crate) fn add_young_now(delta: isize) {
 /// the next collection, as `1 / DEFERRALS_PER_COLLECTION` of the threshold's young objects:
 /// only collections free deferred objects that die and return their ids, and a program that
 /// makes no containers would otherwise never have one. Past the threshold, asks for one.
+///
+/// A deferral a collection makes in its own stop (a request still pending when the world
+/// stopped: one waits only for its thread's next checkpoint) is counted and then reset with the
+/// rest of the young count, so it does not count towards the next collection. Rare, and a
+/// heuristic's error only: the object is settled by a later collection all the same.
 pub(crate) fn count_deferral() {
-    // Rounded up, so that the 64th deferral after a collection (the young count starting at
-    // zero) makes the next one due.
+    // Rounded up, so that at most 64 deferrals after a collection (the young count starting at
+    // zero) make the next one due: the 63rd at the default threshold of 2,000 (32 each).
     let per_collection = crate::hot::DEFERRALS_PER_COLLECTION as isize;
     add_young_now((due_after() + per_collection - 1) / per_collection);
 }

@@ -952,7 +952,8 @@ impl BiasedCount {
             // orders the owner's last writes before this point), so wait for the merge to
             // publish `MERGED`, and settle the entry against that count, which reads no `local`.
             count.wait_for_merge();
-            // SAFETY: the entry holds its reference; the count is merged.
+            // SAFETY: the entry holds its reference; the count is merged (acquired from the
+            // merge's release exchange) or saturated, and the settle reads no `local` of either.
             unsafe { Self::settle_queued(entry) };
             return;
         }
@@ -993,7 +994,9 @@ impl BiasedCount {
     /// # Safety
     /// `entry` holds the queued reference to a live object, and the caller is the owner, or the
     /// owner has exited, or the owner is parked and the caller is counted in its queue's
-    /// `settling` (for an entry the parked queue gave back instead of taking it).
+    /// `settling` (for an entry the parked queue gave back instead of taking it), or the count
+    /// is merged (`MERGED` published, with a happens-before from the merge) or saturated: then
+    /// the settle reads no `local`.
     pub(crate) unsafe fn settle_queued(entry: Queued) {
         // SAFETY: the entry's reference keeps the count alive.
         let count = unsafe { entry.count.as_ref() };
@@ -1086,6 +1089,13 @@ impl BiasedCount {
     /// object, since a queued drop may still point at the count (see [`decref`](Self::decref)):
     /// [`try_take_unique`](Self::try_take_unique) is the way to take the value out.
     ///
+    /// The owner here is the calling thread's thread-local convenience, as for
+    /// [`give_up_ownership`](Self::give_up_ownership): a count made with
+    /// [`new_for`](Self::new_for) and a [`LocalCounts`]' token answers as on a thread that does
+    /// not own it ("maybe shared" until it is merged), on every thread. The same holds for
+    /// [`is_unique_with_no_queued_drop`](Self::is_unique_with_no_queued_drop) and
+    /// [`try_take_unique`](Self::try_take_unique).
+    ///
     /// A queued drop's reference still holds the value until its merge: dropping the caller's
     /// reference then leaves the value to that merge. Where the value changed in place may
     /// borrow for less than it did (a handle covariant in the value's type, as `Arc`'s is), ask
@@ -1172,8 +1182,24 @@ impl BiasedCount {
     /// back: otherwise that thread cannot know whether the owner still holds references, and
     /// answers "maybe shared" until the owner retires. The owner's clones and drops of this object
     /// cost one atomic operation each from then on.
+    ///
+    /// The calling thread is the owner here as its thread-local convenience (the owner that
+    /// [`new`](Self::new) records). A count made with [`new_for`](Self::new_for) and a
+    /// [`LocalCounts`]' token is another owner's, even on the thread that registered it: give
+    /// it up with [`give_up_ownership_for`](Self::give_up_ownership_for).
     pub fn give_up_ownership(&self) {
-        if self.owned_by_caller() {
+        self.give_up_ownership_as(thread::current());
+    }
+
+    /// [`give_up_ownership`](Self::give_up_ownership), as `owner` (the calling thread's token):
+    /// for counts a runtime made with [`new_for`](Self::new_for). Does nothing if `owner` does
+    /// not own the count.
+    pub fn give_up_ownership_for(&self, owner: Owner<'_>) {
+        self.give_up_ownership_as(owner.id());
+    }
+
+    fn give_up_ownership_as(&self, id: u32) {
+        if self.owned_by_id(id) {
             // The owner's own `local`: final, since the owner stops writing it here.
             self.merge_final_local(self.local.load(Ordering::Relaxed));
         }
@@ -1385,7 +1411,10 @@ impl BiasedCount {
     /// `local` be handed over as a tag.
     pub unsafe fn transfer_ownership(&self, new_owner: u32) -> bool {
         debug_assert!(
-            new_owner != DETACHED && new_owner != DEFERRED_OWNER && new_owner != NO_OWNER,
+            new_owner != DETACHED
+                && new_owner != DEFERRED_OWNER
+                && new_owner != NO_OWNER
+                && new_owner != thread::UNASSIGNED,
             "not a thread's id: {new_owner}"
         );
         // Relaxed: the caller's exclusive access orders every other thread's writes before this.

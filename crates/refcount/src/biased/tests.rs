@@ -720,6 +720,27 @@ fn retiring_local_counts_gives_up_ownership_and_makes_uniqueness_exact_elsewhere
 }
 
 #[test]
+fn an_explicit_owner_gives_up_its_ownership_with_its_own_token() {
+    let counts = LocalCounts::register();
+    let id = counts.id().expect("ids left");
+    let count = BiasedCount::new_for(counts.owner());
+    // The thread-local convenience is another owner: giving up as it changes nothing.
+    count.give_up_ownership();
+    assert_eq!(count.owner_id(), Some(id));
+    assert!(
+        !count.is_unique(),
+        "another live owner's count reads as maybe shared"
+    );
+    count.give_up_ownership_for(counts.owner());
+    assert_eq!(count.owner_id(), None);
+    assert_eq!(fields(&count).2, ONE | MERGED);
+    assert!(count.is_unique(), "merged: exact on every thread");
+    // A token that does not own the count changes nothing either.
+    count.give_up_ownership_for(counts.owner());
+    assert_eq!(fields(&count).2, ONE | MERGED);
+}
+
+#[test]
 fn a_detached_owner_creates_shared_objects() {
     let count = BiasedCount::new_for(Owner::detached());
     assert_eq!(fields(&count), (NO_OWNER, 0, ONE | MERGED));

@@ -37,7 +37,7 @@ pub(crate) const NO_OWNER: u32 = 0;
 const FIRST_ID: u32 = 1;
 /// A thread that has not needed an id yet (thread-local convenience only). Never stored in a
 /// header.
-const UNASSIGNED: u32 = u32::MAX - 1;
+pub(crate) const UNASSIGNED: u32 = u32::MAX - 1;
 /// A thread that owns nothing: it has retired, or ids ran out. Never stored in a header.
 pub(crate) const DETACHED: u32 = u32::MAX;
 /// The owner field of a deferred count ([`BiasedCount::defer_counting`]): no thread's id, and
