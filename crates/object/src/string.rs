@@ -118,7 +118,8 @@ impl Bound<'_, PyStr> {
 }
 
 /// Each thread's interned strings by text, in its thread state: a lookup that reads only this
-/// thread's memory, none of the shared table's. Dropped at the thread's exit (the strings are immortal).
+/// thread's memory, none of the shared table's. Dropped at the thread's exit (the strings are
+/// immortal).
 static INTERN_CACHE: ftrt_gil::local::Key<
     std::cell::RefCell<std::collections::HashMap<Box<str>, Immortal>>,
 > = ftrt_gil::local::Key::new(Default::default);

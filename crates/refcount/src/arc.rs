@@ -1123,7 +1123,8 @@ impl<T: ?Sized + Hash> Hash for BiasedArc<T> {
 impl<T: ?Sized> From<Box<T>> for BiasedArc<T> {
     /// Moves a boxed value into a new allocation owned by the calling thread, and frees the box
     /// (without dropping the value). The way to a `BiasedArc<dyn Trait>`, since unsized coercion
-    /// (`CoerceUnsized`) is unstable. A safe point, as every counting constructor (see [`BiasedArc`]).
+    /// (`CoerceUnsized`) is unstable. A safe point, as every counting constructor (see
+    /// [`BiasedArc`]).
     ///
     /// ```
     /// use ftrt_refcount::BiasedArc;
@@ -1180,7 +1181,8 @@ impl<T> From<Vec<T>> for BiasedArc<[T]> {
 
 impl<T: Clone> From<&[T]> for BiasedArc<[T]> {
     /// Clones the elements into a new allocation owned by the calling thread. If a clone panics,
-    /// the elements cloned so far are dropped and the memory freed. A safe point, as every counting constructor (see [`BiasedArc`]).
+    /// the elements cloned so far are dropped and the memory freed. A safe point, as every counting
+    /// constructor (see [`BiasedArc`]).
     fn from(slice: &[T]) -> Self {
         /// Drops what was written and frees the memory, unless forgotten.
         struct Partial<T> {
@@ -1233,7 +1235,8 @@ impl<T> FromIterator<T> for BiasedArc<[T]> {
 }
 
 impl From<&str> for BiasedArc<str> {
-    /// Copies the string into a new allocation owned by the calling thread. A safe point, as every counting constructor (see [`BiasedArc`]).
+    /// Copies the string into a new allocation owned by the calling thread. A safe point, as every
+    /// counting constructor (see [`BiasedArc`]).
     fn from(text: &str) -> Self {
         let bytes = text.as_bytes();
         let inner = ArcInner::<[u8]>::allocate_slice(bytes.len());
@@ -1256,8 +1259,9 @@ impl From<&str> for BiasedArc<str> {
 }
 
 impl From<String> for BiasedArc<str> {
-    /// Copies the string into a new allocation owned by the calling thread (the string's buffer
-    /// has no room for the counts), as `Arc<str>`'s does. A safe point, as every counting constructor (see [`BiasedArc`]).
+    /// Copies the string into a new allocation owned by the calling thread (the string's buffer has
+    /// no room for the counts), as `Arc<str>`'s does. A safe point, as every counting constructor
+    /// (see [`BiasedArc`]).
     fn from(text: String) -> Self {
         Self::from(text.as_str())
     }

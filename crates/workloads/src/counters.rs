@@ -70,21 +70,26 @@ fn counter_race(params: &Params) -> Outcome {
     let (elapsed, read_back) = run_threads(params.threads, |t, py| {
         let (module, name) = (module.bind(py), name.bind(py));
         // Reads that found this thread's own previous write: the global it wrote is the one
-        // every thread reads.
-        let (mut read_back, mut wrote) = (0usize, None);
+        // every thread reads. And the increments made, each a read and a write done.
+        let (mut read_back, mut wrote, mut made) = (0usize, None, 0usize);
         for i in 0..params.share(total, t) {
             let read = increment(py, &module, &name, i);
             read_back += usize::from(wrote == Some(read));
             wrote = Some(read + 1);
+            made += 1;
         }
-        read_back
+        (read_back, made)
     });
+    let (read_back, made): (Vec<usize>, Vec<usize>) = read_back.into_iter().unzip();
     let counted = final_count(&module, &name);
     let mut outcome = Outcome::timed(elapsed, total);
     let lost = total as i64 - counted;
     // Lost updates are the point, so the count alone cannot tell them from writes that went
-    // elsewhere or never happened: a thread whose share is [`READ_BACK_AFTER`] increments or
-    // more reads one of its own writes back at least once, and one thread alone loses none.
+    // elsewhere or never happened: each thread says how many increments it made (a loop cut
+    // short would otherwise read as lost updates at two threads or more), a thread whose share
+    // is [`READ_BACK_AFTER`] increments or more reads one of its own writes back at least once,
+    // and one thread alone loses none.
+    outcome.expect_per_thread(made, |t| params.share(total, t));
     for (t, &read_back) in read_back.iter().enumerate() {
         let share = params.share(total, t);
         outcome.expect(share < READ_BACK_AFTER || read_back > 0, || {

@@ -333,7 +333,7 @@ fn run_threads_observed<T: Send>(
 
 /// How many loop iterations between eval-loop checkpoints (`Python::check`), as an interpreter
 /// would check between bytecodes.
-const CHECK_EVERY: usize = 16;
+pub(crate) const CHECK_EVERY: usize = 16;
 
 /// The `q` quantile of `durations` (nearest rank: the smallest value with at least a `q`
 /// share of them at or below it); zero when there are none. The one definition every workload's

@@ -70,6 +70,23 @@ fn bad_arguments_are_refused_with_status_2() {
     }
 }
 
+#[test]
+fn a_misplaced_or_missing_value_is_named_in_the_error() {
+    for (args, error) in [
+        (&["countdown", "--threads"][..], "--threads needs a value"),
+        (&["countdown", "--scale"], "--scale needs a value"),
+        (&["--threads", "2", "countdown"], "the workload comes first"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_ftrt-runner"))
+            .args(args)
+            .output()
+            .expect("the runner starts");
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(error), "{args:?}: {stderr}");
+    }
+}
+
 fn peak_rss_kib(args: &[&str]) -> u64 {
     let (status, line) = runner(args);
     assert!(status.success());

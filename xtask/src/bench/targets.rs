@@ -562,7 +562,7 @@ pub fn evaluate(report: &Report) -> Summary {
         "G1",
         "cycle-create nogil: speedup at 2 threads, and the GC pause p99 at every default thread \
          count (the worse of the stopped-world pauses and the local collections, which stall \
-         their own thread)",
+         their own thread; each the worst run's)",
         "speedup >= 1.7, p99 < 10 ms",
         |r| {
             if !r.two_cores() {

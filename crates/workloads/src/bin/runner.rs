@@ -99,6 +99,9 @@ fn main() -> ExitCode {
             }
             None => usage("--child-countdown needs a count"),
         },
+        Some(name) if name.starts_with("--") => usage(&format!(
+            "the workload comes first, before '{name}': ftrt-runner WORKLOAD [OPTIONS]"
+        )),
         Some(name) => {
             let Some(workload) = find(name) else {
                 return usage(&format!("unknown workload '{name}'"));
@@ -146,6 +149,9 @@ fn main() -> ExitCode {
                             ))
                         }
                     },
+                    ("--threads" | "--scale" | "--lock-elision" | "--warm-up", None) => {
+                        return usage(&format!("{flag} needs a value"))
+                    }
                     _ => return usage(&format!("unexpected argument '{flag}'")),
                 }
             }
