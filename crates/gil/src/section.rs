@@ -25,7 +25,11 @@
 //! Both go on one stack, the thread's, which the thread state holds
 //! (`ftrt_lock::section::claim_thread_stack`): a section of either that has to wait suspends every
 //! section the thread has open, so the two nest on the same locks, in any order, without
-//! deadlock.
+//! deadlock, but for a stop of the world in the free-threaded builds: a lock taken here must not
+//! also be taken through `ftrt_lock`'s thread-local functions where the program stops the world
+//! (the object model's collections do). Their wait detaches, and a thread that gets the lock
+//! there waits to attach during a stop holding it, while a section of this module waiting for
+//! the lock waits in place, attached, and holds the stop up (`docs/locking.md`).
 //!
 //! ```
 //! use ftrt_gil::{section, Python};

@@ -675,10 +675,12 @@ pub(crate) unsafe fn leave_world(state: Option<&ThreadState>) {
         });
         let hold = state.and_then(|state| state.alone.borrow_mut().take());
         if let (Some(state), Some(_)) = (state, &hold) {
-            // Before any other thread may attach. A detach suspended every section first, and
-            // at the end of an attachment only sections of the code around it are open, all
-            // suspended: none has a lock to take here. (An exit inside the attachment, whose
-            // sections are still open, gave the elision up before: `end_attachment_at_exit`.)
+            // Before any other thread may attach. A detach suspended every section first, and at
+            // the end of an attachment only sections of the code around it are open (held, for the
+            // thread-local functions' sections begun before it, which never elide, or suspended):
+            // none is elided, the only kind this gives a lock to take. (An exit inside the
+            // attachment, whose sections are still open, gave the elision up before:
+            // `end_attachment_at_exit`.)
             state.sections.stop_eliding();
         }
         world().leave(presence(state));

@@ -81,8 +81,9 @@ impl<'py> Python<'py> {
     /// In the `gil` build this takes the GIL for the duration (minus any `allow_threads`), and
     /// releases it even if `f` panics.
     ///
-    /// In the free-threaded builds an attached thread never waits for another attached thread,
-    /// except during a stop of the world ([`stop_the_world`](crate::stop_the_world)). Lock
+    /// In the free-threaded builds an attached thread never waits for another attached thread to
+    /// detach (as a GIL makes it wait), except during a stop of the world
+    /// ([`stop_the_world`](crate::stop_the_world)); it may wait for a lock another holds. Lock
     /// elision, off by default ([`set_lock_elision`](crate::set_lock_elision)), trades that for
     /// single-thread speed: with it on, a thread that reaches a checkpoint
     /// ([`check`](Self::check), the first that repins after it attached or came back from

@@ -137,7 +137,13 @@ impl Lock {
         } else {
             Spin::Never
         };
-        py.allow_threads(|| self.raw.lock_until(deadline, spin))
+        take_detached(
+            py,
+            || self.raw.lock_until(deadline, spin),
+            || {
+                let _ = self.raw.release();
+            },
+        )
     }
 
     /// Acquires the lock if it is free (`acquire(blocking=False)`).
@@ -333,7 +339,7 @@ impl Semaphore {
             // One last look: a permit released before the deadline passed counts.
             return self.try_acquire();
         }
-        py.allow_threads(|| {
+        let take = || {
             let mut state = self.state.lock();
             state.waiting += 1;
             let got = wait_until(&self.released, &mut state, deadline, |state| {
@@ -344,6 +350,9 @@ impl Semaphore {
                 state.permits -= 1;
             }
             got
+        };
+        take_detached(py, take, || {
+            let _ = self.release(1);
         })
     }
 
@@ -433,26 +442,28 @@ impl Barrier {
 
     /// Waits, with the GIL released, until `parties` threads are waiting, then releases them
     /// all. Returns the thread's arrival index, `0..parties`, different for each.
+    ///
+    /// The thread arrives once detached: a panic in what the detach runs first (a
+    /// quiescent-state hook) unwinds out before it is counted, so no other thread is released
+    /// by an arrival whose thread does not wait.
     pub fn wait(&self, py: Python<'_>) -> usize {
         crate::assert_attached();
-        let mut state = self.state.lock();
-        let index = state.arrived;
-        state.arrived += 1;
-        if state.arrived == self.parties {
-            state.arrived = 0;
-            state.generation += 1;
-            self.all_arrived.notify_all();
-            return index;
-        }
-        let generation = state.generation;
-        drop(state);
         py.allow_threads(|| {
             let mut state = self.state.lock();
+            let index = state.arrived;
+            state.arrived += 1;
+            if state.arrived == self.parties {
+                state.arrived = 0;
+                state.generation += 1;
+                self.all_arrived.notify_all();
+                return index;
+            }
+            let generation = state.generation;
             wait_until(&self.all_arrived, &mut state, None, |state| {
                 state.generation != generation
             });
-        });
-        index
+            index
+        })
     }
 
     /// How many threads the barrier waits for.
@@ -463,6 +474,35 @@ impl Barrier {
     /// How many threads are waiting now.
     pub fn n_waiting(&self) -> usize {
         self.state.lock().arrived
+    }
+}
+
+/// Runs `take` detached ([`Python::allow_threads`]) and answers what it answers: whether it took
+/// what the thread waits for (a lock, a permit). If the attach after it panics (a deferred
+/// destructor that the re-pin runs), what it took is given back with `give_back` before the
+/// panic goes on: the caller never learns that it acquired, so nothing else would release it.
+fn take_detached(
+    py: Python<'_>,
+    take: impl FnOnce() -> bool + Send,
+    give_back: impl FnOnce(),
+) -> bool {
+    let taken = std::sync::atomic::AtomicBool::new(false);
+    let detached = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        py.allow_threads(|| {
+            let took = take();
+            // Relaxed: read by this thread only.
+            taken.store(took, std::sync::atomic::Ordering::Relaxed);
+            took
+        })
+    }));
+    match detached {
+        Ok(took) => took,
+        Err(panic) => {
+            if taken.load(std::sync::atomic::Ordering::Relaxed) {
+                give_back();
+            }
+            std::panic::resume_unwind(panic)
+        }
     }
 }
 

@@ -1144,3 +1144,119 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
     assert!(stopped, "the stop waited for the attaching thread");
     assert!(owner.join().unwrap(), "attached during the merge for it");
 }
+
+/// A contended `Lock::acquire` takes the lock detached, and the attach after it pins the epoch,
+/// which every 128th pin runs the deferred functions that are due: one that panics unwinds out
+/// of `acquire`, whose caller never learns that it acquired. The lock is given back first, so
+/// the panic leaves it free, not held by nobody (the next acquirer waited for ever). (The `gil`
+/// build's attach pins nothing.)
+#[cfg(not(feature = "gil"))]
+#[test]
+fn an_acquire_whose_attach_afterwards_panics_gives_the_lock_back() {
+    /// Rounds until the panicking function runs: it is due two epochs after it was deferred,
+    /// and one attach in 128 collects.
+    const ROUNDS: usize = 5_000;
+    finishes("the rounds of contended acquires", || {
+        let lock = Arc::new(Lock::new());
+        let round_over = Arc::new(AtomicBool::new(false));
+        Python::attach(|py| assert!(lock.acquire(py, None)));
+        let (to_main, rounds) = mpsc::channel::<Result<(), ()>>();
+        let (to_waiter, go) = mpsc::channel::<()>();
+        let waiter = thread::spawn({
+            let (lock, round_over) = (lock.clone(), round_over.clone());
+            move || {
+                let me = thread::current().id();
+                // Whether a panicking function is deferred and has not run yet.
+                let armed = Arc::new(AtomicBool::new(false));
+                let arm = || {
+                    armed.store(true, Ordering::SeqCst);
+                    let armed = armed.clone();
+                    // Due later, on whichever thread collects (another test's, maybe): it
+                    // panics on this one alone, and is deferred again where it ran elsewhere.
+                    crossbeam_epoch::pin().defer(move || {
+                        armed.store(false, Ordering::SeqCst);
+                        if thread::current().id() == me {
+                            panic!("a deferred function panics");
+                        }
+                    });
+                    crossbeam_epoch::pin().flush();
+                };
+                Python::attach(|py| {
+                    while go.recv().is_ok() {
+                        if !armed.load(Ordering::SeqCst) {
+                            arm();
+                        }
+                        let acquired =
+                            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                lock.acquire(py, None)
+                            }));
+                        round_over.store(true, Ordering::SeqCst);
+                        match acquired {
+                            Ok(acquired) => {
+                                assert!(acquired);
+                                lock.release().unwrap();
+                                to_main.send(Ok(())).unwrap();
+                            }
+                            Err(_) => to_main.send(Err(())).unwrap(),
+                        }
+                    }
+                });
+            }
+        });
+        let mut panicked = false;
+        for _ in 0..ROUNDS {
+            round_over.store(false, Ordering::SeqCst);
+            to_waiter.send(()).unwrap();
+            // Released once the waiter is parked on it, so that it takes the lock detached.
+            spin_until(|| lock.parked_waiters() == 1 || round_over.load(Ordering::SeqCst));
+            let released = lock.release().is_ok();
+            let result = rounds.recv().unwrap();
+            assert!(released, "the lock was held by this thread");
+            if result.is_err() {
+                panicked = true;
+                break;
+            }
+            assert!(lock.try_acquire(), "the waiter released the lock it took");
+        }
+        drop(to_waiter);
+        waiter.join().unwrap();
+        assert!(panicked, "the deferred function never ran in an acquire");
+        assert!(
+            !lock.locked(),
+            "an acquire that panicked left the lock taken"
+        );
+    });
+}
+
+thread_local! {
+    /// Makes the next quiescent-state hook run on this thread panic.
+    static PANIC_IN_NEXT_HOOK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn panic_if_asked() {
+    if PANIC_IN_NEXT_HOOK.with(|asked| asked.replace(false)) {
+        panic!("a quiescent-state hook panics");
+    }
+}
+
+/// `Barrier::wait` detaches to wait, and the detach runs the quiescent-state hooks first: one
+/// that panics unwinds out of `wait` before the thread waits, and its arrival must not count
+/// (the next lone caller of a barrier of two went through as if both had come). (The `gil`
+/// build runs no hooks.)
+#[cfg(not(feature = "gil"))]
+#[test]
+fn a_barrier_wait_that_panics_before_it_waits_does_not_count_its_arrival() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| ftrt_gil::on_quiescent_state(panic_if_asked));
+    let barrier = Barrier::new(2).unwrap();
+    Python::attach(|py| {
+        PANIC_IN_NEXT_HOOK.with(|asked| asked.set(true));
+        let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| barrier.wait(py)));
+        assert!(waited.is_err(), "the hook's panic unwinds out of the wait");
+        assert_eq!(
+            barrier.n_waiting(),
+            0,
+            "an arrival that never waited was counted"
+        );
+    });
+}

@@ -252,7 +252,10 @@ pub fn depth() -> SectionDepth {
 /// runtime that keeps it in its own per-thread state instead of a stack of its own: its sections
 /// (the stack's own methods, [`with_on`] given the stack) and those of this module's users on the
 /// same thread then go on one stack, so a section that has to wait suspends all of them, and
-/// sections of the two kinds nest on the same locks, in any order, without deadlock.
+/// sections of the two kinds nest on the same locks, in any order, without deadlock, as far as
+/// this crate goes: a runtime whose hooks wait differently may add conditions of its own
+/// (`ftrt-gil`'s, around a stop of the world: a lock its sections wait for in place must not
+/// also be waited for detached).
 ///
 /// The two kinds differ in two ways. Each waits through its own hook: the stack's own sections
 /// through [`SectionStack::set_blocking_wait`]'s, this module's through [`set_blocking_wait`]'s
