@@ -111,7 +111,8 @@ pub const LINTS: &[Lint] = &[
             "--no-verify",
         ],
         // Warnings about the manifests (a missing field, say) are printed, not denied: cargo
-        // has no switch for that; what fails is a crate that does not pack or does not build.
+        // has no switch for that; what fails is a crate that does not pack (`--no-verify`: the
+        // packed crates are not built here, the build steps build them).
         deny_warnings: DenyWarnings::Inherent,
         scope: Scope::Once,
         target_dir: Some("package"),

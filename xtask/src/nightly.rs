@@ -28,6 +28,9 @@ const MIRI_LEAKS_BY_DESIGN: &[&str] = &["ftrt-gil", "ftrt-object"];
 pub const TSAN_SUITES: &[TestSuite] = &[
     TestSuite::new("ftrt-refcount", "stress"),
     TestSuite::new("ftrt-lock", "stress"),
+    // Sections begun in thread-local destructors after the thread's stack is gone, on threads
+    // the tests start.
+    TestSuite::new("ftrt-lock", "thread_exit"),
     TestSuite::new("ftrt-gil", "threads"),
     TestSuite::new("ftrt-gil", "threads").with_features("gil"),
     TestSuite::new("ftrt-object", "concurrency"),

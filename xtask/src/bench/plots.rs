@@ -307,7 +307,8 @@ fn draw_latency(report: &Report, workload: &str, path: &Path) -> Drawn {
                 .threads
                 .iter()
                 .filter_map(|&t| {
-                    let cell = report.cell(workload, build, t)?;
+                    // A failed cell's latency is not drawn: its run did not do what it timed.
+                    let cell = report.cell(workload, build, t).filter(|c| c.ok())?;
                     Some((t as f64, *cell.metrics.get(metric)?))
                 })
                 .collect();

@@ -109,6 +109,8 @@ struct Reader<'a> {
     report: &'a Report,
     cells: Vec<String>,
     missing: Vec<String>,
+    /// Cells read that the report flags: noisy (`~`), short (`<`) or suspect (`!`).
+    flagged: Vec<String>,
 }
 
 impl<'a> Reader<'a> {
@@ -144,6 +146,10 @@ impl<'a> Reader<'a> {
             // print one fail already, `runs::result_fault`; this holds for reports read back).
             Some(c) if c.ok() && c.median_s.is_finite() && c.median_s > 0.0 => {
                 if !self.cells.contains(&name) {
+                    let marks = flag_marks(c);
+                    if !marks.is_empty() {
+                        self.flagged.push(format!("{name}{marks}"));
+                    }
                     self.cells.push(name);
                 }
                 Some(c)
@@ -288,10 +294,22 @@ fn target(
         report,
         cells: Vec::new(),
         missing: Vec::new(),
+        flagged: Vec::new(),
     };
     let found = read(&mut reader);
     let (measured, meets) = match found {
-        Some((values, meets)) if reader.missing.is_empty() => (values, Some(meets)),
+        Some((mut values, meets)) if reader.missing.is_empty() => {
+            // A verdict that rests on cells the report flags says so beside its values.
+            if !reader.flagged.is_empty() {
+                let shown: Vec<&str> = reader.flagged.iter().take(4).map(String::as_str).collect();
+                let more = reader.flagged.len() - shown.len();
+                let _ = write!(values, "; reads flagged cells: {}", shown.join(", "));
+                if more > 0 {
+                    let _ = write!(values, " and {more} more");
+                }
+            }
+            (values, Some(meets))
+        }
         _ => {
             let shown: Vec<&str> = reader.missing.iter().take(4).map(String::as_str).collect();
             let more = reader.missing.len().saturating_sub(shown.len());
@@ -321,6 +339,22 @@ fn target(
         meets,
         verdict,
     }
+}
+
+/// The report's marks on a cell that a verdict reads (`~` noisy, `<` short, `!` suspect), or
+/// nothing.
+fn flag_marks(cell: &Cell) -> String {
+    let mut marks = String::new();
+    if cell.noisy() {
+        marks.push('~');
+    }
+    if cell.short {
+        marks.push('<');
+    }
+    if cell.suspect.is_some() {
+        marks.push('!');
+    }
+    marks
 }
 
 pub fn evaluate(report: &Report) -> Summary {
@@ -725,7 +759,11 @@ impl Summary {
         );
         for t in &self.targets {
             let cells = if t.cells.len() > 6 {
-                format!("{} cells: {}, ...", t.cells.len(), t.cells[..3].join(", "))
+                format!(
+                    "{} cells: {}, ... (all below)",
+                    t.cells.len(),
+                    t.cells[..3].join(", ")
+                )
             } else {
                 t.cells.join(", ")
             };
@@ -738,6 +776,16 @@ impl Summary {
                 t.measured,
                 t.verdict.text(),
                 cells
+            );
+        }
+        // Every cell of the verdicts whose lists the table cuts short.
+        for t in self.targets.iter().filter(|t| t.cells.len() > 6) {
+            let _ = writeln!(
+                md,
+                "\nCells {} read ({}): {}.",
+                t.id,
+                t.cells.len(),
+                t.cells.join(", ")
             );
         }
         if !self.pairs.is_empty() {
@@ -1124,6 +1172,16 @@ mod tests {
         );
         assert_eq!(find(&summary, "P5").verdict, Verdict::Missed);
         assert_eq!(find(&summary, "P8").verdict, Verdict::Missed, "equal times");
+        // The markdown lists every cell of a verdict that reads many, below the table.
+        let p2 = find(&summary, "P2");
+        assert!(p2.cells.len() > 6, "{:?}", p2.cells);
+        let markdown = summary.to_markdown();
+        let listed = format!(
+            "Cells P2 read ({}): {}.",
+            p2.cells.len(),
+            p2.cells.join(", ")
+        );
+        assert!(markdown.contains(&listed), "{markdown}");
     }
 
     /// The report of a full run's cells and the machine's reference (`nogil-processes`, whose
@@ -1296,6 +1354,31 @@ mod tests {
         let g1 = find(&summary, "G1");
         assert_eq!(g1.verdict, Verdict::Missed, "{}", g1.measured);
         assert!(g1.measured.contains("15.00 ms (x2)"), "{}", g1.measured);
+    }
+
+    #[test]
+    fn a_verdict_names_the_flagged_cells_it_rests_on() {
+        // P9 on 2 cores, from clean cells but one: a noisy two-thread cell (0.5 s median,
+        // repeats 0.3 to 0.9 s).
+        let cells = SHARED_MORTAL
+            .iter()
+            .flat_map(|&w| {
+                let two = if w == SHARED_MORTAL[0] {
+                    let mut noisy = Cell::measured(w, "nogil", 2, &[0.3, 0.5, 0.9]);
+                    noisy.ops = Some(1000);
+                    noisy.peak_rss_kib = 1000;
+                    noisy
+                } else {
+                    cell(w, "nogil", 2, 0.5)
+                };
+                [cell(w, "nogil", 1, 1.0), two]
+            })
+            .collect();
+        let report = Report::from_cells(cells, runners(&["nogil"]), vec![1, 2], 2, Vec::new());
+        let p9 = find(&evaluate(&report), "P9").measured.clone();
+        let flagged = format!("reads flagged cells: {} nogil x2~", SHARED_MORTAL[0]);
+        assert!(p9.contains(&flagged), "{p9}");
+        assert_eq!(p9.matches("flagged").count(), 1, "{p9}");
     }
 
     #[test]
