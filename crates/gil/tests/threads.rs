@@ -1151,11 +1151,16 @@ fn an_attaching_thread_waits_for_a_merge_on_its_behalf_outside_the_world() {
 /// the panic leaves it free, not held by nobody (the next acquirer waited for ever). (The `gil`
 /// build's attach pins nothing.)
 #[cfg(not(feature = "gil"))]
+#[cfg_attr(
+    miri,
+    ignore = "hundreds of contended rounds: one attach in 128 collects"
+)]
 #[test]
 fn an_acquire_whose_attach_afterwards_panics_gives_the_lock_back() {
-    /// Rounds until the panicking function runs: it is due two epochs after it was deferred,
-    /// and one attach in 128 collects.
-    const ROUNDS: usize = 5_000;
+    /// How long the rounds may take until the panicking function runs in an acquire: it is due
+    /// two epochs after it was deferred (other tests' pinned threads hold the epoch back), one
+    /// attach in 128 collects, and it is deferred again where another thread collected it.
+    const ROUNDS_FOR: Duration = Duration::from_secs(20);
     finishes("the rounds of contended acquires", || {
         let lock = Arc::new(Lock::new());
         let round_over = Arc::new(AtomicBool::new(false));
@@ -1204,7 +1209,8 @@ fn an_acquire_whose_attach_afterwards_panics_gives_the_lock_back() {
             }
         });
         let mut panicked = false;
-        for _ in 0..ROUNDS {
+        let started = std::time::Instant::now();
+        while started.elapsed() < ROUNDS_FOR {
             round_over.store(false, Ordering::SeqCst);
             to_waiter.send(()).unwrap();
             // Released once the waiter is parked on it, so that it takes the lock detached.
@@ -1228,11 +1234,13 @@ fn an_acquire_whose_attach_afterwards_panics_gives_the_lock_back() {
     });
 }
 
+#[cfg(not(feature = "gil"))]
 thread_local! {
     /// Makes the next quiescent-state hook run on this thread panic.
     static PANIC_IN_NEXT_HOOK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
+#[cfg(not(feature = "gil"))]
 fn panic_if_asked() {
     if PANIC_IN_NEXT_HOOK.with(|asked| asked.replace(false)) {
         panic!("a quiescent-state hook panics");

@@ -255,7 +255,8 @@ pub fn depth() -> SectionDepth {
 /// sections of the two kinds nest on the same locks, in any order, without deadlock, as far as
 /// this crate goes: a runtime whose hooks wait differently may add conditions of its own
 /// (`ftrt-gil`'s, around a stop of the world: a lock its sections wait for in place must not
-/// also be waited for detached).
+/// also be taken through this module's functions, whose holder may wait to attach, holding it:
+/// after a detached wait, or with a section begun before it attached).
 ///
 /// The two kinds differ in two ways. Each waits through its own hook: the stack's own sections
 /// through [`SectionStack::set_blocking_wait`]'s, this module's through [`set_blocking_wait`]'s

@@ -62,13 +62,15 @@ impl Table {
     /// so probing always reaches an `EMPTY` index.
     ///
     /// Panics, before allocating, where the entries' positions would not fit an index below the
-    /// `DUMMY` and `EMPTY` marks (more than about 2.8 billion entries): an index that wrapped
-    /// would find the wrong entry.
+    /// `DUMMY` and `EMPTY` marks (room for more than 2^32 * 2 / 3, about 2.86 billion entries;
+    /// a rebuild asks for twice the live entries, so a dict of about 1.43 billion): an index
+    /// that wrapped would find the wrong entry.
     fn new(entries: usize) -> Self {
         let indices = (entries * 3 / 2 + 1).next_power_of_two().max(MIN_INDICES);
         assert!(
             indices * 2 / 3 <= DUMMY as usize,
-            "a dict holds at most {DUMMY} entries; {entries} asked for"
+            "a dict table has room for at most {} entries; {entries} asked for",
+            (1_usize << 32) * 2 / 3
         );
         Table {
             indices: (0..indices).map(|_| AtomicU32::new(EMPTY)).collect(),
@@ -764,7 +766,7 @@ impl<'py> Bound<'py, PyDict> {
 #[cfg(test)]
 mod tests {
     #[test]
-    #[should_panic(expected = "a dict holds at most 4294967294 entries")]
+    #[should_panic(expected = "a dict table has room for at most 2863311530 entries")]
     fn a_table_whose_positions_would_not_fit_an_index_is_refused_before_it_is_allocated() {
         // 2^33 indices, whose two thirds (5.7 billion entries) pass the `DUMMY` mark.
         let _ = super::Table::new(3_000_000_000);

@@ -355,7 +355,9 @@ fn with_address_of<T: ?Sized>(source: *mut T, address: *mut u8) -> *mut T {
 /// never saw, and a panic in one of their destructors comes out of the constructor, as out of
 /// `merge_pending`. Do not make a `BiasedArc` while holding a lock or a `RefCell` borrow that
 /// one of this thread's shared values takes in its `Drop`: the drop would deadlock or panic
-/// inside the constructor. (`Arc`'s constructors run no other code.)
+/// inside the constructor. (`Arc`'s constructors run no other code.) The same holds for
+/// [`get_mut`](BiasedArc::get_mut), [`make_mut`](BiasedArc::make_mut) (whose copy is a new
+/// value) and [`into_inner`](BiasedArc::into_inner), which merge the queue first (see each).
 ///
 /// It is `Send` and `Sync` when `Arc<T>` would be and `T: 'static`, so values that must stay on
 /// one thread stay there:
