@@ -301,25 +301,20 @@ fn target(
         Some((mut values, meets)) if reader.missing.is_empty() => {
             // A verdict that rests on cells the report flags says so beside its values.
             if !reader.flagged.is_empty() {
-                let shown: Vec<&str> = reader.flagged.iter().take(4).map(String::as_str).collect();
-                let more = reader.flagged.len() - shown.len();
-                let _ = write!(values, "; reads flagged cells: {}", shown.join(", "));
-                if more > 0 {
-                    let _ = write!(values, " and {more} more");
-                }
+                let _ = write!(
+                    values,
+                    "; reads flagged cells: {}",
+                    first_few(&reader.flagged)
+                );
             }
             (values, Some(meets))
         }
         _ => {
-            let shown: Vec<&str> = reader.missing.iter().take(4).map(String::as_str).collect();
-            let more = reader.missing.len().saturating_sub(shown.len());
-            let mut text = format!("not measured: lacks {}", shown.join(", "));
-            if more > 0 {
-                let _ = write!(text, " and {more} more");
-            }
-            if reader.missing.is_empty() {
-                text = "not measured".to_owned();
-            }
+            let text = if reader.missing.is_empty() {
+                "not measured".to_owned()
+            } else {
+                format!("not measured: lacks {}", first_few(&reader.missing))
+            };
             (text, None)
         }
     };
@@ -339,6 +334,17 @@ fn target(
         meets,
         verdict,
     }
+}
+
+/// The first four of `items`, and how many more there are: a verdict's line stays short.
+fn first_few(items: &[String]) -> String {
+    let shown = &items[..items.len().min(4)];
+    let mut text = shown.join(", ");
+    let more = items.len() - shown.len();
+    if more > 0 {
+        let _ = write!(text, " and {more} more");
+    }
+    text
 }
 
 /// The report's marks on a cell that a verdict reads (`~` noisy, `<` short, `!` suspect), or
