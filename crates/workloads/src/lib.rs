@@ -333,7 +333,7 @@ fn run_threads_observed<T: Send>(
 
 /// How many loop iterations between eval-loop checkpoints (`Python::check`), as an interpreter
 /// would check between bytecodes.
-pub(crate) const CHECK_EVERY: usize = 16;
+const CHECK_EVERY: usize = 16;
 
 /// The `q` quantile of `durations` (nearest rank: the smallest value with at least a `q`
 /// share of them at or below it); zero when there are none. The one definition every workload's
@@ -347,11 +347,20 @@ fn percentile(durations: &[std::time::Duration], q: f64) -> std::time::Duration 
     }
 }
 
+/// The eval loop's checkpoint at iteration `i`: every [`CHECK_EVERY`]th iteration checks.
+/// Answers whether this one did.
 #[inline]
-fn checkpoint(py: Python<'_>, i: usize) {
-    if i % CHECK_EVERY == 0 {
+fn checkpoint(py: Python<'_>, i: usize) -> bool {
+    let due = i % CHECK_EVERY == 0;
+    if due {
         py.check();
     }
+    due
+}
+
+/// How many of a loop's first `times` iterations [`checkpoint`] checks at.
+fn checkpoints_in(times: usize) -> usize {
+    times.div_ceil(CHECK_EVERY)
 }
 
 #[cfg(test)]

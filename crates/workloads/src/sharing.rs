@@ -8,7 +8,7 @@ use ftrt_gil::Python;
 use ftrt_object::RefCountValue;
 use ftrt_object::{PyClass, PyFloat, PyInstance, PyInt, PyList, PyNone, PyStr, ReadGuard, Shared};
 
-use crate::{checkpoint, run_threads, Gate, Outcome, Params, Workload, CHECK_EVERY};
+use crate::{checkpoint, checkpoints_in, run_threads, Gate, Outcome, Params, Workload};
 
 const SHARED_REFS_TOTAL: usize = 700_000_000;
 
@@ -76,7 +76,7 @@ fn shared_refcount(params: &Params) -> Outcome {
 
 /// `shared-refcount`'s timed loop: takes and drops a counted reference to `value`, `times`
 /// times, and answers how many of the references it held at its checkpoints were to `value`:
-/// one every [`CHECK_EVERY`] references, unless the loop was cut short. (Counting at every
+/// one every 16 references (`checkpoints_in`), unless the loop was cut short. (Counting at every
 /// reference would add a compare and an add to a loop of about thirty instructions.) Out of
 /// line, so that the code after the loop (the check) cannot change how the loop is compiled:
 /// the check's `Bound::refcount`, inlined beside it, moved the 2-thread time from 0.38-0.39 s
@@ -88,19 +88,13 @@ fn take_and_drop(value: &ftrt_object::Bound<'_, PyFloat>, times: usize) -> usize
     for i in 0..times {
         // Takes and drops a counted reference, every time.
         let reference = std::hint::black_box(value.clone());
-        if i % CHECK_EVERY == 0 {
+        if checkpoint(py, i) {
             // A handle the compiler cannot see through, compared where the loop checkpoints.
             seen += usize::from(reference.is(value.as_any()));
-            py.check();
         }
         drop(reference);
     }
     seen
-}
-
-/// The references [`take_and_drop`] sees at its checkpoints in a loop of `times`.
-fn checkpoints_in(times: usize) -> usize {
-    times.div_ceil(CHECK_EVERY)
 }
 
 pub(crate) const SHARED_REFCOUNT: Workload = Workload {

@@ -152,9 +152,10 @@ pub fn median(values: &mut [f64]) -> f64 {
 /// a target such as G1's "p99 under 10 ms" must not pass on the median of five runs when two
 /// of them are five times over.
 pub fn is_tail_metric(name: &str) -> bool {
-    ["p99_ms", "max_ms"]
-        .iter()
-        .any(|tail| name == *tail || name.ends_with(&format!("_{tail}")))
+    ["p99_ms", "max_ms"].iter().any(|tail| {
+        name.strip_suffix(tail)
+            .is_some_and(|rest| rest.is_empty() || rest.ends_with('_'))
+    })
 }
 
 /// The value a cell reports for a metric over its runs: the worst (highest) for a tail
