@@ -13,9 +13,10 @@
 //! A section that has to wait for its lock (to begin, or to resume as a nested section ends)
 //! waits attached, in place, and (in the free-threaded builds, with no read open on the thread,
 //! `local::readers`) with its attach pin given up for the wait: a quiescent state, so a thread
-//! that waits for a contended object does not hold back what other threads retire. The pin is
-//! back before the body runs on, but what was read under the attach pin alone before a section
-//! began or ended must not be used after it
+//! that waits for a contended object does not hold back what other threads retire. A stop of
+//! the world asked for meanwhile goes through it: the wait detaches until the stop is over,
+//! holding none of the section's locks. The pin is back before the body runs on, but what was
+//! read under the attach pin alone before a section began or ended must not be used after it
 //! ([`local::attach_pinned`](crate::local::attach_pinned)).
 //!
 //! Exclusion holds between users of this module, which are all attached. A lock taken here must
@@ -25,11 +26,10 @@
 //! Both go on one stack, the thread's, which the thread state holds
 //! (`ftrt_lock::section::claim_thread_stack`): a section of either that has to wait suspends every
 //! section the thread has open, so the two nest on the same locks, in any order, without
-//! deadlock, but for a stop of the world in the free-threaded builds: a lock taken here must not
-//! also be taken through `ftrt_lock`'s thread-local functions where the program stops the world
-//! (the object model's collections do). Their wait detaches, and a thread that gets the lock
-//! there waits to attach during a stop holding it, while a section of this module waiting for
-//! the lock waits in place, attached, and holds the stop up (`docs/locking.md`).
+//! deadlock, stops of the world included: a thread that holds a lock through `ftrt_lock`'s
+//! thread-local functions may wait to attach holding it while a stop is under way (their wait
+//! detaches), and a section of this module waiting for that lock lets the stop through between
+//! tries of a millisecond instead of holding it up (`docs/locking.md`).
 //!
 //! ```
 //! use ftrt_gil::{section, Python};
@@ -99,7 +99,11 @@ pub fn with_if<R>(py: Python<'_>, lock: Option<&RawObjectLock>, f: impl FnOnce()
 /// [`Python::allow_threads`] nor [`Python::check`] (which parks when another thread waits to
 /// attach beside a holder, or stops the world), nor begins an `ftrt_lock` section (one of the
 /// thread-local functions') that may have to wait: a registered thread waits for those
-/// detached. A stop of the world that `f` makes itself
+/// detached. (A section of this module nested in `f` may wait, and its wait may let a stop of
+/// the world through, a detach, but only where the thread does not hold the world alone: while
+/// it holds it the nested section elides and never waits, and otherwise this section was
+/// recorded, and is suspended across the detach like any other.) A stop of the world that `f`
+/// makes itself
 /// ([`stop_the_world`](crate::stop_the_world)) is fine: a holder's stop runs on its hold and
 /// keeps the stack eliding, detaches inside it included, and a stop that has to wait for
 /// others (and may park) is made only by a thread that does not hold the world, whose section

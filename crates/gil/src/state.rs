@@ -71,7 +71,11 @@
 //! - **Waiting for a runtime section's lock** (the object model's, after a short spin): in
 //!   place, attached and in the world, with the attach pin given up for the wait where no read
 //!   is open (not inside the thread's own stop or the park's merge), and taken again once the
-//!   section is recorded, before its body runs (`thread::wait_for_object_section`).
+//!   section is recorded, before its body runs (`thread::wait_for_object_section`). It waits in
+//!   tries of a millisecond, and between two lets a stop of the world through (holding none of
+//!   the section's locks: the lighter detach below, and back once the stop is over), since the
+//!   lock's holder may itself wait to attach (not inside the thread's own stop or the park's
+//!   merge, where it waits for as long as it takes).
 //! - **Checkpoint** ([`Python::check`](crate::Python::check)): (1) count it; every 16th: repin
 //!   (only with no read open),
 //!   run the hooks, defer a marker behind what the thread retired since its last one
@@ -110,10 +114,11 @@
 //! `CURRENT`, never torn down), owns nothing (the detached [`Owner`]: its counts are changed on
 //! the shared side, as any non-owner's), runs unpinned (reads pin for themselves), takes its
 //! sections on `ftrt_lock`'s thread-local stack (the same stack while any holder keeps it),
-//! where they wait for their locks in place, attached, as a registered thread's do (not as the
-//! thread-local functions' sections, which wait detached: holding a runtime section's lock, the
-//! thread could then wait to attach during a stop of the world, while a registered thread waited
-//! for that lock attached, holding the stop up), counts in the retired row, and gets `None` for
+//! where they wait for their locks as a registered thread's do, in place, attached, letting
+//! stops of the world through (the stackless hook the registration set,
+//! `ftrt_lock::section::set_stackless_blocking_wait`; not as the thread-local functions'
+//! sections, which wait detached and come back holding the lock), counts in the retired row,
+//! and gets `None` for
 //! every [`local`] value (the object model then interns through the shared table and retires each
 //! reference on its own). The frame pointer lives in `CURRENT` and needs no fallback. It is not
 //! registered again. Every use of the block goes through [`Python::state`](crate::Python) or
@@ -294,10 +299,15 @@ impl Owned {
         unsafe { counters::Row::register(&block.counters) };
         // Sections of `ftrt_lock` users on this thread wait for their locks detached.
         ftrt_lock::section::set_blocking_wait(Some(crate::thread::wait_for_section_detached));
-        // Its own sections (the object model's) wait in place, unpinned where no read is open.
+        // Its own sections (the object model's) wait in place, unpinned where no read is open,
+        // letting stops of the world through; so do those it takes after its exit, which go on
+        // the thread's stack given no stack of the runtime's.
         block
             .sections
             .set_blocking_wait(Some(crate::thread::wait_for_object_section));
+        ftrt_lock::section::set_stackless_blocking_wait(Some(
+            crate::thread::wait_for_object_section,
+        ));
         CURRENT.with(|current| {
             current.state.set(block);
             current.owner_id.set(block.owner().counting_id());

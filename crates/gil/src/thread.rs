@@ -26,6 +26,7 @@
 use std::marker::PhantomData;
 use std::sync::LazyLock;
 
+use ftrt_lock::section::{AfterWait, SectionWait};
 use ftrt_refcount::RefCount;
 
 use crate::state::{self, ThreadState};
@@ -454,11 +455,9 @@ impl<'py> Python<'py> {
 ///
 /// Inside its own stop of the world the thread cannot detach (no other thread may run): it
 /// blocks in place, so a stop's closure must not wait for a lock a thread outside holds.
-pub(crate) fn wait_for_section_detached(
-    wait: &mut dyn FnMut(),
-) -> Option<ftrt_lock::section::AfterWait> {
+pub(crate) fn wait_for_section_detached(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
     if !state::is_attached() || state::running_own_stop() || state::parking_counts() {
-        wait();
+        wait.wait();
         return None;
     }
     let block = state::current();
@@ -469,7 +468,7 @@ pub(crate) fn wait_for_section_detached(
     // its exit), alive for all of it; nothing below relies on the attachment, or counts (it
     // only waits for a lock), until `BackFromSectionWait` attaches again.
     unsafe { leave(block.as_ref()) };
-    wait();
+    wait.wait();
     None
 }
 
@@ -484,24 +483,34 @@ pub(crate) fn wait_for_section_detached(
 /// Waiting pinned held every other thread's retired objects until the lock came
 /// (`list-replace-shared`, in `docs/results.md`).
 ///
+/// In the free-threaded builds it waits in tries of [`STOP_LOOKOUT`], and lets a stop of the world
+/// through before the first and between two (a detach that waits for the stop to end, holding none
+/// of the section's locks: [`let_a_stop_through`]). A try that gives up leaves the lock's queue and
+/// parks again at its tail, keeping its place in time for the handoff, so a long wait costs a
+/// wake-up a millisecond; a stop that found it would otherwise have to wake it, through a registry
+/// of the locks waited for that no thread keeps. A holder that is not attached does not give the
+/// lock up at a stop: a thread that took it through `ftrt_lock`'s thread-local functions before it
+/// attached, or in their detached wait ([`wait_for_section_detached`]), and now waits to attach
+/// because a stop is under way. Waiting for such a holder attached, this thread would hold up the
+/// stop the holder waits for.
+///
 /// The pin comes back once the section is recorded ([`pin_after_section_wait`], the
 /// `ftrt_lock::section::AfterWait`), not here: an outer pin may collect, running deferred
 /// functions, which may begin sections or detach, as a section's body may, and here the lock
 /// just taken is not yet the stack's to suspend.
 ///
-/// So a section's begin (or its resume after a nested one) may be a quiescent state: nothing
-/// read under the attach pin alone ([`local::attach_pinned`](crate::local::attach_pinned)) may
-/// be used after a section begins. An open read ([`local::OpenRead`](crate::local::OpenRead))
-/// keeps the pin, as it does across a detach.
+/// So a section's begin (or its resume after a nested one) may be a quiescent state, and, where
+/// it lets a stop through, a detach: nothing read under the attach pin alone
+/// ([`local::attach_pinned`](crate::local::attach_pinned)) may be used after a section begins.
+/// An open read ([`local::OpenRead`](crate::local::OpenRead)) keeps the pin, as it does across a
+/// detach.
 ///
-/// It waits pinned inside the thread's own stop of the world (no other thread runs, so none
-/// retires anything) and inside the park's merge (a detach under way, see
-/// `state::parking_counts`).
-pub(crate) fn wait_for_object_section(
-    wait: &mut dyn FnMut(),
-) -> Option<ftrt_lock::section::AfterWait> {
-    let pinned_wait =
-        crate::local::readers() > 0 || state::running_own_stop() || state::parking_counts();
+/// It waits pinned, and for as long as it takes, inside the thread's own stop of the world (no
+/// other thread runs, so none retires anything, nor stops the world) and inside the park's merge
+/// (a detach under way, see `state::parking_counts`).
+pub(crate) fn wait_for_object_section(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
+    let in_place_for_good = state::running_own_stop() || state::parking_counts();
+    let pinned_wait = crate::local::readers() > 0 || in_place_for_good;
     // SAFETY: this thread's state; no read is open, and the pin is not the one
     // `wait_for_section_detached` keeps across its detach (inside which a runtime section can
     // only wait in the park's merge; `pinned_wait` checked both); it is taken back once the
@@ -509,8 +518,44 @@ pub(crate) fn wait_for_object_section(
     let unpin =
         |state: Option<&ThreadState>| state.is_some_and(|s| unsafe { state::unpin_for_wait(s) });
     let unpinned = !pinned_wait && state::with_current(unpin);
-    wait();
+    if in_place_for_good || !state::is_attached() {
+        wait.wait();
+    } else {
+        loop {
+            if state::stop_requested() {
+                // Holding none of the section's locks: a try that gave up on the second of two
+                // kept the first.
+                wait.give_back();
+                let_a_stop_through();
+            }
+            if wait.wait_until(std::time::Instant::now() + STOP_LOOKOUT) {
+                break;
+            }
+        }
+    }
     unpinned.then_some(pin_after_section_wait)
+}
+
+/// How long a runtime section's wait for its lock goes between two looks for a stop of the
+/// world to let through ([`wait_for_object_section`]): the longest a stop waits for a thread
+/// whose section waits for a lock that the stop keeps its holder from giving up. A try that
+/// gives up keeps its place in time for the lock's handoff (`ftrt_lock::HANDOFF_AFTER`), so a
+/// long wait is handed the lock as soon as one that stayed parked.
+pub(crate) const STOP_LOOKOUT: std::time::Duration = std::time::Duration::from_millis(1);
+
+/// Lets a stop of the world through a thread that waits, attached, for a runtime section's
+/// lock, holding none (`ftrt_lock` suspended its sections, and a try that gives up holds none of
+/// the section's locks): the lighter detach of [`wait_for_section_detached`], until the stop
+/// is over. A release that panics in the park aborts, as there.
+#[cold]
+fn let_a_stop_through() {
+    let block = state::current();
+    let _back = BackFromSectionWait(block);
+    // SAFETY: the thread is attached (the caller checked), and `block` the state of its
+    // attachment (or null after its exit), alive for all of it; nothing below counts or
+    // touches an object until `BackFromSectionWait` attaches again.
+    unsafe { leave(block.as_ref()) };
+    state::world().wait_while_stopping();
 }
 
 /// Takes the attach pin again after [`wait_for_object_section`] gave it up, once the section
@@ -645,7 +690,9 @@ impl Drop for Reattach {
 /// free-threaded builds one thread stops the world at a time; a second one parks until the
 /// first is done, then stops it again. A thread that stays attached without reaching a
 /// checkpoint (blocked without detaching, or a loop without checks) holds the stop up: the same
-/// rule the `gil` build's switching already asks of attached threads.
+/// rule the `gil` build's switching already asks of attached threads. A thread waiting for the
+/// lock of a [`section`](crate::section) does not: it lets the stop through within a
+/// millisecond, holding none of the section's locks, and so is a stopped thread too.
 ///
 /// Inside `f` the calling thread stays the only one running, in every build: a checkpoint
 /// ([`Python::check`]) neither parks nor switches, repins nor runs hooks (the work asked for

@@ -7,7 +7,8 @@
 //! scenarios still run, as specifications of what every build does. (That the two share one
 //! stack shows directly in `thread_states.rs`.)
 
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{mpsc, Arc, Barrier, Mutex, MutexGuard};
 use std::thread;
 use std::time::Duration;
 
@@ -94,6 +95,114 @@ fn two_threads_nesting_the_two_apis_on_two_locks_in_opposite_orders_both_finish(
             thread.join().unwrap();
         }
     });
+}
+
+/// Waits until `done`, yielding.
+fn until(done: impl Fn() -> bool) {
+    while !done() {
+        thread::yield_now();
+    }
+}
+
+/// Taken by the tests that stop the world, one at a time: each waits for a stop to be asked for,
+/// and must not take another test's for its own.
+fn one_stopper_at_a_time() -> MutexGuard<'static, ()> {
+    static STOPPERS: Mutex<()> = Mutex::new(());
+    STOPPERS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// A runtime section that waits for a lock whose holder cannot give it up before a stop of the
+/// world has run lets the stop through (free-threaded builds): a holder that took the lock
+/// through `ftrt_lock`'s functions and then waits to attach, which a stop under way keeps it
+/// from, and a waiter that held the stop up would leave the three waiting for each other.
+/// Here the holder took the lock before it attached, and attaches once the world is stopped.
+#[test]
+#[cfg_attr(
+    feature = "gil",
+    ignore = "the gil build's runtime sections take no lock, and holding the GIL is its stop"
+)]
+fn a_runtime_section_lets_a_stop_through_while_the_holder_waits_to_attach_holding_its_lock() {
+    let _one_stopper = one_stopper_at_a_time();
+    finishes(
+        "a stop, a holder attaching in it, a section waiting for the holder",
+        || {
+            let lock: &'static RawObjectLock = Box::leak(Box::new(RawObjectLock::new()));
+            let stopped: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+            let attaching: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+            let (held, holding) = mpsc::channel();
+            let holder = thread::spawn(move || {
+                Python::attach(|_| ()); // registered, and detached again
+                ftrt_lock::section::with(lock, || {
+                    held.send(()).unwrap();
+                    until(|| stopped.load(SeqCst));
+                    attaching.store(true, SeqCst);
+                    // Waits for the stop to end, holding the lock.
+                    Python::attach(|_| ());
+                });
+            });
+            holding.recv().unwrap();
+            let waiter = thread::spawn(move || {
+                Python::attach(|py| ftrt_gil::section::with(py, lock, || ()))
+            });
+            until(|| lock.parked_waiters() == 1);
+            Python::attach(|py| {
+                ftrt_gil::stop_the_world(py, || {
+                    stopped.store(true, SeqCst);
+                    until(|| attaching.load(SeqCst));
+                })
+            });
+            holder.join().unwrap();
+            waiter.join().unwrap();
+        },
+    );
+}
+
+/// As above, with a holder that got the lock in the wait of `ftrt_lock`'s thread-local
+/// functions, which detaches: it comes back from the wait holding the lock, into the stop.
+#[test]
+#[cfg_attr(
+    feature = "gil",
+    ignore = "the gil build's runtime sections take no lock, and holding the GIL is its stop"
+)]
+fn a_runtime_section_lets_a_stop_through_while_a_detached_waiter_comes_back_with_its_lock() {
+    let _one_stopper = one_stopper_at_a_time();
+    finishes(
+        "a stop, a detached waiter coming back in it, a section waiting for it",
+        || {
+            let lock: &'static RawObjectLock = Box::leak(Box::new(RawObjectLock::new()));
+            let stopped: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+            let released: &'static AtomicBool = Box::leak(Box::new(AtomicBool::new(false)));
+            // Not a runtime thread: it gives the lock up once the world is stopped.
+            lock.lock();
+            let holder = thread::spawn(move || {
+                Python::attach(|_| ftrt_lock::section::with(lock, || ()));
+            });
+            until(|| lock.parked_waiters() == 1);
+            let waiter = thread::spawn(move || {
+                Python::attach(|py| ftrt_gil::section::with(py, lock, || ()))
+            });
+            until(|| lock.parked_waiters() == 2);
+            // The stop lasts until the holder has the lock (and waits to attach, holding it).
+            let stopper = thread::spawn(move || {
+                Python::attach(|py| {
+                    ftrt_gil::stop_the_world(py, || {
+                        stopped.store(true, SeqCst);
+                        until(|| released.load(SeqCst) && lock.is_locked());
+                    })
+                })
+            });
+            until(|| stopped.load(SeqCst));
+            // SAFETY: locked above, on this thread. The holder, the one waiter queued (the other
+            // lets the stop through), takes it.
+            unsafe { lock.unlock() };
+            released.store(true, SeqCst);
+            stopper.join().unwrap();
+            holder.join().unwrap();
+            waiter.join().unwrap();
+        },
+    );
 }
 
 /// The runtime claims a registered thread's stack (`ftrt_lock::section::claim_thread_stack`), so

@@ -195,9 +195,19 @@ impl LockByte {
 
     /// Takes the lock, spinning as `spin` says and parking in between, until `deadline` passes
     /// (`None`: as long as it takes). Whether it took the lock.
+    ///
+    /// `parked_since` is the wait's place in time for the handoff rule: `None` for a fresh
+    /// wait, set when it first parks, and left set when it times out, so that a caller that
+    /// waits again for the same acquisition (a section's wait that gives up now and then to
+    /// look around, `section::SectionWait::wait_until`) keeps the time it has waited.
     #[cold]
     #[inline(never)]
-    pub(crate) fn lock_slow(&self, deadline: Option<Instant>, spin: Spin) -> bool {
+    pub(crate) fn lock_slow(
+        &self,
+        deadline: Option<Instant>,
+        spin: Spin,
+        parked_since: &mut Option<usize>,
+    ) -> bool {
         let mut backoff = match spin {
             Spin::BeforeEachPark => Backoff::new(),
             Spin::AfterWakeUps | Spin::Never => Backoff::spent(),
@@ -205,8 +215,8 @@ impl LockByte {
         // When this thread first parked: its place in time for the handoff rule. Taken once per
         // acquisition, as CPython's `PyMutex` fixes its fair time once: a waiter woken to retry
         // that loses the lock to a faster thread parks again with its original stamp, so holds
-        // shorter than `HANDOFF_AFTER` cannot keep the lock from it for ever.
-        let mut parked_since = None;
+        // shorter than `HANDOFF_AFTER` cannot keep the lock from it for ever. The caller's, so
+        // that it lasts across timed waits for one acquisition.
         // Woken to compete, this thread has not had the lock since.
         let mut woken_to_retry = false;
         loop {
@@ -231,7 +241,7 @@ impl LockByte {
             if std::mem::take(&mut woken_to_retry) {
                 #[cfg(all(test, not(loom)))]
                 wait_log::record(wait_log::WaitStep::LosesAfterAWakeUp);
-                if let Some(since) = parked_since {
+                if let Some(since) = *parked_since {
                     sit_out(since, deadline);
                     continue;
                 }
@@ -482,9 +492,26 @@ impl RawObjectLock {
     #[inline(always)]
     fn lock_with(&self, spin: Spin) {
         if !self.byte.lock_fast() {
-            let locked = self.byte.lock_slow(None, spin);
+            let locked = self.byte.lock_slow(None, spin, &mut None);
             debug_assert!(locked, "a wait without a deadline ends with the lock");
         }
+    }
+
+    /// Acquires the lock if it can by `deadline` (`None`: as long as it takes), spinning first
+    /// as [`lock`](Self::lock) does; whether it did. `parked_since` carries the wait's place in
+    /// time for the handoff rule ([`HANDOFF_AFTER`]) from one call to the next: `None` for a
+    /// fresh wait, and the same value again for another try at the same acquisition, so that a
+    /// waiter that gives up now and then and comes back is owed the handoff as soon as one
+    /// that stayed parked.
+    pub(crate) fn lock_within(
+        &self,
+        deadline: Option<Instant>,
+        parked_since: &mut Option<usize>,
+    ) -> bool {
+        self.byte.lock_fast()
+            || self
+                .byte
+                .lock_slow(deadline, Spin::BeforeEachPark, parked_since)
     }
 
     /// Acquires the lock if it is free now.

@@ -20,7 +20,8 @@
 //!   that was not attached) are left as they are, while it runs and when it ends.
 //! - A runtime can have a stack block *its* way ([`SectionStack::set_blocking_wait`],
 //!   [`set_blocking_wait`] for the sections of this module's thread-local functions, [`with`] and
-//!   the rest; a runtime's sections given no stack, [`with_on`]'s, wait in place): detached from
+//!   the rest, [`set_stackless_blocking_wait`] for a runtime's sections given no stack,
+//!   [`with_on`]'s; with no hook a section waits in place): detached from
 //!   the runtime, as CPython's `PyMutex` detaches a thread that blocks. Then a thread that waits
 //!   for a section's lock never holds up other threads of the runtime (its GIL, or a stop of the
 //!   world), so a thread that holds that lock and attaches before letting it go gets through.
@@ -65,26 +66,32 @@ use crate::RawObjectLock;
 
 use imp::THREAD_API;
 pub use imp::{SectionStack, ThreadStack};
+pub use wait::SectionWait;
+
+mod wait;
 
 /// How a stack blocks for a section's locks, if it has to ([`SectionStack::set_blocking_wait`]):
-/// called with the wait itself, which it runs, once, around whatever the runtime does while its
-/// thread blocks (detaching from it, and attaching again after). By then the stack's other
-/// sections are suspended, behind a detach boundary (as in [`detached`]): sections the hook
-/// begins and ends on the same stack do not resume them. They must end before the hook runs
-/// `wait`: run inside one, the wait blocks holding its lock, and the thread that holds the lock
-/// waited for may be waiting for that one (the deadlock the suspension is there to rule out).
+/// called with the section's wait ([`SectionWait`]), through which it takes the locks, around
+/// whatever the runtime does while its thread blocks (detaching from it, and attaching again
+/// after): at once ([`SectionWait::wait`]), or in tries by a deadline
+/// ([`SectionWait::wait_until`]), doing what the runtime needs between two tries (letting a
+/// stop of the world through). By then the stack's other sections are suspended, behind a
+/// detach boundary (as in [`detached`]): sections the hook begins and ends on the same stack do
+/// not resume them. They must end before the hook takes the locks: run inside one, the wait
+/// blocks holding its lock, and the thread that holds the lock waited for may be waiting for
+/// that one (the deadlock the suspension is there to rule out).
 ///
-/// A hook that returns without running `wait` costs nothing but the detour: the stack takes the
-/// locks itself afterwards. Running it again does nothing. After `wait` has returned, the hook
-/// holds the locks it waited for, which the stack records only once the hook returns: from
-/// there on it must not begin a section (one that blocks there suspends nothing, and waits
-/// holding those locks, which no other thread's section can then take), only come back to the
-/// runtime (attach again), which is what the part after `wait` is for. Work that may begin
-/// sections or detach goes in the [`AfterWait`] the hook returns, which runs once the section
-/// is recorded. A hook that panics aborts the process: a section's wait has no way to fail (a
-/// resume runs in the drop of a section that ended, perhaps while unwinding, and the section
-/// around it would go on without its lock).
-pub type BlockingWait = fn(wait: &mut dyn FnMut()) -> Option<AfterWait>;
+/// A hook that returns without the locks costs nothing but the detour: the stack takes them itself
+/// afterwards. While the wait holds any of them (all, or the first of two, which a try that gave up
+/// on the second keeps until [`SectionWait::give_back`]), the hook holds them, and the stack
+/// records them only once the hook returns: meanwhile it must not begin a section (one that blocks
+/// there suspends nothing, and waits holding those locks, which no other thread's section can then
+/// take), only come back to the runtime (attach again), which is what the part after the wait is
+/// for. Work that may begin sections or detach goes in the [`AfterWait`]
+/// the hook returns, which runs once the section is recorded. A hook that panics aborts the
+/// process: a section's wait has no way to fail (a resume runs in the drop of a section that ended,
+/// perhaps while unwinding, and the section around it would go on without its lock).
+pub type BlockingWait = fn(wait: &mut SectionWait<'_>) -> Option<AfterWait>;
 
 /// What a [`BlockingWait`] hook leaves to run once the section that waited is recorded (begun,
 /// or resumed) and holds its locks, before its body runs on: it may do what a section's body
@@ -93,14 +100,26 @@ pub type BlockingWait = fn(wait: &mut dyn FnMut()) -> Option<AfterWait>;
 pub type AfterWait = fn();
 
 /// Sets how the sections of this module's thread-local functions ([`with`], [`with2`]; not a
-/// runtime's sections given no stack, [`with_on`]'s, which wait in place) block on the calling
-/// thread, replacing the hook set before: see [`SectionStack::set_blocking_wait`], which sets
-/// the hook of the stack's own sections apart from this one ([`claim_thread_stack`]). (A runtime
-/// sets it for its threads: `ftrt-gil` does for every thread it registers.) The hook stays the
-/// thread's for the whole of its exit: a stack made after the thread's first one is freed (by a
+/// runtime's sections given no stack, [`with_on`]'s: [`set_stackless_blocking_wait`]) block on the
+/// calling thread, replacing the hook set before: see [`SectionStack::set_blocking_wait`], which
+/// sets the hook of the stack's own sections apart from this one ([`claim_thread_stack`]). (A
+/// runtime sets it for its threads: `ftrt-gil` does for every thread it registers.) The hook stays
+/// the thread's for the whole of its exit: a stack made after the thread's first one is freed (by a
 /// section in a thread-local destructor late in the thread's exit) blocks through it too.
 pub fn set_blocking_wait(hook: Option<BlockingWait>) {
     imp::set_thread_blocking_wait(hook);
+}
+
+/// Sets how a runtime's sections given no stack ([`with_on`], [`with2_on`] given `None`) block
+/// on the calling thread, replacing the hook set before: with none (the default) they wait in
+/// place; through a hook, as a stack's own sections wait through
+/// [`SectionStack::set_blocking_wait`]'s. Apart from the thread-local functions' hook
+/// ([`set_blocking_wait`]): the runtime's sections and its users' may have to wait differently
+/// (see [`with_on`]). A runtime sets it for its threads (`ftrt-gil` does for every thread it
+/// registers, for the sections it takes after the thread's exit), and it stays the thread's for
+/// the whole of its exit, as [`set_blocking_wait`]'s does.
+pub fn set_stackless_blocking_wait(hook: Option<BlockingWait>) {
+    imp::set_stackless_blocking_wait(hook);
 }
 
 /// Runs `f` inside a critical section on `lock`, on the calling thread's stack.
@@ -119,9 +138,9 @@ pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> 
 /// Runs `f` inside a critical section on `lock` when one is given, recorded on `stack` as one of
 /// its own sections; runs `f` as it is when `lock` is `None`. With no `stack`, the section is
 /// recorded on the calling thread's stack (the thread-local functions' one), but it is still the
-/// runtime's own: if it has to wait for its lock it waits in place, through no hook (neither
-/// [`set_blocking_wait`]'s nor [`SectionStack::set_blocking_wait`]'s), as a stack's own section
-/// with no hook set does, and it never elides.
+/// runtime's own: if it has to wait for its lock it waits through the thread's stackless hook
+/// ([`set_stackless_blocking_wait`]; in place if none is set), not through
+/// [`set_blocking_wait`]'s, and it never elides.
 ///
 /// For a runtime that locks only some objects (it skips the lock of an object no other thread
 /// can reach) or keeps its stack in its own per-thread state only where that state exists. The
@@ -133,9 +152,9 @@ pub fn with2<R>(a: &RawObjectLock, b: &RawObjectLock, f: impl FnOnce() -> R) -> 
 /// detached from the runtime (as `ftrt-gil`'s does, so that a thread waiting for a user's lock
 /// never holds up a thread that attaches holding it), and so come back holding the lock and wait
 /// to attach meanwhile (for a stop of the world, say). A runtime whose threads wait for the
-/// locks of its own sections in place, attached, because a holder gives them up where it
-/// detaches, would then have a holder that cannot give the lock up until the stop ends, and a
-/// stop that waits for the attached waiter: a deadlock.
+/// locks of its own sections attached, because a holder gives them up where it detaches, would
+/// then have holders that cannot give a lock up until the stop ends, and more of them the more
+/// of its sections wait that way.
 ///
 /// ```
 /// use ftrt_lock::{section, RawObjectLock};
@@ -198,7 +217,7 @@ pub unsafe fn with_on_unrecorded<R>(
 
 /// [`with_on`] on two locks, taken in a consistent order (the same lock may be passed twice),
 /// always locked: recorded on `stack` as one of its own sections, or, with no `stack`, on the
-/// calling thread's stack, waiting in place as [`with_on`]'s sections given no stack do.
+/// calling thread's stack, waiting as [`with_on`]'s sections given no stack do.
 ///
 /// ```
 /// use ftrt_lock::{section, RawObjectLock};
@@ -253,17 +272,16 @@ pub fn depth() -> SectionDepth {
 /// (the stack's own methods, [`with_on`] given the stack) and those of this module's users on the
 /// same thread then go on one stack, so a section that has to wait suspends all of them, and
 /// sections of the two kinds nest on the same locks, in any order, without deadlock, as far as
-/// this crate goes: a runtime whose hooks wait differently may add conditions of its own
-/// (`ftrt-gil`'s, around a stop of the world: a lock its sections wait for in place must not
-/// also be taken through this module's functions, whose holder may wait to attach, holding it:
-/// after a detached wait, or with a section begun before it attached).
+/// this crate goes: a runtime whose hooks wait differently must keep them from adding a wait of
+/// their own to the cycle (`ftrt-gil`'s in-place waits let a stop of the world through, since a
+/// holder of a lock taken through this module's functions may wait to attach, holding it).
 ///
 /// The two kinds differ in two ways. Each waits through its own hook: the stack's own sections
 /// through [`SectionStack::set_blocking_wait`]'s, this module's through [`set_blocking_wait`]'s
-/// (and a third kind, a runtime's sections given no stack, [`with_on`]'s, through none: in
-/// place). And only the stack's own sections elide ([`SectionStack::start_eliding`]): a
-/// runtime's promise covers the locks of its own objects, not those of other users of this
-/// module.
+/// (and a third kind, a runtime's sections given no stack, [`with_on`]'s, through
+/// [`set_stackless_blocking_wait`]'s). And only the stack's own sections elide
+/// ([`SectionStack::start_eliding`]): a runtime's promise covers the locks of its own objects, not
+/// those of other users of this module.
 ///
 /// There is one claim at a time (`None` while another lives on this thread): the stack's own
 /// sections, its elision and its own hook are the claimant's, since its promise to
@@ -336,7 +354,7 @@ mod imp {
     /// holds), the thread-local functions ([`with`](super::with) and the rest, on the thread's
     /// stack, which a runtime may hold too: [`claim_thread_stack`](super::claim_thread_stack)),
     /// or a runtime with no stack for the thread ([`with_on`](super::with_on) given none). A
-    /// section waits through its API's hook (the last kind through none), and only the stack's
+    /// section waits through its API's hook (in place where none is set), and only the stack's
     /// own sections elide: the promise [`SectionStack::start_eliding`]'s caller makes covers the
     /// locks of its own sections, not those of the thread-local functions' users beside it.
     #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -348,9 +366,11 @@ mod imp {
         /// ([`set_blocking_wait`](super::set_blocking_wait)), and always lock.
         Thread,
         /// A runtime's own sections on the thread's stack, begun with no stack of the runtime's
-        /// ([`with_on`](super::with_on) and [`with2_on`](super::with2_on) given none): wait in
-        /// place, through no hook, and always lock.
-        InPlace,
+        /// ([`with_on`](super::with_on) and [`with2_on`](super::with2_on) given none): wait
+        /// through the thread's stackless hook
+        /// ([`set_stackless_blocking_wait`](super::set_stackless_blocking_wait)), in place if
+        /// none is set, and always lock.
+        Stackless,
     }
 
     /// Whether a section holds its locks.
@@ -670,7 +690,7 @@ mod imp {
                 Api::Stack => self.blocking_wait.get(),
                 // Begun by the thread-local functions, so on the calling thread's stack.
                 Api::Thread => thread_blocking_wait(),
-                Api::InPlace => None,
+                Api::Stackless => stackless_blocking_wait(),
             };
             match hook {
                 None => {
@@ -694,20 +714,13 @@ mod imp {
         ) -> Option<super::AfterWait> {
             self.push_boundary();
             let unwinding = AbortOnUnwind("a critical section's blocking wait");
-            let mut taken = false;
-            let after_wait = hook(&mut || {
-                if !taken {
-                    lock_all(locks);
-                    taken = true;
-                }
-            });
+            let mut wait = super::SectionWait::new(locks);
+            let after_wait = hook(&mut wait);
             std::mem::forget(unwinding);
             // The boundary goes without resuming anything: the section that waits resumes (or
             // begins) once the locks are taken.
             self.sections.borrow_mut().boundaries.pop();
-            if !taken {
-                lock_all(locks);
-            }
+            wait.wait();
             after_wait
         }
 
@@ -898,7 +911,7 @@ mod imp {
                     Some(stack) => Some(stack.begin::<STACK_API>([lock, lock])),
                     None => {
                         thread = Hold::current();
-                        Some(thread.begin_as([lock, lock], Api::InPlace))
+                        Some(thread.begin_as([lock, lock], Api::Stackless))
                     }
                 }
             }
@@ -917,7 +930,7 @@ mod imp {
             Some(stack) => stack.section::<STACK_API, R>(locks, f),
             None => {
                 let thread = Hold::current();
-                let _end = thread.begin_as(locks, Api::InPlace);
+                let _end = thread.begin_as(locks, Api::Stackless);
                 f()
             }
         }
@@ -1139,6 +1152,10 @@ mod imp {
         /// this thread: const and without a destructor too, so a section in the thread's last
         /// destructors still waits through it.
         static THREAD_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = const { Cell::new(None) };
+        /// The blocking wait that
+        /// [`set_stackless_blocking_wait`](super::set_stackless_blocking_wait) last set for this
+        /// thread, as long-lived.
+        static STACKLESS_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = const { Cell::new(None) };
         /// The thread's hold on its first stack.
         static HOLDER: Holder = const { Holder(Cell::new(None)) };
         /// The thread's hold on a stack made after `HOLDER` was torn down (a section in a
@@ -1178,6 +1195,17 @@ mod imp {
         THREAD_BLOCKING_WAIT.set(hook);
     }
 
+    /// How a runtime's sections given no stack block on the calling thread.
+    #[cfg(not(loom))]
+    fn stackless_blocking_wait() -> Option<super::BlockingWait> {
+        STACKLESS_BLOCKING_WAIT.get()
+    }
+
+    #[cfg(not(loom))]
+    pub(super) fn set_stackless_blocking_wait(hook: Option<super::BlockingWait>) {
+        STACKLESS_BLOCKING_WAIT.set(hook);
+    }
+
     // Under loom the thread-locals are loom's (its threads share one OS thread), which are
     // made lazily and may be torn down in any order; its models take no sections in
     // thread-local destructors, where a torn-down `THREAD_STACK` makes a fresh stack per call.
@@ -1185,6 +1213,7 @@ mod imp {
     loom::thread_local! {
         static THREAD_STACK: Cell<*const Shared> = Cell::new(std::ptr::null());
         static THREAD_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = Cell::new(None);
+        static STACKLESS_BLOCKING_WAIT: Cell<Option<super::BlockingWait>> = Cell::new(None);
         static HOLDER: Holder = Holder(Cell::new(None));
     }
 
@@ -1211,6 +1240,16 @@ mod imp {
     #[cfg(loom)]
     pub(super) fn set_thread_blocking_wait(hook: Option<super::BlockingWait>) {
         let _torn_down = THREAD_BLOCKING_WAIT.try_with(|wait| wait.set(hook));
+    }
+
+    #[cfg(loom)]
+    fn stackless_blocking_wait() -> Option<super::BlockingWait> {
+        STACKLESS_BLOCKING_WAIT.try_with(Cell::get).unwrap_or(None)
+    }
+
+    #[cfg(loom)]
+    pub(super) fn set_stackless_blocking_wait(hook: Option<super::BlockingWait>) {
+        let _torn_down = STACKLESS_BLOCKING_WAIT.try_with(|wait| wait.set(hook));
     }
 
     /// Runs `f` on the calling thread's stack, held for the call.

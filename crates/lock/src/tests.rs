@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::raw::wait_log::{self, WaitLog, WaitStep};
 use crate::raw::{fairness, LOCKED, PARKED};
-use crate::section::AfterWait;
+use crate::section::{AfterWait, SectionWait};
 use crate::{section, Mutex, NotLocked, RawObjectLock, RawThreadingLock, Spin, HANDOFF_AFTER};
 
 #[test]
@@ -399,17 +399,17 @@ fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock
         );
         RELEASE.store(true, Ordering::SeqCst);
     }
-    fn runs_the_wait(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    fn runs_the_wait(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         in_the_hook();
-        wait();
+        wait.wait();
         None
     }
-    fn runs_the_wait_twice(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    fn runs_the_wait_twice(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         runs_the_wait(wait);
-        wait();
+        wait.wait();
         None
     }
-    fn never_runs_the_wait(_wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    fn never_runs_the_wait(_wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         in_the_hook();
         None
     }
@@ -435,6 +435,59 @@ fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock
     section::set_blocking_wait(None);
 }
 
+/// A hook that takes its section's locks in tries ([`SectionWait::wait_until`]) keeps the first
+/// of two locks when a try gives up on the second, as any wait holds it while it waits for the
+/// second, until it gives it back ([`SectionWait::give_back`]), and keeps its place in time:
+/// each try parks with the stamp of the first, so a waiter that looks around now and then is
+/// owed the lock's handoff as soon as one that stayed parked.
+#[test]
+fn a_wait_in_tries_keeps_its_first_lock_until_given_back_and_its_place_in_time() {
+    static LOCKS: [RawObjectLock; 2] = [RawObjectLock::new(), RawObjectLock::new()];
+    static TRIES: AtomicUsize = AtomicUsize::new(0);
+    static MISHELD_BETWEEN_TRIES: AtomicBool = AtomicBool::new(false);
+    static RELEASE: AtomicBool = AtomicBool::new(false);
+    fn in_tries(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
+        while !wait.wait_until(Instant::now() + Duration::from_millis(2)) {
+            // The first lock (the lower address, `LOCKS[0]`) is free but for this wait.
+            let kept = wait.holds_any() && !wait.is_taken() && LOCKS[0].is_locked();
+            wait.give_back();
+            if !kept || wait.holds_any() || LOCKS[0].is_locked() {
+                MISHELD_BETWEEN_TRIES.store(true, Ordering::SeqCst);
+            }
+            TRIES.fetch_add(1, Ordering::SeqCst);
+        }
+        None
+    }
+    let holder = hold_until(&LOCKS[1], &RELEASE);
+    let waiter = thread::spawn(|| {
+        let stack = section::SectionStack::new();
+        stack.set_blocking_wait(Some(in_tries));
+        stack.with2(&LOCKS[1], &LOCKS[0], || {
+            assert!(LOCKS[0].is_locked() && LOCKS[1].is_locked())
+        });
+    });
+    let first = parked_waiter_since(&LOCKS[1]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    // Parked again after two tries that gave up.
+    let again = loop {
+        assert!(Instant::now() < deadline, "the waiter never tried again");
+        if TRIES.load(Ordering::SeqCst) >= 2 {
+            if let Some(&since) = LOCKS[1].parked_waiters_since().first() {
+                break since;
+            }
+        }
+        thread::yield_now();
+    };
+    RELEASE.store(true, Ordering::SeqCst);
+    holder.join().unwrap();
+    waiter.join().unwrap();
+    assert_eq!(again, first, "a try parked with a stamp of its own");
+    assert!(
+        !MISHELD_BETWEEN_TRIES.load(Ordering::SeqCst),
+        "a try that gave up did not keep the first lock, or the give-back kept it"
+    );
+}
+
 /// What a stack's hook leaves to run after its wait runs once the section that waited is
 /// recorded and holds its lock, as the section's body would: on a section's begin, and on its
 /// resume after a nested section (the nested one waited for its lock, and the outer one's lock
@@ -449,9 +502,9 @@ fn the_work_a_hook_leaves_runs_once_the_section_that_waited_is_recorded() {
     /// Set by an `after_wait` that found the section not yet recorded, or ran out of turn (a
     /// panic there would abort the test binary).
     static OUT_OF_PLACE: AtomicBool = AtomicBool::new(false);
-    fn leaves_work(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    fn leaves_work(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         WAITS.fetch_add(1, Ordering::SeqCst);
-        wait();
+        wait.wait();
         Some(after_wait)
     }
     fn after_wait() {

@@ -108,7 +108,7 @@ impl RawThreadingLock {
     /// A waiter that times out leaves no trace: the last one to leave clears the lock's parked
     /// bit, so releases take the fast path again.
     pub fn lock_until(&self, deadline: Option<Instant>, spin: Spin) -> bool {
-        self.byte.lock_slow(deadline, spin)
+        self.byte.lock_slow(deadline, spin, &mut None)
     }
 
     /// Releases the lock. Any thread may, not only the one that took it. [`NotLocked`] if it

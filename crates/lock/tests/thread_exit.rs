@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use ftrt_lock::{section, RawObjectLock};
+use ftrt_lock::section::{self, SectionWait};
+use ftrt_lock::RawObjectLock;
 
 static HELD: RawObjectLock = RawObjectLock::new();
 /// A lock nobody holds: a section on it makes the thread's stack.
@@ -14,9 +15,9 @@ static ANOTHER: RawObjectLock = RawObjectLock::new();
 /// Set by the hook when it runs; the holder of `HELD` lets go once it is set.
 static HOOK_RAN: AtomicBool = AtomicBool::new(false);
 
-fn hook(wait: &mut dyn FnMut()) -> Option<section::AfterWait> {
+fn hook(wait: &mut SectionWait<'_>) -> Option<section::AfterWait> {
     HOOK_RAN.store(true, Ordering::SeqCst);
-    wait();
+    wait.wait();
     None
 }
 

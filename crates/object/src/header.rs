@@ -196,7 +196,8 @@ impl Header {
         // retires what those held and at most asks for checkpoint work, and never detaches.
         // Their epoch pins are nested in the thread's attach pin (a holder is attach-pinned),
         // so none runs deferred functions inside `f`. (A section that had to wait gave the pin
-        // up for the wait and took it back before `f`, once the section was recorded: that pin
+        // up for the wait, and may have let a stop of the world through, a detach, holding none
+        // of its locks; it took the pin back before `f`, once the section was recorded: that pin
         // may run deferred functions, any crate's, with the section on the stack and not
         // eliding, so the elision contract does not reach them.) On a thread attached after
         // its exit there is no attach pin, and a pin here may collect: it runs whatever expired

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::thread;
 
-use crate::section::{self, AfterWait, SectionDepth, ThreadStack};
+use crate::section::{self, AfterWait, SectionDepth, SectionWait, ThreadStack};
 use crate::tests::hold_until;
 use crate::RawObjectLock;
 
@@ -90,16 +90,16 @@ fn each_api_waits_through_its_own_hook() {
     static RELEASE: AtomicBool = AtomicBool::new(false);
     static THREAD_WAITS: AtomicUsize = AtomicUsize::new(0);
     static STACK_WAITS: AtomicUsize = AtomicUsize::new(0);
-    fn counted(waits: &AtomicUsize, wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    fn counted(waits: &AtomicUsize, wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         waits.fetch_add(1, Ordering::SeqCst);
         RELEASE.store(true, Ordering::SeqCst);
-        wait();
+        wait.wait();
         None
     }
-    fn thread_hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    fn thread_hook(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         counted(&THREAD_WAITS, wait)
     }
-    fn stack_hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    fn stack_hook(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         counted(&STACK_WAITS, wait)
     }
     let stack = claim();
@@ -124,25 +124,28 @@ fn each_api_waits_through_its_own_hook() {
 }
 
 /// A runtime's section given no stack ([`section::with_on`], [`section::with2_on`]) goes on the
-/// thread's stack but stays the runtime's: it waits for its lock in place, when it begins and
-/// when it resumes, through neither the
-/// thread-local functions' hook (which may wait detached from the runtime, and come back holding
-/// the lock) nor the stack's.
+/// thread's stack but stays the runtime's: it waits for its lock, when it begins and when it
+/// resumes, through the thread's stackless hook ([`section::set_stackless_blocking_wait`]), in
+/// place where none is set, and through neither the thread-local functions' hook (which may wait
+/// detached from the runtime, and come back holding the lock) nor the stack's.
 #[test]
-fn a_runtime_section_given_no_stack_waits_in_place() {
+fn a_runtime_section_given_no_stack_waits_through_the_stackless_hook_or_in_place() {
     static CONTENDED: RawObjectLock = RawObjectLock::new();
     static OTHER: RawObjectLock = RawObjectLock::new();
     static RELEASE: AtomicBool = AtomicBool::new(false);
     static HOOKED_WAITS: AtomicUsize = AtomicUsize::new(0);
-    fn hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    static STACKLESS_WAITS: AtomicUsize = AtomicUsize::new(0);
+    fn hook(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         HOOKED_WAITS.fetch_add(1, Ordering::SeqCst);
-        wait();
+        wait.wait();
         None
     }
-    let stack = claim();
-    section::set_blocking_wait(Some(hook));
-    stack.set_blocking_wait(Some(hook));
-    // Lets the holder go once this thread is parked on the lock, waiting in place.
+    fn stackless_hook(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
+        STACKLESS_WAITS.fetch_add(1, Ordering::SeqCst);
+        wait.wait();
+        None
+    }
+    // Lets the holder go once this thread is parked on the lock.
     let release_once_parked = || {
         thread::spawn(|| {
             while CONTENDED.parked_waiters() == 0 {
@@ -151,32 +154,49 @@ fn a_runtime_section_given_no_stack_waits_in_place() {
             RELEASE.store(true, Ordering::SeqCst);
         })
     };
-    let holder = hold_until(&CONTENDED, &RELEASE);
-    let releaser = release_once_parked();
-    section::with_on(None, Some(&CONTENDED), || assert!(CONTENDED.is_locked()));
-    holder.join().unwrap();
-    releaser.join().unwrap();
-    let holder = hold_until(&CONTENDED, &RELEASE);
-    let releaser = release_once_parked();
-    section::with2_on(None, &CONTENDED, &OTHER, || {
-        assert!(CONTENDED.is_locked() && OTHER.is_locked());
-    });
-    holder.join().unwrap();
-    releaser.join().unwrap();
-    // Suspended by a detach while another thread takes the lock, it resumes in place too.
-    let (holder, releaser) = section::with_on(None, Some(&CONTENDED), || {
-        let taken = section::detached(|| (hold_until(&CONTENDED, &RELEASE), release_once_parked()));
-        assert!(CONTENDED.is_locked());
-        taken
-    });
-    holder.join().unwrap();
-    releaser.join().unwrap();
+    // A begin, a begin on two locks, and a resume, each of which waits.
+    let three_waits = || {
+        let holder = hold_until(&CONTENDED, &RELEASE);
+        let releaser = release_once_parked();
+        section::with_on(None, Some(&CONTENDED), || assert!(CONTENDED.is_locked()));
+        holder.join().unwrap();
+        releaser.join().unwrap();
+        let holder = hold_until(&CONTENDED, &RELEASE);
+        let releaser = release_once_parked();
+        section::with2_on(None, &CONTENDED, &OTHER, || {
+            assert!(CONTENDED.is_locked() && OTHER.is_locked());
+        });
+        holder.join().unwrap();
+        releaser.join().unwrap();
+        // Suspended by a detach while another thread takes the lock, it resumes the same way.
+        let (holder, releaser) = section::with_on(None, Some(&CONTENDED), || {
+            let taken =
+                section::detached(|| (hold_until(&CONTENDED, &RELEASE), release_once_parked()));
+            assert!(CONTENDED.is_locked());
+            taken
+        });
+        holder.join().unwrap();
+        releaser.join().unwrap();
+    };
+    let stack = claim();
+    section::set_blocking_wait(Some(hook));
+    stack.set_blocking_wait(Some(hook));
+    three_waits();
+    assert_eq!(STACKLESS_WAITS.load(Ordering::SeqCst), 0);
+    section::set_stackless_blocking_wait(Some(stackless_hook));
+    three_waits();
+    assert_eq!(
+        STACKLESS_WAITS.load(Ordering::SeqCst),
+        3,
+        "waited otherwise than through the stackless hook"
+    );
+    section::set_stackless_blocking_wait(None);
     section::set_blocking_wait(None);
     stack.set_blocking_wait(None);
     assert_eq!(
         HOOKED_WAITS.load(Ordering::SeqCst),
         0,
-        "waited through a hook"
+        "waited through another API's hook"
     );
     assert!(!CONTENDED.is_locked() && !OTHER.is_locked());
 }
@@ -187,9 +207,9 @@ fn a_runtime_section_given_no_stack_waits_in_place() {
 fn a_thread_stack_has_one_claim_at_a_time_and_its_elision_and_hook_end_with_it() {
     static CONTENDED: RawObjectLock = RawObjectLock::new();
     static FIRST_CLAIMS_WAITS: AtomicUsize = AtomicUsize::new(0);
-    fn first_claims_hook(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+    fn first_claims_hook(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
         FIRST_CLAIMS_WAITS.fetch_add(1, Ordering::SeqCst);
-        wait();
+        wait.wait();
         None
     }
     let first = claim();

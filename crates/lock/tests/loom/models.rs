@@ -1,7 +1,7 @@
 use std::cell::{Cell, RefCell};
 use std::time::{Duration, Instant};
 
-use ftrt_lock::section::{AfterWait, SectionDepth, SectionStack};
+use ftrt_lock::section::{AfterWait, SectionDepth, SectionStack, SectionWait};
 use ftrt_lock::{
     handoffs_received_in_models, request_handoff_in_models, section, RawObjectLock,
     RawThreadingLock, Spin,
@@ -584,9 +584,9 @@ loom::thread_local! {
 }
 
 /// Waits in place and leaves [`work_after_the_wait`] to run.
-fn wait_then_leave_work(wait: &mut dyn FnMut()) -> Option<AfterWait> {
+fn wait_then_leave_work(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
     WAITS.with(|waits| waits.set(waits.get() + 1));
-    wait();
+    wait.wait();
     Some(work_after_the_wait)
 }
 
@@ -684,4 +684,79 @@ fn the_work_a_wait_leaves_runs_in_its_section_holding_the_lock() {
         RESUMES_THAT_WAITED.load(std::sync::atomic::Ordering::Relaxed) > 0,
         "no schedule explored had the resume wait (LOOM_MAX_PREEMPTIONS 0?)"
     );
+}
+
+loom::thread_local! {
+    /// The locks [`wait_in_two_tries`] waits for, for its look between two tries.
+    static PAIR: RefCell<Option<Pair>> = RefCell::new(None);
+}
+
+/// Two counters in one allocation, as the waiter of the model below holds them.
+struct Pair(Arc<[Guarded; 2]>);
+
+/// Set by [`wait_in_two_tries`] when it finds the first lock held where it should not be, or
+/// not held where it should.
+static MISHELD_BETWEEN_TRIES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Takes the section's locks in two tries with a deadline (whose timeout, under loom, may fire
+/// at any point of the wait), giving the first lock back after the first try that gave up,
+/// then waits for them as long as it takes.
+fn wait_in_two_tries(wait: &mut SectionWait<'_>) -> Option<AfterWait> {
+    // Nobody else takes the first lock: locked, this wait holds it.
+    let first_locked =
+        || PAIR.with(|pair| pair.borrow().as_ref().expect("set").0[0].lock.is_locked());
+    for try_number in 0..2 {
+        if wait.wait_until(Instant::now() + Duration::from_secs(60)) {
+            return None;
+        }
+        // A try gives up on the second lock only: it keeps the first.
+        if wait.is_taken() || !wait.holds_any() || !first_locked() {
+            MISHELD_BETWEEN_TRIES.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        if try_number == 0 {
+            wait.give_back();
+            if wait.holds_any() || first_locked() {
+                MISHELD_BETWEEN_TRIES.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+    wait.wait();
+    None
+}
+
+/// A two-lock section waits through a hook that takes the locks in tries
+/// ([`SectionWait::wait_until`]), while the other thread holds the second lock and releases it
+/// at any point. A try that gives up keeps the first lock, and a give-back lets it go (nobody
+/// else takes it, so whether it is locked says whether the wait holds it); a release racing a
+/// timeout wakes the waiter or leaves it nothing to wait for (loom reports a deadlock
+/// otherwise); the body runs holding both (loom's cells report a bump without them); and both
+/// locks end free.
+#[test]
+fn a_section_waiting_in_tries_keeps_its_first_lock_until_given_back_and_ends_with_its_locks() {
+    loom::model(|| {
+        MISHELD_BETWEEN_TRIES.store(false, std::sync::atomic::Ordering::SeqCst);
+        let pair = guarded_in_one_allocation::<2>();
+        pair[1].lock.lock();
+        let holder = pair.clone();
+        let holder = thread::spawn(move || {
+            // SAFETY: locked above; the release is this thread's to make.
+            unsafe { holder[1].bump() };
+            // SAFETY: locked above, released once.
+            unsafe { holder[1].lock.unlock() };
+        });
+        PAIR.with(|mine| *mine.borrow_mut() = Some(Pair(pair.clone())));
+        let stack = SectionStack::new();
+        stack.set_blocking_wait(Some(wait_in_two_tries));
+        stack.with2(&pair[1].lock, &pair[0].lock, || {
+            // SAFETY: the section holds both locks.
+            unsafe { pair[0].bump() };
+            // SAFETY: as above.
+            unsafe { pair[1].bump() };
+        });
+        holder.join().unwrap();
+        assert!(!MISHELD_BETWEEN_TRIES.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!((pair[0].read(), pair[1].read()), (1, 2));
+        assert!(!pair[0].lock.is_locked() && !pair[1].lock.is_locked());
+    });
 }

@@ -656,9 +656,10 @@ fn find_garbage(py: Python<'_>, full: bool) -> Garbage {
                     }
                 };
                 // SAFETY: the world is stopped: the other threads wait at checkpoints or are
-                // detached (an object section never detaches), and this one collects outside
-                // any section (a section's body does not collect:
-                // `Header::section`'s contract): none is in a section of these objects.
+                // detached (a section's body never detaches; a section's wait for its lock may
+                // let the stop through, holding none of the section's locks, before the body
+                // runs), and this one collects outside any section (a section's body does not
+                // collect: `Header::section`'s contract): none is in a section of these objects.
                 unsafe { crate::header::publish_with(head, on_published) };
             }
         }
