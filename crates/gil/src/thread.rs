@@ -460,16 +460,27 @@ pub(crate) fn wait_for_section_detached(wait: &mut SectionWait<'_>) -> Option<Af
         wait.wait();
         return None;
     }
-    let block = state::current();
-    // Nothing counts until `BackFromSectionWait` unparks: the wait only locks. (A release that
-    // panics in the park here aborts: the wait runs under `ftrt_lock`'s abort-on-unwind guard.)
-    let _back = BackFromSectionWait(block);
-    // SAFETY: the thread is attached, and `block` the state of its attachment (or null after
-    // its exit), alive for all of it; nothing below relies on the attachment, or counts (it
-    // only waits for a lock), until `BackFromSectionWait` attaches again.
-    unsafe { leave(block.as_ref()) };
-    wait.wait();
+    // SAFETY: attached, checked above; the wait only locks.
+    unsafe { detached_for_a_wait(|| wait.wait()) };
     None
+}
+
+/// Runs `wait` in the lighter detach of a section's wait (see [`wait_for_section_detached`]):
+/// leave (park the counts, leave the world, release the GIL), run it, come back in the order of
+/// an attach, panics included. A release that panics in the park aborts: the hooks run under
+/// `ftrt_lock`'s abort-on-unwind guard.
+///
+/// # Safety
+/// The thread is attached, and `wait` neither counts a reference nor touches an object.
+unsafe fn detached_for_a_wait(wait: impl FnOnce()) {
+    let block = state::current();
+    // Nothing counts until `BackFromSectionWait` unparks.
+    let _back = BackFromSectionWait(block);
+    // SAFETY: the thread is attached (the contract), and `block` the state of its attachment
+    // (or null after its exit), alive for all of it; nothing below relies on the attachment,
+    // or counts (the contract), until `BackFromSectionWait` attaches again.
+    unsafe { leave(block.as_ref()) };
+    wait();
 }
 
 /// How a registered thread blocks for the locks of its runtime sections (the object model's,
@@ -526,7 +537,8 @@ pub(crate) fn wait_for_object_section(wait: &mut SectionWait<'_>) -> Option<Afte
                 // Holding none of the section's locks: a try that gave up on the second of two
                 // kept the first.
                 wait.give_back();
-                let_a_stop_through();
+                // SAFETY: attached, checked above.
+                unsafe { let_a_stop_through() };
             }
             if wait.wait_until(std::time::Instant::now() + STOP_LOOKOUT) {
                 break;
@@ -544,18 +556,15 @@ pub(crate) fn wait_for_object_section(wait: &mut SectionWait<'_>) -> Option<Afte
 pub(crate) const STOP_LOOKOUT: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Lets a stop of the world through a thread that waits, attached, for a runtime section's
-/// lock, holding none (`ftrt_lock` suspended its sections, and a try that gives up holds none of
-/// the section's locks): the lighter detach of [`wait_for_section_detached`], until the stop
-/// is over. A release that panics in the park aborts, as there.
+/// lock, holding none (`ftrt_lock` suspended its sections, and the hook gave back what a try
+/// kept): the lighter detach of [`wait_for_section_detached`], until the stop is over.
+///
+/// # Safety
+/// The thread is attached.
 #[cold]
-fn let_a_stop_through() {
-    let block = state::current();
-    let _back = BackFromSectionWait(block);
-    // SAFETY: the thread is attached (the caller checked), and `block` the state of its
-    // attachment (or null after its exit), alive for all of it; nothing below counts or
-    // touches an object until `BackFromSectionWait` attaches again.
-    unsafe { leave(block.as_ref()) };
-    state::world().wait_while_stopping();
+unsafe fn let_a_stop_through() {
+    // SAFETY: attached (the contract); waiting for the stop touches no object.
+    unsafe { detached_for_a_wait(|| state::world().wait_while_stopping()) };
 }
 
 /// Takes the attach pin again after [`wait_for_object_section`] gave it up, once the section
