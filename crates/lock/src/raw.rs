@@ -497,8 +497,8 @@ impl RawObjectLock {
         }
     }
 
-    /// Acquires the lock if it can by `deadline` (`None`: as long as it takes), spinning first
-    /// as [`lock`](Self::lock) does; whether it did. `parked_since` carries the wait's place in
+    /// Acquires the lock if it can by `deadline` (`None`: as long as it takes), spinning as
+    /// `spin` says; whether it did. `parked_since` carries the wait's place in
     /// time for the handoff rule ([`HANDOFF_AFTER`]) from one call to the next: `None` for a
     /// fresh wait, and the same value again for another try at the same acquisition, so that a
     /// waiter that gives up now and then and comes back is owed the handoff as soon as one
@@ -506,12 +506,10 @@ impl RawObjectLock {
     pub(crate) fn lock_within(
         &self,
         deadline: Option<Instant>,
+        spin: Spin,
         parked_since: &mut Option<usize>,
     ) -> bool {
-        self.byte.lock_fast()
-            || self
-                .byte
-                .lock_slow(deadline, Spin::BeforeEachPark, parked_since)
+        self.byte.lock_fast() || self.byte.lock_slow(deadline, spin, parked_since)
     }
 
     /// Acquires the lock if it is free now.

@@ -441,12 +441,6 @@ fn a_stack_blocks_through_its_hook_which_cannot_leave_a_section_without_its_lock
 /// each try parks with the stamp of the first, so a waiter that looks around now and then is
 /// owed the lock's handoff as soon as one that stayed parked.
 #[test]
-#[cfg_attr(
-    miri,
-    ignore = "waits for tries of 2 ms to give up, which under Miri's clock, advanced by the \
-              instructions it interprets, did not happen within minutes (the loom model covers \
-              the tries)"
-)]
 fn a_wait_in_tries_keeps_its_first_lock_until_given_back_and_its_place_in_time() {
     static LOCKS: [RawObjectLock; 2] = [RawObjectLock::new(), RawObjectLock::new()];
     static TRIES: AtomicUsize = AtomicUsize::new(0);

@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use crate::RawObjectLock;
+use crate::{RawObjectLock, Spin};
 
 /// The wait of a section that has to block for its locks, handed to the stack's
 /// [`BlockingWait`](super::BlockingWait) hook, which takes the locks through it: at once, waiting
@@ -107,16 +107,25 @@ impl<'a> SectionWait<'a> {
     }
 
     fn take_within(&mut self, deadline: Option<Instant>) -> bool {
+        // A wait with a deadline parks at once, spinning only after a wake-up: the stack spun
+        // before it called the hook, and a spin before each park of a try could outlast the try
+        // (a yield on a loaded machine can keep the thread off its core for milliseconds), and
+        // the wait would then never park, nor be woken or handed the lock.
+        let spin = if deadline.is_some() {
+            Spin::AfterWakeUps
+        } else {
+            Spin::BeforeEachPark
+        };
         let [first, second] = self.locks;
         let [first_since, second_since] = &mut self.parked_since;
         if self.held == 0 {
-            if !first.lock_within(deadline, first_since) {
+            if !first.lock_within(deadline, spin, first_since) {
                 return false;
             }
             self.held = if std::ptr::eq(first, second) { 2 } else { 1 };
         }
         if self.held == 1 {
-            if !second.lock_within(deadline, second_since) {
+            if !second.lock_within(deadline, spin, second_since) {
                 return false;
             }
             self.held = 2;
