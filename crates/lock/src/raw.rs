@@ -491,10 +491,8 @@ impl RawObjectLock {
     /// Acquires the lock, waiting as long as it takes, spinning as `spin` says.
     #[inline(always)]
     fn lock_with(&self, spin: Spin) {
-        if !self.byte.lock_fast() {
-            let locked = self.byte.lock_slow(None, spin, &mut None);
-            debug_assert!(locked, "a wait without a deadline ends with the lock");
-        }
+        let locked = self.lock_within(None, spin, &mut None);
+        debug_assert!(locked, "a wait without a deadline ends with the lock");
     }
 
     /// Acquires the lock if it can by `deadline` (`None`: as long as it takes), spinning as
@@ -502,7 +500,8 @@ impl RawObjectLock {
     /// time for the handoff rule ([`HANDOFF_AFTER`]) from one call to the next: `None` for a
     /// fresh wait, and the same value again for another try at the same acquisition, so that a
     /// waiter that gives up now and then and comes back is owed the handoff as soon as one
-    /// that stayed parked.
+    /// that stayed parked. Always inlined: its first half is [`lock`](Self::lock)'s fast path.
+    #[inline(always)]
     pub(crate) fn lock_within(
         &self,
         deadline: Option<Instant>,

@@ -693,8 +693,9 @@ mod imp {
                 Api::Stackless => stackless_blocking_wait(),
             };
             match hook {
+                // Taken the one way a hook's wait takes them too.
                 None => {
-                    lock_all(locks);
+                    super::SectionWait::new(locks).wait();
                     None
                 }
                 // The lock spins before it parks; the hook's detour costs more than parking, so
@@ -809,16 +810,9 @@ mod imp {
         false
     }
 
-    fn lock_all([first, second]: [&RawObjectLock; 2]) {
-        first.lock();
-        if !std::ptr::eq(first, second) {
-            second.lock();
-        }
-    }
-
     /// # Safety
     /// The calling context holds both locks.
-    unsafe fn unlock_all([first, second]: [&RawObjectLock; 2]) {
+    pub(super) unsafe fn unlock_all([first, second]: [&RawObjectLock; 2]) {
         if !std::ptr::eq(first, second) {
             // SAFETY: held, per the caller.
             unsafe { second.unlock() };

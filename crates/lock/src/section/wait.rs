@@ -94,14 +94,12 @@ impl<'a> SectionWait<'a> {
     /// up; a later wait or try takes them again, keeping its place in time. Does nothing if it
     /// holds none.
     pub fn give_back(&mut self) {
-        let [first, second] = self.locks;
-        if self.held == 2 && !std::ptr::eq(first, second) {
+        match self.held {
             // SAFETY: taken by this wait, and not given back since.
-            unsafe { second.unlock() };
-        }
-        if self.held > 0 {
-            // SAFETY: as above.
-            unsafe { first.unlock() };
+            2 => unsafe { super::imp::unlock_all(self.locks) },
+            // SAFETY: as above, the first of the two.
+            1 => unsafe { self.locks[0].unlock() },
+            _ => {}
         }
         self.held = 0;
     }
