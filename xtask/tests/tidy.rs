@@ -4,7 +4,8 @@
 //! of its violations; the tests at the bottom feed each one a bad manifest or source and see it
 //! complain, so none of them passes by finding nothing to look at. One rule keeps the tests
 //! honest too: the tests that compare process-wide live-object counts run one at a time. And
-//! one keeps the comments to the width of the code.
+//! two keep the sources readable: comments to the width of the code, modules to a length read
+//! in one sitting.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -64,6 +65,11 @@ const SPIN_EXCEPTIONS: &[&str] = &["crates/refcount/src/sync.rs"];
 
 /// The widest a comment line may be, in characters: the width the code is formatted to.
 const COMMENT_WIDTH: usize = 100;
+
+/// The most lines a module of the crates' or xtask's sources may have outside its tests (an
+/// inline `mod tests` at its end, or a `tests.rs` of its own), so that it can be read in one
+/// sitting: past it, a module splits into submodules by what its parts do.
+const MODULE_LINES: usize = 1000;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -312,6 +318,40 @@ fn workspace_sources() -> Vec<PathBuf> {
             path.strip_prefix(&root)
                 .expect("under the root")
                 .to_path_buf()
+        })
+        .collect()
+}
+
+/// The length of a module's source outside its tests: the lines before an inline `mod tests`
+/// (and the attributes and comments right above it), or all of them.
+fn module_lines(source: &str) -> usize {
+    let lines: Vec<&str> = source.lines().collect();
+    let Some(mut end) = lines
+        .iter()
+        .position(|line| line.starts_with("mod tests {"))
+    else {
+        return lines.len();
+    };
+    while end > 0 && {
+        let above = lines[end - 1].trim_start();
+        above.starts_with("#[") || above.starts_with("//")
+    } {
+        end -= 1;
+    }
+    end
+}
+
+/// The library modules: the sources under a `src` folder, but test modules (`tests.rs`, or a
+/// file under a `tests` folder).
+fn library_modules() -> Vec<PathBuf> {
+    workspace_sources()
+        .into_iter()
+        .filter(|path| {
+            let folders: Vec<_> = path.iter().collect();
+            folders.iter().any(|part| *part == "src")
+                && !folders
+                    .iter()
+                    .any(|part| *part == "tests" || *part == "tests.rs")
         })
         .collect()
 }
@@ -587,6 +627,28 @@ fn comment_lines_are_at_most_100_characters_wide() {
     );
 }
 
+#[test]
+fn modules_are_at_most_1000_lines_outside_their_tests() {
+    let modules = library_modules();
+    assert!(
+        modules.iter().any(|p| p.starts_with("crates/lock/src")),
+        "found the modules"
+    );
+    let root = root();
+    let long: Vec<String> = modules
+        .iter()
+        .filter_map(|path| {
+            let source = fs::read_to_string(root.join(path)).expect("a readable source");
+            let lines = module_lines(&source);
+            (lines > MODULE_LINES).then(|| format!("{}: {lines} lines", path.display()))
+        })
+        .collect();
+    assert_none(
+        &format!("modules longer than {MODULE_LINES} lines outside their tests"),
+        long,
+    );
+}
+
 // The rules themselves, on bad input: each must complain.
 
 fn manifest(text: &str) -> Table {
@@ -678,4 +740,19 @@ fn a_comment_line_too_wide_is_found_but_not_in_code_blocks_or_tables() {
     assert_eq!(long_comment_lines(&source), [1, 2, 3, 10]);
     let fits = format!("{}\n", "/".repeat(COMMENT_WIDTH));
     assert!(long_comment_lines(&fits).is_empty());
+}
+
+#[test]
+fn a_module_is_measured_up_to_its_inline_tests_and_their_attributes() {
+    let code = "fn f() {}\n".repeat(MODULE_LINES + 1);
+    assert_eq!(module_lines(&code), MODULE_LINES + 1);
+    let tests = "#[test]\nfn t() {}\n".repeat(MODULE_LINES);
+    let short = format!(
+        "{}\n// The tests.\n#[cfg(test)]\nmod tests {{\n{tests}}}\n",
+        "fn f() {}\n".repeat(10)
+    );
+    assert_eq!(module_lines(&short), 11);
+    assert!(library_modules()
+        .iter()
+        .all(|path| path.file_name().is_some_and(|name| name != "tests.rs")));
 }

@@ -96,7 +96,7 @@ impl<'a> SectionWait<'a> {
     pub fn give_back(&mut self) {
         match self.held {
             // SAFETY: taken by this wait, and not given back since.
-            2 => unsafe { super::imp::unlock_all(self.locks) },
+            2 => unsafe { super::stack::unlock_all(self.locks) },
             // SAFETY: as above, the first of the two.
             1 => unsafe { self.locks[0].unlock() },
             _ => {}
