@@ -1,14 +1,22 @@
-//! Synchronisation micro-benchmarks: object locks, critical sections and the GIL.
+//! Synchronisation micro-benchmarks: object locks, critical sections, the GIL, and a
+//! `threading.Lock` two threads contend for.
 //!
 //! Run with `cargo bench --bench sync` (free-threaded) and `cargo bench --bench sync --features
 //! gil` (the GIL build: the GIL is real; `ftrt_lock` sections lock in every build). The handoff
 //! benchmark exists only in the GIL build.
+//!
+//! `contended_lock/outside_N`: two threads each take and release one `threading::Lock` and then
+//! work outside it (N steps of a multiply-add chain, about a nanosecond each on a current core),
+//! per iteration. With nothing outside, the lock is contended all the time and what counts is
+//! how little the waiter disturbs the holder; with more work outside, how soon a waiter gets a
+//! lock that has come free (see `ftrt_lock::spin`).
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use ftrt::gil::Gil;
+use ftrt::gil::threading::Lock;
+use ftrt::gil::{Gil, Python};
 use ftrt::lock::{section, RawObjectLock};
 
 #[global_allocator]
@@ -82,5 +90,62 @@ fn handoff_round_trips(iters: u64) -> Duration {
     })
 }
 
-criterion_group!(benches, object_lock, sections, gil);
+fn contended_lock(c: &mut Criterion) {
+    for outside in [0, 20, 200] {
+        c.bench_function(&format!("contended_lock/outside_{outside}"), |b| {
+            b.iter_custom(|iters| two_threads_taking_one_lock(iters, outside))
+        });
+    }
+}
+
+/// `steps` of a dependent multiply-add chain: work the compiler cannot drop or shorten.
+fn work(steps: u32) {
+    let mut x = 1_u64;
+    for step in 0..steps {
+        x = black_box(
+            x.wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(u64::from(step)),
+        );
+    }
+    black_box(x);
+}
+
+/// Time for two threads to take and release one lock `iters` times each, working `outside`
+/// steps after each release, from a common start. Each checks, by a count kept under the lock
+/// with a plain load and store, that the lock excluded the other.
+fn two_threads_taking_one_lock(iters: u64, outside: u32) -> Duration {
+    let lock = Lock::new();
+    let entered = std::sync::atomic::AtomicU64::new(0);
+    let start = std::sync::Barrier::new(3);
+    let elapsed = std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| {
+                Python::attach(|py| {
+                    py.allow_threads(|| start.wait());
+                    for i in 0..iters {
+                        assert!(lock.acquire(py, None));
+                        let count = entered.load(std::sync::atomic::Ordering::Relaxed);
+                        entered.store(count + 1, std::sync::atomic::Ordering::Relaxed);
+                        lock.release().expect("held");
+                        work(outside);
+                        if i % 64 == 0 {
+                            py.check();
+                        }
+                    }
+                })
+            });
+        }
+        start.wait();
+        Instant::now()
+    })
+    .elapsed();
+    assert_eq!(
+        entered.into_inner(),
+        2 * iters,
+        "the lock let two holders in"
+    );
+    elapsed
+}
+
+criterion_group!(benches, object_lock, sections, gil, contended_lock);
 criterion_main!(benches);
