@@ -322,37 +322,46 @@ fn workspace_sources() -> Vec<PathBuf> {
         .collect()
 }
 
-/// The length of a module's source outside its tests: the lines before an inline `mod tests`
-/// (and the attributes and comments right above it), or all of them.
+/// The length of a module's source outside its tests: every line but those of an inline
+/// `mod tests { .. }` (wherever it stands; its body is indented, so the first line back at the
+/// margin closes it) and of the attributes and comments right above it.
 fn module_lines(source: &str) -> usize {
     let lines: Vec<&str> = source.lines().collect();
-    let Some(mut end) = lines
+    let Some(start) = lines
         .iter()
         .position(|line| line.starts_with("mod tests {"))
     else {
         return lines.len();
     };
-    while end > 0 && {
-        let above = lines[end - 1].trim_start();
+    let end = lines[start + 1..]
+        .iter()
+        .position(|line| *line == "}")
+        .map_or(lines.len(), |closing| start + 1 + closing + 1);
+    let mut first = start;
+    while first > 0 && {
+        let above = lines[first - 1].trim_start();
         above.starts_with("#[") || above.starts_with("//")
     } {
-        end -= 1;
+        first -= 1;
     }
-    end
+    lines.len() - (end - first)
 }
 
-/// The library modules: the sources under a `src` folder, but test modules (`tests.rs`, or a
-/// file under a `tests` folder).
+/// Whether `path` (relative to the root) is a library module: under a `src` folder, and not a
+/// test module (`tests.rs`, or a file under a `tests` folder).
+fn is_library_module(path: &Path) -> bool {
+    let parts: Vec<_> = path.iter().collect();
+    parts.iter().any(|part| *part == "src")
+        && !parts
+            .iter()
+            .any(|part| *part == "tests" || *part == "tests.rs")
+}
+
+/// The library modules of the workspace.
 fn library_modules() -> Vec<PathBuf> {
     workspace_sources()
         .into_iter()
-        .filter(|path| {
-            let folders: Vec<_> = path.iter().collect();
-            folders.iter().any(|part| *part == "src")
-                && !folders
-                    .iter()
-                    .any(|part| *part == "tests" || *part == "tests.rs")
-        })
+        .filter(|path| is_library_module(path))
         .collect()
 }
 
@@ -743,16 +752,34 @@ fn a_comment_line_too_wide_is_found_but_not_in_code_blocks_or_tables() {
 }
 
 #[test]
-fn a_module_is_measured_up_to_its_inline_tests_and_their_attributes() {
+fn a_module_is_measured_without_its_inline_tests_wherever_they_stand() {
     let code = "fn f() {}\n".repeat(MODULE_LINES + 1);
     assert_eq!(module_lines(&code), MODULE_LINES + 1);
-    let tests = "#[test]\nfn t() {}\n".repeat(MODULE_LINES);
-    let short = format!(
+    let tests = "    #[test]\n    fn t() {\n    }\n".repeat(MODULE_LINES);
+    let tests_at_the_end = format!(
         "{}\n// The tests.\n#[cfg(test)]\nmod tests {{\n{tests}}}\n",
         "fn f() {}\n".repeat(10)
     );
-    assert_eq!(module_lines(&short), 11);
-    assert!(library_modules()
-        .iter()
-        .all(|path| path.file_name().is_some_and(|name| name != "tests.rs")));
+    assert_eq!(module_lines(&tests_at_the_end), 11);
+    let code_after_the_tests = format!(
+        "{}#[cfg(test)]\nmod tests {{\n{tests}}}\n{}",
+        "fn f() {}\n".repeat(10),
+        "fn g() {}\n".repeat(MODULE_LINES)
+    );
+    assert_eq!(module_lines(&code_after_the_tests), 10 + MODULE_LINES);
+}
+
+#[test]
+fn library_modules_are_the_sources_under_src_but_test_modules() {
+    assert!(is_library_module(Path::new("crates/lock/src/raw.rs")));
+    assert!(is_library_module(Path::new(
+        "crates/refcount/src/arc/inner.rs"
+    )));
+    assert!(is_library_module(Path::new("xtask/src/bench/report.rs")));
+    assert!(!is_library_module(Path::new(
+        "crates/refcount/src/arc/tests.rs"
+    )));
+    assert!(!is_library_module(Path::new("crates/gil/tests/threads.rs")));
+    assert!(!is_library_module(Path::new("xtask/tests/tidy.rs")));
+    assert!(!is_library_module(Path::new("benches/sync.rs")));
 }

@@ -165,9 +165,9 @@ impl LockByte {
         self as *const Self as usize
     }
 
-    /// Tries for the lock, spinning between tries under `backoff` while nobody is parked.
-    /// `Err` carries the state last seen once the caller should park instead: someone is
-    /// parked already, or the backoff is spent.
+    /// Tries for the lock, spinning between tries under `backoff` (which says when to look
+    /// again), until a look finds someone parked. `Err` carries the state last seen once the
+    /// caller should park instead: someone is parked already, or the backoff is spent.
     pub(crate) fn spin_lock(&self, backoff: &mut Backoff) -> Result<(), u8> {
         let mut state = self.state.load(Ordering::Relaxed);
         loop {
@@ -184,8 +184,10 @@ impl LockByte {
                 }
                 continue;
             }
-            // Spin only while nobody is parked: once someone is, the lock is busy enough that
-            // spinning mostly burns the holder's core time.
+            // Spin on only while nobody is parked, as far as the last look saw: once someone is,
+            // the lock is busy enough that spinning mostly burns the holder's core time. (A
+            // thread that parks between two looks is seen at the next one: looking sooner
+            // would take the lock's line from the holder, see `spin`.)
             if state & PARKED != 0 || !backoff.spin() {
                 return Err(state);
             }

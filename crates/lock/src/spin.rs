@@ -13,11 +13,13 @@
 //! cache line, which takes the line away from the holder's core: the holder's next acquisition or
 //! release then waits for it to come back. Under heavy contention, a waiter that looked after every
 //! round slowed the holder at each look, and took the lock from it every few acquisitions, moving
-//! the line twice each time (two threads taking one `threading.Lock` with nothing inside: 0.84 to
-//! 0.88 s looking every round, 0.57 to 0.59 s looking twice, the `gil` build, where only one thread
-//! runs, 0.51 s; `docs/locking.md`); with a little work outside the lock, the early look still
-//! catches most releases. CPython's `PyMutex` spins without looking at all in 3.13 and 3.14, and
-//! looks only every few rounds since, for the same reason.
+//! the line twice each time (two threads taking one `threading.Lock` with only a load and a store
+//! inside: 0.84 to 0.88 s looking every round, 0.57 to 0.59 s looking twice, the `gil` build, where
+//! only one thread runs, 0.51 s). The price is a release between the two looks, which the waiter
+//! misses (with a little work outside the lock, from no difference to 7 % more time for two threads
+//! on two cores; `docs/locking.md`), and a thread that parks between them, which the waiter finds
+//! only at its next look, spinning on meanwhile. CPython's `PyMutex` spins without looking at all
+//! in 3.13 and 3.14, and looks only every few rounds since, for the same reason.
 //!
 //! ```
 //! use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,9 +63,9 @@ impl Backoff {
         Self { rounds: ROUNDS }
     }
 
-    /// Waits until the caller should look again: the first round, or every round after it,
-    /// each longer than the last. Returns `false`, without waiting, once the rounds are spent:
-    /// the caller should park or block instead.
+    /// Waits until the caller should look again: through the first round, or through every
+    /// round after it (the busy rounds doubling, then the yields). Returns `false`, without
+    /// waiting, once the rounds are spent: the caller should park or block instead.
     #[inline]
     pub fn spin(&mut self) -> bool {
         if cfg!(loom) || self.rounds >= ROUNDS {

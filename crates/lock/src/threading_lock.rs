@@ -92,7 +92,7 @@ impl RawThreadingLock {
     }
 
     /// Takes the lock if it comes free within a short spin (the [`spin`](crate::spin) policy),
-    /// retrying only while no thread is parked on it. Never sleeps, so a caller that must
+    /// giving up once a look finds a thread parked on it. Never sleeps, so a caller that must
     /// prepare before it blocks (release a global lock, say) can spin first and prepare only
     /// if this fails. Whether it took the lock.
     #[cold]

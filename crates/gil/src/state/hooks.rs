@@ -21,11 +21,11 @@ static QUIESCENT_STATE_HOOKS: [OnceLock<fn()>; MAX_QUIESCENT_STATE_HOOKS] =
 /// every thread that keeps reaching checkpoints, not only on threads that keep making garbage.
 /// `ftrt-object` registers its retired-reference batches here.
 ///
-/// A hook runs on the thread whose quiescent state it is, attached and pinned (unpinned only
-/// when the thread attaches after its exit, see the module docs), without a token. It should be
-/// short: it must not block and must not detach. It may drop objects. Hooks run in registration
-/// order, and not while the thread unwinds (a panic of a hook run from the drop that detaches
-/// would abort the process): a thread's next quiescent state with no panic under way runs
+/// A hook runs on the thread whose quiescent state it is, attached and pinned (unpinned only when
+/// the thread attaches after its exit, see the thread state's docs, `state.rs`), without a token.
+/// It should be short: it must not block and must not detach. It may drop objects. Hooks run in
+/// registration order, and not while the thread unwinds (a panic of a hook run from the drop that
+/// detaches would abort the process): a thread's next quiescent state with no panic under way runs
 /// them. In the `gil` build nothing is reclaimed late: there are no quiescent states and hooks
 /// never run.
 ///

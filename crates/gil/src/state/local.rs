@@ -5,7 +5,7 @@
 //! thread's block, and is dropped first thing in the thread's exit sequence (while the thread still
 //! owns its objects; keys in the reverse order of their first use on any thread), so what it
 //! releases settles before the thread retires. A thread without a block (after its exit: the
-//! fallback in the module docs) gets `None`.
+//! fallback in the thread state's docs, `state.rs`) gets `None`.
 //!
 //! Values are reached through a closure, never a reference the caller could keep: with a
 //! [`Python`](crate::Python) token ([`Key::with`](local::Key::with), one thread-local access) or

@@ -12,7 +12,7 @@ use crate::sync::{fence, spin_hint, AtomicU32, Ordering};
 /// The allocation: the count first (so a pointer to the count is a pointer to the allocation,
 /// which is what the merge queues hold), the weak count, then the value. The count's 12 bytes
 /// and the weak count's 4 make the 16 bytes `Arc` has before the value too. An unsized value's
-/// `ArcInner` has a [`Prefix`] before it (see the module documentation).
+/// `ArcInner` has a [`Prefix`] before it (see the `arc` module's documentation).
 #[repr(C)]
 pub(super) struct ArcInner<T: ?Sized> {
     pub(super) count: BiasedCount,

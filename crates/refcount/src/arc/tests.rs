@@ -700,7 +700,7 @@ fn zero_sized_and_over_aligned_values_work() {
 }
 
 /// Unsized values: `str`, slices and trait objects, which carry a prefix with their wide
-/// pointer (see the module documentation).
+/// pointer (see the `arc` module's documentation).
 mod unsized_values {
     use super::*;
     use crate::arc::inner::layout_for;

@@ -50,12 +50,12 @@ loom::thread_local! {
 }
 
 #[cfg(not(loom))]
-pub(super) fn set_pending_flag(flag: *const AtomicBool) {
+fn set_pending_flag(flag: *const AtomicBool) {
     PENDING.with(|p| p.set(flag));
 }
 
 #[cfg(loom)]
-pub(super) fn set_pending_flag(_flag: *const AtomicBool) {}
+fn set_pending_flag(_flag: *const AtomicBool) {}
 
 /// The calling thread's convenience id as it stands: a real id only once the thread has
 /// registered. Compared against header owner fields, which hold only real ids, `NO_OWNER` or
@@ -70,7 +70,7 @@ pub(crate) fn current() -> u32 {
     return CURRENT.try_with(Cell::get).unwrap_or(DETACHED);
 }
 
-pub(super) fn set_current(id: u32) {
+fn set_current(id: u32) {
     #[cfg(not(loom))]
     CURRENT.with(|c| c.set(id));
     #[cfg(loom)]
@@ -89,7 +89,7 @@ pub(crate) fn owner_for_new_object() -> u32 {
 
 #[cold]
 #[inline(never)]
-pub(super) fn register_current() -> u32 {
+fn register_current() -> u32 {
     let counts = LocalCounts::register();
     let Some(id) = counts.id() else {
         set_current(DETACHED);

@@ -56,14 +56,14 @@ pub(crate) struct Queue {
     /// Set when an entry is pushed, so the owner's safe points can check with one load.
     pub(super) pending: AtomicBool,
     /// Notified when the last merge for the parked owner ends, for an `unpark` waiting on it.
-    pub(super) settled: Condvar,
+    settled: Condvar,
 }
 
 pub(super) struct QueueState {
-    pub(super) entries: Vec<Queued>,
-    pub(super) parked: bool,
+    entries: Vec<Queued>,
+    parked: bool,
     /// Threads merging an entry of their own for the parked owner.
-    pub(super) settling: usize,
+    settling: usize,
     /// Set while the owner's `unpark` waits for `settling` to reach zero. Read only by
     /// [`unpark_waiting_for_merges`], which exists for tests.
     pub(super) unpark_waiting: bool,
@@ -101,11 +101,11 @@ impl Queue {
 
     /// Takes one entry. One at a time, so that an entry taken out of the queue is merged before
     /// any user code (a value's destructor) runs: `try_take_unique` relies on that.
-    pub(super) fn pop(&self) -> Option<Queued> {
+    fn pop(&self) -> Option<Queued> {
         Self::pop_locked(&self.pending, &mut self.state.lock())
     }
 
-    pub(super) fn pop_locked(pending: &AtomicBool, state: &mut QueueState) -> Option<Queued> {
+    fn pop_locked(pending: &AtomicBool, state: &mut QueueState) -> Option<Queued> {
         let entry = state.entries.pop();
         if state.entries.is_empty() {
             pending.store(false, Ordering::Relaxed);
@@ -114,10 +114,10 @@ impl Queue {
     }
 
     /// Merges every queued object and frees those whose count reached zero. Called only by the
-    /// owner (not parked), or for an owner that has retired: the merge writes the `local` halves
-    /// of the owner's objects, which only they may (a safe function, private to this module;
-    /// every caller keeps to this). A release that panics (a value's destructor) does not end
-    /// the drain: the first panic resumes once the queue is empty.
+    /// owner (not parked), or for an owner that has retired: the merge writes the `local` halves of
+    /// the owner's objects, which only they may (a safe function, private to the `thread` module
+    /// and its submodules; every caller keeps to this). A release that panics (a value's
+    /// destructor) does not end the drain: the first panic resumes once the queue is empty.
     pub(super) fn merge_all(&self) -> usize {
         let (merged, panicked) = self.merge_all_catching();
         resume_first(panicked);
@@ -228,7 +228,7 @@ pub(super) type Panic = Box<dyn std::any::Any + Send>;
 /// which keeps the object alive until this merge; `settle_queued` frees it exactly when no
 /// other reference remains. And, as `settle_queued` asks, the caller is the queue's owner, or
 /// the owner has retired.
-pub(super) unsafe fn settle_catching(entry: Queued, panicked: &mut Option<Panic>) {
+unsafe fn settle_catching(entry: Queued, panicked: &mut Option<Panic>) {
     let settled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::settle_queued(entry) }
