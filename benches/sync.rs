@@ -14,6 +14,7 @@
 //! contended there: the bench measures the GIL's switches and an uncontended lock.
 
 use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
@@ -67,11 +68,11 @@ fn gil(c: &mut Criterion) {
 fn handoff_round_trips(iters: u64) -> Duration {
     let gil = Gil::new();
     gil.set_switch_interval(Duration::ZERO);
-    let stop = std::sync::atomic::AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
     std::thread::scope(|s| {
         gil.acquire();
         s.spawn(|| {
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stop.load(Ordering::Relaxed) {
                 gil.acquire();
                 // SAFETY: acquired just above.
                 unsafe { gil.release() };
@@ -85,7 +86,7 @@ fn handoff_round_trips(iters: u64) -> Duration {
             }
         }
         let elapsed = start.elapsed();
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        stop.store(true, Ordering::Relaxed);
         // SAFETY: held; the partner needs it once more to see `stop`.
         unsafe { gil.release() };
         elapsed
@@ -117,7 +118,7 @@ fn work(steps: u32) {
 #[repr(align(64))]
 struct CountedLock {
     lock: Lock,
-    entered: std::sync::atomic::AtomicU64,
+    entered: AtomicU64,
 }
 
 /// Time for two threads to take and release one lock `iters` times each, working `outside`
@@ -127,7 +128,7 @@ struct CountedLock {
 fn two_threads_taking_one_lock(iters: u64, outside: u32) -> Duration {
     let CountedLock { lock, entered } = &CountedLock {
         lock: Lock::new(),
-        entered: std::sync::atomic::AtomicU64::new(0),
+        entered: AtomicU64::new(0),
     };
     let start = std::sync::Barrier::new(3);
     let elapsed = std::thread::scope(|s| {
@@ -137,8 +138,8 @@ fn two_threads_taking_one_lock(iters: u64, outside: u32) -> Duration {
                     py.allow_threads(|| start.wait());
                     for i in 0..iters {
                         assert!(lock.acquire(py, None));
-                        let count = entered.load(std::sync::atomic::Ordering::Relaxed);
-                        entered.store(count + 1, std::sync::atomic::Ordering::Relaxed);
+                        let count = entered.load(Ordering::Relaxed);
+                        entered.store(count + 1, Ordering::Relaxed);
                         lock.release().expect("held");
                         work(outside);
                         if i % 64 == 0 {
@@ -153,7 +154,7 @@ fn two_threads_taking_one_lock(iters: u64, outside: u32) -> Duration {
     })
     .elapsed();
     assert_eq!(
-        entered.load(std::sync::atomic::Ordering::Relaxed),
+        entered.load(Ordering::Relaxed),
         2 * iters,
         "the lock let two holders in"
     );

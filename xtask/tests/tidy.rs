@@ -67,8 +67,8 @@ const SPIN_EXCEPTIONS: &[&str] = &["crates/refcount/src/sync.rs"];
 const COMMENT_WIDTH: usize = 100;
 
 /// The most lines a module of the crates' or xtask's sources may have outside its tests (an
-/// inline `mod tests` at its end, or a `tests.rs` of its own), so that it can be read in one
-/// sitting: past it, a module splits into submodules by what its parts do.
+/// inline `mod tests`, wherever it stands, or a `tests.rs` of its own), so that it can be read in
+/// one sitting: past it, a module splits into submodules by what its parts do.
 const MODULE_LINES: usize = 1000;
 
 fn root() -> PathBuf {
