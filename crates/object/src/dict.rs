@@ -30,7 +30,7 @@ use crate::reclaim::{
     guarded, owned, replace, retire_array, retire_ref, try_read_unpinned, with_read_guard,
     with_unchanging, write_contents,
 };
-use crate::refs::{incref, try_incref_inline, OwnedRef};
+use crate::refs::{drop_items, incref, try_incref_inline, OwnedRef};
 use crate::slots::{Payload, Repr};
 use crate::types::{py_type, PyAny, PyTypeInfo};
 
@@ -642,14 +642,16 @@ impl Drop for DictPayload {
             .swap(crossbeam_epoch::Shared::null(), Ordering::Relaxed, guard);
         // SAFETY: the dict owned this table.
         let table = unsafe { table.into_owned() };
-        for entry in table.live_entries() {
-            for field in [&entry.key, &entry.value] {
-                if let Some(object) = NonNull::new(field.load(Ordering::Relaxed)) {
-                    // SAFETY: the dict owned this reference.
-                    drop(unsafe { OwnedRef::from_raw(object) });
+        drop_items(|| {
+            for entry in table.live_entries() {
+                for field in [&entry.key, &entry.value] {
+                    if let Some(object) = NonNull::new(field.load(Ordering::Relaxed)) {
+                        // SAFETY: the dict owned this reference.
+                        drop(unsafe { OwnedRef::from_raw(object) });
+                    }
                 }
             }
-        }
+        });
     }
 }
 

@@ -25,7 +25,7 @@ use crate::reclaim::{
     guarded, hand_over, owned, replace, retire_array, retire_ref, try_read_unpinned,
     with_read_guard, with_unchanging, write_contents,
 };
-use crate::refs::{try_incref_inline, OwnedRef};
+use crate::refs::{drop_items, try_incref_inline, OwnedRef};
 use crate::slots::{Payload, Repr};
 use crate::types::{py_type, PyAny, PyTypeInfo};
 
@@ -169,12 +169,14 @@ impl Drop for ListPayload {
             .swap(crossbeam_epoch::Shared::null(), Ordering::Relaxed, guard);
         // SAFETY: the list owned this array and is dead.
         let slots = unsafe { slots.into_owned() };
-        for slot in slots.0.iter() {
-            if let Some(item) = NonNull::new(slot.load(Ordering::Relaxed)) {
-                // SAFETY: the list owned this reference.
-                drop(unsafe { OwnedRef::from_raw(item) });
+        drop_items(|| {
+            for slot in slots.0.iter() {
+                if let Some(item) = NonNull::new(slot.load(Ordering::Relaxed)) {
+                    // SAFETY: the list owned this reference.
+                    drop(unsafe { OwnedRef::from_raw(item) });
+                }
             }
-        }
+        });
     }
 }
 

@@ -217,6 +217,12 @@ pub unsafe trait RefCount: Send + Sync + Sized + 'static {
     unsafe fn resume_counting(&self, _elsewhere: i64) -> bool {
         unreachable!("{} counts are never deferred", Self::STRATEGY.name())
     }
+    /// Runs `drops` as one batch of drops, where the strategy has batches (see
+    /// [`biased::drop_batch`](crate::biased::drop_batch), and its rule: nothing in `drops` may
+    /// wait for another thread); others just run it.
+    fn drop_batch<R>(drops: impl FnOnce() -> R) -> R {
+        drops()
+    }
 }
 
 // SAFETY: `NonAtomicCount` counts exactly and saturates at `u32::MAX`; see its methods.
@@ -379,5 +385,8 @@ unsafe impl RefCount for BiasedCount {
     unsafe fn resume_counting(&self, elsewhere: i64) -> bool {
         // SAFETY: forwarded from the caller.
         unsafe { BiasedCount::resume_counting(self, elsewhere) }
+    }
+    fn drop_batch<R>(drops: impl FnOnce() -> R) -> R {
+        crate::biased::drop_batch(drops)
     }
 }

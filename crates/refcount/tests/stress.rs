@@ -326,3 +326,119 @@ fn a_non_owner_never_finds_its_handle_unique_while_the_owner_holds_one() {
     merge_pending();
     assert_eq!(drops.count(), 1);
 }
+
+/// An object counted through an explicit owner (a `LocalCounts`), whose owner can park, as a
+/// runtime's detached thread does.
+#[repr(C)]
+struct Owned {
+    count: ftrt_refcount::BiasedCount,
+    value: Tracked,
+}
+
+/// # Safety
+/// The count heads an `Owned` made by `Box::leak`, and reached zero.
+unsafe fn release_owned(count: std::ptr::NonNull<ftrt_refcount::BiasedCount>) {
+    // SAFETY: per the contract.
+    let owned = unsafe { Box::from_raw(count.cast::<Owned>().as_ptr()) };
+    owned.value.check();
+}
+
+/// Counts of `Owned` objects handed to another thread, one reference each.
+struct Handed(Vec<std::ptr::NonNull<ftrt_refcount::BiasedCount>>);
+// SAFETY: the counts are only touched through the biased protocol, from any thread.
+unsafe impl Send for Handed {}
+
+/// Owners hand objects to droppers, then park, unpark and drop references of their own, over and
+/// over; the droppers drop what they get in batches ([`drop_batch`]), which hold a parked owner
+/// from their first merge for it to their end. Half the owners end parked (a runtime's thread
+/// exits so) and retire that way while droppers still merge for them. Every value is dropped
+/// exactly once, never while a reference is held.
+///
+/// [`drop_batch`]: ftrt_refcount::biased::drop_batch
+#[test]
+fn batches_of_drops_race_their_owners_parking_unparking_and_retiring() {
+    use ftrt_refcount::biased::{drop_batch, LocalCounts};
+    use ftrt_refcount::BiasedCount;
+    const OWNERS: usize = 4;
+    const DROPPERS: usize = 4;
+    const PER_HAND: usize = 64;
+    let rounds = scaled(3000);
+    let drops = Drops::default();
+    let (to_droppers, inbox) = mpsc::channel::<Handed>();
+    let inbox = Mutex::new(inbox);
+    thread::scope(|s| {
+        let droppers: Vec<_> = (0..DROPPERS)
+            .map(|_| {
+                s.spawn(|| {
+                    let counts = LocalCounts::register();
+                    loop {
+                        let Ok(handed) = inbox.lock().unwrap().recv() else {
+                            break;
+                        };
+                        drop_batch(|| {
+                            for count in handed.0 {
+                                // SAFETY: the reference handed over, given up once; `true` asks
+                                // this thread to free.
+                                unsafe {
+                                    if BiasedCount::decref_for(count, counts.owner(), release_owned)
+                                    {
+                                        release_owned(count);
+                                    }
+                                }
+                            }
+                        });
+                    }
+                })
+            })
+            .collect();
+        let owners: Vec<_> = (0..OWNERS)
+            .map(|o| {
+                let (drops, to_droppers) = (drops.clone(), to_droppers.clone());
+                s.spawn(move || {
+                    let counts = LocalCounts::register();
+                    for r in 0..rounds {
+                        let objects: Vec<_> = (0..PER_HAND)
+                            .map(|i| {
+                                let owned = Box::leak(Box::new(Owned {
+                                    count: BiasedCount::new_for(counts.owner()),
+                                    value: drops.track((o * rounds + r) * PER_HAND + i),
+                                }));
+                                std::ptr::NonNull::from(owned).cast::<BiasedCount>()
+                            })
+                            .collect();
+                        // The owner keeps a reference to every other object, counted locally.
+                        let kept: Vec<_> = objects.iter().copied().step_by(2).collect();
+                        for count in &kept {
+                            // SAFETY: alive: the reference made with it is held.
+                            unsafe { count.as_ref() }.incref_for(counts.owner());
+                        }
+                        to_droppers.send(Handed(objects)).unwrap();
+                        // SAFETY: nothing is counted through `counts` until the unpark.
+                        unsafe { counts.park() };
+                        thread::yield_now();
+                        counts.unpark();
+                        for count in kept {
+                            // SAFETY: the owner's own reference, given up once.
+                            unsafe {
+                                if BiasedCount::decref_for(count, counts.owner(), release_owned) {
+                                    release_owned(count);
+                                }
+                            }
+                        }
+                        counts.merge_pending();
+                    }
+                    if o % 2 == 0 {
+                        // Retires parked: what the droppers still drop, they merge themselves.
+                        // SAFETY: nothing is counted through `counts` again.
+                        unsafe { counts.park() };
+                    }
+                    drop(counts);
+                })
+            })
+            .collect();
+        drop(to_droppers);
+        join_all(owners);
+        join_all(droppers);
+    });
+    assert_eq!(drops.count(), OWNERS * rounds * PER_HAND);
+}

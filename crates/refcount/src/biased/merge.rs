@@ -223,8 +223,10 @@ impl BiasedCount {
         }
         if let Err(entry) = thread::queue_for_owner(owner, entry) {
             // The owner has exited (ids are never reused, so its absence is final): nobody will
-            // touch `local` again and this thread can merge on its behalf.
-            // SAFETY: the entry holds its reference.
+            // touch `local` again and this thread can merge on its behalf. Or this thread's drop
+            // batch holds the owner parked, counted in its queue's `settling`: nobody writes
+            // `local` until the batch ends.
+            // SAFETY: the entry holds its reference, and went into no queue.
             unsafe { Self::settle_queued(entry) };
         }
     }
@@ -258,7 +260,8 @@ impl BiasedCount {
     /// # Safety
     /// `entry` holds the queued reference to a live object, and the caller is the owner, or the
     /// owner has exited, or the owner is parked and the caller is counted in its queue's
-    /// `settling` (for an entry the parked queue gave back instead of taking it), or the count
+    /// `settling` (for an entry the parked queue gave back instead of taking it, or, inside the
+    /// caller's drop batch that holds that count, one it never offered the queue), or the count
     /// is merged (`MERGED` published, with a happens-before from the merge) or saturated: then
     /// the settle reads no `local`.
     pub(crate) unsafe fn settle_queued(entry: Queued) {

@@ -55,8 +55,8 @@ pub use deferred::{CountDeferred, CountOnPath, DeferredPath};
 #[doc(hidden)]
 pub use thread::unpark_waiting_for_merges;
 pub use thread::{
-    detach_current_thread, for_each_registered, merge_pending, with_current_owner, Info,
-    LocalCounts, Owner, Release,
+    detach_current_thread, drop_batch, for_each_registered, merge_pending, with_current_owner,
+    Info, LocalCounts, Owner, Release,
 };
 use thread::{Queued, DEFERRED_OWNER, DETACHED, NO_OWNER};
 

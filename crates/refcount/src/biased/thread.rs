@@ -31,9 +31,11 @@ use std::ptr::NonNull;
 use super::BiasedCount;
 use crate::sync::{Arc, AtomicBool, Condvar, Mutex, Ordering};
 
+mod batch;
 mod default;
 mod queue;
 
+pub use batch::drop_batch;
 pub(crate) use default::{current, merge_current_if_pending, owner_for_new_object};
 pub use default::{detach_current_thread, merge_pending, with_current_owner};
 #[cfg(all(test, not(loom)))]
@@ -387,12 +389,23 @@ pub fn for_each_registered(f: impl FnMut(u32, Option<&Info>)) {
 }
 
 /// Queues `entry` for the owner `owner`, or merges it on this thread if the owner is parked.
-/// Gives the entry back when the owner has exited.
+/// Gives the entry back, for the caller to merge, when the owner has exited, or when this
+/// thread's [`drop_batch`] holds the owner parked (or found it exited) already.
 pub(crate) fn queue_for_owner(owner: u32, entry: Queued) -> Result<(), Queued> {
-    if let Some((parked, entry)) = registry::push(owner, entry)? {
-        parked.settle_for_parked_owner(entry);
+    if batch::holds(owner) {
+        return Err(entry);
     }
-    Ok(())
+    match registry::push(owner, entry) {
+        Ok(None) => Ok(()),
+        Ok(Some((parked, entry))) => {
+            batch::settle_for_parked_owner(owner, parked, entry);
+            Ok(())
+        }
+        Err(entry) => {
+            batch::found_retired(owner);
+            Err(entry)
+        }
+    }
 }
 
 /// Whether the thread `id` has retired (dropped its [`LocalCounts`]: exited, or called
@@ -425,6 +438,13 @@ mod registry {
 
     static QUEUES: LazyLock<DashMap<u32, Entry>> = LazyLock::new(DashMap::new);
     static NEXT_ID: AtomicU32 = AtomicU32::new(FIRST_ID);
+
+    #[cfg(test)]
+    thread_local! {
+        /// How many times this thread looked an owner up to hand it an object, for tests.
+        pub(in crate::biased) static LOOKUPS: std::cell::Cell<usize> =
+            const { std::cell::Cell::new(0) };
+    }
 
     pub(super) fn next_id() -> &'static AtomicU32 {
         &NEXT_ID
@@ -466,6 +486,8 @@ mod registry {
     /// instead, for the caller to merge once the shard lock is let go (merging frees objects,
     /// which may push again).
     pub(super) fn push(owner: u32, entry: Queued) -> Result<Option<(Arc<Queue>, Queued)>, Queued> {
+        #[cfg(test)]
+        LOOKUPS.with(|lookups| lookups.set(lookups.get() + 1));
         // The read guard holds the shard lock across the push, so `remove` cannot slip between
         // finding the queue and pushing to it.
         match QUEUES.get(&owner) {

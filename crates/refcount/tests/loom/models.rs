@@ -511,6 +511,85 @@ fn two_non_owner_drops_for_a_parked_owner_race_its_unpark() {
     });
 }
 
+/// A batch of drops ([`drop_batch`](ftrt_refcount::biased::drop_batch)) holds a parked owner
+/// from its first merge for it to its end: another thread drops references to two of the owner's
+/// objects in one batch while the owner unparks, then the owner drops its own. The batch's
+/// second drop merges without looking at the queue, which is sound only while the owner cannot
+/// unpark: its unpark waits for the batch, so its next count never lands in the middle of a
+/// merge. Each object is freed exactly once, after its last reference is gone.
+#[test]
+fn a_batch_of_drops_for_a_parked_owner_races_its_unpark() {
+    use ftrt_refcount::biased::{drop_batch, LocalCounts};
+    loom::model(|| {
+        let drops = [(); 2].map(|()| Arc::new(AtomicUsize::new(0)));
+        let owner = LocalCounts::register();
+        let objects = [
+            Object::leak(owner.owner(), &drops[0]),
+            Object::leak(owner.owner(), &drops[1]),
+        ];
+        for count in objects {
+            // The other thread's reference, counted in the owner's local half.
+            // SAFETY: alive: the owner's reference is held.
+            unsafe { count.as_ref() }.incref_for(owner.owner());
+        }
+        // SAFETY: nothing is counted through `owner` between park and unpark.
+        unsafe { owner.park() };
+        let handles = objects.map(Handle);
+        let other = thread::spawn(move || {
+            let handles = handles;
+            let counts = LocalCounts::register();
+            drop_batch(|| {
+                for handle in &handles {
+                    // SAFETY: this thread's reference, given up once.
+                    unsafe { drop_ref(handle.0, counts.owner()) };
+                }
+            });
+        });
+        owner.unpark();
+        for count in objects {
+            // SAFETY: the owner's own reference, given up once.
+            unsafe { drop_ref(count, owner.owner()) };
+        }
+        other.join().unwrap();
+        owner.merge_pending();
+        drop(owner);
+        assert_eq!(drops.each_ref().map(|drops| dropped(drops)), [1, 1]);
+    });
+}
+
+/// A batch of drops races a parked owner's retirement: the batch holds the owner parked, or
+/// finds it retired, or holds it and sees it retire between its two drops. Both objects (the
+/// batch holds their only references) are freed exactly once, by the batch's thread.
+#[test]
+fn a_batch_of_drops_races_a_parked_owners_retirement() {
+    use ftrt_refcount::biased::{drop_batch, LocalCounts};
+    loom::model(|| {
+        let drops = [(); 2].map(|()| Arc::new(AtomicUsize::new(0)));
+        let owner = LocalCounts::register();
+        let handles = [
+            Object::leak(owner.owner(), &drops[0]),
+            Object::leak(owner.owner(), &drops[1]),
+        ]
+        .map(Handle);
+        // SAFETY: nothing is counted through `owner` from here on.
+        unsafe { owner.park() };
+        let other = thread::spawn(move || {
+            let handles = handles;
+            let counts = LocalCounts::register();
+            drop_batch(|| {
+                for handle in &handles {
+                    // SAFETY: the only reference (counted in the owner's local half), given up
+                    // once.
+                    unsafe { drop_ref(handle.0, counts.owner()) };
+                }
+            });
+        });
+        owner.retire();
+        other.join().unwrap();
+        assert_eq!(drops.each_ref().map(|drops| dropped(drops)), [1, 1]);
+    });
+}
+
 /// The owner's half that frees by itself (`decref_owned_releasing`, which the object model
 /// inlines into every handle's drop) against a non-owner's drop of a reference on the shared
 /// half: the owner's last local drop finds the shared half zero and frees, or merges and leaves

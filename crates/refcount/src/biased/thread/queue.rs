@@ -146,11 +146,7 @@ impl Queue {
         struct CountOut<'a>(&'a Queue);
         impl Drop for CountOut<'_> {
             fn drop(&mut self) {
-                let mut state = self.0.state.lock();
-                state.settling -= 1;
-                if state.settling == 0 {
-                    self.0.settled.notify_all();
-                }
+                self.0.count_out();
             }
         }
         let _count_out = CountOut(self);
@@ -159,6 +155,16 @@ impl Queue {
         // `settling`, so nobody else writes `local` (the same argument as for a retired owner);
         // other threads merging for it meanwhile merge other objects.
         unsafe { BiasedCount::settle_queued(entry) };
+    }
+
+    /// Counts the caller out of `settling`, where [`push`](Self::push) counted it in, and wakes
+    /// an `unpark` waiting for the last merge.
+    pub(super) fn count_out(&self) {
+        let mut state = self.state.lock();
+        state.settling -= 1;
+        if state.settling == 0 {
+            self.settled.notify_all();
+        }
     }
 
     /// Merges what is queued as the owner, and parks in the lock hold that finds the queue
@@ -184,6 +190,12 @@ impl Queue {
             // SAFETY: popped from this queue, so merged once, here, by the owner (not parked).
             unsafe { settle_catching(entry, &mut panicked) };
         }
+    }
+
+    /// How many threads are counted in `settling` (a snapshot), for tests.
+    #[cfg(all(test, not(loom)))]
+    pub(super) fn settling(&self) -> usize {
+        self.state.lock().settling
     }
 
     /// Whether the owner is parked (a snapshot; only the owner parks and unparks it).
