@@ -186,6 +186,16 @@ pub(crate) unsafe fn release(object: NonNull<Header>) {
 unsafe fn release_count(count: NonNull<BuildCount>) {
     let object: NonNull<Header> = count.cast();
     if let Some(mut trash) = trash() {
+        // SAFETY: the count heads a dead object's header, alive until freed.
+        let slots = &unsafe { header(object) }.ty.slots;
+        if !slots.holds_references {
+            // Its free releases no reference, so it cannot free another object: no recursion
+            // to avoid, and freed at once it never makes the list grow (a dead container of
+            // a million ints would grow it to 8 MB, page by fresh page).
+            // SAFETY: dead and unreachable, per the contract; freed once, here.
+            unsafe { (slots.free)(object) };
+            return;
+        }
         // SAFETY: set only by the outermost `release` on this thread's stack, which owns the
         // list, outlives this nested call, and does not touch the list while a free runs.
         unsafe { trash.as_mut() }.push(object);
@@ -218,8 +228,9 @@ unsafe fn release_count(count: NonNull<BuildCount>) {
 /// Runs `drops`, a dead container's drop of the references it held, as one batch of drops
 /// (`RefCount::drop_batch`: in the biased build, items handed back to the same parked or exited
 /// owner pay for the owner's lookup once, not once each). Only inside a release, whose nested
-/// releases put the dead objects on its list instead of freeing them: then `drops` runs
-/// no destructor and waits for no thread, as a batch requires. Elsewhere `drops` just runs.
+/// releases put the dead objects that hold references on its list instead of freeing them, and
+/// free the others (scalars and strings) at once: then `drops` runs no destructor but those of
+/// memory, and waits for no thread, as a batch requires. Elsewhere `drops` just runs.
 #[inline]
 pub(crate) fn drop_items(drops: impl FnOnce()) {
     if trash().is_some() {
