@@ -68,7 +68,8 @@ const COMMENT_WIDTH: usize = 100;
 
 /// The most lines a module of the crates' or xtask's sources may have outside its tests (an
 /// inline `mod tests`, wherever it stands, or a `tests.rs` of its own), so that it can be read in
-/// one sitting: past it, a module splits into submodules by what its parts do.
+/// one sitting: past it, a module splits into submodules by what its parts do. A test module
+/// (`tests.rs`, a file under a `tests` folder, a bench) may have as many, its tests included.
 const MODULE_LINES: usize = 1000;
 
 fn root() -> PathBuf {
@@ -767,6 +768,39 @@ fn a_module_is_measured_without_its_inline_tests_wherever_they_stand() {
         "fn g() {}\n".repeat(MODULE_LINES)
     );
     assert_eq!(module_lines(&code_after_the_tests), 10 + MODULE_LINES);
+}
+
+/// Test modules (a `tests.rs`, a file under a `tests` folder, a bench) read as specifications, and
+/// a specification read in one sitting too: past `MODULE_LINES`, one splits into submodules by
+/// what they specify.
+#[test]
+fn test_modules_are_at_most_1000_lines() {
+    let tests: Vec<PathBuf> = workspace_sources()
+        .into_iter()
+        .filter(|path| !is_library_module(path))
+        .collect();
+    assert!(
+        tests
+            .iter()
+            .any(|p| p.ends_with("crates/refcount/src/biased/tests.rs"))
+            && tests
+                .iter()
+                .any(|p| p.ends_with("crates/gil/tests/threads.rs")),
+        "found the test modules"
+    );
+    let root = root();
+    let long: Vec<String> = tests
+        .iter()
+        .filter_map(|path| {
+            let source = fs::read_to_string(root.join(path)).expect("a readable source");
+            let lines = source.lines().count();
+            (lines > MODULE_LINES).then(|| format!("{}: {lines} lines", path.display()))
+        })
+        .collect();
+    assert_none(
+        &format!("test modules longer than {MODULE_LINES} lines"),
+        long,
+    );
 }
 
 #[test]
