@@ -76,29 +76,29 @@ thread_local! {
 }
 
 /// Frees a `Box<BiasedCount>` made by `boxed_count` and counts the release on this thread.
-unsafe fn release_boxed(count: NonNull<BiasedCount>) {
+pub(in crate::biased) unsafe fn release_boxed(count: NonNull<BiasedCount>) {
     // SAFETY: made by `Box::into_raw` in `boxed_count`; released exactly once.
     drop(unsafe { Box::from_raw(count.as_ptr()) });
     RELEASED.with(|r| r.set(r.get() + 1));
 }
 
-fn boxed_count(owner: Owner<'_>) -> NonNull<BiasedCount> {
+pub(in crate::biased) fn boxed_count(owner: Owner<'_>) -> NonNull<BiasedCount> {
     NonNull::from(Box::leak(Box::new(BiasedCount::new_for(owner))))
 }
 
-fn released() -> usize {
+pub(in crate::biased) fn released() -> usize {
     RELEASED.with(|r| r.get())
 }
 
 /// Panics in its release instead of freeing (a value whose destructor panics), after counting
 /// the release.
-unsafe fn release_panicking(count: NonNull<BiasedCount>) {
+pub(in crate::biased) unsafe fn release_panicking(count: NonNull<BiasedCount>) {
     // SAFETY: as in `release_boxed`.
     unsafe { release_boxed(count) };
     panic!("a destructor panicked");
 }
 
 /// A count handed to another thread, whose protocol touches it from any thread.
-struct SendPtr(NonNull<BiasedCount>);
+pub(in crate::biased) struct SendPtr(pub(in crate::biased) NonNull<BiasedCount>);
 // SAFETY: the count is only touched through the biased protocol, from any thread.
 unsafe impl Send for SendPtr {}

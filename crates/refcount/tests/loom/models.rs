@@ -432,6 +432,26 @@ unsafe fn drop_ref(
     }
 }
 
+/// Two objects of `owner`, each with a second reference for another thread, counted in the owner's
+/// local half as a reference handed over to another thread is; and their drop counts.
+fn two_objects_with_a_reference_to_hand_over(
+    owner: &ftrt_refcount::biased::LocalCounts,
+) -> (
+    [std::ptr::NonNull<ftrt_refcount::BiasedCount>; 2],
+    [Arc<AtomicUsize>; 2],
+) {
+    let drops = [(); 2].map(|()| Arc::new(AtomicUsize::new(0)));
+    let objects = [
+        Object::leak(owner.owner(), &drops[0]),
+        Object::leak(owner.owner(), &drops[1]),
+    ];
+    for count in objects {
+        // SAFETY: alive: the owner's reference is held.
+        unsafe { count.as_ref() }.incref_for(owner.owner());
+    }
+    (objects, drops)
+}
+
 /// The parked-owner protocol: a non-owner drops its reference while the owner parks (as a
 /// runtime thread does when it detaches) and unparks, then drops its own. Whether the non-owner
 /// merges for the parked owner, queues for it, or finds it running again, the object is freed
@@ -474,18 +494,8 @@ fn a_non_owner_drop_races_the_owner_parking_and_unparking() {
 fn two_non_owner_drops_for_a_parked_owner_race_its_unpark() {
     use ftrt_refcount::biased::LocalCounts;
     loom::model(|| {
-        let drops = [(); 2].map(|()| Arc::new(AtomicUsize::new(0)));
         let owner = LocalCounts::register();
-        let objects = [
-            Object::leak(owner.owner(), &drops[0]),
-            Object::leak(owner.owner(), &drops[1]),
-        ];
-        for count in objects {
-            // The other thread's reference, counted in the owner's local half as a reference
-            // handed over to another thread is.
-            // SAFETY: alive: the owner's reference is held.
-            unsafe { count.as_ref() }.incref_for(owner.owner());
-        }
+        let (objects, drops) = two_objects_with_a_reference_to_hand_over(&owner);
         // SAFETY: nothing is counted through `owner` between park and unpark.
         unsafe { owner.park() };
         let others = objects.map(|count| {
@@ -521,17 +531,8 @@ fn two_non_owner_drops_for_a_parked_owner_race_its_unpark() {
 fn a_batch_of_drops_for_a_parked_owner_races_its_unpark() {
     use ftrt_refcount::biased::{drop_batch, LocalCounts};
     loom::model(|| {
-        let drops = [(); 2].map(|()| Arc::new(AtomicUsize::new(0)));
         let owner = LocalCounts::register();
-        let objects = [
-            Object::leak(owner.owner(), &drops[0]),
-            Object::leak(owner.owner(), &drops[1]),
-        ];
-        for count in objects {
-            // The other thread's reference, counted in the owner's local half.
-            // SAFETY: alive: the owner's reference is held.
-            unsafe { count.as_ref() }.incref_for(owner.owner());
-        }
+        let (objects, drops) = two_objects_with_a_reference_to_hand_over(&owner);
         // SAFETY: nothing is counted through `owner` between park and unpark.
         unsafe { owner.park() };
         let handles = objects.map(Handle);

@@ -170,32 +170,9 @@ mod tests {
 
     use super::registry::LOOKUPS;
     use super::*;
-
-    thread_local! {
-        static RELEASED: Cell<usize> = const { Cell::new(0) };
-    }
-
-    /// Frees a count made by `boxed`, counting the release on the thread that ran it.
-    unsafe fn release_boxed(count: NonNull<BiasedCount>) {
-        // SAFETY: made by `Box::leak` in `boxed`; released exactly once.
-        drop(unsafe { Box::from_raw(count.as_ptr()) });
-        RELEASED.with(|r| r.set(r.get() + 1));
-    }
-
-    /// Frees like `release_boxed`, then panics (a value whose destructor panics).
-    unsafe fn release_panicking(count: NonNull<BiasedCount>) {
-        // SAFETY: forwarded.
-        unsafe { release_boxed(count) };
-        panic!("a destructor panicked");
-    }
-
-    fn boxed(owner: Owner<'_>) -> NonNull<BiasedCount> {
-        NonNull::from(Box::leak(Box::new(BiasedCount::new_for(owner))))
-    }
-
-    fn released() -> usize {
-        RELEASED.with(Cell::get)
-    }
+    use crate::biased::tests::{
+        boxed_count as boxed, release_boxed, release_panicking, released, SendPtr,
+    };
 
     fn lookups() -> usize {
         LOOKUPS.with(Cell::get)
@@ -213,10 +190,6 @@ mod tests {
             unsafe { BiasedCount::decref_for(count, dropper, release_boxed) };
         }
     }
-
-    struct SendPtr(NonNull<BiasedCount>);
-    // SAFETY: the count is only touched through the biased protocol, from any thread.
-    unsafe impl Send for SendPtr {}
 
     #[test]
     fn a_batch_looks_a_parked_owner_up_once_and_frees_each_object_as_it_drops() {
