@@ -392,6 +392,40 @@ fn an_object_whose_owner_waits_detached_is_freed_by_the_thread_that_drops_it_las
     });
 }
 
+/// A dead container's items whose owner waits detached are freed by the container's drop, all of
+/// them, on the dropping thread (which merges them for the waiting owner, in the biased build in
+/// one batch of drops per container), and the owner attaches again once the drops are over.
+#[test]
+fn a_dead_containers_items_whose_owner_waits_detached_are_freed_by_its_drop() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    Python::attach(|py| {
+        collect(py);
+        let kinds = [Kind::List, Kind::Dict, Kind::Int, Kind::Float, Kind::Str];
+        let before = kinds.map(live_objects);
+        let list = PyList::empty(py);
+        let dict = PyDict::new(py);
+        // Past the small ints, which are made once and kept.
+        for i in 1_000..2_000 {
+            list.append(PyInt::new(py, i));
+            dict.set_item(&PyStr::new(py, &format!("key-{i}")), PyFloat::new(py, 0.5))
+                .unwrap();
+        }
+        let handles = (list.unbind(), dict.unbind());
+        py.allow_threads(|| {
+            thread::spawn(move || Python::attach(|_| drop(handles)))
+                .join()
+                .expect("the dropping thread");
+            assert_eq!(
+                kinds.map(live_objects),
+                before,
+                "the containers' items outlived their drop while their owner waited detached"
+            );
+        });
+        // Attached again: the drop's merges for this thread are over.
+        assert_eq!(kinds.map(live_objects), before);
+    });
+}
+
 /// A shared dict holding one float under `"k"`, and the live floats with it alive, settled.
 fn shared_dict_with_a_float() -> (Shared<PyDict>, isize) {
     Python::attach(|py| {

@@ -161,10 +161,12 @@ impl LocalCounts {
     }
 
     /// Ends a [`park`](Self::park): waits for the threads merging objects on this owner's
-    /// behalf, if any, to finish, after which only this thread merges what is queued to it
-    /// again. Unparking an owner that is not parked does nothing. Called from a release that
-    /// such a merge runs on this thread (one of its objects dropped through another owner
-    /// while it is parked), it waits for ever.
+    /// behalf, if any, to finish (a thread in a [`drop_batch`] that merged one of them, until
+    /// its batch ends), after which only this thread merges what is queued to it again.
+    /// Unparking an owner that is not parked does nothing. Called from a release that such a
+    /// merge runs on this thread (one of its objects dropped through another owner while it is
+    /// parked), or inside a batch of drops on this thread that merged one of its objects, it
+    /// waits for ever.
     pub fn unpark(&self) {
         self.queue.unpark();
     }

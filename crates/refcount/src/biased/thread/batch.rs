@@ -59,24 +59,56 @@ loom::thread_local! {
 ///
 /// A parked owner whose object the batch merged stays parked until the batch ends: its
 /// [`LocalCounts::unpark`] waits for it. So `drops` must not wait for another thread that may be
-/// such an owner (the lock it holds, its progress), and must not unpark an owner of the calling
-/// thread whose objects it drops: either waits for ever. Drops whose releases free memory and
-/// run no code that waits are what batches are for.
+/// such an owner (the lock it holds, its progress), and must not unpark any owner (its own
+/// batch may hold it, or another thread's batch that waits in its turn for an owner this one
+/// holds): either waits for ever. Drops whose releases free memory and run no code that waits
+/// are what batches are for.
 ///
 /// ```
-/// use ftrt_refcount::biased::drop_batch;
-/// use ftrt_refcount::BiasedArc;
+/// use std::ptr::NonNull;
 ///
-/// let items: Vec<BiasedArc<u64>> = (0..1000).map(BiasedArc::new).collect();
-/// // Another thread drops the items together; each is handed back to this thread, their owner.
-/// let dropped = std::thread::spawn(move || {
+/// use ftrt_refcount::biased::{drop_batch, LocalCounts};
+/// use ftrt_refcount::BiasedCount;
+///
+/// /// Frees a count made below (the release its last drop runs).
+/// unsafe fn free(count: NonNull<BiasedCount>) {
+///     // SAFETY: made by `Box::leak` below, and released once.
+///     drop(unsafe { Box::from_raw(count.as_ptr()) });
+/// }
+///
+/// /// Counts handed to another thread.
+/// struct Handed(Vec<NonNull<BiasedCount>>);
+/// // SAFETY: the counts are only touched through the biased protocol, from any thread.
+/// unsafe impl Send for Handed {}
+///
+/// let owner = LocalCounts::register();
+/// let handed = Handed(
+///     (0..1000)
+///         .map(|_| NonNull::from(Box::leak(Box::new(BiasedCount::new_for(owner.owner())))))
+///         .collect(),
+/// );
+/// // The owner waits detached, as a runtime's thread does around blocking work.
+/// // SAFETY: nothing is counted through `owner` until it unparks.
+/// unsafe { owner.park() };
+/// std::thread::spawn(move || {
+///     let handed = handed;
+///     let dropper = LocalCounts::register();
+///     // Each object is merged and freed here, at its drop; the parked owner is looked up once.
 ///     drop_batch(|| {
-///         let count = items.len();
-///         drop(items);
-///         count
-///     })
-/// });
-/// assert_eq!(dropped.join().unwrap(), 1000);
+///         for &count in &handed.0 {
+///             // SAFETY: the one reference to each, given up once; `true` asks to free it here.
+///             unsafe {
+///                 if BiasedCount::decref_for(count, dropper.owner(), free) {
+///                     free(count);
+///                 }
+///             }
+///         }
+///     });
+/// })
+/// .join()
+/// .unwrap();
+/// owner.unpark();
+/// assert_eq!(owner.merge_pending(), 0, "nothing was left for the owner");
 /// ```
 pub fn drop_batch<R>(drops: impl FnOnce() -> R) -> R {
     /// Ends the batch when the outermost call returns, panics included: a count left in a
@@ -140,17 +172,18 @@ pub(super) fn found_retired(owner: u32) {
 /// its `settling`. Inside a batch with room, the count stays until the batch ends and the batch
 /// remembers the owner; otherwise the count ends with this merge.
 pub(super) fn settle_for_parked_owner(owner: u32, queue: Arc<Queue>, entry: Queued) {
-    let held = BATCH
-        .try_with(|b| {
-            let mut batch = b.borrow_mut();
-            let room = batch.depth > 0 && batch.parked.len() < REMEMBERED;
-            if room {
-                batch.parked.push((owner, queue.clone()));
-            }
-            room
-        })
-        .unwrap_or(false);
-    if !held {
+    // Borrowed by the closure, not moved into it: should the thread-local be gone, the queue
+    // stays here for the merge that counts this thread out.
+    let mut queue = Some(queue);
+    let _ = BATCH.try_with(|b| {
+        let mut batch = b.borrow_mut();
+        if batch.depth > 0 && batch.parked.len() < REMEMBERED {
+            batch
+                .parked
+                .extend(queue.take().map(|queue| (owner, queue)));
+        }
+    });
+    if let Some(queue) = queue {
         queue.settle_for_parked_owner(entry);
         return;
     }
@@ -273,6 +306,56 @@ mod tests {
         assert!(!unparked_early, "unparked while the batch held the owner");
         assert_eq!(freed, 2, "both objects freed by the batch's thread");
         assert_eq!(owner.merge_pending(), 0, "nothing queued to the owner");
+    }
+
+    thread_local! {
+        /// The count `release_dropping_another` drops a reference to, once.
+        static THEN_DROP: Cell<Option<NonNull<BiasedCount>>> = const { Cell::new(None) };
+    }
+
+    /// Frees like `release_boxed`, then gives up the one reference to `THEN_DROP`'s count, in a
+    /// batch of its own: a release that frees a container drops its items so.
+    unsafe fn release_dropping_another(count: NonNull<BiasedCount>) {
+        // SAFETY: forwarded.
+        unsafe { release_boxed(count) };
+        if let Some(next) = THEN_DROP.take() {
+            drop_batch(|| {
+                // SAFETY: the one reference to `next`, given up once, by no owner of it.
+                unsafe {
+                    if BiasedCount::decref_for(next, Owner::detached(), release_boxed) {
+                        release_boxed(next);
+                    }
+                }
+            });
+        }
+    }
+
+    /// A merge inside a batch runs a release that drops another object of the owner the batch
+    /// holds, in a batch nested there: merged at once, under the same hold and the same lookup.
+    #[test]
+    fn a_release_inside_a_batch_may_drop_more_of_a_held_owners_objects() {
+        let (owner, dropper) = (LocalCounts::register(), LocalCounts::register());
+        let [first, second, third] = [(); 3].map(|()| boxed(owner.owner()));
+        // SAFETY: nothing is counted through `owner` until it unparks.
+        unsafe { owner.park() };
+        let (before, looked_up) = (released(), lookups());
+        THEN_DROP.set(Some(second));
+        drop_batch(|| {
+            // SAFETY: the one reference to `first`, given up once; its release drops `second`.
+            unsafe { BiasedCount::decref_for(first, dropper.owner(), release_dropping_another) };
+            assert_eq!(released(), before + 2, "both freed at their drops");
+            assert_eq!(
+                settling(&owner),
+                1,
+                "the nested batch's end let go of the owner"
+            );
+            drop_each(&[third], dropper.owner());
+        });
+        assert_eq!(released(), before + 3);
+        assert_eq!(lookups(), looked_up + 1, "one lookup for the three");
+        assert_eq!(settling(&owner), 0);
+        owner.unpark();
+        assert_eq!(owner.merge_pending(), 0);
     }
 
     #[test]

@@ -42,10 +42,14 @@ unsafe impl Send for Queued {}
 /// - A pusher that finds `parked` set counts itself in `settling` in the same lock hold,
 ///   instead of pushing, and merges its entry once it has let go of every lock; it counts itself
 ///   out under the lock again (panics included) and wakes an `unpark` waiting for the last one.
+/// - A thread in a batch of drops ([`drop_batch`](super::drop_batch)) stays counted from its
+///   first such merge to the batch's end, and merges the batch's later entries for this owner
+///   without offering them to the queue: one count covers all of them (see `batch.rs`).
 /// - Unparking clears `parked` under the entries' lock, so that later drops queue, then waits on
-///   `settled` for `settling` to reach zero: only the merges under way, however many drops
-///   follow. From the moment the owner counts again, no other thread merges for it. (So
-///   `settling` is nonzero only while the owner is parked or unparking.)
+///   `settled` for `settling` to reach zero: only the merges under way and the batches holding
+///   the owner, however many drops follow outside them. From the moment the owner counts again,
+///   no other thread merges for it. (So `settling` is nonzero only while the owner is parked or
+///   unparking.)
 /// - Merges for a parked owner run side by side, each on its own object (an object is queued at
 ///   most once: a merge ends its ownership), and nobody writes those objects' `local` meanwhile.
 /// - The entries' lock orders the owner's last writes to `local` (before `park` sets `parked`)
@@ -204,7 +208,8 @@ impl Queue {
     }
 
     /// Stops parking first, so that what is dropped from now on is queued (and writes no
-    /// `local`), then waits for the merges under way: only those, however many drops follow.
+    /// `local`), then waits for the merges under way and the batches of drops that hold the
+    /// owner: only those, however many drops follow outside them.
     pub(super) fn unpark(&self) {
         let mut state = self.state.lock();
         state.parked = false;
