@@ -16,7 +16,8 @@
 //! The price is the owner's wait: an owner the batch holds that tries to unpark waits until the
 //! batch ends, not only until the merge under way does. Batches are for runs of drops that
 //! run no code which waits for another thread (the object model's container drops, whose
-//! releases only put dead objects on a list to free after the drop).
+//! releases free only memory: dead objects that hold no references at once, the others from a
+//! list after the drop).
 
 use super::*;
 
